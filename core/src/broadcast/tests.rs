@@ -1,0 +1,409 @@
+//! Conformance tests, run against every storage.
+
+extern crate alloc;
+use alloc::vec::Vec;
+use std::sync::Arc;
+use std::thread;
+
+use super::*;
+use crate::storage::{Heap, Inline, Raw};
+
+const PAYLOAD: usize = 5;
+const CAPACITY: usize = 64;
+const INLINE_WORDS: usize = words_needed(CAPACITY, PAYLOAD);
+
+fn iters(n: u64) -> u64 {
+    if cfg!(miri) {
+        (n / 100).max(50)
+    } else {
+        n
+    }
+}
+
+fn frame(seq: u64) -> [u64; PAYLOAD] {
+    // Word 0 is overwritten with the sequence by the ring.
+    [0, seq ^ 0xA5A5, seq.wrapping_mul(3), !seq, seq + 7]
+}
+
+fn check_frame(seq: u64, out: &[u64]) {
+    let mut expected = frame(seq);
+    expected[0] = seq;
+    assert_eq!(out, expected, "torn or stale frame for seq {seq}");
+}
+
+/// Runs `f` against a ring of `capacity` slots in every storage.
+fn each_storage(capacity: usize, f: impl Fn(&dyn Ring)) {
+    let heap = Broadcast::with_capacity(capacity, PAYLOAD).unwrap();
+    f(&heap);
+
+    // Inline storage has its size in its type: the suite uses one capacity.
+    assert_eq!(capacity, CAPACITY);
+    let words = words_needed(capacity, PAYLOAD);
+    let inline = Inline::new(BroadcastHeader::new(), [const { AtomicU64::new(0) }; INLINE_WORDS]);
+    f(&Broadcast::init(inline, capacity as u64, PAYLOAD as u64).unwrap());
+
+    let size = Raw::<BroadcastHeader, AtomicU64>::region_size(words);
+    let mut backing: Vec<u128> = alloc::vec![0; size.div_ceil(16) + 16];
+    let base = backing.as_mut_ptr().cast::<u8>();
+    let align = Raw::<BroadcastHeader, AtomicU64>::region_align();
+    let offset = base.align_offset(align);
+    // SAFETY: `backing` outlives the ring (dropped at the end of this fn),
+    // zeroed memory is valid for the header and the atomics, and the region
+    // stays inside the allocation (16 spare u128s cover the alignment).
+    let raw = unsafe {
+        Raw::<BroadcastHeader, AtomicU64>::from_region(base.add(offset), size, words).unwrap()
+    };
+    let ring = Broadcast::init(raw, capacity as u64, PAYLOAD as u64).unwrap();
+    f(&ring);
+    // A second handle attached to the same region sees the same ring.
+    // SAFETY: same region as above, already initialised.
+    let raw2 = unsafe {
+        Raw::<BroadcastHeader, AtomicU64>::from_region(base.add(offset), size, words).unwrap()
+    };
+    let attached = Broadcast::attach(raw2).unwrap();
+    assert_eq!(attached.capacity(), capacity as u64);
+    assert_eq!(attached.head(), ring.head());
+    drop(ring);
+    drop(attached);
+    drop(backing);
+}
+
+/// Object-safe view of a ring over any storage, for the conformance suite.
+trait Ring: Sync {
+    fn publish(&self, cache: &mut GatingCache, payload: &[u64]) -> Result<u64, PublishError>;
+    fn recv(&self, c: &mut ReadCursor, out: &mut [u64]) -> Result<u64, TryRecvError>;
+    fn cursor(&self, s: Start) -> ReadCursor;
+    fn gating(&self, s: Start) -> Result<ReadCursor, GatingTableFull>;
+    fn unregister(&self, c: &mut ReadCursor);
+    fn claim_and_forget(&self) -> u64;
+    fn claim_and_drop(&self) -> u64;
+    fn declare(&self, s: u64) -> Result<Declared, DeclareError>;
+    fn batch(&self, cache: &mut GatingCache, words: &[u64], fw: usize) -> Result<u64, PublishError>;
+    fn cap(&self) -> u64;
+    fn head(&self) -> u64;
+}
+
+impl<S: Storage<Header = BroadcastHeader, Elem = AtomicU64> + Sync> Ring for Broadcast<S> {
+    fn publish(&self, cache: &mut GatingCache, payload: &[u64]) -> Result<u64, PublishError> {
+        self.try_publish(cache, payload)
+    }
+    fn recv(&self, c: &mut ReadCursor, out: &mut [u64]) -> Result<u64, TryRecvError> {
+        self.try_recv(c, out)
+    }
+    fn cursor(&self, s: Start) -> ReadCursor {
+        Broadcast::cursor(self, s)
+    }
+    fn gating(&self, s: Start) -> Result<ReadCursor, GatingTableFull> {
+        self.register_gating(s)
+    }
+    fn unregister(&self, c: &mut ReadCursor) {
+        self.unregister_gating(c)
+    }
+    fn claim_and_forget(&self) -> u64 {
+        let claim = self.try_claim(&mut GatingCache::default()).unwrap();
+        let seq = claim.seq();
+        core::mem::forget(claim);
+        seq
+    }
+    fn claim_and_drop(&self) -> u64 {
+        self.try_claim(&mut GatingCache::default()).unwrap().seq()
+    }
+    fn declare(&self, s: u64) -> Result<Declared, DeclareError> {
+        self.declare_lost(s)
+    }
+    fn batch(&self, cache: &mut GatingCache, words: &[u64], fw: usize) -> Result<u64, PublishError> {
+        self.try_publish_batch(cache, words, fw)
+    }
+    fn cap(&self) -> u64 {
+        self.capacity()
+    }
+    fn head(&self) -> u64 {
+        Broadcast::head(self)
+    }
+}
+
+#[test]
+fn frames_arrive_in_order_with_their_sequences() {
+    each_storage(64, |ring| {
+        let mut cache = GatingCache::default();
+        let mut c = ring.cursor(Start::Newest);
+        let mut out = [0u64; PAYLOAD];
+        assert_eq!(ring.recv(&mut c, &mut out), Err(TryRecvError::Empty));
+        for s in 0..40 {
+            assert_eq!(ring.publish(&mut cache, &frame(s)), Ok(s));
+        }
+        for s in 0..40 {
+            assert_eq!(ring.recv(&mut c, &mut out), Ok(s));
+            check_frame(s, &out);
+        }
+        assert_eq!(ring.recv(&mut c, &mut out), Err(TryRecvError::Empty));
+    });
+}
+
+#[test]
+fn lapped_consumer_gets_exact_lag_then_oldest() {
+    each_storage(64, |ring| {
+        let mut cache = GatingCache::default();
+        let mut c = ring.cursor(Start::Newest);
+        let published = 64 * 3 + 5;
+        for s in 0..published {
+            ring.publish(&mut cache, &frame(s)).unwrap();
+        }
+        let mut out = [0u64; PAYLOAD];
+        let (mut received, mut lagged) = (0, 0);
+        let mut first_after_lag = None;
+        loop {
+            match ring.recv(&mut c, &mut out) {
+                Ok(s) => {
+                    check_frame(s, &out);
+                    first_after_lag.get_or_insert(s);
+                    received += 1;
+                }
+                Err(TryRecvError::Lagged(n)) => lagged += n,
+                Err(TryRecvError::Empty) => break,
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        assert_eq!(received + lagged, published);
+        assert_eq!(lagged, published - 64);
+        assert_eq!(first_after_lag, Some(published - 64));
+    });
+}
+
+#[test]
+fn start_at_an_overwritten_sequence_reports_the_gap() {
+    each_storage(64, |ring| {
+        let mut cache = GatingCache::default();
+        for s in 0..100 {
+            ring.publish(&mut cache, &frame(s)).unwrap();
+        }
+        let mut c = ring.cursor(Start::At(10));
+        let mut out = [0u64; PAYLOAD];
+        assert_eq!(ring.recv(&mut c, &mut out), Err(TryRecvError::Lagged(100 - 64 - 10)));
+        assert_eq!(ring.recv(&mut c, &mut out), Ok(36));
+        let mut oldest = ring.cursor(Start::Oldest);
+        assert_eq!(ring.recv(&mut oldest, &mut out), Ok(36));
+    });
+}
+
+#[test]
+fn payload_larger_than_slot_is_rejected() {
+    each_storage(64, |ring| {
+        let big = [0u64; PAYLOAD + 1];
+        assert_eq!(
+            ring.publish(&mut GatingCache::default(), &big),
+            Err(PublishError::TooLarge {
+                len: PAYLOAD + 1,
+                max: PAYLOAD
+            })
+        );
+        assert_eq!(ring.head(), 0, "a rejected publish claims nothing");
+    });
+}
+
+#[test]
+fn dead_producer_is_pending_until_declared_lost_then_a_gap_of_one() {
+    each_storage(64, |ring| {
+        let mut cache = GatingCache::default();
+        let mut c = ring.cursor(Start::Newest);
+        let mut out = [0u64; PAYLOAD];
+        ring.publish(&mut cache, &frame(0)).unwrap();
+        let dead = ring.claim_and_forget(); // producer "killed" mid-publish
+        ring.publish(&mut cache, &frame(2)).unwrap();
+        assert_eq!(ring.recv(&mut c, &mut out), Ok(0));
+        assert_eq!(ring.recv(&mut c, &mut out), Err(TryRecvError::Pending(dead)));
+        assert_eq!(ring.recv(&mut c, &mut out), Err(TryRecvError::Pending(dead)));
+        assert_eq!(ring.declare(dead), Ok(Declared::Lost));
+        assert_eq!(ring.declare(dead), Ok(Declared::AlreadyLost));
+        assert_eq!(ring.declare(0), Ok(Declared::AlreadyCommitted));
+        assert_eq!(ring.declare(99), Err(DeclareError::NotClaimed(99)));
+        assert_eq!(ring.recv(&mut c, &mut out), Err(TryRecvError::Lost(dead)));
+        assert_eq!(ring.recv(&mut c, &mut out), Ok(2));
+        check_frame(2, &out);
+        // The slot is reusable on the next lap.
+        for s in 3..3 + 64 {
+            ring.publish(&mut cache, &frame(s)).unwrap();
+        }
+    });
+}
+
+#[test]
+fn dropped_claim_is_declared_lost_at_once() {
+    each_storage(64, |ring| {
+        let mut c = ring.cursor(Start::Newest);
+        let seq = ring.claim_and_drop();
+        let mut out = [0u64; PAYLOAD];
+        assert_eq!(ring.recv(&mut c, &mut out), Err(TryRecvError::Lost(seq)));
+        assert_eq!(ring.recv(&mut c, &mut out), Err(TryRecvError::Empty));
+    });
+}
+
+#[test]
+fn gating_consumer_makes_publish_full_instead_of_overwriting() {
+    each_storage(64, |ring| {
+        let mut cache = GatingCache::default();
+        let mut g = ring.gating(Start::Newest).unwrap();
+        let mut out = [0u64; PAYLOAD];
+        for s in 0..64 {
+            ring.publish(&mut cache, &frame(s)).unwrap();
+        }
+        assert_eq!(ring.publish(&mut cache, &frame(64)), Err(PublishError::Full));
+        assert_eq!(ring.head(), 64, "a Full publish claims nothing");
+        assert_eq!(ring.recv(&mut g, &mut out), Ok(0));
+        assert_eq!(ring.publish(&mut cache, &frame(64)), Ok(64));
+        assert_eq!(ring.publish(&mut cache, &frame(65)), Err(PublishError::Full));
+        for s in 1..=64 {
+            assert_eq!(ring.recv(&mut g, &mut out), Ok(s));
+            check_frame(s, &out);
+        }
+        ring.unregister(&mut g);
+        for s in 65..65 + 200 {
+            assert_eq!(ring.publish(&mut cache, &frame(s)), Ok(s));
+        }
+    });
+}
+
+#[test]
+fn gating_table_full_is_an_error() {
+    let ring = Broadcast::with_capacity(8, 1).unwrap();
+    let mut held: Vec<_> = (0..MAX_GATING).map(|_| ring.register_gating(Start::Newest).unwrap()).collect();
+    assert_eq!(ring.register_gating(Start::Newest), Err(GatingTableFull));
+    ring.unregister_gating(&mut held[3]);
+    assert!(ring.register_gating(Start::Newest).is_ok());
+}
+
+#[test]
+fn batch_gets_consecutive_sequences() {
+    each_storage(64, |ring| {
+        let mut cache = GatingCache::default();
+        let mut c = ring.cursor(Start::Newest);
+        let words: Vec<u64> = (0..10).flat_map(frame).collect();
+        assert_eq!(ring.batch(&mut cache, &words, PAYLOAD), Ok(0));
+        assert_eq!(ring.head(), 10);
+        let mut out = [0u64; PAYLOAD];
+        for s in 0..10 {
+            assert_eq!(ring.recv(&mut c, &mut out), Ok(s));
+            check_frame(s, &out);
+        }
+        let too_many: Vec<u64> = (0..65).flat_map(frame).collect();
+        assert!(matches!(
+            ring.batch(&mut cache, &too_many, PAYLOAD),
+            Err(PublishError::BatchTooLarge { .. })
+        ));
+    });
+}
+
+#[test]
+fn bad_layouts_are_rejected() {
+    assert_eq!(
+        Broadcast::with_capacity(3, 4).unwrap_err(),
+        LayoutError::BadCapacity(3)
+    );
+    assert_eq!(
+        Broadcast::with_capacity(4, 0).unwrap_err(),
+        LayoutError::BadPayload(0)
+    );
+    let storage = Heap::new(BroadcastHeader::new(), 10, |_| AtomicU64::new(0));
+    assert!(matches!(
+        Broadcast::init(storage, 4, 4).unwrap_err(),
+        LayoutError::WrongLength { needed: 32, found: 10 }
+    ));
+}
+
+/// Two producers, two lapping consumers: every frame either arrives intact or
+/// is counted in a lag, and sequences only increase.
+#[test]
+fn concurrent_producers_and_lapped_consumers_never_tear() {
+    let ring = Arc::new(Broadcast::with_capacity(16, PAYLOAD).unwrap());
+    let per_producer = iters(20_000);
+    let total = 2 * per_producer;
+    let consumers: Vec<_> = (0..2)
+        .map(|_| {
+            let ring = Arc::clone(&ring);
+            let mut c = ring.cursor(Start::Oldest);
+            thread::spawn(move || {
+                let mut out = [0u64; PAYLOAD];
+                let (mut received, mut lagged, mut last) = (0u64, 0u64, None);
+                while c.next < total {
+                    match ring.try_recv(&mut c, &mut out) {
+                        Ok(s) => {
+                            check_frame(s, &out);
+                            assert!(last.is_none_or(|l| s > l));
+                            last = Some(s);
+                            received += 1;
+                        }
+                        Err(TryRecvError::Lagged(n)) => lagged += n,
+                        Err(TryRecvError::Empty | TryRecvError::Pending(_)) => thread::yield_now(),
+                        Err(e) => panic!("{e:?}"),
+                    }
+                }
+                (received, lagged)
+            })
+        })
+        .collect();
+    let producers: Vec<_> = (0..2)
+        .map(|_| {
+            let ring = Arc::clone(&ring);
+            thread::spawn(move || {
+                let mut cache = GatingCache::default();
+                for _ in 0..per_producer {
+                    // The payload depends on the sequence, which is only known
+                    // after the claim: use the two-phase API.
+                    let claim = ring.try_claim(&mut cache).unwrap();
+                    let seq = claim.seq();
+                    claim.commit(&frame(seq)).unwrap();
+                }
+            })
+        })
+        .collect();
+    for p in producers {
+        p.join().unwrap();
+    }
+    for c in consumers {
+        let (received, lagged) = c.join().unwrap();
+        assert_eq!(received + lagged, total);
+    }
+}
+
+/// A gating consumer running beside a fast producer sees every sequence.
+#[test]
+fn gating_consumer_never_misses_a_frame_across_threads() {
+    let ring = Arc::new(Broadcast::with_capacity(8, PAYLOAD).unwrap());
+    let total = iters(50_000);
+    let mut g = ring.register_gating(Start::Newest).unwrap();
+    let consumer = {
+        let ring = Arc::clone(&ring);
+        thread::spawn(move || {
+            let mut out = [0u64; PAYLOAD];
+            let mut expected = 0;
+            while expected < total {
+                match ring.try_recv(&mut g, &mut out) {
+                    Ok(s) => {
+                        assert_eq!(s, expected);
+                        check_frame(s, &out);
+                        expected += 1;
+                    }
+                    Err(TryRecvError::Empty | TryRecvError::Pending(_)) => thread::yield_now(),
+                    Err(e) => panic!("gating consumer saw {e:?}"),
+                }
+            }
+        })
+    };
+    let mut cache = GatingCache::default();
+    for _ in 0..total {
+        loop {
+            let claim = match ring.try_claim(&mut cache) {
+                Ok(c) => c,
+                Err(PublishError::Full) => {
+                    thread::yield_now();
+                    continue;
+                }
+                Err(e) => panic!("{e:?}"),
+            };
+            let seq = claim.seq();
+            claim.commit(&frame(seq)).unwrap();
+            break;
+        }
+    }
+    consumer.join().unwrap();
+}

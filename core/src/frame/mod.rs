@@ -1,0 +1,443 @@
+//! Frames: a fixed header followed by one archived message body.
+//!
+//! A frame is stored as 8-byte words so that the rings can copy it through
+//! `AtomicU64`s. Bytes `0..32` are the archived [`FrameHeader`], bytes
+//! `32..32 + body_len` the archived body. The ring writes the topic sequence
+//! into word 0 when it publishes, so the bytes in a slot are always a complete
+//! frame.
+//!
+//! Timestamps (`publish_ns` and the bodies' `timestamp`) are nanoseconds since
+//! the Unix epoch on `CLOCK_REALTIME`, which every process on a host shares.
+//!
+//! Reading bytes that came from outside (a file, a foreign segment) goes
+//! through [`decode`] / [`FrameRef::parse`], which validate length, alignment,
+//! kind and every field (e.g. the [`Direction`] discriminant) and say which
+//! check failed. [`decode_unchecked`] is for bytes from a segment whose layout
+//! hash was already verified.
+
+mod body;
+pub mod id;
+
+pub use body::*;
+
+use rkyv::api::low::{LowSerializer, LowValidator};
+use rkyv::bytecheck::CheckBytes;
+use rkyv::rancor::Failure;
+use rkyv::ser::allocator::SubAllocator;
+use rkyv::ser::writer::Buffer;
+use rkyv::{Archive, Deserialize, Portable, Serialize};
+
+/// Kind of message a frame carries (`FrameHeader::kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum MessageKind {
+    /// [`TradeEvent`].
+    Trade = 1,
+    /// [`AccountUpdate`].
+    Account = 2,
+    /// [`MarketL2`].
+    L2 = 3,
+    /// [`Heartbeat`].
+    Heartbeat = 4,
+    /// [`Ack`].
+    Ack = 5,
+}
+
+impl MessageKind {
+    /// All kinds, in discriminant order.
+    pub const ALL: [MessageKind; 5] = [
+        Self::Trade,
+        Self::Account,
+        Self::L2,
+        Self::Heartbeat,
+        Self::Ack,
+    ];
+
+    /// The kind with this discriminant, if any.
+    pub const fn from_u16(v: u16) -> Option<Self> {
+        match v {
+            1 => Some(Self::Trade),
+            2 => Some(Self::Account),
+            3 => Some(Self::L2),
+            4 => Some(Self::Heartbeat),
+            5 => Some(Self::Ack),
+            _ => None,
+        }
+    }
+
+    /// Archived body size in bytes.
+    pub const fn body_len(self) -> usize {
+        match self {
+            Self::Trade => core::mem::size_of::<TradeEvent>(),
+            Self::Account => core::mem::size_of::<AccountUpdate>(),
+            Self::L2 => core::mem::size_of::<MarketL2>(),
+            Self::Heartbeat => core::mem::size_of::<Heartbeat>(),
+            Self::Ack => core::mem::size_of::<Ack>(),
+        }
+    }
+
+    /// Short lower-case name (`trade`, `account`, `l2`, `heartbeat`, `ack`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Trade => "trade",
+            Self::Account => "account",
+            Self::L2 => "l2",
+            Self::Heartbeat => "heartbeat",
+            Self::Ack => "ack",
+        }
+    }
+}
+
+/// The fixed header of every frame.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[rkyv(derive(Debug))]
+#[repr(C)]
+pub struct FrameHeader {
+    /// Topic sequence: gapless, assigned by the ring at publish.
+    pub seq: u64,
+    /// Publish time, ns since the Unix epoch (`CLOCK_REALTIME`).
+    pub publish_ns: u64,
+    /// Id of the publishing process's slot on the topic.
+    pub publisher_id: u32,
+    /// [`MessageKind`] discriminant.
+    pub kind: u16,
+    /// Length of the archived body in bytes.
+    pub body_len: u16,
+    /// Reserved, zero.
+    pub reserved: u64,
+}
+
+/// Size of the archived header in bytes.
+pub const HEADER_LEN: usize = 32;
+const _: () = assert!(core::mem::size_of::<FrameHeader>() == HEADER_LEN);
+const _: () = assert!(core::mem::size_of::<ArchivedFrameHeader>() == HEADER_LEN);
+
+/// Largest body of any kind, in bytes.
+pub const MAX_BODY_LEN: usize = {
+    let mut max = 0;
+    let mut i = 0;
+    while i < MessageKind::ALL.len() {
+        let len = MessageKind::ALL[i].body_len();
+        if len > max {
+            max = len;
+        }
+        i += 1;
+    }
+    max
+};
+
+/// Largest frame of any kind, in 8-byte words.
+pub const MAX_FRAME_WORDS: usize = (HEADER_LEN + MAX_BODY_LEN).div_ceil(8);
+
+/// Frame size in 8-byte words for a body kind.
+pub const fn frame_words(kind: MessageKind) -> usize {
+    (HEADER_LEN + kind.body_len()).div_ceil(8)
+}
+
+/// The serializer bodies are written with: a fixed buffer, no allocator.
+pub type BodySerializer<'a> = LowSerializer<Buffer<'a>, SubAllocator<'a>, Failure>;
+
+/// A message body that can travel in a frame.
+pub trait Body:
+    Archive<Archived: Portable + for<'a> CheckBytes<LowValidator<'a, Failure>>>
+    + for<'a> Serialize<BodySerializer<'a>>
+    + Copy
+{
+    /// Its kind.
+    const KIND: MessageKind;
+}
+
+impl Body for TradeEvent {
+    const KIND: MessageKind = MessageKind::Trade;
+}
+impl Body for AccountUpdate {
+    const KIND: MessageKind = MessageKind::Account;
+}
+impl Body for MarketL2 {
+    const KIND: MessageKind = MessageKind::L2;
+}
+impl Body for Heartbeat {
+    const KIND: MessageKind = MessageKind::Heartbeat;
+}
+impl Body for Ack {
+    const KIND: MessageKind = MessageKind::Ack;
+}
+
+/// Why bytes are not a valid frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameError {
+    /// Fewer bytes than the header (or header plus body) needs.
+    Truncated {
+        /// Bytes needed.
+        needed: usize,
+        /// Bytes given.
+        got: usize,
+    },
+    /// The bytes do not start at an 8-byte boundary.
+    Misaligned {
+        /// Address of the bytes.
+        address: usize,
+    },
+    /// The header's kind is not one of [`MessageKind`].
+    UnknownKind(u16),
+    /// The header's kind is valid but not the one asked for.
+    WrongKind {
+        /// Kind asked for.
+        expected: MessageKind,
+        /// Kind in the header.
+        found: MessageKind,
+    },
+    /// The header's body length does not match its kind.
+    BadBodyLength {
+        /// Kind in the header.
+        kind: MessageKind,
+        /// Length in the header.
+        body_len: u16,
+    },
+    /// A field of the body is invalid (e.g. a bad enum discriminant).
+    InvalidBody(MessageKind),
+    /// The output buffer is too small to encode the frame.
+    BufferTooSmall {
+        /// Bytes needed.
+        needed: usize,
+        /// Bytes available.
+        available: usize,
+    },
+}
+
+impl core::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Truncated { needed, got } => {
+                write!(f, "truncated frame: {got} bytes, {needed} needed")
+            }
+            Self::Misaligned { address } => {
+                write!(f, "misaligned frame at {address:#x}: 8-byte alignment needed")
+            }
+            Self::UnknownKind(k) => write!(f, "unknown message kind {k}"),
+            Self::WrongKind { expected, found } => write!(
+                f,
+                "wrong message kind: expected {}, found {}",
+                expected.name(),
+                found.name()
+            ),
+            Self::BadBodyLength { kind, body_len } => write!(
+                f,
+                "body length {body_len} does not match kind {} ({} bytes)",
+                kind.name(),
+                kind.body_len()
+            ),
+            Self::InvalidBody(kind) => write!(
+                f,
+                "invalid {} body: a field holds a value its type does not allow (e.g. a bad discriminant)",
+                kind.name()
+            ),
+            Self::BufferTooSmall { needed, available } => write!(
+                f,
+                "frame of {needed} bytes does not fit a {available}-byte buffer"
+            ),
+        }
+    }
+}
+
+/// Views words as bytes.
+pub fn words_as_bytes(words: &[u64]) -> &[u8] {
+    // SAFETY: u8 has alignment 1 and no invalid bit patterns; the length is the
+    // same memory measured in bytes.
+    unsafe { core::slice::from_raw_parts(words.as_ptr().cast::<u8>(), words.len() * 8) }
+}
+
+/// Views words as mutable bytes.
+pub fn words_as_bytes_mut(words: &mut [u64]) -> &mut [u8] {
+    // SAFETY: as in `words_as_bytes`; every byte pattern is a valid u64, so
+    // writes through the byte view cannot produce invalid words.
+    unsafe { core::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), words.len() * 8) }
+}
+
+/// Encodes a frame (header with `seq` 0, which the ring fills in, plus the
+/// archived `body`) into `out`. Returns the frame's length in words.
+///
+/// ```
+/// use zerocast_core::frame::{encode, decode, Heartbeat, id::id, MAX_FRAME_WORDS};
+/// let hb = Heartbeat { publisher_id: id("engine-1").unwrap(), sequence: 7, timestamp: 1 };
+/// let mut buf = [0u64; MAX_FRAME_WORDS];
+/// let words = encode(&hb, 3, 1_000, &mut buf).unwrap();
+/// let (header, body) = decode::<Heartbeat>(zerocast_core::frame::words_as_bytes(&buf[..words])).unwrap();
+/// assert_eq!(header.publisher_id, 3);
+/// assert_eq!(body.sequence, 7);
+/// ```
+pub fn encode<B: Body>(
+    body: &B,
+    publisher_id: u32,
+    publish_ns: u64,
+    out: &mut [u64],
+) -> Result<usize, FrameError> {
+    let words = frame_words(B::KIND);
+    if out.len() < words {
+        return Err(FrameError::BufferTooSmall {
+            needed: words * 8,
+            available: out.len() * 8,
+        });
+    }
+    let header = FrameHeader {
+        seq: 0,
+        publish_ns,
+        publisher_id,
+        kind: B::KIND as u16,
+        body_len: B::KIND.body_len() as u16,
+        reserved: 0,
+    };
+    let bytes = words_as_bytes_mut(&mut out[..words]);
+    let (head, rest) = bytes.split_at_mut(HEADER_LEN);
+    let too_small = FrameError::BufferTooSmall {
+        needed: words * 8,
+        available: words * 8,
+    };
+    rkyv::api::low::to_bytes_in_with_alloc::<_, _, Failure>(
+        &header,
+        Buffer::from(head),
+        SubAllocator::empty(),
+    )
+    .map_err(|_| too_small)?;
+    rkyv::api::low::to_bytes_in_with_alloc::<_, _, Failure>(
+        body,
+        Buffer::from(&mut rest[..B::KIND.body_len()]),
+        SubAllocator::empty(),
+    )
+    .map_err(|_| too_small)?;
+    Ok(words)
+}
+
+fn check_header(bytes: &[u8]) -> Result<(&ArchivedFrameHeader, MessageKind), FrameError> {
+    if (bytes.as_ptr() as usize) % 8 != 0 {
+        return Err(FrameError::Misaligned {
+            address: bytes.as_ptr() as usize,
+        });
+    }
+    if bytes.len() < HEADER_LEN {
+        return Err(FrameError::Truncated {
+            needed: HEADER_LEN,
+            got: bytes.len(),
+        });
+    }
+    // The header is plain integers: every bit pattern is valid, so the check
+    // cannot fail once length and alignment hold.
+    let header = rkyv::api::low::access::<ArchivedFrameHeader, Failure>(&bytes[..HEADER_LEN])
+        .map_err(|_| FrameError::Truncated {
+            needed: HEADER_LEN,
+            got: bytes.len(),
+        })?;
+    let raw_kind = header.kind.to_native();
+    let kind = MessageKind::from_u16(raw_kind).ok_or(FrameError::UnknownKind(raw_kind))?;
+    let body_len = header.body_len.to_native();
+    if usize::from(body_len) != kind.body_len() {
+        return Err(FrameError::BadBodyLength { kind, body_len });
+    }
+    let needed = HEADER_LEN + kind.body_len();
+    if bytes.len() < needed {
+        return Err(FrameError::Truncated {
+            needed,
+            got: bytes.len(),
+        });
+    }
+    Ok((header, kind))
+}
+
+/// Validates `bytes` as a frame carrying a `B` and returns zero-copy views of
+/// its header and body.
+pub fn decode<B: Body>(bytes: &[u8]) -> Result<(&ArchivedFrameHeader, &B::Archived), FrameError> {
+    let (header, kind) = check_header(bytes)?;
+    if kind != B::KIND {
+        return Err(FrameError::WrongKind {
+            expected: B::KIND,
+            found: kind,
+        });
+    }
+    let body = rkyv::api::low::access::<B::Archived, Failure>(
+        &bytes[HEADER_LEN..HEADER_LEN + kind.body_len()],
+    )
+    .map_err(|_| FrameError::InvalidBody(kind))?;
+    Ok((header, body))
+}
+
+/// Zero-copy views of a frame whose bytes are trusted.
+///
+/// # Safety
+///
+/// `bytes` must be 8-byte aligned and hold a frame of kind `B` that was
+/// written by [`encode`] (e.g. read from a segment whose layout hash matched).
+pub unsafe fn decode_unchecked<B: Body>(bytes: &[u8]) -> (&ArchivedFrameHeader, &B::Archived) {
+    debug_assert!(bytes.len() >= HEADER_LEN + B::KIND.body_len());
+    // SAFETY: the caller guarantees a valid, aligned archived header ...
+    let header = unsafe { rkyv::access_unchecked::<ArchivedFrameHeader>(&bytes[..HEADER_LEN]) };
+    // SAFETY: ... followed by a valid archived `B`.
+    let body = unsafe {
+        rkyv::access_unchecked::<B::Archived>(&bytes[HEADER_LEN..HEADER_LEN + B::KIND.body_len()])
+    };
+    (header, body)
+}
+
+/// A validated frame of any kind.
+#[derive(Debug)]
+pub enum FrameRef<'a> {
+    /// A trade.
+    Trade(&'a ArchivedTradeEvent),
+    /// An account update.
+    Account(&'a ArchivedAccountUpdate),
+    /// A Level-2 book.
+    L2(&'a ArchivedMarketL2),
+    /// A heartbeat.
+    Heartbeat(&'a ArchivedHeartbeat),
+    /// An ack.
+    Ack(&'a ArchivedAck),
+}
+
+impl<'a> FrameRef<'a> {
+    /// Validates `bytes` as a frame of any kind.
+    pub fn parse(bytes: &'a [u8]) -> Result<(&'a ArchivedFrameHeader, FrameRef<'a>), FrameError> {
+        let (_, kind) = check_header(bytes)?;
+        Ok(match kind {
+            MessageKind::Trade => decode::<TradeEvent>(bytes).map(|(h, b)| (h, Self::Trade(b)))?,
+            MessageKind::Account => {
+                decode::<AccountUpdate>(bytes).map(|(h, b)| (h, Self::Account(b)))?
+            }
+            MessageKind::L2 => decode::<MarketL2>(bytes).map(|(h, b)| (h, Self::L2(b)))?,
+            MessageKind::Heartbeat => {
+                decode::<Heartbeat>(bytes).map(|(h, b)| (h, Self::Heartbeat(b)))?
+            }
+            MessageKind::Ack => decode::<Ack>(bytes).map(|(h, b)| (h, Self::Ack(b)))?,
+        })
+    }
+
+    /// The frame's kind.
+    pub fn kind(&self) -> MessageKind {
+        match self {
+            Self::Trade(_) => MessageKind::Trade,
+            Self::Account(_) => MessageKind::Account,
+            Self::L2(_) => MessageKind::L2,
+            Self::Heartbeat(_) => MessageKind::Heartbeat,
+            Self::Ack(_) => MessageKind::Ack,
+        }
+    }
+}
+
+/// An 8-byte-aligned buffer that holds any frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C, align(64))]
+pub struct FrameBuf(pub [u64; MAX_FRAME_WORDS]);
+
+impl Default for FrameBuf {
+    fn default() -> Self {
+        Self([0; MAX_FRAME_WORDS])
+    }
+}
+
+impl FrameBuf {
+    /// The buffer as bytes.
+    pub fn bytes(&self) -> &[u8] {
+        words_as_bytes(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests;
