@@ -195,15 +195,23 @@ pub enum PublishError {
 impl fmt::Display for PublishError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Full => f.write_str("ring full: a gating consumer has not released the oldest slot"),
+            Self::Full => {
+                f.write_str("ring full: a gating consumer has not released the oldest slot")
+            }
             Self::TooLarge { len, max } => {
                 write!(f, "payload of {len} words exceeds the slot's {max} words")
             }
             Self::BatchTooLarge { len, capacity } => {
-                write!(f, "batch of {len} frames exceeds the ring capacity {capacity}")
+                write!(
+                    f,
+                    "batch of {len} frames exceeds the ring capacity {capacity}"
+                )
             }
             Self::DeclaredLost(s) => {
-                write!(f, "sequence {s} was declared lost by a supervisor before commit")
+                write!(
+                    f,
+                    "sequence {s} was declared lost by a supervisor before commit"
+                )
             }
         }
     }
@@ -264,7 +272,10 @@ impl fmt::Display for DeclareError {
         match self {
             Self::NotClaimed(s) => write!(f, "sequence {s} has not been claimed"),
             Self::OlderWriterStuck(s) => {
-                write!(f, "slot still being written by older sequence {s}; declare it first")
+                write!(
+                    f,
+                    "slot still being written by older sequence {s}; declare it first"
+                )
             }
         }
     }

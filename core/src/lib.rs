@@ -13,7 +13,10 @@
 //!
 //! Needs 64-bit atomics: targets without `AtomicU64` are not supported.
 #![no_std]
-#![cfg_attr(not(test), warn(clippy::std_instead_of_core, clippy::alloc_instead_of_core))]
+#![cfg_attr(
+    not(test),
+    warn(clippy::std_instead_of_core, clippy::alloc_instead_of_core)
+)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 #[cfg(feature = "alloc")]

@@ -265,7 +265,9 @@ pub struct Producer<'a, T, S> {
 
 impl<T, S> fmt::Debug for Producer<'_, T, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Producer").field("tail", &self.tail).finish()
+        f.debug_struct("Producer")
+            .field("tail", &self.tail)
+            .finish()
     }
 }
 
@@ -353,7 +355,9 @@ pub struct Consumer<'a, T, S> {
 
 impl<T, S> fmt::Debug for Consumer<'_, T, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Consumer").field("head", &self.head).finish()
+        f.debug_struct("Consumer")
+            .field("head", &self.head)
+            .finish()
     }
 }
 

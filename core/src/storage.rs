@@ -262,7 +262,6 @@ impl fmt::Display for LayoutError {
     }
 }
 
-
 /// Checks a ring capacity: a power of two of at least 2.
 pub(crate) fn check_capacity(capacity: u64) -> Result<(), LayoutError> {
     if capacity < 2 || !capacity.is_power_of_two() {

@@ -39,7 +39,10 @@ fn each_storage(capacity: usize, f: impl Fn(&dyn Ring)) {
     // Inline storage has its size in its type: the suite uses one capacity.
     assert_eq!(capacity, CAPACITY);
     let words = words_needed(capacity, PAYLOAD);
-    let inline = Inline::new(BroadcastHeader::new(), [const { AtomicU64::new(0) }; INLINE_WORDS]);
+    let inline = Inline::new(
+        BroadcastHeader::new(),
+        [const { AtomicU64::new(0) }; INLINE_WORDS],
+    );
     f(&Broadcast::init(inline, capacity as u64, PAYLOAD as u64).unwrap());
 
     let size = Raw::<BroadcastHeader, AtomicU64>::region_size(words);
@@ -78,7 +81,8 @@ trait Ring: Sync {
     fn claim_and_forget(&self) -> u64;
     fn claim_and_drop(&self) -> u64;
     fn declare(&self, s: u64) -> Result<Declared, DeclareError>;
-    fn batch(&self, cache: &mut GatingCache, words: &[u64], fw: usize) -> Result<u64, PublishError>;
+    fn batch(&self, cache: &mut GatingCache, words: &[u64], fw: usize)
+        -> Result<u64, PublishError>;
     fn cap(&self) -> u64;
     fn head(&self) -> u64;
 }
@@ -111,7 +115,12 @@ impl<S: Storage<Header = BroadcastHeader, Elem = AtomicU64> + Sync> Ring for Bro
     fn declare(&self, s: u64) -> Result<Declared, DeclareError> {
         self.declare_lost(s)
     }
-    fn batch(&self, cache: &mut GatingCache, words: &[u64], fw: usize) -> Result<u64, PublishError> {
+    fn batch(
+        &self,
+        cache: &mut GatingCache,
+        words: &[u64],
+        fw: usize,
+    ) -> Result<u64, PublishError> {
         self.try_publish_batch(cache, words, fw)
     }
     fn cap(&self) -> u64 {
@@ -179,7 +188,10 @@ fn start_at_an_overwritten_sequence_reports_the_gap() {
         }
         let mut c = ring.cursor(Start::At(10));
         let mut out = [0u64; PAYLOAD];
-        assert_eq!(ring.recv(&mut c, &mut out), Err(TryRecvError::Lagged(100 - 64 - 10)));
+        assert_eq!(
+            ring.recv(&mut c, &mut out),
+            Err(TryRecvError::Lagged(100 - 64 - 10))
+        );
         assert_eq!(ring.recv(&mut c, &mut out), Ok(36));
         let mut oldest = ring.cursor(Start::Oldest);
         assert_eq!(ring.recv(&mut oldest, &mut out), Ok(36));
@@ -211,8 +223,14 @@ fn dead_producer_is_pending_until_declared_lost_then_a_gap_of_one() {
         let dead = ring.claim_and_forget(); // producer "killed" mid-publish
         ring.publish(&mut cache, &frame(2)).unwrap();
         assert_eq!(ring.recv(&mut c, &mut out), Ok(0));
-        assert_eq!(ring.recv(&mut c, &mut out), Err(TryRecvError::Pending(dead)));
-        assert_eq!(ring.recv(&mut c, &mut out), Err(TryRecvError::Pending(dead)));
+        assert_eq!(
+            ring.recv(&mut c, &mut out),
+            Err(TryRecvError::Pending(dead))
+        );
+        assert_eq!(
+            ring.recv(&mut c, &mut out),
+            Err(TryRecvError::Pending(dead))
+        );
         assert_eq!(ring.declare(dead), Ok(Declared::Lost));
         assert_eq!(ring.declare(dead), Ok(Declared::AlreadyLost));
         assert_eq!(ring.declare(0), Ok(Declared::AlreadyCommitted));
@@ -247,11 +265,17 @@ fn gating_consumer_makes_publish_full_instead_of_overwriting() {
         for s in 0..64 {
             ring.publish(&mut cache, &frame(s)).unwrap();
         }
-        assert_eq!(ring.publish(&mut cache, &frame(64)), Err(PublishError::Full));
+        assert_eq!(
+            ring.publish(&mut cache, &frame(64)),
+            Err(PublishError::Full)
+        );
         assert_eq!(ring.head(), 64, "a Full publish claims nothing");
         assert_eq!(ring.recv(&mut g, &mut out), Ok(0));
         assert_eq!(ring.publish(&mut cache, &frame(64)), Ok(64));
-        assert_eq!(ring.publish(&mut cache, &frame(65)), Err(PublishError::Full));
+        assert_eq!(
+            ring.publish(&mut cache, &frame(65)),
+            Err(PublishError::Full)
+        );
         for s in 1..=64 {
             assert_eq!(ring.recv(&mut g, &mut out), Ok(s));
             check_frame(s, &out);
@@ -266,7 +290,9 @@ fn gating_consumer_makes_publish_full_instead_of_overwriting() {
 #[test]
 fn gating_table_full_is_an_error() {
     let ring = Broadcast::with_capacity(8, 1).unwrap();
-    let mut held: Vec<_> = (0..MAX_GATING).map(|_| ring.register_gating(Start::Newest).unwrap()).collect();
+    let mut held: Vec<_> = (0..MAX_GATING)
+        .map(|_| ring.register_gating(Start::Newest).unwrap())
+        .collect();
     assert_eq!(ring.register_gating(Start::Newest), Err(GatingTableFull));
     ring.unregister_gating(&mut held[3]);
     assert!(ring.register_gating(Start::Newest).is_ok());
@@ -306,7 +332,10 @@ fn bad_layouts_are_rejected() {
     let storage = Heap::new(BroadcastHeader::new(), 10, |_| AtomicU64::new(0));
     assert!(matches!(
         Broadcast::init(storage, 4, 4).unwrap_err(),
-        LayoutError::WrongLength { needed: 32, found: 10 }
+        LayoutError::WrongLength {
+            needed: 32,
+            found: 10
+        }
     ));
 }
 

@@ -23,7 +23,10 @@ fn encoded<B: Body>(body: &B) -> FrameBuf {
 fn every_kind_round_trips() {
     let buf = encoded(&trade());
     let (h, b) = decode::<TradeEvent>(buf.bytes()).unwrap();
-    assert_eq!((h.publisher_id.to_native(), h.publish_ns.to_native()), (9, 123));
+    assert_eq!(
+        (h.publisher_id.to_native(), h.publish_ns.to_native()),
+        (9, 123)
+    );
     assert_eq!(b.price.to_native(), 64_000.5);
     assert_eq!(b.direction, ArchivedDirection::Sell);
     assert_eq!(id::id_str(&b.instrument_id), Ok("BTC-USDT"));

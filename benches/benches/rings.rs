@@ -1,0 +1,393 @@
+//! Per-operation cost of the zerocast rings, single-threaded and across two
+//! pinned threads, with rtrb and crossbeam's `ArrayQueue` measured in the same
+//! run as baselines.
+//!
+//! `cargo bench -p zerocast-benches --bench rings`
+
+#![allow(missing_docs)] // criterion_group! generates undocumented items
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use crossbeam_queue::ArrayQueue;
+use zerocast_benches::{cores, pin};
+use zerocast_core::broadcast::{Broadcast, GatingCache, Start, TryRecvError};
+use zerocast_core::frame::{self, id::id, Direction, TradeEvent};
+use zerocast_core::mpmc::Mpmc;
+use zerocast_core::spsc::Spsc;
+
+/// A 64-byte item, the size the SPSC comparison asks for.
+#[derive(Clone, Copy, Default)]
+#[repr(C)]
+struct Item([u64; 8]);
+
+const CAPACITY: usize = 4096;
+/// Items per cross-thread measurement.
+const BATCH: u64 = 200_000;
+
+fn trade_frame() -> Vec<u64> {
+    let trade = TradeEvent {
+        trade_id: id("T-1").unwrap(),
+        order_id: id("O-1").unwrap(),
+        instrument_id: id("BTC-USDT").unwrap(),
+        price: 64_000.0,
+        volume: 0.5,
+        direction: Direction::Buy,
+        timestamp: 1,
+    };
+    let mut buf = vec![0u64; frame::MAX_FRAME_WORDS];
+    let words = frame::encode(&trade, 1, 2, &mut buf).unwrap();
+    buf.truncate(words);
+    buf
+}
+
+/// Runs `consume` on a second pinned core while `produce` runs here, `iters`
+/// times over, and returns the total time for all of it.
+fn cross_thread<P, C>(iters: u64, mut setup: impl FnMut() -> (P, C)) -> Duration
+where
+    P: FnOnce(),
+    C: FnOnce() + Send,
+{
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let (produce, consume) = setup();
+        let started = std::sync::Barrier::new(2);
+        std::thread::scope(|s| {
+            let consumer = s.spawn(|| {
+                pin(1);
+                started.wait();
+                consume();
+            });
+            started.wait();
+            let t = Instant::now();
+            produce();
+            consumer.join().unwrap();
+            total += t.elapsed();
+        });
+    }
+    total
+}
+
+fn spsc(c: &mut Criterion) {
+    let mut g = c.benchmark_group("spsc_64B/single_thread");
+    g.throughput(Throughput::Elements(1));
+    {
+        let mut q = Spsc::<Item, _>::with_capacity(CAPACITY).unwrap();
+        let (mut p, mut cons) = q.split();
+        g.bench_function("zerocast", |b| {
+            b.iter(|| {
+                p.push(black_box(Item::default())).ok();
+                black_box(cons.pop().ok());
+            })
+        });
+    }
+    {
+        let (mut p, mut cons) = rtrb::RingBuffer::<Item>::new(CAPACITY);
+        g.bench_function("rtrb", |b| {
+            b.iter(|| {
+                p.push(black_box(Item::default())).ok();
+                black_box(cons.pop().ok());
+            })
+        });
+    }
+    {
+        let q = ArrayQueue::<Item>::new(CAPACITY);
+        g.bench_function("crossbeam_ArrayQueue", |b| {
+            b.iter(|| {
+                q.push(black_box(Item::default())).ok();
+                black_box(q.pop());
+            })
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("spsc_64B/cross_thread");
+    g.throughput(Throughput::Elements(BATCH));
+    g.bench_function("zerocast", |b| {
+        b.iter_custom(|iters| {
+            let q = Spsc::<Item, _>::with_capacity(CAPACITY).unwrap();
+            let q = &q;
+            cross_thread(iters, || {
+                // SAFETY: one producer and one consumer handle at a time: the
+                // previous iteration's handles ended with its threads.
+                let (mut p, mut cons) = unsafe { (q.producer(), q.consumer()) };
+                (
+                    move || {
+                        for i in 0..BATCH {
+                            let mut item = Item([i; 8]);
+                            while let Err(zerocast_core::spsc::PushError::Full(back)) = p.push(item)
+                            {
+                                item = back;
+                                std::hint::spin_loop();
+                            }
+                        }
+                    },
+                    move || {
+                        let mut got = 0;
+                        while got < BATCH {
+                            if let Ok(item) = cons.pop() {
+                                black_box(item);
+                                got += 1;
+                            }
+                        }
+                    },
+                )
+            })
+        })
+    });
+    g.bench_function("rtrb", |b| {
+        b.iter_custom(|iters| {
+            cross_thread(iters, || {
+                let (mut p, mut cons) = rtrb::RingBuffer::<Item>::new(CAPACITY);
+                (
+                    move || {
+                        for i in 0..BATCH {
+                            let mut item = Item([i; 8]);
+                            while let Err(rtrb::PushError::Full(back)) = p.push(item) {
+                                item = back;
+                                std::hint::spin_loop();
+                            }
+                        }
+                    },
+                    move || {
+                        let mut got = 0;
+                        while got < BATCH {
+                            if let Ok(item) = cons.pop() {
+                                black_box(item);
+                                got += 1;
+                            }
+                        }
+                    },
+                )
+            })
+        })
+    });
+    g.bench_function("crossbeam_ArrayQueue", |b| {
+        b.iter_custom(|iters| {
+            let q = ArrayQueue::<Item>::new(CAPACITY);
+            let q = &q;
+            cross_thread(iters, || {
+                (
+                    move || {
+                        for i in 0..BATCH {
+                            let mut item = Item([i; 8]);
+                            while let Err(back) = q.push(item) {
+                                item = back;
+                                std::hint::spin_loop();
+                            }
+                        }
+                    },
+                    move || {
+                        let mut got = 0;
+                        while got < BATCH {
+                            if let Some(item) = q.pop() {
+                                black_box(item);
+                                got += 1;
+                            }
+                        }
+                    },
+                )
+            })
+        })
+    });
+    g.finish();
+}
+
+fn mpmc(c: &mut Criterion) {
+    let mut g = c.benchmark_group("mpmc_64B/single_thread");
+    g.throughput(Throughput::Elements(1));
+    let q = Mpmc::<Item, _>::with_capacity(CAPACITY).unwrap();
+    g.bench_function("zerocast", |b| {
+        b.iter(|| {
+            q.push(black_box(Item::default())).ok();
+            black_box(q.pop().ok());
+        })
+    });
+    let aq = ArrayQueue::<Item>::new(CAPACITY);
+    g.bench_function("crossbeam_ArrayQueue", |b| {
+        b.iter(|| {
+            aq.push(black_box(Item::default())).ok();
+            black_box(aq.pop());
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("mpmc_64B/cross_thread");
+    g.throughput(Throughput::Elements(BATCH));
+    g.bench_function("zerocast", |b| {
+        b.iter_custom(|iters| {
+            let q = &q;
+            cross_thread(iters, || {
+                (
+                    move || {
+                        for i in 0..BATCH {
+                            let mut item = Item([i; 8]);
+                            while let Err(zerocast_core::mpmc::PushError::Full(back)) = q.push(item)
+                            {
+                                item = back;
+                                std::hint::spin_loop();
+                            }
+                        }
+                    },
+                    move || {
+                        let mut got = 0;
+                        while got < BATCH {
+                            if let Ok(item) = q.pop() {
+                                black_box(item);
+                                got += 1;
+                            }
+                        }
+                    },
+                )
+            })
+        })
+    });
+    g.bench_function("crossbeam_ArrayQueue", |b| {
+        b.iter_custom(|iters| {
+            let q = &aq;
+            cross_thread(iters, || {
+                (
+                    move || {
+                        for i in 0..BATCH {
+                            let mut item = Item([i; 8]);
+                            while let Err(back) = q.push(item) {
+                                item = back;
+                                std::hint::spin_loop();
+                            }
+                        }
+                    },
+                    move || {
+                        let mut got = 0;
+                        while got < BATCH {
+                            if let Some(item) = q.pop() {
+                                black_box(item);
+                                got += 1;
+                            }
+                        }
+                    },
+                )
+            })
+        })
+    });
+    g.finish();
+}
+
+fn broadcast(c: &mut Criterion) {
+    let frame = trade_frame();
+    let words = frame.len();
+    let mut g = c.benchmark_group("broadcast_trade/single_thread");
+    g.throughput(Throughput::Elements(1));
+    {
+        let ring = Broadcast::with_capacity(CAPACITY, words).unwrap();
+        let mut cache = GatingCache::default();
+        let mut cursor = ring.cursor(Start::Newest);
+        let mut out = vec![0u64; words];
+        g.bench_function("zerocast_publish_recv", |b| {
+            b.iter(|| {
+                ring.try_publish(&mut cache, black_box(&frame)).unwrap();
+                black_box(ring.try_recv(&mut cursor, &mut out).ok());
+            })
+        });
+        g.bench_function("zerocast_publish_only", |b| {
+            b.iter(|| black_box(ring.try_publish(&mut cache, black_box(&frame)).unwrap()))
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("broadcast_trade/cross_thread");
+    g.throughput(Throughput::Elements(BATCH));
+    for gating in [false, true] {
+        let name = if gating {
+            "zerocast_gating"
+        } else {
+            "zerocast_overwriting"
+        };
+        g.bench_function(BenchmarkId::from_parameter(name), |b| {
+            b.iter_custom(|iters| {
+                let ring = Broadcast::with_capacity(CAPACITY, words).unwrap();
+                let ring = &ring;
+                let frame = &frame;
+                cross_thread(iters, || {
+                    let mut cursor = if gating {
+                        ring.register_gating(Start::Newest).unwrap()
+                    } else {
+                        ring.cursor(Start::Newest)
+                    };
+                    let end = cursor.next + BATCH;
+                    (
+                        move || {
+                            let mut cache = GatingCache::default();
+                            for _ in 0..BATCH {
+                                while ring.try_publish(&mut cache, frame).is_err() {
+                                    std::hint::spin_loop();
+                                }
+                            }
+                        },
+                        move || {
+                            let mut out = vec![0u64; words];
+                            while cursor.next < end {
+                                match ring.try_recv(&mut cursor, &mut out) {
+                                    Ok(s) => {
+                                        black_box(s);
+                                    }
+                                    Err(TryRecvError::Lagged(n)) => {
+                                        black_box(n);
+                                    }
+                                    Err(_) => std::hint::spin_loop(),
+                                }
+                            }
+                            ring.unregister_gating(&mut cursor);
+                        },
+                    )
+                })
+            })
+        });
+    }
+    // Baselines moving the same 160-byte frames losslessly between two threads.
+    g.bench_function("rtrb_same_frames", |b| {
+        b.iter_custom(|iters| {
+            cross_thread(iters, || {
+                let (mut p, mut cons) = rtrb::RingBuffer::<[u64; 20]>::new(CAPACITY);
+                let mut f = [0u64; 20];
+                f.copy_from_slice(&frame[..20]);
+                (
+                    move || {
+                        for _ in 0..BATCH {
+                            while p.push(f).is_err() {
+                                std::hint::spin_loop();
+                            }
+                        }
+                    },
+                    move || {
+                        let mut got = 0;
+                        while got < BATCH {
+                            if let Ok(x) = cons.pop() {
+                                black_box(x);
+                                got += 1;
+                            }
+                        }
+                    },
+                )
+            })
+        })
+    });
+    g.finish();
+}
+
+fn config() -> Criterion {
+    // Take the core list before the bench thread pins itself.
+    let _ = cores();
+    pin(0);
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(20)
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = spsc, mpmc, broadcast
+}
+criterion_main!(benches);

@@ -1,0 +1,403 @@
+//! loom models of every zerocast ring.
+//!
+//! Run with:
+//! `RUSTFLAGS="--cfg zerocast_loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p zerocast-loom-tests --release`
+//! (the cfg has the project's own name: plain `--cfg loom` would also change
+//! other crates).
+#![cfg(zerocast_loom)]
+
+use loom::sync::Arc;
+use loom::thread;
+
+use zerocast_core::broadcast::{
+    Broadcast, DeclareError, Declared, GatingCache, PublishError, Start, TryRecvError,
+};
+use zerocast_core::mpmc::Mpmc;
+use zerocast_core::spsc::{PopError, PushError, Spsc};
+
+/// Runs a loom model. Consumers in these models poll with `yield_now`, which
+/// loom counts as branches: allow more than its default of 1000. Preemptions
+/// come from `LOOM_MAX_PREEMPTIONS` (CI uses 2).
+fn model(f: impl Fn() + Sync + Send + 'static) {
+    let mut builder = loom::model::Builder::new();
+    builder.max_branches = 100_000;
+    builder.check(f);
+}
+
+/// Payload of three words whose last two depend on the first (the sequence,
+/// written by the ring), so a torn copy is visible.
+fn frame(seq: u64) -> [u64; 3] {
+    [0, seq * 10 + 1, seq * 10 + 2]
+}
+
+fn assert_intact(seq: u64, out: &[u64; 3]) {
+    assert_eq!(out, &[seq, seq * 10 + 1, seq * 10 + 2], "torn frame");
+}
+
+/// Publishes one frame whose payload depends on its sequence.
+fn publish(
+    ring: &Broadcast<impl BroadcastStorage>,
+    cache: &mut GatingCache,
+) -> Result<u64, PublishError> {
+    let claim = ring.try_claim(cache)?;
+    let seq = claim.seq();
+    claim.commit(&frame(seq))
+}
+
+trait BroadcastStorage:
+    zerocast_core::storage::Storage<
+    Header = zerocast_core::broadcast::BroadcastHeader,
+    Elem = loom::sync::atomic::AtomicU64,
+>
+{
+}
+impl<T> BroadcastStorage for T where
+    T: zerocast_core::storage::Storage<
+        Header = zerocast_core::broadcast::BroadcastHeader,
+        Elem = loom::sync::atomic::AtomicU64,
+    >
+{
+}
+
+/// Reads until the cursor passes `total`; returns (received, lagged).
+fn drain(ring: &Broadcast<impl BroadcastStorage>, start: Start, total: u64) -> (u64, u64) {
+    let mut cursor = ring.cursor(start);
+    let mut out = [0u64; 3];
+    let (mut received, mut lagged) = (0, 0);
+    let mut last = None;
+    while cursor.next < total {
+        match ring.try_recv(&mut cursor, &mut out) {
+            Ok(seq) => {
+                assert_intact(seq, &out);
+                assert!(last.is_none_or(|l| seq > l), "out of order");
+                last = Some(seq);
+                received += 1;
+            }
+            Err(TryRecvError::Lagged(n)) => lagged += n,
+            Err(TryRecvError::Empty | TryRecvError::Pending(_)) => thread::yield_now(),
+            Err(TryRecvError::Lost(s)) => panic!("nothing was declared lost, got Lost({s})"),
+        }
+    }
+    (received, lagged)
+}
+
+/// A consumer's running count, one receive at a time.
+struct Tally {
+    cursor: zerocast_core::broadcast::ReadCursor,
+    received: u64,
+    lagged: u64,
+    last: Option<u64>,
+}
+
+impl Tally {
+    fn new(ring: &Broadcast<impl BroadcastStorage>, start: Start) -> Self {
+        Self {
+            cursor: ring.cursor(start),
+            received: 0,
+            lagged: 0,
+            last: None,
+        }
+    }
+
+    /// One receive; false if nothing was there (Empty or Pending).
+    fn step(&mut self, ring: &Broadcast<impl BroadcastStorage>) -> bool {
+        let mut out = [0u64; 3];
+        match ring.try_recv(&mut self.cursor, &mut out) {
+            Ok(seq) => {
+                assert_intact(seq, &out);
+                assert!(self.last.is_none_or(|l| seq > l), "out of order");
+                self.last = Some(seq);
+                self.received += 1;
+                true
+            }
+            Err(TryRecvError::Lagged(n)) => {
+                self.lagged += n;
+                true
+            }
+            Err(TryRecvError::Empty | TryRecvError::Pending(_)) => false,
+            Err(TryRecvError::Lost(s)) => panic!("nothing was declared lost, got Lost({s})"),
+        }
+    }
+}
+
+#[test]
+fn spsc_keeps_order_with_backpressure() {
+    model(|| {
+        let q = Arc::new(Spsc::<u64, _>::with_capacity(2).unwrap());
+        let producer_q = Arc::clone(&q);
+        let producer = thread::spawn(move || {
+            // SAFETY: the only producer handle of this queue.
+            let mut p = unsafe { producer_q.producer() };
+            for i in 0..3 {
+                let mut v = i;
+                while let Err(PushError::Full(back)) = p.push(v) {
+                    v = back;
+                    thread::yield_now();
+                }
+            }
+        });
+        // SAFETY: the only consumer handle of this queue.
+        let mut c = unsafe { q.consumer() };
+        let mut expected = 0;
+        while expected < 3 {
+            match c.pop() {
+                Ok(v) => {
+                    assert_eq!(v, expected);
+                    expected += 1;
+                }
+                Err(PopError::Empty) => thread::yield_now(),
+            }
+        }
+        producer.join().unwrap();
+    });
+}
+
+#[test]
+fn spsc_chunks_publish_once_and_stay_ordered() {
+    model(|| {
+        let q = Arc::new(Spsc::<u64, _>::with_capacity(4).unwrap());
+        let producer_q = Arc::clone(&q);
+        let producer = thread::spawn(move || {
+            // SAFETY: the only producer handle.
+            let mut p = unsafe { producer_q.producer() };
+            let items = [10, 11, 12];
+            let mut sent = 0;
+            while sent < items.len() {
+                sent += p.push_slice(&items[sent..]);
+                if sent < items.len() {
+                    thread::yield_now();
+                }
+            }
+        });
+        // SAFETY: the only consumer handle.
+        let mut c = unsafe { q.consumer() };
+        let mut got = Vec::new();
+        let mut buf = [0u64; 2];
+        while got.len() < 3 {
+            let n = c.pop_into(&mut buf);
+            got.extend_from_slice(&buf[..n]);
+            if n == 0 {
+                thread::yield_now();
+            }
+        }
+        assert_eq!(got, [10, 11, 12]);
+        producer.join().unwrap();
+    });
+}
+
+#[test]
+fn mpmc_two_producers_two_consumers_lose_nothing() {
+    // Two producers and two consumers race; each consumer makes one attempt
+    // while the producers run (an unbounded poll loop would make the state
+    // space explode), then whatever is left is drained after the joins.
+    model(|| {
+        let q = Arc::new(Mpmc::<u64, _>::with_capacity(2).unwrap());
+        let producers: Vec<_> = (0..2u64)
+            .map(|p| {
+                let q = Arc::clone(&q);
+                thread::spawn(move || q.push(p + 1).unwrap())
+            })
+            .collect();
+        let consumer_q = Arc::clone(&q);
+        let consumer = thread::spawn(move || consumer_q.pop().ok());
+        let mut got: Vec<u64> = q.pop().ok().into_iter().collect();
+        got.extend(consumer.join().unwrap());
+        for p in producers {
+            p.join().unwrap();
+        }
+        while let Ok(v) = q.pop() {
+            got.push(v);
+        }
+        got.sort_unstable();
+        assert_eq!(got, [1, 2]);
+    });
+}
+
+#[test]
+fn broadcast_one_producer_lapped_consumer_counts_every_frame() {
+    model(|| {
+        let ring = Arc::new(Broadcast::with_capacity(2, 3).unwrap());
+        let total = 3;
+        let producer_ring = Arc::clone(&ring);
+        let producer = thread::spawn(move || {
+            let mut cache = GatingCache::default();
+            for _ in 0..total {
+                publish(&producer_ring, &mut cache).unwrap();
+            }
+        });
+        let (received, lagged) = drain(&ring, Start::At(0), total);
+        assert_eq!(received + lagged, total);
+        producer.join().unwrap();
+    });
+}
+
+#[test]
+fn broadcast_two_producers_never_tear_and_count_every_frame() {
+    // Two producers lap a 2-slot ring (3 frames) while a consumer makes a
+    // bounded number of reads; the rest is drained after the joins.
+    model(|| {
+        let ring = Arc::new(Broadcast::with_capacity(2, 3).unwrap());
+        let total = 3;
+        let producers: Vec<_> = [2u64, 1]
+            .into_iter()
+            .map(|n| {
+                let ring = Arc::clone(&ring);
+                thread::spawn(move || {
+                    let mut cache = GatingCache::default();
+                    for _ in 0..n {
+                        publish(&ring, &mut cache).unwrap();
+                    }
+                })
+            })
+            .collect();
+        let mut tally = Tally::new(&ring, Start::At(0));
+        for _ in 0..2 {
+            tally.step(&ring);
+        }
+        for p in producers {
+            p.join().unwrap();
+        }
+        while tally.cursor.next < total {
+            assert!(tally.step(&ring), "all frames are committed after the joins");
+        }
+        assert_eq!(tally.received + tally.lagged, total);
+    });
+}
+
+#[test]
+fn broadcast_gating_consumer_never_misses_a_frame() {
+    model(|| {
+        let ring = Arc::new(Broadcast::with_capacity(2, 3).unwrap());
+        let mut cursor = ring.register_gating(Start::Newest).unwrap();
+        let total = 3;
+        let producer_ring = Arc::clone(&ring);
+        let producer = thread::spawn(move || {
+            let mut cache = GatingCache::default();
+            let mut sent = 0;
+            while sent < total {
+                match publish(&producer_ring, &mut cache) {
+                    Ok(_) => sent += 1,
+                    Err(PublishError::Full) => thread::yield_now(),
+                    Err(e) => panic!("{e:?}"),
+                }
+            }
+        });
+        let mut out = [0u64; 3];
+        let mut expected = 0;
+        while expected < total {
+            match ring.try_recv(&mut cursor, &mut out) {
+                Ok(seq) => {
+                    assert_eq!(seq, expected);
+                    assert_intact(seq, &out);
+                    expected += 1;
+                }
+                Err(TryRecvError::Empty | TryRecvError::Pending(_)) => thread::yield_now(),
+                Err(e) => panic!("gating consumer saw {e:?}"),
+            }
+        }
+        producer.join().unwrap();
+    });
+}
+
+#[test]
+fn broadcast_gating_registration_racing_a_producer_is_safe() {
+    model(|| {
+        let ring = Arc::new(Broadcast::with_capacity(2, 3).unwrap());
+        let producer_ring = Arc::clone(&ring);
+        let producer = thread::spawn(move || {
+            let mut cache = GatingCache::default();
+            let mut sent = 0;
+            while sent < 3 {
+                match publish(&producer_ring, &mut cache) {
+                    Ok(_) => sent += 1,
+                    Err(PublishError::Full) => thread::yield_now(),
+                    Err(e) => panic!("{e:?}"),
+                }
+            }
+        });
+        // Registers while the producer runs; from its start on, nothing may
+        // be overwritten before it reads it.
+        let mut cursor = ring.register_gating(Start::Oldest).unwrap();
+        let mut out = [0u64; 3];
+        let mut expected = cursor.next;
+        while expected < 3 {
+            match ring.try_recv(&mut cursor, &mut out) {
+                Ok(seq) => {
+                    assert_eq!(seq, expected);
+                    assert_intact(seq, &out);
+                    expected += 1;
+                }
+                Err(TryRecvError::Empty | TryRecvError::Pending(_)) => thread::yield_now(),
+                Err(e) => panic!("gating consumer saw {e:?}"),
+            }
+        }
+        producer.join().unwrap();
+    });
+}
+
+#[test]
+fn broadcast_dead_producer_declared_lost_is_a_gap_of_one() {
+    model(|| {
+        let ring = Arc::new(Broadcast::with_capacity(4, 3).unwrap());
+        let mut cache = GatingCache::default();
+        // A producer claims sequence 0 and dies before writing.
+        let dead = ring.try_claim(&mut cache).unwrap();
+        assert_eq!(dead.seq(), 0);
+        core::mem::forget(dead);
+
+        let producer_ring = Arc::clone(&ring);
+        let producer = thread::spawn(move || {
+            let mut cache = GatingCache::default();
+            publish(&producer_ring, &mut cache).unwrap()
+        });
+        let supervisor_ring = Arc::clone(&ring);
+        let supervisor = thread::spawn(move || supervisor_ring.declare_lost(0).unwrap());
+
+        let mut cursor = ring.cursor(Start::At(0));
+        let mut out = [0u64; 3];
+        let mut lost = 0;
+        let mut received = 0;
+        while cursor.next < 2 {
+            match ring.try_recv(&mut cursor, &mut out) {
+                Ok(seq) => {
+                    assert_eq!(seq, 1);
+                    assert_intact(seq, &out);
+                    received += 1;
+                }
+                Err(TryRecvError::Lost(seq)) => {
+                    assert_eq!(seq, 0);
+                    lost += 1;
+                }
+                Err(TryRecvError::Empty | TryRecvError::Pending(_)) => thread::yield_now(),
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        assert_eq!((lost, received), (1, 1));
+        assert_eq!(producer.join().unwrap(), 1);
+        assert_eq!(supervisor.join().unwrap(), Declared::Lost);
+    });
+}
+
+#[test]
+fn broadcast_declaring_a_live_producer_lost_is_consistent() {
+    model(|| {
+        let ring = Arc::new(Broadcast::with_capacity(2, 3).unwrap());
+        let producer_ring = Arc::clone(&ring);
+        let producer = thread::spawn(move || publish(&producer_ring, &mut GatingCache::default()));
+        let declared = ring.declare_lost(0);
+        let committed = producer.join().unwrap();
+        let mut cursor = ring.cursor(Start::At(0));
+        let mut out = [0u64; 3];
+        let seen = ring.try_recv(&mut cursor, &mut out);
+        match (declared, committed) {
+            (Ok(Declared::AlreadyCommitted) | Err(DeclareError::NotClaimed(0)), Ok(0)) => {
+                assert_eq!(seen, Ok(0));
+                assert_intact(0, &out);
+            }
+            (Ok(Declared::Lost), Err(PublishError::DeclaredLost(0))) => {
+                assert_eq!(seen, Err(TryRecvError::Lost(0)));
+            }
+            other => panic!("inconsistent outcome {other:?}"),
+        }
+    });
+}
