@@ -577,8 +577,14 @@ where
         keep_waiting: &mut dyn FnMut() -> bool,
     ) -> Result<u64, PublishError> {
         let claim = &self.header().claim;
-        // Relaxed: only picks the path; both paths re-read with an RMW.
-        let mut cur = claim.load(Ordering::Relaxed);
+        // Acquire: pairs with the SeqCst `fetch_or(GATED)` in
+        // `register_gating` (and the claim RMWs after it in its release
+        // sequence). Seeing GATED must make the registration's cursor and
+        // epoch visible to `has_room` below; with Relaxed here a producer
+        // could validate against a stale, empty gating table and overwrite a
+        // slot the new consumer needs (found by the loom model
+        // `regression_gated_claim_must_see_the_registration`).
+        let mut cur = claim.load(Ordering::Acquire);
         if cur & GATED == 0 {
             // SeqCst: pairs with the SeqCst `fetch_or(GATED)` in
             // `register_gating`. Claims ordered after it see the flag in the
@@ -602,15 +608,16 @@ where
             if !self.has_room(cache, seq, n) {
                 if keep_waiting() {
                     spin_loop();
-                    // Relaxed: re-read before the next CAS, which validates.
-                    cur = claim.load(Ordering::Relaxed);
+                    // Acquire: as for the first load.
+                    cur = claim.load(Ordering::Acquire);
                     continue;
                 }
                 return Err(PublishError::Full);
             }
-            // SeqCst: as for fetch_add above; a CAS that succeeds after a
-            // registration's fetch_or saw GATED and the new epoch.
-            match claim.compare_exchange_weak(cur, cur + n, Ordering::SeqCst, Ordering::Relaxed) {
+            // SeqCst: as for fetch_add above. Acquire on failure: the value
+            // we retry with is validated by `has_room`, so it must
+            // synchronise like the first load.
+            match claim.compare_exchange_weak(cur, cur + n, Ordering::SeqCst, Ordering::Acquire) {
                 Ok(_) => return Ok(seq),
                 Err(actual) => cur = actual,
             }

@@ -258,7 +258,10 @@ fn broadcast_two_producers_never_tear_and_count_every_frame() {
             p.join().unwrap();
         }
         while tally.cursor.next < total {
-            assert!(tally.step(&ring), "all frames are committed after the joins");
+            assert!(
+                tally.step(&ring),
+                "all frames are committed after the joins"
+            );
         }
         assert_eq!(tally.received + tally.lagged, total);
     });
@@ -299,8 +302,13 @@ fn broadcast_gating_consumer_never_misses_a_frame() {
     });
 }
 
+/// Regression: a producer on the checked claim path learned that gating was
+/// on from a Relaxed load of the claim word, so its following loads of the
+/// gating epoch and cursors could be stale; it validated against an empty
+/// table and overwrote a slot the just-registered consumer still needed (the
+/// consumer saw `Lagged(1)`). Found at LOOM_MAX_PREEMPTIONS=3.
 #[test]
-fn broadcast_gating_registration_racing_a_producer_is_safe() {
+fn regression_gated_claim_must_see_the_registration() {
     model(|| {
         let ring = Arc::new(Broadcast::with_capacity(2, 3).unwrap());
         let producer_ring = Arc::clone(&ring);

@@ -66,8 +66,7 @@ fn each_storage(capacity: usize, f: impl Fn(&dyn Ring)) {
     let attached = Broadcast::attach(raw2).unwrap();
     assert_eq!(attached.capacity(), capacity as u64);
     assert_eq!(attached.head(), ring.head());
-    drop(ring);
-    drop(attached);
+    // The rings are not used past this point; `backing` is freed last.
     drop(backing);
 }
 
@@ -83,7 +82,6 @@ trait Ring: Sync {
     fn declare(&self, s: u64) -> Result<Declared, DeclareError>;
     fn batch(&self, cache: &mut GatingCache, words: &[u64], fw: usize)
         -> Result<u64, PublishError>;
-    fn cap(&self) -> u64;
     fn head(&self) -> u64;
 }
 
@@ -122,9 +120,6 @@ impl<S: Storage<Header = BroadcastHeader, Elem = AtomicU64> + Sync> Ring for Bro
         fw: usize,
     ) -> Result<u64, PublishError> {
         self.try_publish_batch(cache, words, fw)
-    }
-    fn cap(&self) -> u64 {
-        self.capacity()
     }
     fn head(&self) -> u64 {
         Broadcast::head(self)
