@@ -222,8 +222,9 @@ impl fmt::Display for PublishError {
 pub enum TryRecvError {
     /// Nothing published past the cursor yet.
     Empty,
-    /// The next sequence is claimed by a producer but not yet committed. If it
-    /// stays so, its producer may be dead: see [`Broadcast::declare_lost`].
+    /// The next sequence is being written by a producer right now. If it stays
+    /// so, its producer may be dead: see [`Broadcast::declare_lost`] (and
+    /// [`Broadcast::is_pending`] for a claim whose write has not started).
     Pending(u64),
     /// The consumer was lapped: this many sequences were overwritten before it
     /// read them. It now continues from the oldest sequence still in the ring.
@@ -836,6 +837,16 @@ where
         }
     }
 
+    /// Whether sequence `next` is claimed by a producer but not committed
+    /// (its slot not yet written, or mid-write). [`try_recv`](Self::try_recv)
+    /// reports a slot seen mid-write as `Pending`, but reports a slot not yet
+    /// touched as `Empty` without reading the claim counter; a consumer that
+    /// stays empty for a while asks this to tell "nothing published" from "a
+    /// producer stalled or died after its claim".
+    pub fn is_pending(&self, next: u64) -> bool {
+        self.head() > next
+    }
+
     /// Tells producers a gating cursor has consumed everything below
     /// `cursor.next`. [`try_recv`](Self::try_recv) does this itself.
     #[inline(always)]
@@ -857,11 +868,11 @@ where
             let first = stamp_word.load(Ordering::Acquire);
             let seq = stamp_seq(first);
             if first == NEVER_WRITTEN || seq < next {
-                return Err(if self.head() > next {
-                    TryRecvError::Pending(next)
-                } else {
-                    TryRecvError::Empty
-                });
+                // Not written yet. Deliberately no look at the claim counter
+                // here: a caught-up consumer polls this path constantly, and
+                // reading the line every producer RMWs would bounce it between
+                // cores on every publish. `is_pending` asks that separately.
+                return Err(TryRecvError::Empty);
             }
             if seq > next {
                 // Lapped: `seq` is a later lap of our slot, so `next` is gone.

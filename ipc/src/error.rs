@@ -1,0 +1,192 @@
+//! Errors of the ipc layer. Each names what was wrong and where.
+
+use std::path::PathBuf;
+
+use zerocast_core::broadcast::{GatingTableFull, LayoutError, PublishError};
+
+/// Everything that can go wrong attaching to or using a topic.
+#[derive(Debug)]
+pub enum Error {
+    /// A system call on a segment file failed.
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What was being done.
+        action: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not a zerocast segment (wrong magic number).
+    NotZerocast {
+        /// The file.
+        path: PathBuf,
+        /// The first 8 bytes found.
+        found_magic: u64,
+    },
+    /// The segment was written by a zerocast with another layout.
+    LayoutMismatch {
+        /// The file.
+        path: PathBuf,
+        /// Layout version in the segment.
+        found_version: u32,
+        /// Layout hash in the segment.
+        found_hash: u64,
+        /// Layout version of this build.
+        expected_version: u32,
+        /// Layout hash of this build.
+        expected_hash: u64,
+    },
+    /// The file is too small to hold what its header describes.
+    Truncated {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+        /// Size needed.
+        needed: u64,
+    },
+    /// The creator did not finish initialising the segment in time.
+    NotReady {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A configured topic size cannot hold the header and two slots.
+    TopicTooSmall {
+        /// Topic name.
+        topic: String,
+        /// Configured size in bytes.
+        size: u64,
+        /// Smallest size that works.
+        needed: u64,
+    },
+    /// All publisher slots of the topic are taken.
+    PublisherTableFull {
+        /// Topic name.
+        topic: String,
+    },
+    /// All subscriber slots of the topic are taken.
+    SubscriberTableFull {
+        /// Topic name.
+        topic: String,
+    },
+    /// All gating slots of the topic's ring are taken.
+    GatingTableFull {
+        /// Topic name.
+        topic: String,
+    },
+    /// The topic is not in the configuration.
+    UnknownTopic(String),
+    /// A topic or namespace name that cannot be a file name.
+    BadName(String),
+    /// The configuration file is invalid.
+    BadConfig(String),
+    /// The ring rejected the publish.
+    Publish(PublishError),
+    /// The ring layout in the segment is invalid.
+    Ring {
+        /// The file.
+        path: PathBuf,
+        /// What the ring said.
+        source: LayoutError,
+    },
+    /// The frame is larger than the topic's slots.
+    FrameTooLarge {
+        /// Topic name.
+        topic: String,
+        /// Frame size in bytes.
+        frame: usize,
+        /// Slot payload size in bytes.
+        slot: usize,
+    },
+    /// An error from the iceoryx2 transport.
+    Iceoryx(String),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Io {
+                path,
+                action,
+                source,
+            } => write!(f, "{}: {action}: {source}", path.display()),
+            Self::NotZerocast { path, found_magic } => write!(
+                f,
+                "{}: not a zerocast segment (magic {found_magic:#018x}, expected {:#018x})",
+                path.display(),
+                crate::layout::MAGIC
+            ),
+            Self::LayoutMismatch {
+                path,
+                found_version,
+                found_hash,
+                expected_version,
+                expected_hash,
+            } => write!(
+                f,
+                "{}: segment layout v{found_version} (hash {found_hash:#018x}) does not match this build's layout v{expected_version} (hash {expected_hash:#018x})",
+                path.display()
+            ),
+            Self::Truncated { path, size, needed } => write!(
+                f,
+                "{}: segment file is {size} bytes, its header needs {needed}",
+                path.display()
+            ),
+            Self::NotReady { path } => write!(
+                f,
+                "{}: segment creator did not finish initialising it",
+                path.display()
+            ),
+            Self::TopicTooSmall { topic, size, needed } => write!(
+                f,
+                "topic {topic}: size {size} bytes is too small, at least {needed} needed"
+            ),
+            Self::PublisherTableFull { topic } => write!(
+                f,
+                "topic {topic}: all {} publisher slots are taken",
+                crate::layout::MAX_PUBLISHERS
+            ),
+            Self::SubscriberTableFull { topic } => write!(
+                f,
+                "topic {topic}: all {} subscriber slots are taken",
+                crate::layout::MAX_SUBSCRIBERS
+            ),
+            Self::GatingTableFull { topic } => write!(
+                f,
+                "topic {topic}: {}",
+                GatingTableFull
+            ),
+            Self::UnknownTopic(t) => write!(f, "unknown topic {t:?}"),
+            Self::BadName(n) => write!(
+                f,
+                "bad name {n:?}: use 1-64 characters from A-Z a-z 0-9 _ -"
+            ),
+            Self::BadConfig(m) => write!(f, "bad config: {m}"),
+            Self::Publish(e) => write!(f, "publish failed: {e}"),
+            Self::Ring { path, source } => write!(f, "{}: {source}", path.display()),
+            Self::FrameTooLarge { topic, frame, slot } => write!(
+                f,
+                "topic {topic}: frame of {frame} bytes exceeds its {slot}-byte slots"
+            ),
+            Self::Iceoryx(m) => write!(f, "iceoryx2: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl From<PublishError> for Error {
+    fn from(e: PublishError) -> Self {
+        Self::Publish(e)
+    }
+}
+
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
