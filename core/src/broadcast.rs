@@ -558,6 +558,22 @@ where
         })
     }
 
+    /// Like [`try_claim`](Self::try_claim), but when a gating consumer is
+    /// behind, spins while `keep_waiting()` returns true, then returns
+    /// [`PublishError::Full`].
+    pub fn claim_wait(
+        &self,
+        cache: &mut GatingCache,
+        mut keep_waiting: impl FnMut() -> bool,
+    ) -> Result<Claim<'_, S>, PublishError> {
+        let seq = self.claim(cache, 1, &mut keep_waiting)?;
+        Ok(Claim {
+            ring: self,
+            seq,
+            done: false,
+        })
+    }
+
     #[inline(always)]
     fn check_len(&self, len: usize) -> Result<(), PublishError> {
         if len > self.payload_words {

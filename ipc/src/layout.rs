@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use zerocast_core::broadcast::{BroadcastHeader, MAX_GATING};
 use zerocast_core::frame::{
-    Ack, AccountUpdate, FrameHeader, Heartbeat, MarketL2, TradeEvent, MAX_FRAME_WORDS,
+    AccountUpdate, Ack, FrameHeader, Heartbeat, MarketL2, TradeEvent, MAX_FRAME_WORDS,
 };
 use zerocast_core::CachePadded;
 
@@ -160,7 +160,10 @@ pub fn store_name(words: &[AtomicU64; NAME_LEN / 8], name: &str) {
     bytes[..end].copy_from_slice(&name.as_bytes()[..end]);
     for (w, chunk) in words.iter().zip(bytes.chunks_exact(8)) {
         // Relaxed: published by the Release store of the entry's pid.
-        w.store(u64::from_le_bytes(chunk.try_into().expect("8 bytes")), Ordering::Relaxed);
+        w.store(
+            u64::from_le_bytes(chunk.try_into().expect("8 bytes")),
+            Ordering::Relaxed,
+        );
     }
 }
 

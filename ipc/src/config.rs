@@ -1,0 +1,345 @@
+//! Topics, their sizes and the namespace, from defaults or a TOML file.
+//!
+//! ```toml
+//! namespace = "prod"            # optional; ZEROCAST_NAMESPACE overrides
+//!
+//! [[topic]]
+//! name = "trade_events"
+//! size = "10MB"                 # bytes, or a number with KB/MB/GB (powers of 1024)
+//! kind = "trade"                # sizes the slots: trade, account, l2, heartbeat, ack, any
+//! transport = "shm"             # or "iceoryx2"
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use zerocast_core::frame::{frame_words, MessageKind, MAX_FRAME_WORDS};
+
+use crate::error::{Error, Result};
+use crate::segment::{capacity_for, segment_size};
+
+/// Environment variable that sets the namespace.
+pub const NAMESPACE_ENV: &str = "ZEROCAST_NAMESPACE";
+/// Namespace when neither the config nor the environment names one.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// How a topic's frames travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// zerocast's own shared-memory broadcast ring.
+    #[default]
+    Shm,
+    /// An iceoryx2 publish-subscribe service of byte slices.
+    Iceoryx2,
+}
+
+/// What frames a topic's slots must hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TopicKind {
+    /// Trades (and heartbeats).
+    Trade,
+    /// Account updates (and heartbeats).
+    Account,
+    /// Level-2 books (and heartbeats).
+    L2,
+    /// Heartbeats only.
+    Heartbeat,
+    /// Acks (and heartbeats).
+    Ack,
+    /// Any kind: slots sized for the largest frame.
+    #[default]
+    Any,
+}
+
+impl TopicKind {
+    /// Payload words a slot needs: the main kind's frame, and a heartbeat's.
+    pub fn slot_words(self) -> usize {
+        let main = match self {
+            Self::Trade => frame_words(MessageKind::Trade),
+            Self::Account => frame_words(MessageKind::Account),
+            Self::L2 => frame_words(MessageKind::L2),
+            Self::Heartbeat => frame_words(MessageKind::Heartbeat),
+            Self::Ack => frame_words(MessageKind::Ack),
+            Self::Any => MAX_FRAME_WORDS,
+        };
+        main.max(frame_words(MessageKind::Heartbeat))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum Size {
+    Bytes(u64),
+    Text(String),
+}
+
+fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTopic {
+    name: String,
+    size: Size,
+    #[serde(default)]
+    kind: Option<TopicKind>,
+    #[serde(default)]
+    transport: Transport,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    namespace: Option<String>,
+    #[serde(default, rename = "topic")]
+    topics: Vec<RawTopic>,
+}
+
+/// One topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicConfig {
+    /// Name (1-64 of `A-Z a-z 0-9 _ -`).
+    pub name: String,
+    /// Segment size in bytes; the ring capacity is the largest power of two
+    /// that fits.
+    pub size: u64,
+    /// What the slots must hold.
+    pub kind: TopicKind,
+    /// Transport.
+    pub transport: Transport,
+}
+
+impl TopicConfig {
+    /// A topic with the slots sized for `kind`.
+    pub fn new(name: &str, size: u64, kind: TopicKind) -> Self {
+        Self {
+            name: name.to_owned(),
+            size,
+            kind,
+            transport: Transport::Shm,
+        }
+    }
+
+    /// Ring capacity and payload words, or why the size is too small.
+    pub fn ring_shape(&self) -> Result<(u64, usize)> {
+        let words = self.kind.slot_words();
+        let capacity = capacity_for(self.size, words).ok_or_else(|| Error::TopicTooSmall {
+            topic: self.name.clone(),
+            size: self.size,
+            needed: segment_size(2, words),
+        })?;
+        Ok((capacity, words))
+    }
+}
+
+/// The bus configuration: a namespace and its topics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Prefix of every segment and service name.
+    pub namespace: String,
+    /// Topics.
+    pub topics: Vec<TopicConfig>,
+}
+
+/// Checks that `name` can be part of a file name.
+pub fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::BadName(name.to_owned()))
+    }
+}
+
+fn env_namespace() -> Option<String> {
+    std::env::var(NAMESPACE_ENV).ok().filter(|s| !s.is_empty())
+}
+
+impl Config {
+    /// The seed's topics: `trade_events` 10 MB, `account_events` 10 MB,
+    /// `market_l2` 50 MB, in the namespace from `ZEROCAST_NAMESPACE` or
+    /// `default`.
+    pub fn default_topics() -> Self {
+        Self {
+            namespace: env_namespace().unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned()),
+            topics: vec![
+                TopicConfig::new("trade_events", 10 << 20, TopicKind::Trade),
+                TopicConfig::new("account_events", 10 << 20, TopicKind::Account),
+                TopicConfig::new("market_l2", 50 << 20, TopicKind::L2),
+            ],
+        }
+    }
+
+    /// Parses a TOML configuration. `ZEROCAST_NAMESPACE` overrides its
+    /// namespace.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| Error::BadConfig(e.to_string()))?;
+        let namespace = env_namespace()
+            .or(raw.namespace)
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
+        check_name(&namespace).map_err(|_| {
+            Error::BadConfig(format!(
+                "namespace {namespace:?}: use 1-64 characters from A-Z a-z 0-9 _ -"
+            ))
+        })?;
+        let mut topics = Vec::new();
+        for t in raw.topics {
+            check_name(&t.name).map_err(|_| {
+                Error::BadConfig(format!(
+                    "topic name {:?}: use 1-64 characters from A-Z a-z 0-9 _ -",
+                    t.name
+                ))
+            })?;
+            if topics.iter().any(|x: &TopicConfig| x.name == t.name) {
+                return Err(Error::BadConfig(format!(
+                    "topic {:?} is defined twice",
+                    t.name
+                )));
+            }
+            let size = match &t.size {
+                Size::Bytes(b) => *b,
+                Size::Text(s) => parse_size(s).ok_or_else(|| {
+                    Error::BadConfig(format!(
+                        "topic {:?}: size {s:?} is not a byte count like 10MB",
+                        t.name
+                    ))
+                })?,
+            };
+            let kind = t.kind.unwrap_or(match t.name.as_str() {
+                "trade_events" => TopicKind::Trade,
+                "account_events" => TopicKind::Account,
+                "market_l2" => TopicKind::L2,
+                _ => TopicKind::Any,
+            });
+            let topic = TopicConfig {
+                name: t.name,
+                size,
+                kind,
+                transport: t.transport,
+            };
+            topic.ring_shape()?;
+            topics.push(topic);
+        }
+        if topics.is_empty() {
+            return Err(Error::BadConfig("no [[topic]] defined".to_owned()));
+        }
+        Ok(Self { namespace, topics })
+    }
+
+    /// Reads and parses a TOML file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_owned(),
+            action: "read config",
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|e| match e {
+            Error::BadConfig(m) => Error::BadConfig(format!("{}: {m}", path.display())),
+            other => other,
+        })
+    }
+
+    /// The topic called `name`.
+    pub fn topic(&self, name: &str) -> Result<&TopicConfig> {
+        self.topics
+            .iter()
+            .find(|t| t.name == name)
+            .ok_or_else(|| Error::UnknownTopic(name.to_owned()))
+    }
+
+    /// The segment file of topic `name` in this namespace.
+    pub fn segment_path(&self, name: &str) -> PathBuf {
+        shm_dir().join(format!("{}{}.{}", SEGMENT_PREFIX, self.namespace, name))
+    }
+}
+
+/// Prefix of every segment file name: `zerocast.<namespace>.<topic>`.
+pub const SEGMENT_PREFIX: &str = "zerocast.";
+
+/// Where segments live: `/dev/shm`.
+pub fn shm_dir() -> PathBuf {
+    PathBuf::from("/dev/shm")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_size("10MB"), Some(10 << 20));
+        assert_eq!(parse_size("512 KiB"), Some(512 << 10));
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("ten"), None);
+        assert_eq!(parse_size("10XB"), None);
+    }
+
+    #[test]
+    fn config_file_round_trip() {
+        let c = Config::from_toml(
+            r#"
+            namespace = "testns"
+            [[topic]]
+            name = "trades"
+            size = "1MB"
+            kind = "trade"
+            [[topic]]
+            name = "books"
+            size = 2097152
+            kind = "l2"
+            transport = "iceoryx2"
+            "#,
+        )
+        .unwrap();
+        if std::env::var(NAMESPACE_ENV).is_err() {
+            assert_eq!(c.namespace, "testns");
+        }
+        assert_eq!(c.topic("trades").unwrap().size, 1 << 20);
+        assert_eq!(c.topic("books").unwrap().transport, Transport::Iceoryx2);
+        let (cap, words) = c.topic("trades").unwrap().ring_shape().unwrap();
+        assert!(cap.is_power_of_two() && cap >= 2048, "{cap}");
+        assert_eq!(words, 20);
+    }
+
+    #[test]
+    fn bad_configs_name_the_problem() {
+        let err = |t: &str| Config::from_toml(t).unwrap_err().to_string();
+        assert!(err("[[topic]]\nname = \"a b\"\nsize = 100000").contains("topic name \"a b\""));
+        assert!(err("[[topic]]\nname = \"t\"\nsize = \"lots\"").contains("size \"lots\""));
+        assert!(err("[[topic]]\nname = \"t\"\nsize = 100").contains("too small"));
+        assert!(err("[[topic]]\nname = \"t\"\nsize = 100000\ncolour = 1").contains("colour"));
+        assert!(err("namespace = \"x\"").contains("no [[topic]]"));
+        assert!(err(
+            "[[topic]]\nname = \"t\"\nsize = 100000\n[[topic]]\nname = \"t\"\nsize = 100000"
+        )
+        .contains("defined twice"));
+    }
+
+    #[test]
+    fn default_topics_fit_their_sizes() {
+        let c = Config::default_topics();
+        for t in &c.topics {
+            let (cap, words) = t.ring_shape().unwrap();
+            assert!(segment_size(cap, words) <= t.size);
+            assert!(segment_size(cap * 2, words) > t.size);
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! The iceoryx2 transport: the same publisher/subscriber API over an
+//! iceoryx2 (0.10) publish-subscribe service of `[u8]` slices with safe
+//! overflow, and its event service for blocking waits.
+//!
+//! Service names are `zerocast/<namespace>/<topic>` (and `.../event`), so
+//! namespaces never share services.
+//!
+//! Differences from the shared-memory transport, stated plainly:
+//! - Sequences are counted per publisher (iceoryx2 has no shared topic
+//!   counter); with one publisher per topic they are the topic sequence.
+//! - Lag is detected from gaps in a publisher's sequence after iceoryx2's safe
+//!   overflow dropped the oldest samples.
+//! - Subscribers copy each sample into their aligned frame buffer (iceoryx2
+//!   `[u8]` payloads are only byte-aligned), like the shm transport does.
+//! - A blocking subscriber creates an event listener; publishers notify only
+//!   while some listener exists.
+
+use std::time::Duration;
+
+use iceoryx2::port::listener::Listener;
+use iceoryx2::port::notifier::Notifier;
+use iceoryx2::port::publisher::Publisher;
+use iceoryx2::port::subscriber::Subscriber;
+use iceoryx2::prelude::*;
+use zerocast_core::frame::{self, Body, FrameBuf, Heartbeat, MAX_FRAME_WORDS};
+
+use crate::config::TopicConfig;
+use crate::error::{Error, Result};
+use crate::layout::now_ns;
+use crate::publisher::PublisherOptions;
+use crate::subscriber::{Received, RecvError, SubscriberOptions};
+
+type Service = ipc::Service;
+
+fn iox_err(what: &str) -> impl FnOnce(&dyn std::fmt::Debug) -> Error + '_ {
+    move |e| Error::Iceoryx(format!("{what}: {e:?}"))
+}
+
+/// Per-subscriber buffer depth (frames) of a service.
+fn buffer_size(topic: &TopicConfig) -> usize {
+    topic
+        .ring_shape()
+        .map(|(cap, _)| cap as usize)
+        .unwrap_or(1024)
+        .clamp(16, 4096)
+}
+
+struct Services {
+    node: Node<Service>,
+    pubsub: iceoryx2::service::port_factory::publish_subscribe::PortFactory<Service, [u8], ()>,
+    event: iceoryx2::service::port_factory::event::PortFactory<Service>,
+    words: usize,
+}
+
+impl std::fmt::Debug for Services {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Services")
+            .field("words", &self.words)
+            .finish_non_exhaustive()
+    }
+}
+
+fn open_services(namespace: &str, topic: &TopicConfig) -> Result<Services> {
+    let (_, words) = topic.ring_shape()?;
+    let node = NodeBuilder::new()
+        .create::<Service>()
+        .map_err(|e| iox_err("create node")(&e))?;
+    let name = format!("zerocast/{namespace}/{}", topic.name);
+    let service_name: ServiceName = name
+        .as_str()
+        .try_into()
+        .map_err(|e| iox_err("service name")(&e))?;
+    let pubsub = node
+        .service_builder(&service_name)
+        .publish_subscribe::<[u8]>()
+        .enable_safe_overflow(true)
+        .subscriber_max_buffer_size(buffer_size(topic))
+        .history_size(0)
+        .max_publishers(crate::layout::MAX_PUBLISHERS)
+        .max_subscribers(16)
+        .open_or_create()
+        .map_err(|e| iox_err("open publish-subscribe service")(&e))?;
+    let event_name: ServiceName = format!("{name}/event")
+        .as_str()
+        .try_into()
+        .map_err(|e| iox_err("event service name")(&e))?;
+    let event = node
+        .service_builder(&event_name)
+        .event()
+        .open_or_create()
+        .map_err(|e| iox_err("open event service")(&e))?;
+    Ok(Services {
+        node,
+        pubsub,
+        event,
+        words,
+    })
+}
+
+/// Publishes frames through iceoryx2.
+pub struct IoxPublisher {
+    services: Services,
+    publisher: Publisher<Service, [u8], ()>,
+    notifier: Notifier<Service>,
+    buf: FrameBuf,
+    next_seq: u64,
+    id: u32,
+    heartbeat_id: [u8; 16],
+    heartbeats: u64,
+}
+
+impl std::fmt::Debug for IoxPublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IoxPublisher")
+            .field("next_seq", &self.next_seq)
+            .finish_non_exhaustive()
+    }
+}
+
+impl IoxPublisher {
+    /// Opens (or creates) the topic's services and a publisher port.
+    pub fn new(namespace: &str, topic: &TopicConfig, options: &PublisherOptions) -> Result<Self> {
+        let services = open_services(namespace, topic)?;
+        let publisher = services
+            .pubsub
+            .publisher_builder()
+            .initial_max_slice_len(services.words * 8)
+            .create()
+            .map_err(|e| iox_err("create publisher")(&e))?;
+        let notifier = services
+            .event
+            .notifier_builder()
+            .create()
+            .map_err(|e| iox_err("create notifier")(&e))?;
+        let mut heartbeat_id = [0u8; 16];
+        let name = if options.name.is_empty() {
+            format!("iox-{}", std::process::id())
+        } else {
+            options.name.clone()
+        };
+        let n = name.len().min(16);
+        heartbeat_id[..n].copy_from_slice(&name.as_bytes()[..n]);
+        Ok(Self {
+            services,
+            publisher,
+            notifier,
+            buf: FrameBuf::default(),
+            next_seq: 0,
+            id: std::process::id(),
+            heartbeat_id,
+            heartbeats: 0,
+        })
+    }
+
+    /// Publishes one body; returns its (per-publisher) sequence.
+    pub fn publish<B: Body>(&mut self, body: &B) -> Result<u64> {
+        let seq = self.send_one(body)?;
+        self.notify();
+        Ok(seq)
+    }
+
+    fn send_one<B: Body>(&mut self, body: &B) -> Result<u64> {
+        let words = frame::encode(body, self.id, now_ns(), &mut self.buf.0)
+            .expect("FrameBuf holds any frame");
+        if words > self.services.words {
+            return Err(Error::FrameTooLarge {
+                topic: String::new(),
+                frame: words * 8,
+                slot: self.services.words * 8,
+            });
+        }
+        let seq = self.next_seq;
+        self.buf.0[0] = seq;
+        let bytes = frame::words_as_bytes(&self.buf.0[..words]);
+        let sample = self
+            .publisher
+            .loan_slice_uninit(bytes.len())
+            .map_err(|e| iox_err("loan")(&e))?;
+        sample
+            .write_from_slice(bytes)
+            .send()
+            .map_err(|e| iox_err("send")(&e))?;
+        self.next_seq += 1;
+        Ok(seq)
+    }
+
+    /// Publishes bodies one after another (iceoryx2 has no batch claim);
+    /// notifies once. Returns the first sequence.
+    pub fn publish_batch<B: Body>(&mut self, bodies: &[B]) -> Result<u64> {
+        let first = self.next_seq;
+        for b in bodies {
+            self.send_one(b)?;
+        }
+        self.notify();
+        Ok(first)
+    }
+
+    /// Publishes a heartbeat.
+    pub fn send_heartbeat(&mut self) -> Result<u64> {
+        self.heartbeats += 1;
+        let hb = Heartbeat {
+            publisher_id: self.heartbeat_id,
+            sequence: self.heartbeats,
+            timestamp: now_ns() as i64,
+        };
+        self.publish(&hb)
+    }
+
+    fn notify(&self) {
+        if self.services.event.dynamic_config().number_of_listeners() > 0 {
+            let _ = self.notifier.notify();
+        }
+    }
+}
+
+/// Receives frames through iceoryx2.
+pub struct IoxSubscriber {
+    services: Services,
+    subscriber: Subscriber<Service, [u8], ()>,
+    listener: Option<Listener<Service>>,
+    buf: FrameBuf,
+    words: usize,
+    /// Next expected sequence per publisher id, to detect overflow drops.
+    expected: Vec<(u32, u64)>,
+    /// A frame already in `buf`, held back while its gap was reported.
+    stashed: Option<u64>,
+}
+
+impl std::fmt::Debug for IoxSubscriber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IoxSubscriber").finish_non_exhaustive()
+    }
+}
+
+impl IoxSubscriber {
+    /// Opens (or creates) the topic's services and a subscriber port (and a
+    /// listener if the wait strategy blocks).
+    pub fn new(namespace: &str, topic: &TopicConfig, options: &SubscriberOptions) -> Result<Self> {
+        let services = open_services(namespace, topic)?;
+        let subscriber = services
+            .pubsub
+            .subscriber_builder()
+            .create()
+            .map_err(|e| iox_err("create subscriber")(&e))?;
+        let listener = if matches!(options.wait, crate::WaitStrategy::Blocking { .. }) {
+            Some(
+                services
+                    .event
+                    .listener_builder()
+                    .create()
+                    .map_err(|e| iox_err("create listener")(&e))?,
+            )
+        } else {
+            None
+        };
+        let words = services.words.min(MAX_FRAME_WORDS);
+        Ok(Self {
+            services,
+            subscriber,
+            listener,
+            buf: FrameBuf::default(),
+            words,
+            expected: Vec::new(),
+            stashed: None,
+        })
+    }
+
+    /// Receives into the internal buffer; returns the sequence.
+    pub fn poll(&mut self) -> Result<u64, RecvError> {
+        if let Some(seq) = self.stashed.take() {
+            return Ok(seq);
+        }
+        let sample = match self.subscriber.receive() {
+            Ok(Some(s)) => s,
+            Ok(None) | Err(_) => return Err(RecvError::Empty),
+        };
+        let payload = sample.payload();
+        let n = payload.len().min(self.words * 8);
+        let dst = frame::words_as_bytes_mut(&mut self.buf.0[..self.words]);
+        dst[..n].copy_from_slice(&payload[..n]);
+        drop(sample);
+        let seq = self.buf.0[0];
+        // publisher_id: the u32 at header byte 16 (low half of word 2).
+        let publisher = (self.buf.0[2] & 0xffff_ffff) as u32;
+        match self.expected.iter_mut().find(|(p, _)| *p == publisher) {
+            None => {
+                self.expected.push((publisher, seq + 1));
+                Ok(seq)
+            }
+            Some(slot) if seq > slot.1 => {
+                // iceoryx2's safe overflow dropped the frames in between:
+                // report the gap now, deliver this frame on the next poll.
+                let missed = seq - slot.1;
+                slot.1 = seq + 1;
+                self.stashed = Some(seq);
+                Err(RecvError::Lagged(missed))
+            }
+            Some(slot) => {
+                slot.1 = seq + 1;
+                Ok(seq)
+            }
+        }
+    }
+
+    /// The frame last received.
+    pub fn last(&self, seq: u64) -> Received<'_> {
+        Received {
+            seq,
+            bytes: frame::words_as_bytes(&self.buf.0[..self.words]),
+        }
+    }
+
+    /// Waits on the event service until notified or `timeout`.
+    pub fn sleep(&mut self, timeout: Duration) -> Result<u64, RecvError> {
+        let r = self.poll();
+        if r != Err(RecvError::Empty) {
+            return r;
+        }
+        if let Some(l) = &self.listener {
+            let _ = l.timed_wait(|_| {}, timeout);
+        } else {
+            std::thread::sleep(timeout.min(Duration::from_micros(50)));
+        }
+        let _ = &self.services.node;
+        self.poll()
+    }
+}

@@ -1,0 +1,433 @@
+//! zerocast across processes.
+//!
+//! A [`Bus`] maps each configured topic to a shared-memory segment in
+//! `/dev/shm` (`zerocast.<namespace>.<topic>`, mode 0600) holding a header
+//! (magic, layout version and hash, publisher and subscriber tables, a futex
+//! word) and a `zerocast-core` broadcast ring. Processes that open the same
+//! topic in the same namespace share the ring: no broker, no copy on the
+//! publish side, one copy out of the slot on the receive side (see
+//! [`subscriber`] for why).
+//!
+//! A topic can instead use iceoryx2 ([`config::Transport::Iceoryx2`]) behind
+//! the same [`Publisher`] / [`Subscriber`] API.
+//!
+//! ```no_run
+//! use zerocast_ipc::{Bus, Config, SubscriberOptions};
+//! use zerocast_core::frame::{Heartbeat, id::id};
+//! let bus = Bus::new(Config::default_topics());
+//! let mut publisher = bus.publisher("trade_events")?;
+//! let mut subscriber = bus.subscriber("trade_events", SubscriberOptions::default())?;
+//! publisher.send_heartbeat()?;
+//! let frame = subscriber.recv()?;
+//! println!("{} {:?}", frame.seq, frame.kind());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod config;
+pub mod error;
+#[cfg(feature = "iceoryx2")]
+pub mod iox;
+pub mod layout;
+pub mod publisher;
+pub mod segment;
+#[cfg(feature = "tokio")]
+pub mod stream;
+pub mod subscriber;
+pub mod wait;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use config::{Config, TopicConfig, TopicKind, Transport};
+pub use error::{Error, Result};
+pub use publisher::{GatingPolicy, PublisherOptions, ShmPublisher};
+pub use segment::Segment;
+pub use subscriber::{Received, RecvError, ShmSubscriber, SubscriberOptions};
+pub use wait::WaitStrategy;
+pub use zerocast_core::broadcast::Start;
+use zerocast_core::frame::Body;
+
+/// Entry point: a configuration, and the topics it names.
+#[derive(Debug, Clone)]
+pub struct Bus {
+    config: Config,
+}
+
+impl Bus {
+    /// A bus over `config`.
+    pub fn new(config: Config) -> Self {
+        Self { config }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Opens topic `name`'s segment, creating it if it does not exist.
+    pub fn segment(&self, name: &str) -> Result<Arc<Segment>> {
+        let topic = self.config.topic(name)?;
+        let (capacity, words) = topic.ring_shape()?;
+        let path = self.config.segment_path(name);
+        Ok(Arc::new(Segment::open_or_create(
+            &path, name, capacity, words,
+        )?))
+    }
+
+    /// Opens topic `name`'s segment only if it already exists.
+    pub fn open_segment(&self, name: &str) -> Result<Arc<Segment>> {
+        self.config.topic(name)?;
+        Ok(Arc::new(Segment::open(
+            &self.config.segment_path(name),
+            name,
+        )?))
+    }
+
+    /// A publisher on topic `name` with default options.
+    pub fn publisher(&self, name: &str) -> Result<Publisher> {
+        self.publisher_with(name, PublisherOptions::default())
+    }
+
+    /// A publisher on topic `name`.
+    pub fn publisher_with(&self, name: &str, options: PublisherOptions) -> Result<Publisher> {
+        let topic = self.config.topic(name)?;
+        Ok(match topic.transport {
+            Transport::Shm => Publisher::Shm(ShmPublisher::new(self.segment(name)?, &options)?),
+            #[cfg(feature = "iceoryx2")]
+            Transport::Iceoryx2 => Publisher::Iox(iox::IoxPublisher::new(
+                &self.config.namespace,
+                topic,
+                &options,
+            )?),
+            #[cfg(not(feature = "iceoryx2"))]
+            Transport::Iceoryx2 => {
+                return Err(Error::Iceoryx(
+                    "this build has no iceoryx2 transport (feature `iceoryx2`)".to_owned(),
+                ))
+            }
+        })
+    }
+
+    /// A subscriber on topic `name`.
+    pub fn subscriber(&self, name: &str, options: SubscriberOptions) -> Result<Subscriber> {
+        let topic = self.config.topic(name)?;
+        let inner = match topic.transport {
+            Transport::Shm => SubInner::Shm(ShmSubscriber::new(self.segment(name)?, &options)?),
+            #[cfg(feature = "iceoryx2")]
+            Transport::Iceoryx2 => SubInner::Iox(iox::IoxSubscriber::new(
+                &self.config.namespace,
+                topic,
+                &options,
+            )?),
+            #[cfg(not(feature = "iceoryx2"))]
+            Transport::Iceoryx2 => {
+                return Err(Error::Iceoryx(
+                    "this build has no iceoryx2 transport (feature `iceoryx2`)".to_owned(),
+                ))
+            }
+        };
+        Ok(Subscriber {
+            inner,
+            wait: options.wait,
+        })
+    }
+
+    /// Removes every configured topic's segment file (those that exist).
+    /// Processes still mapping them keep working; new openers get new ones.
+    pub fn remove_segments(&self) -> Vec<std::path::PathBuf> {
+        let mut removed = Vec::new();
+        for t in &self.config.topics {
+            let path = self.config.segment_path(&t.name);
+            if std::fs::remove_file(&path).is_ok() {
+                removed.push(path);
+            }
+        }
+        removed
+    }
+
+    /// Every segment file of this namespace in `/dev/shm`: (topic, path).
+    pub fn list_segments(&self) -> Vec<(String, std::path::PathBuf)> {
+        let prefix = format!("{}{}.", config::SEGMENT_PREFIX, self.config.namespace);
+        let mut found: Vec<_> = std::fs::read_dir(config::shm_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let topic = name.strip_prefix(&prefix)?.to_owned();
+                Some((topic, e.path()))
+            })
+            .collect();
+        found.sort();
+        found
+    }
+}
+
+/// Publishes frames to a topic, over whichever transport it is configured
+/// with.
+#[derive(Debug)]
+pub enum Publisher {
+    /// zerocast shared memory.
+    Shm(ShmPublisher),
+    /// iceoryx2.
+    #[cfg(feature = "iceoryx2")]
+    Iox(iox::IoxPublisher),
+}
+
+impl Publisher {
+    /// Publishes one body; returns its topic sequence.
+    #[inline]
+    pub fn publish<B: Body>(&mut self, body: &B) -> Result<u64> {
+        match self {
+            Self::Shm(p) => p.publish(body),
+            #[cfg(feature = "iceoryx2")]
+            Self::Iox(p) => p.publish(body),
+        }
+    }
+
+    /// Publishes bodies with consecutive sequences; returns the first.
+    pub fn publish_batch<B: Body>(&mut self, bodies: &[B]) -> Result<u64> {
+        match self {
+            Self::Shm(p) => p.publish_batch(bodies),
+            #[cfg(feature = "iceoryx2")]
+            Self::Iox(p) => p.publish_batch(bodies),
+        }
+    }
+
+    /// Publishes a heartbeat.
+    pub fn send_heartbeat(&mut self) -> Result<u64> {
+        match self {
+            Self::Shm(p) => p.send_heartbeat(),
+            #[cfg(feature = "iceoryx2")]
+            Self::Iox(p) => p.send_heartbeat(),
+        }
+    }
+}
+
+/// Spawns a thread that publishes a heartbeat on `topic` every `interval`
+/// through its own publisher entry, until the returned guard is dropped.
+pub fn spawn_heartbeat(
+    bus: &Bus,
+    topic: &str,
+    name: &str,
+    interval: Duration,
+) -> Result<HeartbeatThread> {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    let (bus, topic_name, name) = (bus.clone(), topic.to_owned(), name.to_owned());
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    // The publisher is made on the thread: iceoryx2 ports may not move
+    // between threads.
+    let handle = std::thread::Builder::new()
+        .name(format!("zerocast-heartbeat-{topic}"))
+        .spawn(move || {
+            let options = PublisherOptions {
+                name,
+                gating: GatingPolicy::Fail,
+            };
+            let mut publisher = match bus.publisher_with(&topic_name, options) {
+                Ok(p) => {
+                    let _ = ready_tx.send(Ok(()));
+                    p
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            // Relaxed: a stop flag; the join in Drop synchronises.
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = publisher.send_heartbeat();
+                std::thread::park_timeout(interval);
+            }
+        })
+        .expect("spawn heartbeat thread");
+    match ready_rx.recv() {
+        Ok(Ok(())) => Ok(HeartbeatThread {
+            stop,
+            handle: Some(handle),
+        }),
+        Ok(Err(e)) => {
+            let _ = handle.join();
+            Err(e)
+        }
+        Err(_) => Err(Error::Iceoryx("heartbeat thread exited".to_owned())),
+    }
+}
+
+/// Stops its heartbeat thread when dropped.
+#[derive(Debug)]
+pub struct HeartbeatThread {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for HeartbeatThread {
+    fn drop(&mut self) {
+        // Relaxed: the join below synchronises with the thread's exit.
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            h.thread().unpark();
+            let _ = h.join();
+        }
+    }
+}
+
+#[derive(Debug)]
+enum SubInner {
+    Shm(ShmSubscriber),
+    #[cfg(feature = "iceoryx2")]
+    Iox(iox::IoxSubscriber),
+}
+
+/// Receives frames from a topic, over whichever transport it is configured
+/// with.
+#[derive(Debug)]
+pub struct Subscriber {
+    inner: SubInner,
+    wait: WaitStrategy,
+}
+
+/// How long one futex sleep lasts at most; the subscriber then re-checks
+/// (for stalled publishers) and sleeps again.
+const SLEEP_SLICE: Duration = Duration::from_millis(20);
+
+impl Subscriber {
+    #[inline]
+    fn poll(&mut self) -> Result<u64, RecvError> {
+        match &mut self.inner {
+            SubInner::Shm(s) => s.poll(),
+            #[cfg(feature = "iceoryx2")]
+            SubInner::Iox(s) => s.poll(),
+        }
+    }
+
+    fn last(&self, seq: u64) -> Received<'_> {
+        match &self.inner {
+            SubInner::Shm(s) => s.last(seq),
+            #[cfg(feature = "iceoryx2")]
+            SubInner::Iox(s) => s.last(seq),
+        }
+    }
+
+    fn sleep(&mut self, timeout: Duration) -> Result<u64, RecvError> {
+        match &mut self.inner {
+            SubInner::Shm(s) => s.sleep(timeout),
+            #[cfg(feature = "iceoryx2")]
+            SubInner::Iox(s) => s.sleep(timeout),
+        }
+    }
+
+    /// The next frame if there is one. Never blocks.
+    #[inline]
+    pub fn try_recv(&mut self) -> Result<Received<'_>, RecvError> {
+        let seq = self.poll()?;
+        Ok(self.last(seq))
+    }
+
+    /// Waits (by the wait strategy) for the next frame, a lag or a loss.
+    pub fn recv(&mut self) -> Result<Received<'_>, RecvError> {
+        let seq = self.wait_until(None)?;
+        Ok(self.last(seq))
+    }
+
+    /// Like [`recv`](Self::recv), giving up with [`RecvError::Empty`] after
+    /// `timeout`.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Received<'_>, RecvError> {
+        let seq = self.wait_until(Some(Instant::now() + timeout))?;
+        Ok(self.last(seq))
+    }
+
+    fn wait_until(&mut self, deadline: Option<Instant>) -> Result<u64, RecvError> {
+        let mut polls: u32 = 0;
+        loop {
+            match self.poll() {
+                Err(RecvError::Empty) => {}
+                other => return other,
+            }
+            polls = polls.saturating_add(1);
+            if polls % 1024 == 0 && deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(RecvError::Empty);
+            }
+            match self.wait {
+                WaitStrategy::BusySpin => std::hint::spin_loop(),
+                WaitStrategy::SpinThenYield { spins } => {
+                    if polls < spins {
+                        std::hint::spin_loop();
+                    } else {
+                        std::thread::yield_now();
+                    }
+                }
+                WaitStrategy::Blocking { spins } => {
+                    if polls < spins {
+                        std::hint::spin_loop();
+                        continue;
+                    }
+                    let slice = match deadline {
+                        Some(d) => {
+                            let now = Instant::now();
+                            if now >= d {
+                                return Err(RecvError::Empty);
+                            }
+                            (d - now).min(SLEEP_SLICE)
+                        }
+                        None => SLEEP_SLICE,
+                    };
+                    match self.sleep(slice) {
+                        Err(RecvError::Empty) => {}
+                        other => return other,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Receives up to `max` frames that are already there, calling `f` for
+    /// each; returns how many. Stops early at a lag or loss, which is returned
+    /// if it comes first.
+    pub fn recv_batch(
+        &mut self,
+        max: usize,
+        mut f: impl FnMut(Received<'_>),
+    ) -> Result<usize, RecvError> {
+        let mut n = 0;
+        while n < max {
+            match self.poll() {
+                Ok(seq) => {
+                    f(self.last(seq));
+                    n += 1;
+                }
+                Err(RecvError::Empty) => break,
+                Err(e) if n == 0 => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(n)
+    }
+
+    /// Runs `f` for every frame, lag and loss, waiting by the wait strategy,
+    /// until `f` returns [`std::ops::ControlFlow::Break`].
+    pub fn run(
+        &mut self,
+        mut f: impl FnMut(Result<Received<'_>, RecvError>) -> std::ops::ControlFlow<()>,
+    ) {
+        loop {
+            let step = match self.wait_until(None) {
+                Ok(seq) => f(Ok(self.last(seq))),
+                Err(e) => f(Err(e)),
+            };
+            if step.is_break() {
+                return;
+            }
+        }
+    }
+
+    /// Next sequence this subscriber will read (shared-memory topics).
+    pub fn next_seq(&self) -> Option<u64> {
+        match &self.inner {
+            SubInner::Shm(s) => Some(s.next_seq()),
+            #[cfg(feature = "iceoryx2")]
+            SubInner::Iox(_) => None,
+        }
+    }
+}

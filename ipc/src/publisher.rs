@@ -1,0 +1,244 @@
+//! Publishing frames to a topic.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use zerocast_core::broadcast::GatingCache;
+use zerocast_core::frame::{self, Body, FrameBuf, Heartbeat};
+
+use crate::error::{Error, Result};
+use crate::layout::{now_ns, store_name, PublisherEntry, MAX_PUBLISHERS};
+use crate::segment::Segment;
+use crate::wait::futex_wake;
+
+/// What a publish does when a gating subscriber has not released the slot it
+/// would overwrite. Without gating subscribers, publishing never waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatingPolicy {
+    /// Return [`Error::Publish`]`(`[`PublishError::Full`](zerocast_core::broadcast::PublishError::Full)`)` at once.
+    Fail,
+    /// Spin up to this long for the slowest gating subscriber, then fail.
+    Wait(Duration),
+}
+
+impl Default for GatingPolicy {
+    fn default() -> Self {
+        Self::Wait(Duration::from_millis(100))
+    }
+}
+
+/// Options of a publisher.
+#[derive(Debug, Clone, Default)]
+pub struct PublisherOptions {
+    /// Name shown in the topic's publisher table (and in heartbeats).
+    pub name: String,
+    /// What to do when a gating subscriber is behind.
+    pub gating: GatingPolicy,
+}
+
+/// Publishes frames to one topic over shared memory. Up to
+/// [`MAX_PUBLISHERS`] per topic; all share one gapless sequence.
+pub struct ShmPublisher {
+    seg: Arc<Segment>,
+    entry: usize,
+    cache: GatingCache,
+    buf: FrameBuf,
+    scratch: Vec<u64>,
+    policy: GatingPolicy,
+    heartbeat_id: [u8; 16],
+    heartbeats: u64,
+    published: u64,
+}
+
+impl std::fmt::Debug for ShmPublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShmPublisher")
+            .field("topic", &self.seg.topic())
+            .field("entry", &self.entry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ShmPublisher {
+    /// Registers a publisher in `seg`'s publisher table.
+    pub fn new(seg: Arc<Segment>, options: &PublisherOptions) -> Result<Self> {
+        seg.reap();
+        let pid = std::process::id();
+        let h = seg.header();
+        let entry = h
+            .publishers
+            .iter()
+            .position(|p| {
+                // AcqRel: claims the entry; pairs with the Acquire pid loads
+                // of readers of the table.
+                p.pid
+                    .compare_exchange(0, pid, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            })
+            .ok_or_else(|| Error::PublisherTableFull {
+                topic: seg.topic().to_owned(),
+            })?;
+        let e = &h.publishers[entry];
+        // Relaxed: our own entry; monitors read these as hints.
+        e.inflight.store(0, Ordering::Relaxed);
+        e.published.store(0, Ordering::Relaxed);
+        e.heartbeat_ns.store(now_ns(), Ordering::Relaxed);
+        let name = if options.name.is_empty() {
+            format!("pub-{pid}")
+        } else {
+            options.name.clone()
+        };
+        store_name(&e.name, &name);
+        let mut heartbeat_id = [0u8; 16];
+        let n = name.len().min(16);
+        heartbeat_id[..n].copy_from_slice(&name.as_bytes()[..n]);
+        Ok(Self {
+            seg,
+            entry,
+            cache: GatingCache::default(),
+            buf: FrameBuf::default(),
+            scratch: Vec::new(),
+            policy: options.gating,
+            heartbeat_id,
+            heartbeats: 0,
+            published: 0,
+        })
+    }
+
+    fn entry(&self) -> &PublisherEntry {
+        &self.seg.header().publishers[self.entry]
+    }
+
+    /// This publisher's id (its slot in the topic's table), carried in every
+    /// frame header.
+    pub fn id(&self) -> u32 {
+        self.entry as u32
+    }
+
+    /// The segment.
+    pub fn segment(&self) -> &Arc<Segment> {
+        &self.seg
+    }
+
+    /// Publishes one body and returns its topic sequence.
+    #[inline]
+    pub fn publish<B: Body>(&mut self, body: &B) -> Result<u64> {
+        let words = frame::encode(body, self.entry as u32, now_ns(), &mut self.buf.0)
+            .expect("FrameBuf holds any frame");
+        let frame = self.buf.0;
+        self.publish_words(&frame[..words])
+    }
+
+    /// Publishes an encoded frame (see [`frame::encode`]); word 0 is replaced
+    /// by the sequence.
+    #[inline]
+    pub fn publish_words(&mut self, words: &[u64]) -> Result<u64> {
+        self.check_fits(words.len())?;
+        let ring = self.seg.ring();
+        let claim = match self.policy {
+            GatingPolicy::Fail => ring.try_claim(&mut self.cache),
+            GatingPolicy::Wait(limit) => {
+                let deadline = Instant::now() + limit;
+                ring.claim_wait(&mut self.cache, || Instant::now() < deadline)
+            }
+        }?;
+        let seq = claim.seq();
+        let entry = &self.seg.header().publishers[self.entry];
+        // Relaxed: read by a supervisor only after this process is dead or
+        // the sequence has been stalled far longer than this store takes.
+        entry.inflight.store(seq + 1, Ordering::Relaxed);
+        let result = claim.commit(words);
+        // Relaxed: as above.
+        entry.inflight.store(0, Ordering::Relaxed);
+        self.published += 1;
+        // Relaxed: a counter for monitors.
+        entry.published.store(self.published, Ordering::Relaxed);
+        self.wake();
+        result.map_err(Error::from)
+    }
+
+    /// Publishes `bodies` with one claim of consecutive sequences; returns the
+    /// first. Subscribers see them in order with nothing between.
+    pub fn publish_batch<B: Body>(&mut self, bodies: &[B]) -> Result<u64> {
+        let words = frame::frame_words(B::KIND);
+        self.check_fits(words)?;
+        let now = now_ns();
+        self.scratch.resize(bodies.len() * words, 0);
+        for (body, out) in bodies.iter().zip(self.scratch.chunks_exact_mut(words)) {
+            frame::encode(body, self.entry as u32, now, out).expect("sized above");
+        }
+        let ring = self.seg.ring();
+        let deadline = match self.policy {
+            GatingPolicy::Wait(limit) => Some(Instant::now() + limit),
+            GatingPolicy::Fail => None,
+        };
+        let first = loop {
+            match ring.try_publish_batch(&mut self.cache, &self.scratch, words) {
+                Err(zerocast_core::broadcast::PublishError::Full)
+                    if deadline.is_some_and(|d| Instant::now() < d) =>
+                {
+                    std::hint::spin_loop();
+                }
+                other => break other?,
+            }
+        };
+        self.published += bodies.len() as u64;
+        // Relaxed: a counter for monitors.
+        self.entry()
+            .published
+            .store(self.published, Ordering::Relaxed);
+        self.wake();
+        Ok(first)
+    }
+
+    /// Publishes a [`Heartbeat`] and records its time in the publisher table.
+    pub fn send_heartbeat(&mut self) -> Result<u64> {
+        self.heartbeats += 1;
+        let hb = Heartbeat {
+            publisher_id: self.heartbeat_id,
+            sequence: self.heartbeats,
+            timestamp: now_ns() as i64,
+        };
+        let seq = self.publish(&hb)?;
+        // Relaxed: a timestamp for monitors.
+        self.entry().heartbeat_ns.store(now_ns(), Ordering::Relaxed);
+        Ok(seq)
+    }
+
+    fn check_fits(&self, words: usize) -> Result<()> {
+        if words > self.seg.ring().payload_words() {
+            return Err(Error::FrameTooLarge {
+                topic: self.seg.topic().to_owned(),
+                frame: words * 8,
+                slot: self.seg.slot_bytes(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Wakes subscribers sleeping on the segment's futex, if any.
+    #[inline(always)]
+    fn wake(&self) {
+        let h = self.seg.header();
+        // SeqCst: pairs with the SeqCst `sleepers` increment and fence in a
+        // blocking subscriber. Our commit was a SeqCst CAS, so either we see
+        // its increment here, or its re-check after the fence sees our frame.
+        if h.sleepers.load(Ordering::SeqCst) != 0 {
+            // SeqCst: a sleeper that read the old value returns from
+            // FUTEX_WAIT at once.
+            h.wake_seq.fetch_add(1, Ordering::SeqCst);
+            futex_wake(&h.wake_seq);
+        }
+    }
+}
+
+impl Drop for ShmPublisher {
+    fn drop(&mut self) {
+        // Release: pairs with Acquire pid loads; our last frames were
+        // committed before the entry is freed.
+        self.entry().pid.store(0, Ordering::Release);
+    }
+}
+
+const _: () = assert!(MAX_PUBLISHERS <= u32::MAX as usize);

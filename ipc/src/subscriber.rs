@@ -1,0 +1,318 @@
+//! Receiving frames from a topic.
+//!
+//! # What is copied
+//!
+//! A shared-memory subscriber copies each frame once, out of the ring slot
+//! into its own aligned buffer (a `TradeEvent` frame is 160 bytes), and hands
+//! out zero-copy views of that buffer ([`Received::parse`], [`Received::body`]
+//! through rkyv). The copy is what makes an overwriting ring safe: a slot can
+//! be rewritten by a publisher at any time, so a reader may only use bytes it
+//! has checked intact after copying them (the per-slot seqlock). Reading in
+//! place would hand the caller bytes that can change under it.
+
+use std::sync::atomic::{fence, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use zerocast_core::broadcast::{ReadCursor, Start, TryRecvError};
+use zerocast_core::frame::{
+    self, ArchivedFrameHeader, Body, FrameBuf, FrameError, FrameRef, MessageKind, MAX_FRAME_WORDS,
+};
+
+use crate::error::{Error, Result};
+use crate::layout::{now_ns, store_name, SubscriberEntry};
+use crate::segment::Segment;
+use crate::wait::{futex_wait, WaitStrategy};
+
+/// Options of a subscriber.
+#[derive(Debug, Clone)]
+pub struct SubscriberOptions {
+    /// Name shown in the topic's subscriber table.
+    pub name: String,
+    /// Where to start.
+    pub start: Start,
+    /// Register as gating: publishers never overwrite what this subscriber
+    /// has not read (they wait or fail, by their policy).
+    pub gating: bool,
+    /// How to wait in [`Subscriber::recv`] and [`Subscriber::run`].
+    pub wait: WaitStrategy,
+    /// How long a sequence may stay claimed-but-uncommitted before the
+    /// subscriber checks whether its publisher died and, if so, declares it
+    /// lost.
+    pub stall_bound: Duration,
+}
+
+impl Default for SubscriberOptions {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            start: Start::Newest,
+            gating: false,
+            wait: WaitStrategy::default(),
+            stall_bound: Duration::from_millis(50),
+        }
+    }
+}
+
+/// Why no frame was returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecvError {
+    /// Nothing new (only from the non-blocking calls, or a timeout).
+    Empty,
+    /// This many frames were overwritten before this subscriber read them;
+    /// it continues with the oldest frame still in the ring.
+    Lagged(u64),
+    /// This sequence was lost: its publisher died between claim and commit.
+    Lost(u64),
+}
+
+impl std::fmt::Display for RecvError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Empty => f.write_str("no frame"),
+            Self::Lagged(n) => write!(f, "lagged: {n} frames overwritten before they were read"),
+            Self::Lost(s) => write!(f, "sequence {s} lost: its publisher died mid-publish"),
+        }
+    }
+}
+
+impl std::error::Error for RecvError {}
+
+/// A received frame: its sequence and its bytes (in the subscriber's buffer,
+/// valid until the next receive).
+#[derive(Debug, Clone, Copy)]
+pub struct Received<'a> {
+    /// Topic sequence.
+    pub seq: u64,
+    /// The frame: header and archived body.
+    pub bytes: &'a [u8],
+}
+
+impl<'a> Received<'a> {
+    /// Validated view of the header and body, whatever the kind.
+    pub fn parse(&self) -> Result<(&'a ArchivedFrameHeader, FrameRef<'a>), FrameError> {
+        FrameRef::parse(self.bytes)
+    }
+
+    /// Validated view of a body of kind `B`.
+    pub fn body<B: Body>(&self) -> Result<&'a B::Archived, FrameError> {
+        frame::decode::<B>(self.bytes).map(|(_, b)| b)
+    }
+
+    /// The frame's kind, if the header names a known one.
+    pub fn kind(&self) -> Option<MessageKind> {
+        // Bytes 20..22 of the header: the kind, little-endian.
+        MessageKind::from_u16(u16::from_le_bytes([self.bytes[20], self.bytes[21]]))
+    }
+
+    /// Publish time from the header, ns since the Unix epoch.
+    pub fn publish_ns(&self) -> u64 {
+        u64::from_le_bytes(self.bytes[8..16].try_into().expect("header is 32 bytes"))
+    }
+}
+
+/// Receives frames from one topic over shared memory.
+pub struct ShmSubscriber {
+    seg: Arc<Segment>,
+    entry: usize,
+    cursor: ReadCursor,
+    buf: FrameBuf,
+    words: usize,
+    stall_bound: Duration,
+    empty_polls: u32,
+    empty_since: Option<Instant>,
+    lagged: u64,
+}
+
+impl std::fmt::Debug for ShmSubscriber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShmSubscriber")
+            .field("topic", &self.seg.topic())
+            .field("next", &self.cursor.next)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Empty polls between clock reads in the stall check.
+const POLLS_PER_CLOCK: u32 = 256;
+
+impl ShmSubscriber {
+    /// Registers a subscriber in `seg`'s table (and, if gating, in its ring).
+    pub fn new(seg: Arc<Segment>, options: &SubscriberOptions) -> Result<Self> {
+        seg.reap();
+        let pid = std::process::id();
+        let h = seg.header();
+        let entry = h
+            .subscribers
+            .iter()
+            .position(|s| {
+                // AcqRel: claims the entry; pairs with Acquire pid loads.
+                s.pid
+                    .compare_exchange(0, pid, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            })
+            .ok_or_else(|| Error::SubscriberTableFull {
+                topic: seg.topic().to_owned(),
+            })?;
+        let e = &h.subscribers[entry];
+        let name = if options.name.is_empty() {
+            format!("sub-{pid}")
+        } else {
+            options.name.clone()
+        };
+        store_name(&e.name, &name);
+        let cursor = if options.gating {
+            match seg.ring().register_gating(options.start) {
+                Ok(c) => c,
+                Err(_) => {
+                    // Release: frees the entry we claimed.
+                    e.pid.store(0, Ordering::Release);
+                    return Err(Error::GatingTableFull {
+                        topic: seg.topic().to_owned(),
+                    });
+                }
+            }
+        } else {
+            seg.ring().cursor(options.start)
+        };
+        // Relaxed: our own entry; monitors read these as hints.
+        e.gating.store(
+            cursor.gating_slot().map_or(0, |g| g as u32 + 1),
+            Ordering::Relaxed,
+        );
+        e.cursor.store(cursor.next, Ordering::Relaxed);
+        e.lagged.store(0, Ordering::Relaxed);
+        e.last_seen_ns.store(now_ns(), Ordering::Relaxed);
+        let words = seg.ring().payload_words().min(MAX_FRAME_WORDS);
+        Ok(Self {
+            seg,
+            entry,
+            cursor,
+            buf: FrameBuf::default(),
+            words,
+            stall_bound: options.stall_bound,
+            empty_polls: 0,
+            empty_since: None,
+            lagged: 0,
+        })
+    }
+
+    fn entry(&self) -> &SubscriberEntry {
+        &self.seg.header().subscribers[self.entry]
+    }
+
+    /// The segment.
+    pub fn segment(&self) -> &Arc<Segment> {
+        &self.seg
+    }
+
+    /// Next sequence this subscriber will read.
+    pub fn next_seq(&self) -> u64 {
+        self.cursor.next
+    }
+
+    /// Frames lost to lapping so far.
+    pub fn lagged_total(&self) -> u64 {
+        self.lagged
+    }
+
+    /// Receives into the internal buffer; returns the sequence.
+    #[inline]
+    pub fn poll(&mut self) -> Result<u64, RecvError> {
+        let ring = self.seg.ring();
+        match ring.try_recv(&mut self.cursor, &mut self.buf.0[..self.words]) {
+            Ok(seq) => {
+                self.empty_polls = 0;
+                self.empty_since = None;
+                // Relaxed: a progress hint for monitors (our own cache line).
+                self.entry()
+                    .cursor
+                    .store(self.cursor.next, Ordering::Relaxed);
+                Ok(seq)
+            }
+            Err(TryRecvError::Lagged(n)) => {
+                self.lagged += n;
+                let e = self.entry();
+                // Relaxed: counters for monitors.
+                e.lagged.store(self.lagged, Ordering::Relaxed);
+                e.cursor.store(self.cursor.next, Ordering::Relaxed);
+                Err(RecvError::Lagged(n))
+            }
+            Err(TryRecvError::Lost(seq)) => {
+                // Relaxed: as above.
+                self.entry()
+                    .cursor
+                    .store(self.cursor.next, Ordering::Relaxed);
+                Err(RecvError::Lost(seq))
+            }
+            Err(TryRecvError::Empty | TryRecvError::Pending(_)) => {
+                self.on_empty();
+                Err(RecvError::Empty)
+            }
+        }
+    }
+
+    /// Bookkeeping for an empty poll: every few hundred, read the clock,
+    /// refresh `last_seen`, and resolve a sequence stalled past the bound.
+    #[cold]
+    fn on_empty(&mut self) {
+        self.empty_polls += 1;
+        if self.empty_polls % POLLS_PER_CLOCK != 1 {
+            return;
+        }
+        let now = Instant::now();
+        // Relaxed: a liveness hint for monitors.
+        self.entry().last_seen_ns.store(now_ns(), Ordering::Relaxed);
+        let next = self.cursor.next;
+        if !self.seg.ring().is_pending(next) {
+            self.empty_since = None;
+            return;
+        }
+        let since = *self.empty_since.get_or_insert(now);
+        if now.duration_since(since) >= self.stall_bound {
+            self.seg.resolve_stalled(next);
+            self.empty_since = None;
+        }
+    }
+
+    /// The frame last received by [`poll`](Self::poll).
+    pub fn last(&self, seq: u64) -> Received<'_> {
+        Received {
+            seq,
+            bytes: frame::words_as_bytes(&self.buf.0[..self.words]),
+        }
+    }
+
+    /// Sleeps on the segment's futex until a publisher wakes it or `timeout`
+    /// passes, unless a frame arrives first (then it is in the buffer).
+    pub fn sleep(&mut self, timeout: Duration) -> Result<u64, RecvError> {
+        let h = self.seg.header();
+        // SeqCst: pairs with the SeqCst `sleepers` load in
+        // `ShmPublisher::wake` (see there).
+        h.sleepers.fetch_add(1, Ordering::SeqCst);
+        // SeqCst: read before the re-check, so a wake after it changes it.
+        let observed = h.wake_seq.load(Ordering::SeqCst);
+        // SeqCst fence: orders the increment above before the re-check below
+        // against the publisher's SeqCst commit and `sleepers` load.
+        fence(Ordering::SeqCst);
+        let result = self.poll();
+        if result == Err(RecvError::Empty) {
+            futex_wait(&self.seg.header().wake_seq, observed, timeout);
+        }
+        // SeqCst: pairs with the publisher's load; fewer needless wakes.
+        self.seg.header().sleepers.fetch_sub(1, Ordering::SeqCst);
+        result
+    }
+}
+
+impl Drop for ShmSubscriber {
+    fn drop(&mut self) {
+        let ring = self.seg.ring();
+        ring.unregister_gating(&mut self.cursor);
+        let e = self.entry();
+        // Relaxed: the entry is freed by the Release store below.
+        e.gating.store(0, Ordering::Relaxed);
+        // Release: pairs with Acquire pid loads.
+        e.pid.store(0, Ordering::Release);
+    }
+}

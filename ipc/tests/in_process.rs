@@ -1,0 +1,181 @@
+//! Publisher and subscribers in one process, over both transports.
+
+use std::time::Duration;
+
+use zerocast_core::frame::{id::id, Direction, TradeEvent};
+use zerocast_ipc::{
+    Bus, Config, Error, RecvError, Start, SubscriberOptions, TopicConfig, TopicKind, Transport,
+    WaitStrategy,
+};
+
+fn bus(test: &str, transport: Transport) -> Bus {
+    let mut topic = TopicConfig::new("trades", 1 << 20, TopicKind::Trade);
+    topic.transport = transport;
+    let bus = Bus::new(Config {
+        namespace: format!("t{}-{test}", std::process::id()),
+        topics: vec![topic],
+    });
+    bus.remove_segments();
+    bus
+}
+
+fn trade(i: u64) -> TradeEvent {
+    TradeEvent {
+        trade_id: id(&format!("T{i}")).unwrap(),
+        order_id: id("O").unwrap(),
+        instrument_id: id("BTC-USDT").unwrap(),
+        price: i as f64,
+        volume: 1.0,
+        direction: if i % 2 == 0 {
+            Direction::Buy
+        } else {
+            Direction::Sell
+        },
+        timestamp: i as i64,
+    }
+}
+
+fn round_trip(bus: &Bus, wait: WaitStrategy) {
+    let mut sub = bus
+        .subscriber(
+            "trades",
+            SubscriberOptions {
+                wait,
+                start: Start::Newest,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let mut publisher = bus.publisher("trades").unwrap();
+    let n = 1000;
+    let first = publisher.publish(&trade(0)).unwrap();
+    for i in 1..n {
+        publisher.publish(&trade(i)).unwrap();
+    }
+    publisher.publish_batch(&[trade(n), trade(n + 1)]).unwrap();
+    for i in 0..n + 2 {
+        let f = sub.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(f.seq, first + i);
+        let body = f.body::<TradeEvent>().unwrap();
+        assert_eq!(body.price.to_native(), i as f64);
+    }
+    assert_eq!(sub.try_recv().unwrap_err(), RecvError::Empty);
+}
+
+#[test]
+fn shm_round_trip_every_wait_strategy() {
+    let bus = bus("shm", Transport::Shm);
+    round_trip(&bus, WaitStrategy::BusySpin);
+    round_trip(&bus, WaitStrategy::SpinThenYield { spins: 10 });
+    round_trip(&bus, WaitStrategy::Blocking { spins: 10 });
+    bus.remove_segments();
+}
+
+#[test]
+fn iceoryx2_round_trip() {
+    let bus = bus("iox", Transport::Iceoryx2);
+    round_trip(&bus, WaitStrategy::BusySpin);
+    round_trip(&bus, WaitStrategy::Blocking { spins: 10 });
+}
+
+#[test]
+fn blocking_subscriber_wakes_on_publish_from_another_thread() {
+    let bus = bus("wake", Transport::Shm);
+    let mut sub = bus
+        .subscriber(
+            "trades",
+            SubscriberOptions {
+                wait: WaitStrategy::Blocking { spins: 0 },
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let b2 = bus.clone();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        b2.publisher("trades").unwrap().publish(&trade(7)).unwrap();
+    });
+    let f = sub.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(f.body::<TradeEvent>().unwrap().price.to_native(), 7.0);
+    t.join().unwrap();
+    bus.remove_segments();
+}
+
+#[test]
+fn slow_subscriber_gets_exact_lag() {
+    let bus = bus("lag", Transport::Shm);
+    let seg = bus.segment("trades").unwrap();
+    let cap = seg.ring().capacity();
+    let mut sub = bus
+        .subscriber("trades", SubscriberOptions::default())
+        .unwrap();
+    let mut publisher = bus.publisher("trades").unwrap();
+    let total = cap * 2 + 10;
+    for i in 0..total {
+        publisher.publish(&trade(i)).unwrap();
+    }
+    let (mut received, mut lagged) = (0, 0);
+    loop {
+        match sub.try_recv() {
+            Ok(_) => received += 1,
+            Err(RecvError::Lagged(n)) => lagged += n,
+            Err(RecvError::Empty) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(lagged, total - cap);
+    assert_eq!(received + lagged, total);
+    bus.remove_segments();
+}
+
+#[test]
+fn gating_subscriber_holds_the_publisher() {
+    let bus = bus("gate", Transport::Shm);
+    let seg = bus.segment("trades").unwrap();
+    let cap = seg.ring().capacity();
+    let mut sub = bus
+        .subscriber(
+            "trades",
+            SubscriberOptions {
+                gating: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let mut publisher = bus
+        .publisher_with(
+            "trades",
+            zerocast_ipc::PublisherOptions {
+                gating: zerocast_ipc::GatingPolicy::Fail,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    for i in 0..cap {
+        publisher.publish(&trade(i)).unwrap();
+    }
+    assert!(matches!(
+        publisher.publish(&trade(cap)),
+        Err(Error::Publish(zerocast_core::broadcast::PublishError::Full))
+    ));
+    assert_eq!(sub.try_recv().unwrap().seq, 0);
+    publisher.publish(&trade(cap)).unwrap();
+    drop(sub); // unregisters: the publisher is free again
+    for i in 0..cap {
+        publisher.publish(&trade(i)).unwrap();
+    }
+    bus.remove_segments();
+}
+
+#[test]
+fn two_namespaces_do_not_share_topics() {
+    let a = bus("nsa", Transport::Shm);
+    let b = bus("nsb", Transport::Shm);
+    let mut sub_b = b
+        .subscriber("trades", SubscriberOptions::default())
+        .unwrap();
+    a.publisher("trades").unwrap().publish(&trade(1)).unwrap();
+    assert_eq!(sub_b.try_recv().unwrap_err(), RecvError::Empty);
+    a.remove_segments();
+    b.remove_segments();
+}
