@@ -61,6 +61,10 @@ impl std::fmt::Debug for Services {
 }
 
 fn open_services(namespace: &str, topic: &TopicConfig) -> Result<Services> {
+    static QUIET: std::sync::Once = std::sync::Once::new();
+    // iceoryx2 logs a warning when no config file exists; keep errors only
+    // unless IOX2_LOG_LEVEL says otherwise.
+    QUIET.call_once(|| set_log_level_from_env_or(LogLevel::Error));
     let (_, words) = topic.ring_shape()?;
     let node = NodeBuilder::new()
         .create::<Service>()

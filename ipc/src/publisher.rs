@@ -206,6 +206,26 @@ impl ShmPublisher {
         Ok(seq)
     }
 
+    /// Test support: claims the next sequence, records it in flight, and
+    /// kills this process with SIGKILL before committing it, which is what a
+    /// crash between claim and commit looks like to everyone else.
+    #[doc(hidden)]
+    pub fn crash_mid_publish(&mut self) -> ! {
+        let claim = self
+            .seg
+            .ring()
+            .try_claim(&mut self.cache)
+            .expect("claim before crash");
+        // Relaxed: as in `publish_words`.
+        self.entry()
+            .inflight
+            .store(claim.seq() + 1, Ordering::Relaxed);
+        std::mem::forget(claim);
+        // SAFETY: raising a signal on ourselves has no memory effects.
+        unsafe { libc::raise(libc::SIGKILL) };
+        unreachable!("SIGKILL does not return")
+    }
+
     fn check_fits(&self, words: usize) -> Result<()> {
         if words > self.seg.ring().payload_words() {
             return Err(Error::FrameTooLarge {

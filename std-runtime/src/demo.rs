@@ -1,0 +1,536 @@
+//! `zerocast demo`: a synthetic exchange publishing to every topic from this
+//! process, subscriber processes of different kinds, a live table every
+//! second, and a summary at the end.
+//!
+//! Each subscriber process checks its own sequence: every jump it sees must
+//! be explained by a `Lagged(n)` or `Lost(seq)` the bus reported; anything
+//! else is an unexplained gap and fails the demo.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+use zerocast_ipc::layout::now_ns;
+use zerocast_ipc::{
+    Bus, GatingPolicy, Publisher, PublisherOptions, RecvError, Start, SubscriberOptions, TopicKind,
+    WaitStrategy,
+};
+
+use crate::feed::Feed;
+use crate::signal;
+
+/// Options of `zerocast demo`.
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {
+    /// Seconds to run (default: until Ctrl-C).
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Instruments in the synthetic feed.
+    #[arg(long, default_value_t = 32)]
+    pub instruments: usize,
+    /// Frames per second over all topics.
+    #[arg(long, default_value_t = 100_000.0)]
+    pub rate: f64,
+    /// Frames per batch publish.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+}
+
+/// Options of the hidden `zerocast demo-sub` child.
+#[derive(clap::Args, Debug)]
+pub struct DemoSubArgs {
+    /// Topic.
+    #[arg(long)]
+    pub topic: String,
+    /// Name.
+    #[arg(long)]
+    pub name: String,
+    /// block, yield or spin.
+    #[arg(long, default_value = "block")]
+    pub wait: String,
+    /// Gating subscriber.
+    #[arg(long)]
+    pub gating: bool,
+}
+
+struct SubPlan {
+    topic: String,
+    name: String,
+    wait: &'static str,
+    gating: bool,
+}
+
+fn plan(bus: &Bus) -> Vec<SubPlan> {
+    let topics = &bus.config().topics;
+    let mut plan = Vec::new();
+    for (i, t) in topics.iter().enumerate() {
+        let short = t.name.split('_').next().unwrap_or(&t.name).to_owned();
+        let gating = i + 1 == topics.len() && topics.len() > 1;
+        plan.push(SubPlan {
+            topic: t.name.clone(),
+            name: format!("{short}-{}", if gating { "gating" } else { "block" }),
+            wait: "block",
+            gating,
+        });
+        if i == 0 {
+            plan.push(SubPlan {
+                topic: t.name.clone(),
+                name: format!("{short}-yield"),
+                wait: "yield",
+                gating: false,
+            });
+        }
+    }
+    plan
+}
+
+fn weight(kind: TopicKind) -> f64 {
+    match kind {
+        TopicKind::Trade => 6.0,
+        TopicKind::L2 => 3.0,
+        _ => 1.0,
+    }
+}
+
+struct Feeding {
+    topic: String,
+    kind: TopicKind,
+    publisher: Publisher,
+    share: f64,
+    sent: u64,
+    full: u64,
+    last_sent: u64,
+}
+
+fn us(ns: f64) -> String {
+    if ns >= 1e6 {
+        format!("{:.1}ms", ns / 1e6)
+    } else {
+        format!("{:.1}µs", ns / 1e3)
+    }
+}
+
+/// Runs the demo.
+pub fn run(mut bus: Bus, config: Option<&PathBuf>, args: &DemoArgs) -> Result<(), String> {
+    if bus.config().namespace == zerocast_ipc::config::DEFAULT_NAMESPACE {
+        // Our own namespace: no collision with anything already in /dev/shm.
+        let mut c = bus.config().clone();
+        c.namespace = format!("demo-{}", std::process::id());
+        bus = Bus::new(c);
+    }
+    let namespace = bus.config().namespace.clone();
+    for t in &bus.config().topics {
+        bus.segment(&t.name).map_err(|e| e.to_string())?;
+    }
+    let result = run_inner(&bus, config, args);
+    for path in bus.remove_segments() {
+        tracing::debug!("removed {}", path.display());
+    }
+    println!("removed the segments of namespace {namespace}");
+    result
+}
+
+fn run_inner(bus: &Bus, config: Option<&PathBuf>, args: &DemoArgs) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
+    let plan = plan(bus);
+    let reports: Arc<Mutex<Vec<Option<Value>>>> = Arc::new(Mutex::new(vec![None; plan.len()]));
+    let mut children: Vec<Child> = Vec::new();
+    for (i, p) in plan.iter().enumerate() {
+        let mut cmd = Command::new(&exe);
+        if let Some(c) = config {
+            cmd.arg("--config").arg(c);
+        }
+        cmd.args([
+            "--namespace",
+            &bus.config().namespace,
+            "demo-sub",
+            "--topic",
+            &p.topic,
+            "--name",
+            &p.name,
+            "--wait",
+            p.wait,
+        ]);
+        if p.gating {
+            cmd.arg("--gating");
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start subscriber process {}: {e}", p.name))?;
+        let stdout = child.stdout.take().expect("piped");
+        let reports = Arc::clone(&reports);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    reports.lock().expect("reports lock")[i] = Some(v);
+                }
+            }
+        });
+        children.push(child);
+    }
+    // Wait until every subscriber has registered, so none misses the start.
+    let ready_by = Instant::now() + Duration::from_secs(10);
+    while reports
+        .lock()
+        .expect("reports lock")
+        .iter()
+        .any(Option::is_none)
+    {
+        if Instant::now() > ready_by || signal::stopped() {
+            stop_children(&mut children);
+            return Err("subscriber processes did not start within 10s".into());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    println!(
+        "zerocast demo: namespace {}, {} topics, {} subscriber processes, {:.0} frames/s, {} instruments",
+        bus.config().namespace,
+        bus.config().topics.len(),
+        plan.len(),
+        args.rate,
+        args.instruments
+    );
+    let total_weight: f64 = bus.config().topics.iter().map(|t| weight(t.kind)).sum();
+    let mut feeds = Vec::new();
+    for t in &bus.config().topics {
+        let publisher = bus
+            .publisher_with(
+                &t.name,
+                PublisherOptions {
+                    name: "demo-feed".into(),
+                    gating: GatingPolicy::Wait(Duration::from_millis(5)),
+                },
+            )
+            .map_err(|e| e.to_string())?;
+        feeds.push(Feeding {
+            topic: t.name.clone(),
+            kind: t.kind,
+            publisher,
+            share: weight(t.kind) / total_weight,
+            sent: 0,
+            full: 0,
+            last_sent: 0,
+        });
+    }
+    let mut feed = Feed::new(args.instruments, 42);
+    let start = Instant::now();
+    let mut next_table = start + Duration::from_secs(1);
+    let mut next_heartbeat = start;
+    let end = args.duration.map(|d| start + Duration::from_secs_f64(d));
+    let batch = args.batch.max(1) as u64;
+    loop {
+        let now = Instant::now();
+        if signal::stopped() || end.is_some_and(|e| now >= e) {
+            break;
+        }
+        let elapsed = now.duration_since(start).as_secs_f64();
+        for f in &mut feeds {
+            let due = (elapsed * args.rate * f.share) as u64;
+            while f.sent < due {
+                let n = batch.min(due - f.sent) as usize;
+                match crate::feed::publish_synthetic(&mut f.publisher, &mut feed, f.kind, n) {
+                    Ok(_) => f.sent += n as u64,
+                    Err(zerocast_ipc::Error::Publish(
+                        zerocast_core::broadcast::PublishError::Full,
+                    )) => {
+                        f.full += 1;
+                        break;
+                    }
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        }
+        if now >= next_heartbeat {
+            for f in &mut feeds {
+                let _ = f.publisher.send_heartbeat();
+            }
+            next_heartbeat = now + Duration::from_millis(100);
+        }
+        if now >= next_table {
+            print_table(
+                bus,
+                &mut feeds,
+                &reports.lock().expect("reports lock"),
+                elapsed,
+            );
+            next_table += Duration::from_secs(1);
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    // Let the subscribers drain what is in flight, then stop them.
+    std::thread::sleep(Duration::from_millis(300));
+    for r in reports.lock().expect("reports lock").iter_mut() {
+        *r = None;
+    }
+    stop_children(&mut children);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while reports
+        .lock()
+        .expect("reports lock")
+        .iter()
+        .any(|r| !r.as_ref().is_some_and(|v| v["final"] == true))
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let finals = reports.lock().expect("reports lock").clone();
+    summary(&feeds, &plan, &finals, elapsed)
+}
+
+fn stop_children(children: &mut [Child]) {
+    for c in children.iter() {
+        // SAFETY: sending SIGTERM to our own child process.
+        unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+    }
+    let deadline = Instant::now() + Duration::from_secs(3);
+    for c in children.iter_mut() {
+        loop {
+            if matches!(c.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+fn print_table(bus: &Bus, feeds: &mut [Feeding], reports: &[Option<Value>], elapsed: f64) {
+    let mut line = format!("\n[{elapsed:5.1}s] published/s:");
+    for f in feeds.iter_mut() {
+        line += &format!("  {} {}", f.topic, f.sent - f.last_sent);
+        if f.full > 0 {
+            line += &format!(" (held by gating: {})", f.full);
+        }
+        f.last_sent = f.sent;
+    }
+    println!("{line}");
+    println!(
+        "  {:<16} {:<16} {:>9} {:>7} {:>7} {:>5} {:>6} {:>9} {:>9}",
+        "subscriber", "topic", "frames/s", "lag", "lagged", "lost", "gaps", "p50", "p99"
+    );
+    for r in reports.iter().flatten() {
+        let topic = r["topic"].as_str().unwrap_or("?");
+        let name = r["name"].as_str().unwrap_or("?");
+        // Lag from the live subscriber table, not the once-a-second report.
+        let lag = bus
+            .open_segment(topic)
+            .ok()
+            .and_then(|seg| {
+                let head = seg.ring().head();
+                seg.header()
+                    .subscribers
+                    .iter()
+                    // Acquire: pairs with the Release pid store of registration.
+                    .filter(|s| s.pid.load(std::sync::atomic::Ordering::Acquire) != 0)
+                    .find(|s| zerocast_ipc::layout::load_name(&s.name) == name)
+                    // Relaxed: a monitoring snapshot.
+                    .map(|s| {
+                        head.saturating_sub(s.cursor.load(std::sync::atomic::Ordering::Relaxed))
+                    })
+            })
+            .unwrap_or(0);
+        println!(
+            "  {:<16} {:<16} {:>9} {:>7} {:>7} {:>5} {:>6} {:>9} {:>9}",
+            r["name"].as_str().unwrap_or("?"),
+            topic,
+            r["interval_frames"].as_u64().unwrap_or(0),
+            lag,
+            r["lagged"].as_u64().unwrap_or(0),
+            r["lost"].as_u64().unwrap_or(0),
+            r["unexplained"].as_u64().unwrap_or(0),
+            us(r["p50_ns"].as_f64().unwrap_or(0.0)),
+            us(r["p99_ns"].as_f64().unwrap_or(0.0)),
+        );
+    }
+}
+
+fn summary(
+    feeds: &[Feeding],
+    plan: &[SubPlan],
+    reports: &[Option<Value>],
+    elapsed: f64,
+) -> Result<(), String> {
+    println!("\n=== summary after {elapsed:.1}s ===");
+    for f in feeds {
+        println!(
+            "published {:>10} frames to {:<16} ({:.0}/s){}",
+            f.sent,
+            f.topic,
+            f.sent as f64 / elapsed.max(1e-9),
+            if f.full > 0 {
+                format!(", held by a gating subscriber {} times", f.full)
+            } else {
+                String::new()
+            }
+        );
+    }
+    println!(
+        "{:<16} {:<16} {:>10} {:>8} {:>5} {:>12} {:>9} {:>9} {:>9} {:>9}",
+        "subscriber",
+        "topic",
+        "received",
+        "lagged",
+        "lost",
+        "unexplained",
+        "p50",
+        "p99",
+        "p99.9",
+        "max"
+    );
+    let mut unexplained = 0;
+    let mut missing = Vec::new();
+    for (p, r) in plan.iter().zip(reports) {
+        let Some(r) = r.as_ref().filter(|r| r["final"] == true) else {
+            missing.push(p.name.clone());
+            continue;
+        };
+        unexplained += r["unexplained"].as_u64().unwrap_or(0);
+        println!(
+            "{:<16} {:<16} {:>10} {:>8} {:>5} {:>12} {:>9} {:>9} {:>9} {:>9}",
+            p.name,
+            p.topic,
+            r["received"].as_u64().unwrap_or(0),
+            r["lagged"].as_u64().unwrap_or(0),
+            r["lost"].as_u64().unwrap_or(0),
+            r["unexplained"].as_u64().unwrap_or(0),
+            us(r["p50_ns"].as_f64().unwrap_or(0.0)),
+            us(r["p99_ns"].as_f64().unwrap_or(0.0)),
+            us(r["p999_ns"].as_f64().unwrap_or(0.0)),
+            us(r["max_ns"].as_f64().unwrap_or(0.0)),
+        );
+    }
+    println!(
+        "latency: receive time minus publish time (CLOCK_REALTIME), per frame, over the whole run"
+    );
+    if !missing.is_empty() {
+        return Err(format!(
+            "subscriber processes gave no final report: {}",
+            missing.join(", ")
+        ));
+    }
+    if unexplained > 0 {
+        return Err(format!(
+            "{unexplained} unexplained gaps: frames skipped without a Lagged or Lost report"
+        ));
+    }
+    println!("unexplained gaps: 0");
+    Ok(())
+}
+
+/// The demo's subscriber process: receives, checks sequences, measures
+/// latency, and prints one JSON report a second (and a final one on SIGTERM).
+pub fn run_child(bus: &Bus, args: &DemoSubArgs) -> Result<(), String> {
+    let wait = match args.wait.as_str() {
+        "spin" => WaitStrategy::BusySpin,
+        "yield" => WaitStrategy::SpinThenYield { spins: 200 },
+        _ => WaitStrategy::Blocking { spins: 200 },
+    };
+    let mut sub = bus
+        .subscriber(
+            &args.topic,
+            SubscriberOptions {
+                name: args.name.clone(),
+                start: Start::Newest,
+                gating: args.gating,
+                wait,
+                ..Default::default()
+            },
+        )
+        .map_err(|e| e.to_string())?;
+    let new_hist =
+        || Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds");
+    let (mut total, mut interval) = (new_hist(), new_hist());
+    let (mut received, mut lagged, mut lost, mut unexplained) = (0u64, 0u64, 0u64, 0u64);
+    let mut interval_frames = 0u64;
+    let mut expected: Option<u64> = sub.next_seq();
+    let mut next_report = Instant::now();
+    let report = |final_: bool,
+                  received,
+                  interval_frames,
+                  lagged,
+                  lost,
+                  unexplained,
+                  next: Option<u64>,
+                  h: &Histogram<u64>| {
+        let v = json!({
+            "name": args.name, "topic": args.topic, "final": final_, "ready": true,
+            "received": received, "interval_frames": interval_frames,
+            "lagged": lagged, "lost": lost, "unexplained": unexplained,
+            "next": next,
+            "p50_ns": h.value_at_quantile(0.5), "p99_ns": h.value_at_quantile(0.99),
+            "p999_ns": h.value_at_quantile(0.999), "max_ns": h.max(),
+        });
+        println!("{v}");
+    };
+    loop {
+        if signal::stopped() {
+            // Drain what is already there before the final report.
+            while let Ok(f) = sub.try_recv() {
+                received += 1;
+                let seq = f.seq;
+                if let Some(e) = expected {
+                    unexplained += seq.saturating_sub(e);
+                }
+                expected = Some(seq + 1);
+            }
+            report(
+                true,
+                received,
+                interval_frames,
+                lagged,
+                lost,
+                unexplained,
+                expected,
+                &total,
+            );
+            return Ok(());
+        }
+        match sub.recv_timeout(Duration::from_millis(50)) {
+            Ok(f) => {
+                let latency = now_ns().saturating_sub(f.publish_ns()).max(1);
+                let _ = total.record(latency);
+                let _ = interval.record(latency);
+                received += 1;
+                interval_frames += 1;
+                if let Some(e) = expected {
+                    unexplained += f.seq.saturating_sub(e);
+                }
+                expected = Some(f.seq + 1);
+            }
+            Err(RecvError::Lagged(n)) => {
+                lagged += n;
+                expected = expected.map(|e| e + n);
+            }
+            Err(RecvError::Lost(s)) => {
+                lost += 1;
+                expected = Some(s + 1);
+            }
+            Err(RecvError::Empty) => {}
+        }
+        if Instant::now() >= next_report {
+            report(
+                false,
+                received,
+                interval_frames,
+                lagged,
+                lost,
+                unexplained,
+                expected,
+                &interval,
+            );
+            interval.reset();
+            interval_frames = 0;
+            next_report += Duration::from_secs(1);
+        }
+    }
+}

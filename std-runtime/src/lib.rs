@@ -1,0 +1,8 @@
+//! The zerocast runtime: the synthetic feed, the demo, and the pieces of the
+//! `zerocast` program.
+
+pub mod demo;
+pub mod feed;
+pub mod print;
+pub mod signal;
+pub mod stat;
