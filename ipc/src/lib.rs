@@ -94,11 +94,11 @@ impl Bus {
         Ok(match topic.transport {
             Transport::Shm => Publisher::Shm(ShmPublisher::new(self.segment(name)?, &options)?),
             #[cfg(feature = "iceoryx2")]
-            Transport::Iceoryx2 => Publisher::Iox(iox::IoxPublisher::new(
+            Transport::Iceoryx2 => Publisher::Iox(Box::new(iox::IoxPublisher::new(
                 &self.config.namespace,
                 topic,
                 &options,
-            )?),
+            )?)),
             #[cfg(not(feature = "iceoryx2"))]
             Transport::Iceoryx2 => {
                 return Err(Error::Iceoryx(
@@ -114,11 +114,11 @@ impl Bus {
         let inner = match topic.transport {
             Transport::Shm => SubInner::Shm(ShmSubscriber::new(self.segment(name)?, &options)?),
             #[cfg(feature = "iceoryx2")]
-            Transport::Iceoryx2 => SubInner::Iox(iox::IoxSubscriber::new(
+            Transport::Iceoryx2 => SubInner::Iox(Box::new(iox::IoxSubscriber::new(
                 &self.config.namespace,
                 topic,
                 &options,
-            )?),
+            )?)),
             #[cfg(not(feature = "iceoryx2"))]
             Transport::Iceoryx2 => {
                 return Err(Error::Iceoryx(
@@ -165,13 +165,17 @@ impl Bus {
 
 /// Publishes frames to a topic, over whichever transport it is configured
 /// with.
+// The shm variant is the hot path and keeps its frame buffer inline; the
+// iceoryx2 variant is boxed instead.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Publisher {
     /// zerocast shared memory.
     Shm(ShmPublisher),
-    /// iceoryx2.
+    /// iceoryx2 (boxed: its ports are large, and this keeps the shm variant,
+    /// the hot one, small).
     #[cfg(feature = "iceoryx2")]
-    Iox(iox::IoxPublisher),
+    Iox(Box<iox::IoxPublisher>),
 }
 
 impl Publisher {
@@ -273,11 +277,13 @@ impl Drop for HeartbeatThread {
     }
 }
 
+// As for `Publisher`: the shm variant's buffer stays inline on purpose.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum SubInner {
     Shm(ShmSubscriber),
     #[cfg(feature = "iceoryx2")]
-    Iox(iox::IoxSubscriber),
+    Iox(Box<iox::IoxSubscriber>),
 }
 
 /// Receives frames from a topic, over whichever transport it is configured

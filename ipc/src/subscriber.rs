@@ -257,9 +257,14 @@ impl ShmSubscriber {
     #[cold]
     fn on_empty(&mut self) {
         self.empty_polls += 1;
-        if self.empty_polls % POLLS_PER_CLOCK != 1 {
-            return;
+        if self.empty_polls % POLLS_PER_CLOCK == 1 {
+            self.check_stall();
         }
+    }
+
+    /// Refreshes `last_seen` and resolves the next sequence if it has been
+    /// claimed but not committed for longer than the stall bound.
+    fn check_stall(&mut self) {
         let now = Instant::now();
         // Relaxed: a liveness hint for monitors.
         self.entry().last_seen_ns.store(now_ns(), Ordering::Relaxed);
@@ -297,7 +302,14 @@ impl ShmSubscriber {
         fence(Ordering::SeqCst);
         let result = self.poll();
         if result == Err(RecvError::Empty) {
-            futex_wait(&self.seg.header().wake_seq, observed, timeout);
+            // A sleeper polls rarely: check for a stalled publisher on every
+            // sleep, not every few hundred polls.
+            self.check_stall();
+            futex_wait(
+                &self.seg.header().wake_seq,
+                observed,
+                timeout.min(self.stall_bound),
+            );
         }
         // SeqCst: pairs with the publisher's load; fewer needless wakes.
         self.seg.header().sleepers.fetch_sub(1, Ordering::SeqCst);

@@ -1,0 +1,465 @@
+//! The bus across real processes: the `zerocast` binary publishing and
+//! subscribing, killed with SIGKILL, opening foreign segments, side by side in
+//! two namespaces.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_zerocast");
+
+/// A unique namespace per test, with its segments removed at the end.
+struct Ns {
+    name: String,
+    config: Option<PathBuf>,
+}
+
+impl Ns {
+    fn new(test: &str) -> Self {
+        Self {
+            name: format!("pt{}-{test}", std::process::id()),
+            config: None,
+        }
+    }
+
+    /// A namespace whose `trade_events` topic is small (a ring of 64 slots).
+    fn small(test: &str) -> Self {
+        let mut ns = Self::new(test);
+        let path = std::env::temp_dir().join(format!("{}.toml", ns.name));
+        std::fs::write(
+            &path,
+            "[[topic]]\nname = \"trade_events\"\nsize = 80000\nkind = \"trade\"\n",
+        )
+        .unwrap();
+        ns.config = Some(path);
+        ns
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.env_remove("ZEROCAST_NAMESPACE");
+        c.env("ZEROCAST_LOG", "warn");
+        c.args(["--namespace", &self.name]);
+        if let Some(cfg) = &self.config {
+            c.arg("--config").arg(cfg);
+        }
+        c.args(args);
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run zerocast")
+    }
+
+    fn spawn(&self, args: &[&str]) -> Child {
+        self.cmd(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn zerocast")
+    }
+
+    fn segment(&self, topic: &str) -> PathBuf {
+        PathBuf::from(format!("/dev/shm/zerocast.{}.{topic}", self.name))
+    }
+
+    /// Waits until `n` subscribers are registered on `topic`.
+    fn wait_for_subscribers(&self, topic: &str, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = self.run(&["stat"]);
+            let text = String::from_utf8_lossy(&out.stdout);
+            let count = text
+                .lines()
+                .skip_while(|l| !l.starts_with(&format!("{topic}:")))
+                .skip(1)
+                .take_while(|l| l.starts_with("  "))
+                .filter(|l| l.contains("subscriber") && l.contains("alive"))
+                .count();
+            if count >= n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "subscribers never registered:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        for t in ["trade_events", "account_events", "market_l2"] {
+            let _ = std::fs::remove_file(self.segment(t));
+        }
+        if let Some(c) = &self.config {
+            let _ = std::fs::remove_file(c);
+        }
+    }
+}
+
+fn json_lines(out: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}
+
+fn wait_output(child: Child) -> Output {
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "zerocast failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[test]
+fn every_sequence_arrives_once_in_order_with_intact_payloads_in_several_processes() {
+    let ns = Ns::new("fanout");
+    let n = 5000u64;
+    let count = n.to_string();
+    let subs: Vec<Child> = (0..3)
+        .map(|i| {
+            let wait = ["block", "yield", "spin"][i];
+            ns.spawn(&[
+                "sub",
+                "--topic",
+                "trade_events",
+                "--from",
+                "oldest",
+                "--count",
+                &count,
+                "--json",
+                "--wait",
+                wait,
+                "--timeout",
+                "30",
+            ])
+        })
+        .collect();
+    ns.wait_for_subscribers("trade_events", 3);
+    let out = ns.run(&[
+        "pub",
+        "--topic",
+        "trade_events",
+        "--count",
+        &count,
+        "--batch",
+        "7",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for sub in subs {
+        let frames = json_lines(&wait_output(sub).stdout);
+        assert_eq!(frames.len() as u64, n);
+        for (i, f) in frames.iter().enumerate() {
+            assert_eq!(f["seq"], i as u64, "out of order or missing at {i}");
+            assert_eq!(f["kind"], "trade");
+            // The feed numbers its trades from 1: an intact payload carries
+            // the id that matches its position.
+            assert_eq!(f["trade_id"], format!("T{:012}", i + 1));
+            assert!(f["price"].as_f64().unwrap() > 0.0);
+            assert!(f["direction"] == "buy" || f["direction"] == "sell");
+        }
+    }
+}
+
+#[test]
+fn slow_subscriber_reports_the_exact_lag() {
+    let ns = Ns::small("lag");
+    let out = ns.run(&["pub", "--topic", "trade_events", "--count", "1000"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A subscriber that wanted everything from 0 finds only the last ring's
+    // worth: it is told exactly how many it missed, then gets the rest.
+    let out = ns.run(&[
+        "sub",
+        "--topic",
+        "trade_events",
+        "--from",
+        "0",
+        "--count",
+        "64",
+        "--json",
+        "--timeout",
+        "10",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = json_lines(&out.stdout);
+    assert_eq!(lines[0]["event"], "lagged");
+    assert_eq!(lines[0]["count"], 1000 - 64);
+    let seqs: Vec<u64> = lines[1..]
+        .iter()
+        .map(|l| l["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (1000 - 64..1000).collect::<Vec<_>>());
+}
+
+#[test]
+fn publisher_killed_between_claim_and_commit_is_a_gap_of_exactly_one() {
+    let ns = Ns::new("pubkill");
+    let sub = ns.spawn(&[
+        "sub",
+        "--topic",
+        "trade_events",
+        "--from",
+        "oldest",
+        "--count",
+        "20",
+        "--json",
+        "--timeout",
+        "30",
+    ]);
+    ns.wait_for_subscribers("trade_events", 1);
+    let crashed = ns.run(&[
+        "pub",
+        "--topic",
+        "trade_events",
+        "--count",
+        "100",
+        "--crash-after",
+        "10",
+    ]);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        crashed.status.signal(),
+        Some(libc::SIGKILL),
+        "the publisher must die by SIGKILL"
+    );
+    let out = ns.run(&["pub", "--topic", "trade_events", "--count", "10"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = json_lines(&wait_output(sub).stdout);
+    let lost: Vec<_> = lines.iter().filter(|l| l["event"] == "lost").collect();
+    assert_eq!(lost.len(), 1, "{lines:?}");
+    assert_eq!(lost[0]["seq"], 10);
+    let frames: Vec<u64> = lines
+        .iter()
+        .filter(|l| l.get("kind").is_some())
+        .map(|l| l["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        frames,
+        (0..10).chain(11..21).collect::<Vec<_>>(),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn killed_gating_subscriber_releases_its_hold() {
+    let ns = Ns::small("subkill");
+    let mut sub = ns.spawn(&[
+        "sub",
+        "--topic",
+        "trade_events",
+        "--gating",
+        "--from",
+        "newest",
+        "--timeout",
+        "60",
+    ]);
+    ns.wait_for_subscribers("trade_events", 1);
+    // Freeze it: it holds the ring, so a publisher that will not wait fails.
+    // SAFETY: signals to our own child.
+    unsafe { libc::kill(sub.id() as i32, libc::SIGSTOP) };
+    let out = ns.run(&[
+        "pub",
+        "--topic",
+        "trade_events",
+        "--count",
+        "200",
+        "--no-wait",
+    ]);
+    assert!(
+        !out.status.success(),
+        "publishing past a frozen gating subscriber must fail"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ring full"), "{err}");
+    // Kill it: its slot and its hold are reclaimed by the next publisher.
+    sub.kill().unwrap();
+    sub.wait().unwrap();
+    let out = ns.run(&[
+        "pub",
+        "--topic",
+        "trade_events",
+        "--count",
+        "200",
+        "--no-wait",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stat = String::from_utf8_lossy(&ns.run(&["stat"]).stdout).into_owned();
+    assert!(
+        !stat.contains("subscriber 0"),
+        "dead subscriber still listed:\n{stat}"
+    );
+}
+
+#[test]
+fn opening_a_segment_with_another_layout_names_both_layouts() {
+    let ns = Ns::new("layout");
+    let path = ns.segment("trade_events");
+    let mut bytes = vec![0u8; 1 << 20];
+    bytes[..8].copy_from_slice(b"ZEROCAST");
+    bytes[8..12].copy_from_slice(&99u32.to_le_bytes());
+    bytes[16..24].copy_from_slice(&0xdead_beef_u64.to_le_bytes());
+    std::fs::File::create(&path)
+        .unwrap()
+        .write_all(&bytes)
+        .unwrap();
+    let out = ns.run(&["sub", "--topic", "trade_events", "--count", "1"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(
+        err.contains("layout v99 (hash 0x00000000deadbeef)"),
+        "{err}"
+    );
+    assert!(err.contains("this build's layout v1"), "{err}");
+
+    // Not zerocast's at all.
+    std::fs::write(&path, vec![7u8; 4096]).unwrap();
+    let out = ns.run(&["pub", "--topic", "trade_events", "--count", "1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("not a zerocast segment"),
+        "{err}"
+    );
+}
+
+#[test]
+fn two_namespaces_side_by_side_do_not_see_each_other() {
+    let a = Ns::new("nsa");
+    let b = Ns::new("nsb");
+    let sub_a = a.spawn(&[
+        "sub",
+        "--topic",
+        "trade_events",
+        "--from",
+        "oldest",
+        "--count",
+        "50",
+        "--json",
+        "--timeout",
+        "30",
+    ]);
+    let sub_b = b.spawn(&[
+        "sub",
+        "--topic",
+        "trade_events",
+        "--from",
+        "oldest",
+        "--count",
+        "1",
+        "--json",
+        "--timeout",
+        "2",
+    ]);
+    a.wait_for_subscribers("trade_events", 1);
+    b.wait_for_subscribers("trade_events", 1);
+    assert!(a
+        .run(&["pub", "--topic", "trade_events", "--count", "50"])
+        .status
+        .success());
+    assert_eq!(json_lines(&wait_output(sub_a).stdout).len(), 50);
+    let out_b = sub_b.wait_with_output().unwrap();
+    assert!(!out_b.status.success(), "namespace b must see nothing");
+    assert!(String::from_utf8_lossy(&out_b.stderr).contains("no frame on trade_events"));
+}
+
+#[test]
+fn bad_input_gets_a_one_line_error_and_nonzero_exit() {
+    let ns = Ns::new("badinput");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["pub", "--topic", "nope", "--count", "1"],
+            "unknown topic \"nope\"",
+        ),
+        (
+            vec!["sub", "--topic", "trade_events", "--from", "yesterday"],
+            "--from \"yesterday\"",
+        ),
+        (
+            vec!["--config", "/nonexistent/zc.toml", "stat"],
+            "/nonexistent/zc.toml",
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = ns.run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} must fail");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            err.starts_with("zerocast: error:") && err.contains(expected),
+            "{args:?}: {err}"
+        );
+    }
+    let small = std::env::temp_dir().join(format!("{}-small.toml", ns.name));
+    std::fs::write(&small, "[[topic]]\nname = \"t\"\nsize = 1000\n").unwrap();
+    let out = ns.run(&["--config", small.to_str().unwrap(), "stat"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("too small"), "{err}");
+    let _ = std::fs::remove_file(small);
+}
+
+#[test]
+fn stat_shows_a_dead_publisher_and_removes_stale_segments() {
+    let ns = Ns::new("stale");
+    let crashed = ns.run(&[
+        "pub",
+        "--topic",
+        "trade_events",
+        "--count",
+        "10",
+        "--crash-after",
+        "5",
+    ]);
+    assert!(!crashed.status.success());
+    let stat = String::from_utf8_lossy(&ns.run(&["stat"]).stdout).into_owned();
+    assert!(stat.contains("DEAD") && stat.contains("STALE"), "{stat}");
+    let out = ns.run(&["stat", "--remove-stale"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("removed stale segment"));
+    assert!(!ns.segment("trade_events").exists());
+}
+
+#[test]
+fn demo_runs_and_reports_zero_unexplained_gaps() {
+    let ns = Ns::new("demo");
+    let out = ns.run(&["demo", "--duration", "2", "--rate", "20000"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("=== summary"), "{text}");
+    assert!(text.contains("unexplained gaps: 0"), "{text}");
+    assert!(
+        !ns.segment("trade_events").exists(),
+        "demo must remove its segments"
+    );
+}
