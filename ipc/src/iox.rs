@@ -14,6 +14,9 @@
 //!   `[u8]` payloads are only byte-aligned), like the shm transport does.
 //! - A blocking subscriber creates an event listener; publishers notify only
 //!   while some listener exists.
+//! - Each subscriber has its own queue of at most 256 frames (iceoryx2 sizes
+//!   the publisher's memory by subscribers times depth); the shm ring is one
+//!   shared buffer of the whole topic size.
 
 use std::time::Duration;
 
@@ -36,14 +39,19 @@ fn iox_err(what: &str) -> impl FnOnce(&dyn std::fmt::Debug) -> Error + '_ {
     move |e| Error::Iceoryx(format!("{what}: {e:?}"))
 }
 
-/// Per-subscriber buffer depth (frames) of a service.
+/// Per-subscriber buffer depth (frames) of a service. iceoryx2 gives every
+/// subscriber its own queue and sizes the publisher's memory by
+/// `max_subscribers * depth`, so the depth is capped lower than the shm ring.
 fn buffer_size(topic: &TopicConfig) -> usize {
     topic
         .ring_shape()
         .map(|(cap, _)| cap as usize)
-        .unwrap_or(1024)
-        .clamp(16, 4096)
+        .unwrap_or(256)
+        .clamp(16, 256)
 }
+
+/// Subscribers an iceoryx2 topic admits (the shm transport admits 1000).
+pub const MAX_IOX_SUBSCRIBERS: usize = 1024;
 
 struct Services {
     node: Node<Service>,
@@ -81,7 +89,7 @@ fn open_services(namespace: &str, topic: &TopicConfig) -> Result<Services> {
         .subscriber_max_buffer_size(buffer_size(topic))
         .history_size(0)
         .max_publishers(crate::layout::MAX_PUBLISHERS)
-        .max_subscribers(16)
+        .max_subscribers(MAX_IOX_SUBSCRIBERS)
         .open_or_create()
         .map_err(|e| iox_err("open publish-subscribe service")(&e))?;
     let event_name: ServiceName = format!("{name}/event")

@@ -1,0 +1,936 @@
+//! The benchmark harness: latency, fan-out and throughput across processes on
+//! pinned cores, zerocast beside iceoryx2, measured in the same run.
+//!
+//! `cargo run --release -p zerocast-benches --bin harness -- all`
+//! (`--smoke` for tiny counts; CI runs that and checks the JSON is complete).
+//!
+//! Latency is receive time minus the *scheduled* send time (CLOCK_MONOTONIC,
+//! shared by all processes), so a stalled publisher shows up in the figures
+//! instead of being hidden (no coordinated omission).
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use hdrhistogram::Histogram;
+use iceoryx2::prelude::*;
+use serde_json::{json, Value};
+use zerocast_benches::cores;
+use zerocast_core::frame::{
+    self, id::id, Body, Direction, FrameBuf, Level, MarketL2, TradeEvent, L2_DEPTH,
+};
+use zerocast_ipc::{
+    Bus, Config, GatingPolicy, Publisher, PublisherOptions, RecvError, Start, SubscriberOptions,
+    TopicConfig, TopicKind, Transport, WaitStrategy,
+};
+
+#[derive(Parser, Debug)]
+#[command(name = "harness", about = "zerocast benchmark harness")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run the whole suite and write JSON and markdown results.
+    All(AllArgs),
+    /// A subscriber process (spawned by the harness).
+    #[command(hide = true)]
+    Child(ChildArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct AllArgs {
+    /// Tiny counts: checks the harness works, not the timings.
+    #[arg(long)]
+    smoke: bool,
+    /// Directory for results.json and results.md.
+    #[arg(long, default_value = "bench-results")]
+    out: PathBuf,
+    /// Paced send rate for latency runs, frames/s.
+    #[arg(long, default_value_t = 100_000.0)]
+    rate: f64,
+    /// Frames per latency run (after warm-up).
+    #[arg(long, default_value_t = 500_000)]
+    frames: u64,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct ChildArgs {
+    /// latency or count.
+    #[arg(long)]
+    role: String,
+    /// shm, shm-gating, iox (zerocast's adapter) or iox-plain.
+    #[arg(long)]
+    transport: String,
+    /// trade or l2.
+    #[arg(long)]
+    kind: String,
+    /// spin, yield or block.
+    #[arg(long)]
+    wait: String,
+    #[arg(long)]
+    namespace: String,
+    /// Core id to pin to.
+    #[arg(long)]
+    core: usize,
+    /// Subscriber threads in this process (count role).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
+// ------------------------------------------------------------------ clock
+
+fn mono_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out-pointer; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn pin_to(core: usize) {
+    let ok = core_affinity::set_for_current(core_affinity::CoreId { id: core });
+    assert!(ok, "failed to pin to core {core}");
+}
+
+// ------------------------------------------------------------------ frames
+
+/// Marks carried in the body: `timestamp` = scheduled send time; a negative
+/// volume marks warm-up frames, a negative price the stop frame.
+#[derive(Clone, Copy, PartialEq)]
+enum Mark {
+    Warmup,
+    Measure,
+    Stop,
+}
+
+fn trade(scheduled: u64, mark: Mark) -> TradeEvent {
+    TradeEvent {
+        trade_id: id("T-000000000001").unwrap(),
+        order_id: id("O-000000000001").unwrap(),
+        instrument_id: id("BTC-USDT").unwrap(),
+        price: if mark == Mark::Stop { -1.0 } else { 64_000.0 },
+        volume: if mark == Mark::Warmup { -1.0 } else { 0.5 },
+        direction: Direction::Buy,
+        timestamp: scheduled as i64,
+    }
+}
+
+fn book(scheduled: u64, mark: Mark) -> MarketL2 {
+    let mut bids = [Level {
+        price: 100.0,
+        volume: 1.0,
+    }; L2_DEPTH];
+    let asks = [Level {
+        price: 101.0,
+        volume: 1.0,
+    }; L2_DEPTH];
+    if mark == Mark::Stop {
+        bids[0].price = -1.0;
+    }
+    if mark == Mark::Warmup {
+        bids[0].volume = -1.0;
+    }
+    MarketL2 {
+        instrument_id: id("BTC-USDT").unwrap(),
+        bids,
+        asks,
+        timestamp: scheduled as i64,
+    }
+}
+
+/// (scheduled, mark) from a frame's bytes, validated.
+fn read_mark(kind: &str, bytes: &[u8]) -> Option<(u64, Mark)> {
+    let classify = |price: f64, volume: f64| {
+        if price < 0.0 {
+            Mark::Stop
+        } else if volume < 0.0 {
+            Mark::Warmup
+        } else {
+            Mark::Measure
+        }
+    };
+    if kind == "l2" {
+        let (_, b) = frame::decode::<MarketL2>(bytes).ok()?;
+        Some((
+            b.timestamp.to_native() as u64,
+            classify(b.bids[0].price.to_native(), b.bids[0].volume.to_native()),
+        ))
+    } else {
+        let (_, t) = frame::decode::<TradeEvent>(bytes).ok()?;
+        Some((
+            t.timestamp.to_native() as u64,
+            classify(t.price.to_native(), t.volume.to_native()),
+        ))
+    }
+}
+
+// ------------------------------------------------------------------ transports
+
+fn bus_for(namespace: &str, transport: &str, kind: &str) -> Bus {
+    let k = if kind == "l2" {
+        TopicKind::L2
+    } else {
+        TopicKind::Trade
+    };
+    let mut topic = TopicConfig::new("bench", 16 << 20, k);
+    topic.transport = if transport.starts_with("iox") {
+        Transport::Iceoryx2
+    } else {
+        Transport::Shm
+    };
+    Bus::new(Config {
+        namespace: namespace.to_owned(),
+        topics: vec![topic],
+    })
+}
+
+fn plain_service_name(namespace: &str) -> String {
+    format!("zerocast-harness-plain/{namespace}")
+}
+
+fn plain_service(
+    node: &Node<ipc::Service>,
+    namespace: &str,
+) -> iceoryx2::service::port_factory::publish_subscribe::PortFactory<ipc::Service, [u64], ()> {
+    let name: ServiceName = plain_service_name(namespace)
+        .as_str()
+        .try_into()
+        .expect("service name");
+    node.service_builder(&name)
+        .publish_subscribe::<[u64]>()
+        .enable_safe_overflow(true)
+        .subscriber_max_buffer_size(256)
+        .history_size(0)
+        .max_subscribers(1024)
+        .open_or_create()
+        .expect("plain iceoryx2 service")
+}
+
+/// The publishing side of any transport.
+enum Sender {
+    Zc(Publisher),
+    Plain {
+        _node: Node<ipc::Service>,
+        publisher: iceoryx2::port::publisher::Publisher<ipc::Service, [u64], ()>,
+        buf: FrameBuf,
+    },
+}
+
+impl Sender {
+    fn new(namespace: &str, transport: &str, kind: &str) -> Self {
+        if transport == "iox-plain" {
+            set_log_level(LogLevel::Error);
+            let node = NodeBuilder::new()
+                .create::<ipc::Service>()
+                .expect("iceoryx2 node");
+            let service = plain_service(&node, namespace);
+            let words = if kind == "l2" {
+                frame::frame_words(frame::MessageKind::L2)
+            } else {
+                frame::frame_words(frame::MessageKind::Trade)
+            };
+            let publisher = service
+                .publisher_builder()
+                .initial_max_slice_len(words)
+                .create()
+                .expect("plain publisher");
+            Self::Plain {
+                _node: node,
+                publisher,
+                buf: FrameBuf::default(),
+            }
+        } else {
+            let bus = bus_for(namespace, transport, kind);
+            let publisher = bus
+                .publisher_with(
+                    "bench",
+                    PublisherOptions {
+                        name: "harness".into(),
+                        gating: GatingPolicy::Wait(Duration::from_secs(5)),
+                    },
+                )
+                .expect("publisher");
+            Self::Zc(publisher)
+        }
+    }
+
+    #[inline]
+    fn send<B: Body>(&mut self, body: &B) {
+        match self {
+            Self::Zc(p) => {
+                p.publish(body).expect("publish");
+            }
+            Self::Plain { publisher, buf, .. } => {
+                let words = frame::encode(body, 0, 0, &mut buf.0).expect("encode");
+                let sample = publisher.loan_slice_uninit(words).expect("loan");
+                sample
+                    .write_from_slice(&buf.0[..words])
+                    .send()
+                    .expect("send");
+            }
+        }
+    }
+
+    fn send_batch<B: Body>(&mut self, bodies: &[B]) {
+        match self {
+            Self::Zc(p) => {
+                p.publish_batch(bodies).expect("publish batch");
+            }
+            Self::Plain { .. } => {
+                for b in bodies {
+                    self.send(b);
+                }
+            }
+        }
+    }
+
+    fn send_kind(&mut self, kind: &str, scheduled: u64, mark: Mark) {
+        if kind == "l2" {
+            self.send(&book(scheduled, mark));
+        } else {
+            self.send(&trade(scheduled, mark));
+        }
+    }
+}
+
+/// The receiving side of any transport: calls `f(bytes)` for each frame until
+/// it returns false or nothing arrives for `idle`. Returns (lagged, lost).
+fn receive_loop(args: &ChildArgs, idle: Duration, mut f: impl FnMut(&[u8]) -> bool) -> (u64, u64) {
+    let wait = match args.wait.as_str() {
+        "spin" => WaitStrategy::BusySpin,
+        "yield" => WaitStrategy::SpinThenYield { spins: 100 },
+        _ => WaitStrategy::Blocking { spins: 100 },
+    };
+    if args.transport == "iox-plain" {
+        set_log_level(LogLevel::Error);
+        let node = NodeBuilder::new()
+            .create::<ipc::Service>()
+            .expect("iceoryx2 node");
+        let service = plain_service(&node, &args.namespace);
+        let sub = service
+            .subscriber_builder()
+            .create()
+            .expect("plain subscriber");
+        ready();
+        let mut last = Instant::now();
+        loop {
+            match sub.receive() {
+                Ok(Some(sample)) => {
+                    last = Instant::now();
+                    if !f(frame::words_as_bytes(sample.payload())) {
+                        return (0, 0);
+                    }
+                }
+                _ => {
+                    if last.elapsed() > idle {
+                        return (0, 0);
+                    }
+                    if args.wait != "spin" {
+                        std::thread::yield_now();
+                    } else {
+                        std::hint::spin_loop();
+                    }
+                }
+            }
+        }
+    }
+    let bus = bus_for(&args.namespace, &args.transport, &args.kind);
+    let mut sub = bus
+        .subscriber(
+            "bench",
+            SubscriberOptions {
+                name: format!("harness-{}", std::process::id()),
+                start: Start::Newest,
+                gating: args.transport == "shm-gating",
+                wait,
+                ..Default::default()
+            },
+        )
+        .expect("subscriber");
+    ready();
+    let (mut lagged, mut lost) = (0, 0);
+    loop {
+        match sub.recv_timeout(idle) {
+            Ok(frame) => {
+                if !f(frame.bytes) {
+                    return (lagged, lost);
+                }
+            }
+            Err(RecvError::Lagged(n)) => lagged += n,
+            Err(RecvError::Lost(_)) => lost += 1,
+            Err(RecvError::Empty) => return (lagged, lost),
+        }
+    }
+}
+
+/// Each subscriber thread announces itself once registered; the parent waits
+/// for as many announcements as it asked for threads.
+fn ready() {
+    println!("{{\"ready\":true}}");
+    std::io::stdout().flush().ok();
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds")
+}
+
+fn percentiles(h: &Histogram<u64>) -> Value {
+    json!({
+        "count": h.len(),
+        "p50_ns": h.value_at_quantile(0.50),
+        "p90_ns": h.value_at_quantile(0.90),
+        "p99_ns": h.value_at_quantile(0.99),
+        "p999_ns": h.value_at_quantile(0.999),
+        "p9999_ns": h.value_at_quantile(0.9999),
+        "max_ns": h.max(),
+    })
+}
+
+fn run_child(args: ChildArgs) {
+    pin_to(args.core);
+    let idle = Duration::from_secs(10);
+    if args.role == "latency" {
+        let mut h = histogram();
+        let (lagged, lost) = receive_loop(&args, idle, |bytes| {
+            let now = mono_ns();
+            match read_mark(&args.kind, bytes) {
+                Some((_, Mark::Stop)) => false,
+                Some((scheduled, Mark::Measure)) => {
+                    let _ = h.record(now.saturating_sub(scheduled).max(1));
+                    true
+                }
+                _ => true,
+            }
+        });
+        println!(
+            "{}",
+            json!({"latency": percentiles(&h), "lagged": lagged, "lost": lost})
+        );
+        return;
+    }
+    // count role: `threads` subscribers, each counting until the stop frame.
+    let results: Vec<Value> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..args.threads)
+            .map(|_| {
+                let args = args.clone();
+                s.spawn(move || {
+                    pin_to(args.core);
+                    let (mut received, mut first, mut last) = (0u64, None, Instant::now());
+                    let (lagged, lost) = receive_loop(&args, Duration::from_secs(10), |bytes| {
+                        if matches!(read_mark(&args.kind, bytes), Some((_, Mark::Stop))) {
+                            return false;
+                        }
+                        let now = Instant::now();
+                        first.get_or_insert(now);
+                        last = now;
+                        received += 1;
+                        true
+                    });
+                    let secs = first.map_or(0.0, |f| last.duration_since(f).as_secs_f64());
+                    json!({"received": received, "lagged": lagged, "lost": lost, "secs": secs})
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("subscriber thread"))
+            .collect()
+    });
+    println!("{}", json!({"threads": results}));
+}
+
+// ------------------------------------------------------------------ parent
+
+struct Children {
+    procs: Vec<Child>,
+    readers: Vec<std::sync::mpsc::Receiver<Value>>,
+}
+
+fn spawn_children(
+    namespace: &str,
+    role: &str,
+    transport: &str,
+    kind: &str,
+    wait: &str,
+    per_process: &[usize],
+    sub_cores: &[usize],
+) -> Children {
+    let exe = std::env::current_exe().expect("own executable");
+    let mut procs = Vec::new();
+    let mut readers = Vec::new();
+    for (i, threads) in per_process.iter().enumerate() {
+        let core = sub_cores[i % sub_cores.len()];
+        let mut child = Command::new(&exe)
+            .args([
+                "child",
+                "--role",
+                role,
+                "--transport",
+                transport,
+                "--kind",
+                kind,
+                "--wait",
+                wait,
+            ])
+            .args([
+                "--namespace",
+                namespace,
+                "--core",
+                &core.to_string(),
+                "--threads",
+                &threads.to_string(),
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn subscriber process");
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if tx.send(v).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        procs.push(child);
+        readers.push(rx);
+    }
+    // Every subscriber thread announces itself once registered.
+    for (rx, threads) in readers.iter().zip(per_process) {
+        for _ in 0..*threads {
+            let v = rx
+                .recv_timeout(Duration::from_secs(60))
+                .expect("subscriber never became ready");
+            assert_eq!(v["ready"], true, "unexpected first line {v}");
+        }
+    }
+    Children { procs, readers }
+}
+
+impl Children {
+    fn results(mut self) -> Vec<Value> {
+        let out = self
+            .readers
+            .iter()
+            .map(|rx| {
+                rx.recv_timeout(Duration::from_secs(60))
+                    .unwrap_or(Value::Null)
+            })
+            .collect();
+        for p in &mut self.procs {
+            let _ = p.wait();
+        }
+        out
+    }
+}
+
+fn namespace(case: &str) -> String {
+    format!("h{}-{case}", std::process::id())
+}
+
+fn cleanup(ns: &str) {
+    for entry in std::fs::read_dir("/dev/shm")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if entry.file_name().to_string_lossy().contains(ns) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+fn latency_case(
+    args: &AllArgs,
+    transport: &str,
+    kind: &str,
+    wait: &str,
+    pub_core: usize,
+    sub_core: usize,
+) -> Value {
+    let ns = namespace(&format!("lat-{transport}-{kind}-{wait}"));
+    let (frames, warmup) = if args.smoke {
+        (200, 50)
+    } else {
+        (args.frames, args.frames / 10)
+    };
+    let children = spawn_children(&ns, "latency", transport, kind, wait, &[1], &[sub_core]);
+    pin_to(pub_core);
+    let mut sender = Sender::new(&ns, transport, kind);
+    std::thread::sleep(Duration::from_millis(50));
+    let period = 1e9 / args.rate;
+    let start = mono_ns() + 1_000_000;
+    for i in 0..warmup + frames {
+        let scheduled = start + (i as f64 * period) as u64;
+        while mono_ns() < scheduled {
+            std::hint::spin_loop();
+        }
+        sender.send_kind(
+            kind,
+            scheduled,
+            if i < warmup {
+                Mark::Warmup
+            } else {
+                Mark::Measure
+            },
+        );
+    }
+    for _ in 0..3 {
+        sender.send_kind(kind, mono_ns(), Mark::Stop);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let result = children.results().pop().unwrap_or(Value::Null);
+    drop(sender);
+    cleanup(&ns);
+    json!({"transport": transport, "kind": kind, "wait": wait, "rate": args.rate, "frames": frames, "result": result})
+}
+
+fn fanout_case(
+    args: &AllArgs,
+    transport: &str,
+    subs: usize,
+    pub_core: usize,
+    sub_cores: &[usize],
+) -> Value {
+    let ns = namespace(&format!("fan-{transport}-{subs}"));
+    let (frames, rate) = if args.smoke {
+        (200u64, 20_000.0)
+    } else {
+        (20_000u64, 20_000.0)
+    };
+    // At most 100 subscriber threads per process.
+    let per_process: Vec<usize> = (0..subs.div_ceil(100))
+        .map(|i| (subs - i * 100).min(100))
+        .collect();
+    let children = spawn_children(
+        &ns,
+        "count",
+        transport,
+        "trade",
+        "yield",
+        &per_process,
+        sub_cores,
+    );
+    pin_to(pub_core);
+    let mut sender = Sender::new(&ns, transport, "trade");
+    let mut h = histogram();
+    let period = 1e9 / rate;
+    let start = mono_ns() + 1_000_000;
+    for i in 0..frames {
+        let scheduled = start + (i as f64 * period) as u64;
+        while mono_ns() < scheduled {
+            std::hint::spin_loop();
+        }
+        let body = trade(scheduled, Mark::Measure);
+        let t0 = mono_ns();
+        sender.send(&body);
+        let _ = h.record((mono_ns() - t0).max(1));
+    }
+    for _ in 0..5 {
+        sender.send_kind("trade", mono_ns(), Mark::Stop);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let results = children.results();
+    drop(sender);
+    cleanup(&ns);
+    let received: Vec<u64> = results
+        .iter()
+        .flat_map(|r| r["threads"].as_array().cloned().unwrap_or_default())
+        .map(|t| t["received"].as_u64().unwrap_or(0))
+        .collect();
+    json!({
+        "transport": transport, "subscribers": subs, "frames": frames, "rate": rate,
+        "publish": percentiles(&h),
+        "subscribers_reporting": received.len(),
+        "delivered_min": received.iter().min().copied().unwrap_or(0),
+        "delivered_mean": if received.is_empty() { 0.0 } else { received.iter().sum::<u64>() as f64 / received.len() as f64 },
+    })
+}
+
+fn throughput_case(
+    args: &AllArgs,
+    transport: &str,
+    subs: usize,
+    batch: usize,
+    pub_core: usize,
+    sub_cores: &[usize],
+) -> Value {
+    let ns = namespace(&format!("thr-{transport}-{subs}-{batch}"));
+    let frames: u64 = if args.smoke { 2_000 } else { 2_000_000 };
+    let per_process = vec![1; subs];
+    let children = spawn_children(
+        &ns,
+        "count",
+        transport,
+        "trade",
+        "spin",
+        &per_process,
+        sub_cores,
+    );
+    pin_to(pub_core);
+    let mut sender = Sender::new(&ns, transport, "trade");
+    let bodies: Vec<TradeEvent> = (0..batch).map(|_| trade(0, Mark::Measure)).collect();
+    let t0 = Instant::now();
+    let mut sent = 0;
+    while sent < frames {
+        if batch == 1 {
+            sender.send(&bodies[0]);
+        } else {
+            sender.send_batch(&bodies);
+        }
+        sent += batch as u64;
+    }
+    let publish_secs = t0.elapsed().as_secs_f64();
+    for _ in 0..5 {
+        sender.send_kind("trade", mono_ns(), Mark::Stop);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let results = children.results();
+    drop(sender);
+    cleanup(&ns);
+    let threads: Vec<Value> = results
+        .iter()
+        .flat_map(|r| r["threads"].as_array().cloned().unwrap_or_default())
+        .collect();
+    let rates: Vec<f64> = threads
+        .iter()
+        .map(|t| {
+            t["received"].as_f64().unwrap_or(0.0) / t["secs"].as_f64().unwrap_or(0.0).max(1e-9)
+        })
+        .collect();
+    json!({
+        "transport": transport, "subscribers": subs, "batch": batch, "frames": sent,
+        "publish_frames_per_s": sent as f64 / publish_secs,
+        "received_min": threads.iter().map(|t| t["received"].as_u64().unwrap_or(0)).min().unwrap_or(0),
+        "lagged_max": threads.iter().map(|t| t["lagged"].as_u64().unwrap_or(0)).max().unwrap_or(0),
+        "receive_frames_per_s_min": rates.iter().cloned().fold(f64::INFINITY, f64::min),
+    })
+}
+
+fn machine() -> Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        cpuinfo
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split(':').nth(1))
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default()
+    };
+    json!({
+        "model_name": field("model name"),
+        "cpu_family": field("cpu family"),
+        "model": field("model\t"),
+        // SAFETY: sysconf has no memory effects. (available_parallelism would
+        // read this thread's mask, which pinning has shrunk.)
+        "nproc": unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) },
+        "cores_used": cores().iter().map(|c| c.id).collect::<Vec<_>>(),
+        "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+    })
+}
+
+fn us(v: &Value) -> String {
+    match v.as_f64() {
+        Some(ns) if ns >= 1e6 => format!("{:.2} ms", ns / 1e6),
+        Some(ns) => format!("{:.2} µs", ns / 1e3),
+        None => "-".into(),
+    }
+}
+
+fn markdown(report: &Value) -> String {
+    let m = &report["machine"];
+    let mut s = format!(
+        "Machine: {} ({} CPUs, family {} model {}), kernel {}. Command: `{}`.\n\n",
+        m["model_name"].as_str().unwrap_or("?"),
+        m["nproc"],
+        m["cpu_family"].as_str().unwrap_or("?"),
+        m["model"].as_str().unwrap_or("?"),
+        m["kernel"].as_str().unwrap_or("?"),
+        report["command"].as_str().unwrap_or("?"),
+    );
+    s += "**Latency** (one-way, receive minus scheduled send, paced)\n\n| transport | frame | wait | p50 | p90 | p99 | p99.9 | p99.99 | max | lagged |\n|---|---|---|---|---|---|---|---|---|---|\n";
+    for r in report["latency"].as_array().into_iter().flatten() {
+        let l = &r["result"]["latency"];
+        s += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            r["transport"].as_str().unwrap_or("?"),
+            r["kind"].as_str().unwrap_or("?"),
+            r["wait"].as_str().unwrap_or("?"),
+            us(&l["p50_ns"]),
+            us(&l["p90_ns"]),
+            us(&l["p99_ns"]),
+            us(&l["p999_ns"]),
+            us(&l["p9999_ns"]),
+            us(&l["max_ns"]),
+            r["result"]["lagged"],
+        );
+    }
+    s += "\n**Fan-out** (publish cost per call, paced 20k/s, trade frames)\n\n| transport | subscribers | publish p50 | p99 | p99.9 | max | delivered min / sent |\n|---|---|---|---|---|---|---|\n";
+    for r in report["fanout"].as_array().into_iter().flatten() {
+        let p = &r["publish"];
+        s += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} / {} |\n",
+            r["transport"].as_str().unwrap_or("?"),
+            r["subscribers"],
+            us(&p["p50_ns"]),
+            us(&p["p99_ns"]),
+            us(&p["p999_ns"]),
+            us(&p["max_ns"]),
+            r["delivered_min"],
+            r["frames"],
+        );
+    }
+    s += "\n**Throughput** (trade frames, publisher as fast as it can)\n\n| transport | subscribers | batch | publish frames/s | slowest receiver frames/s | received min / sent | lagged max |\n|---|---|---|---|---|---|---|\n";
+    for r in report["throughput"].as_array().into_iter().flatten() {
+        s += &format!(
+            "| {} | {} | {} | {:.2} M | {:.2} M | {} / {} | {} |\n",
+            r["transport"].as_str().unwrap_or("?"),
+            r["subscribers"],
+            r["batch"],
+            r["publish_frames_per_s"].as_f64().unwrap_or(0.0) / 1e6,
+            r["receive_frames_per_s_min"].as_f64().unwrap_or(0.0) / 1e6,
+            r["received_min"],
+            r["frames"],
+            r["lagged_max"],
+        );
+    }
+    s
+}
+
+fn run_all(args: AllArgs) {
+    let ids: Vec<usize> = cores().iter().map(|c| c.id).collect();
+    assert!(
+        ids.len() >= 2,
+        "the harness needs at least 2 cores, found {ids:?}"
+    );
+    let pub_core = ids[0];
+    let sub_cores: Vec<usize> = ids[1..].to_vec();
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    eprintln!("harness: cores {ids:?}, publisher on {pub_core}, subscribers on {sub_cores:?}");
+
+    let mut latency = Vec::new();
+    for kind in ["trade", "l2"] {
+        for transport in ["shm", "iox", "iox-plain"] {
+            for wait in ["spin", "block"] {
+                eprintln!("latency {transport} {kind} {wait}");
+                latency.push(latency_case(
+                    &args,
+                    transport,
+                    kind,
+                    wait,
+                    pub_core,
+                    sub_cores[0],
+                ));
+            }
+        }
+    }
+    let mut fanout = Vec::new();
+    let counts: &[usize] = if args.smoke {
+        &[1, 10]
+    } else {
+        &[1, 10, 100, 1000]
+    };
+    for &subs in counts {
+        for transport in ["shm", "iox"] {
+            eprintln!("fanout {transport} {subs}");
+            fanout.push(fanout_case(&args, transport, subs, pub_core, &sub_cores));
+        }
+    }
+    let mut throughput = Vec::new();
+    let fan: &[usize] = &[1, sub_cores.len().max(2)];
+    for &subs in fan {
+        for (transport, batch) in [
+            ("shm", 1),
+            ("shm", 32),
+            ("shm-gating", 1),
+            ("shm-gating", 32),
+            ("iox", 1),
+            ("iox", 32),
+            ("iox-plain", 1),
+        ] {
+            eprintln!("throughput {transport} subs {subs} batch {batch}");
+            throughput.push(throughput_case(
+                &args, transport, subs, batch, pub_core, &sub_cores,
+            ));
+        }
+    }
+    let report = json!({
+        "machine": machine(),
+        "command": command,
+        "smoke": args.smoke,
+        "unix_time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        "latency": latency,
+        "fanout": fanout,
+        "throughput": throughput,
+    });
+    std::fs::create_dir_all(&args.out).expect("create output directory");
+    let json_path = args.out.join("results.json");
+    let md_path = args.out.join("results.md");
+    std::fs::write(
+        &json_path,
+        serde_json::to_string_pretty(&report).expect("json"),
+    )
+    .expect("write results.json");
+    let md = markdown(&report);
+    std::fs::write(&md_path, &md).expect("write results.md");
+    println!("{md}");
+    eprintln!("wrote {} and {}", json_path.display(), md_path.display());
+    if args.smoke {
+        check_complete(&report);
+    }
+}
+
+/// The smoke run's check: every case ran and reported, nothing silently lost.
+fn check_complete(report: &Value) {
+    let lat = report["latency"].as_array().expect("latency section");
+    assert_eq!(lat.len(), 12, "latency cases");
+    for r in lat {
+        assert!(
+            r["result"]["latency"]["count"].as_u64().unwrap_or(0) > 0,
+            "latency case produced no samples: {r}"
+        );
+    }
+    let fan = report["fanout"].as_array().expect("fanout section");
+    assert_eq!(fan.len(), 4, "fanout cases");
+    for r in fan {
+        assert_eq!(
+            r["subscribers_reporting"], r["subscribers"],
+            "every subscriber reports: {r}"
+        );
+        assert!(r["publish"]["count"].as_u64().unwrap_or(0) > 0, "{r}");
+    }
+    let thr = report["throughput"].as_array().expect("throughput section");
+    assert_eq!(thr.len(), 14, "throughput cases");
+    for r in thr {
+        assert!(
+            r["received_min"].as_u64().unwrap_or(0) > 0,
+            "a receiver got nothing: {r}"
+        );
+        if r["transport"].as_str().is_some_and(|t| t == "shm-gating") {
+            assert_eq!(
+                r["received_min"], r["frames"],
+                "a gating receiver must get every frame: {r}"
+            );
+        }
+    }
+    eprintln!("smoke check: results complete");
+}
+
+fn main() {
+    // Take the core list before anything pins a thread.
+    let _ = cores();
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::All(args) => run_all(args),
+        Cmd::Child(args) => run_child(args),
+    }
+}
