@@ -312,9 +312,19 @@ pub struct ReadCursor {
     pub next: u64,
     /// Index in the gating table, for a gating consumer.
     gating: Option<usize>,
+    /// A gating consumer that releases slots itself ([`Broadcast::release`])
+    /// instead of on every receive.
+    manual_release: bool,
 }
 
 impl ReadCursor {
+    /// Makes a gating cursor release slots only when
+    /// [`Broadcast::release`] is called, e.g. once what was read is safely
+    /// stored elsewhere (a WAL recorder releases after writing to its file).
+    pub fn set_manual_release(&mut self, manual: bool) {
+        self.manual_release = manual;
+    }
+
     /// The gating-table slot this cursor holds, if it is gating.
     pub fn gating_slot(&self) -> Option<usize> {
         self.gating
@@ -741,7 +751,11 @@ where
             Start::Oldest => self.oldest(),
             Start::At(s) => s,
         };
-        ReadCursor { next, gating: None }
+        ReadCursor {
+            next,
+            gating: None,
+            manual_release: false,
+        }
     }
 
     /// Registers a gating cursor: producers will not overwrite a sequence at
@@ -780,6 +794,7 @@ where
         Ok(ReadCursor {
             next,
             gating: Some(index),
+            manual_release: false,
         })
     }
 
@@ -814,7 +829,7 @@ where
     #[inline]
     pub fn try_recv(&self, cursor: &mut ReadCursor, out: &mut [u64]) -> Result<u64, TryRecvError> {
         let result = self.recv_one(cursor, out);
-        if result != Err(TryRecvError::Empty) {
+        if result != Err(TryRecvError::Empty) && !cursor.manual_release {
             self.release(cursor);
         }
         result
@@ -843,7 +858,7 @@ where
                 }
             }
         }
-        if result != Err(TryRecvError::Empty) {
+        if result != Err(TryRecvError::Empty) && !cursor.manual_release {
             self.release(cursor);
         }
         if n > 0 {

@@ -9,7 +9,9 @@
 //! - Sequences are counted per publisher (iceoryx2 has no shared topic
 //!   counter); with one publisher per topic they are the topic sequence.
 //! - Lag is detected from gaps in a publisher's sequence after iceoryx2's safe
-//!   overflow dropped the oldest samples.
+//!   overflow dropped the oldest samples, including before the first frame
+//!   seen from a publisher that started after the subscriber connected (each
+//!   frame carries its publisher's start time in the reserved header word).
 //! - Subscribers copy each sample into their aligned frame buffer (iceoryx2
 //!   `[u8]` payloads are only byte-aligned), like the shm transport does.
 //! - A blocking subscriber creates an event listener; publishers notify only
@@ -90,6 +92,9 @@ fn open_services(namespace: &str, topic: &TopicConfig) -> Result<Services> {
         .history_size(0)
         .max_publishers(crate::layout::MAX_PUBLISHERS)
         .max_subscribers(MAX_IOX_SUBSCRIBERS)
+        // Every port lives in its own node here (ports cannot move between
+        // threads), so allow as many nodes as ports.
+        .max_nodes(MAX_IOX_SUBSCRIBERS + crate::layout::MAX_PUBLISHERS + 16)
         .open_or_create()
         .map_err(|e| iox_err("open publish-subscribe service")(&e))?;
     let event_name: ServiceName = format!("{name}/event")
@@ -99,6 +104,9 @@ fn open_services(namespace: &str, topic: &TopicConfig) -> Result<Services> {
     let event = node
         .service_builder(&event_name)
         .event()
+        .max_nodes(MAX_IOX_SUBSCRIBERS + crate::layout::MAX_PUBLISHERS + 16)
+        .max_listeners(MAX_IOX_SUBSCRIBERS)
+        .max_notifiers(crate::layout::MAX_PUBLISHERS + 16)
         .open_or_create()
         .map_err(|e| iox_err("open event service")(&e))?;
     Ok(Services {
@@ -117,6 +125,10 @@ pub struct IoxPublisher {
     buf: FrameBuf,
     next_seq: u64,
     id: u32,
+    /// When this publisher started (ns since the epoch): carried in every
+    /// frame's reserved header word so subscribers can tell whether they
+    /// should have seen its sequence 0.
+    started_ns: u64,
     heartbeat_id: [u8; 16],
     heartbeats: u64,
 }
@@ -159,6 +171,7 @@ impl IoxPublisher {
             buf: FrameBuf::default(),
             next_seq: 0,
             id: std::process::id(),
+            started_ns: now_ns(),
             heartbeat_id,
             heartbeats: 0,
         })
@@ -183,6 +196,8 @@ impl IoxPublisher {
         }
         let seq = self.next_seq;
         self.buf.0[0] = seq;
+        // Header bytes 24..32, reserved on the shm transport.
+        self.buf.0[3] = self.started_ns;
         let bytes = frame::words_as_bytes(&self.buf.0[..words]);
         let sample = self
             .publisher
@@ -236,6 +251,8 @@ pub struct IoxSubscriber {
     expected: Vec<(u32, u64)>,
     /// A frame already in `buf`, held back while its gap was reported.
     stashed: Option<u64>,
+    /// When this subscriber connected (ns since the epoch).
+    created_ns: u64,
 }
 
 impl std::fmt::Debug for IoxSubscriber {
@@ -274,6 +291,7 @@ impl IoxSubscriber {
             words,
             expected: Vec::new(),
             stashed: None,
+            created_ns: now_ns(),
         })
     }
 
@@ -297,6 +315,14 @@ impl IoxSubscriber {
         match self.expected.iter_mut().find(|(p, _)| *p == publisher) {
             None => {
                 self.expected.push((publisher, seq + 1));
+                // A publisher that started after we connected should have
+                // reached us from its sequence 0: anything before `seq` was
+                // dropped by iceoryx2's overflow and must be reported.
+                let started_ns = self.buf.0[3];
+                if started_ns >= self.created_ns && seq > 0 {
+                    self.stashed = Some(seq);
+                    return Err(RecvError::Lagged(seq));
+                }
                 Ok(seq)
             }
             Some(slot) if seq > slot.1 => {

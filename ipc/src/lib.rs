@@ -155,6 +155,11 @@ impl Bus {
             .filter_map(|e| {
                 let name = e.file_name().into_string().ok()?;
                 let topic = name.strip_prefix(&prefix)?.to_owned();
+                // Not a topic: a segment still being built, or abandoned by a
+                // creator that died while building it.
+                if topic.contains(segment::INIT_MARK) {
+                    return None;
+                }
                 Some((topic, e.path()))
             })
             .collect();
@@ -425,6 +430,14 @@ impl Subscriber {
             if step.is_break() {
                 return;
             }
+        }
+    }
+
+    /// Releases what was read to publishers, for a gating subscriber with
+    /// `manual_release` (a no-op otherwise and on iceoryx2 topics).
+    pub fn release(&self) {
+        if let SubInner::Shm(s) = &self.inner {
+            s.release();
         }
     }
 

@@ -20,7 +20,11 @@ use crate::layout::{
 /// The ring type inside a segment.
 pub type Ring = Broadcast<Raw<BroadcastHeader, std::sync::atomic::AtomicU64>>;
 
-/// How long an opener waits for a creator to finish initialising.
+/// Marks a segment still being built under a temporary name.
+pub const INIT_MARK: &str = ".init-";
+
+/// How long an opener waits for a creator to finish initialising (only a
+/// segment from an older build, created in place, can be seen unready).
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Bytes a segment with `capacity` slots of `payload_words` needs.
@@ -87,21 +91,38 @@ impl Segment {
         }
     }
 
-    /// Creates a new segment; fails if the file exists.
+    /// Creates a new segment; fails (`AlreadyExists`) if the file exists.
+    ///
+    /// The segment is built under a temporary name and published with
+    /// `link()`, which fails if the name is taken: nobody can open a segment
+    /// whose creator has not finished initialising it, however slow that is
+    /// (found by the fan-out benchmark: 1000 subscribers racing to open a new
+    /// topic timed out waiting for its creator).
     pub fn create(path: &Path, topic: &str, capacity: u64, payload_words: usize) -> Result<Self> {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let size = segment_size(capacity, payload_words);
+        let tmp = PathBuf::from(format!(
+            "{}{INIT_MARK}{}-{}",
+            path.display(),
+            std::process::id(),
+            // Relaxed: only uniqueness matters.
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(path)
-            .map_err(io(path, "create segment"))?;
-        let result = Self::init(&file, path, topic, size, capacity, payload_words);
-        if result.is_err() {
-            // Leave nothing half-made behind.
-            let _ = std::fs::remove_file(path);
-        }
+            .open(&tmp)
+            .map_err(io(&tmp, "create segment"))?;
+        let result =
+            Self::init(&file, path, topic, size, capacity, payload_words).and_then(|seg| {
+                std::fs::hard_link(&tmp, path).map_err(io(path, "publish segment"))?;
+                Ok(seg)
+            });
+        // Either published under its real name or abandoned: the temporary
+        // name goes in both cases.
+        let _ = std::fs::remove_file(&tmp);
         result
     }
 

@@ -40,6 +40,10 @@ pub struct SubscriberOptions {
     /// subscriber checks whether its publisher died and, if so, declares it
     /// lost.
     pub stall_bound: Duration,
+    /// A gating subscriber that releases slots only when
+    /// [`Subscriber::release`](crate::Subscriber::release) is called (e.g.
+    /// after storing what it read), not on every receive.
+    pub manual_release: bool,
 }
 
 impl Default for SubscriberOptions {
@@ -50,6 +54,7 @@ impl Default for SubscriberOptions {
             gating: false,
             wait: WaitStrategy::default(),
             stall_bound: Duration::from_millis(50),
+            manual_release: false,
         }
     }
 }
@@ -161,7 +166,7 @@ impl ShmSubscriber {
             options.name.clone()
         };
         store_name(&e.name, &name);
-        let cursor = if options.gating {
+        let mut cursor = if options.gating {
             match seg.ring().register_gating(options.start) {
                 Ok(c) => c,
                 Err(_) => {
@@ -175,6 +180,7 @@ impl ShmSubscriber {
         } else {
             seg.ring().cursor(options.start)
         };
+        cursor.set_manual_release(options.manual_release);
         // Relaxed: our own entry; monitors read these as hints.
         e.gating.store(
             cursor.gating_slot().map_or(0, |g| g as u32 + 1),
@@ -278,6 +284,12 @@ impl ShmSubscriber {
             self.seg.resolve_stalled(next);
             self.empty_since = None;
         }
+    }
+
+    /// Releases every slot read so far to publishers (gating subscribers
+    /// with manual release).
+    pub fn release(&self) {
+        self.seg.ring().release(&self.cursor);
     }
 
     /// The frame last received by [`poll`](Self::poll).

@@ -35,7 +35,7 @@ fn trade(i: u64) -> TradeEvent {
     }
 }
 
-fn round_trip(bus: &Bus, wait: WaitStrategy) {
+fn round_trip(bus: &Bus, wait: WaitStrategy, n: u64) {
     let mut sub = bus
         .subscriber(
             "trades",
@@ -47,7 +47,6 @@ fn round_trip(bus: &Bus, wait: WaitStrategy) {
         )
         .unwrap();
     let mut publisher = bus.publisher("trades").unwrap();
-    let n = 1000;
     let first = publisher.publish(&trade(0)).unwrap();
     for i in 1..n {
         publisher.publish(&trade(i)).unwrap();
@@ -65,17 +64,60 @@ fn round_trip(bus: &Bus, wait: WaitStrategy) {
 #[test]
 fn shm_round_trip_every_wait_strategy() {
     let bus = bus("shm", Transport::Shm);
-    round_trip(&bus, WaitStrategy::BusySpin);
-    round_trip(&bus, WaitStrategy::SpinThenYield { spins: 10 });
-    round_trip(&bus, WaitStrategy::Blocking { spins: 10 });
+    round_trip(&bus, WaitStrategy::BusySpin, 1000);
+    round_trip(&bus, WaitStrategy::SpinThenYield { spins: 10 }, 1000);
+    round_trip(&bus, WaitStrategy::Blocking { spins: 10 }, 1000);
     bus.remove_segments();
 }
 
 #[test]
 fn iceoryx2_round_trip() {
     let bus = bus("iox", Transport::Iceoryx2);
-    round_trip(&bus, WaitStrategy::BusySpin);
-    round_trip(&bus, WaitStrategy::Blocking { spins: 10 });
+    // Within iceoryx2's per-subscriber queue (256), nothing is dropped.
+    round_trip(&bus, WaitStrategy::BusySpin, 200);
+    round_trip(&bus, WaitStrategy::Blocking { spins: 10 }, 200);
+}
+
+/// Regression: iceoryx2's safe overflow dropped the oldest frames of a burst
+/// sent before the subscriber's first read, and the adapter reported nothing
+/// (it only compared a publisher's frames with that publisher's previous
+/// one). The drop is now reported with its exact size.
+#[test]
+fn regression_iceoryx2_overflow_before_the_first_read_is_reported() {
+    let bus = bus("iox-overflow", Transport::Iceoryx2);
+    let mut sub = bus
+        .subscriber(
+            "trades",
+            SubscriberOptions {
+                wait: WaitStrategy::BusySpin,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let mut publisher = bus.publisher("trades").unwrap();
+    let sent = 1000u64;
+    for i in 0..sent {
+        publisher.publish(&trade(i)).unwrap();
+    }
+    let (mut received, mut lagged, mut last) = (0u64, 0u64, None);
+    loop {
+        match sub.recv_timeout(Duration::from_millis(200)) {
+            Ok(f) => {
+                received += 1;
+                last = Some(f.seq);
+            }
+            Err(RecvError::Lagged(n)) => lagged += n,
+            Err(RecvError::Empty) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(lagged > 0, "the burst overflowed a 256-frame queue");
+    assert_eq!(
+        received + lagged,
+        sent,
+        "every frame is either received or reported"
+    );
+    assert_eq!(last, Some(sent - 1));
 }
 
 #[test]
@@ -178,4 +220,46 @@ fn two_namespaces_do_not_share_topics() {
     assert_eq!(sub_b.try_recv().unwrap_err(), RecvError::Empty);
     a.remove_segments();
     b.remove_segments();
+}
+
+/// Regression: openers racing a slow creator used to map the file before it
+/// was initialised and give up with `NotReady` (seen with 1000 subscribers
+/// on a loaded machine). Segments are now published fully built.
+#[test]
+fn regression_concurrent_open_never_sees_an_uninitialised_segment() {
+    let bus = Bus::new(Config {
+        namespace: format!("t{}-race", std::process::id()),
+        // A large topic makes initialisation slow enough to race.
+        topics: vec![TopicConfig::new("big", 64 << 20, TopicKind::Trade)],
+    });
+    bus.remove_segments();
+    let capacities: Vec<u64> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..16)
+            .map(|_| {
+                s.spawn(|| {
+                    bus.segment("big")
+                        .expect("open or create")
+                        .ring()
+                        .capacity()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(capacities.iter().all(|&c| c == capacities[0] && c > 0));
+    let leftovers: Vec<_> = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .contains(&format!("t{}-race", std::process::id()))
+        })
+        .collect();
+    assert_eq!(
+        leftovers.len(),
+        1,
+        "only the published segment remains: {leftovers:?}"
+    );
+    bus.remove_segments();
 }

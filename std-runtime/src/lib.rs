@@ -4,5 +4,8 @@
 pub mod demo;
 pub mod feed;
 pub mod print;
+pub mod recorder;
+pub mod resume;
 pub mod signal;
 pub mod stat;
+pub mod wal;

@@ -431,3 +431,25 @@ fn gating_consumer_never_misses_a_frame_across_threads() {
     }
     consumer.join().unwrap();
 }
+
+#[test]
+fn manual_release_holds_producers_until_released() {
+    let ring = Broadcast::with_capacity(4, PAYLOAD).unwrap();
+    let mut cache = GatingCache::default();
+    let mut g = ring.register_gating(Start::Newest).unwrap();
+    g.set_manual_release(true);
+    let mut out = [0u64; PAYLOAD];
+    for s in 0..4 {
+        ring.try_publish(&mut cache, &frame(s)).unwrap();
+    }
+    for s in 0..4 {
+        assert_eq!(ring.try_recv(&mut g, &mut out), Ok(s));
+    }
+    // Read but not released: the producer still may not overwrite.
+    assert_eq!(
+        ring.try_publish(&mut cache, &frame(4)),
+        Err(PublishError::Full)
+    );
+    ring.release(&g);
+    assert_eq!(ring.try_publish(&mut cache, &frame(4)), Ok(4));
+}

@@ -1,0 +1,269 @@
+//! The resumable subscriber: loads its checkpoint, replays the WAL from the
+//! next sequence, then joins the live ring without a gap or a duplicate, even
+//! while publishers keep publishing.
+//!
+//! How the switch stays gapless: it replays the WAL to its end, then reads the
+//! ring from the next sequence. If the ring has already overwritten that
+//! sequence (`Lagged`), the recorder has already written it to the WAL (the
+//! recorder releases ring slots only after writing them), so it goes back to
+//! the WAL and tries again; each round it catches up by what the WAL gained.
+//! Sequences seen twice (in the WAL and the ring) are delivered once.
+//!
+//! Exactly once across crashes: the checkpoint records the last sequence the
+//! caller's processing finished. On restart everything after it is delivered
+//! again; a caller whose processing leaves output should, like
+//! `zerocast follow --out`, cut that output back to the checkpoint first.
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use zerocast_ipc::{Bus, RecvError, Start, SubscriberOptions, WaitStrategy};
+
+use crate::wal::format::KIND_FRAME;
+use crate::wal::{Checkpoints, Replay, WalError};
+
+/// What the resumable subscriber delivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// A frame (from the WAL or the ring).
+    Frame {
+        /// Topic sequence.
+        seq: u64,
+        /// The frame bytes.
+        bytes: &'a [u8],
+    },
+    /// The bus declared this sequence lost (its publisher died mid-write).
+    Lost(u64),
+    /// These sequences are in neither the WAL nor the ring (the WAL starts
+    /// later, or no recorder was running): they cannot be recovered.
+    Missing {
+        /// First missing sequence.
+        from: u64,
+        /// Last missing sequence.
+        to: u64,
+    },
+}
+
+/// When to checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointPolicy {
+    /// After this many events (1: after every one).
+    pub every_events: u64,
+    /// Or after this long, whichever first.
+    pub every: Duration,
+}
+
+impl Default for CheckpointPolicy {
+    fn default() -> Self {
+        Self {
+            every_events: 1,
+            every: Duration::from_millis(100),
+        }
+    }
+}
+
+/// A subscriber that survives restarts.
+#[derive(Debug)]
+pub struct Resumable {
+    bus: Bus,
+    topic: String,
+    wal_dir: PathBuf,
+    checkpoints: Checkpoints,
+    name: String,
+    policy: CheckpointPolicy,
+    next: u64,
+    since_checkpoint: u64,
+    last_checkpoint: Instant,
+    checkpointed: Option<u64>,
+}
+
+impl Resumable {
+    /// Opens `name`'s position on `topic`: its checkpoint in `checkpoint_dir`
+    /// (a damaged one is an error), else sequence 0.
+    pub fn open(
+        bus: &Bus,
+        topic: &str,
+        wal_dir: &Path,
+        checkpoint_dir: &Path,
+        name: &str,
+        policy: CheckpointPolicy,
+    ) -> Result<Self, WalError> {
+        let checkpoints = Checkpoints::new(checkpoint_dir)?;
+        let checkpointed = checkpoints.load(name)?;
+        Ok(Self {
+            bus: bus.clone(),
+            topic: topic.to_owned(),
+            wal_dir: wal_dir.to_owned(),
+            checkpoints,
+            name: name.to_owned(),
+            policy,
+            next: checkpointed.map_or(0, |c| c + 1),
+            since_checkpoint: 0,
+            last_checkpoint: Instant::now(),
+            checkpointed,
+        })
+    }
+
+    /// The last checkpointed sequence when opened or since.
+    pub fn checkpointed(&self) -> Option<u64> {
+        self.checkpointed
+    }
+
+    /// Next sequence to deliver.
+    pub fn next_seq(&self) -> u64 {
+        self.next
+    }
+
+    fn delivered(&mut self, last: u64) -> Result<(), WalError> {
+        self.next = last + 1;
+        self.since_checkpoint += 1;
+        if self.since_checkpoint >= self.policy.every_events
+            || self.last_checkpoint.elapsed() >= self.policy.every
+        {
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the checkpoint now.
+    pub fn checkpoint(&mut self) -> Result<(), WalError> {
+        if self.next > 0 && self.checkpointed != Some(self.next - 1) {
+            self.checkpoints.store(&self.name, self.next - 1)?;
+            self.checkpointed = Some(self.next - 1);
+        }
+        self.since_checkpoint = 0;
+        self.last_checkpoint = Instant::now();
+        Ok(())
+    }
+
+    /// Delivers every event from the checkpoint on to `f`, until `f` breaks
+    /// or `stop()` is true; checkpoints by the policy and on return.
+    pub fn run(
+        &mut self,
+        mut f: impl FnMut(Event<'_>) -> ControlFlow<()>,
+        stop: impl Fn() -> bool,
+    ) -> Result<(), String> {
+        let replay = Replay::new(&self.wal_dir);
+        // Rounds in a row where neither the WAL nor the ring could give
+        // `next`: then it is gone for good.
+        let mut fruitless = 0;
+        loop {
+            // 1. Catch up from the WAL.
+            let before = self.next;
+            let mut broke = false;
+            let mut err: Option<WalError> = None;
+            let from = self.next;
+            replay
+                .run(from, u64::MAX, |r| {
+                    if r.seq < self.next {
+                        return ControlFlow::Continue(());
+                    }
+                    if r.seq > self.next {
+                        let gap = Event::Missing {
+                            from: self.next,
+                            to: r.seq - 1,
+                        };
+                        if f(gap).is_break() {
+                            broke = true;
+                            return ControlFlow::Break(());
+                        }
+                    }
+                    let event = if r.kind == KIND_FRAME {
+                        Event::Frame {
+                            seq: r.seq,
+                            bytes: r.frame,
+                        }
+                    } else {
+                        Event::Lost(r.seq)
+                    };
+                    let flow = f(event);
+                    if let Err(e) = self.delivered(r.seq) {
+                        err = Some(e);
+                        return ControlFlow::Break(());
+                    }
+                    if flow.is_break() || stop() {
+                        broke = true;
+                        return ControlFlow::Break(());
+                    }
+                    ControlFlow::Continue(())
+                })
+                .map_err(|e| e.to_string())?;
+            if let Some(e) = err {
+                return Err(e.to_string());
+            }
+            if broke || stop() {
+                return self.checkpoint().map_err(|e| e.to_string());
+            }
+            let wal_progress = self.next > before;
+            // 2. Join the ring at `next`.
+            let mut sub = self
+                .bus
+                .subscriber(
+                    &self.topic,
+                    SubscriberOptions {
+                        name: format!("resume-{}", self.name),
+                        start: Start::At(self.next),
+                        wait: WaitStrategy::Blocking { spins: 1_000 },
+                        ..Default::default()
+                    },
+                )
+                .map_err(|e| e.to_string())?;
+            let mut live_progress = false;
+            loop {
+                if stop() {
+                    return self.checkpoint().map_err(|e| e.to_string());
+                }
+                match sub.recv_timeout(Duration::from_millis(50)) {
+                    Ok(frame) => {
+                        if frame.seq < self.next {
+                            continue; // already delivered from the WAL
+                        }
+                        let seq = frame.seq;
+                        let flow = f(Event::Frame {
+                            seq,
+                            bytes: frame.bytes,
+                        });
+                        self.delivered(seq).map_err(|e| e.to_string())?;
+                        live_progress = true;
+                        fruitless = 0;
+                        if flow.is_break() {
+                            return self.checkpoint().map_err(|e| e.to_string());
+                        }
+                    }
+                    Err(RecvError::Lost(seq)) => {
+                        if seq >= self.next {
+                            let flow = f(Event::Lost(seq));
+                            self.delivered(seq).map_err(|e| e.to_string())?;
+                            if flow.is_break() {
+                                return self.checkpoint().map_err(|e| e.to_string());
+                            }
+                        }
+                    }
+                    Err(RecvError::Lagged(n)) => {
+                        if !wal_progress && !live_progress {
+                            fruitless += 1;
+                        }
+                        if fruitless >= 3 {
+                            // Neither source has it: report and move on.
+                            let (from, to) = (self.next, self.next + n - 1);
+                            let flow = f(Event::Missing { from, to });
+                            self.delivered(to).map_err(|e| e.to_string())?;
+                            fruitless = 0;
+                            if flow.is_break() {
+                                return self.checkpoint().map_err(|e| e.to_string());
+                            }
+                        }
+                        // The recorder has written what the ring lost.
+                        break;
+                    }
+                    Err(RecvError::Empty) => {
+                        if self.last_checkpoint.elapsed() >= self.policy.every {
+                            self.checkpoint().map_err(|e| e.to_string())?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

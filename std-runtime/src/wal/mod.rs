@@ -1,0 +1,836 @@
+//! Write-ahead log: append-only segment files per topic, with CRC32C per
+//! record, a sparse index, group commit, rotation, retention, and repair of a
+//! torn tail at open. See [`format`] for the bytes on disk.
+
+pub mod format;
+pub mod reader;
+
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use format::{
+    encode_header, encode_record, parse_record, Parsed, KIND_FRAME, KIND_LOST, SEGMENT_HEADER,
+};
+pub use reader::{Replay, ReplayStats};
+
+/// When appended records are made durable with `fdatasync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// After every record.
+    Always,
+    /// Group commit: after `records` records or `interval`, whichever first.
+    Group {
+        /// Records per sync.
+        records: u64,
+        /// Longest time between syncs while records are pending.
+        interval: Duration,
+    },
+    /// Never (the OS writes back when it likes): survives a process crash,
+    /// not a machine crash.
+    Never,
+}
+
+impl Default for FsyncPolicy {
+    fn default() -> Self {
+        Self::Group {
+            records: 65_536,
+            interval: Duration::from_millis(10),
+        }
+    }
+}
+
+impl std::str::FromStr for FsyncPolicy {
+    type Err = String;
+    /// `always`, `never`, `10ms`, `500us`, `4096` (records), or
+    /// `4096,10ms`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "always" => return Ok(Self::Always),
+            "never" => return Ok(Self::Never),
+            _ => {}
+        }
+        let mut records = u64::MAX;
+        let mut interval = Duration::from_secs(3600);
+        for part in s.split(',') {
+            let part = part.trim();
+            if let Some(us) = part.strip_suffix("us") {
+                interval = Duration::from_micros(
+                    us.parse()
+                        .map_err(|_| format!("bad fsync interval {part:?}"))?,
+                );
+            } else if let Some(ms) = part.strip_suffix("ms") {
+                interval = Duration::from_millis(
+                    ms.parse()
+                        .map_err(|_| format!("bad fsync interval {part:?}"))?,
+                );
+            } else {
+                records = part
+                    .parse()
+                    .map_err(|_| format!("fsync policy {s:?}: expected always, never, N (records), Nms, Nus or N,Nms"))?;
+            }
+        }
+        Ok(Self::Group { records, interval })
+    }
+}
+
+/// WAL settings.
+#[derive(Debug, Clone)]
+pub struct WalOptions {
+    /// Size of a segment file (preallocated).
+    pub segment_size: u64,
+    /// When to fdatasync.
+    pub fsync: FsyncPolicy,
+    /// Keep at most this many bytes of sealed segments (oldest removed first).
+    pub retain_bytes: Option<u64>,
+    /// Remove sealed segments older than this.
+    pub retain_age: Option<Duration>,
+    /// A sparse-index entry every this many records.
+    pub index_every: u64,
+    /// Write buffered records to the file once this many bytes are pending.
+    pub buffer_bytes: usize,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        Self {
+            segment_size: 64 << 20,
+            fsync: FsyncPolicy::default(),
+            retain_bytes: None,
+            retain_age: None,
+            index_every: 1024,
+            buffer_bytes: 256 << 10,
+        }
+    }
+}
+
+/// Everything that can go wrong with a WAL.
+#[derive(Debug)]
+pub enum WalError {
+    /// A system call failed (a full disk shows up here as ENOSPC).
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What was being done.
+        action: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A record in the middle of the log is damaged.
+    Corrupt {
+        /// The segment file.
+        path: PathBuf,
+        /// Byte offset of the damaged record.
+        offset: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A file in the WAL directory is not a segment of this WAL.
+    BadSegment {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Sequences must increase.
+    OutOfOrder {
+        /// Last sequence in the log.
+        last: u64,
+        /// Sequence offered.
+        seq: u64,
+    },
+    /// A checkpoint file is damaged.
+    BadCheckpoint {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for WalError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Io {
+                path,
+                action,
+                source,
+            } => write!(f, "{}: {action}: {source}", path.display()),
+            Self::Corrupt {
+                path,
+                offset,
+                reason,
+            } => {
+                write!(
+                    f,
+                    "{}: corrupt record at offset {offset}: {reason}",
+                    path.display()
+                )
+            }
+            Self::BadSegment { path, reason } => write!(f, "{}: {reason}", path.display()),
+            Self::OutOfOrder { last, seq } => {
+                write!(
+                    f,
+                    "sequence {seq} does not follow the log's last sequence {last}"
+                )
+            }
+            Self::BadCheckpoint { path, reason } => {
+                write!(f, "{}: bad checkpoint: {reason}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for WalError {}
+
+pub(crate) fn io_err<'a>(
+    path: &'a Path,
+    action: &'static str,
+) -> impl FnOnce(std::io::Error) -> WalError + 'a {
+    move |source| WalError::Io {
+        path: path.to_owned(),
+        action,
+        source,
+    }
+}
+
+/// What opening the WAL had to repair.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// A torn or corrupt tail that was cut off.
+    pub truncated: Option<Truncation>,
+    /// A last segment whose header was never completely written, removed.
+    pub removed_empty_segment: Option<PathBuf>,
+}
+
+/// A tail cut off at open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Truncation {
+    /// The segment.
+    pub path: PathBuf,
+    /// Offset of the first bad record, now the end of the log.
+    pub offset: u64,
+    /// Bytes zeroed.
+    pub bytes: u64,
+    /// Why the record there was bad.
+    pub reason: String,
+    /// Last sequence kept (None if the segment has no record left).
+    pub last_good_seq: Option<u64>,
+    /// Sequence the first cut record claimed, if its header was readable.
+    pub first_cut_seq: Option<u64>,
+}
+
+impl std::fmt::Display for Truncation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: cut {} bytes of torn tail at offset {} ({}); last kept sequence {}",
+            self.path.display(),
+            self.bytes,
+            self.offset,
+            self.reason,
+            self.last_good_seq
+                .map_or("none".to_owned(), |s| s.to_string()),
+        )?;
+        if let Some(s) = self.first_cut_seq {
+            write!(f, ", first cut record claimed sequence {s}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A segment file of the WAL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentInfo {
+    /// First sequence it holds (its name).
+    pub first_seq: u64,
+    /// The file.
+    pub path: PathBuf,
+}
+
+/// Segment file name for `first_seq`.
+pub fn segment_name(first_seq: u64) -> String {
+    format!("{first_seq:020}.wal")
+}
+
+fn index_path(segment: &Path) -> PathBuf {
+    segment.with_extension("idx")
+}
+
+/// The segments in `dir`, sorted by first sequence.
+pub fn list_segments(dir: &Path) -> Result<Vec<SegmentInfo>, WalError> {
+    let mut out = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(io_err(dir, "list WAL directory")(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(io_err(dir, "list WAL directory"))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_suffix(".wal") else {
+            continue;
+        };
+        let first_seq = stem.parse().map_err(|_| WalError::BadSegment {
+            path: entry.path(),
+            reason: "segment name is not a sequence number".into(),
+        })?;
+        out.push(SegmentInfo {
+            first_seq,
+            path: entry.path(),
+        });
+    }
+    out.sort_by_key(|s| s.first_seq);
+    Ok(out)
+}
+
+fn fsync_dir(dir: &Path) -> Result<(), WalError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir, "fsync directory"))
+}
+
+fn datasync(file: &File, path: &Path) -> Result<(), WalError> {
+    file.sync_data().map_err(io_err(path, "fdatasync"))
+}
+
+/// Reads a whole segment (for recovery) without mapping it.
+fn read_all(path: &Path) -> Result<Vec<u8>, WalError> {
+    std::fs::read(path).map_err(io_err(path, "read segment"))
+}
+
+/// Whether any valid record starts at an 8-aligned offset after `from`
+/// (distinguishes damage in the middle from a torn tail).
+pub(crate) fn valid_record_after(
+    bytes: &[u8],
+    from: usize,
+    after_seq: Option<u64>,
+) -> Option<usize> {
+    let mut off = from.div_ceil(8) * 8 + 8;
+    while off + format::RECORD_HEADER <= bytes.len() {
+        if let Parsed::Record(r, _) = parse_record(bytes, off) {
+            if after_seq.is_none_or(|s| r.seq > s) {
+                return Some(off);
+            }
+        }
+        off += 8;
+    }
+    None
+}
+
+/// The writing side of a topic's WAL.
+#[derive(Debug)]
+pub struct Wal {
+    dir: PathBuf,
+    topic: String,
+    options: WalOptions,
+    segments: Vec<SegmentInfo>,
+    active: File,
+    active_path: PathBuf,
+    index: File,
+    /// Where the next write goes in the active segment.
+    write_pos: u64,
+    /// Records not yet written to the file.
+    buf: Vec<u8>,
+    /// (seq, offset) index entries for records in `buf`.
+    pending_index: Vec<(u64, u64)>,
+    last_seq: Option<u64>,
+    records_since_index: u64,
+    unsynced: u64,
+    last_sync: Instant,
+}
+
+impl Wal {
+    /// Opens (or creates) the WAL of `topic` in `dir`, repairing a torn tail.
+    /// A damaged record followed by valid ones is an error naming the file
+    /// and offset: nothing is skipped silently.
+    pub fn open(
+        dir: &Path,
+        topic: &str,
+        options: WalOptions,
+    ) -> Result<(Self, Recovery), WalError> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir, "create WAL directory"))?;
+        let mut recovery = Recovery::default();
+        let mut segments = list_segments(dir)?;
+        for s in &segments {
+            let mut head = [0u8; SEGMENT_HEADER];
+            let ok = File::open(&s.path)
+                .and_then(|f| f.read_exact_at(&mut head, 0))
+                .is_ok();
+            let decoded = if ok {
+                format::decode_header(&head)
+            } else {
+                Err("shorter than a segment header".into())
+            };
+            match decoded {
+                Ok(h) if h.first_seq == s.first_seq && h.topic == topic => {}
+                Ok(h) if h.topic != topic => {
+                    return Err(WalError::BadSegment {
+                        path: s.path.clone(),
+                        reason: format!("segment of topic {:?}, not {topic:?}", h.topic),
+                    })
+                }
+                Ok(_) => {
+                    return Err(WalError::BadSegment {
+                        path: s.path.clone(),
+                        reason: "header's first sequence does not match the file name".into(),
+                    })
+                }
+                Err(reason) => {
+                    let is_last = s.path == segments.last().expect("non-empty").path;
+                    let all_zero = read_all(&s.path)?.iter().all(|&b| b == 0);
+                    if is_last && (all_zero || !ok) {
+                        // Created, never written: a crash during rotation.
+                        recovery.removed_empty_segment = Some(s.path.clone());
+                    } else {
+                        return Err(WalError::BadSegment {
+                            path: s.path.clone(),
+                            reason,
+                        });
+                    }
+                }
+            }
+        }
+        if let Some(p) = &recovery.removed_empty_segment {
+            std::fs::remove_file(p).map_err(io_err(p, "remove empty segment"))?;
+            let _ = std::fs::remove_file(index_path(p));
+            segments.pop();
+        }
+        let (write_pos, last_seq) = match segments.last() {
+            Some(last) => {
+                let (end, last_seq, truncation) =
+                    Self::recover_tail(&last.path, segments.len() > 1)?;
+                recovery.truncated = truncation;
+                // The previous segment's last sequence, if this one is empty.
+                let last_seq = match last_seq {
+                    Some(s) => Some(s),
+                    None if segments.len() > 1 => {
+                        reader::last_seq_of(&segments[segments.len() - 2].path)?
+                    }
+                    None => None,
+                };
+                (end, last_seq)
+            }
+            None => (0, None),
+        };
+        let (active, active_path, write_pos) = match segments.last() {
+            Some(last) => {
+                let f = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&last.path)
+                    .map_err(io_err(&last.path, "open segment"))?;
+                (f, last.path.clone(), write_pos)
+            }
+            None => {
+                let first = 0;
+                let (f, p) = Self::create_segment(dir, topic, first, options.segment_size)?;
+                segments.push(SegmentInfo {
+                    first_seq: first,
+                    path: p.clone(),
+                });
+                (f, p, SEGMENT_HEADER as u64)
+            }
+        };
+        let index = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(index_path(&active_path))
+            .map_err(io_err(&active_path, "open index"))?;
+        Ok((
+            Self {
+                dir: dir.to_owned(),
+                topic: topic.to_owned(),
+                options,
+                segments,
+                active,
+                active_path,
+                index,
+                write_pos,
+                buf: Vec::new(),
+                pending_index: Vec::new(),
+                last_seq,
+                records_since_index: 0,
+                unsynced: 0,
+                last_sync: Instant::now(),
+            },
+            recovery,
+        ))
+    }
+
+    /// Scans the last segment: returns (end offset, last sequence,
+    /// truncation if its tail was torn).
+    fn recover_tail(
+        path: &Path,
+        has_previous: bool,
+    ) -> Result<(u64, Option<u64>, Option<Truncation>), WalError> {
+        let _ = has_previous;
+        let bytes = read_all(path)?;
+        let mut off = SEGMENT_HEADER;
+        let mut last_seq: Option<u64> = None;
+        loop {
+            match parse_record(&bytes, off) {
+                Parsed::Record(r, size) => {
+                    if last_seq.is_some_and(|l| r.seq <= l) {
+                        return Self::cut(
+                            path,
+                            &bytes,
+                            off,
+                            last_seq,
+                            "sequence does not increase",
+                        );
+                    }
+                    last_seq = Some(r.seq);
+                    off += size;
+                }
+                Parsed::End => return Ok((off as u64, last_seq, None)),
+                Parsed::Bad(reason) => return Self::cut(path, &bytes, off, last_seq, reason),
+            }
+        }
+    }
+
+    fn cut(
+        path: &Path,
+        bytes: &[u8],
+        off: usize,
+        last_seq: Option<u64>,
+        reason: &str,
+    ) -> Result<(u64, Option<u64>, Option<Truncation>), WalError> {
+        if let Some(at) = valid_record_after(bytes, off, last_seq) {
+            return Err(WalError::Corrupt {
+                path: path.to_owned(),
+                offset: off as u64,
+                reason: format!("{reason}, and a valid record follows at offset {at}: damage in the middle of the log"),
+            });
+        }
+        let last_nonzero = bytes.iter().rposition(|&b| b != 0).map_or(off, |p| p + 1);
+        let cut_bytes = last_nonzero.saturating_sub(off);
+        let first_cut_seq = bytes
+            .get(off + 8..off + 16)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+        let f = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(io_err(path, "open segment for repair"))?;
+        f.write_all_at(&vec![0u8; cut_bytes], off as u64)
+            .map_err(io_err(path, "zero torn tail"))?;
+        datasync(&f, path)?;
+        // Drop index entries that point into the cut tail.
+        let idx = index_path(path);
+        if let Ok(entries) = std::fs::read(&idx) {
+            let keep: Vec<u8> = entries
+                .chunks_exact(16)
+                .filter(|e| u64::from_le_bytes(e[8..16].try_into().expect("8 bytes")) < off as u64)
+                .flatten()
+                .copied()
+                .collect();
+            std::fs::write(&idx, keep).map_err(io_err(&idx, "rewrite index"))?;
+        }
+        Ok((
+            off as u64,
+            last_seq,
+            Some(Truncation {
+                path: path.to_owned(),
+                offset: off as u64,
+                bytes: cut_bytes as u64,
+                reason: reason.to_owned(),
+                last_good_seq: last_seq,
+                first_cut_seq,
+            }),
+        ))
+    }
+
+    fn create_segment(
+        dir: &Path,
+        topic: &str,
+        first_seq: u64,
+        size: u64,
+    ) -> Result<(File, PathBuf), WalError> {
+        let path = dir.join(segment_name(first_seq));
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(io_err(&path, "create segment"))?;
+        // Preallocate: a full disk fails here, before any record is accepted
+        // into this segment.
+        // SAFETY: plain syscall on a valid fd.
+        let rc = unsafe { libc::posix_fallocate(f.as_raw_fd(), 0, size as libc::off_t) };
+        if rc == libc::EOPNOTSUPP || rc == libc::EINVAL {
+            f.set_len(size).map_err(io_err(&path, "size segment"))?;
+        } else if rc != 0 {
+            let _ = std::fs::remove_file(&path);
+            return Err(WalError::Io {
+                path,
+                action: "preallocate segment",
+                source: std::io::Error::from_raw_os_error(rc),
+            });
+        }
+        let header = encode_header(first_seq, zerocast_ipc::layout::now_ns(), topic);
+        if let Err(e) = f.write_all_at(&header, 0).and_then(|()| f.sync_data()) {
+            let _ = std::fs::remove_file(&path);
+            return Err(io_err(&path, "write segment header")(e));
+        }
+        // The new name must survive a crash too.
+        fsync_dir(dir)?;
+        Ok((f, path))
+    }
+
+    /// The last sequence in the log (written or buffered).
+    pub fn last_seq(&self) -> Option<u64> {
+        self.last_seq
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The segments, oldest first.
+    pub fn segments(&self) -> &[SegmentInfo] {
+        &self.segments
+    }
+
+    /// Appends a frame received with sequence `seq` (greater than every
+    /// sequence before it).
+    pub fn append(&mut self, seq: u64, timestamp_ns: u64, frame: &[u8]) -> Result<(), WalError> {
+        self.append_kind(seq, timestamp_ns, KIND_FRAME, frame)
+    }
+
+    /// Records that the bus declared `seq` lost.
+    pub fn append_lost(&mut self, seq: u64, timestamp_ns: u64) -> Result<(), WalError> {
+        self.append_kind(seq, timestamp_ns, KIND_LOST, &[])
+    }
+
+    fn append_kind(&mut self, seq: u64, ts: u64, kind: u32, frame: &[u8]) -> Result<(), WalError> {
+        if let Some(last) = self.last_seq {
+            if seq <= last {
+                return Err(WalError::OutOfOrder { last, seq });
+            }
+        }
+        let size = format::record_size(frame.len()) as u64;
+        if self.write_pos + self.buf.len() as u64 + size > self.options.segment_size
+            && self.write_pos + (self.buf.len() as u64) > SEGMENT_HEADER as u64
+        {
+            self.rotate(seq)?;
+        }
+        let offset = self.write_pos + self.buf.len() as u64;
+        if self.records_since_index == 0 {
+            self.pending_index.push((seq, offset));
+        }
+        self.records_since_index = (self.records_since_index + 1) % self.options.index_every.max(1);
+        encode_record(&mut self.buf, seq, ts, kind, frame);
+        self.last_seq = Some(seq);
+        self.unsynced += 1;
+        match self.options.fsync {
+            FsyncPolicy::Always => self.sync()?,
+            FsyncPolicy::Group { records, interval } => {
+                if self.unsynced >= records || self.last_sync.elapsed() >= interval {
+                    self.sync()?;
+                } else if self.buf.len() >= self.options.buffer_bytes {
+                    self.flush()?;
+                }
+            }
+            FsyncPolicy::Never => {
+                if self.buf.len() >= self.options.buffer_bytes {
+                    self.flush()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes buffered records to the file (readers see them after this; a
+    /// crash of this process no longer loses them).
+    pub fn flush(&mut self) -> Result<(), WalError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self.active.write_all_at(&self.buf, self.write_pos) {
+            // A partial write leaves a torn tail that the next open cuts; the
+            // records before it stay readable. Keep the buffer so the caller
+            // can retry after freeing space.
+            return Err(io_err(&self.active_path, "append records")(e));
+        }
+        self.write_pos += self.buf.len() as u64;
+        self.buf.clear();
+        if !self.pending_index.is_empty() {
+            let mut entries = Vec::with_capacity(self.pending_index.len() * 16);
+            for (seq, off) in self.pending_index.drain(..) {
+                entries.extend_from_slice(&seq.to_le_bytes());
+                entries.extend_from_slice(&off.to_le_bytes());
+            }
+            // The index is a hint (checked on use): not synced.
+            self.index
+                .write_all(&entries)
+                .map_err(io_err(&self.active_path, "append index"))?;
+        }
+        Ok(())
+    }
+
+    /// Flushes and fdatasyncs: everything appended so far survives a machine
+    /// crash.
+    pub fn sync(&mut self) -> Result<(), WalError> {
+        self.flush()?;
+        if self.unsynced > 0 {
+            datasync(&self.active, &self.active_path)?;
+            self.unsynced = 0;
+        }
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    /// Lets the group-commit timer fire while no records arrive; call it
+    /// from an idle loop.
+    pub fn tick(&mut self) -> Result<(), WalError> {
+        if let FsyncPolicy::Group { interval, .. } = self.options.fsync {
+            if self.unsynced > 0 && self.last_sync.elapsed() >= interval {
+                self.sync()?;
+            }
+        } else if self.options.fsync == FsyncPolicy::Never {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn rotate(&mut self, next_seq: u64) -> Result<(), WalError> {
+        self.sync()?;
+        let (f, p) =
+            Self::create_segment(&self.dir, &self.topic, next_seq, self.options.segment_size)?;
+        self.index = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(index_path(&p))
+            .map_err(io_err(&p, "open index"))?;
+        self.active = f;
+        self.active_path = p.clone();
+        self.write_pos = SEGMENT_HEADER as u64;
+        self.records_since_index = 0;
+        self.segments.push(SegmentInfo {
+            first_seq: next_seq,
+            path: p,
+        });
+        self.apply_retention()
+    }
+
+    /// Removes sealed segments beyond the retention limits (never the active
+    /// one).
+    pub fn apply_retention(&mut self) -> Result<(), WalError> {
+        let sealed = self.segments.len().saturating_sub(1);
+        let mut remove = 0;
+        if let Some(max) = self.options.retain_bytes {
+            let mut total: u64 = self.segments[..sealed]
+                .iter()
+                .map(|s| std::fs::metadata(&s.path).map(|m| m.len()).unwrap_or(0))
+                .sum();
+            while remove < sealed && total > max {
+                total -= std::fs::metadata(&self.segments[remove].path)
+                    .map(|m| m.len())
+                    .unwrap_or(0);
+                remove += 1;
+            }
+        }
+        if let Some(age) = self.options.retain_age {
+            while remove < sealed {
+                // A sealed segment's mtime is its last write.
+                let old = std::fs::metadata(&self.segments[remove].path)
+                    .and_then(|m| m.modified())
+                    .map(|t| t.elapsed().unwrap_or_default() > age)
+                    .unwrap_or(false);
+                if !old {
+                    break;
+                }
+                remove += 1;
+            }
+        }
+        for s in self.segments.drain(..remove) {
+            std::fs::remove_file(&s.path).map_err(io_err(&s.path, "remove old segment"))?;
+            let _ = std::fs::remove_file(index_path(&s.path));
+        }
+        if remove > 0 {
+            fsync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        let _ = self.sync();
+    }
+}
+
+/// Atomically written per-subscriber checkpoints: the last sequence a
+/// subscriber has processed.
+#[derive(Debug, Clone)]
+pub struct Checkpoints {
+    dir: PathBuf,
+}
+
+const CKPT_MAGIC: [u8; 8] = *b"ZCCKPT01";
+
+impl Checkpoints {
+    /// Checkpoints kept in `dir`.
+    pub fn new(dir: &Path) -> Result<Self, WalError> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir, "create checkpoint directory"))?;
+        Ok(Self {
+            dir: dir.to_owned(),
+        })
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.ckpt"))
+    }
+
+    /// The last processed sequence of `name`, or None if it has none yet. A
+    /// damaged checkpoint is an error, never a silent restart from zero.
+    pub fn load(&self, name: &str) -> Result<Option<u64>, WalError> {
+        let path = self.path(name);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(&path, "read checkpoint")(e)),
+        };
+        let bad = |reason: &str| WalError::BadCheckpoint {
+            path: path.clone(),
+            reason: reason.to_owned(),
+        };
+        if bytes.len() != 20 {
+            return Err(bad(&format!("{} bytes, expected 20", bytes.len())));
+        }
+        if bytes[..8] != CKPT_MAGIC {
+            return Err(bad("bad magic"));
+        }
+        let crc = u32::from_le_bytes(bytes[16..20].try_into().expect("4 bytes"));
+        if crc32c::crc32c(&bytes[..16]) != crc {
+            return Err(bad("CRC mismatch"));
+        }
+        Ok(Some(u64::from_le_bytes(
+            bytes[8..16].try_into().expect("8 bytes"),
+        )))
+    }
+
+    /// Stores `seq` for `name`: temp file, fsync, rename, fsync directory.
+    pub fn store(&self, name: &str, seq: u64) -> Result<(), WalError> {
+        let path = self.path(name);
+        let tmp = self.dir.join(format!("{name}.ckpt.tmp"));
+        let mut bytes = Vec::with_capacity(20);
+        bytes.extend_from_slice(&CKPT_MAGIC);
+        bytes.extend_from_slice(&seq.to_le_bytes());
+        let crc = crc32c::crc32c(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        let mut f = File::create(&tmp).map_err(io_err(&tmp, "create checkpoint"))?;
+        f.write_all(&bytes)
+            .map_err(io_err(&tmp, "write checkpoint"))?;
+        f.sync_all().map_err(io_err(&tmp, "fsync checkpoint"))?;
+        std::fs::rename(&tmp, &path).map_err(io_err(&path, "rename checkpoint"))?;
+        fsync_dir(&self.dir)
+    }
+}
+
+#[cfg(test)]
+mod tests;
