@@ -11,7 +11,7 @@ use zerocast_ipc::{
     WaitStrategy,
 };
 use zerocast_runtime::feed::{publish_synthetic, Feed};
-use zerocast_runtime::{demo, print, signal, stat};
+use zerocast_runtime::{demo, print, recorder, resume, signal, stat, wal};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -40,6 +40,12 @@ enum Command {
     Sub(SubArgs),
     /// Show every topic of the namespace: size, head, publishers, subscribers, stale segments.
     Stat(StatArgs),
+    /// Record a topic into its write-ahead log (a gating subscriber).
+    Record(RecordArgs),
+    /// Print frames from a topic's write-ahead log.
+    Replay(ReplayArgs),
+    /// Print a topic from a checkpoint on: WAL first, then live, resuming after restarts.
+    Follow(FollowArgs),
     /// A demo subscriber process (spawned by `zerocast demo`).
     #[command(hide = true)]
     DemoSub(demo::DemoSubArgs),
@@ -114,6 +120,74 @@ struct SubArgs {
     /// Subscriber name in the topic's table.
     #[arg(long, default_value = "")]
     name: String,
+}
+
+#[derive(clap::Args, Debug)]
+struct RecordArgs {
+    /// Topic name.
+    #[arg(long)]
+    topic: String,
+    /// WAL root directory (the topic's log goes in DIR/<topic>).
+    #[arg(long)]
+    wal: PathBuf,
+    /// fdatasync policy: always, never, N (records), Nms, Nus, or N,Nms.
+    #[arg(long, default_value = "65536,10ms")]
+    fsync: wal::FsyncPolicy,
+    /// Segment file size in bytes.
+    #[arg(long, default_value_t = 64 << 20)]
+    segment_size: u64,
+    /// Keep at most this many bytes of sealed segments.
+    #[arg(long)]
+    retain_bytes: Option<u64>,
+    /// Remove sealed segments older than this many seconds.
+    #[arg(long)]
+    retain_secs: Option<u64>,
+}
+
+#[derive(clap::Args, Debug)]
+struct ReplayArgs {
+    /// Topic name.
+    #[arg(long)]
+    topic: String,
+    /// WAL root directory.
+    #[arg(long)]
+    wal: PathBuf,
+    /// First sequence.
+    #[arg(long, default_value_t = 0)]
+    from: u64,
+    /// Last sequence (inclusive).
+    #[arg(long)]
+    to: Option<u64>,
+    /// One JSON object per frame.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct FollowArgs {
+    /// Topic name.
+    #[arg(long)]
+    topic: String,
+    /// WAL root directory (checkpoints go in DIR/<topic>/checkpoints).
+    #[arg(long)]
+    wal: PathBuf,
+    /// Subscriber name (its checkpoint's name).
+    #[arg(long)]
+    name: String,
+    /// Checkpoint after this many frames.
+    #[arg(long, default_value_t = 1)]
+    checkpoint_every: u64,
+    /// One JSON object per frame.
+    #[arg(long)]
+    json: bool,
+    /// Exit once this sequence has been processed.
+    #[arg(long)]
+    until: Option<u64>,
+    /// Append each processed sequence (8 bytes LE) to FILE instead of
+    /// printing; at start the file is cut back to the checkpoint, so the file
+    /// holds every sequence exactly once however often this is killed.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -270,6 +344,173 @@ fn run_sub(bus: &Bus, args: &SubArgs) -> Result<(), String> {
     Ok(())
 }
 
+fn run_record(bus: &Bus, args: &RecordArgs) -> Result<(), String> {
+    bus.config().topic(&args.topic).map_err(|e| e.to_string())?;
+    let options = wal::WalOptions {
+        segment_size: args.segment_size,
+        fsync: args.fsync,
+        retain_bytes: args.retain_bytes,
+        retain_age: args.retain_secs.map(Duration::from_secs),
+        ..Default::default()
+    };
+    let (mut log, recovery) =
+        recorder::open_wal(&args.wal, &args.topic, options).map_err(|e| e.to_string())?;
+    if let Some(t) = &recovery.truncated {
+        tracing::warn!("repaired WAL: {t}");
+    }
+    if let Some(p) = &recovery.removed_empty_segment {
+        tracing::warn!(
+            "removed a segment whose header was never written: {}",
+            p.display()
+        );
+    }
+    tracing::info!(topic = %args.topic, last_seq = ?log.last_seq(), "recording");
+    let stats =
+        recorder::record(bus, &args.topic, &mut log, signal::stopped).map_err(|e| e.to_string())?;
+    println!(
+        "recorded {} frames of {} ({} lost on the bus, {} missed by the recorder); last sequence {:?}",
+        stats.frames,
+        args.topic,
+        stats.lost,
+        stats.missed,
+        log.last_seq()
+    );
+    Ok(())
+}
+
+fn run_replay(args: &ReplayArgs) -> Result<(), String> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut write_err = None;
+    let stats = wal::Replay::new(&args.wal.join(&args.topic))
+        .run(args.from, args.to.unwrap_or(u64::MAX), |r| {
+            let line = if r.kind == wal::format::KIND_LOST {
+                if args.json {
+                    format!("{{\"event\":\"lost\",\"seq\":{}}}", r.seq)
+                } else {
+                    format!("LOST {}: its publisher died mid-publish", r.seq)
+                }
+            } else if args.json {
+                print::frame_json(r.seq, r.frame)
+                    .map(|v| v.to_string())
+                    .unwrap_or_default()
+            } else {
+                print::frame_line(r.seq, r.frame).unwrap_or_default()
+            };
+            if let Err(e) = writeln!(out, "{line}") {
+                write_err = Some(e);
+                return std::ops::ControlFlow::Break(());
+            }
+            std::ops::ControlFlow::Continue(())
+        })
+        .map_err(|e| e.to_string())?;
+    out.flush().ok();
+    if write_err.is_none() {
+        eprintln!(
+            "replayed {} frames, {} lost markers, {} bytes",
+            stats.frames, stats.lost, stats.bytes
+        );
+    }
+    Ok(())
+}
+
+/// Cuts `out` back to the entries up to and including `checkpoint`.
+fn cut_output(path: &std::path::Path, checkpoint: Option<u64>) -> Result<std::fs::File, String> {
+    let data = std::fs::read(path).unwrap_or_default();
+    let keep = match checkpoint {
+        None => 0,
+        Some(c) => {
+            data.chunks_exact(8)
+                .take_while(|e| u64::from_le_bytes((*e).try_into().expect("8 bytes")) <= c)
+                .count()
+                * 8
+        }
+    };
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    f.set_len(keep as u64)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(f)
+}
+
+fn run_follow(bus: &Bus, args: &FollowArgs) -> Result<(), String> {
+    bus.config().topic(&args.topic).map_err(|e| e.to_string())?;
+    let wal_dir = args.wal.join(&args.topic);
+    let mut follower = resume::Resumable::open(
+        bus,
+        &args.topic,
+        &wal_dir,
+        &wal_dir.join("checkpoints"),
+        &args.name,
+        resume::CheckpointPolicy {
+            every_events: args.checkpoint_every.max(1),
+            every: Duration::from_millis(100),
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let mut sink: Box<dyn Write> = match &args.out {
+        Some(path) => {
+            use std::io::Seek;
+            let mut f = cut_output(path, follower.checkpointed())?;
+            f.seek(std::io::SeekFrom::End(0))
+                .map_err(|e| e.to_string())?;
+            Box::new(f)
+        }
+        None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+    };
+    let binary = args.out.is_some();
+    let until = args.until;
+    let mut failure = None;
+    follower.run(
+        |event| {
+            let (seq, line) = match event {
+                resume::Event::Frame { seq, bytes } => (
+                    seq,
+                    if args.json {
+                        print::frame_json(seq, bytes)
+                            .map(|v| v.to_string())
+                            .unwrap_or_default()
+                    } else {
+                        print::frame_line(seq, bytes).unwrap_or_default()
+                    },
+                ),
+                resume::Event::Lost(seq) => (seq, format!("{{\"event\":\"lost\",\"seq\":{seq}}}")),
+                resume::Event::Missing { from, to } => (
+                    to,
+                    format!("{{\"event\":\"missing\",\"from\":{from},\"to\":{to}}}"),
+                ),
+            };
+            // Processing = writing the output; it completes before the
+            // checkpoint that follows the event is stored.
+            let written = if binary {
+                // Only frames: a lost or missing sequence must show up as
+                // absent, not as processed.
+                match event {
+                    resume::Event::Frame { seq, .. } => sink.write_all(&seq.to_le_bytes()),
+                    _ => Ok(()),
+                }
+            } else {
+                writeln!(sink, "{line}")
+            };
+            if let Err(e) = written {
+                failure = Some(e.to_string());
+                return std::ops::ControlFlow::Break(());
+            }
+            if until.is_some_and(|u| seq >= u) {
+                return std::ops::ControlFlow::Break(());
+            }
+            std::ops::ControlFlow::Continue(())
+        },
+        signal::stopped,
+    )?;
+    sink.flush().ok();
+    failure.map_or(Ok(()), Err)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -290,6 +531,9 @@ fn main() -> ExitCode {
                 Command::Sub(args) => run_sub(&bus, args),
                 Command::Stat(args) => stat::run(&bus, args.remove_stale),
                 Command::DemoSub(args) => demo::run_child(&bus, args),
+                Command::Record(args) => run_record(&bus, args),
+                Command::Replay(args) => run_replay(args),
+                Command::Follow(args) => run_follow(&bus, args),
             }
         });
     match result {
