@@ -557,7 +557,7 @@ fn record_then_replay_prints_what_was_published() {
     let wal = std::env::temp_dir().join(format!("{}-wal", ns.name));
     let _ = std::fs::remove_dir_all(&wal);
     let wal_s = wal.to_str().unwrap().to_owned();
-    let mut recorder = ns.spawn(&[
+    let recorder = ns.spawn(&[
         "record",
         "--topic",
         "trade_events",
