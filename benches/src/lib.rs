@@ -1,5 +1,7 @@
 //! Shared pieces of the zerocast benchmarks.
 
+pub mod durability;
+
 use std::sync::OnceLock;
 
 /// The cores this process may run on, read once before anything is pinned

@@ -59,6 +59,15 @@ struct AllArgs {
     /// Largest iceoryx2 fan-out to run.
     #[arg(long, default_value_t = 100)]
     iox_fanout_max: usize,
+    /// Directory for the durability benchmarks' WALs (on the disk to measure).
+    #[arg(long, default_value = "target/bench-wal")]
+    wal_dir: PathBuf,
+    /// Skip the bus suites, run only durability.
+    #[arg(long)]
+    durability_only: bool,
+    /// Skip the durability suite.
+    #[arg(long)]
+    no_durability: bool,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -834,6 +843,34 @@ fn markdown(report: &Value) -> String {
             r["lagged_max"],
         );
     }
+    let d = &report["durability"];
+    if !d.is_null() {
+        s += &format!("\n**Durability** (WAL in `{}`)\n\n| recorder fsync | frames | frames/s | MB/s |\n|---|---|---|---|\n", d["wal_dir"].as_str().unwrap_or("?"));
+        for r in d["recorder"].as_array().into_iter().flatten() {
+            s += &format!(
+                "| {} | {} | {:.2} M | {:.0} |\n",
+                r["fsync"].as_str().unwrap_or("?"),
+                r["frames"],
+                r["frames_per_s"].as_f64().unwrap_or(0.0) / 1e6,
+                r["mb_per_s"].as_f64().unwrap_or(0.0)
+            );
+        }
+        let r = &d["replay"];
+        s += &format!(
+            "\nReplay from page cache: {:.2} GB/s ({:.1} M frames/s) over {:.2} GB, every record's CRC and frame layout validated.\n",
+            r["gb_per_s"].as_f64().unwrap_or(0.0),
+            r["frames_per_s"].as_f64().unwrap_or(0.0) / 1e6,
+            r["bytes"].as_f64().unwrap_or(0.0) / 1e9
+        );
+        let c = &d["catch_up"];
+        s += &format!(
+            "Catch-up: a resumable subscriber from sequence 0 over a {:.2} GB backlog ({} frames) reached the live head in {:.2} s while the publisher kept publishing at {:.0} frames/s.\n",
+            c["backlog_bytes"].as_f64().unwrap_or(0.0) / 1e9,
+            c["backlog_frames"],
+            c["secs_to_live"].as_f64().unwrap_or(0.0),
+            c["live_rate"].as_f64().unwrap_or(0.0)
+        );
+    }
     s
 }
 
@@ -849,7 +886,8 @@ fn run_all(args: AllArgs) {
     eprintln!("harness: cores {ids:?}, publisher on {pub_core}, subscribers on {sub_cores:?}");
 
     let mut latency = Vec::new();
-    for kind in ["trade", "l2"] {
+    let bus_suites = !args.durability_only;
+    for kind in ["trade", "l2"].into_iter().filter(|_| bus_suites) {
         for transport in ["shm", "iox", "iox-plain"] {
             for wait in ["spin", "block"] {
                 eprintln!("latency {transport} {kind} {wait}");
@@ -886,7 +924,8 @@ fn run_all(args: AllArgs) {
         }
     }
     let mut throughput = Vec::new();
-    let fan: &[usize] = &[1, sub_cores.len().max(2)];
+    let two = [1, sub_cores.len().max(2)];
+    let fan: &[usize] = if bus_suites { &two } else { &[] };
     for &subs in fan {
         for (transport, batch) in [
             ("shm", 1),
@@ -911,6 +950,11 @@ fn run_all(args: AllArgs) {
         "latency": latency,
         "fanout": fanout,
         "throughput": throughput,
+        "durability": if args.no_durability {
+            Value::Null
+        } else {
+            zerocast_benches::durability::run(&args.wal_dir, args.smoke)
+        },
     });
     std::fs::create_dir_all(&args.out).expect("create output directory");
     let json_path = args.out.join("results.json");
@@ -925,12 +969,15 @@ fn run_all(args: AllArgs) {
     println!("{md}");
     eprintln!("wrote {} and {}", json_path.display(), md_path.display());
     if args.smoke {
-        check_complete(&report);
+        check_complete(&report, bus_suites);
     }
 }
 
 /// The smoke run's check: every case ran and reported, nothing silently lost.
-fn check_complete(report: &Value) {
+fn check_complete(report: &Value, bus_suites: bool) {
+    if !bus_suites {
+        return check_durability(report);
+    }
     let lat = report["latency"].as_array().expect("latency section");
     assert_eq!(lat.len(), 12, "latency cases");
     for r in lat {
@@ -961,6 +1008,26 @@ fn check_complete(report: &Value) {
                 "a gating receiver must get every frame: {r}"
             );
         }
+    }
+    check_durability(report);
+}
+
+fn check_durability(report: &Value) {
+    let d = &report["durability"];
+    if !d.is_null() {
+        assert_eq!(
+            d["recorder"].as_array().map(Vec::len),
+            Some(4),
+            "recorder cases"
+        );
+        assert!(
+            d["replay"]["frames"].as_u64().unwrap_or(0) > 0,
+            "replay read nothing"
+        );
+        assert!(
+            d["catch_up"]["delivered"].as_u64().unwrap_or(0) > 0,
+            "catch-up delivered nothing"
+        );
     }
     eprintln!("smoke check: results complete");
 }
