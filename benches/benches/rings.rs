@@ -7,6 +7,7 @@
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 
 use std::hint::black_box;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -138,8 +139,15 @@ fn spsc(c: &mut Criterion) {
     });
     g.bench_function("rtrb", |b| {
         b.iter_custom(|iters| {
+            // One ring for all iterations, like the others: its halves are
+            // handed to the threads and back, so no iteration pays for
+            // allocating and faulting in a fresh ring.
+            let (p, c) = rtrb::RingBuffer::<Item>::new(CAPACITY);
+            let (ps, cs) = (Mutex::new(Some(p)), Mutex::new(Some(c)));
+            let (ps, cs) = (&ps, &cs);
             cross_thread(iters, || {
-                let (mut p, mut cons) = rtrb::RingBuffer::<Item>::new(CAPACITY);
+                let mut p = ps.lock().unwrap().take().unwrap();
+                let mut cons = cs.lock().unwrap().take().unwrap();
                 (
                     move || {
                         for i in 0..BATCH {
@@ -149,6 +157,7 @@ fn spsc(c: &mut Criterion) {
                                 std::hint::spin_loop();
                             }
                         }
+                        *ps.lock().unwrap() = Some(p);
                     },
                     move || {
                         let mut got = 0;
@@ -158,6 +167,7 @@ fn spsc(c: &mut Criterion) {
                                 got += 1;
                             }
                         }
+                        *cs.lock().unwrap() = Some(cons);
                     },
                 )
             })
@@ -347,10 +357,15 @@ fn broadcast(c: &mut Criterion) {
     // Baselines moving the same 160-byte frames losslessly between two threads.
     g.bench_function("rtrb_same_frames", |b| {
         b.iter_custom(|iters| {
+            // Reused across iterations, as the rings above are.
+            let (p, c) = rtrb::RingBuffer::<[u64; 20]>::new(CAPACITY);
+            let (ps, cs) = (Mutex::new(Some(p)), Mutex::new(Some(c)));
+            let (ps, cs) = (&ps, &cs);
+            let mut f = [0u64; 20];
+            f.copy_from_slice(&frame[..20]);
             cross_thread(iters, || {
-                let (mut p, mut cons) = rtrb::RingBuffer::<[u64; 20]>::new(CAPACITY);
-                let mut f = [0u64; 20];
-                f.copy_from_slice(&frame[..20]);
+                let mut p = ps.lock().unwrap().take().unwrap();
+                let mut cons = cs.lock().unwrap().take().unwrap();
                 (
                     move || {
                         for _ in 0..BATCH {
@@ -358,6 +373,7 @@ fn broadcast(c: &mut Criterion) {
                                 std::hint::spin_loop();
                             }
                         }
+                        *ps.lock().unwrap() = Some(p);
                     },
                     move || {
                         let mut got = 0;
@@ -367,6 +383,7 @@ fn broadcast(c: &mut Criterion) {
                                 got += 1;
                             }
                         }
+                        *cs.lock().unwrap() = Some(cons);
                     },
                 )
             })

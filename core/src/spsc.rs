@@ -223,7 +223,11 @@ where
         // Acquire: pairs with the Release store of head in `pop`.
         let cached_head = h.head.load(Ordering::Acquire);
         Producer {
-            queue: self,
+            queue: core::marker::PhantomData,
+            capacity: self.capacity,
+            header: h,
+            slots: self.storage.elems(),
+            mask: self.mask,
             tail,
             cached_head,
         }
@@ -242,21 +246,25 @@ where
         // Acquire: pairs with the Release store of tail in `push`.
         let cached_tail = h.tail.load(Ordering::Acquire);
         Consumer {
-            queue: self,
+            queue: core::marker::PhantomData,
+            header: h,
+            slots: self.storage.elems(),
+            mask: self.mask,
             head,
             cached_tail,
         }
-    }
-
-    #[inline(always)]
-    fn slot(&self, pos: u64) -> &Slot<T> {
-        &self.storage.elems()[(pos & self.mask) as usize]
     }
 }
 
 /// The pushing side of an [`Spsc`].
 pub struct Producer<'a, T, S> {
-    queue: &'a Spsc<T, S>,
+    queue: core::marker::PhantomData<&'a Spsc<T, S>>,
+    capacity: u64,
+    /// Cached from the storage: no trait call or re-derivation per push.
+    header: &'a SpscHeader,
+    /// The slots; `slots.len() == mask + 1`.
+    slots: &'a [Slot<T>],
+    mask: u64,
     /// Our next position (equal to the shared tail once published).
     tail: u64,
     /// A head value the consumer has published; may be stale (lower).
@@ -271,6 +279,15 @@ impl<T, S> fmt::Debug for Producer<'_, T, S> {
     }
 }
 
+#[inline(always)]
+fn slot_at<T>(slots: &[Slot<T>], mask: u64, pos: u64) -> &Slot<T> {
+    let index = (pos & mask) as usize;
+    debug_assert!(index < slots.len());
+    // SAFETY: `slots.len() == mask + 1` (a power of two, checked at init or
+    // attach), so `pos & mask` is in bounds.
+    unsafe { slots.get_unchecked(index) }
+}
+
 impl<T, S> Producer<'_, T, S>
 where
     T: Copy + Send,
@@ -280,7 +297,7 @@ where
     /// than `wanted` are free.
     #[inline(always)]
     fn free(&mut self, wanted: u64) -> u64 {
-        let cap = self.queue.capacity;
+        let cap = self.capacity;
         let free = cap - (self.tail - self.cached_head);
         if free >= wanted {
             return free;
@@ -288,7 +305,7 @@ where
         // Acquire: pairs with the Release store of head in `Consumer::pop*`:
         // the consumer's reads of the slots below head happen before we
         // overwrite them.
-        self.cached_head = self.queue.storage.header().head.load(Ordering::Acquire);
+        self.cached_head = self.header.head.load(Ordering::Acquire);
         debug_assert!(self.tail - self.cached_head <= cap);
         cap - (self.tail - self.cached_head)
     }
@@ -300,7 +317,7 @@ where
             return Err(PushError::Full(value));
         }
         let tail = self.tail;
-        self.queue.slot(tail).0.with_mut(|p| {
+        slot_at(self.slots, self.mask, tail).0.with_mut(|p| {
             // SAFETY: the slot at `tail` is free (tail - head < capacity) and
             // only the single producer writes free slots.
             unsafe { p.write(MaybeUninit::new(value)) }
@@ -308,11 +325,7 @@ where
         self.tail = tail + 1;
         // Release: pairs with the Acquire load of tail in `Consumer::pop*`;
         // publishes the slot write above.
-        self.queue
-            .storage
-            .header()
-            .tail
-            .store(self.tail, Ordering::Release);
+        self.header.tail.store(self.tail, Ordering::Release);
         Ok(())
     }
 
@@ -321,32 +334,35 @@ where
     pub fn push_slice(&mut self, items: &[T]) -> usize {
         let n = (self.free(items.len() as u64) as usize).min(items.len());
         for (i, item) in items[..n].iter().enumerate() {
-            self.queue.slot(self.tail + i as u64).0.with_mut(|p| {
-                // SAFETY: positions tail .. tail + n are free (n <= free).
-                unsafe { p.write(MaybeUninit::new(*item)) }
-            });
+            slot_at(self.slots, self.mask, self.tail + i as u64)
+                .0
+                .with_mut(|p| {
+                    // SAFETY: positions tail .. tail + n are free (n <= free).
+                    unsafe { p.write(MaybeUninit::new(*item)) }
+                });
         }
         if n > 0 {
             self.tail += n as u64;
             // Release: as in `push`, publishing all n writes at once.
-            self.queue
-                .storage
-                .header()
-                .tail
-                .store(self.tail, Ordering::Release);
+            self.header.tail.store(self.tail, Ordering::Release);
         }
         n
     }
 
     /// Free slots (a lower bound: the consumer may have freed more).
     pub fn slots(&mut self) -> u64 {
-        self.free(self.queue.capacity)
+        self.free(self.capacity)
     }
 }
 
 /// The popping side of an [`Spsc`].
 pub struct Consumer<'a, T, S> {
-    queue: &'a Spsc<T, S>,
+    queue: core::marker::PhantomData<&'a Spsc<T, S>>,
+    /// Cached from the storage, as in [`Producer`].
+    header: &'a SpscHeader,
+    /// The slots; `slots.len() == mask + 1`.
+    slots: &'a [Slot<T>],
+    mask: u64,
     /// Our next position (equal to the shared head once published).
     head: u64,
     /// A tail value the producer has published; may be stale (lower).
@@ -376,7 +392,7 @@ where
         }
         // Acquire: pairs with the Release store of tail in `Producer::push*`;
         // makes the producer's slot writes visible.
-        self.cached_tail = self.queue.storage.header().tail.load(Ordering::Acquire);
+        self.cached_tail = self.header.tail.load(Ordering::Acquire);
         self.cached_tail - self.head
     }
 
@@ -387,7 +403,7 @@ where
             return Err(PopError::Empty);
         }
         let head = self.head;
-        let value = self.queue.slot(head).0.with(|p| {
+        let value = slot_at(self.slots, self.mask, head).0.with(|p| {
             // SAFETY: head < tail, so the producer wrote this slot and
             // published it (Acquire above); it will not touch it until we
             // publish a head past it.
@@ -396,11 +412,7 @@ where
         self.head = head + 1;
         // Release: pairs with the Acquire load of head in `Producer::free`;
         // our read above happens before the producer reuses the slot.
-        self.queue
-            .storage
-            .header()
-            .head
-            .store(self.head, Ordering::Release);
+        self.header.head.store(self.head, Ordering::Release);
         Ok(value)
     }
 
@@ -409,20 +421,18 @@ where
     pub fn pop_into(&mut self, out: &mut [T]) -> usize {
         let n = (self.available(out.len() as u64) as usize).min(out.len());
         for (i, dst) in out[..n].iter_mut().enumerate() {
-            *dst = self.queue.slot(self.head + i as u64).0.with(|p| {
-                // SAFETY: positions head .. head + n are below the published
-                // tail (n <= available).
-                unsafe { (*p).assume_init() }
-            });
+            *dst = slot_at(self.slots, self.mask, self.head + i as u64)
+                .0
+                .with(|p| {
+                    // SAFETY: positions head .. head + n are below the published
+                    // tail (n <= available).
+                    unsafe { (*p).assume_init() }
+                });
         }
         if n > 0 {
             self.head += n as u64;
             // Release: as in `pop`, for all n slots at once.
-            self.queue
-                .storage
-                .header()
-                .head
-                .store(self.head, Ordering::Release);
+            self.header.head.store(self.head, Ordering::Release);
         }
         n
     }

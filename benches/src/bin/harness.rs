@@ -903,7 +903,9 @@ fn run_all(args: AllArgs) {
         }
     }
     let mut fanout = Vec::new();
-    let counts: &[usize] = if args.smoke {
+    let counts: &[usize] = if !bus_suites {
+        &[]
+    } else if args.smoke {
         &[1, 10]
     } else {
         &[1, 10, 100, 1000]
