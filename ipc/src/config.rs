@@ -271,6 +271,13 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The ack channel file of topic `name` in this namespace.
+    pub fn ack_path(&self, name: &str) -> PathBuf {
+        shm_dir().join(format!("zerocast-acks.{}.{}", self.namespace, name))
+    }
+}
+
 /// Prefix of every segment file name: `zerocast.<namespace>.<topic>`.
 pub const SEGMENT_PREFIX: &str = "zerocast.";
 

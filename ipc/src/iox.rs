@@ -35,7 +35,9 @@ use crate::layout::now_ns;
 use crate::publisher::PublisherOptions;
 use crate::subscriber::{Received, RecvError, SubscriberOptions};
 
-type Service = ipc::Service;
+// The thread-safe flavour: ports can move to another thread, so `Publisher`
+// and `Subscriber` stay `Send` whatever their transport.
+type Service = ipc_threadsafe::Service;
 
 fn iox_err(what: &str) -> impl FnOnce(&dyn std::fmt::Debug) -> Error + '_ {
     move |e| Error::Iceoryx(format!("{what}: {e:?}"))
@@ -92,8 +94,8 @@ fn open_services(namespace: &str, topic: &TopicConfig) -> Result<Services> {
         .history_size(0)
         .max_publishers(crate::layout::MAX_PUBLISHERS)
         .max_subscribers(MAX_IOX_SUBSCRIBERS)
-        // Every port lives in its own node here (ports cannot move between
-        // threads), so allow as many nodes as ports.
+        // Every Subscriber and Publisher here owns its own node (so each can
+        // stand alone and be dropped alone): allow as many nodes as ports.
         .max_nodes(MAX_IOX_SUBSCRIBERS + crate::layout::MAX_PUBLISHERS + 16)
         .open_or_create()
         .map_err(|e| iox_err("open publish-subscribe service")(&e))?;

@@ -23,6 +23,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod acks;
 pub mod config;
 pub mod error;
 #[cfg(feature = "iceoryx2")]
@@ -132,6 +133,14 @@ impl Bus {
         })
     }
 
+    /// Topic `name`'s ack channel (created if needed).
+    pub fn acks(&self, name: &str) -> Result<Arc<acks::AckChannel>> {
+        self.config.topic(name)?;
+        Ok(Arc::new(acks::AckChannel::open_or_create(
+            &self.config.ack_path(name),
+        )?))
+    }
+
     /// Removes every configured topic's segment file (those that exist).
     /// Processes still mapping them keep working; new openers get new ones.
     pub fn remove_segments(&self) -> Vec<std::path::PathBuf> {
@@ -140,6 +149,10 @@ impl Bus {
             let path = self.config.segment_path(&t.name);
             if std::fs::remove_file(&path).is_ok() {
                 removed.push(path);
+            }
+            let acks = self.config.ack_path(&t.name);
+            if std::fs::remove_file(&acks).is_ok() {
+                removed.push(acks);
             }
         }
         removed
@@ -225,8 +238,8 @@ pub fn spawn_heartbeat(
     let flag = Arc::clone(&stop);
     let (bus, topic_name, name) = (bus.clone(), topic.to_owned(), name.to_owned());
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    // The publisher is made on the thread: iceoryx2 ports may not move
-    // between threads.
+    // The publisher is made on the thread, so an error can be reported
+    // before this function returns.
     let handle = std::thread::Builder::new()
         .name(format!("zerocast-heartbeat-{topic}"))
         .spawn(move || {

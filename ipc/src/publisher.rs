@@ -130,6 +130,19 @@ impl ShmPublisher {
         self.publish_words(&frame[..words])
     }
 
+    /// Publishes `body` as a retransmission of sequence `original`: the
+    /// frame's reserved header word carries `original + 1`, so subscribers
+    /// can recognise a frame they already processed
+    /// ([`Received::retransmit_of`](crate::Received::retransmit_of)).
+    pub fn publish_retransmit<B: Body>(&mut self, body: &B, original: u64) -> Result<u64> {
+        let words = frame::encode(body, self.entry as u32, now_ns(), &mut self.buf.0)
+            .expect("FrameBuf holds any frame");
+        // Header bytes 24..32: the reserved word.
+        self.buf.0[3] = original + 1;
+        let frame = self.buf.0;
+        self.publish_words(&frame[..words])
+    }
+
     /// Publishes an encoded frame (see [`frame::encode`]); word 0 is replaced
     /// by the sequence.
     #[inline]

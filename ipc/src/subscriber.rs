@@ -110,6 +110,13 @@ impl<'a> Received<'a> {
         MessageKind::from_u16(u16::from_le_bytes([self.bytes[20], self.bytes[21]]))
     }
 
+    /// On a shared-memory topic, the sequence this frame retransmits, if it
+    /// is a retransmission (see `ShmPublisher::publish_retransmit`).
+    pub fn retransmit_of(&self) -> Option<u64> {
+        let v = u64::from_le_bytes(self.bytes[24..32].try_into().expect("header is 32 bytes"));
+        v.checked_sub(1)
+    }
+
     /// Publish time from the header, ns since the Unix epoch.
     pub fn publish_ns(&self) -> u64 {
         u64::from_le_bytes(self.bytes[8..16].try_into().expect("header is 32 bytes"))

@@ -263,3 +263,11 @@ fn regression_concurrent_open_never_sees_an_uninitialised_segment() {
     );
     bus.remove_segments();
 }
+
+/// Handles can move to the thread that uses them, whatever the transport.
+#[test]
+fn publisher_and_subscriber_are_send() {
+    fn send<T: Send>() {}
+    send::<zerocast_ipc::Publisher>();
+    send::<zerocast_ipc::Subscriber>();
+}

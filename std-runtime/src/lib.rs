@@ -5,6 +5,7 @@ pub mod demo;
 pub mod feed;
 pub mod print;
 pub mod recorder;
+pub mod reliable;
 pub mod resume;
 pub mod signal;
 pub mod stat;

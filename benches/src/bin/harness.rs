@@ -911,8 +911,8 @@ fn run_all(args: AllArgs) {
         &[1, 10, 100, 1000]
     };
     for &subs in counts {
-        // iceoryx2 gives every subscriber port its own node here (ports may
-        // not cross threads); setting up 1000 of them did not finish in 10
+        // zerocast's iceoryx2 adapter gives every subscriber its own node
+        // (one per Subscriber, so each stands alone); setting up 1000 of them did not finish in 10
         // minutes on the 2-vCPU machine, so its fan-out stops at 100 unless
         // asked for with --iox-fanout-max.
         for transport in ["shm", "iox"] {

@@ -1,0 +1,209 @@
+//! Acks and reliable publishing.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use zerocast_core::frame::{id::id, Heartbeat};
+use zerocast_ipc::{
+    Bus, Config, PublisherOptions, RecvError, Start, SubscriberOptions, TopicConfig, TopicKind,
+};
+use zerocast_runtime::reliable::{
+    Acker, Quorum, ReliableError, ReliableOptions, ReliablePublisher,
+};
+
+fn bus(test: &str) -> Bus {
+    let bus = Bus::new(Config {
+        namespace: format!("rel{}-{test}", std::process::id()),
+        topics: vec![TopicConfig::new("orders", 1 << 20, TopicKind::Any)],
+    });
+    bus.remove_segments();
+    bus
+}
+
+fn beat(n: u64) -> Heartbeat {
+    Heartbeat {
+        publisher_id: id("engine").unwrap(),
+        sequence: n,
+        timestamp: 0,
+    }
+}
+
+/// A subscriber thread that acks what it handles; `skip_originals` makes it
+/// ignore first transmissions (as if it missed them) and handle only
+/// retransmissions.
+fn acking_subscriber<'s>(
+    s: &'s std::thread::Scope<'s, '_>,
+    bus: &'s Bus,
+    name: &'static str,
+    skip_originals: bool,
+    stop: &'s AtomicBool,
+) -> std::thread::ScopedJoinHandle<'s, Vec<(u64, Option<u64>)>> {
+    let mut sub = bus
+        .subscriber(
+            "orders",
+            SubscriberOptions {
+                name: name.into(),
+                start: Start::Oldest,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let mut acker = Acker::new(bus, "orders", name).unwrap();
+    s.spawn(move || {
+        let mut seen = Vec::new();
+        // Relaxed: a stop flag; the scope join synchronises.
+        while !stop.load(Ordering::Relaxed) {
+            match sub.recv_timeout(Duration::from_millis(10)) {
+                Ok(f) => {
+                    seen.push((f.seq, f.retransmit_of()));
+                    if skip_originals && f.retransmit_of().is_none() {
+                        continue;
+                    }
+                    if !acker.is_duplicate(&f) {
+                        // process it here
+                    }
+                    acker.handled(&f);
+                }
+                Err(RecvError::Empty) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        seen
+    })
+}
+
+/// Regression: the seed's reliable publish incremented the sequence twice.
+#[test]
+fn regression_reliable_publish_takes_exactly_one_sequence() {
+    let bus = bus("one");
+    let stop = AtomicBool::new(false);
+    let mut p = ReliablePublisher::new(&bus, "orders", PublisherOptions::default()).unwrap();
+    std::thread::scope(|s| {
+        let a = acking_subscriber(s, &bus, "risk", false, &stop);
+        let b = acking_subscriber(s, &bus, "db", false, &stop);
+        let quorum = Quorum::All(vec!["risk".into(), "db".into()]);
+        for n in 0..20 {
+            let seq = p
+                .publish_reliable(
+                    &beat(n),
+                    &quorum,
+                    ReliableOptions {
+                        timeout: Duration::from_secs(2),
+                        max_retries: 0,
+                    },
+                )
+                .unwrap();
+            assert_eq!(seq, n, "one sequence per reliable publish");
+        }
+        assert_eq!(bus.segment("orders").unwrap().ring().head(), 20);
+        // Relaxed: see above.
+        stop.store(true, Ordering::Relaxed);
+        for h in [a, b] {
+            let seen = h.join().unwrap();
+            assert_eq!(
+                seen.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+                (0..20).collect::<Vec<_>>()
+            );
+        }
+    });
+    bus.remove_segments();
+}
+
+/// Regression: the seed never restarted its retry timer, so every retry
+/// after the first fired at once. Each attempt now waits its full timeout.
+#[test]
+fn regression_retry_timer_restarts_with_every_attempt() {
+    let bus = bus("timer");
+    let mut p = ReliablePublisher::new(&bus, "orders", PublisherOptions::default()).unwrap();
+    let t0 = Instant::now();
+    let err = p
+        .publish_reliable(
+            &beat(1),
+            &Quorum::All(vec!["risk".into()]),
+            ReliableOptions {
+                timeout: Duration::from_millis(100),
+                max_retries: 2,
+            },
+        )
+        .unwrap_err();
+    let elapsed = t0.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(300),
+        "three attempts of 100 ms each, took {elapsed:?}"
+    );
+    assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
+    match &err {
+        ReliableError::NotAcked {
+            seq,
+            attempts,
+            missing,
+        } => {
+            assert_eq!((*seq, *attempts), (0, 3));
+            assert!(missing.contains("risk"), "{missing}");
+        }
+        other => panic!("{other}"),
+    }
+    assert!(err.to_string().contains("not acked after 3 attempts"));
+    // The original and two retransmissions.
+    assert_eq!(bus.segment("orders").unwrap().ring().head(), 3);
+    bus.remove_segments();
+}
+
+#[test]
+fn retransmission_reaches_a_subscriber_that_missed_the_original() {
+    let bus = bus("retx");
+    let stop = AtomicBool::new(false);
+    let mut p = ReliablePublisher::new(&bus, "orders", PublisherOptions::default()).unwrap();
+    std::thread::scope(|s| {
+        let sub = acking_subscriber(s, &bus, "late", true, &stop);
+        let seq = p
+            .publish_reliable(
+                &beat(7),
+                &Quorum::All(vec!["late".into()]),
+                ReliableOptions {
+                    timeout: Duration::from_millis(100),
+                    max_retries: 3,
+                },
+            )
+            .unwrap();
+        assert_eq!(seq, 1, "acked on the first retransmission");
+        // Relaxed: see above.
+        stop.store(true, Ordering::Relaxed);
+        let seen = sub.join().unwrap();
+        assert_eq!(&seen[..2], &[(0, None), (1, Some(0))]);
+    });
+    bus.remove_segments();
+}
+
+#[test]
+fn quorum_of_one_is_met_by_either_subscriber() {
+    let bus = bus("quorum");
+    let stop = AtomicBool::new(false);
+    let mut p = ReliablePublisher::new(&bus, "orders", PublisherOptions::default()).unwrap();
+    std::thread::scope(|s| {
+        let sub = acking_subscriber(s, &bus, "only", false, &stop);
+        let seq = p
+            .publish_reliable(&beat(1), &Quorum::AtLeast(1), ReliableOptions::default())
+            .unwrap();
+        assert_eq!(seq, 0);
+        let err = p
+            .publish_reliable(
+                &beat(2),
+                &Quorum::AtLeast(2),
+                ReliableOptions {
+                    timeout: Duration::from_millis(50),
+                    max_retries: 0,
+                },
+            )
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("1 of at least 2 subscribers acked"),
+            "{err}"
+        );
+        // Relaxed: see above.
+        stop.store(true, Ordering::Relaxed);
+        sub.join().unwrap();
+    });
+    bus.remove_segments();
+}
