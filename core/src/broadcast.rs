@@ -70,6 +70,10 @@ pub use crate::storage::LayoutError;
 use crate::storage::Storage;
 use crate::sync::{fence, spin_loop, AtomicU64, Ordering};
 
+/// A gating cursor releases its slots at least every this many frames (and
+/// whenever it polls an empty ring).
+pub const RELEASE_EVERY: u64 = 64;
+
 /// Most gating consumers a ring can have at once.
 pub const MAX_GATING: usize = 16;
 
@@ -829,7 +833,16 @@ where
     #[inline]
     pub fn try_recv(&self, cursor: &mut ReadCursor, out: &mut [u64]) -> Result<u64, TryRecvError> {
         let result = self.recv_one(cursor, out);
-        if result != Err(TryRecvError::Empty) && !cursor.manual_release {
+        // A gating cursor publishes its position every RELEASE_EVERY frames
+        // and whenever it finds nothing to read, not on every frame: a
+        // producer waiting at the ring's limit reads that line, and writing
+        // it per frame would bounce it between the two cores on every frame.
+        // An idle consumer therefore never holds anything back; a busy one
+        // holds at most RELEASE_EVERY - 1 slots it has already read.
+        if cursor.gating.is_some()
+            && !cursor.manual_release
+            && (cursor.next % RELEASE_EVERY == 0 || !matches!(result, Ok(_)))
+        {
             self.release(cursor);
         }
         result
@@ -858,7 +871,7 @@ where
                 }
             }
         }
-        if result != Err(TryRecvError::Empty) && !cursor.manual_release {
+        if !cursor.manual_release {
             self.release(cursor);
         }
         if n > 0 {

@@ -265,21 +265,42 @@ fn gating_consumer_makes_publish_full_instead_of_overwriting() {
             Err(PublishError::Full)
         );
         assert_eq!(ring.head(), 64, "a Full publish claims nothing");
-        assert_eq!(ring.recv(&mut g, &mut out), Ok(0));
-        assert_eq!(ring.publish(&mut cache, &frame(64)), Ok(64));
-        assert_eq!(
-            ring.publish(&mut cache, &frame(65)),
-            Err(PublishError::Full)
-        );
-        for s in 1..=64 {
+        // A busy gating consumer releases every RELEASE_EVERY frames.
+        for s in 0..63 {
             assert_eq!(ring.recv(&mut g, &mut out), Ok(s));
             check_frame(s, &out);
         }
+        assert_eq!(
+            ring.publish(&mut cache, &frame(64)),
+            Err(PublishError::Full)
+        );
+        assert_eq!(ring.recv(&mut g, &mut out), Ok(63));
+        assert_eq!(ring.publish(&mut cache, &frame(64)), Ok(64));
+        assert_eq!(ring.recv(&mut g, &mut out), Ok(64));
+        check_frame(64, &out);
         ring.unregister(&mut g);
         for s in 65..65 + 200 {
             assert_eq!(ring.publish(&mut cache, &frame(s)), Ok(s));
         }
     });
+}
+
+#[test]
+fn idle_gating_consumer_releases_everything_it_read() {
+    let ring = Broadcast::with_capacity(64, PAYLOAD).unwrap();
+    let mut cache = GatingCache::default();
+    let mut g = ring.register_gating(Start::Newest).unwrap();
+    let slot = g.gating_slot().unwrap();
+    let mut out = [0u64; PAYLOAD];
+    for s in 0..3 {
+        ring.try_publish(&mut cache, &frame(s)).unwrap();
+    }
+    for s in 0..3 {
+        assert_eq!(ring.try_recv(&mut g, &mut out), Ok(s));
+    }
+    assert_eq!(ring.gating_position(slot), Some(0), "held while busy");
+    assert_eq!(ring.try_recv(&mut g, &mut out), Err(TryRecvError::Empty));
+    assert_eq!(ring.gating_position(slot), Some(3), "released when idle");
 }
 
 #[test]
