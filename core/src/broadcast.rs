@@ -841,7 +841,7 @@ where
         // holds at most RELEASE_EVERY - 1 slots it has already read.
         if cursor.gating.is_some()
             && !cursor.manual_release
-            && (cursor.next % RELEASE_EVERY == 0 || !matches!(result, Ok(_)))
+            && (cursor.next % RELEASE_EVERY == 0 || result.is_err())
         {
             self.release(cursor);
         }
