@@ -13,7 +13,7 @@ use memmap2::MmapMut;
 use zerocast_core::mpmc::{Mpmc, MpmcHeader, MpmcSlot, PushError};
 use zerocast_core::storage::Raw;
 
-use crate::error::{Error, Result};
+use crate::error::{io, Error, Result};
 
 /// One cumulative ack: `subscriber` has processed every sequence up to and
 /// including `seq`.
@@ -50,14 +50,6 @@ impl std::fmt::Debug for AckChannel {
         f.debug_struct("AckChannel")
             .field("path", &self.path)
             .finish_non_exhaustive()
-    }
-}
-
-fn io<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(std::io::Error) -> Error + 'a {
-    move |source| Error::Io {
-        path: path.to_owned(),
-        action,
-        source,
     }
 }
 

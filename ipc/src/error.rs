@@ -188,5 +188,17 @@ impl From<PublishError> for Error {
     }
 }
 
+/// Maps an I/O error on `path` during `action` to [`Error::Io`].
+pub(crate) fn io<'a>(
+    path: &'a std::path::Path,
+    action: &'static str,
+) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |source| Error::Io {
+        path: path.to_owned(),
+        action,
+        source,
+    }
+}
+
 /// Result with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

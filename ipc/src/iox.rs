@@ -27,12 +27,12 @@ use iceoryx2::port::notifier::Notifier;
 use iceoryx2::port::publisher::Publisher;
 use iceoryx2::port::subscriber::Subscriber;
 use iceoryx2::prelude::*;
-use zerocast_core::frame::{self, Body, FrameBuf, Heartbeat, MAX_FRAME_WORDS};
+use zerocast_core::frame::{self, Body, FrameBuf, MAX_FRAME_WORDS};
 
 use crate::config::TopicConfig;
 use crate::error::{Error, Result};
 use crate::layout::now_ns;
-use crate::publisher::PublisherOptions;
+use crate::publisher::{HeartbeatSource, PublisherOptions};
 use crate::subscriber::{Received, RecvError, SubscriberOptions};
 
 // The thread-safe flavour: ports can move to another thread, so `Publisher`
@@ -131,8 +131,7 @@ pub struct IoxPublisher {
     /// frame's reserved header word so subscribers can tell whether they
     /// should have seen its sequence 0.
     started_ns: u64,
-    heartbeat_id: [u8; 16],
-    heartbeats: u64,
+    heartbeats: HeartbeatSource,
 }
 
 impl std::fmt::Debug for IoxPublisher {
@@ -158,14 +157,11 @@ impl IoxPublisher {
             .notifier_builder()
             .create()
             .map_err(|e| iox_err("create notifier")(&e))?;
-        let mut heartbeat_id = [0u8; 16];
         let name = if options.name.is_empty() {
             format!("iox-{}", std::process::id())
         } else {
             options.name.clone()
         };
-        let n = name.len().min(16);
-        heartbeat_id[..n].copy_from_slice(&name.as_bytes()[..n]);
         Ok(Self {
             services,
             publisher,
@@ -174,8 +170,7 @@ impl IoxPublisher {
             next_seq: 0,
             id: std::process::id(),
             started_ns: now_ns(),
-            heartbeat_id,
-            heartbeats: 0,
+            heartbeats: HeartbeatSource::new(&name),
         })
     }
 
@@ -226,12 +221,7 @@ impl IoxPublisher {
 
     /// Publishes a heartbeat.
     pub fn send_heartbeat(&mut self) -> Result<u64> {
-        self.heartbeats += 1;
-        let hb = Heartbeat {
-            publisher_id: self.heartbeat_id,
-            sequence: self.heartbeats,
-            timestamp: now_ns() as i64,
-        };
+        let hb = self.heartbeats.next();
         self.publish(&hb)
     }
 

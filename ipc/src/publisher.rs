@@ -28,6 +28,33 @@ impl Default for GatingPolicy {
     }
 }
 
+/// The heartbeats a publisher sends: its name as a 16-byte id (cut to 16
+/// bytes) and a counter. Shared by both transports.
+#[derive(Debug, Clone)]
+pub(crate) struct HeartbeatSource {
+    id: [u8; 16],
+    count: u64,
+}
+
+impl HeartbeatSource {
+    pub(crate) fn new(name: &str) -> Self {
+        let mut id = [0u8; 16];
+        let n = name.len().min(16);
+        id[..n].copy_from_slice(&name.as_bytes()[..n]);
+        Self { id, count: 0 }
+    }
+
+    /// The next heartbeat, stamped now.
+    pub(crate) fn next(&mut self) -> Heartbeat {
+        self.count += 1;
+        Heartbeat {
+            publisher_id: self.id,
+            sequence: self.count,
+            timestamp: now_ns() as i64,
+        }
+    }
+}
+
 /// Options of a publisher.
 #[derive(Debug, Clone, Default)]
 pub struct PublisherOptions {
@@ -46,8 +73,7 @@ pub struct ShmPublisher {
     buf: FrameBuf,
     scratch: Vec<u64>,
     policy: GatingPolicy,
-    heartbeat_id: [u8; 16],
-    heartbeats: u64,
+    heartbeats: HeartbeatSource,
     published: u64,
 }
 
@@ -90,9 +116,6 @@ impl ShmPublisher {
             options.name.clone()
         };
         store_name(&e.name, &name);
-        let mut heartbeat_id = [0u8; 16];
-        let n = name.len().min(16);
-        heartbeat_id[..n].copy_from_slice(&name.as_bytes()[..n]);
         Ok(Self {
             seg,
             entry,
@@ -100,8 +123,7 @@ impl ShmPublisher {
             buf: FrameBuf::default(),
             scratch: Vec::new(),
             policy: options.gating,
-            heartbeat_id,
-            heartbeats: 0,
+            heartbeats: HeartbeatSource::new(&name),
             published: 0,
         })
     }
@@ -207,12 +229,7 @@ impl ShmPublisher {
 
     /// Publishes a [`Heartbeat`] and records its time in the publisher table.
     pub fn send_heartbeat(&mut self) -> Result<u64> {
-        self.heartbeats += 1;
-        let hb = Heartbeat {
-            publisher_id: self.heartbeat_id,
-            sequence: self.heartbeats,
-            timestamp: now_ns() as i64,
-        };
+        let hb = self.heartbeats.next();
         let seq = self.publish(&hb)?;
         // Relaxed: a timestamp for monitors.
         self.entry().heartbeat_ns.store(now_ns(), Ordering::Relaxed);

@@ -12,7 +12,7 @@ use memmap2::MmapMut;
 use zerocast_core::broadcast::{slot_stride, Broadcast, BroadcastHeader, Declared};
 use zerocast_core::storage::Raw;
 
-use crate::error::{Error, Result};
+use crate::error::{io, Error, Result};
 use crate::layout::{
     now_ns, pid_alive, SegmentHeader, LAYOUT_HASH, LAYOUT_VERSION, MAGIC, RING_OFFSET,
 };
@@ -63,14 +63,6 @@ impl std::fmt::Debug for Segment {
             .field("path", &self.path)
             .field("capacity", &self.ring.capacity())
             .finish_non_exhaustive()
-    }
-}
-
-fn io<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(std::io::Error) -> Error + 'a {
-    move |source| Error::Io {
-        path: path.to_owned(),
-        action,
-        source,
     }
 }
 
