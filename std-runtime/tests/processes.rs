@@ -571,8 +571,26 @@ fn record_then_replay_prints_what_was_published() {
         .run(&["pub", "--topic", "trade_events", "--count", "500"])
         .status
         .success());
-    // Wait for the recorder to catch up, then stop it.
-    std::thread::sleep(Duration::from_millis(300));
+    // Wait until the recorder has all 500 in the log, then stop it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = ns.run(&[
+            "replay",
+            "--wal",
+            &wal_s,
+            "--topic",
+            "trade_events",
+            "--json",
+        ]);
+        if out.status.success() && json_lines(&out.stdout).len() == 500 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the recorder never wrote all 500 frames"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // SAFETY: signal to our own child.
     unsafe { libc::kill(recorder.id() as i32, libc::SIGTERM) };
     let rec = recorder.wait_with_output().unwrap();
