@@ -131,6 +131,7 @@ pub struct BroadcastHeader {
 
 impl fmt::Debug for BroadcastHeader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Relaxed: a debugging snapshot; nothing is published with it.
         f.debug_struct("BroadcastHeader")
             .field("claim", &self.claim.load(Ordering::Relaxed))
             .field("capacity", &self.capacity.load(Ordering::Relaxed))
@@ -414,6 +415,7 @@ where
             g.store(FREE, Ordering::Relaxed);
         }
         for i in 0..ring.capacity {
+            // Relaxed: as above, the ring is not shared yet.
             ring.slot(i)[0].store(NEVER_WRITTEN, Ordering::Relaxed);
         }
         Ok(ring)

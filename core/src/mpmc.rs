@@ -37,6 +37,7 @@ pub struct MpmcHeader {
 
 impl fmt::Debug for MpmcHeader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Relaxed: a debugging snapshot; nothing is published with it.
         f.debug_struct("MpmcHeader")
             .field("enqueue", &self.enqueue.load(Ordering::Relaxed))
             .field("dequeue", &self.dequeue.load(Ordering::Relaxed))

@@ -40,6 +40,7 @@ pub struct SpscHeader {
 
 impl fmt::Debug for SpscHeader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Relaxed: a debugging snapshot; nothing is published with it.
         f.debug_struct("SpscHeader")
             .field("head", &self.head.load(Ordering::Relaxed))
             .field("tail", &self.tail.load(Ordering::Relaxed))

@@ -195,6 +195,7 @@ impl ShmSubscriber {
         );
         e.cursor.store(cursor.next, Ordering::Relaxed);
         e.lagged.store(0, Ordering::Relaxed);
+        // Relaxed: a liveness hint for monitors.
         e.last_seen_ns.store(now_ns(), Ordering::Relaxed);
         let words = seg.ring().payload_words().min(MAX_FRAME_WORDS);
         Ok(Self {
