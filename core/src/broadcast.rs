@@ -1054,5 +1054,10 @@ where
     }
 }
 
+impl core::error::Error for PublishError {}
+impl core::error::Error for TryRecvError {}
+impl core::error::Error for DeclareError {}
+impl core::error::Error for GatingTableFull {}
+
 #[cfg(all(test, not(zerocast_loom)))]
 mod tests;

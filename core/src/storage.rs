@@ -269,3 +269,6 @@ pub(crate) fn check_capacity(capacity: u64) -> Result<(), LayoutError> {
     }
     Ok(())
 }
+
+impl core::error::Error for RegionError {}
+impl core::error::Error for LayoutError {}

@@ -39,6 +39,11 @@ pub mod wait;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The README's Rust examples, compiled as doc tests so they stay true.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 pub use config::{Config, TopicConfig, TopicKind, Transport};
 pub use error::{Error, Result};
 pub use publisher::{GatingPolicy, PublisherOptions, ShmPublisher};

@@ -28,6 +28,8 @@ impl core::fmt::Display for IdError {
     }
 }
 
+impl core::error::Error for IdError {}
+
 /// Builds a NUL-padded id of `N` bytes from `s`.
 ///
 /// ```

@@ -240,6 +240,8 @@ impl core::fmt::Display for FrameError {
     }
 }
 
+impl core::error::Error for FrameError {}
+
 /// Views words as bytes.
 pub fn words_as_bytes(words: &[u64]) -> &[u8] {
     // SAFETY: u8 has alignment 1 and no invalid bit patterns; the length is the
