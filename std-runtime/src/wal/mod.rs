@@ -401,8 +401,7 @@ impl Wal {
         }
         let (write_pos, last_seq) = match segments.last() {
             Some(last) => {
-                let (end, last_seq, truncation) =
-                    Self::recover_tail(&last.path, segments.len() > 1)?;
+                let (end, last_seq, truncation) = Self::recover_tail(&last.path)?;
                 recovery.truncated = truncation;
                 // The previous segment's last sequence, if this one is empty.
                 let last_seq = match last_seq {
@@ -463,11 +462,7 @@ impl Wal {
 
     /// Scans the last segment: returns (end offset, last sequence,
     /// truncation if its tail was torn).
-    fn recover_tail(
-        path: &Path,
-        has_previous: bool,
-    ) -> Result<(u64, Option<u64>, Option<Truncation>), WalError> {
-        let _ = has_previous;
+    fn recover_tail(path: &Path) -> Result<(u64, Option<u64>, Option<Truncation>), WalError> {
         let bytes = read_all(path)?;
         let mut off = SEGMENT_HEADER;
         let mut last_seq: Option<u64> = None;

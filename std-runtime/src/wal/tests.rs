@@ -4,7 +4,7 @@ use std::ops::ControlFlow;
 use super::format::{KIND_FRAME, KIND_LOST, SEGMENT_HEADER};
 use super::*;
 use crate::feed::{Feed, Rng};
-use zerocast_core::frame::{encode, frame_words, FrameBuf, MessageKind};
+use zerocast_core::frame::{encode, FrameBuf};
 
 fn tempdir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("zc-wal-{}-{name}", std::process::id()));
@@ -295,5 +295,4 @@ fn fsync_policies_parse() {
         }
     );
     assert!("sometimes".parse::<FsyncPolicy>().is_err());
-    let _ = frame_words(MessageKind::Trade);
 }
