@@ -148,8 +148,7 @@ impl ShmPublisher {
     pub fn publish<B: Body>(&mut self, body: &B) -> Result<u64> {
         let words = frame::encode(body, self.entry as u32, now_ns(), &mut self.buf.0)
             .expect("FrameBuf holds any frame");
-        let frame = self.buf.0;
-        self.publish_words(&frame[..words])
+        self.publish_buffered(words)
     }
 
     /// Publishes `body` as a retransmission of sequence `original`: the
@@ -161,8 +160,7 @@ impl ShmPublisher {
             .expect("FrameBuf holds any frame");
         // Header bytes 24..32: the reserved word.
         self.buf.0[3] = original + 1;
-        let frame = self.buf.0;
-        self.publish_words(&frame[..words])
+        self.publish_buffered(words)
     }
 
     /// Publishes an encoded frame (see [`frame::encode`]); word 0 is replaced
@@ -170,27 +168,34 @@ impl ShmPublisher {
     #[inline]
     pub fn publish_words(&mut self, words: &[u64]) -> Result<u64> {
         self.check_fits(words.len())?;
-        let ring = self.seg.ring();
-        let claim = match self.policy {
-            GatingPolicy::Fail => ring.try_claim(&mut self.cache),
-            GatingPolicy::Wait(limit) => {
-                let deadline = Instant::now() + limit;
-                ring.claim_wait(&mut self.cache, || Instant::now() < deadline)
-            }
-        }?;
-        let seq = claim.seq();
-        let entry = &self.seg.header().publishers[self.entry];
-        // Relaxed: read by a supervisor only after this process is dead or
-        // the sequence has been stalled far longer than this store takes.
-        entry.inflight.store(seq + 1, Ordering::Relaxed);
-        let result = claim.commit(words);
-        // Relaxed: as above.
-        entry.inflight.store(0, Ordering::Relaxed);
-        self.published += 1;
+        let result = claim_and_commit(&self.seg, self.entry, &mut self.cache, self.policy, words);
+        if result.is_ok() {
+            self.after_publish(1);
+        }
+        result
+    }
+
+    /// Publishes the first `words` words of the internal buffer, in place.
+    #[inline]
+    fn publish_buffered(&mut self, words: usize) -> Result<u64> {
+        self.check_fits(words)?;
+        let frame = &self.buf.0[..words];
+        let result = claim_and_commit(&self.seg, self.entry, &mut self.cache, self.policy, frame);
+        if result.is_ok() {
+            self.after_publish(1);
+        }
+        result
+    }
+
+    /// Counts `n` frames in the publisher table and wakes sleepers.
+    #[inline(always)]
+    fn after_publish(&mut self, n: u64) {
+        self.published += n;
         // Relaxed: a counter for monitors.
-        entry.published.store(self.published, Ordering::Relaxed);
+        self.entry()
+            .published
+            .store(self.published, Ordering::Relaxed);
         self.wake();
-        result.map_err(Error::from)
     }
 
     /// Publishes `bodies` with one claim of consecutive sequences; returns the
@@ -204,26 +209,16 @@ impl ShmPublisher {
             frame::encode(body, self.entry as u32, now, out).expect("sized above");
         }
         let ring = self.seg.ring();
-        let deadline = match self.policy {
-            GatingPolicy::Wait(limit) => Some(Instant::now() + limit),
-            GatingPolicy::Fail => None,
-        };
+        let mut waiting = WaitLimit::new(self.policy);
         let first = loop {
             match ring.try_publish_batch(&mut self.cache, &self.scratch, words) {
-                Err(zerocast_core::broadcast::PublishError::Full)
-                    if deadline.is_some_and(|d| Instant::now() < d) =>
-                {
+                Err(zerocast_core::broadcast::PublishError::Full) if waiting.keep_waiting() => {
                     std::hint::spin_loop();
                 }
                 other => break other?,
             }
         };
-        self.published += bodies.len() as u64;
-        // Relaxed: a counter for monitors.
-        self.entry()
-            .published
-            .store(self.published, Ordering::Relaxed);
-        self.wake();
+        self.after_publish(bodies.len() as u64);
         Ok(first)
     }
 
@@ -292,3 +287,54 @@ impl Drop for ShmPublisher {
 }
 
 const _: () = assert!(MAX_PUBLISHERS <= u32::MAX as usize);
+
+/// How long a publish may still wait for a gating subscriber. The clock is
+/// read only once a wait has begun, never on a publish that finds room.
+struct WaitLimit {
+    limit: Option<Duration>,
+    deadline: Option<Instant>,
+}
+
+impl WaitLimit {
+    fn new(policy: GatingPolicy) -> Self {
+        let limit = match policy {
+            GatingPolicy::Wait(limit) => Some(limit),
+            GatingPolicy::Fail => None,
+        };
+        Self {
+            limit,
+            deadline: None,
+        }
+    }
+
+    fn keep_waiting(&mut self) -> bool {
+        let Some(limit) = self.limit else {
+            return false;
+        };
+        let now = Instant::now();
+        now < *self.deadline.get_or_insert(now + limit)
+    }
+}
+
+/// Claims a sequence (waiting by `policy` if a gating subscriber is behind),
+/// records it in flight in the publisher table, and commits `words`.
+#[inline(always)]
+fn claim_and_commit(
+    seg: &Segment,
+    entry: usize,
+    cache: &mut GatingCache,
+    policy: GatingPolicy,
+    words: &[u64],
+) -> Result<u64> {
+    let mut waiting = WaitLimit::new(policy);
+    let claim = seg.ring().claim_wait(cache, || waiting.keep_waiting())?;
+    let seq = claim.seq();
+    let entry = &seg.header().publishers[entry];
+    // Relaxed: read by a supervisor only after this process is dead or the
+    // sequence has been stalled far longer than this store takes.
+    entry.inflight.store(seq + 1, Ordering::Relaxed);
+    let result = claim.commit(words);
+    // Relaxed: as above.
+    entry.inflight.store(0, Ordering::Relaxed);
+    result.map_err(Error::from)
+}
