@@ -43,6 +43,27 @@ fn trade_frame() -> Vec<u64> {
     buf
 }
 
+/// Pushes `BATCH` items, spinning while the queue is full.
+fn push_all(mut push: impl FnMut(Item) -> bool) {
+    for i in 0..BATCH {
+        let item = Item([i; 8]);
+        while !push(item) {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// Pops `BATCH` items, spinning while the queue is empty.
+fn pop_all<T>(mut pop: impl FnMut() -> Option<T>) {
+    let mut got = 0;
+    while got < BATCH {
+        if let Some(item) = pop() {
+            black_box(item);
+            got += 1;
+        }
+    }
+}
+
 /// Runs `consume` on a second pinned core while `produce` runs here, `iters`
 /// times over, and returns the total time for all of it.
 fn cross_thread<P, C>(iters: u64, mut setup: impl FnMut() -> (P, C)) -> Duration
@@ -115,23 +136,10 @@ fn spsc(c: &mut Criterion) {
                 let (mut p, mut cons) = unsafe { (q.producer(), q.consumer()) };
                 (
                     move || {
-                        for i in 0..BATCH {
-                            let mut item = Item([i; 8]);
-                            while let Err(zerocast_core::spsc::PushError::Full(back)) = p.push(item)
-                            {
-                                item = back;
-                                std::hint::spin_loop();
-                            }
-                        }
+                        push_all(|item| p.push(item).is_ok());
                     },
                     move || {
-                        let mut got = 0;
-                        while got < BATCH {
-                            if let Ok(item) = cons.pop() {
-                                black_box(item);
-                                got += 1;
-                            }
-                        }
+                        pop_all(|| cons.pop().ok());
                     },
                 )
             })
@@ -150,23 +158,11 @@ fn spsc(c: &mut Criterion) {
                 let mut cons = cs.lock().unwrap().take().unwrap();
                 (
                     move || {
-                        for i in 0..BATCH {
-                            let mut item = Item([i; 8]);
-                            while let Err(rtrb::PushError::Full(back)) = p.push(item) {
-                                item = back;
-                                std::hint::spin_loop();
-                            }
-                        }
+                        push_all(|item| p.push(item).is_ok());
                         *ps.lock().unwrap() = Some(p);
                     },
                     move || {
-                        let mut got = 0;
-                        while got < BATCH {
-                            if let Ok(item) = cons.pop() {
-                                black_box(item);
-                                got += 1;
-                            }
-                        }
+                        pop_all(|| cons.pop().ok());
                         *cs.lock().unwrap() = Some(cons);
                     },
                 )
@@ -180,22 +176,10 @@ fn spsc(c: &mut Criterion) {
             cross_thread(iters, || {
                 (
                     move || {
-                        for i in 0..BATCH {
-                            let mut item = Item([i; 8]);
-                            while let Err(back) = q.push(item) {
-                                item = back;
-                                std::hint::spin_loop();
-                            }
-                        }
+                        push_all(|item| q.push(item).is_ok());
                     },
                     move || {
-                        let mut got = 0;
-                        while got < BATCH {
-                            if let Some(item) = q.pop() {
-                                black_box(item);
-                                got += 1;
-                            }
-                        }
+                        pop_all(|| q.pop());
                     },
                 )
             })
@@ -231,23 +215,10 @@ fn mpmc(c: &mut Criterion) {
             cross_thread(iters, || {
                 (
                     move || {
-                        for i in 0..BATCH {
-                            let mut item = Item([i; 8]);
-                            while let Err(zerocast_core::mpmc::PushError::Full(back)) = q.push(item)
-                            {
-                                item = back;
-                                std::hint::spin_loop();
-                            }
-                        }
+                        push_all(|item| q.push(item).is_ok());
                     },
                     move || {
-                        let mut got = 0;
-                        while got < BATCH {
-                            if let Ok(item) = q.pop() {
-                                black_box(item);
-                                got += 1;
-                            }
-                        }
+                        pop_all(|| q.pop().ok());
                     },
                 )
             })
@@ -259,22 +230,10 @@ fn mpmc(c: &mut Criterion) {
             cross_thread(iters, || {
                 (
                     move || {
-                        for i in 0..BATCH {
-                            let mut item = Item([i; 8]);
-                            while let Err(back) = q.push(item) {
-                                item = back;
-                                std::hint::spin_loop();
-                            }
-                        }
+                        push_all(|item| q.push(item).is_ok());
                     },
                     move || {
-                        let mut got = 0;
-                        while got < BATCH {
-                            if let Some(item) = q.pop() {
-                                black_box(item);
-                                got += 1;
-                            }
-                        }
+                        pop_all(|| q.pop());
                     },
                 )
             })
@@ -376,13 +335,7 @@ fn broadcast(c: &mut Criterion) {
                         *ps.lock().unwrap() = Some(p);
                     },
                     move || {
-                        let mut got = 0;
-                        while got < BATCH {
-                            if let Ok(x) = cons.pop() {
-                                black_box(x);
-                                got += 1;
-                            }
-                        }
+                        pop_all(|| cons.pop().ok());
                         *cs.lock().unwrap() = Some(cons);
                     },
                 )
