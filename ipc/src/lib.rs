@@ -53,6 +53,12 @@ pub use wait::WaitStrategy;
 pub use zerocast_core::broadcast::Start;
 use zerocast_core::frame::Body;
 
+/// The error for an iceoryx2 topic in a build without the transport.
+#[cfg(not(feature = "iceoryx2"))]
+fn no_iceoryx2() -> Error {
+    Error::Iceoryx("this build has no iceoryx2 transport (feature `iceoryx2`)".to_owned())
+}
+
 /// Entry point: a configuration, and the topics it names.
 #[derive(Debug, Clone)]
 pub struct Bus {
@@ -106,11 +112,7 @@ impl Bus {
                 &options,
             )?)),
             #[cfg(not(feature = "iceoryx2"))]
-            Transport::Iceoryx2 => {
-                return Err(Error::Iceoryx(
-                    "this build has no iceoryx2 transport (feature `iceoryx2`)".to_owned(),
-                ))
-            }
+            Transport::Iceoryx2 => return Err(no_iceoryx2()),
         })
     }
 
@@ -126,11 +128,7 @@ impl Bus {
                 &options,
             )?)),
             #[cfg(not(feature = "iceoryx2"))]
-            Transport::Iceoryx2 => {
-                return Err(Error::Iceoryx(
-                    "this build has no iceoryx2 transport (feature `iceoryx2`)".to_owned(),
-                ))
-            }
+            Transport::Iceoryx2 => return Err(no_iceoryx2()),
         };
         Ok(Subscriber {
             inner,
@@ -454,8 +452,10 @@ impl Subscriber {
     /// Releases what was read to publishers, for a gating subscriber with
     /// `manual_release` (a no-op otherwise and on iceoryx2 topics).
     pub fn release(&self) {
-        if let SubInner::Shm(s) = &self.inner {
-            s.release();
+        match &self.inner {
+            SubInner::Shm(s) => s.release(),
+            #[cfg(feature = "iceoryx2")]
+            SubInner::Iox(_) => {}
         }
     }
 
