@@ -80,6 +80,24 @@ fn wait_recorded(bus: &Bus, n: u64) {
     }
 }
 
+/// Runs `body` while a recorder thread records topic `trades` of `bus` into
+/// `wal` (registered before `body` starts), then stops the recorder.
+fn with_recorder<R>(bus: &Bus, wal: &mut Wal, body: impl FnOnce() -> R) -> R {
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let rec = s.spawn(|| {
+            // Relaxed: a stop flag; the join below synchronises.
+            recorder::record(bus, "trades", wal, || stop.load(Ordering::Relaxed)).expect("record")
+        });
+        wait_registered(bus);
+        let result = body();
+        // Relaxed: see above.
+        stop.store(true, Ordering::Relaxed);
+        rec.join().expect("recorder thread");
+        result
+    })
+}
+
 /// Publishes `frames` trade frames as fast as the gating recorder allows and
 /// reports how fast they were recorded.
 fn recorder_case(root: &Path, name: &str, policy: FsyncPolicy, frames: u64) -> Value {
@@ -95,26 +113,15 @@ fn recorder_case(root: &Path, name: &str, policy: FsyncPolicy, frames: u64) -> V
         },
     )
     .expect("wal");
-    let stop = AtomicBool::new(false);
     let (buf, words) = trade_words();
-    let secs = std::thread::scope(|s| {
-        let rec = s.spawn(|| {
-            // Relaxed: a stop flag; the join synchronises.
-            recorder::record(&bus, "trades", &mut wal, || stop.load(Ordering::Relaxed))
-                .expect("record")
-        });
-        wait_registered(&bus);
+    let secs = with_recorder(&bus, &mut wal, || {
         let mut p = shm_publisher(&bus);
         let t0 = Instant::now();
         for _ in 0..frames {
             p.publish_words(&buf.0[..words]).expect("publish");
         }
         wait_recorded(&bus, frames);
-        let secs = t0.elapsed().as_secs_f64();
-        // Relaxed: see above.
-        stop.store(true, Ordering::Relaxed);
-        rec.join().expect("recorder thread");
-        secs
+        t0.elapsed().as_secs_f64()
     });
     drop(wal);
     bus.remove_segments();
@@ -190,74 +197,67 @@ fn catch_up_case(root: &Path, bytes: u64, live_rate: f64) -> Value {
     .expect("wal");
     let (buf, words) = trade_words();
     let backlog = bytes / (32 + words as u64 * 8);
-    let stop = AtomicBool::new(false);
     let stop_live = AtomicBool::new(false);
     let seg = bus.segment("trades").expect("segment");
-    let result = std::thread::scope(|s| {
-        let rec = s.spawn(|| {
-            // Relaxed: a stop flag; the join synchronises.
-            recorder::record(&bus, "trades", &mut wal, || stop.load(Ordering::Relaxed))
-                .expect("record")
-        });
-        wait_registered(&bus);
-        let publisher = s.spawn(|| {
-            let mut p = shm_publisher(&bus);
-            for _ in 0..backlog {
-                p.publish_words(&buf.0[..words]).expect("publish");
-            }
-            let t0 = Instant::now();
-            let mut sent = 0u64;
-            // Relaxed: a stop flag.
-            while !stop_live.load(Ordering::Relaxed) {
-                let due = (t0.elapsed().as_secs_f64() * live_rate) as u64;
-                while sent < due {
+    let result = with_recorder(&bus, &mut wal, || {
+        std::thread::scope(|s| {
+            let publisher = s.spawn(|| {
+                let mut p = shm_publisher(&bus);
+                for _ in 0..backlog {
                     p.publish_words(&buf.0[..words]).expect("publish");
-                    sent += 1;
                 }
-                std::thread::sleep(Duration::from_micros(100));
-            }
-        });
-        wait_recorded(&bus, backlog);
-        let mut follower = Resumable::open(
-            &bus,
-            "trades",
-            &dir.join("trades"),
-            &dir.join("ckpt"),
-            "bench",
-            CheckpointPolicy {
-                every_events: 1 << 20,
-                every: Duration::from_secs(1),
-            },
-        )
-        .expect("resumable");
-        let t0 = Instant::now();
-        let mut delivered = 0u64;
-        let mut expected = 0u64;
-        follower
-            .run(
-                |e| {
-                    if let Event::Frame { seq, .. } = e {
-                        assert_eq!(seq, expected, "gap or duplicate during catch-up");
-                        expected += 1;
-                        delivered += 1;
-                        if delivered % 1024 == 0 && seq + 64 >= seg.ring().head() {
-                            return ControlFlow::Break(());
-                        }
+                let t0 = Instant::now();
+                let mut sent = 0u64;
+                // Relaxed: a stop flag.
+                while !stop_live.load(Ordering::Relaxed) {
+                    let due = (t0.elapsed().as_secs_f64() * live_rate) as u64;
+                    while sent < due {
+                        p.publish_words(&buf.0[..words]).expect("publish");
+                        sent += 1;
                     }
-                    ControlFlow::Continue(())
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+            });
+            wait_recorded(&bus, backlog);
+            let mut follower = Resumable::open(
+                &bus,
+                "trades",
+                &dir.join("trades"),
+                &dir.join("ckpt"),
+                "bench",
+                CheckpointPolicy {
+                    every_events: 1 << 20,
+                    every: Duration::from_secs(1),
                 },
-                || false,
             )
-            .expect("follow");
-        let secs = t0.elapsed().as_secs_f64();
-        // Relaxed: stop flags; the joins synchronise.
-        stop_live.store(true, Ordering::Relaxed);
-        publisher.join().expect("publisher");
-        stop.store(true, Ordering::Relaxed);
-        rec.join().expect("recorder");
-        json!({
-            "backlog_bytes": backlog * (32 + words as u64 * 8), "backlog_frames": backlog,
-            "live_rate": live_rate, "delivered": delivered, "secs_to_live": secs,
+            .expect("resumable");
+            let t0 = Instant::now();
+            let mut delivered = 0u64;
+            let mut expected = 0u64;
+            follower
+                .run(
+                    |e| {
+                        if let Event::Frame { seq, .. } = e {
+                            assert_eq!(seq, expected, "gap or duplicate during catch-up");
+                            expected += 1;
+                            delivered += 1;
+                            if delivered % 1024 == 0 && seq + 64 >= seg.ring().head() {
+                                return ControlFlow::Break(());
+                            }
+                        }
+                        ControlFlow::Continue(())
+                    },
+                    || false,
+                )
+                .expect("follow");
+            let secs = t0.elapsed().as_secs_f64();
+            // Relaxed: a stop flag; the join synchronises.
+            stop_live.store(true, Ordering::Relaxed);
+            publisher.join().expect("publisher");
+            json!({
+                "backlog_bytes": backlog * (32 + words as u64 * 8), "backlog_frames": backlog,
+                "live_rate": live_rate, "delivered": delivered, "secs_to_live": secs,
+            })
         })
     });
     drop(wal);
