@@ -675,16 +675,8 @@ fn fanout_case(
         sender.send(&body);
         let _ = h.record((mono_ns() - t0).max(1));
     }
-    for _ in 0..5 {
-        sender.send_kind("trade", mono_ns(), Mark::Stop);
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let results = children.results();
-    drop(sender);
-    cleanup(&ns);
-    let received: Vec<u64> = results
+    let received: Vec<u64> = finish_count_case(sender, children, &ns)
         .iter()
-        .flat_map(|r| r["threads"].as_array().cloned().unwrap_or_default())
         .map(|t| t["received"].as_u64().unwrap_or(0))
         .collect();
     json!({
@@ -694,6 +686,23 @@ fn fanout_case(
         "delivered_min": received.iter().min().copied().unwrap_or(0),
         "delivered_mean": if received.is_empty() { 0.0 } else { received.iter().sum::<u64>() as f64 / received.len() as f64 },
     })
+}
+
+/// Ends a counting case: sends the stop frame (a few times, since iceoryx2
+/// may drop it on overflow), collects every subscriber thread's report, and
+/// removes the case's shared memory.
+fn finish_count_case(mut sender: Sender, children: Children, ns: &str) -> Vec<Value> {
+    for _ in 0..5 {
+        sender.send_kind("trade", mono_ns(), Mark::Stop);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let results = children.results();
+    drop(sender);
+    cleanup(ns);
+    results
+        .iter()
+        .flat_map(|r| r["threads"].as_array().cloned().unwrap_or_default())
+        .collect()
 }
 
 fn throughput_case(
@@ -730,17 +739,7 @@ fn throughput_case(
         sent += batch as u64;
     }
     let publish_secs = t0.elapsed().as_secs_f64();
-    for _ in 0..5 {
-        sender.send_kind("trade", mono_ns(), Mark::Stop);
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let results = children.results();
-    drop(sender);
-    cleanup(&ns);
-    let threads: Vec<Value> = results
-        .iter()
-        .flat_map(|r| r["threads"].as_array().cloned().unwrap_or_default())
-        .collect();
+    let threads = finish_count_case(sender, children, &ns);
     let rates: Vec<f64> = threads
         .iter()
         .map(|t| {
