@@ -19,12 +19,14 @@
 //! overwrite a slot a gating consumer still needs (lock-free).
 //!
 //! **Stamp.** Each slot's stamp is `seq << 2 | state`, state one of `WRITING`,
-//! `COMMITTED`, `LOST`; 0 means never written. The producer of `s`
-//! compare-and-swaps the stamp from an older sequence to `WRITING(s)`, copies
-//! the payload, then swaps `WRITING(s)` to `COMMITTED(s)`. This is a seqlock
-//! whose "version" is the sequence itself, so a reader can tell "not yet
-//! written", "being written", "written for s" and "overwritten by a later lap"
-//! apart from one load.
+//! `COMMITTED`, `LOST`; 0 means never written. Slots change hands in strict
+//! lap order: the producer of `s` waits until the stamp shows the previous
+//! lap `s - capacity` committed or lost, then owns the slot alone. It stores
+//! `WRITING(s)`, copies the payload, and stores `COMMITTED(s)`: two plain
+//! stores, no locked instruction on the line consumers poll. This is a
+//! seqlock whose "version" is the sequence itself, so a reader can tell "not
+//! yet written", "being written", "written for s" and "overwritten by a later
+//! lap" apart from one load.
 //!
 //! **Read.** A consumer wanting `next` loads the stamp (Acquire), copies the
 //! payload, issues an Acquire fence and reloads the stamp. Equal stamps of
@@ -35,13 +37,22 @@
 //!
 //! **Crashed producers.** A producer that dies between claim and commit leaves
 //! its sequence claimed but never committed; consumers see
-//! [`TryRecvError::Pending`]. A supervisor that knows the producer is dead
-//! (the ipc layer checks its pid) calls [`Broadcast::declare_lost`], after
-//! which consumers see [`TryRecvError::Lost`], a gap of exactly one, and move
-//! on. Declaring a sequence lost whose producer is still alive and writing
-//! loses that frame (its commit fails with [`PublishError::DeclaredLost`]) and
-//! may tear the frame of the next lap in that slot; the ring stays free of
-//! undefined behaviour, but the caller must only declare dead producers.
+//! [`TryRecvError::Pending`] (or `Empty` with [`Broadcast::is_pending`] true).
+//! A supervisor that knows the producer is dead (the ipc layer checks its
+//! pid) calls [`Broadcast::declare_lost`], after which consumers see
+//! [`TryRecvError::Lost`], a gap of exactly one, and the slot passes to the
+//! next lap. Only the lap right after a finished one can be declared, just as
+//! only it can write.
+//!
+//! Declaring a producer that is in fact alive breaks the contract: if the
+//! declaration lands before its write starts, its commit fails with
+//! [`PublishError::DeclaredLost`] and nothing changes; if it lands inside the
+//! write window (two stores and a copy), the frame may still be delivered
+//! after consumers were told it was lost, and if the ring also laps the slot
+//! during that window the next lap's frame may be torn. There is no undefined
+//! behaviour either way. The ipc layer only declares sequences whose owner's
+//! pid is gone, or that no live publisher lists as in flight for longer than
+//! its stall bound.
 //!
 //! **Gating consumers.** Up to [`MAX_GATING`] consumers register a cursor in
 //! the header; a producer never claims a sequence whose slot still holds one
@@ -53,10 +64,13 @@
 //!
 //! # Progress
 //!
-//! - Publish without gating: wait-free claim, then lock-free slot takeover. It
-//!   waits only if the ring laps a producer that is still inside its write
-//!   window (capacity publishes during one copy: a descheduled or dead peer),
-//!   until that write completes or is declared lost.
+//! - Publish without gating: wait-free claim, then wait-free write, except
+//!   that it waits if the ring has lapped a producer that is still between
+//!   its claim and its commit (capacity publishes during one copy: a
+//!   descheduled or dead peer), until that commit or a lost declaration.
+//!   [`Claim::commit_with`] and [`BatchClaim::commit_with`] report such
+//!   a wait, so that a supervising caller can resolve a dead peer. A single
+//!   producer never waits.
 //! - Publish with gating: lock-free; `Full` while the slowest gating consumer
 //!   is a full ring behind. A gating consumer that dies holds producers until
 //!   its slot is released ([`Broadcast::release_gating_slot`]).
@@ -509,7 +523,7 @@ where
     ) -> Result<u64, PublishError> {
         self.check_len(payload.len())?;
         let seq = self.claim(cache, 1, &mut || false)?;
-        self.write(seq, payload)?;
+        self.write(seq, payload, &mut |_| {})?;
         Ok(seq)
     }
 
@@ -524,7 +538,7 @@ where
     ) -> Result<u64, PublishError> {
         self.check_len(payload.len())?;
         let seq = self.claim(cache, 1, &mut keep_waiting)?;
-        self.write(seq, payload)?;
+        self.write(seq, payload, &mut |_| {})?;
         Ok(seq)
     }
 
@@ -546,20 +560,34 @@ where
             return Ok(self.head());
         }
         let n = words.len() / frame_words;
+        self.claim_batch_wait(cache, n, || false)?
+            .commit_with(words, frame_words, |_| {})
+    }
+
+    /// Claims `n` consecutive sequences without writing them yet: the first
+    /// half of a batch publish, for a caller that records what it has in
+    /// flight (as the ipc layer does for crash recovery). While a gating
+    /// consumer is behind, spins as long as `keep_waiting()` returns true,
+    /// then returns [`PublishError::Full`] with nothing claimed. Dropping the
+    /// [`BatchClaim`] without committing declares its sequences lost.
+    pub fn claim_batch_wait(
+        &self,
+        cache: &mut GatingCache,
+        n: usize,
+        mut keep_waiting: impl FnMut() -> bool,
+    ) -> Result<BatchClaim<'_, S>, PublishError> {
         if n as u64 > self.capacity {
             return Err(PublishError::BatchTooLarge {
                 len: n,
                 capacity: self.capacity,
             });
         }
-        let first = self.claim(cache, n as u64, &mut || false)?;
-        let mut result = Ok(first);
-        for (i, frame) in words.chunks_exact(frame_words).enumerate() {
-            if let Err(e) = self.write(first + i as u64, frame) {
-                result = Err(e);
-            }
-        }
-        result
+        let first = self.claim(cache, n as u64, &mut keep_waiting)?;
+        Ok(BatchClaim {
+            ring: self,
+            next: first,
+            end: first + n as u64,
+        })
     }
 
     /// Claims one sequence without writing it yet: the first half of a
@@ -684,44 +712,57 @@ where
         min
     }
 
-    /// Writes `payload` into the slot of `seq` under the seqlock.
+    /// Whether `cur`, a slot's stamp, says the slot is free for `seq`: the
+    /// previous lap in it (`seq - capacity`) has committed or been declared
+    /// lost, or `seq` is the slot's first lap and it was never written.
     #[inline(always)]
-    fn write(&self, seq: u64, payload: &[u64]) -> Result<(), PublishError> {
-        let (stamp_word, data) = self.slot(seq).split_first().expect("slot has a stamp");
-        // Acquire: pairs with the Release half of the previous writer's commit
-        // (or lost declaration) of this slot; our stores come after its.
-        let mut cur = stamp_word.load(Ordering::Acquire);
-        loop {
-            if cur != NEVER_WRITTEN && stamp_seq(cur) >= seq {
-                if stamp_seq(cur) == seq {
-                    // Declared lost before we started.
-                    return Err(PublishError::DeclaredLost(seq));
-                }
-                // A later lap took the slot first: this frame was published
-                // and overwritten before anyone could read it; consumers
-                // account for it in `Lagged`.
-                return Ok(());
-            }
-            if stamp_state(cur) == WRITING {
-                // An older lap is still mid-write (a stalled or dead
-                // producer). Two writers in one slot would tear it; wait for
-                // its commit or its lost declaration.
-                spin_loop();
-                // Acquire: as above.
-                cur = stamp_word.load(Ordering::Acquire);
-                continue;
-            }
-            // Acquire on success: as above. Failure just retries.
-            match stamp_word.compare_exchange_weak(
-                cur,
-                stamp(seq, WRITING),
-                Ordering::Acquire,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => break,
-                Err(actual) => cur = actual,
-            }
+    fn is_turn_of(&self, cur: u64, seq: u64) -> bool {
+        match seq.checked_sub(self.capacity) {
+            None => cur == NEVER_WRITTEN,
+            Some(prev) => cur == stamp(prev, COMMITTED) || cur == stamp(prev, LOST),
         }
+    }
+
+    /// Writes `payload` into the slot of `seq` under the seqlock. While an
+    /// older lap still holds the slot, spins, calling `stuck(older)` on every
+    /// turn of the loop so that the caller can resolve a dead producer.
+    #[inline(always)]
+    fn write(
+        &self,
+        seq: u64,
+        payload: &[u64],
+        stuck: &mut dyn FnMut(u64),
+    ) -> Result<(), PublishError> {
+        let (stamp_word, data) = self.slot(seq).split_first().expect("slot has a stamp");
+        // Strict hand-off: sequence `seq` may write only once the previous lap
+        // in this slot is finished. That makes the writer the slot's only
+        // writer (until a later lap, which waits for our commit in turn), so
+        // both stamp transitions are plain stores. No locked instruction
+        // touches the line that consumers poll, which roughly doubles
+        // single-producer throughput against a compare-and-swap per
+        // transition.
+        loop {
+            // Acquire: pairs with the Release commit (or the AcqRel lost
+            // declaration) of the previous lap; our stores below come after
+            // its stores and after its readers' validated copies.
+            let cur = stamp_word.load(Ordering::Acquire);
+            if self.is_turn_of(cur, seq) {
+                break;
+            }
+            if cur != NEVER_WRITTEN && stamp_seq(cur) >= seq {
+                // A supervisor declared `seq` lost before we started (it
+                // thought us dead); consumers already skipped it, and a later
+                // lap may own the slot now. Do not touch it.
+                return Err(PublishError::DeclaredLost(seq));
+            }
+            // An older lap has not finished: a producer that claimed a full
+            // ring ago is descheduled, or dead until declared lost.
+            stuck(self.older_lap(cur, seq));
+            spin_loop();
+        }
+        // Relaxed: the slot is ours alone; the Release fence below orders this
+        // store before the payload stores for readers.
+        stamp_word.store(stamp(seq, WRITING), Ordering::Relaxed);
         // Release fence: pairs with the Acquire fence in `try_recv`. A reader
         // whose payload loads see any store below also sees WRITING(seq) (or
         // later) on its second stamp load, and discards its copy.
@@ -731,20 +772,13 @@ where
         for (dst, src) in data[1..].iter().zip(payload.iter().skip(1)) {
             dst.store(*src, Ordering::Relaxed);
         }
-        // SeqCst (Release part): pairs with the Acquire stamp load in
-        // `try_recv`, publishing the payload. SeqCst rather than Release so
-        // that the ipc layer's check for sleeping subscribers after a publish
-        // is ordered after it without another fence (free on x86: the CAS is
-        // a locked instruction either way).
-        stamp_word
-            .compare_exchange(
-                stamp(seq, WRITING),
-                stamp(seq, COMMITTED),
-                Ordering::SeqCst,
-                Ordering::Relaxed,
-            )
-            .map(|_| ())
-            .map_err(|_| PublishError::DeclaredLost(seq))
+        // Release: pairs with the Acquire stamp loads in `try_recv` (publishing
+        // the payload to readers) and in `write` (handing the slot to the next
+        // lap). A caller that must order a later load after this commit (the
+        // ipc layer's check for sleeping subscribers) issues its own SeqCst
+        // fence.
+        stamp_word.store(stamp(seq, COMMITTED), Ordering::Release);
+        Ok(())
     }
 
     // ---------------------------------------------------------------- consume
@@ -969,26 +1003,29 @@ where
             return Err(DeclareError::NotClaimed(seq));
         }
         let stamp_word = &self.slot(seq)[0];
-        // Acquire: pairs with the commit of the slot's previous writer.
+        // Acquire: pairs with the Release commit of the slot's previous writer.
         let mut cur = stamp_word.load(Ordering::Acquire);
         loop {
-            if cur != NEVER_WRITTEN {
-                let s = stamp_seq(cur);
-                if s > seq {
-                    return Ok(Declared::AlreadyOverwritten);
-                }
-                if s == seq {
-                    match stamp_state(cur) {
-                        COMMITTED => return Ok(Declared::AlreadyCommitted),
-                        LOST => return Ok(Declared::AlreadyLost),
-                        _ => {}
-                    }
-                } else if stamp_state(cur) == WRITING {
-                    return Err(DeclareError::OlderWriterStuck(s));
-                }
+            if cur != NEVER_WRITTEN && stamp_seq(cur) > seq {
+                return Ok(Declared::AlreadyOverwritten);
             }
-            // AcqRel: pairs with the Acquire stamp loads of the next writer of
-            // this slot and of readers; no payload is published with LOST.
+            let mid_write = cur == stamp(seq, WRITING);
+            if cur != NEVER_WRITTEN && stamp_seq(cur) == seq && !mid_write {
+                return Ok(if stamp_state(cur) == COMMITTED {
+                    Declared::AlreadyCommitted
+                } else {
+                    Declared::AlreadyLost
+                });
+            }
+            if !mid_write && !self.is_turn_of(cur, seq) {
+                // An older lap holds the slot. Only the lap right after a
+                // finished one may be declared, exactly as only it may write.
+                return Err(DeclareError::OlderWriterStuck(self.older_lap(cur, seq)));
+            }
+            // AcqRel: the Release half pairs with the Acquire stamp loads of the
+            // next lap's writer (in `write`) and of readers; the Acquire half
+            // keeps our view of the slot's previous writer. No payload is
+            // published with LOST.
             match stamp_word.compare_exchange(
                 cur,
                 stamp(seq, LOST),
@@ -998,6 +1035,19 @@ where
                 Ok(_) => return Ok(Declared::Lost),
                 Err(actual) => cur = actual,
             }
+        }
+    }
+
+    /// The unfinished lap that holds a slot whose stamp is `cur` when `seq`
+    /// wants it: the writer of a `WRITING` stamp, otherwise the lap after the
+    /// last finished one.
+    fn older_lap(&self, cur: u64, seq: u64) -> u64 {
+        if cur == NEVER_WRITTEN {
+            seq & self.mask
+        } else if stamp_state(cur) == WRITING {
+            stamp_seq(cur)
+        } else {
+            stamp_seq(cur) + self.capacity
         }
     }
 }
@@ -1034,10 +1084,24 @@ where
     /// Writes and commits the payload.
     /// If the payload is too large, the sequence is declared lost (the claim
     /// is consumed either way).
-    pub fn commit(mut self, payload: &[u64]) -> Result<u64, PublishError> {
+    pub fn commit(self, payload: &[u64]) -> Result<u64, PublishError> {
+        self.commit_with(payload, |_| {})
+    }
+
+    /// Like [`commit`](Self::commit), but while an older lap still holds the
+    /// slot (a producer that claimed a full ring ago and stalled or died),
+    /// calls `stuck(older_seq)` on every spin, so that a supervising caller
+    /// can declare a dead producer's sequence lost instead of waiting forever.
+    pub fn commit_with(
+        mut self,
+        payload: &[u64],
+        mut stuck: impl FnMut(u64),
+    ) -> Result<u64, PublishError> {
         self.ring.check_len(payload.len())?;
         self.done = true;
-        self.ring.write(self.seq, payload).map(|()| self.seq)
+        self.ring
+            .write(self.seq, payload, &mut stuck)
+            .map(|()| self.seq)
     }
 }
 
@@ -1050,6 +1114,92 @@ where
             // Nobody else writes this sequence; the only refusal possible is
             // an older stuck writer, which a supervisor must clear anyway.
             let _ = self.ring.declare_lost(self.seq);
+        }
+    }
+}
+
+/// Consecutive sequences claimed together, not yet committed (see
+/// [`Broadcast::claim_batch_wait`]).
+#[must_use = "dropping a batch claim declares its sequences lost"]
+pub struct BatchClaim<'a, S>
+where
+    S: Storage<Header = BroadcastHeader, Elem = AtomicU64>,
+{
+    ring: &'a Broadcast<S>,
+    /// First sequence not yet written.
+    next: u64,
+    end: u64,
+}
+
+impl<S> fmt::Debug for BatchClaim<'_, S>
+where
+    S: Storage<Header = BroadcastHeader, Elem = AtomicU64>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BatchClaim")
+            .field("first", &self.next)
+            .field("end", &self.end)
+            .finish()
+    }
+}
+
+impl<S> BatchClaim<'_, S>
+where
+    S: Storage<Header = BroadcastHeader, Elem = AtomicU64>,
+{
+    /// The first claimed sequence.
+    pub fn first(&self) -> u64 {
+        self.next
+    }
+
+    /// Number of sequences claimed.
+    pub fn len(&self) -> u64 {
+        self.end - self.next
+    }
+
+    /// Whether the claim is empty.
+    pub fn is_empty(&self) -> bool {
+        self.next == self.end
+    }
+
+    /// Writes and commits `words` as frames of `frame_words` words, one per
+    /// claimed sequence, and returns the first sequence. Sequences left
+    /// without a frame (too few words given), and all of them if a frame is
+    /// too large for a slot, are declared lost. While an older lap still
+    /// holds a slot (a producer that claimed a full ring ago and stalled or
+    /// died), calls `stuck(older_seq)` on every spin, so that a supervising
+    /// caller can declare a dead producer's sequence lost.
+    pub fn commit_with(
+        mut self,
+        words: &[u64],
+        frame_words: usize,
+        mut stuck: impl FnMut(u64),
+    ) -> Result<u64, PublishError> {
+        let first = self.next;
+        self.ring.check_len(frame_words)?;
+        let mut result = Ok(first);
+        for frame in words.chunks_exact(frame_words.max(1)) {
+            if self.next == self.end {
+                break;
+            }
+            let seq = self.next;
+            self.next += 1;
+            if let Err(e) = self.ring.write(seq, frame, &mut stuck) {
+                result = Err(e);
+            }
+        }
+        result
+    }
+}
+
+impl<S> Drop for BatchClaim<'_, S>
+where
+    S: Storage<Header = BroadcastHeader, Elem = AtomicU64>,
+{
+    fn drop(&mut self) {
+        // In order: each declaration hands its slot to the next lap.
+        for seq in self.next..self.end {
+            let _ = self.ring.declare_lost(seq);
         }
     }
 }

@@ -22,8 +22,11 @@ use zerocast_core::CachePadded;
 
 /// `ZEROCAST` in little-endian ASCII.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"ZEROCAST");
-/// Bumped on any change to the segment or frame layout.
-pub const LAYOUT_VERSION: u32 = 1;
+/// Bumped on any change to the segment or frame layout, or to the ring's
+/// protocol. 2: slots change hands in strict lap order with plain stamp
+/// stores (a version-1 process would still compare-and-swap them), and
+/// publishers record the length of an in-flight batch.
+pub const LAYOUT_VERSION: u32 = 2;
 /// Subscriber slots per topic.
 pub const MAX_SUBSCRIBERS: usize = 1000;
 /// Publisher slots per topic.
@@ -36,10 +39,11 @@ pub const NAME_LEN: usize = 32;
 pub struct PublisherEntry {
     /// Pid of the owning process; 0 when free.
     pub pid: AtomicU32,
-    /// Reserved.
-    pub _reserved: u32,
-    /// `seq + 1` of a sequence claimed but not yet committed; 0 when none.
-    /// Lets a supervisor find what a dead publisher was writing.
+    /// Number of sequences in flight from `inflight - 1` on (a batch claims
+    /// several); meaningful only while `inflight` is not 0.
+    pub inflight_len: AtomicU32,
+    /// `seq + 1` of the first sequence claimed but not yet committed; 0 when
+    /// none. Lets a supervisor find what a dead publisher was writing.
     pub inflight: AtomicU64,
     /// Frames published through this entry.
     pub published: AtomicU64,

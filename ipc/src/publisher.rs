@@ -9,7 +9,7 @@ use zerocast_core::frame::{self, Body, FrameBuf, Heartbeat};
 
 use crate::error::{Error, Result};
 use crate::layout::{now_ns, store_name, PublisherEntry, MAX_PUBLISHERS};
-use crate::segment::Segment;
+use crate::segment::{Segment, STALL_BOUND};
 use crate::wait::futex_wake;
 
 /// What a publish does when a gating subscriber has not released the slot it
@@ -108,6 +108,8 @@ impl ShmPublisher {
         let e = &h.publishers[entry];
         // Relaxed: our own entry; monitors read these as hints.
         e.inflight.store(0, Ordering::Relaxed);
+        // A single publish is one sequence; only a batch changes this.
+        e.inflight_len.store(1, Ordering::Relaxed);
         e.published.store(0, Ordering::Relaxed);
         e.heartbeat_ns.store(now_ns(), Ordering::Relaxed);
         let name = if options.name.is_empty() {
@@ -210,14 +212,22 @@ impl ShmPublisher {
         }
         let ring = self.seg.ring();
         let mut waiting = WaitLimit::new(self.policy);
-        let first = loop {
-            match ring.try_publish_batch(&mut self.cache, &self.scratch, words) {
-                Err(zerocast_core::broadcast::PublishError::Full) if waiting.keep_waiting() => {
-                    std::hint::spin_loop();
-                }
-                other => break other?,
-            }
-        };
+        let claim =
+            ring.claim_batch_wait(&mut self.cache, bodies.len(), || waiting.keep_waiting())?;
+        let entry = &self.seg.header().publishers[self.entry];
+        // Relaxed: read by a supervisor only after this process is dead or
+        // the sequences have been stalled far longer than these stores take.
+        // The length goes first: `inflight` not 0 is what makes it count.
+        entry
+            .inflight_len
+            .store(claim.len() as u32, Ordering::Relaxed);
+        entry.inflight.store(claim.first() + 1, Ordering::Relaxed);
+        let mut stuck = StuckWait::new(&self.seg);
+        let result = claim.commit_with(&self.scratch, words, |older| stuck.check(older));
+        // Relaxed: as above; back to the single-publish state.
+        entry.inflight.store(0, Ordering::Relaxed);
+        entry.inflight_len.store(1, Ordering::Relaxed);
+        let first = result?;
         self.after_publish(bodies.len() as u64);
         Ok(first)
     }
@@ -241,7 +251,8 @@ impl ShmPublisher {
             .ring()
             .try_claim(&mut self.cache)
             .expect("claim before crash");
-        // Relaxed: as in `publish_words`.
+        // Relaxed: as in `claim_and_commit`.
+        self.entry().inflight_len.store(1, Ordering::Relaxed);
         self.entry()
             .inflight
             .store(claim.seq() + 1, Ordering::Relaxed);
@@ -266,9 +277,14 @@ impl ShmPublisher {
     #[inline(always)]
     fn wake(&self) {
         let h = self.seg.header();
-        // SeqCst: pairs with the SeqCst `sleepers` increment and fence in a
-        // blocking subscriber. Our commit was a SeqCst CAS, so either we see
-        // its increment here, or its re-check after the fence sees our frame.
+        // SeqCst fence: pairs with the SeqCst fence in a blocking subscriber's
+        // `sleep`. Our commit (a Release store) is ordered before the load
+        // below, so either we see the sleeper's increment, or its re-check
+        // after its fence sees our frame. (The ring's commit is a plain store
+        // precisely so that the ring costs no locked instruction; this fence
+        // is where the ipc layer pays for waking sleepers.)
+        std::sync::atomic::fence(Ordering::SeqCst);
+        // SeqCst: as the fence above.
         if h.sleepers.load(Ordering::SeqCst) != 0 {
             // SeqCst: a sleeper that read the old value returns from
             // FUTEX_WAIT at once.
@@ -332,9 +348,46 @@ fn claim_and_commit(
     let entry = &seg.header().publishers[entry];
     // Relaxed: read by a supervisor only after this process is dead or the
     // sequence has been stalled far longer than this store takes.
+    // (`inflight_len` stays 1 between batches.)
     entry.inflight.store(seq + 1, Ordering::Relaxed);
-    let result = claim.commit(words);
+    let mut stuck = StuckWait::new(seg);
+    let result = claim.commit_with(words, |older| stuck.check(older));
     // Relaxed: as above.
     entry.inflight.store(0, Ordering::Relaxed);
     result.map_err(Error::from)
+}
+
+/// A publish waiting for an older lap of its slot: a publisher that claimed a
+/// full ring ago and has not committed. If that lasts past
+/// [`STALL_BOUND`], the older sequence is resolved as subscribers resolve a
+/// stall: declared lost if no live publisher has it in flight. Before the
+/// bound nothing is declared, so a live publisher between its claim and its
+/// in-flight record is never mistaken for a dead one.
+struct StuckWait<'a> {
+    seg: &'a Segment,
+    spins: u32,
+    since: Option<Instant>,
+}
+
+impl<'a> StuckWait<'a> {
+    fn new(seg: &'a Segment) -> Self {
+        Self {
+            seg,
+            spins: 0,
+            since: None,
+        }
+    }
+
+    #[cold]
+    fn check(&mut self, older: u64) {
+        self.spins = self.spins.wrapping_add(1);
+        if self.spins % 1024 != 1 {
+            return;
+        }
+        let now = Instant::now();
+        let since = *self.since.get_or_insert(now);
+        if now.duration_since(since) >= STALL_BOUND {
+            self.seg.resolve_stalled(older);
+        }
+    }
 }

@@ -13,6 +13,12 @@ use zerocast_core::broadcast::{slot_stride, Broadcast, BroadcastHeader, Declared
 use zerocast_core::storage::Raw;
 
 use crate::error::{io, Error, Result};
+
+/// How long a sequence may stay claimed but uncommitted before a subscriber
+/// or a publisher waiting on its slot resolves it (the subscribers' default;
+/// see `SubscriberOptions::stall_bound`). Far longer than any live
+/// publisher's window between its claim and its in-flight record.
+pub const STALL_BOUND: Duration = Duration::from_millis(50);
 use crate::layout::{
     now_ns, pid_alive, SegmentHeader, LAYOUT_HASH, LAYOUT_VERSION, MAGIC, RING_OFFSET,
 };
@@ -336,12 +342,13 @@ impl Segment {
     }
 
     /// Reclaims the entries of dead processes: a dead publisher's in-flight
-    /// sequence is declared lost (subscribers see a gap of one), a dead
-    /// subscriber's gating hold is released. Returns how many entries were
-    /// reclaimed.
+    /// sequences are declared lost (subscribers see a gap of one per
+    /// sequence), a dead subscriber's gating hold is released. Returns how
+    /// many entries were reclaimed.
     pub fn reap(&self) -> usize {
         let h = self.header();
         let mut reaped = 0;
+        let mut dead = Vec::new();
         for p in &h.publishers {
             // Acquire: pairs with the Release pid store at registration.
             let pid = p.pid.load(Ordering::Acquire);
@@ -352,7 +359,8 @@ impl Segment {
             // other reapers, and declare_lost is idempotent.
             let inflight = p.inflight.load(Ordering::Relaxed);
             if inflight != 0 {
-                let _ = self.ring.declare_lost(inflight - 1);
+                let len = u64::from(p.inflight_len.load(Ordering::Relaxed).max(1));
+                dead.extend(inflight - 1..inflight - 1 + len);
             }
             // AcqRel: only one reaper frees the entry.
             if p.pid
@@ -361,6 +369,13 @@ impl Segment {
             {
                 reaped += 1;
             }
+        }
+        // Oldest first: a slot passes to a lap only once the lap before it is
+        // resolved, so a later sequence in the same slot can be declared
+        // only after an earlier one.
+        dead.sort_unstable();
+        for seq in dead {
+            let _ = self.ring.declare_lost(seq);
         }
         for s in &h.subscribers {
             // Acquire: as above.
@@ -384,15 +399,19 @@ impl Segment {
         reaped
     }
 
-    /// Resolves sequence `seq`, claimed but not committed for a while: if no
-    /// live publisher says it is writing it, it is declared lost.
+    /// Resolves sequence `seq`, claimed but not committed for longer than a
+    /// stall bound ([`STALL_BOUND`] unless a subscriber configures its own):
+    /// if no live publisher says it is writing it, it is declared lost.
     pub fn resolve_stalled(&self, seq: u64) -> Option<Declared> {
         self.reap();
         let h = self.header();
         let owned_by_live = h.publishers.iter().any(|p| {
             // Relaxed: a hint; the stall bound makes a stale read harmless
             // (the owner stored it long before the bound elapsed).
-            p.inflight.load(Ordering::Relaxed) == seq + 1
+            let inflight = p.inflight.load(Ordering::Relaxed);
+            let len = u64::from(p.inflight_len.load(Ordering::Relaxed).max(1));
+            inflight != 0
+                && (inflight - 1..inflight - 1 + len).contains(&seq)
                 && pid_alive(p.pid.load(Ordering::Acquire))
         });
         if owned_by_live {

@@ -53,7 +53,7 @@ impl Default for SubscriberOptions {
             start: Start::Newest,
             gating: false,
             wait: WaitStrategy::default(),
-            stall_bound: Duration::from_millis(50),
+            stall_bound: crate::segment::STALL_BOUND,
             manual_release: false,
         }
     }
@@ -317,8 +317,9 @@ impl ShmSubscriber {
         h.sleepers.fetch_add(1, Ordering::SeqCst);
         // SeqCst: read before the re-check, so a wake after it changes it.
         let observed = h.wake_seq.load(Ordering::SeqCst);
-        // SeqCst fence: orders the increment above before the re-check below
-        // against the publisher's SeqCst commit and `sleepers` load.
+        // SeqCst fence: pairs with the SeqCst fence in `ShmPublisher::wake`;
+        // orders the increment above before the re-check below against the
+        // publisher's commit and its `sleepers` load.
         fence(Ordering::SeqCst);
         let result = self.poll();
         if result == Err(RecvError::Empty) {

@@ -241,6 +241,79 @@ fn dead_producer_is_pending_until_declared_lost_then_a_gap_of_one() {
 }
 
 #[test]
+fn a_producer_lapping_a_stalled_claim_waits_and_names_it() {
+    let ring = Broadcast::with_capacity(4, PAYLOAD).unwrap();
+    let mut cache = GatingCache::default();
+    let stalled = ring.try_claim(&mut cache).unwrap();
+    assert_eq!(stalled.seq(), 0);
+    core::mem::forget(stalled); // its producer dies before writing
+    for s in 1..4 {
+        assert_eq!(ring.try_publish(&mut cache, &frame(s)), Ok(s));
+    }
+    // Sequence 4 needs slot 0, still held by the dead claim of 0. The writer
+    // reports that on every spin; declaring 0 lost hands the slot over.
+    let lapping = ring.try_claim(&mut cache).unwrap();
+    let mut reported = Vec::new();
+    let committed = lapping.commit_with(&frame(4), |older| {
+        reported.push(older);
+        assert_eq!(ring.declare_lost(older), Ok(Declared::Lost));
+    });
+    assert_eq!(committed, Ok(4));
+    assert_eq!(reported, [0]);
+    let mut c = ring.cursor(Start::At(4));
+    let mut out = [0u64; PAYLOAD];
+    assert_eq!(ring.try_recv(&mut c, &mut out), Ok(4));
+    check_frame(4, &out);
+}
+
+#[test]
+fn only_the_lap_after_a_finished_one_can_be_declared_lost() {
+    let ring = Broadcast::with_capacity(4, PAYLOAD).unwrap();
+    let mut cache = GatingCache::default();
+    core::mem::forget(ring.try_claim(&mut cache).unwrap()); // 0 dies
+    for s in 1..4 {
+        ring.try_publish(&mut cache, &frame(s)).unwrap();
+    }
+    core::mem::forget(ring.try_claim(&mut cache).unwrap()); // 4 dies too
+                                                            // 4 cannot be declared while 0, the lap before it, is unresolved.
+    assert_eq!(ring.declare_lost(4), Err(DeclareError::OlderWriterStuck(0)));
+    assert_eq!(ring.declare_lost(0), Ok(Declared::Lost));
+    assert_eq!(ring.declare_lost(4), Ok(Declared::Lost));
+    assert_eq!(ring.declare_lost(0), Ok(Declared::AlreadyOverwritten));
+    // The slot moves on: 8 is written and read.
+    for s in 5..9 {
+        assert_eq!(ring.try_publish(&mut cache, &frame(s)), Ok(s));
+    }
+    let mut c = ring.cursor(Start::At(4));
+    let mut out = [0u64; PAYLOAD];
+    assert_eq!(
+        ring.try_recv(&mut c, &mut out),
+        Err(TryRecvError::Lagged(1))
+    );
+    for s in 5..9 {
+        assert_eq!(ring.try_recv(&mut c, &mut out), Ok(s));
+        check_frame(s, &out);
+    }
+}
+
+#[test]
+fn a_claim_declared_lost_before_its_write_fails_and_leaves_the_slot_alone() {
+    let ring = Broadcast::with_capacity(4, PAYLOAD).unwrap();
+    let mut cache = GatingCache::default();
+    let slow = ring.try_claim(&mut cache).unwrap();
+    assert_eq!(ring.declare_lost(0), Ok(Declared::Lost));
+    for s in 1..5 {
+        assert_eq!(ring.try_publish(&mut cache, &frame(s)), Ok(s));
+    }
+    // 4 took slot 0 after the declaration; the late commit must not touch it.
+    assert_eq!(slow.commit(&frame(0)), Err(PublishError::DeclaredLost(0)));
+    let mut c = ring.cursor(Start::At(4));
+    let mut out = [0u64; PAYLOAD];
+    assert_eq!(ring.try_recv(&mut c, &mut out), Ok(4));
+    check_frame(4, &out);
+}
+
+#[test]
 fn dropped_claim_is_declared_lost_at_once() {
     each_storage(64, |ring| {
         let mut c = ring.cursor(Start::Newest);
