@@ -74,7 +74,9 @@
 //! - Publish with gating: lock-free; `Full` while the slowest gating consumer
 //!   is a full ring behind. A gating consumer that dies holds producers until
 //!   its slot is released ([`Broadcast::release_gating_slot`]).
-//! - Receive: wait-free per attempt; never blocks a producer.
+//! - Receive: wait-free per attempt (one that finds its frame mid-write
+//!   pauses a bounded while, about a write's length, before it reports
+//!   `Pending`); never blocks a producer.
 
 use core::fmt;
 
@@ -87,6 +89,18 @@ use crate::sync::{fence, spin_loop, AtomicU64, Ordering};
 /// A gating cursor releases its slots at least every this many frames (and
 /// whenever it polls an empty ring).
 pub const RELEASE_EVERY: u64 = 64;
+
+/// A receive that finds its slot mid-write pauses this many times, up to
+/// [`PENDING_WAITS`] times over, before it reports [`TryRecvError::Pending`].
+#[cfg(not(zerocast_loom))]
+const PENDING_PAUSES: usize = 8;
+#[cfg(not(zerocast_loom))]
+const PENDING_WAITS: u32 = 4;
+// Under loom a pause is a yield, a scheduling point: one is enough to model.
+#[cfg(zerocast_loom)]
+const PENDING_PAUSES: usize = 1;
+#[cfg(zerocast_loom)]
+const PENDING_WAITS: u32 = 1;
 
 /// Most gating consumers a ring can have at once.
 pub const MAX_GATING: usize = 16;
@@ -334,6 +348,8 @@ pub struct ReadCursor {
     /// A gating consumer that releases slots itself ([`Broadcast::release`])
     /// instead of on every receive.
     manual_release: bool,
+    /// The position last published to the gating table.
+    released: u64,
 }
 
 impl ReadCursor {
@@ -795,6 +811,7 @@ where
             next,
             gating: None,
             manual_release: false,
+            released: 0,
         }
     }
 
@@ -835,6 +852,7 @@ where
             next,
             gating: Some(index),
             manual_release: false,
+            released: 0,
         })
     }
 
@@ -875,11 +893,16 @@ where
         // it per frame would bounce it between the two cores on every frame.
         // An idle consumer therefore never holds anything back; a busy one
         // holds at most RELEASE_EVERY - 1 slots it has already read.
+        // Only a position that moved is stored: an idle consumer polls this
+        // path continuously, and a store per poll would keep the line
+        // dirty in its cache for a producer at the ring's limit to pull.
         if cursor.gating.is_some()
             && !cursor.manual_release
+            && cursor.next != cursor.released
             && (cursor.next % RELEASE_EVERY == 0 || result.is_err())
         {
             self.release(cursor);
+            cursor.released = cursor.next;
         }
         result
     }
@@ -942,8 +965,9 @@ where
     fn recv_one(&self, cursor: &mut ReadCursor, out: &mut [u64]) -> Result<u64, TryRecvError> {
         let next = cursor.next;
         let (stamp_word, data) = self.slot(next).split_first().expect("slot has a stamp");
+        let mut pending_waits = 0;
         loop {
-            // Acquire: pairs with the SeqCst commit in `write`, making the
+            // Acquire: pairs with the Release commit in `write`, making the
             // committed payload visible to the loads below.
             let first = stamp_word.load(Ordering::Acquire);
             let seq = stamp_seq(first);
@@ -966,6 +990,19 @@ where
                 return Err(TryRecvError::Lagged(resume - next));
             }
             match stamp_state(first) {
+                WRITING if pending_waits < PENDING_WAITS => {
+                    // The producer is inside its write (a copy of a few
+                    // cache lines). Reloading the stamp at once would pull
+                    // the line it is writing back out of its cache, slowing
+                    // the very write we wait for; pause for about a write's
+                    // length instead, then look again. Bounded, so a
+                    // receive stays wait-free.
+                    pending_waits += 1;
+                    for _ in 0..PENDING_PAUSES {
+                        spin_loop();
+                    }
+                    continue;
+                }
                 WRITING => return Err(TryRecvError::Pending(next)),
                 LOST => {
                     cursor.next = next + 1;

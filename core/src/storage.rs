@@ -33,27 +33,91 @@ pub unsafe trait Storage {
     fn elems(&self) -> &[Self::Elem];
 }
 
-/// Heap storage: a boxed header and a boxed slice of elements.
+/// Alignment of [`Heap`] element arrays: two cache lines (what crossbeam's
+/// `CachePadded` uses on x86-64, whose adjacent-line prefetcher pairs lines).
+/// Rings pad their slots to whole cache lines; that only keeps neighbouring
+/// slots off each other's lines if the array itself starts on a line.
+pub const LINE_ALIGN: usize = 128;
+
+/// Heap storage: a boxed header and a heap array of elements starting on a
+/// [`LINE_ALIGN`] boundary.
 #[cfg(feature = "alloc")]
-#[derive(Debug)]
 pub struct Heap<H, E> {
     header: alloc::boxed::Box<H>,
-    elems: alloc::boxed::Box<[E]>,
+    elems: NonNull<E>,
+    len: usize,
 }
 
 #[cfg(feature = "alloc")]
 impl<H, E> Heap<H, E> {
-    /// Allocates a header and `len` elements made by `make(index)`.
-    pub fn new(header: H, len: usize, make: impl FnMut(usize) -> E) -> Self {
+    fn layout(len: usize) -> core::alloc::Layout {
+        core::alloc::Layout::array::<E>(len)
+            .and_then(|l| l.align_to(LINE_ALIGN))
+            .expect("ring storage larger than the address space")
+    }
+
+    /// Allocates a header and `len` elements made by `make(index)`. (If
+    /// `make` panics, the array is leaked, not dropped half-made.)
+    pub fn new(header: H, len: usize, mut make: impl FnMut(usize) -> E) -> Self {
+        let layout = Self::layout(len);
+        let elems = if layout.size() == 0 {
+            NonNull::dangling()
+        } else {
+            // SAFETY: the layout's size is not zero.
+            let p = unsafe { alloc::alloc::alloc(layout) }.cast::<E>();
+            NonNull::new(p).unwrap_or_else(|| alloc::alloc::handle_alloc_error(layout))
+        };
+        for i in 0..len {
+            // SAFETY: `i < len`, so the write is inside the allocation (or of
+            // a zero-sized value); each element is written once, before
+            // anything reads it.
+            unsafe { elems.as_ptr().add(i).write(make(i)) };
+        }
         Self {
             header: alloc::boxed::Box::new(header),
-            elems: (0..len).map(make).collect(),
+            elems,
+            len,
         }
     }
 }
 
-// SAFETY: the boxes are owned and never reallocated, so both references stay
-// valid and stable for the storage's life.
+#[cfg(feature = "alloc")]
+impl<H, E> Drop for Heap<H, E> {
+    fn drop(&mut self) {
+        // SAFETY: `new` initialised all `len` elements; they are dropped once,
+        // here, and nothing can reach them afterwards.
+        unsafe {
+            core::ptr::drop_in_place(core::ptr::slice_from_raw_parts_mut(
+                self.elems.as_ptr(),
+                self.len,
+            ));
+        }
+        let layout = Self::layout(self.len);
+        if layout.size() != 0 {
+            // SAFETY: allocated in `new` with this same layout.
+            unsafe { alloc::alloc::dealloc(self.elems.as_ptr().cast(), layout) };
+        }
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl<H, E> fmt::Debug for Heap<H, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Heap").field("len", &self.len).finish_non_exhaustive()
+    }
+}
+
+// SAFETY: `Heap` owns its header and elements as a `Box<H>` and a `Box<[E]>`
+// would; it can move to another thread when they can.
+#[cfg(feature = "alloc")]
+unsafe impl<H: Send, E: Send> Send for Heap<H, E> {}
+// SAFETY: as above: shared access hands out only `&H` and `&[E]`.
+#[cfg(feature = "alloc")]
+unsafe impl<H: Sync, E: Sync> Sync for Heap<H, E> {}
+
+// SAFETY: the header box and the element array are owned and never
+// reallocated, so both references stay valid and stable for the storage's
+// life.
 #[cfg(feature = "alloc")]
 unsafe impl<H, E> Storage for Heap<H, E> {
     type Header = H;
@@ -62,7 +126,9 @@ unsafe impl<H, E> Storage for Heap<H, E> {
         &self.header
     }
     fn elems(&self) -> &[E] {
-        &self.elems
+        // SAFETY: `elems` points at `len` initialised elements (or is a
+        // dangling, aligned pointer with nothing to read), owned by `self`.
+        unsafe { core::slice::from_raw_parts(self.elems.as_ptr(), self.len) }
     }
 }
 
