@@ -18,7 +18,7 @@ use zerocast_core::broadcast::{Broadcast, GatingCache, Start, TryRecvError};
 use zerocast_core::frame::{self, id::id, Direction, TradeEvent};
 use zerocast_core::spsc::Spsc;
 
-const CAPACITY: usize = 1024;
+const CAPACITY: usize = 4096;
 const FRAMES: u64 = 200_000;
 
 fn trade_frame() -> Vec<u64> {

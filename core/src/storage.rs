@@ -103,7 +103,9 @@ impl<H, E> Drop for Heap<H, E> {
 #[cfg(feature = "alloc")]
 impl<H, E> fmt::Debug for Heap<H, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Heap").field("len", &self.len).finish_non_exhaustive()
+        f.debug_struct("Heap")
+            .field("len", &self.len)
+            .finish_non_exhaustive()
     }
 }
 
