@@ -12,57 +12,14 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use crossbeam_queue::ArrayQueue;
-use zerocast_benches::{cores, pin};
+use zerocast_benches::{cores, pin, pop_all, push_all, trade_frame, Item, ITEMS_PER_RUN};
 use zerocast_core::broadcast::{Broadcast, GatingCache, Start, TryRecvError};
-use zerocast_core::frame::{self, id::id, Direction, TradeEvent};
 use zerocast_core::mpmc::Mpmc;
 use zerocast_core::spsc::Spsc;
 
-/// A 64-byte item, the size the SPSC comparison asks for.
-#[derive(Clone, Copy, Default)]
-#[repr(C)]
-struct Item([u64; 8]);
-
 const CAPACITY: usize = 4096;
 /// Items per cross-thread measurement.
-const BATCH: u64 = 200_000;
-
-fn trade_frame() -> Vec<u64> {
-    let trade = TradeEvent {
-        trade_id: id("T-1").unwrap(),
-        order_id: id("O-1").unwrap(),
-        instrument_id: id("BTC-USDT").unwrap(),
-        price: 64_000.0,
-        volume: 0.5,
-        direction: Direction::Buy,
-        timestamp: 1,
-    };
-    let mut buf = vec![0u64; frame::MAX_FRAME_WORDS];
-    let words = frame::encode(&trade, 1, 2, &mut buf).unwrap();
-    buf.truncate(words);
-    buf
-}
-
-/// Pushes `BATCH` items, spinning while the queue is full.
-fn push_all(mut push: impl FnMut(Item) -> bool) {
-    for i in 0..BATCH {
-        let item = Item([i; 8]);
-        while !push(item) {
-            std::hint::spin_loop();
-        }
-    }
-}
-
-/// Pops `BATCH` items, spinning while the queue is empty.
-fn pop_all<T>(mut pop: impl FnMut() -> Option<T>) {
-    let mut got = 0;
-    while got < BATCH {
-        if let Some(item) = pop() {
-            black_box(item);
-            got += 1;
-        }
-    }
-}
+const BATCH: u64 = ITEMS_PER_RUN;
 
 /// Runs `consume` on a second pinned core while `produce` runs here, `iters`
 /// times over, and returns the total time for all of it.

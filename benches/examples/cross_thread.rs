@@ -13,34 +13,12 @@
 
 use std::time::Instant;
 
-use zerocast_benches::{cores, pin};
+use zerocast_benches::{cores, pin, pop_all, push_all, trade_frame, Item, ITEMS_PER_RUN};
 use zerocast_core::broadcast::{Broadcast, GatingCache, Start, TryRecvError};
-use zerocast_core::frame::{self, id::id, Direction, TradeEvent};
 use zerocast_core::spsc::Spsc;
 
 const CAPACITY: usize = 4096;
-const FRAMES: u64 = 200_000;
-
-fn trade_frame() -> Vec<u64> {
-    let trade = TradeEvent {
-        trade_id: id("T-1").unwrap(),
-        order_id: id("O-1").unwrap(),
-        instrument_id: id("BTC-USDT").unwrap(),
-        price: 64_000.0,
-        volume: 0.5,
-        direction: Direction::Buy,
-        timestamp: 1,
-    };
-    let mut buf = vec![0u64; frame::MAX_FRAME_WORDS];
-    let words = frame::encode(&trade, 1, 2, &mut buf).unwrap();
-    buf.truncate(words);
-    buf
-}
-
-/// A 64-byte item, the size the SPSC comparison asks for.
-#[derive(Clone, Copy, Default)]
-#[repr(C)]
-struct Item([u64; 8]);
+const FRAMES: u64 = ITEMS_PER_RUN;
 
 /// Millions of items per second: `produce` runs here, `consume` on the
 /// second core, both started together.
@@ -65,44 +43,16 @@ fn spsc() -> f64 {
     let mut q = Spsc::<Item, _>::with_capacity(CAPACITY).unwrap();
     let (mut p, mut c) = q.split();
     two_threads(
-        || {
-            for i in 0..FRAMES {
-                while p.push(Item([i; 8])).is_err() {
-                    std::hint::spin_loop();
-                }
-            }
-        },
-        || {
-            let mut got = 0;
-            while got < FRAMES {
-                if let Ok(x) = c.pop() {
-                    std::hint::black_box(x);
-                    got += 1;
-                }
-            }
-        },
+        || push_all(|item| p.push(item).is_ok()),
+        || pop_all(|| c.pop().ok()),
     )
 }
 
 fn rtrb_items() -> f64 {
     let (mut p, mut c) = rtrb::RingBuffer::<Item>::new(CAPACITY);
     two_threads(
-        || {
-            for i in 0..FRAMES {
-                while p.push(Item([i; 8])).is_err() {
-                    std::hint::spin_loop();
-                }
-            }
-        },
-        || {
-            let mut got = 0;
-            while got < FRAMES {
-                if let Ok(x) = c.pop() {
-                    std::hint::black_box(x);
-                    got += 1;
-                }
-            }
-        },
+        || push_all(|item| p.push(item).is_ok()),
+        || pop_all(|| c.pop().ok()),
     )
 }
 
@@ -160,15 +110,7 @@ fn rtrb(frame: &[u64]) -> f64 {
                 }
             }
         },
-        || {
-            let mut got = 0;
-            while got < FRAMES {
-                if let Ok(x) = consumer.pop() {
-                    std::hint::black_box(x);
-                    got += 1;
-                }
-            }
-        },
+        || pop_all(|| consumer.pop().ok()),
     )
 }
 

@@ -2,7 +2,56 @@
 
 pub mod durability;
 
+use std::hint::black_box;
 use std::sync::OnceLock;
+
+use zerocast_core::frame::{self, id::id, Direction, TradeEvent};
+
+/// A 64-byte item, the size the SPSC comparisons use.
+#[derive(Clone, Copy, Default, Debug)]
+#[repr(C)]
+pub struct Item(pub [u64; 8]);
+
+/// Items moved per cross-thread measurement.
+pub const ITEMS_PER_RUN: u64 = 200_000;
+
+/// An encoded trade frame (20 words), the frame the ring benchmarks move.
+pub fn trade_frame() -> Vec<u64> {
+    let trade = TradeEvent {
+        trade_id: id("T-1").unwrap(),
+        order_id: id("O-1").unwrap(),
+        instrument_id: id("BTC-USDT").unwrap(),
+        price: 64_000.0,
+        volume: 0.5,
+        direction: Direction::Buy,
+        timestamp: 1,
+    };
+    let mut buf = vec![0u64; frame::MAX_FRAME_WORDS];
+    let words = frame::encode(&trade, 1, 2, &mut buf).unwrap();
+    buf.truncate(words);
+    buf
+}
+
+/// Pushes [`ITEMS_PER_RUN`] items, spinning while the queue is full.
+pub fn push_all(mut push: impl FnMut(Item) -> bool) {
+    for i in 0..ITEMS_PER_RUN {
+        let item = Item([i; 8]);
+        while !push(item) {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// Pops [`ITEMS_PER_RUN`] items, spinning while the queue is empty.
+pub fn pop_all<T>(mut pop: impl FnMut() -> Option<T>) {
+    let mut got = 0;
+    while got < ITEMS_PER_RUN {
+        if let Some(item) = pop() {
+            black_box(item);
+            got += 1;
+        }
+    }
+}
 
 /// The cores this process may run on, read once before anything is pinned
 /// (`core_affinity::get_core_ids` reads the calling thread's mask, which
