@@ -1,15 +1,22 @@
 //! One producer thread, one consumer thread, pinned to two cores, in
 //! interleaved runs: `spsc` against rtrb with 64-byte items, and the
-//! `broadcast` ring (overwriting and gating, single and batch-32 publishes)
-//! against rtrb moving the same 160-byte trade frames.
+//! `broadcast` ring (overwriting and gating, single and batch-32 publishes,
+//! on the heap and in one 2 MiB transparent huge page) against rtrb moving the
+//! same 160-byte trade frames.
 //!
 //! `cargo run --release -p zerocast-benches --example cross_thread -- [runs]`
 //!
 //! Each run moves 200,000 items on a fresh ring and times from the
-//! producer's first push until the consumer has taken the last one. The cases take turns, run after run, so that a noisy
-//! neighbour on a shared machine slows them all alike; the report gives the
-//! median, minimum and maximum over the runs of each case. The criterion
-//! bench (`--bench rings`) measures the same pairs, one case after another.
+//! producer's first push until the consumer has taken the last one. The cases
+//! take turns, run after run, so that a noisy neighbour on a shared machine
+//! slows them all alike; the report gives the median, minimum and maximum
+//! over the runs of each case. The criterion bench (`--bench rings`)
+//! measures the same pairs, one case after another.
+//!
+//! The huge-page cases exist because a 4096-slot trade ring (768 KiB) on
+//! 4 KiB pages runs at one of two speeds depending on which physical pages
+//! it gets (how its lines spread over the L2 cache's sets); in one huge page
+//! it does not depend on that.
 
 use std::time::Instant;
 
@@ -58,8 +65,80 @@ fn rtrb_items() -> f64 {
 
 /// Millions of frames per second through a fresh ring.
 fn broadcast(gating: bool, frame: &[u64], batch: usize) -> f64 {
+    let ring = Broadcast::with_capacity(CAPACITY, frame.len()).unwrap();
+    run_broadcast(&ring, gating, frame, batch)
+}
+
+/// The same on a ring in one 2 MiB transparent huge page: physically
+/// contiguous, so where its lines fall in the caches does not depend on which
+/// 4 KiB pages the kernel handed out.
+fn broadcast_thp(gating: bool, frame: &[u64]) -> f64 {
+    use zerocast_core::broadcast::{words_needed, BroadcastHeader};
+    use zerocast_core::storage::Raw;
+    type R = Raw<BroadcastHeader, std::sync::atomic::AtomicU64>;
+    const HUGE: usize = 2 << 20;
+    let words = words_needed(CAPACITY, frame.len());
+    let size = R::region_size(words);
+    assert!(size <= HUGE, "the ring must fit one huge page");
+    // SAFETY: a fresh anonymous private mapping; checked below.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            2 * HUGE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(base, libc::MAP_FAILED, "mmap failed");
+    let aligned = (base as usize).next_multiple_of(HUGE) as *mut u8;
+    // SAFETY: `aligned .. aligned + HUGE` lies inside the 2 * HUGE mapping.
+    unsafe {
+        assert_eq!(
+            libc::madvise(aligned.cast(), HUGE, libc::MADV_HUGEPAGE),
+            0,
+            "madvise(MADV_HUGEPAGE) failed"
+        );
+        aligned.write_bytes(0, HUGE);
+    }
+    HUGE_PAGES.get_or_init(huge_pages_granted);
+    let rate = {
+        // SAFETY: zeroed, aligned to 2 MiB, at least `size` bytes, and
+        // unmapped only after this block, where the ring ends.
+        let raw = unsafe { R::from_region(aligned, size, words).unwrap() };
+        let ring = Broadcast::init(raw, CAPACITY as u64, frame.len() as u64).unwrap();
+        run_broadcast(&ring, gating, frame, 1)
+    };
+    // SAFETY: the mapping made above; nothing refers to it any more.
+    unsafe { libc::munmap(base, 2 * HUGE) };
+    rate
+}
+
+/// What [`huge_pages_granted`] said while the first huge-page ring was mapped.
+static HUGE_PAGES: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Whether this kernel backs a `MADV_HUGEPAGE` mapping with a huge page
+/// (`/proc/self/smaps_rollup` counts it while mapped).
+fn huge_pages_granted() -> String {
+    let probe = || {
+        std::fs::read_to_string("/proc/self/smaps_rollup")
+            .ok()?
+            .lines()
+            .find(|l| l.starts_with("AnonHugePages"))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+    };
+    probe().unwrap_or_else(|| "AnonHugePages: unknown".into())
+}
+
+fn run_broadcast<S>(ring: &Broadcast<S>, gating: bool, frame: &[u64], batch: usize) -> f64
+where
+    S: zerocast_core::storage::Storage<
+            Header = zerocast_core::broadcast::BroadcastHeader,
+            Elem = std::sync::atomic::AtomicU64,
+        > + Sync,
+{
     let words = frame.len();
-    let ring = Broadcast::with_capacity(CAPACITY, words).unwrap();
     let mut cursor = if gating {
         ring.register_gating(Start::Newest).unwrap()
     } else {
@@ -67,7 +146,6 @@ fn broadcast(gating: bool, frame: &[u64], batch: usize) -> f64 {
     };
     let end = cursor.next + FRAMES;
     let batch_words: Vec<u64> = frame.iter().copied().cycle().take(words * batch).collect();
-    let ring = &ring;
     two_threads(
         || {
             let mut cache = GatingCache::default();
@@ -134,11 +212,17 @@ fn main() {
         .nth(1)
         .map(|s| s.parse().expect("runs: a number"))
         .unwrap_or(30);
-    let cases: [(&str, &dyn Fn() -> f64); 7] = [
+    let cases: [(&str, &dyn Fn() -> f64); 9] = [
         ("spsc, 64 B items", &spsc),
         ("rtrb, 64 B items", &rtrb_items),
         ("zerocast overwriting", &|| broadcast(false, &frame, 1)),
         ("zerocast gating", &|| broadcast(true, &frame, 1)),
+        ("zerocast overwriting, huge page", &|| {
+            broadcast_thp(false, &frame)
+        }),
+        ("zerocast gating, huge page", &|| {
+            broadcast_thp(true, &frame)
+        }),
         ("zerocast overwriting, batch 32", &|| {
             broadcast(false, &frame, 32)
         }),
@@ -155,4 +239,8 @@ fn main() {
     for ((name, _), runs) in cases.iter().zip(results) {
         println!("{name:32} {}", summary(runs));
     }
+    println!(
+        "huge-page rings: {} while mapped",
+        HUGE_PAGES.get().map_or("not run", String::as_str)
+    );
 }
