@@ -12,14 +12,15 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use crossbeam_queue::ArrayQueue;
-use zerocast_benches::{cores, pin, pop_all, push_all, trade_frame, Item, ITEMS_PER_RUN};
-use zerocast_core::broadcast::{Broadcast, GatingCache, Start, TryRecvError};
+use zerocast_benches::{
+    cores, pin, pop_all, publish_all, push_all, push_copies, receive_all, trade_frame, Item,
+    ITEMS_PER_RUN,
+};
+use zerocast_core::broadcast::{Broadcast, GatingCache, Start};
 use zerocast_core::mpmc::Mpmc;
 use zerocast_core::spsc::Spsc;
 
 const CAPACITY: usize = 4096;
-/// Items per cross-thread measurement.
-const BATCH: u64 = ITEMS_PER_RUN;
 
 /// Runs `consume` on a second pinned core while `produce` runs here, `iters`
 /// times over, and returns the total time for all of it.
@@ -82,7 +83,7 @@ fn spsc(c: &mut Criterion) {
     g.finish();
 
     let mut g = c.benchmark_group("spsc_64B/cross_thread");
-    g.throughput(Throughput::Elements(BATCH));
+    g.throughput(Throughput::Elements(ITEMS_PER_RUN));
     g.bench_function("zerocast", |b| {
         b.iter_custom(|iters| {
             let q = Spsc::<Item, _>::with_capacity(CAPACITY).unwrap();
@@ -165,7 +166,7 @@ fn mpmc(c: &mut Criterion) {
     g.finish();
 
     let mut g = c.benchmark_group("mpmc_64B/cross_thread");
-    g.throughput(Throughput::Elements(BATCH));
+    g.throughput(Throughput::Elements(ITEMS_PER_RUN));
     g.bench_function("zerocast", |b| {
         b.iter_custom(|iters| {
             let q = &q;
@@ -222,7 +223,7 @@ fn broadcast(c: &mut Criterion) {
     g.finish();
 
     let mut g = c.benchmark_group("broadcast_trade/cross_thread");
-    g.throughput(Throughput::Elements(BATCH));
+    g.throughput(Throughput::Elements(ITEMS_PER_RUN));
     for gating in [false, true] {
         let name = if gating {
             "zerocast_gating"
@@ -235,36 +236,14 @@ fn broadcast(c: &mut Criterion) {
                 let ring = &ring;
                 let frame = &frame;
                 cross_thread(iters, || {
-                    let mut cursor = if gating {
+                    let cursor = if gating {
                         ring.register_gating(Start::Newest).unwrap()
                     } else {
                         ring.cursor(Start::Newest)
                     };
-                    let end = cursor.next + BATCH;
                     (
-                        move || {
-                            let mut cache = GatingCache::default();
-                            for _ in 0..BATCH {
-                                while ring.try_publish(&mut cache, frame).is_err() {
-                                    std::hint::spin_loop();
-                                }
-                            }
-                        },
-                        move || {
-                            let mut out = vec![0u64; words];
-                            while cursor.next < end {
-                                match ring.try_recv(&mut cursor, &mut out) {
-                                    Ok(s) => {
-                                        black_box(s);
-                                    }
-                                    Err(TryRecvError::Lagged(n)) => {
-                                        black_box(n);
-                                    }
-                                    Err(_) => std::hint::spin_loop(),
-                                }
-                            }
-                            ring.unregister_gating(&mut cursor);
-                        },
+                        move || publish_all(ring, frame, 1),
+                        move || receive_all(ring, cursor, words),
                     )
                 })
             })
@@ -284,11 +263,7 @@ fn broadcast(c: &mut Criterion) {
                 let mut cons = cs.lock().unwrap().take().unwrap();
                 (
                     move || {
-                        for _ in 0..BATCH {
-                            while p.push(f).is_err() {
-                                std::hint::spin_loop();
-                            }
-                        }
+                        push_copies(f, |f| p.push(f).is_ok());
                         *ps.lock().unwrap() = Some(p);
                     },
                     move || {

@@ -20,12 +20,14 @@
 
 use std::time::Instant;
 
-use zerocast_benches::{cores, pin, pop_all, push_all, trade_frame, Item, ITEMS_PER_RUN};
-use zerocast_core::broadcast::{Broadcast, GatingCache, Start, TryRecvError};
+use zerocast_benches::{
+    cores, pin, pop_all, publish_all, push_all, push_copies, receive_all, trade_frame, Item,
+    RingStorage, ITEMS_PER_RUN,
+};
+use zerocast_core::broadcast::{Broadcast, Start};
 use zerocast_core::spsc::Spsc;
 
 const CAPACITY: usize = 4096;
-const FRAMES: u64 = ITEMS_PER_RUN;
 
 /// Millions of items per second: `produce` runs here, `consume` on the
 /// second core, both started together.
@@ -43,7 +45,7 @@ fn two_threads(produce: impl FnOnce(), consume: impl FnOnce() + Send) -> f64 {
         produce();
         t0
     });
-    FRAMES as f64 / t0.elapsed().as_secs_f64() / 1e6
+    ITEMS_PER_RUN as f64 / t0.elapsed().as_secs_f64() / 1e6
 }
 
 fn spsc() -> f64 {
@@ -131,47 +133,20 @@ fn huge_pages_granted() -> String {
     probe().unwrap_or_else(|| "AnonHugePages: unknown".into())
 }
 
-fn run_broadcast<S>(ring: &Broadcast<S>, gating: bool, frame: &[u64], batch: usize) -> f64
-where
-    S: zerocast_core::storage::Storage<
-            Header = zerocast_core::broadcast::BroadcastHeader,
-            Elem = std::sync::atomic::AtomicU64,
-        > + Sync,
-{
-    let words = frame.len();
-    let mut cursor = if gating {
+fn run_broadcast(
+    ring: &Broadcast<impl RingStorage>,
+    gating: bool,
+    frame: &[u64],
+    batch: usize,
+) -> f64 {
+    let cursor = if gating {
         ring.register_gating(Start::Newest).unwrap()
     } else {
         ring.cursor(Start::Newest)
     };
-    let end = cursor.next + FRAMES;
-    let batch_words: Vec<u64> = frame.iter().copied().cycle().take(words * batch).collect();
     two_threads(
-        || {
-            let mut cache = GatingCache::default();
-            for _ in 0..FRAMES / batch as u64 {
-                while ring
-                    .try_publish_batch(&mut cache, &batch_words, words)
-                    .is_err()
-                {
-                    std::hint::spin_loop();
-                }
-            }
-        },
-        move || {
-            let mut out = vec![0u64; words];
-            while cursor.next < end {
-                match ring.try_recv(&mut cursor, &mut out) {
-                    Ok(seq) => {
-                        std::hint::black_box(seq);
-                    }
-                    Err(TryRecvError::Lagged(n)) => {
-                        std::hint::black_box(n);
-                    }
-                    Err(_) => std::hint::spin_loop(),
-                }
-            }
-        },
+        || publish_all(ring, frame, batch),
+        move || receive_all(ring, cursor, frame.len()),
     )
 }
 
@@ -181,13 +156,7 @@ fn rtrb(frame: &[u64]) -> f64 {
     let mut item = [0u64; 20];
     item.copy_from_slice(&frame[..20]);
     two_threads(
-        || {
-            for _ in 0..FRAMES {
-                while producer.push(item).is_err() {
-                    std::hint::spin_loop();
-                }
-            }
-        },
+        || push_copies(item, |x| producer.push(x).is_ok()),
         || pop_all(|| consumer.pop().ok()),
     )
 }
@@ -235,7 +204,7 @@ fn main() {
             out.push(case());
         }
     }
-    println!("M items/s, median over {runs} interleaved runs of {FRAMES} items, 1 producer -> 1 consumer thread");
+    println!("M items/s, median over {runs} interleaved runs of {ITEMS_PER_RUN} items, 1 producer -> 1 consumer thread");
     for ((name, _), runs) in cases.iter().zip(results) {
         println!("{name:32} {}", summary(runs));
     }

@@ -3,9 +3,12 @@
 pub mod durability;
 
 use std::hint::black_box;
+use std::sync::atomic::AtomicU64;
 use std::sync::OnceLock;
 
+use zerocast_core::broadcast::{Broadcast, BroadcastHeader, GatingCache, ReadCursor, TryRecvError};
 use zerocast_core::frame::{self, id::id, Direction, TradeEvent};
+use zerocast_core::storage::Storage;
 
 /// A 64-byte item, the size the SPSC comparisons use.
 #[derive(Clone, Copy, Default, Debug)]
@@ -40,6 +43,69 @@ pub fn push_all(mut push: impl FnMut(Item) -> bool) {
             std::hint::spin_loop();
         }
     }
+}
+
+/// Pushes [`ITEMS_PER_RUN`] copies of `item`, spinning while the queue is
+/// full.
+pub fn push_copies<T: Copy>(item: T, mut push: impl FnMut(T) -> bool) {
+    for _ in 0..ITEMS_PER_RUN {
+        while !push(item) {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// Storage of a broadcast ring, on the heap or in a mapped region.
+pub trait RingStorage: Storage<Header = BroadcastHeader, Elem = AtomicU64> + Sync {}
+impl<T: Storage<Header = BroadcastHeader, Elem = AtomicU64> + Sync> RingStorage for T {}
+
+/// Publishes [`ITEMS_PER_RUN`] copies of `frame` into `ring`, one per
+/// `try_publish` or `batch` per `try_publish_batch`, spinning while a gating
+/// consumer holds the ring full.
+pub fn publish_all(ring: &Broadcast<impl RingStorage>, frame: &[u64], batch: usize) {
+    let mut cache = GatingCache::default();
+    if batch == 1 {
+        for _ in 0..ITEMS_PER_RUN {
+            while ring.try_publish(&mut cache, frame).is_err() {
+                std::hint::spin_loop();
+            }
+        }
+        return;
+    }
+    let words: Vec<u64> = frame
+        .iter()
+        .copied()
+        .cycle()
+        .take(frame.len() * batch)
+        .collect();
+    for _ in 0..ITEMS_PER_RUN / batch as u64 {
+        while ring
+            .try_publish_batch(&mut cache, &words, frame.len())
+            .is_err()
+        {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// Receives from `cursor` on until it has passed [`ITEMS_PER_RUN`] sequences
+/// (frames read or counted as lagged), then gives up its gating slot if it
+/// has one.
+pub fn receive_all(ring: &Broadcast<impl RingStorage>, mut cursor: ReadCursor, frame_words: usize) {
+    let end = cursor.next + ITEMS_PER_RUN;
+    let mut out = vec![0u64; frame_words];
+    while cursor.next < end {
+        match ring.try_recv(&mut cursor, &mut out) {
+            Ok(seq) => {
+                black_box(seq);
+            }
+            Err(TryRecvError::Lagged(n)) => {
+                black_box(n);
+            }
+            Err(_) => std::hint::spin_loop(),
+        }
+    }
+    ring.unregister_gating(&mut cursor);
 }
 
 /// Pops [`ITEMS_PER_RUN`] items, spinning while the queue is empty.
