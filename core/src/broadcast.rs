@@ -610,12 +610,7 @@ where
     /// publish. Dropping the [`Claim`] without committing declares the
     /// sequence lost, so consumers never wait on it.
     pub fn try_claim(&self, cache: &mut GatingCache) -> Result<Claim<'_, S>, PublishError> {
-        let seq = self.claim(cache, 1, &mut || false)?;
-        Ok(Claim {
-            ring: self,
-            seq,
-            done: false,
-        })
+        self.claim_wait(cache, || false)
     }
 
     /// Like [`try_claim`](Self::try_claim), but when a gating consumer is
@@ -624,14 +619,9 @@ where
     pub fn claim_wait(
         &self,
         cache: &mut GatingCache,
-        mut keep_waiting: impl FnMut() -> bool,
+        keep_waiting: impl FnMut() -> bool,
     ) -> Result<Claim<'_, S>, PublishError> {
-        let seq = self.claim(cache, 1, &mut keep_waiting)?;
-        Ok(Claim {
-            ring: self,
-            seq,
-            done: false,
-        })
+        self.claim_batch_wait(cache, 1, keep_waiting).map(Claim)
     }
 
     #[inline(always)]
@@ -1089,23 +1079,19 @@ where
     }
 }
 
-/// A claimed, not yet committed sequence (see [`Broadcast::try_claim`]).
+/// A claimed, not yet committed sequence (see [`Broadcast::try_claim`]): a
+/// [`BatchClaim`] of one, so dropping it declares the sequence lost.
 #[must_use = "dropping a claim declares its sequence lost"]
-pub struct Claim<'a, S>
+pub struct Claim<'a, S>(BatchClaim<'a, S>)
 where
-    S: Storage<Header = BroadcastHeader, Elem = AtomicU64>,
-{
-    ring: &'a Broadcast<S>,
-    seq: u64,
-    done: bool,
-}
+    S: Storage<Header = BroadcastHeader, Elem = AtomicU64>;
 
 impl<S> fmt::Debug for Claim<'_, S>
 where
     S: Storage<Header = BroadcastHeader, Elem = AtomicU64>,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Claim").field("seq", &self.seq).finish()
+        f.debug_struct("Claim").field("seq", &self.seq()).finish()
     }
 }
 
@@ -1115,7 +1101,7 @@ where
 {
     /// The claimed sequence.
     pub fn seq(&self) -> u64 {
-        self.seq
+        self.0.first()
     }
 
     /// Writes and commits the payload.
@@ -1129,29 +1115,9 @@ where
     /// slot (a producer that claimed a full ring ago and stalled or died),
     /// calls `stuck(older_seq)` on every spin, so that a supervising caller
     /// can declare a dead producer's sequence lost instead of waiting forever.
-    pub fn commit_with(
-        mut self,
-        payload: &[u64],
-        mut stuck: impl FnMut(u64),
-    ) -> Result<u64, PublishError> {
-        self.ring.check_len(payload.len())?;
-        self.done = true;
-        self.ring
-            .write(self.seq, payload, &mut stuck)
-            .map(|()| self.seq)
-    }
-}
-
-impl<S> Drop for Claim<'_, S>
-where
-    S: Storage<Header = BroadcastHeader, Elem = AtomicU64>,
-{
-    fn drop(&mut self) {
-        if !self.done {
-            // Nobody else writes this sequence; the only refusal possible is
-            // an older stuck writer, which a supervisor must clear anyway.
-            let _ = self.ring.declare_lost(self.seq);
-        }
+    pub fn commit_with(self, payload: &[u64], stuck: impl FnMut(u64)) -> Result<u64, PublishError> {
+        // The whole payload is the one frame (even an empty one).
+        self.0.commit_with(payload, payload.len(), stuck)
     }
 }
 
@@ -1202,7 +1168,8 @@ where
     /// Writes and commits `words` as frames of `frame_words` words, one per
     /// claimed sequence, and returns the first sequence. Sequences left
     /// without a frame (too few words given), and all of them if a frame is
-    /// too large for a slot, are declared lost. While an older lap still
+    /// too large for a slot, are declared lost. Words past the last claimed
+    /// frame are ignored. While an older lap still
     /// holds a slot (a producer that claimed a full ring ago and stalled or
     /// died), calls `stuck(older_seq)` on every spin, so that a supervising
     /// caller can declare a dead producer's sequence lost.
@@ -1214,11 +1181,14 @@ where
     ) -> Result<u64, PublishError> {
         let first = self.next;
         self.ring.check_len(frame_words)?;
+        // `frame_words == 0`: every frame is empty (the ring still writes the
+        // sequence into the header word), one per claimed sequence.
+        let frames = (self.end - self.next) as usize;
         let mut result = Ok(first);
-        for frame in words.chunks_exact(frame_words.max(1)) {
-            if self.next == self.end {
+        for i in 0..frames {
+            let Some(frame) = words.get(i * frame_words..(i + 1) * frame_words) else {
                 break;
-            }
+            };
             let seq = self.next;
             self.next += 1;
             if let Err(e) = self.ring.write(seq, frame, &mut stuck) {

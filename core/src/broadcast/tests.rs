@@ -601,3 +601,22 @@ fn regression_heap_ring_slots_start_on_a_cache_line() {
         drop(filler);
     }
 }
+
+#[test]
+fn a_batch_claim_of_empty_frames_commits_each_sequence() {
+    let ring = Broadcast::with_capacity(8, PAYLOAD).unwrap();
+    let mut cache = GatingCache::default();
+    let claim = ring.claim_batch_wait(&mut cache, 2, || false).unwrap();
+    assert_eq!(claim.commit_with(&[7, 8, 9], 0, |_| {}), Ok(0));
+    let mut c = ring.cursor(Start::At(0));
+    let mut out = [0u64; PAYLOAD];
+    for s in 0..2 {
+        assert_eq!(ring.try_recv(&mut c, &mut out), Ok(s));
+        assert_eq!(
+            out[1..],
+            [0; PAYLOAD - 1],
+            "an empty frame carries no words"
+        );
+    }
+    assert_eq!(ring.try_recv(&mut c, &mut out), Err(TryRecvError::Empty));
+}
