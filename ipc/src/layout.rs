@@ -53,6 +53,19 @@ pub struct PublisherEntry {
     pub name: [AtomicU64; NAME_LEN / 8],
 }
 
+impl PublisherEntry {
+    /// The sequences this publisher has claimed and not yet committed, if
+    /// any. Relaxed loads: only read by a supervisor after the owner died or
+    /// after the sequences stalled far longer than the owner's stores take.
+    pub fn inflight_range(&self) -> Option<core::ops::Range<u64>> {
+        // Relaxed: see above.
+        let inflight = self.inflight.load(Ordering::Relaxed);
+        // Relaxed: see above.
+        let len = u64::from(self.inflight_len.load(Ordering::Relaxed).max(1));
+        (inflight != 0).then(|| inflight - 1..inflight - 1 + len)
+    }
+}
+
 /// One subscriber's entry in the segment header.
 #[repr(C, align(64))]
 pub struct SubscriberEntry {

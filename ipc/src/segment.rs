@@ -13,15 +13,15 @@ use zerocast_core::broadcast::{slot_stride, Broadcast, BroadcastHeader, Declared
 use zerocast_core::storage::Raw;
 
 use crate::error::{io, Error, Result};
+use crate::layout::{
+    now_ns, pid_alive, SegmentHeader, LAYOUT_HASH, LAYOUT_VERSION, MAGIC, RING_OFFSET,
+};
 
 /// How long a sequence may stay claimed but uncommitted before a subscriber
 /// or a publisher waiting on its slot resolves it (the subscribers' default;
 /// see `SubscriberOptions::stall_bound`). Far longer than any live
 /// publisher's window between its claim and its in-flight record.
 pub const STALL_BOUND: Duration = Duration::from_millis(50);
-use crate::layout::{
-    now_ns, pid_alive, SegmentHeader, LAYOUT_HASH, LAYOUT_VERSION, MAGIC, RING_OFFSET,
-};
 
 /// The ring type inside a segment.
 pub type Ring = Broadcast<Raw<BroadcastHeader, std::sync::atomic::AtomicU64>>;
@@ -355,13 +355,9 @@ impl Segment {
             if pid == 0 || pid_alive(pid) {
                 continue;
             }
-            // Relaxed: the owner is dead; nothing races on its entry but
+            // The owner is dead; nothing races on its entry but
             // other reapers, and declare_lost is idempotent.
-            let inflight = p.inflight.load(Ordering::Relaxed);
-            if inflight != 0 {
-                let len = u64::from(p.inflight_len.load(Ordering::Relaxed).max(1));
-                dead.extend(inflight - 1..inflight - 1 + len);
-            }
+            dead.extend(p.inflight_range().into_iter().flatten());
             // AcqRel: only one reaper frees the entry.
             if p.pid
                 .compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed)
@@ -406,12 +402,9 @@ impl Segment {
         self.reap();
         let h = self.header();
         let owned_by_live = h.publishers.iter().any(|p| {
-            // Relaxed: a hint; the stall bound makes a stale read harmless
-            // (the owner stored it long before the bound elapsed).
-            let inflight = p.inflight.load(Ordering::Relaxed);
-            let len = u64::from(p.inflight_len.load(Ordering::Relaxed).max(1));
-            inflight != 0
-                && (inflight - 1..inflight - 1 + len).contains(&seq)
+            // A hint (see `inflight_range`): the stall bound makes a stale
+            // read harmless, the owner stored it long before the bound elapsed.
+            p.inflight_range().is_some_and(|r| r.contains(&seq))
                 && pid_alive(p.pid.load(Ordering::Acquire))
         });
         if owned_by_live {
