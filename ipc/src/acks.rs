@@ -61,13 +61,7 @@ impl AckChannel {
             Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
             other => return other,
         }
-        let tmp = PathBuf::from(format!(
-            "{}{}{}",
-            path.display(),
-            crate::segment::INIT_MARK,
-            std::process::id()
-        ));
-        let _ = std::fs::remove_file(&tmp);
+        let tmp = crate::segment::init_path(path);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -188,5 +182,38 @@ impl AckChannel {
     /// The file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regression_two_threads_creating_one_ack_channel_share_it() {
+        // Both creators used the same temporary name (the pid) and removed
+        // it before creating theirs, so one could unlink the other's
+        // half-built file and publish it: the two ends then held different
+        // rings and every ack was lost.
+        let dir = std::env::temp_dir().join(format!("zerocast-acks-race-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..300u64 {
+            let path = dir.join(format!("acks-{i}"));
+            let start = std::sync::Barrier::new(2);
+            let open = || {
+                start.wait();
+                AckChannel::open_or_create(&path).unwrap()
+            };
+            let (a, b) = std::thread::scope(|s| {
+                let a = s.spawn(open);
+                let b = s.spawn(open);
+                (a.join().unwrap(), b.join().unwrap())
+            });
+            assert!(a.ack([1; 16], i, Duration::ZERO));
+            let mut seen = Vec::new();
+            b.drain(|e| seen.push(e.seq));
+            assert_eq!(seen, [i], "round {i}: the two ends hold different rings");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -54,6 +54,21 @@ pub fn capacity_for(size: u64, payload_words: usize) -> Option<u64> {
     Some(cap)
 }
 
+/// A name, unique to this call, under which a file that will be published
+/// as `path` (with `link()`) is built: the pid and a per-process counter
+/// after [`INIT_MARK`], so neither another process nor another thread of
+/// this one can take or remove it.
+pub(crate) fn init_path(path: &Path) -> PathBuf {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    PathBuf::from(format!(
+        "{}{INIT_MARK}{}-{}",
+        path.display(),
+        std::process::id(),
+        // Relaxed: only uniqueness matters.
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
 /// A mapped topic segment.
 pub struct Segment {
     ring: Ring,
@@ -97,15 +112,8 @@ impl Segment {
     /// (found by the fan-out benchmark: 1000 subscribers racing to open a new
     /// topic timed out waiting for its creator).
     pub fn create(path: &Path, topic: &str, capacity: u64, payload_words: usize) -> Result<Self> {
-        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let size = segment_size(capacity, payload_words);
-        let tmp = PathBuf::from(format!(
-            "{}{INIT_MARK}{}-{}",
-            path.display(),
-            std::process::id(),
-            // Relaxed: only uniqueness matters.
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
+        let tmp = init_path(path);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
