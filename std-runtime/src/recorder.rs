@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use zerocast_ipc::layout::now_ns;
-use zerocast_ipc::{Bus, RecvError, Start, SubscriberOptions, WaitStrategy};
+use zerocast_ipc::{Bus, RecvError, Start, Subscriber, SubscriberOptions, WaitStrategy};
 
 use crate::wal::{Recovery, Wal, WalError, WalOptions};
 
@@ -87,6 +87,19 @@ pub fn record(
             },
         )
         .map_err(RecordError::Bus)?;
+    record_from(&mut sub, topic, wal, stop)
+}
+
+/// Records from `sub` into `wal` until `stop()` returns true. [`record`]
+/// calls it with its gating, manually released subscriber; with any other
+/// subscriber (a test's non-gating one, say) the log holds what that
+/// subscriber received, holes included.
+pub fn record_from(
+    sub: &mut Subscriber,
+    topic: &str,
+    wal: &mut Wal,
+    stop: impl Fn() -> bool,
+) -> Result<RecorderStats, RecordError> {
     let mut stats = RecorderStats::default();
     let mut expected = wal.last_seq().map(|s| s + 1);
     while !stop() {

@@ -10,6 +10,8 @@ use std::io::{ErrorKind, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use format::{
@@ -341,6 +343,25 @@ pub struct Wal {
     records_since_index: u64,
     unsynced: u64,
     last_sync: Instant,
+    /// Last sequence made durable by `sync`, plus one (0: none yet).
+    synced: Arc<AtomicU64>,
+}
+
+/// Where a [`Wal`] has made its records durable, readable from any thread
+/// while the WAL itself is borrowed by its writer (see [`Wal::sync_watch`]).
+#[derive(Debug, Clone)]
+pub struct SyncWatch(Arc<AtomicU64>);
+
+impl SyncWatch {
+    /// The last sequence the WAL has fdatasynced since it was opened (None:
+    /// nothing yet). Under [`FsyncPolicy::Never`] only a rotation, an
+    /// explicit [`Wal::sync`] or the drop advances it.
+    pub fn synced_seq(&self) -> Option<u64> {
+        // Acquire: pairs with the Release store in `Wal::sync`; a reader
+        // that sees the position also sees everything the writer did before
+        // the fdatasync returned.
+        self.0.load(Ordering::Acquire).checked_sub(1)
+    }
 }
 
 impl Wal {
@@ -455,6 +476,7 @@ impl Wal {
                 records_since_index: 0,
                 unsynced: 0,
                 last_sync: Instant::now(),
+                synced: Arc::new(AtomicU64::new(0)),
             },
             recovery,
         ))
@@ -580,6 +602,11 @@ impl Wal {
         self.last_seq
     }
 
+    /// A handle that reads how far this WAL has fdatasynced, from any thread.
+    pub fn sync_watch(&self) -> SyncWatch {
+        SyncWatch(Arc::clone(&self.synced))
+    }
+
     /// The directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -674,6 +701,11 @@ impl Wal {
         if self.unsynced > 0 {
             datasync(&self.active, &self.active_path)?;
             self.unsynced = 0;
+            if let Some(last) = self.last_seq {
+                // Release: pairs with the Acquire load in
+                // `SyncWatch::synced_seq`.
+                self.synced.store(last + 1, Ordering::Release);
+            }
         }
         self.last_sync = Instant::now();
         Ok(())

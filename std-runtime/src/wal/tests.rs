@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 
-use super::format::{KIND_FRAME, KIND_LOST, SEGMENT_HEADER};
+use super::format::{parse_record, Parsed, KIND_FRAME, KIND_LOST, SEGMENT_HEADER};
 use super::*;
 use crate::feed::{Feed, Rng};
 use zerocast_core::frame::{encode, FrameBuf};
@@ -295,4 +295,128 @@ fn fsync_policies_parse() {
         }
     );
     assert!("sometimes".parse::<FsyncPolicy>().is_err());
+}
+
+/// Offsets of the records of a segment, in order.
+fn record_offsets(path: &Path) -> Vec<usize> {
+    let bytes = std::fs::read(path).unwrap();
+    let mut off = SEGMENT_HEADER;
+    let mut out = Vec::new();
+    while let Parsed::Record(_, size) = parse_record(&bytes, off) {
+        out.push(off);
+        off += size;
+    }
+    out
+}
+
+/// Zeroes 4 KiB of `path` from the record boundary nearest its middle;
+/// returns the offset.
+fn zero_page_at_middle_record(path: &Path) -> usize {
+    let offsets = record_offsets(path);
+    let at = offsets[offsets.len() / 3];
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[at..at + 4096].fill(0);
+    std::fs::write(path, &bytes).unwrap();
+    at
+}
+
+#[test]
+fn regression_zeroed_page_in_newest_segment_is_damage_not_end() {
+    let dir = tempdir("zeroed-newest");
+    let records = frames(400);
+    let opts = WalOptions {
+        segment_size: 1 << 20,
+        ..small()
+    };
+    write_all(&dir, opts.clone(), &records);
+    let seg = list_segments(&dir).unwrap()[0].path.clone();
+    let at = zero_page_at_middle_record(&seg);
+    let before = std::fs::read(&seg).unwrap();
+    match Wal::open(&dir, "trades", opts) {
+        Err(e @ WalError::Corrupt { .. }) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&seg.display().to_string()) && msg.contains(&format!("offset {at}")),
+                "{msg}"
+            );
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok((wal, rec)) => panic!(
+            "a zeroed page with valid records after it opened as the end of the log \
+             (last_seq {:?}, recovery {rec:?})",
+            wal.last_seq()
+        ),
+    }
+    assert!(
+        std::fs::read(&seg).unwrap() == before,
+        "open changed the segment"
+    );
+}
+
+#[test]
+fn regression_zeroed_page_in_sealed_segment_is_reported_not_a_silent_gap() {
+    let dir = tempdir("zeroed-sealed");
+    let records = frames(500);
+    write_all(&dir, small(), &records);
+    let segments = list_segments(&dir).unwrap();
+    assert!(segments.len() > 3);
+    zero_page_at_middle_record(&segments[1].path);
+    match replay_all(&dir, 0) {
+        Err(e) => {
+            let msg = e.to_string();
+            assert!(msg.contains(&segments[1].path.display().to_string()), "{msg}");
+        }
+        Ok(got) => panic!(
+            "replay returned {} of {} records without an error",
+            got.len(),
+            records.len()
+        ),
+    }
+}
+
+#[test]
+fn regression_deleted_middle_segment_is_reported_as_missing() {
+    let dir = tempdir("deleted-middle");
+    let records = frames(500);
+    write_all(&dir, small(), &records);
+    let segments = list_segments(&dir).unwrap();
+    assert!(segments.len() > 3);
+    std::fs::remove_file(&segments[2].path).unwrap();
+    let (from, to) = (segments[2].first_seq, segments[3].first_seq - 1);
+    match replay_all(&dir, 0) {
+        Err(e) => {
+            let msg = e.to_string();
+            assert!(msg.contains(&format!("{from}..={to}")), "{msg}");
+        }
+        Ok(got) => panic!(
+            "replay returned {} of {} records without an error",
+            got.len(),
+            records.len()
+        ),
+    }
+}
+
+#[test]
+fn regression_segment_removed_under_a_reader_is_missing_and_the_reader_goes_on() {
+    let dir = tempdir("removed-under");
+    let records = frames(500);
+    write_all(&dir, small(), &records);
+    let segments = list_segments(&dir).unwrap();
+    assert!(segments.len() > 3);
+    let victim = segments[1].clone();
+    let mut seqs = Vec::new();
+    let result = Replay::new(&dir).run(0, u64::MAX, |r| {
+        if r.seq == 0 {
+            // Retention removes the next segment while we read this one.
+            std::fs::remove_file(&victim.path).unwrap();
+        }
+        seqs.push(r.seq);
+        ControlFlow::Continue(())
+    });
+    let after: Vec<u64> = (segments[2].first_seq..500).collect();
+    assert!(
+        result.is_ok() && seqs.ends_with(&after),
+        "{result:?}, {} records",
+        seqs.len()
+    );
 }
