@@ -12,7 +12,8 @@ use zerocast_ipc::{
 };
 use zerocast_runtime::feed::Feed;
 use zerocast_runtime::recorder;
-use zerocast_runtime::wal::format::{KIND_FRAME, KIND_LOST};
+use zerocast_runtime::resume::{CheckpointPolicy, Event, Resumable};
+use zerocast_runtime::wal::format::{KIND_FRAME, KIND_INVALID, KIND_LOST, KIND_MISSED};
 use zerocast_runtime::wal::{FsyncPolicy, Replay, Wal, WalError, WalOptions};
 
 fn tempdir(name: &str) -> PathBuf {
@@ -236,6 +237,51 @@ fn kinds(dir: &std::path::Path) -> Result<Vec<(u64, u32)>, WalError> {
     Ok(out)
 }
 
+/// What a resumable subscriber (no checkpoint yet) delivers up to `last`:
+/// missing ranges and invalid frames as they are, frames as their sequence.
+fn follow_events(bus: &Bus, wal_dir: &std::path::Path, last: u64) -> Vec<String> {
+    let mut r = Resumable::open(
+        bus,
+        "trades",
+        wal_dir,
+        &wal_dir.join("checkpoints"),
+        "t",
+        CheckpointPolicy::default(),
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    r.run(
+        |e| {
+            let seq = match e {
+                Event::Frame { seq, .. } => {
+                    out.push(format!("frame {seq}"));
+                    seq
+                }
+                Event::Lost(seq) => {
+                    out.push(format!("lost {seq}"));
+                    seq
+                }
+                Event::Invalid { seq, .. } => {
+                    out.push(format!("invalid {seq}"));
+                    seq
+                }
+                Event::Missing { from, to } => {
+                    out.push(format!("missing {from}..={to}"));
+                    to
+                }
+            };
+            if seq >= last {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        },
+        || false,
+    )
+    .unwrap();
+    out
+}
+
 /// A recorder lapped on its very first read, with an empty WAL: the hole is
 /// one "missed by the recorder" record for exactly the sequences it skipped
 /// (from its cursor before the lap, not from 0), never bus `lost` markers.
@@ -277,6 +323,26 @@ fn regression_recorder_lapped_on_first_read_writes_one_missed_range_at_its_curso
     );
     assert_eq!(stats.missed, 2 * cap);
     assert_eq!(stats.lost, 0);
+    // One record for the hole, at the cursor the recorder had, then the
+    // frames it read.
+    let mut expected = vec![(cap, KIND_MISSED)];
+    expected.extend((3 * cap..=last).map(|s| (s, KIND_FRAME)));
+    assert_eq!(records, expected);
+    let mut covered = Vec::new();
+    Replay::new(&dir.join("trades"))
+        .run(0, u64::MAX, |r| {
+            covered.push((r.seq, r.last_seq()));
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(covered[0], (cap, 3 * cap - 1));
+    // `follow` calls it Missing, not Lost.
+    let mut expected = vec![
+        format!("missing 0..={}", cap - 1),
+        format!("missing {cap}..={}", 3 * cap - 1),
+    ];
+    expected.extend((3 * cap..=last).map(|s| format!("frame {s}")));
+    assert_eq!(follow_events(&bus, &dir.join("trades"), last), expected);
     bus.remove_segments();
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -316,8 +382,15 @@ fn regression_invalid_frame_is_recorded_and_stepped_over() {
     assert_eq!(records.len(), 3, "{records:?}");
     assert_eq!(records[0], (0, KIND_FRAME));
     assert_eq!(records[2], (2, KIND_FRAME));
-    assert_eq!(records[1].0, 1);
-    assert_ne!(records[1].1, KIND_FRAME);
+    assert_eq!(records[1], (1, KIND_INVALID));
+    assert_eq!(
+        follow_events(&bus, &dir.join("trades"), 2),
+        ["frame 0", "invalid 1", "frame 2"]
+    );
+    let stats = Replay::new(&dir.join("trades"))
+        .run(0, u64::MAX, |_| ControlFlow::Continue(()))
+        .unwrap();
+    assert_eq!((stats.frames, stats.invalid), (2, 1));
     bus.remove_segments();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -15,9 +15,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use format::{
-    encode_header, encode_record, parse_record, Parsed, KIND_FRAME, KIND_LOST, SEGMENT_HEADER,
+    encode_header, encode_record, parse_record, Parsed, KIND_FRAME, KIND_INVALID, KIND_LOST,
+    KIND_MISSED, MAX_RECORD_FRAME, SEGMENT_HEADER,
 };
-pub use reader::{Replay, ReplayStats};
+pub use reader::{Entry, Replay, ReplayStats};
 
 /// When appended records are made durable with `fdatasync`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +145,19 @@ pub enum WalError {
         /// Sequence offered.
         seq: u64,
     },
+    /// Sequences the log should hold are not in it: a segment was removed
+    /// (retention, or by hand) or damaged at its end. [`Replay::run`] reports
+    /// this as an error; [`Replay::read`] hands it out as an
+    /// [`Entry::Gap`] and goes on.
+    Gap {
+        /// First missing sequence.
+        from: u64,
+        /// Last missing sequence.
+        to: u64,
+        /// Where the reader noticed it: the segment after the gap, or the
+        /// segment that vanished.
+        path: PathBuf,
+    },
     /// A checkpoint file is damaged.
     BadCheckpoint {
         /// The file.
@@ -179,6 +193,11 @@ impl std::fmt::Display for WalError {
                     "sequence {seq} does not follow the log's last sequence {last}"
                 )
             }
+            Self::Gap { from, to, path } => write!(
+                f,
+                "{}: sequences {from}..={to} are missing from the log (a segment was removed or damaged)",
+                path.display()
+            ),
             Self::BadCheckpoint { path, reason } => {
                 write!(f, "{}: bad checkpoint: {reason}", path.display())
             }
@@ -304,8 +323,12 @@ fn read_all(path: &Path) -> Result<Vec<u8>, WalError> {
     std::fs::read(path).map_err(io_err(path, "read segment"))
 }
 
-/// Whether any valid record starts at an 8-aligned offset after `from`
-/// (distinguishes damage in the middle from a torn tail).
+/// The offset of the first valid record that starts at an 8-aligned offset
+/// after `from` with a sequence after `after_seq`, if any: a damaged or
+/// zeroed region with such a record after it is damage in the middle of the
+/// log, not a torn tail. Skips runs of zeros without parsing them (a record
+/// header is never all zero), so scanning a preallocated segment's empty
+/// tail costs about a `memchr`.
 pub(crate) fn valid_record_after(
     bytes: &[u8],
     from: usize,
@@ -313,12 +336,26 @@ pub(crate) fn valid_record_after(
 ) -> Option<usize> {
     let mut off = from.div_ceil(8) * 8 + 8;
     while off + format::RECORD_HEADER <= bytes.len() {
-        if let Parsed::Record(r, _) = parse_record(bytes, off) {
-            if after_seq.is_none_or(|s| r.seq > s) {
-                return Some(off);
+        // The next non-zero byte: any record at or after `off` has its
+        // header's first non-zero byte at or after it.
+        let nonzero = off + bytes[off..].iter().position(|&b| b != 0)?;
+        // Headers holding that byte start in (nonzero - 32, nonzero]; ones
+        // starting earlier would be all zero.
+        let first = (nonzero + 1)
+            .saturating_sub(format::RECORD_HEADER)
+            .div_ceil(8)
+            .max(off.div_ceil(8))
+            * 8;
+        let mut cand = first.max(off);
+        while cand <= nonzero {
+            if let Parsed::Record(r, _) = parse_record(bytes, cand) {
+                if after_seq.is_none_or(|s| r.seq > s) {
+                    return Some(cand);
+                }
             }
+            cand += 8;
         }
-        off += 8;
+        off = cand;
     }
     None
 }
@@ -376,6 +413,7 @@ impl Wal {
         std::fs::create_dir_all(dir).map_err(io_err(dir, "create WAL directory"))?;
         let mut recovery = Recovery::default();
         let mut segments = list_segments(dir)?;
+        let mut last_version = format::VERSION;
         for s in &segments {
             let mut head = [0u8; SEGMENT_HEADER];
             let ok = File::open(&s.path)
@@ -387,7 +425,7 @@ impl Wal {
                 Err("shorter than a segment header".into())
             };
             match decoded {
-                Ok(h) if h.first_seq == s.first_seq && h.topic == topic => {}
+                Ok(h) if h.first_seq == s.first_seq && h.topic == topic => last_version = h.version,
                 Ok(h) if h.topic != topic => {
                     return Err(WalError::BadSegment {
                         path: s.path.clone(),
@@ -443,6 +481,13 @@ impl Wal {
                     .write(true)
                     .open(&last.path)
                     .map_err(io_err(&last.path, "open segment"))?;
+                if last_version != format::VERSION {
+                    // Every older record is valid in this version, and the
+                    // records appended from now on may use its kinds.
+                    f.write_all_at(&format::VERSION.to_le_bytes(), 8)
+                        .and_then(|()| f.sync_data())
+                        .map_err(io_err(&last.path, "relabel segment version"))?;
+                }
                 (f, last.path.clone(), write_pos)
             }
             None => {
@@ -500,10 +545,25 @@ impl Wal {
                             "sequence does not increase",
                         );
                     }
-                    last_seq = Some(r.seq);
+                    last_seq = Some(r.last_seq());
                     off += size;
                 }
-                Parsed::End => return Ok((off as u64, last_seq, None)),
+                Parsed::End => {
+                    // Zeros with a record after them are a lost block (a
+                    // page that never reached the disk), not the end:
+                    // appending here would overwrite the records after it.
+                    if let Some(at) = valid_record_after(&bytes, off, last_seq) {
+                        return Err(WalError::Corrupt {
+                            path: path.to_owned(),
+                            offset: off as u64,
+                            reason: format!(
+                                "zeroed region, and a valid record follows at offset {at}: \
+                                 damage in the middle of the log"
+                            ),
+                        });
+                    }
+                    return Ok((off as u64, last_seq, None));
+                }
                 Parsed::Bad(reason) => return Self::cut(path, &bytes, off, last_seq, reason),
             }
         }
@@ -628,6 +688,34 @@ impl Wal {
         self.append_kind(seq, timestamp_ns, KIND_LOST, &[])
     }
 
+    /// Records, in one record, that the recorder never saw the `count`
+    /// sequences from `from` on (it was lapped). A count of 0 writes nothing.
+    pub fn append_missed(
+        &mut self,
+        from: u64,
+        count: u64,
+        timestamp_ns: u64,
+    ) -> Result<(), WalError> {
+        if count == 0 {
+            return Ok(());
+        }
+        // The range ends at the last sequence there is.
+        let count = count.min((u64::MAX - from).saturating_add(1));
+        self.append_kind(from, timestamp_ns, KIND_MISSED, &count.to_le_bytes())
+    }
+
+    /// Records what the bus delivered for `seq` when it is not a valid frame
+    /// (the first [`MAX_RECORD_FRAME`] bytes of it).
+    pub fn append_invalid(
+        &mut self,
+        seq: u64,
+        timestamp_ns: u64,
+        bytes: &[u8],
+    ) -> Result<(), WalError> {
+        let bytes = &bytes[..bytes.len().min(MAX_RECORD_FRAME)];
+        self.append_kind(seq, timestamp_ns, KIND_INVALID, bytes)
+    }
+
     fn append_kind(&mut self, seq: u64, ts: u64, kind: u32, frame: &[u8]) -> Result<(), WalError> {
         if let Some(last) = self.last_seq {
             if seq <= last {
@@ -646,7 +734,12 @@ impl Wal {
         }
         self.records_since_index = (self.records_since_index + 1) % self.options.index_every.max(1);
         encode_record(&mut self.buf, seq, ts, kind, frame);
-        self.last_seq = Some(seq);
+        self.last_seq = Some(if kind == KIND_MISSED {
+            let count = u64::from_le_bytes(frame.try_into().expect("8-byte count"));
+            seq.saturating_add(count - 1)
+        } else {
+            seq
+        });
         self.unsynced += 1;
         match self.options.fsync {
             FsyncPolicy::Always => self.sync()?,
