@@ -336,18 +336,16 @@ pub(crate) fn valid_record_after(
 ) -> Option<usize> {
     let mut off = from.div_ceil(8) * 8 + 8;
     while off + format::RECORD_HEADER <= bytes.len() {
-        // The next non-zero byte: any record at or after `off` has its
-        // header's first non-zero byte at or after it.
-        let nonzero = off + bytes[off..].iter().position(|&b| b != 0)?;
-        // Headers holding that byte start in (nonzero - 32, nonzero]; ones
+        // The next 8-byte word with a non-zero byte: a record at or after
+        // `off` has its header's first non-zero word at or after it.
+        let word = off
+            + 8 * bytes[off..]
+                .chunks_exact(8)
+                .position(|w| w.iter().any(|&b| b != 0))?;
+        // Headers holding that word start in [word - 24, word]; ones
         // starting earlier would be all zero.
-        let first = (nonzero + 1)
-            .saturating_sub(format::RECORD_HEADER)
-            .div_ceil(8)
-            .max(off.div_ceil(8))
-            * 8;
-        let mut cand = first.max(off);
-        while cand <= nonzero {
+        let mut cand = word.saturating_sub(format::RECORD_HEADER - 8).max(off);
+        while cand <= word {
             if let Parsed::Record(r, _) = parse_record(bytes, cand) {
                 if after_seq.is_none_or(|s| r.seq > s) {
                     return Some(cand);

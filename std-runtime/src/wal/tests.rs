@@ -447,3 +447,59 @@ fn regression_segment_removed_under_a_reader_is_missing_and_the_reader_goes_on()
     expected.extend(to + 1..500);
     assert_eq!(seqs, expected);
 }
+
+#[test]
+fn corrupt_segment_header_is_an_error_naming_the_file() {
+    let dir = tempdir("bad-header");
+    write_all(&dir, small(), &frames(500));
+    let segments = list_segments(&dir).unwrap();
+    for victim in [&segments[1].path, &segments.last().unwrap().path] {
+        let mut bytes = std::fs::read(victim).unwrap();
+        bytes[3] ^= 0xFF;
+        std::fs::write(victim, &bytes).unwrap();
+        let err = Wal::open(&dir, "trades", small()).unwrap_err().to_string();
+        assert!(
+            err.contains(&victim.display().to_string()) && err.contains("bad magic"),
+            "{err}"
+        );
+        bytes[3] ^= 0xFF;
+        std::fs::write(victim, &bytes).unwrap();
+    }
+}
+
+/// Version-1 logs stay readable; the active segment is relabelled version 2
+/// at open (its records are valid in both), sealed ones are left alone.
+#[test]
+fn version_1_log_is_read_and_its_active_segment_relabelled() {
+    let dir = tempdir("v1");
+    let records = frames(300);
+    write_all(&dir, small(), &records);
+    let segments = list_segments(&dir).unwrap();
+    for s in &segments {
+        let f = OpenOptions::new().write(true).open(&s.path).unwrap();
+        f.write_all_at(&1u32.to_le_bytes(), 8).unwrap();
+    }
+    assert_eq!(replay_all(&dir, 0).unwrap(), records);
+    let (mut wal, _) = Wal::open(&dir, "trades", small()).unwrap();
+    wal.append_missed(300, 10, 0).unwrap();
+    wal.append(310, 0, &records[0].1).unwrap();
+    assert_eq!(wal.last_seq(), Some(310));
+    drop(wal);
+    let version = |p: &Path| {
+        let b = std::fs::read(p).unwrap();
+        format::decode_header(&b).unwrap().version
+    };
+    assert_eq!(version(&segments[0].path), 1);
+    assert_eq!(version(&segments.last().unwrap().path), format::VERSION);
+    let mut last = Vec::new();
+    Replay::new(&dir)
+        .run(299, u64::MAX, |r| {
+            last.push((r.seq, r.last_seq()));
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(last, [(299, 299), (300, 309), (310, 310)]);
+    // Reopening continues after the range's end.
+    let (wal, _) = Wal::open(&dir, "trades", small()).unwrap();
+    assert_eq!(wal.last_seq(), Some(310));
+}
