@@ -368,11 +368,12 @@ fn run_record(bus: &Bus, args: &RecordArgs) -> Result<(), String> {
     let stats =
         recorder::record(bus, &args.topic, &mut log, signal::stopped).map_err(|e| e.to_string())?;
     println!(
-        "recorded {} frames of {} ({} lost on the bus, {} missed by the recorder); last sequence {:?}",
+        "recorded {} frames of {} ({} lost on the bus, {} missed by the recorder, {} invalid); last sequence {:?}",
         stats.frames,
         args.topic,
         stats.lost,
         stats.missed,
+        stats.invalid,
         log.last_seq()
     );
     Ok(())

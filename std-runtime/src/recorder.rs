@@ -143,7 +143,8 @@ pub fn record_from(
                 w.wal.tick().map_err(RecordError::Wal)?;
                 let pos = sub.next_seq().or(w.expected);
                 let now = now_ns();
-                match sub.recv_timeout(IDLE_WAIT) {
+                let wait = w.wal.sync_due_in().map_or(IDLE_WAIT, |d| d.min(IDLE_WAIT));
+                match sub.recv_timeout(wait) {
                     Ok(f) => w.frame(f, now),
                     Err(e) => w.event(e, pos, now),
                 }
@@ -162,8 +163,8 @@ pub fn record_from(
 }
 
 /// How long an idle recorder sleeps on the ring before it checks `stop`
-/// and the group-commit timer again. At most the shortest useful fsync
-/// interval; a frame arriving wakes it at once.
+/// again (less when a group commit falls due sooner); a frame arriving
+/// wakes it at once.
 const IDLE_WAIT: Duration = Duration::from_millis(5);
 
 /// What the recorder writes, and its counts.

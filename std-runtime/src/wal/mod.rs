@@ -815,6 +815,18 @@ impl Wal {
         Ok(())
     }
 
+    /// How long until [`tick`](Self::tick) would sync the records now
+    /// pending under a group-commit policy (None: nothing is waiting on the
+    /// clock). An idle writer sleeps at most this long.
+    pub fn sync_due_in(&self) -> Option<Duration> {
+        match self.options.fsync {
+            FsyncPolicy::Group { interval, .. } if self.unsynced > 0 => {
+                Some(interval.saturating_sub(self.last_sync.elapsed()))
+            }
+            _ => None,
+        }
+    }
+
     fn rotate(&mut self, next_seq: u64) -> Result<(), WalError> {
         self.sync()?;
         let (f, p) =
