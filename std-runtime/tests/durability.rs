@@ -481,3 +481,51 @@ fn regression_idle_recorder_syncs_within_its_interval_and_sleeps() {
     bus.remove_segments();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A recorder lapped mid-stream writes the hole as one missed-range record:
+/// not one bus `lost` marker per sequence (which replay calls "publisher
+/// died" and `follow` yields as `Lost`).
+#[test]
+fn regression_recorder_gap_is_one_missed_range_not_lost_markers() {
+    let (bus, cap) = small_bus("gap");
+    let dir = tempdir("gap");
+    let mut sub = bus
+        .subscriber(
+            "trades",
+            SubscriberOptions {
+                start: Start::At(0),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let mut publisher = shm_publisher(&bus);
+    let mut feed = Feed::new(4, 11);
+    publish_trades(&mut publisher, &mut feed, 10);
+    let (mut wal, _) = recorder::open_wal(&dir, "trades", always()).unwrap();
+    let watch = wal.sync_watch();
+    recorder::record_from(&mut sub, "trades", &mut wal, || {
+        watch.synced_seq() == Some(9)
+    })
+    .unwrap();
+    // Lapped: the ring moves 3 capacities on while the recorder is away.
+    publish_trades(&mut publisher, &mut feed, 3 * cap);
+    let last = 10 + 3 * cap - 1;
+    let stats = recorder::record_from(&mut sub, "trades", &mut wal, || {
+        watch.synced_seq() == Some(last)
+    })
+    .unwrap();
+    drop(wal);
+    let records = kinds(&dir.join("trades")).unwrap();
+    let lost = records.iter().filter(|&&(_, k)| k == KIND_LOST).count();
+    assert_eq!(
+        lost, 0,
+        "{lost} bus-loss markers for frames the recorder missed"
+    );
+    assert_eq!(stats.missed, 2 * cap);
+    let mut expected: Vec<(u64, u32)> = (0..10).map(|s| (s, KIND_FRAME)).collect();
+    expected.push((10, KIND_MISSED));
+    expected.extend((10 + 2 * cap..=last).map(|s| (s, KIND_FRAME)));
+    assert_eq!(records, expected);
+    bus.remove_segments();
+    let _ = std::fs::remove_dir_all(&dir);
+}
