@@ -529,3 +529,68 @@ fn regression_recorder_gap_is_one_missed_range_not_lost_markers() {
     bus.remove_segments();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Retention racing `follow`: a segment removed while the resumable
+/// subscriber replays is `Missing` for its range, and it goes on.
+#[test]
+fn regression_follow_goes_on_past_a_segment_removed_under_it() {
+    let (bus, _) = small_bus("removed");
+    let dir = tempdir("removed").join("trades");
+    let (mut wal, _) = Wal::open(
+        &dir,
+        "trades",
+        WalOptions {
+            segment_size: 16 << 10,
+            fsync: FsyncPolicy::Never,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut feed = Feed::new(4, 13);
+    let mut buf = FrameBuf::default();
+    for seq in 0..500 {
+        let w = frame::encode(&feed.trade(), 1, seq, &mut buf.0).unwrap();
+        wal.append(seq, 0, &buf.bytes()[..w * 8]).unwrap();
+    }
+    drop(wal);
+    let segments = Replay::new(&dir).segments().unwrap();
+    let victim = segments[1].path.clone();
+    let mut r = Resumable::open(
+        &bus,
+        "trades",
+        &dir,
+        &dir.join("checkpoints"),
+        "t",
+        CheckpointPolicy::default(),
+    )
+    .unwrap();
+    let mut events = Vec::new();
+    let result = r.run(
+        |e| {
+            let last = match e {
+                Event::Frame { seq, .. } => {
+                    if seq == 0 {
+                        std::fs::remove_file(&victim).unwrap();
+                    }
+                    seq
+                }
+                Event::Missing { from, to } => {
+                    events.push((from, to));
+                    to
+                }
+                _ => panic!("{e:?}"),
+            };
+            if last >= 499 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        },
+        || false,
+    );
+    assert!(result.is_ok(), "follow died: {result:?}");
+    assert_eq!(events, [(segments[1].first_seq, segments[2].first_seq - 1)]);
+    assert_eq!(r.next_seq(), 500);
+    bus.remove_segments();
+    let _ = std::fs::remove_dir_all(dir.parent().unwrap());
+}
