@@ -180,6 +180,7 @@ impl Writer<'_> {
     /// Writes a received frame: validated first, so that one bad frame is
     /// one invalid record, not a log that replay rejects.
     fn frame(&mut self, f: Received<'_>, now: u64) -> Result<(), WalError> {
+        self.fill_to(f.seq, now)?;
         let bytes = &f.bytes[..frame_len(f.bytes)];
         match FrameRef::parse(bytes) {
             Ok(_) => {
@@ -200,12 +201,30 @@ impl Writer<'_> {
         Ok(())
     }
 
+    /// Keeps the log contiguous should the subscriber skip sequences
+    /// without reporting a lap (it never should): what lies between the last
+    /// sequence written and `seq` is written as missed.
+    fn fill_to(&mut self, seq: u64, now: u64) -> Result<(), WalError> {
+        if let Some(expected) = self.expected.filter(|&e| seq > e) {
+            tracing::error!(
+                topic = self.topic,
+                from = expected,
+                to = seq - 1,
+                "the subscriber skipped sequences without reporting a lap; recorded as missed"
+            );
+            self.wal.append_missed(expected, seq - expected, now)?;
+            self.stats.missed += seq - expected;
+        }
+        Ok(())
+    }
+
     /// Writes a loss or a lap; `pos` is where the subscriber stood before
     /// the receive that reported it.
     fn event(&mut self, e: RecvError, pos: Option<u64>, now: u64) -> Result<(), WalError> {
         match e {
             RecvError::Empty => {}
             RecvError::Lost(seq) => {
+                self.fill_to(seq, now)?;
                 self.wal.append_lost(seq, now)?;
                 self.stats.lost += 1;
                 self.expected = Some(seq + 1);
