@@ -368,11 +368,12 @@ fn run_record(bus: &Bus, args: &RecordArgs) -> Result<(), String> {
     let stats =
         recorder::record(bus, &args.topic, &mut log, signal::stopped).map_err(|e| e.to_string())?;
     println!(
-        "recorded {} frames of {} ({} lost on the bus, {} missed by the recorder); last sequence {:?}",
+        "recorded {} frames of {} ({} lost on the bus, {} missed by the recorder, {} invalid); last sequence {:?}",
         stats.frames,
         args.topic,
         stats.lost,
         stats.missed,
+        stats.invalid,
         log.last_seq()
     );
     Ok(())
@@ -383,20 +384,8 @@ fn run_replay(args: &ReplayArgs) -> Result<(), String> {
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut write_err = None;
     let stats = wal::Replay::new(&args.wal.join(&args.topic))
-        .run(args.from, args.to.unwrap_or(u64::MAX), |r| {
-            let line = if r.kind == wal::format::KIND_LOST {
-                if args.json {
-                    format!("{{\"event\":\"lost\",\"seq\":{}}}", r.seq)
-                } else {
-                    format!("LOST {}: its publisher died mid-publish", r.seq)
-                }
-            } else if args.json {
-                print::frame_json(r.seq, r.frame)
-                    .map(|v| v.to_string())
-                    .unwrap_or_default()
-            } else {
-                print::frame_line(r.seq, r.frame).unwrap_or_default()
-            };
+        .read(args.from, args.to.unwrap_or(u64::MAX), |entry| {
+            let line = replay_line(&entry, args.json);
             if let Err(e) = writeln!(out, "{line}") {
                 write_err = Some(e);
                 return std::ops::ControlFlow::Break(());
@@ -407,11 +396,64 @@ fn run_replay(args: &ReplayArgs) -> Result<(), String> {
     out.flush().ok();
     if write_err.is_none() {
         eprintln!(
-            "replayed {} frames, {} lost markers, {} bytes",
-            stats.frames, stats.lost, stats.bytes
+            "replayed {} frames, {} lost markers, {} sequences missed by the recorder, \
+             {} invalid frames, {} sequences missing from the log, {} bytes",
+            stats.frames, stats.lost, stats.missed, stats.invalid, stats.gap, stats.bytes
         );
     }
     Ok(())
+}
+
+/// One line of `zerocast replay` for a record or a gap of the log.
+fn replay_line(entry: &wal::Entry<'_>, json: bool) -> String {
+    use wal::format::{KIND_FRAME, KIND_LOST, KIND_MISSED};
+    let r = match entry {
+        wal::Entry::Gap { from, to, path } => {
+            return if json {
+                serde_json::json!({"event": "missing", "from": from, "to": to, "path": path.display().to_string()})
+                    .to_string()
+            } else {
+                format!(
+                    "MISSING {from}..={to}: not in the log ({} removed or damaged)",
+                    path.display()
+                )
+            };
+        }
+        wal::Entry::Record(r) => r,
+    };
+    match r.kind {
+        KIND_FRAME if json => print::frame_json(r.seq, r.frame)
+            .map(|v| v.to_string())
+            .unwrap_or_default(),
+        KIND_FRAME => print::frame_line(r.seq, r.frame).unwrap_or_default(),
+        KIND_LOST if json => format!("{{\"event\":\"lost\",\"seq\":{}}}", r.seq),
+        KIND_LOST => format!("LOST {}: its publisher died mid-publish", r.seq),
+        KIND_MISSED if json => format!(
+            "{{\"event\":\"missed\",\"from\":{},\"to\":{}}}",
+            r.seq,
+            r.last_seq()
+        ),
+        KIND_MISSED => format!(
+            "MISSED {}..={}: the recorder was lapped; these frames are not in the log",
+            r.seq,
+            r.last_seq()
+        ),
+        _ => {
+            let why = zerocast_core::frame::FrameRef::parse(r.frame)
+                .err()
+                .map_or_else(|| "unknown".to_owned(), |e| e.to_string());
+            if json {
+                serde_json::json!({"event": "invalid", "seq": r.seq, "error": why, "bytes": r.frame.len()})
+                    .to_string()
+            } else {
+                format!(
+                    "INVALID {}: not a valid frame ({why}); {} bytes kept in the log",
+                    r.seq,
+                    r.frame.len()
+                )
+            }
+        }
+    }
 }
 
 /// Cuts `out` back to the entries up to and including `checkpoint`.
@@ -464,6 +506,10 @@ fn run_follow(bus: &Bus, args: &FollowArgs) -> Result<(), String> {
     };
     let binary = args.out.is_some();
     let until = args.until;
+    if until.is_some_and(|u| follower.checkpointed().is_some_and(|c| c >= u)) {
+        // Already processed up to `until` before: nothing left to do.
+        return Ok(());
+    }
     let mut failure = None;
     follower.run(
         |event| {
@@ -479,6 +525,9 @@ fn run_follow(bus: &Bus, args: &FollowArgs) -> Result<(), String> {
                     },
                 ),
                 resume::Event::Lost(seq) => (seq, format!("{{\"event\":\"lost\",\"seq\":{seq}}}")),
+                resume::Event::Invalid { seq, .. } => {
+                    (seq, format!("{{\"event\":\"invalid\",\"seq\":{seq}}}"))
+                }
                 resume::Event::Missing { from, to } => (
                     to,
                     format!("{{\"event\":\"missing\",\"from\":{from},\"to\":{to}}}"),

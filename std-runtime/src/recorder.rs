@@ -9,8 +9,9 @@
 use std::path::Path;
 use std::time::Duration;
 
+use zerocast_core::frame::FrameRef;
 use zerocast_ipc::layout::now_ns;
-use zerocast_ipc::{Bus, RecvError, Start, SubscriberOptions, WaitStrategy};
+use zerocast_ipc::{Bus, Received, RecvError, Start, Subscriber, SubscriberOptions, WaitStrategy};
 
 use crate::wal::{Recovery, Wal, WalError, WalOptions};
 
@@ -22,13 +23,20 @@ pub struct RecorderStats {
     /// Lost markers written (sequences the bus declared lost).
     pub lost: u64,
     /// Sequences the recorder itself missed (it was lapped: only possible if
-    /// its gating slot was reclaimed); written as lost markers and reported.
+    /// its gating slot was reclaimed); written as one missed-range record per
+    /// lap and reported.
     pub missed: u64,
+    /// Frames that failed validation, written as invalid-frame records.
+    pub invalid: u64,
 }
 
-/// Length of the frame at the start of a slot's bytes (header + body).
+/// Length of the frame at the start of a slot's bytes (header + body, as
+/// the header says; all of `bytes` if shorter).
 pub fn frame_len(bytes: &[u8]) -> usize {
-    let body = u16::from_le_bytes([bytes[22], bytes[23]]) as usize;
+    let [.., a, b] = bytes.get(..24).unwrap_or(&[]) else {
+        return bytes.len();
+    };
+    let body = u16::from_le_bytes([*a, *b]) as usize;
     (zerocast_core::frame::HEADER_LEN + body).min(bytes.len())
 }
 
@@ -62,8 +70,10 @@ pub fn open_wal(
 }
 
 /// Records `topic` into `wal` until `stop()` returns true. Starts after the
-/// WAL's last sequence if the ring still holds it, else at the oldest frame
-/// in the ring.
+/// WAL's last sequence (sequences the ring no longer holds become one
+/// missed-range record), or at the oldest frame in the ring for a new WAL.
+/// Idle, it makes what it holds durable within the fsync interval and
+/// sleeps on the ring.
 pub fn record(
     bus: &Bus,
     topic: &str,
@@ -87,82 +97,161 @@ pub fn record(
             },
         )
         .map_err(RecordError::Bus)?;
-    let mut stats = RecorderStats::default();
-    let mut expected = wal.last_seq().map(|s| s + 1);
+    record_from(&mut sub, topic, wal, stop)
+}
+
+/// Records from `sub` into `wal` until `stop()` returns true. [`record`]
+/// calls it with its gating, manually released subscriber; with any other
+/// subscriber (a test's non-gating one, say) the log holds what that
+/// subscriber received, holes included.
+pub fn record_from(
+    sub: &mut Subscriber,
+    topic: &str,
+    wal: &mut Wal,
+    stop: impl Fn() -> bool,
+) -> Result<RecorderStats, RecordError> {
+    let mut w = Writer {
+        wal,
+        topic,
+        stats: RecorderStats::default(),
+        expected: None,
+    };
+    w.expected = w.wal.last_seq().map(|s| s + 1);
     while !stop() {
         let now = now_ns();
+        // Where the subscriber stands before this receive: a lap skips from
+        // here (its first read included, when nothing was recorded yet).
+        let mut pos = sub.next_seq().or(w.expected);
         let mut failed = None;
         let batch = sub.recv_batch(4096, |f| {
-            if failed.is_some() {
-                return;
+            if failed.is_none() {
+                pos = Some(f.seq + 1);
+                failed = w.frame(f, now).err();
             }
-            if let Err(e) = wal.append(f.seq, now, &f.bytes[..frame_len(f.bytes)]) {
-                failed = Some(e);
-            }
-            expected = Some(f.seq + 1);
         });
         if let Some(e) = failed {
             return Err(RecordError::Wal(e));
         }
         match batch {
-            Ok(n) => stats.frames += n as u64,
-            Err(RecvError::Lost(seq)) => {
-                wal.append_lost(seq, now).map_err(RecordError::Wal)?;
-                stats.lost += 1;
-                expected = Some(seq + 1);
+            Ok(n) if n > 0 => {}
+            // Nothing there (`recv_batch` says so with `Ok(0)`): make what
+            // was read readable and, on the group-commit clock, durable;
+            // release it to the publishers; then sleep until a frame comes.
+            Ok(_) | Err(RecvError::Empty) => {
+                w.wal.flush().map_err(RecordError::Wal)?;
+                sub.release();
+                w.wal.tick().map_err(RecordError::Wal)?;
+                let pos = sub.next_seq().or(w.expected);
+                let now = now_ns();
+                let wait = w.wal.sync_due_in().map_or(IDLE_WAIT, |d| d.min(IDLE_WAIT));
+                match sub.recv_timeout(wait) {
+                    Ok(f) => w.frame(f, now),
+                    Err(e) => w.event(e, pos, now),
+                }
+                .map_err(RecordError::Wal)?;
             }
-            Err(RecvError::Lagged(n)) => {
+            Err(e) => w.event(e, pos, now).map_err(RecordError::Wal)?,
+        }
+        // Written to the file, then released: a frame leaves the ring only
+        // once it can be read from the WAL.
+        w.wal.flush().map_err(RecordError::Wal)?;
+        sub.release();
+    }
+    w.wal.sync().map_err(RecordError::Wal)?;
+    sub.release();
+    Ok(w.stats)
+}
+
+/// How long an idle recorder sleeps on the ring before it checks `stop`
+/// again (less when a group commit falls due sooner); a frame arriving
+/// wakes it at once.
+const IDLE_WAIT: Duration = Duration::from_millis(5);
+
+/// What the recorder writes, and its counts.
+struct Writer<'w> {
+    wal: &'w mut Wal,
+    topic: &'w str,
+    stats: RecorderStats,
+    /// The sequence after the last one written.
+    expected: Option<u64>,
+}
+
+impl Writer<'_> {
+    /// Writes a received frame: validated first, so that one bad frame is
+    /// one invalid record, not a log that replay rejects.
+    fn frame(&mut self, f: Received<'_>, now: u64) -> Result<(), WalError> {
+        self.fill_to(f.seq, now)?;
+        let bytes = &f.bytes[..frame_len(f.bytes)];
+        match FrameRef::parse(bytes) {
+            Ok(_) => {
+                self.wal.append(f.seq, now, bytes)?;
+                self.stats.frames += 1;
+            }
+            Err(e) => {
+                tracing::warn!(
+                    topic = self.topic,
+                    seq = f.seq,
+                    "recording an invalid frame as such: {e}"
+                );
+                self.wal.append_invalid(f.seq, now, f.bytes)?;
+                self.stats.invalid += 1;
+            }
+        }
+        self.expected = Some(f.seq + 1);
+        Ok(())
+    }
+
+    /// Keeps the log contiguous should the subscriber skip sequences
+    /// without reporting a lap (it never should): what lies between the last
+    /// sequence written and `seq` is written as missed.
+    fn fill_to(&mut self, seq: u64, now: u64) -> Result<(), WalError> {
+        if let Some(expected) = self.expected.filter(|&e| seq > e) {
+            tracing::error!(
+                topic = self.topic,
+                from = expected,
+                to = seq - 1,
+                "the subscriber skipped sequences without reporting a lap; recorded as missed"
+            );
+            self.wal.append_missed(expected, seq - expected, now)?;
+            self.stats.missed += seq - expected;
+        }
+        Ok(())
+    }
+
+    /// Writes a loss or a lap; `pos` is where the subscriber stood before
+    /// the receive that reported it.
+    fn event(&mut self, e: RecvError, pos: Option<u64>, now: u64) -> Result<(), WalError> {
+        match e {
+            RecvError::Empty => {}
+            RecvError::Lost(seq) => {
+                self.fill_to(seq, now)?;
+                self.wal.append_lost(seq, now)?;
+                self.stats.lost += 1;
+                self.expected = Some(seq + 1);
+            }
+            RecvError::Lagged(n) => {
                 // Only if our gating slot was taken from us (a supervisor
-                // thought we were dead). Keep the log honest: mark the hole.
-                let from = expected.unwrap_or(0);
+                // thought we were dead). Keep the log honest: one record
+                // for the whole hole, which readers tell from a bus loss.
+                self.stats.missed += n;
+                let Some(from) = pos else {
+                    tracing::error!(
+                        topic = self.topic,
+                        count = n,
+                        "recorder was lapped at an unknown position: {n} frames are not in the WAL"
+                    );
+                    return Ok(());
+                };
                 tracing::error!(
-                    topic,
+                    topic = self.topic,
                     from,
                     count = n,
                     "recorder was lapped: {n} frames are not in the WAL"
                 );
-                for seq in from..from + n {
-                    wal.append_lost(seq, now).map_err(RecordError::Wal)?;
-                }
-                stats.missed += n;
-                expected = Some(from + n);
-            }
-            Err(RecvError::Empty) => {
-                wal.flush().map_err(RecordError::Wal)?;
-                sub.release();
-                wal.tick().map_err(RecordError::Wal)?;
-                match sub.recv_timeout(Duration::from_millis(5)) {
-                    Ok(f) => {
-                        let (seq, len) = (f.seq, frame_len(f.bytes));
-                        wal.append(seq, now_ns(), &f.bytes[..len])
-                            .map_err(RecordError::Wal)?;
-                        stats.frames += 1;
-                        expected = Some(seq + 1);
-                    }
-                    Err(RecvError::Lost(seq)) => {
-                        wal.append_lost(seq, now_ns()).map_err(RecordError::Wal)?;
-                        stats.lost += 1;
-                        expected = Some(seq + 1);
-                    }
-                    Err(RecvError::Lagged(n)) => {
-                        let from = expected.unwrap_or(0);
-                        for seq in from..from + n {
-                            wal.append_lost(seq, now_ns()).map_err(RecordError::Wal)?;
-                        }
-                        stats.missed += n;
-                        expected = Some(from + n);
-                    }
-                    Err(RecvError::Empty) => {}
-                }
-                continue;
+                self.wal.append_missed(from, n, now)?;
+                self.expected = Some(from + n);
             }
         }
-        // Written to the file, then released: a frame leaves the ring only
-        // once it can be read from the WAL.
-        wal.flush().map_err(RecordError::Wal)?;
-        sub.release();
+        Ok(())
     }
-    wal.sync().map_err(RecordError::Wal)?;
-    sub.release();
-    Ok(stats)
 }

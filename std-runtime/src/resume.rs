@@ -20,8 +20,11 @@ use std::time::{Duration, Instant};
 
 use zerocast_ipc::{Bus, RecvError, Start, SubscriberOptions, WaitStrategy};
 
-use crate::wal::format::KIND_FRAME;
-use crate::wal::{Checkpoints, Replay, WalError};
+use zerocast_core::frame::FrameRef;
+
+use crate::recorder::frame_len;
+use crate::wal::format::{KIND_FRAME, KIND_LOST, KIND_MISSED};
+use crate::wal::{Checkpoints, Entry, Replay, WalError};
 
 /// What the resumable subscriber delivers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,8 +38,17 @@ pub enum Event<'a> {
     },
     /// The bus declared this sequence lost (its publisher died mid-write).
     Lost(u64),
+    /// What the bus carried for `seq` is not a valid frame (the recorder
+    /// kept the bytes; `zerocast_core::frame::FrameRef::parse` says why).
+    Invalid {
+        /// Topic sequence.
+        seq: u64,
+        /// The bytes as recorded or received.
+        bytes: &'a [u8],
+    },
     /// These sequences are in neither the WAL nor the ring (the WAL starts
-    /// later, or no recorder was running): they cannot be recovered.
+    /// later, the recorder was lapped or not running, or a segment was
+    /// removed while this read it): they cannot be recovered.
     Missing {
         /// First missing sequence.
         from: u64,
@@ -155,30 +167,51 @@ impl Resumable {
             let mut err: Option<WalError> = None;
             let from = self.next;
             replay
-                .run(from, u64::MAX, |r| {
-                    if r.seq < self.next {
+                .read(from, u64::MAX, |entry| {
+                    let (first, last, event) = match entry {
+                        Entry::Record(r) => {
+                            let event = match r.kind {
+                                KIND_FRAME => Event::Frame {
+                                    seq: r.seq,
+                                    bytes: r.frame,
+                                },
+                                KIND_LOST => Event::Lost(r.seq),
+                                KIND_MISSED => Event::Missing {
+                                    from: r.seq.max(self.next),
+                                    to: r.last_seq(),
+                                },
+                                _ => Event::Invalid {
+                                    seq: r.seq,
+                                    bytes: r.frame,
+                                },
+                            };
+                            (r.seq, r.last_seq(), event)
+                        }
+                        Entry::Gap { from, to, .. } => (
+                            from,
+                            to,
+                            Event::Missing {
+                                from: from.max(self.next),
+                                to,
+                            },
+                        ),
+                    };
+                    if last < self.next {
                         return ControlFlow::Continue(());
                     }
-                    if r.seq > self.next {
+                    if first > self.next {
+                        // Before the log's first record: not recorded.
                         let gap = Event::Missing {
                             from: self.next,
-                            to: r.seq - 1,
+                            to: first - 1,
                         };
                         if f(gap).is_break() {
                             broke = true;
                             return ControlFlow::Break(());
                         }
                     }
-                    let event = if r.kind == KIND_FRAME {
-                        Event::Frame {
-                            seq: r.seq,
-                            bytes: r.frame,
-                        }
-                    } else {
-                        Event::Lost(r.seq)
-                    };
                     let flow = f(event);
-                    if let Err(e) = self.delivered(r.seq) {
+                    if let Err(e) = self.delivered(last) {
                         err = Some(e);
                         return ControlFlow::Break(());
                     }
@@ -220,9 +253,14 @@ impl Resumable {
                             continue; // already delivered from the WAL
                         }
                         let seq = frame.seq;
-                        let flow = f(Event::Frame {
-                            seq,
-                            bytes: frame.bytes,
+                        let bytes = &frame.bytes[..frame_len(frame.bytes)];
+                        let flow = f(if FrameRef::parse(bytes).is_ok() {
+                            Event::Frame { seq, bytes }
+                        } else {
+                            Event::Invalid {
+                                seq,
+                                bytes: frame.bytes,
+                            }
                         });
                         self.delivered(seq).map_err(|e| e.to_string())?;
                         live_progress = true;

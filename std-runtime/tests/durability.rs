@@ -7,10 +7,13 @@ use std::time::{Duration, Instant};
 
 use zerocast_core::frame::{self, FrameBuf};
 use zerocast_ipc::{
-    Bus, Config, GatingPolicy, Publisher, PublisherOptions, TopicConfig, TopicKind,
+    Bus, Config, GatingPolicy, Publisher, PublisherOptions, Start, SubscriberOptions, TopicConfig,
+    TopicKind,
 };
 use zerocast_runtime::feed::Feed;
 use zerocast_runtime::recorder;
+use zerocast_runtime::resume::{CheckpointPolicy, Event, Resumable};
+use zerocast_runtime::wal::format::{KIND_FRAME, KIND_INVALID, KIND_LOST, KIND_MISSED};
 use zerocast_runtime::wal::{FsyncPolicy, Replay, Wal, WalError, WalOptions};
 
 fn tempdir(name: &str) -> PathBuf {
@@ -189,4 +192,405 @@ fn full_disk_is_an_error_and_earlier_records_stay_readable() {
     if let Err(e) = result {
         std::panic::resume_unwind(e);
     }
+}
+
+/// A bus with one small `trades` topic; returns it and its ring capacity.
+fn small_bus(test: &str) -> (Bus, u64) {
+    let topic = TopicConfig::new("trades", 80_000, TopicKind::Trade);
+    let capacity = topic.ring_shape().unwrap().0;
+    let bus = Bus::new(Config {
+        namespace: format!("dur{}-{test}", std::process::id()),
+        topics: vec![topic],
+    });
+    bus.remove_segments();
+    (bus, capacity)
+}
+
+fn shm_publisher(bus: &Bus) -> zerocast_ipc::publisher::ShmPublisher {
+    match bus.publisher("trades").unwrap() {
+        Publisher::Shm(p) => p,
+        #[allow(unreachable_patterns)]
+        _ => unreachable!("shm topic"),
+    }
+}
+
+fn publish_trades(p: &mut zerocast_ipc::publisher::ShmPublisher, feed: &mut Feed, n: u64) {
+    for _ in 0..n {
+        p.publish(&feed.trade()).unwrap();
+    }
+}
+
+fn always() -> WalOptions {
+    WalOptions {
+        fsync: FsyncPolicy::Always,
+        ..Default::default()
+    }
+}
+
+/// (seq, kind) of every record of the WAL in `dir`.
+fn kinds(dir: &std::path::Path) -> Result<Vec<(u64, u32)>, WalError> {
+    let mut out = Vec::new();
+    Replay::new(dir).run(0, u64::MAX, |r| {
+        out.push((r.seq, r.kind));
+        ControlFlow::Continue(())
+    })?;
+    Ok(out)
+}
+
+/// What a resumable subscriber (no checkpoint yet) delivers up to `last`:
+/// missing ranges and invalid frames as they are, frames as their sequence.
+fn follow_events(bus: &Bus, wal_dir: &std::path::Path, last: u64) -> Vec<String> {
+    let mut r = Resumable::open(
+        bus,
+        "trades",
+        wal_dir,
+        &wal_dir.join("checkpoints"),
+        "t",
+        CheckpointPolicy::default(),
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    r.run(
+        |e| {
+            let seq = match e {
+                Event::Frame { seq, .. } => {
+                    out.push(format!("frame {seq}"));
+                    seq
+                }
+                Event::Lost(seq) => {
+                    out.push(format!("lost {seq}"));
+                    seq
+                }
+                Event::Invalid { seq, .. } => {
+                    out.push(format!("invalid {seq}"));
+                    seq
+                }
+                Event::Missing { from, to } => {
+                    out.push(format!("missing {from}..={to}"));
+                    to
+                }
+            };
+            if seq >= last {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        },
+        || false,
+    )
+    .unwrap();
+    out
+}
+
+/// A recorder lapped on its very first read, with an empty WAL: the hole is
+/// one "missed by the recorder" record for exactly the sequences it skipped
+/// (from its cursor before the lap, not from 0), never bus `lost` markers.
+#[test]
+fn regression_recorder_lapped_on_first_read_writes_one_missed_range_at_its_cursor() {
+    let (bus, cap) = small_bus("lapped");
+    let dir = tempdir("lapped");
+    let mut publisher = shm_publisher(&bus);
+    let mut feed = Feed::new(4, 3);
+    publish_trades(&mut publisher, &mut feed, cap);
+    // Non-gating, so the publisher laps it: what a recorder sees when its
+    // gating slot is taken from it.
+    let mut sub = bus
+        .subscriber(
+            "trades",
+            SubscriberOptions {
+                start: Start::Newest,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(sub.next_seq(), Some(cap));
+    publish_trades(&mut publisher, &mut feed, 3 * cap);
+    let last = 4 * cap - 1;
+    let (mut wal, _) = recorder::open_wal(&dir, "trades", always()).unwrap();
+    let watch = wal.sync_watch();
+    let stats = recorder::record_from(&mut sub, "trades", &mut wal, || {
+        watch.synced_seq() == Some(last)
+    })
+    .unwrap();
+    drop(wal);
+    let records = kinds(&dir.join("trades")).unwrap();
+    assert!(
+        !records.iter().any(|&(_, k)| k == KIND_LOST),
+        "bus-loss markers for frames the recorder missed: {} of {} records, first {:?}",
+        records.iter().filter(|&&(_, k)| k == KIND_LOST).count(),
+        records.len(),
+        records.first()
+    );
+    assert_eq!(stats.missed, 2 * cap);
+    assert_eq!(stats.lost, 0);
+    // One record for the hole, at the cursor the recorder had, then the
+    // frames it read.
+    let mut expected = vec![(cap, KIND_MISSED)];
+    expected.extend((3 * cap..=last).map(|s| (s, KIND_FRAME)));
+    assert_eq!(records, expected);
+    let mut covered = Vec::new();
+    Replay::new(&dir.join("trades"))
+        .run(0, u64::MAX, |r| {
+            covered.push((r.seq, r.last_seq()));
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(covered[0], (cap, 3 * cap - 1));
+    // `follow` calls it Missing, not Lost.
+    let mut expected = vec![
+        format!("missing 0..={}", cap - 1),
+        format!("missing {cap}..={}", 3 * cap - 1),
+    ];
+    expected.extend((3 * cap..=last).map(|s| format!("frame {s}")));
+    assert_eq!(follow_events(&bus, &dir.join("trades"), last), expected);
+    bus.remove_segments();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A frame that fails validation is its own record: replay reports it and
+/// steps over it instead of rejecting the whole log.
+#[test]
+fn regression_invalid_frame_is_recorded_and_stepped_over() {
+    let (bus, _) = small_bus("invalid");
+    let dir = tempdir("invalid");
+    let mut sub = bus
+        .subscriber(
+            "trades",
+            SubscriberOptions {
+                start: Start::At(0),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let mut publisher = shm_publisher(&bus);
+    let mut feed = Feed::new(4, 5);
+    publish_trades(&mut publisher, &mut feed, 1);
+    publisher.publish_words(&[0; 8]).unwrap();
+    publish_trades(&mut publisher, &mut feed, 1);
+    let (mut wal, _) = recorder::open_wal(&dir, "trades", always()).unwrap();
+    let watch = wal.sync_watch();
+    recorder::record_from(&mut sub, "trades", &mut wal, || {
+        watch.synced_seq() == Some(2)
+    })
+    .unwrap();
+    drop(wal);
+    let records = kinds(&dir.join("trades"));
+    let records = match records {
+        Ok(r) => r,
+        Err(e) => panic!("replay rejected the log: {e}"),
+    };
+    assert_eq!(records.len(), 3, "{records:?}");
+    assert_eq!(records[0], (0, KIND_FRAME));
+    assert_eq!(records[2], (2, KIND_FRAME));
+    assert_eq!(records[1], (1, KIND_INVALID));
+    assert_eq!(
+        follow_events(&bus, &dir.join("trades"), 2),
+        ["frame 0", "invalid 1", "frame 2"]
+    );
+    let stats = Replay::new(&dir.join("trades"))
+        .run(0, u64::MAX, |_| ControlFlow::Continue(()))
+        .unwrap();
+    assert_eq!((stats.frames, stats.invalid), (2, 1));
+    bus.remove_segments();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// CPU time (user + system, in clock ticks) of thread `tid` of this process.
+fn thread_cpu_ticks(tid: i64) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
+    // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// An idle recorder fdatasyncs what it holds within its group-commit
+/// interval, and sleeps instead of spinning.
+#[test]
+fn regression_idle_recorder_syncs_within_its_interval_and_sleeps() {
+    let (bus, _) = small_bus("idle");
+    let dir = tempdir("idle");
+    let (mut wal, _) = recorder::open_wal(
+        &dir,
+        "trades",
+        WalOptions {
+            fsync: FsyncPolicy::Group {
+                records: 1 << 20,
+                interval: Duration::from_millis(10),
+            },
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let watch = wal.sync_watch();
+    let seg = bus.segment("trades").unwrap();
+    let stop = AtomicBool::new(false);
+    let tid = std::sync::atomic::AtomicI64::new(0);
+    std::thread::scope(|s| {
+        let rec = s.spawn(|| {
+            // SAFETY: gettid has no preconditions.
+            let me = i64::from(unsafe { libc::gettid() });
+            // Relaxed: read after the recorder registered, which the test
+            // waits for through the segment (a later, separate poll).
+            tid.store(me, Ordering::Relaxed);
+            // Relaxed: a stop flag; the scope's join synchronises.
+            recorder::record(&bus, "trades", &mut wal, || stop.load(Ordering::Relaxed))
+        });
+        let registered = |at_least: u64| {
+            seg.header().subscribers.iter().any(|e| {
+                // Relaxed: a test poll of the recorder's entry.
+                e.pid.load(Ordering::Relaxed) != 0 && e.cursor.load(Ordering::Relaxed) >= at_least
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !registered(0) {
+            assert!(Instant::now() < deadline, "recorder never registered");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let mut publisher = shm_publisher(&bus);
+        publish_trades(&mut publisher, &mut Feed::new(4, 9), 5);
+        while !registered(5) {
+            assert!(Instant::now() < deadline, "recorder never read the frames");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Relaxed: stored before the registration we waited for.
+        let tid = tid.load(Ordering::Relaxed);
+        // A measurement window, not synchronisation: the recorder is idle
+        // for it.
+        let window = Duration::from_millis(500);
+        let before = thread_cpu_ticks(tid);
+        std::thread::sleep(window);
+        let idle_ticks = thread_cpu_ticks(tid) - before;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while watch.synced_seq() != Some(4) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let synced = watch.synced_seq();
+        // Relaxed: see above.
+        stop.store(true, Ordering::Relaxed);
+        rec.join().unwrap().unwrap();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        let window_ticks = window.as_millis() as u64 * hz / 1000;
+        assert!(
+            synced == Some(4) && idle_ticks * 10 < window_ticks,
+            "idle recorder: synced {synced:?} (want Some(4) within its 10ms interval), \
+             {idle_ticks} of {window_ticks} clock ticks on the CPU while idle"
+        );
+    });
+    bus.remove_segments();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A recorder lapped mid-stream writes the hole as one missed-range record:
+/// not one bus `lost` marker per sequence (which replay calls "publisher
+/// died" and `follow` yields as `Lost`).
+#[test]
+fn regression_recorder_gap_is_one_missed_range_not_lost_markers() {
+    let (bus, cap) = small_bus("gap");
+    let dir = tempdir("gap");
+    let mut sub = bus
+        .subscriber(
+            "trades",
+            SubscriberOptions {
+                start: Start::At(0),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let mut publisher = shm_publisher(&bus);
+    let mut feed = Feed::new(4, 11);
+    publish_trades(&mut publisher, &mut feed, 10);
+    let (mut wal, _) = recorder::open_wal(&dir, "trades", always()).unwrap();
+    let watch = wal.sync_watch();
+    recorder::record_from(&mut sub, "trades", &mut wal, || {
+        watch.synced_seq() == Some(9)
+    })
+    .unwrap();
+    // Lapped: the ring moves 3 capacities on while the recorder is away.
+    publish_trades(&mut publisher, &mut feed, 3 * cap);
+    let last = 10 + 3 * cap - 1;
+    let stats = recorder::record_from(&mut sub, "trades", &mut wal, || {
+        watch.synced_seq() == Some(last)
+    })
+    .unwrap();
+    drop(wal);
+    let records = kinds(&dir.join("trades")).unwrap();
+    let lost = records.iter().filter(|&&(_, k)| k == KIND_LOST).count();
+    assert_eq!(
+        lost, 0,
+        "{lost} bus-loss markers for frames the recorder missed"
+    );
+    assert_eq!(stats.missed, 2 * cap);
+    let mut expected: Vec<(u64, u32)> = (0..10).map(|s| (s, KIND_FRAME)).collect();
+    expected.push((10, KIND_MISSED));
+    expected.extend((10 + 2 * cap..=last).map(|s| (s, KIND_FRAME)));
+    assert_eq!(records, expected);
+    bus.remove_segments();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Retention racing `follow`: a segment removed while the resumable
+/// subscriber replays is `Missing` for its range, and it goes on.
+#[test]
+fn regression_follow_goes_on_past_a_segment_removed_under_it() {
+    let (bus, _) = small_bus("removed");
+    let dir = tempdir("removed").join("trades");
+    let (mut wal, _) = Wal::open(
+        &dir,
+        "trades",
+        WalOptions {
+            segment_size: 16 << 10,
+            fsync: FsyncPolicy::Never,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut feed = Feed::new(4, 13);
+    let mut buf = FrameBuf::default();
+    for seq in 0..500 {
+        let w = frame::encode(&feed.trade(), 1, seq, &mut buf.0).unwrap();
+        wal.append(seq, 0, &buf.bytes()[..w * 8]).unwrap();
+    }
+    drop(wal);
+    let segments = Replay::new(&dir).segments().unwrap();
+    let victim = segments[1].path.clone();
+    let mut r = Resumable::open(
+        &bus,
+        "trades",
+        &dir,
+        &dir.join("checkpoints"),
+        "t",
+        CheckpointPolicy::default(),
+    )
+    .unwrap();
+    let mut events = Vec::new();
+    let result = r.run(
+        |e| {
+            let last = match e {
+                Event::Frame { seq, .. } => {
+                    if seq == 0 {
+                        std::fs::remove_file(&victim).unwrap();
+                    }
+                    seq
+                }
+                Event::Missing { from, to } => {
+                    events.push((from, to));
+                    to
+                }
+                _ => panic!("{e:?}"),
+            };
+            if last >= 499 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        },
+        || false,
+    );
+    assert!(result.is_ok(), "follow died: {result:?}");
+    assert_eq!(events, [(segments[1].first_seq, segments[2].first_seq - 1)]);
+    assert_eq!(r.next_seq(), 500);
+    bus.remove_segments();
+    let _ = std::fs::remove_dir_all(dir.parent().unwrap());
 }

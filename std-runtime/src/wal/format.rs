@@ -12,19 +12,36 @@
 //! record   = len u32 | crc u32 | seq u64 | timestamp_ns u64 | kind u32 | reserved u32
 //!            | frame [u8; len] | zero padding to a multiple of 8
 //! crc      = CRC32C of the record with the crc field left out
-//! kind     = 1 frame (the archived frame as it was on the bus)
-//!            2 lost  (len 0: the bus declared this sequence lost)
+//! kind     = 1 frame   (the archived frame as it was on the bus, validated)
+//!            2 lost    (len 0: the bus declared this sequence lost)
+//!            3 missed  (len 8, frame = count u64: the recorder was lapped and
+//!                       never saw sequences seq ..= seq + count - 1; one
+//!                       record for the whole range)          since version 2
+//!            4 invalid (the bytes the bus delivered for seq, which fail
+//!                       frame validation; len may be 0)     since version 2
 //! index    = (seq u64, offset u64)* every `index_every` records: a hint,
 //!            checked against the record it points to
 //! ```
 //!
 //! All integers little-endian. A header of all zeros marks the end of the
-//! written records.
+//! written records (zeros followed by a valid record are damage, not an end).
+//!
+//! The log is contiguous: each record starts at the sequence after the last
+//! one the record before it covers (a missed record covers its whole range),
+//! and each segment starts right after the previous one ends. Only the very
+//! first record may start later than its segment's name (a WAL is created
+//! before the recorder knows where the ring starts).
+//!
+//! Version 2 added kinds 3 and 4 and is otherwise version 1; this build
+//! reads both, and writes version 2 (an active version-1 segment is relabelled
+//! at open, since every version-1 record is a valid version-2 record).
 
 /// Segment file magic.
 pub const MAGIC: [u8; 8] = *b"ZCWAL\0\0\x01";
-/// Format version.
-pub const VERSION: u32 = 1;
+/// Format version written.
+pub const VERSION: u32 = 2;
+/// Oldest format version read.
+pub const MIN_VERSION: u32 = 1;
 /// Segment header size.
 pub const SEGMENT_HEADER: usize = 64;
 /// Record header size.
@@ -35,6 +52,11 @@ pub const MAX_RECORD_FRAME: usize = 64 * 1024;
 pub const KIND_FRAME: u32 = 1;
 /// Record kind: a sequence the bus declared lost.
 pub const KIND_LOST: u32 = 2;
+/// Record kind: a range of sequences the recorder missed (it was lapped):
+/// `seq` is the first, the frame holds the count (u64).
+pub const KIND_MISSED: u32 = 3;
+/// Record kind: what the bus delivered for `seq`, which is not a valid frame.
+pub const KIND_INVALID: u32 = 4;
 
 /// Bytes a record with a `len`-byte frame takes.
 pub const fn record_size(len: usize) -> usize {
@@ -72,11 +94,28 @@ pub struct RecordRef<'a> {
     pub seq: u64,
     /// When the recorder received it, ns since the Unix epoch.
     pub timestamp_ns: u64,
-    /// [`KIND_FRAME`] or [`KIND_LOST`].
+    /// [`KIND_FRAME`], [`KIND_LOST`], [`KIND_MISSED`] or [`KIND_INVALID`].
     pub kind: u32,
-    /// The frame bytes (empty for a lost marker). 8-byte aligned when the
+    /// The frame bytes (empty for a lost marker, the count for a missed
+    /// range, the raw bytes for an invalid frame). 8-byte aligned when the
     /// segment is mapped.
     pub frame: &'a [u8],
+}
+
+impl RecordRef<'_> {
+    /// How many sequences the record covers: the count of a missed range,
+    /// else 1.
+    pub fn count(&self) -> u64 {
+        match self.frame.get(..8) {
+            Some(count) if self.kind == KIND_MISSED => u64_at(count, 0).max(1),
+            _ => 1,
+        }
+    }
+
+    /// The last sequence the record covers.
+    pub fn last_seq(&self) -> u64 {
+        self.seq.saturating_add(self.count() - 1)
+    }
 }
 
 /// What is at an offset of a segment.
@@ -126,7 +165,8 @@ pub fn parse_record(segment: &[u8], offset: usize) -> Parsed<'_> {
     match kind {
         KIND_FRAME if len == 0 => return Parsed::Bad("frame record of length 0"),
         KIND_LOST if len != 0 => return Parsed::Bad("lost marker with a frame"),
-        KIND_FRAME | KIND_LOST => {}
+        KIND_MISSED if len != 8 => return Parsed::Bad("missed range without an 8-byte count"),
+        KIND_FRAME | KIND_LOST | KIND_MISSED | KIND_INVALID => {}
         _ => return Parsed::Bad("unknown record kind"),
     }
     if len as usize > MAX_RECORD_FRAME {
@@ -143,6 +183,12 @@ pub fn parse_record(segment: &[u8], offset: usize) -> Parsed<'_> {
     if crc(len, seq, ts, kind, frame) != stored_crc {
         return Parsed::Bad("CRC mismatch");
     }
+    if kind == KIND_MISSED {
+        let count = u64_at(frame, 0);
+        if count == 0 || seq.checked_add(count - 1).is_none() {
+            return Parsed::Bad("missed range of no sequence or past the last sequence");
+        }
+    }
     Parsed::Record(
         RecordRef {
             seq,
@@ -157,6 +203,8 @@ pub fn parse_record(segment: &[u8], offset: usize) -> Parsed<'_> {
 /// The segment header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentHeader {
+    /// Format version it was written with.
+    pub version: u32,
     /// First sequence the segment holds.
     pub first_seq: u64,
     /// Creation time, ns since the Unix epoch.
@@ -191,14 +239,15 @@ pub fn decode_header(bytes: &[u8]) -> Result<SegmentHeader, String> {
         return Err("not a zerocast WAL segment (bad magic)".into());
     }
     let version = u32_at(bytes, 8);
-    if version != VERSION || u32_at(bytes, 12) as usize != SEGMENT_HEADER {
+    if !(MIN_VERSION..=VERSION).contains(&version) || u32_at(bytes, 12) as usize != SEGMENT_HEADER {
         return Err(format!(
-            "WAL format version {version}, this build reads {VERSION}"
+            "WAL format version {version}, this build reads {MIN_VERSION} to {VERSION}"
         ));
     }
     let topic = &bytes[32..64];
     let end = topic.iter().position(|&b| b == 0).unwrap_or(32);
     Ok(SegmentHeader {
+        version,
         first_seq: u64_at(bytes, 16),
         created_ns: u64_at(bytes, 24),
         topic: String::from_utf8_lossy(&topic[..end]).into_owned(),
@@ -240,6 +289,24 @@ mod tests {
     }
 
     #[test]
+    fn missed_range_round_trips_and_a_bad_count_is_refused() {
+        let mut buf = Vec::new();
+        encode_record(&mut buf, 64, 1, KIND_MISSED, &128u64.to_le_bytes());
+        match parse_record(&buf, 0) {
+            Parsed::Record(r, 40) => assert_eq!((r.seq, r.count(), r.last_seq()), (64, 128, 191)),
+            other => panic!("{other:?}"),
+        }
+        for count in [0, u64::MAX] {
+            let mut bad = Vec::new();
+            encode_record(&mut bad, 64, 1, KIND_MISSED, &count.to_le_bytes());
+            assert!(
+                matches!(parse_record(&bad, 0), Parsed::Bad(_)),
+                "count {count}"
+            );
+        }
+    }
+
+    #[test]
     fn lost_marker_round_trips() {
         let mut buf = Vec::new();
         encode_record(&mut buf, 9, 1, KIND_LOST, &[]);
@@ -262,6 +329,7 @@ mod tests {
         assert_eq!(
             decode_header(&h).unwrap(),
             SegmentHeader {
+                version: VERSION,
                 first_seq: 1234,
                 created_ns: 99,
                 topic: "trade_events".into()
@@ -272,8 +340,11 @@ mod tests {
         )
         .unwrap_err()
         .contains("bad magic"));
-        let mut v2 = h;
-        v2[8] = 2;
-        assert!(decode_header(&v2).unwrap_err().contains("version 2"));
+        let mut v1 = h;
+        v1[8] = 1;
+        assert_eq!(decode_header(&v1).unwrap().version, 1);
+        let mut v3 = h;
+        v3[8] = 3;
+        assert!(decode_header(&v3).unwrap_err().contains("version 3"));
     }
 }

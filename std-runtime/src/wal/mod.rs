@@ -10,12 +10,15 @@ use std::io::{ErrorKind, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use format::{
-    encode_header, encode_record, parse_record, Parsed, KIND_FRAME, KIND_LOST, SEGMENT_HEADER,
+    encode_header, encode_record, parse_record, Parsed, KIND_FRAME, KIND_INVALID, KIND_LOST,
+    KIND_MISSED, MAX_RECORD_FRAME, SEGMENT_HEADER,
 };
-pub use reader::{Replay, ReplayStats};
+pub use reader::{Entry, Replay, ReplayStats};
 
 /// When appended records are made durable with `fdatasync`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,6 +145,19 @@ pub enum WalError {
         /// Sequence offered.
         seq: u64,
     },
+    /// Sequences the log should hold are not in it: a segment was removed
+    /// (retention, or by hand) or damaged at its end. [`Replay::run`] reports
+    /// this as an error; [`Replay::read`] hands it out as an
+    /// [`Entry::Gap`] and goes on.
+    Gap {
+        /// First missing sequence.
+        from: u64,
+        /// Last missing sequence.
+        to: u64,
+        /// Where the reader noticed it: the segment after the gap, or the
+        /// segment that vanished.
+        path: PathBuf,
+    },
     /// A checkpoint file is damaged.
     BadCheckpoint {
         /// The file.
@@ -177,6 +193,11 @@ impl std::fmt::Display for WalError {
                     "sequence {seq} does not follow the log's last sequence {last}"
                 )
             }
+            Self::Gap { from, to, path } => write!(
+                f,
+                "{}: sequences {from}..={to} are missing from the log (a segment was removed or damaged)",
+                path.display()
+            ),
             Self::BadCheckpoint { path, reason } => {
                 write!(f, "{}: bad checkpoint: {reason}", path.display())
             }
@@ -302,8 +323,12 @@ fn read_all(path: &Path) -> Result<Vec<u8>, WalError> {
     std::fs::read(path).map_err(io_err(path, "read segment"))
 }
 
-/// Whether any valid record starts at an 8-aligned offset after `from`
-/// (distinguishes damage in the middle from a torn tail).
+/// The offset of the first valid record that starts at an 8-aligned offset
+/// after `from` with a sequence after `after_seq`, if any: a damaged or
+/// zeroed region with such a record after it is damage in the middle of the
+/// log, not a torn tail. Skips runs of zeros without parsing them (a record
+/// header is never all zero), so scanning a preallocated segment's empty
+/// tail costs about a `memchr`.
 pub(crate) fn valid_record_after(
     bytes: &[u8],
     from: usize,
@@ -311,12 +336,24 @@ pub(crate) fn valid_record_after(
 ) -> Option<usize> {
     let mut off = from.div_ceil(8) * 8 + 8;
     while off + format::RECORD_HEADER <= bytes.len() {
-        if let Parsed::Record(r, _) = parse_record(bytes, off) {
-            if after_seq.is_none_or(|s| r.seq > s) {
-                return Some(off);
+        // The next 8-byte word with a non-zero byte: a record at or after
+        // `off` has its header's first non-zero word at or after it.
+        let word = off
+            + 8 * bytes[off..]
+                .chunks_exact(8)
+                .position(|w| w.iter().any(|&b| b != 0))?;
+        // Headers holding that word start in [word - 24, word]; ones
+        // starting earlier would be all zero.
+        let mut cand = word.saturating_sub(format::RECORD_HEADER - 8).max(off);
+        while cand <= word {
+            if let Parsed::Record(r, _) = parse_record(bytes, cand) {
+                if after_seq.is_none_or(|s| r.seq > s) {
+                    return Some(cand);
+                }
             }
+            cand += 8;
         }
-        off += 8;
+        off = cand;
     }
     None
 }
@@ -341,6 +378,25 @@ pub struct Wal {
     records_since_index: u64,
     unsynced: u64,
     last_sync: Instant,
+    /// Last sequence made durable by `sync`, plus one (0: none yet).
+    synced: Arc<AtomicU64>,
+}
+
+/// Where a [`Wal`] has made its records durable, readable from any thread
+/// while the WAL itself is borrowed by its writer (see [`Wal::sync_watch`]).
+#[derive(Debug, Clone)]
+pub struct SyncWatch(Arc<AtomicU64>);
+
+impl SyncWatch {
+    /// The last sequence the WAL has fdatasynced since it was opened (None:
+    /// nothing yet). Under [`FsyncPolicy::Never`] only a rotation, an
+    /// explicit [`Wal::sync`] or the drop advances it.
+    pub fn synced_seq(&self) -> Option<u64> {
+        // Acquire: pairs with the Release store in `Wal::sync`; a reader
+        // that sees the position also sees everything the writer did before
+        // the fdatasync returned.
+        self.0.load(Ordering::Acquire).checked_sub(1)
+    }
 }
 
 impl Wal {
@@ -355,6 +411,7 @@ impl Wal {
         std::fs::create_dir_all(dir).map_err(io_err(dir, "create WAL directory"))?;
         let mut recovery = Recovery::default();
         let mut segments = list_segments(dir)?;
+        let mut last_version = format::VERSION;
         for s in &segments {
             let mut head = [0u8; SEGMENT_HEADER];
             let ok = File::open(&s.path)
@@ -366,7 +423,7 @@ impl Wal {
                 Err("shorter than a segment header".into())
             };
             match decoded {
-                Ok(h) if h.first_seq == s.first_seq && h.topic == topic => {}
+                Ok(h) if h.first_seq == s.first_seq && h.topic == topic => last_version = h.version,
                 Ok(h) if h.topic != topic => {
                     return Err(WalError::BadSegment {
                         path: s.path.clone(),
@@ -422,6 +479,13 @@ impl Wal {
                     .write(true)
                     .open(&last.path)
                     .map_err(io_err(&last.path, "open segment"))?;
+                if last_version != format::VERSION {
+                    // Every older record is valid in this version, and the
+                    // records appended from now on may use its kinds.
+                    f.write_all_at(&format::VERSION.to_le_bytes(), 8)
+                        .and_then(|()| f.sync_data())
+                        .map_err(io_err(&last.path, "relabel segment version"))?;
+                }
                 (f, last.path.clone(), write_pos)
             }
             None => {
@@ -455,6 +519,7 @@ impl Wal {
                 records_since_index: 0,
                 unsynced: 0,
                 last_sync: Instant::now(),
+                synced: Arc::new(AtomicU64::new(0)),
             },
             recovery,
         ))
@@ -478,10 +543,25 @@ impl Wal {
                             "sequence does not increase",
                         );
                     }
-                    last_seq = Some(r.seq);
+                    last_seq = Some(r.last_seq());
                     off += size;
                 }
-                Parsed::End => return Ok((off as u64, last_seq, None)),
+                Parsed::End => {
+                    // Zeros with a record after them are a lost block (a
+                    // page that never reached the disk), not the end:
+                    // appending here would overwrite the records after it.
+                    if let Some(at) = valid_record_after(&bytes, off, last_seq) {
+                        return Err(WalError::Corrupt {
+                            path: path.to_owned(),
+                            offset: off as u64,
+                            reason: format!(
+                                "zeroed region, and a valid record follows at offset {at}: \
+                                 damage in the middle of the log"
+                            ),
+                        });
+                    }
+                    return Ok((off as u64, last_seq, None));
+                }
                 Parsed::Bad(reason) => return Self::cut(path, &bytes, off, last_seq, reason),
             }
         }
@@ -580,6 +660,11 @@ impl Wal {
         self.last_seq
     }
 
+    /// A handle that reads how far this WAL has fdatasynced, from any thread.
+    pub fn sync_watch(&self) -> SyncWatch {
+        SyncWatch(Arc::clone(&self.synced))
+    }
+
     /// The directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -601,6 +686,34 @@ impl Wal {
         self.append_kind(seq, timestamp_ns, KIND_LOST, &[])
     }
 
+    /// Records, in one record, that the recorder never saw the `count`
+    /// sequences from `from` on (it was lapped). A count of 0 writes nothing.
+    pub fn append_missed(
+        &mut self,
+        from: u64,
+        count: u64,
+        timestamp_ns: u64,
+    ) -> Result<(), WalError> {
+        if count == 0 {
+            return Ok(());
+        }
+        // The range ends at the last sequence there is.
+        let count = count.min((u64::MAX - from).saturating_add(1));
+        self.append_kind(from, timestamp_ns, KIND_MISSED, &count.to_le_bytes())
+    }
+
+    /// Records what the bus delivered for `seq` when it is not a valid frame
+    /// (the first [`MAX_RECORD_FRAME`] bytes of it).
+    pub fn append_invalid(
+        &mut self,
+        seq: u64,
+        timestamp_ns: u64,
+        bytes: &[u8],
+    ) -> Result<(), WalError> {
+        let bytes = &bytes[..bytes.len().min(MAX_RECORD_FRAME)];
+        self.append_kind(seq, timestamp_ns, KIND_INVALID, bytes)
+    }
+
     fn append_kind(&mut self, seq: u64, ts: u64, kind: u32, frame: &[u8]) -> Result<(), WalError> {
         if let Some(last) = self.last_seq {
             if seq <= last {
@@ -619,7 +732,12 @@ impl Wal {
         }
         self.records_since_index = (self.records_since_index + 1) % self.options.index_every.max(1);
         encode_record(&mut self.buf, seq, ts, kind, frame);
-        self.last_seq = Some(seq);
+        self.last_seq = Some(if kind == KIND_MISSED {
+            let count = u64::from_le_bytes(frame.try_into().expect("8-byte count"));
+            seq.saturating_add(count - 1)
+        } else {
+            seq
+        });
         self.unsynced += 1;
         match self.options.fsync {
             FsyncPolicy::Always => self.sync()?,
@@ -674,6 +792,11 @@ impl Wal {
         if self.unsynced > 0 {
             datasync(&self.active, &self.active_path)?;
             self.unsynced = 0;
+            if let Some(last) = self.last_seq {
+                // Release: pairs with the Acquire load in
+                // `SyncWatch::synced_seq`.
+                self.synced.store(last + 1, Ordering::Release);
+            }
         }
         self.last_sync = Instant::now();
         Ok(())
@@ -690,6 +813,18 @@ impl Wal {
             self.flush()?;
         }
         Ok(())
+    }
+
+    /// How long until [`tick`](Self::tick) would sync the records now
+    /// pending under a group-commit policy (None: nothing is waiting on the
+    /// clock). An idle writer sleeps at most this long.
+    pub fn sync_due_in(&self) -> Option<Duration> {
+        match self.options.fsync {
+            FsyncPolicy::Group { interval, .. } if self.unsynced > 0 => {
+                Some(interval.saturating_sub(self.last_sync.elapsed()))
+            }
+            _ => None,
+        }
     }
 
     fn rotate(&mut self, next_seq: u64) -> Result<(), WalError> {

@@ -1,15 +1,19 @@
 //! Historical replay: reads segments through memmap2, validates the CRC and
-//! the frame layout of every record, and hands out zero-copy views in
-//! sequence order.
+//! the frame layout of every record, checks that the log is contiguous, and
+//! hands out zero-copy views in sequence order.
 
 use std::fs::File;
+use std::io::ErrorKind;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 use zerocast_core::frame::FrameRef;
 
-use super::format::{parse_record, Parsed, RecordRef, KIND_FRAME, SEGMENT_HEADER};
+use super::format::{
+    parse_record, Parsed, RecordRef, KIND_FRAME, KIND_INVALID, KIND_LOST, KIND_MISSED,
+    SEGMENT_HEADER,
+};
 use super::{index_path, io_err, list_segments, valid_record_after, SegmentInfo, WalError};
 
 /// Counts of a replay.
@@ -19,10 +23,36 @@ pub struct ReplayStats {
     pub frames: u64,
     /// Lost markers yielded.
     pub lost: u64,
+    /// Sequences the recorder missed (in missed-range records yielded).
+    pub missed: u64,
+    /// Invalid-frame records yielded (and frame records whose frame fails
+    /// validation, yielded as invalid).
+    pub invalid: u64,
+    /// Sequences missing from the log itself ([`Entry::Gap`]s).
+    pub gap: u64,
     /// Record bytes read (headers included).
     pub bytes: u64,
-    /// Last sequence yielded.
+    /// Last sequence yielded (the end of a range for a missed range or gap).
     pub last_seq: Option<u64>,
+}
+
+/// What [`Replay::read`] hands out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry<'a> {
+    /// A record of the log. A frame record whose frame fails validation (a
+    /// version-1 log written before the recorder validated) comes with its
+    /// kind set to [`KIND_INVALID`].
+    Record(RecordRef<'a>),
+    /// Sequences the log should hold and does not: a segment removed under
+    /// the reader or by hand, or a segment that ends before the next begins.
+    Gap {
+        /// First missing sequence.
+        from: u64,
+        /// Last missing sequence.
+        to: u64,
+        /// The segment that vanished, or the one after the gap.
+        path: PathBuf,
+    },
 }
 
 /// A reader over a topic's WAL directory.
@@ -31,12 +61,12 @@ pub struct Replay {
     dir: PathBuf,
 }
 
-fn map(path: &Path) -> Result<Mmap, WalError> {
-    let f = File::open(path).map_err(io_err(path, "open segment"))?;
+fn map(path: &Path) -> Result<Mmap, std::io::Error> {
+    let f = File::open(path)?;
     // SAFETY: segments are only ever appended to (and zero-filled past their
     // end); bytes already read do not change under the map except in the
     // tail being written, which is validated record by record.
-    unsafe { Mmap::map(&f) }.map_err(io_err(path, "map segment"))
+    unsafe { Mmap::map(&f) }
 }
 
 /// Index hint: the offset of the last indexed record at or before `from`.
@@ -59,13 +89,14 @@ fn seek(segment: &Path, bytes: &[u8], from: u64) -> usize {
     best
 }
 
-/// The last sequence in a segment.
+/// The last sequence in a segment (the end of the range, for a missed
+/// range).
 pub fn last_seq_of(path: &Path) -> Result<Option<u64>, WalError> {
-    let bytes = map(path)?;
+    let bytes = map(path).map_err(io_err(path, "open segment"))?;
     let mut off = SEGMENT_HEADER;
     let mut last = None;
     while let Parsed::Record(r, size) = parse_record(&bytes, off) {
-        last = Some(r.seq);
+        last = Some(r.last_seq());
         off += size;
     }
     Ok(last)
@@ -84,16 +115,42 @@ impl Replay {
         list_segments(&self.dir)
     }
 
-    /// Calls `f` for every record with `from <= seq <= to`, in order, until
-    /// `f` breaks. A damaged record with valid records after it is an error
-    /// naming the file and offset; a damaged record at the very end of the
-    /// newest segment is a tail still being written (or torn, to be cut at
-    /// the next open) and ends the replay quietly.
+    /// Calls `f` for every record covering a sequence in `from ..= to`, in
+    /// order, until `f` breaks. Sequences missing from the log (a removed
+    /// segment, a hole between segments) are an error
+    /// ([`WalError::Gap`]); use [`read`](Self::read) to step over them.
     pub fn run(
         &self,
         from: u64,
         to: u64,
         mut f: impl FnMut(RecordRef<'_>) -> ControlFlow<()>,
+    ) -> Result<ReplayStats, WalError> {
+        let mut gap = None;
+        let stats = self.read(from, to, |e| match e {
+            Entry::Record(r) => f(r),
+            Entry::Gap { from, to, path } => {
+                gap = Some(WalError::Gap { from, to, path });
+                ControlFlow::Break(())
+            }
+        })?;
+        gap.map_or(Ok(stats), Err)
+    }
+
+    /// Calls `f` for every record covering a sequence in `from ..= to`, and
+    /// for every range of those sequences missing from the log, in order,
+    /// until `f` breaks.
+    ///
+    /// A damaged record, or a zeroed region, with valid records after it is
+    /// an error naming the file and offset. A damaged record at the very end
+    /// of the newest segment is a tail still being written (or torn, to be
+    /// cut at the next open) and ends the replay quietly. A segment removed
+    /// under the reader (retention) is a [`Entry::Gap`] for its range, and
+    /// the reader goes on with the next.
+    pub fn read(
+        &self,
+        from: u64,
+        to: u64,
+        mut f: impl FnMut(Entry<'_>) -> ControlFlow<()>,
     ) -> Result<ReplayStats, WalError> {
         let segments = self.segments()?;
         let mut stats = ReplayStats::default();
@@ -101,13 +158,70 @@ impl Replay {
             .iter()
             .rposition(|s| s.first_seq <= from)
             .unwrap_or(0);
+        // The last sequence covered by the records read so far.
         let mut prev: Option<u64> = None;
-        for (i, seg) in segments.iter().enumerate().skip(start) {
+        // Hands out a gap, clipped to `from ..= to`; true if `f` broke.
+        let bounds = (from, to);
+        let gap = |f: &mut dyn FnMut(Entry<'_>) -> ControlFlow<()>,
+                   stats: &mut ReplayStats,
+                   a: u64,
+                   b: u64,
+                   path: &Path| {
+            let (a, b) = (a.max(bounds.0), b.min(bounds.1));
+            if a > b {
+                return false;
+            }
+            stats.gap += b - a + 1;
+            stats.last_seq = Some(b);
+            f(Entry::Gap {
+                from: a,
+                to: b,
+                path: path.to_owned(),
+            })
+            .is_break()
+        };
+        let mut i = start;
+        while i < segments.len() {
+            let seg = &segments[i];
             if seg.first_seq > to {
                 break;
             }
             let newest = i + 1 == segments.len();
-            let bytes = map(&seg.path)?;
+            // Each segment begins right after the previous one ends.
+            if let Some(p) = prev {
+                if seg.first_seq <= p {
+                    return Err(WalError::Corrupt {
+                        path: seg.path.clone(),
+                        offset: 0,
+                        reason: format!(
+                            "segment starts at sequence {}, not after the previous segment's last sequence {p}",
+                            seg.first_seq
+                        ),
+                    });
+                }
+                if seg.first_seq > p + 1
+                    && gap(&mut f, &mut stats, p + 1, seg.first_seq - 1, &seg.path)
+                {
+                    return Ok(stats);
+                }
+                prev = Some(seg.first_seq - 1);
+            }
+            let bytes = match map(&seg.path) {
+                Ok(b) => b,
+                Err(e) if e.kind() == ErrorKind::NotFound && !newest => {
+                    // Removed since the listing (retention racing this
+                    // reader): its range is gone; go on with the next.
+                    let next = segments[i + 1].first_seq;
+                    let a = prev.map_or(seg.first_seq, |p| p + 1);
+                    if next > a && gap(&mut f, &mut stats, a, next - 1, &seg.path) {
+                        return Ok(stats);
+                    }
+                    prev = next.checked_sub(1).or(prev);
+                    i += 1;
+                    continue;
+                }
+                Err(e) => return Err(io_err(&seg.path, "open segment")(e)),
+            };
             let mut off = if i == start {
                 seek(&seg.path, &bytes, from)
             } else {
@@ -115,7 +229,23 @@ impl Replay {
             };
             loop {
                 match parse_record(&bytes, off) {
-                    Parsed::End => break,
+                    Parsed::End => {
+                        // The end of a sealed segment is final: zeros with a
+                        // record after them are a lost block, not the end.
+                        if !newest {
+                            if let Some(at) = valid_record_after(&bytes, off, prev) {
+                                return Err(WalError::Corrupt {
+                                    path: seg.path.clone(),
+                                    offset: off as u64,
+                                    reason: format!(
+                                        "zeroed region, and a valid record follows at offset {at}: \
+                                         damage in the middle of the log"
+                                    ),
+                                });
+                            }
+                        }
+                        break;
+                    }
                     Parsed::Bad(reason) => {
                         if newest && valid_record_after(&bytes, off, prev).is_none() {
                             return Ok(stats);
@@ -126,34 +256,37 @@ impl Replay {
                             reason: reason.to_owned(),
                         });
                     }
-                    Parsed::Record(r, size) => {
-                        if prev.is_some_and(|p| r.seq <= p) {
-                            return Err(WalError::Corrupt {
-                                path: seg.path.clone(),
-                                offset: off as u64,
-                                reason: format!("sequence {} after {}", r.seq, prev.unwrap_or(0)),
-                            });
+                    Parsed::Record(mut r, size) => {
+                        if let Some(p) = prev {
+                            if r.seq <= p {
+                                return Err(WalError::Corrupt {
+                                    path: seg.path.clone(),
+                                    offset: off as u64,
+                                    reason: format!("sequence {} after {p}", r.seq),
+                                });
+                            }
+                            if r.seq > p + 1 && gap(&mut f, &mut stats, p + 1, r.seq - 1, &seg.path)
+                            {
+                                return Ok(stats);
+                            }
                         }
-                        prev = Some(r.seq);
+                        prev = Some(r.last_seq());
                         if r.seq > to {
                             return Ok(stats);
                         }
-                        if r.seq >= from {
-                            if r.kind == KIND_FRAME {
-                                if let Err(e) = FrameRef::parse(r.frame) {
-                                    return Err(WalError::Corrupt {
-                                        path: seg.path.clone(),
-                                        offset: off as u64,
-                                        reason: format!("record holds an invalid frame: {e}"),
-                                    });
-                                }
-                                stats.frames += 1;
-                            } else {
-                                stats.lost += 1;
+                        if r.last_seq() >= from {
+                            if r.kind == KIND_FRAME && FrameRef::parse(r.frame).is_err() {
+                                r.kind = KIND_INVALID;
+                            }
+                            match r.kind {
+                                KIND_FRAME => stats.frames += 1,
+                                KIND_LOST => stats.lost += 1,
+                                KIND_MISSED => stats.missed += r.count(),
+                                _ => stats.invalid += 1,
                             }
                             stats.bytes += size as u64;
-                            stats.last_seq = Some(r.seq);
-                            if f(r).is_break() {
+                            stats.last_seq = Some(r.last_seq().min(to));
+                            if f(Entry::Record(r)).is_break() {
                                 return Ok(stats);
                             }
                         }
@@ -161,6 +294,7 @@ impl Replay {
                     }
                 }
             }
+            i += 1;
         }
         Ok(stats)
     }

@@ -1,7 +1,8 @@
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 
-use super::format::{KIND_FRAME, KIND_LOST, SEGMENT_HEADER};
+use super::format::{parse_record, Parsed, KIND_FRAME, KIND_LOST, SEGMENT_HEADER};
+use super::reader::Entry;
 use super::*;
 use crate::feed::{Feed, Rng};
 use zerocast_core::frame::{encode, FrameBuf};
@@ -295,4 +296,210 @@ fn fsync_policies_parse() {
         }
     );
     assert!("sometimes".parse::<FsyncPolicy>().is_err());
+}
+
+/// Offsets of the records of a segment, in order.
+fn record_offsets(path: &Path) -> Vec<usize> {
+    let bytes = std::fs::read(path).unwrap();
+    let mut off = SEGMENT_HEADER;
+    let mut out = Vec::new();
+    while let Parsed::Record(_, size) = parse_record(&bytes, off) {
+        out.push(off);
+        off += size;
+    }
+    out
+}
+
+/// Zeroes 4 KiB of `path` from the record boundary nearest its middle;
+/// returns the offset.
+fn zero_page_at_middle_record(path: &Path) -> usize {
+    let offsets = record_offsets(path);
+    let at = offsets[offsets.len() / 3];
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[at..at + 4096].fill(0);
+    std::fs::write(path, &bytes).unwrap();
+    at
+}
+
+#[test]
+fn regression_zeroed_page_in_newest_segment_is_damage_not_end() {
+    let dir = tempdir("zeroed-newest");
+    let records = frames(400);
+    let opts = WalOptions {
+        segment_size: 1 << 20,
+        ..small()
+    };
+    write_all(&dir, opts.clone(), &records);
+    let seg = list_segments(&dir).unwrap()[0].path.clone();
+    let at = zero_page_at_middle_record(&seg);
+    let before = std::fs::read(&seg).unwrap();
+    match Wal::open(&dir, "trades", opts) {
+        Err(e @ WalError::Corrupt { .. }) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&seg.display().to_string()) && msg.contains(&format!("offset {at}")),
+                "{msg}"
+            );
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok((wal, rec)) => panic!(
+            "a zeroed page with valid records after it opened as the end of the log \
+             (last_seq {:?}, recovery {rec:?})",
+            wal.last_seq()
+        ),
+    }
+    assert!(
+        std::fs::read(&seg).unwrap() == before,
+        "open changed the segment"
+    );
+}
+
+#[test]
+fn regression_zeroed_page_in_sealed_segment_is_reported_not_a_silent_gap() {
+    let dir = tempdir("zeroed-sealed");
+    let records = frames(500);
+    write_all(&dir, small(), &records);
+    let segments = list_segments(&dir).unwrap();
+    assert!(segments.len() > 3);
+    zero_page_at_middle_record(&segments[1].path);
+    match replay_all(&dir, 0) {
+        Err(e) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&segments[1].path.display().to_string()),
+                "{msg}"
+            );
+        }
+        Ok(got) => panic!(
+            "replay returned {} of {} records without an error",
+            got.len(),
+            records.len()
+        ),
+    }
+}
+
+#[test]
+fn regression_deleted_middle_segment_is_reported_as_missing() {
+    let dir = tempdir("deleted-middle");
+    let records = frames(500);
+    write_all(&dir, small(), &records);
+    let segments = list_segments(&dir).unwrap();
+    assert!(segments.len() > 3);
+    std::fs::remove_file(&segments[2].path).unwrap();
+    let (from, to) = (segments[2].first_seq, segments[3].first_seq - 1);
+    match replay_all(&dir, 0) {
+        Err(e) => {
+            let msg = e.to_string();
+            assert!(msg.contains(&format!("{from}..={to}")), "{msg}");
+        }
+        Ok(got) => panic!(
+            "replay returned {} of {} records without an error",
+            got.len(),
+            records.len()
+        ),
+    }
+    // Reading on: the gap, then everything after it.
+    let mut gaps = Vec::new();
+    let mut count = 0;
+    Replay::new(&dir)
+        .read(0, u64::MAX, |e| {
+            match e {
+                Entry::Record(_) => count += 1,
+                Entry::Gap { from, to, .. } => gaps.push((from, to)),
+            }
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(gaps, [(from, to)]);
+    assert_eq!(count, 500 - (to - from + 1));
+}
+
+#[test]
+fn regression_segment_removed_under_a_reader_is_missing_and_the_reader_goes_on() {
+    let dir = tempdir("removed-under");
+    let records = frames(500);
+    write_all(&dir, small(), &records);
+    let segments = list_segments(&dir).unwrap();
+    assert!(segments.len() > 3);
+    let victim = segments[1].clone();
+    let mut gaps = Vec::new();
+    let mut seqs = Vec::new();
+    let stats = Replay::new(&dir)
+        .read(0, u64::MAX, |e| {
+            match e {
+                Entry::Record(r) => {
+                    if r.seq == 0 {
+                        // Retention removes the next segment while we read
+                        // this one.
+                        std::fs::remove_file(&victim.path).unwrap();
+                    }
+                    seqs.push(r.seq);
+                }
+                Entry::Gap { from, to, path } => gaps.push((from, to, path)),
+            }
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    let (from, to) = (segments[1].first_seq, segments[2].first_seq - 1);
+    assert_eq!(gaps, [(from, to, victim.path.clone())]);
+    assert_eq!(stats.gap, to - from + 1);
+    let mut expected: Vec<u64> = (0..from).collect();
+    expected.extend(to + 1..500);
+    assert_eq!(seqs, expected);
+}
+
+#[test]
+fn corrupt_segment_header_is_an_error_naming_the_file() {
+    let dir = tempdir("bad-header");
+    write_all(&dir, small(), &frames(500));
+    let segments = list_segments(&dir).unwrap();
+    for victim in [&segments[1].path, &segments.last().unwrap().path] {
+        let mut bytes = std::fs::read(victim).unwrap();
+        bytes[3] ^= 0xFF;
+        std::fs::write(victim, &bytes).unwrap();
+        let err = Wal::open(&dir, "trades", small()).unwrap_err().to_string();
+        assert!(
+            err.contains(&victim.display().to_string()) && err.contains("bad magic"),
+            "{err}"
+        );
+        bytes[3] ^= 0xFF;
+        std::fs::write(victim, &bytes).unwrap();
+    }
+}
+
+/// Version-1 logs stay readable; the active segment is relabelled version 2
+/// at open (its records are valid in both), sealed ones are left alone.
+#[test]
+fn version_1_log_is_read_and_its_active_segment_relabelled() {
+    let dir = tempdir("v1");
+    let records = frames(300);
+    write_all(&dir, small(), &records);
+    let segments = list_segments(&dir).unwrap();
+    for s in &segments {
+        let f = OpenOptions::new().write(true).open(&s.path).unwrap();
+        f.write_all_at(&1u32.to_le_bytes(), 8).unwrap();
+    }
+    assert_eq!(replay_all(&dir, 0).unwrap(), records);
+    let (mut wal, _) = Wal::open(&dir, "trades", small()).unwrap();
+    wal.append_missed(300, 10, 0).unwrap();
+    wal.append(310, 0, &records[0].1).unwrap();
+    assert_eq!(wal.last_seq(), Some(310));
+    drop(wal);
+    let version = |p: &Path| {
+        let b = std::fs::read(p).unwrap();
+        format::decode_header(&b).unwrap().version
+    };
+    assert_eq!(version(&segments[0].path), 1);
+    assert_eq!(version(&segments.last().unwrap().path), format::VERSION);
+    let mut last = Vec::new();
+    Replay::new(&dir)
+        .run(299, u64::MAX, |r| {
+            last.push((r.seq, r.last_seq()));
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(last, [(299, 299), (300, 309), (310, 310)]);
+    // Reopening continues after the range's end.
+    let (wal, _) = Wal::open(&dir, "trades", small()).unwrap();
+    assert_eq!(wal.last_seq(), Some(310));
 }
