@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
     std::fs::create_dir_all(&dir).expect("create fuzz WAL dir");
     // Replay first, on the bytes as they are, then let open repair them.
     std::fs::write(dir.join("00000000000000000000.wal"), data).expect("write segment");
-    let _ = Replay::new(&dir).run(0, u64::MAX, |_| ControlFlow::Continue(()));
+    let _ = Replay::new(&dir).read(0, u64::MAX, |_| ControlFlow::Continue(()));
     let options = WalOptions {
         segment_size: 1 << 16,
         ..Default::default()
@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok((mut wal, _recovery)) = Wal::open(&dir, "trade_events", options) {
         let _ = wal.sync();
         drop(wal);
-        let _ = Replay::new(&dir).run(0, u64::MAX, |_| ControlFlow::Continue(()));
+        let _ = Replay::new(&dir).read(0, u64::MAX, |_| ControlFlow::Continue(()));
     }
     let _ = std::fs::remove_dir_all(&dir);
 });
