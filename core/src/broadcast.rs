@@ -341,8 +341,10 @@ pub enum Start {
 /// one ring, and the ring never sees the non-gating ones.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadCursor {
-    /// Next sequence to read.
-    pub next: u64,
+    /// Next sequence to read. Private: a gating cursor publishes it to
+    /// producers, and moving it backwards would let them overwrite slots
+    /// below a position already released (see [`ReadCursor::next`]).
+    next: u64,
     /// Index in the gating table, for a gating consumer.
     gating: Option<usize>,
     /// A gating consumer that releases slots itself ([`Broadcast::release`])
@@ -353,6 +355,12 @@ pub struct ReadCursor {
 }
 
 impl ReadCursor {
+    /// The next sequence this cursor reads.
+    #[inline(always)]
+    pub fn next(&self) -> u64 {
+        self.next
+    }
+
     /// Makes a gating cursor release slots only when
     /// [`Broadcast::release`] is called, e.g. once what was read is safely
     /// stored elsewhere (a WAL recorder releases after writing to its file).
@@ -897,10 +905,15 @@ where
         result
     }
 
-    /// Receives up to `max` frames of `frame_words` words each into `out`,
-    /// stopping at the first non-frame outcome (which is returned if no frame
-    /// was read). Returns the number of frames read. A gating cursor is
-    /// released once, at the end.
+    /// Receives frames of `frame_words` words each into `out` (as many as fit)
+    /// and returns how many were read. The batch ends at the first
+    /// non-frame outcome: if no frame was read, that outcome is returned;
+    /// otherwise the frames are returned and the cursor stays at the event
+    /// (a `Lost` or `Lagged`), so the next call reports it. No event is
+    /// ever skipped, and a `Lagged` count stays exact (re-observed from the
+    /// same position, it counts the same skipped sequences or, if the ring
+    /// moved on, the sequences now gone too). A gating cursor is released
+    /// once, at the end.
     pub fn recv_batch(
         &self,
         cursor: &mut ReadCursor,
@@ -910,11 +923,18 @@ where
         let mut n = 0;
         let mut result = Ok(0);
         for frame in out.chunks_exact_mut(frame_words.max(1)) {
+            let before = cursor.next;
             match self.recv_one(cursor, frame) {
                 Ok(_) => n += 1,
                 Err(e) => {
                     if n == 0 {
                         result = Err(e);
+                    } else {
+                        // Frames come first: step back to the event (its
+                        // slot's stamp only moves forward, so the next
+                        // receive finds it again). The cursor has not been
+                        // released past `before`: that happens below.
+                        cursor.next = before;
                     }
                     break;
                 }
@@ -1065,6 +1085,24 @@ where
         }
     }
 
+    /// Marks `seq`, claimed by this caller and never to be written, lost.
+    /// Like a writer, it waits while an older lap still holds the slot (a
+    /// producer that claimed a full ring ago is mid-write, or dead until a
+    /// supervisor declares it lost), then marks: discarding the sequence
+    /// while the older lap is unfinished would leave it unmarked for good,
+    /// and the next lap's writer would wait for it forever.
+    fn mark_claim_lost(&self, seq: u64) {
+        loop {
+            match self.declare_lost(seq) {
+                Err(DeclareError::OlderWriterStuck(_)) => spin_loop(),
+                // Lost, or already resolved by a supervisor (lost, or
+                // overwritten after being declared). `NotClaimed` cannot
+                // happen: the caller holds the claim.
+                Ok(_) | Err(DeclareError::NotClaimed(_)) => return,
+            }
+        }
+    }
+
     /// The unfinished lap that holds a slot whose stamp is `cur` when `seq`
     /// wants it: the writer of a `WRITING` stamp, otherwise the lap after the
     /// last finished one.
@@ -1122,7 +1160,10 @@ where
 }
 
 /// Consecutive sequences claimed together, not yet committed (see
-/// [`Broadcast::claim_batch_wait`]).
+/// [`Broadcast::claim_batch_wait`]). Dropping it marks every uncommitted
+/// sequence lost; like a write, that waits while an older lap still holds a
+/// slot (a producer a full ring behind, mid-write or dead until declared
+/// lost), so a dropped claim is never left unmarked.
 #[must_use = "dropping a batch claim declares its sequences lost"]
 pub struct BatchClaim<'a, S>
 where
@@ -1168,7 +1209,8 @@ where
     /// Writes and commits `words` as frames of `frame_words` words, one per
     /// claimed sequence, and returns the first sequence. Sequences left
     /// without a frame (too few words given), and all of them if a frame is
-    /// too large for a slot, are declared lost. Words past the last claimed
+    /// too large for a slot, are marked lost, each once any older lap in its
+    /// slot has finished (as a write would wait). Words past the last claimed
     /// frame are ignored. While an older lap still
     /// holds a slot (a producer that claimed a full ring ago and stalled or
     /// died), calls `stuck(older_seq)` on every spin, so that a supervising
@@ -1206,7 +1248,7 @@ where
     fn drop(&mut self) {
         // In order: each declaration hands its slot to the next lap.
         for seq in self.next..self.end {
-            let _ = self.ring.declare_lost(seq);
+            self.ring.mark_claim_lost(seq);
         }
     }
 }

@@ -65,7 +65,7 @@ fn drain(ring: &Broadcast<impl BroadcastStorage>, start: Start, total: u64) -> (
     let mut out = [0u64; 3];
     let (mut received, mut lagged) = (0, 0);
     let mut last = None;
-    while cursor.next < total {
+    while cursor.next() < total {
         match ring.try_recv(&mut cursor, &mut out) {
             Ok(seq) => {
                 assert_intact(seq, &out);
@@ -257,7 +257,7 @@ fn broadcast_two_producers_never_tear_and_count_every_frame() {
         for p in producers {
             p.join().unwrap();
         }
-        while tally.cursor.next < total {
+        while tally.cursor.next() < total {
             assert!(
                 tally.step(&ring),
                 "all frames are committed after the joins"
@@ -327,7 +327,7 @@ fn regression_gated_claim_must_see_the_registration() {
         // be overwritten before it reads it.
         let mut cursor = ring.register_gating(Start::Oldest).unwrap();
         let mut out = [0u64; 3];
-        let mut expected = cursor.next;
+        let mut expected = cursor.next();
         while expected < 3 {
             match ring.try_recv(&mut cursor, &mut out) {
                 Ok(seq) => {
@@ -365,7 +365,7 @@ fn broadcast_dead_producer_declared_lost_is_a_gap_of_one() {
         let mut out = [0u64; 3];
         let mut lost = 0;
         let mut received = 0;
-        while cursor.next < 2 {
+        while cursor.next() < 2 {
             match ring.try_recv(&mut cursor, &mut out) {
                 Ok(seq) => {
                     assert_eq!(seq, 1);
