@@ -105,15 +105,28 @@ const PENDING_WAITS: u32 = 1;
 /// Most gating consumers a ring can have at once.
 pub const MAX_GATING: usize = 16;
 
-/// Largest sequence a ring hands out (the stamp keeps two state bits and the
-/// claim counter one flag bit).
-pub const MAX_SEQ: u64 = (1 << 61) - 1;
+/// Largest sequence a ring hands out: the claim word keeps the sequence in
+/// its low 56 bits (above them a registration generation and a flag), and
+/// the stamp keeps two state bits below it. About
+/// 7.2 * 10^16: 22 years at 100 million frames a second.
+pub const MAX_SEQ: u64 = (1 << SEQ_BITS) - 1;
 
-/// Claim-counter flag: a gating consumer has registered at least once, so
+/// Bits of the claim word that hold the next sequence.
+const SEQ_BITS: u32 = 56;
+const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
+
+/// Claim-word registration generation: bits `SEQ_BITS .. 63`, bumped (mod
+/// 2^7) by every gating registration. It exists so that a registration
+/// *changes* the claim word: a producer's compare-and-swap on a value read
+/// before the registration then fails, and its retry sees the registration
+/// (see `claim` and `register_gating`).
+const GEN_ONE: u64 = 1 << SEQ_BITS;
+const GEN_MASK: u64 = ((1 << 63) - 1) & !SEQ_MASK;
+
+/// Claim-word flag: a gating consumer has registered at least once, so
 /// producers must claim with the checked (CAS) path. Sticky by design: clearing
 /// it would race with a registration.
 const GATED: u64 = 1 << 63;
-const SEQ_MASK: u64 = !GATED;
 
 /// Gating-table entry that no consumer holds.
 const FREE: u64 = u64::MAX;
@@ -143,7 +156,8 @@ const LINE_WORDS: usize = 8;
 /// only), so it can live in a shared-memory segment.
 #[repr(C)]
 pub struct BroadcastHeader {
-    /// Next sequence to claim, in `0 ..= MAX_SEQ`, plus the [`GATED`] flag.
+    /// Next sequence to claim, in `0 ..= MAX_SEQ` (low [`SEQ_BITS`] bits),
+    /// the registration generation ([`GEN_MASK`]) and the [`GATED`] flag.
     claim: CachePadded<AtomicU64>,
     /// Bumped by every gating registration, so producers know their cached
     /// minimum cursor may be too high.
@@ -652,16 +666,16 @@ where
         keep_waiting: &mut dyn FnMut() -> bool,
     ) -> Result<u64, PublishError> {
         let claim = &self.header().claim;
-        // Acquire: pairs with the SeqCst `fetch_or(GATED)` in
-        // `register_gating` (and the claim RMWs after it in its release
-        // sequence). Seeing GATED must make the registration's cursor and
-        // epoch visible to `has_room` below; with Relaxed here a producer
-        // could validate against a stale, empty gating table and overwrite a
-        // slot the new consumer needs (found by the loom model
-        // `regression_gated_claim_must_see_the_registration`).
+        // Acquire: pairs with the SeqCst claim-word RMW of `register_gating`
+        // (and the claim RMWs after it in its release sequence: every write
+        // to the claim word is an RMW). Seeing GATED must make the
+        // registration's cursor and epoch visible to `has_room` below; with
+        // Relaxed here a producer could validate against a stale, empty
+        // gating table and overwrite a slot the new consumer needs (found by
+        // the loom model `regression_gated_claim_must_see_the_registration`).
         let mut cur = claim.load(Ordering::Acquire);
         if cur & GATED == 0 {
-            // SeqCst: pairs with the SeqCst `fetch_or(GATED)` in
+            // SeqCst: pairs with the SeqCst claim-word RMW in
             // `register_gating`. Claims ordered after it see the flag in the
             // returned value; claims ordered before it only overwrite
             // sequences older than the registering consumer's start.
@@ -678,6 +692,37 @@ where
             }
             return Ok(seq);
         }
+        // The checked path. Why a claim that succeeds never overwrites a slot
+        // a gating consumer X still needs:
+        //
+        // Let R be X's claim-word RMW in `register_gating` (it sets GATED
+        // and bumps the generation, so the word after R differs from the
+        // word before it), H the head it returned, and C our successful
+        // compare-and-swap below, from `cur` to `cur + n`.
+        //
+        // - C before R in the claim word's modification order: our
+        //   sequences are below H, so we overwrite only sequences below
+        //   H - capacity, and X starts at or after that (or, started at an
+        //   older `At`, is told `Lagged` exactly).
+        // - R before C: C succeeded, so the word just before C equals
+        //   `cur`. Every write to the word is an RMW that either adds to the
+        //   sequence (claims) or changes the generation (registrations), so
+        //   a `cur` read before R can no longer be current after R: `cur`
+        //   was read from R or a later RMW (the one exception, an ABA, needs
+        //   2^7 registrations and no claim at all while we sit between our
+        //   load and our CAS). Our Acquire load (or the failed CAS's
+        //   Acquire) therefore synchronises with R, so X's table entry (at
+        //   least its `announce`) and its epoch bump, both sequenced before
+        //   R, happen before `has_room` below. `has_room` sees the new epoch
+        //   and rescans, or has a cache from a scan that already saw it;
+        //   either way its minimum is at most X's position, and `seq + n <=
+        //   min + capacity` keeps us off every slot X has not released.
+        //
+        // Before the generation existed, a second registration left the
+        // word unchanged (GATED was already set), so a producer that checked
+        // a stale cached minimum won its CAS and overwrote the new cursor's
+        // first slot (loom:
+        // `regression_second_gating_registration_is_never_overwritten_before_it_reads`).
         loop {
             let seq = cur & SEQ_MASK;
             if !self.has_room(cache, seq, n) {
@@ -833,11 +878,30 @@ where
             .ok_or(GatingTableFull)?;
         // SeqCst: pairs with the SeqCst epoch load in `has_room`.
         h.gating_epoch.fetch_add(1, Ordering::SeqCst);
-        // SeqCst: pairs with the SeqCst claim RMWs. Every claim after this
-        // sees GATED and checks the cursor; every claim before it took a
-        // sequence below `head`, which overwrites only sequences below
-        // `head - capacity`.
-        let head = h.claim.fetch_or(GATED, Ordering::SeqCst) & SEQ_MASK;
+        // Sets GATED and bumps the registration generation: the claim word
+        // must change, so that a producer's CAS on a value read before this
+        // fails and its retry (Acquire) sees our entry and epoch (the
+        // argument is in `claim`). A CAS loop, not `fetch_add`: the
+        // generation wraps inside its bits instead of carrying into GATED.
+        // Lock-free: a failure means a producer claimed.
+        // Relaxed: only a first guess; the CAS below validates it.
+        let mut cur = h.claim.load(Ordering::Relaxed);
+        let head = loop {
+            let next_word =
+                GATED | ((cur & GEN_MASK).wrapping_add(GEN_ONE) & GEN_MASK) | (cur & SEQ_MASK);
+            // SeqCst: pairs with the SeqCst claim RMWs and the Acquire claim
+            // loads of producers. Every claim after this sees GATED (and our
+            // entry) and checks the cursor; every claim before it took a
+            // sequence below `head`, which overwrites only sequences below
+            // `head - capacity`. Relaxed on failure: we only retry.
+            match h
+                .claim
+                .compare_exchange_weak(cur, next_word, Ordering::SeqCst, Ordering::Relaxed)
+            {
+                Ok(_) => break cur & SEQ_MASK,
+                Err(actual) => cur = actual,
+            }
+        };
         let oldest = head.saturating_sub(self.capacity);
         let next = match start {
             Start::Newest => head,

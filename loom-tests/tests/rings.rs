@@ -1,7 +1,7 @@
 //! loom models of every zerocast ring.
 //!
 //! Run with:
-//! `RUSTFLAGS="--cfg zerocast_loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p zerocast-loom-tests --release`
+//! `RUSTFLAGS="--cfg zerocast_loom" LOOM_MAX_PREEMPTIONS=3 cargo test -p zerocast-loom-tests --profile loom --target-dir target/loom`
 //! (the cfg has the project's own name: plain `--cfg loom` would also change
 //! other crates).
 #![cfg(zerocast_loom)]
@@ -17,7 +17,7 @@ use zerocast_core::spsc::{PopError, PushError, Spsc};
 
 /// Runs a loom model. Consumers in these models poll with `yield_now`, which
 /// loom counts as branches: allow more than its default of 1000. Preemptions
-/// come from `LOOM_MAX_PREEMPTIONS` (CI uses 2).
+/// come from `LOOM_MAX_PREEMPTIONS` (CI uses 3).
 fn model(f: impl Fn() + Sync + Send + 'static) {
     let mut builder = loom::model::Builder::new();
     builder.max_branches = 100_000;
@@ -442,5 +442,60 @@ fn broadcast_declaring_a_live_producer_lost_never_tears_a_frame() {
             }
             other => panic!("inconsistent outcome {other:?}"),
         }
+    });
+}
+
+/// Regression: GATED in the claim word is sticky, so a second gating
+/// registration left the claim word unchanged. A producer that had checked
+/// room against its cached minimum (from before the registration) still won
+/// its compare-and-swap and overwrote the new cursor's first slot: the
+/// consumer registered at `Oldest` saw `Lagged(1)`.
+#[test]
+fn regression_second_gating_registration_is_never_overwritten_before_it_reads() {
+    model(|| {
+        let ring = Arc::new(Broadcast::with_capacity(2, 3).unwrap());
+        // Consumer A gates from 0 and ends caught up at 3; the producer's
+        // cache last rescanned when A was at 2, which lets it claim 3
+        // without looking at the table again.
+        let mut a = ring.register_gating(Start::Newest).unwrap();
+        let mut cache = GatingCache::default();
+        let mut out = [0u64; 3];
+        for seq in 0..3 {
+            if seq == 2 {
+                // Publishing 2 needs A past 0: read and release first.
+                for expected in 0..2 {
+                    assert_eq!(ring.try_recv(&mut a, &mut out), Ok(expected));
+                }
+                assert_eq!(ring.try_recv(&mut a, &mut out), Err(TryRecvError::Empty));
+            }
+            assert_eq!(publish(&ring, &mut cache), Ok(seq));
+        }
+        assert_eq!(ring.try_recv(&mut a, &mut out), Ok(2));
+        assert_eq!(ring.try_recv(&mut a, &mut out), Err(TryRecvError::Empty));
+        // The ring holds 1 and 2; the producer may claim 3 (overwriting 1)
+        // by its cache, unless a registration wants 1.
+        let producer_ring = Arc::clone(&ring);
+        let producer = thread::spawn(move || loop {
+            match publish(&producer_ring, &mut cache) {
+                Ok(seq) => return seq,
+                Err(PublishError::Full) => thread::yield_now(),
+                Err(e) => panic!("{e:?}"),
+            }
+        });
+        let mut b = ring.register_gating(Start::Oldest).unwrap();
+        let mut expected = b.next();
+        while expected < 4 {
+            match ring.try_recv(&mut b, &mut out) {
+                Ok(seq) => {
+                    assert_eq!(seq, expected);
+                    assert_intact(seq, &out);
+                    expected += 1;
+                }
+                Err(TryRecvError::Empty | TryRecvError::Pending(_)) => thread::yield_now(),
+                Err(e) => panic!("gating consumer registered at Oldest saw {e:?}"),
+            }
+        }
+        assert_eq!(producer.join().unwrap(), 3);
+        ring.unregister_gating(&mut a);
     });
 }
