@@ -136,13 +136,27 @@ const COMMITTED: u64 = 2;
 const LOST: u64 = 3;
 const NEVER_WRITTEN: u64 = 0;
 
+/// Stamp bits `58..64`: how many laps after the slot's stamped sequence are
+/// lost too, without their own stamp (see [`Broadcast::abandon`]). The
+/// stamped sequence's payload stays readable; the `k` sequences
+/// `seq + capacity, .., seq + k * capacity` read as `Lost`. Sequences stay
+/// below 2^56 ([`MAX_SEQ`]), so `seq << 2` never reaches these bits.
+const LAPS_SHIFT: u32 = 58;
+const LAPS_ONE: u64 = 1 << LAPS_SHIFT;
+const LAPS_MASK: u64 = !((1 << LAPS_SHIFT) - 1);
+const MAX_LOST_LAPS: u64 = (1 << (64 - LAPS_SHIFT)) - 1;
+
 #[inline(always)]
 const fn stamp(seq: u64, state: u64) -> u64 {
     (seq << 2) | state
 }
 #[inline(always)]
 const fn stamp_seq(stamp: u64) -> u64 {
-    stamp >> 2
+    (stamp & !LAPS_MASK) >> 2
+}
+#[inline(always)]
+const fn lost_laps(stamp: u64) -> u64 {
+    stamp >> LAPS_SHIFT
 }
 #[inline(always)]
 const fn stamp_state(stamp: u64) -> u64 {
@@ -682,11 +696,24 @@ where
             let prev = claim.fetch_add(n, Ordering::SeqCst);
             let seq = prev & SEQ_MASK;
             if prev & GATED != 0 {
-                // A gating consumer registered between our load and our
-                // claim. The claim is ours and cannot be undone: wait until
-                // the consumer's cursor allows it (a window of a few
-                // instructions in its registration, or until it reads on).
+                // The first gating consumer registered between our load and
+                // our claim (only the first: GATED is sticky, so later ones
+                // never race an unchecked claim). The claim is ours and
+                // cannot be undone, and our load may come arbitrarily long
+                // before it, so no choice of the consumer's start can make
+                // room for it in advance. Wait while the caller allows
+                // (`keep_waiting`), as the checked path does; then give the
+                // claim up: `abandon` marks each sequence lost without
+                // overwriting the frame in its slot (which the new consumer
+                // may still need), so nothing is lost or wedged, and the
+                // caller gets `Full` as if it had checked first.
                 while !self.has_room(cache, seq, n) {
+                    if !keep_waiting() {
+                        for s in seq..seq + n {
+                            self.abandon(s);
+                        }
+                        return Err(PublishError::Full);
+                    }
                     spin_loop();
                 }
             }
@@ -773,13 +800,25 @@ where
 
     /// Whether `cur`, a slot's stamp, says the slot is free for `seq`: the
     /// previous lap in it (`seq - capacity`) has committed or been declared
-    /// lost, or `seq` is the slot's first lap and it was never written.
+    /// lost (by its own stamp, or as one of the lost laps after an earlier
+    /// one), or `seq` is the slot's first lap and it was never written.
     #[inline(always)]
     fn is_turn_of(&self, cur: u64, seq: u64) -> bool {
         match seq.checked_sub(self.capacity) {
             None => cur == NEVER_WRITTEN,
-            Some(prev) => cur == stamp(prev, COMMITTED) || cur == stamp(prev, LOST),
+            Some(prev) => {
+                cur == stamp(prev, COMMITTED)
+                    || cur == stamp(prev, LOST)
+                    || (lost_laps(cur) != 0 && self.latest(cur) == prev)
+            }
         }
+    }
+
+    /// The latest sequence a slot's stamp `cur` (not `NEVER_WRITTEN`)
+    /// accounts for: its stamped sequence, plus the lost laps after it.
+    #[inline(always)]
+    fn latest(&self, cur: u64) -> u64 {
+        stamp_seq(cur) + lost_laps(cur) * self.capacity
     }
 
     /// Writes `payload` into the slot of `seq` under the seqlock. While an
@@ -808,7 +847,7 @@ where
             if self.is_turn_of(cur, seq) {
                 break;
             }
-            if cur != NEVER_WRITTEN && stamp_seq(cur) >= seq {
+            if cur != NEVER_WRITTEN && self.latest(cur) >= seq {
                 // A supervisor declared `seq` lost before we started (it
                 // thought us dead); consumers already skipped it, and a later
                 // lap may own the slot now. Do not touch it.
@@ -1046,6 +1085,12 @@ where
             let first = stamp_word.load(Ordering::Acquire);
             let seq = stamp_seq(first);
             if first == NEVER_WRITTEN || seq < next {
+                if first != NEVER_WRITTEN && self.latest(first) >= next {
+                    // One of the lost laps after `seq`: its producer gave
+                    // its claim up (see `abandon`).
+                    cursor.next = next + 1;
+                    return Err(TryRecvError::Lost(next));
+                }
                 // Not written yet. Deliberately no look at the claim counter
                 // here: a caught-up consumer polls this path constantly, and
                 // reading the line every producer RMWs would bounce it between
@@ -1120,6 +1165,10 @@ where
             if cur != NEVER_WRITTEN && stamp_seq(cur) > seq {
                 return Ok(Declared::AlreadyOverwritten);
             }
+            if cur != NEVER_WRITTEN && stamp_seq(cur) < seq && self.latest(cur) >= seq {
+                // One of the lost laps after the stamped sequence.
+                return Ok(Declared::AlreadyLost);
+            }
             let mid_write = cur == stamp(seq, WRITING);
             if cur != NEVER_WRITTEN && stamp_seq(cur) == seq && !mid_write {
                 return Ok(if stamp_state(cur) == COMMITTED {
@@ -1176,7 +1225,62 @@ where
         } else if stamp_state(cur) == WRITING {
             stamp_seq(cur)
         } else {
-            stamp_seq(cur) + self.capacity
+            self.latest(cur) + self.capacity
+        }
+    }
+
+    /// Marks `seq`, claimed by this caller and never to be written, lost
+    /// *without overwriting the slot's current payload*: for a claim that
+    /// was never checked against the gating cursors (see `claim`), whose
+    /// slot may still hold a frame a gating consumer has not read.
+    ///
+    /// Once the previous lap in the slot is finished (a writer waits for
+    /// the same; a dead one until declared lost), it adds one to the
+    /// stamp's lost-laps count: the stamped frame stays readable, `seq`
+    /// reads as `Lost`, and the next lap's writer takes its turn as after a
+    /// lost declaration. Only in the first lap (nothing to keep), or in the
+    /// unreachable case of a saturated count once every gating consumer has
+    /// released the stamped frame, is `LOST(seq)` stored instead.
+    ///
+    /// Waits only for an older lap's writer (or its declaration), never for
+    /// a consumer's reading, except in the saturated case.
+    fn abandon(&self, seq: u64) {
+        let stamp_word = &self.slot(seq)[0];
+        loop {
+            // Acquire: pairs with the Release commit (or AcqRel declaration)
+            // of the previous lap, as in `write`.
+            let cur = stamp_word.load(Ordering::Acquire);
+            if cur != NEVER_WRITTEN && self.latest(cur) >= seq {
+                // Already declared lost by a supervisor (or a later lap).
+                return;
+            }
+            if !self.is_turn_of(cur, seq) {
+                // An older lap is still being written (or its producer is
+                // dead until declared lost): wait like a writer.
+                spin_loop();
+                continue;
+            }
+            let new = if cur == NEVER_WRITTEN {
+                stamp(seq, LOST)
+            } else if lost_laps(cur) < MAX_LOST_LAPS {
+                cur + LAPS_ONE
+            } else if self.min_gating() > stamp_seq(cur) {
+                stamp(seq, LOST)
+            } else {
+                spin_loop();
+                continue;
+            };
+            // AcqRel: the Release half pairs with the Acquire stamp loads of
+            // readers and of the next lap's writer (which may now take the
+            // slot); the Acquire half keeps our view of the previous lap. A
+            // reader copying the stamped frame across this CAS sees the
+            // stamp change and copies again: the payload is untouched.
+            if stamp_word
+                .compare_exchange(cur, new, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                return;
+            }
         }
     }
 }

@@ -316,7 +316,15 @@ fn regression_gated_claim_must_see_the_registration() {
             let mut cache = GatingCache::default();
             let mut sent = 0;
             while sent < 3 {
-                match publish(&producer_ring, &mut cache) {
+                // Waits for room rather than give a racing claim up (which
+                // is `regression_claim_racing_the_first_registration_is_bounded`).
+                let published = producer_ring
+                    .claim_wait(&mut cache, || true)
+                    .and_then(|claim| {
+                        let seq = claim.seq();
+                        claim.commit(&frame(seq))
+                    });
+                match published {
                     Ok(_) => sent += 1,
                     Err(PublishError::Full) => thread::yield_now(),
                     Err(e) => panic!("{e:?}"),
@@ -497,5 +505,66 @@ fn regression_second_gating_registration_is_never_overwritten_before_it_reads() 
         }
         assert_eq!(producer.join().unwrap(), 3);
         ring.unregister_gating(&mut a);
+    });
+}
+
+/// Regression: a producer that loaded the claim word before the first gating
+/// registration and claimed (`fetch_add`) after it holds a claim it never
+/// checked. It waited, without asking `keep_waiting`, until the new consumer
+/// read far enough: under the Fail policy, without bound (here the consumer
+/// reads only after the producer returns, so it waited forever). Now it
+/// gives up when told to, marks its claim lost without touching a slot the
+/// consumer still needs, and returns `Full`.
+#[test]
+fn regression_claim_racing_the_first_registration_is_bounded() {
+    model(|| {
+        let ring = Arc::new(Broadcast::with_capacity(2, 3).unwrap());
+        let mut cache = GatingCache::default();
+        for seq in 0..2 {
+            assert_eq!(publish(&ring, &mut cache), Ok(seq));
+        }
+        // The ring is full (0, 1); claiming 2 overwrites 0.
+        let producer_ring = Arc::clone(&ring);
+        let producer = thread::spawn(move || {
+            // The Fail policy: never wait for a gating consumer.
+            match producer_ring.claim_wait(&mut cache, || false) {
+                Ok(claim) => {
+                    let seq = claim.seq();
+                    claim.commit(&frame(seq)).map(Some)
+                }
+                Err(e) => Err(e),
+            }
+        });
+        let mut cursor = ring.register_gating(Start::Oldest).unwrap();
+        let outcome = producer.join().unwrap();
+        let mut out = [0u64; 3];
+        let mut expected = cursor.next();
+        let (mut received, mut lost) = (0, 0);
+        loop {
+            match ring.try_recv(&mut cursor, &mut out) {
+                Ok(seq) => {
+                    assert_eq!(seq, expected);
+                    assert_intact(seq, &out);
+                    received += 1;
+                    expected += 1;
+                }
+                Err(TryRecvError::Lost(seq)) => {
+                    assert_eq!(seq, expected);
+                    assert_eq!(
+                        outcome,
+                        Err(PublishError::Full),
+                        "only a given-up claim is lost"
+                    );
+                    lost += 1;
+                    expected += 1;
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(e) => panic!("gating consumer registered at Oldest saw {e:?}"),
+            }
+        }
+        // Every sequence from the start to the head is accounted for.
+        assert_eq!(expected, ring.head());
+        assert!(received + lost >= 1);
+        ring.unregister_gating(&mut cursor);
     });
 }

@@ -792,3 +792,47 @@ fn regression_commit_with_an_oversized_frame_behind_a_slow_older_lap_is_marked_l
         );
     });
 }
+
+#[test]
+fn an_abandoned_claim_keeps_the_frame_in_its_slot_and_reads_as_lost() {
+    // What a claim that raced the first gating registration does when its
+    // caller stops waiting (`claim`): its sequence reads as lost, but the
+    // frame of the lap before it, which a gating consumer may still need,
+    // stays readable.
+    let ring = Broadcast::with_capacity(4, PAYLOAD).unwrap();
+    let mut cache = GatingCache::default();
+    for s in 0..4 {
+        ring.try_publish(&mut cache, &frame(s)).unwrap();
+    }
+    let claim = ring.try_claim(&mut cache).unwrap();
+    assert_eq!(claim.seq(), 4);
+    core::mem::forget(claim);
+    let mut gating = ring.register_gating(Start::At(0)).unwrap();
+    ring.abandon(4);
+    assert_eq!(ring.declare_lost(4), Ok(Declared::AlreadyLost));
+    assert_eq!(ring.declare_lost(0), Ok(Declared::AlreadyCommitted));
+    let mut out = [0u64; PAYLOAD];
+    for s in 0..4 {
+        assert_eq!(ring.try_recv(&mut gating, &mut out), Ok(s));
+        check_frame(s, &out);
+    }
+    assert_eq!(
+        ring.try_recv(&mut gating, &mut out),
+        Err(TryRecvError::Lost(4))
+    );
+    let mut plain = ring.cursor(Start::At(4));
+    assert_eq!(
+        ring.try_recv(&mut plain, &mut out),
+        Err(TryRecvError::Lost(4))
+    );
+    // The next lap of the slot takes its turn as after a lost declaration.
+    for s in 5..9 {
+        assert_eq!(ring.try_publish(&mut cache, &frame(s)), Ok(s));
+    }
+    for s in 5..9 {
+        assert_eq!(ring.try_recv(&mut gating, &mut out), Ok(s));
+        check_frame(s, &out);
+    }
+    assert_eq!(ring.declare_lost(4), Ok(Declared::AlreadyOverwritten));
+    ring.unregister_gating(&mut gating);
+}
