@@ -19,7 +19,10 @@
 //! overwrite a slot a gating consumer still needs (lock-free).
 //!
 //! **Stamp.** Each slot's stamp is `seq << 2 | state`, state one of `WRITING`,
-//! `COMMITTED`, `LOST`; 0 means never written. Slots change hands in strict
+//! `COMMITTED`, `LOST`; 0 means never written. Its top six bits count laps
+//! after `seq` that are lost without a stamp of their own (a claim given up
+//! while the slot still held a frame someone may need; see "Gating
+//! consumers"); they are 0 on every ordinary stamp. Slots change hands in strict
 //! lap order: the producer of `s` waits until the stamp shows the previous
 //! lap `s - capacity` committed or lost, then owns the slot alone. It stores
 //! `WRITING(s)`, copies the payload, and stores `COMMITTED(s)`: two plain
@@ -57,7 +60,14 @@
 //! **Gating consumers.** Up to [`MAX_GATING`] consumers register a cursor in
 //! the header; a producer never claims a sequence whose slot still holds one
 //! of those consumers has not released. [`Broadcast::try_publish`] returns
-//! [`PublishError::Full`] instead. Producers cache the slowest cursor and only
+//! [`PublishError::Full`] instead. Each registration changes the claim word
+//! (a generation count beside the sequence), so a producer's checked claim
+//! based on a read from before it fails and re-checks. The first
+//! registration can race a producer already past its check for gating (it
+//! read the claim word before, and claims with `fetch_add` after): that
+//! claim waits while the caller's `keep_waiting` allows, and is then given
+//! up, its sequences reading as [`TryRecvError::Lost`] while the frames in
+//! their slots stay readable; the caller gets `Full`. Producers cache the slowest cursor and only
 //! rescan the table when they reach it, so publish cost stays O(1) in the
 //! number of consumers (non-gating consumers are never touched by producers
 //! at all).
@@ -72,7 +82,8 @@
 //!   a wait, so that a supervising caller can resolve a dead peer. A single
 //!   producer never waits.
 //! - Publish with gating: lock-free; `Full` while the slowest gating consumer
-//!   is a full ring behind. A gating consumer that dies holds producers until
+//!   is a full ring behind (a claim that raced the first registration waits
+//!   only while its caller's `keep_waiting` allows, then gives up). A gating consumer that dies holds producers until
 //!   its slot is released ([`Broadcast::release_gating_slot`]).
 //! - Receive: wait-free per attempt (one that finds its frame mid-write
 //!   pauses a bounded while, about a write's length, before it reports
@@ -232,7 +243,9 @@ impl Default for BroadcastHeader {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PublishError {
     /// A gating consumer has not released the slot this publish would
-    /// overwrite. Nothing was claimed.
+    /// overwrite. Nothing was published. Nothing was claimed either, except
+    /// when this claim raced the ring's first gating registration: then the
+    /// sequences it had taken read as [`TryRecvError::Lost`].
     Full,
     /// The payload is longer than a slot.
     TooLarge {
@@ -290,8 +303,9 @@ pub enum TryRecvError {
     /// The consumer was lapped: this many sequences were overwritten before it
     /// read them. It now continues from the oldest sequence still in the ring.
     Lagged(u64),
-    /// This sequence was declared lost (its producer died mid-write). The
-    /// consumer moves past it: a gap of exactly one.
+    /// This sequence was declared lost (its producer died mid-write, dropped
+    /// its claim, or gave up a claim that raced the first gating
+    /// registration). The consumer moves past it: a gap of exactly one.
     Lost(u64),
 }
 
@@ -620,7 +634,7 @@ where
     /// half of a batch publish, for a caller that records what it has in
     /// flight (as the ipc layer does for crash recovery). While a gating
     /// consumer is behind, spins as long as `keep_waiting()` returns true,
-    /// then returns [`PublishError::Full`] with nothing claimed. Dropping the
+    /// then returns [`PublishError::Full`] (see there). Dropping the
     /// [`BatchClaim`] without committing declares its sequences lost.
     pub fn claim_batch_wait(
         &self,
