@@ -1029,8 +1029,9 @@ where
     /// (a `Lost` or `Lagged`), so the next call reports it. No event is
     /// ever skipped, and a `Lagged` count stays exact (re-observed from the
     /// same position, it counts the same skipped sequences or, if the ring
-    /// moved on, the sequences now gone too). A gating cursor is released
-    /// once, at the end.
+    /// moved on, the sequences now gone too; for a non-gating cursor a
+    /// `Lost` sequence overwritten in between is re-reported as a lag of
+    /// the same size). A gating cursor is released once, at the end.
     pub fn recv_batch(
         &self,
         cursor: &mut ReadCursor,
