@@ -1290,6 +1290,7 @@ where
             // slot); the Acquire half keeps our view of the previous lap. A
             // reader copying the stamped frame across this CAS sees the
             // stamp change and copies again: the payload is untouched.
+            // Relaxed on failure: the loop reloads the stamp with Acquire.
             if stamp_word
                 .compare_exchange(cur, new, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
