@@ -92,9 +92,9 @@ pub fn publish_all(ring: &Broadcast<impl RingStorage>, frame: &[u64], batch: usi
 /// (frames read or counted as lagged), then gives up its gating slot if it
 /// has one.
 pub fn receive_all(ring: &Broadcast<impl RingStorage>, mut cursor: ReadCursor, frame_words: usize) {
-    let end = cursor.next + ITEMS_PER_RUN;
+    let end = cursor.next() + ITEMS_PER_RUN;
     let mut out = vec![0u64; frame_words];
-    while cursor.next < end {
+    while cursor.next() < end {
         match ring.try_recv(&mut cursor, &mut out) {
             Ok(seq) => {
                 black_box(seq);

@@ -19,7 +19,10 @@
 //! overwrite a slot a gating consumer still needs (lock-free).
 //!
 //! **Stamp.** Each slot's stamp is `seq << 2 | state`, state one of `WRITING`,
-//! `COMMITTED`, `LOST`; 0 means never written. Slots change hands in strict
+//! `COMMITTED`, `LOST`; 0 means never written. Its top six bits count laps
+//! after `seq` that are lost without a stamp of their own (a claim given up
+//! while the slot still held a frame someone may need; see "Gating
+//! consumers"); they are 0 on every ordinary stamp. Slots change hands in strict
 //! lap order: the producer of `s` waits until the stamp shows the previous
 //! lap `s - capacity` committed or lost, then owns the slot alone. It stores
 //! `WRITING(s)`, copies the payload, and stores `COMMITTED(s)`: two plain
@@ -57,7 +60,14 @@
 //! **Gating consumers.** Up to [`MAX_GATING`] consumers register a cursor in
 //! the header; a producer never claims a sequence whose slot still holds one
 //! of those consumers has not released. [`Broadcast::try_publish`] returns
-//! [`PublishError::Full`] instead. Producers cache the slowest cursor and only
+//! [`PublishError::Full`] instead. Each registration changes the claim word
+//! (a generation count beside the sequence), so a producer's checked claim
+//! based on a read from before it fails and re-checks. The first
+//! registration can race a producer already past its check for gating (it
+//! read the claim word before, and claims with `fetch_add` after): that
+//! claim waits while the caller's `keep_waiting` allows, and is then given
+//! up, its sequences reading as [`TryRecvError::Lost`] while the frames in
+//! their slots stay readable; the caller gets `Full`. Producers cache the slowest cursor and only
 //! rescan the table when they reach it, so publish cost stays O(1) in the
 //! number of consumers (non-gating consumers are never touched by producers
 //! at all).
@@ -72,7 +82,8 @@
 //!   a wait, so that a supervising caller can resolve a dead peer. A single
 //!   producer never waits.
 //! - Publish with gating: lock-free; `Full` while the slowest gating consumer
-//!   is a full ring behind. A gating consumer that dies holds producers until
+//!   is a full ring behind (a claim that raced the first registration waits
+//!   only while its caller's `keep_waiting` allows, then gives up). A gating consumer that dies holds producers until
 //!   its slot is released ([`Broadcast::release_gating_slot`]).
 //! - Receive: wait-free per attempt (one that finds its frame mid-write
 //!   pauses a bounded while, about a write's length, before it reports
@@ -105,15 +116,28 @@ const PENDING_WAITS: u32 = 1;
 /// Most gating consumers a ring can have at once.
 pub const MAX_GATING: usize = 16;
 
-/// Largest sequence a ring hands out (the stamp keeps two state bits and the
-/// claim counter one flag bit).
-pub const MAX_SEQ: u64 = (1 << 61) - 1;
+/// Largest sequence a ring hands out: the claim word keeps the sequence in
+/// its low 56 bits (above them a registration generation and a flag), and
+/// the stamp keeps two state bits below it. About
+/// 7.2 * 10^16: 22 years at 100 million frames a second.
+pub const MAX_SEQ: u64 = (1 << SEQ_BITS) - 1;
 
-/// Claim-counter flag: a gating consumer has registered at least once, so
+/// Bits of the claim word that hold the next sequence.
+const SEQ_BITS: u32 = 56;
+const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
+
+/// Claim-word registration generation: bits `SEQ_BITS .. 63`, bumped (mod
+/// 2^7) by every gating registration. It exists so that a registration
+/// *changes* the claim word: a producer's compare-and-swap on a value read
+/// before the registration then fails, and its retry sees the registration
+/// (see `claim` and `register_gating`).
+const GEN_ONE: u64 = 1 << SEQ_BITS;
+const GEN_MASK: u64 = ((1 << 63) - 1) & !SEQ_MASK;
+
+/// Claim-word flag: a gating consumer has registered at least once, so
 /// producers must claim with the checked (CAS) path. Sticky by design: clearing
 /// it would race with a registration.
 const GATED: u64 = 1 << 63;
-const SEQ_MASK: u64 = !GATED;
 
 /// Gating-table entry that no consumer holds.
 const FREE: u64 = u64::MAX;
@@ -123,13 +147,27 @@ const COMMITTED: u64 = 2;
 const LOST: u64 = 3;
 const NEVER_WRITTEN: u64 = 0;
 
+/// Stamp bits `58..64`: how many laps after the slot's stamped sequence are
+/// lost too, without their own stamp (see [`Broadcast::abandon`]). The
+/// stamped sequence's payload stays readable; the `k` sequences
+/// `seq + capacity, .., seq + k * capacity` read as `Lost`. Sequences stay
+/// below 2^56 ([`MAX_SEQ`]), so `seq << 2` never reaches these bits.
+const LAPS_SHIFT: u32 = 58;
+const LAPS_ONE: u64 = 1 << LAPS_SHIFT;
+const LAPS_MASK: u64 = !((1 << LAPS_SHIFT) - 1);
+const MAX_LOST_LAPS: u64 = (1 << (64 - LAPS_SHIFT)) - 1;
+
 #[inline(always)]
 const fn stamp(seq: u64, state: u64) -> u64 {
     (seq << 2) | state
 }
 #[inline(always)]
 const fn stamp_seq(stamp: u64) -> u64 {
-    stamp >> 2
+    (stamp & !LAPS_MASK) >> 2
+}
+#[inline(always)]
+const fn lost_laps(stamp: u64) -> u64 {
+    stamp >> LAPS_SHIFT
 }
 #[inline(always)]
 const fn stamp_state(stamp: u64) -> u64 {
@@ -143,7 +181,8 @@ const LINE_WORDS: usize = 8;
 /// only), so it can live in a shared-memory segment.
 #[repr(C)]
 pub struct BroadcastHeader {
-    /// Next sequence to claim, in `0 ..= MAX_SEQ`, plus the [`GATED`] flag.
+    /// Next sequence to claim, in `0 ..= MAX_SEQ` (low [`SEQ_BITS`] bits),
+    /// the registration generation ([`GEN_MASK`]) and the [`GATED`] flag.
     claim: CachePadded<AtomicU64>,
     /// Bumped by every gating registration, so producers know their cached
     /// minimum cursor may be too high.
@@ -204,7 +243,9 @@ impl Default for BroadcastHeader {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PublishError {
     /// A gating consumer has not released the slot this publish would
-    /// overwrite. Nothing was claimed.
+    /// overwrite. Nothing was published. Nothing was claimed either, except
+    /// when this claim raced the ring's first gating registration: then the
+    /// sequences it had taken read as [`TryRecvError::Lost`].
     Full,
     /// The payload is longer than a slot.
     TooLarge {
@@ -262,8 +303,9 @@ pub enum TryRecvError {
     /// The consumer was lapped: this many sequences were overwritten before it
     /// read them. It now continues from the oldest sequence still in the ring.
     Lagged(u64),
-    /// This sequence was declared lost (its producer died mid-write). The
-    /// consumer moves past it: a gap of exactly one.
+    /// This sequence was declared lost (its producer died mid-write, dropped
+    /// its claim, or gave up a claim that raced the first gating
+    /// registration). The consumer moves past it: a gap of exactly one.
     Lost(u64),
 }
 
@@ -341,8 +383,10 @@ pub enum Start {
 /// one ring, and the ring never sees the non-gating ones.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadCursor {
-    /// Next sequence to read.
-    pub next: u64,
+    /// Next sequence to read. Private: a gating cursor publishes it to
+    /// producers, and moving it backwards would let them overwrite slots
+    /// below a position already released (see [`ReadCursor::next`]).
+    next: u64,
     /// Index in the gating table, for a gating consumer.
     gating: Option<usize>,
     /// A gating consumer that releases slots itself ([`Broadcast::release`])
@@ -353,6 +397,12 @@ pub struct ReadCursor {
 }
 
 impl ReadCursor {
+    /// The next sequence this cursor reads.
+    #[inline(always)]
+    pub fn next(&self) -> u64 {
+        self.next
+    }
+
     /// Makes a gating cursor release slots only when
     /// [`Broadcast::release`] is called, e.g. once what was read is safely
     /// stored elsewhere (a WAL recorder releases after writing to its file).
@@ -584,7 +634,7 @@ where
     /// half of a batch publish, for a caller that records what it has in
     /// flight (as the ipc layer does for crash recovery). While a gating
     /// consumer is behind, spins as long as `keep_waiting()` returns true,
-    /// then returns [`PublishError::Full`] with nothing claimed. Dropping the
+    /// then returns [`PublishError::Full`] (see there). Dropping the
     /// [`BatchClaim`] without committing declares its sequences lost.
     pub fn claim_batch_wait(
         &self,
@@ -644,32 +694,76 @@ where
         keep_waiting: &mut dyn FnMut() -> bool,
     ) -> Result<u64, PublishError> {
         let claim = &self.header().claim;
-        // Acquire: pairs with the SeqCst `fetch_or(GATED)` in
-        // `register_gating` (and the claim RMWs after it in its release
-        // sequence). Seeing GATED must make the registration's cursor and
-        // epoch visible to `has_room` below; with Relaxed here a producer
-        // could validate against a stale, empty gating table and overwrite a
-        // slot the new consumer needs (found by the loom model
-        // `regression_gated_claim_must_see_the_registration`).
+        // Acquire: pairs with the SeqCst claim-word RMW of `register_gating`
+        // (and the claim RMWs after it in its release sequence: every write
+        // to the claim word is an RMW). Seeing GATED must make the
+        // registration's cursor and epoch visible to `has_room` below; with
+        // Relaxed here a producer could validate against a stale, empty
+        // gating table and overwrite a slot the new consumer needs (found by
+        // the loom model `regression_gated_claim_must_see_the_registration`).
         let mut cur = claim.load(Ordering::Acquire);
         if cur & GATED == 0 {
-            // SeqCst: pairs with the SeqCst `fetch_or(GATED)` in
+            // SeqCst: pairs with the SeqCst claim-word RMW in
             // `register_gating`. Claims ordered after it see the flag in the
             // returned value; claims ordered before it only overwrite
             // sequences older than the registering consumer's start.
             let prev = claim.fetch_add(n, Ordering::SeqCst);
             let seq = prev & SEQ_MASK;
             if prev & GATED != 0 {
-                // A gating consumer registered between our load and our
-                // claim. The claim is ours and cannot be undone: wait until
-                // the consumer's cursor allows it (a window of a few
-                // instructions in its registration, or until it reads on).
+                // The first gating consumer registered between our load and
+                // our claim (only the first: GATED is sticky, so later ones
+                // never race an unchecked claim). The claim is ours and
+                // cannot be undone, and our load may come arbitrarily long
+                // before it, so no choice of the consumer's start can make
+                // room for it in advance. Wait while the caller allows
+                // (`keep_waiting`), as the checked path does; then give the
+                // claim up: `abandon` marks each sequence lost without
+                // overwriting the frame in its slot (which the new consumer
+                // may still need), so nothing is lost or wedged, and the
+                // caller gets `Full` as if it had checked first.
                 while !self.has_room(cache, seq, n) {
+                    if !keep_waiting() {
+                        for s in seq..seq + n {
+                            self.abandon(s);
+                        }
+                        return Err(PublishError::Full);
+                    }
                     spin_loop();
                 }
             }
             return Ok(seq);
         }
+        // The checked path. Why a claim that succeeds never overwrites a slot
+        // a gating consumer X still needs:
+        //
+        // Let R be X's claim-word RMW in `register_gating` (it sets GATED
+        // and bumps the generation, so the word after R differs from the
+        // word before it), H the head it returned, and C our successful
+        // compare-and-swap below, from `cur` to `cur + n`.
+        //
+        // - C before R in the claim word's modification order: our
+        //   sequences are below H, so we overwrite only sequences below
+        //   H - capacity, and X starts at or after that (or, started at an
+        //   older `At`, is told `Lagged` exactly).
+        // - R before C: C succeeded, so the word just before C equals
+        //   `cur`. Every write to the word is an RMW that either adds to the
+        //   sequence (claims) or changes the generation (registrations), so
+        //   a `cur` read before R can no longer be current after R: `cur`
+        //   was read from R or a later RMW (the one exception, an ABA, needs
+        //   2^7 registrations and no claim at all while we sit between our
+        //   load and our CAS). Our Acquire load (or the failed CAS's
+        //   Acquire) therefore synchronises with R, so X's table entry (at
+        //   least its `announce`) and its epoch bump, both sequenced before
+        //   R, happen before `has_room` below. `has_room` sees the new epoch
+        //   and rescans, or has a cache from a scan that already saw it;
+        //   either way its minimum is at most X's position, and `seq + n <=
+        //   min + capacity` keeps us off every slot X has not released.
+        //
+        // Before the generation existed, a second registration left the
+        // word unchanged (GATED was already set), so a producer that checked
+        // a stale cached minimum won its CAS and overwrote the new cursor's
+        // first slot (loom:
+        // `regression_second_gating_registration_is_never_overwritten_before_it_reads`).
         loop {
             let seq = cur & SEQ_MASK;
             if !self.has_room(cache, seq, n) {
@@ -720,13 +814,25 @@ where
 
     /// Whether `cur`, a slot's stamp, says the slot is free for `seq`: the
     /// previous lap in it (`seq - capacity`) has committed or been declared
-    /// lost, or `seq` is the slot's first lap and it was never written.
+    /// lost (by its own stamp, or as one of the lost laps after an earlier
+    /// one), or `seq` is the slot's first lap and it was never written.
     #[inline(always)]
     fn is_turn_of(&self, cur: u64, seq: u64) -> bool {
         match seq.checked_sub(self.capacity) {
             None => cur == NEVER_WRITTEN,
-            Some(prev) => cur == stamp(prev, COMMITTED) || cur == stamp(prev, LOST),
+            Some(prev) => {
+                cur == stamp(prev, COMMITTED)
+                    || cur == stamp(prev, LOST)
+                    || (lost_laps(cur) != 0 && self.latest(cur) == prev)
+            }
         }
+    }
+
+    /// The latest sequence a slot's stamp `cur` (not `NEVER_WRITTEN`)
+    /// accounts for: its stamped sequence, plus the lost laps after it.
+    #[inline(always)]
+    fn latest(&self, cur: u64) -> u64 {
+        stamp_seq(cur) + lost_laps(cur) * self.capacity
     }
 
     /// Writes `payload` into the slot of `seq` under the seqlock. While an
@@ -755,7 +861,7 @@ where
             if self.is_turn_of(cur, seq) {
                 break;
             }
-            if cur != NEVER_WRITTEN && stamp_seq(cur) >= seq {
+            if cur != NEVER_WRITTEN && self.latest(cur) >= seq {
                 // A supervisor declared `seq` lost before we started (it
                 // thought us dead); consumers already skipped it, and a later
                 // lap may own the slot now. Do not touch it.
@@ -825,11 +931,30 @@ where
             .ok_or(GatingTableFull)?;
         // SeqCst: pairs with the SeqCst epoch load in `has_room`.
         h.gating_epoch.fetch_add(1, Ordering::SeqCst);
-        // SeqCst: pairs with the SeqCst claim RMWs. Every claim after this
-        // sees GATED and checks the cursor; every claim before it took a
-        // sequence below `head`, which overwrites only sequences below
-        // `head - capacity`.
-        let head = h.claim.fetch_or(GATED, Ordering::SeqCst) & SEQ_MASK;
+        // Sets GATED and bumps the registration generation: the claim word
+        // must change, so that a producer's CAS on a value read before this
+        // fails and its retry (Acquire) sees our entry and epoch (the
+        // argument is in `claim`). A CAS loop, not `fetch_add`: the
+        // generation wraps inside its bits instead of carrying into GATED.
+        // Lock-free: a failure means a producer claimed.
+        // Relaxed: only a first guess; the CAS below validates it.
+        let mut cur = h.claim.load(Ordering::Relaxed);
+        let head = loop {
+            let next_word =
+                GATED | ((cur & GEN_MASK).wrapping_add(GEN_ONE) & GEN_MASK) | (cur & SEQ_MASK);
+            // SeqCst: pairs with the SeqCst claim RMWs and the Acquire claim
+            // loads of producers. Every claim after this sees GATED (and our
+            // entry) and checks the cursor; every claim before it took a
+            // sequence below `head`, which overwrites only sequences below
+            // `head - capacity`. Relaxed on failure: we only retry.
+            match h
+                .claim
+                .compare_exchange_weak(cur, next_word, Ordering::SeqCst, Ordering::Relaxed)
+            {
+                Ok(_) => break cur & SEQ_MASK,
+                Err(actual) => cur = actual,
+            }
+        };
         let oldest = head.saturating_sub(self.capacity);
         let next = match start {
             Start::Newest => head,
@@ -897,10 +1022,16 @@ where
         result
     }
 
-    /// Receives up to `max` frames of `frame_words` words each into `out`,
-    /// stopping at the first non-frame outcome (which is returned if no frame
-    /// was read). Returns the number of frames read. A gating cursor is
-    /// released once, at the end.
+    /// Receives frames of `frame_words` words each into `out` (as many as fit)
+    /// and returns how many were read. The batch ends at the first
+    /// non-frame outcome: if no frame was read, that outcome is returned;
+    /// otherwise the frames are returned and the cursor stays at the event
+    /// (a `Lost` or `Lagged`), so the next call reports it. No event is
+    /// ever skipped, and a `Lagged` count stays exact (re-observed from the
+    /// same position, it counts the same skipped sequences or, if the ring
+    /// moved on, the sequences now gone too; for a non-gating cursor a
+    /// `Lost` sequence overwritten in between is re-reported as a lag of
+    /// the same size). A gating cursor is released once, at the end.
     pub fn recv_batch(
         &self,
         cursor: &mut ReadCursor,
@@ -910,11 +1041,18 @@ where
         let mut n = 0;
         let mut result = Ok(0);
         for frame in out.chunks_exact_mut(frame_words.max(1)) {
+            let before = cursor.next;
             match self.recv_one(cursor, frame) {
                 Ok(_) => n += 1,
                 Err(e) => {
                     if n == 0 {
                         result = Err(e);
+                    } else {
+                        // Frames come first: step back to the event (its
+                        // slot's stamp only moves forward, so the next
+                        // receive finds it again). The cursor has not been
+                        // released past `before`: that happens below.
+                        cursor.next = before;
                     }
                     break;
                 }
@@ -962,6 +1100,12 @@ where
             let first = stamp_word.load(Ordering::Acquire);
             let seq = stamp_seq(first);
             if first == NEVER_WRITTEN || seq < next {
+                if first != NEVER_WRITTEN && self.latest(first) >= next {
+                    // One of the lost laps after `seq`: its producer gave
+                    // its claim up (see `abandon`).
+                    cursor.next = next + 1;
+                    return Err(TryRecvError::Lost(next));
+                }
                 // Not written yet. Deliberately no look at the claim counter
                 // here: a caught-up consumer polls this path constantly, and
                 // reading the line every producer RMWs would bounce it between
@@ -1036,6 +1180,10 @@ where
             if cur != NEVER_WRITTEN && stamp_seq(cur) > seq {
                 return Ok(Declared::AlreadyOverwritten);
             }
+            if cur != NEVER_WRITTEN && stamp_seq(cur) < seq && self.latest(cur) >= seq {
+                // One of the lost laps after the stamped sequence.
+                return Ok(Declared::AlreadyLost);
+            }
             let mid_write = cur == stamp(seq, WRITING);
             if cur != NEVER_WRITTEN && stamp_seq(cur) == seq && !mid_write {
                 return Ok(if stamp_state(cur) == COMMITTED {
@@ -1065,6 +1213,24 @@ where
         }
     }
 
+    /// Marks `seq`, claimed by this caller and never to be written, lost.
+    /// Like a writer, it waits while an older lap still holds the slot (a
+    /// producer that claimed a full ring ago is mid-write, or dead until a
+    /// supervisor declares it lost), then marks: discarding the sequence
+    /// while the older lap is unfinished would leave it unmarked for good,
+    /// and the next lap's writer would wait for it forever.
+    fn mark_claim_lost(&self, seq: u64) {
+        loop {
+            match self.declare_lost(seq) {
+                Err(DeclareError::OlderWriterStuck(_)) => spin_loop(),
+                // Lost, or already resolved by a supervisor (lost, or
+                // overwritten after being declared). `NotClaimed` cannot
+                // happen: the caller holds the claim.
+                Ok(_) | Err(DeclareError::NotClaimed(_)) => return,
+            }
+        }
+    }
+
     /// The unfinished lap that holds a slot whose stamp is `cur` when `seq`
     /// wants it: the writer of a `WRITING` stamp, otherwise the lap after the
     /// last finished one.
@@ -1074,7 +1240,63 @@ where
         } else if stamp_state(cur) == WRITING {
             stamp_seq(cur)
         } else {
-            stamp_seq(cur) + self.capacity
+            self.latest(cur) + self.capacity
+        }
+    }
+
+    /// Marks `seq`, claimed by this caller and never to be written, lost
+    /// *without overwriting the slot's current payload*: for a claim that
+    /// was never checked against the gating cursors (see `claim`), whose
+    /// slot may still hold a frame a gating consumer has not read.
+    ///
+    /// Once the previous lap in the slot is finished (a writer waits for
+    /// the same; a dead one until declared lost), it adds one to the
+    /// stamp's lost-laps count: the stamped frame stays readable, `seq`
+    /// reads as `Lost`, and the next lap's writer takes its turn as after a
+    /// lost declaration. Only in the first lap (nothing to keep), or in the
+    /// unreachable case of a saturated count once every gating consumer has
+    /// released the stamped frame, is `LOST(seq)` stored instead.
+    ///
+    /// Waits only for an older lap's writer (or its declaration), never for
+    /// a consumer's reading, except in the saturated case.
+    fn abandon(&self, seq: u64) {
+        let stamp_word = &self.slot(seq)[0];
+        loop {
+            // Acquire: pairs with the Release commit (or AcqRel declaration)
+            // of the previous lap, as in `write`.
+            let cur = stamp_word.load(Ordering::Acquire);
+            if cur != NEVER_WRITTEN && self.latest(cur) >= seq {
+                // Already declared lost by a supervisor (or a later lap).
+                return;
+            }
+            if !self.is_turn_of(cur, seq) {
+                // An older lap is still being written (or its producer is
+                // dead until declared lost): wait like a writer.
+                spin_loop();
+                continue;
+            }
+            let new = if cur == NEVER_WRITTEN {
+                stamp(seq, LOST)
+            } else if lost_laps(cur) < MAX_LOST_LAPS {
+                cur + LAPS_ONE
+            } else if self.min_gating() > stamp_seq(cur) {
+                stamp(seq, LOST)
+            } else {
+                spin_loop();
+                continue;
+            };
+            // AcqRel: the Release half pairs with the Acquire stamp loads of
+            // readers and of the next lap's writer (which may now take the
+            // slot); the Acquire half keeps our view of the previous lap. A
+            // reader copying the stamped frame across this CAS sees the
+            // stamp change and copies again: the payload is untouched.
+            // Relaxed on failure: the loop reloads the stamp with Acquire.
+            if stamp_word
+                .compare_exchange(cur, new, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                return;
+            }
         }
     }
 }
@@ -1122,7 +1344,10 @@ where
 }
 
 /// Consecutive sequences claimed together, not yet committed (see
-/// [`Broadcast::claim_batch_wait`]).
+/// [`Broadcast::claim_batch_wait`]). Dropping it marks every uncommitted
+/// sequence lost; like a write, that waits while an older lap still holds a
+/// slot (a producer a full ring behind, mid-write or dead until declared
+/// lost), so a dropped claim is never left unmarked.
 #[must_use = "dropping a batch claim declares its sequences lost"]
 pub struct BatchClaim<'a, S>
 where
@@ -1168,7 +1393,8 @@ where
     /// Writes and commits `words` as frames of `frame_words` words, one per
     /// claimed sequence, and returns the first sequence. Sequences left
     /// without a frame (too few words given), and all of them if a frame is
-    /// too large for a slot, are declared lost. Words past the last claimed
+    /// too large for a slot, are marked lost, each once any older lap in its
+    /// slot has finished (as a write would wait). Words past the last claimed
     /// frame are ignored. While an older lap still
     /// holds a slot (a producer that claimed a full ring ago and stalled or
     /// died), calls `stuck(older_seq)` on every spin, so that a supervising
@@ -1206,7 +1432,7 @@ where
     fn drop(&mut self) {
         // In order: each declaration hands its slot to the next lap.
         for seq in self.next..self.end {
-            let _ = self.ring.declare_lost(seq);
+            self.ring.mark_claim_lost(seq);
         }
     }
 }

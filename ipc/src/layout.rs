@@ -25,8 +25,11 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"ZEROCAST");
 /// Bumped on any change to the segment or frame layout, or to the ring's
 /// protocol. 2: slots change hands in strict lap order with plain stamp
 /// stores (a version-1 process would still compare-and-swap them), and
-/// publishers record the length of an in-flight batch.
-pub const LAYOUT_VERSION: u32 = 2;
+/// publishers record the length of an in-flight batch. 3: the ring's claim
+/// word carries a registration generation in bits 56..63 and a slot stamp a
+/// lost-laps count in bits 58..64 (a version-2 process would read both as
+/// part of the sequence).
+pub const LAYOUT_VERSION: u32 = 3;
 /// Subscriber slots per topic.
 pub const MAX_SUBSCRIBERS: usize = 1000;
 /// Publisher slots per topic.

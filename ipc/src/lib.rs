@@ -133,6 +133,7 @@ impl Bus {
         Ok(Subscriber {
             inner,
             wait: options.wait,
+            held: None,
         })
     }
 
@@ -313,6 +314,13 @@ enum SubInner {
 pub struct Subscriber {
     inner: SubInner,
     wait: WaitStrategy,
+    /// A lag or loss the transport already reported that
+    /// [`recv_batch`](Subscriber::recv_batch) could not return because
+    /// frames came first: the next receive returns it. Held here rather than
+    /// re-read from the ring, so it is counted once (the shm subscriber
+    /// adds each lag to its totals when it sees it) and works the same on
+    /// both transports.
+    held: Option<RecvError>,
 }
 
 /// How long one futex sleep lasts at most; the subscriber then re-checks
@@ -322,6 +330,9 @@ const SLEEP_SLICE: Duration = Duration::from_millis(20);
 impl Subscriber {
     #[inline]
     fn poll(&mut self) -> Result<u64, RecvError> {
+        if let Some(e) = self.held.take() {
+            return Err(e);
+        }
         match &mut self.inner {
             SubInner::Shm(s) => s.poll(),
             #[cfg(feature = "iceoryx2")]
@@ -410,8 +421,9 @@ impl Subscriber {
     }
 
     /// Receives up to `max` frames that are already there, calling `f` for
-    /// each; returns how many. Stops early at a lag or loss, which is returned
-    /// if it comes first.
+    /// each; returns how many. A lag or loss ends the batch: it is returned
+    /// if it comes first, and otherwise by the next receive (this one's
+    /// frames come first), so no event is ever skipped.
     pub fn recv_batch(
         &mut self,
         max: usize,
@@ -426,7 +438,11 @@ impl Subscriber {
                 }
                 Err(RecvError::Empty) => break,
                 Err(e) if n == 0 => return Err(e),
-                Err(_) => break,
+                Err(e) => {
+                    // Frames first, the event on the next receive.
+                    self.held = Some(e);
+                    break;
+                }
             }
         }
         Ok(n)
@@ -459,10 +475,16 @@ impl Subscriber {
         }
     }
 
-    /// Next sequence this subscriber will read (shared-memory topics).
+    /// Next sequence this subscriber will read (shared-memory topics). With
+    /// a lag or loss held for the next receive, the first sequence that
+    /// event covers.
     pub fn next_seq(&self) -> Option<u64> {
         match &self.inner {
-            SubInner::Shm(s) => Some(s.next_seq()),
+            SubInner::Shm(s) => Some(match self.held {
+                Some(RecvError::Lost(seq)) => seq,
+                Some(RecvError::Lagged(n)) => s.next_seq() - n,
+                _ => s.next_seq(),
+            }),
             #[cfg(feature = "iceoryx2")]
             SubInner::Iox(_) => None,
         }

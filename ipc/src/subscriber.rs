@@ -140,7 +140,7 @@ impl std::fmt::Debug for ShmSubscriber {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ShmSubscriber")
             .field("topic", &self.seg.topic())
-            .field("next", &self.cursor.next)
+            .field("next", &self.cursor.next())
             .finish_non_exhaustive()
     }
 }
@@ -193,7 +193,7 @@ impl ShmSubscriber {
             cursor.gating_slot().map_or(0, |g| g as u32 + 1),
             Ordering::Relaxed,
         );
-        e.cursor.store(cursor.next, Ordering::Relaxed);
+        e.cursor.store(cursor.next(), Ordering::Relaxed);
         e.lagged.store(0, Ordering::Relaxed);
         // Relaxed: a liveness hint for monitors.
         e.last_seen_ns.store(now_ns(), Ordering::Relaxed);
@@ -222,7 +222,7 @@ impl ShmSubscriber {
 
     /// Next sequence this subscriber will read.
     pub fn next_seq(&self) -> u64 {
-        self.cursor.next
+        self.cursor.next()
     }
 
     /// Frames lost to lapping so far.
@@ -241,7 +241,7 @@ impl ShmSubscriber {
                 // Relaxed: a progress hint for monitors (our own cache line).
                 self.entry()
                     .cursor
-                    .store(self.cursor.next, Ordering::Relaxed);
+                    .store(self.cursor.next(), Ordering::Relaxed);
                 Ok(seq)
             }
             Err(TryRecvError::Lagged(n)) => {
@@ -249,14 +249,14 @@ impl ShmSubscriber {
                 let e = self.entry();
                 // Relaxed: counters for monitors.
                 e.lagged.store(self.lagged, Ordering::Relaxed);
-                e.cursor.store(self.cursor.next, Ordering::Relaxed);
+                e.cursor.store(self.cursor.next(), Ordering::Relaxed);
                 Err(RecvError::Lagged(n))
             }
             Err(TryRecvError::Lost(seq)) => {
                 // Relaxed: as above.
                 self.entry()
                     .cursor
-                    .store(self.cursor.next, Ordering::Relaxed);
+                    .store(self.cursor.next(), Ordering::Relaxed);
                 Err(RecvError::Lost(seq))
             }
             Err(TryRecvError::Empty | TryRecvError::Pending(_)) => {
@@ -282,7 +282,7 @@ impl ShmSubscriber {
         let now = Instant::now();
         // Relaxed: a liveness hint for monitors.
         self.entry().last_seen_ns.store(now_ns(), Ordering::Relaxed);
-        let next = self.cursor.next;
+        let next = self.cursor.next();
         if !self.seg.ring().is_pending(next) {
             self.empty_since = None;
             return;

@@ -276,3 +276,124 @@ fn publisher_and_subscriber_are_send() {
     send::<zerocast_ipc::Publisher>();
     send::<zerocast_ipc::Subscriber>();
 }
+
+/// Regression: `Subscriber::recv_batch` stopped at a loss that followed
+/// frames in the same batch but moved past it, so the loss was never
+/// reported (a recorder then logged frames 0 and 2 with no marker for 1).
+/// The batch now ends at the event and the next call returns it.
+#[test]
+fn regression_recv_batch_keeps_lost_after_frames() {
+    let bus = bus("batch-lost", Transport::Shm);
+    let mut sub = bus
+        .subscriber(
+            "trades",
+            SubscriberOptions {
+                start: Start::Newest,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let seg = bus.segment("trades").unwrap();
+    let mut publisher = bus.publisher("trades").unwrap();
+    let first = publisher.publish(&trade(0)).unwrap();
+    // A claim dropped unwritten: its sequence is declared lost.
+    let lost = {
+        let claim = seg
+            .ring()
+            .try_claim(&mut zerocast_core::broadcast::GatingCache::default())
+            .unwrap();
+        claim.seq()
+    };
+    assert_eq!(lost, first + 1);
+    publisher.publish(&trade(2)).unwrap();
+    let mut seen = Vec::new();
+    assert_eq!(sub.recv_batch(10, |f| seen.push(f.seq)), Ok(1));
+    assert_eq!(seen, [first]);
+    assert_eq!(
+        sub.recv_batch(10, |f| seen.push(f.seq)),
+        Err(RecvError::Lost(lost))
+    );
+    assert_eq!(sub.recv_batch(10, |f| seen.push(f.seq)), Ok(1));
+    assert_eq!(seen, [first, lost + 1]);
+    assert_eq!(sub.recv_batch(10, |_| {}), Ok(0));
+    bus.remove_segments();
+}
+
+/// Regression: a lag found after frames in one `recv_batch` was dropped
+/// (shm and iceoryx2): frames + lags no longer added up to what was sent.
+#[test]
+fn regression_recv_batch_keeps_lagged_after_frames() {
+    for (name, transport) in [
+        ("batch-lag-shm", Transport::Shm),
+        ("batch-lag-iox", Transport::Iceoryx2),
+    ] {
+        // A small ring (shm) so that the reader is lapped mid-batch.
+        let mut topic = TopicConfig::new("trades", 1 << 17, TopicKind::Trade);
+        topic.transport = transport;
+        let bus = Bus::new(Config {
+            namespace: format!("t{}-{name}", std::process::id()),
+            topics: vec![topic],
+        });
+        bus.remove_segments();
+        let mut sub = bus
+            .subscriber(
+                "trades",
+                SubscriberOptions {
+                    wait: WaitStrategy::BusySpin,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let sent = 20_000u64;
+        let publisher = {
+            let bus = bus.clone();
+            std::thread::spawn(move || {
+                let mut publisher = bus.publisher("trades").unwrap();
+                for i in 0..sent {
+                    publisher.publish(&trade(i)).unwrap();
+                }
+            })
+        };
+        let (mut received, mut lagged, mut last) = (0u64, 0u64, None);
+        let mut idle = 0;
+        while idle < 20_000 || !publisher.is_finished() {
+            let mut batch = Vec::new();
+            // A slow callback, so that the publisher laps the reader (shm)
+            // or overflows its queue (iceoryx2) in the middle of a batch.
+            match sub.recv_batch(64, |f| {
+                batch.push(f.seq);
+                for i in 0..2_000u64 {
+                    std::hint::black_box(i);
+                }
+            }) {
+                Ok(0) => {
+                    idle += 1;
+                    std::thread::yield_now();
+                    continue;
+                }
+                Ok(n) => {
+                    idle = 0;
+                    received += n as u64;
+                    for seq in batch {
+                        assert!(last.is_none_or(|l| seq > l), "{name}: out of order");
+                        last = Some(seq);
+                    }
+                }
+                Err(RecvError::Lagged(n)) => lagged += n,
+                Err(RecvError::Empty) => {
+                    idle += 1;
+                    std::thread::yield_now();
+                }
+                Err(e) => panic!("{name}: {e}"),
+            }
+        }
+        publisher.join().unwrap();
+        assert_eq!(last, Some(sent - 1), "{name}: the last frame arrived");
+        assert_eq!(
+            received + lagged,
+            sent,
+            "{name}: every frame is received or reported as lagged"
+        );
+        bus.remove_segments();
+    }
+}

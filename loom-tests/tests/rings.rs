@@ -1,7 +1,7 @@
 //! loom models of every zerocast ring.
 //!
 //! Run with:
-//! `RUSTFLAGS="--cfg zerocast_loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p zerocast-loom-tests --release`
+//! `RUSTFLAGS="--cfg zerocast_loom" LOOM_MAX_PREEMPTIONS=3 cargo test -p zerocast-loom-tests --profile loom --target-dir target/loom`
 //! (the cfg has the project's own name: plain `--cfg loom` would also change
 //! other crates).
 #![cfg(zerocast_loom)]
@@ -17,7 +17,7 @@ use zerocast_core::spsc::{PopError, PushError, Spsc};
 
 /// Runs a loom model. Consumers in these models poll with `yield_now`, which
 /// loom counts as branches: allow more than its default of 1000. Preemptions
-/// come from `LOOM_MAX_PREEMPTIONS` (CI uses 2).
+/// come from `LOOM_MAX_PREEMPTIONS` (CI uses 3).
 fn model(f: impl Fn() + Sync + Send + 'static) {
     let mut builder = loom::model::Builder::new();
     builder.max_branches = 100_000;
@@ -65,7 +65,7 @@ fn drain(ring: &Broadcast<impl BroadcastStorage>, start: Start, total: u64) -> (
     let mut out = [0u64; 3];
     let (mut received, mut lagged) = (0, 0);
     let mut last = None;
-    while cursor.next < total {
+    while cursor.next() < total {
         match ring.try_recv(&mut cursor, &mut out) {
             Ok(seq) => {
                 assert_intact(seq, &out);
@@ -257,7 +257,7 @@ fn broadcast_two_producers_never_tear_and_count_every_frame() {
         for p in producers {
             p.join().unwrap();
         }
-        while tally.cursor.next < total {
+        while tally.cursor.next() < total {
             assert!(
                 tally.step(&ring),
                 "all frames are committed after the joins"
@@ -316,7 +316,15 @@ fn regression_gated_claim_must_see_the_registration() {
             let mut cache = GatingCache::default();
             let mut sent = 0;
             while sent < 3 {
-                match publish(&producer_ring, &mut cache) {
+                // Waits for room rather than give a racing claim up (which
+                // is `regression_claim_racing_the_first_registration_is_bounded`).
+                let published = producer_ring
+                    .claim_wait(&mut cache, || true)
+                    .and_then(|claim| {
+                        let seq = claim.seq();
+                        claim.commit(&frame(seq))
+                    });
+                match published {
                     Ok(_) => sent += 1,
                     Err(PublishError::Full) => thread::yield_now(),
                     Err(e) => panic!("{e:?}"),
@@ -327,7 +335,7 @@ fn regression_gated_claim_must_see_the_registration() {
         // be overwritten before it reads it.
         let mut cursor = ring.register_gating(Start::Oldest).unwrap();
         let mut out = [0u64; 3];
-        let mut expected = cursor.next;
+        let mut expected = cursor.next();
         while expected < 3 {
             match ring.try_recv(&mut cursor, &mut out) {
                 Ok(seq) => {
@@ -365,7 +373,7 @@ fn broadcast_dead_producer_declared_lost_is_a_gap_of_one() {
         let mut out = [0u64; 3];
         let mut lost = 0;
         let mut received = 0;
-        while cursor.next < 2 {
+        while cursor.next() < 2 {
             match ring.try_recv(&mut cursor, &mut out) {
                 Ok(seq) => {
                     assert_eq!(seq, 1);
@@ -442,5 +450,121 @@ fn broadcast_declaring_a_live_producer_lost_never_tears_a_frame() {
             }
             other => panic!("inconsistent outcome {other:?}"),
         }
+    });
+}
+
+/// Regression: GATED in the claim word is sticky, so a second gating
+/// registration left the claim word unchanged. A producer that had checked
+/// room against its cached minimum (from before the registration) still won
+/// its compare-and-swap and overwrote the new cursor's first slot: the
+/// consumer registered at `Oldest` saw `Lagged(1)`.
+#[test]
+fn regression_second_gating_registration_is_never_overwritten_before_it_reads() {
+    model(|| {
+        let ring = Arc::new(Broadcast::with_capacity(2, 3).unwrap());
+        // Consumer A gates from 0 and ends caught up at 3; the producer's
+        // cache last rescanned when A was at 2, which lets it claim 3
+        // without looking at the table again.
+        let mut a = ring.register_gating(Start::Newest).unwrap();
+        let mut cache = GatingCache::default();
+        let mut out = [0u64; 3];
+        for seq in 0..3 {
+            if seq == 2 {
+                // Publishing 2 needs A past 0: read and release first.
+                for expected in 0..2 {
+                    assert_eq!(ring.try_recv(&mut a, &mut out), Ok(expected));
+                }
+                assert_eq!(ring.try_recv(&mut a, &mut out), Err(TryRecvError::Empty));
+            }
+            assert_eq!(publish(&ring, &mut cache), Ok(seq));
+        }
+        assert_eq!(ring.try_recv(&mut a, &mut out), Ok(2));
+        assert_eq!(ring.try_recv(&mut a, &mut out), Err(TryRecvError::Empty));
+        // The ring holds 1 and 2; the producer may claim 3 (overwriting 1)
+        // by its cache, unless a registration wants 1.
+        let producer_ring = Arc::clone(&ring);
+        let producer = thread::spawn(move || loop {
+            match publish(&producer_ring, &mut cache) {
+                Ok(seq) => return seq,
+                Err(PublishError::Full) => thread::yield_now(),
+                Err(e) => panic!("{e:?}"),
+            }
+        });
+        let mut b = ring.register_gating(Start::Oldest).unwrap();
+        let mut expected = b.next();
+        while expected < 4 {
+            match ring.try_recv(&mut b, &mut out) {
+                Ok(seq) => {
+                    assert_eq!(seq, expected);
+                    assert_intact(seq, &out);
+                    expected += 1;
+                }
+                Err(TryRecvError::Empty | TryRecvError::Pending(_)) => thread::yield_now(),
+                Err(e) => panic!("gating consumer registered at Oldest saw {e:?}"),
+            }
+        }
+        assert_eq!(producer.join().unwrap(), 3);
+        ring.unregister_gating(&mut a);
+    });
+}
+
+/// Regression: a producer that loaded the claim word before the first gating
+/// registration and claimed (`fetch_add`) after it holds a claim it never
+/// checked. It waited, without asking `keep_waiting`, until the new consumer
+/// read far enough: under the Fail policy, without bound (here the consumer
+/// reads only after the producer returns, so it waited forever). Now it
+/// gives up when told to, marks its claim lost without touching a slot the
+/// consumer still needs, and returns `Full`.
+#[test]
+fn regression_claim_racing_the_first_registration_is_bounded() {
+    model(|| {
+        let ring = Arc::new(Broadcast::with_capacity(2, 3).unwrap());
+        let mut cache = GatingCache::default();
+        for seq in 0..2 {
+            assert_eq!(publish(&ring, &mut cache), Ok(seq));
+        }
+        // The ring is full (0, 1); claiming 2 overwrites 0.
+        let producer_ring = Arc::clone(&ring);
+        let producer = thread::spawn(move || {
+            // The Fail policy: never wait for a gating consumer.
+            match producer_ring.claim_wait(&mut cache, || false) {
+                Ok(claim) => {
+                    let seq = claim.seq();
+                    claim.commit(&frame(seq)).map(Some)
+                }
+                Err(e) => Err(e),
+            }
+        });
+        let mut cursor = ring.register_gating(Start::Oldest).unwrap();
+        let outcome = producer.join().unwrap();
+        let mut out = [0u64; 3];
+        let mut expected = cursor.next();
+        let (mut received, mut lost) = (0, 0);
+        loop {
+            match ring.try_recv(&mut cursor, &mut out) {
+                Ok(seq) => {
+                    assert_eq!(seq, expected);
+                    assert_intact(seq, &out);
+                    received += 1;
+                    expected += 1;
+                }
+                Err(TryRecvError::Lost(seq)) => {
+                    assert_eq!(seq, expected);
+                    assert_eq!(
+                        outcome,
+                        Err(PublishError::Full),
+                        "only a given-up claim is lost"
+                    );
+                    lost += 1;
+                    expected += 1;
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(e) => panic!("gating consumer registered at Oldest saw {e:?}"),
+            }
+        }
+        // Every sequence from the start to the head is accounted for.
+        assert_eq!(expected, ring.head());
+        assert!(received + lost >= 1);
+        ring.unregister_gating(&mut cursor);
     });
 }

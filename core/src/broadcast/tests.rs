@@ -472,7 +472,7 @@ fn concurrent_producers_and_lapped_consumers_never_tear() {
             thread::spawn(move || {
                 let mut out = [0u64; PAYLOAD];
                 let (mut received, mut lagged, mut last) = (0u64, 0u64, None);
-                while c.next < total {
+                while c.next() < total {
                     match ring.try_recv(&mut c, &mut out) {
                         Ok(s) => {
                             check_frame(s, &out);
@@ -619,4 +619,220 @@ fn a_batch_claim_of_empty_frames_commits_each_sequence() {
         );
     }
     assert_eq!(ring.try_recv(&mut c, &mut out), Err(TryRecvError::Empty));
+}
+
+#[test]
+fn regression_recv_batch_keeps_lost_after_frames() {
+    let ring = Broadcast::with_capacity(8, PAYLOAD).unwrap();
+    let mut cache = GatingCache::default();
+    ring.try_publish(&mut cache, &frame(0)).unwrap();
+    drop(ring.try_claim(&mut cache).unwrap()); // 1 is declared lost
+    ring.try_publish(&mut cache, &frame(2)).unwrap();
+    let mut c = ring.cursor(Start::At(0));
+    let mut out = [0u64; PAYLOAD * 4];
+    // The batch ends at the loss, which the next call returns.
+    assert_eq!(ring.recv_batch(&mut c, &mut out, PAYLOAD), Ok(1));
+    check_frame(0, &out[..PAYLOAD]);
+    assert_eq!(
+        ring.recv_batch(&mut c, &mut out, PAYLOAD),
+        Err(TryRecvError::Lost(1))
+    );
+    assert_eq!(ring.recv_batch(&mut c, &mut out, PAYLOAD), Ok(1));
+    check_frame(2, &out[..PAYLOAD]);
+}
+
+#[test]
+fn regression_recv_batch_keeps_lagged_after_frames() {
+    // A batch that reads frames and is then lapped must return the frames,
+    // then the exact lag on the next call: frames + lag count every
+    // sequence. A lap inside a batch needs a concurrent producer, so this
+    // races one against a small ring and checks the accounting.
+    let ring = Arc::new(Broadcast::with_capacity(4, PAYLOAD).unwrap());
+    let total = iters(200_000);
+    let producer = {
+        let ring = Arc::clone(&ring);
+        thread::spawn(move || {
+            let mut cache = GatingCache::default();
+            for s in 0..total {
+                ring.try_publish(&mut cache, &frame(s)).unwrap();
+            }
+        })
+    };
+    let mut c = ring.cursor(Start::At(0));
+    let mut out = [0u64; PAYLOAD * 4];
+    let (mut received, mut lagged) = (0u64, 0u64);
+    let mut last = None;
+    while c.next() < total {
+        let before = c.next();
+        match ring.recv_batch(&mut c, &mut out, PAYLOAD) {
+            Ok(n) => {
+                for (i, f) in out.chunks_exact(PAYLOAD).take(n).enumerate() {
+                    let seq = before + i as u64;
+                    assert!(last.is_none_or(|l| seq > l), "out of order");
+                    assert_eq!(f[0], seq, "batch frames are consecutive");
+                    last = Some(seq);
+                }
+                received += n as u64;
+            }
+            Err(TryRecvError::Lagged(n)) => lagged += n,
+            Err(TryRecvError::Empty | TryRecvError::Pending(_)) => thread::yield_now(),
+            Err(e) => panic!("{e:?}"),
+        }
+        assert_eq!(received + lagged, c.next(), "a lag was dropped");
+    }
+    producer.join().unwrap();
+    assert_eq!(received + lagged, total);
+}
+
+/// Runs `f` on a thread and fails (instead of hanging) if it does not finish
+/// within `secs` seconds.
+fn within(secs: u64, f: impl FnOnce() + Send + 'static) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = thread::spawn(move || {
+        f();
+        let _ = tx.send(());
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(secs)) {
+        Ok(()) => handle.join().unwrap(),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            // The closure panicked: re-raise its panic.
+            handle.join().unwrap();
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("did not finish within {secs} s: a slot is wedged")
+        }
+    }
+}
+
+/// A ring of 4 whose sequence 0 is held by a claim still unwritten (a slow
+/// producer), and 1..4 published: the claim of 4 is behind a slow older lap.
+fn ring_with_a_slow_older_lap() -> (Arc<Broadcast<Heap<BroadcastHeader, AtomicU64>>>, u64) {
+    let ring = Arc::new(Broadcast::with_capacity(4, PAYLOAD).unwrap());
+    let mut cache = GatingCache::default();
+    let slow = ring.try_claim(&mut cache).unwrap();
+    let slow_seq = slow.seq();
+    core::mem::forget(slow);
+    for s in 1..4 {
+        ring.try_publish(&mut cache, &frame(s)).unwrap();
+    }
+    (ring, slow_seq)
+}
+
+/// The claim of 4 is dropped (or fails) while 0 is still unwritten; the
+/// slow producer of 0 then finishes. 4 must end up marked lost, so that the
+/// next lap (8) can be written and a reader sees Lost(4), not a hang.
+fn check_dropped_claim_behind_slow_lap(
+    fail: impl FnOnce(BatchClaim<'_, Heap<BroadcastHeader, AtomicU64>>) + Send + 'static,
+) {
+    within(60, move || {
+        let (ring, slow_seq) = ring_with_a_slow_older_lap();
+        let dropper = {
+            let ring = Arc::clone(&ring);
+            thread::spawn(move || {
+                let claim = ring
+                    .claim_batch_wait(&mut GatingCache::default(), 1, || false)
+                    .unwrap();
+                assert_eq!(claim.first(), 4);
+                fail(claim);
+            })
+        };
+        // Give the dropper a bounded chance to give up on 4 first (it
+        // finishes at once if the drop forgets 4; a fixed drop waits for 0).
+        // Either order must end with 4 marked.
+        for _ in 0..1_000 {
+            if dropper.is_finished() {
+                break;
+            }
+            thread::yield_now();
+        }
+        // The slow producer of 0 finishes its write late.
+        ring.write(slow_seq, &frame(slow_seq), &mut |_| {}).unwrap();
+        let mut cache = GatingCache::default();
+        dropper.join().unwrap();
+        for s in 5..8 {
+            ring.try_publish(&mut cache, &frame(s)).unwrap();
+        }
+        // The next lap of slot 0 is writable: 4 was marked.
+        ring.try_publish(&mut cache, &frame(8)).unwrap();
+        let mut c = ring.cursor(Start::At(4));
+        let mut out = [0u64; PAYLOAD];
+        assert_eq!(
+            ring.try_recv(&mut c, &mut out),
+            Err(TryRecvError::Lagged(1))
+        );
+        let mut c = ring.cursor(Start::At(5));
+        for s in 5..9 {
+            assert_eq!(ring.try_recv(&mut c, &mut out), Ok(s));
+        }
+    });
+}
+
+#[test]
+fn regression_dropped_claim_behind_a_slow_older_lap_is_marked_lost() {
+    check_dropped_claim_behind_slow_lap(|claim| drop(claim));
+}
+
+#[test]
+fn regression_commit_with_too_few_words_behind_a_slow_older_lap_is_marked_lost() {
+    check_dropped_claim_behind_slow_lap(|claim| {
+        assert_eq!(claim.commit_with(&[], PAYLOAD, |_| {}), Ok(4));
+    });
+}
+
+#[test]
+fn regression_commit_with_an_oversized_frame_behind_a_slow_older_lap_is_marked_lost() {
+    check_dropped_claim_behind_slow_lap(|claim| {
+        let words = [0u64; PAYLOAD + 1];
+        assert_eq!(
+            claim.commit_with(&words, PAYLOAD + 1, |_| {}),
+            Err(PublishError::TooLarge {
+                len: PAYLOAD + 1,
+                max: PAYLOAD
+            })
+        );
+    });
+}
+
+#[test]
+fn an_abandoned_claim_keeps_the_frame_in_its_slot_and_reads_as_lost() {
+    // What a claim that raced the first gating registration does when its
+    // caller stops waiting (`claim`): its sequence reads as lost, but the
+    // frame of the lap before it, which a gating consumer may still need,
+    // stays readable.
+    let ring = Broadcast::with_capacity(4, PAYLOAD).unwrap();
+    let mut cache = GatingCache::default();
+    for s in 0..4 {
+        ring.try_publish(&mut cache, &frame(s)).unwrap();
+    }
+    let claim = ring.try_claim(&mut cache).unwrap();
+    assert_eq!(claim.seq(), 4);
+    core::mem::forget(claim);
+    let mut gating = ring.register_gating(Start::At(0)).unwrap();
+    ring.abandon(4);
+    assert_eq!(ring.declare_lost(4), Ok(Declared::AlreadyLost));
+    assert_eq!(ring.declare_lost(0), Ok(Declared::AlreadyCommitted));
+    let mut out = [0u64; PAYLOAD];
+    for s in 0..4 {
+        assert_eq!(ring.try_recv(&mut gating, &mut out), Ok(s));
+        check_frame(s, &out);
+    }
+    assert_eq!(
+        ring.try_recv(&mut gating, &mut out),
+        Err(TryRecvError::Lost(4))
+    );
+    let mut plain = ring.cursor(Start::At(4));
+    assert_eq!(
+        ring.try_recv(&mut plain, &mut out),
+        Err(TryRecvError::Lost(4))
+    );
+    // The next lap of the slot takes its turn as after a lost declaration.
+    for s in 5..9 {
+        assert_eq!(ring.try_publish(&mut cache, &frame(s)), Ok(s));
+    }
+    for s in 5..9 {
+        assert_eq!(ring.try_recv(&mut gating, &mut out), Ok(s));
+        check_frame(s, &out);
+    }
+    assert_eq!(ring.declare_lost(4), Ok(Declared::AlreadyOverwritten));
+    ring.unregister_gating(&mut gating);
 }

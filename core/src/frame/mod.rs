@@ -12,8 +12,9 @@
 //! Reading bytes that came from outside (a file, a foreign segment) goes
 //! through [`decode`] / [`FrameRef::parse`], which validate length, alignment,
 //! kind and every field (e.g. the [`Direction`] discriminant) and say which
-//! check failed. [`decode_unchecked`] is for bytes from a segment whose layout
-//! hash was already verified.
+//! check failed. [`decode_unchecked`] skips every check and is only for bytes
+//! the caller knows to be a valid frame (see its safety section: a matching
+//! segment layout hash is not enough).
 
 mod body;
 pub mod id;
@@ -362,12 +363,32 @@ pub fn decode<B: Body>(bytes: &[u8]) -> Result<(&ArchivedFrameHeader, &B::Archiv
     Ok((header, body))
 }
 
-/// Zero-copy views of a frame whose bytes are trusted.
+/// Zero-copy views of a frame whose bytes are trusted, with no check at all
+/// (in debug builds, only the length is asserted).
 ///
 /// # Safety
 ///
-/// `bytes` must be 8-byte aligned and hold a frame of kind `B` that was
-/// written by [`encode`] (e.g. read from a segment whose layout hash matched).
+/// The caller must guarantee all of:
+///
+/// - `bytes` starts at an 8-byte aligned address;
+/// - `bytes.len() >= HEADER_LEN + B::KIND.body_len()`;
+/// - the first `HEADER_LEN` bytes are an archived [`FrameHeader`] and the
+///   next `B::KIND.body_len()` bytes a valid archived `B` (every field valid
+///   for its type: e.g. a [`Direction`] byte of 0 or 1; an invalid enum
+///   discriminant is undefined behaviour);
+/// - nothing writes to those bytes while the returned references live.
+///
+/// In practice: bytes this process produced with [`encode`]`::<B>` (or
+/// validated with [`decode`]`::<B>`) and has not let anyone modify since.
+///
+/// What is *not* enough: a segment whose layout hash matched. The hash
+/// proves only that the creator's build had the same layout version, sizes
+/// and constants (header and body sizes, ring and table sizes); it says
+/// nothing about the bytes of any one frame. Any process that can write the
+/// segment can publish arbitrary words (a frame of another kind, an unknown
+/// kind, an invalid discriminant), and a corrupt or hostile segment can hold
+/// anything. Bytes from a segment, a file or a socket go through [`decode`]
+/// or [`FrameRef::parse`].
 pub unsafe fn decode_unchecked<B: Body>(bytes: &[u8]) -> (&ArchivedFrameHeader, &B::Archived) {
     debug_assert!(bytes.len() >= HEADER_LEN + B::KIND.body_len());
     // SAFETY: the caller guarantees a valid, aligned archived header ...
