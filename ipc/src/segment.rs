@@ -14,7 +14,7 @@ use zerocast_core::storage::Raw;
 
 use crate::error::{io, Error, Result};
 use crate::layout::{
-    current_owner, load_name, now_ns, owner_alive, owner_pid, SegmentHeader, SubscriberEntry,
+    current_owner, load_name, name_is, now_ns, owner_alive, owner_pid, SegmentHeader, SubscriberEntry,
     FLAG_DURABLE, FREE, LAYOUT_HASH, LAYOUT_VERSION, MAGIC, ORPHAN, RING_OFFSET, TOMBSTONE,
 };
 
@@ -657,7 +657,7 @@ impl Segment {
         for e in &self.header().subscribers {
             // Acquire: pairs with the Release store of ORPHAN in the reaper
             // or in a durable subscriber's drop.
-            if e.pid.load(Ordering::Acquire) != ORPHAN || load_name(&e.name) != name {
+            if e.pid.load(Ordering::Acquire) != ORPHAN || !name_is(&e.name, name) {
                 continue;
             }
             // AcqRel: takes the orphan; only one of several callers does.
@@ -669,7 +669,7 @@ impl Segment {
             }
             // The entry may have been taken over and orphaned again under
             // another name between our check and the swap: check again.
-            if load_name(&e.name) != name {
+            if !name_is(&e.name, name) {
                 // Release: gives it back untouched.
                 e.pid.store(ORPHAN, Ordering::Release);
                 continue;

@@ -21,7 +21,7 @@ use zerocast_core::frame::{
 
 use crate::error::{Error, Result};
 use crate::layout::{
-    current_owner, load_name, now_ns, owner_alive, owner_pid, store_name, SubscriberEntry,
+    current_owner, name_is, now_ns, owner_alive, owner_pid, store_name, SubscriberEntry,
     FLAG_DURABLE, FREE, ORPHAN, TOMBSTONE,
 };
 use crate::segment::Segment;
@@ -285,7 +285,7 @@ impl ShmSubscriber {
             // Relaxed: ordered after the Acquire load above.
             if e.flags.load(Ordering::Relaxed) & FLAG_DURABLE != 0
                 && owner_alive(word)
-                && load_name(&e.name) == name
+                && name_is(&e.name, name)
             {
                 return Err(Error::DurableNameTaken {
                     topic: seg.topic().to_owned(),
@@ -296,7 +296,7 @@ impl ShmSubscriber {
         }
         for (index, e) in h.subscribers.iter().enumerate() {
             // Acquire: pairs with the Release store of ORPHAN.
-            if e.pid.load(Ordering::Acquire) != ORPHAN || load_name(&e.name) != name {
+            if e.pid.load(Ordering::Acquire) != ORPHAN || !name_is(&e.name, name) {
                 continue;
             }
             // AcqRel: takes the orphan; Acquire makes the previous owner's
@@ -312,7 +312,7 @@ impl ShmSubscriber {
             // Relaxed: we hold the tombstone.
             let gating = e.gating.load(Ordering::Relaxed);
             let durable = e.flags.load(Ordering::Relaxed) & FLAG_DURABLE != 0;
-            if !durable || load_name(&e.name) != name || gating == 0 {
+            if !durable || !name_is(&e.name, name) || gating == 0 {
                 // Release: gives it back untouched.
                 e.pid.store(ORPHAN, Ordering::Release);
                 continue;

@@ -331,6 +331,9 @@ fn opening_a_segment_with_another_layout_names_both_layouts() {
         .unwrap()
         .write_all(&bytes)
         .unwrap();
+    // Ours and private, as a segment must be: only its layout is foreign.
+    let private = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600);
+    std::fs::set_permissions(&path, private).unwrap();
     let out = ns.run(&["sub", "--topic", "trade_events", "--count", "1"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
