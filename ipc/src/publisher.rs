@@ -218,12 +218,11 @@ impl ShmPublisher {
         }
         let ring = self.seg.ring();
         let mut waiting = WaitLimit::new(&self.seg, self.policy);
-        let claim = match ring.claim_batch_wait(&mut self.cache, bodies.len(), || {
-            waiting.keep_waiting()
-        }) {
-            Ok(claim) => claim,
-            Err(e) => return Err(publish_error(&self.seg, e)),
-        };
+        let claim =
+            match ring.claim_batch_wait(&mut self.cache, bodies.len(), || waiting.keep_waiting()) {
+                Ok(claim) => claim,
+                Err(e) => return Err(publish_error(&self.seg, e)),
+            };
         let entry = &self.seg.header().publishers[self.entry];
         // Relaxed: read by a supervisor only after this process is dead or
         // the sequences have been stalled far longer than these stores take.
@@ -351,7 +350,7 @@ impl<'a> WaitLimit<'a> {
         // dead subscriber before it gives up.
         if self.next_reap.is_none_or(|t| now >= t) {
             self.next_reap = Some(now + REAP_EVERY);
-            if self.seg.reap() > 0 {
+            if self.seg.reap_gating() > 0 {
                 return true;
             }
         }

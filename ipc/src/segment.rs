@@ -14,8 +14,9 @@ use zerocast_core::storage::Raw;
 
 use crate::error::{io, Error, Result};
 use crate::layout::{
-    current_owner, load_name, name_is, now_ns, owner_alive, owner_pid, SegmentHeader, SubscriberEntry,
-    FLAG_DURABLE, FREE, LAYOUT_HASH, LAYOUT_VERSION, MAGIC, ORPHAN, RING_OFFSET, TOMBSTONE,
+    current_owner, load_name, name_is, now_ns, owner_alive, owner_pid, SegmentHeader,
+    SubscriberEntry, FLAG_DURABLE, FREE, LAYOUT_HASH, LAYOUT_VERSION, MAGIC, ORPHAN, RING_OFFSET,
+    TOMBSTONE,
 };
 
 /// How long a sequence may stay claimed but uncommitted before a subscriber
@@ -96,7 +97,7 @@ fn check_shape(path: &Path, capacity: u64, payload_words: u64) -> Result<u64> {
             format!("must be {MIN_PAYLOAD_WORDS} to {MAX_PAYLOAD_WORDS} (a slot holds at least a frame header)"),
         ));
     }
-    if capacity < 2 || capacity > MAX_CAPACITY || !capacity.is_power_of_two() {
+    if !(2..=MAX_CAPACITY).contains(&capacity) || !capacity.is_power_of_two() {
         return Err(bad(
             "capacity",
             capacity,
@@ -367,17 +368,34 @@ impl Segment {
         // by the creator (Acquire above). Its plain fields are only read;
         // whatever a hostile writer put there is checked before use.
         let h = unsafe { &*map.as_ptr().cast::<SegmentHeader>() };
-        if h.layout_version != LAYOUT_VERSION || h.layout_hash != LAYOUT_HASH {
+        // SAFETY: both fields lie inside the header; volatile as below.
+        let (found_version, found_hash) = unsafe {
+            (
+                std::ptr::read_volatile(&h.layout_version),
+                std::ptr::read_volatile(&h.layout_hash),
+            )
+        };
+        if found_version != LAYOUT_VERSION || found_hash != LAYOUT_HASH {
             return Err(Error::LayoutMismatch {
                 path: path.to_owned(),
-                found_version: h.layout_version,
-                found_hash: h.layout_hash,
+                found_version,
+                found_hash,
                 expected_version: LAYOUT_VERSION,
                 expected_hash: LAYOUT_HASH,
             });
         }
-        let (capacity, payload_words) = (h.capacity, h.slot_payload_words);
-        let (ring_offset, total_size) = (h.ring_offset, h.total_size);
+        // Volatile: plain fields of shared memory that a hostile writer may
+        // change at any time; each is read once, and only the copies are
+        // checked and used.
+        // SAFETY: each field lies inside the header, inside the mapping.
+        let (capacity, payload_words, ring_offset, total_size) = unsafe {
+            (
+                std::ptr::read_volatile(&h.capacity),
+                std::ptr::read_volatile(&h.slot_payload_words),
+                std::ptr::read_volatile(&h.ring_offset),
+                std::ptr::read_volatile(&h.total_size),
+            )
+        };
         let needed = check_shape(path, capacity, payload_words)?;
         let bad = |field: &'static str, value: u64, why: String| Error::BadHeader {
             path: path.to_owned(),
@@ -396,7 +414,9 @@ impl Segment {
             return Err(bad(
                 "total size",
                 total_size,
-                format!("capacity {capacity} and {payload_words} payload words need {needed} bytes"),
+                format!(
+                    "capacity {capacity} and {payload_words} payload words need {needed} bytes"
+                ),
             ));
         }
         if len < needed {
@@ -556,6 +576,29 @@ impl Segment {
             }
         }
         done
+    }
+
+    /// Reclaims dead gating subscribers only (at most one entry per gating
+    /// slot is checked, so it is cheap enough for a publisher waiting on a
+    /// full ring to call every millisecond). Durable holds are kept, as in
+    /// [`reap`](Self::reap). Returns how many entries were reclaimed.
+    pub fn reap_gating(&self) -> usize {
+        let mut reaped = 0;
+        for (index, e) in self.header().subscribers.iter().enumerate() {
+            // Relaxed: a filter; the owner word below is what counts.
+            if e.gating.load(Ordering::Relaxed) == 0 {
+                continue;
+            }
+            // Acquire: pairs with the Release owner stores.
+            let word = e.pid.load(Ordering::Acquire);
+            if self
+                .reap_subscriber(index, word)
+                .is_some_and(|r| matches!(r.action, ReapAction::GatingReleased(_)))
+            {
+                reaped += 1;
+            }
+        }
+        reaped
     }
 
     /// Reaps subscriber entry `index` if its owner word is still `seen` and
@@ -789,7 +832,11 @@ impl std::fmt::Display for Reaped {
         match &self.action {
             ReapAction::Freed => f.write_str("freed"),
             ReapAction::DeclaredLost(r) => {
-                write!(f, "freed, in-flight sequences {}..{} declared lost", r.start, r.end)
+                write!(
+                    f,
+                    "freed, in-flight sequences {}..{} declared lost",
+                    r.start, r.end
+                )
             }
             ReapAction::GatingReleased(p) => {
                 write!(f, "freed, gating hold at {p} released")

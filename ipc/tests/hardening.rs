@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use zerocast_core::frame::{id::id, Direction, TradeEvent};
 use zerocast_ipc::layout;
 use zerocast_ipc::{
-    Bus, Config, Error, GatingPolicy, PublisherOptions, Received, Segment,
-    ShmSubscriber, Start, SubscriberOptions, TopicConfig, TopicKind,
+    Bus, Config, Error, GatingPolicy, PublisherOptions, Received, Segment, ShmSubscriber, Start,
+    SubscriberOptions, TopicConfig, TopicKind,
 };
 
 /// A namespace of one topic, `trades`, whose ring has 64 slots.
@@ -416,6 +416,8 @@ fn regression_received_kind_of_a_short_frame_does_not_panic() {
 // ------------------------------------------------------------ item 13
 
 /// Spawns a child that exits at once and is not waited for: a zombie.
+// The zombie is the point; the caller waits for it once it has looked.
+#[allow(clippy::zombie_processes)]
 fn zombie() -> Child {
     let child = Command::new("true").spawn().unwrap();
     let stat = format!("/proc/{}/stat", child.id());
@@ -497,8 +499,14 @@ fn regression_a_tombstoned_entry_is_not_reused() {
         .pid
         .store(layout::TOMBSTONE, Ordering::Release);
     let sub = ShmSubscriber::new(Arc::clone(&seg), &SubscriberOptions::default()).unwrap();
-    assert_eq!(h.subscribers[0].pid.load(Ordering::Acquire), layout::TOMBSTONE);
-    assert_eq!(h.subscribers[1].pid.load(Ordering::Acquire), layout::current_owner());
+    assert_eq!(
+        h.subscribers[0].pid.load(Ordering::Acquire),
+        layout::TOMBSTONE
+    );
+    assert_eq!(
+        h.subscribers[1].pid.load(Ordering::Acquire),
+        layout::current_owner()
+    );
     drop(sub);
     bus.remove_segments();
 }
@@ -518,4 +526,60 @@ fn regression_invalid_namespace_from_the_environment_is_an_error() {
         child.status.success() && out.contains("ready checked"),
         "{out}"
     );
+}
+
+#[test]
+fn regression_an_orphaned_durable_hold_is_shown_named_and_released_on_request() {
+    let bus = small_bus("orphan");
+    let seg = bus.segment("trades").unwrap();
+    let options = SubscriberOptions {
+        name: "rec".into(),
+        start: Start::Oldest,
+        gating: true,
+        durable: true,
+        manual_release: true,
+        ..Default::default()
+    };
+    // A second live durable subscriber of the same name is refused.
+    let first = ShmSubscriber::new(Arc::clone(&seg), &options).unwrap();
+    let err = ShmSubscriber::new(Arc::clone(&seg), &options).unwrap_err();
+    assert!(matches!(err, Error::DurableNameTaken { .. }), "{err}");
+    drop(first);
+    let holds = seg.durable_holds();
+    assert_eq!(holds.len(), 1, "{holds:?}");
+    assert!(holds[0].orphaned && holds[0].name == "rec" && holds[0].position == Some(0));
+    let mut publisher = bus
+        .publisher_with(
+            "trades",
+            PublisherOptions {
+                name: "p".into(),
+                gating: GatingPolicy::Fail,
+            },
+        )
+        .unwrap();
+    for i in 0..64 {
+        publisher.publish(&trade(i)).unwrap();
+    }
+    let err = publisher.publish(&trade(64)).unwrap_err().to_string();
+    assert!(
+        err.contains("durable hold \"rec\"") && err.contains("position 0"),
+        "{err}"
+    );
+    assert_eq!(seg.release_durable("other"), None);
+    assert_eq!(seg.release_durable("rec"), Some(0));
+    assert!(seg.durable_holds().is_empty());
+    publisher.publish(&trade(64)).unwrap();
+    // Bad options are refused, not silently weakened.
+    let err = ShmSubscriber::new(
+        Arc::clone(&seg),
+        &SubscriberOptions {
+            durable: true,
+            gating: false,
+            name: "x".into(),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::BadOptions(_)), "{err}");
+    bus.remove_segments();
 }
