@@ -286,15 +286,22 @@ pub fn owner_of(pid: u32) -> Option<u64> {
     proc_stat(pid).map(|(_, start)| owner_word(pid, start))
 }
 
-/// The owner word of this process, read once.
+/// The owner word of this process (cached; read again in a forked child,
+/// whose pid differs from the cached word's).
 pub fn current_owner() -> u64 {
-    static OWNER: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *OWNER.get_or_init(|| {
-        let pid = std::process::id();
-        // Without /proc the start time is unknown: 0 (liveness then falls
-        // back to the pid alone, see `owner_alive`).
-        owner_of(pid).unwrap_or_else(|| owner_word(pid, 0))
-    })
+    static OWNER: AtomicU64 = AtomicU64::new(0);
+    let pid = std::process::id();
+    // Relaxed: a cache of a value every thread computes alike.
+    let cached = OWNER.load(Ordering::Relaxed);
+    if cached != 0 && owner_parts(cached).0 == pid {
+        return cached;
+    }
+    // Without /proc the start time is unknown: 0 (liveness then falls back
+    // to the pid alone, see `owner_alive`).
+    let word = owner_of(pid).unwrap_or_else(|| owner_word(pid, 0));
+    // Relaxed: as above.
+    OWNER.store(word, Ordering::Relaxed);
+    word
 }
 
 /// Whether the process that owns `word` is alive: the one liveness test of
