@@ -971,6 +971,40 @@ where
         })
     }
 
+    /// Takes over gating slot `index`, still held at its position by a
+    /// consumer that is gone (a durable registration restarted in a new
+    /// process), without ever freeing it: producers keep waiting for it
+    /// throughout. The cursor starts at `start` (`Oldest`: the held
+    /// position); a start past the held position releases what lies
+    /// between. Returns `None` if the slot is free. The caller must own the
+    /// slot exclusively (nobody else releases or takes it meanwhile).
+    pub fn adopt_gating(&self, index: usize, start: Start) -> Option<ReadCursor> {
+        let index = index % MAX_GATING;
+        let slot = &self.header().gating[index];
+        // Acquire: pairs with the Release stores of the previous holder
+        // (`release`): its reads of the released slots happen before ours.
+        let held = slot.load(Ordering::Acquire);
+        if held == FREE {
+            return None;
+        }
+        let next = match start {
+            Start::Newest => self.head(),
+            Start::Oldest => held,
+            Start::At(s) => s,
+        };
+        if next > held {
+            // Release: pairs with the Acquire scan in `min_gating`; raising
+            // the position only ever frees producers.
+            slot.store(next, Ordering::Release);
+        }
+        Some(ReadCursor {
+            next,
+            gating: Some(index),
+            manual_release: false,
+            released: next.max(held),
+        })
+    }
+
     /// Removes a gating cursor from the table: producers stop waiting for it.
     pub fn unregister_gating(&self, cursor: &mut ReadCursor) {
         if let Some(index) = cursor.gating.take() {

@@ -177,6 +177,10 @@ impl Config {
     /// The seed's topics: `trade_events` 10 MB, `account_events` 10 MB,
     /// `market_l2` 50 MB, in the namespace from `ZEROCAST_NAMESPACE` or
     /// `default`.
+    ///
+    /// The namespace is not checked here; an invalid one (say
+    /// `ZEROCAST_NAMESPACE=../x`) makes every topic of the bus an error
+    /// ([`Config::topic`]). [`Config::try_default_topics`] checks it at once.
     pub fn default_topics() -> Self {
         Self {
             namespace: env_namespace().unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned()),
@@ -186,6 +190,24 @@ impl Config {
                 TopicConfig::new("market_l2", 50 << 20, TopicKind::L2),
             ],
         }
+    }
+
+    /// [`default_topics`](Self::default_topics), or an error naming
+    /// `ZEROCAST_NAMESPACE` if it holds an invalid namespace.
+    pub fn try_default_topics() -> Result<Self> {
+        let config = Self::default_topics();
+        config.check_namespace()?;
+        Ok(config)
+    }
+
+    /// Checks that the namespace can be part of a file name.
+    pub fn check_namespace(&self) -> Result<()> {
+        check_name(&self.namespace).map_err(|_| {
+            Error::BadConfig(format!(
+                "namespace {:?} (from {NAMESPACE_ENV}, the config file or the program): use 1-64 characters from A-Z a-z 0-9 _ -",
+                self.namespace
+            ))
+        })
     }
 
     /// Parses a TOML configuration. `ZEROCAST_NAMESPACE` overrides its
@@ -257,8 +279,11 @@ impl Config {
         })
     }
 
-    /// The topic called `name`.
+    /// The topic called `name`; an error too if the namespace is invalid
+    /// (every use of a topic goes through here, so no segment or service
+    /// is ever named after an invalid namespace).
     pub fn topic(&self, name: &str) -> Result<&TopicConfig> {
+        self.check_namespace()?;
         self.topics
             .iter()
             .find(|t| t.name == name)

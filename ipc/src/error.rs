@@ -45,6 +45,49 @@ pub enum Error {
         /// Size needed.
         needed: u64,
     },
+    /// A header field is out of range or inconsistent with the others or
+    /// with the file (a corrupt or hostile segment).
+    BadHeader {
+        /// The file.
+        path: PathBuf,
+        /// The field.
+        field: &'static str,
+        /// Its value.
+        value: u64,
+        /// What it must be.
+        why: String,
+    },
+    /// The segment file belongs to another user or is open to group or
+    /// others: refused.
+    Untrusted {
+        /// The file.
+        path: PathBuf,
+        /// Its owner.
+        uid: u32,
+        /// Our effective uid.
+        our_uid: u32,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// A publish found the ring full: a gating subscriber has not released
+    /// the slot it needs, and the publisher's policy gave up waiting.
+    RingFull {
+        /// Topic name.
+        topic: String,
+        /// The gating registration furthest behind, if one was found.
+        behind: Option<crate::segment::DurableHold>,
+    },
+    /// Subscriber options that do not go together.
+    BadOptions(String),
+    /// A durable subscriber of this name is already attached and alive.
+    DurableNameTaken {
+        /// Topic name.
+        topic: String,
+        /// The name.
+        name: String,
+        /// Pid of the live holder.
+        pid: u32,
+    },
     /// The creator did not finish initialising the segment in time.
     NotReady {
         /// The file.
@@ -131,6 +174,51 @@ impl std::fmt::Display for Error {
                 f,
                 "{}: segment file is {size} bytes, its header needs {needed}",
                 path.display()
+            ),
+            Self::BadHeader {
+                path,
+                field,
+                value,
+                why,
+            } => write!(
+                f,
+                "{}: corrupt segment header: {field} is {value}; {why}",
+                path.display()
+            ),
+            Self::Untrusted {
+                path,
+                uid,
+                our_uid,
+                mode,
+            } => write!(
+                f,
+                "segment {} is owned by uid {uid} (we are {our_uid}) / mode {mode:04o}: refusing (a segment must be ours with mode 0600; remove it if it is not zerocast's)",
+                path.display()
+            ),
+            Self::RingFull { topic, behind } => {
+                write!(f, "topic {topic}: ring full: ")?;
+                match behind {
+                    Some(b) if b.orphaned => write!(
+                        f,
+                        "the durable hold {:?} (its subscriber is gone) has not released position {}; restart that subscriber, or drop the hold (`zerocast stat --release-durable {}`)",
+                        b.name,
+                        b.position.unwrap_or(0),
+                        b.name
+                    ),
+                    Some(b) => write!(
+                        f,
+                        "gating subscriber {:?} (pid {}) has not released position {}",
+                        b.name,
+                        b.pid,
+                        b.position.unwrap_or(0)
+                    ),
+                    None => f.write_str("a gating subscriber has not released the oldest slot"),
+                }
+            }
+            Self::BadOptions(m) => write!(f, "bad subscriber options: {m}"),
+            Self::DurableNameTaken { topic, name, pid } => write!(
+                f,
+                "topic {topic}: durable subscriber {name:?} is already attached (pid {pid})"
             ),
             Self::NotReady { path } => write!(
                 f,

@@ -28,20 +28,44 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"ZEROCAST");
 /// publishers record the length of an in-flight batch. 3: the ring's claim
 /// word carries a registration generation in bits 56..63 and a slot stamp a
 /// lost-laps count in bits 58..64 (a version-2 process would read both as
-/// part of the sequence).
+/// part of the sequence); table entries and the creator are owner words (pid
+/// and process start time), subscriber entries carry flags (durable holds),
+/// names are 24 bytes.
 pub const LAYOUT_VERSION: u32 = 3;
 /// Subscriber slots per topic.
 pub const MAX_SUBSCRIBERS: usize = 1000;
 /// Publisher slots per topic.
 pub const MAX_PUBLISHERS: usize = 10;
-/// Bytes of a publisher or subscriber name.
-pub const NAME_LEN: usize = 32;
+/// Bytes of a publisher or subscriber name (longer names are cut to this
+/// on a char boundary; 24 keeps each table entry one 64-byte cache line
+/// now that the owner word is 8 bytes).
+pub const NAME_LEN: usize = 24;
+
+/// Owner word of a free table entry.
+pub const FREE: u64 = 0;
+/// Owner word of an entry a reaper has taken: nobody registers into it, and
+/// only the reaper that stored it writes the entry until it stores
+/// [`FREE`] (or [`ORPHAN`]) again.
+pub const TOMBSTONE: u64 = u64::MAX;
+/// Owner word of a durable subscriber entry whose process is gone: the
+/// entry keeps its name and its gating hold until a durable subscriber of
+/// the same name takes it over or [`Segment::release_durable`] drops it.
+///
+/// [`Segment::release_durable`]: crate::Segment::release_durable
+pub const ORPHAN: u64 = u64::MAX - 1;
+
+/// [`SubscriberEntry::flags`]: the entry is a durable registration.
+pub const FLAG_DURABLE: u32 = 1;
 
 /// One publisher's entry in the segment header.
 #[repr(C, align(64))]
 pub struct PublisherEntry {
-    /// Pid of the owning process; 0 when free.
-    pub pid: AtomicU32,
+    /// Owner word of the owning process ([`owner_word`]: pid and start
+    /// time); [`FREE`] when free, [`TOMBSTONE`] while a reaper frees it.
+    /// Registration claims it with a compare-and-swap from `FREE`, a reaper
+    /// with a compare-and-swap from the dead owner's word, so a reaper can
+    /// never take an entry that was freed and registered again.
+    pub pid: AtomicU64,
     /// Number of sequences in flight from `inflight - 1` on (a batch claims
     /// several); meaningful only while `inflight` is not 0.
     pub inflight_len: AtomicU32,
@@ -52,7 +76,7 @@ pub struct PublisherEntry {
     pub published: AtomicU64,
     /// Time of the last heartbeat, ns since the Unix epoch.
     pub heartbeat_ns: AtomicU64,
-    /// Name, NUL-padded UTF-8, as four words.
+    /// Name, NUL-padded UTF-8, as three words.
     pub name: [AtomicU64; NAME_LEN / 8],
 }
 
@@ -65,24 +89,30 @@ impl PublisherEntry {
         let inflight = self.inflight.load(Ordering::Relaxed);
         // Relaxed: see above.
         let len = u64::from(self.inflight_len.load(Ordering::Relaxed).max(1));
-        (inflight != 0).then(|| inflight - 1..inflight - 1 + len)
+        // Saturating: the words are shared memory, any value may be there.
+        (inflight != 0).then(|| inflight - 1..(inflight - 1).saturating_add(len))
     }
 }
 
 /// One subscriber's entry in the segment header.
 #[repr(C, align(64))]
 pub struct SubscriberEntry {
-    /// Pid of the owning process; 0 when free.
-    pub pid: AtomicU32,
+    /// Owner word, as [`PublisherEntry::pid`]; also [`ORPHAN`] for a durable
+    /// registration whose process is gone.
+    pub pid: AtomicU64,
     /// Index + 1 of the gating slot it holds in the ring; 0 if not gating.
     pub gating: AtomicU32,
+    /// [`FLAG_DURABLE`] or 0. Written by the owner before it publishes the
+    /// entry (or by the reaper holding the tombstone); read after an Acquire
+    /// load of `pid`.
+    pub flags: AtomicU32,
     /// Next sequence it will read.
     pub cursor: AtomicU64,
     /// Last time it read or polled, ns since the Unix epoch.
     pub last_seen_ns: AtomicU64,
     /// Frames it lost to lapping, in total.
     pub lagged: AtomicU64,
-    /// Name, NUL-padded UTF-8, as four words.
+    /// Name, NUL-padded UTF-8, as three words.
     pub name: [AtomicU64; NAME_LEN / 8],
 }
 
@@ -101,10 +131,8 @@ pub struct SegmentHeader {
     pub slot_payload_words: u64,
     /// Ring capacity (slots).
     pub capacity: u64,
-    /// Pid of the creator.
-    pub creator_pid: u32,
-    /// Reserved.
-    pub _reserved2: u32,
+    /// Owner word ([`owner_word`]) of the creator.
+    pub creator: u64,
     /// Creation time, ns since the Unix epoch.
     pub creation_ns: u64,
     /// Byte offset of the ring from the start of the segment.
@@ -142,7 +170,7 @@ const fn fnv1a(mut hash: u64, value: u64) -> u64 {
 /// Hash of every size and constant the segment and frame layouts depend on.
 /// Two builds with different layouts get different hashes.
 pub const LAYOUT_HASH: u64 = {
-    let parts: [u64; 16] = [
+    let parts: [u64; 20] = [
         LAYOUT_VERSION as u64,
         size_of::<FrameHeader>() as u64,
         size_of::<TradeEvent>() as u64,
@@ -159,6 +187,10 @@ pub const LAYOUT_HASH: u64 = {
         size_of::<SubscriberEntry>() as u64,
         MAX_SUBSCRIBERS as u64,
         MAX_PUBLISHERS as u64,
+        NAME_LEN as u64,
+        TOMBSTONE,
+        ORPHAN,
+        FLAG_DURABLE as u64,
     ];
     let mut hash = 0xcbf2_9ce4_8422_2325;
     let mut i = 0;
@@ -169,13 +201,25 @@ pub const LAYOUT_HASH: u64 = {
     hash
 };
 
-/// Writes `name` (truncated to [`NAME_LEN`] bytes on a char boundary) into
-/// four atomic words.
-pub fn store_name(words: &[AtomicU64; NAME_LEN / 8], name: &str) {
+/// `name` as a table stores it: cut to [`NAME_LEN`] bytes on a char
+/// boundary.
+pub fn stored_name(name: &str) -> &str {
     let mut end = name.len().min(NAME_LEN);
     while !name.is_char_boundary(end) {
         end -= 1;
     }
+    &name[..end]
+}
+
+/// Whether the name in `words` is `name` as [`store_name`] stores it.
+pub fn name_is(words: &[AtomicU64; NAME_LEN / 8], name: &str) -> bool {
+    load_name(words) == stored_name(name)
+}
+
+/// Writes `name` (truncated to [`NAME_LEN`] bytes on a char boundary) into
+/// the name's atomic words.
+pub fn store_name(words: &[AtomicU64; NAME_LEN / 8], name: &str) {
+    let end = stored_name(name).len();
     let mut bytes = [0u8; NAME_LEN];
     bytes[..end].copy_from_slice(&name.as_bytes()[..end]);
     for (w, chunk) in words.iter().zip(bytes.chunks_exact(8)) {
@@ -198,14 +242,101 @@ pub fn load_name(words: &[AtomicU64; NAME_LEN / 8]) -> String {
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
-/// Whether process `pid` exists (it may be a zombie).
-pub fn pid_alive(pid: u32) -> bool {
+/// The owner word of process `pid` started at `start` (clock ticks since
+/// boot, `/proc/<pid>/stat` field 22): the pid in the low 32 bits, the low
+/// 32 bits of the start time in the high ones. Two processes that share a
+/// pid (one reused the other's) have different words unless they started
+/// in the same tick modulo 2^32 ticks (about 497 days at 100 Hz).
+pub fn owner_word(pid: u32, start: u64) -> u64 {
+    u64::from(pid) | (start << 32)
+}
+
+/// The pid and the (truncated) start time of an owner word.
+pub fn owner_parts(word: u64) -> (u32, u64) {
+    (word as u32, word >> 32)
+}
+
+/// The pid of an owner word (0 for [`FREE`], [`TOMBSTONE`] and [`ORPHAN`]).
+pub fn owner_pid(word: u64) -> u32 {
+    if word == TOMBSTONE || word == ORPHAN {
+        0
+    } else {
+        word as u32
+    }
+}
+
+/// State and start time of process `pid` from `/proc/<pid>/stat`, or `None`
+/// if there is no such process (or `/proc` does not show it).
+fn proc_stat(pid: u32) -> Option<(u8, u64)> {
+    if pid == 0 || pid > i32::MAX as u32 {
+        return None;
+    }
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may contain spaces
+    // and parentheses: the fields resume after the last ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    // Field 3: the state.
+    let state = *fields.next()?.as_bytes().first()?;
+    // Field 22: the start time, 19 fields after the state.
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((state, start))
+}
+
+/// The owner word of process `pid` as it is now, if it exists (a zombie
+/// still has one).
+pub fn owner_of(pid: u32) -> Option<u64> {
+    proc_stat(pid).map(|(_, start)| owner_word(pid, start))
+}
+
+/// The owner word of this process (cached; read again in a forked child,
+/// whose pid differs from the cached word's).
+pub fn current_owner() -> u64 {
+    static OWNER: AtomicU64 = AtomicU64::new(0);
+    let pid = std::process::id();
+    // Relaxed: a cache of a value every thread computes alike.
+    let cached = OWNER.load(Ordering::Relaxed);
+    if cached != 0 && owner_parts(cached).0 == pid {
+        return cached;
+    }
+    // Without /proc the start time is unknown: 0 (liveness then falls back
+    // to the pid alone, see `owner_alive`).
+    let word = owner_of(pid).unwrap_or_else(|| owner_word(pid, 0));
+    // Relaxed: as above.
+    OWNER.store(word, Ordering::Relaxed);
+    word
+}
+
+/// Whether the process that owns `word` is alive: the one liveness test of
+/// the workspace. Alive means `/proc/<pid>/stat` exists, its state is not
+/// zombie (`Z`) or dead (`X`), and its start time is the one recorded in
+/// the word (so a reused pid is a different process). [`FREE`],
+/// [`TOMBSTONE`] and [`ORPHAN`] are not processes: never alive.
+///
+/// Where `/proc` does not show the process (no procfs, `hidepid`), the
+/// test falls back to `kill(pid, 0)`, which cannot tell zombies or reused
+/// pids. Processes in different pid namespaces see different pids: share
+/// segments only between processes of one pid namespace.
+pub fn owner_alive(word: u64) -> bool {
+    if word == FREE || word == TOMBSTONE || word == ORPHAN {
+        return false;
+    }
+    let (pid, start) = owner_parts(word);
     if pid == 0 || pid > i32::MAX as u32 {
         return false;
     }
-    // SAFETY: kill with signal 0 only checks for existence and permission.
-    let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    match proc_stat(pid) {
+        Some((state, now_start)) => {
+            state != b'Z' && state != b'X' && (start == 0 || (now_start & 0xffff_ffff) == start)
+        }
+        None if std::path::Path::new("/proc/self/stat").exists() => false,
+        None => {
+            // SAFETY: kill with signal 0 only checks for existence and
+            // permission.
+            let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
+            rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+        }
+    }
 }
 
 /// Nanoseconds since the Unix epoch on `CLOCK_REALTIME`, the clock every

@@ -4,11 +4,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use zerocast_core::broadcast::GatingCache;
+use zerocast_core::broadcast::{GatingCache, PublishError};
 use zerocast_core::frame::{self, Body, FrameBuf, Heartbeat};
 
 use crate::error::{Error, Result};
-use crate::layout::{now_ns, store_name, PublisherEntry, MAX_PUBLISHERS};
+use crate::layout::{current_owner, now_ns, store_name, PublisherEntry, FREE, MAX_PUBLISHERS};
 use crate::segment::{Segment, STALL_BOUND};
 use crate::wait::futex_wake;
 
@@ -16,9 +16,13 @@ use crate::wait::futex_wake;
 /// would overwrite. Without gating subscribers, publishing never waits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GatingPolicy {
-    /// Return [`Error::Publish`]`(`[`PublishError::Full`](zerocast_core::broadcast::PublishError::Full)`)` at once.
+    /// Return [`Error::RingFull`] at once (after one check for dead gating
+    /// subscribers to reclaim).
     Fail,
     /// Spin up to this long for the slowest gating subscriber, then fail.
+    /// While it waits, the publisher checks about every millisecond whether
+    /// the gating subscribers it waits for are alive, and reclaims the dead
+    /// ones (not durable holds, which it keeps waiting for).
     Wait(Duration),
 }
 
@@ -91,15 +95,17 @@ impl ShmPublisher {
     pub fn new(seg: Arc<Segment>, options: &PublisherOptions) -> Result<Self> {
         seg.reap();
         let pid = std::process::id();
+        let me = current_owner();
         let h = seg.header();
         let entry = h
             .publishers
             .iter()
             .position(|p| {
-                // AcqRel: claims the entry; pairs with the Acquire pid loads
-                // of readers of the table.
+                // AcqRel: claims the entry; pairs with the Acquire owner
+                // loads of readers of the table. Only a FREE entry: never
+                // one a reaper holds.
                 p.pid
-                    .compare_exchange(0, pid, Ordering::AcqRel, Ordering::Relaxed)
+                    .compare_exchange(FREE, me, Ordering::AcqRel, Ordering::Relaxed)
                     .is_ok()
             })
             .ok_or_else(|| Error::PublisherTableFull {
@@ -211,9 +217,12 @@ impl ShmPublisher {
             frame::encode(body, self.entry as u32, now, out).expect("sized above");
         }
         let ring = self.seg.ring();
-        let mut waiting = WaitLimit::new(self.policy);
+        let mut waiting = WaitLimit::new(&self.seg, self.policy);
         let claim =
-            ring.claim_batch_wait(&mut self.cache, bodies.len(), || waiting.keep_waiting())?;
+            match ring.claim_batch_wait(&mut self.cache, bodies.len(), || waiting.keep_waiting()) {
+                Ok(claim) => claim,
+                Err(e) => return Err(publish_error(&self.seg, e)),
+            };
         let entry = &self.seg.header().publishers[self.entry];
         // Relaxed: read by a supervisor only after this process is dead or
         // the sequences have been stalled far longer than these stores take.
@@ -296,39 +305,72 @@ impl ShmPublisher {
 
 impl Drop for ShmPublisher {
     fn drop(&mut self) {
-        // Release: pairs with Acquire pid loads; our last frames were
+        // Release: pairs with Acquire owner loads; our last frames were
         // committed before the entry is freed.
-        self.entry().pid.store(0, Ordering::Release);
+        self.entry().pid.store(FREE, Ordering::Release);
     }
 }
 
 const _: () = assert!(MAX_PUBLISHERS <= u32::MAX as usize);
 
-/// How long a publish may still wait for a gating subscriber. The clock is
-/// read only once a wait has begun, never on a publish that finds room.
-struct WaitLimit {
+/// How long a publish may still wait for a gating subscriber, and the
+/// liveness checks while it does. The clock is read only once a wait has
+/// begun, never on a publish that finds room.
+struct WaitLimit<'a> {
+    seg: &'a Segment,
     limit: Option<Duration>,
     deadline: Option<Instant>,
+    next_reap: Option<Instant>,
 }
 
-impl WaitLimit {
-    fn new(policy: GatingPolicy) -> Self {
+/// How often a waiting publisher checks that the gating subscribers it
+/// waits for are alive.
+const REAP_EVERY: Duration = Duration::from_millis(1);
+
+impl<'a> WaitLimit<'a> {
+    fn new(seg: &'a Segment, policy: GatingPolicy) -> Self {
         let limit = match policy {
             GatingPolicy::Wait(limit) => Some(limit),
             GatingPolicy::Fail => None,
         };
         Self {
+            seg,
             limit,
             deadline: None,
+            next_reap: None,
         }
     }
 
+    #[cold]
     fn keep_waiting(&mut self) -> bool {
+        let now = Instant::now();
+        // A dead gating subscriber never releases: reclaim it (the ring
+        // rescans its gating table when the cached minimum is too low). The
+        // first check comes at once, so even the Fail policy reclaims a
+        // dead subscriber before it gives up.
+        if self.next_reap.is_none_or(|t| now >= t) {
+            self.next_reap = Some(now + REAP_EVERY);
+            if self.seg.reap_gating() > 0 {
+                return true;
+            }
+        }
         let Some(limit) = self.limit else {
             return false;
         };
-        let now = Instant::now();
         now < *self.deadline.get_or_insert(now + limit)
+    }
+}
+
+/// The error for a failed claim: a full ring names the gating subscriber
+/// furthest behind.
+#[cold]
+fn publish_error(seg: &Segment, e: PublishError) -> Error {
+    match e {
+        PublishError::Full => Error::RingFull {
+            topic: seg.topic().to_owned(),
+            behind: seg.slowest_gating(),
+        },
+        e => Error::Publish(e),
     }
 }
 
@@ -342,8 +384,11 @@ fn claim_and_commit(
     policy: GatingPolicy,
     words: &[u64],
 ) -> Result<u64> {
-    let mut waiting = WaitLimit::new(policy);
-    let claim = seg.ring().claim_wait(cache, || waiting.keep_waiting())?;
+    let mut waiting = WaitLimit::new(seg, policy);
+    let claim = match seg.ring().claim_wait(cache, || waiting.keep_waiting()) {
+        Ok(claim) => claim,
+        Err(e) => return Err(publish_error(seg, e)),
+    };
     let seq = claim.seq();
     let entry = &seg.header().publishers[entry];
     // Relaxed: read by a supervisor only after this process is dead or the

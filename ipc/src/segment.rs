@@ -14,7 +14,9 @@ use zerocast_core::storage::Raw;
 
 use crate::error::{io, Error, Result};
 use crate::layout::{
-    now_ns, pid_alive, SegmentHeader, LAYOUT_HASH, LAYOUT_VERSION, MAGIC, RING_OFFSET,
+    current_owner, load_name, name_is, now_ns, owner_alive, owner_pid, SegmentHeader,
+    SubscriberEntry, FLAG_DURABLE, FREE, LAYOUT_HASH, LAYOUT_VERSION, MAGIC, ORPHAN, RING_OFFSET,
+    TOMBSTONE,
 };
 
 /// How long a sequence may stay claimed but uncommitted before a subscriber
@@ -33,25 +35,102 @@ pub const INIT_MARK: &str = ".init-";
 /// segment from an older build, created in place, can be seen unready).
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Bytes a segment with `capacity` slots of `payload_words` needs.
-pub fn segment_size(capacity: u64, payload_words: usize) -> u64 {
-    (RING_OFFSET
-        + Raw::<BroadcastHeader, std::sync::atomic::AtomicU64>::region_size(
-            capacity as usize * slot_stride(payload_words),
-        )) as u64
+/// Fewest payload words a slot may have: a frame header.
+pub const MIN_PAYLOAD_WORDS: usize = zerocast_core::frame::HEADER_LEN / 8;
+/// Most payload words a slot may have.
+pub const MAX_PAYLOAD_WORDS: usize = 4096;
+/// Largest ring capacity a segment may have.
+pub const MAX_CAPACITY: u64 = 1 << 32;
+
+type RawRing = Raw<BroadcastHeader, std::sync::atomic::AtomicU64>;
+
+/// Bytes a segment with `capacity` slots of `payload_words` needs, or `None`
+/// if that does not fit in the address space.
+pub fn checked_segment_size(capacity: u64, payload_words: usize) -> Option<u64> {
+    let stride = payload_words.checked_add(1)?.checked_next_multiple_of(8)?;
+    let words = usize::try_from(capacity).ok()?.checked_mul(stride)?;
+    let bytes = words
+        .checked_mul(8)?
+        .checked_add(RawRing::elems_offset())?
+        .checked_add(RING_OFFSET)?;
+    debug_assert!(
+        payload_words > MAX_PAYLOAD_WORDS
+            || capacity > MAX_CAPACITY
+            || stride == slot_stride(payload_words)
+    );
+    u64::try_from(bytes).ok()
 }
 
-/// The largest power-of-two capacity whose segment fits in `size` bytes, if
-/// at least 2 fit.
+/// Bytes a segment with `capacity` slots of `payload_words` needs
+/// (`u64::MAX` if that overflows).
+pub fn segment_size(capacity: u64, payload_words: usize) -> u64 {
+    checked_segment_size(capacity, payload_words).unwrap_or(u64::MAX)
+}
+
+/// The largest power-of-two capacity (at most [`MAX_CAPACITY`]) whose
+/// segment fits in `size` bytes, if at least 2 fit.
 pub fn capacity_for(size: u64, payload_words: usize) -> Option<u64> {
     let mut cap = 2u64;
     if segment_size(cap, payload_words) > size {
         return None;
     }
-    while segment_size(cap * 2, payload_words) <= size {
+    while cap < MAX_CAPACITY && segment_size(cap * 2, payload_words) <= size {
         cap *= 2;
     }
     Some(cap)
+}
+
+/// Checks a ring shape read from a header (or asked of `create`): a
+/// power-of-two capacity within bounds, a payload that holds a frame
+/// header, and a size that does not overflow. Returns the segment size.
+fn check_shape(path: &Path, capacity: u64, payload_words: u64) -> Result<u64> {
+    let bad = |field: &'static str, value: u64, why: String| Error::BadHeader {
+        path: path.to_owned(),
+        field,
+        value,
+        why,
+    };
+    if !(MIN_PAYLOAD_WORDS as u64..=MAX_PAYLOAD_WORDS as u64).contains(&payload_words) {
+        return Err(bad(
+            "payload words",
+            payload_words,
+            format!("must be {MIN_PAYLOAD_WORDS} to {MAX_PAYLOAD_WORDS} (a slot holds at least a frame header)"),
+        ));
+    }
+    if !(2..=MAX_CAPACITY).contains(&capacity) || !capacity.is_power_of_two() {
+        return Err(bad(
+            "capacity",
+            capacity,
+            format!("must be a power of two from 2 to {MAX_CAPACITY}"),
+        ));
+    }
+    checked_segment_size(capacity, payload_words as usize).ok_or_else(|| {
+        bad(
+            "capacity",
+            capacity,
+            "with its payload words, larger than the address space".to_owned(),
+        )
+    })
+}
+
+/// Refuses a segment file that another user owns or that group or others
+/// may access: anyone who can write it can make every user of the topic
+/// read and write where its header says.
+fn check_trusted(file: &File, path: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = file.metadata().map_err(io(path, "stat segment"))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let ours = unsafe { libc::geteuid() };
+    let mode = meta.mode() & 0o7777;
+    if meta.uid() != ours || mode & 0o077 != 0 {
+        return Err(Error::Untrusted {
+            path: path.to_owned(),
+            uid: meta.uid(),
+            our_uid: ours,
+            mode,
+        });
+    }
+    Ok(())
 }
 
 /// A name, unique to this call, under which a file that will be published
@@ -112,7 +191,7 @@ impl Segment {
     /// (found by the fan-out benchmark: 1000 subscribers racing to open a new
     /// topic timed out waiting for its creator).
     pub fn create(path: &Path, topic: &str, capacity: u64, payload_words: usize) -> Result<Self> {
-        let size = segment_size(capacity, payload_words);
+        let size = check_shape(path, capacity, payload_words as u64)?;
         let tmp = init_path(path);
         let file = OpenOptions::new()
             .read(true)
@@ -166,7 +245,7 @@ impl Segment {
             std::ptr::addr_of_mut!((*h).layout_hash).write(LAYOUT_HASH);
             std::ptr::addr_of_mut!((*h).slot_payload_words).write(payload_words as u64);
             std::ptr::addr_of_mut!((*h).capacity).write(capacity);
-            std::ptr::addr_of_mut!((*h).creator_pid).write(std::process::id());
+            std::ptr::addr_of_mut!((*h).creator).write(current_owner());
             std::ptr::addr_of_mut!((*h).creation_ns).write(now_ns());
             std::ptr::addr_of_mut!((*h).ring_offset).write(RING_OFFSET as u64);
             std::ptr::addr_of_mut!((*h).total_size).write(size);
@@ -195,7 +274,8 @@ impl Segment {
         capacity: u64,
         payload_words: usize,
     ) -> Result<Raw<BroadcastHeader, std::sync::atomic::AtomicU64>> {
-        let words = capacity as usize * slot_stride(payload_words);
+        // Checked by `check_shape` (both callers), so no overflow here.
+        let words = (capacity as usize).saturating_mul(slot_stride(payload_words));
         let region = map.len().saturating_sub(RING_OFFSET);
         // SAFETY: the region lies inside the mapping, which the Segment keeps
         // alive as long as the ring; it holds atomics only (any bit pattern is
@@ -211,39 +291,57 @@ impl Segment {
 
     /// Opens an existing segment, checking that it is zerocast's, with this
     /// build's layout, and as large as its header says.
+    ///
+    /// The file is untrusted input: it must belong to this user with no
+    /// group or other permission bits ([`Error::Untrusted`]), and every
+    /// header field is checked against the length actually mapped, with
+    /// checked arithmetic, before anything past the header is touched. Any
+    /// content gives a clear error, never a panic or an access outside the
+    /// mapping. (A file shrunk by its owner *after* it was mapped still
+    /// makes accesses past its new end fault: same-user processes are
+    /// trusted not to do that.)
     pub fn open(path: &Path, topic: &str) -> Result<Self> {
+        Self::open_with_timeout(path, topic, READY_TIMEOUT)
+    }
+
+    /// [`open`](Self::open), waiting at most `ready_timeout` for a creator
+    /// to finish initialising it (a fuzz target passes zero).
+    pub fn open_with_timeout(path: &Path, topic: &str, ready_timeout: Duration) -> Result<Self> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(path)
             .map_err(io(path, "open segment"))?;
-        let deadline = Instant::now() + READY_TIMEOUT;
-        // The creator may still be sizing the file.
-        let len = loop {
+        check_trusted(&file, path)?;
+        let deadline = Instant::now() + ready_timeout;
+        // The creator may still be sizing the file (only an older build
+        // creates in place).
+        loop {
             let len = file.metadata().map_err(io(path, "stat segment"))?.len();
-            if len >= RING_OFFSET as u64 || Instant::now() > deadline {
-                break len;
+            if len >= RING_OFFSET as u64 || Instant::now() >= deadline {
+                break;
             }
             std::thread::sleep(Duration::from_millis(1));
-        };
+        }
+        // SAFETY: as in `init`; the file is only accessed through atomics
+        // once mapped, and every access below is checked against the
+        // mapping's own length.
+        let mut map = unsafe { MmapMut::map_mut(&file) }.map_err(io(path, "map segment"))?;
+        let len = map.len() as u64;
         if len < 8 {
             return Err(Error::NotZerocast {
                 path: path.to_owned(),
                 found_magic: 0,
             });
         }
-        // SAFETY: as in `init`; the file is only accessed through atomics
-        // once mapped, and its size is checked before the header is read.
-        let mut map = unsafe { MmapMut::map_mut(&file) }.map_err(io(path, "map segment"))?;
-        // SAFETY: at least 8 bytes, page-aligned: the magic word.
+        // SAFETY: the mapping holds at least 8 bytes, page-aligned: the
+        // magic word.
         let magic = unsafe { &*map.as_ptr().cast::<std::sync::atomic::AtomicU64>() };
         let found = loop {
             // Acquire: pairs with the Release store in `init`.
             let m = magic.load(Ordering::Acquire);
-            if m == MAGIC {
-                break m;
-            }
-            if m != 0 || Instant::now() > deadline {
+            if m != 0 || Instant::now() >= deadline {
                 break m;
             }
             std::thread::sleep(Duration::from_millis(1));
@@ -267,31 +365,85 @@ impl Segment {
             });
         }
         // SAFETY: the mapping holds a whole header (checked above), published
-        // by the creator (Acquire above).
+        // by the creator (Acquire above). Its plain fields are only read;
+        // whatever a hostile writer put there is checked before use.
         let h = unsafe { &*map.as_ptr().cast::<SegmentHeader>() };
-        if h.layout_version != LAYOUT_VERSION || h.layout_hash != LAYOUT_HASH {
+        // SAFETY: both fields lie inside the header; volatile as below.
+        let (found_version, found_hash) = unsafe {
+            (
+                std::ptr::read_volatile(&h.layout_version),
+                std::ptr::read_volatile(&h.layout_hash),
+            )
+        };
+        if found_version != LAYOUT_VERSION || found_hash != LAYOUT_HASH {
             return Err(Error::LayoutMismatch {
                 path: path.to_owned(),
-                found_version: h.layout_version,
-                found_hash: h.layout_hash,
+                found_version,
+                found_hash,
                 expected_version: LAYOUT_VERSION,
                 expected_hash: LAYOUT_HASH,
             });
         }
-        let (capacity, payload_words) = (h.capacity, h.slot_payload_words as usize);
-        let needed = segment_size(capacity, payload_words);
-        if len < needed || payload_words == 0 || payload_words > 4096 {
+        // Volatile: plain fields of shared memory that a hostile writer may
+        // change at any time; each is read once, and only the copies are
+        // checked and used.
+        // SAFETY: each field lies inside the header, inside the mapping.
+        let (capacity, payload_words, ring_offset, total_size) = unsafe {
+            (
+                std::ptr::read_volatile(&h.capacity),
+                std::ptr::read_volatile(&h.slot_payload_words),
+                std::ptr::read_volatile(&h.ring_offset),
+                std::ptr::read_volatile(&h.total_size),
+            )
+        };
+        let needed = check_shape(path, capacity, payload_words)?;
+        let bad = |field: &'static str, value: u64, why: String| Error::BadHeader {
+            path: path.to_owned(),
+            field,
+            value,
+            why,
+        };
+        if ring_offset != RING_OFFSET as u64 {
+            return Err(bad(
+                "ring offset",
+                ring_offset,
+                format!("this layout puts the ring at {RING_OFFSET}"),
+            ));
+        }
+        if total_size != needed {
+            return Err(bad(
+                "total size",
+                total_size,
+                format!(
+                    "capacity {capacity} and {payload_words} payload words need {needed} bytes"
+                ),
+            ));
+        }
+        if len < needed {
             return Err(Error::Truncated {
                 path: path.to_owned(),
                 size: len,
                 needed,
             });
         }
+        let payload_words = payload_words as usize;
         let raw = Self::raw_ring(&mut map, path, capacity, payload_words)?;
         let ring = Broadcast::attach(raw).map_err(|source| Error::Ring {
             path: path.to_owned(),
             source,
         })?;
+        // The ring keeps its own copy of its shape; it must be the header's.
+        if ring.capacity() != capacity || ring.payload_words() != payload_words {
+            return Err(bad(
+                "capacity",
+                ring.capacity(),
+                format!(
+                    "the ring header says {} slots of {} words, the segment header {capacity} of {payload_words}",
+                    ring.capacity(),
+                    ring.payload_words()
+                ),
+            ));
+        }
         Ok(Self {
             ring,
             path: path.to_owned(),
@@ -328,51 +480,86 @@ impl Segment {
     }
 
     /// Whether nobody is using the segment: its creator and every registered
-    /// publisher and subscriber are dead.
+    /// publisher and subscriber are dead. An orphaned durable hold alone
+    /// does not keep a segment in use.
     pub fn is_stale(&self) -> bool {
         let h = self.header();
-        !pid_alive(h.creator_pid) && self.live_users() == 0
+        !owner_alive(h.creator) && self.live_users() == 0
     }
 
     /// Processes registered in the tables that are still alive.
     pub fn live_users(&self) -> usize {
         let h = self.header();
-        // Acquire: pairs with the Release pid stores that register entries.
+        // Acquire: pairs with the Release owner stores that register entries.
         let pubs = h
             .publishers
             .iter()
-            .filter(|p| pid_alive(p.pid.load(Ordering::Acquire)));
+            .filter(|p| owner_alive(p.pid.load(Ordering::Acquire)));
         let subs = h
             .subscribers
             .iter()
-            .filter(|s| pid_alive(s.pid.load(Ordering::Acquire)));
+            .filter(|s| owner_alive(s.pid.load(Ordering::Acquire)));
         pubs.count() + subs.count()
     }
 
     /// Reclaims the entries of dead processes: a dead publisher's in-flight
     /// sequences are declared lost (subscribers see a gap of one per
-    /// sequence), a dead subscriber's gating hold is released. Returns how
-    /// many entries were reclaimed.
+    /// sequence), a dead subscriber's gating hold is released, except a
+    /// durable subscriber's, which is kept as an orphaned hold (see
+    /// [`SubscriberOptions::durable`](crate::SubscriberOptions::durable)).
+    /// Returns how many entries were reclaimed.
     pub fn reap(&self) -> usize {
+        self.reap_entries().len()
+    }
+
+    /// [`reap`](Self::reap), saying what was done to each entry.
+    ///
+    /// Each entry is first taken (its owner word swapped for
+    /// [`TOMBSTONE`] by compare-and-swap from the dead owner's word), then
+    /// read and acted on, then freed: an entry freed and registered again
+    /// after the liveness check is never touched (its word differs).
+    pub fn reap_entries(&self) -> Vec<Reaped> {
         let h = self.header();
-        let mut reaped = 0;
+        let mut done = Vec::new();
         let mut dead = Vec::new();
-        for p in &h.publishers {
-            // Acquire: pairs with the Release pid store at registration.
-            let pid = p.pid.load(Ordering::Acquire);
-            if pid == 0 || pid_alive(pid) {
+        for (index, p) in h.publishers.iter().enumerate() {
+            // Acquire: pairs with the Release owner store at registration.
+            let word = p.pid.load(Ordering::Acquire);
+            if word == FREE || word == TOMBSTONE || word == ORPHAN || owner_alive(word) {
                 continue;
             }
-            // The owner is dead; nothing races on its entry but
-            // other reapers, and declare_lost is idempotent.
-            dead.extend(p.inflight_range().into_iter().flatten());
-            // AcqRel: only one reaper frees the entry.
+            // AcqRel: takes the entry from exactly the dead owner we checked;
+            // Acquire makes its last stores (in-flight record) visible.
             if p.pid
-                .compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
+                .compare_exchange(word, TOMBSTONE, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
             {
-                reaped += 1;
+                continue;
             }
+            let name = crate::layout::load_name(&p.name);
+            // At most a ring's worth: the words are untrusted shared memory.
+            let range = p.inflight_range();
+            let lost = range
+                .clone()
+                .into_iter()
+                .flatten()
+                .take(self.ring.capacity() as usize);
+            let before = dead.len();
+            dead.extend(lost);
+            // Release: pairs with the Acquire loads of registration and of
+            // other readers; our reads of the entry happen before reuse.
+            p.pid.store(FREE, Ordering::Release);
+            done.push(Reaped {
+                publisher: true,
+                index,
+                pid: owner_pid(word),
+                name,
+                action: if dead.len() > before {
+                    ReapAction::DeclaredLost(range.unwrap_or(0..0))
+                } else {
+                    ReapAction::Freed
+                },
+            });
         }
         // Oldest first: a slot passes to a lap only once the lap before it is
         // resolved, so a later sequence in the same slot can be declared
@@ -381,26 +568,161 @@ impl Segment {
         for seq in dead {
             let _ = self.ring.declare_lost(seq);
         }
-        for s in &h.subscribers {
+        for index in 0..h.subscribers.len() {
             // Acquire: as above.
-            let pid = s.pid.load(Ordering::Acquire);
-            if pid == 0 || pid_alive(pid) {
+            let word = h.subscribers[index].pid.load(Ordering::Acquire);
+            if let Some(r) = self.reap_subscriber(index, word) {
+                done.push(r);
+            }
+        }
+        done
+    }
+
+    /// Reclaims dead gating subscribers only (at most one entry per gating
+    /// slot is checked, so it is cheap enough for a publisher waiting on a
+    /// full ring to call every millisecond). Durable holds are kept, as in
+    /// [`reap`](Self::reap). Returns how many entries were reclaimed.
+    pub fn reap_gating(&self) -> usize {
+        let mut reaped = 0;
+        for (index, e) in self.header().subscribers.iter().enumerate() {
+            // Relaxed: a filter; the owner word below is what counts.
+            if e.gating.load(Ordering::Relaxed) == 0 {
                 continue;
             }
-            // Relaxed: the owner is dead.
-            let gating = s.gating.swap(0, Ordering::Relaxed);
-            if gating != 0 {
-                self.ring.release_gating_slot(gating as usize - 1);
-            }
-            // AcqRel: only one reaper frees the entry.
-            if s.pid
-                .compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
+            // Acquire: pairs with the Release owner stores.
+            let word = e.pid.load(Ordering::Acquire);
+            if self
+                .reap_subscriber(index, word)
+                .is_some_and(|r| matches!(r.action, ReapAction::GatingReleased(_)))
             {
                 reaped += 1;
             }
         }
         reaped
+    }
+
+    /// Reaps subscriber entry `index` if its owner word is still `seen` and
+    /// that owner is dead; returns what was done, or `None` if the entry
+    /// was not taken (free, alive, or no longer `seen`'s). A durable
+    /// entry's gating hold is kept (the entry becomes [`ORPHAN`]); any
+    /// other's is released.
+    pub fn reap_subscriber(&self, index: usize, seen: u64) -> Option<Reaped> {
+        let e = self.header().subscribers.get(index)?;
+        if seen == FREE || seen == TOMBSTONE || seen == ORPHAN || owner_alive(seen) {
+            return None;
+        }
+        // AcqRel: takes the entry from exactly the owner we saw dead (a
+        // re-registered entry has another word); Acquire makes the dead
+        // owner's stores visible before we read them below.
+        e.pid
+            .compare_exchange(seen, TOMBSTONE, Ordering::AcqRel, Ordering::Relaxed)
+            .ok()?;
+        // Relaxed: we hold the tombstone; nobody else writes the entry.
+        let gating = e.gating.load(Ordering::Relaxed);
+        let flags = e.flags.load(Ordering::Relaxed);
+        let name = load_name(&e.name);
+        let position = self.gating_position_of(gating);
+        let action = if flags & FLAG_DURABLE != 0 && position.is_some() {
+            // Release: pairs with the Acquire loads of a durable
+            // subscriber taking the hold over (and of monitors).
+            e.pid.store(ORPHAN, Ordering::Release);
+            ReapAction::Orphaned(position.unwrap_or(0))
+        } else {
+            self.free_subscriber(e);
+            match position {
+                Some(p) => ReapAction::GatingReleased(p),
+                None => ReapAction::Freed,
+            }
+        };
+        Some(Reaped {
+            publisher: false,
+            index,
+            pid: owner_pid(seen),
+            name,
+            action,
+        })
+    }
+
+    /// Position of the gating slot an entry's `gating` word names, if held.
+    fn gating_position_of(&self, gating: u32) -> Option<u64> {
+        (gating != 0)
+            .then(|| self.ring.gating_position(gating as usize - 1))
+            .flatten()
+    }
+
+    /// Releases a taken (tombstoned) subscriber entry's gating hold and
+    /// frees it.
+    fn free_subscriber(&self, e: &SubscriberEntry) {
+        // Relaxed: we hold the tombstone; the Release store below publishes.
+        let gating = e.gating.swap(0, Ordering::Relaxed);
+        e.flags.store(0, Ordering::Relaxed);
+        if gating != 0 {
+            self.ring.release_gating_slot(gating as usize - 1);
+        }
+        // Release: pairs with the Acquire loads of registration.
+        e.pid.store(FREE, Ordering::Release);
+    }
+
+    /// The durable gating holds registered on this topic: live ones and
+    /// orphaned ones (their process gone, see
+    /// [`SubscriberOptions::durable`](crate::SubscriberOptions::durable)).
+    pub fn durable_holds(&self) -> Vec<DurableHold> {
+        let h = self.header();
+        let mut holds = Vec::new();
+        for (index, e) in h.subscribers.iter().enumerate() {
+            // Acquire: pairs with the Release owner stores.
+            let word = e.pid.load(Ordering::Acquire);
+            if word == FREE || word == TOMBSTONE {
+                continue;
+            }
+            // Relaxed: ordered after the Acquire load above; a snapshot.
+            if e.flags.load(Ordering::Relaxed) & FLAG_DURABLE == 0 {
+                continue;
+            }
+            // Relaxed: as above.
+            let gating = e.gating.load(Ordering::Relaxed);
+            holds.push(DurableHold {
+                index,
+                name: load_name(&e.name),
+                position: self.gating_position_of(gating),
+                orphaned: word == ORPHAN,
+                pid: owner_pid(word),
+            });
+        }
+        holds
+    }
+
+    /// Drops the orphaned durable hold named `name`: publishers stop waiting
+    /// for it. Returns the position it held, or `None` if there was no
+    /// orphaned hold of that name (a live durable subscriber's hold is
+    /// never dropped: stop that process first).
+    pub fn release_durable(&self, name: &str) -> Option<u64> {
+        for e in &self.header().subscribers {
+            // Acquire: pairs with the Release store of ORPHAN in the reaper
+            // or in a durable subscriber's drop.
+            if e.pid.load(Ordering::Acquire) != ORPHAN || !name_is(&e.name, name) {
+                continue;
+            }
+            // AcqRel: takes the orphan; only one of several callers does.
+            if e.pid
+                .compare_exchange(ORPHAN, TOMBSTONE, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            // The entry may have been taken over and orphaned again under
+            // another name between our check and the swap: check again.
+            if !name_is(&e.name, name) {
+                // Release: gives it back untouched.
+                e.pid.store(ORPHAN, Ordering::Release);
+                continue;
+            }
+            // Relaxed: we hold the tombstone.
+            let position = self.gating_position_of(e.gating.load(Ordering::Relaxed));
+            self.free_subscriber(e);
+            return Some(position.unwrap_or(0));
+        }
+        None
     }
 
     /// Resolves sequence `seq`, claimed but not committed for longer than a
@@ -413,11 +735,116 @@ impl Segment {
             // A hint (see `inflight_range`): the stall bound makes a stale
             // read harmless, the owner stored it long before the bound elapsed.
             p.inflight_range().is_some_and(|r| r.contains(&seq))
-                && pid_alive(p.pid.load(Ordering::Acquire))
+                && owner_alive(p.pid.load(Ordering::Acquire))
         });
         if owned_by_live {
             return None;
         }
         self.ring.declare_lost(seq).ok()
+    }
+
+    /// The gating subscriber furthest behind, if any: whom a publisher
+    /// facing a full ring waits for.
+    pub fn slowest_gating(&self) -> Option<DurableHold> {
+        let h = self.header();
+        let mut best: Option<DurableHold> = None;
+        for (index, e) in h.subscribers.iter().enumerate() {
+            // Acquire: pairs with the Release owner stores.
+            let word = e.pid.load(Ordering::Acquire);
+            if word == FREE || word == TOMBSTONE {
+                continue;
+            }
+            // Relaxed: a snapshot for an error message.
+            let Some(position) = self.gating_position_of(e.gating.load(Ordering::Relaxed)) else {
+                continue;
+            };
+            if best.as_ref().is_some_and(|b| b.position <= Some(position)) {
+                continue;
+            }
+            best = Some(DurableHold {
+                index,
+                name: load_name(&e.name),
+                position: Some(position),
+                // Relaxed: as above.
+                orphaned: word == ORPHAN,
+                pid: owner_pid(word),
+            });
+        }
+        best
+    }
+}
+
+/// A gating registration as a monitor or an error message shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DurableHold {
+    /// Index in the subscriber table.
+    pub index: usize,
+    /// Subscriber name.
+    pub name: String,
+    /// Position held (every sequence below it released), if it holds one.
+    pub position: Option<u64>,
+    /// No process owns it (a durable hold whose subscriber is gone).
+    pub orphaned: bool,
+    /// Pid of the owner; 0 when orphaned.
+    pub pid: u32,
+}
+
+/// What [`Segment::reap_entries`] did to one entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reaped {
+    /// A publisher entry (else a subscriber entry).
+    pub publisher: bool,
+    /// Index in its table.
+    pub index: usize,
+    /// Pid of the dead owner.
+    pub pid: u32,
+    /// Its name.
+    pub name: String,
+    /// What was done.
+    pub action: ReapAction,
+}
+
+/// What was done to a dead process's entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReapAction {
+    /// Freed; it held nothing.
+    Freed,
+    /// A publisher's in-flight sequences were declared lost.
+    DeclaredLost(core::ops::Range<u64>),
+    /// A subscriber's gating hold at this position was released.
+    GatingReleased(u64),
+    /// A durable subscriber's hold at this position was kept, orphaned.
+    Orphaned(u64),
+}
+
+impl std::fmt::Display for Reaped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = if self.publisher {
+            "publisher"
+        } else {
+            "subscriber"
+        };
+        write!(
+            f,
+            "{what} {} (pid {}, name {:?}): ",
+            self.index, self.pid, self.name
+        )?;
+        match &self.action {
+            ReapAction::Freed => f.write_str("freed"),
+            ReapAction::DeclaredLost(r) => {
+                write!(
+                    f,
+                    "freed, in-flight sequences {}..{} declared lost",
+                    r.start, r.end
+                )
+            }
+            ReapAction::GatingReleased(p) => {
+                write!(f, "freed, gating hold at {p} released")
+            }
+            ReapAction::Orphaned(p) => write!(
+                f,
+                "durable hold at {p} kept for a restart (drop it with release_durable)"
+            ),
+        }
     }
 }

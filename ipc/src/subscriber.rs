@@ -20,7 +20,10 @@ use zerocast_core::frame::{
 };
 
 use crate::error::{Error, Result};
-use crate::layout::{now_ns, store_name, SubscriberEntry};
+use crate::layout::{
+    current_owner, name_is, now_ns, owner_alive, owner_pid, store_name, SubscriberEntry,
+    FLAG_DURABLE, FREE, ORPHAN, TOMBSTONE,
+};
 use crate::segment::Segment;
 use crate::wait::{futex_wait, WaitStrategy};
 
@@ -44,6 +47,19 @@ pub struct SubscriberOptions {
     /// [`Subscriber::release`](crate::Subscriber::release) is called (e.g.
     /// after storing what it read), not on every receive.
     pub manual_release: bool,
+    /// A named, persistent gating registration (requires `gating` and a
+    /// non-empty `name`, unique per topic among durable subscribers). When
+    /// its process dies or drops it, its gating hold is not released: the
+    /// entry stays as an orphaned hold at the last released position, and
+    /// publishers keep waiting for it (by their gating policy). The next
+    /// durable subscriber of the same name takes the hold over, without it
+    /// ever being released in between: it starts at `start` (`Oldest`:
+    /// the held position; `At(s)` past the hold releases what lies
+    /// between, as a recorder that resumes after its log's last sequence
+    /// does). An orphaned hold is dropped only by
+    /// [`Segment::release_durable`](crate::Segment::release_durable)
+    /// (`zerocast stat --release-durable NAME`).
+    pub durable: bool,
 }
 
 impl Default for SubscriberOptions {
@@ -55,6 +71,7 @@ impl Default for SubscriberOptions {
             wait: WaitStrategy::default(),
             stall_bound: crate::segment::STALL_BOUND,
             manual_release: false,
+            durable: false,
         }
     }
 }
@@ -106,20 +123,30 @@ impl<'a> Received<'a> {
 
     /// The frame's kind, if the header names a known one.
     pub fn kind(&self) -> Option<MessageKind> {
-        // Bytes 20..22 of the header: the kind, little-endian.
-        MessageKind::from_u16(u16::from_le_bytes([self.bytes[20], self.bytes[21]]))
+        // Bytes 20..22 of the header: the kind, little-endian. A slot too
+        // short for a header (only a corrupt segment has one) has no kind.
+        let kind = self.bytes.get(20..22)?;
+        MessageKind::from_u16(u16::from_le_bytes([kind[0], kind[1]]))
+    }
+
+    /// Header word `i` (bytes `8 * i ..`), 0 if the frame is too short.
+    fn header_word(&self, i: usize) -> u64 {
+        self.bytes
+            .get(8 * i..8 * i + 8)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u64::from_le_bytes)
     }
 
     /// On a shared-memory topic, the sequence this frame retransmits, if it
     /// is a retransmission (see `ShmPublisher::publish_retransmit`).
     pub fn retransmit_of(&self) -> Option<u64> {
-        let v = u64::from_le_bytes(self.bytes[24..32].try_into().expect("header is 32 bytes"));
-        v.checked_sub(1)
+        // Header bytes 24..32: the reserved word.
+        self.header_word(3).checked_sub(1)
     }
 
     /// Publish time from the header, ns since the Unix epoch.
     pub fn publish_ns(&self) -> u64 {
-        u64::from_le_bytes(self.bytes[8..16].try_into().expect("header is 32 bytes"))
+        self.header_word(1)
     }
 }
 
@@ -134,6 +161,7 @@ pub struct ShmSubscriber {
     empty_polls: u32,
     empty_since: Option<Instant>,
     lagged: u64,
+    durable: bool,
 }
 
 impl std::fmt::Debug for ShmSubscriber {
@@ -150,45 +178,73 @@ const POLLS_PER_CLOCK: u32 = 256;
 
 impl ShmSubscriber {
     /// Registers a subscriber in `seg`'s table (and, if gating, in its ring).
+    /// A durable subscriber first takes over the orphaned hold of its name,
+    /// if there is one (see [`SubscriberOptions::durable`]).
     pub fn new(seg: Arc<Segment>, options: &SubscriberOptions) -> Result<Self> {
+        if options.durable && (!options.gating || options.name.is_empty()) {
+            return Err(Error::BadOptions(
+                "a durable subscriber must be gating and have a name".to_owned(),
+            ));
+        }
         seg.reap();
-        let pid = std::process::id();
+        let me = current_owner();
         let h = seg.header();
-        let entry = h
-            .subscribers
-            .iter()
-            .position(|s| {
-                // AcqRel: claims the entry; pairs with Acquire pid loads.
-                s.pid
-                    .compare_exchange(0, pid, Ordering::AcqRel, Ordering::Relaxed)
-                    .is_ok()
-            })
-            .ok_or_else(|| Error::SubscriberTableFull {
-                topic: seg.topic().to_owned(),
-            })?;
-        let e = &h.subscribers[entry];
         let name = if options.name.is_empty() {
-            format!("sub-{pid}")
+            format!("sub-{}", std::process::id())
         } else {
             options.name.clone()
         };
-        store_name(&e.name, &name);
-        let mut cursor = if options.gating {
-            match seg.ring().register_gating(options.start) {
-                Ok(c) => c,
-                Err(_) => {
-                    // Release: frees the entry we claimed.
-                    e.pid.store(0, Ordering::Release);
-                    return Err(Error::GatingTableFull {
-                        topic: seg.topic().to_owned(),
-                    });
-                }
-            }
+        let adopted = if options.durable {
+            Self::adopt(&seg, &name, me, options.start)?
         } else {
-            seg.ring().cursor(options.start)
+            None
         };
+        let (entry, mut cursor) = match adopted {
+            Some(found) => found,
+            None => {
+                let entry = h
+                    .subscribers
+                    .iter()
+                    .position(|s| {
+                        // AcqRel: claims the entry; pairs with Acquire owner
+                        // loads. Only a FREE entry is claimed: never a
+                        // tombstone or an orphaned durable hold.
+                        s.pid
+                            .compare_exchange(FREE, me, Ordering::AcqRel, Ordering::Relaxed)
+                            .is_ok()
+                    })
+                    .ok_or_else(|| Error::SubscriberTableFull {
+                        topic: seg.topic().to_owned(),
+                    })?;
+                let e = &h.subscribers[entry];
+                store_name(&e.name, &name);
+                let cursor = if options.gating {
+                    match seg.ring().register_gating(options.start) {
+                        Ok(c) => c,
+                        Err(_) => {
+                            // Release: frees the entry we claimed.
+                            e.pid.store(FREE, Ordering::Release);
+                            return Err(Error::GatingTableFull {
+                                topic: seg.topic().to_owned(),
+                            });
+                        }
+                    }
+                } else {
+                    seg.ring().cursor(options.start)
+                };
+                // Relaxed: our own entry; a reaper reads these only after
+                // it took the entry from us (AcqRel on the owner word).
+                e.flags.store(
+                    if options.durable { FLAG_DURABLE } else { 0 },
+                    Ordering::Relaxed,
+                );
+                (entry, cursor)
+            }
+        };
+        let e = &h.subscribers[entry];
         cursor.set_manual_release(options.manual_release);
-        // Relaxed: our own entry; monitors read these as hints.
+        // Relaxed: our own entry; monitors read these as hints, a reaper
+        // after taking the entry from a dead owner.
         e.gating.store(
             cursor.gating_slot().map_or(0, |g| g as u32 + 1),
             Ordering::Relaxed,
@@ -208,7 +264,73 @@ impl ShmSubscriber {
             empty_polls: 0,
             empty_since: None,
             lagged: 0,
+            durable: options.durable,
         })
+    }
+
+    /// A durable subscriber named `name`: refuses if a live one holds the
+    /// name; takes over an orphaned hold of that name if there is one (the
+    /// entry passes ORPHAN -> TOMBSTONE -> `me`, and its gating slot stays
+    /// held throughout). `None`: no hold to take over.
+    fn adopt(
+        seg: &Segment,
+        name: &str,
+        me: u64,
+        start: Start,
+    ) -> Result<Option<(usize, ReadCursor)>> {
+        let h = seg.header();
+        for e in &h.subscribers {
+            // Acquire: pairs with the Release owner stores.
+            let word = e.pid.load(Ordering::Acquire);
+            // Relaxed: ordered after the Acquire load above.
+            if e.flags.load(Ordering::Relaxed) & FLAG_DURABLE != 0
+                && owner_alive(word)
+                && name_is(&e.name, name)
+            {
+                return Err(Error::DurableNameTaken {
+                    topic: seg.topic().to_owned(),
+                    name: name.to_owned(),
+                    pid: owner_pid(word),
+                });
+            }
+        }
+        for (index, e) in h.subscribers.iter().enumerate() {
+            // Acquire: pairs with the Release store of ORPHAN.
+            if e.pid.load(Ordering::Acquire) != ORPHAN || !name_is(&e.name, name) {
+                continue;
+            }
+            // AcqRel: takes the orphan; Acquire makes the previous owner's
+            // stores (its gating slot index) visible.
+            if e.pid
+                .compare_exchange(ORPHAN, TOMBSTONE, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            // Checked again under the tombstone: the entry may have changed
+            // hands between the name check and the swap.
+            // Relaxed: we hold the tombstone.
+            let gating = e.gating.load(Ordering::Relaxed);
+            let durable = e.flags.load(Ordering::Relaxed) & FLAG_DURABLE != 0;
+            if !durable || !name_is(&e.name, name) || gating == 0 {
+                // Release: gives it back untouched.
+                e.pid.store(ORPHAN, Ordering::Release);
+                continue;
+            }
+            let Some(cursor) = seg.ring().adopt_gating(gating as usize - 1, start) else {
+                // Its hold was dropped meanwhile: nothing to take over.
+                // Relaxed: we hold the tombstone.
+                e.gating.store(0, Ordering::Relaxed);
+                e.flags.store(0, Ordering::Relaxed);
+                // Release: frees the entry.
+                e.pid.store(FREE, Ordering::Release);
+                continue;
+            };
+            // Release: the entry is ours; pairs with Acquire owner loads.
+            e.pid.store(me, Ordering::Release);
+            return Ok(Some((index, cursor)));
+        }
+        Ok(None)
     }
 
     fn entry(&self) -> &SubscriberEntry {
@@ -340,12 +462,21 @@ impl ShmSubscriber {
 
 impl Drop for ShmSubscriber {
     fn drop(&mut self) {
+        if self.durable {
+            // The hold stays where it was last released (a recorder
+            // releases only what its log has); the next durable subscriber
+            // of this name takes it over.
+            // Release: pairs with the Acquire loads of `adopt` and of the
+            // monitors; our last release happened before.
+            self.entry().pid.store(ORPHAN, Ordering::Release);
+            return;
+        }
         let ring = self.seg.ring();
         ring.unregister_gating(&mut self.cursor);
         let e = self.entry();
         // Relaxed: the entry is freed by the Release store below.
         e.gating.store(0, Ordering::Relaxed);
-        // Release: pairs with Acquire pid loads.
-        e.pid.store(0, Ordering::Release);
+        // Release: pairs with Acquire owner loads.
+        e.pid.store(FREE, Ordering::Release);
     }
 }

@@ -198,7 +198,7 @@ fn gating_subscriber_holds_the_publisher() {
     }
     assert!(matches!(
         publisher.publish(&trade(cap)),
-        Err(Error::Publish(zerocast_core::broadcast::PublishError::Full))
+        Err(Error::RingFull { .. })
     ));
     // Reading releases (every 64 frames, and when the subscriber runs dry).
     let mut read = 0;

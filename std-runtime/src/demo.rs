@@ -235,9 +235,7 @@ fn run_inner(bus: &Bus, config: Option<&PathBuf>, args: &DemoArgs) -> Result<(),
                 let n = batch.min(due - f.sent) as usize;
                 match crate::feed::publish_synthetic(&mut f.publisher, &mut feed, f.kind, n) {
                     Ok(_) => f.sent += n as u64,
-                    Err(zerocast_ipc::Error::Publish(
-                        zerocast_core::broadcast::PublishError::Full,
-                    )) => {
+                    Err(zerocast_ipc::Error::RingFull { .. }) => {
                         f.full += 1;
                         break;
                     }

@@ -195,6 +195,10 @@ struct StatArgs {
     /// Remove segments whose creator and users are all dead.
     #[arg(long)]
     remove_stale: bool,
+    /// Drop the orphaned durable gating hold of this name (a durable
+    /// subscriber, e.g. a recorder, that is gone and will not come back).
+    #[arg(long, value_name = "NAME")]
+    release_durable: Option<String>,
 }
 
 /// Loads the config, then applies `--namespace`.
@@ -578,7 +582,10 @@ fn main() -> ExitCode {
                 Command::Demo(args) => demo::run(bus, cli.config.as_ref(), args),
                 Command::Pub(args) => run_pub(&bus, args),
                 Command::Sub(args) => run_sub(&bus, args),
-                Command::Stat(args) => stat::run(&bus, args.remove_stale),
+                Command::Stat(args) => match &args.release_durable {
+                    Some(name) => stat::release_durable(&bus, name),
+                    None => stat::run(&bus, args.remove_stale),
+                },
                 Command::DemoSub(args) => demo::run_child(&bus, args),
                 Command::Record(args) => run_record(&bus, args),
                 Command::Replay(args) => run_replay(args),

@@ -91,6 +91,7 @@ pub fn record(
                 name: format!("recorder-{topic}"),
                 start,
                 gating: true,
+                durable: true,
                 manual_release: true,
                 wait: WaitStrategy::Blocking { spins: 1_000 },
                 ..Default::default()

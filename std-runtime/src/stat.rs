@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering;
 
-use zerocast_ipc::layout::{load_name, now_ns, pid_alive};
+use zerocast_ipc::layout::{load_name, now_ns, owner_alive, owner_pid, ORPHAN, TOMBSTONE};
 use zerocast_ipc::{Bus, Segment};
 
 fn age(ns: u64) -> String {
@@ -14,7 +14,44 @@ fn age(ns: u64) -> String {
     format!("{:.1}s", (now - ns) as f64 / 1e9)
 }
 
-/// Prints the namespace's topics; with `remove_stale`, removes stale segments.
+fn alive(word: u64) -> &'static str {
+    if owner_alive(word) {
+        "alive"
+    } else {
+        "DEAD"
+    }
+}
+
+/// Drops the orphaned durable hold `name` on every topic of the namespace
+/// that has one; says what it did. An error if there was none.
+pub fn release_durable(bus: &Bus, name: &str) -> Result<(), String> {
+    let mut found = false;
+    for (topic, path) in bus.list_segments() {
+        let seg = match Segment::open(&path, &topic) {
+            Ok(s) => s,
+            Err(e) => {
+                println!("{topic}: cannot open: {e}");
+                continue;
+            }
+        };
+        if let Some(position) = seg.release_durable(name) {
+            println!("{topic}: dropped the durable hold {name:?} at {position}");
+            found = true;
+        }
+    }
+    if found {
+        Ok(())
+    } else {
+        Err(format!(
+            "no orphaned durable hold named {name:?} in namespace {} (a live durable subscriber keeps its hold: stop it first)",
+            bus.config().namespace
+        ))
+    }
+}
+
+/// Prints the namespace's topics; with `remove_stale`, removes stale
+/// segments and reclaims the entries of dead processes in segments still
+/// in use (orphaned durable holds are kept: see [`release_durable`]).
 pub fn run(bus: &Bus, remove_stale: bool) -> Result<(), String> {
     let segments = bus.list_segments();
     println!(
@@ -39,45 +76,65 @@ pub fn run(bus: &Bus, remove_stale: bool) -> Result<(), String> {
             h.total_size,
             ring.capacity(),
             seg.slot_bytes(),
-            h.creator_pid,
-            if pid_alive(h.creator_pid) {
+            owner_pid(h.creator),
+            if owner_alive(h.creator) {
                 "alive"
             } else {
                 "gone"
             },
             if stale { "  STALE" } else { "" }
         );
-        // Acquire: pairs with the Release pid stores of registrations.
+        // Acquire: pairs with the Release owner stores of registrations.
         for (i, p) in h.publishers.iter().enumerate() {
-            let pid = p.pid.load(Ordering::Acquire);
-            if pid == 0 {
+            let word = p.pid.load(Ordering::Acquire);
+            if word == 0 || word == TOMBSTONE {
                 continue;
             }
+            let pid = owner_pid(word);
             // Relaxed: monitoring snapshots.
             println!(
                 "  publisher {i}: pid {pid} {} name {:?} published {} last heartbeat {} ago",
-                if pid_alive(pid) { "alive" } else { "DEAD" },
+                alive(word),
                 load_name(&p.name),
                 p.published.load(Ordering::Relaxed),
                 age(p.heartbeat_ns.load(Ordering::Relaxed)),
             );
         }
         for (i, s) in h.subscribers.iter().enumerate() {
-            let pid = s.pid.load(Ordering::Acquire);
-            if pid == 0 {
+            let word = s.pid.load(Ordering::Acquire);
+            if word == 0 || word == TOMBSTONE || word == ORPHAN {
                 continue;
             }
+            let pid = owner_pid(word);
             // Relaxed: monitoring snapshots.
             let next = s.cursor.load(Ordering::Relaxed);
             println!(
                 "  subscriber {i}: pid {pid} {} name {:?} next {next} lag {} lagged-total {}{} seen {} ago",
-                if pid_alive(pid) { "alive" } else { "DEAD" },
+                alive(word),
                 load_name(&s.name),
                 head.saturating_sub(next),
                 s.lagged.load(Ordering::Relaxed),
                 if s.gating.load(Ordering::Relaxed) != 0 { " gating" } else { "" },
                 age(s.last_seen_ns.load(Ordering::Relaxed)),
             );
+        }
+        for hold in seg.durable_holds().iter().filter(|d| d.orphaned) {
+            println!(
+                "  durable hold {}: name {:?} at {} (no subscriber: publishers wait for it; drop it with --release-durable {})",
+                hold.index,
+                hold.name,
+                hold.position.map_or("-".to_owned(), |p| p.to_string()),
+                hold.name
+            );
+        }
+        if remove_stale && !stale {
+            let reaped = seg.reap_entries();
+            if reaped.is_empty() {
+                println!("  in use: no dead entries to reclaim");
+            }
+            for r in reaped {
+                println!("  reclaimed {r}");
+            }
         }
         if stale && remove_stale {
             match std::fs::remove_file(&path) {

@@ -1,0 +1,585 @@
+//! Regression tests of issue 9's hardening items for the ipc layer: the
+//! segment trust boundary, liveness, reaping, durable gating holds.
+//!
+//! Tests that need a process to die run this test binary again as a child
+//! (`child_role`, selected by the `ZC_ROLE` environment variable), so the
+//! child is a real process that a real SIGKILL ends.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use zerocast_core::frame::{id::id, Direction, TradeEvent};
+use zerocast_ipc::layout;
+use zerocast_ipc::{
+    Bus, Config, Error, GatingPolicy, PublisherOptions, Received, Segment, ShmSubscriber, Start,
+    SubscriberOptions, TopicConfig, TopicKind,
+};
+
+/// A namespace of one topic, `trades`, whose ring has 64 slots.
+fn small_bus(test: &str) -> Bus {
+    let words = TopicKind::Trade.slot_words();
+    let size = zerocast_ipc::segment::segment_size(64, words);
+    let bus = Bus::new(Config {
+        namespace: format!("h{}-{test}", std::process::id()),
+        topics: vec![TopicConfig::new("trades", size, TopicKind::Trade)],
+    });
+    bus.remove_segments();
+    bus
+}
+
+fn trade(i: u64) -> TradeEvent {
+    TradeEvent {
+        trade_id: id(&format!("T{i}")).unwrap(),
+        order_id: id("O").unwrap(),
+        instrument_id: id("BTC-USDT").unwrap(),
+        price: i as f64,
+        volume: 1.0,
+        direction: Direction::Buy,
+        timestamp: i as i64,
+    }
+}
+
+/// Runs this test binary again as a child playing `role` in `namespace`.
+/// Returns once the child printed its `ready` line.
+fn spawn_role(role: &str, namespace: &str) -> (Child, String) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_role", "--nocapture", "--test-threads=1"])
+        .env("ZC_ROLE", role)
+        .env("ZC_NS", namespace)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready = loop {
+        let line = lines
+            .next()
+            .expect("child exited before it was ready")
+            .unwrap();
+        if let Some((_, rest)) = line.split_once("ready ") {
+            break rest.to_owned();
+        }
+    };
+    (child, ready)
+}
+
+fn sigkill(child: &mut Child) {
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// The child side of [`spawn_role`]; a no-op in a normal test run.
+#[test]
+fn child_role() {
+    let Ok(role) = std::env::var("ZC_ROLE") else {
+        return;
+    };
+    if role == "namespace" {
+        // ZEROCAST_NAMESPACE is set to an invalid name by the parent.
+        let err = Config::try_default_topics().unwrap_err().to_string();
+        assert!(err.contains("ZEROCAST_NAMESPACE"), "{err}");
+        let bus = Bus::new(Config::default_topics());
+        let err = bus.segment("trade_events").unwrap_err().to_string();
+        assert!(err.contains("namespace"), "{err}");
+        println!("ready checked");
+        return;
+    }
+    let ns = std::env::var("ZC_NS").unwrap();
+    let words = TopicKind::Trade.slot_words();
+    let bus = Bus::new(Config {
+        namespace: ns,
+        topics: vec![TopicConfig::new(
+            "trades",
+            zerocast_ipc::segment::segment_size(64, words),
+            TopicKind::Trade,
+        )],
+    });
+    let durable = role.starts_with("durable");
+    let mut sub = bus
+        .subscriber(
+            "trades",
+            SubscriberOptions {
+                name: "rec".into(),
+                start: Start::Oldest,
+                gating: true,
+                durable,
+                manual_release: durable,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    println!("ready {}", sub.next_seq().unwrap());
+    // `durable-read-N` then reads N frames and releases them, as a
+    // recorder does once they are in its log; `gating` holds at the start.
+    if let Some(n) = role.strip_prefix("durable-read-") {
+        let n: u64 = n.parse().unwrap();
+        for _ in 0..n {
+            sub.recv_timeout(Duration::from_secs(10)).unwrap();
+        }
+        sub.release();
+    }
+    loop {
+        std::thread::park();
+    }
+}
+
+// ------------------------------------------------------------ item 14
+
+#[test]
+fn regression_dead_gating_subscriber_does_not_fail_the_waiting_publisher() {
+    let bus = small_bus("deadgate");
+    let mut publisher = bus
+        .publisher_with(
+            "trades",
+            PublisherOptions {
+                name: "p".into(),
+                gating: GatingPolicy::Wait(Duration::from_secs(5)),
+            },
+        )
+        .unwrap();
+    let (mut child, _) = spawn_role("gating", &bus.config().namespace);
+    // The ring is full of frames the gating child has not read.
+    for i in 0..64 {
+        publisher.publish(&trade(i)).unwrap();
+    }
+    let waiter = std::thread::spawn(move || {
+        for i in 64..200 {
+            publisher.publish(&trade(i))?;
+        }
+        Ok::<_, Error>(())
+    });
+    sigkill(&mut child);
+    waiter
+        .join()
+        .unwrap()
+        .expect("the waiting publisher must reclaim the dead subscriber and go on");
+    bus.remove_segments();
+}
+
+#[test]
+fn regression_ring_full_error_names_the_subscriber_behind() {
+    let bus = small_bus("fullname");
+    let seg = bus.segment("trades").unwrap();
+    let _sub = ShmSubscriber::new(
+        Arc::clone(&seg),
+        &SubscriberOptions {
+            name: "slowpoke".into(),
+            gating: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut publisher = bus
+        .publisher_with(
+            "trades",
+            PublisherOptions {
+                name: "p".into(),
+                gating: GatingPolicy::Fail,
+            },
+        )
+        .unwrap();
+    let err = (0..65)
+        .map(|i| publisher.publish(&trade(i)))
+        .find_map(Result::err)
+        .expect("a full ring");
+    let text = err.to_string();
+    assert!(text.contains("ring full"), "{text}");
+    assert!(text.contains("slowpoke"), "{text}");
+    assert!(text.contains(&std::process::id().to_string()), "{text}");
+    assert!(text.contains("position 0"), "{text}");
+    bus.remove_segments();
+}
+
+// ------------------------------------------------------------- item 1
+
+#[test]
+fn regression_restarted_durable_subscriber_keeps_the_dead_ones_hold() {
+    let bus = small_bus("durable");
+    let mut publisher = bus
+        .publisher_with(
+            "trades",
+            PublisherOptions {
+                name: "p".into(),
+                gating: GatingPolicy::Wait(Duration::from_secs(20)),
+            },
+        )
+        .unwrap();
+    // Registered before anything is published: it holds sequence 0.
+    let (mut child, _) = spawn_role("durable-read-10", &bus.config().namespace);
+    for i in 0..20 {
+        publisher.publish(&trade(i)).unwrap();
+    }
+    // Wait until the child has released its 10 frames.
+    let seg = bus.segment("trades").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (0..zerocast_core::broadcast::MAX_GATING)
+        .filter_map(|g| seg.ring().gating_position(g))
+        .min()
+        != Some(10)
+    {
+        assert!(Instant::now() < deadline, "child did not release 10 frames");
+        std::thread::yield_now();
+    }
+    sigkill(&mut child);
+    // Anyone attaching reaps the dead entry (here a plain subscriber); the
+    // hold must survive that.
+    let _other = bus
+        .subscriber("trades", SubscriberOptions::default())
+        .unwrap();
+    // The ring is full up to the hold at 10: one more would overwrite it.
+    for i in 20..74 {
+        publisher.publish(&trade(i)).unwrap();
+    }
+    let mut impatient = bus
+        .publisher_with(
+            "trades",
+            PublisherOptions {
+                name: "impatient".into(),
+                gating: GatingPolicy::Fail,
+            },
+        )
+        .unwrap();
+    let err = impatient
+        .publish(&trade(74))
+        .expect_err("sequence 10 was overwritten before the restarted subscriber read it");
+    assert!(err.to_string().contains("\"rec\""), "{err}");
+    drop(impatient);
+    let waiter = std::thread::spawn(move || {
+        for i in 74..200 {
+            publisher.publish(&trade(i))?;
+        }
+        Ok::<_, Error>(())
+    });
+    // The restarted recorder takes over the hold.
+    let mut restarted = bus
+        .subscriber(
+            "trades",
+            SubscriberOptions {
+                name: "rec".into(),
+                start: Start::At(10),
+                gating: true,
+                durable: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    for seq in 10..200 {
+        match restarted.recv_timeout(Duration::from_secs(10)) {
+            Ok(f) => assert_eq!(f.seq, seq),
+            Err(e) => panic!("at {seq}: the restarted recorder got {e:?}"),
+        }
+    }
+    waiter.join().unwrap().unwrap();
+    bus.remove_segments();
+}
+
+// ------------------------------------------------------------- item 8
+
+/// A fresh, valid segment at a unique path in `/dev/shm`.
+fn crafted(test: &str, payload_words: usize) -> PathBuf {
+    let path = PathBuf::from(format!(
+        "/dev/shm/zerocast-hardening-{}-{test}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&path);
+    Segment::create(&path, "t", 64, payload_words).unwrap();
+    path
+}
+
+fn poke(path: &Path, offset: u64, value: u64) {
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(&value.to_le_bytes(), offset).unwrap();
+}
+
+/// Header offsets (see `layout::SegmentHeader`).
+const PAYLOAD_WORDS: u64 = 24;
+const CAPACITY: u64 = 32;
+const RING_OFFSET: u64 = 56;
+const TOTAL_SIZE: u64 = 64;
+
+fn open_err(path: &Path) -> String {
+    let result = Segment::open(path, "t");
+    let _ = std::fs::remove_file(path);
+    match result {
+        Ok(_) => panic!("{}: a corrupt segment was accepted", path.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn regression_segment_open_rejects_a_huge_capacity() {
+    let path = crafted("cap", 24);
+    poke(&path, CAPACITY, 1 << 58);
+    let err = open_err(&path);
+    assert!(err.contains("capacity"), "{err}");
+}
+
+#[test]
+fn regression_segment_open_rejects_a_capacity_not_a_power_of_two() {
+    let path = crafted("cap3", 24);
+    poke(&path, CAPACITY, 48);
+    let err = open_err(&path);
+    assert!(err.contains("capacity"), "{err}");
+}
+
+#[test]
+fn regression_segment_open_rejects_too_few_payload_words() {
+    for words in [0, 1, 2, 3] {
+        let path = crafted(&format!("words{words}"), 24);
+        poke(&path, PAYLOAD_WORDS, words);
+        let err = open_err(&path);
+        assert!(err.contains("payload"), "{words}: {err}");
+    }
+}
+
+#[test]
+fn regression_segment_create_rejects_too_few_payload_words() {
+    let path = PathBuf::from(format!(
+        "/dev/shm/zerocast-hardening-{}-create2",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&path);
+    let err = Segment::create(&path, "t", 64, 2).unwrap_err().to_string();
+    assert!(err.contains("payload"), "{err}");
+    assert!(!path.exists());
+}
+
+#[test]
+fn regression_segment_open_rejects_a_lying_total_size() {
+    let path = crafted("total", 24);
+    let len = std::fs::metadata(&path).unwrap().len();
+    poke(&path, TOTAL_SIZE, len + 4096);
+    let err = open_err(&path);
+    assert!(err.contains("size"), "{err}");
+}
+
+#[test]
+fn regression_segment_open_rejects_a_wrong_ring_offset() {
+    let path = crafted("offset", 24);
+    poke(&path, RING_OFFSET, u64::MAX - 7);
+    let err = open_err(&path);
+    assert!(err.contains("ring offset"), "{err}");
+}
+
+#[test]
+fn regression_segment_open_rejects_a_truncated_file() {
+    let path = crafted("trunc", 24);
+    let len = std::fs::metadata(&path).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(len / 2).unwrap();
+    let err = open_err(&path);
+    assert!(err.contains("bytes"), "{err}");
+}
+
+#[test]
+fn regression_segment_open_rejects_a_segment_open_to_others() {
+    let path = crafted("mode", 24);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let err = open_err(&path);
+    assert!(err.contains("0666"), "{err}");
+    assert!(err.contains("refusing"), "{err}");
+}
+
+#[test]
+fn regression_segment_open_rejects_a_segment_of_another_user() {
+    let path = crafted("owner", 24);
+    // Only root can give a file away; elsewhere this case cannot be set up.
+    let c = std::ffi::CString::new(path.as_os_str().to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    if unsafe { libc::chown(c.as_ptr(), 54321, 54321) } != 0 {
+        let _ = std::fs::remove_file(&path);
+        return;
+    }
+    let err = open_err(&path);
+    assert!(err.contains("uid 54321"), "{err}");
+}
+
+#[test]
+fn regression_received_kind_of_a_short_frame_does_not_panic() {
+    for len in [0, 8, 16, 21, 24] {
+        let bytes = vec![0u8; len];
+        let r = Received {
+            seq: 0,
+            bytes: &bytes,
+        };
+        assert_eq!(r.kind(), None);
+        assert_eq!(r.retransmit_of(), None);
+        let _ = r.publish_ns();
+    }
+}
+
+// ------------------------------------------------------------ item 13
+
+/// Spawns a child that exits at once and is not waited for: a zombie.
+// The zombie is the point; the caller waits for it once it has looked.
+#[allow(clippy::zombie_processes)]
+fn zombie() -> Child {
+    let child = Command::new("true").spawn().unwrap();
+    let stat = format!("/proc/{}/stat", child.id());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&stat).unwrap();
+        let state = text.rsplit_once(") ").unwrap().1.chars().next().unwrap();
+        if state == 'Z' {
+            return child;
+        }
+        assert!(Instant::now() < deadline, "child never became a zombie");
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn regression_a_zombie_is_dead() {
+    let mut child = zombie();
+    let owner = layout::owner_of(child.id()).expect("a zombie still has a start time");
+    assert!(!layout::owner_alive(owner), "a zombie was seen alive");
+    child.wait().unwrap();
+}
+
+#[test]
+fn regression_a_reused_pid_is_dead() {
+    let me = layout::current_owner();
+    assert!(layout::owner_alive(me));
+    let (pid, start) = layout::owner_parts(me);
+    let impostor = layout::owner_word(pid, start.wrapping_add(1));
+    assert!(
+        !layout::owner_alive(impostor),
+        "an entry with our pid but another start time was seen alive"
+    );
+}
+
+// ------------------------------------------------------------ item 12
+
+#[test]
+fn regression_reap_does_not_release_a_reregistered_entrys_gating() {
+    let bus = small_bus("aba");
+    let seg = bus.segment("trades").unwrap();
+    // A dead process's owner word, as a reaper would have read it.
+    let mut gone = Command::new("true").spawn().unwrap();
+    let dead = layout::owner_of(gone.id()).unwrap_or(layout::owner_word(gone.id(), 1));
+    gone.wait().unwrap();
+    // The entry was meanwhile freed and taken by a live gating subscriber.
+    let live = ShmSubscriber::new(
+        Arc::clone(&seg),
+        &SubscriberOptions {
+            name: "new-owner".into(),
+            gating: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let index = (0..layout::MAX_SUBSCRIBERS)
+        .find(|&i| seg.header().subscribers[i].pid.load(Ordering::Relaxed) != 0)
+        .unwrap();
+    let gating = seg.header().subscribers[index]
+        .gating
+        .load(Ordering::Relaxed);
+    assert_ne!(gating, 0);
+    // The reaper acts on what it saw: the dead owner. It must take nothing.
+    assert_eq!(seg.reap_subscriber(index, dead), None);
+    assert!(
+        seg.ring().gating_position(gating as usize - 1).is_some(),
+        "the new owner's gating hold was released"
+    );
+    drop(live);
+    bus.remove_segments();
+}
+
+#[test]
+fn regression_a_tombstoned_entry_is_not_reused() {
+    let bus = small_bus("tomb");
+    let seg = bus.segment("trades").unwrap();
+    let h = seg.header();
+    h.subscribers[0]
+        .pid
+        .store(layout::TOMBSTONE, Ordering::Release);
+    let sub = ShmSubscriber::new(Arc::clone(&seg), &SubscriberOptions::default()).unwrap();
+    assert_eq!(
+        h.subscribers[0].pid.load(Ordering::Acquire),
+        layout::TOMBSTONE
+    );
+    assert_eq!(
+        h.subscribers[1].pid.load(Ordering::Acquire),
+        layout::current_owner()
+    );
+    drop(sub);
+    bus.remove_segments();
+}
+
+// ----------------------------------------------------------- item 17b
+
+#[test]
+fn regression_invalid_namespace_from_the_environment_is_an_error() {
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_role", "--nocapture", "--test-threads=1"])
+        .env("ZC_ROLE", "namespace")
+        .env("ZEROCAST_NAMESPACE", "../../tmp/x")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&child.stdout);
+    assert!(
+        child.status.success() && out.contains("ready checked"),
+        "{out}"
+    );
+}
+
+#[test]
+fn regression_an_orphaned_durable_hold_is_shown_named_and_released_on_request() {
+    let bus = small_bus("orphan");
+    let seg = bus.segment("trades").unwrap();
+    let options = SubscriberOptions {
+        name: "rec".into(),
+        start: Start::Oldest,
+        gating: true,
+        durable: true,
+        manual_release: true,
+        ..Default::default()
+    };
+    // A second live durable subscriber of the same name is refused.
+    let first = ShmSubscriber::new(Arc::clone(&seg), &options).unwrap();
+    let err = ShmSubscriber::new(Arc::clone(&seg), &options).unwrap_err();
+    assert!(matches!(err, Error::DurableNameTaken { .. }), "{err}");
+    drop(first);
+    let holds = seg.durable_holds();
+    assert_eq!(holds.len(), 1, "{holds:?}");
+    assert!(holds[0].orphaned && holds[0].name == "rec" && holds[0].position == Some(0));
+    let mut publisher = bus
+        .publisher_with(
+            "trades",
+            PublisherOptions {
+                name: "p".into(),
+                gating: GatingPolicy::Fail,
+            },
+        )
+        .unwrap();
+    for i in 0..64 {
+        publisher.publish(&trade(i)).unwrap();
+    }
+    let err = publisher.publish(&trade(64)).unwrap_err().to_string();
+    assert!(
+        err.contains("durable hold \"rec\"") && err.contains("position 0"),
+        "{err}"
+    );
+    assert_eq!(seg.release_durable("other"), None);
+    assert_eq!(seg.release_durable("rec"), Some(0));
+    assert!(seg.durable_holds().is_empty());
+    publisher.publish(&trade(64)).unwrap();
+    // Bad options are refused, not silently weakened.
+    let err = ShmSubscriber::new(
+        Arc::clone(&seg),
+        &SubscriberOptions {
+            durable: true,
+            gating: false,
+            name: "x".into(),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::BadOptions(_)), "{err}");
+    bus.remove_segments();
+}
