@@ -13,6 +13,7 @@
 
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use zerocast_core::broadcast::slot_stride;
@@ -38,10 +39,14 @@ fuzz_target!(|data: &[u8]| {
     if len_code != 0 {
         let size = file.metadata().expect("stat").len() as i64;
         let delta = i64::from(len_code as i16);
-        let len = (size + delta).max(RING_OFFSET as i64) as u64;
+        let len = if u64::from(len_code) < RING_OFFSET as u64 && len_code % 2 == 1 {
+            u64::from(len_code)
+        } else {
+            (size + delta).max(0) as u64
+        };
         file.set_len(len).expect("resize");
     }
-    let len = file.metadata().expect("stat").len();
+    let len = file.metadata().expect("stat").len().max(8);
     for patch in patches.chunks_exact(12) {
         let offset = u64::from(u32::from_le_bytes([patch[0], patch[1], patch[2], patch[3]]));
         let offset = (offset % len.saturating_sub(8).max(1)) & !7;
@@ -49,7 +54,7 @@ fuzz_target!(|data: &[u8]| {
             .expect("patch header");
     }
     drop(file);
-    if let Ok(seg) = Segment::open(&path, "trade_events") {
+    if let Ok(seg) = Segment::open_with_timeout(&path, "trade_events", Duration::ZERO) {
         // Whatever open accepts must fit in the file it mapped.
         let ring = seg.ring();
         let ring_bytes = ring
