@@ -66,8 +66,12 @@ struct PubArgs {
     #[arg(long, default_value_t = 1)]
     batch: usize,
     /// Fail instead of waiting when a gating subscriber is behind.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "gating_wait_ms")]
     no_wait: bool,
+    /// How long one publish waits for a gating subscriber that is behind
+    /// (e.g. a recorder restarting) before failing, in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    gating_wait_ms: u64,
     /// Publisher name in the topic's table.
     #[arg(long, default_value = "")]
     name: String,
@@ -242,7 +246,7 @@ fn run_pub(bus: &Bus, args: &PubArgs) -> Result<(), String> {
                 gating: if args.no_wait {
                     GatingPolicy::Fail
                 } else {
-                    GatingPolicy::default()
+                    GatingPolicy::Wait(Duration::from_millis(args.gating_wait_ms))
                 },
             },
         )
