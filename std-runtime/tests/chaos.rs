@@ -44,6 +44,10 @@ struct Chaos {
     config: PathBuf,
     wal: PathBuf,
     out: PathBuf,
+    /// Every child's stderr goes to a file here (a pipe nobody drains could
+    /// fill and block the child).
+    logs: PathBuf,
+    spawned: std::cell::Cell<u32>,
 }
 
 impl Chaos {
@@ -60,13 +64,18 @@ impl Chaos {
         .unwrap();
         let wal = tmp.join(format!("{ns}-wal"));
         let out = tmp.join(format!("{ns}-follow.bin"));
+        let logs = tmp.join(format!("{ns}-logs"));
         let _ = std::fs::remove_dir_all(&wal);
         let _ = std::fs::remove_file(&out);
+        let _ = std::fs::remove_dir_all(&logs);
+        std::fs::create_dir_all(&logs).unwrap();
         Self {
             ns,
             config,
             wal,
             out,
+            logs,
+            spawned: std::cell::Cell::new(0),
         }
     }
 
@@ -81,19 +90,29 @@ impl Chaos {
         c
     }
 
-    fn spawn_quiet(&self, args: &[&str]) -> Child {
-        self.cmd(args)
+    /// Spawns `zerocast args`, stdout discarded, stderr to a log file whose
+    /// path is returned with the child.
+    fn spawn_quiet(&self, args: &[&str]) -> (Child, PathBuf) {
+        let n = self.spawned.get() + 1;
+        self.spawned.set(n);
+        let log = self.logs.join(format!("{n:04}-{}.log", args[0]));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = self
+            .cmd(args)
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(file)
             .spawn()
-            .expect("spawn zerocast")
+            .expect("spawn zerocast");
+        (child, log)
     }
 
     fn wal_s(&self) -> String {
         self.wal.to_str().unwrap().to_owned()
     }
 
-    fn recorder(&self) -> Child {
+    fn recorder(&self) -> (Child, PathBuf) {
+        // Small segments: the log rotates many times during the run, and a
+        // restarted recorder scans little of a preallocated segment.
         self.spawn_quiet(&[
             "record",
             "--topic",
@@ -102,15 +121,29 @@ impl Chaos {
             &self.wal_s(),
             "--fsync",
             "never",
+            "--segment-size",
+            "262144",
         ])
     }
 
-    fn follower(&self, until: Option<u64>) -> Child {
+    fn follower(&self, until: Option<u64>) -> (Child, PathBuf) {
         let wal = self.wal_s();
         let out = self.out.to_str().unwrap().to_owned();
         let until = until.map(|u| u.to_string());
+        // A checkpoint every 64 frames: the output file is cut back to the
+        // checkpoint at each start, so exactly once still holds.
         let mut args = vec![
-            "follow", "--topic", TOPIC, "--wal", &wal, "--name", "chaos", "--out", &out,
+            "follow",
+            "--topic",
+            TOPIC,
+            "--wal",
+            &wal,
+            "--name",
+            "chaos",
+            "--out",
+            &out,
+            "--checkpoint-every",
+            "64",
         ];
         if let Some(u) = &until {
             args.extend(["--until", u]);
@@ -118,7 +151,7 @@ impl Chaos {
         self.spawn_quiet(&args)
     }
 
-    fn publisher(&self, count: u64) -> Child {
+    fn publisher(&self, count: u64) -> (Child, PathBuf) {
         self.spawn_quiet(&[
             "pub",
             "--topic",
@@ -132,14 +165,14 @@ impl Chaos {
         ])
     }
 
-    fn gating_sub(&self) -> Child {
+    fn gating_sub(&self) -> (Child, PathBuf) {
         self.spawn_quiet(&[
             "sub", "--topic", TOPIC, "--gating", "--from", "newest", "--json",
         ])
     }
 
     fn head(&self) -> u64 {
-        let out = self.cmd(&["stat"]).output().unwrap();
+        let out = output_bounded(self.cmd(&["stat"]), "stat");
         let text = String::from_utf8_lossy(&out.stdout);
         text.split("head seq ")
             .nth(1)
@@ -156,7 +189,24 @@ impl Drop for Chaos {
         let _ = std::fs::remove_file(&self.config);
         let _ = std::fs::remove_dir_all(&self.wal);
         let _ = std::fs::remove_file(&self.out);
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.logs);
+        }
     }
+}
+
+/// Runs a command to completion within 60 s, or fails the test.
+fn output_bounded(mut cmd: Command, what: &str) -> std::process::Output {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_bounded(child, Duration::from_secs(60), what)
+}
+
+fn log_of(path: &PathBuf) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
 }
 
 fn kill(child: &mut Child) {
@@ -164,23 +214,45 @@ fn kill(child: &mut Child) {
     let _ = child.wait();
 }
 
-fn terminate(child: Child) -> std::process::Output {
+/// SIGTERM, then waits up to 30 s for a clean exit.
+fn terminate(child: Child, what: &str) -> std::process::Output {
     // SAFETY: a signal to our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    child.wait_with_output().unwrap()
+    wait_bounded(child, Duration::from_secs(30), what)
 }
 
 /// Waits for `child` up to `limit`; kills it and fails the test if it hangs.
+/// Piped output is drained by threads meanwhile, so a chatty child cannot
+/// block on a full pipe.
 fn wait_bounded(mut child: Child, limit: Duration, what: &str) -> std::process::Output {
+    use std::io::Read;
+    fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    }
+    let out = drain(child.stdout.take());
+    let err = drain(child.stderr.take());
     let deadline = Instant::now() + limit;
-    while child.try_wait().unwrap().is_none() {
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
         if Instant::now() > deadline {
             kill(&mut child);
             panic!("{what} hung for {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(10));
+    };
+    std::process::Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
     }
-    child.wait_with_output().unwrap()
 }
 
 #[test]
@@ -194,7 +266,7 @@ fn chaos_sigkill_publishers_recorder_follower_and_gating_subscribers_loses_nothi
     let chaos = Chaos::new();
 
     // The recorder first, so that the log starts at sequence 0.
-    let mut recorder = chaos.recorder();
+    let (mut recorder, mut recorder_log) = chaos.recorder();
     // A witness that is never killed: a plain (non-gating) subscriber from
     // the oldest frame, its JSON lines collected by a thread.
     let mut witness = chaos
@@ -218,9 +290,9 @@ fn chaos_sigkill_publishers_recorder_follower_and_gating_subscribers_loses_nothi
     };
     std::thread::sleep(Duration::from_millis(300));
 
-    let mut publisher = chaos.publisher(2_000 + rng.below(4_000));
-    let mut follower = chaos.follower(None);
-    let mut gating = chaos.gating_sub();
+    let (mut publisher, mut publisher_log) = chaos.publisher(2_000 + rng.below(4_000));
+    let (mut follower, _) = chaos.follower(None);
+    let (mut gating, _) = chaos.gating_sub();
     let (mut pub_kills, mut rec_kills, mut follow_kills, mut gating_kills) = (0, 0, 0, 0);
     let until = Instant::now() + Duration::from_secs(12);
     while Instant::now() < until {
@@ -228,38 +300,31 @@ fn chaos_sigkill_publishers_recorder_follower_and_gating_subscribers_loses_nothi
         match rng.below(4) {
             0 => {
                 if let Some(status) = publisher.try_wait().unwrap() {
-                    let err = {
-                        let mut s = String::new();
-                        use std::io::Read;
-                        publisher
-                            .stderr
-                            .take()
-                            .unwrap()
-                            .read_to_string(&mut s)
-                            .unwrap();
-                        s
-                    };
-                    assert!(status.success(), "a publisher failed: {status}\n{err}");
+                    assert!(
+                        status.success(),
+                        "a publisher failed: {status}\n{}",
+                        log_of(&publisher_log)
+                    );
                 } else {
                     kill(&mut publisher);
                     pub_kills += 1;
                 }
-                publisher = chaos.publisher(2_000 + rng.below(4_000));
+                (publisher, publisher_log) = chaos.publisher(2_000 + rng.below(4_000));
             }
             1 => {
                 kill(&mut recorder);
                 rec_kills += 1;
-                recorder = chaos.recorder();
+                (recorder, recorder_log) = chaos.recorder();
             }
             2 => {
                 kill(&mut follower);
                 follow_kills += 1;
-                follower = chaos.follower(None);
+                (follower, _) = chaos.follower(None);
             }
             _ => {
                 kill(&mut gating);
                 gating_kills += 1;
-                gating = chaos.gating_sub();
+                (gating, _) = chaos.gating_sub();
             }
         }
     }
@@ -269,47 +334,47 @@ fn chaos_sigkill_publishers_recorder_follower_and_gating_subscribers_loses_nothi
         last_pub.status.success(),
         "the last publisher failed: {}\n{}",
         last_pub.status,
-        String::from_utf8_lossy(&last_pub.stderr)
+        log_of(&publisher_log)
     );
     kill(&mut follower);
     kill(&mut gating);
     let head = chaos.head();
-    assert!(head > 1_000, "too little was published ({head})");
     eprintln!(
         "published {head} sequences; killed {pub_kills} publishers, {rec_kills} recorders, \
          {follow_kills} followers, {gating_kills} gating subscribers"
     );
+    // Publishers ask for 20,000 frames/s for 12 s, minus restarts and waits on
+    // a restarting recorder: far below this, they were blocked most of the
+    // run and the chaos tested little.
+    assert!(head > 20_000, "too little was published ({head})");
 
     // The follower catches up to the end and exits by itself.
+    let (final_follower, follower_log) = chaos.follower(Some(head - 1));
     let f = wait_bounded(
-        chaos.follower(Some(head - 1)),
+        final_follower,
         Duration::from_secs(60),
         "the final follower",
     );
     assert!(
         f.status.success(),
         "final follower: {}",
-        String::from_utf8_lossy(&f.stderr)
+        log_of(&follower_log)
     );
-    let rec = terminate(recorder);
-    assert!(
-        rec.status.success(),
-        "recorder: {}",
-        String::from_utf8_lossy(&rec.stderr)
-    );
+    let rec = terminate(recorder, "the recorder");
+    assert!(rec.status.success(), "recorder: {}", log_of(&recorder_log));
 
     // 1. The log: every sequence once, frame or bus loss; no recorder hole.
-    let replay = chaos
-        .cmd(&[
+    let replay = output_bounded(
+        chaos.cmd(&[
             "replay",
             "--wal",
             &chaos.wal_s(),
             "--topic",
             TOPIC,
             "--json",
-        ])
-        .output()
-        .unwrap();
+        ]),
+        "replay",
+    );
     assert!(
         replay.status.success(),
         "replay: {}",
@@ -383,7 +448,7 @@ fn chaos_sigkill_publishers_recorder_follower_and_gating_subscribers_loses_nothi
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let w = terminate(witness);
+    let w = terminate(witness, "the witness");
     reader.join().unwrap();
     assert!(
         w.status.success(),
