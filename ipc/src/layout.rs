@@ -242,6 +242,11 @@ pub fn load_name(words: &[AtomicU64; NAME_LEN / 8]) -> String {
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
+/// Whether `word` is a tombstone: an entry a reaper has taken.
+pub fn is_tombstone(word: u64) -> bool {
+    word == TOMBSTONE
+}
+
 /// The owner word of process `pid` started at `start` (clock ticks since
 /// boot, `/proc/<pid>/stat` field 22): the pid in the low 32 bits, the low
 /// 32 bits of the start time in the high ones. Two processes that share a
@@ -265,13 +270,40 @@ pub fn owner_pid(word: u64) -> u32 {
     }
 }
 
-/// State and start time of process `pid` from `/proc/<pid>/stat`, or `None`
-/// if there is no such process (or `/proc` does not show it).
-fn proc_stat(pid: u32) -> Option<(u8, u64)> {
+/// What `/proc/<pid>/stat` says about a process.
+enum ProcStat {
+    /// Its state and start time.
+    Found(u8, u64),
+    /// No such process: the file does not exist (`ENOENT`, `ESRCH`), or
+    /// the pid is out of range.
+    Gone,
+    /// The file could not be read or parsed for another reason (`EMFILE`,
+    /// `ENFILE`, `ENOMEM`, `EACCES`, no procfs ...): nothing is known.
+    Unknown,
+}
+
+/// State and start time of process `pid` from `/proc/<pid>/stat`.
+fn proc_stat(pid: u32) -> ProcStat {
     if pid == 0 || pid > i32::MAX as u32 {
-        return None;
+        return ProcStat::Gone;
     }
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let text = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(text) => text,
+        // Only these say the process does not exist; anything else (fds or
+        // memory exhausted) is a failure of ours, not a death of theirs.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESRCH)) => {
+            return ProcStat::Gone
+        }
+        Err(_) => return ProcStat::Unknown,
+    };
+    parse_stat(&text).map_or(ProcStat::Unknown, |(state, start)| {
+        ProcStat::Found(state, start)
+    })
+}
+
+/// State (field 3) and start time (field 22) from the text of a
+/// `/proc/<pid>/stat` file.
+fn parse_stat(text: &str) -> Option<(u8, u64)> {
     // The command name (field 2) is in parentheses and may contain spaces
     // and parentheses: the fields resume after the last ')'.
     let rest = &text[text.rfind(')')? + 1..];
@@ -283,10 +315,13 @@ fn proc_stat(pid: u32) -> Option<(u8, u64)> {
     Some((state, start))
 }
 
-/// The owner word of process `pid` as it is now, if it exists (a zombie
-/// still has one).
+/// The owner word of process `pid` as it is now, if `/proc` shows it (a
+/// zombie still has one).
 pub fn owner_of(pid: u32) -> Option<u64> {
-    proc_stat(pid).map(|(_, start)| owner_word(pid, start))
+    match proc_stat(pid) {
+        ProcStat::Found(_, start) => Some(owner_word(pid, start)),
+        ProcStat::Gone | ProcStat::Unknown => None,
+    }
 }
 
 /// The owner word of this process (cached; read again in a forked child,
@@ -299,26 +334,44 @@ pub fn current_owner() -> u64 {
     if cached != 0 && owner_parts(cached).0 == pid {
         return cached;
     }
-    // Without /proc the start time is unknown: 0 (liveness then falls back
-    // to the pid alone, see `owner_alive`).
-    let word = owner_of(pid).unwrap_or_else(|| owner_word(pid, 0));
-    // Relaxed: as above.
-    OWNER.store(word, Ordering::Relaxed);
-    word
+    match owner_of(pid) {
+        Some(word) => {
+            // Relaxed: as above.
+            OWNER.store(word, Ordering::Relaxed);
+            word
+        }
+        // Without /proc (or with it unreadable just now: fds exhausted) the
+        // start time is unknown: 0, and liveness falls back to the pid
+        // alone (see `owner_alive`). Not cached: a later call may read it.
+        None => owner_word(pid, 0),
+    }
+}
+
+/// Whether process `pid` exists by `kill(pid, 0)`: cannot tell zombies or
+/// reused pids.
+fn kill_alive(pid: u32) -> bool {
+    // SAFETY: kill with signal 0 only checks for existence and permission.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// Whether the process that owns `word` is alive: the one liveness test of
 /// the workspace. Alive means `/proc/<pid>/stat` exists, its state is not
 /// zombie (`Z`) or dead (`X`), and its start time is the one recorded in
 /// the word (so a reused pid is a different process). [`FREE`],
-/// [`TOMBSTONE`] and [`ORPHAN`] are not processes: never alive.
+/// [`ORPHAN`] and tombstones ([`is_tombstone`]) are not processes: never
+/// alive.
 ///
-/// Where `/proc` does not show the process (no procfs, `hidepid`), the
+/// Dead is only ever concluded from the process's absence (`ENOENT` or
+/// `ESRCH` from `/proc`, `ESRCH` from `kill`) or from a mismatching state
+/// or start time: where `/proc/<pid>/stat` cannot be read for another
+/// reason (no procfs, `hidepid`, file descriptors or memory exhausted), the
 /// test falls back to `kill(pid, 0)`, which cannot tell zombies or reused
-/// pids. Processes in different pid namespaces see different pids: share
-/// segments only between processes of one pid namespace.
+/// pids but never calls a live process dead. Processes in different pid
+/// namespaces see different pids: share segments only between processes
+/// of one pid namespace.
 pub fn owner_alive(word: u64) -> bool {
-    if word == FREE || word == TOMBSTONE || word == ORPHAN {
+    if word == FREE || word == ORPHAN || is_tombstone(word) {
         return false;
     }
     let (pid, start) = owner_parts(word);
@@ -326,16 +379,13 @@ pub fn owner_alive(word: u64) -> bool {
         return false;
     }
     match proc_stat(pid) {
-        Some((state, now_start)) => {
+        ProcStat::Found(state, now_start) => {
             state != b'Z' && state != b'X' && (start == 0 || (now_start & 0xffff_ffff) == start)
         }
-        None if std::path::Path::new("/proc/self/stat").exists() => false,
-        None => {
-            // SAFETY: kill with signal 0 only checks for existence and
-            // permission.
-            let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
-            rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-        }
+        // With procfs mounted and showing us, a missing file is a missing
+        // process.
+        ProcStat::Gone if std::path::Path::new("/proc/self/stat").exists() => false,
+        ProcStat::Gone | ProcStat::Unknown => kill_alive(pid),
     }
 }
 
