@@ -30,7 +30,9 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"ZEROCAST");
 /// lost-laps count in bits 58..64 (a version-2 process would read both as
 /// part of the sequence); table entries and the creator are owner words (pid
 /// and process start time), subscriber entries carry flags (durable holds),
-/// names are 24 bytes.
+/// names are 24 bytes, a tombstone names its taker ([`tombstone`]), the
+/// header tags each ring gating slot with the subscriber entry that owns it
+/// (`gating_owners`) and has a lock for durable names (`durable_lock`).
 pub const LAYOUT_VERSION: u32 = 3;
 /// Subscriber slots per topic.
 pub const MAX_SUBSCRIBERS: usize = 1000;
@@ -43,16 +45,47 @@ pub const NAME_LEN: usize = 24;
 
 /// Owner word of a free table entry.
 pub const FREE: u64 = 0;
-/// Owner word of an entry a reaper has taken: nobody registers into it, and
-/// only the reaper that stored it writes the entry until it stores
-/// [`FREE`] (or [`ORPHAN`]) again.
+/// Bit 31 of an owner word (the top bit of its pid half): set in a
+/// tombstone. Linux pids are below 2^22, so no process's owner word has it.
+pub const TOMB_BIT: u64 = 1 << 31;
+/// A tombstone whose taker is unknown (see [`tombstone`]): it counts as a
+/// dead taker's, so the next reaper takes it over.
 pub const TOMBSTONE: u64 = u64::MAX;
+/// Owner word of an entry taken by the process whose owner word is `taker`
+/// (a reaper, a durable subscriber adopting an orphaned hold, or
+/// `release_durable`): nobody registers into it, and only the taker writes
+/// the entry until it stores [`FREE`], [`ORPHAN`] or its own owner word.
+/// If the taker dies first, the next reaper sees the dead taker
+/// ([`tombstone_taker`]), takes the tombstone over and redoes the reap
+/// (every reap step is idempotent), so a killed taker wedges nothing.
+pub fn tombstone(taker: u64) -> u64 {
+    taker | TOMB_BIT
+}
+
+/// Whether `word` is a tombstone ([`tombstone`], [`TOMBSTONE`]).
+pub fn is_tombstone(word: u64) -> bool {
+    word != ORPHAN && word & TOMB_BIT != 0
+}
+
+/// The owner word of the taker of tombstone `word` ([`FREE`] for
+/// [`TOMBSTONE`], whose taker is unknown and never alive).
+pub fn tombstone_taker(word: u64) -> u64 {
+    if word == TOMBSTONE {
+        FREE
+    } else {
+        word & !TOMB_BIT
+    }
+}
 /// Owner word of a durable subscriber entry whose process is gone: the
 /// entry keeps its name and its gating hold until a durable subscriber of
 /// the same name takes it over or [`Segment::release_durable`] drops it.
 ///
 /// [`Segment::release_durable`]: crate::Segment::release_durable
 pub const ORPHAN: u64 = u64::MAX - 1;
+
+/// [`SegmentHeader::gating_owners`] of a ring gating slot that no
+/// subscriber entry owns.
+pub const NO_OWNER: u64 = 0;
 
 /// [`SubscriberEntry::flags`]: the entry is a durable registration.
 pub const FLAG_DURABLE: u32 = 1;
@@ -101,10 +134,12 @@ pub struct SubscriberEntry {
     /// registration whose process is gone.
     pub pid: AtomicU64,
     /// Index + 1 of the gating slot it holds in the ring; 0 if not gating.
+    /// A hint for monitors: what a slot's owner is, is
+    /// [`SegmentHeader::gating_owners`].
     pub gating: AtomicU32,
     /// [`FLAG_DURABLE`] or 0. Written by the owner before it publishes the
-    /// entry (or by the reaper holding the tombstone); read after an Acquire
-    /// load of `pid`.
+    /// entry with a Release store of its owner word (or by the taker of its
+    /// tombstone); read after an Acquire load of `pid`.
     pub flags: AtomicU32,
     /// Next sequence it will read.
     pub cursor: AtomicU64,
@@ -143,6 +178,19 @@ pub struct SegmentHeader {
     pub wake_seq: CachePadded<AtomicU32>,
     /// Subscribers asleep (or about to sleep) on `wake_seq`.
     pub sleepers: CachePadded<AtomicU32>,
+    /// Owner of each ring gating slot: index + 1 of the subscriber entry
+    /// that holds it, or [`NO_OWNER`]. A subscriber claims the tag (a
+    /// compare-and-swap from `NO_OWNER`) before it takes the ring slot and
+    /// clears it (a compare-and-swap from its own tag) after freeing the
+    /// ring slot, so while a tag names an entry no other subscriber can
+    /// take that ring slot. Only the holder of the named entry (its owner,
+    /// or the taker of its tombstone) changes a tag that names it: nobody
+    /// ever frees a ring slot that another entry holds.
+    pub gating_owners: [AtomicU64; MAX_GATING],
+    /// Owner word of the process registering or adopting a durable
+    /// subscriber ([`FREE`] when none), so that durable names are unique;
+    /// taken over from a dead owner.
+    pub durable_lock: AtomicU64,
     /// Publisher table.
     pub publishers: [PublisherEntry; MAX_PUBLISHERS],
     /// Subscriber table.
@@ -170,7 +218,7 @@ const fn fnv1a(mut hash: u64, value: u64) -> u64 {
 /// Hash of every size and constant the segment and frame layouts depend on.
 /// Two builds with different layouts get different hashes.
 pub const LAYOUT_HASH: u64 = {
-    let parts: [u64; 20] = [
+    let parts: [u64; 22] = [
         LAYOUT_VERSION as u64,
         size_of::<FrameHeader>() as u64,
         size_of::<TradeEvent>() as u64,
@@ -191,6 +239,8 @@ pub const LAYOUT_HASH: u64 = {
         TOMBSTONE,
         ORPHAN,
         FLAG_DURABLE as u64,
+        TOMB_BIT,
+        NO_OWNER,
     ];
     let mut hash = 0xcbf2_9ce4_8422_2325;
     let mut i = 0;
@@ -242,11 +292,6 @@ pub fn load_name(words: &[AtomicU64; NAME_LEN / 8]) -> String {
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
-/// Whether `word` is a tombstone: an entry a reaper has taken.
-pub fn is_tombstone(word: u64) -> bool {
-    word == TOMBSTONE
-}
-
 /// The owner word of process `pid` started at `start` (clock ticks since
 /// boot, `/proc/<pid>/stat` field 22): the pid in the low 32 bits, the low
 /// 32 bits of the start time in the high ones. Two processes that share a
@@ -261,9 +306,9 @@ pub fn owner_parts(word: u64) -> (u32, u64) {
     (word as u32, word >> 32)
 }
 
-/// The pid of an owner word (0 for [`FREE`], [`TOMBSTONE`] and [`ORPHAN`]).
+/// The pid of an owner word (0 for [`FREE`], [`ORPHAN`] and tombstones).
 pub fn owner_pid(word: u64) -> u32 {
-    if word == TOMBSTONE || word == ORPHAN {
+    if is_tombstone(word) || word == ORPHAN {
         0
     } else {
         word as u32

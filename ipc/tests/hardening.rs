@@ -495,14 +495,11 @@ fn regression_a_tombstoned_entry_is_not_reused() {
     let bus = small_bus("tomb");
     let seg = bus.segment("trades").unwrap();
     let h = seg.header();
-    h.subscribers[0]
-        .pid
-        .store(layout::TOMBSTONE, Ordering::Release);
+    // A live taker's tombstone (this process is the taker).
+    let tomb = layout::tombstone(layout::current_owner());
+    h.subscribers[0].pid.store(tomb, Ordering::Release);
     let sub = ShmSubscriber::new(Arc::clone(&seg), &SubscriberOptions::default()).unwrap();
-    assert_eq!(
-        h.subscribers[0].pid.load(Ordering::Acquire),
-        layout::TOMBSTONE
-    );
+    assert_eq!(h.subscribers[0].pid.load(Ordering::Acquire), tomb);
     assert_eq!(
         h.subscribers[1].pid.load(Ordering::Acquire),
         layout::current_owner()
@@ -582,4 +579,165 @@ fn regression_an_orphaned_durable_hold_is_shown_named_and_released_on_request() 
     .unwrap_err();
     assert!(matches!(err, Error::BadOptions(_)), "{err}");
     bus.remove_segments();
+}
+
+// ------------------------------------------- review of the hardening diff
+
+/// Index of the subscriber entry named `name`.
+fn entry_of(seg: &Segment, name: &str) -> usize {
+    (0..layout::MAX_SUBSCRIBERS)
+        .find(|&i| {
+            let w = seg.header().subscribers[i].pid.load(Ordering::Acquire);
+            w != 0 && layout::name_is(&seg.header().subscribers[i].name, name)
+        })
+        .unwrap()
+}
+
+/// A live child process (`sleep`) and its owner word.
+fn live_process() -> (Child, u64) {
+    let child = Command::new("sleep").arg("30").spawn().unwrap();
+    let word = layout::owner_of(child.id()).unwrap();
+    (child, word)
+}
+
+/// Review finding 2: a reaper killed between its swap to a tombstone and
+/// its final store left the entry (and its gating hold) taken forever.
+#[test]
+fn regression_tombstone_left_by_a_dead_reaper_is_taken_over() {
+    let bus = small_bus("tomb2");
+    let seg = bus.segment("trades").unwrap();
+    let sub = ShmSubscriber::new(
+        Arc::clone(&seg),
+        &SubscriberOptions {
+            name: "victim".into(),
+            gating: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let idx = entry_of(&seg, "victim");
+    // The subscriber died; a reaper took the entry and died too (a
+    // tombstone whose taker is unknown counts as a dead taker's).
+    std::mem::forget(sub);
+    seg.header().subscribers[idx]
+        .pid
+        .store(layout::TOMBSTONE, Ordering::Release);
+    let mut publisher = bus
+        .publisher_with(
+            "trades",
+            PublisherOptions {
+                name: "p".into(),
+                gating: GatingPolicy::Wait(Duration::from_secs(5)),
+            },
+        )
+        .unwrap();
+    let r = (0..100)
+        .map(|i| publisher.publish(&trade(i)))
+        .find_map(Result::err);
+    assert!(r.is_none(), "wedged: {}", r.unwrap());
+    assert_eq!(
+        seg.header().subscribers[idx].pid.load(Ordering::Acquire),
+        layout::FREE
+    );
+    bus.remove_segments();
+}
+
+/// Review finding 3: a gating subscriber killed inside `Drop` after its
+/// ring slot was freed but before its entry was: a subscriber registering
+/// before that death is visible must not get a slot the reaper of the
+/// dead entry then frees.
+#[test]
+fn regression_reap_after_kill_mid_drop_keeps_another_subscribers_hold() {
+    let bus = small_bus("middrop");
+    let seg = bus.segment("trades").unwrap();
+    let s1 = ShmSubscriber::new(
+        Arc::clone(&seg),
+        &SubscriberOptions {
+            name: "s1".into(),
+            gating: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let idx = entry_of(&seg, "s1");
+    let g = seg.header().subscribers[idx].gating.load(Ordering::Relaxed) as usize - 1;
+    // The entry belongs to a process (alive for now) whose Drop freed the
+    // ring slot and was then killed.
+    std::mem::forget(s1);
+    seg.ring().release_gating_slot(g);
+    let (mut owner, word) = live_process();
+    seg.header().subscribers[idx]
+        .pid
+        .store(word, Ordering::Release);
+    let rec = ShmSubscriber::new(
+        Arc::clone(&seg),
+        &SubscriberOptions {
+            name: "rec".into(),
+            gating: true,
+            durable: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let rec_idx = entry_of(&seg, "rec");
+    let rg = seg.header().subscribers[rec_idx]
+        .gating
+        .load(Ordering::Relaxed) as usize
+        - 1;
+    sigkill(&mut owner);
+    let reaped = seg.reap_entries();
+    let still = seg.ring().gating_position(rg).is_some();
+    drop(rec);
+    let _ = seg.release_durable("rec");
+    bus.remove_segments();
+    assert!(
+        still,
+        "the reaper released a live consumer's gating slot: {reaped:?}"
+    );
+}
+
+/// Review finding 4: a durable subscriber restarting while a reaper holds
+/// the dead one's entry as a tombstone registered a second hold.
+#[test]
+fn regression_durable_restart_racing_a_reaper_keeps_one_hold() {
+    let bus = small_bus("dup");
+    let seg = bus.segment("trades").unwrap();
+    let d1 = ShmSubscriber::new(
+        Arc::clone(&seg),
+        &SubscriberOptions {
+            name: "rec".into(),
+            gating: true,
+            durable: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let idx = entry_of(&seg, "rec");
+    std::mem::forget(d1);
+    // A reaper (say a waiting publisher) is mid-reap of the dead entry.
+    seg.header().subscribers[idx]
+        .pid
+        .store(layout::TOMBSTONE, Ordering::Release);
+    let d2 = ShmSubscriber::new(
+        Arc::clone(&seg),
+        &SubscriberOptions {
+            name: "rec".into(),
+            gating: true,
+            durable: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    // Every hold counts, a tombstoned entry's too.
+    let held = (0..zerocast_core::broadcast::MAX_GATING)
+        .filter(|&g| seg.ring().gating_position(g).is_some())
+        .count();
+    let holds = seg.durable_holds();
+    drop(d2);
+    let _ = seg.release_durable("rec");
+    bus.remove_segments();
+    assert_eq!(
+        held, 1,
+        "{held} gating holds for one durable name: {holds:?}"
+    );
 }
