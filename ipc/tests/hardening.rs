@@ -741,3 +741,151 @@ fn regression_durable_restart_racing_a_reaper_keeps_one_hold() {
         "{held} gating holds for one durable name: {holds:?}"
     );
 }
+
+fn durable(name: &str) -> SubscriberOptions {
+    SubscriberOptions {
+        name: name.into(),
+        gating: true,
+        durable: true,
+        ..Default::default()
+    }
+}
+
+fn held_gating_slots(seg: &Segment) -> usize {
+    (0..zerocast_core::broadcast::MAX_GATING)
+        .filter(|&g| seg.ring().gating_position(g).is_some())
+        .count()
+}
+
+/// Review finding 4, with a live taker: the restarting durable subscriber
+/// waits for the reaper to finish, then takes the hold over (or, if the
+/// taker dies instead, takes its tombstone over).
+#[test]
+fn regression_durable_restart_waits_for_a_live_reaper() {
+    for taker_dies in [false, true] {
+        let bus = small_bus(if taker_dies { "dupdie" } else { "duplive" });
+        let seg = bus.segment("trades").unwrap();
+        let d1 = ShmSubscriber::new(Arc::clone(&seg), &durable("rec")).unwrap();
+        let idx = entry_of(&seg, "rec");
+        std::mem::forget(d1);
+        let (mut taker, word) = live_process();
+        let e = &seg.header().subscribers[idx];
+        e.pid.store(layout::tombstone(word), Ordering::Release);
+        let seg2 = Arc::clone(&seg);
+        let restart = std::thread::spawn(move || ShmSubscriber::new(seg2, &durable("rec")));
+        // Only makes the race likely; the outcome must not depend on it.
+        std::thread::sleep(Duration::from_millis(50));
+        if taker_dies {
+            sigkill(&mut taker);
+        } else {
+            // The reaper finishes: the hold becomes an orphan.
+            e.pid.store(layout::ORPHAN, Ordering::Release);
+            sigkill(&mut taker);
+        }
+        let d2 = restart.join().unwrap().unwrap();
+        let owner = e.pid.load(Ordering::Acquire);
+        let held = held_gating_slots(&seg);
+        drop(d2);
+        let _ = seg.release_durable("rec");
+        bus.remove_segments();
+        assert_eq!(
+            owner,
+            layout::current_owner(),
+            "the old entry was not adopted"
+        );
+        assert_eq!(held, 1, "taker_dies={taker_dies}: {held} holds");
+    }
+}
+
+/// Review finding 4: durable subscribers of one name starting at once
+/// register one hold; the others are refused.
+#[test]
+fn regression_concurrent_durable_subscribers_of_one_name_register_once() {
+    let bus = small_bus("dupconc");
+    let seg = bus.segment("trades").unwrap();
+    for _ in 0..if cfg!(miri) { 1 } else { 20 } {
+        let barrier = Arc::new(std::sync::Barrier::new(4));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let seg = Arc::clone(&seg);
+                let barrier = Arc::clone(&barrier);
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    ShmSubscriber::new(seg, &durable("rec"))
+                })
+            })
+            .collect();
+        let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        let held = held_gating_slots(&seg);
+        let ok = results.iter().filter(|r| r.is_ok()).count();
+        for r in &results {
+            if let Err(e) = r {
+                assert!(
+                    matches!(e, Error::DurableNameTaken { .. }),
+                    "unexpected error: {e}"
+                );
+            }
+        }
+        drop(results);
+        assert_eq!((ok, held), (1, 1), "{ok} registered, {held} holds");
+    }
+    let _ = seg.release_durable("rec");
+    bus.remove_segments();
+}
+
+/// Review finding 3: a non-durable gating subscriber killed at each step
+/// of its `Drop`: the next registration and reap leave the ring with
+/// exactly the live holds.
+#[test]
+fn regression_kill_at_each_drop_step_leaks_and_steals_no_gating_slot() {
+    let bus = small_bus("dropsteps");
+    let seg = bus.segment("trades").unwrap();
+    let h = seg.header();
+    for step in 0..3 {
+        let s1 = ShmSubscriber::new(
+            Arc::clone(&seg),
+            &SubscriberOptions {
+                name: "s1".into(),
+                gating: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let idx = entry_of(&seg, "s1");
+        let g = h.subscribers[idx].gating.load(Ordering::Relaxed) as usize - 1;
+        std::mem::forget(s1);
+        // Drop's steps: clear the hint, free the ring slot, clear the tag.
+        h.subscribers[idx].gating.store(0, Ordering::Relaxed);
+        if step >= 1 {
+            seg.ring().release_gating_slot(g);
+        }
+        if step >= 2 {
+            h.gating_owners[g].store(layout::NO_OWNER, Ordering::Release);
+        }
+        let (mut owner, word) = live_process();
+        h.subscribers[idx].pid.store(word, Ordering::Release);
+        let live = ShmSubscriber::new(
+            Arc::clone(&seg),
+            &SubscriberOptions {
+                name: "live".into(),
+                gating: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        sigkill(&mut owner);
+        seg.reap();
+        let held = held_gating_slots(&seg);
+        let live_idx = entry_of(&seg, "live");
+        let live_held = seg.gating_position_of_entry(live_idx).is_some();
+        drop(live);
+        let left = held_gating_slots(&seg);
+        assert!(
+            live_held,
+            "step {step}: the live subscriber's hold was freed"
+        );
+        assert_eq!((held, left), (1, 0), "step {step}: holds leaked");
+        assert_eq!(h.subscribers[idx].pid.load(Ordering::Acquire), layout::FREE);
+    }
+    bus.remove_segments();
+}
