@@ -37,7 +37,8 @@ pub struct SubscriberOptions {
     /// Register as gating: publishers never overwrite what this subscriber
     /// has not read (they wait or fail, by their policy).
     pub gating: bool,
-    /// How to wait in [`Subscriber::recv`] and [`Subscriber::run`].
+    /// How to wait in [`Subscriber::recv`](crate::Subscriber::recv) and
+    /// [`Subscriber::run`](crate::Subscriber::run).
     pub wait: WaitStrategy,
     /// How long a sequence may stay claimed-but-uncommitted before the
     /// subscriber checks whether its publisher died and, if so, declares it
@@ -58,7 +59,10 @@ pub struct SubscriberOptions {
     /// between, as a recorder that resumes after its log's last sequence
     /// does). An orphaned hold is dropped only by
     /// [`Segment::release_durable`](crate::Segment::release_durable)
-    /// (`zerocast stat --release-durable NAME`).
+    /// (`zerocast stat --release-durable NAME`). Registering a durable
+    /// subscriber waits (up to [`DURABLE_WAIT`]) while another process
+    /// registers one or a live reaper holds an entry of the same name, then
+    /// fails with [`Error::DurableBusy`].
     pub durable: bool,
 }
 
