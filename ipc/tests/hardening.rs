@@ -889,3 +889,35 @@ fn regression_kill_at_each_drop_step_leaks_and_steals_no_gating_slot() {
     }
     bus.remove_segments();
 }
+
+/// Review finding 3 (related): a subscriber killed after taking its ring
+/// gating slot but before recording it in its entry leaked the slot; the
+/// owner tag, claimed first, lets the reaper free it.
+#[test]
+fn regression_kill_mid_registration_leaks_no_gating_slot() {
+    let bus = small_bus("midreg");
+    let seg = bus.segment("trades").unwrap();
+    let h = seg.header();
+    let s1 = ShmSubscriber::new(
+        Arc::clone(&seg),
+        &SubscriberOptions {
+            name: "s1".into(),
+            gating: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let idx = entry_of(&seg, "s1");
+    std::mem::forget(s1);
+    // Killed before its entry said which slot it took.
+    h.subscribers[idx].gating.store(0, Ordering::Relaxed);
+    let mut gone = Command::new("true").spawn().unwrap();
+    let dead = layout::owner_word(gone.id(), 12345);
+    gone.wait().unwrap();
+    h.subscribers[idx].pid.store(dead, Ordering::Release);
+    assert_eq!(held_gating_slots(&seg), 1);
+    let reaped = seg.reap_entries();
+    let left = held_gating_slots(&seg);
+    bus.remove_segments();
+    assert_eq!(left, 0, "a ring gating slot leaked: {reaped:?}");
+}
