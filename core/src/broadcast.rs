@@ -914,21 +914,26 @@ where
     /// Registers a gating cursor: producers will not overwrite a sequence at
     /// or after its position until it has been read.
     pub fn register_gating(&self, start: Start) -> Result<ReadCursor, GatingTableFull> {
+        (0..MAX_GATING)
+            .find_map(|index| self.register_gating_at(index, start))
+            .ok_or(GatingTableFull)
+    }
+
+    /// [`register_gating`](Self::register_gating) in gating slot `index`
+    /// (modulo [`MAX_GATING`]) only: `None` if that slot is taken. For a
+    /// caller that tags slots with their owners before taking them.
+    pub fn register_gating_at(&self, index: usize, start: Start) -> Option<ReadCursor> {
         let h = self.header();
+        let index = index % MAX_GATING;
         // A conservative first announcement: producers that see it may claim
         // up to `announce + capacity`, which only overwrites sequences below
         // `announce`, and every start chosen below is >= `announce`.
         let announce = self.head().saturating_sub(self.capacity);
-        let index = h
-            .gating
-            .iter()
-            .position(|g| {
-                // SeqCst: ordered before the epoch bump and flag below in the
-                // single total order that producers' SeqCst loads follow.
-                g.compare_exchange(FREE, announce, Ordering::SeqCst, Ordering::Relaxed)
-                    .is_ok()
-            })
-            .ok_or(GatingTableFull)?;
+        // SeqCst: ordered before the epoch bump and flag below in the
+        // single total order that producers' SeqCst loads follow.
+        h.gating[index]
+            .compare_exchange(FREE, announce, Ordering::SeqCst, Ordering::Relaxed)
+            .ok()?;
         // SeqCst: pairs with the SeqCst epoch load in `has_room`.
         h.gating_epoch.fetch_add(1, Ordering::SeqCst);
         // Sets GATED and bumps the registration generation: the claim word
@@ -963,7 +968,7 @@ where
         };
         // SeqCst: raising the cursor only ever frees producers.
         h.gating[index].store(next.max(announce), Ordering::SeqCst);
-        Ok(ReadCursor {
+        Some(ReadCursor {
             next,
             gating: Some(index),
             manual_release: false,

@@ -88,6 +88,16 @@ pub enum Error {
         /// Pid of the live holder.
         pid: u32,
     },
+    /// Another process kept registering a durable subscriber (or kept a
+    /// same-name durable entry taken) for longer than the wait allows.
+    DurableBusy {
+        /// Topic name.
+        topic: String,
+        /// The name.
+        name: String,
+        /// Pid of the process that kept it.
+        pid: u32,
+    },
     /// The creator did not finish initialising the segment in time.
     NotReady {
         /// The file.
@@ -219,6 +229,10 @@ impl std::fmt::Display for Error {
             Self::DurableNameTaken { topic, name, pid } => write!(
                 f,
                 "topic {topic}: durable subscriber {name:?} is already attached (pid {pid})"
+            ),
+            Self::DurableBusy { topic, name, pid } => write!(
+                f,
+                "topic {topic}: cannot register durable subscriber {name:?}: pid {pid} kept the durable registration busy (still registering, or taking over an entry of that name); try again"
             ),
             Self::NotReady { path } => write!(
                 f,

@@ -30,7 +30,9 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"ZEROCAST");
 /// lost-laps count in bits 58..64 (a version-2 process would read both as
 /// part of the sequence); table entries and the creator are owner words (pid
 /// and process start time), subscriber entries carry flags (durable holds),
-/// names are 24 bytes.
+/// names are 24 bytes, a tombstone names its taker ([`tombstone`]), the
+/// header tags each ring gating slot with the subscriber entry that owns it
+/// (`gating_owners`) and has a lock for durable names (`durable_lock`).
 pub const LAYOUT_VERSION: u32 = 3;
 /// Subscriber slots per topic.
 pub const MAX_SUBSCRIBERS: usize = 1000;
@@ -43,16 +45,47 @@ pub const NAME_LEN: usize = 24;
 
 /// Owner word of a free table entry.
 pub const FREE: u64 = 0;
-/// Owner word of an entry a reaper has taken: nobody registers into it, and
-/// only the reaper that stored it writes the entry until it stores
-/// [`FREE`] (or [`ORPHAN`]) again.
+/// Bit 31 of an owner word (the top bit of its pid half): set in a
+/// tombstone. Linux pids are below 2^22, so no process's owner word has it.
+pub const TOMB_BIT: u64 = 1 << 31;
+/// A tombstone whose taker is unknown (see [`tombstone`]): it counts as a
+/// dead taker's, so the next reaper takes it over.
 pub const TOMBSTONE: u64 = u64::MAX;
+/// Owner word of an entry taken by the process whose owner word is `taker`
+/// (a reaper, a durable subscriber adopting an orphaned hold, or
+/// `release_durable`): nobody registers into it, and only the taker writes
+/// the entry until it stores [`FREE`], [`ORPHAN`] or its own owner word.
+/// If the taker dies first, the next reaper sees the dead taker
+/// ([`tombstone_taker`]), takes the tombstone over and redoes the reap
+/// (every reap step is idempotent), so a killed taker wedges nothing.
+pub fn tombstone(taker: u64) -> u64 {
+    taker | TOMB_BIT
+}
+
+/// Whether `word` is a tombstone ([`tombstone`], [`TOMBSTONE`]).
+pub fn is_tombstone(word: u64) -> bool {
+    word != ORPHAN && word & TOMB_BIT != 0
+}
+
+/// The owner word of the taker of tombstone `word` ([`FREE`] for
+/// [`TOMBSTONE`], whose taker is unknown and never alive).
+pub fn tombstone_taker(word: u64) -> u64 {
+    if word == TOMBSTONE {
+        FREE
+    } else {
+        word & !TOMB_BIT
+    }
+}
 /// Owner word of a durable subscriber entry whose process is gone: the
 /// entry keeps its name and its gating hold until a durable subscriber of
 /// the same name takes it over or [`Segment::release_durable`] drops it.
 ///
 /// [`Segment::release_durable`]: crate::Segment::release_durable
 pub const ORPHAN: u64 = u64::MAX - 1;
+
+/// [`SegmentHeader::gating_owners`] of a ring gating slot that no
+/// subscriber entry owns.
+pub const NO_OWNER: u64 = 0;
 
 /// [`SubscriberEntry::flags`]: the entry is a durable registration.
 pub const FLAG_DURABLE: u32 = 1;
@@ -101,10 +134,12 @@ pub struct SubscriberEntry {
     /// registration whose process is gone.
     pub pid: AtomicU64,
     /// Index + 1 of the gating slot it holds in the ring; 0 if not gating.
+    /// A hint for monitors: what a slot's owner is, is
+    /// [`SegmentHeader::gating_owners`].
     pub gating: AtomicU32,
     /// [`FLAG_DURABLE`] or 0. Written by the owner before it publishes the
-    /// entry (or by the reaper holding the tombstone); read after an Acquire
-    /// load of `pid`.
+    /// entry with a Release store of its owner word (or by the taker of its
+    /// tombstone); read after an Acquire load of `pid`.
     pub flags: AtomicU32,
     /// Next sequence it will read.
     pub cursor: AtomicU64,
@@ -143,6 +178,19 @@ pub struct SegmentHeader {
     pub wake_seq: CachePadded<AtomicU32>,
     /// Subscribers asleep (or about to sleep) on `wake_seq`.
     pub sleepers: CachePadded<AtomicU32>,
+    /// Owner of each ring gating slot: index + 1 of the subscriber entry
+    /// that holds it, or [`NO_OWNER`]. A subscriber claims the tag (a
+    /// compare-and-swap from `NO_OWNER`) before it takes the ring slot and
+    /// clears it (a compare-and-swap from its own tag) after freeing the
+    /// ring slot, so while a tag names an entry no other subscriber can
+    /// take that ring slot. Only the holder of the named entry (its owner,
+    /// or the taker of its tombstone) changes a tag that names it: nobody
+    /// ever frees a ring slot that another entry holds.
+    pub gating_owners: [AtomicU64; MAX_GATING],
+    /// Owner word of the process registering or adopting a durable
+    /// subscriber ([`FREE`] when none), so that durable names are unique;
+    /// taken over from a dead owner.
+    pub durable_lock: AtomicU64,
     /// Publisher table.
     pub publishers: [PublisherEntry; MAX_PUBLISHERS],
     /// Subscriber table.
@@ -170,7 +218,7 @@ const fn fnv1a(mut hash: u64, value: u64) -> u64 {
 /// Hash of every size and constant the segment and frame layouts depend on.
 /// Two builds with different layouts get different hashes.
 pub const LAYOUT_HASH: u64 = {
-    let parts: [u64; 20] = [
+    let parts: [u64; 22] = [
         LAYOUT_VERSION as u64,
         size_of::<FrameHeader>() as u64,
         size_of::<TradeEvent>() as u64,
@@ -191,6 +239,8 @@ pub const LAYOUT_HASH: u64 = {
         TOMBSTONE,
         ORPHAN,
         FLAG_DURABLE as u64,
+        TOMB_BIT,
+        NO_OWNER,
     ];
     let mut hash = 0xcbf2_9ce4_8422_2325;
     let mut i = 0;
@@ -256,22 +306,49 @@ pub fn owner_parts(word: u64) -> (u32, u64) {
     (word as u32, word >> 32)
 }
 
-/// The pid of an owner word (0 for [`FREE`], [`TOMBSTONE`] and [`ORPHAN`]).
+/// The pid of an owner word (0 for [`FREE`], [`ORPHAN`] and tombstones).
 pub fn owner_pid(word: u64) -> u32 {
-    if word == TOMBSTONE || word == ORPHAN {
+    if is_tombstone(word) || word == ORPHAN {
         0
     } else {
         word as u32
     }
 }
 
-/// State and start time of process `pid` from `/proc/<pid>/stat`, or `None`
-/// if there is no such process (or `/proc` does not show it).
-fn proc_stat(pid: u32) -> Option<(u8, u64)> {
+/// What `/proc/<pid>/stat` says about a process.
+enum ProcStat {
+    /// Its state and start time.
+    Found(u8, u64),
+    /// No such process: the file does not exist (`ENOENT`, `ESRCH`), or
+    /// the pid is out of range.
+    Gone,
+    /// The file could not be read or parsed for another reason (`EMFILE`,
+    /// `ENFILE`, `ENOMEM`, `EACCES`, no procfs ...): nothing is known.
+    Unknown,
+}
+
+/// State and start time of process `pid` from `/proc/<pid>/stat`.
+fn proc_stat(pid: u32) -> ProcStat {
     if pid == 0 || pid > i32::MAX as u32 {
-        return None;
+        return ProcStat::Gone;
     }
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let text = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(text) => text,
+        // Only these say the process does not exist; anything else (fds or
+        // memory exhausted) is a failure of ours, not a death of theirs.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESRCH)) => {
+            return ProcStat::Gone
+        }
+        Err(_) => return ProcStat::Unknown,
+    };
+    parse_stat(&text).map_or(ProcStat::Unknown, |(state, start)| {
+        ProcStat::Found(state, start)
+    })
+}
+
+/// State (field 3) and start time (field 22) from the text of a
+/// `/proc/<pid>/stat` file.
+fn parse_stat(text: &str) -> Option<(u8, u64)> {
     // The command name (field 2) is in parentheses and may contain spaces
     // and parentheses: the fields resume after the last ')'.
     let rest = &text[text.rfind(')')? + 1..];
@@ -283,10 +360,13 @@ fn proc_stat(pid: u32) -> Option<(u8, u64)> {
     Some((state, start))
 }
 
-/// The owner word of process `pid` as it is now, if it exists (a zombie
-/// still has one).
+/// The owner word of process `pid` as it is now, if `/proc` shows it (a
+/// zombie still has one).
 pub fn owner_of(pid: u32) -> Option<u64> {
-    proc_stat(pid).map(|(_, start)| owner_word(pid, start))
+    match proc_stat(pid) {
+        ProcStat::Found(_, start) => Some(owner_word(pid, start)),
+        ProcStat::Gone | ProcStat::Unknown => None,
+    }
 }
 
 /// The owner word of this process (cached; read again in a forked child,
@@ -299,26 +379,44 @@ pub fn current_owner() -> u64 {
     if cached != 0 && owner_parts(cached).0 == pid {
         return cached;
     }
-    // Without /proc the start time is unknown: 0 (liveness then falls back
-    // to the pid alone, see `owner_alive`).
-    let word = owner_of(pid).unwrap_or_else(|| owner_word(pid, 0));
-    // Relaxed: as above.
-    OWNER.store(word, Ordering::Relaxed);
-    word
+    match owner_of(pid) {
+        Some(word) => {
+            // Relaxed: as above.
+            OWNER.store(word, Ordering::Relaxed);
+            word
+        }
+        // Without /proc (or with it unreadable just now: fds exhausted) the
+        // start time is unknown: 0, and liveness falls back to the pid
+        // alone (see `owner_alive`). Not cached: a later call may read it.
+        None => owner_word(pid, 0),
+    }
+}
+
+/// Whether process `pid` exists by `kill(pid, 0)`: cannot tell zombies or
+/// reused pids.
+fn kill_alive(pid: u32) -> bool {
+    // SAFETY: kill with signal 0 only checks for existence and permission.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// Whether the process that owns `word` is alive: the one liveness test of
 /// the workspace. Alive means `/proc/<pid>/stat` exists, its state is not
 /// zombie (`Z`) or dead (`X`), and its start time is the one recorded in
 /// the word (so a reused pid is a different process). [`FREE`],
-/// [`TOMBSTONE`] and [`ORPHAN`] are not processes: never alive.
+/// [`ORPHAN`] and tombstones ([`is_tombstone`]) are not processes: never
+/// alive.
 ///
-/// Where `/proc` does not show the process (no procfs, `hidepid`), the
+/// Dead is only ever concluded from the process's absence (`ENOENT` or
+/// `ESRCH` from `/proc`, `ESRCH` from `kill`) or from a mismatching state
+/// or start time: where `/proc/<pid>/stat` cannot be read for another
+/// reason (no procfs, `hidepid`, file descriptors or memory exhausted), the
 /// test falls back to `kill(pid, 0)`, which cannot tell zombies or reused
-/// pids. Processes in different pid namespaces see different pids: share
-/// segments only between processes of one pid namespace.
+/// pids but never calls a live process dead. Processes in different pid
+/// namespaces see different pids: share segments only between processes
+/// of one pid namespace.
 pub fn owner_alive(word: u64) -> bool {
-    if word == FREE || word == TOMBSTONE || word == ORPHAN {
+    if word == FREE || word == ORPHAN || is_tombstone(word) {
         return false;
     }
     let (pid, start) = owner_parts(word);
@@ -326,16 +424,13 @@ pub fn owner_alive(word: u64) -> bool {
         return false;
     }
     match proc_stat(pid) {
-        Some((state, now_start)) => {
+        ProcStat::Found(state, now_start) => {
             state != b'Z' && state != b'X' && (start == 0 || (now_start & 0xffff_ffff) == start)
         }
-        None if std::path::Path::new("/proc/self/stat").exists() => false,
-        None => {
-            // SAFETY: kill with signal 0 only checks for existence and
-            // permission.
-            let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
-            rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-        }
+        // With procfs mounted and showing us, a missing file is a missing
+        // process.
+        ProcStat::Gone if std::path::Path::new("/proc/self/stat").exists() => false,
+        ProcStat::Gone | ProcStat::Unknown => kill_alive(pid),
     }
 }
 

@@ -9,14 +9,16 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use memmap2::MmapMut;
-use zerocast_core::broadcast::{slot_stride, Broadcast, BroadcastHeader, Declared};
+use zerocast_core::broadcast::{
+    slot_stride, Broadcast, BroadcastHeader, Declared, ReadCursor, Start, MAX_GATING,
+};
 use zerocast_core::storage::Raw;
 
 use crate::error::{io, Error, Result};
 use crate::layout::{
-    current_owner, load_name, name_is, now_ns, owner_alive, owner_pid, SegmentHeader,
-    SubscriberEntry, FLAG_DURABLE, FREE, LAYOUT_HASH, LAYOUT_VERSION, MAGIC, ORPHAN, RING_OFFSET,
-    TOMBSTONE,
+    current_owner, is_tombstone, load_name, name_is, now_ns, owner_alive, owner_pid, tombstone,
+    tombstone_taker, SegmentHeader, SubscriberEntry, FLAG_DURABLE, FREE, LAYOUT_HASH,
+    LAYOUT_VERSION, MAGIC, NO_OWNER, ORPHAN, RING_OFFSET,
 };
 
 /// How long a sequence may stay claimed but uncommitted before a subscriber
@@ -514,10 +516,12 @@ impl Segment {
 
     /// [`reap`](Self::reap), saying what was done to each entry.
     ///
-    /// Each entry is first taken (its owner word swapped for
-    /// [`TOMBSTONE`] by compare-and-swap from the dead owner's word), then
-    /// read and acted on, then freed: an entry freed and registered again
-    /// after the liveness check is never touched (its word differs).
+    /// Each entry is first taken (its owner word swapped for a
+    /// [`tombstone`] naming us, by compare-and-swap from the dead owner's
+    /// word), then read and acted on, then freed: an entry freed and
+    /// registered again after the liveness check is never touched (its word
+    /// differs). A tombstone whose taker died is taken over the same way
+    /// and the reap redone: every step is idempotent.
     pub fn reap_entries(&self) -> Vec<Reaped> {
         let h = self.header();
         let mut done = Vec::new();
@@ -525,15 +529,7 @@ impl Segment {
         for (index, p) in h.publishers.iter().enumerate() {
             // Acquire: pairs with the Release owner store at registration.
             let word = p.pid.load(Ordering::Acquire);
-            if word == FREE || word == TOMBSTONE || word == ORPHAN || owner_alive(word) {
-                continue;
-            }
-            // AcqRel: takes the entry from exactly the dead owner we checked;
-            // Acquire makes its last stores (in-flight record) visible.
-            if p.pid
-                .compare_exchange(word, TOMBSTONE, Ordering::AcqRel, Ordering::Relaxed)
-                .is_err()
-            {
+            if !take(&p.pid, word) {
                 continue;
             }
             let name = crate::layout::load_name(&p.name);
@@ -552,7 +548,7 @@ impl Segment {
             done.push(Reaped {
                 publisher: true,
                 index,
-                pid: owner_pid(word),
+                pid: reaped_pid(word),
                 name,
                 action: if dead.len() > before {
                     ReapAction::DeclaredLost(range.unwrap_or(0..0))
@@ -583,14 +579,16 @@ impl Segment {
     /// full ring to call every millisecond). Durable holds are kept, as in
     /// [`reap`](Self::reap). Returns how many entries were reclaimed.
     pub fn reap_gating(&self) -> usize {
+        let h = self.header();
         let mut reaped = 0;
-        for (index, e) in self.header().subscribers.iter().enumerate() {
+        for tag in &h.gating_owners {
             // Relaxed: a filter; the owner word below is what counts.
-            if e.gating.load(Ordering::Relaxed) == 0 {
+            let owner = tag.load(Ordering::Relaxed);
+            let Some(index) = tag_entry(owner) else {
                 continue;
-            }
+            };
             // Acquire: pairs with the Release owner stores.
-            let word = e.pid.load(Ordering::Acquire);
+            let word = h.subscribers[index].pid.load(Ordering::Acquire);
             if self
                 .reap_subscriber(index, word)
                 .is_some_and(|r| matches!(r.action, ReapAction::GatingReleased(_)))
@@ -602,65 +600,140 @@ impl Segment {
     }
 
     /// Reaps subscriber entry `index` if its owner word is still `seen` and
-    /// that owner is dead; returns what was done, or `None` if the entry
-    /// was not taken (free, alive, or no longer `seen`'s). A durable
-    /// entry's gating hold is kept (the entry becomes [`ORPHAN`]); any
-    /// other's is released.
+    /// that owner is dead (or `seen` is a tombstone whose taker is dead);
+    /// returns what was done, or `None` if the entry was not taken (free,
+    /// alive, orphaned, no longer `seen`'s, or a live taker's tombstone). A
+    /// durable entry's gating hold is kept (the entry becomes [`ORPHAN`]);
+    /// any other's is released.
     pub fn reap_subscriber(&self, index: usize, seen: u64) -> Option<Reaped> {
         let e = self.header().subscribers.get(index)?;
-        if seen == FREE || seen == TOMBSTONE || seen == ORPHAN || owner_alive(seen) {
+        if !take(&e.pid, seen) {
             return None;
         }
-        // AcqRel: takes the entry from exactly the owner we saw dead (a
-        // re-registered entry has another word); Acquire makes the dead
-        // owner's stores visible before we read them below.
-        e.pid
-            .compare_exchange(seen, TOMBSTONE, Ordering::AcqRel, Ordering::Relaxed)
-            .ok()?;
-        // Relaxed: we hold the tombstone; nobody else writes the entry.
-        let gating = e.gating.load(Ordering::Relaxed);
-        let flags = e.flags.load(Ordering::Relaxed);
         let name = load_name(&e.name);
-        let position = self.gating_position_of(gating);
-        let action = if flags & FLAG_DURABLE != 0 && position.is_some() {
-            // Release: pairs with the Acquire loads of a durable
-            // subscriber taking the hold over (and of monitors).
-            e.pid.store(ORPHAN, Ordering::Release);
-            ReapAction::Orphaned(position.unwrap_or(0))
-        } else {
-            self.free_subscriber(e);
-            match position {
-                Some(p) => ReapAction::GatingReleased(p),
-                None => ReapAction::Freed,
-            }
-        };
+        let action = self.settle_subscriber(index, e);
         Some(Reaped {
             publisher: false,
             index,
-            pid: owner_pid(seen),
+            pid: reaped_pid(seen),
             name,
             action,
         })
     }
 
-    /// Position of the gating slot an entry's `gating` word names, if held.
-    fn gating_position_of(&self, gating: u32) -> Option<u64> {
-        (gating != 0)
-            .then(|| self.ring.gating_position(gating as usize - 1))
-            .flatten()
+    /// Finishes a taken (tombstoned) subscriber entry: a durable one that
+    /// still holds a ring gating slot becomes [`ORPHAN`] with that hold; any
+    /// other has every ring gating slot tagged with it released and is
+    /// freed. Idempotent: a taker killed anywhere in here leaves a state
+    /// the next taker finishes the same way.
+    pub(crate) fn settle_subscriber(&self, index: usize, e: &SubscriberEntry) -> ReapAction {
+        // Relaxed: we hold the tombstone, taken with an Acquire CAS that
+        // pairs with the previous holder's last Release store of the owner
+        // word, which follows its flag stores.
+        let durable = e.flags.load(Ordering::Relaxed) & FLAG_DURABLE != 0;
+        let mut kept = None;
+        let mut released = None;
+        for slot in self.gating_slots_of(index) {
+            let position = self.ring.gating_position(slot);
+            if durable && kept.is_none() {
+                if let Some(p) = position {
+                    kept = Some((slot, p));
+                    continue;
+                }
+            }
+            self.release_gating_slot_of(index, slot);
+            released = released.or(position);
+        }
+        if let Some((slot, position)) = kept {
+            // Relaxed: a hint, published by the Release store below.
+            e.gating.store(slot as u32 + 1, Ordering::Relaxed);
+            // Release: pairs with the Acquire loads of a durable subscriber
+            // taking the hold over (and of monitors and later reapers).
+            e.pid.store(ORPHAN, Ordering::Release);
+            return ReapAction::Orphaned(position);
+        }
+        // Relaxed: we hold the tombstone; the Release store below publishes.
+        e.gating.store(0, Ordering::Relaxed);
+        // Relaxed: as above.
+        e.flags.store(0, Ordering::Relaxed);
+        // Release: pairs with the Acquire loads (CAS) of registration.
+        e.pid.store(FREE, Ordering::Release);
+        match released {
+            Some(p) => ReapAction::GatingReleased(p),
+            None => ReapAction::Freed,
+        }
     }
 
-    /// Releases a taken (tombstoned) subscriber entry's gating hold and
-    /// frees it.
-    fn free_subscriber(&self, e: &SubscriberEntry) {
-        // Relaxed: we hold the tombstone; the Release store below publishes.
-        let gating = e.gating.swap(0, Ordering::Relaxed);
-        e.flags.store(0, Ordering::Relaxed);
-        if gating != 0 {
-            self.ring.release_gating_slot(gating as usize - 1);
+    /// The ring gating slots tagged as held by subscriber entry `index`
+    /// (normally at most one).
+    pub fn gating_slots_of(&self, index: usize) -> impl Iterator<Item = usize> + '_ {
+        let tag = index as u64 + 1;
+        // Acquire: pairs with the AcqRel tag claim of the entry's owner, so
+        // its ring registration in that slot (which follows the claim) is
+        // not missed by the holder of the entry's tombstone.
+        (0..MAX_GATING)
+            .filter(move |&slot| self.header().gating_owners[slot].load(Ordering::Acquire) == tag)
+    }
+
+    /// Position of subscriber entry `index`'s gating hold, if it has one.
+    pub fn gating_position_of_entry(&self, index: usize) -> Option<u64> {
+        self.gating_slots_of(index)
+            .find_map(|slot| self.ring.gating_position(slot))
+    }
+
+    /// Registers a gating cursor for subscriber entry `index`, which the
+    /// caller owns: claims a ring gating slot's owner tag, then the ring
+    /// slot itself. `None` if every slot is taken.
+    pub(crate) fn register_gating_for(&self, index: usize, start: Start) -> Option<ReadCursor> {
+        let h = self.header();
+        let e = h.subscribers.get(index)?;
+        let tag = index as u64 + 1;
+        for (slot, owner) in h.gating_owners.iter().enumerate() {
+            // AcqRel: claims the tag; Acquire pairs with the Release tag
+            // clear of the slot's previous owner, which follows its ring
+            // slot release, so the ring slot is seen free below.
+            if owner
+                .compare_exchange(NO_OWNER, tag, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            // Relaxed: a hint for monitors, published by the owner's
+            // Release store of its owner word.
+            e.gating.store(slot as u32 + 1, Ordering::Relaxed);
+            if let Some(cursor) = self.ring.register_gating_at(slot, start) {
+                return Some(cursor);
+            }
+            // The ring slot is taken by a registration that bypassed the
+            // tags (a direct user of the ring): give the tag back.
+            // Relaxed: a hint, as above.
+            e.gating.store(0, Ordering::Relaxed);
+            // Release: pairs with the Acquire tag claims.
+            let _ = owner.compare_exchange(tag, NO_OWNER, Ordering::Release, Ordering::Relaxed);
         }
-        // Release: pairs with the Acquire loads of registration.
-        e.pid.store(FREE, Ordering::Release);
+        None
+    }
+
+    /// Frees ring gating slot `slot`, held by subscriber entry `index`
+    /// (whose owner or tombstone holder the caller is), then its tag. Does
+    /// nothing to a slot tagged with another entry.
+    pub(crate) fn release_gating_slot_of(&self, index: usize, slot: usize) {
+        let Some(owner) = self.header().gating_owners.get(slot) else {
+            return;
+        };
+        let tag = index as u64 + 1;
+        // Acquire: pairs with our own (or the dead previous holder's) claim;
+        // a check that the tag is this entry's, so the ring slot is too.
+        if owner.load(Ordering::Acquire) != tag {
+            return;
+        }
+        // Ring slot first, tag second: while the tag names us nobody else
+        // takes the ring slot, so freeing it twice (a taker redoing this)
+        // frees nobody else's hold.
+        self.ring.release_gating_slot(slot);
+        // Release: pairs with the Acquire tag claims; our ring slot release
+        // happens before the next owner takes the slot.
+        let _ = owner.compare_exchange(tag, NO_OWNER, Ordering::Release, Ordering::Relaxed);
     }
 
     /// The durable gating holds registered on this topic: live ones and
@@ -672,19 +745,17 @@ impl Segment {
         for (index, e) in h.subscribers.iter().enumerate() {
             // Acquire: pairs with the Release owner stores.
             let word = e.pid.load(Ordering::Acquire);
-            if word == FREE || word == TOMBSTONE {
+            if word == FREE || is_tombstone(word) {
                 continue;
             }
             // Relaxed: ordered after the Acquire load above; a snapshot.
             if e.flags.load(Ordering::Relaxed) & FLAG_DURABLE == 0 {
                 continue;
             }
-            // Relaxed: as above.
-            let gating = e.gating.load(Ordering::Relaxed);
             holds.push(DurableHold {
                 index,
                 name: load_name(&e.name),
-                position: self.gating_position_of(gating),
+                position: self.gating_position_of_entry(index),
                 orphaned: word == ORPHAN,
                 pid: owner_pid(word),
             });
@@ -697,7 +768,8 @@ impl Segment {
     /// orphaned hold of that name (a live durable subscriber's hold is
     /// never dropped: stop that process first).
     pub fn release_durable(&self, name: &str) -> Option<u64> {
-        for e in &self.header().subscribers {
+        let me = current_owner();
+        for (index, e) in self.header().subscribers.iter().enumerate() {
             // Acquire: pairs with the Release store of ORPHAN in the reaper
             // or in a durable subscriber's drop.
             if e.pid.load(Ordering::Acquire) != ORPHAN || !name_is(&e.name, name) {
@@ -705,7 +777,7 @@ impl Segment {
             }
             // AcqRel: takes the orphan; only one of several callers does.
             if e.pid
-                .compare_exchange(ORPHAN, TOMBSTONE, Ordering::AcqRel, Ordering::Relaxed)
+                .compare_exchange(ORPHAN, tombstone(me), Ordering::AcqRel, Ordering::Relaxed)
                 .is_err()
             {
                 continue;
@@ -717,9 +789,15 @@ impl Segment {
                 e.pid.store(ORPHAN, Ordering::Release);
                 continue;
             }
-            // Relaxed: we hold the tombstone.
-            let position = self.gating_position_of(e.gating.load(Ordering::Relaxed));
-            self.free_subscriber(e);
+            let position = self.gating_position_of_entry(index);
+            // Not durable any more: if we die below, whoever takes our
+            // tombstone over releases the hold too instead of orphaning it.
+            // Relaxed: published by the Release store that follows.
+            e.flags.store(0, Ordering::Relaxed);
+            // Release: pairs with the Acquire CAS of a reaper taking our
+            // tombstone over; publishes the flags store above.
+            e.pid.store(tombstone(me), Ordering::Release);
+            self.settle_subscriber(index, e);
             return Some(position.unwrap_or(0));
         }
         None
@@ -751,11 +829,14 @@ impl Segment {
         for (index, e) in h.subscribers.iter().enumerate() {
             // Acquire: pairs with the Release owner stores.
             let word = e.pid.load(Ordering::Acquire);
-            if word == FREE || word == TOMBSTONE {
+            if word == FREE || is_tombstone(word) {
                 continue;
             }
-            // Relaxed: a snapshot for an error message.
-            let Some(position) = self.gating_position_of(e.gating.load(Ordering::Relaxed)) else {
+            // Relaxed: a filter (the hint); the tags below are what counts.
+            if e.gating.load(Ordering::Relaxed) == 0 {
+                continue;
+            }
+            let Some(position) = self.gating_position_of_entry(index) else {
                 continue;
             };
             if best.as_ref().is_some_and(|b| b.position <= Some(position)) {
@@ -772,6 +853,109 @@ impl Segment {
         }
         best
     }
+}
+
+/// How long a durable subscriber waits for another process registering a
+/// durable subscriber, or for a live taker of a same-name entry.
+pub const DURABLE_WAIT: Duration = Duration::from_secs(5);
+
+/// The segment's durable-name lock, held (see
+/// [`SegmentHeader::durable_lock`]); released on drop.
+pub(crate) struct DurableLock<'a> {
+    seg: &'a Segment,
+    me: u64,
+}
+
+impl Segment {
+    /// Takes the durable-name lock: from nobody, or from a dead holder.
+    /// Fails after [`DURABLE_WAIT`] if a live process keeps it.
+    pub(crate) fn lock_durable(&self, name: &str) -> Result<DurableLock<'_>> {
+        let lock = &self.header().durable_lock;
+        let me = current_owner();
+        let deadline = Instant::now() + DURABLE_WAIT;
+        loop {
+            // Relaxed: a first guess; the CAS below decides.
+            let cur = lock.load(Ordering::Relaxed);
+            if cur == FREE || !owner_alive(cur) {
+                // Acquire: pairs with the Release unlock of the previous
+                // holder (its entry stores happen before our scan). A dead
+                // holder's half-done registration is an entry of a dead
+                // owner, which the reaper finishes.
+                if lock
+                    .compare_exchange(cur, me, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    return Ok(DurableLock { seg: self, me });
+                }
+                continue;
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::DurableBusy {
+                    topic: self.topic.clone(),
+                    name: name.to_owned(),
+                    pid: owner_pid(cur),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+impl Drop for DurableLock<'_> {
+    fn drop(&mut self) {
+        // Release: pairs with the Acquire lock CAS of the next holder.
+        let _ = self.seg.header().durable_lock.compare_exchange(
+            self.me,
+            FREE,
+            Ordering::Release,
+            Ordering::Relaxed,
+        );
+    }
+}
+
+/// Takes the table entry whose owner word is `pid` from `seen` (just
+/// loaded from it) if `seen` is a dead process's, or a tombstone whose
+/// taker is dead: swaps in a [`tombstone`] naming us. `false` if the entry
+/// is free, orphaned, alive, a live taker's, or no longer `seen`.
+fn take(pid: &std::sync::atomic::AtomicU64, seen: u64) -> bool {
+    if seen == FREE || seen == ORPHAN {
+        return false;
+    }
+    let owner = if is_tombstone(seen) {
+        tombstone_taker(seen)
+    } else {
+        seen
+    };
+    if owner_alive(owner) {
+        return false;
+    }
+    // AcqRel: takes the entry from exactly the dead owner (or taker) we
+    // checked (a re-registered entry has another word); Acquire pairs with
+    // its last Release store of the owner word and makes its stores to the
+    // entry visible before we read them; Release publishes our tombstone.
+    pid.compare_exchange(
+        seen,
+        tombstone(current_owner()),
+        Ordering::AcqRel,
+        Ordering::Relaxed,
+    )
+    .is_ok()
+}
+
+/// The pid a [`Reaped`] names for an entry taken from `seen`: the dead
+/// owner's, or the dead taker's for a tombstone.
+fn reaped_pid(seen: u64) -> u32 {
+    if is_tombstone(seen) {
+        owner_pid(tombstone_taker(seen))
+    } else {
+        owner_pid(seen)
+    }
+}
+
+/// The subscriber entry a ring gating slot's owner tag names, if any.
+fn tag_entry(tag: u64) -> Option<usize> {
+    let index = usize::try_from(tag.checked_sub(1)?).ok()?;
+    (index < crate::layout::MAX_SUBSCRIBERS).then_some(index)
 }
 
 /// A gating registration as a monitor or an error message shows it.

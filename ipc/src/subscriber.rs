@@ -21,10 +21,10 @@ use zerocast_core::frame::{
 
 use crate::error::{Error, Result};
 use crate::layout::{
-    current_owner, name_is, now_ns, owner_alive, owner_pid, store_name, SubscriberEntry,
-    FLAG_DURABLE, FREE, ORPHAN, TOMBSTONE,
+    current_owner, is_tombstone, name_is, now_ns, owner_alive, owner_pid, store_name, tombstone,
+    tombstone_taker, SubscriberEntry, FLAG_DURABLE, FREE, ORPHAN,
 };
-use crate::segment::Segment;
+use crate::segment::{Segment, DURABLE_WAIT};
 use crate::wait::{futex_wait, WaitStrategy};
 
 /// Options of a subscriber.
@@ -37,7 +37,8 @@ pub struct SubscriberOptions {
     /// Register as gating: publishers never overwrite what this subscriber
     /// has not read (they wait or fail, by their policy).
     pub gating: bool,
-    /// How to wait in [`Subscriber::recv`] and [`Subscriber::run`].
+    /// How to wait in [`Subscriber::recv`](crate::Subscriber::recv) and
+    /// [`Subscriber::run`](crate::Subscriber::run).
     pub wait: WaitStrategy,
     /// How long a sequence may stay claimed-but-uncommitted before the
     /// subscriber checks whether its publisher died and, if so, declares it
@@ -58,7 +59,10 @@ pub struct SubscriberOptions {
     /// between, as a recorder that resumes after its log's last sequence
     /// does). An orphaned hold is dropped only by
     /// [`Segment::release_durable`](crate::Segment::release_durable)
-    /// (`zerocast stat --release-durable NAME`).
+    /// (`zerocast stat --release-durable NAME`). Registering a durable
+    /// subscriber waits (up to [`DURABLE_WAIT`]) while another process
+    /// registers one or a live reaper holds an entry of the same name, then
+    /// fails with [`Error::DurableBusy`].
     pub durable: bool,
 }
 
@@ -194,6 +198,13 @@ impl ShmSubscriber {
         } else {
             options.name.clone()
         };
+        // Durable names are unique: looking for the name and registering it
+        // happen under the segment's durable-name lock.
+        let lock = if options.durable {
+            Some(seg.lock_durable(&name)?)
+        } else {
+            None
+        };
         let adopted = if options.durable {
             Self::adopt(&seg, &name, me, options.start)?
         } else {
@@ -201,58 +212,28 @@ impl ShmSubscriber {
         };
         let (entry, mut cursor) = match adopted {
             Some(found) => found,
-            None => {
-                let entry = h
-                    .subscribers
-                    .iter()
-                    .position(|s| {
-                        // AcqRel: claims the entry; pairs with Acquire owner
-                        // loads. Only a FREE entry is claimed: never a
-                        // tombstone or an orphaned durable hold.
-                        s.pid
-                            .compare_exchange(FREE, me, Ordering::AcqRel, Ordering::Relaxed)
-                            .is_ok()
-                    })
-                    .ok_or_else(|| Error::SubscriberTableFull {
-                        topic: seg.topic().to_owned(),
-                    })?;
-                let e = &h.subscribers[entry];
-                store_name(&e.name, &name);
-                let cursor = if options.gating {
-                    match seg.ring().register_gating(options.start) {
-                        Ok(c) => c,
-                        Err(_) => {
-                            // Release: frees the entry we claimed.
-                            e.pid.store(FREE, Ordering::Release);
-                            return Err(Error::GatingTableFull {
-                                topic: seg.topic().to_owned(),
-                            });
-                        }
-                    }
-                } else {
-                    seg.ring().cursor(options.start)
-                };
-                // Relaxed: our own entry; a reaper reads these only after
-                // it took the entry from us (AcqRel on the owner word).
-                e.flags.store(
-                    if options.durable { FLAG_DURABLE } else { 0 },
-                    Ordering::Relaxed,
-                );
-                (entry, cursor)
-            }
+            None => Self::register(&seg, &name, me, options)?,
         };
         let e = &h.subscribers[entry];
         cursor.set_manual_release(options.manual_release);
-        // Relaxed: our own entry; monitors read these as hints, a reaper
-        // after taking the entry from a dead owner.
+        // Relaxed: hints for monitors, published with the entry below.
         e.gating.store(
             cursor.gating_slot().map_or(0, |g| g as u32 + 1),
             Ordering::Relaxed,
         );
+        // Relaxed: as above.
         e.cursor.store(cursor.next(), Ordering::Relaxed);
+        // Relaxed: as above.
         e.lagged.store(0, Ordering::Relaxed);
-        // Relaxed: a liveness hint for monitors.
+        // Relaxed: as above.
         e.last_seen_ns.store(now_ns(), Ordering::Relaxed);
+        // Release: publishes the entry (name, flags, hints) to monitors and
+        // to a reaper that takes it after we die, whose Acquire CAS on the
+        // owner word pairs with this store. The entry is already ours
+        // (claimed from FREE, or held as our tombstone while adopting);
+        // only we write its owner word while we live.
+        e.pid.store(me, Ordering::Release);
+        drop(lock);
         let words = seg.ring().payload_words().min(MAX_FRAME_WORDS);
         Ok(Self {
             seg,
@@ -268,10 +249,65 @@ impl ShmSubscriber {
         })
     }
 
-    /// A durable subscriber named `name`: refuses if a live one holds the
-    /// name; takes over an orphaned hold of that name if there is one (the
-    /// entry passes ORPHAN -> TOMBSTONE -> `me`, and its gating slot stays
-    /// held throughout). `None`: no hold to take over.
+    /// Claims a free entry and, if gating, a ring gating slot tagged with
+    /// it. The entry's owner word is `me` on return (the caller publishes
+    /// the entry with a Release store of it).
+    fn register(
+        seg: &Segment,
+        name: &str,
+        me: u64,
+        options: &SubscriberOptions,
+    ) -> Result<(usize, ReadCursor)> {
+        let h = seg.header();
+        let entry = h
+            .subscribers
+            .iter()
+            .position(|s| {
+                // AcqRel: claims the entry; Acquire pairs with the Release
+                // store of FREE by its previous holder (its stores to the
+                // entry happen before ours). Only a FREE entry is claimed:
+                // never a tombstone or an orphaned durable hold.
+                s.pid
+                    .compare_exchange(FREE, me, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            })
+            .ok_or_else(|| Error::SubscriberTableFull {
+                topic: seg.topic().to_owned(),
+            })?;
+        let e = &h.subscribers[entry];
+        store_name(&e.name, name);
+        // Relaxed: published by our Release store of the owner word; a
+        // reaper of a half-registered entry (we died) treats a durable one
+        // as an orphan and frees any other, both recoverable.
+        e.flags.store(
+            if options.durable { FLAG_DURABLE } else { 0 },
+            Ordering::Relaxed,
+        );
+        if !options.gating {
+            return Ok((entry, seg.ring().cursor(options.start)));
+        }
+        match seg.register_gating_for(entry, options.start) {
+            Some(cursor) => Ok((entry, cursor)),
+            None => {
+                // Relaxed: published by the Release store below.
+                e.flags.store(0, Ordering::Relaxed);
+                // Release: frees the entry we claimed.
+                e.pid.store(FREE, Ordering::Release);
+                Err(Error::GatingTableFull {
+                    topic: seg.topic().to_owned(),
+                })
+            }
+        }
+    }
+
+    /// A durable subscriber named `name` (the caller holds the durable-name
+    /// lock): refuses if a live one holds the name; takes over an orphaned
+    /// hold of that name if there is one (the entry passes ORPHAN ->
+    /// tombstone -> `me`, and its gating slot stays held throughout). A
+    /// same-name entry whose owner died unreaped, or whose taker died, is
+    /// reaped first; one a live process has taken (a reaper, or
+    /// `release_durable`) is waited for. `None`: no hold to take over.
+    /// On `Some`, the entry is still our tombstone: the caller publishes it.
     fn adopt(
         seg: &Segment,
         name: &str,
@@ -279,58 +315,92 @@ impl ShmSubscriber {
         start: Start,
     ) -> Result<Option<(usize, ReadCursor)>> {
         let h = seg.header();
-        for e in &h.subscribers {
-            // Acquire: pairs with the Release owner stores.
-            let word = e.pid.load(Ordering::Acquire);
-            // Relaxed: ordered after the Acquire load above.
-            if e.flags.load(Ordering::Relaxed) & FLAG_DURABLE != 0
-                && owner_alive(word)
-                && name_is(&e.name, name)
-            {
-                return Err(Error::DurableNameTaken {
-                    topic: seg.topic().to_owned(),
-                    name: name.to_owned(),
-                    pid: owner_pid(word),
-                });
+        let deadline = Instant::now() + DURABLE_WAIT;
+        'scan: loop {
+            let mut busy = None;
+            let mut orphan = None;
+            for (index, e) in h.subscribers.iter().enumerate() {
+                // Acquire: pairs with the Release owner stores.
+                let word = e.pid.load(Ordering::Acquire);
+                // Relaxed: ordered after the Acquire load above.
+                if word == FREE
+                    || e.flags.load(Ordering::Relaxed) & FLAG_DURABLE == 0
+                    || !name_is(&e.name, name)
+                {
+                    continue;
+                }
+                if word == ORPHAN {
+                    orphan.get_or_insert(index);
+                    continue;
+                }
+                let owner = if is_tombstone(word) {
+                    tombstone_taker(word)
+                } else {
+                    word
+                };
+                if owner_alive(owner) {
+                    if is_tombstone(word) {
+                        busy = Some(owner_pid(owner));
+                        continue;
+                    }
+                    return Err(Error::DurableNameTaken {
+                        topic: seg.topic().to_owned(),
+                        name: name.to_owned(),
+                        pid: owner_pid(word),
+                    });
+                }
+                // Dead owner not yet reaped, or dead taker: finish it (an
+                // orphan or a free entry), then look again.
+                seg.reap_subscriber(index, word);
+                busy = Some(owner_pid(owner));
+                if Instant::now() >= deadline {
+                    break;
+                }
+                continue 'scan;
             }
-        }
-        for (index, e) in h.subscribers.iter().enumerate() {
-            // Acquire: pairs with the Release store of ORPHAN.
-            if e.pid.load(Ordering::Acquire) != ORPHAN || !name_is(&e.name, name) {
+            if let Some(pid) = busy {
+                if Instant::now() >= deadline {
+                    return Err(Error::DurableBusy {
+                        topic: seg.topic().to_owned(),
+                        name: name.to_owned(),
+                        pid,
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(1));
                 continue;
             }
-            // AcqRel: takes the orphan; Acquire makes the previous owner's
-            // stores (its gating slot index) visible.
+            let Some(index) = orphan else {
+                return Ok(None);
+            };
+            let e = &h.subscribers[index];
+            // AcqRel: takes the orphan; Acquire pairs with the Release store
+            // of ORPHAN (the previous owner's stores are visible).
             if e.pid
-                .compare_exchange(ORPHAN, TOMBSTONE, Ordering::AcqRel, Ordering::Relaxed)
+                .compare_exchange(ORPHAN, tombstone(me), Ordering::AcqRel, Ordering::Relaxed)
                 .is_err()
             {
+                // Taken meanwhile (`release_durable`): look again.
                 continue;
             }
             // Checked again under the tombstone: the entry may have changed
             // hands between the name check and the swap.
             // Relaxed: we hold the tombstone.
-            let gating = e.gating.load(Ordering::Relaxed);
             let durable = e.flags.load(Ordering::Relaxed) & FLAG_DURABLE != 0;
-            if !durable || !name_is(&e.name, name) || gating == 0 {
+            if !durable || !name_is(&e.name, name) {
                 // Release: gives it back untouched.
                 e.pid.store(ORPHAN, Ordering::Release);
                 continue;
             }
-            let Some(cursor) = seg.ring().adopt_gating(gating as usize - 1, start) else {
-                // Its hold was dropped meanwhile: nothing to take over.
-                // Relaxed: we hold the tombstone.
-                e.gating.store(0, Ordering::Relaxed);
-                e.flags.store(0, Ordering::Relaxed);
-                // Release: frees the entry.
-                e.pid.store(FREE, Ordering::Release);
+            let adopted = seg
+                .gating_slots_of(index)
+                .find_map(|slot| seg.ring().adopt_gating(slot, start));
+            let Some(cursor) = adopted else {
+                // Its hold is gone: nothing to take over; free the entry.
+                seg.settle_subscriber(index, e);
                 continue;
             };
-            // Release: the entry is ours; pairs with Acquire owner loads.
-            e.pid.store(me, Ordering::Release);
             return Ok(Some((index, cursor)));
         }
-        Ok(None)
     }
 
     fn entry(&self) -> &SubscriberEntry {
@@ -471,12 +541,18 @@ impl Drop for ShmSubscriber {
             self.entry().pid.store(ORPHAN, Ordering::Release);
             return;
         }
-        let ring = self.seg.ring();
-        ring.unregister_gating(&mut self.cursor);
         let e = self.entry();
-        // Relaxed: the entry is freed by the Release store below.
+        // Relaxed: a hint; the entry is freed by the Release store below.
         e.gating.store(0, Ordering::Relaxed);
-        // Release: pairs with Acquire owner loads.
+        if let Some(slot) = self.cursor.gating_slot() {
+            // Frees the ring slot, then its owner tag: killed in between,
+            // the tag keeps the slot ours until a reaper of this entry
+            // finishes (nobody else can take the slot meanwhile).
+            self.seg.release_gating_slot_of(self.entry, slot);
+        }
+        // Relaxed: published by the Release store below.
+        e.flags.store(0, Ordering::Relaxed);
+        // Release: pairs with the Acquire owner loads (CAS) of registration.
         e.pid.store(FREE, Ordering::Release);
     }
 }

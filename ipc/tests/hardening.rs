@@ -495,14 +495,11 @@ fn regression_a_tombstoned_entry_is_not_reused() {
     let bus = small_bus("tomb");
     let seg = bus.segment("trades").unwrap();
     let h = seg.header();
-    h.subscribers[0]
-        .pid
-        .store(layout::TOMBSTONE, Ordering::Release);
+    // A live taker's tombstone (this process is the taker).
+    let tomb = layout::tombstone(layout::current_owner());
+    h.subscribers[0].pid.store(tomb, Ordering::Release);
     let sub = ShmSubscriber::new(Arc::clone(&seg), &SubscriberOptions::default()).unwrap();
-    assert_eq!(
-        h.subscribers[0].pid.load(Ordering::Acquire),
-        layout::TOMBSTONE
-    );
+    assert_eq!(h.subscribers[0].pid.load(Ordering::Acquire), tomb);
     assert_eq!(
         h.subscribers[1].pid.load(Ordering::Acquire),
         layout::current_owner()
@@ -582,4 +579,345 @@ fn regression_an_orphaned_durable_hold_is_shown_named_and_released_on_request() 
     .unwrap_err();
     assert!(matches!(err, Error::BadOptions(_)), "{err}");
     bus.remove_segments();
+}
+
+// ------------------------------------------- review of the hardening diff
+
+/// Index of the subscriber entry named `name`.
+fn entry_of(seg: &Segment, name: &str) -> usize {
+    (0..layout::MAX_SUBSCRIBERS)
+        .find(|&i| {
+            let w = seg.header().subscribers[i].pid.load(Ordering::Acquire);
+            w != 0 && layout::name_is(&seg.header().subscribers[i].name, name)
+        })
+        .unwrap()
+}
+
+/// A live child process (`sleep`) and its owner word.
+fn live_process() -> (Child, u64) {
+    let child = Command::new("sleep").arg("30").spawn().unwrap();
+    let word = layout::owner_of(child.id()).unwrap();
+    (child, word)
+}
+
+/// Review finding 2: a reaper killed between its swap to a tombstone and
+/// its final store left the entry (and its gating hold) taken forever.
+#[test]
+fn regression_tombstone_left_by_a_dead_reaper_is_taken_over() {
+    let bus = small_bus("tomb2");
+    let seg = bus.segment("trades").unwrap();
+    let sub = ShmSubscriber::new(
+        Arc::clone(&seg),
+        &SubscriberOptions {
+            name: "victim".into(),
+            gating: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let idx = entry_of(&seg, "victim");
+    // The subscriber died; a reaper took the entry and died too (a
+    // tombstone whose taker is unknown counts as a dead taker's).
+    std::mem::forget(sub);
+    seg.header().subscribers[idx]
+        .pid
+        .store(layout::TOMBSTONE, Ordering::Release);
+    let mut publisher = bus
+        .publisher_with(
+            "trades",
+            PublisherOptions {
+                name: "p".into(),
+                gating: GatingPolicy::Wait(Duration::from_secs(5)),
+            },
+        )
+        .unwrap();
+    let r = (0..100)
+        .map(|i| publisher.publish(&trade(i)))
+        .find_map(Result::err);
+    assert!(r.is_none(), "wedged: {}", r.unwrap());
+    assert_eq!(
+        seg.header().subscribers[idx].pid.load(Ordering::Acquire),
+        layout::FREE
+    );
+    bus.remove_segments();
+}
+
+/// Review finding 3: a gating subscriber killed inside `Drop` after its
+/// ring slot was freed but before its entry was: a subscriber registering
+/// before that death is visible must not get a slot the reaper of the
+/// dead entry then frees.
+#[test]
+fn regression_reap_after_kill_mid_drop_keeps_another_subscribers_hold() {
+    let bus = small_bus("middrop");
+    let seg = bus.segment("trades").unwrap();
+    let s1 = ShmSubscriber::new(
+        Arc::clone(&seg),
+        &SubscriberOptions {
+            name: "s1".into(),
+            gating: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let idx = entry_of(&seg, "s1");
+    let g = seg.header().subscribers[idx].gating.load(Ordering::Relaxed) as usize - 1;
+    // The entry belongs to a process (alive for now) whose Drop freed the
+    // ring slot and was then killed.
+    std::mem::forget(s1);
+    seg.ring().release_gating_slot(g);
+    let (mut owner, word) = live_process();
+    seg.header().subscribers[idx]
+        .pid
+        .store(word, Ordering::Release);
+    let rec = ShmSubscriber::new(
+        Arc::clone(&seg),
+        &SubscriberOptions {
+            name: "rec".into(),
+            gating: true,
+            durable: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let rec_idx = entry_of(&seg, "rec");
+    let rg = seg.header().subscribers[rec_idx]
+        .gating
+        .load(Ordering::Relaxed) as usize
+        - 1;
+    sigkill(&mut owner);
+    let reaped = seg.reap_entries();
+    let still = seg.ring().gating_position(rg).is_some();
+    drop(rec);
+    let _ = seg.release_durable("rec");
+    bus.remove_segments();
+    assert!(
+        still,
+        "the reaper released a live consumer's gating slot: {reaped:?}"
+    );
+}
+
+/// Review finding 4: a durable subscriber restarting while a reaper holds
+/// the dead one's entry as a tombstone registered a second hold.
+#[test]
+fn regression_durable_restart_racing_a_reaper_keeps_one_hold() {
+    let bus = small_bus("dup");
+    let seg = bus.segment("trades").unwrap();
+    let d1 = ShmSubscriber::new(
+        Arc::clone(&seg),
+        &SubscriberOptions {
+            name: "rec".into(),
+            gating: true,
+            durable: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let idx = entry_of(&seg, "rec");
+    std::mem::forget(d1);
+    // A reaper (say a waiting publisher) is mid-reap of the dead entry.
+    seg.header().subscribers[idx]
+        .pid
+        .store(layout::TOMBSTONE, Ordering::Release);
+    let d2 = ShmSubscriber::new(
+        Arc::clone(&seg),
+        &SubscriberOptions {
+            name: "rec".into(),
+            gating: true,
+            durable: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    // Every hold counts, a tombstoned entry's too.
+    let held = (0..zerocast_core::broadcast::MAX_GATING)
+        .filter(|&g| seg.ring().gating_position(g).is_some())
+        .count();
+    let holds = seg.durable_holds();
+    drop(d2);
+    let _ = seg.release_durable("rec");
+    bus.remove_segments();
+    assert_eq!(
+        held, 1,
+        "{held} gating holds for one durable name: {holds:?}"
+    );
+}
+
+fn durable(name: &str) -> SubscriberOptions {
+    SubscriberOptions {
+        name: name.into(),
+        gating: true,
+        durable: true,
+        ..Default::default()
+    }
+}
+
+fn held_gating_slots(seg: &Segment) -> usize {
+    (0..zerocast_core::broadcast::MAX_GATING)
+        .filter(|&g| seg.ring().gating_position(g).is_some())
+        .count()
+}
+
+/// Review finding 4, with a live taker: the restarting durable subscriber
+/// waits for the reaper to finish, then takes the hold over (or, if the
+/// taker dies instead, takes its tombstone over).
+#[test]
+fn regression_durable_restart_waits_for_a_live_reaper() {
+    for taker_dies in [false, true] {
+        let bus = small_bus(if taker_dies { "dupdie" } else { "duplive" });
+        let seg = bus.segment("trades").unwrap();
+        let d1 = ShmSubscriber::new(Arc::clone(&seg), &durable("rec")).unwrap();
+        let idx = entry_of(&seg, "rec");
+        std::mem::forget(d1);
+        let (mut taker, word) = live_process();
+        let e = &seg.header().subscribers[idx];
+        e.pid.store(layout::tombstone(word), Ordering::Release);
+        let seg2 = Arc::clone(&seg);
+        let restart = std::thread::spawn(move || ShmSubscriber::new(seg2, &durable("rec")));
+        // Only makes the race likely; the outcome must not depend on it.
+        std::thread::sleep(Duration::from_millis(50));
+        if taker_dies {
+            sigkill(&mut taker);
+        } else {
+            // The reaper finishes: the hold becomes an orphan.
+            e.pid.store(layout::ORPHAN, Ordering::Release);
+            sigkill(&mut taker);
+        }
+        let d2 = restart.join().unwrap().unwrap();
+        let owner = e.pid.load(Ordering::Acquire);
+        let held = held_gating_slots(&seg);
+        drop(d2);
+        let _ = seg.release_durable("rec");
+        bus.remove_segments();
+        assert_eq!(
+            owner,
+            layout::current_owner(),
+            "the old entry was not adopted"
+        );
+        assert_eq!(held, 1, "taker_dies={taker_dies}: {held} holds");
+    }
+}
+
+/// Review finding 4: durable subscribers of one name starting at once
+/// register one hold; the others are refused.
+#[test]
+fn regression_concurrent_durable_subscribers_of_one_name_register_once() {
+    let bus = small_bus("dupconc");
+    let seg = bus.segment("trades").unwrap();
+    for _ in 0..if cfg!(miri) { 1 } else { 20 } {
+        let barrier = Arc::new(std::sync::Barrier::new(4));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let seg = Arc::clone(&seg);
+                let barrier = Arc::clone(&barrier);
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    ShmSubscriber::new(seg, &durable("rec"))
+                })
+            })
+            .collect();
+        let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        let held = held_gating_slots(&seg);
+        let ok = results.iter().filter(|r| r.is_ok()).count();
+        for r in &results {
+            if let Err(e) = r {
+                assert!(
+                    matches!(e, Error::DurableNameTaken { .. }),
+                    "unexpected error: {e}"
+                );
+            }
+        }
+        drop(results);
+        assert_eq!((ok, held), (1, 1), "{ok} registered, {held} holds");
+    }
+    let _ = seg.release_durable("rec");
+    bus.remove_segments();
+}
+
+/// Review finding 3: a non-durable gating subscriber killed at each step
+/// of its `Drop`: the next registration and reap leave the ring with
+/// exactly the live holds.
+#[test]
+fn regression_kill_at_each_drop_step_leaks_and_steals_no_gating_slot() {
+    let bus = small_bus("dropsteps");
+    let seg = bus.segment("trades").unwrap();
+    let h = seg.header();
+    for step in 0..3 {
+        let s1 = ShmSubscriber::new(
+            Arc::clone(&seg),
+            &SubscriberOptions {
+                name: "s1".into(),
+                gating: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let idx = entry_of(&seg, "s1");
+        let g = h.subscribers[idx].gating.load(Ordering::Relaxed) as usize - 1;
+        std::mem::forget(s1);
+        // Drop's steps: clear the hint, free the ring slot, clear the tag.
+        h.subscribers[idx].gating.store(0, Ordering::Relaxed);
+        if step >= 1 {
+            seg.ring().release_gating_slot(g);
+        }
+        if step >= 2 {
+            h.gating_owners[g].store(layout::NO_OWNER, Ordering::Release);
+        }
+        let (mut owner, word) = live_process();
+        h.subscribers[idx].pid.store(word, Ordering::Release);
+        let live = ShmSubscriber::new(
+            Arc::clone(&seg),
+            &SubscriberOptions {
+                name: "live".into(),
+                gating: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        sigkill(&mut owner);
+        seg.reap();
+        let held = held_gating_slots(&seg);
+        let live_idx = entry_of(&seg, "live");
+        let live_held = seg.gating_position_of_entry(live_idx).is_some();
+        drop(live);
+        let left = held_gating_slots(&seg);
+        assert!(
+            live_held,
+            "step {step}: the live subscriber's hold was freed"
+        );
+        assert_eq!((held, left), (1, 0), "step {step}: holds leaked");
+        assert_eq!(h.subscribers[idx].pid.load(Ordering::Acquire), layout::FREE);
+    }
+    bus.remove_segments();
+}
+
+/// Review finding 3 (related): a subscriber killed after taking its ring
+/// gating slot but before recording it in its entry leaked the slot; the
+/// owner tag, claimed first, lets the reaper free it.
+#[test]
+fn regression_kill_mid_registration_leaks_no_gating_slot() {
+    let bus = small_bus("midreg");
+    let seg = bus.segment("trades").unwrap();
+    let h = seg.header();
+    let s1 = ShmSubscriber::new(
+        Arc::clone(&seg),
+        &SubscriberOptions {
+            name: "s1".into(),
+            gating: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let idx = entry_of(&seg, "s1");
+    std::mem::forget(s1);
+    // Killed before its entry said which slot it took.
+    h.subscribers[idx].gating.store(0, Ordering::Relaxed);
+    let mut gone = Command::new("true").spawn().unwrap();
+    let dead = layout::owner_word(gone.id(), 12345);
+    gone.wait().unwrap();
+    h.subscribers[idx].pid.store(dead, Ordering::Release);
+    assert_eq!(held_gating_slots(&seg), 1);
+    let reaped = seg.reap_entries();
+    let left = held_gating_slots(&seg);
+    bus.remove_segments();
+    assert_eq!(left, 0, "a ring gating slot leaked: {reaped:?}");
 }

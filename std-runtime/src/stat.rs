@@ -3,7 +3,9 @@
 
 use std::sync::atomic::Ordering;
 
-use zerocast_ipc::layout::{load_name, now_ns, owner_alive, owner_pid, ORPHAN, TOMBSTONE};
+use zerocast_ipc::layout::{
+    is_tombstone, load_name, now_ns, owner_alive, owner_pid, tombstone_taker, ORPHAN,
+};
 use zerocast_ipc::{Bus, Segment};
 
 fn age(ns: u64) -> String {
@@ -12,6 +14,23 @@ fn age(ns: u64) -> String {
         return "-".into();
     }
     format!("{:.1}s", (now - ns) as f64 / 1e9)
+}
+
+/// Describes a tombstone (an entry a reaper or a durable subscriber has
+/// taken): who took it and whether it is still being worked on.
+fn tombstone_line(what: &str, i: usize, word: u64) -> String {
+    let taker = tombstone_taker(word);
+    if owner_alive(taker) {
+        format!(
+            "  {what} {i}: TOMBSTONE taken by pid {} (alive: being reclaimed or taken over)",
+            owner_pid(taker)
+        )
+    } else {
+        format!(
+            "  {what} {i}: TOMBSTONE taken by pid {} (DEAD: the next reap finishes it; --remove-stale does)",
+            owner_pid(taker)
+        )
+    }
 }
 
 fn alive(word: u64) -> &'static str {
@@ -87,7 +106,11 @@ pub fn run(bus: &Bus, remove_stale: bool) -> Result<(), String> {
         // Acquire: pairs with the Release owner stores of registrations.
         for (i, p) in h.publishers.iter().enumerate() {
             let word = p.pid.load(Ordering::Acquire);
-            if word == 0 || word == TOMBSTONE {
+            if word == 0 {
+                continue;
+            }
+            if is_tombstone(word) {
+                println!("{}", tombstone_line("publisher", i, word));
                 continue;
             }
             let pid = owner_pid(word);
@@ -102,7 +125,11 @@ pub fn run(bus: &Bus, remove_stale: bool) -> Result<(), String> {
         }
         for (i, s) in h.subscribers.iter().enumerate() {
             let word = s.pid.load(Ordering::Acquire);
-            if word == 0 || word == TOMBSTONE || word == ORPHAN {
+            if word == 0 || word == ORPHAN {
+                continue;
+            }
+            if is_tombstone(word) {
+                println!("{}", tombstone_line("subscriber", i, word));
                 continue;
             }
             let pid = owner_pid(word);
