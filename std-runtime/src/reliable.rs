@@ -228,7 +228,7 @@ impl ReliablePublisher {
 /// Registers the subscriber's name in the topic's ack channel; a restarted
 /// subscriber of the same name takes its entry over (once the old process is
 /// dead) and its acked position carries on from where it was. An ack is one
-/// atomic store into the subscriber's own word: it never blocks, never
+/// atomic `fetch_max` on the subscriber's own word: it never blocks, never
 /// fails, and a process killed while acking leaves nothing for others to
 /// trip on.
 #[derive(Debug)]
