@@ -1,8 +1,9 @@
 //! Lossless bounded multi-producer multi-consumer queue (Vyukov's algorithm,
 //! one sequence word per slot).
 //!
-//! Used where many processes feed one, e.g. acks from many subscribers back to
-//! a publisher.
+//! For threads of one process: a producer that dies mid-push wedges it (see
+//! below), so nothing that killable processes write may depend on it (acks,
+//! for one, use a word per subscriber: `zerocast_ipc::acks`).
 //!
 //! # Progress: not lock-free
 //!

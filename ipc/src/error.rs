@@ -153,6 +153,27 @@ pub enum Error {
     },
     /// An error from the iceoryx2 transport.
     Iceoryx(String),
+    /// A file at an ack channel's path that this build cannot use as one.
+    BadAckChannel {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// Every entry of an ack channel is named by a subscriber.
+    AckTableFull {
+        /// The ack channel file.
+        path: PathBuf,
+    },
+    /// Another live process acks under this subscriber name.
+    AckerNameTaken {
+        /// The ack channel file.
+        path: PathBuf,
+        /// The subscriber name.
+        name: String,
+        /// The process acking under it.
+        pid: u32,
+    },
 }
 
 impl std::fmt::Display for Error {
@@ -271,6 +292,20 @@ impl std::fmt::Display for Error {
                 "topic {topic}: frame of {frame} bytes exceeds its {slot}-byte slots"
             ),
             Self::Iceoryx(m) => write!(f, "iceoryx2: {m}"),
+            Self::BadAckChannel { path, problem } => {
+                write!(f, "{}: bad ack channel: {problem}", path.display())
+            }
+            Self::AckTableFull { path } => write!(
+                f,
+                "{}: all {} subscriber entries of the ack channel are named; remove the file while no publisher or acker uses it",
+                path.display(),
+                crate::acks::MAX_ACKERS
+            ),
+            Self::AckerNameTaken { path, name, pid } => write!(
+                f,
+                "{}: subscriber {name:?} already acks from live process {pid}",
+                path.display()
+            ),
         }
     }
 }

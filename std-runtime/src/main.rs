@@ -255,7 +255,10 @@ fn run_pub(bus: &Bus, args: &PubArgs) -> Result<(), String> {
     let start = Instant::now();
     let (mut sent, mut first, mut last) = (0u64, None, 0u64);
     let batch = args.batch.max(1) as u64;
-    while sent < args.count {
+    // SIGINT and SIGTERM stop the loop between publishes; the summary below
+    // then counts what was published and the exit status is 0, as for
+    // `sub`, `record` and `follow`.
+    while sent < args.count && !signal::stopped() {
         if let Some(n) = args.crash_after {
             if sent >= n {
                 std::io::stdout().flush().ok();
@@ -268,8 +271,11 @@ fn run_pub(bus: &Bus, args: &PubArgs) -> Result<(), String> {
         }
         if let Some(rate) = args.rate {
             let due = start + Duration::from_secs_f64(sent as f64 / rate);
-            while Instant::now() < due {
+            while Instant::now() < due && !signal::stopped() {
                 std::thread::sleep(Duration::from_micros(50).min(due - Instant::now()));
+            }
+            if signal::stopped() {
+                break;
             }
         }
         let n = batch.min(args.count - sent);

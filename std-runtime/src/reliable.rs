@@ -3,14 +3,16 @@
 //! retries. Built beside the ordinary publisher, which it does not slow down:
 //! `publish` never looks at the ack channel.
 //!
-//! Subscribers ack cumulatively with an [`Acker`].
+//! Subscribers ack cumulatively with an [`Acker`], each into its own "acked
+//! up to" word of the topic's ack channel ([`zerocast_ipc::acks`]); the
+//! publisher reads the words. No queue sits between them, so an acker killed
+//! at any point cannot stop the others' acks from arriving.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use zerocast_core::frame::{id::id, Body};
-use zerocast_ipc::acks::AckChannel;
+use zerocast_ipc::acks::{AckChannel, AckSender};
 use zerocast_ipc::{Bus, Publisher, PublisherOptions, Received, ShmPublisher};
 
 /// Whose acks a reliable publish waits for.
@@ -89,8 +91,6 @@ fn sub_id(name: &str) -> Result<[u8; 16], ReliableError> {
 pub struct ReliablePublisher {
     publisher: ShmPublisher,
     acks: Arc<AckChannel>,
-    /// Highest cumulative ack seen per subscriber id.
-    acked: HashMap<[u8; 16], u64>,
 }
 
 impl ReliablePublisher {
@@ -109,11 +109,7 @@ impl ReliablePublisher {
             }
         };
         let acks = bus.acks(topic).map_err(ReliableError::Bus)?;
-        Ok(Self {
-            publisher,
-            acks,
-            acked: HashMap::new(),
-        })
+        Ok(Self { publisher, acks })
     }
 
     /// The plain publisher, for ordinary publishes.
@@ -121,21 +117,40 @@ impl ReliablePublisher {
         &mut self.publisher
     }
 
-    fn drain(&mut self) {
-        let acked = &mut self.acked;
-        self.acks.drain(|a| {
-            let v = acked.entry(a.subscriber).or_insert(a.seq);
-            *v = (*v).max(a.seq);
-        });
+    /// How many of the named subscribers have acked `seq` (for `All`), or
+    /// how many distinct subscribers have (for `AtLeast`, `ids` empty).
+    fn acked_count(&self, seq: u64, ids: &[[u8; 16]]) -> usize {
+        let table = self.acks.acked();
+        // A name may hold more than one entry (registered twice at once):
+        // its highest word counts.
+        let up_to = |id: &[u8; 16]| {
+            table
+                .iter()
+                .filter(|a| &a.subscriber == id)
+                .map(|a| a.acked_up_to)
+                .max()
+                .unwrap_or(0)
+        };
+        if ids.is_empty() {
+            let mut names: Vec<[u8; 16]> = table
+                .iter()
+                .filter(|a| a.acked_up_to > seq)
+                .map(|a| a.subscriber)
+                .collect();
+            names.sort_unstable();
+            names.dedup();
+            names.len()
+        } else {
+            ids.iter().filter(|id| up_to(id) > seq).count()
+        }
     }
 
-    fn satisfied(&self, seq: u64, quorum: &[[u8; 16]], at_least: usize) -> bool {
-        if quorum.is_empty() {
-            self.acked.values().filter(|&&a| a >= seq).count() >= at_least
+    fn satisfied(&self, seq: u64, ids: &[[u8; 16]], at_least: usize) -> bool {
+        let n = self.acked_count(seq, ids);
+        if ids.is_empty() {
+            n >= at_least
         } else {
-            quorum
-                .iter()
-                .all(|id| self.acked.get(id).is_some_and(|&a| a >= seq))
+            n == ids.len()
         }
     }
 
@@ -166,7 +181,6 @@ impl ReliablePublisher {
         for attempt in 1..=attempts {
             let deadline = Instant::now() + options.timeout;
             loop {
-                self.drain();
                 if self.satisfied(seq, &ids, at_least) {
                     return Ok(seq);
                 }
@@ -185,14 +199,14 @@ impl ReliablePublisher {
         let missing = if ids.is_empty() {
             format!(
                 "{} of at least {at_least} subscribers acked",
-                self.acked.values().filter(|&&a| a >= seq).count()
+                self.acked_count(seq, &[])
             )
         } else {
             let names: Vec<String> = match quorum {
                 Quorum::All(names) => names
                     .iter()
                     .zip(&ids)
-                    .filter(|(_, id)| self.acked.get(*id).is_none_or(|&a| a < seq))
+                    .filter(|(_, id)| self.acks.acked_up_to(id) <= seq)
                     .map(|(n, _)| n.clone())
                     .collect(),
                 Quorum::AtLeast(_) => Vec::new(),
@@ -210,19 +224,27 @@ impl ReliablePublisher {
 /// A subscriber's side of acks: call [`Acker::handled`] for every frame once
 /// processed; it skips retransmissions of frames already processed and acks
 /// cumulatively.
+///
+/// Registers the subscriber's name in the topic's ack channel; a restarted
+/// subscriber of the same name takes its entry over (once the old process is
+/// dead) and its acked position carries on from where it was. An ack is one
+/// atomic `fetch_max` on the subscriber's own word: it never blocks, never
+/// fails, and a process killed while acking leaves nothing for others to
+/// trip on.
 #[derive(Debug)]
 pub struct Acker {
-    acks: Arc<AckChannel>,
-    id: [u8; 16],
+    sender: AckSender,
     processed_originals: std::collections::BTreeSet<u64>,
 }
 
 impl Acker {
-    /// An acker for subscriber `name` on `topic`.
+    /// An acker for subscriber `name` on `topic`. Fails if `name` does not
+    /// fit 16 bytes, if a live process other than this one acks as `name`
+    /// on `topic`, or if the topic's ack channel has no free entry.
     pub fn new(bus: &Bus, topic: &str, name: &str) -> Result<Self, ReliableError> {
+        let acks = bus.acks(topic).map_err(ReliableError::Bus)?;
         Ok(Self {
-            acks: bus.acks(topic).map_err(ReliableError::Bus)?,
-            id: sub_id(name)?,
+            sender: acks.register(sub_id(name)?).map_err(ReliableError::Bus)?,
             processed_originals: Default::default(),
         })
     }
@@ -243,11 +265,17 @@ impl Acker {
         while self.processed_originals.len() > 65_536 {
             self.processed_originals.pop_first();
         }
-        self.acks.ack(self.id, frame.seq, Duration::from_millis(10));
+        self.sender.ack(frame.seq);
     }
 
-    /// Acks `seq` directly.
-    pub fn ack(&self, seq: u64) -> bool {
-        self.acks.ack(self.id, seq, Duration::from_millis(10))
+    /// Acks every sequence up to and including `seq` directly.
+    pub fn ack(&self, seq: u64) {
+        self.sender.ack(seq);
+    }
+
+    /// Sequence + 1 of the highest sequence this subscriber name has acked
+    /// on the topic (by this process or an earlier one); 0 when none.
+    pub fn acked_up_to(&self) -> u64 {
+        self.sender.acked_up_to()
     }
 }

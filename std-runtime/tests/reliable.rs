@@ -207,3 +207,130 @@ fn quorum_of_one_is_met_by_either_subscriber() {
     });
     bus.remove_segments();
 }
+
+const VICTIM_NAMESPACE: &str = "ZEROCAST_TEST_ACK_VICTIM_NS";
+
+/// The child side of the test below: acks ever higher sequences as
+/// subscriber "victim" in a tight loop until it is killed. Says "acking"
+/// on stdout after its first ack so that the parent kills it while it acks.
+fn run_ack_victim(namespace: &str) -> ! {
+    let bus = Bus::new(Config {
+        namespace: namespace.to_owned(),
+        topics: vec![TopicConfig::new("orders", 1 << 20, TopicKind::Any)],
+    });
+    let acker = Acker::new(&bus, "orders", "victim").unwrap();
+    let mut seq = 0u64;
+    loop {
+        acker.ack(seq);
+        // libtest may have printed "test NAME ... " on this line already.
+        if seq == 0 {
+            use std::io::Write;
+            let mut out = std::io::stdout();
+            writeln!(out, "acking").unwrap();
+            out.flush().unwrap();
+        }
+        seq += 1;
+    }
+}
+
+/// Regression: acks went through an `mpmc` ring, which a producer that dies
+/// between claiming a slot and writing it wedges for good, so a subscriber
+/// SIGKILLed while acking stopped every later ack from reaching the
+/// publisher. Acker processes are killed at random points of a tight ack
+/// loop; after each kill another subscriber's ack must still complete a
+/// reliable publish.
+#[test]
+fn regression_killed_acker_does_not_wedge_ack_channel() {
+    if let Ok(ns) = std::env::var(VICTIM_NAMESPACE) {
+        run_ack_victim(&ns);
+    }
+    use std::io::BufRead;
+    let bus = bus("killed");
+    let namespace = bus.config().namespace.clone();
+    let stop = AtomicBool::new(false);
+    let mut p = ReliablePublisher::new(&bus, "orders", PublisherOptions::default()).unwrap();
+    let rounds = 30;
+    // xorshift64 seeded from the pid: a different kill schedule per run.
+    let mut rng = u64::from(std::process::id()) | 1;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let acks = bus.acks("orders").unwrap();
+    let victim_id = id("victim").unwrap();
+    let mut victim_acked = 0;
+    /// Stops the survivor however the scope ends, so that a failed
+    /// assertion fails the test instead of hanging it.
+    struct StopOnDrop<'a>(&'a AtomicBool);
+    impl Drop for StopOnDrop<'_> {
+        fn drop(&mut self) {
+            // Relaxed: see above.
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    std::thread::scope(|s| {
+        let survivor = acking_subscriber(s, &bus, "survivor", false, &stop);
+        let _stop = StopOnDrop(&stop);
+        for round in 0..rounds {
+            let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "regression_killed_acker_does_not_wedge_ack_channel",
+                    "--exact",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(VICTIM_NAMESPACE, &namespace)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+            let ready = lines.find(|l| l.as_ref().is_ok_and(|l| l.ends_with("acking")));
+            assert!(ready.is_some(), "round {round}: the victim never acked");
+            // Keep the publisher reading acks while the victim acks, for a
+            // random while (this only picks the kill point).
+            let until = Instant::now() + Duration::from_micros(next() % 3_000);
+            while Instant::now() < until {
+                let _ = p.publish_reliable(
+                    &beat(round),
+                    &Quorum::AtLeast(1),
+                    ReliableOptions {
+                        timeout: Duration::from_millis(1),
+                        max_retries: 0,
+                    },
+                );
+            }
+            // SAFETY: kill has no memory-safety preconditions; the pid is our
+            // child's, not yet waited for, so it cannot have been reused.
+            let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
+            assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+            child.wait().unwrap();
+            let acked = p.publish_reliable(
+                &beat(round),
+                &Quorum::All(vec!["survivor".into()]),
+                ReliableOptions {
+                    timeout: Duration::from_secs(2),
+                    max_retries: 0,
+                },
+            );
+            if let Err(e) = acked {
+                panic!("round {round}: after killing an acker: {e}");
+            }
+            // Each restarted victim took its entry over (it restarts its
+            // acks from 0), and the name's acked position never went back.
+            let now = acks.acked_up_to(&victim_id);
+            assert!(
+                now >= victim_acked,
+                "round {round}: {now} after {victim_acked}"
+            );
+            victim_acked = now;
+            assert_eq!(acks.acked().len(), 2, "round {round}: {:?}", acks.acked());
+        }
+        // Relaxed: see above.
+        stop.store(true, Ordering::Relaxed);
+        survivor.join().unwrap();
+    });
+    bus.remove_segments();
+}
