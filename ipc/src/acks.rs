@@ -27,7 +27,7 @@ use std::sync::Arc;
 use memmap2::MmapMut;
 
 use crate::error::{io, Error, Result};
-use crate::layout::pid_alive;
+use crate::layout::{current_owner, owner_alive, owner_parts};
 
 /// `ZCACKTAB` in little-endian ASCII.
 pub const ACK_MAGIC: u64 = u64::from_le_bytes(*b"ZCACKTAB");
@@ -41,22 +41,31 @@ pub const MAX_ACKERS: usize = 256;
 /// Bytes of a subscriber id.
 pub const ACK_ID_LEN: usize = 16;
 
-/// Entry phases, in bits 32.. of [`AckerEntry::state`] (the pid is in bits
-/// 0..32).
+/// Entry phases, in bits 29..31 of [`AckerEntry::state`]. The rest of the
+/// word is the owner's owner word ([`crate::layout::owner_word`]: pid in the
+/// low 32 bits, start time in the high 32), whose pid never reaches bit 29
+/// (Linux pids are below 2^22), so liveness is judged by pid *and* start
+/// time, never by a bare pid.
 const FREE: u64 = 0;
 const CLAIMING: u64 = 1;
 const NAMED: u64 = 2;
+const PHASE_SHIFT: u32 = 29;
+const PHASE_MASK: u64 = 3 << PHASE_SHIFT;
 
-fn state(phase: u64, pid: u32) -> u64 {
-    phase << 32 | u64::from(pid)
+fn state(phase: u64, owner: u64) -> u64 {
+    (owner & !PHASE_MASK) | (phase << PHASE_SHIFT)
 }
 
 fn phase(state: u64) -> u64 {
-    state >> 32
+    (state & PHASE_MASK) >> PHASE_SHIFT
+}
+
+fn owner(state: u64) -> u64 {
+    state & !PHASE_MASK
 }
 
 fn pid(state: u64) -> u32 {
-    state as u32
+    owner_parts(owner(state)).0
 }
 
 /// The header of an ack channel file.
@@ -299,7 +308,7 @@ impl AckChannel {
     /// may both get an entry; readers take the highest word of a name, so
     /// that costs an entry, never an ack.
     pub fn register(self: &Arc<Self>, subscriber: [u8; ACK_ID_LEN]) -> Result<AckSender> {
-        let me = std::process::id();
+        let me = current_owner();
         'retry: loop {
             let mut free = None;
             for (index, e) in self.entries().iter().enumerate() {
@@ -308,15 +317,15 @@ impl AckChannel {
                 let s = e.state.load(Ordering::Acquire);
                 match phase(s) {
                     NAMED if load_id(&e.id) == subscriber => {
-                        let owner = pid(s);
-                        if owner != me && pid_alive(owner) {
+                        let holder = owner(s);
+                        if holder != me && owner_alive(holder) {
                             return Err(Error::AckerNameTaken {
                                 path: self.path.clone(),
                                 name: id_string(&subscriber),
-                                pid: owner,
+                                pid: pid(s),
                             });
                         }
-                        if owner != me {
+                        if holder != me {
                             // AcqRel: Acquire as above; Release so that a
                             // later taker sees our acks ordered before.
                             if e.state
@@ -340,7 +349,7 @@ impl AckChannel {
                     FREE => {
                         free.get_or_insert((index, s));
                     }
-                    CLAIMING if !pid_alive(pid(s)) => {
+                    CLAIMING if !owner_alive(owner(s)) => {
                         free.get_or_insert((index, s));
                     }
                     _ => {}
@@ -538,13 +547,15 @@ mod tests {
         let victim = ch.register(sid("victim")).unwrap();
         victim.ack(9);
         assert_eq!(victim.index, 0);
-        ch.entries()[0]
-            .state
-            .store(state(NAMED, dead), Ordering::Relaxed);
+        ch.entries()[0].state.store(
+            state(NAMED, crate::layout::owner_word(dead, 0)),
+            Ordering::Relaxed,
+        );
         // A process that claimed entry 1, wrote half an id, and died.
-        ch.entries()[1]
-            .state
-            .store(state(CLAIMING, dead), Ordering::Relaxed);
+        ch.entries()[1].state.store(
+            state(CLAIMING, crate::layout::owner_word(dead, 0)),
+            Ordering::Relaxed,
+        );
         ch.entries()[1].id[0].store(u64::from_le_bytes(*b"halfwrit"), Ordering::Relaxed);
 
         let survivor = ch.register(sid("survivor")).unwrap();
@@ -570,9 +581,13 @@ mod tests {
         assert_eq!(ch.register(sid("risk")).unwrap().index, mine.index);
         // Pretend the entry belongs to another live process: our parent.
         let parent = std::os::unix::process::parent_id();
-        ch.entries()[mine.index]
-            .state
-            .store(state(NAMED, parent), Ordering::Relaxed);
+        ch.entries()[mine.index].state.store(
+            state(
+                NAMED,
+                crate::layout::owner_of(parent).expect("our parent is alive"),
+            ),
+            Ordering::Relaxed,
+        );
         let err = ch.register(sid("risk")).unwrap_err();
         assert!(
             matches!(err, Error::AckerNameTaken { pid, .. } if pid == parent),
