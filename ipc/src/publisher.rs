@@ -220,14 +220,13 @@ impl ShmPublisher {
         let entry = &self.seg.header().publishers[self.entry];
         let mut waiting = WaitLimit::new(&self.seg, self.policy);
         let mut giving_up = StuckWait::new(&self.seg);
-        let claim = ring.claim_batch_wait_with(
+        let claim = match ring.claim_batch_wait_with(
             &mut self.cache,
             bodies.len(),
             || waiting.keep_waiting(),
             |first, n| record_inflight(entry, first, n),
             |older| giving_up.check(older),
-        );
-        let claim = match claim {
+        ) {
             Ok(claim) => claim,
             Err(e) => {
                 clear_inflight(entry);
