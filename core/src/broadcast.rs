@@ -412,7 +412,9 @@ pub struct ReadCursor {
     /// A gating consumer that releases slots itself ([`Broadcast::release`])
     /// instead of on every receive.
     manual_release: bool,
-    /// The position last published to the gating table.
+    /// The position last published to the gating table by `try_recv`, or
+    /// for an adopted cursor the hold it took over: the cursor is never
+    /// published below it (`next` may start below an adopted hold).
     released: u64,
 }
 
@@ -1068,10 +1070,11 @@ where
     /// process), without ever freeing it: producers keep waiting for it
     /// throughout. The cursor starts at `start` (`Oldest`: the held
     /// position); a start past the held position releases what lies
-    /// between, and a start below it begins at the held position (what lies
-    /// below was released already and may be overwritten: the hold never
-    /// moves back). Returns `None` if the slot is free. The caller must own
-    /// the slot exclusively (nobody else releases or takes it meanwhile).
+    /// between. A start below it reads from there (frames already released
+    /// and overwritten meanwhile read as `Lagged`), but the hold never moves
+    /// back: the slot stays at the held position until the cursor passes
+    /// it. Returns `None` if the slot is free. The caller must own the slot
+    /// exclusively (nobody else releases or takes it meanwhile).
     pub fn adopt_gating(&self, index: usize, start: Start) -> Option<ReadCursor> {
         let index = index % MAX_GATING;
         let slot = &self.header().gating[index];
@@ -1085,8 +1088,7 @@ where
             Start::Newest => self.head(),
             Start::Oldest => held,
             Start::At(s) => s,
-        }
-        .max(held);
+        };
         if next > held {
             // Release: pairs with the Acquire scan in `min_gating`; raising
             // the position only ever frees producers.
@@ -1096,7 +1098,7 @@ where
             next,
             gating: Some(index),
             manual_release: false,
-            released: next,
+            released: next.max(held),
         })
     }
 
@@ -1142,7 +1144,7 @@ where
         // dirty in its cache for a producer at the ring's limit to pull.
         if cursor.gating.is_some()
             && !cursor.manual_release
-            && cursor.next != cursor.released
+            && cursor.next > cursor.released
             && (cursor.next % RELEASE_EVERY == 0 || result.is_err())
         {
             self.release(cursor);
@@ -1208,10 +1210,16 @@ where
     }
 
     /// Tells producers a gating cursor has consumed everything below
-    /// `cursor.next`. [`try_recv`](Self::try_recv) does this itself.
+    /// `cursor.next`. [`try_recv`](Self::try_recv) does this itself. A
+    /// cursor adopted below its hold ([`adopt_gating`](Self::adopt_gating))
+    /// releases nothing until it passes the hold: a position never moves
+    /// back.
     #[inline(always)]
     pub fn release(&self, cursor: &ReadCursor) {
         if let Some(index) = cursor.gating {
+            if cursor.next < cursor.released {
+                return;
+            }
             // Release: pairs with the Acquire scan in `min_gating`; our copies
             // out of the released slots happen before producers overwrite them.
             self.header().gating[index].store(cursor.next, Ordering::Release);
