@@ -1056,12 +1056,15 @@ where
             Start::At(s) => s,
         };
         // SeqCst: raising the cursor only ever frees producers.
-        h.gating[index].store(next.max(announce), Ordering::SeqCst);
+        let held = next.max(announce);
+        h.gating[index].store(held, Ordering::SeqCst);
         Ok(ReadCursor {
             next,
             gating: Some(index),
             manual_release: false,
-            released: 0,
+            // An `At` start below `announce` reads from there but never
+            // publishes a position below what producers already saw.
+            released: held,
         })
     }
 
