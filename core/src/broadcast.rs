@@ -44,8 +44,10 @@
 //! A supervisor that knows the producer is dead (the ipc layer checks its
 //! pid) calls [`Broadcast::declare_lost`], after which consumers see
 //! [`TryRecvError::Lost`], a gap of exactly one, and the slot passes to the
-//! next lap. Only the lap right after a finished one can be declared, just as
-//! only it can write.
+//! next lap. A declaration before the write started leaves the previous
+//! lap's frame in the slot, readable (as a lost lap counted on its stamp).
+//! Only the lap right after a finished one can be declared, just as only it
+//! can write.
 //!
 //! Declaring a producer that is in fact alive breaks the contract: if the
 //! declaration lands before its write starts, its commit fails with
@@ -67,7 +69,9 @@
 //! read the claim word before, and claims with `fetch_add` after): that
 //! claim waits while the caller's `keep_waiting` allows, and is then given
 //! up, its sequences reading as [`TryRecvError::Lost`] while the frames in
-//! their slots stay readable; the caller gets `Full`. Producers cache the slowest cursor and only
+//! their slots stay readable; the caller gets `Full`. Such a claim is taken
+//! before it waits, so a supervised caller records it in flight first
+//! ([`Broadcast::claim_batch_wait_with`]). Producers cache the slowest cursor and only
 //! rescan the table when they reach it, so publish cost stays O(1) in the
 //! number of consumers (non-gating consumers are never touched by producers
 //! at all).
@@ -116,11 +120,20 @@ const PENDING_WAITS: u32 = 1;
 /// Most gating consumers a ring can have at once.
 pub const MAX_GATING: usize = 16;
 
-/// Largest sequence a ring hands out: the claim word keeps the sequence in
+/// Bound of the sequence space: the claim word keeps the next sequence in
 /// its low 56 bits (above them a registration generation and a flag), and
-/// the stamp keeps two state bits below it. About
-/// 7.2 * 10^16: 22 years at 100 million frames a second.
+/// the stamp keeps two state bits below it. The next sequence never passes
+/// `MAX_SEQ`, so the largest sequence a ring hands out is `MAX_SEQ - 1`; a
+/// claim that would pass it fails with [`PublishError::SequencesExhausted`].
+/// About 7.2 * 10^16: 22 years at 100 million frames a second.
 pub const MAX_SEQ: u64 = (1 << SEQ_BITS) - 1;
+
+/// The unchecked `fetch_add` claim is taken only while this bit of the claim
+/// word is clear (the next sequence is below 2^55), so that no claim racing
+/// it can carry the sequence into the generation bits: that would take 2^55
+/// sequences claimed between one producer's load and its `fetch_add`. Above
+/// it, claims take the checked path, which enforces [`MAX_SEQ`] exactly.
+const FAST_SEQ_LIMIT: u64 = 1 << (SEQ_BITS - 1);
 
 /// Bits of the claim word that hold the next sequence.
 const SEQ_BITS: u32 = 56;
@@ -264,6 +277,9 @@ pub enum PublishError {
     /// A supervisor declared this sequence lost before the commit (it thought
     /// this producer dead). Consumers see the sequence as a gap.
     DeclaredLost(u64),
+    /// The claim would take the ring's next sequence past [`MAX_SEQ`] (or
+    /// the claim word is corrupt). Nothing was claimed.
+    SequencesExhausted,
 }
 
 impl fmt::Display for PublishError {
@@ -287,6 +303,10 @@ impl fmt::Display for PublishError {
                     "sequence {s} was declared lost by a supervisor before commit"
                 )
             }
+            Self::SequencesExhausted => write!(
+                f,
+                "sequence space exhausted: the claim would pass {MAX_SEQ} (or the ring's claim word is corrupt)"
+            ),
         }
     }
 }
@@ -392,7 +412,9 @@ pub struct ReadCursor {
     /// A gating consumer that releases slots itself ([`Broadcast::release`])
     /// instead of on every receive.
     manual_release: bool,
-    /// The position last published to the gating table.
+    /// The position last published to the gating table by `try_recv`, or
+    /// for an adopted cursor the hold it took over: the cursor is never
+    /// published below it (`next` may start below an adopted hold).
     released: u64,
 }
 
@@ -588,7 +610,7 @@ where
         payload: &[u64],
     ) -> Result<u64, PublishError> {
         self.check_len(payload.len())?;
-        let seq = self.claim(cache, 1, &mut || false)?;
+        let seq = self.claim(cache, 1, &mut || false, &mut |_, _| {}, &mut |_| {})?;
         self.write(seq, payload, &mut |_| {})?;
         Ok(seq)
     }
@@ -603,7 +625,7 @@ where
         mut keep_waiting: impl FnMut() -> bool,
     ) -> Result<u64, PublishError> {
         self.check_len(payload.len())?;
-        let seq = self.claim(cache, 1, &mut keep_waiting)?;
+        let seq = self.claim(cache, 1, &mut keep_waiting, &mut |_, _| {}, &mut |_| {})?;
         self.write(seq, payload, &mut |_| {})?;
         Ok(seq)
     }
@@ -640,7 +662,31 @@ where
         &self,
         cache: &mut GatingCache,
         n: usize,
+        keep_waiting: impl FnMut() -> bool,
+    ) -> Result<BatchClaim<'_, S>, PublishError> {
+        self.claim_batch_wait_with(cache, n, keep_waiting, |_, _| {}, |_| {})
+    }
+
+    /// Like [`claim_batch_wait`](Self::claim_batch_wait), for a supervised
+    /// caller (the ipc layer):
+    ///
+    /// - `on_claimed(first, n)` runs once the sequences are taken and before
+    ///   any wait, so the caller can record them in flight: a claim that
+    ///   raced the ring's first gating registration is taken *before* it
+    ///   waits for room (see the module docs), and a supervisor must not
+    ///   mistake it for a dead producer's meanwhile.
+    /// - `stuck(older)` is called on every spin while giving such a claim up
+    ///   waits for an older lap of a slot (a producer that claimed a full
+    ///   ring ago, maybe dead), so the caller can resolve a dead one.
+    ///   `keep_waiting` is also called (its answer ignored) while giving up
+    ///   waits for a gating consumer, so the caller can reclaim a dead one.
+    pub fn claim_batch_wait_with(
+        &self,
+        cache: &mut GatingCache,
+        n: usize,
         mut keep_waiting: impl FnMut() -> bool,
+        on_claimed: impl FnOnce(u64, u64),
+        mut stuck: impl FnMut(u64),
     ) -> Result<BatchClaim<'_, S>, PublishError> {
         if n as u64 > self.capacity {
             return Err(PublishError::BatchTooLarge {
@@ -648,7 +694,18 @@ where
                 capacity: self.capacity,
             });
         }
-        let first = self.claim(cache, n as u64, &mut keep_waiting)?;
+        let mut on_claimed = Some(on_claimed);
+        let first = self.claim(
+            cache,
+            n as u64,
+            &mut keep_waiting,
+            &mut |first, n| {
+                if let Some(f) = on_claimed.take() {
+                    f(first, n);
+                }
+            },
+            &mut stuck,
+        )?;
         Ok(BatchClaim {
             ring: self,
             next: first,
@@ -674,6 +731,19 @@ where
         self.claim_batch_wait(cache, 1, keep_waiting).map(Claim)
     }
 
+    /// Like [`claim_wait`](Self::claim_wait), with the hooks of
+    /// [`claim_batch_wait_with`](Self::claim_batch_wait_with).
+    pub fn claim_wait_with(
+        &self,
+        cache: &mut GatingCache,
+        keep_waiting: impl FnMut() -> bool,
+        on_claimed: impl FnOnce(u64, u64),
+        stuck: impl FnMut(u64),
+    ) -> Result<Claim<'_, S>, PublishError> {
+        self.claim_batch_wait_with(cache, 1, keep_waiting, on_claimed, stuck)
+            .map(Claim)
+    }
+
     #[inline(always)]
     fn check_len(&self, len: usize) -> Result<(), PublishError> {
         if len > self.payload_words {
@@ -685,13 +755,16 @@ where
         Ok(())
     }
 
-    /// Claims `n` consecutive sequences.
+    /// Claims `n` consecutive sequences (`n <= capacity`), calling
+    /// `on_claimed(first, n)` once they are taken, before any wait.
     #[inline(always)]
     fn claim(
         &self,
         cache: &mut GatingCache,
         n: u64,
         keep_waiting: &mut dyn FnMut() -> bool,
+        on_claimed: &mut dyn FnMut(u64, u64),
+        stuck: &mut dyn FnMut(u64),
     ) -> Result<u64, PublishError> {
         let claim = &self.header().claim;
         // Acquire: pairs with the SeqCst claim-word RMW of `register_gating`
@@ -702,13 +775,16 @@ where
         // gating table and overwrite a slot the new consumer needs (found by
         // the loom model `regression_gated_claim_must_see_the_registration`).
         let mut cur = claim.load(Ordering::Acquire);
-        if cur & GATED == 0 {
+        // One test for both: no gating consumer yet, and the sequence far
+        // below MAX_SEQ (see FAST_SEQ_LIMIT).
+        if cur & (GATED | FAST_SEQ_LIMIT) == 0 {
             // SeqCst: pairs with the SeqCst claim-word RMW in
             // `register_gating`. Claims ordered after it see the flag in the
             // returned value; claims ordered before it only overwrite
             // sequences older than the registering consumer's start.
             let prev = claim.fetch_add(n, Ordering::SeqCst);
             let seq = prev & SEQ_MASK;
+            on_claimed(seq, n);
             if prev & GATED != 0 {
                 // The first gating consumer registered between our load and
                 // our claim (only the first: GATED is sticky, so later ones
@@ -720,11 +796,13 @@ where
                 // claim up: `abandon` marks each sequence lost without
                 // overwriting the frame in its slot (which the new consumer
                 // may still need), so nothing is lost or wedged, and the
-                // caller gets `Full` as if it had checked first.
+                // caller gets `Full` as if it had checked first. The caller
+                // recorded the claim (`on_claimed`) before this wait, so a
+                // supervisor does not take it for a dead producer's.
                 while !self.has_room(cache, seq, n) {
                     if !keep_waiting() {
                         for s in seq..seq + n {
-                            self.abandon(s);
+                            self.abandon(s, keep_waiting, stuck);
                         }
                         return Err(PublishError::Full);
                     }
@@ -766,6 +844,12 @@ where
         // `regression_second_gating_registration_is_never_overwritten_before_it_reads`).
         loop {
             let seq = cur & SEQ_MASK;
+            if n > MAX_SEQ - seq {
+                // The word's sequence field stays within its bits, so
+                // `cur + n` below never carries into the generation (nor
+                // overflows on a corrupt word).
+                return Err(PublishError::SequencesExhausted);
+            }
             if !self.has_room(cache, seq, n) {
                 if keep_waiting() {
                     spin_loop();
@@ -779,7 +863,10 @@ where
             // we retry with is validated by `has_room`, so it must
             // synchronise like the first load.
             match claim.compare_exchange_weak(cur, cur + n, Ordering::SeqCst, Ordering::Acquire) {
-                Ok(_) => return Ok(seq),
+                Ok(_) => {
+                    on_claimed(seq, n);
+                    return Ok(seq);
+                }
                 Err(actual) => cur = actual,
             }
         }
@@ -826,6 +913,13 @@ where
                     || (lost_laps(cur) != 0 && self.latest(cur) == prev)
             }
         }
+    }
+
+    /// Whether stamp `cur` (not `NEVER_WRITTEN`) names a sequence of the slot
+    /// of `seq`. Always true in a sound ring; false means corrupt memory.
+    #[inline(always)]
+    fn is_stamp_of_slot(&self, cur: u64, seq: u64) -> bool {
+        (stamp_seq(cur) ^ seq) & self.mask == 0
     }
 
     /// The latest sequence a slot's stamp `cur` (not `NEVER_WRITTEN`)
@@ -967,12 +1061,15 @@ where
             Start::At(s) => s,
         };
         // SeqCst: raising the cursor only ever frees producers.
-        h.gating[index].store(next.max(announce), Ordering::SeqCst);
+        let held = next.max(announce);
+        h.gating[index].store(held, Ordering::SeqCst);
         Some(ReadCursor {
             next,
             gating: Some(index),
             manual_release: false,
-            released: 0,
+            // An `At` start below `announce` reads from there but never
+            // publishes a position below what producers already saw.
+            released: held,
         })
     }
 
@@ -981,8 +1078,11 @@ where
     /// process), without ever freeing it: producers keep waiting for it
     /// throughout. The cursor starts at `start` (`Oldest`: the held
     /// position); a start past the held position releases what lies
-    /// between. Returns `None` if the slot is free. The caller must own the
-    /// slot exclusively (nobody else releases or takes it meanwhile).
+    /// between. A start below it reads from there (frames already released
+    /// and overwritten meanwhile read as `Lagged`), but the hold never moves
+    /// back: the slot stays at the held position until the cursor passes
+    /// it. Returns `None` if the slot is free. The caller must own the slot
+    /// exclusively (nobody else releases or takes it meanwhile).
     pub fn adopt_gating(&self, index: usize, start: Start) -> Option<ReadCursor> {
         let index = index % MAX_GATING;
         let slot = &self.header().gating[index];
@@ -1052,7 +1152,7 @@ where
         // dirty in its cache for a producer at the ring's limit to pull.
         if cursor.gating.is_some()
             && !cursor.manual_release
-            && cursor.next != cursor.released
+            && cursor.next > cursor.released
             && (cursor.next % RELEASE_EVERY == 0 || result.is_err())
         {
             self.release(cursor);
@@ -1118,10 +1218,16 @@ where
     }
 
     /// Tells producers a gating cursor has consumed everything below
-    /// `cursor.next`. [`try_recv`](Self::try_recv) does this itself.
+    /// `cursor.next`. [`try_recv`](Self::try_recv) does this itself. A
+    /// cursor adopted below its hold ([`adopt_gating`](Self::adopt_gating))
+    /// releases nothing until it passes the hold: a position never moves
+    /// back.
     #[inline(always)]
     pub fn release(&self, cursor: &ReadCursor) {
         if let Some(index) = cursor.gating {
+            if cursor.next < cursor.released {
+                return;
+            }
             // Release: pairs with the Acquire scan in `min_gating`; our copies
             // out of the released slots happen before producers overwrite them.
             self.header().gating[index].store(cursor.next, Ordering::Release);
@@ -1139,7 +1245,10 @@ where
             let first = stamp_word.load(Ordering::Acquire);
             let seq = stamp_seq(first);
             if first == NEVER_WRITTEN || seq < next {
-                if first != NEVER_WRITTEN && self.latest(first) >= next {
+                if first != NEVER_WRITTEN
+                    && self.latest(first) >= next
+                    && self.is_stamp_of_slot(first, next)
+                {
                     // One of the lost laps after `seq`: its producer gave
                     // its claim up (see `abandon`).
                     cursor.next = next + 1;
@@ -1156,9 +1265,12 @@ where
                 // Resume at the oldest sequence that can still be present.
                 // `seq + 1` bounds head from below even if our view of the
                 // claim counter is stale.
+                //
+                // A stamp whose sequence is not congruent with its slot is
+                // corrupt memory (a shared segment scribbled on): it still
+                // reads as a lag, of at least one, never an underflow.
                 let head = self.head().max(seq + 1);
-                let resume = head - self.capacity;
-                debug_assert!(resume > next);
+                let resume = head.saturating_sub(self.capacity).max(next + 1);
                 cursor.next = resume;
                 return Err(TryRecvError::Lagged(resume - next));
             }
@@ -1236,16 +1348,27 @@ where
                 // finished one may be declared, exactly as only it may write.
                 return Err(DeclareError::OlderWriterStuck(self.older_lap(cur, seq)));
             }
+            // A sequence whose write never started leaves the previous lap's
+            // frame in place: one more lost lap on its stamp (as `abandon`
+            // does), so a consumer that has not read that frame yet (a
+            // gating one, if `seq` raced the first registration and never
+            // checked its cursor) still can. A torn write, a slot without
+            // a frame, or a saturated count is stamped `LOST(seq)`.
+            let new = if !mid_write
+                && cur != NEVER_WRITTEN
+                && stamp_state(cur) == COMMITTED
+                && lost_laps(cur) < MAX_LOST_LAPS
+            {
+                cur + LAPS_ONE
+            } else {
+                stamp(seq, LOST)
+            };
             // AcqRel: the Release half pairs with the Acquire stamp loads of the
             // next lap's writer (in `write`) and of readers; the Acquire half
             // keeps our view of the slot's previous writer. No payload is
-            // published with LOST.
-            match stamp_word.compare_exchange(
-                cur,
-                stamp(seq, LOST),
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
+            // published with the declaration (a reader copying the kept
+            // frame across it sees the stamp change and copies again).
+            match stamp_word.compare_exchange(cur, new, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => return Ok(Declared::Lost),
                 Err(actual) => cur = actual,
             }
@@ -1257,11 +1380,16 @@ where
     /// producer that claimed a full ring ago is mid-write, or dead until a
     /// supervisor declares it lost), then marks: discarding the sequence
     /// while the older lap is unfinished would leave it unmarked for good,
-    /// and the next lap's writer would wait for it forever.
-    fn mark_claim_lost(&self, seq: u64) {
+    /// and the next lap's writer would wait for it forever. Calls
+    /// `stuck(older)` on every spin, so that a supervising caller can
+    /// resolve a dead older producer.
+    fn mark_claim_lost(&self, seq: u64, stuck: &mut dyn FnMut(u64)) {
         loop {
             match self.declare_lost(seq) {
-                Err(DeclareError::OlderWriterStuck(_)) => spin_loop(),
+                Err(DeclareError::OlderWriterStuck(older)) => {
+                    stuck(older);
+                    spin_loop();
+                }
                 // Lost, or already resolved by a supervisor (lost, or
                 // overwritten after being declared). `NotClaimed` cannot
                 // happen: the caller holds the claim.
@@ -1296,9 +1424,17 @@ where
     /// unreachable case of a saturated count once every gating consumer has
     /// released the stamped frame, is `LOST(seq)` stored instead.
     ///
-    /// Waits only for an older lap's writer (or its declaration), never for
-    /// a consumer's reading, except in the saturated case.
-    fn abandon(&self, seq: u64) {
+    /// Waits only for an older lap's writer (or its declaration), calling
+    /// `stuck(older)` on every spin so that a supervising caller can resolve
+    /// a dead one; never for a consumer's reading, except in the saturated
+    /// case, where it calls `keep_waiting` (answer ignored: the claim must
+    /// be marked) so that the caller can reclaim a dead gating consumer.
+    fn abandon(
+        &self,
+        seq: u64,
+        keep_waiting: &mut dyn FnMut() -> bool,
+        stuck: &mut dyn FnMut(u64),
+    ) {
         let stamp_word = &self.slot(seq)[0];
         loop {
             // Acquire: pairs with the Release commit (or AcqRel declaration)
@@ -1311,6 +1447,7 @@ where
             if !self.is_turn_of(cur, seq) {
                 // An older lap is still being written (or its producer is
                 // dead until declared lost): wait like a writer.
+                stuck(self.older_lap(cur, seq));
                 spin_loop();
                 continue;
             }
@@ -1321,6 +1458,7 @@ where
             } else if self.min_gating() > stamp_seq(cur) {
                 stamp(seq, LOST)
             } else {
+                let _ = keep_waiting();
                 spin_loop();
                 continue;
             };
@@ -1386,7 +1524,10 @@ where
 /// [`Broadcast::claim_batch_wait`]). Dropping it marks every uncommitted
 /// sequence lost; like a write, that waits while an older lap still holds a
 /// slot (a producer a full ring behind, mid-write or dead until declared
-/// lost), so a dropped claim is never left unmarked.
+/// lost), so a dropped claim is never left unmarked. A drop has no way to
+/// resolve a dead older producer; a supervised caller ends every claim with
+/// [`commit_with`](Self::commit_with) (which marks what it does not write
+/// with its `stuck` callback) and leaves the drop to unwinding.
 #[must_use = "dropping a batch claim declares its sequences lost"]
 pub struct BatchClaim<'a, S>
 where
@@ -1445,7 +1586,10 @@ where
         mut stuck: impl FnMut(u64),
     ) -> Result<u64, PublishError> {
         let first = self.next;
-        self.ring.check_len(frame_words)?;
+        if let Err(e) = self.ring.check_len(frame_words) {
+            self.mark_rest_lost(&mut stuck);
+            return Err(e);
+        }
         // `frame_words == 0`: every frame is empty (the ring still writes the
         // sequence into the header word), one per claimed sequence.
         let frames = (self.end - self.next) as usize;
@@ -1460,7 +1604,18 @@ where
                 result = Err(e);
             }
         }
+        self.mark_rest_lost(&mut stuck);
         result
+    }
+
+    /// Marks every sequence not yet written lost, in order (each declaration
+    /// hands its slot to the next lap), resolving dead older laps through
+    /// `stuck`.
+    fn mark_rest_lost(&mut self, stuck: &mut dyn FnMut(u64)) {
+        while self.next < self.end {
+            self.ring.mark_claim_lost(self.next, stuck);
+            self.next += 1;
+        }
     }
 }
 
@@ -1469,10 +1624,9 @@ where
     S: Storage<Header = BroadcastHeader, Elem = AtomicU64>,
 {
     fn drop(&mut self) {
-        // In order: each declaration hands its slot to the next lap.
-        for seq in self.next..self.end {
-            self.ring.mark_claim_lost(seq);
-        }
+        // Without a supervisor to ask, a dead older lap is waited for until
+        // someone else declares it (see the type's docs).
+        self.mark_rest_lost(&mut |_| {});
     }
 }
 

@@ -217,25 +217,27 @@ impl ShmPublisher {
             frame::encode(body, self.entry as u32, now, out).expect("sized above");
         }
         let ring = self.seg.ring();
-        let mut waiting = WaitLimit::new(&self.seg, self.policy);
-        let claim =
-            match ring.claim_batch_wait(&mut self.cache, bodies.len(), || waiting.keep_waiting()) {
-                Ok(claim) => claim,
-                Err(e) => return Err(publish_error(&self.seg, e)),
-            };
         let entry = &self.seg.header().publishers[self.entry];
-        // Relaxed: read by a supervisor only after this process is dead or
-        // the sequences have been stalled far longer than these stores take.
-        // The length goes first: `inflight` not 0 is what makes it count.
-        entry
-            .inflight_len
-            .store(claim.len() as u32, Ordering::Relaxed);
-        entry.inflight.store(claim.first() + 1, Ordering::Relaxed);
+        let mut waiting = WaitLimit::new(&self.seg, self.policy);
+        let mut giving_up = StuckWait::new(&self.seg);
+        let claim = match ring.claim_batch_wait_with(
+            &mut self.cache,
+            bodies.len(),
+            || waiting.keep_waiting(),
+            |first, n| record_inflight(entry, first, n),
+            |older| giving_up.check(older),
+        ) {
+            Ok(claim) => claim,
+            Err(e) => {
+                clear_inflight(entry);
+                return Err(publish_error(&self.seg, e));
+            }
+        };
         let mut stuck = StuckWait::new(&self.seg);
+        // `commit_with` marks whatever it does not write lost itself (with
+        // `stuck`), so the claim's drop never waits without a way out.
         let result = claim.commit_with(&self.scratch, words, |older| stuck.check(older));
-        // Relaxed: as above; back to the single-publish state.
-        entry.inflight.store(0, Ordering::Relaxed);
-        entry.inflight_len.store(1, Ordering::Relaxed);
+        clear_inflight(entry);
         let first = result?;
         self.after_publish(bodies.len() as u64);
         Ok(first)
@@ -384,22 +386,52 @@ fn claim_and_commit(
     policy: GatingPolicy,
     words: &[u64],
 ) -> Result<u64> {
-    let mut waiting = WaitLimit::new(seg, policy);
-    let claim = match seg.ring().claim_wait(cache, || waiting.keep_waiting()) {
-        Ok(claim) => claim,
-        Err(e) => return Err(publish_error(seg, e)),
-    };
-    let seq = claim.seq();
     let entry = &seg.header().publishers[entry];
-    // Relaxed: read by a supervisor only after this process is dead or the
-    // sequence has been stalled far longer than this store takes.
-    // (`inflight_len` stays 1 between batches.)
-    entry.inflight.store(seq + 1, Ordering::Relaxed);
+    let mut waiting = WaitLimit::new(seg, policy);
+    let mut giving_up = StuckWait::new(seg);
+    let claim = seg.ring().claim_wait_with(
+        cache,
+        || waiting.keep_waiting(),
+        // Relaxed: read by a supervisor only after this process is dead or
+        // the sequence has been stalled far longer than this store takes.
+        // (`inflight_len` stays 1 between batches.) Recorded before any
+        // wait: a claim that raced the first gating registration waits
+        // after it is taken.
+        |seq, _| entry.inflight.store(seq + 1, Ordering::Relaxed),
+        |older| giving_up.check(older),
+    );
+    let claim = match claim {
+        Ok(claim) => claim,
+        Err(e) => {
+            // Relaxed: as above.
+            entry.inflight.store(0, Ordering::Relaxed);
+            return Err(publish_error(seg, e));
+        }
+    };
     let mut stuck = StuckWait::new(seg);
+    // `commit_with` marks the sequence lost itself if it cannot write it
+    // (with `stuck`), so the claim's drop never waits without a way out.
     let result = claim.commit_with(words, |older| stuck.check(older));
     // Relaxed: as above.
     entry.inflight.store(0, Ordering::Relaxed);
     result.map_err(Error::from)
+}
+
+/// Records a batch `first .. first + n` in flight in the publisher table,
+/// before any wait of its claim.
+fn record_inflight(entry: &PublisherEntry, first: u64, n: u64) {
+    // Relaxed: read by a supervisor only after this process is dead or the
+    // sequences have been stalled far longer than these stores take. The
+    // length goes first: `inflight` not 0 is what makes it count.
+    entry.inflight_len.store(n as u32, Ordering::Relaxed);
+    entry.inflight.store(first + 1, Ordering::Relaxed);
+}
+
+/// Back to the single-publish state: nothing in flight, length 1.
+fn clear_inflight(entry: &PublisherEntry) {
+    // Relaxed: as in `record_inflight`.
+    entry.inflight.store(0, Ordering::Relaxed);
+    entry.inflight_len.store(1, Ordering::Relaxed);
 }
 
 /// A publish waiting for an older lap of its slot: a publisher that claimed a

@@ -568,3 +568,227 @@ fn regression_claim_racing_the_first_registration_is_bounded() {
         ring.unregister_gating(&mut cursor);
     });
 }
+
+/// Review finding 5: a claim that raced the first gating registration is
+/// taken before it waits for room, so its caller must learn its sequences
+/// (to record them in flight) before that wait: `on_claimed` runs before
+/// any `keep_waiting`, and a claim that succeeds reported itself exactly
+/// once. (Before the fix there was no hook: the ipc layer recorded the
+/// claim only after `claim_wait` returned.)
+#[test]
+fn regression_racing_claim_reports_its_sequences_before_it_waits() {
+    model(|| {
+        let ring = Arc::new(Broadcast::with_capacity(2, 3).unwrap());
+        let mut cache = GatingCache::default();
+        for seq in 0..2 {
+            assert_eq!(publish(&ring, &mut cache), Ok(seq));
+        }
+        let producer_ring = Arc::clone(&ring);
+        let producer = thread::spawn(move || {
+            let recorded = core::cell::Cell::new(None);
+            let claim = producer_ring.claim_wait_with(
+                &mut cache,
+                || {
+                    // The only producer: a head past 2 means 2 is ours.
+                    // (The checked path also asks before it claims.)
+                    if producer_ring.head() > 2 {
+                        assert!(recorded.get().is_some(), "waits before it is recorded");
+                    }
+                    false
+                },
+                |first, n| {
+                    assert!(recorded.replace(Some((first, n))).is_none());
+                },
+                |_| {},
+            );
+            match claim {
+                Ok(claim) => {
+                    assert_eq!(recorded.get(), Some((claim.seq(), 1)));
+                    let seq = claim.seq();
+                    claim.commit(&frame(seq)).map(Some)
+                }
+                Err(e) => Err(e),
+            }
+        });
+        let mut cursor = ring.register_gating(Start::Oldest).unwrap();
+        let _ = producer.join().unwrap();
+        ring.unregister_gating(&mut cursor);
+    });
+}
+
+/// Review finding 5 (the ring's half) and the loom gap "a reader copying
+/// across the declaration": a sequence declared lost before its write
+/// started keeps the previous lap's frame readable, intact, even for a
+/// reader whose copy straddles the declaration; the next lap's writer takes
+/// its turn from the lost-laps stamp.
+#[test]
+fn regression_declare_lost_keeps_the_frame_a_reader_is_copying() {
+    model(|| {
+        let ring = Arc::new(Broadcast::with_capacity(2, 3).unwrap());
+        let mut cache = GatingCache::default();
+        for seq in 0..2 {
+            assert_eq!(publish(&ring, &mut cache), Ok(seq));
+        }
+        // Sequence 2 (slot of 0) is claimed and never written.
+        core::mem::forget(ring.try_claim(&mut cache).unwrap());
+        let supervisor_ring = Arc::clone(&ring);
+        let supervisor = thread::spawn(move || supervisor_ring.declare_lost(2));
+        let mut cursor = ring.cursor(Start::At(0));
+        let mut out = [0u64; 3];
+        assert_eq!(ring.try_recv(&mut cursor, &mut out), Ok(0));
+        assert_intact(0, &out);
+        assert_eq!(supervisor.join().unwrap(), Ok(Declared::Lost));
+        // The next lap of slot 0 (4) waits for nothing: 3, then 4.
+        assert_eq!(publish(&ring, &mut cache), Ok(3));
+        assert_eq!(publish(&ring, &mut cache), Ok(4));
+        let mut cursor = ring.cursor(Start::At(3));
+        for seq in 3..5 {
+            assert_eq!(ring.try_recv(&mut cursor, &mut out), Ok(seq));
+            assert_intact(seq, &out);
+        }
+    });
+}
+
+/// Loom gap: the next lap's writer waiting on a slot whose previous lap is
+/// being declared lost (stamped as a lost lap after the kept frame).
+#[test]
+fn broadcast_writer_waiting_on_a_lost_lap_takes_its_turn() {
+    model(|| {
+        let ring = Arc::new(Broadcast::with_capacity(2, 3).unwrap());
+        let mut cache = GatingCache::default();
+        for seq in 0..2 {
+            assert_eq!(publish(&ring, &mut cache), Ok(seq));
+        }
+        core::mem::forget(ring.try_claim(&mut cache).unwrap());
+        assert_eq!(publish(&ring, &mut cache), Ok(3));
+        // 4 needs slot 0, whose lap 2 is unwritten until declared lost.
+        let producer_ring = Arc::clone(&ring);
+        let producer = thread::spawn(move || publish(&producer_ring, &mut cache));
+        assert_eq!(ring.declare_lost(2), Ok(Declared::Lost));
+        assert_eq!(producer.join().unwrap(), Ok(4));
+        let mut cursor = ring.cursor(Start::At(3));
+        let mut out = [0u64; 3];
+        for seq in 3..5 {
+            assert_eq!(ring.try_recv(&mut cursor, &mut out), Ok(seq));
+            assert_intact(seq, &out);
+        }
+    });
+}
+
+/// Review finding 8 and the loom gap for `adopt_gating`: a consumer
+/// adopting a held gating slot with a start below the hold reads from
+/// there but never moves the hold back, and a producer racing the adoption
+/// never overwrites a frame at or past the hold before the adopter reads it.
+#[test]
+fn regression_adopt_gating_never_lets_a_producer_overwrite_unread_frames() {
+    model(|| {
+        let ring = Arc::new(Broadcast::with_capacity(2, 3).unwrap());
+        let mut cache = GatingCache::default();
+        let mut old = ring.register_gating(Start::Newest).unwrap();
+        let index = old.gating_slot().unwrap();
+        let mut out = [0u64; 3];
+        for seq in 0..2 {
+            assert_eq!(publish(&ring, &mut cache), Ok(seq));
+            assert_eq!(ring.try_recv(&mut old, &mut out), Ok(seq));
+        }
+        // Releases 0 and 1; then the holder is gone (its process died).
+        assert_eq!(ring.try_recv(&mut old, &mut out), Err(TryRecvError::Empty));
+
+        let producer_ring = Arc::clone(&ring);
+        let producer = thread::spawn(move || {
+            let mut sent = 0;
+            while sent < 2 {
+                match publish(&producer_ring, &mut cache) {
+                    Ok(_) => sent += 1,
+                    Err(PublishError::Full) => thread::yield_now(),
+                    Err(e) => panic!("{e:?}"),
+                }
+            }
+        });
+        // Re-reads from 1: frame 1 was released (the producer may overwrite
+        // it: `Lagged`), 2 and 3 were not.
+        let mut adopted = ring.adopt_gating(index, Start::At(1)).unwrap();
+        let mut expected = 1;
+        while expected < 4 {
+            match ring.try_recv(&mut adopted, &mut out) {
+                Ok(seq) => {
+                    assert_eq!(seq, expected);
+                    assert_intact(seq, &out);
+                    expected += 1;
+                }
+                Err(TryRecvError::Lagged(n)) => {
+                    assert!(adopted.next() <= 2, "lagged past the hold by {n}");
+                    expected = adopted.next();
+                }
+                Err(TryRecvError::Empty | TryRecvError::Pending(_)) => thread::yield_now(),
+                Err(e) => panic!("adopted cursor saw {e:?}"),
+            }
+            assert!(ring.gating_position(index).unwrap() >= 2);
+        }
+        producer.join().unwrap();
+        ring.unregister_gating(&mut adopted);
+    });
+}
+
+/// Loom gaps: a supervisor declaring a claim lost while that claim (which
+/// raced the first gating registration) waits or is given up (`abandon`),
+/// and a gating reader copying the slot's kept frame meanwhile. The gating
+/// consumer never loses a frame it has not read (no `Lagged`), and every
+/// sequence reads as a frame or as lost.
+#[test]
+fn broadcast_declaration_racing_a_racing_claim_keeps_gated_frames() {
+    model(|| {
+        let ring = Arc::new(Broadcast::with_capacity(2, 3).unwrap());
+        let mut cache = GatingCache::default();
+        for seq in 0..2 {
+            assert_eq!(publish(&ring, &mut cache), Ok(seq));
+        }
+        let producer_ring = Arc::clone(&ring);
+        let producer = thread::spawn(move || {
+            if let Ok(claim) = producer_ring.claim_wait(&mut cache, || false) {
+                let seq = claim.seq();
+                let _ = claim.commit(&frame(seq));
+            }
+        });
+        let supervisor_ring = Arc::clone(&ring);
+        let supervisor = thread::spawn(move || {
+            let _ = supervisor_ring.declare_lost(2);
+        });
+        let mut cursor = ring.register_gating(Start::Oldest).unwrap();
+        let mut out = [0u64; 3];
+        let mut expected = cursor.next();
+        // One read racing both.
+        match ring.try_recv(&mut cursor, &mut out) {
+            Ok(seq) => {
+                assert_eq!(seq, expected);
+                assert_intact(seq, &out);
+                expected += 1;
+            }
+            Err(TryRecvError::Lost(seq)) => {
+                assert_eq!(seq, expected);
+                expected += 1;
+            }
+            Err(TryRecvError::Empty | TryRecvError::Pending(_)) => {}
+            Err(e) => panic!("gating consumer saw {e:?}"),
+        }
+        producer.join().unwrap();
+        supervisor.join().unwrap();
+        loop {
+            match ring.try_recv(&mut cursor, &mut out) {
+                Ok(seq) => {
+                    assert_eq!(seq, expected);
+                    assert_intact(seq, &out);
+                    expected += 1;
+                }
+                Err(TryRecvError::Lost(seq)) => {
+                    assert_eq!(seq, expected);
+                    expected += 1;
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(e) => panic!("gating consumer saw {e:?}"),
+            }
+        }
+        assert_eq!(expected, ring.head());
+        ring.unregister_gating(&mut cursor);
+    });
+}

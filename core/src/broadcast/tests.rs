@@ -808,7 +808,7 @@ fn an_abandoned_claim_keeps_the_frame_in_its_slot_and_reads_as_lost() {
     assert_eq!(claim.seq(), 4);
     core::mem::forget(claim);
     let mut gating = ring.register_gating(Start::At(0)).unwrap();
-    ring.abandon(4);
+    ring.abandon(4, &mut || false, &mut |_| {});
     assert_eq!(ring.declare_lost(4), Ok(Declared::AlreadyLost));
     assert_eq!(ring.declare_lost(0), Ok(Declared::AlreadyCommitted));
     let mut out = [0u64; PAYLOAD];
@@ -835,4 +835,233 @@ fn an_abandoned_claim_keeps_the_frame_in_its_slot_and_reads_as_lost() {
     }
     assert_eq!(ring.declare_lost(4), Ok(Declared::AlreadyOverwritten));
     ring.unregister_gating(&mut gating);
+}
+
+// ------------------------------------------------ review findings (5 to 8)
+
+#[test]
+fn regression_corrupt_claim_word_is_an_error_not_a_panic() {
+    // A claim word of all ones (a corrupt segment): GATED set, the sequence
+    // field at its maximum. Debug builds used to overflow on `cur + n`.
+    let ring = Broadcast::with_capacity(4, PAYLOAD).unwrap();
+    // Relaxed: single-threaded test.
+    ring.header().claim.store(u64::MAX, Ordering::Relaxed);
+    let mut cache = GatingCache::default();
+    assert_eq!(
+        ring.try_publish(&mut cache, &frame(0)),
+        Err(PublishError::SequencesExhausted)
+    );
+    assert_eq!(ring.header().claim.load(Ordering::Relaxed), u64::MAX);
+}
+
+#[test]
+fn regression_claims_past_max_seq_are_refused() {
+    // Without a gating consumer the claim was a bare fetch_add: past MAX_SEQ
+    // it carried into the generation bits.
+    let ring = Broadcast::with_capacity(4, PAYLOAD).unwrap();
+    // Relaxed: single-threaded test.
+    ring.header().claim.store(MAX_SEQ - 1, Ordering::Relaxed);
+    let mut cache = GatingCache::default();
+    assert_eq!(
+        ring.claim_batch_wait(&mut cache, 2, || false).map(|c| {
+            let first = c.first();
+            core::mem::forget(c);
+            first
+        }),
+        Err(PublishError::SequencesExhausted)
+    );
+    let claim = ring.try_claim(&mut cache).unwrap();
+    assert_eq!(claim.seq(), MAX_SEQ - 1);
+    core::mem::forget(claim);
+    assert_eq!(
+        ring.try_claim(&mut cache).map(|c| {
+            let seq = c.seq();
+            core::mem::forget(c);
+            seq
+        }),
+        Err(PublishError::SequencesExhausted)
+    );
+    assert_eq!(ring.header().claim.load(Ordering::Relaxed), MAX_SEQ);
+    assert_eq!(ring.head(), MAX_SEQ);
+}
+
+#[test]
+fn regression_stamp_not_congruent_with_its_slot_reads_without_underflow() {
+    // Slot 0 of a ring of 8 stamped with sequence 3 (corrupt memory): a
+    // reader at 0 computed `head - capacity` with head 4 and underflowed.
+    let ring = Broadcast::with_capacity(8, PAYLOAD).unwrap();
+    // Relaxed: single-threaded test.
+    ring.slot(0)[0].store(stamp(3, COMMITTED), Ordering::Relaxed);
+    let mut c = ring.cursor(Start::At(0));
+    let mut out = [0u64; PAYLOAD];
+    let r = ring.try_recv(&mut c, &mut out);
+    assert!(matches!(r, Err(TryRecvError::Lagged(n)) if n >= 1), "{r:?}");
+    assert!(c.next() > 0, "the cursor must move past the corrupt slot");
+    // A stamp behind the cursor but not congruent: not a frame either.
+    ring.slot(1)[0].store(stamp(2, COMMITTED), Ordering::Relaxed);
+    let mut c = ring.cursor(Start::At(9));
+    assert_eq!(ring.try_recv(&mut c, &mut out), Err(TryRecvError::Empty));
+}
+
+/// A ring of 4 whose sequence 0 was claimed by a producer that died before
+/// writing it, 1..4 published, and 4 claimed by the caller.
+fn ring_with_a_dead_older_lap() -> (Broadcast<Heap<BroadcastHeader, AtomicU64>>, u64) {
+    let ring = Broadcast::with_capacity(4, PAYLOAD).unwrap();
+    let mut cache = GatingCache::default();
+    let dead = ring.try_claim(&mut cache).unwrap();
+    let dead_seq = dead.seq();
+    core::mem::forget(dead);
+    for s in 1..4 {
+        ring.try_publish(&mut cache, &frame(s)).unwrap();
+    }
+    (ring, dead_seq)
+}
+
+#[test]
+fn regression_commit_with_too_few_words_behind_a_dead_older_lap_resolves_it() {
+    // The sequences left without a frame used to be marked lost in Drop,
+    // which waited for the dead older lap with no `stuck` callback: forever.
+    within(20, || {
+        let (ring, dead) = ring_with_a_dead_older_lap();
+        let claim = ring
+            .claim_batch_wait(&mut GatingCache::default(), 1, || false)
+            .unwrap();
+        assert_eq!(claim.first(), 4);
+        let mut asked = Vec::new();
+        let r = claim.commit_with(&[], PAYLOAD, |older| {
+            asked.push(older);
+            let _ = ring.declare_lost(older);
+        });
+        assert_eq!(r, Ok(4));
+        assert_eq!(asked.first(), Some(&dead));
+        let mut out = [0u64; PAYLOAD];
+        let mut c = ring.cursor(Start::At(4));
+        assert_eq!(ring.try_recv(&mut c, &mut out), Err(TryRecvError::Lost(4)));
+    });
+}
+
+#[test]
+fn regression_abandon_behind_a_dead_older_lap_resolves_it() {
+    // `abandon` (a claim that raced the first gating registration, given
+    // up) waited for a dead older lap with no way out.
+    within(20, || {
+        let (ring, dead) = ring_with_a_dead_older_lap();
+        let claim = ring.try_claim(&mut GatingCache::default()).unwrap();
+        assert_eq!(claim.seq(), 4);
+        core::mem::forget(claim);
+        let mut asked = Vec::new();
+        ring.abandon(4, &mut || false, &mut |older| {
+            asked.push(older);
+            let _ = ring.declare_lost(older);
+        });
+        assert_eq!(asked.first(), Some(&dead));
+        let mut c = ring.cursor(Start::At(4));
+        let mut out = [0u64; PAYLOAD];
+        assert_eq!(ring.try_recv(&mut c, &mut out), Err(TryRecvError::Lost(4)));
+    });
+}
+
+#[test]
+fn regression_declare_lost_keeps_the_previous_lap_readable() {
+    // A claim that was never checked against the gating cursors (it raced
+    // the first registration) declared lost by a supervisor: LOST(seq) used
+    // to replace the previous lap's frame, which a gating consumer that
+    // had not read it yet then lost (Lagged).
+    let ring = Broadcast::with_capacity(4, PAYLOAD).unwrap();
+    let mut cache = GatingCache::default();
+    for s in 0..4 {
+        ring.try_publish(&mut cache, &frame(s)).unwrap();
+    }
+    let claim = ring.try_claim(&mut cache).unwrap();
+    core::mem::forget(claim);
+    let mut gating = ring.register_gating(Start::At(0)).unwrap();
+    assert_eq!(ring.declare_lost(4), Ok(Declared::Lost));
+    assert_eq!(ring.declare_lost(4), Ok(Declared::AlreadyLost));
+    let mut out = [0u64; PAYLOAD];
+    for s in 0..4 {
+        assert_eq!(ring.try_recv(&mut gating, &mut out), Ok(s));
+        check_frame(s, &out);
+    }
+    assert_eq!(
+        ring.try_recv(&mut gating, &mut out),
+        Err(TryRecvError::Lost(4))
+    );
+    // The next lap takes its turn.
+    for s in 5..9 {
+        assert_eq!(ring.try_publish(&mut cache, &frame(s)), Ok(s));
+    }
+    for s in 5..9 {
+        assert_eq!(ring.try_recv(&mut gating, &mut out), Ok(s));
+    }
+    ring.unregister_gating(&mut gating);
+}
+
+#[test]
+fn regression_racing_claim_reports_its_sequences_before_it_waits() {
+    // `on_claimed` runs once per successful claim, before any wait, with
+    // the sequences taken (the ipc layer records them in flight there).
+    let ring = Broadcast::with_capacity(4, PAYLOAD).unwrap();
+    let mut cache = GatingCache::default();
+    let mut seen = None;
+    let claim = ring
+        .claim_batch_wait_with(
+            &mut cache,
+            3,
+            || false,
+            |first, n| seen = Some((first, n)),
+            |_| {},
+        )
+        .unwrap();
+    assert_eq!(seen, Some((0, 3)));
+    assert_eq!(claim.commit_with(&[0; 3 * PAYLOAD], PAYLOAD, |_| {}), Ok(0));
+    let _g = ring.register_gating(Start::Newest).unwrap();
+    let mut seen = None;
+    let claim = ring
+        .claim_wait_with(
+            &mut cache,
+            || false,
+            |first, n| seen = Some((first, n)),
+            |_| {},
+        )
+        .unwrap();
+    assert_eq!(seen, Some((3, 1)));
+    drop(claim);
+}
+
+#[test]
+fn regression_adopt_gating_below_the_held_position_never_moves_it_back() {
+    let ring = Broadcast::with_capacity(8, PAYLOAD).unwrap();
+    let mut cache = GatingCache::default();
+    let mut old = ring.register_gating(Start::Newest).unwrap();
+    let index = old.gating_slot().unwrap();
+    let mut out = [0u64; PAYLOAD];
+    for s in 0..4 {
+        ring.try_publish(&mut cache, &frame(s)).unwrap();
+        assert_eq!(ring.try_recv(&mut old, &mut out), Ok(s));
+    }
+    assert_eq!(ring.try_recv(&mut old, &mut out), Err(TryRecvError::Empty));
+    assert_eq!(ring.gating_position(index), Some(4));
+    // The holder is gone without unregistering (its process died).
+    // A restarted durable consumer that re-reads from 1 (what it stored
+    // last): it reads 1.., but the hold stays at 4 until it passes it.
+    let mut adopted = ring.adopt_gating(index, Start::At(1)).unwrap();
+    assert_eq!(adopted.next(), 1);
+    let mut batch = [0u64; 2 * PAYLOAD];
+    assert_eq!(ring.recv_batch(&mut adopted, &mut batch, PAYLOAD), Ok(2));
+    assert_eq!(ring.gating_position(index), Some(4), "the hold moved back");
+    assert_eq!(ring.try_recv(&mut adopted, &mut out), Ok(3));
+    assert_eq!(ring.gating_position(index), Some(4), "the hold moved back");
+    assert_eq!(
+        ring.try_recv(&mut adopted, &mut out),
+        Err(TryRecvError::Empty)
+    );
+    assert_eq!(ring.gating_position(index), Some(4));
+    ring.try_publish(&mut cache, &frame(4)).unwrap();
+    assert_eq!(ring.try_recv(&mut adopted, &mut out), Ok(4));
+    assert_eq!(
+        ring.try_recv(&mut adopted, &mut out),
+        Err(TryRecvError::Empty)
+    );
+    assert_eq!(ring.gating_position(index), Some(5));
+    ring.unregister_gating(&mut adopted);
 }
