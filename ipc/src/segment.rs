@@ -482,11 +482,14 @@ impl Segment {
     }
 
     /// Whether nobody is using the segment: its creator and every registered
-    /// publisher and subscriber are dead. An orphaned durable hold alone
-    /// does not keep a segment in use.
+    /// publisher and subscriber are dead.
+    ///
+    /// A segment that holds a durable hold (a recorder's, live or not) is
+    /// never stale: the hold stands for frames in the ring that its log may
+    /// not have yet. Release it first ([`release_durable`](Self::release_durable)).
     pub fn is_stale(&self) -> bool {
         let h = self.header();
-        !owner_alive(h.creator) && self.live_users() == 0
+        !owner_alive(h.creator) && self.live_users() == 0 && self.durable_holds().is_empty()
     }
 
     /// Processes registered in the tables that are still alive.

@@ -89,3 +89,69 @@ fn regression_remove_stale_finishes_a_dead_reapers_tombstone() {
     );
     bus.remove_segments();
 }
+
+/// `stat --remove-stale` called a segment stale when its creator and every
+/// live user were gone, even while a killed recorder's durable hold was in
+/// it: removing it would drop the hold and every frame in the ring that the
+/// log does not have yet. Such a segment is kept until the hold is released.
+#[test]
+fn regression_remove_stale_keeps_a_segment_with_a_durable_hold() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let bin = env!("CARGO_BIN_EXE_zerocast");
+    let ns = format!("st{}-durable", std::process::id());
+    let wal = std::env::temp_dir().join(format!("{ns}-wal"));
+    let _ = std::fs::remove_dir_all(&wal);
+    let segment = std::path::PathBuf::from(format!("/dev/shm/zerocast.{ns}.trade_events"));
+    let _ = std::fs::remove_file(&segment);
+    let zerocast = |args: &[&str]| {
+        let mut c = Command::new(bin);
+        c.env_remove("ZEROCAST_NAMESPACE")
+            .env("ZEROCAST_LOG", "error")
+            .args(["--namespace", &ns])
+            .args(args);
+        c
+    };
+    // The recorder creates the segment: it is its creator and its only user.
+    let mut recorder = zerocast(&["record", "--topic", "trade_events", "--wal"])
+        .arg(&wal)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = zerocast(&["stat"]).output().unwrap();
+        if String::from_utf8_lossy(&out.stdout).contains("recorder-trade_events") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the recorder never registered");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    recorder.kill().unwrap();
+    recorder.wait().unwrap();
+    let out = zerocast(&["stat", "--remove-stale"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        segment.exists(),
+        "a segment holding a durable hold was removed as stale:\n{text}"
+    );
+    assert!(text.contains("recorder-trade_events"), "{text}");
+    // Released by name, the segment is stale and goes.
+    let out = zerocast(&["stat", "--release-durable", "recorder-trade_events"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = zerocast(&["stat", "--remove-stale"]).output().unwrap();
+    assert!(out.status.success());
+    assert!(
+        !segment.exists(),
+        "released, the segment is stale:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let _ = std::fs::remove_dir_all(&wal);
+}
