@@ -230,19 +230,24 @@ impl Replay {
             loop {
                 match parse_record(&bytes, off) {
                     Parsed::End => {
-                        // The end of a sealed segment is final: zeros with a
-                        // record after them are a lost block, not the end.
-                        if !newest {
-                            if let Some(at) = valid_record_after(&bytes, off, prev) {
-                                return Err(WalError::Corrupt {
-                                    path: seg.path.clone(),
-                                    offset: off as u64,
-                                    reason: format!(
-                                        "zeroed region, and a valid record follows at offset {at}: \
-                                         damage in the middle of the log"
-                                    ),
-                                });
+                        // Zeros with a record after them (a later sequence)
+                        // are a lost block, not the end, in any segment (as
+                        // at `Wal::open`). In the newest one the writer may
+                        // have appended since the zeros were read: it writes
+                        // in order, so a record that follows means the bytes
+                        // here are written too; read them again first.
+                        if let Some(at) = valid_record_after(&bytes, off, prev) {
+                            if newest && !matches!(parse_record(&bytes, off), Parsed::End) {
+                                continue;
                             }
+                            return Err(WalError::Corrupt {
+                                path: seg.path.clone(),
+                                offset: off as u64,
+                                reason: format!(
+                                    "zeroed region, and a valid record follows at offset {at}: \
+                                     damage in the middle of the log"
+                                ),
+                            });
                         }
                         break;
                     }

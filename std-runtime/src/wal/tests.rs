@@ -503,3 +503,47 @@ fn version_1_log_is_read_and_its_active_segment_relabelled() {
     let (wal, _) = Wal::open(&dir, "trades", small()).unwrap();
     assert_eq!(wal.last_seq(), Some(310));
 }
+
+/// Replays everything from `from` with `read`: (records' sequences, gaps).
+fn read_all_entries(dir: &Path, from: u64) -> Result<(Vec<u64>, Vec<(u64, u64)>), WalError> {
+    let mut seqs = Vec::new();
+    let mut gaps = Vec::new();
+    Replay::new(dir).read(from, u64::MAX, |e| {
+        match e {
+            Entry::Record(r) => seqs.push(r.seq),
+            Entry::Gap { from, to, .. } => gaps.push((from, to)),
+        }
+        ControlFlow::Continue(())
+    })?;
+    Ok((seqs, gaps))
+}
+
+#[test]
+fn regression_zeroed_records_in_newest_segment_are_an_error_for_the_reader() {
+    let dir = tempdir("zeroed-newest-reader");
+    write_all(&dir, small(), &frames(500));
+    let seg = list_segments(&dir).unwrap().last().unwrap().path.clone();
+    let offsets = record_offsets(&seg);
+    assert!(offsets.len() > 10);
+    // Zero records 5..=7 of the newest segment.
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[offsets[5]..offsets[8]].fill(0);
+    std::fs::write(&seg, &bytes).unwrap();
+    match read_all_entries(&dir, 0) {
+        Err(e @ WalError::Corrupt { .. }) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&seg.display().to_string())
+                    && msg.contains(&format!("offset {}", offsets[5])),
+                "{msg}"
+            );
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok((seqs, gaps)) => panic!(
+            "the reader ended quietly at sequence {:?} ({} records, gaps {gaps:?}); \
+             500 were written",
+            seqs.last(),
+            seqs.len()
+        ),
+    }
+}
