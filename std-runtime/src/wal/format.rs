@@ -23,6 +23,9 @@
 //!            checked against the record it points to
 //! ```
 //!
+//! Sequences are at most [`MAX_SEQ`] (2^56 - 1, the largest a ring hands
+//! out); a record covering a later one is damage.
+//!
 //! All integers little-endian. A header of all zeros marks the end of the
 //! written records (zeros followed by a valid record are damage, not an end).
 //!
@@ -35,6 +38,8 @@
 //! Version 2 added kinds 3 and 4 and is otherwise version 1; this build
 //! reads both, and writes version 2 (an active version-1 segment is relabelled
 //! at open, since every version-1 record is a valid version-2 record).
+
+pub use zerocast_core::broadcast::MAX_SEQ;
 
 /// Segment file magic.
 pub const MAGIC: [u8; 8] = *b"ZCWAL\0\0\x01";
@@ -183,11 +188,19 @@ pub fn parse_record(segment: &[u8], offset: usize) -> Parsed<'_> {
     if crc(len, seq, ts, kind, frame) != stored_crc {
         return Parsed::Bad("CRC mismatch");
     }
-    if kind == KIND_MISSED {
-        let count = u64_at(frame, 0);
-        if count == 0 || seq.checked_add(count - 1).is_none() {
-            return Parsed::Bad("missed range of no sequence or past the last sequence");
-        }
+    let count = if kind == KIND_MISSED {
+        u64_at(frame, 0)
+    } else {
+        1
+    };
+    if count == 0 {
+        return Parsed::Bad("missed range of no sequence");
+    }
+    // No ring hands out a sequence past MAX_SEQ, so a record covering one
+    // is damage (and `last + 1` stays in range for everything that reads
+    // the log).
+    if seq.checked_add(count - 1).is_none_or(|last| last > MAX_SEQ) {
+        return Parsed::Bad("record covers a sequence past MAX_SEQ (2^56 - 1)");
     }
     Parsed::Record(
         RecordRef {

@@ -158,6 +158,12 @@ pub enum WalError {
         /// segment that vanished.
         path: PathBuf,
     },
+    /// A sequence past [`format::MAX_SEQ`] (2^56 - 1), which no ring hands
+    /// out, was offered to the log.
+    SeqOutOfRange {
+        /// Sequence offered.
+        seq: u64,
+    },
     /// A checkpoint file is damaged.
     BadCheckpoint {
         /// The file.
@@ -197,6 +203,11 @@ impl std::fmt::Display for WalError {
                 f,
                 "{}: sequences {from}..={to} are missing from the log (a segment was removed or damaged)",
                 path.display()
+            ),
+            Self::SeqOutOfRange { seq } => write!(
+                f,
+                "sequence {seq} is past the largest sequence a ring hands out ({})",
+                format::MAX_SEQ
             ),
             Self::BadCheckpoint { path, reason } => {
                 write!(f, "{}: bad checkpoint: {reason}", path.display())
@@ -676,7 +687,7 @@ impl Wal {
     }
 
     /// Appends a frame received with sequence `seq` (greater than every
-    /// sequence before it).
+    /// sequence before it, and at most [`format::MAX_SEQ`]).
     pub fn append(&mut self, seq: u64, timestamp_ns: u64, frame: &[u8]) -> Result<(), WalError> {
         self.append_kind(seq, timestamp_ns, KIND_FRAME, frame)
     }
@@ -698,7 +709,7 @@ impl Wal {
             return Ok(());
         }
         // The range ends at the last sequence there is.
-        let count = count.min((u64::MAX - from).saturating_add(1));
+        let count = count.min(format::MAX_SEQ.saturating_sub(from).saturating_add(1));
         self.append_kind(from, timestamp_ns, KIND_MISSED, &count.to_le_bytes())
     }
 
@@ -715,6 +726,9 @@ impl Wal {
     }
 
     fn append_kind(&mut self, seq: u64, ts: u64, kind: u32, frame: &[u8]) -> Result<(), WalError> {
+        if seq > format::MAX_SEQ {
+            return Err(WalError::SeqOutOfRange { seq });
+        }
         if let Some(last) = self.last_seq {
             if seq <= last {
                 return Err(WalError::OutOfOrder { last, seq });
@@ -939,9 +953,14 @@ impl Checkpoints {
         if crc32c::crc32c(&bytes[..16]) != crc {
             return Err(bad("CRC mismatch"));
         }
-        Ok(Some(u64::from_le_bytes(
-            bytes[8..16].try_into().expect("8 bytes"),
-        )))
+        let seq = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
+        if seq > format::MAX_SEQ {
+            return Err(bad(&format!(
+                "sequence {seq} is past MAX_SEQ ({})",
+                format::MAX_SEQ
+            )));
+        }
+        Ok(Some(seq))
     }
 
     /// Stores `seq` for `name`: temp file, fsync, rename, fsync directory.

@@ -547,3 +547,46 @@ fn regression_zeroed_records_in_newest_segment_are_an_error_for_the_reader() {
         ),
     }
 }
+
+#[test]
+fn regression_sequences_past_max_seq_are_refused_not_overflowed() {
+    use zerocast_core::broadcast::MAX_SEQ;
+    // A record that covers a sequence past MAX_SEQ is damage: nothing in a
+    // valid log gets there, and `last + 1` would overflow at u64::MAX.
+    for (seq, kind, frame) in [
+        (u64::MAX, KIND_LOST, Vec::new()),
+        (MAX_SEQ + 1, KIND_LOST, Vec::new()),
+        (MAX_SEQ, format::KIND_MISSED, 2u64.to_le_bytes().to_vec()),
+        (0, format::KIND_MISSED, u64::MAX.to_le_bytes().to_vec()),
+    ] {
+        let mut buf = Vec::new();
+        format::encode_record(&mut buf, seq, 0, kind, &frame);
+        assert!(
+            matches!(parse_record(&buf, 0), Parsed::Bad(r) if r.contains("MAX_SEQ")),
+            "seq {seq} kind {kind}: {:?}",
+            parse_record(&buf, 0)
+        );
+    }
+    let mut buf = Vec::new();
+    format::encode_record(&mut buf, MAX_SEQ, 0, KIND_LOST, &[]);
+    assert!(matches!(parse_record(&buf, 0), Parsed::Record(..)));
+
+    // The writer refuses them with an error instead of overflowing.
+    let dir = tempdir("max-seq");
+    let (mut wal, _) = Wal::open(&dir, "trades", small()).unwrap();
+    wal.append_lost(MAX_SEQ - 1, 0).unwrap();
+    let err = wal.append_lost(u64::MAX, 0).unwrap_err().to_string();
+    assert!(err.contains(&u64::MAX.to_string()), "{err}");
+    wal.append_missed(MAX_SEQ, 10, 0).unwrap();
+    assert_eq!(wal.last_seq(), Some(MAX_SEQ));
+    wal.sync().unwrap();
+    drop(wal);
+    let (wal, rec) = Wal::open(&dir, "trades", small()).unwrap();
+    assert_eq!((wal.last_seq(), rec), (Some(MAX_SEQ), Recovery::default()));
+
+    // A checkpoint past MAX_SEQ is damaged, not a position to resume after.
+    let ck = Checkpoints::new(&dir.join("ckpt")).unwrap();
+    ck.store("x", u64::MAX).unwrap();
+    let err = ck.load("x").unwrap_err().to_string();
+    assert!(err.contains("MAX_SEQ"), "{err}");
+}
