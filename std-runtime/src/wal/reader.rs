@@ -152,7 +152,7 @@ impl Replay {
         to: u64,
         mut f: impl FnMut(Entry<'_>) -> ControlFlow<()>,
     ) -> Result<ReplayStats, WalError> {
-        let segments = self.segments()?;
+        let mut segments = self.segments()?;
         let mut stats = ReplayStats::default();
         let start = segments
             .iter()
@@ -208,16 +208,26 @@ impl Replay {
             }
             let bytes = match map(&seg.path) {
                 Ok(b) => b,
-                Err(e) if e.kind() == ErrorKind::NotFound && !newest => {
+                Err(e) if e.kind() == ErrorKind::NotFound => {
                     // Removed since the listing (retention racing this
-                    // reader): its range is gone; go on with the next.
-                    let next = segments[i + 1].first_seq;
-                    let a = prev.map_or(seg.first_seq, |p| p + 1);
+                    // reader): its range is gone; go on with the next. The
+                    // writer may have rotated since the listing too (the
+                    // removed one was the newest listed), so list again.
+                    let later = self.segments()?;
+                    let Some(j) = later.iter().position(|s| s.first_seq > seg.first_seq) else {
+                        // Nothing after it: the end of what is left.
+                        return Ok(stats);
+                    };
+                    let next = later[j].first_seq;
+                    let a = prev.map_or(from, |p| p + 1);
                     if next > a && gap(&mut f, &mut stats, a, next - 1, &seg.path) {
                         return Ok(stats);
                     }
-                    prev = next.checked_sub(1).or(prev);
-                    i += 1;
+                    prev = Some(next - 1)
+                        .filter(|&n| prev.is_none_or(|p| n > p))
+                        .or(prev);
+                    segments = later;
+                    i = j;
                     continue;
                 }
                 Err(e) => return Err(io_err(&seg.path, "open segment")(e)),

@@ -590,3 +590,62 @@ fn regression_sequences_past_max_seq_are_refused_not_overflowed() {
     let err = ck.load("x").unwrap_err().to_string();
     assert!(err.contains("MAX_SEQ"), "{err}");
 }
+
+#[test]
+fn regression_newest_listed_segment_removed_under_a_reader_is_missing_not_an_error() {
+    let dir = tempdir("newest-removed-under");
+    write_all(&dir, small(), &frames(500));
+    let segments = list_segments(&dir).unwrap();
+    let n = segments.len();
+    assert!(n > 3);
+    // The reader lists segments 0 ..= n-2 (the writer has not rotated to
+    // n-1 yet); while it reads segment 0 the writer rotates (n-1 appears)
+    // and retention removes n-2, the newest the reader listed.
+    let aside = dir.join("aside");
+    std::fs::rename(&segments[n - 1].path, &aside).unwrap();
+    let victim = &segments[n - 2];
+    let mut seqs = Vec::new();
+    let mut gaps = Vec::new();
+    let result = Replay::new(&dir).read(0, u64::MAX, |e| {
+        match e {
+            Entry::Record(r) => {
+                if r.seq == 0 {
+                    std::fs::rename(&aside, &segments[n - 1].path).unwrap();
+                    std::fs::remove_file(&victim.path).unwrap();
+                }
+                seqs.push(r.seq);
+            }
+            Entry::Gap { from, to, .. } => gaps.push((from, to)),
+        }
+        ControlFlow::Continue(())
+    });
+    let stats = result.unwrap();
+    let (from, to) = (victim.first_seq, segments[n - 1].first_seq - 1);
+    assert_eq!(gaps, [(from, to)]);
+    assert_eq!(stats.gap, to - from + 1);
+    let mut expected: Vec<u64> = (0..from).collect();
+    expected.extend(to + 1..500);
+    assert_eq!(seqs, expected);
+
+    // Removed, and nothing after it: the reader stops quietly at the end
+    // of what it could read, reporting what it knows is gone.
+    let segments = list_segments(&dir).unwrap();
+    let last = segments.last().unwrap().clone();
+    let mut gaps = Vec::new();
+    let mut count = 0;
+    Replay::new(&dir)
+        .read(0, u64::MAX, |e| {
+            match e {
+                Entry::Record(r) => {
+                    if r.seq == 0 {
+                        std::fs::remove_file(&last.path).unwrap();
+                    }
+                    count += 1;
+                }
+                Entry::Gap { from, to, .. } => gaps.push((from, to)),
+            }
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(count as u64, last.first_seq - (to - from + 1));
+}
