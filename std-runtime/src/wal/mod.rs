@@ -329,9 +329,51 @@ fn datasync(file: &File, path: &Path) -> Result<(), WalError> {
     file.sync_data().map_err(io_err(path, "fdatasync"))
 }
 
-/// Reads a whole segment (for recovery) without mapping it.
-fn read_all(path: &Path) -> Result<Vec<u8>, WalError> {
-    std::fs::read(path).map_err(io_err(path, "read segment"))
+/// Maps a whole segment (for recovery): a preallocated segment is mostly
+/// zeros, which the scans below skip by comparing whole blocks, so opening
+/// costs about the records written, not the segment size.
+fn map_all(path: &Path) -> Result<memmap2::Mmap, WalError> {
+    reader::map(path).map_err(io_err(path, "map segment"))
+}
+
+/// Zero bytes to compare blocks against (a slice comparison is a `memcmp`,
+/// fast even in a debug build).
+const ZEROS: [u8; 4096] = [0; 4096];
+
+/// True if `bytes` are all zero.
+fn all_zero(bytes: &[u8]) -> bool {
+    bytes.chunks(ZEROS.len()).all(|c| c == &ZEROS[..c.len()])
+}
+
+/// The offset of the first 8-byte word at or after `from` (a multiple of 8)
+/// holding a non-zero byte (a short last word counts).
+fn first_nonzero_word(bytes: &[u8], from: usize) -> Option<usize> {
+    let mut at = from;
+    while at < bytes.len() {
+        // Up to the next block boundary, so blocks stay aligned.
+        let end = ((at / ZEROS.len() + 1) * ZEROS.len()).min(bytes.len());
+        let block = &bytes[at..end];
+        if block != &ZEROS[..block.len()] {
+            let word = block.chunks(8).position(|w| w.iter().any(|&b| b != 0))?;
+            return Some(at + 8 * word);
+        }
+        at = end;
+    }
+    None
+}
+
+/// One past the last non-zero byte of `bytes`, or None if all are zero.
+fn end_of_nonzero(bytes: &[u8]) -> Option<usize> {
+    let mut end = bytes.len();
+    while end > 0 {
+        let start = (end - 1) / ZEROS.len() * ZEROS.len();
+        let block = &bytes[start..end];
+        if block != &ZEROS[..block.len()] {
+            return block.iter().rposition(|&b| b != 0).map(|p| start + p + 1);
+        }
+        end = start;
+    }
+    None
 }
 
 /// The offset of the first valid record that starts at an 8-aligned offset
@@ -349,10 +391,7 @@ pub(crate) fn valid_record_after(
     while off + format::RECORD_HEADER <= bytes.len() {
         // The next 8-byte word with a non-zero byte: a record at or after
         // `off` has its header's first non-zero word at or after it.
-        let word = off
-            + 8 * bytes[off..]
-                .chunks_exact(8)
-                .position(|w| w.iter().any(|&b| b != 0))?;
+        let word = first_nonzero_word(bytes, off)?;
         // Headers holding that word start in [word - 24, word]; ones
         // starting earlier would be all zero.
         let mut cand = word.saturating_sub(format::RECORD_HEADER - 8).max(off);
@@ -449,8 +488,7 @@ impl Wal {
                 }
                 Err(reason) => {
                     let is_last = s.path == segments.last().expect("non-empty").path;
-                    let all_zero = read_all(&s.path)?.iter().all(|&b| b == 0);
-                    if is_last && (all_zero || !ok) {
+                    if is_last && (!ok || all_zero(&map_all(&s.path)?)) {
                         // Created, never written: a crash during rotation.
                         recovery.removed_empty_segment = Some(s.path.clone());
                     } else {
@@ -539,7 +577,7 @@ impl Wal {
     /// Scans the last segment: returns (end offset, last sequence,
     /// truncation if its tail was torn).
     fn recover_tail(path: &Path) -> Result<(u64, Option<u64>, Option<Truncation>), WalError> {
-        let bytes = read_all(path)?;
+        let bytes = map_all(path)?;
         let mut off = SEGMENT_HEADER;
         let mut last_seq: Option<u64> = None;
         loop {
@@ -592,7 +630,7 @@ impl Wal {
                 reason: format!("{reason}, and a valid record follows at offset {at}: damage in the middle of the log"),
             });
         }
-        let last_nonzero = bytes.iter().rposition(|&b| b != 0).map_or(off, |p| p + 1);
+        let last_nonzero = end_of_nonzero(bytes).unwrap_or(off);
         let cut_bytes = last_nonzero.saturating_sub(off);
         let first_cut_seq = bytes
             .get(off + 8..off + 16)

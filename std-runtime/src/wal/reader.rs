@@ -61,7 +61,7 @@ pub struct Replay {
     dir: PathBuf,
 }
 
-fn map(path: &Path) -> Result<Mmap, std::io::Error> {
+pub(crate) fn map(path: &Path) -> Result<Mmap, std::io::Error> {
     let f = File::open(path)?;
     // SAFETY: segments are only ever appended to (and zero-filled past their
     // end); bytes already read do not change under the map except in the

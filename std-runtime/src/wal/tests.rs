@@ -649,3 +649,28 @@ fn regression_newest_listed_segment_removed_under_a_reader_is_missing_not_an_err
         .unwrap();
     assert_eq!(count as u64, last.first_seq - (to - from + 1));
 }
+
+#[test]
+fn zero_scans_find_the_first_and_last_non_zero_bytes() {
+    for len in [0usize, 7, 8, 4095, 4096, 4097, 3 * 4096 + 13] {
+        let bytes = vec![0u8; len];
+        assert!(all_zero(&bytes) && end_of_nonzero(&bytes).is_none());
+        assert_eq!(first_nonzero_word(&bytes, 0), None);
+        for at in [0, len / 2, len.saturating_sub(1)] {
+            if at >= len {
+                continue;
+            }
+            let mut b = bytes.clone();
+            b[at] = 1;
+            assert!(!all_zero(&b));
+            assert_eq!(end_of_nonzero(&b), Some(at + 1), "len {len} at {at}");
+            assert_eq!(
+                first_nonzero_word(&b, 0),
+                Some(at / 8 * 8),
+                "len {len} at {at}"
+            );
+            let after = (at / 8 + 1) * 8;
+            assert_eq!(first_nonzero_word(&b, after), None, "len {len} at {at}");
+        }
+    }
+}
