@@ -391,7 +391,7 @@ fn run_replay(args: &ReplayArgs) -> Result<(), String> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut write_err = None;
-    let stats = wal::Replay::new(&args.wal.join(&args.topic))
+    let stats = wal::Replay::with_topic(&args.wal.join(&args.topic), &args.topic)
         .read(args.from, args.to.unwrap_or(u64::MAX), |entry| {
             let line = replay_line(&entry, args.json);
             if let Err(e) = writeln!(out, "{line}") {

@@ -156,7 +156,7 @@ impl Resumable {
         mut f: impl FnMut(Event<'_>) -> ControlFlow<()>,
         stop: impl Fn() -> bool,
     ) -> Result<(), String> {
-        let replay = Replay::new(&self.wal_dir);
+        let replay = Replay::with_topic(&self.wal_dir, &self.topic);
         // Rounds in a row where neither the WAL nor the ring could give
         // `next`: then it is gone for good.
         let mut fruitless = 0;

@@ -8,7 +8,7 @@
 //! ```text
 //! segment  = header(64) record*
 //! header   = magic "ZCWAL\0\0\x01" | version u32 | header_len u32 | first_seq u64
-//!            | created_ns u64 | topic [u8; 32]
+//!            | created_ns u64 | topic [u8; 32] (cut to 32 bytes, zero-padded)
 //! record   = len u32 | crc u32 | seq u64 | timestamp_ns u64 | kind u32 | reserved u32
 //!            | frame [u8; len] | zero padding to a multiple of 8
 //! crc      = CRC32C of the record with the crc field left out
@@ -238,6 +238,14 @@ pub fn encode_header(first_seq: u64, created_ns: u64, topic: &str) -> [u8; SEGME
     let n = t.len().min(32);
     h[32..32 + n].copy_from_slice(&t[..n]);
     h
+}
+
+/// True if a header's `topic` field (at most 32 bytes, as
+/// [`encode_header`] stores it) names `topic`; a topic name may be longer
+/// (up to 64 characters) and is kept cut to 32 bytes.
+pub fn header_names_topic(header_topic: &str, topic: &str) -> bool {
+    let t = topic.as_bytes();
+    header_topic.as_bytes() == &t[..t.len().min(32)]
 }
 
 /// Decodes a segment header, or says what is wrong with it.

@@ -473,8 +473,13 @@ impl Wal {
                 Err("shorter than a segment header".into())
             };
             match decoded {
-                Ok(h) if h.first_seq == s.first_seq && h.topic == topic => last_version = h.version,
-                Ok(h) if h.topic != topic => {
+                Ok(h)
+                    if h.first_seq == s.first_seq
+                        && format::header_names_topic(&h.topic, topic) =>
+                {
+                    last_version = h.version
+                }
+                Ok(h) if !format::header_names_topic(&h.topic, topic) => {
                     return Err(WalError::BadSegment {
                         path: s.path.clone(),
                         reason: format!("segment of topic {:?}, not {topic:?}", h.topic),

@@ -11,8 +11,8 @@ use memmap2::Mmap;
 use zerocast_core::frame::FrameRef;
 
 use super::format::{
-    parse_record, Parsed, RecordRef, KIND_FRAME, KIND_INVALID, KIND_LOST, KIND_MISSED,
-    SEGMENT_HEADER,
+    decode_header, header_names_topic, parse_record, Parsed, RecordRef, KIND_FRAME, KIND_INVALID,
+    KIND_LOST, KIND_MISSED, SEGMENT_HEADER,
 };
 use super::{index_path, io_err, list_segments, valid_record_after, SegmentInfo, WalError};
 
@@ -59,6 +59,8 @@ pub enum Entry<'a> {
 #[derive(Debug, Clone)]
 pub struct Replay {
     dir: PathBuf,
+    /// The topic each segment's header must name (None: not checked).
+    topic: Option<String>,
 }
 
 pub(crate) fn map(path: &Path) -> Result<Mmap, std::io::Error> {
@@ -107,7 +109,55 @@ impl Replay {
     pub fn new(dir: &Path) -> Self {
         Self {
             dir: dir.to_owned(),
+            topic: None,
         }
+    }
+
+    /// A reader of the WAL of `topic` in `dir`: a segment whose header names
+    /// another topic is an error.
+    pub fn with_topic(dir: &Path, topic: &str) -> Self {
+        Self {
+            dir: dir.to_owned(),
+            topic: Some(topic.to_owned()),
+        }
+    }
+
+    /// Checks a segment's header: magic, version, the first sequence its
+    /// name gives and, if known, the topic. False for a segment not written
+    /// yet: all zero (or still empty), which only the newest segment may be
+    /// while the writer rotates.
+    fn check_header(&self, seg: &SegmentInfo, bytes: &[u8]) -> Result<bool, WalError> {
+        let bad = |reason: String| WalError::BadSegment {
+            path: seg.path.clone(),
+            reason,
+        };
+        // A rotation writes the header before any record: zeros with
+        // something after them are damage.
+        if super::all_zero(bytes) {
+            let newest = self
+                .segments()?
+                .last()
+                .is_none_or(|s| s.first_seq <= seg.first_seq);
+            if newest {
+                return Ok(false);
+            }
+        }
+        let h = decode_header(bytes).map_err(bad)?;
+        if h.first_seq != seg.first_seq {
+            return Err(bad(format!(
+                "header's first sequence {} does not match the file name",
+                h.first_seq
+            )));
+        }
+        if let Some(topic) = &self.topic {
+            if !header_names_topic(&h.topic, topic) {
+                return Err(bad(format!(
+                    "segment of topic {:?}, not {topic:?}",
+                    h.topic
+                )));
+            }
+        }
+        Ok(true)
     }
 
     /// The segments now in the directory.
@@ -232,6 +282,13 @@ impl Replay {
                 }
                 Err(e) => return Err(io_err(&seg.path, "open segment")(e)),
             };
+            match self.check_header(seg, &bytes) {
+                Ok(true) => {}
+                // The newest segment, created but its header not yet
+                // written (a rotation under way): nothing in it yet.
+                Ok(false) => break,
+                Err(e) => return Err(e),
+            }
             let mut off = if i == start {
                 seek(&seg.path, &bytes, from)
             } else {

@@ -674,3 +674,72 @@ fn zero_scans_find_the_first_and_last_non_zero_bytes() {
         }
     }
 }
+
+#[test]
+fn regression_reader_checks_each_segment_header() {
+    let dir = tempdir("reader-headers");
+    write_all(&dir, small(), &frames(500));
+    let segments = list_segments(&dir).unwrap();
+    let victim = &segments[1].path;
+    let good = std::fs::read(victim).unwrap();
+    let expect_bad = |dir: &Path, replay: Replay, what: &str| {
+        let mut count = 0;
+        match replay.read(0, u64::MAX, |_| {
+            count += 1;
+            ControlFlow::Continue(())
+        }) {
+            Err(e @ WalError::BadSegment { .. }) => {
+                let msg = e.to_string();
+                assert!(
+                    msg.contains(&victim.display().to_string()) && msg.contains(what),
+                    "{msg}"
+                );
+            }
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(_) => panic!(
+                "{}: read {count} entries through a segment whose header is wrong ({what})",
+                dir.display()
+            ),
+        }
+    };
+    // A zeroed header.
+    let mut bytes = good.clone();
+    bytes[..SEGMENT_HEADER].fill(0);
+    std::fs::write(victim, &bytes).unwrap();
+    expect_bad(&dir, Replay::new(&dir), "bad magic");
+    // A header naming another first sequence than the file name.
+    let mut bytes = good.clone();
+    bytes[16..24].copy_from_slice(&7u64.to_le_bytes());
+    std::fs::write(victim, &bytes).unwrap();
+    expect_bad(&dir, Replay::new(&dir), "first sequence");
+    // A segment of another topic under a matching name.
+    let mut bytes = good.clone();
+    bytes[32..64].fill(0);
+    bytes[32..38].copy_from_slice(b"quotes");
+    std::fs::write(victim, &bytes).unwrap();
+    assert!(
+        read_all_entries(&dir, 0).is_ok(),
+        "no topic given, none checked"
+    );
+    expect_bad(&dir, Replay::with_topic(&dir, "trades"), "quotes");
+    std::fs::write(victim, &good).unwrap();
+    assert_eq!(
+        read_all_entries(&dir, 0).unwrap().0,
+        (0..500).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn regression_topic_longer_than_the_header_field_reopens() {
+    let dir = tempdir("long-topic");
+    let topic = "a_topic_name_that_is_longer_than_32_bytes_but_under_64";
+    assert!(topic.len() > 32 && topic.len() <= 64);
+    let (mut wal, _) = Wal::open(&dir, topic, small()).unwrap();
+    wal.append_lost(0, 0).unwrap();
+    drop(wal);
+    let (wal, _) = Wal::open(&dir, topic, small()).unwrap();
+    assert_eq!(wal.last_seq(), Some(0));
+    assert!(Replay::with_topic(&dir, topic)
+        .run(0, u64::MAX, |_| ControlFlow::Continue(()))
+        .is_ok());
+}
