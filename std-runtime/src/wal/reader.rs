@@ -167,7 +167,8 @@ impl Replay {
 
     /// Calls `f` for every record covering a sequence in `from ..= to`, in
     /// order, until `f` breaks. Sequences missing from the log (a removed
-    /// segment, a hole between segments) are an error
+    /// segment, a hole between segments, a log beginning after `from`) are
+    /// an error
     /// ([`WalError::Gap`]); use [`read`](Self::read) to step over them.
     pub fn run(
         &self,
@@ -188,7 +189,10 @@ impl Replay {
 
     /// Calls `f` for every record covering a sequence in `from ..= to`, and
     /// for every range of those sequences missing from the log, in order,
-    /// until `f` breaks.
+    /// until `f` breaks. A log whose first record comes after `from` (its
+    /// oldest segments removed, or a recorder that started after the ring
+    /// had moved on) begins with a gap from `from`: from the reader's view
+    /// those sequences are missing, whatever the reason.
     ///
     /// A damaged record, or a zeroed region, with valid records after it is
     /// an error naming the file and offset. A damaged record at the very end
@@ -341,6 +345,12 @@ impl Replay {
                             {
                                 return Ok(stats);
                             }
+                        } else if r.seq > from
+                            && gap(&mut f, &mut stats, from, r.seq - 1, &seg.path)
+                        {
+                            // The log begins after `from` (its oldest
+                            // segments removed, or the recorder joined late).
+                            return Ok(stats);
                         }
                         prev = Some(r.last_seq());
                         if r.seq > to {

@@ -247,8 +247,13 @@ fn retention_by_size_removes_the_oldest_sealed_segments() {
         .sum();
     assert!(sealed <= 40 << 10, "{sealed}");
     assert!(segs[0].first_seq > 0, "oldest segments were removed");
-    // What remains replays from its first sequence to the end.
-    let got = replay_all(&dir, 0).unwrap();
+    // What remains replays from its first sequence to the end (from 0, the
+    // removed sequences are a gap).
+    assert!(matches!(
+        replay_all(&dir, 0),
+        Err(WalError::Gap { from: 0, .. })
+    ));
+    let got = replay_all(&dir, segs[0].first_seq).unwrap();
     assert_eq!(got.first().unwrap().0, segs[0].first_seq);
     assert_eq!(got.last().unwrap().0, 999);
 }
@@ -742,4 +747,34 @@ fn regression_topic_longer_than_the_header_field_reopens() {
     assert!(Replay::with_topic(&dir, topic)
         .run(0, u64::MAX, |_| ControlFlow::Continue(()))
         .is_ok());
+}
+
+#[test]
+fn regression_log_starting_after_from_is_a_leading_gap() {
+    // The oldest segment removed: the log now starts later than asked.
+    let dir = tempdir("leading-gap");
+    write_all(&dir, small(), &frames(500));
+    let segments = list_segments(&dir).unwrap();
+    std::fs::remove_file(&segments[0].path).unwrap();
+    let begins = segments[1].first_seq;
+    let (seqs, gaps) = read_all_entries(&dir, 0).unwrap();
+    assert_eq!(gaps, [(0, begins - 1)]);
+    assert_eq!(seqs, (begins..500).collect::<Vec<_>>());
+    // Clipped to what was asked; none when the log covers `from`.
+    assert_eq!(read_all_entries(&dir, 5).unwrap().1, [(5, begins - 1)]);
+    assert!(read_all_entries(&dir, begins).unwrap().1.is_empty());
+    // `run` reports it as the error it reports every gap as.
+    let err = replay_all(&dir, 0).unwrap_err().to_string();
+    assert!(err.contains(&format!("0..={}", begins - 1)), "{err}");
+
+    // A log whose first record comes after its segment's name (the
+    // recorder joined a ring that had moved on): the same, from the
+    // reader's view.
+    let dir = tempdir("leading-gap-late-start");
+    let (mut wal, _) = Wal::open(&dir, "trades", small()).unwrap();
+    wal.append_lost(1000, 0).unwrap();
+    wal.append_lost(1001, 0).unwrap();
+    drop(wal);
+    let (seqs, gaps) = read_all_entries(&dir, 0).unwrap();
+    assert_eq!((seqs, gaps), (vec![1000, 1001], vec![(0, 999)]));
 }
