@@ -512,16 +512,28 @@ impl Wal {
         }
         let (write_pos, last_seq) = match segments.last() {
             Some(last) => {
-                let (end, last_seq, truncation) = Self::recover_tail(&last.path)?;
-                recovery.truncated = truncation;
-                // The previous segment's last sequence, if this one is empty.
-                let last_seq = match last_seq {
-                    Some(s) => Some(s),
-                    None if segments.len() > 1 => {
-                        reader::last_seq_of(&segments[segments.len() - 2].path)?
-                    }
-                    None => None,
+                // The segment before must end before this one's name (as
+                // the reader checks); it is sealed, so reading its tail
+                // from its last index entry is enough.
+                let before = match segments.len() {
+                    n if n > 1 => reader::last_seq_of(&segments[n - 2].path)?,
+                    _ => None,
                 };
+                if let Some(p) = before.filter(|&p| last.first_seq <= p) {
+                    return Err(WalError::Corrupt {
+                        path: last.path.clone(),
+                        offset: 0,
+                        reason: format!(
+                            "segment starts at sequence {}, not after the previous segment's last sequence {p}",
+                            last.first_seq
+                        ),
+                    });
+                }
+                let (end, last_seq, truncation) = Self::recover_tail(&last.path, last.first_seq)?;
+                recovery.truncated = truncation;
+                // Empty: the log goes on at its name (the sequences between
+                // the segment before and it are a gap, never appended).
+                let last_seq = last_seq.or(last.first_seq.checked_sub(1)).or(before);
                 (end, last_seq)
             }
             None => (0, None),
@@ -581,12 +593,24 @@ impl Wal {
 
     /// Scans the last segment: returns (end offset, last sequence,
     /// truncation if its tail was torn).
-    fn recover_tail(path: &Path) -> Result<(u64, Option<u64>, Option<Truncation>), WalError> {
+    fn recover_tail(
+        path: &Path,
+        first_seq: u64,
+    ) -> Result<(u64, Option<u64>, Option<Truncation>), WalError> {
         let bytes = map_all(path)?;
         let mut off = SEGMENT_HEADER;
         let mut last_seq: Option<u64> = None;
         loop {
             match parse_record(&bytes, off) {
+                Parsed::Record(r, _) if r.seq < first_seq => {
+                    return Self::cut(
+                        path,
+                        &bytes,
+                        off,
+                        last_seq,
+                        "sequence before the segment's first sequence",
+                    );
+                }
                 Parsed::Record(r, size) => {
                     if last_seq.is_some_and(|l| r.seq <= l) {
                         return Self::cut(

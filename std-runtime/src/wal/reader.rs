@@ -92,10 +92,11 @@ fn seek(segment: &Path, bytes: &[u8], from: u64) -> usize {
 }
 
 /// The last sequence in a segment (the end of the range, for a missed
-/// range).
+/// range): read from its last index entry on (the entry is checked against
+/// the record it points to), so it costs about one index interval.
 pub fn last_seq_of(path: &Path) -> Result<Option<u64>, WalError> {
     let bytes = map(path).map_err(io_err(path, "open segment"))?;
-    let mut off = SEGMENT_HEADER;
+    let mut off = seek(path, &bytes, u64::MAX);
     let mut last = None;
     while let Parsed::Record(r, size) = parse_record(&bytes, off) {
         last = Some(r.last_seq());
@@ -333,6 +334,16 @@ impl Replay {
                         });
                     }
                     Parsed::Record(mut r, size) => {
+                        if r.seq < seg.first_seq {
+                            return Err(WalError::Corrupt {
+                                path: seg.path.clone(),
+                                offset: off as u64,
+                                reason: format!(
+                                    "sequence {} before the segment's first sequence {}",
+                                    r.seq, seg.first_seq
+                                ),
+                            });
+                        }
                         if let Some(p) = prev {
                             if r.seq <= p {
                                 return Err(WalError::Corrupt {

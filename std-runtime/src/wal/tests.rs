@@ -778,3 +778,66 @@ fn regression_log_starting_after_from_is_a_leading_gap() {
     let (seqs, gaps) = read_all_entries(&dir, 0).unwrap();
     assert_eq!((seqs, gaps), (vec![1000, 1001], vec![(0, 999)]));
 }
+
+/// Open and the reader agree on where a segment's records may start: at or
+/// after its name, and after the previous segment's last sequence.
+#[test]
+fn regression_open_checks_the_last_segment_against_its_name_and_the_one_before() {
+    // A record below its segment's name.
+    let dir = tempdir("below-name");
+    let (mut wal, _) = Wal::open(&dir, "trades", small()).unwrap();
+    wal.append_lost(0, 0).unwrap();
+    drop(wal);
+    let seg = list_segments(&dir).unwrap()[0].path.clone();
+    let renamed = dir.join(segment_name(5));
+    std::fs::rename(&seg, &renamed).unwrap();
+    let mut bytes = std::fs::read(&renamed).unwrap();
+    bytes[16..24].copy_from_slice(&5u64.to_le_bytes());
+    std::fs::write(&renamed, &bytes).unwrap();
+    let read = read_all_entries(&dir, 0);
+    let open = Wal::open(&dir, "trades", small()).map(|(w, r)| (w.last_seq(), r));
+    assert!(
+        matches!(&read, Err(WalError::Corrupt { path, .. }) if *path == renamed),
+        "{read:?}"
+    );
+    assert!(
+        !matches!(
+            open,
+            Ok((
+                _,
+                Recovery {
+                    truncated: None,
+                    ..
+                }
+            ))
+        ),
+        "open took a record below its segment's name as the log: {open:?}"
+    );
+
+    // An empty last segment named past the previous one's end: the log
+    // goes on after the name, not after the previous record.
+    let dir = tempdir("empty-last-later");
+    write_all(&dir, small(), &frames(500));
+    assert!(list_segments(&dir).unwrap().len() > 2);
+    let (_f, _p) = Wal::create_segment(&dir, "trades", 1000, 16 << 10).unwrap();
+    let (mut wal, _) = Wal::open(&dir, "trades", small()).unwrap();
+    assert_eq!(wal.last_seq(), Some(999));
+    assert!(wal.append_lost(500, 0).is_err());
+    wal.append_lost(1000, 0).unwrap();
+    drop(wal);
+    let (seqs, gaps) = read_all_entries(&dir, 0).unwrap();
+    assert_eq!(gaps, [(500, 999)]);
+    assert_eq!(seqs.len(), 501);
+
+    // A last segment named inside the previous one: refused by both.
+    let dir = tempdir("overlapping-last");
+    write_all(&dir, small(), &frames(500));
+    let newest = list_segments(&dir).unwrap().last().unwrap().first_seq;
+    let (_f, _p) = Wal::create_segment(&dir, "trades", newest + 1, 16 << 10).unwrap();
+    assert!(read_all_entries(&dir, 0).is_err());
+    let open = Wal::open(&dir, "trades", small()).map(|(w, _)| w.last_seq());
+    assert!(
+        open.is_err(),
+        "open accepted a segment overlapping the one before: {open:?}"
+    );
+}
