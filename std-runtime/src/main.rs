@@ -518,8 +518,11 @@ fn run_follow(bus: &Bus, args: &FollowArgs) -> Result<(), String> {
         // Already processed up to `until` before: nothing left to do.
         return Ok(());
     }
-    let mut failure = None;
-    follower.run(
+    let out_name = args
+        .out
+        .as_ref()
+        .map_or("stdout".to_owned(), |p| p.display().to_string());
+    follower.try_run(
         |event| {
             let (seq, line) = match event {
                 resume::Event::Frame { seq, bytes } => (
@@ -553,19 +556,16 @@ fn run_follow(bus: &Bus, args: &FollowArgs) -> Result<(), String> {
             } else {
                 writeln!(sink, "{line}")
             };
-            if let Err(e) = written {
-                failure = Some(e.to_string());
-                return std::ops::ControlFlow::Break(());
-            }
+            // A failed write is not processed: the checkpoint stays before it.
+            written.map_err(|e| format!("{out_name}: write sequence {seq}: {e}"))?;
             if until.is_some_and(|u| seq >= u) {
-                return std::ops::ControlFlow::Break(());
+                return Ok(std::ops::ControlFlow::Break(()));
             }
-            std::ops::ControlFlow::Continue(())
+            Ok(std::ops::ControlFlow::Continue(()))
         },
         signal::stopped,
     )?;
-    sink.flush().ok();
-    failure.map_or(Ok(()), Err)
+    sink.flush().map_err(|e| format!("{out_name}: flush: {e}"))
 }
 
 fn main() -> ExitCode {
