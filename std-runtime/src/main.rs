@@ -134,7 +134,8 @@ struct RecordArgs {
     /// WAL root directory (the topic's log goes in DIR/<topic>).
     #[arg(long)]
     wal: PathBuf,
-    /// fdatasync policy: always, never, N (records), Nms, Nus, or N,Nms.
+    /// fdatasync policy: always, never, N (records; at most 1 s apart while
+    /// records wait), Nms, Nus, or N,Nms.
     #[arg(long, default_value = "65536,10ms")]
     fsync: wal::FsyncPolicy,
     /// Segment file size in bytes.

@@ -46,10 +46,15 @@ impl Default for FsyncPolicy {
     }
 }
 
+/// The longest a record waits for its fdatasync under a group-commit
+/// policy given as a record count alone (`--fsync 4096`).
+pub const RECORDS_ONLY_INTERVAL: Duration = Duration::from_secs(1);
+
 impl std::str::FromStr for FsyncPolicy {
     type Err = String;
-    /// `always`, `never`, `10ms`, `500us`, `4096` (records), or
-    /// `4096,10ms`.
+    /// `always`, `never`, `10ms`, `500us`, `4096` (records, or
+    /// [`RECORDS_ONLY_INTERVAL`] after the first pending one, whichever
+    /// first: an idle writer still syncs), or `4096,10ms`.
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "always" => return Ok(Self::Always),
@@ -57,7 +62,7 @@ impl std::str::FromStr for FsyncPolicy {
             _ => {}
         }
         let mut records = u64::MAX;
-        let mut interval = Duration::from_secs(3600);
+        let mut interval = RECORDS_ONLY_INTERVAL;
         for part in s.split(',') {
             let part = part.trim();
             if let Some(us) = part.strip_suffix("us") {

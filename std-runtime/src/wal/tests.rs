@@ -841,3 +841,24 @@ fn regression_open_checks_the_last_segment_against_its_name_and_the_one_before()
         "open accepted a segment overlapping the one before: {open:?}"
     );
 }
+
+/// A records-only group commit still syncs an idle writer's records within
+/// a bounded time (it used to wait up to an hour).
+#[test]
+fn regression_records_only_fsync_policy_has_a_bounded_interval() {
+    let FsyncPolicy::Group { records, interval } = "4096".parse::<FsyncPolicy>().unwrap() else {
+        panic!("not a group commit");
+    };
+    assert_eq!(records, 4096);
+    assert!(interval <= Duration::from_secs(1), "{interval:?}");
+    // The writer's idle timer says so.
+    let dir = tempdir("records-only");
+    let opts = WalOptions {
+        fsync: "4096".parse().unwrap(),
+        ..small()
+    };
+    let (mut wal, _) = Wal::open(&dir, "trades", opts).unwrap();
+    wal.append_lost(0, 0).unwrap();
+    let due = wal.sync_due_in().expect("a record is waiting on the clock");
+    assert!(due <= Duration::from_secs(1), "{due:?}");
+}
