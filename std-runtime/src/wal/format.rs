@@ -63,6 +63,14 @@ pub const KIND_MISSED: u32 = 3;
 /// Record kind: what the bus delivered for `seq`, which is not a valid frame.
 pub const KIND_INVALID: u32 = 4;
 
+/// Why a record of `kind` cannot be in a segment of format `version` (kinds
+/// 3 and 4 came with version 2), or None if it can.
+pub fn kind_unknown_to(version: u32, kind: u32) -> Option<String> {
+    (version < 2 && matches!(kind, KIND_MISSED | KIND_INVALID)).then(|| {
+        format!("record kind {kind} in a version {version} segment (kind added in version 2)")
+    })
+}
+
 /// Bytes a record with a `len`-byte frame takes.
 pub const fn record_size(len: usize) -> usize {
     RECORD_HEADER + len.div_ceil(8) * 8

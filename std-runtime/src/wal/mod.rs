@@ -534,7 +534,8 @@ impl Wal {
                         ),
                     });
                 }
-                let (end, last_seq, truncation) = Self::recover_tail(&last.path, last.first_seq)?;
+                let (end, last_seq, truncation) =
+                    Self::recover_tail(&last.path, last.first_seq, last_version)?;
                 recovery.truncated = truncation;
                 // Empty: the log goes on at its name (the sequences between
                 // the segment before and it are a gap, never appended).
@@ -601,12 +602,22 @@ impl Wal {
     fn recover_tail(
         path: &Path,
         first_seq: u64,
+        version: u32,
     ) -> Result<(u64, Option<u64>, Option<Truncation>), WalError> {
         let bytes = map_all(path)?;
         let mut off = SEGMENT_HEADER;
         let mut last_seq: Option<u64> = None;
         loop {
             match parse_record(&bytes, off) {
+                Parsed::Record(r, _) if format::kind_unknown_to(version, r.kind).is_some() => {
+                    return Self::cut(
+                        path,
+                        &bytes,
+                        off,
+                        last_seq,
+                        "record kind added in version 2 in a version-1 segment",
+                    );
+                }
                 Parsed::Record(r, _) if r.seq < first_seq => {
                     return Self::cut(
                         path,

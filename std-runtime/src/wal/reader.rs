@@ -11,8 +11,8 @@ use memmap2::Mmap;
 use zerocast_core::frame::FrameRef;
 
 use super::format::{
-    decode_header, header_names_topic, parse_record, Parsed, RecordRef, KIND_FRAME, KIND_INVALID,
-    KIND_LOST, KIND_MISSED, SEGMENT_HEADER,
+    decode_header, header_names_topic, kind_unknown_to, parse_record, Parsed, RecordRef,
+    KIND_FRAME, KIND_INVALID, KIND_LOST, KIND_MISSED, SEGMENT_HEADER,
 };
 use super::{index_path, io_err, list_segments, valid_record_after, SegmentInfo, WalError};
 
@@ -124,10 +124,10 @@ impl Replay {
     }
 
     /// Checks a segment's header: magic, version, the first sequence its
-    /// name gives and, if known, the topic. False for a segment not written
-    /// yet: all zero (or still empty), which only the newest segment may be
+    /// name gives and, if known, the topic; returns the format version.
+    /// None for a segment not written yet: all zero (or still empty), which only the newest segment may be
     /// while the writer rotates.
-    fn check_header(&self, seg: &SegmentInfo, bytes: &[u8]) -> Result<bool, WalError> {
+    fn check_header(&self, seg: &SegmentInfo, bytes: &[u8]) -> Result<Option<u32>, WalError> {
         let bad = |reason: String| WalError::BadSegment {
             path: seg.path.clone(),
             reason,
@@ -140,7 +140,7 @@ impl Replay {
                 .last()
                 .is_none_or(|s| s.first_seq <= seg.first_seq);
             if newest {
-                return Ok(false);
+                return Ok(None);
             }
         }
         let h = decode_header(bytes).map_err(bad)?;
@@ -158,7 +158,7 @@ impl Replay {
                 )));
             }
         }
-        Ok(true)
+        Ok(Some(h.version))
     }
 
     /// The segments now in the directory.
@@ -287,13 +287,12 @@ impl Replay {
                 }
                 Err(e) => return Err(io_err(&seg.path, "open segment")(e)),
             };
-            match self.check_header(seg, &bytes) {
-                Ok(true) => {}
+            let version = match self.check_header(seg, &bytes)? {
+                Some(v) => v,
                 // The newest segment, created but its header not yet
                 // written (a rotation under way): nothing in it yet.
-                Ok(false) => break,
-                Err(e) => return Err(e),
-            }
+                None => break,
+            };
             let mut off = if i == start {
                 seek(&seg.path, &bytes, from)
             } else {
@@ -334,6 +333,13 @@ impl Replay {
                         });
                     }
                     Parsed::Record(mut r, size) => {
+                        if let Some(reason) = kind_unknown_to(version, r.kind) {
+                            return Err(WalError::Corrupt {
+                                path: seg.path.clone(),
+                                offset: off as u64,
+                                reason,
+                            });
+                        }
                         if r.seq < seg.first_seq {
                             return Err(WalError::Corrupt {
                                 path: seg.path.clone(),

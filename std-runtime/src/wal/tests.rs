@@ -862,3 +862,39 @@ fn regression_records_only_fsync_policy_has_a_bounded_interval() {
     let due = wal.sync_due_in().expect("a record is waiting on the clock");
     assert!(due <= Duration::from_secs(1), "{due:?}");
 }
+
+/// Kinds 3 (missed) and 4 (invalid) came with version 2: a version-1
+/// segment holding one is damaged, for the reader and for open.
+#[test]
+fn regression_version_1_segment_with_version_2_kinds_is_refused() {
+    let dir = tempdir("v1-kinds");
+    let (mut wal, _) = Wal::open(&dir, "trades", small()).unwrap();
+    wal.append_lost(0, 0).unwrap();
+    wal.append_missed(1, 5, 0).unwrap();
+    drop(wal);
+    let seg = list_segments(&dir).unwrap()[0].path.clone();
+    let missed_at = record_offsets(&seg)[1];
+    let f = OpenOptions::new().write(true).open(&seg).unwrap();
+    f.write_all_at(&1u32.to_le_bytes(), 8).unwrap();
+    drop(f);
+    match read_all_entries(&dir, 0) {
+        Err(WalError::Corrupt { offset, reason, .. }) => {
+            assert_eq!(offset as usize, missed_at, "{reason}");
+            assert!(reason.contains("version 1"), "{reason}");
+        }
+        other => panic!("a version-1 segment with a missed range read as {other:?}"),
+    }
+    let open = Wal::open(&dir, "trades", small()).map(|(w, r)| (w.last_seq(), r));
+    match open {
+        Ok((
+            last,
+            Recovery {
+                truncated: Some(t), ..
+            },
+        )) => {
+            assert_eq!((last, t.offset as usize), (Some(0), missed_at), "{t}");
+        }
+        Err(WalError::Corrupt { .. }) => {}
+        other => panic!("open took the version-1 segment as it is: {other:?}"),
+    }
+}
