@@ -152,10 +152,13 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 
 /// Parses the record at `offset` of `segment`.
 pub fn parse_record(segment: &[u8], offset: usize) -> Parsed<'_> {
-    let Some(head) = segment.get(offset..offset + RECORD_HEADER) else {
-        return if segment.len().saturating_sub(offset) == 0
-            || segment[offset..].iter().all(|&b| b == 0)
-        {
+    let head = offset
+        .checked_add(RECORD_HEADER)
+        .and_then(|end| segment.get(offset..end));
+    let Some(head) = head else {
+        // Past the end (an index entry may point anywhere), or a short
+        // tail: zeros end the records.
+        return if offset >= segment.len() || segment[offset..].iter().all(|&b| b == 0) {
             Parsed::End
         } else {
             Parsed::Bad("truncated record header")
@@ -332,6 +335,16 @@ mod tests {
                 matches!(parse_record(&bad, 0), Parsed::Bad(_)),
                 "count {count}"
             );
+        }
+    }
+
+    #[test]
+    fn regression_offset_near_usize_max_is_not_a_record() {
+        // An index entry may point anywhere: found by the wal_open fuzzer.
+        let mut buf = Vec::new();
+        encode_record(&mut buf, 9, 1, KIND_LOST, &[]);
+        for offset in [usize::MAX, usize::MAX - 8, usize::MAX - 31, buf.len() + 8] {
+            assert_eq!(parse_record(&buf, offset), Parsed::End, "offset {offset}");
         }
     }
 
