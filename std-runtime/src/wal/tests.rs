@@ -509,8 +509,11 @@ fn version_1_log_is_read_and_its_active_segment_relabelled() {
     assert_eq!(wal.last_seq(), Some(310));
 }
 
+/// Records' sequences and gaps, in the order `read` handed them out.
+type Entries = (Vec<u64>, Vec<(u64, u64)>);
+
 /// Replays everything from `from` with `read`: (records' sequences, gaps).
-fn read_all_entries(dir: &Path, from: u64) -> Result<(Vec<u64>, Vec<(u64, u64)>), WalError> {
+fn read_all_entries(dir: &Path, from: u64) -> Result<Entries, WalError> {
     let mut seqs = Vec::new();
     let mut gaps = Vec::new();
     Replay::new(dir).read(from, u64::MAX, |e| {
