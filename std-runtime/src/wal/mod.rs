@@ -256,8 +256,13 @@ pub struct Truncation {
     pub reason: String,
     /// Last sequence kept (None if the segment has no record left).
     pub last_good_seq: Option<u64>,
-    /// Sequence the first cut record claimed, if its header was readable.
+    /// Sequence the first cut record claimed, if its header was readable
+    /// (for a zeroed region: the first valid record after it).
     pub first_cut_seq: Option<u64>,
+    /// Last sequence of the valid records cut after the damage: records
+    /// past the synced mark that reached the disk while an earlier page did
+    /// not (a power loss under group commit). None if there were none.
+    pub last_cut_seq: Option<u64>,
 }
 
 impl std::fmt::Display for Truncation {
@@ -274,6 +279,12 @@ impl std::fmt::Display for Truncation {
         )?;
         if let Some(s) = self.first_cut_seq {
             write!(f, ", first cut record claimed sequence {s}")?;
+        }
+        if let Some(s) = self.last_cut_seq {
+            write!(
+                f,
+                "; valid records up to sequence {s} after the damage were never synced and are cut"
+            )?;
         }
         Ok(())
     }
@@ -295,6 +306,49 @@ pub fn segment_name(first_seq: u64) -> String {
 
 fn index_path(segment: &Path) -> PathBuf {
     segment.with_extension("idx")
+}
+
+/// The segment's synced mark: how far its records were fdatasynced.
+fn mark_path(segment: &Path) -> PathBuf {
+    segment.with_extension("synced")
+}
+
+const MARK_MAGIC: [u8; 8] = *b"ZCSYNC01";
+
+/// Encodes a synced mark: magic, offset u64, CRC32C of both.
+fn encode_mark(offset: u64) -> [u8; 20] {
+    let mut m = [0u8; 20];
+    m[..8].copy_from_slice(&MARK_MAGIC);
+    m[8..16].copy_from_slice(&offset.to_le_bytes());
+    let crc = crc32c::crc32c(&m[..16]);
+    m[16..].copy_from_slice(&crc.to_le_bytes());
+    m
+}
+
+/// The segment's synced mark, if it has a valid one (a WAL written before
+/// marks existed, or a mark file lost with the machine, has none: then
+/// every damaged region followed by records is an error, as it was).
+fn read_mark(segment: &Path) -> Option<u64> {
+    let m = std::fs::read(mark_path(segment)).ok()?;
+    let m: [u8; 20] = m.try_into().ok()?;
+    (m[..8] == MARK_MAGIC && crc32c::crc32c(&m[..16]).to_le_bytes() == m[16..20])
+        .then(|| u64::from_le_bytes(m[8..16].try_into().expect("8 bytes")))
+}
+
+/// Opens (or creates) a segment's mark file and stores `offset`, not synced:
+/// it is a lower bound whatever reaches the disk, since it is only ever
+/// written after the records below it were fdatasynced.
+fn open_mark(segment: &Path, offset: u64) -> Result<File, WalError> {
+    let path = mark_path(segment);
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(&path, "open synced mark"))?;
+    f.write_all_at(&encode_mark(offset), 0)
+        .map_err(io_err(&path, "write synced mark"))?;
+    Ok(f)
 }
 
 /// The segments in `dir`, sorted by first sequence.
@@ -435,6 +489,9 @@ pub struct Wal {
     last_sync: Instant,
     /// Last sequence made durable by `sync`, plus one (0: none yet).
     synced: Arc<AtomicU64>,
+    /// The active segment's synced mark file, and the offset it holds.
+    mark: File,
+    marked: u64,
 }
 
 /// Where a [`Wal`] has made its records durable, readable from any thread
@@ -513,6 +570,7 @@ impl Wal {
         if let Some(p) = &recovery.removed_empty_segment {
             std::fs::remove_file(p).map_err(io_err(p, "remove empty segment"))?;
             let _ = std::fs::remove_file(index_path(p));
+            let _ = std::fs::remove_file(mark_path(p));
             segments.pop();
         }
         let (write_pos, last_seq) = match segments.last() {
@@ -534,8 +592,12 @@ impl Wal {
                         ),
                     });
                 }
-                let (end, last_seq, truncation) =
-                    Self::recover_tail(&last.path, last.first_seq, last_version)?;
+                let (end, last_seq, truncation) = Self::recover_tail(
+                    &last.path,
+                    last.first_seq,
+                    last_version,
+                    read_mark(&last.path),
+                )?;
                 recovery.truncated = truncation;
                 // Empty: the log goes on at its name (the sequences between
                 // the segment before and it are a gap, never appended).
@@ -575,6 +637,9 @@ impl Wal {
             .append(true)
             .open(index_path(&active_path))
             .map_err(io_err(&active_path, "open index"))?;
+        // What open found is the log: make it durable, then mark it synced.
+        datasync(&active, &active_path)?;
+        let mark = open_mark(&active_path, write_pos)?;
         Ok((
             Self {
                 dir: dir.to_owned(),
@@ -592,6 +657,8 @@ impl Wal {
                 unsynced: 0,
                 last_sync: Instant::now(),
                 synced: Arc::new(AtomicU64::new(0)),
+                mark,
+                marked: write_pos,
             },
             recovery,
         ))
@@ -603,6 +670,7 @@ impl Wal {
         path: &Path,
         first_seq: u64,
         version: u32,
+        synced: Option<u64>,
     ) -> Result<(u64, Option<u64>, Option<Truncation>), WalError> {
         let bytes = map_all(path)?;
         let mut off = SEGMENT_HEADER;
@@ -616,6 +684,7 @@ impl Wal {
                         off,
                         last_seq,
                         "record kind added in version 2 in a version-1 segment",
+                        synced,
                     );
                 }
                 Parsed::Record(r, _) if r.seq < first_seq => {
@@ -625,6 +694,7 @@ impl Wal {
                         off,
                         last_seq,
                         "sequence before the segment's first sequence",
+                        synced,
                     );
                 }
                 Parsed::Record(r, size) => {
@@ -635,6 +705,7 @@ impl Wal {
                             off,
                             last_seq,
                             "sequence does not increase",
+                            synced,
                         );
                     }
                     last_seq = Some(r.last_seq());
@@ -644,6 +715,12 @@ impl Wal {
                     // Zeros with a record after them are a lost block (a
                     // page that never reached the disk), not the end:
                     // appending here would overwrite the records after it.
+                    // Past the synced mark it is a tail torn out of order.
+                    if synced.is_some_and(|m| off as u64 >= m)
+                        && valid_record_after(&bytes, off, last_seq).is_some()
+                    {
+                        return Self::cut(path, &bytes, off, last_seq, "zeroed region", synced);
+                    }
                     if let Some(at) = valid_record_after(&bytes, off, last_seq) {
                         return Err(WalError::Corrupt {
                             path: path.to_owned(),
@@ -656,30 +733,55 @@ impl Wal {
                     }
                     return Ok((off as u64, last_seq, None));
                 }
-                Parsed::Bad(reason) => return Self::cut(path, &bytes, off, last_seq, reason),
+                Parsed::Bad(reason) => {
+                    return Self::cut(path, &bytes, off, last_seq, reason, synced)
+                }
             }
         }
     }
 
+    /// Cuts the segment at `off`: a torn tail. Valid records after `off`
+    /// make it damage in the middle of the log (an error, nothing cut),
+    /// unless `off` is at or past the synced mark: then they were written
+    /// and never synced, and reached the disk out of order (a power loss);
+    /// they are cut too, and reported.
     fn cut(
         path: &Path,
         bytes: &[u8],
         off: usize,
         last_seq: Option<u64>,
         reason: &str,
+        synced: Option<u64>,
     ) -> Result<(u64, Option<u64>, Option<Truncation>), WalError> {
+        let unsynced = synced.is_some_and(|m| off as u64 >= m);
+        // The valid records after the damage: (first sequence, last).
+        let mut after: Option<(u64, u64)> = None;
         if let Some(at) = valid_record_after(bytes, off, last_seq) {
-            return Err(WalError::Corrupt {
-                path: path.to_owned(),
-                offset: off as u64,
-                reason: format!("{reason}, and a valid record follows at offset {at}: damage in the middle of the log"),
-            });
+            if !unsynced {
+                return Err(WalError::Corrupt {
+                    path: path.to_owned(),
+                    offset: off as u64,
+                    reason: format!("{reason}, and a valid record follows at offset {at}: damage in the middle of the log"),
+                });
+            }
+            let mut at = at;
+            while let Parsed::Record(r, _) = parse_record(bytes, at) {
+                after = Some((after.map_or(r.seq, |a| a.0), r.last_seq()));
+                match valid_record_after(bytes, at, Some(r.last_seq())) {
+                    Some(next) => at = next,
+                    None => break,
+                }
+            }
         }
         let last_nonzero = end_of_nonzero(bytes).unwrap_or(off);
         let cut_bytes = last_nonzero.saturating_sub(off);
-        let first_cut_seq = bytes
-            .get(off + 8..off + 16)
-            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+        let first_cut_seq = match bytes.get(off..off + format::RECORD_HEADER) {
+            // A zeroed region: the first record found after it.
+            Some(head) if all_zero(head) => after.map(|a| a.0),
+            _ => bytes
+                .get(off + 8..off + 16)
+                .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))),
+        };
         let f = OpenOptions::new()
             .write(true)
             .open(path)
@@ -708,6 +810,7 @@ impl Wal {
                 reason: reason.to_owned(),
                 last_good_seq: last_seq,
                 first_cut_seq,
+                last_cut_seq: after.map(|a| a.1),
             }),
         ))
     }
@@ -744,6 +847,10 @@ impl Wal {
             let _ = std::fs::remove_file(&path);
             return Err(io_err(&path, "write segment header")(e));
         }
+        // Synced up to the header (the mark's name is synced with the
+        // segment's below; without it, open is strict about damage).
+        let mark = open_mark(&path, SEGMENT_HEADER as u64)?;
+        datasync(&mark, &mark_path(&path))?;
         // The new name must survive a crash too.
         fsync_dir(dir)?;
         Ok((f, path))
@@ -889,6 +996,15 @@ impl Wal {
         if self.unsynced > 0 {
             datasync(&self.active, &self.active_path)?;
             self.unsynced = 0;
+            if self.write_pos != self.marked {
+                // After the fdatasync: the mark never runs ahead of what
+                // is durable, whenever it reaches the disk itself.
+                let path = mark_path(&self.active_path);
+                self.mark
+                    .write_all_at(&encode_mark(self.write_pos), 0)
+                    .map_err(io_err(&path, "write synced mark"))?;
+                self.marked = self.write_pos;
+            }
             if let Some(last) = self.last_seq {
                 // Release: pairs with the Acquire load in
                 // `SyncWatch::synced_seq`.
@@ -933,6 +1049,8 @@ impl Wal {
             .append(true)
             .open(index_path(&p))
             .map_err(io_err(&p, "open index"))?;
+        self.mark = open_mark(&p, SEGMENT_HEADER as u64)?;
+        self.marked = SEGMENT_HEADER as u64;
         self.active = f;
         self.active_path = p.clone();
         self.write_pos = SEGMENT_HEADER as u64;
@@ -977,6 +1095,7 @@ impl Wal {
         for s in self.segments.drain(..remove) {
             std::fs::remove_file(&s.path).map_err(io_err(&s.path, "remove old segment"))?;
             let _ = std::fs::remove_file(index_path(&s.path));
+            let _ = std::fs::remove_file(mark_path(&s.path));
         }
         if remove > 0 {
             fsync_dir(&self.dir)?;

@@ -901,3 +901,66 @@ fn regression_version_1_segment_with_version_2_kinds_is_refused() {
         other => panic!("open took the version-1 segment as it is: {other:?}"),
     }
 }
+
+/// After a power loss, pages written after the last fdatasync may reach the
+/// disk in any order (or never): a zeroed block with records after it, all
+/// past the synced mark, is a torn tail to cut (and report, with the
+/// sequences cut), not damage that stops the recorder. Below the mark the
+/// same bytes are damage, as before.
+#[test]
+fn regression_unsynced_tail_with_a_hole_is_cut_after_a_power_loss() {
+    let dir = tempdir("unsynced-hole");
+    let records = frames(200);
+    let opts = WalOptions {
+        segment_size: 1 << 20,
+        fsync: FsyncPolicy::Group {
+            records: u64::MAX,
+            interval: Duration::from_secs(3600),
+        },
+        ..small()
+    };
+    let (mut wal, _) = Wal::open(&dir, "trades", opts.clone()).unwrap();
+    for (seq, f) in &records[..100] {
+        wal.append(*seq, 0, f).unwrap();
+    }
+    wal.sync().unwrap();
+    for (seq, f) in &records[100..] {
+        wal.append(*seq, 0, f).unwrap();
+    }
+    // Written, never synced; then the machine dies (no drop, no sync).
+    wal.flush().unwrap();
+    std::mem::forget(wal);
+    let seg = list_segments(&dir).unwrap()[0].path.clone();
+    let offsets = record_offsets(&seg);
+    let good = std::fs::read(&seg).unwrap();
+    // A page of the unsynced part (records 150..=152) never reached the disk.
+    let mut bytes = good.clone();
+    bytes[offsets[150]..offsets[153]].fill(0);
+    std::fs::write(&seg, &bytes).unwrap();
+    let (wal, rec) = Wal::open(&dir, "trades", opts.clone())
+        .unwrap_or_else(|e| panic!("a hole in the never-synced tail stopped open: {e}"));
+    assert_eq!(wal.last_seq(), Some(149));
+    let t = rec.truncated.expect("the cut is reported");
+    assert_eq!(t.offset as usize, offsets[150]);
+    assert_eq!(
+        (t.last_good_seq, t.first_cut_seq, t.last_cut_seq),
+        (Some(149), Some(153), Some(199))
+    );
+    drop(wal);
+    assert_eq!(
+        read_all_entries(&dir, 0).unwrap().0,
+        (0..150).collect::<Vec<_>>()
+    );
+
+    // The same hole below the synced mark is damage: an error, nothing cut.
+    let dir2 = tempdir("synced-hole");
+    let seg2 = dir2.join(seg.file_name().unwrap());
+    write_all(&dir2, opts.clone(), &records);
+    let mut bytes = std::fs::read(&seg2).unwrap();
+    bytes[offsets[150]..offsets[153]].fill(0);
+    std::fs::write(&seg2, &bytes).unwrap();
+    assert!(matches!(
+        Wal::open(&dir2, "trades", opts),
+        Err(WalError::Corrupt { .. })
+    ));
+}
