@@ -2,8 +2,10 @@
 //!
 //! A topic's WAL is a directory of segment files named by the first sequence
 //! they hold (`00000000000000001234.wal`), each with a sparse index beside it
-//! (`.idx`). A segment is preallocated to its full size; the bytes after the
-//! last record are zero.
+//! (`.idx`) and a synced mark (`.synced`: magic `ZCSYNC01` | offset u64 |
+//! CRC32C u32, the offset up to which the segment's records had been
+//! fdatasynced when it was written; a lower bound). A segment is
+//! preallocated to its full size; the bytes after the last record are zero.
 //!
 //! ```text
 //! segment  = header(64) record*
@@ -27,7 +29,9 @@
 //! out); a record covering a later one is damage.
 //!
 //! All integers little-endian. A header of all zeros marks the end of the
-//! written records (zeros followed by a valid record are damage, not an end).
+//! written records (zeros followed by a valid record are damage, not an end;
+//! at open, past the synced mark they are a tail torn out of order by a
+//! power loss, and cut).
 //!
 //! The log is contiguous: each record starts at the sequence after the last
 //! one the record before it covers (a missed record covers its whole range),

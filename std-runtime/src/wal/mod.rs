@@ -514,7 +514,14 @@ impl SyncWatch {
 impl Wal {
     /// Opens (or creates) the WAL of `topic` in `dir`, repairing a torn tail.
     /// A damaged record followed by valid ones is an error naming the file
-    /// and offset: nothing is skipped silently.
+    /// and offset: nothing is skipped silently. The exception is damage at
+    /// or past the segment's synced mark (records written and never
+    /// fdatasynced, reaching the disk out of order before a power loss):
+    /// that tail is cut, and [`Recovery::truncated`] names the sequences
+    /// cut. Opening checks the segment headers, the last segment's records,
+    /// and that the last segment starts after the one before it ends; it
+    /// maps the last segment rather than reading it, so it costs about the
+    /// records written, not the preallocated size.
     pub fn open(
         dir: &Path,
         topic: &str,

@@ -71,6 +71,24 @@ pub(crate) fn map(path: &Path) -> Result<Mmap, std::io::Error> {
     unsafe { Mmap::map(&f) }
 }
 
+/// Whether a valid record appears at `off` of the newest segment within a
+/// few milliseconds: the writer copies a batch of records into the file in
+/// one write, and a concurrent reader may see a later part of it before an
+/// earlier one (the kernel's copy need not store in order), so damage seen
+/// while later records are already there is read again before it counts.
+/// Each try maps the file afresh (the compiler may take bytes behind a
+/// shared reference to stay put); returns the map that has the record.
+fn settles(path: &Path, off: usize) -> Option<Mmap> {
+    for _ in 0..5 {
+        let fresh = map(path).ok()?;
+        if matches!(parse_record(&fresh, off), Parsed::Record(..)) {
+            return Some(fresh);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    None
+}
+
 /// Index hint: the offset of the last indexed record at or before `from`.
 fn seek(segment: &Path, bytes: &[u8], from: u64) -> usize {
     let Ok(entries) = std::fs::read(index_path(segment)) else {
@@ -261,7 +279,7 @@ impl Replay {
                 }
                 prev = Some(seg.first_seq - 1);
             }
-            let bytes = match map(&seg.path) {
+            let mut bytes = match map(&seg.path) {
                 Ok(b) => b,
                 Err(e) if e.kind() == ErrorKind::NotFound => {
                     // Removed since the listing (retention racing this
@@ -304,11 +322,11 @@ impl Replay {
                         // Zeros with a record after them (a later sequence)
                         // are a lost block, not the end, in any segment (as
                         // at `Wal::open`). In the newest one the writer may
-                        // have appended since the zeros were read: it writes
-                        // in order, so a record that follows means the bytes
-                        // here are written too; read them again first.
+                        // be appending right now: read the spot again before
+                        // calling it damage (see `settles`).
                         if let Some(at) = valid_record_after(&bytes, off, prev) {
-                            if newest && !matches!(parse_record(&bytes, off), Parsed::End) {
+                            if let Some(fresh) = newest.then(|| settles(&seg.path, off)).flatten() {
+                                bytes = fresh;
                                 continue;
                             }
                             return Err(WalError::Corrupt {
@@ -325,6 +343,10 @@ impl Replay {
                     Parsed::Bad(reason) => {
                         if newest && valid_record_after(&bytes, off, prev).is_none() {
                             return Ok(stats);
+                        }
+                        if let Some(fresh) = newest.then(|| settles(&seg.path, off)).flatten() {
+                            bytes = fresh;
+                            continue;
                         }
                         return Err(WalError::Corrupt {
                             path: seg.path.clone(),
