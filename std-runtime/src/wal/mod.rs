@@ -738,6 +738,19 @@ impl Wal {
                             ),
                         });
                     }
+                    if end_of_nonzero(&bytes).is_some_and(|e| e > off) {
+                        // Zeros, then bytes that are no record: a torn
+                        // write. Cut them, or they would sit after the
+                        // records appended from here.
+                        return Self::cut(
+                            path,
+                            &bytes,
+                            off,
+                            last_seq,
+                            "zeroed region followed by bytes that are no record",
+                            synced,
+                        );
+                    }
                     return Ok((off as u64, last_seq, None));
                 }
                 Parsed::Bad(reason) => {

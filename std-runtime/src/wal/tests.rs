@@ -964,3 +964,31 @@ fn regression_unsynced_tail_with_a_hole_is_cut_after_a_power_loss() {
         Err(WalError::Corrupt { .. })
     ));
 }
+
+/// Zeros and then bytes that are no record (a torn write whose first page
+/// never reached the disk) are cut at open, so records appended after them
+/// are not followed by junk that the next open would report as a torn tail.
+/// Found by the wal_open fuzzer.
+#[test]
+fn regression_junk_after_the_end_is_cut_at_open_not_left_for_the_next() {
+    let dir = tempdir("junk-after-end");
+    let (mut wal, _) = Wal::open(&dir, "trades", small()).unwrap();
+    for seq in 0..10 {
+        wal.append_lost(seq, 0).unwrap();
+    }
+    drop(wal);
+    let seg = list_segments(&dir).unwrap()[0].path.clone();
+    let end = *record_offsets(&seg).last().unwrap() + 32;
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[end + 256..end + 512].fill(0xA5);
+    std::fs::write(&seg, &bytes).unwrap();
+    let (mut wal, rec) = Wal::open(&dir, "trades", small()).unwrap();
+    let t = rec.truncated.expect("the junk is cut and reported");
+    assert_eq!((t.offset as usize, t.bytes), (end, 512));
+    for seq in 10..20 {
+        wal.append_lost(seq, 0).unwrap();
+    }
+    drop(wal);
+    let (wal, rec) = Wal::open(&dir, "trades", small()).unwrap();
+    assert_eq!((wal.last_seq(), rec), (Some(19), Recovery::default()));
+}
