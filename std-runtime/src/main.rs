@@ -134,7 +134,8 @@ struct RecordArgs {
     /// WAL root directory (the topic's log goes in DIR/<topic>).
     #[arg(long)]
     wal: PathBuf,
-    /// fdatasync policy: always, never, N (records), Nms, Nus, or N,Nms.
+    /// fdatasync policy: always, never, N (records; at most 1 s apart while
+    /// records wait), Nms, Nus, or N,Nms.
     #[arg(long, default_value = "65536,10ms")]
     fsync: wal::FsyncPolicy,
     /// Segment file size in bytes.
@@ -397,7 +398,7 @@ fn run_replay(args: &ReplayArgs) -> Result<(), String> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut write_err = None;
-    let stats = wal::Replay::new(&args.wal.join(&args.topic))
+    let stats = wal::Replay::with_topic(&args.wal.join(&args.topic), &args.topic)
         .read(args.from, args.to.unwrap_or(u64::MAX), |entry| {
             let line = replay_line(&entry, args.json);
             if let Err(e) = writeln!(out, "{line}") {
@@ -524,8 +525,11 @@ fn run_follow(bus: &Bus, args: &FollowArgs) -> Result<(), String> {
         // Already processed up to `until` before: nothing left to do.
         return Ok(());
     }
-    let mut failure = None;
-    follower.run(
+    let out_name = args
+        .out
+        .as_ref()
+        .map_or("stdout".to_owned(), |p| p.display().to_string());
+    follower.try_run(
         |event| {
             let (seq, line) = match event {
                 resume::Event::Frame { seq, bytes } => (
@@ -559,19 +563,16 @@ fn run_follow(bus: &Bus, args: &FollowArgs) -> Result<(), String> {
             } else {
                 writeln!(sink, "{line}")
             };
-            if let Err(e) = written {
-                failure = Some(e.to_string());
-                return std::ops::ControlFlow::Break(());
-            }
+            // A failed write is not processed: the checkpoint stays before it.
+            written.map_err(|e| format!("{out_name}: write sequence {seq}: {e}"))?;
             if until.is_some_and(|u| seq >= u) {
-                return std::ops::ControlFlow::Break(());
+                return Ok(std::ops::ControlFlow::Break(()));
             }
-            std::ops::ControlFlow::Continue(())
+            Ok(std::ops::ControlFlow::Continue(()))
         },
         signal::stopped,
     )?;
-    sink.flush().ok();
-    failure.map_or(Ok(()), Err)
+    sink.flush().map_err(|e| format!("{out_name}: flush: {e}"))
 }
 
 fn main() -> ExitCode {

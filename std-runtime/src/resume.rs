@@ -138,6 +138,15 @@ impl Resumable {
         Ok(())
     }
 
+    /// What `f` made of an event: its flow, or (processing failed) the
+    /// error, after checkpointing what was processed before it.
+    fn processed(&mut self, r: Result<ControlFlow<()>, String>) -> Result<ControlFlow<()>, String> {
+        r.or_else(|e| {
+            self.checkpoint().map_err(|c| format!("{e}; and {c}"))?;
+            Err(e)
+        })
+    }
+
     /// Writes the checkpoint now.
     pub fn checkpoint(&mut self) -> Result<(), WalError> {
         if self.next > 0 && self.checkpointed != Some(self.next - 1) {
@@ -150,13 +159,29 @@ impl Resumable {
     }
 
     /// Delivers every event from the checkpoint on to `f`, until `f` breaks
-    /// or `stop()` is true; checkpoints by the policy and on return.
+    /// or `stop()` is true; checkpoints by the policy and on return. An
+    /// event counts as processed once `f` returns, whether it breaks or not;
+    /// use [`try_run`](Self::try_run) when processing can fail.
     pub fn run(
         &mut self,
         mut f: impl FnMut(Event<'_>) -> ControlFlow<()>,
         stop: impl Fn() -> bool,
     ) -> Result<(), String> {
-        let replay = Replay::new(&self.wal_dir);
+        self.try_run(|e| Ok(f(e)), stop)
+    }
+
+    /// [`run`](Self::run) for processing that can fail: when `f` returns an
+    /// error, that event is not processed (the checkpoint stays at the one
+    /// before it, and a restart delivers it again), and the error is
+    /// returned.
+    pub fn try_run(
+        &mut self,
+        mut f: impl FnMut(Event<'_>) -> Result<ControlFlow<()>, String>,
+        stop: impl Fn() -> bool,
+    ) -> Result<(), String> {
+        // The error `f` returned, if any.
+        let mut failed: Option<String> = None;
+        let replay = Replay::with_topic(&self.wal_dir, &self.topic);
         // Rounds in a row where neither the WAL nor the ring could give
         // `next`: then it is gone for good.
         let mut fruitless = 0;
@@ -205,12 +230,25 @@ impl Resumable {
                             from: self.next,
                             to: first - 1,
                         };
-                        if f(gap).is_break() {
-                            broke = true;
-                            return ControlFlow::Break(());
+                        match f(gap) {
+                            Ok(ControlFlow::Continue(())) => {}
+                            Ok(ControlFlow::Break(())) => {
+                                broke = true;
+                                return ControlFlow::Break(());
+                            }
+                            Err(e) => {
+                                failed = Some(e);
+                                return ControlFlow::Break(());
+                            }
                         }
                     }
-                    let flow = f(event);
+                    let flow = match f(event) {
+                        Ok(flow) => flow,
+                        Err(e) => {
+                            failed = Some(e);
+                            return ControlFlow::Break(());
+                        }
+                    };
                     if let Err(e) = self.delivered(last) {
                         err = Some(e);
                         return ControlFlow::Break(());
@@ -224,6 +262,10 @@ impl Resumable {
                 .map_err(|e| e.to_string())?;
             if let Some(e) = err {
                 return Err(e.to_string());
+            }
+            if let Some(e) = failed {
+                self.checkpoint().map_err(|c| format!("{e}; and {c}"))?;
+                return Err(e);
             }
             if broke || stop() {
                 return self.checkpoint().map_err(|e| e.to_string());
@@ -262,6 +304,7 @@ impl Resumable {
                                 bytes: frame.bytes,
                             }
                         });
+                        let flow = self.processed(flow)?;
                         self.delivered(seq).map_err(|e| e.to_string())?;
                         live_progress = true;
                         fruitless = 0;
@@ -271,7 +314,7 @@ impl Resumable {
                     }
                     Err(RecvError::Lost(seq)) => {
                         if seq >= self.next {
-                            let flow = f(Event::Lost(seq));
+                            let flow = self.processed(f(Event::Lost(seq)))?;
                             self.delivered(seq).map_err(|e| e.to_string())?;
                             if flow.is_break() {
                                 return self.checkpoint().map_err(|e| e.to_string());
@@ -285,7 +328,7 @@ impl Resumable {
                         if fruitless >= 3 {
                             // Neither source has it: report and move on.
                             let (from, to) = (self.next, self.next + n - 1);
-                            let flow = f(Event::Missing { from, to });
+                            let flow = self.processed(f(Event::Missing { from, to }))?;
                             self.delivered(to).map_err(|e| e.to_string())?;
                             fruitless = 0;
                             if flow.is_break() {

@@ -2,13 +2,15 @@
 //!
 //! A topic's WAL is a directory of segment files named by the first sequence
 //! they hold (`00000000000000001234.wal`), each with a sparse index beside it
-//! (`.idx`). A segment is preallocated to its full size; the bytes after the
-//! last record are zero.
+//! (`.idx`) and a synced mark (`.synced`: magic `ZCSYNC01` | offset u64 |
+//! CRC32C u32, the offset up to which the segment's records had been
+//! fdatasynced when it was written; a lower bound). A segment is
+//! preallocated to its full size; the bytes after the last record are zero.
 //!
 //! ```text
 //! segment  = header(64) record*
 //! header   = magic "ZCWAL\0\0\x01" | version u32 | header_len u32 | first_seq u64
-//!            | created_ns u64 | topic [u8; 32]
+//!            | created_ns u64 | topic [u8; 32] (cut to 32 bytes, zero-padded)
 //! record   = len u32 | crc u32 | seq u64 | timestamp_ns u64 | kind u32 | reserved u32
 //!            | frame [u8; len] | zero padding to a multiple of 8
 //! crc      = CRC32C of the record with the crc field left out
@@ -23,8 +25,13 @@
 //!            checked against the record it points to
 //! ```
 //!
+//! Sequences are at most [`MAX_SEQ`] (2^56 - 1, the largest a ring hands
+//! out); a record covering a later one is damage.
+//!
 //! All integers little-endian. A header of all zeros marks the end of the
-//! written records (zeros followed by a valid record are damage, not an end).
+//! written records (zeros followed by a valid record are damage, not an end;
+//! at open, past the synced mark they are a tail torn out of order by a
+//! power loss, and cut).
 //!
 //! The log is contiguous: each record starts at the sequence after the last
 //! one the record before it covers (a missed record covers its whole range),
@@ -35,6 +42,8 @@
 //! Version 2 added kinds 3 and 4 and is otherwise version 1; this build
 //! reads both, and writes version 2 (an active version-1 segment is relabelled
 //! at open, since every version-1 record is a valid version-2 record).
+
+pub use zerocast_core::broadcast::MAX_SEQ;
 
 /// Segment file magic.
 pub const MAGIC: [u8; 8] = *b"ZCWAL\0\0\x01";
@@ -57,6 +66,14 @@ pub const KIND_LOST: u32 = 2;
 pub const KIND_MISSED: u32 = 3;
 /// Record kind: what the bus delivered for `seq`, which is not a valid frame.
 pub const KIND_INVALID: u32 = 4;
+
+/// Why a record of `kind` cannot be in a segment of format `version` (kinds
+/// 3 and 4 came with version 2), or None if it can.
+pub fn kind_unknown_to(version: u32, kind: u32) -> Option<String> {
+    (version < 2 && matches!(kind, KIND_MISSED | KIND_INVALID)).then(|| {
+        format!("record kind {kind} in a version {version} segment (kind added in version 2)")
+    })
+}
 
 /// Bytes a record with a `len`-byte frame takes.
 pub const fn record_size(len: usize) -> usize {
@@ -139,10 +156,13 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 
 /// Parses the record at `offset` of `segment`.
 pub fn parse_record(segment: &[u8], offset: usize) -> Parsed<'_> {
-    let Some(head) = segment.get(offset..offset + RECORD_HEADER) else {
-        return if segment.len().saturating_sub(offset) == 0
-            || segment[offset..].iter().all(|&b| b == 0)
-        {
+    let head = offset
+        .checked_add(RECORD_HEADER)
+        .and_then(|end| segment.get(offset..end));
+    let Some(head) = head else {
+        // Past the end (an index entry may point anywhere), or a short
+        // tail: zeros end the records.
+        return if offset >= segment.len() || segment[offset..].iter().all(|&b| b == 0) {
             Parsed::End
         } else {
             Parsed::Bad("truncated record header")
@@ -183,11 +203,19 @@ pub fn parse_record(segment: &[u8], offset: usize) -> Parsed<'_> {
     if crc(len, seq, ts, kind, frame) != stored_crc {
         return Parsed::Bad("CRC mismatch");
     }
-    if kind == KIND_MISSED {
-        let count = u64_at(frame, 0);
-        if count == 0 || seq.checked_add(count - 1).is_none() {
-            return Parsed::Bad("missed range of no sequence or past the last sequence");
-        }
+    let count = if kind == KIND_MISSED {
+        u64_at(frame, 0)
+    } else {
+        1
+    };
+    if count == 0 {
+        return Parsed::Bad("missed range of no sequence");
+    }
+    // No ring hands out a sequence past MAX_SEQ, so a record covering one
+    // is damage (and `last + 1` stays in range for everything that reads
+    // the log).
+    if seq.checked_add(count - 1).is_none_or(|last| last > MAX_SEQ) {
+        return Parsed::Bad("record covers a sequence past MAX_SEQ (2^56 - 1)");
     }
     Parsed::Record(
         RecordRef {
@@ -225,6 +253,14 @@ pub fn encode_header(first_seq: u64, created_ns: u64, topic: &str) -> [u8; SEGME
     let n = t.len().min(32);
     h[32..32 + n].copy_from_slice(&t[..n]);
     h
+}
+
+/// True if a header's `topic` field (at most 32 bytes, as
+/// [`encode_header`] stores it) names `topic`; a topic name may be longer
+/// (up to 64 characters) and is kept cut to 32 bytes.
+pub fn header_names_topic(header_topic: &str, topic: &str) -> bool {
+    let t = topic.as_bytes();
+    header_topic.as_bytes() == &t[..t.len().min(32)]
 }
 
 /// Decodes a segment header, or says what is wrong with it.
@@ -303,6 +339,16 @@ mod tests {
                 matches!(parse_record(&bad, 0), Parsed::Bad(_)),
                 "count {count}"
             );
+        }
+    }
+
+    #[test]
+    fn regression_offset_near_usize_max_is_not_a_record() {
+        // An index entry may point anywhere: found by the wal_open fuzzer.
+        let mut buf = Vec::new();
+        encode_record(&mut buf, 9, 1, KIND_LOST, &[]);
+        for offset in [usize::MAX, usize::MAX - 8, usize::MAX - 31, buf.len() + 8] {
+            assert_eq!(parse_record(&buf, offset), Parsed::End, "offset {offset}");
         }
     }
 

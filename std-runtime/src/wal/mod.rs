@@ -46,10 +46,15 @@ impl Default for FsyncPolicy {
     }
 }
 
+/// The longest a record waits for its fdatasync under a group-commit
+/// policy given as a record count alone (`--fsync 4096`).
+pub const RECORDS_ONLY_INTERVAL: Duration = Duration::from_secs(1);
+
 impl std::str::FromStr for FsyncPolicy {
     type Err = String;
-    /// `always`, `never`, `10ms`, `500us`, `4096` (records), or
-    /// `4096,10ms`.
+    /// `always`, `never`, `10ms`, `500us`, `4096` (records, or
+    /// [`RECORDS_ONLY_INTERVAL`] after the first pending one, whichever
+    /// first: an idle writer still syncs), or `4096,10ms`.
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "always" => return Ok(Self::Always),
@@ -57,7 +62,7 @@ impl std::str::FromStr for FsyncPolicy {
             _ => {}
         }
         let mut records = u64::MAX;
-        let mut interval = Duration::from_secs(3600);
+        let mut interval = RECORDS_ONLY_INTERVAL;
         for part in s.split(',') {
             let part = part.trim();
             if let Some(us) = part.strip_suffix("us") {
@@ -158,6 +163,12 @@ pub enum WalError {
         /// segment that vanished.
         path: PathBuf,
     },
+    /// A sequence past [`format::MAX_SEQ`] (2^56 - 1), which no ring hands
+    /// out, was offered to the log.
+    SeqOutOfRange {
+        /// Sequence offered.
+        seq: u64,
+    },
     /// A checkpoint file is damaged.
     BadCheckpoint {
         /// The file.
@@ -197,6 +208,11 @@ impl std::fmt::Display for WalError {
                 f,
                 "{}: sequences {from}..={to} are missing from the log (a segment was removed or damaged)",
                 path.display()
+            ),
+            Self::SeqOutOfRange { seq } => write!(
+                f,
+                "sequence {seq} is past the largest sequence a ring hands out ({})",
+                format::MAX_SEQ
             ),
             Self::BadCheckpoint { path, reason } => {
                 write!(f, "{}: bad checkpoint: {reason}", path.display())
@@ -240,8 +256,13 @@ pub struct Truncation {
     pub reason: String,
     /// Last sequence kept (None if the segment has no record left).
     pub last_good_seq: Option<u64>,
-    /// Sequence the first cut record claimed, if its header was readable.
+    /// Sequence the first cut record claimed, if its header was readable
+    /// (for a zeroed region: the first valid record after it).
     pub first_cut_seq: Option<u64>,
+    /// Last sequence of the valid records cut after the damage: records
+    /// past the synced mark that reached the disk while an earlier page did
+    /// not (a power loss under group commit). None if there were none.
+    pub last_cut_seq: Option<u64>,
 }
 
 impl std::fmt::Display for Truncation {
@@ -258,6 +279,12 @@ impl std::fmt::Display for Truncation {
         )?;
         if let Some(s) = self.first_cut_seq {
             write!(f, ", first cut record claimed sequence {s}")?;
+        }
+        if let Some(s) = self.last_cut_seq {
+            write!(
+                f,
+                "; valid records up to sequence {s} after the damage were never synced and are cut"
+            )?;
         }
         Ok(())
     }
@@ -279,6 +306,49 @@ pub fn segment_name(first_seq: u64) -> String {
 
 fn index_path(segment: &Path) -> PathBuf {
     segment.with_extension("idx")
+}
+
+/// The segment's synced mark: how far its records were fdatasynced.
+fn mark_path(segment: &Path) -> PathBuf {
+    segment.with_extension("synced")
+}
+
+const MARK_MAGIC: [u8; 8] = *b"ZCSYNC01";
+
+/// Encodes a synced mark: magic, offset u64, CRC32C of both.
+fn encode_mark(offset: u64) -> [u8; 20] {
+    let mut m = [0u8; 20];
+    m[..8].copy_from_slice(&MARK_MAGIC);
+    m[8..16].copy_from_slice(&offset.to_le_bytes());
+    let crc = crc32c::crc32c(&m[..16]);
+    m[16..].copy_from_slice(&crc.to_le_bytes());
+    m
+}
+
+/// The segment's synced mark, if it has a valid one (a WAL written before
+/// marks existed, or a mark file lost with the machine, has none: then
+/// every damaged region followed by records is an error, as it was).
+fn read_mark(segment: &Path) -> Option<u64> {
+    let m = std::fs::read(mark_path(segment)).ok()?;
+    let m: [u8; 20] = m.try_into().ok()?;
+    (m[..8] == MARK_MAGIC && crc32c::crc32c(&m[..16]).to_le_bytes() == m[16..20])
+        .then(|| u64::from_le_bytes(m[8..16].try_into().expect("8 bytes")))
+}
+
+/// Opens (or creates) a segment's mark file and stores `offset`, not synced:
+/// it is a lower bound whatever reaches the disk, since it is only ever
+/// written after the records below it were fdatasynced.
+fn open_mark(segment: &Path, offset: u64) -> Result<File, WalError> {
+    let path = mark_path(segment);
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(&path, "open synced mark"))?;
+    f.write_all_at(&encode_mark(offset), 0)
+        .map_err(io_err(&path, "write synced mark"))?;
+    Ok(f)
 }
 
 /// The segments in `dir`, sorted by first sequence.
@@ -318,9 +388,51 @@ fn datasync(file: &File, path: &Path) -> Result<(), WalError> {
     file.sync_data().map_err(io_err(path, "fdatasync"))
 }
 
-/// Reads a whole segment (for recovery) without mapping it.
-fn read_all(path: &Path) -> Result<Vec<u8>, WalError> {
-    std::fs::read(path).map_err(io_err(path, "read segment"))
+/// Maps a whole segment (for recovery): a preallocated segment is mostly
+/// zeros, which the scans below skip by comparing whole blocks, so opening
+/// costs about the records written, not the segment size.
+fn map_all(path: &Path) -> Result<memmap2::Mmap, WalError> {
+    reader::map(path).map_err(io_err(path, "map segment"))
+}
+
+/// Zero bytes to compare blocks against (a slice comparison is a `memcmp`,
+/// fast even in a debug build).
+const ZEROS: [u8; 4096] = [0; 4096];
+
+/// True if `bytes` are all zero.
+fn all_zero(bytes: &[u8]) -> bool {
+    bytes.chunks(ZEROS.len()).all(|c| c == &ZEROS[..c.len()])
+}
+
+/// The offset of the first 8-byte word at or after `from` (a multiple of 8)
+/// holding a non-zero byte (a short last word counts).
+fn first_nonzero_word(bytes: &[u8], from: usize) -> Option<usize> {
+    let mut at = from;
+    while at < bytes.len() {
+        // Up to the next block boundary, so blocks stay aligned.
+        let end = ((at / ZEROS.len() + 1) * ZEROS.len()).min(bytes.len());
+        let block = &bytes[at..end];
+        if block != &ZEROS[..block.len()] {
+            let word = block.chunks(8).position(|w| w.iter().any(|&b| b != 0))?;
+            return Some(at + 8 * word);
+        }
+        at = end;
+    }
+    None
+}
+
+/// One past the last non-zero byte of `bytes`, or None if all are zero.
+fn end_of_nonzero(bytes: &[u8]) -> Option<usize> {
+    let mut end = bytes.len();
+    while end > 0 {
+        let start = (end - 1) / ZEROS.len() * ZEROS.len();
+        let block = &bytes[start..end];
+        if block != &ZEROS[..block.len()] {
+            return block.iter().rposition(|&b| b != 0).map(|p| start + p + 1);
+        }
+        end = start;
+    }
+    None
 }
 
 /// The offset of the first valid record that starts at an 8-aligned offset
@@ -338,10 +450,7 @@ pub(crate) fn valid_record_after(
     while off + format::RECORD_HEADER <= bytes.len() {
         // The next 8-byte word with a non-zero byte: a record at or after
         // `off` has its header's first non-zero word at or after it.
-        let word = off
-            + 8 * bytes[off..]
-                .chunks_exact(8)
-                .position(|w| w.iter().any(|&b| b != 0))?;
+        let word = first_nonzero_word(bytes, off)?;
         // Headers holding that word start in [word - 24, word]; ones
         // starting earlier would be all zero.
         let mut cand = word.saturating_sub(format::RECORD_HEADER - 8).max(off);
@@ -380,6 +489,9 @@ pub struct Wal {
     last_sync: Instant,
     /// Last sequence made durable by `sync`, plus one (0: none yet).
     synced: Arc<AtomicU64>,
+    /// The active segment's synced mark file, and the offset it holds.
+    mark: File,
+    marked: u64,
 }
 
 /// Where a [`Wal`] has made its records durable, readable from any thread
@@ -402,7 +514,14 @@ impl SyncWatch {
 impl Wal {
     /// Opens (or creates) the WAL of `topic` in `dir`, repairing a torn tail.
     /// A damaged record followed by valid ones is an error naming the file
-    /// and offset: nothing is skipped silently.
+    /// and offset: nothing is skipped silently. The exception is damage at
+    /// or past the segment's synced mark (records written and never
+    /// fdatasynced, reaching the disk out of order before a power loss):
+    /// that tail is cut, and [`Recovery::truncated`] names the sequences
+    /// cut. Opening checks the segment headers, the last segment's records,
+    /// and that the last segment starts after the one before it ends; it
+    /// maps the last segment rather than reading it, so it costs about the
+    /// records written, not the preallocated size.
     pub fn open(
         dir: &Path,
         topic: &str,
@@ -423,8 +542,13 @@ impl Wal {
                 Err("shorter than a segment header".into())
             };
             match decoded {
-                Ok(h) if h.first_seq == s.first_seq && h.topic == topic => last_version = h.version,
-                Ok(h) if h.topic != topic => {
+                Ok(h)
+                    if h.first_seq == s.first_seq
+                        && format::header_names_topic(&h.topic, topic) =>
+                {
+                    last_version = h.version
+                }
+                Ok(h) if !format::header_names_topic(&h.topic, topic) => {
                     return Err(WalError::BadSegment {
                         path: s.path.clone(),
                         reason: format!("segment of topic {:?}, not {topic:?}", h.topic),
@@ -438,8 +562,7 @@ impl Wal {
                 }
                 Err(reason) => {
                     let is_last = s.path == segments.last().expect("non-empty").path;
-                    let all_zero = read_all(&s.path)?.iter().all(|&b| b == 0);
-                    if is_last && (all_zero || !ok) {
+                    if is_last && (!ok || all_zero(&map_all(&s.path)?)) {
                         // Created, never written: a crash during rotation.
                         recovery.removed_empty_segment = Some(s.path.clone());
                     } else {
@@ -454,20 +577,38 @@ impl Wal {
         if let Some(p) = &recovery.removed_empty_segment {
             std::fs::remove_file(p).map_err(io_err(p, "remove empty segment"))?;
             let _ = std::fs::remove_file(index_path(p));
+            let _ = std::fs::remove_file(mark_path(p));
             segments.pop();
         }
         let (write_pos, last_seq) = match segments.last() {
             Some(last) => {
-                let (end, last_seq, truncation) = Self::recover_tail(&last.path)?;
-                recovery.truncated = truncation;
-                // The previous segment's last sequence, if this one is empty.
-                let last_seq = match last_seq {
-                    Some(s) => Some(s),
-                    None if segments.len() > 1 => {
-                        reader::last_seq_of(&segments[segments.len() - 2].path)?
-                    }
-                    None => None,
+                // The segment before must end before this one's name (as
+                // the reader checks); it is sealed, so reading its tail
+                // from its last index entry is enough.
+                let before = match segments.len() {
+                    n if n > 1 => reader::last_seq_of(&segments[n - 2].path)?,
+                    _ => None,
                 };
+                if let Some(p) = before.filter(|&p| last.first_seq <= p) {
+                    return Err(WalError::Corrupt {
+                        path: last.path.clone(),
+                        offset: 0,
+                        reason: format!(
+                            "segment starts at sequence {}, not after the previous segment's last sequence {p}",
+                            last.first_seq
+                        ),
+                    });
+                }
+                let (end, last_seq, truncation) = Self::recover_tail(
+                    &last.path,
+                    last.first_seq,
+                    last_version,
+                    read_mark(&last.path),
+                )?;
+                recovery.truncated = truncation;
+                // Empty: the log goes on at its name (the sequences between
+                // the segment before and it are a gap, never appended).
+                let last_seq = last_seq.or(last.first_seq.checked_sub(1)).or(before);
                 (end, last_seq)
             }
             None => (0, None),
@@ -503,6 +644,9 @@ impl Wal {
             .append(true)
             .open(index_path(&active_path))
             .map_err(io_err(&active_path, "open index"))?;
+        // What open found is the log: make it durable, then mark it synced.
+        datasync(&active, &active_path)?;
+        let mark = open_mark(&active_path, write_pos)?;
         Ok((
             Self {
                 dir: dir.to_owned(),
@@ -520,6 +664,8 @@ impl Wal {
                 unsynced: 0,
                 last_sync: Instant::now(),
                 synced: Arc::new(AtomicU64::new(0)),
+                mark,
+                marked: write_pos,
             },
             recovery,
         ))
@@ -527,12 +673,37 @@ impl Wal {
 
     /// Scans the last segment: returns (end offset, last sequence,
     /// truncation if its tail was torn).
-    fn recover_tail(path: &Path) -> Result<(u64, Option<u64>, Option<Truncation>), WalError> {
-        let bytes = read_all(path)?;
+    fn recover_tail(
+        path: &Path,
+        first_seq: u64,
+        version: u32,
+        synced: Option<u64>,
+    ) -> Result<(u64, Option<u64>, Option<Truncation>), WalError> {
+        let bytes = map_all(path)?;
         let mut off = SEGMENT_HEADER;
         let mut last_seq: Option<u64> = None;
         loop {
             match parse_record(&bytes, off) {
+                Parsed::Record(r, _) if format::kind_unknown_to(version, r.kind).is_some() => {
+                    return Self::cut(
+                        path,
+                        &bytes,
+                        off,
+                        last_seq,
+                        "record kind added in version 2 in a version-1 segment",
+                        synced,
+                    );
+                }
+                Parsed::Record(r, _) if r.seq < first_seq => {
+                    return Self::cut(
+                        path,
+                        &bytes,
+                        off,
+                        last_seq,
+                        "sequence before the segment's first sequence",
+                        synced,
+                    );
+                }
                 Parsed::Record(r, size) => {
                     if last_seq.is_some_and(|l| r.seq <= l) {
                         return Self::cut(
@@ -541,6 +712,7 @@ impl Wal {
                             off,
                             last_seq,
                             "sequence does not increase",
+                            synced,
                         );
                     }
                     last_seq = Some(r.last_seq());
@@ -550,6 +722,12 @@ impl Wal {
                     // Zeros with a record after them are a lost block (a
                     // page that never reached the disk), not the end:
                     // appending here would overwrite the records after it.
+                    // Past the synced mark it is a tail torn out of order.
+                    if synced.is_some_and(|m| off as u64 >= m)
+                        && valid_record_after(&bytes, off, last_seq).is_some()
+                    {
+                        return Self::cut(path, &bytes, off, last_seq, "zeroed region", synced);
+                    }
                     if let Some(at) = valid_record_after(&bytes, off, last_seq) {
                         return Err(WalError::Corrupt {
                             path: path.to_owned(),
@@ -560,32 +738,70 @@ impl Wal {
                             ),
                         });
                     }
+                    if end_of_nonzero(&bytes).is_some_and(|e| e > off) {
+                        // Zeros, then bytes that are no record: a torn
+                        // write. Cut them, or they would sit after the
+                        // records appended from here.
+                        return Self::cut(
+                            path,
+                            &bytes,
+                            off,
+                            last_seq,
+                            "zeroed region followed by bytes that are no record",
+                            synced,
+                        );
+                    }
                     return Ok((off as u64, last_seq, None));
                 }
-                Parsed::Bad(reason) => return Self::cut(path, &bytes, off, last_seq, reason),
+                Parsed::Bad(reason) => {
+                    return Self::cut(path, &bytes, off, last_seq, reason, synced)
+                }
             }
         }
     }
 
+    /// Cuts the segment at `off`: a torn tail. Valid records after `off`
+    /// make it damage in the middle of the log (an error, nothing cut),
+    /// unless `off` is at or past the synced mark: then they were written
+    /// and never synced, and reached the disk out of order (a power loss);
+    /// they are cut too, and reported.
     fn cut(
         path: &Path,
         bytes: &[u8],
         off: usize,
         last_seq: Option<u64>,
         reason: &str,
+        synced: Option<u64>,
     ) -> Result<(u64, Option<u64>, Option<Truncation>), WalError> {
+        let unsynced = synced.is_some_and(|m| off as u64 >= m);
+        // The valid records after the damage: (first sequence, last).
+        let mut after: Option<(u64, u64)> = None;
         if let Some(at) = valid_record_after(bytes, off, last_seq) {
-            return Err(WalError::Corrupt {
-                path: path.to_owned(),
-                offset: off as u64,
-                reason: format!("{reason}, and a valid record follows at offset {at}: damage in the middle of the log"),
-            });
+            if !unsynced {
+                return Err(WalError::Corrupt {
+                    path: path.to_owned(),
+                    offset: off as u64,
+                    reason: format!("{reason}, and a valid record follows at offset {at}: damage in the middle of the log"),
+                });
+            }
+            let mut at = at;
+            while let Parsed::Record(r, _) = parse_record(bytes, at) {
+                after = Some((after.map_or(r.seq, |a| a.0), r.last_seq()));
+                match valid_record_after(bytes, at, Some(r.last_seq())) {
+                    Some(next) => at = next,
+                    None => break,
+                }
+            }
         }
-        let last_nonzero = bytes.iter().rposition(|&b| b != 0).map_or(off, |p| p + 1);
+        let last_nonzero = end_of_nonzero(bytes).unwrap_or(off);
         let cut_bytes = last_nonzero.saturating_sub(off);
-        let first_cut_seq = bytes
-            .get(off + 8..off + 16)
-            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+        let first_cut_seq = match bytes.get(off..off + format::RECORD_HEADER) {
+            // A zeroed region: the first record found after it.
+            Some(head) if all_zero(head) => after.map(|a| a.0),
+            _ => bytes
+                .get(off + 8..off + 16)
+                .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))),
+        };
         let f = OpenOptions::new()
             .write(true)
             .open(path)
@@ -614,6 +830,7 @@ impl Wal {
                 reason: reason.to_owned(),
                 last_good_seq: last_seq,
                 first_cut_seq,
+                last_cut_seq: after.map(|a| a.1),
             }),
         ))
     }
@@ -650,6 +867,10 @@ impl Wal {
             let _ = std::fs::remove_file(&path);
             return Err(io_err(&path, "write segment header")(e));
         }
+        // Synced up to the header (the mark's name is synced with the
+        // segment's below; without it, open is strict about damage).
+        let mark = open_mark(&path, SEGMENT_HEADER as u64)?;
+        datasync(&mark, &mark_path(&path))?;
         // The new name must survive a crash too.
         fsync_dir(dir)?;
         Ok((f, path))
@@ -676,7 +897,7 @@ impl Wal {
     }
 
     /// Appends a frame received with sequence `seq` (greater than every
-    /// sequence before it).
+    /// sequence before it, and at most [`format::MAX_SEQ`]).
     pub fn append(&mut self, seq: u64, timestamp_ns: u64, frame: &[u8]) -> Result<(), WalError> {
         self.append_kind(seq, timestamp_ns, KIND_FRAME, frame)
     }
@@ -698,7 +919,7 @@ impl Wal {
             return Ok(());
         }
         // The range ends at the last sequence there is.
-        let count = count.min((u64::MAX - from).saturating_add(1));
+        let count = count.min(format::MAX_SEQ.saturating_sub(from).saturating_add(1));
         self.append_kind(from, timestamp_ns, KIND_MISSED, &count.to_le_bytes())
     }
 
@@ -715,6 +936,9 @@ impl Wal {
     }
 
     fn append_kind(&mut self, seq: u64, ts: u64, kind: u32, frame: &[u8]) -> Result<(), WalError> {
+        if seq > format::MAX_SEQ {
+            return Err(WalError::SeqOutOfRange { seq });
+        }
         if let Some(last) = self.last_seq {
             if seq <= last {
                 return Err(WalError::OutOfOrder { last, seq });
@@ -792,6 +1016,15 @@ impl Wal {
         if self.unsynced > 0 {
             datasync(&self.active, &self.active_path)?;
             self.unsynced = 0;
+            if self.write_pos != self.marked {
+                // After the fdatasync: the mark never runs ahead of what
+                // is durable, whenever it reaches the disk itself.
+                let path = mark_path(&self.active_path);
+                self.mark
+                    .write_all_at(&encode_mark(self.write_pos), 0)
+                    .map_err(io_err(&path, "write synced mark"))?;
+                self.marked = self.write_pos;
+            }
             if let Some(last) = self.last_seq {
                 // Release: pairs with the Acquire load in
                 // `SyncWatch::synced_seq`.
@@ -836,6 +1069,8 @@ impl Wal {
             .append(true)
             .open(index_path(&p))
             .map_err(io_err(&p, "open index"))?;
+        self.mark = open_mark(&p, SEGMENT_HEADER as u64)?;
+        self.marked = SEGMENT_HEADER as u64;
         self.active = f;
         self.active_path = p.clone();
         self.write_pos = SEGMENT_HEADER as u64;
@@ -880,6 +1115,7 @@ impl Wal {
         for s in self.segments.drain(..remove) {
             std::fs::remove_file(&s.path).map_err(io_err(&s.path, "remove old segment"))?;
             let _ = std::fs::remove_file(index_path(&s.path));
+            let _ = std::fs::remove_file(mark_path(&s.path));
         }
         if remove > 0 {
             fsync_dir(&self.dir)?;
@@ -939,9 +1175,14 @@ impl Checkpoints {
         if crc32c::crc32c(&bytes[..16]) != crc {
             return Err(bad("CRC mismatch"));
         }
-        Ok(Some(u64::from_le_bytes(
-            bytes[8..16].try_into().expect("8 bytes"),
-        )))
+        let seq = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
+        if seq > format::MAX_SEQ {
+            return Err(bad(&format!(
+                "sequence {seq} is past MAX_SEQ ({})",
+                format::MAX_SEQ
+            )));
+        }
+        Ok(Some(seq))
     }
 
     /// Stores `seq` for `name`: temp file, fsync, rename, fsync directory.

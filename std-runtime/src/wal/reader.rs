@@ -11,8 +11,8 @@ use memmap2::Mmap;
 use zerocast_core::frame::FrameRef;
 
 use super::format::{
-    parse_record, Parsed, RecordRef, KIND_FRAME, KIND_INVALID, KIND_LOST, KIND_MISSED,
-    SEGMENT_HEADER,
+    decode_header, header_names_topic, kind_unknown_to, parse_record, Parsed, RecordRef,
+    KIND_FRAME, KIND_INVALID, KIND_LOST, KIND_MISSED, SEGMENT_HEADER,
 };
 use super::{index_path, io_err, list_segments, valid_record_after, SegmentInfo, WalError};
 
@@ -59,14 +59,34 @@ pub enum Entry<'a> {
 #[derive(Debug, Clone)]
 pub struct Replay {
     dir: PathBuf,
+    /// The topic each segment's header must name (None: not checked).
+    topic: Option<String>,
 }
 
-fn map(path: &Path) -> Result<Mmap, std::io::Error> {
+pub(crate) fn map(path: &Path) -> Result<Mmap, std::io::Error> {
     let f = File::open(path)?;
     // SAFETY: segments are only ever appended to (and zero-filled past their
     // end); bytes already read do not change under the map except in the
     // tail being written, which is validated record by record.
     unsafe { Mmap::map(&f) }
+}
+
+/// Whether a valid record appears at `off` of the newest segment within a
+/// few milliseconds: the writer copies a batch of records into the file in
+/// one write, and a concurrent reader may see a later part of it before an
+/// earlier one (the kernel's copy need not store in order), so damage seen
+/// while later records are already there is read again before it counts.
+/// Each try maps the file afresh (the compiler may take bytes behind a
+/// shared reference to stay put); returns the map that has the record.
+fn settles(path: &Path, off: usize) -> Option<Mmap> {
+    for _ in 0..5 {
+        let fresh = map(path).ok()?;
+        if matches!(parse_record(&fresh, off), Parsed::Record(..)) {
+            return Some(fresh);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    None
 }
 
 /// Index hint: the offset of the last indexed record at or before `from`.
@@ -90,10 +110,11 @@ fn seek(segment: &Path, bytes: &[u8], from: u64) -> usize {
 }
 
 /// The last sequence in a segment (the end of the range, for a missed
-/// range).
+/// range): read from its last index entry on (the entry is checked against
+/// the record it points to), so it costs about one index interval.
 pub fn last_seq_of(path: &Path) -> Result<Option<u64>, WalError> {
     let bytes = map(path).map_err(io_err(path, "open segment"))?;
-    let mut off = SEGMENT_HEADER;
+    let mut off = seek(path, &bytes, u64::MAX);
     let mut last = None;
     while let Parsed::Record(r, size) = parse_record(&bytes, off) {
         last = Some(r.last_seq());
@@ -107,7 +128,55 @@ impl Replay {
     pub fn new(dir: &Path) -> Self {
         Self {
             dir: dir.to_owned(),
+            topic: None,
         }
+    }
+
+    /// A reader of the WAL of `topic` in `dir`: a segment whose header names
+    /// another topic is an error.
+    pub fn with_topic(dir: &Path, topic: &str) -> Self {
+        Self {
+            dir: dir.to_owned(),
+            topic: Some(topic.to_owned()),
+        }
+    }
+
+    /// Checks a segment's header: magic, version, the first sequence its
+    /// name gives and, if known, the topic; returns the format version.
+    /// None for a segment not written yet: all zero (or still empty), which only the newest segment may be
+    /// while the writer rotates.
+    fn check_header(&self, seg: &SegmentInfo, bytes: &[u8]) -> Result<Option<u32>, WalError> {
+        let bad = |reason: String| WalError::BadSegment {
+            path: seg.path.clone(),
+            reason,
+        };
+        // A rotation writes the header before any record: zeros with
+        // something after them are damage.
+        if super::all_zero(bytes) {
+            let newest = self
+                .segments()?
+                .last()
+                .is_none_or(|s| s.first_seq <= seg.first_seq);
+            if newest {
+                return Ok(None);
+            }
+        }
+        let h = decode_header(bytes).map_err(bad)?;
+        if h.first_seq != seg.first_seq {
+            return Err(bad(format!(
+                "header's first sequence {} does not match the file name",
+                h.first_seq
+            )));
+        }
+        if let Some(topic) = &self.topic {
+            if !header_names_topic(&h.topic, topic) {
+                return Err(bad(format!(
+                    "segment of topic {:?}, not {topic:?}",
+                    h.topic
+                )));
+            }
+        }
+        Ok(Some(h.version))
     }
 
     /// The segments now in the directory.
@@ -117,7 +186,8 @@ impl Replay {
 
     /// Calls `f` for every record covering a sequence in `from ..= to`, in
     /// order, until `f` breaks. Sequences missing from the log (a removed
-    /// segment, a hole between segments) are an error
+    /// segment, a hole between segments, a log beginning after `from`) are
+    /// an error
     /// ([`WalError::Gap`]); use [`read`](Self::read) to step over them.
     pub fn run(
         &self,
@@ -138,7 +208,10 @@ impl Replay {
 
     /// Calls `f` for every record covering a sequence in `from ..= to`, and
     /// for every range of those sequences missing from the log, in order,
-    /// until `f` breaks.
+    /// until `f` breaks. A log whose first record comes after `from` (its
+    /// oldest segments removed, or a recorder that started after the ring
+    /// had moved on) begins with a gap from `from`: from the reader's view
+    /// those sequences are missing, whatever the reason.
     ///
     /// A damaged record, or a zeroed region, with valid records after it is
     /// an error naming the file and offset. A damaged record at the very end
@@ -152,7 +225,7 @@ impl Replay {
         to: u64,
         mut f: impl FnMut(Entry<'_>) -> ControlFlow<()>,
     ) -> Result<ReplayStats, WalError> {
-        let segments = self.segments()?;
+        let mut segments = self.segments()?;
         let mut stats = ReplayStats::default();
         let start = segments
             .iter()
@@ -206,21 +279,37 @@ impl Replay {
                 }
                 prev = Some(seg.first_seq - 1);
             }
-            let bytes = match map(&seg.path) {
+            let mut bytes = match map(&seg.path) {
                 Ok(b) => b,
-                Err(e) if e.kind() == ErrorKind::NotFound && !newest => {
+                Err(e) if e.kind() == ErrorKind::NotFound => {
                     // Removed since the listing (retention racing this
-                    // reader): its range is gone; go on with the next.
-                    let next = segments[i + 1].first_seq;
-                    let a = prev.map_or(seg.first_seq, |p| p + 1);
+                    // reader): its range is gone; go on with the next. The
+                    // writer may have rotated since the listing too (the
+                    // removed one was the newest listed), so list again.
+                    let later = self.segments()?;
+                    let Some(j) = later.iter().position(|s| s.first_seq > seg.first_seq) else {
+                        // Nothing after it: the end of what is left.
+                        return Ok(stats);
+                    };
+                    let next = later[j].first_seq;
+                    let a = prev.map_or(from, |p| p + 1);
                     if next > a && gap(&mut f, &mut stats, a, next - 1, &seg.path) {
                         return Ok(stats);
                     }
-                    prev = next.checked_sub(1).or(prev);
-                    i += 1;
+                    prev = Some(next - 1)
+                        .filter(|&n| prev.is_none_or(|p| n > p))
+                        .or(prev);
+                    segments = later;
+                    i = j;
                     continue;
                 }
                 Err(e) => return Err(io_err(&seg.path, "open segment")(e)),
+            };
+            let version = match self.check_header(seg, &bytes)? {
+                Some(v) => v,
+                // The newest segment, created but its header not yet
+                // written (a rotation under way): nothing in it yet.
+                None => break,
             };
             let mut off = if i == start {
                 seek(&seg.path, &bytes, from)
@@ -230,25 +319,34 @@ impl Replay {
             loop {
                 match parse_record(&bytes, off) {
                     Parsed::End => {
-                        // The end of a sealed segment is final: zeros with a
-                        // record after them are a lost block, not the end.
-                        if !newest {
-                            if let Some(at) = valid_record_after(&bytes, off, prev) {
-                                return Err(WalError::Corrupt {
-                                    path: seg.path.clone(),
-                                    offset: off as u64,
-                                    reason: format!(
-                                        "zeroed region, and a valid record follows at offset {at}: \
-                                         damage in the middle of the log"
-                                    ),
-                                });
+                        // Zeros with a record after them (a later sequence)
+                        // are a lost block, not the end, in any segment (as
+                        // at `Wal::open`). In the newest one the writer may
+                        // be appending right now: read the spot again before
+                        // calling it damage (see `settles`).
+                        if let Some(at) = valid_record_after(&bytes, off, prev) {
+                            if let Some(fresh) = newest.then(|| settles(&seg.path, off)).flatten() {
+                                bytes = fresh;
+                                continue;
                             }
+                            return Err(WalError::Corrupt {
+                                path: seg.path.clone(),
+                                offset: off as u64,
+                                reason: format!(
+                                    "zeroed region, and a valid record follows at offset {at}: \
+                                     damage in the middle of the log"
+                                ),
+                            });
                         }
                         break;
                     }
                     Parsed::Bad(reason) => {
                         if newest && valid_record_after(&bytes, off, prev).is_none() {
                             return Ok(stats);
+                        }
+                        if let Some(fresh) = newest.then(|| settles(&seg.path, off)).flatten() {
+                            bytes = fresh;
+                            continue;
                         }
                         return Err(WalError::Corrupt {
                             path: seg.path.clone(),
@@ -257,6 +355,23 @@ impl Replay {
                         });
                     }
                     Parsed::Record(mut r, size) => {
+                        if let Some(reason) = kind_unknown_to(version, r.kind) {
+                            return Err(WalError::Corrupt {
+                                path: seg.path.clone(),
+                                offset: off as u64,
+                                reason,
+                            });
+                        }
+                        if r.seq < seg.first_seq {
+                            return Err(WalError::Corrupt {
+                                path: seg.path.clone(),
+                                offset: off as u64,
+                                reason: format!(
+                                    "sequence {} before the segment's first sequence {}",
+                                    r.seq, seg.first_seq
+                                ),
+                            });
+                        }
                         if let Some(p) = prev {
                             if r.seq <= p {
                                 return Err(WalError::Corrupt {
@@ -269,6 +384,12 @@ impl Replay {
                             {
                                 return Ok(stats);
                             }
+                        } else if r.seq > from
+                            && gap(&mut f, &mut stats, from, r.seq - 1, &seg.path)
+                        {
+                            // The log begins after `from` (its oldest
+                            // segments removed, or the recorder joined late).
+                            return Ok(stats);
                         }
                         prev = Some(r.last_seq());
                         if r.seq > to {
