@@ -115,12 +115,14 @@ pub struct PublisherEntry {
 
 impl PublisherEntry {
     /// The sequences this publisher has claimed and not yet committed, if
-    /// any. Relaxed loads: only read by a supervisor after the owner died or
-    /// after the sequences stalled far longer than the owner's stores take.
+    /// any. Read by a supervisor after the owner died or after the
+    /// sequences stalled far longer than the owner's stores take.
     pub fn inflight_range(&self) -> Option<core::ops::Range<u64>> {
-        // Relaxed: see above.
-        let inflight = self.inflight.load(Ordering::Relaxed);
-        // Relaxed: see above.
+        // Acquire: pairs with the Release store of `inflight` in the
+        // publisher's `record_inflight`: the length read below is the one
+        // stored with this start.
+        let inflight = self.inflight.load(Ordering::Acquire);
+        // Relaxed: ordered by the Acquire load above.
         let len = u64::from(self.inflight_len.load(Ordering::Relaxed).max(1));
         // Saturating: the words are shared memory, any value may be there.
         (inflight != 0).then(|| inflight - 1..(inflight - 1).saturating_add(len))

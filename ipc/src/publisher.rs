@@ -420,11 +420,13 @@ fn claim_and_commit(
 /// Records a batch `first .. first + n` in flight in the publisher table,
 /// before any wait of its claim.
 fn record_inflight(entry: &PublisherEntry, first: u64, n: u64) {
-    // Relaxed: read by a supervisor only after this process is dead or the
-    // sequences have been stalled far longer than these stores take. The
-    // length goes first: `inflight` not 0 is what makes it count.
+    // Relaxed: published by the Release store of `inflight` below.
     entry.inflight_len.store(n as u32, Ordering::Relaxed);
-    entry.inflight.store(first + 1, Ordering::Relaxed);
+    // Release: pairs with the Acquire load of `inflight` in
+    // `PublisherEntry::inflight_range`; a supervisor that sees this start
+    // also sees this batch's length, never the previous one's (which would
+    // let it declare the rest of a live batch lost). A plain store on x86.
+    entry.inflight.store(first + 1, Ordering::Release);
 }
 
 /// Back to the single-publish state: nothing in flight, length 1.
@@ -443,7 +445,9 @@ fn clear_inflight(entry: &PublisherEntry) {
 struct StuckWait<'a> {
     seg: &'a Segment,
     spins: u32,
-    since: Option<Instant>,
+    /// The older lap waited for, and since when: each lap gets its own
+    /// full stall bound.
+    since: Option<(u64, Instant)>,
 }
 
 impl<'a> StuckWait<'a> {
@@ -462,7 +466,13 @@ impl<'a> StuckWait<'a> {
             return;
         }
         let now = Instant::now();
-        let since = *self.since.get_or_insert(now);
+        let since = match self.since {
+            Some((lap, since)) if lap == older => since,
+            _ => {
+                self.since = Some((older, now));
+                now
+            }
+        };
         if now.duration_since(since) >= STALL_BOUND {
             self.seg.resolve_stalled(older);
         }

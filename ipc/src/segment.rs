@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use memmap2::MmapMut;
 use zerocast_core::broadcast::{
-    slot_stride, Broadcast, BroadcastHeader, Declared, ReadCursor, Start, MAX_GATING,
+    slot_stride, Broadcast, BroadcastHeader, DeclareError, Declared, ReadCursor, Start, MAX_GATING,
 };
 use zerocast_core::storage::Raw;
 
@@ -529,6 +529,7 @@ impl Segment {
         let h = self.header();
         let mut done = Vec::new();
         let mut dead = Vec::new();
+        let mut taken = Vec::new();
         for (index, p) in h.publishers.iter().enumerate() {
             // Acquire: pairs with the Release owner store at registration.
             let word = p.pid.load(Ordering::Acquire);
@@ -545,9 +546,10 @@ impl Segment {
                 .take(self.ring.capacity() as usize);
             let before = dead.len();
             dead.extend(lost);
-            // Release: pairs with the Acquire loads of registration and of
-            // other readers; our reads of the entry happen before reuse.
-            p.pid.store(FREE, Ordering::Release);
+            // Freed only after its sequences are declared (below): a reaper
+            // killed in between leaves the tombstone, and the next reaper
+            // takes it over and declares again (a repeat is `AlreadyLost`).
+            taken.push(index);
             done.push(Reaped {
                 publisher: true,
                 index,
@@ -565,7 +567,12 @@ impl Segment {
         // only after an earlier one.
         dead.sort_unstable();
         for seq in dead {
-            let _ = self.ring.declare_lost(seq);
+            let _ = self.resolve_lost(seq);
+        }
+        for index in taken {
+            // Release: pairs with the Acquire loads of registration and of
+            // other readers; our reads of the entry happen before reuse.
+            h.publishers[index].pid.store(FREE, Ordering::Release);
         }
         for index in 0..h.subscribers.len() {
             // Acquire: as above.
@@ -821,7 +828,39 @@ impl Segment {
         if owned_by_live {
             return None;
         }
-        self.ring.declare_lost(seq).ok()
+        self.resolve_lost(seq)
+    }
+
+    /// Declares `seq` lost. If an older lap of its slot is itself unfinished
+    /// (claimed by a producer that died, or was reaped, before its
+    /// declaration), that lap is resolved first, oldest first, as long as no
+    /// live publisher has it in flight; then `seq`. Bounded: each round
+    /// either declares a lap or moves to a strictly older one.
+    fn resolve_lost(&self, seq: u64) -> Option<Declared> {
+        let h = self.header();
+        let mut target = seq;
+        for _ in 0..64 {
+            match self.ring.declare_lost(target) {
+                Ok(declared) if target == seq => return Some(declared),
+                // An older lap is resolved: back to `seq`.
+                Ok(_) => target = seq,
+                Err(DeclareError::NotClaimed(_)) => return None,
+                Err(DeclareError::OlderWriterStuck(older)) => {
+                    if older >= target {
+                        return None;
+                    }
+                    let owned_by_live = h.publishers.iter().any(|p| {
+                        p.inflight_range().is_some_and(|r| r.contains(&older))
+                            && owner_alive(p.pid.load(Ordering::Acquire))
+                    });
+                    if owned_by_live {
+                        return None;
+                    }
+                    target = older;
+                }
+            }
+        }
+        None
     }
 
     /// The gating subscriber furthest behind, if any: whom a publisher

@@ -200,13 +200,13 @@ impl ShmSubscriber {
         };
         // Durable names are unique: looking for the name and registering it
         // happen under the segment's durable-name lock.
-        let lock = if options.durable {
+        let mut lock = if options.durable {
             Some(seg.lock_durable(&name)?)
         } else {
             None
         };
         let adopted = if options.durable {
-            Self::adopt(&seg, &name, me, options.start)?
+            Self::adopt(&seg, &mut lock, &name, me, options.start)?
         } else {
             None
         };
@@ -308,8 +308,9 @@ impl ShmSubscriber {
     /// reaped first; one a live process has taken (a reaper, or
     /// `release_durable`) is waited for. `None`: no hold to take over.
     /// On `Some`, the entry is still our tombstone: the caller publishes it.
-    fn adopt(
-        seg: &Segment,
+    fn adopt<'s>(
+        seg: &'s Segment,
+        lock: &mut Option<crate::segment::DurableLock<'s>>,
         name: &str,
         me: u64,
         start: Start,
@@ -366,7 +367,12 @@ impl ShmSubscriber {
                         pid,
                     });
                 }
+                // Not under the lock: a wait for this name must not hold
+                // up durable subscribers of other names. Taken again before
+                // the next scan.
+                *lock = None;
                 std::thread::sleep(Duration::from_millis(1));
+                *lock = Some(seg.lock_durable(name)?);
                 continue;
             }
             let Some(index) = orphan else {

@@ -921,3 +921,97 @@ fn regression_kill_mid_registration_leaks_no_gating_slot() {
     bus.remove_segments();
     assert_eq!(left, 0, "a ring gating slot leaked: {reaped:?}");
 }
+
+/// Second review, finding 4: a subscriber stalled on sequence `s + capacity`
+/// whose slot is still held by an older unfinished lap `s` (a producer that
+/// died before anything recorded its claim) was never resolved:
+/// `resolve_stalled` gave up on `OlderWriterStuck` and the subscriber stayed
+/// `Empty` there for good while later sequences were committed.
+#[test]
+fn regression_resolve_stalled_resolves_an_older_unfinished_lap_first() {
+    let bus = small_bus("olderlap");
+    let seg = bus.segment("trades").unwrap();
+    let ring = seg.ring();
+    let cap = ring.capacity();
+    let mut cache = zerocast_core::broadcast::GatingCache::default();
+    let payload = vec![0u64; ring.payload_words()];
+    // Sequence 0 is claimed by a producer that dies at once: nothing records
+    // it in flight, nothing commits it.
+    std::mem::forget(ring.try_claim(&mut cache).unwrap());
+    for _ in 1..cap {
+        ring.try_publish(&mut cache, &payload).unwrap();
+    }
+    // Sequence `cap` (slot 0 again) is claimed and abandoned the same way.
+    std::mem::forget(ring.try_claim(&mut cache).unwrap());
+    assert_eq!(
+        seg.resolve_stalled(cap),
+        Some(zerocast_core::broadcast::Declared::Lost),
+        "a subscriber stalled on {cap} must get past it"
+    );
+    let mut sub = ShmSubscriber::new(
+        Arc::clone(&seg),
+        &SubscriberOptions {
+            start: Start::At(cap),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(matches!(sub.poll(), Err(zerocast_ipc::RecvError::Lost(s)) if s == cap));
+    bus.remove_segments();
+}
+
+/// Second review, finding 1: a durable subscriber waiting for its name (its
+/// old entry held by a live, slow taker) held the segment-wide durable-name
+/// lock for the whole wait (up to 5 s), so a durable subscriber of another
+/// name could not register meanwhile.
+#[test]
+fn regression_a_durable_name_wait_does_not_block_other_names() {
+    let durable = |name: &str| SubscriberOptions {
+        name: name.into(),
+        gating: true,
+        durable: true,
+        ..Default::default()
+    };
+    let bus = small_bus("xname");
+    let seg = bus.segment("trades").unwrap();
+    let first = ShmSubscriber::new(Arc::clone(&seg), &durable("rec")).unwrap();
+    let index = (0..layout::MAX_SUBSCRIBERS)
+        .find(|&i| {
+            let e = &seg.header().subscribers[i];
+            e.pid.load(Ordering::Acquire) != 0 && layout::name_is(&e.name, "rec")
+        })
+        .unwrap();
+    std::mem::forget(first);
+    // A live process has taken the entry (as a slow reaper would).
+    let mut taker = Command::new("sleep").arg("30").spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let word = loop {
+        if let Some(w) = layout::owner_of(taker.id()) {
+            break w;
+        }
+        assert!(Instant::now() < deadline, "no /proc entry for the taker");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    // Release: as a reaper's takeover.
+    seg.header().subscribers[index]
+        .pid
+        .store(layout::tombstone(word), Ordering::Release);
+    let seg2 = Arc::clone(&seg);
+    let waiter = std::thread::spawn(move || ShmSubscriber::new(seg2, &durable("rec")).map(drop));
+    std::thread::sleep(Duration::from_millis(100));
+    let t0 = Instant::now();
+    let other = ShmSubscriber::new(Arc::clone(&seg), &durable("other"));
+    let took = t0.elapsed();
+    let other = other.map(drop).map_err(|e| e.to_string());
+    let _ = taker.kill();
+    let _ = taker.wait();
+    let _ = waiter.join().unwrap();
+    let _ = seg.release_durable("rec");
+    let _ = seg.release_durable("other");
+    bus.remove_segments();
+    assert!(other.is_ok(), "durable 'other' failed: {other:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "durable 'other' waited {took:?} for another name's wait"
+    );
+}
