@@ -119,6 +119,9 @@ impl ReliablePublisher {
 
     /// How many of the named subscribers have acked `seq` (for `All`), or
     /// how many distinct subscribers have (for `AtLeast`, `ids` empty).
+    /// A word above `seq` means its [`Acker`] handled every frame up to
+    /// `seq` or a retransmission that closed its gap over them (the words
+    /// never pass a gap), so "at or above" is exact.
     fn acked_count(&self, seq: u64, ids: &[[u8; 16]]) -> usize {
         let table = self.acks.acked();
         // A name may hold more than one entry (registered twice at once):
@@ -225,16 +228,45 @@ impl ReliablePublisher {
 /// processed; it skips retransmissions of frames already processed and acks
 /// cumulatively.
 ///
+/// # What an ack means
+///
+/// The acked position only ever covers frames this subscriber processed: it
+/// advances to just past the last handled frame with no gap before it. A
+/// gap (the subscriber lagged and was overwritten, a sequence was lost, or
+/// it started after frames it never saw; a fresh name's position starts at
+/// 0) holds the position at the first missed sequence, however many later
+/// frames are handled, so a reliable publish of a frame inside the gap is
+/// not satisfied by this subscriber. It gets the frame the way every
+/// subscriber that missed one does: the reliable publisher, not satisfied
+/// after its timeout, retransmits it under a new sequence marked as a
+/// retransmission of the original ([`Received::retransmit_of`]). Handling a
+/// retransmission closes every open gap and acks through the
+/// retransmission's sequence. That is exact because a
+/// [`ReliablePublisher`] has one frame outstanding at a time: a
+/// retransmission handled after a gap is of the one reliable frame a
+/// publisher can still be waiting for in that gap (its earlier ones were
+/// resolved before it published this one). With several reliable
+/// publishers on one topic, one's retransmission also closes a gap over
+/// the other's frame. A subscriber that lagged over no reliable frame
+/// costs the next reliable publish one retransmission.
+///
 /// Registers the subscriber's name in the topic's ack channel; a restarted
 /// subscriber of the same name takes its entry over (once the old process is
-/// dead) and its acked position carries on from where it was. An ack is one
-/// atomic `fetch_max` on the subscriber's own word: it never blocks, never
-/// fails, and a process killed while acking leaves nothing for others to
-/// trip on.
+/// dead) and its acked position carries on from where it was (frames
+/// between it and the first one the new process handles are a gap). An ack
+/// is one atomic `fetch_max` on the subscriber's own word: it never blocks,
+/// never fails, and a process killed while acking leaves nothing for others
+/// to trip on.
 #[derive(Debug)]
 pub struct Acker {
     sender: AckSender,
     processed_originals: std::collections::BTreeSet<u64>,
+    /// The sequence after the last frame handled (at first, the name's
+    /// acked position): a handled frame above it leaves a gap.
+    next: u64,
+    /// The first sequence of the earliest open gap; the acked position
+    /// stays below it until a retransmission is handled.
+    gap: Option<u64>,
 }
 
 impl Acker {
@@ -243,9 +275,12 @@ impl Acker {
     /// on `topic`, or if the topic's ack channel has no free entry.
     pub fn new(bus: &Bus, topic: &str, name: &str) -> Result<Self, ReliableError> {
         let acks = bus.acks(topic).map_err(ReliableError::Bus)?;
+        let sender = acks.register(sub_id(name)?).map_err(ReliableError::Bus)?;
         Ok(Self {
-            sender: acks.register(sub_id(name)?).map_err(ReliableError::Bus)?,
+            next: sender.acked_up_to(),
+            sender,
             processed_originals: Default::default(),
+            gap: None,
         })
     }
 
@@ -257,18 +292,37 @@ impl Acker {
             .is_some_and(|o| self.processed_originals.contains(&o))
     }
 
-    /// Records `frame` as handled and acks its sequence cumulatively.
+    /// Records `frame` as handled and acks cumulatively: up to `frame.seq`
+    /// if no sequence before it was missed, else only up to the first
+    /// missed one, until a retransmission is handled (see the type's docs).
     pub fn handled(&mut self, frame: &Received<'_>) {
-        let original = frame.retransmit_of().unwrap_or(frame.seq);
+        let retransmit_of = frame.retransmit_of();
+        let original = retransmit_of.unwrap_or(frame.seq);
         self.processed_originals.insert(original);
         // Keep the set small: only recent originals can be retransmitted.
         while self.processed_originals.len() > 65_536 {
             self.processed_originals.pop_first();
         }
-        self.sender.ack(frame.seq);
+        if frame.seq > self.next && self.gap.is_none() {
+            self.gap = Some(self.next);
+        }
+        self.next = self.next.max(frame.seq + 1);
+        if retransmit_of.is_some() {
+            self.gap = None;
+        }
+        match self.gap {
+            // Acks every sequence below the gap (a no-op if already acked).
+            Some(first_missed) => {
+                if let Some(below) = first_missed.checked_sub(1) {
+                    self.sender.ack(below);
+                }
+            }
+            None => self.sender.ack(frame.seq),
+        }
     }
 
-    /// Acks every sequence up to and including `seq` directly.
+    /// Acks every sequence up to and including `seq` directly, whether or
+    /// not it was handled (the caller vouches for every frame up to it).
     pub fn ack(&self, seq: u64) {
         self.sender.ack(seq);
     }

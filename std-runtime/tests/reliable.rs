@@ -334,3 +334,92 @@ fn regression_killed_acker_does_not_wedge_ack_channel() {
     });
     bus.remove_segments();
 }
+
+/// A bus whose "orders" ring holds only a few slots, so that a subscriber
+/// can be lapped.
+fn small_bus(test: &str) -> Bus {
+    let mut size = 4096;
+    let topic = loop {
+        let t = TopicConfig::new("orders", size, TopicKind::Any);
+        if t.ring_shape().is_ok_and(|(cap, _)| cap >= 8) {
+            break t;
+        }
+        size += 4096;
+    };
+    let bus = Bus::new(Config {
+        namespace: format!("rel{}-{test}", std::process::id()),
+        topics: vec![topic],
+    });
+    bus.remove_segments();
+    bus
+}
+
+/// Regression: `Acker::handled` acked `frame.seq` even after a gap, so a
+/// subscriber that was lapped past a reliable frame "acked" it with the
+/// first later frame it read. Now its acked position stops at the gap
+/// until it handles the publisher's retransmission of the frame.
+#[test]
+fn regression_lagged_acker_does_not_ack_the_frame_it_missed() {
+    let bus = small_bus("lagged");
+    let capacity = bus.segment("orders").unwrap().ring().capacity();
+    let mut sub = bus
+        .subscriber(
+            "orders",
+            SubscriberOptions {
+                name: "lagger".into(),
+                start: Start::Oldest,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let mut acker = Acker::new(&bus, "orders", "lagger").unwrap();
+    let mut plain = bus.publisher("orders").unwrap();
+    let mut p = ReliablePublisher::new(&bus, "orders", PublisherOptions::default()).unwrap();
+    let ring_head = || bus.segment("orders").unwrap().ring().head();
+    std::thread::scope(|s| {
+        let reliable = s.spawn(move || {
+            p.publish_reliable(
+                &beat(1),
+                &Quorum::All(vec!["lagger".into()]),
+                ReliableOptions {
+                    timeout: Duration::from_millis(200),
+                    max_retries: 20,
+                },
+            )
+        });
+        // The reliable frame is sequence 0; then a lap and more of plain
+        // frames overwrite it before the subscriber reads anything.
+        while ring_head() == 0 {
+            std::thread::yield_now();
+        }
+        for n in 0..capacity + 3 {
+            plain.publish(&beat(100 + n)).unwrap();
+        }
+        let mut lagged = false;
+        let retransmission = loop {
+            match sub.recv_timeout(Duration::from_secs(10)) {
+                Ok(f) => {
+                    let retx = f.retransmit_of();
+                    acker.handled(&f);
+                    if retx == Some(0) {
+                        break f.seq;
+                    }
+                    assert!(
+                        acker.acked_up_to() == 0,
+                        "acked up to {} after handling {} past a gap over the \
+                         reliable frame 0",
+                        acker.acked_up_to(),
+                        f.seq
+                    );
+                }
+                Err(RecvError::Lagged(_)) => lagged = true,
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert!(lagged, "the subscriber was lapped");
+        assert_eq!(acker.acked_up_to(), retransmission + 1);
+        let acked = reliable.join().unwrap().unwrap();
+        assert_eq!(acked, retransmission, "acked through the retransmission");
+    });
+    bus.remove_segments();
+}
