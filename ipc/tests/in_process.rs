@@ -1,6 +1,6 @@
 //! Publisher and subscribers in one process, over both transports.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use zerocast_core::frame::{id::id, Direction, TradeEvent};
 use zerocast_ipc::{
@@ -120,6 +120,14 @@ fn regression_iceoryx2_overflow_before_the_first_read_is_reported() {
     assert_eq!(last, Some(sent - 1));
 }
 
+/// A blocking subscriber sleeps on the futex in slices of 20 ms (its
+/// re-poll interval): a frame published while it sleeps must wake it
+/// through the publisher's futex wake, not the end of the slice. Each round
+/// publishes about 2 ms after the subscriber went to sleep and counts the
+/// round as woken if the frame arrived less than 15 ms after `recv` was
+/// called, which the slice's timer (20 ms or later after the call) cannot
+/// do. Without the futex wake no round counts; a noisy machine may delay a
+/// few rounds past 15 ms, so a majority must count.
 #[test]
 fn blocking_subscriber_wakes_on_publish_from_another_thread() {
     let bus = bus("wake", Transport::Shm);
@@ -132,14 +140,50 @@ fn blocking_subscriber_wakes_on_publish_from_another_thread() {
             },
         )
         .unwrap();
+    let seg = bus.segment("trades").unwrap();
+    let rounds = 10u64;
+    let (go, went) = std::sync::mpsc::channel::<()>();
     let b2 = bus.clone();
     let t = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(50));
-        b2.publisher("trades").unwrap().publish(&trade(7)).unwrap();
+        let mut publisher = b2.publisher("trades").unwrap();
+        for i in 0..rounds {
+            went.recv().unwrap();
+            // Relaxed: only a hint of when to publish; the frame itself is
+            // synchronised by the ring.
+            while seg
+                .header()
+                .sleepers
+                .load(std::sync::atomic::Ordering::Relaxed)
+                == 0
+            {
+                std::hint::spin_loop();
+            }
+            // Let it get from counting itself a sleeper into FUTEX_WAIT
+            // (this only makes the check sharper: a frame published before
+            // it sleeps is found without any wake).
+            std::thread::sleep(Duration::from_millis(2));
+            publisher.publish(&trade(i)).unwrap();
+        }
     });
-    let f = sub.recv_timeout(Duration::from_secs(5)).unwrap();
-    assert_eq!(f.body::<TradeEvent>().unwrap().price.to_native(), 7.0);
+    let mut woken = 0;
+    let mut took = Vec::new();
+    for i in 0..rounds {
+        go.send(()).unwrap();
+        let called = Instant::now();
+        let f = sub.recv_timeout(Duration::from_secs(5)).unwrap();
+        let elapsed = called.elapsed();
+        assert_eq!(f.body::<TradeEvent>().unwrap().price.to_native(), i as f64);
+        took.push(elapsed);
+        if elapsed < Duration::from_millis(15) {
+            woken += 1;
+        }
+    }
     t.join().unwrap();
+    assert!(
+        woken * 2 > rounds,
+        "only {woken} of {rounds} receives returned before the 20 ms re-poll \
+         could have fired; took {took:?}"
+    );
     bus.remove_segments();
 }
 
