@@ -358,10 +358,17 @@ fn opening_a_segment_with_another_layout_names_both_layouts() {
     );
 }
 
+/// Frames published in namespace a reach a's subscriber and never b's.
+/// Regression: b's subscriber waited only 2 s, so on a slow machine it
+/// could time out before anything was published and the test passed
+/// without showing anything. Now b's live subscriber must still be waiting
+/// after a's frames arrived, and a fresh `--from oldest` reader in b, run
+/// after the publish, must find nothing while the same reader in a finds
+/// the frames.
 #[test]
 fn two_namespaces_side_by_side_do_not_see_each_other() {
     let a = Ns::new("nsa");
-    let b = Ns::new("nsb");
+    let b = Ns::new("nsa"); // TEMP leak
     let sub_a = a.spawn(&[
         "sub",
         "--topic",
@@ -374,7 +381,7 @@ fn two_namespaces_side_by_side_do_not_see_each_other() {
         "--timeout",
         "30",
     ]);
-    let sub_b = b.spawn(&[
+    let mut sub_b = b.spawn(&[
         "sub",
         "--topic",
         "trade_events",
@@ -384,7 +391,7 @@ fn two_namespaces_side_by_side_do_not_see_each_other() {
         "1",
         "--json",
         "--timeout",
-        "2",
+        "60",
     ]);
     a.wait_for_subscribers("trade_events", 1);
     b.wait_for_subscribers("trade_events", 1);
@@ -393,9 +400,43 @@ fn two_namespaces_side_by_side_do_not_see_each_other() {
         .status
         .success());
     assert_eq!(json_lines(&wait_output(sub_a).stdout).len(), 50);
+    // The frames are in a's ring: a reader from the oldest finds them ...
+    let probe = [
+        "sub",
+        "--topic",
+        "trade_events",
+        "--from",
+        "oldest",
+        "--count",
+        "1",
+        "--json",
+        "--timeout",
+        "1",
+    ];
+    let in_a = a.run(&probe);
+    assert!(
+        in_a.status.success(),
+        "{}",
+        String::from_utf8_lossy(&in_a.stderr)
+    );
+    assert_eq!(json_lines(&in_a.stdout).len(), 1);
+    // ... and the same reader in b, run after the publish, finds nothing.
+    let in_b = b.run(&probe);
+    assert!(!in_b.status.success(), "namespace b must see nothing");
+    assert!(json_lines(&in_b.stdout).is_empty());
+    assert!(String::from_utf8_lossy(&in_b.stderr).contains("no frame on trade_events"));
+    // b's subscriber, live all along, was still waiting for its first
+    // frame (had it timed out, it would prove nothing).
+    let early_exit = sub_b.try_wait().unwrap();
+    let _ = sub_b.kill();
     let out_b = sub_b.wait_with_output().unwrap();
-    assert!(!out_b.status.success(), "namespace b must see nothing");
-    assert!(String::from_utf8_lossy(&out_b.stderr).contains("no frame on trade_events"));
+    assert!(
+        early_exit.is_none(),
+        "b's subscriber exited ({early_exit:?}) before a's frames were checked: {}{}",
+        String::from_utf8_lossy(&out_b.stdout),
+        String::from_utf8_lossy(&out_b.stderr)
+    );
+    assert!(json_lines(&out_b.stdout).is_empty(), "b received a frame");
 }
 
 #[test]
