@@ -368,7 +368,7 @@ fn opening_a_segment_with_another_layout_names_both_layouts() {
 #[test]
 fn two_namespaces_side_by_side_do_not_see_each_other() {
     let a = Ns::new("nsa");
-    let b = Ns::new("nsa"); // TEMP leak
+    let b = Ns::new("nsb");
     let sub_a = a.spawn(&[
         "sub",
         "--topic",
