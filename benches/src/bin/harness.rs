@@ -974,39 +974,95 @@ fn run_all(args: AllArgs) {
     }
 }
 
-/// The smoke run's check: every case ran and reported, nothing silently lost.
+/// A number the smoke check needs: missing or not a number fails the check,
+/// naming the case (a failed case holds only `case` and `error`).
+fn need(case: &Value, path: &[&str]) -> u64 {
+    let mut v = case;
+    for key in path {
+        v = &v[*key];
+    }
+    v.as_u64().unwrap_or_else(|| {
+        panic!(
+            "smoke check: field {} missing or not a count in {case}",
+            path.join(".")
+        )
+    })
+}
+
+/// The smoke run's check: every case ran and reported every field the
+/// report shows, and the cases that are lossless by construction lost
+/// nothing. The shared-memory cases are lossless in a smoke run: their
+/// rings (16 MiB: 32,768 `l2` or 65,536 `trade` slots) hold every frame sent
+/// (250 latency, 200 fan-out, 2,000 throughput), so each of their
+/// subscribers must count exactly the frames sent, none lagged or lost.
+/// The iceoryx2 cases may drop frames on overflow: some must arrive.
 fn check_complete(report: &Value, bus_suites: bool) {
     if !bus_suites {
         return check_durability(report);
     }
+    let shm = |r: &Value| {
+        r["transport"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("shm"))
+    };
     let lat = report["latency"].as_array().expect("latency section");
     assert_eq!(lat.len(), 12, "latency cases");
     for r in lat {
-        assert!(
-            r["result"]["latency"]["count"].as_u64().unwrap_or(0) > 0,
-            "latency case produced no samples: {r}"
-        );
+        let frames = need(r, &["frames"]);
+        let count = need(r, &["result", "latency", "count"]);
+        let (lagged, lost) = (need(r, &["result", "lagged"]), need(r, &["result", "lost"]));
+        if shm(r) {
+            assert_eq!(
+                (count, lagged, lost),
+                (frames, 0, 0),
+                "a lossless shm latency case must time every frame: {r}"
+            );
+        } else {
+            assert!(
+                count > 0 && count <= frames,
+                "latency case produced {count} samples of {frames}: {r}"
+            );
+        }
     }
     let fan = report["fanout"].as_array().expect("fanout section");
     assert_eq!(fan.len(), 4, "fanout cases");
     for r in fan {
+        let frames = need(r, &["frames"]);
         assert_eq!(
-            r["subscribers_reporting"], r["subscribers"],
+            need(r, &["subscribers_reporting"]),
+            need(r, &["subscribers"]),
             "every subscriber reports: {r}"
         );
-        assert!(r["publish"]["count"].as_u64().unwrap_or(0) > 0, "{r}");
+        assert_eq!(need(r, &["publish", "count"]), frames, "{r}");
+        let delivered_min = need(r, &["delivered_min"]);
+        if shm(r) {
+            assert_eq!(
+                delivered_min, frames,
+                "every shm fan-out subscriber gets every frame: {r}"
+            );
+        } else {
+            assert!(
+                delivered_min > 0 && delivered_min <= frames,
+                "a subscriber got {delivered_min} of {frames}: {r}"
+            );
+        }
     }
     let thr = report["throughput"].as_array().expect("throughput section");
     assert_eq!(thr.len(), 14, "throughput cases");
     for r in thr {
-        assert!(
-            r["received_min"].as_u64().unwrap_or(0) > 0,
-            "a receiver got nothing: {r}"
-        );
-        if r["transport"].as_str().is_some_and(|t| t == "shm-gating") {
+        let frames = need(r, &["frames"]);
+        let received_min = need(r, &["received_min"]);
+        let lagged_max = need(r, &["lagged_max"]);
+        if shm(r) {
             assert_eq!(
-                r["received_min"], r["frames"],
-                "a gating receiver must get every frame: {r}"
+                (received_min, lagged_max),
+                (frames, 0),
+                "every shm receiver gets every frame: {r}"
+            );
+        } else {
+            assert!(
+                received_min > 0 && received_min <= frames,
+                "a receiver got {received_min} of {frames}: {r}"
             );
         }
     }
@@ -1040,5 +1096,107 @@ fn main() {
     match cli.cmd {
         Cmd::All(args) => run_all(args),
         Cmd::Child(args) => run_child(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A smoke report in which every case is complete and lossless.
+    fn complete_report() -> Value {
+        let mut latency = Vec::new();
+        for kind in ["trade", "l2"] {
+            for transport in ["shm", "iox", "iox-plain"] {
+                for wait in ["spin", "block"] {
+                    latency.push(json!({
+                        "transport": transport, "kind": kind, "wait": wait, "rate": 1000.0,
+                        "frames": 200,
+                        "result": {"latency": {"count": 200}, "lagged": 0, "lost": 0},
+                    }));
+                }
+            }
+        }
+        let mut fanout = Vec::new();
+        for subs in [1, 10] {
+            for transport in ["shm", "iox"] {
+                fanout.push(json!({
+                    "transport": transport, "subscribers": subs, "frames": 200, "rate": 20000.0,
+                    "publish": {"count": 200},
+                    "subscribers_reporting": subs,
+                    "delivered_min": 200, "delivered_mean": 200.0,
+                }));
+            }
+        }
+        let mut throughput = Vec::new();
+        for _subs in [1, 2] {
+            for (transport, batch) in [
+                ("shm", 1),
+                ("shm", 32),
+                ("shm-gating", 1),
+                ("shm-gating", 32),
+                ("iox", 1),
+                ("iox", 32),
+                ("iox-plain", 1),
+            ] {
+                throughput.push(json!({
+                    "transport": transport, "batch": batch, "frames": 2000,
+                    "received_min": 2000, "lagged_max": 0,
+                }));
+            }
+        }
+        json!({"latency": latency, "fanout": fanout, "throughput": throughput, "durability": null})
+    }
+
+    /// The smoke check's premise: a smoke run's shm cases cannot lap their
+    /// rings (at most 2,000 frames per case).
+    #[test]
+    fn smoke_cases_fit_their_rings() {
+        for kind in [TopicKind::Trade, TopicKind::L2] {
+            let (capacity, _) = TopicConfig::new("bench", 16 << 20, kind)
+                .ring_shape()
+                .unwrap();
+            eprintln!("{kind:?}: {capacity} slots");
+            assert!(capacity >= 2_000, "{kind:?}: {capacity} slots");
+        }
+    }
+
+    fn passes(report: &Value) -> bool {
+        std::panic::catch_unwind(|| check_complete(report, true)).is_ok()
+    }
+
+    #[test]
+    fn smoke_check_accepts_a_complete_report() {
+        assert!(passes(&complete_report()));
+    }
+
+    /// Regression: a lossless shm latency case passed the smoke check with
+    /// any sample count above zero.
+    #[test]
+    fn regression_smoke_check_wants_every_frame_of_a_lossless_latency_case() {
+        let mut report = complete_report();
+        report["latency"][0]["result"]["latency"]["count"] = json!(1);
+        assert!(!passes(&report), "1 of 200 samples accepted");
+        let mut report = complete_report();
+        report["latency"][0]["result"]["lagged"] = json!(199);
+        assert!(!passes(&report), "a lagged shm latency case accepted");
+    }
+
+    /// Regression: a fan-out case without `subscribers_reporting` and
+    /// `subscribers` passed the smoke check (the two missing fields
+    /// compared equal), as did a lossy shm fan-out.
+    #[test]
+    fn regression_smoke_check_fails_a_fanout_case_with_missing_fields() {
+        let mut report = complete_report();
+        let case = report["fanout"][1].as_object_mut().unwrap();
+        case.remove("subscribers_reporting");
+        case.remove("subscribers");
+        assert!(!passes(&report), "a fan-out case without counts accepted");
+        let mut report = complete_report();
+        report["fanout"][1] = json!({"case": "fanout iox 1", "error": "boom"});
+        assert!(!passes(&report), "a failed fan-out case accepted");
+        let mut report = complete_report();
+        report["fanout"][0]["delivered_min"] = json!(150);
+        assert!(!passes(&report), "a lossy shm fan-out accepted");
     }
 }
