@@ -929,7 +929,7 @@ fn regression_unsynced_tail_with_a_hole_is_cut_after_a_power_loss() {
     }
     // Written, never synced; then the machine dies (no drop, no sync).
     wal.flush().unwrap();
-    std::mem::forget(wal);
+    wal.crash();
     let seg = list_segments(&dir).unwrap()[0].path.clone();
     let offsets = record_offsets(&seg);
     let good = std::fs::read(&seg).unwrap();
