@@ -43,18 +43,19 @@ pub struct DemoArgs {
 fn parse_duration(s: &str) -> Result<f64, String> {
     let v: f64 = s
         .parse()
-        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+        .map_err(|_| "not a number of seconds".to_owned())?;
     if v.is_finite() && v > 0.0 && v <= 365.0 * 86_400.0 {
         Ok(v)
     } else {
-        Err(format!(
-            "{s}: seconds must be more than 0 and at most 31536000 (leave --duration out to run until Ctrl-C)"
-        ))
+        Err(
+            "seconds must be more than 0 and at most 31536000 (leave --duration out to run until Ctrl-C)"
+                .to_owned(),
+        )
     }
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    let v: f64 = s.parse().map_err(|_| "not a number".to_owned())?;
     if v.is_finite() && (1.0..=1e8).contains(&v) {
         Ok(v)
     } else {

@@ -144,11 +144,12 @@ struct RecordArgs {
     /// records wait), Nms, Nus, or N,Nms.
     #[arg(long, default_value = "65536,10ms", value_parser = parse_fsync)]
     fsync: wal::FsyncPolicy,
-    /// Segment file size in bytes (at least 64 KiB).
+    /// Segment file size in bytes, at least 64KiB (units: KiB, MB, GB; all
+    /// powers of 1024).
     #[arg(long, default_value_t = 64 << 20, value_parser = parse_segment_size)]
     segment_size: u64,
-    /// Keep at most this many bytes of sealed segments.
-    #[arg(long)]
+    /// Keep at most this many bytes of sealed segments (units: KiB, MB ...).
+    #[arg(long, value_parser = parse_bytes)]
     retain_bytes: Option<u64>,
     /// Remove sealed segments older than this many seconds.
     #[arg(long)]
@@ -186,14 +187,14 @@ struct FollowArgs {
     /// A-Z a-z 0-9 _ -).
     #[arg(long, value_parser = parse_name)]
     name: String,
-    /// Checkpoint after this many frames.
-    #[arg(long, default_value_t = 1)]
+    /// Checkpoint after this many frames (at least 1).
+    #[arg(long, default_value_t = 1, value_parser = parse_count)]
     checkpoint_every: u64,
     /// One JSON object per frame.
     #[arg(long)]
     json: bool,
     /// Exit once this sequence has been processed.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_seq)]
     until: Option<u64>,
     /// Append each processed sequence (8 bytes LE) to FILE instead of
     /// printing; at start the file is cut back to the checkpoint, so the file
@@ -229,13 +230,17 @@ pub fn load_config(
     Ok(c)
 }
 
+// Value parsers: each runs while the command line is parsed, before any
+// work, and says what is wrong without repeating the value (the error line
+// names the flag and the value: see `value_error`).
+
 /// A sequence number: a u64, with "out of range" past 2^64 - 1.
 fn parse_seq(s: &str) -> Result<u64, String> {
     s.parse::<u64>().map_err(|e| match e.kind() {
         std::num::IntErrorKind::PosOverflow => {
-            format!("{s} is out of range (sequences go up to {})", u64::MAX)
+            format!("out of range (sequences go up to {})", u64::MAX)
         }
-        _ => format!("{s:?} is not a sequence number"),
+        _ => "not a sequence number".to_owned(),
     })
 }
 
@@ -245,12 +250,15 @@ fn parse_start(s: &str) -> Result<Start, String> {
         "oldest" => Ok(Start::Oldest),
         n => parse_seq(n)
             .map(Start::At)
-            .map_err(|e| format!("{e}; expected newest, oldest or a sequence number")),
+            .map_err(|e| match n.parse::<u64>() {
+                Err(_) if e.starts_with("out of range") => e,
+                _ => "expected newest, oldest or a sequence number".to_owned(),
+            }),
     }
 }
 
 fn parse_count(s: &str) -> Result<u64, String> {
-    match parse_seq(s)? {
+    match parse_seq(s).map_err(|e| e.replace("sequence number", "count"))? {
         0 => Err("must be at least 1".into()),
         n => Ok(n),
     }
@@ -260,12 +268,12 @@ fn parse_count(s: &str) -> Result<u64, String> {
 const MIN_RATE: f64 = 1e-3;
 
 fn parse_rate(s: &str) -> Result<f64, String> {
-    let r: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    let r: f64 = s.parse().map_err(|_| "not a number".to_owned())?;
     if r.is_finite() && r >= MIN_RATE {
         Ok(r)
     } else {
         Err(format!(
-            "{s}: frames per second must be a finite number of at least {MIN_RATE} (leave --rate out for as fast as possible)"
+            "frames per second must be a finite number of at least {MIN_RATE} (leave --rate out for as fast as possible)"
         ))
     }
 }
@@ -274,11 +282,11 @@ fn parse_rate(s: &str) -> Result<f64, String> {
 fn parse_seconds(s: &str) -> Result<f64, String> {
     let v: f64 = s
         .parse()
-        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+        .map_err(|_| "not a number of seconds".to_owned())?;
     if v.is_finite() && (0.0..=365.0 * 86_400.0).contains(&v) {
         Ok(v)
     } else {
-        Err(format!("{s}: seconds must be a number from 0 to 31536000"))
+        Err("seconds must be a number from 0 to 31536000".to_owned())
     }
 }
 
@@ -286,8 +294,27 @@ fn parse_batch(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(0) => Err("must be at least 1".into()),
         Ok(n) => Ok(n),
-        Err(_) => Err(format!("{s:?} is not a frame count")),
+        Err(_) => Err("not a frame count".to_owned()),
     }
+}
+
+/// A byte count, with an optional unit: B, K/KB/KiB, M/MB/MiB, G/GB/GiB
+/// (all powers of 1024).
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let bad = || "not a byte count like 65536, 64KiB or 64MB".to_owned();
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let mult: u64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| "out of range (at most 2^64 - 1 bytes)".to_owned())
 }
 
 /// The smallest `--segment-size`: a segment must hold many records, or the
@@ -295,12 +322,10 @@ fn parse_batch(s: &str) -> Result<usize, String> {
 const MIN_SEGMENT_SIZE: u64 = 64 << 10;
 
 fn parse_segment_size(s: &str) -> Result<u64, String> {
-    let v: u64 = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not a byte count"))?;
+    let v = parse_bytes(s)?;
     if v < MIN_SEGMENT_SIZE {
         return Err(format!(
-            "{v} bytes: a segment must be at least {MIN_SEGMENT_SIZE} bytes (64 KiB)"
+            "{v} bytes: a segment must be at least {MIN_SEGMENT_SIZE} bytes (64KiB)"
         ));
     }
     Ok(v)
@@ -309,12 +334,13 @@ fn parse_segment_size(s: &str) -> Result<u64, String> {
 fn parse_fsync(s: &str) -> Result<wal::FsyncPolicy, String> {
     let p: wal::FsyncPolicy = s.parse()?;
     match p {
-        wal::FsyncPolicy::Group { records: 0, .. } => Err(format!(
-            "{s}: a sync every 0 records means nothing; use always (every record) or N >= 1"
-        )),
-        wal::FsyncPolicy::Group { interval, .. } if interval.is_zero() => Err(format!(
-            "{s}: a zero interval means nothing; use always (every record) or a positive interval"
-        )),
+        wal::FsyncPolicy::Group { records: 0, .. } => {
+            Err("a sync every 0 records means nothing; use always (every record) or N >= 1".into())
+        }
+        wal::FsyncPolicy::Group { interval, .. } if interval.is_zero() => Err(
+            "a zero interval means nothing; use always (every record) or a positive interval"
+                .into(),
+        ),
         p => Ok(p),
     }
 }
@@ -322,7 +348,35 @@ fn parse_fsync(s: &str) -> Result<wal::FsyncPolicy, String> {
 fn parse_name(s: &str) -> Result<String, String> {
     zerocast_ipc::config::check_name(s)
         .map(|()| s.to_owned())
-        .map_err(|_| format!("{s:?}: use 1-64 characters from A-Z a-z 0-9 _ - (it names a file)"))
+        .map_err(|_| "use 1-64 characters from A-Z a-z 0-9 _ - (it names a file)".to_owned())
+}
+
+/// A bad value on the command line as one line:
+/// `zerocast: error: --rate "0": frames per second must be ...`; `None` for
+/// other parse errors (missing arguments, help), which clap reports itself.
+fn value_error(e: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(
+        e.kind(),
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue
+    ) {
+        return None;
+    }
+    let text = |k| match e.get(k) {
+        Some(ContextValue::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    let flag = text(ContextKind::InvalidArg)?;
+    let flag = flag.split(' ').next().unwrap_or(&flag).to_owned();
+    let value = text(ContextKind::InvalidValue).unwrap_or_default();
+    let why = std::error::Error::source(e).map_or_else(
+        || match e.get(ContextKind::ValidValue) {
+            Some(ContextValue::Strings(v)) => format!("expected one of {}", v.join(", ")),
+            _ => "invalid value".to_owned(),
+        },
+        ToString::to_string,
+    );
+    Some(format!("{flag} {value:?}: {why}"))
 }
 
 fn run_pub(bus: &Bus, args: &PubArgs) -> Result<(), String> {
@@ -662,7 +716,7 @@ fn run_follow(bus: &Bus, args: &FollowArgs) -> Result<(), String> {
         &wal_dir.join("checkpoints"),
         &args.name,
         resume::CheckpointPolicy {
-            every_events: args.checkpoint_every.max(1),
+            every_events: args.checkpoint_every,
             every: Duration::from_millis(100),
         },
     )
@@ -748,7 +802,16 @@ fn run_follow(bus: &Bus, args: &FollowArgs) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => match value_error(&e) {
+            Some(line) => {
+                eprintln!("zerocast: error: {line}");
+                return ExitCode::from(2);
+            }
+            None => e.exit(),
+        },
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("ZEROCAST_LOG")

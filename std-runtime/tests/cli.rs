@@ -392,6 +392,10 @@ fn refused(ns: &Ns, args: &[&str], flag: &str, code: i32) {
     assert_eq!(out.status.code(), Some(code), "{args:?}: {msg}");
     assert!(msg.contains(flag), "{args:?}: {msg}");
     assert!(!msg.contains("panicked"), "{args:?}: {msg}");
+    assert!(
+        msg.starts_with("zerocast: error: ") && msg.lines().count() == 1,
+        "{args:?}: not one error line: {msg}"
+    );
 }
 
 #[test]
