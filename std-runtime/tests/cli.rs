@@ -518,8 +518,9 @@ fn regression_output_is_synced_before_the_checkpoint_covering_it() {
         )
         .unwrap()
     };
-    // (sequence the checkpoint will record, checkpoint on disk meanwhile)
-    let calls: Arc<Mutex<Vec<(u64, Option<u64>)>>> = Arc::default();
+    /// (sequence the checkpoint will record, checkpoint on disk meanwhile)
+    type Calls = Arc<Mutex<Vec<(u64, Option<u64>)>>>;
+    let calls: Calls = Arc::default();
     let mut follower = open();
     let (seen, store) = (Arc::clone(&calls), Checkpoints::new(&ckpt_dir).unwrap());
     follower.before_checkpoint(move |seq| {
