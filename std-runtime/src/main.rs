@@ -823,6 +823,11 @@ fn main() -> ExitCode {
     let result = load_config(cli.config.as_ref(), cli.namespace.as_ref())
         .map_err(|e| e.to_string())
         .and_then(|config| {
+            // Every command but the demo (which uses its own namespace)
+            // refuses an invalid one before touching any file.
+            if !matches!(cli.command, Command::Demo(_)) {
+                config.check_namespace().map_err(|e| e.to_string())?;
+            }
             let bus = Bus::new(config);
             match &cli.command {
                 Command::Demo(args) => {

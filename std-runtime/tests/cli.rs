@@ -561,3 +561,24 @@ fn regression_output_is_synced_before_the_checkpoint_covering_it() {
     assert!(err.contains("fdatasync output"), "{err}");
     assert_eq!(store.load("hooked").unwrap(), Some(9));
 }
+
+/// An invalid `ZEROCAST_NAMESPACE` is refused by every command that uses it
+/// (`stat` listed a namespace "../x"), before any file is touched.
+#[test]
+fn regression_invalid_zerocast_namespace_is_refused() {
+    for ns in ["../x", "a b"] {
+        let out = finish(
+            spawn({
+                let mut c = Command::new(BIN);
+                c.env_remove("ZEROCAST_NAMESPACE")
+                    .env("ZEROCAST_NAMESPACE", ns)
+                    .arg("stat");
+                c
+            }),
+            &["stat"],
+        );
+        let msg = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{ns}: {msg}");
+        assert!(msg.contains("ZEROCAST_NAMESPACE"), "{ns}: {msg}");
+    }
+}
