@@ -197,8 +197,9 @@ struct FollowArgs {
     #[arg(long, value_parser = parse_seq)]
     until: Option<u64>,
     /// Append each processed sequence (8 bytes LE) to FILE instead of
-    /// printing; at start the file is cut back to the checkpoint, so the file
-    /// holds every sequence exactly once however often this is killed.
+    /// printing; at start the file is cut back to the checkpoint, and it is
+    /// fdatasynced before each checkpoint, so the file holds every sequence
+    /// exactly once however often this is killed, machine crashes included.
     #[arg(long)]
     out: Option<PathBuf>,
 }
@@ -689,8 +690,17 @@ fn cut_output(path: &std::path::Path, checkpoint: Option<u64>) -> Result<std::fs
     let keep = match checkpoint {
         None => 0,
         Some(c) => {
+            // The file holds increasing sequences: an entry not above the
+            // one before is a tail that never reached the disk (zeros after
+            // a machine crash), not output.
+            let mut prev: Option<u64> = None;
             data.chunks_exact(8)
-                .take_while(|e| u64::from_le_bytes((*e).try_into().expect("8 bytes")) <= c)
+                .map(|e| u64::from_le_bytes(e.try_into().expect("8 bytes")))
+                .take_while(|&v| {
+                    let keep = v <= c && prev.is_none_or(|p| v > p);
+                    prev = Some(v);
+                    keep
+                })
                 .count()
                 * 8
         }

@@ -12,7 +12,9 @@
 //! Exactly once across crashes: the checkpoint records the last sequence the
 //! caller's processing finished. On restart everything after it is delivered
 //! again; a caller whose processing leaves output should, like
-//! `zerocast follow --out`, cut that output back to the checkpoint first.
+//! `zerocast follow --out`, cut that output back to the checkpoint first,
+//! and, to hold across a machine crash too, make the output durable before
+//! each checkpoint ([`Resumable::before_checkpoint`]).
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};

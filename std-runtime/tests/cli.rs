@@ -582,3 +582,43 @@ fn regression_invalid_zerocast_namespace_is_refused() {
         assert!(msg.contains("ZEROCAST_NAMESPACE"), "{ns}: {msg}");
     }
 }
+
+/// After a machine crash the output's unsynced tail can read back as zeros
+/// (a size that reached the disk before the data): the restart's cut keeps
+/// only the increasing prefix up to the checkpoint, not zeros that happen
+/// to be "at or before" it.
+#[test]
+fn regression_follow_out_cut_drops_a_zeroed_tail() {
+    use zerocast_runtime::wal::Checkpoints;
+    let ns = Ns::new("follow-zeros");
+    let dir = ns.root.join("trade_events");
+    write_wal(&dir, 0..10);
+    Checkpoints::new(&dir.join("checkpoints"))
+        .unwrap()
+        .store("out", 5)
+        .unwrap();
+    let out_path = ns.root.join("out.bin");
+    let mut bytes: Vec<u8> = (0u64..=5).flat_map(u64::to_le_bytes).collect();
+    bytes.extend_from_slice(&[0; 24]);
+    std::fs::write(&out_path, &bytes).unwrap();
+    let out = ns.run(&[
+        "follow",
+        "--topic",
+        "trade_events",
+        "--wal",
+        ns.wal(),
+        "--name",
+        "out",
+        "--until",
+        "9",
+        "--out",
+        out_path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got: Vec<u64> = std::fs::read(&out_path)
+        .unwrap()
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(got, (0..10).collect::<Vec<_>>());
+}
