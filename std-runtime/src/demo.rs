@@ -161,6 +161,13 @@ pub fn run(
     let bus = Bus::new(c);
     let namespace = bus.config().namespace.clone();
     for t in &bus.config().topics {
+        let users = other_live_users(&bus, &t.name);
+        if users > 0 {
+            tracing::warn!(
+                "namespace {namespace}: topic {} already has {users} live users; the demo publishes synthetic frames to them",
+                t.name
+            );
+        }
         bus.segment(&t.name).map_err(|e| e.to_string())?;
     }
     let result = run_inner(&bus, config, args);
@@ -179,34 +186,44 @@ pub fn run(
     result
 }
 
+/// Live processes other than this one registered on `topic`'s segment (0
+/// if it has none).
+fn other_live_users(bus: &Bus, topic: &str) -> usize {
+    let Ok(seg) = bus.open_segment(topic) else {
+        return 0;
+    };
+    let me = std::process::id();
+    let h = seg.header();
+    // Acquire: pairs with the Release owner stores that register entries
+    // (as in `Segment::live_users`, which cannot leave this process out).
+    let words = h
+        .publishers
+        .iter()
+        .map(|p| p.pid.load(std::sync::atomic::Ordering::Acquire))
+        .chain(
+            h.subscribers
+                .iter()
+                .map(|s| s.pid.load(std::sync::atomic::Ordering::Acquire)),
+        );
+    words
+        .filter(|&w| layout::owner_pid(w) != me && layout::owner_alive(w))
+        .count()
+}
+
 /// Removes the segments (and ack channels) of `bus`'s topics that no other
 /// live process uses: (paths removed, topics left in place).
 fn remove_unused_segments(bus: &Bus) -> (Vec<PathBuf>, Vec<String>) {
-    let me = std::process::id();
     let (mut removed, mut left) = (Vec::new(), Vec::new());
     for t in &bus.config().topics {
-        let path = bus.config().segment_path(&t.name);
-        if let Ok(seg) = bus.open_segment(&t.name) {
-            let h = seg.header();
-            // Acquire: pairs with the Release owner stores that register
-            // entries (as in `Segment::live_users`).
-            let others = h
-                .publishers
-                .iter()
-                .map(|p| p.pid.load(std::sync::atomic::Ordering::Acquire))
-                .chain(
-                    h.subscribers
-                        .iter()
-                        .map(|s| s.pid.load(std::sync::atomic::Ordering::Acquire)),
-                )
-                .filter(|&w| layout::owner_pid(w) != me && layout::owner_alive(w))
-                .count();
-            if others > 0 {
-                left.push(format!("{} ({others} live users)", t.name));
-                continue;
-            }
+        let others = other_live_users(bus, &t.name);
+        if others > 0 {
+            left.push(format!("{} ({others} live users)", t.name));
+            continue;
         }
-        for p in [path, bus.config().ack_path(&t.name)] {
+        for p in [
+            bus.config().segment_path(&t.name),
+            bus.config().ack_path(&t.name),
+        ] {
             if std::fs::remove_file(&p).is_ok() {
                 removed.push(p);
             }

@@ -109,8 +109,8 @@ struct SubArgs {
     /// Topic name.
     #[arg(long)]
     topic: String,
-    /// Exit after this many frames.
-    #[arg(long)]
+    /// Exit after this many frames (at least 1).
+    #[arg(long, value_parser = parse_count)]
     count: Option<u64>,
     /// Where to start: newest, oldest, or a sequence number.
     #[arg(long, default_value = "newest", value_parser = parse_start)]

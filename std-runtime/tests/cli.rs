@@ -206,6 +206,11 @@ fn regression_demo_keeps_segments_with_live_users() {
         text.contains("left") && text.contains("account_events"),
         "the demo does not say what it left: {text}"
     );
+    assert!(
+        stderr(&out).contains("account_events already has 1 live users"),
+        "no warning before publishing into a used topic: {}",
+        stderr(&out)
+    );
 }
 
 // ---- item 2: one recorder per WAL directory ----
