@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
-use zerocast_ipc::layout::now_ns;
+use zerocast_ipc::layout::{self, now_ns};
 use zerocast_ipc::{
     Bus, GatingPolicy, Publisher, PublisherOptions, RecvError, Start, SubscriberOptions, TopicKind,
     WaitStrategy,
@@ -27,17 +27,42 @@ use crate::signal;
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
     /// Seconds to run (default: until Ctrl-C).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_duration)]
     pub duration: Option<f64>,
-    /// Instruments in the synthetic feed.
-    #[arg(long, default_value_t = 32)]
-    pub instruments: usize,
-    /// Frames per second over all topics.
-    #[arg(long, default_value_t = 100_000.0)]
+    /// Instruments in the synthetic feed (1 to 65536).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub instruments: u32,
+    /// Frames per second over all topics (1 to 100000000).
+    #[arg(long, default_value_t = 100_000.0, value_parser = parse_rate)]
     pub rate: f64,
-    /// Frames per batch publish.
-    #[arg(long, default_value_t = 16)]
-    pub batch: usize,
+    /// Frames per batch publish (1 to 1024).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub batch: u16,
+}
+
+fn parse_duration(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| "not a number of seconds".to_owned())?;
+    if v.is_finite() && v > 0.0 && v <= 365.0 * 86_400.0 {
+        Ok(v)
+    } else {
+        Err(
+            "seconds must be more than 0 and at most 31536000 (leave --duration out to run until Ctrl-C)"
+                .to_owned(),
+        )
+    }
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| "not a number".to_owned())?;
+    if v.is_finite() && (1.0..=1e8).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!(
+            "{s}: frames per second must be from 1 to 100000000"
+        ))
+    }
 }
 
 /// Options of the hidden `zerocast demo-sub` child.
@@ -114,24 +139,97 @@ fn us(ns: f64) -> String {
     }
 }
 
-/// Runs the demo.
-pub fn run(mut bus: Bus, config: Option<&PathBuf>, args: &DemoArgs) -> Result<(), String> {
-    if bus.config().namespace == zerocast_ipc::config::DEFAULT_NAMESPACE {
-        // Our own namespace: no collision with anything already in /dev/shm.
-        let mut c = bus.config().clone();
-        c.namespace = format!("demo-{}", std::process::id());
-        bus = Bus::new(c);
-    }
+/// Runs the demo, in namespace `namespace` when given on the command line
+/// (`--namespace`), else in its own `demo-<pid>`: `ZEROCAST_NAMESPACE` and
+/// the config file's namespace are ignored, so that a demo never publishes
+/// into a namespace that production processes use by accident.
+///
+/// At the end it removes the segments it used, except any that another
+/// live process still uses (their subscribers would be left on orphaned
+/// rings); it says which it left.
+pub fn run(
+    bus: Bus,
+    namespace: Option<&String>,
+    config: Option<&PathBuf>,
+    args: &DemoArgs,
+) -> Result<(), String> {
+    let mut c = bus.config().clone();
+    c.namespace = match namespace {
+        Some(ns) => ns.clone(),
+        None => format!("demo-{}", std::process::id()),
+    };
+    let bus = Bus::new(c);
     let namespace = bus.config().namespace.clone();
     for t in &bus.config().topics {
+        let users = other_live_users(&bus, &t.name);
+        if users > 0 {
+            tracing::warn!(
+                "namespace {namespace}: topic {} already has {users} live users; the demo publishes synthetic frames to them",
+                t.name
+            );
+        }
         bus.segment(&t.name).map_err(|e| e.to_string())?;
     }
     let result = run_inner(&bus, config, args);
-    for path in bus.remove_segments() {
+    let (removed, left) = remove_unused_segments(&bus);
+    for path in &removed {
         tracing::debug!("removed {}", path.display());
     }
-    println!("removed the segments of namespace {namespace}");
+    if left.is_empty() {
+        println!("removed the segments of namespace {namespace}");
+    } else {
+        println!(
+            "removed the unused segments of namespace {namespace}; left {} (still used by other live processes)",
+            left.join(", ")
+        );
+    }
     result
+}
+
+/// Live processes other than this one registered on `topic`'s segment (0
+/// if it has none).
+fn other_live_users(bus: &Bus, topic: &str) -> usize {
+    let Ok(seg) = bus.open_segment(topic) else {
+        return 0;
+    };
+    let me = std::process::id();
+    let h = seg.header();
+    // Acquire: pairs with the Release owner stores that register entries
+    // (as in `Segment::live_users`, which cannot leave this process out).
+    let words = h
+        .publishers
+        .iter()
+        .map(|p| p.pid.load(std::sync::atomic::Ordering::Acquire))
+        .chain(
+            h.subscribers
+                .iter()
+                .map(|s| s.pid.load(std::sync::atomic::Ordering::Acquire)),
+        );
+    words
+        .filter(|&w| layout::owner_pid(w) != me && layout::owner_alive(w))
+        .count()
+}
+
+/// Removes the segments (and ack channels) of `bus`'s topics that no other
+/// live process uses: (paths removed, topics left in place).
+fn remove_unused_segments(bus: &Bus) -> (Vec<PathBuf>, Vec<String>) {
+    let (mut removed, mut left) = (Vec::new(), Vec::new());
+    for t in &bus.config().topics {
+        let others = other_live_users(bus, &t.name);
+        if others > 0 {
+            left.push(format!("{} ({others} live users)", t.name));
+            continue;
+        }
+        for p in [
+            bus.config().segment_path(&t.name),
+            bus.config().ack_path(&t.name),
+        ] {
+            if std::fs::remove_file(&p).is_ok() {
+                removed.push(p);
+            }
+        }
+    }
+    (removed, left)
 }
 
 fn run_inner(bus: &Bus, config: Option<&PathBuf>, args: &DemoArgs) -> Result<(), String> {
@@ -217,12 +315,12 @@ fn run_inner(bus: &Bus, config: Option<&PathBuf>, args: &DemoArgs) -> Result<(),
             last_sent: 0,
         });
     }
-    let mut feed = Feed::new(args.instruments, 42);
+    let mut feed = Feed::new(args.instruments as usize, 42);
     let start = Instant::now();
     let mut next_table = start + Duration::from_secs(1);
     let mut next_heartbeat = start;
     let end = args.duration.map(|d| start + Duration::from_secs_f64(d));
-    let batch = args.batch.max(1) as u64;
+    let batch = u64::from(args.batch);
     loop {
         let now = Instant::now();
         if signal::stopped() || end.is_some_and(|e| now >= e) {

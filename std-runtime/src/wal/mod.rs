@@ -169,6 +169,15 @@ pub enum WalError {
         /// Sequence offered.
         seq: u64,
     },
+    /// Another writer (a recorder, in this process or another, of any
+    /// namespace) holds the WAL directory's lock ([`LOCK_FILE`]).
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+        /// The holder's pid, as it wrote it in the lock file (None if it
+        /// could not be read: the holder is still writing it).
+        holder: Option<u32>,
+    },
     /// A checkpoint file is damaged.
     BadCheckpoint {
         /// The file.
@@ -217,6 +226,12 @@ impl std::fmt::Display for WalError {
             Self::BadCheckpoint { path, reason } => {
                 write!(f, "{}: bad checkpoint: {reason}", path.display())
             }
+            Self::Locked { path, holder } => write!(
+                f,
+                "{}: the WAL directory is locked by another writer ({}); one recorder per topic's WAL directory: stop that one first",
+                path.display(),
+                holder.map_or_else(|| "pid unknown".to_owned(), |p| format!("pid {p}"))
+            ),
         }
     }
 }
@@ -378,6 +393,43 @@ pub fn list_segments(dir: &Path) -> Result<Vec<SegmentInfo>, WalError> {
     Ok(out)
 }
 
+/// The lock file of a WAL directory: a writer ([`Wal::open`]) holds an
+/// exclusive `flock` on it for as long as the [`Wal`] lives, with its pid
+/// written in it. Readers ([`Replay`], `follow`) do not take it.
+pub const LOCK_FILE: &str = ".lock";
+
+/// Takes `dir`'s writer lock, or says who holds it. The lock goes with the
+/// open file description: the kernel drops it when the holder exits, however
+/// it exits, so a crashed recorder never leaves a stale lock behind.
+fn lock_dir(dir: &Path) -> Result<File, WalError> {
+    let path = dir.join(LOCK_FILE);
+    // std opens every file with O_CLOEXEC: a child the writer spawns does
+    // not inherit the descriptor, so it cannot keep the lock alive.
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io_err(&path, "open WAL lock file"))?;
+    // SAFETY: flock on a descriptor this function owns; no memory involved.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            let holder = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|s| s.trim().parse().ok());
+            return Err(WalError::Locked { path, holder });
+        }
+        return Err(io_err(&path, "lock WAL directory")(e));
+    }
+    f.set_len(0)
+        .and_then(|()| f.write_all_at(format!("{}\n", std::process::id()).as_bytes(), 0))
+        .map_err(io_err(&path, "write WAL lock file"))?;
+    Ok(f)
+}
+
 fn fsync_dir(dir: &Path) -> Result<(), WalError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -492,6 +544,9 @@ pub struct Wal {
     /// The active segment's synced mark file, and the offset it holds.
     mark: File,
     marked: u64,
+    /// The directory's writer lock ([`LOCK_FILE`]), held while this lives
+    /// (dropped after `Drop::drop` has synced).
+    _lock: File,
 }
 
 /// Where a [`Wal`] has made its records durable, readable from any thread
@@ -528,6 +583,9 @@ impl Wal {
         options: WalOptions,
     ) -> Result<(Self, Recovery), WalError> {
         std::fs::create_dir_all(dir).map_err(io_err(dir, "create WAL directory"))?;
+        // Before anything is read or repaired: two writers would each cut
+        // and append to the other's tail.
+        let lock = lock_dir(dir)?;
         let mut recovery = Recovery::default();
         let mut segments = list_segments(dir)?;
         let mut last_version = format::VERSION;
@@ -666,6 +724,7 @@ impl Wal {
                 synced: Arc::new(AtomicU64::new(0)),
                 mark,
                 marked: write_pos,
+                _lock: lock,
             },
             recovery,
         ))
@@ -1121,6 +1180,17 @@ impl Wal {
             fsync_dir(&self.dir)?;
         }
         Ok(())
+    }
+}
+
+impl Wal {
+    /// Test support: the process "dies" here (no sync, nothing dropped)
+    /// but, as at a real death, the kernel drops its directory lock.
+    #[cfg(test)]
+    pub(crate) fn crash(self) {
+        // SAFETY: flock on the lock file's descriptor, owned by `self`.
+        unsafe { libc::flock(self._lock.as_raw_fd(), libc::LOCK_UN) };
+        std::mem::forget(self);
     }
 }
 

@@ -929,7 +929,7 @@ fn regression_unsynced_tail_with_a_hole_is_cut_after_a_power_loss() {
     }
     // Written, never synced; then the machine dies (no drop, no sync).
     wal.flush().unwrap();
-    std::mem::forget(wal);
+    wal.crash();
     let seg = list_segments(&dir).unwrap()[0].path.clone();
     let offsets = record_offsets(&seg);
     let good = std::fs::read(&seg).unwrap();
@@ -991,4 +991,44 @@ fn regression_junk_after_the_end_is_cut_at_open_not_left_for_the_next() {
     drop(wal);
     let (wal, rec) = Wal::open(&dir, "trades", small()).unwrap();
     assert_eq!((wal.last_seq(), rec), (Some(19), Recovery::default()));
+}
+
+/// Two writers on one WAL directory corrupt it (each cuts and appends to
+/// the other's tail): the second is refused while the first lives, naming
+/// its pid, and the lock is free again once the first is dropped. Readers
+/// take no lock.
+#[test]
+fn regression_second_writer_is_refused_while_the_first_lives() {
+    let dir = tempdir("writer-lock");
+    let (mut wal, _) = Wal::open(&dir, "trades", small()).unwrap();
+    for (seq, f) in frames(5) {
+        wal.append(seq, 0, &f).unwrap();
+    }
+    wal.sync().unwrap();
+    match Wal::open(&dir, "trades", small()) {
+        Err(WalError::Locked { path, holder }) => {
+            assert_eq!(path, dir.join(LOCK_FILE));
+            assert_eq!(holder, Some(std::process::id()));
+        }
+        other => panic!(
+            "a second writer was let in: {:?}",
+            other.map(|(w, _)| w.last_seq())
+        ),
+    }
+    let msg = Wal::open(&dir, "trades", small())
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains(&format!("pid {}", std::process::id())),
+        "{msg}"
+    );
+    // A reader is not a writer.
+    assert_eq!(
+        read_all_entries(&dir, 0).unwrap().0,
+        (0..5).collect::<Vec<_>>()
+    );
+    drop(wal);
+    let (wal, _) = Wal::open(&dir, "trades", small()).unwrap();
+    assert_eq!(wal.last_seq(), Some(4));
 }

@@ -1,0 +1,629 @@
+//! The `zerocast` program as an operator runs it: exit codes, messages and
+//! what is left on disk (issue 10), each test in its own namespace.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use zerocast_core::frame::{encode, FrameBuf};
+use zerocast_runtime::feed::Feed;
+use zerocast_runtime::wal::{list_segments, FsyncPolicy, Wal, WalOptions};
+
+const BIN: &str = env!("CARGO_BIN_EXE_zerocast");
+
+/// A unique namespace and WAL root per test, removed at the end.
+struct Ns {
+    name: String,
+    root: PathBuf,
+}
+
+impl Ns {
+    fn new(test: &str) -> Self {
+        let name = format!("cli{}-{test}", std::process::id());
+        let root = std::env::temp_dir().join(format!("zc-{name}"));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        Self { name, root }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.env_remove("ZEROCAST_NAMESPACE");
+        c.env("ZEROCAST_LOG", "warn");
+        c.args(["--namespace", &self.name]);
+        c.args(args);
+        c
+    }
+
+    fn spawn(&self, args: &[&str]) -> Child {
+        spawn(self.cmd(args))
+    }
+
+    /// Runs `args` to completion (killed after 20 s: a hang fails the test).
+    fn run(&self, args: &[&str]) -> Output {
+        finish(self.spawn(args), args)
+    }
+
+    fn wal(&self) -> &str {
+        self.root.to_str().unwrap()
+    }
+
+    fn segment(&self, topic: &str) -> PathBuf {
+        PathBuf::from(format!("/dev/shm/zerocast.{}.{topic}", self.name))
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+        for t in ["trade_events", "account_events", "market_l2"] {
+            let _ = std::fs::remove_file(self.segment(t));
+            let _ = std::fs::remove_file(format!("/dev/shm/zerocast.{}.{t}.acks", self.name));
+        }
+    }
+}
+
+fn spawn(mut c: Command) -> Child {
+    c.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn zerocast")
+}
+
+/// Waits for `child` for at most 20 s; a child still running then is
+/// killed and the test fails (a hang is a bug here).
+fn finish(mut child: Child, what: &[&str]) -> Output {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "zerocast {what:?} did not exit within 20 s; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn sigterm(child: &Child) {
+    // SAFETY: sending SIGTERM to our own child process.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+}
+
+/// Waits until `cond` holds (20 s at most).
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until `n` live subscribers are registered on `topic` of `ns`.
+fn wait_for_subscribers(ns: &Ns, topic: &str, n: usize) {
+    wait_until("subscribers", || {
+        let out = ns.cmd(&["stat"]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .skip_while(|l| !l.starts_with(&format!("{topic}:")))
+            .skip(1)
+            .take_while(|l| l.starts_with("  "))
+            .filter(|l| l.contains("subscriber") && l.contains("alive"))
+            .count()
+            >= n
+    });
+}
+
+/// A log of `trade_events` holding sequences `seqs` in small segments.
+fn write_wal(dir: &Path, seqs: std::ops::Range<u64>) {
+    let (mut wal, _) = Wal::open(
+        dir,
+        "trade_events",
+        WalOptions {
+            segment_size: 16 << 10,
+            fsync: FsyncPolicy::Never,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut feed = Feed::new(4, 1);
+    let mut buf = FrameBuf::default();
+    for seq in seqs {
+        let w = encode(&feed.trade(), 1, seq, &mut buf.0).unwrap();
+        wal.append(seq, 0, &buf.bytes()[..w * 8]).unwrap();
+    }
+    wal.sync().unwrap();
+}
+
+// ---- item 1: the demo and other namespaces ----
+
+/// `ZEROCAST_NAMESPACE` pointing at a namespace with a live subscriber: the
+/// demo runs in its own namespace, publishes nothing there and removes
+/// nothing there.
+#[test]
+fn regression_demo_ignores_zerocast_namespace() {
+    let ns = Ns::new("demo-env");
+    let mut live = ns.spawn(&["sub", "--topic", "trade_events"]);
+    wait_for_subscribers(&ns, "trade_events", 1);
+    let mut demo = Command::new(BIN);
+    demo.env_remove("ZEROCAST_NAMESPACE")
+        .env("ZEROCAST_NAMESPACE", &ns.name)
+        .env("ZEROCAST_LOG", "warn")
+        .args(["demo", "--duration", "0.5", "--rate", "2000"]);
+    let out = finish(spawn(demo), &["demo"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    assert!(
+        ns.segment("trade_events").exists(),
+        "the demo removed the live namespace's segment: {text}"
+    );
+    assert!(
+        !text.contains(&ns.name),
+        "the demo used {}: {text}",
+        ns.name
+    );
+    assert!(text.contains("namespace demo-"), "{text}");
+    sigterm(&live);
+    let _ = live.wait();
+    let mut got = String::new();
+    std::io::Read::read_to_string(live.stdout.as_mut().unwrap(), &mut got).unwrap();
+    assert!(
+        got.is_empty(),
+        "the live subscriber received demo frames: {got}"
+    );
+}
+
+/// `--namespace` given to the demo is used, but a segment a live process
+/// still uses is left in place (and the demo says so).
+#[test]
+fn regression_demo_keeps_segments_with_live_users() {
+    let ns = Ns::new("demo-live");
+    let mut live = ns.spawn(&["sub", "--topic", "account_events"]);
+    wait_for_subscribers(&ns, "account_events", 1);
+    let out = ns.run(&["demo", "--duration", "0.5", "--rate", "2000"]);
+    let text = stdout(&out);
+    sigterm(&live);
+    let _ = live.wait();
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    assert!(text.contains(&format!("namespace {}", ns.name)), "{text}");
+    assert!(
+        ns.segment("account_events").exists(),
+        "removed a segment with a live subscriber: {text}"
+    );
+    assert!(!ns.segment("trade_events").exists(), "{text}");
+    assert!(
+        text.contains("left") && text.contains("account_events"),
+        "the demo does not say what it left: {text}"
+    );
+    assert!(
+        stderr(&out).contains("account_events already has 1 live users"),
+        "no warning before publishing into a used topic: {}",
+        stderr(&out)
+    );
+}
+
+// ---- item 2: one recorder per WAL directory ----
+
+/// Two recorders on one WAL directory (even from two namespaces): the
+/// second is refused, naming the first's pid, and the log stays whole.
+#[test]
+fn regression_second_recorder_is_refused_naming_holder() {
+    let ns = Ns::new("rec-lock");
+    let other = Ns::new("rec-lock2");
+    let first = ns.spawn(&["record", "--topic", "trade_events", "--wal", ns.wal()]);
+    let dir = ns.root.join("trade_events");
+    wait_until("the first recorder's log", || {
+        list_segments(&dir).is_ok_and(|s| !s.is_empty())
+    });
+    let out = other.run(&["record", "--topic", "trade_events", "--wal", ns.wal()]);
+    sigterm(&first);
+    let first = first.wait_with_output().unwrap();
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let msg = stderr(&out);
+    assert!(
+        msg.contains(&format!("pid {}", first_pid(&dir))) && msg.contains("locked"),
+        "{msg}"
+    );
+    // Free again once the first is gone.
+    let again = ns.spawn(&["record", "--topic", "trade_events", "--wal", ns.wal()]);
+    wait_until("the lock file to name the new recorder", || {
+        std::fs::read_to_string(dir.join(".lock")).is_ok_and(|s| s.trim() == again.id().to_string())
+    });
+    sigterm(&again);
+    assert!(again.wait_with_output().unwrap().status.success());
+}
+
+fn first_pid(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join(".lock"))
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+// ---- item 3: follow --name ----
+
+#[test]
+fn regression_follow_name_cannot_leave_the_wal_directory() {
+    let ns = Ns::new("follow-name");
+    let outside = ns.root.join("evil.ckpt");
+    for name in ["../../evil", "/tmp/zc-evil", "a b", ""] {
+        let out = ns.run(&[
+            "follow",
+            "--topic",
+            "trade_events",
+            "--wal",
+            ns.wal(),
+            "--name",
+            name,
+            "--until",
+            "0",
+        ]);
+        let msg = stderr(&out);
+        // 2: a bad value on the command line.
+        assert_eq!(out.status.code(), Some(2), "{name}: {msg}");
+        assert!(msg.contains("--name"), "{name}: {msg}");
+    }
+    assert!(!outside.exists());
+    assert!(
+        !ns.root.join("trade_events").exists(),
+        "follow wrote before checking its name"
+    );
+}
+
+// ---- item 4: replay says when it cannot give what was asked ----
+
+#[test]
+fn regression_replay_unknown_topic_is_an_error() {
+    let ns = Ns::new("replay-topic");
+    let out = ns.run(&["replay", "--topic", "no_such", "--wal", ns.wal()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no_such"), "{}", stderr(&out));
+}
+
+#[test]
+fn regression_replay_missing_or_empty_wal_is_an_error() {
+    let ns = Ns::new("replay-empty");
+    let out = ns.run(&["replay", "--topic", "trade_events", "--wal", ns.wal()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no WAL"), "{}", stderr(&out));
+    std::fs::create_dir_all(ns.root.join("trade_events")).unwrap();
+    let out = ns.run(&["replay", "--topic", "trade_events", "--wal", ns.wal()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no segment"), "{}", stderr(&out));
+}
+
+#[test]
+fn regression_replay_from_after_to_is_an_error() {
+    let ns = Ns::new("replay-range");
+    write_wal(&ns.root.join("trade_events"), 0..20);
+    let out = ns.run(&[
+        "replay",
+        "--topic",
+        "trade_events",
+        "--wal",
+        ns.wal(),
+        "--from",
+        "10",
+        "--to",
+        "5",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--from 10"), "{}", stderr(&out));
+    assert!(stdout(&out).is_empty());
+}
+
+#[test]
+fn regression_replay_gap_warns_with_range_and_exits_nonzero() {
+    let ns = Ns::new("replay-gap");
+    let dir = ns.root.join("trade_events");
+    write_wal(&dir, 0..500);
+    let segments = list_segments(&dir).unwrap();
+    std::fs::remove_file(&segments[2].path).unwrap();
+    let (from, to) = (segments[2].first_seq, segments[3].first_seq - 1);
+    let out = ns.run(&["replay", "--topic", "trade_events", "--wal", ns.wal()]);
+    let msg = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{msg}");
+    assert!(msg.contains(&format!("{from}..={to}")), "{msg}");
+    assert!(msg.contains("warning"), "{msg}");
+    // Everything else was still printed.
+    assert_eq!(
+        stdout(&out).lines().count() as u64,
+        500 - (to - from + 1) + 1
+    );
+    // A range wholly before the hole is complete.
+    let out = ns.run(&[
+        "replay",
+        "--topic",
+        "trade_events",
+        "--wal",
+        ns.wal(),
+        "--to",
+        "5",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn regression_replay_log_ending_before_to_warns_and_exits_nonzero() {
+    let ns = Ns::new("replay-short");
+    let dir = ns.root.join("trade_events");
+    write_wal(&dir, 0..50);
+    // Tear the newest segment's tail: its last record loses its end.
+    let last = list_segments(&dir).unwrap().pop().unwrap().path;
+    let f = std::fs::OpenOptions::new().write(true).open(&last).unwrap();
+    let len = f.metadata().unwrap().len();
+    let bytes = std::fs::read(&last).unwrap();
+    let end = bytes.iter().rposition(|&b| b != 0).unwrap() as u64 + 1;
+    f.set_len(end - 3).unwrap();
+    f.set_len(len).unwrap();
+    let args = |to: &'static str| {
+        [
+            "replay",
+            "--topic",
+            "trade_events",
+            "--wal",
+            ns.wal(),
+            "--to",
+            to,
+        ]
+    };
+    let out = ns.run(&args("60"));
+    let msg = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{msg}");
+    assert!(msg.contains("warning") && msg.contains("..=60"), "{msg}");
+    let out = ns.run(&args("10"));
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+// ---- item 9: bad values are refused before any work ----
+
+/// `args` exits with `code` (2: a bad value on the command line, 1: a
+/// value bad for this topic) and a message naming `flag`.
+fn refused(ns: &Ns, args: &[&str], flag: &str, code: i32) {
+    let out = ns.run(args);
+    let msg = stderr(&out);
+    assert_eq!(out.status.code(), Some(code), "{args:?}: {msg}");
+    assert!(msg.contains(flag), "{args:?}: {msg}");
+    assert!(!msg.contains("panicked"), "{args:?}: {msg}");
+    assert!(
+        msg.starts_with("zerocast: error: ") && msg.lines().count() == 1,
+        "{args:?}: not one error line: {msg}"
+    );
+}
+
+#[test]
+fn regression_pub_refuses_bad_rate_batch_and_count() {
+    let ns = Ns::new("pub-bad");
+    let base = ["pub", "--topic", "trade_events", "--count", "10"];
+    for rate in [
+        "--rate=0",
+        "--rate=nan",
+        "--rate=-5",
+        "--rate=1e-9",
+        "--rate=inf",
+    ] {
+        let args: Vec<&str> = base.iter().copied().chain([rate]).collect();
+        refused(&ns, &args, "--rate", 2);
+    }
+    let args: Vec<&str> = base.iter().copied().chain(["--batch", "0"]).collect();
+    refused(&ns, &args, "--batch", 2);
+    // Larger than the ring: refused before the batch buffer is allocated.
+    let args: Vec<&str> = base
+        .iter()
+        .copied()
+        .chain(["--batch", "100000000"])
+        .collect();
+    refused(&ns, &args, "--batch", 1);
+    refused(
+        &ns,
+        &["pub", "--topic", "trade_events", "--count", "0"],
+        "--count",
+        2,
+    );
+    assert!(
+        !ns.segment("trade_events").exists(),
+        "work started before the values were checked"
+    );
+}
+
+#[test]
+fn regression_bad_durations_and_sizes_are_refused() {
+    let ns = Ns::new("bad-values");
+    refused(&ns, &["demo", "--duration=-1"], "--duration", 2);
+    refused(&ns, &["demo", "--duration", "nan"], "--duration", 2);
+    refused(
+        &ns,
+        &["sub", "--topic", "trade_events", "--timeout", "nan"],
+        "--timeout",
+        2,
+    );
+    refused(
+        &ns,
+        &["sub", "--topic", "trade_events", "--timeout=-1"],
+        "--timeout",
+        2,
+    );
+    let rec = ["record", "--topic", "trade_events", "--wal", ns.wal()];
+    for (flag, v) in [
+        ("--segment-size", "0"),
+        ("--segment-size", "10"),
+        ("--fsync", "0"),
+    ] {
+        let args: Vec<&str> = rec.iter().copied().chain([flag, v]).collect();
+        refused(&ns, &args, flag, 2);
+    }
+    assert!(!ns.root.join("trade_events").exists());
+    let out = ns.run(&[
+        "replay",
+        "--topic",
+        "trade_events",
+        "--wal",
+        ns.wal(),
+        "--from",
+        "99999999999999999999",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("out of range"), "{}", stderr(&out));
+    refused(
+        &ns,
+        &[
+            "sub",
+            "--topic",
+            "trade_events",
+            "--from",
+            "99999999999999999999",
+        ],
+        "out of range",
+        2,
+    );
+}
+
+// ---- issue 13 item 4: follow --out is synced before each checkpoint ----
+
+/// The hook runs before each checkpoint is stored (the checkpoint file still
+/// holds the one before), and a failing hook stores no checkpoint: so
+/// `follow --out`, which syncs its file in the hook, never has a checkpoint
+/// on disk that covers output still only in the page cache.
+#[test]
+fn regression_output_is_synced_before_the_checkpoint_covering_it() {
+    use std::sync::{Arc, Mutex};
+    use zerocast_runtime::resume::{CheckpointPolicy, Event, Resumable};
+    use zerocast_runtime::wal::{Checkpoints, WalError};
+
+    let ns = Ns::new("ckpt-hook");
+    let dir = ns.root.join("trade_events");
+    write_wal(&dir, 0..10);
+    let mut config = zerocast_ipc::Config::default_topics();
+    config.namespace = ns.name.clone();
+    let bus = zerocast_ipc::Bus::new(config);
+    let ckpt_dir = dir.join("checkpoints");
+    let open = || {
+        Resumable::open(
+            &bus,
+            "trade_events",
+            &dir,
+            &ckpt_dir,
+            "hooked",
+            CheckpointPolicy {
+                every_events: 3,
+                every: Duration::from_secs(3600),
+            },
+        )
+        .unwrap()
+    };
+    /// (sequence the checkpoint will record, checkpoint on disk meanwhile)
+    type Calls = Arc<Mutex<Vec<(u64, Option<u64>)>>>;
+    let calls: Calls = Arc::default();
+    let mut follower = open();
+    let (seen, store) = (Arc::clone(&calls), Checkpoints::new(&ckpt_dir).unwrap());
+    follower.before_checkpoint(move |seq| {
+        seen.lock()
+            .unwrap()
+            .push((seq, store.load("hooked").unwrap()));
+        Ok(())
+    });
+    follower
+        .run(
+            |e| match e {
+                Event::Frame { seq: 9, .. } => std::ops::ControlFlow::Break(()),
+                _ => std::ops::ControlFlow::Continue(()),
+            },
+            || false,
+        )
+        .unwrap();
+    assert_eq!(
+        *calls.lock().unwrap(),
+        vec![(2, None), (5, Some(2)), (8, Some(5)), (9, Some(8))]
+    );
+    let store = Checkpoints::new(&ckpt_dir).unwrap();
+    assert_eq!(store.load("hooked").unwrap(), Some(9));
+
+    // A hook that fails (a failed sync) stores nothing.
+    write_wal(&dir, 10..20);
+    let mut follower = open();
+    follower.before_checkpoint(|_| {
+        Err(WalError::Io {
+            path: "out".into(),
+            action: "fdatasync output",
+            source: std::io::Error::other("disk gone"),
+        })
+    });
+    let err = follower
+        .run(|_| std::ops::ControlFlow::Continue(()), || false)
+        .unwrap_err();
+    assert!(err.contains("fdatasync output"), "{err}");
+    assert_eq!(store.load("hooked").unwrap(), Some(9));
+}
+
+/// An invalid `ZEROCAST_NAMESPACE` is refused by every command that uses it
+/// (`stat` listed a namespace "../x"), before any file is touched.
+#[test]
+fn regression_invalid_zerocast_namespace_is_refused() {
+    for ns in ["../x", "a b"] {
+        let out = finish(
+            spawn({
+                let mut c = Command::new(BIN);
+                c.env_remove("ZEROCAST_NAMESPACE")
+                    .env("ZEROCAST_NAMESPACE", ns)
+                    .arg("stat");
+                c
+            }),
+            &["stat"],
+        );
+        let msg = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{ns}: {msg}");
+        assert!(msg.contains("ZEROCAST_NAMESPACE"), "{ns}: {msg}");
+    }
+}
+
+/// After a machine crash the output's unsynced tail can read back as zeros
+/// (a size that reached the disk before the data): the restart's cut keeps
+/// only the increasing prefix up to the checkpoint, not zeros that happen
+/// to be "at or before" it.
+#[test]
+fn regression_follow_out_cut_drops_a_zeroed_tail() {
+    use zerocast_runtime::wal::Checkpoints;
+    let ns = Ns::new("follow-zeros");
+    let dir = ns.root.join("trade_events");
+    write_wal(&dir, 0..10);
+    Checkpoints::new(&dir.join("checkpoints"))
+        .unwrap()
+        .store("out", 5)
+        .unwrap();
+    let out_path = ns.root.join("out.bin");
+    let mut bytes: Vec<u8> = (0u64..=5).flat_map(u64::to_le_bytes).collect();
+    bytes.extend_from_slice(&[0; 24]);
+    std::fs::write(&out_path, &bytes).unwrap();
+    let out = ns.run(&[
+        "follow",
+        "--topic",
+        "trade_events",
+        "--wal",
+        ns.wal(),
+        "--name",
+        "out",
+        "--until",
+        "9",
+        "--out",
+        out_path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got: Vec<u64> = std::fs::read(&out_path)
+        .unwrap()
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(got, (0..10).collect::<Vec<_>>());
+}
