@@ -184,7 +184,16 @@ impl Chaos {
 
 impl Drop for Chaos {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(format!("/dev/shm/zerocast.{}.{TOPIC}", self.ns));
+        // The segment, and any half-built one a creator killed mid-create
+        // left under its temporary name (`zerocast.<ns>.<topic>.init-…`).
+        let prefix = format!("zerocast.{}.", self.ns);
+        if let Ok(dir) = std::fs::read_dir("/dev/shm") {
+            for e in dir.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
         let _ = std::fs::remove_file(format!("/dev/shm/zerocast-acks.{}.{TOPIC}", self.ns));
         let _ = std::fs::remove_file(&self.config);
         let _ = std::fs::remove_dir_all(&self.wal);
