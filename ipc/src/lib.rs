@@ -183,6 +183,37 @@ impl Bus {
         found.sort();
         found
     }
+
+    /// Files of this namespace in `/dev/shm` that a creator was still
+    /// building (named `<segment or ack file>.init-<pid>-<n>`) when it died:
+    /// its pid (read from the name) is gone. A file whose pid is alive, or
+    /// whose name does not parse, is never listed: it may be mid-build.
+    pub fn abandoned_init_files(&self) -> Vec<std::path::PathBuf> {
+        let ns = &self.config.namespace;
+        let prefixes = [
+            format!("{}{ns}.", config::SEGMENT_PREFIX),
+            format!("zerocast-acks.{ns}."),
+        ];
+        let mut found: Vec<_> = std::fs::read_dir(config::shm_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                if !prefixes.iter().any(|p| name.starts_with(p.as_str())) {
+                    return None;
+                }
+                let (_, tail) = name.rsplit_once(segment::INIT_MARK)?;
+                let pid: u32 = tail.split('-').next()?.parse().ok()?;
+                // Gone (no such process, or a zombie: either way it builds
+                // nothing more). A reused pid keeps the file: the safe side,
+                // it is only left behind.
+                (!layout::owner_alive(layout::owner_word(pid, 0))).then(|| e.path())
+            })
+            .collect();
+        found.sort();
+        found
+    }
 }
 
 /// Publishes frames to a topic, over whichever transport it is configured

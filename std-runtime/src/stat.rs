@@ -78,6 +78,23 @@ pub fn run(bus: &Bus, remove_stale: bool) -> Result<(), String> {
         bus.config().namespace,
         segments.len()
     );
+    // Half-built files a creator killed mid-create left behind.
+    for path in bus.abandoned_init_files() {
+        if remove_stale {
+            match std::fs::remove_file(&path) {
+                Ok(()) => println!(
+                    "removed a half-built file of a dead creator: {}",
+                    path.display()
+                ),
+                Err(e) => println!("could not remove {}: {e}", path.display()),
+            }
+        } else {
+            println!(
+                "half-built file of a dead creator (--remove-stale removes it): {}",
+                path.display()
+            );
+        }
+    }
     for (topic, path) in segments {
         let seg = match Segment::open(&path, &topic) {
             Ok(s) => s,

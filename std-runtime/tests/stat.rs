@@ -155,3 +155,37 @@ fn regression_remove_stale_keeps_a_segment_with_a_durable_hold() {
     );
     let _ = std::fs::remove_dir_all(&wal);
 }
+
+/// A creator killed while building a segment leaves it under its temporary
+/// name (`zerocast.<ns>.<topic>.init-<pid>-<n>`); nothing ever removed it, so
+/// every such crash left a file in /dev/shm for good (the chaos test
+/// produces them). `stat --remove-stale` removes those whose creator is gone
+/// and leaves those of a live creator alone.
+#[test]
+fn regression_remove_stale_removes_half_built_segments_of_dead_creators() {
+    let ns = format!("st{}-init", std::process::id());
+    let bus = Bus::new(Config {
+        namespace: ns.clone(),
+        topics: vec![TopicConfig::new("trades", 1 << 20, TopicKind::Trade)],
+    });
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = gone.id();
+    gone.wait().unwrap();
+    let dead = std::path::PathBuf::from(format!("/dev/shm/zerocast.{ns}.trades.init-{dead_pid}-0"));
+    let live = std::path::PathBuf::from(format!(
+        "/dev/shm/zerocast.{ns}.trades.init-{}-7",
+        std::process::id()
+    ));
+    std::fs::write(&dead, b"half built").unwrap();
+    std::fs::write(&live, b"being built").unwrap();
+    zerocast_runtime::stat::run(&bus, true).unwrap();
+    let dead_left = dead.exists();
+    let live_left = live.exists();
+    let _ = std::fs::remove_file(&dead);
+    let _ = std::fs::remove_file(&live);
+    assert!(!dead_left, "a dead creator's half-built segment was left");
+    assert!(
+        live_left,
+        "a live creator's segment under construction was removed"
+    );
+}
