@@ -494,17 +494,34 @@ impl Segment {
 
     /// Processes registered in the tables that are still alive.
     pub fn live_users(&self) -> usize {
+        self.live_users_except(0)
+    }
+
+    /// [`live_users`](Self::live_users) not counting process `pid`'s own
+    /// entries (a process about to remove a segment asks who else uses it).
+    pub fn live_users_except(&self, pid: u32) -> usize {
         let h = self.header();
         // Acquire: pairs with the Release owner stores that register entries.
-        let pubs = h
+        let words = h
             .publishers
             .iter()
-            .filter(|p| owner_alive(p.pid.load(Ordering::Acquire)));
-        let subs = h
-            .subscribers
-            .iter()
-            .filter(|s| owner_alive(s.pid.load(Ordering::Acquire)));
-        pubs.count() + subs.count()
+            .map(|p| p.pid.load(Ordering::Acquire))
+            .chain(h.subscribers.iter().map(|s| s.pid.load(Ordering::Acquire)));
+        words
+            .filter(|&w| (pid == 0 || owner_pid(w) != pid) && owner_alive(w))
+            .count()
+    }
+
+    /// Whether a live publisher lists `seq` in flight (claimed, not yet
+    /// committed): then it must not be declared lost.
+    fn in_flight_in_a_live_publisher(&self, seq: u64) -> bool {
+        self.header().publishers.iter().any(|p| {
+            // A hint (see `inflight_range`): callers ask only after a stall
+            // bound, long after the owner stored it.
+            p.inflight_range().is_some_and(|r| r.contains(&seq))
+                // Acquire: pairs with the Release owner store at registration.
+                && owner_alive(p.pid.load(Ordering::Acquire))
+        })
     }
 
     /// Reclaims the entries of dead processes: a dead publisher's in-flight
@@ -818,14 +835,7 @@ impl Segment {
     /// if no live publisher says it is writing it, it is declared lost.
     pub fn resolve_stalled(&self, seq: u64) -> Option<Declared> {
         self.reap();
-        let h = self.header();
-        let owned_by_live = h.publishers.iter().any(|p| {
-            // A hint (see `inflight_range`): the stall bound makes a stale
-            // read harmless, the owner stored it long before the bound elapsed.
-            p.inflight_range().is_some_and(|r| r.contains(&seq))
-                && owner_alive(p.pid.load(Ordering::Acquire))
-        });
-        if owned_by_live {
+        if self.in_flight_in_a_live_publisher(seq) {
             return None;
         }
         self.resolve_lost(seq)
@@ -837,7 +847,6 @@ impl Segment {
     /// live publisher has it in flight; then `seq`. Bounded: each round
     /// either declares a lap or moves to a strictly older one.
     fn resolve_lost(&self, seq: u64) -> Option<Declared> {
-        let h = self.header();
         let mut target = seq;
         for _ in 0..64 {
             match self.ring.declare_lost(target) {
@@ -849,11 +858,7 @@ impl Segment {
                     if older >= target {
                         return None;
                     }
-                    let owned_by_live = h.publishers.iter().any(|p| {
-                        p.inflight_range().is_some_and(|r| r.contains(&older))
-                            && owner_alive(p.pid.load(Ordering::Acquire))
-                    });
-                    if owned_by_live {
+                    if self.in_flight_in_a_live_publisher(older) {
                         return None;
                     }
                     target = older;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
-use zerocast_ipc::layout::{self, now_ns};
+use zerocast_ipc::layout::now_ns;
 use zerocast_ipc::{
     Bus, GatingPolicy, Publisher, PublisherOptions, RecvError, Start, SubscriberOptions, TopicKind,
     WaitStrategy,
@@ -192,22 +192,7 @@ fn other_live_users(bus: &Bus, topic: &str) -> usize {
     let Ok(seg) = bus.open_segment(topic) else {
         return 0;
     };
-    let me = std::process::id();
-    let h = seg.header();
-    // Acquire: pairs with the Release owner stores that register entries
-    // (as in `Segment::live_users`, which cannot leave this process out).
-    let words = h
-        .publishers
-        .iter()
-        .map(|p| p.pid.load(std::sync::atomic::Ordering::Acquire))
-        .chain(
-            h.subscribers
-                .iter()
-                .map(|s| s.pid.load(std::sync::atomic::Ordering::Acquire)),
-        );
-    words
-        .filter(|&w| layout::owner_pid(w) != me && layout::owner_alive(w))
-        .count()
+    seg.live_users_except(std::process::id())
 }
 
 /// Removes the segments (and ack channels) of `bus`'s topics that no other

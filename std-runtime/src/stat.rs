@@ -141,6 +141,7 @@ pub fn run(bus: &Bus, remove_stale: bool) -> Result<(), String> {
             );
         }
         for (i, s) in h.subscribers.iter().enumerate() {
+            // Acquire: pairs with the Release owner stores of registration.
             let word = s.pid.load(Ordering::Acquire);
             if word == 0 || word == ORPHAN {
                 continue;
