@@ -277,9 +277,12 @@ fn chaos_sigkill_publishers_recorder_follower_and_gating_subscribers_loses_nothi
     // The recorder first, so that the log starts at sequence 0.
     let (mut recorder, mut recorder_log) = chaos.recorder();
     // A witness that is never killed: a plain (non-gating) subscriber from
-    // the oldest frame, its JSON lines collected by a thread.
+    // sequence 0 (if it starts late, its first receive is an exact Lagged),
+    // its JSON lines collected by a thread.
     let mut witness = chaos
-        .cmd(&["sub", "--topic", TOPIC, "--from", "oldest", "--json"])
+        .cmd(&[
+            "sub", "--topic", TOPIC, "--from", "0", "--json", "--name", "witness",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -297,7 +300,21 @@ fn chaos_sigkill_publishers_recorder_follower_and_gating_subscribers_loses_nothi
             }
         })
     };
-    std::thread::sleep(Duration::from_millis(300));
+    // Publishing starts once the recorder is registered (so the log starts
+    // at sequence 0) and the witness too.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stat = output_bounded(chaos.cmd(&["stat"]), "stat");
+        let text = String::from_utf8_lossy(&stat.stdout);
+        if text.contains("\"recorder-trade_events\"") && text.contains("\"witness\"") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the recorder and the witness never registered:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     let (mut publisher, mut publisher_log) = chaos.publisher(2_000 + rng.below(4_000));
     let (mut follower, _) = chaos.follower(None);
