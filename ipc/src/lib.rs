@@ -403,7 +403,8 @@ impl Subscriber {
     /// Like [`recv`](Self::recv), giving up with [`RecvError::Empty`] after
     /// `timeout`.
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Received<'_>, RecvError> {
-        let seq = self.wait_until(Some(Instant::now() + timeout))?;
+        // A timeout past what an Instant can hold is no timeout.
+        let seq = self.wait_until(Instant::now().checked_add(timeout))?;
         Ok(self.last(seq))
     }
 

@@ -321,7 +321,8 @@ const _: () = assert!(MAX_PUBLISHERS <= u32::MAX as usize);
 struct WaitLimit<'a> {
     seg: &'a Segment,
     limit: Option<Duration>,
-    deadline: Option<Instant>,
+    /// Set when a wait begins: `Some(None)` for a limit too far to hold.
+    deadline: Option<Option<Instant>>,
     next_reap: Option<Instant>,
 }
 
@@ -359,7 +360,12 @@ impl<'a> WaitLimit<'a> {
         let Some(limit) = self.limit else {
             return false;
         };
-        now < *self.deadline.get_or_insert(now + limit)
+        // A limit past what an Instant can hold (`Duration::MAX`) is no
+        // limit: wait for as long as it takes.
+        match *self.deadline.get_or_insert(now.checked_add(limit)) {
+            Some(deadline) => now < deadline,
+            None => true,
+        }
     }
 }
 

@@ -1015,3 +1015,76 @@ fn regression_a_durable_name_wait_does_not_block_other_names() {
         "durable 'other' waited {took:?} for another name's wait"
     );
 }
+
+/// `recv_timeout(Duration::MAX)` ("wait as long as it takes") panicked with
+/// "overflow when adding duration to instant" before looking at the ring,
+/// even with a frame waiting.
+#[test]
+fn regression_recv_timeout_of_duration_max_does_not_overflow() {
+    let bus = small_bus("tmax");
+    let mut publisher = bus.publisher("trades").unwrap();
+    let mut sub = bus
+        .subscriber(
+            "trades",
+            SubscriberOptions {
+                start: Start::Oldest,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    publisher.publish(&trade(1)).unwrap();
+    let seq = sub.recv_timeout(Duration::MAX).unwrap().seq;
+    assert_eq!(seq, 0);
+    bus.remove_segments();
+}
+
+/// `GatingPolicy::Wait(Duration::MAX)` (or `pub --gating-wait-ms` of
+/// u64::MAX) panicked with an Instant overflow the first time a gating
+/// subscriber was behind, instead of waiting for it.
+#[test]
+fn regression_gating_wait_of_duration_max_waits_instead_of_panicking() {
+    let bus = small_bus("gwmax");
+    let mut publisher = bus
+        .publisher_with(
+            "trades",
+            PublisherOptions {
+                gating: GatingPolicy::Wait(Duration::MAX),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let mut slow = bus
+        .subscriber(
+            "trades",
+            SubscriberOptions {
+                gating: true,
+                start: Start::Oldest,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let capacity = bus.segment("trades").unwrap().ring().capacity();
+    for i in 0..capacity {
+        publisher.publish(&trade(i)).unwrap();
+    }
+    // The ring is full behind `slow`: the next publish waits for it.
+    let waiting = std::thread::spawn(move || publisher.publish(&trade(capacity)).map(|_| ()));
+    // Gives the publish time to start waiting (nothing outside the
+    // publisher shows a wait); the outcome must be the same either way.
+    std::thread::sleep(Duration::from_millis(200));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut read = 0;
+    while read < capacity && Instant::now() < deadline {
+        if slow.try_recv().is_ok() {
+            read += 1;
+        }
+    }
+    slow.release();
+    drop(slow);
+    let published = waiting.join();
+    bus.remove_segments();
+    assert!(
+        matches!(published, Ok(Ok(()))),
+        "the waiting publish must complete once the subscriber reads"
+    );
+}

@@ -182,12 +182,13 @@ impl ReliablePublisher {
         let mut seq = first;
         let attempts = options.max_retries + 1;
         for attempt in 1..=attempts {
-            let deadline = Instant::now() + options.timeout;
+            // A timeout past what an Instant can hold is no timeout.
+            let deadline = Instant::now().checked_add(options.timeout);
             loop {
                 if self.satisfied(seq, &ids, at_least) {
                     return Ok(seq);
                 }
-                if Instant::now() >= deadline {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
                     break;
                 }
                 std::thread::sleep(Duration::from_micros(50));

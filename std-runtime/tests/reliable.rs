@@ -423,3 +423,30 @@ fn regression_lagged_acker_does_not_ack_the_frame_it_missed() {
     });
     bus.remove_segments();
 }
+
+/// A reliable publish with `timeout: Duration::MAX` ("wait as long as it
+/// takes") panicked with an Instant overflow before it looked for an ack.
+#[test]
+fn regression_reliable_timeout_of_duration_max_does_not_overflow() {
+    let bus = bus("tmax");
+    let stop = AtomicBool::new(false);
+    let mut p = ReliablePublisher::new(&bus, "orders", PublisherOptions::default()).unwrap();
+    std::thread::scope(|s| {
+        let a = acking_subscriber(s, &bus, "risk", false, &stop);
+        // A panic must still stop the acking thread, or the scope hangs.
+        let seq = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            p.publish_reliable(
+                &beat(0),
+                &Quorum::All(vec!["risk".into()]),
+                ReliableOptions {
+                    timeout: Duration::MAX,
+                    max_retries: 0,
+                },
+            )
+        }));
+        // Relaxed: see above.
+        stop.store(true, Ordering::Relaxed);
+        let _ = a.join();
+        assert_eq!(seq.expect("publish_reliable panicked").unwrap(), 0);
+    });
+}
