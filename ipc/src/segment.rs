@@ -512,6 +512,24 @@ impl Segment {
             .count()
     }
 
+    /// Who still uses the segment apart from process `pid`: live entries of
+    /// other processes, plus durable holds no live process holds (a killed
+    /// recorder's, waiting for its successor). What a process about to
+    /// publish synthetic frames into a namespace, or remove its segments,
+    /// must not ignore.
+    pub fn users_except(&self, pid: u32) -> usize {
+        let h = self.header();
+        let unheld = self
+            .durable_holds()
+            .into_iter()
+            // Acquire: pairs with the Release owner stores of registration.
+            .filter(|d| {
+                d.orphaned || !owner_alive(h.subscribers[d.index].pid.load(Ordering::Acquire))
+            })
+            .count();
+        self.live_users_except(pid) + unheld
+    }
+
     /// Whether a live publisher lists `seq` in flight (claimed, not yet
     /// committed): then it must not be declared lost.
     fn in_flight_in_a_live_publisher(&self, seq: u64) -> bool {

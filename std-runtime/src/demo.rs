@@ -161,10 +161,10 @@ pub fn run(
     let bus = Bus::new(c);
     let namespace = bus.config().namespace.clone();
     for t in &bus.config().topics {
-        let users = other_live_users(&bus, &t.name);
+        let users = other_users(&bus, &t.name);
         if users > 0 {
             tracing::warn!(
-                "namespace {namespace}: topic {} already has {users} live users; the demo publishes synthetic frames to them",
+                "namespace {namespace}: topic {} already has {users} live users or durable holds; the demo publishes synthetic frames to them",
                 t.name
             );
         }
@@ -179,20 +179,20 @@ pub fn run(
         println!("removed the segments of namespace {namespace}");
     } else {
         println!(
-            "removed the unused segments of namespace {namespace}; left {} (still used by other live processes)",
+            "removed the unused segments of namespace {namespace}; left {} (still used by other live processes or durable holds)",
             left.join(", ")
         );
     }
     result
 }
 
-/// Live processes other than this one registered on `topic`'s segment (0
-/// if it has none).
-fn other_live_users(bus: &Bus, topic: &str) -> usize {
+/// Users of `topic`'s segment other than this process: live processes and
+/// durable holds waiting for their subscriber (0 if it has no segment).
+fn other_users(bus: &Bus, topic: &str) -> usize {
     let Ok(seg) = bus.open_segment(topic) else {
         return 0;
     };
-    seg.live_users_except(std::process::id())
+    seg.users_except(std::process::id())
 }
 
 /// Removes the segments (and ack channels) of `bus`'s topics that no other
@@ -200,9 +200,9 @@ fn other_live_users(bus: &Bus, topic: &str) -> usize {
 fn remove_unused_segments(bus: &Bus) -> (Vec<PathBuf>, Vec<String>) {
     let (mut removed, mut left) = (Vec::new(), Vec::new());
     for t in &bus.config().topics {
-        let others = other_live_users(bus, &t.name);
+        let others = other_users(bus, &t.name);
         if others > 0 {
-            left.push(format!("{} ({others} live users)", t.name));
+            left.push(format!("{} ({others} users)", t.name));
             continue;
         }
         for p in [

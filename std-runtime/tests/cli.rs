@@ -627,3 +627,27 @@ fn regression_follow_out_cut_drops_a_zeroed_tail() {
         .collect();
     assert_eq!(got, (0..10).collect::<Vec<_>>());
 }
+
+/// Final review: a recorder SIGKILLed leaves an orphaned durable hold, which
+/// `stat --remove-stale` keeps; the demo in that namespace counted only live
+/// processes, so it published into the topic without a warning and then
+/// removed the segment, hold included.
+#[test]
+fn regression_demo_keeps_a_segment_with_an_orphaned_durable_hold() {
+    let ns = Ns::new("demo-durable");
+    let mut rec = ns.spawn(&["record", "--topic", "account_events", "--wal", ns.wal()]);
+    wait_for_subscribers(&ns, "account_events", 1);
+    rec.kill().unwrap();
+    rec.wait().unwrap();
+    let stat = stdout(&ns.run(&["stat", "--remove-stale"]));
+    assert!(
+        ns.segment("account_events").exists(),
+        "stat removed it: {stat}"
+    );
+    let out = ns.run(&["demo", "--duration", "0.3", "--rate", "200"]);
+    let text = stdout(&out);
+    assert!(
+        ns.segment("account_events").exists(),
+        "demo removed a segment holding an orphaned durable hold (stat kept it: {stat})\n{text}"
+    );
+}
