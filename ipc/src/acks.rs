@@ -90,7 +90,8 @@ struct AckHeader {
 /// One subscriber's entry.
 #[repr(C, align(64))]
 struct AckerEntry {
-    /// Phase (bits 32..) and owner pid (bits 0..32). `FREE` (0): never
+    /// Phase (bits 29..31) and the owner's owner word (pid and start time,
+    /// see `state`). `FREE` (0): never
     /// used. `CLAIMING`: the owner is writing the id (a dead owner's claim
     /// is taken back by the next registration). `NAMED`: the id is written
     /// and never changes again; a later process registering the same id

@@ -686,7 +686,13 @@ fn replay_line(entry: &wal::Entry<'_>, json: bool) -> String {
 
 /// Cuts `out` back to the entries up to and including `checkpoint`.
 fn cut_output(path: &std::path::Path, checkpoint: Option<u64>) -> Result<std::fs::File, String> {
-    let data = std::fs::read(path).unwrap_or_default();
+    // No file yet: nothing to keep. Any other read error is an error: taken
+    // for an empty file, it would cut the output to nothing.
+    let data = match std::fs::read(path) {
+        Ok(data) => data,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
     let keep = match checkpoint {
         None => 0,
         Some(c) => {

@@ -186,6 +186,14 @@ pub fn run(bus: &Bus, remove_stale: bool) -> Result<(), String> {
                 Ok(()) => println!("  removed stale segment {}", path.display()),
                 Err(e) => println!("  could not remove {}: {e}", path.display()),
             }
+            // Its ack channel goes with it: its "acked up to" words count
+            // this segment's sequences, and a new segment starts again at 0.
+            let acks = bus.config().ack_path(&topic);
+            match std::fs::remove_file(&acks) {
+                Ok(()) => println!("  removed its ack channel {}", acks.display()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => println!("  could not remove {}: {e}", acks.display()),
+            }
         }
     }
     Ok(())

@@ -58,7 +58,7 @@ impl Drop for Ns {
         let _ = std::fs::remove_dir_all(&self.root);
         for t in ["trade_events", "account_events", "market_l2"] {
             let _ = std::fs::remove_file(self.segment(t));
-            let _ = std::fs::remove_file(format!("/dev/shm/zerocast.{}.{t}.acks", self.name));
+            let _ = std::fs::remove_file(format!("/dev/shm/zerocast-acks.{}.{t}", self.name));
         }
     }
 }

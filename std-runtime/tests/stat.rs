@@ -189,3 +189,51 @@ fn regression_remove_stale_removes_half_built_segments_of_dead_creators() {
         "a live creator's segment under construction was removed"
     );
 }
+
+/// Final review: `stat --remove-stale` removed a stale segment but left its
+/// ack channel, whose "acked up to" words then outlived the segment: a
+/// recreated segment starts again at sequence 0, and every reliable publish
+/// was confirmed at once by subscribers long gone.
+#[test]
+fn regression_remove_stale_removes_the_ack_channel_with_its_segment() {
+    use std::process::Command;
+    let ns = format!("st{}-acks", std::process::id());
+    let bus = Bus::new(Config {
+        namespace: ns.clone(),
+        topics: vec![TopicConfig::new("trades", 1 << 20, TopicKind::Trade)],
+    });
+    bus.remove_segments();
+    // A process that created the segment and is gone: the segment is stale.
+    let out = Command::new(env!("CARGO_BIN_EXE_zerocast"))
+        .env_remove("ZEROCAST_NAMESPACE")
+        .env("ZEROCAST_LOG", "error")
+        .args(["--namespace", &ns, "--config"])
+        .arg({
+            let path = std::env::temp_dir().join(format!("{ns}.toml"));
+            std::fs::write(
+                &path,
+                "[[topic]]\nname = \"trades\"\nsize = 1048576\nkind = \"trade\"\n",
+            )
+            .unwrap();
+            path
+        })
+        .args(["pub", "--topic", "trades", "--count", "1"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let acks = bus.acks("trades").unwrap();
+    let ack_path = bus.config().ack_path("trades");
+    drop(acks);
+    assert!(ack_path.exists());
+    zerocast_runtime::stat::run(&bus, true).unwrap();
+    let segment_left = bus.config().segment_path("trades").exists();
+    let acks_left = ack_path.exists();
+    bus.remove_segments();
+    let _ = std::fs::remove_file(std::env::temp_dir().join(format!("{ns}.toml")));
+    assert!(!segment_left, "the stale segment was left");
+    assert!(!acks_left, "the stale segment's ack channel was left");
+}
