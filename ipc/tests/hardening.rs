@@ -583,6 +583,15 @@ fn regression_an_orphaned_durable_hold_is_shown_named_and_released_on_request() 
 
 // ------------------------------------------- review of the hardening diff
 
+/// Registers a subscriber on `seg` with `options` and forgets it, as if its
+/// process died without a word; returns its entry (found by `name`).
+fn forgotten_subscriber(seg: &Arc<Segment>, options: &SubscriberOptions, name: &str) -> usize {
+    let sub = ShmSubscriber::new(Arc::clone(seg), options).unwrap();
+    let index = entry_of(seg, name);
+    std::mem::forget(sub);
+    index
+}
+
 /// Index of the subscriber entry named `name`.
 fn entry_of(seg: &Segment, name: &str) -> usize {
     (0..layout::MAX_SUBSCRIBERS)
@@ -606,19 +615,17 @@ fn live_process() -> (Child, u64) {
 fn regression_tombstone_left_by_a_dead_reaper_is_taken_over() {
     let bus = small_bus("tomb2");
     let seg = bus.segment("trades").unwrap();
-    let sub = ShmSubscriber::new(
-        Arc::clone(&seg),
+    let idx = forgotten_subscriber(
+        &seg,
         &SubscriberOptions {
             name: "victim".into(),
             gating: true,
             ..Default::default()
         },
-    )
-    .unwrap();
-    let idx = entry_of(&seg, "victim");
+        "victim",
+    );
     // The subscriber died; a reaper took the entry and died too (a
     // tombstone whose taker is unknown counts as a dead taker's).
-    std::mem::forget(sub);
     seg.header().subscribers[idx]
         .pid
         .store(layout::TOMBSTONE, Ordering::Release);
@@ -702,18 +709,16 @@ fn regression_reap_after_kill_mid_drop_keeps_another_subscribers_hold() {
 fn regression_durable_restart_racing_a_reaper_keeps_one_hold() {
     let bus = small_bus("dup");
     let seg = bus.segment("trades").unwrap();
-    let d1 = ShmSubscriber::new(
-        Arc::clone(&seg),
+    let idx = forgotten_subscriber(
+        &seg,
         &SubscriberOptions {
             name: "rec".into(),
             gating: true,
             durable: true,
             ..Default::default()
         },
-    )
-    .unwrap();
-    let idx = entry_of(&seg, "rec");
-    std::mem::forget(d1);
+        "rec",
+    );
     // A reaper (say a waiting publisher) is mid-reap of the dead entry.
     seg.header().subscribers[idx]
         .pid
@@ -898,17 +903,15 @@ fn regression_kill_mid_registration_leaks_no_gating_slot() {
     let bus = small_bus("midreg");
     let seg = bus.segment("trades").unwrap();
     let h = seg.header();
-    let s1 = ShmSubscriber::new(
-        Arc::clone(&seg),
+    let idx = forgotten_subscriber(
+        &seg,
         &SubscriberOptions {
             name: "s1".into(),
             gating: true,
             ..Default::default()
         },
-    )
-    .unwrap();
-    let idx = entry_of(&seg, "s1");
-    std::mem::forget(s1);
+        "s1",
+    );
     // Killed before its entry said which slot it took.
     h.subscribers[idx].gating.store(0, Ordering::Relaxed);
     let mut gone = Command::new("true").spawn().unwrap();
