@@ -14,9 +14,10 @@
 //! # The algorithm
 //!
 //! **Claim.** A producer takes sequence `s` with one `fetch_add` on the claim
-//! counter (wait-free). Once any gating consumer has registered, producers
+//! counter (wait-free). While any gating consumer is registered, producers
 //! claim with a compare-and-swap instead, after checking that `s` does not
-//! overwrite a slot a gating consumer still needs (lock-free).
+//! overwrite a slot a gating consumer still needs (lock-free); when the last
+//! one leaves, claims are wait-free again.
 //!
 //! **Stamp.** Each slot's stamp is `seq << 2 | state`, state one of `WRITING`,
 //! `COMMITTED`, `LOST`; 0 means never written. Its top six bits count laps
@@ -64,8 +65,10 @@
 //! of those consumers has not released. [`Broadcast::try_publish`] returns
 //! [`PublishError::Full`] instead. Each registration changes the claim word
 //! (a generation count beside the sequence), so a producer's checked claim
-//! based on a read from before it fails and re-checks. The first
-//! registration can race a producer already past its check for gating (it
+//! based on a read from before it fails and re-checks. A registration
+//! while no other gating consumer is registered (the first, or the first
+//! after the last one left) can race a producer already past its check for
+//! gating (it
 //! read the claim word before, and claims with `fetch_add` after): that
 //! claim waits while the caller's `keep_waiting` allows, and is then given
 //! up, its sequences reading as [`TryRecvError::Lost`] while the frames in
@@ -86,9 +89,11 @@
 //!   a wait, so that a supervising caller can resolve a dead peer. A single
 //!   producer never waits.
 //! - Publish with gating: lock-free; `Full` while the slowest gating consumer
-//!   is a full ring behind (a claim that raced the first registration waits
+//!   is a full ring behind (a claim that raced a first registration waits
 //!   only while its caller's `keep_waiting` allows, then gives up). A gating consumer that dies holds producers until
-//!   its slot is released ([`Broadcast::release_gating_slot`]).
+//!   its slot is released ([`Broadcast::release_gating_slot`]). When the
+//!   last gating consumer leaves (unregisters, or a supervisor releases its
+//!   slot), claims go back to the wait-free path.
 //! - Receive: wait-free per attempt (one that finds its frame mid-write
 //!   pauses a bounded while, about a write's length, before it reports
 //!   `Pending`); never blocks a producer.
@@ -147,9 +152,11 @@ const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
 const GEN_ONE: u64 = 1 << SEQ_BITS;
 const GEN_MASK: u64 = ((1 << 63) - 1) & !SEQ_MASK;
 
-/// Claim-word flag: a gating consumer has registered at least once, so
-/// producers must claim with the checked (CAS) path. Sticky by design: clearing
-/// it would race with a registration.
+/// Claim-word flag: a gating consumer is (or may be) registered, so
+/// producers must claim with the checked (CAS) path. Set by every
+/// registration; cleared by the last consumer to leave, only if no
+/// registration changed the generation meanwhile (see
+/// `Broadcast::clear_gated_if_idle`).
 const GATED: u64 = 1 << 63;
 
 /// Gating-table entry that no consumer holds.
@@ -257,7 +264,8 @@ impl Default for BroadcastHeader {
 pub enum PublishError {
     /// A gating consumer has not released the slot this publish would
     /// overwrite. Nothing was published. Nothing was claimed either, except
-    /// when this claim raced the ring's first gating registration: then the
+    /// when this claim raced a first gating registration (one while no other
+    /// gating consumer was registered): then the
     /// sequences it had taken read as [`TryRecvError::Lost`].
     Full,
     /// The payload is longer than a slot.
@@ -324,7 +332,7 @@ pub enum TryRecvError {
     /// read them. It now continues from the oldest sequence still in the ring.
     Lagged(u64),
     /// This sequence was declared lost (its producer died mid-write, dropped
-    /// its claim, or gave up a claim that raced the first gating
+    /// its claim, or gave up a claim that raced a first gating
     /// registration). The consumer moves past it: a gap of exactly one.
     Lost(u64),
 }
@@ -672,7 +680,7 @@ where
     ///
     /// - `on_claimed(first, n)` runs once the sequences are taken and before
     ///   any wait, so the caller can record them in flight: a claim that
-    ///   raced the ring's first gating registration is taken *before* it
+    ///   raced a first gating registration is taken *before* it
     ///   waits for room (see the module docs), and a supervisor must not
     ///   mistake it for a dead producer's meanwhile.
     /// - `stuck(older)` is called on every spin while giving such a claim up
@@ -786,9 +794,10 @@ where
             let seq = prev & SEQ_MASK;
             on_claimed(seq, n);
             if prev & GATED != 0 {
-                // The first gating consumer registered between our load and
-                // our claim (only the first: GATED is sticky, so later ones
-                // never race an unchecked claim). The claim is ours and
+                // A first gating consumer (none other registered) registered
+                // between our load and our claim (while another is
+                // registered GATED stays set, so later ones never race an
+                // unchecked claim). The claim is ours and
                 // cannot be undone, and our load may come arbitrarily long
                 // before it, so no choice of the consumer's start can make
                 // room for it in advance. Wait while the caller allows
@@ -1081,9 +1090,17 @@ where
     /// between. A start below it reads from there (frames already released
     /// and overwritten meanwhile read as `Lagged`), but the hold never moves
     /// back: the slot stays at the held position until the cursor passes
-    /// it. Returns `None` if the slot is free. The caller must own the slot
-    /// exclusively (nobody else releases or takes it meanwhile).
-    pub fn adopt_gating(&self, index: usize, start: Start) -> Option<ReadCursor> {
+    /// it. Returns `None` if the slot is free.
+    ///
+    /// # Safety
+    ///
+    /// The caller must own the slot exclusively: its previous holder gone
+    /// for good, and nobody else releasing, freeing or adopting it
+    /// meanwhile. Two live cursors on one slot overwrite each other's
+    /// position, so producers may overwrite frames the slower one was
+    /// promised (it reads `Lagged`). Not a memory-safety contract of the
+    /// ring itself, but one its callers rely on.
+    pub unsafe fn adopt_gating(&self, index: usize, start: Start) -> Option<ReadCursor> {
         let index = index % MAX_GATING;
         let slot = &self.header().gating[index];
         // Acquire: pairs with the Release stores of the previous holder
@@ -1113,16 +1130,110 @@ where
     /// Removes a gating cursor from the table: producers stop waiting for it.
     pub fn unregister_gating(&self, cursor: &mut ReadCursor) {
         if let Some(index) = cursor.gating.take() {
-            self.release_gating_slot(index);
+            self.free_gating_slot(index);
         }
     }
 
     /// Frees gating-table slot `index` whoever holds it: for a supervisor
-    /// reclaiming the slot of a consumer whose process died.
-    pub fn release_gating_slot(&self, index: usize) {
+    /// reclaiming the slot of a consumer whose process died. If it was the
+    /// last gating slot held, claims become wait-free again (see
+    /// [`claims_are_checked`](Self::claims_are_checked)).
+    ///
+    /// # Safety
+    ///
+    /// Not a memory-safety contract of the ring itself, but one its callers
+    /// rely on: the slot's holder must be gone for good (its process dead,
+    /// or its cursor dropped without touching the ring again), or be the
+    /// caller. Freeing a live consumer's slot lets producers overwrite what
+    /// that consumer was promised (it reads `Lagged`), and its next release
+    /// would write a position into a slot that producers no longer check,
+    /// or that another consumer has taken since.
+    pub unsafe fn release_gating_slot(&self, index: usize) {
+        self.free_gating_slot(index % MAX_GATING);
+    }
+
+    fn free_gating_slot(&self, index: usize) {
         // Release: pairs with the Acquire scan in `min_gating`; the departed
         // consumer's reads happen before producers reuse its slots.
-        self.header().gating[index % MAX_GATING].store(FREE, Ordering::Release);
+        self.header().gating[index].store(FREE, Ordering::Release);
+        // SeqCst fence: pairs with the same fence of any other consumer
+        // leaving at the same time. Each stores FREE, fences, then scans
+        // the table; the fences are totally ordered, so the later one's scan
+        // sees the earlier one's FREE and at least one of them clears the
+        // flag (without the fence both could see the other still there).
+        fence(Ordering::SeqCst);
+        self.clear_gated_if_idle();
+    }
+
+    /// Clears [`GATED`] if no gating slot is held, so that claims go back to
+    /// the wait-free `fetch_add`. Lock-free (a failed compare-and-swap means
+    /// a producer claimed).
+    ///
+    /// Why it never clears the flag under a consumer X that registers
+    /// meanwhile: let R be X's claim-word RMW in `register_gating` (it bumps
+    /// the generation), and `cur` our first load below, of generation `g`.
+    ///
+    /// - R before the write `cur` was read from, in the claim word's
+    ///   modification order (or R is that write): our load is Acquire and
+    ///   every later write to the word is an RMW, so we synchronise with R,
+    ///   and X's table entry (stored before R) is visible to our scan. We
+    ///   see it held (or freed by X itself, which then clears in turn) and
+    ///   do nothing.
+    /// - R after it: our compare-and-swap accepts only a word of generation
+    ///   `g` (the sequence may move: producers claim), so if R precedes it,
+    ///   it fails and we stop; if R follows it, R sets GATED again after
+    ///   our clear. That is a registration racing unchecked claims, which
+    ///   `claim` handles as it always did (a claim that loaded the word
+    ///   before R and sees GATED in its `fetch_add` result checks and
+    ///   waits, or gives up). (The generation has 7 bits: an ABA needs 2^7
+    ///   registrations between our load and our compare-and-swap.)
+    fn clear_gated_if_idle(&self) {
+        let h = self.header();
+        // Acquire: pairs with the SeqCst claim-word RMW of `register_gating`
+        // (see above): a registration we read from has its entry visible to
+        // the scan below.
+        let mut cur = h.claim.load(Ordering::Acquire);
+        if cur & GATED == 0 {
+            return;
+        }
+        let generation = cur & GEN_MASK;
+        // Acquire: pairs with the SeqCst entry CAS and stores of
+        // `register_gating` (ordered before its RMW R, see above).
+        if h.gating.iter().any(|g| g.load(Ordering::Acquire) != FREE) {
+            return;
+        }
+        loop {
+            // SeqCst: the claim word's RMWs are all SeqCst (claims and
+            // registrations); producers that read the cleared word claim
+            // with `fetch_add`, which is sound as shown above. Acquire on
+            // failure: we re-check the generation of what we read.
+            match h.claim.compare_exchange_weak(
+                cur,
+                cur & !GATED,
+                Ordering::SeqCst,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return,
+                Err(actual) => {
+                    if actual & GATED == 0 || actual & GEN_MASK != generation {
+                        // Cleared by another leaver, or a consumer registered:
+                        // it (or the last to leave after it) clears later.
+                        return;
+                    }
+                    cur = actual;
+                }
+            }
+        }
+    }
+
+    /// Whether producers claim by the checked (compare-and-swap) path: a
+    /// gating consumer is registered, or one was and the ring has not yet
+    /// seen the last one leave. While false, a claim is one wait-free
+    /// `fetch_add`.
+    pub fn claims_are_checked(&self) -> bool {
+        // Relaxed: a snapshot for monitoring and tests; producers do their
+        // own ordered load.
+        self.header().claim.load(Ordering::Relaxed) & GATED != 0
     }
 
     /// Position of gating slot `index` (every sequence below it released), or
@@ -1318,9 +1429,23 @@ where
     /// Declares sequence `seq` lost because its producer died between claim
     /// and commit. Consumers then see [`TryRecvError::Lost`] for it.
     ///
-    /// Only declare a sequence whose producer is known dead (or will never
-    /// write again); see the module docs.
-    pub fn declare_lost(&self, seq: u64) -> Result<Declared, DeclareError> {
+    /// # Safety
+    ///
+    /// The producer that claimed `seq` must be dead, or otherwise never
+    /// write it (its claim forgotten). Declaring a live producer's sequence
+    /// lies to consumers (a frame delivered after they were told it was
+    /// lost) and, if the ring laps the slot inside that producer's write,
+    /// can hand a consumer a torn frame that passed the seqlock check (see
+    /// the module docs). The ring stays free of undefined behaviour itself,
+    /// but a caller that decodes frames without validation (the frame
+    /// module's unchecked access) relies on never seeing a torn one.
+    pub unsafe fn declare_lost(&self, seq: u64) -> Result<Declared, DeclareError> {
+        self.declare(seq)
+    }
+
+    /// [`declare_lost`](Self::declare_lost), for callers inside the ring
+    /// that hold the claim themselves.
+    fn declare(&self, seq: u64) -> Result<Declared, DeclareError> {
         if seq >= self.head() {
             return Err(DeclareError::NotClaimed(seq));
         }
@@ -1351,7 +1476,7 @@ where
             // A sequence whose write never started leaves the previous lap's
             // frame in place: one more lost lap on its stamp (as `abandon`
             // does), so a consumer that has not read that frame yet (a
-            // gating one, if `seq` raced the first registration and never
+            // gating one, if `seq` raced a first registration and never
             // checked its cursor) still can. A torn write, a slot without
             // a frame, or a saturated count is stamped `LOST(seq)`.
             let new = if !mid_write
@@ -1385,7 +1510,7 @@ where
     /// resolve a dead older producer.
     fn mark_claim_lost(&self, seq: u64, stuck: &mut dyn FnMut(u64)) {
         loop {
-            match self.declare_lost(seq) {
+            match self.declare(seq) {
                 Err(DeclareError::OlderWriterStuck(older)) => {
                     stuck(older);
                     spin_loop();

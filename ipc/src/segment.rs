@@ -775,7 +775,9 @@ impl Segment {
         // Ring slot first, tag second: while the tag names us nobody else
         // takes the ring slot, so freeing it twice (a taker redoing this)
         // frees nobody else's hold.
-        self.ring.release_gating_slot(slot);
+        // SAFETY: the tag names entry `index`, whose owner or tombstone
+        // holder the caller is: the slot's holder is the caller, or dead.
+        unsafe { self.ring.release_gating_slot(slot) };
         // Release: pairs with the Acquire tag claims; our ring slot release
         // happens before the next owner takes the slot.
         let _ = owner.compare_exchange(tag, NO_OWNER, Ordering::Release, Ordering::Relaxed);
@@ -867,7 +869,13 @@ impl Segment {
     fn resolve_lost(&self, seq: u64) -> Option<Declared> {
         let mut target = seq;
         for _ in 0..64 {
-            match self.ring.declare_lost(target) {
+            // SAFETY: `target` is a dead publisher's in-flight sequence
+            // (from `reap_entries`), or one pending past the stall bound that
+            // no live publisher lists in flight (`resolve_stalled`, and the
+            // older laps below): publishers record a claim in flight as soon
+            // as they hold it (`on_claimed`), so its owner is dead.
+            let declared = unsafe { self.ring.declare_lost(target) };
+            match declared {
                 Ok(declared) if target == seq => return Some(declared),
                 // An older lap is resolved: back to `seq`.
                 Ok(_) => target = seq,

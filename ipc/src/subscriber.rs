@@ -397,9 +397,13 @@ impl ShmSubscriber {
                 e.pid.store(ORPHAN, Ordering::Release);
                 continue;
             }
-            let adopted = seg
-                .gating_slots_of(index)
-                .find_map(|slot| seg.ring().adopt_gating(slot, start));
+            let adopted = seg.gating_slots_of(index).find_map(|slot| {
+                // SAFETY: we hold the entry's tombstone, and the slot is
+                // tagged with the entry: its previous holder is gone (the
+                // entry was orphaned) and nobody else frees or takes it
+                // while the tag names the entry.
+                unsafe { seg.ring().adopt_gating(slot, start) }
+            });
             let Some(cursor) = adopted else {
                 // Its hold is gone: nothing to take over; free the entry.
                 seg.settle_subscriber(index, e);

@@ -671,7 +671,8 @@ fn regression_reap_after_kill_mid_drop_keeps_another_subscribers_hold() {
     // The entry belongs to a process (alive for now) whose Drop freed the
     // ring slot and was then killed.
     std::mem::forget(s1);
-    seg.ring().release_gating_slot(g);
+    // SAFETY: `s1` is forgotten: it never touches the ring again.
+    unsafe { seg.ring().release_gating_slot(g) };
     let (mut owner, word) = live_process();
     seg.header().subscribers[idx]
         .pid
@@ -862,7 +863,8 @@ fn regression_kill_at_each_drop_step_leaks_and_steals_no_gating_slot() {
         // Drop's steps: clear the hint, free the ring slot, clear the tag.
         h.subscribers[idx].gating.store(0, Ordering::Relaxed);
         if step >= 1 {
-            seg.ring().release_gating_slot(g);
+            // SAFETY: `s1` is forgotten: it never touches the ring again.
+            unsafe { seg.ring().release_gating_slot(g) };
         }
         if step >= 2 {
             h.gating_owners[g].store(layout::NO_OWNER, Ordering::Release);
@@ -1090,4 +1092,38 @@ fn regression_gating_wait_of_duration_max_waits_instead_of_panicking() {
         matches!(published, Ok(Ok(()))),
         "the waiting publish must complete once the subscriber reads"
     );
+}
+
+/// Issue 13, item 4: once a gating subscriber had registered, the topic
+/// claimed by compare-and-swap forever (the ring's GATED flag was sticky).
+/// Now the last gating hold to go (a subscriber dropped, or a dead one's
+/// hold reaped) puts claims back on the wait-free path.
+#[test]
+fn regression_last_gating_subscriber_gone_restores_wait_free_claims() {
+    let bus = small_bus("ungate");
+    let seg = bus.segment("trades").unwrap();
+    let gating = |name: &str| SubscriberOptions {
+        name: name.into(),
+        gating: true,
+        ..Default::default()
+    };
+    assert!(!seg.ring().claims_are_checked());
+    let live = ShmSubscriber::new(Arc::clone(&seg), &gating("live")).unwrap();
+    let idx = forgotten_subscriber(&seg, &gating("dead"), "dead");
+    assert!(seg.ring().claims_are_checked());
+    drop(live);
+    assert!(seg.ring().claims_are_checked(), "the dead one still holds");
+    // Its process died: the owner word of a process that has exited.
+    let mut gone = Command::new("true").spawn().unwrap();
+    let dead = layout::owner_of(gone.id()).unwrap_or(layout::owner_word(gone.id(), 1));
+    gone.wait().unwrap();
+    seg.header().subscribers[idx]
+        .pid
+        .store(dead, Ordering::Release);
+    assert_eq!(seg.reap(), 1);
+    assert!(
+        !seg.ring().claims_are_checked(),
+        "no gating hold left, claims still checked"
+    );
+    bus.remove_segments();
 }

@@ -367,7 +367,8 @@ fn broadcast_dead_producer_declared_lost_is_a_gap_of_one() {
             publish(&producer_ring, &mut cache).unwrap()
         });
         let supervisor_ring = Arc::clone(&ring);
-        let supervisor = thread::spawn(move || supervisor_ring.declare_lost(0).unwrap());
+        // SAFETY: the claim of 0 was forgotten: its producer is dead.
+        let supervisor = thread::spawn(move || unsafe { supervisor_ring.declare_lost(0) }.unwrap());
 
         let mut cursor = ring.cursor(Start::At(0));
         let mut out = [0u64; 3];
@@ -411,7 +412,8 @@ fn broadcast_producer_lapping_a_dead_claim_waits_for_its_declaration() {
             (first, second)
         });
         // The supervisor, racing the producer's wait.
-        assert_eq!(ring.declare_lost(0), Ok(Declared::Lost));
+        // SAFETY: the claim of 0 was forgotten: its producer is dead.
+        assert_eq!(unsafe { ring.declare_lost(0) }, Ok(Declared::Lost));
         assert_eq!(producer.join().unwrap(), (1, 2));
 
         let mut cursor = ring.cursor(Start::At(1));
@@ -432,7 +434,9 @@ fn broadcast_declaring_a_live_producer_lost_never_tears_a_frame() {
         let ring = Arc::new(Broadcast::with_capacity(2, 3).unwrap());
         let producer_ring = Arc::clone(&ring);
         let producer = thread::spawn(move || publish(&producer_ring, &mut GatingCache::default()));
-        let declared = ring.declare_lost(0);
+        // SAFETY: deliberately broken: the model checks what the contract
+        // says about declaring a live producer (no torn frame, no UB).
+        let declared = unsafe { ring.declare_lost(0) };
         let committed = producer.join().unwrap();
         let mut cursor = ring.cursor(Start::At(0));
         let mut out = [0u64; 3];
@@ -632,7 +636,8 @@ fn regression_declare_lost_keeps_the_frame_a_reader_is_copying() {
         // Sequence 2 (slot of 0) is claimed and never written.
         core::mem::forget(ring.try_claim(&mut cache).unwrap());
         let supervisor_ring = Arc::clone(&ring);
-        let supervisor = thread::spawn(move || supervisor_ring.declare_lost(2));
+        // SAFETY: the claim of 2 was forgotten: its producer is dead.
+        let supervisor = thread::spawn(move || unsafe { supervisor_ring.declare_lost(2) });
         let mut cursor = ring.cursor(Start::At(0));
         let mut out = [0u64; 3];
         assert_eq!(ring.try_recv(&mut cursor, &mut out), Ok(0));
@@ -664,7 +669,8 @@ fn broadcast_writer_waiting_on_a_lost_lap_takes_its_turn() {
         // 4 needs slot 0, whose lap 2 is unwritten until declared lost.
         let producer_ring = Arc::clone(&ring);
         let producer = thread::spawn(move || publish(&producer_ring, &mut cache));
-        assert_eq!(ring.declare_lost(2), Ok(Declared::Lost));
+        // SAFETY: the claim of 2 was forgotten: its producer is dead.
+        assert_eq!(unsafe { ring.declare_lost(2) }, Ok(Declared::Lost));
         assert_eq!(producer.join().unwrap(), Ok(4));
         let mut cursor = ring.cursor(Start::At(3));
         let mut out = [0u64; 3];
@@ -707,7 +713,8 @@ fn regression_adopt_gating_never_lets_a_producer_overwrite_unread_frames() {
         });
         // Re-reads from 1: frame 1 was released (the producer may overwrite
         // it: `Lagged`), 2 and 3 were not.
-        let mut adopted = ring.adopt_gating(index, Start::At(1)).unwrap();
+        // SAFETY: `old` is never used again; nobody else touches the slot.
+        let mut adopted = unsafe { ring.adopt_gating(index, Start::At(1)) }.unwrap();
         let mut expected = 1;
         while expected < 4 {
             match ring.try_recv(&mut adopted, &mut out) {
@@ -752,7 +759,10 @@ fn broadcast_declaration_racing_a_racing_claim_keeps_gated_frames() {
         });
         let supervisor_ring = Arc::clone(&ring);
         let supervisor = thread::spawn(move || {
-            let _ = supervisor_ring.declare_lost(2);
+            // SAFETY: deliberately broken where the producer is alive: the
+            // model checks the contract's promise (no torn frame, no loss
+            // of a gated frame) for a declaration racing a racing claim.
+            let _ = unsafe { supervisor_ring.declare_lost(2) };
         });
         let mut cursor = ring.register_gating(Start::Oldest).unwrap();
         let mut out = [0u64; 3];
@@ -790,5 +800,88 @@ fn broadcast_declaration_racing_a_racing_claim_keeps_gated_frames() {
         }
         assert_eq!(expected, ring.head());
         ring.unregister_gating(&mut cursor);
+    });
+}
+
+/// Issue 13, item 4: the claim word's GATED flag was sticky, so a topic
+/// that ever had a gating consumer claimed by compare-and-swap forever. The
+/// last consumer to leave now clears it. Two leaving at once each free
+/// their slot and then scan the table: each may find the other still there
+/// unless the scans are ordered after both frees (the SeqCst fence in
+/// `free_gating_slot`); then nobody would clear. Whatever the interleaving,
+/// the flag is clear once both are gone.
+#[test]
+fn regression_last_gating_consumers_leaving_together_clear_the_flag() {
+    model(|| {
+        let ring = Arc::new(Broadcast::with_capacity(2, 3).unwrap());
+        let mut a = ring.register_gating(Start::Newest).unwrap();
+        let mut b = ring.register_gating(Start::Newest).unwrap();
+        assert!(ring.claims_are_checked());
+        let other_ring = Arc::clone(&ring);
+        let other = thread::spawn(move || other_ring.unregister_gating(&mut a));
+        ring.unregister_gating(&mut b);
+        other.join().unwrap();
+        assert!(
+            !ring.claims_are_checked(),
+            "nobody gates, claims still checked"
+        );
+    });
+}
+
+/// Issue 13, item 4, the race the clearing must not lose: the last gating
+/// consumer leaves (clearing GATED) while another registers and a producer
+/// publishes. A clear that lands after the registration's flag would let
+/// producers `fetch_add` past the new consumer's unread frames; the clear
+/// only succeeds on a claim word of the generation it saw with an empty
+/// table, so the new consumer, registered at `Oldest`, never reads
+/// `Lagged`. A claim that raced the registration on the unchecked path may
+/// be given up (it reads as `Lost`, and the producer publishes again).
+#[test]
+fn gating_registration_racing_the_last_leave_is_never_overrun() {
+    model(|| {
+        let ring = Arc::new(Broadcast::with_capacity(2, 3).unwrap());
+        let mut cache = GatingCache::default();
+        for seq in 0..2 {
+            assert_eq!(publish(&ring, &mut cache), Ok(seq));
+        }
+        // A gates from 2: the producer may claim 2 (overwriting 0).
+        let mut a = ring.register_gating(Start::Newest).unwrap();
+        let leaver_ring = Arc::clone(&ring);
+        let leaver = thread::spawn(move || leaver_ring.unregister_gating(&mut a));
+        let producer_ring = Arc::clone(&ring);
+        let producer = thread::spawn(move || loop {
+            match publish(&producer_ring, &mut cache) {
+                Ok(seq) => return seq,
+                Err(PublishError::Full) => thread::yield_now(),
+                Err(e) => panic!("{e:?}"),
+            }
+        });
+        let mut b = ring.register_gating(Start::Oldest).unwrap();
+        let mut out = [0u64; 3];
+        let mut expected = b.next();
+        let mut end = 3;
+        while expected < end {
+            match ring.try_recv(&mut b, &mut out) {
+                Ok(seq) => {
+                    assert_eq!(seq, expected);
+                    assert_intact(seq, &out);
+                    expected += 1;
+                }
+                Err(TryRecvError::Lost(seq)) => {
+                    assert_eq!(seq, expected);
+                    // Only a claim given up for us: the producer retries.
+                    end = seq + 2;
+                    expected += 1;
+                }
+                Err(TryRecvError::Empty | TryRecvError::Pending(_)) => thread::yield_now(),
+                Err(e) => panic!("gating consumer registered at Oldest saw {e:?}"),
+            }
+        }
+        leaver.join().unwrap();
+        let last = producer.join().unwrap();
+        assert_eq!(last + 1, end, "the producer's frame was read");
+        assert!(ring.claims_are_checked(), "b still gates");
+        ring.unregister_gating(&mut b);
+        assert!(!ring.claims_are_checked());
     });
 }

@@ -70,6 +70,22 @@ fn each_storage(capacity: usize, f: impl Fn(&dyn Ring)) {
     drop(backing);
 }
 
+/// [`Broadcast::declare_lost`] for these tests, which declare only
+/// sequences whose claims they forgot (dead producers), or, in
+/// `a_claim_declared_lost_before_its_write_fails_and_leaves_the_slot_alone`,
+/// a claim held on the declaring thread before its write starts (the benign
+/// case the contract describes: the commit then fails and writes nothing).
+trait DeclareDead {
+    fn declare_dead(&self, seq: u64) -> Result<Declared, DeclareError>;
+}
+
+impl<S: Storage<Header = BroadcastHeader, Elem = AtomicU64>> DeclareDead for Broadcast<S> {
+    fn declare_dead(&self, seq: u64) -> Result<Declared, DeclareError> {
+        // SAFETY: see the trait: no live producer writes `seq` concurrently.
+        unsafe { self.declare_lost(seq) }
+    }
+}
+
 /// Object-safe view of a ring over any storage, for the conformance suite.
 trait Ring: Sync {
     fn publish(&self, cache: &mut GatingCache, payload: &[u64]) -> Result<u64, PublishError>;
@@ -112,7 +128,7 @@ impl<S: Storage<Header = BroadcastHeader, Elem = AtomicU64> + Sync> Ring for Bro
         self.try_claim(&mut GatingCache::default()).unwrap().seq()
     }
     fn declare(&self, s: u64) -> Result<Declared, DeclareError> {
-        self.declare_lost(s)
+        self.declare_dead(s)
     }
     fn batch(
         &self,
@@ -256,7 +272,7 @@ fn a_producer_lapping_a_stalled_claim_waits_and_names_it() {
     let mut reported = Vec::new();
     let committed = lapping.commit_with(&frame(4), |older| {
         reported.push(older);
-        assert_eq!(ring.declare_lost(older), Ok(Declared::Lost));
+        assert_eq!(ring.declare_dead(older), Ok(Declared::Lost));
     });
     assert_eq!(committed, Ok(4));
     assert_eq!(reported, [0]);
@@ -276,10 +292,10 @@ fn only_the_lap_after_a_finished_one_can_be_declared_lost() {
     }
     core::mem::forget(ring.try_claim(&mut cache).unwrap()); // 4 dies too
                                                             // 4 cannot be declared while 0, the lap before it, is unresolved.
-    assert_eq!(ring.declare_lost(4), Err(DeclareError::OlderWriterStuck(0)));
-    assert_eq!(ring.declare_lost(0), Ok(Declared::Lost));
-    assert_eq!(ring.declare_lost(4), Ok(Declared::Lost));
-    assert_eq!(ring.declare_lost(0), Ok(Declared::AlreadyOverwritten));
+    assert_eq!(ring.declare_dead(4), Err(DeclareError::OlderWriterStuck(0)));
+    assert_eq!(ring.declare_dead(0), Ok(Declared::Lost));
+    assert_eq!(ring.declare_dead(4), Ok(Declared::Lost));
+    assert_eq!(ring.declare_dead(0), Ok(Declared::AlreadyOverwritten));
     // The slot moves on: 8 is written and read.
     for s in 5..9 {
         assert_eq!(ring.try_publish(&mut cache, &frame(s)), Ok(s));
@@ -301,7 +317,7 @@ fn a_claim_declared_lost_before_its_write_fails_and_leaves_the_slot_alone() {
     let ring = Broadcast::with_capacity(4, PAYLOAD).unwrap();
     let mut cache = GatingCache::default();
     let slow = ring.try_claim(&mut cache).unwrap();
-    assert_eq!(ring.declare_lost(0), Ok(Declared::Lost));
+    assert_eq!(ring.declare_dead(0), Ok(Declared::Lost));
     for s in 1..5 {
         assert_eq!(ring.try_publish(&mut cache, &frame(s)), Ok(s));
     }
@@ -404,6 +420,54 @@ fn idle_gating_consumer_releases_everything_it_read() {
     assert_eq!(ring.gating_position(slot), Some(0), "held while busy");
     assert_eq!(ring.try_recv(&mut g, &mut out), Err(TryRecvError::Empty));
     assert_eq!(ring.gating_position(slot), Some(3), "released when idle");
+}
+
+/// Regression (issue 13, item 4): the claim word's GATED flag was sticky,
+/// so once any gating consumer had registered, every later claim on the
+/// ring took the compare-and-swap path, although the README promised a
+/// wait-free claim without gating consumers. The last one to leave
+/// (unregistered, or its slot released by a supervisor) now clears it, and
+/// the ring still gates whoever registers after.
+#[test]
+fn regression_last_gating_consumer_leaving_restores_wait_free_claims() {
+    let ring = Broadcast::with_capacity(8, PAYLOAD).unwrap();
+    let mut cache = GatingCache::default();
+    assert!(!ring.claims_are_checked());
+    let mut a = ring.register_gating(Start::Newest).unwrap();
+    let mut b = ring.register_gating(Start::Newest).unwrap();
+    assert!(ring.claims_are_checked());
+    ring.unregister_gating(&mut a);
+    assert!(ring.claims_are_checked(), "b still gates");
+    ring.unregister_gating(&mut b);
+    assert!(
+        !ring.claims_are_checked(),
+        "nobody gates: claims are wait-free again"
+    );
+    for s in 0..20 {
+        assert_eq!(ring.try_publish(&mut cache, &frame(s)), Ok(s));
+    }
+    // A consumer registering after the flag was cleared gates again.
+    let mut c = ring.register_gating(Start::Oldest).unwrap();
+    assert!(ring.claims_are_checked());
+    for s in 20..24 {
+        assert_eq!(
+            ring.try_publish(&mut cache, &frame(s)),
+            Err(PublishError::Full),
+            "{s}"
+        );
+    }
+    let mut out = [0u64; PAYLOAD];
+    for s in 12..20 {
+        assert_eq!(ring.try_recv(&mut c, &mut out), Ok(s));
+        check_frame(s, &out);
+    }
+    assert_eq!(ring.try_recv(&mut c, &mut out), Err(TryRecvError::Empty));
+    assert_eq!(ring.try_publish(&mut cache, &frame(20)), Ok(20));
+    // A supervisor releasing the last (dead) consumer's slot clears it too.
+    let slot = c.gating_slot().unwrap();
+    // SAFETY: `c` is never used again: its holder is gone.
+    unsafe { ring.release_gating_slot(slot) };
+    assert!(!ring.claims_are_checked());
 }
 
 #[test]
@@ -809,8 +873,8 @@ fn an_abandoned_claim_keeps_the_frame_in_its_slot_and_reads_as_lost() {
     core::mem::forget(claim);
     let mut gating = ring.register_gating(Start::At(0)).unwrap();
     ring.abandon(4, &mut || false, &mut |_| {});
-    assert_eq!(ring.declare_lost(4), Ok(Declared::AlreadyLost));
-    assert_eq!(ring.declare_lost(0), Ok(Declared::AlreadyCommitted));
+    assert_eq!(ring.declare_dead(4), Ok(Declared::AlreadyLost));
+    assert_eq!(ring.declare_dead(0), Ok(Declared::AlreadyCommitted));
     let mut out = [0u64; PAYLOAD];
     for s in 0..4 {
         assert_eq!(ring.try_recv(&mut gating, &mut out), Ok(s));
@@ -833,7 +897,7 @@ fn an_abandoned_claim_keeps_the_frame_in_its_slot_and_reads_as_lost() {
         assert_eq!(ring.try_recv(&mut gating, &mut out), Ok(s));
         check_frame(s, &out);
     }
-    assert_eq!(ring.declare_lost(4), Ok(Declared::AlreadyOverwritten));
+    assert_eq!(ring.declare_dead(4), Ok(Declared::AlreadyOverwritten));
     ring.unregister_gating(&mut gating);
 }
 
@@ -930,7 +994,7 @@ fn regression_commit_with_too_few_words_behind_a_dead_older_lap_resolves_it() {
         let mut asked = Vec::new();
         let r = claim.commit_with(&[], PAYLOAD, |older| {
             asked.push(older);
-            let _ = ring.declare_lost(older);
+            let _ = ring.declare_dead(older);
         });
         assert_eq!(r, Ok(4));
         assert_eq!(asked.first(), Some(&dead));
@@ -952,7 +1016,7 @@ fn regression_abandon_behind_a_dead_older_lap_resolves_it() {
         let mut asked = Vec::new();
         ring.abandon(4, &mut || false, &mut |older| {
             asked.push(older);
-            let _ = ring.declare_lost(older);
+            let _ = ring.declare_dead(older);
         });
         assert_eq!(asked.first(), Some(&dead));
         let mut c = ring.cursor(Start::At(4));
@@ -975,8 +1039,8 @@ fn regression_declare_lost_keeps_the_previous_lap_readable() {
     let claim = ring.try_claim(&mut cache).unwrap();
     core::mem::forget(claim);
     let mut gating = ring.register_gating(Start::At(0)).unwrap();
-    assert_eq!(ring.declare_lost(4), Ok(Declared::Lost));
-    assert_eq!(ring.declare_lost(4), Ok(Declared::AlreadyLost));
+    assert_eq!(ring.declare_dead(4), Ok(Declared::Lost));
+    assert_eq!(ring.declare_dead(4), Ok(Declared::AlreadyLost));
     let mut out = [0u64; PAYLOAD];
     for s in 0..4 {
         assert_eq!(ring.try_recv(&mut gating, &mut out), Ok(s));
@@ -1044,7 +1108,9 @@ fn regression_adopt_gating_below_the_held_position_never_moves_it_back() {
     // The holder is gone without unregistering (its process died).
     // A restarted durable consumer that re-reads from 1 (what it stored
     // last): it reads 1.., but the hold stays at 4 until it passes it.
-    let mut adopted = ring.adopt_gating(index, Start::At(1)).unwrap();
+    // SAFETY: `old` is never used again (its holder is gone); nobody else
+    // touches the slot.
+    let mut adopted = unsafe { ring.adopt_gating(index, Start::At(1)) }.unwrap();
     assert_eq!(adopted.next(), 1);
     let mut batch = [0u64; 2 * PAYLOAD];
     assert_eq!(ring.recv_batch(&mut adopted, &mut batch, PAYLOAD), Ok(2));
