@@ -252,9 +252,11 @@ impl ShmPublisher {
         Ok(seq)
     }
 
-    /// Test support: claims the next sequence, records it in flight, and
-    /// kills this process with SIGKILL before committing it, which is what a
-    /// crash between claim and commit looks like to everyone else.
+    /// Fault injection for crash tests: claims the next sequence, records it
+    /// in flight, and kills this process with SIGKILL before committing it,
+    /// which is what a crash between claim and commit looks like to everyone
+    /// else. Only with the `fault-injection` feature.
+    #[cfg(feature = "fault-injection")]
     #[doc(hidden)]
     pub fn crash_mid_publish(&mut self) -> ! {
         let claim = self
