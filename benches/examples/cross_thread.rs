@@ -13,6 +13,13 @@
 //! over the runs of each case. The criterion bench (`--bench rings`)
 //! measures the same pairs, one case after another.
 //!
+//! Rates count *delivered* items: what the consumer read. rtrb, spsc and
+//! the gating rings deliver every item; the overwriting ring may lap its
+//! consumer, which then skips frames (`Lagged`). Those are not delivered:
+//! its rate counts only the frames read, and the frames it lost are
+//! reported beside it (median and largest per run), so that a lossy rate
+//! is never compared with a lossless one as if both delivered everything.
+//!
 //! The huge-page cases exist because a 4096-slot trade ring (768 KiB) on
 //! 4 KiB pages runs at one of two speeds depending on which physical pages
 //! it gets (how its lines spread over the L2 cache's sets); in one huge page
@@ -21,52 +28,74 @@
 use std::time::Instant;
 
 use zerocast_benches::{
-    cores, pin, pop_all, publish_all, push_all, push_copies, receive_all, trade_frame, Item,
-    RingStorage, ITEMS_PER_RUN,
+    cores, pin, pop_all, publish_all, push_all, push_copies, receive_all, trade_frame, Delivery,
+    Item, RingStorage, ITEMS_PER_RUN,
 };
 use zerocast_core::broadcast::{Broadcast, Start};
 use zerocast_core::spsc::Spsc;
 
 const CAPACITY: usize = 4096;
 
-/// Millions of items per second: `produce` runs here, `consume` on the
-/// second core, both started together.
-fn two_threads(produce: impl FnOnce(), consume: impl FnOnce() + Send) -> f64 {
+/// One run: millions of items delivered per second, and items lost.
+#[derive(Clone, Copy)]
+struct Run {
+    delivered_m_per_s: f64,
+    lost: u64,
+}
+
+/// `produce` runs here, `consume` on the second core, both started
+/// together; timed until the consumer is done. `consume` says what it
+/// delivered.
+fn two_threads(produce: impl FnOnce(), consume: impl FnOnce() -> Delivery + Send) -> Run {
     let start = std::sync::Barrier::new(2);
-    let t0 = std::thread::scope(|s| {
+    let (t0, delivery) = std::thread::scope(|s| {
         let start = &start;
-        s.spawn(move || {
+        let consumer = s.spawn(move || {
             pin(1);
             start.wait();
-            consume();
+            consume()
         });
         start.wait();
         let t0 = Instant::now();
         produce();
-        t0
+        (t0, consumer.join().expect("consumer thread"))
     });
-    ITEMS_PER_RUN as f64 / t0.elapsed().as_secs_f64() / 1e6
+    Run {
+        delivered_m_per_s: delivery.received as f64 / t0.elapsed().as_secs_f64() / 1e6,
+        lost: delivery.lagged,
+    }
 }
 
-fn spsc() -> f64 {
+/// A lossless consumer's delivery: every item.
+fn all_items(consume: impl FnOnce()) -> impl FnOnce() -> Delivery {
+    move || {
+        consume();
+        Delivery {
+            received: ITEMS_PER_RUN,
+            lagged: 0,
+        }
+    }
+}
+
+fn spsc() -> Run {
     let mut q = Spsc::<Item, _>::with_capacity(CAPACITY).unwrap();
     let (mut p, mut c) = q.split();
     two_threads(
         || push_all(|item| p.push(item).is_ok()),
-        || pop_all(|| c.pop().ok()),
+        all_items(|| pop_all(|| c.pop().ok())),
     )
 }
 
-fn rtrb_items() -> f64 {
+fn rtrb_items() -> Run {
     let (mut p, mut c) = rtrb::RingBuffer::<Item>::new(CAPACITY);
     two_threads(
         || push_all(|item| p.push(item).is_ok()),
-        || pop_all(|| c.pop().ok()),
+        all_items(|| pop_all(|| c.pop().ok())),
     )
 }
 
-/// Millions of frames per second through a fresh ring.
-fn broadcast(gating: bool, frame: &[u64], batch: usize) -> f64 {
+/// One run through a fresh ring.
+fn broadcast(gating: bool, frame: &[u64], batch: usize) -> Run {
     let ring = Broadcast::with_capacity(CAPACITY, frame.len()).unwrap();
     run_broadcast(&ring, gating, frame, batch)
 }
@@ -74,7 +103,7 @@ fn broadcast(gating: bool, frame: &[u64], batch: usize) -> f64 {
 /// The same on a ring in one 2 MiB transparent huge page: physically
 /// contiguous, so where its lines fall in the caches does not depend on which
 /// 4 KiB pages the kernel handed out.
-fn broadcast_thp(gating: bool, frame: &[u64]) -> f64 {
+fn broadcast_thp(gating: bool, frame: &[u64]) -> Run {
     use zerocast_core::broadcast::{words_needed, BroadcastHeader};
     use zerocast_core::storage::Raw;
     type R = Raw<BroadcastHeader, std::sync::atomic::AtomicU64>;
@@ -138,7 +167,7 @@ fn run_broadcast(
     gating: bool,
     frame: &[u64],
     batch: usize,
-) -> f64 {
+) -> Run {
     let cursor = if gating {
         ring.register_gating(Start::Newest).unwrap()
     } else {
@@ -150,24 +179,29 @@ fn run_broadcast(
     )
 }
 
-/// Millions of frames per second through a fresh rtrb ring.
-fn rtrb(frame: &[u64]) -> f64 {
+/// One run through a fresh rtrb ring.
+fn rtrb(frame: &[u64]) -> Run {
     let (mut producer, mut consumer) = rtrb::RingBuffer::<[u64; 20]>::new(CAPACITY);
     let mut item = [0u64; 20];
     item.copy_from_slice(&frame[..20]);
     two_threads(
         || push_copies(item, |x| producer.push(x).is_ok()),
-        || pop_all(|| consumer.pop().ok()),
+        all_items(|| pop_all(|| consumer.pop().ok())),
     )
 }
 
-fn summary(mut runs: Vec<f64>) -> String {
-    runs.sort_by(f64::total_cmp);
+fn summary(runs: &[Run]) -> String {
+    let mut rates: Vec<f64> = runs.iter().map(|r| r.delivered_m_per_s).collect();
+    rates.sort_by(f64::total_cmp);
+    let mut lost: Vec<u64> = runs.iter().map(|r| r.lost).collect();
+    lost.sort_unstable();
     format!(
-        "median {:6.2}  min {:6.2}  max {:6.2}",
-        runs[runs.len() / 2],
-        runs[0],
-        runs[runs.len() - 1]
+        "median {:6.2}  min {:6.2}  max {:6.2}  | lost per run: median {:7}  max {:7}",
+        rates[rates.len() / 2],
+        rates[0],
+        rates[rates.len() - 1],
+        lost[lost.len() / 2],
+        lost[lost.len() - 1],
     )
 }
 
@@ -181,7 +215,7 @@ fn main() {
         .nth(1)
         .map(|s| s.parse().expect("runs: a number"))
         .unwrap_or(30);
-    let cases: [(&str, &dyn Fn() -> f64); 9] = [
+    let cases: [(&str, &dyn Fn() -> Run); 9] = [
         ("spsc, 64 B items", &spsc),
         ("rtrb, 64 B items", &rtrb_items),
         ("zerocast overwriting", &|| broadcast(false, &frame, 1)),
@@ -204,9 +238,13 @@ fn main() {
             out.push(case());
         }
     }
-    println!("M items/s, median over {runs} interleaved runs of {ITEMS_PER_RUN} items, 1 producer -> 1 consumer thread");
+    println!(
+        "M items/s delivered (read by the consumer), median over {runs} interleaved runs of \
+         {ITEMS_PER_RUN} items sent, 1 producer -> 1 consumer thread; lost = sent - delivered \
+         (overwriting rings only)"
+    );
     for ((name, _), runs) in cases.iter().zip(results) {
-        println!("{name:32} {}", summary(runs));
+        println!("{name:32} {}", summary(&runs));
     }
     println!(
         "huge-page rings: {} while mapped",

@@ -88,16 +88,35 @@ pub fn publish_all(ring: &Broadcast<impl RingStorage>, frame: &[u64], batch: usi
     }
 }
 
+/// What a consumer got from a ring: frames it read, and sequences it never
+/// read because the ring lapped it (an overwriting ring's `Lagged`). A
+/// rate that compares rings must count `received`, not the sequences
+/// passed: a lossless queue delivers every item, an overwriting ring only
+/// `received` of them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Delivery {
+    /// Frames read.
+    pub received: u64,
+    /// Sequences skipped: overwritten before they were read.
+    pub lagged: u64,
+}
+
 /// Receives from `cursor` on until it has passed [`ITEMS_PER_RUN`] sequences
 /// (frames read or counted as lagged), then gives up its gating slot if it
-/// has one.
-pub fn receive_all(ring: &Broadcast<impl RingStorage>, mut cursor: ReadCursor, frame_words: usize) {
+/// has one. Returns how many were read and how many were skipped.
+pub fn receive_all(
+    ring: &Broadcast<impl RingStorage>,
+    mut cursor: ReadCursor,
+    frame_words: usize,
+) -> Delivery {
     let end = cursor.next() + ITEMS_PER_RUN;
     let mut out = vec![0u64; frame_words];
+    let mut delivery = Delivery::default();
     while cursor.next() < end {
         match ring.try_recv(&mut cursor, &mut out) {
             Ok(seq) => {
                 black_box(seq);
+                delivery.received += 1;
             }
             Err(TryRecvError::Lagged(n)) => {
                 black_box(n);
@@ -106,6 +125,10 @@ pub fn receive_all(ring: &Broadcast<impl RingStorage>, mut cursor: ReadCursor, f
         }
     }
     ring.unregister_gating(&mut cursor);
+    // Every sequence of the run not read was lapped (a lag can carry the
+    // cursor past `end`, so the lag counts would overstate it).
+    delivery.lagged = ITEMS_PER_RUN - delivery.received;
+    delivery
 }
 
 /// Pops [`ITEMS_PER_RUN`] items, spinning while the queue is empty.

@@ -92,6 +92,10 @@ struct ChildArgs {
     /// Subscriber threads in this process (count role).
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Subscribers of the whole case (all processes): plain iceoryx2's
+    /// service is sized for exactly these.
+    #[arg(long, default_value_t = 1)]
+    subscribers: usize,
 }
 
 // ------------------------------------------------------------------ clock
@@ -157,8 +161,8 @@ fn book(scheduled: u64, mark: Mark) -> MarketL2 {
     }
 }
 
-/// (scheduled, mark) from a frame's bytes, validated.
-fn read_mark(kind: &str, bytes: &[u8]) -> Option<(u64, Mark)> {
+/// (header sequence, scheduled, mark) from a frame's bytes, validated.
+fn read_mark(kind: &str, bytes: &[u8]) -> Option<(u64, u64, Mark)> {
     let classify = |price: f64, volume: f64| {
         if price < 0.0 {
             Mark::Stop
@@ -169,14 +173,16 @@ fn read_mark(kind: &str, bytes: &[u8]) -> Option<(u64, Mark)> {
         }
     };
     if kind == "l2" {
-        let (_, b) = frame::decode::<MarketL2>(bytes).ok()?;
+        let (h, b) = frame::decode::<MarketL2>(bytes).ok()?;
         Some((
+            h.seq.to_native(),
             b.timestamp.to_native() as u64,
             classify(b.bids[0].price.to_native(), b.bids[0].volume.to_native()),
         ))
     } else {
-        let (_, t) = frame::decode::<TradeEvent>(bytes).ok()?;
+        let (h, t) = frame::decode::<TradeEvent>(bytes).ok()?;
         Some((
+            h.seq.to_native(),
             t.timestamp.to_native() as u64,
             classify(t.price.to_native(), t.volume.to_native()),
         ))
@@ -207,9 +213,14 @@ fn plain_service_name(namespace: &str) -> String {
     format!("zerocast-harness-plain/{namespace}")
 }
 
+/// Plain iceoryx2's publish-subscribe service, set up per case the way its
+/// own benchmarks set it up: one publisher, exactly the case's subscribers
+/// (and a node each, plus the publisher's), a buffer of 256 samples with
+/// safe overflow, no history.
 fn plain_service(
     node: &Node<ipc::Service>,
     namespace: &str,
+    subscribers: usize,
 ) -> iceoryx2::service::port_factory::publish_subscribe::PortFactory<ipc::Service, [u64], ()> {
     let name: ServiceName = plain_service_name(namespace)
         .as_str()
@@ -218,12 +229,57 @@ fn plain_service(
     node.service_builder(&name)
         .publish_subscribe::<[u64]>()
         .enable_safe_overflow(true)
-        .subscriber_max_buffer_size(256)
+        .subscriber_max_buffer_size(PLAIN_BUFFER)
         .history_size(0)
-        .max_subscribers(1024)
-        .max_nodes(1100)
+        .max_publishers(1)
+        .max_subscribers(subscribers)
+        .max_nodes(subscribers + 1)
         .open_or_create()
         .expect("plain iceoryx2 service")
+}
+
+/// Samples a plain iceoryx2 subscriber buffers (its own benchmarks' size).
+const PLAIN_BUFFER: usize = 256;
+
+/// Plain iceoryx2's event service, for the "block" rows: the subscriber
+/// waits on a Listener, the publisher notifies after every send.
+fn plain_event(
+    node: &Node<ipc::Service>,
+    namespace: &str,
+    subscribers: usize,
+) -> iceoryx2::service::port_factory::event::PortFactory<ipc::Service> {
+    let name: ServiceName = format!("{}/event", plain_service_name(namespace))
+        .as_str()
+        .try_into()
+        .expect("event service name");
+    node.service_builder(&name)
+        .event()
+        .max_notifiers(1)
+        .max_listeners(subscribers)
+        .max_nodes(subscribers + 1)
+        .open_or_create()
+        .expect("plain iceoryx2 event service")
+}
+
+/// Polls before a blocking subscriber sleeps, on every transport.
+const BLOCK_SPINS: u32 = 100;
+
+/// What a wait strategy really does on a transport, for the report.
+fn wait_does(transport: &str, wait: &str) -> &'static str {
+    match (transport, wait) {
+        (_, "spin") => "busy-polls, never pauses",
+        (_, "yield") => "polls 100 times, then yields the CPU between polls",
+        ("shm" | "shm-gating", "block") => {
+            "polls 100 times, then sleeps on the segment's futex (re-checks every 20 ms); the publisher wakes it with futex_wake"
+        }
+        ("iox", "block") => {
+            "polls 100 times, then waits on an iceoryx2 Listener; zerocast's adapter notifies after each publish"
+        }
+        ("iox-plain", "block") => {
+            "polls 100 times, then waits on an iceoryx2 Listener; the publisher notifies after each send"
+        }
+        _ => "unknown",
+    }
 }
 
 /// The publishing side of any transport.
@@ -232,18 +288,23 @@ enum Sender {
     Plain {
         _node: Node<ipc::Service>,
         publisher: iceoryx2::port::publisher::Publisher<ipc::Service, [u64], ()>,
+        /// Only in "block" cases: wakes the subscribers' Listeners.
+        notifier: Option<iceoryx2::port::notifier::Notifier<ipc::Service>>,
         buf: FrameBuf,
+        /// Sequence of the next frame: written into its header, so that
+        /// subscribers count iceoryx2's overflow drops as gaps.
+        next_seq: u64,
     },
 }
 
 impl Sender {
-    fn new(namespace: &str, transport: &str, kind: &str) -> Self {
+    fn new(namespace: &str, transport: &str, kind: &str, wait: &str, subscribers: usize) -> Self {
         if transport == "iox-plain" {
             set_log_level(LogLevel::Error);
             let node = NodeBuilder::new()
                 .create::<ipc::Service>()
                 .expect("iceoryx2 node");
-            let service = plain_service(&node, namespace);
+            let service = plain_service(&node, namespace, subscribers);
             let words = if kind == "l2" {
                 frame::frame_words(frame::MessageKind::L2)
             } else {
@@ -254,10 +315,18 @@ impl Sender {
                 .initial_max_slice_len(words)
                 .create()
                 .expect("plain publisher");
+            let notifier = (wait == "block").then(|| {
+                plain_event(&node, namespace, subscribers)
+                    .notifier_builder()
+                    .create()
+                    .expect("plain notifier")
+            });
             Self::Plain {
                 _node: node,
                 publisher,
+                notifier,
                 buf: FrameBuf::default(),
+                next_seq: 0,
             }
         } else {
             let bus = bus_for(namespace, transport, kind);
@@ -280,13 +349,24 @@ impl Sender {
             Self::Zc(p) => {
                 p.publish(body).expect("publish");
             }
-            Self::Plain { publisher, buf, .. } => {
+            Self::Plain {
+                publisher,
+                notifier,
+                buf,
+                next_seq,
+                ..
+            } => {
                 let words = frame::encode(body, 0, 0, &mut buf.0).expect("encode");
+                set_seq::<B>(&mut buf.0[..words], *next_seq);
+                *next_seq += 1;
                 let sample = publisher.loan_slice_uninit(words).expect("loan");
                 sample
                     .write_from_slice(&buf.0[..words])
                     .send()
                     .expect("send");
+                if let Some(n) = notifier {
+                    n.notify().expect("notify");
+                }
             }
         }
     }
@@ -313,46 +393,38 @@ impl Sender {
     }
 }
 
+/// Writes `seq` into an encoded frame of a `B` (plain iceoryx2 has no ring
+/// to assign it). `FrameHeader::seq` is the archived header's first field,
+/// a little-endian u64; checked against the decoder in debug builds.
+fn set_seq<B: Body>(words: &mut [u64], seq: u64) {
+    words[0] = seq.to_le();
+    debug_assert_eq!(
+        frame::decode::<B>(frame::words_as_bytes(words))
+            .ok()
+            .map(|(h, _)| h.seq.to_native()),
+        Some(seq)
+    );
+}
+
+/// What a subscriber saw besides its frames: sequences skipped (lapped on
+/// the ring, or dropped by iceoryx2's overflow) and sequences declared lost
+/// (a publisher died mid-publish; shm only).
+#[derive(Default, Clone, Copy)]
+struct Tally {
+    lagged: u64,
+    lost: u64,
+}
+
 /// The receiving side of any transport: calls `f(bytes)` for each frame until
-/// it returns false or nothing arrives for `idle`. Returns (lagged, lost).
-fn receive_loop(args: &ChildArgs, idle: Duration, mut f: impl FnMut(&[u8]) -> bool) -> (u64, u64) {
+/// it returns false or nothing arrives for `idle`.
+fn receive_loop(args: &ChildArgs, idle: Duration, mut f: impl FnMut(&[u8]) -> bool) -> Tally {
     let wait = match args.wait.as_str() {
         "spin" => WaitStrategy::BusySpin,
-        "yield" => WaitStrategy::SpinThenYield { spins: 100 },
-        _ => WaitStrategy::Blocking { spins: 100 },
+        "yield" => WaitStrategy::SpinThenYield { spins: BLOCK_SPINS },
+        _ => WaitStrategy::Blocking { spins: BLOCK_SPINS },
     };
     if args.transport == "iox-plain" {
-        set_log_level(LogLevel::Error);
-        let node = NodeBuilder::new()
-            .create::<ipc::Service>()
-            .expect("iceoryx2 node");
-        let service = plain_service(&node, &args.namespace);
-        let sub = service
-            .subscriber_builder()
-            .create()
-            .expect("plain subscriber");
-        ready();
-        let mut last = Instant::now();
-        loop {
-            match sub.receive() {
-                Ok(Some(sample)) => {
-                    last = Instant::now();
-                    if !f(frame::words_as_bytes(sample.payload())) {
-                        return (0, 0);
-                    }
-                }
-                _ => {
-                    if last.elapsed() > idle {
-                        return (0, 0);
-                    }
-                    if args.wait != "spin" {
-                        std::thread::yield_now();
-                    } else {
-                        std::hint::spin_loop();
-                    }
-                }
-            }
-        }
+        return plain_receive_loop(args, idle, f);
     }
     let bus = bus_for(&args.namespace, &args.transport, &args.kind);
     let mut sub = bus
@@ -368,17 +440,83 @@ fn receive_loop(args: &ChildArgs, idle: Duration, mut f: impl FnMut(&[u8]) -> bo
         )
         .expect("subscriber");
     ready();
-    let (mut lagged, mut lost) = (0, 0);
+    let mut tally = Tally::default();
     loop {
         match sub.recv_timeout(idle) {
             Ok(frame) => {
                 if !f(frame.bytes) {
-                    return (lagged, lost);
+                    return tally;
                 }
             }
-            Err(RecvError::Lagged(n)) => lagged += n,
-            Err(RecvError::Lost(_)) => lost += 1,
-            Err(RecvError::Empty) => return (lagged, lost),
+            Err(RecvError::Lagged(n)) => tally.lagged += n,
+            Err(RecvError::Lost(_)) => tally.lost += 1,
+            Err(RecvError::Empty) => return tally,
+        }
+    }
+}
+
+/// [`receive_loop`] for plain iceoryx2, its tightest loop: `receive` until
+/// empty, then spin, yield or wait on its Listener. Frames its overflow
+/// dropped are counted from the gaps in the header sequence (the
+/// publisher numbers them from 0, and the subscriber exists before the
+/// first is sent); drops after the last frame seen show only as
+/// sent minus received, which the parent reports.
+fn plain_receive_loop(args: &ChildArgs, idle: Duration, mut f: impl FnMut(&[u8]) -> bool) -> Tally {
+    set_log_level(LogLevel::Error);
+    let node = NodeBuilder::new()
+        .create::<ipc::Service>()
+        .expect("iceoryx2 node");
+    let service = plain_service(&node, &args.namespace, args.subscribers);
+    let sub = service
+        .subscriber_builder()
+        .create()
+        .expect("plain subscriber");
+    let listener = (args.wait == "block").then(|| {
+        plain_event(&node, &args.namespace, args.subscribers)
+            .listener_builder()
+            .create()
+            .expect("plain listener")
+    });
+    ready();
+    let mut tally = Tally::default();
+    let mut expected = 0u64;
+    let mut last = Instant::now();
+    let mut polls = 0u32;
+    loop {
+        match sub.receive() {
+            Ok(Some(sample)) => {
+                last = Instant::now();
+                polls = 0;
+                let words = sample.payload();
+                // The header's seq, where `set_seq` put it (read directly:
+                // a second validated decode per frame would slow iceoryx2's
+                // loop below what it does alone; `f` validates the frame).
+                if let Some(&word) = words.first() {
+                    let seq = u64::from_le(word);
+                    tally.lagged += seq.saturating_sub(expected);
+                    expected = expected.max(seq + 1);
+                }
+                let bytes = frame::words_as_bytes(words);
+                if !f(bytes) {
+                    return tally;
+                }
+            }
+            Ok(None) | Err(_) => {
+                if last.elapsed() > idle {
+                    return tally;
+                }
+                polls = polls.saturating_add(1);
+                match (&listener, args.wait.as_str()) {
+                    (_, "spin") => std::hint::spin_loop(),
+                    (Some(l), _) if polls >= BLOCK_SPINS => {
+                        // Drains the notifications; `receive` above then
+                        // takes every sample they announced.
+                        let _ = l.timed_wait(|_| {}, Duration::from_millis(20));
+                    }
+                    _ if polls >= BLOCK_SPINS => std::thread::yield_now(),
+                    _ => std::hint::spin_loop(),
+                }
+            }
         }
     }
 }
@@ -411,11 +549,11 @@ fn run_child(args: ChildArgs) {
     let idle = Duration::from_secs(10);
     if args.role == "latency" {
         let mut h = histogram();
-        let (lagged, lost) = receive_loop(&args, idle, |bytes| {
+        let tally = receive_loop(&args, idle, |bytes| {
             let now = mono_ns();
             match read_mark(&args.kind, bytes) {
-                Some((_, Mark::Stop)) => false,
-                Some((scheduled, Mark::Measure)) => {
+                Some((_, _, Mark::Stop)) => false,
+                Some((_, scheduled, Mark::Measure)) => {
                     let _ = h.record(now.saturating_sub(scheduled).max(1));
                     true
                 }
@@ -424,7 +562,7 @@ fn run_child(args: ChildArgs) {
         });
         println!(
             "{}",
-            json!({"latency": percentiles(&h), "lagged": lagged, "lost": lost})
+            json!({"latency": percentiles(&h), "lagged": tally.lagged, "lost": tally.lost})
         );
         return;
     }
@@ -436,8 +574,8 @@ fn run_child(args: ChildArgs) {
                 s.spawn(move || {
                     pin_to(args.core);
                     let (mut received, mut first, mut last) = (0u64, None, Instant::now());
-                    let (lagged, lost) = receive_loop(&args, Duration::from_secs(10), |bytes| {
-                        if matches!(read_mark(&args.kind, bytes), Some((_, Mark::Stop))) {
+                    let tally = receive_loop(&args, Duration::from_secs(10), |bytes| {
+                        if matches!(read_mark(&args.kind, bytes), Some((_, _, Mark::Stop))) {
                             return false;
                         }
                         let now = Instant::now();
@@ -447,7 +585,7 @@ fn run_child(args: ChildArgs) {
                         true
                     });
                     let secs = first.map_or(0.0, |f| last.duration_since(f).as_secs_f64());
-                    json!({"received": received, "lagged": lagged, "lost": lost, "secs": secs})
+                    json!({"received": received, "lagged": tally.lagged, "lost": tally.lost, "secs": secs})
                 })
             })
             .collect();
@@ -476,6 +614,7 @@ fn spawn_children(
     sub_cores: &[usize],
 ) -> Children {
     let exe = std::env::current_exe().expect("own executable");
+    let subscribers: usize = per_process.iter().sum();
     let mut procs = Vec::new();
     let mut readers = Vec::new();
     for (i, threads) in per_process.iter().enumerate() {
@@ -499,6 +638,8 @@ fn spawn_children(
                 &core.to_string(),
                 "--threads",
                 &threads.to_string(),
+                "--subscribers",
+                &subscribers.to_string(),
             ])
             .stdout(Stdio::piped())
             .spawn()
@@ -605,7 +746,7 @@ fn latency_case(
     };
     let children = spawn_children(&ns, "latency", transport, kind, wait, &[1], &[sub_core]);
     pin_to(pub_core);
-    let mut sender = Sender::new(&ns, transport, kind);
+    let mut sender = Sender::new(&ns, transport, kind, wait, 1);
     std::thread::sleep(Duration::from_millis(50));
     let period = 1e9 / args.rate;
     let start = mono_ns() + 1_000_000;
@@ -631,7 +772,20 @@ fn latency_case(
     let result = children.results().pop().unwrap_or(Value::Null);
     drop(sender);
     cleanup(&ns);
-    json!({"transport": transport, "kind": kind, "wait": wait, "rate": args.rate, "frames": frames, "result": result})
+    // Sent, received and missing for every transport: `received` counts
+    // the measured frames the subscriber timed; `lagged` and `lost` are
+    // what it was told (or, for plain iceoryx2, counted from sequence gaps)
+    // over warm-up and measurement together.
+    let received = result["latency"]["count"].as_u64();
+    json!({
+        "transport": transport, "kind": kind, "wait": wait,
+        "wait_does": wait_does(transport, wait),
+        "rate": args.rate, "frames": frames,
+        "sent": frames,
+        "received": received,
+        "missing": received.map(|r| frames.saturating_sub(r)),
+        "result": result,
+    })
 }
 
 fn fanout_case(
@@ -661,7 +815,7 @@ fn fanout_case(
         sub_cores,
     );
     pin_to(pub_core);
-    let mut sender = Sender::new(&ns, transport, "trade");
+    let mut sender = Sender::new(&ns, transport, "trade", "yield", subs);
     let mut h = histogram();
     let period = 1e9 / rate;
     let start = mono_ns() + 1_000_000;
@@ -675,17 +829,32 @@ fn fanout_case(
         sender.send(&body);
         let _ = h.record((mono_ns() - t0).max(1));
     }
-    let received: Vec<u64> = finish_count_case(sender, children, &ns)
+    let threads = finish_count_case(sender, children, &ns);
+    let received: Vec<u64> = threads
         .iter()
         .map(|t| t["received"].as_u64().unwrap_or(0))
         .collect();
     json!({
         "transport": transport, "subscribers": subs, "frames": frames, "rate": rate,
+        "wait": "yield", "wait_does": wait_does(transport, "yield"),
         "publish": percentiles(&h),
         "subscribers_reporting": received.len(),
+        "sent": frames,
         "delivered_min": received.iter().min().copied().unwrap_or(0),
         "delivered_mean": if received.is_empty() { 0.0 } else { received.iter().sum::<u64>() as f64 / received.len() as f64 },
+        "missing_max": frames.saturating_sub(received.iter().min().copied().unwrap_or(0)),
+        "lagged_max": max_of(&threads, "lagged"),
+        "lost_max": max_of(&threads, "lost"),
     })
+}
+
+/// The largest count `field` among subscriber threads' reports.
+fn max_of(threads: &[Value], field: &str) -> u64 {
+    threads
+        .iter()
+        .map(|t| t[field].as_u64().unwrap_or(0))
+        .max()
+        .unwrap_or(0)
 }
 
 /// Ends a counting case: sends the stop frame (a few times, since iceoryx2
@@ -726,7 +895,7 @@ fn throughput_case(
         sub_cores,
     );
     pin_to(pub_core);
-    let mut sender = Sender::new(&ns, transport, "trade");
+    let mut sender = Sender::new(&ns, transport, "trade", "spin", subs);
     let bodies: Vec<TradeEvent> = (0..batch).map(|_| trade(0, Mark::Measure)).collect();
     let t0 = Instant::now();
     let mut sent = 0;
@@ -746,11 +915,22 @@ fn throughput_case(
             t["received"].as_f64().unwrap_or(0.0) / t["secs"].as_f64().unwrap_or(0.0).max(1e-9)
         })
         .collect();
+    let received_min = threads
+        .iter()
+        .map(|t| t["received"].as_u64().unwrap_or(0))
+        .min()
+        .unwrap_or(0);
     json!({
         "transport": transport, "subscribers": subs, "batch": batch, "frames": sent,
+        "wait": "spin", "wait_does": wait_does(transport, "spin"),
+        "sent": sent,
         "publish_frames_per_s": sent as f64 / publish_secs,
-        "received_min": threads.iter().map(|t| t["received"].as_u64().unwrap_or(0)).min().unwrap_or(0),
-        "lagged_max": threads.iter().map(|t| t["lagged"].as_u64().unwrap_or(0)).max().unwrap_or(0),
+        "received_min": received_min,
+        "missing_max": sent.saturating_sub(received_min),
+        "lagged_max": max_of(&threads, "lagged"),
+        "lost_max": max_of(&threads, "lost"),
+        // Frames read per second by the slowest receiver: delivered
+        // frames only, never the sequences it skipped.
         "receive_frames_per_s_min": rates.iter().cloned().fold(f64::INFINITY, f64::min),
     })
 }
@@ -796,11 +976,21 @@ fn markdown(report: &Value) -> String {
         m["kernel"].as_str().unwrap_or("?"),
         report["command"].as_str().unwrap_or("?"),
     );
-    s += "**Latency** (one-way, receive minus scheduled send, paced)\n\n| transport | frame | wait | p50 | p90 | p99 | p99.9 | p99.99 | max | lagged |\n|---|---|---|---|---|---|---|---|---|---|\n";
+    s += "**Latency** (one-way, receive minus scheduled send, paced; received / sent counts the measured frames, lagged and lost what the subscriber saw over warm-up and measurement: skipped by a lap or an iceoryx2 overflow, or declared lost)\n\n| transport | frame | wait | p50 | p90 | p99 | p99.9 | p99.99 | max | received / sent | lagged | lost |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    let mut waits: Vec<(String, String)> = Vec::new();
     for r in report["latency"].as_array().into_iter().flatten() {
         let l = &r["result"]["latency"];
+        let label = format!(
+            "{} {}",
+            r["transport"].as_str().unwrap_or("?"),
+            r["wait"].as_str().unwrap_or("?")
+        );
+        let does = r["wait_does"].as_str().unwrap_or("?").to_owned();
+        if !waits.iter().any(|(l, _)| *l == label) {
+            waits.push((label, does));
+        }
         s += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} |\n",
             r["transport"].as_str().unwrap_or("?"),
             r["kind"].as_str().unwrap_or("?"),
             r["wait"].as_str().unwrap_or("?"),
@@ -810,14 +1000,21 @@ fn markdown(report: &Value) -> String {
             us(&l["p999_ns"]),
             us(&l["p9999_ns"]),
             us(&l["max_ns"]),
+            r["received"],
+            r["sent"],
             r["result"]["lagged"],
+            r["result"]["lost"],
         );
     }
-    s += "\n**Fan-out** (publish cost per call, paced 20k/s, trade frames)\n\n| transport | subscribers | publish p50 | p99 | p99.9 | max | delivered min / sent |\n|---|---|---|---|---|---|---|\n";
+    s += "\nWhat each wait does:\n\n";
+    for (label, does) in &waits {
+        s += &format!("- {label}: {does}\n");
+    }
+    s += "\n**Fan-out** (publish cost per call, paced 20k/s, trade frames; subscribers poll, then yield)\n\n| transport | subscribers | publish p50 | p99 | p99.9 | max | delivered min / sent | lagged max | lost max |\n|---|---|---|---|---|---|---|---|---|\n";
     for r in report["fanout"].as_array().into_iter().flatten() {
         let p = &r["publish"];
         s += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} / {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} / {} | {} | {} |\n",
             r["transport"].as_str().unwrap_or("?"),
             r["subscribers"],
             us(&p["p50_ns"]),
@@ -826,12 +1023,14 @@ fn markdown(report: &Value) -> String {
             us(&p["max_ns"]),
             r["delivered_min"],
             r["frames"],
+            r["lagged_max"],
+            r["lost_max"],
         );
     }
-    s += "\n**Throughput** (trade frames, publisher as fast as it can)\n\n| transport | subscribers | batch | publish frames/s | slowest receiver frames/s | received min / sent | lagged max |\n|---|---|---|---|---|---|---|\n";
+    s += "\n**Throughput** (trade frames, publisher as fast as it can, subscribers busy-poll; receiver rates count frames read, not frames skipped)\n\n| transport | subscribers | batch | publish frames/s | slowest receiver frames/s | received min / sent | lagged max | lost max |\n|---|---|---|---|---|---|---|---|\n";
     for r in report["throughput"].as_array().into_iter().flatten() {
         s += &format!(
-            "| {} | {} | {} | {:.2} M | {:.2} M | {} / {} | {} |\n",
+            "| {} | {} | {} | {:.2} M | {:.2} M | {} / {} | {} | {} |\n",
             r["transport"].as_str().unwrap_or("?"),
             r["subscribers"],
             r["batch"],
@@ -840,6 +1039,7 @@ fn markdown(report: &Value) -> String {
             r["received_min"],
             r["frames"],
             r["lagged_max"],
+            r["lost_max"],
         );
     }
     let d = &report["durability"];
@@ -995,7 +1195,9 @@ fn need(case: &Value, path: &[&str]) -> u64 {
 /// rings (16 MiB: 32,768 `l2` or 65,536 `trade` slots) hold every frame sent
 /// (250 latency, 200 fan-out, 2,000 throughput), so each of their
 /// subscribers must count exactly the frames sent, none lagged or lost.
-/// The iceoryx2 cases may drop frames on overflow: some must arrive.
+/// The iceoryx2 cases may drop frames on overflow: some must arrive, and
+/// every case of every transport reports sent, received, lagged and lost,
+/// and what its wait strategy does.
 fn check_complete(report: &Value, bus_suites: bool) {
     if !bus_suites {
         return check_durability(report);
@@ -1005,11 +1207,21 @@ fn check_complete(report: &Value, bus_suites: bool) {
             .as_str()
             .is_some_and(|t| t.starts_with("shm"))
     };
+    let described = |r: &Value| {
+        let does = r["wait_does"].as_str();
+        assert!(
+            does.is_some_and(|d| d != "unknown"),
+            "smoke check: what the wait does is missing in {r}"
+        );
+    };
     let lat = report["latency"].as_array().expect("latency section");
     assert_eq!(lat.len(), 12, "latency cases");
     for r in lat {
+        described(r);
         let frames = need(r, &["frames"]);
         let count = need(r, &["result", "latency", "count"]);
+        assert_eq!(need(r, &["sent"]), frames, "{r}");
+        assert_eq!(need(r, &["received"]), count, "{r}");
         let (lagged, lost) = (need(r, &["result", "lagged"]), need(r, &["result", "lost"]));
         if shm(r) {
             assert_eq!(
@@ -1027,7 +1239,10 @@ fn check_complete(report: &Value, bus_suites: bool) {
     let fan = report["fanout"].as_array().expect("fanout section");
     assert_eq!(fan.len(), 4, "fanout cases");
     for r in fan {
+        described(r);
         let frames = need(r, &["frames"]);
+        assert_eq!(need(r, &["sent"]), frames, "{r}");
+        let (lagged_max, lost_max) = (need(r, &["lagged_max"]), need(r, &["lost_max"]));
         assert_eq!(
             need(r, &["subscribers_reporting"]),
             need(r, &["subscribers"]),
@@ -1037,7 +1252,8 @@ fn check_complete(report: &Value, bus_suites: bool) {
         let delivered_min = need(r, &["delivered_min"]);
         if shm(r) {
             assert_eq!(
-                delivered_min, frames,
+                (delivered_min, lagged_max, lost_max),
+                (frames, 0, 0),
                 "every shm fan-out subscriber gets every frame: {r}"
             );
         } else {
@@ -1050,13 +1266,21 @@ fn check_complete(report: &Value, bus_suites: bool) {
     let thr = report["throughput"].as_array().expect("throughput section");
     assert_eq!(thr.len(), 14, "throughput cases");
     for r in thr {
+        described(r);
         let frames = need(r, &["frames"]);
+        assert_eq!(need(r, &["sent"]), frames, "{r}");
         let received_min = need(r, &["received_min"]);
+        assert_eq!(
+            need(r, &["missing_max"]),
+            frames - received_min.min(frames),
+            "{r}"
+        );
         let lagged_max = need(r, &["lagged_max"]);
+        let lost_max = need(r, &["lost_max"]);
         if shm(r) {
             assert_eq!(
-                (received_min, lagged_max),
-                (frames, 0),
+                (received_min, lagged_max, lost_max),
+                (frames, 0, 0),
                 "every shm receiver gets every frame: {r}"
             );
         } else {
@@ -1111,7 +1335,8 @@ mod tests {
                 for wait in ["spin", "block"] {
                     latency.push(json!({
                         "transport": transport, "kind": kind, "wait": wait, "rate": 1000.0,
-                        "frames": 200,
+                        "wait_does": wait_does(transport, wait),
+                        "frames": 200, "sent": 200, "received": 200, "missing": 0,
                         "result": {"latency": {"count": 200}, "lagged": 0, "lost": 0},
                     }));
                 }
@@ -1124,7 +1349,9 @@ mod tests {
                     "transport": transport, "subscribers": subs, "frames": 200, "rate": 20000.0,
                     "publish": {"count": 200},
                     "subscribers_reporting": subs,
-                    "delivered_min": 200, "delivered_mean": 200.0,
+                    "wait": "yield", "wait_does": wait_does(transport, "yield"),
+                    "sent": 200, "delivered_min": 200, "delivered_mean": 200.0,
+                    "missing_max": 0, "lagged_max": 0, "lost_max": 0,
                 }));
             }
         }
@@ -1141,7 +1368,9 @@ mod tests {
             ] {
                 throughput.push(json!({
                     "transport": transport, "batch": batch, "frames": 2000,
-                    "received_min": 2000, "lagged_max": 0,
+                    "wait": "spin", "wait_does": wait_does(transport, "spin"),
+                    "sent": 2000, "received_min": 2000, "missing_max": 0,
+                    "lagged_max": 0, "lost_max": 0,
                 }));
             }
         }
@@ -1198,5 +1427,46 @@ mod tests {
         let mut report = complete_report();
         report["fanout"][0]["delivered_min"] = json!(150);
         assert!(!passes(&report), "a lossy shm fan-out accepted");
+    }
+
+    /// Issue 13, item 9: plain iceoryx2's loss was hard-coded to zero and
+    /// the report showed no `lost` for any throughput case, nor what each
+    /// wait strategy does. The smoke check now wants sent, received, lagged
+    /// and lost (and the wait's description) from every case of every
+    /// transport, and zero lagged and lost from the lossless shm ones.
+    #[test]
+    fn regression_smoke_check_wants_sent_received_and_lost_for_every_transport() {
+        for (section, index, field) in [
+            ("throughput", 6, "lost_max"),
+            ("throughput", 6, "sent"),
+            ("throughput", 4, "wait_does"),
+            ("fanout", 1, "lagged_max"),
+            ("fanout", 1, "lost_max"),
+            ("latency", 4, "sent"),
+            ("latency", 4, "received"),
+            ("latency", 5, "wait_does"),
+        ] {
+            let mut report = complete_report();
+            report[section][index]
+                .as_object_mut()
+                .unwrap()
+                .remove(field);
+            assert!(
+                !passes(&report),
+                "{section}[{index}] without {field} accepted"
+            );
+        }
+        let mut report = complete_report();
+        report["throughput"][0]["lost_max"] = json!(3);
+        assert!(
+            !passes(&report),
+            "a shm throughput case that lost frames accepted"
+        );
+        let mut report = complete_report();
+        report["fanout"][0]["lagged_max"] = json!(3);
+        assert!(!passes(&report), "a lagged shm fan-out accepted");
+        let mut report = complete_report();
+        report["latency"][5]["wait_does"] = json!("unknown");
+        assert!(!passes(&report), "an undescribed wait accepted");
     }
 }
