@@ -289,7 +289,7 @@ enum Sender {
         _node: Node<ipc::Service>,
         publisher: iceoryx2::port::publisher::Publisher<ipc::Service, [u64], ()>,
         /// Only in "block" cases: wakes the subscribers' Listeners.
-        notifier: Option<iceoryx2::port::notifier::Notifier<ipc::Service>>,
+        notifier: Option<Box<iceoryx2::port::notifier::Notifier<ipc::Service>>>,
         buf: FrameBuf,
         /// Sequence of the next frame: written into its header, so that
         /// subscribers count iceoryx2's overflow drops as gaps.
@@ -316,10 +316,12 @@ impl Sender {
                 .create()
                 .expect("plain publisher");
             let notifier = (wait == "block").then(|| {
-                plain_event(&node, namespace, subscribers)
-                    .notifier_builder()
-                    .create()
-                    .expect("plain notifier")
+                Box::new(
+                    plain_event(&node, namespace, subscribers)
+                        .notifier_builder()
+                        .create()
+                        .expect("plain notifier"),
+                )
             });
             Self::Plain {
                 _node: node,
