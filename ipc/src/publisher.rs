@@ -482,7 +482,8 @@ impl<'a> StuckWait<'a> {
             }
         };
         if now.duration_since(since) >= STALL_BOUND {
-            self.seg.resolve_stalled(older);
+            // SAFETY: `older` has held our slot for the stall bound.
+            unsafe { self.seg.resolve_stalled(older) };
         }
     }
 }

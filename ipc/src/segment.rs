@@ -853,7 +853,18 @@ impl Segment {
     /// Resolves sequence `seq`, claimed but not committed for longer than a
     /// stall bound ([`STALL_BOUND`] unless a subscriber configures its own):
     /// if no live publisher says it is writing it, it is declared lost.
-    pub fn resolve_stalled(&self, seq: u64) -> Option<Declared> {
+    ///
+    /// # Safety
+    ///
+    /// The caller must have seen `seq` claimed and not committed for at
+    /// least a stall bound. A live publisher records a claim in flight right
+    /// after taking it (before any wait), so a sequence that stayed unlisted
+    /// that long belongs to a dead one; called on a fresh claim, the check
+    /// below can miss a live publisher between its claim and that record,
+    /// and the declaration breaks the contract of
+    /// [`Broadcast::declare_lost`](zerocast_core::broadcast::Broadcast::declare_lost)
+    /// (consumers told a frame is lost that still arrives, or a torn frame).
+    pub unsafe fn resolve_stalled(&self, seq: u64) -> Option<Declared> {
         self.reap();
         if self.in_flight_in_a_live_publisher(seq) {
             return None;
@@ -871,9 +882,11 @@ impl Segment {
         for _ in 0..64 {
             // SAFETY: `target` is a dead publisher's in-flight sequence
             // (from `reap_entries`), or one pending past the stall bound that
-            // no live publisher lists in flight (`resolve_stalled`, and the
-            // older laps below): publishers record a claim in flight as soon
-            // as they hold it (`on_claimed`), so its owner is dead.
+            // no live publisher lists in flight (`resolve_stalled`, whose
+            // caller vouches for the bound, and the older laps below, which
+            // block `seq` and so are older still): publishers record a claim
+            // in flight as soon as they hold it (`on_claimed`), so its owner
+            // is dead.
             let declared = unsafe { self.ring.declare_lost(target) };
             match declared {
                 Ok(declared) if target == seq => return Some(declared),

@@ -491,7 +491,8 @@ impl ShmSubscriber {
         }
         let since = *self.empty_since.get_or_insert(now);
         if now.duration_since(since) >= self.stall_bound {
-            self.seg.resolve_stalled(next);
+            // SAFETY: `next` has been pending for the stall bound.
+            unsafe { self.seg.resolve_stalled(next) };
             self.empty_since = None;
         }
     }

@@ -949,7 +949,8 @@ fn regression_resolve_stalled_resolves_an_older_unfinished_lap_first() {
     // Sequence `cap` (slot 0 again) is claimed and abandoned the same way.
     std::mem::forget(ring.try_claim(&mut cache).unwrap());
     assert_eq!(
-        seg.resolve_stalled(cap),
+        // SAFETY: both claims were forgotten: their producers are dead.
+        unsafe { seg.resolve_stalled(cap) },
         Some(zerocast_core::broadcast::Declared::Lost),
         "a subscriber stalled on {cap} must get past it"
     );

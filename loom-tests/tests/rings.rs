@@ -457,8 +457,8 @@ fn broadcast_declaring_a_live_producer_lost_never_tears_a_frame() {
     });
 }
 
-/// Regression: GATED in the claim word is sticky, so a second gating
-/// registration left the claim word unchanged. A producer that had checked
+/// Regression: a second gating registration, made while GATED was already
+/// set (the first consumer still registered), left the claim word unchanged. A producer that had checked
 /// room against its cached minimum (from before the registration) still won
 /// its compare-and-swap and overwrote the new cursor's first slot: the
 /// consumer registered at `Oldest` saw `Lagged(1)`.
