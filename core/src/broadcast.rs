@@ -409,7 +409,19 @@ pub enum Start {
 
 /// A consumer's position. Plain local state: any number of cursors can read
 /// one ring, and the ring never sees the non-gating ones.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Not `Clone` (issue 13, item 5): a gating cursor stands for one
+/// registration, and a copy would keep publishing positions into the gating
+/// slot after the original unregistered (into a free slot, or another
+/// consumer's, letting producers overwrite what that one has not read):
+///
+/// ```compile_fail
+/// use zerocast_core::broadcast::{Broadcast, Start};
+/// let ring = Broadcast::with_capacity(8, 1).unwrap();
+/// let cursor = ring.register_gating(Start::Newest).unwrap();
+/// let copy = cursor.clone(); // a second holder of one registration
+/// ```
+#[derive(Debug, PartialEq, Eq)]
 pub struct ReadCursor {
     /// Next sequence to read. Private: a gating cursor publishes it to
     /// producers, and moving it backwards would let them overwrite slots
@@ -1128,6 +1140,8 @@ where
     }
 
     /// Removes a gating cursor from the table: producers stop waiting for it.
+    /// `cursor` must come from this ring: another ring's gating cursor
+    /// would free this ring's slot of the same index.
     pub fn unregister_gating(&self, cursor: &mut ReadCursor) {
         if let Some(index) = cursor.gating.take() {
             self.free_gating_slot(index);
