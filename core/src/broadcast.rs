@@ -68,9 +68,8 @@
 //! based on a read from before it fails and re-checks. A registration
 //! while no other gating consumer is registered (the first, or the first
 //! after the last one left) can race a producer already past its check for
-//! gating (it
-//! read the claim word before, and claims with `fetch_add` after): that
-//! claim waits while the caller's `keep_waiting` allows, and is then given
+//! gating (it read the claim word before, and claims with `fetch_add`
+//! after): that claim waits while the caller's `keep_waiting` allows, and is then given
 //! up, its sequences reading as [`TryRecvError::Lost`] while the frames in
 //! their slots stay readable; the caller gets `Full`. Such a claim is taken
 //! before it waits, so a supervised caller records it in flight first
