@@ -157,8 +157,8 @@ pub fn run(bus: &Bus, args: &HealthArgs) -> Result<(), String> {
     };
     let served = match args.listen {
         Some(addr) => {
-            let listener = std::net::TcpListener::bind(addr)
-                .map_err(|e| format!("--listen {addr}: {e}"))?;
+            let listener =
+                std::net::TcpListener::bind(addr).map_err(|e| format!("--listen {addr}: {e}"))?;
             let local = listener.local_addr().map_err(|e| e.to_string())?;
             println!("serving metrics on http://{local}/metrics");
             let _ = std::io::stdout().flush();
@@ -169,7 +169,9 @@ pub fn run(bus: &Bus, args: &HealthArgs) -> Result<(), String> {
                     let mut w = shared.lock().unwrap_or_else(|p| p.into_inner());
                     w.tick();
                     let total = w.reclaimed_total;
-                    w.last.as_ref().map_or_else(String::new, |r| metrics::render(r, total))
+                    w.last
+                        .as_ref()
+                        .map_or_else(String::new, |r| metrics::render(r, total))
                 },
                 signal::stopped,
             )
@@ -212,11 +214,7 @@ pub fn table(report: &Report) -> String {
         let _ = writeln!(out, "\n{topic}: cannot open: {why}");
     }
     for t in &report.topics {
-        let _ = write!(
-            out,
-            "\n{}: head {}, {} slots",
-            t.topic, t.head, t.capacity
-        );
+        let _ = write!(out, "\n{}: head {}, {} slots", t.topic, t.head, t.capacity);
         if let Some(l) = t.recorder_lag {
             let _ = write!(out, ", recorder lag {l}");
         }

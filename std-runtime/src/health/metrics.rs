@@ -176,7 +176,9 @@ pub fn render(report: &Report, reclaimed_total: u64) -> String {
             if let Some(age) = p.heartbeat_age {
                 hb_age.get_or_create(&labels).set(age.as_secs_f64());
             }
-            silent.get_or_create(&labels).set(p.silent_for.as_secs_f64());
+            silent
+                .get_or_create(&labels)
+                .set(p.silent_for.as_secs_f64());
             if let Some(r) = p.rate {
                 rate.get_or_create(&labels).set(r);
             }

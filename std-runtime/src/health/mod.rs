@@ -233,8 +233,9 @@ pub struct TopicReport {
     pub publishers: Vec<PublisherReport>,
     /// Subscriber entries (live, dead and orphaned durable holds).
     pub subscribers: Vec<SubscriberReport>,
-    /// Head minus the recorder's position (the durable subscriber
-    /// `recorder-<topic>`), if there is one.
+    /// Head minus the recorder's cursor (the durable subscriber
+    /// `recorder-<topic>`; for an orphaned hold, whose process is gone,
+    /// head minus the held position), if there is one.
     pub recorder_lag: Option<u64>,
     /// Bytes of WAL segment files in `WAL/<topic>`, if a WAL directory was
     /// given and the topic has one.
@@ -600,10 +601,7 @@ impl HealthMonitor {
             } else if silent > interval_ns {
                 (
                     PublisherState::Degraded,
-                    format!(
-                        "heartbeat late: none for {}",
-                        secs(ns_duration(silent))
-                    ),
+                    format!("heartbeat late: none for {}", secs(ns_duration(silent))),
                 )
             } else if let Some(s) = lagging {
                 (
@@ -650,7 +648,11 @@ impl HealthMonitor {
         let recorder_lag = subscribers
             .iter()
             .find(|s| s.durable && s.name == recorder)
-            .map(|s| head.saturating_sub(s.gating_position.unwrap_or(s.cursor)));
+            .map(|s| match (s.orphaned, s.gating_position) {
+                // Gone: where its successor will resume.
+                (true, Some(position)) => head.saturating_sub(position),
+                _ => s.lag,
+            });
         let stale = seg.is_stale();
         let reclaimed = if self.options.reclaim && dead_entries && !stale {
             let reaped = seg.reap_entries();
