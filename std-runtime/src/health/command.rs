@@ -112,8 +112,12 @@ pub fn run(bus: &Bus, args: &HealthArgs) -> Result<(), String> {
         last: None,
     };
     if !continuous {
+        // The first sample only sets the baseline for rates and trends:
+        // nothing is reclaimed before the printed poll has seen it.
+        watch.monitor.set_reclaim(false);
         watch.tick();
         pause(interval);
+        watch.monitor.set_reclaim(!args.no_reclaim);
         let report = watch.tick();
         print!("{}", table(report));
         let failed: Vec<String> = report

@@ -389,6 +389,11 @@ impl HealthMonitor {
         &self.options
     }
 
+    /// Turns reclaiming dead entries on or off from the next poll on.
+    pub fn set_reclaim(&mut self, reclaim: bool) {
+        self.options.reclaim = reclaim;
+    }
+
     /// The namespace's segments, mapped (new ones opened, removed ones
     /// dropped, re-created ones opened again).
     fn refresh_segments(&mut self, unreadable: &mut Vec<(String, String)>) -> Vec<String> {
@@ -654,7 +659,9 @@ impl HealthMonitor {
                 _ => s.lag,
             });
         let stale = seg.is_stale();
-        let reclaimed = if self.options.reclaim && dead_entries && !stale {
+        // A stale segment's entries too: reaping declares a dead publisher's
+        // in-flight sequences lost, which any later opener needs.
+        let reclaimed = if self.options.reclaim && dead_entries {
             let reaped = seg.reap_entries();
             for r in &reaped {
                 tracing::warn!(target: "zerocast::health", "{topic}: reclaimed {r}");
