@@ -294,6 +294,7 @@ fn killed_publisher_is_failed_and_its_entry_reclaimed() {
         topic.reclaimed
     );
     let seg = ns.bus().open_segment("trade_events").unwrap();
+    // Acquire: pairs with the reaper's Release store that frees the entry.
     assert_eq!(
         seg.header().publishers[f.index].pid.load(Ordering::Acquire),
         FREE
@@ -415,9 +416,7 @@ fn parse_exposition(text: &str) -> Vec<Sample> {
             continue;
         }
         assert!(!line.starts_with('#'), "unknown comment {line:?}");
-        let name_end = line
-            .find(|c: char| c == '{' || c == ' ')
-            .unwrap_or_else(|| panic!("{line:?}"));
+        let name_end = line.find(['{', ' ']).unwrap_or_else(|| panic!("{line:?}"));
         let name = &line[..name_end];
         assert!(
             name.chars()
@@ -580,6 +579,8 @@ fn metrics_endpoint_parses_and_matches_the_segment_counters() {
     let e = &h.publishers[p.id() as usize];
     assert_eq!(load_name(&e.name), "engine");
     let engine = [topic, ("name", "engine")];
+    // Relaxed (the counter loads below): every writer of these words is
+    // this thread or has stopped writing; the values are settled.
     assert_eq!(
         find(&samples, "zerocast_publisher_published_total", &engine).value,
         e.published.load(Ordering::Relaxed) as f64
@@ -608,6 +609,7 @@ fn metrics_endpoint_parses_and_matches_the_segment_counters() {
         let entry = h
             .subscribers
             .iter()
+            // Acquire: pairs with the Release owner store of registration.
             .find(|s| s.pid.load(Ordering::Acquire) != FREE && load_name(&s.name) == name)
             .unwrap();
         let labels = [topic, ("name", name)];

@@ -2,7 +2,7 @@
 //! on the health topic, and `/metrics`.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -146,6 +146,10 @@ pub fn run(bus: &Bus, args: &HealthArgs) -> Result<(), String> {
                     let report = w.tick();
                     if print {
                         let mut out = std::io::stdout().lock();
+                        if out.is_terminal() {
+                            // Home and clear: the table refreshes in place.
+                            let _ = write!(out, "\x1b[H\x1b[2J");
+                        }
                         for t in &report.transitions {
                             let _ = writeln!(out, "{} {t}", clock(t.at_ns));
                         }

@@ -202,7 +202,10 @@ fn dead_publisher_is_failed_then_reclaimed() {
     let (pid, word) = dead_owner();
     let e = &seg.header().publishers[3];
     store_name(&e.name, "ghost");
+    // Relaxed: published by the Release store of the owner word below.
     e.heartbeat_ns.store(now_ns(), Ordering::Relaxed);
+    // Release: pairs with the monitor's Acquire load of the owner word;
+    // a dead process's registration, as a SIGKILL leaves it.
     e.pid.store(word, Ordering::Release);
     let mut m = HealthMonitor::new(tb.0.clone(), options(Duration::from_secs(10)));
     let r = m.poll(now_ns());
@@ -215,6 +218,7 @@ fn dead_publisher_is_failed_then_reclaimed() {
     let t = &r.topics[0];
     assert_eq!(t.reclaimed.len(), 1, "{:?}", t.reclaimed);
     assert!(t.reclaimed[0].publisher && t.reclaimed[0].index == 3);
+    // Acquire: pairs with the reaper's Release store that frees the entry.
     assert_eq!(e.pid.load(Ordering::Acquire), FREE);
     let r = m.poll(now_ns());
     assert!(r.topics[0].publishers.is_empty());
@@ -226,6 +230,7 @@ fn no_reclaim_leaves_a_dead_entry_in_place() {
     let seg = tb.0.segment("trades").unwrap();
     let (_, word) = dead_owner();
     let e = &seg.header().publishers[0];
+    // Release: as above, a dead process's registration.
     e.pid.store(word, Ordering::Release);
     let mut m = HealthMonitor::new(
         tb.0.clone(),
@@ -236,6 +241,7 @@ fn no_reclaim_leaves_a_dead_entry_in_place() {
     );
     let r = m.poll(now_ns());
     assert!(r.topics[0].reclaimed.is_empty());
+    // Acquire/Release: as above; the test frees the entry itself.
     assert_eq!(e.pid.load(Ordering::Acquire), word);
     e.pid.store(FREE, Ordering::Release);
 }
