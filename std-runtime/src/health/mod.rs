@@ -163,8 +163,7 @@ pub struct PublisherReport {
     pub state: PublisherState,
     /// Why it is in that state (empty when Healthy).
     pub reason: String,
-    /// Time since its last heartbeat stamp (`None` if the stamp is in the
-    /// future or missing).
+    /// Time since its last heartbeat stamp (registration stamps it too).
     pub heartbeat_age: Option<Duration>,
     /// Time since its last sign of life (heartbeat or observed progress).
     pub silent_for: Duration,
@@ -366,6 +365,12 @@ fn ns_duration(ns: u64) -> Duration {
     Duration::from_nanos(ns)
 }
 
+/// Age at `now_ns` of a stamp (`None` if never stamped; 0 for a stamp
+/// written after the poll took its time).
+fn age_at(stamp_ns: u64, now_ns: u64) -> Option<Duration> {
+    (stamp_ns != 0).then(|| ns_duration(now_ns.saturating_sub(stamp_ns)))
+}
+
 fn secs(d: Duration) -> String {
     format!("{:.2}s", d.as_secs_f64())
 }
@@ -549,8 +554,7 @@ impl HealthMonitor {
                 growing_samples: track.growing,
                 gating_position,
                 lagged_total,
-                last_seen_age: (last_seen != 0 && last_seen <= now_ns)
-                    .then(|| ns_duration(now_ns - last_seen)),
+                last_seen_age: age_at(last_seen, now_ns),
             });
         }
         let lagging = subscribers
@@ -640,8 +644,7 @@ impl HealthMonitor {
                 alive,
                 state,
                 reason,
-                heartbeat_age: (heartbeat != 0 && heartbeat <= now_ns)
-                    .then(|| ns_duration(now_ns - heartbeat)),
+                heartbeat_age: age_at(heartbeat, now_ns),
                 silent_for: ns_duration(silent),
                 published,
                 rate: track.rate,
