@@ -646,3 +646,73 @@ fn metrics_endpoint_parses_and_matches_the_segment_counters() {
     let status = server.0.wait().unwrap();
     assert!(status.success(), "{status}");
 }
+
+/// Lines of a child's stdout, read on a thread (a test never blocks on a
+/// child that does not print).
+fn lines_of(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// The next line satisfying `want`, within [`PATIENCE`].
+fn wait_line(
+    rx: &std::sync::mpsc::Receiver<String>,
+    what: &str,
+    want: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if want(&line) => return line,
+            Ok(_) => {}
+            Err(e) => panic!("no line with {what}: {e}"),
+        }
+    }
+}
+
+#[test]
+fn watch_publishes_state_changes_that_events_prints() {
+    let ns = Ns::new("events");
+    let mut events = Proc(ns.spawn(&["health", "--events"]));
+    let event_lines = lines_of(&mut events.0);
+    let mut m = ns.monitor();
+    poll_until(&mut m, "the events follower registered", |r, _| {
+        subscriber(r, "health-events").is_some()
+    });
+    let (feed, _m, _) = running_publisher(&ns, "feed");
+    let mut watch = Proc(ns.spawn(&["health", "--watch", "--interval", "100"]));
+    let table = lines_of(&mut watch.0);
+    // Three tables with the feed Healthy: the watcher's view is settled.
+    for _ in 0..3 {
+        wait_line(&table, "feed Healthy", |l| {
+            l.contains(" feed ") && l.contains("Healthy")
+        });
+    }
+    feed.signal(libc::SIGKILL);
+    let pid = feed.0.id();
+    wait_line(&table, "the transition", |l| {
+        l.contains("Healthy -> Failed") && l.contains("process gone")
+    });
+    let line = wait_line(&event_lines, "an event", |l| {
+        l.contains("\"to\":\"failed\"")
+    });
+    let e: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(e["topic"], "trade_events", "{line}");
+    assert_eq!(e["pid"], pid, "{line}");
+    assert_eq!(e["from"], "healthy", "{line}");
+    for p in [&watch, &events] {
+        p.signal(libc::SIGTERM);
+    }
+    assert!(watch.0.wait().unwrap().success());
+    assert!(events.0.wait().unwrap().success());
+}

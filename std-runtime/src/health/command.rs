@@ -9,9 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use zerocast_ipc::layout::now_ns;
-use zerocast_ipc::Bus;
+use zerocast_ipc::{Bus, RecvError, SubscriberOptions};
 
-use super::{metrics, HealthEvents, HealthMonitor, HealthOptions, Report};
+use super::{
+    metrics, HealthEvent, HealthEvents, HealthMonitor, HealthOptions, Report, HEALTH_TOPIC,
+};
 use crate::signal;
 
 /// Arguments of `zerocast health`.
@@ -39,6 +41,11 @@ pub struct HealthArgs {
     /// reclaim.
     #[arg(long)]
     pub no_reclaim: bool,
+    /// Print the state changes published on the `health` topic (by any
+    /// monitor running with --watch or --listen) as they arrive, until
+    /// Ctrl-C; one JSON object per line.
+    #[arg(long, conflicts_with_all = ["watch", "listen"])]
+    pub events: bool,
 }
 
 fn parse_interval_ms(s: &str) -> Result<u64, String> {
@@ -90,8 +97,48 @@ fn pause(d: Duration) -> bool {
     false
 }
 
+/// `zerocast health --events`: follows the health topic.
+fn follow_events(bus: &Bus) -> Result<(), String> {
+    let mut sub = bus
+        .subscriber(
+            HEALTH_TOPIC,
+            SubscriberOptions {
+                name: "health-events".to_owned(),
+                ..SubscriberOptions::default()
+            },
+        )
+        .map_err(|e| format!("health topic: {e}"))?;
+    let mut out = std::io::stdout().lock();
+    while !signal::stopped() {
+        let line = match sub.recv_timeout(Duration::from_millis(100)) {
+            Ok(frame) => match HealthEvent::from_received(&frame) {
+                Some(e) => serde_json::json!({
+                    "seq": frame.seq,
+                    "topic": e.topic,
+                    "publisher": e.index,
+                    "pid": e.pid,
+                    "from": e.from.name(),
+                    "to": e.to.name(),
+                    "at_ns": e.at_ns,
+                }),
+                None => continue,
+            },
+            Err(RecvError::Empty) => continue,
+            Err(RecvError::Lagged(n)) => serde_json::json!({"event": "lagged", "missed": n}),
+            Err(RecvError::Lost(seq)) => serde_json::json!({"event": "lost", "seq": seq}),
+        };
+        writeln!(out, "{line}")
+            .and_then(|()| out.flush())
+            .map_err(|e| format!("stdout: {e}"))?;
+    }
+    Ok(())
+}
+
 /// Runs `zerocast health`.
 pub fn run(bus: &Bus, args: &HealthArgs) -> Result<(), String> {
+    if args.events {
+        return follow_events(bus);
+    }
     let interval = Duration::from_millis(args.interval);
     let options = HealthOptions {
         interval,

@@ -88,6 +88,30 @@ impl HealthEvent {
     }
 }
 
+impl HealthEvent {
+    /// The event a frame received from the health topic carries, or
+    /// `None` if it is not one (not a valid heartbeat frame, or state codes
+    /// that are not states).
+    pub fn from_received(frame: &zerocast_ipc::Received<'_>) -> Option<Self> {
+        let hb = frame.body::<Heartbeat>().ok()?;
+        Self::decode(
+            &hb.publisher_id,
+            hb.sequence.to_native(),
+            hb.timestamp.to_native(),
+        )
+    }
+}
+
+impl std::fmt::Display for HealthEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} publisher {} (pid {}): {} -> {}",
+            self.topic, self.index, self.pid, self.from, self.to
+        )
+    }
+}
+
 /// Publishes transitions on the health topic.
 #[derive(Debug)]
 pub struct HealthEvents {
