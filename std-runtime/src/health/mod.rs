@@ -469,12 +469,6 @@ impl HealthMonitor {
         }
         self.publishers.retain(|_, t| t.seen);
         self.subscribers.retain(|_, t| t.seen);
-        for tr in &report.transitions {
-            match tr.to {
-                PublisherState::Healthy => tracing::info!(target: "zerocast::health", "{tr}"),
-                _ => tracing::warn!(target: "zerocast::health", "{tr}"),
-            }
-        }
         report
     }
 
@@ -624,7 +618,7 @@ impl HealthMonitor {
                 (PublisherState::Healthy, String::new())
             };
             if known && track.settled && track.state != state {
-                transitions.push(Transition {
+                let tr = Transition {
                     topic: topic.to_owned(),
                     index,
                     name: name.clone(),
@@ -633,7 +627,12 @@ impl HealthMonitor {
                     to: state,
                     reason: reason.clone(),
                     at_ns: now_ns,
-                });
+                };
+                match tr.to {
+                    PublisherState::Healthy => tracing::info!(target: "zerocast::health", "{tr}"),
+                    _ => tracing::warn!(target: "zerocast::health", "{tr}"),
+                }
+                transitions.push(tr);
             }
             track.settled = known;
             track.state = state;
