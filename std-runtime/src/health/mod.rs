@@ -20,8 +20,9 @@
 //!   liveness check: pid and start time), or `2 * interval` or more passed
 //!   since its last sign of life.
 //! - **Degraded**: more than `interval` passed since its last sign of life,
-//!   or a live subscriber of its topic has had a growing lag for
-//!   [`HealthOptions::lag_growth_samples`] samples in a row.
+//!   or a live subscriber of its topic has had a growing lag, above 1% of
+//!   the ring's capacity, for [`HealthOptions::lag_growth_samples`] samples
+//!   in a row.
 //! - **Healthy**: otherwise.
 //!
 //! Publishers on the [`HEALTH_TOPIC`] (health monitors themselves, which
@@ -60,8 +61,8 @@ pub struct HealthOptions {
     /// without a sign of life, Failed after two.
     pub interval: Duration,
     /// Consecutive lag samples (taken at most every `interval / 2`) in
-    /// which a live subscriber's lag grew before its topic's publishers are
-    /// Degraded (at least 1).
+    /// which a live subscriber's lag grew, above 1% of the ring's capacity,
+    /// before its topic's publishers are Degraded (at least 1).
     pub lag_growth_samples: u32,
     /// Reclaim the entries of dead processes ([`Segment::reap_entries`]:
     /// in-flight sequences declared lost, gating holds released, durable
@@ -196,7 +197,8 @@ pub struct SubscriberReport {
     pub lag: u64,
     /// Direction of `lag` since the previous sample.
     pub trend: LagTrend,
-    /// Samples in a row in which `lag` grew.
+    /// Samples in a row in which `lag` grew and was above 1% of the ring's
+    /// capacity.
     pub growing_samples: u32,
     /// The position its gating hold keeps (publishers never overwrite a
     /// sequence at or above it), if it is gating.
@@ -485,6 +487,7 @@ impl HealthMonitor {
         let interval_ns = u64::try_from(self.options.interval.as_nanos()).unwrap_or(u64::MAX);
         let sample_every = interval_ns / 2;
         let mut dead_entries = false;
+        let lag_floor = ring.capacity() / 100;
 
         // Subscribers first: a publisher's state depends on their lag.
         let mut subscribers = Vec::new();
@@ -527,7 +530,10 @@ impl HealthMonitor {
                     std::cmp::Ordering::Equal => LagTrend::Steady,
                     std::cmp::Ordering::Less => LagTrend::Shrinking,
                 };
-                track.growing = if track.trend == LagTrend::Growing {
+                // A lag within 1% of the ring is noise of the sampling
+                // instant (a reader keeping up is a few frames behind at
+                // any moment), not a reader falling behind.
+                track.growing = if track.trend == LagTrend::Growing && lag > lag_floor {
                     track.growing + 1
                 } else {
                     0

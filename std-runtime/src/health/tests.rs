@@ -187,6 +187,42 @@ fn subscriber_that_stops_reading_shows_growing_lag_and_degrades_its_publisher() 
     );
 }
 
+#[test]
+fn a_lag_growing_within_one_percent_of_the_ring_does_not_degrade() {
+    let tb = TestBus::new("jitter");
+    let seg = tb.0.segment("trades").unwrap();
+    let floor = seg.ring().capacity() / 100;
+    assert!(floor >= 4, "capacity {}", seg.ring().capacity());
+    let opts = PublisherOptions {
+        name: "engine".into(),
+        ..PublisherOptions::default()
+    };
+    let mut p = ShmPublisher::new(Arc::clone(&seg), &opts).unwrap();
+    let _sub = ShmSubscriber::new(
+        Arc::clone(&seg),
+        &SubscriberOptions {
+            name: "busy".into(),
+            start: Start::Oldest,
+            ..SubscriberOptions::default()
+        },
+    )
+    .unwrap();
+    let mut m = HealthMonitor::new(tb.0.clone(), options(Duration::from_secs(10)));
+    let base = now_ns();
+    for step in 0..floor {
+        p.publish(&trade()).unwrap();
+        let r = m.poll(base + step * 5 * SEC);
+        let s = subscriber(&r, "busy");
+        assert_eq!(s.lag, step + 1);
+        assert_eq!(
+            s.growing_samples, 0,
+            "lag {} within the floor {floor}",
+            s.lag
+        );
+        assert_eq!(publisher(&r, "engine").state, PublisherState::Healthy);
+    }
+}
+
 /// Pid and owner word of a process that has exited (and been waited for).
 fn dead_owner() -> (u32, u64) {
     let mut child = Command::new("true").spawn().unwrap();
