@@ -11,7 +11,7 @@ use zerocast_ipc::{
     WaitStrategy,
 };
 use zerocast_runtime::feed::{publish_synthetic, Feed};
-use zerocast_runtime::{demo, health, print, recorder, resume, signal, stat, wal};
+use zerocast_runtime::{demo, print, recorder, resume, signal, stat, wal};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -54,7 +54,7 @@ enum Command {
     /// Publisher health (Healthy, Degraded, Failed), subscriber and recorder
     /// lag; --watch refreshes, --listen serves Prometheus metrics. Exits 1
     /// if a publisher is Failed (without --watch and --listen).
-    Health(health::HealthArgs),
+    Health(zerocast_runtime::health::HealthArgs),
     /// A demo subscriber process (spawned by `zerocast demo`).
     #[command(hide = true)]
     DemoSub(demo::DemoSubArgs),
@@ -863,7 +863,7 @@ fn main() -> ExitCode {
                 Command::Record(args) => run_record(&bus, args),
                 Command::Replay(args) => run_replay(&bus, args),
                 Command::Follow(args) => run_follow(&bus, args),
-                Command::Health(args) => health::run(&bus, args),
+                Command::Health(args) => zerocast_runtime::health::run(&bus, args),
             }
         });
     match result {
