@@ -344,6 +344,29 @@ struct Mapped {
 }
 
 /// Polls a namespace's topic segments and judges publisher health.
+///
+/// ```
+/// use zerocast_ipc::layout::now_ns;
+/// use zerocast_ipc::{Bus, Config, TopicConfig, TopicKind};
+/// use zerocast_runtime::health::{HealthMonitor, HealthOptions, PublisherState};
+///
+/// let bus = Bus::new(Config {
+///     namespace: format!("doc-health-{}", std::process::id()),
+///     topics: vec![TopicConfig::new("trades", 1 << 20, TopicKind::Trade)],
+/// });
+/// let mut engine = bus.publisher("trades")?;
+/// engine.send_heartbeat()?;
+/// let mut monitor = HealthMonitor::new(bus.clone(), HealthOptions::default());
+/// let report = monitor.poll(now_ns());
+/// let trades = &report.topics[0];
+/// assert_eq!(trades.publishers[0].state, PublisherState::Healthy);
+/// // Two intervals later without a heartbeat (or a frame): Failed.
+/// let report = monitor.poll(now_ns() + 2_500_000_000);
+/// assert_eq!(report.topics[0].publishers[0].state, PublisherState::Failed);
+/// # drop(engine);
+/// # bus.remove_segments();
+/// # Ok::<(), zerocast_ipc::Error>(())
+/// ```
 pub struct HealthMonitor {
     bus: Bus,
     options: HealthOptions,
