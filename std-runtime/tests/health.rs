@@ -716,3 +716,37 @@ fn watch_publishes_state_changes_that_events_prints() {
     assert!(watch.0.wait().unwrap().success());
     assert!(events.0.wait().unwrap().success());
 }
+
+/// --listen on an address that cannot be bound fails at once, naming it
+/// (it does not leave the polling thread running).
+#[test]
+fn listen_on_a_taken_address_fails_naming_it() {
+    let ns = Ns::new("taken");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let mut child = Proc(
+        ns.cmd(&["health", "--interval", "50", "--listen", &addr])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "still running with {addr} taken");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("--listen {addr}")), "{err}");
+}

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::io::{IsTerminal as _, Write as _};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -84,10 +85,12 @@ impl Watch {
     }
 }
 
-/// Sleeps `d` in short steps; false if a stop was requested.
-fn pause(d: Duration) -> bool {
+/// Sleeps `d` in short steps; false if a stop was requested (a signal,
+/// or `done`).
+fn pause(d: Duration, done: &AtomicBool) -> bool {
     let until = Instant::now() + d;
-    while !signal::stopped() {
+    // Relaxed: a stop flag; the join after setting it synchronises.
+    while !signal::stopped() && !done.load(Ordering::Relaxed) {
         let now = Instant::now();
         if now >= until {
             return true;
@@ -163,7 +166,7 @@ pub fn run(bus: &Bus, args: &HealthArgs) -> Result<(), String> {
         // nothing is reclaimed before the printed poll has seen it.
         watch.monitor.set_reclaim(false);
         watch.tick();
-        pause(interval);
+        pause(interval, &AtomicBool::new(false));
         watch.monitor.set_reclaim(!args.no_reclaim);
         let report = watch.tick();
         print!("{}", table(report));
@@ -181,9 +184,18 @@ pub fn run(bus: &Bus, args: &HealthArgs) -> Result<(), String> {
             ))
         };
     }
+    // Bound before anything runs: a taken address is an error at once.
+    let listener = match args.listen {
+        Some(addr) => {
+            Some(std::net::TcpListener::bind(addr).map_err(|e| format!("--listen {addr}: {e}"))?)
+        }
+        None => None,
+    };
     let shared = Arc::new(Mutex::new(watch));
+    let done = Arc::new(AtomicBool::new(false));
     let poller = {
         let shared = Arc::clone(&shared);
+        let done = Arc::clone(&done);
         let print = args.watch;
         std::thread::Builder::new()
             .name("zerocast-health".to_owned())
@@ -204,21 +216,19 @@ pub fn run(bus: &Bus, args: &HealthArgs) -> Result<(), String> {
                         let _ = out.flush();
                     }
                 }
-                if !pause(interval) {
+                if !pause(interval, &done) {
                     break;
                 }
             })
             .map_err(|e| format!("spawn the health thread: {e}"))?
     };
-    let served = match args.listen {
-        Some(addr) => {
-            let listener =
-                std::net::TcpListener::bind(addr).map_err(|e| format!("--listen {addr}: {e}"))?;
-            let local = listener.local_addr().map_err(|e| e.to_string())?;
-            println!("serving metrics on http://{local}/metrics");
+    let served = match listener {
+        Some(listener) => {
+            let addr = listener.local_addr().map_err(|e| e.to_string())?;
+            println!("serving metrics on http://{addr}/metrics");
             let _ = std::io::stdout().flush();
             let shared = Arc::clone(&shared);
-            super::serve_metrics(
+            let served = super::serve_metrics(
                 listener,
                 move || {
                     let mut w = shared.lock().unwrap_or_else(|p| p.into_inner());
@@ -230,7 +240,11 @@ pub fn run(bus: &Bus, args: &HealthArgs) -> Result<(), String> {
                 },
                 signal::stopped,
             )
-            .map_err(|e| format!("--listen {addr}: {e}"))
+            .map_err(|e| format!("--listen {addr}: {e}"));
+            // The server may have stopped on an error: stop the poller
+            // with it. Relaxed: see `pause`.
+            done.store(true, Ordering::Relaxed);
+            served
         }
         None => Ok(()),
     };
