@@ -58,7 +58,7 @@ pub use zerocast_ipc::config::HEALTH_TOPIC;
 #[derive(Debug, Clone)]
 pub struct HealthOptions {
     /// The heartbeat interval publishers keep: Degraded after one interval
-    /// without a sign of life, Failed after two.
+    /// without a sign of life, Failed after two (at least 1 ms).
     pub interval: Duration,
     /// Consecutive lag samples (taken at most every `interval / 2`) in
     /// which a live subscriber's lag grew, above 1% of the ring's capacity,
@@ -405,6 +405,8 @@ impl HealthMonitor {
     pub fn new(bus: Bus, options: HealthOptions) -> Self {
         let mut options = options;
         options.lag_growth_samples = options.lag_growth_samples.max(1);
+        // A zero interval would make every publisher Failed at once.
+        options.interval = options.interval.max(Duration::from_millis(1));
         Self {
             bus,
             options,
