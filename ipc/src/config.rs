@@ -282,11 +282,14 @@ impl Config {
     /// The topic called `name`; an error too if the namespace is invalid
     /// (every use of a topic goes through here, so no segment or service
     /// is ever named after an invalid namespace).
+    /// [`HEALTH_TOPIC`] is always known: [`health_topic`] unless the
+    /// configuration defines it.
     pub fn topic(&self, name: &str) -> Result<&TopicConfig> {
         self.check_namespace()?;
         self.topics
             .iter()
             .find(|t| t.name == name)
+            .or_else(|| (name == HEALTH_TOPIC).then(health_topic))
             .ok_or_else(|| Error::UnknownTopic(name.to_owned()))
     }
 
@@ -301,6 +304,20 @@ impl Config {
     pub fn ack_path(&self, name: &str) -> PathBuf {
         shm_dir().join(format!("zerocast-acks.{}.{}", self.namespace, name))
     }
+}
+
+/// The topic health monitors publish publisher state changes on
+/// (`zerocast health`). Every configuration has it: [`health_topic`]
+/// unless a `[[topic]]` of that name says otherwise. It is not in
+/// [`Config::topics`], so commands that walk the configured topics (the
+/// demo) leave it alone.
+pub const HEALTH_TOPIC: &str = "health";
+
+/// The [`HEALTH_TOPIC`] of a configuration that does not define it: 1 MiB,
+/// heartbeat-sized slots (its events travel as heartbeat frames).
+pub fn health_topic() -> &'static TopicConfig {
+    static TOPIC: std::sync::OnceLock<TopicConfig> = std::sync::OnceLock::new();
+    TOPIC.get_or_init(|| TopicConfig::new(HEALTH_TOPIC, 1 << 20, TopicKind::Heartbeat))
 }
 
 /// Prefix of every segment file name: `zerocast.<namespace>.<topic>`.
@@ -363,6 +380,18 @@ mod tests {
             "[[topic]]\nname = \"t\"\nsize = 100000\n[[topic]]\nname = \"t\"\nsize = 100000"
         )
         .contains("defined twice"));
+    }
+
+    #[test]
+    fn health_topic_is_known_unless_configured() {
+        let c = Config::default_topics();
+        let t = c.topic(HEALTH_TOPIC).unwrap();
+        assert_eq!(t.kind, TopicKind::Heartbeat);
+        assert!(t.ring_shape().unwrap().0 >= 1024);
+        assert!(c.topics.iter().all(|t| t.name != HEALTH_TOPIC));
+        let c = Config::from_toml("[[topic]]\nname = \"health\"\nsize = \"2MB\"\n").unwrap();
+        assert_eq!(c.topic(HEALTH_TOPIC).unwrap().size, 2 << 20);
+        assert!(matches!(c.topic("healthy"), Err(Error::UnknownTopic(_))));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod demo;
 pub mod feed;
+pub mod health;
 pub mod print;
 pub mod recorder;
 pub mod reliable;

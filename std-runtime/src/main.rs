@@ -51,6 +51,10 @@ enum Command {
     Replay(ReplayArgs),
     /// Print a topic from a checkpoint on: WAL first, then live, resuming after restarts.
     Follow(FollowArgs),
+    /// Publisher health (Healthy, Degraded, Failed), subscriber and recorder
+    /// lag; --watch refreshes, --listen serves Prometheus metrics. Exits 1
+    /// if a publisher is Failed (without --watch and --listen).
+    Health(zerocast_runtime::health::HealthArgs),
     /// A demo subscriber process (spawned by `zerocast demo`).
     #[command(hide = true)]
     DemoSub(demo::DemoSubArgs),
@@ -859,6 +863,7 @@ fn main() -> ExitCode {
                 Command::Record(args) => run_record(&bus, args),
                 Command::Replay(args) => run_replay(&bus, args),
                 Command::Follow(args) => run_follow(&bus, args),
+                Command::Health(args) => zerocast_runtime::health::run(&bus, args),
             }
         });
     match result {

@@ -1,0 +1,740 @@
+//! The health monitor: publisher states, subscriber lag, recorder lag, from
+//! nothing but what the topic segments hold.
+//!
+//! [`HealthMonitor::poll`] reads every topic segment of a namespace and
+//! returns a [`Report`]: each publisher with its [`PublisherState`], each
+//! subscriber with its lag and lag trend, the recorder's lag, and the state
+//! [`Transition`]s since the previous poll. The monitor keeps only what it
+//! needs to compare one poll with the last (when each publisher last showed
+//! progress, each subscriber's last lag), so it is driven by explicit times
+//! and tests can step it.
+//!
+//! # State rules
+//!
+//! A publisher's *last sign of life* is the later of its heartbeat stamp
+//! (`PublisherEntry::heartbeat_ns`, written by `send_heartbeat` and at
+//! registration) and the last poll that saw its `published` counter grow.
+//! With `interval` the heartbeat interval the monitor is given:
+//!
+//! - **Failed**: its process is gone ([`owner_alive`], the workspace's one
+//!   liveness check: pid and start time), or `2 * interval` or more passed
+//!   since its last sign of life.
+//! - **Degraded**: more than `interval` passed since its last sign of life,
+//!   or a live subscriber of its topic has had a growing lag, above 1% of
+//!   the ring's capacity, for [`HealthOptions::lag_growth_samples`] samples
+//!   in a row.
+//! - **Healthy**: otherwise.
+//!
+//! Publishers on the [`HEALTH_TOPIC`] (health monitors themselves, which
+//! publish only when something changes) are judged by liveness alone.
+//!
+//! A publisher should therefore send a heartbeat (or publish) at least
+//! twice per interval ([`zerocast_ipc::spawn_heartbeat`] does it on a
+//! thread).
+
+mod command;
+mod events;
+pub mod metrics;
+mod serve;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use zerocast_ipc::layout::{
+    is_tombstone, load_name, owner_alive, owner_pid, stored_name, FLAG_DURABLE, FREE, ORPHAN,
+};
+use zerocast_ipc::segment::Reaped;
+use zerocast_ipc::{Bus, Segment};
+
+pub use command::{run, table, HealthArgs};
+pub use events::{HealthEvent, HealthEvents, HEALTH_PUBLISHER};
+pub use serve::serve_metrics;
+pub use zerocast_ipc::config::HEALTH_TOPIC;
+
+/// What a monitor judges by.
+#[derive(Debug, Clone)]
+pub struct HealthOptions {
+    /// The heartbeat interval publishers keep: Degraded after one interval
+    /// without a sign of life, Failed after two (at least 1 ms).
+    pub interval: Duration,
+    /// Consecutive lag samples (taken at most every `interval / 2`) in
+    /// which a live subscriber's lag grew, above 1% of the ring's capacity,
+    /// before its topic's publishers are Degraded (at least 1).
+    pub lag_growth_samples: u32,
+    /// Reclaim the entries of dead processes ([`Segment::reap_entries`]:
+    /// in-flight sequences declared lost, gating holds released, durable
+    /// holds orphaned) when a poll finds them.
+    pub reclaim: bool,
+    /// WAL root directory (`record --wal DIR`): reports each topic's WAL
+    /// bytes.
+    pub wal: Option<PathBuf>,
+}
+
+impl Default for HealthOptions {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(1),
+            lag_growth_samples: 3,
+            reclaim: true,
+            wal: None,
+        }
+    }
+}
+
+/// A publisher's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PublisherState {
+    /// Alive and on time.
+    Healthy = 1,
+    /// Late by an interval, or its subscribers fall further behind.
+    Degraded = 2,
+    /// Two intervals silent, or its process is gone.
+    Failed = 3,
+}
+
+impl PublisherState {
+    /// All states, in order.
+    pub const ALL: [Self; 3] = [Self::Healthy, Self::Degraded, Self::Failed];
+
+    /// Lower-case name (`healthy`, `degraded`, `failed`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Healthy => "healthy",
+            Self::Degraded => "degraded",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// The state with this code (`self as u8`), if any.
+    pub fn from_code(code: u8) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| *s as u8 == code)
+    }
+}
+
+impl std::fmt::Display for PublisherState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Healthy => "Healthy",
+            Self::Degraded => "Degraded",
+            Self::Failed => "Failed",
+        })
+    }
+}
+
+/// Which way a subscriber's lag went since the previous sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LagTrend {
+    /// First sample: nothing to compare with.
+    Unknown,
+    /// Larger than at the previous sample.
+    Growing,
+    /// The same.
+    Steady,
+    /// Smaller.
+    Shrinking,
+}
+
+impl LagTrend {
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Unknown => "-",
+            Self::Growing => "growing",
+            Self::Steady => "steady",
+            Self::Shrinking => "shrinking",
+        }
+    }
+}
+
+/// One publisher entry as a poll saw it.
+#[derive(Debug, Clone)]
+pub struct PublisherReport {
+    /// Index in the topic's publisher table (the frames' publisher id).
+    pub index: usize,
+    /// Name in the table.
+    pub name: String,
+    /// Pid of its process.
+    pub pid: u32,
+    /// Whether its process is alive ([`owner_alive`]).
+    pub alive: bool,
+    /// Its state.
+    pub state: PublisherState,
+    /// Why it is in that state (empty when Healthy).
+    pub reason: String,
+    /// Time since its last heartbeat stamp (registration stamps it too).
+    pub heartbeat_age: Option<Duration>,
+    /// Time since its last sign of life (heartbeat or observed progress).
+    pub silent_for: Duration,
+    /// Frames published through this entry.
+    pub published: u64,
+    /// Frames per second since the previous sample (`None` on the first).
+    pub rate: Option<f64>,
+    /// Sequences it has claimed and not committed.
+    pub inflight: Option<std::ops::Range<u64>>,
+}
+
+/// One subscriber entry as a poll saw it.
+#[derive(Debug, Clone)]
+pub struct SubscriberReport {
+    /// Index in the topic's subscriber table.
+    pub index: usize,
+    /// Name in the table.
+    pub name: String,
+    /// Pid of its process (0 for an orphaned durable hold).
+    pub pid: u32,
+    /// Whether its process is alive.
+    pub alive: bool,
+    /// A durable registration (a recorder's, say).
+    pub durable: bool,
+    /// A durable hold whose process is gone.
+    pub orphaned: bool,
+    /// Next sequence it will read.
+    pub cursor: u64,
+    /// Head minus cursor: frames published that it has not read.
+    pub lag: u64,
+    /// Direction of `lag` since the previous sample.
+    pub trend: LagTrend,
+    /// Samples in a row in which `lag` grew and was above 1% of the ring's
+    /// capacity.
+    pub growing_samples: u32,
+    /// The position its gating hold keeps (publishers never overwrite a
+    /// sequence at or above it), if it is gating.
+    pub gating_position: Option<u64>,
+    /// Frames it lost to lapping, in total.
+    pub lagged_total: u64,
+    /// Time since it last read or polled.
+    pub last_seen_age: Option<Duration>,
+}
+
+impl SubscriberReport {
+    /// Frames its gating hold keeps publishers from overwriting (head
+    /// minus the held position), if it is gating.
+    pub fn gating_hold(&self, head: u64) -> Option<u64> {
+        self.gating_position.map(|p| head.saturating_sub(p))
+    }
+}
+
+/// One topic as a poll saw it.
+#[derive(Debug, Clone)]
+pub struct TopicReport {
+    /// Topic name.
+    pub topic: String,
+    /// Segment file.
+    pub path: PathBuf,
+    /// Next sequence to be published (so: sequences published so far).
+    pub head: u64,
+    /// Ring capacity in slots.
+    pub capacity: u64,
+    /// Creator and every registered process dead.
+    pub stale: bool,
+    /// Publisher entries.
+    pub publishers: Vec<PublisherReport>,
+    /// Subscriber entries (live, dead and orphaned durable holds).
+    pub subscribers: Vec<SubscriberReport>,
+    /// Head minus the recorder's cursor (the durable subscriber
+    /// `recorder-<topic>`; for an orphaned hold, whose process is gone,
+    /// head minus the held position), if there is one.
+    pub recorder_lag: Option<u64>,
+    /// Bytes of WAL segment files in `WAL/<topic>`, if a WAL directory was
+    /// given and the topic has one.
+    pub wal_bytes: Option<u64>,
+    /// Entries of dead processes this poll reclaimed.
+    pub reclaimed: Vec<Reaped>,
+}
+
+/// A publisher's change of state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    /// Topic.
+    pub topic: String,
+    /// Publisher table index.
+    pub index: usize,
+    /// Publisher name.
+    pub name: String,
+    /// Pid of its process.
+    pub pid: u32,
+    /// State before.
+    pub from: PublisherState,
+    /// State now.
+    pub to: PublisherState,
+    /// Why (the new state's reason).
+    pub reason: String,
+    /// When the poll saw it, ns since the Unix epoch.
+    pub at_ns: u64,
+}
+
+impl std::fmt::Display for Transition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} publisher {} (pid {}, name {:?}): {} -> {}",
+            self.topic, self.index, self.pid, self.name, self.from, self.to
+        )?;
+        if !self.reason.is_empty() {
+            write!(f, " ({})", self.reason)?;
+        }
+        Ok(())
+    }
+}
+
+/// What one poll saw.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Time of the poll, ns since the Unix epoch.
+    pub at_ns: u64,
+    /// Namespace.
+    pub namespace: String,
+    /// The interval states were judged by.
+    pub interval: Duration,
+    /// Topics, by name.
+    pub topics: Vec<TopicReport>,
+    /// Segments that could not be opened: (topic, why).
+    pub unreadable: Vec<(String, String)>,
+    /// Publisher state changes since the previous poll.
+    pub transitions: Vec<Transition>,
+}
+
+impl Report {
+    /// Publishers in state Failed: (topic, publisher).
+    pub fn failed(&self) -> impl Iterator<Item = (&TopicReport, &PublisherReport)> {
+        self.topics.iter().flat_map(|t| {
+            t.publishers
+                .iter()
+                .filter(|p| p.state == PublisherState::Failed)
+                .map(move |p| (t, p))
+        })
+    }
+}
+
+/// What the monitor remembers of a publisher entry between polls.
+#[derive(Debug)]
+struct PublisherTrack {
+    state: PublisherState,
+    /// Whether `state` was judged with an earlier poll to compare with (a
+    /// first sighting only has the heartbeat stamp; its state may change
+    /// at the next poll without anything having happened).
+    settled: bool,
+    published: u64,
+    /// Time of the last poll that saw `published` grow.
+    progress_ns: u64,
+    /// Rate sample: (time, published) at the last sample.
+    sample: (u64, u64),
+    rate: Option<f64>,
+    seen: bool,
+}
+
+/// What the monitor remembers of a subscriber entry between polls.
+#[derive(Debug)]
+struct SubscriberTrack {
+    sample_ns: u64,
+    lag: u64,
+    trend: LagTrend,
+    growing: u32,
+    seen: bool,
+}
+
+/// A segment the monitor keeps mapped, with the file identity it was
+/// opened from (a removed and re-created topic is opened again).
+struct Mapped {
+    seg: Arc<Segment>,
+    ino: u64,
+}
+
+/// Polls a namespace's topic segments and judges publisher health.
+///
+/// ```
+/// use zerocast_ipc::layout::now_ns;
+/// use zerocast_ipc::{Bus, Config, TopicConfig, TopicKind};
+/// use zerocast_runtime::health::{HealthMonitor, HealthOptions, PublisherState};
+///
+/// let bus = Bus::new(Config {
+///     namespace: format!("doc-health-{}", std::process::id()),
+///     topics: vec![TopicConfig::new("trades", 1 << 20, TopicKind::Trade)],
+/// });
+/// let mut engine = bus.publisher("trades")?;
+/// engine.send_heartbeat()?;
+/// let mut monitor = HealthMonitor::new(bus.clone(), HealthOptions::default());
+/// let report = monitor.poll(now_ns());
+/// let trades = &report.topics[0];
+/// assert_eq!(trades.publishers[0].state, PublisherState::Healthy);
+/// // Two intervals later without a heartbeat (or a frame): Failed.
+/// let report = monitor.poll(now_ns() + 2_500_000_000);
+/// assert_eq!(report.topics[0].publishers[0].state, PublisherState::Failed);
+/// # drop(engine);
+/// # bus.remove_segments();
+/// # Ok::<(), zerocast_ipc::Error>(())
+/// ```
+pub struct HealthMonitor {
+    bus: Bus,
+    options: HealthOptions,
+    segments: HashMap<String, Mapped>,
+    /// Keyed by (topic, index, owner word): a re-registered entry is a new
+    /// publisher.
+    publishers: HashMap<(String, usize, u64), PublisherTrack>,
+    subscribers: HashMap<(String, usize, u64), SubscriberTrack>,
+}
+
+impl std::fmt::Debug for HealthMonitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HealthMonitor")
+            .field("namespace", &self.bus.config().namespace)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+fn ns_duration(ns: u64) -> Duration {
+    Duration::from_nanos(ns)
+}
+
+/// Age at `now_ns` of a stamp (`None` if never stamped; 0 for a stamp
+/// written after the poll took its time).
+fn age_at(stamp_ns: u64, now_ns: u64) -> Option<Duration> {
+    (stamp_ns != 0).then(|| ns_duration(now_ns.saturating_sub(stamp_ns)))
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2}s", d.as_secs_f64())
+}
+
+impl HealthMonitor {
+    /// A monitor of every topic segment of `bus`'s namespace.
+    pub fn new(bus: Bus, options: HealthOptions) -> Self {
+        let mut options = options;
+        options.lag_growth_samples = options.lag_growth_samples.max(1);
+        // A zero interval would make every publisher Failed at once.
+        options.interval = options.interval.max(Duration::from_millis(1));
+        Self {
+            bus,
+            options,
+            segments: HashMap::new(),
+            publishers: HashMap::new(),
+            subscribers: HashMap::new(),
+        }
+    }
+
+    /// Its options.
+    pub fn options(&self) -> &HealthOptions {
+        &self.options
+    }
+
+    /// Turns reclaiming dead entries on or off from the next poll on.
+    pub fn set_reclaim(&mut self, reclaim: bool) {
+        self.options.reclaim = reclaim;
+    }
+
+    /// The namespace's segments, mapped (new ones opened, removed ones
+    /// dropped, re-created ones opened again).
+    fn refresh_segments(&mut self, unreadable: &mut Vec<(String, String)>) -> Vec<String> {
+        use std::os::unix::fs::MetadataExt;
+        let listed = self.bus.list_segments();
+        let mut topics = Vec::new();
+        let mut keep = std::collections::HashSet::new();
+        for (topic, path) in listed {
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            keep.insert(topic.clone());
+            if self
+                .segments
+                .get(&topic)
+                .is_some_and(|m| m.ino == meta.ino())
+            {
+                topics.push(topic);
+                continue;
+            }
+            match Segment::open(&path, &topic) {
+                Ok(seg) => {
+                    self.segments.insert(
+                        topic.clone(),
+                        Mapped {
+                            seg: Arc::new(seg),
+                            ino: meta.ino(),
+                        },
+                    );
+                    topics.push(topic);
+                }
+                Err(e) => {
+                    self.segments.remove(&topic);
+                    unreadable.push((topic, e.to_string()));
+                }
+            }
+        }
+        self.segments.retain(|t, _| keep.contains(t));
+        topics
+    }
+
+    /// Reads every topic at time `now_ns` (ns since the Unix epoch, the
+    /// clock of heartbeat stamps: [`zerocast_ipc::layout::now_ns`] in
+    /// production, any later time in a test), judges every publisher, and
+    /// reclaims dead entries if [`HealthOptions::reclaim`] is set. Each
+    /// transition is also logged with `tracing`.
+    pub fn poll(&mut self, now_ns: u64) -> Report {
+        let mut unreadable = Vec::new();
+        let topics = self.refresh_segments(&mut unreadable);
+        for t in self.publishers.values_mut() {
+            t.seen = false;
+        }
+        for t in self.subscribers.values_mut() {
+            t.seen = false;
+        }
+        let mut report = Report {
+            at_ns: now_ns,
+            namespace: self.bus.config().namespace.clone(),
+            interval: self.options.interval,
+            topics: Vec::new(),
+            unreadable,
+            transitions: Vec::new(),
+        };
+        for topic in topics {
+            let seg = Arc::clone(&self.segments[&topic].seg);
+            let t = self.poll_topic(&topic, &seg, now_ns, &mut report.transitions);
+            report.topics.push(t);
+        }
+        self.publishers.retain(|_, t| t.seen);
+        self.subscribers.retain(|_, t| t.seen);
+        report
+    }
+
+    fn poll_topic(
+        &mut self,
+        topic: &str,
+        seg: &Segment,
+        now_ns: u64,
+        transitions: &mut Vec<Transition>,
+    ) -> TopicReport {
+        let h = seg.header();
+        let ring = seg.ring();
+        let head = ring.head();
+        let interval_ns = u64::try_from(self.options.interval.as_nanos()).unwrap_or(u64::MAX);
+        let sample_every = interval_ns / 2;
+        let mut dead_entries = false;
+        let lag_floor = ring.capacity() / 100;
+
+        // Subscribers first: a publisher's state depends on their lag.
+        let mut subscribers = Vec::new();
+        for (index, e) in h.subscribers.iter().enumerate() {
+            // Acquire: pairs with the Release owner-word stores of
+            // registration; the entry's other words are read after it.
+            let word = e.pid.load(Ordering::Acquire);
+            if word == FREE || is_tombstone(word) {
+                continue;
+            }
+            let alive = owner_alive(word);
+            let orphaned = word == ORPHAN;
+            dead_entries |= !alive && !orphaned;
+            // Relaxed (all below): monitoring snapshots of words their
+            // owner updates on its own; ordered after the Acquire above.
+            let cursor = e.cursor.load(Ordering::Relaxed);
+            let durable = e.flags.load(Ordering::Relaxed) & FLAG_DURABLE != 0;
+            let lagged_total = e.lagged.load(Ordering::Relaxed);
+            let last_seen = e.last_seen_ns.load(Ordering::Relaxed);
+            let gating_position = if e.gating.load(Ordering::Relaxed) != 0 || durable {
+                seg.gating_position_of_entry(index)
+            } else {
+                None
+            };
+            let lag = head.saturating_sub(cursor);
+            let track = self
+                .subscribers
+                .entry((topic.to_owned(), index, word))
+                .or_insert(SubscriberTrack {
+                    sample_ns: now_ns,
+                    lag,
+                    trend: LagTrend::Unknown,
+                    growing: 0,
+                    seen: true,
+                });
+            track.seen = true;
+            if now_ns.saturating_sub(track.sample_ns) >= sample_every.max(1) {
+                track.trend = match lag.cmp(&track.lag) {
+                    std::cmp::Ordering::Greater => LagTrend::Growing,
+                    std::cmp::Ordering::Equal => LagTrend::Steady,
+                    std::cmp::Ordering::Less => LagTrend::Shrinking,
+                };
+                // A lag within 1% of the ring is noise of the sampling
+                // instant (a reader keeping up is a few frames behind at
+                // any moment), not a reader falling behind.
+                track.growing = if track.trend == LagTrend::Growing && lag > lag_floor {
+                    track.growing + 1
+                } else {
+                    0
+                };
+                track.lag = lag;
+                track.sample_ns = now_ns;
+            }
+            subscribers.push(SubscriberReport {
+                index,
+                name: load_name(&e.name),
+                pid: owner_pid(word),
+                alive,
+                durable,
+                orphaned,
+                cursor,
+                lag,
+                trend: track.trend,
+                growing_samples: track.growing,
+                gating_position,
+                lagged_total,
+                last_seen_age: age_at(last_seen, now_ns),
+            });
+        }
+        let lagging = subscribers
+            .iter()
+            .find(|s| s.alive && s.growing_samples >= self.options.lag_growth_samples);
+
+        let liveness_only = topic == HEALTH_TOPIC;
+        let mut publishers = Vec::new();
+        for (index, p) in h.publishers.iter().enumerate() {
+            // Acquire: as for subscribers.
+            let word = p.pid.load(Ordering::Acquire);
+            if word == FREE || is_tombstone(word) {
+                continue;
+            }
+            let alive = owner_alive(word);
+            dead_entries |= !alive;
+            // Relaxed: monitoring snapshots, as above.
+            let published = p.published.load(Ordering::Relaxed);
+            let heartbeat = p.heartbeat_ns.load(Ordering::Relaxed);
+            let name = load_name(&p.name);
+            let key = (topic.to_owned(), index, word);
+            let known = self.publishers.contains_key(&key);
+            let track = self.publishers.entry(key).or_insert(PublisherTrack {
+                state: PublisherState::Healthy,
+                settled: false,
+                published,
+                progress_ns: 0,
+                sample: (now_ns, published),
+                rate: None,
+                seen: true,
+            });
+            track.seen = true;
+            if published > track.published {
+                track.progress_ns = now_ns;
+            }
+            track.published = published;
+            if now_ns.saturating_sub(track.sample.0) >= sample_every.max(1) {
+                let dt = (now_ns - track.sample.0) as f64 / 1e9;
+                track.rate = Some(published.saturating_sub(track.sample.1) as f64 / dt);
+                track.sample = (now_ns, published);
+            }
+            let last_sign = heartbeat.max(track.progress_ns).min(now_ns);
+            let silent = now_ns - last_sign;
+            let (state, reason) = if !alive {
+                (PublisherState::Failed, "process gone".to_owned())
+            } else if liveness_only {
+                (PublisherState::Healthy, String::new())
+            } else if silent >= interval_ns.saturating_mul(2) {
+                (
+                    PublisherState::Failed,
+                    format!("no heartbeat or progress for {}", secs(ns_duration(silent))),
+                )
+            } else if silent > interval_ns {
+                (
+                    PublisherState::Degraded,
+                    format!("heartbeat late: none for {}", secs(ns_duration(silent))),
+                )
+            } else if let Some(s) = lagging {
+                (
+                    PublisherState::Degraded,
+                    format!(
+                        "subscriber {} {:?} lag growing ({} frames, {} samples)",
+                        s.index, s.name, s.lag, s.growing_samples
+                    ),
+                )
+            } else {
+                (PublisherState::Healthy, String::new())
+            };
+            if known && track.settled && track.state != state {
+                let tr = Transition {
+                    topic: topic.to_owned(),
+                    index,
+                    name: name.clone(),
+                    pid: owner_pid(word),
+                    from: track.state,
+                    to: state,
+                    reason: reason.clone(),
+                    at_ns: now_ns,
+                };
+                match tr.to {
+                    PublisherState::Healthy => tracing::info!(target: "zerocast::health", "{tr}"),
+                    _ => tracing::warn!(target: "zerocast::health", "{tr}"),
+                }
+                transitions.push(tr);
+            }
+            track.settled = known;
+            track.state = state;
+            publishers.push(PublisherReport {
+                index,
+                name,
+                pid: owner_pid(word),
+                alive,
+                state,
+                reason,
+                heartbeat_age: age_at(heartbeat, now_ns),
+                silent_for: ns_duration(silent),
+                published,
+                rate: track.rate,
+                inflight: p.inflight_range(),
+            });
+        }
+
+        let recorder = stored_name(&format!("recorder-{topic}")).to_owned();
+        let recorder_lag = subscribers
+            .iter()
+            .find(|s| s.durable && s.name == recorder)
+            .map(|s| match (s.orphaned, s.gating_position) {
+                // Gone: where its successor will resume.
+                (true, Some(position)) => head.saturating_sub(position),
+                _ => s.lag,
+            });
+        let stale = seg.is_stale();
+        // A stale segment's entries too: reaping declares a dead publisher's
+        // in-flight sequences lost, which any later opener needs.
+        let reclaimed = if self.options.reclaim && dead_entries {
+            let reaped = seg.reap_entries();
+            for r in &reaped {
+                tracing::warn!(target: "zerocast::health", "{topic}: reclaimed {r}");
+            }
+            reaped
+        } else {
+            Vec::new()
+        };
+        TopicReport {
+            topic: topic.to_owned(),
+            path: seg.path().to_owned(),
+            head,
+            capacity: ring.capacity(),
+            stale,
+            publishers,
+            subscribers,
+            recorder_lag,
+            wal_bytes: self
+                .options
+                .wal
+                .as_deref()
+                .and_then(|dir| wal_bytes(&dir.join(topic))),
+            reclaimed,
+        }
+    }
+}
+
+/// Bytes of the `*.wal` files in `dir`, if it can be read.
+pub fn wal_bytes(dir: &Path) -> Option<u64> {
+    let entries = std::fs::read_dir(dir).ok()?;
+    Some(
+        entries
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".wal"))
+            .filter_map(|e| e.metadata().ok())
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .sum(),
+    )
+}
+
+#[cfg(test)]
+mod tests;

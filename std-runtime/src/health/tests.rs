@@ -1,0 +1,421 @@
+//! The monitor driven with explicit times, in one process.
+
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use zerocast_core::frame::Heartbeat;
+use zerocast_ipc::layout::{now_ns, owner_word, store_name, FREE};
+use zerocast_ipc::{
+    Bus, Config, PublisherOptions, ShmPublisher, ShmSubscriber, Start, SubscriberOptions,
+    TopicConfig, TopicKind,
+};
+
+use super::*;
+
+const SEC: u64 = 1_000_000_000;
+
+/// A namespace of its own with one small topic, removed on drop.
+struct TestBus(Bus);
+
+impl TestBus {
+    fn new(test: &str) -> Self {
+        Self(Bus::new(Config {
+            namespace: format!("hm{}-{test}", std::process::id()),
+            topics: vec![TopicConfig::new("trades", 200_000, TopicKind::Trade)],
+        }))
+    }
+}
+
+impl Drop for TestBus {
+    fn drop(&mut self) {
+        self.0.remove_segments();
+        let _ = std::fs::remove_file(self.0.config().segment_path(HEALTH_TOPIC));
+    }
+}
+
+fn trade() -> zerocast_core::frame::TradeEvent {
+    crate::feed::Feed::new(1, 7).trade()
+}
+
+fn options(interval: Duration) -> HealthOptions {
+    HealthOptions {
+        interval,
+        ..HealthOptions::default()
+    }
+}
+
+fn publisher<'a>(r: &'a Report, name: &str) -> &'a PublisherReport {
+    r.topics
+        .iter()
+        .flat_map(|t| &t.publishers)
+        .find(|p| p.name == name)
+        .unwrap_or_else(|| panic!("no publisher {name:?} in {r:#?}"))
+}
+
+fn subscriber<'a>(r: &'a Report, name: &str) -> &'a SubscriberReport {
+    r.topics
+        .iter()
+        .flat_map(|t| &t.subscribers)
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("no subscriber {name:?} in {r:#?}"))
+}
+
+fn states(r: &Report) -> Vec<(PublisherState, PublisherState)> {
+    r.transitions.iter().map(|t| (t.from, t.to)).collect()
+}
+
+#[test]
+fn publisher_goes_degraded_then_failed_by_silence_and_back_to_healthy_on_progress() {
+    let tb = TestBus::new("states");
+    let seg = tb.0.segment("trades").unwrap();
+    let opts = PublisherOptions {
+        name: "engine".into(),
+        ..PublisherOptions::default()
+    };
+    let mut p = ShmPublisher::new(Arc::clone(&seg), &opts).unwrap();
+    p.send_heartbeat().unwrap();
+    let base = now_ns();
+    let mut m = HealthMonitor::new(tb.0.clone(), options(Duration::from_secs(10)));
+    // Two polls settle the first sighting: no transitions yet.
+    let r = m.poll(base);
+    assert_eq!(publisher(&r, "engine").state, PublisherState::Healthy);
+    let r = m.poll(base + SEC);
+    assert_eq!(publisher(&r, "engine").state, PublisherState::Healthy);
+    assert!(r.transitions.is_empty());
+    // One interval and a half without a heartbeat: late, Degraded.
+    let r = m.poll(base + 15 * SEC);
+    let e = publisher(&r, "engine");
+    assert_eq!(e.state, PublisherState::Degraded, "{e:?}");
+    assert!(e.reason.contains("late"), "{}", e.reason);
+    assert_eq!(
+        states(&r),
+        [(PublisherState::Healthy, PublisherState::Degraded)]
+    );
+    // Still Degraded below two intervals: no new transition.
+    let r = m.poll(base + 19 * SEC);
+    assert_eq!(publisher(&r, "engine").state, PublisherState::Degraded);
+    assert!(r.transitions.is_empty());
+    // Two intervals: Failed.
+    let r = m.poll(base + 20 * SEC + 1);
+    assert_eq!(publisher(&r, "engine").state, PublisherState::Failed);
+    assert_eq!(
+        states(&r),
+        [(PublisherState::Degraded, PublisherState::Failed)]
+    );
+    assert_eq!(r.failed().count(), 1);
+    // It publishes again: progress is a sign of life.
+    p.publish(&trade()).unwrap();
+    let r = m.poll(base + 21 * SEC);
+    let e = publisher(&r, "engine");
+    assert_eq!(e.state, PublisherState::Healthy, "{e:?}");
+    assert_eq!(e.published, 2);
+    assert_eq!(
+        states(&r),
+        [(PublisherState::Failed, PublisherState::Healthy)]
+    );
+    assert_eq!(r.transitions[0].name, "engine");
+    assert_eq!(r.transitions[0].pid, std::process::id());
+}
+
+#[test]
+fn subscriber_that_stops_reading_shows_growing_lag_and_degrades_its_publisher() {
+    let tb = TestBus::new("lag");
+    let seg = tb.0.segment("trades").unwrap();
+    let opts = PublisherOptions {
+        name: "engine".into(),
+        ..PublisherOptions::default()
+    };
+    let mut p = ShmPublisher::new(Arc::clone(&seg), &opts).unwrap();
+    let mut sub = ShmSubscriber::new(
+        Arc::clone(&seg),
+        &SubscriberOptions {
+            name: "slow".into(),
+            start: Start::Oldest,
+            ..SubscriberOptions::default()
+        },
+    )
+    .unwrap();
+    let interval = Duration::from_secs(10);
+    let mut m = HealthMonitor::new(tb.0.clone(), options(interval));
+    let base = now_ns();
+    let mut lags = Vec::new();
+    // Samples are taken at most every interval / 2: polls 5 s apart.
+    for step in 0..5u64 {
+        p.publish_batch(&[trade(); 4]).unwrap();
+        let r = m.poll(base + step * 5 * SEC);
+        let s = subscriber(&r, "slow");
+        assert!(s.alive);
+        lags.push((s.lag, s.trend, s.growing_samples));
+        let e = publisher(&r, "engine");
+        if step < 3 {
+            assert_eq!(e.state, PublisherState::Healthy, "step {step}: {e:?}");
+        } else {
+            assert_eq!(e.state, PublisherState::Degraded, "step {step}: {e:?}");
+            assert!(e.reason.contains("\"slow\" lag growing"), "{}", e.reason);
+        }
+    }
+    assert_eq!(
+        lags,
+        [
+            (4, LagTrend::Unknown, 0),
+            (8, LagTrend::Growing, 1),
+            (12, LagTrend::Growing, 2),
+            (16, LagTrend::Growing, 3),
+            (20, LagTrend::Growing, 4),
+        ]
+    );
+    // A poll sooner than half an interval after the last sample changes
+    // no trend.
+    p.publish(&trade()).unwrap();
+    let r = m.poll(base + 21 * SEC);
+    assert_eq!(subscriber(&r, "slow").growing_samples, 4);
+    assert_eq!(subscriber(&r, "slow").lag, 21);
+    // It catches up: shrinking, and the publisher is Healthy again.
+    while sub.poll().is_ok() {}
+    let r = m.poll(base + 26 * SEC);
+    let s = subscriber(&r, "slow");
+    assert_eq!(
+        (s.lag, s.trend, s.growing_samples),
+        (0, LagTrend::Shrinking, 0)
+    );
+    assert_eq!(publisher(&r, "engine").state, PublisherState::Healthy);
+    assert_eq!(
+        states(&r),
+        [(PublisherState::Degraded, PublisherState::Healthy)]
+    );
+}
+
+#[test]
+fn a_lag_growing_within_one_percent_of_the_ring_does_not_degrade() {
+    let tb = TestBus::new("jitter");
+    let seg = tb.0.segment("trades").unwrap();
+    let floor = seg.ring().capacity() / 100;
+    assert!(floor >= 4, "capacity {}", seg.ring().capacity());
+    let opts = PublisherOptions {
+        name: "engine".into(),
+        ..PublisherOptions::default()
+    };
+    let mut p = ShmPublisher::new(Arc::clone(&seg), &opts).unwrap();
+    let _sub = ShmSubscriber::new(
+        Arc::clone(&seg),
+        &SubscriberOptions {
+            name: "busy".into(),
+            start: Start::Oldest,
+            ..SubscriberOptions::default()
+        },
+    )
+    .unwrap();
+    let mut m = HealthMonitor::new(tb.0.clone(), options(Duration::from_secs(10)));
+    let base = now_ns();
+    for step in 0..floor {
+        p.publish(&trade()).unwrap();
+        let r = m.poll(base + step * 5 * SEC);
+        let s = subscriber(&r, "busy");
+        assert_eq!(s.lag, step + 1);
+        assert_eq!(
+            s.growing_samples, 0,
+            "lag {} within the floor {floor}",
+            s.lag
+        );
+        assert_eq!(publisher(&r, "engine").state, PublisherState::Healthy);
+    }
+}
+
+/// Pid and owner word of a process that has exited (and been waited for).
+fn dead_owner() -> (u32, u64) {
+    let mut child = Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    (pid, owner_word(pid, 12345))
+}
+
+#[test]
+fn dead_publisher_is_failed_then_reclaimed() {
+    let tb = TestBus::new("dead");
+    let seg = tb.0.segment("trades").unwrap();
+    let (pid, word) = dead_owner();
+    let e = &seg.header().publishers[3];
+    store_name(&e.name, "ghost");
+    // Relaxed: published by the Release store of the owner word below.
+    e.heartbeat_ns.store(now_ns(), Ordering::Relaxed);
+    // Release: pairs with the monitor's Acquire load of the owner word;
+    // a dead process's registration, as a SIGKILL leaves it.
+    e.pid.store(word, Ordering::Release);
+    let mut m = HealthMonitor::new(tb.0.clone(), options(Duration::from_secs(10)));
+    let r = m.poll(now_ns());
+    let g = publisher(&r, "ghost");
+    assert_eq!(
+        (g.state, g.alive, g.pid),
+        (PublisherState::Failed, false, pid)
+    );
+    assert_eq!(g.reason, "process gone");
+    let t = &r.topics[0];
+    assert_eq!(t.reclaimed.len(), 1, "{:?}", t.reclaimed);
+    assert!(t.reclaimed[0].publisher && t.reclaimed[0].index == 3);
+    // Acquire: pairs with the reaper's Release store that frees the entry.
+    assert_eq!(e.pid.load(Ordering::Acquire), FREE);
+    let r = m.poll(now_ns());
+    assert!(r.topics[0].publishers.is_empty());
+}
+
+#[test]
+fn no_reclaim_leaves_a_dead_entry_in_place() {
+    let tb = TestBus::new("noreclaim");
+    let seg = tb.0.segment("trades").unwrap();
+    let (_, word) = dead_owner();
+    let e = &seg.header().publishers[0];
+    // Release: as above, a dead process's registration.
+    e.pid.store(word, Ordering::Release);
+    let mut m = HealthMonitor::new(
+        tb.0.clone(),
+        HealthOptions {
+            reclaim: false,
+            ..HealthOptions::default()
+        },
+    );
+    let r = m.poll(now_ns());
+    assert!(r.topics[0].reclaimed.is_empty());
+    // Acquire/Release: as above; the test frees the entry itself.
+    assert_eq!(e.pid.load(Ordering::Acquire), word);
+    e.pid.store(FREE, Ordering::Release);
+}
+
+#[test]
+fn recorder_lag_is_head_minus_its_hold() {
+    let tb = TestBus::new("recorder");
+    let seg = tb.0.segment("trades").unwrap();
+    let mut p = ShmPublisher::new(Arc::clone(&seg), &PublisherOptions::default()).unwrap();
+    let mut rec = ShmSubscriber::new(
+        Arc::clone(&seg),
+        &SubscriberOptions {
+            name: "recorder-trades".into(),
+            start: Start::Oldest,
+            gating: true,
+            durable: true,
+            ..SubscriberOptions::default()
+        },
+    )
+    .unwrap();
+    p.publish_batch(&[trade(); 7]).unwrap();
+    for _ in 0..3 {
+        rec.poll().unwrap();
+    }
+    let mut m = HealthMonitor::new(tb.0.clone(), HealthOptions::default());
+    let r = m.poll(now_ns());
+    assert_eq!(r.topics[0].recorder_lag, Some(4));
+    let s = subscriber(&r, "recorder-trades");
+    assert!(s.durable && !s.orphaned);
+    // Reads are released in bulk: the hold is at least the lag.
+    assert!(s.gating_hold(r.topics[0].head).unwrap() >= 4);
+    // Caught up (an empty poll releases): nothing held, no lag.
+    while rec.poll().is_ok() {}
+    let r = m.poll(now_ns());
+    assert_eq!(r.topics[0].recorder_lag, Some(0));
+    let s = subscriber(&r, "recorder-trades");
+    assert_eq!(s.gating_hold(r.topics[0].head), Some(0));
+    // Gone: the orphaned hold is where its successor resumes.
+    p.publish_batch(&[trade(); 2]).unwrap();
+    drop(rec);
+    let r = m.poll(now_ns());
+    let s = subscriber(&r, "recorder-trades");
+    assert!(s.orphaned && !s.alive);
+    assert_eq!(r.topics[0].recorder_lag, Some(2));
+    seg.release_durable("recorder-trades").unwrap();
+}
+
+#[test]
+fn health_events_round_trip_through_a_heartbeat_body() {
+    let t = Transition {
+        topic: "account_events".into(),
+        index: 9,
+        name: "ledger".into(),
+        pid: 4_000_000,
+        from: PublisherState::Degraded,
+        to: PublisherState::Failed,
+        reason: String::new(),
+        at_ns: 1_700_000_000_123_456_789,
+    };
+    let hb: Heartbeat = HealthEvent::of(&t).encode();
+    let back = HealthEvent::decode(&hb.publisher_id, hb.sequence, hb.timestamp).unwrap();
+    assert_eq!(back.topic, "account_events");
+    assert_eq!((back.index, back.pid), (9, 4_000_000));
+    assert_eq!(
+        (back.from, back.to),
+        (PublisherState::Degraded, PublisherState::Failed)
+    );
+    assert_eq!(back.at_ns, t.at_ns);
+    // An ordinary heartbeat is not an event.
+    assert_eq!(HealthEvent::decode(&[0; 16], 7, 1), None);
+}
+
+#[test]
+fn transitions_are_published_on_the_health_topic() {
+    let tb = TestBus::new("events");
+    let mut events = HealthEvents::open(&tb.0).unwrap();
+    let mut sub =
+        tb.0.subscriber(
+            HEALTH_TOPIC,
+            SubscriberOptions {
+                start: Start::Oldest,
+                ..SubscriberOptions::default()
+            },
+        )
+        .unwrap();
+    let t = Transition {
+        topic: "trades".into(),
+        index: 1,
+        name: "engine".into(),
+        pid: 42,
+        from: PublisherState::Healthy,
+        to: PublisherState::Degraded,
+        reason: "late".into(),
+        at_ns: 5,
+    };
+    let seq = events.publish(&t).unwrap();
+    let got = sub.try_recv().unwrap();
+    assert_eq!(got.seq, seq);
+    let hb = got.body::<Heartbeat>().unwrap();
+    let e = HealthEvent::decode(
+        &hb.publisher_id,
+        hb.sequence.to_native(),
+        hb.timestamp.to_native(),
+    )
+    .unwrap();
+    assert_eq!(e, HealthEvent::of(&t));
+}
+
+#[test]
+fn metrics_text_names_every_counter() {
+    let tb = TestBus::new("metrics");
+    let seg = tb.0.segment("trades").unwrap();
+    let opts = PublisherOptions {
+        name: "engine".into(),
+        ..PublisherOptions::default()
+    };
+    let mut p = ShmPublisher::new(Arc::clone(&seg), &opts).unwrap();
+    let _sub = ShmSubscriber::new(
+        Arc::clone(&seg),
+        &SubscriberOptions {
+            name: "viewer".into(),
+            start: Start::Oldest,
+            ..SubscriberOptions::default()
+        },
+    )
+    .unwrap();
+    p.publish_batch(&[trade(); 5]).unwrap();
+    let mut m = HealthMonitor::new(tb.0.clone(), HealthOptions::default());
+    let text = metrics::render(&m.poll(now_ns()), 2);
+    for line in [
+        "zerocast_topic_head{topic=\"trades\"} 5",
+        "zerocast_publisher_published_total{topic=\"trades\",index=\"0\",name=\"engine\",pid=\"",
+        "zerocast_subscriber_lag{topic=\"trades\",index=\"0\",name=\"viewer\",pid=\"",
+        "zerocast_subscriber_lagged_total{topic=\"trades\"",
+        "state=\"healthy\"} 1",
+        "zerocast_health_reclaimed_entries_total 2",
+        "# EOF",
+    ] {
+        assert!(text.contains(line), "{line:?} not in\n{text}");
+    }
+}

@@ -1,0 +1,752 @@
+//! The health monitor against real processes: `zerocast pub` and `sub`
+//! stopped, continued and killed with signals; `zerocast health` run as a
+//! program; its `/metrics` fetched over 127.0.0.1 and parsed.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use zerocast_ipc::layout::{load_name, now_ns, FREE};
+use zerocast_ipc::{
+    Bus, Config, PublisherOptions, RecvError, ShmPublisher, ShmSubscriber, Start, SubscriberOptions,
+};
+use zerocast_runtime::health::{
+    HealthMonitor, HealthOptions, PublisherReport, PublisherState, Report, SubscriberReport,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_zerocast");
+
+/// The heartbeat interval of these tests.
+const INTERVAL: Duration = Duration::from_millis(100);
+/// How long anything that should happen within a few intervals may take on
+/// a loaded 2-core machine before the test gives up.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A namespace of its own whose `trade_events` ring has 64 slots; its
+/// segments are removed on drop.
+struct Ns {
+    name: String,
+    config: PathBuf,
+}
+
+impl Ns {
+    fn new(test: &str) -> Self {
+        let name = format!("ht{}-{test}", std::process::id());
+        let config = std::env::temp_dir().join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            "[[topic]]\nname = \"trade_events\"\nsize = 80000\nkind = \"trade\"\n",
+        )
+        .unwrap();
+        Self { name, config }
+    }
+
+    fn bus(&self) -> Bus {
+        let mut config = Config::load(&self.config).unwrap();
+        config.namespace = self.name.clone();
+        Bus::new(config)
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.env_remove("ZEROCAST_NAMESPACE");
+        c.env("ZEROCAST_LOG", "warn");
+        c.args(["--namespace", &self.name]);
+        c.arg("--config").arg(&self.config);
+        c.args(args);
+        c
+    }
+
+    fn spawn(&self, args: &[&str]) -> Child {
+        self.cmd(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn zerocast")
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run zerocast")
+    }
+
+    fn monitor(&self) -> HealthMonitor {
+        HealthMonitor::new(
+            self.bus(),
+            HealthOptions {
+                interval: INTERVAL,
+                ..HealthOptions::default()
+            },
+        )
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        let prefix = format!("zerocast.{}.", self.name);
+        for e in std::fs::read_dir("/dev/shm")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
+
+/// Kills a child process on drop (a failed assertion leaves no process).
+struct Proc(Child);
+
+impl Proc {
+    fn signal(&self, sig: libc::c_int) {
+        // SAFETY: kill has no memory-safety preconditions; the pid is our
+        // own child, not yet waited for.
+        let rc = unsafe { libc::kill(self.0.id() as libc::pid_t, sig) };
+        assert_eq!(rc, 0, "kill({}, {sig})", self.0.id());
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn publisher<'a>(r: &'a Report, name: &str) -> Option<&'a PublisherReport> {
+    r.topics
+        .iter()
+        .flat_map(|t| &t.publishers)
+        .find(|p| p.name == name)
+}
+
+fn subscriber<'a>(r: &'a Report, name: &str) -> Option<&'a SubscriberReport> {
+    r.topics
+        .iter()
+        .flat_map(|t| &t.subscribers)
+        .find(|s| s.name == name)
+}
+
+/// Polls every 5 ms until `done` (given each report and the time just
+/// before the poll took its timestamp) says so; returns that report and
+/// when it was taken.
+fn poll_until(
+    m: &mut HealthMonitor,
+    what: &str,
+    mut done: impl FnMut(&Report, Instant) -> bool,
+) -> (Report, Instant) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let before = Instant::now();
+        let r = m.poll(now_ns());
+        let at = Instant::now();
+        if done(&r, before) {
+            return (r, at);
+        }
+        assert!(at < deadline, "never {what}: {r:#?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn state_of(r: &Report, name: &str) -> Option<PublisherState> {
+    publisher(r, name).map(|p| p.state)
+}
+
+/// A `zerocast pub` that publishes 1000 frames/s (it sends no heartbeats:
+/// its progress is its sign of life), a monitor that has seen it Healthy,
+/// settled, and the time just before the last poll that saw its counter
+/// move.
+fn running_publisher(ns: &Ns, name: &str) -> (Proc, HealthMonitor, Instant) {
+    let p = Proc(ns.spawn(&[
+        "pub",
+        "--topic",
+        "trade_events",
+        "--count",
+        "100000000",
+        "--rate",
+        "1000",
+        "--no-wait",
+        "--name",
+        name,
+    ]));
+    let mut m = ns.monitor();
+    let mut healthy = 0;
+    let mut progress = Progress::default();
+    poll_until(&mut m, "Healthy three polls in a row", |r, before| {
+        progress.see(r, name, before);
+        healthy = if state_of(r, name) == Some(PublisherState::Healthy) {
+            healthy + 1
+        } else {
+            0
+        };
+        healthy >= 3 && progress.at.is_some()
+    });
+    (p, m, progress.at.unwrap())
+}
+
+/// When a poll last saw a publisher's counter move.
+#[derive(Default)]
+struct Progress {
+    published: Option<u64>,
+    /// Just before the poll that saw it move (no later than the time the
+    /// monitor records for that progress).
+    at: Option<Instant>,
+}
+
+impl Progress {
+    fn see(&mut self, r: &Report, name: &str, before: Instant) {
+        let Some(p) = publisher(r, name) else { return };
+        if self.published.is_some_and(|old| old != p.published) {
+            self.at = Some(before);
+        }
+        self.published = Some(p.published);
+    }
+}
+
+#[test]
+fn stopped_publisher_goes_degraded_then_failed_and_healthy_again_when_continued() {
+    let ns = Ns::new("stop");
+    let (p, mut m, last) = running_publisher(&ns, "feed");
+    p.signal(libc::SIGSTOP);
+    let stopped = Instant::now();
+    // The publisher may have been descheduled well before the stop on a
+    // loaded machine: bounds count from the last progress a poll saw.
+    let mut progress = Progress {
+        published: None,
+        at: Some(last),
+    };
+    let mut degraded = None;
+    let (r, failed) = poll_until(&mut m, "Failed", |r, before| {
+        progress.see(r, "feed", before);
+        for t in &r.transitions {
+            if t.to == PublisherState::Degraded {
+                degraded.get_or_insert(Instant::now());
+            }
+        }
+        state_of(r, "feed") == Some(PublisherState::Failed)
+    });
+    let degraded = degraded.expect("Degraded before Failed");
+    let f = publisher(&r, "feed").unwrap();
+    assert!(f.alive, "a stopped process is alive: {f:?}");
+    assert!(
+        f.reason.contains("no heartbeat or progress"),
+        "{}",
+        f.reason
+    );
+    // Degraded no sooner than an interval after the last progress a poll
+    // saw, Failed no sooner than two.
+    let progress = progress.at.unwrap();
+    assert!(
+        degraded.duration_since(progress) >= INTERVAL,
+        "Degraded {:?} after the last progress",
+        degraded.duration_since(progress)
+    );
+    assert!(
+        failed.duration_since(progress) >= 2 * INTERVAL,
+        "Failed {:?} after the last progress",
+        failed.duration_since(progress)
+    );
+    assert!(failed.duration_since(stopped) < 2 * INTERVAL + PATIENCE);
+    assert!(degraded < failed);
+
+    p.signal(libc::SIGCONT);
+    let (r, _) = poll_until(&mut m, "Healthy again", |r, _| {
+        state_of(r, "feed") == Some(PublisherState::Healthy)
+    });
+    let t = r.transitions.iter().find(|t| t.name == "feed").unwrap();
+    assert_eq!(
+        (t.from, t.to),
+        (PublisherState::Failed, PublisherState::Healthy)
+    );
+}
+
+#[test]
+fn killed_publisher_is_failed_and_its_entry_reclaimed() {
+    let ns = Ns::new("kill");
+    let (mut p, mut m, _) = running_publisher(&ns, "feed");
+    let pid = p.0.id();
+    p.signal(libc::SIGKILL);
+    // Not waited for: a zombie is not alive either.
+    let (r, _) = poll_until(&mut m, "Failed", |r, _| {
+        state_of(r, "feed") == Some(PublisherState::Failed)
+    });
+    let f = publisher(&r, "feed").unwrap();
+    assert_eq!(
+        (f.alive, f.pid, f.reason.as_str()),
+        (false, pid, "process gone")
+    );
+    let t = r.transitions.iter().find(|t| t.name == "feed").unwrap();
+    assert_eq!(t.to, PublisherState::Failed);
+    let topic = &r.topics.iter().find(|t| t.topic == "trade_events").unwrap();
+    assert!(
+        topic
+            .reclaimed
+            .iter()
+            .any(|x| x.publisher && x.pid == pid && x.index == f.index),
+        "{:?}",
+        topic.reclaimed
+    );
+    let seg = ns.bus().open_segment("trade_events").unwrap();
+    // Acquire: pairs with the reaper's Release store that frees the entry.
+    assert_eq!(
+        seg.header().publishers[f.index].pid.load(Ordering::Acquire),
+        FREE
+    );
+    let r = m.poll(now_ns());
+    assert!(publisher(&r, "feed").is_none());
+    p.0.wait().unwrap();
+}
+
+#[test]
+fn subscriber_that_stops_reading_shows_growing_lag() {
+    let ns = Ns::new("lag");
+    let (_p, mut m, _) = running_publisher(&ns, "feed");
+    let s = Proc(ns.spawn(&["sub", "--topic", "trade_events", "--name", "reader"]));
+    poll_until(&mut m, "reader registered, keeping up", |r, _| {
+        subscriber(r, "reader").is_some_and(|s| s.alive && s.lag < 50)
+    });
+    s.signal(libc::SIGSTOP);
+    let mut lags = Vec::new();
+    let (r, _) = poll_until(&mut m, "reader's lag growing 3 samples", |r, _| {
+        let s = subscriber(r, "reader").unwrap();
+        if lags.last() != Some(&s.lag) {
+            lags.push(s.lag);
+        }
+        s.growing_samples >= 3
+    });
+    assert!(lags.windows(2).all(|w| w[0] < w[1]), "{lags:?}");
+    let feed = publisher(&r, "feed").unwrap();
+    assert_eq!(feed.state, PublisherState::Degraded, "{feed:?}");
+    assert!(
+        feed.reason.contains("\"reader\" lag growing"),
+        "{}",
+        feed.reason
+    );
+    s.signal(libc::SIGCONT);
+    poll_until(&mut m, "reader caught up, feed Healthy", |r, _| {
+        subscriber(r, "reader").is_some_and(|s| s.lag < 50)
+            && state_of(r, "feed") == Some(PublisherState::Healthy)
+    });
+}
+
+#[test]
+fn one_shot_exits_1_naming_a_failed_publisher_and_0_once_it_is_reclaimed() {
+    let ns = Ns::new("oneshot");
+    let out = ns.run(&[
+        "pub",
+        "--topic",
+        "trade_events",
+        "--count",
+        "10",
+        "--crash-after",
+        "5",
+        "--name",
+        "doomed",
+    ]);
+    assert!(!out.status.success());
+    let out = ns.run(&["health", "--interval", "50"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}\n{err}");
+    assert!(text.contains("doomed") && text.contains("Failed"), "{text}");
+    assert!(text.contains("process gone"), "{text}");
+    assert!(text.contains("reclaimed publisher"), "{text}");
+    assert!(
+        err.contains("1 publisher(s) Failed: trade_events publisher"),
+        "{err}"
+    );
+    let out = ns.run(&["health", "--interval", "50"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let bad = ns.run(&["health", "--interval", "0"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--interval"));
+}
+
+/// One sample of the text exposition format.
+#[derive(Debug)]
+struct Sample {
+    name: String,
+    labels: HashMap<String, String>,
+    value: f64,
+}
+
+/// Parses the Prometheus / OpenMetrics text format: `# HELP`, `# TYPE`,
+/// `# EOF` and samples `name{label="value",...} value`; every sample must
+/// belong to a family with a `# TYPE`, every line must parse.
+fn parse_exposition(text: &str) -> Vec<Sample> {
+    let mut types: HashMap<String, String> = HashMap::new();
+    let mut samples = Vec::new();
+    let mut eof = false;
+    for line in text.lines() {
+        assert!(!eof, "line after # EOF: {line:?}");
+        if line == "# EOF" {
+            eof = true;
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("# TYPE name kind");
+            assert!(
+                [
+                    "counter",
+                    "gauge",
+                    "histogram",
+                    "summary",
+                    "info",
+                    "stateset",
+                    "unknown"
+                ]
+                .contains(&kind),
+                "{line:?}"
+            );
+            types.insert(name.to_owned(), kind.to_owned());
+            continue;
+        }
+        if line.starts_with("# HELP ") || line.starts_with("# UNIT ") {
+            continue;
+        }
+        assert!(!line.starts_with('#'), "unknown comment {line:?}");
+        let name_end = line.find(['{', ' ']).unwrap_or_else(|| panic!("{line:?}"));
+        let name = &line[..name_end];
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "metric name {name:?}"
+        );
+        let mut rest = &line[name_end..];
+        let mut labels = HashMap::new();
+        if let Some(r) = rest.strip_prefix('{') {
+            let (parsed, after) = parse_labels(r, line);
+            labels = parsed;
+            rest = after;
+        }
+        let value_text = rest.trim();
+        let value: f64 = value_text
+            .parse()
+            .unwrap_or_else(|_| panic!("value {value_text:?} in {line:?}"));
+        let family = name.strip_suffix("_total").unwrap_or(name);
+        assert!(
+            types.contains_key(name) || types.contains_key(family),
+            "no # TYPE for {name}"
+        );
+        samples.push(Sample {
+            name: name.to_owned(),
+            labels,
+            value,
+        });
+    }
+    assert!(eof, "no # EOF");
+    samples
+}
+
+/// Parses `key="value",...}` (after the `{`); returns the labels and what
+/// follows the `}`.
+fn parse_labels<'a>(mut r: &'a str, line: &str) -> (HashMap<String, String>, &'a str) {
+    let mut labels = HashMap::new();
+    loop {
+        if let Some(after) = r.strip_prefix('}') {
+            return (labels, after);
+        }
+        r = r.strip_prefix(',').unwrap_or(r);
+        let (key, after) = r
+            .split_once("=\"")
+            .unwrap_or_else(|| panic!("label without =\" in {line:?}"));
+        assert!(
+            key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "label name {key:?} in {line:?}"
+        );
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let end = loop {
+            let (i, c) = chars
+                .next()
+                .unwrap_or_else(|| panic!("unterminated label value in {line:?}"));
+            match c {
+                '"' => break i + 1,
+                '\\' => match chars.next().map(|(_, c)| c) {
+                    Some('n') => value.push('\n'),
+                    Some(c @ ('\\' | '"')) => value.push(c),
+                    other => panic!("bad escape {other:?} in {line:?}"),
+                },
+                c => value.push(c),
+            }
+        };
+        labels.insert(key.to_owned(), value);
+        r = &after[end..];
+    }
+}
+
+fn get(addr: &str, path: &str) -> (String, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("HTTP response");
+    (head.to_owned(), body.to_owned())
+}
+
+fn find<'a>(samples: &'a [Sample], name: &str, labels: &[(&str, &str)]) -> &'a Sample {
+    samples
+        .iter()
+        .find(|s| {
+            s.name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .unwrap_or_else(|| panic!("no {name} {labels:?} in {samples:#?}"))
+}
+
+#[test]
+fn metrics_endpoint_parses_and_matches_the_segment_counters() {
+    let ns = Ns::new("metrics");
+    let bus = ns.bus();
+    let seg = bus.segment("trade_events").unwrap();
+    let opts = PublisherOptions {
+        name: "engine".into(),
+        ..PublisherOptions::default()
+    };
+    let mut p = ShmPublisher::new(Arc::clone(&seg), &opts).unwrap();
+    let sub_opts = |name: &str| SubscriberOptions {
+        name: name.into(),
+        start: Start::Oldest,
+        ..SubscriberOptions::default()
+    };
+    let mut lapped = ShmSubscriber::new(Arc::clone(&seg), &sub_opts("lapped")).unwrap();
+    let mut reader = ShmSubscriber::new(Arc::clone(&seg), &sub_opts("reader")).unwrap();
+    let trade = zerocast_runtime::feed::Feed::new(1, 3).trade();
+    // 200 frames through a 64-slot ring: `lapped` loses the oldest.
+    for _ in 0..200 {
+        p.publish(&trade).unwrap();
+    }
+    assert!(matches!(lapped.poll(), Err(RecvError::Lagged(_))));
+    for _ in 0..10 {
+        let _ = reader.poll();
+    }
+
+    let mut server = Proc(
+        ns.cmd(&["health", "--interval", "100", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(server.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("serving metrics on http://")
+        .and_then(|a| a.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("{line:?}"))
+        .to_owned();
+    let (head, body) = get(&addr, "/metrics");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/openmetrics-text"),
+        "{head}"
+    );
+    let samples = parse_exposition(&body);
+
+    let h = seg.header();
+    let head_seq = seg.ring().head();
+    let topic = ("topic", "trade_events");
+    assert_eq!(
+        find(&samples, "zerocast_topic_head", &[topic]).value,
+        head_seq as f64
+    );
+    assert_eq!(
+        find(&samples, "zerocast_topic_capacity_slots", &[topic]).value,
+        64.0
+    );
+    let e = &h.publishers[p.id() as usize];
+    assert_eq!(load_name(&e.name), "engine");
+    let engine = [topic, ("name", "engine")];
+    // Relaxed (the counter loads below): every writer of these words is
+    // this thread or has stopped writing; the values are settled.
+    assert_eq!(
+        find(&samples, "zerocast_publisher_published_total", &engine).value,
+        e.published.load(Ordering::Relaxed) as f64
+    );
+    assert_eq!(
+        find(
+            &samples,
+            "zerocast_publisher_state",
+            &[topic, ("name", "engine"), ("state", "healthy")]
+        )
+        .value,
+        1.0
+    );
+    assert_eq!(
+        find(&samples, "zerocast_publisher_alive", &engine).value,
+        1.0
+    );
+    let age = find(
+        &samples,
+        "zerocast_publisher_heartbeat_age_seconds",
+        &engine,
+    )
+    .value;
+    assert!((0.0..PATIENCE.as_secs_f64()).contains(&age), "{age}");
+    for name in ["lapped", "reader"] {
+        let entry = h
+            .subscribers
+            .iter()
+            // Acquire: pairs with the Release owner store of registration.
+            .find(|s| s.pid.load(Ordering::Acquire) != FREE && load_name(&s.name) == name)
+            .unwrap();
+        let labels = [topic, ("name", name)];
+        assert_eq!(
+            find(&samples, "zerocast_subscriber_lag", &labels).value,
+            head_seq.saturating_sub(entry.cursor.load(Ordering::Relaxed)) as f64,
+            "{name}"
+        );
+        assert_eq!(
+            find(&samples, "zerocast_subscriber_lagged_total", &labels).value,
+            entry.lagged.load(Ordering::Relaxed) as f64,
+            "{name}"
+        );
+        assert_eq!(
+            find(&samples, "zerocast_subscriber_alive", &labels).value,
+            1.0
+        );
+    }
+    assert!(
+        find(
+            &samples,
+            "zerocast_subscriber_lagged_total",
+            &[("name", "lapped")]
+        )
+        .value
+            > 0.0
+    );
+    // The monitor's own entry on the health topic.
+    find(&samples, "zerocast_publisher_alive", &[("topic", "health")]);
+    let (head, _) = get(&addr, "/nothing");
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+
+    server.signal(libc::SIGTERM);
+    let status = server.0.wait().unwrap();
+    assert!(status.success(), "{status}");
+}
+
+/// Lines of a child's stdout, read on a thread (a test never blocks on a
+/// child that does not print).
+fn lines_of(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// The next line satisfying `want`, within [`PATIENCE`].
+fn wait_line(
+    rx: &std::sync::mpsc::Receiver<String>,
+    what: &str,
+    want: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if want(&line) => return line,
+            Ok(_) => {}
+            Err(e) => panic!("no line with {what}: {e}"),
+        }
+    }
+}
+
+#[test]
+fn watch_publishes_state_changes_that_events_prints() {
+    let ns = Ns::new("events");
+    let mut events = Proc(ns.spawn(&["health", "--events"]));
+    let event_lines = lines_of(&mut events.0);
+    let mut m = ns.monitor();
+    poll_until(&mut m, "the events follower registered", |r, _| {
+        subscriber(r, "health-events").is_some()
+    });
+    let (feed, _m, _) = running_publisher(&ns, "feed");
+    let mut watch = Proc(ns.spawn(&["health", "--watch", "--interval", "100"]));
+    let table = lines_of(&mut watch.0);
+    // Three tables with the feed Healthy: the watcher's view is settled.
+    for _ in 0..3 {
+        wait_line(&table, "feed Healthy", |l| {
+            l.contains(" feed ") && l.contains("Healthy")
+        });
+    }
+    feed.signal(libc::SIGKILL);
+    let pid = feed.0.id();
+    wait_line(&table, "the transition", |l| {
+        l.contains("Healthy -> Failed") && l.contains("process gone")
+    });
+    let line = wait_line(&event_lines, "an event", |l| {
+        l.contains("\"to\":\"failed\"")
+    });
+    let e: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(e["topic"], "trade_events", "{line}");
+    assert_eq!(e["pid"], pid, "{line}");
+    assert_eq!(e["from"], "healthy", "{line}");
+    for p in [&watch, &events] {
+        p.signal(libc::SIGTERM);
+    }
+    assert!(watch.0.wait().unwrap().success());
+    assert!(events.0.wait().unwrap().success());
+}
+
+/// --listen on an address that cannot be bound fails at once, naming it
+/// (it does not leave the polling thread running).
+#[test]
+fn listen_on_a_taken_address_fails_naming_it() {
+    let ns = Ns::new("taken");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let mut child = Proc(
+        ns.cmd(&["health", "--interval", "50", "--listen", &addr])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "still running with {addr} taken");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("--listen {addr}")), "{err}");
+}
