@@ -11,7 +11,7 @@ use zerocast_ipc::{
     WaitStrategy,
 };
 use zerocast_runtime::feed::{publish_synthetic, Feed};
-use zerocast_runtime::{demo, print, recorder, resume, signal, stat, wal};
+use zerocast_runtime::{batch, demo, print, recorder, resume, signal, stat, wal};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -51,6 +51,10 @@ enum Command {
     Replay(ReplayArgs),
     /// Print a topic from a checkpoint on: WAL first, then live, resuming after restarts.
     Follow(FollowArgs),
+    /// The delayed tier: commit a topic in batches (every --interval or
+    /// --max-batch frames) to SQLite or a JSON-lines file, exactly once
+    /// across restarts.
+    Batch(batch::BatchArgs),
     /// A demo subscriber process (spawned by `zerocast demo`).
     #[command(hide = true)]
     DemoSub(demo::DemoSubArgs),
@@ -859,6 +863,7 @@ fn main() -> ExitCode {
                 Command::Record(args) => run_record(&bus, args),
                 Command::Replay(args) => run_replay(&bus, args),
                 Command::Follow(args) => run_follow(&bus, args),
+                Command::Batch(args) => batch::run_cli(&bus, args, signal::stopped),
             }
         });
     match result {
