@@ -87,7 +87,10 @@ impl Ns {
             if text.contains(&format!("\"{name}\"")) {
                 return;
             }
-            assert!(Instant::now() < deadline, "{name} never registered:\n{text}");
+            assert!(
+                Instant::now() < deadline,
+                "{name} never registered:\n{text}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -165,7 +168,10 @@ fn query_u64(db: &Connection, sql: &str) -> u64 {
 /// or lost ranges.
 fn jsonl_seqs(path: &Path) -> Vec<u64> {
     let text = std::fs::read_to_string(path).unwrap();
-    assert!(text.is_empty() || text.ends_with('\n'), "a partial last line");
+    assert!(
+        text.is_empty() || text.ends_with('\n'),
+        "a partial last line"
+    );
     text.lines()
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
@@ -200,14 +206,25 @@ fn batch_is_exactly_once_across_repeated_sigkill() {
     let last = (count - 1).to_string();
 
     let mut recorder = ns.spawn(
-        &["record", "--topic", TOPIC, "--wal", &wal_s, "--fsync", "never"],
+        &[
+            "record", "--topic", TOPIC, "--wal", &wal_s, "--fsync", "never",
+        ],
         "record.log",
     );
     ns.wait_for_subscriber(&format!("recorder-{TOPIC}"));
     let batcher = |sink: &str, name: &str, log: &str, until: bool| {
         let mut args = vec![
-            "batch", "--topic", TOPIC, "--sink", sink, "--name", name, "--wal", &wal_s,
-            "--interval", "20ms",
+            "batch",
+            "--topic",
+            TOPIC,
+            "--sink",
+            sink,
+            "--name",
+            name,
+            "--wal",
+            &wal_s,
+            "--interval",
+            "20ms",
         ];
         if until {
             args.extend(["--until", &last]);
@@ -273,7 +290,10 @@ fn batch_is_exactly_once_across_repeated_sigkill() {
     assert_eq!(query_u64(&conn, "SELECT min(seq) FROM trades"), 0);
     assert_eq!(query_u64(&conn, "SELECT max(seq) FROM trades"), count - 1);
     assert_eq!(
-        query_u64(&conn, "SELECT last_seq FROM progress WHERE topic = 'trades' AND name = 'sq'"),
+        query_u64(
+            &conn,
+            "SELECT last_seq FROM progress WHERE topic = 'trades' AND name = 'sq'"
+        ),
         count - 1
     );
     let mode: String = conn
@@ -352,7 +372,11 @@ fn sink_error_stops_the_loop_and_the_position_does_not_advance() {
     let message = err.to_string();
     assert!(message.contains("flaky: write: disk full"), "{message}");
     assert!(message.contains("batch"), "{message}");
-    assert_eq!(sink.committed, Some(19), "the position advanced past the refused batch");
+    assert_eq!(
+        sink.committed,
+        Some(19),
+        "the position advanced past the refused batch"
+    );
     assert_eq!(seen, vec![Some(9), Some(19)]);
 
     sink.fail_at = None;
@@ -372,21 +396,40 @@ fn locked_database_stops_batch_with_a_clear_error_and_keeps_progress() {
     let db = ns.path("locked.db");
     let sink = format!("sqlite:{}", db.display());
     let out = ns.run(&["pub", "--topic", TOPIC, "--count", "100"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let batch = |until: &str| {
         ns.run(&[
-            "batch", "--topic", TOPIC, "--sink", &sink, "--until", until, "--max-batch", "25",
+            "batch",
+            "--topic",
+            TOPIC,
+            "--sink",
+            &sink,
+            "--until",
+            until,
+            "--max-batch",
+            "25",
         ])
     };
     let first = batch("49");
-    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
 
     let holder = Connection::open(&db).unwrap();
     holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
     let failed = batch("99");
     let err = String::from_utf8_lossy(&failed.stderr);
     assert_eq!(failed.status.code(), Some(1), "{err}");
-    assert!(err.contains(&sink), "the error must name the database: {err}");
+    assert!(
+        err.contains(&sink),
+        "the error must name the database: {err}"
+    );
     assert!(err.contains("commit batch 50..=74"), "{err}");
     assert!(err.contains("locked"), "{err}");
     holder.execute_batch("ROLLBACK").unwrap();
@@ -395,8 +438,15 @@ fn locked_database_stops_batch_with_a_clear_error_and_keeps_progress() {
     assert_eq!(query_u64(&conn, "SELECT count(*) FROM trades"), 50);
 
     let again = batch("99");
-    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
-    assert_eq!(query_u64(&conn, "SELECT count(DISTINCT seq) FROM trades"), 100);
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(
+        query_u64(&conn, "SELECT count(DISTINCT seq) FROM trades"),
+        100
+    );
     assert_eq!(query_u64(&conn, "SELECT count(*) FROM trades"), 100);
     assert_eq!(query_u64(&conn, "SELECT last_seq FROM progress"), 99);
 }
@@ -410,13 +460,29 @@ fn lost_and_missing_sequences_are_recorded_in_gaps() {
     let ns = Ns::new("gaps", 170_000);
     let db = ns.path("gaps.db");
     let sink = format!("sqlite:{}", db.display());
-    let crashed = ns.run(&["pub", "--topic", TOPIC, "--count", "100", "--crash-after", "10"]);
+    let crashed = ns.run(&[
+        "pub",
+        "--topic",
+        TOPIC,
+        "--count",
+        "100",
+        "--crash-after",
+        "10",
+    ]);
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(crashed.status.signal(), Some(libc::SIGKILL));
     let out = ns.run(&["pub", "--topic", TOPIC, "--count", "10"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let run = ns.run(&["batch", "--topic", TOPIC, "--sink", &sink, "--until", "20"]);
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let conn = Connection::open(&db).unwrap();
     let gaps: Vec<(i64, i64, String)> = conn
         .prepare("SELECT from_seq, to_seq, reason FROM gaps")
@@ -430,9 +496,19 @@ fn lost_and_missing_sequences_are_recorded_in_gaps() {
 
     // Lap the ring (about 500 slots) with no batcher and no recorder.
     let out = ns.run(&["pub", "--topic", TOPIC, "--count", "3000"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let run = ns.run(&["batch", "--topic", TOPIC, "--sink", &sink, "--until", "3020"]);
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = ns.run(&[
+        "batch", "--topic", TOPIC, "--sink", &sink, "--until", "3020",
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let (from, to, reason): (i64, i64, String) = conn
         .query_row(
             "SELECT from_seq, to_seq, reason FROM gaps WHERE reason = 'missing'",
@@ -442,7 +518,11 @@ fn lost_and_missing_sequences_are_recorded_in_gaps() {
         .unwrap();
     assert_eq!((from, reason.as_str()), (21, "missing"));
     let rows = query_u64(&conn, "SELECT count(*) FROM trades WHERE seq > 20");
-    assert_eq!(rows + (to - from + 1) as u64, 3000, "rows {rows}, missing {from}..={to}");
+    assert_eq!(
+        rows + (to - from + 1) as u64,
+        3000,
+        "rows {rows}, missing {from}..={to}"
+    );
     assert_eq!(
         query_u64(&conn, "SELECT min(seq) FROM trades WHERE seq > 20"),
         to as u64 + 1

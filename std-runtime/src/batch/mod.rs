@@ -118,16 +118,22 @@ impl Batch {
 
     /// The first sequence the batch covers.
     pub fn first_seq(&self) -> Option<u64> {
-        self.events().next().map(|e| first_seq(&e))
+        self.items.first().map(|i| match *i {
+            Item::Frame { seq, .. } | Item::Invalid { seq, .. } | Item::Lost(seq) => seq,
+            Item::Missing { from, .. } => from,
+        })
     }
 
     /// The last sequence the batch covers: what a sink records as committed
     /// with it.
     pub fn last_seq(&self) -> Option<u64> {
-        self.events().last().map(|e| last_seq(&e))
+        self.items.last().map(|i| match *i {
+            Item::Frame { seq, .. } | Item::Invalid { seq, .. } | Item::Lost(seq) => seq,
+            Item::Missing { to, .. } => to,
+        })
     }
 
-    /// When the first event was added (the batch's interval runs from here).
+    /// When the first event was added.
     pub fn opened(&self) -> Option<Instant> {
         self.opened
     }
@@ -208,7 +214,10 @@ pub trait Sink {
 /// How to cut batches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchOptions {
-    /// A batch is handed to the sink this long after its first event.
+    /// A batch is handed to the sink this long after its first frame was
+    /// published (or, for a frame published longer ago than this, as when
+    /// catching up from the log, or a lost or missing range, this long
+    /// after the batcher took it).
     pub interval: Duration,
     /// Or once it holds this many events (at least 1), whichever first.
     pub max_batch: usize,
@@ -339,6 +348,8 @@ impl Batcher {
 
         struct State<'s, F> {
             batch: Batch,
+            /// When the batch is due (None while it is empty).
+            due: Option<Instant>,
             sink: &'s mut dyn Sink,
             stats: BatchStats,
             error: Option<SinkError>,
@@ -375,11 +386,13 @@ impl Batcher {
                     self.done = true;
                 }
                 self.batch.clear();
+                self.due = None;
                 Ok(())
             }
         }
         let state = RefCell::new(State {
             batch: Batch::new(),
+            due: None,
             sink,
             stats,
             error: None,
@@ -391,6 +404,9 @@ impl Batcher {
             |event| {
                 let mut s = state.borrow_mut();
                 let last = last_seq(&event);
+                if s.due.is_none() {
+                    s.due = Some(Instant::now() + interval.saturating_sub(age(&event, interval)));
+                }
                 s.batch.push(event);
                 if s.batch.len() >= max_batch || until.is_some_and(|u| last >= u) {
                     s.flush()?;
@@ -406,7 +422,7 @@ impl Batcher {
                     return true;
                 }
                 let mut s = state.borrow_mut();
-                if s.batch.opened().is_some_and(|t| t.elapsed() >= interval) && s.flush().is_err() {
+                if s.due.is_some_and(|t| Instant::now() >= t) && s.flush().is_err() {
                     return true;
                 }
                 s.done
@@ -424,6 +440,25 @@ impl Batcher {
             }
         }
         Ok(s.stats)
+    }
+}
+
+/// How long ago a frame was published, if less than `interval`; zero for a
+/// frame published longer ago (a backlog: its batch gets a whole interval)
+/// and for other events. Both clocks are CLOCK_REALTIME.
+fn age(event: &Event<'_>, interval: Duration) -> Duration {
+    let Event::Frame { bytes, .. } = event else {
+        return Duration::ZERO;
+    };
+    let Ok((header, _)) = zerocast_core::frame::FrameRef::parse(bytes) else {
+        return Duration::ZERO;
+    };
+    let now = zerocast_ipc::layout::now_ns();
+    let age = Duration::from_nanos(now.saturating_sub(header.publish_ns.to_native()));
+    if age < interval {
+        age
+    } else {
+        Duration::ZERO
     }
 }
 
