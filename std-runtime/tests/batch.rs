@@ -567,3 +567,31 @@ fn jsonl_sink_cuts_a_partial_last_line_and_resumes_after_the_last_complete_one()
     bus.remove_segments();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Bad values are refused before any work, naming the flag and what to use;
+/// a second batcher on the same JSON-lines file is refused.
+#[test]
+fn bad_batch_arguments_are_refused_with_what_to_use() {
+    let ns = Ns::new("args", 1_000_000);
+    for (args, want) in [
+        (vec!["--sink", "csv:x"], "unknown sink \"csv\""),
+        (vec!["--sink", "sqlite:"], "no file named"),
+        (vec!["--sink", "x.db"], "use sqlite:FILE or jsonl:FILE"),
+        (vec!["--sink", "jsonl:x", "--interval", "100"], "--interval"),
+        (vec!["--sink", "jsonl:x", "--max-batch", "0"], "--max-batch"),
+    ] {
+        let mut all = vec!["batch", "--topic", TOPIC];
+        all.extend(args.iter().copied());
+        let out = ns.run(&all);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    let path = ns.path("one.jsonl");
+    let _held = zerocast_runtime::batch::JsonlSink::open(&path).unwrap();
+    let err = zerocast_runtime::batch::JsonlSink::open(&path)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("another batcher writes this file"), "{err}");
+    assert!(err.contains("one.jsonl"), "{err}");
+}

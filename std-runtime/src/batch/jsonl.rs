@@ -13,6 +13,7 @@
 
 use std::fs::File;
 use std::io::Write as _;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -60,6 +61,18 @@ impl JsonlSink {
             .truncate(false)
             .open(path)
             .map_err(io("open"))?;
+        // One writer per file: a second batcher appending to it would
+        // interleave lines. The kernel drops the lock when the process
+        // dies, so a killed batcher never blocks its restart.
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(SinkError::new(
+                label,
+                "lock",
+                format!("{e} (another batcher writes this file)"),
+            ));
+        }
         let size = file.metadata().map_err(io("stat"))?.len();
         // Find the last two newlines from the end, a chunk at a time.
         let mut end_of_complete = 0u64; // bytes up to and including the last '\n'

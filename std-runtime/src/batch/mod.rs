@@ -489,6 +489,15 @@ impl std::str::FromStr for SinkSpec {
     }
 }
 
+impl std::fmt::Display for SinkSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SinkSpec::Sqlite(p) => write!(f, "sqlite:{}", p.display()),
+            SinkSpec::Jsonl(p) => write!(f, "jsonl:{}", p.display()),
+        }
+    }
+}
+
 impl SinkSpec {
     /// Opens the sink for `topic`'s stream `name`.
     pub fn open(&self, topic: &str, name: &str) -> Result<Box<dyn Sink>, SinkError> {
@@ -591,7 +600,7 @@ pub fn run_cli(bus: &Bus, args: &BatchArgs, stop: fn() -> bool) -> Result<(), St
             until: args.until,
         },
     );
-    tracing::info!(topic = %args.topic, sink = ?args.sink, committed = ?sink.committed().ok().flatten(), "batching");
+    tracing::info!(topic = %args.topic, sink = %args.sink, committed = ?sink.committed().ok().flatten(), "batching");
     let start = Instant::now();
     let mut last_report = Instant::now();
     let mut rows = 0u64;
