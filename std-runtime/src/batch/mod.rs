@@ -46,6 +46,16 @@ enum Item {
 
 /// The events of one batch, in sequence order, with their bytes copied out
 /// of the ring or the log (one buffer for all, reused from batch to batch).
+///
+/// ```
+/// use zerocast_runtime::batch::Batch;
+/// use zerocast_runtime::resume::Event;
+/// let mut batch = Batch::new();
+/// batch.push(Event::Frame { seq: 7, bytes: &[1, 2, 3] });
+/// batch.push(Event::Missing { from: 8, to: 9 });
+/// assert_eq!((batch.first_seq(), batch.last_seq()), (Some(7), Some(9)));
+/// assert_eq!(batch.events().next(), Some(Event::Frame { seq: 7, bytes: &[1, 2, 3] }));
+/// ```
 #[derive(Debug, Default)]
 pub struct Batch {
     items: Vec<Item>,
@@ -463,6 +473,12 @@ fn age(event: &Event<'_>, interval: Duration) -> Duration {
 }
 
 /// A `--sink` value: `sqlite:FILE` or `jsonl:FILE`.
+///
+/// ```
+/// use zerocast_runtime::batch::SinkSpec;
+/// assert_eq!("sqlite:t.db".parse(), Ok(SinkSpec::Sqlite("t.db".into())));
+/// assert!("csv:t".parse::<SinkSpec>().unwrap_err().contains("unknown sink"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SinkSpec {
     /// An SQLite database file.
