@@ -595,3 +595,47 @@ fn bad_batch_arguments_are_refused_with_what_to_use() {
     assert!(err.contains("another batcher writes this file"), "{err}");
     assert!(err.contains("one.jsonl"), "{err}");
 }
+
+/// Frames that do not parse (a damaged log) and frames the bus marked
+/// invalid become `invalid_frames` rows with the reason, not an error that
+/// would stop the batcher at the same sequence on every start; the
+/// progress row moves past them.
+#[test]
+fn regression_sqlite_sink_keeps_unparsable_frames_as_invalid_rows() {
+    let dir = std::env::temp_dir().join(format!("zc-batch-inv{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("inv.db");
+    let mut sink = zerocast_runtime::batch::SqliteSink::open(&path, TOPIC, "i").unwrap();
+    let mut batch = Batch::new();
+    batch.push(Event::Frame {
+        seq: 0,
+        bytes: &[0xAB; 40],
+    });
+    batch.push(Event::Invalid {
+        seq: 1,
+        bytes: &[1, 2, 3],
+    });
+    batch.push(Event::Lost(2));
+    sink.write_batch(&batch).unwrap();
+    assert_eq!(sink.committed().unwrap(), Some(2));
+    drop(sink);
+    let conn = Connection::open(&path).unwrap();
+    assert_eq!(query_u64(&conn, "SELECT count(*) FROM invalid_frames"), 2);
+    let why: String = conn
+        .query_row("SELECT error FROM invalid_frames WHERE seq = 0", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert!(!why.is_empty());
+    assert_eq!(query_u64(&conn, "SELECT last_seq FROM progress"), 2);
+    // Reopened for another stream: refused, naming the one it holds.
+    let err = zerocast_runtime::batch::SqliteSink::open(&path, TOPIC, "other")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("name \"i\"") && err.contains("one stream"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -296,8 +296,21 @@ impl SqliteSink {
             for event in batch.events() {
                 match event {
                     Event::Frame { seq, bytes } => {
-                        let (h, body) =
-                            FrameRef::parse(bytes).map_err(|e| format!("sequence {seq}: {e}"))?;
+                        // A frame that does not parse (the ring's reader
+                        // checks each, so only a damaged log) is kept as
+                        // invalid: refusing it would stop the batcher at it
+                        // on every start.
+                        let (h, body) = match FrameRef::parse(bytes) {
+                            Ok(parsed) => parsed,
+                            Err(e) => {
+                                tx.prepare_cached(INSERT_INVALID)?.execute(params![
+                                    int(seq, "sequence")?,
+                                    bytes,
+                                    e.to_string()
+                                ])?;
+                                continue;
+                            }
+                        };
                         let seq = int(seq, "sequence")?;
                         let publish_ns = int(h.publish_ns.to_native(), "publish_ns")?;
                         let publisher = i64::from(h.publisher_id.to_native());
