@@ -54,8 +54,9 @@ pub struct BatchArgs {
     /// jsonl:FILE (one JSON object per line).
     #[arg(long, value_parser = parse_sink)]
     pub sink: SinkSpec,
-    /// Commit a batch this long after its first frame (1ms to 3600s; units
-    /// us, ms, s).
+    /// Commit a batch this long after its first frame was published (a
+    /// backlog frame: after the batcher took it); 1ms to 3600s, units us,
+    /// ms, s.
     #[arg(long, default_value = "100ms", value_parser = parse_interval)]
     pub interval: Duration,
     /// Or once it holds this many frames.
