@@ -1,5 +1,6 @@
 //! Shared pieces of the zerocast benchmarks.
 
+pub mod delayed;
 pub mod durability;
 
 use std::hint::black_box;

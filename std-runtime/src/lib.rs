@@ -1,6 +1,7 @@
 //! The zerocast runtime: the synthetic feed, the demo, and the pieces of the
 //! `zerocast` program.
 
+pub mod batch;
 pub mod demo;
 pub mod feed;
 pub mod health;

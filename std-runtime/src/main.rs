@@ -11,7 +11,7 @@ use zerocast_ipc::{
     WaitStrategy,
 };
 use zerocast_runtime::feed::{publish_synthetic, Feed};
-use zerocast_runtime::{demo, print, recorder, resume, signal, stat, wal};
+use zerocast_runtime::{batch, demo, print, recorder, resume, signal, stat, wal};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -55,6 +55,10 @@ enum Command {
     /// lag; --watch refreshes, --listen serves Prometheus metrics. Exits 1
     /// if a publisher is Failed (without --watch and --listen).
     Health(zerocast_runtime::health::HealthArgs),
+    /// The delayed tier: commit a topic in batches (every --interval or
+    /// --max-batch frames) to SQLite or a JSON-lines file, exactly once
+    /// across restarts.
+    Batch(batch::BatchArgs),
     /// A demo subscriber process (spawned by `zerocast demo`).
     #[command(hide = true)]
     DemoSub(demo::DemoSubArgs),
@@ -864,6 +868,7 @@ fn main() -> ExitCode {
                 Command::Replay(args) => run_replay(&bus, args),
                 Command::Follow(args) => run_follow(&bus, args),
                 Command::Health(args) => zerocast_runtime::health::run(&bus, args),
+                Command::Batch(args) => batch::run_cli(&bus, args, signal::stopped),
             }
         });
     match result {

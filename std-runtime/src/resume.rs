@@ -101,7 +101,8 @@ pub struct Resumable {
     bus: Bus,
     topic: String,
     wal_dir: PathBuf,
-    checkpoints: Checkpoints,
+    /// None: the caller keeps the position itself ([`Resumable::open_at`]).
+    checkpoints: Option<Checkpoints>,
     name: String,
     policy: CheckpointPolicy,
     next: u64,
@@ -109,6 +110,9 @@ pub struct Resumable {
     last_checkpoint: Instant,
     checkpointed: Option<u64>,
     before_checkpoint: Hook,
+    /// How long the live loop waits for a frame before it looks at `stop`
+    /// again.
+    poll: Duration,
 }
 
 impl Resumable {
@@ -128,7 +132,7 @@ impl Resumable {
             bus: bus.clone(),
             topic: topic.to_owned(),
             wal_dir: wal_dir.to_owned(),
-            checkpoints,
+            checkpoints: Some(checkpoints),
             name: name.to_owned(),
             policy,
             next: checkpointed.map_or(0, |c| c + 1),
@@ -136,7 +140,40 @@ impl Resumable {
             last_checkpoint: Instant::now(),
             checkpointed,
             before_checkpoint: Hook::default(),
+            poll: Duration::from_millis(50),
         })
+    }
+
+    /// A resumable subscriber without a checkpoint file, for a caller that
+    /// keeps its position with its own output (the delayed tier's sinks
+    /// commit the last sequence in the same transaction as the rows):
+    /// delivers from `next` on. [`checkpoint`](Self::checkpoint) then only
+    /// runs the [`before_checkpoint`](Self::before_checkpoint) hook.
+    pub fn open_at(bus: &Bus, topic: &str, wal_dir: &Path, name: &str, next: u64) -> Self {
+        Self {
+            bus: bus.clone(),
+            topic: topic.to_owned(),
+            wal_dir: wal_dir.to_owned(),
+            checkpoints: None,
+            name: name.to_owned(),
+            policy: CheckpointPolicy {
+                every_events: u64::MAX,
+                every: Duration::MAX,
+            },
+            next,
+            since_checkpoint: 0,
+            last_checkpoint: Instant::now(),
+            checkpointed: next.checked_sub(1),
+            before_checkpoint: Hook::default(),
+            poll: Duration::from_millis(50),
+        }
+    }
+
+    /// How long the live loop waits for a frame before it calls `stop`
+    /// again (default 50 ms): the longest an idle caller waits to act on
+    /// its own timer (the delayed tier flushes a due batch from `stop`).
+    pub fn set_poll(&mut self, poll: Duration) {
+        self.poll = poll.max(Duration::from_micros(100));
     }
 
     /// The last checkpointed sequence when opened or since.
@@ -189,7 +226,9 @@ impl Resumable {
             if let Some(hook) = &mut self.before_checkpoint.0 {
                 hook(self.next - 1)?;
             }
-            self.checkpoints.store(&self.name, self.next - 1)?;
+            if let Some(checkpoints) = &self.checkpoints {
+                checkpoints.store(&self.name, self.next - 1)?;
+            }
             self.checkpointed = Some(self.next - 1);
         }
         self.since_checkpoint = 0;
@@ -328,7 +367,7 @@ impl Resumable {
                 if stop() {
                     return self.checkpoint().map_err(|e| e.to_string());
                 }
-                match sub.recv_timeout(Duration::from_millis(50)) {
+                match sub.recv_timeout(self.poll) {
                     Ok(frame) => {
                         if frame.seq < self.next {
                             continue; // already delivered from the WAL

@@ -37,6 +37,8 @@ struct Cli {
 enum Cmd {
     /// Run the whole suite and write JSON and markdown results.
     All(AllArgs),
+    /// The delayed tier: rows/s into SQLite, publish-to-commit latency, size.
+    Delayed(zerocast_benches::delayed::DelayedArgs),
     /// A subscriber process (spawned by the harness).
     #[command(hide = true)]
     Child(ChildArgs),
@@ -1321,6 +1323,7 @@ fn main() {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::All(args) => run_all(args),
+        Cmd::Delayed(args) => zerocast_benches::delayed::main(args),
         Cmd::Child(args) => run_child(args),
     }
 }

@@ -1,0 +1,468 @@
+//! The SQLite sink: one table per message kind, typed columns, one
+//! transaction per batch, the stream's last sequence in the same
+//! transaction.
+//!
+//! Schema (sequences, times and ids as SQLite integers/text; prices,
+//! volumes and balances as REAL: the frame's own `f64`, unscaled):
+//!
+//! ```sql
+//! trades(seq INTEGER PRIMARY KEY, publish_ns INTEGER, publisher_id INTEGER,
+//!        trade_id TEXT, order_id TEXT, instrument_id TEXT,
+//!        price REAL, volume REAL, direction TEXT /* 'buy' | 'sell' */,
+//!        timestamp INTEGER /* ns since the Unix epoch */)
+//! account_updates(seq INTEGER PRIMARY KEY, publish_ns, publisher_id, user_id TEXT,
+//!        balance REAL, available REAL, margin REAL, timestamp INTEGER)
+//! l2_books(seq INTEGER PRIMARY KEY, publish_ns, publisher_id, instrument_id TEXT,
+//!        bid1_price REAL, bid1_volume REAL, ... bid10_volume,
+//!        ask1_price REAL, ask1_volume REAL, ... ask10_volume, timestamp INTEGER)
+//! heartbeats(seq INTEGER PRIMARY KEY, publish_ns, publisher_id, sender TEXT,
+//!        sequence INTEGER, timestamp INTEGER)
+//! acks(seq INTEGER PRIMARY KEY, publish_ns, publisher_id, subscriber_id TEXT,
+//!        sequence INTEGER, timestamp INTEGER)
+//! invalid_frames(seq INTEGER PRIMARY KEY, bytes BLOB, error TEXT)
+//! gaps(from_seq INTEGER PRIMARY KEY, to_seq INTEGER, reason TEXT /* 'lost' | 'missing' */)
+//! progress(topic TEXT, name TEXT, last_seq INTEGER, updated_ns INTEGER,
+//!          PRIMARY KEY (topic, name))
+//! ```
+//!
+//! A database holds one stream (one topic, one name): sequences are the
+//! topic's, unique per table. Opening it for another stream is an error.
+//!
+//! Journal mode WAL, `synchronous = NORMAL`: a killed process loses no
+//! committed batch; a power cut may roll back the last batches, together
+//! with their progress row, so a restart writes them again (still once).
+//! SQLite's WAL is checkpointed into the database every 500 ms by a thread
+//! of the sink with its own connection (passive checkpoints, which never
+//! block the writer), not inside the commits; closing the sink checkpoints
+//! the rest.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use zerocast_core::frame::{id::id_str, ArchivedDirection, FrameRef};
+
+use super::{Batch, Sink, SinkError};
+use crate::resume::Event;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS trades(
+    seq INTEGER PRIMARY KEY, publish_ns INTEGER NOT NULL, publisher_id INTEGER NOT NULL,
+    trade_id TEXT NOT NULL, order_id TEXT NOT NULL, instrument_id TEXT NOT NULL,
+    price REAL NOT NULL, volume REAL NOT NULL,
+    direction TEXT NOT NULL CHECK (direction IN ('buy', 'sell')),
+    timestamp INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS account_updates(
+    seq INTEGER PRIMARY KEY, publish_ns INTEGER NOT NULL, publisher_id INTEGER NOT NULL,
+    user_id TEXT NOT NULL, balance REAL NOT NULL, available REAL NOT NULL,
+    margin REAL NOT NULL, timestamp INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS heartbeats(
+    seq INTEGER PRIMARY KEY, publish_ns INTEGER NOT NULL, publisher_id INTEGER NOT NULL,
+    sender TEXT NOT NULL, sequence INTEGER NOT NULL, timestamp INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS acks(
+    seq INTEGER PRIMARY KEY, publish_ns INTEGER NOT NULL, publisher_id INTEGER NOT NULL,
+    subscriber_id TEXT NOT NULL, sequence INTEGER NOT NULL, timestamp INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS invalid_frames(
+    seq INTEGER PRIMARY KEY, bytes BLOB NOT NULL, error TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS gaps(
+    from_seq INTEGER PRIMARY KEY, to_seq INTEGER NOT NULL,
+    reason TEXT NOT NULL CHECK (reason IN ('lost', 'missing')));
+CREATE TABLE IF NOT EXISTS progress(
+    topic TEXT NOT NULL, name TEXT NOT NULL, last_seq INTEGER NOT NULL,
+    updated_ns INTEGER NOT NULL, PRIMARY KEY (topic, name));
+";
+
+/// Levels on each side of an `l2_books` row.
+const DEPTH: usize = zerocast_core::frame::L2_DEPTH;
+
+fn l2_schema() -> String {
+    let mut cols = String::new();
+    for side in ["bid", "ask"] {
+        for i in 1..=DEPTH {
+            let _ = write!(
+                cols,
+                "{side}{i}_price REAL NOT NULL, {side}{i}_volume REAL NOT NULL, "
+            );
+        }
+    }
+    format!(
+        "CREATE TABLE IF NOT EXISTS l2_books(
+    seq INTEGER PRIMARY KEY, publish_ns INTEGER NOT NULL, publisher_id INTEGER NOT NULL,
+    instrument_id TEXT NOT NULL, {cols}timestamp INTEGER NOT NULL);"
+    )
+}
+
+fn l2_insert() -> String {
+    // seq, publish_ns, publisher_id, instrument_id, 4 * DEPTH levels, timestamp.
+    let n = 4 + 4 * DEPTH + 1;
+    let marks = vec!["?"; n].join(", ");
+    format!("INSERT INTO l2_books VALUES ({marks})")
+}
+
+const INSERT_TRADE: &str = "INSERT INTO trades VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+const INSERT_ACCOUNT: &str = "INSERT INTO account_updates VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
+const INSERT_HEARTBEAT: &str = "INSERT INTO heartbeats VALUES (?, ?, ?, ?, ?, ?)";
+const INSERT_ACK: &str = "INSERT INTO acks VALUES (?, ?, ?, ?, ?, ?)";
+const INSERT_INVALID: &str = "INSERT INTO invalid_frames VALUES (?, ?, ?)";
+const INSERT_GAP: &str = "INSERT INTO gaps VALUES (?, ?, ?)";
+const UPSERT_PROGRESS: &str = "INSERT INTO progress VALUES (?1, ?2, ?3, ?4)
+    ON CONFLICT (topic, name) DO UPDATE SET last_seq = ?3, updated_ns = ?4";
+
+/// An id field as text: its UTF-8, or the bytes lossily (NULs trimmed).
+fn text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    match id_str(bytes) {
+        Ok(s) => s.into(),
+        Err(_) => String::from_utf8_lossy(bytes)
+            .trim_end_matches('\0')
+            .to_owned()
+            .into(),
+    }
+}
+
+/// A u64 as an SQLite INTEGER (i64).
+fn int(v: u64, what: &str) -> Result<i64, String> {
+    i64::try_from(v).map_err(|_| format!("{what} {v} is past SQLite's INTEGER range"))
+}
+
+/// The SQLite sink of one stream (topic, name). See the module docs for the
+/// schema.
+#[derive(Debug)]
+pub struct SqliteSink {
+    conn: Connection,
+    label: String,
+    topic: String,
+    name: String,
+    committed: Option<u64>,
+    l2_insert: String,
+    /// Dropped before the connection (see `Drop`).
+    checkpointer: Option<Checkpointer>,
+}
+
+/// Checkpoints SQLite's WAL into the database from its own connection and
+/// thread, so that a batch's commit never pays for copying earlier batches
+/// (SQLite's automatic checkpoint runs inside the commit that crosses its
+/// threshold, and syncs: a latency spike every few batches). A passive
+/// checkpoint never blocks the writer.
+#[derive(Debug)]
+struct Checkpointer {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// How often the checkpointer runs.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+impl Checkpointer {
+    fn start(path: &Path, label: &str) -> Result<Self, rusqlite::Error> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(2))?;
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let label = label.to_owned();
+        let thread = {
+            let stop = Arc::clone(&stop);
+            std::thread::Builder::new()
+                .name("sqlite-checkpoint".into())
+                .spawn(move || {
+                    let (lock, cv) = &*stop;
+                    let mut stopped = lock.lock().unwrap_or_else(|p| p.into_inner());
+                    while !*stopped {
+                        stopped = cv
+                            .wait_timeout(stopped, CHECKPOINT_EVERY)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0;
+                        if *stopped {
+                            break;
+                        }
+                        // Not fatal: the WAL file grows until one succeeds.
+                        if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
+                            tracing::warn!("{label}: checkpoint: {e}");
+                        }
+                    }
+                })
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?
+        };
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        let (lock, cv) = &*self.stop;
+        *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        cv.notify_one();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for SqliteSink {
+    fn drop(&mut self) {
+        // The checkpointer's connection closes first, so that closing the
+        // sink's (the last) checkpoints the WAL into the database.
+        self.checkpointer.take();
+    }
+}
+
+impl SqliteSink {
+    /// Opens (or creates) the database at `path` for `topic`'s stream
+    /// `name`: WAL journal mode, the tables, and the stream's position.
+    pub fn open(path: &Path, topic: &str, name: &str) -> Result<Self, SinkError> {
+        let label = format!("sqlite:{}", path.display());
+        let err = |action: &str| {
+            let label = label.clone();
+            let action = action.to_owned();
+            move |e: rusqlite::Error| SinkError::new(label, action, e)
+        };
+        let conn = Connection::open(path).map_err(err("open"))?;
+        // A writer that holds the database (another batcher) makes us wait
+        // this long, then fail with "database is locked".
+        conn.busy_timeout(std::time::Duration::from_secs(2))
+            .map_err(err("set busy timeout"))?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(err("set journal mode"))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(SinkError::new(
+                label,
+                "set journal mode",
+                format!("SQLite kept journal mode {mode:?} instead of WAL"),
+            ));
+        }
+        conn.execute_batch("PRAGMA synchronous = NORMAL;")
+            .map_err(err("set synchronous"))?;
+        conn.execute_batch(&format!("BEGIN; {SCHEMA} {} COMMIT;", l2_schema()))
+            .map_err(err("create tables"))?;
+        conn.set_prepared_statement_cache_capacity(16);
+        // Checkpoints run on their own thread (see `Checkpointer`).
+        conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")
+            .map_err(err("turn off automatic checkpoints"))?;
+        let checkpointer = Checkpointer::start(path, &label).map_err(err("start checkpointer"))?;
+        let others: Vec<(String, String)> = conn
+            .prepare("SELECT topic, name FROM progress WHERE topic <> ?1 OR name <> ?2")
+            .and_then(|mut s| {
+                s.query_map(params![topic, name], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect()
+            })
+            .map_err(err("read progress"))?;
+        if let Some((t, n)) = others.first() {
+            return Err(SinkError::new(
+                label,
+                "open",
+                format!(
+                    "the database holds topic {t:?} name {n:?}, not topic {topic:?} name {name:?}; \
+                     a database holds one stream (use another file)"
+                ),
+            ));
+        }
+        let committed: Option<i64> = conn
+            .query_row(
+                "SELECT last_seq FROM progress WHERE topic = ?1 AND name = ?2",
+                params![topic, name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(err("read progress"))?;
+        Ok(Self {
+            conn,
+            label,
+            topic: topic.to_owned(),
+            name: name.to_owned(),
+            committed: committed.map(|c| c as u64),
+            l2_insert: l2_insert(),
+            checkpointer: Some(checkpointer),
+        })
+    }
+
+    /// The database connection (for queries; writing to the tables while
+    /// the sink runs breaks its exactly-once bookkeeping).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    fn write(
+        &mut self,
+        batch: &Batch,
+        last: u64,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut trade = tx.prepare_cached(INSERT_TRADE)?;
+            for event in batch.events() {
+                match event {
+                    Event::Frame { seq, bytes } => {
+                        // A frame that does not parse (the ring's reader
+                        // checks each, so only a damaged log) is kept as
+                        // invalid: refusing it would stop the batcher at it
+                        // on every start.
+                        let (h, body) = match FrameRef::parse(bytes) {
+                            Ok(parsed) => parsed,
+                            Err(e) => {
+                                tx.prepare_cached(INSERT_INVALID)?.execute(params![
+                                    int(seq, "sequence")?,
+                                    bytes,
+                                    e.to_string()
+                                ])?;
+                                continue;
+                            }
+                        };
+                        let seq = int(seq, "sequence")?;
+                        let publish_ns = int(h.publish_ns.to_native(), "publish_ns")?;
+                        let publisher = i64::from(h.publisher_id.to_native());
+                        match body {
+                            FrameRef::Trade(t) => {
+                                // Bound one by one: the hot path, and
+                                // cheaper than a parameter slice.
+                                trade.raw_bind_parameter(1, seq)?;
+                                trade.raw_bind_parameter(2, publish_ns)?;
+                                trade.raw_bind_parameter(3, publisher)?;
+                                trade.raw_bind_parameter(4, &*text(&t.trade_id))?;
+                                trade.raw_bind_parameter(5, &*text(&t.order_id))?;
+                                trade.raw_bind_parameter(6, &*text(&t.instrument_id))?;
+                                trade.raw_bind_parameter(7, t.price.to_native())?;
+                                trade.raw_bind_parameter(8, t.volume.to_native())?;
+                                trade.raw_bind_parameter(
+                                    9,
+                                    match t.direction {
+                                        ArchivedDirection::Buy => "buy",
+                                        ArchivedDirection::Sell => "sell",
+                                    },
+                                )?;
+                                trade.raw_bind_parameter(10, t.timestamp.to_native())?;
+                                trade.raw_execute()?;
+                            }
+                            FrameRef::Account(a) => {
+                                tx.prepare_cached(INSERT_ACCOUNT)?.execute(params![
+                                    seq,
+                                    publish_ns,
+                                    publisher,
+                                    text(&a.user_id),
+                                    a.balance.to_native(),
+                                    a.available.to_native(),
+                                    a.margin.to_native(),
+                                    a.timestamp.to_native(),
+                                ])?;
+                            }
+                            FrameRef::L2(b) => {
+                                let mut stmt = tx.prepare_cached(&self.l2_insert)?;
+                                stmt.raw_bind_parameter(1, seq)?;
+                                stmt.raw_bind_parameter(2, publish_ns)?;
+                                stmt.raw_bind_parameter(3, publisher)?;
+                                stmt.raw_bind_parameter(4, text(&b.instrument_id))?;
+                                let mut i = 5;
+                                for side in [&b.bids, &b.asks] {
+                                    for level in side.iter() {
+                                        stmt.raw_bind_parameter(i, level.price.to_native())?;
+                                        stmt.raw_bind_parameter(i + 1, level.volume.to_native())?;
+                                        i += 2;
+                                    }
+                                }
+                                stmt.raw_bind_parameter(i, b.timestamp.to_native())?;
+                                stmt.raw_execute()?;
+                            }
+                            FrameRef::Heartbeat(hb) => {
+                                tx.prepare_cached(INSERT_HEARTBEAT)?.execute(params![
+                                    seq,
+                                    publish_ns,
+                                    publisher,
+                                    text(&hb.publisher_id),
+                                    int(hb.sequence.to_native(), "heartbeat sequence")?,
+                                    hb.timestamp.to_native(),
+                                ])?;
+                            }
+                            FrameRef::Ack(a) => {
+                                tx.prepare_cached(INSERT_ACK)?.execute(params![
+                                    seq,
+                                    publish_ns,
+                                    publisher,
+                                    text(&a.subscriber_id),
+                                    int(a.sequence.to_native(), "ack sequence")?,
+                                    a.timestamp.to_native(),
+                                ])?;
+                            }
+                        }
+                    }
+                    Event::Invalid { seq, bytes } => {
+                        let why = FrameRef::parse(bytes)
+                            .err()
+                            .map_or_else(|| "invalid on the bus".to_owned(), |e| e.to_string());
+                        tx.prepare_cached(INSERT_INVALID)?.execute(params![
+                            int(seq, "sequence")?,
+                            bytes,
+                            why
+                        ])?;
+                    }
+                    Event::Lost(seq) => {
+                        let seq = int(seq, "sequence")?;
+                        tx.prepare_cached(INSERT_GAP)?
+                            .execute(params![seq, seq, "lost"])?;
+                    }
+                    Event::Missing { from, to } => {
+                        tx.prepare_cached(INSERT_GAP)?.execute(params![
+                            int(from, "sequence")?,
+                            int(to, "sequence")?,
+                            "missing"
+                        ])?;
+                    }
+                }
+            }
+            tx.prepare_cached(UPSERT_PROGRESS)?.execute(params![
+                self.topic,
+                self.name,
+                int(last, "sequence")?,
+                int(zerocast_ipc::layout::now_ns(), "time")?,
+            ])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The database file's label, `sqlite:PATH`.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+}
+
+impl Sink for SqliteSink {
+    fn committed(&mut self) -> Result<Option<u64>, SinkError> {
+        Ok(self.committed)
+    }
+
+    fn write_batch(&mut self, batch: &Batch) -> Result<(), SinkError> {
+        let (Some(first), Some(last)) = (batch.first_seq(), batch.last_seq()) else {
+            return Ok(());
+        };
+        // A failed transaction rolls back whole (the `Transaction` drops
+        // without commit): neither rows nor progress change.
+        self.write(batch, last).map_err(|e| {
+            SinkError::new(
+                self.label.clone(),
+                format!("commit batch {first}..={last}"),
+                e,
+            )
+        })?;
+        self.committed = Some(last);
+        Ok(())
+    }
+}
+
+/// Where a [`SqliteSink`] for a path would keep its files (the database and
+/// SQLite's `-wal` and `-shm` beside it).
+pub fn files(path: &Path) -> [PathBuf; 3] {
+    let with = |suffix: &str| {
+        let mut s = path.as_os_str().to_owned();
+        s.push(suffix);
+        PathBuf::from(s)
+    };
+    [path.to_owned(), with("-wal"), with("-shm")]
+}
+
+/// The version of the SQLite compiled in (rusqlite's bundled copy).
+pub fn sqlite_version() -> String {
+    rusqlite::version().to_owned()
+}

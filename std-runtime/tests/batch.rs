@@ -1,0 +1,641 @@
+//! The delayed tier (`zerocast batch` and [`Batcher`]): exactly once across
+//! SIGKILLs into SQLite and JSON lines, sink errors that lose nothing, and
+//! lost or missing sequences recorded as such.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+use zerocast_ipc::{Bus, Config, TopicConfig, TopicKind};
+use zerocast_runtime::batch::{Batch, BatchError, BatchOptions, Batcher, Sink, SinkError};
+use zerocast_runtime::feed::{publish_synthetic, Feed};
+use zerocast_runtime::resume::Event;
+
+const BIN: &str = env!("CARGO_BIN_EXE_zerocast");
+const TOPIC: &str = "trades";
+
+/// A namespace of its own with one trade topic of `size` bytes, and a
+/// scratch directory; both removed on drop.
+struct Ns {
+    ns: String,
+    dir: PathBuf,
+    config: PathBuf,
+}
+
+impl Ns {
+    fn new(test: &str, size: u64) -> Self {
+        let ns = format!("bt{}{test}", std::process::id());
+        let dir = std::env::temp_dir().join(format!("zc-batch-{ns}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("zerocast.toml");
+        std::fs::write(
+            &config,
+            format!("[[topic]]\nname = \"{TOPIC}\"\nsize = {size}\nkind = \"trade\"\n"),
+        )
+        .unwrap();
+        Self { ns, dir, config }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.env_remove("ZEROCAST_NAMESPACE")
+            .env("ZEROCAST_LOG", "error")
+            .args(["--namespace", &self.ns, "--config"])
+            .arg(&self.config)
+            .args(args)
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Spawns `zerocast args` with stdout discarded and stderr to `log`.
+    fn spawn(&self, args: &[&str], log: &str) -> Child {
+        let file = std::fs::File::create(self.path(log)).unwrap();
+        self.cmd(args)
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spawn zerocast")
+    }
+
+    /// Runs `zerocast args` to completion (60 s at most).
+    fn run(&self, args: &[&str]) -> Output {
+        let child = self
+            .cmd(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_bounded(child, Duration::from_secs(60), args[0])
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path(name)).unwrap_or_default()
+    }
+
+    /// Waits until `stat` lists a subscriber named `name`.
+    fn wait_for_subscriber(&self, name: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = self.run(&["stat"]);
+            let text = String::from_utf8_lossy(&out.stdout);
+            if text.contains(&format!("\"{name}\"")) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} never registered:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        let prefix = format!("zerocast.{}.", self.ns);
+        if let Ok(dir) = std::fs::read_dir("/dev/shm") {
+            for e in dir.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        let _ = std::fs::remove_file(format!("/dev/shm/zerocast-acks.{}.{TOPIC}", self.ns));
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Waits for `child` up to `limit`, draining its pipes; kills it and fails
+/// the test if it hangs.
+fn wait_bounded(mut child: Child, limit: Duration, what: &str) -> Output {
+    use std::io::Read;
+    fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    }
+    let out = drain(child.stdout.take());
+    let err = drain(child.stderr.take());
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} hung for {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
+/// A small xorshift generator: kill times differ from run to run but a
+/// failing seed can be replayed (`ZEROCAST_BATCH_SEED`).
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+fn query_u64(db: &Connection, sql: &str) -> u64 {
+    db.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap() as u64
+}
+
+/// The sequences of every line of a JSON-lines sink's file, and its missing
+/// or lost ranges.
+fn jsonl_seqs(path: &Path) -> Vec<u64> {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(
+        text.is_empty() || text.ends_with('\n'),
+        "a partial last line"
+    );
+    text.lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert_eq!(v["kind"], "trade", "not a trade line: {l}");
+            v["seq"].as_u64().unwrap()
+        })
+        .collect()
+}
+
+/// A publisher runs with a recorder while two batchers, one into SQLite and
+/// one into JSON lines, are SIGKILLed over and over; then each finishes.
+/// Every sequence is in each sink exactly once, and the progress row says
+/// the last.
+#[test]
+fn batch_is_exactly_once_across_repeated_sigkill() {
+    let seed = std::env::var("ZEROCAST_BATCH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| u64::from(std::process::id()) | 1);
+    eprintln!("ZEROCAST_BATCH_SEED={seed}");
+    let mut rng = Rng(seed);
+    // About 3000 slots: the publisher laps a restarting batcher, which then
+    // catches up from the recorder's log.
+    let ns = Ns::new("kill", 1_000_000);
+    let wal = ns.path("wal");
+    let wal_s = wal.to_str().unwrap().to_owned();
+    let db = ns.path("trades.db");
+    let lines = ns.path("trades.jsonl");
+    let sqlite_sink = format!("sqlite:{}", db.display());
+    let jsonl_sink = format!("jsonl:{}", lines.display());
+    let count: u64 = 30_000;
+    let last = (count - 1).to_string();
+
+    let mut recorder = ns.spawn(
+        &[
+            "record", "--topic", TOPIC, "--wal", &wal_s, "--fsync", "never",
+        ],
+        "record.log",
+    );
+    ns.wait_for_subscriber(&format!("recorder-{TOPIC}"));
+    let batcher = |sink: &str, name: &str, log: &str, until: bool| {
+        let mut args = vec![
+            "batch",
+            "--topic",
+            TOPIC,
+            "--sink",
+            sink,
+            "--name",
+            name,
+            "--wal",
+            &wal_s,
+            "--interval",
+            "20ms",
+        ];
+        if until {
+            args.extend(["--until", &last]);
+        }
+        ns.spawn(&args, log)
+    };
+    let mut sq = batcher(&sqlite_sink, "sq", "sq.log", false);
+    let mut js = batcher(&jsonl_sink, "js", "js.log", false);
+    let mut publisher = ns.spawn(
+        &[
+            "pub",
+            "--topic",
+            TOPIC,
+            "--count",
+            &count.to_string(),
+            "--rate",
+            "15000",
+            "--gating-wait-ms",
+            "10000",
+        ],
+        "pub.log",
+    );
+    let mut kills = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while publisher.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the publisher did not finish");
+        std::thread::sleep(Duration::from_millis(40 + rng.below(200)));
+        // SIGKILL (Child::kill), at any point of a batch or a commit.
+        if rng.below(2) == 0 {
+            sq.kill().unwrap();
+            sq.wait().unwrap();
+            sq = batcher(&sqlite_sink, "sq", "sq.log", false);
+        } else {
+            js.kill().unwrap();
+            js.wait().unwrap();
+            js = batcher(&jsonl_sink, "js", "js.log", false);
+        }
+        kills += 1;
+    }
+    let published = publisher.wait().unwrap();
+    assert!(published.success(), "publisher: {}", ns.log("pub.log"));
+    // One last kill each, then a run that finishes at the last sequence.
+    for mut c in [sq, js] {
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+    let sq = batcher(&sqlite_sink, "sq", "sq.log", true);
+    let js = batcher(&jsonl_sink, "js", "js.log", true);
+    let sq = wait_bounded(sq, Duration::from_secs(30), "batch sqlite");
+    assert!(sq.status.success(), "batch sqlite: {}", ns.log("sq.log"));
+    let js = wait_bounded(js, Duration::from_secs(30), "batch jsonl");
+    assert!(js.status.success(), "batch jsonl: {}", ns.log("js.log"));
+    let _ = recorder.kill();
+    let _ = recorder.wait();
+    eprintln!("killed the batchers {kills} times");
+    assert!(kills >= 3, "too few kills to mean anything: {kills}");
+
+    let conn = Connection::open(&db).unwrap();
+    let rows = query_u64(&conn, "SELECT count(*) FROM trades");
+    let distinct = query_u64(&conn, "SELECT count(DISTINCT seq) FROM trades");
+    let gaps = query_u64(&conn, "SELECT count(*) FROM gaps");
+    assert_eq!((rows, distinct, gaps), (count, count, 0));
+    assert_eq!(query_u64(&conn, "SELECT min(seq) FROM trades"), 0);
+    assert_eq!(query_u64(&conn, "SELECT max(seq) FROM trades"), count - 1);
+    assert_eq!(
+        query_u64(
+            &conn,
+            "SELECT last_seq FROM progress WHERE topic = 'trades' AND name = 'sq'"
+        ),
+        count - 1
+    );
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+
+    assert_eq!(jsonl_seqs(&lines), (0..count).collect::<Vec<_>>());
+}
+
+/// A sink that refuses its `fail_at`-th batch (counting from 1).
+#[derive(Default)]
+struct Flaky {
+    seqs: Vec<u64>,
+    committed: Option<u64>,
+    batches: u32,
+    fail_at: Option<u32>,
+}
+
+impl Sink for Flaky {
+    fn committed(&mut self) -> Result<Option<u64>, SinkError> {
+        Ok(self.committed)
+    }
+
+    fn write_batch(&mut self, batch: &Batch) -> Result<(), SinkError> {
+        self.batches += 1;
+        if Some(self.batches) == self.fail_at {
+            return Err(SinkError::new("flaky", "write", "disk full"));
+        }
+        for e in batch.events() {
+            match e {
+                Event::Frame { seq, .. } => self.seqs.push(seq),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        self.committed = batch.last_seq();
+        Ok(())
+    }
+}
+
+fn lib_bus(test: &str, frames: u64) -> Bus {
+    let bus = Bus::new(Config {
+        namespace: format!("btl{}{test}", std::process::id()),
+        topics: vec![TopicConfig::new(TOPIC, 1_000_000, TopicKind::Trade)],
+    });
+    bus.remove_segments();
+    let mut p = bus.publisher(TOPIC).unwrap();
+    let mut feed = Feed::new(4, 7);
+    for _ in 0..frames {
+        publish_synthetic(&mut p, &mut feed, TopicKind::Trade, 1).unwrap();
+    }
+    bus
+}
+
+/// A sink error stops the loop with the sink's error; its position stays at
+/// the last batch it committed, and the next run delivers the refused batch
+/// again, so nothing is lost or doubled.
+#[test]
+fn sink_error_stops_the_loop_and_the_position_does_not_advance() {
+    let bus = lib_bus("err", 50);
+    let options = BatchOptions {
+        interval: Duration::from_secs(60),
+        max_batch: 10,
+        until: Some(49),
+    };
+    let batcher = Batcher::new(&bus, TOPIC, None, "f", options);
+    let mut sink = Flaky {
+        fail_at: Some(3),
+        ..Default::default()
+    };
+    let mut seen = Vec::new();
+    let err = batcher
+        .run(&mut sink, || false, |b| seen.push(b.last_seq()))
+        .unwrap_err();
+    assert!(matches!(err, BatchError::Sink(_)), "{err:?}");
+    let message = err.to_string();
+    assert!(message.contains("flaky: write: disk full"), "{message}");
+    assert!(message.contains("batch"), "{message}");
+    assert_eq!(
+        sink.committed,
+        Some(19),
+        "the position advanced past the refused batch"
+    );
+    assert_eq!(seen, vec![Some(9), Some(19)]);
+
+    sink.fail_at = None;
+    let stats = batcher.run(&mut sink, || false, |_| {}).unwrap();
+    assert_eq!(stats.committed, Some(49));
+    assert_eq!(stats.frames, 30);
+    assert_eq!(sink.seqs, (0..50).collect::<Vec<_>>());
+    bus.remove_segments();
+}
+
+/// A database locked by another writer: `zerocast batch` exits 1 naming
+/// the database and the batch, and its progress row stays where it was;
+/// once the lock is gone, a rerun completes without a duplicate.
+#[test]
+fn locked_database_stops_batch_with_a_clear_error_and_keeps_progress() {
+    let ns = Ns::new("lock", 1_000_000);
+    let db = ns.path("locked.db");
+    let sink = format!("sqlite:{}", db.display());
+    let out = ns.run(&["pub", "--topic", TOPIC, "--count", "100"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let batch = |until: &str| {
+        ns.run(&[
+            "batch",
+            "--topic",
+            TOPIC,
+            "--sink",
+            &sink,
+            "--until",
+            until,
+            "--max-batch",
+            "25",
+        ])
+    };
+    let first = batch("49");
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+
+    let holder = Connection::open(&db).unwrap();
+    holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let failed = batch("99");
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert_eq!(failed.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&sink),
+        "the error must name the database: {err}"
+    );
+    assert!(err.contains("commit batch 50..=74"), "{err}");
+    assert!(err.contains("locked"), "{err}");
+    holder.execute_batch("ROLLBACK").unwrap();
+    let conn = Connection::open(&db).unwrap();
+    assert_eq!(query_u64(&conn, "SELECT last_seq FROM progress"), 49);
+    assert_eq!(query_u64(&conn, "SELECT count(*) FROM trades"), 50);
+
+    let again = batch("99");
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(
+        query_u64(&conn, "SELECT count(DISTINCT seq) FROM trades"),
+        100
+    );
+    assert_eq!(query_u64(&conn, "SELECT count(*) FROM trades"), 100);
+    assert_eq!(query_u64(&conn, "SELECT last_seq FROM progress"), 99);
+}
+
+/// A sequence the bus lost (its publisher died between claim and commit)
+/// is a `lost` row in `gaps`; sequences overwritten before the batcher
+/// started, with no log to fall back on, are one `missing` range. Every
+/// sequence is then a trade row or inside a gap, once.
+#[test]
+fn lost_and_missing_sequences_are_recorded_in_gaps() {
+    let ns = Ns::new("gaps", 170_000);
+    let db = ns.path("gaps.db");
+    let sink = format!("sqlite:{}", db.display());
+    let crashed = ns.run(&[
+        "pub",
+        "--topic",
+        TOPIC,
+        "--count",
+        "100",
+        "--crash-after",
+        "10",
+    ]);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(crashed.status.signal(), Some(libc::SIGKILL));
+    let out = ns.run(&["pub", "--topic", TOPIC, "--count", "10"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = ns.run(&["batch", "--topic", TOPIC, "--sink", &sink, "--until", "20"]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let conn = Connection::open(&db).unwrap();
+    let gaps: Vec<(i64, i64, String)> = conn
+        .prepare("SELECT from_seq, to_seq, reason FROM gaps")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(gaps, vec![(10, 10, "lost".to_owned())]);
+    assert_eq!(query_u64(&conn, "SELECT count(*) FROM trades"), 20);
+
+    // Lap the ring (about 500 slots) with no batcher and no recorder.
+    let out = ns.run(&["pub", "--topic", TOPIC, "--count", "3000"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = ns.run(&[
+        "batch", "--topic", TOPIC, "--sink", &sink, "--until", "3020",
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let (from, to, reason): (i64, i64, String) = conn
+        .query_row(
+            "SELECT from_seq, to_seq, reason FROM gaps WHERE reason = 'missing'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!((from, reason.as_str()), (21, "missing"));
+    let rows = query_u64(&conn, "SELECT count(*) FROM trades WHERE seq > 20");
+    assert_eq!(
+        rows + (to - from + 1) as u64,
+        3000,
+        "rows {rows}, missing {from}..={to}"
+    );
+    assert_eq!(
+        query_u64(&conn, "SELECT min(seq) FROM trades WHERE seq > 20"),
+        to as u64 + 1
+    );
+}
+
+/// The JSON-lines sink cuts a partial last line (a batch cut short by a
+/// kill) and resumes after the last complete line.
+#[test]
+fn jsonl_sink_cuts_a_partial_last_line_and_resumes_after_the_last_complete_one() {
+    let bus = lib_bus("jsonl", 30);
+    let dir = std::env::temp_dir().join(format!("zc-batch-jsonl{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("out.jsonl");
+    let run = |until: u64| {
+        let mut sink = zerocast_runtime::batch::JsonlSink::open(&path).unwrap();
+        Batcher::new(
+            &bus,
+            TOPIC,
+            None,
+            "j",
+            BatchOptions {
+                until: Some(until),
+                ..Default::default()
+            },
+        )
+        .run(&mut sink, || false, |_| {})
+        .unwrap()
+    };
+    run(9);
+    // A kill mid-write: half a line after the complete ones.
+    let mut text = std::fs::read(&path).unwrap();
+    text.extend_from_slice(b"{\"seq\":10,\"kind\":\"tra");
+    std::fs::write(&path, &text).unwrap();
+    let mut sink = zerocast_runtime::batch::JsonlSink::open(&path).unwrap();
+    assert_eq!(sink.committed().unwrap(), Some(9));
+    drop(sink);
+    let stats = run(29);
+    assert_eq!(stats.frames, 20);
+    assert_eq!(jsonl_seqs(&path), (0..30).collect::<Vec<_>>());
+    bus.remove_segments();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Bad values are refused before any work, naming the flag and what to use;
+/// a second batcher on the same JSON-lines file is refused.
+#[test]
+fn bad_batch_arguments_are_refused_with_what_to_use() {
+    let ns = Ns::new("args", 1_000_000);
+    for (args, want) in [
+        (vec!["--sink", "csv:x"], "unknown sink \"csv\""),
+        (vec!["--sink", "sqlite:"], "no file named"),
+        (vec!["--sink", "x.db"], "use sqlite:FILE or jsonl:FILE"),
+        (vec!["--sink", "jsonl:x", "--interval", "100"], "--interval"),
+        (vec!["--sink", "jsonl:x", "--max-batch", "0"], "--max-batch"),
+    ] {
+        let mut all = vec!["batch", "--topic", TOPIC];
+        all.extend(args.iter().copied());
+        let out = ns.run(&all);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    let path = ns.path("one.jsonl");
+    let _held = zerocast_runtime::batch::JsonlSink::open(&path).unwrap();
+    let err = zerocast_runtime::batch::JsonlSink::open(&path)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("another batcher writes this file"), "{err}");
+    assert!(err.contains("one.jsonl"), "{err}");
+}
+
+/// Frames that do not parse (a damaged log) and frames the bus marked
+/// invalid become `invalid_frames` rows with the reason, not an error that
+/// would stop the batcher at the same sequence on every start; the
+/// progress row moves past them.
+#[test]
+fn regression_sqlite_sink_keeps_unparsable_frames_as_invalid_rows() {
+    let dir = std::env::temp_dir().join(format!("zc-batch-inv{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("inv.db");
+    let mut sink = zerocast_runtime::batch::SqliteSink::open(&path, TOPIC, "i").unwrap();
+    let mut batch = Batch::new();
+    batch.push(Event::Frame {
+        seq: 0,
+        bytes: &[0xAB; 40],
+    });
+    batch.push(Event::Invalid {
+        seq: 1,
+        bytes: &[1, 2, 3],
+    });
+    batch.push(Event::Lost(2));
+    sink.write_batch(&batch).unwrap();
+    assert_eq!(sink.committed().unwrap(), Some(2));
+    drop(sink);
+    let conn = Connection::open(&path).unwrap();
+    assert_eq!(query_u64(&conn, "SELECT count(*) FROM invalid_frames"), 2);
+    let why: String = conn
+        .query_row("SELECT error FROM invalid_frames WHERE seq = 0", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert!(!why.is_empty());
+    assert_eq!(query_u64(&conn, "SELECT last_seq FROM progress"), 2);
+    // Reopened for another stream: refused, naming the one it holds.
+    let err = zerocast_runtime::batch::SqliteSink::open(&path, TOPIC, "other")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("name \"i\"") && err.contains("one stream"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
