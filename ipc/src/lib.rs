@@ -46,7 +46,7 @@ pub struct ReadmeDoctests;
 
 pub use config::{Config, TopicConfig, TopicKind, Transport};
 pub use error::{Error, Result};
-pub use publisher::{GatingPolicy, PublisherOptions, ShmPublisher};
+pub use publisher::{GatingPolicy, Loan, LoanUninit, PublisherOptions, ShmPublisher};
 pub use segment::Segment;
 pub use subscriber::{Received, RecvError, ShmSubscriber, SubscriberOptions};
 pub use wait::WaitStrategy;
@@ -239,6 +239,21 @@ impl Publisher {
             Self::Shm(p) => p.publish(body),
             #[cfg(feature = "iceoryx2")]
             Self::Iox(p) => p.publish(body),
+        }
+    }
+
+    /// Lends the next slot of a shared-memory topic for one `B` frame,
+    /// written in place and committed (see [`ShmPublisher::loan`]). An
+    /// iceoryx2 topic has no ring slot to lend: use
+    /// [`publish`](Self::publish) there.
+    pub fn loan<B: Body>(&mut self) -> Result<LoanUninit<'_, B>> {
+        match self {
+            Self::Shm(p) => p.loan(),
+            #[cfg(feature = "iceoryx2")]
+            Self::Iox(_) => Err(Error::Iceoryx(
+                "loan is for shared-memory topics; publish to an iceoryx2 topic with publish()"
+                    .to_owned(),
+            )),
         }
     }
 
