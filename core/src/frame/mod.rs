@@ -219,8 +219,13 @@ pub const MAX_BODY_LEN: usize = {
     max
 };
 
-/// Largest frame of any kind, in 8-byte words.
+/// Largest frame of any kind, in 8-byte words: the one payload size limit
+/// of the bus (a segment's slots hold at most this many payload words, a
+/// WAL record at most [`MAX_FRAME_LEN`] bytes of frame).
 pub const MAX_FRAME_WORDS: usize = (HEADER_LEN + MAX_BODY_LEN).div_ceil(8);
+
+/// Largest frame of any kind, in bytes ([`MAX_FRAME_WORDS`] words).
+pub const MAX_FRAME_LEN: usize = MAX_FRAME_WORDS * 8;
 
 /// Frame size in 8-byte words for a body kind.
 pub const fn frame_words(kind: MessageKind) -> usize {
