@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use zerocast_core::frame::{self, id::id, Direction, FrameBuf, TradeEvent};
+use zerocast_ipc::layout::now_ns;
 use zerocast_ipc::{PublisherOptions, Segment, ShmPublisher};
 
 const CAPACITY: u64 = 4096;
@@ -56,7 +57,8 @@ fn loan_vs_publish(c: &mut Criterion) {
     let mut buf = FrameBuf::default();
     g.bench_function("encode_then_publish_words", |b| {
         b.iter(|| {
-            let n = frame::encode(black_box(&body), 0, 1, &mut buf.0).unwrap();
+            // Stamped now, as `publish` and a loan's commit stamp theirs.
+            let n = frame::encode(black_box(&body), 0, now_ns(), &mut buf.0).unwrap();
             publisher.publish_words(&buf.0[..n]).unwrap()
         })
     });

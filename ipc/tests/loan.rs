@@ -159,3 +159,56 @@ fn publisher_wrapper_lends() {
     );
     bus.remove_segments();
 }
+
+/// The child side of `loan_across_processes`; a no-op in a normal run.
+#[test]
+fn loan_child() {
+    let Ok(ns) = std::env::var("ZC_LOAN_NS") else {
+        return;
+    };
+    let bus = Bus::new(Config {
+        namespace: ns,
+        topics: vec![TopicConfig::new("t", 128 << 10, TopicKind::Trade)],
+    });
+    let mut publisher = bus.publisher("t").unwrap();
+    for i in 0..10 {
+        let loan = publisher.loan::<TradeEvent>().unwrap();
+        if i == 5 {
+            drop(loan);
+        } else {
+            loan.write(&trade(i)).commit();
+        }
+    }
+    println!("published");
+}
+
+/// Frames written in place by a loan in another process arrive exact, and
+/// the one it dropped arrives as a heartbeat.
+#[test]
+fn loan_across_processes() {
+    let bus = bus("procs", TopicKind::Trade);
+    let mut sub = oldest(&bus);
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "loan_child", "--nocapture", "--test-threads=1"])
+        .env("ZC_LOAN_NS", &bus.config().namespace)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("published"));
+    let n = frame::frame_words(frame::MessageKind::Trade) * 8;
+    for i in 0..10 {
+        let f = sub.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(f.seq, i);
+        if i == 5 {
+            assert!(f.body::<Heartbeat>().is_ok());
+        } else {
+            assert_eq!(f.bytes[..n], expected_frame(&trade(i), f.bytes)[..]);
+        }
+    }
+    assert_eq!(sub.try_recv().unwrap_err(), RecvError::Empty);
+    bus.remove_segments();
+}
