@@ -252,9 +252,8 @@ impl Bus {
 
 /// Publishes frames to a topic, over whichever transport it is configured
 /// with.
-// The shm variant is the hot path and keeps its frame buffer inline; the
-// iceoryx2 variant is boxed instead.
-#[allow(clippy::large_enum_variant)]
+// The iceoryx2 variant is boxed, so the shm variant (the hot path) stays
+// small and inline.
 #[derive(Debug)]
 pub enum Publisher {
     /// zerocast shared memory.
