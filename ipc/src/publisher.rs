@@ -178,7 +178,9 @@ impl ShmPublisher {
     /// and wedges nothing: the slot is filled with a [`Heartbeat`] of this
     /// publisher instead (the topic sequence is gapless, so the claimed
     /// sequence must carry a frame; subscribers already pass heartbeats
-    /// by), and no subscriber sees `Lost` or a gap.
+    /// by), and no subscriber sees `Lost` or a gap. A process killed while
+    /// it holds a loan is a publisher dead mid-publish: its sequence is
+    /// recorded in flight, and after the stall bound reads `Lost`.
     ///
     /// While the loan lives, subscribers reading its sequence wait for it
     /// (they see nothing new), and a publisher a full ring later waits too:
@@ -474,6 +476,7 @@ impl Drop for LoanSlot<'_> {
 /// A slot lent by [`ShmPublisher::loan`], not yet written: write it with
 /// [`write`](Self::write). Dropping it publishes a heartbeat in its place
 /// (see [`ShmPublisher::loan`]).
+#[must_use = "dropping a loan publishes a heartbeat in its place"]
 pub struct LoanUninit<'p, B: Body>(LoanSlot<'p>, std::marker::PhantomData<fn(&B)>);
 
 impl<B: Body> std::fmt::Debug for LoanUninit<'_, B> {
@@ -504,6 +507,7 @@ impl<'p, B: Body> LoanUninit<'p, B> {
 /// A lent slot holding a written body: publish it with
 /// [`commit`](Self::commit). Dropping it publishes a heartbeat in its place
 /// instead (see [`ShmPublisher::loan`]).
+#[must_use = "dropping a loan publishes a heartbeat in its place"]
 pub struct Loan<'p, B: Body>(LoanSlot<'p>, std::marker::PhantomData<fn(&B)>);
 
 impl<B: Body> std::fmt::Debug for Loan<'_, B> {
