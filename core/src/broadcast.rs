@@ -31,6 +31,14 @@
 //! yet written", "being written", "written for s" and "overwritten by a later
 //! lap" apart from one load.
 //!
+//! **In place.** A producer may also hold the slot between the two stores
+//! and store the payload itself, word by word ([`Claim::begin_write`],
+//! [`SlotWrite`]): the ipc layer's loan archives a body straight into the
+//! slot that way. A slot write dropped without its commit stamps
+//! `LOST(seq)` (by compare-and-swap from its own `WRITING(seq)`, so that a
+//! later lap that took the slot after a supervisor's declaration keeps its
+//! stamp).
+//!
 //! **Read.** A consumer wanting `next` loads the stamp (Acquire), copies the
 //! payload, issues an Acquire fence and reloads the stamp. Equal stamps of
 //! `COMMITTED(next)` mean the copy is intact; a later sequence means the
