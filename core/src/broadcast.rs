@@ -32,6 +32,14 @@
 //! yet written", "being written", "written for s" and "overwritten by a later
 //! lap" apart from one load.
 //!
+//! **In place.** A producer may also hold the slot between the two stores
+//! and store the payload itself, word by word ([`Claim::begin_write`],
+//! [`SlotWrite`]): the ipc layer's loan archives a body straight into the
+//! slot that way. A slot write dropped without its commit stamps
+//! `LOST(seq)` (by compare-and-swap from its own `WRITING(seq)`, so that a
+//! later lap that took the slot after a supervisor's declaration keeps its
+//! stamp).
+//!
 //! **Read.** A consumer wanting `next` loads the stamp (Acquire), copies the
 //! payload, issues an Acquire fence and reloads the stamp. Equal stamps of
 //! `COMMITTED(next)` mean the copy is intact; a later sequence means the
@@ -959,6 +967,26 @@ where
         payload: &[u64],
         stuck: &mut dyn FnMut(u64),
     ) -> Result<(), PublishError> {
+        let data = self.begin_write(seq, stuck)?;
+        for (dst, src) in data[1..].iter().zip(payload.iter().skip(1)) {
+            // Relaxed: ordered by `begin_write`'s fence and the commit below.
+            dst.store(*src, Ordering::Relaxed);
+        }
+        self.finish_write(seq);
+        Ok(())
+    }
+
+    /// The first half of a write: waits for `seq`'s turn in its slot, marks
+    /// the slot `WRITING(seq)` and stores the sequence in payload word 0.
+    /// Returns the slot's payload words; the caller stores words `1..` and
+    /// ends with [`finish_write`](Self::finish_write) (or, giving up, with a
+    /// `LOST(seq)` stamp, as [`SlotWrite`]'s drop does).
+    #[inline(always)]
+    fn begin_write(
+        &self,
+        seq: u64,
+        stuck: &mut dyn FnMut(u64),
+    ) -> Result<&[AtomicU64], PublishError> {
         let (stamp_word, data) = self.slot(seq).split_first().expect("slot has a stamp");
         // Strict hand-off: sequence `seq` may write only once the previous lap
         // in this slot is finished. That makes the writer the slot's only
@@ -990,21 +1018,25 @@ where
         // store before the payload stores for readers.
         stamp_word.store(stamp(seq, WRITING), Ordering::Relaxed);
         // Release fence: pairs with the Acquire fence in `try_recv`. A reader
-        // whose payload loads see any store below also sees WRITING(seq) (or
-        // later) on its second stamp load, and discards its copy.
+        // whose payload loads see any store below (or any store the caller
+        // makes before `finish_write`) also sees WRITING(seq) (or later) on
+        // its second stamp load, and discards its copy.
         fence(Ordering::Release);
-        // Relaxed: ordered by the fence above and the commit below.
+        // Relaxed: ordered by the fence above and the commit in
+        // `finish_write`.
         data[0].store(seq, Ordering::Relaxed);
-        for (dst, src) in data[1..].iter().zip(payload.iter().skip(1)) {
-            dst.store(*src, Ordering::Relaxed);
-        }
+        Ok(data)
+    }
+
+    /// The second half of a write begun by `begin_write(seq)`.
+    #[inline(always)]
+    fn finish_write(&self, seq: u64) {
         // Release: pairs with the Acquire stamp loads in `try_recv` (publishing
-        // the payload to readers) and in `write` (handing the slot to the next
-        // lap). A caller that must order a later load after this commit (the
-        // ipc layer's check for sleeping subscribers) issues its own SeqCst
-        // fence.
-        stamp_word.store(stamp(seq, COMMITTED), Ordering::Release);
-        Ok(())
+        // the payload to readers) and in `begin_write` (handing the slot to
+        // the next lap). A caller that must order a later load after this
+        // commit (the ipc layer's check for sleeping subscribers) issues its
+        // own SeqCst fence.
+        self.slot(seq)[0].store(stamp(seq, COMMITTED), Ordering::Release);
     }
 
     // ---------------------------------------------------------------- consume
@@ -1632,13 +1664,24 @@ where
     }
 }
 
-impl<S> Claim<'_, S>
+impl<'a, S> Claim<'a, S>
 where
     S: Storage<Header = BroadcastHeader, Elem = AtomicU64>,
 {
     /// The claimed sequence.
     pub fn seq(&self) -> u64 {
         self.0.first()
+    }
+
+    /// Starts writing the claimed slot in place: waits for the slot's turn
+    /// (as [`commit_with`](Self::commit_with) does, calling `stuck`), marks
+    /// it being written, and returns a [`SlotWrite`] through which the
+    /// caller stores the payload words and commits. Fails with
+    /// [`PublishError::DeclaredLost`] if a supervisor declared the sequence
+    /// lost first (the claim is consumed either way).
+    pub fn begin_write(self, stuck: impl FnMut(u64)) -> Result<SlotWrite<'a, S>, PublishError> {
+        let mut batch = self.0;
+        batch.begin_next(stuck).expect("a claim holds one sequence")
     }
 
     /// Writes and commits the payload.
@@ -1689,7 +1732,7 @@ where
     }
 }
 
-impl<S> BatchClaim<'_, S>
+impl<'a, S> BatchClaim<'a, S>
 where
     S: Storage<Header = BroadcastHeader, Elem = AtomicU64>,
 {
@@ -1746,6 +1789,30 @@ where
         result
     }
 
+    /// Starts writing the next claimed sequence in place (see
+    /// [`Claim::begin_write`]); `None` once every sequence was handed out.
+    /// The sequence leaves the claim: the [`SlotWrite`] commits it, or marks
+    /// it lost if dropped.
+    pub fn begin_next(
+        &mut self,
+        mut stuck: impl FnMut(u64),
+    ) -> Option<Result<SlotWrite<'a, S>, PublishError>> {
+        if self.next == self.end {
+            return None;
+        }
+        let seq = self.next;
+        self.next += 1;
+        Some(
+            self.ring
+                .begin_write(seq, &mut stuck)
+                .map(|data| SlotWrite {
+                    ring: self.ring,
+                    seq,
+                    data,
+                }),
+        )
+    }
+
     /// Marks every sequence not yet written lost, in order (each declaration
     /// hands its slot to the next lap), resolving dead older laps through
     /// `stuck`.
@@ -1765,6 +1832,108 @@ where
         // Without a supervisor to ask, a dead older lap is waited for until
         // someone else declares it (see the type's docs).
         self.mark_rest_lost(&mut |_| {});
+    }
+}
+
+/// One slot being written in place (from [`Claim::begin_write`] or
+/// [`BatchClaim::begin_next`]): its stamp says `WRITING(seq)`, so readers
+/// discard whatever they copy from it until [`commit`](Self::commit).
+/// Payload word 0 already holds the sequence; the caller stores words
+/// `1 .. len()` through [`store`](Self::store) (each a Relaxed store into
+/// the slot's `AtomicU64`: readers may copy concurrently, and the seqlock
+/// makes that defined and detected).
+///
+/// Dropping it without committing stamps the slot `LOST(seq)`: readers see
+/// [`TryRecvError::Lost`] for the sequence, never the partial payload, and
+/// the next lap takes the slot as after any lost declaration. Callers that
+/// want no loss reported commit a replacement frame instead (the ipc
+/// layer's loan does).
+///
+/// Hold it briefly: while it lives, readers of `seq` see it pending, and a
+/// producer a full ring later waits for it.
+#[must_use = "dropping a slot write marks its sequence lost"]
+pub struct SlotWrite<'a, S>
+where
+    S: Storage<Header = BroadcastHeader, Elem = AtomicU64>,
+{
+    ring: &'a Broadcast<S>,
+    seq: u64,
+    /// The slot's payload words (after its stamp).
+    data: &'a [AtomicU64],
+}
+
+impl<S> fmt::Debug for SlotWrite<'_, S>
+where
+    S: Storage<Header = BroadcastHeader, Elem = AtomicU64>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SlotWrite").field("seq", &self.seq).finish()
+    }
+}
+
+impl<S> SlotWrite<'_, S>
+where
+    S: Storage<Header = BroadcastHeader, Elem = AtomicU64>,
+{
+    /// The sequence being written.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Payload words in the slot (word 0, the sequence, included).
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Whether the slot has no payload words (never: a ring's payload holds
+    /// at least the sequence word).
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// Stores payload word `i`. Word 0 (the sequence) and words at or past
+    /// [`len`](Self::len) are not stored: the sequence stays what the ring
+    /// assigned, and nothing is written outside the slot.
+    #[inline(always)]
+    pub fn store(&self, i: usize, word: u64) {
+        if i != 0 {
+            if let Some(dst) = self.data.get(i) {
+                // Relaxed: ordered for readers by `begin_write`'s Release
+                // fence and the Release commit stamp (the seqlock).
+                dst.store(word, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Commits the slot: readers see the words stored so far (unstored
+    /// words hold whatever the previous lap left) as sequence
+    /// [`seq`](Self::seq). Returns the sequence.
+    #[inline(always)]
+    pub fn commit(self) -> u64 {
+        let seq = self.seq;
+        self.ring.finish_write(seq);
+        core::mem::forget(self);
+        seq
+    }
+}
+
+impl<S> Drop for SlotWrite<'_, S>
+where
+    S: Storage<Header = BroadcastHeader, Elem = AtomicU64>,
+{
+    fn drop(&mut self) {
+        // Release on success: pairs with the Acquire stamp loads of readers
+        // (they skip the sequence) and of the next lap's writer (which takes
+        // the slot). A compare-and-swap, not a store: if a supervisor already
+        // declared the sequence lost (it took us for dead), a later lap may
+        // own the slot now, and its stamp must stay. Relaxed on failure:
+        // nothing to read then.
+        let _ = self.ring.slot(self.seq)[0].compare_exchange(
+            stamp(self.seq, WRITING),
+            stamp(self.seq, LOST),
+            Ordering::Release,
+            Ordering::Relaxed,
+        );
     }
 }
 

@@ -11,7 +11,8 @@
 //! - Lag is detected from gaps in a publisher's sequence after iceoryx2's safe
 //!   overflow dropped the oldest samples, including before the first frame
 //!   seen from a publisher that started after the subscriber connected (each
-//!   frame carries its publisher's start time in the reserved header word).
+//!   sample carries its publisher's start time in its iceoryx2 user header,
+//!   outside the frame: the frame header means the same on both transports).
 //! - Subscribers copy each sample into their aligned frame buffer (iceoryx2
 //!   `[u8]` payloads are only byte-aligned), like the shm transport does.
 //! - A blocking subscriber creates an event listener; publishers notify only
@@ -27,7 +28,11 @@ use iceoryx2::port::notifier::Notifier;
 use iceoryx2::port::publisher::Publisher;
 use iceoryx2::port::subscriber::Subscriber;
 use iceoryx2::prelude::*;
-use zerocast_core::frame::{self, Body, FrameBuf, MAX_FRAME_WORDS};
+use zerocast_core::frame::{self, Body, FrameBuf, FrameHeader, HEADER_WORDS, MAX_FRAME_WORDS};
+
+/// The iceoryx2 user header of every sample: its publisher's start time,
+/// ns since the Unix epoch.
+type StartedNs = u64;
 
 use crate::config::TopicConfig;
 use crate::error::{Error, Result};
@@ -59,7 +64,8 @@ pub const MAX_IOX_SUBSCRIBERS: usize = 1024;
 
 struct Services {
     node: Node<Service>,
-    pubsub: iceoryx2::service::port_factory::publish_subscribe::PortFactory<Service, [u8], ()>,
+    pubsub:
+        iceoryx2::service::port_factory::publish_subscribe::PortFactory<Service, [u8], StartedNs>,
     event: iceoryx2::service::port_factory::event::PortFactory<Service>,
     words: usize,
 }
@@ -89,6 +95,7 @@ fn open_services(namespace: &str, topic: &TopicConfig) -> Result<Services> {
     let pubsub = node
         .service_builder(&service_name)
         .publish_subscribe::<[u8]>()
+        .user_header::<StartedNs>()
         .enable_safe_overflow(true)
         .subscriber_max_buffer_size(buffer_size(topic))
         .history_size(0)
@@ -122,14 +129,14 @@ fn open_services(namespace: &str, topic: &TopicConfig) -> Result<Services> {
 /// Publishes frames through iceoryx2.
 pub struct IoxPublisher {
     services: Services,
-    publisher: Publisher<Service, [u8], ()>,
+    publisher: Publisher<Service, [u8], StartedNs>,
     notifier: Notifier<Service>,
     buf: FrameBuf,
     next_seq: u64,
     id: u32,
     /// When this publisher started (ns since the epoch): carried in every
-    /// frame's reserved header word so subscribers can tell whether they
-    /// should have seen its sequence 0.
+    /// sample's user header so subscribers can tell whether they should
+    /// have seen its sequence 0.
     started_ns: u64,
     heartbeats: HeartbeatSource,
 }
@@ -192,14 +199,15 @@ impl IoxPublisher {
             });
         }
         let seq = self.next_seq;
-        self.buf.0[0] = seq;
-        // Header bytes 24..32, reserved on the shm transport.
-        self.buf.0[3] = self.started_ns;
+        let mut header = FrameHeader::read_words(&self.buf.0).expect("encoded above");
+        header.seq = seq;
+        self.buf.0[..HEADER_WORDS].copy_from_slice(&header.to_words());
         let bytes = frame::words_as_bytes(&self.buf.0[..words]);
-        let sample = self
+        let mut sample = self
             .publisher
             .loan_slice_uninit(bytes.len())
             .map_err(|e| iox_err("loan")(&e))?;
+        *sample.user_header_mut() = self.started_ns;
         sample
             .write_from_slice(bytes)
             .send()
@@ -235,7 +243,7 @@ impl IoxPublisher {
 /// Receives frames through iceoryx2.
 pub struct IoxSubscriber {
     services: Services,
-    subscriber: Subscriber<Service, [u8], ()>,
+    subscriber: Subscriber<Service, [u8], StartedNs>,
     listener: Option<Listener<Service>>,
     buf: FrameBuf,
     words: usize,
@@ -296,21 +304,22 @@ impl IoxSubscriber {
             Ok(Some(s)) => s,
             Ok(None) | Err(_) => return Err(RecvError::Empty),
         };
+        let started_ns = *sample.user_header();
         let payload = sample.payload();
         let n = payload.len().min(self.words * 8);
         let dst = frame::words_as_bytes_mut(&mut self.buf.0[..self.words]);
         dst[..n].copy_from_slice(&payload[..n]);
         drop(sample);
-        let seq = self.buf.0[0];
-        // publisher_id: the u32 at header byte 16 (low half of word 2).
-        let publisher = (self.buf.0[2] & 0xffff_ffff) as u32;
+        // A sample too short for a header (no zerocast publisher sends
+        // one) reads as sequence 0 of publisher 0.
+        let header = FrameHeader::read_words(&self.buf.0[..self.words]).unwrap_or_default();
+        let (seq, publisher) = (header.seq, header.publisher_id);
         match self.expected.iter_mut().find(|(p, _)| *p == publisher) {
             None => {
                 self.expected.push((publisher, seq + 1));
                 // A publisher that started after we connected should have
                 // reached us from its sequence 0: anything before `seq` was
                 // dropped by iceoryx2's overflow and must be reported.
-                let started_ns = self.buf.0[3];
                 if started_ns >= self.created_ns && seq > 0 {
                     self.stashed = Some(seq);
                     return Err(RecvError::Lagged(seq));

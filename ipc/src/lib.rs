@@ -4,9 +4,43 @@
 //! `/dev/shm` (`zerocast.<namespace>.<topic>`, mode 0600) holding a header
 //! (magic, layout version and hash, publisher and subscriber tables, a futex
 //! word) and a `zerocast-core` broadcast ring. Processes that open the same
-//! topic in the same namespace share the ring: no broker, no copy on the
-//! publish side, one copy out of the slot on the receive side (see
-//! [`subscriber`] for why).
+//! topic in the same namespace share the ring: no broker; on the publish
+//! side the body is written once, field by field, straight into the ring
+//! slot (no intermediate buffer); one copy out of the slot on the receive
+//! side (see [`subscriber`] for why).
+//!
+//! Publishing without a copy in between: [`Publisher::loan`] lends the
+//! ring slot of the next sequence, [`LoanUninit::write`] stores the body's
+//! archived words straight into it, and [`Loan::commit`] publishes it
+//! (dropping the loan instead publishes a heartbeat in its place: no loss,
+//! no gap). [`Publisher::publish`] does the same in one call.
+//!
+//! ```
+//! use zerocast_ipc::{Bus, Config, SubscriberOptions, Start, TopicConfig, TopicKind};
+//! use zerocast_core::frame::{TradeEvent, Direction, id::id};
+//!
+//! # let namespace = format!("doc{}", std::process::id());
+//! let bus = Bus::new(Config {
+//!     namespace,
+//!     topics: vec![TopicConfig::new("trade_events", 1 << 20, TopicKind::Trade)],
+//! });
+//! let mut sub = bus.subscriber("trade_events", SubscriberOptions {
+//!     start: Start::Oldest,
+//!     ..Default::default()
+//! })?;
+//! let mut publisher = bus.publisher("trade_events")?;
+//! let trade = TradeEvent {
+//!     trade_id: id("T-1")?, order_id: id("O-1")?, instrument_id: id("BTC-USDT")?,
+//!     price: 64_000.5, volume: 0.25, direction: Direction::Buy, timestamp: 0,
+//! };
+//! let loan = publisher.loan::<TradeEvent>()?;   // claims the next slot of the ring
+//! let seq = loan.write(&trade).commit();         // archived in place, then published
+//! let frame = sub.recv()?;                       // one copy out of the slot
+//! assert_eq!(frame.seq, seq);
+//! assert_eq!(frame.body::<TradeEvent>()?.price.to_native(), 64_000.5);
+//! # bus.remove_segments();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 //!
 //! A topic can instead use iceoryx2 ([`config::Transport::Iceoryx2`]) behind
 //! the same [`Publisher`] / [`Subscriber`] API.
@@ -46,7 +80,7 @@ pub struct ReadmeDoctests;
 
 pub use config::{Config, TopicConfig, TopicKind, Transport};
 pub use error::{Error, Result};
-pub use publisher::{GatingPolicy, PublisherOptions, ShmPublisher};
+pub use publisher::{GatingPolicy, Loan, LoanUninit, PublisherOptions, ShmPublisher};
 pub use segment::Segment;
 pub use subscriber::{Received, RecvError, ShmSubscriber, SubscriberOptions};
 pub use wait::WaitStrategy;
@@ -218,9 +252,8 @@ impl Bus {
 
 /// Publishes frames to a topic, over whichever transport it is configured
 /// with.
-// The shm variant is the hot path and keeps its frame buffer inline; the
-// iceoryx2 variant is boxed instead.
-#[allow(clippy::large_enum_variant)]
+// The iceoryx2 variant is boxed, so the shm variant (the hot path) stays
+// small and inline.
 #[derive(Debug)]
 pub enum Publisher {
     /// zerocast shared memory.
@@ -239,6 +272,21 @@ impl Publisher {
             Self::Shm(p) => p.publish(body),
             #[cfg(feature = "iceoryx2")]
             Self::Iox(p) => p.publish(body),
+        }
+    }
+
+    /// Lends the next slot of a shared-memory topic for one `B` frame,
+    /// written in place and committed (see [`ShmPublisher::loan`]). An
+    /// iceoryx2 topic has no ring slot to lend: use
+    /// [`publish`](Self::publish) there.
+    pub fn loan<B: Body>(&mut self) -> Result<LoanUninit<'_, B>> {
+        match self {
+            Self::Shm(p) => p.loan(),
+            #[cfg(feature = "iceoryx2")]
+            Self::Iox(_) => Err(Error::Iceoryx(
+                "loan is for shared-memory topics; publish to an iceoryx2 topic with publish()"
+                    .to_owned(),
+            )),
         }
     }
 

@@ -4,8 +4,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use zerocast_core::broadcast::{GatingCache, PublishError};
-use zerocast_core::frame::{self, Body, FrameBuf, Heartbeat};
+use zerocast_core::broadcast::{GatingCache, PublishError, SlotWrite};
+use zerocast_core::frame::{self, Body, FrameHeader, Heartbeat, HEADER_WORDS};
+use zerocast_core::storage::Raw;
 
 use crate::error::{Error, Result};
 use crate::layout::{current_owner, now_ns, store_name, PublisherEntry, FREE, MAX_PUBLISHERS};
@@ -74,8 +75,6 @@ pub struct ShmPublisher {
     seg: Arc<Segment>,
     entry: usize,
     cache: GatingCache,
-    buf: FrameBuf,
-    scratch: Vec<u64>,
     policy: GatingPolicy,
     heartbeats: HeartbeatSource,
     published: u64,
@@ -128,8 +127,6 @@ impl ShmPublisher {
             seg,
             entry,
             cache: GatingCache::default(),
-            buf: FrameBuf::default(),
-            scratch: Vec::new(),
             policy: options.gating,
             heartbeats: HeartbeatSource::new(&name),
             published: 0,
@@ -151,76 +148,142 @@ impl ShmPublisher {
         &self.seg
     }
 
-    /// Publishes one body and returns its topic sequence.
+    /// Publishes one body and returns its topic sequence: a
+    /// [`loan`](Self::loan) written with `body` and committed, so the body
+    /// is stored once, field by field, straight into the ring slot.
     #[inline]
     pub fn publish<B: Body>(&mut self, body: &B) -> Result<u64> {
-        let words = frame::encode(body, self.entry as u32, now_ns(), &mut self.buf.0)
-            .expect("FrameBuf holds any frame");
-        self.publish_buffered(words)
+        Ok(self.loan::<B>()?.write(body).commit())
     }
 
     /// Publishes `body` as a retransmission of sequence `original`: the
-    /// frame's reserved header word carries `original + 1`, so subscribers
+    /// frame header's retransmission mark
+    /// ([`FrameHeader::retransmit_of`]) names `original`, so subscribers
     /// can recognise a frame they already processed
     /// ([`Received::retransmit_of`](crate::Received::retransmit_of)).
     pub fn publish_retransmit<B: Body>(&mut self, body: &B, original: u64) -> Result<u64> {
-        let words = frame::encode(body, self.entry as u32, now_ns(), &mut self.buf.0)
-            .expect("FrameBuf holds any frame");
-        // Header bytes 24..32: the reserved word.
-        self.buf.0[3] = original + 1;
-        self.publish_buffered(words)
+        let mut loan = self.loan::<B>()?.write(body);
+        loan.0.retransmit_of = Some(original);
+        Ok(loan.commit())
+    }
+
+    /// Lends the slot of the topic's next sequence for one `B` frame: the
+    /// zero-copy publish. The sequence is claimed (waiting by the gating
+    /// policy, as [`publish`](Self::publish) does) and the slot marked being
+    /// written; [`LoanUninit::write`] stores the body's archived words
+    /// straight into the slot's atomics (no intermediate buffer), and
+    /// [`Loan::commit`] publishes it.
+    ///
+    /// Dropping the loan, written or not, without committing loses nothing
+    /// and wedges nothing: the slot is filled with a [`Heartbeat`] of this
+    /// publisher instead (the topic sequence is gapless, so the claimed
+    /// sequence must carry a frame; subscribers already pass heartbeats
+    /// by), and no subscriber sees `Lost` or a gap. A process killed while
+    /// it holds a loan is a publisher dead mid-publish: its sequence is
+    /// recorded in flight, and after the stall bound reads `Lost`.
+    ///
+    /// While the loan lives, subscribers reading its sequence wait for it
+    /// (they see nothing new), and a publisher a full ring later waits too:
+    /// hold it as briefly as a publish.
+    ///
+    /// Progress: as [`publish`](Self::publish) up to the loan's return;
+    /// writing and committing are wait-free.
+    ///
+    /// ```
+    /// # let dir = std::env::temp_dir().join(format!("zc-loan-doc-{}", std::process::id()));
+    /// # let seg = std::sync::Arc::new(zerocast_ipc::Segment::create(&dir, "doc", 8, 32)?);
+    /// use zerocast_core::frame::{id::id, Direction, TradeEvent};
+    /// use zerocast_ipc::{PublisherOptions, ShmPublisher};
+    /// # let mut publisher = ShmPublisher::new(seg, &PublisherOptions::default())?;
+    /// let trade = TradeEvent {
+    ///     trade_id: id("T-1").unwrap(),
+    ///     order_id: id("O-1").unwrap(),
+    ///     instrument_id: id("BTC-USDT").unwrap(),
+    ///     price: 64_000.5,
+    ///     volume: 0.25,
+    ///     direction: Direction::Buy,
+    ///     timestamp: 1,
+    /// };
+    /// let loan = publisher.loan::<TradeEvent>()?; // claims the next slot
+    /// let seq = loan.write(&trade).commit(); // written in place, published
+    /// assert_eq!(seq, 0);
+    /// # std::fs::remove_file(&dir).ok();
+    /// # Ok::<(), zerocast_ipc::Error>(())
+    /// ```
+    pub fn loan<B: Body>(&mut self) -> Result<LoanUninit<'_, B>> {
+        let words = frame::frame_words(B::KIND);
+        self.check_fits(words)?;
+        let seg: &Segment = &self.seg;
+        let entry = &seg.header().publishers[self.entry];
+        let mut waiting = WaitLimit::new(seg, self.policy);
+        let mut giving_up = StuckWait::new(seg);
+        let claim = seg.ring().claim_wait_with(
+            &mut self.cache,
+            || waiting.keep_waiting(),
+            // Relaxed: as in `claim_and_commit`.
+            |seq, _| entry.inflight.store(seq + 1, Ordering::Relaxed),
+            |older| giving_up.check(older),
+        );
+        let claim = match claim {
+            Ok(claim) => claim,
+            Err(e) => {
+                // Relaxed: as above.
+                entry.inflight.store(0, Ordering::Relaxed);
+                return Err(publish_error(seg, e));
+            }
+        };
+        let mut stuck = StuckWait::new(seg);
+        let slot = match claim.begin_write(|older| stuck.check(older)) {
+            Ok(slot) => slot,
+            Err(e) => {
+                // Relaxed: as above.
+                entry.inflight.store(0, Ordering::Relaxed);
+                return Err(Error::from(e));
+            }
+        };
+        Ok(LoanUninit(
+            LoanSlot {
+                slot: Some(slot),
+                seg,
+                entry,
+                id: self.entry as u32,
+                published: &mut self.published,
+                heartbeats: &mut self.heartbeats,
+                retransmit_of: None,
+            },
+            std::marker::PhantomData,
+        ))
     }
 
     /// Publishes an encoded frame (see [`frame::encode`]); word 0 is replaced
-    /// by the sequence.
+    /// by the sequence. The words are copied into the slot: with the
+    /// encoding, two copies of the body, where [`publish`](Self::publish)
+    /// and [`loan`](Self::loan) make one.
     #[inline]
     pub fn publish_words(&mut self, words: &[u64]) -> Result<u64> {
         self.check_fits(words.len())?;
         let result = claim_and_commit(&self.seg, self.entry, &mut self.cache, self.policy, words);
         if result.is_ok() {
-            self.after_publish(1);
+            self.published += 1;
+            after_publish(&self.seg, self.entry(), self.published);
         }
         result
-    }
-
-    /// Publishes the first `words` words of the internal buffer, in place.
-    #[inline]
-    fn publish_buffered(&mut self, words: usize) -> Result<u64> {
-        self.check_fits(words)?;
-        let frame = &self.buf.0[..words];
-        let result = claim_and_commit(&self.seg, self.entry, &mut self.cache, self.policy, frame);
-        if result.is_ok() {
-            self.after_publish(1);
-        }
-        result
-    }
-
-    /// Counts `n` frames in the publisher table and wakes sleepers.
-    #[inline(always)]
-    fn after_publish(&mut self, n: u64) {
-        self.published += n;
-        // Relaxed: a counter for monitors.
-        self.entry()
-            .published
-            .store(self.published, Ordering::Relaxed);
-        self.wake();
     }
 
     /// Publishes `bodies` with one claim of consecutive sequences; returns the
-    /// first. Subscribers see them in order with nothing between.
+    /// first. Subscribers see them in order with nothing between. Each body
+    /// is written in place into its slot, as [`loan`](Self::loan) writes
+    /// one: no intermediate buffer.
     pub fn publish_batch<B: Body>(&mut self, bodies: &[B]) -> Result<u64> {
         let words = frame::frame_words(B::KIND);
         self.check_fits(words)?;
-        let now = now_ns();
-        self.scratch.resize(bodies.len() * words, 0);
-        for (body, out) in bodies.iter().zip(self.scratch.chunks_exact_mut(words)) {
-            frame::encode(body, self.entry as u32, now, out).expect("sized above");
-        }
-        let ring = self.seg.ring();
-        let entry = &self.seg.header().publishers[self.entry];
-        let mut waiting = WaitLimit::new(&self.seg, self.policy);
-        let mut giving_up = StuckWait::new(&self.seg);
-        let claim = match ring.claim_batch_wait_with(
+        let header = FrameHeader::new(B::KIND, self.entry as u32, now_ns()).to_words();
+        let seg: &Segment = &self.seg;
+        let ring = seg.ring();
+        let entry = &seg.header().publishers[self.entry];
+        let mut waiting = WaitLimit::new(seg, self.policy);
+        let mut giving_up = StuckWait::new(seg);
+        let mut claim = match ring.claim_batch_wait_with(
             &mut self.cache,
             bodies.len(),
             || waiting.keep_waiting(),
@@ -230,16 +293,32 @@ impl ShmPublisher {
             Ok(claim) => claim,
             Err(e) => {
                 clear_inflight(entry);
-                return Err(publish_error(&self.seg, e));
+                return Err(publish_error(seg, e));
             }
         };
-        let mut stuck = StuckWait::new(&self.seg);
-        // `commit_with` marks whatever it does not write lost itself (with
-        // `stuck`), so the claim's drop never waits without a way out.
-        let result = claim.commit_with(&self.scratch, words, |older| stuck.check(older));
+        let first = claim.first();
+        let mut stuck = StuckWait::new(seg);
+        let mut result = Ok(first);
+        for body in bodies {
+            // Every claimed sequence is begun here (one per body), so the
+            // claim's drop has nothing left to mark; a slot a supervisor
+            // declared lost first is skipped, as `commit_with` would.
+            let Some(slot) = claim.begin_next(|older| stuck.check(older)) else {
+                break;
+            };
+            match slot {
+                Ok(slot) => {
+                    store_frame(&slot, &header, body);
+                    slot.commit();
+                }
+                Err(e) => result = Err(Error::from(e)),
+            }
+        }
+        drop(claim);
         clear_inflight(entry);
         let first = result?;
-        self.after_publish(bodies.len() as u64);
+        self.published += bodies.len() as u64;
+        after_publish(seg, entry, self.published);
         Ok(first)
     }
 
@@ -285,26 +364,6 @@ impl ShmPublisher {
         }
         Ok(())
     }
-
-    /// Wakes subscribers sleeping on the segment's futex, if any.
-    #[inline(always)]
-    fn wake(&self) {
-        let h = self.seg.header();
-        // SeqCst fence: pairs with the SeqCst fence in a blocking subscriber's
-        // `sleep`. Our commit (a Release store) is ordered before the load
-        // below, so either we see the sleeper's increment, or its re-check
-        // after its fence sees our frame. (The ring's commit is a plain store
-        // precisely so that the ring costs no locked instruction; this fence
-        // is where the ipc layer pays for waking sleepers.)
-        std::sync::atomic::fence(Ordering::SeqCst);
-        // SeqCst: as the fence above.
-        if h.sleepers.load(Ordering::SeqCst) != 0 {
-            // SeqCst: a sleeper that read the old value returns from
-            // FUTEX_WAIT at once.
-            h.wake_seq.fetch_add(1, Ordering::SeqCst);
-            futex_wake(&h.wake_seq);
-        }
-    }
 }
 
 impl Drop for ShmPublisher {
@@ -316,6 +375,177 @@ impl Drop for ShmPublisher {
 }
 
 const _: () = assert!(MAX_PUBLISHERS <= u32::MAX as usize);
+
+/// Counts frames in the publisher table (`published`, this publisher's
+/// running total) and wakes sleeping subscribers.
+#[inline(always)]
+fn after_publish(seg: &Segment, entry: &PublisherEntry, published: u64) {
+    // Relaxed: a counter for monitors.
+    entry.published.store(published, Ordering::Relaxed);
+    wake(seg);
+}
+
+/// Wakes subscribers sleeping on the segment's futex, if any.
+#[inline(always)]
+fn wake(seg: &Segment) {
+    let h = seg.header();
+    // SeqCst fence: pairs with the SeqCst fence in a blocking subscriber's
+    // `sleep`. Our commit (a Release store) is ordered before the load
+    // below, so either we see the sleeper's increment, or its re-check
+    // after its fence sees our frame. (The ring's commit is a plain store
+    // precisely so that the ring costs no locked instruction; this fence
+    // is where the ipc layer pays for waking sleepers.)
+    std::sync::atomic::fence(Ordering::SeqCst);
+    // SeqCst: as the fence above.
+    if h.sleepers.load(Ordering::SeqCst) != 0 {
+        // SeqCst: a sleeper that read the old value returns from
+        // FUTEX_WAIT at once.
+        h.wake_seq.fetch_add(1, Ordering::SeqCst);
+        futex_wake(&h.wake_seq);
+    }
+}
+
+/// A slot of a segment's ring being written in place.
+type ShmSlot<'a> =
+    SlotWrite<'a, Raw<zerocast_core::broadcast::BroadcastHeader, std::sync::atomic::AtomicU64>>;
+
+/// Stores a whole frame into `slot` in place: header words 1.. (word 0 is
+/// the sequence the ring stored) and the body's archived words, each one
+/// Relaxed store into the slot's atomics.
+#[inline(always)]
+fn store_frame<B: Body>(slot: &ShmSlot<'_>, header: &[u64; HEADER_WORDS], body: &B) {
+    for (i, w) in header.iter().enumerate().skip(1) {
+        slot.store(i, *w);
+    }
+    body.archived_words(|i, w| slot.store(HEADER_WORDS + i, w));
+}
+
+/// What a loan holds, typed or not: the slot being written and the
+/// publisher state its commit (or drop) updates.
+struct LoanSlot<'p> {
+    /// `None` once committed.
+    slot: Option<ShmSlot<'p>>,
+    seg: &'p Segment,
+    entry: &'p PublisherEntry,
+    id: u32,
+    published: &'p mut u64,
+    heartbeats: &'p mut HeartbeatSource,
+    retransmit_of: Option<u64>,
+}
+
+impl LoanSlot<'_> {
+    fn seq(&self) -> u64 {
+        self.slot.as_ref().map_or(0, |s| s.seq())
+    }
+
+    /// Stamps the header (now), commits, and does the publisher's
+    /// bookkeeping. Returns the sequence.
+    fn commit(&mut self, kind: frame::MessageKind) -> u64 {
+        let slot = self.slot.take().expect("a loan commits once");
+        let mut header = FrameHeader::new(kind, self.id, now_ns());
+        if let Some(original) = self.retransmit_of {
+            header = header.with_retransmit_of(original);
+        }
+        for (i, w) in header.to_words().iter().enumerate().skip(1) {
+            slot.store(i, *w);
+        }
+        let seq = slot.commit();
+        // Relaxed: as in `claim_and_commit`.
+        self.entry.inflight.store(0, Ordering::Relaxed);
+        *self.published += 1;
+        after_publish(self.seg, self.entry, *self.published);
+        seq
+    }
+}
+
+impl Drop for LoanSlot<'_> {
+    fn drop(&mut self) {
+        let Some(slot) = &self.slot else {
+            return;
+        };
+        // Not committed: the claimed sequence carries a heartbeat instead,
+        // so the topic stays gapless and nobody is told of a loss. Every
+        // slot holds a heartbeat (topic slots are sized for one).
+        let hb = self.heartbeats.next();
+        hb.archived_words(|i, w| slot.store(HEADER_WORDS + i, w));
+        self.retransmit_of = None;
+        self.commit(frame::MessageKind::Heartbeat);
+        // Relaxed: a timestamp for monitors.
+        self.entry.heartbeat_ns.store(now_ns(), Ordering::Relaxed);
+    }
+}
+
+/// A slot lent by [`ShmPublisher::loan`], not yet written: write it with
+/// [`write`](Self::write). Dropping it publishes a heartbeat in its place
+/// (see [`ShmPublisher::loan`]).
+#[must_use = "dropping a loan publishes a heartbeat in its place"]
+pub struct LoanUninit<'p, B: Body>(LoanSlot<'p>, std::marker::PhantomData<fn(&B)>);
+
+impl<B: Body> std::fmt::Debug for LoanUninit<'_, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoanUninit")
+            .field("seq", &self.seq())
+            .finish()
+    }
+}
+
+impl<'p, B: Body> LoanUninit<'p, B> {
+    /// The topic sequence the frame will have.
+    pub fn seq(&self) -> u64 {
+        self.0.seq()
+    }
+
+    /// Stores `body` straight into the slot: its archived words, computed
+    /// field by field ([`Body::archived_words`]), each one store into the
+    /// slot's shared atomics. The one copy of the body on the publish side.
+    #[inline]
+    pub fn write(self, body: &B) -> Loan<'p, B> {
+        let mut loan = Loan(self.0, std::marker::PhantomData);
+        loan.write(body);
+        loan
+    }
+}
+
+/// A lent slot holding a written body: publish it with
+/// [`commit`](Self::commit). Dropping it publishes a heartbeat in its place
+/// instead (see [`ShmPublisher::loan`]).
+#[must_use = "dropping a loan publishes a heartbeat in its place"]
+pub struct Loan<'p, B: Body>(LoanSlot<'p>, std::marker::PhantomData<fn(&B)>);
+
+impl<B: Body> std::fmt::Debug for Loan<'_, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loan").field("seq", &self.seq()).finish()
+    }
+}
+
+impl<B: Body> Loan<'_, B> {
+    /// The topic sequence the frame will have.
+    pub fn seq(&self) -> u64 {
+        self.0.seq()
+    }
+
+    /// Writes `body` over the one written before, in place.
+    #[inline]
+    pub fn write(&mut self, body: &B) -> &mut Self {
+        if let Some(slot) = &self.0.slot {
+            body.archived_words(|i, w| slot.store(HEADER_WORDS + i, w));
+        }
+        self
+    }
+
+    /// Publishes the frame (its header is stamped now) and returns its
+    /// sequence. Wait-free.
+    #[inline]
+    pub fn commit(mut self) -> u64 {
+        self.0.commit(B::KIND)
+    }
+
+    /// Another name for [`commit`](Self::commit), as iceoryx2 calls it.
+    #[inline]
+    pub fn send(self) -> u64 {
+        self.commit()
+    }
+}
 
 /// How long a publish may still wait for a gating subscriber, and the
 /// liveness checks while it does. The clock is read only once a wait has

@@ -39,8 +39,10 @@ const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Fewest payload words a slot may have: a frame header.
 pub const MIN_PAYLOAD_WORDS: usize = zerocast_core::frame::HEADER_LEN / 8;
-/// Most payload words a slot may have.
-pub const MAX_PAYLOAD_WORDS: usize = 4096;
+/// Most payload words a slot may have: the largest frame
+/// ([`MAX_FRAME_WORDS`](zerocast_core::frame::MAX_FRAME_WORDS)), the bus's
+/// one payload size limit. Words past it would never be written or read.
+pub const MAX_PAYLOAD_WORDS: usize = zerocast_core::frame::MAX_FRAME_WORDS;
 /// Largest ring capacity a segment may have.
 pub const MAX_CAPACITY: u64 = 1 << 32;
 

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use zerocast_core::broadcast::{ReadCursor, Start, TryRecvError};
 use zerocast_core::frame::{
-    self, ArchivedFrameHeader, Body, FrameBuf, FrameError, FrameRef, MessageKind, MAX_FRAME_WORDS,
+    self, ArchivedFrameHeader, Body, FrameBuf, FrameError, FrameHeader, FrameRef, MessageKind,
+    MAX_FRAME_WORDS,
 };
 
 use crate::error::{Error, Result};
@@ -125,32 +126,29 @@ impl<'a> Received<'a> {
         frame::decode::<B>(self.bytes).map(|(_, b)| b)
     }
 
+    /// The frame's header, if the bytes hold one (only a corrupt segment
+    /// has a slot too short for it). Not validated: see
+    /// [`parse`](Self::parse) for that.
+    pub fn header(&self) -> Option<FrameHeader> {
+        FrameHeader::read(self.bytes)
+    }
+
     /// The frame's kind, if the header names a known one.
     pub fn kind(&self) -> Option<MessageKind> {
-        // Bytes 20..22 of the header: the kind, little-endian. A slot too
-        // short for a header (only a corrupt segment has one) has no kind.
-        let kind = self.bytes.get(20..22)?;
-        MessageKind::from_u16(u16::from_le_bytes([kind[0], kind[1]]))
+        self.header()?.message_kind()
     }
 
-    /// Header word `i` (bytes `8 * i ..`), 0 if the frame is too short.
-    fn header_word(&self, i: usize) -> u64 {
-        self.bytes
-            .get(8 * i..8 * i + 8)
-            .and_then(|b| b.try_into().ok())
-            .map_or(0, u64::from_le_bytes)
-    }
-
-    /// On a shared-memory topic, the sequence this frame retransmits, if it
-    /// is a retransmission (see `ShmPublisher::publish_retransmit`).
+    /// The sequence this frame retransmits, if it is a retransmission (see
+    /// `ShmPublisher::publish_retransmit`; iceoryx2 publishers never mark
+    /// one).
     pub fn retransmit_of(&self) -> Option<u64> {
-        // Header bytes 24..32: the reserved word.
-        self.header_word(3).checked_sub(1)
+        self.header()?.retransmit_of()
     }
 
-    /// Publish time from the header, ns since the Unix epoch.
+    /// Publish time from the header, ns since the Unix epoch (0 if the
+    /// bytes hold no header).
     pub fn publish_ns(&self) -> u64 {
-        self.header_word(1)
+        self.header().map_or(0, |h| h.publish_ns)
     }
 }
 

@@ -885,3 +885,117 @@ fn gating_registration_racing_the_last_leave_is_never_overrun() {
         assert!(!ring.claims_are_checked());
     });
 }
+
+/// Writes the frame of a claimed sequence in place, word by word, through a
+/// `SlotWrite` (the loan path of the ipc publisher), and commits it.
+fn publish_in_place(
+    ring: &Broadcast<impl BroadcastStorage>,
+    cache: &mut GatingCache,
+) -> Result<u64, PublishError> {
+    let slot = ring
+        .try_claim(cache)?
+        .begin_write(|_| thread::yield_now())?;
+    let f = frame(slot.seq());
+    for (i, w) in f.iter().enumerate().skip(1) {
+        slot.store(i, *w);
+    }
+    Ok(slot.commit())
+}
+
+#[test]
+fn broadcast_in_place_writes_never_tear_a_lapped_reader() {
+    model(|| {
+        let ring = Arc::new(Broadcast::with_capacity(2, 3).unwrap());
+        let total = 3;
+        let producer_ring = Arc::clone(&ring);
+        let producer = thread::spawn(move || {
+            let mut cache = GatingCache::default();
+            for _ in 0..total {
+                publish_in_place(&producer_ring, &mut cache).unwrap();
+            }
+        });
+        let (received, lagged) = drain(&ring, Start::At(0), total);
+        assert_eq!(received + lagged, total);
+        producer.join().unwrap();
+    });
+}
+
+/// A slot write dropped half-way reads as `Lost` to a concurrent reader,
+/// never as its partial words, and the next lap of its slot takes its turn.
+#[test]
+fn broadcast_dropped_in_place_write_reads_lost_and_hands_the_slot_on() {
+    model(|| {
+        let ring = Arc::new(Broadcast::with_capacity(2, 3).unwrap());
+        let producer_ring = Arc::clone(&ring);
+        let producer = thread::spawn(move || {
+            let mut cache = GatingCache::default();
+            let slot = producer_ring
+                .try_claim(&mut cache)
+                .unwrap()
+                .begin_write(|_| thread::yield_now())
+                .unwrap();
+            slot.store(1, 0xBAD);
+            drop(slot);
+            // Sequence 2 takes slot 0 after the dropped write.
+            for _ in 0..2 {
+                publish_in_place(&producer_ring, &mut cache).unwrap();
+            }
+        });
+        let mut cursor = ring.cursor(Start::At(0));
+        let mut out = [0u64; 3];
+        let (mut lost, mut seen) = (0, 0);
+        while cursor.next() < 3 {
+            match ring.try_recv(&mut cursor, &mut out) {
+                Ok(seq) => {
+                    assert_ne!(seq, 0, "the dropped write was delivered");
+                    assert_intact(seq, &out);
+                    seen += 1;
+                }
+                Err(TryRecvError::Lost(seq)) => {
+                    assert_eq!(seq, 0);
+                    lost += 1;
+                }
+                Err(TryRecvError::Lagged(n)) => seen += n,
+                Err(TryRecvError::Empty | TryRecvError::Pending(_)) => thread::yield_now(),
+            }
+        }
+        assert_eq!(lost + seen, 3);
+        producer.join().unwrap();
+    });
+}
+
+/// A supervisor declares a live in-place writer's sequence lost (it took
+/// the writer for dead) and the next lap takes the slot before the writer
+/// gives up: the writer's drop must leave the next lap's stamp alone (a
+/// compare-and-swap, not a store), or readers of that lap would wait on a
+/// stale stamp forever.
+#[test]
+fn broadcast_dropped_write_never_clobbers_the_next_lap() {
+    model(|| {
+        let ring = Arc::new(Broadcast::with_capacity(2, 3).unwrap());
+        let mut cache = GatingCache::default();
+        let slot = ring
+            .try_claim(&mut cache)
+            .unwrap()
+            .begin_write(|_| thread::yield_now())
+            .unwrap();
+        assert_eq!(slot.seq(), 0);
+        let other_ring = Arc::clone(&ring);
+        let other = thread::spawn(move || {
+            let mut cache = GatingCache::default();
+            // Lost, or AlreadyLost if the writer's drop came first.
+            assert!(matches!(
+                other_ring.declare_lost(0),
+                Ok(Declared::Lost | Declared::AlreadyLost)
+            ));
+            assert_eq!(publish(&other_ring, &mut cache), Ok(1));
+            assert_eq!(publish(&other_ring, &mut cache), Ok(2));
+        });
+        drop(slot);
+        other.join().unwrap();
+        let mut cursor = ring.cursor(Start::At(2));
+        let mut out = [0u64; 3];
+        assert_eq!(ring.try_recv(&mut cursor, &mut out), Ok(2));
+        assert_intact(2, &out);
+    });
+}

@@ -33,11 +33,8 @@ pub struct RecorderStats {
 /// Length of the frame at the start of a slot's bytes (header + body, as
 /// the header says; all of `bytes` if shorter).
 pub fn frame_len(bytes: &[u8]) -> usize {
-    let [.., a, b] = bytes.get(..24).unwrap_or(&[]) else {
-        return bytes.len();
-    };
-    let body = u16::from_le_bytes([*a, *b]) as usize;
-    (zerocast_core::frame::HEADER_LEN + body).min(bytes.len())
+    zerocast_core::frame::FrameHeader::read(bytes)
+        .map_or(bytes.len(), |h| h.frame_len().min(bytes.len()))
 }
 
 /// Why recording stopped.

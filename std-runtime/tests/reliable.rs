@@ -450,3 +450,46 @@ fn regression_reliable_timeout_of_duration_max_does_not_overflow() {
         assert_eq!(seq.expect("publish_reliable panicked").unwrap(), 0);
     });
 }
+
+/// Regression: on iceoryx2 the frame header's word 3 carried the
+/// publisher's start time, which `Received::retransmit_of` read as a
+/// retransmission mark, so an `Acker` took every frame after the first for
+/// a duplicate of it. Every frame over an iceoryx2 topic is an original,
+/// processed once and acked.
+#[cfg(feature = "iceoryx2")]
+#[test]
+fn regression_acker_on_iceoryx2_topic_acks_every_frame() {
+    let mut topic = TopicConfig::new("orders", 1 << 20, TopicKind::Any);
+    topic.transport = zerocast_ipc::Transport::Iceoryx2;
+    let bus = Bus::new(Config {
+        namespace: format!("rel{}-iox", std::process::id()),
+        topics: vec![topic],
+    });
+    let mut sub = bus
+        .subscriber(
+            "orders",
+            SubscriberOptions {
+                start: Start::Oldest,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let mut acker = Acker::new(&bus, "orders", "iox-acker").unwrap();
+    let mut publisher = bus.publisher("orders").unwrap();
+    const N: u64 = 20;
+    for n in 0..N {
+        publisher.publish(&beat(n)).unwrap();
+    }
+    let mut processed = Vec::new();
+    while processed.len() < N as usize {
+        let f = sub.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(f.retransmit_of(), None, "frame {} is an original", f.seq);
+        if !acker.is_duplicate(&f) {
+            processed.push(f.seq);
+        }
+        acker.handled(&f);
+    }
+    assert_eq!(processed, (0..N).collect::<Vec<_>>());
+    assert_eq!(acker.acked_up_to(), N);
+    let _ = std::fs::remove_file(bus.config().ack_path("orders"));
+}

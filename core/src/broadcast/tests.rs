@@ -1131,3 +1131,90 @@ fn regression_adopt_gating_below_the_held_position_never_moves_it_back() {
     assert_eq!(ring.gating_position(index), Some(5));
     ring.unregister_gating(&mut adopted);
 }
+
+/// A slot written in place and committed reads back exactly, sequence in
+/// word 0 and the stored words after it.
+#[test]
+fn slot_write_in_place_delivers_the_stored_words() {
+    let ring = Broadcast::with_capacity(4, PAYLOAD).unwrap();
+    let mut cache = GatingCache::default();
+    let mut cursor = ring.cursor(Start::Oldest);
+    for round in 0..iters(20) {
+        let w = ring
+            .try_claim(&mut cache)
+            .unwrap()
+            .begin_write(|_| {})
+            .unwrap();
+        assert_eq!(w.len(), PAYLOAD);
+        let seq = w.seq();
+        // Out-of-range and sequence-word stores are ignored.
+        w.store(0, 12345);
+        w.store(PAYLOAD, 1);
+        for (i, word) in frame(seq).iter().enumerate().skip(1) {
+            w.store(i, *word);
+        }
+        assert_eq!(w.commit(), round);
+        let mut out = [0u64; PAYLOAD];
+        assert_eq!(ring.try_recv(&mut cursor, &mut out), Ok(seq));
+        check_frame(seq, &out);
+    }
+}
+
+/// A slot write dropped half-way reads as `Lost` (never as a torn frame),
+/// and the slot passes to the next lap: publishing continues through it.
+#[test]
+fn slot_write_dropped_reads_lost_and_the_next_lap_writes() {
+    let ring = Broadcast::with_capacity(2, PAYLOAD).unwrap();
+    let mut cache = GatingCache::default();
+    let mut cursor = ring.cursor(Start::Oldest);
+    let w = ring
+        .try_claim(&mut cache)
+        .unwrap()
+        .begin_write(|_| {})
+        .unwrap();
+    w.store(1, 0xBAD);
+    let mut out = [0u64; PAYLOAD];
+    assert_eq!(
+        ring.try_recv(&mut cursor, &mut out),
+        Err(TryRecvError::Pending(0))
+    );
+    drop(w);
+    assert_eq!(
+        ring.try_recv(&mut cursor, &mut out),
+        Err(TryRecvError::Lost(0))
+    );
+    for seq in 1..5 {
+        assert_eq!(ring.try_publish(&mut cache, &frame(seq)), Ok(seq));
+        assert_eq!(ring.try_recv(&mut cursor, &mut out), Ok(seq));
+        check_frame(seq, &out);
+    }
+}
+
+/// A batch written slot by slot in place: every frame in order, and a
+/// batch claim dropped after handing out some slots marks only the rest.
+#[test]
+fn batch_claim_written_in_place_slot_by_slot() {
+    let ring = Broadcast::with_capacity(8, PAYLOAD).unwrap();
+    let mut cache = GatingCache::default();
+    let mut cursor = ring.cursor(Start::Oldest);
+    let mut claim = ring.claim_batch_wait(&mut cache, 3, || false).unwrap();
+    for _ in 0..2 {
+        let w = claim.begin_next(|_| {}).unwrap().unwrap();
+        let seq = w.seq();
+        for (i, word) in frame(seq).iter().enumerate().skip(1) {
+            w.store(i, *word);
+        }
+        w.commit();
+    }
+    drop(claim);
+    let mut out = [0u64; PAYLOAD];
+    for seq in 0..2 {
+        assert_eq!(ring.try_recv(&mut cursor, &mut out), Ok(seq));
+        check_frame(seq, &out);
+    }
+    assert_eq!(
+        ring.try_recv(&mut cursor, &mut out),
+        Err(TryRecvError::Lost(2))
+    );
+    assert_eq!(ring.try_publish(&mut cache, &frame(3)), Ok(3));
+}

@@ -104,8 +104,100 @@ pub struct FrameHeader {
     pub kind: u16,
     /// Length of the archived body in bytes.
     pub body_len: u16,
-    /// Reserved, zero.
-    pub reserved: u64,
+    /// Retransmission mark, its one meaning on every transport: 0 for an
+    /// original frame, `s + 1` for a retransmission of sequence `s` (see
+    /// [`FrameHeader::retransmit_of`]).
+    pub retransmit: u64,
+}
+
+/// Size of the archived header in 8-byte words.
+pub const HEADER_WORDS: usize = HEADER_LEN / 8;
+
+impl FrameHeader {
+    /// The header of a frame carrying a body of `kind`, not a
+    /// retransmission, with `seq` 0 (the ring writes the sequence).
+    pub const fn new(kind: MessageKind, publisher_id: u32, publish_ns: u64) -> Self {
+        Self {
+            seq: 0,
+            publish_ns,
+            publisher_id,
+            kind: kind as u16,
+            body_len: kind.body_len() as u16,
+            retransmit: 0,
+        }
+    }
+
+    /// The archived header as little-endian words, exactly the bytes
+    /// [`encode`] writes (word 0 `seq`, word 1 `publish_ns`, word 2
+    /// `publisher_id | kind << 32 | body_len << 48`, word 3 `retransmit`).
+    pub const fn to_words(&self) -> [u64; HEADER_WORDS] {
+        [
+            self.seq,
+            self.publish_ns,
+            self.publisher_id as u64 | (self.kind as u64) << 32 | (self.body_len as u64) << 48,
+            self.retransmit,
+        ]
+    }
+
+    /// The header from its archived words (the inverse of
+    /// [`to_words`](Self::to_words)). Every bit pattern is a header; whether
+    /// its kind and length are valid is [`decode`]'s business.
+    pub const fn from_words(words: [u64; HEADER_WORDS]) -> Self {
+        Self {
+            seq: words[0],
+            publish_ns: words[1],
+            publisher_id: words[2] as u32,
+            kind: (words[2] >> 32) as u16,
+            body_len: (words[2] >> 48) as u16,
+            retransmit: words[3],
+        }
+    }
+
+    /// The header at the start of `bytes` (any alignment), or `None` if
+    /// `bytes` is shorter than [`HEADER_LEN`]. The one reader of header
+    /// fields from raw bytes: nothing outside this module knows their
+    /// offsets.
+    pub fn read(bytes: &[u8]) -> Option<Self> {
+        let head = bytes.get(..HEADER_LEN)?;
+        let mut words = [0u64; HEADER_WORDS];
+        for (w, b) in words.iter_mut().zip(head.chunks_exact(8)) {
+            let mut le = [0u8; 8];
+            le.copy_from_slice(b);
+            *w = u64::from_le_bytes(le);
+        }
+        Some(Self::from_words(words))
+    }
+
+    /// The header in the first [`HEADER_WORDS`] of `words`, or `None` if
+    /// there are fewer.
+    pub fn read_words(words: &[u64]) -> Option<Self> {
+        let head = words.get(..HEADER_WORDS)?;
+        let mut w = [0u64; HEADER_WORDS];
+        w.copy_from_slice(head);
+        Some(Self::from_words(w))
+    }
+
+    /// The header's kind, if it names a known one.
+    pub const fn message_kind(&self) -> Option<MessageKind> {
+        MessageKind::from_u16(self.kind)
+    }
+
+    /// The sequence this frame retransmits, if it is a retransmission.
+    pub const fn retransmit_of(&self) -> Option<u64> {
+        self.retransmit.checked_sub(1)
+    }
+
+    /// Marks the header as a retransmission of sequence `original`.
+    pub const fn with_retransmit_of(mut self, original: u64) -> Self {
+        self.retransmit = original.wrapping_add(1);
+        self
+    }
+
+    /// Header plus body length in bytes, as the header says (not checked
+    /// against the kind).
+    pub const fn frame_len(&self) -> usize {
+        HEADER_LEN + self.body_len as usize
+    }
 }
 
 /// Size of the archived header in bytes.
@@ -127,8 +219,13 @@ pub const MAX_BODY_LEN: usize = {
     max
 };
 
-/// Largest frame of any kind, in 8-byte words.
+/// Largest frame of any kind, in 8-byte words: the one payload size limit
+/// of the bus (a segment's slots hold at most this many payload words, a
+/// WAL record at most [`MAX_FRAME_LEN`] bytes of frame).
 pub const MAX_FRAME_WORDS: usize = (HEADER_LEN + MAX_BODY_LEN).div_ceil(8);
+
+/// Largest frame of any kind, in bytes ([`MAX_FRAME_WORDS`] words).
+pub const MAX_FRAME_LEN: usize = MAX_FRAME_WORDS * 8;
 
 /// Frame size in 8-byte words for a body kind.
 pub const fn frame_words(kind: MessageKind) -> usize {
@@ -146,22 +243,100 @@ pub trait Body:
 {
     /// Its kind.
     const KIND: MessageKind;
+
+    /// Calls `store(i, word)` once for each word `i` in
+    /// `0 .. body_words(Self::KIND)` with the archived body's word `i`:
+    /// the bytes [`encode`] writes after the header, as little-endian words,
+    /// padding zero. Computed field by field with no buffer, so that a
+    /// caller can store each word straight into a ring slot's atomics (the
+    /// loan path of the ipc publisher).
+    fn archived_words(&self, store: impl FnMut(usize, u64));
 }
+
+/// Stores the words of a NUL-padded id (a multiple of 8 bytes long) from
+/// word `at` on; returns the word after it.
+#[inline(always)]
+fn id_words<const N: usize>(id: &[u8; N], at: usize, store: &mut impl FnMut(usize, u64)) -> usize {
+    const { assert!(N % 8 == 0) };
+    let mut i = at;
+    for chunk in id.chunks_exact(8) {
+        let mut le = [0u8; 8];
+        le.copy_from_slice(chunk);
+        store(i, u64::from_le_bytes(le));
+        i += 1;
+    }
+    i
+}
+
+// The word layouts below follow each body's `#[repr(C)]` field order (the
+// archived form has the same layout, little-endian); the test
+// `archived_words_equal_rkyv_encoding` checks them against rkyv's bytes.
 
 impl Body for TradeEvent {
     const KIND: MessageKind = MessageKind::Trade;
+
+    #[inline]
+    fn archived_words(&self, mut store: impl FnMut(usize, u64)) {
+        let i = id_words(&self.trade_id, 0, &mut store);
+        let i = id_words(&self.order_id, i, &mut store);
+        let i = id_words(&self.instrument_id, i, &mut store);
+        store(i, self.price.to_bits());
+        store(i + 1, self.volume.to_bits());
+        // One discriminant byte, seven padding bytes (zero).
+        store(i + 2, self.direction as u8 as u64);
+        store(i + 3, self.timestamp as u64);
+    }
 }
 impl Body for AccountUpdate {
     const KIND: MessageKind = MessageKind::Account;
+
+    #[inline]
+    fn archived_words(&self, mut store: impl FnMut(usize, u64)) {
+        let i = id_words(&self.user_id, 0, &mut store);
+        store(i, self.balance.to_bits());
+        store(i + 1, self.available.to_bits());
+        store(i + 2, self.margin.to_bits());
+        store(i + 3, self.timestamp as u64);
+    }
 }
 impl Body for MarketL2 {
     const KIND: MessageKind = MessageKind::L2;
+
+    #[inline]
+    fn archived_words(&self, mut store: impl FnMut(usize, u64)) {
+        let mut i = id_words(&self.instrument_id, 0, &mut store);
+        for level in self.bids.iter().chain(&self.asks) {
+            store(i, level.price.to_bits());
+            store(i + 1, level.volume.to_bits());
+            i += 2;
+        }
+        store(i, self.timestamp as u64);
+    }
 }
 impl Body for Heartbeat {
     const KIND: MessageKind = MessageKind::Heartbeat;
+
+    #[inline]
+    fn archived_words(&self, mut store: impl FnMut(usize, u64)) {
+        let i = id_words(&self.publisher_id, 0, &mut store);
+        store(i, self.sequence);
+        store(i + 1, self.timestamp as u64);
+    }
 }
 impl Body for Ack {
     const KIND: MessageKind = MessageKind::Ack;
+
+    #[inline]
+    fn archived_words(&self, mut store: impl FnMut(usize, u64)) {
+        store(0, self.sequence);
+        let i = id_words(&self.subscriber_id, 1, &mut store);
+        store(i, self.timestamp as u64);
+    }
+}
+
+/// Words of the archived body of `kind` (its bytes rounded up to words).
+pub const fn body_words(kind: MessageKind) -> usize {
+    kind.body_len().div_ceil(8)
 }
 
 /// Why bytes are not a valid frame.
@@ -282,14 +457,7 @@ pub fn encode<B: Body>(
             available: out.len() * 8,
         });
     }
-    let header = FrameHeader {
-        seq: 0,
-        publish_ns,
-        publisher_id,
-        kind: B::KIND as u16,
-        body_len: B::KIND.body_len() as u16,
-        reserved: 0,
-    };
+    let header = FrameHeader::new(B::KIND, publisher_id, publish_ns);
     let bytes = words_as_bytes_mut(&mut out[..words]);
     let (head, rest) = bytes.split_at_mut(HEADER_LEN);
     let too_small = FrameError::BufferTooSmall {

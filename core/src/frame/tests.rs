@@ -163,3 +163,94 @@ fn unchecked_view_matches_checked() {
     let (_, slow) = decode::<TradeEvent>(buf.bytes()).unwrap();
     assert_eq!(fast.volume, slow.volume);
 }
+
+/// Every body's field-by-field words (the loan path) are exactly the bytes
+/// rkyv archives (the `encode` path), and the header's words are its
+/// archived bytes.
+#[test]
+fn archived_words_equal_rkyv_encoding() {
+    fn check<B: Body>(body: &B) {
+        let buf = encoded(body);
+        let mut words = [u64::MAX; MAX_FRAME_WORDS];
+        let header = FrameHeader::new(B::KIND, 9, 123);
+        words[..HEADER_WORDS].copy_from_slice(&header.to_words());
+        let mut stored = 0;
+        body.archived_words(|i, w| {
+            words[HEADER_WORDS + i] = w;
+            stored += 1;
+        });
+        assert_eq!(stored, body_words(B::KIND), "{:?}", B::KIND);
+        let n = frame_words(B::KIND);
+        assert_eq!(words[..n], buf.0[..n], "{:?}", B::KIND);
+        assert_eq!(FrameHeader::read(buf.bytes()), Some(header));
+        assert_eq!(FrameHeader::read_words(&buf.0), Some(header));
+    }
+    check(&trade());
+    check(&TradeEvent {
+        direction: Direction::Buy,
+        price: -0.0,
+        ..trade()
+    });
+    check(&AccountUpdate {
+        user_id: id("user-1").unwrap(),
+        balance: 10.0,
+        available: 7.5,
+        margin: 2.5,
+        timestamp: -5,
+    });
+    let mut l2 = MarketL2 {
+        instrument_id: id("ETH-USDT").unwrap(),
+        bids: [Level::default(); L2_DEPTH],
+        asks: [Level::default(); L2_DEPTH],
+        timestamp: 77,
+    };
+    for i in 0..L2_DEPTH {
+        l2.bids[i] = Level {
+            price: 100.0 - i as f64,
+            volume: i as f64,
+        };
+        l2.asks[i] = Level {
+            price: 101.0 + i as f64,
+            volume: 2.0 * i as f64,
+        };
+    }
+    check(&l2);
+    check(&Heartbeat {
+        publisher_id: id("engine-1").unwrap(),
+        sequence: 7,
+        timestamp: 1,
+    });
+    check(&Ack {
+        sequence: 42,
+        subscriber_id: id("sub-1").unwrap(),
+        timestamp: 3,
+    });
+}
+
+/// Header accessors: every field through words and bytes, the
+/// retransmission mark, and a short slice with no header at all.
+#[test]
+fn header_accessors_round_trip() {
+    let h = FrameHeader {
+        seq: 0x0102_0304_0506_0708,
+        publish_ns: 99,
+        publisher_id: 0xdead_beef,
+        kind: MessageKind::L2 as u16,
+        body_len: MessageKind::L2.body_len() as u16,
+        retransmit: 0,
+    };
+    assert_eq!(FrameHeader::from_words(h.to_words()), h);
+    assert_eq!(h.message_kind(), Some(MessageKind::L2));
+    assert_eq!(h.retransmit_of(), None);
+    assert_eq!(h.with_retransmit_of(5).retransmit_of(), Some(5));
+    assert_eq!(h.frame_len(), HEADER_LEN + MessageKind::L2.body_len());
+    let words = h.with_retransmit_of(0).to_words();
+    let bytes = words_as_bytes(&words);
+    assert_eq!(FrameHeader::read(bytes).unwrap().retransmit_of(), Some(0));
+    assert_eq!(FrameHeader::read(&bytes[..HEADER_LEN - 1]), None);
+    assert_eq!(FrameHeader::read_words(&words[..HEADER_WORDS - 1]), None);
+    // Unaligned bytes read the same.
+    let mut shifted = [0u8; HEADER_LEN + 1];
+    shifted[1..].copy_from_slice(bytes);
+    assert_eq!(FrameHeader::read(&shifted[1..]), FrameHeader::read(bytes));
+}

@@ -55,8 +55,10 @@ pub const MIN_VERSION: u32 = 1;
 pub const SEGMENT_HEADER: usize = 64;
 /// Record header size.
 pub const RECORD_HEADER: usize = 32;
-/// Largest frame a record may hold (a sanity bound for recovery).
-pub const MAX_RECORD_FRAME: usize = 64 * 1024;
+/// Largest frame a record may hold: the bus's one payload size limit
+/// ([`MAX_FRAME_LEN`](zerocast_core::frame::MAX_FRAME_LEN), what a ring slot
+/// holds). The writer refuses a longer frame; the reader calls one damage.
+pub const MAX_RECORD_FRAME: usize = zerocast_core::frame::MAX_FRAME_LEN;
 /// Record kind: a frame.
 pub const KIND_FRAME: u32 = 1;
 /// Record kind: a sequence the bus declared lost.

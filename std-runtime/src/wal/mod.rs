@@ -178,6 +178,15 @@ pub enum WalError {
         /// could not be read: the holder is still writing it).
         holder: Option<u32>,
     },
+    /// A frame longer than any record may hold
+    /// ([`format::MAX_RECORD_FRAME`], the largest frame a ring slot holds)
+    /// was offered to the log.
+    FrameTooLarge {
+        /// Bytes offered.
+        len: usize,
+        /// Most bytes a record holds.
+        max: usize,
+    },
     /// A checkpoint file is damaged.
     BadCheckpoint {
         /// The file.
@@ -226,6 +235,10 @@ impl std::fmt::Display for WalError {
             Self::BadCheckpoint { path, reason } => {
                 write!(f, "{}: bad checkpoint: {reason}", path.display())
             }
+            Self::FrameTooLarge { len, max } => write!(
+                f,
+                "frame of {len} bytes is too large for a WAL record (at most {max} bytes, the largest frame)"
+            ),
             Self::Locked { path, holder } => write!(
                 f,
                 "{}: the WAL directory is locked by another writer ({}); one recorder per topic's WAL directory: stop that one first",
@@ -997,6 +1010,13 @@ impl Wal {
     fn append_kind(&mut self, seq: u64, ts: u64, kind: u32, frame: &[u8]) -> Result<(), WalError> {
         if seq > format::MAX_SEQ {
             return Err(WalError::SeqOutOfRange { seq });
+        }
+        if frame.len() > MAX_RECORD_FRAME {
+            // The reader would call such a record damage.
+            return Err(WalError::FrameTooLarge {
+                len: frame.len(),
+                max: MAX_RECORD_FRAME,
+            });
         }
         if let Some(last) = self.last_seq {
             if seq <= last {

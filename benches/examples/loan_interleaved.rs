@@ -1,0 +1,68 @@
+//! The publish paths of `benches/benches/loan.rs` measured in interleaved
+//! rounds (60 rounds of 20,000 publishes of one trade frame per path, best
+//! round per path), so that a busy machine slows every path alike and the
+//! ratio stays meaningful: a loan written in place, `publish(&T)` (a loan
+//! underneath), and `frame::encode` into a buffer then `publish_words`.
+//! Also the cost of the clock read every path makes (`publish_ns`).
+//!
+//! `cargo run --release -p zerocast-benches --example loan_interleaved`
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Instant;
+use zerocast_core::frame::{self, id::id, Direction, FrameBuf, TradeEvent};
+use zerocast_ipc::layout::now_ns;
+use zerocast_ipc::{PublisherOptions, Segment, ShmPublisher};
+
+fn main() {
+    let path = std::env::temp_dir().join(format!("zc-inter-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let words = frame::frame_words(frame::MessageKind::Trade);
+    let seg = Arc::new(Segment::create(&path, "bench", 4096, words).unwrap());
+    let mut p = ShmPublisher::new(seg, &PublisherOptions::default()).unwrap();
+    let body = TradeEvent {
+        trade_id: id("T-000001").unwrap(),
+        order_id: id("O-424242").unwrap(),
+        instrument_id: id("BTC-USDT").unwrap(),
+        price: 64_000.0,
+        volume: 0.5,
+        direction: Direction::Buy,
+        timestamp: 1,
+    };
+    let mut buf = FrameBuf::default();
+    let n = 20_000;
+    let mut best = [f64::MAX; 4];
+    for _ in 0..60 {
+        let t = Instant::now();
+        for _ in 0..n {
+            black_box(
+                p.loan::<TradeEvent>()
+                    .unwrap()
+                    .write(black_box(&body))
+                    .commit(),
+            );
+        }
+        best[0] = best[0].min(t.elapsed().as_nanos() as f64 / n as f64);
+        let t = Instant::now();
+        for _ in 0..n {
+            let k = frame::encode(black_box(&body), 0, now_ns(), &mut buf.0).unwrap();
+            black_box(p.publish_words(&buf.0[..k]).unwrap());
+        }
+        best[1] = best[1].min(t.elapsed().as_nanos() as f64 / n as f64);
+        let t = Instant::now();
+        for _ in 0..n {
+            black_box(p.publish(black_box(&body)).unwrap());
+        }
+        best[2] = best[2].min(t.elapsed().as_nanos() as f64 / n as f64);
+        let t = Instant::now();
+        for _ in 0..n {
+            black_box(now_ns());
+        }
+        best[3] = best[3].min(t.elapsed().as_nanos() as f64 / n as f64);
+    }
+    println!(
+        "per trade frame, best of 60 interleaved rounds: loan {:.1} ns, \
+         encode+publish_words {:.1} ns, publish(&T) {:.1} ns (each includes a clock read: {:.1} ns)",
+        best[0], best[1], best[2], best[3]
+    );
+    let _ = std::fs::remove_file(&path);
+}

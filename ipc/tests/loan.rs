@@ -1,0 +1,214 @@
+//! The loan API: a frame written in place into its ring slot, committed or
+//! dropped.
+
+use std::time::Duration;
+
+use zerocast_core::frame::{self, id::id, Direction, FrameHeader, Heartbeat, MarketL2, TradeEvent};
+use zerocast_ipc::{
+    Bus, Config, Publisher, RecvError, Start, SubscriberOptions, TopicConfig, TopicKind,
+};
+
+fn bus(test: &str, kind: TopicKind) -> Bus {
+    let bus = Bus::new(Config {
+        namespace: format!("loan{}-{test}", std::process::id()),
+        topics: vec![TopicConfig::new("t", 128 << 10, kind)],
+    });
+    bus.remove_segments();
+    bus
+}
+
+fn trade(i: u64) -> TradeEvent {
+    TradeEvent {
+        trade_id: id(&format!("T{i}")).unwrap(),
+        order_id: id(&format!("O{i}")).unwrap(),
+        instrument_id: id("BTC-USDT").unwrap(),
+        price: 100.0 + i as f64,
+        volume: 0.5,
+        direction: if i % 2 == 0 {
+            Direction::Buy
+        } else {
+            Direction::Sell
+        },
+        timestamp: i as i64,
+    }
+}
+
+fn oldest(bus: &Bus) -> zerocast_ipc::Subscriber {
+    bus.subscriber(
+        "t",
+        SubscriberOptions {
+            start: Start::Oldest,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+/// The bytes `publish` would have encoded for `body`, with the sequence,
+/// publisher id and publish time a received frame carries.
+fn expected_frame(body: &TradeEvent, received: &[u8]) -> Vec<u8> {
+    let h = FrameHeader::read(received).unwrap();
+    let mut buf = frame::FrameBuf::default();
+    let n = frame::encode(body, h.publisher_id, h.publish_ns, &mut buf.0).unwrap();
+    buf.0[0] = h.seq;
+    frame::words_as_bytes(&buf.0[..n]).to_vec()
+}
+
+#[test]
+fn loan_commit_delivers_the_exact_frame() {
+    let bus = bus("commit", TopicKind::Trade);
+    let mut sub = oldest(&bus);
+    let mut publisher = bus.publisher("t").unwrap();
+    for i in 0..100 {
+        let loan = publisher.loan::<TradeEvent>().unwrap();
+        assert_eq!(loan.seq(), i);
+        let mut loan = loan.write(&trade(1000));
+        // A second write replaces the first, in place.
+        loan.write(&trade(i));
+        assert_eq!(loan.commit(), i);
+        let f = sub.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(f.seq, i);
+        let n = frame::frame_words(frame::MessageKind::Trade) * 8;
+        assert_eq!(f.bytes[..n], expected_frame(&trade(i), f.bytes)[..]);
+        let h = FrameHeader::read(f.bytes).unwrap();
+        assert_eq!((h.seq, h.retransmit_of()), (i, None));
+        assert_eq!(
+            f.body::<TradeEvent>().unwrap().price.to_native(),
+            100.0 + i as f64
+        );
+    }
+    // `publish` (a loan underneath) and `publish_batch` (written in place
+    // slot by slot) deliver the same bytes.
+    publisher.publish(&trade(7)).unwrap();
+    publisher.publish_batch(&[trade(8), trade(9)]).unwrap();
+    for i in 7..10 {
+        let f = sub.recv_timeout(Duration::from_secs(5)).unwrap();
+        let n = frame::frame_words(frame::MessageKind::Trade) * 8;
+        assert_eq!(f.bytes[..n], expected_frame(&trade(i), f.bytes)[..]);
+    }
+    assert_eq!(sub.try_recv().unwrap_err(), RecvError::Empty);
+    bus.remove_segments();
+}
+
+/// A dropped loan, written or not, is neither a loss nor a gap: its
+/// sequence carries a heartbeat of the publisher, and publishing goes on.
+#[test]
+fn dropped_loan_is_not_lost_and_wedges_nothing() {
+    let bus = bus("drop", TopicKind::L2);
+    let mut sub = oldest(&bus);
+    let mut gating = bus
+        .subscriber(
+            "t",
+            SubscriberOptions {
+                start: Start::Oldest,
+                gating: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let mut publisher = bus.publisher("t").unwrap();
+    let unwritten = publisher.loan::<MarketL2>().unwrap();
+    assert_eq!(unwritten.seq(), 0);
+    // While lent, the sequence is not readable yet: nothing new.
+    assert_eq!(sub.try_recv().unwrap_err(), RecvError::Empty);
+    drop(unwritten);
+    let book = MarketL2 {
+        instrument_id: id("ETH").unwrap(),
+        bids: Default::default(),
+        asks: Default::default(),
+        timestamp: 5,
+    };
+    drop(publisher.loan::<MarketL2>().unwrap().write(&book));
+    // The whole ring goes round several times after the dropped loans.
+    let n = 3 * bus.segment("t").unwrap().ring().capacity();
+    fn next(s: &mut zerocast_ipc::Subscriber) -> (u64, bool) {
+        let f = s.recv_timeout(Duration::from_secs(5)).unwrap();
+        (f.seq, f.body::<Heartbeat>().is_ok())
+    }
+    for s in [&mut sub, &mut gating] {
+        // Both dropped loans read as heartbeats, not losses.
+        assert_eq!(next(s), (0, true));
+        assert_eq!(next(s), (1, true));
+    }
+    for i in 0..n {
+        let seq = publisher.publish(&trade(i)).unwrap();
+        assert_eq!(seq, i + 2);
+        for s in [&mut sub, &mut gating] {
+            assert_eq!(next(s), (seq, false));
+        }
+    }
+    assert_eq!(sub.try_recv().unwrap_err(), RecvError::Empty);
+    bus.remove_segments();
+}
+
+/// The `Publisher` wrapper lends on shm and refuses clearly on iceoryx2.
+#[test]
+fn publisher_wrapper_lends() {
+    let bus = bus("wrap", TopicKind::Trade);
+    let mut sub = oldest(&bus);
+    let mut publisher: Publisher = bus.publisher("t").unwrap();
+    let seq = publisher
+        .loan::<TradeEvent>()
+        .unwrap()
+        .write(&trade(3))
+        .send();
+    let f = sub.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        (f.seq, f.body::<TradeEvent>().unwrap().price.to_native()),
+        (seq, 103.0)
+    );
+    bus.remove_segments();
+}
+
+/// The child side of `loan_across_processes`; a no-op in a normal run.
+#[test]
+fn loan_child() {
+    let Ok(ns) = std::env::var("ZC_LOAN_NS") else {
+        return;
+    };
+    let bus = Bus::new(Config {
+        namespace: ns,
+        topics: vec![TopicConfig::new("t", 128 << 10, TopicKind::Trade)],
+    });
+    let mut publisher = bus.publisher("t").unwrap();
+    for i in 0..10 {
+        let loan = publisher.loan::<TradeEvent>().unwrap();
+        if i == 5 {
+            drop(loan);
+        } else {
+            loan.write(&trade(i)).commit();
+        }
+    }
+    println!("published");
+}
+
+/// Frames written in place by a loan in another process arrive exact, and
+/// the one it dropped arrives as a heartbeat.
+#[test]
+fn loan_across_processes() {
+    let bus = bus("procs", TopicKind::Trade);
+    let mut sub = oldest(&bus);
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "loan_child", "--nocapture", "--test-threads=1"])
+        .env("ZC_LOAN_NS", &bus.config().namespace)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("published"));
+    let n = frame::frame_words(frame::MessageKind::Trade) * 8;
+    for i in 0..10 {
+        let f = sub.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(f.seq, i);
+        if i == 5 {
+            assert!(f.body::<Heartbeat>().is_ok());
+        } else {
+            assert_eq!(f.bytes[..n], expected_frame(&trade(i), f.bytes)[..]);
+        }
+    }
+    assert_eq!(sub.try_recv().unwrap_err(), RecvError::Empty);
+    bus.remove_segments();
+}
