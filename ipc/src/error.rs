@@ -69,6 +69,26 @@ pub enum Error {
         /// Its permission bits.
         mode: u32,
     },
+    /// An existing segment has another ring shape than the config asks for
+    /// (it was created from a config with another size or kind).
+    ShapeMismatch {
+        /// The file.
+        path: PathBuf,
+        /// Topic name.
+        topic: String,
+        /// Slots of the existing segment.
+        found_capacity: u64,
+        /// Payload bytes per slot of the existing segment.
+        found_slot_bytes: u64,
+        /// Bytes of the existing segment file.
+        found_size: u64,
+        /// Slots the config asks for.
+        asked_capacity: u64,
+        /// Payload bytes per slot the config asks for.
+        asked_slot_bytes: u64,
+        /// Bytes of the segment the config asks for.
+        asked_size: u64,
+    },
     /// A publish found the ring full: a gating subscriber has not released
     /// the slot it needs, and the publisher's policy gave up waiting.
     RingFull {
@@ -224,6 +244,24 @@ impl std::fmt::Display for Error {
             } => write!(
                 f,
                 "segment {} is owned by uid {uid} (we are {our_uid}) / mode {mode:04o}: refusing (a segment must be ours with mode 0600; remove it if it is not zerocast's)",
+                path.display()
+            ),
+            Self::ShapeMismatch {
+                path,
+                topic,
+                found_capacity,
+                found_slot_bytes,
+                found_size,
+                asked_capacity,
+                asked_slot_bytes,
+                asked_size,
+            } => write!(
+                f,
+                "topic {topic}: segment {} has {found_capacity} slots of {found_slot_bytes} bytes \
+                 ({found_size} bytes), but the config asks for {asked_capacity} slots of \
+                 {asked_slot_bytes} bytes ({asked_size} bytes): it was created from another \
+                 config; use that config, or stop the topic's processes and remove the segment \
+                 (`zerocast stat --remove-stale` once they are gone)",
                 path.display()
             ),
             Self::RingFull { topic, behind } => {

@@ -171,6 +171,11 @@ impl std::fmt::Debug for Segment {
 impl Segment {
     /// Opens the segment at `path`, creating it with `capacity` slots of
     /// `payload_words` if it does not exist.
+    ///
+    /// An existing segment of another shape (made from a config with
+    /// another size or kind) is refused with [`Error::ShapeMismatch`]: used
+    /// as it is, the topic would silently run on a ring of a size nobody
+    /// asked for.
     pub fn open_or_create(
         path: &Path,
         topic: &str,
@@ -179,7 +184,21 @@ impl Segment {
     ) -> Result<Self> {
         match Self::create(path, topic, capacity, payload_words) {
             Err(Error::Io { source, .. }) if source.kind() == ErrorKind::AlreadyExists => {
-                Self::open(path, topic)
+                let seg = Self::open(path, topic)?;
+                let found = (seg.ring.capacity(), seg.ring.payload_words());
+                if found != (capacity, payload_words) {
+                    return Err(Error::ShapeMismatch {
+                        path: path.to_owned(),
+                        topic: topic.to_owned(),
+                        found_capacity: found.0,
+                        found_slot_bytes: found.1 as u64 * 8,
+                        found_size: seg.map.len() as u64,
+                        asked_capacity: capacity,
+                        asked_slot_bytes: payload_words as u64 * 8,
+                        asked_size: segment_size(capacity, payload_words),
+                    });
+                }
+                Ok(seg)
             }
             other => other,
         }

@@ -651,3 +651,89 @@ fn regression_demo_keeps_a_segment_with_an_orphaned_durable_hold() {
         "demo removed a segment holding an orphaned durable hold (stat kept it: {stat})\n{text}"
     );
 }
+
+// ---- issue 10 item 5: a segment of another size is refused ----
+
+/// A config file of one `trade_events` topic of `size` in `ns.root`.
+fn config_with_size(ns: &Ns, file: &str, size: &str) -> String {
+    let path = ns.root.join(file);
+    std::fs::write(
+        &path,
+        format!("[[topic]]\nname = \"trade_events\"\nsize = \"{size}\"\nkind = \"trade\"\n"),
+    )
+    .unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+/// Regression: a segment created from a 1MB config was used silently by a
+/// publisher whose config asked for 4MB (a ring a quarter of the size it
+/// was sized for). It is now refused, naming both sizes, and the segment
+/// is left as it was.
+#[test]
+fn regression_segment_of_another_size_is_refused_with_both_sizes() {
+    let ns = Ns::new("size-mismatch");
+    let small = config_with_size(&ns, "small.toml", "1MB");
+    let big = config_with_size(&ns, "big.toml", "4MB");
+    let out = ns.run(&[
+        "--config",
+        &small,
+        "pub",
+        "--topic",
+        "trade_events",
+        "--count",
+        "3",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let before = std::fs::metadata(ns.segment("trade_events")).unwrap().len();
+    for args in [
+        vec![
+            "--config",
+            &big,
+            "pub",
+            "--topic",
+            "trade_events",
+            "--count",
+            "3",
+        ],
+        vec![
+            "--config",
+            &big,
+            "sub",
+            "--topic",
+            "trade_events",
+            "--count",
+            "1",
+        ],
+    ] {
+        let out = ns.run(&args);
+        let msg = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {msg}");
+        // Both shapes are named: the segment's 4096 slots and the config's 16384.
+        assert!(
+            msg.contains("4096 slots") && msg.contains("16384 slots"),
+            "{args:?}: {msg}"
+        );
+        // And the two segment sizes in bytes.
+        let asked = zerocast_ipc::segment::segment_size(16384, 20);
+        assert!(
+            msg.contains(&format!("({before} bytes)")) && msg.contains(&format!("({asked} bytes)")),
+            "{msg}"
+        );
+    }
+    assert_eq!(
+        std::fs::metadata(ns.segment("trade_events")).unwrap().len(),
+        before,
+        "the segment was left as it was"
+    );
+    // The config it was made with still works.
+    let out = ns.run(&[
+        "--config",
+        &small,
+        "pub",
+        "--topic",
+        "trade_events",
+        "--count",
+        "3",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
