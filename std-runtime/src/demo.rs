@@ -346,8 +346,12 @@ fn run_inner(bus: &Bus, config: Option<&PathBuf>, args: &DemoArgs) -> Result<(),
     let elapsed = start.elapsed().as_secs_f64();
     // Let the subscribers drain what is in flight, then stop them.
     std::thread::sleep(Duration::from_millis(300));
+    // Only final reports count from here on (a child that already gave
+    // one keeps it).
     for r in reports.lock().expect("reports lock").iter_mut() {
-        *r = None;
+        if !r.as_ref().is_some_and(|v| v["final"] == true) {
+            *r = None;
+        }
     }
     stop_children(&mut children);
     let deadline = Instant::now() + Duration::from_secs(3);
@@ -511,6 +515,7 @@ fn summary(
 /// The demo's subscriber process: receives, checks sequences, measures
 /// latency, and prints one JSON report a second (and a final one on SIGTERM).
 pub fn run_child(bus: &Bus, args: &DemoSubArgs) -> Result<(), String> {
+    signal::leave_interrupt_to_parent();
     let wait = match args.wait.as_str() {
         "spin" => WaitStrategy::BusySpin,
         "yield" => WaitStrategy::SpinThenYield { spins: 200 },

@@ -579,14 +579,25 @@ fn run_replay(bus: &Bus, args: &ReplayArgs) -> Result<(), String> {
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut write_err = None;
     let mut gaps = Vec::new();
+    let mut stopped_at = None;
     let stats = wal::Replay::with_topic(&dir, &args.topic)
         .read(from, to, |entry| {
+            let last = match &entry {
+                wal::Entry::Gap { to, .. } => *to,
+                wal::Entry::Record(r) => r.last_seq(),
+            };
             if let wal::Entry::Gap { from, to, path } = &entry {
                 gaps.push((*from, *to, path.clone()));
             }
             let line = replay_line(&entry, args.json);
             if let Err(e) = writeln!(out, "{line}") {
                 write_err = Some(e);
+                return std::ops::ControlFlow::Break(());
+            }
+            // SIGINT or SIGTERM: stop after this entry (the statistics
+            // count what was printed), with the summary below.
+            if signal::stopped() {
+                stopped_at = Some(last);
                 return std::ops::ControlFlow::Break(());
             }
             std::ops::ControlFlow::Continue(())
@@ -601,6 +612,12 @@ fn run_replay(bus: &Bus, args: &ReplayArgs) -> Result<(), String> {
          {} invalid frames, {} sequences missing from the log, {} bytes",
         stats.frames, stats.lost, stats.missed, stats.invalid, stats.gap, stats.bytes
     );
+    if let Some(seq) = stopped_at {
+        // Stopped on request: what was not printed was not asked for any
+        // more, so no incomplete-range warnings and exit status 0.
+        eprintln!("replay stopped by a signal after sequence {seq}");
+        return Ok(());
+    }
     // What was asked for and could not be given: each a warning with its
     // range, and exit status 1.
     let mut incomplete = Vec::new();
