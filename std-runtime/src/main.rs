@@ -61,9 +61,9 @@ struct PubArgs {
     /// Topic name.
     #[arg(long)]
     topic: String,
-    /// Frames to publish (at least 1).
+    /// Frames to publish, at least 1 (default: until SIGINT or SIGTERM).
     #[arg(long, value_parser = parse_count)]
-    count: u64,
+    count: Option<u64>,
     /// Frames per second, at least 0.001 (default: as fast as possible).
     #[arg(long, value_parser = parse_rate)]
     rate: Option<f64>,
@@ -412,7 +412,7 @@ fn run_pub(bus: &Bus, args: &PubArgs) -> Result<(), String> {
     // SIGINT and SIGTERM stop the loop between publishes; the summary below
     // then counts what was published and the exit status is 0, as for
     // `sub`, `record` and `follow`.
-    while sent < args.count && !signal::stopped() {
+    while args.count.is_none_or(|c| sent < c) && !signal::stopped() {
         if let Some(n) = args.crash_after {
             if sent >= n {
                 std::io::stdout().flush().ok();
@@ -432,9 +432,21 @@ fn run_pub(bus: &Bus, args: &PubArgs) -> Result<(), String> {
                 break;
             }
         }
-        let n = batch.min(args.count - sent);
-        let seq = publish_synthetic(&mut publisher, &mut feed, kind, n as usize)
-            .map_err(|e| e.to_string())?;
+        let n = args.count.map_or(batch, |c| batch.min(c - sent));
+        let seq = publish_synthetic(&mut publisher, &mut feed, kind, n as usize).map_err(|e| {
+            // Say how far it got: the frames before this one are on the ring.
+            let range = first.map_or_else(String::new, |f| format!(" (seq {f}..={last})"));
+            let waited = match e {
+                zerocast_ipc::Error::RingFull { .. } if !args.no_wait => {
+                    format!(
+                        " after waiting {} ms (--gating-wait-ms)",
+                        args.gating_wait_ms
+                    )
+                }
+                _ => String::new(),
+            };
+            format!("{e}; published {sent} frames{range} before giving up{waited}")
+        })?;
         first.get_or_insert(seq);
         last = seq + n - 1;
         sent += n;

@@ -804,3 +804,74 @@ fn regression_demo_summary_survives_sigint_to_the_process_group() {
     assert!(rest.contains("unexplained gaps: 0"), "{rest}");
     assert!(!ns.segment("trade_events").exists(), "{rest}");
 }
+
+// ---- issue 10 item 7: pub until stopped; giving up says how far it got ----
+
+/// Regression: `pub` required `--count`. Without it, it now publishes until
+/// SIGTERM, then prints its summary and exits 0.
+#[test]
+fn regression_pub_without_count_runs_until_stopped() {
+    let ns = Ns::new("pub-forever");
+    let mut child = ns.spawn(&["pub", "--topic", "trade_events", "--rate", "1000"]);
+    wait_until("frames on the ring", || {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+            panic!("pub exited ({status}) before it was stopped: {err}");
+        }
+        let out = ns.cmd(&["stat"]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .any(|l| l.starts_with("trade_events:") && !l.contains("head seq 0,"))
+    });
+    sigterm(&child);
+    let o = finish(child, &["pub"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).starts_with("published "), "{}", stdout(&o));
+}
+
+/// Regression: behind a gating subscriber that stopped reading, `pub` gave
+/// up with "ring full" and no word of how many frames it had published.
+/// The error now says how many it published (and up to which sequence)
+/// and names the subscriber that is behind, with its pid.
+#[test]
+fn regression_pub_giving_up_says_what_it_published_and_who_is_behind() {
+    let ns = Ns::new("pub-gated");
+    let config = config_with_size(&ns, "small.toml", "128KiB");
+    let sub = ns.spawn(&[
+        "--config",
+        &config,
+        "sub",
+        "--topic",
+        "trade_events",
+        "--gating",
+        "--name",
+        "risk",
+    ]);
+    wait_for_subscribers(&ns, "trade_events", 1);
+    let sub_pid = sub.id();
+    // SAFETY: stopping our own child process.
+    unsafe { libc::kill(sub.id() as libc::pid_t, libc::SIGSTOP) };
+    let o = ns.run(&[
+        "--config",
+        &config,
+        "pub",
+        "--topic",
+        "trade_events",
+        "--count",
+        "100000",
+        "--gating-wait-ms",
+        "50",
+    ]);
+    // SAFETY: resuming and stopping our own child process.
+    unsafe { libc::kill(sub.id() as libc::pid_t, libc::SIGCONT) };
+    sigterm(&sub);
+    let _ = finish(sub, &["sub"]);
+    let msg = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{msg}");
+    assert!(msg.contains("published 2"), "how many frames: {msg}");
+    assert!(
+        msg.contains("\"risk\"") && msg.contains(&format!("pid {sub_pid}")),
+        "{msg}"
+    );
+}
