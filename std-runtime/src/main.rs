@@ -187,9 +187,18 @@ struct FollowArgs {
     /// A-Z a-z 0-9 _ -).
     #[arg(long, value_parser = parse_name)]
     name: String,
-    /// Checkpoint after this many frames (at least 1).
-    #[arg(long, default_value_t = 1, value_parser = parse_count)]
+    /// Checkpoint after this many events (at least 1), or after
+    /// --checkpoint-ms, whichever comes first. Safe at any setting: a
+    /// restart after a crash or kill delivers again the events after the
+    /// last checkpoint (at most this many, or --checkpoint-ms of them);
+    /// with --out they are first cut from the file, so it holds each
+    /// sequence exactly once; on stdout they are printed again.
+    #[arg(long, default_value_t = 10_000, value_parser = parse_count)]
     checkpoint_every: u64,
+    /// Checkpoint at least this often, in milliseconds (at least 1), while
+    /// events arrive or the follower waits for them.
+    #[arg(long, default_value_t = 100, value_parser = parse_count)]
+    checkpoint_ms: u64,
     /// One JSON object per frame.
     #[arg(long)]
     json: bool,
@@ -762,7 +771,7 @@ fn run_follow(bus: &Bus, args: &FollowArgs) -> Result<(), String> {
         &args.name,
         resume::CheckpointPolicy {
             every_events: args.checkpoint_every,
-            every: Duration::from_millis(100),
+            every: Duration::from_millis(args.checkpoint_ms),
         },
     )
     .map_err(|e| e.to_string())?;
@@ -788,7 +797,21 @@ fn run_follow(bus: &Bus, args: &FollowArgs) -> Result<(), String> {
             });
             Box::new(f)
         }
-        None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+        None => {
+            // Flushed before each checkpoint: a checkpoint never covers a
+            // line still in this process's buffer, so a crash loses no line
+            // it covers (the lines after it are printed again at restart).
+            let out = SharedOut::default();
+            let flushed = out.clone();
+            follower.before_checkpoint(move |_| {
+                flushed.flush_now().map_err(|source| wal::WalError::Io {
+                    path: PathBuf::from("stdout"),
+                    action: "flush output",
+                    source,
+                })
+            });
+            Box::new(out)
+        }
     };
     let binary = args.out.is_some();
     let until = args.until;
@@ -800,7 +823,9 @@ fn run_follow(bus: &Bus, args: &FollowArgs) -> Result<(), String> {
         .out
         .as_ref()
         .map_or("stdout".to_owned(), |p| p.display().to_string());
-    follower.try_run(
+    let from = follower.next_seq();
+    let mut events = 0u64;
+    let result = follower.try_run(
         |event| {
             let (seq, line) = match event {
                 resume::Event::Frame { seq, bytes } => (
@@ -836,14 +861,59 @@ fn run_follow(bus: &Bus, args: &FollowArgs) -> Result<(), String> {
             };
             // A failed write is not processed: the checkpoint stays before it.
             written.map_err(|e| format!("{out_name}: write sequence {seq}: {e}"))?;
+            events += 1;
             if until.is_some_and(|u| seq >= u) {
                 return Ok(std::ops::ControlFlow::Break(()));
             }
             Ok(std::ops::ControlFlow::Continue(()))
         },
         signal::stopped,
-    )?;
+    );
+    eprintln!(
+        "followed {events} events of {} from sequence {from}; {} checkpoints stored{}",
+        args.topic,
+        follower.checkpoints_stored(),
+        follower.checkpointed().map_or_else(
+            || " (no checkpoint yet)".to_owned(),
+            |c| format!(", the last at sequence {c}")
+        )
+    );
+    result?;
     sink.flush().map_err(|e| format!("{out_name}: flush: {e}"))
+}
+
+/// Buffered stdout that a checkpoint hook can flush.
+#[derive(Clone)]
+struct SharedOut(std::sync::Arc<std::sync::Mutex<std::io::BufWriter<std::io::Stdout>>>);
+
+impl Default for SharedOut {
+    fn default() -> Self {
+        Self(std::sync::Arc::new(std::sync::Mutex::new(
+            std::io::BufWriter::with_capacity(64 << 10, std::io::stdout()),
+        )))
+    }
+}
+
+impl SharedOut {
+    fn flush_now(&self) -> std::io::Result<()> {
+        self.0
+            .lock()
+            .map_err(|_| std::io::Error::other("output lock poisoned"))?
+            .flush()
+    }
+}
+
+impl Write for SharedOut {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .map_err(|_| std::io::Error::other("output lock poisoned"))?
+            .write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.flush_now()
+    }
 }
 
 fn main() -> ExitCode {

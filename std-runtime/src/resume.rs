@@ -109,6 +109,7 @@ pub struct Resumable {
     last_checkpoint: Instant,
     checkpointed: Option<u64>,
     before_checkpoint: Hook,
+    stored: u64,
 }
 
 impl Resumable {
@@ -136,12 +137,18 @@ impl Resumable {
             last_checkpoint: Instant::now(),
             checkpointed,
             before_checkpoint: Hook::default(),
+            stored: 0,
         })
     }
 
     /// The last checkpointed sequence when opened or since.
     pub fn checkpointed(&self) -> Option<u64> {
         self.checkpointed
+    }
+
+    /// Checkpoints stored since this was opened.
+    pub fn checkpoints_stored(&self) -> u64 {
+        self.stored
     }
 
     /// Next sequence to deliver.
@@ -191,6 +198,7 @@ impl Resumable {
             }
             self.checkpoints.store(&self.name, self.next - 1)?;
             self.checkpointed = Some(self.next - 1);
+            self.stored += 1;
         }
         self.since_checkpoint = 0;
         self.last_checkpoint = Instant::now();

@@ -875,3 +875,55 @@ fn regression_pub_giving_up_says_what_it_published_and_who_is_behind() {
         "{msg}"
     );
 }
+
+// ---- issue 10 item 8: follow checkpoints every N events or T ms ----
+
+/// Regression: `follow` checkpointed after every event by default (100k
+/// frames of catch-up took 89 s). The default is now every 10,000 events
+/// or 100 ms, whichever first; its summary says how many checkpoints it
+/// stored, and the output still holds every sequence exactly once.
+#[test]
+fn regression_follow_default_checkpoints_every_n_events_or_t_ms() {
+    let ns = Ns::new("follow-ckpt");
+    let total = 20_000u64;
+    write_wal(&ns.root.join("trade_events"), 0..total);
+    let out_file = ns.root.join("out.bin");
+    let until = (total - 1).to_string();
+    let o = ns.run(&[
+        "follow",
+        "--topic",
+        "trade_events",
+        "--wal",
+        ns.wal(),
+        "--name",
+        "f",
+        "--until",
+        &until,
+        "--out",
+        out_file.to_str().unwrap(),
+    ]);
+    let msg = stderr(&o);
+    assert!(o.status.success(), "{msg}");
+    let stored: u64 = msg
+        .split(" checkpoints")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no checkpoint count in the summary: {msg}"));
+    assert!(msg.contains(&format!("followed {total} events")), "{msg}");
+    // One per 10,000 events, one per 100 ms of work: far fewer than one
+    // per event.
+    assert!((1..1000).contains(&stored), "{stored} checkpoints: {msg}");
+    let data = std::fs::read(&out_file).unwrap();
+    let seqs: Vec<u64> = data
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(seqs, (0..total).collect::<Vec<_>>());
+    let checkpoint =
+        zerocast_runtime::wal::Checkpoints::new(&ns.root.join("trade_events/checkpoints"))
+            .unwrap()
+            .load("f")
+            .unwrap();
+    assert_eq!(checkpoint, Some(total - 1));
+}
