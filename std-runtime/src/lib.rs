@@ -4,6 +4,7 @@
 pub mod demo;
 pub mod feed;
 pub mod print;
+pub mod progress;
 pub mod recorder;
 pub mod reliable;
 pub mod resume;

@@ -1,6 +1,6 @@
 //! `zerocast`: the demo feed, and tools to publish, subscribe and inspect.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -11,6 +11,7 @@ use zerocast_ipc::{
     WaitStrategy,
 };
 use zerocast_runtime::feed::{publish_synthetic, Feed};
+use zerocast_runtime::progress::Progress;
 use zerocast_runtime::{demo, print, recorder, resume, signal, stat, wal};
 
 #[derive(Parser, Debug)]
@@ -418,6 +419,7 @@ fn run_pub(bus: &Bus, args: &PubArgs) -> Result<(), String> {
     let start = Instant::now();
     let (mut sent, mut first, mut last) = (0u64, None, 0u64);
     let batch = args.batch as u64;
+    let mut progress = Progress::new("pub");
     // SIGINT and SIGTERM stop the loop between publishes; the summary below
     // then counts what was published and the exit status is 0, as for
     // `sub`, `record` and `follow`.
@@ -459,7 +461,15 @@ fn run_pub(bus: &Bus, args: &PubArgs) -> Result<(), String> {
         first.get_or_insert(seq);
         last = seq + n - 1;
         sent += n;
+        progress.update(|t| {
+            let of = args.count.map_or_else(String::new, |c| format!(" of {c}"));
+            format!(
+                "{sent}{of} frames, {:.0} frames/s",
+                sent as f64 / t.max(1e-9)
+            )
+        });
     }
+    progress.clear();
     let secs = start.elapsed().as_secs_f64();
     println!(
         "published {sent} frames to {} (seq {}..={last}) in {secs:.3}s, {:.0} frames/s",
@@ -601,6 +611,12 @@ fn run_replay(bus: &Bus, args: &ReplayArgs) -> Result<(), String> {
     let mut write_err = None;
     let mut gaps = Vec::new();
     let mut stopped_at = None;
+    // Beside the frames on a terminal, the frames are the progress.
+    let mut progress = Progress::with(
+        "replay",
+        std::io::stderr().is_terminal() && !std::io::stdout().is_terminal(),
+    );
+    let mut entries = 0u64;
     let stats = wal::Replay::with_topic(&dir, &args.topic)
         .read(from, to, |entry| {
             let last = match &entry {
@@ -615,6 +631,13 @@ fn run_replay(bus: &Bus, args: &ReplayArgs) -> Result<(), String> {
                 write_err = Some(e);
                 return std::ops::ControlFlow::Break(());
             }
+            entries += 1;
+            progress.update(|t| {
+                format!(
+                    "{entries} entries, at sequence {last}, {:.0}/s",
+                    entries as f64 / t.max(1e-9)
+                )
+            });
             // SIGINT or SIGTERM: stop after this entry (the statistics
             // count what was printed), with the summary below.
             if signal::stopped() {
@@ -625,6 +648,7 @@ fn run_replay(bus: &Bus, args: &ReplayArgs) -> Result<(), String> {
         })
         .map_err(|e| e.to_string())?;
     out.flush().ok();
+    progress.clear();
     if write_err.is_some() {
         return Ok(()); // stdout closed (e.g. piped into head)
     }
@@ -825,6 +849,11 @@ fn run_follow(bus: &Bus, args: &FollowArgs) -> Result<(), String> {
         .map_or("stdout".to_owned(), |p| p.display().to_string());
     let from = follower.next_seq();
     let mut events = 0u64;
+    // A status line on a terminal, unless the frames are printed there.
+    let mut progress = Progress::with(
+        "follow",
+        std::io::stderr().is_terminal() && (binary || !std::io::stdout().is_terminal()),
+    );
     let result = follower.try_run(
         |event| {
             let (seq, line) = match event {
@@ -862,6 +891,12 @@ fn run_follow(bus: &Bus, args: &FollowArgs) -> Result<(), String> {
             // A failed write is not processed: the checkpoint stays before it.
             written.map_err(|e| format!("{out_name}: write sequence {seq}: {e}"))?;
             events += 1;
+            progress.update(|t| {
+                format!(
+                    "{events} events, at sequence {seq}, {:.0}/s",
+                    events as f64 / t.max(1e-9)
+                )
+            });
             if until.is_some_and(|u| seq >= u) {
                 return Ok(std::ops::ControlFlow::Break(()));
             }
@@ -869,6 +904,7 @@ fn run_follow(bus: &Bus, args: &FollowArgs) -> Result<(), String> {
         },
         signal::stopped,
     );
+    progress.clear();
     eprintln!(
         "followed {events} events of {} from sequence {from}; {} checkpoints stored{}",
         args.topic,

@@ -927,3 +927,70 @@ fn regression_follow_default_checkpoints_every_n_events_or_t_ms() {
             .unwrap();
     assert_eq!(checkpoint, Some(total - 1));
 }
+
+/// Runs `cmd` with stderr on a new pseudo-terminal; returns its exit status,
+/// stdout and what it wrote to the terminal.
+fn run_with_tty_stderr(mut cmd: Command) -> (std::process::ExitStatus, String, String) {
+    use std::io::Read;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let (mut master, mut slave) = (-1, -1);
+    // SAFETY: openpty writes two fds into the pointers given; the name,
+    // termios and winsize pointers may be null.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both fds were just opened by openpty and are owned here only.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    cmd.stdout(Stdio::piped()).stderr(Stdio::from(slave));
+    let child = cmd.spawn().unwrap();
+    // Our copy of the terminal's slave side goes with the Command.
+    drop(cmd);
+    // The command's stderr closes when it exits: the master then reads EIO.
+    let reader = std::thread::spawn(move || {
+        let mut f = std::fs::File::from(master);
+        let mut text = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = f.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            text.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&text).into_owned()
+    });
+    let out = finish(child, &["(on a terminal)"]);
+    (out.status, stdout(&out), reader.join().unwrap())
+}
+
+/// A status line (`\r`) on a terminal, nothing of it when stderr is piped:
+/// replay (stdout not a terminal) and pub.
+#[test]
+fn progress_shows_on_a_terminal_only() {
+    let ns = Ns::new("progress");
+    write_wal(&ns.root.join("trade_events"), 0..500);
+    let replay = ["replay", "--topic", "trade_events", "--wal", ns.wal()];
+    let (status, out, tty) = run_with_tty_stderr(ns.cmd(&replay));
+    assert!(status.success(), "{tty}");
+    assert_eq!(out.lines().count(), 500);
+    assert!(
+        tty.contains("\rreplay: ") || tty.contains("\r\x1b[Kreplay: "),
+        "{tty:?}"
+    );
+    assert!(tty.contains("replayed 500 frames"), "{tty:?}");
+    let piped = ns.run(&replay);
+    assert!(piped.status.success());
+    assert!(!stderr(&piped).contains('\r'), "{:?}", stderr(&piped));
+    let publ = ["pub", "--topic", "trade_events", "--count", "3000"];
+    let (status, _, tty) = run_with_tty_stderr(ns.cmd(&publ));
+    assert!(status.success(), "{tty}");
+    assert!(tty.contains("pub: "), "{tty:?}");
+    let piped = ns.run(&publ);
+    assert!(!stderr(&piped).contains('\r'), "{:?}", stderr(&piped));
+}
