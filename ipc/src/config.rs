@@ -5,7 +5,7 @@
 //!
 //! [[topic]]
 //! name = "trade_events"
-//! size = "10MB"                 # bytes, or a number with KB/MB/GB (powers of 1024)
+//! size = "10MB"                 # bytes, or a number with KB/MB/GB/TB (powers of 1024); at most 256GiB
 //! kind = "trade"                # sizes the slots: trade, account, l2, heartbeat, ack, any
 //! transport = "shm"             # or "iceoryx2"
 //! ```
@@ -75,20 +75,40 @@ enum Size {
     Text(String),
 }
 
-fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().ok()?;
-    let mult = match unit.trim().to_ascii_uppercase().as_str() {
+/// Parses a byte count with an optional unit: B, K/KB/KiB, M/MB/MiB,
+/// G/GB/GiB, T/TB/TiB (all powers of 1024), as in `10MB` or `512 KiB`. The
+/// one parser of sizes: the config's `size` and the program's size flags.
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let bad = || {
+        "not a byte count like 65536, 64KiB or 10MB (units B, KB, MB, GB, TB: powers of 1024)"
+            .to_owned()
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|e: std::num::ParseIntError| match e.kind() {
+            std::num::IntErrorKind::PosOverflow => {
+                "out of range (at most 2^64 - 1 bytes)".to_owned()
+            }
+            _ => bad(),
+        })?;
+    let mult: u64 = match unit.trim().to_ascii_uppercase().as_str() {
         "" | "B" => 1,
         "K" | "KB" | "KIB" => 1 << 10,
         "M" | "MB" | "MIB" => 1 << 20,
         "G" | "GB" | "GIB" => 1 << 30,
-        _ => return None,
+        "T" | "TB" | "TIB" => 1 << 40,
+        _ => return Err(bad()),
     };
     n.checked_mul(mult)
+        .ok_or_else(|| "out of range (at most 2^64 - 1 bytes)".to_owned())
 }
+
+/// The largest topic `size`: 256 GiB. A segment lives in memory
+/// (`/dev/shm`), reserved whole when it is created.
+pub const MAX_TOPIC_SIZE: u64 = 256 << 30;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -214,12 +234,18 @@ impl Config {
     /// namespace.
     pub fn from_toml(text: &str) -> Result<Self> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| Error::BadConfig(e.to_string()))?;
-        let namespace = env_namespace()
+        let from_env = env_namespace();
+        let source = if from_env.is_some() {
+            format!("{NAMESPACE_ENV}=")
+        } else {
+            "namespace ".to_owned()
+        };
+        let namespace = from_env
             .or(raw.namespace)
             .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
         check_name(&namespace).map_err(|_| {
             Error::BadConfig(format!(
-                "namespace {namespace:?}: use 1-64 characters from A-Z a-z 0-9 _ -"
+                "{source}{namespace:?}: use 1-64 characters from A-Z a-z 0-9 _ -"
             ))
         })?;
         let mut topics = Vec::new();
@@ -238,13 +264,16 @@ impl Config {
             }
             let size = match &t.size {
                 Size::Bytes(b) => *b,
-                Size::Text(s) => parse_size(s).ok_or_else(|| {
-                    Error::BadConfig(format!(
-                        "topic {:?}: size {s:?} is not a byte count like 10MB",
-                        t.name
-                    ))
+                Size::Text(s) => parse_size(s).map_err(|why| {
+                    Error::BadConfig(format!("topic {:?}: size {s:?}: {why}", t.name))
                 })?,
             };
+            if size > MAX_TOPIC_SIZE {
+                return Err(Error::BadConfig(format!(
+                    "topic {:?}: size {size} bytes is more than the {MAX_TOPIC_SIZE} bytes (256GiB) a topic may have (its segment is reserved in memory, in /dev/shm)",
+                    t.name
+                )));
+            }
             let kind = t.kind.unwrap_or(match t.name.as_str() {
                 "trade_events" => TopicKind::Trade,
                 "account_events" => TopicKind::Account,
@@ -317,11 +346,15 @@ mod tests {
 
     #[test]
     fn sizes_parse_with_units() {
-        assert_eq!(parse_size("10MB"), Some(10 << 20));
-        assert_eq!(parse_size("512 KiB"), Some(512 << 10));
-        assert_eq!(parse_size("4096"), Some(4096));
-        assert_eq!(parse_size("ten"), None);
-        assert_eq!(parse_size("10XB"), None);
+        assert_eq!(parse_size("10MB"), Ok(10 << 20));
+        assert_eq!(parse_size("512 KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("1TB"), Ok(1 << 40));
+        assert!(parse_size("ten").is_err());
+        assert!(parse_size("10XB").is_err());
+        assert!(parse_size("99999999999TB")
+            .unwrap_err()
+            .contains("out of range"));
     }
 
     #[test]

@@ -145,11 +145,12 @@ struct RecordArgs {
     /// records wait), Nms, Nus, or N,Nms.
     #[arg(long, default_value = "65536,10ms", value_parser = parse_fsync)]
     fsync: wal::FsyncPolicy,
-    /// Segment file size in bytes, at least 64KiB (units: KiB, MB, GB; all
+    /// Segment file size in bytes, 64KiB to 16GiB (units: KB, MB, GB;
     /// powers of 1024).
     #[arg(long, default_value_t = 64 << 20, value_parser = parse_segment_size)]
     segment_size: u64,
-    /// Keep at most this many bytes of sealed segments (units: KiB, MB ...).
+    /// Keep at most this many bytes of sealed segments (units: KB, MB, GB,
+    /// TB).
     #[arg(long, value_parser = parse_bytes)]
     retain_bytes: Option<u64>,
     /// Remove sealed segments older than this many seconds.
@@ -309,31 +310,26 @@ fn parse_batch(s: &str) -> Result<usize, String> {
     }
 }
 
-/// A byte count, with an optional unit: B, K/KB/KiB, M/MB/MiB, G/GB/GiB
-/// (all powers of 1024).
+/// A byte count, with an optional unit: B, KB, MB, GB, TB (all powers of
+/// 1024); the config's parser (`zerocast_ipc::config::parse_size`).
 fn parse_bytes(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let bad = || "not a byte count like 65536, 64KiB or 64MB".to_owned();
-    let n: u64 = num.parse().map_err(|_| bad())?;
-    let mult: u64 = match unit.trim().to_ascii_uppercase().as_str() {
-        "" | "B" => 1,
-        "K" | "KB" | "KIB" => 1 << 10,
-        "M" | "MB" | "MIB" => 1 << 20,
-        "G" | "GB" | "GIB" => 1 << 30,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| "out of range (at most 2^64 - 1 bytes)".to_owned())
+    zerocast_ipc::config::parse_size(s)
 }
 
 /// The smallest `--segment-size`: a segment must hold many records, or the
 /// log becomes a file per record.
 const MIN_SEGMENT_SIZE: u64 = 64 << 10;
 
+/// The largest `--segment-size`: each segment file is preallocated whole.
+const MAX_SEGMENT_SIZE: u64 = 16 << 30;
+
 fn parse_segment_size(s: &str) -> Result<u64, String> {
     let v = parse_bytes(s)?;
+    if v > MAX_SEGMENT_SIZE {
+        return Err(format!(
+            "{v} bytes: a segment may be at most {MAX_SEGMENT_SIZE} bytes (16GiB; each is preallocated whole)"
+        ));
+    }
     if v < MIN_SEGMENT_SIZE {
         return Err(format!(
             "{v} bytes: a segment must be at least {MIN_SEGMENT_SIZE} bytes (64KiB)"

@@ -994,3 +994,61 @@ fn progress_shows_on_a_terminal_only() {
     let piped = ns.run(&publ);
     assert!(!stderr(&piped).contains('\r'), "{:?}", stderr(&piped));
 }
+
+// ---- issue 10 item 9: sizes take units everywhere; the namespace variable checked ----
+
+/// Regression: `size = "1TB"` was "not a byte count" (the config's parser
+/// knew only up to GB, the program's another copy). One parser now takes
+/// TB too, and a size past the limit is refused naming the limit.
+#[test]
+fn regression_config_size_takes_units_and_huge_sizes_are_refused() {
+    let ns = Ns::new("size-units");
+    let huge = config_with_size(&ns, "huge.toml", "1TB");
+    let o = ns.run(&["--config", &huge, "stat"]);
+    let msg = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{msg}");
+    assert!(!msg.contains("not a byte count"), "{msg}");
+    assert!(msg.contains("256GiB"), "the limit is named: {msg}");
+    let ok = config_with_size(&ns, "ok.toml", "1 MiB");
+    let o = ns.run(&["--config", &ok, "stat"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The flags share the parser: TB is a unit there too.
+    let o = ns.run(&[
+        "record",
+        "--topic",
+        "trade_events",
+        "--wal",
+        ns.wal(),
+        "--retain-bytes",
+        "1TB",
+        "--segment-size",
+        "2TB",
+    ]);
+    let msg = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{msg}");
+    assert!(
+        msg.contains("--segment-size") && msg.contains("16GiB"),
+        "{msg}"
+    );
+}
+
+/// Regression: with `--config`, an invalid `ZEROCAST_NAMESPACE` was refused
+/// as a "namespace" without naming the variable it came from.
+#[test]
+fn regression_zerocast_namespace_with_config_names_the_variable() {
+    let ns = Ns::new("env-config");
+    let config = config_with_size(&ns, "c.toml", "1MB");
+    for bad in ["../x", "a b"] {
+        let o = Command::new(BIN)
+            .env("ZEROCAST_NAMESPACE", bad)
+            .args(["--config", &config, "stat"])
+            .output()
+            .unwrap();
+        let msg = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{msg}");
+        assert!(
+            msg.contains(&format!("ZEROCAST_NAMESPACE={bad:?}")),
+            "{msg}"
+        );
+    }
+}
