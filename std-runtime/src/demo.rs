@@ -460,10 +460,11 @@ fn summary(
         );
     }
     println!(
-        "{:<16} {:<16} {:>10} {:>8} {:>5} {:>12} {:>9} {:>9} {:>9} {:>9}",
+        "{:<16} {:<16} {:>10} {:>10} {:>8} {:>5} {:>12} {:>9} {:>9} {:>9} {:>9}",
         "subscriber",
         "topic",
         "received",
+        "heartbeats",
         "lagged",
         "lost",
         "unexplained",
@@ -481,10 +482,11 @@ fn summary(
         };
         unexplained += r["unexplained"].as_u64().unwrap_or(0);
         println!(
-            "{:<16} {:<16} {:>10} {:>8} {:>5} {:>12} {:>9} {:>9} {:>9} {:>9}",
+            "{:<16} {:<16} {:>10} {:>10} {:>8} {:>5} {:>12} {:>9} {:>9} {:>9} {:>9}",
             p.name,
             p.topic,
             r["received"].as_u64().unwrap_or(0),
+            r["heartbeats"].as_u64().unwrap_or(0),
             r["lagged"].as_u64().unwrap_or(0),
             r["lost"].as_u64().unwrap_or(0),
             r["unexplained"].as_u64().unwrap_or(0),
@@ -494,6 +496,10 @@ fn summary(
             us(r["max_ns"].as_f64().unwrap_or(0.0)),
         );
     }
+    println!(
+        "received: every frame read, heartbeats included (the feed sends one per topic every 100 ms; \
+         \"published\" above counts data frames only)"
+    );
     println!(
         "latency: receive time minus publish time (CLOCK_REALTIME), per frame, over the whole run"
     );
@@ -537,11 +543,20 @@ pub fn run_child(bus: &Bus, args: &DemoSubArgs) -> Result<(), String> {
         || Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds");
     let (mut total, mut interval) = (new_hist(), new_hist());
     let (mut received, mut lagged, mut lost, mut unexplained) = (0u64, 0u64, 0u64, 0u64);
+    // Of `received`: the publishers' heartbeats.
+    let mut heartbeats = 0u64;
+    let is_heartbeat = |bytes: &[u8]| {
+        matches!(
+            zerocast_core::frame::FrameRef::parse(bytes),
+            Ok((_, zerocast_core::frame::FrameRef::Heartbeat(_)))
+        )
+    };
     let mut interval_frames = 0u64;
     let mut expected: Option<u64> = sub.next_seq();
     let mut next_report = Instant::now();
     let report = |final_: bool,
                   received,
+                  heartbeats,
                   interval_frames,
                   lagged,
                   lost,
@@ -550,7 +565,7 @@ pub fn run_child(bus: &Bus, args: &DemoSubArgs) -> Result<(), String> {
                   h: &Histogram<u64>| {
         let v = json!({
             "name": args.name, "topic": args.topic, "final": final_, "ready": true,
-            "received": received, "interval_frames": interval_frames,
+            "received": received, "heartbeats": heartbeats, "interval_frames": interval_frames,
             "lagged": lagged, "lost": lost, "unexplained": unexplained,
             "next": next,
             "p50_ns": h.value_at_quantile(0.5), "p99_ns": h.value_at_quantile(0.99),
@@ -563,6 +578,7 @@ pub fn run_child(bus: &Bus, args: &DemoSubArgs) -> Result<(), String> {
             // Drain what is already there before the final report.
             while let Ok(f) = sub.try_recv() {
                 received += 1;
+                heartbeats += u64::from(is_heartbeat(f.bytes));
                 let seq = f.seq;
                 if let Some(e) = expected {
                     unexplained += seq.saturating_sub(e);
@@ -572,6 +588,7 @@ pub fn run_child(bus: &Bus, args: &DemoSubArgs) -> Result<(), String> {
             report(
                 true,
                 received,
+                heartbeats,
                 interval_frames,
                 lagged,
                 lost,
@@ -587,6 +604,7 @@ pub fn run_child(bus: &Bus, args: &DemoSubArgs) -> Result<(), String> {
                 let _ = total.record(latency);
                 let _ = interval.record(latency);
                 received += 1;
+                heartbeats += u64::from(is_heartbeat(f.bytes));
                 interval_frames += 1;
                 if let Some(e) = expected {
                     unexplained += f.seq.saturating_sub(e);
@@ -607,6 +625,7 @@ pub fn run_child(bus: &Bus, args: &DemoSubArgs) -> Result<(), String> {
             report(
                 false,
                 received,
+                heartbeats,
                 interval_frames,
                 lagged,
                 lost,

@@ -559,17 +559,25 @@ fn run_record(bus: &Bus, args: &RecordArgs) -> Result<(), String> {
             p.display()
         );
     }
-    tracing::info!(topic = %args.topic, last_seq = ?log.last_seq(), "recording");
+    tracing::info!(
+        topic = %args.topic,
+        "recording after {}",
+        log.last_seq()
+            .map_or_else(|| "an empty log".to_owned(), |s| format!("sequence {s}"))
+    );
     let stats =
         recorder::record(bus, &args.topic, &mut log, signal::stopped).map_err(|e| e.to_string())?;
     println!(
-        "recorded {} frames of {} ({} lost on the bus, {} missed by the recorder, {} invalid); last sequence {:?}",
+        "recorded {} frames of {} ({} lost on the bus, {} missed by the recorder, {} invalid); {}",
         stats.frames,
         args.topic,
         stats.lost,
         stats.missed,
         stats.invalid,
-        log.last_seq()
+        log.last_seq().map_or_else(
+            || "the log is empty".to_owned(),
+            |s| format!("last sequence {s}")
+        )
     );
     Ok(())
 }
@@ -863,13 +871,26 @@ fn run_follow(bus: &Bus, args: &FollowArgs) -> Result<(), String> {
                         print::frame_line(seq, bytes).unwrap_or_default()
                     },
                 ),
-                resume::Event::Lost(seq) => (seq, format!("{{\"event\":\"lost\",\"seq\":{seq}}}")),
-                resume::Event::Invalid { seq, .. } => {
+                resume::Event::Lost(seq) if args.json => {
+                    (seq, format!("{{\"event\":\"lost\",\"seq\":{seq}}}"))
+                }
+                resume::Event::Lost(seq) => {
+                    (seq, format!("LOST {seq}: its publisher died mid-publish"))
+                }
+                resume::Event::Invalid { seq, .. } if args.json => {
                     (seq, format!("{{\"event\":\"invalid\",\"seq\":{seq}}}"))
                 }
-                resume::Event::Missing { from, to } => (
+                resume::Event::Invalid { seq, bytes } => (
+                    seq,
+                    format!("INVALID {seq}: not a valid frame; {} bytes", bytes.len()),
+                ),
+                resume::Event::Missing { from, to } if args.json => (
                     to,
                     format!("{{\"event\":\"missing\",\"from\":{from},\"to\":{to}}}"),
+                ),
+                resume::Event::Missing { from, to } => (
+                    to,
+                    format!("MISSING {from}..={to}: in neither the log nor the ring"),
                 ),
             };
             // Processing = writing the output; it completes before the
@@ -965,6 +986,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal, never into files or pipes.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     signal::install();
     let result = load_config(cli.config.as_ref(), cli.namespace.as_ref())

@@ -1052,3 +1052,128 @@ fn regression_zerocast_namespace_with_config_names_the_variable() {
         );
     }
 }
+
+// ---- issue 10 item 10: output for people ----
+
+/// Regression: log lines carried ANSI colour codes into files and pipes,
+/// and `record`'s summary said `last sequence Some(2)` (Rust's debug
+/// formatting).
+#[test]
+fn regression_no_colour_codes_or_debug_formatting_when_piped() {
+    let ns = Ns::new("no-ansi");
+    let mut rec = ns.cmd(&["record", "--topic", "trade_events", "--wal", ns.wal()]);
+    rec.env("ZEROCAST_LOG", "info");
+    let rec = spawn(rec);
+    wait_for_subscribers(&ns, "trade_events", 1);
+    let o = ns.run(&["pub", "--topic", "trade_events", "--count", "3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    wait_until("the recorder to record 3 frames", || {
+        let o = ns.run(&["replay", "--topic", "trade_events", "--wal", ns.wal()]);
+        stdout(&o).lines().count() == 3
+    });
+    sigterm(&rec);
+    let o = finish(rec, &["record"]);
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert!(o.status.success(), "{err}");
+    assert!(!err.contains('\x1b'), "colour codes in a pipe: {err:?}");
+    assert!(err.contains("recording"), "{err}");
+    assert!(!out.contains("Some(") && !out.contains("None"), "{out}");
+    assert!(out.contains("last sequence 2"), "{out}");
+}
+
+/// Regression: a trade's price was printed with every digit of the f64
+/// (`@ 697.3815784786989`) and a book's with four decimals. Prices now
+/// have four decimals everywhere.
+#[test]
+fn regression_prices_have_one_precision() {
+    let ns = Ns::new("prices");
+    write_wal(&ns.root.join("trade_events"), 0..20);
+    let o = ns.run(&["replay", "--topic", "trade_events", "--wal", ns.wal()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for line in stdout(&o).lines() {
+        let price = line
+            .split(" @ ")
+            .nth(1)
+            .and_then(|p| p.split(' ').next())
+            .unwrap();
+        let decimals = price.split('.').nth(1).map_or(0, str::len);
+        assert_eq!(decimals, 4, "{line}");
+    }
+}
+
+/// Regression: `follow` without --json printed lost and missing sequences
+/// as JSON objects among its text lines.
+#[test]
+fn regression_follow_text_mode_prints_text() {
+    let ns = Ns::new("follow-text");
+    let dir = ns.root.join("trade_events");
+    write_wal(&dir, 0..500);
+    let segments = list_segments(&dir).unwrap();
+    std::fs::remove_file(&segments[2].path).unwrap();
+    let (from, to) = (segments[2].first_seq, segments[3].first_seq - 1);
+    let o = ns.run(&[
+        "follow",
+        "--topic",
+        "trade_events",
+        "--wal",
+        ns.wal(),
+        "--name",
+        "t",
+        "--until",
+        "499",
+    ]);
+    let out = stdout(&o);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!out.contains('{'), "JSON in text mode: {out}");
+    assert!(out.contains(&format!("MISSING {from}..={to}")), "{out}");
+}
+
+/// Regression: `stat` said "last heartbeat - ago" for a publisher that has
+/// sent none, and did not show iceoryx2 topics at all.
+#[test]
+fn regression_stat_says_never_and_shows_iceoryx2_topics() {
+    let ns = Ns::new("stat-never");
+    let config = ns.root.join("iox.toml");
+    std::fs::write(
+        &config,
+        "[[topic]]\nname = \"trade_events\"\nsize = \"1MB\"\nkind = \"trade\"\n\
+         [[topic]]\nname = \"books_iox\"\nsize = \"1MB\"\nkind = \"l2\"\ntransport = \"iceoryx2\"\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    // One frame, then a wait of 1000 s: a live publisher without heartbeats.
+    let publ = ns.spawn(&[
+        "--config",
+        config,
+        "pub",
+        "--topic",
+        "trade_events",
+        "--rate",
+        "0.001",
+    ]);
+    let mut text = String::new();
+    wait_until("the publisher in stat", || {
+        let o = ns.cmd(&["--config", config, "stat"]).output().unwrap();
+        text = String::from_utf8_lossy(&o.stdout).into_owned();
+        text.contains("  publisher 0:")
+    });
+    sigterm(&publ);
+    let _ = finish(publ, &["pub"]);
+    let line = text.lines().find(|l| l.contains("  publisher 0:")).unwrap();
+    assert!(line.contains("last heartbeat never"), "{line}");
+    assert!(
+        text.contains("books_iox") && text.contains("iceoryx2"),
+        "{text}"
+    );
+}
+
+/// Regression: the demo's "received" counts included the heartbeats
+/// without saying so (more received than published).
+#[test]
+fn regression_demo_says_received_counts_heartbeats() {
+    let ns = Ns::new("demo-hb");
+    let o = ns.run(&["demo", "--duration", "0.5", "--rate", "2000"]);
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out}\n{}", stderr(&o));
+    assert!(out.contains("heartbeats"), "{out}");
+}
