@@ -8,7 +8,17 @@
 //! size = "10MB"                 # bytes, or a number with KB/MB/GB/TB (powers of 1024); at most 256GiB
 //! kind = "trade"                # sizes the slots: trade, account, l2, heartbeat, ack, any
 //! transport = "shm"             # or "iceoryx2"
+//! mode = "0660"                 # optional: "0600" (default) or "0660"
+//! group = "risk"                # optional: the segment's group
 //! ```
+//!
+//! `mode` and `group` are applied when the segment is created. The default,
+//! 0600, admits only this user. `mode = "0660"` with `group` admits every
+//! member of that group: each of them can then publish to the topic,
+//! subscribe, and also write anything into the segment (frames, tables),
+//! so give the group only to processes trusted with the topic. (Openers
+//! check every header field, so a damaged segment is an error, never
+//! memory unsafety.) Other users get no bits.
 
 use std::path::{Path, PathBuf};
 
@@ -119,6 +129,10 @@ struct RawTopic {
     kind: Option<TopicKind>,
     #[serde(default)]
     transport: Transport,
+    #[serde(default)]
+    mode: Option<String>,
+    #[serde(default)]
+    group: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -141,6 +155,75 @@ pub struct TopicConfig {
     pub kind: TopicKind,
     /// Transport.
     pub transport: Transport,
+    /// Who may open the segment: mode and group applied at creation.
+    pub access: Access,
+}
+
+/// A segment's permission bits and group, applied when it is created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Access {
+    /// 0o600 (this user) or 0o660 (and the group).
+    pub mode: u32,
+    /// The group id to give the segment (`None`: the creator's).
+    pub gid: Option<u32>,
+}
+
+impl Default for Access {
+    fn default() -> Self {
+        Self {
+            mode: 0o600,
+            gid: None,
+        }
+    }
+}
+
+/// Parses a topic's `mode`: "0600" or "0660" (a segment is read and written
+/// by every user of the topic, so no read-only or other-user bits).
+pub fn parse_mode(s: &str) -> std::result::Result<u32, String> {
+    let bad = || {
+        format!(
+            "mode {s:?}: use \"0600\" (this user only) or \"0660\" (and the topic's group); \
+             every user of a segment reads and writes it, and other users get no access"
+        )
+    };
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    let mode = u32::from_str_radix(digits, 8).map_err(|_| bad())?;
+    match mode {
+        0o600 | 0o660 => Ok(mode),
+        _ => Err(bad()),
+    }
+}
+
+/// The id of group `name`, or an error naming it.
+pub fn group_id(name: &str) -> std::result::Result<u32, String> {
+    let unknown = || format!("group {name:?}: no such group on this machine");
+    let c = std::ffi::CString::new(name).map_err(|_| unknown())?;
+    // SAFETY: a plain C struct of integers and pointers: all-zero is a
+    // valid value, filled in by getgrnam_r.
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0u8; 16 << 10];
+    let mut out: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call: the name NUL-terminated,
+    // grp and out writable, buf writable for its length.
+    let rc = unsafe {
+        libc::getgrnam_r(
+            c.as_ptr(),
+            &mut grp,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut out,
+        )
+    };
+    if rc != 0 {
+        return Err(format!(
+            "group {name:?}: {}",
+            std::io::Error::from_raw_os_error(rc)
+        ));
+    }
+    if out.is_null() {
+        return Err(unknown());
+    }
+    Ok(grp.gr_gid)
 }
 
 impl TopicConfig {
@@ -151,6 +234,7 @@ impl TopicConfig {
             size,
             kind,
             transport: Transport::Shm,
+            access: Access::default(),
         }
     }
 
@@ -280,7 +364,29 @@ impl Config {
                 "market_l2" => TopicKind::L2,
                 _ => TopicKind::Any,
             });
+            let topic_err = |why: String| Error::BadConfig(format!("topic {:?}: {why}", t.name));
+            let mode = t
+                .mode
+                .as_deref()
+                .map(parse_mode)
+                .transpose()
+                .map_err(topic_err)?;
+            let gid = t
+                .group
+                .as_deref()
+                .map(group_id)
+                .transpose()
+                .map_err(topic_err)?;
+            if gid.is_some() && mode != Some(0o660) {
+                return Err(topic_err(
+                    "a group without mode = \"0660\" gives that group no access".to_owned(),
+                ));
+            }
             let topic = TopicConfig {
+                access: Access {
+                    mode: mode.unwrap_or(0o600),
+                    gid,
+                },
                 name: t.name,
                 size,
                 kind,

@@ -57,8 +57,8 @@ pub enum Error {
         /// What it must be.
         why: String,
     },
-    /// The segment file belongs to another user or is open to group or
-    /// others: refused.
+    /// The segment file is open to other users, or belongs to another
+    /// user without sharing it with one of our groups: refused.
     Untrusted {
         /// The file.
         path: PathBuf,
@@ -243,7 +243,7 @@ impl std::fmt::Display for Error {
                 mode,
             } => write!(
                 f,
-                "segment {} is owned by uid {uid} (we are {our_uid}) / mode {mode:04o}: refusing (a segment must be ours with mode 0600; remove it if it is not zerocast's)",
+                "segment {} is owned by uid {uid} (we are {our_uid}) / mode {mode:04o}: refusing (a segment must be ours, or shared with one of our groups by mode 0660, and never open to other users; remove it if it is not zerocast's)",
                 path.display()
             ),
             Self::ShapeMismatch {

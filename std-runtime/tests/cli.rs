@@ -1177,3 +1177,127 @@ fn regression_demo_says_received_counts_heartbeats() {
     assert!(o.status.success(), "{out}\n{}", stderr(&o));
     assert!(out.contains("heartbeats"), "{out}");
 }
+
+// ---- issue 10 item 11: permissions ----
+
+/// A group of this machine other than root's: (name, gid).
+fn some_group() -> (String, u32) {
+    let groups = std::fs::read_to_string("/etc/group").unwrap();
+    groups
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?.to_owned();
+            let gid = f.nth(1)?.parse().ok()?;
+            Some((name, gid))
+        })
+        .find(|(_, gid)| *gid != 0)
+        .expect("a group other than root in /etc/group")
+}
+
+fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().mode() & 0o7777
+}
+
+/// Regression: a segment was always 0600, so a process of another user
+/// could never subscribe. A topic's `mode` and `group` are now applied when
+/// its segment is created; the default stays 0600.
+#[test]
+fn regression_topic_mode_and_group_apply_to_the_segment() {
+    use std::os::unix::fs::MetadataExt;
+    let ns = Ns::new("perm");
+    let (group, gid) = some_group();
+    let config = ns.root.join("perm.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[topic]]\nname = \"trade_events\"\nsize = \"1MB\"\nkind = \"trade\"\nmode = \"0660\"\ngroup = \"{group}\"\n\
+             [[topic]]\nname = \"account_events\"\nsize = \"1MB\"\nkind = \"account\"\n"
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    for topic in ["trade_events", "account_events"] {
+        let o = ns.run(&["--config", config, "pub", "--topic", topic, "--count", "1"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let shared = ns.segment("trade_events");
+    assert_eq!(mode_of(&shared), 0o660);
+    assert_eq!(std::fs::metadata(&shared).unwrap().gid(), gid);
+    assert_eq!(mode_of(&ns.segment("account_events")), 0o600);
+    // A group-shared segment is opened again (stat, another publisher).
+    let o = ns.run(&[
+        "--config",
+        config,
+        "pub",
+        "--topic",
+        "trade_events",
+        "--count",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// Bad `mode` or `group` values are refused, naming them, before any
+/// segment is made.
+#[test]
+fn regression_bad_topic_mode_or_group_is_refused() {
+    let ns = Ns::new("perm-bad");
+    for (line, what) in [
+        ("mode = \"0644\"", "0644"),
+        ("mode = \"rw\"", "\"rw\""),
+        ("mode = \"0666\"", "0666"),
+        ("group = \"no-such-group-zc\"", "no-such-group-zc"),
+    ] {
+        let config = ns.root.join("bad.toml");
+        std::fs::write(
+            &config,
+            format!("[[topic]]\nname = \"trade_events\"\nsize = \"1MB\"\n{line}\n"),
+        )
+        .unwrap();
+        let o = ns.run(&[
+            "--config",
+            config.to_str().unwrap(),
+            "pub",
+            "--topic",
+            "trade_events",
+            "--count",
+            "1",
+        ]);
+        let msg = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{line}: {msg}");
+        assert!(msg.contains(what), "{line}: {msg}");
+        assert!(!msg.contains("unknown field"), "{line}: {msg}");
+        assert!(!ns.segment("trade_events").exists(), "{line}");
+    }
+}
+
+/// Regression: WAL files and checkpoints took whatever mode the umask gave
+/// (0644 under the usual 022: every user could read the log). WAL files
+/// are now 0640 and checkpoints 0600.
+#[test]
+fn regression_wal_and_checkpoint_files_have_stated_modes() {
+    let ns = Ns::new("wal-modes");
+    let dir = ns.root.join("trade_events");
+    write_wal(&dir, 0..10);
+    let o = ns.run(&[
+        "follow",
+        "--topic",
+        "trade_events",
+        "--wal",
+        ns.wal(),
+        "--name",
+        "m",
+        "--until",
+        "9",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_file() {
+            assert_eq!(mode_of(&path), 0o640, "{}", path.display());
+        }
+    }
+    assert_eq!(mode_of(&dir.join("checkpoints/m.ckpt")), 0o600);
+}

@@ -314,6 +314,20 @@ pub struct SegmentInfo {
     pub path: PathBuf,
 }
 
+/// Mode of every file of a WAL directory (segments, indexes, marks, the
+/// lock): the owner writes, its group may read (replay), others nothing;
+/// set exactly, whatever the umask.
+pub const WAL_FILE_MODE: u32 = 0o640;
+/// Mode of a checkpoint file: only its owner.
+pub const CHECKPOINT_MODE: u32 = 0o600;
+
+/// Sets `f`'s mode to exactly `mode` (fchmod: the umask does not apply).
+fn set_mode(f: &File, path: &Path, mode: u32) -> Result<(), WalError> {
+    use std::os::unix::fs::PermissionsExt;
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(io_err(path, "set file mode"))
+}
+
 /// Segment file name for `first_seq`.
 pub fn segment_name(first_seq: u64) -> String {
     format!("{first_seq:020}.wal")
@@ -361,6 +375,7 @@ fn open_mark(segment: &Path, offset: u64) -> Result<File, WalError> {
         .write(true)
         .open(&path)
         .map_err(io_err(&path, "open synced mark"))?;
+    set_mode(&f, &path, WAL_FILE_MODE)?;
     f.write_all_at(&encode_mark(offset), 0)
         .map_err(io_err(&path, "write synced mark"))?;
     Ok(f)
@@ -412,6 +427,7 @@ fn lock_dir(dir: &Path) -> Result<File, WalError> {
         .truncate(false)
         .open(&path)
         .map_err(io_err(&path, "open WAL lock file"))?;
+    set_mode(&f, &path, WAL_FILE_MODE)?;
     // SAFETY: flock on a descriptor this function owns; no memory involved.
     let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc != 0 {
@@ -702,6 +718,7 @@ impl Wal {
             .append(true)
             .open(index_path(&active_path))
             .map_err(io_err(&active_path, "open index"))?;
+        set_mode(&index, &index_path(&active_path), WAL_FILE_MODE)?;
         // What open found is the log: make it durable, then mark it synced.
         datasync(&active, &active_path)?;
         let mark = open_mark(&active_path, write_pos)?;
@@ -907,6 +924,7 @@ impl Wal {
             .create_new(true)
             .open(&path)
             .map_err(io_err(&path, "create segment"))?;
+        set_mode(&f, &path, WAL_FILE_MODE)?;
         // Preallocate: a full disk fails here, before any record is accepted
         // into this segment.
         // SAFETY: plain syscall on a valid fd.
@@ -1128,6 +1146,7 @@ impl Wal {
             .append(true)
             .open(index_path(&p))
             .map_err(io_err(&p, "open index"))?;
+        set_mode(&self.index, &index_path(&p), WAL_FILE_MODE)?;
         self.mark = open_mark(&p, SEGMENT_HEADER as u64)?;
         self.marked = SEGMENT_HEADER as u64;
         self.active = f;
@@ -1265,6 +1284,7 @@ impl Checkpoints {
         let crc = crc32c::crc32c(&bytes);
         bytes.extend_from_slice(&crc.to_le_bytes());
         let mut f = File::create(&tmp).map_err(io_err(&tmp, "create checkpoint"))?;
+        set_mode(&f, &tmp, CHECKPOINT_MODE)?;
         f.write_all(&bytes)
             .map_err(io_err(&tmp, "write checkpoint"))?;
         f.sync_all().map_err(io_err(&tmp, "fsync checkpoint"))?;
