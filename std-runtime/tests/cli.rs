@@ -792,10 +792,8 @@ fn regression_demo_summary_survives_sigint_to_the_process_group() {
     }
     // SAFETY: kill has no memory-safety preconditions; the group is our
     // child's (its pid), not yet waited for.
-    assert_eq!(
-        unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGINT) },
-        0
-    );
+    let rc = unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGINT) };
+    assert_eq!(rc, 0);
     let mut rest = String::new();
     out.read_to_string(&mut rest).unwrap();
     let o = finish(child, &["demo"]);
@@ -1300,4 +1298,39 @@ fn regression_wal_and_checkpoint_files_have_stated_modes() {
         }
     }
     assert_eq!(mode_of(&dir.join("checkpoints/m.ckpt")), 0o600);
+}
+
+// ---- the command reference in docs/operating.md matches --help ----
+
+/// Every command (`### zerocast NAME`) and flag (`` `--flag` `` in its
+/// table) of the reference is in the program's help.
+#[test]
+fn operating_reference_matches_help() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/operating.md"))
+        .unwrap();
+    let help = Command::new(BIN).arg("--help").output().unwrap();
+    let help = stdout(&help);
+    let mut commands = 0;
+    for section in doc.split("\n### zerocast ").skip(1) {
+        let name = section.split_whitespace().next().unwrap();
+        assert!(
+            help.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{name} "))),
+            "`zerocast {name}` is not in --help:\n{help}"
+        );
+        let sub = Command::new(BIN).args([name, "--help"]).output().unwrap();
+        let sub = stdout(&sub);
+        for flag in section
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `--"))
+            .filter_map(|l| l.split('`').next())
+        {
+            assert!(
+                sub.contains(&format!("--{flag} ")) || sub.contains(&format!("--{flag}\n")),
+                "`zerocast {name} --{flag}` is not in its --help:\n{sub}"
+            );
+        }
+        commands += 1;
+    }
+    assert!(commands >= 7, "{commands} commands in the reference");
 }
