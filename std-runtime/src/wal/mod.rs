@@ -1021,6 +1021,15 @@ impl Wal {
                 return Err(WalError::OutOfOrder { last, seq });
             }
         }
+        if self.write_pos == SEGMENT_HEADER as u64
+            && self.buf.is_empty()
+            && self
+                .segments
+                .last()
+                .is_some_and(|s| s.first_seq != seq && s.path == self.active_path)
+        {
+            self.rename_empty_active(seq)?;
+        }
         let size = format::record_size(frame.len()) as u64;
         if self.write_pos + self.buf.len() as u64 + size > self.options.segment_size
             && self.write_pos + (self.buf.len() as u64) > SEGMENT_HEADER as u64
@@ -1137,10 +1146,34 @@ impl Wal {
         }
     }
 
-    fn rotate(&mut self, next_seq: u64) -> Result<(), WalError> {
-        self.sync()?;
+    /// Replaces the empty active segment by one named for `seq`, the first
+    /// sequence it will hold: a segment made before that sequence was known
+    /// (a new log's first, named 0; a recorder joins the ring anywhere) is
+    /// otherwise named by a sequence it does not hold. The new one is made
+    /// before the old one goes, so a reader sees one or the other.
+    fn rename_empty_active(&mut self, seq: u64) -> Result<(), WalError> {
+        let old = self.active_path.clone();
+        self.start_segment(seq)?;
+        if let Some(last) = self.segments.last_mut() {
+            *last = SegmentInfo {
+                first_seq: seq,
+                path: self.active_path.clone(),
+            };
+        }
+        for path in [index_path(&old), mark_path(&old), old] {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(&path, "remove empty segment")(e)),
+            }
+        }
+        fsync_dir(&self.dir)
+    }
+
+    /// Creates the segment for `first_seq` and makes it the active one.
+    fn start_segment(&mut self, first_seq: u64) -> Result<(), WalError> {
         let (f, p) =
-            Self::create_segment(&self.dir, &self.topic, next_seq, self.options.segment_size)?;
+            Self::create_segment(&self.dir, &self.topic, first_seq, self.options.segment_size)?;
         self.index = OpenOptions::new()
             .create(true)
             .append(true)
@@ -1150,12 +1183,18 @@ impl Wal {
         self.mark = open_mark(&p, SEGMENT_HEADER as u64)?;
         self.marked = SEGMENT_HEADER as u64;
         self.active = f;
-        self.active_path = p.clone();
+        self.active_path = p;
         self.write_pos = SEGMENT_HEADER as u64;
         self.records_since_index = 0;
+        Ok(())
+    }
+
+    fn rotate(&mut self, next_seq: u64) -> Result<(), WalError> {
+        self.sync()?;
+        self.start_segment(next_seq)?;
         self.segments.push(SegmentInfo {
             first_seq: next_seq,
-            path: p,
+            path: self.active_path.clone(),
         });
         self.apply_retention()
     }

@@ -1032,3 +1032,46 @@ fn regression_second_writer_is_refused_while_the_first_lives() {
     let (wal, _) = Wal::open(&dir, "trades", small()).unwrap();
     assert_eq!(wal.last_seq(), Some(4));
 }
+
+/// Regression: a new log's first segment was named 0 whatever sequence it
+/// held first (a recorder joins a ring anywhere): `00000000000000000000.wal`
+/// holding 5000 onwards. Each segment file is now named by the first
+/// sequence it holds, also after a restart on an empty active segment.
+#[test]
+fn regression_segment_file_is_named_by_its_first_sequence() {
+    let dir = tempdir("first-seq-name");
+    let frame = &frames(1)[0].1;
+    {
+        let (mut wal, _) = Wal::open(&dir, "t", small()).unwrap();
+        wal.append(5000, 0, frame).unwrap();
+        wal.append(5001, 0, frame).unwrap();
+        wal.sync().unwrap();
+    }
+    let names = |dir: &Path| {
+        list_segments(dir)
+            .unwrap()
+            .iter()
+            .map(|s| (s.first_seq, s.path.file_name().unwrap().to_owned()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(&dir),
+        vec![(5000, std::ffi::OsString::from(segment_name(5000)))]
+    );
+    // No other file of the old name is left (index, mark).
+    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        assert!(!name.starts_with(&"0".repeat(20)), "{name} left behind");
+    }
+    let mut seen = Vec::new();
+    Replay::with_topic(&dir, "t")
+        .read(0, u64::MAX, |e| {
+            if let Entry::Record(r) = e {
+                seen.push(r.seq);
+            }
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(seen, vec![5000, 5001]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
