@@ -442,7 +442,7 @@ fn run_pub(bus: &Bus, args: &PubArgs) -> Result<(), String> {
         let n = args.count.map_or(batch, |c| batch.min(c - sent));
         let seq = publish_synthetic(&mut publisher, &mut feed, kind, n as usize).map_err(|e| {
             // Say how far it got: the frames before this one are on the ring.
-            let range = first.map_or_else(String::new, |f| format!(" (seq {f}..={last})"));
+            let range = first.map_or_else(String::new, |f| format!(" (seq {f} to {last})"));
             let waited = match e {
                 zerocast_ipc::Error::RingFull { .. } if !args.no_wait => {
                     format!(
@@ -468,7 +468,7 @@ fn run_pub(bus: &Bus, args: &PubArgs) -> Result<(), String> {
     progress.clear();
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "published {sent} frames to {} (seq {}..={last}) in {secs:.3}s, {:.0} frames/s",
+        "published {sent} frames to {} (seq {} to {last}) in {secs:.3}s, {:.0} frames/s",
         args.topic,
         first.unwrap_or(0),
         sent as f64 / secs.max(1e-9)
@@ -672,20 +672,20 @@ fn run_replay(bus: &Bus, args: &ReplayArgs) -> Result<(), String> {
     let mut incomplete = Vec::new();
     for (a, b, path) in &gaps {
         eprintln!(
-            "zerocast: warning: sequences {a}..={b} are missing from the log ({} removed or damaged)",
+            "zerocast: warning: sequences {a} to {b} are missing from the log ({} removed or damaged)",
             path.display()
         );
-        incomplete.push(format!("{a}..={b}"));
+        incomplete.push(format!("{a} to {b}"));
     }
     if let Some(to) = args.to {
         let end = stats.last_seq;
         if end.is_none_or(|e| e < to) {
             let a = end.map_or(from, |e| e + 1).max(from);
             eprintln!(
-                "zerocast: warning: sequences {a}..={to} are not in the log: it ends {} (not recorded yet, or a torn tail)",
+                "zerocast: warning: sequences {a} to {to} are not in the log: it ends {} (not recorded yet, or a torn tail)",
                 end.map_or_else(|| "before --from".to_owned(), |e| format!("at sequence {e}"))
             );
-            incomplete.push(format!("{a}..={to}"));
+            incomplete.push(format!("{a} to {to}"));
         }
     }
     if incomplete.is_empty() {
@@ -708,7 +708,7 @@ fn replay_line(entry: &wal::Entry<'_>, json: bool) -> String {
                     .to_string()
             } else {
                 format!(
-                    "MISSING {from}..={to}: not in the log ({} removed or damaged)",
+                    "MISSING {from} to {to}: not in the log ({} removed or damaged)",
                     path.display()
                 )
             };
@@ -728,7 +728,7 @@ fn replay_line(entry: &wal::Entry<'_>, json: bool) -> String {
             r.last_seq()
         ),
         KIND_MISSED => format!(
-            "MISSED {}..={}: the recorder was lapped; these frames are not in the log",
+            "MISSED {} to {}: the recorder was lapped; these frames are not in the log",
             r.seq,
             r.last_seq()
         ),
@@ -890,7 +890,7 @@ fn run_follow(bus: &Bus, args: &FollowArgs) -> Result<(), String> {
                 ),
                 resume::Event::Missing { from, to } => (
                     to,
-                    format!("MISSING {from}..={to}: in neither the log nor the ring"),
+                    format!("MISSING {from} to {to}: in neither the log nor the ring"),
                 ),
             };
             // Processing = writing the output; it completes before the

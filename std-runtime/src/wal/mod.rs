@@ -215,7 +215,7 @@ impl std::fmt::Display for WalError {
             }
             Self::Gap { from, to, path } => write!(
                 f,
-                "{}: sequences {from}..={to} are missing from the log (a segment was removed or damaged)",
+                "{}: sequences {from} to {to} are missing from the log (a segment was removed or damaged)",
                 path.display()
             ),
             Self::SeqOutOfRange { seq } => write!(

@@ -395,7 +395,7 @@ fn regression_deleted_middle_segment_is_reported_as_missing() {
     match replay_all(&dir, 0) {
         Err(e) => {
             let msg = e.to_string();
-            assert!(msg.contains(&format!("{from}..={to}")), "{msg}");
+            assert!(msg.contains(&format!("{from} to {to}")), "{msg}");
         }
         Ok(got) => panic!(
             "replay returned {} of {} records without an error",
@@ -768,7 +768,7 @@ fn regression_log_starting_after_from_is_a_leading_gap() {
     assert!(read_all_entries(&dir, begins).unwrap().1.is_empty());
     // `run` reports it as the error it reports every gap as.
     let err = replay_all(&dir, 0).unwrap_err().to_string();
-    assert!(err.contains(&format!("0..={}", begins - 1)), "{err}");
+    assert!(err.contains(&format!("0 to {}", begins - 1)), "{err}");
 
     // A log whose first record comes after its segment's name (the
     // recorder joined a ring that had moved on): the same, from the
