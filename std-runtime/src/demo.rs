@@ -264,7 +264,12 @@ fn run_inner(bus: &Bus, config: Option<&PathBuf>, args: &DemoArgs) -> Result<(),
         .iter()
         .any(Option::is_none)
     {
-        if Instant::now() > ready_by || signal::stopped() {
+        if signal::stopped() {
+            stop_children(&mut children);
+            println!("stopped before the feed started");
+            return Ok(());
+        }
+        if Instant::now() > ready_by {
             stop_children(&mut children);
             return Err("subscriber processes did not start within 10s".into());
         }
