@@ -5,10 +5,20 @@
 //!
 //! [[topic]]
 //! name = "trade_events"
-//! size = "10MB"                 # bytes, or a number with KB/MB/GB (powers of 1024)
+//! size = "10MB"                 # bytes, or a number with KB/MB/GB/TB (powers of 1024); at most 256GiB
 //! kind = "trade"                # sizes the slots: trade, account, l2, heartbeat, ack, any
 //! transport = "shm"             # or "iceoryx2"
+//! mode = "0660"                 # optional: "0600" (default) or "0660"
+//! group = "risk"                # optional: the segment's group
 //! ```
+//!
+//! `mode` and `group` are applied when the segment is created. The default,
+//! 0600, admits only this user. `mode = "0660"` with `group` admits every
+//! member of that group: each of them can then publish to the topic,
+//! subscribe, and also write anything into the segment (frames, tables),
+//! so give the group only to processes trusted with the topic. (Openers
+//! check every header field, so a damaged segment is an error, never
+//! memory unsafety.) Other users get no bits.
 
 use std::path::{Path, PathBuf};
 
@@ -75,20 +85,40 @@ enum Size {
     Text(String),
 }
 
-fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().ok()?;
-    let mult = match unit.trim().to_ascii_uppercase().as_str() {
+/// Parses a byte count with an optional unit: B, K/KB/KiB, M/MB/MiB,
+/// G/GB/GiB, T/TB/TiB (all powers of 1024), as in `10MB` or `512 KiB`. The
+/// one parser of sizes: the config's `size` and the program's size flags.
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let bad = || {
+        "not a byte count like 65536, 64KiB or 10MB (units B, KB, MB, GB, TB: powers of 1024)"
+            .to_owned()
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|e: std::num::ParseIntError| match e.kind() {
+            std::num::IntErrorKind::PosOverflow => {
+                "out of range (at most 2^64 - 1 bytes)".to_owned()
+            }
+            _ => bad(),
+        })?;
+    let mult: u64 = match unit.trim().to_ascii_uppercase().as_str() {
         "" | "B" => 1,
         "K" | "KB" | "KIB" => 1 << 10,
         "M" | "MB" | "MIB" => 1 << 20,
         "G" | "GB" | "GIB" => 1 << 30,
-        _ => return None,
+        "T" | "TB" | "TIB" => 1 << 40,
+        _ => return Err(bad()),
     };
     n.checked_mul(mult)
+        .ok_or_else(|| "out of range (at most 2^64 - 1 bytes)".to_owned())
 }
+
+/// The largest topic `size`: 256 GiB. A segment lives in memory
+/// (`/dev/shm`), reserved whole when it is created.
+pub const MAX_TOPIC_SIZE: u64 = 256 << 30;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -99,6 +129,10 @@ struct RawTopic {
     kind: Option<TopicKind>,
     #[serde(default)]
     transport: Transport,
+    #[serde(default)]
+    mode: Option<String>,
+    #[serde(default)]
+    group: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -121,6 +155,75 @@ pub struct TopicConfig {
     pub kind: TopicKind,
     /// Transport.
     pub transport: Transport,
+    /// Who may open the segment: mode and group applied at creation.
+    pub access: Access,
+}
+
+/// A segment's permission bits and group, applied when it is created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Access {
+    /// 0o600 (this user) or 0o660 (and the group).
+    pub mode: u32,
+    /// The group id to give the segment (`None`: the creator's).
+    pub gid: Option<u32>,
+}
+
+impl Default for Access {
+    fn default() -> Self {
+        Self {
+            mode: 0o600,
+            gid: None,
+        }
+    }
+}
+
+/// Parses a topic's `mode`: "0600" or "0660" (a segment is read and written
+/// by every user of the topic, so no read-only or other-user bits).
+pub fn parse_mode(s: &str) -> std::result::Result<u32, String> {
+    let bad = || {
+        format!(
+            "mode {s:?}: use \"0600\" (this user only) or \"0660\" (and the topic's group); \
+             every user of a segment reads and writes it, and other users get no access"
+        )
+    };
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    let mode = u32::from_str_radix(digits, 8).map_err(|_| bad())?;
+    match mode {
+        0o600 | 0o660 => Ok(mode),
+        _ => Err(bad()),
+    }
+}
+
+/// The id of group `name`, or an error naming it.
+pub fn group_id(name: &str) -> std::result::Result<u32, String> {
+    let unknown = || format!("group {name:?}: no such group on this machine");
+    let c = std::ffi::CString::new(name).map_err(|_| unknown())?;
+    // SAFETY: a plain C struct of integers and pointers: all-zero is a
+    // valid value, filled in by getgrnam_r.
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0u8; 16 << 10];
+    let mut out: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call: the name NUL-terminated,
+    // grp and out writable, buf writable for its length.
+    let rc = unsafe {
+        libc::getgrnam_r(
+            c.as_ptr(),
+            &mut grp,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut out,
+        )
+    };
+    if rc != 0 {
+        return Err(format!(
+            "group {name:?}: {}",
+            std::io::Error::from_raw_os_error(rc)
+        ));
+    }
+    if out.is_null() {
+        return Err(unknown());
+    }
+    Ok(grp.gr_gid)
 }
 
 impl TopicConfig {
@@ -131,6 +234,7 @@ impl TopicConfig {
             size,
             kind,
             transport: Transport::Shm,
+            access: Access::default(),
         }
     }
 
@@ -214,12 +318,18 @@ impl Config {
     /// namespace.
     pub fn from_toml(text: &str) -> Result<Self> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| Error::BadConfig(e.to_string()))?;
-        let namespace = env_namespace()
+        let from_env = env_namespace();
+        let source = if from_env.is_some() {
+            format!("{NAMESPACE_ENV}=")
+        } else {
+            "namespace ".to_owned()
+        };
+        let namespace = from_env
             .or(raw.namespace)
             .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
         check_name(&namespace).map_err(|_| {
             Error::BadConfig(format!(
-                "namespace {namespace:?}: use 1-64 characters from A-Z a-z 0-9 _ -"
+                "{source}{namespace:?}: use 1-64 characters from A-Z a-z 0-9 _ -"
             ))
         })?;
         let mut topics = Vec::new();
@@ -238,20 +348,45 @@ impl Config {
             }
             let size = match &t.size {
                 Size::Bytes(b) => *b,
-                Size::Text(s) => parse_size(s).ok_or_else(|| {
-                    Error::BadConfig(format!(
-                        "topic {:?}: size {s:?} is not a byte count like 10MB",
-                        t.name
-                    ))
+                Size::Text(s) => parse_size(s).map_err(|why| {
+                    Error::BadConfig(format!("topic {:?}: size {s:?}: {why}", t.name))
                 })?,
             };
+            if size > MAX_TOPIC_SIZE {
+                return Err(Error::BadConfig(format!(
+                    "topic {:?}: size {size} bytes is more than the {MAX_TOPIC_SIZE} bytes (256GiB) a topic may have (its segment is reserved in memory, in /dev/shm)",
+                    t.name
+                )));
+            }
             let kind = t.kind.unwrap_or(match t.name.as_str() {
                 "trade_events" => TopicKind::Trade,
                 "account_events" => TopicKind::Account,
                 "market_l2" => TopicKind::L2,
                 _ => TopicKind::Any,
             });
+            let topic_err = |why: String| Error::BadConfig(format!("topic {:?}: {why}", t.name));
+            let mode = t
+                .mode
+                .as_deref()
+                .map(parse_mode)
+                .transpose()
+                .map_err(topic_err)?;
+            let gid = t
+                .group
+                .as_deref()
+                .map(group_id)
+                .transpose()
+                .map_err(topic_err)?;
+            if gid.is_some() && mode != Some(0o660) {
+                return Err(topic_err(
+                    "a group without mode = \"0660\" gives that group no access".to_owned(),
+                ));
+            }
             let topic = TopicConfig {
+                access: Access {
+                    mode: mode.unwrap_or(0o600),
+                    gid,
+                },
                 name: t.name,
                 size,
                 kind,
@@ -334,11 +469,15 @@ mod tests {
 
     #[test]
     fn sizes_parse_with_units() {
-        assert_eq!(parse_size("10MB"), Some(10 << 20));
-        assert_eq!(parse_size("512 KiB"), Some(512 << 10));
-        assert_eq!(parse_size("4096"), Some(4096));
-        assert_eq!(parse_size("ten"), None);
-        assert_eq!(parse_size("10XB"), None);
+        assert_eq!(parse_size("10MB"), Ok(10 << 20));
+        assert_eq!(parse_size("512 KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("1TB"), Ok(1 << 40));
+        assert!(parse_size("ten").is_err());
+        assert!(parse_size("10XB").is_err());
+        assert!(parse_size("99999999999TB")
+            .unwrap_err()
+            .contains("out of range"));
     }
 
     #[test]

@@ -57,8 +57,8 @@ pub enum Error {
         /// What it must be.
         why: String,
     },
-    /// The segment file belongs to another user or is open to group or
-    /// others: refused.
+    /// The segment file is open to other users, or belongs to another
+    /// user without sharing it with one of our groups: refused.
     Untrusted {
         /// The file.
         path: PathBuf,
@@ -68,6 +68,26 @@ pub enum Error {
         our_uid: u32,
         /// Its permission bits.
         mode: u32,
+    },
+    /// An existing segment has another ring shape than the config asks for
+    /// (it was created from a config with another size or kind).
+    ShapeMismatch {
+        /// The file.
+        path: PathBuf,
+        /// Topic name.
+        topic: String,
+        /// Slots of the existing segment.
+        found_capacity: u64,
+        /// Payload bytes per slot of the existing segment.
+        found_slot_bytes: u64,
+        /// Bytes of the existing segment file.
+        found_size: u64,
+        /// Slots the config asks for.
+        asked_capacity: u64,
+        /// Payload bytes per slot the config asks for.
+        asked_slot_bytes: u64,
+        /// Bytes of the segment the config asks for.
+        asked_size: u64,
     },
     /// A publish found the ring full: a gating subscriber has not released
     /// the slot it needs, and the publisher's policy gave up waiting.
@@ -223,7 +243,25 @@ impl std::fmt::Display for Error {
                 mode,
             } => write!(
                 f,
-                "segment {} is owned by uid {uid} (we are {our_uid}) / mode {mode:04o}: refusing (a segment must be ours with mode 0600; remove it if it is not zerocast's)",
+                "segment {} is owned by uid {uid} (we are {our_uid}) / mode {mode:04o}: refusing (a segment must be ours, or shared with one of our groups by mode 0660, and never open to other users; remove it if it is not zerocast's)",
+                path.display()
+            ),
+            Self::ShapeMismatch {
+                path,
+                topic,
+                found_capacity,
+                found_slot_bytes,
+                found_size,
+                asked_capacity,
+                asked_slot_bytes,
+                asked_size,
+            } => write!(
+                f,
+                "topic {topic}: segment {} has {found_capacity} slots of {found_slot_bytes} bytes \
+                 ({found_size} bytes), but the config asks for {asked_capacity} slots of \
+                 {asked_slot_bytes} bytes ({asked_size} bytes): it was created from another \
+                 config; use that config, or stop the topic's processes and remove the segment \
+                 (`zerocast stat --remove-stale` once they are gone)",
                 path.display()
             ),
             Self::RingFull { topic, behind } => {

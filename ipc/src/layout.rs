@@ -107,7 +107,8 @@ pub struct PublisherEntry {
     pub inflight: AtomicU64,
     /// Frames published through this entry.
     pub published: AtomicU64,
-    /// Time of the last heartbeat, ns since the Unix epoch.
+    /// Time of the last heartbeat, ns since the Unix epoch; 0 until the
+    /// first.
     pub heartbeat_ns: AtomicU64,
     /// Name, NUL-padded UTF-8, as three words.
     pub name: [AtomicU64; NAME_LEN / 8],

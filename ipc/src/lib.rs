@@ -115,8 +115,12 @@ impl Bus {
         let topic = self.config.topic(name)?;
         let (capacity, words) = topic.ring_shape()?;
         let path = self.config.segment_path(name);
-        Ok(Arc::new(Segment::open_or_create(
-            &path, name, capacity, words,
+        Ok(Arc::new(Segment::open_or_create_with(
+            &path,
+            name,
+            capacity,
+            words,
+            topic.access,
         )?))
     }
 

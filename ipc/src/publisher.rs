@@ -116,7 +116,8 @@ impl ShmPublisher {
         // A single publish is one sequence; only a batch changes this.
         e.inflight_len.store(1, Ordering::Relaxed);
         e.published.store(0, Ordering::Relaxed);
-        e.heartbeat_ns.store(now_ns(), Ordering::Relaxed);
+        // 0: no heartbeat yet (`zerocast stat` says "never").
+        e.heartbeat_ns.store(0, Ordering::Relaxed);
         let name = if options.name.is_empty() {
             format!("pub-{pid}")
         } else {

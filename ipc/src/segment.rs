@@ -1,4 +1,5 @@
-//! A topic's shared-memory segment: a file in `/dev/shm` (mode 0600) mapped
+//! A topic's shared-memory segment: a file in `/dev/shm` (mode 0600, or a
+//! topic's `mode` and `group`) mapped
 //! with memmap2, holding a [`SegmentHeader`] and a broadcast ring.
 
 use std::fs::{File, OpenOptions};
@@ -14,6 +15,7 @@ use zerocast_core::broadcast::{
 };
 use zerocast_core::storage::Raw;
 
+use crate::config::Access;
 use crate::error::{io, Error, Result};
 use crate::layout::{
     current_owner, is_tombstone, load_name, name_is, now_ns, owner_alive, owner_pid, tombstone,
@@ -117,16 +119,31 @@ fn check_shape(path: &Path, capacity: u64, payload_words: u64) -> Result<u64> {
     })
 }
 
-/// Refuses a segment file that another user owns or that group or others
-/// may access: anyone who can write it can make every user of the topic
-/// read and write where its header says.
+/// Whether this process is a member of group `gid`.
+fn in_our_groups(gid: u32) -> bool {
+    // SAFETY: getegid has no preconditions and cannot fail.
+    if unsafe { libc::getegid() } == gid {
+        return true;
+    }
+    let mut groups = vec![0 as libc::gid_t; 1024];
+    // SAFETY: the buffer holds `groups.len()` entries.
+    let n = unsafe { libc::getgroups(groups.len() as libc::c_int, groups.as_mut_ptr()) };
+    usize::try_from(n).is_ok_and(|n| groups[..n.min(groups.len())].contains(&gid))
+}
+
+/// Refuses a segment file that others may access, or that another user
+/// owns without sharing it with one of our groups (mode 0660, a topic's
+/// `mode` and `group`): anyone who can write it can corrupt the topic, so
+/// only this user and, where the topic says so, its group may.
 fn check_trusted(file: &File, path: &Path) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     let meta = file.metadata().map_err(io(path, "stat segment"))?;
     // SAFETY: geteuid has no preconditions and cannot fail.
     let ours = unsafe { libc::geteuid() };
     let mode = meta.mode() & 0o7777;
-    if meta.uid() != ours || mode & 0o077 != 0 {
+    let trusted = mode & 0o7007 == 0
+        && (meta.uid() == ours || (mode & 0o070 == 0o060 && in_our_groups(meta.gid())));
+    if !trusted {
         return Err(Error::Untrusted {
             path: path.to_owned(),
             uid: meta.uid(),
@@ -173,15 +190,46 @@ impl std::fmt::Debug for Segment {
 impl Segment {
     /// Opens the segment at `path`, creating it with `capacity` slots of
     /// `payload_words` if it does not exist.
+    ///
+    /// An existing segment of another shape (made from a config with
+    /// another size or kind) is refused with [`Error::ShapeMismatch`]: used
+    /// as it is, the topic would silently run on a ring of a size nobody
+    /// asked for.
     pub fn open_or_create(
         path: &Path,
         topic: &str,
         capacity: u64,
         payload_words: usize,
     ) -> Result<Self> {
-        match Self::create(path, topic, capacity, payload_words) {
+        Self::open_or_create_with(path, topic, capacity, payload_words, Access::default())
+    }
+
+    /// [`open_or_create`](Self::open_or_create), creating it with `access`
+    /// (a topic's `mode` and `group`).
+    pub fn open_or_create_with(
+        path: &Path,
+        topic: &str,
+        capacity: u64,
+        payload_words: usize,
+        access: Access,
+    ) -> Result<Self> {
+        match Self::create_with(path, topic, capacity, payload_words, access) {
             Err(Error::Io { source, .. }) if source.kind() == ErrorKind::AlreadyExists => {
-                Self::open(path, topic)
+                let seg = Self::open(path, topic)?;
+                let found = (seg.ring.capacity(), seg.ring.payload_words());
+                if found != (capacity, payload_words) {
+                    return Err(Error::ShapeMismatch {
+                        path: path.to_owned(),
+                        topic: topic.to_owned(),
+                        found_capacity: found.0,
+                        found_slot_bytes: found.1 as u64 * 8,
+                        found_size: seg.map.len() as u64,
+                        asked_capacity: capacity,
+                        asked_slot_bytes: payload_words as u64 * 8,
+                        asked_size: segment_size(capacity, payload_words),
+                    });
+                }
+                Ok(seg)
             }
             other => other,
         }
@@ -195,6 +243,19 @@ impl Segment {
     /// (found by the fan-out benchmark: 1000 subscribers racing to open a new
     /// topic timed out waiting for its creator).
     pub fn create(path: &Path, topic: &str, capacity: u64, payload_words: usize) -> Result<Self> {
+        Self::create_with(path, topic, capacity, payload_words, Access::default())
+    }
+
+    /// [`create`](Self::create) with `access`: its group and mode are set
+    /// (fchown, fchmod) before the segment is published under its name, so
+    /// nobody sees it with others.
+    pub fn create_with(
+        path: &Path,
+        topic: &str,
+        capacity: u64,
+        payload_words: usize,
+        access: Access,
+    ) -> Result<Self> {
         let size = check_shape(path, capacity, payload_words as u64)?;
         let tmp = init_path(path);
         let file = OpenOptions::new()
@@ -204,8 +265,9 @@ impl Segment {
             .mode(0o600)
             .open(&tmp)
             .map_err(io(&tmp, "create segment"))?;
-        let result =
-            Self::init(&file, path, topic, size, capacity, payload_words).and_then(|seg| {
+        let result = Self::set_access(&file, path, access)
+            .and_then(|()| Self::init(&file, path, topic, size, capacity, payload_words))
+            .and_then(|seg| {
                 std::fs::hard_link(&tmp, path).map_err(io(path, "publish segment"))?;
                 Ok(seg)
             });
@@ -213,6 +275,24 @@ impl Segment {
         // name goes in both cases.
         let _ = std::fs::remove_file(&tmp);
         result
+    }
+
+    /// Gives `file` the group and mode of `access` (the mode exactly: not
+    /// narrowed by the umask).
+    fn set_access(file: &File, path: &Path, access: Access) -> Result<()> {
+        use std::os::fd::AsRawFd;
+        if let Some(gid) = access.gid {
+            // SAFETY: plain syscall on a valid fd; -1 keeps the owner.
+            if unsafe { libc::fchown(file.as_raw_fd(), u32::MAX, gid) } != 0 {
+                return Err(Error::Io {
+                    path: path.to_owned(),
+                    action: "give the segment its topic's group (the creator must be a member)",
+                    source: std::io::Error::last_os_error(),
+                });
+            }
+        }
+        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(access.mode))
+            .map_err(io(path, "set the segment's mode"))
     }
 
     fn init(
@@ -296,8 +376,9 @@ impl Segment {
     /// Opens an existing segment, checking that it is zerocast's, with this
     /// build's layout, and as large as its header says.
     ///
-    /// The file is untrusted input: it must belong to this user with no
-    /// group or other permission bits ([`Error::Untrusted`]), and every
+    /// The file is untrusted input: it must belong to this user, or be
+    /// shared (mode 0660) with a group of this process, with no other-user
+    /// bits ([`Error::Untrusted`]), and every
     /// header field is checked against the length actually mapped, with
     /// checked arithmetic, before anything past the header is touched. Any
     /// content gives a clear error, never a panic or an access outside the

@@ -399,6 +399,30 @@ fn regression_segment_open_rejects_a_segment_of_another_user() {
     assert!(err.contains("uid 54321"), "{err}");
 }
 
+/// A topic's `mode = "0660"` and `group`: a segment of another user shared
+/// with one of our groups opens; shared with a group we are not in, or
+/// open to others, it is refused.
+#[test]
+fn segment_shared_with_our_group_opens_and_with_another_group_does_not() {
+    let path = crafted("group", 24);
+    let c = std::ffi::CString::new(path.as_os_str().to_str().unwrap()).unwrap();
+    // SAFETY: getegid has no preconditions.
+    let ours = unsafe { libc::getegid() };
+    // SAFETY: a valid NUL-terminated path.
+    if unsafe { libc::chown(c.as_ptr(), 54321, ours) } != 0 {
+        // Only root can give a file away; elsewhere this cannot be set up.
+        eprintln!("skipped: chown needs root");
+        let _ = std::fs::remove_file(&path);
+        return;
+    }
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660)).unwrap();
+    Segment::open(&path, "t").expect("shared with our group by 0660");
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::chown(c.as_ptr(), 54321, 54321) }, 0);
+    let err = open_err(&path);
+    assert!(err.contains("uid 54321") && err.contains("0660"), "{err}");
+}
+
 #[test]
 fn regression_received_kind_of_a_short_frame_does_not_panic() {
     for len in [0, 8, 16, 21, 24] {

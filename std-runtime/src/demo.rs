@@ -264,7 +264,12 @@ fn run_inner(bus: &Bus, config: Option<&PathBuf>, args: &DemoArgs) -> Result<(),
         .iter()
         .any(Option::is_none)
     {
-        if Instant::now() > ready_by || signal::stopped() {
+        if signal::stopped() {
+            stop_children(&mut children);
+            println!("stopped before the feed started");
+            return Ok(());
+        }
+        if Instant::now() > ready_by {
             stop_children(&mut children);
             return Err("subscriber processes did not start within 10s".into());
         }
@@ -346,8 +351,12 @@ fn run_inner(bus: &Bus, config: Option<&PathBuf>, args: &DemoArgs) -> Result<(),
     let elapsed = start.elapsed().as_secs_f64();
     // Let the subscribers drain what is in flight, then stop them.
     std::thread::sleep(Duration::from_millis(300));
+    // Only final reports count from here on (a child that already gave
+    // one keeps it).
     for r in reports.lock().expect("reports lock").iter_mut() {
-        *r = None;
+        if !r.as_ref().is_some_and(|v| v["final"] == true) {
+            *r = None;
+        }
     }
     stop_children(&mut children);
     let deadline = Instant::now() + Duration::from_secs(3);
@@ -456,10 +465,11 @@ fn summary(
         );
     }
     println!(
-        "{:<16} {:<16} {:>10} {:>8} {:>5} {:>12} {:>9} {:>9} {:>9} {:>9}",
+        "{:<16} {:<16} {:>10} {:>10} {:>8} {:>5} {:>12} {:>9} {:>9} {:>9} {:>9}",
         "subscriber",
         "topic",
         "received",
+        "heartbeats",
         "lagged",
         "lost",
         "unexplained",
@@ -477,10 +487,11 @@ fn summary(
         };
         unexplained += r["unexplained"].as_u64().unwrap_or(0);
         println!(
-            "{:<16} {:<16} {:>10} {:>8} {:>5} {:>12} {:>9} {:>9} {:>9} {:>9}",
+            "{:<16} {:<16} {:>10} {:>10} {:>8} {:>5} {:>12} {:>9} {:>9} {:>9} {:>9}",
             p.name,
             p.topic,
             r["received"].as_u64().unwrap_or(0),
+            r["heartbeats"].as_u64().unwrap_or(0),
             r["lagged"].as_u64().unwrap_or(0),
             r["lost"].as_u64().unwrap_or(0),
             r["unexplained"].as_u64().unwrap_or(0),
@@ -490,6 +501,10 @@ fn summary(
             us(r["max_ns"].as_f64().unwrap_or(0.0)),
         );
     }
+    println!(
+        "received: every frame read, heartbeats included (the feed sends one per topic every 100 ms; \
+         \"published\" above counts data frames only)"
+    );
     println!(
         "latency: receive time minus publish time (CLOCK_REALTIME), per frame, over the whole run"
     );
@@ -511,6 +526,7 @@ fn summary(
 /// The demo's subscriber process: receives, checks sequences, measures
 /// latency, and prints one JSON report a second (and a final one on SIGTERM).
 pub fn run_child(bus: &Bus, args: &DemoSubArgs) -> Result<(), String> {
+    signal::leave_interrupt_to_parent();
     let wait = match args.wait.as_str() {
         "spin" => WaitStrategy::BusySpin,
         "yield" => WaitStrategy::SpinThenYield { spins: 200 },
@@ -532,11 +548,20 @@ pub fn run_child(bus: &Bus, args: &DemoSubArgs) -> Result<(), String> {
         || Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds");
     let (mut total, mut interval) = (new_hist(), new_hist());
     let (mut received, mut lagged, mut lost, mut unexplained) = (0u64, 0u64, 0u64, 0u64);
+    // Of `received`: the publishers' heartbeats.
+    let mut heartbeats = 0u64;
+    let is_heartbeat = |bytes: &[u8]| {
+        matches!(
+            zerocast_core::frame::FrameRef::parse(bytes),
+            Ok((_, zerocast_core::frame::FrameRef::Heartbeat(_)))
+        )
+    };
     let mut interval_frames = 0u64;
     let mut expected: Option<u64> = sub.next_seq();
     let mut next_report = Instant::now();
     let report = |final_: bool,
                   received,
+                  heartbeats,
                   interval_frames,
                   lagged,
                   lost,
@@ -545,7 +570,7 @@ pub fn run_child(bus: &Bus, args: &DemoSubArgs) -> Result<(), String> {
                   h: &Histogram<u64>| {
         let v = json!({
             "name": args.name, "topic": args.topic, "final": final_, "ready": true,
-            "received": received, "interval_frames": interval_frames,
+            "received": received, "heartbeats": heartbeats, "interval_frames": interval_frames,
             "lagged": lagged, "lost": lost, "unexplained": unexplained,
             "next": next,
             "p50_ns": h.value_at_quantile(0.5), "p99_ns": h.value_at_quantile(0.99),
@@ -558,6 +583,7 @@ pub fn run_child(bus: &Bus, args: &DemoSubArgs) -> Result<(), String> {
             // Drain what is already there before the final report.
             while let Ok(f) = sub.try_recv() {
                 received += 1;
+                heartbeats += u64::from(is_heartbeat(f.bytes));
                 let seq = f.seq;
                 if let Some(e) = expected {
                     unexplained += seq.saturating_sub(e);
@@ -567,6 +593,7 @@ pub fn run_child(bus: &Bus, args: &DemoSubArgs) -> Result<(), String> {
             report(
                 true,
                 received,
+                heartbeats,
                 interval_frames,
                 lagged,
                 lost,
@@ -582,6 +609,7 @@ pub fn run_child(bus: &Bus, args: &DemoSubArgs) -> Result<(), String> {
                 let _ = total.record(latency);
                 let _ = interval.record(latency);
                 received += 1;
+                heartbeats += u64::from(is_heartbeat(f.bytes));
                 interval_frames += 1;
                 if let Some(e) = expected {
                     unexplained += f.seq.saturating_sub(e);
@@ -602,6 +630,7 @@ pub fn run_child(bus: &Bus, args: &DemoSubArgs) -> Result<(), String> {
             report(
                 false,
                 received,
+                heartbeats,
                 interval_frames,
                 lagged,
                 lost,

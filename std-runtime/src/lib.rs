@@ -6,6 +6,7 @@ pub mod demo;
 pub mod feed;
 pub mod health;
 pub mod print;
+pub mod progress;
 pub mod recorder;
 pub mod reliable;
 pub mod resume;

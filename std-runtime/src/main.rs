@@ -1,6 +1,6 @@
 //! `zerocast`: the demo feed, and tools to publish, subscribe and inspect.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -11,6 +11,7 @@ use zerocast_ipc::{
     WaitStrategy,
 };
 use zerocast_runtime::feed::{publish_synthetic, Feed};
+use zerocast_runtime::progress::Progress;
 use zerocast_runtime::{batch, demo, print, recorder, resume, signal, stat, wal};
 
 #[derive(Parser, Debug)]
@@ -69,9 +70,9 @@ struct PubArgs {
     /// Topic name.
     #[arg(long)]
     topic: String,
-    /// Frames to publish (at least 1).
+    /// Frames to publish, at least 1 (default: until SIGINT or SIGTERM).
     #[arg(long, value_parser = parse_count)]
-    count: u64,
+    count: Option<u64>,
     /// Frames per second, at least 0.001 (default: as fast as possible).
     #[arg(long, value_parser = parse_rate)]
     rate: Option<f64>,
@@ -152,11 +153,12 @@ struct RecordArgs {
     /// records wait), Nms, Nus, or N,Nms.
     #[arg(long, default_value = "65536,10ms", value_parser = parse_fsync)]
     fsync: wal::FsyncPolicy,
-    /// Segment file size in bytes, at least 64KiB (units: KiB, MB, GB; all
+    /// Segment file size in bytes, 64KiB to 16GiB (units: KB, MB, GB;
     /// powers of 1024).
     #[arg(long, default_value_t = 64 << 20, value_parser = parse_segment_size)]
     segment_size: u64,
-    /// Keep at most this many bytes of sealed segments (units: KiB, MB ...).
+    /// Keep at most this many bytes of sealed segments (units: KB, MB, GB,
+    /// TB).
     #[arg(long, value_parser = parse_bytes)]
     retain_bytes: Option<u64>,
     /// Remove sealed segments older than this many seconds.
@@ -195,9 +197,18 @@ struct FollowArgs {
     /// A-Z a-z 0-9 _ -).
     #[arg(long, value_parser = parse_name)]
     name: String,
-    /// Checkpoint after this many frames (at least 1).
-    #[arg(long, default_value_t = 1, value_parser = parse_count)]
+    /// Checkpoint after this many events (at least 1), or after
+    /// --checkpoint-ms, whichever comes first. Safe at any setting: a
+    /// restart after a crash or kill delivers again the events after the
+    /// last checkpoint (at most this many, or --checkpoint-ms of them);
+    /// with --out they are first cut from the file, so it holds each
+    /// sequence exactly once; on stdout they are printed again.
+    #[arg(long, default_value_t = 10_000, value_parser = parse_count)]
     checkpoint_every: u64,
+    /// Checkpoint at least this often, in milliseconds (at least 1), while
+    /// events arrive or the follower waits for them.
+    #[arg(long, default_value_t = 100, value_parser = parse_count)]
+    checkpoint_ms: u64,
     /// One JSON object per frame.
     #[arg(long)]
     json: bool,
@@ -307,31 +318,26 @@ fn parse_batch(s: &str) -> Result<usize, String> {
     }
 }
 
-/// A byte count, with an optional unit: B, K/KB/KiB, M/MB/MiB, G/GB/GiB
-/// (all powers of 1024).
+/// A byte count, with an optional unit: B, KB, MB, GB, TB (all powers of
+/// 1024); the config's parser (`zerocast_ipc::config::parse_size`).
 fn parse_bytes(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let bad = || "not a byte count like 65536, 64KiB or 64MB".to_owned();
-    let n: u64 = num.parse().map_err(|_| bad())?;
-    let mult: u64 = match unit.trim().to_ascii_uppercase().as_str() {
-        "" | "B" => 1,
-        "K" | "KB" | "KIB" => 1 << 10,
-        "M" | "MB" | "MIB" => 1 << 20,
-        "G" | "GB" | "GIB" => 1 << 30,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| "out of range (at most 2^64 - 1 bytes)".to_owned())
+    zerocast_ipc::config::parse_size(s)
 }
 
 /// The smallest `--segment-size`: a segment must hold many records, or the
 /// log becomes a file per record.
 const MIN_SEGMENT_SIZE: u64 = 64 << 10;
 
+/// The largest `--segment-size`: each segment file is preallocated whole.
+const MAX_SEGMENT_SIZE: u64 = 16 << 30;
+
 fn parse_segment_size(s: &str) -> Result<u64, String> {
     let v = parse_bytes(s)?;
+    if v > MAX_SEGMENT_SIZE {
+        return Err(format!(
+            "{v} bytes: a segment may be at most {MAX_SEGMENT_SIZE} bytes (16GiB; each is preallocated whole)"
+        ));
+    }
     if v < MIN_SEGMENT_SIZE {
         return Err(format!(
             "{v} bytes: a segment must be at least {MIN_SEGMENT_SIZE} bytes (64KiB)"
@@ -417,10 +423,11 @@ fn run_pub(bus: &Bus, args: &PubArgs) -> Result<(), String> {
     let start = Instant::now();
     let (mut sent, mut first, mut last) = (0u64, None, 0u64);
     let batch = args.batch as u64;
+    let mut progress = Progress::new("pub");
     // SIGINT and SIGTERM stop the loop between publishes; the summary below
     // then counts what was published and the exit status is 0, as for
     // `sub`, `record` and `follow`.
-    while sent < args.count && !signal::stopped() {
+    while args.count.is_none_or(|c| sent < c) && !signal::stopped() {
         if let Some(n) = args.crash_after {
             if sent >= n {
                 std::io::stdout().flush().ok();
@@ -440,16 +447,36 @@ fn run_pub(bus: &Bus, args: &PubArgs) -> Result<(), String> {
                 break;
             }
         }
-        let n = batch.min(args.count - sent);
-        let seq = publish_synthetic(&mut publisher, &mut feed, kind, n as usize)
-            .map_err(|e| e.to_string())?;
+        let n = args.count.map_or(batch, |c| batch.min(c - sent));
+        let seq = publish_synthetic(&mut publisher, &mut feed, kind, n as usize).map_err(|e| {
+            // Say how far it got: the frames before this one are on the ring.
+            let range = first.map_or_else(String::new, |f| format!(" (seq {f} to {last})"));
+            let waited = match e {
+                zerocast_ipc::Error::RingFull { .. } if !args.no_wait => {
+                    format!(
+                        " after waiting {} ms (--gating-wait-ms)",
+                        args.gating_wait_ms
+                    )
+                }
+                _ => String::new(),
+            };
+            format!("{e}; published {sent} frames{range} before giving up{waited}")
+        })?;
         first.get_or_insert(seq);
         last = seq + n - 1;
         sent += n;
+        progress.update(|t| {
+            let of = args.count.map_or_else(String::new, |c| format!(" of {c}"));
+            format!(
+                "{sent}{of} frames, {:.0} frames/s",
+                sent as f64 / t.max(1e-9)
+            )
+        });
     }
+    progress.clear();
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "published {sent} frames to {} (seq {}..={last}) in {secs:.3}s, {:.0} frames/s",
+        "published {sent} frames to {} (seq {} to {last}) in {secs:.3}s, {:.0} frames/s",
         args.topic,
         first.unwrap_or(0),
         sent as f64 / secs.max(1e-9)
@@ -540,17 +567,25 @@ fn run_record(bus: &Bus, args: &RecordArgs) -> Result<(), String> {
             p.display()
         );
     }
-    tracing::info!(topic = %args.topic, last_seq = ?log.last_seq(), "recording");
+    tracing::info!(
+        topic = %args.topic,
+        "recording after {}",
+        log.last_seq()
+            .map_or_else(|| "an empty log".to_owned(), |s| format!("sequence {s}"))
+    );
     let stats =
         recorder::record(bus, &args.topic, &mut log, signal::stopped).map_err(|e| e.to_string())?;
     println!(
-        "recorded {} frames of {} ({} lost on the bus, {} missed by the recorder, {} invalid); last sequence {:?}",
+        "recorded {} frames of {} ({} lost on the bus, {} missed by the recorder, {} invalid); {}",
         stats.frames,
         args.topic,
         stats.lost,
         stats.missed,
         stats.invalid,
-        log.last_seq()
+        log.last_seq().map_or_else(
+            || "the log is empty".to_owned(),
+            |s| format!("last sequence {s}")
+        )
     );
     Ok(())
 }
@@ -587,8 +622,19 @@ fn run_replay(bus: &Bus, args: &ReplayArgs) -> Result<(), String> {
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut write_err = None;
     let mut gaps = Vec::new();
+    let mut stopped_at = None;
+    // Beside the frames on a terminal, the frames are the progress.
+    let mut progress = Progress::with(
+        "replay",
+        std::io::stderr().is_terminal() && !std::io::stdout().is_terminal(),
+    );
+    let mut entries = 0u64;
     let stats = wal::Replay::with_topic(&dir, &args.topic)
         .read(from, to, |entry| {
+            let last = match &entry {
+                wal::Entry::Gap { to, .. } => *to,
+                wal::Entry::Record(r) => r.last_seq(),
+            };
             if let wal::Entry::Gap { from, to, path } = &entry {
                 gaps.push((*from, *to, path.clone()));
             }
@@ -597,10 +643,24 @@ fn run_replay(bus: &Bus, args: &ReplayArgs) -> Result<(), String> {
                 write_err = Some(e);
                 return std::ops::ControlFlow::Break(());
             }
+            entries += 1;
+            progress.update(|t| {
+                format!(
+                    "{entries} entries, at sequence {last}, {:.0}/s",
+                    entries as f64 / t.max(1e-9)
+                )
+            });
+            // SIGINT or SIGTERM: stop after this entry (the statistics
+            // count what was printed), with the summary below.
+            if signal::stopped() {
+                stopped_at = Some(last);
+                return std::ops::ControlFlow::Break(());
+            }
             std::ops::ControlFlow::Continue(())
         })
         .map_err(|e| e.to_string())?;
     out.flush().ok();
+    progress.clear();
     if write_err.is_some() {
         return Ok(()); // stdout closed (e.g. piped into head)
     }
@@ -609,25 +669,31 @@ fn run_replay(bus: &Bus, args: &ReplayArgs) -> Result<(), String> {
          {} invalid frames, {} sequences missing from the log, {} bytes",
         stats.frames, stats.lost, stats.missed, stats.invalid, stats.gap, stats.bytes
     );
+    if let Some(seq) = stopped_at {
+        // Stopped on request: what was not printed was not asked for any
+        // more, so no incomplete-range warnings and exit status 0.
+        eprintln!("replay stopped by a signal after sequence {seq}");
+        return Ok(());
+    }
     // What was asked for and could not be given: each a warning with its
     // range, and exit status 1.
     let mut incomplete = Vec::new();
     for (a, b, path) in &gaps {
         eprintln!(
-            "zerocast: warning: sequences {a}..={b} are missing from the log ({} removed or damaged)",
+            "zerocast: warning: sequences {a} to {b} are missing from the log ({} removed or damaged)",
             path.display()
         );
-        incomplete.push(format!("{a}..={b}"));
+        incomplete.push(format!("{a} to {b}"));
     }
     if let Some(to) = args.to {
         let end = stats.last_seq;
         if end.is_none_or(|e| e < to) {
             let a = end.map_or(from, |e| e + 1).max(from);
             eprintln!(
-                "zerocast: warning: sequences {a}..={to} are not in the log: it ends {} (not recorded yet, or a torn tail)",
+                "zerocast: warning: sequences {a} to {to} are not in the log: it ends {} (not recorded yet, or a torn tail)",
                 end.map_or_else(|| "before --from".to_owned(), |e| format!("at sequence {e}"))
             );
-            incomplete.push(format!("{a}..={to}"));
+            incomplete.push(format!("{a} to {to}"));
         }
     }
     if incomplete.is_empty() {
@@ -650,7 +716,7 @@ fn replay_line(entry: &wal::Entry<'_>, json: bool) -> String {
                     .to_string()
             } else {
                 format!(
-                    "MISSING {from}..={to}: not in the log ({} removed or damaged)",
+                    "MISSING {from} to {to}: not in the log ({} removed or damaged)",
                     path.display()
                 )
             };
@@ -670,7 +736,7 @@ fn replay_line(entry: &wal::Entry<'_>, json: bool) -> String {
             r.last_seq()
         ),
         KIND_MISSED => format!(
-            "MISSED {}..={}: the recorder was lapped; these frames are not in the log",
+            "MISSED {} to {}: the recorder was lapped; these frames are not in the log",
             r.seq,
             r.last_seq()
         ),
@@ -741,7 +807,7 @@ fn run_follow(bus: &Bus, args: &FollowArgs) -> Result<(), String> {
         &args.name,
         resume::CheckpointPolicy {
             every_events: args.checkpoint_every,
-            every: Duration::from_millis(100),
+            every: Duration::from_millis(args.checkpoint_ms),
         },
     )
     .map_err(|e| e.to_string())?;
@@ -767,7 +833,21 @@ fn run_follow(bus: &Bus, args: &FollowArgs) -> Result<(), String> {
             });
             Box::new(f)
         }
-        None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+        None => {
+            // Flushed before each checkpoint: a checkpoint never covers a
+            // line still in this process's buffer, so a crash loses no line
+            // it covers (the lines after it are printed again at restart).
+            let out = SharedOut::default();
+            let flushed = out.clone();
+            follower.before_checkpoint(move |_| {
+                flushed.flush_now().map_err(|source| wal::WalError::Io {
+                    path: PathBuf::from("stdout"),
+                    action: "flush output",
+                    source,
+                })
+            });
+            Box::new(out)
+        }
     };
     let binary = args.out.is_some();
     let until = args.until;
@@ -779,7 +859,14 @@ fn run_follow(bus: &Bus, args: &FollowArgs) -> Result<(), String> {
         .out
         .as_ref()
         .map_or("stdout".to_owned(), |p| p.display().to_string());
-    follower.try_run(
+    let from = follower.next_seq();
+    let mut events = 0u64;
+    // A status line on a terminal, unless the frames are printed there.
+    let mut progress = Progress::with(
+        "follow",
+        std::io::stderr().is_terminal() && (binary || !std::io::stdout().is_terminal()),
+    );
+    let result = follower.try_run(
         |event| {
             let (seq, line) = match event {
                 resume::Event::Frame { seq, bytes } => (
@@ -792,13 +879,26 @@ fn run_follow(bus: &Bus, args: &FollowArgs) -> Result<(), String> {
                         print::frame_line(seq, bytes).unwrap_or_default()
                     },
                 ),
-                resume::Event::Lost(seq) => (seq, format!("{{\"event\":\"lost\",\"seq\":{seq}}}")),
-                resume::Event::Invalid { seq, .. } => {
+                resume::Event::Lost(seq) if args.json => {
+                    (seq, format!("{{\"event\":\"lost\",\"seq\":{seq}}}"))
+                }
+                resume::Event::Lost(seq) => {
+                    (seq, format!("LOST {seq}: its publisher died mid-publish"))
+                }
+                resume::Event::Invalid { seq, .. } if args.json => {
                     (seq, format!("{{\"event\":\"invalid\",\"seq\":{seq}}}"))
                 }
-                resume::Event::Missing { from, to } => (
+                resume::Event::Invalid { seq, bytes } => (
+                    seq,
+                    format!("INVALID {seq}: not a valid frame; {} bytes", bytes.len()),
+                ),
+                resume::Event::Missing { from, to } if args.json => (
                     to,
                     format!("{{\"event\":\"missing\",\"from\":{from},\"to\":{to}}}"),
+                ),
+                resume::Event::Missing { from, to } => (
+                    to,
+                    format!("MISSING {from} to {to}: in neither the log nor the ring"),
                 ),
             };
             // Processing = writing the output; it completes before the
@@ -815,14 +915,66 @@ fn run_follow(bus: &Bus, args: &FollowArgs) -> Result<(), String> {
             };
             // A failed write is not processed: the checkpoint stays before it.
             written.map_err(|e| format!("{out_name}: write sequence {seq}: {e}"))?;
+            events += 1;
+            progress.update(|t| {
+                format!(
+                    "{events} events, at sequence {seq}, {:.0}/s",
+                    events as f64 / t.max(1e-9)
+                )
+            });
             if until.is_some_and(|u| seq >= u) {
                 return Ok(std::ops::ControlFlow::Break(()));
             }
             Ok(std::ops::ControlFlow::Continue(()))
         },
         signal::stopped,
-    )?;
+    );
+    progress.clear();
+    eprintln!(
+        "followed {events} events of {} from sequence {from}; {} checkpoints stored{}",
+        args.topic,
+        follower.checkpoints_stored(),
+        follower.checkpointed().map_or_else(
+            || " (no checkpoint yet)".to_owned(),
+            |c| format!(", the last at sequence {c}")
+        )
+    );
+    result?;
     sink.flush().map_err(|e| format!("{out_name}: flush: {e}"))
+}
+
+/// Buffered stdout that a checkpoint hook can flush.
+#[derive(Clone)]
+struct SharedOut(std::sync::Arc<std::sync::Mutex<std::io::BufWriter<std::io::Stdout>>>);
+
+impl Default for SharedOut {
+    fn default() -> Self {
+        Self(std::sync::Arc::new(std::sync::Mutex::new(
+            std::io::BufWriter::with_capacity(64 << 10, std::io::stdout()),
+        )))
+    }
+}
+
+impl SharedOut {
+    fn flush_now(&self) -> std::io::Result<()> {
+        self.0
+            .lock()
+            .map_err(|_| std::io::Error::other("output lock poisoned"))?
+            .flush()
+    }
+}
+
+impl Write for SharedOut {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .map_err(|_| std::io::Error::other("output lock poisoned"))?
+            .write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.flush_now()
+    }
 }
 
 fn main() -> ExitCode {
@@ -842,6 +994,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal, never into files or pipes.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     signal::install();
     let result = load_config(cli.config.as_ref(), cli.namespace.as_ref())

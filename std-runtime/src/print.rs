@@ -79,13 +79,19 @@ pub fn frame_json(seq: u64, bytes: &[u8]) -> Result<Value, FrameError> {
     Ok(Value::Object(obj))
 }
 
-/// One compact line.
+/// Decimals of every price in a text line (trades and books alike).
+const PRICE: usize = 4;
+/// Decimals of every volume in a text line.
+const VOLUME: usize = 4;
+
+/// One compact line; prices with [`PRICE`] decimals, volumes with
+/// [`VOLUME`].
 pub fn frame_line(seq: u64, bytes: &[u8]) -> Result<String, FrameError> {
     let (_, body) = FrameRef::parse(bytes)?;
     let s = |b: &[u8]| id_str(b).unwrap_or("?").to_owned();
     Ok(match body {
         FrameRef::Trade(t) => format!(
-            "{seq} trade {} {} {} @ {} x {}",
+            "{seq} trade {} {} {} @ {:.PRICE$} x {:.VOLUME$}",
             s(&t.trade_id),
             s(&t.instrument_id),
             match t.direction {
@@ -103,7 +109,7 @@ pub fn frame_line(seq: u64, bytes: &[u8]) -> Result<String, FrameError> {
             a.margin.to_native()
         ),
         FrameRef::L2(b) => format!(
-            "{seq} l2 {} bid {:.4} x {:.2} ask {:.4} x {:.2}",
+            "{seq} l2 {} bid {:.PRICE$} x {:.VOLUME$} ask {:.PRICE$} x {:.VOLUME$}",
             s(&b.instrument_id),
             b.bids[0].price.to_native(),
             b.bids[0].volume.to_native(),

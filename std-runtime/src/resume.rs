@@ -113,6 +113,7 @@ pub struct Resumable {
     /// How long the live loop waits for a frame before it looks at `stop`
     /// again.
     poll: Duration,
+    stored: u64,
 }
 
 impl Resumable {
@@ -141,6 +142,7 @@ impl Resumable {
             checkpointed,
             before_checkpoint: Hook::default(),
             poll: Duration::from_millis(50),
+            stored: 0,
         })
     }
 
@@ -166,6 +168,7 @@ impl Resumable {
             checkpointed: next.checked_sub(1),
             before_checkpoint: Hook::default(),
             poll: Duration::from_millis(50),
+            stored: 0,
         }
     }
 
@@ -179,6 +182,11 @@ impl Resumable {
     /// The last checkpointed sequence when opened or since.
     pub fn checkpointed(&self) -> Option<u64> {
         self.checkpointed
+    }
+
+    /// Checkpoints stored since this was opened.
+    pub fn checkpoints_stored(&self) -> u64 {
+        self.stored
     }
 
     /// Next sequence to deliver.
@@ -228,6 +236,7 @@ impl Resumable {
             }
             if let Some(checkpoints) = &self.checkpoints {
                 checkpoints.store(&self.name, self.next - 1)?;
+                self.stored += 1;
             }
             self.checkpointed = Some(self.next - 1);
         }

@@ -16,6 +16,15 @@ fn age(ns: u64) -> String {
     format!("{:.1}s", (now - ns) as f64 / 1e9)
 }
 
+/// When the last heartbeat was: "never" for none yet.
+fn heartbeat(ns: u64) -> String {
+    if ns == 0 {
+        "never".into()
+    } else {
+        format!("{} ago", age(ns))
+    }
+}
+
 /// Describes a tombstone (an entry a reaper or a durable subscriber has
 /// taken): who took it and whether it is still being worked on.
 fn tombstone_line(what: &str, i: usize, word: u64) -> String {
@@ -95,6 +104,21 @@ pub fn run(bus: &Bus, remove_stale: bool) -> Result<(), String> {
             );
         }
     }
+    // iceoryx2 topics have no zerocast segment: say they are configured
+    // (their services are iceoryx2's, not listed here).
+    let iox: Vec<&str> = bus
+        .config()
+        .topics
+        .iter()
+        .filter(|t| t.transport == zerocast_ipc::Transport::Iceoryx2)
+        .map(|t| t.name.as_str())
+        .collect();
+    if !iox.is_empty() {
+        println!(
+            "iceoryx2 topics (configured; their services are iceoryx2's, not zerocast segments): {}",
+            iox.join(", ")
+        );
+    }
     for (topic, path) in segments {
         let seg = match Segment::open(&path, &topic) {
             Ok(s) => s,
@@ -133,11 +157,11 @@ pub fn run(bus: &Bus, remove_stale: bool) -> Result<(), String> {
             let pid = owner_pid(word);
             // Relaxed: monitoring snapshots.
             println!(
-                "  publisher {i}: pid {pid} {} name {:?} published {} last heartbeat {} ago",
+                "  publisher {i}: pid {pid} {} name {:?} published {} last heartbeat {}",
                 alive(word),
                 load_name(&p.name),
                 p.published.load(Ordering::Relaxed),
-                age(p.heartbeat_ns.load(Ordering::Relaxed)),
+                heartbeat(p.heartbeat_ns.load(Ordering::Relaxed)),
             );
         }
         for (i, s) in h.subscribers.iter().enumerate() {

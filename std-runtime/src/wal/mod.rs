@@ -224,7 +224,7 @@ impl std::fmt::Display for WalError {
             }
             Self::Gap { from, to, path } => write!(
                 f,
-                "{}: sequences {from}..={to} are missing from the log (a segment was removed or damaged)",
+                "{}: sequences {from} to {to} are missing from the log (a segment was removed or damaged)",
                 path.display()
             ),
             Self::SeqOutOfRange { seq } => write!(
@@ -327,6 +327,20 @@ pub struct SegmentInfo {
     pub path: PathBuf,
 }
 
+/// Mode of every file of a WAL directory (segments, indexes, marks, the
+/// lock): the owner writes, its group may read (replay), others nothing;
+/// set exactly, whatever the umask.
+pub const WAL_FILE_MODE: u32 = 0o640;
+/// Mode of a checkpoint file: only its owner.
+pub const CHECKPOINT_MODE: u32 = 0o600;
+
+/// Sets `f`'s mode to exactly `mode` (fchmod: the umask does not apply).
+fn set_mode(f: &File, path: &Path, mode: u32) -> Result<(), WalError> {
+    use std::os::unix::fs::PermissionsExt;
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(io_err(path, "set file mode"))
+}
+
 /// Segment file name for `first_seq`.
 pub fn segment_name(first_seq: u64) -> String {
     format!("{first_seq:020}.wal")
@@ -374,6 +388,7 @@ fn open_mark(segment: &Path, offset: u64) -> Result<File, WalError> {
         .write(true)
         .open(&path)
         .map_err(io_err(&path, "open synced mark"))?;
+    set_mode(&f, &path, WAL_FILE_MODE)?;
     f.write_all_at(&encode_mark(offset), 0)
         .map_err(io_err(&path, "write synced mark"))?;
     Ok(f)
@@ -425,6 +440,7 @@ fn lock_dir(dir: &Path) -> Result<File, WalError> {
         .truncate(false)
         .open(&path)
         .map_err(io_err(&path, "open WAL lock file"))?;
+    set_mode(&f, &path, WAL_FILE_MODE)?;
     // SAFETY: flock on a descriptor this function owns; no memory involved.
     let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc != 0 {
@@ -715,6 +731,7 @@ impl Wal {
             .append(true)
             .open(index_path(&active_path))
             .map_err(io_err(&active_path, "open index"))?;
+        set_mode(&index, &index_path(&active_path), WAL_FILE_MODE)?;
         // What open found is the log: make it durable, then mark it synced.
         datasync(&active, &active_path)?;
         let mark = open_mark(&active_path, write_pos)?;
@@ -920,6 +937,7 @@ impl Wal {
             .create_new(true)
             .open(&path)
             .map_err(io_err(&path, "create segment"))?;
+        set_mode(&f, &path, WAL_FILE_MODE)?;
         // Preallocate: a full disk fails here, before any record is accepted
         // into this segment.
         // SAFETY: plain syscall on a valid fd.
@@ -1022,6 +1040,15 @@ impl Wal {
             if seq <= last {
                 return Err(WalError::OutOfOrder { last, seq });
             }
+        }
+        if self.write_pos == SEGMENT_HEADER as u64
+            && self.buf.is_empty()
+            && self
+                .segments
+                .last()
+                .is_some_and(|s| s.first_seq != seq && s.path == self.active_path)
+        {
+            self.rename_empty_active(seq)?;
         }
         let size = format::record_size(frame.len()) as u64;
         if self.write_pos + self.buf.len() as u64 + size > self.options.segment_size
@@ -1139,24 +1166,55 @@ impl Wal {
         }
     }
 
-    fn rotate(&mut self, next_seq: u64) -> Result<(), WalError> {
-        self.sync()?;
+    /// Replaces the empty active segment by one named for `seq`, the first
+    /// sequence it will hold: a segment made before that sequence was known
+    /// (a new log's first, named 0; a recorder joins the ring anywhere) is
+    /// otherwise named by a sequence it does not hold. The new one is made
+    /// before the old one goes, so a reader sees one or the other.
+    fn rename_empty_active(&mut self, seq: u64) -> Result<(), WalError> {
+        let old = self.active_path.clone();
+        self.start_segment(seq)?;
+        if let Some(last) = self.segments.last_mut() {
+            *last = SegmentInfo {
+                first_seq: seq,
+                path: self.active_path.clone(),
+            };
+        }
+        for path in [index_path(&old), mark_path(&old), old] {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(&path, "remove empty segment")(e)),
+            }
+        }
+        fsync_dir(&self.dir)
+    }
+
+    /// Creates the segment for `first_seq` and makes it the active one.
+    fn start_segment(&mut self, first_seq: u64) -> Result<(), WalError> {
         let (f, p) =
-            Self::create_segment(&self.dir, &self.topic, next_seq, self.options.segment_size)?;
+            Self::create_segment(&self.dir, &self.topic, first_seq, self.options.segment_size)?;
         self.index = OpenOptions::new()
             .create(true)
             .append(true)
             .open(index_path(&p))
             .map_err(io_err(&p, "open index"))?;
+        set_mode(&self.index, &index_path(&p), WAL_FILE_MODE)?;
         self.mark = open_mark(&p, SEGMENT_HEADER as u64)?;
         self.marked = SEGMENT_HEADER as u64;
         self.active = f;
-        self.active_path = p.clone();
+        self.active_path = p;
         self.write_pos = SEGMENT_HEADER as u64;
         self.records_since_index = 0;
+        Ok(())
+    }
+
+    fn rotate(&mut self, next_seq: u64) -> Result<(), WalError> {
+        self.sync()?;
+        self.start_segment(next_seq)?;
         self.segments.push(SegmentInfo {
             first_seq: next_seq,
-            path: p,
+            path: self.active_path.clone(),
         });
         self.apply_retention()
     }
@@ -1285,6 +1343,7 @@ impl Checkpoints {
         let crc = crc32c::crc32c(&bytes);
         bytes.extend_from_slice(&crc.to_le_bytes());
         let mut f = File::create(&tmp).map_err(io_err(&tmp, "create checkpoint"))?;
+        set_mode(&f, &tmp, CHECKPOINT_MODE)?;
         f.write_all(&bytes)
             .map_err(io_err(&tmp, "write checkpoint"))?;
         f.sync_all().map_err(io_err(&tmp, "fsync checkpoint"))?;

@@ -395,7 +395,7 @@ fn regression_deleted_middle_segment_is_reported_as_missing() {
     match replay_all(&dir, 0) {
         Err(e) => {
             let msg = e.to_string();
-            assert!(msg.contains(&format!("{from}..={to}")), "{msg}");
+            assert!(msg.contains(&format!("{from} to {to}")), "{msg}");
         }
         Ok(got) => panic!(
             "replay returned {} of {} records without an error",
@@ -768,7 +768,7 @@ fn regression_log_starting_after_from_is_a_leading_gap() {
     assert!(read_all_entries(&dir, begins).unwrap().1.is_empty());
     // `run` reports it as the error it reports every gap as.
     let err = replay_all(&dir, 0).unwrap_err().to_string();
-    assert!(err.contains(&format!("0..={}", begins - 1)), "{err}");
+    assert!(err.contains(&format!("0 to {}", begins - 1)), "{err}");
 
     // A log whose first record comes after its segment's name (the
     // recorder joined a ring that had moved on): the same, from the
@@ -1031,4 +1031,47 @@ fn regression_second_writer_is_refused_while_the_first_lives() {
     drop(wal);
     let (wal, _) = Wal::open(&dir, "trades", small()).unwrap();
     assert_eq!(wal.last_seq(), Some(4));
+}
+
+/// Regression: a new log's first segment was named 0 whatever sequence it
+/// held first (a recorder joins a ring anywhere): `00000000000000000000.wal`
+/// holding 5000 onwards. Each segment file is now named by the first
+/// sequence it holds, also after a restart on an empty active segment.
+#[test]
+fn regression_segment_file_is_named_by_its_first_sequence() {
+    let dir = tempdir("first-seq-name");
+    let frame = &frames(1)[0].1;
+    {
+        let (mut wal, _) = Wal::open(&dir, "t", small()).unwrap();
+        wal.append(5000, 0, frame).unwrap();
+        wal.append(5001, 0, frame).unwrap();
+        wal.sync().unwrap();
+    }
+    let names = |dir: &Path| {
+        list_segments(dir)
+            .unwrap()
+            .iter()
+            .map(|s| (s.first_seq, s.path.file_name().unwrap().to_owned()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(&dir),
+        vec![(5000, std::ffi::OsString::from(segment_name(5000)))]
+    );
+    // No other file of the old name is left (index, mark).
+    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        assert!(!name.starts_with(&"0".repeat(20)), "{name} left behind");
+    }
+    let mut seen = Vec::new();
+    Replay::with_topic(&dir, "t")
+        .read(0, u64::MAX, |e| {
+            if let Entry::Record(r) = e {
+                seen.push(r.seq);
+            }
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(seen, vec![5000, 5001]);
+    let _ = std::fs::remove_dir_all(&dir);
 }
