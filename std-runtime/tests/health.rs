@@ -531,6 +531,9 @@ fn metrics_endpoint_parses_and_matches_the_segment_counters() {
     let mut reader = ShmSubscriber::new(Arc::clone(&seg), &sub_opts("reader")).unwrap();
     let trade = zerocast_runtime::feed::Feed::new(1, 3).trade();
     // 200 frames through a 64-slot ring: `lapped` loses the oldest.
+    // A publisher's heartbeat age exists once it has sent one (its stamp
+    // is 0, "never", until then).
+    p.send_heartbeat().unwrap();
     for _ in 0..200 {
         p.publish(&trade).unwrap();
     }

@@ -12,8 +12,11 @@
 //! # State rules
 //!
 //! A publisher's *last sign of life* is the later of its heartbeat stamp
-//! (`PublisherEntry::heartbeat_ns`, written by `send_heartbeat` and at
-//! registration) and the last poll that saw its `published` counter grow.
+//! (`PublisherEntry::heartbeat_ns`, written by `send_heartbeat`; 0 until
+//! the first) and the last poll that saw its `published` counter grow; the
+//! first poll that sees a publisher counts as a sign of life, so a
+//! publisher that never sent a heartbeat is judged from when the monitor
+//! first saw it.
 //! With `interval` the heartbeat interval the monitor is given:
 //!
 //! - **Failed**: its process is gone ([`owner_alive`], the workspace's one
@@ -606,7 +609,10 @@ impl HealthMonitor {
                 state: PublisherState::Healthy,
                 settled: false,
                 published,
-                progress_ns: 0,
+                // A publisher's heartbeat stamp is 0 until its first
+                // heartbeat, so the first poll that sees it is its first
+                // sign of life: it gets its grace from there.
+                progress_ns: now_ns,
                 sample: (now_ns, published),
                 rate: None,
                 seen: true,
