@@ -451,6 +451,108 @@ fn locked_database_stops_batch_with_a_clear_error_and_keeps_progress() {
     assert_eq!(query_u64(&conn, "SELECT last_seq FROM progress"), 99);
 }
 
+/// Set to `1` to let [`regression_sqlite_commit_rides_out_a_moment_of_full_disk`]
+/// pass without running where it cannot mount a tmpfs (not root).
+const ALLOW_SKIP_FULL_DISK: &str = "ZEROCAST_ALLOW_SKIP_FULL_DISK";
+
+/// A disk that is full for a moment (another process's files come and go
+/// on a shared disk) made a commit fail with SQLITE_FULL, "database or disk
+/// is full", and stopped the batcher. The sink now retries the batch for a
+/// bounded time, saying so. Here the database lives on a 1 MiB tmpfs that
+/// a balloon file fills; once the batcher reports the retry the balloon
+/// goes, and the run completes with every row once. Needs root to mount
+/// the tmpfs, like `full_disk_is_an_error_and_earlier_records_stay_readable`.
+#[test]
+fn regression_sqlite_commit_rides_out_a_moment_of_full_disk() {
+    let ns = Ns::new("full", 1_000_000);
+    let mnt = ns.path("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let mount = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&mnt)
+        .output();
+    if !mount.as_ref().map(|o| o.status.success()).unwrap_or(false) {
+        let why = mount
+            .map(|o| String::from_utf8_lossy(&o.stderr).trim().to_owned())
+            .unwrap_or_else(|e| e.to_string());
+        if std::env::var(ALLOW_SKIP_FULL_DISK).as_deref() == Ok("1") {
+            eprintln!("SKIPPED ({ALLOW_SKIP_FULL_DISK}=1): cannot mount a tmpfs here ({why})");
+            return;
+        }
+        panic!(
+            "cannot mount a tmpfs ({why}); run as root, or set {ALLOW_SKIP_FULL_DISK}=1 to \
+             skip this test explicitly"
+        );
+    }
+    let result = std::panic::catch_unwind(|| {
+        let db = mnt.join("full.db");
+        let sink = format!("sqlite:{}", db.display());
+        let out = ns.run(&["pub", "--topic", TOPIC, "--count", "1000"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let first = ns.run(&["batch", "--topic", TOPIC, "--sink", &sink, "--until", "9"]);
+        assert!(
+            first.status.success(),
+            "{}",
+            String::from_utf8_lossy(&first.stderr)
+        );
+        // Keeps SQLite's -wal and -shm files (made now, while there is
+        // room), so that only the batch's own WAL frames meet the full disk.
+        let conn = Connection::open(&db).unwrap();
+        assert_eq!(query_u64(&conn, "SELECT last_seq FROM progress"), 9);
+        let balloon = mnt.join("balloon");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&balloon).unwrap();
+            let chunk = [0xa5u8; 4096];
+            let err = loop {
+                if let Err(e) = f.write_all(&chunk) {
+                    break e;
+                }
+            };
+            assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+        }
+        let log = ns.path("full.log");
+        let mut child = ns
+            .cmd(&["batch", "--topic", TOPIC, "--sink", &sink, "--until", "999"])
+            .env("ZEROCAST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if ns.log("full.log").contains("retrying") {
+                break;
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!(
+                    "batch exited ({status}) while the disk was full instead of retrying: {}",
+                    ns.log("full.log")
+                );
+            }
+            assert!(Instant::now() < deadline, "no retry reported");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::fs::remove_file(&balloon).unwrap();
+        let done = wait_bounded(child, Duration::from_secs(30), "batch");
+        assert!(done.status.success(), "{}", ns.log("full.log"));
+        assert_eq!(query_u64(&conn, "SELECT count(*) FROM trades"), 1000);
+        assert_eq!(
+            query_u64(&conn, "SELECT count(DISTINCT seq) FROM trades"),
+            1000
+        );
+        assert_eq!(query_u64(&conn, "SELECT last_seq FROM progress"), 999);
+    });
+    let _ = Command::new("umount").arg(&mnt).status();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
 /// A sequence the bus lost (its publisher died between claim and commit)
 /// is a `lost` row in `gaps`; sequences overwritten before the batcher
 /// started, with no log to fall back on, are one `missing` range. Every
