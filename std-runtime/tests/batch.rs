@@ -741,3 +741,113 @@ fn regression_sqlite_sink_keeps_unparsable_frames_as_invalid_rows() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A write lock another connection holds for a moment is waited out (the
+/// sink's busy timeout covers `BEGIN IMMEDIATE`), not reported: the holder
+/// lets go once the batcher has started, and the run completes.
+#[test]
+fn a_lock_held_for_a_moment_by_another_connection_is_waited_out() {
+    let ns = Ns::new("brief", 1_000_000);
+    let db = ns.path("brief.db");
+    let sink = format!("sqlite:{}", db.display());
+    let out = ns.run(&["pub", "--topic", TOPIC, "--count", "100"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = ns.run(&["batch", "--topic", TOPIC, "--sink", &sink, "--until", "9"]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let holder = Connection::open(&db).unwrap();
+    holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let log = ns.path("brief.log");
+    let child = ns
+        .cmd(&[
+            "batch",
+            "--topic",
+            TOPIC,
+            "--sink",
+            &sink,
+            "--until",
+            "99",
+            "--max-batch",
+            "25",
+        ])
+        .env("ZEROCAST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // "batching" is logged once the sink is open, right before the first
+    // commit (25 frames are waiting), which then waits on the holder's
+    // lock; the holder keeps it a while (well inside the busy timeout), so
+    // that a commit that did not wait would fail.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ns.log("brief.log").contains("batching") {
+        assert!(Instant::now() < deadline, "batch never started");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    holder.execute_batch("ROLLBACK").unwrap();
+    let done = wait_bounded(child, Duration::from_secs(30), "batch");
+    assert!(done.status.success(), "{}", ns.log("brief.log"));
+    assert_eq!(query_u64(&holder, "SELECT count(*) FROM trades"), 100);
+    assert_eq!(query_u64(&holder, "SELECT last_seq FROM progress"), 99);
+}
+
+/// Passive checkpoints running beside the commits (here from a second
+/// connection in a tight loop, besides the sink's own checkpoint thread)
+/// never make a commit fail: they never take the write lock.
+#[test]
+fn checkpoints_beside_the_commits_never_fail_one() {
+    let dir = std::env::temp_dir().join(format!("zc-batch-ckpt{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("ckpt.db");
+    let mut sink = zerocast_runtime::batch::SqliteSink::open(&path, TOPIC, "c").unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let checkpointer = {
+        let stop = std::sync::Arc::clone(&stop);
+        let path = path.clone();
+        std::thread::spawn(move || {
+            let conn = Connection::open(&path).unwrap();
+            let mut runs = 0u64;
+            // Relaxed: a flag polled in a loop, no data hangs on it.
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    .unwrap();
+                runs += 1;
+            }
+            runs
+        })
+    };
+    let payload = vec![0x5au8; 3000];
+    let batches = if cfg!(debug_assertions) { 300 } else { 1000 };
+    for b in 0..batches {
+        let mut batch = Batch::new();
+        for i in 0..4u64 {
+            batch.push(Event::Invalid {
+                seq: b * 4 + i,
+                bytes: &payload,
+            });
+        }
+        if let Err(e) = sink.write_batch(&batch) {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            panic!("batch {b}: {e}");
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(checkpointer.join().unwrap() > 0);
+    assert_eq!(sink.committed().unwrap(), Some(batches * 4 - 1));
+    drop(sink);
+    let conn = Connection::open(&path).unwrap();
+    assert_eq!(
+        query_u64(&conn, "SELECT count(*) FROM invalid_frames"),
+        batches * 4
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
