@@ -851,3 +851,44 @@ fn checkpoints_beside_the_commits_never_fail_one() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The JSON-lines sink's lock (flock) belongs to the open file, which a
+/// child forked at that moment by another thread (any `Command::spawn` in
+/// the process) shares until its exec. Reopening the file right after the
+/// sink was dropped then failed with "another batcher writes this file"
+/// (a flake of `jsonl_sink_cuts_a_partial_last_line...` under load). The
+/// sink now waits a bounded time for such a lock. Here a forked child
+/// holds the inherited descriptor for 300 ms.
+#[test]
+fn regression_jsonl_lock_shared_with_a_forked_child_is_waited_out() {
+    let dir = std::env::temp_dir().join(format!("zc-batch-jfork{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("out.jsonl");
+    let sink = zerocast_runtime::batch::JsonlSink::open(&path).unwrap();
+    // SAFETY: the child calls only async-signal-safe functions (nanosleep,
+    // _exit) before it exits.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        let t = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 300_000_000,
+        };
+        // SAFETY: in the forked child: nanosleep and _exit are
+        // async-signal-safe; `t` is a valid timespec.
+        unsafe {
+            libc::nanosleep(&t, std::ptr::null_mut());
+            libc::_exit(0);
+        }
+    }
+    drop(sink);
+    let reopened = zerocast_runtime::batch::JsonlSink::open(&path);
+    let mut status = 0;
+    // SAFETY: waits for the child forked above; `status` is a valid int.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Err(e) = reopened {
+        panic!("reopened while a forked child held the lock: {e}");
+    }
+}
