@@ -451,6 +451,108 @@ fn locked_database_stops_batch_with_a_clear_error_and_keeps_progress() {
     assert_eq!(query_u64(&conn, "SELECT last_seq FROM progress"), 99);
 }
 
+/// Set to `1` to let [`regression_sqlite_commit_rides_out_a_moment_of_full_disk`]
+/// pass without running where it cannot mount a tmpfs (not root).
+const ALLOW_SKIP_FULL_DISK: &str = "ZEROCAST_ALLOW_SKIP_FULL_DISK";
+
+/// A disk that is full for a moment (another process's files come and go
+/// on a shared disk) made a commit fail with SQLITE_FULL, "database or disk
+/// is full", and stopped the batcher. The sink now retries the batch for a
+/// bounded time, saying so. Here the database lives on a 1 MiB tmpfs that
+/// a balloon file fills; once the batcher reports the retry the balloon
+/// goes, and the run completes with every row once. Needs root to mount
+/// the tmpfs, like `full_disk_is_an_error_and_earlier_records_stay_readable`.
+#[test]
+fn regression_sqlite_commit_rides_out_a_moment_of_full_disk() {
+    let ns = Ns::new("full", 1_000_000);
+    let mnt = ns.path("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let mount = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&mnt)
+        .output();
+    if !mount.as_ref().map(|o| o.status.success()).unwrap_or(false) {
+        let why = mount
+            .map(|o| String::from_utf8_lossy(&o.stderr).trim().to_owned())
+            .unwrap_or_else(|e| e.to_string());
+        if std::env::var(ALLOW_SKIP_FULL_DISK).as_deref() == Ok("1") {
+            eprintln!("SKIPPED ({ALLOW_SKIP_FULL_DISK}=1): cannot mount a tmpfs here ({why})");
+            return;
+        }
+        panic!(
+            "cannot mount a tmpfs ({why}); run as root, or set {ALLOW_SKIP_FULL_DISK}=1 to \
+             skip this test explicitly"
+        );
+    }
+    let result = std::panic::catch_unwind(|| {
+        let db = mnt.join("full.db");
+        let sink = format!("sqlite:{}", db.display());
+        let out = ns.run(&["pub", "--topic", TOPIC, "--count", "1000"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let first = ns.run(&["batch", "--topic", TOPIC, "--sink", &sink, "--until", "9"]);
+        assert!(
+            first.status.success(),
+            "{}",
+            String::from_utf8_lossy(&first.stderr)
+        );
+        // Keeps SQLite's -wal and -shm files (made now, while there is
+        // room), so that only the batch's own WAL frames meet the full disk.
+        let conn = Connection::open(&db).unwrap();
+        assert_eq!(query_u64(&conn, "SELECT last_seq FROM progress"), 9);
+        let balloon = mnt.join("balloon");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&balloon).unwrap();
+            let chunk = [0xa5u8; 4096];
+            let err = loop {
+                if let Err(e) = f.write_all(&chunk) {
+                    break e;
+                }
+            };
+            assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+        }
+        let log = ns.path("full.log");
+        let mut child = ns
+            .cmd(&["batch", "--topic", TOPIC, "--sink", &sink, "--until", "999"])
+            .env("ZEROCAST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if ns.log("full.log").contains("retrying") {
+                break;
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!(
+                    "batch exited ({status}) while the disk was full instead of retrying: {}",
+                    ns.log("full.log")
+                );
+            }
+            assert!(Instant::now() < deadline, "no retry reported");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::fs::remove_file(&balloon).unwrap();
+        let done = wait_bounded(child, Duration::from_secs(30), "batch");
+        assert!(done.status.success(), "{}", ns.log("full.log"));
+        assert_eq!(query_u64(&conn, "SELECT count(*) FROM trades"), 1000);
+        assert_eq!(
+            query_u64(&conn, "SELECT count(DISTINCT seq) FROM trades"),
+            1000
+        );
+        assert_eq!(query_u64(&conn, "SELECT last_seq FROM progress"), 999);
+    });
+    let _ = Command::new("umount").arg(&mnt).status();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
 /// A sequence the bus lost (its publisher died between claim and commit)
 /// is a `lost` row in `gaps`; sequences overwritten before the batcher
 /// started, with no log to fall back on, are one `missing` range. Every
@@ -638,4 +740,155 @@ fn regression_sqlite_sink_keeps_unparsable_frames_as_invalid_rows() {
         "{err}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A write lock another connection holds for a moment is waited out (the
+/// sink's busy timeout covers `BEGIN IMMEDIATE`), not reported: the holder
+/// lets go once the batcher has started, and the run completes.
+#[test]
+fn a_lock_held_for_a_moment_by_another_connection_is_waited_out() {
+    let ns = Ns::new("brief", 1_000_000);
+    let db = ns.path("brief.db");
+    let sink = format!("sqlite:{}", db.display());
+    let out = ns.run(&["pub", "--topic", TOPIC, "--count", "100"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = ns.run(&["batch", "--topic", TOPIC, "--sink", &sink, "--until", "9"]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let holder = Connection::open(&db).unwrap();
+    holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let log = ns.path("brief.log");
+    let child = ns
+        .cmd(&[
+            "batch",
+            "--topic",
+            TOPIC,
+            "--sink",
+            &sink,
+            "--until",
+            "99",
+            "--max-batch",
+            "25",
+        ])
+        .env("ZEROCAST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // "batching" is logged once the sink is open, right before the first
+    // commit (25 frames are waiting), which then waits on the holder's
+    // lock; the holder keeps it a while (well inside the busy timeout), so
+    // that a commit that did not wait would fail.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ns.log("brief.log").contains("batching") {
+        assert!(Instant::now() < deadline, "batch never started");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    holder.execute_batch("ROLLBACK").unwrap();
+    let done = wait_bounded(child, Duration::from_secs(30), "batch");
+    assert!(done.status.success(), "{}", ns.log("brief.log"));
+    assert_eq!(query_u64(&holder, "SELECT count(*) FROM trades"), 100);
+    assert_eq!(query_u64(&holder, "SELECT last_seq FROM progress"), 99);
+}
+
+/// Passive checkpoints running beside the commits (here from a second
+/// connection in a tight loop, besides the sink's own checkpoint thread)
+/// never make a commit fail: they never take the write lock.
+#[test]
+fn checkpoints_beside_the_commits_never_fail_one() {
+    let dir = std::env::temp_dir().join(format!("zc-batch-ckpt{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("ckpt.db");
+    let mut sink = zerocast_runtime::batch::SqliteSink::open(&path, TOPIC, "c").unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let checkpointer = {
+        let stop = std::sync::Arc::clone(&stop);
+        let path = path.clone();
+        std::thread::spawn(move || {
+            let conn = Connection::open(&path).unwrap();
+            let mut runs = 0u64;
+            // Relaxed: a flag polled in a loop, no data hangs on it.
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    .unwrap();
+                runs += 1;
+            }
+            runs
+        })
+    };
+    let payload = vec![0x5au8; 3000];
+    let batches = if cfg!(debug_assertions) { 300 } else { 1000 };
+    for b in 0..batches {
+        let mut batch = Batch::new();
+        for i in 0..4u64 {
+            batch.push(Event::Invalid {
+                seq: b * 4 + i,
+                bytes: &payload,
+            });
+        }
+        if let Err(e) = sink.write_batch(&batch) {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            panic!("batch {b}: {e}");
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(checkpointer.join().unwrap() > 0);
+    assert_eq!(sink.committed().unwrap(), Some(batches * 4 - 1));
+    drop(sink);
+    let conn = Connection::open(&path).unwrap();
+    assert_eq!(
+        query_u64(&conn, "SELECT count(*) FROM invalid_frames"),
+        batches * 4
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The JSON-lines sink's lock (flock) belongs to the open file, which a
+/// child forked at that moment by another thread (any `Command::spawn` in
+/// the process) shares until its exec. Reopening the file right after the
+/// sink was dropped then failed with "another batcher writes this file"
+/// (a flake of `jsonl_sink_cuts_a_partial_last_line...` under load). The
+/// sink now waits a bounded time for such a lock. Here a forked child
+/// holds the inherited descriptor for 300 ms.
+#[test]
+fn regression_jsonl_lock_shared_with_a_forked_child_is_waited_out() {
+    let dir = std::env::temp_dir().join(format!("zc-batch-jfork{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("out.jsonl");
+    let sink = zerocast_runtime::batch::JsonlSink::open(&path).unwrap();
+    // SAFETY: the child calls only async-signal-safe functions (nanosleep,
+    // _exit) before it exits.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        let t = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 300_000_000,
+        };
+        // SAFETY: in the forked child: nanosleep and _exit are
+        // async-signal-safe; `t` is a valid timespec.
+        unsafe {
+            libc::nanosleep(&t, std::ptr::null_mut());
+            libc::_exit(0);
+        }
+    }
+    drop(sink);
+    let reopened = zerocast_runtime::batch::JsonlSink::open(&path);
+    let mut status = 0;
+    // SAFETY: waits for the child forked above; `status` is a valid int.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Err(e) = reopened {
+        panic!("reopened while a forked child held the lock: {e}");
+    }
 }

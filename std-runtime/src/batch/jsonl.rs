@@ -19,6 +19,10 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
+/// How long opening waits for the file's lock before it reports another
+/// batcher.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 use super::{Batch, Sink, SinkError};
 use crate::print::frame_json;
 use crate::resume::Event;
@@ -64,14 +68,27 @@ impl JsonlSink {
         // One writer per file: a second batcher appending to it would
         // interleave lines. The kernel drops the lock when the process
         // dies, so a killed batcher never blocks its restart.
-        // SAFETY: flock on a descriptor this function owns.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        // The lock belongs to the open file, which a child forked by
+        // another thread of a process that held it (any `Command::spawn`)
+        // shares until its exec: a lock still held is tried again for
+        // `LOCK_WAIT`, so a reopen right after a close is not refused.
+        let start = std::time::Instant::now();
+        let mut pause = std::time::Duration::from_millis(1);
+        loop {
+            // SAFETY: flock on a descriptor this function owns.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                break;
+            }
             let e = std::io::Error::last_os_error();
-            return Err(SinkError::new(
-                label,
-                "lock",
-                format!("{e} (another batcher writes this file)"),
-            ));
+            if e.kind() != std::io::ErrorKind::WouldBlock || start.elapsed() >= LOCK_WAIT {
+                return Err(SinkError::new(
+                    label,
+                    "lock",
+                    format!("{e} (another batcher writes this file)"),
+                ));
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(std::time::Duration::from_millis(50));
         }
         let size = file.metadata().map_err(io("stat"))?.len();
         // Find the last two newlines from the end, a chunk at a time.

@@ -15,7 +15,9 @@
 //! **Errors lose nothing.** A failed [`Sink::write_batch`] (disk full, a
 //! locked database, a constraint) stops the loop with the sink's error; the
 //! sink's sequence stays at its last committed batch, so the next start
-//! delivers the failed batch again.
+//! delivers the failed batch again. (The SQLite sink first tries a batch
+//! again for a bounded time when another connection holds the database or
+//! the disk is full for a moment; see [`sqlite`].)
 //!
 //! Progress: the loop blocks (waiting for frames, and in the sink); a
 //! crashed publisher costs it nothing (its sequence arrives as `Lost`).

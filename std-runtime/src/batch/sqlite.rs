@@ -35,13 +35,22 @@
 //! of the sink with its own connection (passive checkpoints, which never
 //! block the writer), not inside the commits; closing the sink checkpoints
 //! the rest.
+//!
+//! A commit that fails is rolled back whole and, for two causes, tried
+//! again before the sink gives up: a database another connection holds
+//! (SQLite's busy timeout, [`BUSY_TIMEOUT`], covers taking the write lock
+//! at `BEGIN IMMEDIATE`), and a full disk (`SQLITE_FULL`, the kernel's
+//! ENOSPC on a WAL write), retried for [`FULL_RETRY_FOR`] with a warning,
+//! since on a shared disk space often comes back within moments. The
+//! checkpoint thread takes no part in a commit: a passive checkpoint never
+//! takes the write lock, and its errors are only logged.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 use zerocast_core::frame::{id::id_str, ArchivedDirection, FrameRef};
 
 use super::{Batch, Sink, SinkError};
@@ -151,13 +160,26 @@ struct Checkpointer {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// How long a commit waits for a write lock another connection holds
+/// before it fails with "database is locked".
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a batch whose commit met a full disk (`SQLITE_FULL`) is tried
+/// again before the sink gives up with that error.
+pub const FULL_RETRY_FOR: Duration = Duration::from_secs(5);
+
+/// The longest pause between two tries of a batch on a full disk.
+const FULL_RETRY_PAUSE_MAX: Duration = Duration::from_millis(250);
+
 /// How often the checkpointer runs.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
 impl Checkpointer {
     fn start(path: &Path, label: &str) -> Result<Self, rusqlite::Error> {
         let conn = Connection::open(path)?;
-        conn.busy_timeout(Duration::from_secs(2))?;
+        // Only the checkpointer's own locks wait on this; a passive
+        // checkpoint never waits for, or holds, the write lock.
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let label = label.to_owned();
         let thread = {
@@ -222,7 +244,7 @@ impl SqliteSink {
         let conn = Connection::open(path).map_err(err("open"))?;
         // A writer that holds the database (another batcher) makes us wait
         // this long, then fail with "database is locked".
-        conn.busy_timeout(std::time::Duration::from_secs(2))
+        conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(err("set busy timeout"))?;
         let mode: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
@@ -290,7 +312,14 @@ impl SqliteSink {
         batch: &Batch,
         last: u64,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        let tx = self.conn.transaction()?;
+        // IMMEDIATE: the write lock is taken at BEGIN, where the busy
+        // timeout covers it. A deferred transaction would take it at the
+        // first insert, and an upgrade from a read snapshot that another
+        // connection has moved past fails at once (SQLITE_BUSY_SNAPSHOT),
+        // with no wait.
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
             let mut trade = tx.prepare_cached(INSERT_TRADE)?;
             for event in batch.events() {
@@ -437,15 +466,51 @@ impl Sink for SqliteSink {
         let (Some(first), Some(last)) = (batch.first_seq(), batch.last_seq()) else {
             return Ok(());
         };
-        // A failed transaction rolls back whole (the `Transaction` drops
-        // without commit): neither rows nor progress change.
-        self.write(batch, last).map_err(|e| {
-            SinkError::new(
-                self.label.clone(),
-                format!("commit batch {first}..={last}"),
-                e,
-            )
-        })?;
+        // A failed transaction rolls back whole (SQLite rolls back on
+        // SQLITE_FULL; otherwise the `Transaction` drops without commit):
+        // neither rows nor progress change, so the batch can be tried again.
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(10);
+        let mut retried = false;
+        loop {
+            let e = match self.write(batch, last) {
+                Ok(()) => break,
+                Err(e) => e,
+            };
+            let full = e
+                .downcast_ref::<rusqlite::Error>()
+                .and_then(rusqlite::Error::sqlite_error_code)
+                == Some(ErrorCode::DiskFull);
+            if full && start.elapsed() < FULL_RETRY_FOR {
+                if !retried {
+                    tracing::warn!(
+                        "{}: commit batch {first}..={last}: {e}; retrying for up to {:?}",
+                        self.label,
+                        FULL_RETRY_FOR
+                    );
+                    retried = true;
+                }
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(FULL_RETRY_PAUSE_MAX);
+                continue;
+            }
+            let action = if retried {
+                format!(
+                    "commit batch {first}..={last} (tried again for {:.1} s)",
+                    start.elapsed().as_secs_f64()
+                )
+            } else {
+                format!("commit batch {first}..={last}")
+            };
+            return Err(SinkError::new(self.label.clone(), action, e));
+        }
+        if retried {
+            tracing::warn!(
+                "{}: commit batch {first}..={last}: committed after {:.1} s",
+                self.label,
+                start.elapsed().as_secs_f64()
+            );
+        }
         self.committed = Some(last);
         Ok(())
     }
