@@ -114,14 +114,16 @@ pub fn run_cli(bus: &Bus, args: &BatchArgs, stop: fn() -> bool) -> Result<(), St
         .map_err(|e| e.to_string())?;
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "committed {} batches of {} ({} frames, {} lost, {} missing, {} invalid) in {secs:.3}s; last sequence {:?}",
+        "committed {} batches of {} ({} frames, {} lost, {} missing, {} invalid) in {secs:.3}s; last sequence {}",
         stats.batches,
         args.topic,
         stats.frames,
         stats.lost,
         stats.missing,
         stats.invalid,
-        stats.committed
+        stats
+            .committed
+            .map_or_else(|| "none".to_owned(), |s| s.to_string())
     );
     Ok(())
 }

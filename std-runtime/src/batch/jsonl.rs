@@ -197,7 +197,7 @@ impl Sink for JsonlSink {
             let _ = self.file.set_len(self.len);
             return Err(SinkError::new(
                 self.label.clone(),
-                format!("write batch {first}..={last}"),
+                format!("write batch {first} to {last}"),
                 e,
             ));
         }

@@ -174,7 +174,7 @@ pub fn last_seq(event: &Event<'_>) -> u64 {
 pub struct SinkError {
     /// The sink, e.g. `sqlite:/var/lib/trades.db`.
     pub sink: String,
-    /// What it was doing, e.g. `commit batch 100..=199`.
+    /// What it was doing, e.g. `commit batch 100 to 199`.
     pub action: String,
     /// The underlying error.
     pub source: Box<dyn std::error::Error + Send + Sync>,

@@ -484,9 +484,9 @@ impl Sink for SqliteSink {
             if full && start.elapsed() < FULL_RETRY_FOR {
                 if !retried {
                     tracing::warn!(
-                        "{}: commit batch {first}..={last}: {e}; retrying for up to {:?}",
+                        "{}: commit batch {first} to {last}: {e}; retrying for up to {} s",
                         self.label,
-                        FULL_RETRY_FOR
+                        FULL_RETRY_FOR.as_secs()
                     );
                     retried = true;
                 }
@@ -496,17 +496,17 @@ impl Sink for SqliteSink {
             }
             let action = if retried {
                 format!(
-                    "commit batch {first}..={last} (tried again for {:.1} s)",
+                    "commit batch {first} to {last} (tried again for {:.1} s)",
                     start.elapsed().as_secs_f64()
                 )
             } else {
-                format!("commit batch {first}..={last}")
+                format!("commit batch {first} to {last}")
             };
             return Err(SinkError::new(self.label.clone(), action, e));
         }
         if retried {
             tracing::warn!(
-                "{}: commit batch {first}..={last}: committed after {:.1} s",
+                "{}: commit batch {first} to {last}: committed after {:.1} s",
                 self.label,
                 start.elapsed().as_secs_f64()
             );
