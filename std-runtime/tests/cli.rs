@@ -1313,6 +1313,7 @@ fn operating_reference_matches_help() {
     let help = Command::new(BIN).arg("--help").output().unwrap();
     let help = stdout(&help);
     let mut commands = 0;
+    let mut documented = Vec::new();
     for section in doc.split("\n### zerocast ").skip(1) {
         let name = section.split_whitespace().next().unwrap();
         assert!(
@@ -1332,7 +1333,56 @@ fn operating_reference_matches_help() {
                 "`zerocast {name} --{flag}` is not in its --help:\n{sub}"
             );
         }
+        // And the other way: every flag of the command's --help (but the
+        // global ones and --help) is in the reference.
+        for flag in sub
+            .lines()
+            .filter_map(|l| l.trim_start().split_once("--"))
+            .map(|(_, rest)| rest.split([' ', '\n', ',']).next().unwrap_or(""))
+            .filter(|f| !f.is_empty() && !["help", "config", "namespace", "version"].contains(f))
+        {
+            assert!(
+                section.contains(&format!("| `--{flag}`")),
+                "`zerocast {name} --{flag}` is in its --help but not in docs/operating.md"
+            );
+        }
+        documented.push(name.to_owned());
         commands += 1;
     }
-    assert!(commands >= 7, "{commands} commands in the reference");
+    assert!(commands >= 9, "{commands} commands in the reference");
+    // Every command of --help is in the reference.
+    let listed = help
+        .split("Commands:")
+        .nth(1)
+        .and_then(|c| c.split("\n\n").next())
+        .expect("a Commands: section in --help");
+    for line in listed.lines() {
+        let name = line.split_whitespace().next().unwrap_or("help");
+        assert!(
+            name == "help" || documented.iter().any(|d| d == name),
+            "`zerocast {name}` is in --help but not in docs/operating.md"
+        );
+    }
+    // The README's command summary names only commands and flags that exist.
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let mut summary_lines = 0;
+    for line in readme.lines().filter(|l| l.starts_with("zerocast ")) {
+        let name = line.split_whitespace().nth(1).unwrap();
+        let sub = Command::new(BIN).args([name, "--help"]).output().unwrap();
+        assert!(sub.status.success(), "README names `zerocast {name}`: {line}");
+        let sub = stdout(&sub);
+        for flag in line.split("--").skip(1) {
+            let flag = flag
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+                .next()
+                .unwrap();
+            assert!(
+                sub.contains(&format!("--{flag} ")) || sub.contains(&format!("--{flag}\n")),
+                "README's `{line}` names --{flag}, not in `zerocast {name} --help`"
+            );
+        }
+        summary_lines += 1;
+    }
+    assert!(summary_lines >= 9, "{summary_lines} command lines in the README");
 }
