@@ -172,7 +172,12 @@ fn jsonl_seqs(path: &Path) -> Vec<u64> {
         text.is_empty() || text.ends_with('\n'),
         "a partial last line"
     );
-    text.lines()
+    let mut lines = text.lines();
+    if let Some(header) = lines.next() {
+        let v: serde_json::Value = serde_json::from_str(header).unwrap();
+        assert_eq!(v["zerocast"], "batch", "no header: {header}");
+    }
+    lines
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
             assert_eq!(v["kind"], "trade", "not a trade line: {l}");
@@ -641,7 +646,7 @@ fn jsonl_sink_cuts_a_partial_last_line_and_resumes_after_the_last_complete_one()
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("out.jsonl");
     let run = |until: u64| {
-        let mut sink = zerocast_runtime::batch::JsonlSink::open(&path).unwrap();
+        let mut sink = zerocast_runtime::batch::JsonlSink::open(&path, TOPIC, "j").unwrap();
         Batcher::new(
             &bus,
             TOPIC,
@@ -660,7 +665,7 @@ fn jsonl_sink_cuts_a_partial_last_line_and_resumes_after_the_last_complete_one()
     let mut text = std::fs::read(&path).unwrap();
     text.extend_from_slice(b"{\"seq\":10,\"kind\":\"tra");
     std::fs::write(&path, &text).unwrap();
-    let mut sink = zerocast_runtime::batch::JsonlSink::open(&path).unwrap();
+    let mut sink = zerocast_runtime::batch::JsonlSink::open(&path, TOPIC, "j").unwrap();
     assert_eq!(sink.committed().unwrap(), Some(9));
     drop(sink);
     let stats = run(29);
@@ -690,8 +695,8 @@ fn bad_batch_arguments_are_refused_with_what_to_use() {
         assert!(err.contains(want), "{args:?}: {err}");
     }
     let path = ns.path("one.jsonl");
-    let _held = zerocast_runtime::batch::JsonlSink::open(&path).unwrap();
-    let err = zerocast_runtime::batch::JsonlSink::open(&path)
+    let _held = zerocast_runtime::batch::JsonlSink::open(&path, TOPIC, "j").unwrap();
+    let err = zerocast_runtime::batch::JsonlSink::open(&path, TOPIC, "j")
         .unwrap_err()
         .to_string();
     assert!(err.contains("another batcher writes this file"), "{err}");
@@ -865,7 +870,7 @@ fn regression_jsonl_lock_shared_with_a_forked_child_is_waited_out() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("out.jsonl");
-    let sink = zerocast_runtime::batch::JsonlSink::open(&path).unwrap();
+    let sink = zerocast_runtime::batch::JsonlSink::open(&path, TOPIC, "j").unwrap();
     // SAFETY: the child calls only async-signal-safe functions (nanosleep,
     // _exit) before it exits.
     let pid = unsafe { libc::fork() };
@@ -883,7 +888,7 @@ fn regression_jsonl_lock_shared_with_a_forked_child_is_waited_out() {
         }
     }
     drop(sink);
-    let reopened = zerocast_runtime::batch::JsonlSink::open(&path);
+    let reopened = zerocast_runtime::batch::JsonlSink::open(&path, TOPIC, "j");
     let mut status = 0;
     // SAFETY: waits for the child forked above; `status` is a valid int.
     assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
@@ -891,4 +896,218 @@ fn regression_jsonl_lock_shared_with_a_forked_child_is_waited_out() {
     if let Err(e) = reopened {
         panic!("reopened while a forked child held the lock: {e}");
     }
+}
+
+fn scratch(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("zc-batch-{test}{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn trade(price: f64) -> zerocast_core::frame::TradeEvent {
+    zerocast_core::frame::TradeEvent {
+        trade_id: [b'a'; 40],
+        order_id: [b'b'; 40],
+        instrument_id: [b'c'; 16],
+        price,
+        volume: 1.0,
+        direction: zerocast_core::frame::Direction::Buy,
+        timestamp: 1,
+    }
+}
+
+fn until(seq: u64) -> BatchOptions {
+    BatchOptions {
+        interval: Duration::from_millis(10),
+        max_batch: 1,
+        until: Some(seq),
+    }
+}
+
+/// A NaN price (SQLite binds it as NULL, which the NOT NULL column refused)
+/// stopped the SQLite sink at that frame on every start, for good. Every
+/// frame the bus accepted is stored: NaN as the text 'NaN', an infinity as
+/// a real, a heartbeat sequence above i64::MAX as its two's complement.
+#[test]
+fn regression_non_finite_prices_and_huge_sequences_never_stop_the_sqlite_sink() {
+    let bus = Bus::new(Config {
+        namespace: format!("btl{}nan", std::process::id()),
+        topics: vec![TopicConfig::new(TOPIC, 1_000_000, TopicKind::Trade)],
+    });
+    bus.remove_segments();
+    let mut p = bus.publisher(TOPIC).unwrap();
+    p.publish(&trade(1.0)).unwrap();
+    p.publish(&trade(f64::NAN)).unwrap();
+    p.publish(&trade(f64::INFINITY)).unwrap();
+    p.publish(&zerocast_core::frame::Heartbeat {
+        publisher_id: [b'h'; 16],
+        sequence: u64::MAX,
+        timestamp: 1,
+    })
+    .unwrap();
+    let dir = scratch("nan");
+    let db = dir.join("t.db");
+    let mut sink = zerocast_runtime::batch::SqliteSink::open(&db, TOPIC, "n").unwrap();
+    let stats = Batcher::new(&bus, TOPIC, None, "n", until(3)).run(&mut sink, || false, |_| {});
+    let stats = stats.unwrap_or_else(|e| panic!("the sink stopped: {e}"));
+    assert_eq!((stats.frames, stats.committed), (4, Some(3)));
+    let c = sink.connection();
+    let prices: Vec<String> = c
+        .prepare("SELECT typeof(price) || ':' || price FROM trades ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(prices[0], "real:1.0");
+    assert_eq!(prices[1], "text:NaN");
+    assert!(prices[2].starts_with("real:"), "{prices:?}");
+    assert_eq!(
+        query_u64(c, "SELECT sequence FROM heartbeats WHERE seq = 3") as i64,
+        -1
+    );
+    drop(sink);
+    bus.remove_segments();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A JSON-lines file had no identity: reused for another topic it resumed
+/// at the old topic's position, skipping the new topic's first sequences
+/// with no gap. Its header line names the stream; another is refused.
+#[test]
+fn regression_jsonl_file_of_another_stream_is_refused() {
+    let bus = lib_bus("jstream", 10);
+    let dir = scratch("jstream");
+    let path = dir.join("x.jsonl");
+    let mut sink = zerocast_runtime::batch::JsonlSink::open(&path, TOPIC, "j").unwrap();
+    Batcher::new(&bus, TOPIC, None, "j", until(9))
+        .run(&mut sink, || false, |_| {})
+        .unwrap();
+    drop(sink);
+    let first = std::fs::read_to_string(&path).unwrap();
+    let header: serde_json::Value = serde_json::from_str(first.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        (header["topic"].as_str(), header["name"].as_str()),
+        (Some(TOPIC), Some("j"))
+    );
+    for (topic, name) in [("other", "j"), (TOPIC, "k")] {
+        let err = zerocast_runtime::batch::JsonlSink::open(&path, topic, name)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("holds topic \"{TOPIC}\" name \"j\"")),
+            "{err}"
+        );
+        assert!(
+            err.contains(&format!("not topic \"{topic}\" name \"{name}\"")),
+            "{err}"
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), first);
+    bus.remove_segments();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// After a bus reset (segment removed and created again, sequences from 0)
+/// the batcher resumed at its old position and skipped the new bus's first
+/// sequences with no gap. Both sinks record the segment and refuse another.
+#[test]
+fn regression_batcher_refuses_a_reset_bus() {
+    let bus = lib_bus("reset", 10);
+    let dir = scratch("reset");
+    let db = dir.join("t.db");
+    let jl = dir.join("t.jsonl");
+    let run = |bus: &Bus| {
+        let mut s = zerocast_runtime::batch::SqliteSink::open(&db, TOPIC, "r").unwrap();
+        let a = Batcher::new(bus, TOPIC, None, "r", until(9)).run(&mut s, || false, |_| {});
+        let mut j = zerocast_runtime::batch::JsonlSink::open(&jl, TOPIC, "r").unwrap();
+        let b = Batcher::new(bus, TOPIC, None, "r", until(9)).run(&mut j, || false, |_| {});
+        (a, b)
+    };
+    let (a, b) = run(&bus);
+    assert_eq!(a.unwrap().committed, Some(9));
+    assert_eq!(b.unwrap().committed, Some(9));
+    // The reset: a new segment, sequences from 0 again.
+    bus.remove_segments();
+    std::thread::sleep(Duration::from_millis(2)); // another creation_ns
+    let bus = lib_bus("reset", 12);
+    let (a, b) = run(&bus);
+    for r in [a, b] {
+        let err = r.unwrap_err().to_string();
+        assert!(err.contains("the bus was reset"), "{err}");
+        assert!(err.contains("another file"), "{err}");
+    }
+    bus.remove_segments();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The JSON-lines sink cut an existing file with no newline (a note, a
+/// file of NULs) to 0 bytes. A file that does not start with our header is
+/// refused, naming it, and not one byte changes.
+#[test]
+fn regression_jsonl_sink_never_cuts_a_file_that_is_not_ours() {
+    let dir = scratch("foreign");
+    let cases: [(&str, Vec<u8>); 4] = [
+        ("notes.txt", b"remember the milk".to_vec()),
+        ("zeros.bin", vec![0u8; 5000]),
+        ("lines.jsonl", b"{\"seq\":1}\n{\"seq\":2}\npartial".to_vec()),
+        ("empty-line", b"\n".to_vec()),
+    ];
+    for (name, bytes) in cases {
+        let path = dir.join(name);
+        std::fs::write(&path, &bytes).unwrap();
+        let err = zerocast_runtime::batch::JsonlSink::open(&path, TOPIC, "j")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(name) && err.contains("not a file zerocast batch wrote"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "{name} was changed");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// SQLite: a database that is not ours is refused before anything in it
+/// changes (no tables added, journal mode kept); a second batcher of the
+/// same stream fails its commit instead of interleaving.
+#[test]
+fn regression_sqlite_sink_refuses_a_foreign_database_and_a_second_writer() {
+    let dir = scratch("foreigndb");
+    let db = dir.join("app.db");
+    {
+        let c = Connection::open(&db).unwrap();
+        c.execute_batch("CREATE TABLE users(id INTEGER)").unwrap();
+    }
+    let err = zerocast_runtime::batch::SqliteSink::open(&db, TOPIC, "s")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("not a zerocast batch database") && err.contains("app.db"),
+        "{err}"
+    );
+    let c = Connection::open(&db).unwrap();
+    assert_eq!(query_u64(&c, "SELECT count(*) FROM sqlite_master"), 1);
+    let mode: String = c
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "delete");
+    drop(c);
+
+    let bus = lib_bus("twowriters", 10);
+    let ours = dir.join("t.db");
+    let mut a = zerocast_runtime::batch::SqliteSink::open(&ours, TOPIC, "w").unwrap();
+    let mut b = zerocast_runtime::batch::SqliteSink::open(&ours, TOPIC, "w").unwrap();
+    Batcher::new(&bus, TOPIC, None, "w", until(4))
+        .run(&mut a, || false, |_| {})
+        .unwrap();
+    let err = Batcher::new(&bus, TOPIC, None, "w2", until(9))
+        .run(&mut b, || false, |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("another batcher writes"), "{err}");
+    drop((a, b));
+    bus.remove_segments();
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -5,6 +5,12 @@
 //! `publish_ns`, `publisher_id`, every body field); `{"seq":S,"event":"lost"}`;
 //! `{"seq":S,"event":"invalid"}`; `{"event":"missing","from":A,"to":B}`.
 //!
+//! The first line is a header naming the stream and the bus segment:
+//! `{"zerocast":"batch","topic":T,"name":N,"segment":S}`. Opening a file
+//! whose header names another stream, or (in the batcher) another segment
+//! (the bus was reset), is refused; a file without one is not ours and is
+//! never written to or cut.
+//!
 //! Its position is the file itself: the sequence of the last complete line
 //! (`to` for a missing range). A process killed mid-batch leaves complete
 //! lines, which count as written, and perhaps a partial last line, which
@@ -37,6 +43,54 @@ pub struct JsonlSink {
     len: u64,
     committed: Option<u64>,
     buf: Vec<u8>,
+    topic: String,
+    name: String,
+    /// The file's header (None until it is written).
+    header: Option<Header>,
+}
+
+/// How a file starts: the header's first bytes.
+const HEADER_START: &str = "{\"zerocast\":\"batch\"";
+
+/// The longest line the sink reads back (a header, or the last line).
+const MAX_LINE: u64 = 1 << 20;
+
+/// The first line of a file:
+/// `{"zerocast":"batch","topic":T,"name":N,"segment":S}` (`segment`: the
+/// identity of the bus segment its sequences came from, see
+/// [`super::segment_identity`]; null if unknown).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Header {
+    topic: String,
+    name: String,
+    segment: Option<String>,
+}
+
+fn parse_header(line: &[u8]) -> Result<Header, String> {
+    let v: serde_json::Value = serde_json::from_slice(line)
+        .map_err(|_| "its first line is not a zerocast batch header".to_owned())?;
+    let field = |k: &str| {
+        v.get(k)
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+    };
+    match (field("zerocast").as_deref(), field("topic"), field("name")) {
+        (Some("batch"), Some(topic), Some(name)) => Ok(Header {
+            topic,
+            name,
+            segment: field("segment"),
+        }),
+        _ => Err("its first line is not a zerocast batch header".to_owned()),
+    }
+}
+
+fn header_line(h: &Header) -> Vec<u8> {
+    let mut line = serde_json::to_vec(
+        &json!({"zerocast": "batch", "topic": h.topic, "name": h.name, "segment": h.segment}),
+    )
+    .unwrap_or_default();
+    line.push(b'\n');
+    line
 }
 
 /// The sequence a line records as written (`to` for a missing range).
@@ -50,9 +104,11 @@ fn line_seq(line: &[u8]) -> Result<u64, String> {
 }
 
 impl JsonlSink {
-    /// Opens (or creates) `path`: cuts a partial last line, and reads the
-    /// position from the last complete one.
-    pub fn open(path: &Path) -> Result<Self, SinkError> {
+    /// Opens (or creates) `path` for `topic`'s stream `name`: checks the
+    /// header line, cuts a partial last line, and reads the position from
+    /// the last complete one. A file that is not ours (no header), or that
+    /// holds another stream, is refused and left as it is.
+    pub fn open(path: &Path, topic: &str, name: &str) -> Result<Self, SinkError> {
         let label = format!("jsonl:{}", path.display());
         let io = |action: &'static str| {
             let label = label.clone();
@@ -91,53 +147,80 @@ impl JsonlSink {
             pause = (pause * 2).min(std::time::Duration::from_millis(50));
         }
         let size = file.metadata().map_err(io("stat"))?.len();
-        // Find the last two newlines from the end, a chunk at a time.
-        let mut end_of_complete = 0u64; // bytes up to and including the last '\n'
-        let mut last_line: Vec<u8> = Vec::new();
-        let mut pos = size;
-        let mut tail: Vec<u8> = Vec::new(); // bytes from `pos` to `size`
-        let chunk = 64 * 1024u64;
-        'scan: while pos > 0 {
-            let start = pos.saturating_sub(chunk);
-            let mut piece = vec![0u8; (pos - start) as usize];
-            file.read_exact_at(&mut piece, start).map_err(io("read"))?;
-            piece.extend_from_slice(&tail);
-            tail = piece;
-            pos = start;
-            let newlines: Vec<usize> = tail
-                .iter()
-                .enumerate()
-                .filter(|(_, &b)| b == b'\n')
-                .map(|(i, _)| i)
-                .collect();
-            match newlines.as_slice() {
-                [] => {}
-                [only] if pos > 0 => {
-                    // The line before it starts in an earlier chunk.
-                    let _ = only;
+        let refuse = |why: String| {
+            SinkError::new(
+                label.clone(),
+                "open",
+                format!("{why}; not a file zerocast batch wrote, so it is left as it is (use another file)"),
+            )
+        };
+        // The first line: the header naming the stream. A file that does
+        // not start with one is not ours, and no byte of it is cut.
+        let mut header = None;
+        let mut header_end = 0u64;
+        if size > 0 {
+            let mut head = vec![0u8; size.min(MAX_LINE) as usize];
+            file.read_exact_at(&mut head, 0).map_err(io("read"))?;
+            match head.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    header = Some(parse_header(&head[..i]).map_err(refuse)?);
+                    header_end = i as u64 + 1;
                 }
-                [.., prev, last] => {
-                    end_of_complete = pos + *last as u64 + 1;
-                    last_line = tail[prev + 1..*last].to_vec();
-                    break 'scan;
-                }
-                [only] => {
-                    end_of_complete = pos + *only as u64 + 1;
-                    last_line = tail[..*only].to_vec();
-                    break 'scan;
+                None => {
+                    // A header cut short by a kill while the file was
+                    // created: nothing else was written after it.
+                    let prefix = HEADER_START.as_bytes();
+                    let n = head.len().min(prefix.len());
+                    if size >= MAX_LINE || head[..n] != prefix[..n] {
+                        return Err(refuse(
+                            "its first line is not a zerocast batch header".to_owned(),
+                        ));
+                    }
                 }
             }
         }
-        let committed = if end_of_complete == 0 {
-            None
-        } else {
-            Some(
-                line_seq(&last_line)
-                    .map_err(|e| SinkError::new(label.clone(), "read position", e))?,
-            )
-        };
+        if let Some(h) = &header {
+            if h.topic != topic || h.name != name {
+                return Err(SinkError::new(
+                    label.clone(),
+                    "open",
+                    format!(
+                        "the file holds topic {:?} name {:?}, not topic {topic:?} name {name:?}; \
+                         a file holds one stream (use another file)",
+                        h.topic, h.name
+                    ),
+                ));
+            }
+        }
+        // The last complete line after the header, from at most the last
+        // MAX_LINE bytes (read once: no rescans).
+        let mut end_of_complete = header_end;
+        let mut committed = None;
+        if size > header_end {
+            let from = header_end.max(size - MAX_LINE.min(size));
+            let mut tail = vec![0u8; (size - from) as usize];
+            file.read_exact_at(&mut tail, from).map_err(io("read"))?;
+            if let Some(last) = tail.iter().rposition(|&b| b == b'\n') {
+                let line_start = match tail[..last].iter().rposition(|&b| b == b'\n') {
+                    Some(prev) => prev + 1,
+                    None if from == header_end => 0,
+                    None => {
+                        return Err(refuse(format!(
+                            "its last line is longer than {MAX_LINE} bytes"
+                        )))
+                    }
+                };
+                committed = Some(line_seq(&tail[line_start..last]).map_err(refuse)?);
+                end_of_complete = from + last as u64 + 1;
+            } else if from != header_end {
+                return Err(refuse(format!(
+                    "its last line is longer than {MAX_LINE} bytes"
+                )));
+            }
+        }
         if end_of_complete < size {
-            // A partial line from a batch cut short: not written.
+            // A partial line from a batch cut short (after the header and
+            // a complete line of ours): not written.
             file.set_len(end_of_complete)
                 .map_err(io("cut a partial last line"))?;
             file.sync_data().map_err(io("fdatasync"))?;
@@ -149,12 +232,37 @@ impl JsonlSink {
             len: end_of_complete,
             committed,
             buf: Vec::new(),
+            topic: topic.to_owned(),
+            name: name.to_owned(),
+            header,
         })
     }
 
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Writes the header (a new file) and syncs it.
+    fn write_header(&mut self, segment: Option<&str>) -> Result<(), SinkError> {
+        let h = Header {
+            topic: self.topic.clone(),
+            name: self.name.clone(),
+            segment: segment.map(str::to_owned),
+        };
+        let line = header_line(&h);
+        let written = self
+            .file
+            .set_len(0)
+            .and_then(|()| self.file.write_all_at(&line, 0))
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = written {
+            let _ = self.file.set_len(0);
+            return Err(SinkError::new(self.label.clone(), "write the header", e));
+        }
+        self.len = line.len() as u64;
+        self.header = Some(h);
+        Ok(())
     }
 
     fn encode(&mut self, batch: &Batch) {
@@ -180,10 +288,26 @@ impl Sink for JsonlSink {
         Ok(self.committed)
     }
 
+    fn bind_segment(&mut self, segment: &str) -> Result<(), SinkError> {
+        match self.header.as_ref().map(|h| h.segment.as_deref()) {
+            None => self.write_header(Some(segment)),
+            Some(None) => Ok(()),
+            Some(Some(s)) if s == segment => Ok(()),
+            Some(Some(s)) => Err(SinkError::new(
+                self.label.clone(),
+                "open",
+                super::reset_message(s, segment),
+            )),
+        }
+    }
+
     fn write_batch(&mut self, batch: &Batch) -> Result<(), SinkError> {
         let (Some(first), Some(last)) = (batch.first_seq(), batch.last_seq()) else {
             return Ok(());
         };
+        if self.header.is_none() {
+            self.write_header(None)?;
+        }
         self.encode(batch);
         let written = self
             .file

@@ -223,6 +223,42 @@ pub trait Sink {
     /// as committed: the batcher stops, and the next start delivers the
     /// batch again.
     fn write_batch(&mut self, batch: &Batch) -> Result<(), SinkError>;
+
+    /// Binds the sink to the bus segment its sequences come from
+    /// (`segment`: [`segment_identity`]). A sink that recorded another
+    /// segment must refuse ([`reset_message`]): the bus was reset, its
+    /// sequences restarted at 0, and resuming at the recorded position
+    /// would skip the new bus's first sequences with no gap. The batcher
+    /// calls it before [`Sink::committed`]. The default records nothing
+    /// and accepts any.
+    fn bind_segment(&mut self, segment: &str) -> Result<(), SinkError> {
+        let _ = segment;
+        Ok(())
+    }
+}
+
+/// The identity of `topic`'s segment on `bus` (opening it, or creating it
+/// if it does not exist): its creation time (ns since the Unix epoch) and
+/// its creator's owner word, `CREATION_NS-CREATOR` with the creator in hex.
+/// A segment removed and created again (a bus reset, which restarts the
+/// sequences at 0) has another.
+pub fn segment_identity(bus: &Bus, topic: &str) -> Result<String, String> {
+    let segment = bus.segment(topic).map_err(|e| e.to_string())?;
+    let h = segment.header();
+    Ok(format!("{}-{:016x}", h.creation_ns, h.creator))
+}
+
+/// The error of a sink whose recorded segment is not the bus's.
+pub fn reset_message(recorded: &str, now: &str) -> String {
+    let created = |s: &str| s.split('-').next().unwrap_or(s).to_owned();
+    format!(
+        "the bus was reset: the sink's position belongs to a segment created at {} ns \
+         (identity {recorded}), but the topic's segment now was created at {} ns (identity {now}), \
+         and its sequences restarted at 0; resuming would skip them. Batch the new bus into \
+         another file (or move this one away)",
+        created(recorded),
+        created(now)
+    )
 }
 
 /// How to cut batches.
@@ -340,6 +376,8 @@ impl Batcher {
         let max_batch = self.options.max_batch.max(1);
         let interval = self.options.interval;
         let until = self.options.until;
+        let segment = segment_identity(&self.bus, &self.topic).map_err(BatchError::Source)?;
+        sink.bind_segment(&segment)?;
         let committed = sink.committed()?;
         let stats = BatchStats {
             committed,
@@ -523,7 +561,7 @@ impl SinkSpec {
     pub fn open(&self, topic: &str, name: &str) -> Result<Box<dyn Sink>, SinkError> {
         Ok(match self {
             SinkSpec::Sqlite(path) => Box::new(SqliteSink::open(path, topic, name)?),
-            SinkSpec::Jsonl(path) => Box::new(JsonlSink::open(path)?),
+            SinkSpec::Jsonl(path) => Box::new(JsonlSink::open(path, topic, name)?),
         })
     }
 }

@@ -22,8 +22,23 @@
 //! invalid_frames(seq INTEGER PRIMARY KEY, bytes BLOB, error TEXT)
 //! gaps(from_seq INTEGER PRIMARY KEY, to_seq INTEGER, reason TEXT /* 'lost' | 'missing' */)
 //! progress(topic TEXT, name TEXT, last_seq INTEGER, updated_ns INTEGER,
-//!          PRIMARY KEY (topic, name))
+//!          segment TEXT /* the bus segment's identity */, PRIMARY KEY (topic, name))
 //! ```
+//!
+//! Values SQLite cannot hold as such: a NaN price, volume or balance is
+//! stored as the text `'NaN'` (SQLite turns a bound NaN into NULL); an
+//! infinity as SQLite's `Inf` real; a publish time, heartbeat or ack sequence above
+//! `i64::MAX` as its two's complement (a negative INTEGER). A frame that
+//! still cannot be stored becomes an `invalid_frames` row with the reason:
+//! the sink never stops for good at a frame the bus accepted.
+//!
+//! The database is marked with `PRAGMA application_id` [`APPLICATION_ID`];
+//! a database that has tables but not the mark is refused before anything
+//! in it changes. The progress row moves only from where this sink left it,
+//! so a second batcher of the same stream fails its commit. The row also
+//! holds the identity of the bus segment ([`super::segment_identity`]): a
+//! batcher started after the bus was reset (sequences restarted at 0) is
+//! refused.
 //!
 //! A database holds one stream (one topic, one name): sequences are the
 //! topic's, unique per table. Opening it for another stream is an error.
@@ -80,7 +95,7 @@ CREATE TABLE IF NOT EXISTS gaps(
     reason TEXT NOT NULL CHECK (reason IN ('lost', 'missing')));
 CREATE TABLE IF NOT EXISTS progress(
     topic TEXT NOT NULL, name TEXT NOT NULL, last_seq INTEGER NOT NULL,
-    updated_ns INTEGER NOT NULL, PRIMARY KEY (topic, name));
+    updated_ns INTEGER NOT NULL, segment TEXT, PRIMARY KEY (topic, name));
 ";
 
 /// Levels on each side of an `l2_books` row.
@@ -116,8 +131,17 @@ const INSERT_HEARTBEAT: &str = "INSERT INTO heartbeats VALUES (?, ?, ?, ?, ?, ?)
 const INSERT_ACK: &str = "INSERT INTO acks VALUES (?, ?, ?, ?, ?, ?)";
 const INSERT_INVALID: &str = "INSERT INTO invalid_frames VALUES (?, ?, ?)";
 const INSERT_GAP: &str = "INSERT INTO gaps VALUES (?, ?, ?)";
-const UPSERT_PROGRESS: &str = "INSERT INTO progress VALUES (?1, ?2, ?3, ?4)
-    ON CONFLICT (topic, name) DO UPDATE SET last_seq = ?3, updated_ns = ?4";
+/// Moves the position only from where this sink left it (`?6`, NULL for
+/// none): a second writer of the stream changes no row, and its commit is
+/// refused.
+const UPSERT_PROGRESS: &str = "INSERT INTO progress VALUES (?1, ?2, ?3, ?4, ?5)
+    ON CONFLICT (topic, name) DO UPDATE SET last_seq = ?3, updated_ns = ?4, segment = ?5
+    WHERE progress.last_seq IS ?6";
+
+/// `PRAGMA application_id` of a zerocast batch database ("zcbt"): a
+/// database without it that already has tables is not ours and is not
+/// altered.
+pub const APPLICATION_ID: i32 = 0x7A63_6274;
 
 /// An id field as text: its UTF-8, or the bytes lossily (NULs trimmed).
 fn text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
@@ -135,6 +159,55 @@ fn int(v: u64, what: &str) -> Result<i64, String> {
     i64::try_from(v).map_err(|_| format!("{what} {v} is past SQLite's INTEGER range"))
 }
 
+/// A body's u64 field (a time, a heartbeat or ack sequence) as an SQLite
+/// INTEGER: its two's complement, so a value above `i64::MAX` is stored as
+/// a negative number (`value & 0xFFFF_FFFF_FFFF_FFFF` reads it back).
+fn wrap(v: u64) -> i64 {
+    v as i64
+}
+
+/// A body's f64 as SQLite stores it: SQLite has no NaN (a bound NaN becomes
+/// NULL), so a NaN is stored as the text `'NaN'`; infinities are SQLite's
+/// own `Inf` reals.
+fn real(v: f64) -> rusqlite::types::Value {
+    if v.is_nan() {
+        rusqlite::types::Value::Text("NaN".to_owned())
+    } else {
+        rusqlite::types::Value::Real(v)
+    }
+}
+
+/// Whether an insert failed because of the frame's values (a constraint,
+/// a value SQLite cannot hold), not the database: such a frame becomes an
+/// `invalid_frames` row instead of stopping the sink at it for good.
+fn frame_refused(e: &rusqlite::Error) -> bool {
+    match e {
+        // Not a duplicate sequence (1555, SQLITE_CONSTRAINT_PRIMARYKEY): that
+        // is another writer of the stream, not this frame.
+        rusqlite::Error::SqliteFailure(f, _) => {
+            f.code == ErrorCode::ConstraintViolation && f.extended_code != 1555
+        }
+        rusqlite::Error::ToSqlConversionFailure(_)
+        | rusqlite::Error::IntegralValueOutOfRange(..) => true,
+        _ => false,
+    }
+}
+
+/// The error of a commit that finds the stream's position moved by another
+/// writer.
+fn second_writer(
+    committed: Option<u64>,
+    topic: &str,
+    name: &str,
+) -> Box<dyn std::error::Error + Send + Sync> {
+    format!(
+        "the stream's position is no longer {} where this sink left it: another \
+         batcher writes topic {topic:?} name {name:?} to this database (one writer per stream)",
+        committed.map_or_else(|| "empty".to_owned(), |c| c.to_string()),
+    )
+    .into()
+}
+
 /// The SQLite sink of one stream (topic, name). See the module docs for the
 /// schema.
 #[derive(Debug)]
@@ -144,6 +217,8 @@ pub struct SqliteSink {
     topic: String,
     name: String,
     committed: Option<u64>,
+    /// The bus segment the position belongs to ([`Sink::bind_segment`]).
+    segment: Option<String>,
     l2_insert: String,
     /// Dropped before the connection (see `Drop`).
     checkpointer: Option<Checkpointer>,
@@ -246,6 +321,25 @@ impl SqliteSink {
         // this long, then fail with "database is locked".
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(err("set busy timeout"))?;
+        // Ours, or empty: nothing of another database is altered.
+        let app_id: i32 = conn
+            .query_row("PRAGMA application_id", [], |r| r.get(0))
+            .map_err(err("read application_id"))?;
+        if app_id != APPLICATION_ID {
+            let tables: i64 = conn
+                .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+                .map_err(err("read schema"))?;
+            if app_id != 0 || tables > 0 {
+                return Err(SinkError::new(
+                    label,
+                    "open",
+                    format!(
+                        "not a zerocast batch database (application_id {app_id:#x}, {tables} schema \
+                         objects); it is left as it is (use another file)"
+                    ),
+                ));
+            }
+        }
         let mode: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
             .map_err(err("set journal mode"))?;
@@ -258,8 +352,15 @@ impl SqliteSink {
         }
         conn.execute_batch("PRAGMA synchronous = NORMAL;")
             .map_err(err("set synchronous"))?;
-        conn.execute_batch(&format!("BEGIN; {SCHEMA} {} COMMIT;", l2_schema()))
+        if app_id != APPLICATION_ID {
+            // A new database (a marked one has its tables: creating them
+            // again would take the write lock for nothing).
+            conn.execute_batch(&format!(
+                "BEGIN; PRAGMA application_id = {APPLICATION_ID}; {SCHEMA} {} COMMIT;",
+                l2_schema()
+            ))
             .map_err(err("create tables"))?;
+        }
         conn.set_prepared_statement_cache_capacity(16);
         // Checkpoints run on their own thread (see `Checkpointer`).
         conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")
@@ -282,20 +383,25 @@ impl SqliteSink {
                 ),
             ));
         }
-        let committed: Option<i64> = conn
+        let row: Option<(i64, Option<String>)> = conn
             .query_row(
-                "SELECT last_seq FROM progress WHERE topic = ?1 AND name = ?2",
+                "SELECT last_seq, segment FROM progress WHERE topic = ?1 AND name = ?2",
                 params![topic, name],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
             .map_err(err("read progress"))?;
+        let (committed, segment) = match row {
+            Some((c, s)) => (Some(c), s),
+            None => (None, None),
+        };
         Ok(Self {
             conn,
             label,
             topic: topic.to_owned(),
             name: name.to_owned(),
             committed: committed.map(|c| c as u64),
+            segment,
             l2_insert: l2_insert(),
             checkpointer: Some(checkpointer),
         })
@@ -320,6 +426,15 @@ impl SqliteSink {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // The write lock is ours: the position must be where this sink
+        // left it, or another batcher writes the stream.
+        let now: Option<i64> = tx
+            .prepare_cached("SELECT last_seq FROM progress WHERE topic = ?1 AND name = ?2")?
+            .query_row(params![self.topic, self.name], |r| r.get(0))
+            .optional()?;
+        if now != self.committed.map(wrap) {
+            return Err(second_writer(self.committed, &self.topic, &self.name));
+        }
         {
             let mut trade = tx.prepare_cached(INSERT_TRADE)?;
             for event in batch.events() {
@@ -341,79 +456,101 @@ impl SqliteSink {
                             }
                         };
                         let seq = int(seq, "sequence")?;
-                        let publish_ns = int(h.publish_ns.to_native(), "publish_ns")?;
+                        let publish_ns = wrap(h.publish_ns.to_native());
                         let publisher = i64::from(h.publisher_id.to_native());
-                        match body {
-                            FrameRef::Trade(t) => {
-                                // Bound one by one: the hot path, and
-                                // cheaper than a parameter slice.
-                                trade.raw_bind_parameter(1, seq)?;
-                                trade.raw_bind_parameter(2, publish_ns)?;
-                                trade.raw_bind_parameter(3, publisher)?;
-                                trade.raw_bind_parameter(4, &*text(&t.trade_id))?;
-                                trade.raw_bind_parameter(5, &*text(&t.order_id))?;
-                                trade.raw_bind_parameter(6, &*text(&t.instrument_id))?;
-                                trade.raw_bind_parameter(7, t.price.to_native())?;
-                                trade.raw_bind_parameter(8, t.volume.to_native())?;
-                                trade.raw_bind_parameter(
-                                    9,
-                                    match t.direction {
-                                        ArchivedDirection::Buy => "buy",
-                                        ArchivedDirection::Sell => "sell",
-                                    },
-                                )?;
-                                trade.raw_bind_parameter(10, t.timestamp.to_native())?;
-                                trade.raw_execute()?;
-                            }
-                            FrameRef::Account(a) => {
-                                tx.prepare_cached(INSERT_ACCOUNT)?.execute(params![
-                                    seq,
-                                    publish_ns,
-                                    publisher,
-                                    text(&a.user_id),
-                                    a.balance.to_native(),
-                                    a.available.to_native(),
-                                    a.margin.to_native(),
-                                    a.timestamp.to_native(),
-                                ])?;
-                            }
-                            FrameRef::L2(b) => {
-                                let mut stmt = tx.prepare_cached(&self.l2_insert)?;
-                                stmt.raw_bind_parameter(1, seq)?;
-                                stmt.raw_bind_parameter(2, publish_ns)?;
-                                stmt.raw_bind_parameter(3, publisher)?;
-                                stmt.raw_bind_parameter(4, text(&b.instrument_id))?;
-                                let mut i = 5;
-                                for side in [&b.bids, &b.asks] {
-                                    for level in side.iter() {
-                                        stmt.raw_bind_parameter(i, level.price.to_native())?;
-                                        stmt.raw_bind_parameter(i + 1, level.volume.to_native())?;
-                                        i += 2;
-                                    }
+                        let mut insert = || -> rusqlite::Result<()> {
+                            match body {
+                                FrameRef::Trade(t) => {
+                                    // Bound one by one: the hot path, and
+                                    // cheaper than a parameter slice.
+                                    trade.raw_bind_parameter(1, seq)?;
+                                    trade.raw_bind_parameter(2, publish_ns)?;
+                                    trade.raw_bind_parameter(3, publisher)?;
+                                    trade.raw_bind_parameter(4, &*text(&t.trade_id))?;
+                                    trade.raw_bind_parameter(5, &*text(&t.order_id))?;
+                                    trade.raw_bind_parameter(6, &*text(&t.instrument_id))?;
+                                    trade.raw_bind_parameter(7, real(t.price.to_native()))?;
+                                    trade.raw_bind_parameter(8, real(t.volume.to_native()))?;
+                                    trade.raw_bind_parameter(
+                                        9,
+                                        match t.direction {
+                                            ArchivedDirection::Buy => "buy",
+                                            ArchivedDirection::Sell => "sell",
+                                        },
+                                    )?;
+                                    trade.raw_bind_parameter(10, t.timestamp.to_native())?;
+                                    trade.raw_execute()?;
                                 }
-                                stmt.raw_bind_parameter(i, b.timestamp.to_native())?;
-                                stmt.raw_execute()?;
+                                FrameRef::Account(a) => {
+                                    tx.prepare_cached(INSERT_ACCOUNT)?.execute(params![
+                                        seq,
+                                        publish_ns,
+                                        publisher,
+                                        text(&a.user_id),
+                                        real(a.balance.to_native()),
+                                        real(a.available.to_native()),
+                                        real(a.margin.to_native()),
+                                        a.timestamp.to_native(),
+                                    ])?;
+                                }
+                                FrameRef::L2(b) => {
+                                    let mut stmt = tx.prepare_cached(&self.l2_insert)?;
+                                    stmt.raw_bind_parameter(1, seq)?;
+                                    stmt.raw_bind_parameter(2, publish_ns)?;
+                                    stmt.raw_bind_parameter(3, publisher)?;
+                                    stmt.raw_bind_parameter(4, text(&b.instrument_id))?;
+                                    let mut i = 5;
+                                    for side in [&b.bids, &b.asks] {
+                                        for level in side.iter() {
+                                            stmt.raw_bind_parameter(
+                                                i,
+                                                real(level.price.to_native()),
+                                            )?;
+                                            stmt.raw_bind_parameter(
+                                                i + 1,
+                                                real(level.volume.to_native()),
+                                            )?;
+                                            i += 2;
+                                        }
+                                    }
+                                    stmt.raw_bind_parameter(i, b.timestamp.to_native())?;
+                                    stmt.raw_execute()?;
+                                }
+                                FrameRef::Heartbeat(hb) => {
+                                    tx.prepare_cached(INSERT_HEARTBEAT)?.execute(params![
+                                        seq,
+                                        publish_ns,
+                                        publisher,
+                                        text(&hb.publisher_id),
+                                        wrap(hb.sequence.to_native()),
+                                        hb.timestamp.to_native(),
+                                    ])?;
+                                }
+                                FrameRef::Ack(a) => {
+                                    tx.prepare_cached(INSERT_ACK)?.execute(params![
+                                        seq,
+                                        publish_ns,
+                                        publisher,
+                                        text(&a.subscriber_id),
+                                        wrap(a.sequence.to_native()),
+                                        a.timestamp.to_native(),
+                                    ])?;
+                                }
                             }
-                            FrameRef::Heartbeat(hb) => {
-                                tx.prepare_cached(INSERT_HEARTBEAT)?.execute(params![
-                                    seq,
-                                    publish_ns,
-                                    publisher,
-                                    text(&hb.publisher_id),
-                                    int(hb.sequence.to_native(), "heartbeat sequence")?,
-                                    hb.timestamp.to_native(),
-                                ])?;
+                            Ok(())
+                        };
+                        if let Err(e) = insert() {
+                            if !frame_refused(&e) {
+                                return Err(e.into());
                             }
-                            FrameRef::Ack(a) => {
-                                tx.prepare_cached(INSERT_ACK)?.execute(params![
-                                    seq,
-                                    publish_ns,
-                                    publisher,
-                                    text(&a.subscriber_id),
-                                    int(a.sequence.to_native(), "ack sequence")?,
-                                    a.timestamp.to_native(),
-                                ])?;
-                            }
+                            // A value SQLite will not take: kept as an
+                            // invalid frame with the reason, so that the
+                            // sink never stops at it for good.
+                            tx.prepare_cached(INSERT_INVALID)?.execute(params![
+                                seq,
+                                bytes,
+                                format!("not storable in SQLite: {e}")
+                            ])?;
                         }
                     }
                     Event::Invalid { seq, bytes } => {
@@ -440,12 +577,17 @@ impl SqliteSink {
                     }
                 }
             }
-            tx.prepare_cached(UPSERT_PROGRESS)?.execute(params![
+            let changed = tx.prepare_cached(UPSERT_PROGRESS)?.execute(params![
                 self.topic,
                 self.name,
                 int(last, "sequence")?,
-                int(zerocast_ipc::layout::now_ns(), "time")?,
+                wrap(zerocast_ipc::layout::now_ns()),
+                self.segment,
+                self.committed.map(wrap),
             ])?;
+            if changed != 1 {
+                return Err(second_writer(self.committed, &self.topic, &self.name));
+            }
         }
         tx.commit()?;
         Ok(())
@@ -460,6 +602,21 @@ impl SqliteSink {
 impl Sink for SqliteSink {
     fn committed(&mut self) -> Result<Option<u64>, SinkError> {
         Ok(self.committed)
+    }
+
+    fn bind_segment(&mut self, segment: &str) -> Result<(), SinkError> {
+        match &self.segment {
+            Some(s) if s != segment && self.committed.is_some() => Err(SinkError::new(
+                self.label.clone(),
+                "open",
+                super::reset_message(s, segment),
+            )),
+            _ => {
+                // Recorded with the next commit.
+                self.segment = Some(segment.to_owned());
+                Ok(())
+            }
+        }
     }
 
     fn write_batch(&mut self, batch: &Batch) -> Result<(), SinkError> {
