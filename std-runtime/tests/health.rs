@@ -79,6 +79,7 @@ impl Ns {
             self.bus(),
             HealthOptions {
                 interval: INTERVAL,
+                reclaim: true,
                 ..HealthOptions::default()
             },
         )
@@ -351,7 +352,7 @@ fn one_shot_exits_1_naming_a_failed_publisher_and_0_once_it_is_reclaimed() {
         "doomed",
     ]);
     assert!(!out.status.success());
-    let out = ns.run(&["health", "--interval", "50"]);
+    let out = ns.run(&["health", "--interval", "50", "--reclaim"]);
     let text = String::from_utf8_lossy(&out.stdout);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{text}\n{err}");
@@ -362,7 +363,7 @@ fn one_shot_exits_1_naming_a_failed_publisher_and_0_once_it_is_reclaimed() {
         err.contains("1 publisher(s) Failed: trade_events publisher"),
         "{err}"
     );
-    let out = ns.run(&["health", "--interval", "50"]);
+    let out = ns.run(&["health", "--interval", "50", "--reclaim"]);
     assert!(
         out.status.success(),
         "{}",
@@ -752,4 +753,50 @@ fn listen_on_a_taken_address_fails_naming_it() {
         .unwrap();
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains(&format!("--listen {addr}")), "{err}");
+}
+
+/// `zerocast_ipc::spawn_heartbeat` beats through a publisher entry of its
+/// own; the idle data publisher beside it, in the same live process, was
+/// judged Failed. The freshest heartbeat of any entry of the same process
+/// is that process's sign of life.
+#[test]
+fn regression_idle_publisher_beside_spawn_heartbeat_is_not_failed() {
+    let bus = Bus::new(Config {
+        namespace: format!("hl{}idlehb", std::process::id()),
+        topics: vec![zerocast_ipc::TopicConfig::new(
+            "trades",
+            1 << 20,
+            zerocast_ipc::TopicKind::Trade,
+        )],
+    });
+    bus.remove_segments();
+    let interval = Duration::from_millis(200);
+    let mut engine = bus.publisher("trades").unwrap();
+    engine.send_heartbeat().unwrap();
+    let hb = zerocast_ipc::spawn_heartbeat(&bus, "trades", "engine-hb", interval / 4).unwrap();
+    let mut monitor = HealthMonitor::new(
+        bus.clone(),
+        HealthOptions {
+            interval,
+            ..Default::default()
+        },
+    );
+    monitor.poll(now_ns());
+    // Three intervals: the engine's own stamp is stale for good.
+    std::thread::sleep(interval * 3);
+    let report = monitor.poll(now_ns());
+    let publishers = &report.topics[0].publishers;
+    assert_eq!(publishers.len(), 2, "{publishers:?}");
+    for p in publishers {
+        assert_ne!(
+            p.state,
+            PublisherState::Failed,
+            "{} is Failed though its process heartbeats: {}",
+            p.name,
+            p.reason
+        );
+    }
+    drop(hb);
+    drop(engine);
+    bus.remove_segments();
 }

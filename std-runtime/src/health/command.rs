@@ -38,10 +38,12 @@ pub struct HealthArgs {
     /// WAL bytes.
     #[arg(long, value_name = "DIR")]
     pub wal: Option<PathBuf>,
-    /// Only look: leave the entries of dead processes for others to
-    /// reclaim.
+    /// Reclaim the entries of dead processes (their in-flight sequences
+    /// declared lost, gating holds released, durable holds orphaned).
+    /// Off by default: a monitor that cannot see a process (another PID
+    /// namespace) would take it for dead.
     #[arg(long)]
-    pub no_reclaim: bool,
+    pub reclaim: bool,
     /// Print the state changes published on the `health` topic (by any
     /// monitor running with --watch or --listen) as they arrive, until
     /// Ctrl-C; one JSON object per line.
@@ -145,7 +147,7 @@ pub fn run(bus: &Bus, args: &HealthArgs) -> Result<(), String> {
     let interval = Duration::from_millis(args.interval);
     let options = HealthOptions {
         interval,
-        reclaim: !args.no_reclaim,
+        reclaim: args.reclaim,
         wal: args.wal.clone(),
         ..HealthOptions::default()
     };
@@ -167,7 +169,7 @@ pub fn run(bus: &Bus, args: &HealthArgs) -> Result<(), String> {
         watch.monitor.set_reclaim(false);
         watch.tick();
         pause(interval, &AtomicBool::new(false));
-        watch.monitor.set_reclaim(!args.no_reclaim);
+        watch.monitor.set_reclaim(args.reclaim);
         let report = watch.tick();
         print!("{}", table(report));
         let failed: Vec<String> = report
@@ -205,15 +207,24 @@ pub fn run(bus: &Bus, args: &HealthArgs) -> Result<(), String> {
                     let report = w.tick();
                     if print {
                         let mut out = std::io::stdout().lock();
+                        let mut written = Ok(());
                         if out.is_terminal() {
                             // Home and clear: the table refreshes in place.
-                            let _ = write!(out, "\x1b[H\x1b[2J");
+                            written = write!(out, "\x1b[H\x1b[2J");
                         }
                         for t in &report.transitions {
-                            let _ = writeln!(out, "{} {t}", clock(t.at_ns));
+                            written =
+                                written.and_then(|()| writeln!(out, "{} {t}", clock(t.at_ns)));
                         }
-                        let _ = write!(out, "{}", table(report));
-                        let _ = out.flush();
+                        written = written
+                            .and_then(|()| write!(out, "{}", table(report)))
+                            .and_then(|()| out.flush());
+                        if written.is_err() {
+                            // The reader went away (`| head`): stop, as
+                            // a filter does, instead of watching unseen.
+                            done.store(true, Ordering::Relaxed);
+                            break;
+                        }
                     }
                 }
                 if !pause(interval, &done) {

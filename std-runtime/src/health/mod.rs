@@ -11,9 +11,13 @@
 //!
 //! # State rules
 //!
-//! A publisher's *last sign of life* is the later of its heartbeat stamp
+//! A publisher's *last sign of life* is the latest of its heartbeat stamp
 //! (`PublisherEntry::heartbeat_ns`, written by `send_heartbeat`; 0 until
-//! the first) and the last poll that saw its `published` counter grow; the
+//! the first), the freshest heartbeat stamp of any publisher entry of the
+//! same process (same owner word: pid and start time) on any topic of the
+//! namespace (so [`zerocast_ipc::spawn_heartbeat`], which beats through an
+//! entry of its own, keeps the idle publishers of its process alive), and
+//! the last poll that saw its `published` counter grow; the
 //! first poll that sees a publisher counts as a sign of life, so a
 //! publisher that never sent a heartbeat is judged from when the monitor
 //! first saw it.
@@ -32,8 +36,10 @@
 //! publish only when something changes) are judged by liveness alone.
 //!
 //! A publisher should therefore send a heartbeat (or publish) at least
-//! twice per interval ([`zerocast_ipc::spawn_heartbeat`] does it on a
-//! thread).
+//! twice per interval, or share a process with an entry that does
+//! ([`zerocast_ipc::spawn_heartbeat`] does it on a thread). A publisher
+//! slower than one frame per interval that does neither is judged
+//! Degraded, then Failed, while it waits.
 
 mod command;
 mod events;
@@ -69,7 +75,9 @@ pub struct HealthOptions {
     pub lag_growth_samples: u32,
     /// Reclaim the entries of dead processes ([`Segment::reap_entries`]:
     /// in-flight sequences declared lost, gating holds released, durable
-    /// holds orphaned) when a poll finds them.
+    /// holds orphaned) when a poll finds them. Off by default: a monitor
+    /// that cannot see a process (another PID namespace) takes it for
+    /// dead.
     pub reclaim: bool,
     /// WAL root directory (`record --wal DIR`): reports each topic's WAL
     /// bytes.
@@ -81,7 +89,7 @@ impl Default for HealthOptions {
         Self {
             interval: Duration::from_secs(1),
             lag_growth_samples: 3,
-            reclaim: true,
+            reclaim: false,
             wal: None,
         }
     }
@@ -378,6 +386,9 @@ pub struct HealthMonitor {
     /// publisher.
     publishers: HashMap<(String, usize, u64), PublisherTrack>,
     subscribers: HashMap<(String, usize, u64), SubscriberTrack>,
+    /// The freshest heartbeat stamp of each process (owner word) over
+    /// every publisher entry of the namespace, read at the start of a poll.
+    process_heartbeat: HashMap<u64, u64>,
 }
 
 impl std::fmt::Debug for HealthMonitor {
@@ -416,6 +427,7 @@ impl HealthMonitor {
             segments: HashMap::new(),
             publishers: HashMap::new(),
             subscribers: HashMap::new(),
+            process_heartbeat: HashMap::new(),
         }
     }
 
@@ -483,6 +495,24 @@ impl HealthMonitor {
         }
         for t in self.subscribers.values_mut() {
             t.seen = false;
+        }
+        // A process is alive and beating if any of its publisher entries
+        // heartbeats: `spawn_heartbeat` beats through an entry of its own,
+        // beside an idle data publisher of the same process.
+        self.process_heartbeat.clear();
+        for topic in &topics {
+            for p in self.segments[topic].seg.header().publishers.iter() {
+                // Acquire: pairs with the Release owner-word stores of
+                // registration, as in `poll_topic`.
+                let word = p.pid.load(Ordering::Acquire);
+                if word == FREE || is_tombstone(word) {
+                    continue;
+                }
+                // Relaxed: a monitoring snapshot.
+                let stamp = p.heartbeat_ns.load(Ordering::Relaxed);
+                let best = self.process_heartbeat.entry(word).or_insert(0);
+                *best = (*best).max(stamp);
+            }
         }
         let mut report = Report {
             at_ns: now_ns,
@@ -627,7 +657,11 @@ impl HealthMonitor {
                 track.rate = Some(published.saturating_sub(track.sample.1) as f64 / dt);
                 track.sample = (now_ns, published);
             }
-            let last_sign = heartbeat.max(track.progress_ns).min(now_ns);
+            let process_beat = self.process_heartbeat.get(&word).copied().unwrap_or(0);
+            let last_sign = heartbeat
+                .max(process_beat)
+                .max(track.progress_ns)
+                .min(now_ns);
             let silent = now_ns - last_sign;
             let (state, reason) = if !alive {
                 (PublisherState::Failed, "process gone".to_owned())

@@ -42,6 +42,7 @@ fn trade() -> zerocast_core::frame::TradeEvent {
 fn options(interval: Duration) -> HealthOptions {
     HealthOptions {
         interval,
+        reclaim: true,
         ..HealthOptions::default()
     }
 }
@@ -258,6 +259,28 @@ fn dead_publisher_is_failed_then_reclaimed() {
     assert_eq!(e.pid.load(Ordering::Acquire), FREE);
     let r = m.poll(now_ns());
     assert!(r.topics[0].publishers.is_empty());
+}
+
+#[test]
+fn regression_reclaiming_is_opt_in() {
+    // A monitor that only looks (the default): a monitor in another PID
+    // namespace takes live processes for dead, and reclaimed their entries.
+    let tb = TestBus::new("optin");
+    let seg = tb.0.segment("trades").unwrap();
+    let (_, word) = dead_owner();
+    let e = &seg.header().publishers[1];
+    // Release: as above, a dead process's registration.
+    e.pid.store(word, Ordering::Release);
+    let mut m = HealthMonitor::new(tb.0.clone(), HealthOptions::default());
+    let r = m.poll(now_ns());
+    assert!(
+        r.topics[0].reclaimed.is_empty(),
+        "{:?}",
+        r.topics[0].reclaimed
+    );
+    // Acquire/Release: as above; the test frees the entry itself.
+    assert_eq!(e.pid.load(Ordering::Acquire), word);
+    e.pid.store(FREE, Ordering::Release);
 }
 
 #[test]
