@@ -300,8 +300,12 @@ fn killed_publisher_is_failed_and_its_entry_reclaimed() {
         seg.header().publishers[f.index].pid.load(Ordering::Acquire),
         FREE
     );
+    // Its entry is free, and it stays reported as Failed (gone).
     let r = m.poll(now_ns());
-    assert!(publisher(&r, "feed").is_none());
+    let f = publisher(&r, "feed").unwrap();
+    assert_eq!((f.state, f.gone), (PublisherState::Failed, true));
+    let topic = &r.topics.iter().find(|t| t.topic == "trade_events").unwrap();
+    assert_eq!(topic.failures_total, 1);
     p.0.wait().unwrap();
 }
 

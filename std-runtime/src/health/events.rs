@@ -7,18 +7,25 @@
 //! | field          | holds                                                    |
 //! |----------------|----------------------------------------------------------|
 //! | `publisher_id` | the topic's name, NUL-padded (cut to 16 bytes)           |
-//! | `sequence`     | `pid << 32 \| index << 16 \| from << 8 \| to`            |
+//! | `sequence`     | `pid << 32 \| 0xE5 << 24 \| index << 16 \| from << 8 \| to` |
 //! | `timestamp`    | when the monitor saw the change, ns since the Unix epoch |
 //!
 //! `index` is the publisher's slot in the topic's table (the `publisher_id`
 //! in its frames' headers), `from` and `to` are [`PublisherState`] codes
-//! (1 Healthy, 2 Degraded, 3 Failed). [`HealthEvent::decode`] reverses it.
+//! (1 Healthy, 2 Degraded, 3 Failed), `0xE5` is [`EVENT_MARK`].
+//! [`HealthEvent::decode`] reverses it, and takes a heartbeat for an event
+//! only with the mark, a pid other than 0, an index below 256 and state
+//! codes: a plain heartbeat on the health topic (a monitor's
+//! `send_heartbeat`, say) is never read as an event.
 
 use zerocast_core::frame::Heartbeat;
 use zerocast_ipc::config::HEALTH_TOPIC;
 use zerocast_ipc::{Bus, GatingPolicy, Publisher, PublisherOptions};
 
 use super::{PublisherState, Transition};
+
+/// The mark in bits 24 to 31 of an event's `sequence`.
+pub const EVENT_MARK: u8 = 0xE5;
 
 /// Name of a monitor's publisher entry on the health topic.
 pub const HEALTH_PUBLISHER: &str = "health-monitor";
@@ -49,7 +56,8 @@ impl HealthEvent {
         }
         Self {
             topic: t.topic[..end].to_owned(),
-            index: u16::try_from(t.index).unwrap_or(u16::MAX),
+            // Below MAX_PUBLISHERS (10): fits the 8 bits it travels in.
+            index: u16::try_from(t.index.min(255)).unwrap_or(255),
             pid: t.pid,
             from: t.from,
             to: t.to,
@@ -66,7 +74,8 @@ impl HealthEvent {
         Heartbeat {
             publisher_id,
             sequence: u64::from(self.pid) << 32
-                | u64::from(self.index) << 16
+                | u64::from(EVENT_MARK) << 24
+                | u64::from(self.index & 0xFF) << 16
                 | (self.from as u64) << 8
                 | self.to as u64,
             timestamp: i64::try_from(self.at_ns).unwrap_or(i64::MAX),
@@ -74,13 +83,18 @@ impl HealthEvent {
     }
 
     /// The event a heartbeat body from the health topic carries, or `None`
-    /// if its state codes are not states (not an event).
+    /// if it is not an event (no [`EVENT_MARK`], pid 0, or state codes that
+    /// are not states).
     pub fn decode(publisher_id: &[u8; 16], sequence: u64, timestamp: i64) -> Option<Self> {
         let end = publisher_id.iter().position(|&b| b == 0).unwrap_or(16);
+        let pid = (sequence >> 32) as u32;
+        if (sequence >> 24) as u8 != EVENT_MARK || pid == 0 {
+            return None;
+        }
         Some(Self {
             topic: String::from_utf8_lossy(&publisher_id[..end]).into_owned(),
-            index: (sequence >> 16) as u16,
-            pid: (sequence >> 32) as u32,
+            index: u16::from((sequence >> 16) as u8),
+            pid,
             from: PublisherState::from_code((sequence >> 8) as u8)?,
             to: PublisherState::from_code(sequence as u8)?,
             at_ns: u64::try_from(timestamp).ok()?,

@@ -25,6 +25,11 @@
 //! | `zerocast_recorder_lag` | gauge | topic | head minus the recorder's position |
 //! | `zerocast_wal_bytes` | gauge | topic | bytes of WAL segment files (`--wal`) |
 //! | `zerocast_health_reclaimed_entries_total` | counter | | entries of dead processes this monitor reclaimed |
+//! | `zerocast_publisher_failures_total` | counter | topic | publisher transitions to Failed this monitor saw |
+//!
+//! A Failed publisher whose entry was reclaimed stays in the publisher
+//! metrics, as Failed, for [`super::KEEP_GONE_FOR`] (60 s) or until a
+//! publisher of the same name registers on the topic.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -153,12 +158,18 @@ pub fn render(report: &Report, reclaimed_total: u64) -> String {
         reclaimed.clone(),
     );
     reclaimed.inc_by(reclaimed_total);
+    let failures = reg_counter(
+        &mut registry,
+        "zerocast_publisher_failures",
+        "Publisher transitions to Failed this monitor saw on the topic",
+    );
 
     for t in &report.topics {
         let topic = vec![("topic".to_owned(), t.topic.clone())];
         head.get_or_create(&topic).set(int(t.head));
         capacity.get_or_create(&topic).set(int(t.capacity));
         stale.get_or_create(&topic).set(i64::from(t.stale));
+        failures.get_or_create(&topic).inc_by(t.failures_total);
         if let Some(l) = t.recorder_lag {
             recorder.get_or_create(&topic).set(int(l));
         }

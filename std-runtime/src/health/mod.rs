@@ -185,7 +185,16 @@ pub struct PublisherReport {
     pub rate: Option<f64>,
     /// Sequences it has claimed and not committed.
     pub inflight: Option<std::ops::Range<u64>>,
+    /// Its entry is gone from the table (reclaimed after its process
+    /// died): kept as Failed, as last seen, for [`KEEP_GONE_FOR`] or until a
+    /// publisher of the same name registers on the topic.
+    pub gone: bool,
 }
+
+/// How long a Failed publisher whose entry was reclaimed stays in the
+/// reports (as Failed), so that a scrape or a table after the reclaiming
+/// poll still shows the failure.
+pub const KEEP_GONE_FOR: Duration = Duration::from_secs(60);
 
 /// One subscriber entry as a poll saw it.
 #[derive(Debug, Clone)]
@@ -254,6 +263,9 @@ pub struct TopicReport {
     pub wal_bytes: Option<u64>,
     /// Entries of dead processes this poll reclaimed.
     pub reclaimed: Vec<Reaped>,
+    /// Publisher transitions to Failed on this topic this monitor has seen
+    /// since it started.
+    pub failures_total: u64,
 }
 
 /// A publisher's change of state.
@@ -335,6 +347,16 @@ struct PublisherTrack {
     sample: (u64, u64),
     rate: Option<f64>,
     seen: bool,
+    /// Its report at the last poll that saw it.
+    last: Option<PublisherReport>,
+}
+
+/// A Failed publisher whose entry left the table.
+#[derive(Debug)]
+struct Gone {
+    topic: String,
+    since_ns: u64,
+    report: PublisherReport,
 }
 
 /// What the monitor remembers of a subscriber entry between polls.
@@ -389,6 +411,11 @@ pub struct HealthMonitor {
     /// The freshest heartbeat stamp of each process (owner word) over
     /// every publisher entry of the namespace, read at the start of a poll.
     process_heartbeat: HashMap<u64, u64>,
+    /// Failed publishers whose entries left the table, kept for
+    /// [`KEEP_GONE_FOR`].
+    gone: Vec<Gone>,
+    /// Transitions to Failed seen, by topic.
+    failures: HashMap<String, u64>,
 }
 
 impl std::fmt::Debug for HealthMonitor {
@@ -428,6 +455,8 @@ impl HealthMonitor {
             publishers: HashMap::new(),
             subscribers: HashMap::new(),
             process_heartbeat: HashMap::new(),
+            gone: Vec::new(),
+            failures: HashMap::new(),
         }
     }
 
@@ -646,6 +675,7 @@ impl HealthMonitor {
                 sample: (now_ns, published),
                 rate: None,
                 seen: true,
+                last: None,
             });
             track.seen = true;
             if published > track.published {
@@ -701,13 +731,17 @@ impl HealthMonitor {
                 };
                 match tr.to {
                     PublisherState::Healthy => tracing::info!(target: "zerocast::health", "{tr}"),
-                    _ => tracing::warn!(target: "zerocast::health", "{tr}"),
+                    PublisherState::Failed => {
+                        *self.failures.entry(topic.to_owned()).or_insert(0) += 1;
+                        tracing::warn!(target: "zerocast::health", "{tr}");
+                    }
+                    PublisherState::Degraded => tracing::warn!(target: "zerocast::health", "{tr}"),
                 }
                 transitions.push(tr);
             }
             track.settled = known;
             track.state = state;
-            publishers.push(PublisherReport {
+            let report = PublisherReport {
                 index,
                 name,
                 pid: owner_pid(word),
@@ -719,7 +753,42 @@ impl HealthMonitor {
                 published,
                 rate: track.rate,
                 inflight: p.inflight_range(),
-            });
+                gone: false,
+            };
+            track.last = Some(report.clone());
+            publishers.push(report);
+        }
+        // Failed publishers whose entries left the table since the last
+        // poll (reclaimed, by this monitor or another process) stay
+        // reported as Failed for a while: else a crash shows for one poll.
+        for (key, track) in self.publishers.iter_mut() {
+            if key.0 == topic && !track.seen && track.state == PublisherState::Failed {
+                if let Some(mut report) = track.last.take() {
+                    report.gone = true;
+                    report.alive = report.alive && owner_alive(key.2);
+                    report.reason = format!("{} (entry reclaimed)", report.reason);
+                    self.gone.push(Gone {
+                        topic: topic.to_owned(),
+                        since_ns: now_ns,
+                        report,
+                    });
+                }
+            }
+        }
+        let keep_ns = u64::try_from(KEEP_GONE_FOR.as_nanos()).unwrap_or(u64::MAX);
+        self.gone.retain(|g| {
+            g.topic != topic
+                || (now_ns.saturating_sub(g.since_ns) < keep_ns
+                    && !publishers.iter().any(|p| p.name == g.report.name))
+        });
+        for g in self.gone.iter().filter(|g| g.topic == topic) {
+            let mut report = g.report.clone();
+            report.silent_for += ns_duration(now_ns.saturating_sub(g.since_ns));
+            report.heartbeat_age = report
+                .heartbeat_age
+                .map(|a| a + ns_duration(now_ns.saturating_sub(g.since_ns)));
+            report.rate = None;
+            publishers.push(report);
         }
 
         let recorder = stored_name(&format!("recorder-{topic}")).to_owned();
@@ -758,6 +827,7 @@ impl HealthMonitor {
                 .as_deref()
                 .and_then(|dir| wal_bytes(&dir.join(topic))),
             reclaimed,
+            failures_total: self.failures.get(topic).copied().unwrap_or(0),
         }
     }
 }

@@ -257,8 +257,75 @@ fn dead_publisher_is_failed_then_reclaimed() {
     assert!(t.reclaimed[0].publisher && t.reclaimed[0].index == 3);
     // Acquire: pairs with the reaper's Release store that frees the entry.
     assert_eq!(e.pid.load(Ordering::Acquire), FREE);
-    let r = m.poll(now_ns());
+    // Still reported as Failed after the reclaiming poll (M2), for
+    // KEEP_GONE_FOR.
+    let now = now_ns();
+    let r = m.poll(now);
+    let g = publisher(&r, "ghost");
+    assert_eq!((g.state, g.gone), (PublisherState::Failed, true));
+    let r = m.poll(now + KEEP_GONE_FOR.as_nanos() as u64 + SEC);
     assert!(r.topics[0].publishers.is_empty());
+}
+
+/// A crashed publisher showed as Failed in the reports (and /metrics) for
+/// one poll only: the same poll reclaimed its entry, and the next had no
+/// trace of it. It stays Failed until a publisher of its name registers
+/// again (or KEEP_GONE_FOR), and transitions to Failed are counted.
+#[test]
+fn regression_reclaimed_publisher_stays_failed_and_is_counted() {
+    let tb = TestBus::new("gone");
+    let mut p =
+        tb.0.publisher_with(
+            "trades",
+            PublisherOptions {
+                name: "engine".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    p.send_heartbeat().unwrap();
+    let mut m = HealthMonitor::new(tb.0.clone(), options(Duration::from_secs(1)));
+    let t0 = now_ns();
+    m.poll(t0);
+    m.poll(t0 + SEC / 10);
+    let r = m.poll(t0 + 3 * SEC);
+    assert_eq!(publisher(&r, "engine").state, PublisherState::Failed);
+    assert_eq!(r.topics[0].failures_total, 1);
+    // Its entry leaves the table (reclaimed).
+    drop(p);
+    for at in [t0 + 4 * SEC, t0 + 30 * SEC] {
+        let r = m.poll(at);
+        let g = publisher(&r, "engine");
+        assert_eq!((g.state, g.gone), (PublisherState::Failed, true), "{g:?}");
+        let text = metrics::render(&r, 0);
+        assert!(
+            text.contains("zerocast_publisher_failures_total{topic=\"trades\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("name=\"engine\"") && text.contains("state=\"failed\"} 1"),
+            "{text}"
+        );
+    }
+    // A publisher of the same name registers again: the old one is gone.
+    let mut again =
+        tb.0.publisher_with(
+            "trades",
+            PublisherOptions {
+                name: "engine".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    again.send_heartbeat().unwrap();
+    let r = m.poll(now_ns().max(t0 + 31 * SEC));
+    let engines: Vec<_> = r.topics[0]
+        .publishers
+        .iter()
+        .filter(|p| p.name == "engine")
+        .collect();
+    assert_eq!(engines.len(), 1, "{engines:?}");
+    assert!(!engines[0].gone);
 }
 
 #[test]
@@ -371,6 +438,22 @@ fn health_events_round_trip_through_a_heartbeat_body() {
     assert_eq!(back.at_ns, t.at_ns);
     // An ordinary heartbeat is not an event.
     assert_eq!(HealthEvent::decode(&[0; 16], 7, 1), None);
+}
+
+/// Any plain heartbeat on the health topic whose low bytes happened to be
+/// state codes decoded as an event (a fake state change). Events carry a
+/// mark and a pid; plain heartbeats never decode.
+#[test]
+fn regression_plain_heartbeats_on_the_health_topic_are_not_events() {
+    let mut id = [0u8; 16];
+    id[..6].copy_from_slice(b"trades");
+    // Before: from 1, to 3, any pid and index: "decoded".
+    for sequence in [0x0103u64, 0x0000_0001_0002_0103, 0x0000_1234_0000_0201] {
+        assert_eq!(HealthEvent::decode(&id, sequence, 1), None, "{sequence:#x}");
+    }
+    // The mark without a pid is not an event either.
+    assert_eq!(HealthEvent::decode(&id, 0xE502_0103, 1), None);
+    assert!(HealthEvent::decode(&id, 0x0000_0001_E502_0103, 1).is_some());
 }
 
 #[test]
