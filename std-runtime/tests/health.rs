@@ -548,7 +548,10 @@ fn metrics_endpoint_parses_and_matches_the_segment_counters() {
     }
 
     let mut server = Proc(
-        ns.cmd(&["health", "--interval", "100", "--listen", "127.0.0.1:0"])
+        // A long interval: "engine" must be Healthy at the scrape however
+        // late a loaded machine gets to it (its last sign of life is the
+        // heartbeat before the scrape).
+        ns.cmd(&["health", "--interval", "30000", "--listen", "127.0.0.1:0"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -564,6 +567,7 @@ fn metrics_endpoint_parses_and_matches_the_segment_counters() {
         .and_then(|a| a.strip_suffix("/metrics"))
         .unwrap_or_else(|| panic!("{line:?}"))
         .to_owned();
+    p.send_heartbeat().unwrap();
     let (head, body) = get(&addr, "/metrics");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(
@@ -803,4 +807,49 @@ fn regression_idle_publisher_beside_spawn_heartbeat_is_not_failed() {
     drop(hb);
     drop(engine);
     bus.remove_segments();
+}
+
+/// A client that half-sent a request kept `zerocast health --listen` alive
+/// after SIGTERM for ever (the graceful shutdown waited for its
+/// connection). Connections get a second to finish, then are dropped.
+#[test]
+fn regression_half_sent_request_does_not_keep_health_listen_alive() {
+    let ns = Ns::new("halfsent");
+    let mut server = Proc(
+        ns.cmd(&["health", "--interval", "100", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(server.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("serving metrics on http://")
+        .and_then(|a| a.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("{line:?}"))
+        .to_owned();
+    let mut half = TcpStream::connect(&addr).unwrap();
+    half.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    // A full request on another connection: the server has accepted both.
+    let (head, _) = get(&addr, "/metrics");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    server.signal(libc::SIGTERM);
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = server.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "still running {PATIENCE:?} after SIGTERM with a half-sent request open"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    drop(half);
 }
