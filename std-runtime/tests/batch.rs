@@ -363,6 +363,7 @@ fn sink_error_stops_the_loop_and_the_position_does_not_advance() {
         interval: Duration::from_secs(60),
         max_batch: 10,
         until: Some(49),
+        ..Default::default()
     };
     let batcher = Batcher::new(&bus, TOPIC, None, "f", options);
     let mut sink = Flaky {
@@ -686,6 +687,18 @@ fn bad_batch_arguments_are_refused_with_what_to_use() {
         (vec!["--sink", "x.db"], "use sqlite:FILE or jsonl:FILE"),
         (vec!["--sink", "jsonl:x", "--interval", "100"], "--interval"),
         (vec!["--sink", "jsonl:x", "--max-batch", "0"], "--max-batch"),
+        // Regressions: a --wal that does not exist was accepted, then
+        // recorded permanent "missing" gaps; the interval message suggested
+        // 500us, which it then refused.
+        (
+            vec!["--sink", "jsonl:x", "--wal", "/nonexistent/zc-wal"],
+            "/nonexistent/zc-wal",
+        ),
+        (vec!["--sink", "jsonl:x", "--interval", "500us"], "1000us"),
+        (
+            vec!["--sink", "jsonl:x", "--interval", "5m"],
+            "1ms to 3600s",
+        ),
     ] {
         let mut all = vec!["batch", "--topic", TOPIC];
         all.extend(args.iter().copied());
@@ -922,7 +935,40 @@ fn until(seq: u64) -> BatchOptions {
         interval: Duration::from_millis(10),
         max_batch: 1,
         until: Some(seq),
+        ..Default::default()
     }
+}
+
+/// A batch had no byte limit: only `max_batch` events or the interval cut
+/// it, so a batch of large frames could hold any amount of memory. It is
+/// cut at `max_bytes` of frames too.
+#[test]
+fn regression_batches_are_cut_at_a_byte_limit() {
+    let bus = lib_bus("bytes", 40);
+    let dir = scratch("bytes");
+    let mut sink =
+        zerocast_runtime::batch::JsonlSink::open(&dir.join("b.jsonl"), TOPIC, "b").unwrap();
+    let mut largest = 0;
+    let stats = Batcher::new(
+        &bus,
+        TOPIC,
+        None,
+        "b",
+        BatchOptions {
+            interval: Duration::from_secs(60),
+            max_batch: 1_000,
+            max_bytes: 1_000,
+            until: Some(39),
+        },
+    )
+    .run(&mut sink, || false, |b| largest = largest.max(b.byte_len()))
+    .unwrap();
+    assert_eq!(stats.frames, 40);
+    assert!(stats.batches > 1, "{stats:?}");
+    // Cut at the frame that reached the limit: under the limit plus a frame.
+    assert!(largest < 1_000 + 512, "{largest}");
+    bus.remove_segments();
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A NaN price (SQLite binds it as NULL, which the NOT NULL column refused)

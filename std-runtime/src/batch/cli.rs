@@ -8,20 +8,27 @@ use zerocast_ipc::Bus;
 
 use super::{BatchOptions, Batcher, SinkSpec};
 
-/// A duration such as `100ms`, `2s`, `500us` (at least 1 ms).
+/// A duration such as `100ms`, `2s`, `1500us` (1 ms to 3600 s).
 pub fn parse_interval(s: &str) -> Result<Duration, String> {
     let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| "use a whole number with a unit: 100ms, 2s, 500us".to_owned())?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "us" => Duration::from_micros(n),
-        _ => return Err("use a whole number with a unit: 100ms, 2s, 500us".into()),
-    };
+    let n: u64 = digits.parse().map_err(|_| {
+        "use a whole number with a unit us, ms or s, from 1ms to 3600s: 100ms, 2s, 1500us"
+            .to_owned()
+    })?;
+    let d =
+        match unit {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "us" => Duration::from_micros(n),
+            _ => return Err(
+                "use a whole number with a unit us, ms or s, from 1ms to 3600s: 100ms, 2s, 1500us"
+                    .into(),
+            ),
+        };
     if d < Duration::from_millis(1) || d > Duration::from_secs(3600) {
-        return Err("use 1ms to 3600s".into());
+        return Err(format!(
+            "{s} is out of range; use 1ms to 3600s (1000us to 3600000000us)"
+        ));
     }
     Ok(d)
 }
@@ -67,12 +74,24 @@ pub struct BatchArgs {
     pub name: String,
     /// WAL root directory (the recorder's `--wal`): a restart catches up
     /// from the log. Without it only the ring is read, and what a restart
-    /// finds overwritten is recorded as missing.
-    #[arg(long)]
+    /// finds overwritten is recorded as missing. It must exist.
+    #[arg(long, value_parser = parse_wal)]
     pub wal: Option<PathBuf>,
     /// Exit once this sequence is committed.
     #[arg(long)]
     pub until: Option<u64>,
+}
+
+/// A `--wal` directory: one that does not exist (a typo) would read as an
+/// empty log, and what the ring no longer holds would be recorded as
+/// missing for good.
+fn parse_wal(s: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(s);
+    match std::fs::metadata(&path) {
+        Ok(m) if m.is_dir() => Ok(path),
+        Ok(_) => Err(format!("{s} is not a directory")),
+        Err(e) => Err(format!("{s}: {e} (give the recorder's --wal directory)")),
+    }
 }
 
 fn parse_sink(s: &str) -> Result<SinkSpec, String> {
@@ -88,6 +107,15 @@ pub fn run_cli(bus: &Bus, args: &BatchArgs, stop: fn() -> bool) -> Result<(), St
         .open(&args.topic, &args.name)
         .map_err(|e| e.to_string())?;
     let wal_dir = args.wal.as_ref().map(|w| w.join(&args.topic));
+    if let Some(dir) = wal_dir.as_deref().filter(|d| !d.is_dir()) {
+        // The recorder may not have started yet: it creates the directory.
+        tracing::warn!(
+            "{} does not exist (yet): no log of {} to catch up from; what the ring no longer \
+             holds is recorded as missing",
+            dir.display(),
+            args.topic
+        );
+    }
     let batcher = Batcher::new(
         bus,
         &args.topic,
@@ -97,6 +125,7 @@ pub fn run_cli(bus: &Bus, args: &BatchArgs, stop: fn() -> bool) -> Result<(), St
             interval: args.interval,
             max_batch: args.max_batch,
             until: args.until,
+            ..BatchOptions::default()
         },
     );
     tracing::info!(topic = %args.topic, sink = %args.sink, committed = ?sink.committed().ok().flatten(), "batching");

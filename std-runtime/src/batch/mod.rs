@@ -147,6 +147,11 @@ impl Batch {
         })
     }
 
+    /// Bytes of frames it holds.
+    pub fn byte_len(&self) -> usize {
+        self.bytes.len()
+    }
+
     /// When the first event was added.
     pub fn opened(&self) -> Option<Instant> {
         self.opened
@@ -271,6 +276,9 @@ pub struct BatchOptions {
     pub interval: Duration,
     /// Or once it holds this many events (at least 1), whichever first.
     pub max_batch: usize,
+    /// Or once its frames hold this many bytes (the batch's memory: frames
+    /// are copied out of the ring), whichever first. Default 64 MiB.
+    pub max_bytes: usize,
     /// Stop once this sequence is committed.
     pub until: Option<u64>,
 }
@@ -280,6 +288,7 @@ impl Default for BatchOptions {
         Self {
             interval: Duration::from_millis(100),
             max_batch: 65_536,
+            max_bytes: 64 << 20,
             until: None,
         }
     }
@@ -374,6 +383,7 @@ impl Batcher {
         mut on_commit: impl FnMut(&Batch),
     ) -> Result<BatchStats, BatchError> {
         let max_batch = self.options.max_batch.max(1);
+        let max_bytes = self.options.max_bytes.max(1);
         let interval = self.options.interval;
         let until = self.options.until;
         let segment = segment_identity(&self.bus, &self.topic).map_err(BatchError::Source)?;
@@ -460,7 +470,10 @@ impl Batcher {
                     s.due = Some(Instant::now() + interval.saturating_sub(age(&event, interval)));
                 }
                 s.batch.push(event);
-                if s.batch.len() >= max_batch || until.is_some_and(|u| last >= u) {
+                if s.batch.len() >= max_batch
+                    || s.batch.byte_len() >= max_bytes
+                    || until.is_some_and(|u| last >= u)
+                {
                     s.flush()?;
                 }
                 Ok(if s.done {
