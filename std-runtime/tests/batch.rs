@@ -339,6 +339,36 @@ impl Sink for Flaky {
     }
 }
 
+/// A scratch directory of a test, removed when the test ends (passed or
+/// failed: tests left `/tmp/zc-batch-*` behind).
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn scratch(test: &str) -> Scratch {
+    let dir = std::env::temp_dir().join(format!("zc-batch-{test}{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    Scratch(dir)
+}
+
 fn lib_bus(test: &str, frames: u64) -> Bus {
     let bus = Bus::new(Config {
         namespace: format!("btl{}{test}", std::process::id()),
@@ -642,9 +672,7 @@ fn lost_and_missing_sequences_are_recorded_in_gaps() {
 #[test]
 fn jsonl_sink_cuts_a_partial_last_line_and_resumes_after_the_last_complete_one() {
     let bus = lib_bus("jsonl", 30);
-    let dir = std::env::temp_dir().join(format!("zc-batch-jsonl{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("jsonl");
     let path = dir.join("out.jsonl");
     let run = |until: u64| {
         let mut sink = zerocast_runtime::batch::JsonlSink::open(&path, TOPIC, "j").unwrap();
@@ -722,9 +750,7 @@ fn bad_batch_arguments_are_refused_with_what_to_use() {
 /// progress row moves past them.
 #[test]
 fn regression_sqlite_sink_keeps_unparsable_frames_as_invalid_rows() {
-    let dir = std::env::temp_dir().join(format!("zc-batch-inv{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("inv");
     let path = dir.join("inv.db");
     let mut sink = zerocast_runtime::batch::SqliteSink::open(&path, TOPIC, "i").unwrap();
     let mut batch = Batch::new();
@@ -822,9 +848,7 @@ fn a_lock_held_for_a_moment_by_another_connection_is_waited_out() {
 /// never make a commit fail: they never take the write lock.
 #[test]
 fn checkpoints_beside_the_commits_never_fail_one() {
-    let dir = std::env::temp_dir().join(format!("zc-batch-ckpt{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("ckpt");
     let path = dir.join("ckpt.db");
     let mut sink = zerocast_runtime::batch::SqliteSink::open(&path, TOPIC, "c").unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -879,9 +903,7 @@ fn checkpoints_beside_the_commits_never_fail_one() {
 /// holds the inherited descriptor for 300 ms.
 #[test]
 fn regression_jsonl_lock_shared_with_a_forked_child_is_waited_out() {
-    let dir = std::env::temp_dir().join(format!("zc-batch-jfork{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("jfork");
     let path = dir.join("out.jsonl");
     let sink = zerocast_runtime::batch::JsonlSink::open(&path, TOPIC, "j").unwrap();
     // SAFETY: the child calls only async-signal-safe functions (nanosleep,
@@ -909,13 +931,6 @@ fn regression_jsonl_lock_shared_with_a_forked_child_is_waited_out() {
     if let Err(e) = reopened {
         panic!("reopened while a forked child held the lock: {e}");
     }
-}
-
-fn scratch(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("zc-batch-{test}{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn trade(price: f64) -> zerocast_core::frame::TradeEvent {
