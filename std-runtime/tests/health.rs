@@ -853,3 +853,29 @@ fn regression_half_sent_request_does_not_keep_health_listen_alive() {
     assert!(status.success(), "{status}");
     drop(half);
 }
+
+/// `zerocast health --watch | head` never exited: writes to the closed
+/// pipe failed silently and the watch went on. A write error stops it.
+#[test]
+fn regression_watch_stops_when_its_stdout_is_closed() {
+    let ns = Ns::new("epipe");
+    let mut watch = Proc(
+        ns.cmd(&["health", "--watch", "--interval", "50"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut out = watch.0.stdout.take().unwrap();
+    let mut first = [0u8; 16];
+    out.read_exact(&mut first).unwrap();
+    drop(out); // `head` exits.
+    let start = Instant::now();
+    while watch.0.try_wait().unwrap().is_none() {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "--watch still running {PATIENCE:?} after its stdout was closed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
