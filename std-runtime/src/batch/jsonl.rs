@@ -290,7 +290,9 @@ impl Sink for JsonlSink {
 
     fn bind_segment(&mut self, segment: &str) -> Result<(), SinkError> {
         match self.header.as_ref().map(|h| h.segment.as_deref()) {
+            // A new file, or one with nothing written after its header.
             None => self.write_header(Some(segment)),
+            Some(_) if self.committed.is_none() => self.write_header(Some(segment)),
             Some(None) => Ok(()),
             Some(Some(s)) if s == segment => Ok(()),
             Some(Some(s)) => Err(SinkError::new(
