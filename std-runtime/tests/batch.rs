@@ -1109,11 +1109,12 @@ fn regression_batcher_refuses_a_reset_bus() {
 #[test]
 fn regression_jsonl_sink_never_cuts_a_file_that_is_not_ours() {
     let dir = scratch("foreign");
-    let cases: [(&str, Vec<u8>); 4] = [
+    let cases: [(&str, Vec<u8>); 5] = [
         ("notes.txt", b"remember the milk".to_vec()),
         ("zeros.bin", vec![0u8; 5000]),
         ("lines.jsonl", b"{\"seq\":1}\n{\"seq\":2}\npartial".to_vec()),
         ("empty-line", b"\n".to_vec()),
+        ("brace", b"{".to_vec()),
     ];
     for (name, bytes) in cases {
         let path = dir.join(name);

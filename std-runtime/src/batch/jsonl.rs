@@ -169,9 +169,8 @@ impl JsonlSink {
                 None => {
                     // A header cut short by a kill while the file was
                     // created: nothing else was written after it.
-                    let prefix = HEADER_START.as_bytes();
-                    let n = head.len().min(prefix.len());
-                    if size >= MAX_LINE || head[..n] != prefix[..n] {
+                    // Only a file that starts as ours is cut.
+                    if size >= MAX_LINE || !head.starts_with(HEADER_START.as_bytes()) {
                         return Err(refuse(
                             "its first line is not a zerocast batch header".to_owned(),
                         ));
