@@ -1028,6 +1028,45 @@ where
         Ok(data)
     }
 
+    /// The unfinished older lap holding the slot of `seq`, if any: a
+    /// producer that claimed the slot a full ring (or more) before `seq`
+    /// and has not committed it (mid-write, stalled, or dead until declared
+    /// lost). `None` when `seq` could take its slot now (or `seq` was
+    /// already resolved). A snapshot: a producer that is about to claim
+    /// asks it to wait, or give up, *before* taking a sequence it could
+    /// not release again while the older lap holds the slot.
+    pub fn unfinished_older_lap(&self, seq: u64) -> Option<u64> {
+        // Acquire: pairs with the Release commit (or AcqRel declaration) of
+        // the slot's writers, as in `begin_write`; only a hint here.
+        let cur = self.slot(seq)[0].load(Ordering::Acquire);
+        if self.is_turn_of(cur, seq) || (cur != NEVER_WRITTEN && self.latest(cur) >= seq) {
+            return None;
+        }
+        Some(self.older_lap(cur, seq))
+    }
+
+    /// Takes back the in-place write of `seq` whose [`SlotWrite`] was
+    /// forgotten (`mem::forget`, or leaked): `None` unless the slot is
+    /// still marked being written by `seq`. The caller then stores and
+    /// commits (or drops it, marking `seq` lost), as with the original.
+    ///
+    /// # Safety
+    ///
+    /// The caller must be the producer that began writing `seq`, and the
+    /// original [`SlotWrite`] must never be used again (forgotten, or
+    /// leaked and unreachable): two writers of one slot would race their
+    /// commits, and a reader could be handed a mixed frame.
+    pub unsafe fn resume_write(&self, seq: u64) -> Option<SlotWrite<'_, S>> {
+        let (stamp_word, data) = self.slot(seq).split_first().expect("slot has a stamp");
+        // Acquire: pairs with nothing new (our own WRITING store, or a
+        // supervisor's AcqRel declaration, which we then leave alone).
+        (stamp_word.load(Ordering::Acquire) == stamp(seq, WRITING)).then_some(SlotWrite {
+            ring: self,
+            seq,
+            data,
+        })
+    }
+
     /// The second half of a write begun by `begin_write(seq)`.
     #[inline(always)]
     fn finish_write(&self, seq: u64) {
