@@ -1950,6 +1950,17 @@ where
     #[inline(always)]
     pub fn commit(self) -> u64 {
         let seq = self.seq;
+        // A plain store, not a compare-and-swap like the drop's: nobody else
+        // changes a stamp while it says WRITING(seq), except a supervisor
+        // declaring `seq` lost, which `declare_lost`'s contract forbids for
+        // a live writer (the ipc layer lists every sequence it writes in
+        // flight, and never declares a live publisher's). Checked in debug
+        // builds. Relaxed: a check of our own stamp.
+        debug_assert_eq!(
+            self.ring.slot(seq)[0].load(Ordering::Relaxed),
+            stamp(seq, WRITING),
+            "slot of sequence {seq} is no longer being written by this SlotWrite (declared lost while live?)"
+        );
         self.ring.finish_write(seq);
         core::mem::forget(self);
         seq

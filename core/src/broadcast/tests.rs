@@ -1218,3 +1218,24 @@ fn batch_claim_written_in_place_slot_by_slot() {
     );
     assert_eq!(ring.try_publish(&mut cache, &frame(3)), Ok(3));
 }
+
+/// Review finding: `SlotWrite::commit` stores COMMITTED plainly, relying on
+/// nobody having declared a live writer's sequence lost meanwhile (the
+/// ipc layer's in-flight list sees to that). A broken promise is caught
+/// in debug builds instead of silently restamping the slot.
+#[test]
+#[cfg(debug_assertions)]
+#[should_panic(expected = "no longer being written")]
+fn regression_slot_write_commit_asserts_its_slot_is_still_being_written() {
+    let ring = Broadcast::with_capacity(4, 2).unwrap();
+    let mut cache = GatingCache::default();
+    let slot = ring
+        .try_claim(&mut cache)
+        .unwrap()
+        .begin_write(|_| {})
+        .unwrap();
+    // SAFETY (the test breaks the contract on purpose): the ring itself
+    // stays sound; the commit below is what must notice.
+    assert_eq!(unsafe { ring.declare_lost(0) }, Ok(Declared::Lost));
+    slot.commit();
+}
