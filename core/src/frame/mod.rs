@@ -19,6 +19,16 @@
 mod body;
 pub mod id;
 
+// `FrameHeader::to_words`/`from_words` and `Body::archived_words` build the
+// archived (little-endian) bytes as native `u64` words, and frames are
+// stored and read as native words: only on a little-endian target are those
+// the bytes rkyv encodes and `decode` validates. Refuse to build elsewhere
+// rather than write frames that decode as something else.
+const _: () = assert!(
+    cfg!(target_endian = "little"),
+    "zerocast frames are built as native words equal to rkyv's little-endian bytes: big-endian targets are not supported"
+);
+
 pub use body::*;
 
 use rkyv::api::low::{LowSerializer, LowValidator};
