@@ -441,8 +441,13 @@ pub struct ReadCursor {
     manual_release: bool,
     /// The position last published to the gating table by `try_recv`, or
     /// for an adopted cursor the hold it took over: the cursor is never
-    /// published below it (`next` may start below an adopted hold).
+    /// published below it (`next` may start below an adopted hold). The
+    /// gating slot holds exactly this while the cursor owns it: `release`
+    /// and `unregister_gating` change the slot only from this value.
     released: u64,
+    /// The ring a gating cursor belongs to (its header's address; 0 for a
+    /// non-gating cursor): another ring ignores it (see `unregister_gating`).
+    ring: usize,
 }
 
 impl ReadCursor {
@@ -459,7 +464,10 @@ impl ReadCursor {
         self.manual_release = manual;
     }
 
-    /// The gating-table slot this cursor holds, if it is gating.
+    /// The gating-table slot this cursor holds, if it is gating. A gating
+    /// cursor whose slot was freed under it (a supervisor's
+    /// [`Broadcast::release_gating_slot`] on a live consumer) becomes
+    /// non-gating at its next release, and this says `None` from then on.
     pub fn gating_slot(&self) -> Option<usize> {
         self.gating
     }
@@ -583,6 +591,11 @@ where
     }
 
     #[inline(always)]
+    /// This ring's identity for its gating cursors: its header's address.
+    fn id(&self) -> usize {
+        core::ptr::from_ref(self.header()).addr()
+    }
+
     fn header(&self) -> &BroadcastHeader {
         self.storage.header()
     }
@@ -1093,6 +1106,7 @@ where
             gating: None,
             manual_release: false,
             released: 0,
+            ring: 0,
         }
     }
 
@@ -1161,6 +1175,7 @@ where
             // An `At` start below `announce` reads from there but never
             // publishes a position below what producers already saw.
             released: held,
+            ring: self.id(),
         })
     }
 
@@ -1206,15 +1221,28 @@ where
             gating: Some(index),
             manual_release: false,
             released: next.max(held),
+            ring: self.id(),
         })
     }
 
     /// Removes a gating cursor from the table: producers stop waiting for it.
-    /// `cursor` must come from this ring: another ring's gating cursor
-    /// would free this ring's slot of the same index.
+    /// Another ring's cursor is left alone (it still gates its own ring),
+    /// and a slot that no longer holds the cursor's position (freed under
+    /// it, maybe taken by another consumer since) is not touched.
     pub fn unregister_gating(&self, cursor: &mut ReadCursor) {
+        if cursor.ring != self.id() {
+            return;
+        }
         if let Some(index) = cursor.gating.take() {
-            self.free_gating_slot(index);
+            // Release on success: pairs with the Acquire scan in
+            // `min_gating`, as in `free_gating_slot`. Relaxed on failure:
+            // the slot is not ours, nothing to order.
+            if self.header().gating[index]
+                .compare_exchange(cursor.released, FREE, Ordering::Release, Ordering::Relaxed)
+                .is_ok()
+            {
+                self.after_freeing_gating_slot();
+            }
         }
     }
 
@@ -1240,6 +1268,11 @@ where
         // Release: pairs with the Acquire scan in `min_gating`; the departed
         // consumer's reads happen before producers reuse its slots.
         self.header().gating[index].store(FREE, Ordering::Release);
+        self.after_freeing_gating_slot();
+    }
+
+    /// After a gating slot was freed: clears GATED if it was the last.
+    fn after_freeing_gating_slot(&self) {
         // SeqCst fence: pairs with the same fence of any other consumer
         // leaving at the same time. Each stores FREE, fences, then scans
         // the table; the fences are totally ordered, so the later one's scan
@@ -1351,7 +1384,6 @@ where
             && (cursor.next % RELEASE_EVERY == 0 || result.is_err())
         {
             self.release(cursor);
-            cursor.released = cursor.next;
         }
         result
     }
@@ -1417,15 +1449,34 @@ where
     /// cursor adopted below its hold ([`adopt_gating`](Self::adopt_gating))
     /// releases nothing until it passes the hold: a position never moves
     /// back.
+    ///
+    /// The slot is moved only from the position this cursor last published
+    /// (a compare-and-swap): if it was freed under the cursor (a
+    /// supervisor's [`release_gating_slot`](Self::release_gating_slot) on a
+    /// live consumer), and maybe taken by another consumer since, it is
+    /// left alone, and the cursor becomes non-gating
+    /// ([`ReadCursor::gating_slot`] says `None`): producers no longer wait
+    /// for it, so it may be lapped (`Lagged`). Another ring's cursor is
+    /// ignored.
     #[inline(always)]
-    pub fn release(&self, cursor: &ReadCursor) {
+    pub fn release(&self, cursor: &mut ReadCursor) {
         if let Some(index) = cursor.gating {
-            if cursor.next < cursor.released {
+            if cursor.next <= cursor.released || cursor.ring != self.id() {
                 return;
             }
-            // Release: pairs with the Acquire scan in `min_gating`; our copies
-            // out of the released slots happen before producers overwrite them.
-            self.header().gating[index].store(cursor.next, Ordering::Release);
+            // Release on success: pairs with the Acquire scan in
+            // `min_gating`; our copies out of the released slots happen
+            // before producers overwrite them. Relaxed on failure: the slot
+            // is not ours any more, nothing of it is read.
+            match self.header().gating[index].compare_exchange(
+                cursor.released,
+                cursor.next,
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => cursor.released = cursor.next,
+                Err(_) => cursor.gating = None,
+            }
         }
     }
 

@@ -638,7 +638,7 @@ fn manual_release_holds_producers_until_released() {
         ring.try_publish(&mut cache, &frame(4)),
         Err(PublishError::Full)
     );
-    ring.release(&g);
+    ring.release(&mut g);
     assert_eq!(ring.try_publish(&mut cache, &frame(4)), Ok(4));
 }
 
@@ -1238,4 +1238,60 @@ fn regression_slot_write_commit_asserts_its_slot_is_still_being_written() {
     // stays sound; the commit below is what must notice.
     assert_eq!(unsafe { ring.declare_lost(0) }, Ok(Declared::Lost));
     slot.commit();
+}
+
+/// Review finding: `unregister_gating` with another ring's cursor freed
+/// this ring's slot of the same index under a live consumer (and could
+/// clear GATED). The cursor now names its ring, and the call does nothing.
+#[test]
+fn regression_unregister_with_another_rings_cursor_frees_nothing() {
+    let a = Broadcast::with_capacity(4, 2).unwrap();
+    let b = Broadcast::with_capacity(4, 2).unwrap();
+    let victim = a.register_gating(Start::Oldest).unwrap();
+    let mut other = b.register_gating(Start::Oldest).unwrap();
+    assert_eq!(victim.gating_slot(), other.gating_slot());
+    let index = victim.gating_slot().unwrap();
+    a.unregister_gating(&mut other);
+    assert_eq!(a.gating_position(index), Some(0), "a's live slot was freed");
+    assert!(a.claims_are_checked());
+    // `other` still holds b's slot, and frees it there.
+    assert_eq!(b.gating_position(index), Some(0));
+    b.unregister_gating(&mut other);
+    assert_eq!(b.gating_position(index), None);
+    assert!(!b.claims_are_checked());
+}
+
+/// Review finding: a consumer whose gating slot was freed under it (a
+/// broken `release_gating_slot` contract) plain-stored its next position
+/// into the FREE slot, resurrecting it unseen by producers (GATED clear).
+/// Now it never writes into a slot that is not at its own last position:
+/// the cursor becomes non-gating instead, which it can see.
+#[test]
+fn regression_release_never_resurrects_a_freed_gating_slot() {
+    let ring = Broadcast::with_capacity(4, PAYLOAD).unwrap();
+    let mut cache = GatingCache::default();
+    let mut out = [0u64; PAYLOAD];
+    let mut victim = ring.register_gating(Start::Oldest).unwrap();
+    let index = victim.gating_slot().unwrap();
+    ring.try_publish(&mut cache, &frame(0)).unwrap();
+    // SAFETY (the contract broken on purpose): the ring stays sound.
+    unsafe { ring.release_gating_slot(index) };
+    assert!(!ring.claims_are_checked());
+    assert_eq!(ring.try_recv(&mut victim, &mut out), Ok(0));
+    assert_eq!(ring.try_recv(&mut victim, &mut out), Err(TryRecvError::Empty));
+    assert_eq!(ring.gating_position(index), None, "the freed slot was written");
+    assert_eq!(victim.gating_slot(), None, "the cursor still thinks it gates");
+    // A slot freed and taken by another consumer is not the victim's either.
+    let mut victim = ring.register_gating(Start::Newest).unwrap();
+    unsafe { ring.release_gating_slot(index) };
+    let mut taker = ring.register_gating_at(index, Start::Oldest).unwrap();
+    let taken = ring.gating_position(index);
+    ring.try_publish(&mut cache, &frame(1)).unwrap();
+    assert_eq!(ring.try_recv(&mut victim, &mut out), Ok(1));
+    assert_eq!(ring.try_recv(&mut victim, &mut out), Err(TryRecvError::Empty));
+    assert_eq!(ring.gating_position(index), taken, "another's slot was written");
+    ring.unregister_gating(&mut victim);
+    assert_eq!(ring.gating_position(index), taken, "another's slot was freed");
+    ring.unregister_gating(&mut taker);
+    assert_eq!(ring.gating_position(index), None);
 }
