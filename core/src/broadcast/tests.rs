@@ -1234,9 +1234,10 @@ fn regression_slot_write_commit_asserts_its_slot_is_still_being_written() {
         .unwrap()
         .begin_write(|_| {})
         .unwrap();
-    // SAFETY (the test breaks the contract on purpose): the ring itself
-    // stays sound; the commit below is what must notice.
-    assert_eq!(unsafe { ring.declare_lost(0) }, Ok(Declared::Lost));
+    // SAFETY: the test breaks the contract on purpose (the writer of 0
+    // is live); the ring itself stays sound, and the commit must notice.
+    let declared = unsafe { ring.declare_lost(0) };
+    assert_eq!(declared, Ok(Declared::Lost));
     slot.commit();
 }
 
@@ -1274,24 +1275,48 @@ fn regression_release_never_resurrects_a_freed_gating_slot() {
     let mut victim = ring.register_gating(Start::Oldest).unwrap();
     let index = victim.gating_slot().unwrap();
     ring.try_publish(&mut cache, &frame(0)).unwrap();
-    // SAFETY (the contract broken on purpose): the ring stays sound.
+    // SAFETY: the contract is broken on purpose (the holder is live); the
+    // ring stays sound, and what the victim then does is under test.
     unsafe { ring.release_gating_slot(index) };
     assert!(!ring.claims_are_checked());
     assert_eq!(ring.try_recv(&mut victim, &mut out), Ok(0));
-    assert_eq!(ring.try_recv(&mut victim, &mut out), Err(TryRecvError::Empty));
-    assert_eq!(ring.gating_position(index), None, "the freed slot was written");
-    assert_eq!(victim.gating_slot(), None, "the cursor still thinks it gates");
+    assert_eq!(
+        ring.try_recv(&mut victim, &mut out),
+        Err(TryRecvError::Empty)
+    );
+    assert_eq!(
+        ring.gating_position(index),
+        None,
+        "the freed slot was written"
+    );
+    assert_eq!(
+        victim.gating_slot(),
+        None,
+        "the cursor still thinks it gates"
+    );
     // A slot freed and taken by another consumer is not the victim's either.
     let mut victim = ring.register_gating(Start::Newest).unwrap();
+    // SAFETY: as above, broken on purpose.
     unsafe { ring.release_gating_slot(index) };
     let mut taker = ring.register_gating_at(index, Start::Oldest).unwrap();
     let taken = ring.gating_position(index);
     ring.try_publish(&mut cache, &frame(1)).unwrap();
     assert_eq!(ring.try_recv(&mut victim, &mut out), Ok(1));
-    assert_eq!(ring.try_recv(&mut victim, &mut out), Err(TryRecvError::Empty));
-    assert_eq!(ring.gating_position(index), taken, "another's slot was written");
+    assert_eq!(
+        ring.try_recv(&mut victim, &mut out),
+        Err(TryRecvError::Empty)
+    );
+    assert_eq!(
+        ring.gating_position(index),
+        taken,
+        "another's slot was written"
+    );
     ring.unregister_gating(&mut victim);
-    assert_eq!(ring.gating_position(index), taken, "another's slot was freed");
+    assert_eq!(
+        ring.gating_position(index),
+        taken,
+        "another's slot was freed"
+    );
     ring.unregister_gating(&mut taker);
     assert_eq!(ring.gating_position(index), None);
 }
