@@ -1266,8 +1266,13 @@ where
 
     fn free_gating_slot(&self, index: usize) {
         // Release: pairs with the Acquire scan in `min_gating`; the departed
-        // consumer's reads happen before producers reuse its slots.
-        self.header().gating[index].store(FREE, Ordering::Release);
+        // consumer's reads happen before producers reuse its slots. A swap,
+        // not a store: a live holder's compare-and-swap in `release` then
+        // either precedes it or fails (read-modify-writes are atomic with
+        // each other); loom's model does not give a plain store that
+        // guarantee, and found the slot resurrected with one (loom:
+        // `regression_release_racing_a_free_never_resurrects_the_slot`).
+        self.header().gating[index].swap(FREE, Ordering::Release);
         self.after_freeing_gating_slot();
     }
 
