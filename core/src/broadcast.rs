@@ -445,9 +445,6 @@ pub struct ReadCursor {
     /// gating slot holds exactly this while the cursor owns it: `release`
     /// and `unregister_gating` change the slot only from this value.
     released: u64,
-    /// The ring a gating cursor belongs to (its header's address; 0 for a
-    /// non-gating cursor): another ring ignores it (see `unregister_gating`).
-    ring: usize,
 }
 
 impl ReadCursor {
@@ -588,12 +585,6 @@ where
             stride,
             payload_words: payload_words as usize,
         })
-    }
-
-    #[inline(always)]
-    /// This ring's identity for its gating cursors: its header's address.
-    fn id(&self) -> usize {
-        core::ptr::from_ref(self.header()).addr()
     }
 
     fn header(&self) -> &BroadcastHeader {
@@ -1106,7 +1097,6 @@ where
             gating: None,
             manual_release: false,
             released: 0,
-            ring: 0,
         }
     }
 
@@ -1175,7 +1165,6 @@ where
             // An `At` start below `announce` reads from there but never
             // publishes a position below what producers already saw.
             released: held,
-            ring: self.id(),
         })
     }
 
@@ -1221,18 +1210,19 @@ where
             gating: Some(index),
             manual_release: false,
             released: next.max(held),
-            ring: self.id(),
         })
     }
 
     /// Removes a gating cursor from the table: producers stop waiting for it.
-    /// Another ring's cursor is left alone (it still gates its own ring),
-    /// and a slot that no longer holds the cursor's position (freed under
-    /// it, maybe taken by another consumer since) is not touched.
+    /// A slot that no longer holds the cursor's position (freed under it,
+    /// maybe taken by another consumer since) is not touched. The cursor
+    /// must be this ring's (a ring may move, and the same shared ring may be
+    /// mapped at several addresses, so the ring cannot check by address);
+    /// another ring's cursor frees a slot there only if that slot holds
+    /// exactly this cursor's position, and its holder then finds its hold
+    /// gone at its next release (it becomes non-gating, and is told by
+    /// `Lagged` if it is lapped), never a silent loss.
     pub fn unregister_gating(&self, cursor: &mut ReadCursor) {
-        if cursor.ring != self.id() {
-            return;
-        }
         if let Some(index) = cursor.gating.take() {
             // Release on success: pairs with the Acquire scan in
             // `min_gating`, as in `free_gating_slot`. Relaxed on failure:
@@ -1461,12 +1451,11 @@ where
     /// live consumer), and maybe taken by another consumer since, it is
     /// left alone, and the cursor becomes non-gating
     /// ([`ReadCursor::gating_slot`] says `None`): producers no longer wait
-    /// for it, so it may be lapped (`Lagged`). Another ring's cursor is
-    /// ignored.
+    /// for it, so it may be lapped (`Lagged`).
     #[inline(always)]
     pub fn release(&self, cursor: &mut ReadCursor) {
         if let Some(index) = cursor.gating {
-            if cursor.next <= cursor.released || cursor.ring != self.id() {
+            if cursor.next <= cursor.released {
                 return;
             }
             // Release on success: pairs with the Acquire scan in

@@ -1241,25 +1241,34 @@ fn regression_slot_write_commit_asserts_its_slot_is_still_being_written() {
     slot.commit();
 }
 
-/// Review finding: `unregister_gating` with another ring's cursor freed
-/// this ring's slot of the same index under a live consumer (and could
-/// clear GATED). The cursor now names its ring, and the call does nothing.
+/// Review finding: `unregister_gating` with another ring's cursor (a
+/// broken contract in safe code) freed this ring's slot of the same index
+/// under a live consumer, which then resurrected it unseen by producers.
+/// It can still free a slot that holds exactly its position, but the
+/// holder finds out at its next release (it becomes non-gating) and a lap
+/// reads as `Lagged`, never as a silent loss.
 #[test]
-fn regression_unregister_with_another_rings_cursor_frees_nothing() {
-    let a = Broadcast::with_capacity(4, 2).unwrap();
-    let b = Broadcast::with_capacity(4, 2).unwrap();
-    let victim = a.register_gating(Start::Oldest).unwrap();
+fn regression_unregister_with_another_rings_cursor_is_never_a_silent_loss() {
+    let a = Broadcast::with_capacity(4, PAYLOAD).unwrap();
+    let b = Broadcast::with_capacity(4, PAYLOAD).unwrap();
+    let mut victim = a.register_gating(Start::Oldest).unwrap();
     let mut other = b.register_gating(Start::Oldest).unwrap();
     assert_eq!(victim.gating_slot(), other.gating_slot());
-    let index = victim.gating_slot().unwrap();
     a.unregister_gating(&mut other);
-    assert_eq!(a.gating_position(index), Some(0), "a's live slot was freed");
-    assert!(a.claims_are_checked());
-    // `other` still holds b's slot, and frees it there.
-    assert_eq!(b.gating_position(index), Some(0));
+    let mut cache = GatingCache::default();
+    let mut out = [0u64; PAYLOAD];
+    a.try_publish(&mut cache, &frame(0)).unwrap();
+    assert_eq!(a.try_recv(&mut victim, &mut out), Ok(0));
+    a.release(&mut victim);
+    assert_eq!(victim.gating_slot(), None, "the victim sees its hold gone");
+    for i in 1..=8 {
+        a.try_publish(&mut cache, &frame(i)).unwrap();
+    }
+    assert!(matches!(
+        a.try_recv(&mut victim, &mut out),
+        Err(TryRecvError::Lagged(_))
+    ));
     b.unregister_gating(&mut other);
-    assert_eq!(b.gating_position(index), None);
-    assert!(!b.claims_are_checked());
 }
 
 /// Review finding: a consumer whose gating slot was freed under it (a
@@ -1319,4 +1328,39 @@ fn regression_release_never_resurrects_a_freed_gating_slot() {
     );
     ring.unregister_gating(&mut taker);
     assert_eq!(ring.gating_position(index), None);
+}
+
+/// Review of the ring-identity check: a gating cursor remembered its ring
+/// by the header's address, so a ring moved after the registration (an
+/// inline ring moved into a box; or, across processes, the same segment
+/// mapped at another address) ignored the cursor: it could neither release
+/// nor unregister, and producers waited for it forever. A ring is a value
+/// that may move; the cursor must keep working with it.
+#[test]
+fn regression_gating_cursor_works_after_its_ring_moved() {
+    let inline = Inline::new(
+        BroadcastHeader::new(),
+        [const { AtomicU64::new(0) }; INLINE_WORDS],
+    );
+    let ring = Broadcast::init(inline, CAPACITY as u64, PAYLOAD as u64).unwrap();
+    let mut cursor = ring.register_gating(Start::Oldest).unwrap();
+    let index = cursor.gating_slot().unwrap();
+    let moved = alloc::boxed::Box::new(ring);
+    let mut cache = GatingCache::default();
+    let mut out = [0u64; PAYLOAD];
+    moved.try_publish(&mut cache, &frame(0)).unwrap();
+    assert_eq!(moved.try_recv(&mut cursor, &mut out), Ok(0));
+    moved.release(&mut cursor);
+    assert_eq!(
+        moved.gating_position(index),
+        Some(1),
+        "release after the move"
+    );
+    moved.unregister_gating(&mut cursor);
+    assert_eq!(
+        moved.gating_position(index),
+        None,
+        "unregister after the move"
+    );
+    assert!(!moved.claims_are_checked());
 }
