@@ -441,7 +441,9 @@ pub struct ReadCursor {
     manual_release: bool,
     /// The position last published to the gating table by `try_recv`, or
     /// for an adopted cursor the hold it took over: the cursor is never
-    /// published below it (`next` may start below an adopted hold).
+    /// published below it (`next` may start below an adopted hold). The
+    /// gating slot holds exactly this while the cursor owns it: `release`
+    /// and `unregister_gating` change the slot only from this value.
     released: u64,
 }
 
@@ -459,7 +461,10 @@ impl ReadCursor {
         self.manual_release = manual;
     }
 
-    /// The gating-table slot this cursor holds, if it is gating.
+    /// The gating-table slot this cursor holds, if it is gating. A gating
+    /// cursor whose slot was freed under it (a supervisor's
+    /// [`Broadcast::release_gating_slot`] on a live consumer) becomes
+    /// non-gating at its next release, and this says `None` from then on.
     pub fn gating_slot(&self) -> Option<usize> {
         self.gating
     }
@@ -582,7 +587,6 @@ where
         })
     }
 
-    #[inline(always)]
     fn header(&self) -> &BroadcastHeader {
         self.storage.header()
     }
@@ -1028,6 +1032,45 @@ where
         Ok(data)
     }
 
+    /// The unfinished older lap holding the slot of `seq`, if any: a
+    /// producer that claimed the slot a full ring (or more) before `seq`
+    /// and has not committed it (mid-write, stalled, or dead until declared
+    /// lost). `None` when `seq` could take its slot now (or `seq` was
+    /// already resolved). A snapshot: a producer that is about to claim
+    /// asks it to wait, or give up, *before* taking a sequence it could
+    /// not release again while the older lap holds the slot.
+    pub fn unfinished_older_lap(&self, seq: u64) -> Option<u64> {
+        // Acquire: pairs with the Release commit (or AcqRel declaration) of
+        // the slot's writers, as in `begin_write`; only a hint here.
+        let cur = self.slot(seq)[0].load(Ordering::Acquire);
+        if self.is_turn_of(cur, seq) || (cur != NEVER_WRITTEN && self.latest(cur) >= seq) {
+            return None;
+        }
+        Some(self.older_lap(cur, seq))
+    }
+
+    /// Takes back the in-place write of `seq` whose [`SlotWrite`] was
+    /// forgotten (`mem::forget`, or leaked): `None` unless the slot is
+    /// still marked being written by `seq`. The caller then stores and
+    /// commits (or drops it, marking `seq` lost), as with the original.
+    ///
+    /// # Safety
+    ///
+    /// The caller must be the producer that began writing `seq`, and the
+    /// original [`SlotWrite`] must never be used again (forgotten, or
+    /// leaked and unreachable): two writers of one slot would race their
+    /// commits, and a reader could be handed a mixed frame.
+    pub unsafe fn resume_write(&self, seq: u64) -> Option<SlotWrite<'_, S>> {
+        let (stamp_word, data) = self.slot(seq).split_first().expect("slot has a stamp");
+        // Acquire: pairs with nothing new (our own WRITING store, or a
+        // supervisor's AcqRel declaration, which we then leave alone).
+        (stamp_word.load(Ordering::Acquire) == stamp(seq, WRITING)).then_some(SlotWrite {
+            ring: self,
+            seq,
+            data,
+        })
+    }
+
     /// The second half of a write begun by `begin_write(seq)`.
     #[inline(always)]
     fn finish_write(&self, seq: u64) {
@@ -1171,11 +1214,25 @@ where
     }
 
     /// Removes a gating cursor from the table: producers stop waiting for it.
-    /// `cursor` must come from this ring: another ring's gating cursor
-    /// would free this ring's slot of the same index.
+    /// A slot that no longer holds the cursor's position (freed under it,
+    /// maybe taken by another consumer since) is not touched. The cursor
+    /// must be this ring's (a ring may move, and the same shared ring may be
+    /// mapped at several addresses, so the ring cannot check by address);
+    /// another ring's cursor frees a slot there only if that slot holds
+    /// exactly this cursor's position, and its holder then finds its hold
+    /// gone at its next release (it becomes non-gating, and is told by
+    /// `Lagged` if it is lapped), never a silent loss.
     pub fn unregister_gating(&self, cursor: &mut ReadCursor) {
         if let Some(index) = cursor.gating.take() {
-            self.free_gating_slot(index);
+            // Release on success: pairs with the Acquire scan in
+            // `min_gating`, as in `free_gating_slot`. Relaxed on failure:
+            // the slot is not ours, nothing to order.
+            if self.header().gating[index]
+                .compare_exchange(cursor.released, FREE, Ordering::Release, Ordering::Relaxed)
+                .is_ok()
+            {
+                self.after_freeing_gating_slot();
+            }
         }
     }
 
@@ -1199,8 +1256,18 @@ where
 
     fn free_gating_slot(&self, index: usize) {
         // Release: pairs with the Acquire scan in `min_gating`; the departed
-        // consumer's reads happen before producers reuse its slots.
-        self.header().gating[index].store(FREE, Ordering::Release);
+        // consumer's reads happen before producers reuse its slots. A swap,
+        // not a store: a live holder's compare-and-swap in `release` then
+        // either precedes it or fails (read-modify-writes are atomic with
+        // each other); loom's model does not give a plain store that
+        // guarantee, and found the slot resurrected with one (loom:
+        // `regression_release_racing_a_free_never_resurrects_the_slot`).
+        self.header().gating[index].swap(FREE, Ordering::Release);
+        self.after_freeing_gating_slot();
+    }
+
+    /// After a gating slot was freed: clears GATED if it was the last.
+    fn after_freeing_gating_slot(&self) {
         // SeqCst fence: pairs with the same fence of any other consumer
         // leaving at the same time. Each stores FREE, fences, then scans
         // the table; the fences are totally ordered, so the later one's scan
@@ -1312,7 +1379,6 @@ where
             && (cursor.next % RELEASE_EVERY == 0 || result.is_err())
         {
             self.release(cursor);
-            cursor.released = cursor.next;
         }
         result
     }
@@ -1378,15 +1444,33 @@ where
     /// cursor adopted below its hold ([`adopt_gating`](Self::adopt_gating))
     /// releases nothing until it passes the hold: a position never moves
     /// back.
+    ///
+    /// The slot is moved only from the position this cursor last published
+    /// (a compare-and-swap): if it was freed under the cursor (a
+    /// supervisor's [`release_gating_slot`](Self::release_gating_slot) on a
+    /// live consumer), and maybe taken by another consumer since, it is
+    /// left alone, and the cursor becomes non-gating
+    /// ([`ReadCursor::gating_slot`] says `None`): producers no longer wait
+    /// for it, so it may be lapped (`Lagged`).
     #[inline(always)]
-    pub fn release(&self, cursor: &ReadCursor) {
+    pub fn release(&self, cursor: &mut ReadCursor) {
         if let Some(index) = cursor.gating {
-            if cursor.next < cursor.released {
+            if cursor.next <= cursor.released {
                 return;
             }
-            // Release: pairs with the Acquire scan in `min_gating`; our copies
-            // out of the released slots happen before producers overwrite them.
-            self.header().gating[index].store(cursor.next, Ordering::Release);
+            // Release on success: pairs with the Acquire scan in
+            // `min_gating`; our copies out of the released slots happen
+            // before producers overwrite them. Relaxed on failure: the slot
+            // is not ours any more, nothing of it is read.
+            match self.header().gating[index].compare_exchange(
+                cursor.released,
+                cursor.next,
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => cursor.released = cursor.next,
+                Err(_) => cursor.gating = None,
+            }
         }
     }
 
@@ -1911,6 +1995,17 @@ where
     #[inline(always)]
     pub fn commit(self) -> u64 {
         let seq = self.seq;
+        // A plain store, not a compare-and-swap like the drop's: nobody else
+        // changes a stamp while it says WRITING(seq), except a supervisor
+        // declaring `seq` lost, which `declare_lost`'s contract forbids for
+        // a live writer (the ipc layer lists every sequence it writes in
+        // flight, and never declares a live publisher's). Checked in debug
+        // builds. Relaxed: a check of our own stamp.
+        debug_assert_eq!(
+            self.ring.slot(seq)[0].load(Ordering::Relaxed),
+            stamp(seq, WRITING),
+            "slot of sequence {seq} is no longer being written by this SlotWrite (declared lost while live?)"
+        );
         self.ring.finish_write(seq);
         core::mem::forget(self);
         seq

@@ -97,6 +97,18 @@ pub enum Error {
         /// The gating registration furthest behind, if one was found.
         behind: Option<crate::segment::DurableHold>,
     },
+    /// A publish would take a slot that a live publisher has claimed a
+    /// full ring earlier and not committed (it holds a loan, or stalls
+    /// mid-publish), and the publisher's gating policy gave up waiting.
+    /// Nothing was claimed.
+    StuckBehind {
+        /// Topic name.
+        topic: String,
+        /// Pid of the publisher holding the slot.
+        pid: u32,
+        /// The sequence it has not committed.
+        seq: u64,
+    },
     /// Subscriber options that do not go together.
     BadOptions(String),
     /// A durable subscriber of this name is already attached and alive.
@@ -263,6 +275,10 @@ impl std::fmt::Display for Error {
                  config; use that config, or stop the topic's processes and remove the segment \
                  (`zerocast stat --remove-stale` once they are gone)",
                 path.display()
+            ),
+            Self::StuckBehind { topic, pid, seq } => write!(
+                f,
+                "topic {topic}: the publisher with pid {pid} has not committed sequence {seq}, whose slot the next publish needs (a loan held or leaked, or a stalled publish); gave up waiting by the gating policy"
             ),
             Self::RingFull { topic, behind } => {
                 write!(f, "topic {topic}: ring full: ")?;

@@ -253,6 +253,8 @@ pub struct IoxSubscriber {
     stashed: Option<u64>,
     /// When this subscriber connected (ns since the epoch).
     created_ns: u64,
+    /// Samples skipped as too short for the frame they declare.
+    rejected: u64,
 }
 
 impl std::fmt::Debug for IoxSubscriber {
@@ -292,6 +294,7 @@ impl IoxSubscriber {
             expected: Vec::new(),
             stashed: None,
             created_ns: now_ns(),
+            rejected: 0,
         })
     }
 
@@ -300,23 +303,36 @@ impl IoxSubscriber {
         if let Some(seq) = self.stashed.take() {
             return Ok(seq);
         }
-        let sample = match self.subscriber.receive() {
-            Ok(Some(s)) => s,
-            Ok(None) | Err(_) => return Err(RecvError::Empty),
+        let (header, started_ns) = loop {
+            let sample = match self.subscriber.receive() {
+                Ok(Some(s)) => s,
+                Ok(None) | Err(_) => return Err(RecvError::Empty),
+            };
+            let started_ns = *sample.user_header();
+            let payload = sample.payload();
+            let n = payload.len().min(self.words * 8);
+            let dst = frame::words_as_bytes_mut(&mut self.buf.0[..self.words]);
+            dst[..n].copy_from_slice(&payload[..n]);
+            // Nothing of the previous frame may show through a shorter one.
+            dst[n..].fill(0);
+            drop(sample);
+            // A sample must hold a header and the whole frame it declares
+            // (no zerocast publisher sends less; a foreign one on the
+            // service might): otherwise it is skipped and counted, never
+            // read over the previous frame's bytes or as zeros.
+            match FrameHeader::read(&dst[..n]) {
+                Some(h) if frame::HEADER_LEN + usize::from(h.body_len) <= n => {
+                    break (h, started_ns)
+                }
+                _ => self.rejected += 1,
+            }
         };
-        let started_ns = *sample.user_header();
-        let payload = sample.payload();
-        let n = payload.len().min(self.words * 8);
-        let dst = frame::words_as_bytes_mut(&mut self.buf.0[..self.words]);
-        dst[..n].copy_from_slice(&payload[..n]);
-        drop(sample);
-        // A sample too short for a header (no zerocast publisher sends
-        // one) reads as sequence 0 of publisher 0.
-        let header = FrameHeader::read_words(&self.buf.0[..self.words]).unwrap_or_default();
         let (seq, publisher) = (header.seq, header.publisher_id);
         match self.expected.iter_mut().find(|(p, _)| *p == publisher) {
             None => {
-                self.expected.push((publisher, seq + 1));
+                // Saturating: a foreign publisher's sequence may be the
+                // last there is.
+                self.expected.push((publisher, seq.saturating_add(1)));
                 // A publisher that started after we connected should have
                 // reached us from its sequence 0: anything before `seq` was
                 // dropped by iceoryx2's overflow and must be reported.
@@ -330,15 +346,22 @@ impl IoxSubscriber {
                 // iceoryx2's safe overflow dropped the frames in between:
                 // report the gap now, deliver this frame on the next poll.
                 let missed = seq - slot.1;
-                slot.1 = seq + 1;
+                slot.1 = seq.saturating_add(1);
                 self.stashed = Some(seq);
                 Err(RecvError::Lagged(missed))
             }
             Some(slot) => {
-                slot.1 = seq + 1;
+                slot.1 = seq.saturating_add(1);
                 Ok(seq)
             }
         }
+    }
+
+    /// How many samples were skipped as too short for a frame header, or
+    /// for the frame their header declares (no zerocast publisher sends
+    /// one; a foreign publisher on the service might).
+    pub fn rejected_samples(&self) -> u64 {
+        self.rejected
     }
 
     /// The frame last received.
@@ -362,5 +385,55 @@ impl IoxSubscriber {
         }
         let _ = &self.services.node;
         self.poll()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TopicKind;
+    use zerocast_core::frame::Heartbeat;
+
+    /// Sends `bytes` as one raw sample on `p`'s port, with user header
+    /// `started_ns`: what a foreign (non-zerocast) iceoryx2 publisher on the
+    /// service could send.
+    fn raw(p: &IoxPublisher, bytes: &[u8], started_ns: u64) {
+        let mut sample = p.publisher.loan_slice_uninit(bytes.len()).unwrap();
+        *sample.user_header_mut() = started_ns;
+        sample.write_from_slice(bytes).send().unwrap();
+    }
+
+    /// Review finding: a sample shorter than a frame header was read over
+    /// the previous frame's bytes still in the buffer, so it was delivered
+    /// as a duplicate of the previous sequence; and a foreign sequence of
+    /// `u64::MAX` overflowed `seq + 1`.
+    #[test]
+    fn regression_short_or_foreign_samples_are_not_duplicates_nor_panics() {
+        let ns = format!("ioxshort{}", std::process::id());
+        let topic = TopicConfig::new("t", 128 << 10, TopicKind::Trade);
+        let mut sub = IoxSubscriber::new(&ns, &topic, &SubscriberOptions::default()).unwrap();
+        let mut p = IoxPublisher::new(&ns, &topic, &PublisherOptions::default()).unwrap();
+        let hb = Heartbeat {
+            publisher_id: [7; 16],
+            sequence: 1,
+            timestamp: 1,
+        };
+        assert_eq!(p.publish(&hb).unwrap(), 0);
+        raw(&p, &[0xab; 8], p.started_ns);
+        // A whole header that promises a longer body than the sample holds.
+        let header = FrameHeader::new(frame::MessageKind::Heartbeat, p.id, 1).to_words();
+        raw(&p, frame::words_as_bytes(&header), p.started_ns);
+        assert_eq!(p.publish(&hb).unwrap(), 1);
+        assert_eq!(sub.poll(), Ok(0));
+        assert_eq!(sub.poll(), Ok(1), "a short sample was delivered");
+        assert!(sub.last(1).body::<Heartbeat>().is_ok());
+        assert_eq!(sub.poll(), Err(RecvError::Empty));
+        assert_eq!(sub.rejected_samples(), 2);
+        // A foreign publisher's frame with the last sequence there is.
+        let mut words = FrameBuf::default();
+        let n = frame::encode(&hb, 99, 1, &mut words.0).unwrap();
+        words.0[0] = u64::MAX;
+        raw(&p, frame::words_as_bytes(&words.0[..n]), 0);
+        assert_eq!(sub.poll(), Ok(u64::MAX));
     }
 }

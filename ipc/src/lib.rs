@@ -551,8 +551,8 @@ impl Subscriber {
 
     /// Releases what was read to publishers, for a gating subscriber with
     /// `manual_release` (a no-op otherwise and on iceoryx2 topics).
-    pub fn release(&self) {
-        match &self.inner {
+    pub fn release(&mut self) {
+        match &mut self.inner {
             SubInner::Shm(s) => s.release(),
             #[cfg(feature = "iceoryx2")]
             SubInner::Iox(_) => {}

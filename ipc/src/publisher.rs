@@ -14,7 +14,17 @@ use crate::segment::{Segment, STALL_BOUND};
 use crate::wait::futex_wake;
 
 /// What a publish does when a gating subscriber has not released the slot it
-/// would overwrite. Without gating subscribers, publishing never waits.
+/// would overwrite. Without gating subscribers, publishing never waits for
+/// a subscriber.
+///
+/// The same limit (at least a millisecond, also for `Fail`) applies when
+/// the slot is still held by another live publisher's sequence a full ring
+/// older, not yet committed (a loan held, or one forgotten by a publisher
+/// that has not published since): the publish then fails with
+/// [`Error::StuckBehind`] without claiming. An older sequence of a dead
+/// publisher is waited for until it is resolved as lost (the stall bound).
+/// The check is made before the claim; a publish that raced other
+/// publishers to a held slot after it waits for that sequence unbounded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GatingPolicy {
     /// Return [`Error::RingFull`] at once (after one check for dead gating
@@ -78,6 +88,12 @@ pub struct ShmPublisher {
     policy: GatingPolicy,
     heartbeats: HeartbeatSource,
     published: u64,
+    /// The sequence of the loan lent last, until it is committed or
+    /// dropped. Still set when this publisher is next used (every use needs
+    /// `&mut self`, which the loan borrowed) means the loan was forgotten
+    /// (`mem::forget`, or leaked): its slot is still being written by us,
+    /// and [`finish_forgotten_loan`](Self::finish_forgotten_loan) fills it.
+    open_loan: Option<u64>,
 }
 
 impl std::fmt::Debug for ShmPublisher {
@@ -131,6 +147,7 @@ impl ShmPublisher {
             policy: options.gating,
             heartbeats: HeartbeatSource::new(&name),
             published: 0,
+            open_loan: None,
         })
     }
 
@@ -184,8 +201,12 @@ impl ShmPublisher {
     /// recorded in flight, and after the stall bound reads `Lost`.
     ///
     /// While the loan lives, subscribers reading its sequence wait for it
-    /// (they see nothing new), and a publisher a full ring later waits too:
-    /// hold it as briefly as a publish.
+    /// (they see nothing new), and a publisher a full ring later waits too
+    /// (by its gating policy, then fails with [`Error::StuckBehind`]): hold
+    /// it as briefly as a publish. A loan forgotten (`mem::forget`) or
+    /// leaked is filled with a heartbeat, as a dropped one, when this
+    /// publisher next publishes (or lends) or is dropped; until then its
+    /// sequence stays unfinished.
     ///
     /// Progress: as [`publish`](Self::publish) up to the loan's return;
     /// writing and committing are wait-free.
@@ -214,6 +235,10 @@ impl ShmPublisher {
     pub fn loan<B: Body>(&mut self) -> Result<LoanUninit<'_, B>> {
         let words = frame::frame_words(B::KIND);
         self.check_fits(words)?;
+        if self.open_loan.is_some() {
+            self.finish_forgotten_loan();
+        }
+        check_older_laps(&self.seg, self.policy, 1)?;
         let seg: &Segment = &self.seg;
         let entry = &seg.header().publishers[self.entry];
         let mut waiting = WaitLimit::new(seg, self.policy);
@@ -242,8 +267,10 @@ impl ShmPublisher {
                 return Err(Error::from(e));
             }
         };
+        self.open_loan = Some(slot.seq());
         Ok(LoanUninit(
             LoanSlot {
+                open: &mut self.open_loan,
                 slot: Some(slot),
                 seg,
                 entry,
@@ -263,6 +290,10 @@ impl ShmPublisher {
     #[inline]
     pub fn publish_words(&mut self, words: &[u64]) -> Result<u64> {
         self.check_fits(words.len())?;
+        if self.open_loan.is_some() {
+            self.finish_forgotten_loan();
+        }
+        check_older_laps(&self.seg, self.policy, 1)?;
         let result = claim_and_commit(&self.seg, self.entry, &mut self.cache, self.policy, words);
         if result.is_ok() {
             self.published += 1;
@@ -278,6 +309,10 @@ impl ShmPublisher {
     pub fn publish_batch<B: Body>(&mut self, bodies: &[B]) -> Result<u64> {
         let words = frame::frame_words(B::KIND);
         self.check_fits(words)?;
+        if self.open_loan.is_some() {
+            self.finish_forgotten_loan();
+        }
+        check_older_laps(&self.seg, self.policy, bodies.len() as u64)?;
         let header = FrameHeader::new(B::KIND, self.entry as u32, now_ns()).to_words();
         let seg: &Segment = &self.seg;
         let ring = seg.ring();
@@ -355,6 +390,38 @@ impl ShmPublisher {
         unreachable!("SIGKILL does not return")
     }
 
+    /// Fills the slot of a forgotten loan (see `open_loan`) with a
+    /// heartbeat and commits it, as the loan's drop would have.
+    #[cold]
+    fn finish_forgotten_loan(&mut self) {
+        let Some(seq) = self.open_loan.take() else {
+            return;
+        };
+        let seg: &Segment = &self.seg;
+        let entry = &seg.header().publishers[self.entry];
+        // SAFETY: we began writing `seq` (`loan` set `open_loan` after
+        // `begin_write`), and its `SlotWrite` sits in a loan that was never
+        // dropped nor committed (either clears `open_loan`) yet no longer
+        // borrows `self`: forgotten, or leaked and unreachable (it borrowed
+        // `self` mutably for as long as it could be used).
+        match unsafe { seg.ring().resume_write(seq) } {
+            // Dropping the loan slot publishes the heartbeat.
+            Some(slot) => drop(LoanSlot {
+                open: &mut self.open_loan,
+                slot: Some(slot),
+                seg,
+                entry,
+                id: self.entry as u32,
+                published: &mut self.published,
+                heartbeats: &mut self.heartbeats,
+                retransmit_of: None,
+            }),
+            // Declared lost meanwhile (nobody should have: we are alive and
+            // list it in flight); nothing of ours left in the slot.
+            None => clear_inflight(entry),
+        }
+    }
+
     fn check_fits(&self, words: usize) -> Result<()> {
         if words > self.seg.ring().payload_words() {
             return Err(Error::FrameTooLarge {
@@ -369,6 +436,8 @@ impl ShmPublisher {
 
 impl Drop for ShmPublisher {
     fn drop(&mut self) {
+        // A forgotten loan is finished while the entry is still ours.
+        self.finish_forgotten_loan();
         // Release: pairs with Acquire owner loads; our last frames were
         // committed before the entry is freed.
         self.entry().pid.store(FREE, Ordering::Release);
@@ -424,6 +493,8 @@ fn store_frame<B: Body>(slot: &ShmSlot<'_>, header: &[u64; HEADER_WORDS], body: 
 /// What a loan holds, typed or not: the slot being written and the
 /// publisher state its commit (or drop) updates.
 struct LoanSlot<'p> {
+    /// The publisher's record of this open loan, cleared on commit.
+    open: &'p mut Option<u64>,
     /// `None` once committed.
     slot: Option<ShmSlot<'p>>,
     seg: &'p Segment,
@@ -451,6 +522,7 @@ impl LoanSlot<'_> {
             slot.store(i, *w);
         }
         let seq = slot.commit();
+        *self.open = None;
         // Relaxed: as in `claim_and_commit`.
         self.entry.inflight.store(0, Ordering::Relaxed);
         *self.published += 1;
@@ -673,6 +745,70 @@ fn clear_inflight(entry: &PublisherEntry) {
     // Relaxed: as in `record_inflight`.
     entry.inflight.store(0, Ordering::Relaxed);
     entry.inflight_len.store(1, Ordering::Relaxed);
+}
+
+/// Before claiming `n` sequences: whether the next `n` slots are free of
+/// unfinished older laps. Once a sequence is claimed it cannot be given
+/// back while an older lap holds its slot (marking it needs that lap
+/// finished too), so a publish that is to give up must do so here, before
+/// its claim. Two loads of lines the publish touches next anyway.
+#[inline(always)]
+fn check_older_laps(seg: &Segment, policy: GatingPolicy, n: u64) -> Result<()> {
+    let ring = seg.ring();
+    let head = ring.head();
+    if (head..head.saturating_add(n)).all(|s| ring.unfinished_older_lap(s).is_none()) {
+        return Ok(());
+    }
+    wait_for_older_laps(seg, policy, n)
+}
+
+/// Waits while one of the next `n` slots is held by an unfinished older
+/// lap. A lap of a dead publisher is resolved after the stall bound (as
+/// `StuckWait` does) however long that takes; a lap a live publisher lists
+/// in flight (a loan held, forgotten by an idle publisher, or a stalled
+/// publish) is waited for as the gating policy says (at least
+/// `OLDER_LAP_GRACE`, also under `Fail`), then the publish fails with [`Error::StuckBehind`] naming that publisher. Nothing is
+/// claimed either way.
+///
+/// Only a snapshot: with several publishers, the sequence this one then
+/// claims may be later than the head checked here, and its slot held after
+/// all; that publish waits in `begin_write` until the older lap finishes
+/// (or its publisher dies and is resolved).
+const OLDER_LAP_GRACE: Duration = Duration::from_millis(1);
+
+#[cold]
+fn wait_for_older_laps(seg: &Segment, policy: GatingPolicy, n: u64) -> Result<()> {
+    let ring = seg.ring();
+    // A live older lap is normally a write of a few cache lines, done in
+    // microseconds: even `Fail` grants it a moment before giving up.
+    let limit = match policy {
+        GatingPolicy::Wait(limit) => limit.max(OLDER_LAP_GRACE),
+        GatingPolicy::Fail => OLDER_LAP_GRACE,
+    };
+    let start = Instant::now();
+    let mut stuck = StuckWait::new(seg);
+    let mut spins = 0u32;
+    loop {
+        let head = ring.head();
+        let Some(older) = (head..head.saturating_add(n)).find_map(|s| ring.unfinished_older_lap(s))
+        else {
+            return Ok(());
+        };
+        // The clock and the publisher table (which reads /proc) are asked
+        // once in a while, not on every spin.
+        if spins % 1024 == 0 && start.elapsed() >= limit {
+            if let Some(pid) = seg.live_publisher_writing(older) {
+                return Err(Error::StuckBehind {
+                    topic: seg.topic().to_owned(),
+                    pid,
+                    seq: older,
+                });
+            }
+        }
+        spins = spins.wrapping_add(1);
+        stuck.check(older);
+        std::hint::spin_loop();
+    }
 }
 
 /// A publish waiting for an older lap of its slot: a publisher that claimed a

@@ -615,6 +615,19 @@ impl Segment {
 
     /// Whether a live publisher lists `seq` in flight (claimed, not yet
     /// committed): then it must not be declared lost.
+    /// The pid of a live publisher that lists `seq` in flight, if any.
+    pub(crate) fn live_publisher_writing(&self, seq: u64) -> Option<u32> {
+        self.header().publishers.iter().find_map(|p| {
+            // A hint, as in `in_flight_in_a_live_publisher`.
+            if !p.inflight_range().is_some_and(|r| r.contains(&seq)) {
+                return None;
+            }
+            // Acquire: pairs with the Release owner store at registration.
+            let owner = p.pid.load(Ordering::Acquire);
+            owner_alive(owner).then(|| owner_pid(owner))
+        })
+    }
+
     fn in_flight_in_a_live_publisher(&self, seq: u64) -> bool {
         self.header().publishers.iter().any(|p| {
             // A hint (see `inflight_range`): callers ask only after a stall

@@ -496,9 +496,11 @@ impl ShmSubscriber {
     }
 
     /// Releases every slot read so far to publishers (gating subscribers
-    /// with manual release).
-    pub fn release(&self) {
-        self.seg.ring().release(&self.cursor);
+    /// with manual release). If the subscriber's gating slot was freed
+    /// under it (reclaimed as if it were dead), it becomes non-gating
+    /// instead of writing into a slot that is no longer its own.
+    pub fn release(&mut self) {
+        self.seg.ring().release(&mut self.cursor);
     }
 
     /// The frame last received by [`poll`](Self::poll).

@@ -212,3 +212,116 @@ fn loan_across_processes() {
     assert_eq!(sub.try_recv().unwrap_err(), RecvError::Empty);
     bus.remove_segments();
 }
+
+/// A subscriber that asks a stalled sequence to be resolved soon.
+fn quick_stall(bus: &Bus) -> zerocast_ipc::Subscriber {
+    bus.subscriber(
+        "t",
+        SubscriberOptions {
+            start: Start::Oldest,
+            stall_bound: Duration::from_millis(50),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+/// The next frame's sequence and whether it is a heartbeat; `None` if
+/// nothing (or an error) came within two seconds.
+fn next_frame(s: &mut zerocast_ipc::Subscriber) -> Option<(u64, bool)> {
+    let f = s.recv_timeout(Duration::from_secs(2)).ok()?;
+    Some((f.seq, f.body::<Heartbeat>().is_ok()))
+}
+
+/// Review finding (issue: a forgotten loan wedges the topic). A loan
+/// forgotten with `mem::forget` (or leaked) never runs its drop, so its
+/// slot stayed WRITING for good: subscribers could not resolve it (its
+/// publisher is alive and lists it in flight). The publisher now finishes
+/// it (a heartbeat) on its next publish.
+#[test]
+fn regression_forgotten_loan_does_not_wedge_the_topic() {
+    let bus = bus("forgot", TopicKind::Trade);
+    let mut sub = quick_stall(&bus);
+    let mut publisher = bus.publisher("t").unwrap();
+    std::mem::forget(publisher.loan::<TradeEvent>().unwrap());
+    assert_eq!(publisher.publish(&trade(1)).unwrap(), 1);
+    assert_eq!(
+        next_frame(&mut sub),
+        Some((0, true)),
+        "seq 0 never finished"
+    );
+    assert_eq!(next_frame(&mut sub), Some((1, false)));
+    // A leaked (boxed) loan, written, and a heartbeat after it.
+    let leaked = Box::leak(Box::new(
+        publisher.loan::<TradeEvent>().unwrap().write(&trade(2)),
+    ));
+    assert_eq!(leaked.seq(), 2);
+    assert_eq!(publisher.send_heartbeat().unwrap(), 3);
+    assert_eq!(next_frame(&mut sub), Some((2, true)));
+    assert_eq!(next_frame(&mut sub), Some((3, true)));
+    bus.remove_segments();
+}
+
+/// A forgotten loan of a publisher that never publishes again is finished
+/// when the publisher is dropped.
+#[test]
+fn regression_forgotten_loan_is_finished_when_its_publisher_drops() {
+    let bus = bus("forgot-drop", TopicKind::Trade);
+    let mut sub = quick_stall(&bus);
+    let mut a = bus.publisher("t").unwrap();
+    let mut b = bus.publisher("t").unwrap();
+    std::mem::forget(a.loan::<TradeEvent>().unwrap());
+    assert_eq!(b.publish(&trade(1)).unwrap(), 1);
+    drop(a);
+    assert_eq!(
+        next_frame(&mut sub),
+        Some((0, true)),
+        "seq 0 never finished"
+    );
+    assert_eq!(next_frame(&mut sub), Some((1, false)));
+    bus.remove_segments();
+}
+
+/// A publisher a lap behind a live publisher's unfinished slot (a loan
+/// forgotten by a publisher that stays idle) gives up by its gating policy
+/// with an error naming that publisher and sequence, instead of spinning
+/// forever.
+#[test]
+fn regression_forgotten_loan_does_not_block_other_publishers_forever() {
+    let bus = bus("forgot-lap", TopicKind::Trade);
+    let cap = bus.segment("t").unwrap().ring().capacity();
+    let mut a = bus.publisher("t").unwrap();
+    std::mem::forget(a.loan::<TradeEvent>().unwrap());
+    let mut b = bus
+        .publisher_with(
+            "t",
+            zerocast_ipc::PublisherOptions {
+                gating: zerocast_ipc::GatingPolicy::Wait(Duration::from_millis(100)),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut results = Vec::new();
+        for i in 1..=cap {
+            results.push(b.publish(&trade(i)).map_err(|e| e.to_string()));
+        }
+        tx.send(results).unwrap();
+    });
+    let results = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("publisher B spun for 5 s behind the forgotten loan's slot");
+    for (i, r) in results[..cap as usize - 1].iter().enumerate() {
+        assert_eq!(r.as_ref().ok(), Some(&(i as u64 + 1)));
+    }
+    let err = results[cap as usize - 1].as_ref().unwrap_err();
+    assert!(
+        err.contains(&format!("pid {}", std::process::id())) && err.contains("sequence 0"),
+        "{err}"
+    );
+    // Once A publishes (finishing its forgotten loan), B's slot is free.
+    assert_eq!(a.publish(&trade(0)).unwrap(), cap);
+    drop(a);
+    bus.remove_segments();
+}

@@ -1003,3 +1003,34 @@ fn broadcast_dropped_write_never_clobbers_the_next_lap() {
         assert_intact(2, &out);
     });
 }
+
+/// Review finding (loan/gating review, item 2): a gating slot freed under a
+/// live consumer (a supervisor taking it for dead) was plain-stored into by
+/// the consumer's next release, resurrecting it while GATED stayed clear.
+/// The release now moves the slot only from the consumer's own last
+/// position: whatever the interleaving with the free, the slot ends FREE,
+/// claims go back to the unchecked path, and the cursor, if its release
+/// came second, is no longer gating.
+#[test]
+fn regression_release_racing_a_free_never_resurrects_the_slot() {
+    model(|| {
+        let ring = Arc::new(Broadcast::with_capacity(2, 3).unwrap());
+        let mut cache = GatingCache::default();
+        let mut victim = ring.register_gating(Start::Oldest).unwrap();
+        let index = victim.gating_slot().unwrap();
+        assert_eq!(publish(&ring, &mut cache), Ok(0));
+        let other_ring = Arc::clone(&ring);
+        // SAFETY: the contract is broken on purpose (the holder is live);
+        // the ring stays sound, and the victim's release is under test.
+        let other = thread::spawn(move || unsafe { other_ring.release_gating_slot(index) });
+        let mut out = [0u64; 3];
+        assert_eq!(ring.try_recv(&mut victim, &mut out), Ok(0));
+        assert_eq!(
+            ring.try_recv(&mut victim, &mut out),
+            Err(TryRecvError::Empty)
+        );
+        other.join().unwrap();
+        assert_eq!(ring.gating_position(index), None, "freed slot resurrected");
+        assert!(!ring.claims_are_checked(), "nobody gates, claims checked");
+    });
+}

@@ -638,7 +638,7 @@ fn manual_release_holds_producers_until_released() {
         ring.try_publish(&mut cache, &frame(4)),
         Err(PublishError::Full)
     );
-    ring.release(&g);
+    ring.release(&mut g);
     assert_eq!(ring.try_publish(&mut cache, &frame(4)), Ok(4));
 }
 
@@ -1217,4 +1217,150 @@ fn batch_claim_written_in_place_slot_by_slot() {
         Err(TryRecvError::Lost(2))
     );
     assert_eq!(ring.try_publish(&mut cache, &frame(3)), Ok(3));
+}
+
+/// Review finding: `SlotWrite::commit` stores COMMITTED plainly, relying on
+/// nobody having declared a live writer's sequence lost meanwhile (the
+/// ipc layer's in-flight list sees to that). A broken promise is caught
+/// in debug builds instead of silently restamping the slot.
+#[test]
+#[cfg(debug_assertions)]
+#[should_panic(expected = "no longer being written")]
+fn regression_slot_write_commit_asserts_its_slot_is_still_being_written() {
+    let ring = Broadcast::with_capacity(4, 2).unwrap();
+    let mut cache = GatingCache::default();
+    let slot = ring
+        .try_claim(&mut cache)
+        .unwrap()
+        .begin_write(|_| {})
+        .unwrap();
+    // SAFETY: the test breaks the contract on purpose (the writer of 0
+    // is live); the ring itself stays sound, and the commit must notice.
+    let declared = unsafe { ring.declare_lost(0) };
+    assert_eq!(declared, Ok(Declared::Lost));
+    slot.commit();
+}
+
+/// Review finding: `unregister_gating` with another ring's cursor (a
+/// broken contract in safe code) freed this ring's slot of the same index
+/// under a live consumer, which then resurrected it unseen by producers.
+/// It can still free a slot that holds exactly its position, but the
+/// holder finds out at its next release (it becomes non-gating) and a lap
+/// reads as `Lagged`, never as a silent loss.
+#[test]
+fn regression_unregister_with_another_rings_cursor_is_never_a_silent_loss() {
+    let a = Broadcast::with_capacity(4, PAYLOAD).unwrap();
+    let b = Broadcast::with_capacity(4, PAYLOAD).unwrap();
+    let mut victim = a.register_gating(Start::Oldest).unwrap();
+    let mut other = b.register_gating(Start::Oldest).unwrap();
+    assert_eq!(victim.gating_slot(), other.gating_slot());
+    a.unregister_gating(&mut other);
+    let mut cache = GatingCache::default();
+    let mut out = [0u64; PAYLOAD];
+    a.try_publish(&mut cache, &frame(0)).unwrap();
+    assert_eq!(a.try_recv(&mut victim, &mut out), Ok(0));
+    a.release(&mut victim);
+    assert_eq!(victim.gating_slot(), None, "the victim sees its hold gone");
+    for i in 1..=8 {
+        a.try_publish(&mut cache, &frame(i)).unwrap();
+    }
+    assert!(matches!(
+        a.try_recv(&mut victim, &mut out),
+        Err(TryRecvError::Lagged(_))
+    ));
+    b.unregister_gating(&mut other);
+}
+
+/// Review finding: a consumer whose gating slot was freed under it (a
+/// broken `release_gating_slot` contract) plain-stored its next position
+/// into the FREE slot, resurrecting it unseen by producers (GATED clear).
+/// Now it never writes into a slot that is not at its own last position:
+/// the cursor becomes non-gating instead, which it can see.
+#[test]
+fn regression_release_never_resurrects_a_freed_gating_slot() {
+    let ring = Broadcast::with_capacity(4, PAYLOAD).unwrap();
+    let mut cache = GatingCache::default();
+    let mut out = [0u64; PAYLOAD];
+    let mut victim = ring.register_gating(Start::Oldest).unwrap();
+    let index = victim.gating_slot().unwrap();
+    ring.try_publish(&mut cache, &frame(0)).unwrap();
+    // SAFETY: the contract is broken on purpose (the holder is live); the
+    // ring stays sound, and what the victim then does is under test.
+    unsafe { ring.release_gating_slot(index) };
+    assert!(!ring.claims_are_checked());
+    assert_eq!(ring.try_recv(&mut victim, &mut out), Ok(0));
+    assert_eq!(
+        ring.try_recv(&mut victim, &mut out),
+        Err(TryRecvError::Empty)
+    );
+    assert_eq!(
+        ring.gating_position(index),
+        None,
+        "the freed slot was written"
+    );
+    assert_eq!(
+        victim.gating_slot(),
+        None,
+        "the cursor still thinks it gates"
+    );
+    // A slot freed and taken by another consumer is not the victim's either.
+    let mut victim = ring.register_gating(Start::Newest).unwrap();
+    // SAFETY: as above, broken on purpose.
+    unsafe { ring.release_gating_slot(index) };
+    let mut taker = ring.register_gating_at(index, Start::Oldest).unwrap();
+    let taken = ring.gating_position(index);
+    ring.try_publish(&mut cache, &frame(1)).unwrap();
+    assert_eq!(ring.try_recv(&mut victim, &mut out), Ok(1));
+    assert_eq!(
+        ring.try_recv(&mut victim, &mut out),
+        Err(TryRecvError::Empty)
+    );
+    assert_eq!(
+        ring.gating_position(index),
+        taken,
+        "another's slot was written"
+    );
+    ring.unregister_gating(&mut victim);
+    assert_eq!(
+        ring.gating_position(index),
+        taken,
+        "another's slot was freed"
+    );
+    ring.unregister_gating(&mut taker);
+    assert_eq!(ring.gating_position(index), None);
+}
+
+/// Review of the ring-identity check: a gating cursor remembered its ring
+/// by the header's address, so a ring moved after the registration (an
+/// inline ring moved into a box; or, across processes, the same segment
+/// mapped at another address) ignored the cursor: it could neither release
+/// nor unregister, and producers waited for it forever. A ring is a value
+/// that may move; the cursor must keep working with it.
+#[test]
+fn regression_gating_cursor_works_after_its_ring_moved() {
+    let inline = Inline::new(
+        BroadcastHeader::new(),
+        [const { AtomicU64::new(0) }; INLINE_WORDS],
+    );
+    let ring = Broadcast::init(inline, CAPACITY as u64, PAYLOAD as u64).unwrap();
+    let mut cursor = ring.register_gating(Start::Oldest).unwrap();
+    let index = cursor.gating_slot().unwrap();
+    let moved = alloc::boxed::Box::new(ring);
+    let mut cache = GatingCache::default();
+    let mut out = [0u64; PAYLOAD];
+    moved.try_publish(&mut cache, &frame(0)).unwrap();
+    assert_eq!(moved.try_recv(&mut cursor, &mut out), Ok(0));
+    moved.release(&mut cursor);
+    assert_eq!(
+        moved.gating_position(index),
+        Some(1),
+        "release after the move"
+    );
+    moved.unregister_gating(&mut cursor);
+    assert_eq!(
+        moved.gating_position(index),
+        None,
+        "unregister after the move"
+    );
+    assert!(!moved.claims_are_checked());
 }

@@ -19,6 +19,16 @@
 mod body;
 pub mod id;
 
+// `FrameHeader::to_words`/`from_words` and `Body::archived_words` build the
+// archived (little-endian) bytes as native `u64` words, and frames are
+// stored and read as native words: only on a little-endian target are those
+// the bytes rkyv encodes and `decode` validates. Refuse to build elsewhere
+// rather than write frames that decode as something else.
+const _: () = assert!(
+    cfg!(target_endian = "little"),
+    "zerocast frames are built as native words equal to rkyv's little-endian bytes: big-endian targets are not supported"
+);
+
 pub use body::*;
 
 use rkyv::api::low::{LowSerializer, LowValidator};
@@ -236,8 +246,30 @@ pub const fn frame_words(kind: MessageKind) -> usize {
 pub type BodySerializer<'a> = LowSerializer<Buffer<'a>, SubAllocator<'a>, Failure>;
 
 /// A message body that can travel in a frame.
+///
+/// Sealed: only this crate's message types are bodies. A body has two
+/// encodings that must agree (rkyv's, which [`decode`] validates, and
+/// [`archived_words`](Body::archived_words), which the loan path stores
+/// unvalidated), and [`decode_unchecked`] trusts frames written by
+/// either; an outside implementation could make them disagree.
+///
+/// regression_body_is_sealed (review finding: a downstream impl whose
+/// `archived_words` disagrees with rkyv made `decode_unchecked` UB):
+///
+/// ```compile_fail,E0277
+/// use zerocast_core::frame::{Body, MessageKind};
+/// #[derive(Clone, Copy, rkyv::Archive, rkyv::Serialize)]
+/// struct Mine {
+///     word: u64,
+/// }
+/// impl Body for Mine {
+///     const KIND: MessageKind = MessageKind::Heartbeat;
+///     fn archived_words(&self, _store: impl FnMut(usize, u64)) {}
+/// }
+/// ```
 pub trait Body:
-    Archive<Archived: Portable + for<'a> CheckBytes<LowValidator<'a, Failure>>>
+    sealed::Sealed
+    + Archive<Archived: Portable + for<'a> CheckBytes<LowValidator<'a, Failure>>>
     + for<'a> Serialize<BodySerializer<'a>>
     + Copy
 {
@@ -251,6 +283,16 @@ pub trait Body:
     /// caller can store each word straight into a ring slot's atomics (the
     /// loan path of the ipc publisher).
     fn archived_words(&self, store: impl FnMut(usize, u64));
+}
+
+mod sealed {
+    /// Seals [`Body`](super::Body): implemented for this crate's bodies only.
+    pub trait Sealed {}
+    impl Sealed for super::TradeEvent {}
+    impl Sealed for super::AccountUpdate {}
+    impl Sealed for super::MarketL2 {}
+    impl Sealed for super::Heartbeat {}
+    impl Sealed for super::Ack {}
 }
 
 /// Stores the words of a NUL-padded id (a multiple of 8 bytes long) from
