@@ -1345,7 +1345,9 @@ mod tests {
                         "transport": transport, "kind": kind, "wait": wait, "rate": 1000.0,
                         "wait_does": wait_does(transport, wait),
                         "frames": 200, "sent": 200, "received": 200, "missing": 0,
-                        "result": {"latency": {"count": 200}, "lagged": 0, "lost": 0},
+                        "result": {"latency": {"count": 200, "curve": [[0.5, 900], [0.99, 2000]]},
+                            "lagged": 0, "lost": 0},
+                        "x_floor": {"p50": 7.0, "p90": 8.0, "p99": 9.0, "p999": 10.0, "p9999": 11.0},
                     }));
                 }
             }
@@ -1382,7 +1384,24 @@ mod tests {
                 }));
             }
         }
-        json!({"latency": latency, "fanout": fanout, "throughput": throughput, "durability": null})
+        let one_way = |extra: Value| {
+            let mut v = json!({"rounds": 2000, "one_way_p50_ns": 400.0, "one_way_mean_ns": 450.0,
+                "p50_x_floor": 3.0, "mean_x_floor": 3.2});
+            for (k, x) in extra.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            v
+        };
+        let wake = |t: &str| {
+            one_way(json!({"transport": t, "wait_does": "sleeps", "p50_x_futex": 1.1, "mean_x_futex": 1.1}))
+        };
+        json!({
+            "latency": latency, "fanout": fanout, "throughput": throughput, "durability": null,
+            "floor": {"rounds": 2000, "one_way_p50_ns": 130.0, "one_way_mean_ns": 140.0},
+            "pingpong": [one_way(json!({"transport": "shm"})), one_way(json!({"transport": "iox-plain"}))],
+            "wake": [wake("futex"), wake("shm"), wake("iox-plain")],
+            "plots": ["latency.svg", "fanout.svg"],
+        })
     }
 
     /// The smoke check's premise: a smoke run's shm cases cannot lap their
@@ -1476,5 +1495,59 @@ mod tests {
         let mut report = complete_report();
         report["latency"][5]["wait_does"] = json!("unknown");
         assert!(!passes(&report), "an undescribed wait accepted");
+    }
+
+    /// Issue 14, item 4: the floor, the ping-pong and wake-up figures,
+    /// their ratios and the plots were not in the report; the smoke check
+    /// now wants each of them, so a run that drops one fails CI.
+    #[test]
+    fn regression_smoke_check_wants_floor_pingpong_wake_and_plots() {
+        let removals: &[&[&str]] = &[
+            &["floor"],
+            &["floor", "one_way_p50_ns"],
+            &["floor", "one_way_mean_ns"],
+            &["pingpong"],
+            &["pingpong", "1"],
+            &["pingpong", "0", "one_way_mean_ns"],
+            &["pingpong", "1", "p50_x_floor"],
+            &["pingpong", "0", "mean_x_floor"],
+            &["wake"],
+            &["wake", "2"],
+            &["wake", "0", "one_way_p50_ns"],
+            &["wake", "1", "p50_x_futex"],
+            &["wake", "2", "mean_x_futex"],
+            &["wake", "1", "p50_x_floor"],
+            &["latency", "3", "x_floor"],
+            &["latency", "0", "x_floor", "p50"],
+            &["latency", "7", "result", "latency", "curve"],
+            &["plots", "1"],
+        ];
+        for path in removals {
+            let mut report = complete_report();
+            let (last, parent) = path.split_last().unwrap();
+            let mut v = &mut report;
+            for key in parent {
+                v = match key.parse::<usize>() {
+                    Ok(i) => &mut v[i],
+                    Err(_) => &mut v[*key],
+                };
+            }
+            match v {
+                Value::Array(a) => {
+                    a.remove(last.parse::<usize>().unwrap());
+                }
+                Value::Object(o) => {
+                    o.remove(*last);
+                }
+                _ => panic!("bad path {path:?}"),
+            }
+            assert!(!passes(&report), "a report without {path:?} accepted");
+        }
+        let mut report = complete_report();
+        report["floor"]["one_way_p50_ns"] = json!(0.0);
+        assert!(!passes(&report), "a zero floor accepted");
+        let mut report = complete_report();
+        report["wake"][0]["transport"] = json!("shm");
+        assert!(!passes(&report), "a wake table without the bare futex accepted");
     }
 }
