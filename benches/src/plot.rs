@@ -74,14 +74,21 @@ impl Chart {
             .iter()
             .flat_map(|s| s.points.iter().map(|p| p.1))
             .filter(|y| *y > 0.0 && y.is_finite());
-        let (lo, hi) = ys.fold((f64::INFINITY, 0.0f64), |(lo, hi), y| (lo.min(y), hi.max(y)));
+        let (lo, hi) = ys.fold((f64::INFINITY, 0.0f64), |(lo, hi), y| {
+            (lo.min(y), hi.max(y))
+        });
         let (y0, y1) = if lo.is_finite() {
-            (lo.log10().floor(), hi.log10().ceil().max(lo.log10().floor() + 1.0))
+            (
+                lo.log10().floor(),
+                hi.log10().ceil().max(lo.log10().floor() + 1.0),
+            )
         } else {
             (0.0, 1.0)
         };
         let xs = self.x_ticks.iter().map(|t| t.0).filter(|x| *x > 0.0);
-        let (xlo, xhi) = xs.fold((f64::INFINITY, 0.0f64), |(lo, hi), x| (lo.min(x), hi.max(x)));
+        let (xlo, xhi) = xs.fold((f64::INFINITY, 0.0f64), |(lo, hi), x| {
+            (lo.min(x), hi.max(x))
+        });
         let (x0, x1) = if xlo.is_finite() && xhi > xlo {
             (xlo.log10(), xhi.log10())
         } else {

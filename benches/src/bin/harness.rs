@@ -1550,7 +1550,10 @@ fn check_pairs(report: &Value) {
         let cases = report[section]
             .as_array()
             .unwrap_or_else(|| panic!("smoke check: {section} section missing"));
-        let got: Vec<&str> = cases.iter().filter_map(|r| r["transport"].as_str()).collect();
+        let got: Vec<&str> = cases
+            .iter()
+            .filter_map(|r| r["transport"].as_str())
+            .collect();
         assert_eq!(got, want, "smoke check: {section} cases");
         cases.clone()
     };
@@ -1659,7 +1662,9 @@ mod tests {
             v
         };
         let wake = |t: &str| {
-            one_way(json!({"transport": t, "wait_does": "sleeps", "p50_x_futex": 1.1, "mean_x_futex": 1.1}))
+            one_way(
+                json!({"transport": t, "wait_does": "sleeps", "p50_x_futex": 1.1, "mean_x_futex": 1.1}),
+            )
         };
         json!({
             "latency": latency, "fanout": fanout, "throughput": throughput, "durability": null,
@@ -1814,6 +1819,9 @@ mod tests {
         assert!(!passes(&report), "a zero floor accepted");
         let mut report = complete_report();
         report["wake"][0]["transport"] = json!("shm");
-        assert!(!passes(&report), "a wake table without the bare futex accepted");
+        assert!(
+            !passes(&report),
+            "a wake table without the bare futex accepted"
+        );
     }
 }
