@@ -71,6 +71,10 @@ struct AllArgs {
     /// Skip the durability suite.
     #[arg(long)]
     no_durability: bool,
+    /// Run only the two-core cases (floor, ping-pong, wake-up): a short
+    /// run that checks our figures against iceoryx2's own method.
+    #[arg(long, conflicts_with = "durability_only")]
+    pairs_only: bool,
     /// Round trips of the floor and ping-pong cases (busy-polling).
     #[arg(long, default_value_t = 200_000)]
     pingpong_rounds: u64,
@@ -1260,10 +1264,11 @@ fn run_all(args: AllArgs) {
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     eprintln!("harness: cores {ids:?}, publisher on {pub_core}, subscribers on {sub_cores:?}");
 
-    let bus_suites = !args.durability_only;
+    let pairs_only = args.pairs_only;
+    let bus_suites = !args.durability_only && !pairs_only;
     // The floor, the ping-pongs and the wake-ups, on the two cores the
     // latency cases use.
-    let pairs = bus_suites.then(|| {
+    let pairs = (bus_suites || pairs_only).then(|| {
         let rounds = if args.smoke {
             pingpong::Rounds::SMOKE
         } else {
@@ -1348,7 +1353,7 @@ fn run_all(args: AllArgs) {
         "latency": latency,
         "fanout": fanout,
         "throughput": throughput,
-        "durability": if args.no_durability {
+        "durability": if args.no_durability || pairs_only {
             Value::Null
         } else {
             zerocast_benches::durability::run(&args.wal_dir, args.smoke)
@@ -1377,7 +1382,10 @@ fn run_all(args: AllArgs) {
     std::fs::write(&md_path, &md).expect("write results.md");
     println!("{md}");
     eprintln!("wrote {} and {}", json_path.display(), md_path.display());
-    if args.smoke {
+    if args.smoke && pairs_only {
+        check_pairs(&report);
+        eprintln!("smoke check: two-core results complete");
+    } else if args.smoke {
         check_complete(&report, bus_suites);
     }
 }
