@@ -1155,6 +1155,12 @@ fn markdown(report: &Value) -> String {
         report["command"].as_str().unwrap_or("?"),
     );
     s += &pairs_markdown(report);
+    if !report["latency"].as_array().is_some_and(|a| !a.is_empty())
+        && report["durability"].is_null()
+    {
+        // A --pairs-only run: nothing else was measured.
+        return s;
+    }
     let floor_ns = report["floor"]["one_way_p50_ns"].as_f64();
     s += "**Latency** (one-way, receive minus scheduled send, paced; in brackets, the multiple of the core-to-core floor; received / sent counts the measured frames, lagged and lost what the subscriber saw over warm-up and measurement: skipped by a lap or an iceoryx2 overflow, or declared lost)\n\n| transport | frame | wait | p50 | p90 | p99 | p99.9 | p99.99 | max | received / sent | lagged | lost |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     let mut waits: Vec<(String, String)> = Vec::new();
@@ -1831,5 +1837,26 @@ mod tests {
             !passes(&report),
             "a wake table without the bare futex accepted"
         );
+    }
+
+    /// Latencies are stored as multiples of the floor's one-way p50, and
+    /// the markdown shows the two-core tables with their ratios.
+    #[test]
+    fn latencies_are_reported_as_multiples_of_the_floor() {
+        let x = x_floor(&json!({"p50_ns": 260, "p99_ns": 1300}), Some(130.0));
+        assert_eq!(
+            (x["p50"].as_f64(), x["p99"].as_f64()),
+            (Some(2.0), Some(10.0))
+        );
+        assert!(x_floor(&json!({"p50_ns": 260}), None).is_null());
+        let md = markdown(&complete_report());
+        for want in [
+            "Core-to-core floor",
+            "| shm | sleeps | 2000 |",
+            "1.10x",
+            "3.00x",
+        ] {
+            assert!(md.contains(want), "{want:?} not in\n{md}");
+        }
     }
 }
