@@ -1155,9 +1155,7 @@ fn markdown(report: &Value) -> String {
         report["command"].as_str().unwrap_or("?"),
     );
     s += &pairs_markdown(report);
-    if !report["latency"].as_array().is_some_and(|a| !a.is_empty())
-        && report["durability"].is_null()
-    {
+    if report["latency"].as_array().is_none_or(|a| a.is_empty()) && report["durability"].is_null() {
         // A --pairs-only run: nothing else was measured.
         return s;
     }
