@@ -1101,6 +1101,14 @@ fn us_x(v: &Value, floor_ns: Option<f64>) -> String {
     }
 }
 
+/// Like [`us`], in whole ns below 1 µs (the floor is tens of ns).
+fn fine(v: &Value) -> String {
+    match v.as_f64() {
+        Some(ns) if ns < 1e3 => format!("{ns:.0} ns"),
+        _ => us(v),
+    }
+}
+
 /// The two-core section: the floor, the ping-pongs, the wake-ups.
 fn pairs_markdown(report: &Value) -> String {
     let floor = &report["floor"];
@@ -1111,8 +1119,8 @@ fn pairs_markdown(report: &Value) -> String {
         "**Core-to-core floor** (one cache line ping-ponged between the two pinned cores {}, RTT/2 over {} round trips): p50 {}, mean {}. Every latency below is also given as a multiple of this p50 (`1.0x` = the floor).\n\n",
         report["machine"]["cores_used"],
         floor["rounds"],
-        us(&floor["one_way_p50_ns"]),
-        us(&floor["one_way_mean_ns"]),
+        fine(&floor["one_way_p50_ns"]),
+        fine(&floor["one_way_mean_ns"]),
     );
     s += "**Ping-pong** (the method of iceoryx2's `benchmarks/publish-subscribe`: a 160 B trade frame there and back between two pinned threads, one-way = RTT/2)\n\n| transport | method | round trips | one-way p50 | p50 / floor | one-way mean | mean / floor |\n|---|---|---|---|---|---|---|\n";
     for r in report["pingpong"].as_array().into_iter().flatten() {
@@ -1121,9 +1129,9 @@ fn pairs_markdown(report: &Value) -> String {
             r["transport"].as_str().unwrap_or("?"),
             r["method"].as_str().unwrap_or("?"),
             r["rounds"],
-            us(&r["one_way_p50_ns"]),
+            fine(&r["one_way_p50_ns"]),
             r["p50_x_floor"].as_f64().unwrap_or(0.0),
-            us(&r["one_way_mean_ns"]),
+            fine(&r["one_way_mean_ns"]),
             r["mean_x_floor"].as_f64().unwrap_or(0.0),
         );
     }
@@ -1134,9 +1142,9 @@ fn pairs_markdown(report: &Value) -> String {
             r["transport"].as_str().unwrap_or("?"),
             r["wait_does"].as_str().unwrap_or("?"),
             r["rounds"],
-            us(&r["one_way_p50_ns"]),
+            fine(&r["one_way_p50_ns"]),
             r["p50_x_futex"].as_f64().unwrap_or(0.0),
-            us(&r["one_way_mean_ns"]),
+            fine(&r["one_way_mean_ns"]),
             r["mean_x_futex"].as_f64().unwrap_or(0.0),
         );
     }
