@@ -12,7 +12,7 @@
 //! for every case, the floor included. The first tenth of the rounds warms
 //! up and is not counted.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
@@ -104,22 +104,43 @@ where
     let total = warmup + rounds;
     let made = Barrier::new(2);
     let start = Barrier::new(2);
+    // Set by a side whose set-up failed, so that neither side starts a loop
+    // whose partner will never answer (a hang instead of an error).
+    let failed = AtomicBool::new(false);
+    let set_up = |make: &mut dyn FnMut()| {
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(make)).is_err() {
+            // Relaxed: read after the `start` barrier, which orders it.
+            failed.store(true, Ordering::Relaxed);
+        }
+    };
     let mut rtts = std::thread::scope(|s| {
-        let (made, start) = (&made, &start);
+        let (made, start, failed, set_up) = (&made, &start, &failed, &set_up);
         let echo = s.spawn(move || {
             pin_exactly(cores[1]);
             made.wait();
-            let mut echo = make_echo();
+            let mut make = Some(make_echo);
+            let mut echo = None;
+            set_up(&mut || echo = make.take().map(|f| f()));
             start.wait();
+            // Relaxed: the barrier above orders the store before this load.
+            let Some(mut echo) = echo.filter(|_| !failed.load(Ordering::Relaxed)) else {
+                return;
+            };
             for _ in 0..total {
                 echo();
             }
         });
         let ping = s.spawn(move || {
             pin_exactly(cores[0]);
-            let mut ping = make_ping();
+            let mut make = Some(make_ping);
+            let mut ping = None;
+            set_up(&mut || ping = make.take().map(|f| f()));
             made.wait();
             start.wait();
+            // Relaxed: the barrier above orders the store before this load.
+            let mut ping = ping
+                .filter(|_| !failed.load(Ordering::Relaxed))
+                .expect("a ping-pong side failed to set up");
             let mut rtts = Vec::with_capacity(rounds as usize);
             let mut last = Instant::now();
             for i in 0..total {
@@ -498,4 +519,48 @@ pub fn run(namespace: &str, cores: [usize; 2], rounds: Rounds) -> Value {
             wake("iox-plain", "iceoryx2 Listener::blocking_wait / Notifier::notify (benchmarks/event), no spin", &iox_event),
         ],
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn two_cores() -> [usize; 2] {
+        let ids: Vec<usize> = crate::cores().iter().map(|c| c.id).collect();
+        [ids[0], *ids.get(1).unwrap_or(&ids[0])]
+    }
+
+    /// Regression: a side whose set-up panicked left the other waiting at
+    /// a barrier or for an answer forever. Now a side whose set-up fails
+    /// (an iceoryx2 service refused, a segment
+    /// that cannot be created) fails the case; the other side never starts
+    /// waiting for an answer that cannot come.
+    #[test]
+    fn regression_a_failed_pingpong_setup_hung_the_harness() {
+        for echo_fails in [true, false] {
+            let result = std::panic::catch_unwind(|| {
+                run_pair(
+                    two_cores(),
+                    10,
+                    || {
+                        assert!(echo_fails, "ping set-up fails");
+                        || {}
+                    },
+                    || {
+                        assert!(!echo_fails, "echo set-up fails");
+                        || {}
+                    },
+                )
+            });
+            assert!(result.is_err(), "echo fails: {echo_fails}");
+        }
+    }
+
+    /// The floor and the futex pair run, and count the round trips asked
+    /// for (the timings are not checked).
+    #[test]
+    fn floor_and_futex_pairs_count_their_rounds() {
+        assert_eq!(cache_line_floor(two_cores(), 100).rounds, 100);
+        assert_eq!(futex_pingpong(two_cores(), 20).rounds, 20);
+    }
 }

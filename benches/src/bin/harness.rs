@@ -1289,7 +1289,9 @@ fn run_all(args: AllArgs) {
                 wake: args.wake_rounds,
             }
         };
-        pingpong::run(&namespace("pp"), [pub_core, sub_cores[0]], rounds)
+        guarded("two-core cases", || {
+            pingpong::run(&namespace("pp"), [pub_core, sub_cores[0]], rounds)
+        })
     });
     let floor_ns = pairs
         .as_ref()
