@@ -532,9 +532,9 @@ mod tests {
 
     /// Regression: a side whose set-up panicked left the other waiting at
     /// a barrier or for an answer forever. Now a side whose set-up fails
-    /// (an iceoryx2 service refused, a segment
-    /// that cannot be created) fails the case; the other side never starts
-    /// waiting for an answer that cannot come.
+    /// (an iceoryx2 service refused, a segment that cannot be created)
+    /// fails the case; the other side never starts waiting for an answer
+    /// that cannot come.
     #[test]
     fn regression_a_failed_pingpong_setup_hung_the_harness() {
         for echo_fails in [true, false] {
