@@ -4,6 +4,16 @@
 //! `cargo run --release -p zerocast-benches --bin harness -- all`
 //! (`--smoke` for tiny counts; CI runs that and checks the JSON is complete).
 //!
+//! Every run first measures, on the same two pinned cores, the core-to-core
+//! floor (one cache line ping-ponged), iceoryx2's own ping-pong method
+//! (mean and p50 of RTT/2, 160 B trade frames) for zerocast and plain
+//! iceoryx2, and the wake-ups with both sides asleep (bare futex, zerocast
+//! blocking with no spin, iceoryx2's Listener): see `zerocast_benches::pingpong`.
+//! Every latency is also given as a multiple of the floor, and the run
+//! draws `latency.svg` (percentile distribution) and `fanout.svg` (publish
+//! cost against subscribers) beside `results.json`. `--pairs-only` runs
+//! just the two-core cases.
+//!
 //! Latency is receive time minus the *scheduled* send time (CLOCK_MONOTONIC,
 //! shared by all processes), so a stalled publisher shows up in the figures
 //! instead of being hidden (no coordinated omission).
@@ -50,7 +60,7 @@ struct AllArgs {
     /// Tiny counts: checks the harness works, not the timings.
     #[arg(long)]
     smoke: bool,
-    /// Directory for results.json and results.md.
+    /// Directory for results.json, results.md, latency.svg and fanout.svg.
     #[arg(long, default_value = "bench-results")]
     out: PathBuf,
     /// Paced send rate for latency runs, frames/s.
