@@ -2,6 +2,8 @@
 
 pub mod delayed;
 pub mod durability;
+pub mod pingpong;
+pub mod plot;
 
 use std::hint::black_box;
 use std::sync::atomic::AtomicU64;

@@ -4,6 +4,16 @@
 //! `cargo run --release -p zerocast-benches --bin harness -- all`
 //! (`--smoke` for tiny counts; CI runs that and checks the JSON is complete).
 //!
+//! Every run first measures, on the same two pinned cores, the core-to-core
+//! floor (one cache line ping-ponged), iceoryx2's own ping-pong method
+//! (mean and p50 of RTT/2, 160 B trade frames) for zerocast and plain
+//! iceoryx2, and the wake-ups with both sides asleep (bare futex, zerocast
+//! blocking with no spin, iceoryx2's Listener): see `zerocast_benches::pingpong`.
+//! Every latency is also given as a multiple of the floor, and the run
+//! draws `latency.svg` (percentile distribution) and `fanout.svg` (publish
+//! cost against subscribers) beside `results.json`. `--pairs-only` runs
+//! just the two-core cases.
+//!
 //! Latency is receive time minus the *scheduled* send time (CLOCK_MONOTONIC,
 //! shared by all processes), so a stalled publisher shows up in the figures
 //! instead of being hidden (no coordinated omission).
@@ -17,7 +27,8 @@ use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
 use iceoryx2::prelude::*;
 use serde_json::{json, Value};
-use zerocast_benches::cores;
+use zerocast_benches::plot::{Chart, Series};
+use zerocast_benches::{cores, pingpong};
 use zerocast_core::frame::{
     self, id::id, Body, Direction, FrameBuf, Level, MarketL2, TradeEvent, L2_DEPTH,
 };
@@ -49,7 +60,7 @@ struct AllArgs {
     /// Tiny counts: checks the harness works, not the timings.
     #[arg(long)]
     smoke: bool,
-    /// Directory for results.json and results.md.
+    /// Directory for results.json, results.md, latency.svg and fanout.svg.
     #[arg(long, default_value = "bench-results")]
     out: PathBuf,
     /// Paced send rate for latency runs, frames/s.
@@ -70,6 +81,16 @@ struct AllArgs {
     /// Skip the durability suite.
     #[arg(long)]
     no_durability: bool,
+    /// Run only the two-core cases (floor, ping-pong, wake-up): a short
+    /// run that checks our figures against iceoryx2's own method.
+    #[arg(long, conflicts_with = "durability_only")]
+    pairs_only: bool,
+    /// Round trips of the floor and ping-pong cases (busy-polling).
+    #[arg(long, default_value_t = 200_000)]
+    pingpong_rounds: u64,
+    /// Round trips of the wake-up cases (both sides sleep every time).
+    #[arg(long, default_value_t = 20_000)]
+    wake_rounds: u64,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -548,8 +569,19 @@ fn percentiles(h: &Histogram<u64>) -> Value {
         "p999_ns": h.value_at_quantile(0.999),
         "p9999_ns": h.value_at_quantile(0.9999),
         "max_ns": h.max(),
+        // [quantile, ns] pairs for the percentile plot, out to p99.99.
+        "curve": CURVE_QUANTILES
+            .iter()
+            .map(|&q| json!([q, h.value_at_quantile(q)]))
+            .collect::<Vec<_>>(),
     })
 }
+
+/// The quantiles of a latency curve: x = 1 / (1 - q) on a log axis, as
+/// HdrHistogram plots them.
+const CURVE_QUANTILES: [f64; 11] = [
+    0.0, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 0.9999,
+];
 
 fn run_child(args: ChildArgs) {
     pin_to(args.core);
@@ -972,6 +1004,163 @@ fn us(v: &Value) -> String {
     }
 }
 
+/// A latency case's percentiles as multiples of the core-to-core floor
+/// (its one-way p50); null when no floor was measured.
+fn x_floor(latency: &Value, floor_ns: Option<f64>) -> Value {
+    let Some(floor) = floor_ns.filter(|f| *f > 0.0) else {
+        return Value::Null;
+    };
+    let mut v = json!({});
+    for p in ["p50", "p90", "p99", "p999", "p9999"] {
+        v[p] = json!(latency[format!("{p}_ns")].as_f64().map(|ns| ns / floor));
+    }
+    v
+}
+
+/// The latency percentile distribution of every trade-frame latency case
+/// (x = 1 / (1 - q), as HdrHistogram plots it), with the floor beside them.
+fn latency_chart(report: &Value) -> Chart {
+    let x_of = |q: f64| 1.0 / (1.0 - q);
+    let mut series: Vec<Series> = report["latency"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["kind"] == "trade")
+        .map(|r| Series {
+            name: format!(
+                "{} {}",
+                r["transport"].as_str().unwrap_or("?"),
+                r["wait"].as_str().unwrap_or("?")
+            ),
+            points: r["result"]["latency"]["curve"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| Some((x_of(p[0].as_f64()?), p[1].as_f64()?)))
+                .collect(),
+        })
+        .collect();
+    if let Some(floor) = report["floor"]["one_way_p50_ns"].as_f64() {
+        series.push(Series {
+            name: "core-to-core floor (p50)".into(),
+            points: vec![(1.0, floor), (1e4, floor)],
+        });
+    }
+    let ticks = [
+        (1.0, "p0"),
+        (2.0, "p50"),
+        (10.0, "p90"),
+        (100.0, "p99"),
+        (1e3, "p99.9"),
+        (1e4, "p99.99"),
+    ];
+    Chart {
+        title: format!(
+            "One-way latency, trade frames, paced ({})",
+            report["machine"]["model_name"].as_str().unwrap_or("?")
+        ),
+        x_label: "percentile".into(),
+        y_label: "latency".into(),
+        x_ticks: ticks.iter().map(|(x, l)| (*x, (*l).to_owned())).collect(),
+        series,
+    }
+}
+
+/// Publish cost (p50 and p99 of one call) against subscriber count, per
+/// transport, from the fan-out cases.
+fn fanout_chart(report: &Value) -> Chart {
+    let cases: Vec<&Value> = report["fanout"].as_array().into_iter().flatten().collect();
+    let mut series = Vec::new();
+    let mut counts: Vec<u64> = Vec::new();
+    for transport in ["shm", "iox"] {
+        for (p, name) in [("p50_ns", "p50"), ("p99_ns", "p99")] {
+            let points: Vec<(f64, f64)> = cases
+                .iter()
+                .filter(|r| r["transport"] == transport)
+                .filter_map(|r| {
+                    let n = r["subscribers"].as_u64()?;
+                    counts.push(n);
+                    Some((n as f64, r["publish"][p].as_f64()?))
+                })
+                .collect();
+            series.push(Series {
+                name: format!("{transport} publish {name}"),
+                points,
+            });
+        }
+    }
+    counts.sort_unstable();
+    counts.dedup();
+    Chart {
+        title: format!(
+            "Publish cost against subscribers ({})",
+            report["machine"]["model_name"].as_str().unwrap_or("?")
+        ),
+        x_label: "subscribers".into(),
+        y_label: "one publish call".into(),
+        x_ticks: counts.iter().map(|n| (*n as f64, n.to_string())).collect(),
+        series,
+    }
+}
+
+/// A latency in ns and, when the floor is known, its multiple of it.
+fn us_x(v: &Value, floor_ns: Option<f64>) -> String {
+    match (v.as_f64(), floor_ns) {
+        (Some(ns), Some(f)) if f > 0.0 => format!("{} ({:.1}x)", us(v), ns / f),
+        _ => us(v),
+    }
+}
+
+/// Like [`us`], in whole ns below 1 µs (the floor is tens of ns).
+fn fine(v: &Value) -> String {
+    match v.as_f64() {
+        Some(ns) if ns < 1e3 => format!("{ns:.0} ns"),
+        _ => us(v),
+    }
+}
+
+/// The two-core section: the floor, the ping-pongs, the wake-ups.
+fn pairs_markdown(report: &Value) -> String {
+    let floor = &report["floor"];
+    if floor.is_null() {
+        return String::new();
+    }
+    let mut s = format!(
+        "**Core-to-core floor** (one cache line ping-ponged between the two pinned cores {}, RTT/2 over {} round trips): p50 {}, mean {}. Every latency below is also given as a multiple of this p50 (`1.0x` = the floor).\n\n",
+        report["machine"]["cores_used"],
+        floor["rounds"],
+        fine(&floor["one_way_p50_ns"]),
+        fine(&floor["one_way_mean_ns"]),
+    );
+    s += "**Ping-pong** (the method of iceoryx2's `benchmarks/publish-subscribe`: a 160 B trade frame there and back between two pinned threads, one-way = RTT/2)\n\n| transport | method | round trips | one-way p50 | p50 / floor | one-way mean | mean / floor |\n|---|---|---|---|---|---|---|\n";
+    for r in report["pingpong"].as_array().into_iter().flatten() {
+        s += &format!(
+            "| {} | {} | {} | {} | {:.2}x | {} | {:.2}x |\n",
+            r["transport"].as_str().unwrap_or("?"),
+            r["method"].as_str().unwrap_or("?"),
+            r["rounds"],
+            fine(&r["one_way_p50_ns"]),
+            r["p50_x_floor"].as_f64().unwrap_or(0.0),
+            fine(&r["one_way_mean_ns"]),
+            r["mean_x_floor"].as_f64().unwrap_or(0.0),
+        );
+    }
+    s += "\n**Wake-up** (both sides asleep in the kernel on every round trip, no spin; one-way = RTT/2; the bare futex pair is the floor for anything that sleeps)\n\n| transport | what it does | round trips | one-way p50 | p50 / futex | one-way mean | mean / futex |\n|---|---|---|---|---|---|---|\n";
+    for r in report["wake"].as_array().into_iter().flatten() {
+        s += &format!(
+            "| {} | {} | {} | {} | {:.2}x | {} | {:.2}x |\n",
+            r["transport"].as_str().unwrap_or("?"),
+            r["wait_does"].as_str().unwrap_or("?"),
+            r["rounds"],
+            fine(&r["one_way_p50_ns"]),
+            r["p50_x_futex"].as_f64().unwrap_or(0.0),
+            fine(&r["one_way_mean_ns"]),
+            r["mean_x_futex"].as_f64().unwrap_or(0.0),
+        );
+    }
+    s + "\n"
+}
+
 fn markdown(report: &Value) -> String {
     let m = &report["machine"];
     let mut s = format!(
@@ -983,7 +1172,13 @@ fn markdown(report: &Value) -> String {
         m["kernel"].as_str().unwrap_or("?"),
         report["command"].as_str().unwrap_or("?"),
     );
-    s += "**Latency** (one-way, receive minus scheduled send, paced; received / sent counts the measured frames, lagged and lost what the subscriber saw over warm-up and measurement: skipped by a lap or an iceoryx2 overflow, or declared lost)\n\n| transport | frame | wait | p50 | p90 | p99 | p99.9 | p99.99 | max | received / sent | lagged | lost |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    s += &pairs_markdown(report);
+    if report["latency"].as_array().is_none_or(|a| a.is_empty()) && report["durability"].is_null() {
+        // A --pairs-only run: nothing else was measured.
+        return s;
+    }
+    let floor_ns = report["floor"]["one_way_p50_ns"].as_f64();
+    s += "**Latency** (one-way, receive minus scheduled send, paced; in brackets, the multiple of the core-to-core floor; received / sent counts the measured frames, lagged and lost what the subscriber saw over warm-up and measurement: skipped by a lap or an iceoryx2 overflow, or declared lost)\n\n| transport | frame | wait | p50 | p90 | p99 | p99.9 | p99.99 | max | received / sent | lagged | lost |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     let mut waits: Vec<(String, String)> = Vec::new();
     for r in report["latency"].as_array().into_iter().flatten() {
         let l = &r["result"]["latency"];
@@ -1001,12 +1196,12 @@ fn markdown(report: &Value) -> String {
             r["transport"].as_str().unwrap_or("?"),
             r["kind"].as_str().unwrap_or("?"),
             r["wait"].as_str().unwrap_or("?"),
-            us(&l["p50_ns"]),
-            us(&l["p90_ns"]),
-            us(&l["p99_ns"]),
-            us(&l["p999_ns"]),
-            us(&l["p9999_ns"]),
-            us(&l["max_ns"]),
+            us_x(&l["p50_ns"], floor_ns),
+            us_x(&l["p90_ns"], floor_ns),
+            us_x(&l["p99_ns"], floor_ns),
+            us_x(&l["p999_ns"], floor_ns),
+            us_x(&l["p9999_ns"], floor_ns),
+            us_x(&l["max_ns"], floor_ns),
             r["received"],
             r["sent"],
             r["result"]["lagged"],
@@ -1091,20 +1286,34 @@ fn run_all(args: AllArgs) {
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     eprintln!("harness: cores {ids:?}, publisher on {pub_core}, subscribers on {sub_cores:?}");
 
+    let pairs_only = args.pairs_only;
+    let bus_suites = !args.durability_only && !pairs_only;
+    // The floor, the ping-pongs and the wake-ups, on the two cores the
+    // latency cases use.
+    let pairs = (bus_suites || pairs_only).then(|| {
+        let rounds = if args.smoke {
+            pingpong::Rounds::SMOKE
+        } else {
+            pingpong::Rounds {
+                spin: args.pingpong_rounds,
+                wake: args.wake_rounds,
+            }
+        };
+        guarded("two-core cases", || {
+            pingpong::run(&namespace("pp"), [pub_core, sub_cores[0]], rounds)
+        })
+    });
+    let floor_ns = pairs
+        .as_ref()
+        .and_then(|p| p["floor"]["one_way_p50_ns"].as_f64());
     let mut latency = Vec::new();
-    let bus_suites = !args.durability_only;
     for kind in ["trade", "l2"].into_iter().filter(|_| bus_suites) {
         for transport in ["shm", "iox", "iox-plain"] {
             for wait in ["spin", "block"] {
                 eprintln!("latency {transport} {kind} {wait}");
-                latency.push(latency_case(
-                    &args,
-                    transport,
-                    kind,
-                    wait,
-                    pub_core,
-                    sub_cores[0],
-                ));
+                let mut case = latency_case(&args, transport, kind, wait, pub_core, sub_cores[0]);
+                case["x_floor"] = x_floor(&case["result"]["latency"], floor_ns);
+                latency.push(case);
             }
         }
     }
@@ -1150,15 +1359,25 @@ fn run_all(args: AllArgs) {
             ));
         }
     }
+    let plots = if bus_suites {
+        json!(["latency.svg", "fanout.svg"])
+    } else {
+        json!([])
+    };
+    let pairs = pairs.unwrap_or(Value::Null);
     let report = json!({
         "machine": machine(),
+        "floor": pairs["floor"],
+        "pingpong": pairs["pingpong"],
+        "wake": pairs["wake"],
+        "plots": plots,
         "command": command,
         "smoke": args.smoke,
         "unix_time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         "latency": latency,
         "fanout": fanout,
         "throughput": throughput,
-        "durability": if args.no_durability {
+        "durability": if args.no_durability || pairs_only {
             Value::Null
         } else {
             zerocast_benches::durability::run(&args.wal_dir, args.smoke)
@@ -1172,11 +1391,25 @@ fn run_all(args: AllArgs) {
         serde_json::to_string_pretty(&report).expect("json"),
     )
     .expect("write results.json");
+    for name in report["plots"].as_array().into_iter().flatten() {
+        let name = name.as_str().unwrap_or_default();
+        let svg = if name == "latency.svg" {
+            latency_chart(&report)
+        } else {
+            fanout_chart(&report)
+        };
+        let path = args.out.join(name);
+        std::fs::write(&path, svg.svg()).expect("write a plot");
+        eprintln!("wrote {}", path.display());
+    }
     let md = markdown(&report);
     std::fs::write(&md_path, &md).expect("write results.md");
     println!("{md}");
     eprintln!("wrote {} and {}", json_path.display(), md_path.display());
-    if args.smoke {
+    if args.smoke && pairs_only {
+        check_pairs(&report);
+        eprintln!("smoke check: two-core results complete");
+    } else if args.smoke {
         check_complete(&report, bus_suites);
     }
 }
@@ -1221,10 +1454,26 @@ fn check_complete(report: &Value, bus_suites: bool) {
             "smoke check: what the wait does is missing in {r}"
         );
     };
+    check_pairs(report);
+    let plots = report["plots"].as_array().expect("plots list");
+    for name in ["latency.svg", "fanout.svg"] {
+        assert!(
+            plots.iter().any(|p| p == name),
+            "smoke check: plot {name} missing from {plots:?}"
+        );
+    }
     let lat = report["latency"].as_array().expect("latency section");
     assert_eq!(lat.len(), 12, "latency cases");
     for r in lat {
         described(r);
+        for p in ["p50", "p90", "p99", "p999", "p9999"] {
+            need_ns(r, &["x_floor", p]);
+        }
+        let curve = r["result"]["latency"]["curve"].as_array();
+        assert!(
+            curve.is_some_and(|c| c.len() >= 2),
+            "smoke check: latency curve missing in {r}"
+        );
         let frames = need(r, &["frames"]);
         let count = need(r, &["result", "latency", "count"]);
         assert_eq!(need(r, &["sent"]), frames, "{r}");
@@ -1300,6 +1549,58 @@ fn check_complete(report: &Value, bus_suites: bool) {
     check_durability(report);
 }
 
+/// A positive, finite figure the smoke check needs (a time or a ratio).
+fn need_ns(case: &Value, path: &[&str]) -> f64 {
+    let mut v = case;
+    for key in path {
+        v = &v[*key];
+    }
+    v.as_f64()
+        .filter(|x| *x > 0.0 && x.is_finite())
+        .unwrap_or_else(|| {
+            panic!(
+                "smoke check: field {} missing or not a positive figure in {case}",
+                path.join(".")
+            )
+        })
+}
+
+/// The two-core figures: the floor, a ping-pong per transport with its
+/// ratios to the floor, the wake-ups (bare futex first) with their ratios
+/// to the futex and the floor.
+fn check_pairs(report: &Value) {
+    need_ns(report, &["floor", "one_way_p50_ns"]);
+    need_ns(report, &["floor", "one_way_mean_ns"]);
+    assert!(need(report, &["floor", "rounds"]) > 0, "floor rounds");
+    let one_way = |r: &Value, ratios: &[&str]| {
+        assert!(need(r, &["rounds"]) > 0, "no round trips in {r}");
+        for field in ["one_way_p50_ns", "one_way_mean_ns"].iter().chain(ratios) {
+            need_ns(r, &[field]);
+        }
+    };
+    let transports = |section: &str, want: &[&str]| {
+        let cases = report[section]
+            .as_array()
+            .unwrap_or_else(|| panic!("smoke check: {section} section missing"));
+        let got: Vec<&str> = cases
+            .iter()
+            .filter_map(|r| r["transport"].as_str())
+            .collect();
+        assert_eq!(got, want, "smoke check: {section} cases");
+        cases.clone()
+    };
+    for r in transports("pingpong", &["shm", "iox-plain"]) {
+        one_way(&r, &["p50_x_floor", "mean_x_floor"]);
+    }
+    for r in transports("wake", &["futex", "shm", "iox-plain"]) {
+        one_way(
+            &r,
+            &["p50_x_floor", "mean_x_floor", "p50_x_futex", "mean_x_futex"],
+        );
+        assert!(r["wait_does"].is_string(), "what the wait does: {r}");
+    }
+}
+
 fn check_durability(report: &Value) {
     let d = &report["durability"];
     if !d.is_null() {
@@ -1345,7 +1646,9 @@ mod tests {
                         "transport": transport, "kind": kind, "wait": wait, "rate": 1000.0,
                         "wait_does": wait_does(transport, wait),
                         "frames": 200, "sent": 200, "received": 200, "missing": 0,
-                        "result": {"latency": {"count": 200}, "lagged": 0, "lost": 0},
+                        "result": {"latency": {"count": 200, "curve": [[0.5, 900], [0.99, 2000]]},
+                            "lagged": 0, "lost": 0},
+                        "x_floor": {"p50": 7.0, "p90": 8.0, "p99": 9.0, "p999": 10.0, "p9999": 11.0},
                     }));
                 }
             }
@@ -1382,7 +1685,26 @@ mod tests {
                 }));
             }
         }
-        json!({"latency": latency, "fanout": fanout, "throughput": throughput, "durability": null})
+        let one_way = |extra: Value| {
+            let mut v = json!({"rounds": 2000, "one_way_p50_ns": 400.0, "one_way_mean_ns": 450.0,
+                "p50_x_floor": 3.0, "mean_x_floor": 3.2});
+            for (k, x) in extra.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            v
+        };
+        let wake = |t: &str| {
+            one_way(
+                json!({"transport": t, "wait_does": "sleeps", "p50_x_futex": 1.1, "mean_x_futex": 1.1}),
+            )
+        };
+        json!({
+            "latency": latency, "fanout": fanout, "throughput": throughput, "durability": null,
+            "floor": {"rounds": 2000, "one_way_p50_ns": 130.0, "one_way_mean_ns": 140.0},
+            "pingpong": [one_way(json!({"transport": "shm"})), one_way(json!({"transport": "iox-plain"}))],
+            "wake": [wake("futex"), wake("shm"), wake("iox-plain")],
+            "plots": ["latency.svg", "fanout.svg"],
+        })
     }
 
     /// The smoke check's premise: a smoke run's shm cases cannot lap their
@@ -1476,5 +1798,83 @@ mod tests {
         let mut report = complete_report();
         report["latency"][5]["wait_does"] = json!("unknown");
         assert!(!passes(&report), "an undescribed wait accepted");
+    }
+
+    /// Issue 14, item 4: the floor, the ping-pong and wake-up figures,
+    /// their ratios and the plots were not in the report; the smoke check
+    /// now wants each of them, so a run that drops one fails CI.
+    #[test]
+    fn regression_smoke_check_wants_floor_pingpong_wake_and_plots() {
+        let removals: &[&[&str]] = &[
+            &["floor"],
+            &["floor", "one_way_p50_ns"],
+            &["floor", "one_way_mean_ns"],
+            &["pingpong"],
+            &["pingpong", "1"],
+            &["pingpong", "0", "one_way_mean_ns"],
+            &["pingpong", "1", "p50_x_floor"],
+            &["pingpong", "0", "mean_x_floor"],
+            &["wake"],
+            &["wake", "2"],
+            &["wake", "0", "one_way_p50_ns"],
+            &["wake", "1", "p50_x_futex"],
+            &["wake", "2", "mean_x_futex"],
+            &["wake", "1", "p50_x_floor"],
+            &["latency", "3", "x_floor"],
+            &["latency", "0", "x_floor", "p50"],
+            &["latency", "7", "result", "latency", "curve"],
+            &["plots", "1"],
+        ];
+        for path in removals {
+            let mut report = complete_report();
+            let (last, parent) = path.split_last().unwrap();
+            let mut v = &mut report;
+            for key in parent {
+                v = match key.parse::<usize>() {
+                    Ok(i) => &mut v[i],
+                    Err(_) => &mut v[*key],
+                };
+            }
+            match v {
+                Value::Array(a) => {
+                    a.remove(last.parse::<usize>().unwrap());
+                }
+                Value::Object(o) => {
+                    o.remove(*last);
+                }
+                _ => panic!("bad path {path:?}"),
+            }
+            assert!(!passes(&report), "a report without {path:?} accepted");
+        }
+        let mut report = complete_report();
+        report["floor"]["one_way_p50_ns"] = json!(0.0);
+        assert!(!passes(&report), "a zero floor accepted");
+        let mut report = complete_report();
+        report["wake"][0]["transport"] = json!("shm");
+        assert!(
+            !passes(&report),
+            "a wake table without the bare futex accepted"
+        );
+    }
+
+    /// Latencies are stored as multiples of the floor's one-way p50, and
+    /// the markdown shows the two-core tables with their ratios.
+    #[test]
+    fn latencies_are_reported_as_multiples_of_the_floor() {
+        let x = x_floor(&json!({"p50_ns": 260, "p99_ns": 1300}), Some(130.0));
+        assert_eq!(
+            (x["p50"].as_f64(), x["p99"].as_f64()),
+            (Some(2.0), Some(10.0))
+        );
+        assert!(x_floor(&json!({"p50_ns": 260}), None).is_null());
+        let md = markdown(&complete_report());
+        for want in [
+            "Core-to-core floor",
+            "| shm | sleeps | 2000 |",
+            "1.10x",
+            "3.00x",
+        ] {
+            assert!(md.contains(want), "{want:?} not in\n{md}");
+        }
     }
 }

@@ -1,0 +1,566 @@
+//! Round trips between two pinned threads: the core-to-core floor, the
+//! ping-pong method of iceoryx2's own `benchmarks/publish-subscribe` (mean
+//! of RTT/2 over N round trips) for both transports, and the same with both
+//! sides asleep in the kernel (a bare futex pair, zerocast's blocking
+//! subscriber with no spin, iceoryx2's Listener/Notifier, as iceoryx2's own
+//! `benchmarks/event` does).
+//!
+//! Every figure here is one-way: a round trip's time halved. Each round
+//! trip is timed from the previous round trip's end (consecutive clock
+//! reads), so the mean is exactly total time / (2 × rounds), iceoryx2's
+//! figure, and each interval holds one clock read (about 20 ns), the same
+//! for every case, the floor included. The first tenth of the rounds warms
+//! up and is not counted.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use iceoryx2::prelude::*;
+use serde_json::{json, Value};
+use zerocast_core::frame::{id::id, Direction, TradeEvent};
+use zerocast_ipc::wait::{futex_wait, futex_wake};
+use zerocast_ipc::{
+    Bus, Config, RecvError, Start, Subscriber, SubscriberOptions, TopicConfig, TopicKind,
+    WaitStrategy,
+};
+
+use crate::trade_frame;
+
+/// How many round trips each kind of case makes.
+#[derive(Clone, Copy, Debug)]
+pub struct Rounds {
+    /// Round trips of the busy-polling cases (floor and ping-pong).
+    pub spin: u64,
+    /// Round trips of the cases that sleep in the kernel.
+    pub wake: u64,
+}
+
+impl Rounds {
+    /// Tiny counts: checks the cases work, not their timings.
+    pub const SMOKE: Self = Self {
+        spin: 2_000,
+        wake: 200,
+    };
+}
+
+/// One-way figures of a ping-pong: the p50 and the mean of RTT/2.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OneWay {
+    /// Round trips counted (after warm-up).
+    pub rounds: u64,
+    /// Median round trip, halved, in ns.
+    pub p50_ns: f64,
+    /// Mean round trip, halved, in ns.
+    pub mean_ns: f64,
+}
+
+impl OneWay {
+    /// From the round-trip times `rtts` (ns), in any order.
+    ///
+    /// ```
+    /// let w = zerocast_benches::pingpong::OneWay::from_rtts(&mut [300, 100, 200]);
+    /// assert_eq!((w.rounds, w.p50_ns, w.mean_ns), (3, 100.0, 100.0));
+    /// ```
+    pub fn from_rtts(rtts: &mut [u64]) -> Self {
+        rtts.sort_unstable();
+        let n = rtts.len().max(1) as f64;
+        Self {
+            rounds: rtts.len() as u64,
+            p50_ns: rtts.get(rtts.len() / 2).copied().unwrap_or(0) as f64 / 2.0,
+            mean_ns: rtts.iter().sum::<u64>() as f64 / n / 2.0,
+        }
+    }
+
+    /// As JSON, with the ratios to `base` (`None`: no ratios).
+    pub fn json(&self, base: Option<(&str, &OneWay)>) -> Value {
+        let mut v = json!({
+            "rounds": self.rounds,
+            "one_way_p50_ns": self.p50_ns,
+            "one_way_mean_ns": self.mean_ns,
+        });
+        if let Some((name, b)) = base {
+            v[format!("p50_x_{name}")] = json!(self.p50_ns / b.p50_ns.max(f64::MIN_POSITIVE));
+            v[format!("mean_x_{name}")] = json!(self.mean_ns / b.mean_ns.max(f64::MIN_POSITIVE));
+        }
+        v
+    }
+}
+
+/// Runs a ping-pong between core `cores[0]` (the pinging side, which
+/// times) and `cores[1]` (the echoing side). `make_ping` runs first on its
+/// thread, then `make_echo` on the other (so the first creates what the
+/// second opens, with no race); each returns one round trip's half: `ping`
+/// sends and waits for the answer, `echo` waits and answers. Returns the
+/// round trips after warm-up.
+fn run_pair<FP, P, FE, E>(cores: [usize; 2], rounds: u64, make_ping: FP, make_echo: FE) -> OneWay
+where
+    FP: FnOnce() -> P + Send,
+    P: FnMut(),
+    FE: FnOnce() -> E + Send,
+    E: FnMut(),
+{
+    let warmup = rounds / 10;
+    let total = warmup + rounds;
+    let made = Barrier::new(2);
+    let start = Barrier::new(2);
+    // Set by a side whose set-up failed, so that neither side starts a loop
+    // whose partner will never answer (a hang instead of an error).
+    let failed = AtomicBool::new(false);
+    let set_up = |make: &mut dyn FnMut()| {
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(make)).is_err() {
+            // Relaxed: read after the `start` barrier, which orders it.
+            failed.store(true, Ordering::Relaxed);
+        }
+    };
+    let mut rtts = std::thread::scope(|s| {
+        let (made, start, failed, set_up) = (&made, &start, &failed, &set_up);
+        let echo = s.spawn(move || {
+            pin_exactly(cores[1]);
+            made.wait();
+            let mut make = Some(make_echo);
+            let mut echo = None;
+            set_up(&mut || echo = make.take().map(|f| f()));
+            start.wait();
+            // Relaxed: the barrier above orders the store before this load.
+            let Some(mut echo) = echo.filter(|_| !failed.load(Ordering::Relaxed)) else {
+                return;
+            };
+            for _ in 0..total {
+                echo();
+            }
+        });
+        let ping = s.spawn(move || {
+            pin_exactly(cores[0]);
+            let mut make = Some(make_ping);
+            let mut ping = None;
+            set_up(&mut || ping = make.take().map(|f| f()));
+            made.wait();
+            start.wait();
+            // Relaxed: the barrier above orders the store before this load.
+            let mut ping = ping
+                .filter(|_| !failed.load(Ordering::Relaxed))
+                .expect("a ping-pong side failed to set up");
+            let mut rtts = Vec::with_capacity(rounds as usize);
+            let mut last = Instant::now();
+            for i in 0..total {
+                ping();
+                let now = Instant::now();
+                if i >= warmup {
+                    rtts.push((now - last).as_nanos() as u64);
+                }
+                last = now;
+            }
+            rtts
+        });
+        echo.join().expect("echo thread");
+        ping.join().expect("ping thread")
+    });
+    OneWay::from_rtts(&mut rtts)
+}
+
+fn pin_exactly(core: usize) {
+    assert!(
+        core_affinity::set_for_current(core_affinity::CoreId { id: core }),
+        "failed to pin to core {core}"
+    );
+}
+
+/// A word alone on its cache line (and the adjacent-line prefetcher's
+/// pair), so that only the two participants' accesses move it.
+#[repr(align(128))]
+struct Line<T>(T);
+
+/// The core-to-core floor: one cache line ping-ponged between the two
+/// cores. The pinging side writes an odd number and waits for the next
+/// even one; the echoing side answers each odd number with the next even
+/// one. Nothing that crosses between these cores can be faster.
+pub fn cache_line_floor(cores: [usize; 2], rounds: u64) -> OneWay {
+    let line = Line(AtomicU64::new(0));
+    let line = &line.0;
+    run_pair(
+        cores,
+        rounds,
+        || {
+            let mut n = 0u64;
+            move || {
+                // Release: pairs with the echo's Acquire load; Acquire
+                // below pairs with the echo's Release store. (Nothing else
+                // is published: the orders only keep the loop honest.)
+                line.store(n + 1, Ordering::Release);
+                while line.load(Ordering::Acquire) != n + 2 {
+                    core::hint::spin_loop();
+                }
+                n += 2;
+            }
+        },
+        || {
+            let mut n = 0u64;
+            move || {
+                // Acquire: pairs with the ping's Release store.
+                while line.load(Ordering::Acquire) != n + 1 {
+                    core::hint::spin_loop();
+                }
+                // Release: pairs with the ping's Acquire load.
+                line.store(n + 2, Ordering::Release);
+                n += 2;
+            }
+        },
+    )
+}
+
+/// The floor for anything that sleeps: a bare futex park/unpark pair. Each
+/// side sets the other's word, wakes it (FUTEX_WAKE, shared futex as the
+/// segment's), and sleeps on its own word (FUTEX_WAIT) until answered:
+/// both sides sleep in the kernel on every round trip, with no spin.
+pub fn futex_pingpong(cores: [usize; 2], rounds: u64) -> OneWay {
+    let (to_echo, to_ping) = (Line(AtomicU32::new(0)), Line(AtomicU32::new(0)));
+    let (to_echo, to_ping) = (&to_echo.0, &to_ping.0);
+    // Sleeps until `word` holds `want`; FUTEX_WAIT returns at once if the
+    // word changed after the load, so no wake is lost.
+    fn wait_for(word: &AtomicU32, want: u32) {
+        loop {
+            // Acquire: pairs with the Release store of the other side.
+            let seen = word.load(Ordering::Acquire);
+            if seen == want {
+                return;
+            }
+            futex_wait(word, seen, Duration::from_secs(1));
+        }
+    }
+    run_pair(
+        cores,
+        rounds,
+        || {
+            let mut n = 0u32;
+            move || {
+                n = n.wrapping_add(1);
+                // Release: pairs with the echo's Acquire load in `wait_for`.
+                to_echo.store(n, Ordering::Release);
+                futex_wake(to_echo);
+                wait_for(to_ping, n);
+            }
+        },
+        || {
+            let mut n = 0u32;
+            move || {
+                n = n.wrapping_add(1);
+                wait_for(to_echo, n);
+                // Release: pairs with the ping's Acquire load in `wait_for`.
+                to_ping.store(n, Ordering::Release);
+                futex_wake(to_ping);
+            }
+        },
+    )
+}
+
+fn bench_trade() -> TradeEvent {
+    TradeEvent {
+        trade_id: id("T-000000000001").unwrap(),
+        order_id: id("O-000000000001").unwrap(),
+        instrument_id: id("BTC-USDT").unwrap(),
+        price: 64_000.0,
+        volume: 0.5,
+        direction: Direction::Buy,
+        timestamp: 1,
+    }
+}
+
+/// zerocast shared memory: topics `ping` and `pong` (trade frames, 160 B),
+/// a `Publisher::publish(&TradeEvent)` each way; the subscriber busy-polls
+/// `try_recv` (`wait: None`) or waits in `recv` by `wait`.
+pub fn shm_pingpong(
+    namespace: &str,
+    cores: [usize; 2],
+    rounds: u64,
+    wait: Option<WaitStrategy>,
+) -> OneWay {
+    let topic = |name| TopicConfig::new(name, 1 << 20, TopicKind::Trade);
+    let bus = Bus::new(Config {
+        namespace: namespace.to_owned(),
+        topics: vec![topic("ping"), topic("pong")],
+    });
+    let side = |out: &'static str, inn: &'static str| {
+        let bus = bus.clone();
+        move || {
+            let publisher = bus.publisher(out).expect("ping-pong publisher");
+            let subscriber = bus
+                .subscriber(
+                    inn,
+                    SubscriberOptions {
+                        name: format!("pingpong-{inn}"),
+                        start: Start::Newest,
+                        wait: wait.unwrap_or(WaitStrategy::BusySpin),
+                        ..Default::default()
+                    },
+                )
+                .expect("ping-pong subscriber");
+            (publisher, subscriber, bench_trade())
+        }
+    };
+    let receive = move |subscriber: &mut Subscriber| {
+        if wait.is_some() {
+            subscriber.recv().map(|_| ()).expect("recv");
+            return;
+        }
+        loop {
+            match subscriber.try_recv() {
+                Ok(_) => return,
+                Err(RecvError::Empty) => core::hint::spin_loop(),
+                Err(e) => panic!("ping-pong receive: {e}"),
+            }
+        }
+    };
+    let (ping_side, echo_side) = (side("ping", "pong"), side("pong", "ping"));
+    let result = run_pair(
+        cores,
+        rounds,
+        move || {
+            let (mut publisher, mut subscriber, trade) = ping_side();
+            move || {
+                publisher.publish(&trade).expect("publish");
+                receive(&mut subscriber);
+            }
+        },
+        move || {
+            let (mut publisher, mut subscriber, trade) = echo_side();
+            move || {
+                receive(&mut subscriber);
+                publisher.publish(&trade).expect("publish");
+            }
+        },
+    );
+    bus.remove_segments();
+    result
+}
+
+fn iox_name(namespace: &str, dir: &str) -> ServiceName {
+    format!("zerocast-pingpong/{namespace}/{dir}")
+        .as_str()
+        .try_into()
+        .expect("service name")
+}
+
+/// Plain iceoryx2 set up as its own `benchmarks/publish-subscribe` does:
+/// services `a2b` and `b2a`, 1 publisher and 1 subscriber each, a buffer of
+/// 1 with safe overflow, no history, and (one node per participant, as two
+/// processes would have) at most 2 nodes. Each send loans a slice of the
+/// trade frame's 20 words and writes the 160 B into it; the receiver polls
+/// `receive` until a sample comes.
+pub fn iox_pingpong(namespace: &str, cores: [usize; 2], rounds: u64) -> OneWay {
+    set_log_level(LogLevel::Error);
+    let frame = trade_frame();
+    let side = |out: &'static str, inn: &'static str| {
+        let frame = frame.clone();
+        move || {
+            let node = NodeBuilder::new()
+                .create::<ipc::Service>()
+                .expect("iceoryx2 node");
+            let service = |dir| {
+                node.service_builder(&iox_name(namespace, dir))
+                    .publish_subscribe::<[u64]>()
+                    .max_publishers(1)
+                    .max_subscribers(1)
+                    .max_nodes(2)
+                    .history_size(0)
+                    .subscriber_max_buffer_size(1)
+                    .enable_safe_overflow(true)
+                    .open_or_create()
+                    .expect("iceoryx2 ping-pong service")
+            };
+            let publisher = service(out)
+                .publisher_builder()
+                .initial_max_slice_len(frame.len())
+                .create()
+                .expect("iceoryx2 publisher");
+            let subscriber = service(inn)
+                .subscriber_builder()
+                .create()
+                .expect("iceoryx2 subscriber");
+            (node, publisher, subscriber, frame)
+        }
+    };
+    let (ping_side, echo_side) = (side("a2b", "b2a"), side("b2a", "a2b"));
+    run_pair(
+        cores,
+        rounds,
+        move || {
+            let (_node, publisher, subscriber, frame) = ping_side();
+            move || {
+                let _ = &_node;
+                let sample = publisher.loan_slice_uninit(frame.len()).expect("loan");
+                sample.write_from_slice(&frame).send().expect("send");
+                while subscriber.receive().expect("receive").is_none() {
+                    core::hint::spin_loop();
+                }
+            }
+        },
+        move || {
+            let (_node, publisher, subscriber, frame) = echo_side();
+            move || {
+                let _ = &_node;
+                while subscriber.receive().expect("receive").is_none() {
+                    core::hint::spin_loop();
+                }
+                let sample = publisher.loan_slice_uninit(frame.len()).expect("loan");
+                sample.write_from_slice(&frame).send().expect("send");
+            }
+        },
+    )
+}
+
+/// iceoryx2's Listener/Notifier, as its own `benchmarks/event` does: event
+/// services `a2b` and `b2a` (1 notifier, 1 listener, at most 2 nodes); each
+/// side notifies, then sleeps in `blocking_wait` (no spin) until answered.
+pub fn iox_event_pingpong(namespace: &str, cores: [usize; 2], rounds: u64) -> OneWay {
+    set_log_level(LogLevel::Error);
+    let side = |out: &'static str, inn: &'static str| {
+        move || {
+            let node = NodeBuilder::new()
+                .create::<ipc::Service>()
+                .expect("iceoryx2 node");
+            let service = |dir| {
+                node.service_builder(&iox_name(namespace, &format!("event-{dir}")))
+                    .event()
+                    .max_notifiers(1)
+                    .max_listeners(1)
+                    .max_nodes(2)
+                    .open_or_create()
+                    .expect("iceoryx2 event service")
+            };
+            let notifier = service(out)
+                .notifier_builder()
+                .create()
+                .expect("iceoryx2 notifier");
+            let listener = service(inn)
+                .listener_builder()
+                .create()
+                .expect("iceoryx2 listener");
+            (node, notifier, listener)
+        }
+    };
+    let wait = |l: &iceoryx2::port::listener::Listener<ipc::Service>| {
+        let mut got = false;
+        while !got {
+            l.blocking_wait(|_| got = true).expect("blocking_wait");
+        }
+    };
+    let (ping_side, echo_side) = (side("a2b", "b2a"), side("b2a", "a2b"));
+    run_pair(
+        cores,
+        rounds,
+        move || {
+            let (_node, notifier, listener) = ping_side();
+            move || {
+                let _ = &_node;
+                notifier.notify().expect("notify");
+                wait(&listener);
+            }
+        },
+        move || {
+            let (_node, notifier, listener) = echo_side();
+            move || {
+                let _ = &_node;
+                wait(&listener);
+                notifier.notify().expect("notify");
+            }
+        },
+    )
+}
+
+/// Everything above on the two cores, as the harness reports it: the
+/// floor, the ping-pong of both transports (with their ratios to the
+/// floor), and the wake-ups (with their ratios to the bare futex and to
+/// the floor).
+pub fn run(namespace: &str, cores: [usize; 2], rounds: Rounds) -> Value {
+    eprintln!("floor: one cache line between cores {cores:?}");
+    let floor = cache_line_floor(cores, rounds.spin);
+    eprintln!("ping-pong shm");
+    let shm = shm_pingpong(&format!("{namespace}-pp"), cores, rounds.spin, None);
+    eprintln!("ping-pong iox-plain");
+    let iox = iox_pingpong(namespace, cores, rounds.spin);
+    eprintln!("wake: bare futex");
+    let futex = futex_pingpong(cores, rounds.wake);
+    eprintln!("wake: shm blocking, no spin");
+    let shm_block = shm_pingpong(
+        &format!("{namespace}-wk"),
+        cores,
+        rounds.wake,
+        Some(WaitStrategy::Blocking { spins: 0 }),
+    );
+    eprintln!("wake: iceoryx2 event");
+    let iox_event = iox_event_pingpong(namespace, cores, rounds.wake);
+    let with_floor = |w: &OneWay, extra: Value| {
+        let mut v = w.json(Some(("floor", &floor)));
+        for (k, x) in extra.as_object().into_iter().flatten() {
+            v[k] = x.clone();
+        }
+        v
+    };
+    let wake = |transport: &str, does: &str, w: &OneWay| {
+        let mut v = with_floor(w, json!({"transport": transport, "wait_does": does}));
+        let r = w.json(Some(("futex", &futex)));
+        v["p50_x_futex"] = r["p50_x_futex"].clone();
+        v["mean_x_futex"] = r["mean_x_futex"].clone();
+        v
+    };
+    json!({
+        "cores": cores,
+        "floor": floor.json(None),
+        "pingpong": [
+            with_floor(&shm, json!({"transport": "shm", "payload_bytes": 160,
+                "method": "Publisher::publish(&TradeEvent) -> Subscriber::try_recv busy-poll, each way"})),
+            with_floor(&iox, json!({"transport": "iox-plain", "payload_bytes": 160,
+                "method": "iceoryx2 benchmarks/publish-subscribe: 1 publisher, 1 subscriber, buffer 1, max_nodes 2, 160 B written per loan, receive busy-poll"})),
+        ],
+        "wake": [
+            wake("futex", "bare FUTEX_WAIT / FUTEX_WAKE pair, no spin (the floor for anything that sleeps)", &futex),
+            wake("shm", "zerocast Subscriber::recv, WaitStrategy::Blocking { spins: 0 }: sleeps on the segment's futex at once", &shm_block),
+            wake("iox-plain", "iceoryx2 Listener::blocking_wait / Notifier::notify (benchmarks/event), no spin", &iox_event),
+        ],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn two_cores() -> [usize; 2] {
+        let ids: Vec<usize> = crate::cores().iter().map(|c| c.id).collect();
+        [ids[0], *ids.get(1).unwrap_or(&ids[0])]
+    }
+
+    /// Regression: a side whose set-up panicked left the other waiting at
+    /// a barrier or for an answer forever. Now a side whose set-up fails
+    /// (an iceoryx2 service refused, a segment that cannot be created)
+    /// fails the case; the other side never starts waiting for an answer
+    /// that cannot come.
+    #[test]
+    fn regression_a_failed_pingpong_setup_hung_the_harness() {
+        for echo_fails in [true, false] {
+            let result = std::panic::catch_unwind(|| {
+                run_pair(
+                    two_cores(),
+                    10,
+                    || {
+                        assert!(echo_fails, "ping set-up fails");
+                        || {}
+                    },
+                    || {
+                        assert!(!echo_fails, "echo set-up fails");
+                        || {}
+                    },
+                )
+            });
+            assert!(result.is_err(), "echo fails: {echo_fails}");
+        }
+    }
+
+    /// The floor and the futex pair run, and count the round trips asked
+    /// for (the timings are not checked).
+    #[test]
+    fn floor_and_futex_pairs_count_their_rounds() {
+        assert_eq!(cache_line_floor(two_cores(), 100).rounds, 100);
+        assert_eq!(futex_pingpong(two_cores(), 20).rounds, 20);
+    }
+}
