@@ -1370,7 +1370,10 @@ fn operating_reference_matches_help() {
     for line in readme.lines().filter(|l| l.starts_with("zerocast ")) {
         let name = line.split_whitespace().nth(1).unwrap();
         let sub = Command::new(BIN).args([name, "--help"]).output().unwrap();
-        assert!(sub.status.success(), "README names `zerocast {name}`: {line}");
+        assert!(
+            sub.status.success(),
+            "README names `zerocast {name}`: {line}"
+        );
         let sub = stdout(&sub);
         for flag in line.split("--").skip(1) {
             let flag = flag
@@ -1384,5 +1387,8 @@ fn operating_reference_matches_help() {
         }
         summary_lines += 1;
     }
-    assert!(summary_lines >= 9, "{summary_lines} command lines in the README");
+    assert!(
+        summary_lines >= 9,
+        "{summary_lines} command lines in the README"
+    );
 }
