@@ -22,6 +22,9 @@ use crate::print::frame_json;
 use crate::recorder::frame_len;
 use crate::resume::{Event, Resumable};
 
+/// The latest book per (topic, instrument).
+type Books = HashMap<(Arc<str>, String), Arc<Frame>>;
+
 /// One served topic.
 #[derive(Debug)]
 pub struct Topic {
@@ -44,7 +47,7 @@ pub struct Hub {
     clients: RwLock<Vec<Arc<Client>>>,
     /// Latest book per (topic, instrument); its lock also orders a book
     /// subscription's snapshot against the live updates.
-    books: Mutex<HashMap<(Arc<str>, String), Arc<Frame>>>,
+    books: Mutex<Books>,
     wal: Option<PathBuf>,
     /// Set to stop the bus readers.
     pub stop: AtomicBool,
