@@ -22,8 +22,15 @@ use crate::print::frame_json;
 use crate::recorder::frame_len;
 use crate::resume::{Event, Resumable};
 
-/// The latest book per (topic, instrument).
-type Books = HashMap<(Arc<str>, String), Arc<Frame>>;
+/// The latest book per (topic, instrument): encoded, or (while no client
+/// is connected) the raw frame, encoded only when someone subscribes.
+type Books = HashMap<(Arc<str>, String), Book>;
+
+#[derive(Debug)]
+enum Book {
+    Encoded(Arc<Frame>),
+    Raw(u64, Vec<u8>),
+}
 
 /// One served topic.
 #[derive(Debug)]
@@ -151,9 +158,7 @@ impl Hub {
                                     let seq = r.seq;
                                     // Relaxed: a statistic for heartbeats.
                                     hub.topics[i].last.store(seq, Ordering::Relaxed);
-                                    if let Some(f) = encode(&name, seq, bytes) {
-                                        hub.fan_out(Arc::new(f));
-                                    }
+                                    hub.frame(&name, seq, bytes);
                                 }
                                 Err(RecvError::Lagged(n)) => {
                                     let to = sub.next_seq().unwrap_or(n).saturating_sub(1);
@@ -177,13 +182,36 @@ impl Hub {
             .clone()
     }
 
-    fn fan_out(&self, frame: Arc<Frame>) {
+    /// One frame from a bus reader. With no client connected, nothing is
+    /// encoded: a book is kept raw for a later snapshot, the rest skipped.
+    fn frame(&self, topic: &Arc<str>, seq: u64, bytes: &[u8]) {
         let clients = self.clients.read().unwrap_or_else(|p| p.into_inner());
+        if clients.is_empty() {
+            if let Ok((_, FrameRef::L2(b))) = FrameRef::parse(bytes) {
+                let key = (Arc::clone(topic), ident(&b.instrument_id));
+                let mut books = self.books.lock().unwrap_or_else(|p| p.into_inner());
+                match books.get_mut(&key) {
+                    Some(Book::Raw(s, raw)) => {
+                        *s = seq;
+                        raw.clear();
+                        raw.extend_from_slice(bytes);
+                    }
+                    _ => {
+                        books.insert(key, Book::Raw(seq, bytes.to_vec()));
+                    }
+                }
+            }
+            return;
+        }
+        let Some(frame) = encode(topic, seq, bytes) else {
+            return;
+        };
+        let frame = Arc::new(frame);
         if frame.class == Class::Book {
             let mut books = self.books.lock().unwrap_or_else(|p| p.into_inner());
             books.insert(
                 (Arc::clone(&frame.topic), frame.key.clone()),
-                Arc::clone(&frame),
+                Book::Encoded(Arc::clone(&frame)),
             );
             for c in clients.iter() {
                 c.offer(&frame);
@@ -239,14 +267,22 @@ impl Hub {
         let name = Arc::clone(&topic.name);
         // The books lock orders the snapshot against live updates: every
         // book after it comes from a later fan-out.
-        let books = self.books.lock().unwrap_or_else(|p| p.into_inner());
+        let mut books = self.books.lock().unwrap_or_else(|p| p.into_inner());
         let mut s = client.lock();
         let snapshot: Vec<Arc<Frame>> = books
-            .iter()
+            .iter_mut()
             .filter(|((t, key), _)| {
                 *t == name && instruments.as_ref().is_none_or(|set| set.contains(key))
             })
-            .map(|(_, f)| Arc::clone(f))
+            .filter_map(|(_, b)| {
+                if let Book::Raw(seq, raw) = b {
+                    *b = Book::Encoded(Arc::new(encode(&name, *seq, raw)?));
+                }
+                match b {
+                    Book::Encoded(f) => Some(Arc::clone(f)),
+                    Book::Raw(..) => None,
+                }
+            })
             .collect();
         let resume = from.filter(|_| !topic.books);
         s.subs.insert(

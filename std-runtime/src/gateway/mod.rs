@@ -221,3 +221,66 @@ pub fn run_cli(bus: &Bus, args: &GatewayArgs, stop: fn() -> bool) -> Result<(), 
     println!("gateway: http://{addr}/ (WebSocket /ws, liveness /healthz)");
     gw.serve(stop)
 }
+
+/// A gateway serving on its own thread until dropped.
+#[derive(Debug)]
+pub struct Spawned {
+    /// The bound address.
+    pub addr: SocketAddr,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Result<(), String>>>,
+}
+
+impl Gateway {
+    /// Serves on a new thread until the returned handle is dropped.
+    pub fn spawn(self) -> Result<Spawned, String> {
+        let addr = self.local_addr()?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("gateway".into())
+            // Relaxed: a stop flag polled every 50 ms; joining orders the rest.
+            .spawn(move || self.serve(move || s.load(Ordering::Relaxed)))
+            .map_err(|e| e.to_string())?;
+        Ok(Spawned {
+            addr,
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        // Relaxed: see `Gateway::spawn`.
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            match t.join() {
+                Ok(Err(e)) => tracing::warn!("{e}"),
+                Err(_) => tracing::warn!("gateway thread panicked"),
+                Ok(Ok(())) => {}
+            }
+        }
+    }
+}
+
+/// The demo's gateway on `addr` (else on any free port of 127.0.0.1);
+/// None, with a warning, if neither binds or `addr` is `off`.
+pub fn spawn_for_demo(bus: &Bus, addr: &str) -> Option<Spawned> {
+    if addr == "off" {
+        return None;
+    }
+    let gw = Gateway::bind(bus, addr, GatewayOptions::default())
+        .or_else(|e| {
+            tracing::warn!("{e}; serving the live page on a free port instead");
+            Gateway::bind(bus, "127.0.0.1:0", GatewayOptions::default())
+        })
+        .and_then(Gateway::spawn);
+    match gw {
+        Ok(g) => Some(g),
+        Err(e) => {
+            tracing::warn!("no live page: {e}");
+            None
+        }
+    }
+}
