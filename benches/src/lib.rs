@@ -2,6 +2,7 @@
 
 pub mod delayed;
 pub mod durability;
+pub mod gateway_load;
 
 use std::hint::black_box;
 use std::sync::atomic::AtomicU64;

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::Router;
 use zerocast_ipc::Bus;
 
@@ -114,7 +115,12 @@ impl Gateway {
             .map_err(|e| e.to_string())?;
         let shared = Arc::clone(&self.shared);
         let result = runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(self.listener)?;
+            // No Nagle delay: a batch is written as soon as it is taken.
+            let listener = tokio::net::TcpListener::from_std(self.listener)?.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!("gateway: TCP_NODELAY: {e}");
+                }
+            });
             let app = Router::new()
                 .route("/", get(ws::page))
                 .route("/healthz", get(ws::healthz))
