@@ -161,9 +161,16 @@ impl Client {
             }
             return;
         }
+        // Only a queue that was empty needs a wake: the writer takes until
+        // the queue is empty before it waits again (one wake per burst, not
+        // one per frame per client).
+        let was_empty = s.queue.is_empty();
         if s.admit(frame) {
+            self.gauge(&s);
             drop(s);
-            self.wake.notify_one();
+            if was_empty {
+                self.wake.notify_one();
+            }
         }
     }
 
