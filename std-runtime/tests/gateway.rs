@@ -590,3 +590,43 @@ async fn a_slow_owner_is_disconnected_as_slow_consumer_and_never_loses_an_accoun
         "{end}"
     );
 }
+
+/// `zerocast gateway` as a process: prints its URL, serves `/healthz` and
+/// the page, and exits 0 on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_command_serves_the_page_and_healthz_and_stops_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let ns = format!("gwcmd{}", std::process::id());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_zerocast"))
+        .env_remove("ZEROCAST_NAMESPACE")
+        .env("ZEROCAST_LOG", "warn")
+        .args(["--namespace", &ns, "gateway", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr: SocketAddr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap_or_else(|| panic!("no URL in {line:?}"))
+        .parse()
+        .unwrap();
+    let health = http_get(addr, "/healthz").await;
+    let page = http_get(addr, "/").await;
+    // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    Bus::new(Config {
+        namespace: ns,
+        ..Config::default_topics()
+    })
+    .remove_segments();
+    assert!(health.ends_with("ok\n"), "{health}");
+    assert!(page.contains("<title>zerocast live</title>"), "{page}");
+    assert!(status.success(), "{status}");
+}
