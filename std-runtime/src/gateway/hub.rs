@@ -289,7 +289,8 @@ impl Hub {
             Arc::clone(&name),
             Sub {
                 instruments,
-                next: 0,
+                // A resume delivers nothing before `from`, live or held.
+                next: resume.unwrap_or(0),
                 resuming: resume.map(|_| VecDeque::new()),
             },
         );
