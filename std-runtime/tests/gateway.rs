@@ -630,3 +630,67 @@ async fn the_gateway_command_serves_the_page_and_healthz_and_stops_on_sigterm() 
     assert!(page.contains("<title>zerocast live</title>"), "{page}");
     assert!(status.success(), "{status}");
 }
+
+/// Owner-only under load: ten owners at once, their updates interleaved
+/// with each other's and with a trade stream; each gets exactly its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_owners_under_load_each_get_exactly_their_own_account_updates() {
+    let secret = b"load".to_vec();
+    let gw = start(
+        "own10",
+        1 << 20,
+        GatewayOptions {
+            secret: Some(secret.clone()),
+            ..Default::default()
+        },
+    );
+    let exp = auth::now_secs() + 60;
+    let mut clients = Vec::new();
+    for u in 0..10 {
+        let mut ws = connect(gw.addr).await;
+        send(
+            &mut ws,
+            json!({"op":"auth","token":auth::sign(&secret, &[&format!("user-{u}")], exp)}),
+        )
+        .await;
+        subscribed(
+            &mut ws,
+            json!({"op":"subscribe","topics":["account_events","trade_events"]}),
+        )
+        .await;
+        clients.push(ws);
+    }
+    let mut acc = gw.bus.publisher("account_events").unwrap();
+    let mut trades = gw.bus.publisher("trade_events").unwrap();
+    let mut own: Vec<Vec<u64>> = vec![Vec::new(); 10];
+    for n in 0..2000u64 {
+        let u = (n * 7 % 11) as usize; // user-10 has no client
+        let seq = acc
+            .publish(&account(&format!("user-{u}"), n as f64))
+            .unwrap();
+        if u < 10 {
+            own[u].push(seq);
+        }
+        trades.publish(&trade("AAA", n)).unwrap();
+    }
+    for (u, ws) in clients.iter_mut().enumerate() {
+        let want = own[u].len();
+        let m = collect(ws, |m| {
+            m.iter().filter(|v| v["topic"] == "account_events").count() >= want
+                && m.iter()
+                    .filter(|v| v["topic"] == "trade_events" && v["type"] == "data")
+                    .count()
+                    >= 2000
+        })
+        .await;
+        let got: Vec<u64> = m
+            .iter()
+            .filter(|v| v["topic"] == "account_events" && v["type"] == "data")
+            .map(|v| {
+                assert_eq!(v["user_id"], format!("user-{u}"), "client {u} got {v}");
+                v["seq"].as_u64().unwrap()
+            })
+            .collect();
+        assert_eq!(got, own[u], "client {u}");
+    }
+}
