@@ -694,3 +694,46 @@ async fn ten_owners_under_load_each_get_exactly_their_own_account_updates() {
         assert_eq!(got, own[u], "client {u}");
     }
 }
+
+/// A client that answers no ping is closed after the pong timeout; one that
+/// reads (and so answers) stays connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_without_pongs_is_dropped_and_one_with_pongs_is_kept() {
+    let gw = start(
+        "ping",
+        1 << 20,
+        GatewayOptions {
+            ping_every: Duration::from_millis(100),
+            pong_timeout: Duration::from_millis(500),
+            ..Default::default()
+        },
+    );
+    let mut silent = connect(gw.addr).await;
+    let mut live = connect(gw.addr).await;
+    // The live client reads (tungstenite answers each ping) for 1.5 s.
+    let reading = tokio::time::timeout(Duration::from_millis(1500), async {
+        while let Some(Ok(m)) = live.next().await {
+            if let Message::Close(c) = m {
+                return format!("closed: {c:?}");
+            }
+        }
+        "ended".to_owned()
+    })
+    .await;
+    assert!(
+        reading.is_err(),
+        "the reading client was dropped: {reading:?}"
+    );
+    // The silent client read nothing meanwhile: the gateway has closed it
+    // (1001 "no pong in time"; tungstenite may first fail to answer the
+    // queued pings on the closed socket and report that instead).
+    let m = collect(&mut silent, |_| false).await;
+    let end = m.last().unwrap();
+    let how = end["how"].as_str().unwrap_or("");
+    assert!(
+        (end["type"] == "close" && end["code"] == 1001 && end["reason"] == "no pong in time")
+            || (end["type"] == "ended"
+                && (how.contains("BrokenPipe") || how.contains("ConnectionReset"))),
+        "{m:?}"
+    );
+}

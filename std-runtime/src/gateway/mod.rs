@@ -33,6 +33,8 @@ pub struct Shared {
     hub: Arc<Hub>,
     secret: Option<Vec<u8>>,
     origins: Vec<String>,
+    ping_every: Duration,
+    pong_timeout: Duration,
 }
 
 /// Gateway settings.
@@ -51,6 +53,10 @@ pub struct GatewayOptions {
     /// SO_SNDBUF of accepted sockets (None: the system's default); tests
     /// shrink it to make a slow client show quickly.
     pub send_buffer: Option<usize>,
+    /// WebSocket ping interval (20 s).
+    pub ping_every: Duration,
+    /// A connection without a pong for this long is closed (60 s).
+    pub pong_timeout: Duration,
 }
 
 impl Default for GatewayOptions {
@@ -62,6 +68,8 @@ impl Default for GatewayOptions {
             origins: Vec::new(),
             secret: None,
             send_buffer: None,
+            ping_every: Duration::from_secs(20),
+            pong_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -92,6 +100,8 @@ impl Gateway {
                 hub,
                 secret: options.secret,
                 origins: options.origins,
+                ping_every: options.ping_every.max(Duration::from_millis(1)),
+                pong_timeout: options.pong_timeout,
             }),
             listener,
         })

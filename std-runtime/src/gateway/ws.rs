@@ -22,8 +22,6 @@ use super::{auth, Shared};
 pub const MAX_ERRORS: u32 = 10;
 /// How long a client has to send its token.
 pub const AUTH_WINDOW: Duration = Duration::from_secs(5);
-const PING_EVERY: Duration = Duration::from_secs(20);
-const PONG_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// `GET /ws`.
 pub async fn upgrade(
@@ -69,7 +67,7 @@ async fn session(shared: Arc<Shared>, socket: WebSocket) {
     let (tx, mut rx) = socket.split();
     let last_pong = Arc::new(std::sync::Mutex::new(Instant::now()));
     let writer = tokio::spawn(write_loop(
-        Arc::clone(&hub),
+        Arc::clone(&shared),
         Arc::clone(&client),
         tx,
         Arc::clone(&last_pong),
@@ -251,26 +249,29 @@ fn heartbeat(hub: &Hub, client: &Client) -> String {
 }
 
 async fn write_loop(
-    hub: Arc<Hub>,
+    shared: Arc<Shared>,
     client: Arc<Client>,
     mut tx: SplitSink<WebSocket, Message>,
     last_pong: Arc<std::sync::Mutex<Instant>>,
 ) {
     let mut beat = tokio::time::interval(Duration::from_secs(1));
-    let mut ping = tokio::time::interval(PING_EVERY);
+    let hub = &shared.hub;
+    let mut ping = tokio::time::interval(shared.ping_every);
     let close = loop {
         tokio::select! {
             _ = client.wake.notified() => {}
             _ = beat.tick() => {
-                let hb = heartbeat(&hub, &client);
-                if tx.send(Message::Text(Utf8Bytes::from(hb))).await.is_err() {
+                let hb = Message::Text(Utf8Bytes::from(heartbeat(hub, &client)));
+                if !send_unless_closed(&mut tx, &client, hb).await && client.lock().close.is_none() {
                     return;
                 }
             }
             _ = ping.tick() => {
-                if last_pong.lock().unwrap_or_else(|p| p.into_inner()).elapsed() > PONG_TIMEOUT {
-                    client.close(1001, "no pong for 60 s");
-                } else if tx.send(Message::Ping(Default::default())).await.is_err() {
+                if last_pong.lock().unwrap_or_else(|p| p.into_inner()).elapsed() > shared.pong_timeout {
+                    client.close(1001, "no pong in time");
+                } else if !send_unless_closed(&mut tx, &client, Message::Ping(Default::default())).await
+                    && client.lock().close.is_none()
+                {
                     return;
                 }
             }
@@ -279,12 +280,7 @@ async fn write_loop(
             break c;
         }
         while let Some((batch, _)) = client.take() {
-            // A send stuck on a full socket gives way to a close request.
-            let sent = tokio::select! {
-                r = tx.send(Message::Text(Utf8Bytes::from(batch))) => r.is_ok(),
-                _ = writer_done(&client) => false,
-            };
-            if !sent {
+            if !send_unless_closed(&mut tx, &client, Message::Text(Utf8Bytes::from(batch))).await {
                 break;
             }
         }
@@ -292,24 +288,39 @@ async fn write_loop(
             break c;
         }
     };
-    // Control messages queued before the close (an auth error) go first.
-    if close.code != 1008 || close.reason != "slow consumer" {
-        while let Some((batch, _)) = client.take() {
-            if tx
-                .send(Message::Text(Utf8Bytes::from(batch)))
-                .await
-                .is_err()
-            {
-                return;
+    // Control messages queued before the close (an auth error) go first;
+    // a client that does not read gets a second at most.
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        if close.code != 1008 || close.reason != "slow consumer" {
+            while let Some((batch, _)) = client.take() {
+                if tx
+                    .send(Message::Text(Utf8Bytes::from(batch)))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
             }
         }
-    }
-    let _ = tokio::time::timeout(
-        Duration::from_secs(1),
-        tx.send(Message::Close(Some(CloseFrame {
-            code: close.code,
-            reason: Utf8Bytes::from(close.reason),
-        }))),
-    )
+        let _ = tx
+            .send(Message::Close(Some(CloseFrame {
+                code: close.code,
+                reason: Utf8Bytes::from(close.reason),
+            })))
+            .await;
+    })
     .await;
+}
+
+/// Sends `msg`, unless the client is marked for closing first (a send
+/// stuck on a full socket gives way to the close); true if it was sent.
+async fn send_unless_closed(
+    tx: &mut SplitSink<WebSocket, Message>,
+    client: &Client,
+    msg: Message,
+) -> bool {
+    tokio::select! {
+        r = tx.send(msg) => r.is_ok(),
+        _ = writer_done(client) => false,
+    }
 }
