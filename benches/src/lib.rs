@@ -2,6 +2,7 @@
 
 pub mod delayed;
 pub mod durability;
+pub mod gateway_load;
 pub mod pingpong;
 pub mod plot;
 

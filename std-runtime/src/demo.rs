@@ -38,6 +38,10 @@ pub struct DemoArgs {
     /// Frames per batch publish (1 to 1024).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub batch: u16,
+    /// Serve the live page and /ws here (a free port if it is taken; `off`:
+    /// no gateway).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub gateway: String,
 }
 
 fn parse_duration(s: &str) -> Result<f64, String> {
@@ -170,7 +174,12 @@ pub fn run(
         }
         bus.segment(&t.name).map_err(|e| e.to_string())?;
     }
+    let gateway = crate::gateway::spawn_for_demo(&bus, &args.gateway);
+    if let Some(g) = &gateway {
+        println!("live page: http://{}/", g.addr);
+    }
     let result = run_inner(&bus, config, args);
+    drop(gateway);
     let (removed, left) = remove_unused_segments(&bus);
     for path in &removed {
         tracing::debug!("removed {}", path.display());

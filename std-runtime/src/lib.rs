@@ -4,6 +4,7 @@
 pub mod batch;
 pub mod demo;
 pub mod feed;
+pub mod gateway;
 pub mod health;
 pub mod print;
 pub mod progress;

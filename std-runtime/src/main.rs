@@ -60,6 +60,9 @@ enum Command {
     /// --max-batch frames) to SQLite or a JSON-lines file, exactly once
     /// across restarts.
     Batch(batch::BatchArgs),
+    /// The real-time tier: a WebSocket gateway (/ws), a live page (/) and
+    /// /healthz, with per-client backpressure and owner-only account events.
+    Gateway(zerocast_runtime::gateway::GatewayArgs),
     /// A demo subscriber process (spawned by `zerocast demo`).
     #[command(hide = true)]
     DemoSub(demo::DemoSubArgs),
@@ -1023,6 +1026,9 @@ fn main() -> ExitCode {
                 Command::Follow(args) => run_follow(&bus, args),
                 Command::Health(args) => zerocast_runtime::health::run(&bus, args),
                 Command::Batch(args) => batch::run_cli(&bus, args, signal::stopped),
+                Command::Gateway(args) => {
+                    zerocast_runtime::gateway::run_cli(&bus, args, signal::stopped)
+                }
             }
         });
     match result {

@@ -50,6 +50,8 @@ enum Cmd {
     All(AllArgs),
     /// The delayed tier: rows/s into SQLite, publish-to-commit latency, size.
     Delayed(zerocast_benches::delayed::DelayedArgs),
+    /// The real-time tier: WebSocket clients on loopback, publish-to-client latency.
+    Gateway(zerocast_benches::gateway_load::GatewayLoadArgs),
     /// A subscriber process (spawned by the harness).
     #[command(hide = true)]
     Child(ChildArgs),
@@ -1628,6 +1630,7 @@ fn main() {
     match cli.cmd {
         Cmd::All(args) => run_all(args),
         Cmd::Delayed(args) => zerocast_benches::delayed::main(args),
+        Cmd::Gateway(args) => zerocast_benches::gateway_load::main(args),
         Cmd::Child(args) => run_child(args),
     }
 }

@@ -1,0 +1,332 @@
+//! One client's state: its subscriptions, its owned accounts, and its
+//! queue of unsent messages with the backpressure rules.
+//!
+//! The bus readers and the client's writer task share it behind one short
+//! mutex: a bus reader only appends (or drops, conflates, records a gap) and
+//! never waits for the network, so a slow client cannot slow the bus.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::Notify;
+
+/// What a frame is, for the backpressure rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// A trade: over budget it is skipped, and the client told the exact count.
+    Trade,
+    /// A full book: over budget it is conflated to the latest per instrument.
+    Book,
+    /// An account event: never dropped; over budget the client is disconnected.
+    Account,
+}
+
+/// A frame encoded once by a bus reader, shared by every client's queue.
+#[derive(Debug)]
+pub struct Frame {
+    /// Topic name.
+    pub topic: Arc<str>,
+    /// Bus sequence.
+    pub seq: u64,
+    /// What backpressure does with it.
+    pub class: Class,
+    /// Instrument (trades, books) or owner account (account events).
+    pub key: String,
+    /// The JSON message.
+    pub text: Arc<str>,
+}
+
+/// A skipped run of one topic's messages, not yet told to the client.
+#[derive(Debug, Clone, Copy)]
+struct Gap {
+    from: u64,
+    to: u64,
+    count: u64,
+}
+
+/// One subscribed topic.
+#[derive(Debug, Default)]
+pub struct Sub {
+    /// Only these instruments (None: all).
+    pub instruments: Option<HashSet<String>>,
+    /// The next sequence this client may be given (older ones are
+    /// duplicates of what a resume already delivered).
+    pub next: u64,
+    /// While a resume catches up: live frames held back until it reaches them.
+    pub resuming: Option<VecDeque<Arc<Frame>>>,
+}
+
+/// Live frames a resume holds back at most (older ones are dropped from the
+/// hold; the resume reads them from the ring or WAL itself).
+const RESUME_HOLD: usize = 65_536;
+
+/// Why and how the connection is to be closed.
+#[derive(Debug, Clone)]
+pub struct CloseRequest {
+    /// WebSocket close code.
+    pub code: u16,
+    /// Close reason.
+    pub reason: String,
+}
+
+/// Per-client counters.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Counters {
+    /// Messages handed to the socket.
+    pub sent: u64,
+    /// Book messages replaced by a newer one before they were sent.
+    pub conflated: u64,
+    /// Trade messages skipped (each told in a gap message).
+    pub skipped: u64,
+}
+
+/// The shared part of a client, behind [`Client::lock`].
+#[derive(Debug, Default)]
+pub struct State {
+    /// Subscribed topics.
+    pub subs: HashMap<Arc<str>, Sub>,
+    /// Accounts this client owns (from its token).
+    pub accounts: HashSet<String>,
+    queue: VecDeque<Arc<str>>,
+    bytes: usize,
+    budget: usize,
+    books: BTreeMap<(Arc<str>, String), Arc<Frame>>,
+    gaps: BTreeMap<Arc<str>, Gap>,
+    /// Counters.
+    pub counters: Counters,
+    /// Set when the connection is to be closed.
+    pub close: Option<CloseRequest>,
+}
+
+/// A connected client.
+#[derive(Debug)]
+pub struct Client {
+    /// Id, unique within the gateway.
+    pub id: u64,
+    state: Mutex<State>,
+    /// Woken when there is something to send or the connection is to close.
+    pub wake: Notify,
+    /// Unsent bytes, readable without the lock (for the heartbeat's stats).
+    pub queued: AtomicU64,
+}
+
+/// Largest batch of queued messages joined into one WebSocket message.
+const BATCH_BYTES: usize = 64 << 10;
+
+impl Client {
+    /// A client with a byte budget for unsent data.
+    pub fn new(id: u64, budget: usize) -> Self {
+        Self {
+            id,
+            state: Mutex::new(State {
+                budget,
+                ..Default::default()
+            }),
+            wake: Notify::new(),
+            queued: AtomicU64::new(0),
+        }
+    }
+
+    /// The state (a poisoned lock is taken over: every update keeps it
+    /// consistent at each step).
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Asks the writer to close the connection (the first request wins).
+    pub fn close(&self, code: u16, reason: &str) {
+        let mut s = self.lock();
+        if s.close.is_none() {
+            s.close = Some(CloseRequest {
+                code,
+                reason: reason.to_owned(),
+            });
+        }
+        drop(s);
+        self.wake.notify_one();
+    }
+
+    /// A live frame from a bus reader: filtered, held for a resume, or
+    /// queued by the backpressure rules. Never blocks on the network.
+    pub fn offer(&self, frame: &Arc<Frame>) {
+        let mut s = self.lock();
+        let Some(sub) = s.subs.get_mut(&frame.topic) else {
+            return;
+        };
+        if let Some(hold) = &mut sub.resuming {
+            hold.push_back(Arc::clone(frame));
+            if hold.len() > RESUME_HOLD {
+                hold.pop_front();
+            }
+            return;
+        }
+        // Only a queue that was empty needs a wake: the writer takes until
+        // the queue is empty before it waits again (one wake per burst, not
+        // one per frame per client).
+        let was_empty = s.queue.is_empty();
+        if s.admit(frame) {
+            self.gauge(&s);
+            drop(s);
+            if was_empty {
+                self.wake.notify_one();
+            }
+        }
+    }
+
+    /// Sets the queued-bytes gauge.
+    fn gauge(&self, s: &State) {
+        // Relaxed: a statistic read on its own; it orders nothing.
+        self.queued.store(s.bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Takes the next batch to send: queued messages joined by `\n`, then,
+    /// once the queue is empty, pending gap messages and conflated books.
+    pub fn take(&self) -> Option<(String, u64)> {
+        let mut s = self.lock();
+        let mut out = String::new();
+        let mut n = 0u64;
+        while out.len() < BATCH_BYTES {
+            let Some(m) = s.queue.pop_front() else { break };
+            s.bytes -= m.len();
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            out.push_str(&m);
+            n += 1;
+        }
+        if s.queue.is_empty() {
+            let s = &mut *s;
+            for (topic, g) in std::mem::take(&mut s.gaps) {
+                if !out.is_empty() {
+                    out.push('\n');
+                }
+                out.push_str(&gap_json(&topic, g.from, g.to, g.count));
+                n += 1;
+            }
+            for (_, b) in std::mem::take(&mut s.books) {
+                if !out.is_empty() {
+                    out.push('\n');
+                }
+                out.push_str(&b.text);
+                n += 1;
+            }
+        }
+        s.counters.sent += n;
+        self.gauge(&s);
+        (n > 0).then_some((out, n))
+    }
+
+    /// Queues a control message (an error, a gap, a snapshot), outside the
+    /// budget (they are few and small).
+    pub fn push_control(&self, text: String) {
+        let mut s = self.lock();
+        s.push(Arc::from(text));
+        self.gauge(&s);
+        drop(s);
+        self.wake.notify_one();
+    }
+}
+
+/// A gap message: `count` messages of `topic` between `from` and `to`
+/// (inclusive) will never be sent.
+pub fn gap_json(topic: &str, from: u64, to: u64, count: u64) -> String {
+    serde_json::json!({"type": "gap", "topic": topic, "from": from, "to": to, "count": count})
+        .to_string()
+}
+
+impl State {
+    fn push(&mut self, text: Arc<str>) {
+        self.bytes += text.len();
+        self.queue.push_back(text);
+    }
+
+    /// Unsent bytes.
+    pub fn queued_bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Whether `frame` passes the topic's instrument filter and ownership.
+    fn wants(&self, frame: &Frame) -> bool {
+        match frame.class {
+            Class::Account => self.accounts.contains(&frame.key),
+            _ => self
+                .subs
+                .get(&frame.topic)
+                .and_then(|s| s.instruments.as_ref())
+                .is_none_or(|set| set.contains(&frame.key)),
+        }
+    }
+
+    /// Queues `frame` by the backpressure rules (a subscribed, live topic);
+    /// true if something was queued.
+    pub fn admit(&mut self, frame: &Arc<Frame>) -> bool {
+        let Some(sub) = self.subs.get_mut(&frame.topic) else {
+            return false;
+        };
+        if frame.seq < sub.next {
+            return false; // already delivered by a resume
+        }
+        sub.next = frame.seq + 1;
+        if !self.wants(frame) || self.close.is_some() {
+            return false;
+        }
+        let len = frame.text.len();
+        if self.bytes + len <= self.budget {
+            if let Some(g) = self.gaps.remove(&frame.topic) {
+                self.push(Arc::from(gap_json(&frame.topic, g.from, g.to, g.count)));
+            }
+            if frame.class == Class::Book
+                && self
+                    .books
+                    .remove(&(Arc::clone(&frame.topic), frame.key.clone()))
+                    .is_some()
+            {
+                self.counters.conflated += 1;
+            }
+            self.push(Arc::clone(&frame.text));
+            return true;
+        }
+        match frame.class {
+            Class::Trade => {
+                let g = self.gaps.entry(Arc::clone(&frame.topic)).or_insert(Gap {
+                    from: frame.seq,
+                    to: frame.seq,
+                    count: 0,
+                });
+                g.to = frame.seq;
+                g.count += 1;
+                self.counters.skipped += 1;
+            }
+            Class::Book => {
+                if self
+                    .books
+                    .insert(
+                        (Arc::clone(&frame.topic), frame.key.clone()),
+                        Arc::clone(frame),
+                    )
+                    .is_some()
+                {
+                    self.counters.conflated += 1;
+                }
+            }
+            Class::Account => {
+                self.close = Some(CloseRequest {
+                    code: 1008,
+                    reason: "slow consumer".into(),
+                });
+            }
+        }
+        true
+    }
+
+    /// Tells the client that `count` sequences `from..=to` of `topic` are
+    /// lost (the gateway's own reader was lapped, or neither the ring nor
+    /// the WAL holds them).
+    pub fn lost(&mut self, topic: &str, from: u64, to: u64, count: u64) {
+        if let Some(sub) = self.subs.get_mut(topic) {
+            sub.next = sub.next.max(to + 1);
+            self.push(Arc::from(gap_json(topic, from, to, count)));
+        }
+    }
+}

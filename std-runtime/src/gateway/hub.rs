@@ -1,0 +1,394 @@
+//! The hub: one bus reader thread per topic, the registry of clients, the
+//! latest book per instrument, and resumes.
+//!
+//! Each bus reader is a non-gating subscriber (the gateway never holds the
+//! publishers back); it encodes each frame once to JSON and offers the
+//! shared text to every client, which only appends to its queue.
+
+use std::collections::{HashMap, VecDeque};
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use zerocast_core::frame::{id::id_str, FrameRef};
+use zerocast_ipc::{Bus, RecvError, Start, SubscriberOptions, TopicKind, WaitStrategy};
+
+use super::client::{Class, Client, Frame, Sub};
+use crate::print::frame_json;
+use crate::recorder::frame_len;
+use crate::resume::{Event, Resumable};
+
+/// The latest book per (topic, instrument): encoded, or (while no client
+/// is connected) the raw frame, encoded only when someone subscribes.
+type Books = HashMap<(Arc<str>, String), Book>;
+
+#[derive(Debug)]
+enum Book {
+    Encoded(Arc<Frame>),
+    Raw(u64, Vec<u8>),
+}
+
+/// One served topic.
+#[derive(Debug)]
+pub struct Topic {
+    /// Name.
+    pub name: Arc<str>,
+    /// Private topics (account events) need an authenticated client.
+    pub private: bool,
+    /// Book topics: a snapshot on subscribe instead of a resume.
+    pub books: bool,
+    /// Last sequence the gateway read (`u64::MAX`: none yet).
+    pub last: AtomicU64,
+}
+
+/// Shared gateway state.
+#[derive(Debug)]
+pub struct Hub {
+    bus: Bus,
+    /// Served topics.
+    pub topics: Vec<Topic>,
+    clients: RwLock<Vec<Arc<Client>>>,
+    /// Latest book per (topic, instrument); its lock also orders a book
+    /// subscription's snapshot against the live updates.
+    books: Mutex<Books>,
+    wal: Option<PathBuf>,
+    /// Set to stop the bus readers.
+    pub stop: AtomicBool,
+    next_id: AtomicU64,
+    /// Per-client byte budget for unsent data.
+    pub budget: usize,
+}
+
+fn ident(b: &[u8]) -> String {
+    id_str(b).unwrap_or("?").to_owned()
+}
+
+/// The JSON message for a frame, and how backpressure treats it; None for
+/// frames the gateway does not forward (heartbeats, acks, invalid frames).
+pub fn encode(topic: &Arc<str>, seq: u64, bytes: &[u8]) -> Option<Frame> {
+    let (_, body) = FrameRef::parse(bytes).ok()?;
+    let (class, key) = match body {
+        FrameRef::Trade(t) => (Class::Trade, ident(&t.instrument_id)),
+        FrameRef::L2(b) => (Class::Book, ident(&b.instrument_id)),
+        FrameRef::Account(a) => (Class::Account, ident(&a.user_id)),
+        FrameRef::Heartbeat(_) | FrameRef::Ack(_) => return None,
+    };
+    let mut v = frame_json(seq, bytes).ok()?;
+    if let Value::Object(m) = &mut v {
+        m.insert("type".into(), json!("data"));
+        m.insert("topic".into(), json!(&**topic));
+    }
+    Some(Frame {
+        topic: Arc::clone(topic),
+        seq,
+        class,
+        key,
+        text: Arc::from(v.to_string()),
+    })
+}
+
+impl Hub {
+    /// A hub over `topics` of `bus` (all must be configured).
+    pub fn new(
+        bus: &Bus,
+        topics: &[String],
+        wal: Option<PathBuf>,
+        budget: usize,
+    ) -> Result<Arc<Self>, String> {
+        let topics = topics
+            .iter()
+            .map(|t| {
+                let cfg = bus.config().topic(t).map_err(|e| e.to_string())?;
+                Ok(Topic {
+                    name: Arc::from(t.as_str()),
+                    private: cfg.kind == TopicKind::Account,
+                    books: cfg.kind == TopicKind::L2,
+                    last: AtomicU64::new(u64::MAX),
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(Arc::new(Self {
+            bus: bus.clone(),
+            topics,
+            clients: RwLock::new(Vec::new()),
+            books: Mutex::new(HashMap::new()),
+            wal,
+            stop: AtomicBool::new(false),
+            next_id: AtomicU64::new(1),
+            budget,
+        }))
+    }
+
+    /// The served topic named `name`.
+    pub fn topic(&self, name: &str) -> Option<&Topic> {
+        self.topics.iter().find(|t| &*t.name == name)
+    }
+
+    /// Starts one bus reader thread per topic.
+    pub fn start_readers(self: &Arc<Self>) -> Result<Vec<JoinHandle<()>>, String> {
+        let mut handles = Vec::new();
+        for i in 0..self.topics.len() {
+            let name = Arc::clone(&self.topics[i].name);
+            let mut sub = self
+                .bus
+                .subscriber(
+                    &name,
+                    SubscriberOptions {
+                        name: "gateway".into(),
+                        start: Start::Newest,
+                        wait: WaitStrategy::Blocking { spins: 100 },
+                        ..Default::default()
+                    },
+                )
+                .map_err(|e| format!("gateway: subscribing to {name}: {e}"))?;
+            let hub = Arc::clone(self);
+            handles.push(
+                std::thread::Builder::new()
+                    .name(format!("gw-{name}"))
+                    .spawn(move || {
+                        // Relaxed: a stop flag polled every 50 ms; nothing is published with it.
+                        while !hub.stop.load(Ordering::Relaxed) {
+                            match sub.recv_timeout(Duration::from_millis(50)) {
+                                Ok(r) => {
+                                    let bytes = &r.bytes[..frame_len(r.bytes)];
+                                    let seq = r.seq;
+                                    // Relaxed: a statistic for heartbeats.
+                                    hub.topics[i].last.store(seq, Ordering::Relaxed);
+                                    hub.frame(&name, seq, bytes);
+                                }
+                                Err(RecvError::Lagged(n)) => {
+                                    let to = sub.next_seq().unwrap_or(n).saturating_sub(1);
+                                    hub.lost(&name, to + 1 - n, to, n);
+                                }
+                                Err(RecvError::Lost(seq)) => hub.lost(&name, seq, seq, 1),
+                                Err(RecvError::Empty) => {}
+                            }
+                        }
+                    })
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+        Ok(handles)
+    }
+
+    fn clients(&self) -> Vec<Arc<Client>> {
+        self.clients
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// One frame from a bus reader. With no client connected, nothing is
+    /// encoded: a book is kept raw for a later snapshot, the rest skipped.
+    fn frame(&self, topic: &Arc<str>, seq: u64, bytes: &[u8]) {
+        let clients = self.clients.read().unwrap_or_else(|p| p.into_inner());
+        if clients.is_empty() {
+            if let Ok((_, FrameRef::L2(b))) = FrameRef::parse(bytes) {
+                let key = (Arc::clone(topic), ident(&b.instrument_id));
+                let mut books = self.books.lock().unwrap_or_else(|p| p.into_inner());
+                match books.get_mut(&key) {
+                    Some(Book::Raw(s, raw)) => {
+                        *s = seq;
+                        raw.clear();
+                        raw.extend_from_slice(bytes);
+                    }
+                    _ => {
+                        books.insert(key, Book::Raw(seq, bytes.to_vec()));
+                    }
+                }
+            }
+            return;
+        }
+        let Some(frame) = encode(topic, seq, bytes) else {
+            return;
+        };
+        let frame = Arc::new(frame);
+        if frame.class == Class::Book {
+            let mut books = self.books.lock().unwrap_or_else(|p| p.into_inner());
+            books.insert(
+                (Arc::clone(&frame.topic), frame.key.clone()),
+                Book::Encoded(Arc::clone(&frame)),
+            );
+            for c in clients.iter() {
+                c.offer(&frame);
+            }
+        } else {
+            for c in clients.iter() {
+                c.offer(&frame);
+            }
+        }
+    }
+
+    fn lost(&self, topic: &str, from: u64, to: u64, count: u64) {
+        for c in self.clients() {
+            let mut s = c.lock();
+            if s.subs.get(topic).is_some_and(|s| s.resuming.is_none()) {
+                s.lost(topic, from, to, count);
+                drop(s);
+                c.wake.notify_one();
+            }
+        }
+    }
+
+    /// Registers a new client.
+    pub fn register(&self) -> Arc<Client> {
+        // Relaxed: only uniqueness matters.
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let c = Arc::new(Client::new(id, self.budget));
+        self.clients
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::clone(&c));
+        c
+    }
+
+    /// Forgets a client.
+    pub fn unregister(&self, client: &Client) {
+        self.clients
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|c| c.id != client.id);
+    }
+
+    /// Subscribes `client` to `topic`: books get the current book of each
+    /// (matching) instrument first; `from` resumes from that sequence
+    /// (ring, then WAL, then live).
+    pub fn subscribe(
+        self: &Arc<Self>,
+        client: &Arc<Client>,
+        topic: &Topic,
+        instruments: Option<std::collections::HashSet<String>>,
+        from: Option<u64>,
+    ) {
+        let name = Arc::clone(&topic.name);
+        // The books lock orders the snapshot against live updates: every
+        // book after it comes from a later fan-out.
+        let mut books = self.books.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = client.lock();
+        let snapshot: Vec<Arc<Frame>> = books
+            .iter_mut()
+            .filter(|((t, key), _)| {
+                *t == name && instruments.as_ref().is_none_or(|set| set.contains(key))
+            })
+            .filter_map(|(_, b)| {
+                if let Book::Raw(seq, raw) = b {
+                    *b = Book::Encoded(Arc::new(encode(&name, *seq, raw)?));
+                }
+                match b {
+                    Book::Encoded(f) => Some(Arc::clone(f)),
+                    Book::Raw(..) => None,
+                }
+            })
+            .collect();
+        let resume = from.filter(|_| !topic.books);
+        s.subs.insert(
+            Arc::clone(&name),
+            Sub {
+                instruments,
+                // A resume delivers nothing before `from`, live or held.
+                next: resume.unwrap_or(0),
+                resuming: resume.map(|_| VecDeque::new()),
+            },
+        );
+        drop(books);
+        let mut snapshot = snapshot;
+        snapshot.sort_by_key(|f| f.seq);
+        for f in &snapshot {
+            s.admit(f);
+        }
+        drop(s);
+        client.wake.notify_one();
+        if let Some(from) = resume {
+            let hub = Arc::clone(self);
+            let c = Arc::clone(client);
+            let spawned = std::thread::Builder::new()
+                .name(format!("gw-resume-{}", client.id))
+                .spawn(move || hub.resume(&c, &name, from));
+            if let Err(e) = spawned {
+                client.push_control(super::protocol::error("resume", &e.to_string()));
+            }
+        }
+    }
+
+    /// Delivers `topic` from `from` on (the WAL, then the ring), until it
+    /// reaches the live frames held back meanwhile; then hands over to live.
+    fn resume(&self, client: &Arc<Client>, topic: &Arc<str>, from: u64) {
+        let wal = self
+            .wal
+            .as_ref()
+            .map_or_else(|| PathBuf::from("/nonexistent"), |w| w.join(&**topic));
+        let mut r = Resumable::open_at(&self.bus, topic, &wal, "gateway", from);
+        r.set_poll(Duration::from_millis(5));
+        // Whether the hold reaches the resume's position: then hand over.
+        let handover = || {
+            let mut s = client.lock();
+            if s.close.is_some() {
+                return true;
+            }
+            let st = &mut *s;
+            let Some(sub) = st.subs.get_mut(topic) else {
+                return true;
+            };
+            let next = sub.next;
+            let Some(hold) = &mut sub.resuming else {
+                return true;
+            };
+            if hold.front().is_none_or(|f| f.seq > next) {
+                return false;
+            }
+            let hold = std::mem::take(hold);
+            sub.resuming = None;
+            for f in hold {
+                st.admit(&f);
+            }
+            drop(s);
+            client.wake.notify_one();
+            true
+        };
+        let result = r.run(
+            |event| {
+                // Flow control: a resume waits for room instead of skipping.
+                loop {
+                    let s = client.lock();
+                    if s.close.is_some() || s.queued_bytes() < self.budget / 2 {
+                        break;
+                    }
+                    drop(s);
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                let mut s = client.lock();
+                match event {
+                    Event::Frame { seq, bytes } => match encode(topic, seq, bytes) {
+                        Some(f) => {
+                            s.admit(&Arc::new(f));
+                        }
+                        None => {
+                            if let Some(sub) = s.subs.get_mut(topic) {
+                                sub.next = sub.next.max(seq + 1);
+                            }
+                        }
+                    },
+                    Event::Invalid { seq, .. } | Event::Lost(seq) => s.lost(topic, seq, seq, 1),
+                    Event::Missing { from, to } => s.lost(topic, from, to, to - from + 1),
+                }
+                drop(s);
+                client.wake.notify_one();
+                ControlFlow::Continue(())
+            },
+            handover,
+        );
+        if let Err(e) = result {
+            client.push_control(super::protocol::error("resume", &e));
+            handover();
+        }
+    }
+
+    /// Removes `topic` from `client`'s subscriptions.
+    pub fn unsubscribe(&self, client: &Client, topic: &str) -> bool {
+        client.lock().subs.remove(topic).is_some()
+    }
+}

@@ -1,0 +1,42 @@
+// Loads the gateway's live page in a real browser and checks what it shows:
+// trades and a book appear and change, and after the feed is paused the page
+// shows a gap. Saves a screenshot. Run by .ci/browser, which starts the
+// gateway and the feed and passes:
+//   GATEWAY_URL   the page, e.g. http://127.0.0.1:8080/
+//   FEED_PIDS     space-separated pids of the publishers to pause (SIGSTOP)
+//   CHROMIUM      the browser executable
+//   SCREENSHOT    where to save the screenshot
+import { chromium } from "playwright-core";
+
+const url = process.env.GATEWAY_URL;
+const fail = (msg) => { console.error("browser test: FAIL: " + msg); process.exit(1); };
+if (!url) fail("GATEWAY_URL is not set");
+
+const browser = await chromium.launch({ executablePath: process.env.CHROMIUM, args: ["--no-sandbox"] });
+try {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 720 } });
+  page.on("pageerror", (e) => fail("page error: " + e.message));
+  await page.goto(url);
+  const firstTrade = () => page.$eval("#trades tr td", (td) => td.textContent).catch(() => null);
+  const ladder = () => page.$eval("#ladder tbody", (b) => b.textContent).catch(() => "");
+  await page.waitForSelector("#trades tr", { timeout: 10000 }).catch(() => fail("no trade appeared in 10 s"));
+  await page.waitForFunction(() => document.querySelector("#ladder tbody").rows.length > 0, null, { timeout: 10000 })
+    .catch(() => fail("no book appeared in 10 s"));
+  const [t0, b0] = [await firstTrade(), await ladder()];
+  await page.waitForFunction(([t, b]) =>
+      document.querySelector("#trades tr td").textContent !== t
+      && document.querySelector("#ladder tbody").textContent !== b,
+    [t0, b0], { timeout: 10000 }).catch(() => fail("the trades or the book did not change in 10 s"));
+  await page.waitForFunction(() => document.querySelector("#state").className === "live", null, { timeout: 5000 })
+    .catch(() => fail("the page never showed the live state"));
+  await page.waitForTimeout(1200); // a full rates tick for the screenshot
+  if (process.env.SCREENSHOT) await page.screenshot({ path: process.env.SCREENSHOT });
+  // Pause the feed: the page must show a gap once trades stop past its window.
+  for (const pid of (process.env.FEED_PIDS || "").split(" ").filter(Boolean)) process.kill(Number(pid), "SIGSTOP");
+  await page.waitForFunction(() => document.querySelector("#state").className === "gap", null, { timeout: 10000 })
+    .catch(() => fail("no gap shown 10 s after the feed was paused"));
+  for (const pid of (process.env.FEED_PIDS || "").split(" ").filter(Boolean)) process.kill(Number(pid), "SIGCONT");
+  console.log("browser test: ok (trades and book live and changing; gap shown after the pause)");
+} finally {
+  await browser.close();
+}

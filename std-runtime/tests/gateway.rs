@@ -1,0 +1,739 @@
+//! The WebSocket gateway against a real WebSocket client on 127.0.0.1.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use zerocast_core::frame::{
+    id::id, AccountUpdate, Direction, Level, MarketL2, TradeEvent, L2_DEPTH,
+};
+use zerocast_ipc::{Bus, Config, TopicConfig, TopicKind};
+use zerocast_runtime::gateway::{auth, Gateway, GatewayOptions};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A gateway on a fresh namespace, served on a thread until dropped.
+struct Running {
+    addr: SocketAddr,
+    bus: Bus,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    wal: std::path::PathBuf,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.bus.remove_segments();
+        let _ = std::fs::remove_dir_all(&self.wal);
+    }
+}
+
+fn start(tag: &str, trade_ring: u64, options: GatewayOptions) -> Running {
+    let ns = format!("gw{tag}{}", std::process::id());
+    let config = Config {
+        namespace: ns.clone(),
+        topics: vec![
+            TopicConfig::new("trade_events", trade_ring, TopicKind::Trade),
+            TopicConfig::new("account_events", 1 << 20, TopicKind::Account),
+            TopicConfig::new("market_l2", 1 << 20, TopicKind::L2),
+        ],
+    };
+    let bus = Bus::new(config);
+    bus.remove_segments();
+    let wal = std::env::temp_dir().join(format!("zc-gw-{ns}"));
+    let _ = std::fs::remove_dir_all(&wal);
+    let options = GatewayOptions {
+        wal: Some(wal.clone()),
+        ..options
+    };
+    let gw = Gateway::bind(&bus, "127.0.0.1:0", options).unwrap();
+    let addr = gw.local_addr().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = Arc::clone(&stop);
+    let thread = std::thread::spawn(move || gw.serve(move || s.load(Ordering::Relaxed)).unwrap());
+    Running {
+        addr,
+        bus,
+        stop,
+        thread: Some(thread),
+        wal,
+    }
+}
+
+fn trade(instrument: &str, n: u64) -> TradeEvent {
+    TradeEvent {
+        trade_id: id(&format!("t{n}")).unwrap(),
+        order_id: id(&format!("o{n}")).unwrap(),
+        instrument_id: id(instrument).unwrap(),
+        price: 100.0 + n as f64,
+        volume: 1.0,
+        direction: Direction::Buy,
+        timestamp: 1,
+    }
+}
+
+fn account(user: &str, balance: f64) -> AccountUpdate {
+    AccountUpdate {
+        user_id: id(user).unwrap(),
+        balance,
+        available: balance,
+        margin: 0.0,
+        timestamp: 1,
+    }
+}
+
+fn book(instrument: &str, bid: f64) -> MarketL2 {
+    let lv = |p: f64| Level {
+        price: p,
+        volume: 1.0,
+    };
+    MarketL2 {
+        instrument_id: id(instrument).unwrap(),
+        bids: [lv(bid); L2_DEPTH],
+        asks: [lv(bid + 1.0); L2_DEPTH],
+        timestamp: 1,
+    }
+}
+
+async fn connect(addr: SocketAddr) -> Ws {
+    tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .unwrap()
+        .0
+}
+
+async fn send(ws: &mut Ws, v: Value) {
+    ws.send(Message::Text(v.to_string().into())).await.unwrap();
+}
+
+/// Messages other than heartbeats, in order, until `done` says so (or 10 s).
+async fn collect(ws: &mut Ws, mut done: impl FnMut(&[Value]) -> bool) -> Vec<Value> {
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !done(&out) {
+        let m = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("timed out; got {} messages: {:?}", out.len(), out.last()));
+        match m {
+            Some(Ok(Message::Text(t))) => {
+                for line in t.as_str().split('\n') {
+                    let v: Value = serde_json::from_str(line).unwrap();
+                    if v["type"] != "heartbeat" {
+                        out.push(v);
+                    }
+                }
+            }
+            Some(Ok(Message::Close(c))) => {
+                out.push(json!({"type": "close", "code": c.as_ref().map(|c| u16::from(c.code)), "reason": c.map(|c| c.reason.to_string())}));
+                return out;
+            }
+            Some(Ok(_)) => {}
+            other => {
+                out.push(json!({"type": "ended", "how": format!("{other:?}")}));
+                return out;
+            }
+        }
+    }
+    out
+}
+
+fn data(msgs: &[Value]) -> Vec<&Value> {
+    msgs.iter().filter(|m| m["type"] == "data").collect()
+}
+
+/// Waits until the gateway's bus readers are attached (a subscription
+/// round-trip), so frames published next are seen.
+async fn subscribed(ws: &mut Ws, req: Value) -> Vec<Value> {
+    send(ws, req).await;
+    collect(ws, |m| {
+        m.iter()
+            .any(|v| v["type"] == "subscribed" || v["type"] == "error")
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_with_instrument_filter_gets_only_those_with_seq_and_publish_ns() {
+    let gw = start("filt", 1 << 20, GatewayOptions::default());
+    let mut ws = connect(gw.addr).await;
+    subscribed(
+        &mut ws,
+        json!({"op":"subscribe","topics":["trade_events"],"instruments":["AAA"]}),
+    )
+    .await;
+    let mut p = gw.bus.publisher("trade_events").unwrap();
+    let mut want = Vec::new();
+    for n in 0..20 {
+        let inst = if n % 2 == 0 { "AAA" } else { "BBB" };
+        let seq = p.publish(&trade(inst, n)).unwrap();
+        if inst == "AAA" {
+            want.push(seq);
+        }
+    }
+    let msgs = collect(&mut ws, |m| data(m).len() >= 10).await;
+    let got: Vec<u64> = data(&msgs)
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(got, want);
+    for m in data(&msgs) {
+        assert_eq!(m["topic"], "trade_events");
+        assert_eq!(m["instrument_id"], "AAA");
+        assert!(m["publish_ns"].as_u64().unwrap() > 0);
+    }
+    // /healthz answers ok.
+    let body = http_get(gw.addr, "/healthz").await;
+    assert!(
+        body.starts_with("HTTP/1.1 200") && body.ends_with("ok\n"),
+        "{body}"
+    );
+}
+
+async fn http_get(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_errors_naming_the_problem_and_the_connection_stays_usable() {
+    let gw = start("bad", 1 << 20, GatewayOptions::default());
+    let mut ws = connect(gw.addr).await;
+    let cases: Vec<(Message, &str)> = vec![
+        (Message::Text("{not json".into()), "bad JSON"),
+        (Message::Text(r#"{"op":"subscribe","topics":["nope"]}"#.into()), "unknown topic \"nope\""),
+        (Message::Text(format!(r#"{{"op":"subscribe","topics":["trade_events"],"x":"{}"}}"#, "a".repeat(5000)).into()), "exceeds the limit"),
+        (Message::Text(json!({"op":"subscribe","topics":["trade_events"],"instruments":(0..300).map(|i| format!("I{i}")).collect::<Vec<_>>()}).to_string().into()), "too many subscriptions"),
+        (Message::Text(r#"{"op":"subscribe","topics":["account_events"]}"#.into()), "private"),
+        (Message::Text(r#"{"op":"subscribe","topics":["trade_events"],"from":"x"}"#.into()), "\"from\""),
+        (Message::Text(r#"{"op":"dance"}"#.into()), "unknown op"),
+        (Message::Binary(vec![1, 2].into()), "binary"),
+    ];
+    for (msg, want) in cases {
+        ws.send(msg).await.unwrap();
+        let m = collect(&mut ws, |m| !m.is_empty()).await;
+        assert_eq!(m[0]["type"], "error", "{m:?}");
+        assert!(
+            m[0]["error"].as_str().unwrap().contains(want),
+            "want {want:?} in {m:?}"
+        );
+    }
+    // Still usable.
+    let m = subscribed(&mut ws, json!({"op":"subscribe","topics":["trade_events"]})).await;
+    assert_eq!(m.last().unwrap()["type"], "subscribed", "{m:?}");
+    // Two more bad requests (10 in all) close it with a code and reason.
+    send(&mut ws, json!({"op":"x"})).await;
+    send(&mut ws, json!({"op":"x"})).await;
+    let m = collect(&mut ws, |m| m.iter().any(|v| v["type"] == "close")).await;
+    let close = m.last().unwrap();
+    assert_eq!(close["code"], 1008, "{m:?}");
+    assert_eq!(close["reason"], "too many bad requests");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_client_gets_a_gap_with_the_exact_count_and_never_slows_a_fast_one() {
+    let gw = start(
+        "slow",
+        16 << 20,
+        GatewayOptions {
+            budget: 1 << 20,
+            send_buffer: Some(4096),
+            ..Default::default()
+        },
+    );
+    // The slow client: a tiny receive buffer, and it does not read for now.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let stream = sock.connect(gw.addr).await.unwrap();
+    let req = format!("ws://{}/ws", gw.addr)
+        .into_client_request()
+        .unwrap();
+    let (mut slow, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(stream))
+        .await
+        .unwrap();
+    let mut fast = connect(gw.addr).await;
+    let sub = json!({"op":"subscribe","topics":["trade_events"]});
+    subscribed(&mut slow, sub.clone()).await;
+    subscribed(&mut fast, sub).await;
+    const N: u64 = 10_000;
+    const CHUNK: u64 = 1_000;
+    // The fast client reads each chunk before the next is published, so it
+    // is never more than a chunk (about 350 kB) behind: within its budget.
+    let mut p = gw.bus.publisher("trade_events").unwrap();
+    let mut seqs = Vec::new();
+    let mut msgs = Vec::new();
+    for c in 0..N / CHUNK {
+        for n in 0..CHUNK {
+            seqs.push(p.publish(&trade("AAA", c * CHUNK + n)).unwrap());
+        }
+        let want = ((c + 1) * CHUNK) as usize;
+        let mut more = collect(&mut fast, |m| data(m).len() + data(&msgs).len() >= want).await;
+        msgs.append(&mut more);
+    }
+    let got: Vec<u64> = data(&msgs)
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(got, seqs);
+    assert!(!msgs.iter().any(|m| m["type"] == "gap"));
+    // The slow client: what it got plus what the gaps count is every trade,
+    // and each gap names exactly the sequences it did not get.
+    let last = *seqs.last().unwrap();
+    let msgs = collect(&mut slow, |m| {
+        m.iter().any(|v| v["seq"] == last || v["to"] == last)
+    })
+    .await;
+    let mut expect = seqs[0];
+    let (mut delivered, mut skipped, mut gaps) = (0u64, 0u64, 0);
+    for m in &msgs {
+        match m["type"].as_str().unwrap() {
+            "data" => {
+                assert_eq!(
+                    m["seq"], expect,
+                    "after {delivered} delivered, {skipped} skipped"
+                );
+                expect += 1;
+                delivered += 1;
+            }
+            "gap" => {
+                assert_eq!(m["from"], expect);
+                let to = m["to"].as_u64().unwrap();
+                let count = m["count"].as_u64().unwrap();
+                assert_eq!(count, to - expect + 1, "{m}");
+                skipped += count;
+                expect = to + 1;
+                gaps += 1;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(delivered + skipped, N);
+    assert!(gaps >= 1, "the slow client never went over budget");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn book_subscription_starts_with_a_snapshot_then_updates() {
+    let gw = start("book", 1 << 20, GatewayOptions::default());
+    let mut p = gw.bus.publisher("market_l2").unwrap();
+    // Before anyone subscribes: the gateway keeps the latest per instrument.
+    let mut probe = connect(gw.addr).await;
+    subscribed(&mut probe, json!({"op":"subscribe","topics":["market_l2"]})).await;
+    p.publish(&book("AAA", 10.0)).unwrap();
+    let s2 = p.publish(&book("AAA", 11.0)).unwrap();
+    let s3 = p.publish(&book("BBB", 50.0)).unwrap();
+    collect(&mut probe, |m| data(m).len() >= 3).await;
+    let mut ws = connect(gw.addr).await;
+    send(
+        &mut ws,
+        json!({"op":"subscribe","topics":["market_l2"],"instruments":["AAA"]}),
+    )
+    .await;
+    let m = collect(&mut ws, |m| !data(m).is_empty()).await;
+    let snap = data(&m)[0];
+    assert_eq!(snap["seq"], s2);
+    assert_eq!(snap["bids"][0][0], 11.0);
+    p.publish(&book("BBB", 51.0)).unwrap();
+    let s5 = p.publish(&book("AAA", 12.0)).unwrap();
+    let m = collect(&mut ws, |m| !data(m).is_empty()).await;
+    assert_eq!(data(&m)[0]["seq"], s5);
+    assert!(s3 < s5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_from_a_sequence_reads_the_wal_then_the_ring_then_live_without_gap_or_duplicate() {
+    use zerocast_runtime::recorder;
+    use zerocast_runtime::wal::WalOptions;
+    // A ring of a few dozen slots: most of the history is only in the WAL.
+    let gw = start("res", 128 << 10, GatewayOptions::default());
+    let (mut wal, _) = recorder::open_wal(&gw.wal, "trade_events", WalOptions::default()).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (bus, s) = (gw.bus.clone(), Arc::clone(&stop));
+    let rec = std::thread::spawn(move || {
+        recorder::record(&bus, "trade_events", &mut wal, || s.load(Ordering::Relaxed)).unwrap();
+    });
+    let mut p = gw.bus.publisher("trade_events").unwrap();
+    // Wait until the recorder's gating registration holds the ring.
+    let first = p.publish(&trade("AAA", 0)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut seqs = vec![first];
+    for n in 1..1000 {
+        seqs.push(p.publish(&trade("AAA", n)).unwrap());
+    }
+    let from = seqs[5];
+    let mut ws = connect(gw.addr).await;
+    send(
+        &mut ws,
+        json!({"op":"subscribe","topics":["trade_events"],"from":from}),
+    )
+    .await;
+    let m = collect(&mut ws, |m| data(m).len() >= 995).await;
+    // Live frames after the catch-up.
+    for n in 1000..1020 {
+        seqs.push(p.publish(&trade("AAA", n)).unwrap());
+    }
+    let mut m2 = collect(&mut ws, |m| data(m).len() >= 20).await;
+    let mut all = m;
+    all.append(&mut m2);
+    assert!(
+        !all.iter()
+            .any(|v| v["type"] == "gap" || v["type"] == "error"),
+        "{all:?}"
+    );
+    let got: Vec<u64> = data(&all)
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(got, seqs[5..].to_vec());
+    stop.store(true, Ordering::Relaxed);
+    rec.join().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_past_what_the_ring_and_wal_hold_reports_a_gap_then_delivers_the_rest() {
+    // No recorder: the WAL is empty and the tiny ring has lapped.
+    let gw = start("lap", 128 << 10, GatewayOptions::default());
+    let mut p = gw.bus.publisher("trade_events").unwrap();
+    let seqs: Vec<u64> = (0..1000)
+        .map(|n| p.publish(&trade("AAA", n)).unwrap())
+        .collect();
+    let mut ws = connect(gw.addr).await;
+    send(
+        &mut ws,
+        json!({"op":"subscribe","topics":["trade_events"],"from":seqs[0]}),
+    )
+    .await;
+    let m = collect(&mut ws, |m| m.iter().any(|v| v["seq"] == seqs[999])).await;
+    let gap = m
+        .iter()
+        .find(|v| v["type"] == "gap")
+        .expect("a gap message");
+    assert_eq!(gap["from"], seqs[0]);
+    let to = gap["to"].as_u64().unwrap();
+    assert_eq!(gap["count"].as_u64().unwrap(), to - seqs[0] + 1);
+    let got: Vec<u64> = data(&m)
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(got, ((to + 1)..=seqs[999]).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_events_reach_only_their_owner_across_reconnects() {
+    let secret = b"test-secret".to_vec();
+    let gw = start(
+        "own",
+        1 << 20,
+        GatewayOptions {
+            secret: Some(secret.clone()),
+            ..Default::default()
+        },
+    );
+    let exp = auth::now_secs() + 60;
+    let token = |u: &str| auth::sign(&secret, &[u], exp);
+    let login = |token: String| async move {
+        let mut ws = connect(gw.addr).await;
+        send(&mut ws, json!({"op":"auth","token":token})).await;
+        let m = subscribed(
+            &mut ws,
+            json!({"op":"subscribe","topics":["account_events"]}),
+        )
+        .await;
+        assert!(m.iter().any(|v| v["type"] == "authenticated"), "{m:?}");
+        ws
+    };
+    let mut a = login(token("user-a")).await;
+    let mut b = login(token("user-b")).await;
+    let mut p = gw.bus.publisher("account_events").unwrap();
+    let users = ["user-a", "user-b", "user-c"];
+    let mut own_a = Vec::new();
+    for n in 0..300 {
+        let u = users[n % 3];
+        let seq = p.publish(&account(u, n as f64)).unwrap();
+        if u == "user-a" {
+            own_a.push(seq);
+        }
+    }
+    let ma = collect(&mut a, |m| data(m).len() >= 100).await;
+    let mb = collect(&mut b, |m| data(m).len() >= 100).await;
+    assert!(data(&ma).iter().all(|m| m["user_id"] == "user-a"));
+    assert!(data(&mb).iter().all(|m| m["user_id"] == "user-b"));
+    let got: Vec<u64> = data(&ma)
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(got, own_a);
+    // A reconnects and resumes from its first update: still only its own.
+    drop(a);
+    let mut a = connect(gw.addr).await;
+    send(&mut a, json!({"op":"auth","token":token("user-a")})).await;
+    send(
+        &mut a,
+        json!({"op":"subscribe","topics":["account_events"],"from":own_a[0]}),
+    )
+    .await;
+    let ma = collect(&mut a, |m| data(m).len() >= 100).await;
+    assert!(data(&ma).iter().all(|m| m["user_id"] == "user-a"), "{ma:?}");
+    // A forged or expired token is refused, with a close code.
+    let mut c = connect(gw.addr).await;
+    send(
+        &mut c,
+        json!({"op":"auth","token":auth::sign(b"wrong", &["user-b"], exp)}),
+    )
+    .await;
+    let m = collect(&mut c, |m| m.iter().any(|v| v["type"] == "close")).await;
+    assert!(
+        m[0]["error"].as_str().unwrap().contains("signature"),
+        "{m:?}"
+    );
+    assert_eq!(m.last().unwrap()["code"], 1008);
+    // Auth later than the first message is refused.
+    let mut d = connect(gw.addr).await;
+    subscribed(&mut d, json!({"op":"subscribe","topics":["trade_events"]})).await;
+    send(&mut d, json!({"op":"auth","token":token("user-b")})).await;
+    let m = collect(&mut d, |m| m.iter().any(|v| v["type"] == "error")).await;
+    assert!(m.last().unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .contains("first message"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_upgrade_from_a_foreign_origin_is_refused() {
+    let gw = start(
+        "orig",
+        1 << 20,
+        GatewayOptions {
+            origins: vec!["https://desk.example".into()],
+            ..Default::default()
+        },
+    );
+    let mut req = format!("ws://{}/ws", gw.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("origin", "https://evil.example".parse().unwrap());
+    let err = tokio_tungstenite::connect_async(req).await.unwrap_err();
+    assert!(err.to_string().contains("403"), "{err}");
+    let mut req = format!("ws://{}/ws", gw.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("origin", "https://desk.example".parse().unwrap());
+    assert!(tokio_tungstenite::connect_async(req).await.is_ok());
+    let _ = CloseCode::Normal;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_owner_is_disconnected_as_slow_consumer_and_never_loses_an_account_event_silently() {
+    let secret = b"s".to_vec();
+    let gw = start(
+        "slowacc",
+        1 << 20,
+        GatewayOptions {
+            secret: Some(secret.clone()),
+            budget: 16 << 10,
+            send_buffer: Some(4096),
+            ..Default::default()
+        },
+    );
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let stream = sock.connect(gw.addr).await.unwrap();
+    let req = format!("ws://{}/ws", gw.addr)
+        .into_client_request()
+        .unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(stream))
+        .await
+        .unwrap();
+    send(
+        &mut ws,
+        json!({"op":"auth","token":auth::sign(&secret, &["user-a"], auth::now_secs() + 60)}),
+    )
+    .await;
+    subscribed(
+        &mut ws,
+        json!({"op":"subscribe","topics":["account_events"]}),
+    )
+    .await;
+    let mut p = gw.bus.publisher("account_events").unwrap();
+    let seqs: Vec<u64> = (0..3000)
+        .map(|n| p.publish(&account("user-a", n as f64)).unwrap())
+        .collect();
+    let m = collect(&mut ws, |_| false).await;
+    // What arrived is an unbroken prefix; then the connection ends.
+    let got: Vec<u64> = data(&m)
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert!(got.len() < seqs.len(), "never went over budget");
+    assert_eq!(got, seqs[..got.len()].to_vec());
+    assert!(!m.iter().any(|v| v["type"] == "gap"));
+    let end = m.last().unwrap();
+    assert!(
+        end["type"] == "ended" || (end["type"] == "close" && end["reason"] == "slow consumer"),
+        "{end}"
+    );
+}
+
+/// `zerocast gateway` as a process: prints its URL, serves `/healthz` and
+/// the page, and exits 0 on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_command_serves_the_page_and_healthz_and_stops_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let ns = format!("gwcmd{}", std::process::id());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_zerocast"))
+        .env_remove("ZEROCAST_NAMESPACE")
+        .env("ZEROCAST_LOG", "warn")
+        .args(["--namespace", &ns, "gateway", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr: SocketAddr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap_or_else(|| panic!("no URL in {line:?}"))
+        .parse()
+        .unwrap();
+    let health = http_get(addr, "/healthz").await;
+    let page = http_get(addr, "/").await;
+    // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    Bus::new(Config {
+        namespace: ns,
+        ..Config::default_topics()
+    })
+    .remove_segments();
+    assert!(health.ends_with("ok\n"), "{health}");
+    assert!(page.contains("<title>zerocast live</title>"), "{page}");
+    assert!(status.success(), "{status}");
+}
+
+/// Owner-only under load: ten owners at once, their updates interleaved
+/// with each other's and with a trade stream; each gets exactly its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_owners_under_load_each_get_exactly_their_own_account_updates() {
+    let secret = b"load".to_vec();
+    let gw = start(
+        "own10",
+        1 << 20,
+        GatewayOptions {
+            secret: Some(secret.clone()),
+            ..Default::default()
+        },
+    );
+    let exp = auth::now_secs() + 60;
+    let mut clients = Vec::new();
+    for u in 0..10 {
+        let mut ws = connect(gw.addr).await;
+        send(
+            &mut ws,
+            json!({"op":"auth","token":auth::sign(&secret, &[&format!("user-{u}")], exp)}),
+        )
+        .await;
+        subscribed(
+            &mut ws,
+            json!({"op":"subscribe","topics":["account_events","trade_events"]}),
+        )
+        .await;
+        clients.push(ws);
+    }
+    let mut acc = gw.bus.publisher("account_events").unwrap();
+    let mut trades = gw.bus.publisher("trade_events").unwrap();
+    let mut own: Vec<Vec<u64>> = vec![Vec::new(); 10];
+    for n in 0..2000u64 {
+        let u = (n * 7 % 11) as usize; // user-10 has no client
+        let seq = acc
+            .publish(&account(&format!("user-{u}"), n as f64))
+            .unwrap();
+        if u < 10 {
+            own[u].push(seq);
+        }
+        trades.publish(&trade("AAA", n)).unwrap();
+    }
+    for (u, ws) in clients.iter_mut().enumerate() {
+        let want = own[u].len();
+        let m = collect(ws, |m| {
+            m.iter().filter(|v| v["topic"] == "account_events").count() >= want
+                && m.iter()
+                    .filter(|v| v["topic"] == "trade_events" && v["type"] == "data")
+                    .count()
+                    >= 2000
+        })
+        .await;
+        let got: Vec<u64> = m
+            .iter()
+            .filter(|v| v["topic"] == "account_events" && v["type"] == "data")
+            .map(|v| {
+                assert_eq!(v["user_id"], format!("user-{u}"), "client {u} got {v}");
+                v["seq"].as_u64().unwrap()
+            })
+            .collect();
+        assert_eq!(got, own[u], "client {u}");
+    }
+}
+
+/// A client that answers no ping is closed after the pong timeout; one that
+/// reads (and so answers) stays connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_without_pongs_is_dropped_and_one_with_pongs_is_kept() {
+    let gw = start(
+        "ping",
+        1 << 20,
+        GatewayOptions {
+            ping_every: Duration::from_millis(100),
+            pong_timeout: Duration::from_millis(500),
+            ..Default::default()
+        },
+    );
+    let mut silent = connect(gw.addr).await;
+    let mut live = connect(gw.addr).await;
+    // The live client reads (tungstenite answers each ping) for 1.5 s.
+    let reading = tokio::time::timeout(Duration::from_millis(1500), async {
+        while let Some(Ok(m)) = live.next().await {
+            if let Message::Close(c) = m {
+                return format!("closed: {c:?}");
+            }
+        }
+        "ended".to_owned()
+    })
+    .await;
+    assert!(
+        reading.is_err(),
+        "the reading client was dropped: {reading:?}"
+    );
+    // The silent client read nothing meanwhile: the gateway has closed it
+    // (1001 "no pong in time"; tungstenite may first fail to answer the
+    // queued pings on the closed socket and report that instead).
+    let m = collect(&mut silent, |_| false).await;
+    let end = m.last().unwrap();
+    let how = end["how"].as_str().unwrap_or("");
+    assert!(
+        (end["type"] == "close" && end["code"] == 1001 && end["reason"] == "no pong in time")
+            || (end["type"] == "ended"
+                && (how.contains("BrokenPipe") || how.contains("ConnectionReset"))),
+        "{m:?}"
+    );
+}
