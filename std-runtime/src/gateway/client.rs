@@ -53,8 +53,34 @@ pub struct Sub {
     /// The next sequence this client may be given (older ones are
     /// duplicates of what a resume already delivered).
     pub next: u64,
-    /// While a resume catches up: live frames held back until it reaches them.
-    pub resuming: Option<VecDeque<Arc<Frame>>>,
+    /// While a resume catches up: live frames (and what the gateway's own
+    /// reader lost) held back until it reaches them.
+    pub resuming: Option<VecDeque<Held>>,
+}
+
+/// What a resume holds back: a live frame, or a run the live reader lost.
+#[derive(Debug)]
+pub enum Held {
+    /// A live frame.
+    Frame(Arc<Frame>),
+    /// `count` sequences `from..=to` the gateway's bus reader lost.
+    Lost {
+        /// First lost sequence.
+        from: u64,
+        /// Last lost sequence.
+        to: u64,
+        /// How many.
+        count: u64,
+    },
+}
+
+impl Held {
+    fn first(&self) -> u64 {
+        match self {
+            Held::Frame(f) => f.seq,
+            Held::Lost { from, .. } => *from,
+        }
+    }
 }
 
 /// Live frames a resume holds back at most (older ones are dropped from the
@@ -155,7 +181,7 @@ impl Client {
             return;
         };
         if let Some(hold) = &mut sub.resuming {
-            hold.push_back(Arc::clone(frame));
+            hold.push_back(Held::Frame(Arc::clone(frame)));
             if hold.len() > RESUME_HOLD {
                 hold.pop_front();
             }
@@ -215,6 +241,69 @@ impl Client {
         s.counters.sent += n;
         self.gauge(&s);
         (n > 0).then_some((out, n))
+    }
+
+    /// `count` sequences `from..=to` of `topic` the gateway's own bus reader
+    /// lost (it was lapped by the ring).
+    pub fn lost_live(&self, topic: &str, from: u64, to: u64, count: u64) {
+        let mut s = self.lock();
+        let Some(sub) = s.subs.get_mut(topic) else {
+            return;
+        };
+        if let Some(hold) = &mut sub.resuming {
+            // Told at the hand-over unless the resume delivers them itself
+            // (a hole in the hold would otherwise pass silently).
+            hold.push_back(Held::Lost { from, to, count });
+            if hold.len() > RESUME_HOLD {
+                hold.pop_front();
+            }
+            return;
+        }
+        s.lost(topic, from, to, count);
+        drop(s);
+        self.wake.notify_one();
+    }
+
+    /// A resume of `topic` asks whether the live frames held back reach
+    /// its position; if so they are handed over (queued) and the topic is
+    /// live. True when the resume is to stop.
+    pub fn hand_over(&self, topic: &str) -> bool {
+        let mut s = self.lock();
+        if s.close.is_some() {
+            return true;
+        }
+        let st = &mut *s;
+        let Some(sub) = st.subs.get_mut(topic) else {
+            return true;
+        };
+        let next = sub.next;
+        let Some(hold) = &mut sub.resuming else {
+            return true;
+        };
+        if hold.front().is_none_or(|h| h.first() > next) {
+            return false;
+        }
+        let hold = std::mem::take(hold);
+        sub.resuming = None;
+        for h in hold {
+            match h {
+                Held::Frame(f) => {
+                    st.admit(&f);
+                }
+                Held::Lost { from, to, count } => {
+                    let next = st.subs.get(topic).map_or(u64::MAX, |s| s.next);
+                    if to >= next {
+                        // The resume delivered `from..next` already.
+                        let from2 = from.max(next);
+                        let count = if from2 > from { to - from2 + 1 } else { count };
+                        st.lost(topic, from2, to, count);
+                    }
+                }
+            }
+        }
+        drop(s);
+        self.wake.notify_one();
+        true
     }
 
     /// Queues a control message (an error, a gap, a snapshot), outside the
@@ -328,5 +417,57 @@ impl State {
             sub.next = sub.next.max(to + 1);
             self.push(Arc::from(gap_json(topic, from, to, count)));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trade(seq: u64) -> Arc<Frame> {
+        Arc::new(Frame {
+            topic: Arc::from("t"),
+            seq,
+            class: Class::Trade,
+            key: "AAA".into(),
+            text: Arc::from(format!("{{\"seq\":{seq}}}")),
+        })
+    }
+
+    fn sent(c: &Client) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        while let Some((batch, _)) = c.take() {
+            out.extend(batch.split('\n').map(|l| serde_json::from_str(l).unwrap()));
+        }
+        out
+    }
+
+    #[test]
+    fn regression_a_lapped_reader_during_a_resume_is_told_as_a_gap_at_hand_over() {
+        let c = Client::new(1, 1 << 20);
+        c.lock().subs.insert(
+            Arc::from("t"),
+            Sub {
+                instruments: None,
+                next: 10,
+                resuming: Some(VecDeque::new()),
+            },
+        );
+        // Live frames held while the resume catches up; the gateway's own
+        // reader is lapped over 12..=14 meanwhile.
+        c.offer(&trade(10));
+        c.offer(&trade(11));
+        c.lost_live("t", 12, 14, 3);
+        c.offer(&trade(15));
+        assert!(c.hand_over("t"));
+        let got = sent(&c);
+        let seqs: Vec<String> = got
+            .iter()
+            .map(|v| match v.get("type") {
+                Some(t) if t == "gap" => format!("gap {}..{} x{}", v["from"], v["to"], v["count"]),
+                _ => v["seq"].to_string(),
+            })
+            .collect();
+        assert_eq!(seqs, ["10", "11", "gap 12..14 x3", "15"]);
     }
 }

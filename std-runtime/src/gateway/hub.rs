@@ -225,12 +225,7 @@ impl Hub {
 
     fn lost(&self, topic: &str, from: u64, to: u64, count: u64) {
         for c in self.clients() {
-            let mut s = c.lock();
-            if s.subs.get(topic).is_some_and(|s| s.resuming.is_none()) {
-                s.lost(topic, from, to, count);
-                drop(s);
-                c.wake.notify_one();
-            }
+            c.lost_live(topic, from, to, count);
         }
     }
 
@@ -324,31 +319,7 @@ impl Hub {
         let mut r = Resumable::open_at(&self.bus, topic, &wal, "gateway", from);
         r.set_poll(Duration::from_millis(5));
         // Whether the hold reaches the resume's position: then hand over.
-        let handover = || {
-            let mut s = client.lock();
-            if s.close.is_some() {
-                return true;
-            }
-            let st = &mut *s;
-            let Some(sub) = st.subs.get_mut(topic) else {
-                return true;
-            };
-            let next = sub.next;
-            let Some(hold) = &mut sub.resuming else {
-                return true;
-            };
-            if hold.front().is_none_or(|f| f.seq > next) {
-                return false;
-            }
-            let hold = std::mem::take(hold);
-            sub.resuming = None;
-            for f in hold {
-                st.admit(&f);
-            }
-            drop(s);
-            client.wake.notify_one();
-            true
-        };
+        let handover = || client.hand_over(topic);
         let result = r.run(
             |event| {
                 // Flow control: a resume waits for room instead of skipping.
