@@ -737,3 +737,64 @@ async fn a_client_without_pongs_is_dropped_and_one_with_pongs_is_kept() {
         "{m:?}"
     );
 }
+
+/// Threads of this process whose name starts with `prefix`.
+fn threads_named(prefix: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|n| n.starts_with(prefix))
+        .count()
+}
+
+/// A client that does not read and subscribes again and again with `from`
+/// must not pile up resume threads (each one blocked on its full queue).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_repeated_resumes_by_a_stalled_client_do_not_pile_up_threads() {
+    let gw = start(
+        "pile",
+        16 << 20,
+        GatewayOptions {
+            budget: 16 << 10,
+            send_buffer: Some(4096),
+            ..Default::default()
+        },
+    );
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let stream = sock.connect(gw.addr).await.unwrap();
+    let req = format!("ws://{}/ws", gw.addr)
+        .into_client_request()
+        .unwrap();
+    let (mut slow, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(stream))
+        .await
+        .unwrap();
+    subscribed(&mut slow, json!({"op":"subscribe","topics":["market_l2"]})).await;
+    let mut p = gw.bus.publisher("trade_events").unwrap();
+    let first = p.publish(&trade("AAA", 0)).unwrap();
+    for n in 1..2000 {
+        p.publish(&trade("AAA", n)).unwrap();
+    }
+    const TIMES: usize = 30;
+    for _ in 0..TIMES {
+        send(
+            &mut slow,
+            json!({"op":"subscribe","topics":["trade_events"],"from":first}),
+        )
+        .await;
+    }
+    // The requests are handled within milliseconds; a second later at most
+    // the last resume may still run (other tests of this binary may run a
+    // resume or two meanwhile).
+    let mut most = 0;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        most = most.max(threads_named("gw-resume-"));
+    }
+    let n = threads_named("gw-resume-");
+    assert!(
+        n <= 5,
+        "{n} resume threads alive after {TIMES} resumes (at most {most} seen)"
+    );
+    drop(slow);
+}

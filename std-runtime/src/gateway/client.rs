@@ -56,6 +56,9 @@ pub struct Sub {
     /// While a resume catches up: live frames (and what the gateway's own
     /// reader lost) held back until it reaches them.
     pub resuming: Option<VecDeque<Held>>,
+    /// The id of the resume serving this subscription (0: none); a resume
+    /// whose subscription was replaced or removed stops.
+    pub resume: u64,
 }
 
 /// What a resume holds back: a live frame, or a run the live reader lost.
@@ -267,13 +270,13 @@ impl Client {
     /// A resume of `topic` asks whether the live frames held back reach
     /// its position; if so they are handed over (queued) and the topic is
     /// live. True when the resume is to stop.
-    pub fn hand_over(&self, topic: &str) -> bool {
+    pub fn hand_over(&self, topic: &str, resume: u64) -> bool {
         let mut s = self.lock();
         if s.close.is_some() {
             return true;
         }
         let st = &mut *s;
-        let Some(sub) = st.subs.get_mut(topic) else {
+        let Some(sub) = st.subs.get_mut(topic).filter(|s| s.resume == resume) else {
             return true;
         };
         let next = sub.next;
@@ -304,6 +307,16 @@ impl Client {
         drop(s);
         self.wake.notify_one();
         true
+    }
+
+    /// Whether resume `resume` of `topic` is still wanted (its subscription
+    /// is neither replaced nor removed, and the connection is not closing).
+    pub fn resume_wanted(&self, topic: &str, resume: u64) -> bool {
+        let s = self.lock();
+        s.close.is_none()
+            && s.subs
+                .get(topic)
+                .is_some_and(|s| s.resume == resume && s.resuming.is_some())
     }
 
     /// Queues a control message (an error, a gap, a snapshot), outside the
@@ -451,6 +464,7 @@ mod tests {
                 instruments: None,
                 next: 10,
                 resuming: Some(VecDeque::new()),
+                resume: 7,
             },
         );
         // Live frames held while the resume catches up; the gateway's own
@@ -459,7 +473,7 @@ mod tests {
         c.offer(&trade(11));
         c.lost_live("t", 12, 14, 3);
         c.offer(&trade(15));
-        assert!(c.hand_over("t"));
+        assert!(c.hand_over("t", 7));
         let got = sent(&c);
         let seqs: Vec<String> = got
             .iter()

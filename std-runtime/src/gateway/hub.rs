@@ -59,6 +59,7 @@ pub struct Hub {
     /// Set to stop the bus readers.
     pub stop: AtomicBool,
     next_id: AtomicU64,
+    next_resume: AtomicU64,
     /// Per-client byte budget for unsent data.
     pub budget: usize,
 }
@@ -119,6 +120,7 @@ impl Hub {
             wal,
             stop: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
+            next_resume: AtomicU64::new(1),
             budget,
         }))
     }
@@ -280,6 +282,8 @@ impl Hub {
             })
             .collect();
         let resume = from.filter(|_| !topic.books);
+        // Relaxed: only uniqueness matters.
+        let resume_id = resume.map_or(0, |_| self.next_resume.fetch_add(1, Ordering::Relaxed));
         s.subs.insert(
             Arc::clone(&name),
             Sub {
@@ -287,6 +291,7 @@ impl Hub {
                 // A resume delivers nothing before `from`, live or held.
                 next: resume.unwrap_or(0),
                 resuming: resume.map(|_| VecDeque::new()),
+                resume: resume_id,
             },
         );
         drop(books);
@@ -302,7 +307,7 @@ impl Hub {
             let c = Arc::clone(client);
             let spawned = std::thread::Builder::new()
                 .name(format!("gw-resume-{}", client.id))
-                .spawn(move || hub.resume(&c, &name, from));
+                .spawn(move || hub.resume(&c, &name, from, resume_id));
             if let Err(e) = spawned {
                 client.push_control(super::protocol::error("resume", &e.to_string()));
             }
@@ -311,7 +316,7 @@ impl Hub {
 
     /// Delivers `topic` from `from` on (the WAL, then the ring), until it
     /// reaches the live frames held back meanwhile; then hands over to live.
-    fn resume(&self, client: &Arc<Client>, topic: &Arc<str>, from: u64) {
+    fn resume(&self, client: &Arc<Client>, topic: &Arc<str>, from: u64, id: u64) {
         let wal = self
             .wal
             .as_ref()
@@ -319,16 +324,19 @@ impl Hub {
         let mut r = Resumable::open_at(&self.bus, topic, &wal, "gateway", from);
         r.set_poll(Duration::from_millis(5));
         // Whether the hold reaches the resume's position: then hand over.
-        let handover = || client.hand_over(topic);
+        let handover = || client.hand_over(topic, id);
         let result = r.run(
             |event| {
-                // Flow control: a resume waits for room instead of skipping.
+                // Flow control: a resume waits for room instead of skipping;
+                // one whose subscription was replaced or dropped stops (a
+                // client re-subscribing must not pile up waiting threads).
                 loop {
-                    let s = client.lock();
-                    if s.close.is_some() || s.queued_bytes() < self.budget / 2 {
+                    if !client.resume_wanted(topic, id) {
+                        return ControlFlow::Break(());
+                    }
+                    if client.lock().queued_bytes() < self.budget / 2 {
                         break;
                     }
-                    drop(s);
                     std::thread::sleep(Duration::from_millis(1));
                 }
                 let mut s = client.lock();
