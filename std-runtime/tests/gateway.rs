@@ -798,3 +798,57 @@ async fn regression_repeated_resumes_by_a_stalled_client_do_not_pile_up_threads(
     );
     drop(slow);
 }
+
+/// A WebSocket upgrade by hand on a raw socket (for frames a client
+/// library would not send).
+async fn raw_upgrade(addr: SocketAddr) -> TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!(
+            "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        assert_eq!(s.read(&mut b).await.unwrap(), 1, "{head:?}");
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{head:?}");
+    s
+}
+
+/// A frame announcing megabytes is refused at its header: the gateway
+/// neither waits for nor buffers the payload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_an_oversized_frame_is_refused_at_its_header() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = start("big", 1 << 20, GatewayOptions::default());
+    let mut s = raw_upgrade(gw.addr).await;
+    // A masked text frame announcing 8 MiB, then 100 kB of it.
+    let mut frame = vec![0x81, 0x80 | 127];
+    frame.extend_from_slice(&(8u64 << 20).to_be_bytes());
+    frame.extend_from_slice(&[0, 0, 0, 0]);
+    s.write_all(&frame).await.unwrap();
+    let _ = s.write_all(&vec![b' '; 100 << 10]).await;
+    // The gateway drops the connection (a close frame, then EOF, or a reset).
+    let mut buf = vec![0u8; 4096];
+    let closed = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the gateway still waits for the rest of an 8 MiB frame"
+    );
+}

@@ -20,6 +20,10 @@ use super::{auth, Shared};
 
 /// Bad requests a client may send before it is disconnected.
 pub const MAX_ERRORS: u32 = 10;
+/// Largest WebSocket frame and message accepted from a client (requests
+/// over [`protocol::MAX_REQUEST`] but within this get an error message; a
+/// larger one closes the connection).
+pub const MAX_FRAME: usize = 64 << 10;
 /// How long a client has to send its token.
 pub const AUTH_WINDOW: Duration = Duration::from_secs(5);
 
@@ -47,7 +51,11 @@ pub async fn upgrade(
                 .into_response();
         }
     }
-    ws.max_message_size(64 << 10)
+    // Both limits: a frame's header announcing more is refused before any
+    // of its payload is read (the message limit alone is checked only once
+    // a whole frame, up to 16 MiB by default, has been buffered).
+    ws.max_message_size(MAX_FRAME)
+        .max_frame_size(MAX_FRAME)
         .on_upgrade(move |socket| session(shared, socket))
 }
 
