@@ -852,3 +852,39 @@ async fn regression_an_oversized_frame_is_refused_at_its_header() {
         "the gateway still waits for the rest of an 8 MiB frame"
     );
 }
+
+/// Stopping the gateway is prompt even with a client stuck half-way
+/// through its upgrade request and one that never reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_stop_is_prompt_with_stuck_clients() {
+    use tokio::io::AsyncWriteExt;
+    let gw = start("stuck", 1 << 20, GatewayOptions::default());
+    let mut half = TcpStream::connect(gw.addr).await.unwrap();
+    half.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut idle = TcpStream::connect(gw.addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut deaf = connect(gw.addr).await;
+    subscribed(
+        &mut deaf,
+        json!({"op":"subscribe","topics":["trade_events"]}),
+    )
+    .await;
+    let mut p = gw.bus.publisher("trade_events").unwrap();
+    for n in 0..5000 {
+        p.publish(&trade("AAA", n)).unwrap();
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(gw);
+        let _ = tx.send(());
+    });
+    assert!(
+        rx.recv_timeout(Duration::from_secs(5)).is_ok(),
+        "the gateway did not stop within 5 s"
+    );
+    drop((half, idle, deaf));
+}

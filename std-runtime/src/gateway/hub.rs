@@ -231,6 +231,13 @@ impl Hub {
         }
     }
 
+    /// Asks every connected client's writer to close with `code`, `reason`.
+    pub fn close_all(&self, code: u16, reason: &str) {
+        for c in self.clients() {
+            c.close(code, reason);
+        }
+    }
+
     /// Registers a new client.
     pub fn register(&self) -> Arc<Client> {
         // Relaxed: only uniqueness matters.

@@ -124,6 +124,7 @@ impl Gateway {
             .build()
             .map_err(|e| e.to_string())?;
         let shared = Arc::clone(&self.shared);
+        let hub = Arc::clone(&self.shared.hub);
         let result = runtime.block_on(async move {
             // No Nagle delay: a batch is written as soon as it is taken.
             let listener = tokio::net::TcpListener::from_std(self.listener)?.tap_io(|tcp| {
@@ -136,13 +137,32 @@ impl Gateway {
                 .route("/healthz", get(ws::healthz))
                 .route("/ws", get(ws::upgrade))
                 .with_state(shared);
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    while !stop() {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                })
-                .await
+            let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let (flag, hub) = (Arc::clone(&stopping), Arc::clone(&hub));
+            let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+                while !stop() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                // WebSocket sessions are not the server's to wait for: they
+                // are told to close (their final flush is bounded to 1 s).
+                hub.close_all(1001, "gateway stopping");
+                // Relaxed: polled below; it publishes nothing else.
+                flag.store(true, Ordering::Relaxed);
+            });
+            // Connections still open a second after the stop (a client stuck
+            // half-way through a request, one that never reads) do not hold
+            // the process: the runtime's shutdown drops them.
+            let grace = async {
+                // Relaxed: see the store above.
+                while !stopping.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            };
+            tokio::select! {
+                r = std::future::IntoFuture::into_future(server) => r,
+                () = grace => Ok(()),
+            }
         });
         // Relaxed: the readers poll it; joining them below waits for them.
         self.shared.hub.stop.store(true, Ordering::Relaxed);
