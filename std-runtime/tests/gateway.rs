@@ -888,3 +888,35 @@ async fn regression_stop_is_prompt_with_stuck_clients() {
     );
     drop((half, idle, deaf));
 }
+
+/// A resume `from` beyond anything published (up to u64::MAX) is refused
+/// with an error naming it, not accepted as a subscription that silently
+/// never delivers (or panics on `seq + 1`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_resume_from_the_future_is_refused_with_an_error() {
+    let gw = start("fut", 1 << 20, GatewayOptions::default());
+    let mut p = gw.bus.publisher("trade_events").unwrap();
+    let first = p.publish(&trade("AAA", 0)).unwrap();
+    for from in [u64::MAX, first + 1_000_000] {
+        let mut ws = connect(gw.addr).await;
+        let m = subscribed(
+            &mut ws,
+            json!({"op":"subscribe","topics":["trade_events"],"from":from}),
+        )
+        .await;
+        let err = m.iter().find(|v| v["type"] == "error");
+        assert!(
+            err.is_some_and(|e| e["error"].as_str().unwrap().contains("\"from\"")),
+            "from {from}: {m:?}"
+        );
+        // The connection stays usable: a plain resume still works.
+        let m = subscribed(
+            &mut ws,
+            json!({"op":"subscribe","topics":["trade_events"],"from":first}),
+        )
+        .await;
+        assert!(m.iter().any(|v| v["type"] == "subscribed"), "{m:?}");
+        let m = collect(&mut ws, |m| !data(m).is_empty()).await;
+        assert_eq!(data(&m)[0]["seq"], first, "{m:?}");
+    }
+}

@@ -369,7 +369,7 @@ impl State {
         if frame.seq < sub.next {
             return false; // already delivered by a resume
         }
-        sub.next = frame.seq + 1;
+        sub.next = frame.seq.saturating_add(1);
         if !self.wants(frame) || self.close.is_some() {
             return false;
         }
@@ -427,7 +427,7 @@ impl State {
     /// the WAL holds them).
     pub fn lost(&mut self, topic: &str, from: u64, to: u64, count: u64) {
         if let Some(sub) = self.subs.get_mut(topic) {
-            sub.next = sub.next.max(to + 1);
+            sub.next = sub.next.max(to.saturating_add(1));
             self.push(Arc::from(gap_json(topic, from, to, count)));
         }
     }

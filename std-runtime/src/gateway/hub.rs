@@ -43,6 +43,9 @@ pub struct Topic {
     pub books: bool,
     /// Last sequence the gateway read (`u64::MAX`: none yet).
     pub last: AtomicU64,
+    /// The next sequence the gateway's reader will read: no resume can
+    /// start later than this.
+    pub head: AtomicU64,
 }
 
 /// Shared gateway state.
@@ -109,6 +112,7 @@ impl Hub {
                     private: cfg.kind == TopicKind::Account,
                     books: cfg.kind == TopicKind::L2,
                     last: AtomicU64::new(u64::MAX),
+                    head: AtomicU64::new(0),
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
@@ -147,6 +151,10 @@ impl Hub {
                     },
                 )
                 .map_err(|e| format!("gateway: subscribing to {name}: {e}"))?;
+            // Relaxed: a bound for checking requests; it orders nothing.
+            self.topics[i]
+                .head
+                .store(sub.next_seq().unwrap_or(u64::MAX), Ordering::Relaxed);
             let hub = Arc::clone(self);
             handles.push(
                 std::thread::Builder::new()
@@ -167,7 +175,11 @@ impl Hub {
                                     hub.lost(&name, to + 1 - n, to, n);
                                 }
                                 Err(RecvError::Lost(seq)) => hub.lost(&name, seq, seq, 1),
-                                Err(RecvError::Empty) => {}
+                                Err(RecvError::Empty) => continue,
+                            }
+                            if let Some(next) = sub.next_seq() {
+                                // Relaxed: see `start_readers`.
+                                hub.topics[i].head.store(next, Ordering::Relaxed);
                             }
                         }
                     })

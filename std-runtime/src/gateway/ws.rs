@@ -188,6 +188,16 @@ fn handle(
                         &format!("topic \"{t}\" is private: authenticate first ({{\"op\":\"auth\",\"token\":...}} as the first message)"),
                     ));
                 }
+                // Relaxed: a bound read once; see `Topic::head`.
+                let head = topic.head.load(Ordering::Relaxed);
+                if let Some(from) = from.filter(|&f| f > head && !topic.books) {
+                    return Err(protocol::error(
+                        "subscribe",
+                        &format!(
+                            "\"from\" {from} is beyond the newest sequence of \"{t}\" (the next one is {head})"
+                        ),
+                    ));
+                }
                 found.push(topic);
             }
             let held: usize = {
