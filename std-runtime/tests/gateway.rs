@@ -920,3 +920,33 @@ async fn regression_a_resume_from_the_future_is_refused_with_an_error() {
         assert_eq!(data(&m)[0]["seq"], first, "{m:?}");
     }
 }
+
+/// Connections beyond `max_clients` are refused (503) instead of each
+/// costing a session; a slot frees when a client leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_connections_beyond_the_cap_are_refused() {
+    let gw = start(
+        "cap",
+        1 << 20,
+        GatewayOptions {
+            max_clients: 2,
+            ..Default::default()
+        },
+    );
+    let a = connect(gw.addr).await;
+    let _b = connect(gw.addr).await;
+    let refused = tokio_tungstenite::connect_async(format!("ws://{}/ws", gw.addr)).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 503),
+        other => panic!("a third client was not refused: {other:?}"),
+    }
+    drop(a);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio_tungstenite::connect_async(format!("ws://{}/ws", gw.addr)).await {
+            Ok(_) => break,
+            Err(e) if std::time::Instant::now() > deadline => panic!("no slot freed: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}

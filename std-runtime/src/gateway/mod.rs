@@ -35,6 +35,9 @@ pub struct Shared {
     origins: Vec<String>,
     ping_every: Duration,
     pong_timeout: Duration,
+    max_clients: usize,
+    /// WebSocket connections upgraded or being upgraded.
+    connections: std::sync::atomic::AtomicUsize,
 }
 
 /// Gateway settings.
@@ -57,6 +60,8 @@ pub struct GatewayOptions {
     pub ping_every: Duration,
     /// A connection without a pong for this long is closed (60 s).
     pub pong_timeout: Duration,
+    /// Most WebSocket clients at once; more are refused with 503 (10 000).
+    pub max_clients: usize,
 }
 
 impl Default for GatewayOptions {
@@ -70,6 +75,7 @@ impl Default for GatewayOptions {
             send_buffer: None,
             ping_every: Duration::from_secs(20),
             pong_timeout: Duration::from_secs(60),
+            max_clients: 10_000,
         }
     }
 }
@@ -102,6 +108,8 @@ impl Gateway {
                 origins: options.origins,
                 ping_every: options.ping_every.max(Duration::from_millis(1)),
                 pong_timeout: options.pong_timeout,
+                max_clients: options.max_clients,
+                connections: std::sync::atomic::AtomicUsize::new(0),
             }),
             listener,
         })
@@ -207,6 +215,9 @@ pub struct GatewayArgs {
     /// (repeatable), e.g. `https://desk.example.com`.
     #[arg(long = "allow-origin")]
     pub origins: Vec<String>,
+    /// Most WebSocket clients at once (more get 503).
+    #[arg(long, default_value_t = 10_000)]
+    pub max_clients: usize,
     /// File holding the token secret (else ZEROCAST_GATEWAY_SECRET).
     #[arg(long)]
     pub secret_file: Option<PathBuf>,
@@ -250,6 +261,7 @@ pub fn run_cli(bus: &Bus, args: &GatewayArgs, stop: fn() -> bool) -> Result<(), 
             budget: usize::try_from(args.budget).unwrap_or(usize::MAX),
             origins: args.origins.clone(),
             secret,
+            max_clients: args.max_clients,
             ..Default::default()
         },
     )?;

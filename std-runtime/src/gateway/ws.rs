@@ -51,12 +51,50 @@ pub async fn upgrade(
                 .into_response();
         }
     }
+    let Some(slot) = Slot::take(&shared) else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the gateway serves {} WebSocket clients at most; try again later\n",
+                shared.max_clients
+            ),
+        )
+            .into_response();
+    };
     // Both limits: a frame's header announcing more is refused before any
     // of its payload is read (the message limit alone is checked only once
     // a whole frame, up to 16 MiB by default, has been buffered).
     ws.max_message_size(MAX_FRAME)
         .max_frame_size(MAX_FRAME)
-        .on_upgrade(move |socket| session(shared, socket))
+        .on_upgrade(move |socket| async move {
+            session(shared, socket).await;
+            drop(slot);
+        })
+}
+
+/// One of the gateway's `max_clients` connection slots, given back on drop
+/// (also when the upgrade fails and the session never runs).
+struct Slot(Arc<Shared>);
+
+impl Slot {
+    fn take(shared: &Arc<Shared>) -> Option<Self> {
+        // Relaxed: a counter; the compare-and-add itself is atomic and
+        // nothing else is published with it.
+        shared
+            .connections
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < shared.max_clients).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(Arc::clone(shared)))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        // Relaxed: see `Slot::take`.
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// `GET /healthz`.
