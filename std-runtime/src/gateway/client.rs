@@ -428,7 +428,14 @@ impl State {
     pub fn lost(&mut self, topic: &str, from: u64, to: u64, count: u64) {
         if let Some(sub) = self.subs.get_mut(topic) {
             sub.next = sub.next.max(to.saturating_add(1));
-            self.push(Arc::from(gap_json(topic, from, to, count)));
+            // A backpressure gap still pending (told once room frees) comes
+            // before this loss: extend it, so gaps stay in order.
+            if let Some(g) = self.gaps.get_mut(topic) {
+                g.to = g.to.max(to);
+                g.count += count;
+            } else {
+                self.push(Arc::from(gap_json(topic, from, to, count)));
+            }
         }
     }
 }
@@ -453,6 +460,48 @@ mod tests {
             out.extend(batch.split('\n').map(|l| serde_json::from_str(l).unwrap()));
         }
         out
+    }
+
+    /// What the client was sent, as "SEQ" and "gap FROM..TO xCOUNT".
+    fn script(c: &Client) -> Vec<String> {
+        sent(c)
+            .iter()
+            .map(|v| match v.get("type") {
+                Some(t) if t == "gap" => format!("gap {}..{} x{}", v["from"], v["to"], v["count"]),
+                _ => v["seq"].to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn regression_a_reader_loss_during_a_backpressure_gap_is_told_in_order() {
+        // Room for two trades.
+        let one = trade(0).text.len();
+        let c = Client::new(1, 2 * one);
+        c.lock().subs.insert(Arc::from("t"), Sub::default());
+        for seq in 0..4 {
+            c.offer(&trade(seq)); // 2 and 3 skipped: over budget
+        }
+        c.lost_live("t", 4, 5, 2); // the reader was lapped over 4..=5
+        c.offer(&trade(6)); // still over budget: skipped
+        let first = script(&c);
+        c.offer(&trade(7));
+        let mut all = first;
+        all.extend(script(&c));
+        // Every gap starts right after what came before it.
+        let mut expect = 0u64;
+        for m in &all {
+            if let Some(g) = m.strip_prefix("gap ") {
+                let (from, rest) = g.split_once("..").unwrap();
+                let to = rest.split_once(' ').unwrap().0;
+                assert_eq!(from.parse::<u64>().unwrap(), expect, "{all:?}");
+                expect = to.parse::<u64>().unwrap() + 1;
+            } else {
+                assert_eq!(m.parse::<u64>().unwrap(), expect, "{all:?}");
+                expect += 1;
+            }
+        }
+        assert_eq!(expect, 8, "{all:?}");
     }
 
     #[test]
