@@ -950,3 +950,48 @@ async fn regression_connections_beyond_the_cap_are_refused() {
         }
     }
 }
+
+/// Replies to requests are queued outside the data budget; a client that
+/// sends request after request but never reads must not grow its queue
+/// without bound: it is disconnected as a slow consumer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_client_that_only_sends_requests_cannot_grow_its_queue_unbounded() {
+    let gw = start(
+        "spam",
+        1 << 20,
+        GatewayOptions {
+            budget: 16 << 10,
+            send_buffer: Some(4096),
+            ..Default::default()
+        },
+    );
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let stream = sock.connect(gw.addr).await.unwrap();
+    let req = format!("ws://{}/ws", gw.addr)
+        .into_client_request()
+        .unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(stream))
+        .await
+        .unwrap();
+    // About 1.2 MB of replies, 75 times the budget.
+    const N: usize = 20_000;
+    let sub = Message::Text(
+        json!({"op":"subscribe","topics":["trade_events"]})
+            .to_string()
+            .into(),
+    );
+    for _ in 0..N {
+        if ws.feed(sub.clone()).await.is_err() {
+            break;
+        }
+    }
+    let _ = ws.flush().await;
+    let m = collect(&mut ws, |m| m.len() >= N).await;
+    let replies = m.iter().filter(|v| v["type"] == "subscribed").count();
+    let last = m.last().unwrap();
+    // Disconnected: a close frame, or (with requests of ours still unsent
+    // when the gateway dropped the socket) a broken pipe.
+    let dropped = (last["type"] == "close" && last["code"] == 1008) || last["type"] == "ended";
+    assert!(dropped && replies < N, "{replies} replies, then {last}");
+}

@@ -140,6 +140,10 @@ pub struct Client {
     pub queued: AtomicU64,
 }
 
+/// Control messages (replies, errors, gaps) may exceed the data budget by
+/// this much; a client that lets them pile up beyond it is disconnected.
+pub const CONTROL_SLACK: usize = 64 << 10;
+
 /// Largest batch of queued messages joined into one WebSocket message.
 const BATCH_BYTES: usize = 64 << 10;
 
@@ -319,10 +323,24 @@ impl Client {
                 .is_some_and(|s| s.resume == resume && s.resuming.is_some())
     }
 
-    /// Queues a control message (an error, a gap, a snapshot), outside the
-    /// budget (they are few and small).
+    /// Queues a control message (an error, a reply, a gap), outside the
+    /// budget, up to [`CONTROL_SLACK`] beyond it (then the client is
+    /// disconnected as a slow consumer).
     pub fn push_control(&self, text: String) {
         let mut s = self.lock();
+        if s.bytes + text.len() > s.budget.saturating_add(CONTROL_SLACK) {
+            // A client that keeps sending requests but does not read their
+            // replies: disconnected, not queued for without bound.
+            if s.close.is_none() {
+                s.close = Some(CloseRequest {
+                    code: 1008,
+                    reason: "slow consumer".into(),
+                });
+            }
+            drop(s);
+            self.wake.notify_one();
+            return;
+        }
         s.push(Arc::from(text));
         self.gauge(&s);
         drop(s);
