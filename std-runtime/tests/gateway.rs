@@ -995,3 +995,62 @@ async fn regression_a_client_that_only_sends_requests_cannot_grow_its_queue_unbo
     let dropped = (last["type"] == "close" && last["code"] == 1008) || last["type"] == "ended";
     assert!(dropped && replies < N, "{replies} replies, then {last}");
 }
+
+/// A connection does not outlive its token: once the token expires, the
+/// client gets no more account events (it is closed, and re-authenticates
+/// on a new connection with a fresh token).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_account_events_stop_when_the_token_expires() {
+    let secret = b"test-secret".to_vec();
+    let gw = start(
+        "exp",
+        1 << 20,
+        GatewayOptions {
+            secret: Some(secret.clone()),
+            ..Default::default()
+        },
+    );
+    let exp = auth::now_secs() + 2;
+    let mut ws = connect(gw.addr).await;
+    send(
+        &mut ws,
+        json!({"op":"auth","token":auth::sign(&secret, &["user-a"], exp)}),
+    )
+    .await;
+    let m = subscribed(
+        &mut ws,
+        json!({"op":"subscribe","topics":["account_events"]}),
+    )
+    .await;
+    assert!(m.iter().any(|v| v["type"] == "authenticated"), "{m:?}");
+    let mut p = gw.bus.publisher("account_events").unwrap();
+    // Publish for user-a until well past the expiry (4 s at most).
+    let mut after_expiry = Vec::new();
+    let start = std::time::Instant::now();
+    let mut n = 0;
+    while start.elapsed() < Duration::from_secs(4) {
+        let seq = p.publish(&account("user-a", f64::from(n))).unwrap();
+        if auth::now_secs() > exp {
+            after_expiry.push(seq);
+        }
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let m = collect(&mut ws, |m| {
+        m.last()
+            .is_some_and(|v| v["type"] == "close" || v["seq"] == *after_expiry.last().unwrap())
+    })
+    .await;
+    let got: Vec<u64> = data(&m)
+        .iter()
+        .map(|v| v["seq"].as_u64().unwrap())
+        .collect();
+    assert!(
+        !after_expiry.iter().any(|s| got.contains(s)),
+        "account events delivered after the token expired at {exp}; last: {:?}",
+        m.last()
+    );
+    let last = m.last().unwrap();
+    assert_eq!(last["type"], "close", "{last}");
+    assert_eq!(last["code"], 1008, "{last}");
+}

@@ -56,6 +56,16 @@ pub fn sign(secret: &[u8], accounts: &[&str], exp: u64) -> String {
 /// The account ids of a valid token at time `now` (seconds since the Unix
 /// epoch), or why it is refused.
 pub fn verify(secret: &[u8], token: &str, now: u64) -> Result<Vec<String>, String> {
+    verify_with_expiry(secret, token, now).map(|(accounts, _)| accounts)
+}
+
+/// [`verify`], with the token's expiry (seconds since the Unix epoch): a
+/// connection must not outlive it.
+pub fn verify_with_expiry(
+    secret: &[u8],
+    token: &str,
+    now: u64,
+) -> Result<(Vec<String>, u64), String> {
     let (claims_hex, sig_hex) = token
         .split_once('.')
         .ok_or("token is not CLAIMS.SIGNATURE")?;
@@ -76,14 +86,15 @@ pub fn verify(secret: &[u8], token: &str, now: u64) -> Result<Vec<String>, Strin
     let accounts = claims["accounts"]
         .as_array()
         .ok_or("token claims have no \"accounts\" list")?;
-    accounts
+    let accounts = accounts
         .iter()
         .map(|a| {
             a.as_str()
                 .map(str::to_owned)
                 .ok_or_else(|| "token claims: an account id is not a string".to_owned())
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    Ok((accounts, exp))
 }
 
 /// Seconds since the Unix epoch.

@@ -117,6 +117,9 @@ pub struct State {
     pub subs: HashMap<Arc<str>, Sub>,
     /// Accounts this client owns (from its token).
     pub accounts: HashSet<String>,
+    /// When its token expires (seconds since the Unix epoch): no account
+    /// event is delivered from then on.
+    pub expires: Option<u64>,
     queue: VecDeque<Arc<str>>,
     bytes: usize,
     budget: usize,
@@ -366,10 +369,25 @@ impl State {
         self.bytes
     }
 
+    /// Whether the client's token has expired; if so the connection is
+    /// marked for closing.
+    pub fn expired(&mut self) -> bool {
+        let expired = self
+            .expires
+            .is_some_and(|exp| super::auth::now_secs() >= exp);
+        if expired && self.close.is_none() {
+            self.close = Some(CloseRequest {
+                code: 1008,
+                reason: "token expired".into(),
+            });
+        }
+        expired
+    }
+
     /// Whether `frame` passes the topic's instrument filter and ownership.
-    fn wants(&self, frame: &Frame) -> bool {
+    fn wants(&mut self, frame: &Frame) -> bool {
         match frame.class {
-            Class::Account => self.accounts.contains(&frame.key),
+            Class::Account => self.accounts.contains(&frame.key) && !self.expired(),
             _ => self
                 .subs
                 .get(&frame.topic)

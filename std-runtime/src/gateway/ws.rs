@@ -187,10 +187,13 @@ fn handle(
                     "this gateway has no token secret (ZEROCAST_GATEWAY_SECRET or --secret-file)",
                 ));
             };
-            match auth::verify(secret, &token, auth::now_secs()) {
-                Ok(accounts) => {
+            match auth::verify_with_expiry(secret, &token, auth::now_secs()) {
+                Ok((accounts, exp)) => {
                     let n = accounts.len();
-                    client.lock().accounts = accounts.into_iter().collect();
+                    let mut s = client.lock();
+                    s.accounts = accounts.into_iter().collect();
+                    s.expires = Some(exp);
+                    drop(s);
                     client
                         .push_control(json!({"type": "authenticated", "accounts": n}).to_string());
                     Ok(())
@@ -317,6 +320,10 @@ async fn write_loop(
         tokio::select! {
             _ = client.wake.notified() => {}
             _ = beat.tick() => {
+                // A connection does not outlive its token.
+                if client.lock().expired() {
+                    client.wake.notify_one();
+                }
                 let hb = Message::Text(Utf8Bytes::from(heartbeat(hub, &client)));
                 if !send_unless_closed(&mut tx, &client, hb).await && client.lock().close.is_none() {
                     return;
