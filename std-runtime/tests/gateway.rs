@@ -1054,3 +1054,57 @@ async fn regression_account_events_stop_when_the_token_expires() {
     assert_eq!(last["type"], "close", "{last}");
     assert_eq!(last["code"], 1008, "{last}");
 }
+
+/// A token in the URL is never accepted, and a browser origin that is the
+/// gateway's host on another port, another case of scheme, or `null` is
+/// refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_in_the_url_is_ignored_and_near_miss_origins_are_refused() {
+    let secret = b"s".to_vec();
+    let gw = start(
+        "url",
+        1 << 20,
+        GatewayOptions {
+            secret: Some(secret.clone()),
+            ..Default::default()
+        },
+    );
+    let token = auth::sign(&secret, &["user-a"], auth::now_secs() + 60);
+    for url in [
+        format!("ws://{}/ws?token={token}", gw.addr),
+        format!("ws://{}/ws?op=auth&token={token}", gw.addr),
+    ] {
+        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        let m = subscribed(
+            &mut ws,
+            json!({"op":"subscribe","topics":["account_events"]}),
+        )
+        .await;
+        assert!(
+            m.iter()
+                .any(|v| v["type"] == "error" && v["error"].as_str().unwrap().contains("private")),
+            "{m:?}"
+        );
+    }
+    let port = gw.addr.port();
+    for origin in [
+        format!("http://127.0.0.1:{}", port + 1),
+        format!("http://127.0.0.1:{port}.evil.example"),
+        format!("http://evil.example/127.0.0.1:{port}"),
+        "null".to_owned(),
+    ] {
+        let mut req = format!("ws://{}/ws", gw.addr)
+            .into_client_request()
+            .unwrap();
+        req.headers_mut().insert("origin", origin.parse().unwrap());
+        let err = tokio_tungstenite::connect_async(req).await.unwrap_err();
+        assert!(err.to_string().contains("403"), "{origin}: {err}");
+    }
+    // The gateway's own origin is allowed.
+    let mut req = format!("ws://{}/ws", gw.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("origin", format!("http://{}", gw.addr).parse().unwrap());
+    assert!(tokio_tungstenite::connect_async(req).await.is_ok());
+}
