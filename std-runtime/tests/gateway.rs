@@ -1162,3 +1162,34 @@ async fn a_lapped_gateway_reader_is_told_to_clients_as_exact_gaps() {
     // far faster than one reader encodes them to JSON (about 28 000 lost).
     assert!(lost > 0, "the gateway's reader was never lapped");
 }
+
+/// A client that sends a request's headers slowly (or not at all) is
+/// dropped after the request timeout instead of holding a connection
+/// forever; a WebSocket that has upgraded is not affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_slowloris_request_is_dropped_after_the_request_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = start(
+        "slowl",
+        1 << 20,
+        GatewayOptions {
+            request_timeout: Duration::from_millis(500),
+            ..Default::default()
+        },
+    );
+    let mut ws = connect(gw.addr).await;
+    let mut half = TcpStream::connect(gw.addr).await.unwrap();
+    half.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let dropped = tokio::time::timeout(Duration::from_secs(3), half.read(&mut buf)).await;
+    assert!(
+        matches!(dropped, Ok(Ok(0) | Err(_))),
+        "a half-sent request still held after 3 s: {dropped:?}"
+    );
+    // The upgraded client, quiet for longer than the timeout, still works.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let m = subscribed(&mut ws, json!({"op":"subscribe","topics":["trade_events"]})).await;
+    assert!(m.iter().any(|v| v["type"] == "subscribed"), "{m:?}");
+}

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::routing::get;
-use axum::serve::ListenerExt;
+use axum::serve::Listener;
 use axum::Router;
 use zerocast_ipc::Bus;
 
@@ -36,6 +36,7 @@ pub struct Shared {
     ping_every: Duration,
     pong_timeout: Duration,
     max_clients: usize,
+    request_timeout: Duration,
     /// WebSocket connections upgraded or being upgraded.
     connections: std::sync::atomic::AtomicUsize,
 }
@@ -62,6 +63,9 @@ pub struct GatewayOptions {
     pub pong_timeout: Duration,
     /// Most WebSocket clients at once; more are refused with 503 (10 000).
     pub max_clients: usize,
+    /// A connection whose first request the gateway has not answered by
+    /// then (headers sent slowly or not at all) is dropped (10 s).
+    pub request_timeout: Duration,
 }
 
 impl Default for GatewayOptions {
@@ -76,6 +80,7 @@ impl Default for GatewayOptions {
             ping_every: Duration::from_secs(20),
             pong_timeout: Duration::from_secs(60),
             max_clients: 10_000,
+            request_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -109,6 +114,7 @@ impl Gateway {
                 ping_every: options.ping_every.max(Duration::from_millis(1)),
                 pong_timeout: options.pong_timeout,
                 max_clients: options.max_clients,
+                request_timeout: options.request_timeout,
                 connections: std::sync::atomic::AtomicUsize::new(0),
             }),
             listener,
@@ -134,12 +140,10 @@ impl Gateway {
         let shared = Arc::clone(&self.shared);
         let hub = Arc::clone(&self.shared.hub);
         let result = runtime.block_on(async move {
-            // No Nagle delay: a batch is written as soon as it is taken.
-            let listener = tokio::net::TcpListener::from_std(self.listener)?.tap_io(|tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!("gateway: TCP_NODELAY: {e}");
-                }
-            });
+            let listener = TimedListener {
+                inner: tokio::net::TcpListener::from_std(self.listener)?,
+                timeout: shared.request_timeout,
+            };
             let app = Router::new()
                 .route("/", get(ws::page))
                 .route("/healthz", get(ws::healthz))
@@ -179,6 +183,122 @@ impl Gateway {
         }
         runtime.shutdown_timeout(Duration::from_millis(100));
         result.map_err(|e| format!("gateway: {e}"))
+    }
+}
+
+/// The gateway's listener: accepted sockets get `TCP_NODELAY` and a
+/// deadline for their first request (axum's `serve` sets no timer, so
+/// hyper's own header timeout does not apply).
+struct TimedListener {
+    inner: tokio::net::TcpListener,
+    timeout: Duration,
+}
+
+impl Listener for TimedListener {
+    type Io = Timed;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Timed, SocketAddr) {
+        loop {
+            match self.inner.accept().await {
+                Ok((tcp, addr)) => {
+                    // No Nagle delay: a batch is written as soon as it is taken.
+                    if let Err(e) = tcp.set_nodelay(true) {
+                        tracing::debug!("gateway: TCP_NODELAY: {e}");
+                    }
+                    let deadline = Box::pin(tokio::time::sleep(self.timeout));
+                    return (
+                        Timed {
+                            tcp,
+                            deadline: Some(deadline),
+                        },
+                        addr,
+                    );
+                }
+                Err(e) => {
+                    // Out of descriptors and the like: wait, then go on.
+                    tracing::warn!("gateway: accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+/// An accepted socket that fails its reads once its deadline passes before
+/// the gateway has written anything (the first response, or the 101 of a
+/// WebSocket upgrade): a client sending its request slowly or never is
+/// dropped instead of holding a connection forever.
+struct Timed {
+    tcp: tokio::net::TcpStream,
+    deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl tokio::io::AsyncRead for Timed {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if let Some(d) = &mut self.deadline {
+            // Polling the deadline registers the reader's waker with it, so
+            // a client that sends nothing more is still woken for.
+            if std::future::Future::poll(d.as_mut(), cx).is_ready() {
+                return std::task::Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no complete request in time",
+                )));
+            }
+        }
+        std::pin::Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Timed {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.tcp).poll_write(cx, buf);
+        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.deadline = None;
+        }
+        r
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs);
+        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.deadline = None;
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
     }
 }
 
