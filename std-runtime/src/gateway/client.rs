@@ -56,6 +56,8 @@ pub struct Sub {
     /// While a resume catches up: live frames (and what the gateway's own
     /// reader lost) held back until it reaches them.
     pub resuming: Option<VecDeque<Held>>,
+    /// Bytes of the live frames in `resuming`.
+    pub held_bytes: usize,
     /// The id of the resume serving this subscription (0: none); a resume
     /// whose subscription was replaced or removed stops.
     pub resume: u64,
@@ -75,6 +77,26 @@ pub enum Held {
         /// How many.
         count: u64,
     },
+}
+
+impl Sub {
+    /// Holds `h` back for the resume; the oldest held entries go once the
+    /// hold exceeds [`RESUME_HOLD`] entries or `budget` bytes (the resume
+    /// reads those from the ring or the WAL itself).
+    fn hold(&mut self, h: Held, budget: usize) {
+        let Some(hold) = &mut self.resuming else {
+            return;
+        };
+        if let Held::Frame(f) = &h {
+            self.held_bytes += f.text.len();
+        }
+        hold.push_back(h);
+        while hold.len() > 1 && (hold.len() > RESUME_HOLD || self.held_bytes > budget) {
+            if let Some(Held::Frame(f)) = hold.pop_front() {
+                self.held_bytes -= f.text.len();
+            }
+        }
+    }
 }
 
 impl Held {
@@ -187,14 +209,12 @@ impl Client {
     /// queued by the backpressure rules. Never blocks on the network.
     pub fn offer(&self, frame: &Arc<Frame>) {
         let mut s = self.lock();
+        let budget = s.budget;
         let Some(sub) = s.subs.get_mut(&frame.topic) else {
             return;
         };
-        if let Some(hold) = &mut sub.resuming {
-            hold.push_back(Held::Frame(Arc::clone(frame)));
-            if hold.len() > RESUME_HOLD {
-                hold.pop_front();
-            }
+        if sub.resuming.is_some() {
+            sub.hold(Held::Frame(Arc::clone(frame)), budget);
             return;
         }
         // Only a queue that was empty needs a wake: the writer takes until
@@ -257,16 +277,14 @@ impl Client {
     /// lost (it was lapped by the ring).
     pub fn lost_live(&self, topic: &str, from: u64, to: u64, count: u64) {
         let mut s = self.lock();
+        let budget = s.budget;
         let Some(sub) = s.subs.get_mut(topic) else {
             return;
         };
-        if let Some(hold) = &mut sub.resuming {
+        if sub.resuming.is_some() {
             // Told at the hand-over unless the resume delivers them itself
             // (a hole in the hold would otherwise pass silently).
-            hold.push_back(Held::Lost { from, to, count });
-            if hold.len() > RESUME_HOLD {
-                hold.pop_front();
-            }
+            sub.hold(Held::Lost { from, to, count }, budget);
             return;
         }
         s.lost(topic, from, to, count);
@@ -295,6 +313,7 @@ impl Client {
         }
         let hold = std::mem::take(hold);
         sub.resuming = None;
+        sub.held_bytes = 0;
         for h in hold {
             match h {
                 Held::Frame(f) => {
@@ -541,15 +560,38 @@ mod tests {
     }
 
     #[test]
+    fn regression_a_resume_hold_is_bounded_by_the_budget() {
+        let one = trade(1000).text.len();
+        let c = Client::new(1, 20 * one);
+        c.lock().subs.insert(
+            Arc::from("t"),
+            Sub {
+                next: 10,
+                resuming: Some(VecDeque::new()),
+                resume: 7,
+                ..Default::default()
+            },
+        );
+        for seq in 1000..3000 {
+            c.offer(&trade(seq));
+        }
+        let held = c.lock().subs["t"].resuming.as_ref().unwrap().len();
+        assert!(held <= 20, "{held} frames held for a budget of 20");
+        // What was dropped from the hold the resume reads itself: no
+        // hand-over before it reaches the oldest frame still held.
+        assert!(!c.hand_over("t", 7));
+    }
+
+    #[test]
     fn regression_a_lapped_reader_during_a_resume_is_told_as_a_gap_at_hand_over() {
         let c = Client::new(1, 1 << 20);
         c.lock().subs.insert(
             Arc::from("t"),
             Sub {
-                instruments: None,
                 next: 10,
                 resuming: Some(VecDeque::new()),
                 resume: 7,
+                ..Default::default()
             },
         );
         // Live frames held while the resume catches up; the gateway's own

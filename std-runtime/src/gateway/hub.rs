@@ -311,6 +311,7 @@ impl Hub {
                 next: resume.unwrap_or(0),
                 resuming: resume.map(|_| VecDeque::new()),
                 resume: resume_id,
+                held_bytes: 0,
             },
         );
         drop(books);
