@@ -56,6 +56,9 @@ pub struct Sub {
     /// While a resume catches up: live frames (and what the gateway's own
     /// reader lost) held back until it reaches them.
     pub resuming: Option<VecDeque<Held>>,
+    /// After a failed resume with nothing held: sequences from here up to
+    /// the next live frame are told as a gap.
+    pub lost_from: Option<u64>,
     /// Bytes of the live frames in `resuming`.
     pub held_bytes: usize,
     /// The id of the resume serving this subscription (0: none); a resume
@@ -335,6 +338,33 @@ impl Client {
         true
     }
 
+    /// Resume `resume` of `topic` failed (told to the client already): the
+    /// subscription goes live, and what neither the resume nor the hold
+    /// delivers is a gap.
+    pub fn resume_failed(&self, topic: &str, resume: u64) {
+        let mut s = self.lock();
+        let st = &mut *s;
+        let Some(sub) = st.subs.get_mut(topic).filter(|s| s.resume == resume) else {
+            return;
+        };
+        let Some(hold) = &sub.resuming else {
+            return;
+        };
+        let next = sub.next;
+        match hold.front().map(Held::first) {
+            Some(first) if first > next => st.lost(topic, next, first - 1, first - next),
+            Some(_) => {}
+            None => {
+                sub.resuming = None;
+                sub.held_bytes = 0;
+                sub.lost_from = Some(next);
+                return;
+            }
+        }
+        drop(s);
+        self.hand_over(topic, resume);
+    }
+
     /// Whether resume `resume` of `topic` is still wanted (its subscription
     /// is neither replaced nor removed, and the connection is not closing).
     pub fn resume_wanted(&self, topic: &str, resume: u64) -> bool {
@@ -425,6 +455,11 @@ impl State {
             return false; // already delivered by a resume
         }
         sub.next = frame.seq.saturating_add(1);
+        if let Some(from) = sub.lost_from.take().filter(|&f| f < frame.seq) {
+            // What a failed resume did not deliver.
+            let to = frame.seq - 1;
+            self.push(Arc::from(gap_json(&frame.topic, from, to, to - from + 1)));
+        }
         if !self.wants(frame) || self.close.is_some() {
             return false;
         }
@@ -580,6 +615,39 @@ mod tests {
         // What was dropped from the hold the resume reads itself: no
         // hand-over before it reaches the oldest frame still held.
         assert!(!c.hand_over("t", 7));
+    }
+
+    #[test]
+    fn regression_a_failed_resume_goes_live_with_a_gap() {
+        let c = Client::new(1, 1 << 20);
+        c.lock().subs.insert(
+            Arc::from("t"),
+            Sub {
+                next: 10,
+                resuming: Some(VecDeque::new()),
+                resume: 7,
+                ..Default::default()
+            },
+        );
+        c.offer(&trade(20));
+        c.offer(&trade(21));
+        // The resume fails at 10 (a WAL it cannot read, no thread).
+        c.resume_failed("t", 7);
+        c.offer(&trade(22));
+        assert_eq!(script(&c), ["gap 10..19 x10", "20", "21", "22"]);
+        // Failing with nothing held: the gap runs to the next live frame.
+        c.lock().subs.insert(
+            Arc::from("t"),
+            Sub {
+                next: 30,
+                resuming: Some(VecDeque::new()),
+                resume: 8,
+                ..Default::default()
+            },
+        );
+        c.resume_failed("t", 8);
+        c.offer(&trade(40));
+        assert_eq!(script(&c), ["gap 30..39 x10", "40"]);
     }
 
     #[test]

@@ -312,6 +312,7 @@ impl Hub {
                 resuming: resume.map(|_| VecDeque::new()),
                 resume: resume_id,
                 held_bytes: 0,
+                lost_from: None,
             },
         );
         drop(books);
@@ -330,6 +331,7 @@ impl Hub {
                 .spawn(move || hub.resume(&c, &name, from, resume_id));
             if let Err(e) = spawned {
                 client.push_control(super::protocol::error("resume", &e.to_string()));
+                client.resume_failed(&topic.name, resume_id);
             }
         }
     }
@@ -382,7 +384,7 @@ impl Hub {
         );
         if let Err(e) = result {
             client.push_control(super::protocol::error("resume", &e));
-            handover();
+            client.resume_failed(topic, id);
         }
     }
 
