@@ -1,10 +1,10 @@
 //! Publishing frames to a topic.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use zerocast_core::broadcast::{GatingCache, PublishError, SlotWrite};
+use zerocast_core::broadcast::{BroadcastHeader, Claim, GatingCache, PublishError, SlotWrite};
 use zerocast_core::frame::{self, Body, FrameHeader, Heartbeat, HEADER_WORDS};
 use zerocast_core::storage::Raw;
 
@@ -241,23 +241,7 @@ impl ShmPublisher {
         check_older_laps(&self.seg, self.policy, 1)?;
         let seg: &Segment = &self.seg;
         let entry = &seg.header().publishers[self.entry];
-        let mut waiting = WaitLimit::new(seg, self.policy);
-        let mut giving_up = StuckWait::new(seg);
-        let claim = seg.ring().claim_wait_with(
-            &mut self.cache,
-            || waiting.keep_waiting(),
-            // Relaxed: as in `claim_and_commit`.
-            |seq, _| entry.inflight.store(seq + 1, Ordering::Relaxed),
-            |older| giving_up.check(older),
-        );
-        let claim = match claim {
-            Ok(claim) => claim,
-            Err(e) => {
-                // Relaxed: as above.
-                entry.inflight.store(0, Ordering::Relaxed);
-                return Err(publish_error(seg, e));
-            }
-        };
+        let claim = claim_recorded(seg, entry, &mut self.cache, self.policy)?;
         let mut stuck = StuckWait::new(seg);
         let slot = match claim.begin_write(|older| stuck.check(older)) {
             Ok(slot) => slot,
@@ -687,17 +671,17 @@ fn publish_error(seg: &Segment, e: PublishError) -> Error {
     }
 }
 
-/// Claims a sequence (waiting by `policy` if a gating subscriber is behind),
-/// records it in flight in the publisher table, and commits `words`.
+/// Claims one sequence, waiting by `policy` if a gating subscriber is
+/// behind, with the sequence recorded in flight in `entry` before any wait;
+/// on failure the record is cleared. The caller writes or commits the
+/// claim and clears the record after.
 #[inline(always)]
-fn claim_and_commit(
-    seg: &Segment,
-    entry: usize,
+fn claim_recorded<'a>(
+    seg: &'a Segment,
+    entry: &PublisherEntry,
     cache: &mut GatingCache,
     policy: GatingPolicy,
-    words: &[u64],
-) -> Result<u64> {
-    let entry = &seg.header().publishers[entry];
+) -> Result<Claim<'a, Raw<BroadcastHeader, AtomicU64>>> {
     let mut waiting = WaitLimit::new(seg, policy);
     let mut giving_up = StuckWait::new(seg);
     let claim = seg.ring().claim_wait_with(
@@ -711,14 +695,25 @@ fn claim_and_commit(
         |seq, _| entry.inflight.store(seq + 1, Ordering::Relaxed),
         |older| giving_up.check(older),
     );
-    let claim = match claim {
-        Ok(claim) => claim,
-        Err(e) => {
-            // Relaxed: as above.
-            entry.inflight.store(0, Ordering::Relaxed);
-            return Err(publish_error(seg, e));
-        }
-    };
+    claim.map_err(|e| {
+        // Relaxed: as above.
+        entry.inflight.store(0, Ordering::Relaxed);
+        publish_error(seg, e)
+    })
+}
+
+/// Claims a sequence (waiting by `policy` if a gating subscriber is behind),
+/// records it in flight in the publisher table, and commits `words`.
+#[inline(always)]
+fn claim_and_commit(
+    seg: &Segment,
+    entry: usize,
+    cache: &mut GatingCache,
+    policy: GatingPolicy,
+    words: &[u64],
+) -> Result<u64> {
+    let entry = &seg.header().publishers[entry];
+    let claim = claim_recorded(seg, entry, cache, policy)?;
     let mut stuck = StuckWait::new(seg);
     // `commit_with` marks the sequence lost itself if it cannot write it
     // (with `stuck`), so the claim's drop never waits without a way out.
