@@ -126,10 +126,11 @@ impl Bus {
 
     /// Opens topic `name`'s segment only if it already exists.
     pub fn open_segment(&self, name: &str) -> Result<Arc<Segment>> {
-        self.config.topic(name)?;
-        Ok(Arc::new(Segment::open(
+        let topic = self.config.topic(name)?;
+        Ok(Arc::new(Segment::open_with(
             &self.config.segment_path(name),
             name,
+            topic.access,
         )?))
     }
 

@@ -132,17 +132,24 @@ fn in_our_groups(gid: u32) -> bool {
 }
 
 /// Refuses a segment file that others may access, or that another user
-/// owns without sharing it with one of our groups (mode 0660, a topic's
-/// `mode` and `group`): anyone who can write it can corrupt the topic, so
-/// only this user and, where the topic says so, its group may.
-fn check_trusted(file: &File, path: &Path) -> Result<()> {
+/// owns unless `access` (the topic's `mode` and `group`) shares the topic
+/// by 0660 and the file is shared with that group (one of ours) by 0660:
+/// anyone who can write it can corrupt the topic, so only this user and,
+/// where the topic says so, its group may.
+fn check_trusted(file: &File, path: &Path, access: Access) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     let meta = file.metadata().map_err(io(path, "stat segment"))?;
     // SAFETY: geteuid has no preconditions and cannot fail.
     let ours = unsafe { libc::geteuid() };
     let mode = meta.mode() & 0o7777;
-    let trusted = mode & 0o7007 == 0
-        && (meta.uid() == ours || (mode & 0o070 == 0o060 && in_our_groups(meta.gid())));
+    // Another user's segment only for a topic shared by 0660, and only of
+    // its group: a private topic's segment created first by someone else
+    // would let them read and inject its frames.
+    let shared_with_us = access.mode == 0o660
+        && mode & 0o070 == 0o060
+        && access.gid.is_none_or(|g| g == meta.gid())
+        && in_our_groups(meta.gid());
+    let trusted = mode & 0o7007 == 0 && (meta.uid() == ours || shared_with_us);
     if !trusted {
         return Err(Error::Untrusted {
             path: path.to_owned(),
@@ -215,7 +222,7 @@ impl Segment {
     ) -> Result<Self> {
         match Self::create_with(path, topic, capacity, payload_words, access) {
             Err(Error::Io { source, .. }) if source.kind() == ErrorKind::AlreadyExists => {
-                let seg = Self::open(path, topic)?;
+                let seg = Self::open_with(path, topic, access)?;
                 let found = (seg.ring.capacity(), seg.ring.payload_words());
                 if found != (capacity, payload_words) {
                     return Err(Error::ShapeMismatch {
@@ -376,9 +383,10 @@ impl Segment {
     /// Opens an existing segment, checking that it is zerocast's, with this
     /// build's layout, and as large as its header says.
     ///
-    /// The file is untrusted input: it must belong to this user, or be
-    /// shared (mode 0660) with a group of this process, with no other-user
-    /// bits ([`Error::Untrusted`]), and every
+    /// The file is untrusted input: it must belong to this user (or, with
+    /// [`open_with`](Self::open_with) for a topic shared by 0660, be shared
+    /// with its group by 0660), with no other-user bits
+    /// ([`Error::Untrusted`]), and every
     /// header field is checked against the length actually mapped, with
     /// checked arithmetic, before anything past the header is touched. Any
     /// content gives a clear error, never a panic or an access outside the
@@ -389,16 +397,34 @@ impl Segment {
         Self::open_with_timeout(path, topic, READY_TIMEOUT)
     }
 
+    /// [`open`](Self::open) for a topic of `access`: a topic whose `mode`
+    /// is "0660" also accepts a segment of another user shared with its
+    /// `group` (any of our groups when it names none) by 0660. A private
+    /// topic (the default "0600") accepts only this user's segments, so
+    /// nobody else can create its segment first.
+    pub fn open_with(path: &Path, topic: &str, access: Access) -> Result<Self> {
+        Self::open_checked(path, topic, READY_TIMEOUT, access)
+    }
+
     /// [`open`](Self::open), waiting at most `ready_timeout` for a creator
     /// to finish initialising it (a fuzz target passes zero).
     pub fn open_with_timeout(path: &Path, topic: &str, ready_timeout: Duration) -> Result<Self> {
+        Self::open_checked(path, topic, ready_timeout, Access::default())
+    }
+
+    fn open_checked(
+        path: &Path,
+        topic: &str,
+        ready_timeout: Duration,
+        access: Access,
+    ) -> Result<Self> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .custom_flags(libc::O_NOFOLLOW)
             .open(path)
             .map_err(io(path, "open segment"))?;
-        check_trusted(&file, path)?;
+        check_trusted(&file, path, access)?;
         let deadline = Instant::now() + ready_timeout;
         // The creator may still be sizing the file (only an older build
         // creates in place).

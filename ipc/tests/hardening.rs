@@ -416,7 +416,11 @@ fn segment_shared_with_our_group_opens_and_with_another_group_does_not() {
         return;
     }
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660)).unwrap();
-    Segment::open(&path, "t").expect("shared with our group by 0660");
+    let shared = zerocast_ipc::config::Access {
+        mode: 0o660,
+        gid: None,
+    };
+    Segment::open_with(&path, "t", shared).expect("shared with our group by 0660");
     // SAFETY: as above.
     assert_eq!(unsafe { libc::chown(c.as_ptr(), 54321, 54321) }, 0);
     let err = open_err(&path);
@@ -1151,4 +1155,42 @@ fn regression_last_gating_subscriber_gone_restores_wait_free_claims() {
         "no gating hold left, claims still checked"
     );
     bus.remove_segments();
+}
+
+/// Regression: a segment of another user shared with one of our groups by
+/// 0660 was accepted for every topic, also one configured private (the
+/// default "0600"): any user sharing a group with us (often `users`) could
+/// create a topic's segment first and read or inject its frames. Only a
+/// topic whose `mode` is "0660" accepts it, and only of its `group` when
+/// it names one.
+#[test]
+fn regression_private_topic_refuses_a_segment_shared_by_another_user() {
+    use zerocast_ipc::config::Access;
+    let path = crafted("private", 24);
+    let c = std::ffi::CString::new(path.as_os_str().to_str().unwrap()).unwrap();
+    // SAFETY: getegid has no preconditions.
+    let ours = unsafe { libc::getegid() };
+    // SAFETY: a valid NUL-terminated path.
+    if unsafe { libc::chown(c.as_ptr(), 54321, ours) } != 0 {
+        eprintln!("skipped: chown needs root");
+        let _ = std::fs::remove_file(&path);
+        return;
+    }
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660)).unwrap();
+    let shared = Access {
+        mode: 0o660,
+        gid: None,
+    };
+    let other_group = Access {
+        mode: 0o660,
+        gid: Some(ours.wrapping_add(1)),
+    };
+    let private = Segment::open(&path, "t").map(|_| ());
+    let wrong_group = Segment::open_with(&path, "t", other_group).map(|_| ());
+    let ok = Segment::open_with(&path, "t", shared).map(|_| ());
+    let _ = std::fs::remove_file(&path);
+    let err = private.expect_err("a private topic accepted another user's segment");
+    assert!(matches!(err, Error::Untrusted { .. }), "{err}");
+    assert!(matches!(wrong_group, Err(Error::Untrusted { .. })));
+    ok.expect("a topic shared by 0660 opens a segment of our group");
 }

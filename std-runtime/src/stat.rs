@@ -55,7 +55,7 @@ fn alive(word: u64) -> &'static str {
 pub fn release_durable(bus: &Bus, name: &str) -> Result<(), String> {
     let mut found = false;
     for (topic, path) in bus.list_segments() {
-        let seg = match Segment::open(&path, &topic) {
+        let seg = match Segment::open_with(&path, &topic, topic_access(bus, &topic)) {
             Ok(s) => s,
             Err(e) => {
                 println!("{topic}: cannot open: {e}");
@@ -120,7 +120,7 @@ pub fn run(bus: &Bus, remove_stale: bool) -> Result<(), String> {
         );
     }
     for (topic, path) in segments {
-        let seg = match Segment::open(&path, &topic) {
+        let seg = match Segment::open_with(&path, &topic, topic_access(bus, &topic)) {
             Ok(s) => s,
             Err(e) => {
                 println!("\n{topic}: cannot open: {e}");
@@ -221,4 +221,13 @@ pub fn run(bus: &Bus, remove_stale: bool) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A listed segment's topic's `mode` and `group` (the default, private, for
+/// a segment of a topic not configured): how far its file is trusted.
+fn topic_access(bus: &Bus, topic: &str) -> zerocast_ipc::config::Access {
+    bus.config()
+        .topic(topic)
+        .map(|t| t.access)
+        .unwrap_or_default()
 }

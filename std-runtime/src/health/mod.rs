@@ -490,7 +490,13 @@ impl HealthMonitor {
                 topics.push(topic);
                 continue;
             }
-            match Segment::open(&path, &topic) {
+            let access = self
+                .bus
+                .config()
+                .topic(&topic)
+                .map(|t| t.access)
+                .unwrap_or_default();
+            match Segment::open_with(&path, &topic, access) {
                 Ok(seg) => {
                     self.segments.insert(
                         topic.clone(),
