@@ -1016,10 +1016,21 @@ fn main() -> ExitCode {
                 }
                 Command::Pub(args) => run_pub(&bus, args),
                 Command::Sub(args) => run_sub(&bus, args),
-                Command::Stat(args) => match &args.release_durable {
-                    Some(name) => stat::release_durable(&bus, name),
-                    None => stat::run(&bus, args.remove_stale),
-                },
+                Command::Stat(args) => {
+                    // A listing: a reader that goes away (`stat | head`)
+                    // ends it quietly by SIGPIPE, as it ends `ls`, instead
+                    // of a panic on the failed print. What `--remove-stale`
+                    // had done by then stays done; each step is recoverable.
+                    // SAFETY: restoring the default disposition of one
+                    // signal; no handler is involved.
+                    unsafe {
+                        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+                    }
+                    match &args.release_durable {
+                        Some(name) => stat::release_durable(&bus, name),
+                        None => stat::run(&bus, args.remove_stale),
+                    }
+                }
                 Command::DemoSub(args) => demo::run_child(&bus, args),
                 Command::Record(args) => run_record(&bus, args),
                 Command::Replay(args) => run_replay(&bus, args),

@@ -237,3 +237,35 @@ fn regression_remove_stale_removes_the_ack_channel_with_its_segment() {
     assert!(!segment_left, "the stale segment was left");
     assert!(!acks_left, "the stale segment's ack channel was left");
 }
+
+/// Review finding: `zerocast stat | head -1` panicked ("failed printing to
+/// stdout: Broken pipe", exit 101). A closed stdout now ends `stat` the
+/// way it ends other Unix listings: quietly, by SIGPIPE.
+#[test]
+fn regression_stat_into_a_closed_pipe_does_not_panic() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::{Command, Stdio};
+    let ns = format!("st{}-pipe", std::process::id());
+    let bus = Bus::new(Config {
+        namespace: ns.clone(),
+        topics: vec![TopicConfig::new("trades", 1 << 20, TopicKind::Trade)],
+    });
+    let _publisher = bus.publisher("trades").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_zerocast"))
+        .args(["stat", "--namespace", &ns])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes away before `stat` writes anything.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    bus.remove_segments();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
+        "{:?}: {stderr}",
+        out.status
+    );
+}
