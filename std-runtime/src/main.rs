@@ -417,7 +417,11 @@ fn run_pub(bus: &Bus, args: &PubArgs) -> Result<(), String> {
                 gating: if args.no_wait {
                     GatingPolicy::Fail
                 } else {
-                    GatingPolicy::Wait(Duration::from_millis(args.gating_wait_ms))
+                    // Waited in slices so that SIGINT/SIGTERM are seen
+                    // while a gating subscriber holds the ring (below).
+                    GatingPolicy::Wait(Duration::from_millis(
+                        args.gating_wait_ms.min(PUB_WAIT_SLICE_MS),
+                    ))
                 },
             },
         )
@@ -451,7 +455,27 @@ fn run_pub(bus: &Bus, args: &PubArgs) -> Result<(), String> {
             }
         }
         let n = args.count.map_or(batch, |c| batch.min(c - sent));
-        let seq = publish_synthetic(&mut publisher, &mut feed, kind, n as usize).map_err(|e| {
+        // A publish that found the ring full behind a gating subscriber
+        // took no sequence: try again, slice by slice, until
+        // --gating-wait-ms is spent or a signal stops the loop.
+        let wait_started = Instant::now();
+        let published = loop {
+            let r = publish_synthetic(&mut publisher, &mut feed, kind, n as usize);
+            match r {
+                Err(zerocast_ipc::Error::RingFull { .. })
+                    if !args.no_wait
+                        && !signal::stopped()
+                        && wait_started.elapsed() < Duration::from_millis(args.gating_wait_ms) =>
+                {
+                    continue
+                }
+                r => break r,
+            }
+        };
+        if published.is_err() && signal::stopped() {
+            break;
+        }
+        let seq = published.map_err(|e| {
             // Say how far it got: the frames before this one are on the ring.
             let range = first.map_or_else(String::new, |f| format!(" (seq {f} to {last})"));
             let waited = match e {
@@ -486,6 +510,10 @@ fn run_pub(bus: &Bus, args: &PubArgs) -> Result<(), String> {
     );
     Ok(())
 }
+
+/// The longest single wait of `pub` behind a gating subscriber before it
+/// looks at SIGINT/SIGTERM again.
+const PUB_WAIT_SLICE_MS: u64 = 50;
 
 fn run_sub(bus: &Bus, args: &SubArgs) -> Result<(), String> {
     let start = args.from;

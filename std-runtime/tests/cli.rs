@@ -1392,3 +1392,55 @@ fn operating_reference_matches_help() {
         "{summary_lines} command lines in the README"
     );
 }
+
+/// Review finding: behind a gating subscriber that stopped reading, `pub
+/// --gating-wait-ms 60000` ignored SIGINT for the whole minute (one wait
+/// per publish). It now waits in slices and stops on the signal with its
+/// summary and exit 0.
+#[test]
+fn regression_pub_waiting_behind_a_gating_subscriber_stops_on_sigint() {
+    let ns = Ns::new("pub-gated-int");
+    let config = config_with_size(&ns, "small.toml", "128KiB");
+    let sub = ns.spawn(&[
+        "--config",
+        &config,
+        "sub",
+        "--topic",
+        "trade_events",
+        "--gating",
+        "--name",
+        "risk",
+    ]);
+    wait_for_subscribers(&ns, "trade_events", 1);
+    // SAFETY: stopping our own child process.
+    unsafe { libc::kill(sub.id() as libc::pid_t, libc::SIGSTOP) };
+    let publisher = ns.spawn(&[
+        "--config",
+        &config,
+        "pub",
+        "--topic",
+        "trade_events",
+        "--count",
+        "100000",
+        "--gating-wait-ms",
+        "60000",
+    ]);
+    // Long enough to fill the ring and be waiting.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let asked = std::time::Instant::now();
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(publisher.id() as libc::pid_t, libc::SIGINT) };
+    let o = publisher.wait_with_output().unwrap();
+    let took = asked.elapsed();
+    // SAFETY: resuming our own child process.
+    unsafe { libc::kill(sub.id() as libc::pid_t, libc::SIGCONT) };
+    sigterm(&sub);
+    let _ = finish(sub, &["sub"]);
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "pub took {took:?} to stop on SIGINT"
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("published 2"), "summary: {out}");
+}
