@@ -449,6 +449,8 @@ fn regression_reliable_timeout_of_duration_max_does_not_overflow() {
         let _ = a.join();
         assert_eq!(seq.expect("publish_reliable panicked").unwrap(), 0);
     });
+    drop(p);
+    bus.remove_segments();
 }
 
 /// Regression: on iceoryx2 the frame header's word 3 carried the
