@@ -1425,8 +1425,29 @@ fn regression_pub_waiting_behind_a_gating_subscriber_stops_on_sigint() {
         "--gating-wait-ms",
         "60000",
     ]);
-    // Long enough to fill the ring and be waiting.
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // Wait until the publisher has filled the ring and waits: head at the
+    // ring's capacity (the stopped gating subscriber holds sequence 0).
+    wait_until("the ring full behind the stopped subscriber", || {
+        let out = ns.cmd(&["--config", &config, "stat"]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let Some(line) = text.lines().find(|l| l.starts_with("trade_events:")) else {
+            return false;
+        };
+        let num = |after: &str| -> Option<u64> {
+            line.split(after)
+                .nth(1)?
+                .split(|c: char| !c.is_ascii_digit())
+                .find(|w| !w.is_empty())?
+                .parse()
+                .ok()
+        };
+        let slots = line
+            .split(" slots")
+            .next()
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse::<u64>().ok());
+        matches!((num("head seq "), slots), (Some(head), Some(slots)) if head >= slots)
+    });
     let asked = std::time::Instant::now();
     // SAFETY: signalling our own child process.
     unsafe { libc::kill(publisher.id() as libc::pid_t, libc::SIGINT) };
