@@ -368,9 +368,22 @@ async fn resume_from_a_sequence_reads_the_wal_then_the_ring_then_live_without_ga
         recorder::record(&bus, "trade_events", &mut wal, || s.load(Ordering::Relaxed)).unwrap();
     });
     let mut p = gw.bus.publisher("trade_events").unwrap();
-    // Wait until the recorder's gating registration holds the ring.
     let first = p.publish(&trade("AAA", 0)).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    // Wait until the recorder's gating registration holds the ring.
+    let seg = gw.bus.segment("trade_events").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !seg.header().subscribers.iter().any(|e| {
+        // Relaxed: a test's poll of a registration; the recorder's own
+        // Release owner store is what publishers rely on, not this read.
+        e.gating.load(Ordering::Relaxed) != 0
+            && zerocast_ipc::layout::load_name(&e.name) == "recorder-trade_events"
+    }) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the recorder never registered"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
     let mut seqs = vec![first];
     for n in 1..1000 {
         seqs.push(p.publish(&trade("AAA", n)).unwrap());
