@@ -1135,30 +1135,26 @@ fn pairs_markdown(report: &Value) -> String {
         fine(&floor["one_way_mean_ns"]),
     );
     s += "**Ping-pong** (the method of iceoryx2's `benchmarks/publish-subscribe`: a 160 B trade frame there and back between two pinned threads, one-way = RTT/2)\n\n| transport | method | round trips | one-way p50 | p50 / floor | one-way mean | mean / floor |\n|---|---|---|---|---|---|---|\n";
-    for r in report["pingpong"].as_array().into_iter().flatten() {
-        s += &format!(
+    // One row of the ping-pong or wake-up table: `what` names the column
+    // describing the case, `x` the ratio's base (`floor` or `futex`).
+    let pair_row = |r: &Value, what: &str, x: &str| {
+        format!(
             "| {} | {} | {} | {} | {:.2}x | {} | {:.2}x |\n",
             r["transport"].as_str().unwrap_or("?"),
-            r["method"].as_str().unwrap_or("?"),
+            r[what].as_str().unwrap_or("?"),
             r["rounds"],
             fine(&r["one_way_p50_ns"]),
-            r["p50_x_floor"].as_f64().unwrap_or(0.0),
+            r[format!("p50_x_{x}")].as_f64().unwrap_or(0.0),
             fine(&r["one_way_mean_ns"]),
-            r["mean_x_floor"].as_f64().unwrap_or(0.0),
-        );
+            r[format!("mean_x_{x}")].as_f64().unwrap_or(0.0),
+        )
+    };
+    for r in report["pingpong"].as_array().into_iter().flatten() {
+        s += &pair_row(r, "method", "floor");
     }
     s += "\n**Wake-up** (both sides asleep in the kernel on every round trip, no spin; one-way = RTT/2; the bare futex pair is the floor for anything that sleeps)\n\n| transport | what it does | round trips | one-way p50 | p50 / futex | one-way mean | mean / futex |\n|---|---|---|---|---|---|---|\n";
     for r in report["wake"].as_array().into_iter().flatten() {
-        s += &format!(
-            "| {} | {} | {} | {} | {:.2}x | {} | {:.2}x |\n",
-            r["transport"].as_str().unwrap_or("?"),
-            r["wait_does"].as_str().unwrap_or("?"),
-            r["rounds"],
-            fine(&r["one_way_p50_ns"]),
-            r["p50_x_futex"].as_f64().unwrap_or(0.0),
-            fine(&r["one_way_mean_ns"]),
-            r["mean_x_futex"].as_f64().unwrap_or(0.0),
-        );
+        s += &pair_row(r, "wait_does", "futex");
     }
     s + "\n"
 }
