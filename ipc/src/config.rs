@@ -78,13 +78,6 @@ impl TopicKind {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-enum Size {
-    Bytes(u64),
-    Text(String),
-}
-
 /// Parses a byte count with an optional unit: B, K/KB/KiB, M/MB/MiB,
 /// G/GB/GiB, T/TB/TiB (all powers of 1024), as in `10MB` or `512 KiB`. The
 /// one parser of sizes: the config's `size` and the program's size flags.
@@ -116,6 +109,34 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
         .ok_or_else(|| "out of range (at most 2^64 - 1 bytes)".to_owned())
 }
 
+/// A topic's `size` value: a non-negative integer (bytes) or a string
+/// with a unit; anything else is an error naming the topic, the value and
+/// what is expected.
+fn topic_size(topic: &str, value: &toml::Value) -> Result<u64> {
+    let expected = "expected a byte count: a whole number of bytes like 65536, or a string with a unit like \"10MB\" (units B, KB, MB, GB, TB: powers of 1024)";
+    match value {
+        toml::Value::Integer(n) => u64::try_from(*n).map_err(|_| {
+            Error::BadConfig(format!(
+                "topic {topic:?}: size {n}: not a byte count (negative); {expected}"
+            ))
+        }),
+        toml::Value::String(s) => parse_size(s)
+            .map_err(|why| Error::BadConfig(format!("topic {topic:?}: size {s:?}: {why}"))),
+        other => {
+            let shown = match other {
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                toml::Value::Datetime(d) => d.to_string(),
+                _ => format!("(a {})", other.type_str()),
+            };
+            Err(Error::BadConfig(format!(
+                "topic {topic:?}: size {shown}: not a byte count (a {}); {expected}",
+                other.type_str()
+            )))
+        }
+    }
+}
+
 /// The largest topic `size`: 256 GiB. A segment lives in memory
 /// (`/dev/shm`), reserved whole when it is created.
 pub const MAX_TOPIC_SIZE: u64 = 256 << 30;
@@ -124,7 +145,11 @@ pub const MAX_TOPIC_SIZE: u64 = 256 << 30;
 #[serde(deny_unknown_fields)]
 struct RawTopic {
     name: String,
-    size: Size,
+    /// A byte count or a string with a unit; any TOML value, so that a
+    /// wrong one (-5, 1.5, true) is reported with its topic and what is
+    /// expected (see `topic_size`), not as serde's "did not match any
+    /// variant".
+    size: toml::Value,
     #[serde(default)]
     kind: Option<TopicKind>,
     #[serde(default)]
@@ -187,6 +212,10 @@ pub fn parse_mode(s: &str) -> std::result::Result<u32, String> {
         )
     };
     let digits = s.strip_prefix("0o").unwrap_or(s);
+    // Octal digits only: `from_str_radix` would also take a sign ("+600").
+    if digits.is_empty() || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return Err(bad());
+    }
     let mode = u32::from_str_radix(digits, 8).map_err(|_| bad())?;
     match mode {
         0o600 | 0o660 => Ok(mode),
@@ -346,12 +375,7 @@ impl Config {
                     t.name
                 )));
             }
-            let size = match &t.size {
-                Size::Bytes(b) => *b,
-                Size::Text(s) => parse_size(s).map_err(|why| {
-                    Error::BadConfig(format!("topic {:?}: size {s:?}: {why}", t.name))
-                })?,
-            };
+            let size = topic_size(&t.name, &t.size)?;
             if size > MAX_TOPIC_SIZE {
                 return Err(Error::BadConfig(format!(
                     "topic {:?}: size {size} bytes is more than the {MAX_TOPIC_SIZE} bytes (256GiB) a topic may have (its segment is reserved in memory, in /dev/shm)",
@@ -519,6 +543,34 @@ mod tests {
             "[[topic]]\nname = \"t\"\nsize = 100000\n[[topic]]\nname = \"t\"\nsize = 100000"
         )
         .contains("defined twice"));
+    }
+
+    /// Review finding (issue 10): `size = -5` gave serde's message for an
+    /// untagged enum ("data did not match any variant"), naming neither the
+    /// key, the value nor what is expected.
+    #[test]
+    fn regression_negative_size_names_key_value_and_expectation() {
+        for (value, shown) in [("-5", "-5"), ("1.5", "1.5"), ("true", "true")] {
+            let e = Config::from_toml(&format!("[[topic]]\nname = \"t\"\nsize = {value}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("topic \"t\""), "{e}");
+            assert!(e.contains(&format!("size {shown}")), "{e}");
+            assert!(e.contains("byte count"), "{e}");
+            assert!(!e.contains("variant"), "{e}");
+        }
+    }
+
+    /// Review finding (issue 10): `parse_mode` took "+600" (and "0o+600")
+    /// as 0600: `from_str_radix` accepts a sign.
+    #[test]
+    fn regression_mode_accepts_only_octal_digits() {
+        for bad in ["+600", "0o+600", "+0660", " 0600", "0600 ", "-0", ""] {
+            assert!(parse_mode(bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(parse_mode("0600"), Ok(0o600));
+        assert_eq!(parse_mode("660"), Ok(0o660));
+        assert_eq!(parse_mode("0o660"), Ok(0o660));
     }
 
     #[test]
