@@ -397,6 +397,25 @@ fn value_error(e: &clap::Error) -> Option<String> {
     Some(format!("{flag} {value:?}: {why}"))
 }
 
+/// Checks between flags that clap's value parsers cannot make (each sees
+/// one value): a bad combination is a bad command line, exit status 2 like
+/// clap's own errors, before any work.
+fn check_command_line(command: &Command) -> Result<(), String> {
+    if let Command::Replay(ReplayArgs {
+        from: Some(from),
+        to: Some(to),
+        ..
+    }) = command
+    {
+        if from > to {
+            return Err(format!(
+                "--from {from} is after --to {to}: nothing to replay"
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn run_pub(bus: &Bus, args: &PubArgs) -> Result<(), String> {
     let topic = bus.config().topic(&args.topic).map_err(|e| e.to_string())?;
     let kind = topic.kind;
@@ -623,13 +642,6 @@ fn run_record(bus: &Bus, args: &RecordArgs) -> Result<(), String> {
 
 fn run_replay(bus: &Bus, args: &ReplayArgs) -> Result<(), String> {
     bus.config().topic(&args.topic).map_err(|e| e.to_string())?;
-    if let (Some(from), Some(to)) = (args.from, args.to) {
-        if from > to {
-            return Err(format!(
-                "--from {from} is after --to {to}: nothing to replay"
-            ));
-        }
-    }
     let dir = args.wal.join(&args.topic);
     if !dir.is_dir() {
         return Err(format!(
@@ -1019,14 +1031,19 @@ fn main() -> ExitCode {
             None => e.exit(),
         },
     };
+    if let Err(line) = check_command_line(&cli.command) {
+        eprintln!("zerocast: error: {line}");
+        return ExitCode::from(2);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("ZEROCAST_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
-        // Colour codes only for a terminal, never into files or pipes.
-        .with_ansi(std::io::stderr().is_terminal())
+        // Colour codes only for a terminal that takes them (not
+        // TERM=dumb), never into files or pipes, and not with NO_COLOR.
+        .with_ansi(zerocast_runtime::progress::stderr_colour())
         .init();
     signal::install();
     let result = load_config(cli.config.as_ref(), cli.namespace.as_ref())
