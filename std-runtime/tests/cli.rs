@@ -319,7 +319,7 @@ fn regression_replay_from_after_to_is_an_error() {
         "--to",
         "5",
     ]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("--from 10"), "{}", stderr(&out));
     assert!(stdout(&out).is_empty());
 }
@@ -1464,4 +1464,375 @@ fn regression_pub_waiting_behind_a_gating_subscriber_stops_on_sigint() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("published 2"), "summary: {out}");
+}
+
+// ---- review leftovers of issues 10 and 11 ----
+
+/// A pid that no process has: a child that has exited and been reaped.
+fn dead_pid() -> u32 {
+    let mut c = Command::new("true").spawn().unwrap();
+    let pid = c.id();
+    c.wait().unwrap();
+    pid
+}
+
+/// The "last heartbeat" age of `trade_events`' publisher 0 in `stat`, in
+/// seconds: `None` for "never" (or no publisher yet).
+fn heartbeat_age(ns: &Ns) -> Option<f64> {
+    let o = ns.cmd(&["stat"]).output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let line = text.lines().find(|l| l.contains("  publisher 0:"))?;
+    line.split("last heartbeat ")
+        .nth(1)?
+        .strip_suffix("s ago")?
+        .parse()
+        .ok()
+}
+
+/// Review finding (issue 11): `zerocast pub` sent no heartbeats, so a
+/// publisher slower than one frame per health interval read Degraded, then
+/// Failed, in `zerocast health`. Idle, it now beats every --heartbeat-ms.
+#[test]
+fn regression_pub_sends_heartbeats_while_idle() {
+    let ns = Ns::new("pub-heartbeat");
+    // One frame, then a wait of 1000 s.
+    let publ = ns.spawn(&["pub", "--topic", "trade_events", "--rate", "0.001"]);
+    let started = Instant::now();
+    let mut fresh = None;
+    // Past one second of idling, the last heartbeat is still recent: the
+    // publisher keeps beating (a single beat at the start would age).
+    while started.elapsed() < Duration::from_secs(6) {
+        let age = heartbeat_age(&ns);
+        if started.elapsed() > Duration::from_millis(1200) && age.is_some_and(|a| a < 0.6) {
+            fresh = age;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let health = ns.run(&["health", "--interval", "1000"]);
+    sigterm(&publ);
+    let o = finish(publ, &["pub"]);
+    assert!(
+        fresh.is_some(),
+        "no recent heartbeat from an idle pub after 1.2 s: {:?}",
+        heartbeat_age(&ns)
+    );
+    let table = stdout(&health);
+    assert!(health.status.success(), "{table}\n{}", stderr(&health));
+    assert!(
+        !table.contains("Degraded") && !table.contains("Failed"),
+        "{table}"
+    );
+    assert!(stdout(&o).contains("published 1 frames"), "{}", stdout(&o));
+}
+
+/// Review finding (issue 11): after a bus reset (the topic's segment
+/// removed and created again, its sequences restarting at 0) a `follow`
+/// resumed from its old checkpoint took the new bus's sequences for ones
+/// it had processed: with --until at or below the checkpoint it exited 0
+/// having written nothing; live it would wait past them. It now refuses,
+/// naming the checkpoint and what changed.
+#[test]
+fn regression_follow_refuses_a_checkpoint_of_a_reset_bus() {
+    let ns = Ns::new("follow-reset");
+    write_wal(&ns.root.join("trade_events"), 0..100);
+    let out_file = ns.root.join("out.bin");
+    let follow = |until: &str| {
+        ns.run(&[
+            "follow",
+            "--topic",
+            "trade_events",
+            "--wal",
+            ns.wal(),
+            "--name",
+            "f",
+            "--until",
+            until,
+            "--out",
+            out_file.to_str().unwrap(),
+        ])
+    };
+    let o = follow("99");
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The bus is reset: a new segment, sequences from 0 again.
+    let _ = std::fs::remove_file(ns.segment("trade_events"));
+    let _ = std::fs::remove_file(format!("/dev/shm/zerocast-acks.{}.trade_events", ns.name));
+    let p = ns.run(&["pub", "--topic", "trade_events", "--count", "5"]);
+    assert!(p.status.success(), "{}", stderr(&p));
+    let o = follow("4");
+    let msg = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "resumed on a reset bus: {msg}");
+    assert!(msg.contains("f.ckpt"), "the checkpoint is not named: {msg}");
+    assert!(msg.contains("reset"), "{msg}");
+    assert!(msg.contains("sequence 99"), "{msg}");
+}
+
+/// Review finding (issue 10): a demo that failed after its subscriber
+/// processes started returned without stopping them, so their segments
+/// stayed (in use) until `stat --remove-stale`. Here its feed cannot get a
+/// publisher entry on market_l2 (ten live publishers hold the table).
+#[test]
+fn regression_demo_error_after_children_started_stops_them() {
+    let ns = Ns::new("demo-fail");
+    let holders: Vec<Child> = (0..10)
+        .map(|i| {
+            ns.spawn(&[
+                "pub",
+                "--topic",
+                "market_l2",
+                "--rate",
+                "0.001",
+                "--name",
+                &format!("holder{i}"),
+            ])
+        })
+        .collect();
+    wait_until("ten publishers on market_l2", || {
+        let out = ns.cmd(&["stat"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).contains("  publisher 9:")
+    });
+    let out = ns.run(&[
+        "demo",
+        "--duration",
+        "5",
+        "--rate",
+        "2000",
+        "--gateway",
+        "off",
+    ]);
+    for h in holders {
+        sigterm(&h);
+        let _ = finish(h, &["pub"]);
+    }
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}\n{}", stderr(&out));
+    assert!(
+        !ns.segment("trade_events").exists(),
+        "the demo's subscribers were still running when it removed its segments: {text}"
+    );
+}
+
+/// Review finding (issue 10): a demo subscriber whose parent died before
+/// the child's first `getppid()` was never told to stop. The parent's pid
+/// now comes in the environment: a child whose parent is not that pid
+/// stops at once with its final report.
+#[test]
+fn regression_demo_child_stops_if_its_parent_is_already_gone() {
+    let ns = Ns::new("demo-orphan");
+    let mut cmd = ns.cmd(&["demo-sub", "--topic", "trade_events", "--name", "orphan"]);
+    cmd.env("ZEROCAST_DEMO_PARENT", dead_pid().to_string());
+    let mut child = spawn(cmd);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let exited = child.try_wait().unwrap().is_some();
+    if !exited {
+        let _ = child.kill();
+    }
+    let o = child.wait_with_output().unwrap();
+    assert!(exited, "an orphaned demo child kept running");
+    assert!(stdout(&o).contains("\"final\":true"), "{}", stdout(&o));
+}
+
+/// Review finding (issue 10): `follow --out` created its output file
+/// without syncing the directory, so a power loss could keep the
+/// checkpoint and lose the file's entry. Seen from outside as the
+/// directory being opened (to fsync it): inotify's IN_OPEN on the
+/// directory itself.
+#[test]
+fn regression_follow_out_syncs_its_directory() {
+    let ns = Ns::new("follow-dirsync");
+    write_wal(&ns.root.join("trade_events"), 0..10);
+    let dir = ns.root.join("out");
+    std::fs::create_dir_all(&dir).unwrap();
+    let c_dir = std::ffi::CString::new(dir.to_str().unwrap()).unwrap();
+    // SAFETY: plain syscalls; the fd is closed below.
+    let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+    assert!(fd >= 0);
+    // SAFETY: fd is an inotify fd and c_dir a valid C string.
+    let wd = unsafe { libc::inotify_add_watch(fd, c_dir.as_ptr(), libc::IN_OPEN) };
+    assert!(wd >= 0);
+    let out_file = dir.join("out.bin");
+    let o = ns.run(&[
+        "follow",
+        "--topic",
+        "trade_events",
+        "--wal",
+        ns.wal(),
+        "--name",
+        "d",
+        "--until",
+        "9",
+        "--out",
+        out_file.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut buf = [0u8; 4096];
+    let mut dir_opened = false;
+    loop {
+        // SAFETY: reading into a buffer of the length given.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            break;
+        }
+        let mut at = 0usize;
+        while at + 16 <= n as usize {
+            let word = |i: usize| u32::from_ne_bytes(buf[at + i..at + i + 4].try_into().unwrap());
+            let (mask, len) = (word(4), word(12) as usize);
+            // No name: the event is about the watched directory itself.
+            if mask & libc::IN_ISDIR != 0 && len == 0 {
+                dir_opened = true;
+            }
+            at += 16 + len;
+        }
+    }
+    // SAFETY: closing the fd opened above.
+    unsafe { libc::close(fd) };
+    assert!(
+        dir_opened,
+        "follow --out never opened the output's directory to sync it"
+    );
+    assert_eq!(std::fs::metadata(&out_file).unwrap().len(), 80);
+}
+
+/// Review finding (issue 10): `replay --from 9000 --to 5` exited 1, the
+/// status of a failed run; a bad combination of values on the command line
+/// exits 2 like clap's own errors (nothing was done).
+#[test]
+fn regression_replay_from_after_to_exits_2() {
+    let ns = Ns::new("replay-range2");
+    write_wal(&ns.root.join("trade_events"), 0..20);
+    let args = [
+        "replay",
+        "--topic",
+        "trade_events",
+        "--wal",
+        ns.wal(),
+        "--from",
+        "9000",
+        "--to",
+        "5",
+    ];
+    refused(&ns, &args, "--from 9000", 2);
+}
+
+/// Review finding (issue 10): the status line wrote `\x1b[K` to a terminal
+/// that says it has no escape codes (TERM=dumb), and log lines were
+/// coloured with NO_COLOR set.
+#[test]
+fn regression_terminal_output_obeys_term_dumb_and_no_color() {
+    let ns = Ns::new("term-dumb");
+    write_wal(&ns.root.join("trade_events"), 0..500);
+    let mut cmd = ns.cmd(&["replay", "--topic", "trade_events", "--wal", ns.wal()]);
+    cmd.env("TERM", "dumb");
+    let (status, _, tty) = run_with_tty_stderr(cmd);
+    assert!(status.success(), "{tty}");
+    assert!(tty.contains("\rreplay: "), "no status line: {tty:?}");
+    assert!(
+        !tty.contains('\x1b'),
+        "escape codes with TERM=dumb: {tty:?}"
+    );
+    // A log line (`record` says where it starts, at INFO) on a terminal,
+    // with NO_COLOR: no colour codes.
+    let mut cmd = ns.cmd(&["record", "--topic", "trade_events", "--wal", ns.wal()]);
+    cmd.env("NO_COLOR", "1")
+        .env("TERM", "xterm")
+        .env("ZEROCAST_LOG", "info");
+    let tty = tty_stderr_until(cmd, "recording after");
+    assert!(tty.contains("INFO"), "{tty:?}");
+    assert!(!tty.contains('\x1b'), "colour with NO_COLOR: {tty:?}");
+}
+
+/// Runs `cmd` with stderr on a new pseudo-terminal until that shows
+/// `marker`, then stops it with SIGTERM; returns what it wrote there.
+fn tty_stderr_until(mut cmd: Command, marker: &str) -> String {
+    use std::io::Read;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::sync::{Arc, Mutex};
+    let (mut master, mut slave) = (-1, -1);
+    // SAFETY: as in `run_with_tty_stderr`.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both fds were just opened by openpty and are owned here only.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    cmd.stdout(Stdio::piped()).stderr(Stdio::from(slave));
+    let child = cmd.spawn().unwrap();
+    drop(cmd);
+    let text = Arc::new(Mutex::new(String::new()));
+    let shared = Arc::clone(&text);
+    let reader = std::thread::spawn(move || {
+        let mut f = std::fs::File::from(master);
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = f.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            shared
+                .lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !text.lock().unwrap().contains(marker) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    sigterm(&child);
+    let _ = finish(child, &["(on a terminal)"]);
+    reader.join().unwrap();
+    let t = text.lock().unwrap().clone();
+    t
+}
+
+/// Review finding (issue 10): a SIGKILLed demo left its `demo-<pid>`
+/// segments (~65 MB) until `stat --remove-stale`. The next demo removes
+/// the segments of dead demos, and says so.
+#[test]
+fn regression_demo_removes_segments_of_killed_demos() {
+    let dead = format!("demo-{}", dead_pid());
+    let seg = PathBuf::from(format!("/dev/shm/zerocast.{dead}.trade_events"));
+    // A segment of a demo that is gone: its creator exited, nobody uses it.
+    let mut c = Command::new(BIN);
+    c.env_remove("ZEROCAST_NAMESPACE")
+        .env("ZEROCAST_LOG", "warn")
+        .args([
+            "--namespace",
+            &dead,
+            "pub",
+            "--topic",
+            "trade_events",
+            "--count",
+            "1",
+        ]);
+    let o = finish(spawn(c), &["pub"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(seg.exists());
+    let ns = Ns::new("demo-clean");
+    let out = ns.run(&[
+        "demo",
+        "--duration",
+        "0.3",
+        "--rate",
+        "2000",
+        "--gateway",
+        "off",
+    ]);
+    let existed = seg.exists();
+    let _ = std::fs::remove_file(&seg);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    assert!(!existed, "the dead demo's segment is still there: {text}");
+    assert!(
+        text.contains(&dead),
+        "the demo did not say what it removed: {text}"
+    );
 }
