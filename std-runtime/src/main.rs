@@ -219,9 +219,10 @@ struct FollowArgs {
     #[arg(long, value_parser = parse_seq)]
     until: Option<u64>,
     /// Append each processed sequence (8 bytes LE) to FILE instead of
-    /// printing; at start the file is cut back to the checkpoint, and it is
-    /// fdatasynced before each checkpoint, so the file holds every sequence
-    /// exactly once however often this is killed, machine crashes included.
+    /// printing; at start the file is cut back to the checkpoint (and its
+    /// directory fsynced), and it is fdatasynced before each checkpoint, so
+    /// the file holds every sequence exactly once however often this is
+    /// killed, machine crashes included.
     #[arg(long)]
     out: Option<PathBuf>,
 }
@@ -839,14 +840,26 @@ fn cut_output(path: &std::path::Path, checkpoint: Option<u64>) -> Result<std::fs
     Ok(f)
 }
 
+/// fsyncs the directory holding `path` (its entry in it, once created).
+fn sync_parent_dir(path: &std::path::Path) -> Result<(), String> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| format!("{}: fsync the directory of --out: {e}", dir.display()))
+}
+
 fn run_follow(bus: &Bus, args: &FollowArgs) -> Result<(), String> {
     bus.config().topic(&args.topic).map_err(|e| e.to_string())?;
     let wal_dir = args.wal.join(&args.topic);
+    let checkpoint_dir = wal_dir.join("checkpoints");
     let mut follower = resume::Resumable::open(
         bus,
         &args.topic,
         &wal_dir,
-        &wal_dir.join("checkpoints"),
+        &checkpoint_dir,
         &args.name,
         resume::CheckpointPolicy {
             every_events: args.checkpoint_every,
@@ -854,10 +867,23 @@ fn run_follow(bus: &Bus, args: &FollowArgs) -> Result<(), String> {
         },
     )
     .map_err(|e| e.to_string())?;
+    // A checkpoint counts in one bus segment: after a bus reset it is
+    // refused, not resumed (before anything is cut or written).
+    zerocast_runtime::checkpoint_segment::bind(
+        bus,
+        &args.topic,
+        &checkpoint_dir,
+        &args.name,
+        follower.checkpointed(),
+    )?;
     let mut sink: Box<dyn Write> = match &args.out {
         Some(path) => {
             use std::io::Seek;
             let mut f = cut_output(path, follower.checkpointed())?;
+            // The file's directory entry reaches the disk before any
+            // checkpoint does: a power loss could otherwise keep the
+            // checkpoint and lose the (new) file.
+            sync_parent_dir(path)?;
             f.seek(std::io::SeekFrom::End(0))
                 .map_err(|e| e.to_string())?;
             // The output reaches the disk before a checkpoint says it was

@@ -1,0 +1,102 @@
+//! Which bus a `follow` checkpoint counts in: the identity of the topic's
+//! segment ([`crate::batch::segment_identity`]) kept beside the checkpoint,
+//! in `<name>.segment`.
+//!
+//! A checkpoint is a sequence number, and sequences count from 0 in each
+//! segment. After a bus reset (the segment removed and created again, as
+//! after a reboot or a `stat --remove-stale` of a stopped bus) a resumed
+//! follower would take the new bus's sequences up to its checkpoint for
+//! ones it had processed (skipping them), or wait for a sequence the new
+//! bus reaches only much later. So, as the batcher does with its sinks, a
+//! checkpoint bound to another segment is refused, naming both.
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use zerocast_ipc::{Bus, Transport};
+
+/// The file holding the identity of the segment `name`'s checkpoint in
+/// `checkpoint_dir` counts in.
+pub fn path(checkpoint_dir: &Path, name: &str) -> PathBuf {
+    checkpoint_dir.join(format!("{name}.segment"))
+}
+
+/// Binds `name`'s checkpoint (in `checkpoint_dir`, at sequence
+/// `checkpointed`) to `topic`'s segment on `bus`, before any event is
+/// processed:
+///
+/// - no checkpoint yet: records the segment it starts on;
+/// - a checkpoint and the segment it was recorded on: Ok if that is the
+///   segment now, else an error naming the checkpoint, both segments and
+///   how to start over;
+/// - a checkpoint with no recorded segment (written by an older zerocast):
+///   records the segment now (it cannot be checked).
+///
+/// iceoryx2 topics have no zerocast segment: nothing is checked.
+pub fn bind(
+    bus: &Bus,
+    topic: &str,
+    checkpoint_dir: &Path,
+    name: &str,
+    checkpointed: Option<u64>,
+) -> Result<(), String> {
+    let config = bus.config().topic(topic).map_err(|e| e.to_string())?;
+    if config.transport != Transport::Shm {
+        return Ok(());
+    }
+    let now = crate::batch::segment_identity(bus, topic)?;
+    let file = path(checkpoint_dir, name);
+    let recorded = match std::fs::read_to_string(&file) {
+        Ok(s) => Some(s.trim().to_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(format!("{}: {e}", file.display())),
+    };
+    match (checkpointed, recorded) {
+        (Some(_), Some(r)) if r == now => Ok(()),
+        (Some(seq), Some(r)) => {
+            let created = |s: &str| s.split('-').next().unwrap_or("?").to_owned();
+            let checkpoint = checkpoint_dir.join(format!("{name}.ckpt"));
+            Err(format!(
+                "the bus was reset: checkpoint {} (sequence {seq}) counts in topic {topic}'s \
+                 segment created at {} ns (identity {r}, in {}), but the segment now was \
+                 created at {} ns (identity {now}) and its sequences restarted at 0; resuming \
+                 would skip or mis-order them. To follow the new bus from its start, remove \
+                 {} and {} (and the --out file), or follow under another --name",
+                checkpoint.display(),
+                created(&r),
+                file.display(),
+                created(&now),
+                checkpoint.display(),
+                file.display(),
+            ))
+        }
+        _ => store(&file, &now),
+    }
+}
+
+/// Writes `identity` to `file`: a temporary file, fsync, rename, fsync of
+/// the directory (as checkpoints are written), mode 0600.
+fn store(file: &Path, identity: &str) -> Result<(), String> {
+    let err = |what: &str, p: &Path, e: std::io::Error| format!("{}: {what}: {e}", p.display());
+    let dir = file.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| err("create directory", dir, e))?;
+    let tmp = file.with_extension("segment.tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(crate::wal::CHECKPOINT_MODE)
+        .open(&tmp)
+        .map_err(|e| err("create", &tmp, e))?;
+    // Exactly 0600, whatever the umask or an earlier file's mode.
+    f.set_permissions(std::fs::Permissions::from_mode(crate::wal::CHECKPOINT_MODE))
+        .map_err(|e| err("set mode", &tmp, e))?;
+    f.write_all(format!("{identity}\n").as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| err("write", &tmp, e))?;
+    std::fs::rename(&tmp, file).map_err(|e| err("rename into place", file, e))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| err("fsync directory", dir, e))
+}
