@@ -90,6 +90,11 @@ struct PubArgs {
     /// (e.g. a recorder restarting) before failing, in milliseconds.
     #[arg(long, default_value_t = 100)]
     gating_wait_ms: u64,
+    /// Send a heartbeat when no frame was published for this many
+    /// milliseconds (0: never), so that `zerocast health` sees a slow
+    /// publisher alive; keep it at most half of the health interval.
+    #[arg(long, default_value_t = 250, value_parser = parse_heartbeat_ms, value_name = "MS")]
+    heartbeat_ms: u64,
     /// Publisher name in the topic's table.
     #[arg(long, default_value = "")]
     name: String,
@@ -314,6 +319,18 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
     }
 }
 
+/// The longest `pub --heartbeat-ms`: an hour (health's longest interval).
+const MAX_HEARTBEAT_MS: u64 = 3_600_000;
+
+fn parse_heartbeat_ms(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(v) if v <= MAX_HEARTBEAT_MS => Ok(v),
+        _ => Err(format!(
+            "milliseconds must be from 0 (no heartbeats) to {MAX_HEARTBEAT_MS}"
+        )),
+    }
+}
+
 fn parse_batch(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(0) => Err("must be at least 1".into()),
@@ -449,6 +466,11 @@ fn run_pub(bus: &Bus, args: &PubArgs) -> Result<(), String> {
     let mut feed = Feed::new(16, 0x5EED ^ u64::from(std::process::id()));
     let start = Instant::now();
     let (mut sent, mut first, mut last) = (0u64, None, 0u64);
+    // Heartbeats while idle between paced frames (as the demo's feed and
+    // `spawn_heartbeat` do): the health monitor then sees this publisher's
+    // heartbeat stamp move although frames are rare.
+    let heartbeat_every = (args.heartbeat_ms > 0).then(|| Duration::from_millis(args.heartbeat_ms));
+    let (mut heartbeats, mut last_activity) = (0u64, Instant::now());
     let batch = args.batch as u64;
     let mut progress = Progress::new("pub");
     // SIGINT and SIGTERM stop the loop between publishes; the summary below
@@ -468,7 +490,18 @@ fn run_pub(bus: &Bus, args: &PubArgs) -> Result<(), String> {
         if let Some(rate) = args.rate {
             let due = start + Duration::from_secs_f64(sent as f64 / rate);
             while Instant::now() < due && !signal::stopped() {
-                std::thread::sleep(Duration::from_micros(50).min(due - Instant::now()));
+                if heartbeat_every.is_some_and(|h| last_activity.elapsed() >= h) {
+                    // A heartbeat that cannot go out (the ring full behind
+                    // a gating subscriber) is not an error of the run: the
+                    // monitor then rightly sees this publisher held up.
+                    if publisher.send_heartbeat().is_ok() {
+                        heartbeats += 1;
+                    }
+                    last_activity = Instant::now();
+                }
+                std::thread::sleep(
+                    Duration::from_micros(50).min(due.saturating_duration_since(Instant::now())),
+                );
             }
             if signal::stopped() {
                 break;
@@ -512,6 +545,7 @@ fn run_pub(bus: &Bus, args: &PubArgs) -> Result<(), String> {
         first.get_or_insert(seq);
         last = seq + n - 1;
         sent += n;
+        last_activity = Instant::now();
         progress.update(|t| {
             let of = args.count.map_or_else(String::new, |c| format!(" of {c}"));
             format!(
@@ -523,10 +557,15 @@ fn run_pub(bus: &Bus, args: &PubArgs) -> Result<(), String> {
     progress.clear();
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "published {sent} frames to {} (seq {} to {last}) in {secs:.3}s, {:.0} frames/s",
+        "published {sent} frames to {} (seq {} to {last}) in {secs:.3}s, {:.0} frames/s{}",
         args.topic,
         first.unwrap_or(0),
-        sent as f64 / secs.max(1e-9)
+        sent as f64 / secs.max(1e-9),
+        if heartbeats > 0 {
+            format!("; and {heartbeats} heartbeats while idle (--heartbeat-ms)")
+        } else {
+            String::new()
+        }
     );
     Ok(())
 }

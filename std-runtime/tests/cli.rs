@@ -1150,6 +1150,8 @@ fn regression_stat_says_never_and_shows_iceoryx2_topics() {
         "trade_events",
         "--rate",
         "0.001",
+        "--heartbeat-ms",
+        "0",
     ]);
     let mut text = String::new();
     wait_until("the publisher in stat", || {
