@@ -164,6 +164,18 @@ pub fn run(
     };
     let bus = Bus::new(c);
     let namespace = bus.config().namespace.clone();
+    // Demos killed by SIGKILL leave their segments (tens of MB in memory):
+    // each demo removes those nobody uses any more.
+    let dead = remove_dead_demo_segments(&bus);
+    if !dead.is_empty() {
+        println!(
+            "removed the segments left by dead demos: {}",
+            dead.iter()
+                .map(|(ns, n)| format!("{ns} ({n} files)"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     for t in &bus.config().topics {
         let users = other_users(&bus, &t.name);
         if users > 0 {
@@ -193,6 +205,82 @@ pub fn run(
         );
     }
     result
+}
+
+/// Removes the segments, ack channels and half-built files of namespaces
+/// `demo-<pid>` (other than `bus`'s) whose demo process is gone and whose
+/// segments no live process uses or holds ([`Segment::is_stale`], as
+/// `zerocast stat --remove-stale` decides): (namespace, files removed) for
+/// each namespace it removed files of. A segment it cannot open, or still
+/// in use, is left alone.
+fn remove_dead_demo_segments(bus: &Bus) -> Vec<(String, usize)> {
+    let prefix = format!("{}demo-", zerocast_ipc::config::SEGMENT_PREFIX);
+    let mut namespaces: Vec<String> = std::fs::read_dir(zerocast_ipc::config::shm_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let pid = name.strip_prefix(&prefix)?.split('.').next()?;
+            // A pid made of digits only: the demo's own naming.
+            let parsed: u32 = pid
+                .parse()
+                .ok()
+                .filter(|_| pid.bytes().all(|b| b.is_ascii_digit()))?;
+            (!process_alive(parsed)).then(|| format!("demo-{pid}"))
+        })
+        .filter(|ns| *ns != bus.config().namespace)
+        .collect();
+    namespaces.sort();
+    namespaces.dedup();
+    let mut removed = Vec::new();
+    for ns in namespaces {
+        let mut c = bus.config().clone();
+        c.namespace = ns.clone();
+        let dead = Bus::new(c);
+        let mut n = 0;
+        for (topic, path) in dead.list_segments() {
+            let access = dead
+                .config()
+                .topic(&topic)
+                .map(|t| t.access)
+                .unwrap_or_default();
+            let Ok(seg) = zerocast_ipc::Segment::open_with(&path, &topic, access) else {
+                continue;
+            };
+            if !seg.is_stale() {
+                continue;
+            }
+            drop(seg);
+            for p in [path, dead.config().ack_path(&topic)] {
+                if std::fs::remove_file(&p).is_ok() {
+                    n += 1;
+                }
+            }
+        }
+        for p in dead.abandoned_init_files() {
+            if std::fs::remove_file(&p).is_ok() {
+                n += 1;
+            }
+        }
+        if n > 0 {
+            removed.push((ns, n));
+        }
+    }
+    removed
+}
+
+/// Whether process `pid` exists (signal 0: permission denied means it does).
+fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return true; // never a demo's pid: leave it alone
+    }
+    // SAFETY: signal 0 checks only that the process exists; nothing is sent.
+    let found = unsafe { libc::kill(pid, 0) } == 0;
+    found || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// Users of `topic`'s segment other than this process: live processes and
@@ -230,7 +318,9 @@ fn run_inner(bus: &Bus, config: Option<&PathBuf>, args: &DemoArgs) -> Result<(),
     let exe = std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
     let plan = plan(bus);
     let reports: Arc<Mutex<Vec<Option<Value>>>> = Arc::new(Mutex::new(vec![None; plan.len()]));
-    let mut children: Vec<Child> = Vec::new();
+    // Stopped on every way out of this function: an error (`?`) or a
+    // panic after the first child started included.
+    let mut children = Children::default();
     for (i, p) in plan.iter().enumerate() {
         let mut cmd = Command::new(&exe);
         if let Some(c) = config {
@@ -250,6 +340,7 @@ fn run_inner(bus: &Bus, config: Option<&PathBuf>, args: &DemoArgs) -> Result<(),
         if p.gating {
             cmd.arg("--gating");
         }
+        cmd.env(PARENT_ENV, std::process::id().to_string());
         let mut child = cmd
             .stdout(Stdio::piped())
             .spawn()
@@ -263,7 +354,7 @@ fn run_inner(bus: &Bus, config: Option<&PathBuf>, args: &DemoArgs) -> Result<(),
                 }
             }
         });
-        children.push(child);
+        children.0.push(child);
     }
     // Wait until every subscriber has registered, so none misses the start.
     let ready_by = Instant::now() + Duration::from_secs(10);
@@ -274,12 +365,12 @@ fn run_inner(bus: &Bus, config: Option<&PathBuf>, args: &DemoArgs) -> Result<(),
         .any(Option::is_none)
     {
         if signal::stopped() {
-            stop_children(&mut children);
+            children.stop();
             println!("stopped before the feed started");
             return Ok(());
         }
         if Instant::now() > ready_by {
-            stop_children(&mut children);
+            children.stop();
             return Err("subscriber processes did not start within 10s".into());
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -367,7 +458,7 @@ fn run_inner(bus: &Bus, config: Option<&PathBuf>, args: &DemoArgs) -> Result<(),
             *r = None;
         }
     }
-    stop_children(&mut children);
+    children.stop();
     let deadline = Instant::now() + Duration::from_secs(3);
     while reports
         .lock()
@@ -382,9 +473,32 @@ fn run_inner(bus: &Bus, config: Option<&PathBuf>, args: &DemoArgs) -> Result<(),
     summary(&feeds, &plan, &finals, elapsed)
 }
 
+/// The demo's subscriber processes, stopped (SIGTERM, then SIGKILL after
+/// 3 s) by [`Children::stop`] or, on any other way out, when dropped: a
+/// demo that fails after they started must not leave them running on its
+/// segments.
+#[derive(Default)]
+struct Children(Vec<Child>);
+
+impl Children {
+    /// Stops and reaps every child (once: a reaped child's pid may be
+    /// reused, so it is never signalled again).
+    fn stop(&mut self) {
+        stop_children(&mut self.0);
+        self.0.clear();
+    }
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 fn stop_children(children: &mut [Child]) {
     for c in children.iter() {
-        // SAFETY: sending SIGTERM to our own child process.
+        // SAFETY: sending SIGTERM to our own child process, not yet reaped
+        // (`Children::stop` drops each after reaping it).
         unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
     }
     let deadline = Instant::now() + Duration::from_secs(3);
@@ -532,10 +646,15 @@ fn summary(
     Ok(())
 }
 
+/// The variable through which the demo tells each subscriber process its
+/// pid: a child whose parent is not that pid (the demo died before the
+/// child started) stops at once instead of running forever.
+const PARENT_ENV: &str = "ZEROCAST_DEMO_PARENT";
+
 /// The demo's subscriber process: receives, checks sequences, measures
 /// latency, and prints one JSON report a second (and a final one on SIGTERM).
 pub fn run_child(bus: &Bus, args: &DemoSubArgs) -> Result<(), String> {
-    signal::leave_interrupt_to_parent();
+    signal::leave_interrupt_to_parent(std::env::var(PARENT_ENV).ok().and_then(|p| p.parse().ok()));
     let wait = match args.wait.as_str() {
         "spin" => WaitStrategy::BusySpin,
         "yield" => WaitStrategy::SpinThenYield { spins: 200 },

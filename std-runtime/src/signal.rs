@@ -29,11 +29,16 @@ pub fn stopped() -> bool {
 /// whole foreground process group, leaves the stopping to the parent (which
 /// then collects every child's final report); and SIGTERM comes when the
 /// parent dies, so no child outlives it.
-pub fn leave_interrupt_to_parent() {
+///
+/// `parent` is the pid the parent gave the child (in its environment):
+/// a parent that died before the child even started is then seen too (the
+/// child's parent is no longer that pid), and the child stops at once.
+/// Without it, the parent is taken to be the one the child has now.
+pub fn leave_interrupt_to_parent(parent: Option<u32>) {
     // SAFETY: setting SIGINT's disposition to SIG_IGN has no preconditions.
     unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
     // SAFETY: getppid has no preconditions and cannot fail.
-    let parent = unsafe { libc::getppid() };
+    let parent = parent.map_or_else(|| unsafe { libc::getppid() }, |p| p as libc::pid_t);
     // SAFETY: PR_SET_PDEATHSIG takes a signal number; no memory is passed.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) };
     // The parent may have died before the prctl: then nobody will stop us.
