@@ -45,7 +45,7 @@ pub fn bind(
     if config.transport != Transport::Shm {
         return Ok(());
     }
-    let now = crate::batch::segment_identity(bus, topic)?;
+    let now = identity(bus, topic)?;
     let file = path(checkpoint_dir, name);
     let recorded = match std::fs::read_to_string(&file) {
         Ok(s) => Some(s.trim().to_owned()),
@@ -73,6 +73,25 @@ pub fn bind(
         }
         _ => store(&file, &now),
     }
+}
+
+/// The identity of `topic`'s segment, in the form of
+/// [`crate::batch::segment_identity`] (creation time in ns, creator owner
+/// word in hex), opening it, and creating it only if it does not exist (a
+/// create builds a whole segment file under a temporary name first, not
+/// worth doing, or possible under a tight file-size limit, when one exists).
+fn identity(bus: &Bus, topic: &str) -> Result<String, String> {
+    let segment = match bus.open_segment(topic) {
+        Ok(segment) => segment,
+        Err(zerocast_ipc::Error::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            bus.segment(topic).map_err(|e| e.to_string())?
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let h = segment.header();
+    Ok(format!("{}-{:016x}", h.creation_ns, h.creator))
 }
 
 /// Writes `identity` to `file`: a temporary file, fsync, rename, fsync of

@@ -87,6 +87,16 @@ fn regression_follow_out_write_failure_is_not_checkpointed() {
         w.append(seq, 0, &buf.bytes()[..words * 8]).unwrap();
     }
     drop(w);
+    // The topic's segment exists before the limit applies: follow binds its
+    // checkpoint to the segment's identity, and creating a segment of
+    // megabytes under an 80-byte file-size limit would fail first.
+    let mut config = zerocast_ipc::Config::default_topics();
+    config.namespace = ns.clone();
+    drop(
+        zerocast_ipc::Bus::new(config)
+            .segment("trade_events")
+            .unwrap(),
+    );
     let out = wal.join("out.bin");
     // Room for 10 entries (8 bytes each): the 11th write fails with EFBIG.
     const LIMIT: u64 = 80;
