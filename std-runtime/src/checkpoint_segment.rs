@@ -34,18 +34,26 @@ pub fn path(checkpoint_dir: &Path, name: &str) -> PathBuf {
 ///   records the segment now (it cannot be checked).
 ///
 /// iceoryx2 topics have no zerocast segment: nothing is checked.
+///
+/// `log_only`: the follower ends within the WAL (see [`log_reaches`]) and
+/// never joins the bus. Then a missing segment is not created (that would
+/// leave a segment of the topic's size in /dev/shm for nobody), and
+/// nothing is checked or recorded: every sequence comes from the log.
 pub fn bind(
     bus: &Bus,
     topic: &str,
     checkpoint_dir: &Path,
     name: &str,
     checkpointed: Option<u64>,
+    log_only: bool,
 ) -> Result<(), String> {
     let config = bus.config().topic(topic).map_err(|e| e.to_string())?;
     if config.transport != Transport::Shm {
         return Ok(());
     }
-    let now = identity(bus, topic)?;
+    let Some(now) = identity(bus, topic, !log_only)? else {
+        return Ok(());
+    };
     let file = path(checkpoint_dir, name);
     let recorded = match std::fs::read_to_string(&file) {
         Ok(s) => Some(s.trim().to_owned()),
@@ -77,21 +85,37 @@ pub fn bind(
 
 /// The identity of `topic`'s segment, in the form of
 /// [`crate::batch::segment_identity`] (creation time in ns, creator owner
-/// word in hex), opening it, and creating it only if it does not exist (a
-/// create builds a whole segment file under a temporary name first, not
-/// worth doing, or possible under a tight file-size limit, when one exists).
-fn identity(bus: &Bus, topic: &str) -> Result<String, String> {
+/// word in hex), opening it, and creating it only if it does not exist and
+/// `create` (a create builds a whole segment file under a temporary name
+/// first, not worth doing, or possible under a tight file-size limit, when
+/// one exists). `None`: no segment, and not created.
+fn identity(bus: &Bus, topic: &str, create: bool) -> Result<Option<String>, String> {
     let segment = match bus.open_segment(topic) {
         Ok(segment) => segment,
         Err(zerocast_ipc::Error::Io { source, .. })
             if source.kind() == std::io::ErrorKind::NotFound =>
         {
+            if !create {
+                return Ok(None);
+            }
             bus.segment(topic).map_err(|e| e.to_string())?
         }
         Err(e) => return Err(e.to_string()),
     };
     let h = segment.header();
-    Ok(format!("{}-{:016x}", h.creation_ns, h.creator))
+    Ok(Some(format!("{}-{:016x}", h.creation_ns, h.creator)))
+}
+
+/// Whether the WAL in `wal_dir` (one topic's directory) already holds
+/// sequence `seq`: a follower that stops there never joins the bus. False
+/// when it cannot tell (no log, an unreadable or empty newest segment).
+pub fn log_reaches(wal_dir: &Path, seq: u64) -> bool {
+    let Ok(segments) = crate::wal::list_segments(wal_dir) else {
+        return false;
+    };
+    segments.last().is_some_and(|last| {
+        crate::wal::reader::last_seq_of(&last.path).is_ok_and(|l| l.is_some_and(|l| l >= seq))
+    })
 }
 
 /// Writes `identity` to `file`: a temporary file, fsync, rename, fsync of

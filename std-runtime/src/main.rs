@@ -907,13 +907,19 @@ fn run_follow(bus: &Bus, args: &FollowArgs) -> Result<(), String> {
     )
     .map_err(|e| e.to_string())?;
     // A checkpoint counts in one bus segment: after a bus reset it is
-    // refused, not resumed (before anything is cut or written).
+    // refused, not resumed (before anything is cut or written). A follow
+    // that ends within the log does not create the bus's segment for it.
+    let log_only = args.until.is_some_and(|u| {
+        follower.checkpointed().is_some_and(|c| c >= u)
+            || zerocast_runtime::checkpoint_segment::log_reaches(&wal_dir, u)
+    });
     zerocast_runtime::checkpoint_segment::bind(
         bus,
         &args.topic,
         &checkpoint_dir,
         &args.name,
         follower.checkpointed(),
+        log_only,
     )?;
     let mut sink: Box<dyn Write> = match &args.out {
         Some(path) => {

@@ -1537,6 +1537,10 @@ fn regression_pub_sends_heartbeats_while_idle() {
 #[test]
 fn regression_follow_refuses_a_checkpoint_of_a_reset_bus() {
     let ns = Ns::new("follow-reset");
+    // The bus whose frames the log holds (as a recorder would have kept
+    // them): the checkpoint counts in its segment.
+    let p = ns.run(&["pub", "--topic", "trade_events", "--count", "100"]);
+    assert!(p.status.success(), "{}", stderr(&p));
     write_wal(&ns.root.join("trade_events"), 0..100);
     let out_file = ns.root.join("out.bin");
     let follow = |until: &str| {
@@ -1837,4 +1841,43 @@ fn regression_demo_removes_segments_of_killed_demos() {
         text.contains(&dead),
         "the demo did not say what it removed: {text}"
     );
+}
+
+/// Review finding (of the checkpoint binding): `follow` bound its
+/// checkpoint by creating the topic's segment when none existed, so a
+/// follow that only reads the log (`--until` within it; a WAL copied to
+/// another machine, a bus that is down) left a segment of the topic's
+/// size in /dev/shm that nobody removed, and failed where /dev/shm could
+/// not take it. A follow that never joins the bus creates no segment.
+#[test]
+fn regression_follow_of_the_log_alone_creates_no_segment() {
+    let ns = Ns::new("follow-walonly");
+    write_wal(&ns.root.join("trade_events"), 0..10);
+    let out_file = ns.root.join("out.bin");
+    let follow = |until: &str| {
+        ns.run(&[
+            "follow",
+            "--topic",
+            "trade_events",
+            "--wal",
+            ns.wal(),
+            "--name",
+            "w",
+            "--until",
+            until,
+            "--out",
+            out_file.to_str().unwrap(),
+        ])
+    };
+    let o = follow("9");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::metadata(&out_file).unwrap().len(), 80);
+    assert!(
+        !ns.segment("trade_events").exists(),
+        "a follow of the log alone created the topic's segment"
+    );
+    // Resumed at its checkpoint, still within the log: nothing created.
+    let o = follow("9");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!ns.segment("trade_events").exists());
 }
