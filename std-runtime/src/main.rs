@@ -90,9 +90,10 @@ struct PubArgs {
     /// (e.g. a recorder restarting) before failing, in milliseconds.
     #[arg(long, default_value_t = 100)]
     gating_wait_ms: u64,
-    /// Send a heartbeat when no frame was published for this many
-    /// milliseconds (0: never), so that `zerocast health` sees a slow
-    /// publisher alive; keep it at most half of the health interval.
+    /// Between paced frames (--rate), send a heartbeat when no frame was
+    /// published for this many milliseconds (0: never), so that `zerocast
+    /// health` sees a slow publisher alive; keep it at most half of the
+    /// health interval.
     #[arg(long, default_value_t = 250, value_parser = parse_heartbeat_ms, value_name = "MS")]
     heartbeat_ms: u64,
     /// Publisher name in the topic's table.
