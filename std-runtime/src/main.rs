@@ -90,7 +90,7 @@ struct PubArgs {
     /// (e.g. a recorder restarting) before failing, in milliseconds.
     #[arg(long, default_value_t = 100)]
     gating_wait_ms: u64,
-    /// Between paced frames (--rate), send a heartbeat when no frame was
+    /// With --rate, between frames: send a heartbeat when no frame was
     /// published for this many milliseconds (0: never), so that `zerocast
     /// health` sees a slow publisher alive; keep it at most half of the
     /// health interval.
