@@ -1,0 +1,797 @@
+//! A namespace's counters table: a small shared-memory file
+//! (`zerocast-counters.<ns>`, mode 0600) in which processes that are not
+//! publishers or subscribers (the recorder, the batcher) export what only
+//! they know (WAL bytes and fsync latency, batch rows and commit latency),
+//! so that a health monitor, which reads only shared memory, can export
+//! them too. Aeron's CnC counters file is the model.
+//!
+//! ```text
+//! offset 0     CountersHeader (magic, version, entry count and size,
+//!              label length, values and buckets per entry)
+//! offset 128   MAX_COUNTERS CounterEntry, 256 bytes each
+//! ```
+//!
+//! Each entry has an owner word (pid and process start time,
+//! [`owner_word`](crate::layout::owner_word)), a kind, two labels (a topic
+//! and a name), [`VALUES`] counters and a latency histogram with the
+//! bucket bounds [`BUCKET_BOUNDS_NS`]. Only the owner writes an entry's
+//! values, with plain Relaxed stores (a load and a store, no locked
+//! instruction); readers only load, so readers never block the writer and
+//! a reader killed anywhere leaves nothing behind.
+//!
+//! **Claiming.** [`CountersTable::claim`] takes, by compare-and-swap on the
+//! owner word, the entry of the same kind and labels whose owner is dead
+//! (so a restarted recorder replaces its predecessor's entry), else a free
+//! one, else any dead owner's; while it writes the kind and labels the word
+//! is a tombstone naming it ([`tombstone`]), which readers skip. Dropping
+//! the [`Counters`] handle frees the entry. A process killed while it owns
+//! an entry leaves it claimed: readers report it dead
+//! ([`CounterSnapshot::alive`]) until a claim takes it over or
+//! [`CountersTable::reclaim_dead`] frees it.
+//!
+//! ```
+//! use zerocast_ipc::counters::{CounterKind, CountersTable};
+//! # let path = std::env::temp_dir().join(format!("zc-counters-doc-{}", std::process::id()));
+//! let table = CountersTable::open_or_create(&path)?;
+//! let wal = table.claim(CounterKind::Wal, "trades", "recorder")?;
+//! wal.add(0, 1);
+//! wal.observe_ns(120_000);
+//! let seen = table.snapshot();
+//! assert_eq!(seen[0].values[0], 1);
+//! assert_eq!(seen[0].histogram.count, 1);
+//! # drop(wal);
+//! # std::fs::remove_file(&path).ok();
+//! # Ok::<(), zerocast_ipc::Error>(())
+//! ```
+
+use std::fs::OpenOptions;
+use std::mem::size_of;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use memmap2::MmapMut;
+
+use crate::config::{shm_dir, Config};
+use crate::error::{io, Error, Result};
+use crate::layout::{
+    current_owner, is_tombstone, load_name, name_is, owner_alive, owner_pid, store_name, tombstone,
+    tombstone_taker, FREE, NAME_LEN,
+};
+
+/// `ZCCOUNTR` in little-endian ASCII.
+pub const COUNTERS_MAGIC: u64 = u64::from_le_bytes(*b"ZCCOUNTR");
+/// Bumped on any change to the counters file's layout or protocol.
+pub const COUNTERS_LAYOUT_VERSION: u32 = 1;
+/// Entries per namespace.
+pub const MAX_COUNTERS: usize = 128;
+/// Counter values per entry (what each means depends on the kind).
+pub const VALUES: usize = 8;
+/// Upper bounds (inclusive, nanoseconds) of the histogram's buckets:
+/// 50 µs to 1 s. A sample above the last bound counts only in the total.
+pub const BUCKET_BOUNDS_NS: [u64; 14] = [
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+];
+const BUCKETS: usize = BUCKET_BOUNDS_NS.len();
+
+/// What an entry counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CounterKind {
+    /// A topic's write-ahead log, written by its recorder. Values:
+    /// [`wal`] indices; histogram: fsync latency.
+    Wal,
+    /// A batcher (the delayed tier). Values: [`batch`] indices; histogram:
+    /// the sink's commit latency per batch.
+    Batch,
+}
+
+impl CounterKind {
+    fn code(self) -> u32 {
+        match self {
+            Self::Wal => 1,
+            Self::Batch => 2,
+        }
+    }
+
+    fn from_code(code: u32) -> Option<Self> {
+        match code {
+            1 => Some(Self::Wal),
+            2 => Some(Self::Batch),
+            _ => None,
+        }
+    }
+
+    /// Lower-case name (`wal`, `batch`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Wal => "wal",
+            Self::Batch => "batch",
+        }
+    }
+}
+
+/// Value indices of a [`CounterKind::Wal`] entry.
+pub mod wal {
+    /// Records appended (frames, lost, missed and invalid records).
+    pub const RECORDS: usize = 0;
+    /// Bytes of those records as written to the log (headers included).
+    pub const RECORD_BYTES: usize = 1;
+    /// fdatasyncs of the active segment (also the histogram's count).
+    pub const FSYNCS: usize = 2;
+    /// Last sequence appended, plus one (0: none yet).
+    pub const LAST_SEQ: usize = 3;
+}
+
+/// Value indices of a [`CounterKind::Batch`] entry.
+pub mod batch {
+    /// Frames committed (rows of the sink's message tables).
+    pub const ROWS: usize = 0;
+    /// Batches committed.
+    pub const BATCHES: usize = 1;
+    /// Last committed sequence, plus one (0: none yet).
+    pub const COMMITTED_SEQ: usize = 2;
+    /// Sequences committed as lost by the bus.
+    pub const LOST: usize = 3;
+    /// Sequences committed as missing.
+    pub const MISSING: usize = 4;
+    /// Invalid frames committed.
+    pub const INVALID: usize = 5;
+}
+
+/// The header of a counters file.
+#[repr(C)]
+struct CountersHeader {
+    /// [`COUNTERS_MAGIC`], stored last by the creator (before the file gets
+    /// its public name).
+    magic: AtomicU64,
+    /// [`COUNTERS_LAYOUT_VERSION`] of the creator.
+    version: AtomicU32,
+    /// Entries in the table ([`MAX_COUNTERS`]).
+    entries: AtomicU32,
+    /// Bytes per entry.
+    entry_size: AtomicU32,
+    /// Bytes of a label ([`NAME_LEN`]).
+    label_len: AtomicU32,
+    /// Values per entry ([`VALUES`]).
+    values: AtomicU32,
+    /// Histogram buckets per entry.
+    buckets: AtomicU32,
+    _reserved: [u64; 12],
+}
+
+/// One process's counters.
+#[repr(C, align(64))]
+struct CounterEntry {
+    /// Owner word of the owning process; [`FREE`] when free; a tombstone
+    /// naming the claimer while it writes the kind and labels.
+    owner: AtomicU64,
+    /// [`CounterKind`] code.
+    kind: AtomicU32,
+    _pad: u32,
+    /// Topic label, as a publisher name is stored.
+    topic: [AtomicU64; NAME_LEN / 8],
+    /// Name label.
+    name: [AtomicU64; NAME_LEN / 8],
+    /// The kind's counters.
+    values: [AtomicU64; VALUES],
+    /// Samples in the histogram.
+    count: AtomicU64,
+    /// Sum of the samples, ns.
+    sum_ns: AtomicU64,
+    /// Samples per bucket (not cumulative): bucket `i` counts samples
+    /// above bound `i - 1` and at most bound `i`.
+    buckets: [AtomicU64; BUCKETS],
+}
+
+const HEADER: usize = 128;
+const ENTRY: usize = 256;
+const _: () = assert!(size_of::<CountersHeader>() == HEADER);
+const _: () = assert!(size_of::<CounterEntry>() == ENTRY);
+const FILE_SIZE: usize = HEADER + MAX_COUNTERS * ENTRY;
+
+/// The counters file of `config`'s namespace.
+pub fn counters_path(config: &Config) -> PathBuf {
+    shm_dir().join(format!("zerocast-counters.{}", config.namespace))
+}
+
+/// A histogram as a reader saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HistogramSnapshot {
+    /// Samples.
+    pub count: u64,
+    /// Sum of the samples, ns.
+    pub sum_ns: u64,
+    /// Samples per bucket of [`BUCKET_BOUNDS_NS`], not cumulative (samples
+    /// above the last bound are in `count` only).
+    pub buckets: [u64; BUCKETS],
+}
+
+/// One claimed entry as a reader saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounterSnapshot {
+    /// Index in the table.
+    pub index: usize,
+    /// What it counts.
+    pub kind: CounterKind,
+    /// Topic label.
+    pub topic: String,
+    /// Name label.
+    pub name: String,
+    /// Owner word of its process.
+    pub owner: u64,
+    /// Pid of its process.
+    pub pid: u32,
+    /// Whether its process is alive ([`owner_alive`]).
+    pub alive: bool,
+    /// The kind's counters ([`wal`], [`batch`] indices).
+    pub values: [u64; VALUES],
+    /// Its latency histogram.
+    pub histogram: HistogramSnapshot,
+}
+
+/// A namespace's counters file, mapped.
+pub struct CountersTable {
+    path: PathBuf,
+    map: MmapMut,
+}
+
+impl std::fmt::Debug for CountersTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CountersTable")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CountersTable {
+    /// Opens the table at `path`, creating it (fully built, then published
+    /// with `link()`) if it does not exist.
+    pub fn open_or_create(path: &Path) -> Result<Self> {
+        match Self::open(path) {
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+            other => return other,
+        }
+        let tmp = crate::segment::init_path(path);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io(&tmp, "create counters file"))?;
+        let built = file
+            .set_len(FILE_SIZE as u64)
+            .map_err(io(&tmp, "size counters file"))
+            // SAFETY: our fresh file, accessed only through atomics once
+            // shared.
+            .and_then(|()| {
+                unsafe { MmapMut::map_mut(&file) }.map_err(io(&tmp, "map counters file"))
+            });
+        let map = match built {
+            Ok(map) => map,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        let table = Self {
+            path: path.to_owned(),
+            map,
+        };
+        let h = table.header();
+        // Relaxed (all five): published by the Release store of `magic`;
+        // the file has no public name yet.
+        h.version.store(COUNTERS_LAYOUT_VERSION, Ordering::Relaxed);
+        h.entries.store(MAX_COUNTERS as u32, Ordering::Relaxed);
+        h.entry_size.store(ENTRY as u32, Ordering::Relaxed);
+        h.label_len.store(NAME_LEN as u32, Ordering::Relaxed);
+        h.values.store(VALUES as u32, Ordering::Relaxed);
+        h.buckets.store(BUCKETS as u32, Ordering::Relaxed);
+        // Release: pairs with the Acquire load in `open`; publishes the
+        // header fields (the entries are zero, i.e. free, as created).
+        h.magic.store(COUNTERS_MAGIC, Ordering::Release);
+        let linked = std::fs::hard_link(&tmp, path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => Ok(table),
+            // Someone else published theirs first: use it.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::open(path),
+            Err(e) => Err(io(path, "publish counters file")(e)),
+        }
+    }
+
+    /// Opens an existing table, checking that this user owns it, that no
+    /// one else may write it, and that its size and header are those of
+    /// this build's layout: a foreign or damaged file is
+    /// [`Error::BadCounters`], never read.
+    pub fn open(path: &Path) -> Result<Self> {
+        let bad = |problem: String| Error::BadCounters {
+            path: path.to_owned(),
+            problem,
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(io(path, "open counters file"))?;
+        let meta = file.metadata().map_err(io(path, "stat counters file"))?;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if meta.uid() != me {
+            return Err(bad(format!(
+                "owned by uid {}, not by this user (uid {me})",
+                meta.uid()
+            )));
+        }
+        if meta.mode() & 0o077 != 0 {
+            return Err(bad(format!(
+                "mode {:o} lets group or others write it; expected 600",
+                meta.mode() & 0o777
+            )));
+        }
+        if meta.len() < FILE_SIZE as u64 {
+            return Err(bad(format!(
+                "{} bytes, too short for a counters table ({FILE_SIZE} bytes)",
+                meta.len()
+            )));
+        }
+        // SAFETY: the file is shared with other processes, which access it
+        // only through atomics; its length is checked against the mapping
+        // below before any entry is read.
+        let map = unsafe { MmapMut::map_mut(&file) }.map_err(io(path, "map counters file"))?;
+        if map.len() < FILE_SIZE {
+            return Err(bad(format!(
+                "{} bytes mapped, too short for a counters table ({FILE_SIZE} bytes)",
+                map.len()
+            )));
+        }
+        let table = Self {
+            path: path.to_owned(),
+            map,
+        };
+        let h = table.header();
+        // Acquire: pairs with the Release store of the creator; makes its
+        // header fields visible.
+        let magic = h.magic.load(Ordering::Acquire);
+        if magic != COUNTERS_MAGIC {
+            return Err(bad(format!(
+                "not a zerocast counters file (magic {magic:#018x}, expected {COUNTERS_MAGIC:#018x})"
+            )));
+        }
+        // Relaxed (all six): ordered after the Acquire load of `magic`.
+        let found = [
+            h.version.load(Ordering::Relaxed),
+            h.entries.load(Ordering::Relaxed),
+            h.entry_size.load(Ordering::Relaxed),
+            h.label_len.load(Ordering::Relaxed),
+            h.values.load(Ordering::Relaxed),
+            h.buckets.load(Ordering::Relaxed),
+        ];
+        let expected = [
+            COUNTERS_LAYOUT_VERSION,
+            MAX_COUNTERS as u32,
+            ENTRY as u32,
+            NAME_LEN as u32,
+            VALUES as u32,
+            BUCKETS as u32,
+        ];
+        if found != expected {
+            return Err(bad(format!(
+                "layout v{} with {} entries of {} bytes ({}-byte labels, {} values, {} buckets); \
+                 this build expects v{} with {} entries of {} bytes ({}-byte labels, {} values, {} buckets); \
+                 remove the file once no process of the other build uses it",
+                found[0], found[1], found[2], found[3], found[4], found[5],
+                expected[0], expected[1], expected[2], expected[3], expected[4], expected[5],
+            )));
+        }
+        Ok(table)
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn header(&self) -> &CountersHeader {
+        // SAFETY: the map is at least FILE_SIZE bytes (checked in `open`,
+        // set in `open_or_create`) and page-aligned; CountersHeader is
+        // atomics and plain integers, valid for any bytes.
+        unsafe { &*self.map.as_ptr().cast::<CountersHeader>() }
+    }
+
+    fn entries(&self) -> &[CounterEntry] {
+        // SAFETY: the map holds FILE_SIZE bytes (checked in `open`, set in
+        // `open_or_create`); the table starts at HEADER, a multiple of 64
+        // from a page-aligned base; entries are atomics and padding, valid
+        // for any bytes, and live as long as `self.map`.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.map.as_ptr().add(HEADER).cast::<CounterEntry>(),
+                MAX_COUNTERS,
+            )
+        }
+    }
+
+    /// Claims an entry for this process, counting `kind` for `topic` and
+    /// `name` (each cut to [`NAME_LEN`] bytes), with every value 0.
+    ///
+    /// Takes the entry of the same kind and labels whose owner is dead
+    /// (its last values are dropped: a new process counts from 0), else a
+    /// free one, else any dead owner's. Fails with
+    /// [`Error::CountersTableFull`] if every entry is owned by a live
+    /// process. Lock-free: a retry happens only when another claim took
+    /// the entry chosen first.
+    pub fn claim(self: &Arc<Self>, kind: CounterKind, topic: &str, name: &str) -> Result<Counters> {
+        let me = current_owner();
+        'retry: loop {
+            let mut same = None;
+            let mut free = None;
+            let mut dead = None;
+            for (index, e) in self.entries().iter().enumerate() {
+                // Acquire: pairs with the Release store of the owner word
+                // in a claim; the kind and labels read below are its.
+                let word = e.owner.load(Ordering::Acquire);
+                if word == FREE {
+                    free.get_or_insert((index, word));
+                    continue;
+                }
+                let holder = if is_tombstone(word) {
+                    tombstone_taker(word)
+                } else {
+                    word
+                };
+                if holder == me || owner_alive(holder) {
+                    continue;
+                }
+                // Relaxed: ordered after the Acquire load above.
+                let same_kind = e.kind.load(Ordering::Relaxed) == kind.code();
+                if !is_tombstone(word)
+                    && same_kind
+                    && name_is(&e.topic, topic)
+                    && name_is(&e.name, name)
+                {
+                    same.get_or_insert((index, word));
+                } else {
+                    dead.get_or_insert((index, word));
+                }
+            }
+            let Some((index, word)) = same.or(free).or(dead) else {
+                return Err(Error::CountersTableFull {
+                    path: self.path.clone(),
+                });
+            };
+            let e = &self.entries()[index];
+            // Acquire on success: orders our writes below after the dead
+            // owner's last ones (the same word was read). Relaxed failure:
+            // we rescan with Acquire.
+            if e.owner
+                .compare_exchange(word, tombstone(me), Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
+                continue 'retry;
+            }
+            // Release: pairs with the Acquire fence of readers in
+            // `snapshot`: a reader that reads any of the words written
+            // below also sees the tombstone on its second load of the
+            // owner word, and drops what it read.
+            fence(Ordering::Release);
+            // Relaxed (all): published by the Release store of the owner
+            // word below.
+            e.kind.store(kind.code(), Ordering::Relaxed);
+            store_name(&e.topic, topic);
+            store_name(&e.name, name);
+            for v in e
+                .values
+                .iter()
+                .chain([&e.count, &e.sum_ns])
+                .chain(e.buckets.iter())
+            {
+                v.store(0, Ordering::Relaxed);
+            }
+            // Release: pairs with the Acquire loads of the owner word in
+            // `snapshot` and `claim`; publishes the kind, labels and zeros.
+            e.owner.store(me, Ordering::Release);
+            return Ok(Counters {
+                table: Arc::clone(self),
+                index,
+                owner: me,
+            });
+        }
+    }
+
+    /// Every claimed entry (tombstones, being claimed or freed, are
+    /// skipped). Wait-free: loads only; an entry claimed again while it is
+    /// read is left out.
+    pub fn snapshot(&self) -> Vec<CounterSnapshot> {
+        let mut out = Vec::new();
+        for (index, e) in self.entries().iter().enumerate() {
+            // Acquire: pairs with the Release store of the owner word in
+            // `claim`.
+            let word = e.owner.load(Ordering::Acquire);
+            if word == FREE || is_tombstone(word) {
+                continue;
+            }
+            // Relaxed (all below): the owner's single-writer counters, read
+            // as snapshots; kind and labels are ordered after the Acquire
+            // load above.
+            let Some(kind) = CounterKind::from_code(e.kind.load(Ordering::Relaxed)) else {
+                continue;
+            };
+            let topic = load_name(&e.topic);
+            let name = load_name(&e.name);
+            let values = std::array::from_fn(|i| e.values[i].load(Ordering::Relaxed));
+            let histogram = HistogramSnapshot {
+                count: e.count.load(Ordering::Relaxed),
+                sum_ns: e.sum_ns.load(Ordering::Relaxed),
+                buckets: std::array::from_fn(|i| e.buckets[i].load(Ordering::Relaxed)),
+            };
+            // Acquire: pairs with the Release fence after a claim's
+            // compare-and-swap: if any word read above is a new claimer's,
+            // the owner word is no longer `word`.
+            fence(Ordering::Acquire);
+            // Relaxed: ordered by the fence above.
+            if e.owner.load(Ordering::Relaxed) != word {
+                continue;
+            }
+            out.push(CounterSnapshot {
+                index,
+                kind,
+                topic,
+                name,
+                owner: word,
+                pid: owner_pid(word),
+                alive: owner_alive(word),
+                values,
+                histogram,
+            });
+        }
+        out
+    }
+
+    /// Frees the entries of dead processes (and abandoned claims); returns
+    /// the snapshots of those it freed. A monitor that cannot see a
+    /// process (another pid namespace) takes it for dead.
+    pub fn reclaim_dead(&self) -> Vec<CounterSnapshot> {
+        let mut freed = Vec::new();
+        let dead: Vec<_> = self.snapshot().into_iter().filter(|s| !s.alive).collect();
+        for s in dead {
+            let e = &self.entries()[s.index];
+            // Relaxed (success and failure): freeing publishes nothing (a
+            // claimer writes every word again); a failure means someone
+            // claimed it meanwhile, and it is theirs.
+            if e.owner
+                .compare_exchange(s.owner, FREE, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+            {
+                freed.push(s);
+            }
+        }
+        for e in self.entries() {
+            // Relaxed: a claimer that died mid-claim left a tombstone naming
+            // itself; the compare-and-swap below frees only that word.
+            let word = e.owner.load(Ordering::Relaxed);
+            if is_tombstone(word) && !owner_alive(tombstone_taker(word)) {
+                // Relaxed: as above.
+                let _ = e
+                    .owner
+                    .compare_exchange(word, FREE, Ordering::Relaxed, Ordering::Relaxed);
+            }
+        }
+        freed
+    }
+}
+
+/// An entry of a [`CountersTable`] owned by this process: its counters,
+/// written with plain Relaxed stores. Dropping it frees the entry.
+///
+/// Single writer: one handle per entry, and `add`/`set`/`observe_ns` are
+/// meant to be called from one thread at a time (the recorder's or the
+/// batcher's loop); concurrent calls on one handle may lose increments
+/// (never corrupt anything).
+pub struct Counters {
+    table: Arc<CountersTable>,
+    index: usize,
+    owner: u64,
+}
+
+impl std::fmt::Debug for Counters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Counters")
+            .field("path", &self.table.path)
+            .field("index", &self.index)
+            .finish()
+    }
+}
+
+impl Counters {
+    fn entry(&self) -> &CounterEntry {
+        &self.table.entries()[self.index]
+    }
+
+    /// Index of the entry in its table.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Adds `n` to value `i` (wrapping). Wait-free: a load and a store.
+    ///
+    /// # Panics
+    /// If `i` is not below [`VALUES`].
+    pub fn add(&self, i: usize, n: u64) {
+        let v = &self.entry().values[i];
+        // Relaxed (both): only the owner writes its values; readers take
+        // snapshots and need no order with anything else.
+        v.store(v.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+    }
+
+    /// Sets value `i` to `value`. Wait-free.
+    ///
+    /// # Panics
+    /// If `i` is not below [`VALUES`].
+    pub fn set(&self, i: usize, value: u64) {
+        // Relaxed: as in `add`.
+        self.entry().values[i].store(value, Ordering::Relaxed);
+    }
+
+    /// Value `i` as this process last stored it.
+    ///
+    /// # Panics
+    /// If `i` is not below [`VALUES`].
+    pub fn get(&self, i: usize) -> u64 {
+        // Relaxed: our own word.
+        self.entry().values[i].load(Ordering::Relaxed)
+    }
+
+    /// Adds one sample of `ns` nanoseconds to the histogram. Wait-free.
+    pub fn observe_ns(&self, ns: u64) {
+        let e = self.entry();
+        let bump = |w: &AtomicU64, n: u64| {
+            // Relaxed (both): as in `add`.
+            w.store(w.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+        };
+        if let Some(b) = BUCKET_BOUNDS_NS.iter().position(|&bound| ns <= bound) {
+            bump(&e.buckets[b], 1);
+        }
+        bump(&e.sum_ns, ns);
+        bump(&e.count, 1);
+    }
+}
+
+impl Drop for Counters {
+    fn drop(&mut self) {
+        // Release: pairs with the Acquire loads of claimers, which then
+        // overwrite our words after our last stores. Only if it is still
+        // ours (a monitor may have reclaimed it, wrongly thinking us dead,
+        // and someone else claimed it since).
+        let _ = self.entry().owner.compare_exchange(
+            self.owner,
+            FREE,
+            Ordering::Release,
+            Ordering::Relaxed,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("zc-counters-{name}-{}", std::process::id()))
+    }
+
+    #[test]
+    fn claim_count_and_release() {
+        let path = temp("claim");
+        let _ = std::fs::remove_file(&path);
+        let table = Arc::new(CountersTable::open_or_create(&path).unwrap());
+        let c = table.claim(CounterKind::Batch, "trades", "db").unwrap();
+        c.add(batch::ROWS, 5);
+        c.add(batch::ROWS, 2);
+        c.set(batch::COMMITTED_SEQ, 7);
+        for ns in [10, 50_000, 50_001, 2_000_000_000] {
+            c.observe_ns(ns);
+        }
+        let again = Arc::new(CountersTable::open(&path).unwrap());
+        let s = again.snapshot();
+        assert_eq!(s.len(), 1);
+        assert_eq!(
+            (s[0].kind, &*s[0].topic, &*s[0].name),
+            (CounterKind::Batch, "trades", "db")
+        );
+        assert!(s[0].alive);
+        assert_eq!(s[0].values[batch::ROWS], 7);
+        assert_eq!(s[0].values[batch::COMMITTED_SEQ], 7);
+        assert_eq!(s[0].histogram.count, 4);
+        assert_eq!(s[0].histogram.buckets[0], 2);
+        assert_eq!(s[0].histogram.buckets[1], 1);
+        assert_eq!(s[0].histogram.buckets.iter().sum::<u64>(), 3);
+        assert_eq!(s[0].histogram.sum_ns, 2_000_100_011);
+        drop(c);
+        assert!(again.snapshot().is_empty());
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_dead_owners_entry_is_reported_dead_then_taken_over() {
+        let path = temp("dead");
+        let _ = std::fs::remove_file(&path);
+        let table = Arc::new(CountersTable::open_or_create(&path).unwrap());
+        let c = table.claim(CounterKind::Wal, "trades", "recorder").unwrap();
+        c.add(wal::RECORDS, 3);
+        // Fake a dead owner: pid 0x3fffff is above any pid Linux hands out
+        // by default (pid_max 4194304 is 0x400000) and start time 1.
+        let dead = crate::layout::owner_word(0x3f_ffff, 1);
+        table.entries()[c.index()]
+            .owner
+            .store(dead, Ordering::Release);
+        std::mem::forget(c);
+        let s = table.snapshot();
+        assert_eq!(s.len(), 1);
+        assert!(!s[0].alive, "{s:?}");
+        assert_eq!(s[0].values[wal::RECORDS], 3);
+        // A claim of the same kind and labels takes it over, from 0.
+        let c = table.claim(CounterKind::Wal, "trades", "recorder").unwrap();
+        let s = table.snapshot();
+        assert_eq!(s.len(), 1);
+        assert!(s[0].alive);
+        assert_eq!(s[0].values[wal::RECORDS], 0);
+        // And reclaiming frees a dead one.
+        table.entries()[c.index()]
+            .owner
+            .store(dead, Ordering::Release);
+        std::mem::forget(c);
+        assert_eq!(table.reclaim_dead().len(), 1);
+        assert!(table.snapshot().is_empty());
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_foreign_or_short_file_is_a_clear_error() {
+        let path = temp("foreign");
+        let _ = std::fs::remove_file(&path);
+        let write = |bytes: &[u8]| {
+            use std::io::Write;
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&path)
+                .unwrap();
+            f.write_all(bytes).unwrap();
+        };
+        write(&vec![7u8; FILE_SIZE]);
+        let e = CountersTable::open(&path).unwrap_err().to_string();
+        assert!(e.contains("not a zerocast counters file"), "{e}");
+        write(&[0u8; 100]);
+        let e = CountersTable::open(&path).unwrap_err().to_string();
+        assert!(e.contains("100"), "{e}");
+        let mut other = vec![0u8; FILE_SIZE];
+        other[..8].copy_from_slice(&COUNTERS_MAGIC.to_le_bytes());
+        other[8] = 9;
+        write(&other);
+        let e = CountersTable::open(&path).unwrap_err().to_string();
+        assert!(e.contains("layout v9"), "{e}");
+        // open_or_create does not overwrite it either.
+        let e = CountersTable::open_or_create(&path)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("layout v9"), "{e}");
+        std::fs::remove_file(&path).unwrap();
+    }
+}
