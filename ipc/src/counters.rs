@@ -208,6 +208,13 @@ pub fn counters_path(config: &Config) -> PathBuf {
     shm_dir().join(format!("zerocast-counters.{}", config.namespace))
 }
 
+/// Claims an entry in the counters table of `config`'s namespace (created
+/// if there is none): [`CountersTable::claim`] on
+/// [`counters_path`]`(config)`.
+pub fn claim(config: &Config, kind: CounterKind, topic: &str, name: &str) -> Result<Counters> {
+    Arc::new(CountersTable::open_or_create(&counters_path(config))?).claim(kind, topic, name)
+}
+
 /// A histogram as a reader saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct HistogramSnapshot {

@@ -42,6 +42,7 @@
 //! Degraded, then Failed, while it waits.
 
 mod command;
+mod counters;
 mod events;
 pub mod metrics;
 mod serve;
@@ -59,6 +60,7 @@ use zerocast_ipc::segment::Reaped;
 use zerocast_ipc::{Bus, Segment};
 
 pub use command::{run, table, HealthArgs};
+pub use counters::CounterReport;
 pub use events::{HealthEvent, HealthEvents, HEALTH_PUBLISHER};
 pub use serve::serve_metrics;
 pub use zerocast_ipc::config::HEALTH_TOPIC;
@@ -181,6 +183,11 @@ pub struct PublisherReport {
     pub silent_for: Duration,
     /// Frames published through this entry.
     pub published: u64,
+    /// Publishes that had to wait for a gating subscriber (or, under
+    /// `GatingPolicy::Fail`, found the ring full on one).
+    pub gating_waits: u64,
+    /// Time those publishes waited, in total.
+    pub gating_wait: Duration,
     /// Frames per second since the previous sample (`None` on the first).
     pub rate: Option<f64>,
     /// Sequences it has claimed and not committed.
@@ -318,6 +325,10 @@ pub struct Report {
     pub unreadable: Vec<(String, String)>,
     /// Publisher state changes since the previous poll.
     pub transitions: Vec<Transition>,
+    /// The entries of the namespace's counters table: what recorders and
+    /// batchers export (WAL records, bytes and fsyncs; batch rows, batches
+    /// and commit latency), live, dead, or reclaimed by this poll.
+    pub counters: Vec<CounterReport>,
 }
 
 impl Report {
@@ -416,6 +427,8 @@ pub struct HealthMonitor {
     gone: Vec<Gone>,
     /// Transitions to Failed seen, by topic.
     failures: HashMap<String, u64>,
+    /// The namespace's counters table.
+    counters: counters::CountersView,
 }
 
 impl std::fmt::Debug for HealthMonitor {
@@ -457,6 +470,7 @@ impl HealthMonitor {
             process_heartbeat: HashMap::new(),
             gone: Vec::new(),
             failures: HashMap::new(),
+            counters: counters::CountersView::default(),
         }
     }
 
@@ -556,6 +570,7 @@ impl HealthMonitor {
             topics: Vec::new(),
             unreadable,
             transitions: Vec::new(),
+            counters: Vec::new(),
         };
         for topic in topics {
             let seg = Arc::clone(&self.segments[&topic].seg);
@@ -564,6 +579,14 @@ impl HealthMonitor {
         }
         self.publishers.retain(|_, t| t.seen);
         self.subscribers.retain(|_, t| t.seen);
+        let interval_ns = u64::try_from(self.options.interval.as_nanos()).unwrap_or(u64::MAX);
+        report.counters = self.counters.poll(
+            &self.bus,
+            now_ns,
+            interval_ns / 2,
+            self.options.reclaim,
+            &mut report.unreadable,
+        );
         report
     }
 
@@ -666,6 +689,8 @@ impl HealthMonitor {
             dead_entries |= !alive;
             // Relaxed: monitoring snapshots, as above.
             let published = p.published.load(Ordering::Relaxed);
+            let gating_waits = p.gating_waits.load(Ordering::Relaxed);
+            let gating_wait = ns_duration(p.gating_wait_ns.load(Ordering::Relaxed));
             let heartbeat = p.heartbeat_ns.load(Ordering::Relaxed);
             let name = load_name(&p.name);
             let key = (topic.to_owned(), index, word);
@@ -757,6 +782,8 @@ impl HealthMonitor {
                 heartbeat_age: age_at(heartbeat, now_ns),
                 silent_for: ns_duration(silent),
                 published,
+                gating_waits,
+                gating_wait,
                 rate: track.rate,
                 inflight: p.inflight_range(),
                 gone: false,
