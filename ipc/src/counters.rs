@@ -32,7 +32,8 @@
 //! ```
 //! use zerocast_ipc::counters::{CounterKind, CountersTable};
 //! # let path = std::env::temp_dir().join(format!("zc-counters-doc-{}", std::process::id()));
-//! let table = CountersTable::open_or_create(&path)?;
+//! # let _ = std::fs::remove_file(&path);
+//! let table = std::sync::Arc::new(CountersTable::open_or_create(&path)?);
 //! let wal = table.claim(CounterKind::Wal, "trades", "recorder")?;
 //! wal.add(0, 1);
 //! wal.observe_ns(120_000);
