@@ -1,5 +1,6 @@
 //! A namespace's counters table: a small shared-memory file
-//! (`zerocast-counters.<ns>`, mode 0600) in which processes that are not
+//! (`/dev/shm/zerocast.<ns>.@counters`, mode 0600: beside the topic
+//! segments, under a name no topic can have) in which processes that are not
 //! publishers or subscribers (the recorder, the batcher) export what only
 //! they know (WAL bytes and fsync latency, batch rows and commit latency),
 //! so that a health monitor, which reads only shared memory, can export
@@ -54,7 +55,7 @@ use std::sync::Arc;
 
 use memmap2::MmapMut;
 
-use crate::config::{shm_dir, Config};
+use crate::config::{shm_dir, Config, SEGMENT_PREFIX};
 use crate::error::{io, Error, Result};
 use crate::layout::{
     current_owner, is_tombstone, load_name, name_is, owner_alive, owner_pid, store_name, tombstone,
@@ -204,9 +205,18 @@ const _: () = assert!(size_of::<CountersHeader>() == HEADER);
 const _: () = assert!(size_of::<CounterEntry>() == ENTRY);
 const FILE_SIZE: usize = HEADER + MAX_COUNTERS * ENTRY;
 
-/// The counters file of `config`'s namespace.
+/// The last part of the counters file's name, after the namespace's
+/// segment prefix: `@` is not allowed in topic names, so no topic segment
+/// has it ([`Bus::list_segments`](crate::Bus::list_segments) skips it).
+pub const COUNTERS_FILE: &str = "@counters";
+
+/// The counters file of `config`'s namespace:
+/// `/dev/shm/zerocast.<ns>.@counters`.
 pub fn counters_path(config: &Config) -> PathBuf {
-    shm_dir().join(format!("zerocast-counters.{}", config.namespace))
+    shm_dir().join(format!(
+        "{SEGMENT_PREFIX}{}.{COUNTERS_FILE}",
+        config.namespace
+    ))
 }
 
 /// Claims an entry in the counters table of `config`'s namespace (created
@@ -483,9 +493,10 @@ impl CountersTable {
                 });
             };
             let e = &self.entries()[index];
-            // Acquire on success: orders our writes below after the dead
-            // owner's last ones (the same word was read). Relaxed failure:
-            // we rescan with Acquire.
+            // Acquire on success: pairs with the Release store of FREE in
+            // `Counters::drop`, so our stores below come after the last
+            // ones of an owner that freed the entry (a dead owner stores
+            // nothing more). Relaxed failure: we rescan with Acquire.
             if e.owner
                 .compare_exchange(word, tombstone(me), Ordering::Acquire, Ordering::Relaxed)
                 .is_err()

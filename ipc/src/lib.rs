@@ -218,8 +218,8 @@ impl Bus {
                 let name = e.file_name().into_string().ok()?;
                 let topic = name.strip_prefix(&prefix)?.to_owned();
                 // Not a topic: a segment still being built, or abandoned by a
-                // creator that died while building it.
-                if topic.contains(segment::INIT_MARK) {
+                // creator that died while building it; the counters table.
+                if topic.contains(segment::INIT_MARK) || topic == counters::COUNTERS_FILE {
                     return None;
                 }
                 Some((topic, e.path()))

@@ -84,10 +84,11 @@ impl Ns {
 
 impl Drop for Ns {
     fn drop(&mut self) {
+        // Segments and the counters table (`zerocast.<ns>.@counters`),
+        // ack channels.
         let ours = [
             format!("zerocast.{}.", self.name),
             format!("zerocast-acks.{}.", self.name),
-            format!("zerocast-counters.{}", self.name),
         ];
         for e in std::fs::read_dir("/dev/shm")
             .into_iter()
@@ -374,6 +375,9 @@ fn regression_wal_metrics_count_the_records_written_not_the_preallocated_files()
     wait_for("the recorder's counters entry", || {
         live_value(&bus, CounterKind::Wal, 0).is_some()
     });
+    // The table sits beside the segments, and is no topic.
+    let listed: Vec<_> = bus.list_segments().into_iter().map(|(t, _)| t).collect();
+    assert_eq!(listed, ["trade_events"]);
     let mut p = bus
         .publisher_with(
             "trade_events",

@@ -1,9 +1,10 @@
 //! A [`Report`] in the Prometheus / OpenMetrics text exposition format
 //! (prometheus-client's encoder), for `/metrics`.
 //!
-//! Every number is read from the segments at the poll (counters the
-//! segments hold are exported as they are, not accumulated here), so two
-//! monitors scraping the same namespace report the same values. Metric
+//! Every number is read from the segments and the counters table at the
+//! poll (counters they hold are exported as they are, not accumulated
+//! here), so two monitors scraping the same namespace report the same
+//! values. Metric
 //! names (counters get `_total` appended by the encoder):
 //!
 //! | metric | type | labels | what |

@@ -1,10 +1,14 @@
 //! The health monitor: publisher states, subscriber lag, recorder lag, from
-//! nothing but what the topic segments hold.
+//! nothing but what the topic segments and the namespace's counters table
+//! ([`zerocast_ipc::counters`]) hold.
 //!
 //! [`HealthMonitor::poll`] reads every topic segment of a namespace and
-//! returns a [`Report`]: each publisher with its [`PublisherState`], each
-//! subscriber with its lag and lag trend, the recorder's lag, and the state
-//! [`Transition`]s since the previous poll. The monitor keeps only what it
+//! returns a [`Report`]: each publisher with its [`PublisherState`] and its
+//! gating waits, each subscriber with its lag and lag trend, the recorder's
+//! lag, the state [`Transition`]s since the previous poll, and every entry
+//! of the counters table ([`CounterReport`]: the recorders' WAL records,
+//! bytes and fsync latency, the batchers' rows, batches and commit
+//! latency, with a rate). The monitor keeps only what it
 //! needs to compare one poll with the last (when each publisher last showed
 //! progress, each subscriber's last lag), so it is driven by explicit times
 //! and tests can step it.
@@ -77,7 +81,8 @@ pub struct HealthOptions {
     pub lag_growth_samples: u32,
     /// Reclaim the entries of dead processes ([`Segment::reap_entries`]:
     /// in-flight sequences declared lost, gating holds released, durable
-    /// holds orphaned) when a poll finds them. Off by default: a monitor
+    /// holds orphaned; and their counters-table entries) when a poll finds
+    /// them. Off by default: a monitor
     /// that cannot see a process (another PID namespace) takes it for
     /// dead.
     pub reclaim: bool,
