@@ -294,9 +294,9 @@ impl CountersTable {
         let built = file
             .set_len(FILE_SIZE as u64)
             .map_err(io(&tmp, "size counters file"))
-            // SAFETY: our fresh file, accessed only through atomics once
-            // shared.
             .and_then(|()| {
+                // SAFETY: our fresh file, accessed only through atomics
+                // once shared.
                 unsafe { MmapMut::map_mut(&file) }.map_err(io(&tmp, "map counters file"))
             });
         let map = match built {

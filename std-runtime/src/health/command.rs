@@ -422,9 +422,11 @@ pub fn table(report: &Report) -> String {
             c.rate.map_or("-".to_owned(), |r| format!("{r:.1}")),
             last.checked_sub(1)
                 .map_or("-".to_owned(), |l| l.to_string()),
-            (h.count > 0)
-                .then(|| format!("{:.3}ms", h.sum_ns as f64 / h.count as f64 / 1e6))
-                .unwrap_or_else(|| "-".to_owned()),
+            if h.count > 0 {
+                format!("{:.3}ms", h.sum_ns as f64 / h.count as f64 / 1e6)
+            } else {
+                "-".to_owned()
+            },
             detail
         );
     }
