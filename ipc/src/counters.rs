@@ -780,6 +780,57 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_claims_get_distinct_entries_until_the_table_is_full() {
+        let path = temp("race");
+        let _ = std::fs::remove_file(&path);
+        let table = Arc::new(CountersTable::open_or_create(&path).unwrap());
+        let threads = 8;
+        let each = MAX_COUNTERS / threads;
+        let claimed: Vec<Counters> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let table = Arc::clone(&table);
+                    s.spawn(move || {
+                        (0..each)
+                            .map(|i| {
+                                let c = table
+                                    .claim(CounterKind::Batch, "t", &format!("{t}-{i}"))
+                                    .unwrap();
+                                c.set(batch::ROWS, (t * each + i) as u64);
+                                c
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect()
+        });
+        let mut indices: Vec<_> = claimed.iter().map(Counters::index).collect();
+        indices.sort_unstable();
+        indices.dedup();
+        assert_eq!(indices.len(), threads * each, "every claim its own entry");
+        // Each entry holds what its claimer wrote, under its labels.
+        let seen = table.snapshot();
+        assert_eq!(seen.len(), threads * each);
+        for s in &seen {
+            let (t, i) = s.name.split_once('-').unwrap();
+            let expect = t.parse::<usize>().unwrap() * each + i.parse::<usize>().unwrap();
+            assert_eq!(s.values[batch::ROWS], expect as u64, "{s:?}");
+        }
+        let full = table.claim(CounterKind::Wal, "t", "one too many");
+        assert!(
+            matches!(full, Err(Error::CountersTableFull { .. })),
+            "{full:?}"
+        );
+        drop(claimed);
+        assert!(table.snapshot().is_empty());
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
     fn a_foreign_or_short_file_is_a_clear_error() {
         let path = temp("foreign");
         let _ = std::fs::remove_file(&path);
