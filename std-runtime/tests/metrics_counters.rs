@@ -485,6 +485,11 @@ fn regression_wal_metrics_count_the_records_written_not_the_preallocated_files()
     let report = monitor.poll(now_ns());
     assert_eq!(report.counters.len(), 1, "{:?}", report.counters);
     assert!(report.counters[0].reclaimed && !report.counters[0].entry.alive);
+    let table = zerocast_runtime::health::table(&report);
+    assert!(
+        table.contains("wal trade_events recorder") && table.contains("reclaimed"),
+        "{table}"
+    );
     assert!(monitor.poll(now_ns()).counters.is_empty());
     assert!(counters(&bus).unwrap().snapshot().is_empty());
     let samples = parse_exposition(&get(&addr, "/metrics").1);
@@ -686,4 +691,36 @@ fn log_done(wal: &std::path::Path) -> bool {
         ControlFlow::Continue(())
     });
     last == Some(2)
+}
+
+#[test]
+fn batch_rows_per_second_is_the_rows_committed_between_two_polls() {
+    let ns = Ns::new("rate", 80_000);
+    let bus = ns.bus();
+    let table = Arc::new(CountersTable::open_or_create(&counters_path(bus.config())).unwrap());
+    let c = table
+        .claim(CounterKind::Batch, "trade_events", "db")
+        .unwrap();
+    use zerocast_ipc::counters::batch as b;
+    let mut monitor = ns.monitor(false);
+    let t0 = now_ns();
+    let first = monitor.poll(t0);
+    assert_eq!(first.counters.len(), 1);
+    assert_eq!(first.counters[0].rate, None, "one sample: no rate yet");
+    c.add(b::ROWS, 30_000);
+    // Two intervals (30 s) later: 30000 rows in 60 s.
+    let report = monitor.poll(t0 + 60_000_000_000);
+    assert_eq!(report.counters[0].rate, Some(500.0));
+    let samples = render(&report);
+    assert_eq!(
+        find(
+            &samples,
+            "zerocast_batch_rows_per_second",
+            &[("topic", "trade_events"), ("name", "db")]
+        )
+        .value,
+        500.0
+    );
+    drop(c);
+    assert!(monitor.poll(t0 + 61_000_000_000).counters.is_empty());
 }
