@@ -25,7 +25,10 @@
 //! (so a restarted recorder replaces its predecessor's entry), else a free
 //! one, else any dead owner's; while it writes the kind and labels the word
 //! is a tombstone naming it ([`tombstone`]), which readers skip. Dropping
-//! the [`Counters`] handle frees the entry. A process killed while it owns
+//! the [`Counters`] handle frees the entry; the last one to go, when every
+//! entry is free and no other process holds the file for a claim (a shared
+//! `flock` each claimer holds), removes the file, so processes that stop
+//! cleanly leave nothing in `/dev/shm`. A process killed while it owns
 //! an entry leaves it claimed: readers report it dead
 //! ([`CounterSnapshot::alive`]) until a claim takes it over or
 //! [`CountersTable::reclaim_dead`] frees it.
@@ -223,7 +226,20 @@ pub fn counters_path(config: &Config) -> PathBuf {
 /// if there is none): [`CountersTable::claim`] on
 /// [`counters_path`]`(config)`.
 pub fn claim(config: &Config, kind: CounterKind, topic: &str, name: &str) -> Result<Counters> {
-    Arc::new(CountersTable::open_or_create(&counters_path(config))?).claim(kind, topic, name)
+    let path = counters_path(config);
+    for _ in 0..8 {
+        let table = Arc::new(CountersTable::open_or_create(&path)?);
+        let counters = table.claim(kind, topic, name)?;
+        if table.still_linked() {
+            return Ok(counters);
+        }
+        // The last user's release removed the file between our open and
+        // our lock: nobody would find this entry. Take one in the new file.
+    }
+    Err(Error::BadCounters {
+        path,
+        problem: "removed and created again under every claim (8 tries)".to_owned(),
+    })
 }
 
 /// A histogram as a reader saw it.
@@ -264,6 +280,9 @@ pub struct CounterSnapshot {
 /// A namespace's counters file, mapped.
 pub struct CountersTable {
     path: PathBuf,
+    /// The open file: [`CountersTable::claim`] holds a shared `flock` on
+    /// it while this lives (see [`Counters`]'s drop).
+    file: std::fs::File,
     map: MmapMut,
 }
 
@@ -308,6 +327,7 @@ impl CountersTable {
         };
         let table = Self {
             path: path.to_owned(),
+            file,
             map,
         };
         let h = table.header();
@@ -379,6 +399,7 @@ impl CountersTable {
         }
         let table = Self {
             path: path.to_owned(),
+            file,
             map,
         };
         let h = table.header();
@@ -424,6 +445,60 @@ impl CountersTable {
         &self.path
     }
 
+    /// Whether the path still names the file this table mapped.
+    fn still_linked(&self) -> bool {
+        use std::os::unix::fs::MetadataExt as _;
+        let Ok(ours) = self.file.metadata() else {
+            return false;
+        };
+        std::fs::metadata(&self.path).is_ok_and(|m| m.ino() == ours.ino() && m.dev() == ours.dev())
+    }
+
+    /// `flock(operation)` on the file, retried on `EINTR`.
+    fn flock(&self, operation: libc::c_int) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd as _;
+        loop {
+            // SAFETY: flock on a descriptor this table owns; no memory is
+            // passed.
+            if unsafe { libc::flock(self.file.as_raw_fd(), operation) } == 0 {
+                return Ok(());
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+
+    /// Removes the file if every entry is free and no other process holds
+    /// it for a claim: the last clean release leaves nothing behind in
+    /// `/dev/shm`. A file with a dead owner's entry stays (monitors show
+    /// it dead until it is reclaimed). Called by the last [`Counters`] of
+    /// this table as it drops.
+    fn remove_if_unused(&self) {
+        // Acquire: pairs with the Release stores of owner words in `claim`;
+        // a claim seen here is one whose process holds its own lock.
+        let all_free = || {
+            self.entries()
+                .iter()
+                .all(|e| e.owner.load(Ordering::Acquire) == FREE)
+        };
+        if !all_free() {
+            return;
+        }
+        // Exclusive only if no other process holds its shared claim lock.
+        // A process that opened the file and has not locked it yet checks,
+        // after its claim, that the path still names the file
+        // (`still_linked`), and claims again in a new one if not.
+        if self.flock(libc::LOCK_EX | libc::LOCK_NB).is_err() {
+            return;
+        }
+        if all_free() && self.still_linked() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+        // The lock goes with the descriptor, when the table drops.
+    }
+
     fn header(&self) -> &CountersHeader {
         // SAFETY: the map is at least FILE_SIZE bytes (checked in `open`,
         // set in `open_or_create`) and page-aligned; CountersHeader is
@@ -454,6 +529,10 @@ impl CountersTable {
     /// process. Lock-free: a retry happens only when another claim took
     /// the entry chosen first.
     pub fn claim(self: &Arc<Self>, kind: CounterKind, topic: &str, name: &str) -> Result<Counters> {
+        // Held while this table lives: the last releaser removes the file
+        // only while no process holds it (`remove_if_unused`).
+        self.flock(libc::LOCK_SH)
+            .map_err(io(&self.path, "lock counters file"))?;
         let me = current_owner();
         'retry: loop {
             let mut same = None;
@@ -696,12 +775,16 @@ impl Drop for Counters {
         // overwrite our words after our last stores. Only if it is still
         // ours (a monitor may have reclaimed it, wrongly thinking us dead,
         // and someone else claimed it since).
-        let _ = self.entry().owner.compare_exchange(
-            self.owner,
-            FREE,
-            Ordering::Release,
-            Ordering::Relaxed,
-        );
+        let freed = self
+            .entry()
+            .owner
+            .compare_exchange(self.owner, FREE, Ordering::Release, Ordering::Relaxed)
+            .is_ok();
+        // The last handle on this mapping (no other entry of ours can be
+        // claimed through it any more): remove the file if nobody uses it.
+        if freed && Arc::strong_count(&self.table) == 1 {
+            self.table.remove_if_unused();
+        }
     }
 }
 
@@ -827,6 +910,37 @@ mod tests {
         );
         drop(claimed);
         assert!(table.snapshot().is_empty());
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn the_last_clean_release_removes_the_file_and_a_dead_entry_keeps_it() {
+        let config = Config {
+            namespace: format!("ctr{}-rm", std::process::id()),
+            topics: Vec::new(),
+        };
+        let path = counters_path(&config);
+        let _ = std::fs::remove_file(&path);
+        let wal = claim(&config, CounterKind::Wal, "t", "recorder").unwrap();
+        let batch = claim(&config, CounterKind::Batch, "t", "db").unwrap();
+        assert!(path.exists());
+        drop(wal);
+        assert!(path.exists(), "the batcher's entry is still claimed");
+        drop(batch);
+        assert!(!path.exists(), "nobody uses it any more");
+
+        // A claim that dies with its process keeps the file: monitors show
+        // it dead.
+        let c = claim(&config, CounterKind::Wal, "t", "recorder").unwrap();
+        let table = Arc::clone(&c.table);
+        let dead = crate::layout::owner_word(0x3f_ffff, 1);
+        table.entries()[c.index()]
+            .owner
+            .store(dead, Ordering::Release);
+        drop(c);
+        assert!(path.exists());
+        assert!(!table.snapshot()[0].alive);
+        drop(table);
         std::fs::remove_file(&path).unwrap();
     }
 
