@@ -470,6 +470,41 @@ impl CountersTable {
         }
     }
 
+    /// Removes the counters file at `path` if no live process uses it:
+    /// every entry is free or its owner is dead, and no process holds the
+    /// file for a claim. `Ok(true)` if it was removed, `Ok(false)` if it is
+    /// in use or there is none; a file that is not a counters table of
+    /// this build is an error (and stays). For `zerocast stat
+    /// --remove-stale`.
+    pub fn remove_if_stale(path: &Path) -> Result<bool> {
+        let table = match Self::open(path) {
+            Ok(t) => t,
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(false)
+            }
+            Err(e) => return Err(e),
+        };
+        if table.flock(libc::LOCK_EX | libc::LOCK_NB).is_err() {
+            return Ok(false);
+        }
+        let in_use = table.entries().iter().any(|e| {
+            // Acquire: pairs with the Release stores of owner words in
+            // `claim`.
+            let word = e.owner.load(Ordering::Acquire);
+            let holder = if is_tombstone(word) {
+                tombstone_taker(word)
+            } else {
+                word
+            };
+            word != FREE && owner_alive(holder)
+        });
+        if in_use || !table.still_linked() {
+            return Ok(false);
+        }
+        std::fs::remove_file(path).map_err(io(path, "remove counters file"))?;
+        Ok(true)
+    }
+
     /// Removes the file if every entry is free and no other process holds
     /// it for a claim: the last clean release leaves nothing behind in
     /// `/dev/shm`. A file with a dead owner's entry stays (monitors show
@@ -940,8 +975,15 @@ mod tests {
         drop(c);
         assert!(path.exists());
         assert!(!table.snapshot()[0].alive);
+        // Its process is gone: stale, and `stat --remove-stale` removes it.
+        let live = claim(&config, CounterKind::Batch, "t", "db").unwrap();
+        assert!(!CountersTable::remove_if_stale(&path).unwrap(), "in use");
+        drop(live);
+        assert!(path.exists(), "the dead entry keeps it");
         drop(table);
-        std::fs::remove_file(&path).unwrap();
+        assert!(CountersTable::remove_if_stale(&path).unwrap());
+        assert!(!path.exists());
+        assert!(!CountersTable::remove_if_stale(&path).unwrap(), "none left");
     }
 
     #[test]
