@@ -725,3 +725,43 @@ fn batch_rows_per_second_is_the_rows_committed_between_two_polls() {
     drop(c);
     assert!(monitor.poll(t0 + 61_000_000_000).counters.is_empty());
 }
+
+/// A counters file whose histogram words were overwritten (a hostile or
+/// corrupt writer): every bucket at `u64::MAX`. The monitor must render it
+/// without overflowing (a panic in a debug build) and with cumulative
+/// buckets that never go down.
+#[test]
+fn regression_a_hostile_histogram_renders_without_overflow() {
+    use std::os::unix::fs::FileExt;
+    let ns = Ns::new("hostilehist", 80_000);
+    let bus = ns.bus();
+    let path = counters_path(bus.config());
+    let table = Arc::new(CountersTable::open_or_create(&path).unwrap());
+    let c = table
+        .claim(CounterKind::Batch, "trade_events", "db")
+        .unwrap();
+    // The entry's histogram: count at 128, sum at 136, 14 buckets from 144
+    // (the entry starts at 128 + index * 256).
+    let entry = 128 + c.index() as u64 * 256;
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(&u64::MAX.to_le_bytes(), entry + 128)
+        .unwrap();
+    f.write_all_at(&u64::MAX.to_le_bytes(), entry + 136)
+        .unwrap();
+    for b in 0..14 {
+        f.write_all_at(&u64::MAX.to_le_bytes(), entry + 144 + b * 8)
+            .unwrap();
+    }
+    let report = ns.monitor(false).poll(now_ns());
+    let samples = render(&report);
+    let mut last = 0.0;
+    for s in samples
+        .iter()
+        .filter(|s| s.name == "zerocast_batch_commit_seconds_bucket")
+    {
+        assert!(s.value >= last, "cumulative buckets go down: {samples:?}");
+        last = s.value;
+    }
+    assert!(last > 0.0, "{samples:?}");
+    drop(c);
+}

@@ -90,14 +90,22 @@ impl TypedMetric for BucketedHistogram {
 impl EncodeMetric for BucketedHistogram {
     fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
         let h = self.0.get().copied().unwrap_or_default();
-        // Per bucket, not cumulative (the encoder sums them), and the rest
-        // above the last bound in +Inf.
+        // Per bucket, not cumulative (the encoder sums them, with `+`),
+        // and the rest above the last bound in +Inf. The words come from
+        // shared memory any process of this user may write: the running
+        // total saturates, and each bucket is what it adds to it, so the
+        // encoder's sum never overflows (a panic in a debug build) and
+        // the cumulative buckets never go down.
+        let mut counted = 0u64;
         let mut buckets: Vec<(f64, u64)> = BUCKET_BOUNDS_NS
             .iter()
             .zip(h.buckets)
-            .map(|(&bound, n)| (bound as f64 / 1e9, n))
+            .map(|(&bound, n)| {
+                let before = counted;
+                counted = counted.saturating_add(n);
+                (bound as f64 / 1e9, counted - before)
+            })
             .collect();
-        let counted: u64 = h.buckets.iter().sum();
         buckets.push((f64::INFINITY, h.count.saturating_sub(counted)));
         encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
             h.sum_ns as f64 / 1e9,
