@@ -310,14 +310,29 @@ impl CountersTable {
             .mode(0o600)
             .open(&tmp)
             .map_err(io(&tmp, "create counters file"))?;
-        let built = file
-            .set_len(FILE_SIZE as u64)
-            .map_err(io(&tmp, "size counters file"))
-            .and_then(|()| {
-                // SAFETY: our fresh file, accessed only through atomics
-                // once shared.
-                unsafe { MmapMut::map_mut(&file) }.map_err(io(&tmp, "map counters file"))
-            });
+        // fallocate rather than ftruncate, as for segments: on tmpfs it
+        // reserves the pages now, so a full /dev/shm is an error here
+        // instead of a SIGBUS at a claimer's first store into an entry.
+        // SAFETY: plain syscall on a descriptor we own; no memory passed.
+        let rc = unsafe {
+            libc::posix_fallocate(
+                std::os::fd::AsRawFd::as_raw_fd(&file),
+                0,
+                FILE_SIZE as libc::off_t,
+            )
+        };
+        let built = if rc == 0 {
+            Ok(())
+        } else {
+            Err(io(&tmp, "reserve counters file memory")(
+                std::io::Error::from_raw_os_error(rc),
+            ))
+        }
+        .and_then(|()| {
+            // SAFETY: our fresh file, accessed only through atomics
+            // once shared.
+            unsafe { MmapMut::map_mut(&file) }.map_err(io(&tmp, "map counters file"))
+        });
         let map = match built {
             Ok(map) => map,
             Err(e) => {
@@ -984,6 +999,28 @@ mod tests {
         assert!(CountersTable::remove_if_stale(&path).unwrap());
         assert!(!path.exists());
         assert!(!CountersTable::remove_if_stale(&path).unwrap(), "none left");
+    }
+
+    /// A sparse file would take its pages only when a claimer first
+    /// writes an entry: on a full `/dev/shm` that write is a SIGBUS (in a
+    /// recorder, which treats its counters as optional). The pages are
+    /// reserved at creation, where a full `/dev/shm` is an error.
+    #[test]
+    fn regression_the_counters_file_reserves_its_pages_when_created() {
+        let config = Config {
+            namespace: format!("ctr{}-reserve", std::process::id()),
+            topics: Vec::new(),
+        };
+        let path = counters_path(&config);
+        let _ = std::fs::remove_file(&path);
+        let table = CountersTable::open_or_create(&path).unwrap();
+        let blocks = std::fs::metadata(&path).unwrap().blocks();
+        std::fs::remove_file(&path).unwrap();
+        drop(table);
+        assert!(
+            blocks * 512 >= FILE_SIZE as u64,
+            "{blocks} blocks of 512 bytes reserved for {FILE_SIZE} bytes"
+        );
     }
 
     #[test]
