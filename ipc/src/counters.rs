@@ -92,6 +92,9 @@ pub const BUCKET_BOUNDS_NS: [u64; 14] = [
     1_000_000_000,
 ];
 const BUCKETS: usize = BUCKET_BOUNDS_NS.len();
+/// How long a claim waits for a process holding the file's exclusive
+/// lock (a removal) before it gives up.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What an entry counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -485,6 +488,33 @@ impl CountersTable {
         }
     }
 
+    /// Takes the shared claim lock, waiting at most [`LOCK_PATIENCE`] for
+    /// a process that holds it exclusively: removals hold it for
+    /// microseconds, so a longer hold is a stopped or hostile process,
+    /// and a claim (a recorder's, a batcher's metrics) must not hang on
+    /// it.
+    fn lock_shared(&self) -> Result<()> {
+        let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+        loop {
+            match self.flock(libc::LOCK_SH | libc::LOCK_NB) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(io(&self.path, "lock counters file")(e)),
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(Error::BadCounters {
+                    path: self.path.clone(),
+                    problem: format!(
+                        "another process has held its exclusive lock (flock) for over {} ms \
+                         (a removal stopped midway?); no entry claimed",
+                        LOCK_PATIENCE.as_millis()
+                    ),
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
     /// Removes the counters file at `path` if no live process uses it:
     /// every entry is free or its owner is dead, and no process holds the
     /// file for a claim. `Ok(true)` if it was removed, `Ok(false)` if it is
@@ -576,13 +606,14 @@ impl CountersTable {
     /// (its last values are dropped: a new process counts from 0), else a
     /// free one, else any dead owner's. Fails with
     /// [`Error::CountersTableFull`] if every entry is owned by a live
-    /// process. Lock-free: a retry happens only when another claim took
-    /// the entry chosen first.
+    /// process. Lock-free among claims (a retry happens only when another
+    /// claim took the entry chosen first); blocking, for at most one
+    /// second, while a process removing the file holds its lock, then
+    /// [`Error::BadCounters`].
     pub fn claim(self: &Arc<Self>, kind: CounterKind, topic: &str, name: &str) -> Result<Counters> {
         // Held while this table lives: the last releaser removes the file
         // only while no process holds it (`remove_if_unused`).
-        self.flock(libc::LOCK_SH)
-            .map_err(io(&self.path, "lock counters file"))?;
+        self.lock_shared()?;
         let me = current_owner();
         'retry: loop {
             let mut same = None;
@@ -1021,6 +1052,41 @@ mod tests {
             blocks * 512 >= FILE_SIZE as u64,
             "{blocks} blocks of 512 bytes reserved for {FILE_SIZE} bytes"
         );
+    }
+
+    /// A process that holds the file's exclusive lock (a `zerocast stat
+    /// --remove-stale` stopped with ^Z mid-removal) must not hang a
+    /// recorder's or batcher's claim: it gives up with an error naming the
+    /// file and the lock (they then run without metrics).
+    #[test]
+    fn regression_a_held_exclusive_lock_does_not_hang_a_claim() {
+        use std::os::fd::AsRawFd as _;
+        let path = temp("exlock");
+        let _ = std::fs::remove_file(&path);
+        let table = Arc::new(CountersTable::open_or_create(&path).unwrap());
+        let holder = std::fs::File::open(&path).unwrap();
+        // SAFETY: flock on a descriptor this test owns; no memory passed.
+        let rc = unsafe { libc::flock(holder.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let claimer = Arc::clone(&table);
+        std::thread::spawn(move || {
+            let _ = tx.send(
+                claimer
+                    .claim(CounterKind::Wal, "t", "recorder")
+                    .map(|c| c.index()),
+            );
+        });
+        let got = rx.recv_timeout(std::time::Duration::from_secs(10));
+        // Let a hung claimer finish, so the test cleans up either way.
+        drop(holder);
+        let got = got.expect("the claim still waits for the lock after 10 s");
+        let e = got.unwrap_err().to_string();
+        assert!(
+            e.contains(&*path.to_string_lossy()) && e.contains("lock"),
+            "{e}"
+        );
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]
