@@ -643,7 +643,11 @@ fn count_gating_wait(entry: &PublisherEntry, waited: Duration) {
     // instruction; monitors read them as snapshots and need no order with
     // anything else.
     let waits = entry.gating_waits.load(Ordering::Relaxed);
-    entry.gating_waits.store(waits + 1, Ordering::Relaxed);
+    // Wrapping: the word is in shared memory any process of this user
+    // may write; a counter that wraps is what a scraper expects.
+    entry
+        .gating_waits
+        .store(waits.wrapping_add(1), Ordering::Relaxed);
     let total = entry.gating_wait_ns.load(Ordering::Relaxed);
     entry
         .gating_wait_ns

@@ -321,6 +321,53 @@ fn a_publisher_held_by_a_stopped_gating_subscriber_counts_its_gating_waits() {
     bus.remove_segments();
 }
 
+/// The gating-wait counters are words any process of this user may write
+/// (a hostile or corrupt segment): a publisher that waits with them at
+/// their maximum must still publish (wrapping the count, saturating the
+/// time), not panic on an overflow in a debug build.
+#[test]
+fn regression_gating_wait_counters_at_their_maximum_do_not_panic_the_publisher() {
+    let bus = bus("gatewaitmax", Transport::Shm);
+    let seg = bus.segment("trades").unwrap();
+    let cap = seg.ring().capacity();
+    let _stopped = bus
+        .subscriber(
+            "trades",
+            SubscriberOptions {
+                gating: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let mut publisher = bus
+        .publisher_with(
+            "trades",
+            zerocast_ipc::PublisherOptions {
+                gating: zerocast_ipc::GatingPolicy::Fail,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let entry = seg
+        .header()
+        .publishers
+        .iter()
+        .find(|p| p.pid.load(Ordering::Acquire) != zerocast_ipc::layout::FREE)
+        .unwrap();
+    for i in 0..cap {
+        publisher.publish(&trade(i)).unwrap();
+    }
+    // Relaxed: the test is the only other thread; the publisher is idle.
+    entry.gating_waits.store(u64::MAX, Ordering::Relaxed);
+    entry.gating_wait_ns.store(u64::MAX, Ordering::Relaxed);
+    let full = publisher.publish(&trade(cap));
+    assert!(matches!(full, Err(Error::RingFull { .. })), "{full:?}");
+    // Relaxed: as above.
+    assert_eq!(entry.gating_waits.load(Ordering::Relaxed), 0, "wrapped");
+    assert_eq!(entry.gating_wait_ns.load(Ordering::Relaxed), u64::MAX);
+    bus.remove_segments();
+}
+
 #[test]
 fn two_namespaces_do_not_share_topics() {
     let a = bus("nsa", Transport::Shm);
