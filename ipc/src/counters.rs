@@ -379,9 +379,12 @@ impl CountersTable {
             path: path.to_owned(),
             problem,
         };
+        // O_NOFOLLOW, as for segments: a link is refused (ELOOP), not
+        // followed to whatever file it names.
         let file = OpenOptions::new()
             .read(true)
             .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(path)
             .map_err(io(path, "open counters file"))?;
         let meta = file.metadata().map_err(io(path, "stat counters file"))?;
@@ -395,7 +398,7 @@ impl CountersTable {
         }
         if meta.mode() & 0o077 != 0 {
             return Err(bad(format!(
-                "mode {:o} lets group or others write it; expected 600",
+                "mode {:o} lets group or others read or write it; expected 600",
                 meta.mode() & 0o777
             )));
         }
@@ -1087,6 +1090,25 @@ mod tests {
             "{e}"
         );
         std::fs::remove_file(&path).unwrap();
+    }
+
+    /// As for segments: a symbolic link at the table's path is not
+    /// followed (it could point at any file of this user that passes the
+    /// checks, or somewhere a removal then unlinks the wrong name).
+    #[test]
+    fn regression_a_symlink_at_the_path_is_refused() {
+        let real = temp("linktarget");
+        let link = temp("link");
+        let _ = std::fs::remove_file(&real);
+        let _ = std::fs::remove_file(&link);
+        let table = CountersTable::open_or_create(&real).unwrap();
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let opened = CountersTable::open(&link).map(|_| ());
+        std::fs::remove_file(&link).unwrap();
+        std::fs::remove_file(&real).unwrap();
+        drop(table);
+        let e = opened.unwrap_err().to_string();
+        assert!(e.contains(&*link.to_string_lossy()), "{e}");
     }
 
     #[test]
