@@ -178,7 +178,10 @@ struct CountersHeader {
     values: AtomicU32,
     /// Histogram buckets per entry.
     buckets: AtomicU32,
-    _reserved: [u64; 12],
+    /// Reserved (zero). Atomic like every word of the file: other
+    /// processes may write any of it while a `&CountersHeader` lives, so
+    /// no part of it may be plain (immutable-behind-`&`) memory.
+    _reserved: [AtomicU64; 12],
 }
 
 /// One process's counters.
@@ -189,7 +192,8 @@ struct CounterEntry {
     owner: AtomicU64,
     /// [`CounterKind`] code.
     kind: AtomicU32,
-    _pad: u32,
+    /// Padding, atomic for the reason given at `CountersHeader::_reserved`.
+    _pad: AtomicU32,
     /// Topic label, as a publisher name is stored.
     topic: [AtomicU64; NAME_LEN / 8],
     /// Name label.
@@ -585,15 +589,17 @@ impl CountersTable {
     fn header(&self) -> &CountersHeader {
         // SAFETY: the map is at least FILE_SIZE bytes (checked in `open`,
         // set in `open_or_create`) and page-aligned; CountersHeader is
-        // atomics and plain integers, valid for any bytes.
+        // atomics only (interior mutability: other processes may write
+        // any word while we hold the reference), valid for any bytes.
         unsafe { &*self.map.as_ptr().cast::<CountersHeader>() }
     }
 
     fn entries(&self) -> &[CounterEntry] {
         // SAFETY: the map holds FILE_SIZE bytes (checked in `open`, set in
         // `open_or_create`); the table starts at HEADER, a multiple of 64
-        // from a page-aligned base; entries are atomics and padding, valid
-        // for any bytes, and live as long as `self.map`.
+        // from a page-aligned base; entries are atomics only (valid for
+        // any bytes, and any word may change under a shared reference),
+        // and live as long as `self.map`.
         unsafe {
             std::slice::from_raw_parts(
                 self.map.as_ptr().add(HEADER).cast::<CounterEntry>(),
