@@ -619,6 +619,11 @@ impl CountersTable {
     /// claim took the entry chosen first); blocking, for at most one
     /// second, while a process removing the file holds its lock, then
     /// [`Error::BadCounters`].
+    ///
+    /// The entry is in this mapping's file even if the last user of the
+    /// file removed it after this table was opened (no monitor then sees
+    /// it): where other processes share the path, use the module's
+    /// [`claim`](fn@claim), which checks and claims again in the new file.
     pub fn claim(self: &Arc<Self>, kind: CounterKind, topic: &str, name: &str) -> Result<Counters> {
         // Held while this table lives: the last releaser removes the file
         // only while no process holds it (`remove_if_unused`).
