@@ -25,10 +25,12 @@
 //! (so a restarted recorder replaces its predecessor's entry), else a free
 //! one, else any dead owner's; while it writes the kind and labels the word
 //! is a tombstone naming it ([`tombstone`]), which readers skip. Dropping
-//! the [`Counters`] handle frees the entry; the last one to go, when every
-//! entry is free and no other process holds the file for a claim (a shared
-//! `flock` each claimer holds), removes the file, so processes that stop
-//! cleanly leave nothing in `/dev/shm`. A process killed while it owns
+//! the [`Counters`] handle frees the entry; when the last handle on a
+//! table through which entries were claimed goes (its `Counters` and any
+//! `Arc` the caller kept), the table removes the file if every entry is
+//! free and no other process holds the file for a claim (a shared `flock`
+//! each claiming table holds), so processes that stop cleanly leave
+//! nothing in `/dev/shm`. A process killed while it owns
 //! an entry leaves it claimed: readers report it dead
 //! ([`CounterSnapshot::alive`]) until a claim takes it over or
 //! [`CountersTable::reclaim_dead`] frees it.
@@ -288,9 +290,26 @@ pub struct CounterSnapshot {
 pub struct CountersTable {
     path: PathBuf,
     /// The open file: [`CountersTable::claim`] holds a shared `flock` on
-    /// it while this lives (see [`Counters`]'s drop).
+    /// it while this lives (see its drop).
     file: std::fs::File,
     map: MmapMut,
+    /// Whether a claim was made through this table (and so holds the
+    /// shared lock): only then does its drop try to remove the file.
+    claimed: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for CountersTable {
+    fn drop(&mut self) {
+        // The last handle on this mapping, so no claim through it is
+        // live any more (each `Counters` holds one): if we claimed, remove
+        // the file if nobody uses it. Here rather than in the last
+        // `Counters`' drop, so that a caller still holding the table, or
+        // two handles dropped at once on two threads, do not leave it.
+        // Relaxed: `&mut self`, nothing else can touch the flag now.
+        if self.claimed.load(Ordering::Relaxed) {
+            self.remove_if_unused();
+        }
+    }
 }
 
 impl std::fmt::Debug for CountersTable {
@@ -351,6 +370,7 @@ impl CountersTable {
             path: path.to_owned(),
             file,
             map,
+            claimed: std::sync::atomic::AtomicBool::new(false),
         };
         let h = table.header();
         // Relaxed (all five): published by the Release store of `magic`;
@@ -426,6 +446,7 @@ impl CountersTable {
             path: path.to_owned(),
             file,
             map,
+            claimed: std::sync::atomic::AtomicBool::new(false),
         };
         let h = table.header();
         // Acquire: pairs with the Release store of the creator; makes its
@@ -560,8 +581,8 @@ impl CountersTable {
     /// Removes the file if every entry is free and no other process holds
     /// it for a claim: the last clean release leaves nothing behind in
     /// `/dev/shm`. A file with a dead owner's entry stays (monitors show
-    /// it dead until it is reclaimed). Called by the last [`Counters`] of
-    /// this table as it drops.
+    /// it dead until it is reclaimed). Called as a table through which
+    /// entries were claimed drops (its last handle).
     fn remove_if_unused(&self) {
         // Acquire: pairs with the Release stores of owner words in `claim`;
         // a claim seen here is one whose process holds its own lock.
@@ -628,6 +649,9 @@ impl CountersTable {
         // Held while this table lives: the last releaser removes the file
         // only while no process holds it (`remove_if_unused`).
         self.lock_shared()?;
+        // Relaxed: read only in this table's drop, after every handle is
+        // gone (the Arc's drop orders it).
+        self.claimed.store(true, Ordering::Relaxed);
         let me = current_owner();
         'retry: loop {
             let mut same = None;
@@ -870,16 +894,14 @@ impl Drop for Counters {
         // overwrite our words after our last stores. Only if it is still
         // ours (a monitor may have reclaimed it, wrongly thinking us dead,
         // and someone else claimed it since).
-        let freed = self
-            .entry()
-            .owner
-            .compare_exchange(self.owner, FREE, Ordering::Release, Ordering::Relaxed)
-            .is_ok();
-        // The last handle on this mapping (no other entry of ours can be
-        // claimed through it any more): remove the file if nobody uses it.
-        if freed && Arc::strong_count(&self.table) == 1 {
-            self.table.remove_if_unused();
-        }
+        // The file is removed, if nobody uses it, when the last handle on
+        // the table drops (`CountersTable`'s drop).
+        let _ = self.entry().owner.compare_exchange(
+            self.owner,
+            FREE,
+            Ordering::Release,
+            Ordering::Relaxed,
+        );
     }
 }
 
@@ -1044,6 +1066,29 @@ mod tests {
         assert!(CountersTable::remove_if_stale(&path).unwrap());
         assert!(!path.exists());
         assert!(!CountersTable::remove_if_stale(&path).unwrap(), "none left");
+    }
+
+    /// A process that claims through a table it also holds (the API the
+    /// module example shows) and stops cleanly leaves nothing in
+    /// `/dev/shm`: the file goes when the last handle on the table does,
+    /// whichever that is (before, only a `Counters` dropped as the last
+    /// handle removed it, so here the file stayed).
+    #[test]
+    fn regression_dropping_the_table_after_its_counters_removes_the_file() {
+        let config = Config {
+            namespace: format!("ctr{}-tabledrop", std::process::id()),
+            topics: Vec::new(),
+        };
+        let path = counters_path(&config);
+        let _ = std::fs::remove_file(&path);
+        let table = Arc::new(CountersTable::open_or_create(&path).unwrap());
+        let c = table.claim(CounterKind::Wal, "t", "recorder").unwrap();
+        drop(c);
+        assert!(path.exists(), "the table is still held");
+        drop(table);
+        let left = path.exists();
+        let _ = std::fs::remove_file(&path);
+        assert!(!left, "the last clean release left {}", path.display());
     }
 
     /// A sparse file would take its pages only when a claimer first
