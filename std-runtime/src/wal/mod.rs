@@ -996,13 +996,21 @@ impl Wal {
     /// the last sequence) and every fdatasync of the active segment (count
     /// and latency) in `counters`, a [`CounterKind::Wal`] entry of the
     /// namespace's counters table, where `zerocast health` reads them.
-    /// Returns the entry counted in before (`None` stops counting).
+    /// The log's last sequence is exported at once (a restarted recorder
+    /// shows where its log ends before it appends anything). Returns the
+    /// entry counted in before (`None` stops counting).
     ///
     /// [`CounterKind::Wal`]: zerocast_ipc::counters::CounterKind::Wal
     pub fn set_counters(
         &mut self,
         counters: Option<zerocast_ipc::counters::Counters>,
     ) -> Option<zerocast_ipc::counters::Counters> {
+        if let (Some(c), Some(last)) = (&counters, self.last_seq) {
+            c.set(
+                zerocast_ipc::counters::wal::LAST_SEQ,
+                last.saturating_add(1),
+            );
+        }
         std::mem::replace(&mut self.counters, counters)
     }
 
