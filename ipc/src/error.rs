@@ -197,6 +197,18 @@ pub enum Error {
         /// The ack channel file.
         path: PathBuf,
     },
+    /// A file at a counters table's path that this build cannot use as one.
+    BadCounters {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// Every entry of a counters table is owned by a live process.
+    CountersTableFull {
+        /// The counters file.
+        path: PathBuf,
+    },
     /// Another live process acks under this subscriber name.
     AckerNameTaken {
         /// The ack channel file.
@@ -349,6 +361,15 @@ impl std::fmt::Display for Error {
             Self::BadAckChannel { path, problem } => {
                 write!(f, "{}: bad ack channel: {problem}", path.display())
             }
+            Self::BadCounters { path, problem } => {
+                write!(f, "{}: bad counters table: {problem}", path.display())
+            }
+            Self::CountersTableFull { path } => write!(
+                f,
+                "{}: all {} entries of the counters table are owned by live processes",
+                path.display(),
+                crate::counters::MAX_COUNTERS
+            ),
             Self::AckTableFull { path } => write!(
                 f,
                 "{}: all {} subscriber entries of the ack channel are named; remove the file while no publisher or acker uses it",

@@ -33,7 +33,9 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"ZEROCAST");
 /// names are 24 bytes, a tombstone names its taker ([`tombstone`]), the
 /// header tags each ring gating slot with the subscriber entry that owns it
 /// (`gating_owners`) and has a lock for durable names (`durable_lock`).
-pub const LAYOUT_VERSION: u32 = 3;
+/// 4: publisher entries are two cache lines (128 bytes); the second holds
+/// the gating-wait counters (`gating_waits`, `gating_wait_ns`).
+pub const LAYOUT_VERSION: u32 = 4;
 /// Subscriber slots per topic.
 pub const MAX_SUBSCRIBERS: usize = 1000;
 /// Publisher slots per topic.
@@ -112,6 +114,17 @@ pub struct PublisherEntry {
     pub heartbeat_ns: AtomicU64,
     /// Name, NUL-padded UTF-8, as three words.
     pub name: [AtomicU64; NAME_LEN / 8],
+    /// Publishes (single or batch) that found the ring full on a gating
+    /// subscriber and had to wait for it (or, under
+    /// [`GatingPolicy::Fail`](crate::GatingPolicy::Fail), gave up at
+    /// once). Written only by the owner, on the wait path, with plain
+    /// Relaxed stores; in the entry's second cache line, away from the
+    /// words every publish writes.
+    pub gating_waits: AtomicU64,
+    /// Nanoseconds those publishes spent waiting, in total.
+    pub gating_wait_ns: AtomicU64,
+    /// Reserved (zero).
+    pub _reserved: [AtomicU64; 6],
 }
 
 impl PublisherEntry {
@@ -200,7 +213,7 @@ pub struct SegmentHeader {
     pub subscribers: [SubscriberEntry; MAX_SUBSCRIBERS],
 }
 
-const _: () = assert!(size_of::<PublisherEntry>() == 64);
+const _: () = assert!(size_of::<PublisherEntry>() == 128);
 const _: () = assert!(size_of::<SubscriberEntry>() == 64);
 const _: () = assert!(align_of::<SegmentHeader>() <= 128);
 

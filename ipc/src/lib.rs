@@ -59,6 +59,7 @@
 
 pub mod acks;
 pub mod config;
+pub mod counters;
 pub mod error;
 #[cfg(feature = "iceoryx2")]
 pub mod iox;
@@ -184,7 +185,8 @@ impl Bus {
         )?))
     }
 
-    /// Removes every configured topic's segment file (those that exist).
+    /// Removes every configured topic's segment file and ack channel, and
+    /// the namespace's counters file ([`counters`]), those that exist.
     /// Processes still mapping them keep working; new openers get new ones.
     pub fn remove_segments(&self) -> Vec<std::path::PathBuf> {
         let mut removed = Vec::new();
@@ -197,6 +199,10 @@ impl Bus {
             if std::fs::remove_file(&acks).is_ok() {
                 removed.push(acks);
             }
+        }
+        let counters = counters::counters_path(&self.config);
+        if std::fs::remove_file(&counters).is_ok() {
+            removed.push(counters);
         }
         removed
     }
@@ -212,8 +218,8 @@ impl Bus {
                 let name = e.file_name().into_string().ok()?;
                 let topic = name.strip_prefix(&prefix)?.to_owned();
                 // Not a topic: a segment still being built, or abandoned by a
-                // creator that died while building it.
-                if topic.contains(segment::INIT_MARK) {
+                // creator that died while building it; the counters table.
+                if topic.contains(segment::INIT_MARK) || topic == counters::COUNTERS_FILE {
                     return None;
                 }
                 Some((topic, e.path()))

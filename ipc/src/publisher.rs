@@ -132,6 +132,8 @@ impl ShmPublisher {
         // A single publish is one sequence; only a batch changes this.
         e.inflight_len.store(1, Ordering::Relaxed);
         e.published.store(0, Ordering::Relaxed);
+        e.gating_waits.store(0, Ordering::Relaxed);
+        e.gating_wait_ns.store(0, Ordering::Relaxed);
         // 0: no heartbeat yet (`zerocast stat` says "never").
         e.heartbeat_ns.store(0, Ordering::Relaxed);
         let name = if options.name.is_empty() {
@@ -301,7 +303,7 @@ impl ShmPublisher {
         let seg: &Segment = &self.seg;
         let ring = seg.ring();
         let entry = &seg.header().publishers[self.entry];
-        let mut waiting = WaitLimit::new(seg, self.policy);
+        let mut waiting = WaitLimit::new(seg, entry, self.policy);
         let mut giving_up = StuckWait::new(seg);
         let mut claim = match ring.claim_batch_wait_with(
             &mut self.cache,
@@ -606,13 +608,50 @@ impl<B: Body> Loan<'_, B> {
 
 /// How long a publish may still wait for a gating subscriber, and the
 /// liveness checks while it does. The clock is read only once a wait has
-/// begun, never on a publish that finds room.
+/// begun, never on a publish that finds room. When it is dropped after a
+/// wait, it counts the wait in the publisher's entry
+/// ([`PublisherEntry::gating_waits`], [`PublisherEntry::gating_wait_ns`]).
 struct WaitLimit<'a> {
     seg: &'a Segment,
+    entry: &'a PublisherEntry,
     limit: Option<Duration>,
     /// Set when a wait begins: `Some(None)` for a limit too far to hold.
     deadline: Option<Option<Instant>>,
     next_reap: Option<Instant>,
+    /// When the wait began (the first call of `keep_waiting`); `None` on a
+    /// publish that found room.
+    waiting_since: Option<Instant>,
+}
+
+impl Drop for WaitLimit<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        if let Some(since) = self.waiting_since {
+            count_gating_wait(self.entry, since.elapsed());
+        }
+    }
+}
+
+/// Adds one wait of `waited` to the publisher's gating-wait counters.
+#[cold]
+#[inline(never)]
+fn count_gating_wait(entry: &PublisherEntry, waited: Duration) {
+    let ns = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
+    // Relaxed (all four): the owner is the only writer of these words (a
+    // publisher is used by one thread at a time: every publish takes
+    // `&mut self`), so a load and a store count without a locked
+    // instruction; monitors read them as snapshots and need no order with
+    // anything else.
+    let waits = entry.gating_waits.load(Ordering::Relaxed);
+    // Wrapping: the word is in shared memory any process of this user
+    // may write; a counter that wraps is what a scraper expects.
+    entry
+        .gating_waits
+        .store(waits.wrapping_add(1), Ordering::Relaxed);
+    let total = entry.gating_wait_ns.load(Ordering::Relaxed);
+    entry
+        .gating_wait_ns
+        .store(total.saturating_add(ns), Ordering::Relaxed);
 }
 
 /// How often a waiting publisher checks that the gating subscribers it
@@ -620,22 +659,25 @@ struct WaitLimit<'a> {
 const REAP_EVERY: Duration = Duration::from_millis(1);
 
 impl<'a> WaitLimit<'a> {
-    fn new(seg: &'a Segment, policy: GatingPolicy) -> Self {
+    fn new(seg: &'a Segment, entry: &'a PublisherEntry, policy: GatingPolicy) -> Self {
         let limit = match policy {
             GatingPolicy::Wait(limit) => Some(limit),
             GatingPolicy::Fail => None,
         };
         Self {
             seg,
+            entry,
             limit,
             deadline: None,
             next_reap: None,
+            waiting_since: None,
         }
     }
 
     #[cold]
     fn keep_waiting(&mut self) -> bool {
         let now = Instant::now();
+        self.waiting_since.get_or_insert(now);
         // A dead gating subscriber never releases: reclaim it (the ring
         // rescans its gating table when the cached minimum is too low). The
         // first check comes at once, so even the Fail policy reclaims a
@@ -682,7 +724,7 @@ fn claim_recorded<'a>(
     cache: &mut GatingCache,
     policy: GatingPolicy,
 ) -> Result<Claim<'a, Raw<BroadcastHeader, AtomicU64>>> {
-    let mut waiting = WaitLimit::new(seg, policy);
+    let mut waiting = WaitLimit::new(seg, entry, policy);
     let mut giving_up = StuckWait::new(seg);
     let claim = seg.ring().claim_wait_with(
         cache,

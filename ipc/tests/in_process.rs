@@ -1,5 +1,6 @@
 //! Publisher and subscribers in one process, over both transports.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use zerocast_core::frame::{id::id, Direction, TradeEvent};
@@ -255,6 +256,115 @@ fn gating_subscriber_holds_the_publisher() {
     for i in 0..cap {
         publisher.publish(&trade(i)).unwrap();
     }
+    bus.remove_segments();
+}
+
+#[test]
+fn a_publisher_held_by_a_stopped_gating_subscriber_counts_its_gating_waits() {
+    let bus = bus("gatewaits", Transport::Shm);
+    let seg = bus.segment("trades").unwrap();
+    let cap = seg.ring().capacity();
+    // A gating subscriber that never reads: a stopped process, as far as
+    // the publisher can tell.
+    let _stopped = bus
+        .subscriber(
+            "trades",
+            SubscriberOptions {
+                gating: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let wait = Duration::from_millis(5);
+    let mut publisher = bus
+        .publisher_with(
+            "trades",
+            zerocast_ipc::PublisherOptions {
+                gating: zerocast_ipc::GatingPolicy::Wait(wait),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    // The only publisher: the only entry in use.
+    let entry = seg
+        .header()
+        .publishers
+        .iter()
+        .find(|p| p.pid.load(Ordering::Acquire) != zerocast_ipc::layout::FREE)
+        .unwrap();
+    let waits = || {
+        (
+            entry.gating_waits.load(Ordering::Relaxed),
+            entry.gating_wait_ns.load(Ordering::Relaxed),
+        )
+    };
+    for i in 0..cap {
+        publisher.publish(&trade(i)).unwrap();
+    }
+    // Room for every one of them: no wait counted.
+    assert_eq!(waits(), (0, 0));
+    for i in 0..2 {
+        assert!(matches!(
+            publisher.publish(&trade(cap + i)),
+            Err(Error::RingFull { .. })
+        ));
+    }
+    let (n, ns) = waits();
+    assert_eq!(n, 2, "two publishes waited");
+    assert!(
+        ns >= 2 * wait.as_nanos() as u64,
+        "each waited its whole limit: {ns} ns in all"
+    );
+    // A batch that must wait counts once.
+    assert!(publisher.publish_batch(&[trade(1), trade(2)]).is_err());
+    assert_eq!(waits().0, 3);
+    bus.remove_segments();
+}
+
+/// The gating-wait counters are words any process of this user may write
+/// (a hostile or corrupt segment): a publisher that waits with them at
+/// their maximum must still publish (wrapping the count, saturating the
+/// time), not panic on an overflow in a debug build.
+#[test]
+fn regression_gating_wait_counters_at_their_maximum_do_not_panic_the_publisher() {
+    let bus = bus("gatewaitmax", Transport::Shm);
+    let seg = bus.segment("trades").unwrap();
+    let cap = seg.ring().capacity();
+    let _stopped = bus
+        .subscriber(
+            "trades",
+            SubscriberOptions {
+                gating: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let mut publisher = bus
+        .publisher_with(
+            "trades",
+            zerocast_ipc::PublisherOptions {
+                gating: zerocast_ipc::GatingPolicy::Fail,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let entry = seg
+        .header()
+        .publishers
+        .iter()
+        .find(|p| p.pid.load(Ordering::Acquire) != zerocast_ipc::layout::FREE)
+        .unwrap();
+    for i in 0..cap {
+        publisher.publish(&trade(i)).unwrap();
+    }
+    // Relaxed: the test is the only other thread; the publisher is idle.
+    entry.gating_waits.store(u64::MAX, Ordering::Relaxed);
+    entry.gating_wait_ns.store(u64::MAX, Ordering::Relaxed);
+    let full = publisher.publish(&trade(cap));
+    assert!(matches!(full, Err(Error::RingFull { .. })), "{full:?}");
+    // Relaxed: as above.
+    assert_eq!(entry.gating_waits.load(Ordering::Relaxed), 0, "wrapped");
+    assert_eq!(entry.gating_wait_ns.load(Ordering::Relaxed), u64::MAX);
     bus.remove_segments();
 }
 

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use zerocast_core::frame::FrameRef;
+use zerocast_ipc::counters::{self, CounterKind};
 use zerocast_ipc::layout::now_ns;
 use zerocast_ipc::{Bus, Received, RecvError, Start, Subscriber, SubscriberOptions, WaitStrategy};
 
@@ -70,7 +71,10 @@ pub fn open_wal(
 /// WAL's last sequence (sequences the ring no longer holds become one
 /// missed-range record), or at the oldest frame in the ring for a new WAL.
 /// Idle, it makes what it holds durable within the fsync interval and
-/// sleeps on the ring.
+/// sleeps on the ring. While it records, the WAL's records, record bytes
+/// and fsyncs (count and latency) are counted in a [`CounterKind::Wal`]
+/// entry (topic `topic`, name `recorder`) of the namespace's counters
+/// table, for `zerocast health` ([`Wal::set_counters`]).
 pub fn record(
     bus: &Bus,
     topic: &str,
@@ -95,7 +99,20 @@ pub fn record(
             },
         )
         .map_err(RecordError::Bus)?;
-    record_from(&mut sub, topic, wal, stop)
+    // What only the recorder knows (record bytes, fsync latency), where
+    // health monitors read it. Metrics are not worth a stopped recording:
+    // a counters file that cannot be used is a warning.
+    let counters = match counters::claim(bus.config(), CounterKind::Wal, topic, "recorder") {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(topic, "recording without WAL metrics: {e}");
+            None
+        }
+    };
+    let before = wal.set_counters(counters);
+    let result = record_from(&mut sub, topic, wal, stop);
+    wal.set_counters(before);
+    result
 }
 
 /// Records from `sub` into `wal` until `stop()` returns true. [`record`]

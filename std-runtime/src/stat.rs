@@ -78,7 +78,7 @@ pub fn release_durable(bus: &Bus, name: &str) -> Result<(), String> {
 }
 
 /// Prints the namespace's topics; with `remove_stale`, removes stale
-/// segments and reclaims the entries of dead processes in segments still
+/// segments (and the counters table if no live process uses it) and reclaims the entries of dead processes in segments still
 /// in use (orphaned durable holds are kept: see [`release_durable`]).
 pub fn run(bus: &Bus, remove_stale: bool) -> Result<(), String> {
     let segments = bus.list_segments();
@@ -218,6 +218,16 @@ pub fn run(bus: &Bus, remove_stale: bool) -> Result<(), String> {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => println!("  could not remove {}: {e}", acks.display()),
             }
+        }
+    }
+    // The counters table, once no live process uses it (entries of dead
+    // recorders and batchers only).
+    if remove_stale {
+        let path = zerocast_ipc::counters::counters_path(bus.config());
+        match zerocast_ipc::counters::CountersTable::remove_if_stale(&path) {
+            Ok(true) => println!("removed stale counters table {}", path.display()),
+            Ok(false) => {}
+            Err(e) => println!("could not remove the counters table: {e}"),
         }
     }
     Ok(())

@@ -40,7 +40,7 @@ impl Ns {
         let config = std::env::temp_dir().join(format!("{name}.toml"));
         std::fs::write(
             &config,
-            "[[topic]]\nname = \"trade_events\"\nsize = 80000\nkind = \"trade\"\n",
+            "[[topic]]\nname = \"trade_events\"\nsize = 81920\nkind = \"trade\"\n",
         )
         .unwrap();
         Self { name, config }

@@ -31,7 +31,7 @@ impl Ns {
         let path = std::env::temp_dir().join(format!("{}.toml", ns.name));
         std::fs::write(
             &path,
-            "[[topic]]\nname = \"trade_events\"\nsize = 80000\nkind = \"trade\"\n",
+            "[[topic]]\nname = \"trade_events\"\nsize = 81920\nkind = \"trade\"\n",
         )
         .unwrap();
         ns.config = Some(path);

@@ -31,6 +31,7 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use zerocast_ipc::counters::{self, CounterKind, Counters};
 use zerocast_ipc::Bus;
 
 use crate::resume::{Event, Resumable};
@@ -374,6 +375,12 @@ impl Batcher {
     /// [`BatchOptions::until`] is committed. `on_commit` sees each batch
     /// right after the sink committed it.
     ///
+    /// While it runs, its commits are counted in a [`CounterKind::Batch`]
+    /// entry (topic, name) of the namespace's counters table, where
+    /// `zerocast health` reads them: rows (frames) committed, batches,
+    /// lost, missing and invalid sequences, the last committed sequence,
+    /// and each batch's commit latency (the sink's `write_batch`).
+    ///
     /// Blocking: waits for frames, and in the sink; `stop` is polled at
     /// least every `interval / 4` (at most 50 ms).
     pub fn run(
@@ -407,6 +414,29 @@ impl Batcher {
             committed.map_or(0, |c| c + 1),
         );
         reader.set_poll((interval / 4).clamp(Duration::from_millis(1), Duration::from_millis(50)));
+        // Rows, batches and commit latency, where health monitors read
+        // them; metrics are not worth a stopped batcher, so a counters
+        // file that cannot be used is a warning.
+        let counters = match counters::claim(
+            self.bus.config(),
+            CounterKind::Batch,
+            &self.topic,
+            &self.name,
+        ) {
+            Ok(c) => {
+                if let Some(last) = committed {
+                    c.set(
+                        zerocast_ipc::counters::batch::COMMITTED_SEQ,
+                        last.saturating_add(1),
+                    );
+                }
+                Some(c)
+            }
+            Err(e) => {
+                tracing::warn!(topic = %self.topic, name = %self.name, "batching without metrics: {e}");
+                None
+            }
+        };
 
         struct State<'s, F> {
             batch: Batch,
@@ -418,6 +448,8 @@ impl Batcher {
             done: bool,
             on_commit: F,
             until: Option<u64>,
+            /// Where the commits are counted for health monitors.
+            counters: Option<Counters>,
         }
         impl<F: FnMut(&Batch)> State<'_, F> {
             /// Commits the batch; on an error keeps it for the caller.
@@ -425,11 +457,14 @@ impl Batcher {
                 if self.batch.is_empty() {
                     return Ok(());
                 }
+                let started = Instant::now();
                 if let Err(e) = self.sink.write_batch(&self.batch) {
                     let message = e.to_string();
                     self.error = Some(e);
                     return Err(message);
                 }
+                let took = started.elapsed();
+                let before = self.stats;
                 for e in self.batch.events() {
                     match e {
                         Event::Frame { .. } => self.stats.frames += 1,
@@ -440,6 +475,18 @@ impl Batcher {
                 }
                 self.stats.batches += 1;
                 self.stats.committed = self.batch.last_seq();
+                if let Some(c) = &self.counters {
+                    use zerocast_ipc::counters::batch;
+                    c.add(batch::ROWS, self.stats.frames - before.frames);
+                    c.add(batch::INVALID, self.stats.invalid - before.invalid);
+                    c.add(batch::LOST, self.stats.lost - before.lost);
+                    c.add(batch::MISSING, self.stats.missing - before.missing);
+                    c.add(batch::BATCHES, 1);
+                    if let Some(last) = self.stats.committed {
+                        c.set(batch::COMMITTED_SEQ, last.saturating_add(1));
+                    }
+                    c.observe_ns(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX));
+                }
                 (self.on_commit)(&self.batch);
                 if self
                     .until
@@ -461,6 +508,7 @@ impl Batcher {
             done: false,
             on_commit: &mut on_commit,
             until,
+            counters,
         });
         let read = reader.try_run(
             |event| {

@@ -75,7 +75,8 @@ impl Watch {
             .topics
             .iter()
             .map(|t| t.reclaimed.len() as u64)
-            .sum::<u64>();
+            .sum::<u64>()
+            + report.counters.iter().filter(|c| c.reclaimed).count() as u64;
         if let Some(events) = &mut self.events {
             for t in &report.transitions {
                 if let Err(e) = events.publish(t) {
@@ -325,6 +326,15 @@ pub fn table(report: &Report) -> String {
                 p.rate.map_or("-".to_owned(), |r| format!("{r:.1}")),
                 p.reason
             );
+            if p.gating_waits > 0 {
+                let _ = writeln!(
+                    out,
+                    "  {:<28} waited for gating subscribers {} times, {} in all",
+                    "",
+                    p.gating_waits,
+                    age(Some(p.gating_wait))
+                );
+            }
         }
         if !t.subscribers.is_empty() {
             let _ = writeln!(
@@ -363,6 +373,62 @@ pub fn table(report: &Report) -> String {
         for r in &t.reclaimed {
             let _ = writeln!(out, "  reclaimed {r}");
         }
+    }
+    if !report.counters.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n  {:<28} {:>7}  {:<9} {:>12} {:>9} {:>9} {:>9}  DETAIL",
+            "COUNTERS", "PID", "PROCESS", "COUNT", "RATE/s", "LAST SEQ", "MEAN LAT"
+        );
+    }
+    for c in &report.counters {
+        use zerocast_ipc::counters::{batch, wal, CounterKind};
+        let e = &c.entry;
+        let process = if c.reclaimed {
+            "reclaimed"
+        } else if e.alive {
+            "alive"
+        } else {
+            "DEAD"
+        };
+        let (last, detail) = match e.kind {
+            CounterKind::Wal => (
+                e.values[wal::LAST_SEQ],
+                format!(
+                    "{} record bytes, {} fsyncs",
+                    e.values[wal::RECORD_BYTES],
+                    e.values[wal::FSYNCS]
+                ),
+            ),
+            CounterKind::Batch => (
+                e.values[batch::COMMITTED_SEQ],
+                format!(
+                    "{} batches, {} lost, {} missing, {} invalid",
+                    e.values[batch::BATCHES],
+                    e.values[batch::LOST],
+                    e.values[batch::MISSING],
+                    e.values[batch::INVALID]
+                ),
+            ),
+        };
+        let h = &e.histogram;
+        let _ = writeln!(
+            out,
+            "  {:<28} {:>7}  {:<9} {:>12} {:>9} {:>9} {:>9}  {}",
+            format!("{} {} {}", e.kind.name(), e.topic, e.name),
+            e.pid,
+            process,
+            c.main_count(),
+            c.rate.map_or("-".to_owned(), |r| format!("{r:.1}")),
+            last.checked_sub(1)
+                .map_or("-".to_owned(), |l| l.to_string()),
+            if h.count > 0 {
+                format!("{:.3}ms", h.sum_ns as f64 / h.count as f64 / 1e6)
+            } else {
+                "-".to_owned()
+            },
+            detail
+        );
     }
     out
 }

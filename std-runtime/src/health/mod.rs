@@ -1,10 +1,14 @@
 //! The health monitor: publisher states, subscriber lag, recorder lag, from
-//! nothing but what the topic segments hold.
+//! nothing but what the topic segments and the namespace's counters table
+//! ([`zerocast_ipc::counters`]) hold.
 //!
 //! [`HealthMonitor::poll`] reads every topic segment of a namespace and
-//! returns a [`Report`]: each publisher with its [`PublisherState`], each
-//! subscriber with its lag and lag trend, the recorder's lag, and the state
-//! [`Transition`]s since the previous poll. The monitor keeps only what it
+//! returns a [`Report`]: each publisher with its [`PublisherState`] and its
+//! gating waits, each subscriber with its lag and lag trend, the recorder's
+//! lag, the state [`Transition`]s since the previous poll, and every entry
+//! of the counters table ([`CounterReport`]: the recorders' WAL records,
+//! bytes and fsync latency, the batchers' rows, batches and commit
+//! latency, with a rate). The monitor keeps only what it
 //! needs to compare one poll with the last (when each publisher last showed
 //! progress, each subscriber's last lag), so it is driven by explicit times
 //! and tests can step it.
@@ -42,6 +46,7 @@
 //! Degraded, then Failed, while it waits.
 
 mod command;
+mod counters;
 mod events;
 pub mod metrics;
 mod serve;
@@ -59,6 +64,7 @@ use zerocast_ipc::segment::Reaped;
 use zerocast_ipc::{Bus, Segment};
 
 pub use command::{run, table, HealthArgs};
+pub use counters::CounterReport;
 pub use events::{HealthEvent, HealthEvents, HEALTH_PUBLISHER};
 pub use serve::serve_metrics;
 pub use zerocast_ipc::config::HEALTH_TOPIC;
@@ -75,7 +81,8 @@ pub struct HealthOptions {
     pub lag_growth_samples: u32,
     /// Reclaim the entries of dead processes ([`Segment::reap_entries`]:
     /// in-flight sequences declared lost, gating holds released, durable
-    /// holds orphaned) when a poll finds them. Off by default: a monitor
+    /// holds orphaned; and their counters-table entries) when a poll finds
+    /// them. Off by default: a monitor
     /// that cannot see a process (another PID namespace) takes it for
     /// dead.
     pub reclaim: bool,
@@ -181,6 +188,11 @@ pub struct PublisherReport {
     pub silent_for: Duration,
     /// Frames published through this entry.
     pub published: u64,
+    /// Publishes that had to wait for a gating subscriber (or, under
+    /// `GatingPolicy::Fail`, found the ring full on one).
+    pub gating_waits: u64,
+    /// Time those publishes waited, in total.
+    pub gating_wait: Duration,
     /// Frames per second since the previous sample (`None` on the first).
     pub rate: Option<f64>,
     /// Sequences it has claimed and not committed.
@@ -318,6 +330,10 @@ pub struct Report {
     pub unreadable: Vec<(String, String)>,
     /// Publisher state changes since the previous poll.
     pub transitions: Vec<Transition>,
+    /// The entries of the namespace's counters table: what recorders and
+    /// batchers export (WAL records, bytes and fsyncs; batch rows, batches
+    /// and commit latency), live, dead, or reclaimed by this poll.
+    pub counters: Vec<CounterReport>,
 }
 
 impl Report {
@@ -416,6 +432,8 @@ pub struct HealthMonitor {
     gone: Vec<Gone>,
     /// Transitions to Failed seen, by topic.
     failures: HashMap<String, u64>,
+    /// The namespace's counters table.
+    counters: counters::CountersView,
 }
 
 impl std::fmt::Debug for HealthMonitor {
@@ -457,6 +475,7 @@ impl HealthMonitor {
             process_heartbeat: HashMap::new(),
             gone: Vec::new(),
             failures: HashMap::new(),
+            counters: counters::CountersView::default(),
         }
     }
 
@@ -556,6 +575,7 @@ impl HealthMonitor {
             topics: Vec::new(),
             unreadable,
             transitions: Vec::new(),
+            counters: Vec::new(),
         };
         for topic in topics {
             let seg = Arc::clone(&self.segments[&topic].seg);
@@ -564,6 +584,14 @@ impl HealthMonitor {
         }
         self.publishers.retain(|_, t| t.seen);
         self.subscribers.retain(|_, t| t.seen);
+        let interval_ns = u64::try_from(self.options.interval.as_nanos()).unwrap_or(u64::MAX);
+        report.counters = self.counters.poll(
+            &self.bus,
+            now_ns,
+            interval_ns / 2,
+            self.options.reclaim,
+            &mut report.unreadable,
+        );
         report
     }
 
@@ -666,6 +694,8 @@ impl HealthMonitor {
             dead_entries |= !alive;
             // Relaxed: monitoring snapshots, as above.
             let published = p.published.load(Ordering::Relaxed);
+            let gating_waits = p.gating_waits.load(Ordering::Relaxed);
+            let gating_wait = ns_duration(p.gating_wait_ns.load(Ordering::Relaxed));
             let heartbeat = p.heartbeat_ns.load(Ordering::Relaxed);
             let name = load_name(&p.name);
             let key = (topic.to_owned(), index, word);
@@ -757,6 +787,8 @@ impl HealthMonitor {
                 heartbeat_age: age_at(heartbeat, now_ns),
                 silent_for: ns_duration(silent),
                 published,
+                gating_waits,
+                gating_wait,
                 rate: track.rate,
                 inflight: p.inflight_range(),
                 gone: false,

@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use zerocast_ipc::counters::wal as counters;
+
 use format::{
     encode_header, encode_record, parse_record, Parsed, KIND_FRAME, KIND_INVALID, KIND_LOST,
     KIND_MISSED, MAX_RECORD_FRAME, SEGMENT_HEADER,
@@ -573,6 +575,9 @@ pub struct Wal {
     /// The active segment's synced mark file, and the offset it holds.
     mark: File,
     marked: u64,
+    /// Where the records appended and the fsyncs are counted for health
+    /// monitors ([`Wal::set_counters`]), if anywhere.
+    counters: Option<zerocast_ipc::counters::Counters>,
     /// The directory's writer lock ([`LOCK_FILE`]), held while this lives
     /// (dropped after `Drop::drop` has synced).
     _lock: File,
@@ -754,6 +759,7 @@ impl Wal {
                 synced: Arc::new(AtomicU64::new(0)),
                 mark,
                 marked: write_pos,
+                counters: None,
                 _lock: lock,
             },
             recovery,
@@ -986,6 +992,28 @@ impl Wal {
         &self.segments
     }
 
+    /// Counts, from now on, every record appended (records, their bytes,
+    /// the last sequence) and every fdatasync of the active segment (count
+    /// and latency) in `counters`, a [`CounterKind::Wal`] entry of the
+    /// namespace's counters table, where `zerocast health` reads them.
+    /// The log's last sequence is exported at once (a restarted recorder
+    /// shows where its log ends before it appends anything). Returns the
+    /// entry counted in before (`None` stops counting).
+    ///
+    /// [`CounterKind::Wal`]: zerocast_ipc::counters::CounterKind::Wal
+    pub fn set_counters(
+        &mut self,
+        counters: Option<zerocast_ipc::counters::Counters>,
+    ) -> Option<zerocast_ipc::counters::Counters> {
+        if let (Some(c), Some(last)) = (&counters, self.last_seq) {
+            c.set(
+                zerocast_ipc::counters::wal::LAST_SEQ,
+                last.saturating_add(1),
+            );
+        }
+        std::mem::replace(&mut self.counters, counters)
+    }
+
     /// Appends a frame received with sequence `seq` (greater than every
     /// sequence before it, and at most [`format::MAX_SEQ`]).
     pub fn append(&mut self, seq: u64, timestamp_ns: u64, frame: &[u8]) -> Result<(), WalError> {
@@ -1062,12 +1090,18 @@ impl Wal {
         }
         self.records_since_index = (self.records_since_index + 1) % self.options.index_every.max(1);
         encode_record(&mut self.buf, seq, ts, kind, frame);
-        self.last_seq = Some(if kind == KIND_MISSED {
+        let last = if kind == KIND_MISSED {
             let count = u64::from_le_bytes(frame.try_into().expect("8-byte count"));
             seq.saturating_add(count - 1)
         } else {
             seq
-        });
+        };
+        self.last_seq = Some(last);
+        if let Some(c) = &self.counters {
+            c.add(counters::RECORDS, 1);
+            c.add(counters::RECORD_BYTES, size);
+            c.set(counters::LAST_SEQ, last.saturating_add(1));
+        }
         self.unsynced += 1;
         match self.options.fsync {
             FsyncPolicy::Always => self.sync()?,
@@ -1120,7 +1154,12 @@ impl Wal {
     pub fn sync(&mut self) -> Result<(), WalError> {
         self.flush()?;
         if self.unsynced > 0 {
+            let started = self.counters.as_ref().map(|_| Instant::now());
             datasync(&self.active, &self.active_path)?;
+            if let (Some(c), Some(started)) = (&self.counters, started) {
+                c.add(counters::FSYNCS, 1);
+                c.observe_ns(u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX));
+            }
             self.unsynced = 0;
             if self.write_pos != self.marked {
                 // After the fdatasync: the mark never runs ahead of what

@@ -1075,3 +1075,25 @@ fn regression_segment_file_is_named_by_its_first_sequence() {
     assert_eq!(seen, vec![5000, 5001]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A recorder restarted on a log that already holds sequences exports the
+/// log's last sequence from the start, as a restarted batcher exports its
+/// last committed one: before, `zerocast_wal_last_sequence` was absent (and
+/// `zerocast health` showed `-`) until the first new record.
+#[test]
+fn regression_counters_get_the_logs_last_sequence_when_set() {
+    use zerocast_ipc::counters::{CounterKind, CountersTable};
+    let dir = tempdir("ctrlast");
+    let records = frames(10);
+    write_all(&dir, small(), &records);
+    let (mut wal, _) = Wal::open(&dir, "trades", small()).unwrap();
+    let path = dir.join("counters");
+    let table = std::sync::Arc::new(CountersTable::open_or_create(&path).unwrap());
+    let c = table.claim(CounterKind::Wal, "trades", "recorder").unwrap();
+    wal.set_counters(Some(c));
+    let seen = table.snapshot()[0].values[counters::LAST_SEQ];
+    drop(wal);
+    drop(table);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(seen, 10, "last sequence 9, plus one");
+}
