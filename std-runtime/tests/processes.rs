@@ -93,8 +93,13 @@ impl Ns {
 
 impl Drop for Ns {
     fn drop(&mut self) {
-        for t in ["trade_events", "account_events", "market_l2"] {
-            let _ = std::fs::remove_file(self.segment(t));
+        // Every file of this namespace: segments, ack channels, the counters
+        // table, and `.init-` files a creator killed mid-build left behind.
+        let prefix = format!("zerocast.{}.", self.name);
+        for e in std::fs::read_dir("/dev/shm").into_iter().flatten().flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_file(e.path());
+            }
         }
         if let Some(c) = &self.config {
             let _ = std::fs::remove_file(c);
