@@ -1206,3 +1206,47 @@ async fn regression_a_slowloris_request_is_dropped_after_the_request_timeout() {
     let m = subscribed(&mut ws, json!({"op":"subscribe","topics":["trade_events"]})).await;
     assert!(m.iter().any(|v| v["type"] == "subscribed"), "{m:?}");
 }
+
+/// A client that sends one request on a keep-alive connection and then
+/// idles was held open for ever (the first-request deadline ended with the
+/// first response); now the wait for the next request is bounded too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_idle_keep_alive_connection_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = start(
+        "idle",
+        1 << 20,
+        GatewayOptions {
+            request_timeout: Duration::from_millis(500),
+            ..Default::default()
+        },
+    );
+    let mut idle = TcpStream::connect(gw.addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // The answer (keep-alive: the connection stays open after it).
+    let mut got = Vec::new();
+    while !got.ends_with(b"ok\n") {
+        let mut buf = [0u8; 256];
+        let n = tokio::time::timeout(Duration::from_secs(3), idle.read(&mut buf))
+            .await
+            .expect("no answer to GET /healthz")
+            .unwrap();
+        assert!(n > 0, "closed before answering: {got:?}");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 200"), "{got:?}");
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(3), idle.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0) | Err(_))),
+        "an idle keep-alive connection still open 3 s after its answer: {closed:?}"
+    );
+    // A connection that keeps asking is served each time, and a WebSocket
+    // quiet for longer than the timeout still works.
+    let mut ws = connect(gw.addr).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let m = subscribed(&mut ws, json!({"op":"subscribe","topics":["trade_events"]})).await;
+    assert!(m.iter().any(|v| v["type"] == "subscribed"), "{m:?}");
+}
