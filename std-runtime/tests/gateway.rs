@@ -1250,3 +1250,124 @@ async fn regression_idle_keep_alive_connection_is_closed() {
     let m = subscribed(&mut ws, json!({"op":"subscribe","topics":["trade_events"]})).await;
     assert!(m.iter().any(|v| v["type"] == "subscribed"), "{m:?}");
 }
+
+/// Logs in as `user` and subscribes to `account_events` (`from` if given);
+/// returns the socket and what came before `subscribed`/`error`.
+async fn account_login(
+    addr: SocketAddr,
+    secret: &[u8],
+    user: &str,
+    from: Option<u64>,
+) -> (Ws, Vec<Value>) {
+    let mut ws = connect(addr).await;
+    let token = auth::sign(secret, &[user], auth::now_secs() + 60);
+    send(&mut ws, json!({"op":"auth","token":token})).await;
+    let mut req = json!({"op":"subscribe","topics":["account_events"]});
+    if let Some(f) = from {
+        req["from"] = json!(f);
+    }
+    let m = subscribed(&mut ws, req).await;
+    assert!(m.iter().any(|v| v["type"] == "authenticated"), "{m:?}");
+    (ws, m)
+}
+
+/// The next heartbeat on `ws` (data and control messages before it are
+/// appended to `seen`).
+async fn next_heartbeat(ws: &mut Ws, seen: &mut Vec<Value>) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let m = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("no heartbeat within 5 s");
+        let t = match m {
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("connection ended: {other:?}"),
+        };
+        for line in t.as_str().split('\n') {
+            let v: Value = serde_json::from_str(line).unwrap();
+            if v["type"] == "heartbeat" {
+                return v;
+            }
+            seen.push(v);
+        }
+    }
+}
+
+/// A's heartbeat on `account_events` carried the bus's last sequence, so A
+/// saw B's activity (its sequence moving while A got nothing); now it
+/// carries the last sequence told to A itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_account_heartbeat_reveals_no_other_accounts_activity() {
+    let secret = b"test-secret".to_vec();
+    let gw = start(
+        "hbleak",
+        1 << 20,
+        GatewayOptions {
+            secret: Some(secret.clone()),
+            ..Default::default()
+        },
+    );
+    let (mut a, _) = account_login(gw.addr, &secret, "user-a", None).await;
+    let (mut b, _) = account_login(gw.addr, &secret, "user-b", None).await;
+    let mut p = gw.bus.publisher("account_events").unwrap();
+    for n in 0..5 {
+        p.publish(&account("user-b", n as f64)).unwrap();
+    }
+    // The gateway has read B's events once B has them.
+    collect(&mut b, |m| data(m).len() >= 5).await;
+    let mut seen = Vec::new();
+    // A heartbeat started after B's events were read (the first may have
+    // been built before).
+    next_heartbeat(&mut a, &mut seen).await;
+    let hb = next_heartbeat(&mut a, &mut seen).await;
+    assert_eq!(
+        hb["last"]["account_events"],
+        Value::Null,
+        "A's heartbeat shows the topic moving on B's events: {hb}"
+    );
+    assert!(data(&seen).is_empty(), "A got others' events: {seen:?}");
+    let own = p.publish(&account("user-a", 7.0)).unwrap();
+    let got = collect(&mut a, |m| !data(m).is_empty()).await;
+    assert_eq!(data(&got)[0]["seq"], own);
+    for n in 0..5 {
+        p.publish(&account("user-b", n as f64)).unwrap();
+    }
+    collect(&mut b, |m| data(m).len() >= 5).await;
+    next_heartbeat(&mut a, &mut seen).await;
+    let hb = next_heartbeat(&mut a, &mut seen).await;
+    assert_eq!(hb["last"]["account_events"], own, "{hb}");
+}
+
+/// A `from` beyond the newest sequence of `account_events` was refused
+/// with an error naming the topic's next sequence: any authenticated
+/// client could read how many account events the bus had carried. On a
+/// private topic it now starts at the newest, revealing nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_private_resume_from_the_future_reveals_no_sequence() {
+    let secret = b"test-secret".to_vec();
+    let gw = start(
+        "fromleak",
+        1 << 20,
+        GatewayOptions {
+            secret: Some(secret.clone()),
+            ..Default::default()
+        },
+    );
+    let mut p = gw.bus.publisher("account_events").unwrap();
+    for n in 0..5 {
+        p.publish(&account("user-b", n as f64)).unwrap();
+    }
+    let (mut a, m) = account_login(gw.addr, &secret, "user-a", Some(1_000_000)).await;
+    assert!(
+        m.iter().any(|v| v["type"] == "subscribed") && !m.iter().any(|v| v["type"] == "error"),
+        "{m:?}"
+    );
+    let own = p.publish(&account("user-a", 7.0)).unwrap();
+    let got = collect(&mut a, |m| !data(m).is_empty()).await;
+    assert!(
+        got.iter().all(|v| v["type"] != "gap"),
+        "a gap on A's own topic: {got:?}"
+    );
+    assert_eq!(data(&got)[0]["seq"], own, "{got:?}");
+}

@@ -64,6 +64,11 @@ pub struct Sub {
     /// The id of the resume serving this subscription (0: none); a resume
     /// whose subscription was replaced or removed stops.
     pub resume: u64,
+    /// The highest sequence queued for the client on this topic (a data
+    /// message, or the end of a gap message): a private topic's heartbeat
+    /// reports it rather than the bus's last sequence, which moves with
+    /// every account's events.
+    pub told: Option<u64>,
 }
 
 /// What a resume holds back: a live frame, or a run the live reader lost.
@@ -261,6 +266,9 @@ impl Client {
                     out.push('\n');
                 }
                 out.push_str(&gap_json(&topic, g.from, g.to, g.count));
+                if let Some(sub) = s.subs.get_mut(&topic) {
+                    sub.told = sub.told.max(Some(g.to));
+                }
                 n += 1;
             }
             for (_, b) in std::mem::take(&mut s.books) {
@@ -455,18 +463,29 @@ impl State {
             return false; // already delivered by a resume
         }
         sub.next = frame.seq.saturating_add(1);
-        if let Some(from) = sub.lost_from.take().filter(|&f| f < frame.seq) {
-            // What a failed resume did not deliver.
-            let to = frame.seq - 1;
-            self.push(Arc::from(gap_json(&frame.topic, from, to, to - from + 1)));
+        let wanted = self.wants(frame);
+        // On a private topic the gap a failed resume left waits for the
+        // client's own next event: ending it at another account's event
+        // would tell when that account had one. (Every sequence up to the
+        // own event could have been the client's, so the gap covers them.)
+        if wanted || frame.class != Class::Account {
+            let lost_from = self
+                .subs
+                .get_mut(&frame.topic)
+                .and_then(|sub| sub.lost_from.take());
+            if let Some(from) = lost_from.filter(|&f| f < frame.seq) {
+                // What a failed resume did not deliver.
+                let to = frame.seq - 1;
+                self.gap(&frame.topic, from, to, to - from + 1);
+            }
         }
-        if !self.wants(frame) || self.close.is_some() {
+        if !wanted || self.close.is_some() {
             return false;
         }
         let len = frame.text.len();
         if self.bytes + len <= self.budget {
             if let Some(g) = self.gaps.remove(&frame.topic) {
-                self.push(Arc::from(gap_json(&frame.topic, g.from, g.to, g.count)));
+                self.gap(&frame.topic, g.from, g.to, g.count);
             }
             if frame.class == Class::Book
                 && self
@@ -477,6 +496,9 @@ impl State {
                 self.counters.conflated += 1;
             }
             self.push(Arc::clone(&frame.text));
+            if let Some(sub) = self.subs.get_mut(&frame.topic) {
+                sub.told = Some(frame.seq);
+            }
             return true;
         }
         match frame.class {
@@ -524,8 +546,16 @@ impl State {
                 g.to = g.to.max(to);
                 g.count += count;
             } else {
-                self.push(Arc::from(gap_json(topic, from, to, count)));
+                self.gap(topic, from, to, count);
             }
+        }
+    }
+
+    /// Queues a gap message and records its end as told.
+    fn gap(&mut self, topic: &str, from: u64, to: u64, count: u64) {
+        self.push(Arc::from(gap_json(topic, from, to, count)));
+        if let Some(sub) = self.subs.get_mut(topic) {
+            sub.told = sub.told.max(Some(to));
         }
     }
 }
@@ -648,6 +678,39 @@ mod tests {
         c.resume_failed("t", 8);
         c.offer(&trade(40));
         assert_eq!(script(&c), ["gap 30..39 x10", "40"]);
+    }
+
+    fn account_event(seq: u64, user: &str) -> Arc<Frame> {
+        Arc::new(Frame {
+            topic: Arc::from("acct"),
+            seq,
+            class: Class::Account,
+            key: user.into(),
+            text: Arc::from(format!("{{\"seq\":{seq}}}")),
+        })
+    }
+
+    /// After a failed resume on a private topic, the gap ran up to the next
+    /// live frame of any account, so its end told A when B had an event.
+    #[test]
+    fn regression_a_private_gap_does_not_end_at_another_accounts_event() {
+        let c = Client::new(1, 1 << 20);
+        c.lock().accounts.insert("A".into());
+        c.lock().subs.insert(
+            Arc::from("acct"),
+            Sub {
+                next: 10,
+                resuming: Some(VecDeque::new()),
+                resume: 7,
+                ..Default::default()
+            },
+        );
+        c.resume_failed("acct", 7);
+        c.offer(&account_event(20, "B"));
+        assert_eq!(script(&c), Vec::<String>::new(), "B's event at 20 showed");
+        c.offer(&account_event(25, "A"));
+        c.offer(&account_event(26, "B"));
+        assert_eq!(script(&c), ["gap 10..24 x15", "25"]);
     }
 
     #[test]

@@ -313,6 +313,7 @@ impl Hub {
                 resume: resume_id,
                 held_bytes: 0,
                 lost_from: None,
+                told: None,
             },
         );
         drop(books);
