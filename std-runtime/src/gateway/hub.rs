@@ -91,7 +91,8 @@ pub fn encode(topic: &Arc<str>, seq: u64, bytes: &[u8]) -> Option<Frame> {
         seq,
         class,
         key,
-        text: Arc::from(v.to_string()),
+        // Encoded once per frame; every client's queue shares these bytes.
+        text: axum::extract::ws::Utf8Bytes::from(v.to_string()),
     })
 }
 

@@ -350,7 +350,7 @@ async fn write_loop(
             break c;
         }
         while let Some((batch, _)) = client.take() {
-            if !send_unless_closed(&mut tx, &client, Message::Text(Utf8Bytes::from(batch))).await {
+            if !send_unless_closed(&mut tx, &client, Message::Text(batch)).await {
                 break;
             }
         }
@@ -363,11 +363,7 @@ async fn write_loop(
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         if close.code != 1008 || close.reason != "slow consumer" {
             while let Some((batch, _)) = client.take() {
-                if tx
-                    .send(Message::Text(Utf8Bytes::from(batch)))
-                    .await
-                    .is_err()
-                {
+                if tx.send(Message::Text(batch)).await.is_err() {
                     return;
                 }
             }
@@ -389,8 +385,14 @@ async fn send_unless_closed(
     client: &Client,
     msg: Message,
 ) -> bool {
+    let mut send = tx.send(msg);
+    // Most sends finish at once (room in the socket): those need no close
+    // watch, whose timer cost a registration per message per client.
+    if let Some(r) = futures_util::FutureExt::now_or_never(&mut send) {
+        return r.is_ok();
+    }
     tokio::select! {
-        r = tx.send(msg) => r.is_ok(),
+        r = send => r.is_ok(),
         _ = writer_done(client) => false,
     }
 }
