@@ -1371,3 +1371,25 @@ async fn regression_a_private_resume_from_the_future_reveals_no_sequence() {
     );
     assert_eq!(data(&got)[0]["seq"], own, "{got:?}");
 }
+
+/// A stop sends a reading WebSocket client its close, 1001 "gateway
+/// stopping" (sessions left the HTTP loop at their upgrade; the gateway
+/// gives them the loop's grace to send it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_sends_websocket_clients_their_close() {
+    let gw = start("stopclose", 1 << 20, GatewayOptions::default());
+    let mut ws = connect(gw.addr).await;
+    subscribed(&mut ws, json!({"op":"subscribe","topics":["trade_events"]})).await;
+    let stopper = std::thread::spawn(move || drop(gw));
+    let m = collect(&mut ws, |m| {
+        m.iter()
+            .any(|v| v["type"] == "close" || v["type"] == "ended")
+    })
+    .await;
+    stopper.join().unwrap();
+    let end = m.last().unwrap();
+    assert!(
+        end["type"] == "close" && end["code"] == 1001 && end["reason"] == "gateway stopping",
+        "{m:?}"
+    );
+}

@@ -144,6 +144,7 @@ impl Gateway {
         let result = runtime.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener)?;
             let timeout = shared.request_timeout;
+            let sessions = Arc::clone(&shared);
             let app = Router::new()
                 .route("/", get(ws::page))
                 .route("/healthz", get(ws::healthz))
@@ -161,6 +162,16 @@ impl Gateway {
             // stuck half-way through a request, one that never reads) do
             // not hold the process: the runtime's shutdown drops them.
             crate::http::serve(listener, app, timeout, stop).await;
+            // WebSocket sessions left the HTTP loop at their upgrade: they
+            // get the same grace to send their close frames.
+            let grace = tokio::time::Instant::now() + crate::http::SHUTDOWN_GRACE;
+            // Relaxed: a count polled until it drains; nothing else is read
+            // through it.
+            while sessions.connections.load(Ordering::Relaxed) > 0
+                && tokio::time::Instant::now() < grace
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
             std::io::Result::Ok(())
         });
         // Relaxed: the readers poll it; joining them below waits for them.
