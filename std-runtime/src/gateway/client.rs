@@ -279,56 +279,48 @@ impl Client {
     /// Takes the next batch to send: queued messages joined by `\n`, then,
     /// once the queue is empty, pending gap messages and conflated books.
     pub fn take(&self) -> Option<(Utf8Bytes, u64)> {
-        let mut s = self.lock();
-        let first = s.queue.pop_front();
-        if let Some(m) = &first {
-            s.bytes -= m.len();
-            if s.queue.is_empty() && s.gaps.is_empty() && s.books.is_empty() {
-                // A batch of one (the common case of a client keeping up):
-                // the shared bytes themselves, not a copy.
-                s.counters.sent += 1;
-                self.gauge(&s);
-                return Some((m.clone(), 1));
+        // Only the shared handles are taken under the lock; the copying
+        // into one message happens after it, so a bus reader offering the
+        // next frame never waits for a writer's memcpy.
+        let mut parts: Vec<Utf8Bytes> = Vec::new();
+        let mut len = 0usize;
+        {
+            let mut s = self.lock();
+            while len < BATCH_BYTES {
+                let Some(m) = s.queue.pop_front() else { break };
+                s.bytes -= m.len();
+                len += m.len() + 1;
+                parts.push(m);
             }
+            if s.queue.is_empty() {
+                let s = &mut *s;
+                for (topic, g) in std::mem::take(&mut s.gaps) {
+                    parts.push(Utf8Bytes::from(gap_json(&topic, g.from, g.to, g.count)));
+                    if let Some(sub) = s.subs.get_mut(&topic) {
+                        sub.told = sub.told.max(Some(g.to));
+                    }
+                }
+                for (_, b) in std::mem::take(&mut s.books) {
+                    parts.push(b.text.clone());
+                }
+            }
+            s.counters.sent += parts.len() as u64;
+            self.gauge(&s);
         }
-        let mut out = String::new();
-        let mut n = 0u64;
-        if let Some(m) = first {
-            out.push_str(&m);
-            n = 1;
+        let n = parts.len() as u64;
+        if n <= 1 {
+            // A batch of one (the common case of a client keeping up): the
+            // shared bytes themselves, not a copy.
+            return parts.pop().map(|m| (m, n));
         }
-        while out.len() < BATCH_BYTES {
-            let Some(m) = s.queue.pop_front() else { break };
-            s.bytes -= m.len();
+        let mut out = String::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+        for p in &parts {
             if !out.is_empty() {
                 out.push('\n');
             }
-            out.push_str(&m);
-            n += 1;
+            out.push_str(p);
         }
-        if s.queue.is_empty() {
-            let s = &mut *s;
-            for (topic, g) in std::mem::take(&mut s.gaps) {
-                if !out.is_empty() {
-                    out.push('\n');
-                }
-                out.push_str(&gap_json(&topic, g.from, g.to, g.count));
-                if let Some(sub) = s.subs.get_mut(&topic) {
-                    sub.told = sub.told.max(Some(g.to));
-                }
-                n += 1;
-            }
-            for (_, b) in std::mem::take(&mut s.books) {
-                if !out.is_empty() {
-                    out.push('\n');
-                }
-                out.push_str(&b.text);
-                n += 1;
-            }
-        }
-        s.counters.sent += n;
-        self.gauge(&s);
-        (n > 0).then(|| (Utf8Bytes::from(out), n))
+        Some((Utf8Bytes::from(out), n))
     }
 
     /// `count` sequences `from..=to` of `topic` the gateway's own bus reader
