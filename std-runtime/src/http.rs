@@ -9,12 +9,19 @@
 //! `header_read_timeout`. In hyper 1.x that timer starts whenever the
 //! connection begins waiting for a request head (at accept, and again after
 //! each response on a keep-alive connection) and stops once the head is
-//! complete, so one bound covers a silent client, an idle keep-alive
-//! connection and a slowloris. An upgraded connection (a WebSocket) leaves
-//! hyper and is not timed here: the gateway pings it.
+//! complete: it bounds a silent client, an idle keep-alive connection and
+//! a slowloris alike (the request timeout, 30 s by default). A tighter bound
+//! on the header bytes themselves (5 s by default) is kept by the socket
+//! wrapper here: once the first byte of a request arrives, its head must be
+//! complete (the service called) within the header timeout. An upgraded
+//! connection (a WebSocket) is not timed here: the gateway pings it.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -29,7 +36,109 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// The default bound on waiting for a request head: from accept, or from
 /// the previous response of a keep-alive connection, to the end of the
 /// next request's headers.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default bound from a request's first byte to the end of its
+/// headers.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where a connection is, as its socket wrapper sees it.
+#[derive(Debug, Default)]
+struct Phase(AtomicU8);
+
+/// Between requests: no byte of the next one yet.
+const IDLE: u8 = 0;
+/// A request's head is arriving: the header deadline runs.
+const HEAD: u8 = 1;
+/// A request is being answered.
+const BUSY: u8 = 2;
+/// Upgraded (a WebSocket): no deadline any more.
+const UPGRADED: u8 = 3;
+
+impl Phase {
+    fn get(&self) -> u8 {
+        // Relaxed: the socket wrapper and the service both run on the
+        // connection's one task, which orders them; nothing else is
+        // published with it.
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, p: u8) {
+        // Relaxed: see `get`.
+        self.0.store(p, Ordering::Relaxed);
+    }
+}
+
+/// An accepted socket whose reads fail once a request's head, begun, is
+/// not complete within the header timeout.
+struct Guarded {
+    tcp: tokio::net::TcpStream,
+    phase: Arc<Phase>,
+    header: Duration,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl tokio::io::AsyncRead for Guarded {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let phase = self.phase.get();
+        if phase != HEAD {
+            self.deadline = None;
+        } else if let Some(d) = &mut self.deadline {
+            // Polling the deadline registers the reader's waker with it, so
+            // a client that sends nothing more is still woken for.
+            if d.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "request headers not complete in time",
+                )));
+            }
+        }
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.tcp).poll_read(cx, buf);
+        if phase == IDLE && matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.phase.set(HEAD);
+            let mut d = Box::pin(tokio::time::sleep(self.header));
+            // Registers the waker now (it cannot be due yet).
+            let _ = d.as_mut().poll(cx);
+            self.deadline = Some(d);
+        }
+        r
+    }
+}
+
+impl tokio::io::AsyncWrite for Guarded {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+}
 
 /// Serves `app` on `listener` until `stop` resolves; then stops accepting,
 /// asks every connection to close once its request in progress is
@@ -38,12 +147,14 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 ///
 /// A connection waiting longer than `request_timeout` for a request's
 /// headers (a fresh one, or a keep-alive one after its last response) is
-/// closed. Accepted sockets get `TCP_NODELAY`. WebSocket upgrades work
-/// (`with_upgrades`).
+/// closed, and so is one whose request, begun, has not completed its
+/// headers within `header_timeout`. Accepted sockets get `TCP_NODELAY`.
+/// WebSocket upgrades work (`with_upgrades`) and are not timed.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     request_timeout: Duration,
+    header_timeout: Duration,
     stop: impl Future<Output = ()>,
 ) {
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -60,8 +171,30 @@ pub async fn serve(
         };
         // Reap what finished, so the set holds open connections only.
         while connections.try_join_next().is_some() {}
+        let phase = Arc::new(Phase::default());
+        let io = Guarded {
+            tcp,
+            phase: Arc::clone(&phase),
+            header: header_timeout,
+            deadline: None,
+        };
+        let inner = TowerToHyperService::new(app.clone());
+        let service = hyper::service::service_fn(move |req| {
+            // The head is complete: its deadline is over.
+            phase.set(BUSY);
+            let answer = hyper::service::Service::call(&inner, req);
+            let phase = Arc::clone(&phase);
+            async move {
+                let r = answer.await;
+                let upgraded = r
+                    .as_ref()
+                    .is_ok_and(|resp| resp.status() == axum::http::StatusCode::SWITCHING_PROTOCOLS);
+                phase.set(if upgraded { UPGRADED } else { IDLE });
+                r
+            }
+        });
         let conn = http
-            .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(app.clone()))
+            .serve_connection(TokioIo::new(io), service)
             .with_upgrades();
         let mut stopped = stopped.clone();
         connections.spawn(async move {

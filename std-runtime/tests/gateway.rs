@@ -1393,3 +1393,47 @@ async fn a_stop_sends_websocket_clients_their_close() {
         "{m:?}"
     );
 }
+
+/// One bound for waiting and for header bytes meant a trickled request
+/// held a connection as long as an idle keep-alive one may stay (30 s);
+/// now its headers, once begun, must be complete within the header
+/// timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_trickled_headers_are_closed_after_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = start(
+        "trickle",
+        1 << 20,
+        GatewayOptions {
+            request_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_millis(300),
+            ..Default::default()
+        },
+    );
+    let mut c = TcpStream::connect(gw.addr).await.unwrap();
+    c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(3), c.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0) | Err(_))),
+        "a trickled request still held 3 s after it began: {closed:?}"
+    );
+    // A whole request on a fresh connection is still answered, and the
+    // connection may then idle past the header timeout.
+    let mut ok = TcpStream::connect(gw.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ok.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(3), ok.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
+    let mut ws = connect(gw.addr).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let m = subscribed(&mut ws, json!({"op":"subscribe","topics":["trade_events"]})).await;
+    assert!(m.iter().any(|v| v["type"] == "subscribed"), "{m:?}");
+}

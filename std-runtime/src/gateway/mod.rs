@@ -36,6 +36,7 @@ pub struct Shared {
     pong_timeout: Duration,
     max_clients: usize,
     request_timeout: Duration,
+    header_timeout: Duration,
     /// WebSocket connections upgraded or being upgraded.
     connections: std::sync::atomic::AtomicUsize,
 }
@@ -63,10 +64,13 @@ pub struct GatewayOptions {
     /// Most WebSocket clients at once; more are refused with 503 (10 000).
     pub max_clients: usize,
     /// A connection waiting this long for a request's headers is closed
-    /// (10 s): a new one that sends nothing or trickles its headers
+    /// (30 s): a new one that sends nothing or trickles its headers
     /// (slowloris), and a keep-alive one idle after its last answer. An
     /// upgraded WebSocket is not bound by it (pings keep it honest).
     pub request_timeout: Duration,
+    /// A request whose headers, begun, are not complete this long after
+    /// their first byte closes its connection (5 s).
+    pub header_timeout: Duration,
 }
 
 impl Default for GatewayOptions {
@@ -82,6 +86,7 @@ impl Default for GatewayOptions {
             pong_timeout: Duration::from_secs(60),
             max_clients: 10_000,
             request_timeout: crate::http::REQUEST_TIMEOUT,
+            header_timeout: crate::http::HEADER_TIMEOUT,
         }
     }
 }
@@ -116,6 +121,7 @@ impl Gateway {
                 pong_timeout: options.pong_timeout,
                 max_clients: options.max_clients,
                 request_timeout: options.request_timeout,
+                header_timeout: options.header_timeout,
                 connections: std::sync::atomic::AtomicUsize::new(0),
             }),
             listener,
@@ -143,7 +149,7 @@ impl Gateway {
         let listener = self.listener;
         let result = runtime.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener)?;
-            let timeout = shared.request_timeout;
+            let (timeout, header) = (shared.request_timeout, shared.header_timeout);
             let sessions = Arc::clone(&shared);
             let app = Router::new()
                 .route("/", get(ws::page))
@@ -161,7 +167,7 @@ impl Gateway {
             // Connections still open a second after the stop (a client
             // stuck half-way through a request, one that never reads) do
             // not hold the process: the runtime's shutdown drops them.
-            crate::http::serve(listener, app, timeout, stop).await;
+            crate::http::serve(listener, app, timeout, header, stop).await;
             // WebSocket sessions left the HTTP loop at their upgrade: they
             // get the same grace to send their close frames.
             let grace = tokio::time::Instant::now() + crate::http::SHUTDOWN_GRACE;

@@ -52,7 +52,14 @@ pub fn serve_metrics_with_timeout(
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         };
-        crate::http::serve(listener, app, request_timeout, stop).await;
+        crate::http::serve(
+            listener,
+            app,
+            request_timeout,
+            crate::http::HEADER_TIMEOUT.min(request_timeout),
+            stop,
+        )
+        .await;
         std::io::Result::Ok(())
     });
     // Drops the connection tasks that did not finish.
