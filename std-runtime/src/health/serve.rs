@@ -15,8 +15,9 @@ use super::metrics;
 /// every 50 ms); each request's body is `render()`. Blocks the calling
 /// thread. Other paths get 404. At a stop, requests in progress get
 /// [`crate::http::SHUTDOWN_GRACE`] to finish; then every connection is dropped. A
-/// connection waiting [`crate::http::REQUEST_TIMEOUT`] for a request (idle
-/// after its last answer, or trickling headers) is closed.
+/// connection waiting [`crate::http::REQUEST_TIMEOUT`] for a request (new,
+/// or idle after its last answer) is closed, and so is one whose request
+/// headers, begun, are not complete within [`crate::http::HEADER_TIMEOUT`].
 pub fn serve_metrics(
     listener: std::net::TcpListener,
     render: impl Fn() -> String + Send + Sync + 'static,
