@@ -399,7 +399,13 @@ impl Client {
         };
         let next = sub.next;
         match hold.front().map(Held::first) {
-            Some(first) if first > next => st.lost(topic, next, first - 1, first - next),
+            Some(first) if first > next => {
+                // `next..first` is lost: told as a gap when the next frame
+                // is admitted (on a private topic, the client's own next
+                // event, never another account's) or merged into a loss.
+                sub.lost_from = Some(next);
+                sub.next = first;
+            }
             Some(_) => {}
             None => {
                 sub.resuming = None;
@@ -579,6 +585,19 @@ impl State {
     pub fn lost(&mut self, topic: &str, from: u64, to: u64, count: u64) {
         if let Some(sub) = self.subs.get_mut(topic) {
             sub.next = sub.next.max(to.saturating_add(1));
+            // A failed resume's gap still pending starts before this loss:
+            // one gap covering both, told now (its end is the loss's, told
+            // to every subscriber alike, so it names no account's event).
+            let (from, count) = match sub.lost_from.take() {
+                Some(l) if l < from => (l, count + (from - l)),
+                Some(l) if l <= to => (from, count),
+                // Past this loss (cannot happen: a pending gap ends at the
+                // next frame): still pending.
+                other => {
+                    sub.lost_from = other;
+                    (from, count)
+                }
+            };
             // A backpressure gap still pending (told once room frees) comes
             // before this loss: extend it, so gaps stay in order.
             if let Some(g) = self.gaps.get_mut(topic) {
@@ -750,6 +769,72 @@ mod tests {
         c.offer(&account_event(25, "A"));
         c.offer(&account_event(26, "B"));
         assert_eq!(script(&c), ["gap 10..24 x15", "25"]);
+    }
+
+    /// A failed resume with live frames held told its gap up to the first
+    /// held frame, on a private topic another account's event: its end
+    /// told A that B had an event there (the rule the empty-hold case
+    /// keeps: the gap waits for A's own next event).
+    #[test]
+    fn regression_a_private_failed_resume_with_a_hold_does_not_end_its_gap_at_another_accounts_event(
+    ) {
+        let c = Client::new(1, 1 << 20);
+        c.lock().accounts.insert("A".into());
+        c.lock().subs.insert(
+            Arc::from("acct"),
+            Sub {
+                next: 10,
+                resuming: Some(VecDeque::new()),
+                resume: 7,
+                ..Default::default()
+            },
+        );
+        c.offer(&account_event(20, "B")); // held for the resume
+        c.resume_failed("acct", 7);
+        assert_eq!(
+            script(&c),
+            Vec::<String>::new(),
+            "B's held event at 20 showed"
+        );
+        c.offer(&account_event(25, "A"));
+        assert_eq!(script(&c), ["gap 10..24 x15", "25"]);
+    }
+
+    /// A bus loss while a failed resume's gap was still pending was told on
+    /// its own, and the pending gap later covered it again: two gaps out of
+    /// order, the loss counted twice.
+    #[test]
+    fn regression_a_bus_loss_during_a_pending_failed_resume_gap_is_told_once_in_order() {
+        let c = Client::new(1, 1 << 20);
+        c.lock().accounts.insert("A".into());
+        c.lock().subs.insert(
+            Arc::from("acct"),
+            Sub {
+                next: 10,
+                resuming: Some(VecDeque::new()),
+                resume: 7,
+                ..Default::default()
+            },
+        );
+        c.resume_failed("acct", 7); // nothing held: the gap is pending
+        c.lost_live("acct", 30, 34, 5);
+        c.offer(&account_event(36, "B"));
+        c.offer(&account_event(40, "A"));
+        assert_eq!(script(&c), ["gap 10..34 x25", "40"]);
+        // The same on a public topic.
+        c.lock().subs.insert(
+            Arc::from("t"),
+            Sub {
+                next: 10,
+                resuming: Some(VecDeque::new()),
+                resume: 8,
+                ..Default::default()
+            },
+        );
+        c.resume_failed("t", 8);
+        c.lost_live("t", 30, 34, 5);
+        c.offer(&trade(35));
+        assert_eq!(script(&c), ["gap 10..34 x25", "35"]);
     }
 
     #[test]
