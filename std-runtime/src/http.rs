@@ -13,8 +13,12 @@
 //! a slowloris alike (the request timeout, 30 s by default). A tighter bound
 //! on the header bytes themselves (5 s by default) is kept by the socket
 //! wrapper here: once the first byte of a request arrives, its head must be
-//! complete (the service called) within the header timeout. An upgraded
-//! connection (a WebSocket) is not timed here: the gateway pings it.
+//! complete (the service called) within the header timeout. The wrapper
+//! also fails a write that has made no progress for the request timeout
+//! (hyper has no write timeout: a client that pipelined requests and never
+//! read the answers held its connection for ever). An upgraded connection
+//! (a WebSocket) is not timed here: the gateway pings it, and its writer
+//! has its own slow-consumer rules.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -70,12 +74,47 @@ impl Phase {
 }
 
 /// An accepted socket whose reads fail once a request's head, begun, is
-/// not complete within the header timeout.
+/// not complete within the header timeout, and whose writes fail once one
+/// has made no progress for the stall timeout (a client that does not
+/// take its answers).
 struct Guarded {
     tcp: tokio::net::TcpStream,
     phase: Arc<Phase>,
     header: Duration,
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    stall: Duration,
+    write_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Guarded {
+    /// Bounds a write that is waiting for the client: `r` is the socket's
+    /// answer; a write still pending `stall` after the last progress
+    /// fails. An upgraded connection is not timed (the gateway's writer
+    /// has its own slow-consumer rules).
+    fn bound_write<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if r.is_ready() || self.phase.get() == UPGRADED {
+            self.write_deadline = None;
+            return r;
+        }
+        let stall = self.stall;
+        let d = self
+            .write_deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
+        // Polling it registers the writer's waker, so a client that never
+        // reads again is still woken for.
+        if d.as_mut().poll(cx).is_ready() {
+            self.write_deadline = None;
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client took no answer bytes in time",
+            )));
+        }
+        Poll::Pending
+    }
 }
 
 impl tokio::io::AsyncRead for Guarded {
@@ -116,11 +155,13 @@ impl tokio::io::AsyncWrite for Guarded {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.tcp).poll_write(cx, buf)
+        let r = Pin::new(&mut self.tcp).poll_write(cx, buf);
+        self.bound_write(cx, r)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_flush(cx)
+        let r = Pin::new(&mut self.tcp).poll_flush(cx);
+        self.bound_write(cx, r)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -132,7 +173,8 @@ impl tokio::io::AsyncWrite for Guarded {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+        let r = Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs);
+        self.bound_write(cx, r)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -148,7 +190,9 @@ impl tokio::io::AsyncWrite for Guarded {
 /// A connection waiting longer than `request_timeout` for a request's
 /// headers (a fresh one, or a keep-alive one after its last response) is
 /// closed, and so is one whose request, begun, has not completed its
-/// headers within `header_timeout`. Accepted sockets get `TCP_NODELAY`.
+/// headers within `header_timeout`, and so is one whose answer has not
+/// moved for `request_timeout` (a client that does not read it: a
+/// slow-read slowloris). Accepted sockets get `TCP_NODELAY`.
 /// WebSocket upgrades work (`with_upgrades`) and are not timed.
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -177,6 +221,8 @@ pub async fn serve(
             phase: Arc::clone(&phase),
             header: header_timeout,
             deadline: None,
+            stall: request_timeout,
+            write_deadline: None,
         };
         let inner = TowerToHyperService::new(app.clone());
         let service = hyper::service::service_fn(move |req| {

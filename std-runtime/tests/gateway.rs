@@ -1437,3 +1437,47 @@ async fn regression_trickled_headers_are_closed_after_the_header_timeout() {
     let m = subscribed(&mut ws, json!({"op":"subscribe","topics":["trade_events"]})).await;
     assert!(m.iter().any(|v| v["type"] == "subscribed"), "{m:?}");
 }
+
+/// A client that pipelined requests and never read the answers held its
+/// connection (and its task) for ever: the serving loop bounded waiting
+/// for a request but not waiting for the client to take an answer (a
+/// slow-read slowloris). Now a write that makes no progress for the
+/// request timeout closes the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_client_that_never_reads_its_answers_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = start(
+        "slowread",
+        1 << 20,
+        GatewayOptions {
+            request_timeout: Duration::from_millis(500),
+            send_buffer: Some(4096),
+            ..Default::default()
+        },
+    );
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut c = socket.connect(gw.addr).await.unwrap();
+    const ASKED: usize = 200;
+    let req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(ASKED);
+    // Into the gateway's receive buffer (it reads heads as it answers).
+    let _ = tokio::time::timeout(Duration::from_secs(2), c.write_all(&req)).await;
+    // Not reading, for longer than the request timeout.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let end = loop {
+        match tokio::time::timeout(Duration::from_secs(3), c.read(&mut buf)).await {
+            Ok(Ok(0)) => break "closed",
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Ok(Err(_)) => break "reset",
+            Err(_) => break "still open",
+        }
+    };
+    let answers = got.windows(12).filter(|w| w == b"HTTP/1.1 200").count();
+    assert!(
+        answers < ASKED && end != "still open",
+        "a client that did not read for 1.5 s (request timeout 0.5 s) was still served: \
+         {answers} of {ASKED} answers, then {end}"
+    );
+}

@@ -66,7 +66,9 @@ pub struct GatewayOptions {
     /// A connection waiting this long for a request's headers is closed
     /// (30 s): a new one that sends nothing or trickles its headers
     /// (slowloris), and a keep-alive one idle after its last answer. An
-    /// upgraded WebSocket is not bound by it (pings keep it honest).
+    /// upgraded WebSocket is not bound by it (pings keep it honest). An
+    /// answer that has not moved this long (a client not reading it)
+    /// closes its connection too.
     pub request_timeout: Duration,
     /// A request whose headers, begun, are not complete this long after
     /// their first byte closes its connection (5 s).

@@ -17,7 +17,9 @@ use super::metrics;
 /// [`crate::http::SHUTDOWN_GRACE`] to finish; then every connection is dropped. A
 /// connection waiting [`crate::http::REQUEST_TIMEOUT`] for a request (new,
 /// or idle after its last answer) is closed, and so is one whose request
-/// headers, begun, are not complete within [`crate::http::HEADER_TIMEOUT`].
+/// headers, begun, are not complete within [`crate::http::HEADER_TIMEOUT`],
+/// or whose answer has not moved for the request timeout (a client not
+/// reading it).
 pub fn serve_metrics(
     listener: std::net::TcpListener,
     render: impl Fn() -> String + Send + Sync + 'static,
