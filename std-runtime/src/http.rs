@@ -62,8 +62,10 @@ const UPGRADED: u8 = 3;
 impl Phase {
     fn get(&self) -> u8 {
         // Relaxed: the socket wrapper and the service both run on the
-        // connection's one task, which orders them; nothing else is
-        // published with it.
+        // connection's one task, which orders them (after an upgrade the
+        // socket moves to the session's task through hyper's upgrade
+        // channel, which orders the last store before it); nothing else
+        // is published with it.
         self.0.load(Ordering::Relaxed)
     }
 
