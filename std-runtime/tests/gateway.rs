@@ -1481,3 +1481,49 @@ async fn regression_a_client_that_never_reads_its_answers_is_closed() {
          {answers} of {ASKED} answers, then {end}"
     );
 }
+
+/// A WebSocket whose upgrade request was still arriving at a stop was
+/// upgraded in the stop's grace, after every client had been told to
+/// close: it was never told (the runtime's end cut it without a close
+/// frame), and a resume it started had no close to stop at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_client_upgraded_during_a_stop_gets_its_close() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    let gw = start("latestop", 1 << 20, GatewayOptions::default());
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    // Accepted (its head begun) before the stop.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stopper = std::thread::spawn(move || drop(gw));
+    // The stop is seen (polled every 50 ms) and the clients told.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.write_all(
+        b"Upgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        assert_eq!(s.read(&mut b).await.unwrap(), 1, "{head:?}");
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{head:?}");
+    let mut ws =
+        WebSocketStream::from_raw_socket(MaybeTlsStream::Plain(s), Role::Client, None).await;
+    let m = collect(&mut ws, |m| {
+        m.iter()
+            .any(|v| v["type"] == "close" || v["type"] == "ended")
+    })
+    .await;
+    stopper.join().unwrap();
+    let end = m.last().unwrap();
+    assert!(
+        end["type"] == "close" && end["code"] == 1001 && end["reason"] == "gateway stopping",
+        "{m:?}"
+    );
+}

@@ -65,6 +65,11 @@ pub struct Hub {
     next_resume: AtomicU64,
     /// Per-client byte budget for unsent data.
     pub budget: usize,
+    /// The close [`Hub::close_all`] asked for: a client registered after it
+    /// (its upgrade completed in a stop's grace) is closed at once. Set and
+    /// read under the `clients` write lock, which orders it against
+    /// registrations.
+    closing: Mutex<Option<(u16, String)>>,
 }
 
 fn ident(b: &[u8]) -> String {
@@ -125,6 +130,7 @@ impl Hub {
             wal,
             stop: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
+            closing: Mutex::new(None),
             next_resume: AtomicU64::new(1),
             budget,
         }))
@@ -245,8 +251,15 @@ impl Hub {
     }
 
     /// Asks every connected client's writer to close with `code`, `reason`.
+    /// Clients registered from now on are closed the same way at once.
     pub fn close_all(&self, code: u16, reason: &str) {
-        for c in self.clients() {
+        let clients = {
+            let clients = self.clients.write().unwrap_or_else(|p| p.into_inner());
+            *self.closing.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some((code, reason.to_owned()));
+            clients.clone()
+        };
+        for c in clients {
             c.close(code, reason);
         }
     }
@@ -256,10 +269,19 @@ impl Hub {
         // Relaxed: only uniqueness matters.
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let c = Arc::new(Client::new(id, self.budget));
-        self.clients
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Arc::clone(&c));
+        let closing = {
+            let mut clients = self.clients.write().unwrap_or_else(|p| p.into_inner());
+            clients.push(Arc::clone(&c));
+            self.closing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+        };
+        if let Some((code, reason)) = closing {
+            // Registered after `close_all` (an upgrade completed during a
+            // stop): told like every other client.
+            c.close(code, &reason);
+        }
         c
     }
 
