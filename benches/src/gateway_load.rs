@@ -8,6 +8,13 @@
 //! load generator share this process (and the machine's cores): CPU is
 //! split by thread (`gw-*` bus readers and the gateway's tokio workers vs
 //! the `loadgen` threads); RSS is the whole process.
+//!
+//! The issue's two rules are checked and printed as verdicts: each client
+//! count runs several rounds, with and without the never-reading client
+//! interleaved (the order alternating), so both see the same machine; the
+//! median p99 of each side is compared ("the never-reading client moves the
+//! others' p99 by at most 10%"), and the process's anonymous memory growth
+//! over each case is compared with clients x budget.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,8 +39,12 @@ pub struct GatewayLoadArgs {
     #[arg(long, default_value = "bench-results")]
     pub out: PathBuf,
     /// Seconds each case publishes for.
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 3.0)]
     pub seconds: f64,
+    /// Rounds per client count (each one case without the never-reading
+    /// client and one with it, interleaved).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
 }
 
 /// CPU seconds of this process's threads, split into (gateway, load generator).
@@ -53,7 +64,9 @@ fn cpu_by_side() -> (f64, f64) {
         let f: Vec<&str> = rest.split_whitespace().collect();
         let t = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
             + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        if comm.starts_with("gw-") || comm.starts_with("tokio-runtime") {
+        // tokio names its workers `tokio-rt-worker` (older releases
+        // `tokio-runtime-worker`); the load generator's are `loadgen`.
+        if comm.starts_with("gw-") || comm.starts_with("tokio-r") {
             gw += t / tick;
         } else if comm.starts_with("loadgen") || comm.starts_with("publisher") {
             gen += t / tick;
@@ -62,11 +75,12 @@ fn cpu_by_side() -> (f64, f64) {
     (gw, gen)
 }
 
-fn rss_bytes() -> u64 {
+/// A field of `/proc/self/status` in bytes (`VmRSS`, `RssAnon`).
+fn status_bytes(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
 }
@@ -102,6 +116,10 @@ fn case(tag: &str, clients: usize, rate: f64, seconds: f64, stuck: bool) -> Valu
     });
     bus.remove_segments();
     let budget = 1 << 20;
+    // Anonymous memory only: the ring's shared pages are not the gateway's
+    // queues. The growth includes the load generator's clients, so it
+    // bounds the gateway's from above.
+    let anon0 = status_bytes("RssAnon");
     let gw = Gateway::bind(
         &bus,
         "127.0.0.1:0",
@@ -214,7 +232,8 @@ fn case(tag: &str, clients: usize, rate: f64, seconds: f64, stuck: bool) -> Valu
     let elapsed = publisher.join().expect("publisher");
     std::thread::sleep(Duration::from_millis(300)); // drain
     let (gw1, gen1) = cpu_by_side();
-    let rss = rss_bytes();
+    let rss = status_bytes("VmRSS");
+    let anon_growth = status_bytes("RssAnon").saturating_sub(anon0);
     stop.store(true, Ordering::Relaxed);
     let mut hist = Histogram::<u64>::new(3).expect("histogram");
     let (mut delivered, mut skipped) = (0u64, 0u64);
@@ -246,45 +265,145 @@ fn case(tag: &str, clients: usize, rate: f64, seconds: f64, stuck: bool) -> Valu
         "loadgen_cpu_s": gen1 - gen0,
         "wall_s": secs,
         "process_rss_bytes": rss,
+        "anon_growth_bytes": anon_growth,
         "budget_bound_bytes": (clients + usize::from(stuck)) * budget,
+        "loadavg_at_end": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
     })
 }
 
-/// Runs every case; returns the report.
-pub fn run(smoke: bool, seconds: f64) -> Value {
-    let (seconds, cases): (f64, &[(usize, f64)]) = if smoke {
-        (0.5, &[(10, 1_000.0)])
+/// The median of `v` (the mean of the middle two for an even count).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// The issue's rules for one client count, from its interleaved rounds.
+fn verdicts(clients: usize, cases: &[Value]) -> Value {
+    let p99 = |stuck: bool| {
+        median(
+            cases
+                .iter()
+                .filter(|c| c["stuck_client"] == stuck)
+                .filter_map(|c| c["p99_us"].as_f64())
+                .collect(),
+        )
+    };
+    let (without, with) = (p99(false), p99(true));
+    let ratio = with / without;
+    let memory_ok = cases.iter().all(|c| {
+        c["anon_growth_bytes"].as_u64().unwrap_or(u64::MAX)
+            <= c["budget_bound_bytes"].as_u64().unwrap_or(0)
+    });
+    let max_growth = cases
+        .iter()
+        .filter_map(|c| c["anon_growth_bytes"].as_u64())
+        .max()
+        .unwrap_or(0);
+    json!({
+        "clients": clients,
+        "rounds": cases.len() / 2,
+        "median_p99_us_without": without,
+        "median_p99_us_with": with,
+        "p99_ratio": ratio,
+        "p99_within_10_percent": ratio <= 1.10,
+        "max_anon_growth_bytes": max_growth,
+        "memory_within_budget": memory_ok,
+        "complete": cases.iter().all(|c| {
+            c["delivered"].as_f64().unwrap_or(0.0) >= 0.99 * c["expected"].as_f64().unwrap_or(0.0)
+        }),
+    })
+}
+
+/// Runs every case, `rounds` interleaved rounds per client count; returns
+/// the report with the verdicts.
+pub fn run(smoke: bool, seconds: f64, rounds: usize) -> Value {
+    let (seconds, rounds, cases): (f64, usize, &[(usize, f64)]) = if smoke {
+        (0.5, 1, &[(10, 1_000.0)])
     } else {
-        (seconds, &[(100, 10_000.0), (1000, 1_000.0)])
+        (seconds, rounds.max(1), &[(100, 10_000.0), (1000, 1_000.0)])
     };
     let mut out = Vec::new();
+    let mut verdict = Vec::new();
     for &(clients, rate) in cases {
-        for stuck in [false, true] {
-            let tag = format!("{clients}{}", if stuck { "s" } else { "" });
-            let r = case(&tag, clients, rate, seconds, stuck);
-            eprintln!("{r}");
-            out.push(r);
+        let mut these = Vec::new();
+        for round in 0..rounds {
+            // Alternate which goes first, so neither side always runs on a
+            // machine warmed (or loaded) by the other.
+            let order = if round % 2 == 0 {
+                [false, true]
+            } else {
+                [true, false]
+            };
+            for stuck in order {
+                let tag = format!("{clients}r{round}{}", if stuck { "s" } else { "" });
+                let mut r = case(&tag, clients, rate, seconds, stuck);
+                r["round"] = json!(round);
+                eprintln!("{r}");
+                these.push(r);
+            }
         }
+        verdict.push(verdicts(clients, &these));
+        out.extend(these);
     }
     json!({
         "machine": {
             "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
+            "loadavg_at_end": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
         },
         "cases": out,
+        "verdicts": verdict,
     })
+}
+
+/// The verdicts, one line per rule and client count: PASS or FAIL.
+pub fn verdict_lines(r: &Value) -> String {
+    let mut s = String::new();
+    for v in r["verdicts"].as_array().into_iter().flatten() {
+        let pass = |k: &str| if v[k] == true { "PASS" } else { "FAIL" };
+        s += &format!(
+            "{}: {} clients: the never-reading client moves the others' p99 by at most 10% \
+             (median p99 over {} rounds: {:.0} µs without, {:.0} µs with, x{:.2})\n",
+            pass("p99_within_10_percent"),
+            v["clients"],
+            v["rounds"],
+            v["median_p99_us_without"].as_f64().unwrap_or(f64::NAN),
+            v["median_p99_us_with"].as_f64().unwrap_or(f64::NAN),
+            v["p99_ratio"].as_f64().unwrap_or(f64::NAN),
+        );
+        if v["complete"] != true {
+            s += &format!(
+                "WARNING: {} clients: some case delivered under 99% of its trades before the end \
+                 (the machine could not keep up): its p99 leaves out what never arrived\n",
+                v["clients"]
+            );
+        }
+        s += &format!(
+            "{}: {} clients: memory growth <= clients x budget (largest anonymous-memory \
+             growth of a case, load generator included: {:.0} MiB)\n",
+            pass("memory_within_budget"),
+            v["clients"],
+            v["max_anon_growth_bytes"].as_f64().unwrap_or(0.0) / f64::from(1 << 20),
+        );
+    }
+    s
 }
 
 /// The report as a markdown table.
 pub fn markdown(r: &Value) -> String {
     let mut s = String::from(
-        "| clients | never-reading client | trades/s | delivered/s | delivered of expected | p50 | p99 | p99.9 | gateway CPU | load-gen CPU | RSS (process) |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| clients | round | never-reading client | trades/s | delivered/s | delivered of expected | p50 | p99 | p99.9 | gateway CPU | load-gen CPU | RSS (process) | anon growth | clients x budget |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for c in r["cases"].as_array().into_iter().flatten() {
         let f = |k: &str| c[k].as_f64().unwrap_or(0.0);
         let wall = f("wall_s").max(1e-9);
         s += &format!(
-            "| {} | {} | {:.0} | {:.0} | {:.4} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0}% | {:.0}% | {:.0} MiB |\n",
+            "| {} | {} | {} | {:.0} | {:.0} | {:.4} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0}% | {:.0}% | {:.0} MiB | {:.0} MiB | {:.0} MiB |\n",
             c["clients"],
+            c["round"],
             if c["stuck_client"] == true { "yes" } else { "no" },
             f("rate"),
             f("deliveries_per_s"),
@@ -295,6 +414,8 @@ pub fn markdown(r: &Value) -> String {
             100.0 * f("gateway_cpu_s") / wall,
             100.0 * f("loadgen_cpu_s") / wall,
             f("process_rss_bytes") / f64::from(1 << 20),
+            f("anon_growth_bytes") / f64::from(1 << 20),
+            f("budget_bound_bytes") / f64::from(1 << 20),
         );
     }
     s
@@ -302,14 +423,14 @@ pub fn markdown(r: &Value) -> String {
 
 /// `harness gateway`.
 pub fn main(args: GatewayLoadArgs) {
-    let report = run(args.smoke, args.seconds);
+    let report = run(args.smoke, args.seconds, args.rounds);
     std::fs::create_dir_all(&args.out).expect("create output directory");
     std::fs::write(
         args.out.join("gateway.json"),
         serde_json::to_string_pretty(&report).expect("json"),
     )
     .expect("write gateway.json");
-    let md = markdown(&report);
+    let md = format!("{}\n{}", markdown(&report), verdict_lines(&report));
     std::fs::write(args.out.join("gateway.md"), &md).expect("write gateway.md");
     println!("{md}");
     if args.smoke {

@@ -7,6 +7,7 @@ pub mod demo;
 pub mod feed;
 pub mod gateway;
 pub mod health;
+pub mod http;
 pub mod print;
 pub mod progress;
 pub mod recorder;

@@ -1206,3 +1206,324 @@ async fn regression_a_slowloris_request_is_dropped_after_the_request_timeout() {
     let m = subscribed(&mut ws, json!({"op":"subscribe","topics":["trade_events"]})).await;
     assert!(m.iter().any(|v| v["type"] == "subscribed"), "{m:?}");
 }
+
+/// A client that sends one request on a keep-alive connection and then
+/// idles was held open for ever (the first-request deadline ended with the
+/// first response); now the wait for the next request is bounded too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_idle_keep_alive_connection_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = start(
+        "idle",
+        1 << 20,
+        GatewayOptions {
+            request_timeout: Duration::from_millis(500),
+            ..Default::default()
+        },
+    );
+    let mut idle = TcpStream::connect(gw.addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // The answer (keep-alive: the connection stays open after it).
+    let mut got = Vec::new();
+    while !got.ends_with(b"ok\n") {
+        let mut buf = [0u8; 256];
+        let n = tokio::time::timeout(Duration::from_secs(3), idle.read(&mut buf))
+            .await
+            .expect("no answer to GET /healthz")
+            .unwrap();
+        assert!(n > 0, "closed before answering: {got:?}");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 200"), "{got:?}");
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(3), idle.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0) | Err(_))),
+        "an idle keep-alive connection still open 3 s after its answer: {closed:?}"
+    );
+    // A connection that keeps asking is served each time, and a WebSocket
+    // quiet for longer than the timeout still works.
+    let mut ws = connect(gw.addr).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let m = subscribed(&mut ws, json!({"op":"subscribe","topics":["trade_events"]})).await;
+    assert!(m.iter().any(|v| v["type"] == "subscribed"), "{m:?}");
+}
+
+/// Logs in as `user` and subscribes to `account_events` (`from` if given);
+/// returns the socket and what came before `subscribed`/`error`.
+async fn account_login(
+    addr: SocketAddr,
+    secret: &[u8],
+    user: &str,
+    from: Option<u64>,
+) -> (Ws, Vec<Value>) {
+    let mut ws = connect(addr).await;
+    let token = auth::sign(secret, &[user], auth::now_secs() + 60);
+    send(&mut ws, json!({"op":"auth","token":token})).await;
+    let mut req = json!({"op":"subscribe","topics":["account_events"]});
+    if let Some(f) = from {
+        req["from"] = json!(f);
+    }
+    let m = subscribed(&mut ws, req).await;
+    assert!(m.iter().any(|v| v["type"] == "authenticated"), "{m:?}");
+    (ws, m)
+}
+
+/// The next heartbeat on `ws` (data and control messages before it are
+/// appended to `seen`).
+async fn next_heartbeat(ws: &mut Ws, seen: &mut Vec<Value>) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let m = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("no heartbeat within 5 s");
+        let t = match m {
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("connection ended: {other:?}"),
+        };
+        for line in t.as_str().split('\n') {
+            let v: Value = serde_json::from_str(line).unwrap();
+            if v["type"] == "heartbeat" {
+                return v;
+            }
+            seen.push(v);
+        }
+    }
+}
+
+/// A's heartbeat on `account_events` carried the bus's last sequence, so A
+/// saw B's activity (its sequence moving while A got nothing); now it
+/// carries the last sequence told to A itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_account_heartbeat_reveals_no_other_accounts_activity() {
+    let secret = b"test-secret".to_vec();
+    let gw = start(
+        "hbleak",
+        1 << 20,
+        GatewayOptions {
+            secret: Some(secret.clone()),
+            ..Default::default()
+        },
+    );
+    let (mut a, _) = account_login(gw.addr, &secret, "user-a", None).await;
+    let (mut b, _) = account_login(gw.addr, &secret, "user-b", None).await;
+    let mut p = gw.bus.publisher("account_events").unwrap();
+    for n in 0..5 {
+        p.publish(&account("user-b", n as f64)).unwrap();
+    }
+    // The gateway has read B's events once B has them.
+    collect(&mut b, |m| data(m).len() >= 5).await;
+    let mut seen = Vec::new();
+    // A heartbeat started after B's events were read (the first may have
+    // been built before).
+    next_heartbeat(&mut a, &mut seen).await;
+    let hb = next_heartbeat(&mut a, &mut seen).await;
+    assert_eq!(
+        hb["last"]["account_events"],
+        Value::Null,
+        "A's heartbeat shows the topic moving on B's events: {hb}"
+    );
+    assert!(data(&seen).is_empty(), "A got others' events: {seen:?}");
+    let own = p.publish(&account("user-a", 7.0)).unwrap();
+    let got = collect(&mut a, |m| !data(m).is_empty()).await;
+    assert_eq!(data(&got)[0]["seq"], own);
+    for n in 0..5 {
+        p.publish(&account("user-b", n as f64)).unwrap();
+    }
+    collect(&mut b, |m| data(m).len() >= 5).await;
+    next_heartbeat(&mut a, &mut seen).await;
+    let hb = next_heartbeat(&mut a, &mut seen).await;
+    assert_eq!(hb["last"]["account_events"], own, "{hb}");
+}
+
+/// A `from` beyond the newest sequence of `account_events` was refused
+/// with an error naming the topic's next sequence: any authenticated
+/// client could read how many account events the bus had carried. On a
+/// private topic it now starts at the newest, revealing nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_private_resume_from_the_future_reveals_no_sequence() {
+    let secret = b"test-secret".to_vec();
+    let gw = start(
+        "fromleak",
+        1 << 20,
+        GatewayOptions {
+            secret: Some(secret.clone()),
+            ..Default::default()
+        },
+    );
+    let mut p = gw.bus.publisher("account_events").unwrap();
+    for n in 0..5 {
+        p.publish(&account("user-b", n as f64)).unwrap();
+    }
+    let (mut a, m) = account_login(gw.addr, &secret, "user-a", Some(1_000_000)).await;
+    assert!(
+        m.iter().any(|v| v["type"] == "subscribed") && !m.iter().any(|v| v["type"] == "error"),
+        "{m:?}"
+    );
+    let own = p.publish(&account("user-a", 7.0)).unwrap();
+    let got = collect(&mut a, |m| !data(m).is_empty()).await;
+    assert!(
+        got.iter().all(|v| v["type"] != "gap"),
+        "a gap on A's own topic: {got:?}"
+    );
+    assert_eq!(data(&got)[0]["seq"], own, "{got:?}");
+}
+
+/// A stop sends a reading WebSocket client its close, 1001 "gateway
+/// stopping" (sessions left the HTTP loop at their upgrade; the gateway
+/// gives them the loop's grace to send it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_sends_websocket_clients_their_close() {
+    let gw = start("stopclose", 1 << 20, GatewayOptions::default());
+    let mut ws = connect(gw.addr).await;
+    subscribed(&mut ws, json!({"op":"subscribe","topics":["trade_events"]})).await;
+    let stopper = std::thread::spawn(move || drop(gw));
+    let m = collect(&mut ws, |m| {
+        m.iter()
+            .any(|v| v["type"] == "close" || v["type"] == "ended")
+    })
+    .await;
+    stopper.join().unwrap();
+    let end = m.last().unwrap();
+    assert!(
+        end["type"] == "close" && end["code"] == 1001 && end["reason"] == "gateway stopping",
+        "{m:?}"
+    );
+}
+
+/// One bound for waiting and for header bytes meant a trickled request
+/// held a connection as long as an idle keep-alive one may stay (30 s);
+/// now its headers, once begun, must be complete within the header
+/// timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_trickled_headers_are_closed_after_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = start(
+        "trickle",
+        1 << 20,
+        GatewayOptions {
+            request_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_millis(300),
+            ..Default::default()
+        },
+    );
+    let mut c = TcpStream::connect(gw.addr).await.unwrap();
+    c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(3), c.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0) | Err(_))),
+        "a trickled request still held 3 s after it began: {closed:?}"
+    );
+    // A whole request on a fresh connection is still answered, and the
+    // connection may then idle past the header timeout.
+    let mut ok = TcpStream::connect(gw.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ok.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(3), ok.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
+    let mut ws = connect(gw.addr).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let m = subscribed(&mut ws, json!({"op":"subscribe","topics":["trade_events"]})).await;
+    assert!(m.iter().any(|v| v["type"] == "subscribed"), "{m:?}");
+}
+
+/// A client that pipelined requests and never read the answers held its
+/// connection (and its task) for ever: the serving loop bounded waiting
+/// for a request but not waiting for the client to take an answer (a
+/// slow-read slowloris). Now a write that makes no progress for the
+/// request timeout closes the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_client_that_never_reads_its_answers_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = start(
+        "slowread",
+        1 << 20,
+        GatewayOptions {
+            request_timeout: Duration::from_millis(500),
+            send_buffer: Some(4096),
+            ..Default::default()
+        },
+    );
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut c = socket.connect(gw.addr).await.unwrap();
+    const ASKED: usize = 200;
+    let req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(ASKED);
+    // Into the gateway's receive buffer (it reads heads as it answers).
+    let _ = tokio::time::timeout(Duration::from_secs(2), c.write_all(&req)).await;
+    // Not reading, for longer than the request timeout.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let end = loop {
+        match tokio::time::timeout(Duration::from_secs(3), c.read(&mut buf)).await {
+            Ok(Ok(0)) => break "closed",
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Ok(Err(_)) => break "reset",
+            Err(_) => break "still open",
+        }
+    };
+    let answers = got.windows(12).filter(|w| w == b"HTTP/1.1 200").count();
+    assert!(
+        answers < ASKED && end != "still open",
+        "a client that did not read for 1.5 s (request timeout 0.5 s) was still served: \
+         {answers} of {ASKED} answers, then {end}"
+    );
+}
+
+/// A WebSocket whose upgrade request was still arriving at a stop was
+/// upgraded in the stop's grace, after every client had been told to
+/// close: it was never told (the runtime's end cut it without a close
+/// frame), and a resume it started had no close to stop at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_client_upgraded_during_a_stop_gets_its_close() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    let gw = start("latestop", 1 << 20, GatewayOptions::default());
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    // Accepted (its head begun) before the stop.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stopper = std::thread::spawn(move || drop(gw));
+    // The stop is seen (polled every 50 ms) and the clients told.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.write_all(
+        b"Upgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        assert_eq!(s.read(&mut b).await.unwrap(), 1, "{head:?}");
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{head:?}");
+    let mut ws =
+        WebSocketStream::from_raw_socket(MaybeTlsStream::Plain(s), Role::Client, None).await;
+    let m = collect(&mut ws, |m| {
+        m.iter()
+            .any(|v| v["type"] == "close" || v["type"] == "ended")
+    })
+    .await;
+    stopper.join().unwrap();
+    let end = m.last().unwrap();
+    assert!(
+        end["type"] == "close" && end["code"] == 1001 && end["reason"] == "gateway stopping",
+        "{m:?}"
+    );
+}

@@ -6,9 +6,11 @@
 //! never waits for the network, so a slow client cannot slow the bus.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use axum::extract::ws::Utf8Bytes;
 use tokio::sync::Notify;
 
 /// What a frame is, for the backpressure rules.
@@ -33,8 +35,9 @@ pub struct Frame {
     pub class: Class,
     /// Instrument (trades, books) or owner account (account events).
     pub key: String,
-    /// The JSON message.
-    pub text: Arc<str>,
+    /// The JSON message, shared by every queue it is in and, when it is a
+    /// batch of its own, handed to the socket without a copy.
+    pub text: Utf8Bytes,
 }
 
 /// A skipped run of one topic's messages, not yet told to the client.
@@ -64,6 +67,11 @@ pub struct Sub {
     /// The id of the resume serving this subscription (0: none); a resume
     /// whose subscription was replaced or removed stops.
     pub resume: u64,
+    /// The highest sequence queued for the client on this topic (a data
+    /// message, or the end of a gap message): a private topic's heartbeat
+    /// reports it rather than the bus's last sequence, which moves with
+    /// every account's events.
+    pub told: Option<u64>,
 }
 
 /// What a resume holds back: a live frame, or a run the live reader lost.
@@ -135,17 +143,46 @@ pub struct Counters {
     pub skipped: u64,
 }
 
+/// FNV-1a, for the subscription map: a bus reader looks a topic up in
+/// every client's map for every frame, and SipHash was a tenth of its
+/// profile. The keys are the gateway's own topic names (a request naming
+/// another is refused before it reaches the map), so there is nothing to
+/// flood.
+#[derive(Debug, Clone, Copy)]
+pub struct TopicHasher(u64);
+
+impl Default for TopicHasher {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for TopicHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+/// Subscriptions by topic name.
+pub type Subs = HashMap<Arc<str>, Sub, BuildHasherDefault<TopicHasher>>;
+
 /// The shared part of a client, behind [`Client::lock`].
 #[derive(Debug, Default)]
 pub struct State {
     /// Subscribed topics.
-    pub subs: HashMap<Arc<str>, Sub>,
+    pub subs: Subs,
     /// Accounts this client owns (from its token).
     pub accounts: HashSet<String>,
     /// When its token expires (seconds since the Unix epoch): no account
     /// event is delivered from then on.
     pub expires: Option<u64>,
-    queue: VecDeque<Arc<str>>,
+    queue: VecDeque<Utf8Bytes>,
     bytes: usize,
     budget: usize,
     books: BTreeMap<(Arc<str>, String), Arc<Frame>>,
@@ -241,39 +278,49 @@ impl Client {
 
     /// Takes the next batch to send: queued messages joined by `\n`, then,
     /// once the queue is empty, pending gap messages and conflated books.
-    pub fn take(&self) -> Option<(String, u64)> {
-        let mut s = self.lock();
-        let mut out = String::new();
-        let mut n = 0u64;
-        while out.len() < BATCH_BYTES {
-            let Some(m) = s.queue.pop_front() else { break };
-            s.bytes -= m.len();
+    pub fn take(&self) -> Option<(Utf8Bytes, u64)> {
+        // Only the shared handles are taken under the lock; the copying
+        // into one message happens after it, so a bus reader offering the
+        // next frame never waits for a writer's memcpy.
+        let mut parts: Vec<Utf8Bytes> = Vec::new();
+        let mut len = 0usize;
+        {
+            let mut s = self.lock();
+            while len < BATCH_BYTES {
+                let Some(m) = s.queue.pop_front() else { break };
+                s.bytes -= m.len();
+                len += m.len() + 1;
+                parts.push(m);
+            }
+            if s.queue.is_empty() {
+                let s = &mut *s;
+                for (topic, g) in std::mem::take(&mut s.gaps) {
+                    parts.push(Utf8Bytes::from(gap_json(&topic, g.from, g.to, g.count)));
+                    if let Some(sub) = s.subs.get_mut(&topic) {
+                        sub.told = sub.told.max(Some(g.to));
+                    }
+                }
+                for (_, b) in std::mem::take(&mut s.books) {
+                    parts.push(b.text.clone());
+                }
+            }
+            s.counters.sent += parts.len() as u64;
+            self.gauge(&s);
+        }
+        let n = parts.len() as u64;
+        if n <= 1 {
+            // A batch of one (the common case of a client keeping up): the
+            // shared bytes themselves, not a copy.
+            return parts.pop().map(|m| (m, n));
+        }
+        let mut out = String::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+        for p in &parts {
             if !out.is_empty() {
                 out.push('\n');
             }
-            out.push_str(&m);
-            n += 1;
+            out.push_str(p);
         }
-        if s.queue.is_empty() {
-            let s = &mut *s;
-            for (topic, g) in std::mem::take(&mut s.gaps) {
-                if !out.is_empty() {
-                    out.push('\n');
-                }
-                out.push_str(&gap_json(&topic, g.from, g.to, g.count));
-                n += 1;
-            }
-            for (_, b) in std::mem::take(&mut s.books) {
-                if !out.is_empty() {
-                    out.push('\n');
-                }
-                out.push_str(&b.text);
-                n += 1;
-            }
-        }
-        s.counters.sent += n;
-        self.gauge(&s);
-        (n > 0).then_some((out, n))
+        Some((Utf8Bytes::from(out), n))
     }
 
     /// `count` sequences `from..=to` of `topic` the gateway's own bus reader
@@ -352,7 +399,13 @@ impl Client {
         };
         let next = sub.next;
         match hold.front().map(Held::first) {
-            Some(first) if first > next => st.lost(topic, next, first - 1, first - next),
+            Some(first) if first > next => {
+                // `next..first` is lost: told as a gap when the next frame
+                // is admitted (on a private topic, the client's own next
+                // event, never another account's) or merged into a loss.
+                sub.lost_from = Some(next);
+                sub.next = first;
+            }
             Some(_) => {}
             None => {
                 sub.resuming = None;
@@ -393,7 +446,7 @@ impl Client {
             self.wake.notify_one();
             return;
         }
-        s.push(Arc::from(text));
+        s.push(Utf8Bytes::from(text));
         self.gauge(&s);
         drop(s);
         self.wake.notify_one();
@@ -408,7 +461,7 @@ pub fn gap_json(topic: &str, from: u64, to: u64, count: u64) -> String {
 }
 
 impl State {
-    fn push(&mut self, text: Arc<str>) {
+    fn push(&mut self, text: Utf8Bytes) {
         self.bytes += text.len();
         self.queue.push_back(text);
     }
@@ -455,18 +508,29 @@ impl State {
             return false; // already delivered by a resume
         }
         sub.next = frame.seq.saturating_add(1);
-        if let Some(from) = sub.lost_from.take().filter(|&f| f < frame.seq) {
-            // What a failed resume did not deliver.
-            let to = frame.seq - 1;
-            self.push(Arc::from(gap_json(&frame.topic, from, to, to - from + 1)));
+        let wanted = self.wants(frame);
+        // On a private topic the gap a failed resume left waits for the
+        // client's own next event: ending it at another account's event
+        // would tell when that account had one. (Every sequence up to the
+        // own event could have been the client's, so the gap covers them.)
+        if wanted || frame.class != Class::Account {
+            let lost_from = self
+                .subs
+                .get_mut(&frame.topic)
+                .and_then(|sub| sub.lost_from.take());
+            if let Some(from) = lost_from.filter(|&f| f < frame.seq) {
+                // What a failed resume did not deliver.
+                let to = frame.seq - 1;
+                self.gap(&frame.topic, from, to, to - from + 1);
+            }
         }
-        if !self.wants(frame) || self.close.is_some() {
+        if !wanted || self.close.is_some() {
             return false;
         }
         let len = frame.text.len();
         if self.bytes + len <= self.budget {
             if let Some(g) = self.gaps.remove(&frame.topic) {
-                self.push(Arc::from(gap_json(&frame.topic, g.from, g.to, g.count)));
+                self.gap(&frame.topic, g.from, g.to, g.count);
             }
             if frame.class == Class::Book
                 && self
@@ -476,7 +540,10 @@ impl State {
             {
                 self.counters.conflated += 1;
             }
-            self.push(Arc::clone(&frame.text));
+            self.push(frame.text.clone());
+            if let Some(sub) = self.subs.get_mut(&frame.topic) {
+                sub.told = Some(frame.seq);
+            }
             return true;
         }
         match frame.class {
@@ -518,14 +585,35 @@ impl State {
     pub fn lost(&mut self, topic: &str, from: u64, to: u64, count: u64) {
         if let Some(sub) = self.subs.get_mut(topic) {
             sub.next = sub.next.max(to.saturating_add(1));
+            // A failed resume's gap still pending starts before this loss:
+            // one gap covering both, told now (its end is the loss's, told
+            // to every subscriber alike, so it names no account's event).
+            let (from, count) = match sub.lost_from.take() {
+                Some(l) if l < from => (l, count + (from - l)),
+                Some(l) if l <= to => (from, count),
+                // Past this loss (cannot happen: a pending gap ends at the
+                // next frame): still pending.
+                other => {
+                    sub.lost_from = other;
+                    (from, count)
+                }
+            };
             // A backpressure gap still pending (told once room frees) comes
             // before this loss: extend it, so gaps stay in order.
             if let Some(g) = self.gaps.get_mut(topic) {
                 g.to = g.to.max(to);
                 g.count += count;
             } else {
-                self.push(Arc::from(gap_json(topic, from, to, count)));
+                self.gap(topic, from, to, count);
             }
+        }
+    }
+
+    /// Queues a gap message and records its end as told.
+    fn gap(&mut self, topic: &str, from: u64, to: u64, count: u64) {
+        self.push(Utf8Bytes::from(gap_json(topic, from, to, count)));
+        if let Some(sub) = self.subs.get_mut(topic) {
+            sub.told = sub.told.max(Some(to));
         }
     }
 }
@@ -540,7 +628,7 @@ mod tests {
             seq,
             class: Class::Trade,
             key: "AAA".into(),
-            text: Arc::from(format!("{{\"seq\":{seq}}}")),
+            text: Utf8Bytes::from(format!("{{\"seq\":{seq}}}")),
         })
     }
 
@@ -648,6 +736,105 @@ mod tests {
         c.resume_failed("t", 8);
         c.offer(&trade(40));
         assert_eq!(script(&c), ["gap 30..39 x10", "40"]);
+    }
+
+    fn account_event(seq: u64, user: &str) -> Arc<Frame> {
+        Arc::new(Frame {
+            topic: Arc::from("acct"),
+            seq,
+            class: Class::Account,
+            key: user.into(),
+            text: Utf8Bytes::from(format!("{{\"seq\":{seq}}}")),
+        })
+    }
+
+    /// After a failed resume on a private topic, the gap ran up to the next
+    /// live frame of any account, so its end told A when B had an event.
+    #[test]
+    fn regression_a_private_gap_does_not_end_at_another_accounts_event() {
+        let c = Client::new(1, 1 << 20);
+        c.lock().accounts.insert("A".into());
+        c.lock().subs.insert(
+            Arc::from("acct"),
+            Sub {
+                next: 10,
+                resuming: Some(VecDeque::new()),
+                resume: 7,
+                ..Default::default()
+            },
+        );
+        c.resume_failed("acct", 7);
+        c.offer(&account_event(20, "B"));
+        assert_eq!(script(&c), Vec::<String>::new(), "B's event at 20 showed");
+        c.offer(&account_event(25, "A"));
+        c.offer(&account_event(26, "B"));
+        assert_eq!(script(&c), ["gap 10..24 x15", "25"]);
+    }
+
+    /// A failed resume with live frames held told its gap up to the first
+    /// held frame, on a private topic another account's event: its end
+    /// told A that B had an event there (the rule the empty-hold case
+    /// keeps: the gap waits for A's own next event).
+    #[test]
+    fn regression_a_private_failed_resume_with_a_hold_does_not_end_its_gap_at_another_accounts_event(
+    ) {
+        let c = Client::new(1, 1 << 20);
+        c.lock().accounts.insert("A".into());
+        c.lock().subs.insert(
+            Arc::from("acct"),
+            Sub {
+                next: 10,
+                resuming: Some(VecDeque::new()),
+                resume: 7,
+                ..Default::default()
+            },
+        );
+        c.offer(&account_event(20, "B")); // held for the resume
+        c.resume_failed("acct", 7);
+        assert_eq!(
+            script(&c),
+            Vec::<String>::new(),
+            "B's held event at 20 showed"
+        );
+        c.offer(&account_event(25, "A"));
+        assert_eq!(script(&c), ["gap 10..24 x15", "25"]);
+    }
+
+    /// A bus loss while a failed resume's gap was still pending was told on
+    /// its own, and the pending gap later covered it again: two gaps out of
+    /// order, the loss counted twice.
+    #[test]
+    fn regression_a_bus_loss_during_a_pending_failed_resume_gap_is_told_once_in_order() {
+        let c = Client::new(1, 1 << 20);
+        c.lock().accounts.insert("A".into());
+        c.lock().subs.insert(
+            Arc::from("acct"),
+            Sub {
+                next: 10,
+                resuming: Some(VecDeque::new()),
+                resume: 7,
+                ..Default::default()
+            },
+        );
+        c.resume_failed("acct", 7); // nothing held: the gap is pending
+        c.lost_live("acct", 30, 34, 5);
+        c.offer(&account_event(36, "B"));
+        c.offer(&account_event(40, "A"));
+        assert_eq!(script(&c), ["gap 10..34 x25", "40"]);
+        // The same on a public topic.
+        c.lock().subs.insert(
+            Arc::from("t"),
+            Sub {
+                next: 10,
+                resuming: Some(VecDeque::new()),
+                resume: 8,
+                ..Default::default()
+            },
+        );
+        c.resume_failed("t", 8);
+        c.lost_live("t", 30, 34, 5);
+        c.offer(&trade(35));
+        assert_eq!(script(&c), ["gap 10..34 x25", "35"]);
     }
 
     #[test]

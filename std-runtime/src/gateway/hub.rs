@@ -65,6 +65,11 @@ pub struct Hub {
     next_resume: AtomicU64,
     /// Per-client byte budget for unsent data.
     pub budget: usize,
+    /// The close [`Hub::close_all`] asked for: a client registered after it
+    /// (its upgrade completed in a stop's grace) is closed at once. Set and
+    /// read under the `clients` write lock, which orders it against
+    /// registrations.
+    closing: Mutex<Option<(u16, String)>>,
 }
 
 fn ident(b: &[u8]) -> String {
@@ -91,7 +96,8 @@ pub fn encode(topic: &Arc<str>, seq: u64, bytes: &[u8]) -> Option<Frame> {
         seq,
         class,
         key,
-        text: Arc::from(v.to_string()),
+        // Encoded once per frame; every client's queue shares these bytes.
+        text: axum::extract::ws::Utf8Bytes::from(v.to_string()),
     })
 }
 
@@ -124,6 +130,7 @@ impl Hub {
             wal,
             stop: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
+            closing: Mutex::new(None),
             next_resume: AtomicU64::new(1),
             budget,
         }))
@@ -244,8 +251,15 @@ impl Hub {
     }
 
     /// Asks every connected client's writer to close with `code`, `reason`.
+    /// Clients registered from now on are closed the same way at once.
     pub fn close_all(&self, code: u16, reason: &str) {
-        for c in self.clients() {
+        let clients = {
+            let clients = self.clients.write().unwrap_or_else(|p| p.into_inner());
+            *self.closing.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some((code, reason.to_owned()));
+            clients.clone()
+        };
+        for c in clients {
             c.close(code, reason);
         }
     }
@@ -255,10 +269,19 @@ impl Hub {
         // Relaxed: only uniqueness matters.
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let c = Arc::new(Client::new(id, self.budget));
-        self.clients
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Arc::clone(&c));
+        let closing = {
+            let mut clients = self.clients.write().unwrap_or_else(|p| p.into_inner());
+            clients.push(Arc::clone(&c));
+            self.closing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+        };
+        if let Some((code, reason)) = closing {
+            // Registered after `close_all` (an upgrade completed during a
+            // stop): told like every other client.
+            c.close(code, &reason);
+        }
         c
     }
 
@@ -313,6 +336,7 @@ impl Hub {
                 resume: resume_id,
                 held_bytes: 0,
                 lost_from: None,
+                told: None,
             },
         );
         drop(books);

@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::routing::get;
-use axum::serve::Listener;
 use axum::Router;
 use zerocast_ipc::Bus;
 
@@ -37,6 +36,7 @@ pub struct Shared {
     pong_timeout: Duration,
     max_clients: usize,
     request_timeout: Duration,
+    header_timeout: Duration,
     /// WebSocket connections upgraded or being upgraded.
     connections: std::sync::atomic::AtomicUsize,
 }
@@ -63,9 +63,16 @@ pub struct GatewayOptions {
     pub pong_timeout: Duration,
     /// Most WebSocket clients at once; more are refused with 503 (10 000).
     pub max_clients: usize,
-    /// A connection whose first request the gateway has not answered by
-    /// then (headers sent slowly or not at all) is dropped (10 s).
+    /// A connection waiting this long for a request's headers is closed
+    /// (30 s): a new one that sends nothing or trickles its headers
+    /// (slowloris), and a keep-alive one idle after its last answer. An
+    /// upgraded WebSocket is not bound by it (pings keep it honest). An
+    /// answer that has not moved this long (a client not reading it)
+    /// closes its connection too.
     pub request_timeout: Duration,
+    /// A request whose headers, begun, are not complete this long after
+    /// their first byte closes its connection (5 s).
+    pub header_timeout: Duration,
 }
 
 impl Default for GatewayOptions {
@@ -80,7 +87,8 @@ impl Default for GatewayOptions {
             ping_every: Duration::from_secs(20),
             pong_timeout: Duration::from_secs(60),
             max_clients: 10_000,
-            request_timeout: Duration::from_secs(10),
+            request_timeout: crate::http::REQUEST_TIMEOUT,
+            header_timeout: crate::http::HEADER_TIMEOUT,
         }
     }
 }
@@ -115,6 +123,7 @@ impl Gateway {
                 pong_timeout: options.pong_timeout,
                 max_clients: options.max_clients,
                 request_timeout: options.request_timeout,
+                header_timeout: options.header_timeout,
                 connections: std::sync::atomic::AtomicUsize::new(0),
             }),
             listener,
@@ -139,42 +148,39 @@ impl Gateway {
             .map_err(|e| e.to_string())?;
         let shared = Arc::clone(&self.shared);
         let hub = Arc::clone(&self.shared.hub);
+        let listener = self.listener;
         let result = runtime.block_on(async move {
-            let listener = TimedListener {
-                inner: tokio::net::TcpListener::from_std(self.listener)?,
-                timeout: shared.request_timeout,
-            };
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            let (timeout, header) = (shared.request_timeout, shared.header_timeout);
+            let sessions = Arc::clone(&shared);
             let app = Router::new()
                 .route("/", get(ws::page))
                 .route("/healthz", get(ws::healthz))
                 .route("/ws", get(ws::upgrade))
                 .with_state(shared);
-            let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let (flag, hub) = (Arc::clone(&stopping), Arc::clone(&hub));
-            let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let stop = async move {
                 while !stop() {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 // WebSocket sessions are not the server's to wait for: they
                 // are told to close (their final flush is bounded to 1 s).
                 hub.close_all(1001, "gateway stopping");
-                // Relaxed: polled below; it publishes nothing else.
-                flag.store(true, Ordering::Relaxed);
-            });
-            // Connections still open a second after the stop (a client stuck
-            // half-way through a request, one that never reads) do not hold
-            // the process: the runtime's shutdown drops them.
-            let grace = async {
-                // Relaxed: see the store above.
-                while !stopping.load(Ordering::Relaxed) {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
             };
-            tokio::select! {
-                r = std::future::IntoFuture::into_future(server) => r,
-                () = grace => Ok(()),
+            // Connections still open a second after the stop (a client
+            // stuck half-way through a request, one that never reads) do
+            // not hold the process: the runtime's shutdown drops them.
+            crate::http::serve(listener, app, timeout, header, stop).await;
+            // WebSocket sessions left the HTTP loop at their upgrade: they
+            // get the same grace to send their close frames.
+            let grace = tokio::time::Instant::now() + crate::http::SHUTDOWN_GRACE;
+            // Relaxed: a count polled until it drains; nothing else is read
+            // through it.
+            while sessions.connections.load(Ordering::Relaxed) > 0
+                && tokio::time::Instant::now() < grace
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
+            std::io::Result::Ok(())
         });
         // Relaxed: the readers poll it; joining them below waits for them.
         self.shared.hub.stop.store(true, Ordering::Relaxed);
@@ -183,122 +189,6 @@ impl Gateway {
         }
         runtime.shutdown_timeout(Duration::from_millis(100));
         result.map_err(|e| format!("gateway: {e}"))
-    }
-}
-
-/// The gateway's listener: accepted sockets get `TCP_NODELAY` and a
-/// deadline for their first request (axum's `serve` sets no timer, so
-/// hyper's own header timeout does not apply).
-struct TimedListener {
-    inner: tokio::net::TcpListener,
-    timeout: Duration,
-}
-
-impl Listener for TimedListener {
-    type Io = Timed;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Timed, SocketAddr) {
-        loop {
-            match self.inner.accept().await {
-                Ok((tcp, addr)) => {
-                    // No Nagle delay: a batch is written as soon as it is taken.
-                    if let Err(e) = tcp.set_nodelay(true) {
-                        tracing::debug!("gateway: TCP_NODELAY: {e}");
-                    }
-                    let deadline = Box::pin(tokio::time::sleep(self.timeout));
-                    return (
-                        Timed {
-                            tcp,
-                            deadline: Some(deadline),
-                        },
-                        addr,
-                    );
-                }
-                Err(e) => {
-                    // Out of descriptors and the like: wait, then go on.
-                    tracing::warn!("gateway: accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.inner.local_addr()
-    }
-}
-
-/// An accepted socket that fails its reads once its deadline passes before
-/// the gateway has written anything (the first response, or the 101 of a
-/// WebSocket upgrade): a client sending its request slowly or never is
-/// dropped instead of holding a connection forever.
-struct Timed {
-    tcp: tokio::net::TcpStream,
-    deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
-}
-
-impl tokio::io::AsyncRead for Timed {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        if let Some(d) = &mut self.deadline {
-            // Polling the deadline registers the reader's waker with it, so
-            // a client that sends nothing more is still woken for.
-            if std::future::Future::poll(d.as_mut(), cx).is_ready() {
-                return std::task::Poll::Ready(Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "no complete request in time",
-                )));
-            }
-        }
-        std::pin::Pin::new(&mut self.tcp).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for Timed {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        let r = std::pin::Pin::new(&mut self.tcp).poll_write(cx, buf);
-        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
-            self.deadline = None;
-        }
-        r
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.tcp).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.tcp).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        let r = std::pin::Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs);
-        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
-            self.deadline = None;
-        }
-        r
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.tcp.is_write_vectored()
     }
 }
 

@@ -231,6 +231,14 @@ fn handle(
                 }
                 // Relaxed: a bound read once; see `Topic::head`.
                 let head = topic.head.load(Ordering::Relaxed);
+                if topic.private {
+                    // Naming the head (or refusing at all) would tell how
+                    // many account events the bus carried: a `from` beyond
+                    // it starts at it instead (nothing there exists yet, so
+                    // nothing is skipped).
+                    found.push((topic, from.map(|f| f.min(head))));
+                    continue;
+                }
                 if let Some(from) = from.filter(|&f| f > head && !topic.books) {
                     return Err(protocol::error(
                         "subscribe",
@@ -239,7 +247,7 @@ fn handle(
                         ),
                     ));
                 }
-                found.push(topic);
+                found.push((topic, from));
             }
             let held: usize = {
                 let s = client.lock();
@@ -259,7 +267,7 @@ fn handle(
                     ),
                 ));
             }
-            for topic in found {
+            for (topic, from) in found {
                 hub.subscribe(client, topic, instruments.clone(), from);
             }
             client.push_control(json!({"type": "subscribed", "topics": topics}).to_string());
@@ -283,18 +291,17 @@ fn handle(
 fn heartbeat(hub: &Hub, client: &Client) -> String {
     let s = client.lock();
     let mut last = Map::new();
-    for t in s.subs.keys() {
+    for (t, sub) in &s.subs {
         if let Some(topic) = hub.topic(t) {
-            // Relaxed: a statistic.
-            let seq = topic.last.load(Ordering::Relaxed);
-            last.insert(
-                t.to_string(),
-                if seq == u64::MAX {
-                    Value::Null
-                } else {
-                    json!(seq)
-                },
-            );
+            // A private topic's last sequence is the last one told to this
+            // client: the bus's moves with every account's events.
+            let seq = if topic.private {
+                sub.told
+            } else {
+                // Relaxed: a statistic.
+                Some(topic.last.load(Ordering::Relaxed)).filter(|&s| s != u64::MAX)
+            };
+            last.insert(t.to_string(), seq.map_or(Value::Null, |s| json!(s)));
         }
     }
     let c = s.counters;
@@ -343,7 +350,7 @@ async fn write_loop(
             break c;
         }
         while let Some((batch, _)) = client.take() {
-            if !send_unless_closed(&mut tx, &client, Message::Text(Utf8Bytes::from(batch))).await {
+            if !send_unless_closed(&mut tx, &client, Message::Text(batch)).await {
                 break;
             }
         }
@@ -356,11 +363,7 @@ async fn write_loop(
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         if close.code != 1008 || close.reason != "slow consumer" {
             while let Some((batch, _)) = client.take() {
-                if tx
-                    .send(Message::Text(Utf8Bytes::from(batch)))
-                    .await
-                    .is_err()
-                {
+                if tx.send(Message::Text(batch)).await.is_err() {
                     return;
                 }
             }
@@ -382,8 +385,14 @@ async fn send_unless_closed(
     client: &Client,
     msg: Message,
 ) -> bool {
+    let mut send = tx.send(msg);
+    // Most sends finish at once (room in the socket): those need no close
+    // watch, whose timer cost a registration per message per client.
+    if let Some(r) = futures_util::FutureExt::now_or_never(&mut send) {
+        return r.is_ok();
+    }
     tokio::select! {
-        r = tx.send(msg) => r.is_ok(),
+        r = send => r.is_ok(),
         _ = writer_done(client) => false,
     }
 }

@@ -1,10 +1,8 @@
-//! `/metrics` over HTTP/1.1 (axum on a single-threaded tokio runtime: the
-//! stack the WebSocket gateway will serve `/metrics` with too).
+//! `/metrics` over HTTP/1.1 (axum on a single-threaded tokio runtime,
+//! served by the program's one HTTP loop, [`crate::http::serve`], the same
+//! one the WebSocket gateway uses).
 
-use std::future::{Future as _, IntoFuture as _};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
 use axum::http::header::CONTENT_TYPE;
@@ -13,19 +11,29 @@ use axum::Router;
 
 use super::metrics;
 
-/// How long connections still open at a stop may finish before the server
-/// drops them (a client that half-sent a request would hold a graceful
-/// shutdown open for ever).
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
-
 /// Serves `GET /metrics` on `listener` until `stop()` returns true (checked
 /// every 50 ms); each request's body is `render()`. Blocks the calling
 /// thread. Other paths get 404. At a stop, requests in progress get
-/// [`SHUTDOWN_GRACE`] to finish; then every connection is dropped.
+/// [`crate::http::SHUTDOWN_GRACE`] to finish; then every connection is dropped. A
+/// connection waiting [`crate::http::REQUEST_TIMEOUT`] for a request (new,
+/// or idle after its last answer) is closed, and so is one whose request
+/// headers, begun, are not complete within [`crate::http::HEADER_TIMEOUT`],
+/// or whose answer has not moved for the request timeout (a client not
+/// reading it).
 pub fn serve_metrics(
     listener: std::net::TcpListener,
     render: impl Fn() -> String + Send + Sync + 'static,
     stop: impl Fn() -> bool + Send + 'static,
+) -> std::io::Result<()> {
+    serve_metrics_with_timeout(listener, render, stop, crate::http::REQUEST_TIMEOUT)
+}
+
+/// [`serve_metrics`] with its bound on waiting for a request's headers.
+pub fn serve_metrics_with_timeout(
+    listener: std::net::TcpListener,
+    render: impl Fn() -> String + Send + Sync + 'static,
+    stop: impl Fn() -> bool + Send + 'static,
+    request_timeout: Duration,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -33,7 +41,6 @@ pub fn serve_metrics(
         .enable_time()
         .build()?;
     let render = Arc::new(render);
-    let stopping = Arc::new(AtomicBool::new(false));
     let served = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let app = Router::new().route(
@@ -43,40 +50,69 @@ pub fn serve_metrics(
                 async move { ([(CONTENT_TYPE, metrics::CONTENT_TYPE)], render()) }
             }),
         );
-        let flag = Arc::clone(&stopping);
-        let serve = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                while !stop() {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                // Relaxed: only read by the grace timer below, on this
-                // same thread.
-                flag.store(true, Ordering::Relaxed);
-            })
-            .into_future();
-        let grace = async {
-            // Relaxed: see above.
-            while !stopping.load(Ordering::Relaxed) {
+        let stop = async move {
+            while !stop() {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
         };
-        let mut serve = std::pin::pin!(serve);
-        let mut grace = std::pin::pin!(grace);
-        std::future::poll_fn(|cx| {
-            if let Poll::Ready(r) = serve.as_mut().poll(cx) {
-                return Poll::Ready(r);
-            }
-            if grace.as_mut().poll(cx).is_ready() {
-                // Connections still open past the grace: dropped with the
-                // runtime below.
-                return Poll::Ready(Ok(()));
-            }
-            Poll::Pending
-        })
-        .await
+        crate::http::serve(
+            listener,
+            app,
+            request_timeout,
+            crate::http::HEADER_TIMEOUT.min(request_timeout),
+            stop,
+        )
+        .await;
+        std::io::Result::Ok(())
     });
     // Drops the connection tasks that did not finish.
     drop(runtime);
     served
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read as _, Write as _};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    /// A client that asked once on a keep-alive connection and then idled
+    /// held it open for ever (axum's `serve` sets no hyper timer).
+    #[test]
+    fn regression_idle_keep_alive_metrics_connection_is_closed() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = Arc::clone(&stop);
+        let server = std::thread::spawn(move || {
+            serve_metrics_with_timeout(
+                listener,
+                || "x 1\n".to_owned(),
+                // Relaxed: a stop flag; joining the thread orders the rest.
+                move || s.load(Ordering::Relaxed),
+                Duration::from_millis(300),
+            )
+        });
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut got = Vec::new();
+        while !got.ends_with(b"x 1\n") {
+            let mut buf = [0u8; 256];
+            let n = c.read(&mut buf).expect("no answer to GET /metrics");
+            assert!(n > 0, "closed before answering: {got:?}");
+            got.extend_from_slice(&buf[..n]);
+        }
+        let mut buf = [0u8; 64];
+        let closed = c.read(&mut buf);
+        // Relaxed: see above.
+        stop.store(true, Ordering::Relaxed);
+        server.join().unwrap().unwrap();
+        assert!(
+            matches!(closed, Ok(0)),
+            "an idle keep-alive connection still open 3 s after its answer: {closed:?}"
+        );
+    }
 }
