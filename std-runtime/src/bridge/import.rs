@@ -1,0 +1,366 @@
+//! `zerocast bridge import`: frames from zenoh republished into a local
+//! topic, with the origin's sequences.
+//!
+//! The importer is the local topic's only publisher, and the local ring's
+//! sequence equals the origin's: origin frame `s` is local frame `s`, with
+//! the origin's publish timestamp, publisher id and retransmission mark in
+//! its header (the archived frame is copied whole; the ring writes the
+//! sequence, which is the same). A sequence the origin lost, or that
+//! neither the exporter's ring nor its WAL holds, is claimed and marked
+//! lost locally ([`ShmPublisher::publish_lost`]), so local subscribers get
+//! [`RecvError::Lost`](zerocast_ipc::RecvError::Lost) for each, never a
+//! silent hole. At start the importer goes on from the local ring's head,
+//! asking the exporter for everything from there; a hole in the live
+//! stream (a cut, an exporter restart, a lagging exporter) is asked for
+//! the same way.
+
+use std::time::Duration;
+
+use zenoh::query::ConsolidationMode;
+use zenoh::{Session, Wait};
+use zerocast_core::frame::{words_as_bytes_mut, FrameBuf, FrameRef, MAX_FRAME_LEN};
+use zerocast_ipc::{
+    Bus, Error as IpcError, GatingPolicy, Publisher, PublisherOptions, ShmPublisher,
+};
+
+use super::wire::{decode, Entry};
+
+/// Settings of an importer.
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    /// The local topic.
+    pub topic: String,
+    /// The zenoh key (`zerocast/<origin namespace>/<topic>`).
+    pub key: String,
+    /// How long one query for a missing range waits for the exporter.
+    pub query_timeout: Duration,
+    /// Queries for one hole before its sequences are reported lost.
+    pub query_attempts: u32,
+}
+
+impl ImportOptions {
+    /// Defaults for `topic` under `key`.
+    pub fn new(topic: &str, key: &str) -> Self {
+        Self {
+            topic: topic.to_owned(),
+            key: key.to_owned(),
+            query_timeout: Duration::from_secs(2),
+            query_attempts: 3,
+        }
+    }
+}
+
+/// Counts of an importer run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImportStats {
+    /// Frames republished (live and queried).
+    pub frames: u64,
+    /// Frames republished from query replies.
+    pub queried: u64,
+    /// Sequences published as lost.
+    pub lost: u64,
+    /// Frames received again (already published) and skipped.
+    pub duplicates: u64,
+    /// Queries sent.
+    pub queries: u64,
+    /// Messages that failed to decode (skipped; their sequences are asked
+    /// for again).
+    pub bad_messages: u64,
+}
+
+/// Where an entry came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    Live,
+    Query,
+}
+
+struct Importer<'a, S: Fn() -> bool> {
+    publisher: ShmPublisher,
+    session: &'a Session,
+    options: &'a ImportOptions,
+    /// The next origin sequence to publish: the local ring's head.
+    next: u64,
+    stats: ImportStats,
+    buf: Box<FrameBuf>,
+    stop: &'a S,
+}
+
+/// Runs the importer until `stop()`.
+pub fn import(
+    bus: &Bus,
+    session: &Session,
+    options: &ImportOptions,
+    stop: impl Fn() -> bool,
+) -> Result<ImportStats, String> {
+    let publisher = bus
+        .publisher_with(
+            &options.topic,
+            PublisherOptions {
+                name: "bridge-import".to_owned(),
+                gating: GatingPolicy::Wait(Duration::from_millis(100)),
+            },
+        )
+        .map_err(|e| format!("topic {}: {e}", options.topic))?;
+    // Without the iceoryx2 feature the pattern is irrefutable.
+    #[allow(irrefutable_let_patterns)]
+    let Publisher::Shm(publisher) = publisher
+    else {
+        return Err(format!(
+            "topic {}: bridge import republishes with the origin's sequences, which needs a \
+             shared-memory topic (this one is configured with transport = \"iceoryx2\")",
+            options.topic
+        ));
+    };
+    let subscriber = session
+        .declare_subscriber(options.key.clone())
+        .wait()
+        .map_err(|e| format!("zenoh: declaring the subscriber on {}: {e}", options.key))?;
+    let next = publisher.segment().ring().head();
+    tracing::info!(
+        topic = options.topic,
+        key = options.key,
+        next,
+        "bridge import started"
+    );
+    let mut imp = Importer {
+        publisher,
+        session,
+        options,
+        next,
+        stats: ImportStats::default(),
+        buf: Box::default(),
+        stop: &stop,
+    };
+    // Whatever the origin published since this side's head.
+    imp.catch_up(None)?;
+    while !stop() {
+        match subscriber.recv_timeout(Duration::from_millis(50)) {
+            Ok(Some(sample)) => {
+                let payload = sample.payload().to_bytes();
+                imp.apply_message(&payload, Via::Live)?;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                return Err(format!(
+                    "zenoh: the subscriber on {} closed: {e}",
+                    options.key
+                ))
+            }
+        }
+    }
+    Ok(imp.stats)
+}
+
+impl<S: Fn() -> bool> Importer<'_, S> {
+    /// Applies every entry of a message; a message that does not decode
+    /// is skipped whole (its sequences show up as a hole and are asked for).
+    fn apply_message(&mut self, bytes: &[u8], via: Via) -> Result<(), String> {
+        let mut entries = Vec::new();
+        if let Err(e) = decode(bytes, |e| entries.push(e)) {
+            self.stats.bad_messages += 1;
+            tracing::warn!(key = self.options.key, "skipped a message: {e}");
+            return Ok(());
+        }
+        for entry in entries {
+            self.apply(entry, via)?;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, entry: Entry<'_>, via: Via) -> Result<(), String> {
+        match entry {
+            Entry::Frame { seq, bytes } => {
+                if seq < self.next {
+                    self.stats.duplicates += 1;
+                    return Ok(());
+                }
+                self.fill_to(seq, via)?;
+                self.publish_frame(seq, bytes, via)
+            }
+            Entry::Lost { from, to } => {
+                if to < self.next {
+                    return Ok(());
+                }
+                self.fill_to(from.max(self.next), via)?;
+                self.lose(to, "lost at the origin or held by no source")
+            }
+            Entry::Head(n) => {
+                if via == Via::Live && n > self.next {
+                    self.fill_to(n, via)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Makes `next` reach `seq`: asks the exporter for what lies between
+    /// (a live hole), and reports as lost what no answer covered.
+    fn fill_to(&mut self, seq: u64, via: Via) -> Result<(), String> {
+        if seq <= self.next {
+            return Ok(());
+        }
+        if via == Via::Live {
+            self.catch_up(Some(seq - 1))?;
+        }
+        if seq > self.next {
+            let why = match via {
+                Via::Live => "the exporter did not answer for them",
+                Via::Query => "a query reply skipped them",
+            };
+            self.lose(seq - 1, why)?;
+        }
+        Ok(())
+    }
+
+    /// Queries the exporter from `next` (to `to`, or as far as it has),
+    /// applying the replies, until `next` passes `to` or a reply brings
+    /// nothing new.
+    fn catch_up(&mut self, to: Option<u64>) -> Result<(), String> {
+        let mut silent = 0;
+        while to.is_none_or(|t| self.next <= t) && !(self.stop)() {
+            let before = self.next;
+            let selector = match to {
+                Some(t) => format!("{}?from={};to={t}", self.options.key, self.next),
+                None => format!("{}?from={}", self.options.key, self.next),
+            };
+            self.stats.queries += 1;
+            match self.query(&selector)? {
+                Some(reply) => {
+                    silent = 0;
+                    self.apply_message(&reply, Via::Query)?;
+                    if self.next == before {
+                        break; // the exporter has nothing more
+                    }
+                }
+                None => {
+                    silent += 1;
+                    if silent >= self.options.query_attempts {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One query; the first reply's payload, or `None` if none came.
+    fn query(&self, selector: &str) -> Result<Option<Vec<u8>>, String> {
+        let replies = self
+            .session
+            .get(selector)
+            .consolidation(ConsolidationMode::None)
+            .timeout(self.options.query_timeout)
+            .wait()
+            .map_err(|e| format!("zenoh: query {selector}: {e}"))?;
+        let mut got = None;
+        while let Ok(reply) = replies.recv() {
+            match reply.result() {
+                Ok(sample) if got.is_none() => got = Some(sample.payload().to_bytes().into_owned()),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(
+                    selector,
+                    "the exporter refused the query: {}",
+                    String::from_utf8_lossy(&e.payload().to_bytes())
+                ),
+            }
+        }
+        Ok(got)
+    }
+
+    /// Checks that nobody else published to the local topic.
+    fn check_head(&self) -> Result<(), String> {
+        let head = self.publisher.segment().ring().head();
+        if head != self.next {
+            return Err(format!(
+                "topic {}: the local head is {head} but the bridge is at origin sequence {}: \
+                 something else published to it (the importer must be the topic's only \
+                 publisher, so that local sequences are the origin's)",
+                self.options.topic, self.next
+            ));
+        }
+        Ok(())
+    }
+
+    fn publish_frame(&mut self, seq: u64, bytes: &[u8], via: Via) -> Result<(), String> {
+        debug_assert_eq!(seq, self.next);
+        let valid = bytes.len() <= MAX_FRAME_LEN && {
+            self.buf.0.fill(0);
+            words_as_bytes_mut(&mut self.buf.0)[..bytes.len()].copy_from_slice(bytes);
+            match FrameRef::parse(&self.buf.bytes()[..bytes.len()]) {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::warn!(topic = self.options.topic, seq, "invalid frame: {e}");
+                    false
+                }
+            }
+        };
+        if !valid {
+            return self.lose(seq, "the frame received is not valid");
+        }
+        self.check_head()?;
+        let words = bytes.len().div_ceil(8);
+        let buf = &self.buf;
+        let local = retry(&mut self.publisher, self.stop, &self.options.topic, |p| {
+            p.publish_words(&buf.0[..words])
+        })?;
+        debug_assert_eq!(local, seq);
+        self.next = seq + 1;
+        self.stats.frames += 1;
+        if via == Via::Query {
+            self.stats.queried += 1;
+        }
+        Ok(())
+    }
+
+    /// Publishes `next ..= to` as lost.
+    fn lose(&mut self, to: u64, why: &str) -> Result<(), String> {
+        if to < self.next {
+            return Ok(());
+        }
+        tracing::warn!(
+            topic = self.options.topic,
+            from = self.next,
+            to,
+            "sequences lost: {why}"
+        );
+        let capacity = self.publisher.segment().ring().capacity();
+        while self.next <= to {
+            self.check_head()?;
+            let n = (to - self.next + 1).min(capacity);
+            retry(&mut self.publisher, self.stop, &self.options.topic, |p| {
+                p.publish_lost(n)
+            })?;
+            self.next += n;
+            self.stats.lost += n;
+        }
+        Ok(())
+    }
+}
+
+/// Runs a publish, waiting while gating subscribers are behind.
+fn retry<T>(
+    publisher: &mut ShmPublisher,
+    stop: &impl Fn() -> bool,
+    topic: &str,
+    mut op: impl FnMut(&mut ShmPublisher) -> zerocast_ipc::Result<T>,
+) -> Result<T, String> {
+    let mut warned = false;
+    loop {
+        match op(publisher) {
+            Ok(v) => return Ok(v),
+            Err(IpcError::RingFull { .. } | IpcError::StuckBehind { .. }) => {
+                if stop() {
+                    return Err(format!(
+                        "stopped while topic {topic}'s gating subscribers were behind"
+                    ));
+                }
+                if !warned {
+                    tracing::warn!(topic, "waiting for gating subscribers that are behind");
+                    warned = true;
+                }
+            }
+            Err(e) => return Err(format!("topic {topic}: {e}")),
+        }
+    }
+}
