@@ -1,0 +1,303 @@
+//! The zenoh bridge between two namespaces on this machine, over loopback
+//! TCP: the `zerocast bridge export` and `import` processes, killed with
+//! SIGKILL and restarted mid-stream. The origin publisher and the far-side
+//! reader are this test, through the library.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use zerocast_core::frame::{id::id, id::id_str, Direction, FrameHeader, TradeEvent};
+use zerocast_ipc::{Bus, Config, Publisher, RecvError, Start, SubscriberOptions};
+
+const BIN: &str = env!("CARGO_BIN_EXE_zerocast");
+const TOPIC: &str = "trade_events";
+
+/// One side of the bridge: a namespace with one trade topic of `size`
+/// bytes, its config file, and its segments removed at the end.
+struct Side {
+    ns: String,
+    config: PathBuf,
+    bus: Bus,
+}
+
+impl Side {
+    fn new(test: &str, side: &str, size: u64) -> Self {
+        let ns = format!("br{}-{test}-{side}", std::process::id());
+        let text = format!("[[topic]]\nname = \"{TOPIC}\"\nsize = {size}\nkind = \"trade\"\n");
+        let config = std::env::temp_dir().join(format!("{ns}.toml"));
+        std::fs::write(&config, &text).unwrap();
+        let mut c = Config::from_toml(&text).unwrap();
+        c.namespace = ns.clone();
+        let bus = Bus::new(c);
+        bus.remove_segments();
+        Self { ns, config, bus }
+    }
+
+    fn capacity(&self) -> u64 {
+        self.bus.segment(TOPIC).unwrap().ring().capacity()
+    }
+
+    fn head(&self) -> u64 {
+        self.bus.segment(TOPIC).unwrap().ring().head()
+    }
+
+    /// Starts `zerocast --namespace NS --config FILE bridge ARGS`.
+    fn bridge(&self, args: &[&str]) -> Proc {
+        let child = Command::new(BIN)
+            .env_remove("ZEROCAST_NAMESPACE")
+            .env("ZEROCAST_LOG", "warn")
+            .args(["--namespace", &self.ns, "--config"])
+            .arg(&self.config)
+            .arg("bridge")
+            .args(args)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn zerocast bridge");
+        Proc(child)
+    }
+
+    /// Waits until the topic's head reaches `n` (at most 20 s).
+    fn wait_head(&self, n: u64) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let head = self.head();
+            if head >= n {
+                assert_eq!(head, n, "{}: more sequences than were published", self.ns);
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: head {head} after 20 s, waiting for {n}",
+                self.ns
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Side {
+    fn drop(&mut self) {
+        self.bus.remove_segments();
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
+
+/// A bridge process, killed (SIGKILL) and reaped when dropped.
+struct Proc(Child);
+
+impl Proc {
+    fn kill(mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A free loopback TCP port (bound, then released for zenoh to take).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn trade(n: u64) -> TradeEvent {
+    TradeEvent {
+        trade_id: id(&format!("t{n}")).unwrap(),
+        order_id: id(&format!("o{n}")).unwrap(),
+        instrument_id: id("BTC-USDT").unwrap(),
+        price: 100.0 + n as f64,
+        volume: 1.0,
+        direction: Direction::Buy,
+        timestamp: n as i64,
+    }
+}
+
+/// Publishes trades `from .. to` at the origin; trade `n` gets sequence
+/// `n` (this is the topic's only publisher).
+fn publish(p: &mut Publisher, from: u64, to: u64) {
+    for n in from..to {
+        assert_eq!(p.publish(&trade(n)).unwrap(), n);
+    }
+}
+
+/// What the far side holds for a sequence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Got {
+    /// A frame: its bytes.
+    Frame(Vec<u8>),
+    Lost,
+}
+
+/// Reads sequences `0 .. n` of `side`'s topic, in order, each exactly once
+/// (a frame or a loss); panics on anything else.
+fn read_all(side: &Side, n: u64) -> Vec<Got> {
+    let mut sub = side
+        .bus
+        .subscriber(
+            TOPIC,
+            SubscriberOptions {
+                start: Start::At(0),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let mut got = Vec::new();
+    while (got.len() as u64) < n {
+        let expected = got.len() as u64;
+        match sub.recv_timeout(Duration::from_secs(10)) {
+            Ok(f) => {
+                assert_eq!(f.seq, expected, "{}: out of order", side.ns);
+                let len = f.header().unwrap().frame_len();
+                got.push(Got::Frame(f.bytes[..len].to_vec()));
+            }
+            Err(RecvError::Lost(seq)) => {
+                assert_eq!(seq, expected, "{}: loss out of order", side.ns);
+                got.push(Got::Lost);
+            }
+            Err(e) => panic!("{}: at sequence {expected}: {e}", side.ns),
+        }
+    }
+    got
+}
+
+/// Checks that frame `seq` is trade `seq` as the origin published it.
+fn check_frame(seq: u64, bytes: &[u8]) {
+    let header = FrameHeader::read(bytes).unwrap();
+    assert_eq!(header.seq, seq);
+    assert_ne!(header.publish_ns, 0, "the origin's publish time is kept");
+    let words = aligned(bytes);
+    let bytes = &zerocast_core::frame::words_as_bytes(&words)[..bytes.len()];
+    let (_, body) = zerocast_core::frame::decode::<TradeEvent>(bytes).unwrap();
+    assert_eq!(id_str(&body.trade_id).unwrap(), format!("t{seq}"));
+    assert_eq!(body.timestamp.to_native(), seq as i64);
+}
+
+/// The bytes in 8-byte-aligned words (frames are read in place).
+fn aligned(bytes: &[u8]) -> Vec<u64> {
+    let mut words = vec![0u64; bytes.len().div_ceil(8)];
+    zerocast_core::frame::words_as_bytes_mut(&mut words)[..bytes.len()].copy_from_slice(bytes);
+    words
+}
+
+#[test]
+fn bridge_carries_frames_complete_and_in_order() {
+    let origin = Side::new("order", "a", 4 << 20);
+    let far = Side::new("order", "b", 4 << 20);
+    let port = free_port();
+    let listen = format!("tcp/127.0.0.1:{port}");
+    let _export = origin.bridge(&["export", "--topic", TOPIC, "--listen", &listen]);
+    let _import = far.bridge(&[
+        "import",
+        "--topic",
+        TOPIC,
+        "--origin-namespace",
+        &origin.ns,
+        "--connect",
+        &listen,
+    ]);
+    let mut p = origin.bus.publisher(TOPIC).unwrap();
+    let n = 2_000;
+    publish(&mut p, 0, n);
+    far.wait_head(n);
+    let far_frames = read_all(&far, n);
+    let origin_frames = read_all(&origin, n);
+    // Byte for byte what the origin's ring holds: header (sequence,
+    // publish time, publisher id) and body.
+    assert_eq!(far_frames, origin_frames);
+    for (seq, g) in far_frames.iter().enumerate() {
+        match g {
+            Got::Frame(bytes) => check_frame(seq as u64, bytes),
+            Got::Lost => panic!("sequence {seq} lost"),
+        }
+    }
+}
+
+#[test]
+fn bridge_kill_and_restart_every_sequence_delivered_or_reported_exactly() {
+    // The origin's ring is small, so frames published while the exporter
+    // is down are partly overwritten: exactly those are reported lost.
+    let origin = Side::new("kill", "a", 80_000);
+    let far = Side::new("kill", "b", 4 << 20);
+    let cap = origin.capacity();
+    assert!(cap < 200, "the test needs a small origin ring, got {cap}");
+    let port = free_port();
+    let listen = format!("tcp/127.0.0.1:{port}");
+    let export_args = ["export", "--topic", TOPIC, "--listen", &listen];
+    let import_args = [
+        "import",
+        "--topic",
+        TOPIC,
+        "--origin-namespace",
+        &origin.ns,
+        "--connect",
+        &listen,
+        "--query-timeout-ms",
+        "500",
+    ];
+    let export = origin.bridge(&export_args);
+    let import = far.bridge(&import_args);
+    let mut p = origin.bus.publisher(TOPIC).unwrap();
+    // 1. Live, paced so that the ring never laps the exporter.
+    for chunk in 0..10 {
+        publish(&mut p, chunk * 30, chunk * 30 + 30);
+        far.wait_head(chunk * 30 + 30);
+    }
+    let mut n = 300;
+
+    // 2. The importer killed; the ring still holds what is published
+    //    meanwhile: the restarted importer fetches all of it.
+    import.kill();
+    publish(&mut p, n, n + cap / 2);
+    n += cap / 2;
+    let import = far.bridge(&import_args);
+    far.wait_head(n);
+
+    // 3. The exporter killed; the ring laps while it is down: the
+    //    restarted exporter serves the last `cap` frames, and the
+    //    sequences before them are reported lost, exactly.
+    export.kill();
+    let down_from = n;
+    publish(&mut p, n, n + 5 * cap);
+    n += 5 * cap;
+    let export = origin.bridge(&export_args);
+    far.wait_head(n);
+    let lost_range = down_from..n - cap;
+
+    // 4. Both restarted: live again (paced as in 1).
+    for _ in 0..4 {
+        publish(&mut p, n, n + 30);
+        n += 30;
+        far.wait_head(n);
+    }
+
+    let got = read_all(&far, n);
+    for (seq, g) in got.iter().enumerate() {
+        let seq = seq as u64;
+        match g {
+            Got::Frame(bytes) => {
+                assert!(
+                    !lost_range.contains(&seq),
+                    "sequence {seq} was overwritten at the origin yet delivered"
+                );
+                check_frame(seq, bytes);
+            }
+            Got::Lost => assert!(
+                lost_range.contains(&seq),
+                "sequence {seq} reported lost; only {lost_range:?} were overwritten"
+            ),
+        }
+    }
+    let lost = got.iter().filter(|g| **g == Got::Lost).count() as u64;
+    assert_eq!(lost, lost_range.end - lost_range.start);
+    drop((export, import));
+}
