@@ -9,7 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use zerocast_core::frame::{id::id, id::id_str, Direction, FrameHeader, TradeEvent};
-use zerocast_ipc::{Bus, Config, Publisher, RecvError, Start, SubscriberOptions};
+use zerocast_ipc::{
+    Bus, Config, GatingPolicy, Publisher, PublisherOptions, RecvError, Start, SubscriberOptions,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_zerocast");
 const TOPIC: &str = "trade_events";
@@ -47,7 +49,10 @@ impl Side {
     fn bridge(&self, args: &[&str]) -> Proc {
         let child = Command::new(BIN)
             .env_remove("ZEROCAST_NAMESPACE")
-            .env("ZEROCAST_LOG", "warn")
+            .env(
+                "ZEROCAST_LOG",
+                std::env::var("BRIDGE_TEST_LOG").unwrap_or_else(|_| "warn".to_owned()),
+            )
             .args(["--namespace", &self.ns, "--config"])
             .arg(&self.config)
             .arg("bridge")
@@ -98,6 +103,15 @@ impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// A directory removed when dropped.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -300,4 +314,155 @@ fn bridge_kill_and_restart_every_sequence_delivered_or_reported_exactly() {
     let lost = got.iter().filter(|g| **g == Got::Lost).count() as u64;
     assert_eq!(lost, lost_range.end - lost_range.start);
     drop((export, import));
+}
+
+/// Waits until a durable gating subscriber named `name` holds `side`'s
+/// topic (a recorder or a gating exporter has registered).
+fn wait_hold(side: &Side, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let seg = side.bus.segment(TOPIC).unwrap();
+    while !seg
+        .durable_holds()
+        .iter()
+        .any(|h| h.name == name && !h.orphaned)
+    {
+        assert!(Instant::now() < deadline, "{name} did not register in 20 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Starts `zerocast record` on `side`'s topic into `wal`.
+fn recorder(side: &Side, wal: &std::path::Path) -> Proc {
+    let child = Command::new(BIN)
+        .env_remove("ZEROCAST_NAMESPACE")
+        .env(
+            "ZEROCAST_LOG",
+            std::env::var("BRIDGE_TEST_LOG").unwrap_or_else(|_| "warn".to_owned()),
+        )
+        .args(["--namespace", &side.ns, "--config"])
+        .arg(&side.config)
+        .args(["record", "--topic", TOPIC, "--wal"])
+        .arg(wal)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn zerocast record");
+    Proc(child)
+}
+
+#[test]
+fn bridge_exporter_down_while_ring_laps_serves_the_rest_from_the_wal() {
+    let origin = Side::new("wal", "a", 80_000);
+    let far = Side::new("wal", "b", 4 << 20);
+    let cap = origin.capacity();
+    let wal = TempDir(std::env::temp_dir().join(format!("{}-wal", origin.ns)));
+    let _ = std::fs::remove_dir_all(&wal.0);
+    let wal = &wal.0;
+    let _recorder = recorder(&origin, wal);
+    wait_hold(&origin, &format!("recorder-{TOPIC}"));
+    let port = free_port();
+    let listen = format!("tcp/127.0.0.1:{port}");
+    let wal_arg = wal.to_str().unwrap();
+    let export_args = [
+        "export", "--topic", TOPIC, "--listen", &listen, "--wal", wal_arg,
+    ];
+    let export = origin.bridge(&export_args);
+    let _import = far.bridge(&[
+        "import",
+        "--topic",
+        TOPIC,
+        "--origin-namespace",
+        &origin.ns,
+        "--connect",
+        &listen,
+        "--query-timeout-ms",
+        "500",
+    ]);
+    // Waits for the recorder (a gating subscriber) rather than fail.
+    let mut p = origin
+        .bus
+        .publisher_with(
+            TOPIC,
+            PublisherOptions {
+                gating: GatingPolicy::Wait(Duration::from_secs(10)),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    publish(&mut p, 0, 30);
+    far.wait_head(30);
+    // The exporter down while the ring laps five times: the recorder has
+    // it all, and the restarted exporter serves it from the WAL.
+    export.kill();
+    let mut n = 30;
+    publish(&mut p, n, n + 5 * cap);
+    n += 5 * cap;
+    let _export = origin.bridge(&export_args);
+    far.wait_head(n);
+    let got = read_all(&far, n);
+    for (seq, g) in got.iter().enumerate() {
+        match g {
+            Got::Frame(bytes) => check_frame(seq as u64, bytes),
+            Got::Lost => panic!("sequence {seq} reported lost; the WAL holds it"),
+        }
+    }
+}
+
+#[test]
+fn bridge_gating_exporter_restarts_where_it_stopped() {
+    // A durable gating exporter: the origin never overwrites what it has
+    // not sent, so a restarted one sends the rest live; nothing is lost.
+    let origin = Side::new("gating", "a", 80_000);
+    let far = Side::new("gating", "b", 4 << 20);
+    let cap = origin.capacity();
+    let port = free_port();
+    let listen = format!("tcp/127.0.0.1:{port}");
+    let export_args = [
+        "export",
+        "--topic",
+        TOPIC,
+        "--listen",
+        &listen,
+        "--gating",
+        "bridge-gw",
+    ];
+    let export = origin.bridge(&export_args);
+    wait_hold(&origin, "bridge-gw");
+    let _import = far.bridge(&[
+        "import",
+        "--topic",
+        TOPIC,
+        "--origin-namespace",
+        &origin.ns,
+        "--connect",
+        &listen,
+    ]);
+    let mut p = origin.bus.publisher(TOPIC).unwrap();
+    publish(&mut p, 0, 30);
+    far.wait_head(30);
+    export.kill();
+    // The hold outlives the exporter: the ring fills up to it, and no
+    // further (a publish then fails rather than overwrite).
+    let mut n = 30;
+    publish(&mut p, n, n + cap / 2);
+    n += cap / 2;
+    let _export = origin.bridge(&export_args);
+    far.wait_head(n);
+    // More than the ring holds, now that the exporter is back to release it.
+    for _ in 0..4 {
+        publish(&mut p, n, n + cap / 2);
+        n += cap / 2;
+        far.wait_head(n);
+    }
+    let got = read_all(&far, n);
+    for (seq, g) in got.iter().enumerate() {
+        match g {
+            Got::Frame(bytes) => check_frame(seq as u64, bytes),
+            Got::Lost => panic!("sequence {seq} reported lost behind a gating exporter"),
+        }
+    }
+    origin
+        .bus
+        .segment(TOPIC)
+        .unwrap()
+        .release_durable("bridge-gw");
 }

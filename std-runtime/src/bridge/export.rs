@@ -14,6 +14,9 @@ use super::wire::Message;
 use crate::recorder::frame_len;
 use crate::resume::{Event, Resumable};
 
+/// How often a gating exporter checks that an importer is subscribed.
+const CHECK_MATCHING: Duration = Duration::from_millis(50);
+
 /// Settings of an exporter.
 #[derive(Debug, Clone)]
 pub struct ExportOptions {
@@ -118,9 +121,23 @@ pub fn export(
         let mut stats = ExportStats::default();
         let mut msg = Message::new();
         let mut last_sent = Instant::now();
+        // Gating: frames read are released to the origin's publishers, so
+        // none is read while no importer would receive it.
+        let mut matched: Option<Instant> = None;
         let result = loop {
             if stop() {
                 break Ok(());
+            }
+            if options.gating.is_some() && matched.is_none_or(|t| t.elapsed() > CHECK_MATCHING) {
+                match publisher.matching_status().wait() {
+                    Ok(m) if m.matching() => matched = Some(Instant::now()),
+                    Ok(_) => {
+                        matched = None;
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
+                    Err(e) => break Err(zerr("reading the matching status", e)),
+                }
             }
             msg.clear();
             let mut lagged = false;
