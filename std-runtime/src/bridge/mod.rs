@@ -150,11 +150,20 @@ pub fn zenoh_config(
     Ok(c)
 }
 
-fn open(z: &ZenohArgs) -> Result<Session, String> {
-    let config = zenoh_config(z.zenoh_config.as_deref(), &z.listen, &z.connect)?;
+/// Opens a zenoh session with [`zenoh_config`].
+pub fn open_session(
+    file: Option<&Path>,
+    listen: &[String],
+    connect: &[String],
+) -> Result<Session, String> {
+    let config = zenoh_config(file, listen, connect)?;
     zenoh::open(config)
         .wait()
         .map_err(|e| format!("zenoh: opening the session: {e}"))
+}
+
+fn open(z: &ZenohArgs) -> Result<Session, String> {
+    open_session(z.zenoh_config.as_deref(), &z.listen, &z.connect)
 }
 
 /// Runs `zerocast bridge ...` until `stop()`.
