@@ -14,6 +14,7 @@
 //! stream (a cut, an exporter restart, a lagging exporter) is asked for
 //! the same way.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use zenoh::query::ConsolidationMode;
@@ -75,9 +76,17 @@ enum Via {
     Query,
 }
 
+/// The live subscription's receiving end.
+type Live = zenoh::pubsub::Subscriber<zenoh::handlers::FifoChannelHandler<zenoh::sample::Sample>>;
+
 struct Importer<'a, S: Fn() -> bool> {
     publisher: ShmPublisher,
     session: &'a Session,
+    live: &'a Live,
+    /// Live messages taken off the subscription while a query waited (so
+    /// that zenoh never blocks delivering them, which would hold up the
+    /// query's reply too), applied before newer ones.
+    pending: VecDeque<Vec<u8>>,
     options: &'a ImportOptions,
     /// The next origin sequence to publish: the local ring's head.
     next: u64,
@@ -126,6 +135,8 @@ pub fn import(
     let mut imp = Importer {
         publisher,
         session,
+        live: &subscriber,
+        pending: VecDeque::new(),
         options,
         next,
         stats: ImportStats::default(),
@@ -135,6 +146,10 @@ pub fn import(
     // Whatever the origin published since this side's head.
     imp.catch_up(None)?;
     while !stop() {
+        if let Some(payload) = imp.pending.pop_front() {
+            imp.apply_message(&payload, Via::Live)?;
+            continue;
+        }
         match subscriber.recv_timeout(Duration::from_millis(50)) {
             Ok(Some(sample)) => {
                 let payload = sample.payload().to_bytes();
@@ -245,7 +260,8 @@ impl<S: Fn() -> bool> Importer<'_, S> {
     }
 
     /// One query; the first reply's payload, or `None` if none came.
-    fn query(&self, selector: &str) -> Result<Option<Vec<u8>>, String> {
+    /// Meanwhile live messages are moved to `pending`.
+    fn query(&mut self, selector: &str) -> Result<Option<Vec<u8>>, String> {
         let replies = self
             .session
             .get(selector)
@@ -254,7 +270,28 @@ impl<S: Fn() -> bool> Importer<'_, S> {
             .wait()
             .map_err(|e| format!("zenoh: query {selector}: {e}"))?;
         let mut got = None;
-        while let Ok(reply) = replies.recv() {
+        loop {
+            let reply = match replies.try_recv() {
+                Ok(Some(reply)) => reply,
+                // Finished: every reply came, or the timeout passed.
+                Err(_) => break,
+                Ok(None) => {
+                    match self.live.try_recv() {
+                        Ok(Some(sample)) => {
+                            self.pending
+                                .push_back(sample.payload().to_bytes().into_owned());
+                        }
+                        Ok(None) => std::thread::sleep(Duration::from_micros(200)),
+                        Err(e) => {
+                            return Err(format!(
+                                "zenoh: the subscriber on {} closed: {e}",
+                                self.options.key
+                            ))
+                        }
+                    }
+                    continue;
+                }
+            };
             match reply.result() {
                 Ok(sample) if got.is_none() => got = Some(sample.payload().to_bytes().into_owned()),
                 Ok(_) => {}
