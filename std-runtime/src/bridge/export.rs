@@ -3,6 +3,7 @@
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use zenoh::qos::CongestionControl;
@@ -116,8 +117,17 @@ pub fn export(
         gating = options.gating.is_some(),
         "bridge export started"
     );
+    // Set when either half ends (by error too), so that the other does.
+    let done = AtomicBool::new(false);
+    // Relaxed: a flag polled in loops; nothing else is published through it.
+    let stop = || stop() || done.load(Ordering::Relaxed);
     std::thread::scope(|s| {
-        let served = s.spawn(|| serve_queries(bus, &queryable, options, &stop));
+        let served = s.spawn(|| {
+            let r = serve_queries(bus, &queryable, options, &stop);
+            // Relaxed: as above.
+            done.store(true, Ordering::Relaxed);
+            r
+        });
         let mut stats = ExportStats::default();
         let mut msg = Message::new();
         let mut last_sent = Instant::now();
@@ -182,6 +192,8 @@ pub fn export(
             stats.messages += 1;
             last_sent = Instant::now();
         };
+        // Relaxed: as above.
+        done.store(true, Ordering::Relaxed);
         let queries = served
             .join()
             .map_err(|_| "the query thread panicked".to_owned())?;
