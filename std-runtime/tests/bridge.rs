@@ -803,3 +803,69 @@ fn bridge_kills_mid_stream_with_a_wal_lose_nothing() {
     assert!(lost.len() <= 1, "lost {lost:?}; the WAL holds them");
     drop((export, import));
 }
+
+/// Trade `seq` as the origin's ring holds it: archived, with its sequence.
+fn frame_bytes(seq: u64) -> Vec<u8> {
+    let mut buf = zerocast_core::frame::FrameBuf::default();
+    let n = zerocast_core::frame::encode(&trade(seq), 0, 1_000 + seq, &mut buf.0).unwrap();
+    buf.0[0] = seq;
+    zerocast_core::frame::words_as_bytes(&buf.0[..n]).to_vec()
+}
+
+#[test]
+fn regression_hole_while_no_exporter_answers_waits_instead_of_reporting_lost() {
+    // The importer sees a hole (frame 5 first) while nothing answers its
+    // queries (the exporter died right after sending): it must keep asking
+    // until an exporter answers, not report 0..=4 lost after three
+    // unanswered queries.
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use zenoh::Wait;
+    use zerocast_runtime::bridge::{import, open_session, wire::Message};
+
+    let far = Side::new("unanswered", "b", 4 << 20);
+    let key = "zerocast/unanswered/trade_events";
+    let endpoint = vec![format!("tcp/127.0.0.1:{}", free_port())];
+    let origin = open_session(None, &endpoint, &[]).unwrap();
+    let session = open_session(None, &[], &endpoint).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let importer = {
+        let (bus, stop) = (far.bus.clone(), stop.clone());
+        let mut o = import::ImportOptions::new(TOPIC, key);
+        o.query_timeout = Duration::from_millis(100);
+        std::thread::spawn(move || {
+            import::import(&bus, &session, &o, || stop.load(Ordering::Relaxed))
+        })
+    };
+    let publisher = origin.declare_publisher(key).wait().unwrap();
+    wait_for("the importer subscribed", || {
+        publisher.matching_status().wait().unwrap().matching()
+    });
+    let mut m = Message::new();
+    m.frame(5, &frame_bytes(5));
+    publisher.put(m.bytes().to_vec()).wait().unwrap();
+    // Several query timeouts with nobody answering.
+    std::thread::sleep(Duration::from_millis(600));
+    // An exporter back: answers every query with what it asks for.
+    let queryable = origin.declare_queryable(key).wait().unwrap();
+    let answered = std::thread::spawn(move || {
+        let Some(q) = queryable.recv_timeout(Duration::from_secs(5)).unwrap() else {
+            return; // nothing asked: the hole was (wrongly) given up
+        };
+        let from: u64 = q.parameters().get("from").unwrap().parse().unwrap();
+        let to: u64 = q.parameters().get("to").unwrap().parse().unwrap();
+        let mut m = Message::new();
+        for s in from..=to {
+            m.frame(s, &frame_bytes(s));
+        }
+        m.head(to + 1);
+        q.reply(key, m.bytes().to_vec()).wait().unwrap();
+    });
+    far.wait_head(6);
+    answered.join().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    importer.join().unwrap().unwrap();
+    for (seq, g) in read_all(&far, 6).iter().enumerate() {
+        assert!(matches!(g, Got::Frame(_)), "sequence {seq} reported lost");
+    }
+}

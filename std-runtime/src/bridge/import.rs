@@ -35,7 +35,8 @@ pub struct ImportOptions {
     pub key: String,
     /// How long one query for a missing range waits for the exporter.
     pub query_timeout: Duration,
-    /// Queries for one hole before its sequences are reported lost.
+    /// Unanswered queries at start before the importer goes live anyway
+    /// (and, for a known hole, before it warns that it keeps asking).
     pub query_attempts: u32,
 }
 
@@ -68,6 +69,10 @@ pub struct ImportStats {
     /// for again).
     pub bad_messages: u64,
 }
+
+/// The error a run ends with when `stop()` interrupts it mid-way (the
+/// caller turns it into a clean return).
+const STOPPED: &str = "stopped";
 
 /// Where an entry came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,31 +148,38 @@ pub fn import(
         buf: Box::default(),
         stop: &stop,
     };
-    // Whatever the origin published since this side's head.
-    imp.catch_up(None)?;
-    while !stop() {
-        if let Some(payload) = imp.pending.pop_front() {
-            imp.apply_message(&payload, Via::Live)?;
-            continue;
-        }
-        match subscriber.recv_timeout(Duration::from_millis(50)) {
-            Ok(Some(sample)) => {
-                let payload = sample.payload().to_bytes();
-                imp.apply_message(&payload, Via::Live)?;
-            }
-            Ok(None) => {}
-            Err(e) => {
-                return Err(format!(
-                    "zenoh: the subscriber on {} closed: {e}",
-                    options.key
-                ))
-            }
-        }
+    match imp.run(&subscriber) {
+        Err(e) if e == STOPPED => Ok(imp.stats),
+        r => r.map(|()| imp.stats),
     }
-    Ok(imp.stats)
 }
 
 impl<S: Fn() -> bool> Importer<'_, S> {
+    /// Catches up, then applies live messages until `stop()`.
+    fn run(&mut self, subscriber: &Live) -> Result<(), String> {
+        // Whatever the origin published since this side's head.
+        self.catch_up(None)?;
+        while !(self.stop)() {
+            if let Some(payload) = self.pending.pop_front() {
+                self.apply_message(&payload, Via::Live)?;
+                continue;
+            }
+            match subscriber.recv_timeout(Duration::from_millis(50)) {
+                Ok(Some(sample)) => {
+                    let payload = sample.payload().to_bytes();
+                    self.apply_message(&payload, Via::Live)?;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(format!(
+                        "zenoh: the subscriber on {} closed: {e}",
+                        self.options.key
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
     /// Applies every entry of a message; a message that does not decode
     /// is skipped whole (its sequences show up as a hole and are asked for).
     fn apply_message(&mut self, bytes: &[u8], via: Via) -> Result<(), String> {
@@ -210,7 +222,9 @@ impl<S: Fn() -> bool> Importer<'_, S> {
     }
 
     /// Makes `next` reach `seq`: asks the exporter for what lies between
-    /// (a live hole), and reports as lost what no answer covered.
+    /// (a live hole), and reports as lost what it answers it does not
+    /// hold. While nobody answers, it keeps asking (an exporter restarting
+    /// will): silence is not a loss.
     fn fill_to(&mut self, seq: u64, via: Via) -> Result<(), String> {
         if seq <= self.next {
             return Ok(());
@@ -220,7 +234,7 @@ impl<S: Fn() -> bool> Importer<'_, S> {
         }
         if seq > self.next {
             let why = match via {
-                Via::Live => "the exporter did not answer for them",
+                Via::Live => "the exporter answered that it holds none of them",
                 Via::Query => "a query reply skipped them",
             };
             self.lose(seq - 1, why)?;
@@ -230,10 +244,15 @@ impl<S: Fn() -> bool> Importer<'_, S> {
 
     /// Queries the exporter from `next` (to `to`, or as far as it has),
     /// applying the replies, until `next` passes `to` or a reply brings
-    /// nothing new.
+    /// nothing new. Without `to` (at start), it gives up after
+    /// `query_attempts` unanswered queries; with `to` (a known hole), it
+    /// asks until answered, or fails with [`STOPPED`].
     fn catch_up(&mut self, to: Option<u64>) -> Result<(), String> {
         let mut silent = 0;
-        while to.is_none_or(|t| self.next <= t) && !(self.stop)() {
+        while to.is_none_or(|t| self.next <= t) {
+            if (self.stop)() {
+                return Err(STOPPED.to_owned());
+            }
             let before = self.next;
             let selector = match to {
                 Some(t) => format!("{}?from={};to={t}", self.options.key, self.next),
@@ -250,8 +269,21 @@ impl<S: Fn() -> bool> Importer<'_, S> {
                 }
                 None => {
                     silent += 1;
+                    match to {
+                        None if silent >= self.options.query_attempts => break,
+                        Some(t) if silent == self.options.query_attempts => tracing::warn!(
+                            topic = self.options.topic,
+                            from = self.next,
+                            to = t,
+                            "no answer from the exporter for these sequences; asking until one comes"
+                        ),
+                        _ => {}
+                    }
                     if silent >= self.options.query_attempts {
-                        break;
+                        // Nobody there: ask again in a while, not in a spin.
+                        std::thread::sleep(
+                            self.options.query_timeout.min(Duration::from_millis(500)),
+                        );
                     }
                 }
             }
@@ -295,9 +327,10 @@ impl<S: Fn() -> bool> Importer<'_, S> {
             match reply.result() {
                 Ok(sample) if got.is_none() => got = Some(sample.payload().to_bytes().into_owned()),
                 Ok(_) => {}
-                Err(e) => tracing::warn!(
+                // A timeout, or the exporter's error (it logs it too).
+                Err(e) => tracing::debug!(
                     selector,
-                    "the exporter refused the query: {}",
+                    "query not answered: {}",
                     String::from_utf8_lossy(&e.payload().to_bytes())
                 ),
             }

@@ -89,7 +89,7 @@ struct ImportArgs {
     #[arg(long, value_name = "NS", value_parser = parse_name)]
     origin_namespace: Option<String>,
     /// How long one query for a missing range waits for the exporter, in
-    /// milliseconds; after 3 unanswered queries the range is reported lost.
+    /// milliseconds; an unanswered one is asked again (never reported lost).
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     query_timeout_ms: u64,
 }
