@@ -252,8 +252,8 @@ fn serve_queries(
     Ok(answered)
 }
 
-/// The frames of `from ..= to` (at most `max_reply`, and only what the
-/// topic has published), from the WAL then the ring, as one reply: frames,
+/// The sequences of `from ..= to` (at most `max_reply` frames, and only
+/// what the topic has published), from the WAL then the ring, as one reply: frames,
 /// lost ranges for what the origin lost or neither source holds, then the
 /// head mark (the first sequence the reply does not cover).
 fn serve_range(
@@ -269,9 +269,9 @@ fn serve_range(
         .ring()
         .head();
     let mut msg = Message::new();
-    let last = to
-        .min(head.saturating_sub(1))
-        .min(from.saturating_add(options.max_reply - 1));
+    // A lost range costs one entry whatever its length; frames are
+    // limited to `max_reply` per reply.
+    let last = to.min(head.saturating_sub(1));
     if head == 0 || from > last {
         msg.head(from);
         return Ok(msg);
@@ -286,11 +286,13 @@ fn serve_range(
     // stall bound; give up on the rest of the range well after that.
     let deadline = Instant::now() + Duration::from_secs(3);
     let mut covered = from;
+    let mut frames = 0;
     r.run(
         |event| {
             let end = match event {
                 Event::Frame { seq, bytes } => {
                     msg.frame(seq, bytes);
+                    frames += 1;
                     seq
                 }
                 Event::Lost(seq) | Event::Invalid { seq, .. } => {
@@ -304,7 +306,7 @@ fn serve_range(
                 }
             };
             covered = end + 1;
-            if end >= last {
+            if end >= last || frames >= options.max_reply {
                 ControlFlow::Break(())
             } else {
                 ControlFlow::Continue(())

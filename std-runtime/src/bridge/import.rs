@@ -180,6 +180,7 @@ impl<S: Fn() -> bool> Importer<'_, S> {
         }
         Ok(())
     }
+
     /// Applies every entry of a message; a message that does not decode
     /// is skipped whole (its sequences show up as a hole and are asked for).
     fn apply_message(&mut self, bytes: &[u8], via: Via) -> Result<(), String> {
