@@ -5,8 +5,9 @@
 //!
 //! - Throughput: trades published as fast as the path takes them, counted
 //!   when the reader has them all: the far side's reader through the
-//!   bridge (the exporter gating, so the origin is held to the bridge's
-//!   pace instead of lapping it), and a reader of the local bus alone.
+//!   bridge, and a reader of the local bus alone. Exporter and readers are
+//!   gating, so each stage holds the one before it to its pace instead of
+//!   being lapped.
 //! - Latency: trades paced at `--rate`; each carries its scheduled send
 //!   time (ns, CLOCK_REALTIME), and latency is receive time minus that
 //!   (no coordinated omission), for a reader on the origin (local bus) and
@@ -74,13 +75,19 @@ fn bus(ns: &str) -> Bus {
 
 /// A reader of `frames` trades: latencies (receive minus scheduled send)
 /// and when the last arrived; frames it could not read (lagged or lost)
-/// are counted.
-fn reader(bus: &Bus, frames: u64) -> std::thread::JoinHandle<(Histogram<u64>, Instant, u64)> {
+/// are counted. A gating reader holds its publisher back instead of
+/// lagging.
+fn reader(
+    bus: &Bus,
+    frames: u64,
+    gating: bool,
+) -> std::thread::JoinHandle<(Histogram<u64>, Instant, u64)> {
     let mut sub = bus
         .subscriber(
             TOPIC,
             SubscriberOptions {
                 start: Start::At(0),
+                gating,
                 ..Default::default()
             },
         )
@@ -195,8 +202,16 @@ fn percentiles(h: &Histogram<u64>) -> Value {
 /// The local bus alone: `frames` trades as fast as they go, one reader.
 fn local_throughput(frames: u64) -> (f64, u64) {
     let b = bus(&format!("hb{}tl", std::process::id()));
-    let local = reader(&b, frames);
-    let mut p = b.publisher(TOPIC).expect("publisher");
+    let local = reader(&b, frames, true);
+    let mut p = b
+        .publisher_with(
+            TOPIC,
+            PublisherOptions {
+                gating: GatingPolicy::Wait(Duration::from_secs(30)),
+                ..Default::default()
+            },
+        )
+        .expect("publisher");
     let start = Instant::now();
     for n in 0..frames {
         p.publish(&trade(n, now_ns())).expect("publish");
@@ -214,7 +229,7 @@ fn local_throughput(frames: u64) -> (f64, u64) {
 fn throughput(frames: u64) -> Value {
     let (local_rate, local_missed) = local_throughput(frames);
     let b = Bridge::start("t", true);
-    let far = reader(&b.far, frames);
+    let far = reader(&b.far, frames, true);
     let mut p = b
         .origin
         .publisher_with(
@@ -246,11 +261,11 @@ fn latency(frames: u64, rate: f64) -> Value {
     let b = Bridge::start("l", false);
     // The bridge is up when a first trade crosses.
     let mut p = b.origin.publisher(TOPIC).expect("publisher");
-    let warm = reader(&b.far, 1);
+    let warm = reader(&b.far, 1, false);
     p.publish(&trade(0, now_ns())).expect("publish");
     warm.join().unwrap();
-    let local = reader(&b.origin, frames + 1);
-    let far = reader(&b.far, frames + 1);
+    let local = reader(&b.origin, frames + 1, false);
+    let far = reader(&b.far, frames + 1, false);
     let start_ns = now_ns();
     let start = Instant::now();
     let period = 1e9 / rate;
