@@ -65,7 +65,7 @@ impl Side {
             .env_remove("ZEROCAST_NAMESPACE")
             .env(
                 "ZEROCAST_LOG",
-                std::env::var("BRIDGE_TEST_LOG").unwrap_or_else(|_| "warn".to_owned()),
+                std::env::var("BRIDGE_TEST_LOG").unwrap_or_else(|_| "warn,zenoh=error".to_owned()),
             )
             .args(["--namespace", &self.ns, "--config"])
             .arg(&self.config)
@@ -351,7 +351,7 @@ fn recorder(side: &Side, wal: &std::path::Path) -> Proc {
         .env_remove("ZEROCAST_NAMESPACE")
         .env(
             "ZEROCAST_LOG",
-            std::env::var("BRIDGE_TEST_LOG").unwrap_or_else(|_| "warn".to_owned()),
+            std::env::var("BRIDGE_TEST_LOG").unwrap_or_else(|_| "warn,zenoh=error".to_owned()),
         )
         .args(["--namespace", &side.ns, "--config"])
         .arg(&side.config)

@@ -112,8 +112,8 @@ pub fn key(namespace: &str, topic: &str) -> String {
     format!("zerocast/{namespace}/{topic}")
 }
 
-/// The zenoh configuration: `file`, or peer mode with scouting off; then
-/// the endpoints given. Connections are retried from 200 ms up to every
+/// The zenoh configuration: `file`, or peer mode with scouting off and no
+/// endpoint but those given; then the endpoints given. Connections are retried from 200 ms up to every
 /// second, so that a bridge is back soon after a cut.
 pub fn zenoh_config(
     file: Option<&Path>,
@@ -141,7 +141,9 @@ pub fn zenoh_config(
         }
     };
     let list = |v: &[String]| serde_json::to_string(v).expect("a list of strings is JSON");
-    if !listen.is_empty() {
+    // Without a file, only the endpoints given: a zenoh peer otherwise
+    // listens on every interface at a random port.
+    if !listen.is_empty() || file.is_none() {
         set(&mut c, "listen/endpoints", &list(listen))?;
     }
     if !connect.is_empty() {
