@@ -204,3 +204,28 @@ pub fn run_cli(bus: &Bus, args: &BridgeArgs, stop: fn() -> bool) -> Result<(), S
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regression_no_listen_flag_means_no_listener() {
+        // A zenoh peer listens on every interface at a random port unless
+        // told otherwise; the bridge listens only where --listen says.
+        let c = zenoh_config(None, &[], &["tcp/127.0.0.1:1".to_owned()]).unwrap();
+        let listen = c.get_json("listen/endpoints").unwrap();
+        assert_eq!(listen.replace([' ', '\n'], ""), "[]", "{listen}");
+        let c = zenoh_config(None, &["tcp/127.0.0.1:2".to_owned()], &[]).unwrap();
+        let listen = c.get_json("listen/endpoints").unwrap();
+        assert!(listen.contains("tcp/127.0.0.1:2"), "{listen}");
+    }
+
+    #[test]
+    fn scouting_is_off_by_default() {
+        let c = zenoh_config(None, &[], &[]).unwrap();
+        assert_eq!(c.get_json("scouting/multicast/enabled").unwrap(), "false");
+        assert_eq!(c.get_json("scouting/gossip/enabled").unwrap(), "false");
+        assert_eq!(c.get_json("mode").unwrap(), "\"peer\"");
+    }
+}
