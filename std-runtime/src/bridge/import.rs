@@ -309,6 +309,11 @@ impl<S: Fn() -> bool> Importer<'_, S> {
                 // Finished: every reply came, or the timeout passed.
                 Err(_) => break,
                 Ok(None) => {
+                    // A query waits up to `--query-timeout-ms` (600 s at
+                    // most): stay stoppable meanwhile.
+                    if (self.stop)() {
+                        return Err(STOPPED.to_owned());
+                    }
                     match self.live.try_recv() {
                         Ok(Some(sample)) => {
                             self.pending
@@ -397,13 +402,27 @@ impl<S: Fn() -> bool> Importer<'_, S> {
         );
         let capacity = self.publisher.segment().ring().capacity();
         while self.next <= to {
+            // A long range (a far side that starts empty, or a bogus one
+            // from the network) takes a while: stay stoppable.
+            if (self.stop)() {
+                return Err(STOPPED.to_owned());
+            }
             self.check_head()?;
-            let n = (to - self.next + 1).min(capacity);
+            // `to` may be the last sequence (bytes from the network):
+            // the count must not overflow.
+            let n = (to - self.next).saturating_add(1).min(capacity);
             retry(&mut self.publisher, self.stop, &self.options.topic, |p| {
                 p.publish_lost(n)
             })?;
-            self.next += n;
             self.stats.lost += n;
+            match self.next.checked_add(n) {
+                Some(next) => self.next = next,
+                // Up to the last sequence there is: nothing comes after.
+                None => {
+                    self.next = u64::MAX;
+                    break;
+                }
+            }
         }
         Ok(())
     }
