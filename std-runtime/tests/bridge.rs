@@ -869,3 +869,137 @@ fn regression_hole_while_no_exporter_answers_waits_instead_of_reporting_lost() {
         assert!(matches!(g, Got::Frame(_)), "sequence {seq} reported lost");
     }
 }
+
+#[test]
+fn regression_lost_range_to_the_last_sequence_neither_panics_nor_ignores_stop() {
+    // Bytes from the network are not trusted: a live message saying
+    // `Lost { 0 ..= u64::MAX }` once overflowed the importer's count (a
+    // panic in a debug build, `publish_lost(0)` in release), and a long
+    // lost range was marked without looking at `stop`, so the importer did
+    // not stop for hours. It must stay stoppable and return cleanly.
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use zenoh::Wait;
+    use zerocast_runtime::bridge::{import, open_session, wire::Message};
+
+    let far = Side::new("lostmax", "b", 1 << 20);
+    let key = "zerocast/lostmax/trade_events";
+    let endpoint = vec![format!("tcp/127.0.0.1:{}", free_port())];
+    let origin = open_session(None, &endpoint, &[]).unwrap();
+    let session = open_session(None, &[], &endpoint).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    {
+        let (bus, stop) = (far.bus.clone(), stop.clone());
+        let mut o = import::ImportOptions::new(TOPIC, key);
+        o.query_timeout = Duration::from_millis(100);
+        std::thread::spawn(move || {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                import::import(&bus, &session, &o, || stop.load(Ordering::Relaxed))
+            }));
+            let _ = done_tx.send(r.map_err(|p| {
+                p.downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_default()
+            }));
+        });
+    }
+    let publisher = origin.declare_publisher(key).wait().unwrap();
+    wait_for("the importer subscribed", || {
+        publisher.matching_status().wait().unwrap().matching()
+    });
+    let mut m = Message::new();
+    m.lost(0, u64::MAX);
+    publisher.put(m.bytes().to_vec()).wait().unwrap();
+    let cap = far.capacity();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while far.head() < 2 * cap && Instant::now() < deadline {
+        if let Ok(r) = done_rx.try_recv() {
+            panic!("the importer ended before it was stopped: {r:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let r = done_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the importer did not stop within 5 s of stop()");
+    let stats = r
+        .expect("the importer panicked")
+        .expect("the importer failed");
+    assert!(stats.lost >= 2 * cap, "{stats:?}");
+}
+
+#[test]
+fn regression_empty_query_reply_for_a_hole_is_asked_again_not_reported_lost() {
+    // An exporter stopping (or past its deadline) while it serves a query
+    // replies with a head mark and nothing else. For a known hole that is
+    // no answer: the importer must ask again, not report the whole hole
+    // lost although the exporter's ring or WAL holds it.
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use zenoh::Wait;
+    use zerocast_runtime::bridge::{import, open_session, wire::Message};
+
+    let far = Side::new("emptyreply", "b", 4 << 20);
+    let key = "zerocast/emptyreply/trade_events";
+    let endpoint = vec![format!("tcp/127.0.0.1:{}", free_port())];
+    let origin = open_session(None, &endpoint, &[]).unwrap();
+    let session = open_session(None, &[], &endpoint).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    // The exporter's queryable: a query without `to` (the importer's start)
+    // finds an empty topic; the first for a hole gets only a head mark (an
+    // interrupted reply), later ones what they ask for.
+    let queryable = origin.declare_queryable(key).wait().unwrap();
+    let served = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut hole_queries = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(Some(q)) = queryable.recv_timeout(Duration::from_millis(20)) else {
+                    continue;
+                };
+                let from: u64 = q.parameters().get("from").unwrap().parse().unwrap();
+                let mut m = Message::new();
+                if let Some(to) = q.parameters().get("to") {
+                    let to: u64 = to.parse().unwrap();
+                    hole_queries += 1;
+                    if hole_queries > 1 {
+                        for s in from..=to {
+                            m.frame(s, &frame_bytes(s));
+                        }
+                        m.head(to + 1);
+                    } else {
+                        m.head(from);
+                    }
+                } else {
+                    m.head(from);
+                }
+                q.reply(key, m.bytes().to_vec()).wait().unwrap();
+            }
+            hole_queries
+        })
+    };
+    let importer = {
+        let (bus, stop) = (far.bus.clone(), stop.clone());
+        let mut o = import::ImportOptions::new(TOPIC, key);
+        o.query_timeout = Duration::from_millis(500);
+        std::thread::spawn(move || {
+            import::import(&bus, &session, &o, || stop.load(Ordering::Relaxed))
+        })
+    };
+    let publisher = origin.declare_publisher(key).wait().unwrap();
+    wait_for("the importer subscribed", || {
+        publisher.matching_status().wait().unwrap().matching()
+    });
+    let mut m = Message::new();
+    m.frame(5, &frame_bytes(5));
+    publisher.put(m.bytes().to_vec()).wait().unwrap();
+    far.wait_head(6);
+    stop.store(true, Ordering::Relaxed);
+    importer.join().unwrap().unwrap();
+    assert!(served.join().unwrap() >= 1);
+    for (seq, g) in read_all(&far, 6).iter().enumerate() {
+        assert!(matches!(g, Got::Frame(_)), "sequence {seq} reported lost");
+    }
+}

@@ -244,10 +244,12 @@ impl<S: Fn() -> bool> Importer<'_, S> {
     }
 
     /// Queries the exporter from `next` (to `to`, or as far as it has),
-    /// applying the replies, until `next` passes `to` or a reply brings
-    /// nothing new. Without `to` (at start), it gives up after
-    /// `query_attempts` unanswered queries; with `to` (a known hole), it
-    /// asks until answered, or fails with [`STOPPED`].
+    /// applying the replies, until `next` passes `to`. Without `to` (at
+    /// start), it also stops at a reply that brings nothing new, or after
+    /// `query_attempts` unanswered queries; with `to` (a known hole), a
+    /// reply that covers none of it counts as unanswered (it was cut
+    /// short: the exporter has sent past the hole), and it asks until
+    /// answered, or fails with [`STOPPED`].
     fn catch_up(&mut self, to: Option<u64>) -> Result<(), String> {
         let mut silent = 0;
         while to.is_none_or(|t| self.next <= t) {
@@ -260,33 +262,38 @@ impl<S: Fn() -> bool> Importer<'_, S> {
                 None => format!("{}?from={}", self.options.key, self.next),
             };
             self.stats.queries += 1;
-            match self.query(&selector)? {
+            let answered = match self.query(&selector)? {
                 Some(reply) => {
-                    silent = 0;
                     self.apply_message(&reply, Via::Query)?;
-                    if self.next == before {
+                    if self.next == before && to.is_none() {
                         break; // the exporter has nothing more
                     }
+                    // A known hole lies below what the exporter has sent,
+                    // so a reply that covers none of it was cut short (the
+                    // exporter stopping, or past its deadline): that is no
+                    // answer, never a loss.
+                    self.next != before
                 }
-                None => {
-                    silent += 1;
-                    match to {
-                        None if silent >= self.options.query_attempts => break,
-                        Some(t) if silent == self.options.query_attempts => tracing::warn!(
-                            topic = self.options.topic,
-                            from = self.next,
-                            to = t,
-                            "no answer from the exporter for these sequences; asking until one comes"
-                        ),
-                        _ => {}
-                    }
-                    if silent >= self.options.query_attempts {
-                        // Nobody there: ask again in a while, not in a spin.
-                        std::thread::sleep(
-                            self.options.query_timeout.min(Duration::from_millis(500)),
-                        );
-                    }
-                }
+                None => false,
+            };
+            if answered {
+                silent = 0;
+                continue;
+            }
+            silent += 1;
+            match to {
+                None if silent >= self.options.query_attempts => break,
+                Some(t) if silent == self.options.query_attempts => tracing::warn!(
+                    topic = self.options.topic,
+                    from = self.next,
+                    to = t,
+                    "no answer from the exporter for these sequences; asking until one comes"
+                ),
+                _ => {}
+            }
+            if silent >= self.options.query_attempts {
+                // Nobody there: ask again in a while, not in a spin.
+                std::thread::sleep(self.options.query_timeout.min(Duration::from_millis(500)));
             }
         }
         Ok(())
