@@ -1003,3 +1003,44 @@ fn regression_empty_query_reply_for_a_hole_is_asked_again_not_reported_lost() {
         assert!(matches!(g, Got::Frame(_)), "sequence {seq} reported lost");
     }
 }
+
+#[test]
+fn regression_second_importer_on_a_topic_is_refused_at_start() {
+    // Two importers on one far-side topic (an overlapping restart, a
+    // second `bridge import` by mistake) both publish origin sequences
+    // into one ring: local sequences stop being the origin's. The second
+    // must refuse to start, naming the publisher already there.
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use zenoh::Wait;
+    use zerocast_runtime::bridge::{import, open_session};
+
+    let far = Side::new("twoimporters", "b", 1 << 20);
+    let key = "zerocast/twoimporters/trade_events";
+    let endpoint = vec![format!("tcp/127.0.0.1:{}", free_port())];
+    let origin = open_session(None, &endpoint, &[]).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut o = import::ImportOptions::new(TOPIC, key);
+    o.query_timeout = Duration::from_millis(100);
+    let first = {
+        let (bus, stop, o) = (far.bus.clone(), stop.clone(), o.clone());
+        let session = open_session(None, &[], &endpoint).unwrap();
+        std::thread::spawn(move || {
+            import::import(&bus, &session, &o, || stop.load(Ordering::Relaxed))
+        })
+    };
+    // The first importer is subscribed: its publisher is registered.
+    let publisher = origin.declare_publisher(key).wait().unwrap();
+    wait_for("the first importer subscribed", || {
+        publisher.matching_status().wait().unwrap().matching()
+    });
+    let session = open_session(None, &[], &endpoint).unwrap();
+    let t0 = Instant::now();
+    let second = import::import(&far.bus, &session, &o, || {
+        t0.elapsed() > Duration::from_millis(1500)
+    });
+    stop.store(true, Ordering::Relaxed);
+    first.join().unwrap().unwrap();
+    let e = second.expect_err("a second importer on the topic ran");
+    assert!(e.contains("another publisher") && e.contains(TOPIC), "{e}");
+}

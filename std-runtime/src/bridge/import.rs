@@ -15,11 +15,13 @@
 //! the same way.
 
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use zenoh::query::ConsolidationMode;
 use zenoh::{Session, Wait};
 use zerocast_core::frame::{words_as_bytes_mut, FrameBuf, FrameRef, MAX_FRAME_LEN};
+use zerocast_ipc::layout::{owner_alive, owner_pid};
 use zerocast_ipc::{
     Bus, Error as IpcError, GatingPolicy, Publisher, PublisherOptions, ShmPublisher,
 };
@@ -126,6 +128,7 @@ pub fn import(
             options.topic
         ));
     };
+    refuse_other_publishers(&publisher, &options.topic)?;
     let subscriber = session
         .declare_subscriber(options.key.clone())
         .wait()
@@ -152,6 +155,27 @@ pub fn import(
         Err(e) if e == STOPPED => Ok(imp.stats),
         r => r.map(|()| imp.stats),
     }
+}
+
+/// Fails if a live process other than this importer has a publisher on
+/// the topic: its frames would take origin sequences (a second importer,
+/// an overlapping restart, a local publisher). A snapshot at start; later
+/// ones are caught by [`Importer::check_head`] at the next publish.
+fn refuse_other_publishers(publisher: &ShmPublisher, topic: &str) -> Result<(), String> {
+    let own = publisher.id() as usize;
+    for (i, p) in publisher.segment().header().publishers.iter().enumerate() {
+        // Acquire: pairs with the Release owner store of a registration.
+        let word = p.pid.load(Ordering::Acquire);
+        if i != own && owner_alive(word) {
+            return Err(format!(
+                "topic {topic}: another publisher is registered (slot {i}, pid {}): the \
+                 importer must be the topic's only publisher, so that local sequences are the \
+                 origin's (stop it, or import into another topic)",
+                owner_pid(word)
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl<S: Fn() -> bool> Importer<'_, S> {
@@ -387,7 +411,16 @@ impl<S: Fn() -> bool> Importer<'_, S> {
         let local = retry(&mut self.publisher, self.stop, &self.options.topic, |p| {
             p.publish_words(&buf.0[..words])
         })?;
-        debug_assert_eq!(local, seq);
+        if local != seq {
+            // Another publisher claimed a sequence between the check and
+            // this publish.
+            return Err(format!(
+                "topic {}: origin sequence {seq} was published as local sequence {local}: \
+                 something else published to it (the importer must be the topic's only \
+                 publisher)",
+                self.options.topic
+            ));
+        }
         self.next = seq + 1;
         self.stats.frames += 1;
         if via == Via::Query {
