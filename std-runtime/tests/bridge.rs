@@ -1044,3 +1044,102 @@ fn regression_second_importer_on_a_topic_is_refused_at_start() {
     let e = second.expect_err("a second importer on the topic ran");
     assert!(e.contains("another publisher") && e.contains(TOPIC), "{e}");
 }
+
+#[test]
+fn regression_live_messages_queued_during_a_slow_query_stay_bounded() {
+    // While a query waits, live messages are taken off the subscription
+    // into the importer's memory. A reply that takes long while the origin
+    // publishes fast once grew that queue without bound; it must stay
+    // within `MAX_PENDING` messages (those dropped are asked for again as
+    // a hole), and every frame must still arrive.
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{mpsc, Arc};
+    use zenoh::qos::CongestionControl;
+    use zenoh::Wait;
+    use zerocast_runtime::bridge::{import, open_session, wire::Message};
+
+    let n: u64 = import::MAX_PENDING as u64 + 2_000;
+    let far = Side::new("pending", "b", 4 << 20);
+    let key = "zerocast/pending/trade_events";
+    let endpoint = vec![format!("tcp/127.0.0.1:{}", free_port())];
+    let origin = open_session(None, &endpoint, &[]).unwrap();
+    let session = open_session(None, &[], &endpoint).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (asked_tx, asked_rx) = mpsc::channel();
+    let (published_tx, published_rx) = mpsc::channel::<()>();
+    let queryable = origin.declare_queryable(key).wait().unwrap();
+    let served = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut first_hole = true;
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(Some(q)) = queryable.recv_timeout(Duration::from_millis(20)) else {
+                    continue;
+                };
+                let from: u64 = q.parameters().get("from").unwrap().parse().unwrap();
+                let mut m = Message::new();
+                match q.parameters().get("to") {
+                    // The importer's start: an empty topic.
+                    None => m.head(from),
+                    Some(to) => {
+                        if first_hole {
+                            // Hold the reply until the origin published.
+                            first_hole = false;
+                            asked_tx.send(()).unwrap();
+                            published_rx.recv().unwrap();
+                        }
+                        let to: u64 = to.parse().unwrap();
+                        for s in from..=to {
+                            m.frame(s, &frame_bytes(s));
+                        }
+                        m.head(to + 1);
+                    }
+                }
+                q.reply(key, m.bytes().to_vec()).wait().unwrap();
+            }
+        })
+    };
+    let importer = {
+        let (bus, stop) = (far.bus.clone(), stop.clone());
+        let mut o = import::ImportOptions::new(TOPIC, key);
+        o.query_timeout = Duration::from_secs(20);
+        std::thread::spawn(move || {
+            import::import(&bus, &session, &o, || stop.load(Ordering::Relaxed))
+        })
+    };
+    let publisher = origin
+        .declare_publisher(key)
+        .congestion_control(CongestionControl::Block)
+        .wait()
+        .unwrap();
+    wait_for("the importer subscribed", || {
+        publisher.matching_status().wait().unwrap().matching()
+    });
+    // Frame 1 first: a hole at 0, whose query is held.
+    let send = |s: u64| {
+        let mut m = Message::new();
+        m.frame(s, &frame_bytes(s));
+        publisher.put(m.bytes().to_vec()).wait().unwrap();
+    };
+    send(1);
+    asked_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    for s in 2..n {
+        send(s);
+    }
+    // Until the importer has taken them all off the subscription.
+    std::thread::sleep(Duration::from_millis(500));
+    published_tx.send(()).unwrap();
+    far.wait_head(n);
+    stop.store(true, Ordering::Relaxed);
+    let stats = importer.join().unwrap().unwrap();
+    served.join().unwrap();
+    assert!(
+        stats.pending_peak <= import::MAX_PENDING as u64,
+        "{stats:?}: more than {} messages queued",
+        import::MAX_PENDING
+    );
+    assert!(stats.pending_dropped > 0, "{stats:?}: the bound was not reached");
+    for (seq, g) in read_all(&far, n).iter().enumerate() {
+        assert!(matches!(g, Got::Frame(_)), "sequence {seq} reported lost");
+    }
+}

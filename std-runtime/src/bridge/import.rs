@@ -70,7 +70,20 @@ pub struct ImportStats {
     /// Messages that failed to decode (skipped; their sequences are asked
     /// for again).
     pub bad_messages: u64,
+    /// Most live messages queued at once while a query waited.
+    pub pending_peak: u64,
+    /// Queued live messages dropped (the oldest, past [`MAX_PENDING`] or
+    /// [`MAX_PENDING_BYTES`]); what they held is asked for again.
+    pub pending_dropped: u64,
 }
+
+/// Most live messages queued while a query waits; past it (or past
+/// [`MAX_PENDING_BYTES`]) the oldest are dropped, and the hole they leave
+/// is asked for like any other.
+pub const MAX_PENDING: usize = 4096;
+
+/// Most bytes of live messages queued while a query waits.
+pub const MAX_PENDING_BYTES: usize = 64 << 20;
 
 /// The error a run ends with when `stop()` interrupts it mid-way (the
 /// caller turns it into a clean return).
@@ -94,6 +107,8 @@ struct Importer<'a, S: Fn() -> bool> {
     /// that zenoh never blocks delivering them, which would hold up the
     /// query's reply too), applied before newer ones.
     pending: VecDeque<Vec<u8>>,
+    /// Bytes in `pending`.
+    pending_bytes: usize,
     options: &'a ImportOptions,
     /// The next origin sequence to publish: the local ring's head.
     next: u64,
@@ -145,6 +160,7 @@ pub fn import(
         session,
         live: &subscriber,
         pending: VecDeque::new(),
+        pending_bytes: 0,
         options,
         next,
         stats: ImportStats::default(),
@@ -185,6 +201,7 @@ impl<S: Fn() -> bool> Importer<'_, S> {
         self.catch_up(None)?;
         while !(self.stop)() {
             if let Some(payload) = self.pending.pop_front() {
+                self.pending_bytes -= payload.len();
                 self.apply_message(&payload, Via::Live)?;
                 continue;
             }
@@ -347,8 +364,8 @@ impl<S: Fn() -> bool> Importer<'_, S> {
                     }
                     match self.live.try_recv() {
                         Ok(Some(sample)) => {
-                            self.pending
-                                .push_back(sample.payload().to_bytes().into_owned());
+                            let payload = sample.payload().to_bytes().into_owned();
+                            self.queue(payload);
                         }
                         Ok(None) => std::thread::sleep(Duration::from_micros(200)),
                         Err(e) => {
@@ -373,6 +390,31 @@ impl<S: Fn() -> bool> Importer<'_, S> {
             }
         }
         Ok(got)
+    }
+
+    /// Queues a live message taken off the subscription while a query
+    /// waits, dropping the oldest past the bounds: the first message kept
+    /// after them shows their sequences as a hole, asked for again.
+    fn queue(&mut self, payload: Vec<u8>) {
+        while self.pending.len() >= MAX_PENDING
+            || (!self.pending.is_empty() && self.pending_bytes + payload.len() > MAX_PENDING_BYTES)
+        {
+            let Some(old) = self.pending.pop_front() else {
+                break;
+            };
+            self.pending_bytes -= old.len();
+            if self.stats.pending_dropped == 0 {
+                tracing::warn!(
+                    topic = self.options.topic,
+                    "live messages queued while a query waits passed the bound; the oldest \
+                     are dropped and asked for again"
+                );
+            }
+            self.stats.pending_dropped += 1;
+        }
+        self.pending_bytes += payload.len();
+        self.pending.push_back(payload);
+        self.stats.pending_peak = self.stats.pending_peak.max(self.pending.len() as u64);
     }
 
     /// Checks that nobody else published to the local topic.
