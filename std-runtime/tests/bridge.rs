@@ -120,6 +120,15 @@ impl Drop for Proc {
     }
 }
 
+/// A file removed when dropped.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// A directory removed when dropped.
 struct TempDir(PathBuf);
 
@@ -587,9 +596,31 @@ fn bridge_network_cut_between_two_network_namespaces_loses_nothing() {
     let far = Side::new("cut", "b", 4 << 20);
     let cap = origin.capacity();
     let endpoint = format!("tcp/{}:7447", net.addr_a);
+    // A lease of 1 s, so that the cut below outlasts it: the zenoh session
+    // breaks and what was published meanwhile must be fetched by query
+    // (with the default 10 s lease TCP alone would carry a short cut).
+    let zconf = std::env::temp_dir().join(format!("{}-zenoh.json5", origin.ns));
+    std::fs::write(
+        &zconf,
+        r#"{ mode: "peer",
+             scouting: { multicast: { enabled: false }, gossip: { enabled: false } },
+             connect: { retry: { period_init_ms: 200, period_max_ms: 500, period_increase_factor: 2 } },
+             transport: { link: { tx: { lease: 1000, keep_alive: 4 } } } }"#,
+    )
+    .unwrap();
+    let _zconf = TempFile(zconf.clone());
+    let zconf = zconf.to_str().unwrap();
     let _export = origin.bridge_in(
         Some(&net.a),
-        &["export", "--topic", TOPIC, "--listen", &endpoint],
+        &[
+            "export",
+            "--topic",
+            TOPIC,
+            "--zenoh-config",
+            zconf,
+            "--listen",
+            &endpoint,
+        ],
     );
     let _import = far.bridge_in(
         Some(&net.b),
@@ -599,6 +630,8 @@ fn bridge_network_cut_between_two_network_namespaces_loses_nothing() {
             TOPIC,
             "--origin-namespace",
             &origin.ns,
+            "--zenoh-config",
+            zconf,
             "--connect",
             &endpoint,
             "--query-timeout-ms",
@@ -612,12 +645,13 @@ fn bridge_network_cut_between_two_network_namespaces_loses_nothing() {
         n += 30;
         far.wait_head(n);
     }
-    // The link down for a second while the origin publishes (less than
-    // its ring holds): held in TCP or fetched by query after the cut.
+    // The link down past the lease while the origin publishes (less than
+    // its ring holds): the session breaks, and the rest is fetched by
+    // query after the cut.
     net.link(false);
     publish(&mut p, n, n + cap / 2);
     n += cap / 2;
-    std::thread::sleep(Duration::from_secs(1));
+    std::thread::sleep(Duration::from_millis(2_500));
     net.link(true);
     for _ in 0..3 {
         publish(&mut p, n, n + 20);
@@ -1138,7 +1172,10 @@ fn regression_live_messages_queued_during_a_slow_query_stay_bounded() {
         "{stats:?}: more than {} messages queued",
         import::MAX_PENDING
     );
-    assert!(stats.pending_dropped > 0, "{stats:?}: the bound was not reached");
+    assert!(
+        stats.pending_dropped > 0,
+        "{stats:?}: the bound was not reached"
+    );
     for (seq, g) in read_all(&far, n).iter().enumerate() {
         assert!(matches!(g, Got::Frame(_)), "sequence {seq} reported lost");
     }
