@@ -104,3 +104,46 @@ fn publish_lost_refuses_zero_and_more_than_the_ring() {
     assert_eq!(p.segment().ring().head(), 0);
     bus.remove_segments();
 }
+
+#[test]
+fn publish_lost_claims_only_what_gating_subscribers_released() {
+    let bus = bus("gating");
+    let mut sub = bus
+        .subscriber(
+            "t",
+            SubscriberOptions {
+                start: Start::At(0),
+                gating: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let mut p = match bus
+        .publisher_with(
+            "t",
+            zerocast_ipc::PublisherOptions {
+                gating: zerocast_ipc::GatingPolicy::Fail,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    {
+        Publisher::Shm(p) => p,
+        #[allow(unreachable_patterns)]
+        _ => panic!("a shared-memory topic"),
+    };
+    let cap = p.segment().ring().capacity();
+    assert_eq!(p.publish(&trade(0)).unwrap(), 0);
+    // Subscriber behind by one: a whole ring cannot be claimed.
+    assert!(p.publish_lost(cap).is_err());
+    let t = Duration::from_secs(5);
+    assert_eq!(sub.recv_timeout(t).unwrap().seq, 0);
+    assert_eq!(sub.try_recv().unwrap_err(), RecvError::Empty);
+    assert_eq!(p.publish_lost(cap).unwrap(), 1);
+    for s in 1..=cap {
+        assert_eq!(sub.recv_timeout(t).unwrap_err(), RecvError::Lost(s));
+    }
+    assert_eq!(sub.try_recv().unwrap_err(), RecvError::Empty);
+    assert!(p.publish_lost(cap).is_ok());
+    bus.remove_segments();
+}
