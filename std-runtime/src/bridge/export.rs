@@ -287,23 +287,35 @@ fn serve_range(
     let deadline = Instant::now() + Duration::from_secs(3);
     let mut covered = from;
     let mut frames = 0;
+    // Consecutive losses, sent as one range (a ring-full of them is one
+    // entry, not one each).
+    let mut lost: Option<(u64, u64)> = None;
     r.run(
         |event| {
-            let end = match event {
+            let (first, end) = match event {
                 Event::Frame { seq, bytes } => {
+                    if let Some((a, b)) = lost.take() {
+                        msg.lost(a, b);
+                    }
                     msg.frame(seq, bytes);
                     frames += 1;
-                    seq
+                    covered = seq + 1;
+                    return if seq >= last || frames >= options.max_reply {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    };
                 }
-                Event::Lost(seq) | Event::Invalid { seq, .. } => {
-                    msg.lost(seq, seq);
-                    seq
+                Event::Lost(seq) | Event::Invalid { seq, .. } => (seq, seq),
+                Event::Missing { from, to } => (from, to.min(last)),
+            };
+            lost = match lost {
+                Some((a, b)) if b.checked_add(1) == Some(first) => Some((a, end)),
+                Some((a, b)) => {
+                    msg.lost(a, b);
+                    Some((first, end))
                 }
-                Event::Missing { from, to } => {
-                    let to = to.min(last);
-                    msg.lost(from, to);
-                    to
-                }
+                None => Some((first, end)),
             };
             covered = end + 1;
             if end >= last || frames >= options.max_reply {
@@ -314,6 +326,53 @@ fn serve_range(
         },
         || stop() || Instant::now() > deadline,
     )?;
+    if let Some((a, b)) = lost {
+        msg.lost(a, b);
+    }
     msg.head(covered);
     Ok(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zerocast_ipc::{Config, Publisher, TopicConfig, TopicKind};
+
+    #[test]
+    fn regression_a_reply_carries_consecutive_losses_as_one_range() {
+        // A ring-full of lost sequences (a relay's far side exported again,
+        // a WAL of losses) once made one entry per sequence: a reply bounded
+        // only by the query's 3 s deadline. Consecutive losses are one range.
+        let bus = Bus::new(Config {
+            namespace: format!("brx{}-coalesce", std::process::id()),
+            topics: vec![TopicConfig::new("t", 128 << 10, TopicKind::Trade)],
+        });
+        bus.remove_segments();
+        #[allow(irrefutable_let_patterns)]
+        let Publisher::Shm(mut p) = bus.publisher("t").unwrap() else {
+            panic!("a shared-memory topic");
+        };
+        let cap = p.segment().ring().capacity();
+        assert_eq!(p.publish_lost(cap).unwrap(), 0);
+        let options = ExportOptions::new("t", "zerocast/x/t");
+        let msg = serve_range(&bus, &options, 0, u64::MAX, &|| false).unwrap();
+        let mut entries = Vec::new();
+        super::super::wire::decode(msg.bytes(), |e| entries.push(format!("{e:?}"))).unwrap();
+        bus.remove_segments();
+        assert_eq!(
+            entries,
+            vec![
+                format!(
+                    "{:?}",
+                    super::super::wire::Entry::Lost {
+                        from: 0,
+                        to: cap - 1
+                    }
+                ),
+                format!("{:?}", super::super::wire::Entry::Head(cap)),
+            ],
+            "{} entries",
+            msg.entries()
+        );
+    }
 }
