@@ -225,16 +225,19 @@ impl<S: Fn() -> bool> Importer<'_, S> {
     /// Applies every entry of a message; a message that does not decode
     /// is skipped whole (its sequences show up as a hole and are asked for).
     fn apply_message(&mut self, bytes: &[u8], via: Via) -> Result<(), String> {
-        let mut entries = Vec::new();
-        if let Err(e) = decode(bytes, |e| entries.push(e)) {
+        // Checked whole first, then applied: no copy of the entries.
+        if let Err(e) = decode(bytes, |_| {}) {
             self.stats.bad_messages += 1;
             tracing::warn!(key = self.options.key, "skipped a message: {e}");
             return Ok(());
         }
-        for entry in entries {
-            self.apply(entry, via)?;
-        }
-        Ok(())
+        let mut result = Ok(());
+        decode(bytes, |entry| {
+            if result.is_ok() {
+                result = self.apply(entry, via);
+            }
+        })?;
+        result
     }
 
     fn apply(&mut self, entry: Entry<'_>, via: Via) -> Result<(), String> {

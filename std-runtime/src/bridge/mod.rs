@@ -112,8 +112,13 @@ pub fn key(namespace: &str, topic: &str) -> String {
     format!("zerocast/{namespace}/{topic}")
 }
 
-/// The zenoh configuration: `file`, or peer mode with scouting off and no
-/// endpoint but those given; then the endpoints given. Connections are retried from 200 ms up to every
+/// The largest zenoh message a side accepts without a config file: the
+/// bridge's own are a few MB at most (4096 frames), where zenoh's default
+/// is 1 GiB from any peer.
+pub const MAX_MESSAGE_SIZE: usize = 32 << 20;
+
+/// The zenoh configuration: `file`, or peer mode with scouting off, no
+/// endpoint but those given and messages of at most [`MAX_MESSAGE_SIZE`]; then the endpoints given. Connections are retried from 200 ms up to every
 /// second, so that a bridge is back soon after a cut.
 pub fn zenoh_config(
     file: Option<&Path>,
@@ -132,6 +137,11 @@ pub fn zenoh_config(
             set(&mut c, "mode", r#""peer""#)?;
             set(&mut c, "scouting/multicast/enabled", "false")?;
             set(&mut c, "scouting/gossip/enabled", "false")?;
+            set(
+                &mut c,
+                "transport/link/rx/max_message_size",
+                &MAX_MESSAGE_SIZE.to_string(),
+            )?;
             set(
                 &mut c,
                 "connect/retry",
@@ -219,6 +229,15 @@ mod tests {
         let c = zenoh_config(None, &["tcp/127.0.0.1:2".to_owned()], &[]).unwrap();
         let listen = c.get_json("listen/endpoints").unwrap();
         assert!(listen.contains("tcp/127.0.0.1:2"), "{listen}");
+    }
+
+    #[test]
+    fn regression_default_config_bounds_message_size() {
+        // zenoh accepts messages of up to 1 GiB from any peer by default;
+        // the bridge's largest is a few MB (4096 frames).
+        let c = zenoh_config(None, &[], &[]).unwrap();
+        let max = c.get_json("transport/link/rx/max_message_size").unwrap();
+        assert_eq!(max, MAX_MESSAGE_SIZE.to_string());
     }
 
     #[test]
