@@ -1,5 +1,6 @@
 //! Shared pieces of the zerocast benchmarks.
 
+pub mod bridge_load;
 pub mod delayed;
 pub mod durability;
 pub mod gateway_load;

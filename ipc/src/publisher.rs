@@ -344,6 +344,54 @@ impl ShmPublisher {
         Ok(first)
     }
 
+    /// Claims `count` consecutive sequences (1 to the ring's capacity) and
+    /// marks them lost without writing them; returns the first. Subscribers
+    /// see [`RecvError::Lost`](crate::RecvError::Lost) for each, as for a
+    /// publisher that died mid-write. For a relay that republishes another
+    /// ring's sequences one for one (`zerocast bridge import`): a loss there
+    /// stays a loss here, with its exact count, never a silent hole.
+    /// Claims wait for gating subscribers as [`publish_batch`](Self::publish_batch)
+    /// does.
+    pub fn publish_lost(&mut self, count: u64) -> Result<u64> {
+        let capacity = self.seg.ring().capacity();
+        if count == 0 || count > capacity {
+            return Err(Error::BadOptions(format!(
+                "publish_lost: {count} sequences; 1 to the ring's capacity ({capacity}) at a time"
+            )));
+        }
+        if self.open_loan.is_some() {
+            self.finish_forgotten_loan();
+        }
+        check_older_laps(&self.seg, self.policy, count)?;
+        let seg: &Segment = &self.seg;
+        let ring = seg.ring();
+        let entry = &seg.header().publishers[self.entry];
+        let mut waiting = WaitLimit::new(seg, self.policy);
+        let mut giving_up = StuckWait::new(seg);
+        let claim = match ring.claim_batch_wait_with(
+            &mut self.cache,
+            count as usize,
+            || waiting.keep_waiting(),
+            |first, n| record_inflight(entry, first, n),
+            |older| giving_up.check(older),
+        ) {
+            Ok(claim) => claim,
+            Err(e) => {
+                clear_inflight(entry);
+                return Err(publish_error(seg, e));
+            }
+        };
+        let first = claim.first();
+        let mut stuck = StuckWait::new(seg);
+        // No frame words: every claimed sequence is marked lost, each once
+        // an older lap in its slot has finished (as a write would wait).
+        let result = claim.commit_with(&[], 1, |older| stuck.check(older));
+        clear_inflight(entry);
+        result.map_err(Error::from)?;
+        wake(seg);
+        Ok(first)
+    }
+
     /// Publishes a [`Heartbeat`] and records its time in the publisher table.
     pub fn send_heartbeat(&mut self) -> Result<u64> {
         let hb = self.heartbeats.next();

@@ -89,7 +89,9 @@ pub enum RecvError {
     /// This many frames were overwritten before this subscriber read them;
     /// it continues with the oldest frame still in the ring.
     Lagged(u64),
-    /// This sequence was lost: its publisher died between claim and commit.
+    /// This sequence was lost: its publisher died between claim and commit
+    /// (or marked it lost: [`ShmPublisher::publish_lost`](crate::ShmPublisher::publish_lost),
+    /// which `zerocast bridge import` uses for a loss at the origin).
     Lost(u64),
 }
 

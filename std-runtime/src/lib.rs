@@ -2,6 +2,7 @@
 //! `zerocast` program.
 
 pub mod batch;
+pub mod bridge;
 pub mod checkpoint_segment;
 pub mod demo;
 pub mod feed;

@@ -63,6 +63,9 @@ enum Command {
     /// The real-time tier: a WebSocket gateway (/ws), a live page (/) and
     /// /healthz, with per-client backpressure and owner-only account events.
     Gateway(zerocast_runtime::gateway::GatewayArgs),
+    /// The zenoh bridge: export a topic to other hosts, or import one from
+    /// them, with its sequences and every loss reported exactly.
+    Bridge(zerocast_runtime::bridge::BridgeArgs),
     /// A demo subscriber process (spawned by `zerocast demo`).
     #[command(hide = true)]
     DemoSub(demo::DemoSubArgs),
@@ -1156,6 +1159,9 @@ fn main() -> ExitCode {
                 Command::Batch(args) => batch::run_cli(&bus, args, signal::stopped),
                 Command::Gateway(args) => {
                     zerocast_runtime::gateway::run_cli(&bus, args, signal::stopped)
+                }
+                Command::Bridge(args) => {
+                    zerocast_runtime::bridge::run_cli(&bus, args, signal::stopped)
                 }
             }
         });

@@ -52,6 +52,8 @@ enum Cmd {
     Delayed(zerocast_benches::delayed::DelayedArgs),
     /// The real-time tier: WebSocket clients on loopback, publish-to-client latency.
     Gateway(zerocast_benches::gateway_load::GatewayLoadArgs),
+    /// The zenoh bridge over loopback TCP beside the local bus: trades/s, latency.
+    Bridge(zerocast_benches::bridge_load::BridgeLoadArgs),
     /// A subscriber process (spawned by the harness).
     #[command(hide = true)]
     Child(ChildArgs),
@@ -1627,6 +1629,7 @@ fn main() {
         Cmd::All(args) => run_all(args),
         Cmd::Delayed(args) => zerocast_benches::delayed::main(args),
         Cmd::Gateway(args) => zerocast_benches::gateway_load::main(args),
+        Cmd::Bridge(args) => zerocast_benches::bridge_load::main(args),
         Cmd::Child(args) => run_child(args),
     }
 }
