@@ -1078,7 +1078,7 @@ where
         // the payload to readers) and in `begin_write` (handing the slot to
         // the next lap). A caller that must order a later load after this
         // commit (the ipc layer's check for sleeping subscribers) issues its
-        // own SeqCst fence.
+        // own barrier (a SeqCst fence, or the ipc layer's asymmetric one).
         self.slot(seq)[0].store(stamp(seq, COMMITTED), Ordering::Release);
     }
 

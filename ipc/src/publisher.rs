@@ -108,6 +108,9 @@ impl std::fmt::Debug for ShmPublisher {
 impl ShmPublisher {
     /// Registers a publisher in `seg`'s publisher table.
     pub fn new(seg: Arc<Segment>, options: &PublisherOptions) -> Result<Self> {
+        // Before our first publish: from here on our wake check needs no
+        // fence (see `wake`).
+        crate::wait::register_publisher();
         seg.reap();
         let pid = std::process::id();
         let me = current_owner();
@@ -440,18 +443,24 @@ fn after_publish(seg: &Segment, entry: &PublisherEntry, published: u64) {
 }
 
 /// Wakes subscribers sleeping on the segment's futex, if any.
+///
+/// Costs a compiler fence and one plain load while nobody sleeps (in a
+/// process registered for the sleepers' membarrier; otherwise a `SeqCst`
+/// fence): see the wake-up protocol in [`crate::wait`].
 #[inline(always)]
 fn wake(seg: &Segment) {
     let h = seg.header();
-    // SeqCst fence: pairs with the SeqCst fence in a blocking subscriber's
-    // `sleep`. Our commit (a Release store) is ordered before the load
-    // below, so either we see the sleeper's increment, or its re-check
-    // after its fence sees our frame. (The ring's commit is a plain store
-    // precisely so that the ring costs no locked instruction; this fence
-    // is where the ipc layer pays for waking sleepers.)
-    std::sync::atomic::fence(Ordering::SeqCst);
-    // SeqCst: as the fence above.
-    if h.sleepers.load(Ordering::SeqCst) != 0 {
+    // Orders our commit (a Release store) before the `sleepers` load below
+    // against a sleeper's increment and re-check: a compiler fence that the
+    // sleeper's membarrier promotes to a full barrier, or a SeqCst fence
+    // pairing with the sleeper's (`wait::sleeper_barrier`). Either we see
+    // the sleeper's increment, or its re-check after its barrier sees our
+    // frame.
+    crate::wait::publisher_fence();
+    // Relaxed: ordered after our commit by the barrier above (see there);
+    // the value is only a hint whether to wake, and a sleeper counted in it
+    // re-checks the ring itself.
+    if h.sleepers.load(Ordering::Relaxed) != 0 {
         // SeqCst: a sleeper that read the old value returns from
         // FUTEX_WAIT at once.
         h.wake_seq.fetch_add(1, Ordering::SeqCst);

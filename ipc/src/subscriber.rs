@@ -10,7 +10,7 @@
 //! has checked intact after copying them (the per-slot seqlock). Reading in
 //! place would hand the caller bytes that can change under it.
 
-use std::sync::atomic::{fence, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,7 +26,7 @@ use crate::layout::{
     tombstone_taker, SubscriberEntry, FLAG_DURABLE, FREE, ORPHAN,
 };
 use crate::segment::{Segment, DURABLE_WAIT};
-use crate::wait::{futex_wait, WaitStrategy};
+use crate::wait::{futex_wait, sleeper_barrier, WaitStrategy, UNBARRIERED_SLICE};
 
 /// Options of a subscriber.
 #[derive(Debug, Clone)]
@@ -515,27 +515,30 @@ impl ShmSubscriber {
     /// passes, unless a frame arrives first (then it is in the buffer).
     pub fn sleep(&mut self, timeout: Duration) -> Result<u64, RecvError> {
         let h = self.seg.header();
-        // SeqCst: pairs with the SeqCst `sleepers` load in
-        // `ShmPublisher::wake` (see there).
+        // SeqCst: ordered before the re-check below by the barrier after
+        // it (see `wait::sleeper_barrier`); a publisher whose `sleepers`
+        // load comes after that barrier sees it.
         h.sleepers.fetch_add(1, Ordering::SeqCst);
         // SeqCst: read before the re-check, so a wake after it changes it.
         let observed = h.wake_seq.load(Ordering::SeqCst);
-        // SeqCst fence: pairs with the SeqCst fence in `ShmPublisher::wake`;
-        // orders the increment above before the re-check below against the
-        // publisher's commit and its `sleepers` load.
-        fence(Ordering::SeqCst);
+        // The sleeper's half of the wake-up protocol (`crate::wait`):
+        // orders the increment above before the re-check below against
+        // every publisher's commit and its `sleepers` load.
+        let barriered = sleeper_barrier();
         let result = self.poll();
         if result == Err(RecvError::Empty) {
             // A sleeper polls rarely: check for a stalled publisher on every
             // sleep, not every few hundred polls.
             self.check_stall();
-            futex_wait(
-                &self.seg.header().wake_seq,
-                observed,
-                timeout.min(self.stall_bound),
-            );
+            let mut slice = timeout.min(self.stall_bound);
+            if !barriered {
+                // A publisher may have missed our increment: sleep briefly.
+                slice = slice.min(UNBARRIERED_SLICE);
+            }
+            futex_wait(&self.seg.header().wake_seq, observed, slice);
         }
-        // SeqCst: pairs with the publisher's load; fewer needless wakes.
+        // SeqCst: pairs with nothing (publishers load `sleepers` Relaxed);
+        // a count still seen after we woke costs one needless wake.
         self.seg.header().sleepers.fetch_sub(1, Ordering::SeqCst);
         result
     }

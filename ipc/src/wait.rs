@@ -1,6 +1,46 @@
-//! Wait strategies, and the futex a blocking subscriber sleeps on.
+//! Wait strategies, the futex a blocking subscriber sleeps on, and the
+//! asymmetric barrier that lets publishers check for sleepers without a
+//! fence.
+//!
+//! # The wake-up protocol
+//!
+//! A publisher commits its frame (a Release store), then loads `sleepers`
+//! and, if it is not zero, bumps `wake_seq` and calls FUTEX_WAKE. A
+//! subscriber about to sleep increments `sleepers`, reads `wake_seq`,
+//! re-checks the ring and calls FUTEX_WAIT on the `wake_seq` it read. This
+//! is a store-buffering pattern (each side stores, then loads what the
+//! other stored): without a full barrier on *both* sides, the publisher's
+//! load of `sleepers` may be satisfied before its commit is visible while
+//! the subscriber's re-check misses the commit, and the wake is lost.
+//!
+//! The barrier on the publisher's side is the costly one (paid on every
+//! publish: an `mfence` or locked instruction on x86-64, even when nobody
+//! sleeps); the subscriber's side is paid only when it goes to sleep. So
+//! the barrier is asymmetric: a publisher issues only a compiler fence
+//! ([`publisher_fence`]), and a subscriber about to sleep calls
+//! [`sleeper_barrier`]: `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`,
+//! which returns only after every CPU running a thread of a process that
+//! registered with `MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED` has executed
+//! a full memory barrier (a CPU not running such a thread passed through a
+//! context switch, itself a full barrier). That promotes the publisher's
+//! compiler fence to a full fence at whatever point of its program the
+//! barrier hits: if the publisher's load of `sleepers` comes after that
+//! point, it sees the increment (stored before the syscall); if before, its
+//! commit, which precedes the load in program order and which the compiler
+//! fence keeps there, is visible to the subscriber's re-check after the
+//! syscall. Either way the wake is not lost (the loom model
+//! `wake_protocol_never_loses_a_wake` checks the protocol with both
+//! barriers as `SeqCst` fences).
+//!
+//! A publisher's process registers once ([`publisher_fence`] checks a
+//! flag set by [`register_publisher`]); where the kernel lacks the command
+//! (before 4.16) or a seccomp filter refuses it, the publisher keeps the
+//! `SeqCst` fence. A subscriber whose barrier call fails while the kernel
+//! supports the command (a publisher elsewhere may rely on it) cannot rule
+//! out a lost wake, so it sleeps in slices of [`UNBARRIERED_SLICE`].
 
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{compiler_fence, fence, AtomicBool, AtomicU32, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// How a subscriber waits when nothing is there.
@@ -66,5 +106,129 @@ pub fn futex_wake(word: &AtomicU32) {
             std::ptr::null::<u32>(),
             0u32,
         );
+    }
+}
+
+/// `membarrier` commands (`<linux/membarrier.h>`); libc names only the
+/// syscall.
+const MEMBARRIER_CMD_QUERY: libc::c_long = 0;
+const MEMBARRIER_CMD_GLOBAL_EXPEDITED: libc::c_long = 1 << 1;
+const MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED: libc::c_long = 1 << 2;
+
+/// How long a subscriber sleeps at most when its [`sleeper_barrier`]
+/// failed: a wake may then be lost, and this bounds how late it comes.
+pub const UNBARRIERED_SLICE: Duration = Duration::from_millis(1);
+
+/// Set once this process is registered for `MEMBARRIER_CMD_GLOBAL_EXPEDITED`;
+/// from then on its publishers skip the `SeqCst` fence.
+static PUBLISHER_REGISTERED: AtomicBool = AtomicBool::new(false);
+
+fn membarrier(cmd: libc::c_long) -> libc::c_long {
+    // SAFETY: membarrier takes two integer arguments (cmd, flags; a third,
+    // cpu_id, only for a flag we do not pass) and touches no user memory.
+    unsafe {
+        libc::syscall(
+            libc::SYS_membarrier,
+            cmd,
+            0 as libc::c_long,
+            0 as libc::c_long,
+        )
+    }
+}
+
+/// Whether the kernel offers `MEMBARRIER_CMD_GLOBAL_EXPEDITED` (asked once).
+pub fn global_expedited_supported() -> bool {
+    static SUPPORTED: OnceLock<bool> = OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        let mask = membarrier(MEMBARRIER_CMD_QUERY);
+        mask >= 0
+            && mask & MEMBARRIER_CMD_GLOBAL_EXPEDITED != 0
+            && mask & MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED != 0
+    })
+}
+
+/// Registers this process's threads for the subscribers' barrier, once;
+/// called before a publisher's first publish. Returns whether publishers of
+/// this process skip the `SeqCst` fence (false: the kernel lacks the
+/// command or refused it; they keep the fence).
+pub fn register_publisher() -> bool {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    *REGISTERED.get_or_init(|| {
+        let ok = global_expedited_supported()
+            && membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) == 0;
+        // Relaxed: the flag is read by this process's publishers, each
+        // created after this call returned (in this thread, or handed to
+        // another thread, which synchronises); the kernel-side registration
+        // completed before the syscall returned.
+        PUBLISHER_REGISTERED.store(ok, Ordering::Relaxed);
+        ok
+    })
+}
+
+/// The publisher's half of the wake-up protocol, between its commit and
+/// its load of `sleepers` (see the module docs): a compiler fence once
+/// this process is registered, a `SeqCst` fence otherwise.
+#[inline(always)]
+pub fn publisher_fence() {
+    // Relaxed: set once by `register_publisher` before any publisher of
+    // this process existed (see there).
+    if PUBLISHER_REGISTERED.load(Ordering::Relaxed) {
+        // Keeps the compiler from moving the `sleepers` load above the
+        // commit; the CPU's reordering is undone by the sleeper's
+        // membarrier, which runs a full barrier on this CPU.
+        compiler_fence(Ordering::SeqCst);
+    } else {
+        // SeqCst fence: pairs with the SeqCst fence in `sleeper_barrier`
+        // (the classic symmetric protocol).
+        fence(Ordering::SeqCst);
+    }
+}
+
+/// The sleeper's half of the wake-up protocol, between its increment of
+/// `sleepers` and its re-check of the ring. Returns false when a wake may
+/// be lost (the kernel supports the barrier, so a publisher may rely on it,
+/// but this call failed): the caller then sleeps at most
+/// [`UNBARRIERED_SLICE`].
+pub fn sleeper_barrier() -> bool {
+    // SeqCst fence: pairs with the SeqCst fence of a publisher that could
+    // not register (`publisher_fence`).
+    fence(Ordering::SeqCst);
+    if !global_expedited_supported() {
+        // No publisher on this kernel can have registered: all of them
+        // fence, and the fence above pairs with theirs.
+        return true;
+    }
+    // Forces a full barrier on every CPU running a registered publisher
+    // (pairs with their compiler fence in `publisher_fence`).
+    membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Registration is asked once and agrees with what the kernel offers;
+    /// the sleeper's barrier then succeeds (where the kernel offers the
+    /// command and no filter refuses it, as on the machines this runs on).
+    #[test]
+    fn publisher_registration_follows_kernel_support_and_sleeper_barrier_works() {
+        let registered = register_publisher();
+        assert_eq!(
+            register_publisher(),
+            registered,
+            "registration is asked once"
+        );
+        if registered {
+            assert!(global_expedited_supported());
+            // Relaxed: set by this thread's `register_publisher` above.
+            assert!(PUBLISHER_REGISTERED.load(Ordering::Relaxed));
+        }
+        assert!(
+            sleeper_barrier() || global_expedited_supported(),
+            "without kernel support the sleeper's fence is enough"
+        );
+        if registered {
+            assert!(sleeper_barrier(), "membarrier(GLOBAL_EXPEDITED) failed");
+        }
     }
 }
