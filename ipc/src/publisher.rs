@@ -8,8 +8,11 @@ use zerocast_core::broadcast::{BroadcastHeader, Claim, GatingCache, PublishError
 use zerocast_core::frame::{self, Body, FrameHeader, Heartbeat, HEADER_WORDS};
 use zerocast_core::storage::Raw;
 
+use crate::config::Producers;
 use crate::error::{Error, Result};
-use crate::layout::{current_owner, now_ns, store_name, PublisherEntry, FREE, MAX_PUBLISHERS};
+use crate::layout::{
+    current_owner, now_ns, owner_pid, store_name, PublisherEntry, FREE, MAX_PUBLISHERS,
+};
 use crate::segment::{Segment, STALL_BOUND};
 use crate::wait::futex_wake;
 
@@ -115,19 +118,35 @@ impl ShmPublisher {
         let pid = std::process::id();
         let me = current_owner();
         let h = seg.header();
-        let entry = h
-            .publishers
+        // A single-producer topic has one publisher entry, the first: taking
+        // it is what makes a publisher the only one (a dead holder's entry
+        // was freed by `reap` above, so its place is taken over).
+        let single = seg.producers() == Producers::Single;
+        let usable = if single { 1 } else { MAX_PUBLISHERS };
+        let entry = h.publishers[..usable]
             .iter()
             .position(|p| {
                 // AcqRel: claims the entry; pairs with the Acquire owner
-                // loads of readers of the table. Only a FREE entry: never
-                // one a reaper holds.
+                // loads of readers of the table, and with the Release store
+                // of FREE by its previous holder: on a single-producer
+                // topic, that holder's claims happen before ours. Only a
+                // FREE entry: never one a reaper holds.
                 p.pid
                     .compare_exchange(FREE, me, Ordering::AcqRel, Ordering::Relaxed)
                     .is_ok()
             })
-            .ok_or_else(|| Error::PublisherTableFull {
-                topic: seg.topic().to_owned(),
+            .ok_or_else(|| {
+                if single {
+                    Error::SinglePublisherTaken {
+                        topic: seg.topic().to_owned(),
+                        // Relaxed: only named in the error.
+                        pid: owner_pid(h.publishers[0].pid.load(Ordering::Relaxed)),
+                    }
+                } else {
+                    Error::PublisherTableFull {
+                        topic: seg.topic().to_owned(),
+                    }
+                }
             })?;
         let e = &h.publishers[entry];
         // Relaxed: our own entry; monitors read these as hints.

@@ -20,6 +20,7 @@ use zerocast_core::frame::{
     MAX_FRAME_WORDS,
 };
 
+use crate::config::Producers;
 use crate::error::{Error, Result};
 use crate::layout::{
     current_owner, is_tombstone, name_is, now_ns, owner_alive, owner_pid, store_name, tombstone,
@@ -256,6 +257,16 @@ impl ShmSubscriber {
         me: u64,
         options: &SubscriberOptions,
     ) -> Result<(usize, ReadCursor)> {
+        if options.gating
+            && seg.producers() == Producers::Single
+            && !crate::wait::registration_barrier_works()
+        {
+            // The publisher may claim with only a compiler fence, trusting
+            // every registration to run the barrier (see `wait`).
+            return Err(Error::NoRegistrationBarrier {
+                topic: seg.topic().to_owned(),
+            });
+        }
         let h = seg.header();
         let entry = h
             .subscribers

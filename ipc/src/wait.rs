@@ -203,6 +203,42 @@ pub fn sleeper_barrier() -> bool {
     membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) == 0
 }
 
+/// The registration barrier of a single-producer topic
+/// ([`SingleProducer::registration_barrier`](zerocast_core::broadcast::SingleProducer::registration_barrier)):
+/// forces a full barrier on every CPU running a registered publisher, whose
+/// claim then needs only a compiler fence. A no-op where the kernel lacks
+/// the command (no publisher can have registered; all of them fence). A
+/// gating subscriber checks [`registration_barrier_works`] before it
+/// registers, so a failure here is not expected.
+pub fn registration_barrier() {
+    if global_expedited_supported() {
+        let ok = membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) == 0;
+        debug_assert!(ok, "membarrier(GLOBAL_EXPEDITED) failed after it worked");
+    }
+}
+
+/// Whether [`registration_barrier`] does its job in this process: the
+/// kernel lacks the command (then publishers fence), or the command
+/// succeeds here (asked once).
+pub fn registration_barrier_works() -> bool {
+    static WORKS: OnceLock<bool> = OnceLock::new();
+    *WORKS.get_or_init(|| {
+        !global_expedited_supported() || membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) == 0
+    })
+}
+
+/// The single-producer mode of a ring in this process: its claims use the
+/// compiler fence when this process is registered (publishers register
+/// when they are created; here, when the segment is opened, so that the
+/// mode is fixed before any claim), and its registrations run
+/// [`registration_barrier`].
+pub fn single_producer_mode() -> zerocast_core::broadcast::SingleProducer {
+    zerocast_core::broadcast::SingleProducer {
+        asymmetric: register_publisher(),
+        registration_barrier,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
