@@ -1126,7 +1126,7 @@ fn single_producer_claim_racing_a_registration_is_given_up_not_overwritten() {
             match ring.try_recv(&mut cursor, &mut out) {
                 Ok(seq) => assert_intact(seq, &out),
                 Err(TryRecvError::Lost(s)) => assert!(
-                    outcomes.iter().any(|o| *o == Some(Err(PublishError::Full))),
+                    outcomes.contains(&Some(Err(PublishError::Full))),
                     "Lost({s}) without a claim given up"
                 ),
                 Err(TryRecvError::Empty | TryRecvError::Pending(_)) => thread::yield_now(),

@@ -33,8 +33,8 @@ use zerocast_core::frame::{
     self, id::id, Body, Direction, FrameBuf, Level, MarketL2, TradeEvent, L2_DEPTH,
 };
 use zerocast_ipc::{
-    Bus, Config, GatingPolicy, Publisher, PublisherOptions, RecvError, Start, SubscriberOptions,
-    TopicConfig, TopicKind, Transport, WaitStrategy,
+    Bus, Config, GatingPolicy, Producers, Publisher, PublisherOptions, RecvError, Start,
+    SubscriberOptions, TopicConfig, TopicKind, Transport, WaitStrategy,
 };
 
 #[derive(Parser, Debug)]
@@ -228,6 +228,10 @@ fn bus_for(namespace: &str, transport: &str, kind: &str) -> Bus {
     } else {
         Transport::Shm
     };
+    // "shm-single": a single-producer topic (claims by plain store).
+    if transport == "shm-single" {
+        topic.producers = Producers::Single;
+    }
     Bus::new(Config {
         namespace: namespace.to_owned(),
         topics: vec![topic],
@@ -294,7 +298,7 @@ fn wait_does(transport: &str, wait: &str) -> &'static str {
     match (transport, wait) {
         (_, "spin") => "busy-polls, never pauses",
         (_, "yield") => "polls 100 times, then yields the CPU between polls",
-        ("shm" | "shm-gating", "block") => {
+        ("shm" | "shm-gating" | "shm-single", "block") => {
             "polls 100 times, then sleeps on the segment's futex (re-checks every 20 ms); the publisher wakes it with futex_wake"
         }
         ("iox", "block") => {
@@ -1347,6 +1351,8 @@ fn run_all(args: AllArgs) {
             ("shm", 32),
             ("shm-gating", 1),
             ("shm-gating", 32),
+            ("shm-single", 1),
+            ("shm-single", 32),
             ("iox", 1),
             ("iox", 32),
             ("iox-plain", 1),
@@ -1672,6 +1678,8 @@ mod tests {
                 ("shm", 32),
                 ("shm-gating", 1),
                 ("shm-gating", 32),
+                ("shm-single", 1),
+                ("shm-single", 32),
                 ("iox", 1),
                 ("iox", 32),
                 ("iox-plain", 1),
