@@ -119,6 +119,11 @@ const MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED: libc::c_long = 1 << 2;
 /// failed: a wake may then be lost, and this bounds how late it comes.
 pub const UNBARRIERED_SLICE: Duration = Duration::from_millis(1);
 
+/// Environment variable: `1` makes this process's publishers keep the
+/// `SeqCst` wake fence (and claim single-producer rings with a `SeqCst`
+/// fence) instead of relying on the sleepers' membarrier.
+pub const WAKE_FENCE_ENV: &str = "ZEROCAST_WAKE_FENCE";
+
 /// Set once this process is registered for `MEMBARRIER_CMD_GLOBAL_EXPEDITED`;
 /// from then on its publishers skip the `SeqCst` fence.
 static PUBLISHER_REGISTERED: AtomicBool = AtomicBool::new(false);
@@ -154,7 +159,12 @@ pub fn global_expedited_supported() -> bool {
 pub fn register_publisher() -> bool {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
     *REGISTERED.get_or_init(|| {
-        let ok = global_expedited_supported()
+        // ZEROCAST_WAKE_FENCE=1 keeps this process's publishers on the
+        // SeqCst fence, as on a kernel without the command: to test that
+        // path, and to measure what the fence costs.
+        let forced_fence = std::env::var_os(WAKE_FENCE_ENV).is_some_and(|v| v == "1");
+        let ok = !forced_fence
+            && global_expedited_supported()
             && membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) == 0;
         // Relaxed: the flag is read by this process's publishers, each
         // created after this call returned (in this thread, or handed to

@@ -234,3 +234,82 @@ fn producers_key_is_read_from_the_config_file() {
         .to_string();
     assert!(err.contains("producers") || err.contains("two"), "{err}");
 }
+
+/// The fallback where publishers cannot rely on the sleepers' membarrier
+/// (a kernel without `MEMBARRIER_CMD_GLOBAL_EXPEDITED`, forced here with
+/// `ZEROCAST_WAKE_FENCE=1` in a child run of this test): publishers keep
+/// the SeqCst wake fence and claim single-producer rings with a SeqCst
+/// fence, and a blocking subscriber is still woken, many times over.
+#[test]
+fn wake_fence_fallback_still_wakes_a_blocking_subscriber() {
+    use zerocast_ipc::wait::{register_publisher, WAKE_FENCE_ENV};
+    if std::env::var_os(WAKE_FENCE_ENV).is_none() {
+        let name = "wake_fence_fallback_still_wakes_a_blocking_subscriber";
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", name, "--nocapture", "--test-threads=1"])
+            .env(WAKE_FENCE_ENV, "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "child run failed: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    assert!(!register_publisher(), "the env var keeps the fence");
+    blocking_rounds("fence", false);
+}
+
+/// The same rounds with the membarrier protocol (where the kernel has it).
+#[test]
+fn single_producer_topic_wakes_a_blocking_subscriber_every_round() {
+    let registered = zerocast_ipc::wait::register_publisher();
+    blocking_rounds("membarrier", registered);
+}
+
+/// `rounds` times: the subscriber goes to sleep, the publisher publishes
+/// once it is counted a sleeper, the subscriber must get the frame.
+fn blocking_rounds(test: &str, asymmetric: bool) {
+    let bus = bus(test, Producers::Single);
+    let seg = bus.segment("trades").unwrap();
+    assert_eq!(
+        seg.ring().single_producer().map(|m| m.asymmetric),
+        Some(asymmetric)
+    );
+    let mut sub = bus
+        .subscriber(
+            "trades",
+            SubscriberOptions {
+                wait: WaitStrategy::Blocking { spins: 0 },
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let rounds = 200u64;
+    let seg2 = std::sync::Arc::clone(&seg);
+    let b2 = bus.clone();
+    let publisher = std::thread::spawn(move || {
+        let mut p = b2.publisher("trades").unwrap();
+        for i in 0..rounds {
+            // Relaxed: only a hint of when to publish (the subscriber is
+            // about to sleep); the frame is synchronised by the ring.
+            while seg2.header().sleepers.load(Ordering::Relaxed) == 0 {
+                std::hint::spin_loop();
+            }
+            p.publish(&trade(i)).unwrap();
+            // Wait until it took the frame before the next round.
+            while seg2.header().sleepers.load(Ordering::Relaxed) != 0 {
+                std::hint::spin_loop();
+            }
+        }
+    });
+    for i in 0..rounds {
+        let f = sub.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(f.seq, i);
+    }
+    publisher.join().unwrap();
+    drop((sub, seg));
+    bus.remove_segments();
+}
