@@ -100,7 +100,7 @@ struct ChildArgs {
     /// latency or count.
     #[arg(long)]
     role: String,
-    /// shm, shm-gating, iox (zerocast's adapter) or iox-plain.
+    /// shm, shm-gating, shm-single (a single-producer topic), iox (zerocast's adapter) or iox-plain.
     #[arg(long)]
     transport: String,
     /// trade or l2.
