@@ -476,9 +476,10 @@ fn wake(seg: &Segment) {
     // the sleeper's increment, or its re-check after its barrier sees our
     // frame.
     crate::wait::publisher_fence();
-    // Relaxed: ordered after our commit by the barrier above (see there);
-    // the value is only a hint whether to wake, and a sleeper counted in it
-    // re-checks the ring itself.
+    // Relaxed: the barrier above does the ordering (a SeqCst fence puts
+    // this load after the fences' total order point; a membarrier forbids
+    // the CPU to satisfy it before our commit is visible); nothing else is
+    // published with the value.
     if h.sleepers.load(Ordering::Relaxed) != 0 {
         // SeqCst: a sleeper that read the old value returns from
         // FUTEX_WAIT at once.
