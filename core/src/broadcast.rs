@@ -14,7 +14,8 @@
 //! # The algorithm
 //!
 //! **Claim.** A producer takes sequence `s` with one `fetch_add` on the claim
-//! counter (wait-free). While any gating consumer is registered, producers
+//! counter (wait-free; a single-producer ring uses a plain store instead,
+//! see "Single-producer mode"). While any gating consumer is registered, producers
 //! claim with a compare-and-swap instead, after checking that `s` does not
 //! overwrite a slot a gating consumer still needs (lock-free); when the last
 //! one leaves, claims are wait-free again.
