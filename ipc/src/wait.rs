@@ -56,7 +56,9 @@ pub enum WaitStrategy {
     /// Poll `spins` times, then sleep in the kernel on the segment's futex
     /// word until a publisher wakes it: no CPU while idle, woken within
     /// microseconds (one futex wake syscall on the publisher's side, paid only
-    /// while some subscriber sleeps).
+    /// while some subscriber sleeps). Each time it goes to sleep it issues
+    /// one `membarrier` (see the module docs), which interrupts the CPUs
+    /// running publisher threads once, so that publishes need no fence.
     Blocking {
         /// Polls before sleeping.
         spins: u32,
