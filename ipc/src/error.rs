@@ -164,8 +164,9 @@ pub enum Error {
         asked: crate::config::Producers,
     },
     /// A gating subscriber of a single-producer topic needs
-    /// `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`, which the kernel
-    /// offers but refused this process (a seccomp filter?).
+    /// `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`, which was refused to
+    /// this process (a seccomp filter, or a kernel without `membarrier`:
+    /// the two look alike from inside).
     NoRegistrationBarrier {
         /// Topic name.
         topic: String,
@@ -360,7 +361,7 @@ impl std::fmt::Display for Error {
             ),
             Self::NoRegistrationBarrier { topic } => write!(
                 f,
-                "topic {topic} is a single-producer topic: a gating subscriber needs membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED), which this kernel offers but refused this process (a seccomp filter?); allow it, or make the topic producers = \"many\""
+                "topic {topic} is a single-producer topic: a gating subscriber needs membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED), which was refused to this process (a seccomp filter? or a kernel built without membarrier); allow it, or make the topic producers = \"many\""
             ),
             Self::PublisherTableFull { topic } => write!(
                 f,

@@ -36,8 +36,12 @@
 //! flag set by [`register_publisher`]); where the kernel lacks the command
 //! (before 4.16) or a seccomp filter refuses it, the publisher keeps the
 //! `SeqCst` fence. A subscriber whose barrier call fails while the kernel
-//! supports the command (a publisher elsewhere may rely on it) cannot rule
-//! out a lost wake, so it sleeps in slices of [`UNBARRIERED_SLICE`].
+//! supports the command, or whose process is refused `membarrier`
+//! altogether (a seccomp filter; its query fails, and that looks the same
+//! as a kernel built without the call), cannot rule out a publisher
+//! elsewhere relying on the barrier, nor a lost wake: it sleeps in slices
+//! of [`UNBARRIERED_SLICE`]. For the same reason such a process may not
+//! register a gating subscriber on a single-producer topic.
 
 use std::sync::atomic::{compiler_fence, fence, AtomicBool, AtomicU32, Ordering};
 use std::sync::OnceLock;
@@ -143,15 +147,40 @@ fn membarrier(cmd: libc::c_long) -> libc::c_long {
     }
 }
 
-/// Whether the kernel offers `MEMBARRIER_CMD_GLOBAL_EXPEDITED` (asked once).
-pub fn global_expedited_supported() -> bool {
-    static SUPPORTED: OnceLock<bool> = OnceLock::new();
-    *SUPPORTED.get_or_init(|| {
+/// What this process learnt of `MEMBARRIER_CMD_GLOBAL_EXPEDITED` (asked once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Support {
+    /// The kernel offers the command (and its registration).
+    Offered,
+    /// The kernel answered the query without the command: no process on
+    /// this kernel can have registered, so every publisher fences.
+    Absent,
+    /// The query itself failed (a seccomp filter refusing `membarrier` to
+    /// this process, or a kernel built without it; the two look alike):
+    /// publishers in other processes may have registered.
+    Unknown,
+}
+
+fn support() -> Support {
+    static SUPPORT: OnceLock<Support> = OnceLock::new();
+    *SUPPORT.get_or_init(|| {
         let mask = membarrier(MEMBARRIER_CMD_QUERY);
-        mask >= 0
-            && mask & MEMBARRIER_CMD_GLOBAL_EXPEDITED != 0
+        if mask < 0 {
+            Support::Unknown
+        } else if mask & MEMBARRIER_CMD_GLOBAL_EXPEDITED != 0
             && mask & MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED != 0
+        {
+            Support::Offered
+        } else {
+            Support::Absent
+        }
     })
+}
+
+/// Whether the kernel offers `MEMBARRIER_CMD_GLOBAL_EXPEDITED` to this
+/// process (asked once).
+pub fn global_expedited_supported() -> bool {
+    support() == Support::Offered
 }
 
 /// Registers this process's threads for the subscribers' barrier, once;
@@ -205,14 +234,17 @@ pub fn sleeper_barrier() -> bool {
     // SeqCst fence: pairs with the SeqCst fence of a publisher that could
     // not register (`publisher_fence`).
     fence(Ordering::SeqCst);
-    if !global_expedited_supported() {
+    match support() {
         // No publisher on this kernel can have registered: all of them
         // fence, and the fence above pairs with theirs.
-        return true;
+        Support::Absent => true,
+        // Forces a full barrier on every CPU running a registered
+        // publisher (pairs with their compiler fence in `publisher_fence`).
+        Support::Offered => membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) == 0,
+        // Refused to us, not necessarily to publishers elsewhere, which
+        // may have registered and skip their fence: a wake may be lost.
+        Support::Unknown => false,
     }
-    // Forces a full barrier on every CPU running a registered publisher
-    // (pairs with their compiler fence in `publisher_fence`).
-    membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) == 0
 }
 
 /// The registration barrier of a single-producer topic
@@ -231,11 +263,17 @@ pub fn registration_barrier() {
 
 /// Whether [`registration_barrier`] does its job in this process: the
 /// kernel lacks the command (then publishers fence), or the command
-/// succeeds here (asked once).
+/// succeeds here (asked once). False where `membarrier` is refused to this
+/// process altogether (a publisher elsewhere may still rely on it).
 pub fn registration_barrier_works() -> bool {
     static WORKS: OnceLock<bool> = OnceLock::new();
     *WORKS.get_or_init(|| {
-        !global_expedited_supported() || membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) == 0
+        match support() {
+            Support::Absent => true,
+            Support::Offered => membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) == 0,
+            // A publisher elsewhere may rely on a barrier we cannot run.
+            Support::Unknown => false,
+        }
     })
 }
 
@@ -278,5 +316,110 @@ mod tests {
         if registered {
             assert!(sleeper_barrier(), "membarrier(GLOBAL_EXPEDITED) failed");
         }
+    }
+
+    /// Set in the child run of
+    /// `regression_membarrier_refused_to_this_process_is_not_taken_for_no_kernel_support`.
+    const SECCOMP_CHILD_ENV: &str = "ZEROCAST_TEST_MEMBARRIER_REFUSED";
+
+    /// Refuses `membarrier` to the calling thread with EPERM (a seccomp
+    /// filter, as a container or service manager may install).
+    fn refuse_membarrier() {
+        const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+        const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+        const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+        let filter = [
+            // seccomp_data.nr
+            libc::sock_filter {
+                code: LD_W_ABS,
+                jt: 0,
+                jf: 0,
+                k: 0,
+            },
+            libc::sock_filter {
+                code: JEQ_K,
+                jt: 0,
+                jf: 1,
+                k: libc::SYS_membarrier as u32,
+            },
+            libc::sock_filter {
+                code: RET_K,
+                jt: 0,
+                jf: 0,
+                k: libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
+            },
+            libc::sock_filter {
+                code: RET_K,
+                jt: 0,
+                jf: 0,
+                k: libc::SECCOMP_RET_ALLOW,
+            },
+        ];
+        let prog = libc::sock_fprog {
+            len: filter.len() as u16,
+            filter: filter.as_ptr() as *mut libc::sock_filter,
+        };
+        // SAFETY: prctl with integer arguments; PR_SET_SECCOMP reads the
+        // filter program, which outlives the call.
+        unsafe {
+            assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+            assert_eq!(
+                libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER,
+                    &prog as *const libc::sock_fprog,
+                ),
+                0,
+                "installing the seccomp filter failed"
+            );
+        }
+    }
+
+    /// A process refused `membarrier` (seccomp) on a kernel that offers it
+    /// must not conclude that no publisher relies on it: a publisher in
+    /// another process may have registered and publish with a compiler
+    /// fence only. Its sleeper barrier must report failure (so that it
+    /// sleeps in short slices), and a gating registration on a
+    /// single-producer topic must be refused.
+    #[test]
+    fn regression_membarrier_refused_to_this_process_is_not_taken_for_no_kernel_support() {
+        if std::env::var_os(SECCOMP_CHILD_ENV).is_some() {
+            refuse_membarrier();
+            assert!(
+                !sleeper_barrier(),
+                "sleeper barrier claimed success without membarrier"
+            );
+            assert!(
+                !registration_barrier_works(),
+                "registration barrier claimed to work without membarrier"
+            );
+            return;
+        }
+        if !register_publisher() {
+            // The kernel (or our own sandbox) does not offer the command:
+            // no publisher here could rely on it.
+            return;
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "wait::tests::regression_membarrier_refused_to_this_process_is_not_taken_for_no_kernel_support",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(SECCOMP_CHILD_ENV, "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "child run failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+            "the child ran no test: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
     }
 }
