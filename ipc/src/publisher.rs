@@ -84,9 +84,17 @@ pub struct PublisherOptions {
 
 /// Publishes frames to one topic over shared memory. Up to
 /// [`MAX_PUBLISHERS`] per topic; all share one gapless sequence.
+///
+/// A publisher belongs to the process that created it: a forked child must
+/// not publish through one it inherited (on a single-producer topic that
+/// would make two producers), and dropping it there leaves the parent's
+/// entry alone.
 pub struct ShmPublisher {
     seg: Arc<Segment>,
     entry: usize,
+    /// Our owner word in the publisher table (`current_owner()` at
+    /// creation): names the process the entry belongs to.
+    owner: u64,
     cache: GatingCache,
     policy: GatingPolicy,
     heartbeats: HeartbeatSource,
@@ -165,6 +173,7 @@ impl ShmPublisher {
         Ok(Self {
             seg,
             entry,
+            owner: me,
             cache: GatingCache::default(),
             policy: options.gating,
             heartbeats: HeartbeatSource::new(&name),
@@ -442,11 +451,23 @@ impl ShmPublisher {
 
 impl Drop for ShmPublisher {
     fn drop(&mut self) {
+        if owner_pid(self.owner) != std::process::id() {
+            // A copy inherited by a forked child: the entry (and any open
+            // loan) is the parent's, which still publishes through it.
+            return;
+        }
         // A forgotten loan is finished while the entry is still ours.
         self.finish_forgotten_loan();
-        // Release: pairs with Acquire owner loads; our last frames were
-        // committed before the entry is freed.
-        self.entry().pid.store(FREE, Ordering::Release);
+        // Release on success: pairs with Acquire owner loads; our last
+        // frames were committed before the entry is freed. A CAS, not a
+        // store: an entry no longer ours (reaped) is someone else's.
+        // Relaxed on failure: nothing to order.
+        let _ = self.entry().pid.compare_exchange(
+            self.owner,
+            FREE,
+            Ordering::Release,
+            Ordering::Relaxed,
+        );
     }
 }
 

@@ -313,3 +313,38 @@ fn blocking_rounds(test: &str, asymmetric: bool) {
     drop((sub, seg));
     bus.remove_segments();
 }
+
+/// A forked child that drops the publisher it inherited (a child that runs
+/// to its end, or unwinds) must not free the parent's publisher entry: on
+/// a single-producer topic a second publisher would then take it while the
+/// parent still publishes, and two producers claiming by plain store
+/// corrupt the ring.
+#[test]
+fn regression_forked_child_dropping_an_inherited_publisher_keeps_the_single_entry() {
+    let bus = bus("forkdrop", Producers::Single);
+    let mut first = bus.publisher("trades").unwrap();
+    assert_eq!(first.publish(&trade(0)).unwrap(), 0);
+    // SAFETY: the child only drops the publisher (atomic stores into the
+    // shared mapping, an Arc decrement, frees through the fork-safe
+    // allocator) and leaves with _exit, running nothing else.
+    let child = unsafe { libc::fork() };
+    assert!(child >= 0, "fork failed");
+    if child == 0 {
+        drop(first);
+        // SAFETY: ends the child without running the parent's atexit
+        // handlers or test harness.
+        unsafe { libc::_exit(0) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child forked above.
+    assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+    match bus.publisher("trades") {
+        Err(Error::SinglePublisherTaken { pid, .. }) => assert_eq!(pid, std::process::id()),
+        Ok(_) => panic!("a second publisher took the live parent's single-producer entry"),
+        Err(other) => panic!("expected SinglePublisherTaken, got {other:?}"),
+    }
+    assert_eq!(first.publish(&trade(1)).unwrap(), 1);
+    drop(first);
+    bus.remove_segments();
+}
