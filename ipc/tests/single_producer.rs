@@ -4,14 +4,14 @@
 //! blocking) served as on any topic.
 
 use std::process::Command;
-use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use zerocast_core::broadcast::GatingCache;
 use zerocast_core::frame::{id::id, Direction, TradeEvent};
 use zerocast_ipc::{
-    layout, Bus, Config, Error, Producers, RecvError, Start, SubscriberOptions, TopicConfig,
-    TopicKind, WaitStrategy,
+    layout, Bus, Config, Error, Producers, RecvError, ShmSubscriber, Start, SubscriberOptions,
+    TopicConfig, TopicKind, WaitStrategy,
 };
 
 fn bus(test: &str, producers: Producers) -> Bus {
@@ -270,44 +270,76 @@ fn single_producer_topic_wakes_a_blocking_subscriber_every_round() {
 }
 
 /// `rounds` times: the subscriber goes to sleep, the publisher publishes
-/// once it is counted a sleeper, the subscriber must get the frame.
+/// once it is counted a sleeper, the subscriber must be woken by it. Each
+/// sleep is one `ShmSubscriber::sleep` of `SLEEP`, with a stall bound
+/// longer than that: only a wake-up ends it early. (Through `Subscriber`
+/// the sleeps are cut into 20 ms slices, and a build that never wakes
+/// would pass, slowly.) A sleep that lasts its whole `SLEEP` is a lost
+/// wake: a liveness bound with seconds of margin, not a timing figure.
 fn blocking_rounds(test: &str, asymmetric: bool) {
+    const SLEEP: Duration = Duration::from_secs(5);
     let bus = bus(test, Producers::Single);
     let seg = bus.segment("trades").unwrap();
     assert_eq!(
         seg.ring().single_producer().map(|m| m.asymmetric),
         Some(asymmetric)
     );
-    let mut sub = bus
-        .subscriber(
-            "trades",
-            SubscriberOptions {
-                wait: WaitStrategy::Blocking { spins: 0 },
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let mut sub = ShmSubscriber::new(
+        std::sync::Arc::clone(&seg),
+        &SubscriberOptions {
+            wait: WaitStrategy::Blocking { spins: 0 },
+            stall_bound: Duration::from_secs(60),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let rounds = 200u64;
     let seg2 = std::sync::Arc::clone(&seg);
     let b2 = bus.clone();
+    // Rounds the subscriber has finished (its sleep of the round over).
+    let taken = std::sync::Arc::new(AtomicU64::new(0));
+    let taken2 = std::sync::Arc::clone(&taken);
     let publisher = std::thread::spawn(move || {
         let mut p = b2.publisher("trades").unwrap();
         for i in 0..rounds {
+            // Acquire: pairs with the subscriber's Release store; its
+            // previous sleep (and its `sleepers` decrement) is over.
+            while taken2.load(Ordering::Acquire) != i {
+                std::hint::spin_loop();
+            }
             // Relaxed: only a hint of when to publish (the subscriber is
-            // about to sleep); the frame is synchronised by the ring.
+            // about to sleep, or asleep); the frame is synchronised by
+            // the ring.
             while seg2.header().sleepers.load(Ordering::Relaxed) == 0 {
                 std::hint::spin_loop();
             }
             p.publish(&trade(i)).unwrap();
-            // Wait until it took the frame before the next round.
-            while seg2.header().sleepers.load(Ordering::Relaxed) != 0 {
-                std::hint::spin_loop();
-            }
         }
     });
     for i in 0..rounds {
-        let f = sub.recv_timeout(Duration::from_secs(10)).unwrap();
-        assert_eq!(f.seq, i);
+        let started = Instant::now();
+        let seq = match sub.sleep(SLEEP) {
+            Ok(seq) => seq,
+            Err(RecvError::Empty) => {
+                assert!(
+                    started.elapsed() < SLEEP,
+                    "round {i}: slept the whole {SLEEP:?}: the publisher's wake was lost"
+                );
+                // Woken (or a spurious return): the frame is there, or
+                // comes at once.
+                loop {
+                    match sub.poll() {
+                        Ok(seq) => break seq,
+                        Err(RecvError::Empty) => std::hint::spin_loop(),
+                        Err(e) => panic!("round {i}: {e}"),
+                    }
+                }
+            }
+            Err(e) => panic!("round {i}: {e}"),
+        };
+        assert_eq!(seq, i);
+        // Release: pairs with the publisher's Acquire load.
+        taken.store(i + 1, Ordering::Release);
     }
     publisher.join().unwrap();
     drop((sub, seg));
