@@ -380,3 +380,51 @@ fn regression_forked_child_dropping_an_inherited_publisher_keeps_the_single_entr
     drop(first);
     bus.remove_segments();
 }
+
+/// A publisher that died between its claim store and recording the
+/// sequence in flight (the reaper knows nothing to declare): subscribers
+/// still resolve the sequence as lost (after the stall bound), and its
+/// successor writes the slot's next laps.
+#[test]
+fn single_producer_topic_resolves_a_dead_publishers_unrecorded_claim() {
+    let bus = bus("deadnorec", Producers::Single);
+    let seg = bus.segment("trades").unwrap();
+    let mut sub = bus
+        .subscriber(
+            "trades",
+            SubscriberOptions {
+                start: Start::Oldest,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    {
+        let mut first = bus.publisher("trades").unwrap();
+        assert_eq!(first.publish(&trade(0)).unwrap(), 0);
+    }
+    let mut gone = Command::new("true").spawn().unwrap();
+    let dead = layout::owner_of(gone.id()).unwrap_or(layout::owner_word(gone.id(), 1));
+    gone.wait().unwrap();
+    let entry = &seg.header().publishers[0];
+    let claim = seg.ring().try_claim(&mut GatingCache::default()).unwrap();
+    assert_eq!(claim.seq(), 1);
+    std::mem::forget(claim);
+    // Release: as a publisher's registration publishes its entry.
+    entry.pid.store(dead, Ordering::Release);
+    let mut next = bus.publisher("trades").unwrap();
+    assert_eq!(next.publish(&trade(2)).unwrap(), 2);
+    let got = |sub: &mut zerocast_ipc::Subscriber| {
+        sub.recv_timeout(Duration::from_secs(5)).map(|f| f.seq)
+    };
+    assert_eq!(got(&mut sub), Ok(0));
+    assert_eq!(got(&mut sub), Err(RecvError::Lost(1)));
+    assert_eq!(got(&mut sub), Ok(2));
+    // And a lap later the publisher can still write slot 1's next lap.
+    for i in 3..(seg.ring().capacity() + 5) {
+        assert_eq!(next.publish(&trade(i)).unwrap(), i);
+    }
+    drop(next);
+    drop(sub);
+    drop(seg);
+    bus.remove_segments();
+}
