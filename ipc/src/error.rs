@@ -345,6 +345,10 @@ impl std::fmt::Display for Error {
                 f,
                 "topic {topic}: size {size} bytes is too small, at least {needed} needed"
             ),
+            Self::SinglePublisherTaken { topic, pid: 0 } => write!(
+                f,
+                "topic {topic} is a single-producer topic (producers = \"single\") and its one publisher entry is busy: a process is reaping a dead publisher from it, or it was freed just now; retry"
+            ),
             Self::SinglePublisherTaken { topic, pid } => write!(
                 f,
                 "topic {topic} is a single-producer topic (producers = \"single\") and already has a live publisher (pid {pid}); stop that one first, or make the topic producers = \"many\""

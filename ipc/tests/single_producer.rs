@@ -428,3 +428,30 @@ fn single_producer_topic_resolves_a_dead_publishers_unrecorded_claim() {
     drop(seg);
     bus.remove_segments();
 }
+
+/// A single-producer topic whose one entry a reaper holds (a tombstone
+/// naming a live reaper) is not "taken by a live publisher (pid 0)": the
+/// error says the entry is being reaped and to retry.
+#[test]
+fn regression_single_publisher_entry_held_by_a_reaper_is_not_reported_as_pid_0() {
+    let bus = bus("reaping", Producers::Single);
+    let seg = bus.segment("trades").unwrap();
+    let entry = &seg.header().publishers[0];
+    // Release: as a reaper's take of the entry (ourselves: alive, so
+    // nobody takes it over).
+    entry.pid.store(
+        layout::tombstone(layout::current_owner()),
+        Ordering::Release,
+    );
+    let err = bus.publisher("trades").unwrap_err();
+    let text = err.to_string();
+    assert!(
+        !text.contains("pid 0") && text.contains("retry"),
+        "unclear error: {text}"
+    );
+    // Release: frees the entry again, as the reaper would.
+    entry.pid.store(layout::FREE, Ordering::Release);
+    assert!(bus.publisher("trades").is_ok());
+    drop(seg);
+    bus.remove_segments();
+}
