@@ -171,6 +171,15 @@ pub enum Error {
         /// Topic name.
         topic: String,
     },
+    /// A publisher was used in a process forked from the one that created
+    /// it: it is its creator's (on a single-producer topic a second
+    /// producer would corrupt the ring).
+    PublisherInheritedByFork {
+        /// Topic name.
+        topic: String,
+        /// Pid of the process that created the publisher.
+        creator: u32,
+    },
     /// All publisher slots of the topic are taken.
     PublisherTableFull {
         /// Topic name.
@@ -366,6 +375,10 @@ impl std::fmt::Display for Error {
             Self::NoRegistrationBarrier { topic } => write!(
                 f,
                 "topic {topic} is a single-producer topic: a gating subscriber needs membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED), which was refused to this process (a seccomp filter? or a kernel built without membarrier); allow it, or make the topic producers = \"many\""
+            ),
+            Self::PublisherInheritedByFork { topic, creator } => write!(
+                f,
+                "topic {topic}: this publisher was created by process {creator} and inherited through fork; it publishes only there: create a new publisher in this process (after dropping nothing: the inherited one stays its creator's)"
             ),
             Self::PublisherTableFull { topic } => write!(
                 f,

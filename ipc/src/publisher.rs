@@ -1,6 +1,6 @@
 //! Publishing frames to a topic.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -95,6 +95,9 @@ pub struct ShmPublisher {
     /// Our owner word in the publisher table (`current_owner()` at
     /// creation): names the process the entry belongs to.
     owner: u64,
+    /// [`FORKS`] when this publisher was created: a different count means
+    /// we are a copy in a forked child, which must not publish.
+    forks: u32,
     cache: GatingCache,
     policy: GatingPolicy,
     heartbeats: HeartbeatSource,
@@ -174,6 +177,7 @@ impl ShmPublisher {
             seg,
             entry,
             owner: me,
+            forks: fork_count(),
             cache: GatingCache::default(),
             policy: options.gating,
             heartbeats: HeartbeatSource::new(&name),
@@ -437,7 +441,18 @@ impl ShmPublisher {
         }
     }
 
+    /// Also refuses a publisher inherited through fork (every publish
+    /// path starts here): it is its creator's.
+    #[inline(always)]
     fn check_fits(&self, words: usize) -> Result<()> {
+        // Relaxed: bumped in this process only by the fork handler, which
+        // ran before anything else in a forked child (see `FORKS`).
+        if FORKS.load(Ordering::Relaxed) != self.forks {
+            return Err(Error::PublisherInheritedByFork {
+                topic: self.seg.topic().to_owned(),
+                creator: owner_pid(self.owner),
+            });
+        }
         if words > self.seg.ring().payload_words() {
             return Err(Error::FrameTooLarge {
                 topic: self.seg.topic().to_owned(),
@@ -472,6 +487,35 @@ impl Drop for ShmPublisher {
 }
 
 const _: () = assert!(MAX_PUBLISHERS <= u32::MAX as usize);
+
+/// How many times this process's ancestry forked since the first
+/// publisher was created in it: bumped in the child by a `pthread_atfork`
+/// handler, so a publisher inherited through `fork` sees a count other
+/// than the one it was created with and refuses to publish (two processes
+/// publishing through one entry; on a single-producer topic, two
+/// producers). A raw `clone` syscall bypasses the handler; `posix_spawn`
+/// and `fork` + `exec` need none.
+static FORKS: AtomicU32 = AtomicU32::new(0);
+
+extern "C" fn count_fork() {
+    // Relaxed: run in the forked child's only thread before fork returns;
+    // its later threads are spawned after it (spawning synchronises).
+    FORKS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// [`FORKS`] now, with its handler installed (once per process).
+fn fork_count() -> u32 {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        // SAFETY: registers a child handler that only bumps an atomic
+        // (async-signal-safe, as a handler run after fork must be). A
+        // failure (ENOMEM) leaves the check without effect: the Drop check
+        // by pid still protects the parent's entry.
+        unsafe { libc::pthread_atfork(None, None, Some(count_fork)) };
+    });
+    // Relaxed: see `count_fork`.
+    FORKS.load(Ordering::Relaxed)
+}
 
 /// Counts frames in the publisher table (`published`, this publisher's
 /// running total) and wakes sleeping subscribers.

@@ -455,3 +455,43 @@ fn regression_single_publisher_entry_held_by_a_reaper_is_not_reported_as_pid_0()
     drop(seg);
     bus.remove_segments();
 }
+
+/// A forked child (a daemon's double fork, say) that publishes through the
+/// publisher it inherited would be a second producer claiming by plain
+/// store beside its parent: refused with an error, nothing claimed.
+#[test]
+fn regression_forked_child_cannot_publish_through_an_inherited_publisher() {
+    let bus = bus("forkpub", Producers::Single);
+    let mut first = bus.publisher("trades").unwrap();
+    assert_eq!(first.publish(&trade(0)).unwrap(), 0);
+    // SAFETY: the child only tries one publish (atomics in the shared
+    // mapping; an error string on refusal, through the fork-safe
+    // allocator) and leaves with _exit.
+    let child = unsafe { libc::fork() };
+    assert!(child >= 0, "fork failed");
+    if child == 0 {
+        let code = match first.publish(&trade(1)) {
+            Err(Error::PublisherInheritedByFork { .. }) => 0,
+            Err(_) => 2,
+            Ok(_) => 1,
+        };
+        // SAFETY: ends the child without running the test harness.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child forked above.
+    assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+    assert!(libc::WIFEXITED(status));
+    match libc::WEXITSTATUS(status) {
+        0 => {}
+        1 => panic!("the forked child published through its parent's publisher"),
+        other => panic!("the forked child's publish failed otherwise ({other})"),
+    }
+    assert_eq!(
+        first.publish(&trade(1)).unwrap(),
+        1,
+        "the child claimed nothing"
+    );
+    drop(first);
+    bus.remove_segments();
+}
