@@ -85,10 +85,11 @@ pub struct PublisherOptions {
 /// Publishes frames to one topic over shared memory. Up to
 /// [`MAX_PUBLISHERS`] per topic; all share one gapless sequence.
 ///
-/// A publisher belongs to the process that created it: a forked child must
-/// not publish through one it inherited (on a single-producer topic that
-/// would make two producers), and dropping it there leaves the parent's
-/// entry alone.
+/// A publisher belongs to the process that created it: a forked child
+/// that publishes through one it inherited gets
+/// [`Error::PublisherInheritedByFork`] (on a single-producer topic it would
+/// be a second producer), and dropping it there leaves the parent's entry
+/// alone.
 pub struct ShmPublisher {
     seg: Arc<Segment>,
     entry: usize,
