@@ -165,6 +165,9 @@ pub struct ShmSubscriber {
     empty_since: Option<Instant>,
     lagged: u64,
     durable: bool,
+    /// The process that registered us: a copy inherited by a forked child
+    /// leaves the entry alone when dropped.
+    pid: u32,
 }
 
 impl std::fmt::Debug for ShmSubscriber {
@@ -245,6 +248,7 @@ impl ShmSubscriber {
             empty_since: None,
             lagged: 0,
             durable: options.durable,
+            pid: std::process::id(),
         })
     }
 
@@ -557,6 +561,11 @@ impl ShmSubscriber {
 
 impl Drop for ShmSubscriber {
     fn drop(&mut self) {
+        if std::process::id() != self.pid {
+            // A copy inherited by a forked child: the entry and its gating
+            // hold are the parent's, which still reads through them.
+            return;
+        }
         if self.durable {
             // The hold stays where it was last released (a recorder
             // releases only what its log has); the next durable subscriber

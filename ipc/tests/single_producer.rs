@@ -495,3 +495,57 @@ fn regression_forked_child_cannot_publish_through_an_inherited_publisher() {
     drop(first);
     bus.remove_segments();
 }
+
+/// A forked child that drops the subscriber it inherited must leave the
+/// parent's subscriber entry and gating hold alone: freed, the publisher
+/// would overwrite frames the parent's gating subscriber was promised.
+#[test]
+fn regression_forked_child_dropping_an_inherited_subscriber_keeps_the_gating_hold() {
+    let bus = bus("forksub", Producers::Single);
+    let seg = bus.segment("trades").unwrap();
+    let gating = bus
+        .subscriber(
+            "trades",
+            SubscriberOptions {
+                gating: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let held = |seg: &zerocast_ipc::Segment| {
+        seg.header()
+            .subscribers
+            .iter()
+            // Relaxed: a snapshot; the child has exited (waitpid).
+            .filter(|s| s.pid.load(Ordering::Relaxed) != layout::FREE)
+            .count()
+    };
+    assert_eq!(held(&seg), 1);
+    // SAFETY: the child only drops the subscriber (atomics in the shared
+    // mapping, frees through the fork-safe allocator) and leaves with
+    // _exit.
+    let child = unsafe { libc::fork() };
+    assert!(child >= 0, "fork failed");
+    if child == 0 {
+        drop(gating);
+        // SAFETY: ends the child without running the test harness.
+        unsafe { libc::_exit(0) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child forked above.
+    assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+    assert_eq!(
+        held(&seg),
+        1,
+        "the child freed the parent's subscriber entry"
+    );
+    assert!(
+        seg.ring().claims_are_checked() || (0..16).any(|i| seg.ring().gating_position(i).is_some()),
+        "the child freed the parent's gating hold"
+    );
+    drop(gating);
+    assert_eq!(held(&seg), 0);
+    drop(seg);
+    bus.remove_segments();
+}
