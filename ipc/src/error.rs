@@ -378,7 +378,7 @@ impl std::fmt::Display for Error {
             ),
             Self::PublisherInheritedByFork { topic, creator } => write!(
                 f,
-                "topic {topic}: this publisher was created by process {creator} and inherited through fork; it publishes only there: create a new publisher in this process (after dropping nothing: the inherited one stays its creator's)"
+                "topic {topic}: this publisher was created by process {creator} and inherited through fork and publishes only there; create a new publisher in this process"
             ),
             Self::PublisherTableFull { topic } => write!(
                 f,
