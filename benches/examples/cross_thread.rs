@@ -100,6 +100,17 @@ fn broadcast(gating: bool, frame: &[u64], batch: usize) -> Run {
     run_broadcast(&ring, gating, frame, batch)
 }
 
+/// One run through a fresh ring in single-producer mode (claims by plain
+/// store), with the ipc layer's barriers: a compiler fence on the producer
+/// where this process could register for membarrier.
+fn broadcast_single(gating: bool, frame: &[u64], batch: usize) -> Run {
+    let mut ring = Broadcast::with_capacity(CAPACITY, frame.len()).unwrap();
+    // SAFETY: one producer (the run's producer thread), and this is the
+    // ring's only handle.
+    unsafe { ring.set_single_producer(zerocast_ipc::wait::single_producer_mode()) };
+    run_broadcast(&ring, gating, frame, batch)
+}
+
 /// The same on a ring in one 2 MiB transparent huge page: physically
 /// contiguous, so where its lines fall in the caches does not depend on which
 /// 4 KiB pages the kernel handed out.
@@ -215,7 +226,7 @@ fn main() {
         .nth(1)
         .map(|s| s.parse().expect("runs: a number"))
         .unwrap_or(30);
-    let cases: [(&str, &dyn Fn() -> Run); 9] = [
+    let cases: [(&str, &dyn Fn() -> Run); 12] = [
         ("spsc, 64 B items", &spsc),
         ("rtrb, 64 B items", &rtrb_items),
         ("zerocast overwriting", &|| broadcast(false, &frame, 1)),
@@ -230,6 +241,15 @@ fn main() {
             broadcast(false, &frame, 32)
         }),
         ("zerocast gating, batch 32", &|| broadcast(true, &frame, 32)),
+        ("zerocast single-prod. overwriting", &|| {
+            broadcast_single(false, &frame, 1)
+        }),
+        ("zerocast single-prod. gating", &|| {
+            broadcast_single(true, &frame, 1)
+        }),
+        ("zerocast single-prod. overwr. b32", &|| {
+            broadcast_single(false, &frame, 32)
+        }),
         ("rtrb, same trade frames", &|| rtrb(&frame)),
     ];
     let mut results = vec![Vec::with_capacity(runs); cases.len()];
@@ -244,7 +264,7 @@ fn main() {
          (overwriting rings only)"
     );
     for ((name, _), runs) in cases.iter().zip(results) {
-        println!("{name:32} {}", summary(&runs));
+        println!("{name:34} {}", summary(&runs));
     }
     println!(
         "huge-page rings: {} while mapped",

@@ -14,7 +14,8 @@
 //! # The algorithm
 //!
 //! **Claim.** A producer takes sequence `s` with one `fetch_add` on the claim
-//! counter (wait-free). While any gating consumer is registered, producers
+//! counter (wait-free; a single-producer ring uses a plain store instead,
+//! see "Single-producer mode"). While any gating consumer is registered, producers
 //! claim with a compare-and-swap instead, after checking that `s` does not
 //! overwrite a slot a gating consumer still needs (lock-free); when the last
 //! one leaves, claims are wait-free again.
@@ -86,6 +87,23 @@
 //! number of consumers (non-gating consumers are never touched by producers
 //! at all).
 //!
+//! **Single-producer mode.** A ring whose caller guarantees one producer
+//! at a time ([`Broadcast::set_single_producer`]) claims with a plain load
+//! and a Release store of the claim word instead of the locked
+//! `fetch_add`. Registrations then leave the claim word alone (a plain
+//! store would overwrite their flag), and the race between a producer's
+//! claim and a gating registration is resolved as a store-buffering
+//! (Dekker) pair instead: the producer stores its claim, then a barrier,
+//! then loads the gating epoch; a registration bumps the epoch, then a
+//! barrier, then loads the head. Either the producer sees the new epoch
+//! (and checks the new cursor, waiting or giving its claim up as a claim
+//! racing a first registration does), or the registration sees the claim
+//! in the head it starts from (and the claim overwrites only sequences
+//! below that start). The producer's barrier is a `SeqCst` fence, or, when
+//! every registration runs a heavy barrier on the producer's CPU
+//! (`membarrier`, [`SingleProducer::asymmetric`]), only a compiler fence:
+//! then a publish has no locked instruction and no fence at all.
+//!
 //! # Progress
 //!
 //! - Publish without gating: wait-free claim, then wait-free write, except
@@ -111,7 +129,7 @@ use crossbeam_utils::CachePadded;
 
 pub use crate::storage::LayoutError;
 use crate::storage::Storage;
-use crate::sync::{fence, spin_loop, AtomicU64, Ordering};
+use crate::sync::{fence, light_fence, spin_loop, AtomicU64, Ordering};
 
 /// A gating cursor releases its slots at least every this many frames (and
 /// whenever it polls an empty ring).
@@ -487,6 +505,26 @@ impl Default for GatingCache {
     }
 }
 
+/// How a ring's single producer and its gating registrations order the
+/// producer's claim against a registration (see "Single-producer mode" in
+/// the module docs, and [`Broadcast::set_single_producer`]).
+#[derive(Debug, Clone, Copy)]
+pub struct SingleProducer {
+    /// Whether the producer may issue only a compiler fence between its
+    /// claim and its check of the gating epoch, because every registration's
+    /// [`registration_barrier`](Self::registration_barrier) runs a full
+    /// memory barrier on every CPU running the producer. False: the
+    /// producer issues a `SeqCst` fence.
+    pub asymmetric: bool,
+    /// Run by a gating registration (in whichever process registers) after
+    /// its own `SeqCst` fence, between its epoch bump and its load of the
+    /// head: where some producer may be `asymmetric`, it must force a full
+    /// barrier on every CPU running that producer
+    /// (`membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)` with the producer's
+    /// process registered); otherwise a no-op.
+    pub registration_barrier: fn(),
+}
+
 /// A broadcast ring over storage `S`.
 pub struct Broadcast<S> {
     storage: S,
@@ -494,6 +532,8 @@ pub struct Broadcast<S> {
     mask: u64,
     stride: usize,
     payload_words: usize,
+    /// Set for a single-producer ring (see [`Broadcast::set_single_producer`]).
+    single: Option<SingleProducer>,
 }
 
 impl<S> fmt::Debug for Broadcast<S> {
@@ -584,7 +624,36 @@ where
             mask: capacity - 1,
             stride,
             payload_words: payload_words as usize,
+            single: None,
         })
+    }
+
+    /// Puts this handle of the ring into single-producer mode: claims by a
+    /// plain load and store of the claim word, no locked instruction (see
+    /// the module docs). Every handle of the ring, in every process, must
+    /// be put into this mode before it claims or registers a gating
+    /// consumer, and stay in it (the ipc layer records the mode in the
+    /// segment header, so every opener agrees).
+    ///
+    /// # Safety
+    ///
+    /// At most one producer claims at a time, over the ring's whole life
+    /// (a successor only after its predecessor is gone for good: dead, or
+    /// dropped); two concurrent claims would take the same sequence and
+    /// write one slot at once (a reader is still never handed a torn frame
+    /// by the seqlock, but frames are lost and the hand-off between laps is
+    /// broken). No handle claims in multi-producer mode or registers without
+    /// this mode (its claim-word flag would be overwritten). Where any
+    /// producer is [`SingleProducer::asymmetric`], every registering
+    /// handle's [`SingleProducer::registration_barrier`] must run a full
+    /// barrier on that producer's CPU, as documented there.
+    pub unsafe fn set_single_producer(&mut self, mode: SingleProducer) {
+        self.single = Some(mode);
+    }
+
+    /// The single-producer mode of this handle, if set.
+    pub fn single_producer(&self) -> Option<SingleProducer> {
+        self.single
     }
 
     fn header(&self) -> &BroadcastHeader {
@@ -615,8 +684,9 @@ where
     /// The next sequence a producer will claim: every sequence below it has
     /// been claimed (not necessarily committed).
     pub fn head(&self) -> u64 {
-        // Acquire: pairs with the SeqCst claim RMWs, so a caller that sees
-        // head > s also sees the claims' preceding effects (only a hint: the
+        // Acquire: pairs with the SeqCst claim RMWs (or a single producer's
+        // Release claim store), so a caller that sees head > s also sees
+        // the claims' preceding effects (only a hint: the
         // stamps are what readers trust).
         self.header().claim.load(Ordering::Acquire) & SEQ_MASK
     }
@@ -797,6 +867,9 @@ where
         on_claimed: &mut dyn FnMut(u64, u64),
         stuck: &mut dyn FnMut(u64),
     ) -> Result<u64, PublishError> {
+        if let Some(single) = self.single {
+            return self.claim_single(single, cache, n, keep_waiting, on_claimed, stuck);
+        }
         let claim = &self.header().claim;
         // Acquire: pairs with the SeqCst claim-word RMW of `register_gating`
         // (and the claim RMWs after it in its release sequence: every write
@@ -902,6 +975,77 @@ where
                 Err(actual) => cur = actual,
             }
         }
+    }
+
+    /// The claim of a single-producer ring (see the module docs): a plain
+    /// load and a Release store of the claim word, a barrier, and one load
+    /// of the gating epoch. No locked instruction.
+    #[inline(always)]
+    fn claim_single(
+        &self,
+        single: SingleProducer,
+        cache: &mut GatingCache,
+        n: u64,
+        keep_waiting: &mut dyn FnMut() -> bool,
+        on_claimed: &mut dyn FnMut(u64, u64),
+        stuck: &mut dyn FnMut(u64),
+    ) -> Result<u64, PublishError> {
+        let h = self.header();
+        // Relaxed: we are the claim word's only writer (one producer, and
+        // registrations leave the word alone in this mode), so this reads
+        // our own last store, or our predecessor's, which finished before
+        // we started (the caller's hand-over synchronises).
+        let cur = h.claim.load(Ordering::Relaxed);
+        let seq = cur & SEQ_MASK;
+        if n > MAX_SEQ - seq {
+            return Err(PublishError::SequencesExhausted);
+        }
+        // Checked before the claim, so that a ring full of unread frames
+        // returns `Full` without taking a sequence (as the checked path of
+        // many producers does). Nearly always one load of the epoch and a
+        // comparison with the cache.
+        while !self.has_room(cache, seq, n) {
+            if !keep_waiting() {
+                return Err(PublishError::Full);
+            }
+            spin_loop();
+        }
+        let checked_epoch = cache.epoch;
+        // Release: pairs with the Acquire claim-word loads of `head` and of
+        // a registration (`register_gating_single`): whoever sees this
+        // claim sees what we did before it.
+        h.claim.store(cur + n, Ordering::Release);
+        on_claimed(seq, n);
+        // The store-load barrier of the Dekker pair with
+        // `register_gating_single`: our claim store before our epoch load
+        // below, against its epoch bump before its head load. A SeqCst
+        // fence pairs with its SeqCst fence; a compiler fence is promoted
+        // to a full barrier by its `registration_barrier` (membarrier).
+        if single.asymmetric {
+            light_fence();
+        } else {
+            fence(Ordering::SeqCst);
+        }
+        // Acquire: pairs with the SeqCst epoch bump of a registration; if we
+        // see it, `has_room` below sees its table entry (stored before it).
+        if h.gating_epoch.load(Ordering::Acquire) != checked_epoch {
+            // A registration raced our claim: it may not have seen our
+            // claim in the head it started from, so check its cursor now.
+            // As for a claim racing a first registration in `claim`: wait
+            // while the caller allows, then give the claim up (its
+            // sequences read `Lost`, the frames in their slots stay) and
+            // return `Full`.
+            while !self.has_room(cache, seq, n) {
+                if !keep_waiting() {
+                    for s in seq..seq + n {
+                        self.abandon(s, keep_waiting, stuck);
+                    }
+                    return Err(PublishError::Full);
+                }
+                spin_loop();
+            }
+        }
+        Ok(seq)
     }
 
     /// Whether sequences `seq .. seq + n` overwrite only slots every gating
@@ -1078,7 +1222,7 @@ where
         // the payload to readers) and in `begin_write` (handing the slot to
         // the next lap). A caller that must order a later load after this
         // commit (the ipc layer's check for sleeping subscribers) issues its
-        // own SeqCst fence.
+        // own barrier (a SeqCst fence, or the ipc layer's asymmetric one).
         self.slot(seq)[0].store(stamp(seq, COMMITTED), Ordering::Release);
     }
 
@@ -1112,6 +1256,9 @@ where
     /// (modulo [`MAX_GATING`]) only: `None` if that slot is taken. For a
     /// caller that tags slots with their owners before taking them.
     pub fn register_gating_at(&self, index: usize, start: Start) -> Option<ReadCursor> {
+        if let Some(single) = self.single {
+            return self.register_gating_single(single, index % MAX_GATING, start);
+        }
         let h = self.header();
         let index = index % MAX_GATING;
         // A conservative first announcement: producers that see it may claim
@@ -1164,6 +1311,54 @@ where
             manual_release: false,
             // An `At` start below `announce` reads from there but never
             // publishes a position below what producers already saw.
+            released: held,
+        })
+    }
+
+    /// `register_gating_at` on a single-producer ring: the claim word is
+    /// left alone; the epoch bump and the producer's claim are ordered as a
+    /// Dekker pair (see `claim_single`).
+    fn register_gating_single(
+        &self,
+        single: SingleProducer,
+        index: usize,
+        start: Start,
+    ) -> Option<ReadCursor> {
+        let h = self.header();
+        // As in `register_gating_at`: producers that see this may claim up
+        // to `announce + capacity`, and every start below is >= `announce`.
+        let announce = self.head().saturating_sub(self.capacity);
+        // SeqCst: stored before the epoch bump below, which publishes it.
+        h.gating[index]
+            .compare_exchange(FREE, announce, Ordering::SeqCst, Ordering::Relaxed)
+            .ok()?;
+        // SeqCst: pairs with the Acquire epoch loads of `claim_single` and
+        // `has_room`: a producer that sees the new epoch rescans and sees
+        // our entry.
+        h.gating_epoch.fetch_add(1, Ordering::SeqCst);
+        // The registration's half of the Dekker pair with `claim_single`:
+        // a SeqCst fence (pairs with the producer's SeqCst fence), and the
+        // caller's heavy barrier (promotes an asymmetric producer's
+        // compiler fence to a full barrier). Either the producer's epoch
+        // load after its barrier sees our bump, or its claim store before
+        // its barrier is visible to our head load below.
+        fence(Ordering::SeqCst);
+        (single.registration_barrier)();
+        // Acquire: pairs with the Release claim store of `claim_single`.
+        let head = h.claim.load(Ordering::Acquire) & SEQ_MASK;
+        let oldest = head.saturating_sub(self.capacity);
+        let next = match start {
+            Start::Newest => head,
+            Start::Oldest => oldest,
+            Start::At(s) => s,
+        };
+        // SeqCst: raising the cursor only ever frees producers.
+        let held = next.max(announce);
+        h.gating[index].store(held, Ordering::SeqCst);
+        Some(ReadCursor {
+            next,
+            gating: Some(index),
+            manual_release: false,
             released: held,
         })
     }

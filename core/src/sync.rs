@@ -36,6 +36,14 @@ mod imp {
     pub fn spin_loop() {
         core::hint::spin_loop();
     }
+
+    /// The light half of an asymmetric barrier: a compiler fence, which a
+    /// heavy barrier on the other side (`membarrier`) promotes to a full
+    /// fence on this CPU.
+    #[inline(always)]
+    pub fn light_fence() {
+        core::sync::atomic::compiler_fence(Ordering::SeqCst);
+    }
 }
 
 #[cfg(zerocast_loom)]
@@ -46,6 +54,14 @@ mod imp {
     /// Under loom a wait loop must yield, or the model never terminates.
     pub fn spin_loop() {
         loom::thread::yield_now();
+    }
+
+    /// loom cannot model a barrier one thread forces onto another: the
+    /// light half of an asymmetric barrier is modelled as the full fence
+    /// that the heavy half (`membarrier`) makes it (see
+    /// `loom-tests/tests/wake.rs` for what that does and does not show).
+    pub fn light_fence() {
+        fence(Ordering::SeqCst);
     }
 }
 

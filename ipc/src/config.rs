@@ -10,7 +10,15 @@
 //! transport = "shm"             # or "iceoryx2"
 //! mode = "0660"                 # optional: "0600" (default) or "0660"
 //! group = "risk"                # optional: the segment's group
+//! producers = "single"          # optional: "many" (default, up to 10 publishers) or "single"
 //! ```
+//!
+//! `producers = "single"` makes the topic a single-producer topic: one
+//! publisher at a time (a second is refused with the live one's pid; a
+//! dead one's place is taken over), and a publish claims its sequence with
+//! a plain store instead of a locked read-modify-write. The mode is
+//! recorded in the segment when it is created; every opener follows the
+//! segment, and one whose config says otherwise is refused.
 //!
 //! `mode` and `group` are applied when the segment is created. The default,
 //! 0600, admits only this user. `mode = "0660"` with `group` admits every
@@ -42,6 +50,28 @@ pub enum Transport {
     Shm,
     /// An iceoryx2 publish-subscribe service of byte slices.
     Iceoryx2,
+}
+
+/// How many publishers a topic has at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Producers {
+    /// Up to [`MAX_PUBLISHERS`](crate::layout::MAX_PUBLISHERS) at once;
+    /// claims are one atomic `fetch_add`.
+    #[default]
+    Many,
+    /// One at a time; claims are a plain load and store (no locked
+    /// instruction on the publish path).
+    Single,
+}
+
+impl std::fmt::Display for Producers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Many => "many",
+            Self::Single => "single",
+        })
+    }
 }
 
 /// What frames a topic's slots must hold.
@@ -158,6 +188,8 @@ struct RawTopic {
     mode: Option<String>,
     #[serde(default)]
     group: Option<String>,
+    #[serde(default)]
+    producers: Producers,
 }
 
 #[derive(Debug, Deserialize)]
@@ -182,6 +214,9 @@ pub struct TopicConfig {
     pub transport: Transport,
     /// Who may open the segment: mode and group applied at creation.
     pub access: Access,
+    /// One publisher at a time, or many (recorded in the segment at
+    /// creation).
+    pub producers: Producers,
 }
 
 /// A segment's permission bits and group, applied when it is created.
@@ -264,6 +299,7 @@ impl TopicConfig {
             kind,
             transport: Transport::Shm,
             access: Access::default(),
+            producers: Producers::Many,
         }
     }
 
@@ -415,6 +451,7 @@ impl Config {
                 size,
                 kind,
                 transport: t.transport,
+                producers: t.producers,
             };
             topic.ring_shape()?;
             topics.push(topic);

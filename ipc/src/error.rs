@@ -144,6 +144,42 @@ pub enum Error {
         /// Smallest size that works.
         needed: u64,
     },
+    /// A single-producer topic already has a live publisher.
+    SinglePublisherTaken {
+        /// Topic name.
+        topic: String,
+        /// Pid of the live publisher (0 if a reaper holds its entry).
+        pid: u32,
+    },
+    /// The segment was created for another producer mode than the config
+    /// asks for.
+    ProducersMismatch {
+        /// The segment file.
+        path: PathBuf,
+        /// Topic name.
+        topic: String,
+        /// The mode the segment records.
+        found: crate::config::Producers,
+        /// The mode the config asks for.
+        asked: crate::config::Producers,
+    },
+    /// A gating subscriber of a single-producer topic needs
+    /// `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`, which was refused to
+    /// this process (a seccomp filter, or a kernel without `membarrier`:
+    /// the two look alike from inside).
+    NoRegistrationBarrier {
+        /// Topic name.
+        topic: String,
+    },
+    /// A publisher was used in a process forked from the one that created
+    /// it: it is its creator's (on a single-producer topic a second
+    /// producer would corrupt the ring).
+    PublisherInheritedByFork {
+        /// Topic name.
+        topic: String,
+        /// Pid of the process that created the publisher.
+        creator: u32,
+    },
     /// All publisher slots of the topic are taken.
     PublisherTableFull {
         /// Topic name.
@@ -329,6 +365,32 @@ impl std::fmt::Display for Error {
             Self::TopicTooSmall { topic, size, needed } => write!(
                 f,
                 "topic {topic}: size {size} bytes is too small, at least {needed} needed"
+            ),
+            Self::SinglePublisherTaken { topic, pid: 0 } => write!(
+                f,
+                "topic {topic} is a single-producer topic (producers = \"single\") and its one publisher entry is busy: a process is reaping a dead publisher from it, or it was freed just now; retry"
+            ),
+            Self::SinglePublisherTaken { topic, pid } => write!(
+                f,
+                "topic {topic} is a single-producer topic (producers = \"single\") and already has a live publisher (pid {pid}); stop that one first, or make the topic producers = \"many\""
+            ),
+            Self::ProducersMismatch {
+                path,
+                topic,
+                found,
+                asked,
+            } => write!(
+                f,
+                "topic {topic}: segment {} was created with producers = \"{found}\", the config says \"{asked}\"; remove the segment (when nobody uses it) to recreate it, or change the config",
+                path.display()
+            ),
+            Self::NoRegistrationBarrier { topic } => write!(
+                f,
+                "topic {topic} is a single-producer topic: a gating subscriber needs membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED), which was refused to this process (a seccomp filter? or a kernel built without membarrier); allow it, or make the topic producers = \"many\""
+            ),
+            Self::PublisherInheritedByFork { topic, creator } => write!(
+                f,
+                "topic {topic}: this publisher was created by process {creator} and inherited through fork and publishes only there; create a new publisher in this process"
             ),
             Self::PublisherTableFull { topic } => write!(
                 f,

@@ -34,8 +34,18 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"ZEROCAST");
 /// header tags each ring gating slot with the subscriber entry that owns it
 /// (`gating_owners`) and has a lock for durable names (`durable_lock`).
 /// 4: publisher entries are two cache lines (128 bytes); the second holds
-/// the gating-wait counters (`gating_waits`, `gating_wait_ns`).
+/// the gating-wait counters (`gating_waits`, `gating_wait_ns`). The header
+/// records the topic's producer mode (`producers`, formerly reserved): a
+/// version-3 process would claim a single-producer ring with `fetch_add` and
+/// register gating consumers through its claim word.
 pub const LAYOUT_VERSION: u32 = 4;
+
+/// [`SegmentHeader::producers`]: any number of publishers (up to
+/// [`MAX_PUBLISHERS`]) claim with one atomic `fetch_add`.
+pub const PRODUCERS_MANY: u32 = 0;
+/// [`SegmentHeader::producers`]: one publisher at a time claims by plain
+/// store (the ring's single-producer mode).
+pub const PRODUCERS_SINGLE: u32 = 1;
 /// Subscriber slots per topic.
 pub const MAX_SUBSCRIBERS: usize = 1000;
 /// Publisher slots per topic.
@@ -174,8 +184,9 @@ pub struct SegmentHeader {
     pub magic: AtomicU64,
     /// [`LAYOUT_VERSION`] of the creator.
     pub layout_version: u32,
-    /// Reserved.
-    pub _reserved: u32,
+    /// Producer mode of the topic, fixed at creation: [`PRODUCERS_MANY`] or
+    /// [`PRODUCERS_SINGLE`]. Every opener follows it.
+    pub producers: u32,
     /// [`LAYOUT_HASH`] of the creator.
     pub layout_hash: u64,
     /// Payload words per ring slot.

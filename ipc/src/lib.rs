@@ -79,7 +79,7 @@ use std::time::{Duration, Instant};
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
-pub use config::{Config, TopicConfig, TopicKind, Transport};
+pub use config::{Config, Producers, TopicConfig, TopicKind, Transport};
 pub use error::{Error, Result};
 pub use publisher::{GatingPolicy, Loan, LoanUninit, PublisherOptions, ShmPublisher};
 pub use segment::Segment;
@@ -116,12 +116,13 @@ impl Bus {
         let topic = self.config.topic(name)?;
         let (capacity, words) = topic.ring_shape()?;
         let path = self.config.segment_path(name);
-        Ok(Arc::new(Segment::open_or_create_with(
+        Ok(Arc::new(Segment::open_or_create_for(
             &path,
             name,
             capacity,
             words,
             topic.access,
+            topic.producers,
         )?))
     }
 

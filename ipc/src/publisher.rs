@@ -1,6 +1,6 @@
 //! Publishing frames to a topic.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -8,8 +8,11 @@ use zerocast_core::broadcast::{BroadcastHeader, Claim, GatingCache, PublishError
 use zerocast_core::frame::{self, Body, FrameHeader, Heartbeat, HEADER_WORDS};
 use zerocast_core::storage::Raw;
 
+use crate::config::Producers;
 use crate::error::{Error, Result};
-use crate::layout::{current_owner, now_ns, store_name, PublisherEntry, FREE, MAX_PUBLISHERS};
+use crate::layout::{
+    current_owner, now_ns, owner_pid, store_name, PublisherEntry, FREE, MAX_PUBLISHERS,
+};
 use crate::segment::{Segment, STALL_BOUND};
 use crate::wait::futex_wake;
 
@@ -81,9 +84,21 @@ pub struct PublisherOptions {
 
 /// Publishes frames to one topic over shared memory. Up to
 /// [`MAX_PUBLISHERS`] per topic; all share one gapless sequence.
+///
+/// A publisher belongs to the process that created it: a forked child
+/// that publishes through one it inherited gets
+/// [`Error::PublisherInheritedByFork`] (on a single-producer topic it would
+/// be a second producer), and dropping it there leaves the parent's entry
+/// alone.
 pub struct ShmPublisher {
     seg: Arc<Segment>,
     entry: usize,
+    /// Our owner word in the publisher table (`current_owner()` at
+    /// creation): names the process the entry belongs to.
+    owner: u64,
+    /// [`FORKS`] when this publisher was created: a different count means
+    /// we are a copy in a forked child, which must not publish.
+    forks: u32,
     cache: GatingCache,
     policy: GatingPolicy,
     heartbeats: HeartbeatSource,
@@ -108,23 +123,42 @@ impl std::fmt::Debug for ShmPublisher {
 impl ShmPublisher {
     /// Registers a publisher in `seg`'s publisher table.
     pub fn new(seg: Arc<Segment>, options: &PublisherOptions) -> Result<Self> {
+        // Before our first publish: from here on our wake check needs no
+        // fence (see `wake`).
+        crate::wait::register_publisher();
         seg.reap();
         let pid = std::process::id();
         let me = current_owner();
         let h = seg.header();
-        let entry = h
-            .publishers
+        // A single-producer topic has one publisher entry, the first: taking
+        // it is what makes a publisher the only one (a dead holder's entry
+        // was freed by `reap` above, so its place is taken over).
+        let single = seg.producers() == Producers::Single;
+        let usable = if single { 1 } else { MAX_PUBLISHERS };
+        let entry = h.publishers[..usable]
             .iter()
             .position(|p| {
                 // AcqRel: claims the entry; pairs with the Acquire owner
-                // loads of readers of the table. Only a FREE entry: never
-                // one a reaper holds.
+                // loads of readers of the table, and with the Release store
+                // of FREE by its previous holder: on a single-producer
+                // topic, that holder's claims happen before ours. Only a
+                // FREE entry: never one a reaper holds.
                 p.pid
                     .compare_exchange(FREE, me, Ordering::AcqRel, Ordering::Relaxed)
                     .is_ok()
             })
-            .ok_or_else(|| Error::PublisherTableFull {
-                topic: seg.topic().to_owned(),
+            .ok_or_else(|| {
+                if single {
+                    Error::SinglePublisherTaken {
+                        topic: seg.topic().to_owned(),
+                        // Relaxed: only named in the error.
+                        pid: owner_pid(h.publishers[0].pid.load(Ordering::Relaxed)),
+                    }
+                } else {
+                    Error::PublisherTableFull {
+                        topic: seg.topic().to_owned(),
+                    }
+                }
             })?;
         let e = &h.publishers[entry];
         // Relaxed: our own entry; monitors read these as hints.
@@ -145,6 +179,8 @@ impl ShmPublisher {
         Ok(Self {
             seg,
             entry,
+            owner: me,
+            forks: fork_count(),
             cache: GatingCache::default(),
             policy: options.gating,
             heartbeats: HeartbeatSource::new(&name),
@@ -359,6 +395,8 @@ impl ShmPublisher {
                 "publish_lost: {count} sequences; 1 to the ring's capacity ({capacity}) at a time"
             )));
         }
+        // No frame words; the fork check every publish path makes.
+        self.check_fits(0)?;
         if self.open_loan.is_some() {
             self.finish_forgotten_loan();
         }
@@ -456,7 +494,18 @@ impl ShmPublisher {
         }
     }
 
+    /// Also refuses a publisher inherited through fork (every publish
+    /// path starts here): it is its creator's.
+    #[inline(always)]
     fn check_fits(&self, words: usize) -> Result<()> {
+        // Relaxed: bumped in this process only by the fork handler, which
+        // ran before anything else in a forked child (see `FORKS`).
+        if FORKS.load(Ordering::Relaxed) != self.forks {
+            return Err(Error::PublisherInheritedByFork {
+                topic: self.seg.topic().to_owned(),
+                creator: owner_pid(self.owner),
+            });
+        }
         if words > self.seg.ring().payload_words() {
             return Err(Error::FrameTooLarge {
                 topic: self.seg.topic().to_owned(),
@@ -470,15 +519,56 @@ impl ShmPublisher {
 
 impl Drop for ShmPublisher {
     fn drop(&mut self) {
+        if owner_pid(self.owner) != std::process::id() {
+            // A copy inherited by a forked child: the entry (and any open
+            // loan) is the parent's, which still publishes through it.
+            return;
+        }
         // A forgotten loan is finished while the entry is still ours.
         self.finish_forgotten_loan();
-        // Release: pairs with Acquire owner loads; our last frames were
-        // committed before the entry is freed.
-        self.entry().pid.store(FREE, Ordering::Release);
+        // Release on success: pairs with Acquire owner loads; our last
+        // frames were committed before the entry is freed. A CAS, not a
+        // store: an entry no longer ours (reaped) is someone else's.
+        // Relaxed on failure: nothing to order.
+        let _ = self.entry().pid.compare_exchange(
+            self.owner,
+            FREE,
+            Ordering::Release,
+            Ordering::Relaxed,
+        );
     }
 }
 
 const _: () = assert!(MAX_PUBLISHERS <= u32::MAX as usize);
+
+/// How many times this process's ancestry forked since the first
+/// publisher was created in it: bumped in the child by a `pthread_atfork`
+/// handler, so a publisher inherited through `fork` sees a count other
+/// than the one it was created with and refuses to publish (two processes
+/// publishing through one entry; on a single-producer topic, two
+/// producers). A raw `clone` syscall bypasses the handler; `posix_spawn`
+/// and `fork` + `exec` need none.
+static FORKS: AtomicU32 = AtomicU32::new(0);
+
+extern "C" fn count_fork() {
+    // Relaxed: run in the forked child's only thread before fork returns;
+    // its later threads are spawned after it (spawning synchronises).
+    FORKS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// [`FORKS`] now, with its handler installed (once per process).
+fn fork_count() -> u32 {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        // SAFETY: registers a child handler that only bumps an atomic
+        // (async-signal-safe, as a handler run after fork must be). A
+        // failure (ENOMEM) leaves the check without effect: the Drop check
+        // by pid still protects the parent's entry.
+        unsafe { libc::pthread_atfork(None, None, Some(count_fork)) };
+    });
+    // Relaxed: see `count_fork`.
+    FORKS.load(Ordering::Relaxed)
+}
 
 /// Counts frames in the publisher table (`published`, this publisher's
 /// running total) and wakes sleeping subscribers.
@@ -490,18 +580,25 @@ fn after_publish(seg: &Segment, entry: &PublisherEntry, published: u64) {
 }
 
 /// Wakes subscribers sleeping on the segment's futex, if any.
+///
+/// Costs a compiler fence and one plain load while nobody sleeps (in a
+/// process registered for the sleepers' membarrier; otherwise a `SeqCst`
+/// fence): see the wake-up protocol in [`crate::wait`].
 #[inline(always)]
 fn wake(seg: &Segment) {
     let h = seg.header();
-    // SeqCst fence: pairs with the SeqCst fence in a blocking subscriber's
-    // `sleep`. Our commit (a Release store) is ordered before the load
-    // below, so either we see the sleeper's increment, or its re-check
-    // after its fence sees our frame. (The ring's commit is a plain store
-    // precisely so that the ring costs no locked instruction; this fence
-    // is where the ipc layer pays for waking sleepers.)
-    std::sync::atomic::fence(Ordering::SeqCst);
-    // SeqCst: as the fence above.
-    if h.sleepers.load(Ordering::SeqCst) != 0 {
+    // Orders our commit (a Release store) before the `sleepers` load below
+    // against a sleeper's increment and re-check: a compiler fence that the
+    // sleeper's membarrier promotes to a full barrier, or a SeqCst fence
+    // pairing with the sleeper's (`wait::sleeper_barrier`). Either we see
+    // the sleeper's increment, or its re-check after its barrier sees our
+    // frame.
+    crate::wait::publisher_fence();
+    // Relaxed: the barrier above does the ordering (a SeqCst fence puts
+    // this load after the fences' total order point; a membarrier forbids
+    // the CPU to satisfy it before our commit is visible); nothing else is
+    // published with the value.
+    if h.sleepers.load(Ordering::Relaxed) != 0 {
         // SeqCst: a sleeper that read the old value returns from
         // FUTEX_WAIT at once.
         h.wake_seq.fetch_add(1, Ordering::SeqCst);

@@ -15,13 +15,14 @@ use zerocast_core::broadcast::{
 };
 use zerocast_core::storage::Raw;
 
-use crate::config::Access;
+use crate::config::{Access, Producers};
 use crate::error::{io, Error, Result};
 use crate::layout::{
     current_owner, is_tombstone, load_name, name_is, now_ns, owner_alive, owner_pid, tombstone,
     tombstone_taker, SegmentHeader, SubscriberEntry, FLAG_DURABLE, FREE, LAYOUT_HASH,
-    LAYOUT_VERSION, MAGIC, NO_OWNER, ORPHAN, RING_OFFSET,
+    LAYOUT_VERSION, MAGIC, NO_OWNER, ORPHAN, PRODUCERS_MANY, PRODUCERS_SINGLE, RING_OFFSET,
 };
+use crate::wait::single_producer_mode;
 
 /// How long a sequence may stay claimed but uncommitted before a subscriber
 /// or a publisher waiting on its slot resolves it (the subscribers' default;
@@ -220,9 +221,38 @@ impl Segment {
         payload_words: usize,
         access: Access,
     ) -> Result<Self> {
-        match Self::create_with(path, topic, capacity, payload_words, access) {
+        Self::open_or_create_for(
+            path,
+            topic,
+            capacity,
+            payload_words,
+            access,
+            Producers::Many,
+        )
+    }
+
+    /// [`open_or_create_with`](Self::open_or_create_with) for a topic of
+    /// `producers`: created with that mode; an existing segment of the
+    /// other mode is refused ([`Error::ProducersMismatch`]).
+    pub fn open_or_create_for(
+        path: &Path,
+        topic: &str,
+        capacity: u64,
+        payload_words: usize,
+        access: Access,
+        producers: Producers,
+    ) -> Result<Self> {
+        match Self::create_for(path, topic, capacity, payload_words, access, producers) {
             Err(Error::Io { source, .. }) if source.kind() == ErrorKind::AlreadyExists => {
                 let seg = Self::open_with(path, topic, access)?;
+                if seg.producers() != producers {
+                    return Err(Error::ProducersMismatch {
+                        path: path.to_owned(),
+                        topic: topic.to_owned(),
+                        found: seg.producers(),
+                        asked: producers,
+                    });
+                }
                 let found = (seg.ring.capacity(), seg.ring.payload_words());
                 if found != (capacity, payload_words) {
                     return Err(Error::ShapeMismatch {
@@ -263,6 +293,26 @@ impl Segment {
         payload_words: usize,
         access: Access,
     ) -> Result<Self> {
+        Self::create_for(
+            path,
+            topic,
+            capacity,
+            payload_words,
+            access,
+            Producers::Many,
+        )
+    }
+
+    /// [`create_with`](Self::create_with) for a topic of `producers`,
+    /// recorded in the header.
+    pub fn create_for(
+        path: &Path,
+        topic: &str,
+        capacity: u64,
+        payload_words: usize,
+        access: Access,
+        producers: Producers,
+    ) -> Result<Self> {
         let size = check_shape(path, capacity, payload_words as u64)?;
         let tmp = init_path(path);
         let file = OpenOptions::new()
@@ -273,7 +323,16 @@ impl Segment {
             .open(&tmp)
             .map_err(io(&tmp, "create segment"))?;
         let result = Self::set_access(&file, path, access)
-            .and_then(|()| Self::init(&file, path, topic, size, capacity, payload_words))
+            .and_then(|()| {
+                Self::init(
+                    &file,
+                    path,
+                    topic,
+                    size,
+                    (capacity, payload_words),
+                    producers,
+                )
+            })
             .and_then(|seg| {
                 std::fs::hard_link(&tmp, path).map_err(io(path, "publish segment"))?;
                 Ok(seg)
@@ -307,8 +366,8 @@ impl Segment {
         path: &Path,
         topic: &str,
         size: u64,
-        capacity: u64,
-        payload_words: usize,
+        (capacity, payload_words): (u64, usize),
+        producers: Producers,
     ) -> Result<Self> {
         // fallocate rather than ftruncate: on tmpfs it reserves the pages now,
         // so a full /dev/shm is an error here instead of a SIGBUS later.
@@ -340,13 +399,24 @@ impl Segment {
             std::ptr::addr_of_mut!((*h).creation_ns).write(now_ns());
             std::ptr::addr_of_mut!((*h).ring_offset).write(RING_OFFSET as u64);
             std::ptr::addr_of_mut!((*h).total_size).write(size);
+            std::ptr::addr_of_mut!((*h).producers).write(match producers {
+                Producers::Many => PRODUCERS_MANY,
+                Producers::Single => PRODUCERS_SINGLE,
+            });
         }
         let raw = Self::raw_ring(&mut map, path, capacity, payload_words)?;
-        let ring =
+        let mut ring =
             Broadcast::init(raw, capacity, payload_words as u64).map_err(|source| Error::Ring {
                 path: path.to_owned(),
                 source,
             })?;
+        if producers == Producers::Single {
+            // SAFETY: the header records the mode before anyone can open
+            // the segment, so every handle of the ring, in every process,
+            // is in this mode; publishers take the topic's one publisher
+            // entry first (`ShmPublisher::new`), so one claims at a time.
+            unsafe { ring.set_single_producer(single_producer_mode()) };
+        }
         let seg = Self {
             ring,
             path: path.to_owned(),
@@ -499,12 +569,13 @@ impl Segment {
         // change at any time; each is read once, and only the copies are
         // checked and used.
         // SAFETY: each field lies inside the header, inside the mapping.
-        let (capacity, payload_words, ring_offset, total_size) = unsafe {
+        let (capacity, payload_words, ring_offset, total_size, producers) = unsafe {
             (
                 std::ptr::read_volatile(&h.capacity),
                 std::ptr::read_volatile(&h.slot_payload_words),
                 std::ptr::read_volatile(&h.ring_offset),
                 std::ptr::read_volatile(&h.total_size),
+                std::ptr::read_volatile(&h.producers),
             )
         };
         let needed = check_shape(path, capacity, payload_words)?;
@@ -521,6 +592,17 @@ impl Segment {
                 format!("this layout puts the ring at {RING_OFFSET}"),
             ));
         }
+        let producers = match producers {
+            PRODUCERS_MANY => Producers::Many,
+            PRODUCERS_SINGLE => Producers::Single,
+            other => {
+                return Err(bad(
+                    "producers",
+                    u64::from(other),
+                    format!("must be {PRODUCERS_MANY} (many) or {PRODUCERS_SINGLE} (single)"),
+                ))
+            }
+        };
         if total_size != needed {
             return Err(bad(
                 "total size",
@@ -539,10 +621,15 @@ impl Segment {
         }
         let payload_words = payload_words as usize;
         let raw = Self::raw_ring(&mut map, path, capacity, payload_words)?;
-        let ring = Broadcast::attach(raw).map_err(|source| Error::Ring {
+        let mut ring = Broadcast::attach(raw).map_err(|source| Error::Ring {
             path: path.to_owned(),
             source,
         })?;
+        if producers == Producers::Single {
+            // SAFETY: as in `init`: every handle follows the header's mode
+            // (read once, above), and publishers take the one entry first.
+            unsafe { ring.set_single_producer(single_producer_mode()) };
+        }
         // The ring keeps its own copy of its shape; it must be the header's.
         if ring.capacity() != capacity || ring.payload_words() != payload_words {
             return Err(bad(
@@ -561,6 +648,15 @@ impl Segment {
             topic: topic.to_owned(),
             map,
         })
+    }
+
+    /// The topic's producer mode, as its header records it.
+    pub fn producers(&self) -> Producers {
+        if self.ring.single_producer().is_some() {
+            Producers::Single
+        } else {
+            Producers::Many
+        }
     }
 
     /// The header.

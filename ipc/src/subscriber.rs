@@ -10,7 +10,7 @@
 //! has checked intact after copying them (the per-slot seqlock). Reading in
 //! place would hand the caller bytes that can change under it.
 
-use std::sync::atomic::{fence, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,13 +20,14 @@ use zerocast_core::frame::{
     MAX_FRAME_WORDS,
 };
 
+use crate::config::Producers;
 use crate::error::{Error, Result};
 use crate::layout::{
     current_owner, is_tombstone, name_is, now_ns, owner_alive, owner_pid, store_name, tombstone,
     tombstone_taker, SubscriberEntry, FLAG_DURABLE, FREE, ORPHAN,
 };
 use crate::segment::{Segment, DURABLE_WAIT};
-use crate::wait::{futex_wait, WaitStrategy};
+use crate::wait::{futex_wait, sleeper_barrier, WaitStrategy, UNBARRIERED_SLICE};
 
 /// Options of a subscriber.
 #[derive(Debug, Clone)]
@@ -166,6 +167,9 @@ pub struct ShmSubscriber {
     empty_since: Option<Instant>,
     lagged: u64,
     durable: bool,
+    /// The process that registered us: a copy inherited by a forked child
+    /// leaves the entry alone when dropped.
+    pid: u32,
 }
 
 impl std::fmt::Debug for ShmSubscriber {
@@ -246,6 +250,7 @@ impl ShmSubscriber {
             empty_since: None,
             lagged: 0,
             durable: options.durable,
+            pid: std::process::id(),
         })
     }
 
@@ -258,6 +263,16 @@ impl ShmSubscriber {
         me: u64,
         options: &SubscriberOptions,
     ) -> Result<(usize, ReadCursor)> {
+        if options.gating
+            && seg.producers() == Producers::Single
+            && !crate::wait::registration_barrier_works()
+        {
+            // The publisher may claim with only a compiler fence, trusting
+            // every registration to run the barrier (see `wait`).
+            return Err(Error::NoRegistrationBarrier {
+                topic: seg.topic().to_owned(),
+            });
+        }
         let h = seg.header();
         let entry = h
             .subscribers
@@ -517,27 +532,30 @@ impl ShmSubscriber {
     /// passes, unless a frame arrives first (then it is in the buffer).
     pub fn sleep(&mut self, timeout: Duration) -> Result<u64, RecvError> {
         let h = self.seg.header();
-        // SeqCst: pairs with the SeqCst `sleepers` load in
-        // `ShmPublisher::wake` (see there).
+        // SeqCst: ordered before the re-check below by the barrier after
+        // it (see `wait::sleeper_barrier`); a publisher whose `sleepers`
+        // load comes after that barrier sees it.
         h.sleepers.fetch_add(1, Ordering::SeqCst);
         // SeqCst: read before the re-check, so a wake after it changes it.
         let observed = h.wake_seq.load(Ordering::SeqCst);
-        // SeqCst fence: pairs with the SeqCst fence in `ShmPublisher::wake`;
-        // orders the increment above before the re-check below against the
-        // publisher's commit and its `sleepers` load.
-        fence(Ordering::SeqCst);
+        // The sleeper's half of the wake-up protocol (`crate::wait`):
+        // orders the increment above before the re-check below against
+        // every publisher's commit and its `sleepers` load.
+        let barriered = sleeper_barrier();
         let result = self.poll();
         if result == Err(RecvError::Empty) {
             // A sleeper polls rarely: check for a stalled publisher on every
             // sleep, not every few hundred polls.
             self.check_stall();
-            futex_wait(
-                &self.seg.header().wake_seq,
-                observed,
-                timeout.min(self.stall_bound),
-            );
+            let mut slice = timeout.min(self.stall_bound);
+            if !barriered {
+                // A publisher may have missed our increment: sleep briefly.
+                slice = slice.min(UNBARRIERED_SLICE);
+            }
+            futex_wait(&self.seg.header().wake_seq, observed, slice);
         }
-        // SeqCst: pairs with the publisher's load; fewer needless wakes.
+        // SeqCst: pairs with nothing (publishers load `sleepers` Relaxed);
+        // a count still seen after we woke costs one needless wake.
         self.seg.header().sleepers.fetch_sub(1, Ordering::SeqCst);
         result
     }
@@ -545,6 +563,11 @@ impl ShmSubscriber {
 
 impl Drop for ShmSubscriber {
     fn drop(&mut self) {
+        if std::process::id() != self.pid {
+            // A copy inherited by a forked child: the entry and its gating
+            // hold are the parent's, which still reads through them.
+            return;
+        }
         if self.durable {
             // The hold stays where it was last released (a recorder
             // releases only what its log has); the next durable subscriber

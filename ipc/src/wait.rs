@@ -1,6 +1,50 @@
-//! Wait strategies, and the futex a blocking subscriber sleeps on.
+//! Wait strategies, the futex a blocking subscriber sleeps on, and the
+//! asymmetric barrier that lets publishers check for sleepers without a
+//! fence.
+//!
+//! # The wake-up protocol
+//!
+//! A publisher commits its frame (a Release store), then loads `sleepers`
+//! and, if it is not zero, bumps `wake_seq` and calls FUTEX_WAKE. A
+//! subscriber about to sleep increments `sleepers`, reads `wake_seq`,
+//! re-checks the ring and calls FUTEX_WAIT on the `wake_seq` it read. This
+//! is a store-buffering pattern (each side stores, then loads what the
+//! other stored): without a full barrier on *both* sides, the publisher's
+//! load of `sleepers` may be satisfied before its commit is visible while
+//! the subscriber's re-check misses the commit, and the wake is lost.
+//!
+//! The barrier on the publisher's side is the costly one (paid on every
+//! publish: an `mfence` or locked instruction on x86-64, even when nobody
+//! sleeps); the subscriber's side is paid only when it goes to sleep. So
+//! the barrier is asymmetric: a publisher issues only a compiler fence
+//! ([`publisher_fence`]), and a subscriber about to sleep calls
+//! [`sleeper_barrier`]: `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`,
+//! which returns only after every CPU running a thread of a process that
+//! registered with `MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED` has executed
+//! a full memory barrier (a CPU not running such a thread passed through a
+//! context switch, itself a full barrier). That promotes the publisher's
+//! compiler fence to a full fence at whatever point of its program the
+//! barrier hits: if the publisher's load of `sleepers` comes after that
+//! point, it sees the increment (stored before the syscall); if before, its
+//! commit, which precedes the load in program order and which the compiler
+//! fence keeps there, is visible to the subscriber's re-check after the
+//! syscall. Either way the wake is not lost (the loom model
+//! `wake_protocol_never_loses_a_wake` checks the protocol with both
+//! barriers as `SeqCst` fences).
+//!
+//! A publisher's process registers once ([`publisher_fence`] checks a
+//! flag set by [`register_publisher`]); where the kernel lacks the command
+//! (before 4.16) or a seccomp filter refuses it, the publisher keeps the
+//! `SeqCst` fence. A subscriber whose barrier call fails while the kernel
+//! supports the command, or whose process is refused `membarrier`
+//! altogether (a seccomp filter; its query fails, and that looks the same
+//! as a kernel built without the call), cannot rule out a publisher
+//! elsewhere relying on the barrier, nor a lost wake: it sleeps in slices
+//! of [`UNBARRIERED_SLICE`]. For the same reason such a process may not
+//! register a gating subscriber on a single-producer topic.
 
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{compiler_fence, fence, AtomicBool, AtomicU32, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// How a subscriber waits when nothing is there.
@@ -16,7 +60,9 @@ pub enum WaitStrategy {
     /// Poll `spins` times, then sleep in the kernel on the segment's futex
     /// word until a publisher wakes it: no CPU while idle, woken within
     /// microseconds (one futex wake syscall on the publisher's side, paid only
-    /// while some subscriber sleeps).
+    /// while some subscriber sleeps). Each time it goes to sleep it issues
+    /// one `membarrier` (see the module docs), which interrupts the CPUs
+    /// running publisher threads once, so that publishes need no fence.
     Blocking {
         /// Polls before sleeping.
         spins: u32,
@@ -65,6 +111,315 @@ pub fn futex_wake(word: &AtomicU32) {
             std::ptr::null::<libc::timespec>(),
             std::ptr::null::<u32>(),
             0u32,
+        );
+    }
+}
+
+/// `membarrier` commands (`<linux/membarrier.h>`); libc names only the
+/// syscall.
+const MEMBARRIER_CMD_QUERY: libc::c_long = 0;
+const MEMBARRIER_CMD_GLOBAL_EXPEDITED: libc::c_long = 1 << 1;
+const MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED: libc::c_long = 1 << 2;
+
+/// How long a subscriber sleeps at most when its [`sleeper_barrier`]
+/// failed: a wake may then be lost, and this bounds how late it comes.
+pub const UNBARRIERED_SLICE: Duration = Duration::from_millis(1);
+
+/// Environment variable: `1` makes this process's publishers keep the
+/// `SeqCst` wake fence (and claim single-producer rings with a `SeqCst`
+/// fence) instead of relying on the sleepers' membarrier.
+pub const WAKE_FENCE_ENV: &str = "ZEROCAST_WAKE_FENCE";
+
+/// Set once this process is registered for `MEMBARRIER_CMD_GLOBAL_EXPEDITED`;
+/// from then on its publishers skip the `SeqCst` fence.
+static PUBLISHER_REGISTERED: AtomicBool = AtomicBool::new(false);
+
+fn membarrier(cmd: libc::c_long) -> libc::c_long {
+    // SAFETY: membarrier takes two integer arguments (cmd, flags; a third,
+    // cpu_id, only for a flag we do not pass) and touches no user memory.
+    unsafe {
+        libc::syscall(
+            libc::SYS_membarrier,
+            cmd,
+            0 as libc::c_long,
+            0 as libc::c_long,
+        )
+    }
+}
+
+/// What this process learnt of `MEMBARRIER_CMD_GLOBAL_EXPEDITED` (asked once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Support {
+    /// The kernel offers the command (and its registration).
+    Offered,
+    /// The kernel answered the query without the command: no process on
+    /// this kernel can have registered, so every publisher fences.
+    Absent,
+    /// The query itself failed (a seccomp filter refusing `membarrier` to
+    /// this process, or a kernel built without it; the two look alike):
+    /// publishers in other processes may have registered.
+    Unknown,
+}
+
+fn support() -> Support {
+    static SUPPORT: OnceLock<Support> = OnceLock::new();
+    *SUPPORT.get_or_init(|| {
+        let mask = membarrier(MEMBARRIER_CMD_QUERY);
+        if mask < 0 {
+            Support::Unknown
+        } else if mask & MEMBARRIER_CMD_GLOBAL_EXPEDITED != 0
+            && mask & MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED != 0
+        {
+            Support::Offered
+        } else {
+            Support::Absent
+        }
+    })
+}
+
+/// Whether the kernel offers `MEMBARRIER_CMD_GLOBAL_EXPEDITED` to this
+/// process (asked once).
+pub fn global_expedited_supported() -> bool {
+    support() == Support::Offered
+}
+
+/// Registers this process's threads for the subscribers' barrier, once;
+/// called before a publisher's first publish. Returns whether publishers of
+/// this process skip the `SeqCst` fence (false: the kernel lacks the
+/// command or refused it; they keep the fence).
+pub fn register_publisher() -> bool {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    *REGISTERED.get_or_init(|| {
+        // ZEROCAST_WAKE_FENCE=1 keeps this process's publishers on the
+        // SeqCst fence, as on a kernel without the command: to test that
+        // path, and to measure what the fence costs.
+        let forced_fence = std::env::var_os(WAKE_FENCE_ENV).is_some_and(|v| v == "1");
+        let ok = !forced_fence
+            && global_expedited_supported()
+            && membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) == 0;
+        // Relaxed: the flag is read by this process's publishers, each
+        // created after this call returned (in this thread, or handed to
+        // another thread, which synchronises); the kernel-side registration
+        // completed before the syscall returned.
+        PUBLISHER_REGISTERED.store(ok, Ordering::Relaxed);
+        ok
+    })
+}
+
+/// The publisher's half of the wake-up protocol, between its commit and
+/// its load of `sleepers` (see the module docs): a compiler fence once
+/// this process is registered, a `SeqCst` fence otherwise.
+#[inline(always)]
+pub fn publisher_fence() {
+    // Relaxed: set once by `register_publisher` before any publisher of
+    // this process existed (see there).
+    if PUBLISHER_REGISTERED.load(Ordering::Relaxed) {
+        // Keeps the compiler from moving the `sleepers` load above the
+        // commit; the CPU's reordering is undone by the sleeper's
+        // membarrier, which runs a full barrier on this CPU.
+        compiler_fence(Ordering::SeqCst);
+    } else {
+        // SeqCst fence: pairs with the SeqCst fence in `sleeper_barrier`
+        // (the classic symmetric protocol).
+        fence(Ordering::SeqCst);
+    }
+}
+
+/// The sleeper's half of the wake-up protocol, between its increment of
+/// `sleepers` and its re-check of the ring. Returns false when a wake may
+/// be lost (the kernel supports the barrier, so a publisher may rely on it,
+/// but this call failed): the caller then sleeps at most
+/// [`UNBARRIERED_SLICE`].
+pub fn sleeper_barrier() -> bool {
+    // SeqCst fence: pairs with the SeqCst fence of a publisher that could
+    // not register (`publisher_fence`).
+    fence(Ordering::SeqCst);
+    match support() {
+        // No publisher on this kernel can have registered: all of them
+        // fence, and the fence above pairs with theirs.
+        Support::Absent => true,
+        // Forces a full barrier on every CPU running a registered
+        // publisher (pairs with their compiler fence in `publisher_fence`).
+        Support::Offered => membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) == 0,
+        // Refused to us, not necessarily to publishers elsewhere, which
+        // may have registered and skip their fence: a wake may be lost.
+        Support::Unknown => false,
+    }
+}
+
+/// The registration barrier of a single-producer topic
+/// ([`SingleProducer::registration_barrier`](zerocast_core::broadcast::SingleProducer::registration_barrier)):
+/// forces a full barrier on every CPU running a registered publisher, whose
+/// claim then needs only a compiler fence. A no-op where the kernel lacks
+/// the command (no publisher can have registered; all of them fence). A
+/// gating subscriber checks [`registration_barrier_works`] before it
+/// registers, so a failure here is not expected.
+pub fn registration_barrier() {
+    if global_expedited_supported() {
+        let ok = membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) == 0;
+        debug_assert!(ok, "membarrier(GLOBAL_EXPEDITED) failed after it worked");
+    }
+}
+
+/// Whether [`registration_barrier`] does its job in this process: the
+/// kernel lacks the command (then publishers fence), or the command
+/// succeeds here (asked once). False where `membarrier` is refused to this
+/// process altogether (a publisher elsewhere may still rely on it).
+pub fn registration_barrier_works() -> bool {
+    static WORKS: OnceLock<bool> = OnceLock::new();
+    *WORKS.get_or_init(|| {
+        match support() {
+            Support::Absent => true,
+            Support::Offered => membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) == 0,
+            // A publisher elsewhere may rely on a barrier we cannot run.
+            Support::Unknown => false,
+        }
+    })
+}
+
+/// The single-producer mode of a ring in this process: its claims use the
+/// compiler fence when this process is registered (publishers register
+/// when they are created; here, when the segment is opened, so that the
+/// mode is fixed before any claim), and its registrations run
+/// [`registration_barrier`].
+pub fn single_producer_mode() -> zerocast_core::broadcast::SingleProducer {
+    zerocast_core::broadcast::SingleProducer {
+        asymmetric: register_publisher(),
+        registration_barrier,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Registration is asked once and agrees with what the kernel offers;
+    /// the sleeper's barrier then succeeds (where the kernel offers the
+    /// command and no filter refuses it, as on the machines this runs on).
+    #[test]
+    fn publisher_registration_follows_kernel_support_and_sleeper_barrier_works() {
+        let registered = register_publisher();
+        assert_eq!(
+            register_publisher(),
+            registered,
+            "registration is asked once"
+        );
+        if registered {
+            assert!(global_expedited_supported());
+            // Relaxed: set by this thread's `register_publisher` above.
+            assert!(PUBLISHER_REGISTERED.load(Ordering::Relaxed));
+        }
+        assert!(
+            sleeper_barrier() || global_expedited_supported(),
+            "without kernel support the sleeper's fence is enough"
+        );
+        if registered {
+            assert!(sleeper_barrier(), "membarrier(GLOBAL_EXPEDITED) failed");
+        }
+    }
+
+    /// Set in the child run of
+    /// `regression_membarrier_refused_to_this_process_is_not_taken_for_no_kernel_support`.
+    const SECCOMP_CHILD_ENV: &str = "ZEROCAST_TEST_MEMBARRIER_REFUSED";
+
+    /// Refuses `membarrier` to the calling thread with EPERM (a seccomp
+    /// filter, as a container or service manager may install).
+    fn refuse_membarrier() {
+        const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+        const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+        const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+        let filter = [
+            // seccomp_data.nr
+            libc::sock_filter {
+                code: LD_W_ABS,
+                jt: 0,
+                jf: 0,
+                k: 0,
+            },
+            libc::sock_filter {
+                code: JEQ_K,
+                jt: 0,
+                jf: 1,
+                k: libc::SYS_membarrier as u32,
+            },
+            libc::sock_filter {
+                code: RET_K,
+                jt: 0,
+                jf: 0,
+                k: libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
+            },
+            libc::sock_filter {
+                code: RET_K,
+                jt: 0,
+                jf: 0,
+                k: libc::SECCOMP_RET_ALLOW,
+            },
+        ];
+        let prog = libc::sock_fprog {
+            len: filter.len() as u16,
+            filter: filter.as_ptr() as *mut libc::sock_filter,
+        };
+        // SAFETY: prctl with integer arguments; PR_SET_SECCOMP reads the
+        // filter program, which outlives the call.
+        unsafe {
+            assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+            assert_eq!(
+                libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER,
+                    &prog as *const libc::sock_fprog,
+                ),
+                0,
+                "installing the seccomp filter failed"
+            );
+        }
+    }
+
+    /// A process refused `membarrier` (seccomp) on a kernel that offers it
+    /// must not conclude that no publisher relies on it: a publisher in
+    /// another process may have registered and publish with a compiler
+    /// fence only. Its sleeper barrier must report failure (so that it
+    /// sleeps in short slices), and a gating registration on a
+    /// single-producer topic must be refused.
+    #[test]
+    fn regression_membarrier_refused_to_this_process_is_not_taken_for_no_kernel_support() {
+        if std::env::var_os(SECCOMP_CHILD_ENV).is_some() {
+            refuse_membarrier();
+            assert!(
+                !sleeper_barrier(),
+                "sleeper barrier claimed success without membarrier"
+            );
+            assert!(
+                !registration_barrier_works(),
+                "registration barrier claimed to work without membarrier"
+            );
+            return;
+        }
+        if !register_publisher() {
+            // The kernel (or our own sandbox) does not offer the command:
+            // no publisher here could rely on it.
+            return;
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "wait::tests::regression_membarrier_refused_to_this_process_is_not_taken_for_no_kernel_support",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(SECCOMP_CHILD_ENV, "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "child run failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+            "the child ran no test: {}",
+            String::from_utf8_lossy(&out.stdout)
         );
     }
 }

@@ -10,7 +10,8 @@ use loom::sync::Arc;
 use loom::thread;
 
 use zerocast_core::broadcast::{
-    Broadcast, DeclareError, Declared, GatingCache, PublishError, Start, TryRecvError,
+    Broadcast, DeclareError, Declared, GatingCache, PublishError, SingleProducer, Start,
+    TryRecvError,
 };
 use zerocast_core::mpmc::Mpmc;
 use zerocast_core::spsc::{PopError, PushError, Spsc};
@@ -1032,5 +1033,125 @@ fn regression_release_racing_a_free_never_resurrects_the_slot() {
         other.join().unwrap();
         assert_eq!(ring.gating_position(index), None, "freed slot resurrected");
         assert!(!ring.claims_are_checked(), "nobody gates, claims checked");
+    });
+}
+
+/// A ring in single-producer mode (claims by plain store). Under loom the
+/// producer's compiler fence is modelled as the full fence the
+/// registration's membarrier makes it (`sync::light_fence`); the
+/// registration barrier itself is then the registration's own SeqCst fence.
+fn single_producer_ring(capacity: usize) -> Broadcast<impl BroadcastStorage> {
+    let mut ring = Broadcast::with_capacity(capacity, 3).unwrap();
+    // SAFETY: each model has one producer thread, and every handle is this
+    // one, in single-producer mode.
+    unsafe {
+        ring.set_single_producer(SingleProducer {
+            asymmetric: true,
+            registration_barrier: || {},
+        })
+    };
+    ring
+}
+
+/// Single-producer mode: a gating consumer registering at `Oldest` while
+/// the producer claims by plain store (the race the claim-word RMW resolves
+/// for many producers, resolved here by the claim/epoch Dekker pair) never
+/// finds a frame from its start on overwritten.
+#[test]
+fn single_producer_gating_registration_never_misses_a_frame() {
+    model(|| {
+        let ring = Arc::new(single_producer_ring(2));
+        let producer_ring = Arc::clone(&ring);
+        let producer = thread::spawn(move || {
+            let mut cache = GatingCache::default();
+            let mut sent = 0;
+            while sent < 3 {
+                let published = producer_ring
+                    .claim_wait(&mut cache, || true)
+                    .and_then(|claim| {
+                        let seq = claim.seq();
+                        claim.commit(&frame(seq))
+                    });
+                match published {
+                    Ok(seq) => {
+                        assert_eq!(seq, sent, "a single producer's sequences are gapless");
+                        sent += 1;
+                    }
+                    Err(PublishError::Full) => thread::yield_now(),
+                    Err(e) => panic!("{e:?}"),
+                }
+            }
+        });
+        let mut cursor = ring.register_gating(Start::Oldest).unwrap();
+        let mut out = [0u64; 3];
+        let mut expected = cursor.next();
+        while expected < 3 {
+            match ring.try_recv(&mut cursor, &mut out) {
+                Ok(seq) => {
+                    assert_eq!(seq, expected);
+                    assert_intact(seq, &out);
+                    expected += 1;
+                }
+                Err(TryRecvError::Empty | TryRecvError::Pending(_)) => thread::yield_now(),
+                Err(e) => panic!("gating consumer saw {e:?}"),
+            }
+        }
+        producer.join().unwrap();
+        assert!(!ring.claims_are_checked(), "the claim word keeps no flag");
+    });
+}
+
+/// Single-producer mode with a producer that never waits (`try_publish`):
+/// a claim racing the registration is given up (its sequence reads `Lost`,
+/// the producer gets `Full`), and otherwise the gating consumer gets every
+/// frame from its start on; nothing is ever `Lagged` for it.
+#[test]
+fn single_producer_claim_racing_a_registration_is_given_up_not_overwritten() {
+    model(|| {
+        let ring = Arc::new(single_producer_ring(2));
+        let producer_ring = Arc::clone(&ring);
+        let producer = thread::spawn(move || {
+            let mut cache = GatingCache::default();
+            let mut outcomes = [None; 3];
+            for o in &mut outcomes {
+                *o = Some(publish(&producer_ring, &mut cache));
+            }
+            outcomes
+        });
+        let mut cursor = ring.register_gating(Start::Oldest).unwrap();
+        let outcomes = producer.join().unwrap();
+        let mut out = [0u64; 3];
+        let end = ring.head();
+        while cursor.next() < end {
+            match ring.try_recv(&mut cursor, &mut out) {
+                Ok(seq) => assert_intact(seq, &out),
+                Err(TryRecvError::Lost(s)) => assert!(
+                    outcomes.contains(&Some(Err(PublishError::Full))),
+                    "Lost({s}) without a claim given up"
+                ),
+                Err(TryRecvError::Empty | TryRecvError::Pending(_)) => thread::yield_now(),
+                Err(e) => panic!("gating consumer saw {e:?}"),
+            }
+        }
+    });
+}
+
+/// Single-producer mode, no gating: a lapped consumer counts every frame
+/// (`received + lagged == sent`) and never sees a torn one.
+#[test]
+fn single_producer_lapped_consumer_counts_every_frame() {
+    model(|| {
+        let ring = Arc::new(single_producer_ring(2));
+        let total = 3;
+        let producer_ring = Arc::clone(&ring);
+        let producer = thread::spawn(move || {
+            let mut cache = GatingCache::default();
+            for seq in 0..total {
+                assert_eq!(publish(&producer_ring, &mut cache), Ok(seq));
+            }
+        });
+        let (received, lagged) = drain(&ring, Start::At(0), total);
+        producer.join().unwrap();
+        assert_eq!(received + lagged, total);
     });
 }

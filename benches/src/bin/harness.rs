@@ -33,8 +33,8 @@ use zerocast_core::frame::{
     self, id::id, Body, Direction, FrameBuf, Level, MarketL2, TradeEvent, L2_DEPTH,
 };
 use zerocast_ipc::{
-    Bus, Config, GatingPolicy, Publisher, PublisherOptions, RecvError, Start, SubscriberOptions,
-    TopicConfig, TopicKind, Transport, WaitStrategy,
+    Bus, Config, GatingPolicy, Producers, Publisher, PublisherOptions, RecvError, Start,
+    SubscriberOptions, TopicConfig, TopicKind, Transport, WaitStrategy,
 };
 
 #[derive(Parser, Debug)]
@@ -102,7 +102,7 @@ struct ChildArgs {
     /// latency or count.
     #[arg(long)]
     role: String,
-    /// shm, shm-gating, iox (zerocast's adapter) or iox-plain.
+    /// shm, shm-gating, shm-single (a single-producer topic), iox (zerocast's adapter) or iox-plain.
     #[arg(long)]
     transport: String,
     /// trade or l2.
@@ -230,6 +230,10 @@ fn bus_for(namespace: &str, transport: &str, kind: &str) -> Bus {
     } else {
         Transport::Shm
     };
+    // "shm-single": a single-producer topic (claims by plain store).
+    if transport == "shm-single" {
+        topic.producers = Producers::Single;
+    }
     Bus::new(Config {
         namespace: namespace.to_owned(),
         topics: vec![topic],
@@ -296,7 +300,7 @@ fn wait_does(transport: &str, wait: &str) -> &'static str {
     match (transport, wait) {
         (_, "spin") => "busy-polls, never pauses",
         (_, "yield") => "polls 100 times, then yields the CPU between polls",
-        ("shm" | "shm-gating", "block") => {
+        ("shm" | "shm-gating" | "shm-single", "block") => {
             "polls 100 times, then sleeps on the segment's futex (re-checks every 20 ms); the publisher wakes it with futex_wake"
         }
         ("iox", "block") => {
@@ -1349,6 +1353,8 @@ fn run_all(args: AllArgs) {
             ("shm", 32),
             ("shm-gating", 1),
             ("shm-gating", 32),
+            ("shm-single", 1),
+            ("shm-single", 32),
             ("iox", 1),
             ("iox", 32),
             ("iox-plain", 1),
@@ -1520,7 +1526,9 @@ fn check_complete(report: &Value, bus_suites: bool) {
         }
     }
     let thr = report["throughput"].as_array().expect("throughput section");
-    assert_eq!(thr.len(), 14, "throughput cases");
+    // 2 subscriber counts x 9 rows (shm, shm-gating and shm-single at
+    // batch 1 and 32, iox at 1 and 32, plain iceoryx2 at 1).
+    assert_eq!(thr.len(), 18, "throughput cases");
     for r in thr {
         described(r);
         let frames = need(r, &["frames"]);
@@ -1675,6 +1683,8 @@ mod tests {
                 ("shm", 32),
                 ("shm-gating", 1),
                 ("shm-gating", 32),
+                ("shm-single", 1),
+                ("shm-single", 32),
                 ("iox", 1),
                 ("iox", 32),
                 ("iox-plain", 1),
