@@ -366,7 +366,7 @@ impl ShmPublisher {
         let seg: &Segment = &self.seg;
         let ring = seg.ring();
         let entry = &seg.header().publishers[self.entry];
-        let mut waiting = WaitLimit::new(seg, self.policy);
+        let mut waiting = WaitLimit::new(seg, entry, self.policy);
         let mut giving_up = StuckWait::new(seg);
         let claim = match ring.claim_batch_wait_with(
             &mut self.cache,
