@@ -100,6 +100,8 @@ impl Drop for Side {
     fn drop(&mut self) {
         self.bus.remove_segments();
         let _ = std::fs::remove_file(&self.config);
+        // The importer's record of the origin it follows.
+        let _ = std::fs::remove_file(format!("/dev/shm/zerocast-bridge.{}.{TOPIC}", self.ns));
     }
 }
 
@@ -838,6 +840,13 @@ fn bridge_kills_mid_stream_with_a_wal_lose_nothing() {
     drop((export, import));
 }
 
+/// The origin identity a test's stand-in exporter sends.
+const FAKE_ORIGIN: zerocast_runtime::bridge::wire::Origin =
+    zerocast_runtime::bridge::wire::Origin {
+        creation_ns: 1_700_000_000_000_000_000,
+        creator: 0x1234,
+    };
+
 /// Trade `seq` as the origin's ring holds it: archived, with its sequence.
 fn frame_bytes(seq: u64) -> Vec<u8> {
     let mut buf = zerocast_core::frame::FrameBuf::default();
@@ -875,7 +884,7 @@ fn regression_hole_while_no_exporter_answers_waits_instead_of_reporting_lost() {
     wait_for("the importer subscribed", || {
         publisher.matching_status().wait().unwrap().matching()
     });
-    let mut m = Message::new();
+    let mut m = Message::new(FAKE_ORIGIN);
     m.frame(5, &frame_bytes(5));
     publisher.put(m.bytes().to_vec()).wait().unwrap();
     // Several query timeouts with nobody answering.
@@ -888,7 +897,7 @@ fn regression_hole_while_no_exporter_answers_waits_instead_of_reporting_lost() {
         };
         let from: u64 = q.parameters().get("from").unwrap().parse().unwrap();
         let to: u64 = q.parameters().get("to").unwrap().parse().unwrap();
-        let mut m = Message::new();
+        let mut m = Message::new(FAKE_ORIGIN);
         for s in from..=to {
             m.frame(s, &frame_bytes(s));
         }
@@ -943,7 +952,7 @@ fn regression_lost_range_to_the_last_sequence_neither_panics_nor_ignores_stop() 
     wait_for("the importer subscribed", || {
         publisher.matching_status().wait().unwrap().matching()
     });
-    let mut m = Message::new();
+    let mut m = Message::new(FAKE_ORIGIN);
     m.lost(0, u64::MAX);
     publisher.put(m.bytes().to_vec()).wait().unwrap();
     let cap = far.capacity();
@@ -994,7 +1003,7 @@ fn regression_empty_query_reply_for_a_hole_is_asked_again_not_reported_lost() {
                     continue;
                 };
                 let from: u64 = q.parameters().get("from").unwrap().parse().unwrap();
-                let mut m = Message::new();
+                let mut m = Message::new(FAKE_ORIGIN);
                 if let Some(to) = q.parameters().get("to") {
                     let to: u64 = to.parse().unwrap();
                     hole_queries += 1;
@@ -1026,7 +1035,7 @@ fn regression_empty_query_reply_for_a_hole_is_asked_again_not_reported_lost() {
     wait_for("the importer subscribed", || {
         publisher.matching_status().wait().unwrap().matching()
     });
-    let mut m = Message::new();
+    let mut m = Message::new(FAKE_ORIGIN);
     m.frame(5, &frame_bytes(5));
     publisher.put(m.bytes().to_vec()).wait().unwrap();
     far.wait_head(6);
@@ -1111,7 +1120,7 @@ fn regression_live_messages_queued_during_a_slow_query_stay_bounded() {
                     continue;
                 };
                 let from: u64 = q.parameters().get("from").unwrap().parse().unwrap();
-                let mut m = Message::new();
+                let mut m = Message::new(FAKE_ORIGIN);
                 match q.parameters().get("to") {
                     // The importer's start: an empty topic.
                     None => m.head(from),
@@ -1151,7 +1160,7 @@ fn regression_live_messages_queued_during_a_slow_query_stay_bounded() {
     });
     // Frame 1 first: a hole at 0, whose query is held.
     let send = |s: u64| {
-        let mut m = Message::new();
+        let mut m = Message::new(FAKE_ORIGIN);
         m.frame(s, &frame_bytes(s));
         publisher.put(m.bytes().to_vec()).wait().unwrap();
     };
@@ -1178,5 +1187,120 @@ fn regression_live_messages_queued_during_a_slow_query_stay_bounded() {
     );
     for (seq, g) in read_all(&far, n).iter().enumerate() {
         assert!(matches!(g, Got::Frame(_)), "sequence {seq} reported lost");
+    }
+}
+
+/// Waits (at most 10 s) for `child` to exit; its status and stderr.
+fn wait_exit(mut child: Child) -> (std::process::ExitStatus, String) {
+    use std::io::Read;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            return (status, err);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the importer still runs 10 s after the origin was recreated: it went on silently"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn regression_recreated_origin_is_never_skipped_silently() {
+    // The origin topic recreated (segment removed and created again, its
+    // sequences restarting at 0) while the far side is at 10: the importer
+    // once took the new origin's frames 0..5 for duplicates and skipped
+    // them, telling far-side subscribers nothing. It must stop with an
+    // error naming the topic and both origin identities, also after a
+    // restart; once the far side is recreated, it follows the new origin.
+    let origin = Side::new("recreated", "a", 1 << 20);
+    let far = Side::new("recreated", "b", 1 << 20);
+    let port = free_port();
+    let listen = format!("tcp/127.0.0.1:{port}");
+    let export_args = ["export", "--topic", TOPIC, "--listen", &listen];
+    let import_args = [
+        "import",
+        "--topic",
+        TOPIC,
+        "--origin-namespace",
+        &origin.ns,
+        "--connect",
+        &listen,
+        "--query-timeout-ms",
+        "300",
+    ];
+    let importer = |far: &Side| {
+        Command::new(BIN)
+            .env_remove("ZEROCAST_NAMESPACE")
+            .env("ZEROCAST_LOG", "warn,zenoh=error")
+            .args(["--namespace", &far.ns, "--config"])
+            .arg(&far.config)
+            .arg("bridge")
+            .args(import_args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let export = origin.bridge(&export_args);
+    let import = importer(&far);
+    let mut p = origin.bus.publisher(TOPIC).unwrap();
+    publish(&mut p, 0, 10);
+    far.wait_head(10);
+    let old_identity = {
+        let h = origin.bus.segment(TOPIC).unwrap();
+        format!("{}-{:016x}", h.header().creation_ns, h.header().creator)
+    };
+
+    // The origin recreated: its sequences restart at 0.
+    export.kill();
+    drop(p);
+    origin.bus.remove_segments();
+    let mut p = origin.bus.publisher(TOPIC).unwrap();
+    publish(&mut p, 0, 5);
+    let new_identity = {
+        let h = origin.bus.segment(TOPIC).unwrap();
+        format!("{}-{:016x}", h.header().creation_ns, h.header().creator)
+    };
+    assert_ne!(old_identity, new_identity);
+    let _export = origin.bridge(&export_args);
+    let (status, err) = wait_exit(import);
+    assert!(!status.success(), "{status}: {err}");
+    for word in [TOPIC, &old_identity, &new_identity, "recreate"] {
+        assert!(
+            err.contains(word),
+            "the error does not name {word:?}: {err}"
+        );
+    }
+    assert_eq!(far.head(), 10, "the far side changed");
+
+    // A restarted importer knows the origin it followed.
+    let (status, err) = wait_exit(importer(&far));
+    assert!(!status.success(), "{status}: {err}");
+    assert!(err.contains(&new_identity), "{err}");
+
+    // The far side recreated: the importer follows the new origin.
+    far.bus.remove_segments();
+    let mut import = importer(&far);
+    far.wait_head(5);
+    assert!(import.try_wait().unwrap().is_none(), "the importer stopped");
+    let _ = import.kill();
+    let _ = import.wait();
+    for (seq, g) in read_all(&far, 5).iter().enumerate() {
+        match g {
+            Got::Frame(bytes) => check_frame(seq as u64, bytes),
+            Got::Lost => panic!("sequence {seq} lost"),
+        }
     }
 }
