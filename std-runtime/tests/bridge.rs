@@ -26,8 +26,13 @@ struct Side {
 
 impl Side {
     fn new(test: &str, side: &str, size: u64) -> Self {
+        Self::of_kind(test, side, size, "trade")
+    }
+
+    /// A side whose topic is of `kind`.
+    fn of_kind(test: &str, side: &str, size: u64, kind: &str) -> Self {
         let ns = format!("br{}-{test}-{side}", std::process::id());
-        let text = format!("[[topic]]\nname = \"{TOPIC}\"\nsize = {size}\nkind = \"trade\"\n");
+        let text = format!("[[topic]]\nname = \"{TOPIC}\"\nsize = {size}\nkind = \"{kind}\"\n");
         let config = std::env::temp_dir().join(format!("{ns}.toml"));
         std::fs::write(&config, &text).unwrap();
         let mut c = Config::from_toml(&text).unwrap();
@@ -1303,4 +1308,141 @@ fn regression_recreated_origin_is_never_skipped_silently() {
             Got::Lost => panic!("sequence {seq} lost"),
         }
     }
+}
+
+/// Runs an importer of `far`'s topic against a stand-in exporter on the
+/// key `key` that answers every query with `reply` and sends `live` once
+/// the importer is subscribed; the importer's result (it is stopped
+/// after 5 s).
+fn import_against(
+    far: &Side,
+    key: &'static str,
+    reply: Vec<u8>,
+    live: Vec<u8>,
+) -> Result<zerocast_runtime::bridge::import::ImportStats, String> {
+    use zenoh::Wait;
+    use zerocast_runtime::bridge::{import, open_session};
+
+    let endpoint = vec![format!("tcp/127.0.0.1:{}", free_port())];
+    let origin = open_session(None, &endpoint, &[]).unwrap();
+    let session = open_session(None, &[], &endpoint).unwrap();
+    let queryable = origin.declare_queryable(key).wait().unwrap();
+    let publisher = origin.declare_publisher(key).wait().unwrap();
+    let served = std::thread::spawn(move || {
+        while let Ok(Some(q)) = queryable.recv_timeout(Duration::from_secs(6)) {
+            q.reply(key, reply.clone()).wait().unwrap();
+        }
+    });
+    let sent = std::thread::spawn(move || {
+        wait_for("the importer subscribed", || {
+            publisher.matching_status().wait().unwrap().matching()
+        });
+        publisher.put(live).wait().unwrap();
+    });
+    let mut o = import::ImportOptions::new(TOPIC, key);
+    o.query_timeout = Duration::from_millis(200);
+    let t0 = Instant::now();
+    let r = import::import(&far.bus, &session, &o, || {
+        t0.elapsed() > Duration::from_secs(5)
+    });
+    sent.join().unwrap();
+    drop(origin);
+    let _ = served.join();
+    r
+}
+
+#[test]
+fn regression_peer_of_another_wire_version_is_an_error_naming_both() {
+    // A message of wire version 1 (an exporter of an earlier release, no
+    // origin identity) was skipped as malformed and its sequences asked
+    // for again, forever: it must stop the importer, naming both versions.
+    use zerocast_runtime::bridge::wire::{Message, VERSION};
+
+    let far = Side::new("oldpeer", "b", 1 << 20);
+    let mut reply = Message::new(FAKE_ORIGIN);
+    reply.head(0);
+    // Version 1: the version byte, then a frame entry.
+    let mut live = vec![1u8, 1];
+    live.extend_from_slice(&0u64.to_le_bytes());
+    let frame = frame_bytes(0);
+    live.extend_from_slice(&(frame.len() as u16).to_le_bytes());
+    live.extend_from_slice(&frame);
+    let e = import_against(
+        &far,
+        "zerocast/oldpeer/trade_events",
+        reply.bytes().to_vec(),
+        live,
+    )
+    .expect_err("the importer took a version-1 message");
+    assert_eq!(VERSION, 2);
+    assert!(
+        e.contains("version 1") && e.contains("version 2") && e.contains(TOPIC),
+        "{e}"
+    );
+    assert_eq!(far.head(), 0);
+}
+
+#[test]
+fn regression_frame_larger_than_the_local_slot_names_topic_sequence_and_sizes() {
+    // A far-side topic of a smaller kind than the origin's (heartbeat
+    // slots, trade frames): the importer must stop with an error naming
+    // the topic, the origin sequence and both sizes.
+    use zerocast_runtime::bridge::wire::Message;
+
+    let far = Side::of_kind("toolarge", "b", 1 << 20, "heartbeat");
+    let mut reply = Message::new(FAKE_ORIGIN);
+    reply.head(0);
+    let mut live = Message::new(FAKE_ORIGIN);
+    live.frame(0, &frame_bytes(0));
+    let e = import_against(
+        &far,
+        "zerocast/toolarge/trade_events",
+        reply.bytes().to_vec(),
+        live.bytes().to_vec(),
+    )
+    .expect_err("the importer took a frame larger than its slots");
+    let frame = frame_bytes(0).len();
+    assert!(
+        e.contains(TOPIC)
+            && e.contains("origin sequence 0")
+            && e.contains(&format!("{frame} bytes"))
+            && e.contains("-byte slots"),
+        "{e}"
+    );
+    assert_eq!(far.head(), 0);
+}
+
+#[test]
+fn regression_query_of_another_wire_version_is_answered_with_an_error() {
+    // An importer of an earlier release asks without `v=2`: the exporter
+    // must answer with an error naming both versions, not a reply the
+    // importer cannot read.
+    use zenoh::Wait;
+    use zerocast_runtime::bridge::open_session;
+
+    let origin = Side::new("oldquery", "a", 1 << 20);
+    let port = free_port();
+    let listen = format!("tcp/127.0.0.1:{port}");
+    let _export = origin.bridge(&["export", "--topic", TOPIC, "--listen", &listen]);
+    let session = open_session(None, &[], &[listen]).unwrap();
+    let key = format!("zerocast/{}/{TOPIC}", origin.ns);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let e = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no answer from the exporter in 10 s"
+        );
+        let replies = session
+            .get(format!("{key}?from=0"))
+            .timeout(Duration::from_millis(500))
+            .wait()
+            .unwrap();
+        if let Ok(reply) = replies.recv() {
+            match reply.result() {
+                Ok(_) => panic!("the exporter answered a version-1 query with data"),
+                Err(e) => break String::from_utf8_lossy(&e.payload().to_bytes()).into_owned(),
+            }
+        }
+    };
+    assert!(e.contains("version 1") && e.contains("version 2"), "{e}");
 }
