@@ -187,6 +187,8 @@ impl Drop for Bridge {
         }
         self.origin.remove_segments();
         self.far.remove_segments();
+        // The importer's record of the origin it followed.
+        let _ = std::fs::remove_file(import::origin_record_path(self.far.config(), TOPIC));
     }
 }
 

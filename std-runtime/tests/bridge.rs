@@ -26,8 +26,13 @@ struct Side {
 
 impl Side {
     fn new(test: &str, side: &str, size: u64) -> Self {
+        Self::of_kind(test, side, size, "trade")
+    }
+
+    /// A side whose topic is of `kind`.
+    fn of_kind(test: &str, side: &str, size: u64, kind: &str) -> Self {
         let ns = format!("br{}-{test}-{side}", std::process::id());
-        let text = format!("[[topic]]\nname = \"{TOPIC}\"\nsize = {size}\nkind = \"trade\"\n");
+        let text = format!("[[topic]]\nname = \"{TOPIC}\"\nsize = {size}\nkind = \"{kind}\"\n");
         let config = std::env::temp_dir().join(format!("{ns}.toml"));
         std::fs::write(&config, &text).unwrap();
         let mut c = Config::from_toml(&text).unwrap();
@@ -100,6 +105,8 @@ impl Drop for Side {
     fn drop(&mut self) {
         self.bus.remove_segments();
         let _ = std::fs::remove_file(&self.config);
+        // The importer's record of the origin it follows.
+        let _ = std::fs::remove_file(format!("/dev/shm/zerocast-bridge.{}.{TOPIC}", self.ns));
     }
 }
 
@@ -592,9 +599,16 @@ fn bridge_network_cut_between_two_network_namespaces_loses_nothing() {
             return;
         }
     };
-    let origin = Side::new("cut", "a", 80_000);
+    // A ring of 100-odd frames: the cut's cap / 2 frames and the 20 after
+    // it stay in it (with segment layout 4's larger header, 80 000 bytes
+    // left 32 slots, and the first frames of the cut were overwritten).
+    let origin = Side::new("cut", "a", 160_000);
     let far = Side::new("cut", "b", 4 << 20);
     let cap = origin.capacity();
+    assert!(
+        cap >= 64,
+        "the test needs a ring of 64 frames or more, got {cap}"
+    );
     let endpoint = format!("tcp/{}:7447", net.addr_a);
     // A lease of 1 s, so that the cut below outlasts it: the zenoh session
     // breaks and what was published meanwhile must be fetched by query
@@ -838,6 +852,13 @@ fn bridge_kills_mid_stream_with_a_wal_lose_nothing() {
     drop((export, import));
 }
 
+/// The origin identity a test's stand-in exporter sends.
+const FAKE_ORIGIN: zerocast_runtime::bridge::wire::Origin =
+    zerocast_runtime::bridge::wire::Origin {
+        creation_ns: 1_700_000_000_000_000_000,
+        creator: 0x1234,
+    };
+
 /// Trade `seq` as the origin's ring holds it: archived, with its sequence.
 fn frame_bytes(seq: u64) -> Vec<u8> {
     let mut buf = zerocast_core::frame::FrameBuf::default();
@@ -875,7 +896,7 @@ fn regression_hole_while_no_exporter_answers_waits_instead_of_reporting_lost() {
     wait_for("the importer subscribed", || {
         publisher.matching_status().wait().unwrap().matching()
     });
-    let mut m = Message::new();
+    let mut m = Message::new(FAKE_ORIGIN);
     m.frame(5, &frame_bytes(5));
     publisher.put(m.bytes().to_vec()).wait().unwrap();
     // Several query timeouts with nobody answering.
@@ -888,7 +909,7 @@ fn regression_hole_while_no_exporter_answers_waits_instead_of_reporting_lost() {
         };
         let from: u64 = q.parameters().get("from").unwrap().parse().unwrap();
         let to: u64 = q.parameters().get("to").unwrap().parse().unwrap();
-        let mut m = Message::new();
+        let mut m = Message::new(FAKE_ORIGIN);
         for s in from..=to {
             m.frame(s, &frame_bytes(s));
         }
@@ -943,7 +964,7 @@ fn regression_lost_range_to_the_last_sequence_neither_panics_nor_ignores_stop() 
     wait_for("the importer subscribed", || {
         publisher.matching_status().wait().unwrap().matching()
     });
-    let mut m = Message::new();
+    let mut m = Message::new(FAKE_ORIGIN);
     m.lost(0, u64::MAX);
     publisher.put(m.bytes().to_vec()).wait().unwrap();
     let cap = far.capacity();
@@ -994,7 +1015,7 @@ fn regression_empty_query_reply_for_a_hole_is_asked_again_not_reported_lost() {
                     continue;
                 };
                 let from: u64 = q.parameters().get("from").unwrap().parse().unwrap();
-                let mut m = Message::new();
+                let mut m = Message::new(FAKE_ORIGIN);
                 if let Some(to) = q.parameters().get("to") {
                     let to: u64 = to.parse().unwrap();
                     hole_queries += 1;
@@ -1026,7 +1047,7 @@ fn regression_empty_query_reply_for_a_hole_is_asked_again_not_reported_lost() {
     wait_for("the importer subscribed", || {
         publisher.matching_status().wait().unwrap().matching()
     });
-    let mut m = Message::new();
+    let mut m = Message::new(FAKE_ORIGIN);
     m.frame(5, &frame_bytes(5));
     publisher.put(m.bytes().to_vec()).wait().unwrap();
     far.wait_head(6);
@@ -1111,7 +1132,7 @@ fn regression_live_messages_queued_during_a_slow_query_stay_bounded() {
                     continue;
                 };
                 let from: u64 = q.parameters().get("from").unwrap().parse().unwrap();
-                let mut m = Message::new();
+                let mut m = Message::new(FAKE_ORIGIN);
                 match q.parameters().get("to") {
                     // The importer's start: an empty topic.
                     None => m.head(from),
@@ -1151,7 +1172,7 @@ fn regression_live_messages_queued_during_a_slow_query_stay_bounded() {
     });
     // Frame 1 first: a hole at 0, whose query is held.
     let send = |s: u64| {
-        let mut m = Message::new();
+        let mut m = Message::new(FAKE_ORIGIN);
         m.frame(s, &frame_bytes(s));
         publisher.put(m.bytes().to_vec()).wait().unwrap();
     };
@@ -1179,4 +1200,256 @@ fn regression_live_messages_queued_during_a_slow_query_stay_bounded() {
     for (seq, g) in read_all(&far, n).iter().enumerate() {
         assert!(matches!(g, Got::Frame(_)), "sequence {seq} reported lost");
     }
+}
+
+/// Waits (at most 10 s) for `child` to exit; its status and stderr.
+fn wait_exit(mut child: Child) -> (std::process::ExitStatus, String) {
+    use std::io::Read;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            return (status, err);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the importer still runs 10 s after the origin was recreated: it went on silently"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn regression_recreated_origin_is_never_skipped_silently() {
+    // The origin topic recreated (segment removed and created again, its
+    // sequences restarting at 0) while the far side is at 10: the importer
+    // once took the new origin's frames 0..5 for duplicates and skipped
+    // them, telling far-side subscribers nothing. It must stop with an
+    // error naming the topic and both origin identities, also after a
+    // restart; once the far side is recreated, it follows the new origin.
+    let origin = Side::new("recreated", "a", 1 << 20);
+    let far = Side::new("recreated", "b", 1 << 20);
+    let port = free_port();
+    let listen = format!("tcp/127.0.0.1:{port}");
+    let export_args = ["export", "--topic", TOPIC, "--listen", &listen];
+    let import_args = [
+        "import",
+        "--topic",
+        TOPIC,
+        "--origin-namespace",
+        &origin.ns,
+        "--connect",
+        &listen,
+        "--query-timeout-ms",
+        "300",
+    ];
+    let importer = |far: &Side| {
+        Command::new(BIN)
+            .env_remove("ZEROCAST_NAMESPACE")
+            .env("ZEROCAST_LOG", "warn,zenoh=error")
+            .args(["--namespace", &far.ns, "--config"])
+            .arg(&far.config)
+            .arg("bridge")
+            .args(import_args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let export = origin.bridge(&export_args);
+    let import = importer(&far);
+    let mut p = origin.bus.publisher(TOPIC).unwrap();
+    publish(&mut p, 0, 10);
+    far.wait_head(10);
+    let old_identity = {
+        let h = origin.bus.segment(TOPIC).unwrap();
+        format!("{}-{:016x}", h.header().creation_ns, h.header().creator)
+    };
+
+    // The origin recreated: its sequences restart at 0.
+    export.kill();
+    drop(p);
+    origin.bus.remove_segments();
+    let mut p = origin.bus.publisher(TOPIC).unwrap();
+    publish(&mut p, 0, 5);
+    let new_identity = {
+        let h = origin.bus.segment(TOPIC).unwrap();
+        format!("{}-{:016x}", h.header().creation_ns, h.header().creator)
+    };
+    assert_ne!(old_identity, new_identity);
+    let _export = origin.bridge(&export_args);
+    let (status, err) = wait_exit(import);
+    assert!(!status.success(), "{status}: {err}");
+    for word in [TOPIC, &old_identity, &new_identity, "recreate"] {
+        assert!(
+            err.contains(word),
+            "the error does not name {word:?}: {err}"
+        );
+    }
+    assert_eq!(far.head(), 10, "the far side changed");
+
+    // A restarted importer knows the origin it followed.
+    let (status, err) = wait_exit(importer(&far));
+    assert!(!status.success(), "{status}: {err}");
+    assert!(err.contains(&new_identity), "{err}");
+
+    // The far side recreated: the importer follows the new origin.
+    far.bus.remove_segments();
+    let mut import = importer(&far);
+    far.wait_head(5);
+    assert!(import.try_wait().unwrap().is_none(), "the importer stopped");
+    let _ = import.kill();
+    let _ = import.wait();
+    for (seq, g) in read_all(&far, 5).iter().enumerate() {
+        match g {
+            Got::Frame(bytes) => check_frame(seq as u64, bytes),
+            Got::Lost => panic!("sequence {seq} lost"),
+        }
+    }
+}
+
+/// Runs an importer of `far`'s topic against a stand-in exporter on the
+/// key `key` that answers every query with `reply` and sends `live` once
+/// the importer is subscribed; the importer's result (it is stopped
+/// after 5 s).
+fn import_against(
+    far: &Side,
+    key: &'static str,
+    reply: Vec<u8>,
+    live: Vec<u8>,
+) -> Result<zerocast_runtime::bridge::import::ImportStats, String> {
+    use zenoh::Wait;
+    use zerocast_runtime::bridge::{import, open_session};
+
+    let endpoint = vec![format!("tcp/127.0.0.1:{}", free_port())];
+    let origin = open_session(None, &endpoint, &[]).unwrap();
+    let session = open_session(None, &[], &endpoint).unwrap();
+    let queryable = origin.declare_queryable(key).wait().unwrap();
+    let publisher = origin.declare_publisher(key).wait().unwrap();
+    let served = std::thread::spawn(move || {
+        while let Ok(Some(q)) = queryable.recv_timeout(Duration::from_secs(6)) {
+            q.reply(key, reply.clone()).wait().unwrap();
+        }
+    });
+    let sent = std::thread::spawn(move || {
+        wait_for("the importer subscribed", || {
+            publisher.matching_status().wait().unwrap().matching()
+        });
+        publisher.put(live).wait().unwrap();
+    });
+    let mut o = import::ImportOptions::new(TOPIC, key);
+    o.query_timeout = Duration::from_millis(200);
+    let t0 = Instant::now();
+    let r = import::import(&far.bus, &session, &o, || {
+        t0.elapsed() > Duration::from_secs(5)
+    });
+    sent.join().unwrap();
+    drop(origin);
+    let _ = served.join();
+    r
+}
+
+#[test]
+fn regression_peer_of_another_wire_version_is_an_error_naming_both() {
+    // A message of wire version 1 (an exporter of an earlier release, no
+    // origin identity) was skipped as malformed and its sequences asked
+    // for again, forever: it must stop the importer, naming both versions.
+    use zerocast_runtime::bridge::wire::{Message, VERSION};
+
+    let far = Side::new("oldpeer", "b", 1 << 20);
+    let mut reply = Message::new(FAKE_ORIGIN);
+    reply.head(0);
+    // Version 1: the version byte, then a frame entry.
+    let mut live = vec![1u8, 1];
+    live.extend_from_slice(&0u64.to_le_bytes());
+    let frame = frame_bytes(0);
+    live.extend_from_slice(&(frame.len() as u16).to_le_bytes());
+    live.extend_from_slice(&frame);
+    let e = import_against(
+        &far,
+        "zerocast/oldpeer/trade_events",
+        reply.bytes().to_vec(),
+        live,
+    )
+    .expect_err("the importer took a version-1 message");
+    assert_eq!(VERSION, 2);
+    assert!(
+        e.contains("version 1") && e.contains("version 2") && e.contains(TOPIC),
+        "{e}"
+    );
+    assert_eq!(far.head(), 0);
+}
+
+#[test]
+fn regression_frame_larger_than_the_local_slot_names_topic_sequence_and_sizes() {
+    // A far-side topic of a smaller kind than the origin's (heartbeat
+    // slots, trade frames): the importer must stop with an error naming
+    // the topic, the origin sequence and both sizes.
+    use zerocast_runtime::bridge::wire::Message;
+
+    let far = Side::of_kind("toolarge", "b", 1 << 20, "heartbeat");
+    let mut reply = Message::new(FAKE_ORIGIN);
+    reply.head(0);
+    let mut live = Message::new(FAKE_ORIGIN);
+    live.frame(0, &frame_bytes(0));
+    let e = import_against(
+        &far,
+        "zerocast/toolarge/trade_events",
+        reply.bytes().to_vec(),
+        live.bytes().to_vec(),
+    )
+    .expect_err("the importer took a frame larger than its slots");
+    let frame = frame_bytes(0).len();
+    assert!(
+        e.contains(TOPIC)
+            && e.contains("origin sequence 0")
+            && e.contains(&format!("{frame} bytes"))
+            && e.contains("-byte slots"),
+        "{e}"
+    );
+    assert_eq!(far.head(), 0);
+}
+
+#[test]
+fn regression_query_of_another_wire_version_is_answered_with_an_error() {
+    // An importer of an earlier release asks without `v=2`: the exporter
+    // must answer with an error naming both versions, not a reply the
+    // importer cannot read.
+    use zenoh::Wait;
+    use zerocast_runtime::bridge::open_session;
+
+    let origin = Side::new("oldquery", "a", 1 << 20);
+    let port = free_port();
+    let listen = format!("tcp/127.0.0.1:{port}");
+    let _export = origin.bridge(&["export", "--topic", TOPIC, "--listen", &listen]);
+    let session = open_session(None, &[], &[listen]).unwrap();
+    let key = format!("zerocast/{}/{TOPIC}", origin.ns);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let e = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no answer from the exporter in 10 s"
+        );
+        let replies = session
+            .get(format!("{key}?from=0"))
+            .timeout(Duration::from_millis(500))
+            .wait()
+            .unwrap();
+        if let Ok(reply) = replies.recv() {
+            match reply.result() {
+                Ok(_) => panic!("the exporter answered a version-1 query with data"),
+                Err(e) => break String::from_utf8_lossy(&e.payload().to_bytes()).into_owned(),
+            }
+        }
+    };
+    assert!(e.contains("version 1") && e.contains("version 2"), "{e}");
 }

@@ -96,7 +96,11 @@ impl Drop for Ns {
         // Every file of this namespace: segments, ack channels, the counters
         // table, and `.init-` files a creator killed mid-build left behind.
         let prefix = format!("zerocast.{}.", self.name);
-        for e in std::fs::read_dir("/dev/shm").into_iter().flatten().flatten() {
+        for e in std::fs::read_dir("/dev/shm")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             if e.file_name().to_string_lossy().starts_with(&prefix) {
                 let _ = std::fs::remove_file(e.path());
             }

@@ -11,7 +11,7 @@ use zenoh::query::Query;
 use zenoh::{Session, Wait};
 use zerocast_ipc::{Bus, RecvError, Start, SubscriberOptions, WaitStrategy};
 
-use super::wire::Message;
+use super::wire::{Message, Origin, VERSION};
 use crate::recorder::frame_len;
 use crate::resume::{Event, Resumable};
 
@@ -111,10 +111,19 @@ pub fn export(
             },
         )
         .map_err(|e| format!("topic {}: {e}", options.topic))?;
+    // The identity of the segment the subscriber reads, sent with every
+    // message: an importer that followed another (the topic was recreated,
+    // its sequences restarted at 0) stops instead of skipping them.
+    let segment = bus
+        .segment(&options.topic)
+        .map_err(|e| format!("topic {}: {e}", options.topic))?;
+    let origin = Origin::of(&segment);
+    drop(segment);
     tracing::info!(
         topic = options.topic,
         key = options.key,
         gating = options.gating.is_some(),
+        %origin,
         "bridge export started"
     );
     // Set when either half ends (by error too), so that the other does.
@@ -129,7 +138,7 @@ pub fn export(
             r
         });
         let mut stats = ExportStats::default();
-        let mut msg = Message::new();
+        let mut msg = Message::new(origin);
         let mut last_sent = Instant::now();
         // Gating: frames read are released to the origin's publishers, so
         // none is read while no importer would receive it.
@@ -225,7 +234,14 @@ fn serve_queries(
         let params = query.parameters();
         let from = params.get("from").map(str::parse::<u64>);
         let to = params.get("to").map(str::parse::<u64>);
+        let version = params.get("v").unwrap_or("1");
         let reply = match (from, to) {
+            // An importer of another release (version 1 sent no `v`).
+            _ if version != VERSION.to_string() => Err(format!(
+                "an importer speaking bridge version {version} asked {:?}; this exporter \
+                 speaks version {VERSION}: run the same zerocast release on both sides",
+                params.as_str()
+            )),
             (Some(Ok(from)), None) => {
                 serve_range(bus, options, from, u64::MAX, &stop).map(|m| m.bytes().to_vec())
             }
@@ -233,7 +249,7 @@ fn serve_queries(
                 serve_range(bus, options, from, to, &stop).map(|m| m.bytes().to_vec())
             }
             _ => Err(format!(
-                "bad query parameters {:?}: expected from=SEQ and optionally to=SEQ",
+                "bad query parameters {:?}: expected v=VERSION;from=SEQ and optionally to=SEQ",
                 params.as_str()
             )),
         };
@@ -263,12 +279,11 @@ fn serve_range(
     to: u64,
     stop: &impl Fn() -> bool,
 ) -> Result<Message, String> {
-    let head = bus
+    let segment = bus
         .segment(&options.topic)
-        .map_err(|e| format!("topic {}: {e}", options.topic))?
-        .ring()
-        .head();
-    let mut msg = Message::new();
+        .map_err(|e| format!("topic {}: {e}", options.topic))?;
+    let head = segment.ring().head();
+    let mut msg = Message::new(Origin::of(&segment));
     // A lost range costs one entry whatever its length; frames are
     // limited to `max_reply` per reply.
     let last = to.min(head.saturating_sub(1));

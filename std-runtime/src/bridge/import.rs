@@ -13,8 +13,20 @@
 //! asking the exporter for everything from there; a hole in the live
 //! stream (a cut, an exporter restart, a lagging exporter) is asked for
 //! the same way.
+//!
+//! Every message names the origin topic's segment its sequences count in
+//! ([`Origin`]). The importer records the one it follows in
+//! [`origin_record_path`] (beside the far-side segment in `/dev/shm`,
+//! bound to that segment's identity, so that a restarted importer still
+//! knows it, and a recreated far side starts afresh), and stops with an
+//! error on a message of another: the origin topic was recreated and its
+//! sequences restarted at 0, which the far side cannot take without
+//! skipping or mis-ordering them.
 
 use std::collections::VecDeque;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -26,7 +38,7 @@ use zerocast_ipc::{
     Bus, Error as IpcError, GatingPolicy, Publisher, PublisherOptions, ShmPublisher,
 };
 
-use super::wire::{decode, Entry};
+use super::wire::{decode, version_mismatch, Entry, Origin, VERSION};
 
 /// Settings of an importer.
 #[derive(Debug, Clone)]
@@ -99,8 +111,73 @@ enum Via {
 /// The live subscription's receiving end.
 type Live = zenoh::pubsub::Subscriber<zenoh::handlers::FifoChannelHandler<zenoh::sample::Sample>>;
 
+/// Where the importer of `topic` on `config`'s namespace records the
+/// origin it follows: `/dev/shm/zerocast-bridge.<namespace>.<topic>`
+/// (mode 0600), a line `far=IDENTITY origin=IDENTITY`. The record counts
+/// only while the far-side segment is the one named (a recreated far-side
+/// topic starts afresh); nothing else reads it.
+pub fn origin_record_path(config: &zerocast_ipc::Config, topic: &str) -> PathBuf {
+    zerocast_ipc::config::shm_dir().join(format!("zerocast-bridge.{}.{topic}", config.namespace))
+}
+
+/// The origin recorded for the far-side segment `far`, if any.
+fn read_record(path: &std::path::Path, far: Origin) -> Result<Option<Origin>, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let bad = || {
+        format!(
+            "{}: expected one line `far=IDENTITY origin=IDENTITY`, found {text:?} (remove it \
+             if the far-side topic holds nothing of an earlier origin)",
+            path.display()
+        )
+    };
+    let mut fields = text.split_whitespace();
+    let (Some(f), Some(o), None) = (fields.next(), fields.next(), fields.next()) else {
+        return Err(bad());
+    };
+    let (Some(f), Some(o)) = (f.strip_prefix("far="), o.strip_prefix("origin=")) else {
+        return Err(bad());
+    };
+    let (f, o): (Origin, Origin) = (f.parse()?, o.parse()?);
+    // A record of an earlier far-side segment: that topic was recreated.
+    Ok((f == far).then_some(o))
+}
+
+/// Writes the record: a temporary file, then a rename.
+fn write_record(path: &std::path::Path, far: Origin, origin: Origin) -> Result<(), String> {
+    let tmp = path.with_file_name(format!(
+        "{}.tmp-{}",
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("record"),
+        std::process::id()
+    ));
+    let err = |p: &std::path::Path, e: std::io::Error| format!("{}: {e}", p.display());
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| err(&tmp, e))?;
+    f.write_all(format!("far={far} origin={origin}\n").as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| err(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| err(path, e))
+}
+
 struct Importer<'a, S: Fn() -> bool> {
     publisher: ShmPublisher,
+    /// The origin segment the far side's sequences count in (`None`:
+    /// none recorded yet; the first message's is recorded).
+    origin: Option<Origin>,
+    /// The far-side segment's identity (the record is bound to it).
+    far: Origin,
+    /// Where the origin is recorded ([`origin_record_path`]).
+    record: PathBuf,
     session: &'a Session,
     live: &'a Live,
     /// Live messages taken off the subscription while a query waited (so
@@ -149,14 +226,21 @@ pub fn import(
         .wait()
         .map_err(|e| format!("zenoh: declaring the subscriber on {}: {e}", options.key))?;
     let next = publisher.segment().ring().head();
+    let far = Origin::of(publisher.segment());
+    let record = origin_record_path(bus.config(), &options.topic);
+    let origin = read_record(&record, far)?;
     tracing::info!(
         topic = options.topic,
         key = options.key,
         next,
+        origin = origin.map(|o| o.to_string()),
         "bridge import started"
     );
     let mut imp = Importer {
         publisher,
+        origin,
+        far,
+        record,
         session,
         live: &subscriber,
         pending: VecDeque::new(),
@@ -225,12 +309,23 @@ impl<S: Fn() -> bool> Importer<'_, S> {
     /// Applies every entry of a message; a message that does not decode
     /// is skipped whole (its sequences show up as a hole and are asked for).
     fn apply_message(&mut self, bytes: &[u8], via: Via) -> Result<(), String> {
-        // Checked whole first, then applied: no copy of the entries.
-        if let Err(e) = decode(bytes, |_| {}) {
-            self.stats.bad_messages += 1;
-            tracing::warn!(key = self.options.key, "skipped a message: {e}");
-            return Ok(());
+        // Another release at the other end: no retry mends that.
+        if let Some(e) = version_mismatch(bytes) {
+            return Err(format!(
+                "topic {} (key {}): {e}",
+                self.options.topic, self.options.key
+            ));
         }
+        // Checked whole first, then applied: no copy of the entries.
+        let origin = match decode(bytes, |_| {}) {
+            Ok(origin) => origin,
+            Err(e) => {
+                self.stats.bad_messages += 1;
+                tracing::warn!(key = self.options.key, "skipped a message: {e}");
+                return Ok(());
+            }
+        };
+        self.check_origin(origin)?;
         let mut result = Ok(());
         decode(bytes, |entry| {
             if result.is_ok() {
@@ -238,6 +333,45 @@ impl<S: Fn() -> bool> Importer<'_, S> {
             }
         })?;
         result
+    }
+
+    /// Checks that `origin` is the origin segment the far side follows
+    /// (recording it if none is yet): a recreated origin topic restarts
+    /// its sequences at 0, and the far side's sequences are the old
+    /// origin's, so the importer stops, saying what to do.
+    fn check_origin(&mut self, origin: Origin) -> Result<(), String> {
+        match self.origin {
+            Some(o) if o == origin => Ok(()),
+            Some(o) => {
+                let far = self.publisher.segment().path().display().to_string();
+                Err(format!(
+                    "topic {topic}: the origin topic was recreated: this far side holds origin \
+                     sequences 0..{next} of the origin segment created at {} ns (identity {o}), \
+                     but the exporter now sends those of the origin segment created at {} ns \
+                     (identity {origin}), whose sequences restarted at 0; importing them would \
+                     skip or mis-order them. To follow the new origin, stop this importer and \
+                     recreate the far-side topic (stop its publishers and subscribers, remove \
+                     {far}, or run `zerocast stat --remove-stale` once nothing uses it), then \
+                     start the importer again: far-side subscribers see the topic reset, as \
+                     after any bus reset",
+                    o.creation_ns,
+                    origin.creation_ns,
+                    topic = self.options.topic,
+                    next = self.next,
+                ))
+            }
+            None => {
+                write_record(&self.record, self.far, origin)?;
+                tracing::info!(
+                    topic = self.options.topic,
+                    %origin,
+                    next = self.next,
+                    "bridge import follows this origin segment"
+                );
+                self.origin = Some(origin);
+                Ok(())
+            }
+        }
     }
 
     fn apply(&mut self, entry: Entry<'_>, via: Via) -> Result<(), String> {
@@ -302,8 +436,8 @@ impl<S: Fn() -> bool> Importer<'_, S> {
             }
             let before = self.next;
             let selector = match to {
-                Some(t) => format!("{}?from={};to={t}", self.options.key, self.next),
-                None => format!("{}?from={}", self.options.key, self.next),
+                Some(t) => format!("{}?v={VERSION};from={};to={t}", self.options.key, self.next),
+                None => format!("{}?v={VERSION};from={}", self.options.key, self.next),
             };
             self.stats.queries += 1;
             let answered = match self.query(&selector)? {
@@ -453,8 +587,17 @@ impl<S: Fn() -> bool> Importer<'_, S> {
         self.check_head()?;
         let words = bytes.len().div_ceil(8);
         let buf = &self.buf;
-        let local = retry(&mut self.publisher, self.stop, &self.options.topic, |p| {
+        let topic = &self.options.topic;
+        let local = retry(&mut self.publisher, self.stop, topic, |p| {
             p.publish_words(&buf.0[..words])
+        })
+        .map_err(|e| match e {
+            Retry::Other(IpcError::FrameTooLarge { frame, slot, .. }) => format!(
+                "topic {topic}: origin sequence {seq} is a frame of {frame} bytes, more than the \
+                 far-side topic's {slot}-byte slots: configure the far-side topic with the \
+                 origin's kind (and slot size)"
+            ),
+            e => e.message(topic),
         })?;
         if local != seq {
             // Another publisher claimed a sequence between the check and
@@ -498,7 +641,8 @@ impl<S: Fn() -> bool> Importer<'_, S> {
             let n = (to - self.next).saturating_add(1).min(capacity);
             retry(&mut self.publisher, self.stop, &self.options.topic, |p| {
                 p.publish_lost(n)
-            })?;
+            })
+            .map_err(|e| e.message(&self.options.topic))?;
             self.stats.lost += n;
             match self.next.checked_add(n) {
                 Some(next) => self.next = next,
@@ -513,29 +657,48 @@ impl<S: Fn() -> bool> Importer<'_, S> {
     }
 }
 
+/// Why [`retry`] gave up.
+enum Retry {
+    /// `stop()` while gating subscribers were behind.
+    Stopped,
+    /// The publish failed.
+    Other(IpcError),
+}
+
+impl Retry {
+    fn message(self, topic: &str) -> String {
+        match self {
+            Self::Stopped => {
+                format!("stopped while topic {topic}'s gating subscribers were behind")
+            }
+            // Names the topic itself.
+            Self::Other(e @ IpcError::FrameTooLarge { .. }) => e.to_string(),
+            Self::Other(e) => format!("topic {topic}: {e}"),
+        }
+    }
+}
+
 /// Runs a publish, waiting while gating subscribers are behind.
 fn retry<T>(
     publisher: &mut ShmPublisher,
     stop: &impl Fn() -> bool,
     topic: &str,
     mut op: impl FnMut(&mut ShmPublisher) -> zerocast_ipc::Result<T>,
-) -> Result<T, String> {
+) -> Result<T, Retry> {
     let mut warned = false;
     loop {
         match op(publisher) {
             Ok(v) => return Ok(v),
             Err(IpcError::RingFull { .. } | IpcError::StuckBehind { .. }) => {
                 if stop() {
-                    return Err(format!(
-                        "stopped while topic {topic}'s gating subscribers were behind"
-                    ));
+                    return Err(Retry::Stopped);
                 }
                 if !warned {
                     tracing::warn!(topic, "waiting for gating subscribers that are behind");
                     warned = true;
                 }
             }
-            Err(e) => return Err(format!("topic {topic}: {e}")),
+            Err(e) => return Err(Retry::Other(e)),
         }
     }
 }

@@ -1,5 +1,7 @@
-//! What one zenoh message of the bridge carries: a version byte, then
-//! entries, each a tag byte and little-endian fields.
+//! What one zenoh message of the bridge carries: a version byte, the
+//! origin's segment identity ([`Origin`]: its creation time in ns and its
+//! creator's owner word, `u64` each, little-endian), then entries, each a
+//! tag byte and little-endian fields.
 //!
 //! | tag | entry | fields |
 //! |---|---|---|
@@ -13,8 +15,68 @@
 //! and names what is wrong; the frames themselves are validated by the
 //! importer ([`zerocast_core::frame::FrameRef::parse`]).
 
-/// The version byte of every message.
-pub const VERSION: u8 = 1;
+/// The version byte of every message. Version 2 added the [`Origin`]
+/// after it; a message of another version is refused, naming both.
+pub const VERSION: u8 = 2;
+
+/// Bytes before the first entry: the version and the [`Origin`].
+const PREFIX: usize = 1 + 16;
+
+/// The identity of the origin topic's segment a message's sequences count
+/// in (as [`crate::batch::segment_identity`]): a topic removed and created
+/// again (its sequences restarting at 0) has another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Origin {
+    /// The segment's creation time, ns since the Unix epoch.
+    pub creation_ns: u64,
+    /// Its creator's owner word.
+    pub creator: u64,
+}
+
+impl Origin {
+    /// The identity of `segment`.
+    pub fn of(segment: &zerocast_ipc::Segment) -> Self {
+        let h = segment.header();
+        Self {
+            creation_ns: h.creation_ns,
+            creator: h.creator,
+        }
+    }
+}
+
+impl std::fmt::Display for Origin {
+    /// `CREATION_NS-CREATOR`, the creator in hex (the form of
+    /// [`crate::batch::segment_identity`]).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{:016x}", self.creation_ns, self.creator)
+    }
+}
+
+impl std::str::FromStr for Origin {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("bad origin identity {s:?}: expected CREATION_NS-CREATOR(hex)");
+        let (c, o) = s.trim().split_once('-').ok_or_else(bad)?;
+        Ok(Self {
+            creation_ns: c.parse().map_err(|_| bad())?,
+            creator: u64::from_str_radix(o, 16).map_err(|_| bad())?,
+        })
+    }
+}
+
+/// The error for a message of another version than [`VERSION`] (`None`
+/// for this version, or an empty message): a peer running another
+/// zerocast, which no retry mends.
+pub fn version_mismatch(bytes: &[u8]) -> Option<String> {
+    match bytes.first() {
+        Some(&v) if v != VERSION => Some(format!(
+            "bridge message version {v}, this build speaks version {VERSION}: run the same \
+             zerocast release on both sides of the bridge"
+        )),
+        _ => None,
+    }
+}
 
 const TAG_FRAME: u8 = 1;
 const TAG_LOST: u8 = 2;
@@ -49,17 +111,14 @@ pub struct Message {
     entries: usize,
 }
 
-impl Default for Message {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Message {
-    /// An empty message (just the version byte).
-    pub fn new() -> Self {
+    /// An empty message (just the version and the origin's identity) of
+    /// the origin topic's segment `origin`.
+    pub fn new(origin: Origin) -> Self {
         let mut buf = Vec::with_capacity(4096);
         buf.push(VERSION);
+        buf.extend_from_slice(&origin.creation_ns.to_le_bytes());
+        buf.extend_from_slice(&origin.creator.to_le_bytes());
         Self { buf, entries: 0 }
     }
 
@@ -113,7 +172,7 @@ impl Message {
 
     /// Empties the message for reuse.
     pub fn clear(&mut self) {
-        self.buf.truncate(1);
+        self.buf.truncate(PREFIX);
         self.entries = 0;
     }
 }
@@ -134,20 +193,22 @@ fn take<const N: usize>(bytes: &[u8], at: &mut usize, what: &str) -> Result<[u8;
     Ok(out)
 }
 
-/// Decodes a message into its entries, calling `f` for each in order.
-/// Stops at the first malformed entry with an error naming it and its
-/// offset (entries before it were already handed to `f`).
-pub fn decode<'a>(bytes: &'a [u8], mut f: impl FnMut(Entry<'a>)) -> Result<(), String> {
-    match bytes.first() {
-        None => return Err("empty bridge message (no version byte)".to_owned()),
-        Some(&VERSION) => {}
-        Some(&v) => {
-            return Err(format!(
-                "bridge message version {v}, this build speaks version {VERSION}"
-            ))
-        }
+/// Decodes a message: its origin's identity, and its entries, calling `f`
+/// for each in order. Stops at the first malformed entry with an error
+/// naming it and its offset (entries before it were already handed to
+/// `f`).
+pub fn decode<'a>(bytes: &'a [u8], mut f: impl FnMut(Entry<'a>)) -> Result<Origin, String> {
+    if bytes.is_empty() {
+        return Err("empty bridge message (no version byte)".to_owned());
+    }
+    if let Some(e) = version_mismatch(bytes) {
+        return Err(e);
     }
     let mut at = 1;
+    let origin = Origin {
+        creation_ns: u64::from_le_bytes(take(bytes, &mut at, "origin identity")?),
+        creator: u64::from_le_bytes(take(bytes, &mut at, "origin identity")?),
+    };
     while at < bytes.len() {
         let tag = bytes[at];
         let start = at;
@@ -185,22 +246,35 @@ pub fn decode<'a>(bytes: &'a [u8], mut f: impl FnMut(Entry<'a>)) -> Result<(), S
         };
         f(entry);
     }
-    Ok(())
+    Ok(origin)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const ORIGIN: Origin = Origin {
+        creation_ns: 1_700_000_000_123_456_789,
+        creator: 0xabcd_0000_1234,
+    };
+
     fn all(bytes: &[u8]) -> Result<Vec<Entry<'_>>, String> {
         let mut v = Vec::new();
-        decode(bytes, |e| v.push(e))?;
+        assert_eq!(decode(bytes, |e| v.push(e))?, ORIGIN);
         Ok(v)
     }
 
     #[test]
+    fn origin_identity_round_trips_as_text() {
+        let text = ORIGIN.to_string();
+        assert_eq!(text, "1700000000123456789-0000abcd00001234");
+        assert_eq!(text.parse::<Origin>().unwrap(), ORIGIN);
+        assert!("12".parse::<Origin>().unwrap_err().contains("\"12\""));
+    }
+
+    #[test]
     fn round_trip() {
-        let mut m = Message::new();
+        let mut m = Message::new(ORIGIN);
         m.frame(7, &[1, 2, 3]);
         m.lost(8, 10);
         m.head(11);
@@ -224,18 +298,26 @@ mod tests {
     #[test]
     fn bad_input_is_named() {
         assert!(all(&[]).unwrap_err().contains("empty"));
-        assert!(all(&[9]).unwrap_err().contains("version 9"));
-        assert!(all(&[VERSION, 42])
+        let e = all(&[1, 3, 0, 0, 0, 0, 0, 0, 0, 0]).unwrap_err();
+        assert!(e.contains("version 1") && e.contains("version 2"), "{e}");
+        assert_eq!(version_mismatch(&[1]), Some(e));
+        assert_eq!(version_mismatch(&[VERSION]), None);
+        assert!(all(&[VERSION, 0, 0])
             .unwrap_err()
-            .contains("unknown entry tag 42"));
-        let mut m = Message::new();
+            .contains("origin identity at byte 1"));
+        let mut m = Message::new(ORIGIN);
+        m.buf.push(42);
+        assert!(all(m.bytes())
+            .unwrap_err()
+            .contains("unknown entry tag 42 at byte 17"));
+        let mut m = Message::new(ORIGIN);
         m.frame(1, &[0; 40]);
         let cut = &m.bytes()[..m.len() - 1];
         assert!(all(cut).unwrap_err().contains("frame of sequence 1"));
-        assert!(all(&[VERSION, TAG_HEAD, 0])
-            .unwrap_err()
-            .contains("head at byte 2"));
-        let mut m = Message::new();
+        let mut m = Message::new(ORIGIN);
+        m.buf.extend_from_slice(&[TAG_HEAD, 0]);
+        assert!(all(m.bytes()).unwrap_err().contains("head at byte 18"));
+        let mut m = Message::new(ORIGIN);
         m.lost(5, 4);
         assert!(all(m.bytes())
             .unwrap_err()
