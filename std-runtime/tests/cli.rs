@@ -1377,8 +1377,18 @@ fn operating_reference_matches_help() {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
     let mut summary_lines = 0;
     for line in readme.lines().filter(|l| l.starts_with("zerocast ")) {
-        let name = line.split_whitespace().nth(1).unwrap();
-        let sub = Command::new(BIN).args([name, "--help"]).output().unwrap();
+        let mut words = line.split_whitespace().skip(1);
+        let first = words.next().unwrap();
+        // A command with subcommands (`zerocast bridge export`): the flags
+        // are the subcommand's.
+        let name = match words.next() {
+            Some(second) if first == "bridge" => format!("{first} {second}"),
+            _ => first.to_owned(),
+        };
+        let sub = Command::new(BIN)
+            .args(name.split(' ').chain(["--help"]))
+            .output()
+            .unwrap();
         assert!(
             sub.status.success(),
             "README names `zerocast {name}`: {line}"
