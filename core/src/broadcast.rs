@@ -781,6 +781,7 @@ where
     ///   ring ago, maybe dead), so the caller can resolve a dead one.
     ///   `keep_waiting` is also called (its answer ignored) while giving up
     ///   waits for a gating consumer, so the caller can reclaim a dead one.
+    #[inline(always)]
     pub fn claim_batch_wait_with(
         &self,
         cache: &mut GatingCache,
@@ -834,6 +835,7 @@ where
 
     /// Like [`claim_wait`](Self::claim_wait), with the hooks of
     /// [`claim_batch_wait_with`](Self::claim_batch_wait_with).
+    #[inline(always)]
     pub fn claim_wait_with(
         &self,
         cache: &mut GatingCache,
