@@ -767,6 +767,25 @@ fn bridge_bad_arguments_are_named() {
     );
 }
 
+/// A port out of range is a bad flag (exit 2, naming the flag and the
+/// port), not a zenoh error after the session started (exit 1).
+#[test]
+fn regression_a_port_out_of_range_is_a_bad_flag() {
+    let side = Side::new("port", "a", 80_000);
+    for (cmd, flag) in [("export", "--listen"), ("import", "--connect")] {
+        let out = Command::new(BIN)
+            .env_remove("ZEROCAST_NAMESPACE")
+            .args(["--namespace", &side.ns, "--config"])
+            .arg(&side.config)
+            .args(["bridge", cmd, "--topic", TOPIC, flag, "tcp/127.0.0.1:99999"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cmd} {flag}: {err}");
+        assert!(err.contains(flag) && err.contains("99999"), "{err}");
+    }
+}
+
 /// Waits until `cond` holds (at most 20 s).
 fn wait_for(what: &str, cond: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);

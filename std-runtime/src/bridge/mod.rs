@@ -96,7 +96,22 @@ struct ImportArgs {
 
 fn parse_endpoint(s: &str) -> Result<String, String> {
     match s.strip_prefix("tcp/") {
-        Some(addr) if !addr.is_empty() => Ok(s.to_owned()),
+        Some(addr) if !addr.is_empty() => {
+            // HOST:PORT (HOST may be [v6]); the port must be a port, so a
+            // typo is a bad flag (exit 2), not a zenoh error at open.
+            let port = addr
+                .rsplit_once(':')
+                .map(|(host, port)| (host, port.parse::<u16>()));
+            match port {
+                Some((host, Ok(_))) if !host.is_empty() => Ok(s.to_owned()),
+                Some((_, Err(_))) => Err(format!(
+                    "the port of {addr:?} is not a number from 0 to 65535"
+                )),
+                _ => Err(
+                    "expected tcp/HOST:PORT (only zenoh's TCP transport is built in)".to_owned(),
+                ),
+            }
+        }
         _ => Err("expected tcp/HOST:PORT (only zenoh's TCP transport is built in)".to_owned()),
     }
 }
