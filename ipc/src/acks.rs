@@ -17,9 +17,8 @@
 //! claiming an entry, a claim that the next registration takes back). No
 //! crash wedges the channel.
 
-use std::fs::OpenOptions;
 use std::mem::size_of;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -143,26 +142,7 @@ impl AckChannel {
             other => return other,
         }
         let tmp = crate::segment::init_path(path);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io(&tmp, "create ack channel"))?;
-        let built = file
-            .set_len(FILE_SIZE as u64)
-            .map_err(io(&tmp, "size ack channel"))
-            // SAFETY: our fresh file, accessed only through atomics once
-            // shared.
-            .and_then(|()| unsafe { MmapMut::map_mut(&file) }.map_err(io(&tmp, "map ack channel")));
-        let map = match built {
-            Ok(map) => map,
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e);
-            }
-        };
+        let (_file, map) = crate::shm_file::create(&tmp, FILE_SIZE, "create ack channel")?;
         let channel = Self {
             path: path.to_owned(),
             map,
@@ -179,13 +159,11 @@ impl AckChannel {
         // Release: pairs with the Acquire load in `open`; publishes the
         // header fields (the entries are zero, i.e. free, as created).
         h.magic.store(ACK_MAGIC, Ordering::Release);
-        let linked = std::fs::hard_link(&tmp, path);
-        let _ = std::fs::remove_file(&tmp);
-        match linked {
-            Ok(()) => Ok(channel),
+        if crate::shm_file::publish(&tmp, path, "publish ack channel")? {
+            Ok(channel)
+        } else {
             // Someone else published theirs first: use it.
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::open(path),
-            Err(e) => Err(io(path, "publish ack channel")(e)),
+            Self::open(path)
         }
     }
 
@@ -197,26 +175,7 @@ impl AckChannel {
             path: path.to_owned(),
             problem,
         };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(io(path, "open ack channel"))?;
-        let meta = file.metadata().map_err(io(path, "stat ack channel"))?;
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let me = unsafe { libc::geteuid() };
-        if meta.uid() != me {
-            return Err(bad(format!(
-                "owned by uid {}, not by this user (uid {me}); acks from another user are not trusted",
-                meta.uid()
-            )));
-        }
-        if meta.mode() & 0o077 != 0 {
-            return Err(bad(format!(
-                "mode {:o} lets group or others write acks; expected 600",
-                meta.mode() & 0o777
-            )));
-        }
+        let file = crate::shm_file::open_private(path, "ack channel", "write acks", &bad)?;
         // SAFETY: the file is shared with other processes, which access it
         // only through atomics; its length is checked against the mapping
         // below before any entry is read.
@@ -665,5 +624,40 @@ mod tests {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         std::fs::remove_file(&path).unwrap();
+    }
+
+    /// The ack channel was sized with `set_len` (a sparse file): on a full
+    /// /dev/shm a process's first store into an entry was a SIGBUS instead
+    /// of an error at creation (the counters table had been fixed alone;
+    /// both now build through `shm_file::create`).
+    #[test]
+    fn regression_the_ack_channel_reserves_its_pages_when_created() {
+        use std::os::unix::fs::MetadataExt;
+        let path = temp_path("reserve");
+        let _ = std::fs::remove_file(&path);
+        drop(AckChannel::open_or_create(&path).unwrap());
+        let blocks = std::fs::metadata(&path).unwrap().blocks();
+        std::fs::remove_file(&path).unwrap();
+        assert!(
+            blocks * 512 >= FILE_SIZE as u64,
+            "{blocks} blocks of 512 bytes reserved for {FILE_SIZE} bytes"
+        );
+    }
+
+    /// A symbolic link at an ack channel's path was followed to whatever
+    /// file it named (segments and the counters table refuse links).
+    #[test]
+    fn regression_an_ack_channel_symlink_is_refused() {
+        let real = temp_path("linktarget");
+        let link = temp_path("link");
+        let _ = std::fs::remove_file(&real);
+        let _ = std::fs::remove_file(&link);
+        drop(AckChannel::open_or_create(&real).unwrap());
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let opened = AckChannel::open(&link).map(|_| ());
+        std::fs::remove_file(&link).unwrap();
+        std::fs::remove_file(&real).unwrap();
+        let e = opened.unwrap_err().to_string();
+        assert!(e.contains(&*link.to_string_lossy()), "{e}");
     }
 }

@@ -51,9 +51,8 @@
 //! # Ok::<(), zerocast_ipc::Error>(())
 //! ```
 
-use std::fs::OpenOptions;
 use std::mem::size_of;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -329,43 +328,7 @@ impl CountersTable {
             other => return other,
         }
         let tmp = crate::segment::init_path(path);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io(&tmp, "create counters file"))?;
-        // fallocate rather than ftruncate, as for segments: on tmpfs it
-        // reserves the pages now, so a full /dev/shm is an error here
-        // instead of a SIGBUS at a claimer's first store into an entry.
-        // SAFETY: plain syscall on a descriptor we own; no memory passed.
-        let rc = unsafe {
-            libc::posix_fallocate(
-                std::os::fd::AsRawFd::as_raw_fd(&file),
-                0,
-                FILE_SIZE as libc::off_t,
-            )
-        };
-        let built = if rc == 0 {
-            Ok(())
-        } else {
-            Err(io(&tmp, "reserve counters file memory")(
-                std::io::Error::from_raw_os_error(rc),
-            ))
-        }
-        .and_then(|()| {
-            // SAFETY: our fresh file, accessed only through atomics
-            // once shared.
-            unsafe { MmapMut::map_mut(&file) }.map_err(io(&tmp, "map counters file"))
-        });
-        let map = match built {
-            Ok(map) => map,
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e);
-            }
-        };
+        let (file, map) = crate::shm_file::create(&tmp, FILE_SIZE, "create counters file")?;
         let table = Self {
             path: path.to_owned(),
             file,
@@ -384,13 +347,11 @@ impl CountersTable {
         // Release: pairs with the Acquire load in `open`; publishes the
         // header fields (the entries are zero, i.e. free, as created).
         h.magic.store(COUNTERS_MAGIC, Ordering::Release);
-        let linked = std::fs::hard_link(&tmp, path);
-        let _ = std::fs::remove_file(&tmp);
-        match linked {
-            Ok(()) => Ok(table),
+        if crate::shm_file::publish(&tmp, path, "publish counters file")? {
+            Ok(table)
+        } else {
             // Someone else published theirs first: use it.
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::open(path),
-            Err(e) => Err(io(path, "publish counters file")(e)),
+            Self::open(path)
         }
     }
 
@@ -403,29 +364,8 @@ impl CountersTable {
             path: path.to_owned(),
             problem,
         };
-        // O_NOFOLLOW, as for segments: a link is refused (ELOOP), not
-        // followed to whatever file it names.
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)
-            .map_err(io(path, "open counters file"))?;
+        let file = crate::shm_file::open_private(path, "counters file", "read or write it", &bad)?;
         let meta = file.metadata().map_err(io(path, "stat counters file"))?;
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let me = unsafe { libc::geteuid() };
-        if meta.uid() != me {
-            return Err(bad(format!(
-                "owned by uid {}, not by this user (uid {me})",
-                meta.uid()
-            )));
-        }
-        if meta.mode() & 0o077 != 0 {
-            return Err(bad(format!(
-                "mode {:o} lets group or others read or write it; expected 600",
-                meta.mode() & 0o777
-            )));
-        }
         if meta.len() < FILE_SIZE as u64 {
             return Err(bad(format!(
                 "{} bytes, too short for a counters table ({FILE_SIZE} bytes)",
@@ -908,6 +848,8 @@ impl Drop for Counters {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::OpenOptions;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 
     fn temp(name: &str) -> PathBuf {
         std::env::temp_dir().join(format!("zc-counters-{name}-{}", std::process::id()))

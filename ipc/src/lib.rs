@@ -66,6 +66,7 @@ pub mod iox;
 pub mod layout;
 pub mod publisher;
 pub mod segment;
+mod shm_file;
 #[cfg(feature = "tokio")]
 pub mod stream;
 pub mod subscriber;

@@ -1,0 +1,103 @@
+//! The small private shared-memory files beside the topic segments (the ack
+//! channels, the counters table): one way to build, publish and open them,
+//! so a fix to one (pages reserved at creation, links refused at open) is a
+//! fix to all.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
+
+use memmap2::MmapMut;
+
+use crate::error::{io, Error, Result};
+
+/// Creates `tmp` (mode 0600, never an existing file), reserves `len` bytes
+/// of memory for it and maps it; `what` names the file in errors. On any
+/// error `tmp` is removed.
+///
+/// `posix_fallocate` rather than `ftruncate`, as for segments: on tmpfs it
+/// reserves the pages now, so a full `/dev/shm` is an error here instead of
+/// a SIGBUS at some process's first store into the mapping.
+pub(crate) fn create(tmp: &Path, len: usize, what: &'static str) -> Result<(File, MmapMut)> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(tmp)
+        .map_err(io(tmp, what))?;
+    // SAFETY: plain syscall on a descriptor we own; no memory passed.
+    let rc = unsafe {
+        libc::posix_fallocate(
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            0,
+            len as libc::off_t,
+        )
+    };
+    let built = if rc == 0 {
+        Ok(())
+    } else {
+        Err(io(tmp, what)(std::io::Error::from_raw_os_error(rc)))
+    }
+    .and_then(|()| {
+        // SAFETY: our fresh file, accessed only through atomics once shared.
+        unsafe { MmapMut::map_mut(&file) }.map_err(io(tmp, what))
+    });
+    match built {
+        Ok(map) => Ok((file, map)),
+        Err(e) => {
+            let _ = std::fs::remove_file(tmp);
+            Err(e)
+        }
+    }
+}
+
+/// Publishes the fully built `tmp` under `path` with `link()` and removes
+/// `tmp`: `Ok(true)` if ours is now the file, `Ok(false)` if another
+/// process published one first (open that one instead).
+pub(crate) fn publish(tmp: &Path, path: &Path, what: &'static str) -> Result<bool> {
+    let linked = std::fs::hard_link(tmp, path);
+    let _ = std::fs::remove_file(tmp);
+    match linked {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(io(path, what)(e)),
+    }
+}
+
+/// Opens the existing file at `path` for reading and writing and checks
+/// that it is this user's and that no one else may read or write it.
+/// `O_NOFOLLOW`, as for segments: a symbolic link is refused (ELOOP), not
+/// followed to whatever file it names. `bad` turns a problem into the
+/// caller's error, `access` says what others could do with it ("write
+/// acks"); an `open` error is [`Error::Io`] (NotFound included, which
+/// `open_or_create` callers rely on).
+pub(crate) fn open_private(
+    path: &Path,
+    what: &'static str,
+    access: &str,
+    bad: impl Fn(String) -> Error,
+) -> Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(io(path, what))?;
+    let meta = file.metadata().map_err(io(path, what))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return Err(bad(format!(
+            "owned by uid {}, not by this user (uid {me}); another user's {what} is not trusted",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(bad(format!(
+            "mode {:o} lets group or others {access}; expected 600",
+            meta.mode() & 0o777
+        )));
+    }
+    Ok(file)
+}
