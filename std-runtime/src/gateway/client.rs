@@ -641,6 +641,20 @@ mod tests {
     }
 
     /// What the client was sent, as "SEQ" and "gap FROM..TO xCOUNT".
+    /// Subscribes `c` to `topic` with a resume (number `resume`) under way
+    /// from `next`, nothing held yet.
+    fn resuming(c: &Client, topic: &str, next: u64, resume: u64) {
+        c.lock().subs.insert(
+            Arc::from(topic),
+            Sub {
+                next,
+                resuming: Some(VecDeque::new()),
+                resume,
+                ..Default::default()
+            },
+        );
+    }
+
     fn script(c: &Client) -> Vec<String> {
         sent(c)
             .iter()
@@ -686,15 +700,7 @@ mod tests {
     fn regression_a_resume_hold_is_bounded_by_the_budget() {
         let one = trade(1000).text.len();
         let c = Client::new(1, 20 * one);
-        c.lock().subs.insert(
-            Arc::from("t"),
-            Sub {
-                next: 10,
-                resuming: Some(VecDeque::new()),
-                resume: 7,
-                ..Default::default()
-            },
-        );
+        resuming(&c, "t", 10, 7);
         for seq in 1000..3000 {
             c.offer(&trade(seq));
         }
@@ -708,15 +714,7 @@ mod tests {
     #[test]
     fn regression_a_failed_resume_goes_live_with_a_gap() {
         let c = Client::new(1, 1 << 20);
-        c.lock().subs.insert(
-            Arc::from("t"),
-            Sub {
-                next: 10,
-                resuming: Some(VecDeque::new()),
-                resume: 7,
-                ..Default::default()
-            },
-        );
+        resuming(&c, "t", 10, 7);
         c.offer(&trade(20));
         c.offer(&trade(21));
         // The resume fails at 10 (a WAL it cannot read, no thread).
@@ -724,15 +722,7 @@ mod tests {
         c.offer(&trade(22));
         assert_eq!(script(&c), ["gap 10..19 x10", "20", "21", "22"]);
         // Failing with nothing held: the gap runs to the next live frame.
-        c.lock().subs.insert(
-            Arc::from("t"),
-            Sub {
-                next: 30,
-                resuming: Some(VecDeque::new()),
-                resume: 8,
-                ..Default::default()
-            },
-        );
+        resuming(&c, "t", 30, 8);
         c.resume_failed("t", 8);
         c.offer(&trade(40));
         assert_eq!(script(&c), ["gap 30..39 x10", "40"]);
@@ -754,15 +744,7 @@ mod tests {
     fn regression_a_private_gap_does_not_end_at_another_accounts_event() {
         let c = Client::new(1, 1 << 20);
         c.lock().accounts.insert("A".into());
-        c.lock().subs.insert(
-            Arc::from("acct"),
-            Sub {
-                next: 10,
-                resuming: Some(VecDeque::new()),
-                resume: 7,
-                ..Default::default()
-            },
-        );
+        resuming(&c, "acct", 10, 7);
         c.resume_failed("acct", 7);
         c.offer(&account_event(20, "B"));
         assert_eq!(script(&c), Vec::<String>::new(), "B's event at 20 showed");
@@ -780,15 +762,7 @@ mod tests {
     ) {
         let c = Client::new(1, 1 << 20);
         c.lock().accounts.insert("A".into());
-        c.lock().subs.insert(
-            Arc::from("acct"),
-            Sub {
-                next: 10,
-                resuming: Some(VecDeque::new()),
-                resume: 7,
-                ..Default::default()
-            },
-        );
+        resuming(&c, "acct", 10, 7);
         c.offer(&account_event(20, "B")); // held for the resume
         c.resume_failed("acct", 7);
         assert_eq!(
@@ -807,30 +781,14 @@ mod tests {
     fn regression_a_bus_loss_during_a_pending_failed_resume_gap_is_told_once_in_order() {
         let c = Client::new(1, 1 << 20);
         c.lock().accounts.insert("A".into());
-        c.lock().subs.insert(
-            Arc::from("acct"),
-            Sub {
-                next: 10,
-                resuming: Some(VecDeque::new()),
-                resume: 7,
-                ..Default::default()
-            },
-        );
+        resuming(&c, "acct", 10, 7);
         c.resume_failed("acct", 7); // nothing held: the gap is pending
         c.lost_live("acct", 30, 34, 5);
         c.offer(&account_event(36, "B"));
         c.offer(&account_event(40, "A"));
         assert_eq!(script(&c), ["gap 10..34 x25", "40"]);
         // The same on a public topic.
-        c.lock().subs.insert(
-            Arc::from("t"),
-            Sub {
-                next: 10,
-                resuming: Some(VecDeque::new()),
-                resume: 8,
-                ..Default::default()
-            },
-        );
+        resuming(&c, "t", 10, 8);
         c.resume_failed("t", 8);
         c.lost_live("t", 30, 34, 5);
         c.offer(&trade(35));
@@ -840,15 +798,7 @@ mod tests {
     #[test]
     fn regression_a_lapped_reader_during_a_resume_is_told_as_a_gap_at_hand_over() {
         let c = Client::new(1, 1 << 20);
-        c.lock().subs.insert(
-            Arc::from("t"),
-            Sub {
-                next: 10,
-                resuming: Some(VecDeque::new()),
-                resume: 7,
-                ..Default::default()
-            },
-        );
+        resuming(&c, "t", 10, 7);
         // Live frames held while the resume catches up; the gateway's own
         // reader is lapped over 12..=14 meanwhile.
         c.offer(&trade(10));
