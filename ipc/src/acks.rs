@@ -175,7 +175,7 @@ impl AckChannel {
             path: path.to_owned(),
             problem,
         };
-        let file = crate::shm_file::open_private(path, "ack channel", "write acks", &bad)?;
+        let file = crate::shm_file::open_private(path, "ack channel", "write acks", bad)?;
         // SAFETY: the file is shared with other processes, which access it
         // only through atomics; its length is checked against the mapping
         // below before any entry is read.

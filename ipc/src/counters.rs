@@ -364,7 +364,7 @@ impl CountersTable {
             path: path.to_owned(),
             problem,
         };
-        let file = crate::shm_file::open_private(path, "counters file", "read or write it", &bad)?;
+        let file = crate::shm_file::open_private(path, "counters file", "read or write it", bad)?;
         let meta = file.metadata().map_err(io(path, "stat counters file"))?;
         if meta.len() < FILE_SIZE as u64 {
             return Err(bad(format!(
