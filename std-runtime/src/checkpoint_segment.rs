@@ -102,8 +102,7 @@ fn identity(bus: &Bus, topic: &str, create: bool) -> Result<Option<String>, Stri
         }
         Err(e) => return Err(e.to_string()),
     };
-    let h = segment.header();
-    Ok(Some(format!("{}-{:016x}", h.creation_ns, h.creator)))
+    Ok(Some(SegmentIdentity::of(&segment).to_string()))
 }
 
 /// Whether the WAL in `wal_dir` (one topic's directory) already holds
@@ -142,4 +141,48 @@ fn store(file: &Path, identity: &str) -> Result<(), String> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| err("fsync directory", dir, e))
+}
+
+/// The identity of a topic's segment: its creation time and its creator's
+/// owner word. A segment removed and created again (a bus reset, which
+/// restarts the sequences at 0) has another. Written as
+/// `CREATION_NS-CREATOR`, the creator in hex (checkpoint bindings, sinks,
+/// the bridge's origin record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SegmentIdentity {
+    /// The segment's creation time, ns since the Unix epoch.
+    pub creation_ns: u64,
+    /// Its creator's owner word.
+    pub creator: u64,
+}
+
+impl SegmentIdentity {
+    /// The identity of `segment`.
+    pub fn of(segment: &zerocast_ipc::Segment) -> Self {
+        let h = segment.header();
+        Self {
+            creation_ns: h.creation_ns,
+            creator: h.creator,
+        }
+    }
+}
+
+impl std::fmt::Display for SegmentIdentity {
+    /// `CREATION_NS-CREATOR`, the creator in hex.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{:016x}", self.creation_ns, self.creator)
+    }
+}
+
+impl std::str::FromStr for SegmentIdentity {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("bad segment identity {s:?}: expected CREATION_NS-CREATOR(hex)");
+        let (c, o) = s.trim().split_once('-').ok_or_else(bad)?;
+        Ok(Self {
+            creation_ns: c.parse().map_err(|_| bad())?,
+            creator: u64::from_str_radix(o, 16).map_err(|_| bad())?,
+        })
+    }
 }

@@ -250,8 +250,7 @@ pub trait Sink {
 /// sequences at 0) has another.
 pub fn segment_identity(bus: &Bus, topic: &str) -> Result<String, String> {
     let segment = bus.segment(topic).map_err(|e| e.to_string())?;
-    let h = segment.header();
-    Ok(format!("{}-{:016x}", h.creation_ns, h.creator))
+    Ok(crate::checkpoint_segment::SegmentIdentity::of(&segment).to_string())
 }
 
 /// The error of a sink whose recorded segment is not the bus's.

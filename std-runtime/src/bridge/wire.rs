@@ -23,47 +23,9 @@ pub const VERSION: u8 = 2;
 const PREFIX: usize = 1 + 16;
 
 /// The identity of the origin topic's segment a message's sequences count
-/// in (as [`crate::batch::segment_identity`]): a topic removed and created
-/// again (its sequences restarting at 0) has another.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Origin {
-    /// The segment's creation time, ns since the Unix epoch.
-    pub creation_ns: u64,
-    /// Its creator's owner word.
-    pub creator: u64,
-}
-
-impl Origin {
-    /// The identity of `segment`.
-    pub fn of(segment: &zerocast_ipc::Segment) -> Self {
-        let h = segment.header();
-        Self {
-            creation_ns: h.creation_ns,
-            creator: h.creator,
-        }
-    }
-}
-
-impl std::fmt::Display for Origin {
-    /// `CREATION_NS-CREATOR`, the creator in hex (the form of
-    /// [`crate::batch::segment_identity`]).
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}-{:016x}", self.creation_ns, self.creator)
-    }
-}
-
-impl std::str::FromStr for Origin {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("bad origin identity {s:?}: expected CREATION_NS-CREATOR(hex)");
-        let (c, o) = s.trim().split_once('-').ok_or_else(bad)?;
-        Ok(Self {
-            creation_ns: c.parse().map_err(|_| bad())?,
-            creator: u64::from_str_radix(o, 16).map_err(|_| bad())?,
-        })
-    }
-}
+/// in: a topic removed and created again (its sequences restarting at 0)
+/// has another. The one segment identity of the runtime.
+pub use crate::checkpoint_segment::SegmentIdentity as Origin;
 
 /// The error for a message of another version than [`VERSION`] (`None`
 /// for this version, or an empty message): a peer running another
