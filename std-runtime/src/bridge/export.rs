@@ -92,24 +92,7 @@ pub fn export(
         .wait()
         .map_err(|e| zerr("declaring the queryable", e))?;
     let mut sub = bus
-        .subscriber(
-            &options.topic,
-            SubscriberOptions {
-                name: options
-                    .gating
-                    .clone()
-                    .unwrap_or_else(|| "bridge-export".to_owned()),
-                start: if options.gating.is_some() {
-                    Start::Oldest
-                } else {
-                    Start::Newest
-                },
-                gating: options.gating.is_some(),
-                durable: options.gating.is_some(),
-                wait: WaitStrategy::Blocking { spins: 1_000 },
-                ..Default::default()
-            },
-        )
+        .subscriber(&options.topic, subscriber_options(options))
         .map_err(|e| format!("topic {}: {e}", options.topic))?;
     // The identity of the segment the subscriber reads, sent with every
     // message: an importer that followed another (the topic was recreated,
@@ -140,8 +123,8 @@ pub fn export(
         let mut stats = ExportStats::default();
         let mut msg = Message::new(origin);
         let mut last_sent = Instant::now();
-        // Gating: frames read are released to the origin's publishers, so
-        // none is read while no importer would receive it.
+        // Gating: frames read are released to the origin's publishers once
+        // sent (below), and none is read while no importer would receive it.
         let mut matched: Option<Instant> = None;
         let result = loop {
             if stop() {
@@ -198,6 +181,9 @@ pub fn export(
             if let Err(e) = publisher.put(msg.bytes().to_vec()).wait() {
                 break Err(zerr("publishing", e));
             }
+            // Gating: what this message carries is sent; only now may the
+            // origin's publishers overwrite it (a no-op without --gating).
+            sub.release();
             stats.messages += 1;
             last_sent = Instant::now();
         };
@@ -210,6 +196,30 @@ pub fn export(
         stats.queries = queries?;
         Ok(stats)
     })
+}
+
+/// How the exporter reads its topic: with `--gating`, a durable gating
+/// subscriber that releases a frame to the origin's publishers only after
+/// the message carrying it was handed to zenoh (`manual_release`), so a
+/// SIGKILL or a failed send between reading and sending never lets a
+/// publisher overwrite a frame the bridge has not sent.
+fn subscriber_options(options: &ExportOptions) -> SubscriberOptions {
+    SubscriberOptions {
+        name: options
+            .gating
+            .clone()
+            .unwrap_or_else(|| "bridge-export".to_owned()),
+        start: if options.gating.is_some() {
+            Start::Oldest
+        } else {
+            Start::Newest
+        },
+        gating: options.gating.is_some(),
+        durable: options.gating.is_some(),
+        manual_release: options.gating.is_some(),
+        wait: WaitStrategy::Blocking { spins: 1_000 },
+        ..Default::default()
+    }
 }
 
 /// Answers queries until `stop()`; returns how many.
@@ -351,6 +361,23 @@ fn serve_range(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A gating exporter released each frame to the origin's publishers as
+    /// soon as it read it, before the message carrying it was sent: a
+    /// SIGKILL or a failed `put` in between let publishers overwrite frames
+    /// the bridge never sent (and a restarted exporter went on after them).
+    #[test]
+    fn regression_a_gating_exporter_releases_only_what_it_sent() {
+        let mut options = ExportOptions::new("trade_events", "zerocast/ns/trade_events");
+        assert!(!subscriber_options(&options).gating);
+        options.gating = Some("bridge-a".to_owned());
+        let sub = subscriber_options(&options);
+        assert!(sub.gating && sub.durable);
+        assert!(
+            sub.manual_release,
+            "a gating exporter must release frames only after sending them"
+        );
+    }
     use zerocast_ipc::{Config, Publisher, TopicConfig, TopicKind};
 
     #[test]
