@@ -295,6 +295,9 @@ pub struct CountersTable {
     /// Whether a claim was made through this table (and so holds the
     /// shared lock): only then does its drop try to remove the file.
     claimed: std::sync::atomic::AtomicBool,
+    /// The process that opened it: a copy inherited by a forked child
+    /// removes nothing (its flock is the parent's open file description).
+    pid: u32,
 }
 
 impl Drop for CountersTable {
@@ -305,7 +308,7 @@ impl Drop for CountersTable {
         // `Counters`' drop, so that a caller still holding the table, or
         // two handles dropped at once on two threads, do not leave it.
         // Relaxed: `&mut self`, nothing else can touch the flag now.
-        if self.claimed.load(Ordering::Relaxed) {
+        if self.claimed.load(Ordering::Relaxed) && self.pid == std::process::id() {
             self.remove_if_unused();
         }
     }
@@ -334,6 +337,7 @@ impl CountersTable {
             file,
             map,
             claimed: std::sync::atomic::AtomicBool::new(false),
+            pid: std::process::id(),
         };
         let h = table.header();
         // Relaxed (all five): published by the Release store of `magic`;
@@ -387,6 +391,7 @@ impl CountersTable {
             file,
             map,
             claimed: std::sync::atomic::AtomicBool::new(false),
+            pid: std::process::id(),
         };
         let h = table.header();
         // Acquire: pairs with the Release store of the creator; makes its
@@ -830,6 +835,10 @@ impl Counters {
 
 impl Drop for Counters {
     fn drop(&mut self) {
+        // A copy inherited by a forked child: the entry is its parent's.
+        if crate::layout::owner_pid(self.owner) != std::process::id() {
+            return;
+        }
         // Release: pairs with the Acquire loads of claimers, which then
         // overwrite our words after our last stores. Only if it is still
         // ours (a monitor may have reclaimed it, wrongly thinking us dead,
@@ -885,6 +894,39 @@ mod tests {
         drop(c);
         assert!(again.snapshot().is_empty());
         std::fs::remove_file(&path).unwrap();
+    }
+
+    /// A forked child dropping the counters and table it inherited freed
+    /// the parent's live entry (the owner word is the parent's, so the CAS
+    /// succeeded) and removed the parent's file (publishers and subscribers
+    /// already refused this in a child).
+    #[test]
+    fn regression_a_forked_child_dropping_inherited_counters_keeps_the_parents_entry() {
+        let path = temp("fork");
+        let _ = std::fs::remove_file(&path);
+        let table = Arc::new(CountersTable::open_or_create(&path).unwrap());
+        let c = table.claim(CounterKind::Wal, "trades", "recorder").unwrap();
+        // SAFETY: the child only drops the counters and the table (atomics
+        // in the shared mapping, an flock, frees through the fork-safe
+        // allocator) and leaves with _exit.
+        let child = unsafe { libc::fork() };
+        assert!(child >= 0, "fork failed");
+        if child == 0 {
+            drop(c);
+            drop(table);
+            // SAFETY: ends the child without running the test harness.
+            unsafe { libc::_exit(0) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child forked above.
+        assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+        let alive = table.snapshot().iter().filter(|s| s.alive).count();
+        let exists = path.exists();
+        drop(c);
+        drop(table);
+        let _ = std::fs::remove_file(&path);
+        assert!(exists, "the child removed the parent's counters file");
+        assert_eq!(alive, 1, "the child freed the parent's counters entry");
     }
 
     #[test]
