@@ -263,6 +263,12 @@ fn remove_dead_demo_segments(bus: &Bus) -> Vec<(String, usize)> {
                 n += 1;
             }
         }
+        // Its counters table, once no live process uses it (the check
+        // `stat --remove-stale` makes).
+        let counters = zerocast_ipc::counters::counters_path(dead.config());
+        if let Ok(true) = zerocast_ipc::counters::CountersTable::remove_if_stale(&counters) {
+            n += 1;
+        }
         if n > 0 {
             removed.push((ns, n));
         }

@@ -1865,6 +1865,40 @@ fn regression_demo_removes_segments_of_killed_demos() {
     panic!("the demo never said which dead demo's segments it removed");
 }
 
+/// Review finding: a demo removed a killed demo's segments, ack channels
+/// and half-built files but not its counters table, so every SIGKILLed
+/// demo left `zerocast.demo-<pid>.@counters` in /dev/shm.
+#[test]
+fn regression_demo_removes_the_counters_table_of_killed_demos() {
+    let ns = Ns::new("demo-ctr");
+    let dead = format!("demo-{}", dead_pid());
+    let config = zerocast_ipc::config::Config {
+        namespace: dead.clone(),
+        topics: Vec::new(),
+    };
+    let path = zerocast_ipc::counters::counters_path(&config);
+    // A table nobody uses any more (claimed by no live process).
+    drop(zerocast_ipc::counters::CountersTable::open_or_create(&path).unwrap());
+    assert!(path.exists());
+    let out = ns.run(&[
+        "demo",
+        "--duration",
+        "0.3",
+        "--rate",
+        "2000",
+        "--gateway",
+        "off",
+    ]);
+    let existed = path.exists();
+    let _ = std::fs::remove_file(&path);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !existed,
+        "the dead demo's counters table is still there: {}",
+        stdout(&out)
+    );
+}
+
 /// Review finding (of the checkpoint binding): `follow` bound its
 /// checkpoint by creating the topic's segment when none existed, so a
 /// follow that only reads the log (`--until` within it; a WAL copied to
