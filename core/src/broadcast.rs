@@ -993,11 +993,12 @@ where
         stuck: &mut dyn FnMut(u64),
     ) -> Result<u64, PublishError> {
         let h = self.header();
-        // Relaxed: we are the claim word's only writer (one producer, and
-        // registrations leave the word alone in this mode), so this reads
-        // our own last store, or our predecessor's, which finished before
-        // we started (the caller's hand-over synchronises).
-        let cur = h.claim.load(Ordering::Relaxed);
+        // Acquire: pairs with the Release claim store below of whichever
+        // producer stored last: usually ourselves; after a hand-over, a
+        // predecessor (dead, or dropped) whose entry a reaper freed, where
+        // nothing else formally orders its last claim before ours. Free on
+        // x86, one barrier-free load-acquire on arm64.
+        let cur = h.claim.load(Ordering::Acquire);
         let seq = cur & SEQ_MASK;
         if n > MAX_SEQ - seq {
             return Err(PublishError::SequencesExhausted);
