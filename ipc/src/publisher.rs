@@ -944,6 +944,10 @@ fn check_older_laps(seg: &Segment, policy: GatingPolicy, n: u64) -> Result<()> {
     wait_for_older_laps(seg, policy, n)
 }
 
+/// The least a publish waits behind a live publisher's unfinished older
+/// lap before its gating policy may give up (also under `Fail`).
+const OLDER_LAP_GRACE: Duration = Duration::from_millis(1);
+
 /// Waits while one of the next `n` slots is held by an unfinished older
 /// lap. A lap of a dead publisher is resolved after the stall bound (as
 /// `StuckWait` does) however long that takes; a lap a live publisher lists
@@ -956,8 +960,6 @@ fn check_older_laps(seg: &Segment, policy: GatingPolicy, n: u64) -> Result<()> {
 /// claims may be later than the head checked here, and its slot held after
 /// all; that publish waits in `begin_write` until the older lap finishes
 /// (or its publisher dies and is resolved).
-const OLDER_LAP_GRACE: Duration = Duration::from_millis(1);
-
 #[cold]
 fn wait_for_older_laps(seg: &Segment, policy: GatingPolicy, n: u64) -> Result<()> {
     let ring = seg.ring();

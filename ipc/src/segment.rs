@@ -735,8 +735,6 @@ impl Segment {
         self.live_users_except(pid) + unheld
     }
 
-    /// Whether a live publisher lists `seq` in flight (claimed, not yet
-    /// committed): then it must not be declared lost.
     /// The pid of a live publisher that lists `seq` in flight, if any.
     pub(crate) fn live_publisher_writing(&self, seq: u64) -> Option<u32> {
         self.header().publishers.iter().find_map(|p| {
@@ -750,6 +748,8 @@ impl Segment {
         })
     }
 
+    /// Whether a live publisher lists `seq` in flight (claimed, not yet
+    /// committed): then it must not be declared lost.
     fn in_flight_in_a_live_publisher(&self, seq: u64) -> bool {
         self.header().publishers.iter().any(|p| {
             // A hint (see `inflight_range`): callers ask only after a stall
