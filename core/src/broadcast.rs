@@ -521,8 +521,10 @@ pub struct SingleProducer {
     /// head: where some producer may be `asymmetric`, it must force a full
     /// barrier on every CPU running that producer
     /// (`membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)` with the producer's
-    /// process registered); otherwise a no-op.
-    pub registration_barrier: fn(),
+    /// process registered); otherwise a no-op. Returns whether it did: on
+    /// `false` the registration is given up (its slot freed, `None`), never
+    /// left half-made.
+    pub registration_barrier: fn() -> bool,
 }
 
 /// A broadcast ring over storage `S`.
@@ -1346,7 +1348,15 @@ where
         // load after its barrier sees our bump, or its claim store before
         // its barrier is visible to our head load below.
         fence(Ordering::SeqCst);
-        (single.registration_barrier)();
+        if !(single.registration_barrier)() {
+            // Without the barrier the producer's claim is not ordered
+            // against our head load: give the registration up. Freeing the
+            // slot only ever frees producers, so it needs no barrier.
+            // SeqCst: as the cursor store below.
+            h.gating[index].store(FREE, Ordering::SeqCst);
+            self.after_freeing_gating_slot();
+            return None;
+        }
         // Acquire: pairs with the Release claim store of `claim_single`.
         let head = h.claim.load(Ordering::Acquire) & SEQ_MASK;
         let oldest = head.saturating_sub(self.capacity);

@@ -308,6 +308,14 @@ impl ShmSubscriber {
                 e.flags.store(0, Ordering::Relaxed);
                 // Release: frees the entry we claimed.
                 e.pid.store(FREE, Ordering::Release);
+                if seg.producers() == Producers::Single
+                    && !crate::wait::registration_barrier_works()
+                {
+                    // The ring gave the registration up: the barrier failed.
+                    return Err(Error::NoRegistrationBarrier {
+                        topic: seg.topic().to_owned(),
+                    });
+                }
                 Err(Error::GatingTableFull {
                     topic: seg.topic().to_owned(),
                 })

@@ -253,22 +253,25 @@ pub fn sleeper_barrier() -> bool {
 /// claim then needs only a compiler fence. A no-op where the kernel lacks
 /// the command (no publisher can have registered; all of them fence). A
 /// gating subscriber checks [`registration_barrier_works`] before it
-/// registers, so a failure here is not expected.
-pub fn registration_barrier() {
-    if global_expedited_supported() {
-        let ok = membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) == 0;
-        // Not a debug_assert: going on without the barrier would let a
-        // registered producer overwrite a frame this registration needs,
-        // silently. The command worked when this process asked
-        // (`registration_barrier_works`); the kernel documents no later
-        // failure, so this is a broken environment, said loudly.
-        assert!(
-            ok,
-            "membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) failed after it had worked in this process: \
-             a gating registration on a single-producer topic cannot be ordered against the producer"
-        );
+/// registers, so a failure here is not expected; if it happens (the command
+/// worked once, the kernel documents no later failure) it is remembered:
+/// the ring gives the registration up (slot freed) and
+/// [`registration_barrier_works`] says false from then on, so the
+/// subscriber gets [`Error::NoRegistrationBarrier`](crate::Error::NoRegistrationBarrier).
+pub fn registration_barrier() -> bool {
+    if !global_expedited_supported() {
+        return true;
     }
+    let ok = membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) == 0;
+    if !ok {
+        // Relaxed: a sticky flag read by later registrations only.
+        BARRIER_FAILED.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    ok
 }
+
+/// Set when [`registration_barrier`] failed after it had worked.
+static BARRIER_FAILED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Whether [`registration_barrier`] does its job in this process: the
 /// kernel lacks the command (then publishers fence), or the command
@@ -276,14 +279,16 @@ pub fn registration_barrier() {
 /// process altogether (a publisher elsewhere may still rely on it).
 pub fn registration_barrier_works() -> bool {
     static WORKS: OnceLock<bool> = OnceLock::new();
-    *WORKS.get_or_init(|| {
-        match support() {
-            Support::Absent => true,
-            Support::Offered => membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) == 0,
-            // A publisher elsewhere may rely on a barrier we cannot run.
-            Support::Unknown => false,
-        }
-    })
+    // Relaxed: see `BARRIER_FAILED`.
+    !BARRIER_FAILED.load(std::sync::atomic::Ordering::Relaxed)
+        && *WORKS.get_or_init(|| {
+            match support() {
+                Support::Absent => true,
+                Support::Offered => membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) == 0,
+                // A publisher elsewhere may rely on a barrier we cannot run.
+                Support::Unknown => false,
+            }
+        })
 }
 
 /// The single-producer mode of a ring in this process: its claims use the

@@ -1047,7 +1047,7 @@ fn single_producer_ring(capacity: usize) -> Broadcast<impl BroadcastStorage> {
     unsafe {
         ring.set_single_producer(SingleProducer {
             asymmetric: true,
-            registration_barrier: || {},
+            registration_barrier: || true,
         })
     };
     ring

@@ -1378,7 +1378,7 @@ fn single_producer(
             // or when the producer runs on the registering thread: an
             // asymmetric producer on another thread needs a real
             // membarrier here (tested in the ipc crate, which has one).
-            registration_barrier: || {},
+            registration_barrier: || true,
         })
     };
     ring
@@ -1506,4 +1506,27 @@ fn single_producer_claims_past_max_seq_are_refused() {
         Err(PublishError::SequencesExhausted)
     );
     assert_eq!(ring.head(), MAX_SEQ);
+}
+
+/// A registration whose barrier failed panicked in the barrier (ipc's
+/// assert) with its gating slot already announced: the slot stayed held by
+/// a registration that never finished, and the producer stalled at
+/// `announce + capacity` for the process's life. Now the barrier reports
+/// failure and the registration is given up, its slot freed.
+#[test]
+fn regression_a_failed_registration_barrier_frees_the_slot() {
+    let mut ring = Broadcast::with_capacity(8, PAYLOAD).unwrap();
+    // SAFETY: one producer (this thread), and only this handle.
+    unsafe {
+        ring.set_single_producer(SingleProducer {
+            asymmetric: false,
+            registration_barrier: || false,
+        })
+    };
+    let mut cache = GatingCache::default();
+    assert!(ring.register_gating_at(0, Start::Oldest).is_none());
+    // No slot left held: the producer laps freely.
+    for s in 0..40 {
+        assert_eq!(ring.try_publish(&mut cache, &frame(s)), Ok(s));
+    }
 }
