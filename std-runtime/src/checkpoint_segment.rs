@@ -10,8 +10,6 @@
 //! bus reaches only much later. So, as the batcher does with its sinks, a
 //! checkpoint bound to another segment is refused, naming both.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use zerocast_ipc::{Bus, Transport};
@@ -117,30 +115,20 @@ pub fn log_reaches(wal_dir: &Path, seq: u64) -> bool {
     })
 }
 
-/// Writes `identity` to `file`: a temporary file, fsync, rename, fsync of
-/// the directory (as checkpoints are written), mode 0600.
+/// Writes `identity` to `file` atomically (as checkpoints are written:
+/// [`crate::wal::write_file_atomically`], mode 0600), creating its
+/// directory.
 fn store(file: &Path, identity: &str) -> Result<(), String> {
-    let err = |what: &str, p: &Path, e: std::io::Error| format!("{}: {what}: {e}", p.display());
     let dir = file.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| err("create directory", dir, e))?;
-    let tmp = file.with_extension("segment.tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(crate::wal::CHECKPOINT_MODE)
-        .open(&tmp)
-        .map_err(|e| err("create", &tmp, e))?;
-    // Exactly 0600, whatever the umask or an earlier file's mode.
-    f.set_permissions(std::fs::Permissions::from_mode(crate::wal::CHECKPOINT_MODE))
-        .map_err(|e| err("set mode", &tmp, e))?;
-    f.write_all(format!("{identity}\n").as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(|e| err("write", &tmp, e))?;
-    std::fs::rename(&tmp, file).map_err(|e| err("rename into place", file, e))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| err("fsync directory", dir, e))
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("{}: create directory: {e}", dir.display()))?;
+    crate::wal::write_file_atomically(
+        &file.with_extension("segment.tmp"),
+        file,
+        format!("{identity}\n").as_bytes(),
+        crate::wal::CHECKPOINT_MODE,
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// The identity of a topic's segment: its creation time and its creator's

@@ -889,9 +889,7 @@ fn sync_parent_dir(path: &std::path::Path) -> Result<(), String> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => std::path::Path::new("."),
     };
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| format!("{}: fsync the directory of --out: {e}", dir.display()))
+    zerocast_runtime::wal::fsync_dir(dir).map_err(|e| format!("fsync the directory of --out: {e}"))
 }
 
 fn run_follow(bus: &Bus, args: &FollowArgs) -> Result<(), String> {

@@ -24,8 +24,6 @@
 //! skipping or mis-ordering them.
 
 use std::collections::VecDeque;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -146,27 +144,19 @@ fn read_record(path: &std::path::Path, far: Origin) -> Result<Option<Origin>, St
     Ok((f == far).then_some(o))
 }
 
-/// Writes the record: a temporary file, then a rename.
+/// Writes the record atomically ([`crate::wal::write_file_atomically`],
+/// mode 0600; its temporary file has a fixed name, so a killed importer
+/// leaves at most one, overwritten by the next).
 fn write_record(path: &std::path::Path, far: Origin, origin: Origin) -> Result<(), String> {
-    let tmp = path.with_file_name(format!(
-        "{}.tmp-{}",
-        path.file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("record"),
-        std::process::id()
-    ));
-    let err = |p: &std::path::Path, e: std::io::Error| format!("{}: {e}", p.display());
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| err(&tmp, e))?;
-    f.write_all(format!("far={far} origin={origin}\n").as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(|e| err(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| err(path, e))
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    crate::wal::write_file_atomically(
+        std::path::Path::new(&tmp),
+        path,
+        format!("far={far} origin={origin}\n").as_bytes(),
+        0o600,
+    )
+    .map_err(|e| e.to_string())
 }
 
 struct Importer<'a, S: Fn() -> bool> {

@@ -461,7 +461,8 @@ fn lock_dir(dir: &Path) -> Result<File, WalError> {
     Ok(f)
 }
 
-fn fsync_dir(dir: &Path) -> Result<(), WalError> {
+/// fsyncs directory `dir`, so that entries created or renamed in it last.
+pub fn fsync_dir(dir: &Path) -> Result<(), WalError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_err(dir, "fsync directory"))
@@ -1381,14 +1382,28 @@ impl Checkpoints {
         bytes.extend_from_slice(&seq.to_le_bytes());
         let crc = crc32c::crc32c(&bytes);
         bytes.extend_from_slice(&crc.to_le_bytes());
-        let mut f = File::create(&tmp).map_err(io_err(&tmp, "create checkpoint"))?;
-        set_mode(&f, &tmp, CHECKPOINT_MODE)?;
-        f.write_all(&bytes)
-            .map_err(io_err(&tmp, "write checkpoint"))?;
-        f.sync_all().map_err(io_err(&tmp, "fsync checkpoint"))?;
-        std::fs::rename(&tmp, &path).map_err(io_err(&path, "rename checkpoint"))?;
-        fsync_dir(&self.dir)
+        write_file_atomically(&tmp, &path, &bytes, CHECKPOINT_MODE)
     }
+}
+
+/// Replaces `path` with `bytes` so that a crash at any point leaves the old
+/// file or the new one, whole: written to `tmp` (beside it, a fixed name, so
+/// a killed writer's leftover is overwritten next time, never piled up)
+/// with exactly `mode`, fsynced, renamed over `path`, then the directory
+/// fsynced. The one atomic file write of the runtime (checkpoints, their
+/// segment bindings, the bridge's origin record).
+pub(crate) fn write_file_atomically(
+    tmp: &Path,
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+) -> Result<(), WalError> {
+    let mut f = File::create(tmp).map_err(io_err(tmp, "create"))?;
+    set_mode(&f, tmp, mode)?;
+    f.write_all(bytes).map_err(io_err(tmp, "write"))?;
+    f.sync_all().map_err(io_err(tmp, "fsync"))?;
+    std::fs::rename(tmp, path).map_err(io_err(path, "rename into place"))?;
+    fsync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
 #[cfg(test)]
