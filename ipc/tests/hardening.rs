@@ -1033,6 +1033,12 @@ fn regression_a_durable_name_wait_does_not_block_other_names() {
     let seg2 = Arc::clone(&seg);
     let waiter = std::thread::spawn(move || ShmSubscriber::new(seg2, &durable("rec")).map(drop));
     std::thread::sleep(Duration::from_millis(100));
+    // Still waiting for its name (a waiter that already returned would
+    // make the timing below prove nothing).
+    assert!(
+        !waiter.is_finished(),
+        "durable 'rec' did not wait for the taker's tombstone"
+    );
     let t0 = Instant::now();
     let other = ShmSubscriber::new(Arc::clone(&seg), &durable("other"));
     let took = t0.elapsed();
