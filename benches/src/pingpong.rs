@@ -93,7 +93,12 @@ impl OneWay {
 /// second opens, with no race); each returns one round trip's half: `ping`
 /// sends and waits for the answer, `echo` waits and answers. Returns the
 /// round trips after warm-up.
-fn run_pair<FP, P, FE, E>(cores: [usize; 2], rounds: u64, make_ping: FP, make_echo: FE) -> OneWay
+pub fn run_pair<FP, P, FE, E>(
+    cores: [usize; 2],
+    rounds: u64,
+    make_ping: FP,
+    make_echo: FE,
+) -> OneWay
 where
     FP: FnOnce() -> P + Send,
     P: FnMut(),

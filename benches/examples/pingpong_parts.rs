@@ -1,0 +1,227 @@
+//! Where a ping-pong's one-way time goes: the same two pinned cores, the
+//! same 160 B trade frame, measured layer by layer in interleaved rounds
+//! (each case once per round, best p50 per case), so that a busy guest
+//! slows every case alike:
+//!
+//! - `floor`: one cache line ping-ponged (nothing can be faster);
+//! - `ring`: the core broadcast ring on the heap, `try_publish` of a
+//!   pre-encoded frame, `try_recv` into a buffer;
+//! - `ring-single`: the same ring in single-producer mode;
+//! - `words`: the shared-memory bus, `publish_words` of a pre-encoded frame,
+//!   `Subscriber::try_recv`;
+//! - `publish`: the bus, `Publisher::publish(&TradeEvent)`, `try_recv` (the
+//!   harness's ping-pong row);
+//! - `publish-single`: the same on single-producer topics.
+//!
+//! `cargo run --release -p zerocast-benches --example pingpong_parts [rounds]`
+use std::sync::Arc;
+
+use zerocast_benches::pingpong::{cache_line_floor, run_pair, OneWay};
+use zerocast_benches::{cores, trade_frame};
+use zerocast_core::broadcast::{Broadcast, GatingCache, SingleProducer, Start as RingStart};
+use zerocast_core::frame::{id::id, Direction, TradeEvent};
+use zerocast_ipc::config::Producers;
+use zerocast_ipc::{
+    Bus, Config, Publisher, RecvError, Start, Subscriber, SubscriberOptions, TopicConfig,
+    TopicKind, WaitStrategy,
+};
+
+fn ring(cores: [usize; 2], rounds: u64, single: bool) -> OneWay {
+    let frame = trade_frame();
+    let make = || {
+        let mut r = Broadcast::with_capacity(4096, frame.len()).unwrap();
+        if single {
+            // SAFETY: one producer per ring (each side publishes on its
+            // own ring); no gating consumer ever registers, so the
+            // registration barrier is never run.
+            unsafe {
+                r.set_single_producer(SingleProducer {
+                    asymmetric: true,
+                    registration_barrier: || true,
+                })
+            };
+        }
+        Arc::new(r)
+    };
+    let (a2b, b2a) = (make(), make());
+    let side = |out: Arc<Broadcast<_>>, inn: Arc<Broadcast<_>>, frame: Vec<u64>| {
+        move || {
+            let cache = GatingCache::default();
+            let cursor = inn.cursor(RingStart::Newest);
+            let buf = vec![0u64; frame.len()];
+            let send = move |cache: &mut GatingCache| {
+                out.try_publish(cache, &frame).unwrap();
+            };
+            let recv = move |cursor: &mut _, buf: &mut Vec<u64>| loop {
+                if inn.try_recv(cursor, buf).is_ok() {
+                    return;
+                }
+                core::hint::spin_loop();
+            };
+            (cache, cursor, buf, send, recv)
+        }
+    };
+    let (ping, echo) = (
+        side(a2b.clone(), b2a.clone(), frame.clone()),
+        side(b2a, a2b, frame),
+    );
+    run_pair(
+        cores,
+        rounds,
+        move || {
+            let (mut cache, mut cursor, mut buf, send, recv) = ping();
+            move || {
+                send(&mut cache);
+                recv(&mut cursor, &mut buf);
+            }
+        },
+        move || {
+            let (mut cache, mut cursor, mut buf, send, recv) = echo();
+            move || {
+                recv(&mut cursor, &mut buf);
+                send(&mut cache);
+            }
+        },
+    )
+}
+
+#[derive(Clone, Copy)]
+enum Send {
+    Words,
+    Publish,
+}
+
+fn bus(namespace: &str, cores: [usize; 2], rounds: u64, how: Send, single: bool) -> OneWay {
+    let topic = |name| {
+        let mut t = TopicConfig::new(name, 1 << 20, TopicKind::Trade);
+        if single {
+            t.producers = Producers::Single;
+        }
+        t
+    };
+    let bus = Bus::new(Config {
+        namespace: namespace.to_owned(),
+        topics: vec![topic("ping"), topic("pong")],
+    });
+    let trade = TradeEvent {
+        trade_id: id("T-1").unwrap(),
+        order_id: id("O-1").unwrap(),
+        instrument_id: id("BTC-USDT").unwrap(),
+        price: 64_000.0,
+        volume: 0.5,
+        direction: Direction::Buy,
+        timestamp: 1,
+    };
+    let frame = trade_frame();
+    let side = |out: &'static str, inn: &'static str| {
+        let bus = bus.clone();
+        let frame = frame.clone();
+        move || {
+            let publisher = bus.publisher(out).unwrap();
+            let subscriber = bus
+                .subscriber(
+                    inn,
+                    SubscriberOptions {
+                        name: format!("parts-{inn}"),
+                        start: Start::Newest,
+                        wait: WaitStrategy::BusySpin,
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
+            (publisher, subscriber, frame)
+        }
+    };
+    let send = move |p: &mut Publisher, frame: &[u64]| match how {
+        Send::Words => match p {
+            Publisher::Shm(p) => {
+                p.publish_words(frame).unwrap();
+            }
+            #[allow(unreachable_patterns)]
+            _ => unreachable!("shared-memory topics"),
+        },
+        Send::Publish => {
+            p.publish(&trade).unwrap();
+        }
+    };
+    let recv = |s: &mut Subscriber| loop {
+        match s.try_recv() {
+            Ok(_) => return,
+            Err(RecvError::Empty) => core::hint::spin_loop(),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let (ping, echo) = (side("ping", "pong"), side("pong", "ping"));
+    let r = run_pair(
+        cores,
+        rounds,
+        move || {
+            let (mut p, mut s, frame) = ping();
+            move || {
+                send(&mut p, &frame);
+                recv(&mut s);
+            }
+        },
+        move || {
+            let (mut p, mut s, frame) = echo();
+            move || {
+                recv(&mut s);
+                send(&mut p, &frame);
+            }
+        },
+    );
+    bus.remove_segments();
+    r
+}
+
+fn main() {
+    let rounds: u64 = std::env::args()
+        .nth(1)
+        .map(|s| s.parse().expect("rounds"))
+        .unwrap_or(100_000);
+    let ids: Vec<usize> = cores().iter().map(|c| c.id).collect();
+    let pair = [ids[0], *ids.get(1).unwrap_or(&ids[0])];
+    let ns = format!("parts{}", std::process::id());
+    let names = [
+        "floor",
+        "ring",
+        "ring-single",
+        "words",
+        "publish",
+        "publish-single",
+    ];
+    let mut best = [(f64::MAX, f64::MAX); 6];
+    for round in 0..7 {
+        let got = [
+            cache_line_floor(pair, rounds),
+            ring(pair, rounds, false),
+            ring(pair, rounds, true),
+            bus(&format!("{ns}w{round}"), pair, rounds, Send::Words, false),
+            bus(&format!("{ns}p{round}"), pair, rounds, Send::Publish, false),
+            bus(&format!("{ns}s{round}"), pair, rounds, Send::Publish, true),
+        ];
+        for (b, g) in best.iter_mut().zip(&got) {
+            b.0 = b.0.min(g.p50_ns);
+            b.1 = b.1.min(g.mean_ns);
+        }
+        eprintln!(
+            "round {round}: {}",
+            names
+                .iter()
+                .zip(&got)
+                .map(|(n, g)| format!("{n} {:.0}", g.p50_ns))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    println!("cores {pair:?}, {rounds} round trips per case, best of 7 interleaved rounds");
+    println!("case            p50 ns  x floor  mean ns");
+    for (n, b) in names.iter().zip(&best) {
+        println!(
+            "{n:<15} {:>6.0} {:>7.2}x {:>8.0}",
+            b.0,
+            b.0 / best[0].0,
+            b.1
+        );
+    }
+}
