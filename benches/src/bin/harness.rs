@@ -21,6 +21,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
@@ -29,11 +30,12 @@ use iceoryx2::prelude::*;
 use serde_json::{json, Value};
 use zerocast_benches::plot::{Chart, Series};
 use zerocast_benches::{cores, pingpong};
+use zerocast_core::broadcast::{GatingCache, Start as RingStart, TryRecvError};
 use zerocast_core::frame::{
     self, id::id, Body, Direction, FrameBuf, Level, MarketL2, TradeEvent, L2_DEPTH,
 };
 use zerocast_ipc::{
-    Bus, Config, GatingPolicy, Producers, Publisher, PublisherOptions, RecvError, Start,
+    Bus, Config, GatingPolicy, Producers, Publisher, PublisherOptions, RecvError, Segment, Start,
     SubscriberOptions, TopicConfig, TopicKind, Transport, WaitStrategy,
 };
 
@@ -89,6 +91,10 @@ struct AllArgs {
     /// run that checks our figures against iceoryx2's own method.
     #[arg(long, conflicts_with = "durability_only")]
     pairs_only: bool,
+    /// Run only the throughput cases (the raw ring beside the publish API,
+    /// iceoryx2): a short run for the publish path's ratio to the ring.
+    #[arg(long, conflicts_with_all = ["durability_only", "pairs_only"])]
+    throughput_only: bool,
     /// Round trips of the floor and ping-pong cases (busy-polling).
     #[arg(long, default_value_t = 200_000)]
     pingpong_rounds: u64,
@@ -319,6 +325,16 @@ fn wait_does(transport: &str, wait: &str) -> &'static str {
 #[allow(clippy::large_enum_variant)]
 enum Sender {
     Zc(Publisher),
+    /// "shm-raw": the segment's broadcast ring itself, below the publish
+    /// API (no frame encoding, publisher table, wake-up or counters): what
+    /// `Publisher::publish` is measured against. The publisher is kept for
+    /// its registration only.
+    Raw {
+        _publisher: Publisher,
+        seg: Arc<Segment>,
+        cache: GatingCache,
+        buf: FrameBuf,
+    },
     Plain {
         _node: Node<ipc::Service>,
         publisher: iceoryx2::port::publisher::Publisher<ipc::Service, [u64], ()>,
@@ -364,6 +380,16 @@ impl Sender {
                 buf: FrameBuf::default(),
                 next_seq: 0,
             }
+        } else if transport == "shm-raw" {
+            let bus = bus_for(namespace, transport, kind);
+            let publisher = bus.publisher("bench").expect("publisher");
+            let seg = bus.segment("bench").expect("segment");
+            Self::Raw {
+                _publisher: publisher,
+                seg,
+                cache: GatingCache::default(),
+                buf: FrameBuf::default(),
+            }
         } else {
             let bus = bus_for(namespace, transport, kind);
             let publisher = bus
@@ -384,6 +410,11 @@ impl Sender {
         match self {
             Self::Zc(p) => {
                 p.publish(body).expect("publish");
+            }
+            Self::Raw { buf, .. } => {
+                let words = frame::encode(body, 0, mono_ns(), &mut buf.0).expect("encode");
+                let words = buf.0[..words].to_vec();
+                self.send_words(&words);
             }
             Self::Plain {
                 publisher,
@@ -407,11 +438,21 @@ impl Sender {
         }
     }
 
+    /// "shm-raw" only: publishes an encoded frame on the ring as it is.
+    #[inline]
+    fn send_words(&mut self, words: &[u64]) {
+        let Self::Raw { seg, cache, .. } = self else {
+            panic!("send_words is for the raw ring");
+        };
+        seg.ring().try_publish(cache, words).expect("raw publish");
+    }
+
     fn send_batch<B: Body>(&mut self, bodies: &[B]) {
         match self {
             Self::Zc(p) => {
                 p.publish_batch(bodies).expect("publish batch");
             }
+            Self::Raw { .. } => panic!("no batches on the raw ring"),
             Self::Plain { .. } => {
                 for b in bodies {
                     self.send(b);
@@ -462,6 +503,9 @@ fn receive_loop(args: &ChildArgs, idle: Duration, mut f: impl FnMut(&[u8]) -> bo
     if args.transport == "iox-plain" {
         return plain_receive_loop(args, idle, f);
     }
+    if args.transport == "shm-raw" {
+        return raw_receive_loop(args, idle, f);
+    }
     let bus = bus_for(&args.namespace, &args.transport, &args.kind);
     let mut sub = bus
         .subscriber(
@@ -487,6 +531,50 @@ fn receive_loop(args: &ChildArgs, idle: Duration, mut f: impl FnMut(&[u8]) -> bo
             Err(RecvError::Lagged(n)) => tally.lagged += n,
             Err(RecvError::Lost(_)) => tally.lost += 1,
             Err(RecvError::Empty) => return tally,
+        }
+    }
+}
+
+/// [`receive_loop`] for "shm-raw": the segment's ring read with a cursor
+/// of its own (`Broadcast::try_recv`, the copy out and the seqlock check,
+/// nothing else), busy-polling. The subscriber is registered for the
+/// segment's liveness only; its cursor is not used.
+fn raw_receive_loop(args: &ChildArgs, idle: Duration, mut f: impl FnMut(&[u8]) -> bool) -> Tally {
+    let bus = bus_for(&args.namespace, &args.transport, &args.kind);
+    let _sub = bus
+        .subscriber("bench", SubscriberOptions::default())
+        .expect("subscriber");
+    let seg = bus.segment("bench").expect("segment");
+    let ring = seg.ring();
+    let mut cursor = ring.cursor(RingStart::Newest);
+    let words = ring.payload_words().min(frame::MAX_FRAME_WORDS);
+    let mut buf = FrameBuf::default();
+    ready();
+    let mut tally = Tally::default();
+    let mut last = Instant::now();
+    let mut polls = 0u32;
+    loop {
+        match ring.try_recv(&mut cursor, &mut buf.0[..words]) {
+            Ok(_) => {
+                polls = 0;
+                if !f(frame::words_as_bytes(&buf.0[..words])) {
+                    return tally;
+                }
+            }
+            Err(TryRecvError::Lagged(n)) => tally.lagged += n,
+            Err(TryRecvError::Lost(_)) => tally.lost += 1,
+            Err(TryRecvError::Empty | TryRecvError::Pending(_)) => {
+                polls = polls.wrapping_add(1);
+                if polls % 1024 == 0 {
+                    let now = Instant::now();
+                    if polls == 1024 {
+                        last = now;
+                    } else if now - last > idle {
+                        return tally;
+                    }
+                }
+                std::hint::spin_loop();
+            }
         }
     }
 }
@@ -944,10 +1032,17 @@ fn throughput_case(
     pin_to(pub_core);
     let mut sender = Sender::new(&ns, transport, "trade", "spin", subs);
     let bodies: Vec<TradeEvent> = (0..batch).map(|_| trade(0, Mark::Measure)).collect();
+    // The raw ring publishes one frame encoded once, as it is.
+    let mut one = FrameBuf::default();
+    let words = frame::encode(&bodies[0], 0, 0, &mut one.0).expect("encode");
+    let encoded = &one.0[..words];
+    let raw = transport == "shm-raw";
     let t0 = Instant::now();
     let mut sent = 0;
     while sent < frames {
-        if batch == 1 {
+        if raw {
+            sender.send_words(encoded);
+        } else if batch == 1 {
             sender.send(&bodies[0]);
         } else {
             sender.send_batch(&bodies);
@@ -980,6 +1075,44 @@ fn throughput_case(
         // frames only, never the sequences it skipped.
         "receive_frames_per_s_min": rates.iter().cloned().fold(f64::INFINITY, f64::min),
     })
+}
+
+/// Adds to every shared-memory throughput row at batch 1 its rates as a
+/// multiple of the raw ring's ("shm-raw", same subscriber count, same
+/// run): `publish_x_raw`, `receive_x_raw` (the slowest receiver's).
+fn with_raw_ratios(rows: &mut [Value]) {
+    let raw: Vec<(u64, f64, f64)> = rows
+        .iter()
+        .filter(|r| r["transport"] == "shm-raw")
+        .map(|r| {
+            (
+                r["subscribers"].as_u64().unwrap_or(0),
+                r["publish_frames_per_s"].as_f64().unwrap_or(0.0),
+                r["receive_frames_per_s_min"].as_f64().unwrap_or(0.0),
+            )
+        })
+        .collect();
+    for r in rows.iter_mut() {
+        let shm = r["transport"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("shm") && t != "shm-raw");
+        if !shm || r["batch"] != 1 {
+            continue;
+        }
+        let subs = r["subscribers"].as_u64().unwrap_or(0);
+        let Some(&(_, publish, receive)) = raw.iter().find(|(s, _, _)| *s == subs) else {
+            continue;
+        };
+        let ratio = |x: f64, base: f64| (base > 0.0).then(|| x / base);
+        r["publish_x_raw"] = json!(ratio(
+            r["publish_frames_per_s"].as_f64().unwrap_or(0.0),
+            publish
+        ));
+        r["receive_x_raw"] = json!(ratio(
+            r["receive_frames_per_s_min"].as_f64().unwrap_or(0.0),
+            receive
+        ));
+    }
 }
 
 fn machine() -> Value {
@@ -1233,15 +1366,22 @@ fn markdown(report: &Value) -> String {
             r["lost_max"],
         );
     }
-    s += "\n**Throughput** (trade frames, publisher as fast as it can, subscribers busy-poll; receiver rates count frames read, not frames skipped)\n\n| transport | subscribers | batch | publish frames/s | slowest receiver frames/s | received min / sent | lagged max | lost max |\n|---|---|---|---|---|---|---|---|\n";
+    s += "\n**Throughput** (trade frames, publisher as fast as it can, subscribers busy-poll; receiver rates count frames read, not frames skipped; `shm-raw` is the segment's ring below the publish API: a pre-encoded frame published with `Broadcast::try_publish`, read with `Broadcast::try_recv`, no clock read, encoding or bookkeeping; `/ raw ring` compares a batch-1 row with it)\n\n| transport | subscribers | batch | publish frames/s | / raw ring | slowest receiver frames/s | / raw ring | received min / sent | lagged max | lost max |\n|---|---|---|---|---|---|---|---|---|---|\n";
     for r in report["throughput"].as_array().into_iter().flatten() {
+        let x_raw = |key: &str| {
+            r[key]
+                .as_f64()
+                .map_or_else(String::new, |x| format!("{x:.2}x"))
+        };
         s += &format!(
-            "| {} | {} | {} | {:.2} M | {:.2} M | {} / {} | {} | {} |\n",
+            "| {} | {} | {} | {:.2} M | {} | {:.2} M | {} | {} / {} | {} | {} |\n",
             r["transport"].as_str().unwrap_or("?"),
             r["subscribers"],
             r["batch"],
             r["publish_frames_per_s"].as_f64().unwrap_or(0.0) / 1e6,
+            x_raw("publish_x_raw"),
             r["receive_frames_per_s_min"].as_f64().unwrap_or(0.0) / 1e6,
+            x_raw("receive_x_raw"),
             r["received_min"],
             r["frames"],
             r["lagged_max"],
@@ -1291,7 +1431,8 @@ fn run_all(args: AllArgs) {
     eprintln!("harness: cores {ids:?}, publisher on {pub_core}, subscribers on {sub_cores:?}");
 
     let pairs_only = args.pairs_only;
-    let bus_suites = !args.durability_only && !pairs_only;
+    let throughput_only = args.throughput_only;
+    let bus_suites = !args.durability_only && !pairs_only && !throughput_only;
     // The floor, the ping-pongs and the wake-ups, on the two cores the
     // latency cases use.
     let pairs = (bus_suites || pairs_only).then(|| {
@@ -1346,9 +1487,14 @@ fn run_all(args: AllArgs) {
     }
     let mut throughput = Vec::new();
     let two = [1, sub_cores.len().max(2)];
-    let fan: &[usize] = if bus_suites { &two } else { &[] };
+    let fan: &[usize] = if bus_suites || throughput_only {
+        &two
+    } else {
+        &[]
+    };
     for &subs in fan {
         for (transport, batch) in [
+            ("shm-raw", 1),
             ("shm", 1),
             ("shm", 32),
             ("shm-gating", 1),
@@ -1365,6 +1511,7 @@ fn run_all(args: AllArgs) {
             ));
         }
     }
+    with_raw_ratios(&mut throughput);
     let plots = if bus_suites {
         json!(["latency.svg", "fanout.svg"])
     } else {
@@ -1383,7 +1530,7 @@ fn run_all(args: AllArgs) {
         "latency": latency,
         "fanout": fanout,
         "throughput": throughput,
-        "durability": if args.no_durability || pairs_only {
+        "durability": if args.no_durability || pairs_only || throughput_only {
             Value::Null
         } else {
             zerocast_benches::durability::run(&args.wal_dir, args.smoke)
@@ -1526,9 +1673,10 @@ fn check_complete(report: &Value, bus_suites: bool) {
         }
     }
     let thr = report["throughput"].as_array().expect("throughput section");
-    // 2 subscriber counts x 9 rows (shm, shm-gating and shm-single at
-    // batch 1 and 32, iox at 1 and 32, plain iceoryx2 at 1).
-    assert_eq!(thr.len(), 18, "throughput cases");
+    // 2 subscriber counts x 10 rows (the raw ring at batch 1; shm,
+    // shm-gating and shm-single at batch 1 and 32, iox at 1 and 32, plain
+    // iceoryx2 at 1).
+    assert_eq!(thr.len(), 20, "throughput cases");
     for r in thr {
         described(r);
         let frames = need(r, &["frames"]);
@@ -1679,6 +1827,7 @@ mod tests {
         let mut throughput = Vec::new();
         for _subs in [1, 2] {
             for (transport, batch) in [
+                ("shm-raw", 1),
                 ("shm", 1),
                 ("shm", 32),
                 ("shm-gating", 1),
