@@ -164,6 +164,8 @@ pub struct ShmSubscriber {
     words: usize,
     stall_bound: Duration,
     empty_polls: u32,
+    /// Frames received since `last_seen` was last refreshed.
+    frames_unseen: u32,
     empty_since: Option<Instant>,
     lagged: u64,
     durable: bool,
@@ -247,6 +249,7 @@ impl ShmSubscriber {
             words,
             stall_bound: options.stall_bound,
             empty_polls: 0,
+            frames_unseen: 0,
             empty_since: None,
             lagged: 0,
             durable: options.durable,
@@ -463,6 +466,14 @@ impl ShmSubscriber {
             Ok(seq) => {
                 self.empty_polls = 0;
                 self.empty_since = None;
+                // A subscriber that keeps receiving may never poll empty
+                // POLLS_PER_CLOCK times in a row: its `last_seen` is
+                // refreshed every POLLS_PER_CLOCK frames instead (a clock
+                // read, no look at the claim word).
+                self.frames_unseen += 1;
+                if self.frames_unseen >= POLLS_PER_CLOCK {
+                    self.refresh_last_seen();
+                }
                 // Relaxed: a progress hint for monitors (our own cache line).
                 self.entry()
                     .cursor
@@ -507,12 +518,19 @@ impl ShmSubscriber {
         }
     }
 
+    /// Stores the time in the entry's `last_seen`.
+    #[cold]
+    fn refresh_last_seen(&mut self) {
+        self.frames_unseen = 0;
+        // Relaxed: a liveness hint for monitors.
+        self.entry().last_seen_ns.store(now_ns(), Ordering::Relaxed);
+    }
+
     /// Refreshes `last_seen` and resolves the next sequence if it has been
     /// claimed but not committed for longer than the stall bound.
     fn check_stall(&mut self) {
         let now = Instant::now();
-        // Relaxed: a liveness hint for monitors.
-        self.entry().last_seen_ns.store(now_ns(), Ordering::Relaxed);
+        self.refresh_last_seen();
         let next = self.cursor.next();
         if !self.seg.ring().is_pending(next) {
             self.empty_since = None;
@@ -658,6 +676,42 @@ mod tests {
                 "round {round}: the stall check never ran in {POLLS_PER_CLOCK} empty polls"
             );
         }
+        drop((publisher, sub));
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    /// Regression: `last_seen` ("last time it read or polled", exported as
+    /// `zerocast_subscriber_last_seen_seconds`) was refreshed only by
+    /// empty polls, so a subscriber that kept receiving showed as unseen
+    /// since it registered. It is now refreshed every `POLLS_PER_CLOCK`
+    /// frames too.
+    #[test]
+    fn regression_a_busy_subscriber_never_refreshed_last_seen() {
+        let path = std::env::temp_dir().join(format!("zc-busyseen-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let frames = u64::from(POLLS_PER_CLOCK) * 2;
+        let seg = Arc::new(Segment::create(&path, "busyseen", 1024, 32).unwrap());
+        let mut publisher = ShmPublisher::new(seg.clone(), &PublisherOptions::default()).unwrap();
+        let mut sub = ShmSubscriber::new(seg.clone(), &SubscriberOptions::default()).unwrap();
+        // Relaxed: single-threaded test.
+        let entry = &seg.header().subscribers[sub.entry];
+        entry.last_seen_ns.store(0, Ordering::Relaxed);
+        for i in 0..frames {
+            let hb = Heartbeat {
+                publisher_id: [0; 16],
+                sequence: i,
+                timestamp: 0,
+            };
+            publisher.publish(&hb).unwrap();
+            // Never empty: a frame on every poll.
+            assert!(sub.poll().is_ok(), "frame {i}");
+        }
+        // Relaxed: single-threaded test.
+        assert_ne!(
+            entry.last_seen_ns.load(Ordering::Relaxed),
+            0,
+            "{frames} frames received without an empty poll, last_seen never refreshed"
+        );
         drop((publisher, sub));
         std::fs::remove_file(&path).unwrap();
     }

@@ -90,6 +90,34 @@ fn loan_commit_delivers_the_exact_frame() {
     bus.remove_segments();
 }
 
+/// Regression: a loan read the clock for its header at the commit, inside
+/// the slot's write window, while a caught-up subscriber polled the slot:
+/// each look pulled the slot's line back out of the publisher's cache, and
+/// a ping-pong's one-way time was 386 ns instead of 120 ns
+/// (`pingpong_parts`, AMD EPYC guest). The time is now read when the slot
+/// is lent, before the claim: a frame carries the time of its loan.
+#[test]
+fn regression_a_loan_read_the_clock_inside_its_write_window() {
+    let bus = bus("lent-time", TopicKind::Trade);
+    let mut sub = oldest(&bus);
+    let mut publisher = bus.publisher("t").unwrap();
+    let before = zerocast_ipc::layout::now_ns();
+    let loan = publisher.loan::<TradeEvent>().unwrap();
+    let lent = zerocast_ipc::layout::now_ns();
+    // Time passes between the loan and its commit (deliberately: the
+    // header must not be stamped at the commit).
+    std::thread::sleep(Duration::from_millis(20));
+    let committing = zerocast_ipc::layout::now_ns();
+    loan.write(&trade(1)).commit();
+    let f = sub.recv_timeout(Duration::from_secs(5)).unwrap();
+    let stamped = f.publish_ns();
+    assert!(
+        (before..=lent).contains(&stamped),
+        "header time {stamped} is not the loan's ({before}..={lent}); the commit began at {committing}"
+    );
+    bus.remove_segments();
+}
+
 /// A dropped loan, written or not, is neither a loss nor a gap: its
 /// sequence carries a heartbeat of the publisher, and publishing goes on.
 #[test]
