@@ -16,15 +16,10 @@
 //! `cargo run --release -p zerocast-benches --example pingpong_parts [rounds]`
 use std::sync::Arc;
 
-use zerocast_benches::pingpong::{cache_line_floor, run_pair, OneWay};
+use zerocast_benches::pingpong::{cache_line_floor, run_pair, shm_pingpong_with, OneWay, ShmSend};
 use zerocast_benches::{cores, trade_frame};
 use zerocast_core::broadcast::{Broadcast, GatingCache, SingleProducer, Start as RingStart};
-use zerocast_core::frame::{id::id, Direction, TradeEvent};
-use zerocast_ipc::config::Producers;
-use zerocast_ipc::{
-    Bus, Config, Publisher, RecvError, Start, Subscriber, SubscriberOptions, TopicConfig,
-    TopicKind, WaitStrategy,
-};
+use zerocast_ipc::Producers;
 
 fn ring(cores: [usize; 2], rounds: u64, single: bool) -> OneWay {
     let frame = trade_frame();
@@ -85,93 +80,8 @@ fn ring(cores: [usize; 2], rounds: u64, single: bool) -> OneWay {
     )
 }
 
-#[derive(Clone, Copy)]
-enum Send {
-    Words,
-    Publish,
-}
-
-fn bus(namespace: &str, cores: [usize; 2], rounds: u64, how: Send, single: bool) -> OneWay {
-    let topic = |name| {
-        let mut t = TopicConfig::new(name, 1 << 20, TopicKind::Trade);
-        if single {
-            t.producers = Producers::Single;
-        }
-        t
-    };
-    let bus = Bus::new(Config {
-        namespace: namespace.to_owned(),
-        topics: vec![topic("ping"), topic("pong")],
-    });
-    let trade = TradeEvent {
-        trade_id: id("T-1").unwrap(),
-        order_id: id("O-1").unwrap(),
-        instrument_id: id("BTC-USDT").unwrap(),
-        price: 64_000.0,
-        volume: 0.5,
-        direction: Direction::Buy,
-        timestamp: 1,
-    };
-    let frame = trade_frame();
-    let side = |out: &'static str, inn: &'static str| {
-        let bus = bus.clone();
-        let frame = frame.clone();
-        move || {
-            let publisher = bus.publisher(out).unwrap();
-            let subscriber = bus
-                .subscriber(
-                    inn,
-                    SubscriberOptions {
-                        name: format!("parts-{inn}"),
-                        start: Start::Newest,
-                        wait: WaitStrategy::BusySpin,
-                        ..Default::default()
-                    },
-                )
-                .unwrap();
-            (publisher, subscriber, frame)
-        }
-    };
-    let send = move |p: &mut Publisher, frame: &[u64]| match how {
-        Send::Words => match p {
-            Publisher::Shm(p) => {
-                p.publish_words(frame).unwrap();
-            }
-            #[allow(unreachable_patterns)]
-            _ => unreachable!("shared-memory topics"),
-        },
-        Send::Publish => {
-            p.publish(&trade).unwrap();
-        }
-    };
-    let recv = |s: &mut Subscriber| loop {
-        match s.try_recv() {
-            Ok(_) => return,
-            Err(RecvError::Empty) => core::hint::spin_loop(),
-            Err(e) => panic!("{e}"),
-        }
-    };
-    let (ping, echo) = (side("ping", "pong"), side("pong", "ping"));
-    let r = run_pair(
-        cores,
-        rounds,
-        move || {
-            let (mut p, mut s, frame) = ping();
-            move || {
-                send(&mut p, &frame);
-                recv(&mut s);
-            }
-        },
-        move || {
-            let (mut p, mut s, frame) = echo();
-            move || {
-                recv(&mut s);
-                send(&mut p, &frame);
-            }
-        },
-    );
-    bus.remove_segments();
-    r
+fn bus(namespace: &str, cores: [usize; 2], rounds: u64, send: ShmSend, p: Producers) -> OneWay {
+    shm_pingpong_with(namespace, cores, rounds, None, send, p)
 }
 
 fn main() {
@@ -196,9 +106,27 @@ fn main() {
             cache_line_floor(pair, rounds),
             ring(pair, rounds, false),
             ring(pair, rounds, true),
-            bus(&format!("{ns}w{round}"), pair, rounds, Send::Words, false),
-            bus(&format!("{ns}p{round}"), pair, rounds, Send::Publish, false),
-            bus(&format!("{ns}s{round}"), pair, rounds, Send::Publish, true),
+            bus(
+                &format!("{ns}w{round}"),
+                pair,
+                rounds,
+                ShmSend::Words,
+                Producers::Many,
+            ),
+            bus(
+                &format!("{ns}p{round}"),
+                pair,
+                rounds,
+                ShmSend::Publish,
+                Producers::Many,
+            ),
+            bus(
+                &format!("{ns}s{round}"),
+                pair,
+                rounds,
+                ShmSend::Publish,
+                Producers::Single,
+            ),
         ];
         for (b, g) in best.iter_mut().zip(&got) {
             b.0 = b.0.min(g.p50_ns);

@@ -23,9 +23,9 @@ pub struct Item(pub [u64; 8]);
 /// Items moved per cross-thread measurement.
 pub const ITEMS_PER_RUN: u64 = 200_000;
 
-/// An encoded trade frame (20 words), the frame the ring benchmarks move.
-pub fn trade_frame() -> Vec<u64> {
-    let trade = TradeEvent {
+/// The trade the benchmarks publish.
+pub fn bench_trade() -> TradeEvent {
+    TradeEvent {
         trade_id: id("T-1").unwrap(),
         order_id: id("O-1").unwrap(),
         instrument_id: id("BTC-USDT").unwrap(),
@@ -33,9 +33,14 @@ pub fn trade_frame() -> Vec<u64> {
         volume: 0.5,
         direction: Direction::Buy,
         timestamp: 1,
-    };
+    }
+}
+
+/// An encoded trade frame (20 words), the frame the ring benchmarks move:
+/// [`bench_trade`] encoded.
+pub fn trade_frame() -> Vec<u64> {
     let mut buf = vec![0u64; frame::MAX_FRAME_WORDS];
-    let words = frame::encode(&trade, 1, 2, &mut buf).unwrap();
+    let words = frame::encode(&bench_trade(), 1, 2, &mut buf).unwrap();
     buf.truncate(words);
     buf
 }

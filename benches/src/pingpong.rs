@@ -18,14 +18,14 @@ use std::time::{Duration, Instant};
 
 use iceoryx2::prelude::*;
 use serde_json::{json, Value};
-use zerocast_core::frame::{id::id, Direction, TradeEvent};
+use zerocast_core::frame::TradeEvent;
 use zerocast_ipc::wait::{futex_wait, futex_wake};
 use zerocast_ipc::{
-    Bus, Config, RecvError, Start, Subscriber, SubscriberOptions, TopicConfig, TopicKind,
-    WaitStrategy,
+    Bus, Config, Producers, Publisher, RecvError, Start, Subscriber, SubscriberOptions,
+    TopicConfig, TopicKind, WaitStrategy,
 };
 
-use crate::trade_frame;
+use crate::{bench_trade, trade_frame};
 
 /// How many round trips each kind of case makes.
 #[derive(Clone, Copy, Debug)]
@@ -259,16 +259,13 @@ pub fn futex_pingpong(cores: [usize; 2], rounds: u64) -> OneWay {
     )
 }
 
-fn bench_trade() -> TradeEvent {
-    TradeEvent {
-        trade_id: id("T-000000000001").unwrap(),
-        order_id: id("O-000000000001").unwrap(),
-        instrument_id: id("BTC-USDT").unwrap(),
-        price: 64_000.0,
-        volume: 0.5,
-        direction: Direction::Buy,
-        timestamp: 1,
-    }
+/// How a shared-memory ping-pong sends (see [`shm_pingpong_with`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShmSend {
+    /// `Publisher::publish(&TradeEvent)`.
+    Publish,
+    /// `ShmPublisher::publish_words` of the trade frame encoded once.
+    Words,
 }
 
 /// zerocast shared memory: topics `ping` and `pong` (trade frames, 160 B),
@@ -280,7 +277,30 @@ pub fn shm_pingpong(
     rounds: u64,
     wait: Option<WaitStrategy>,
 ) -> OneWay {
-    let topic = |name| TopicConfig::new(name, 1 << 20, TopicKind::Trade);
+    shm_pingpong_with(
+        namespace,
+        cores,
+        rounds,
+        wait,
+        ShmSend::Publish,
+        Producers::Many,
+    )
+}
+
+/// [`shm_pingpong`] sending by `send`, on topics of `producers`.
+pub fn shm_pingpong_with(
+    namespace: &str,
+    cores: [usize; 2],
+    rounds: u64,
+    wait: Option<WaitStrategy>,
+    send: ShmSend,
+    producers: Producers,
+) -> OneWay {
+    let topic = |name| {
+        let mut t = TopicConfig::new(name, 1 << 20, TopicKind::Trade);
+        t.producers = producers;
+        t
+    };
     let bus = Bus::new(Config {
         namespace: namespace.to_owned(),
         topics: vec![topic("ping"), topic("pong")],
@@ -303,6 +323,17 @@ pub fn shm_pingpong(
             (publisher, subscriber, bench_trade())
         }
     };
+    let frame = trade_frame();
+    let publish = move |publisher: &mut Publisher, trade: &TradeEvent| match (send, publisher) {
+        (ShmSend::Publish, p) => {
+            p.publish(trade).expect("publish");
+        }
+        (ShmSend::Words, Publisher::Shm(p)) => {
+            p.publish_words(&frame).expect("publish_words");
+        }
+        #[allow(unreachable_patterns)]
+        (ShmSend::Words, _) => panic!("publish_words is for shared-memory topics"),
+    };
     let receive = move |subscriber: &mut Subscriber| {
         if wait.is_some() {
             subscriber.recv().map(|_| ()).expect("recv");
@@ -317,13 +348,14 @@ pub fn shm_pingpong(
         }
     };
     let (ping_side, echo_side) = (side("ping", "pong"), side("pong", "ping"));
+    let (publish_ping, publish_echo) = (publish.clone(), publish);
     let result = run_pair(
         cores,
         rounds,
         move || {
             let (mut publisher, mut subscriber, trade) = ping_side();
             move || {
-                publisher.publish(&trade).expect("publish");
+                publish_ping(&mut publisher, &trade);
                 receive(&mut subscriber);
             }
         },
@@ -331,7 +363,7 @@ pub fn shm_pingpong(
             let (mut publisher, mut subscriber, trade) = echo_side();
             move || {
                 receive(&mut subscriber);
-                publisher.publish(&trade).expect("publish");
+                publish_echo(&mut publisher, &trade);
             }
         },
     );
