@@ -934,6 +934,45 @@ async fn regression_a_resume_from_the_future_is_refused_with_an_error() {
     }
 }
 
+/// Task G (the flaky `regression_a_resume_from_the_future_is_refused_with_an_error`):
+/// the `subscribed` reply was queued after the subscription's first data (a
+/// book snapshot always; a resume's first frames whenever its thread won the
+/// race), so a client waiting for `subscribed` before reading data (as the
+/// documented exchange shows it) took that data for part of the reply and
+/// then waited for data already delivered. The reply now comes first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_subscribed_came_after_the_data_of_its_subscription() {
+    let gw = start("order", 1 << 20, GatewayOptions::default());
+    let mut books = gw.bus.publisher("market_l2").unwrap();
+    let mut trades = gw.bus.publisher("trade_events").unwrap();
+    // The gateway holds a book for the snapshot once a client saw it.
+    let mut probe = connect(gw.addr).await;
+    subscribed(&mut probe, json!({"op":"subscribe","topics":["market_l2"]})).await;
+    let book_seq = books.publish(&book("AAA", 10.0)).unwrap();
+    collect(&mut probe, |m| !data(m).is_empty()).await;
+    let first = trades.publish(&trade("AAA", 0)).unwrap();
+    let cases = [
+        (json!({"op":"subscribe","topics":["market_l2"]}), book_seq),
+        (
+            json!({"op":"subscribe","topics":["trade_events"],"from":first}),
+            first,
+        ),
+    ];
+    // The resume races its reply: a few tries make the old order likely.
+    for _ in 0..5 {
+        for (req, seq) in &cases {
+            let mut ws = connect(gw.addr).await;
+            send(&mut ws, req.clone()).await;
+            let m = collect(&mut ws, |m| {
+                !data(m).is_empty() && m.iter().any(|v| v["type"] == "subscribed")
+            })
+            .await;
+            assert_eq!(m[0]["type"], "subscribed", "{req}: {m:?}");
+            assert_eq!(data(&m)[0]["seq"], *seq, "{req}: {m:?}");
+        }
+    }
+}
+
 /// Connections beyond `max_clients` are refused (503) instead of each
 /// costing a session; a slot frees when a client leaves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
