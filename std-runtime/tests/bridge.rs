@@ -795,6 +795,42 @@ fn wait_for(what: &str, cond: impl Fn() -> bool) {
     }
 }
 
+/// What the threads run under [`LogCapture::subscriber`] logged at WARN
+/// and above: how a test waits for a library thread to reach a state it
+/// only logs (the importer's bound on queued live messages).
+#[derive(Clone, Default)]
+struct LogCapture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogCapture {
+    /// A subscriber writing here, for `tracing::subscriber::with_default`.
+    fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync {
+        let out = self.clone();
+        tracing_subscriber::fmt()
+            .with_writer(move || out.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::WARN)
+            .finish()
+    }
+
+    fn contains(&self, text: &str) -> bool {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner())).contains(text)
+    }
+}
+
 #[test]
 fn bridge_kills_mid_stream_with_a_wal_lose_nothing() {
     // The origin publishes steadily while the importer, then the exporter,
@@ -918,7 +954,10 @@ fn regression_hole_while_no_exporter_answers_waits_instead_of_reporting_lost() {
     let mut m = Message::new(FAKE_ORIGIN);
     m.frame(5, &frame_bytes(5));
     publisher.put(m.bytes().to_vec()).wait().unwrap();
-    // Several query timeouts with nobody answering.
+    // Several query timeouts (100 ms) with nobody answering. Deliberate:
+    // time must pass with nothing happening, which no event shows (on a
+    // loaded machine fewer may pass: the test then proves less, never
+    // fails wrongly).
     std::thread::sleep(Duration::from_millis(600));
     // An exporter back: answers every query with what it asks for.
     let queryable = origin.declare_queryable(key).wait().unwrap();
@@ -1173,12 +1212,16 @@ fn regression_live_messages_queued_during_a_slow_query_stay_bounded() {
             }
         })
     };
+    let log = LogCapture::default();
     let importer = {
         let (bus, stop) = (far.bus.clone(), stop.clone());
         let mut o = import::ImportOptions::new(TOPIC, key);
         o.query_timeout = Duration::from_secs(20);
+        let subscriber = log.subscriber();
         std::thread::spawn(move || {
-            import::import(&bus, &session, &o, || stop.load(Ordering::Relaxed))
+            tracing::subscriber::with_default(subscriber, || {
+                import::import(&bus, &session, &o, || stop.load(Ordering::Relaxed))
+            })
         })
     };
     let publisher = origin
@@ -1200,8 +1243,11 @@ fn regression_live_messages_queued_during_a_slow_query_stay_bounded() {
     for s in 2..n {
         send(s);
     }
-    // Until the importer has taken them all off the subscription.
-    std::thread::sleep(Duration::from_millis(500));
+    // Until the importer, taking them off the subscription, has passed its
+    // bound (it says so once); the reply is held until then.
+    wait_for("the importer's queue passed its bound", || {
+        log.contains("passed the bound")
+    });
     published_tx.send(()).unwrap();
     far.wait_head(n);
     stop.store(true, Ordering::Relaxed);

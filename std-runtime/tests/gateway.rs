@@ -1534,11 +1534,21 @@ async fn regression_a_client_upgraded_during_a_stop_gets_its_close() {
     s.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n")
         .await
         .unwrap();
-    // Accepted (its head begun) before the stop.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Accepted (its head begun) before the stop: a later connection is
+    // served, and the listener accepts in the order connections came.
+    let body = http_get(gw.addr, "/healthz").await;
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    // A client connected before the stop, to see it.
+    let mut witness = connect(gw.addr).await;
     let stopper = std::thread::spawn(move || drop(gw));
-    // The stop is seen (polled every 50 ms) and the clients told.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The stop is seen (polled every 50 ms) and the clients told: the
+    // witness gets its close.
+    let m = collect(&mut witness, |m| {
+        m.iter()
+            .any(|v| v["type"] == "close" || v["type"] == "ended")
+    })
+    .await;
+    assert_eq!(m.last().unwrap()["code"], 1001, "{m:?}");
     s.write_all(
         b"Upgrade: websocket\r\nConnection: Upgrade\r\n\
           Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
