@@ -154,6 +154,17 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Two zenoh sessions linked over loopback TCP on a free port: the origin
+/// side's (listening; the test plays the exporter on it) and the
+/// importer's (connecting).
+fn loopback_sessions() -> (zenoh::Session, zenoh::Session) {
+    use zerocast_runtime::bridge::open_session;
+    let endpoint = vec![format!("tcp/127.0.0.1:{}", free_port())];
+    let origin = open_session(None, &endpoint, &[]).unwrap();
+    let importer = open_session(None, &[], &endpoint).unwrap();
+    (origin, importer)
+}
+
 fn trade(n: u64) -> TradeEvent {
     TradeEvent {
         trade_id: id(&format!("t{n}")).unwrap(),
@@ -931,13 +942,11 @@ fn regression_hole_while_no_exporter_answers_waits_instead_of_reporting_lost() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     use zenoh::Wait;
-    use zerocast_runtime::bridge::{import, open_session, wire::Message};
+    use zerocast_runtime::bridge::{import, wire::Message};
 
     let far = Side::new("unanswered", "b", 4 << 20);
     let key = "zerocast/unanswered/trade_events";
-    let endpoint = vec![format!("tcp/127.0.0.1:{}", free_port())];
-    let origin = open_session(None, &endpoint, &[]).unwrap();
-    let session = open_session(None, &[], &endpoint).unwrap();
+    let (origin, session) = loopback_sessions();
     let stop = Arc::new(AtomicBool::new(false));
     let importer = {
         let (bus, stop) = (far.bus.clone(), stop.clone());
@@ -993,13 +1002,11 @@ fn regression_lost_range_to_the_last_sequence_neither_panics_nor_ignores_stop() 
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     use zenoh::Wait;
-    use zerocast_runtime::bridge::{import, open_session, wire::Message};
+    use zerocast_runtime::bridge::{import, wire::Message};
 
     let far = Side::new("lostmax", "b", 1 << 20);
     let key = "zerocast/lostmax/trade_events";
-    let endpoint = vec![format!("tcp/127.0.0.1:{}", free_port())];
-    let origin = open_session(None, &endpoint, &[]).unwrap();
-    let session = open_session(None, &[], &endpoint).unwrap();
+    let (origin, session) = loopback_sessions();
     let stop = Arc::new(AtomicBool::new(false));
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     {
@@ -1052,13 +1059,11 @@ fn regression_empty_query_reply_for_a_hole_is_asked_again_not_reported_lost() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     use zenoh::Wait;
-    use zerocast_runtime::bridge::{import, open_session, wire::Message};
+    use zerocast_runtime::bridge::{import, wire::Message};
 
     let far = Side::new("emptyreply", "b", 4 << 20);
     let key = "zerocast/emptyreply/trade_events";
-    let endpoint = vec![format!("tcp/127.0.0.1:{}", free_port())];
-    let origin = open_session(None, &endpoint, &[]).unwrap();
-    let session = open_session(None, &[], &endpoint).unwrap();
+    let (origin, session) = loopback_sessions();
     let stop = Arc::new(AtomicBool::new(false));
     // The exporter's queryable: a query without `to` (the importer's start)
     // finds an empty topic; the first for a hole gets only a head mark (an
@@ -1169,14 +1174,12 @@ fn regression_live_messages_queued_during_a_slow_query_stay_bounded() {
     use std::sync::{mpsc, Arc};
     use zenoh::qos::CongestionControl;
     use zenoh::Wait;
-    use zerocast_runtime::bridge::{import, open_session, wire::Message};
+    use zerocast_runtime::bridge::{import, wire::Message};
 
     let n: u64 = import::MAX_PENDING as u64 + 2_000;
     let far = Side::new("pending", "b", 4 << 20);
     let key = "zerocast/pending/trade_events";
-    let endpoint = vec![format!("tcp/127.0.0.1:{}", free_port())];
-    let origin = open_session(None, &endpoint, &[]).unwrap();
-    let session = open_session(None, &[], &endpoint).unwrap();
+    let (origin, session) = loopback_sessions();
     let stop = Arc::new(AtomicBool::new(false));
     let (asked_tx, asked_rx) = mpsc::channel();
     let (published_tx, published_rx) = mpsc::channel::<()>();
@@ -1393,11 +1396,9 @@ fn import_against(
     live: Vec<u8>,
 ) -> Result<zerocast_runtime::bridge::import::ImportStats, String> {
     use zenoh::Wait;
-    use zerocast_runtime::bridge::{import, open_session};
+    use zerocast_runtime::bridge::import;
 
-    let endpoint = vec![format!("tcp/127.0.0.1:{}", free_port())];
-    let origin = open_session(None, &endpoint, &[]).unwrap();
-    let session = open_session(None, &[], &endpoint).unwrap();
+    let (origin, session) = loopback_sessions();
     let queryable = origin.declare_queryable(key).wait().unwrap();
     let publisher = origin.declare_publisher(key).wait().unwrap();
     let served = std::thread::spawn(move || {

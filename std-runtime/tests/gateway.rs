@@ -113,6 +113,19 @@ async fn connect(addr: SocketAddr) -> Ws {
         .0
 }
 
+/// A client with a 4 KiB receive buffer (a slow reader: the gateway's sends
+/// fill it at once while the test does not read).
+async fn connect_slow(addr: SocketAddr) -> Ws {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let stream = sock.connect(addr).await.unwrap();
+    let req = format!("ws://{addr}/ws").into_client_request().unwrap();
+    tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(stream))
+        .await
+        .unwrap()
+        .0
+}
+
 async fn send(ws: &mut Ws, v: Value) {
     ws.send(Message::Text(v.to_string().into())).await.unwrap();
 }
@@ -258,15 +271,7 @@ async fn slow_client_gets_a_gap_with_the_exact_count_and_never_slows_a_fast_one(
         },
     );
     // The slow client: a tiny receive buffer, and it does not read for now.
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    let stream = sock.connect(gw.addr).await.unwrap();
-    let req = format!("ws://{}/ws", gw.addr)
-        .into_client_request()
-        .unwrap();
-    let (mut slow, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(stream))
-        .await
-        .unwrap();
+    let mut slow = connect_slow(gw.addr).await;
     let mut fast = connect(gw.addr).await;
     let sub = json!({"op":"subscribe","topics":["trade_events"]});
     subscribed(&mut slow, sub.clone()).await;
@@ -565,15 +570,7 @@ async fn a_slow_owner_is_disconnected_as_slow_consumer_and_never_loses_an_accoun
             ..Default::default()
         },
     );
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    let stream = sock.connect(gw.addr).await.unwrap();
-    let req = format!("ws://{}/ws", gw.addr)
-        .into_client_request()
-        .unwrap();
-    let (mut ws, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(stream))
-        .await
-        .unwrap();
+    let mut ws = connect_slow(gw.addr).await;
     send(
         &mut ws,
         json!({"op":"auth","token":auth::sign(&secret, &["user-a"], auth::now_secs() + 60)}),
@@ -773,15 +770,7 @@ async fn regression_repeated_resumes_by_a_stalled_client_do_not_pile_up_threads(
             ..Default::default()
         },
     );
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    let stream = sock.connect(gw.addr).await.unwrap();
-    let req = format!("ws://{}/ws", gw.addr)
-        .into_client_request()
-        .unwrap();
-    let (mut slow, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(stream))
-        .await
-        .unwrap();
+    let mut slow = connect_slow(gw.addr).await;
     subscribed(&mut slow, json!({"op":"subscribe","topics":["market_l2"]})).await;
     let mut p = gw.bus.publisher("trade_events").unwrap();
     let first = p.publish(&trade("AAA", 0)).unwrap();
@@ -1017,15 +1006,7 @@ async fn regression_a_client_that_only_sends_requests_cannot_grow_its_queue_unbo
             ..Default::default()
         },
     );
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    let stream = sock.connect(gw.addr).await.unwrap();
-    let req = format!("ws://{}/ws", gw.addr)
-        .into_client_request()
-        .unwrap();
-    let (mut ws, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(stream))
-        .await
-        .unwrap();
+    let mut ws = connect_slow(gw.addr).await;
     // About 1.2 MB of replies, 75 times the budget.
     const N: usize = 20_000;
     let sub = Message::Text(
