@@ -120,7 +120,7 @@ pub fn origin_record_path(config: &zerocast_ipc::Config, topic: &str) -> PathBuf
 
 /// The origin records ([`origin_record_path`]) of `config`'s namespace in
 /// `/dev/shm`, each with its topic, sorted. A record's temporary file that
-/// a killed importer left (`<record>.tmp`, see [`write_record`]) is listed
+/// a killed importer left (`<record>.tmp`, see `write_record`) is listed
 /// under its topic too. `zerocast stat --remove-stale` removes those whose
 /// topic's segment is gone.
 pub fn origin_records(config: &zerocast_ipc::Config) -> Vec<(String, PathBuf)> {
