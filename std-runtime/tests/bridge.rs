@@ -372,6 +372,17 @@ fn wait_hold(side: &Side, name: &str) {
     }
 }
 
+/// Waits (at most 20 s) until the live durable hold `name` on `side`'s
+/// topic has released every sequence below `at`.
+fn wait_hold_at(side: &Side, name: &str, at: u64) {
+    let seg = side.bus.segment(TOPIC).unwrap();
+    wait_for(&format!("{name}'s hold released up to {at}"), || {
+        seg.durable_holds()
+            .iter()
+            .any(|h| h.name == name && !h.orphaned && h.position.is_some_and(|p| p >= at))
+    });
+}
+
 /// Starts `zerocast record` on `side`'s topic into `wal`.
 fn recorder(side: &Side, wal: &std::path::Path) -> Proc {
     let child = Command::new(BIN)
@@ -480,6 +491,10 @@ fn bridge_gating_exporter_restarts_where_it_stopped() {
     let mut p = origin.bus.publisher(TOPIC).unwrap();
     publish(&mut p, 0, 30);
     far.wait_head(30);
+    // The exporter releases what it sent right after the send: the far
+    // side can have it first (killed in between, the hold stays at 0 and
+    // the ring holds too little for the publishes below).
+    wait_hold_at(&origin, "bridge-gw", 30);
     export.kill();
     // The hold outlives the exporter: the ring fills up to it, and no
     // further (a publish then fails rather than overwrite).
