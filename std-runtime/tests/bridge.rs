@@ -104,6 +104,11 @@ impl Side {
 impl Drop for Side {
     fn drop(&mut self) {
         self.bus.remove_segments();
+        // Half-built segments of bridge processes killed while creating
+        // one (dropped, hence reaped, before their side).
+        for path in self.bus.abandoned_init_files() {
+            let _ = std::fs::remove_file(path);
+        }
         let _ = std::fs::remove_file(&self.config);
         // The importer's record of the origin it follows.
         let _ = std::fs::remove_file(format!("/dev/shm/zerocast-bridge.{}.{TOPIC}", self.ns));
