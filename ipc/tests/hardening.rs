@@ -1109,8 +1109,10 @@ fn regression_gating_wait_of_duration_max_waits_instead_of_panicking() {
     }
     // The ring is full behind `slow`: the next publish waits for it.
     let waiting = std::thread::spawn(move || publisher.publish(&trade(capacity)).map(|_| ()));
-    // Gives the publish time to start waiting (nothing outside the
-    // publisher shows a wait); the outcome must be the same either way.
+    // Gives the publish time to start waiting. Deliberate, not a wait for
+    // an event: nothing outside the publisher shows a wait (its counters
+    // are written when the wait ends), and the outcome must be the same
+    // either way (a loaded machine only makes the test prove less).
     std::thread::sleep(Duration::from_millis(200));
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut read = 0;

@@ -37,6 +37,38 @@ fn trade(i: u64) -> TradeEvent {
     }
 }
 
+/// A single-producer topic whose first publisher published sequence 0 and
+/// left; a subscriber from the oldest frame; and the owner word of a
+/// process that is gone, for a test to plant in the one entry.
+fn first_publisher_gone(
+    test: &str,
+) -> (
+    Bus,
+    std::sync::Arc<zerocast_ipc::Segment>,
+    zerocast_ipc::Subscriber,
+    u64,
+) {
+    let bus = bus(test, Producers::Single);
+    let seg = bus.segment("trades").unwrap();
+    let sub = bus
+        .subscriber(
+            "trades",
+            SubscriberOptions {
+                start: Start::Oldest,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    {
+        let mut first = bus.publisher("trades").unwrap();
+        assert_eq!(first.publish(&trade(0)).unwrap(), 0);
+    }
+    let mut gone = Command::new("true").spawn().unwrap();
+    let dead = layout::owner_of(gone.id()).unwrap_or(layout::owner_word(gone.id(), 1));
+    gone.wait().unwrap();
+    (bus, seg, sub, dead)
+}
+
 #[test]
 fn single_producer_topic_refuses_a_second_live_publisher_naming_its_pid() {
     let bus = bus("second", Producers::Single);
@@ -105,26 +137,9 @@ fn single_producer_mode_is_recorded_in_the_segment_and_a_mismatched_config_is_re
 /// one) and takes its place.
 #[test]
 fn single_producer_topic_takes_over_a_dead_publishers_place() {
-    let bus = bus("dead", Producers::Single);
-    let seg = bus.segment("trades").unwrap();
-    let mut sub = bus
-        .subscriber(
-            "trades",
-            SubscriberOptions {
-                start: Start::Oldest,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    {
-        let mut first = bus.publisher("trades").unwrap();
-        assert_eq!(first.publish(&trade(0)).unwrap(), 0);
-    }
+    let (bus, seg, mut sub, dead) = first_publisher_gone("dead");
     // A dead process's owner word in the one entry, with sequence 1 claimed
     // and never written, as a publisher killed mid-publish leaves it.
-    let mut gone = Command::new("true").spawn().unwrap();
-    let dead = layout::owner_of(gone.id()).unwrap_or(layout::owner_word(gone.id(), 1));
-    gone.wait().unwrap();
     let entry = &seg.header().publishers[0];
     // Relaxed: single-threaded set-up; the reaper reads it after the
     // Release store of the owner word below.
@@ -387,24 +402,7 @@ fn regression_forked_child_dropping_an_inherited_publisher_keeps_the_single_entr
 /// successor writes the slot's next laps.
 #[test]
 fn single_producer_topic_resolves_a_dead_publishers_unrecorded_claim() {
-    let bus = bus("deadnorec", Producers::Single);
-    let seg = bus.segment("trades").unwrap();
-    let mut sub = bus
-        .subscriber(
-            "trades",
-            SubscriberOptions {
-                start: Start::Oldest,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    {
-        let mut first = bus.publisher("trades").unwrap();
-        assert_eq!(first.publish(&trade(0)).unwrap(), 0);
-    }
-    let mut gone = Command::new("true").spawn().unwrap();
-    let dead = layout::owner_of(gone.id()).unwrap_or(layout::owner_word(gone.id(), 1));
-    gone.wait().unwrap();
+    let (bus, seg, mut sub, dead) = first_publisher_gone("deadnorec");
     let entry = &seg.header().publishers[0];
     let claim = seg.ring().try_claim(&mut GatingCache::default()).unwrap();
     assert_eq!(claim.seq(), 1);

@@ -78,7 +78,9 @@ pub fn release_durable(bus: &Bus, name: &str) -> Result<(), String> {
 }
 
 /// Prints the namespace's topics; with `remove_stale`, removes stale
-/// segments (and the counters table if no live process uses it) and reclaims the entries of dead processes in segments still
+/// segments (with their ack channels, and the bridge importers' origin
+/// records of topics whose segment is gone), the counters table if no live
+/// process uses it, and reclaims the entries of dead processes in segments still
 /// in use (orphaned durable holds are kept: see [`release_durable`]).
 pub fn run(bus: &Bus, remove_stale: bool) -> Result<(), String> {
     let segments = bus.list_segments();
@@ -220,6 +222,7 @@ pub fn run(bus: &Bus, remove_stale: bool) -> Result<(), String> {
             }
         }
     }
+    origin_records(bus, remove_stale);
     // The counters table, once no live process uses it (entries of dead
     // recorders and batchers only).
     if remove_stale {
@@ -231,6 +234,36 @@ pub fn run(bus: &Bus, remove_stale: bool) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The bridge importers' origin records of topics whose segment is gone
+/// (removed as stale above, or earlier): such a record names a far-side
+/// segment that no longer exists, so no importer can ever use it again.
+/// Listed; with `remove_stale`, removed. A record whose segment exists
+/// (in use, or kept) stays: its importer may be running.
+fn origin_records(bus: &Bus, remove_stale: bool) {
+    for (topic, path) in crate::bridge::import::origin_records(bus.config()) {
+        // `symlink_metadata`: whatever is at the segment's path keeps the
+        // record, even a file `stat` could not open.
+        if std::fs::symlink_metadata(bus.config().segment_path(&topic)).is_ok() {
+            continue;
+        }
+        if remove_stale {
+            match std::fs::remove_file(&path) {
+                Ok(()) => println!(
+                    "removed the bridge origin record of gone topic {topic}: {}",
+                    path.display()
+                ),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => println!("could not remove {}: {e}", path.display()),
+            }
+        } else {
+            println!(
+                "bridge origin record of gone topic {topic} (--remove-stale removes it): {}",
+                path.display()
+            );
+        }
+    }
 }
 
 /// A listed segment's topic's `mode` and `group` (the default, private, for

@@ -835,6 +835,8 @@ fn a_lock_held_for_a_moment_by_another_connection_is_waited_out() {
         assert!(Instant::now() < deadline, "batch never started");
         std::thread::sleep(Duration::from_millis(2));
     }
+    // Deliberate: the lock is held for a while (an event the batcher does
+    // not show: its commit waiting in SQLite's busy handler).
     std::thread::sleep(Duration::from_millis(300));
     holder.execute_batch("ROLLBACK").unwrap();
     let done = wait_bounded(child, Duration::from_secs(30), "batch");

@@ -104,6 +104,11 @@ impl Side {
 impl Drop for Side {
     fn drop(&mut self) {
         self.bus.remove_segments();
+        // Half-built segments of bridge processes killed while creating
+        // one (dropped, hence reaped, before their side).
+        for path in self.bus.abandoned_init_files() {
+            let _ = std::fs::remove_file(path);
+        }
         let _ = std::fs::remove_file(&self.config);
         // The importer's record of the origin it follows.
         let _ = std::fs::remove_file(format!("/dev/shm/zerocast-bridge.{}.{TOPIC}", self.ns));
@@ -152,6 +157,17 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Two zenoh sessions linked over loopback TCP on a free port: the origin
+/// side's (listening; the test plays the exporter on it) and the
+/// importer's (connecting).
+fn loopback_sessions() -> (zenoh::Session, zenoh::Session) {
+    use zerocast_runtime::bridge::open_session;
+    let endpoint = vec![format!("tcp/127.0.0.1:{}", free_port())];
+    let origin = open_session(None, &endpoint, &[]).unwrap();
+    let importer = open_session(None, &[], &endpoint).unwrap();
+    (origin, importer)
 }
 
 fn trade(n: u64) -> TradeEvent {
@@ -361,6 +377,17 @@ fn wait_hold(side: &Side, name: &str) {
     }
 }
 
+/// Waits (at most 20 s) until the live durable hold `name` on `side`'s
+/// topic has released every sequence below `at`.
+fn wait_hold_at(side: &Side, name: &str, at: u64) {
+    let seg = side.bus.segment(TOPIC).unwrap();
+    wait_for(&format!("{name}'s hold released up to {at}"), || {
+        seg.durable_holds()
+            .iter()
+            .any(|h| h.name == name && !h.orphaned && h.position.is_some_and(|p| p >= at))
+    });
+}
+
 /// Starts `zerocast record` on `side`'s topic into `wal`.
 fn recorder(side: &Side, wal: &std::path::Path) -> Proc {
     let child = Command::new(BIN)
@@ -469,6 +496,10 @@ fn bridge_gating_exporter_restarts_where_it_stopped() {
     let mut p = origin.bus.publisher(TOPIC).unwrap();
     publish(&mut p, 0, 30);
     far.wait_head(30);
+    // The exporter releases what it sent right after the send: the far
+    // side can have it first (killed in between, the hold stays at 0 and
+    // the ring holds too little for the publishes below).
+    wait_hold_at(&origin, "bridge-gw", 30);
     export.kill();
     // The hold outlives the exporter: the ring fills up to it, and no
     // further (a publish then fails rather than overwrite).
@@ -795,6 +826,42 @@ fn wait_for(what: &str, cond: impl Fn() -> bool) {
     }
 }
 
+/// What the threads run under [`LogCapture::subscriber`] logged at WARN
+/// and above: how a test waits for a library thread to reach a state it
+/// only logs (the importer's bound on queued live messages).
+#[derive(Clone, Default)]
+struct LogCapture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogCapture {
+    /// A subscriber writing here, for `tracing::subscriber::with_default`.
+    fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync {
+        let out = self.clone();
+        tracing_subscriber::fmt()
+            .with_writer(move || out.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::WARN)
+            .finish()
+    }
+
+    fn contains(&self, text: &str) -> bool {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner())).contains(text)
+    }
+}
+
 #[test]
 fn bridge_kills_mid_stream_with_a_wal_lose_nothing() {
     // The origin publishes steadily while the importer, then the exporter,
@@ -895,13 +962,11 @@ fn regression_hole_while_no_exporter_answers_waits_instead_of_reporting_lost() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     use zenoh::Wait;
-    use zerocast_runtime::bridge::{import, open_session, wire::Message};
+    use zerocast_runtime::bridge::{import, wire::Message};
 
     let far = Side::new("unanswered", "b", 4 << 20);
     let key = "zerocast/unanswered/trade_events";
-    let endpoint = vec![format!("tcp/127.0.0.1:{}", free_port())];
-    let origin = open_session(None, &endpoint, &[]).unwrap();
-    let session = open_session(None, &[], &endpoint).unwrap();
+    let (origin, session) = loopback_sessions();
     let stop = Arc::new(AtomicBool::new(false));
     let importer = {
         let (bus, stop) = (far.bus.clone(), stop.clone());
@@ -918,7 +983,10 @@ fn regression_hole_while_no_exporter_answers_waits_instead_of_reporting_lost() {
     let mut m = Message::new(FAKE_ORIGIN);
     m.frame(5, &frame_bytes(5));
     publisher.put(m.bytes().to_vec()).wait().unwrap();
-    // Several query timeouts with nobody answering.
+    // Several query timeouts (100 ms) with nobody answering. Deliberate:
+    // time must pass with nothing happening, which no event shows (on a
+    // loaded machine fewer may pass: the test then proves less, never
+    // fails wrongly).
     std::thread::sleep(Duration::from_millis(600));
     // An exporter back: answers every query with what it asks for.
     let queryable = origin.declare_queryable(key).wait().unwrap();
@@ -954,13 +1022,11 @@ fn regression_lost_range_to_the_last_sequence_neither_panics_nor_ignores_stop() 
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     use zenoh::Wait;
-    use zerocast_runtime::bridge::{import, open_session, wire::Message};
+    use zerocast_runtime::bridge::{import, wire::Message};
 
     let far = Side::new("lostmax", "b", 1 << 20);
     let key = "zerocast/lostmax/trade_events";
-    let endpoint = vec![format!("tcp/127.0.0.1:{}", free_port())];
-    let origin = open_session(None, &endpoint, &[]).unwrap();
-    let session = open_session(None, &[], &endpoint).unwrap();
+    let (origin, session) = loopback_sessions();
     let stop = Arc::new(AtomicBool::new(false));
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     {
@@ -1013,13 +1079,11 @@ fn regression_empty_query_reply_for_a_hole_is_asked_again_not_reported_lost() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     use zenoh::Wait;
-    use zerocast_runtime::bridge::{import, open_session, wire::Message};
+    use zerocast_runtime::bridge::{import, wire::Message};
 
     let far = Side::new("emptyreply", "b", 4 << 20);
     let key = "zerocast/emptyreply/trade_events";
-    let endpoint = vec![format!("tcp/127.0.0.1:{}", free_port())];
-    let origin = open_session(None, &endpoint, &[]).unwrap();
-    let session = open_session(None, &[], &endpoint).unwrap();
+    let (origin, session) = loopback_sessions();
     let stop = Arc::new(AtomicBool::new(false));
     // The exporter's queryable: a query without `to` (the importer's start)
     // finds an empty topic; the first for a hole gets only a head mark (an
@@ -1130,14 +1194,12 @@ fn regression_live_messages_queued_during_a_slow_query_stay_bounded() {
     use std::sync::{mpsc, Arc};
     use zenoh::qos::CongestionControl;
     use zenoh::Wait;
-    use zerocast_runtime::bridge::{import, open_session, wire::Message};
+    use zerocast_runtime::bridge::{import, wire::Message};
 
     let n: u64 = import::MAX_PENDING as u64 + 2_000;
     let far = Side::new("pending", "b", 4 << 20);
     let key = "zerocast/pending/trade_events";
-    let endpoint = vec![format!("tcp/127.0.0.1:{}", free_port())];
-    let origin = open_session(None, &endpoint, &[]).unwrap();
-    let session = open_session(None, &[], &endpoint).unwrap();
+    let (origin, session) = loopback_sessions();
     let stop = Arc::new(AtomicBool::new(false));
     let (asked_tx, asked_rx) = mpsc::channel();
     let (published_tx, published_rx) = mpsc::channel::<()>();
@@ -1173,12 +1235,16 @@ fn regression_live_messages_queued_during_a_slow_query_stay_bounded() {
             }
         })
     };
+    let log = LogCapture::default();
     let importer = {
         let (bus, stop) = (far.bus.clone(), stop.clone());
         let mut o = import::ImportOptions::new(TOPIC, key);
         o.query_timeout = Duration::from_secs(20);
+        let subscriber = log.subscriber();
         std::thread::spawn(move || {
-            import::import(&bus, &session, &o, || stop.load(Ordering::Relaxed))
+            tracing::subscriber::with_default(subscriber, || {
+                import::import(&bus, &session, &o, || stop.load(Ordering::Relaxed))
+            })
         })
     };
     let publisher = origin
@@ -1200,8 +1266,11 @@ fn regression_live_messages_queued_during_a_slow_query_stay_bounded() {
     for s in 2..n {
         send(s);
     }
-    // Until the importer has taken them all off the subscription.
-    std::thread::sleep(Duration::from_millis(500));
+    // Until the importer, taking them off the subscription, has passed its
+    // bound (it says so once); the reply is held until then.
+    wait_for("the importer's queue passed its bound", || {
+        log.contains("passed the bound")
+    });
     published_tx.send(()).unwrap();
     far.wait_head(n);
     stop.store(true, Ordering::Relaxed);
@@ -1347,11 +1416,9 @@ fn import_against(
     live: Vec<u8>,
 ) -> Result<zerocast_runtime::bridge::import::ImportStats, String> {
     use zenoh::Wait;
-    use zerocast_runtime::bridge::{import, open_session};
+    use zerocast_runtime::bridge::import;
 
-    let endpoint = vec![format!("tcp/127.0.0.1:{}", free_port())];
-    let origin = open_session(None, &endpoint, &[]).unwrap();
-    let session = open_session(None, &[], &endpoint).unwrap();
+    let (origin, session) = loopback_sessions();
     let queryable = origin.declare_queryable(key).wait().unwrap();
     let publisher = origin.declare_publisher(key).wait().unwrap();
     let served = std::thread::spawn(move || {

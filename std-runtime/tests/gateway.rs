@@ -113,6 +113,19 @@ async fn connect(addr: SocketAddr) -> Ws {
         .0
 }
 
+/// A client with a 4 KiB receive buffer (a slow reader: the gateway's sends
+/// fill it at once while the test does not read).
+async fn connect_slow(addr: SocketAddr) -> Ws {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let stream = sock.connect(addr).await.unwrap();
+    let req = format!("ws://{addr}/ws").into_client_request().unwrap();
+    tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(stream))
+        .await
+        .unwrap()
+        .0
+}
+
 async fn send(ws: &mut Ws, v: Value) {
     ws.send(Message::Text(v.to_string().into())).await.unwrap();
 }
@@ -258,15 +271,7 @@ async fn slow_client_gets_a_gap_with_the_exact_count_and_never_slows_a_fast_one(
         },
     );
     // The slow client: a tiny receive buffer, and it does not read for now.
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    let stream = sock.connect(gw.addr).await.unwrap();
-    let req = format!("ws://{}/ws", gw.addr)
-        .into_client_request()
-        .unwrap();
-    let (mut slow, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(stream))
-        .await
-        .unwrap();
+    let mut slow = connect_slow(gw.addr).await;
     let mut fast = connect(gw.addr).await;
     let sub = json!({"op":"subscribe","topics":["trade_events"]});
     subscribed(&mut slow, sub.clone()).await;
@@ -565,15 +570,7 @@ async fn a_slow_owner_is_disconnected_as_slow_consumer_and_never_loses_an_accoun
             ..Default::default()
         },
     );
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    let stream = sock.connect(gw.addr).await.unwrap();
-    let req = format!("ws://{}/ws", gw.addr)
-        .into_client_request()
-        .unwrap();
-    let (mut ws, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(stream))
-        .await
-        .unwrap();
+    let mut ws = connect_slow(gw.addr).await;
     send(
         &mut ws,
         json!({"op":"auth","token":auth::sign(&secret, &["user-a"], auth::now_secs() + 60)}),
@@ -773,15 +770,7 @@ async fn regression_repeated_resumes_by_a_stalled_client_do_not_pile_up_threads(
             ..Default::default()
         },
     );
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    let stream = sock.connect(gw.addr).await.unwrap();
-    let req = format!("ws://{}/ws", gw.addr)
-        .into_client_request()
-        .unwrap();
-    let (mut slow, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(stream))
-        .await
-        .unwrap();
+    let mut slow = connect_slow(gw.addr).await;
     subscribed(&mut slow, json!({"op":"subscribe","topics":["market_l2"]})).await;
     let mut p = gw.bus.publisher("trade_events").unwrap();
     let first = p.publish(&trade("AAA", 0)).unwrap();
@@ -934,6 +923,45 @@ async fn regression_a_resume_from_the_future_is_refused_with_an_error() {
     }
 }
 
+/// Task G (the flaky `regression_a_resume_from_the_future_is_refused_with_an_error`):
+/// the `subscribed` reply was queued after the subscription's first data (a
+/// book snapshot always; a resume's first frames whenever its thread won the
+/// race), so a client waiting for `subscribed` before reading data (as the
+/// documented exchange shows it) took that data for part of the reply and
+/// then waited for data already delivered. The reply now comes first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_subscribed_came_after_the_data_of_its_subscription() {
+    let gw = start("order", 1 << 20, GatewayOptions::default());
+    let mut books = gw.bus.publisher("market_l2").unwrap();
+    let mut trades = gw.bus.publisher("trade_events").unwrap();
+    // The gateway holds a book for the snapshot once a client saw it.
+    let mut probe = connect(gw.addr).await;
+    subscribed(&mut probe, json!({"op":"subscribe","topics":["market_l2"]})).await;
+    let book_seq = books.publish(&book("AAA", 10.0)).unwrap();
+    collect(&mut probe, |m| !data(m).is_empty()).await;
+    let first = trades.publish(&trade("AAA", 0)).unwrap();
+    let cases = [
+        (json!({"op":"subscribe","topics":["market_l2"]}), book_seq),
+        (
+            json!({"op":"subscribe","topics":["trade_events"],"from":first}),
+            first,
+        ),
+    ];
+    // The resume races its reply: a few tries make the old order likely.
+    for _ in 0..5 {
+        for (req, seq) in &cases {
+            let mut ws = connect(gw.addr).await;
+            send(&mut ws, req.clone()).await;
+            let m = collect(&mut ws, |m| {
+                !data(m).is_empty() && m.iter().any(|v| v["type"] == "subscribed")
+            })
+            .await;
+            assert_eq!(m[0]["type"], "subscribed", "{req}: {m:?}");
+            assert_eq!(data(&m)[0]["seq"], *seq, "{req}: {m:?}");
+        }
+    }
+}
+
 /// Connections beyond `max_clients` are refused (503) instead of each
 /// costing a session; a slot frees when a client leaves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -978,15 +1006,7 @@ async fn regression_a_client_that_only_sends_requests_cannot_grow_its_queue_unbo
             ..Default::default()
         },
     );
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    let stream = sock.connect(gw.addr).await.unwrap();
-    let req = format!("ws://{}/ws", gw.addr)
-        .into_client_request()
-        .unwrap();
-    let (mut ws, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(stream))
-        .await
-        .unwrap();
+    let mut ws = connect_slow(gw.addr).await;
     // About 1.2 MB of replies, 75 times the budget.
     const N: usize = 20_000;
     let sub = Message::Text(
@@ -1495,11 +1515,21 @@ async fn regression_a_client_upgraded_during_a_stop_gets_its_close() {
     s.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n")
         .await
         .unwrap();
-    // Accepted (its head begun) before the stop.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Accepted (its head begun) before the stop: a later connection is
+    // served, and the listener accepts in the order connections came.
+    let body = http_get(gw.addr, "/healthz").await;
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    // A client connected before the stop, to see it.
+    let mut witness = connect(gw.addr).await;
     let stopper = std::thread::spawn(move || drop(gw));
-    // The stop is seen (polled every 50 ms) and the clients told.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The stop is seen (polled every 50 ms) and the clients told: the
+    // witness gets its close.
+    let m = collect(&mut witness, |m| {
+        m.iter()
+            .any(|v| v["type"] == "close" || v["type"] == "ended")
+    })
+    .await;
+    assert_eq!(m.last().unwrap()["code"], 1001, "{m:?}");
     s.write_all(
         b"Upgrade: websocket\r\nConnection: Upgrade\r\n\
           Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",

@@ -668,7 +668,9 @@ fn regression_idle_publisher_beside_spawn_heartbeat_is_not_failed() {
         },
     );
     monitor.poll(now_ns());
-    // Three intervals: the engine's own stamp is stale for good.
+    // Three intervals: the engine's own stamp is stale for good. Deliberate:
+    // the test needs time to pass (a stamp ageing past the bound), not an
+    // event, while the heartbeat thread keeps beating.
     std::thread::sleep(interval * 3);
     let report = monitor.poll(now_ns());
     let publishers = &report.topics[0].publishers;

@@ -269,3 +269,78 @@ fn regression_stat_into_a_closed_pipe_does_not_panic() {
         out.status
     );
 }
+
+/// Task G: `stat --remove-stale` removed a stale segment but left the bridge
+/// importer's origin record (`/dev/shm/zerocast-bridge.<ns>.<topic>`, and
+/// the `.tmp` a killed importer leaves) behind in `/dev/shm` for good. It
+/// now removes the records of topics whose segment is gone and says so;
+/// the record of a topic whose segment is in use stays.
+#[test]
+fn regression_remove_stale_left_the_bridge_origin_record() {
+    use std::process::Command;
+    use zerocast_runtime::bridge::import::origin_record_path;
+    let ns = format!("st{}-bridge", std::process::id());
+    let config_path = std::env::temp_dir().join(format!("{ns}.toml"));
+    std::fs::write(
+        &config_path,
+        "[[topic]]\nname = \"trades\"\nsize = 1048576\nkind = \"trade\"\n\
+         [[topic]]\nname = \"kept\"\nsize = 1048576\nkind = \"trade\"\n",
+    )
+    .unwrap();
+    let bus = Bus::new(Config {
+        namespace: ns.clone(),
+        topics: vec![
+            TopicConfig::new("trades", 1 << 20, TopicKind::Trade),
+            TopicConfig::new("kept", 1 << 20, TopicKind::Trade),
+        ],
+    });
+    bus.remove_segments();
+    let zerocast = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_zerocast"))
+            .env_remove("ZEROCAST_NAMESPACE")
+            .env("ZEROCAST_LOG", "error")
+            .args(["--namespace", &ns, "--config"])
+            .arg(&config_path)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // A process that created `trades` and is gone: its segment is stale.
+    let out = zerocast(&["pub", "--topic", "trades", "--count", "1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // `kept` is in use (our publisher).
+    let _publisher = bus.publisher("kept").unwrap();
+    let record = origin_record_path(bus.config(), "trades");
+    let mut tmp = record.clone().into_os_string();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let kept = origin_record_path(bus.config(), "kept");
+    for p in [&record, &tmp, &kept] {
+        std::fs::write(p, "far=1-2-3 origin=4-5-6\n").unwrap();
+    }
+    let out = zerocast(&["stat", "--remove-stale"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let left = (record.exists(), tmp.exists(), kept.exists());
+    let segment_left = bus.config().segment_path("trades").exists();
+    for p in [&record, &tmp, &kept] {
+        let _ = std::fs::remove_file(p);
+    }
+    bus.remove_segments();
+    let _ = std::fs::remove_file(&config_path);
+    assert!(out.status.success(), "{text}");
+    assert!(!segment_left, "the stale segment was left:\n{text}");
+    assert!(!left.0, "the stale topic's origin record was left:\n{text}");
+    assert!(!left.1, "the stale topic's record .tmp was left:\n{text}");
+    assert!(
+        left.2,
+        "the origin record of a topic in use was removed:\n{text}"
+    );
+    assert!(
+        text.contains(&format!("{}", record.display())),
+        "the removed record is not listed:\n{text}"
+    );
+}

@@ -271,7 +271,7 @@ impl Client {
     }
 
     /// Sets the queued-bytes gauge.
-    fn gauge(&self, s: &State) {
+    pub(super) fn gauge(&self, s: &State) {
         // Relaxed: a statistic read on its own; it orders nothing.
         self.queued.store(s.bytes as u64, Ordering::Relaxed);
     }
@@ -433,20 +433,7 @@ impl Client {
     /// disconnected as a slow consumer).
     pub fn push_control(&self, text: String) {
         let mut s = self.lock();
-        if s.bytes + text.len() > s.budget.saturating_add(CONTROL_SLACK) {
-            // A client that keeps sending requests but does not read their
-            // replies: disconnected, not queued for without bound.
-            if s.close.is_none() {
-                s.close = Some(CloseRequest {
-                    code: 1008,
-                    reason: "slow consumer".into(),
-                });
-            }
-            drop(s);
-            self.wake.notify_one();
-            return;
-        }
-        s.push(Utf8Bytes::from(text));
+        s.push_control(text);
         self.gauge(&s);
         drop(s);
         self.wake.notify_one();
@@ -464,6 +451,25 @@ impl State {
     fn push(&mut self, text: Utf8Bytes) {
         self.bytes += text.len();
         self.queue.push_back(text);
+    }
+
+    /// [`Client::push_control`] under the caller's lock (which then sets
+    /// the gauge and wakes the writer): a reply queued in the same lock
+    /// hold as the state change it answers goes before anything that
+    /// change lets in.
+    pub fn push_control(&mut self, text: String) {
+        if self.bytes + text.len() > self.budget.saturating_add(CONTROL_SLACK) {
+            // A client that keeps sending requests but does not read their
+            // replies: disconnected, not queued for without bound.
+            if self.close.is_none() {
+                self.close = Some(CloseRequest {
+                    code: 1008,
+                    reason: "slow consumer".into(),
+                });
+            }
+            return;
+        }
+        self.push(Utf8Bytes::from(text));
     }
 
     /// Unsent bytes.

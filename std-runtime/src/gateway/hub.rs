@@ -293,69 +293,87 @@ impl Hub {
             .retain(|c| c.id != client.id);
     }
 
-    /// Subscribes `client` to `topic`: books get the current book of each
-    /// (matching) instrument first; `from` resumes from that sequence
-    /// (ring, then WAL, then live).
+    /// Subscribes `client` to each of `topics` (with its `from`, if any)
+    /// and queues `reply` (the `subscribed` message): books get the current
+    /// book of each (matching) instrument first; `from` resumes from that
+    /// sequence (ring, then WAL, then live).
+    ///
+    /// The subscriptions, the reply and the snapshots are queued under one
+    /// hold of the client's lock, so the reply goes before any data of the
+    /// subscriptions (snapshot, live or resumed), and a frame published
+    /// after the client read the reply reaches it.
     pub fn subscribe(
         self: &Arc<Self>,
         client: &Arc<Client>,
-        topic: &Topic,
+        topics: &[(&Topic, Option<u64>)],
         instruments: Option<std::collections::HashSet<String>>,
-        from: Option<u64>,
+        reply: String,
     ) {
-        let name = Arc::clone(&topic.name);
         // The books lock orders the snapshot against live updates: every
         // book after it comes from a later fan-out.
         let mut books = self.books.lock().unwrap_or_else(|p| p.into_inner());
         let mut s = client.lock();
-        let snapshot: Vec<Arc<Frame>> = books
-            .iter_mut()
-            .filter(|((t, key), _)| {
-                *t == name && instruments.as_ref().is_none_or(|set| set.contains(key))
-            })
-            .filter_map(|(_, b)| {
-                if let Book::Raw(seq, raw) = b {
-                    *b = Book::Encoded(Arc::new(encode(&name, *seq, raw)?));
-                }
-                match b {
-                    Book::Encoded(f) => Some(Arc::clone(f)),
-                    Book::Raw(..) => None,
-                }
-            })
-            .collect();
-        let resume = from.filter(|_| !topic.books);
-        // Relaxed: only uniqueness matters.
-        let resume_id = resume.map_or(0, |_| self.next_resume.fetch_add(1, Ordering::Relaxed));
-        s.subs.insert(
-            Arc::clone(&name),
-            Sub {
-                instruments,
-                // A resume delivers nothing before `from`, live or held.
-                next: resume.unwrap_or(0),
-                resuming: resume.map(|_| VecDeque::new()),
-                resume: resume_id,
-                held_bytes: 0,
-                lost_from: None,
-                told: None,
-            },
-        );
+        let mut snapshot: Vec<Arc<Frame>> = Vec::new();
+        let mut resumes: Vec<(Arc<str>, u64, u64)> = Vec::new();
+        for &(topic, from) in topics {
+            let name = Arc::clone(&topic.name);
+            let mut books_of_topic: Vec<Arc<Frame>> = books
+                .iter_mut()
+                .filter(|((t, key), _)| {
+                    *t == name && instruments.as_ref().is_none_or(|set| set.contains(key))
+                })
+                .filter_map(|(_, b)| {
+                    if let Book::Raw(seq, raw) = b {
+                        *b = Book::Encoded(Arc::new(encode(&name, *seq, raw)?));
+                    }
+                    match b {
+                        Book::Encoded(f) => Some(Arc::clone(f)),
+                        Book::Raw(..) => None,
+                    }
+                })
+                .collect();
+            books_of_topic.sort_by_key(|f| f.seq);
+            snapshot.append(&mut books_of_topic);
+            let resume = from.filter(|_| !topic.books);
+            // Relaxed: only uniqueness matters.
+            let resume_id = resume.map_or(0, |_| self.next_resume.fetch_add(1, Ordering::Relaxed));
+            s.subs.insert(
+                Arc::clone(&name),
+                Sub {
+                    instruments: instruments.clone(),
+                    // A resume delivers nothing before `from`, live or held.
+                    next: resume.unwrap_or(0),
+                    resuming: resume.map(|_| VecDeque::new()),
+                    resume: resume_id,
+                    held_bytes: 0,
+                    lost_from: None,
+                    told: None,
+                },
+            );
+            if let Some(from) = resume {
+                resumes.push((name, from, resume_id));
+            }
+        }
         drop(books);
-        let mut snapshot = snapshot;
-        snapshot.sort_by_key(|f| f.seq);
+        // Before any data of these subscriptions: a live frame needs this
+        // lock to be admitted, a resume has not started yet.
+        s.push_control(reply);
         for f in &snapshot {
             s.admit(f);
         }
+        client.gauge(&s);
         drop(s);
         client.wake.notify_one();
-        if let Some(from) = resume {
+        for (name, from, resume_id) in resumes {
             let hub = Arc::clone(self);
             let c = Arc::clone(client);
+            let topic = Arc::clone(&name);
             let spawned = std::thread::Builder::new()
                 .name(format!("gw-resume-{}", client.id))
-                .spawn(move || hub.resume(&c, &name, from, resume_id));
+                .spawn(move || hub.resume(&c, &topic, from, resume_id));
             if let Err(e) = spawned {
                 client.push_control(super::protocol::error("resume", &e.to_string()));
-                client.resume_failed(&topic.name, resume_id);
+                client.resume_failed(&name, resume_id);
             }
         }
     }

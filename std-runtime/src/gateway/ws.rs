@@ -267,10 +267,9 @@ fn handle(
                     ),
                 ));
             }
-            for (topic, from) in found {
-                hub.subscribe(client, topic, instruments.clone(), from);
-            }
-            client.push_control(json!({"type": "subscribed", "topics": topics}).to_string());
+            // The reply is queued with the subscriptions, before their data.
+            let reply = json!({"type": "subscribed", "topics": topics}).to_string();
+            hub.subscribe(client, &found, instruments, reply);
             Ok(())
         }
         Request::Unsubscribe(topics) => {
