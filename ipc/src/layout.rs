@@ -170,9 +170,9 @@ pub struct SubscriberEntry {
     /// Next sequence it will read.
     pub cursor: AtomicU64,
     /// Last time it read or polled, ns since the Unix epoch: refreshed
-    /// every 256 frames it receives, every 256 empty polls in a row, and
-    /// before every sleep (a clock read per receive would cost more than
-    /// the receive), so a subscriber that makes fewer than 256 calls in a
+    /// every 256 calls (frames received and empty polls alike) and before
+    /// every sleep (a clock read per receive would cost more than the
+    /// receive), so a subscriber that makes fewer than 256 calls in a
     /// while can look older than it is.
     pub last_seen_ns: AtomicU64,
     /// Frames it lost to lapping, in total.

@@ -230,7 +230,11 @@ impl ShmPublisher {
     /// straight into the slot's atomics (no intermediate buffer), and
     /// [`Loan::commit`] publishes it. The frame's header carries the time
     /// of the loan (the clock is read before the claim, so that the slot's
-    /// write window holds only stores).
+    /// write window holds only stores): a loan that waited for room (a
+    /// gating subscriber, by the gating policy, or an older lap's writer)
+    /// carries the time it began waiting, as [`publish_batch`](Self::publish_batch)'s
+    /// frames do, so frames of different publishers can carry times out of
+    /// sequence order by up to that wait.
     ///
     /// Dropping the loan, written or not, without committing loses nothing
     /// and wedges nothing: the slot is filled with a [`Heartbeat`] of this

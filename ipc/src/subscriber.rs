@@ -164,9 +164,12 @@ pub struct ShmSubscriber {
     words: usize,
     stall_bound: Duration,
     empty_polls: u32,
-    /// Frames received since `last_seen` was last refreshed.
-    frames_unseen: u32,
+    /// Receives and empty polls since `last_seen` was last refreshed.
+    calls_unseen: u32,
     empty_since: Option<Instant>,
+    /// Stall checks run (tests watch when they run).
+    #[cfg(test)]
+    stall_checks: u32,
     lagged: u64,
     durable: bool,
     /// The process that registered us: a copy inherited by a forked child
@@ -185,6 +188,10 @@ impl std::fmt::Debug for ShmSubscriber {
 
 /// Empty polls between clock reads in the stall check.
 const POLLS_PER_CLOCK: u32 = 256;
+
+/// Empty polls between stall checks once a check has seen the next
+/// sequence pending (until it is committed or resolved).
+const STALL_RECHECK_POLLS: u32 = 16;
 
 impl ShmSubscriber {
     /// Registers a subscriber in `seg`'s table (and, if gating, in its ring).
@@ -249,8 +256,10 @@ impl ShmSubscriber {
             words,
             stall_bound: options.stall_bound,
             empty_polls: 0,
-            frames_unseen: 0,
+            calls_unseen: 0,
             empty_since: None,
+            #[cfg(test)]
+            stall_checks: 0,
             lagged: 0,
             durable: options.durable,
             pid: std::process::id(),
@@ -468,10 +477,10 @@ impl ShmSubscriber {
                 self.empty_since = None;
                 // A subscriber that keeps receiving may never poll empty
                 // POLLS_PER_CLOCK times in a row: its `last_seen` is
-                // refreshed every POLLS_PER_CLOCK frames instead (a clock
-                // read, no look at the claim word).
-                self.frames_unseen += 1;
-                if self.frames_unseen >= POLLS_PER_CLOCK {
+                // refreshed every POLLS_PER_CLOCK calls, frames and empty
+                // polls alike (a clock read, no look at the claim word).
+                self.calls_unseen += 1;
+                if self.calls_unseen >= POLLS_PER_CLOCK {
                     self.refresh_last_seen();
                 }
                 // Relaxed: a progress hint for monitors (our own cache line).
@@ -481,6 +490,8 @@ impl ShmSubscriber {
                 Ok(seq)
             }
             Err(TryRecvError::Lagged(n)) => {
+                // The cursor moved: whatever was seen pending is behind it.
+                self.empty_since = None;
                 self.lagged += n;
                 let e = self.entry();
                 // Relaxed: counters for monitors.
@@ -489,6 +500,10 @@ impl ShmSubscriber {
                 Err(RecvError::Lagged(n))
             }
             Err(TryRecvError::Lost(seq)) => {
+                // Resolved (maybe by someone else): the next sequence's
+                // stall is timed from when a check sees it pending, not
+                // from when this one was first seen.
+                self.empty_since = None;
                 // Relaxed: as above.
                 self.entry()
                     .cursor
@@ -502,26 +517,43 @@ impl ShmSubscriber {
         }
     }
 
-    /// Bookkeeping for an empty poll: every few hundred, read the clock,
-    /// refresh `last_seen`, and resolve a sequence stalled past the bound.
+    /// Bookkeeping for an empty poll: every few hundred in a row, read the
+    /// clock, refresh `last_seen`, and resolve a sequence stalled past the
+    /// bound (every few once one has been seen pending); `last_seen` is
+    /// also refreshed every few hundred calls of any kind.
     #[cold]
     fn on_empty(&mut self) {
         self.empty_polls = self.empty_polls.wrapping_add(1);
+        self.calls_unseen += 1;
+        // Once a check has seen the next sequence pending, the next checks
+        // come sooner: a sparse poller (`try_recv` once a millisecond)
+        // would otherwise wait another POLLS_PER_CLOCK polls after the
+        // bound passed. Only while a sequence is pending, which a live
+        // publisher's never stays for long.
+        let every = if self.empty_since.is_some() {
+            STALL_RECHECK_POLLS
+        } else {
+            POLLS_PER_CLOCK
+        };
         // Not on the first empty poll after a frame: a caught-up
         // subscriber polls empty a few times between every two frames, and
         // the check reads the clock and the ring's claim word, the line the
         // publisher writes on every claim. Read there, it costs the
         // publisher a cache miss on its next publish (a stall of its
         // locked claim): a round trip's worth of latency per frame.
-        if self.empty_polls % POLLS_PER_CLOCK == 0 {
+        if self.empty_polls % every == 0 {
             self.check_stall();
+        } else if self.calls_unseen >= POLLS_PER_CLOCK {
+            // Frames every few empty polls: the streaks never reach a
+            // check, and this call still counts as a sign of life.
+            self.refresh_last_seen();
         }
     }
 
     /// Stores the time in the entry's `last_seen`.
     #[cold]
     fn refresh_last_seen(&mut self) {
-        self.frames_unseen = 0;
+        self.calls_unseen = 0;
         // Relaxed: a liveness hint for monitors.
         self.entry().last_seen_ns.store(now_ns(), Ordering::Relaxed);
     }
@@ -529,6 +561,10 @@ impl ShmSubscriber {
     /// Refreshes `last_seen` and resolves the next sequence if it has been
     /// claimed but not committed for longer than the stall bound.
     fn check_stall(&mut self) {
+        #[cfg(test)]
+        {
+            self.stall_checks += 1;
+        }
         let now = Instant::now();
         self.refresh_last_seen();
         let next = self.cursor.next();
@@ -638,8 +674,10 @@ mod tests {
     /// waited for it: about a cross-core round trip added to every
     /// one-way latency (ping-pong one-way 626 ns against 336 ns without,
     /// `pingpong_parts`, AMD EPYC guest). The check now runs once every
-    /// `POLLS_PER_CLOCK` empty polls, the first after that many. Seen
-    /// here by its one visible effect, the `last_seen_ns` refresh.
+    /// `POLLS_PER_CLOCK` empty polls, the first after that many. Counted
+    /// by `stall_checks` (test builds only): `last_seen`, which this test
+    /// first watched, is now also refreshed every `POLLS_PER_CLOCK` calls
+    /// of any kind.
     #[test]
     fn regression_stall_check_ran_on_the_first_empty_poll_after_every_frame() {
         let path = std::env::temp_dir().join(format!("zc-stallpoll-{}", std::process::id()));
@@ -647,7 +685,6 @@ mod tests {
         let seg = Arc::new(Segment::create(&path, "stallpoll", 64, 32).unwrap());
         let mut publisher = ShmPublisher::new(seg.clone(), &PublisherOptions::default()).unwrap();
         let mut sub = ShmSubscriber::new(seg.clone(), &SubscriberOptions::default()).unwrap();
-        let last_seen = || sub_entry_last_seen(&seg);
         for round in 0..3 {
             publisher
                 .publish(&Heartbeat {
@@ -657,22 +694,18 @@ mod tests {
                 })
                 .unwrap();
             assert!(sub.poll().is_ok(), "round {round}: the frame");
-            // Relaxed: single-threaded test.
-            seg.header().subscribers[sub.entry]
-                .last_seen_ns
-                .store(0, Ordering::Relaxed);
+            let checks = sub.stall_checks;
             for poll in 1..POLLS_PER_CLOCK {
                 assert_eq!(sub.poll(), Err(RecvError::Empty));
                 assert_eq!(
-                    last_seen(),
-                    0,
+                    sub.stall_checks, checks,
                     "round {round}: empty poll {poll} ran the stall check"
                 );
             }
             assert_eq!(sub.poll(), Err(RecvError::Empty));
-            assert_ne!(
-                last_seen(),
-                0,
+            assert_eq!(
+                sub.stall_checks,
+                checks + 1,
                 "round {round}: the stall check never ran in {POLLS_PER_CLOCK} empty polls"
             );
         }
@@ -713,6 +746,139 @@ mod tests {
             "{frames} frames received without an empty poll, last_seen never refreshed"
         );
         drop((publisher, sub));
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    /// A segment in the temp dir, a subscriber at its next sequence with a
+    /// 20 ms stall bound, and the segment's path (to remove).
+    fn stall_fixture(tag: &str) -> (Arc<Segment>, ShmSubscriber, std::path::PathBuf) {
+        let path = std::env::temp_dir().join(format!("zc-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let seg = Arc::new(Segment::create(&path, tag, 64, 32).unwrap());
+        let sub = ShmSubscriber::new(
+            seg.clone(),
+            &SubscriberOptions {
+                stall_bound: Duration::from_millis(20),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        (seg, sub, path)
+    }
+
+    /// Claims the ring's next sequence and abandons it, as a publisher
+    /// that dies right after its claim (nothing records it in flight).
+    fn abandon_a_claim(seg: &Segment) -> u64 {
+        let claim = seg
+            .ring()
+            .try_claim(&mut zerocast_core::broadcast::GatingCache::default())
+            .unwrap();
+        let seq = claim.seq();
+        std::mem::forget(claim);
+        seq
+    }
+
+    /// Review of the stall-check change (6de126f): `last_seen` was
+    /// refreshed only every 256 frames or 256 empty polls *in a row*, so a
+    /// subscriber whose frames come every few hundred polls (a 5 Hz topic
+    /// polled every millisecond: 200 empty polls between frames) refreshed
+    /// it only every 256 frames (51 s there), and the health report showed
+    /// a subscriber polling a thousand times a second as unseen for most
+    /// of a minute. Every call now counts toward the refresh.
+    #[test]
+    fn regression_last_seen_went_stale_when_frames_came_every_few_hundred_polls() {
+        let path = std::env::temp_dir().join(format!("zc-sparseseen-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let seg = Arc::new(Segment::create(&path, "sparseseen", 64, 32).unwrap());
+        let mut publisher = ShmPublisher::new(seg.clone(), &PublisherOptions::default()).unwrap();
+        let mut sub = ShmSubscriber::new(seg.clone(), &SubscriberOptions::default()).unwrap();
+        // Relaxed: single-threaded test.
+        seg.header().subscribers[sub.entry]
+            .last_seen_ns
+            .store(0, Ordering::Relaxed);
+        let (rounds, empties) = (8, 200);
+        for round in 0..rounds {
+            let hb = Heartbeat {
+                publisher_id: [0; 16],
+                sequence: round,
+                timestamp: 0,
+            };
+            publisher.publish(&hb).unwrap();
+            assert!(sub.poll().is_ok(), "round {round}: the frame");
+            for _ in 0..empties {
+                assert_eq!(sub.poll(), Err(RecvError::Empty));
+            }
+        }
+        assert_ne!(
+            sub_entry_last_seen(&seg),
+            0,
+            "{} calls ({rounds} frames, {empties} empty polls after each) never refreshed last_seen",
+            rounds * (empties + 1)
+        );
+        drop((publisher, sub));
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    /// Review of the stall-check change (6de126f): the check that first
+    /// sees a sequence pending now runs at the 256th empty poll (it ran at
+    /// the first), and the next one, which may resolve it, 256 polls
+    /// later: a subscriber that polls sparsely (`try_recv` once a
+    /// millisecond) took about 512 ms to get past a dead publisher with a
+    /// 50 ms stall bound, twice as long as before. Once a sequence is
+    /// seen pending, the check now runs every 16 empty polls until it is
+    /// resolved or committed.
+    #[test]
+    fn regression_a_sparse_poller_waited_a_whole_check_interval_to_resolve_a_stall() {
+        let (seg, mut sub, path) = stall_fixture("sparsestall");
+        let dead = abandon_a_claim(&seg);
+        assert_eq!(sub.next_seq(), dead);
+        for _ in 0..POLLS_PER_CLOCK {
+            assert_eq!(sub.poll(), Err(RecvError::Empty));
+        }
+        // The check at the 256th poll saw it pending; the bound passes
+        // (what is under test is time passing, not an ordering).
+        std::thread::sleep(Duration::from_millis(30));
+        let resolved_at = (1..=32).find(|_| sub.poll() == Err(RecvError::Lost(dead)));
+        assert!(
+            resolved_at.is_some_and(|n| n <= STALL_RECHECK_POLLS + 1),
+            "a sequence pending past its stall bound was resolved at poll {resolved_at:?} after it \
+             (want at most {})",
+            STALL_RECHECK_POLLS + 1
+        );
+        drop(sub);
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    /// Review (pre-existing, made reachable by the sparser checks): a
+    /// sequence resolved by someone else (another subscriber, a waiting
+    /// publisher, a reaper) reached this subscriber as `Lost` without
+    /// resetting the time it first saw it pending, so the next pending
+    /// sequence, claimed an instant ago, was declared lost at the next
+    /// check as if it had been pending since: `resolve_stalled` called
+    /// against its contract (a live publisher between its claim and its
+    /// in-flight record would be told its frame is lost).
+    #[test]
+    fn regression_a_sequence_resolved_elsewhere_left_the_stall_clock_running() {
+        let (seg, mut sub, path) = stall_fixture("stalestall");
+        let first = abandon_a_claim(&seg);
+        for _ in 0..POLLS_PER_CLOCK {
+            assert_eq!(sub.poll(), Err(RecvError::Empty));
+        }
+        std::thread::sleep(Duration::from_millis(30));
+        // SAFETY: the claim was abandoned (its producer "died") more than
+        // a stall bound ago.
+        assert!(unsafe { seg.resolve_stalled(first) }.is_some());
+        // A fresh claim: pending for an instant only.
+        let fresh = abandon_a_claim(&seg);
+        assert_eq!(sub.poll(), Err(RecvError::Lost(first)));
+        for poll in 1..=POLLS_PER_CLOCK * 2 {
+            assert_eq!(
+                sub.poll(),
+                Err(RecvError::Empty),
+                "empty poll {poll}: sequence {fresh}, claimed an instant ago, declared lost"
+            );
+        }
+        drop(sub);
         std::fs::remove_file(&path).unwrap();
     }
 

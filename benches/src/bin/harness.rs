@@ -1559,11 +1559,21 @@ fn run_all(args: AllArgs) {
     std::fs::write(&md_path, &md).expect("write results.md");
     println!("{md}");
     eprintln!("wrote {} and {}", json_path.display(), md_path.display());
-    if args.smoke && pairs_only {
-        check_pairs(&report);
+    if args.smoke {
+        check_smoke(&report, pairs_only, throughput_only, bus_suites);
+    }
+}
+
+/// The `--smoke` check of whichever suites ran.
+fn check_smoke(report: &Value, pairs_only: bool, throughput_only: bool, bus_suites: bool) {
+    if pairs_only {
+        check_pairs(report);
         eprintln!("smoke check: two-core results complete");
-    } else if args.smoke {
-        check_complete(&report, bus_suites);
+    } else if throughput_only {
+        check_throughput(report);
+        eprintln!("smoke check: throughput results complete");
+    } else {
+        check_complete(report, bus_suites);
     }
 }
 
@@ -1672,13 +1682,34 @@ fn check_complete(report: &Value, bus_suites: bool) {
             );
         }
     }
+    check_throughput(report);
+    check_durability(report);
+}
+
+/// The smoke check of the throughput section: every case, its counts, no
+/// loss on shared memory, and each shm batch-1 row's ratios to the raw
+/// ring.
+fn check_throughput(report: &Value) {
+    let shm = |r: &Value| {
+        r["transport"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("shm"))
+    };
     let thr = report["throughput"].as_array().expect("throughput section");
     // 2 subscriber counts x 10 rows (the raw ring at batch 1; shm,
     // shm-gating and shm-single at batch 1 and 32, iox at 1 and 32, plain
     // iceoryx2 at 1).
     assert_eq!(thr.len(), 20, "throughput cases");
     for r in thr {
-        described(r);
+        let does = r["wait_does"].as_str();
+        assert!(
+            does.is_some_and(|d| d != "unknown"),
+            "smoke check: what the wait does is missing in {r}"
+        );
+        if shm(r) && r["transport"] != "shm-raw" && r["batch"] == 1 {
+            need_ns(r, &["publish_x_raw"]);
+            need_ns(r, &["receive_x_raw"]);
+        }
         let frames = need(r, &["frames"]);
         assert_eq!(need(r, &["sent"]), frames, "{r}");
         let received_min = need(r, &["received_min"]);
@@ -1702,7 +1733,6 @@ fn check_complete(report: &Value, bus_suites: bool) {
             );
         }
     }
-    check_durability(report);
 }
 
 /// A positive, finite figure the smoke check needs (a time or a ratio).
@@ -1838,12 +1868,17 @@ mod tests {
                 ("iox", 32),
                 ("iox-plain", 1),
             ] {
-                throughput.push(json!({
+                let mut row = json!({
                     "transport": transport, "batch": batch, "frames": 2000,
                     "wait": "spin", "wait_does": wait_does(transport, "spin"),
                     "sent": 2000, "received_min": 2000, "missing_max": 0,
                     "lagged_max": 0, "lost_max": 0,
-                }));
+                });
+                if transport.starts_with("shm") && transport != "shm-raw" && batch == 1 {
+                    row["publish_x_raw"] = json!(0.7);
+                    row["receive_x_raw"] = json!(0.9);
+                }
+                throughput.push(row);
             }
         }
         let one_way = |extra: Value| {
@@ -1888,6 +1923,58 @@ mod tests {
     #[test]
     fn smoke_check_accepts_a_complete_report() {
         assert!(passes(&complete_report()));
+    }
+
+    /// Review of 0ff19b4: the shm-raw rows and the `publish_x_raw` /
+    /// `receive_x_raw` ratios they exist for were not checked: a run whose
+    /// ratios went missing (a raw row with another subscriber count, a
+    /// zero rate) passed the smoke check.
+    #[test]
+    fn regression_smoke_check_wants_the_raw_ring_ratios() {
+        for (index, field) in [
+            (1, "publish_x_raw"),
+            (1, "receive_x_raw"),
+            (3, "publish_x_raw"),
+            (15, "receive_x_raw"),
+        ] {
+            let mut report = complete_report();
+            report["throughput"][index]
+                .as_object_mut()
+                .unwrap()
+                .remove(field);
+            assert!(
+                !passes(&report),
+                "throughput[{index}] without {field} accepted"
+            );
+        }
+        let mut report = complete_report();
+        report["throughput"][1]["publish_x_raw"] = json!(0.0);
+        assert!(!passes(&report), "a zero ratio accepted");
+    }
+
+    /// Review of 0ff19b4: `harness all --throughput-only --smoke` ran
+    /// only the durability check (on a null section: nothing), so a
+    /// throughput-only smoke run passed whatever its rows held.
+    #[test]
+    fn regression_a_throughput_only_smoke_run_checked_no_throughput_case() {
+        let only = |report: &Value| json!({"throughput": report["throughput"].clone(), "durability": null});
+        let smoke = |report: Value| {
+            std::panic::catch_unwind(|| check_smoke(&report, false, true, false)).is_ok()
+        };
+        assert!(smoke(only(&complete_report())), "a complete run refused");
+        let mut report = complete_report();
+        report["throughput"][0]["lost_max"] = json!(3);
+        assert!(!smoke(only(&report)), "a lossy shm-raw case accepted");
+        let mut report = complete_report();
+        report["throughput"][1]
+            .as_object_mut()
+            .unwrap()
+            .remove("publish_x_raw");
+        assert!(!smoke(only(&report)), "a case without its ratio accepted");
+        assert!(
+            !smoke(json!({"throughput": [], "durability": null})),
+            "no throughput case accepted"
+        );
     }
 
     /// Regression: a lossless shm latency case passed the smoke check with

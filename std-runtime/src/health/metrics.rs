@@ -24,7 +24,7 @@
 //! | `zerocast_subscriber_lagged_total` | counter | topic, index, name, pid | frames lost to lapping |
 //! | `zerocast_subscriber_gating_hold` | gauge | topic, index, name, pid | frames its gating hold keeps (gating only) |
 //! | `zerocast_subscriber_alive` | gauge | topic, index, name, pid | process alive |
-//! | `zerocast_subscriber_last_seen_seconds` | gauge | topic, index, name, pid | time since it last read or polled |
+//! | `zerocast_subscriber_last_seen_seconds` | gauge | topic, index, name, pid | time since it last read or polled (refreshed every 256 calls and before every sleep) |
 //! | `zerocast_recorder_lag` | gauge | topic | head minus the recorder's position |
 //! | `zerocast_wal_bytes` | gauge | topic | bytes of WAL segment files on disk, preallocated (`--wal`) |
 //! | `zerocast_wal_records_total` | counter | topic, name, pid | records the recorder appended |
@@ -225,7 +225,7 @@ pub fn render(report: &Report, reclaimed_total: u64) -> String {
     let seen = reg_float(
         &mut registry,
         "zerocast_subscriber_last_seen_seconds",
-        "Time since the subscriber last read or polled",
+        "Time since the subscriber last read or polled (refreshed every 256 calls and before every sleep)",
     );
     let recorder = reg_int(
         &mut registry,

@@ -237,7 +237,7 @@ pub struct SubscriberReport {
     pub gating_position: Option<u64>,
     /// Frames it lost to lapping, in total.
     pub lagged_total: u64,
-    /// Time since it last read or polled (refreshed every 256 receives,
+    /// Time since it last read or polled (refreshed every 256 calls,
     /// see [`zerocast_ipc::layout::SubscriberEntry::last_seen_ns`]).
     pub last_seen_age: Option<Duration>,
 }
