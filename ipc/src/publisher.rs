@@ -511,9 +511,9 @@ impl ShmPublisher {
     /// path starts here): it is its creator's.
     #[inline(always)]
     fn check_fits(&self, words: usize) -> Result<()> {
-        // Relaxed: bumped in this process only by the fork handler, which
-        // ran before anything else in a forked child (see `FORKS`).
-        if FORKS.load(Ordering::Relaxed) != self.forks {
+        // A Relaxed load: bumped in this process only by the fork handler,
+        // which ran before anything else in a forked child (see `FORKS`).
+        if forks_now() != self.forks {
             return Err(Error::PublisherInheritedByFork {
                 topic: self.seg.topic().to_owned(),
                 creator: owner_pid(self.owner),
@@ -555,11 +555,12 @@ impl Drop for ShmPublisher {
 const _: () = assert!(MAX_PUBLISHERS <= u32::MAX as usize);
 
 /// How many times this process's ancestry forked since the first
-/// publisher was created in it: bumped in the child by a `pthread_atfork`
+/// publisher or subscriber was created in it: bumped in the child by a `pthread_atfork`
 /// handler, so a publisher inherited through `fork` sees a count other
 /// than the one it was created with and refuses to publish (two processes
 /// publishing through one entry; on a single-producer topic, two
-/// producers). A raw `clone` syscall bypasses the handler; `posix_spawn`
+/// producers), and a subscriber so inherited detaches from its parent's
+/// gating slot and table entry. A raw `clone` syscall bypasses the handler; `posix_spawn`
 /// and `fork` + `exec` need none.
 static FORKS: AtomicU32 = AtomicU32::new(0);
 
@@ -569,8 +570,18 @@ extern "C" fn count_fork() {
     FORKS.fetch_add(1, Ordering::Relaxed);
 }
 
-/// [`FORKS`] now, with its handler installed (once per process).
-fn fork_count() -> u32 {
+/// [`FORKS`] now, without installing the handler: for the per-call check of
+/// a handle that called [`fork_count`] when it was made.
+#[inline(always)]
+pub(crate) fn forks_now() -> u32 {
+    // Relaxed: see `count_fork`.
+    FORKS.load(Ordering::Relaxed)
+}
+
+/// [`FORKS`] now, with its handler installed (once per process). Also
+/// used by subscribers, whose copies in a forked child detach (see
+/// [`ShmSubscriber`](crate::ShmSubscriber)).
+pub(crate) fn fork_count() -> u32 {
     static INSTALLED: std::sync::Once = std::sync::Once::new();
     INSTALLED.call_once(|| {
         // SAFETY: registers a child handler that only bumps an atomic
