@@ -974,6 +974,11 @@ fn check_older_laps(seg: &Segment, policy: GatingPolicy, n: u64) -> Result<()> {
 /// lap before its gating policy may give up (also under `Fail`).
 const OLDER_LAP_GRACE: Duration = Duration::from_millis(1);
 
+/// Spins of [`wait_for_older_laps`] before it yields the CPU on every
+/// further one: the lap it waits for belongs to another publisher, which
+/// may need this very CPU to finish (a 2-core machine under load).
+const OLDER_LAP_SPINS: u32 = 64;
+
 /// Waits while one of the next `n` slots is held by an unfinished older
 /// lap. A lap of a dead publisher is resolved after the stall bound (as
 /// `StuckWait` does) however long that takes; a lap a live publisher lists
@@ -981,6 +986,10 @@ const OLDER_LAP_GRACE: Duration = Duration::from_millis(1);
 /// publish) is waited for as the gating policy says (at least
 /// `OLDER_LAP_GRACE`, also under `Fail`), then the publish fails with [`Error::StuckBehind`] naming that publisher. Nothing is
 /// claimed either way.
+///
+/// Spins [`OLDER_LAP_SPINS`] times, then yields the CPU between checks
+/// (the holder may be waiting for this CPU); the liveness checks run as
+/// often either way (every 1024 checks).
 ///
 /// Only a snapshot: with several publishers, the sequence this one then
 /// claims may be later than the head checked here, and its slot held after
@@ -1017,7 +1026,11 @@ fn wait_for_older_laps(seg: &Segment, policy: GatingPolicy, n: u64) -> Result<()
         }
         spins = spins.wrapping_add(1);
         stuck.check(older);
-        std::hint::spin_loop();
+        if spins < OLDER_LAP_SPINS {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
     }
 }
 
