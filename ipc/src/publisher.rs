@@ -349,7 +349,7 @@ impl ShmPublisher {
         check_older_laps(&self.seg, self.policy, bodies.len() as u64)?;
         let header = FrameHeader::new(B::KIND, self.entry as u32, now_ns()).to_words();
         let seg: &Segment = &self.seg;
-        let ring = seg.ring();
+        let ring = seg.producer_ring();
         let entry = &seg.header().publishers[self.entry];
         let mut waiting = WaitLimit::new(seg, entry, self.policy);
         let mut giving_up = StuckWait::new(seg);
@@ -414,7 +414,7 @@ impl ShmPublisher {
         }
         check_older_laps(&self.seg, self.policy, count)?;
         let seg: &Segment = &self.seg;
-        let ring = seg.ring();
+        let ring = seg.producer_ring();
         let entry = &seg.header().publishers[self.entry];
         let mut waiting = WaitLimit::new(seg, entry, self.policy);
         let mut giving_up = StuckWait::new(seg);
@@ -460,7 +460,7 @@ impl ShmPublisher {
     pub fn crash_mid_publish(&mut self) -> ! {
         let claim = self
             .seg
-            .ring()
+            .producer_ring()
             .try_claim(&mut self.cache)
             .expect("claim before crash");
         // Relaxed: as in `claim_and_commit`.
@@ -488,7 +488,7 @@ impl ShmPublisher {
         // dropped nor committed (either clears `open_loan`) yet no longer
         // borrows `self`: forgotten, or leaked and unreachable (it borrowed
         // `self` mutably for as long as it could be used).
-        match unsafe { seg.ring().resume_write(seq) } {
+        match unsafe { seg.producer_ring().resume_write(seq) } {
             // Dropping the loan slot publishes the heartbeat.
             Some(slot) => drop(LoanSlot {
                 open: &mut self.open_loan,
@@ -897,7 +897,7 @@ fn claim_recorded<'a>(
 ) -> Result<Claim<'a, Raw<BroadcastHeader, AtomicU64>>> {
     let mut waiting = WaitLimit::new(seg, entry, policy);
     let mut giving_up = StuckWait::new(seg);
-    let claim = seg.ring().claim_wait_with(
+    let claim = seg.producer_ring().claim_wait_with(
         cache,
         || waiting.keep_waiting(),
         // Relaxed: read by a supervisor only after this process is dead or
