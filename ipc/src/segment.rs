@@ -442,7 +442,7 @@ impl Segment {
 
     /// The asymmetric handle of a single-producer ring whose `ring` handle
     /// was opened before this process registered for membarrier (see
-    /// [`Segment::producer`]); `None` where none is needed.
+    /// the `producer` field); `None` where none is needed.
     fn producer_handle(map: &mut MmapMut, path: &Path, ring: &Ring) -> Result<Option<Ring>> {
         match ring.single_producer() {
             Some(mode) if !mode.asymmetric && global_expedited_supported() => {}
