@@ -353,7 +353,7 @@ impl ShmPublisher {
         check_older_laps(&self.seg, self.policy, bodies.len() as u64)?;
         let header = FrameHeader::new(B::KIND, self.entry as u32, now_ns()).to_words();
         let seg: &Segment = &self.seg;
-        let ring = seg.ring();
+        let ring = seg.producer_ring();
         let entry = &seg.header().publishers[self.entry];
         let mut waiting = WaitLimit::new(seg, entry, self.policy);
         let mut giving_up = StuckWait::new(seg);
@@ -418,7 +418,7 @@ impl ShmPublisher {
         }
         check_older_laps(&self.seg, self.policy, count)?;
         let seg: &Segment = &self.seg;
-        let ring = seg.ring();
+        let ring = seg.producer_ring();
         let entry = &seg.header().publishers[self.entry];
         let mut waiting = WaitLimit::new(seg, entry, self.policy);
         let mut giving_up = StuckWait::new(seg);
@@ -464,7 +464,7 @@ impl ShmPublisher {
     pub fn crash_mid_publish(&mut self) -> ! {
         let claim = self
             .seg
-            .ring()
+            .producer_ring()
             .try_claim(&mut self.cache)
             .expect("claim before crash");
         // Relaxed: as in `claim_and_commit`.
@@ -492,7 +492,7 @@ impl ShmPublisher {
         // dropped nor committed (either clears `open_loan`) yet no longer
         // borrows `self`: forgotten, or leaked and unreachable (it borrowed
         // `self` mutably for as long as it could be used).
-        match unsafe { seg.ring().resume_write(seq) } {
+        match unsafe { seg.producer_ring().resume_write(seq) } {
             // Dropping the loan slot publishes the heartbeat.
             Some(slot) => drop(LoanSlot {
                 open: &mut self.open_loan,
@@ -515,9 +515,9 @@ impl ShmPublisher {
     /// path starts here): it is its creator's.
     #[inline(always)]
     fn check_fits(&self, words: usize) -> Result<()> {
-        // Relaxed: bumped in this process only by the fork handler, which
-        // ran before anything else in a forked child (see `FORKS`).
-        if FORKS.load(Ordering::Relaxed) != self.forks {
+        // A Relaxed load: bumped in this process only by the fork handler,
+        // which ran before anything else in a forked child (see `FORKS`).
+        if forks_now() != self.forks {
             return Err(Error::PublisherInheritedByFork {
                 topic: self.seg.topic().to_owned(),
                 creator: owner_pid(self.owner),
@@ -559,11 +559,12 @@ impl Drop for ShmPublisher {
 const _: () = assert!(MAX_PUBLISHERS <= u32::MAX as usize);
 
 /// How many times this process's ancestry forked since the first
-/// publisher was created in it: bumped in the child by a `pthread_atfork`
+/// publisher or subscriber was created in it: bumped in the child by a `pthread_atfork`
 /// handler, so a publisher inherited through `fork` sees a count other
 /// than the one it was created with and refuses to publish (two processes
 /// publishing through one entry; on a single-producer topic, two
-/// producers). A raw `clone` syscall bypasses the handler; `posix_spawn`
+/// producers), and a subscriber so inherited detaches from its parent's
+/// gating slot and table entry. A raw `clone` syscall bypasses the handler; `posix_spawn`
 /// and `fork` + `exec` need none.
 static FORKS: AtomicU32 = AtomicU32::new(0);
 
@@ -573,8 +574,18 @@ extern "C" fn count_fork() {
     FORKS.fetch_add(1, Ordering::Relaxed);
 }
 
-/// [`FORKS`] now, with its handler installed (once per process).
-fn fork_count() -> u32 {
+/// [`FORKS`] now, without installing the handler: for the per-call check of
+/// a handle that called [`fork_count`] when it was made.
+#[inline(always)]
+pub(crate) fn forks_now() -> u32 {
+    // Relaxed: see `count_fork`.
+    FORKS.load(Ordering::Relaxed)
+}
+
+/// [`FORKS`] now, with its handler installed (once per process). Also
+/// used by subscribers, whose copies in a forked child detach (see
+/// [`ShmSubscriber`](crate::ShmSubscriber)).
+pub(crate) fn fork_count() -> u32 {
     static INSTALLED: std::sync::Once = std::sync::Once::new();
     INSTALLED.call_once(|| {
         // SAFETY: registers a child handler that only bumps an atomic
@@ -890,7 +901,7 @@ fn claim_recorded<'a>(
 ) -> Result<Claim<'a, Raw<BroadcastHeader, AtomicU64>>> {
     let mut waiting = WaitLimit::new(seg, entry, policy);
     let mut giving_up = StuckWait::new(seg);
-    let claim = seg.ring().claim_wait_with(
+    let claim = seg.producer_ring().claim_wait_with(
         cache,
         || waiting.keep_waiting(),
         // Relaxed: read by a supervisor only after this process is dead or
@@ -967,6 +978,11 @@ fn check_older_laps(seg: &Segment, policy: GatingPolicy, n: u64) -> Result<()> {
 /// lap before its gating policy may give up (also under `Fail`).
 const OLDER_LAP_GRACE: Duration = Duration::from_millis(1);
 
+/// Spins of [`wait_for_older_laps`] before it yields the CPU on every
+/// further one: the lap it waits for belongs to another publisher, which
+/// may need this very CPU to finish (a 2-core machine under load).
+const OLDER_LAP_SPINS: u32 = 64;
+
 /// Waits while one of the next `n` slots is held by an unfinished older
 /// lap. A lap of a dead publisher is resolved after the stall bound (as
 /// `StuckWait` does) however long that takes; a lap a live publisher lists
@@ -974,6 +990,10 @@ const OLDER_LAP_GRACE: Duration = Duration::from_millis(1);
 /// publish) is waited for as the gating policy says (at least
 /// `OLDER_LAP_GRACE`, also under `Fail`), then the publish fails with [`Error::StuckBehind`] naming that publisher. Nothing is
 /// claimed either way.
+///
+/// Spins [`OLDER_LAP_SPINS`] times, then yields the CPU between checks
+/// (the holder may be waiting for this CPU); the liveness checks run as
+/// often either way (every 1024 checks).
 ///
 /// Only a snapshot: with several publishers, the sequence this one then
 /// claims may be later than the head checked here, and its slot held after
@@ -1010,7 +1030,11 @@ fn wait_for_older_laps(seg: &Segment, policy: GatingPolicy, n: u64) -> Result<()
         }
         spins = spins.wrapping_add(1);
         stuck.check(older);
-        std::hint::spin_loop();
+        if spins < OLDER_LAP_SPINS {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
     }
 }
 

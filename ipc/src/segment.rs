@@ -22,7 +22,7 @@ use crate::layout::{
     tombstone_taker, SegmentHeader, SubscriberEntry, FLAG_DURABLE, FREE, LAYOUT_HASH,
     LAYOUT_VERSION, MAGIC, NO_OWNER, ORPHAN, PRODUCERS_MANY, PRODUCERS_SINGLE, RING_OFFSET,
 };
-use crate::wait::single_producer_mode;
+use crate::wait::{global_expedited_supported, publisher_registered, single_producer_mode_with};
 
 /// How long a sequence may stay claimed but uncommitted before a subscriber
 /// or a publisher waiting on its slot resolves it (the subscribers' default;
@@ -180,6 +180,13 @@ pub(crate) fn init_path(path: &Path) -> PathBuf {
 /// A mapped topic segment.
 pub struct Segment {
     ring: Ring,
+    /// Single-producer segments opened before this process registered for
+    /// membarrier (see `crate::wait`): a second handle of the same ring
+    /// whose claims issue only a compiler fence, used by this process's
+    /// publishers once it has registered ([`producer_ring`](Self::producer_ring)).
+    /// `None` where `ring` is already in that mode or the kernel lacks the
+    /// command.
+    producer: Option<Ring>,
     path: PathBuf,
     topic: String,
     // Last: the ring points into this mapping.
@@ -415,10 +422,14 @@ impl Segment {
             // the segment, so every handle of the ring, in every process,
             // is in this mode; publishers take the topic's one publisher
             // entry first (`ShmPublisher::new`), so one claims at a time.
-            unsafe { ring.set_single_producer(single_producer_mode()) };
+            // Asymmetric only if this process is registered already: a
+            // process that only subscribes does not register.
+            unsafe { ring.set_single_producer(single_producer_mode_with(publisher_registered())) };
         }
+        let producer = Self::producer_handle(&mut map, path, &ring)?;
         let seg = Self {
             ring,
+            producer,
             path: path.to_owned(),
             topic: topic.to_owned(),
             map,
@@ -427,6 +438,29 @@ impl Segment {
         // fields and the initialised ring.
         seg.header().magic.store(MAGIC, Ordering::Release);
         Ok(seg)
+    }
+
+    /// The asymmetric handle of a single-producer ring whose `ring` handle
+    /// was opened before this process registered for membarrier (see
+    /// the `producer` field); `None` where none is needed.
+    fn producer_handle(map: &mut MmapMut, path: &Path, ring: &Ring) -> Result<Option<Ring>> {
+        match ring.single_producer() {
+            Some(mode) if !mode.asymmetric && global_expedited_supported() => {}
+            _ => return Ok(None),
+        }
+        let raw = Self::raw_ring(map, path, ring.capacity(), ring.payload_words())?;
+        let mut producer = Broadcast::attach(raw).map_err(|source| Error::Ring {
+            path: path.to_owned(),
+            source,
+        })?;
+        // SAFETY: a handle of the same single-producer ring (every handle
+        // follows the header's mode, and publishers take the one entry
+        // first). Asymmetric: `producer_ring` hands it out only once this
+        // process is registered, and every gating registration, in every
+        // process, runs `registration_barrier` (membarrier), which then
+        // reaches the CPUs of this process's publishers.
+        unsafe { producer.set_single_producer(single_producer_mode_with(true)) };
+        Ok(Some(producer))
     }
 
     fn raw_ring(
@@ -628,7 +662,8 @@ impl Segment {
         if producers == Producers::Single {
             // SAFETY: as in `init`: every handle follows the header's mode
             // (read once, above), and publishers take the one entry first.
-            unsafe { ring.set_single_producer(single_producer_mode()) };
+            // Asymmetric only if registered already, as in `init`.
+            unsafe { ring.set_single_producer(single_producer_mode_with(publisher_registered())) };
         }
         // The ring keeps its own copy of its shape; it must be the header's.
         if ring.capacity() != capacity || ring.payload_words() != payload_words {
@@ -642,8 +677,10 @@ impl Segment {
                 ),
             ));
         }
+        let producer = Self::producer_handle(&mut map, path, &ring)?;
         Ok(Self {
             ring,
+            producer,
             path: path.to_owned(),
             topic: topic.to_owned(),
             map,
@@ -669,6 +706,20 @@ impl Segment {
     /// The ring.
     pub fn ring(&self) -> &Ring {
         &self.ring
+    }
+
+    /// The ring handle this process's publishers claim through: on a
+    /// single-producer topic opened before the process registered for
+    /// membarrier (it registers when its first publisher is created), a
+    /// handle whose claims skip the `SeqCst` fence once it has registered;
+    /// otherwise [`ring`](Self::ring). Both handles read and write the same
+    /// ring.
+    #[inline(always)]
+    pub fn producer_ring(&self) -> &Ring {
+        match &self.producer {
+            Some(producer) if publisher_registered() => producer,
+            _ => &self.ring,
+        }
     }
 
     /// The segment file.

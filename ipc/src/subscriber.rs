@@ -26,6 +26,7 @@ use crate::layout::{
     current_owner, is_tombstone, name_is, now_ns, owner_alive, owner_pid, store_name, tombstone,
     tombstone_taker, SubscriberEntry, FLAG_DURABLE, FREE, ORPHAN,
 };
+use crate::publisher::{fork_count, forks_now};
 use crate::segment::{Segment, DURABLE_WAIT};
 use crate::wait::{futex_wait, sleeper_barrier, WaitStrategy, UNBARRIERED_SLICE};
 
@@ -156,6 +157,15 @@ impl<'a> Received<'a> {
 }
 
 /// Receives frames from one topic over shared memory.
+///
+/// A subscriber belongs to the process that registered it. A copy inherited
+/// by a forked child detaches at its first use there: it reads on from the
+/// parent's position at the fork as a non-gating subscriber of its own (so
+/// publishers do not wait for it, and it may be lapped: `Lagged`), and it
+/// never writes the parent's gating slot nor its entry in the subscriber
+/// table (monitors see only the parent). A child that must gate, or be
+/// seen by monitors, opens a new subscriber. (Detection relies on a
+/// `pthread_atfork` handler: a raw `clone` syscall bypasses it.)
 pub struct ShmSubscriber {
     seg: Arc<Segment>,
     entry: usize,
@@ -175,6 +185,13 @@ pub struct ShmSubscriber {
     /// The process that registered us: a copy inherited by a forked child
     /// leaves the entry alone when dropped.
     pid: u32,
+    /// The process's fork count (`publisher::fork_count`) when we were
+    /// registered: another count means we are a copy in a forked child.
+    forks: u32,
+    /// Set once a copy in a forked child has dropped the parent's gating
+    /// slot from its cursor (never freeing it); from then on nothing is
+    /// stored into the parent's entry.
+    detached: bool,
 }
 
 impl std::fmt::Debug for ShmSubscriber {
@@ -263,6 +280,8 @@ impl ShmSubscriber {
             lagged: 0,
             durable: options.durable,
             pid: std::process::id(),
+            forks: fork_count(),
+            detached: false,
         })
     }
 
@@ -470,6 +489,9 @@ impl ShmSubscriber {
     /// Receives into the internal buffer; returns the sequence.
     #[inline]
     pub fn poll(&mut self) -> Result<u64, RecvError> {
+        if forks_now() != self.forks {
+            return self.poll_detached();
+        }
         let ring = self.seg.ring();
         match ring.try_recv(&mut self.cursor, &mut self.buf.0[..self.words]) {
             Ok(seq) => {
@@ -517,6 +539,50 @@ impl ShmSubscriber {
         }
     }
 
+    /// [`poll`](Self::poll) for a copy inherited by a forked child: reads
+    /// on through a non-gating cursor, with no store into the parent's
+    /// entry (see [`ShmSubscriber`]).
+    #[cold]
+    #[inline(never)]
+    fn poll_detached(&mut self) -> Result<u64, RecvError> {
+        self.detach();
+        let ring = self.seg.ring();
+        match ring.try_recv(&mut self.cursor, &mut self.buf.0[..self.words]) {
+            Ok(seq) => {
+                self.empty_polls = 0;
+                self.empty_since = None;
+                Ok(seq)
+            }
+            Err(TryRecvError::Lagged(n)) => {
+                self.empty_since = None;
+                self.lagged += n;
+                Err(RecvError::Lagged(n))
+            }
+            Err(TryRecvError::Lost(seq)) => {
+                self.empty_since = None;
+                Err(RecvError::Lost(seq))
+            }
+            Err(TryRecvError::Empty | TryRecvError::Pending(_)) => {
+                // The stall check still runs (resolving a dead publisher's
+                // sequence is any reader's job); its `last_seen` refresh
+                // is skipped once detached.
+                self.on_empty();
+                Err(RecvError::Empty)
+            }
+        }
+    }
+
+    /// In a forked child, once: swaps the cursor for a non-gating one at
+    /// the same position. The gating slot stays the parent's, untouched:
+    /// neither released (moved) nor freed.
+    #[cold]
+    fn detach(&mut self) {
+        if !self.detached {
+            self.detached = true;
+            self.cursor = self.seg.ring().cursor(Start::At(self.cursor.next()));
+        }
+    }
+
     /// Bookkeeping for an empty poll: every few hundred in a row, read the
     /// clock, refresh `last_seen`, and resolve a sequence stalled past the
     /// bound (every few once one has been seen pending); `last_seen` is
@@ -554,6 +620,10 @@ impl ShmSubscriber {
     #[cold]
     fn refresh_last_seen(&mut self) {
         self.calls_unseen = 0;
+        if self.detached {
+            // A forked child's copy: the entry is the parent's.
+            return;
+        }
         // Relaxed: a liveness hint for monitors.
         self.entry().last_seen_ns.store(now_ns(), Ordering::Relaxed);
     }
@@ -583,8 +653,13 @@ impl ShmSubscriber {
     /// Releases every slot read so far to publishers (gating subscribers
     /// with manual release). If the subscriber's gating slot was freed
     /// under it (reclaimed as if it were dead), it becomes non-gating
-    /// instead of writing into a slot that is no longer its own.
+    /// instead of writing into a slot that is no longer its own. A copy
+    /// inherited by a forked child holds no slot: nothing to release.
     pub fn release(&mut self) {
+        if forks_now() != self.forks {
+            self.detach();
+            return;
+        }
         self.seg.ring().release(&mut self.cursor);
     }
 
@@ -880,6 +955,96 @@ mod tests {
         }
         drop(sub);
         std::fs::remove_file(&path).unwrap();
+    }
+
+    /// Regression: a `ShmSubscriber` inherited through `fork` is the same
+    /// value in the child, and polling it there released (CAS) the
+    /// parent's gating slot to the child's position and stored the child's
+    /// progress into the parent's table entry: publishers could overwrite
+    /// frames the gating parent never read, and monitors showed the
+    /// child's position as the parent's. A forked child's copy now reads
+    /// on as a non-gating subscriber and never writes either.
+    #[test]
+    fn regression_a_forked_subscriber_copy_moved_the_parents_gating_slot() {
+        let path = std::env::temp_dir().join(format!("zc-forksub-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let seg = Arc::new(Segment::create(&path, "forksub", 64, 32).unwrap());
+        let mut publisher = ShmPublisher::new(seg.clone(), &PublisherOptions::default()).unwrap();
+        let mut sub = ShmSubscriber::new(
+            seg.clone(),
+            &SubscriberOptions {
+                gating: true,
+                start: Start::Oldest,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let slot = sub.cursor.gating_slot().expect("a gating subscriber");
+        for i in 0..3 {
+            publisher
+                .publish(&Heartbeat {
+                    publisher_id: [0; 16],
+                    sequence: i,
+                    timestamp: 0,
+                })
+                .unwrap();
+        }
+        let entry = &seg.header().subscribers[sub.entry];
+        // Relaxed: single-threaded until the fork; read back after waitpid.
+        entry.last_seen_ns.store(0, Ordering::Relaxed);
+        let before = seg.ring().gating_position(slot);
+        // SAFETY: the child only polls the subscriber (loads and stores in
+        // the shared mapping, no allocation, no lock) and leaves with
+        // _exit, reporting through its exit code.
+        let child = unsafe { libc::fork() };
+        assert!(child >= 0, "fork failed");
+        if child == 0 {
+            let mut frames = 0;
+            // Past POLLS_PER_CLOCK empty polls: the stall check's
+            // `last_seen` refresh runs too.
+            for _ in 0..2 * POLLS_PER_CLOCK {
+                if sub.poll().is_ok() {
+                    frames += 1;
+                }
+            }
+            // SAFETY: ends the child without running the test harness.
+            unsafe { libc::_exit(if frames == 3 { 0 } else { 10 + frames }) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child forked above.
+        assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+        let after = seg.ring().gating_position(slot);
+        // Relaxed: the child is gone (waitpid).
+        let (cursor, last_seen) = (
+            entry.cursor.load(Ordering::Relaxed),
+            entry.last_seen_ns.load(Ordering::Relaxed),
+        );
+        // The parent still reads every frame.
+        let mut parent = Vec::new();
+        while let Ok(seq) = sub.poll() {
+            parent.push(seq);
+        }
+        drop((publisher, sub));
+        std::fs::remove_file(&path).unwrap();
+        assert!(libc::WIFEXITED(status), "child status {status:#x}");
+        assert_eq!(
+            libc::WEXITSTATUS(status),
+            0,
+            "the child's copy did not read the 3 frames (10 + frames read)"
+        );
+        assert_eq!(
+            after, before,
+            "the child's copy moved the parent's gating slot"
+        );
+        assert_eq!(
+            cursor, 0,
+            "the child's copy stored its cursor in the parent's entry"
+        );
+        assert_eq!(
+            last_seen, 0,
+            "the child's copy refreshed the parent's last_seen"
+        );
+        assert_eq!(parent, [0, 1, 2], "the parent lost frames it never read");
     }
 
     fn sub_entry_last_seen(seg: &Segment) -> u64 {

@@ -32,8 +32,11 @@
 //! `wake_protocol_never_loses_a_wake` checks the protocol with both
 //! barriers as `SeqCst` fences).
 //!
-//! A publisher's process registers once ([`publisher_fence`] checks a
-//! flag set by [`register_publisher`]); where the kernel lacks the command
+//! A publisher's process registers once, when its first publisher is
+//! created ([`publisher_fence`] checks a flag set by
+//! [`register_publisher`]); a process that only subscribes never
+//! registers, so neither a sleeper's barrier nor a gating registration's
+//! interrupts the CPUs it runs on. Where the kernel lacks the command
 //! (before 4.16) or a seccomp filter refuses it, the publisher keeps the
 //! `SeqCst` fence. A subscriber whose barrier call fails while the kernel
 //! supports the command, or whose process is refused `membarrier`
@@ -184,7 +187,11 @@ pub fn global_expedited_supported() -> bool {
 }
 
 /// Registers this process's threads for the subscribers' barrier, once;
-/// called before a publisher's first publish. Returns whether publishers of
+/// called when a publisher is created (`ShmPublisher::new`), before its
+/// first publish. Only publishers' processes need it: the sleeper's barrier
+/// and the registration barrier force a full barrier on the CPUs of
+/// processes that publish, and a process that only subscribes is left
+/// uninterrupted. Returns whether publishers of
 /// this process skip the `SeqCst` fence (false: the kernel lacks the
 /// command or refused it; they keep the fence).
 pub fn register_publisher() -> bool {
@@ -204,6 +211,15 @@ pub fn register_publisher() -> bool {
         PUBLISHER_REGISTERED.store(ok, Ordering::Relaxed);
         ok
     })
+}
+
+/// Whether this process is registered for the subscribers' barrier (its
+/// publishers skip the `SeqCst` fences): [`register_publisher`] ran and
+/// succeeded.
+#[doc(hidden)]
+pub fn publisher_registered() -> bool {
+    // Relaxed: see `publisher_fence`.
+    PUBLISHER_REGISTERED.load(Ordering::Relaxed)
 }
 
 /// The publisher's half of the wake-up protocol, between its commit and
@@ -291,14 +307,26 @@ pub fn registration_barrier_works() -> bool {
         })
 }
 
-/// The single-producer mode of a ring in this process: its claims use the
-/// compiler fence when this process is registered (publishers register
-/// when they are created; here, when the segment is opened, so that the
-/// mode is fixed before any claim), and its registrations run
-/// [`registration_barrier`].
+/// The single-producer mode of a ring handle that this process claims
+/// through: registers the process as a publisher ([`register_publisher`])
+/// and claims with the compiler fence where that worked; registrations run
+/// [`registration_barrier`]. For a ring a program drives itself (the
+/// benches); a topic's segment uses [`single_producer_mode_with`] and
+/// registers only when a publisher is created.
 pub fn single_producer_mode() -> zerocast_core::broadcast::SingleProducer {
+    single_producer_mode_with(register_publisher())
+}
+
+/// The single-producer mode with claims that issue only a compiler fence
+/// (`asymmetric`) or a `SeqCst` fence; registrations run
+/// [`registration_barrier`]. `asymmetric` is sound only for a handle whose
+/// claims run in a process registered by [`register_publisher`] (the
+/// segment opens its ring with [`publisher_registered`] at that moment, and
+/// keeps a second, asymmetric handle for its publishers once the process
+/// registers: `Segment::producer_ring`).
+pub fn single_producer_mode_with(asymmetric: bool) -> zerocast_core::broadcast::SingleProducer {
     zerocast_core::broadcast::SingleProducer {
-        asymmetric: register_publisher(),
+        asymmetric,
         registration_barrier,
     }
 }

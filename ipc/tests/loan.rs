@@ -353,3 +353,84 @@ fn regression_forgotten_loan_does_not_block_other_publishers_forever() {
     drop(a);
     bus.remove_segments();
 }
+
+/// Pins the calling thread to `cpu` and runs it under `SCHED_FIFO` at
+/// priority 1; false if this process may not (no `CAP_SYS_NICE`).
+fn pin_fifo(cpu: usize) -> bool {
+    // SAFETY: `set` is a plain bitmask written through the libc macros;
+    // pid 0 is the calling thread for both calls, which read only the
+    // structures passed.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return false;
+        }
+        let param = libc::sched_param { sched_priority: 1 };
+        libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) == 0
+    }
+}
+
+/// Regression: a publish waiting behind a live publisher's unfinished
+/// older lap (`wait_for_older_laps`) spun hot until its gating limit,
+/// never yielding: where the publisher it waits for needs the same CPU
+/// (a 2-core machine under load), it starved it and gave up with
+/// `StuckBehind`, or spun its whole limit. Made deterministic here: both
+/// threads on one CPU under `SCHED_FIFO` at one priority, where the
+/// holder runs only when the waiter yields. Without the yield the waiter
+/// fails after its 1 ms grace (`GatingPolicy::Fail`); with it, the holder
+/// commits and the publish goes through. Skipped where `SCHED_FIFO` is
+/// refused.
+#[test]
+fn regression_a_publish_behind_an_older_lap_spun_without_yielding() {
+    // SAFETY: sched_getcpu takes no arguments.
+    let cpu = usize::try_from(unsafe { libc::sched_getcpu() }).unwrap_or(0);
+    let probe = std::thread::spawn(move || pin_fifo(cpu)).join().unwrap();
+    if !probe {
+        eprintln!("skipped: SCHED_FIFO or pinning refused to this process");
+        return;
+    }
+    let bus = bus("older-lap-yield", TopicKind::Trade);
+    let cap = bus.segment("t").unwrap().ring().capacity();
+    let mut a = bus.publisher("t").unwrap();
+    let mut b = bus
+        .publisher_with(
+            "t",
+            zerocast_ipc::PublisherOptions {
+                gating: zerocast_ipc::GatingPolicy::Fail,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let (lent_tx, lent_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        assert!(pin_fifo(cpu));
+        let loan = a.loan::<TradeEvent>().unwrap().write(&trade(0));
+        lent_tx.send(loan.seq()).unwrap();
+        // Blocks: the waiter runs until it sends `go`, then keeps the CPU
+        // (a woken thread of the same FIFO priority does not preempt it)
+        // until it yields.
+        go_rx.recv().unwrap();
+        loan.commit()
+    });
+    let waiter = std::thread::spawn(move || {
+        assert!(pin_fifo(cpu));
+        assert_eq!(lent_rx.recv().unwrap(), 0);
+        for i in 1..cap {
+            assert_eq!(b.publish(&trade(i)).unwrap(), i);
+        }
+        go_tx.send(()).unwrap();
+        // Lands on the loan's slot: waits for its lap to be committed.
+        b.publish(&trade(cap)).map_err(|e| e.to_string())
+    });
+    let waited = waiter.join().unwrap();
+    let committed = holder.join().unwrap();
+    bus.remove_segments();
+    assert_eq!(committed, 0);
+    assert_eq!(
+        waited,
+        Ok(cap),
+        "the publish behind the older lap never let its holder run"
+    );
+}

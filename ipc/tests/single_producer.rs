@@ -547,3 +547,85 @@ fn regression_forked_child_dropping_an_inherited_subscriber_keeps_the_gating_hol
     drop(seg);
     bus.remove_segments();
 }
+
+/// Set in the child run of `regression_a_subscriber_registered_for_membarrier`.
+const SUBSCRIBE_ONLY_CHILD_ENV: &str = "ZEROCAST_TEST_SUBSCRIBE_ONLY";
+
+/// Regression: opening a single-producer topic registered the process for
+/// `MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED`, so every sleeping
+/// subscriber's barrier (and every gating registration's) interrupted the
+/// CPUs of processes that only subscribe, too. Only a process that creates
+/// a publisher registers now; its publisher still claims with the compiler
+/// fence alone, through the segment's producer handle, although the
+/// segment was opened before it registered. Run in a fresh process (a
+/// child run of this test): registration is once per process.
+#[test]
+fn regression_a_subscriber_registered_for_membarrier() {
+    use zerocast_ipc::wait::{global_expedited_supported, publisher_registered};
+    if std::env::var_os(SUBSCRIBE_ONLY_CHILD_ENV).is_none() {
+        let name = "regression_a_subscriber_registered_for_membarrier";
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", name, "--nocapture", "--test-threads=1"])
+            .env(SUBSCRIBE_ONLY_CHILD_ENV, "1")
+            .env_remove(zerocast_ipc::wait::WAKE_FENCE_ENV)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "child run failed: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    let bus = bus("subonly", Producers::Single);
+    let seg = bus.segment("trades").unwrap();
+    let mut gating = bus
+        .subscriber(
+            "trades",
+            SubscriberOptions {
+                gating: true,
+                start: Start::Oldest,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let mut sleeper = ShmSubscriber::new(
+        std::sync::Arc::clone(&seg),
+        &SubscriberOptions {
+            wait: WaitStrategy::Blocking { spins: 0 },
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    // One sleep: the sleeper's barrier.
+    assert_eq!(
+        sleeper.sleep(Duration::from_millis(1)),
+        Err(RecvError::Empty)
+    );
+    assert!(
+        !publisher_registered(),
+        "a process that only subscribes registered for membarrier"
+    );
+    assert_eq!(
+        seg.ring().single_producer().map(|m| m.asymmetric),
+        Some(false),
+        "an unregistered process's ring handle skips the claim fence"
+    );
+    // A publisher registers the process; it claims through the asymmetric
+    // handle of the segment opened before.
+    let mut publisher = bus.publisher("trades").unwrap();
+    assert_eq!(publisher_registered(), global_expedited_supported());
+    assert_eq!(
+        seg.producer_ring().single_producer().map(|m| m.asymmetric),
+        Some(publisher_registered())
+    );
+    for i in 0..3 {
+        assert_eq!(publisher.publish(&trade(i)).unwrap(), i);
+    }
+    for i in 0..3 {
+        assert_eq!(gating.try_recv().unwrap().seq, i);
+    }
+    drop((publisher, gating, sleeper));
+    bus.remove_segments();
+}
