@@ -992,8 +992,8 @@ const OLDER_LAP_SPINS: u32 = 64;
 /// claimed either way.
 ///
 /// Spins [`OLDER_LAP_SPINS`] times, then yields the CPU between checks
-/// (the holder may be waiting for this CPU); the liveness checks run as
-/// often either way (every 1024 checks).
+/// (the holder may be waiting for this CPU); the clock (the policy's limit,
+/// the stall bound) is read every 1024 spins, then on every yield.
 ///
 /// Only a snapshot: with several publishers, the sequence this one then
 /// claims may be later than the head checked here, and its slot held after
@@ -1018,8 +1018,12 @@ fn wait_for_older_laps(seg: &Segment, policy: GatingPolicy, n: u64) -> Result<()
             return Ok(());
         };
         // The clock and the publisher table (which reads /proc) are asked
-        // once in a while, not on every spin.
-        if spins % 1024 == 0 && start.elapsed() >= limit {
+        // once in a while, not on every spin; once yielding, on every
+        // check: a yield may cost a whole turn of another thread, and 1024
+        // of them would stretch the policy's limit (and the stall bound)
+        // to seconds.
+        let yielding = spins >= OLDER_LAP_SPINS;
+        if (yielding || spins % 1024 == 0) && start.elapsed() >= limit {
             if let Some(pid) = seg.live_publisher_writing(older) {
                 return Err(Error::StuckBehind {
                     topic: seg.topic().to_owned(),
@@ -1028,12 +1032,15 @@ fn wait_for_older_laps(seg: &Segment, policy: GatingPolicy, n: u64) -> Result<()
                 });
             }
         }
-        spins = spins.wrapping_add(1);
-        stuck.check(older);
-        if spins < OLDER_LAP_SPINS {
-            std::hint::spin_loop();
-        } else {
+        // Saturating: once yielding, for good (a wrap would spin again,
+        // and check the clock only every 1024 spins).
+        spins = spins.saturating_add(1);
+        if yielding {
+            stuck.check_now(older);
             std::thread::yield_now();
+        } else {
+            stuck.check(older);
+            std::hint::spin_loop();
         }
     }
 }
@@ -1067,6 +1074,13 @@ impl<'a> StuckWait<'a> {
         if self.spins % 1024 != 1 {
             return;
         }
+        self.check_now(older);
+    }
+
+    /// [`check`](Self::check) without its spin count: reads the clock now
+    /// (for a waiter that yields between checks).
+    #[cold]
+    fn check_now(&mut self, older: u64) {
         let now = Instant::now();
         let since = match self.since {
             Some((lap, since)) if lap == older => since,

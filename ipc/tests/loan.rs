@@ -434,3 +434,90 @@ fn regression_a_publish_behind_an_older_lap_spun_without_yielding() {
         "the publish behind the older lap never let its holder run"
     );
 }
+
+/// Regression: once `wait_for_older_laps` yields (after its first spins),
+/// it still read the clock only every 1024 checks, and each yield to a
+/// busy thread of the same CPU costs that thread's whole turn: a publish
+/// under `GatingPolicy::Fail` (1 ms grace) behind a live loan gave up only
+/// after about 1024 such turns (seconds on a loaded machine), a dead
+/// holder's lap was resolved as late. Made deterministic as in
+/// `regression_a_publish_behind_an_older_lap_spun_without_yielding`: one
+/// CPU under `SCHED_FIFO`, where the holder of the loan is also a busy
+/// thread that runs only while the waiter yields, for about 200 µs a
+/// turn, and counts its turns. The waiter must give up with `StuckBehind`
+/// after a handful of turns, not a thousand. Skipped where `SCHED_FIFO`
+/// is refused.
+#[test]
+fn regression_a_yielding_older_lap_wait_read_the_clock_once_per_1024_yields() {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use std::sync::Arc;
+    use std::time::Instant;
+    // SAFETY: sched_getcpu takes no arguments.
+    let cpu = usize::try_from(unsafe { libc::sched_getcpu() }).unwrap_or(0);
+    let probe = std::thread::spawn(move || pin_fifo(cpu)).join().unwrap();
+    if !probe {
+        eprintln!("skipped: SCHED_FIFO or pinning refused to this process");
+        return;
+    }
+    let bus = bus("older-lap-clock", TopicKind::Trade);
+    let cap = bus.segment("t").unwrap().ring().capacity();
+    let mut a = bus.publisher("t").unwrap();
+    let mut b = bus
+        .publisher_with(
+            "t",
+            zerocast_ipc::PublisherOptions {
+                gating: zerocast_ipc::GatingPolicy::Fail,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    // SeqCst for the flags and the count: a test's handshakes, on one CPU.
+    let waiting = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicBool::new(false));
+    let turns = Arc::new(AtomicU32::new(0));
+    let (lent_tx, lent_rx) = std::sync::mpsc::channel();
+    let holder = {
+        let (waiting, done, turns) = (waiting.clone(), done.clone(), turns.clone());
+        std::thread::spawn(move || {
+            assert!(pin_fifo(cpu));
+            let loan = a.loan::<TradeEvent>().unwrap().write(&trade(0));
+            lent_tx.send(loan.seq()).unwrap();
+            // Runs only while the waiter yields (same CPU, same FIFO
+            // priority): each turn is busy for ~200 µs, then yields back.
+            while !done.load(Ordering::SeqCst) {
+                if waiting.load(Ordering::SeqCst) {
+                    turns.fetch_add(1, Ordering::SeqCst);
+                }
+                let busy = Instant::now();
+                while busy.elapsed() < Duration::from_micros(200) {
+                    std::hint::spin_loop();
+                }
+                std::thread::yield_now();
+            }
+            loan.commit()
+        })
+    };
+    let waiter = std::thread::spawn(move || {
+        assert!(pin_fifo(cpu));
+        assert_eq!(lent_rx.recv().unwrap(), 0);
+        for i in 1..cap {
+            assert_eq!(b.publish(&trade(i)).unwrap(), i);
+        }
+        waiting.store(true, Ordering::SeqCst);
+        // Lands on the loan's slot, held by a live publisher: gives up.
+        let result = b.publish(&trade(cap)).map_err(|e| e.to_string());
+        done.store(true, Ordering::SeqCst);
+        result
+    });
+    let waited = waiter.join().unwrap();
+    let committed = holder.join().unwrap();
+    bus.remove_segments();
+    assert_eq!(committed, 0);
+    let waited = waited.expect_err("the publish behind a live loan went through");
+    assert!(waited.contains("has not committed sequence 0"), "{waited}");
+    let turns = turns.load(Ordering::SeqCst);
+    assert!(
+        turns < 64,
+        "the waiter yielded {turns} busy turns of ~200 µs before it read the clock (1 ms grace)"
+    );
+}
