@@ -471,23 +471,24 @@ fn regression_a_yielding_older_lap_wait_read_the_clock_once_per_1024_yields() {
             },
         )
         .unwrap();
-    // SeqCst for the flags and the count: a test's handshakes, on one CPU.
-    let waiting = Arc::new(AtomicBool::new(false));
+    // SeqCst for the flag and the count: a test's handshakes, on one CPU.
     let done = Arc::new(AtomicBool::new(false));
     let turns = Arc::new(AtomicU32::new(0));
     let (lent_tx, lent_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
     let holder = {
-        let (waiting, done, turns) = (waiting.clone(), done.clone(), turns.clone());
+        let (done, turns) = (done.clone(), turns.clone());
         std::thread::spawn(move || {
             assert!(pin_fifo(cpu));
             let loan = a.loan::<TradeEvent>().unwrap().write(&trade(0));
             lent_tx.send(loan.seq()).unwrap();
+            // Blocks until the waiter is about to wait (busy before that,
+            // it would keep the CPU from the waiter's own pinning).
+            go_rx.recv().unwrap();
             // Runs only while the waiter yields (same CPU, same FIFO
             // priority): each turn is busy for ~200 µs, then yields back.
             while !done.load(Ordering::SeqCst) {
-                if waiting.load(Ordering::SeqCst) {
-                    turns.fetch_add(1, Ordering::SeqCst);
-                }
+                turns.fetch_add(1, Ordering::SeqCst);
                 let busy = Instant::now();
                 while busy.elapsed() < Duration::from_micros(200) {
                     std::hint::spin_loop();
@@ -503,7 +504,8 @@ fn regression_a_yielding_older_lap_wait_read_the_clock_once_per_1024_yields() {
         for i in 1..cap {
             assert_eq!(b.publish(&trade(i)).unwrap(), i);
         }
-        waiting.store(true, Ordering::SeqCst);
+        // Wakes the holder, which runs once the waiter yields.
+        go_tx.send(()).unwrap();
         // Lands on the loan's slot, held by a live publisher: gives up.
         let result = b.publish(&trade(cap)).map_err(|e| e.to_string());
         done.store(true, Ordering::SeqCst);
