@@ -110,8 +110,11 @@ impl Drop for Side {
             let _ = std::fs::remove_file(path);
         }
         let _ = std::fs::remove_file(&self.config);
-        // The importer's record of the origin it follows.
-        let _ = std::fs::remove_file(format!("/dev/shm/zerocast-bridge.{}.{TOPIC}", self.ns));
+        // The importer's record of the origin it follows, and the `.tmp`
+        // an importer killed while writing it leaves.
+        for (_, path) in zerocast_runtime::bridge::import::origin_records(self.bus.config()) {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 

@@ -911,14 +911,20 @@ async fn regression_a_resume_from_the_future_is_refused_with_an_error() {
             err.is_some_and(|e| e["error"].as_str().unwrap().contains("\"from\"")),
             "from {from}: {m:?}"
         );
-        // The connection stays usable: a plain resume still works.
-        let m = subscribed(
+        // The connection stays usable: a plain resume still works. One
+        // wait for the reply and the data: a writer that runs late sends
+        // both in one batch (`subscribed` would return the data with the
+        // reply, and a wait for data after it would never end).
+        send(
             &mut ws,
             json!({"op":"subscribe","topics":["trade_events"],"from":first}),
         )
         .await;
-        assert!(m.iter().any(|v| v["type"] == "subscribed"), "{m:?}");
-        let m = collect(&mut ws, |m| !data(m).is_empty()).await;
+        let m = collect(&mut ws, |m| {
+            !data(m).is_empty() && m.iter().any(|v| v["type"] == "subscribed")
+        })
+        .await;
+        assert_eq!(m[0]["type"], "subscribed", "{m:?}");
         assert_eq!(data(&m)[0]["seq"], first, "{m:?}");
     }
 }
@@ -959,6 +965,83 @@ async fn regression_subscribed_came_after_the_data_of_its_subscription() {
             assert_eq!(m[0]["type"], "subscribed", "{req}: {m:?}");
             assert_eq!(data(&m)[0]["seq"], *seq, "{req}: {m:?}");
         }
+    }
+}
+
+/// A slow client's pending gap (trades its live subscription dropped, told
+/// once its queue drains) was sent after the reply to a subscription that
+/// replaced it: a client resuming from before the gap was told, after its
+/// `subscribed`, that sequences would never be sent which the resume then
+/// sent. What the replaced subscription lost is told before the reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_replaced_subscriptions_gap_came_after_the_new_reply() {
+    let gw = start(
+        "regap",
+        16 << 20,
+        GatewayOptions {
+            budget: 256 << 10,
+            send_buffer: Some(4096),
+            ..Default::default()
+        },
+    );
+    let mut slow = connect_slow(gw.addr).await;
+    let mut witness = connect(gw.addr).await;
+    let sub = json!({"op":"subscribe","topics":["trade_events"]});
+    subscribed(&mut slow, sub.clone()).await;
+    subscribed(&mut witness, sub).await;
+    // About 1.7 MB: the slow client, not reading, goes over its budget.
+    let mut p = gw.bus.publisher("trade_events").unwrap();
+    let seqs: Vec<u64> = (0..5_000)
+        .map(|n| p.publish(&trade("AAA", n)).unwrap())
+        .collect();
+    let last = *seqs.last().unwrap();
+    // Frames are offered in the order clients registered: once the witness
+    // has the last, the slow client was offered every one.
+    collect(&mut witness, |m| m.iter().any(|v| v["seq"] == last)).await;
+    let resumes = threads_named("gw-resume-");
+    send(
+        &mut slow,
+        json!({"op":"subscribe","topics":["trade_events"],"from":seqs[0]}),
+    )
+    .await;
+    // The request is handled (its resume thread started) while the slow
+    // client's queue is still full, so its gap is still pending.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while threads_named("gw-resume-") <= resumes {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the resume never started"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let m = collect(&mut slow, |m| {
+        m.iter()
+            .skip_while(|v| v["type"] != "subscribed")
+            .any(|v| v["seq"] == last)
+    })
+    .await;
+    let reply = m.iter().position(|v| v["type"] == "subscribed").unwrap();
+    let (before, after) = m.split_at(reply);
+    assert!(
+        before.iter().any(|v| v["type"] == "gap"),
+        "the live subscription's loss was not told before the reply: {:?}",
+        &m[..reply + 1]
+    );
+    let resumed: std::collections::BTreeSet<u64> = data(after)
+        .iter()
+        .map(|v| v["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        resumed.len(),
+        seqs.len(),
+        "the resume delivered every trade"
+    );
+    for g in after.iter().filter(|v| v["type"] == "gap") {
+        let (from, to) = (g["from"].as_u64().unwrap(), g["to"].as_u64().unwrap());
+        assert!(
+            resumed.range(from..=to).next().is_none(),
+            "after the reply, {g} names sequences the resume then sent"
+        );
     }
 }
 

@@ -615,6 +615,17 @@ impl State {
         }
     }
 
+    /// Queues the pending backpressure gap of `topic` now, ahead of its
+    /// turn (told once the queue drains): a subscription replacing the one
+    /// that lost those trades tells it before its own reply, where it is
+    /// the old one's loss, not after it, where it would name sequences a
+    /// resume of the new one then sends.
+    pub(super) fn tell_pending_gap(&mut self, topic: &str) {
+        if let Some(g) = self.gaps.remove(topic) {
+            self.gap(topic, g.from, g.to, g.count);
+        }
+    }
+
     /// Queues a gap message and records its end as told.
     fn gap(&mut self, topic: &str, from: u64, to: u64, count: u64) {
         self.push(Utf8Bytes::from(gap_json(topic, from, to, count)));

@@ -334,6 +334,9 @@ impl Hub {
                 .collect();
             books_of_topic.sort_by_key(|f| f.seq);
             snapshot.append(&mut books_of_topic);
+            // What the subscription replaced here lost goes before the
+            // reply (below), not after it.
+            s.tell_pending_gap(&name);
             let resume = from.filter(|_| !topic.books);
             // Relaxed: only uniqueness matters.
             let resume_id = resume.map_or(0, |_| self.next_resume.fetch_add(1, Ordering::Relaxed));
