@@ -371,6 +371,33 @@ fn pin_fifo(cpu: usize) -> bool {
     }
 }
 
+/// For the two older-lap tests: this thread's CPU (where `SCHED_FIFO`
+/// pinning is allowed: `None`, with a note, where it is refused), a trade
+/// topic, its capacity, a publisher and a second one that gives up at
+/// once (`GatingPolicy::Fail`, with its 1 ms grace behind an older lap).
+fn one_cpu_pair(test: &str) -> Option<(usize, Bus, u64, Publisher, Publisher)> {
+    // SAFETY: sched_getcpu takes no arguments.
+    let cpu = usize::try_from(unsafe { libc::sched_getcpu() }).unwrap_or(0);
+    let probe = std::thread::spawn(move || pin_fifo(cpu)).join().unwrap();
+    if !probe {
+        eprintln!("skipped: SCHED_FIFO or pinning refused to this process");
+        return None;
+    }
+    let bus = bus(test, TopicKind::Trade);
+    let cap = bus.segment("t").unwrap().ring().capacity();
+    let a = bus.publisher("t").unwrap();
+    let b = bus
+        .publisher_with(
+            "t",
+            zerocast_ipc::PublisherOptions {
+                gating: zerocast_ipc::GatingPolicy::Fail,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    Some((cpu, bus, cap, a, b))
+}
+
 /// Regression: a publish waiting behind a live publisher's unfinished
 /// older lap (`wait_for_older_laps`) spun hot until its gating limit,
 /// never yielding: where the publisher it waits for needs the same CPU
@@ -383,25 +410,9 @@ fn pin_fifo(cpu: usize) -> bool {
 /// refused.
 #[test]
 fn regression_a_publish_behind_an_older_lap_spun_without_yielding() {
-    // SAFETY: sched_getcpu takes no arguments.
-    let cpu = usize::try_from(unsafe { libc::sched_getcpu() }).unwrap_or(0);
-    let probe = std::thread::spawn(move || pin_fifo(cpu)).join().unwrap();
-    if !probe {
-        eprintln!("skipped: SCHED_FIFO or pinning refused to this process");
+    let Some((cpu, bus, cap, mut a, mut b)) = one_cpu_pair("older-lap-yield") else {
         return;
-    }
-    let bus = bus("older-lap-yield", TopicKind::Trade);
-    let cap = bus.segment("t").unwrap().ring().capacity();
-    let mut a = bus.publisher("t").unwrap();
-    let mut b = bus
-        .publisher_with(
-            "t",
-            zerocast_ipc::PublisherOptions {
-                gating: zerocast_ipc::GatingPolicy::Fail,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    };
     let (lent_tx, lent_rx) = std::sync::mpsc::channel();
     let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
     let holder = std::thread::spawn(move || {
@@ -452,25 +463,9 @@ fn regression_a_yielding_older_lap_wait_read_the_clock_once_per_1024_yields() {
     use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
     use std::sync::Arc;
     use std::time::Instant;
-    // SAFETY: sched_getcpu takes no arguments.
-    let cpu = usize::try_from(unsafe { libc::sched_getcpu() }).unwrap_or(0);
-    let probe = std::thread::spawn(move || pin_fifo(cpu)).join().unwrap();
-    if !probe {
-        eprintln!("skipped: SCHED_FIFO or pinning refused to this process");
+    let Some((cpu, bus, cap, mut a, mut b)) = one_cpu_pair("older-lap-clock") else {
         return;
-    }
-    let bus = bus("older-lap-clock", TopicKind::Trade);
-    let cap = bus.segment("t").unwrap().ring().capacity();
-    let mut a = bus.publisher("t").unwrap();
-    let mut b = bus
-        .publisher_with(
-            "t",
-            zerocast_ipc::PublisherOptions {
-                gating: zerocast_ipc::GatingPolicy::Fail,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    };
     // SeqCst for the flag and the count: a test's handshakes, on one CPU.
     let done = Arc::new(AtomicBool::new(false));
     let turns = Arc::new(AtomicU32::new(0));
