@@ -250,6 +250,22 @@ fn producers_key_is_read_from_the_config_file() {
     assert!(err.contains("producers") || err.contains("two"), "{err}");
 }
 
+/// Runs test `name` alone in a fresh process (`cmd`: this test binary,
+/// with the environment the child run needs: registration and the wake
+/// protocol are per process) and asserts that it passed.
+fn run_in_a_child(name: &str, cmd: &mut Command) {
+    let out = cmd
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "child run of {name} failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The fallback where publishers cannot rely on the sleepers' membarrier
 /// (a kernel without `MEMBARRIER_CMD_GLOBAL_EXPEDITED`, forced here with
 /// `ZEROCAST_WAKE_FENCE=1` in a child run of this test): publishers keep
@@ -259,17 +275,9 @@ fn producers_key_is_read_from_the_config_file() {
 fn wake_fence_fallback_still_wakes_a_blocking_subscriber() {
     use zerocast_ipc::wait::{register_publisher, WAKE_FENCE_ENV};
     if std::env::var_os(WAKE_FENCE_ENV).is_none() {
-        let name = "wake_fence_fallback_still_wakes_a_blocking_subscriber";
-        let out = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", name, "--nocapture", "--test-threads=1"])
-            .env(WAKE_FENCE_ENV, "1")
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success() && stdout.contains("1 passed"),
-            "child run failed: {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
+        run_in_a_child(
+            "wake_fence_fallback_still_wakes_a_blocking_subscriber",
+            Command::new(std::env::current_exe().unwrap()).env(WAKE_FENCE_ENV, "1"),
         );
         return;
     }
@@ -563,18 +571,11 @@ const SUBSCRIBE_ONLY_CHILD_ENV: &str = "ZEROCAST_TEST_SUBSCRIBE_ONLY";
 fn regression_a_subscriber_registered_for_membarrier() {
     use zerocast_ipc::wait::{global_expedited_supported, publisher_registered};
     if std::env::var_os(SUBSCRIBE_ONLY_CHILD_ENV).is_none() {
-        let name = "regression_a_subscriber_registered_for_membarrier";
-        let out = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", name, "--nocapture", "--test-threads=1"])
-            .env(SUBSCRIBE_ONLY_CHILD_ENV, "1")
-            .env_remove(zerocast_ipc::wait::WAKE_FENCE_ENV)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success() && stdout.contains("1 passed"),
-            "child run failed: {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
+        run_in_a_child(
+            "regression_a_subscriber_registered_for_membarrier",
+            Command::new(std::env::current_exe().unwrap())
+                .env(SUBSCRIBE_ONLY_CHILD_ENV, "1")
+                .env_remove(zerocast_ipc::wait::WAKE_FENCE_ENV),
         );
         return;
     }
