@@ -1014,10 +1014,13 @@ async fn regression_a_replaced_subscriptions_gap_came_after_the_new_reply() {
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+    // Until the resume has accounted for the last trade: delivered, or
+    // named in a gap (on a loaded machine the resume itself can overrun
+    // this slow client's budget: its own losses are told as gaps too).
     let m = collect(&mut slow, |m| {
         m.iter()
             .skip_while(|v| v["type"] != "subscribed")
-            .any(|v| v["seq"] == last)
+            .any(|v| v["seq"] == last || (v["type"] == "gap" && v["to"].as_u64() >= Some(last)))
     })
     .await;
     let reply = m.iter().position(|v| v["type"] == "subscribed").unwrap();
@@ -1031,16 +1034,21 @@ async fn regression_a_replaced_subscriptions_gap_came_after_the_new_reply() {
         .iter()
         .map(|v| v["seq"].as_u64().unwrap())
         .collect();
-    assert_eq!(
-        resumed.len(),
-        seqs.len(),
-        "the resume delivered every trade"
-    );
+    let mut told_lost = std::collections::BTreeSet::new();
     for g in after.iter().filter(|v| v["type"] == "gap") {
         let (from, to) = (g["from"].as_u64().unwrap(), g["to"].as_u64().unwrap());
         assert!(
             resumed.range(from..=to).next().is_none(),
             "after the reply, {g} names sequences the resume then sent"
+        );
+        told_lost.extend(from..=to);
+    }
+    // Every trade is accounted for after the reply, exactly once: sent by
+    // the resume, or told lost by it.
+    for seq in &seqs {
+        assert!(
+            resumed.contains(seq) != told_lost.contains(seq),
+            "after the reply, trade {seq} was neither sent nor told lost (or both)"
         );
     }
 }
