@@ -1843,15 +1843,7 @@ fn regression_demo_removes_segments_of_killed_demos() {
         let o = finish(spawn(c), &["pub"]);
         assert!(o.status.success(), "{}", stderr(&o));
         assert!(seg.exists());
-        let out = ns.run(&[
-            "demo",
-            "--duration",
-            "0.3",
-            "--rate",
-            "2000",
-            "--gateway",
-            "off",
-        ]);
+        let out = short_demo(&ns);
         let existed = seg.exists();
         let _ = std::fs::remove_file(&seg);
         let text = stdout(&out);
@@ -1863,6 +1855,19 @@ fn regression_demo_removes_segments_of_killed_demos() {
         eprintln!("attempt {attempt}: {dead} was removed by another demo first");
     }
     panic!("the demo never said which dead demo's segments it removed");
+}
+
+/// A 0.3 s demo in `ns`, without its gateway.
+fn short_demo(ns: &Ns) -> std::process::Output {
+    ns.run(&[
+        "demo",
+        "--duration",
+        "0.3",
+        "--rate",
+        "2000",
+        "--gateway",
+        "off",
+    ])
 }
 
 /// Review finding: a demo removed a killed demo's segments, ack channels
@@ -1880,15 +1885,7 @@ fn regression_demo_removes_the_counters_table_of_killed_demos() {
     // A table nobody uses any more (claimed by no live process).
     drop(zerocast_ipc::counters::CountersTable::open_or_create(&path).unwrap());
     assert!(path.exists());
-    let out = ns.run(&[
-        "demo",
-        "--duration",
-        "0.3",
-        "--rate",
-        "2000",
-        "--gateway",
-        "off",
-    ]);
+    let out = short_demo(&ns);
     let existed = path.exists();
     let _ = std::fs::remove_file(&path);
     assert!(out.status.success(), "{}", stderr(&out));

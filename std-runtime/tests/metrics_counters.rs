@@ -156,19 +156,11 @@ fn get(addr: &str, path: &str) -> (String, String) {
 
 #[path = "support/exposition.rs"]
 mod exposition;
-use exposition::{find, parse_exposition, Sample};
+use exposition::{find, parse_exposition, try_find, Sample};
 
 /// The value of `name` with `labels`, if exported.
 fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    samples
-        .iter()
-        .find(|s| {
-            s.name == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
-        })
-        .map(|s| s.value)
+    try_find(samples, name, labels).map(|s| s.value)
 }
 
 /// Checks a histogram's buckets: cumulative, the `+Inf` one equal to the

@@ -128,14 +128,21 @@ fn parse_labels<'a>(mut r: &'a str, line: &str) -> (HashMap<String, String>, &'a
     }
 }
 
+/// The sample `name` with (at least) `labels`, if exported.
+pub fn try_find<'a>(
+    samples: &'a [Sample],
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Option<&'a Sample> {
+    samples.iter().find(|s| {
+        s.name == name
+            && labels
+                .iter()
+                .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+    })
+}
+
 pub fn find<'a>(samples: &'a [Sample], name: &str, labels: &[(&str, &str)]) -> &'a Sample {
-    samples
-        .iter()
-        .find(|s| {
-            s.name == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
-        })
+    try_find(samples, name, labels)
         .unwrap_or_else(|| panic!("no {name} {labels:?} in {samples:#?}"))
 }
