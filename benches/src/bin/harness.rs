@@ -411,10 +411,13 @@ impl Sender {
             Self::Zc(p) => {
                 p.publish(body).expect("publish");
             }
-            Self::Raw { buf, .. } => {
+            Self::Raw {
+                seg, cache, buf, ..
+            } => {
                 let words = frame::encode(body, 0, mono_ns(), &mut buf.0).expect("encode");
-                let words = buf.0[..words].to_vec();
-                self.send_words(&words);
+                seg.ring()
+                    .try_publish(cache, &buf.0[..words])
+                    .expect("raw publish");
             }
             Self::Plain {
                 publisher,
