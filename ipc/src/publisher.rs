@@ -1051,8 +1051,17 @@ fn wait_for_older_laps(seg: &Segment, policy: GatingPolicy, n: u64) -> Result<()
 /// stall: declared lost if no live publisher has it in flight. Before the
 /// bound nothing is declared, so a live publisher between its claim and its
 /// in-flight record is never mistaken for a dead one.
+///
+/// Also the yield of the ring's waits behind an older lap (`begin_write`,
+/// marking a claim lost, a claim given up): the no_std ring spins and
+/// calls [`check`](Self::check) on every turn, and cannot yield itself.
+/// Shaped as [`wait_for_older_laps`]: [`OLDER_LAP_SPINS`] spins, then a
+/// yield on every further turn (the older lap's publisher may need this
+/// very CPU), with the clock read on every yield.
 struct StuckWait<'a> {
     seg: &'a Segment,
+    /// Turns waited so far, saturating: once past [`OLDER_LAP_SPINS`], this
+    /// wait yields for good.
     spins: u32,
     /// The older lap waited for, and since when: each lap gets its own
     /// full stall bound.
@@ -1068,13 +1077,19 @@ impl<'a> StuckWait<'a> {
         }
     }
 
+    /// One turn of a ring's wait behind `older`: the first reads the clock
+    /// (the stall bound is timed from it), the next [`OLDER_LAP_SPINS`]
+    /// only spin (the ring pauses after each), every later one reads the
+    /// clock and yields the CPU.
     #[cold]
     fn check(&mut self, older: u64) {
-        self.spins = self.spins.wrapping_add(1);
-        if self.spins % 1024 != 1 {
-            return;
+        self.spins = self.spins.saturating_add(1);
+        if self.spins == 1 {
+            self.check_now(older);
+        } else if self.spins > OLDER_LAP_SPINS {
+            self.check_now(older);
+            std::thread::yield_now();
         }
-        self.check_now(older);
     }
 
     /// [`check`](Self::check) without its spin count: reads the clock now
@@ -1093,5 +1108,118 @@ impl<'a> StuckWait<'a> {
             // SAFETY: `older` has held our slot for the stall bound.
             unsafe { self.seg.resolve_stalled(older) };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::publisher::PublisherOptions;
+
+    /// Pins the calling thread to `cpu` and runs it under `SCHED_FIFO` at
+    /// priority 1; false if this process may not (no `CAP_SYS_NICE`).
+    fn pin_fifo(cpu: usize) -> bool {
+        // SAFETY: `set` is a plain bitmask written through the libc macros;
+        // pid 0 is the calling thread for both calls, which read only the
+        // structures passed.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                return false;
+            }
+            let param = libc::sched_param { sched_priority: 1 };
+            libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) == 0
+        }
+    }
+
+    /// This thread's CPU, if a thread may be pinned there under
+    /// `SCHED_FIFO` (`None`, with a note, where that is refused).
+    fn fifo_cpu() -> Option<usize> {
+        // SAFETY: sched_getcpu takes no arguments.
+        let cpu = usize::try_from(unsafe { libc::sched_getcpu() }).unwrap_or(0);
+        if std::thread::spawn(move || pin_fifo(cpu)).join().unwrap() {
+            Some(cpu)
+        } else {
+            eprintln!("skipped: SCHED_FIFO or pinning refused to this process");
+            None
+        }
+    }
+
+    fn heartbeat(sequence: u64) -> Heartbeat {
+        Heartbeat {
+            publisher_id: [0; 16],
+            sequence,
+            timestamp: 0,
+        }
+    }
+
+    /// Review: a publish that had already claimed its sequence and found
+    /// the slot held by an older lap (`begin_write`, `mark_claim_lost`,
+    /// the claim paths giving a claim up: every wait that calls
+    /// `StuckWait::check`) spun without ever yielding, where the pre-claim
+    /// `wait_for_older_laps` yields after its first spins. With several
+    /// publishers a publish may claim a later sequence than the head it
+    /// checked and land there; where the older lap's publisher needs the
+    /// same CPU (2 cores under load), the waiter burnt its slices and
+    /// starved it. Made deterministic here: both threads on one CPU under
+    /// `SCHED_FIFO` at one priority, where the holder of the older lap (a
+    /// live loan, which the stall bound never declares lost) runs only
+    /// when the waiter yields; the waiter's claim bypasses the pre-claim
+    /// check as a raced claim does. Without the yield it never returns.
+    /// Skipped where `SCHED_FIFO` is refused.
+    #[test]
+    fn regression_a_claimed_publish_behind_an_older_lap_spun_without_yielding() {
+        let Some(cpu) = fifo_cpu() else {
+            return;
+        };
+        let path = std::env::temp_dir().join(format!("zc-claimedlap-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let seg = Arc::new(Segment::create(&path, "claimedlap", 64, 32).unwrap());
+        let cap = seg.ring().capacity();
+        let mut a = ShmPublisher::new(seg.clone(), &PublisherOptions::default()).unwrap();
+        let mut b = ShmPublisher::new(seg.clone(), &PublisherOptions::default()).unwrap();
+        let (lent_tx, lent_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let holder = std::thread::spawn(move || {
+            assert!(pin_fifo(cpu));
+            let loan = a.loan::<Heartbeat>().unwrap().write(&heartbeat(0));
+            lent_tx.send(loan.seq()).unwrap();
+            // Blocks: the waiter runs until it sends `go`, then keeps the
+            // CPU (a woken thread of the same FIFO priority does not
+            // preempt it) until it yields.
+            go_rx.recv().unwrap();
+            let committed = loan.commit();
+            drop(a);
+            committed
+        });
+        let waiter = std::thread::spawn(move || {
+            assert!(pin_fifo(cpu));
+            assert_eq!(lent_rx.recv().unwrap(), 0);
+            for i in 1..cap {
+                assert_eq!(b.publish(&heartbeat(i)).unwrap(), i);
+            }
+            let mut buf = frame::FrameBuf::default();
+            let n = frame::encode(&heartbeat(cap), b.entry as u32, 0, &mut buf.0).unwrap();
+            go_tx.send(()).unwrap();
+            // Claims `cap` without the pre-claim check, as a publish that
+            // raced other publishers past the head it checked: lands on
+            // the loan's slot and waits in `begin_write`.
+            let result = claim_and_commit(&b.seg, b.entry, &mut b.cache, b.policy, &buf.0[..n]);
+            drop(b);
+            done_tx.send(result.map_err(|e| e.to_string())).unwrap();
+        });
+        let waited = done_rx.recv_timeout(Duration::from_secs(10));
+        assert!(
+            waited.is_ok(),
+            "the claimed publish behind the older lap never let its holder run (10 s)"
+        );
+        waiter.join().unwrap();
+        let committed = holder.join().unwrap();
+        drop(seg);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(committed, 0);
+        assert_eq!(waited.unwrap(), Ok(cap));
     }
 }
