@@ -983,6 +983,11 @@ const OLDER_LAP_GRACE: Duration = Duration::from_millis(1);
 /// may need this very CPU to finish (a 2-core machine under load).
 const OLDER_LAP_SPINS: u32 = 64;
 
+/// How often [`wait_for_older_laps`], past its limit, asks the publisher
+/// table (which reads `/proc`) whether the lap it waits for has a live
+/// holder: the first time at once, then at most this often per lap.
+const LIVENESS_CHECK_EVERY: Duration = Duration::from_millis(1);
+
 /// Waits while one of the next `n` slots is held by an unfinished older
 /// lap. A lap of a dead publisher is resolved after the stall bound (as
 /// `StuckWait` does) however long that takes; a lap a live publisher lists
@@ -993,7 +998,8 @@ const OLDER_LAP_SPINS: u32 = 64;
 ///
 /// Spins [`OLDER_LAP_SPINS`] times, then yields the CPU between checks
 /// (the holder may be waiting for this CPU); the clock (the policy's limit,
-/// the stall bound) is read every 1024 spins, then on every yield.
+/// the stall bound) is read every 1024 spins, then on every yield; past
+/// the limit, the publisher table at most every [`LIVENESS_CHECK_EVERY`].
 ///
 /// Only a snapshot: with several publishers, the sequence this one then
 /// claims may be later than the head checked here, and its slot held after
@@ -1011,6 +1017,8 @@ fn wait_for_older_laps(seg: &Segment, policy: GatingPolicy, n: u64) -> Result<()
     let start = Instant::now();
     let mut stuck = StuckWait::new(seg);
     let mut spins = 0u32;
+    // The lap last asked about in the publisher table, and when.
+    let mut asked: Option<(u64, Instant)> = None;
     loop {
         let head = ring.head();
         let Some(older) = (head..head.saturating_add(n)).find_map(|s| ring.unfinished_older_lap(s))
@@ -1018,18 +1026,30 @@ fn wait_for_older_laps(seg: &Segment, policy: GatingPolicy, n: u64) -> Result<()
             return Ok(());
         };
         // The clock and the publisher table (which reads /proc) are asked
-        // once in a while, not on every spin; once yielding, on every
-        // check: a yield may cost a whole turn of another thread, and 1024
-        // of them would stretch the policy's limit (and the stall bound)
-        // to seconds.
+        // once in a while, not on every spin; once yielding, the clock on
+        // every check: a yield may cost a whole turn of another thread,
+        // and 1024 of them would stretch the policy's limit (and the stall
+        // bound) to seconds. The table at most once per
+        // `LIVENESS_CHECK_EVERY` per lap: behind a dead holder, resolved
+        // only at the stall bound, every yield would read /proc for
+        // nothing.
         let yielding = spins >= OLDER_LAP_SPINS;
-        if (yielding || spins % 1024 == 0) && start.elapsed() >= limit {
-            if let Some(pid) = seg.live_publisher_writing(older) {
-                return Err(Error::StuckBehind {
-                    topic: seg.topic().to_owned(),
-                    pid,
-                    seq: older,
-                });
+        if yielding || spins % 1024 == 0 {
+            let now = Instant::now();
+            let due = asked.is_none_or(|(lap, at)| {
+                lap != older || now.duration_since(at) >= LIVENESS_CHECK_EVERY
+            });
+            if due && now.duration_since(start) >= limit {
+                asked = Some((older, now));
+                #[cfg(test)]
+                LIVENESS_CHECKS.with(|c| c.set(c.get() + 1));
+                if let Some(pid) = seg.live_publisher_writing(older) {
+                    return Err(Error::StuckBehind {
+                        topic: seg.topic().to_owned(),
+                        pid,
+                        seq: older,
+                    });
+                }
             }
         }
         // Saturating: once yielding, for good (a wrap would spin again,
@@ -1043,6 +1063,13 @@ fn wait_for_older_laps(seg: &Segment, policy: GatingPolicy, n: u64) -> Result<()
             std::hint::spin_loop();
         }
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// How often `wait_for_older_laps` asked the publisher table whether a
+    /// live publisher holds the lap it waits for (tests watch the rate).
+    static LIVENESS_CHECKS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
 /// A publish waiting for an older lap of its slot: a publisher that claimed a
@@ -1221,5 +1248,61 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         assert_eq!(committed, 0);
         assert_eq!(waited.unwrap(), Ok(cap));
+    }
+
+    /// Review: once its policy's limit had passed, `wait_for_older_laps`
+    /// asked the publisher table whether a live publisher holds the older
+    /// lap (`live_publisher_writing`, which reads `/proc` for the holder's
+    /// start time) on every yield: behind a dead holder, which is resolved
+    /// only at the stall bound (50 ms), that is tens of thousands of
+    /// `/proc` reads of CPU burnt for nothing (no hang). Now at most one a
+    /// millisecond per lap. Here the holder is a loan whose publisher's
+    /// entry names a dead process (our pid, another start time).
+    #[test]
+    fn regression_an_older_lap_wait_read_proc_on_every_yield_behind_a_dead_holder() {
+        let path = std::env::temp_dir().join(format!("zc-deadlap-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let seg = Arc::new(Segment::create(&path, "deadlap", 64, 32).unwrap());
+        let cap = seg.ring().capacity();
+        let mut a = ShmPublisher::new(seg.clone(), &PublisherOptions::default()).unwrap();
+        // Created before the holder "dies": a new publisher reaps dead
+        // entries, which would resolve its lap at once.
+        let mut b = ShmPublisher::new(
+            seg.clone(),
+            &PublisherOptions {
+                gating: GatingPolicy::Fail,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let loan = a.loan::<Heartbeat>().unwrap().write(&heartbeat(0));
+        assert_eq!(loan.seq(), 0);
+        std::mem::forget(loan);
+        let (pid, start) = crate::layout::owner_parts(current_owner());
+        // Relaxed: single-threaded; the holder's entry now names a dead
+        // process (a reused pid), its lap in flight.
+        seg.header().publishers[a.entry].pid.store(
+            crate::layout::owner_word(pid, start.wrapping_add(1)),
+            Ordering::Relaxed,
+        );
+        std::mem::forget(a);
+        for i in 1..cap {
+            assert_eq!(b.publish(&heartbeat(i)).unwrap(), i);
+        }
+        LIVENESS_CHECKS.with(|c| c.set(0));
+        let started = Instant::now();
+        let published = b.publish(&heartbeat(cap)).map_err(|e| e.to_string());
+        let waited = started.elapsed();
+        let checks = LIVENESS_CHECKS.with(|c| c.get());
+        drop((b, seg));
+        std::fs::remove_file(&path).unwrap();
+        // The dead holder's lap was resolved at the stall bound.
+        assert_eq!(published, Ok(cap));
+        let allowed = waited.as_millis() as u32 + 4;
+        assert!(
+            checks <= allowed,
+            "{checks} liveness checks of the holder in {waited:?} behind a dead holder \
+             (want at most one a millisecond: {allowed})"
+        );
     }
 }
