@@ -517,7 +517,7 @@ impl ShmPublisher {
     fn check_fits(&self, words: usize) -> Result<()> {
         // A Relaxed load: bumped in this process only by the fork handler,
         // which ran before anything else in a forked child (see `FORKS`).
-        if forks_now() != self.forks {
+        if forks_now() != self.forks && is_forked_copy(self.forks, owner_pid(self.owner)) {
             return Err(Error::PublisherInheritedByFork {
                 topic: self.seg.topic().to_owned(),
                 creator: owner_pid(self.owner),
@@ -571,7 +571,10 @@ static FORKS: AtomicU32 = AtomicU32::new(0);
 extern "C" fn count_fork() {
     // Relaxed: run in the forked child's only thread before fork returns;
     // its later threads are spawned after it (spawning synchronises).
-    FORKS.fetch_add(1, Ordering::Relaxed);
+    // Wraps below `FORKS_UNTRACKED`, which the count never holds.
+    let next = (FORKS.load(Ordering::Relaxed) + 1) % FORKS_UNTRACKED;
+    // Relaxed: as above (the child's only thread).
+    FORKS.store(next, Ordering::Relaxed);
 }
 
 /// [`FORKS`] now, without installing the handler: for the per-call check of
@@ -582,21 +585,51 @@ pub(crate) fn forks_now() -> u32 {
     FORKS.load(Ordering::Relaxed)
 }
 
-/// [`FORKS`] now, with its handler installed (once per process). Also
-/// used by subscribers, whose copies in a forked child detach (see
+/// What [`fork_count`] returns where its handler could not be installed
+/// (`pthread_atfork` failed, ENOMEM): [`FORKS`] never holds it, so the
+/// per-call check of such a handle always fails and sends it to
+/// [`is_forked_copy`], which then compares pids.
+const FORKS_UNTRACKED: u32 = u32::MAX;
+
+/// [`FORKS`] now, with its handler installed (once per process); where the
+/// installation failed, [`FORKS_UNTRACKED`]. Also used by subscribers,
+/// whose copies in a forked child detach (see
 /// [`ShmSubscriber`](crate::ShmSubscriber)).
 pub(crate) fn fork_count() -> u32 {
-    static INSTALLED: std::sync::Once = std::sync::Once::new();
-    INSTALLED.call_once(|| {
+    static INSTALLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let installed = *INSTALLED.get_or_init(|| {
+        #[cfg(test)]
+        if std::env::var_os(ATFORK_FAILS_ENV).is_some() {
+            // Simulated ENOMEM (see the constant).
+            return false;
+        }
         // SAFETY: registers a child handler that only bumps an atomic
-        // (async-signal-safe, as a handler run after fork must be). A
-        // failure (ENOMEM) leaves the check without effect: the Drop check
-        // by pid still protects the parent's entry.
-        unsafe { libc::pthread_atfork(None, None, Some(count_fork)) };
+        // (async-signal-safe, as a handler run after fork must be).
+        unsafe { libc::pthread_atfork(None, None, Some(count_fork)) == 0 }
     });
+    if !installed {
+        return FORKS_UNTRACKED;
+    }
     // Relaxed: see `count_fork`.
     FORKS.load(Ordering::Relaxed)
 }
+
+/// For a handle made with fork count `forks` by process `creator`, whose
+/// per-call check found [`forks_now`] different: whether it is a copy in
+/// a forked child. Yes if the count moved; where the fork handler is
+/// missing ([`FORKS_UNTRACKED`]), if this process is not its creator
+/// (`getpid`, a system call on every use of such a handle: the price of
+/// the failed registration, never paid otherwise).
+#[cold]
+#[inline(never)]
+pub(crate) fn is_forked_copy(forks: u32, creator: u32) -> bool {
+    forks != FORKS_UNTRACKED || std::process::id() != creator
+}
+
+/// Set (in a test process) to make the `pthread_atfork` registration of
+/// [`fork_count`] fail, as ENOMEM would.
+#[cfg(test)]
+pub(crate) const ATFORK_FAILS_ENV: &str = "ZEROCAST_TEST_ATFORK_FAILS";
 
 /// Counts frames in the publisher table (`published`, this publisher's
 /// running total) and wakes sleeping subscribers.
@@ -1304,5 +1337,63 @@ mod tests {
             "{checks} liveness checks of the holder in {waited:?} behind a dead holder \
              (want at most one a millisecond: {allowed})"
         );
+    }
+
+    /// Review: as for subscribers
+    /// (`regression_a_forked_subscriber_copy_did_not_detach_when_atfork_registration_failed`):
+    /// with the `pthread_atfork` registration failed, a forked child
+    /// published through the publisher it inherited (on a single-producer
+    /// topic, a second producer). It now gets `PublisherInheritedByFork`,
+    /// by pid, and the parent still publishes. Reruns itself in a fresh
+    /// process where the registration is made to fail.
+    #[test]
+    fn regression_a_forked_publisher_copy_published_when_atfork_registration_failed() {
+        const NAME: &str = "publisher::tests::regression_a_forked_publisher_copy_published_when_atfork_registration_failed";
+        if std::env::var_os(ATFORK_FAILS_ENV).is_none() {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+                .env(ATFORK_FAILS_ENV, "1")
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && stdout.contains("1 passed"),
+                "child run failed: {stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return;
+        }
+        let path = std::env::temp_dir().join(format!("zc-forkpub-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let seg = Arc::new(Segment::create(&path, "forkpub", 64, 32).unwrap());
+        let mut publisher = ShmPublisher::new(seg.clone(), &PublisherOptions::default()).unwrap();
+        assert_eq!(publisher.publish(&heartbeat(0)).unwrap(), 0);
+        // SAFETY: the child only tries one publish (which fails before
+        // touching the ring, or writes a slot of the shared mapping) and
+        // leaves with _exit, reporting through its exit code.
+        let child = unsafe { libc::fork() };
+        assert!(child >= 0, "fork failed");
+        if child == 0 {
+            let code = match publisher.publish(&heartbeat(1)) {
+                Err(Error::PublisherInheritedByFork { .. }) => 0,
+                Err(_) => 2,
+                Ok(_) => 1,
+            };
+            // SAFETY: ends the child without running the test harness.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child forked above.
+        assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+        let parent = publisher.publish(&heartbeat(1)).map_err(|e| e.to_string());
+        drop((publisher, seg));
+        std::fs::remove_file(&path).unwrap();
+        assert!(libc::WIFEXITED(status), "child status {status:#x}");
+        assert_eq!(
+            libc::WEXITSTATUS(status),
+            0,
+            "the child published through its inherited publisher (1), or failed otherwise (2)"
+        );
+        assert_eq!(parent, Ok(1), "the parent could no longer publish");
     }
 }
