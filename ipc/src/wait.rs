@@ -52,7 +52,7 @@
 //! kernel keeps the registration in the memory descriptor, which `fork`
 //! copies (`dup_mm`) and only `execve` clears (`membarrier_exec_mmap`;
 //! there is no command to unregister). The child also inherits
-//! [`PUBLISHER_REGISTERED`], set, and the once-only registration done, so
+//! `PUBLISHER_REGISTERED`, set, and the once-only registration done, so
 //! the two agree: a publisher the child creates skips its fence and is
 //! still covered by every sleeper's barrier, and its single-producer
 //! claims by every registration barrier (the protocol above holds in the
