@@ -780,7 +780,11 @@ where
     ///   mistake it for a dead producer's meanwhile.
     /// - `stuck(older)` is called on every spin while giving such a claim up
     ///   waits for an older lap of a slot (a producer that claimed a full
-    ///   ring ago, maybe dead), so the caller can resolve a dead one.
+    ///   ring ago, maybe dead), so the caller can resolve a dead one. The
+    ///   ring (no_std) only pauses between turns and never yields the CPU:
+    ///   a caller that can should yield in `stuck` after a few turns (the
+    ///   ipc layer does after 64), or a waiter on the CPU the older lap's
+    ///   producer needs starves that producer.
     ///   `keep_waiting` is also called (its answer ignored) while giving up
     ///   waits for a gating consumer, so the caller can reclaim a dead one.
     #[inline(always)]
@@ -1986,7 +1990,9 @@ where
     /// Like [`commit`](Self::commit), but while an older lap still holds the
     /// slot (a producer that claimed a full ring ago and stalled or died),
     /// calls `stuck(older_seq)` on every spin, so that a supervising caller
-    /// can declare a dead producer's sequence lost instead of waiting forever.
+    /// can declare a dead producer's sequence lost instead of waiting forever
+    /// (and yield the CPU there: see
+    /// [`Broadcast::claim_batch_wait_with`]).
     pub fn commit_with(self, payload: &[u64], stuck: impl FnMut(u64)) -> Result<u64, PublishError> {
         // The whole payload is the one frame (even an empty one).
         self.0.commit_with(payload, payload.len(), stuck)

@@ -522,7 +522,7 @@ impl ShmPublisher {
     fn check_fits(&self, words: usize) -> Result<()> {
         // A Relaxed load: bumped in this process only by the fork handler,
         // which ran before anything else in a forked child (see `FORKS`).
-        if forks_now() != self.forks {
+        if forks_now() != self.forks && is_forked_copy(self.forks, owner_pid(self.owner)) {
             return Err(Error::PublisherInheritedByFork {
                 topic: self.seg.topic().to_owned(),
                 creator: owner_pid(self.owner),
@@ -576,7 +576,10 @@ static FORKS: AtomicU32 = AtomicU32::new(0);
 extern "C" fn count_fork() {
     // Relaxed: run in the forked child's only thread before fork returns;
     // its later threads are spawned after it (spawning synchronises).
-    FORKS.fetch_add(1, Ordering::Relaxed);
+    // Wraps below `FORKS_UNTRACKED`, which the count never holds.
+    let next = (FORKS.load(Ordering::Relaxed) + 1) % FORKS_UNTRACKED;
+    // Relaxed: as above (the child's only thread).
+    FORKS.store(next, Ordering::Relaxed);
 }
 
 /// [`FORKS`] now, without installing the handler: for the per-call check of
@@ -587,21 +590,51 @@ pub(crate) fn forks_now() -> u32 {
     FORKS.load(Ordering::Relaxed)
 }
 
-/// [`FORKS`] now, with its handler installed (once per process). Also
-/// used by subscribers, whose copies in a forked child detach (see
+/// What [`fork_count`] returns where its handler could not be installed
+/// (`pthread_atfork` failed, ENOMEM): [`FORKS`] never holds it, so the
+/// per-call check of such a handle always fails and sends it to
+/// [`is_forked_copy`], which then compares pids.
+const FORKS_UNTRACKED: u32 = u32::MAX;
+
+/// [`FORKS`] now, with its handler installed (once per process); where the
+/// installation failed, [`FORKS_UNTRACKED`]. Also used by subscribers,
+/// whose copies in a forked child detach (see
 /// [`ShmSubscriber`](crate::ShmSubscriber)).
 pub(crate) fn fork_count() -> u32 {
-    static INSTALLED: std::sync::Once = std::sync::Once::new();
-    INSTALLED.call_once(|| {
+    static INSTALLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let installed = *INSTALLED.get_or_init(|| {
+        #[cfg(test)]
+        if std::env::var_os(ATFORK_FAILS_ENV).is_some() {
+            // Simulated ENOMEM (see the constant).
+            return false;
+        }
         // SAFETY: registers a child handler that only bumps an atomic
-        // (async-signal-safe, as a handler run after fork must be). A
-        // failure (ENOMEM) leaves the check without effect: the Drop check
-        // by pid still protects the parent's entry.
-        unsafe { libc::pthread_atfork(None, None, Some(count_fork)) };
+        // (async-signal-safe, as a handler run after fork must be).
+        unsafe { libc::pthread_atfork(None, None, Some(count_fork)) == 0 }
     });
+    if !installed {
+        return FORKS_UNTRACKED;
+    }
     // Relaxed: see `count_fork`.
     FORKS.load(Ordering::Relaxed)
 }
+
+/// For a handle made with fork count `forks` by process `creator`, whose
+/// per-call check found [`forks_now`] different: whether it is a copy in
+/// a forked child. Yes if the count moved; where the fork handler is
+/// missing ([`FORKS_UNTRACKED`]), if this process is not its creator
+/// (`getpid`, a system call on every use of such a handle: the price of
+/// the failed registration, never paid otherwise).
+#[cold]
+#[inline(never)]
+pub(crate) fn is_forked_copy(forks: u32, creator: u32) -> bool {
+    forks != FORKS_UNTRACKED || std::process::id() != creator
+}
+
+/// Set (in a test process) to make the `pthread_atfork` registration of
+/// [`fork_count`] fail, as ENOMEM would.
+#[cfg(test)]
+pub(crate) const ATFORK_FAILS_ENV: &str = "ZEROCAST_TEST_ATFORK_FAILS";
 
 /// Counts frames in the publisher table (`published`, this publisher's
 /// running total) and wakes sleeping subscribers.
@@ -988,6 +1021,11 @@ const OLDER_LAP_GRACE: Duration = Duration::from_millis(1);
 /// may need this very CPU to finish (a 2-core machine under load).
 const OLDER_LAP_SPINS: u32 = 64;
 
+/// How often [`wait_for_older_laps`], past its limit, asks the publisher
+/// table (which reads `/proc`) whether the lap it waits for has a live
+/// holder: the first time at once, then at most this often per lap.
+const LIVENESS_CHECK_EVERY: Duration = Duration::from_millis(1);
+
 /// Waits while one of the next `n` slots is held by an unfinished older
 /// lap. A lap of a dead publisher is resolved after the stall bound (as
 /// `StuckWait` does) however long that takes; a lap a live publisher lists
@@ -998,7 +1036,8 @@ const OLDER_LAP_SPINS: u32 = 64;
 ///
 /// Spins [`OLDER_LAP_SPINS`] times, then yields the CPU between checks
 /// (the holder may be waiting for this CPU); the clock (the policy's limit,
-/// the stall bound) is read every 1024 spins, then on every yield.
+/// the stall bound) is read every 1024 spins, then on every yield; past
+/// the limit, the publisher table at most every [`LIVENESS_CHECK_EVERY`].
 ///
 /// Only a snapshot: with several publishers, the sequence this one then
 /// claims may be later than the head checked here, and its slot held after
@@ -1016,6 +1055,8 @@ fn wait_for_older_laps(seg: &Segment, policy: GatingPolicy, n: u64) -> Result<()
     let start = Instant::now();
     let mut stuck = StuckWait::new(seg);
     let mut spins = 0u32;
+    // The lap last asked about in the publisher table, and when.
+    let mut asked: Option<(u64, Instant)> = None;
     loop {
         let head = ring.head();
         let Some(older) = (head..head.saturating_add(n)).find_map(|s| ring.unfinished_older_lap(s))
@@ -1023,18 +1064,30 @@ fn wait_for_older_laps(seg: &Segment, policy: GatingPolicy, n: u64) -> Result<()
             return Ok(());
         };
         // The clock and the publisher table (which reads /proc) are asked
-        // once in a while, not on every spin; once yielding, on every
-        // check: a yield may cost a whole turn of another thread, and 1024
-        // of them would stretch the policy's limit (and the stall bound)
-        // to seconds.
+        // once in a while, not on every spin; once yielding, the clock on
+        // every check: a yield may cost a whole turn of another thread,
+        // and 1024 of them would stretch the policy's limit (and the stall
+        // bound) to seconds. The table at most once per
+        // `LIVENESS_CHECK_EVERY` per lap: behind a dead holder, resolved
+        // only at the stall bound, every yield would read /proc for
+        // nothing.
         let yielding = spins >= OLDER_LAP_SPINS;
-        if (yielding || spins % 1024 == 0) && start.elapsed() >= limit {
-            if let Some(pid) = seg.live_publisher_writing(older) {
-                return Err(Error::StuckBehind {
-                    topic: seg.topic().to_owned(),
-                    pid,
-                    seq: older,
-                });
+        if yielding || spins % 1024 == 0 {
+            let now = Instant::now();
+            let due = asked.is_none_or(|(lap, at)| {
+                lap != older || now.duration_since(at) >= LIVENESS_CHECK_EVERY
+            });
+            if due && now.duration_since(start) >= limit {
+                asked = Some((older, now));
+                #[cfg(test)]
+                LIVENESS_CHECKS.with(|c| c.set(c.get() + 1));
+                if let Some(pid) = seg.live_publisher_writing(older) {
+                    return Err(Error::StuckBehind {
+                        topic: seg.topic().to_owned(),
+                        pid,
+                        seq: older,
+                    });
+                }
             }
         }
         // Saturating: once yielding, for good (a wrap would spin again,
@@ -1050,14 +1103,30 @@ fn wait_for_older_laps(seg: &Segment, policy: GatingPolicy, n: u64) -> Result<()
     }
 }
 
+#[cfg(test)]
+thread_local! {
+    /// How often `wait_for_older_laps` asked the publisher table whether a
+    /// live publisher holds the lap it waits for (tests watch the rate).
+    static LIVENESS_CHECKS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
 /// A publish waiting for an older lap of its slot: a publisher that claimed a
 /// full ring ago and has not committed. If that lasts past
 /// [`STALL_BOUND`], the older sequence is resolved as subscribers resolve a
 /// stall: declared lost if no live publisher has it in flight. Before the
 /// bound nothing is declared, so a live publisher between its claim and its
 /// in-flight record is never mistaken for a dead one.
+///
+/// Also the yield of the ring's waits behind an older lap (`begin_write`,
+/// marking a claim lost, a claim given up): the no_std ring spins and
+/// calls [`check`](Self::check) on every turn, and cannot yield itself.
+/// Shaped as [`wait_for_older_laps`]: [`OLDER_LAP_SPINS`] spins, then a
+/// yield on every further turn (the older lap's publisher may need this
+/// very CPU), with the clock read on every yield.
 struct StuckWait<'a> {
     seg: &'a Segment,
+    /// Turns waited so far, saturating: once past [`OLDER_LAP_SPINS`], this
+    /// wait yields for good.
     spins: u32,
     /// The older lap waited for, and since when: each lap gets its own
     /// full stall bound.
@@ -1073,13 +1142,19 @@ impl<'a> StuckWait<'a> {
         }
     }
 
+    /// One turn of a ring's wait behind `older`: the first reads the clock
+    /// (the stall bound is timed from it), the next [`OLDER_LAP_SPINS`]
+    /// only spin (the ring pauses after each), every later one reads the
+    /// clock and yields the CPU.
     #[cold]
     fn check(&mut self, older: u64) {
-        self.spins = self.spins.wrapping_add(1);
-        if self.spins % 1024 != 1 {
-            return;
+        self.spins = self.spins.saturating_add(1);
+        if self.spins == 1 {
+            self.check_now(older);
+        } else if self.spins > OLDER_LAP_SPINS {
+            self.check_now(older);
+            std::thread::yield_now();
         }
-        self.check_now(older);
     }
 
     /// [`check`](Self::check) without its spin count: reads the clock now
@@ -1098,5 +1173,232 @@ impl<'a> StuckWait<'a> {
             // SAFETY: `older` has held our slot for the stall bound.
             unsafe { self.seg.resolve_stalled(older) };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::publisher::PublisherOptions;
+
+    /// Pins the calling thread to `cpu` and runs it under `SCHED_FIFO` at
+    /// priority 1; false if this process may not (no `CAP_SYS_NICE`).
+    fn pin_fifo(cpu: usize) -> bool {
+        // SAFETY: `set` is a plain bitmask written through the libc macros;
+        // pid 0 is the calling thread for both calls, which read only the
+        // structures passed.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                return false;
+            }
+            let param = libc::sched_param { sched_priority: 1 };
+            libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) == 0
+        }
+    }
+
+    /// This thread's CPU, if a thread may be pinned there under
+    /// `SCHED_FIFO` (`None`, with a note, where that is refused).
+    fn fifo_cpu() -> Option<usize> {
+        // SAFETY: sched_getcpu takes no arguments.
+        let cpu = usize::try_from(unsafe { libc::sched_getcpu() }).unwrap_or(0);
+        if std::thread::spawn(move || pin_fifo(cpu)).join().unwrap() {
+            Some(cpu)
+        } else {
+            eprintln!("skipped: SCHED_FIFO or pinning refused to this process");
+            None
+        }
+    }
+
+    fn heartbeat(sequence: u64) -> Heartbeat {
+        Heartbeat {
+            publisher_id: [0; 16],
+            sequence,
+            timestamp: 0,
+        }
+    }
+
+    /// Review: a publish that had already claimed its sequence and found
+    /// the slot held by an older lap (`begin_write`, `mark_claim_lost`,
+    /// the claim paths giving a claim up: every wait that calls
+    /// `StuckWait::check`) spun without ever yielding, where the pre-claim
+    /// `wait_for_older_laps` yields after its first spins. With several
+    /// publishers a publish may claim a later sequence than the head it
+    /// checked and land there; where the older lap's publisher needs the
+    /// same CPU (2 cores under load), the waiter burnt its slices and
+    /// starved it. Made deterministic here: both threads on one CPU under
+    /// `SCHED_FIFO` at one priority, where the holder of the older lap (a
+    /// live loan, which the stall bound never declares lost) runs only
+    /// when the waiter yields; the waiter's claim bypasses the pre-claim
+    /// check as a raced claim does. Without the yield it never returns.
+    /// Skipped where `SCHED_FIFO` is refused.
+    #[test]
+    fn regression_a_claimed_publish_behind_an_older_lap_spun_without_yielding() {
+        let Some(cpu) = fifo_cpu() else {
+            return;
+        };
+        let path = std::env::temp_dir().join(format!("zc-claimedlap-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let seg = Arc::new(Segment::create(&path, "claimedlap", 64, 32).unwrap());
+        let cap = seg.ring().capacity();
+        let mut a = ShmPublisher::new(seg.clone(), &PublisherOptions::default()).unwrap();
+        let mut b = ShmPublisher::new(seg.clone(), &PublisherOptions::default()).unwrap();
+        let (lent_tx, lent_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let holder = std::thread::spawn(move || {
+            assert!(pin_fifo(cpu));
+            let loan = a.loan::<Heartbeat>().unwrap().write(&heartbeat(0));
+            lent_tx.send(loan.seq()).unwrap();
+            // Blocks: the waiter runs until it sends `go`, then keeps the
+            // CPU (a woken thread of the same FIFO priority does not
+            // preempt it) until it yields.
+            go_rx.recv().unwrap();
+            let committed = loan.commit();
+            drop(a);
+            committed
+        });
+        let waiter = std::thread::spawn(move || {
+            assert!(pin_fifo(cpu));
+            assert_eq!(lent_rx.recv().unwrap(), 0);
+            for i in 1..cap {
+                assert_eq!(b.publish(&heartbeat(i)).unwrap(), i);
+            }
+            let mut buf = frame::FrameBuf::default();
+            let n = frame::encode(&heartbeat(cap), b.entry as u32, 0, &mut buf.0).unwrap();
+            go_tx.send(()).unwrap();
+            // Claims `cap` without the pre-claim check, as a publish that
+            // raced other publishers past the head it checked: lands on
+            // the loan's slot and waits in `begin_write`.
+            let result = claim_and_commit(&b.seg, b.entry, &mut b.cache, b.policy, &buf.0[..n]);
+            drop(b);
+            done_tx.send(result.map_err(|e| e.to_string())).unwrap();
+        });
+        let waited = done_rx.recv_timeout(Duration::from_secs(10));
+        assert!(
+            waited.is_ok(),
+            "the claimed publish behind the older lap never let its holder run (10 s)"
+        );
+        waiter.join().unwrap();
+        let committed = holder.join().unwrap();
+        drop(seg);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(committed, 0);
+        assert_eq!(waited.unwrap(), Ok(cap));
+    }
+
+    /// Review: once its policy's limit had passed, `wait_for_older_laps`
+    /// asked the publisher table whether a live publisher holds the older
+    /// lap (`live_publisher_writing`, which reads `/proc` for the holder's
+    /// start time) on every yield: behind a dead holder, which is resolved
+    /// only at the stall bound (50 ms), that is tens of thousands of
+    /// `/proc` reads of CPU burnt for nothing (no hang). Now at most one a
+    /// millisecond per lap. Here the holder is a loan whose publisher's
+    /// entry names a dead process (our pid, another start time).
+    #[test]
+    fn regression_an_older_lap_wait_read_proc_on_every_yield_behind_a_dead_holder() {
+        let path = std::env::temp_dir().join(format!("zc-deadlap-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let seg = Arc::new(Segment::create(&path, "deadlap", 64, 32).unwrap());
+        let cap = seg.ring().capacity();
+        let mut a = ShmPublisher::new(seg.clone(), &PublisherOptions::default()).unwrap();
+        // Created before the holder "dies": a new publisher reaps dead
+        // entries, which would resolve its lap at once.
+        let mut b = ShmPublisher::new(
+            seg.clone(),
+            &PublisherOptions {
+                gating: GatingPolicy::Fail,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let loan = a.loan::<Heartbeat>().unwrap().write(&heartbeat(0));
+        assert_eq!(loan.seq(), 0);
+        std::mem::forget(loan);
+        let (pid, start) = crate::layout::owner_parts(current_owner());
+        // Relaxed: single-threaded; the holder's entry now names a dead
+        // process (a reused pid), its lap in flight.
+        seg.header().publishers[a.entry].pid.store(
+            crate::layout::owner_word(pid, start.wrapping_add(1)),
+            Ordering::Relaxed,
+        );
+        std::mem::forget(a);
+        for i in 1..cap {
+            assert_eq!(b.publish(&heartbeat(i)).unwrap(), i);
+        }
+        LIVENESS_CHECKS.with(|c| c.set(0));
+        let started = Instant::now();
+        let published = b.publish(&heartbeat(cap)).map_err(|e| e.to_string());
+        let waited = started.elapsed();
+        let checks = LIVENESS_CHECKS.with(|c| c.get());
+        drop((b, seg));
+        std::fs::remove_file(&path).unwrap();
+        // The dead holder's lap was resolved at the stall bound.
+        assert_eq!(published, Ok(cap));
+        let allowed = waited.as_millis() as u32 + 4;
+        assert!(
+            checks <= allowed,
+            "{checks} liveness checks of the holder in {waited:?} behind a dead holder \
+             (want at most one a millisecond: {allowed})"
+        );
+    }
+
+    /// Review: as for subscribers
+    /// (`regression_a_forked_subscriber_copy_did_not_detach_when_atfork_registration_failed`):
+    /// with the `pthread_atfork` registration failed, a forked child
+    /// published through the publisher it inherited (on a single-producer
+    /// topic, a second producer). It now gets `PublisherInheritedByFork`,
+    /// by pid, and the parent still publishes. Reruns itself in a fresh
+    /// process where the registration is made to fail.
+    #[test]
+    fn regression_a_forked_publisher_copy_published_when_atfork_registration_failed() {
+        const NAME: &str = "publisher::tests::regression_a_forked_publisher_copy_published_when_atfork_registration_failed";
+        if std::env::var_os(ATFORK_FAILS_ENV).is_none() {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+                .env(ATFORK_FAILS_ENV, "1")
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && stdout.contains("1 passed"),
+                "child run failed: {stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return;
+        }
+        let path = std::env::temp_dir().join(format!("zc-forkpub-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let seg = Arc::new(Segment::create(&path, "forkpub", 64, 32).unwrap());
+        let mut publisher = ShmPublisher::new(seg.clone(), &PublisherOptions::default()).unwrap();
+        assert_eq!(publisher.publish(&heartbeat(0)).unwrap(), 0);
+        // SAFETY: the child only tries one publish (which fails before
+        // touching the ring, or writes a slot of the shared mapping) and
+        // leaves with _exit, reporting through its exit code.
+        let child = unsafe { libc::fork() };
+        assert!(child >= 0, "fork failed");
+        if child == 0 {
+            let code = match publisher.publish(&heartbeat(1)) {
+                Err(Error::PublisherInheritedByFork { .. }) => 0,
+                Err(_) => 2,
+                Ok(_) => 1,
+            };
+            // SAFETY: ends the child without running the test harness.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child forked above.
+        assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+        let parent = publisher.publish(&heartbeat(1)).map_err(|e| e.to_string());
+        drop((publisher, seg));
+        std::fs::remove_file(&path).unwrap();
+        assert!(libc::WIFEXITED(status), "child status {status:#x}");
+        assert_eq!(
+            libc::WEXITSTATUS(status),
+            0,
+            "the child published through its inherited publisher (1), or failed otherwise (2)"
+        );
+        assert_eq!(parent, Ok(1), "the parent could no longer publish");
     }
 }

@@ -26,7 +26,7 @@ use crate::layout::{
     current_owner, is_tombstone, name_is, now_ns, owner_alive, owner_pid, store_name, tombstone,
     tombstone_taker, SubscriberEntry, FLAG_DURABLE, FREE, ORPHAN,
 };
-use crate::publisher::{fork_count, forks_now};
+use crate::publisher::{fork_count, forks_now, is_forked_copy};
 use crate::segment::{Segment, DURABLE_WAIT};
 use crate::wait::{futex_wait, sleeper_barrier, WaitStrategy, UNBARRIERED_SLICE};
 
@@ -165,7 +165,9 @@ impl<'a> Received<'a> {
 /// never writes the parent's gating slot nor its entry in the subscriber
 /// table (monitors see only the parent). A child that must gate, or be
 /// seen by monitors, opens a new subscriber. (Detection relies on a
-/// `pthread_atfork` handler: a raw `clone` syscall bypasses it.)
+/// `pthread_atfork` handler: a raw `clone` syscall bypasses it. Where the
+/// handler could not be installed, ENOMEM, every poll compares the
+/// creator's pid with `getpid()` instead: a system call per poll.)
 pub struct ShmSubscriber {
     seg: Arc<Segment>,
     entry: usize,
@@ -489,7 +491,7 @@ impl ShmSubscriber {
     /// Receives into the internal buffer; returns the sequence.
     #[inline]
     pub fn poll(&mut self) -> Result<u64, RecvError> {
-        if forks_now() != self.forks {
+        if forks_now() != self.forks && is_forked_copy(self.forks, self.pid) {
             return self.poll_detached();
         }
         let ring = self.seg.ring();
@@ -656,7 +658,7 @@ impl ShmSubscriber {
     /// instead of writing into a slot that is no longer its own. A copy
     /// inherited by a forked child holds no slot: nothing to release.
     pub fn release(&mut self) {
-        if forks_now() != self.forks {
+        if forks_now() != self.forks && is_forked_copy(self.forks, self.pid) {
             self.detach();
             return;
         }
@@ -1045,6 +1047,43 @@ mod tests {
             "the child's copy refreshed the parent's last_seen"
         );
         assert_eq!(parent, [0, 1, 2], "the parent lost frames it never read");
+    }
+
+    /// Review: the fork detection of a subscriber copy rests on a
+    /// `pthread_atfork` handler, and a failed registration (ENOMEM) was
+    /// ignored: a forked child's copy then looked like the parent's own
+    /// and moved the parent's gating slot, as before the detection
+    /// existed. Where the handler is missing, a handle now compares its
+    /// creator's pid with `getpid()` on the branch the count check sends
+    /// it to. Reruns itself in a fresh process where the registration is
+    /// made to fail (`ATFORK_FAILS_ENV`), then runs the fork test there.
+    #[test]
+    fn regression_a_forked_subscriber_copy_did_not_detach_when_atfork_registration_failed() {
+        if std::env::var_os(crate::publisher::ATFORK_FAILS_ENV).is_some() {
+            regression_a_forked_subscriber_copy_moved_the_parents_gating_slot();
+            return;
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "subscriber::tests::regression_a_forked_subscriber_copy_did_not_detach_when_atfork_registration_failed",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(crate::publisher::ATFORK_FAILS_ENV, "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "child run failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+            "the child ran no test: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
     }
 
     fn sub_entry_last_seen(seg: &Segment) -> u64 {

@@ -242,11 +242,32 @@ pub fn run(bus: &Bus, remove_stale: bool) -> Result<(), String> {
 /// Listed; with `remove_stale`, removed. A record whose segment exists
 /// (in use, or kept) stays: its importer may be running.
 fn origin_records(bus: &Bus, remove_stale: bool) {
+    origin_records_with(bus, remove_stale, |p| std::fs::symlink_metadata(p));
+}
+
+/// [`origin_records`], with the look at a topic's segment path passed in
+/// (`symlink_metadata`: whatever is at the path keeps the record, even a
+/// file `stat` could not open). Only `NotFound` means the segment is gone;
+/// any other error leaves the record and is reported.
+fn origin_records_with(
+    bus: &Bus,
+    remove_stale: bool,
+    look: impl Fn(&std::path::Path) -> std::io::Result<std::fs::Metadata>,
+) {
     for (topic, path) in crate::bridge::import::origin_records(bus.config()) {
-        // `symlink_metadata`: whatever is at the segment's path keeps the
-        // record, even a file `stat` could not open.
-        if std::fs::symlink_metadata(bus.config().segment_path(&topic)).is_ok() {
-            continue;
+        let segment = bus.config().segment_path(&topic);
+        match look(&segment) {
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                println!(
+                    "kept the bridge origin record of topic {topic} ({}): could not tell \
+                     whether its segment {} exists: {e}",
+                    path.display(),
+                    segment.display()
+                );
+                continue;
+            }
         }
         if remove_stale {
             match std::fs::remove_file(&path) {
@@ -273,4 +294,42 @@ fn topic_access(bus: &Bus, topic: &str) -> zerocast_ipc::config::Access {
         .topic(topic)
         .map(|t| t.access)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Review: `stat --remove-stale` took any error of the look at a
+    /// topic's segment path (`symlink_metadata`) for "segment gone" and
+    /// removed the bridge origin record of a topic whose segment may well
+    /// exist (an importer restarted against it would then take a
+    /// recreated origin for the old one). Only `NotFound` means gone; any
+    /// other error keeps the record (and is reported).
+    #[test]
+    fn regression_remove_stale_took_any_stat_error_for_a_gone_segment() {
+        let bus = Bus::new(zerocast_ipc::Config {
+            namespace: format!("statlook{}", std::process::id()),
+            topics: Vec::new(),
+        });
+        let record = crate::bridge::import::origin_record_path(bus.config(), "trades");
+        std::fs::write(&record, "far=1-2-3 origin=4-5-6\n").unwrap();
+        origin_records_with(&bus, true, |_| {
+            Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied))
+        });
+        let kept = record.exists();
+        let _ = std::fs::remove_file(&record);
+        assert!(
+            kept,
+            "a record was removed although its segment could not be looked at"
+        );
+        // NotFound still means gone.
+        std::fs::write(&record, "far=1-2-3 origin=4-5-6\n").unwrap();
+        origin_records_with(&bus, true, |_| {
+            Err(std::io::Error::from(std::io::ErrorKind::NotFound))
+        });
+        let kept = record.exists();
+        let _ = std::fs::remove_file(&record);
+        assert!(!kept, "the record of a gone segment was kept");
+    }
 }
