@@ -1043,8 +1043,9 @@ async fn regression_a_replaced_subscriptions_gap_came_after_the_new_reply() {
         .collect();
     let last = *seqs.last().unwrap();
     // Once the witness has the last (sent, or on a loaded machine skipped
-    // over its own budget and told as a gap), the bus reader has offered
-    // it to the slow client too.
+    // over its own budget and told as a gap: waiting for the frame itself
+    // then timed out), the bus reader has offered the slow client every
+    // trade but at most that one, and the slow client's live gap is pending.
     collect(&mut witness, |m| {
         m.iter()
             .any(|v| v["seq"] == last || (v["type"] == "gap" && v["to"].as_u64() >= Some(last)))
