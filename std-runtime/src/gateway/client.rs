@@ -458,7 +458,18 @@ impl State {
     /// hold as the state change it answers goes before anything that
     /// change lets in.
     pub fn push_control(&mut self, text: String) {
-        if self.bytes + text.len() > self.budget.saturating_add(CONTROL_SLACK) {
+        self.push_control_owing(text, 0);
+    }
+
+    /// [`push_control`](Self::push_control) for a reply queued right after
+    /// `owed` bytes of gap messages the client was owed anyway (the pending
+    /// gaps [`tell_pending_gap`](Self::tell_pending_gap) moved ahead of
+    /// it): those do not count against the slack, so a request is refused
+    /// (and the client closed) exactly when it would have been had the gaps
+    /// stayed pending, not because they were told earlier.
+    pub fn push_control_owing(&mut self, text: String, owed: usize) {
+        let queued = self.bytes.saturating_sub(owed);
+        if queued + text.len() > self.budget.saturating_add(CONTROL_SLACK) {
             // A client that keeps sending requests but does not read their
             // replies: disconnected, not queued for without bound.
             if self.close.is_none() {
@@ -619,11 +630,13 @@ impl State {
     /// turn (told once the queue drains): a subscription replacing the one
     /// that lost those trades tells it before its own reply, where it is
     /// the old one's loss, not after it, where it would name sequences a
-    /// resume of the new one then sends.
-    pub(super) fn tell_pending_gap(&mut self, topic: &str) {
+    /// resume of the new one then sends. Returns the bytes it queued.
+    pub(super) fn tell_pending_gap(&mut self, topic: &str) -> usize {
+        let before = self.bytes;
         if let Some(g) = self.gaps.remove(topic) {
             self.gap(topic, g.from, g.to, g.count);
         }
+        self.bytes - before
     }
 
     /// Queues a gap message and records its end as told.

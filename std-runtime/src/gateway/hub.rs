@@ -315,6 +315,9 @@ impl Hub {
         let mut s = client.lock();
         let mut snapshot: Vec<Arc<Frame>> = Vec::new();
         let mut resumes: Vec<(Arc<str>, u64, u64)> = Vec::new();
+        // Bytes of pending gaps told ahead of the reply: owed to the client
+        // whatever it asked, so not held against the reply's slack.
+        let mut owed = 0;
         for &(topic, from) in topics {
             let name = Arc::clone(&topic.name);
             let mut books_of_topic: Vec<Arc<Frame>> = books
@@ -336,7 +339,7 @@ impl Hub {
             snapshot.append(&mut books_of_topic);
             // What the subscription replaced here lost goes before the
             // reply (below), not after it.
-            s.tell_pending_gap(&name);
+            owed += s.tell_pending_gap(&name);
             let resume = from.filter(|_| !topic.books);
             // Relaxed: only uniqueness matters.
             let resume_id = resume.map_or(0, |_| self.next_resume.fetch_add(1, Ordering::Relaxed));
@@ -360,7 +363,7 @@ impl Hub {
         drop(books);
         // Before any data of these subscriptions: a live frame needs this
         // lock to be admitted, a resume has not started yet.
-        s.push_control(reply);
+        s.push_control_owing(reply, owed);
         for f in &snapshot {
             s.admit(f);
         }
@@ -436,5 +439,77 @@ impl Hub {
     /// Removes `topic` from `client`'s subscriptions.
     pub fn unsubscribe(&self, client: &Client, topic: &str) -> bool {
         client.lock().subs.remove(topic).is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::client::{gap_json, CONTROL_SLACK};
+    use zerocast_ipc::{Config, TopicConfig};
+
+    fn trade(seq: u64) -> Arc<Frame> {
+        Arc::new(Frame {
+            topic: Arc::from("trade_events"),
+            seq,
+            class: Class::Trade,
+            key: "AAA".into(),
+            text: axum::extract::ws::Utf8Bytes::from(format!("{{\"seq\":{seq}}}")),
+        })
+    }
+
+    /// `subscribe` moved a replaced subscription's pending gap into the
+    /// queue before checking its reply against the control slack, so gaps
+    /// the client was owed anyway (told later had they stayed pending)
+    /// could push the reply past it: a client then closed as a slow
+    /// consumer for being told its losses earlier.
+    #[test]
+    fn regression_owed_gaps_told_before_a_reply_do_not_close_the_client() {
+        // Namespace only: the hub reads the config, it maps no segment.
+        let bus = Bus::new(Config {
+            namespace: format!("hubunit{}", std::process::id()),
+            topics: vec![TopicConfig::new("trade_events", 1 << 20, TopicKind::Trade)],
+        });
+        let budget = 1000;
+        let hub = Hub::new(&bus, &["trade_events".to_owned()], None, budget).unwrap();
+        let client = hub.register();
+        let reply = r#"{"type":"subscribed","topics":["trade_events"]}"#.to_owned();
+        {
+            let mut s = client.lock();
+            s.subs.insert(Arc::from("trade_events"), Sub::default());
+            // Data up to the budget, then trades skipped: a pending gap.
+            let mut seq = 0;
+            while s.queued_bytes() + trade(seq).text.len() <= budget {
+                assert!(s.admit(&trade(seq)));
+                seq += 1;
+            }
+            let first_skipped = seq;
+            for _ in 0..5 {
+                s.admit(&trade(seq));
+                seq += 1;
+            }
+            // Control messages up to just where the reply still fits.
+            let room = budget + CONTROL_SLACK - s.queued_bytes() - reply.len();
+            s.push_control("x".repeat(room));
+            let gap = gap_json("trade_events", first_skipped, seq - 1, 5);
+            assert!(s.queued_bytes() + gap.len() + reply.len() > budget + CONTROL_SLACK);
+            assert!(s.close.is_none());
+        }
+        let topic = hub.topic("trade_events").unwrap();
+        hub.subscribe(&client, &[(topic, None)], None, reply.clone());
+        let s = client.lock();
+        assert!(
+            s.close.is_none(),
+            "closed for owed gaps told early: {:?}",
+            s.close
+        );
+        drop(s);
+        let mut last = Vec::new();
+        while let Some((batch, _)) = client.take() {
+            last.extend(batch.split('\n').map(str::to_owned));
+        }
+        let n = last.len();
+        assert!(last[n - 2].contains("\"gap\""), "{:?}", &last[n - 2..]);
+        assert_eq!(last[n - 1], reply);
     }
 }

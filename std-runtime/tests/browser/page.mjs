@@ -1,6 +1,6 @@
 // Loads the gateway's live page in a real browser and checks what it shows:
-// trades and a book appear and change, and after the feed is paused the page
-// shows a gap. Saves a screenshot. Run by .ci/browser, which starts the
+// trades and a book appear and change, the topics table agrees with the
+// tape, and after the feed is paused the page shows a gap. Saves a screenshot. Run by .ci/browser, which starts the
 // gateway and the feed and passes:
 //   GATEWAY_URL   the page, e.g. http://127.0.0.1:8080/
 //   FEED_PIDS     space-separated pids of the publishers to pause (SIGSTOP)
@@ -29,6 +29,29 @@ try {
     [t0, b0], { timeout: 10000 }).catch(() => fail("the trades or the book did not change in 10 s"));
   await page.waitForFunction(() => document.querySelector("#state").className === "live", null, { timeout: 5000 })
     .catch(() => fail("the page never showed the live state"));
+  // The topics table agrees with the tape whenever one looks: its figure for
+  // the last trade received is the tape's newest row (sampled while trades
+  // flow), and the gateway's figure, from its heartbeat, says how old it is.
+  const topics = () => page.evaluate(() => {
+    const row = [...document.querySelectorAll("#rates tbody tr")]
+      .find((r) => r.cells[0].textContent === "trade_events");
+    return {
+      tape: document.querySelector("#trades tr td").textContent,
+      received: row ? row.cells[2].textContent : null,
+      gateway: row ? row.cells[3].textContent : null,
+    };
+  });
+  for (let i = 0; i < 10; i++) {
+    const t = await topics();
+    if (t.received !== t.tape) {
+      fail("the topics table says the last trade received is " + t.received + ", the tape shows " + t.tape);
+    }
+    await page.waitForTimeout(150);
+  }
+  const t = await topics();
+  if (!/^\d+ \(\d+(\.\d)? s ago\)$/.test(t.gateway)) {
+    fail("the gateway's last seq does not say how old it is: \"" + t.gateway + "\"");
+  }
   await page.waitForTimeout(1200); // a full rates tick for the screenshot
   if (process.env.SCREENSHOT) await page.screenshot({ path: process.env.SCREENSHOT });
   // Pause the feed: the page must show a gap once trades stop past its window.
@@ -36,7 +59,7 @@ try {
   await page.waitForFunction(() => document.querySelector("#state").className === "gap", null, { timeout: 10000 })
     .catch(() => fail("no gap shown 10 s after the feed was paused"));
   for (const pid of (process.env.FEED_PIDS || "").split(" ").filter(Boolean)) process.kill(Number(pid), "SIGCONT");
-  console.log("browser test: ok (trades and book live and changing; gap shown after the pause)");
+  console.log("browser test: ok (trades and book live and changing; topics table consistent with the tape; gap shown after the pause)");
 } finally {
   await browser.close();
 }
