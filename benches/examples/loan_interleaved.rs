@@ -3,19 +3,14 @@
 //! round per path), so that a busy machine slows every path alike and the
 //! ratio stays meaningful: a loan written in place, `publish(&T)` (a loan
 //! underneath), and `frame::encode` into a buffer then `publish_words`.
-//! Also the cost of the clock reads (`now_ns`, the vDSO's `CLOCK_REALTIME`
-//! that `encode` is given here, and `FrameClock::now_ns`, the TSC-based
-//! clock a loan and `publish(&T)` read; see `zerocast_ipc::clock`), and the
-//! ring below them all (`Broadcast::try_publish` of an encoded frame).
+//! Also the cost of the clock read every path makes (`publish_ns`), and
+//! the ring below them all (`Broadcast::try_publish` of an encoded frame).
 //!
 //! `cargo run --release -p zerocast-benches --example loan_interleaved`
-//! (`ZEROCAST_CLOCK=os` in the environment makes the publisher's clock the
-//! vDSO's for an A/B run).
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Instant;
 use zerocast_core::frame::{self, id::id, Direction, FrameBuf, TradeEvent};
-use zerocast_ipc::clock::FrameClock;
 use zerocast_ipc::layout::now_ns;
 use zerocast_ipc::{PublisherOptions, Segment, ShmPublisher};
 
@@ -36,8 +31,7 @@ fn main() {
     };
     let mut buf = FrameBuf::default();
     let n = 20_000;
-    let mut best = [f64::MAX; 6];
-    let mut clock = FrameClock::new();
+    let mut best = [f64::MAX; 5];
     let mut cache = zerocast_core::broadcast::GatingCache::default();
     let encoded = {
         let k = frame::encode(&body, 0, now_ns(), &mut buf.0).unwrap();
@@ -76,24 +70,12 @@ fn main() {
             black_box(ring.try_publish(&mut cache, black_box(&encoded)).unwrap());
         }
         best[4] = best[4].min(t.elapsed().as_nanos() as f64 / n as f64);
-        let t = Instant::now();
-        for _ in 0..n {
-            black_box(clock.now_ns());
-        }
-        best[5] = best[5].min(t.elapsed().as_nanos() as f64 / n as f64);
     }
     println!(
         "per trade frame, best of 60 interleaved rounds: loan {:.1} ns, \
-         encode+publish_words {:.1} ns, publish(&T) {:.1} ns (each includes a clock read: \
-         the vDSO's {:.1} ns for encode, the frame clock's {:.1} ns for the loan and publish(&T), \
-         on the TSC: {}); the raw ring's try_publish of the encoded frame, no clock: {:.1} ns",
-        best[0],
-        best[1],
-        best[2],
-        best[3],
-        best[5],
-        clock.on_counter(),
-        best[4]
+         encode+publish_words {:.1} ns, publish(&T) {:.1} ns (each includes a clock read: {:.1} ns); \
+         the raw ring's try_publish of the encoded frame, no clock: {:.1} ns",
+        best[0], best[1], best[2], best[3], best[4]
     );
     let _ = std::fs::remove_file(&path);
 }

@@ -58,7 +58,6 @@
 //! ```
 
 pub mod acks;
-pub mod clock;
 pub mod config;
 pub mod counters;
 pub mod error;

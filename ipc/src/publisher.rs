@@ -8,7 +8,6 @@ use zerocast_core::broadcast::{BroadcastHeader, Claim, GatingCache, PublishError
 use zerocast_core::frame::{self, Body, FrameHeader, Heartbeat, HEADER_WORDS};
 use zerocast_core::storage::Raw;
 
-use crate::clock::FrameClock;
 use crate::config::Producers;
 use crate::error::{Error, Result};
 use crate::layout::{
@@ -110,9 +109,6 @@ pub struct ShmPublisher {
     /// (`mem::forget`, or leaked): its slot is still being written by us,
     /// and [`finish_forgotten_loan`](Self::finish_forgotten_loan) fills it.
     open_loan: Option<u64>,
-    /// The frame headers' clock (`CLOCK_REALTIME` from the TSC where the
-    /// kernel trusts it: a vDSO read was nearly half a publish).
-    clock: FrameClock,
 }
 
 impl std::fmt::Debug for ShmPublisher {
@@ -190,7 +186,6 @@ impl ShmPublisher {
             heartbeats: HeartbeatSource::new(&name),
             published: 0,
             open_loan: None,
-            clock: FrameClock::new(),
         })
     }
 
@@ -292,7 +287,7 @@ impl ShmPublisher {
         // window made a ping-pong's one-way time 386 ns where it is 120 ns
         // with the clock read first (`pingpong_parts`, AMD EPYC guest,
         // floor 55 ns).
-        let lent_ns = self.clock.now_ns();
+        let lent_ns = now_ns();
         if self.open_loan.is_some() {
             self.finish_forgotten_loan();
         }
@@ -356,7 +351,7 @@ impl ShmPublisher {
             self.finish_forgotten_loan();
         }
         check_older_laps(&self.seg, self.policy, bodies.len() as u64)?;
-        let header = FrameHeader::new(B::KIND, self.entry as u32, self.clock.now_ns()).to_words();
+        let header = FrameHeader::new(B::KIND, self.entry as u32, now_ns()).to_words();
         let seg: &Segment = &self.seg;
         let ring = seg.producer_ring();
         let entry = &seg.header().publishers[self.entry];
