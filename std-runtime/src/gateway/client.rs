@@ -433,7 +433,7 @@ impl Client {
                 .is_some_and(|s| s.resume == resume && s.resuming.is_some())
     }
 
-    /// Queues a control message (an error, a reply, a gap), outside the
+    /// Queues a control message (an error, a reply), outside the
     /// budget, up to [`CONTROL_SLACK`] beyond it (then the client is
     /// disconnected as a slow consumer).
     pub fn push_control(&self, text: String) {
