@@ -41,8 +41,9 @@ pub struct Frame {
 }
 
 /// A run of one topic's messages skipped or lost, not yet told to the
-/// client: told once its queue drains, or before the topic's next message
-/// queued. Later skips and losses of the topic extend it (`count` summed),
+/// client: told once its queue drains, before the topic's next data
+/// message, or before the reply to a subscription replacing the topic's.
+/// Later skips and losses of the topic extend it (`count` summed),
 /// so a client that does not read is owed one gap per topic, not one
 /// message per loss.
 #[derive(Debug, Clone, Copy)]
