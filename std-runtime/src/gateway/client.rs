@@ -40,7 +40,12 @@ pub struct Frame {
     pub text: Utf8Bytes,
 }
 
-/// A skipped run of one topic's messages, not yet told to the client.
+/// A run of one topic's messages skipped or lost, not yet told to the
+/// client: told once its queue drains, before the topic's next data
+/// message, or before the reply to a subscription replacing the topic's.
+/// Later skips and losses of the topic extend it (`count` summed),
+/// so a client that does not read is owed one gap per topic, not one
+/// message per loss.
 #[derive(Debug, Clone, Copy)]
 struct Gap {
     from: u64,
@@ -186,6 +191,7 @@ pub struct State {
     bytes: usize,
     budget: usize,
     books: BTreeMap<(Arc<str>, String), Arc<Frame>>,
+    /// Pending gaps, at most one per topic (see [`Gap`]).
     gaps: BTreeMap<Arc<str>, Gap>,
     /// Counters.
     pub counters: Counters,
@@ -428,7 +434,7 @@ impl Client {
                 .is_some_and(|s| s.resume == resume && s.resuming.is_some())
     }
 
-    /// Queues a control message (an error, a reply, a gap), outside the
+    /// Queues a control message (an error, a reply), outside the
     /// budget, up to [`CONTROL_SLACK`] beyond it (then the client is
     /// disconnected as a slow consumer).
     pub fn push_control(&self, text: String) {
@@ -530,6 +536,7 @@ impl State {
         // client's own next event: ending it at another account's event
         // would tell when that account had one. (Every sequence up to the
         // own event could have been the client's, so the gap covers them.)
+        let mut owed_gap = false;
         if wanted || frame.class != Class::Account {
             let lost_from = self
                 .subs
@@ -539,15 +546,17 @@ impl State {
                 // What a failed resume did not deliver.
                 let to = frame.seq - 1;
                 self.gap(&frame.topic, from, to, to - from + 1);
+                owed_gap = true;
             }
         }
         if !wanted || self.close.is_some() {
-            return false;
+            // A gap queued (or pending) above still wants the writer.
+            return owed_gap;
         }
         let len = frame.text.len();
         if self.bytes + len <= self.budget {
             if let Some(g) = self.gaps.remove(&frame.topic) {
-                self.gap(&frame.topic, g.from, g.to, g.count);
+                self.tell(&frame.topic, g.from, g.to, g.count);
             }
             if frame.class == Class::Book
                 && self
@@ -615,14 +624,7 @@ impl State {
                     (from, count)
                 }
             };
-            // A backpressure gap still pending (told once room frees) comes
-            // before this loss: extend it, so gaps stay in order.
-            if let Some(g) = self.gaps.get_mut(topic) {
-                g.to = g.to.max(to);
-                g.count += count;
-            } else {
-                self.gap(topic, from, to, count);
-            }
+            self.gap(topic, from, to, count);
         }
     }
 
@@ -634,13 +636,39 @@ impl State {
     pub(super) fn tell_pending_gap(&mut self, topic: &str) -> usize {
         let before = self.bytes;
         if let Some(g) = self.gaps.remove(topic) {
-            self.gap(topic, g.from, g.to, g.count);
+            self.tell(topic, g.from, g.to, g.count);
         }
         self.bytes - before
     }
 
-    /// Queues a gap message and records its end as told.
+    /// Owes the client a gap of `count` sequences `from..=to` of `topic`.
+    /// A gap still pending for the topic (told once room frees) comes
+    /// before it: it is extended, so gaps stay in order. Otherwise the gap
+    /// message is queued if it fits in the budget (or the queue is empty),
+    /// else it becomes the topic's pending gap: a client that does not read
+    /// is owed one gap per topic, however many losses it misses, and is
+    /// told all of them (the range covering, the count exact) once it reads.
     fn gap(&mut self, topic: &str, from: u64, to: u64, count: u64) {
+        if let Some(g) = self.gaps.get_mut(topic) {
+            g.from = g.from.min(from);
+            g.to = g.to.max(to);
+            g.count += count;
+            return;
+        }
+        let text = gap_json(topic, from, to, count);
+        if self.queue.is_empty() || self.bytes + text.len() <= self.budget {
+            self.push(Utf8Bytes::from(text));
+            if let Some(sub) = self.subs.get_mut(topic) {
+                sub.told = sub.told.max(Some(to));
+            }
+        } else {
+            self.gaps.insert(Arc::from(topic), Gap { from, to, count });
+        }
+    }
+
+    /// Queues a gap message now, whatever the room (a pending gap whose
+    /// turn came), and records its end as told.
+    fn tell(&mut self, topic: &str, from: u64, to: u64, count: u64) {
         self.push(Utf8Bytes::from(gap_json(topic, from, to, count)));
         if let Some(sub) = self.subs.get_mut(topic) {
             sub.told = sub.told.max(Some(to));
@@ -724,6 +752,59 @@ mod tests {
             }
         }
         assert_eq!(expect, 8, "{all:?}");
+    }
+
+    fn book(seq: u64) -> Arc<Frame> {
+        Arc::new(Frame {
+            topic: Arc::from("b"),
+            seq,
+            class: Class::Book,
+            key: "AAA".into(),
+            text: Utf8Bytes::from(format!("{{\"seq\":{seq}}}")),
+        })
+    }
+
+    /// Losses of the gateway's own bus reader were queued as one gap
+    /// message each whatever the client's queue held: on a books topic
+    /// (no backpressure gap to merge into) a client that does not read
+    /// collected one message per loss without limit.
+    #[test]
+    fn regression_reader_losses_for_a_stalled_client_queued_gap_messages_without_bound() {
+        // Room for two books.
+        let one = book(0).text.len();
+        let c = Client::new(1, 2 * one);
+        c.lock().subs.insert(Arc::from("b"), Sub::default());
+        for seq in 0..4 {
+            c.offer(&book(seq)); // 2 and 3 conflated: over budget
+        }
+        let before = c.lock().queue.len();
+        const LOSSES: u64 = 1000;
+        for i in 0..LOSSES {
+            // Two sequences lost, then a book (conflated) after each.
+            let from = 4 + 3 * i;
+            c.lost_live("b", from, from + 1, 2);
+            c.offer(&book(from + 2));
+        }
+        let queued = c.lock().queue.len() - before;
+        assert!(
+            queued <= 1,
+            "{LOSSES} losses of a stalled client queued {queued} gap messages"
+        );
+        // Nothing of what was lost goes untold: one gap covering every
+        // loss with their exact total, then the latest book.
+        let last = 4 + 3 * (LOSSES - 1);
+        assert_eq!(
+            script(&c),
+            [
+                "0".to_owned(),
+                "1".to_owned(),
+                format!("gap 4..{} x{}", last + 1, 2 * LOSSES),
+                format!("{}", last + 2),
+            ]
+        );
+        // A client keeping up is told each loss at once, on its own.
+        c.lost_live("b", 5000, 5001, 2);
+        assert_eq!(script(&c), ["gap 5000..5001 x2"]);
     }
 
     #[test]
