@@ -1018,7 +1018,9 @@ const OLDER_LAP_SPINS: u32 = 64;
 
 /// How often [`wait_for_older_laps`], past its limit, asks the publisher
 /// table (which reads `/proc`) whether the lap it waits for has a live
-/// holder: the first time at once, then at most this often per lap.
+/// holder: the first time at once, then at most this often per lap. Also
+/// how often a [`StuckWait`] past the stall bound asks again to resolve a
+/// lap that was not resolved (a live holder's).
 const LIVENESS_CHECK_EVERY: Duration = Duration::from_millis(1);
 
 /// Waits while one of the next `n` slots is held by an unfinished older
@@ -1103,6 +1105,9 @@ thread_local! {
     /// How often `wait_for_older_laps` asked the publisher table whether a
     /// live publisher holds the lap it waits for (tests watch the rate).
     static LIVENESS_CHECKS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    /// How often a `StuckWait` asked the segment to resolve the lap it
+    /// waits for (`resolve_stalled`: a reap and reads of `/proc`).
+    static STALL_RESOLVES: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
 /// A publish waiting for an older lap of its slot: a publisher that claimed a
@@ -1117,15 +1122,18 @@ thread_local! {
 /// calls [`check`](Self::check) on every turn, and cannot yield itself.
 /// Shaped as [`wait_for_older_laps`]: [`OLDER_LAP_SPINS`] spins, then a
 /// yield on every further turn (the older lap's publisher may need this
-/// very CPU), with the clock read on every yield.
+/// very CPU), with the clock read on every yield. Past the bound, a lap
+/// still unresolved (a live holder's) is asked about again at most every
+/// [`LIVENESS_CHECK_EVERY`]: the resolution reaps and reads `/proc`.
 struct StuckWait<'a> {
     seg: &'a Segment,
     /// Turns waited so far, saturating: once past [`OLDER_LAP_SPINS`], this
     /// wait yields for good.
     spins: u32,
-    /// The older lap waited for, and since when: each lap gets its own
-    /// full stall bound.
-    since: Option<(u64, Instant)>,
+    /// The older lap waited for, and when its resolution is next due (at
+    /// first, the stall bound after it was first seen): each lap gets its
+    /// own full stall bound.
+    due: Option<(u64, Instant)>,
 }
 
 impl<'a> StuckWait<'a> {
@@ -1133,7 +1141,7 @@ impl<'a> StuckWait<'a> {
         Self {
             seg,
             spins: 0,
-            since: None,
+            due: None,
         }
     }
 
@@ -1157,15 +1165,23 @@ impl<'a> StuckWait<'a> {
     #[cold]
     fn check_now(&mut self, older: u64) {
         let now = Instant::now();
-        let since = match self.since {
-            Some((lap, since)) if lap == older => since,
+        let due = match self.due {
+            Some((lap, due)) if lap == older => due,
             _ => {
-                self.since = Some((older, now));
-                now
+                let due = now + STALL_BOUND;
+                self.due = Some((older, due));
+                due
             }
         };
-        if now.duration_since(since) >= STALL_BOUND {
-            // SAFETY: `older` has held our slot for the stall bound.
+        if now >= due {
+            // Not before the next check's time: behind a live holder,
+            // which is never resolved, every yield would reap and read
+            // `/proc` for nothing.
+            self.due = Some((older, now + LIVENESS_CHECK_EVERY));
+            #[cfg(test)]
+            STALL_RESOLVES.with(|c| c.set(c.get() + 1));
+            // SAFETY: `older` has held our slot for the stall bound (`due`
+            // is never earlier than the bound after it was first seen).
             unsafe { self.seg.resolve_stalled(older) };
         }
     }
@@ -1335,6 +1351,53 @@ mod tests {
         assert!(
             checks <= allowed,
             "{checks} liveness checks of the holder in {waited:?} behind a dead holder \
+             (want at most one a millisecond: {allowed})"
+        );
+    }
+
+    /// Review of the fix above: past the stall bound, every yield of a wait
+    /// behind an older lap still asked the segment to resolve that lap
+    /// (`StuckWait::check_now`, `resolve_stalled`: a reap of both tables
+    /// and `/proc` reads for each live entry). Behind a live holder, which
+    /// is never resolved (a held loan; a policy limit longer than the
+    /// stall bound, or any wait after a claim, which cannot give up), that
+    /// is a stream of `/proc` reads for as long as the loan is held. Now at
+    /// most one a millisecond per lap, as the liveness check. Here the
+    /// holder is a live loan of this thread and the waiter's limit 150 ms.
+    #[test]
+    fn regression_an_older_lap_wait_resolved_on_every_yield_behind_a_live_holder() {
+        let path = std::env::temp_dir().join(format!("zc-livelap-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let seg = Arc::new(Segment::create(&path, "livelap", 64, 32).unwrap());
+        let cap = seg.ring().capacity();
+        let mut a = ShmPublisher::new(seg.clone(), &PublisherOptions::default()).unwrap();
+        let mut b = ShmPublisher::new(
+            seg.clone(),
+            &PublisherOptions {
+                gating: GatingPolicy::Wait(STALL_BOUND + Duration::from_millis(100)),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let loan = a.loan::<Heartbeat>().unwrap().write(&heartbeat(0));
+        assert_eq!(loan.seq(), 0);
+        for i in 1..cap {
+            assert_eq!(b.publish(&heartbeat(i)).unwrap(), i);
+        }
+        STALL_RESOLVES.with(|c| c.set(0));
+        let started = Instant::now();
+        let published = b.publish(&heartbeat(cap));
+        let waited = started.elapsed();
+        let resolves = STALL_RESOLVES.with(|c| c.get());
+        let stuck_behind = matches!(published, Err(Error::StuckBehind { seq: 0, .. }));
+        assert_eq!(loan.commit(), 0);
+        drop((a, b, seg));
+        std::fs::remove_file(&path).unwrap();
+        assert!(stuck_behind, "not StuckBehind the loan: {published:?}");
+        let allowed = waited.as_millis() as u32 + 4;
+        assert!(
+            resolves <= allowed,
+            "{resolves} resolutions of a live holder's lap in {waited:?} \
              (want at most one a millisecond: {allowed})"
         );
     }
