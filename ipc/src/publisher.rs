@@ -12,7 +12,8 @@ use crate::clock::FrameClock;
 use crate::config::Producers;
 use crate::error::{Error, Result};
 use crate::layout::{
-    current_owner, now_ns, owner_pid, store_name, PublisherEntry, FREE, MAX_PUBLISHERS,
+    current_owner, now_ns, owner_pid, store_name, PublisherEntry, FREE, INFLIGHT_CLAIMING,
+    MAX_PUBLISHERS,
 };
 use crate::segment::{Segment, STALL_BOUND};
 use crate::wait::futex_wake;
@@ -304,8 +305,7 @@ impl ShmPublisher {
         let slot = match claim.begin_write(|older| stuck.check(older)) {
             Ok(slot) => slot,
             Err(e) => {
-                // Relaxed: as above.
-                entry.inflight.store(0, Ordering::Relaxed);
+                clear_claim(entry);
                 return Err(Error::from(e));
             }
         };
@@ -362,6 +362,7 @@ impl ShmPublisher {
         let entry = &seg.header().publishers[self.entry];
         let mut waiting = WaitLimit::new(seg, entry, self.policy);
         let mut giving_up = StuckWait::new(seg);
+        mark_claiming(entry);
         let mut claim = match ring.claim_batch_wait_with(
             &mut self.cache,
             bodies.len(),
@@ -427,6 +428,7 @@ impl ShmPublisher {
         let entry = &seg.header().publishers[self.entry];
         let mut waiting = WaitLimit::new(seg, entry, self.policy);
         let mut giving_up = StuckWait::new(seg);
+        mark_claiming(entry);
         let claim = match ring.claim_batch_wait_with(
             &mut self.cache,
             count as usize,
@@ -467,16 +469,13 @@ impl ShmPublisher {
     #[cfg(feature = "fault-injection")]
     #[doc(hidden)]
     pub fn crash_mid_publish(&mut self) -> ! {
+        mark_claiming(self.entry());
         let claim = self
             .seg
             .producer_ring()
             .try_claim(&mut self.cache)
             .expect("claim before crash");
-        // Relaxed: as in `claim_and_commit`.
-        self.entry().inflight_len.store(1, Ordering::Relaxed);
-        self.entry()
-            .inflight
-            .store(claim.seq() + 1, Ordering::Relaxed);
+        record_claim(self.entry(), claim.seq());
         std::mem::forget(claim);
         // SAFETY: raising a signal on ourselves has no memory effects.
         unsafe { libc::raise(libc::SIGKILL) };
@@ -722,8 +721,7 @@ impl LoanSlot<'_> {
         }
         let seq = slot.commit();
         *self.open = None;
-        // Relaxed: as in `claim_and_commit`.
-        self.entry.inflight.store(0, Ordering::Relaxed);
+        clear_claim(self.entry);
         *self.published += 1;
         after_publish(self.seg, self.entry, *self.published);
         seq
@@ -834,6 +832,9 @@ struct WaitLimit<'a> {
     /// When the wait began (the first call of `keep_waiting`); `None` on a
     /// publish that found room.
     waiting_since: Option<Instant>,
+    /// Turns waited so far, saturating: past [`OLDER_LAP_SPINS`], each
+    /// further turn yields.
+    turns: u32,
 }
 
 impl Drop for WaitLimit<'_> {
@@ -884,11 +885,43 @@ impl<'a> WaitLimit<'a> {
             deadline: None,
             next_reap: None,
             waiting_since: None,
+            turns: 0,
         }
     }
 
+    /// One turn of a wait for room: whether to keep waiting. Shaped as
+    /// [`StuckWait::check`]: after [`OLDER_LAP_SPINS`] turns, each further
+    /// one yields the CPU (the gating subscriber waited for may need this
+    /// very CPU to read and release). A wait before the claim lists
+    /// nothing in flight meanwhile: the claiming marker is taken down for
+    /// the turn and put back before the claim is retried (see
+    /// `mark_claiming`).
     #[cold]
     fn keep_waiting(&mut self) -> bool {
+        // Relaxed: our own entry's word, written only by this thread (a
+        // publish takes `&mut self`). The marker is there only before the
+        // claim; a wait after it (a claim that raced a first registration,
+        // or its giving up) lists the claim, which stays.
+        let claiming = self.entry.inflight.load(Ordering::Relaxed) == INFLIGHT_CLAIMING;
+        if claiming {
+            clear_claim(self.entry);
+        }
+        let keep = self.decide();
+        if keep {
+            self.turns = self.turns.saturating_add(1);
+            if self.turns > OLDER_LAP_SPINS {
+                std::thread::yield_now();
+            }
+            if claiming {
+                mark_claiming(self.entry);
+            }
+        }
+        keep
+    }
+
+    /// [`keep_waiting`](Self::keep_waiting)'s answer: reclaims dead gating
+    /// subscribers, and checks the policy's limit.
+    fn decide(&mut self) -> bool {
         let now = Instant::now();
         self.waiting_since.get_or_insert(now);
         // A dead gating subscriber never releases: reclaim it (the ring
@@ -939,20 +972,17 @@ fn claim_recorded<'a>(
 ) -> Result<Claim<'a, Raw<BroadcastHeader, AtomicU64>>> {
     let mut waiting = WaitLimit::new(seg, entry, policy);
     let mut giving_up = StuckWait::new(seg);
+    mark_claiming(entry);
     let claim = seg.producer_ring().claim_wait_with(
         cache,
         || waiting.keep_waiting(),
-        // Relaxed: read by a supervisor only after this process is dead or
-        // the sequence has been stalled far longer than this store takes.
-        // (`inflight_len` stays 1 between batches.) Recorded before any
-        // wait: a claim that raced the first gating registration waits
-        // after it is taken.
-        |seq, _| entry.inflight.store(seq + 1, Ordering::Relaxed),
+        // Recorded before any wait: a claim that raced the first gating
+        // registration waits after it is taken.
+        |seq, _| record_claim(entry, seq),
         |older| giving_up.check(older),
     );
     claim.map_err(|e| {
-        // Relaxed: as above.
-        entry.inflight.store(0, Ordering::Relaxed);
+        clear_claim(entry);
         publish_error(seg, e)
     })
 }
@@ -973,27 +1003,77 @@ fn claim_and_commit(
     // `commit_with` marks the sequence lost itself if it cannot write it
     // (with `stuck`), so the claim's drop never waits without a way out.
     let result = claim.commit_with(words, |older| stuck.check(older));
-    // Relaxed: as above.
-    entry.inflight.store(0, Ordering::Relaxed);
+    clear_claim(entry);
     result.map_err(Error::from)
 }
 
+// The in-flight record of a publisher entry, through a publish:
+//
+//   0 --mark_claiming--> CLAIMING --claim, record--> seq + 1 --commit,
+//   clear--> 0
+//
+// (back to 0 also when a claim fails, or is given up). Every store of
+// `inflight` is Release, paired with the Acquire load of
+// `PublisherEntry::inflight_state` (a plain store on x86, as Relaxed is):
+//
+// - `mark_claiming` before the claim: the claim (a SeqCst RMW, or a single
+//   producer's Release store) publishes it to whoever sees the sequence
+//   claimed (an Acquire load of the claim word, `Ring::head`), so a
+//   supervisor about to declare an unlisted sequence finds this publisher
+//   claiming (or past it) however long it was preempted between the claim
+//   and its record (see `Segment::in_flight_in_a_live_publisher`).
+// - the record after it: a supervisor that sees a batch's start also sees
+//   its length, never the previous batch's (which would let it declare the
+//   rest of a live batch lost).
+// - the clears after a commit (and any later store, which follows it in
+//   program order): a supervisor that reads them also sees the commit, so
+//   a declaration it then tries finds the sequence committed.
+//
+// A publisher waiting for room before its claim (`WaitLimit`) lists
+// nothing meanwhile: a gating wait may be long, and a claiming marker held
+// through it would keep a dead publisher's unlisted sequence (the very one
+// a gating subscriber may be stuck behind) from being declared.
+
+/// Marks the entry claiming, before a claim: see above.
+#[inline(always)]
+fn mark_claiming(entry: &PublisherEntry) {
+    // Release: pairs with the Acquire load of `inflight_state` (see above);
+    // published to supervisors by the claim that follows.
+    entry.inflight.store(INFLIGHT_CLAIMING, Ordering::Release);
+}
+
+/// Records a single claim `seq` in flight, right after the claim and before
+/// any wait. (`inflight_len` stays 1 between batches.)
+#[inline(always)]
+fn record_claim(entry: &PublisherEntry, seq: u64) {
+    after_claim();
+    // Release: pairs with the Acquire load of `inflight_state` (see above).
+    entry.inflight.store(seq + 1, Ordering::Release);
+}
+
+/// Clears a single claim's record (committed, or given up).
+#[inline(always)]
+fn clear_claim(entry: &PublisherEntry) {
+    // Release: pairs with the Acquire load of `inflight_state` (see above);
+    // a reader of this 0 also sees the commit before it.
+    entry.inflight.store(0, Ordering::Release);
+}
+
 /// Records a batch `first .. first + n` in flight in the publisher table,
-/// before any wait of its claim.
+/// right after its claim and before any wait.
 fn record_inflight(entry: &PublisherEntry, first: u64, n: u64) {
+    after_claim();
     // Relaxed: published by the Release store of `inflight` below.
     entry.inflight_len.store(n as u32, Ordering::Relaxed);
-    // Release: pairs with the Acquire load of `inflight` in
-    // `PublisherEntry::inflight_range`; a supervisor that sees this start
-    // also sees this batch's length, never the previous one's (which would
-    // let it declare the rest of a live batch lost). A plain store on x86.
+    // Release: pairs with the Acquire load of `inflight_state` (see above).
     entry.inflight.store(first + 1, Ordering::Release);
 }
 
 /// Back to the single-publish state: nothing in flight, length 1.
 fn clear_inflight(entry: &PublisherEntry) {
-    // Relaxed: as in `record_inflight`.
-    entry.inflight.store(0, Ordering::Relaxed);
+    clear_claim(entry);
+    // Relaxed: read only with a nonzero `inflight`, whose Release store
+    // (a later record) publishes it.
     entry.inflight_len.store(1, Ordering::Relaxed);
 }
 
@@ -1099,6 +1179,26 @@ fn wait_for_older_laps(seg: &Segment, policy: GatingPolicy, n: u64) -> Result<()
         } else {
             stuck.check(older);
             std::hint::spin_loop();
+        }
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// A pause of this thread between a claim and its in-flight record
+    /// (tests: a publisher preempted there); zero for none.
+    static PAUSE_AFTER_CLAIM: std::cell::Cell<Duration> = const { std::cell::Cell::new(Duration::ZERO) };
+}
+
+/// Runs between every claim and its in-flight record: in tests, the pause
+/// of [`PAUSE_AFTER_CLAIM`]; otherwise nothing.
+#[inline(always)]
+fn after_claim() {
+    #[cfg(test)]
+    {
+        let pause = PAUSE_AFTER_CLAIM.with(|p| p.get());
+        if !pause.is_zero() {
+            std::thread::sleep(pause);
         }
     }
 }
@@ -1341,6 +1441,160 @@ mod tests {
             checks <= allowed,
             "{checks} liveness checks of the holder in {waited:?} behind a dead holder \
              (want at most one a millisecond: {allowed})"
+        );
+    }
+
+    /// Task C (issue 14's harness run under load: `publish:
+    /// Publish(DeclaredLost(103826))`): a publisher records its claim in
+    /// flight only after taking it; preempted in between for longer than
+    /// a subscriber's stall bound, its sequence looked like a dead
+    /// publisher's (claimed, listed by no live one) and was declared lost:
+    /// the publish failed and the subscriber was told `Lost` for a frame
+    /// of a healthy publisher. The preemption is a test-only pause there
+    /// (`PAUSE_AFTER_CLAIM`), the subscriber's stall bound 2 ms; on a topic
+    /// of many producers and of a single one, for a single publish and a
+    /// batch. Now the frames arrive, and no `Lost`.
+    #[test]
+    fn regression_a_live_publisher_preempted_between_its_claim_and_its_record_was_declared_lost() {
+        for (case, producers, batch) in [
+            ("many", Producers::Many, false),
+            ("single", Producers::Single, false),
+            ("many-batch", Producers::Many, true),
+            ("single-batch", Producers::Single, true),
+        ] {
+            let path =
+                std::env::temp_dir().join(format!("zc-preempted-{case}-{}", std::process::id()));
+            let _ = std::fs::remove_file(&path);
+            let seg = Arc::new(
+                Segment::create_for(
+                    &path,
+                    "preempted",
+                    64,
+                    32,
+                    crate::config::Access::default(),
+                    producers,
+                )
+                .unwrap(),
+            );
+            let mut sub = crate::subscriber::ShmSubscriber::new(
+                seg.clone(),
+                &crate::subscriber::SubscriberOptions {
+                    stall_bound: Duration::from_millis(2),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            let mut publisher =
+                ShmPublisher::new(seg.clone(), &PublisherOptions::default()).unwrap();
+            let (done_tx, done_rx) = std::sync::mpsc::channel();
+            let writer = std::thread::spawn(move || {
+                // Far past the stall bound: the subscriber checks many
+                // times while the claim is unrecorded.
+                PAUSE_AFTER_CLAIM.with(|p| p.set(Duration::from_millis(100)));
+                let result = if batch {
+                    publisher.publish_batch(&[heartbeat(0), heartbeat(1)])
+                } else {
+                    publisher.publish(&heartbeat(0))
+                };
+                done_tx.send(result.map_err(|e| e.to_string())).unwrap();
+                drop(publisher);
+            });
+            let want = if batch { 2 } else { 1 };
+            let mut got = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while got.len() < want && Instant::now() < deadline {
+                match sub.poll() {
+                    Ok(seq) => got.push(Ok(seq)),
+                    Err(crate::subscriber::RecvError::Empty) => std::hint::spin_loop(),
+                    Err(e) => got.push(Err(e)),
+                }
+            }
+            let published = done_rx.recv_timeout(Duration::from_secs(5));
+            writer.join().unwrap();
+            drop((sub, seg));
+            std::fs::remove_file(&path).unwrap();
+            assert_eq!(published, Ok(Ok(0)), "{case}: the preempted publish failed");
+            let expected: Vec<_> = (0..want as u64).map(Ok).collect();
+            assert_eq!(got, expected, "{case}: what the subscriber received");
+        }
+    }
+
+    /// Task C: a publish waiting for a gating subscriber to release a slot
+    /// (`WaitLimit::keep_waiting`) spun without ever yielding, the
+    /// starvation `StuckWait::check` had: where the subscriber needs the
+    /// publisher's CPU to read and release, the publisher burnt its slices
+    /// until its policy's limit and failed with `RingFull`. Made
+    /// deterministic as in
+    /// `regression_a_claimed_publish_behind_an_older_lap_spun_without_yielding`:
+    /// both on one CPU under `SCHED_FIFO` at one priority, the subscriber
+    /// runs only when the publisher yields. Skipped where `SCHED_FIFO` is
+    /// refused.
+    #[test]
+    fn regression_a_publish_waiting_for_a_gating_subscriber_spun_without_yielding() {
+        let Some(cpu) = fifo_cpu() else {
+            return;
+        };
+        let path = std::env::temp_dir().join(format!("zc-gatingspin-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let seg = Arc::new(Segment::create(&path, "gatingspin", 64, 32).unwrap());
+        let cap = seg.ring().capacity();
+        let mut sub = crate::subscriber::ShmSubscriber::new(
+            seg.clone(),
+            &crate::subscriber::SubscriberOptions {
+                gating: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut publisher = ShmPublisher::new(
+            seg.clone(),
+            &PublisherOptions {
+                gating: GatingPolicy::Wait(Duration::from_secs(2)),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        for i in 0..cap {
+            assert_eq!(publisher.publish(&heartbeat(i)).unwrap(), i);
+        }
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let reader = std::thread::spawn(move || {
+            assert!(pin_fifo(cpu));
+            ready_tx.send(()).unwrap();
+            // Blocks: the publisher runs until it sends `go`, then keeps
+            // the CPU (a woken thread of the same FIFO priority does not
+            // preempt it) until it yields.
+            go_rx.recv().unwrap();
+            let got = loop {
+                match sub.poll() {
+                    Err(crate::subscriber::RecvError::Empty) => std::hint::spin_loop(),
+                    other => break other,
+                }
+            };
+            drop(sub);
+            got
+        });
+        let writer = std::thread::spawn(move || {
+            assert!(pin_fifo(cpu));
+            ready_rx.recv().unwrap();
+            go_tx.send(()).unwrap();
+            // The ring is full on the subscriber: waits in `keep_waiting`.
+            let result = publisher
+                .publish(&heartbeat(cap))
+                .map_err(|e| e.to_string());
+            drop(publisher);
+            result
+        });
+        let published = writer.join().unwrap();
+        let read = reader.join().unwrap();
+        drop(seg);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(read, Ok(0));
+        assert_eq!(
+            published,
+            Ok(cap),
+            "the publish waiting for room never let the gating subscriber run"
         );
     }
 
