@@ -1030,9 +1030,10 @@ fn claim_and_commit(
 //   a declaration it then tries finds the sequence committed.
 //
 // A publisher waiting for room before its claim (`WaitLimit`) lists
-// nothing meanwhile: a gating wait may be long, and a claiming marker held
-// through it would keep a dead publisher's unlisted sequence (the very one
-// a gating subscriber may be stuck behind) from being declared.
+// nothing meanwhile: a gating wait may last as long as its policy allows,
+// and a claiming marker held through it would hold up every declaration of
+// a dead publisher's unlisted sequence for as long (a supervisor declares
+// nothing while a live publisher is claiming).
 
 /// Marks the entry claiming, before a claim: see above.
 #[inline(always)]
@@ -1213,9 +1214,9 @@ thread_local! {
 /// A publish waiting for an older lap of its slot: a publisher that claimed a
 /// full ring ago and has not committed. If that lasts past
 /// [`STALL_BOUND`], the older sequence is resolved as subscribers resolve a
-/// stall: declared lost if no live publisher has it in flight. Before the
-/// bound nothing is declared, so a live publisher between its claim and its
-/// in-flight record is never mistaken for a dead one.
+/// stall: declared lost if no live publisher has it in flight or is
+/// claiming (see `mark_claiming`), so a live publisher between its claim
+/// and its in-flight record is never mistaken for a dead one.
 ///
 /// Also the yield of the ring's waits behind an older lap (`begin_write`,
 /// marking a claim lost, a claim given up): the no_std ring spins and
@@ -1596,6 +1597,61 @@ mod tests {
             Ok(cap),
             "the publish waiting for room never let the gating subscriber run"
         );
+    }
+
+    /// The other side of the claiming marker: a publisher that died while
+    /// claiming (its marker up, its claim taken and never listed) holds
+    /// nothing up. Its reap lists nothing for it (not a huge range), and
+    /// the stall check then declares the sequence lost, since no live
+    /// publisher is claiming.
+    #[test]
+    fn a_publisher_dead_while_claiming_has_its_claim_resolved_by_the_stall_check() {
+        let path = std::env::temp_dir().join(format!("zc-deadclaiming-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let seg = Arc::new(Segment::create(&path, "deadclaiming", 64, 32).unwrap());
+        let mut sub = crate::subscriber::ShmSubscriber::new(
+            seg.clone(),
+            &crate::subscriber::SubscriberOptions {
+                stall_bound: Duration::from_millis(2),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut dead = ShmPublisher::new(seg.clone(), &PublisherOptions::default()).unwrap();
+        let entry = &seg.header().publishers[dead.entry];
+        mark_claiming(entry);
+        let claim = seg.producer_ring().try_claim(&mut dead.cache).unwrap();
+        assert_eq!(claim.seq(), 0);
+        std::mem::forget(claim);
+        let (pid, start) = crate::layout::owner_parts(current_owner());
+        // Relaxed: single-threaded; the entry now names a dead process (a
+        // reused pid), its marker up.
+        entry.pid.store(
+            crate::layout::owner_word(pid, start.wrapping_add(1)),
+            Ordering::Relaxed,
+        );
+        let index = dead.entry;
+        std::mem::forget(dead);
+        let reaped = seg.reap_entries();
+        assert_eq!(reaped.len(), 1);
+        assert_eq!(reaped[0].index, index);
+        assert!(
+            matches!(reaped[0].action, crate::segment::ReapAction::Freed),
+            "reaped as {:?}",
+            reaped[0].action
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let got = loop {
+            match sub.poll() {
+                Err(crate::subscriber::RecvError::Empty) if Instant::now() < deadline => {
+                    std::hint::spin_loop()
+                }
+                other => break other,
+            }
+        };
+        drop((sub, seg));
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(got, Err(crate::subscriber::RecvError::Lost(0)));
     }
 
     /// Review: as for subscribers
