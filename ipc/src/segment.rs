@@ -788,10 +788,13 @@ impl Segment {
         self.live_users_except(pid) + unheld
     }
 
-    /// The pid of a live publisher that lists `seq` in flight, if any.
+    /// The pid of a live publisher that lists `seq` in flight, if any (one
+    /// still claiming, which may hold `seq` unlisted, is not named: its
+    /// record follows in a few instructions).
     pub(crate) fn live_publisher_writing(&self, seq: u64) -> Option<u32> {
         self.header().publishers.iter().find_map(|p| {
-            // A hint, as in `in_flight_in_a_live_publisher`.
+            // A hint (see `PublisherEntry::inflight_state`): asked only
+            // after a wait far longer than the owner's stores take.
             if !p.inflight_range().is_some_and(|r| r.contains(&seq)) {
                 return None;
             }
