@@ -1654,6 +1654,103 @@ mod tests {
         assert_eq!(got, Err(crate::subscriber::RecvError::Lost(0)));
     }
 
+    /// A publish waiting for room lists nothing, not even the claiming
+    /// marker (which would hold up every declaration for as long as the
+    /// wait may last, see `mark_claiming`): a dead publisher's unlisted
+    /// claim is declared lost meanwhile. Here a gating subscriber that
+    /// reads nothing holds the publish; another subscriber is stuck behind
+    /// the dead publisher's sequence and must be told `Lost` before that
+    /// publish ends.
+    #[test]
+    fn a_publisher_waiting_for_room_holds_up_no_declaration() {
+        let path = std::env::temp_dir().join(format!("zc-waitnodecl-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let seg = Arc::new(Segment::create(&path, "waitnodecl", 64, 32).unwrap());
+        let cap = seg.ring().capacity();
+        let mut holder = crate::subscriber::ShmSubscriber::new(
+            seg.clone(),
+            &crate::subscriber::SubscriberOptions {
+                gating: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut watcher = crate::subscriber::ShmSubscriber::new(
+            seg.clone(),
+            &crate::subscriber::SubscriberOptions {
+                stall_bound: Duration::from_millis(2),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut publisher = ShmPublisher::new(
+            seg.clone(),
+            &PublisherOptions {
+                gating: GatingPolicy::Wait(Duration::from_secs(10)),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut dead = ShmPublisher::new(seg.clone(), &PublisherOptions::default()).unwrap();
+        for i in 0..5 {
+            assert_eq!(publisher.publish(&heartbeat(i)).unwrap(), i);
+        }
+        // Dies while claiming: sequence 5 taken, never listed.
+        mark_claiming(&seg.header().publishers[dead.entry]);
+        let claim = seg.producer_ring().try_claim(&mut dead.cache).unwrap();
+        assert_eq!(claim.seq(), 5);
+        std::mem::forget(claim);
+        let (pid, start) = crate::layout::owner_parts(current_owner());
+        // Relaxed: single-threaded; the entry now names a dead process.
+        seg.header().publishers[dead.entry].pid.store(
+            crate::layout::owner_word(pid, start.wrapping_add(1)),
+            Ordering::Relaxed,
+        );
+        std::mem::forget(dead);
+        for i in 6..cap {
+            assert_eq!(publisher.publish(&heartbeat(i)).unwrap(), i);
+        }
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let writer = std::thread::spawn(move || {
+            // The holder has read nothing: waits for room.
+            let result = publisher
+                .publish(&heartbeat(cap))
+                .map_err(|e| e.to_string());
+            done_tx.send(()).unwrap();
+            drop(publisher);
+            result
+        });
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while got.len() < 6 && Instant::now() < deadline {
+            match watcher.poll() {
+                Ok(seq) => got.push(Ok(seq)),
+                Err(crate::subscriber::RecvError::Empty) => std::hint::spin_loop(),
+                Err(e) => got.push(Err(e)),
+            }
+        }
+        // Still waiting (nothing released yet) when the loss was told.
+        let waiting = done_rx.try_recv().is_err();
+        // Room for the waiting publish: the holder reads the ring's worth
+        // (and releases it: its last receive ends at a release boundary).
+        // The dead publisher's sequence reads `Lost` here too.
+        let read = std::iter::from_fn(|| match holder.poll() {
+            Err(crate::subscriber::RecvError::Empty) => None,
+            other => Some(other),
+        })
+        .take(cap as usize)
+        .count() as u64;
+        let published = writer.join().unwrap();
+        drop((holder, watcher, seg));
+        std::fs::remove_file(&path).unwrap();
+        let mut expected: Vec<_> = (0..5).map(Ok).collect();
+        expected.push(Err(crate::subscriber::RecvError::Lost(5)));
+        assert_eq!(got, expected, "what the watcher received");
+        assert_eq!(read, cap, "what the holder read");
+        assert!(waiting, "the publish did not wait for room");
+        assert_eq!(published, Ok(cap));
+    }
+
     /// Review: as for subscribers
     /// (`regression_a_forked_subscriber_copy_did_not_detach_when_atfork_registration_failed`):
     /// with the `pthread_atfork` registration failed, a forked child
