@@ -1151,10 +1151,11 @@ impl Segment {
     /// its entry claiming before it claims and lists the sequence right
     /// after (before any wait), and is never declared while it does either
     /// (see `in_flight_in_a_live_publisher`), however long it is preempted
-    /// in between. The bound is what keeps the check from running on every
-    /// empty poll, and keeps a dead publisher's sequence from being
-    /// declared before its reap; a declaration of a live publisher's
-    /// sequence would break the contract of
+    /// in between: what keeps a live publisher safe is that the caller saw
+    /// `seq` claimed before calling (the ordering argument is there); the
+    /// bound is how long a dead publisher's sequence may hold readers up,
+    /// and keeps the check (which reads `/proc`) off every empty poll. A
+    /// declaration of a live publisher's sequence would break the contract of
     /// [`Broadcast::declare_lost`](zerocast_core::broadcast::Broadcast::declare_lost)
     /// (consumers told a frame is lost that still arrives, or a torn frame).
     pub unsafe fn resolve_stalled(&self, seq: u64) -> Option<Declared> {
