@@ -66,8 +66,10 @@
 //! after consumers were told it was lost, and if the ring also laps the slot
 //! during that window the next lap's frame may be torn. There is no undefined
 //! behaviour either way. The ipc layer only declares sequences whose owner's
-//! pid is gone, or that no live publisher lists as in flight for longer than
-//! its stall bound.
+//! pid is gone, or that stayed claimed past its stall bound while no live
+//! publisher lists them in flight or is claiming (a publisher marks its
+//! entry before it claims: one preempted between its claim and its record
+//! is not taken for a dead one, however long the preemption).
 //!
 //! **Gating consumers.** Up to [`MAX_GATING`] consumers register a cursor in
 //! the header; a producer never claims a sequence whose slot still holds one

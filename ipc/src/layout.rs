@@ -115,7 +115,10 @@ pub struct PublisherEntry {
     /// several); meaningful only while `inflight` is not 0.
     pub inflight_len: AtomicU32,
     /// `seq + 1` of the first sequence claimed but not yet committed; 0 when
-    /// none. Lets a supervisor find what a dead publisher was writing.
+    /// none; [`INFLIGHT_CLAIMING`] while the owner is claiming (stored
+    /// before the claim, replaced by the sequence right after it). Lets a
+    /// supervisor find what a dead publisher was writing, and tells it that
+    /// a live one may hold a sequence it has not listed yet.
     pub inflight: AtomicU64,
     /// Frames published through this entry.
     pub published: AtomicU64,
@@ -137,19 +140,55 @@ pub struct PublisherEntry {
     pub _reserved: [AtomicU64; 6],
 }
 
+/// [`PublisherEntry::inflight`] while its owner is claiming: stored before
+/// the claim (a Release store, see `ShmPublisher`'s `mark_claiming`), so
+/// that a supervisor who sees a sequence claimed also sees, in the entry of
+/// the publisher that claimed it, this marker or what came after it (the
+/// sequence, or 0 once it is committed). A live publisher in this state may
+/// hold any sequence it has not listed yet: it is never declared lost (a
+/// publisher preempted between its claim and its record, for longer than
+/// a stall bound, is not a dead one). A dead one's marker lists nothing:
+/// a sequence it claimed is resolved by the stall check once its entry is
+/// reaped. Never a sequence: sequences stay far below `u64::MAX - 1`.
+pub const INFLIGHT_CLAIMING: u64 = u64::MAX;
+
 impl PublisherEntry {
     /// The sequences this publisher has claimed and not yet committed, if
-    /// any. Read by a supervisor after the owner died or after the
-    /// sequences stalled far longer than the owner's stores take.
+    /// any (`None` also while it is claiming: see [`claiming`](Self::claiming)).
+    /// Read by a supervisor after the owner died or after the sequences
+    /// stalled far longer than the owner's stores take.
     pub fn inflight_range(&self) -> Option<core::ops::Range<u64>> {
-        // Acquire: pairs with the Release store of `inflight` in the
-        // publisher's `record_inflight`: the length read below is the one
-        // stored with this start.
+        self.inflight_state().1
+    }
+
+    /// Whether the owner is claiming a sequence it has not listed yet
+    /// ([`INFLIGHT_CLAIMING`]). A hint: read by a supervisor about to
+    /// declare an unlisted sequence lost, which must not if a live owner
+    /// is claiming.
+    pub fn claiming(&self) -> bool {
+        self.inflight_state().0
+    }
+
+    /// One read of the in-flight record: whether the owner is claiming,
+    /// and the range it lists.
+    pub fn inflight_state(&self) -> (bool, Option<core::ops::Range<u64>>) {
+        // Acquire: pairs with the Release stores of `inflight` in the
+        // publisher (`mark_claiming`, `record_inflight`, the single
+        // publish's record, the clears after a commit): the length read
+        // below is the one stored with this start, and a reader that sees
+        // a value stored after a commit also sees that commit (so a
+        // declaration it then attempts finds the sequence committed).
         let inflight = self.inflight.load(Ordering::Acquire);
+        if inflight == INFLIGHT_CLAIMING {
+            return (true, None);
+        }
         // Relaxed: ordered by the Acquire load above.
         let len = u64::from(self.inflight_len.load(Ordering::Relaxed).max(1));
         // Saturating: the words are shared memory, any value may be there.
-        (inflight != 0).then(|| inflight - 1..(inflight - 1).saturating_add(len))
+        (
+            false,
+            (inflight != 0).then(|| inflight - 1..(inflight - 1).saturating_add(len)),
+        )
     }
 }
 

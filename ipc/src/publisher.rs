@@ -11,7 +11,8 @@ use zerocast_core::storage::Raw;
 use crate::config::Producers;
 use crate::error::{Error, Result};
 use crate::layout::{
-    current_owner, now_ns, owner_pid, store_name, PublisherEntry, FREE, MAX_PUBLISHERS,
+    current_owner, now_ns, owner_pid, store_name, PublisherEntry, FREE, INFLIGHT_CLAIMING,
+    MAX_PUBLISHERS,
 };
 use crate::segment::{Segment, STALL_BOUND};
 use crate::wait::futex_wake;
@@ -299,8 +300,7 @@ impl ShmPublisher {
         let slot = match claim.begin_write(|older| stuck.check(older)) {
             Ok(slot) => slot,
             Err(e) => {
-                // Relaxed: as above.
-                entry.inflight.store(0, Ordering::Relaxed);
+                clear_claim(entry);
                 return Err(Error::from(e));
             }
         };
@@ -357,6 +357,7 @@ impl ShmPublisher {
         let entry = &seg.header().publishers[self.entry];
         let mut waiting = WaitLimit::new(seg, entry, self.policy);
         let mut giving_up = StuckWait::new(seg);
+        mark_claiming(entry);
         let mut claim = match ring.claim_batch_wait_with(
             &mut self.cache,
             bodies.len(),
@@ -422,6 +423,7 @@ impl ShmPublisher {
         let entry = &seg.header().publishers[self.entry];
         let mut waiting = WaitLimit::new(seg, entry, self.policy);
         let mut giving_up = StuckWait::new(seg);
+        mark_claiming(entry);
         let claim = match ring.claim_batch_wait_with(
             &mut self.cache,
             count as usize,
@@ -462,16 +464,13 @@ impl ShmPublisher {
     #[cfg(feature = "fault-injection")]
     #[doc(hidden)]
     pub fn crash_mid_publish(&mut self) -> ! {
+        mark_claiming(self.entry());
         let claim = self
             .seg
             .producer_ring()
             .try_claim(&mut self.cache)
             .expect("claim before crash");
-        // Relaxed: as in `claim_and_commit`.
-        self.entry().inflight_len.store(1, Ordering::Relaxed);
-        self.entry()
-            .inflight
-            .store(claim.seq() + 1, Ordering::Relaxed);
+        record_claim(self.entry(), claim.seq());
         std::mem::forget(claim);
         // SAFETY: raising a signal on ourselves has no memory effects.
         unsafe { libc::raise(libc::SIGKILL) };
@@ -717,8 +716,7 @@ impl LoanSlot<'_> {
         }
         let seq = slot.commit();
         *self.open = None;
-        // Relaxed: as in `claim_and_commit`.
-        self.entry.inflight.store(0, Ordering::Relaxed);
+        clear_claim(self.entry);
         *self.published += 1;
         after_publish(self.seg, self.entry, *self.published);
         seq
@@ -829,6 +827,9 @@ struct WaitLimit<'a> {
     /// When the wait began (the first call of `keep_waiting`); `None` on a
     /// publish that found room.
     waiting_since: Option<Instant>,
+    /// Turns waited so far, saturating: past [`OLDER_LAP_SPINS`], each
+    /// further turn yields.
+    turns: u32,
 }
 
 impl Drop for WaitLimit<'_> {
@@ -879,11 +880,43 @@ impl<'a> WaitLimit<'a> {
             deadline: None,
             next_reap: None,
             waiting_since: None,
+            turns: 0,
         }
     }
 
+    /// One turn of a wait for room: whether to keep waiting. Shaped as
+    /// [`StuckWait::check`]: after [`OLDER_LAP_SPINS`] turns, each further
+    /// one yields the CPU (the gating subscriber waited for may need this
+    /// very CPU to read and release). A wait before the claim lists
+    /// nothing in flight meanwhile: the claiming marker is taken down for
+    /// the turn and put back before the claim is retried (see
+    /// `mark_claiming`).
     #[cold]
     fn keep_waiting(&mut self) -> bool {
+        // Relaxed: our own entry's word, written only by this thread (a
+        // publish takes `&mut self`). The marker is there only before the
+        // claim; a wait after it (a claim that raced a first registration,
+        // or its giving up) lists the claim, which stays.
+        let claiming = self.entry.inflight.load(Ordering::Relaxed) == INFLIGHT_CLAIMING;
+        if claiming {
+            clear_claim(self.entry);
+        }
+        let keep = self.decide();
+        if keep {
+            self.turns = self.turns.saturating_add(1);
+            if self.turns > OLDER_LAP_SPINS {
+                std::thread::yield_now();
+            }
+            if claiming {
+                mark_claiming(self.entry);
+            }
+        }
+        keep
+    }
+
+    /// [`keep_waiting`](Self::keep_waiting)'s answer: reclaims dead gating
+    /// subscribers, and checks the policy's limit.
+    fn decide(&mut self) -> bool {
         let now = Instant::now();
         self.waiting_since.get_or_insert(now);
         // A dead gating subscriber never releases: reclaim it (the ring
@@ -934,20 +967,17 @@ fn claim_recorded<'a>(
 ) -> Result<Claim<'a, Raw<BroadcastHeader, AtomicU64>>> {
     let mut waiting = WaitLimit::new(seg, entry, policy);
     let mut giving_up = StuckWait::new(seg);
+    mark_claiming(entry);
     let claim = seg.producer_ring().claim_wait_with(
         cache,
         || waiting.keep_waiting(),
-        // Relaxed: read by a supervisor only after this process is dead or
-        // the sequence has been stalled far longer than this store takes.
-        // (`inflight_len` stays 1 between batches.) Recorded before any
-        // wait: a claim that raced the first gating registration waits
-        // after it is taken.
-        |seq, _| entry.inflight.store(seq + 1, Ordering::Relaxed),
+        // Recorded before any wait: a claim that raced the first gating
+        // registration waits after it is taken.
+        |seq, _| record_claim(entry, seq),
         |older| giving_up.check(older),
     );
     claim.map_err(|e| {
-        // Relaxed: as above.
-        entry.inflight.store(0, Ordering::Relaxed);
+        clear_claim(entry);
         publish_error(seg, e)
     })
 }
@@ -968,27 +998,78 @@ fn claim_and_commit(
     // `commit_with` marks the sequence lost itself if it cannot write it
     // (with `stuck`), so the claim's drop never waits without a way out.
     let result = claim.commit_with(words, |older| stuck.check(older));
-    // Relaxed: as above.
-    entry.inflight.store(0, Ordering::Relaxed);
+    clear_claim(entry);
     result.map_err(Error::from)
 }
 
+// The in-flight record of a publisher entry, through a publish:
+//
+//   0 --mark_claiming--> CLAIMING --claim, record--> seq + 1 --commit,
+//   clear--> 0
+//
+// (back to 0 also when a claim fails, or is given up). Every store of
+// `inflight` is Release, paired with the Acquire load of
+// `PublisherEntry::inflight_state` (a plain store on x86, as Relaxed is):
+//
+// - `mark_claiming` before the claim: the claim (a SeqCst RMW, or a single
+//   producer's Release store) publishes it to whoever sees the sequence
+//   claimed (an Acquire load of the claim word, `Ring::head`), so a
+//   supervisor about to declare an unlisted sequence finds this publisher
+//   claiming (or past it) however long it was preempted between the claim
+//   and its record (see `Segment::in_flight_in_a_live_publisher`).
+// - the record after it: a supervisor that sees a batch's start also sees
+//   its length, never the previous batch's (which would let it declare the
+//   rest of a live batch lost).
+// - the clears after a commit (and any later store, which follows it in
+//   program order): a supervisor that reads them also sees the commit, so
+//   a declaration it then tries finds the sequence committed.
+//
+// A publisher waiting for room before its claim (`WaitLimit`) lists
+// nothing meanwhile: a gating wait may last as long as its policy allows,
+// and a claiming marker held through it would hold up every declaration of
+// a dead publisher's unlisted sequence for as long (a supervisor declares
+// nothing while a live publisher is claiming).
+
+/// Marks the entry claiming, before a claim: see above.
+#[inline(always)]
+fn mark_claiming(entry: &PublisherEntry) {
+    // Release: pairs with the Acquire load of `inflight_state` (see above);
+    // published to supervisors by the claim that follows.
+    entry.inflight.store(INFLIGHT_CLAIMING, Ordering::Release);
+}
+
+/// Records a single claim `seq` in flight, right after the claim and before
+/// any wait. (`inflight_len` stays 1 between batches.)
+#[inline(always)]
+fn record_claim(entry: &PublisherEntry, seq: u64) {
+    after_claim();
+    // Release: pairs with the Acquire load of `inflight_state` (see above).
+    entry.inflight.store(seq + 1, Ordering::Release);
+}
+
+/// Clears a single claim's record (committed, or given up).
+#[inline(always)]
+fn clear_claim(entry: &PublisherEntry) {
+    // Release: pairs with the Acquire load of `inflight_state` (see above);
+    // a reader of this 0 also sees the commit before it.
+    entry.inflight.store(0, Ordering::Release);
+}
+
 /// Records a batch `first .. first + n` in flight in the publisher table,
-/// before any wait of its claim.
+/// right after its claim and before any wait.
 fn record_inflight(entry: &PublisherEntry, first: u64, n: u64) {
+    after_claim();
     // Relaxed: published by the Release store of `inflight` below.
     entry.inflight_len.store(n as u32, Ordering::Relaxed);
-    // Release: pairs with the Acquire load of `inflight` in
-    // `PublisherEntry::inflight_range`; a supervisor that sees this start
-    // also sees this batch's length, never the previous one's (which would
-    // let it declare the rest of a live batch lost). A plain store on x86.
+    // Release: pairs with the Acquire load of `inflight_state` (see above).
     entry.inflight.store(first + 1, Ordering::Release);
 }
 
 /// Back to the single-publish state: nothing in flight, length 1.
 fn clear_inflight(entry: &PublisherEntry) {
-    // Relaxed: as in `record_inflight`.
-    entry.inflight.store(0, Ordering::Relaxed);
+    clear_claim(entry);
+    // Relaxed: read only with a nonzero `inflight`, whose Release store
+    // (a later record) publishes it.
     entry.inflight_len.store(1, Ordering::Relaxed);
 }
 
@@ -1102,6 +1183,26 @@ fn wait_for_older_laps(seg: &Segment, policy: GatingPolicy, n: u64) -> Result<()
 
 #[cfg(test)]
 thread_local! {
+    /// A pause of this thread between a claim and its in-flight record
+    /// (tests: a publisher preempted there); zero for none.
+    static PAUSE_AFTER_CLAIM: std::cell::Cell<Duration> = const { std::cell::Cell::new(Duration::ZERO) };
+}
+
+/// Runs between every claim and its in-flight record: in tests, the pause
+/// of [`PAUSE_AFTER_CLAIM`]; otherwise nothing.
+#[inline(always)]
+fn after_claim() {
+    #[cfg(test)]
+    {
+        let pause = PAUSE_AFTER_CLAIM.with(|p| p.get());
+        if !pause.is_zero() {
+            std::thread::sleep(pause);
+        }
+    }
+}
+
+#[cfg(test)]
+thread_local! {
     /// How often `wait_for_older_laps` asked the publisher table whether a
     /// live publisher holds the lap it waits for (tests watch the rate).
     static LIVENESS_CHECKS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
@@ -1113,9 +1214,9 @@ thread_local! {
 /// A publish waiting for an older lap of its slot: a publisher that claimed a
 /// full ring ago and has not committed. If that lasts past
 /// [`STALL_BOUND`], the older sequence is resolved as subscribers resolve a
-/// stall: declared lost if no live publisher has it in flight. Before the
-/// bound nothing is declared, so a live publisher between its claim and its
-/// in-flight record is never mistaken for a dead one.
+/// stall: declared lost if no live publisher has it in flight or is
+/// claiming (see `mark_claiming`), so a live publisher between its claim
+/// and its in-flight record is never mistaken for a dead one.
 ///
 /// Also the yield of the ring's waits behind an older lap (`begin_write`,
 /// marking a claim lost, a claim given up): the no_std ring spins and
@@ -1400,6 +1501,312 @@ mod tests {
             "{resolves} resolutions of a live holder's lap in {waited:?} \
              (want at most one a millisecond: {allowed})"
         );
+    }
+
+    /// Task C (issue 14's harness run under load: `publish:
+    /// Publish(DeclaredLost(103826))`): a publisher records its claim in
+    /// flight only after taking it; preempted in between for longer than
+    /// a subscriber's stall bound, its sequence looked like a dead
+    /// publisher's (claimed, listed by no live one) and was declared lost:
+    /// the publish failed and the subscriber was told `Lost` for a frame
+    /// of a healthy publisher. The preemption is a test-only pause there
+    /// (`PAUSE_AFTER_CLAIM`), the subscriber's stall bound 2 ms; on a topic
+    /// of many producers and of a single one, for a single publish and a
+    /// batch. Now the frames arrive, and no `Lost`.
+    #[test]
+    fn regression_a_live_publisher_preempted_between_its_claim_and_its_record_was_declared_lost() {
+        for (case, producers, batch) in [
+            ("many", Producers::Many, false),
+            ("single", Producers::Single, false),
+            ("many-batch", Producers::Many, true),
+            ("single-batch", Producers::Single, true),
+        ] {
+            let path =
+                std::env::temp_dir().join(format!("zc-preempted-{case}-{}", std::process::id()));
+            let _ = std::fs::remove_file(&path);
+            let seg = Arc::new(
+                Segment::create_for(
+                    &path,
+                    "preempted",
+                    64,
+                    32,
+                    crate::config::Access::default(),
+                    producers,
+                )
+                .unwrap(),
+            );
+            let mut sub = crate::subscriber::ShmSubscriber::new(
+                seg.clone(),
+                &crate::subscriber::SubscriberOptions {
+                    stall_bound: Duration::from_millis(2),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            let mut publisher =
+                ShmPublisher::new(seg.clone(), &PublisherOptions::default()).unwrap();
+            let (done_tx, done_rx) = std::sync::mpsc::channel();
+            let writer = std::thread::spawn(move || {
+                // Far past the stall bound: the subscriber checks many
+                // times while the claim is unrecorded.
+                PAUSE_AFTER_CLAIM.with(|p| p.set(Duration::from_millis(100)));
+                let result = if batch {
+                    publisher.publish_batch(&[heartbeat(0), heartbeat(1)])
+                } else {
+                    publisher.publish(&heartbeat(0))
+                };
+                done_tx.send(result.map_err(|e| e.to_string())).unwrap();
+                drop(publisher);
+            });
+            let want = if batch { 2 } else { 1 };
+            let mut got = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while got.len() < want && Instant::now() < deadline {
+                match sub.poll() {
+                    Ok(seq) => got.push(Ok(seq)),
+                    Err(crate::subscriber::RecvError::Empty) => std::hint::spin_loop(),
+                    Err(e) => got.push(Err(e)),
+                }
+            }
+            let published = done_rx.recv_timeout(Duration::from_secs(5));
+            writer.join().unwrap();
+            drop((sub, seg));
+            std::fs::remove_file(&path).unwrap();
+            assert_eq!(published, Ok(Ok(0)), "{case}: the preempted publish failed");
+            let expected: Vec<_> = (0..want as u64).map(Ok).collect();
+            assert_eq!(got, expected, "{case}: what the subscriber received");
+        }
+    }
+
+    /// Task C: a publish waiting for a gating subscriber to release a slot
+    /// (`WaitLimit::keep_waiting`) spun without ever yielding, the
+    /// starvation `StuckWait::check` had: where the subscriber needs the
+    /// publisher's CPU to read and release, the publisher burnt its slices
+    /// until its policy's limit and failed with `RingFull`. Made
+    /// deterministic as in
+    /// `regression_a_claimed_publish_behind_an_older_lap_spun_without_yielding`:
+    /// both on one CPU under `SCHED_FIFO` at one priority, the subscriber
+    /// runs only when the publisher yields. Skipped where `SCHED_FIFO` is
+    /// refused.
+    #[test]
+    fn regression_a_publish_waiting_for_a_gating_subscriber_spun_without_yielding() {
+        let Some(cpu) = fifo_cpu() else {
+            return;
+        };
+        let path = std::env::temp_dir().join(format!("zc-gatingspin-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let seg = Arc::new(Segment::create(&path, "gatingspin", 64, 32).unwrap());
+        let cap = seg.ring().capacity();
+        let mut sub = crate::subscriber::ShmSubscriber::new(
+            seg.clone(),
+            &crate::subscriber::SubscriberOptions {
+                gating: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut publisher = ShmPublisher::new(
+            seg.clone(),
+            &PublisherOptions {
+                gating: GatingPolicy::Wait(Duration::from_secs(2)),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        for i in 0..cap {
+            assert_eq!(publisher.publish(&heartbeat(i)).unwrap(), i);
+        }
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let reader = std::thread::spawn(move || {
+            assert!(pin_fifo(cpu));
+            ready_tx.send(()).unwrap();
+            // Blocks: the publisher runs until it sends `go`, then keeps
+            // the CPU (a woken thread of the same FIFO priority does not
+            // preempt it) until it yields.
+            go_rx.recv().unwrap();
+            let got = loop {
+                match sub.poll() {
+                    Err(crate::subscriber::RecvError::Empty) => std::hint::spin_loop(),
+                    other => break other,
+                }
+            };
+            drop(sub);
+            got
+        });
+        let writer = std::thread::spawn(move || {
+            assert!(pin_fifo(cpu));
+            ready_rx.recv().unwrap();
+            go_tx.send(()).unwrap();
+            // The ring is full on the subscriber: waits in `keep_waiting`.
+            let result = publisher
+                .publish(&heartbeat(cap))
+                .map_err(|e| e.to_string());
+            drop(publisher);
+            result
+        });
+        let published = writer.join().unwrap();
+        let read = reader.join().unwrap();
+        drop(seg);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(read, Ok(0));
+        assert_eq!(
+            published,
+            Ok(cap),
+            "the publish waiting for room never let the gating subscriber run"
+        );
+    }
+
+    /// The other side of the claiming marker: a publisher that died while
+    /// claiming (its marker up, its claim taken and never listed) holds
+    /// nothing up. Its reap lists nothing for it (not a huge range), and
+    /// the stall check then declares the sequence lost, since no live
+    /// publisher is claiming.
+    #[test]
+    fn a_publisher_dead_while_claiming_has_its_claim_resolved_by_the_stall_check() {
+        let path = std::env::temp_dir().join(format!("zc-deadclaiming-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let seg = Arc::new(Segment::create(&path, "deadclaiming", 64, 32).unwrap());
+        let mut sub = crate::subscriber::ShmSubscriber::new(
+            seg.clone(),
+            &crate::subscriber::SubscriberOptions {
+                stall_bound: Duration::from_millis(2),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut dead = ShmPublisher::new(seg.clone(), &PublisherOptions::default()).unwrap();
+        let entry = &seg.header().publishers[dead.entry];
+        mark_claiming(entry);
+        let claim = seg.producer_ring().try_claim(&mut dead.cache).unwrap();
+        assert_eq!(claim.seq(), 0);
+        std::mem::forget(claim);
+        let (pid, start) = crate::layout::owner_parts(current_owner());
+        // Relaxed: single-threaded; the entry now names a dead process (a
+        // reused pid), its marker up.
+        entry.pid.store(
+            crate::layout::owner_word(pid, start.wrapping_add(1)),
+            Ordering::Relaxed,
+        );
+        let index = dead.entry;
+        std::mem::forget(dead);
+        let reaped = seg.reap_entries();
+        assert_eq!(reaped.len(), 1);
+        assert_eq!(reaped[0].index, index);
+        assert!(
+            matches!(reaped[0].action, crate::segment::ReapAction::Freed),
+            "reaped as {:?}",
+            reaped[0].action
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let got = loop {
+            match sub.poll() {
+                Err(crate::subscriber::RecvError::Empty) if Instant::now() < deadline => {
+                    std::hint::spin_loop()
+                }
+                other => break other,
+            }
+        };
+        drop((sub, seg));
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(got, Err(crate::subscriber::RecvError::Lost(0)));
+    }
+
+    /// A publish waiting for room lists nothing, not even the claiming
+    /// marker (which would hold up every declaration for as long as the
+    /// wait may last, see `mark_claiming`): a dead publisher's unlisted
+    /// claim is declared lost meanwhile. Here a gating subscriber that
+    /// reads nothing holds the publish; another subscriber is stuck behind
+    /// the dead publisher's sequence and must be told `Lost` before that
+    /// publish ends.
+    #[test]
+    fn a_publisher_waiting_for_room_holds_up_no_declaration() {
+        let path = std::env::temp_dir().join(format!("zc-waitnodecl-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let seg = Arc::new(Segment::create(&path, "waitnodecl", 64, 32).unwrap());
+        let cap = seg.ring().capacity();
+        let mut holder = crate::subscriber::ShmSubscriber::new(
+            seg.clone(),
+            &crate::subscriber::SubscriberOptions {
+                gating: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut watcher = crate::subscriber::ShmSubscriber::new(
+            seg.clone(),
+            &crate::subscriber::SubscriberOptions {
+                stall_bound: Duration::from_millis(2),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut publisher = ShmPublisher::new(
+            seg.clone(),
+            &PublisherOptions {
+                gating: GatingPolicy::Wait(Duration::from_secs(10)),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut dead = ShmPublisher::new(seg.clone(), &PublisherOptions::default()).unwrap();
+        for i in 0..5 {
+            assert_eq!(publisher.publish(&heartbeat(i)).unwrap(), i);
+        }
+        // Dies while claiming: sequence 5 taken, never listed.
+        mark_claiming(&seg.header().publishers[dead.entry]);
+        let claim = seg.producer_ring().try_claim(&mut dead.cache).unwrap();
+        assert_eq!(claim.seq(), 5);
+        std::mem::forget(claim);
+        let (pid, start) = crate::layout::owner_parts(current_owner());
+        // Relaxed: single-threaded; the entry now names a dead process.
+        seg.header().publishers[dead.entry].pid.store(
+            crate::layout::owner_word(pid, start.wrapping_add(1)),
+            Ordering::Relaxed,
+        );
+        std::mem::forget(dead);
+        for i in 6..cap {
+            assert_eq!(publisher.publish(&heartbeat(i)).unwrap(), i);
+        }
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let writer = std::thread::spawn(move || {
+            // The holder has read nothing: waits for room.
+            let result = publisher
+                .publish(&heartbeat(cap))
+                .map_err(|e| e.to_string());
+            done_tx.send(()).unwrap();
+            drop(publisher);
+            result
+        });
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while got.len() < 6 && Instant::now() < deadline {
+            match watcher.poll() {
+                Ok(seq) => got.push(Ok(seq)),
+                Err(crate::subscriber::RecvError::Empty) => std::hint::spin_loop(),
+                Err(e) => got.push(Err(e)),
+            }
+        }
+        // Still waiting (nothing released yet) when the loss was told.
+        let waiting = done_rx.try_recv().is_err();
+        // Room for the waiting publish: the holder reads the ring's worth
+        // (and releases it: its last receive ends at a release boundary).
+        // The dead publisher's sequence reads `Lost` here too.
+        let read = std::iter::from_fn(|| match holder.poll() {
+            Err(crate::subscriber::RecvError::Empty) => None,
+            other => Some(other),
+        })
+        .take(cap as usize)
+        .count() as u64;
+        let published = writer.join().unwrap();
+        drop((holder, watcher, seg));
+        std::fs::remove_file(&path).unwrap();
+        let mut expected: Vec<_> = (0..5).map(Ok).collect();
+        expected.push(Err(crate::subscriber::RecvError::Lost(5)));
+        assert_eq!(got, expected, "what the watcher received");
+        assert_eq!(read, cap, "what the holder read");
+        assert!(waiting, "the publish did not wait for room");
+        assert_eq!(published, Ok(cap));
     }
 
     /// Review: as for subscribers

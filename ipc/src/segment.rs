@@ -26,8 +26,10 @@ use crate::wait::{global_expedited_supported, publisher_registered, single_produ
 
 /// How long a sequence may stay claimed but uncommitted before a subscriber
 /// or a publisher waiting on its slot resolves it (the subscribers' default;
-/// see `SubscriberOptions::stall_bound`). Far longer than any live
-/// publisher's window between its claim and its in-flight record.
+/// see `SubscriberOptions::stall_bound`): declared lost if no live
+/// publisher lists it in flight or is claiming (a publisher marks its entry
+/// claiming before it claims, so one preempted between its claim and its
+/// in-flight record, however long, is not mistaken for a dead one).
 pub const STALL_BOUND: Duration = Duration::from_millis(50);
 
 /// The ring type inside a segment.
@@ -786,10 +788,13 @@ impl Segment {
         self.live_users_except(pid) + unheld
     }
 
-    /// The pid of a live publisher that lists `seq` in flight, if any.
+    /// The pid of a live publisher that lists `seq` in flight, if any (one
+    /// still claiming, which may hold `seq` unlisted, is not named: its
+    /// record follows in a few instructions).
     pub(crate) fn live_publisher_writing(&self, seq: u64) -> Option<u32> {
         self.header().publishers.iter().find_map(|p| {
-            // A hint, as in `in_flight_in_a_live_publisher`.
+            // A hint (see `PublisherEntry::inflight_state`): asked only
+            // after a wait far longer than the owner's stores take.
             if !p.inflight_range().is_some_and(|r| r.contains(&seq)) {
                 return None;
             }
@@ -800,12 +805,28 @@ impl Segment {
     }
 
     /// Whether a live publisher lists `seq` in flight (claimed, not yet
-    /// committed): then it must not be declared lost.
+    /// committed), or is claiming and may hold it unlisted
+    /// ([`INFLIGHT_CLAIMING`](crate::layout::INFLIGHT_CLAIMING)): then it
+    /// must not be declared lost.
+    ///
+    /// Why a live claimer of `seq` is always found: the caller saw `seq`
+    /// claimed (the ring's head past it, an Acquire load of the claim
+    /// word) before calling. The claimer stored the claiming marker
+    /// (`mark_claiming`) before its claim RMW (many producers: SeqCst, so
+    /// Release; every later write of the word is an RMW, in its release
+    /// sequence) or its claim store (one producer: Release; a later store
+    /// is its own, or a successor's ordered after it by the successor's
+    /// Acquire claim load). That Acquire load synchronises with it, so the
+    /// marker store happens before the load of `inflight` here, which
+    /// reads the marker or a later value: the sequence (listed), or, once
+    /// it is committed, 0 or a later publish's marker or sequence (then a
+    /// declaration finds it committed, see `PublisherEntry::inflight_state`).
+    /// A publisher waiting for room (before any claim) lists nothing, so it
+    /// holds up no declaration for long.
     fn in_flight_in_a_live_publisher(&self, seq: u64) -> bool {
         self.header().publishers.iter().any(|p| {
-            // A hint (see `inflight_range`): callers ask only after a stall
-            // bound, long after the owner stored it.
-            p.inflight_range().is_some_and(|r| r.contains(&seq))
+            let (claiming, range) = p.inflight_state();
+            (claiming || range.is_some_and(|r| r.contains(&seq)))
                 // Acquire: pairs with the Release owner store at registration.
                 && owner_alive(p.pid.load(Ordering::Acquire))
         })
@@ -1125,12 +1146,16 @@ impl Segment {
     ///
     /// # Safety
     ///
-    /// The caller must have seen `seq` claimed and not committed for at
-    /// least a stall bound. A live publisher records a claim in flight right
-    /// after taking it (before any wait), so a sequence that stayed unlisted
-    /// that long belongs to a dead one; called on a fresh claim, the check
-    /// below can miss a live publisher between its claim and that record,
-    /// and the declaration breaks the contract of
+    /// The caller must have seen `seq` claimed (the ring's head past it)
+    /// and not committed for at least a stall bound. A live publisher marks
+    /// its entry claiming before it claims and lists the sequence right
+    /// after (before any wait), and is never declared while it does either
+    /// (see `in_flight_in_a_live_publisher`), however long it is preempted
+    /// in between: what keeps a live publisher safe is that the caller saw
+    /// `seq` claimed before calling (the ordering argument is there); the
+    /// bound is how long a dead publisher's sequence may hold readers up,
+    /// and keeps the check (which reads `/proc`) off every empty poll. A
+    /// declaration of a live publisher's sequence would break the contract of
     /// [`Broadcast::declare_lost`](zerocast_core::broadcast::Broadcast::declare_lost)
     /// (consumers told a frame is lost that still arrives, or a torn frame).
     pub unsafe fn resolve_stalled(&self, seq: u64) -> Option<Declared> {
@@ -1153,9 +1178,10 @@ impl Segment {
             // (from `reap_entries`), or one pending past the stall bound that
             // no live publisher lists in flight (`resolve_stalled`, whose
             // caller vouches for the bound, and the older laps below, which
-            // block `seq` and so are older still): publishers record a claim
-            // in flight as soon as they hold it (`on_claimed`), so its owner
-            // is dead.
+            // block `seq` and so are older still): publishers mark their
+            // entry claiming before a claim and record the claim in flight
+            // as soon as they hold it (`on_claimed`), and no live one did
+            // either, so its owner is dead.
             let declared = unsafe { self.ring.declare_lost(target) };
             match declared {
                 Ok(declared) if target == seq => return Some(declared),
