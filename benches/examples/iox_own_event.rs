@@ -31,7 +31,9 @@ use iceoryx2_bb_posix::thread::ThreadBuilder;
 
 /// A participant that could not be spawned: upstream would wait at the
 /// barrier forever, so the process ends with the reason instead.
-fn spawn_failed(e: iceoryx2_bb_posix::thread::ThreadSpawnError) -> iceoryx2_bb_posix::thread::Thread {
+fn spawn_failed(
+    e: iceoryx2_bb_posix::thread::ThreadSpawnError,
+) -> iceoryx2_bb_posix::thread::Thread {
     eprintln!("iox_own_event: failed to spawn a participant thread: {e:?}");
     std::process::exit(1)
 }

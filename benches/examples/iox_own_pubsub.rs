@@ -46,7 +46,9 @@ const ITERATIONS: u64 = 10000000;
 /// A participant that could not be spawned: upstream would wait at the
 /// barrier forever (the other participant is already waiting there), so
 /// the process ends with the reason instead.
-fn spawn_failed(e: iceoryx2_bb_posix::thread::ThreadSpawnError) -> iceoryx2_bb_posix::thread::Thread {
+fn spawn_failed(
+    e: iceoryx2_bb_posix::thread::ThreadSpawnError,
+) -> iceoryx2_bb_posix::thread::Thread {
     eprintln!("iox_own_pubsub: failed to spawn a participant thread: {e:?}");
     std::process::exit(1)
 }
