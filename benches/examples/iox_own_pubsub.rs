@@ -441,6 +441,9 @@ fn main() -> ExitCode {
     }
 }
 
+/// One benchmark of one service variant.
+type Bench = fn(&Args) -> Result<(), Box<dyn core::error::Error>>;
+
 fn run(args: &Args) -> Result<(), Box<dyn core::error::Error>> {
     if args.debug_mode {
         set_log_level(LogLevel::Trace);
@@ -450,7 +453,7 @@ fn run(args: &Args) -> Result<(), Box<dyn core::error::Error>> {
 
     let mut at_least_one_benchmark_did_run = false;
 
-    let bench: [fn(&Args) -> Result<(), Box<dyn core::error::Error>>; 4] = if args.throughput {
+    let bench: [Bench; 4] = if args.throughput {
         [
             throughput::<ipc::Service>,
             throughput::<ipc_threadsafe::Service>,
