@@ -605,6 +605,15 @@ mod tests {
         }
     }
 
+    /// Plain iceoryx2's ping-pong, in upstream's loop shape (each side's
+    /// next sample loaned before it waits), neither deadlocks nor runs out
+    /// of samples to loan, and counts the round trips asked for.
+    #[test]
+    fn iox_pingpong_with_loans_held_across_the_wait_counts_its_rounds() {
+        let ns = format!("test-{}", std::process::id());
+        assert_eq!(iox_pingpong(&ns, two_cores(), 50).rounds, 50);
+    }
+
     /// The floor and the futex pair run, and count the round trips asked
     /// for (the timings are not checked).
     #[test]
