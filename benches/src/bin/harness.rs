@@ -607,12 +607,15 @@ fn plain_receive_loop(args: &ChildArgs, idle: Duration, mut f: impl FnMut(&[u8])
     ready();
     let mut tally = Tally::default();
     let mut expected = 0u64;
-    let mut last = Instant::now();
+    // When the subscriber began to find nothing, read only while idle
+    // (every 1024th empty poll when spinning, every slow poll otherwise),
+    // never per frame: iceoryx2's own loops read no clock per sample.
+    let mut idle_since: Option<Instant> = None;
     let mut polls = 0u32;
     loop {
         match sub.receive() {
             Ok(Some(sample)) => {
-                last = Instant::now();
+                idle_since = None;
                 polls = 0;
                 let words = sample.payload();
                 // The header's seq, where `set_seq` put it (read directly:
@@ -629,10 +632,16 @@ fn plain_receive_loop(args: &ChildArgs, idle: Duration, mut f: impl FnMut(&[u8])
                 }
             }
             Ok(None) | Err(_) => {
-                if last.elapsed() > idle {
-                    return tally;
-                }
                 polls = polls.saturating_add(1);
+                let slow = args.wait != "spin" && polls >= BLOCK_SPINS;
+                if slow || polls % 1024 == 0 {
+                    let now = Instant::now();
+                    match idle_since {
+                        Some(t) if now - t > idle => return tally,
+                        Some(_) => {}
+                        None => idle_since = Some(now),
+                    }
+                }
                 match (&listener, args.wait.as_str()) {
                     (_, "spin") => std::hint::spin_loop(),
                     (Some(l), _) if polls >= BLOCK_SPINS => {
