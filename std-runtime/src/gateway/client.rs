@@ -209,6 +209,11 @@ pub struct Client {
     pub wake: Notify,
     /// Unsent bytes, readable without the lock (for the heartbeat's stats).
     pub queued: AtomicU64,
+    /// Times a resume of this client began waiting for room (tests only:
+    /// they tell a resume that waits from one replaced before its first
+    /// frame).
+    #[cfg(test)]
+    pub(super) room_waits: AtomicU64,
 }
 
 /// Control messages (replies, errors, gaps) may exceed the data budget by
@@ -229,6 +234,8 @@ impl Client {
             }),
             wake: Notify::new(),
             queued: AtomicU64::new(0),
+            #[cfg(test)]
+            room_waits: AtomicU64::new(0),
         }
     }
 
