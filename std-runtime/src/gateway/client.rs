@@ -657,6 +657,20 @@ impl State {
         self.bytes - before
     }
 
+    /// Removes the subscription to `topic`; None if there is none. Its
+    /// pending gap is queued now (ahead of the caller's reply) and its
+    /// conflated books dropped (no data of it after the reply). Returns the
+    /// bytes of the gap queued, owed to the client whatever it asked.
+    pub(super) fn unsubscribe(&mut self, topic: &str) -> Option<usize> {
+        self.subs.remove(topic)?;
+        let before = self.bytes;
+        if let Some(g) = self.gaps.remove(topic) {
+            self.tell(topic, g.from, g.to, g.count);
+        }
+        self.books.retain(|(t, _), _| &**t != topic);
+        Some(self.bytes - before)
+    }
+
     /// Owes the client a gap of `count` sequences `from..=to` of `topic`.
     /// A gap still pending for the topic (told once room frees) comes
     /// before it: it is extended, so gaps stay in order. Otherwise the gap

@@ -443,9 +443,37 @@ impl Hub {
         }
     }
 
-    /// Removes `topic` from `client`'s subscriptions.
-    pub fn unsubscribe(&self, client: &Client, topic: &str) -> bool {
-        client.lock().subs.remove(topic).is_some()
+    /// Removes each of `topics` from `client`'s subscriptions and queues
+    /// `reply` (the `unsubscribed` message); the first topic not subscribed
+    /// stops it with an error naming it (the ones before it are removed, no
+    /// reply queued). What a removed subscription still owes goes before
+    /// the reply: its pending gap is told, and nothing of its data (a
+    /// conflated book) comes after.
+    pub fn unsubscribe(
+        &self,
+        client: &Client,
+        topics: &[String],
+        reply: String,
+    ) -> Result<(), String> {
+        let mut s = client.lock();
+        let mut owed = 0;
+        let mut result = Ok(());
+        for t in topics {
+            match s.unsubscribe(t) {
+                Some(told) => owed += told,
+                None => {
+                    result = Err(format!("not subscribed to \"{t}\""));
+                    break;
+                }
+            }
+        }
+        if result.is_ok() {
+            s.push_control_owing(reply, owed);
+        }
+        client.gauge(&s);
+        drop(s);
+        client.wake.notify_one();
+        result
     }
 }
 
@@ -588,7 +616,8 @@ mod tests {
             &format!("replaced resumes still alive: {}", threads_named(&name)),
             &|| threads_named(&name) <= 1,
         );
-        assert!(hub.unsubscribe(&client, "trade_events"));
+        hub.unsubscribe(&client, &["trade_events".to_owned()], "{}".into())
+            .unwrap();
         wait(
             &format!(
                 "resumes alive after the unsubscribe: {}",
@@ -596,5 +625,65 @@ mod tests {
             ),
             &|| threads_named(&name) == 0,
         );
+    }
+
+    /// `unsubscribe` queued its reply with the topic's pending gap still
+    /// pending and its conflated books still held: both were sent after
+    /// `unsubscribed` (a book of a topic the client had left).
+    #[test]
+    fn regression_an_unsubscribed_topics_gap_and_books_came_after_the_reply() {
+        let bus = Bus::new(Config {
+            namespace: format!("hubunsub{}", std::process::id()),
+            topics: vec![
+                TopicConfig::new("trade_events", 1 << 20, TopicKind::Trade),
+                TopicConfig::new("market_l2", 1 << 20, TopicKind::L2),
+            ],
+        });
+        let budget = 1000;
+        let topics = ["trade_events".to_owned(), "market_l2".to_owned()];
+        let hub = Hub::new(&bus, &topics, None, budget).unwrap();
+        let client = hub.register();
+        let book = |seq: u64| {
+            Arc::new(Frame {
+                topic: Arc::from("market_l2"),
+                seq,
+                class: Class::Book,
+                key: "AAA".into(),
+                text: axum::extract::ws::Utf8Bytes::from(format!("{{\"book\":{seq}}}")),
+            })
+        };
+        {
+            let mut s = client.lock();
+            s.subs.insert(Arc::from("trade_events"), Sub::default());
+            s.subs.insert(Arc::from("market_l2"), Sub::default());
+            // Data up to the budget, then a trade skipped (a pending gap)
+            // and a book conflated.
+            let mut seq = 0;
+            while s.queued_bytes() + trade(seq).text.len() <= budget {
+                assert!(s.admit(&trade(seq)));
+                seq += 1;
+            }
+            s.admit(&trade(seq));
+            s.admit(&book(seq + 1));
+        }
+        let reply = r#"{"type":"unsubscribed"}"#;
+        hub.unsubscribe(&client, &topics, reply.into()).unwrap();
+        let mut sent = Vec::new();
+        while let Some((batch, _)) = client.take() {
+            sent.extend(batch.split('\n').map(str::to_owned));
+        }
+        let at = sent.iter().position(|m| m == reply).unwrap();
+        assert!(
+            sent[..at].iter().any(|m| m.contains("\"gap\"")),
+            "no gap before the reply: {:?}",
+            &sent[at..]
+        );
+        assert_eq!(at, sent.len() - 1, "after the reply: {:?}", &sent[at + 1..]);
+        // Not subscribed: refused, naming the topic, no reply queued.
+        let e = hub
+            .unsubscribe(&client, &["market_l2".to_owned()], reply.into())
+            .unwrap_err();
+        assert!(e.contains("market_l2"), "{e}");
+        assert!(client.take().is_none());
     }
 }
