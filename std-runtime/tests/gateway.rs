@@ -841,8 +841,7 @@ async fn regression_repeated_resumes_by_a_stalled_client_do_not_pile_up_threads(
         )
         .await;
     }
-    // Every request answered (so each replaced the resume before it,
-    // while this client read nothing and its resumes waited for room).
+    // Every request answered (each replaced the resume before it).
     let m = collect(&mut slow, |m| {
         m.iter().filter(|v| v["type"] == "subscribed").count() == TIMES
     })
@@ -853,9 +852,11 @@ async fn regression_repeated_resumes_by_a_stalled_client_do_not_pile_up_threads(
         "{:?}",
         m.last()
     );
-    // Only the last resume is wanted: every other has to go. (A replaced
-    // resume that does not stop never does here: the subscription replacing
-    // it holds no live frame for it to hand over to, nothing is published.)
+    // Only the last resume is wanted: every other has to go. (Sent in one
+    // burst, each request here replaces the resume before it before that
+    // one reads its first frame, so none waits for room: a replaced resume
+    // waiting for room is `gateway::hub::tests::
+    // regression_a_replaced_resume_waiting_for_room_stops`.)
     let deadline = std::time::Instant::now() + WAIT;
     let mut most = 0;
     loop {

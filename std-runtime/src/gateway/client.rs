@@ -41,8 +41,9 @@ pub struct Frame {
 }
 
 /// A run of one topic's messages skipped or lost, not yet told to the
-/// client: told once its queue drains, before the topic's next data
-/// message, or before the reply to a subscription replacing the topic's.
+/// client: queued once a batch taken frees room in the budget for it (or
+/// its queue drains), before the topic's next data message, or before the
+/// reply to a subscription replacing the topic's.
 /// Later skips and losses of the topic extend it (`count` summed),
 /// so a client that does not read is owed one gap per topic, not one
 /// message per loss.
@@ -209,6 +210,11 @@ pub struct Client {
     pub wake: Notify,
     /// Unsent bytes, readable without the lock (for the heartbeat's stats).
     pub queued: AtomicU64,
+    /// Times a resume of this client began waiting for room (tests only:
+    /// they tell a resume that waits from one replaced before its first
+    /// frame).
+    #[cfg(test)]
+    pub(super) room_waits: AtomicU64,
 }
 
 /// Control messages (replies, errors, gaps) may exceed the data budget by
@@ -229,6 +235,8 @@ impl Client {
             }),
             wake: Notify::new(),
             queued: AtomicU64::new(0),
+            #[cfg(test)]
+            room_waits: AtomicU64::new(0),
         }
     }
 
@@ -283,7 +291,9 @@ impl Client {
     }
 
     /// Takes the next batch to send: queued messages joined by `\n`, then,
-    /// once the queue is empty, pending gap messages and conflated books.
+    /// once the queue is empty, pending gap messages and conflated books
+    /// (while it is not, pending gaps that fit in the room the batch freed
+    /// are queued behind it).
     pub fn take(&self) -> Option<(Utf8Bytes, u64)> {
         // Only the shared handles are taken under the lock; the copying
         // into one message happens after it, so a bus reader offering the
@@ -298,7 +308,13 @@ impl Client {
                 len += m.len() + 1;
                 parts.push(m);
             }
-            if s.queue.is_empty() {
+            if !s.queue.is_empty() {
+                // Room freed: pending gaps that now fit are queued behind
+                // what is left (every earlier message of their topic), so a
+                // queue kept full by one topic does not hold back another
+                // topic's gap until it drains.
+                s.queue_pending_gaps();
+            } else {
                 let s = &mut *s;
                 for (topic, g) in std::mem::take(&mut s.gaps) {
                     parts.push(Utf8Bytes::from(gap_json(&topic, g.from, g.to, g.count)));
@@ -629,7 +645,7 @@ impl State {
     }
 
     /// Queues the pending backpressure gap of `topic` now, ahead of its
-    /// turn (told once the queue drains): a subscription replacing the one
+    /// turn (told once room frees): a subscription replacing the one
     /// that lost those trades tells it before its own reply, where it is
     /// the old one's loss, not after it, where it would name sequences a
     /// resume of the new one then sends. Returns the bytes it queued.
@@ -639,6 +655,20 @@ impl State {
             self.tell(topic, g.from, g.to, g.count);
         }
         self.bytes - before
+    }
+
+    /// Removes the subscription to `topic`; None if there is none. Its
+    /// pending gap is queued now (ahead of the caller's reply) and its
+    /// conflated books dropped (no data of it after the reply). Returns the
+    /// bytes of the gap queued, owed to the client whatever it asked.
+    pub(super) fn unsubscribe(&mut self, topic: &str) -> Option<usize> {
+        self.subs.remove(topic)?;
+        let before = self.bytes;
+        if let Some(g) = self.gaps.remove(topic) {
+            self.tell(topic, g.from, g.to, g.count);
+        }
+        self.books.retain(|(t, _), _| &**t != topic);
+        Some(self.bytes - before)
     }
 
     /// Owes the client a gap of `count` sequences `from..=to` of `topic`.
@@ -663,6 +693,20 @@ impl State {
             }
         } else {
             self.gaps.insert(Arc::from(topic), Gap { from, to, count });
+        }
+    }
+
+    /// Queues each pending gap that fits in the budget (in topic order,
+    /// stopping at the first that does not fit).
+    fn queue_pending_gaps(&mut self) {
+        while let Some(entry) = self.gaps.first_entry() {
+            let g = *entry.get();
+            let len = gap_json(entry.key(), g.from, g.to, g.count).len();
+            if self.bytes + len > self.budget {
+                break;
+            }
+            let topic = entry.remove_entry().0;
+            self.tell(&topic, g.from, g.to, g.count);
         }
     }
 
@@ -805,6 +849,63 @@ mod tests {
         // A client keeping up is told each loss at once, on its own.
         c.lost_live("b", 5000, 5001, 2);
         assert_eq!(script(&c), ["gap 5000..5001 x2"]);
+    }
+
+    /// A topic's pending gap was told only once the whole queue drained
+    /// (or before the topic's next data message): a client kept over its
+    /// budget by a busy topic, whose queue never drains, was never told
+    /// what a quiet topic lost, however much room each batch freed.
+    #[test]
+    fn regression_a_quiet_topics_pending_gap_is_told_when_room_frees() {
+        let big = |topic: &str, seq: u64| {
+            Arc::new(Frame {
+                topic: Arc::from(topic),
+                seq,
+                class: Class::Trade,
+                key: "AAA".into(),
+                text: Utf8Bytes::from(format!(
+                    "{{\"seq\":{seq},\"pad\":\"{}\"}}",
+                    "x".repeat(1000)
+                )),
+            })
+        };
+        // Room for several batches, so taking one leaves the queue full.
+        let budget = 4 * BATCH_BYTES;
+        let c = Client::new(1, budget);
+        c.lock().subs.insert(Arc::from("busy"), Sub::default());
+        c.lock().subs.insert(Arc::from("quiet"), Sub::default());
+        let mut seq = 0;
+        let mut fill = |c: &Client| {
+            while c.lock().queued_bytes() + big("busy", 0).text.len() <= budget {
+                c.offer(&big("busy", seq));
+                seq += 1;
+            }
+            // One more: skipped, a pending gap of the busy topic.
+            c.offer(&big("busy", seq));
+            seq += 1;
+        };
+        fill(&c);
+        // Control messages fill the last bytes: the gap does not fit.
+        let room = budget - c.lock().queued_bytes();
+        if room >= 2 {
+            c.push_control(format!("\"{}\"", "y".repeat(room - 2)));
+        }
+        // The quiet topic's bus reader loses 7..=9 while the queue is full.
+        c.lost_live("quiet", 7, 9, 3);
+        let mut told = Vec::new();
+        for _ in 0..if cfg!(miri) { 2 } else { 5 } {
+            let (batch, _) = c.take().unwrap();
+            told.extend(
+                batch
+                    .split('\n')
+                    .filter(|l| l.contains("\"quiet\""))
+                    .map(str::to_owned),
+            );
+            // The busy topic fills the room again: the queue never drains.
+            fill(&c);
+            assert!(c.lock().queued_bytes() > 0);
+        }
+        assert_eq!(told, [gap_json("quiet", 7, 9, 3)], "the quiet topic's loss");
     }
 
     #[test]

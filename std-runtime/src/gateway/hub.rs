@@ -400,12 +400,19 @@ impl Hub {
                 // Flow control: a resume waits for room instead of skipping;
                 // one whose subscription was replaced or dropped stops (a
                 // client re-subscribing must not pile up waiting threads).
+                let mut waited = false;
                 loop {
                     if !client.resume_wanted(topic, id) {
                         return ControlFlow::Break(());
                     }
                     if client.lock().queued_bytes() < self.budget / 2 {
                         break;
+                    }
+                    if !waited {
+                        waited = true;
+                        // Relaxed: a test's count, polled; it orders nothing.
+                        #[cfg(test)]
+                        client.room_waits.fetch_add(1, Ordering::Relaxed);
                     }
                     std::thread::sleep(Duration::from_millis(1));
                 }
@@ -436,9 +443,37 @@ impl Hub {
         }
     }
 
-    /// Removes `topic` from `client`'s subscriptions.
-    pub fn unsubscribe(&self, client: &Client, topic: &str) -> bool {
-        client.lock().subs.remove(topic).is_some()
+    /// Removes each of `topics` from `client`'s subscriptions and queues
+    /// `reply` (the `unsubscribed` message); the first topic not subscribed
+    /// stops it with an error naming it (the ones before it are removed, no
+    /// reply queued). What a removed subscription still owes goes before
+    /// the reply: its pending gap is told, and nothing of its data (a
+    /// conflated book) comes after.
+    pub fn unsubscribe(
+        &self,
+        client: &Client,
+        topics: &[String],
+        reply: String,
+    ) -> Result<(), String> {
+        let mut s = client.lock();
+        let mut owed = 0;
+        let mut result = Ok(());
+        for t in topics {
+            match s.unsubscribe(t) {
+                Some(told) => owed += told,
+                None => {
+                    result = Err(format!("not subscribed to \"{t}\""));
+                    break;
+                }
+            }
+        }
+        if result.is_ok() {
+            s.push_control_owing(reply, owed);
+        }
+        client.gauge(&s);
+        drop(s);
+        client.wake.notify_one();
+        result
     }
 }
 
@@ -511,5 +546,144 @@ mod tests {
         let n = last.len();
         assert!(last[n - 2].contains("\"gap\""), "{:?}", &last[n - 2..]);
         assert_eq!(last[n - 1], reply);
+    }
+
+    fn threads_named(prefix: &str) -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|n| n.trim_end() == prefix)
+            .count()
+    }
+
+    /// The repeated-resumes test of `tests/gateway.rs` sent its requests in
+    /// one burst: each replaced the resume before it before that one read
+    /// its first frame, so no replaced resume was ever waiting for room,
+    /// and a build whose waiting resumes ignore their replacement passed.
+    /// Here each resume is replaced only once it waits for room (its client
+    /// never reads), and all of them have to go.
+    #[test]
+    fn regression_a_replaced_resume_waiting_for_room_stops() {
+        let bus = Bus::new(Config {
+            namespace: format!("hubwait{}", std::process::id()),
+            topics: vec![TopicConfig::new("trade_events", 1 << 20, TopicKind::Trade)],
+        });
+        bus.remove_segments();
+        // Removes the segment however the test ends.
+        struct Segments(Bus);
+        impl Drop for Segments {
+            fn drop(&mut self) {
+                self.0.remove_segments();
+            }
+        }
+        let _segments = Segments(bus.clone());
+        let mut p = bus.publisher("trade_events").unwrap();
+        let trade = |n: u64| zerocast_core::frame::TradeEvent {
+            trade_id: zerocast_core::frame::id::id(&format!("t{n}")).unwrap(),
+            order_id: zerocast_core::frame::id::id("o").unwrap(),
+            instrument_id: zerocast_core::frame::id::id("AAA").unwrap(),
+            price: 100.0,
+            volume: 1.0,
+            direction: zerocast_core::frame::Direction::Buy,
+            timestamp: 1,
+        };
+        let first = p.publish(&trade(0)).unwrap();
+        for n in 1..200 {
+            p.publish(&trade(n)).unwrap();
+        }
+        // Room for a few trades: the resume waits after its first ones.
+        let hub = Hub::new(&bus, &["trade_events".to_owned()], None, 2048).unwrap();
+        let client = hub.register();
+        let name = format!("gw-resume-{}", client.id);
+        const TIMES: u64 = if cfg!(miri) { 2 } else { 10 };
+        let wait = |what: &str, done: &dyn Fn() -> bool| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while !done() {
+                assert!(std::time::Instant::now() < deadline, "{what}");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        for k in 1..=TIMES {
+            let topic = hub.topic("trade_events").unwrap();
+            hub.subscribe(&client, &[(topic, Some(first))], None, "{}".into());
+            // Relaxed: see `room_waits`.
+            wait(&format!("resume {k} never waited for room"), &|| {
+                client.room_waits.load(Ordering::Relaxed) >= k
+            });
+        }
+        // Only the last is wanted; then none.
+        wait(
+            &format!("replaced resumes still alive: {}", threads_named(&name)),
+            &|| threads_named(&name) <= 1,
+        );
+        hub.unsubscribe(&client, &["trade_events".to_owned()], "{}".into())
+            .unwrap();
+        wait(
+            &format!(
+                "resumes alive after the unsubscribe: {}",
+                threads_named(&name)
+            ),
+            &|| threads_named(&name) == 0,
+        );
+    }
+
+    /// `unsubscribe` queued its reply with the topic's pending gap still
+    /// pending and its conflated books still held: both were sent after
+    /// `unsubscribed` (a book of a topic the client had left).
+    #[test]
+    fn regression_an_unsubscribed_topics_gap_and_books_came_after_the_reply() {
+        let bus = Bus::new(Config {
+            namespace: format!("hubunsub{}", std::process::id()),
+            topics: vec![
+                TopicConfig::new("trade_events", 1 << 20, TopicKind::Trade),
+                TopicConfig::new("market_l2", 1 << 20, TopicKind::L2),
+            ],
+        });
+        let budget = 1000;
+        let topics = ["trade_events".to_owned(), "market_l2".to_owned()];
+        let hub = Hub::new(&bus, &topics, None, budget).unwrap();
+        let client = hub.register();
+        let book = |seq: u64| {
+            Arc::new(Frame {
+                topic: Arc::from("market_l2"),
+                seq,
+                class: Class::Book,
+                key: "AAA".into(),
+                text: axum::extract::ws::Utf8Bytes::from(format!("{{\"book\":{seq}}}")),
+            })
+        };
+        {
+            let mut s = client.lock();
+            s.subs.insert(Arc::from("trade_events"), Sub::default());
+            s.subs.insert(Arc::from("market_l2"), Sub::default());
+            // Data up to the budget, then a trade skipped (a pending gap)
+            // and a book conflated.
+            let mut seq = 0;
+            while s.queued_bytes() + trade(seq).text.len() <= budget {
+                assert!(s.admit(&trade(seq)));
+                seq += 1;
+            }
+            s.admit(&trade(seq));
+            s.admit(&book(seq + 1));
+        }
+        let reply = r#"{"type":"unsubscribed"}"#;
+        hub.unsubscribe(&client, &topics, reply.into()).unwrap();
+        let mut sent = Vec::new();
+        while let Some((batch, _)) = client.take() {
+            sent.extend(batch.split('\n').map(str::to_owned));
+        }
+        let at = sent.iter().position(|m| m == reply).unwrap();
+        assert!(
+            sent[..at].iter().any(|m| m.contains("\"gap\"")),
+            "no gap before the reply: {:?}",
+            &sent[at..]
+        );
+        assert_eq!(at, sent.len() - 1, "after the reply: {:?}", &sent[at + 1..]);
+        // Not subscribed: refused, naming the topic, no reply queued.
+        let e = hub
+            .unsubscribe(&client, &["market_l2".to_owned()], reply.into())
+            .unwrap_err();
+        assert!(e.contains("market_l2"), "{e}");
+        assert!(client.take().is_none());
     }
 }

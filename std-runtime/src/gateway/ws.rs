@@ -273,16 +273,11 @@ fn handle(
             Ok(())
         }
         Request::Unsubscribe(topics) => {
-            for t in &topics {
-                if !shared.hub.unsubscribe(client, t) {
-                    return Err(protocol::error(
-                        "unsubscribe",
-                        &format!("not subscribed to \"{t}\""),
-                    ));
-                }
-            }
-            client.push_control(json!({"type": "unsubscribed", "topics": topics}).to_string());
-            Ok(())
+            let reply = json!({"type": "unsubscribed", "topics": topics}).to_string();
+            shared
+                .hub
+                .unsubscribe(client, &topics, reply)
+                .map_err(|e| protocol::error("unsubscribe", &e))
         }
     }
 }
