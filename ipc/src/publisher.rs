@@ -1880,6 +1880,113 @@ mod tests {
         assert_eq!(published, Ok(cap));
     }
 
+    /// Review of task C: with the claiming marker naming the head its
+    /// claimer read, `a_publisher_waiting_for_room_holds_up_no_declaration`
+    /// (whose dead claim comes before the waiter's marker) no longer
+    /// needed the marker taken down during the wait, and passed with it
+    /// held. This is the case that does: a batch of two waits for room
+    /// (room for one), a publisher claims that one after the batch's
+    /// marker and dies; a watcher stuck behind it must be told `Lost`
+    /// while the batch still waits (a held marker names that sequence).
+    #[test]
+    fn a_batch_waiting_for_room_holds_up_no_declaration_of_a_claim_after_its_marker() {
+        let path = std::env::temp_dir().join(format!("zc-waitafter-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let seg = Arc::new(Segment::create(&path, "waitafter", 64, 32).unwrap());
+        let cap = seg.ring().capacity();
+        let mut holder = crate::subscriber::ShmSubscriber::new(
+            seg.clone(),
+            &crate::subscriber::SubscriberOptions {
+                gating: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut watcher = crate::subscriber::ShmSubscriber::new(
+            seg.clone(),
+            &crate::subscriber::SubscriberOptions {
+                stall_bound: Duration::from_millis(2),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut publisher = ShmPublisher::new(
+            seg.clone(),
+            &PublisherOptions {
+                gating: GatingPolicy::Wait(Duration::from_secs(10)),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut dead = ShmPublisher::new(seg.clone(), &PublisherOptions::default()).unwrap();
+        for i in 0..cap - 1 {
+            assert_eq!(publisher.publish(&heartbeat(i)).unwrap(), i);
+        }
+        let waiter = publisher.entry;
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let writer = std::thread::spawn(move || {
+            // Room for one: waits for room, its marker naming `cap - 1`.
+            let result = publisher
+                .publish_batch(&[heartbeat(cap), heartbeat(cap + 1)])
+                .map_err(|e| e.to_string());
+            done_tx.send(()).unwrap();
+            drop(publisher);
+            result
+        });
+        // The batch has read the head (its marker is up, at least once).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while seg.header().publishers[waiter].claiming() != Some(cap - 1) {
+            assert!(
+                Instant::now() < deadline,
+                "the batch never marked its entry"
+            );
+            std::hint::spin_loop();
+        }
+        // Dies right after claiming the one slot left: `cap - 1`, unlisted.
+        let claim = seg.producer_ring().try_claim(&mut dead.cache).unwrap();
+        assert_eq!(claim.seq(), cap - 1);
+        std::mem::forget(claim);
+        let (pid, start) = crate::layout::owner_parts(current_owner());
+        // Relaxed: the entry now names a dead process.
+        seg.header().publishers[dead.entry].pid.store(
+            crate::layout::owner_word(pid, start.wrapping_add(1)),
+            Ordering::Relaxed,
+        );
+        std::mem::forget(dead);
+        let mut last = None;
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            match watcher.poll() {
+                Ok(seq) if seq + 1 < cap => {}
+                Err(crate::subscriber::RecvError::Empty) => std::hint::spin_loop(),
+                other => {
+                    last = Some(other);
+                    break;
+                }
+            }
+        }
+        // Still waiting (nothing released yet) when the loss was told.
+        let waiting = done_rx.try_recv().is_err();
+        // Room for the batch: the holder reads the ring's worth.
+        let read = std::iter::from_fn(|| match holder.poll() {
+            Err(crate::subscriber::RecvError::Empty) => None,
+            other => Some(other),
+        })
+        .take(cap as usize)
+        .count() as u64;
+        let published = writer.join().unwrap();
+        drop((holder, watcher, seg));
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            last,
+            Some(Err(crate::subscriber::RecvError::Lost(cap - 1))),
+            "what the watcher got after the frames before the dead claim"
+        );
+        assert_eq!(read, cap, "what the holder read");
+        assert!(waiting, "the batch did not wait for room");
+        assert_eq!(published, Ok(cap));
+    }
+
     /// Review: as for subscribers
     /// (`regression_a_forked_subscriber_copy_did_not_detach_when_atfork_registration_failed`):
     /// with the `pthread_atfork` registration failed, a forked child
