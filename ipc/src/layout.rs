@@ -115,10 +115,11 @@ pub struct PublisherEntry {
     /// several); meaningful only while `inflight` is not 0.
     pub inflight_len: AtomicU32,
     /// `seq + 1` of the first sequence claimed but not yet committed; 0 when
-    /// none; [`INFLIGHT_CLAIMING`] while the owner is claiming (stored
-    /// before the claim, replaced by the sequence right after it). Lets a
-    /// supervisor find what a dead publisher was writing, and tells it that
-    /// a live one may hold a sequence it has not listed yet.
+    /// none; [`INFLIGHT_CLAIMING`] with the head the owner read while it is
+    /// claiming (stored before the claim, replaced by the sequence right
+    /// after it). Lets a supervisor find what a dead publisher was writing,
+    /// and tells it from which sequence on a live one may hold one it has
+    /// not listed yet.
     pub inflight: AtomicU64,
     /// Frames published through this entry.
     pub published: AtomicU64,

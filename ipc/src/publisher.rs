@@ -1229,8 +1229,9 @@ thread_local! {
 /// full ring ago and has not committed. If that lasts past
 /// [`STALL_BOUND`], the older sequence is resolved as subscribers resolve a
 /// stall: declared lost if no live publisher has it in flight or is
-/// claiming (see `mark_claiming`), so a live publisher between its claim
-/// and its in-flight record is never mistaken for a dead one.
+/// claiming from it or earlier (see `mark_claiming`), so a live publisher
+/// between its claim and its in-flight record is never mistaken for a dead
+/// one.
 ///
 /// Also the yield of the ring's waits behind an older lap (`begin_write`,
 /// marking a claim lost, a claim given up): the no_std ring spins and

@@ -27,9 +27,10 @@ use crate::wait::{global_expedited_supported, publisher_registered, single_produ
 /// How long a sequence may stay claimed but uncommitted before a subscriber
 /// or a publisher waiting on its slot resolves it (the subscribers' default;
 /// see `SubscriberOptions::stall_bound`): declared lost if no live
-/// publisher lists it in flight or is claiming (a publisher marks its entry
-/// claiming before it claims, so one preempted between its claim and its
-/// in-flight record, however long, is not mistaken for a dead one).
+/// publisher lists it in flight or is claiming from it or an older
+/// sequence (a publisher marks its entry claiming, with the head it read,
+/// before it claims, so one preempted between its claim and its in-flight
+/// record, however long, is not mistaken for a dead one).
 pub const STALL_BOUND: Duration = Duration::from_millis(50);
 
 /// The ring type inside a segment.
