@@ -897,10 +897,7 @@ impl<'a> WaitLimit<'a> {
         // publish takes `&mut self`). The marker is there only before the
         // claim; a wait after it (a claim that raced a first registration,
         // or its giving up) lists the claim, which stays.
-        // Put back as it was: the head it names is still at or below
-        // whatever the claim retried after this turn takes.
-        let marker = self.entry.inflight.load(Ordering::Relaxed);
-        let claiming = marker & INFLIGHT_CLAIMING != 0;
+        let claiming = self.entry.inflight.load(Ordering::Relaxed) & INFLIGHT_CLAIMING != 0;
         if claiming {
             clear_claim(self.entry);
         }
@@ -911,8 +908,10 @@ impl<'a> WaitLimit<'a> {
                 std::thread::yield_now();
             }
             if claiming {
-                // Release: as in `mark_claiming`.
-                self.entry.inflight.store(marker, Ordering::Release);
+                // With the head read now: the claim retried after this turn
+                // takes nothing below it, and a claim another publisher took
+                // (and died with) during the wait is not held up.
+                mark_claiming(self.entry, self.seg);
             }
         }
         keep
