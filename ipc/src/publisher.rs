@@ -893,6 +893,10 @@ impl<'a> WaitLimit<'a> {
     /// `mark_claiming`).
     #[cold]
     fn keep_waiting(&mut self) -> bool {
+        #[cfg(test)]
+        // Release: pairs with the test's Acquire load; our marker (stored
+        // before this wait) is up by then.
+        WAITING_ENTRY.store(std::ptr::from_ref(self.entry) as usize, Ordering::Release);
         // Relaxed: our own entry's word, written only by this thread (a
         // publish takes `&mut self`). The marker is there only before the
         // claim; a wait after it (a claim that raced a first registration,
@@ -1193,6 +1197,12 @@ fn wait_for_older_laps(seg: &Segment, policy: GatingPolicy, n: u64) -> Result<()
         }
     }
 }
+
+/// Tests: the address of the publisher entry whose publish last waited for
+/// room (`WaitLimit::keep_waiting`), so a test knows a publish on another
+/// thread is in its wait (its claiming marker taken by then).
+#[cfg(test)]
+static WAITING_ENTRY: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 #[cfg(test)]
 thread_local! {
@@ -1933,14 +1943,15 @@ mod tests {
             drop(publisher);
             result
         });
-        // The batch has read the head (its marker is up, at least once).
+        // The batch waits for room: it read the head (`cap - 1`) for its
+        // marker before. (Its marker is up only between the turns of its
+        // wait, too briefly to watch for.)
+        let waiting_entry = std::ptr::from_ref(&seg.header().publishers[waiter]) as usize;
         let deadline = Instant::now() + Duration::from_secs(5);
-        while seg.header().publishers[waiter].claiming() != Some(cap - 1) {
-            assert!(
-                Instant::now() < deadline,
-                "the batch never marked its entry"
-            );
-            std::hint::spin_loop();
+        // Acquire: pairs with the Release store in `keep_waiting`.
+        while WAITING_ENTRY.load(Ordering::Acquire) != waiting_entry {
+            assert!(Instant::now() < deadline, "the batch never waited for room");
+            std::thread::yield_now();
         }
         // Dies right after claiming the one slot left: `cap - 1`, unlisted.
         let claim = seg.producer_ring().try_claim(&mut dead.cache).unwrap();
