@@ -67,9 +67,10 @@
 //! during that window the next lap's frame may be torn. There is no undefined
 //! behaviour either way. The ipc layer only declares sequences whose owner's
 //! pid is gone, or that stayed claimed past its stall bound while no live
-//! publisher lists them in flight or is claiming (a publisher marks its
-//! entry before it claims: one preempted between its claim and its record
-//! is not taken for a dead one, however long the preemption).
+//! publisher lists them in flight or is claiming from them or earlier (a
+//! publisher marks its entry, with the head it read, before it claims: one
+//! preempted between its claim and its record is not taken for a dead one,
+//! however long the preemption).
 //!
 //! **Gating consumers.** Up to [`MAX_GATING`] consumers register a cursor in
 //! the header; a producer never claims a sequence whose slot still holds one

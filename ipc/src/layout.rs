@@ -115,10 +115,11 @@ pub struct PublisherEntry {
     /// several); meaningful only while `inflight` is not 0.
     pub inflight_len: AtomicU32,
     /// `seq + 1` of the first sequence claimed but not yet committed; 0 when
-    /// none; [`INFLIGHT_CLAIMING`] while the owner is claiming (stored
-    /// before the claim, replaced by the sequence right after it). Lets a
-    /// supervisor find what a dead publisher was writing, and tells it that
-    /// a live one may hold a sequence it has not listed yet.
+    /// none; [`INFLIGHT_CLAIMING`] with the head the owner read while it is
+    /// claiming (stored before the claim, replaced by the sequence right
+    /// after it). Lets a supervisor find what a dead publisher was writing,
+    /// and tells it from which sequence on a live one may hold one it has
+    /// not listed yet.
     pub inflight: AtomicU64,
     /// Frames published through this entry.
     pub published: AtomicU64,
@@ -140,17 +141,23 @@ pub struct PublisherEntry {
     pub _reserved: [AtomicU64; 6],
 }
 
-/// [`PublisherEntry::inflight`] while its owner is claiming: stored before
-/// the claim (a Release store, see `ShmPublisher`'s `mark_claiming`), so
-/// that a supervisor who sees a sequence claimed also sees, in the entry of
-/// the publisher that claimed it, this marker or what came after it (the
-/// sequence, or 0 once it is committed). A live publisher in this state may
-/// hold any sequence it has not listed yet: it is never declared lost (a
-/// publisher preempted between its claim and its record, for longer than
-/// a stall bound, is not a dead one). A dead one's marker lists nothing:
-/// a sequence it claimed is resolved by the stall check once its entry is
-/// reaped. Never a sequence: sequences stay far below `u64::MAX - 1`.
-pub const INFLIGHT_CLAIMING: u64 = u64::MAX;
+/// Flag of [`PublisherEntry::inflight`] while its owner is claiming: the
+/// word is `INFLIGHT_CLAIMING | from`, where `from` is the ring's head the
+/// owner read before storing it. Stored before the claim (a Release store,
+/// see `ShmPublisher`'s `mark_claiming`), so that a supervisor who sees a
+/// sequence claimed also sees, in the entry of the publisher that claimed
+/// it, this marker or what came after it (the sequence, or 0 once it is
+/// committed). A live publisher in this state may hold any sequence from
+/// `from` on that it has not listed yet (its claim comes after its read
+/// of the head, so it takes nothing below `from`): none of those is
+/// declared lost (a publisher preempted between its claim and its record,
+/// for longer than a stall bound, is not a dead one), while an older
+/// sequence still is (a claimer stopped before its claim holds up no
+/// declaration of a dead publisher's older claim). A dead one's marker
+/// lists nothing: a sequence it claimed is resolved by the stall check
+/// once its entry is reaped. Never part of a listed sequence: sequences
+/// stay below 2^56.
+pub const INFLIGHT_CLAIMING: u64 = 1 << 63;
 
 impl PublisherEntry {
     /// The sequences this publisher has claimed and not yet committed, if
@@ -161,17 +168,17 @@ impl PublisherEntry {
         self.inflight_state().1
     }
 
-    /// Whether the owner is claiming a sequence it has not listed yet
-    /// ([`INFLIGHT_CLAIMING`]). A hint: read by a supervisor about to
-    /// declare an unlisted sequence lost, which must not if a live owner
-    /// is claiming.
-    pub fn claiming(&self) -> bool {
+    /// If the owner is claiming ([`INFLIGHT_CLAIMING`]), the least
+    /// sequence it may hold unlisted. A hint: read by a supervisor about
+    /// to declare an unlisted sequence lost, which must not if a live
+    /// owner is claiming from that sequence or an older one.
+    pub fn claiming(&self) -> Option<u64> {
         self.inflight_state().0
     }
 
-    /// One read of the in-flight record: whether the owner is claiming,
-    /// and the range it lists.
-    pub fn inflight_state(&self) -> (bool, Option<core::ops::Range<u64>>) {
+    /// One read of the in-flight record: where the owner is claiming from
+    /// (if it is), and the range it lists.
+    pub fn inflight_state(&self) -> (Option<u64>, Option<core::ops::Range<u64>>) {
         // Acquire: pairs with the Release stores of `inflight` in the
         // publisher (`mark_claiming`, `record_inflight`, the single
         // publish's record, the clears after a commit): the length read
@@ -179,14 +186,14 @@ impl PublisherEntry {
         // a value stored after a commit also sees that commit (so a
         // declaration it then attempts finds the sequence committed).
         let inflight = self.inflight.load(Ordering::Acquire);
-        if inflight == INFLIGHT_CLAIMING {
-            return (true, None);
+        if inflight & INFLIGHT_CLAIMING != 0 {
+            return (Some(inflight & !INFLIGHT_CLAIMING), None);
         }
         // Relaxed: ordered by the Acquire load above.
         let len = u64::from(self.inflight_len.load(Ordering::Relaxed).max(1));
         // Saturating: the words are shared memory, any value may be there.
         (
-            false,
+            None,
             (inflight != 0).then(|| inflight - 1..(inflight - 1).saturating_add(len)),
         )
     }

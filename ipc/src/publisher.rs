@@ -357,7 +357,7 @@ impl ShmPublisher {
         let entry = &seg.header().publishers[self.entry];
         let mut waiting = WaitLimit::new(seg, entry, self.policy);
         let mut giving_up = StuckWait::new(seg);
-        mark_claiming(entry);
+        mark_claiming(entry, seg);
         let mut claim = match ring.claim_batch_wait_with(
             &mut self.cache,
             bodies.len(),
@@ -423,7 +423,7 @@ impl ShmPublisher {
         let entry = &seg.header().publishers[self.entry];
         let mut waiting = WaitLimit::new(seg, entry, self.policy);
         let mut giving_up = StuckWait::new(seg);
-        mark_claiming(entry);
+        mark_claiming(entry, seg);
         let claim = match ring.claim_batch_wait_with(
             &mut self.cache,
             count as usize,
@@ -464,7 +464,7 @@ impl ShmPublisher {
     #[cfg(feature = "fault-injection")]
     #[doc(hidden)]
     pub fn crash_mid_publish(&mut self) -> ! {
-        mark_claiming(self.entry());
+        mark_claiming(self.entry(), &self.seg);
         let claim = self
             .seg
             .producer_ring()
@@ -893,11 +893,15 @@ impl<'a> WaitLimit<'a> {
     /// `mark_claiming`).
     #[cold]
     fn keep_waiting(&mut self) -> bool {
+        #[cfg(test)]
+        // Release: pairs with the test's Acquire load; our marker (stored
+        // before this wait) is up by then.
+        WAITING_ENTRY.store(std::ptr::from_ref(self.entry) as usize, Ordering::Release);
         // Relaxed: our own entry's word, written only by this thread (a
         // publish takes `&mut self`). The marker is there only before the
         // claim; a wait after it (a claim that raced a first registration,
         // or its giving up) lists the claim, which stays.
-        let claiming = self.entry.inflight.load(Ordering::Relaxed) == INFLIGHT_CLAIMING;
+        let claiming = self.entry.inflight.load(Ordering::Relaxed) & INFLIGHT_CLAIMING != 0;
         if claiming {
             clear_claim(self.entry);
         }
@@ -908,7 +912,10 @@ impl<'a> WaitLimit<'a> {
                 std::thread::yield_now();
             }
             if claiming {
-                mark_claiming(self.entry);
+                // With the head read now: the claim retried after this turn
+                // takes nothing below it, and a claim another publisher took
+                // (and died with) during the wait is not held up.
+                mark_claiming(self.entry, self.seg);
             }
         }
         keep
@@ -967,7 +974,7 @@ fn claim_recorded<'a>(
 ) -> Result<Claim<'a, Raw<BroadcastHeader, AtomicU64>>> {
     let mut waiting = WaitLimit::new(seg, entry, policy);
     let mut giving_up = StuckWait::new(seg);
-    mark_claiming(entry);
+    mark_claiming(entry, seg);
     let claim = seg.producer_ring().claim_wait_with(
         cache,
         || waiting.keep_waiting(),
@@ -1004,8 +1011,8 @@ fn claim_and_commit(
 
 // The in-flight record of a publisher entry, through a publish:
 //
-//   0 --mark_claiming--> CLAIMING --claim, record--> seq + 1 --commit,
-//   clear--> 0
+//   0 --mark_claiming--> CLAIMING | head --claim, record--> seq + 1
+//   --commit, clear--> 0
 //
 // (back to 0 also when a claim fails, or is given up). Every store of
 // `inflight` is Release, paired with the Acquire load of
@@ -1026,16 +1033,26 @@ fn claim_and_commit(
 //
 // A publisher waiting for room before its claim (`WaitLimit`) lists
 // nothing meanwhile: a gating wait may last as long as its policy allows,
-// and a claiming marker held through it would hold up every declaration of
-// a dead publisher's unlisted sequence for as long (a supervisor declares
-// nothing while a live publisher is claiming).
+// and a claiming marker held through it would hold up for as long every
+// declaration of a dead publisher's unlisted sequence from the marker's
+// head on (a supervisor declares none of those while a live publisher
+// claims from there): one a publisher claimed after our marker and died
+// with, which a gating subscriber we wait for may be stuck behind.
 
-/// Marks the entry claiming, before a claim: see above.
+/// Marks the entry claiming, before a claim: see above. The marker names
+/// the ring's head read here: the claim that follows reads the claim word
+/// after this load, whose sequence only grows, so it takes nothing below
+/// it, and a supervisor may still declare an older unlisted sequence (one
+/// of a dead publisher) while this publisher claims.
 #[inline(always)]
-fn mark_claiming(entry: &PublisherEntry) {
+fn mark_claiming(entry: &PublisherEntry, seg: &Segment) {
+    // Masked: `head` is below 2^56, the marker's flag is bit 63.
+    let from = seg.ring().head() & !INFLIGHT_CLAIMING;
     // Release: pairs with the Acquire load of `inflight_state` (see above);
     // published to supervisors by the claim that follows.
-    entry.inflight.store(INFLIGHT_CLAIMING, Ordering::Release);
+    entry
+        .inflight
+        .store(INFLIGHT_CLAIMING | from, Ordering::Release);
 }
 
 /// Records a single claim `seq` in flight, right after the claim and before
@@ -1181,6 +1198,12 @@ fn wait_for_older_laps(seg: &Segment, policy: GatingPolicy, n: u64) -> Result<()
     }
 }
 
+/// Tests: the address of the publisher entry whose publish last waited for
+/// room (`WaitLimit::keep_waiting`), so a test knows a publish on another
+/// thread is in its wait (its claiming marker taken by then).
+#[cfg(test)]
+static WAITING_ENTRY: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 #[cfg(test)]
 thread_local! {
     /// A pause of this thread between a claim and its in-flight record
@@ -1215,8 +1238,9 @@ thread_local! {
 /// full ring ago and has not committed. If that lasts past
 /// [`STALL_BOUND`], the older sequence is resolved as subscribers resolve a
 /// stall: declared lost if no live publisher has it in flight or is
-/// claiming (see `mark_claiming`), so a live publisher between its claim
-/// and its in-flight record is never mistaken for a dead one.
+/// claiming from it or earlier (see `mark_claiming`), so a live publisher
+/// between its claim and its in-flight record is never mistaken for a dead
+/// one.
 ///
 /// Also the yield of the ring's waits behind an older lap (`begin_write`,
 /// marking a claim lost, a claim given up): the no_std ring spins and
@@ -1657,6 +1681,63 @@ mod tests {
         );
     }
 
+    /// Review of task C: the claiming marker said only "claiming", not
+    /// from where, so a supervisor declared nothing at all while any live
+    /// publisher was claiming: one stopped (SIGSTOP, a debugger, a long
+    /// preemption) between its marker and its claim held up, for as long
+    /// as it stayed stopped, the declaration of every dead publisher's
+    /// sequence, even one claimed long before. A claimer can only take a
+    /// sequence at or past the head it saw before marking, so the marker
+    /// now carries that head, and an older sequence is declared. Here the
+    /// live publisher is this process, its marker up (as if stopped just
+    /// before its claim), and the dead one's claim came before it.
+    #[test]
+    fn regression_a_live_claimer_held_up_the_declaration_of_an_older_dead_claim() {
+        let path = std::env::temp_dir().join(format!("zc-olderdead-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let seg = Arc::new(Segment::create(&path, "olderdead", 64, 32).unwrap());
+        let mut sub = crate::subscriber::ShmSubscriber::new(
+            seg.clone(),
+            &crate::subscriber::SubscriberOptions {
+                stall_bound: Duration::from_millis(2),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let live = ShmPublisher::new(seg.clone(), &PublisherOptions::default()).unwrap();
+        let mut dead = ShmPublisher::new(seg.clone(), &PublisherOptions::default()).unwrap();
+        // Dies right after its claim: sequence 0 taken, never listed.
+        let claim = seg.producer_ring().try_claim(&mut dead.cache).unwrap();
+        assert_eq!(claim.seq(), 0);
+        std::mem::forget(claim);
+        let (pid, start) = crate::layout::owner_parts(current_owner());
+        // Relaxed: single-threaded; the entry now names a dead process.
+        seg.header().publishers[dead.entry].pid.store(
+            crate::layout::owner_word(pid, start.wrapping_add(1)),
+            Ordering::Relaxed,
+        );
+        std::mem::forget(dead);
+        // The live publisher, stopped between its marker and its claim.
+        mark_claiming(live.entry(), &seg);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let got = loop {
+            match sub.poll() {
+                Err(crate::subscriber::RecvError::Empty) if Instant::now() < deadline => {
+                    std::hint::spin_loop()
+                }
+                other => break other,
+            }
+        };
+        clear_claim(live.entry());
+        drop((sub, live, seg));
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            got,
+            Err(crate::subscriber::RecvError::Lost(0)),
+            "the dead publisher's sequence 0, claimed before the live one's marker"
+        );
+    }
+
     /// The other side of the claiming marker: a publisher that died while
     /// claiming (its marker up, its claim taken and never listed) holds
     /// nothing up. Its reap lists nothing for it (not a huge range), and
@@ -1677,7 +1758,7 @@ mod tests {
         .unwrap();
         let mut dead = ShmPublisher::new(seg.clone(), &PublisherOptions::default()).unwrap();
         let entry = &seg.header().publishers[dead.entry];
-        mark_claiming(entry);
+        mark_claiming(entry, &seg);
         let claim = seg.producer_ring().try_claim(&mut dead.cache).unwrap();
         assert_eq!(claim.seq(), 0);
         std::mem::forget(claim);
@@ -1754,7 +1835,7 @@ mod tests {
             assert_eq!(publisher.publish(&heartbeat(i)).unwrap(), i);
         }
         // Dies while claiming: sequence 5 taken, never listed.
-        mark_claiming(&seg.header().publishers[dead.entry]);
+        mark_claiming(&seg.header().publishers[dead.entry], &seg);
         let claim = seg.producer_ring().try_claim(&mut dead.cache).unwrap();
         assert_eq!(claim.seq(), 5);
         std::mem::forget(claim);
@@ -1806,6 +1887,114 @@ mod tests {
         assert_eq!(got, expected, "what the watcher received");
         assert_eq!(read, cap, "what the holder read");
         assert!(waiting, "the publish did not wait for room");
+        assert_eq!(published, Ok(cap));
+    }
+
+    /// Review of task C: with the claiming marker naming the head its
+    /// claimer read, `a_publisher_waiting_for_room_holds_up_no_declaration`
+    /// (whose dead claim comes before the waiter's marker) no longer
+    /// needed the marker taken down during the wait, and passed with it
+    /// held. This is the case that does: a batch of two waits for room
+    /// (room for one), a publisher claims that one after the batch's
+    /// marker and dies; a watcher stuck behind it must be told `Lost`
+    /// while the batch still waits (a held marker names that sequence).
+    #[test]
+    fn a_batch_waiting_for_room_holds_up_no_declaration_of_a_claim_after_its_marker() {
+        let path = std::env::temp_dir().join(format!("zc-waitafter-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let seg = Arc::new(Segment::create(&path, "waitafter", 64, 32).unwrap());
+        let cap = seg.ring().capacity();
+        let mut holder = crate::subscriber::ShmSubscriber::new(
+            seg.clone(),
+            &crate::subscriber::SubscriberOptions {
+                gating: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut watcher = crate::subscriber::ShmSubscriber::new(
+            seg.clone(),
+            &crate::subscriber::SubscriberOptions {
+                stall_bound: Duration::from_millis(2),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut publisher = ShmPublisher::new(
+            seg.clone(),
+            &PublisherOptions {
+                gating: GatingPolicy::Wait(Duration::from_secs(10)),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut dead = ShmPublisher::new(seg.clone(), &PublisherOptions::default()).unwrap();
+        for i in 0..cap - 1 {
+            assert_eq!(publisher.publish(&heartbeat(i)).unwrap(), i);
+        }
+        let waiter = publisher.entry;
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let writer = std::thread::spawn(move || {
+            // Room for one: waits for room, its marker naming `cap - 1`.
+            let result = publisher
+                .publish_batch(&[heartbeat(cap), heartbeat(cap + 1)])
+                .map_err(|e| e.to_string());
+            done_tx.send(()).unwrap();
+            drop(publisher);
+            result
+        });
+        // The batch waits for room: it read the head (`cap - 1`) for its
+        // marker before. (Its marker is up only between the turns of its
+        // wait, too briefly to watch for.)
+        let waiting_entry = std::ptr::from_ref(&seg.header().publishers[waiter]) as usize;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        // Acquire: pairs with the Release store in `keep_waiting`.
+        while WAITING_ENTRY.load(Ordering::Acquire) != waiting_entry {
+            assert!(Instant::now() < deadline, "the batch never waited for room");
+            std::thread::yield_now();
+        }
+        // Dies right after claiming the one slot left: `cap - 1`, unlisted.
+        let claim = seg.producer_ring().try_claim(&mut dead.cache).unwrap();
+        assert_eq!(claim.seq(), cap - 1);
+        std::mem::forget(claim);
+        let (pid, start) = crate::layout::owner_parts(current_owner());
+        // Relaxed: the entry now names a dead process.
+        seg.header().publishers[dead.entry].pid.store(
+            crate::layout::owner_word(pid, start.wrapping_add(1)),
+            Ordering::Relaxed,
+        );
+        std::mem::forget(dead);
+        let mut last = None;
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            match watcher.poll() {
+                Ok(seq) if seq + 1 < cap => {}
+                Err(crate::subscriber::RecvError::Empty) => std::hint::spin_loop(),
+                other => {
+                    last = Some(other);
+                    break;
+                }
+            }
+        }
+        // Still waiting (nothing released yet) when the loss was told.
+        let waiting = done_rx.try_recv().is_err();
+        // Room for the batch: the holder reads the ring's worth.
+        let read = std::iter::from_fn(|| match holder.poll() {
+            Err(crate::subscriber::RecvError::Empty) => None,
+            other => Some(other),
+        })
+        .take(cap as usize)
+        .count() as u64;
+        let published = writer.join().unwrap();
+        drop((holder, watcher, seg));
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            last,
+            Some(Err(crate::subscriber::RecvError::Lost(cap - 1))),
+            "what the watcher got after the frames before the dead claim"
+        );
+        assert_eq!(read, cap, "what the holder read");
+        assert!(waiting, "the batch did not wait for room");
         assert_eq!(published, Ok(cap));
     }
 

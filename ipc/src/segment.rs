@@ -27,9 +27,10 @@ use crate::wait::{global_expedited_supported, publisher_registered, single_produ
 /// How long a sequence may stay claimed but uncommitted before a subscriber
 /// or a publisher waiting on its slot resolves it (the subscribers' default;
 /// see `SubscriberOptions::stall_bound`): declared lost if no live
-/// publisher lists it in flight or is claiming (a publisher marks its entry
-/// claiming before it claims, so one preempted between its claim and its
-/// in-flight record, however long, is not mistaken for a dead one).
+/// publisher lists it in flight or is claiming from it or an older
+/// sequence (a publisher marks its entry claiming, with the head it read,
+/// before it claims, so one preempted between its claim and its in-flight
+/// record, however long, is not mistaken for a dead one).
 pub const STALL_BOUND: Duration = Duration::from_millis(50);
 
 /// The ring type inside a segment.
@@ -805,9 +806,11 @@ impl Segment {
     }
 
     /// Whether a live publisher lists `seq` in flight (claimed, not yet
-    /// committed), or is claiming and may hold it unlisted
-    /// ([`INFLIGHT_CLAIMING`](crate::layout::INFLIGHT_CLAIMING)): then it
-    /// must not be declared lost.
+    /// committed), or is claiming from `seq` or an older sequence and may
+    /// hold it unlisted ([`INFLIGHT_CLAIMING`](crate::layout::INFLIGHT_CLAIMING)):
+    /// then it must not be declared lost. A claimer whose marker names a
+    /// later sequence cannot hold `seq` (it read the head past `seq` before
+    /// its claim), so it holds up no declaration of an older one.
     ///
     /// Why a live claimer of `seq` is always found: the caller saw `seq`
     /// claimed (the ring's head past it, an Acquire load of the claim
@@ -822,11 +825,13 @@ impl Segment {
     /// it is committed, 0 or a later publish's marker or sequence (then a
     /// declaration finds it committed, see `PublisherEntry::inflight_state`).
     /// A publisher waiting for room (before any claim) lists nothing, so it
-    /// holds up no declaration for long.
+    /// holds up no declaration for long; one stopped between its marker
+    /// and its claim holds up only sequences from the head it read on.
     fn in_flight_in_a_live_publisher(&self, seq: u64) -> bool {
         self.header().publishers.iter().any(|p| {
-            let (claiming, range) = p.inflight_state();
-            (claiming || range.is_some_and(|r| r.contains(&seq)))
+            let (claiming_from, range) = p.inflight_state();
+            (claiming_from.is_some_and(|from| from <= seq)
+                || range.is_some_and(|r| r.contains(&seq)))
                 // Acquire: pairs with the Release owner store at registration.
                 && owner_alive(p.pid.load(Ordering::Acquire))
         })
