@@ -38,7 +38,11 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"ZEROCAST");
 /// records the topic's producer mode (`producers`, formerly reserved): a
 /// version-3 process would claim a single-producer ring with `fetch_add` and
 /// register gating consumers through its claim word.
-pub const LAYOUT_VERSION: u32 = 4;
+/// 5: a publisher marks its entry's in-flight word "claiming" (bit 63, with
+/// the ring head it read) before it claims ([`INFLIGHT_CLAIMING`]); a
+/// version-4 supervisor would read the mark as a range listing nothing and
+/// could declare a live claimer's sequence lost.
+pub const LAYOUT_VERSION: u32 = 5;
 
 /// [`SegmentHeader::producers`]: any number of publishers (up to
 /// [`MAX_PUBLISHERS`]) claim with one atomic `fetch_add`.
