@@ -1710,13 +1710,7 @@ mod tests {
         let claim = seg.producer_ring().try_claim(&mut dead.cache).unwrap();
         assert_eq!(claim.seq(), 0);
         std::mem::forget(claim);
-        let (pid, start) = crate::layout::owner_parts(current_owner());
-        // Relaxed: single-threaded; the entry now names a dead process.
-        seg.header().publishers[dead.entry].pid.store(
-            crate::layout::owner_word(pid, start.wrapping_add(1)),
-            Ordering::Relaxed,
-        );
-        std::mem::forget(dead);
+        play_dead(&seg, dead);
         // The live publisher, stopped between its marker and its claim.
         mark_claiming(live.entry(), &seg);
         let deadline = Instant::now() + Duration::from_secs(2);
@@ -1793,6 +1787,84 @@ mod tests {
         assert_eq!(got, Err(crate::subscriber::RecvError::Lost(0)));
     }
 
+    /// The set-up of the room-wait tests: a gating `holder` that reads
+    /// nothing, a `watcher` with a 2 ms stall bound, a `publisher` that
+    /// waits up to 10 s for room, and `dead`, a publisher to die.
+    struct RoomWait {
+        path: std::path::PathBuf,
+        seg: Arc<Segment>,
+        cap: u64,
+        holder: crate::subscriber::ShmSubscriber,
+        watcher: crate::subscriber::ShmSubscriber,
+        publisher: ShmPublisher,
+        dead: ShmPublisher,
+    }
+
+    fn room_wait(tag: &str) -> RoomWait {
+        let path = std::env::temp_dir().join(format!("zc-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let seg = Arc::new(Segment::create(&path, tag, 64, 32).unwrap());
+        let cap = seg.ring().capacity();
+        let holder = crate::subscriber::ShmSubscriber::new(
+            seg.clone(),
+            &crate::subscriber::SubscriberOptions {
+                gating: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let watcher = crate::subscriber::ShmSubscriber::new(
+            seg.clone(),
+            &crate::subscriber::SubscriberOptions {
+                stall_bound: Duration::from_millis(2),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let publisher = ShmPublisher::new(
+            seg.clone(),
+            &PublisherOptions {
+                gating: GatingPolicy::Wait(Duration::from_secs(10)),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let dead = ShmPublisher::new(seg.clone(), &PublisherOptions::default()).unwrap();
+        RoomWait {
+            path,
+            seg,
+            cap,
+            holder,
+            watcher,
+            publisher,
+            dead,
+        }
+    }
+
+    /// Makes `dead`'s entry name a dead process (our pid with another
+    /// start time) and forgets the publisher, as a crash would.
+    fn play_dead(seg: &Segment, dead: ShmPublisher) {
+        let (pid, start) = crate::layout::owner_parts(current_owner());
+        // Relaxed: the entry now names a dead process; read by this
+        // thread's (or, after a spawn, a joined thread's) liveness checks.
+        seg.header().publishers[dead.entry].pid.store(
+            crate::layout::owner_word(pid, start.wrapping_add(1)),
+            Ordering::Relaxed,
+        );
+        std::mem::forget(dead);
+    }
+
+    /// The gating `holder` reads up to a ring's worth (and releases it:
+    /// its last receive ends at a release boundary); returns how many.
+    fn read_ring(holder: &mut crate::subscriber::ShmSubscriber, cap: u64) -> u64 {
+        std::iter::from_fn(|| match holder.poll() {
+            Err(crate::subscriber::RecvError::Empty) => None,
+            other => Some(other),
+        })
+        .take(cap as usize)
+        .count() as u64
+    }
+
     /// A publish waiting for room lists nothing, not even the claiming
     /// marker (which would hold up every declaration for as long as the
     /// wait may last, see `mark_claiming`): a dead publisher's unlisted
@@ -1802,35 +1874,15 @@ mod tests {
     /// publish ends.
     #[test]
     fn a_publisher_waiting_for_room_holds_up_no_declaration() {
-        let path = std::env::temp_dir().join(format!("zc-waitnodecl-{}", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        let seg = Arc::new(Segment::create(&path, "waitnodecl", 64, 32).unwrap());
-        let cap = seg.ring().capacity();
-        let mut holder = crate::subscriber::ShmSubscriber::new(
-            seg.clone(),
-            &crate::subscriber::SubscriberOptions {
-                gating: true,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let mut watcher = crate::subscriber::ShmSubscriber::new(
-            seg.clone(),
-            &crate::subscriber::SubscriberOptions {
-                stall_bound: Duration::from_millis(2),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let mut publisher = ShmPublisher::new(
-            seg.clone(),
-            &PublisherOptions {
-                gating: GatingPolicy::Wait(Duration::from_secs(10)),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let mut dead = ShmPublisher::new(seg.clone(), &PublisherOptions::default()).unwrap();
+        let RoomWait {
+            path,
+            seg,
+            cap,
+            mut holder,
+            mut watcher,
+            mut publisher,
+            mut dead,
+        } = room_wait("waitnodecl");
         for i in 0..5 {
             assert_eq!(publisher.publish(&heartbeat(i)).unwrap(), i);
         }
@@ -1839,13 +1891,7 @@ mod tests {
         let claim = seg.producer_ring().try_claim(&mut dead.cache).unwrap();
         assert_eq!(claim.seq(), 5);
         std::mem::forget(claim);
-        let (pid, start) = crate::layout::owner_parts(current_owner());
-        // Relaxed: single-threaded; the entry now names a dead process.
-        seg.header().publishers[dead.entry].pid.store(
-            crate::layout::owner_word(pid, start.wrapping_add(1)),
-            Ordering::Relaxed,
-        );
-        std::mem::forget(dead);
+        play_dead(&seg, dead);
         for i in 6..cap {
             assert_eq!(publisher.publish(&heartbeat(i)).unwrap(), i);
         }
@@ -1873,12 +1919,7 @@ mod tests {
         // Room for the waiting publish: the holder reads the ring's worth
         // (and releases it: its last receive ends at a release boundary).
         // The dead publisher's sequence reads `Lost` here too.
-        let read = std::iter::from_fn(|| match holder.poll() {
-            Err(crate::subscriber::RecvError::Empty) => None,
-            other => Some(other),
-        })
-        .take(cap as usize)
-        .count() as u64;
+        let read = read_ring(&mut holder, cap);
         let published = writer.join().unwrap();
         drop((holder, watcher, seg));
         std::fs::remove_file(&path).unwrap();
@@ -1900,35 +1941,15 @@ mod tests {
     /// while the batch still waits (a held marker names that sequence).
     #[test]
     fn a_batch_waiting_for_room_holds_up_no_declaration_of_a_claim_after_its_marker() {
-        let path = std::env::temp_dir().join(format!("zc-waitafter-{}", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        let seg = Arc::new(Segment::create(&path, "waitafter", 64, 32).unwrap());
-        let cap = seg.ring().capacity();
-        let mut holder = crate::subscriber::ShmSubscriber::new(
-            seg.clone(),
-            &crate::subscriber::SubscriberOptions {
-                gating: true,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let mut watcher = crate::subscriber::ShmSubscriber::new(
-            seg.clone(),
-            &crate::subscriber::SubscriberOptions {
-                stall_bound: Duration::from_millis(2),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let mut publisher = ShmPublisher::new(
-            seg.clone(),
-            &PublisherOptions {
-                gating: GatingPolicy::Wait(Duration::from_secs(10)),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let mut dead = ShmPublisher::new(seg.clone(), &PublisherOptions::default()).unwrap();
+        let RoomWait {
+            path,
+            seg,
+            cap,
+            mut holder,
+            mut watcher,
+            mut publisher,
+            mut dead,
+        } = room_wait("waitafter");
         for i in 0..cap - 1 {
             assert_eq!(publisher.publish(&heartbeat(i)).unwrap(), i);
         }
@@ -1957,13 +1978,7 @@ mod tests {
         let claim = seg.producer_ring().try_claim(&mut dead.cache).unwrap();
         assert_eq!(claim.seq(), cap - 1);
         std::mem::forget(claim);
-        let (pid, start) = crate::layout::owner_parts(current_owner());
-        // Relaxed: the entry now names a dead process.
-        seg.header().publishers[dead.entry].pid.store(
-            crate::layout::owner_word(pid, start.wrapping_add(1)),
-            Ordering::Relaxed,
-        );
-        std::mem::forget(dead);
+        play_dead(&seg, dead);
         let mut last = None;
         let deadline = Instant::now() + Duration::from_secs(3);
         while Instant::now() < deadline {
@@ -1979,12 +1994,7 @@ mod tests {
         // Still waiting (nothing released yet) when the loss was told.
         let waiting = done_rx.try_recv().is_err();
         // Room for the batch: the holder reads the ring's worth.
-        let read = std::iter::from_fn(|| match holder.poll() {
-            Err(crate::subscriber::RecvError::Empty) => None,
-            other => Some(other),
-        })
-        .take(cap as usize)
-        .count() as u64;
+        let read = read_ring(&mut holder, cap);
         let published = writer.join().unwrap();
         drop((holder, watcher, seg));
         std::fs::remove_file(&path).unwrap();
