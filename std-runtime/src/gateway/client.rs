@@ -129,6 +129,19 @@ impl Held {
 /// hold; the resume reads them from the ring or WAL itself).
 const RESUME_HOLD: usize = 65_536;
 
+/// What room [`State::release`] needs to queue each held message.
+#[derive(Debug, Clone, Copy)]
+enum Room {
+    /// Each fits in the budget (or the queue is empty).
+    Fit,
+    /// A data message of this many bytes of the topic follows: each book
+    /// fits with room left for it; the pending gap, owed before the
+    /// topic's next data message, goes whatever the room.
+    Before(usize),
+    /// Whatever the room (the queue drained).
+    Any,
+}
+
 /// Why and how the connection is to be closed.
 #[derive(Debug, Clone)]
 pub struct CloseRequest {
@@ -145,7 +158,8 @@ pub struct Counters {
     pub sent: u64,
     /// Book messages replaced by a newer one before they were sent.
     pub conflated: u64,
-    /// Trade messages skipped (each told in a gap message).
+    /// Messages skipped, each told in a gap message: trades over budget,
+    /// and held books a later gap's range covers (see [`State::pend`]).
     pub skipped: u64,
 }
 
@@ -191,7 +205,8 @@ pub struct State {
     queue: VecDeque<Utf8Bytes>,
     bytes: usize,
     budget: usize,
-    books: BTreeMap<(Arc<str>, String), Arc<Frame>>,
+    /// Held (conflated) books: per topic, the latest per instrument.
+    books: BTreeMap<Arc<str>, BTreeMap<String, Arc<Frame>>>,
     /// Pending gaps, at most one per topic (see [`Gap`]).
     gaps: BTreeMap<Arc<str>, Gap>,
     /// Counters.
@@ -315,15 +330,17 @@ impl Client {
                 // topic's gap until it drains.
                 s.queue_pending_gaps();
             } else {
+                // Drained: every topic's held messages go, each topic's in
+                // sequence order (its held books and its pending gap
+                // interleaved by sequence).
                 let s = &mut *s;
-                for (topic, g) in std::mem::take(&mut s.gaps) {
-                    parts.push(Utf8Bytes::from(gap_json(&topic, g.from, g.to, g.count)));
-                    if let Some(sub) = s.subs.get_mut(&topic) {
-                        sub.told = sub.told.max(Some(g.to));
-                    }
+                let topics: Vec<Arc<str>> = s.gaps.keys().chain(s.books.keys()).cloned().collect();
+                for topic in topics {
+                    s.release(&topic, Room::Any);
                 }
-                for (_, b) in std::mem::take(&mut s.books) {
-                    parts.push(b.text.clone());
+                while let Some(m) = s.queue.pop_front() {
+                    s.bytes -= m.len();
+                    parts.push(m);
                 }
             }
             s.counters.sent += parts.len() as u64;
@@ -570,18 +587,10 @@ impl State {
             return owed_gap;
         }
         let len = frame.text.len();
-        if self.bytes + len <= self.budget {
-            if let Some(g) = self.gaps.remove(&frame.topic) {
-                self.tell(&frame.topic, g.from, g.to, g.count);
-            }
-            if frame.class == Class::Book
-                && self
-                    .books
-                    .remove(&(Arc::clone(&frame.topic), frame.key.clone()))
-                    .is_some()
-            {
-                self.counters.conflated += 1;
-            }
+        // What the topic holds back (older books, a pending gap) goes
+        // first, in sequence order; if it does not all fit, this frame is
+        // held back too.
+        if self.bytes + len <= self.budget && self.release(&frame.topic, Room::Before(len)) {
             self.push(frame.text.clone());
             if let Some(sub) = self.subs.get_mut(&frame.topic) {
                 sub.told = Some(frame.seq);
@@ -590,22 +599,15 @@ impl State {
         }
         match frame.class {
             Class::Trade => {
-                let g = self.gaps.entry(Arc::clone(&frame.topic)).or_insert(Gap {
-                    from: frame.seq,
-                    to: frame.seq,
-                    count: 0,
-                });
-                g.to = frame.seq;
-                g.count += 1;
+                self.pend(&frame.topic, frame.seq, frame.seq, 1);
                 self.counters.skipped += 1;
             }
             Class::Book => {
                 if self
                     .books
-                    .insert(
-                        (Arc::clone(&frame.topic), frame.key.clone()),
-                        Arc::clone(frame),
-                    )
+                    .entry(Arc::clone(&frame.topic))
+                    .or_default()
+                    .insert(frame.key.clone(), Arc::clone(frame))
                     .is_some()
                 {
                     self.counters.conflated += 1;
@@ -649,8 +651,14 @@ impl State {
     /// that lost those trades tells it before its own reply, where it is
     /// the old one's loss, not after it, where it would name sequences a
     /// resume of the new one then sends. Returns the bytes it queued.
+    /// The replaced subscription's held books are dropped (conflated): the
+    /// new one's snapshot, after the reply, has the latest book of each
+    /// instrument it wants.
     pub(super) fn tell_pending_gap(&mut self, topic: &str) -> usize {
         let before = self.bytes;
+        if let Some(held) = self.books.remove(topic) {
+            self.counters.conflated += held.len() as u64;
+        }
         if let Some(g) = self.gaps.remove(topic) {
             self.tell(topic, g.from, g.to, g.count);
         }
@@ -667,47 +675,141 @@ impl State {
         if let Some(g) = self.gaps.remove(topic) {
             self.tell(topic, g.from, g.to, g.count);
         }
-        self.books.retain(|(t, _), _| &**t != topic);
+        self.books.remove(topic);
         Some(self.bytes - before)
     }
 
     /// Owes the client a gap of `count` sequences `from..=to` of `topic`.
     /// A gap still pending for the topic (told once room frees) comes
     /// before it: it is extended, so gaps stay in order. Otherwise the gap
-    /// message is queued if it fits in the budget (or the queue is empty),
-    /// else it becomes the topic's pending gap: a client that does not read
-    /// is owed one gap per topic, however many losses it misses, and is
-    /// told all of them (the range covering, the count exact) once it reads.
+    /// message is queued if it fits in the budget (or the queue is empty)
+    /// and no older book of the topic is held back (those go first, if they
+    /// fit), else it becomes the topic's pending gap: a client that does
+    /// not read is owed one gap per topic, however many losses it misses,
+    /// and is told all of them (the range covering, the count exact) once
+    /// it reads.
     fn gap(&mut self, topic: &str, from: u64, to: u64, count: u64) {
-        if let Some(g) = self.gaps.get_mut(topic) {
-            g.from = g.from.min(from);
-            g.to = g.to.max(to);
-            g.count += count;
-            return;
-        }
-        let text = gap_json(topic, from, to, count);
-        if self.queue.is_empty() || self.bytes + text.len() <= self.budget {
-            self.push(Utf8Bytes::from(text));
-            if let Some(sub) = self.subs.get_mut(topic) {
-                sub.told = sub.told.max(Some(to));
-            }
-        } else {
-            self.gaps.insert(Arc::from(topic), Gap { from, to, count });
+        let pending = self.gaps.contains_key(topic);
+        self.pend(topic, from, to, count);
+        if !pending {
+            self.release(topic, Room::Fit);
         }
     }
 
-    /// Queues each pending gap that fits in the budget (in topic order,
-    /// stopping at the first that does not fit).
+    /// Makes `count` sequences `from..=to` of `topic` its pending gap, or
+    /// extends the pending one over them (range covering both, counts
+    /// summed). A held book of the topic whose sequence the range now
+    /// covers is dropped and counted in the gap (and in `skipped`): it
+    /// cannot be sent in sequence order (before the gap it would follow
+    /// the gap's `from`, after it precede its `to`), and the gap says
+    /// exactly how many messages of its range never come. Held books
+    /// older than the range go before it, newer ones after it.
+    fn pend(&mut self, topic: &str, from: u64, to: u64, count: u64) {
+        let (lo, hi) = match self.gaps.get(topic) {
+            Some(g) => (g.from.min(from), g.to.max(to)),
+            None => (from, to),
+        };
+        let mut dropped = 0u64;
+        if let Some(held) = self.books.get_mut(topic) {
+            let before = held.len();
+            held.retain(|_, b| !(lo..=hi).contains(&b.seq));
+            dropped = (before - held.len()) as u64;
+            if held.is_empty() {
+                self.books.remove(topic);
+            }
+        }
+        self.counters.skipped += dropped;
+        match self.gaps.get_mut(topic) {
+            Some(g) => {
+                g.from = lo;
+                g.to = hi;
+                g.count += count + dropped;
+            }
+            None => {
+                self.gaps.insert(
+                    Arc::from(topic),
+                    Gap {
+                        from: lo,
+                        to: hi,
+                        count: count + dropped,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Queues each topic's pending gap that fits in the budget, behind the
+    /// held books of its topic older than it (which must fit too), in
+    /// topic order, stopping at the first that does not fit.
     fn queue_pending_gaps(&mut self) {
-        while let Some(entry) = self.gaps.first_entry() {
-            let g = *entry.get();
-            let len = gap_json(entry.key(), g.from, g.to, g.count).len();
-            if self.bytes + len > self.budget {
+        let topics: Vec<Arc<str>> = self.gaps.keys().cloned().collect();
+        for topic in topics {
+            self.release(&topic, Room::Fit);
+            if self.gaps.contains_key(&topic) {
                 break;
             }
-            let topic = entry.remove_entry().0;
-            self.tell(&topic, g.from, g.to, g.count);
         }
+    }
+
+    /// Queues what `topic` holds back (its held books and its pending
+    /// gap) in sequence order while `room` lets each in; stops at the
+    /// first it does not, so nothing of the topic ever overtakes an older
+    /// message of it. True when nothing of the topic is held any more.
+    fn release(&mut self, topic: &str, room: Room) -> bool {
+        let mut books: Vec<Arc<Frame>> = self
+            .books
+            .get(topic)
+            .map(|held| held.values().cloned().collect())
+            .unwrap_or_default();
+        books.sort_by_key(|b| b.seq);
+        let mut books = books.into_iter().peekable();
+        loop {
+            let gap = self.gaps.get(topic).copied();
+            let gap_first = match (gap, books.peek()) {
+                (Some(g), Some(b)) => g.from < b.seq,
+                (g, _) => g.is_some(),
+            };
+            if gap_first {
+                let Some(g) = gap else { return true };
+                let fits = match room {
+                    Room::Fit => self.fits(gap_json(topic, g.from, g.to, g.count).len()),
+                    // Owed before the topic's next data message, whatever
+                    // the room (as small as a gap message is).
+                    Room::Before(_) | Room::Any => true,
+                };
+                if !fits {
+                    return false;
+                }
+                self.gaps.remove(topic);
+                self.tell(topic, g.from, g.to, g.count);
+            } else {
+                let Some(b) = books.next() else { return true };
+                let fits = match room {
+                    Room::Fit => self.fits(b.text.len()),
+                    Room::Before(len) => self.bytes + b.text.len() + len <= self.budget,
+                    Room::Any => true,
+                };
+                if !fits {
+                    return false;
+                }
+                if let Some(held) = self.books.get_mut(topic) {
+                    held.remove(&b.key);
+                    if held.is_empty() {
+                        self.books.remove(topic);
+                    }
+                }
+                self.push(b.text.clone());
+                if let Some(sub) = self.subs.get_mut(topic) {
+                    sub.told = sub.told.max(Some(b.seq));
+                }
+            }
+        }
+    }
+
+    /// Whether a message of `len` bytes fits in the budget now (or the
+    /// queue is empty: a message larger than the budget still goes).
+    fn fits(&self, len: usize) -> bool {
+        self.queue.is_empty() || self.bytes + len <= self.budget
     }
 
     /// Queues a gap message now, whatever the room (a pending gap whose
@@ -835,14 +937,17 @@ mod tests {
             "{LOSSES} losses of a stalled client queued {queued} gap messages"
         );
         // Nothing of what was lost goes untold: one gap covering every
-        // loss with their exact total, then the latest book.
+        // loss, then the latest book. Each book held between two losses
+        // is covered by the gap once the later loss extends it: dropped
+        // and counted (it cannot go in sequence order), so the count is
+        // every loss and every such book.
         let last = 4 + 3 * (LOSSES - 1);
         assert_eq!(
             script(&c),
             [
                 "0".to_owned(),
                 "1".to_owned(),
-                format!("gap 4..{} x{}", last + 1, 2 * LOSSES),
+                format!("gap 4..{} x{}", last + 1, 3 * LOSSES - 1),
                 format!("{}", last + 2),
             ]
         );
@@ -906,6 +1011,113 @@ mod tests {
             assert!(c.lock().queued_bytes() > 0);
         }
         assert_eq!(told, [gap_json("quiet", 7, 9, 3)], "the quiet topic's loss");
+    }
+
+    fn book_of(seq: u64, key: &str) -> Arc<Frame> {
+        Arc::new(Frame {
+            topic: Arc::from("b"),
+            seq,
+            class: Class::Book,
+            key: key.into(),
+            // Larger than a gap message.
+            text: Utf8Bytes::from(format!("{{\"seq\":{seq},\"pad\":\"{}\"}}", "x".repeat(200))),
+        })
+    }
+
+    /// Asserts that the messages of `script` (one topic) go in sequence
+    /// order: each data message and gap starts after the end of the one
+    /// before it.
+    fn assert_in_order(script: &[String]) {
+        let mut last: Option<u64> = None;
+        for m in script {
+            let (first, end) = match m.strip_prefix("gap ") {
+                Some(g) => {
+                    let (from, rest) = g.split_once("..").unwrap();
+                    let to = rest.split_once(' ').unwrap().0;
+                    (from.parse::<u64>().unwrap(), to.parse::<u64>().unwrap())
+                }
+                None => {
+                    let seq = m.parse::<u64>().unwrap();
+                    (seq, seq)
+                }
+            };
+            assert!(
+                last.is_none_or(|l| first > l),
+                "{m} came after {last:?}: {script:?}"
+            );
+            last = Some(end);
+        }
+    }
+
+    /// A held (conflated) book went out only once the queue drained, while
+    /// a gap of its topic with later sequences could be queued (or told)
+    /// before it: the client read the gap, then a book older than it
+    /// (sequences going backwards).
+    #[test]
+    fn regression_a_held_book_older_than_a_gap_came_after_it() {
+        // Room for two books.
+        let one = book_of(100, "AAA").text.len();
+        let c = Client::new(1, 2 * one);
+        c.lock().subs.insert(Arc::from("b"), Sub::default());
+        c.offer(&book_of(100, "AAA"));
+        c.offer(&book_of(101, "AAA"));
+        c.offer(&book_of(110, "BBB")); // over budget: held
+        c.lost_live("b", 121, 130, 10); // the reader was lapped
+        let got = script(&c);
+        assert_in_order(&got);
+        assert_eq!(got, ["100", "101", "110", "gap 121..130 x10"]);
+
+        // A gap that fits in the budget, a book held before it.
+        let c = Client::new(1, 2 * one + gap_json("b", 121, 130, 10).len());
+        c.lock().subs.insert(Arc::from("b"), Sub::default());
+        c.offer(&book_of(100, "AAA"));
+        c.offer(&book_of(101, "AAA"));
+        c.offer(&book_of(110, "BBB")); // over budget: held
+        c.lost_live("b", 121, 130, 10);
+        c.offer(&book_of(131, "CCC"));
+        let got = script(&c);
+        assert_in_order(&got);
+        assert_eq!(got, ["100", "101", "110", "gap 121..130 x10", "131"]);
+
+        // A book that fits once room frees goes after the older books held
+        // of its topic (a queue kept over several batches, so taking one
+        // does not drain it).
+        let budget = 4 * BATCH_BYTES;
+        let c = Client::new(1, budget);
+        c.lock().subs.insert(Arc::from("b"), Sub::default());
+        let mut seq = 0;
+        while c.lock().queued_bytes() + one <= budget {
+            c.offer(&book_of(seq, "AAA"));
+            seq += 1;
+        }
+        c.offer(&book_of(seq, "BBB")); // over budget: held
+        let held = seq;
+        c.take().unwrap(); // room frees, the queue does not drain
+        assert!(c.lock().queued_bytes() > 0);
+        c.offer(&book_of(seq + 1, "CCC"));
+        let got = script(&c);
+        assert_in_order(&got);
+        assert_eq!(
+            got[got.len() - 2..],
+            [held.to_string(), (held + 1).to_string()]
+        );
+
+        // The mirror case: a pending gap extended over a held book's
+        // sequence claims it was skipped: the book is dropped and counted
+        // in the gap (exact), not sent before or after it.
+        let c = Client::new(1, 2 * one);
+        c.lock().subs.insert(Arc::from("b"), Sub::default());
+        c.offer(&book_of(100, "AAA"));
+        c.offer(&book_of(101, "AAA"));
+        c.lost_live("b", 105, 109, 5); // pending: no room
+        c.offer(&book_of(110, "BBB")); // held, after the gap
+        c.offer(&book_of(111, "CCC")); // held, after the gap
+        c.lost_live("b", 112, 120, 9); // extends the gap over 110 and 111
+        c.offer(&book_of(121, "BBB")); // held, after the gap
+        let got = script(&c);
+        assert_in_order(&got);
+        assert_eq!(got, ["100", "101", "gap 105..120 x16", "121"]);
+        assert_eq!(c.lock().counters.skipped, 2, "the two dropped books");
     }
 
     #[test]
