@@ -43,7 +43,8 @@ pub struct Frame {
 /// A run of one topic's messages skipped or lost, not yet told to the
 /// client: queued once a batch taken frees room in the budget for it (or
 /// its queue drains), before the topic's next data message, or before the
-/// reply to a subscription replacing the topic's.
+/// reply to a subscription replacing the topic's; never before a held book
+/// of its topic with an older sequence (see `State::release`).
 /// Later skips and losses of the topic extend it (`count` summed),
 /// so a client that does not read is owed one gap per topic, not one
 /// message per loss.
@@ -159,7 +160,7 @@ pub struct Counters {
     /// Book messages replaced by a newer one before they were sent.
     pub conflated: u64,
     /// Messages skipped, each told in a gap message: trades over budget,
-    /// and held books a later gap's range covers (see [`State::pend`]).
+    /// and held books a later gap's range covers (see `State::pend`).
     pub skipped: u64,
 }
 
@@ -306,9 +307,10 @@ impl Client {
     }
 
     /// Takes the next batch to send: queued messages joined by `\n`, then,
-    /// once the queue is empty, pending gap messages and conflated books
-    /// (while it is not, pending gaps that fit in the room the batch freed
-    /// are queued behind it).
+    /// once the queue is empty, pending gap messages and conflated books,
+    /// each topic's in sequence order (while it is not, pending gaps that
+    /// fit in the room the batch freed are queued behind it, after the
+    /// older held books of their topic, which must fit too).
     pub fn take(&self) -> Option<(Utf8Bytes, u64)> {
         // Only the shared handles are taken under the lock; the copying
         // into one message happens after it, so a bus reader offering the
@@ -650,10 +652,10 @@ impl State {
     /// turn (told once room frees): a subscription replacing the one
     /// that lost those trades tells it before its own reply, where it is
     /// the old one's loss, not after it, where it would name sequences a
-    /// resume of the new one then sends. Returns the bytes it queued.
-    /// The replaced subscription's held books are dropped (conflated): the
-    /// new one's snapshot, after the reply, has the latest book of each
-    /// instrument it wants.
+    /// resume of the new one then sends. The replaced subscription's held
+    /// books are dropped (conflated): the new one's snapshot, after the
+    /// reply, has the latest book of each instrument it wants. Returns the
+    /// bytes it queued.
     pub(super) fn tell_pending_gap(&mut self, topic: &str) -> usize {
         let before = self.bytes;
         if let Some(held) = self.books.remove(topic) {
@@ -1118,6 +1120,27 @@ mod tests {
         assert_in_order(&got);
         assert_eq!(got, ["100", "101", "gap 105..120 x16", "121"]);
         assert_eq!(c.lock().counters.skipped, 2, "the two dropped books");
+    }
+
+    /// A subscription replacing a books topic's told the topic's pending
+    /// gap ahead of its reply but left the old subscription's held books
+    /// held: they went after the gap (older sequences after it) and after
+    /// the reply.
+    #[test]
+    fn regression_a_replaced_subscriptions_held_books_came_after_its_gap() {
+        let one = book_of(100, "AAA").text.len();
+        let c = Client::new(1, 2 * one);
+        c.lock().subs.insert(Arc::from("b"), Sub::default());
+        c.offer(&book_of(100, "AAA"));
+        c.offer(&book_of(101, "AAA"));
+        c.offer(&book_of(110, "BBB")); // over budget: held
+        c.lost_live("b", 121, 130, 10); // pending: no room
+                                        // What `Hub::subscribe` does for the replaced subscription.
+        c.lock().tell_pending_gap("b");
+        let got = script(&c);
+        assert_in_order(&got);
+        assert_eq!(got, ["100", "101", "gap 121..130 x10"]);
+        assert_eq!(c.lock().counters.conflated, 1, "the dropped book");
     }
 
     #[test]
