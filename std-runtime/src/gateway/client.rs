@@ -130,6 +130,59 @@ impl Held {
 /// hold; the resume reads them from the ring or WAL itself).
 const RESUME_HOLD: usize = 65_536;
 
+/// One topic's held (conflated) books: the latest per instrument, found
+/// by instrument (to conflate) and in sequence order (to release the
+/// oldest first, or drop those a gap covers) without looking at the rest.
+#[derive(Debug, Default)]
+struct HeldBooks {
+    by_key: HashMap<String, u64>,
+    by_seq: BTreeMap<u64, Arc<Frame>>,
+}
+
+impl HeldBooks {
+    /// Holds `book`; true if it replaced (conflated) an older one of its
+    /// instrument.
+    fn insert(&mut self, book: &Arc<Frame>) -> bool {
+        let old = self.by_key.insert(book.key.clone(), book.seq);
+        if let Some(old) = old {
+            self.by_seq.remove(&old);
+        }
+        self.by_seq.insert(book.seq, Arc::clone(book));
+        old.is_some()
+    }
+
+    /// The oldest held book.
+    fn first(&self) -> Option<&Arc<Frame>> {
+        self.by_seq.first_key_value().map(|(_, b)| b)
+    }
+
+    /// Removes the oldest held book.
+    fn pop_first(&mut self) -> Option<Arc<Frame>> {
+        let (_, b) = self.by_seq.pop_first()?;
+        self.by_key.remove(&b.key);
+        Some(b)
+    }
+
+    /// Drops the held books of sequences `lo..=hi`; returns how many.
+    fn drop_range(&mut self, lo: u64, hi: u64) -> u64 {
+        let seqs: Vec<u64> = self.by_seq.range(lo..=hi).map(|(&q, _)| q).collect();
+        for q in &seqs {
+            if let Some(b) = self.by_seq.remove(q) {
+                self.by_key.remove(&b.key);
+            }
+        }
+        seqs.len() as u64
+    }
+
+    fn len(&self) -> usize {
+        self.by_seq.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.by_seq.is_empty()
+    }
+}
+
 /// What room [`State::release`] needs to queue each held message.
 #[derive(Debug, Clone, Copy)]
 enum Room {
@@ -207,7 +260,7 @@ pub struct State {
     bytes: usize,
     budget: usize,
     /// Held (conflated) books: per topic, the latest per instrument.
-    books: BTreeMap<Arc<str>, BTreeMap<String, Arc<Frame>>>,
+    books: BTreeMap<Arc<str>, HeldBooks>,
     /// Pending gaps, at most one per topic (see [`Gap`]).
     gaps: BTreeMap<Arc<str>, Gap>,
     /// Counters.
@@ -609,8 +662,7 @@ impl State {
                     .books
                     .entry(Arc::clone(&frame.topic))
                     .or_default()
-                    .insert(frame.key.clone(), Arc::clone(frame))
-                    .is_some()
+                    .insert(frame)
                 {
                     self.counters.conflated += 1;
                 }
@@ -713,9 +765,7 @@ impl State {
         };
         let mut dropped = 0u64;
         if let Some(held) = self.books.get_mut(topic) {
-            let before = held.len();
-            held.retain(|_, b| !(lo..=hi).contains(&b.seq));
-            dropped = (before - held.len()) as u64;
+            dropped = held.drop_range(lo, hi);
             if held.is_empty() {
                 self.books.remove(topic);
             }
@@ -757,17 +807,14 @@ impl State {
     /// gap) in sequence order while `room` lets each in; stops at the
     /// first it does not, so nothing of the topic ever overtakes an older
     /// message of it. True when nothing of the topic is held any more.
+    /// Looks only at the oldest held book each turn (O(log n) per message
+    /// it queues, not O(n) per call: the bus reader calls this per frame).
     fn release(&mut self, topic: &str, room: Room) -> bool {
-        let mut books: Vec<Arc<Frame>> = self
-            .books
-            .get(topic)
-            .map(|held| held.values().cloned().collect())
-            .unwrap_or_default();
-        books.sort_by_key(|b| b.seq);
-        let mut books = books.into_iter().peekable();
         loop {
             let gap = self.gaps.get(topic).copied();
-            let gap_first = match (gap, books.peek()) {
+            let oldest = self.books.get(topic).and_then(HeldBooks::first).cloned();
+            scanned(u64::from(oldest.is_some()));
+            let gap_first = match (gap, &oldest) {
                 (Some(g), Some(b)) => g.from < b.seq,
                 (g, _) => g.is_some(),
             };
@@ -785,7 +832,7 @@ impl State {
                 self.gaps.remove(topic);
                 self.tell(topic, g.from, g.to, g.count);
             } else {
-                let Some(b) = books.next() else { return true };
+                let Some(b) = oldest else { return true };
                 let fits = match room {
                     Room::Fit => self.fits(b.text.len()),
                     Room::Before(len) => self.bytes + b.text.len() + len <= self.budget,
@@ -795,7 +842,7 @@ impl State {
                     return false;
                 }
                 if let Some(held) = self.books.get_mut(topic) {
-                    held.remove(&b.key);
+                    held.pop_first();
                     if held.is_empty() {
                         self.books.remove(topic);
                     }
@@ -822,6 +869,19 @@ impl State {
             sub.told = sub.told.max(Some(to));
         }
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Held books `State::release` looked at (this thread's, for tests).
+    static SCANNED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Counts `n` held books looked at by `State::release` (tests only).
+#[inline]
+fn scanned(_n: u64) {
+    #[cfg(test)]
+    SCANNED.with(|c| c.set(c.get() + _n));
 }
 
 #[cfg(test)]
@@ -1141,6 +1201,135 @@ mod tests {
         assert_in_order(&got);
         assert_eq!(got, ["100", "101", "gap 121..130 x10"]);
         assert_eq!(c.lock().counters.conflated, 1, "the dropped book");
+    }
+
+    /// `State::release` copied and sorted every held book of the topic on
+    /// each call (each frame that fits, each batch taken with a gap
+    /// pending), however few it then sent: with many instruments held,
+    /// O(instruments) work per frame in the bus reader.
+    #[test]
+    fn regression_release_looks_only_at_the_books_it_sends() {
+        let one = book_of(0, "K0").text.len();
+        let budget = 4 * BATCH_BYTES;
+        let c = Client::new(1, budget);
+        c.lock().subs.insert(Arc::from("b"), Sub::default());
+        let held = if cfg!(miri) { 50 } else { 2_000 };
+        let mut seq = 0;
+        while c.lock().queued_bytes() + one <= budget {
+            c.offer(&book_of(seq, &format!("K{seq}")));
+            seq += 1;
+        }
+        for _ in 0..held {
+            c.offer(&book_of(seq, &format!("K{seq}"))); // over budget: held
+            seq += 1;
+        }
+        c.take().unwrap(); // room frees, the queue does not drain
+        assert!(c.lock().queued_bytes() > 0);
+        SCANNED.with(|s| s.set(0));
+        let sent_before = c.lock().books.values().map(|b| b.len()).sum::<usize>();
+        // Small frames of the topic, each fitting: each releases the held
+        // books that fit before it.
+        let calls = 100;
+        for i in 0..calls {
+            c.offer(&Arc::new(Frame {
+                topic: Arc::from("b"),
+                seq: seq + i,
+                class: Class::Trade,
+                key: "T".into(),
+                text: Utf8Bytes::from(format!("{{\"seq\":{}}}", seq + i)),
+            }));
+        }
+        let left = c.lock().books.values().map(|b| b.len()).sum::<usize>();
+        let released = (sent_before - left) as u64;
+        let scanned = SCANNED.with(|s| s.get());
+        assert!(released > 0 && left > 0, "released {released}, left {left}");
+        assert!(
+            scanned <= released + calls,
+            "looked at {scanned} held books to send {released} in {calls} calls"
+        );
+    }
+
+    /// Held books released ahead of a frame that fits leave room for it:
+    /// the queue stays within the budget; and a pending gap queued as a
+    /// batch frees room (the queue not drained) still waits behind the
+    /// older held books of its topic.
+    #[test]
+    fn held_books_released_as_room_frees_keep_the_budget_and_the_order() {
+        let one = book_of(0, "K0").text.len();
+        let budget = 4 * BATCH_BYTES;
+        let c = Client::new(1, budget);
+        c.lock().subs.insert(Arc::from("b"), Sub::default());
+        let mut seq = 0;
+        while c.lock().queued_bytes() + one <= budget {
+            c.offer(&book_of(seq, &format!("K{seq}")));
+            seq += 1;
+        }
+        let first_held = seq;
+        for _ in 0..3 {
+            c.offer(&book_of(seq, &format!("K{seq}"))); // over budget: held
+            seq += 1;
+        }
+        c.lost_live("b", seq, seq + 4, 5); // pending: no room
+        let gap = format!("gap {seq}..{} x5", seq + 4);
+        seq += 5;
+        c.take().unwrap(); // room frees, the queue does not drain
+        assert!(c.lock().queued_bytes() > 0);
+        // The pending gap went behind the held books, which fit.
+        let s = c.lock();
+        assert!(s.gaps.is_empty() && s.books.is_empty(), "all released");
+        drop(s);
+        // Fill again up to the budget, then hold books of a next round.
+        while c.lock().queued_bytes() + one <= budget {
+            c.offer(&book_of(seq, &format!("K{seq}")));
+            seq += 1;
+        }
+        c.offer(&book_of(seq, "H")); // over budget: held
+        seq += 1;
+        c.take().unwrap();
+        // Each frame that fits releases the held book first; never over.
+        for _ in 0..4 {
+            c.offer(&book_of(seq, &format!("K{seq}")));
+            seq += 1;
+            let q = c.lock().queued_bytes();
+            assert!(q <= budget, "queued {q} of a budget of {budget}");
+        }
+        let got = script(&c);
+        assert_in_order(&got);
+        let at = got
+            .iter()
+            .position(|m| *m == first_held.to_string())
+            .unwrap();
+        assert_eq!(
+            got[at..at + 4],
+            [
+                first_held.to_string(),
+                (first_held + 1).to_string(),
+                (first_held + 2).to_string(),
+                gap
+            ]
+        );
+
+        // Room for a small frame but not for it and the held book: the
+        // frame waits (skipped, told in a gap), the budget holds.
+        let c = Client::new(1, 3 * one + 20);
+        c.lock().subs.insert(Arc::from("b"), Sub::default());
+        for seq in 0..4 {
+            c.offer(&book_of(seq, &format!("K{seq}"))); // the last held
+        }
+        c.offer(&Arc::new(Frame {
+            topic: Arc::from("b"),
+            seq: 4,
+            class: Class::Trade,
+            key: "T".into(),
+            text: Utf8Bytes::from("{\"seq\":4}"),
+        }));
+        let q = c.lock().queued_bytes();
+        assert!(
+            q <= 3 * one + 20,
+            "queued {q} of a budget of {}",
+            3 * one + 20
+        );
+        assert_eq!(script(&c), ["0", "1", "2", "3", "gap 4..4 x1"]);
     }
 
     #[test]
