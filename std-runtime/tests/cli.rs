@@ -1842,7 +1842,13 @@ fn regression_demo_removes_segments_of_killed_demos() {
             ]);
         let o = finish(spawn(c), &["pub"]);
         assert!(o.status.success(), "{}", stderr(&o));
-        assert!(seg.exists());
+        if !seg.exists() {
+            // Removed already by a demo of another test running in
+            // parallel (the segment's creator has exited: to any demo it
+            // is a dead demo's).
+            eprintln!("attempt {attempt}: {dead} was removed before this test's demo ran");
+            continue;
+        }
         let out = short_demo(&ns);
         let existed = seg.exists();
         let _ = std::fs::remove_file(&seg);
@@ -1884,7 +1890,13 @@ fn regression_demo_removes_the_counters_table_of_killed_demos() {
     let path = zerocast_ipc::counters::counters_path(&config);
     // A table nobody uses any more (claimed by no live process).
     drop(zerocast_ipc::counters::CountersTable::open_or_create(&path).unwrap());
-    assert!(path.exists());
+    if !path.exists() {
+        // A demo of another test running in parallel removed it already:
+        // the behaviour under test, seen from there (its table was a dead
+        // demo's to it too). Nothing left here to check.
+        eprintln!("{dead}'s counters table was removed by another test's demo first");
+        return;
+    }
     let out = short_demo(&ns);
     let existed = path.exists();
     let _ = std::fs::remove_file(&path);
