@@ -1693,17 +1693,7 @@ mod tests {
     /// before its claim), and the dead one's claim came before it.
     #[test]
     fn regression_a_live_claimer_held_up_the_declaration_of_an_older_dead_claim() {
-        let path = std::env::temp_dir().join(format!("zc-olderdead-{}", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        let seg = Arc::new(Segment::create(&path, "olderdead", 64, 32).unwrap());
-        let mut sub = crate::subscriber::ShmSubscriber::new(
-            seg.clone(),
-            &crate::subscriber::SubscriberOptions {
-                stall_bound: Duration::from_millis(2),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let (path, seg, mut sub) = watched_segment("olderdead");
         let live = ShmPublisher::new(seg.clone(), &PublisherOptions::default()).unwrap();
         let mut dead = ShmPublisher::new(seg.clone(), &PublisherOptions::default()).unwrap();
         // Dies right after its claim: sequence 0 taken, never listed.
@@ -1739,32 +1729,16 @@ mod tests {
     /// publisher is claiming.
     #[test]
     fn a_publisher_dead_while_claiming_has_its_claim_resolved_by_the_stall_check() {
-        let path = std::env::temp_dir().join(format!("zc-deadclaiming-{}", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        let seg = Arc::new(Segment::create(&path, "deadclaiming", 64, 32).unwrap());
-        let mut sub = crate::subscriber::ShmSubscriber::new(
-            seg.clone(),
-            &crate::subscriber::SubscriberOptions {
-                stall_bound: Duration::from_millis(2),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let (path, seg, mut sub) = watched_segment("deadclaiming");
         let mut dead = ShmPublisher::new(seg.clone(), &PublisherOptions::default()).unwrap();
         let entry = &seg.header().publishers[dead.entry];
         mark_claiming(entry, &seg);
         let claim = seg.producer_ring().try_claim(&mut dead.cache).unwrap();
         assert_eq!(claim.seq(), 0);
         std::mem::forget(claim);
-        let (pid, start) = crate::layout::owner_parts(current_owner());
-        // Relaxed: single-threaded; the entry now names a dead process (a
-        // reused pid), its marker up.
-        entry.pid.store(
-            crate::layout::owner_word(pid, start.wrapping_add(1)),
-            Ordering::Relaxed,
-        );
+        // Its entry now names a dead process (a reused pid), its marker up.
         let index = dead.entry;
-        std::mem::forget(dead);
+        play_dead(&seg, dead);
         let reaped = seg.reap_entries();
         assert_eq!(reaped.len(), 1);
         assert_eq!(reaped[0].index, index);
@@ -1839,6 +1813,29 @@ mod tests {
             publisher,
             dead,
         }
+    }
+
+    /// A fresh segment `tag` and a subscriber on it with a 2 ms stall
+    /// bound (it resolves a stalled sequence almost at once).
+    fn watched_segment(
+        tag: &str,
+    ) -> (
+        std::path::PathBuf,
+        Arc<Segment>,
+        crate::subscriber::ShmSubscriber,
+    ) {
+        let path = std::env::temp_dir().join(format!("zc-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let seg = Arc::new(Segment::create(&path, tag, 64, 32).unwrap());
+        let sub = crate::subscriber::ShmSubscriber::new(
+            seg.clone(),
+            &crate::subscriber::SubscriberOptions {
+                stall_bound: Duration::from_millis(2),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        (path, seg, sub)
     }
 
     /// Makes `dead`'s entry name a dead process (our pid with another
