@@ -70,6 +70,8 @@ mod shm_file;
 #[cfg(feature = "tokio")]
 pub mod stream;
 pub mod subscriber;
+#[cfg(test)]
+mod test_child;
 pub mod wait;
 
 use std::sync::Arc;

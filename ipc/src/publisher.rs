@@ -2016,17 +2016,7 @@ mod tests {
     fn regression_a_forked_publisher_copy_published_when_atfork_registration_failed() {
         const NAME: &str = "publisher::tests::regression_a_forked_publisher_copy_published_when_atfork_registration_failed";
         if std::env::var_os(ATFORK_FAILS_ENV).is_none() {
-            let out = std::process::Command::new(std::env::current_exe().unwrap())
-                .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
-                .env(ATFORK_FAILS_ENV, "1")
-                .output()
-                .unwrap();
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            assert!(
-                out.status.success() && stdout.contains("1 passed"),
-                "child run failed: {stdout}{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            crate::test_child::rerun_alone_with(NAME, ATFORK_FAILS_ENV);
             return;
         }
         let path = std::env::temp_dir().join(format!("zc-forkpub-{}", std::process::id()));

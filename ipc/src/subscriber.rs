@@ -1063,26 +1063,9 @@ mod tests {
             regression_a_forked_subscriber_copy_moved_the_parents_gating_slot();
             return;
         }
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "subscriber::tests::regression_a_forked_subscriber_copy_did_not_detach_when_atfork_registration_failed",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(crate::publisher::ATFORK_FAILS_ENV, "1")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "child run failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            String::from_utf8_lossy(&out.stdout).contains("1 passed"),
-            "the child ran no test: {}",
-            String::from_utf8_lossy(&out.stdout)
+        crate::test_child::rerun_alone_with(
+            "subscriber::tests::regression_a_forked_subscriber_copy_did_not_detach_when_atfork_registration_failed",
+            crate::publisher::ATFORK_FAILS_ENV,
         );
     }
 

@@ -513,26 +513,9 @@ mod tests {
             // no publisher here could rely on it.
             return;
         }
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "wait::tests::regression_membarrier_refused_to_this_process_is_not_taken_for_no_kernel_support",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(SECCOMP_CHILD_ENV, "1")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "child run failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            String::from_utf8_lossy(&out.stdout).contains("1 passed"),
-            "the child ran no test: {}",
-            String::from_utf8_lossy(&out.stdout)
+        crate::test_child::rerun_alone_with(
+            "wait::tests::regression_membarrier_refused_to_this_process_is_not_taken_for_no_kernel_support",
+            SECCOMP_CHILD_ENV,
         );
     }
 }
