@@ -1075,6 +1075,18 @@ mod tests {
         assert_eq!(told, [gap_json("quiet", 7, 9, 3)], "the quiet topic's loss");
     }
 
+    /// A client of books topic "b" with `budget` bytes: books 100 and 101
+    /// of AAA queued, 110 of BBB held (over the budget when it is room for
+    /// two books).
+    fn two_books_and_one_held(budget: usize) -> Client {
+        let c = Client::new(1, budget);
+        c.lock().subs.insert(Arc::from("b"), Sub::default());
+        c.offer(&book_of(100, "AAA"));
+        c.offer(&book_of(101, "AAA"));
+        c.offer(&book_of(110, "BBB"));
+        c
+    }
+
     fn book_of(seq: u64, key: &str) -> Arc<Frame> {
         Arc::new(Frame {
             topic: Arc::from("b"),
@@ -1119,22 +1131,14 @@ mod tests {
     fn regression_a_held_book_older_than_a_gap_came_after_it() {
         // Room for two books.
         let one = book_of(100, "AAA").text.len();
-        let c = Client::new(1, 2 * one);
-        c.lock().subs.insert(Arc::from("b"), Sub::default());
-        c.offer(&book_of(100, "AAA"));
-        c.offer(&book_of(101, "AAA"));
-        c.offer(&book_of(110, "BBB")); // over budget: held
+        let c = two_books_and_one_held(2 * one);
         c.lost_live("b", 121, 130, 10); // the reader was lapped
         let got = script(&c);
         assert_in_order(&got);
         assert_eq!(got, ["100", "101", "110", "gap 121..130 x10"]);
 
         // A gap that fits in the budget, a book held before it.
-        let c = Client::new(1, 2 * one + gap_json("b", 121, 130, 10).len());
-        c.lock().subs.insert(Arc::from("b"), Sub::default());
-        c.offer(&book_of(100, "AAA"));
-        c.offer(&book_of(101, "AAA"));
-        c.offer(&book_of(110, "BBB")); // over budget: held
+        let c = two_books_and_one_held(2 * one + gap_json("b", 121, 130, 10).len());
         c.lost_live("b", 121, 130, 10);
         c.offer(&book_of(131, "CCC"));
         let got = script(&c);
@@ -1189,11 +1193,7 @@ mod tests {
     #[test]
     fn regression_a_replaced_subscriptions_held_books_came_after_its_gap() {
         let one = book_of(100, "AAA").text.len();
-        let c = Client::new(1, 2 * one);
-        c.lock().subs.insert(Arc::from("b"), Sub::default());
-        c.offer(&book_of(100, "AAA"));
-        c.offer(&book_of(101, "AAA"));
-        c.offer(&book_of(110, "BBB")); // over budget: held
+        let c = two_books_and_one_held(2 * one);
         c.lost_live("b", 121, 130, 10); // pending: no room
                                         // What `Hub::subscribe` does for the replaced subscription.
         c.lock().tell_pending_gap("b");
