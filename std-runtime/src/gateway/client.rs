@@ -1194,8 +1194,9 @@ mod tests {
     fn regression_a_replaced_subscriptions_held_books_came_after_its_gap() {
         let one = book_of(100, "AAA").text.len();
         let c = two_books_and_one_held(2 * one);
-        c.lost_live("b", 121, 130, 10); // pending: no room
-                                        // What `Hub::subscribe` does for the replaced subscription.
+        // Pending: no room. Then what `Hub::subscribe` does for the
+        // replaced subscription.
+        c.lost_live("b", 121, 130, 10);
         c.lock().tell_pending_gap("b");
         let got = script(&c);
         assert_in_order(&got);
