@@ -856,6 +856,77 @@ where
             .map(Claim)
     }
 
+    /// One publish with the hooks of [`claim_wait_with`](Self::claim_wait_with):
+    /// claims a sequence (waiting while `keep_waiting()` allows if a gating
+    /// consumer is behind), calls `on_claimed(seq)` right after the claim,
+    /// then writes and commits `payload` into the slot, calling
+    /// `stuck(older)` on every turn of a wait behind an unfinished older lap
+    /// (as [`Claim::commit_with`] does). Returns the sequence.
+    ///
+    /// The same protocol as `claim_wait_with` then `commit_with`, without
+    /// a claim object between them: no batch loop, no drop to run on the
+    /// way out (the ipc layer's single publish, where those cost about a
+    /// third of the publish). A payload too large for a slot is refused
+    /// before anything is claimed. If `stuck` unwinds, the claimed sequence
+    /// is marked lost on the way out, as a dropped claim's is.
+    #[inline(always)]
+    pub fn publish_wait_with(
+        &self,
+        cache: &mut GatingCache,
+        payload: &[u64],
+        mut keep_waiting: impl FnMut() -> bool,
+        mut on_claimed: impl FnMut(u64),
+        mut stuck: impl FnMut(u64),
+    ) -> Result<u64, PublishError> {
+        self.check_len(payload.len())?;
+        let seq = self.claim(
+            cache,
+            1,
+            &mut keep_waiting,
+            &mut |seq, _| on_claimed(seq),
+            &mut stuck,
+        )?;
+        let unwritten = Unwritten { ring: self, seq };
+        let written = self.write(seq, payload, &mut stuck);
+        // Written, or declared lost by a supervisor before we began:
+        // either way the sequence is resolved.
+        core::mem::forget(unwritten);
+        written.map(|()| seq)
+    }
+
+    /// Claims one sequence as [`publish_wait_with`](Self::publish_wait_with)
+    /// does and starts writing its slot in place: `claim_wait_with` then
+    /// [`Claim::begin_write`], without a claim object between them. Fails
+    /// with [`PublishError::DeclaredLost`] if a supervisor declared the
+    /// sequence lost before the write began (the sequence is resolved
+    /// then); if `stuck` unwinds, the sequence is marked lost.
+    #[inline(always)]
+    pub fn claim_write_with(
+        &self,
+        cache: &mut GatingCache,
+        mut keep_waiting: impl FnMut() -> bool,
+        mut on_claimed: impl FnMut(u64),
+        mut stuck: impl FnMut(u64),
+    ) -> Result<SlotWrite<'_, S>, PublishError> {
+        let seq = self.claim(
+            cache,
+            1,
+            &mut keep_waiting,
+            &mut |seq, _| on_claimed(seq),
+            &mut stuck,
+        )?;
+        let unwritten = Unwritten { ring: self, seq };
+        let data = self.begin_write(seq, &mut stuck);
+        // Begun (the `SlotWrite` resolves it from here), or declared lost
+        // before we began.
+        core::mem::forget(unwritten);
+        data.map(|data| SlotWrite {
+            ring: self,
+            seq,
+            data,
+        })
+    }
+
     #[inline(always)]
     fn check_len(&self, len: usize) -> Result<(), PublishError> {
         if len > self.payload_words {
@@ -2133,6 +2204,30 @@ where
         // Without a supervisor to ask, a dead older lap is waited for until
         // someone else declares it (see the type's docs).
         self.mark_rest_lost(&mut |_| {});
+    }
+}
+
+/// A claimed sequence between its claim and the start of its write, in
+/// [`Broadcast::publish_wait_with`] and [`Broadcast::claim_write_with`]:
+/// forgotten once the write has begun (or the sequence was found resolved);
+/// dropped only if a hook unwinds in between, and then marks the sequence
+/// lost as a dropped [`BatchClaim`] does (waiting for an older lap still
+/// in the slot).
+struct Unwritten<'a, S>
+where
+    S: Storage<Header = BroadcastHeader, Elem = AtomicU64>,
+{
+    ring: &'a Broadcast<S>,
+    seq: u64,
+}
+
+impl<S> Drop for Unwritten<'_, S>
+where
+    S: Storage<Header = BroadcastHeader, Elem = AtomicU64>,
+{
+    #[cold]
+    fn drop(&mut self) {
+        self.ring.mark_claim_lost(self.seq, &mut |_| {});
     }
 }
 

@@ -1,10 +1,10 @@
 //! Publishing frames to a topic.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use zerocast_core::broadcast::{BroadcastHeader, Claim, GatingCache, PublishError, SlotWrite};
+use zerocast_core::broadcast::{GatingCache, PublishError, SlotWrite};
 use zerocast_core::frame::{self, Body, FrameHeader, Heartbeat, HEADER_WORDS};
 use zerocast_core::storage::Raw;
 
@@ -295,13 +295,21 @@ impl ShmPublisher {
         check_older_laps(&self.seg, self.policy, 1)?;
         let seg: &Segment = &self.seg;
         let entry = &seg.header().publishers[self.entry];
-        let claim = claim_recorded(seg, entry, &mut self.cache, self.policy)?;
+        let mut waiting = WaitLimit::new(seg, entry, self.policy);
+        // One stall timer for the claim's give-up wait and the write's wait
+        // behind an older lap (never both: see `claim_and_commit`).
         let mut stuck = StuckWait::new(seg);
-        let slot = match claim.begin_write(|older| stuck.check(older)) {
+        mark_claiming(entry, seg);
+        let slot = match seg.producer_ring().claim_write_with(
+            &mut self.cache,
+            || waiting.keep_waiting(),
+            |seq| record_claim(entry, seq),
+            |older| stuck.check(older),
+        ) {
             Ok(slot) => slot,
             Err(e) => {
                 clear_claim(entry);
-                return Err(Error::from(e));
+                return Err(publish_error(seg, e));
             }
         };
         self.open_loan = Some(slot.seq());
@@ -961,34 +969,6 @@ fn publish_error(seg: &Segment, e: PublishError) -> Error {
     }
 }
 
-/// Claims one sequence, waiting by `policy` if a gating subscriber is
-/// behind, with the sequence recorded in flight in `entry` before any wait;
-/// on failure the record is cleared. The caller writes or commits the
-/// claim and clears the record after.
-#[inline(always)]
-fn claim_recorded<'a>(
-    seg: &'a Segment,
-    entry: &PublisherEntry,
-    cache: &mut GatingCache,
-    policy: GatingPolicy,
-) -> Result<Claim<'a, Raw<BroadcastHeader, AtomicU64>>> {
-    let mut waiting = WaitLimit::new(seg, entry, policy);
-    let mut giving_up = StuckWait::new(seg);
-    mark_claiming(entry, seg);
-    let claim = seg.producer_ring().claim_wait_with(
-        cache,
-        || waiting.keep_waiting(),
-        // Recorded before any wait: a claim that raced the first gating
-        // registration waits after it is taken.
-        |seq, _| record_claim(entry, seq),
-        |older| giving_up.check(older),
-    );
-    claim.map_err(|e| {
-        clear_claim(entry);
-        publish_error(seg, e)
-    })
-}
-
 /// Claims a sequence (waiting by `policy` if a gating subscriber is behind),
 /// records it in flight in the publisher table, and commits `words`.
 #[inline(always)]
@@ -1000,13 +980,23 @@ fn claim_and_commit(
     words: &[u64],
 ) -> Result<u64> {
     let entry = &seg.header().publishers[entry];
-    let claim = claim_recorded(seg, entry, cache, policy)?;
+    let mut waiting = WaitLimit::new(seg, entry, policy);
+    // One stall timer serves both waits that may call it: giving up a
+    // claim that raced a gating registration (then the publish fails) or,
+    // otherwise, the write's wait behind an older lap; never both.
     let mut stuck = StuckWait::new(seg);
-    // `commit_with` marks the sequence lost itself if it cannot write it
-    // (with `stuck`), so the claim's drop never waits without a way out.
-    let result = claim.commit_with(words, |older| stuck.check(older));
+    mark_claiming(entry, seg);
+    let result = seg.producer_ring().publish_wait_with(
+        cache,
+        words,
+        || waiting.keep_waiting(),
+        // Recorded before any wait: a claim that raced the first gating
+        // registration waits after it is taken.
+        |seq| record_claim(entry, seq),
+        |older| stuck.check(older),
+    );
     clear_claim(entry);
-    result.map_err(Error::from)
+    result.map_err(|e| publish_error(seg, e))
 }
 
 // The in-flight record of a publisher entry, through a publish:

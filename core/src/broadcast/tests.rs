@@ -1530,3 +1530,157 @@ fn regression_a_failed_registration_barrier_frees_the_slot() {
         assert_eq!(ring.try_publish(&mut cache, &frame(s)), Ok(s));
     }
 }
+
+#[test]
+fn the_direct_single_publish_paths_record_their_claim_once_and_write_the_frame() {
+    let ring = Broadcast::with_capacity(8, PAYLOAD).unwrap();
+    let mut cache = GatingCache::default();
+    let mut seen = Vec::new();
+    let published = ring.publish_wait_with(
+        &mut cache,
+        &frame(0),
+        || false,
+        |seq| seen.push(seq),
+        |_| panic!("no older lap"),
+    );
+    assert_eq!(published, Ok(0));
+    let slot = ring
+        .claim_write_with(
+            &mut cache,
+            || false,
+            |seq| seen.push(seq),
+            |_| panic!("no older lap"),
+        )
+        .unwrap();
+    assert_eq!(slot.seq(), 1);
+    for (i, w) in frame(1).iter().enumerate() {
+        slot.store(i, *w);
+    }
+    assert_eq!(slot.commit(), 1);
+    assert_eq!(seen, [0, 1]);
+    let mut c = ring.cursor(Start::At(0));
+    let mut out = [0u64; PAYLOAD];
+    for s in 0..2 {
+        assert_eq!(ring.try_recv(&mut c, &mut out), Ok(s));
+        check_frame(s, &out);
+    }
+}
+
+#[test]
+fn the_direct_publish_refuses_a_frame_too_large_before_claiming() {
+    let ring = Broadcast::with_capacity(8, PAYLOAD).unwrap();
+    let mut cache = GatingCache::default();
+    let words = [0u64; PAYLOAD + 1];
+    let r = ring.publish_wait_with(&mut cache, &words, || false, |_| panic!("claimed"), |_| {});
+    assert_eq!(
+        r,
+        Err(PublishError::TooLarge {
+            len: PAYLOAD + 1,
+            max: PAYLOAD
+        })
+    );
+    assert_eq!(ring.head(), 0, "nothing claimed");
+}
+
+#[test]
+fn the_direct_publish_paths_wait_behind_a_dead_older_lap_and_name_it() {
+    for in_place in [false, true] {
+        let ring = Broadcast::with_capacity(4, PAYLOAD).unwrap();
+        let mut cache = GatingCache::default();
+        core::mem::forget(ring.try_claim(&mut cache).unwrap()); // 0 dies
+        for s in 1..4 {
+            ring.try_publish(&mut cache, &frame(s)).unwrap();
+        }
+        let mut reported = Vec::new();
+        let mut stuck = |older| {
+            reported.push(older);
+            assert_eq!(ring.declare_dead(older), Ok(Declared::Lost));
+        };
+        if in_place {
+            let slot = ring
+                .claim_write_with(&mut cache, || false, |_| {}, &mut stuck)
+                .unwrap();
+            for (i, w) in frame(4).iter().enumerate() {
+                slot.store(i, *w);
+            }
+            assert_eq!(slot.commit(), 4);
+        } else {
+            let r = ring.publish_wait_with(&mut cache, &frame(4), || false, |_| {}, &mut stuck);
+            assert_eq!(r, Ok(4));
+        }
+        assert_eq!(reported, [0]);
+        let mut c = ring.cursor(Start::At(0));
+        let mut out = [0u64; PAYLOAD];
+        assert_eq!(
+            ring.try_recv(&mut c, &mut out),
+            Err(TryRecvError::Lagged(1))
+        );
+        assert_eq!(ring.try_recv(&mut c, &mut out), Ok(1));
+        c = ring.cursor(Start::At(4));
+        assert_eq!(ring.try_recv(&mut c, &mut out), Ok(4));
+        check_frame(4, &out);
+    }
+}
+
+#[test]
+fn a_direct_publish_whose_stuck_hook_unwinds_marks_its_claim_lost() {
+    for in_place in [false, true] {
+        let ring = Broadcast::with_capacity(4, PAYLOAD).unwrap();
+        let mut cache = GatingCache::default();
+        core::mem::forget(ring.try_claim(&mut cache).unwrap()); // 0 dies
+        for s in 1..4 {
+            ring.try_publish(&mut cache, &frame(s)).unwrap();
+        }
+        // The hook resolves the dead lap (so the unwinding drop does not
+        // wait forever) and then panics: sequence 4 was claimed and never
+        // begun, and must not be left pending.
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let stuck = |older| {
+                assert_eq!(ring.declare_dead(older), Ok(Declared::Lost));
+                panic!("supervisor hook failed");
+            };
+            let mut cache = GatingCache::default();
+            if in_place {
+                drop(ring.claim_write_with(&mut cache, || false, |_| {}, stuck));
+            } else {
+                let _ = ring.publish_wait_with(&mut cache, &frame(4), || false, |_| {}, stuck);
+            }
+        }));
+        assert!(unwound.is_err());
+        assert_eq!(ring.head(), 5);
+        let mut c = ring.cursor(Start::At(4));
+        let mut out = [0u64; PAYLOAD];
+        assert_eq!(ring.try_recv(&mut c, &mut out), Err(TryRecvError::Lost(4)));
+        // The ring goes on.
+        assert_eq!(ring.try_publish(&mut cache, &frame(5)), Ok(5));
+        assert_eq!(ring.try_recv(&mut c, &mut out), Ok(5));
+    }
+}
+
+#[test]
+fn a_direct_claim_declared_lost_before_its_write_begins_is_left_resolved() {
+    let ring = Broadcast::with_capacity(4, PAYLOAD).unwrap();
+    let mut cache = GatingCache::default();
+    // A supervisor took the publisher for dead right after its claim.
+    let r = ring.claim_write_with(
+        &mut cache,
+        || false,
+        |seq| assert_eq!(ring.declare_dead(seq), Ok(Declared::Lost)),
+        |_| {},
+    );
+    assert_eq!(r.err(), Some(PublishError::DeclaredLost(0)));
+    let r = ring.publish_wait_with(
+        &mut cache,
+        &frame(1),
+        || false,
+        |seq| assert_eq!(ring.declare_dead(seq), Ok(Declared::Lost)),
+        |_| {},
+    );
+    assert_eq!(r, Err(PublishError::DeclaredLost(1)));
+    let mut c = ring.cursor(Start::At(0));
+    let mut out = [0u64; PAYLOAD];
+    assert_eq!(ring.try_recv(&mut c, &mut out), Err(TryRecvError::Lost(0)));
+    assert_eq!(ring.try_recv(&mut c, &mut out), Err(TryRecvError::Lost(1)));
+    assert_eq!(ring.try_publish(&mut cache, &frame(2)), Ok(2));
+    assert_eq!(ring.try_recv(&mut c, &mut out), Ok(2));
+}
