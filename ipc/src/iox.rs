@@ -152,6 +152,7 @@ impl std::fmt::Debug for IoxPublisher {
 impl IoxPublisher {
     /// Opens (or creates) the topic's services and a publisher port.
     pub fn new(namespace: &str, topic: &TopicConfig, options: &PublisherOptions) -> Result<Self> {
+        crate::clock::prepare();
         let services = open_services(namespace, topic)?;
         let publisher = services
             .pubsub
@@ -189,7 +190,7 @@ impl IoxPublisher {
     }
 
     fn send_one<B: Body>(&mut self, body: &B) -> Result<u64> {
-        let words = frame::encode(body, self.id, now_ns(), &mut self.buf.0)
+        let words = frame::encode(body, self.id, crate::clock::frame_ns(), &mut self.buf.0)
             .expect("FrameBuf holds any frame");
         if words > self.services.words {
             return Err(Error::FrameTooLarge {

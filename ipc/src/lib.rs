@@ -58,6 +58,7 @@
 //! ```
 
 pub mod acks;
+pub mod clock;
 pub mod config;
 pub mod counters;
 pub mod error;

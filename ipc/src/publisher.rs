@@ -127,6 +127,8 @@ impl ShmPublisher {
         // Before our first publish: from here on our wake check needs no
         // fence (see `wake`).
         crate::wait::register_publisher();
+        // The frame clock's one-time set-up, here rather than in a publish.
+        crate::clock::prepare();
         seg.reap();
         let pid = std::process::id();
         let me = current_owner();
@@ -288,7 +290,7 @@ impl ShmPublisher {
         // window made a ping-pong's one-way time 386 ns where it is 120 ns
         // with the clock read first (`pingpong_parts`, AMD EPYC guest,
         // floor 55 ns).
-        let lent_ns = now_ns();
+        let lent_ns = crate::clock::frame_ns();
         if self.open_loan.is_some() {
             self.finish_forgotten_loan();
         }
@@ -359,7 +361,8 @@ impl ShmPublisher {
             self.finish_forgotten_loan();
         }
         check_older_laps(&self.seg, self.policy, bodies.len() as u64)?;
-        let header = FrameHeader::new(B::KIND, self.entry as u32, now_ns()).to_words();
+        let header =
+            FrameHeader::new(B::KIND, self.entry as u32, crate::clock::frame_ns()).to_words();
         let seg: &Segment = &self.seg;
         let ring = seg.producer_ring();
         let entry = &seg.header().publishers[self.entry];
@@ -510,7 +513,7 @@ impl ShmPublisher {
                 published: &mut self.published,
                 heartbeats: &mut self.heartbeats,
                 retransmit_of: None,
-                lent_ns: now_ns(),
+                lent_ns: crate::clock::frame_ns(),
             }),
             // Declared lost meanwhile (nobody should have: we are alive and
             // list it in flight); nothing of ours left in the slot.
