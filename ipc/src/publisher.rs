@@ -162,7 +162,9 @@ impl ShmPublisher {
                 }
             })?;
         let e = &h.publishers[entry];
-        // Relaxed: our own entry; monitors read these as hints.
+        // Relaxed: our own entry; monitors read these as hints. (Normally
+        // clear already: a publisher clears its record after each publish,
+        // a reaper before it frees a dead one's entry.)
         e.inflight.store(0, Ordering::Relaxed);
         // A single publish is one sequence; only a batch changes this.
         e.inflight_len.store(1, Ordering::Relaxed);
@@ -1043,6 +1045,7 @@ fn mark_claiming(entry: &PublisherEntry, seg: &Segment) {
     entry
         .inflight
         .store(INFLIGHT_CLAIMING | from, Ordering::Release);
+    after_record(entry);
 }
 
 /// Records a single claim `seq` in flight, right after the claim and before
@@ -1052,6 +1055,7 @@ fn record_claim(entry: &PublisherEntry, seq: u64) {
     after_claim();
     // Release: pairs with the Acquire load of `inflight_state` (see above).
     entry.inflight.store(seq + 1, Ordering::Release);
+    after_record(entry);
 }
 
 /// Clears a single claim's record (committed, or given up).
@@ -1070,6 +1074,7 @@ fn record_inflight(entry: &PublisherEntry, first: u64, n: u64) {
     entry.inflight_len.store(n as u32, Ordering::Relaxed);
     // Release: pairs with the Acquire load of `inflight_state` (see above).
     entry.inflight.store(first + 1, Ordering::Release);
+    after_record(entry);
 }
 
 /// Back to the single-publish state: nothing in flight, length 1.
@@ -1212,6 +1217,26 @@ fn after_claim() {
             std::thread::sleep(pause);
         }
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Every in-flight record this thread's publishes stored in their
+    /// entry (claiming markers and listings, not the clears), as a
+    /// supervisor reading the entry right after each store sees it.
+    static RECORDS: std::cell::RefCell<Vec<(Option<u64>, Option<core::ops::Range<u64>>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs after every store of a claiming marker or an in-flight listing:
+/// in tests, notes what `entry` now shows in [`RECORDS`]; otherwise
+/// nothing.
+#[inline(always)]
+fn after_record(entry: &PublisherEntry) {
+    #[cfg(test)]
+    RECORDS.with(|r| r.borrow_mut().push(entry.inflight_state()));
+    #[cfg(not(test))]
+    let _ = entry;
 }
 
 #[cfg(test)]
@@ -1749,6 +1774,53 @@ mod tests {
         drop((sub, seg));
         std::fs::remove_file(&path).unwrap();
         assert_eq!(got, Err(crate::subscriber::RecvError::Lost(0)));
+    }
+
+    /// Issue 14, closing note: a reaper freed a dead publisher's entry
+    /// with the dead owner's in-flight record still in it, here its
+    /// claiming marker (it died between its marker and its record). Until
+    /// the entry's next owner made its first store, a supervisor read that
+    /// live owner's word with the dead one's marker, took it for a live
+    /// claimer, and held up the declaration of the dead one's claim. Here
+    /// the entry is taken again (the registration's compare-and-swap)
+    /// with no store after it, as a new publisher preempted right there.
+    #[test]
+    fn regression_a_freed_publisher_entry_kept_its_dead_owners_claiming_mark() {
+        let (path, seg, sub) = watched_segment("freedmark");
+        let mut dead = ShmPublisher::new(seg.clone(), &PublisherOptions::default()).unwrap();
+        let index = dead.entry;
+        let entry = &seg.header().publishers[index];
+        mark_claiming(entry, &seg);
+        let claim = seg.producer_ring().try_claim(&mut dead.cache).unwrap();
+        assert_eq!(claim.seq(), 0);
+        std::mem::forget(claim);
+        play_dead(&seg, dead);
+        let reaped = seg.reap_entries();
+        // The next owner's registration, stopped before its first store.
+        let taken = entry
+            .pid
+            .compare_exchange(FREE, current_owner(), Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok();
+        let shown = entry.inflight_state();
+        // SAFETY: sequence 0 is claimed (its claimer died right after),
+        // and no live publisher holds it: the stall bound is vouched for
+        // by this test, which stands for a supervisor past it.
+        let declared = unsafe { seg.resolve_stalled(0) }.is_some();
+        // Release: pairs with the Acquire loads of later registrations.
+        entry.pid.store(FREE, Ordering::Release);
+        drop((sub, seg));
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(reaped.len(), 1, "reaped: {reaped:?}");
+        assert!(taken, "the freed entry could not be taken again");
+        assert_eq!(
+            shown,
+            (None, None),
+            "the in-flight record the new owner's entry showed (claiming from, listed)"
+        );
+        assert!(
+            declared,
+            "the dead publisher's claim 0 was not declared lost: held up by the new owner"
+        );
     }
 
     /// The set-up of the room-wait tests: a gating `holder` that reads
