@@ -354,11 +354,23 @@ impl ShmPublisher {
     /// first. Subscribers see them in order with nothing between. Each body
     /// is written in place into its slot, as [`loan`](Self::loan) writes
     /// one: no intermediate buffer.
+    ///
+    /// An empty `bodies` claims and publishes nothing and returns the
+    /// ring's head, the sequence the next frame gets unless another
+    /// publisher claims first (as the core ring's `try_publish_batch`
+    /// does); it is still refused where a publish would be (a `B` frame
+    /// too large for the slots, a copy inherited through fork).
     pub fn publish_batch<B: Body>(&mut self, bodies: &[B]) -> Result<u64> {
         let words = frame::frame_words(B::KIND);
         self.check_fits(words)?;
         if self.open_loan.is_some() {
             self.finish_forgotten_loan();
+        }
+        if bodies.is_empty() {
+            // No marker, no claim, no listing: a claim of zero sequences
+            // would list the head (a length of 0 reads as 1), a sequence
+            // we never took, and hold up its declaration meanwhile.
+            return Ok(self.seg.producer_ring().head());
         }
         check_older_laps(&self.seg, self.policy, bodies.len() as u64)?;
         let header = FrameHeader::new(B::KIND, self.entry as u32, now_ns()).to_words();
@@ -1821,6 +1833,56 @@ mod tests {
             declared,
             "the dead publisher's claim 0 was not declared lost: held up by the new owner"
         );
+    }
+
+    /// Issue 14, closing note: `publish_batch(&[])` ran the claim for zero
+    /// bodies: it put its claiming marker up and listed the head in flight
+    /// (a listing of length 0 reads as one sequence), a sequence it never
+    /// claimed, which another publisher may claim and die with; a
+    /// supervisor held up that declaration meanwhile. An empty batch now
+    /// stores nothing in the entry, claims nothing and returns the head.
+    #[test]
+    fn regression_an_empty_batch_listed_a_sequence_it_never_claimed() {
+        let path = std::env::temp_dir().join(format!("zc-emptybatch-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let seg = Arc::new(Segment::create(&path, "emptybatch", 64, 32).unwrap());
+        let mut publisher = ShmPublisher::new(seg.clone(), &PublisherOptions::default()).unwrap();
+        for i in 0..3 {
+            assert_eq!(publisher.publish(&heartbeat(i)).unwrap(), i);
+        }
+        RECORDS.with(|r| r.borrow_mut().clear());
+        let empty = publisher
+            .publish_batch::<Heartbeat>(&[])
+            .map_err(|e| e.to_string());
+        let stored = RECORDS.with(|r| r.take());
+        let entry = publisher.entry();
+        // Relaxed: this thread's own stores.
+        let after = (
+            entry.inflight.load(Ordering::Relaxed),
+            entry.inflight_len.load(Ordering::Relaxed),
+            seg.ring().head(),
+            entry.published.load(Ordering::Relaxed),
+        );
+        // The hook sees a batch that does claim.
+        let one = publisher
+            .publish_batch(&[heartbeat(3)])
+            .map_err(|e| e.to_string());
+        let stored_one = RECORDS.with(|r| r.take());
+        drop((publisher, seg));
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(empty, Ok(3), "what the empty batch returned");
+        assert_eq!(
+            stored,
+            vec![],
+            "the in-flight records the empty batch stored (claiming from, listed)"
+        );
+        assert_eq!(
+            after,
+            (0, 1, 3, 3),
+            "inflight, inflight_len, head and published after the empty batch"
+        );
+        assert_eq!(one, Ok(3));
+        assert_eq!(stored_one, vec![(Some(3), None), (None, Some(3..4))]);
     }
 
     /// The set-up of the room-wait tests: a gating `holder` that reads
