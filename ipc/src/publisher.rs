@@ -359,10 +359,22 @@ impl ShmPublisher {
     /// ring's head, the sequence the next frame gets unless another
     /// publisher claims first (as the core ring's `try_publish_batch`
     /// does); it is still refused where a publish would be (a `B` frame
-    /// too large for the slots, a copy inherited through fork).
+    /// too large for the slots, a copy inherited through fork). More
+    /// bodies than the ring's capacity are refused before anything is
+    /// claimed: [`Error::Publish`] with [`PublishError::BatchTooLarge`].
     pub fn publish_batch<B: Body>(&mut self, bodies: &[B]) -> Result<u64> {
         let words = frame::frame_words(B::KIND);
         self.check_fits(words)?;
+        let capacity = self.seg.ring().capacity();
+        if bodies.len() as u64 > capacity {
+            // Here, not only in the ring's claim: the check for older laps
+            // below would look more than a ring ahead, at slots "held" by
+            // sequences nobody has claimed, and wait for them for good.
+            return Err(Error::Publish(PublishError::BatchTooLarge {
+                len: bodies.len(),
+                capacity,
+            }));
+        }
         if self.open_loan.is_some() {
             self.finish_forgotten_loan();
         }
@@ -1883,6 +1895,64 @@ mod tests {
         );
         assert_eq!(one, Ok(3));
         assert_eq!(stored_one, vec![(Some(3), None), (None, Some(3..4))]);
+    }
+
+    /// Review of issue 14's leftovers: `publish_batch` with more bodies
+    /// than the ring holds, on a ring that had wrapped, never returned
+    /// (even under `GatingPolicy::Fail`): its check for older laps looked
+    /// a full ring and more ahead, found the slots of sequences nobody had
+    /// claimed yet "held" by them, and waited for laps that no publisher
+    /// lists and no supervisor can declare (they are not claimed). It is
+    /// now refused before anything, as the ring refuses it on a fresh
+    /// ring: `BatchTooLarge`.
+    #[test]
+    fn regression_a_batch_larger_than_the_ring_waited_forever_for_an_older_lap() {
+        let path = std::env::temp_dir().join(format!("zc-bigbatch-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let seg = Arc::new(Segment::create(&path, "bigbatch", 64, 32).unwrap());
+        let cap = seg.ring().capacity();
+        let mut publisher = ShmPublisher::new(
+            seg.clone(),
+            &PublisherOptions {
+                gating: GatingPolicy::Fail,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        for i in 0..cap + 3 {
+            assert_eq!(publisher.publish(&heartbeat(i)).unwrap(), i);
+        }
+        let bodies: Vec<_> = (0..=cap).map(heartbeat).collect();
+        let (tx, rx) = std::sync::mpsc::channel();
+        // On a thread: a hang is seen as one (a timeout far above the
+        // microseconds the refusal takes), not as a hung test.
+        std::thread::spawn(move || {
+            let result = match publisher.publish_batch(&bodies) {
+                Err(Error::Publish(PublishError::BatchTooLarge { len, capacity })) => {
+                    Ok((len, capacity))
+                }
+                other => Err(format!("{other:?}")),
+            };
+            let entry = publisher.entry();
+            // Relaxed: this thread's own stores.
+            let record = (
+                entry.inflight.load(Ordering::Relaxed),
+                entry.inflight_len.load(Ordering::Relaxed),
+            );
+            let _ = tx.send((result, record));
+        });
+        let got = rx.recv_timeout(Duration::from_secs(5));
+        let head = seg.ring().head();
+        drop(seg);
+        std::fs::remove_file(&path).unwrap();
+        let (result, record) = got.expect("publish_batch of cap + 1 bodies never returned");
+        assert_eq!(result, Ok((cap as usize + 1, cap)));
+        assert_eq!(
+            record,
+            (0, 1),
+            "the entry's in-flight record after the refusal"
+        );
+        assert_eq!(head, cap + 3, "the refused batch claimed");
     }
 
     /// The set-up of the room-wait tests: a gating `holder` that reads
