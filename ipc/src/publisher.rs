@@ -1243,12 +1243,16 @@ fn after_claim() {
     }
 }
 
+/// What [`PublisherEntry::inflight_state`] reads: claiming from, listed.
+#[cfg(test)]
+type InflightState = (Option<u64>, Option<core::ops::Range<u64>>);
+
 #[cfg(test)]
 thread_local! {
     /// Every in-flight record this thread's publishes stored in their
     /// entry (claiming markers and listings, not the clears), as a
     /// supervisor reading the entry right after each store sees it.
-    static RECORDS: std::cell::RefCell<Vec<(Option<u64>, Option<core::ops::Range<u64>>)>> =
+    static RECORDS: std::cell::RefCell<Vec<InflightState>> =
         const { std::cell::RefCell::new(Vec::new()) };
 }
 
