@@ -123,7 +123,9 @@ pub struct PublisherEntry {
     /// claiming (stored before the claim, replaced by the sequence right
     /// after it). Lets a supervisor find what a dead publisher was writing,
     /// and tells it from which sequence on a live one may hold one it has
-    /// not listed yet.
+    /// not listed yet. A reaper clears it (with `inflight_len`) before it
+    /// frees the entry, and a supervisor reads it after the owner word, so
+    /// a live owner's word is never read with a dead predecessor's record.
     pub inflight: AtomicU64,
     /// Frames published through this entry.
     pub published: AtomicU64,

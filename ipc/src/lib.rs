@@ -306,7 +306,10 @@ impl Publisher {
         }
     }
 
-    /// Publishes bodies with consecutive sequences; returns the first.
+    /// Publishes bodies with consecutive sequences; returns the first. An
+    /// empty `bodies` publishes nothing and returns the sequence a next
+    /// frame would get (on a shared-memory topic, unless another publisher
+    /// claims first; see [`ShmPublisher::publish_batch`]).
     pub fn publish_batch<B: Body>(&mut self, bodies: &[B]) -> Result<u64> {
         match self {
             Self::Shm(p) => p.publish_batch(bodies),

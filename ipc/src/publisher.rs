@@ -164,7 +164,9 @@ impl ShmPublisher {
                 }
             })?;
         let e = &h.publishers[entry];
-        // Relaxed: our own entry; monitors read these as hints.
+        // Relaxed: our own entry; monitors read these as hints. (Normally
+        // clear already: a publisher clears its record after each publish,
+        // a reaper before it frees a dead one's entry.)
         e.inflight.store(0, Ordering::Relaxed);
         // A single publish is one sequence; only a batch changes this.
         e.inflight_len.store(1, Ordering::Relaxed);
@@ -354,11 +356,35 @@ impl ShmPublisher {
     /// first. Subscribers see them in order with nothing between. Each body
     /// is written in place into its slot, as [`loan`](Self::loan) writes
     /// one: no intermediate buffer.
+    ///
+    /// An empty `bodies` claims and publishes nothing and returns the
+    /// ring's head, the sequence the next frame gets unless another
+    /// publisher claims first (as the core ring's `try_publish_batch`
+    /// does); it is still refused where a publish would be (a `B` frame
+    /// too large for the slots, a copy inherited through fork). More
+    /// bodies than the ring's capacity are refused before anything is
+    /// claimed: [`Error::Publish`] with [`PublishError::BatchTooLarge`].
     pub fn publish_batch<B: Body>(&mut self, bodies: &[B]) -> Result<u64> {
         let words = frame::frame_words(B::KIND);
         self.check_fits(words)?;
+        let capacity = self.seg.ring().capacity();
+        if bodies.len() as u64 > capacity {
+            // Here, not only in the ring's claim: the check for older laps
+            // below would look more than a ring ahead, at slots "held" by
+            // sequences nobody has claimed, and wait for them for good.
+            return Err(Error::Publish(PublishError::BatchTooLarge {
+                len: bodies.len(),
+                capacity,
+            }));
+        }
         if self.open_loan.is_some() {
             self.finish_forgotten_loan();
+        }
+        if bodies.is_empty() {
+            // No marker, no claim, no listing: a claim of zero sequences
+            // would list the head (a length of 0 reads as 1), a sequence
+            // we never took, and hold up its declaration meanwhile.
+            return Ok(self.seg.producer_ring().head());
         }
         check_older_laps(&self.seg, self.policy, bodies.len() as u64)?;
         let header =
@@ -1046,6 +1072,7 @@ fn mark_claiming(entry: &PublisherEntry, seg: &Segment) {
     entry
         .inflight
         .store(INFLIGHT_CLAIMING | from, Ordering::Release);
+    after_record(entry);
 }
 
 /// Records a single claim `seq` in flight, right after the claim and before
@@ -1055,6 +1082,7 @@ fn record_claim(entry: &PublisherEntry, seq: u64) {
     after_claim();
     // Release: pairs with the Acquire load of `inflight_state` (see above).
     entry.inflight.store(seq + 1, Ordering::Release);
+    after_record(entry);
 }
 
 /// Clears a single claim's record (committed, or given up).
@@ -1073,6 +1101,7 @@ fn record_inflight(entry: &PublisherEntry, first: u64, n: u64) {
     entry.inflight_len.store(n as u32, Ordering::Relaxed);
     // Release: pairs with the Acquire load of `inflight_state` (see above).
     entry.inflight.store(first + 1, Ordering::Release);
+    after_record(entry);
 }
 
 /// Back to the single-publish state: nothing in flight, length 1.
@@ -1215,6 +1244,30 @@ fn after_claim() {
             std::thread::sleep(pause);
         }
     }
+}
+
+/// What [`PublisherEntry::inflight_state`] reads: claiming from, listed.
+#[cfg(test)]
+type InflightState = (Option<u64>, Option<core::ops::Range<u64>>);
+
+#[cfg(test)]
+thread_local! {
+    /// Every in-flight record this thread's publishes stored in their
+    /// entry (claiming markers and listings, not the clears), as a
+    /// supervisor reading the entry right after each store sees it.
+    static RECORDS: std::cell::RefCell<Vec<InflightState>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs after every store of a claiming marker or an in-flight listing:
+/// in tests, notes what `entry` now shows in [`RECORDS`]; otherwise
+/// nothing.
+#[inline(always)]
+fn after_record(entry: &PublisherEntry) {
+    #[cfg(test)]
+    RECORDS.with(|r| r.borrow_mut().push(entry.inflight_state()));
+    #[cfg(not(test))]
+    let _ = entry;
 }
 
 #[cfg(test)]
@@ -1752,6 +1805,161 @@ mod tests {
         drop((sub, seg));
         std::fs::remove_file(&path).unwrap();
         assert_eq!(got, Err(crate::subscriber::RecvError::Lost(0)));
+    }
+
+    /// Issue 14, closing note: a reaper freed a dead publisher's entry
+    /// with the dead owner's in-flight record still in it, here its
+    /// claiming marker (it died between its marker and its record). Until
+    /// the entry's next owner made its first store, a supervisor read that
+    /// live owner's word with the dead one's marker, took it for a live
+    /// claimer, and held up the declaration of the dead one's claim. Here
+    /// the entry is taken again (the registration's compare-and-swap)
+    /// with no store after it, as a new publisher preempted right there.
+    #[test]
+    fn regression_a_freed_publisher_entry_kept_its_dead_owners_claiming_mark() {
+        let (path, seg, sub) = watched_segment("freedmark");
+        let mut dead = ShmPublisher::new(seg.clone(), &PublisherOptions::default()).unwrap();
+        let index = dead.entry;
+        let entry = &seg.header().publishers[index];
+        mark_claiming(entry, &seg);
+        let claim = seg.producer_ring().try_claim(&mut dead.cache).unwrap();
+        assert_eq!(claim.seq(), 0);
+        std::mem::forget(claim);
+        play_dead(&seg, dead);
+        let reaped = seg.reap_entries();
+        // The next owner's registration, stopped before its first store.
+        let taken = entry
+            .pid
+            .compare_exchange(FREE, current_owner(), Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok();
+        let shown = entry.inflight_state();
+        // SAFETY: sequence 0 is claimed (its claimer died right after),
+        // and no live publisher holds it: the stall bound is vouched for
+        // by this test, which stands for a supervisor past it.
+        let declared = unsafe { seg.resolve_stalled(0) }.is_some();
+        // Release: pairs with the Acquire loads of later registrations.
+        entry.pid.store(FREE, Ordering::Release);
+        drop((sub, seg));
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(reaped.len(), 1, "reaped: {reaped:?}");
+        assert!(taken, "the freed entry could not be taken again");
+        assert_eq!(
+            shown,
+            (None, None),
+            "the in-flight record the new owner's entry showed (claiming from, listed)"
+        );
+        assert!(
+            declared,
+            "the dead publisher's claim 0 was not declared lost: held up by the new owner"
+        );
+    }
+
+    /// Issue 14, closing note: `publish_batch(&[])` ran the claim for zero
+    /// bodies: it put its claiming marker up and listed the head in flight
+    /// (a listing of length 0 reads as one sequence), a sequence it never
+    /// claimed, which another publisher may claim and die with; a
+    /// supervisor held up that declaration meanwhile. An empty batch now
+    /// stores nothing in the entry, claims nothing and returns the head.
+    #[test]
+    fn regression_an_empty_batch_listed_a_sequence_it_never_claimed() {
+        let path = std::env::temp_dir().join(format!("zc-emptybatch-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let seg = Arc::new(Segment::create(&path, "emptybatch", 64, 32).unwrap());
+        let mut publisher = ShmPublisher::new(seg.clone(), &PublisherOptions::default()).unwrap();
+        for i in 0..3 {
+            assert_eq!(publisher.publish(&heartbeat(i)).unwrap(), i);
+        }
+        RECORDS.with(|r| r.borrow_mut().clear());
+        let empty = publisher
+            .publish_batch::<Heartbeat>(&[])
+            .map_err(|e| e.to_string());
+        let stored = RECORDS.with(|r| r.take());
+        let entry = publisher.entry();
+        // Relaxed: this thread's own stores.
+        let after = (
+            entry.inflight.load(Ordering::Relaxed),
+            entry.inflight_len.load(Ordering::Relaxed),
+            seg.ring().head(),
+            entry.published.load(Ordering::Relaxed),
+        );
+        // The hook sees a batch that does claim.
+        let one = publisher
+            .publish_batch(&[heartbeat(3)])
+            .map_err(|e| e.to_string());
+        let stored_one = RECORDS.with(|r| r.take());
+        drop((publisher, seg));
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(empty, Ok(3), "what the empty batch returned");
+        assert_eq!(
+            stored,
+            vec![],
+            "the in-flight records the empty batch stored (claiming from, listed)"
+        );
+        assert_eq!(
+            after,
+            (0, 1, 3, 3),
+            "inflight, inflight_len, head and published after the empty batch"
+        );
+        assert_eq!(one, Ok(3));
+        assert_eq!(stored_one, vec![(Some(3), None), (None, Some(3..4))]);
+    }
+
+    /// Review of issue 14's leftovers: `publish_batch` with more bodies
+    /// than the ring holds, on a ring that had wrapped, never returned
+    /// (even under `GatingPolicy::Fail`): its check for older laps looked
+    /// a full ring and more ahead, found the slots of sequences nobody had
+    /// claimed yet "held" by them, and waited for laps that no publisher
+    /// lists and no supervisor can declare (they are not claimed). It is
+    /// now refused before anything, as the ring refuses it on a fresh
+    /// ring: `BatchTooLarge`.
+    #[test]
+    fn regression_a_batch_larger_than_the_ring_waited_forever_for_an_older_lap() {
+        let path = std::env::temp_dir().join(format!("zc-bigbatch-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let seg = Arc::new(Segment::create(&path, "bigbatch", 64, 32).unwrap());
+        let cap = seg.ring().capacity();
+        let mut publisher = ShmPublisher::new(
+            seg.clone(),
+            &PublisherOptions {
+                gating: GatingPolicy::Fail,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        for i in 0..cap + 3 {
+            assert_eq!(publisher.publish(&heartbeat(i)).unwrap(), i);
+        }
+        let bodies: Vec<_> = (0..=cap).map(heartbeat).collect();
+        let (tx, rx) = std::sync::mpsc::channel();
+        // On a thread: a hang is seen as one (a timeout far above the
+        // microseconds the refusal takes), not as a hung test.
+        std::thread::spawn(move || {
+            let result = match publisher.publish_batch(&bodies) {
+                Err(Error::Publish(PublishError::BatchTooLarge { len, capacity })) => {
+                    Ok((len, capacity))
+                }
+                other => Err(format!("{other:?}")),
+            };
+            let entry = publisher.entry();
+            // Relaxed: this thread's own stores.
+            let record = (
+                entry.inflight.load(Ordering::Relaxed),
+                entry.inflight_len.load(Ordering::Relaxed),
+            );
+            let _ = tx.send((result, record));
+        });
+        let got = rx.recv_timeout(Duration::from_secs(5));
+        let head = seg.ring().head();
+        drop(seg);
+        std::fs::remove_file(&path).unwrap();
+        let (result, record) = got.expect("publish_batch of cap + 1 bodies never returned");
+        assert_eq!(result, Ok((cap as usize + 1, cap)));
+        assert_eq!(
+            record,
+            (0, 1),
+            "the entry's in-flight record after the refusal"
+        );
+        assert_eq!(head, cap + 3, "the refused batch claimed");
     }
 
     /// The set-up of the room-wait tests: a gating `holder` that reads

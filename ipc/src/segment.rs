@@ -794,13 +794,13 @@ impl Segment {
     /// record follows in a few instructions).
     pub(crate) fn live_publisher_writing(&self, seq: u64) -> Option<u32> {
         self.header().publishers.iter().find_map(|p| {
+            // The owner before its record: see `live_owner_record`.
+            let (owner, (_, range)) = live_owner_record(p);
             // A hint (see `PublisherEntry::inflight_state`): asked only
             // after a wait far longer than the owner's stores take.
-            if !p.inflight_range().is_some_and(|r| r.contains(&seq)) {
+            if !range.is_some_and(|r| r.contains(&seq)) {
                 return None;
             }
-            // Acquire: pairs with the Release owner store at registration.
-            let owner = p.pid.load(Ordering::Acquire);
             owner_alive(owner).then(|| owner_pid(owner))
         })
     }
@@ -827,13 +827,18 @@ impl Segment {
     /// A publisher waiting for room (before any claim) lists nothing, so it
     /// holds up no declaration for long; one stopped between its marker
     /// and its claim holds up only sequences from the head it read on.
+    ///
+    /// The owner word is read before the record (`live_owner_record`): the
+    /// claimer's registration happens before its marker store, so before
+    /// our load of the owner word too, which reads the claimer's word
+    /// unless the entry was freed since (by its own drop, after its
+    /// commits, or by a reaper, once it died).
     fn in_flight_in_a_live_publisher(&self, seq: u64) -> bool {
         self.header().publishers.iter().any(|p| {
-            let (claiming_from, range) = p.inflight_state();
+            let (owner, (claiming_from, range)) = live_owner_record(p);
             (claiming_from.is_some_and(|from| from <= seq)
                 || range.is_some_and(|r| r.contains(&seq)))
-                // Acquire: pairs with the Release owner store at registration.
-                && owner_alive(p.pid.load(Ordering::Acquire))
+                && owner_alive(owner)
         })
     }
 
@@ -900,9 +905,28 @@ impl Segment {
             let _ = self.resolve_lost(seq);
         }
         for index in taken {
+            let p = &h.publishers[index];
+            // The dead owner's record is cleared before the entry is
+            // freed, after its sequences are declared (a reaper killed
+            // before this point leaves the record to the next one). Were
+            // it left, a supervisor could read the entry's next owner, a
+            // live one, with the dead one's claiming marker or listing,
+            // and hold up declarations for it until that owner's first
+            // store. Relaxed: published by the Release store of FREE
+            // below. The next owner's registration CAS reads that FREE (or
+            // a later one, by an owner whose CAS read it), so a supervisor
+            // whose Acquire load of the owner word reads the next owner's
+            // word synchronises with our FREE store (the CAS is in its
+            // release sequence, and is Release itself) and then reads this
+            // clear or a later record, never the dead owner's: hence
+            // supervisors load the owner word first (`live_owner_record`).
+            p.inflight.store(0, Ordering::Relaxed);
+            // Relaxed: as above (1: a single publish's length).
+            p.inflight_len.store(1, Ordering::Relaxed);
             // Release: pairs with the Acquire loads of registration and of
-            // other readers; our reads of the entry happen before reuse.
-            h.publishers[index].pid.store(FREE, Ordering::Release);
+            // other readers; our reads of the entry (and the clears above)
+            // happen before reuse.
+            p.pid.store(FREE, Ordering::Release);
         }
         for index in 0..h.subscribers.len() {
             // Acquire: as above.
@@ -1297,6 +1321,24 @@ impl Drop for DurableLock<'_> {
             Ordering::Relaxed,
         );
     }
+}
+
+/// A publisher entry's owner word, then its in-flight record
+/// (`PublisherEntry::inflight_state`), in that order: a reaper clears a
+/// dead owner's record before it frees the entry (see `reap_entries`), so
+/// a record read after a live owner's word is never a dead predecessor's.
+/// (Read the other way round, the record could be the dead owner's, read
+/// just before the reaper cleared and freed it, and the word the next,
+/// live, owner's.)
+fn live_owner_record(
+    p: &crate::layout::PublisherEntry,
+) -> (u64, (Option<u64>, Option<core::ops::Range<u64>>)) {
+    // Acquire: pairs with the Release owner stores (registration's CAS,
+    // and the FREE store of a reaper or a dropped publisher, whose
+    // release sequence that CAS continues): what the entry's earlier
+    // holders stored happens before the record load below.
+    let owner = p.pid.load(Ordering::Acquire);
+    (owner, p.inflight_state())
 }
 
 /// Takes the table entry whose owner word is `pid` from `seen` (just

@@ -242,49 +242,60 @@ pub fn run(bus: &Bus, remove_stale: bool) -> Result<(), String> {
 /// Listed; with `remove_stale`, removed. A record whose segment exists
 /// (in use, or kept) stays: its importer may be running.
 fn origin_records(bus: &Bus, remove_stale: bool) {
-    origin_records_with(bus, remove_stale, |p| std::fs::symlink_metadata(p));
+    for line in origin_records_with(bus, remove_stale, |p| std::fs::symlink_metadata(p)) {
+        println!("{line}");
+    }
 }
 
 /// [`origin_records`], with the look at a topic's segment path passed in
 /// (`symlink_metadata`: whatever is at the path keeps the record, even a
-/// file `stat` could not open). Only `NotFound` means the segment is gone;
-/// any other error leaves the record and is reported.
+/// file `stat` could not open), returning the lines to print. Only
+/// `NotFound` means the segment is gone; any other error leaves the record
+/// and is reported.
 fn origin_records_with(
     bus: &Bus,
     remove_stale: bool,
     look: impl Fn(&std::path::Path) -> std::io::Result<std::fs::Metadata>,
-) {
+) -> Vec<String> {
+    let mut lines = Vec::new();
     for (topic, path) in crate::bridge::import::origin_records(bus.config()) {
         let segment = bus.config().segment_path(&topic);
         match look(&segment) {
             Ok(_) => continue,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
-                println!(
-                    "kept the bridge origin record of topic {topic} ({}): could not tell \
-                     whether its segment {} exists: {e}",
+                // Kept either way; only `--remove-stale` decides to keep it.
+                let (kept, note) = if remove_stale {
+                    ("kept the ", "")
+                } else {
+                    ("", " (--remove-stale keeps it)")
+                };
+                lines.push(format!(
+                    "{kept}bridge origin record of topic {topic} ({}): could not tell \
+                     whether its segment {} exists: {e}{note}",
                     path.display(),
                     segment.display()
-                );
+                ));
                 continue;
             }
         }
         if remove_stale {
             match std::fs::remove_file(&path) {
-                Ok(()) => println!(
+                Ok(()) => lines.push(format!(
                     "removed the bridge origin record of gone topic {topic}: {}",
                     path.display()
-                ),
+                )),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => println!("could not remove {}: {e}", path.display()),
+                Err(e) => lines.push(format!("could not remove {}: {e}", path.display())),
             }
         } else {
-            println!(
+            lines.push(format!(
                 "bridge origin record of gone topic {topic} (--remove-stale removes it): {}",
                 path.display()
-            );
+            ));
         }
     }
+    lines
 }
 
 /// A listed segment's topic's `mode` and `group` (the default, private, for
@@ -314,7 +325,7 @@ mod tests {
         });
         let record = crate::bridge::import::origin_record_path(bus.config(), "trades");
         std::fs::write(&record, "far=1-2-3 origin=4-5-6\n").unwrap();
-        origin_records_with(&bus, true, |_| {
+        let _ = origin_records_with(&bus, true, |_| {
             Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied))
         });
         let kept = record.exists();
@@ -325,11 +336,60 @@ mod tests {
         );
         // NotFound still means gone.
         std::fs::write(&record, "far=1-2-3 origin=4-5-6\n").unwrap();
-        origin_records_with(&bus, true, |_| {
+        let _ = origin_records_with(&bus, true, |_| {
             Err(std::io::Error::from(std::io::ErrorKind::NotFound))
         });
         let kept = record.exists();
         let _ = std::fs::remove_file(&record);
         assert!(!kept, "the record of a gone segment was kept");
+    }
+
+    /// Issue 14, closing note: `zerocast stat` without `--remove-stale`
+    /// said "kept the bridge origin record" of a record whose segment it
+    /// could not look at, a decision it takes only with `--remove-stale`:
+    /// without, it only lists the record. Each mode now says what it did,
+    /// and the record stays in both.
+    #[test]
+    fn regression_stat_said_it_kept_an_origin_record_it_only_listed() {
+        let bus = Bus::new(zerocast_ipc::Config {
+            namespace: format!("statmode{}", std::process::id()),
+            topics: Vec::new(),
+        });
+        let record = crate::bridge::import::origin_record_path(bus.config(), "trades");
+        std::fs::write(&record, "far=1-2-3 origin=4-5-6\n").unwrap();
+        let denied = |_: &std::path::Path| -> std::io::Result<std::fs::Metadata> {
+            Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied))
+        };
+        let listed = origin_records_with(&bus, false, denied);
+        let listed_left = record.exists();
+        let removing = origin_records_with(&bus, true, denied);
+        let removing_left = record.exists();
+        let _ = std::fs::remove_file(&record);
+        let shown = record.display().to_string();
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert!(
+            !listed[0].contains("kept the") && listed[0].contains("--remove-stale keeps it"),
+            "stat without --remove-stale: {:?}",
+            listed[0]
+        );
+        assert!(
+            listed[0].starts_with("bridge origin record of topic trades")
+                && listed[0].contains(&shown)
+                && listed[0].contains("could not tell whether its segment"),
+            "stat without --remove-stale: {:?}",
+            listed[0]
+        );
+        assert!(
+            listed_left,
+            "stat without --remove-stale removed the record"
+        );
+        assert_eq!(removing.len(), 1, "{removing:?}");
+        assert!(
+            removing[0].starts_with("kept the bridge origin record of topic trades")
+                && removing[0].contains(&shown),
+            "stat --remove-stale: {:?}",
+            removing[0]
+        );
+        assert!(removing_left, "stat --remove-stale removed the record");
     }
 }
