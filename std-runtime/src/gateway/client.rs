@@ -1341,6 +1341,116 @@ mod tests {
         assert!(s.held.is_empty());
     }
 
+    /// A slow client of a topic carrying trades and books of a few
+    /// instruments, under random losses, offers and partial reads (a fixed
+    /// pseudo-random script): what it receives is in sequence order, every
+    /// instrument's last book received is its latest offered (none left
+    /// stale), every offered frame is sent, conflated or counted in a gap
+    /// (and every lost sequence counted), and the pending gaps never
+    /// outnumber the held books + 1.
+    #[test]
+    fn a_slow_client_gets_every_instruments_latest_book_and_exact_gaps_in_order() {
+        let one = book_of(0, "K0").text.len();
+        let c = Client::new(1, 3 * one);
+        c.lock().subs.insert(Arc::from("b"), Sub::default());
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut got = Vec::new();
+        let mut latest: HashMap<String, u64> = HashMap::new();
+        let (mut offered, mut lost) = (0u64, 0u64);
+        let mut seq = 0u64;
+        let mut most_gaps = 0;
+        for _ in 0..if cfg!(miri) { 200 } else { 5_000 } {
+            match next() % 8 {
+                0..=3 => {
+                    let key = format!("K{}", next() % 5);
+                    latest.insert(key.clone(), seq);
+                    c.offer(&book_of(seq, &key));
+                    offered += 1;
+                    seq += 1;
+                }
+                4 | 5 => {
+                    c.offer(&Arc::new(Frame {
+                        topic: Arc::from("b"),
+                        seq,
+                        class: Class::Trade,
+                        key: "T".into(),
+                        text: Utf8Bytes::from(format!("{{\"seq\":{seq}}}")),
+                    }));
+                    offered += 1;
+                    seq += 1;
+                }
+                6 => {
+                    let n = 1 + next() % 4;
+                    c.lost_live("b", seq, seq + n - 1, n);
+                    lost += n;
+                    seq += n;
+                }
+                _ => {
+                    if let Some((batch, _)) = c.take() {
+                        got.extend(batch.split('\n').map(str::to_owned));
+                    }
+                }
+            }
+            let s = c.lock();
+            if let Some(h) = s.held.get("b") {
+                assert!(h.gaps.len() <= h.books.len() + 1, "{h:?}");
+                assert!(h.books.len() <= 5, "{h:?}");
+                most_gaps = most_gaps.max(h.gaps.len());
+            }
+        }
+        while let Some((batch, _)) = c.take() {
+            got.extend(batch.split('\n').map(str::to_owned));
+        }
+        let got: Vec<serde_json::Value> = got
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let script: Vec<String> = got
+            .iter()
+            .map(|v| match v.get("type") {
+                Some(t) if t == "gap" => format!("gap {}..{} x{}", v["from"], v["to"], v["count"]),
+                _ => v["seq"].to_string(),
+            })
+            .collect();
+        assert_in_order(&script);
+        let data: HashSet<u64> = got
+            .iter()
+            .filter(|v| v.get("type").is_none())
+            .map(|v| v["seq"].as_u64().unwrap())
+            .collect();
+        for (key, last) in &latest {
+            assert!(data.contains(last), "{key}'s latest book {last} never sent");
+        }
+        let gapped: u64 = got
+            .iter()
+            .filter(|v| v.get("type").is_some_and(|t| t == "gap"))
+            .map(|v| v["count"].as_u64().unwrap())
+            .sum();
+        let s = c.lock();
+        assert!(
+            s.counters.conflated > 0 && s.counters.skipped > 0,
+            "{:?}",
+            s.counters
+        );
+        assert!(most_gaps >= 2, "never more than {most_gaps} gap pending");
+        assert_eq!(
+            gapped,
+            lost + s.counters.skipped,
+            "every gap counted exactly"
+        );
+        assert_eq!(
+            data.len() as u64 + s.counters.conflated + s.counters.skipped,
+            offered,
+            "every offered frame sent, conflated or skipped"
+        );
+    }
+
     /// A subscription replacing a books topic's told the topic's pending
     /// gap ahead of its reply but left the old subscription's held books
     /// held: they went after the gap (older sequences after it) and after
