@@ -44,11 +44,12 @@ pub struct Frame {
 /// client (a *pending gap*): queued once a batch taken frees room in the
 /// budget for it (or its queue drains), before the topic's next data
 /// message, or before the reply to a subscription replacing the topic's;
-/// never before a held book of its topic with an older sequence (see
+/// never before a held message of its topic with an older sequence (see
 /// `State::release`). Later skips and losses of the topic extend the
-/// topic's newest pending gap while no held book comes after it (`count`
-/// summed), so a client that does not read is owed at most one gap more
-/// than it has books held, not one message per loss.
+/// topic's newest pending gap while no held message comes after it
+/// (`count` summed), so a client that does not read is owed at most one
+/// gap more than it has messages held (see [`Backlog`]), not one message
+/// per loss.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Gap {
     from: u64,
@@ -313,8 +314,9 @@ enum Room {
     /// Each fits in the budget (or the queue is empty).
     Fit,
     /// A data message of this many bytes of the topic follows: each book
-    /// fits with room left for it; the pending gap, owed before the
-    /// topic's next data message, goes whatever the room.
+    /// fits with room left for it; pending gaps, owed before the topic's
+    /// next data message, go whatever the room, and held trades (counted
+    /// in the budget already) too.
     Before(usize),
     /// Whatever the room (the queue drained).
     Any,
@@ -485,10 +487,10 @@ impl Client {
     }
 
     /// Takes the next batch to send: queued messages joined by `\n`, then,
-    /// once the queue is empty, pending gap messages and conflated books,
-    /// each topic's in sequence order (while it is not, pending gaps that
-    /// fit in the room the batch freed are queued behind it, after the
-    /// older held books of their topic, which must fit too).
+    /// once the queue is empty, pending gap messages and held messages,
+    /// each topic's in sequence order (while it is not, pending gaps and
+    /// held trades that fit in the room the batch freed are queued behind
+    /// it, after the older held books of their topic, which must fit too).
     pub fn take(&self) -> Option<(Utf8Bytes, u64)> {
         // Only the shared handles are taken under the lock; the copying
         // into one message happens after it, so a bus reader offering the
@@ -767,9 +769,9 @@ impl State {
             return owed_gap;
         }
         let len = frame.text.len();
-        // What the topic holds back (older books, a pending gap) goes
-        // first, in sequence order; if it does not all fit, this frame is
-        // held back too.
+        // What the topic holds back (older books and trades, pending gaps)
+        // goes first, in sequence order; if it does not all fit, this frame
+        // is held back too.
         if self.bytes + len <= self.budget && self.release(&frame.topic, Room::Before(len)) {
             self.push(frame.text.clone());
             if let Some(sub) = self.subs.get_mut(&frame.topic) {
@@ -895,14 +897,15 @@ impl State {
 
     /// Owes the client a gap of `count` sequences `from..=to` of `topic`.
     /// A gap still pending for the topic (told once room frees) comes
-    /// before it: the newest is extended if no held book follows it (else
-    /// this one is pending after the newest held book), so gaps stay in
-    /// order. Otherwise the gap message is queued if it fits in the budget
-    /// (or the queue is empty) and no older book of the topic is held back
-    /// (those go first, if they fit), else it becomes a pending gap: a
-    /// client that does not read is owed at most one gap per held book and
-    /// one more per topic, however many losses it misses, and is told all
-    /// of them (the ranges covering, the counts exact) once it reads.
+    /// before it: the newest is extended if no held message follows it
+    /// (else this one is pending after the newest held message), so gaps
+    /// stay in order. Otherwise the gap message is queued if it fits in the
+    /// budget (or the queue is empty) and no older message of the topic is
+    /// held back (those go first, if they fit), else it becomes a pending
+    /// gap: a client that does not read is owed at most one gap per held
+    /// message and one more per topic, however many losses it misses, and
+    /// is told all of them (the ranges covering, the counts exact) once it
+    /// reads.
     fn gap(&mut self, topic: &str, from: u64, to: u64, count: u64) {
         let pending = self.held.get(topic).is_some_and(Backlog::has_gap);
         self.pend(topic, from, to, count);
@@ -913,7 +916,7 @@ impl State {
 
     /// Owes `count` sequences `from..=to` of `topic` as a pending gap (see
     /// [`Backlog::pend`]): the newest pending gap extended over them, or a
-    /// new one after the newest held book, which keeps its place.
+    /// new one after the newest held message, which keeps its place.
     fn pend(&mut self, topic: &str, from: u64, to: u64, count: u64) {
         let dropped = match self.held.get_mut(topic) {
             Some(held) => {
