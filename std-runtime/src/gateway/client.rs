@@ -939,8 +939,9 @@ impl State {
 
     /// Queues each topic's pending gaps and held trades that fit in the
     /// budget, behind the held books of its topic older than each (which
-    /// must fit too), in topic order, stopping at the first that does not
-    /// fit.
+    /// must fit too), each topic up to its first message that does not
+    /// fit. A topic that stops there does not stop the others: its held
+    /// book may be larger than the room another topic's gap needs.
     fn queue_pending_gaps(&mut self) {
         let topics: Vec<Arc<str>> = self
             .held
@@ -950,9 +951,6 @@ impl State {
             .collect();
         for topic in topics {
             self.release(&topic, Room::Fit);
-            if self.held.get(&topic).is_some_and(Backlog::waiting) {
-                break;
-            }
         }
     }
 
@@ -1237,6 +1235,63 @@ mod tests {
             assert!(c.lock().queued_bytes() > 0);
         }
         assert_eq!(told, [gap_json("quiet", 7, 9, 3)], "the quiet topic's loss");
+    }
+
+    /// Room freed by a batch let pending gaps (and held trades) go topic by
+    /// topic, but stopped at the first topic whose release stopped: a
+    /// topic blocked by a held book larger than the room kept every later
+    /// topic's gap waiting, which (with a busy topic keeping the queue from
+    /// draining) was never told, though it fitted.
+    #[test]
+    fn regression_a_topic_blocked_by_a_held_book_kept_other_topics_gaps_waiting() {
+        let frame = |topic: &str, seq: u64, class: Class, pad: usize| {
+            Arc::new(Frame {
+                topic: Arc::from(topic),
+                seq,
+                class,
+                key: "AAA".into(),
+                text: Utf8Bytes::from(format!("{{\"seq\":{seq},\"pad\":\"{}\"}}", "x".repeat(pad))),
+            })
+        };
+        let budget = 4 * BATCH_BYTES;
+        let c = Client::new(1, budget);
+        for t in ["a", "b", "c"] {
+            c.lock().subs.insert(Arc::from(t), Sub::default());
+        }
+        let mut seq = 0;
+        let mut fill = |c: &Client| {
+            // The busy topic "c" fills the budget, one more skipped.
+            while c.lock().queued_bytes() + frame("c", 0, Class::Trade, 1000).text.len() <= budget {
+                c.offer(&frame("c", seq, Class::Trade, 1000));
+                seq += 1;
+            }
+            c.offer(&frame("c", seq, Class::Trade, 1000));
+            seq += 1;
+        };
+        fill(&c);
+        // Topic "a" (first in order): a book larger than the room a batch
+        // frees is held, a loss after it pending behind it.
+        c.offer(&frame("a", 10, Class::Book, 2 * BATCH_BYTES));
+        c.lost_live("a", 11, 12, 2);
+        // Control messages fill the last bytes: "b"'s gap does not fit now.
+        let room = budget - c.lock().queued_bytes();
+        if room >= 2 {
+            c.push_control(format!("\"{}\"", "y".repeat(room - 2)));
+        }
+        c.lost_live("b", 7, 9, 3);
+        let mut told = Vec::new();
+        for _ in 0..if cfg!(miri) { 2 } else { 4 } {
+            let (batch, _) = c.take().unwrap();
+            told.extend(
+                batch
+                    .split('\n')
+                    .filter(|l| l.contains("\"b\""))
+                    .map(str::to_owned),
+            );
+            fill(&c);
+            assert!(c.lock().held.contains_key("a"), "the big book still held");
+        }
+        assert_eq!(told, [gap_json("b", 7, 9, 3)], "the quiet topic's loss");
     }
 
     /// A client of books topic "b" with `budget` bytes: books 100 and 101
