@@ -1629,6 +1629,61 @@ mod tests {
         assert_eq!(s.queued_bytes(), 0);
     }
 
+    /// Trades held behind a held book go as soon as a batch frees room for
+    /// the book (the queue not drained), in order behind it; their bytes,
+    /// counted in the budget while held, are counted once when queued, so
+    /// the queued bytes return to 0 once everything is taken.
+    #[test]
+    fn held_trades_go_when_room_frees_and_the_queued_bytes_return_to_zero() {
+        let one = book_of(0, "K0").text.len();
+        let budget = 4 * BATCH_BYTES;
+        let c = Client::new(1, budget);
+        c.lock().subs.insert(Arc::from("b"), Sub::default());
+        let mut seq = 0;
+        while c.lock().queued_bytes() + one <= budget {
+            c.offer(&book_of(seq, &format!("K{seq}")));
+            seq += 1;
+        }
+        let held_book = seq;
+        c.offer(&book_of(seq, "H")); // over budget: held
+        seq += 1;
+        let first_trade = seq;
+        for _ in 0..3 {
+            c.offer(&Arc::new(Frame {
+                topic: Arc::from("b"),
+                seq,
+                class: Class::Trade,
+                key: "T".into(),
+                text: Utf8Bytes::from(format!("{{\"seq\":{seq}}}")),
+            }));
+            seq += 1;
+        }
+        {
+            let s = c.lock();
+            let trade_bytes = s.held["b"].trade_bytes;
+            assert!(trade_bytes > 0, "the trades wait behind the held book");
+            let queued: usize = s.queue.iter().map(|m| m.len()).sum();
+            assert_eq!(s.queued_bytes(), queued + trade_bytes);
+            assert!(s.queued_bytes() <= budget);
+        }
+        let (first, _) = c.take().unwrap(); // room frees, the queue does not drain
+        assert!(c.lock().queued_bytes() > 0);
+        assert!(c.lock().held.is_empty(), "the book and the trades went");
+        let mut got: Vec<String> = first
+            .split('\n')
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"].to_string())
+            .collect();
+        got.extend(script(&c));
+        assert_in_order(&got);
+        let tail: Vec<String> = (held_book..first_trade + 3)
+            .map(|q| q.to_string())
+            .collect();
+        assert_eq!(got[got.len() - 4..], tail);
+        let s = c.lock();
+        assert_eq!(s.queued_bytes(), 0, "bytes left counted after a drain");
+        assert_eq!((s.counters.skipped, s.counters.conflated), (0, 0));
+    }
+
     /// A subscription replacing a books topic's told the topic's pending
     /// gap ahead of its reply but left the old subscription's held books
     /// held: they went after the gap (older sequences after it) and after
