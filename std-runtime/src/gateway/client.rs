@@ -1585,6 +1585,183 @@ mod tests {
         );
     }
 
+    /// A slow client of two topics (books and trades of a few instruments
+    /// on one, trades on the other) with a budget of several batches, so
+    /// most reads take part of the queue: under random offers, losses,
+    /// control messages, re-subscriptions and stalls (fixed pseudo-random
+    /// scripts), every step keeps the queued bytes equal to the queue's
+    /// plus the held trades' (held trades within the budget, no gap over a
+    /// held message, gaps at most held + 1); at the end the queue is empty
+    /// with 0 bytes, what each topic sent is in sequence order, every
+    /// offered frame was sent, conflated or skipped, every gap's count is
+    /// exact, and every instrument's latest book was sent.
+    #[test]
+    fn a_slow_client_of_several_topics_read_in_part_keeps_order_counts_and_bytes() {
+        let seeds = if cfg!(miri) { 1 } else { 6 };
+        let steps = if cfg!(miri) { 300 } else { 3_000 };
+        let (mut partial, mut held_trades) = (0, false);
+        for seed in 1..=seeds {
+            let (p, h) = several_topics_read_in_part(seed, steps);
+            partial += p;
+            held_trades |= h;
+        }
+        // The paths this is for were taken.
+        assert!(partial > 0, "no read left part of the queue");
+        assert!(
+            cfg!(miri) || held_trades,
+            "no trade ever waited behind a book"
+        );
+    }
+
+    /// One script of the test above: how many reads left part of the
+    /// queue, and whether a trade waited behind a held book.
+    fn several_topics_read_in_part(seed: u64, steps: u64) -> (usize, bool) {
+        let frame = |topic: &str, seq: u64, class: Class, key: &str, pad: usize| {
+            Arc::new(Frame {
+                topic: Arc::from(topic),
+                seq,
+                class,
+                key: key.into(),
+                text: Utf8Bytes::from(format!(
+                    "{{\"seq\":{seq},\"topic\":\"{topic}\",\"pad\":\"{}\"}}",
+                    "x".repeat(pad)
+                )),
+            })
+        };
+        let topics = ["b", "t"];
+        let c = Client::new(1, 2 * BATCH_BYTES);
+        for t in topics {
+            c.lock().subs.insert(Arc::from(t), Sub::default());
+        }
+        let mut rng = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let (mut seq, mut offered, mut lost) = ([0u64; 2], 0u64, 0u64);
+        let mut latest: HashMap<String, u64> = HashMap::new();
+        let mut lines: Vec<String> = Vec::new();
+        let (mut partial, mut held_trades) = (0, false);
+        for step in 0..steps {
+            // Stalls: a quarter of the time the client does not read.
+            let stalled = (step / 250) % 2 == 1;
+            let ti = (next() % 2) as usize;
+            let topic = topics[ti];
+            match next() % 32 {
+                0..=23 => {
+                    let (class, key) = if ti == 0 && next() % 2 == 0 {
+                        let key = format!("K{}", next() % 6);
+                        latest.insert(key.clone(), seq[ti]);
+                        (Class::Book, key)
+                    } else {
+                        (Class::Trade, "T".to_owned())
+                    };
+                    let pad = 500 + (next() % 4000) as usize;
+                    c.offer(&frame(topic, seq[ti], class, &key, pad));
+                    offered += 1;
+                    seq[ti] += 1;
+                }
+                24 | 25 => {
+                    let n = 1 + next() % 4;
+                    c.lost_live(topic, seq[ti], seq[ti] + n - 1, n);
+                    lost += n;
+                    seq[ti] += n;
+                }
+                26 => c.push_control(format!(
+                    "{{\"type\":\"ctl\",\"pad\":\"{}\"}}",
+                    "y".repeat((next() % 3000) as usize)
+                )),
+                27 if next() % 8 == 0 => {
+                    // What `Hub::subscribe` does for a replaced subscription
+                    // (no snapshot here: its held books are conflated).
+                    let mut s = c.lock();
+                    let owed = s.tell_pending_gap(topic);
+                    s.subs.insert(
+                        Arc::from(topic),
+                        Sub {
+                            next: seq[ti],
+                            ..Default::default()
+                        },
+                    );
+                    s.push_control_owing("{\"type\":\"ctl\"}".into(), owed);
+                    if ti == 0 {
+                        latest.clear();
+                    }
+                }
+                _ if stalled => {}
+                _ => {
+                    if let Some((batch, _)) = c.take() {
+                        lines.extend(batch.split('\n').map(str::to_owned));
+                        partial += usize::from(!c.lock().queue.is_empty());
+                    }
+                }
+            }
+            let s = c.lock();
+            let queued: usize = s.queue.iter().map(|m| m.len()).sum();
+            let trades: usize = s.held.values().map(|h| h.trade_bytes).sum();
+            assert_eq!(s.queued_bytes(), queued + trades, "seed {seed} step {step}");
+            assert!(trades <= s.budget, "seed {seed} step {step}");
+            for h in s.held.values() {
+                let held: Vec<&u64> = h.frames.keys().collect();
+                let gaps = &h.gaps;
+                assert!(
+                    gaps.len() <= held.len() + 1,
+                    "seed {seed}: {held:?} {gaps:?}"
+                );
+                for g in h.gaps.values() {
+                    let over = h.frames.range(g.from..=g.to).next();
+                    assert!(over.is_none(), "seed {seed}: {held:?} {gaps:?}");
+                }
+            }
+            held_trades |= trades > 0;
+        }
+        while let Some((batch, _)) = c.take() {
+            lines.extend(batch.split('\n').map(str::to_owned));
+        }
+        let s = c.lock();
+        assert_eq!(s.queued_bytes(), 0, "seed {seed}");
+        assert!(s.held.is_empty(), "seed {seed}");
+        let mut last: [Option<u64>; 2] = [None, None];
+        let (mut books, mut data, mut gapped) = (HashSet::new(), 0u64, 0u64);
+        for l in &lines {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let ti = usize::from(v["topic"] != "b");
+            let (first, end) = match v.get("type").and_then(|t| t.as_str()) {
+                Some("ctl") => continue,
+                Some("gap") => {
+                    gapped += v["count"].as_u64().unwrap();
+                    (v["from"].as_u64().unwrap(), v["to"].as_u64().unwrap())
+                }
+                _ => {
+                    data += 1;
+                    let q = v["seq"].as_u64().unwrap();
+                    if ti == 0 {
+                        books.insert(q);
+                    }
+                    (q, q)
+                }
+            };
+            let l_ = last[ti];
+            assert!(
+                l_.is_none_or(|l| first > l),
+                "seed {seed}: {l} after {l_:?}"
+            );
+            last[ti] = Some(end);
+        }
+        assert_eq!(gapped, lost + s.counters.skipped, "seed {seed}");
+        assert_eq!(
+            data + s.counters.conflated + s.counters.skipped,
+            offered,
+            "seed {seed}"
+        );
+        for (key, q) in &latest {
+            assert!(books.contains(q), "seed {seed}: {key}'s latest book {q}");
+        }
+        (partial, held_trades)
+    }
+
     /// On a topic carrying trades and books, a trade that fitted in the
     /// budget but not behind the topic's oldest held book was skipped
     /// (told in a gap) although nothing forced a loss: it can wait behind
