@@ -388,7 +388,8 @@ pub struct State {
     bytes: usize,
     budget: usize,
     /// Per topic, what it holds back: held (conflated) books, the latest
-    /// per instrument, and pending gaps between them (see [`Backlog`]).
+    /// per instrument, trades waiting behind them, and pending gaps
+    /// between them (see [`Backlog`]).
     held: BTreeMap<Arc<str>, Backlog>,
     /// Counters.
     pub counters: Counters,
