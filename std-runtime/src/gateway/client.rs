@@ -1703,7 +1703,15 @@ mod tests {
             let queued: usize = s.queue.iter().map(|m| m.len()).sum();
             let trades: usize = s.held.values().map(|h| h.trade_bytes).sum();
             assert_eq!(s.queued_bytes(), queued + trades, "seed {seed} step {step}");
-            assert!(trades <= s.budget, "seed {seed} step {step}");
+            // Data (not gaps or replies, which may exceed it) stays
+            // within the budget, held trades included.
+            let data: usize = s
+                .queue
+                .iter()
+                .filter(|m| m.starts_with("{\"seq\""))
+                .map(|m| m.len())
+                .sum();
+            assert!(data + trades <= s.budget, "seed {seed} step {step}");
             for h in s.held.values() {
                 let held: Vec<&u64> = h.frames.keys().collect();
                 let gaps = &h.gaps;
@@ -1860,6 +1868,63 @@ mod tests {
         let s = c.lock();
         assert_eq!(s.queued_bytes(), 0, "bytes left counted after a drain");
         assert_eq!((s.counters.skipped, s.counters.conflated), (0, 0));
+    }
+
+    /// A frame that fits in the budget, behind a held book that fits but
+    /// not together with it: the book is not queued ahead of it (which
+    /// would take the queue over the budget); the frame waits behind it.
+    #[test]
+    fn held_books_go_ahead_of_a_frame_only_with_room_left_for_it() {
+        let padded = |topic: &str, seq: u64, class: Class, pad: usize| {
+            Arc::new(Frame {
+                topic: Arc::from(topic),
+                seq,
+                class,
+                key: "H".into(),
+                text: Utf8Bytes::from(format!("{{\"seq\":{seq},\"pad\":\"{}\"}}", "x".repeat(pad))),
+            })
+        };
+        let one = book_of(0, "K0").text.len();
+        let budget = 4 * BATCH_BYTES;
+        let c = Client::new(1, budget);
+        c.lock().subs.insert(Arc::from("b"), Sub::default());
+        c.lock().subs.insert(Arc::from("t"), Sub::default());
+        let mut seq = 0;
+        while c.lock().queued_bytes() + one <= budget {
+            c.offer(&book_of(seq, &format!("K{seq}")));
+            seq += 1;
+        }
+        let held = seq;
+        c.offer(&book_of(seq, "H")); // over budget: held
+        seq += 1;
+        c.take().unwrap(); // room frees, the queue does not drain
+        assert!(c.lock().queued_bytes() > 0);
+        assert!(c.lock().held.contains_key("b"), "a held book alone waits");
+        // Topic "t" fills the room up to the held book and half the
+        // small frame of "b" that follows.
+        let small = padded("b", seq + 1, Class::Trade, 0);
+        let target = one + small.text.len() / 2;
+        let mut t = 0;
+        loop {
+            let room = budget - c.lock().queued_bytes();
+            let base = padded("t", t, Class::Trade, 0).text.len();
+            let pad = (room - target).saturating_sub(base).min(1000);
+            c.offer(&padded("t", t, Class::Trade, pad));
+            t += 1;
+            if budget - c.lock().queued_bytes() <= target {
+                break;
+            }
+        }
+        assert_eq!(budget - c.lock().queued_bytes(), target);
+        c.offer(&small);
+        let q = c.lock().queued_bytes();
+        assert!(q <= budget, "queued {q} of a budget of {budget}");
+        let got: Vec<String> = script(&c)
+            .into_iter()
+            .filter(|m| m.parse::<u64>().is_ok_and(|q| q >= held))
+            .collect();
+        // "t"'s sequences are below `held`'s; "b"'s in order.
+        assert_eq!(got, [held.to_string(), (seq + 1).to_string()]);
     }
 
     /// A subscription replacing a books topic's told the topic's pending
