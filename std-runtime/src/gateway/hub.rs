@@ -447,8 +447,8 @@ impl Hub {
     /// `reply` (the `unsubscribed` message); the first topic not subscribed
     /// stops it with an error naming it (the ones before it are removed, no
     /// reply queued). What a removed subscription still owes goes before
-    /// the reply: its pending gap is told, and nothing of its data (a
-    /// conflated book) comes after.
+    /// the reply: its pending gaps are told (as one gap), and nothing of
+    /// its data (a held book, dropped and counted conflated) comes after.
     pub fn unsubscribe(
         &self,
         client: &Client,
