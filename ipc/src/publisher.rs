@@ -1854,6 +1854,84 @@ mod tests {
         );
     }
 
+    /// Review of issue 14's closing note: nothing tested that supervisors
+    /// read an entry's owner word before its in-flight record
+    /// (`live_owner_record`): read the other way round, the record could be
+    /// a dead owner's, read just before a reaper cleared and freed the
+    /// entry, and the owner word that of the entry's next, live, owner (a
+    /// dead claim held up for as long as that owner lives idle, or a dead
+    /// listing named as a live publisher's write). Here the entry is reaped
+    /// and taken again between the supervisor's two loads, once with the
+    /// dead owner's claiming marker (`in_flight_in_a_live_publisher`) and
+    /// once with its listing (`live_publisher_writing`).
+    #[test]
+    fn regression_a_supervisor_paired_a_dead_owners_record_with_the_next_owners_word() {
+        for listed in [false, true] {
+            let tag = if listed {
+                "ownerfirst-listed"
+            } else {
+                "ownerfirst-marked"
+            };
+            let (path, seg, sub) = watched_segment(tag);
+            let mut dead = ShmPublisher::new(seg.clone(), &PublisherOptions::default()).unwrap();
+            let index = dead.entry;
+            let entry = &seg.header().publishers[index];
+            mark_claiming(entry, &seg);
+            let claim = seg.producer_ring().try_claim(&mut dead.cache).unwrap();
+            assert_eq!(claim.seq(), 0);
+            if listed {
+                record_claim(entry, 0);
+            }
+            std::mem::forget(claim);
+            play_dead(&seg, dead);
+            let other = seg.clone();
+            let taken = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let took = taken.clone();
+            crate::segment::BETWEEN_OWNER_AND_RECORD.with(|h| {
+                h.set(Some(Box::new(move || {
+                    // Another supervisor reaps the dead owner's entry, and a
+                    // new publisher (this process: alive) takes it.
+                    let _ = other.reap_entries();
+                    let ok = other.header().publishers[index]
+                        .pid
+                        .compare_exchange(
+                            FREE,
+                            current_owner(),
+                            Ordering::AcqRel,
+                            Ordering::Relaxed,
+                        )
+                        .is_ok();
+                    // Relaxed: read by this thread.
+                    took.store(ok, Ordering::Relaxed);
+                })));
+            });
+            // The hook runs at the first entry read, which must be ours.
+            assert_eq!(index, 0);
+            let found = if listed {
+                seg.live_publisher_writing(0).is_some()
+            } else {
+                seg.in_flight_in_a_live_publisher(0)
+            };
+            let hook_left = crate::segment::BETWEEN_OWNER_AND_RECORD
+                .with(|h| h.take())
+                .is_some();
+            // Release: pairs with the Acquire loads of later registrations.
+            entry.pid.store(FREE, Ordering::Release);
+            drop((sub, seg));
+            std::fs::remove_file(&path).unwrap();
+            assert!(!hook_left, "{tag}: the supervisor never read the entry");
+            // Relaxed: stored by this thread.
+            assert!(
+                taken.load(Ordering::Relaxed),
+                "{tag}: the reaped entry could not be taken again"
+            );
+            assert!(
+                !found,
+                "{tag}: the dead owner's record was read with the next, live, owner's word"
+            );
+        }
+    }
+
     /// Issue 14, closing note: `publish_batch(&[])` ran the claim for zero
     /// bodies: it put its claiming marker up and listed the head in flight
     /// (a listing of length 0 reads as one sequence), a sequence it never
