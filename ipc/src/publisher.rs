@@ -367,16 +367,7 @@ impl ShmPublisher {
     pub fn publish_batch<B: Body>(&mut self, bodies: &[B]) -> Result<u64> {
         let words = frame::frame_words(B::KIND);
         self.check_fits(words)?;
-        let capacity = self.seg.ring().capacity();
-        if bodies.len() as u64 > capacity {
-            // Here, not only in the ring's claim: the check for older laps
-            // below would look more than a ring ahead, at slots "held" by
-            // sequences nobody has claimed, and wait for them for good.
-            return Err(Error::Publish(PublishError::BatchTooLarge {
-                len: bodies.len(),
-                capacity,
-            }));
-        }
+        check_batch_len(bodies.len(), self.seg.ring().capacity())?;
         if self.open_loan.is_some() {
             self.finish_forgotten_loan();
         }
@@ -443,12 +434,7 @@ impl ShmPublisher {
     /// Claims wait for gating subscribers as [`publish_batch`](Self::publish_batch)
     /// does.
     pub fn publish_lost(&mut self, count: u64) -> Result<u64> {
-        let capacity = self.seg.ring().capacity();
-        if count == 0 || count > capacity {
-            return Err(Error::BadOptions(format!(
-                "publish_lost: {count} sequences; 1 to the ring's capacity ({capacity}) at a time"
-            )));
-        }
+        check_lost_count(count, self.seg.ring().capacity())?;
         // No frame words; the fork check every publish path makes.
         self.check_fits(0)?;
         if self.open_loan.is_some() {
@@ -1097,6 +1083,8 @@ fn clear_claim(entry: &PublisherEntry) {
 /// right after its claim and before any wait.
 fn record_inflight(entry: &PublisherEntry, first: u64, n: u64) {
     after_claim();
+    // At most `MAX_LISTED`: `check_batch_len`, `publish_lost`.
+    debug_assert!(n <= MAX_LISTED, "a claim of {n} sequences listed");
     // Relaxed: published by the Release store of `inflight` below.
     entry.inflight_len.store(n as u32, Ordering::Relaxed);
     // Release: pairs with the Acquire load of `inflight_state` (see above).
@@ -1110,6 +1098,47 @@ fn clear_inflight(entry: &PublisherEntry) {
     // Relaxed: read only with a nonzero `inflight`, whose Release store
     // (a later record) publishes it.
     entry.inflight_len.store(1, Ordering::Relaxed);
+}
+
+/// The most sequences one claim may list in its publisher's entry:
+/// `inflight_len` is 32 bits (a ring of `MAX_CAPACITY` slots holds one
+/// more).
+const MAX_LISTED: u64 = u32::MAX as u64;
+
+/// Refuses a batch of `len` frames more than the ring's `capacity`, or
+/// more than its entry lists ([`MAX_LISTED`]; only a ring of 2^32 slots
+/// holds such a batch). Here, not only in the ring's claim: the check for
+/// older laps would look more than a ring ahead, at slots "held" by
+/// sequences nobody has claimed, and wait for them for good; and a batch
+/// listed short would have its unlisted sequences declared lost while they
+/// are written.
+fn check_batch_len(len: usize, capacity: u64) -> Result<()> {
+    if len as u64 > capacity {
+        return Err(Error::Publish(PublishError::BatchTooLarge {
+            len,
+            capacity,
+        }));
+    }
+    if len as u64 > MAX_LISTED {
+        return Err(Error::BadOptions(format!(
+            "a batch of {len} frames: at most {MAX_LISTED} at a time (a publisher lists \
+             the length of what it has in flight in 32 bits)"
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a [`publish_lost`](ShmPublisher::publish_lost) of `count`
+/// sequences: none, more than the ring's `capacity`, or more than an entry
+/// lists ([`MAX_LISTED`]).
+fn check_lost_count(count: u64, capacity: u64) -> Result<()> {
+    if count == 0 || count > capacity.min(MAX_LISTED) {
+        return Err(Error::BadOptions(format!(
+            "publish_lost: {count} sequences; 1 to the ring's capacity ({capacity}), \
+             and at most {MAX_LISTED}, at a time"
+        )));
+    }
+    Ok(())
 }
 
 /// Before claiming `n` sequences: whether the next `n` slots are free of
@@ -2038,6 +2067,54 @@ mod tests {
             "the entry's in-flight record after the refusal"
         );
         assert_eq!(head, cap + 3, "the refused batch claimed");
+    }
+
+    /// Review of issue 14's leftovers: an entry lists a batch's length in
+    /// 32 bits (`inflight_len`), and a segment's ring may have
+    /// `MAX_CAPACITY`, 2^32, slots: a batch of a whole such ring (a
+    /// `publish_batch` or a `publish_lost`) was accepted and listed as
+    /// `n as u32`, 0, which reads as one sequence, so a supervisor could
+    /// declare the rest of a live publisher's batch lost while it wrote
+    /// them. (Such a ring is 256 GiB of shared memory at least: the
+    /// listing of the largest batch the check accepts is tested, not a
+    /// publish.)
+    #[test]
+    fn regression_a_batch_of_a_whole_largest_ring_was_listed_as_one_sequence() {
+        let path = std::env::temp_dir().join(format!("zc-listall-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let seg = Segment::create(&path, "listall", 64, 32).unwrap();
+        let cap = crate::segment::MAX_CAPACITY;
+        let candidates = [cap, u64::from(u32::MAX)];
+        let largest_batch = candidates
+            .into_iter()
+            .find(|&n| check_batch_len(n as usize, cap).is_ok());
+        let largest_lost = candidates
+            .into_iter()
+            .find(|&n| check_lost_count(n, cap).is_ok());
+        let entry = &seg.header().publishers[0];
+        let listed = |largest: Option<u64>| {
+            largest.map(|n| {
+                record_inflight(entry, 0, n);
+                let listed = entry.inflight_range();
+                clear_inflight(entry);
+                listed.map(|r| r.end - r.start)
+            })
+        };
+        let (batch, lost) = (listed(largest_batch), listed(largest_lost));
+        drop(seg);
+        std::fs::remove_file(&path).unwrap();
+        for (what, largest, listed) in [
+            ("publish_batch", largest_batch, batch),
+            ("publish_lost", largest_lost, lost),
+        ] {
+            let largest =
+                largest.unwrap_or_else(|| panic!("{what}: no claim of 2^32 - 1 accepted"));
+            assert_eq!(
+                listed,
+                Some(Some(largest)),
+                "{what}: sequences listed for the largest claim accepted ({largest}) on a ring of 2^32"
+            );
+        }
     }
 
     /// The set-up of the room-wait tests: a gating `holder` that reads
