@@ -357,13 +357,16 @@ impl ShmPublisher {
     /// is written in place into its slot, as [`loan`](Self::loan) writes
     /// one: no intermediate buffer.
     ///
-    /// An empty `bodies` claims and publishes nothing and returns the
-    /// ring's head, the sequence the next frame gets unless another
+    /// An empty `bodies` claims and publishes nothing of its own (a
+    /// forgotten loan is filled first, as by every publish) and returns
+    /// the ring's head, the sequence the next frame gets unless another
     /// publisher claims first (as the core ring's `try_publish_batch`
-    /// does); it is still refused where a publish would be (a `B` frame
-    /// too large for the slots, a copy inherited through fork). More
-    /// bodies than the ring's capacity are refused before anything is
-    /// claimed: [`Error::Publish`] with [`PublishError::BatchTooLarge`].
+    /// does): not a sequence this publisher holds. It is still refused
+    /// where a publish would be (a `B` frame too large for the slots, a
+    /// copy inherited through fork). More bodies than the ring's capacity
+    /// are refused before anything is claimed: [`Error::Publish`] with
+    /// [`PublishError::BatchTooLarge`]; so are more than `u32::MAX` (only a
+    /// ring of 2^32 slots holds as many), with [`Error::BadOptions`].
     pub fn publish_batch<B: Body>(&mut self, bodies: &[B]) -> Result<u64> {
         let words = frame::frame_words(B::KIND);
         self.check_fits(words)?;
@@ -425,14 +428,14 @@ impl ShmPublisher {
         Ok(first)
     }
 
-    /// Claims `count` consecutive sequences (1 to the ring's capacity) and
-    /// marks them lost without writing them; returns the first. Subscribers
-    /// see [`RecvError::Lost`](crate::RecvError::Lost) for each, as for a
-    /// publisher that died mid-write. For a relay that republishes another
-    /// ring's sequences one for one (`zerocast bridge import`): a loss there
-    /// stays a loss here, with its exact count, never a silent hole.
-    /// Claims wait for gating subscribers as [`publish_batch`](Self::publish_batch)
-    /// does.
+    /// Claims `count` consecutive sequences (1 to the ring's capacity, at
+    /// most `u32::MAX`) and marks them lost without writing them; returns
+    /// the first. Subscribers see [`RecvError::Lost`](crate::RecvError::Lost)
+    /// for each, as for a publisher that died mid-write. For a relay that
+    /// republishes another ring's sequences one for one (`zerocast bridge
+    /// import`): a loss there stays a loss here, with its exact count,
+    /// never a silent hole. Claims wait for gating subscribers as
+    /// [`publish_batch`](Self::publish_batch) does.
     pub fn publish_lost(&mut self, count: u64) -> Result<u64> {
         check_lost_count(count, self.seg.ring().capacity())?;
         // No frame words; the fork check every publish path makes.
