@@ -357,26 +357,20 @@ impl ShmPublisher {
     /// is written in place into its slot, as [`loan`](Self::loan) writes
     /// one: no intermediate buffer.
     ///
-    /// An empty `bodies` claims and publishes nothing and returns the
-    /// ring's head, the sequence the next frame gets unless another
+    /// An empty `bodies` claims and publishes nothing of its own (a
+    /// forgotten loan is filled first, as by every publish) and returns
+    /// the ring's head, the sequence the next frame gets unless another
     /// publisher claims first (as the core ring's `try_publish_batch`
-    /// does); it is still refused where a publish would be (a `B` frame
-    /// too large for the slots, a copy inherited through fork). More
-    /// bodies than the ring's capacity are refused before anything is
-    /// claimed: [`Error::Publish`] with [`PublishError::BatchTooLarge`].
+    /// does): not a sequence this publisher holds. It is still refused
+    /// where a publish would be (a `B` frame too large for the slots, a
+    /// copy inherited through fork). More bodies than the ring's capacity
+    /// are refused before anything is claimed: [`Error::Publish`] with
+    /// [`PublishError::BatchTooLarge`]; so are more than `u32::MAX` (only a
+    /// ring of 2^32 slots holds as many), with [`Error::BadOptions`].
     pub fn publish_batch<B: Body>(&mut self, bodies: &[B]) -> Result<u64> {
         let words = frame::frame_words(B::KIND);
         self.check_fits(words)?;
-        let capacity = self.seg.ring().capacity();
-        if bodies.len() as u64 > capacity {
-            // Here, not only in the ring's claim: the check for older laps
-            // below would look more than a ring ahead, at slots "held" by
-            // sequences nobody has claimed, and wait for them for good.
-            return Err(Error::Publish(PublishError::BatchTooLarge {
-                len: bodies.len(),
-                capacity,
-            }));
-        }
+        check_batch_len(bodies.len(), self.seg.ring().capacity())?;
         if self.open_loan.is_some() {
             self.finish_forgotten_loan();
         }
@@ -434,21 +428,16 @@ impl ShmPublisher {
         Ok(first)
     }
 
-    /// Claims `count` consecutive sequences (1 to the ring's capacity) and
-    /// marks them lost without writing them; returns the first. Subscribers
-    /// see [`RecvError::Lost`](crate::RecvError::Lost) for each, as for a
-    /// publisher that died mid-write. For a relay that republishes another
-    /// ring's sequences one for one (`zerocast bridge import`): a loss there
-    /// stays a loss here, with its exact count, never a silent hole.
-    /// Claims wait for gating subscribers as [`publish_batch`](Self::publish_batch)
-    /// does.
+    /// Claims `count` consecutive sequences (1 to the ring's capacity, at
+    /// most `u32::MAX`) and marks them lost without writing them; returns
+    /// the first. Subscribers see [`RecvError::Lost`](crate::RecvError::Lost)
+    /// for each, as for a publisher that died mid-write. For a relay that
+    /// republishes another ring's sequences one for one (`zerocast bridge
+    /// import`): a loss there stays a loss here, with its exact count,
+    /// never a silent hole. Claims wait for gating subscribers as
+    /// [`publish_batch`](Self::publish_batch) does.
     pub fn publish_lost(&mut self, count: u64) -> Result<u64> {
-        let capacity = self.seg.ring().capacity();
-        if count == 0 || count > capacity {
-            return Err(Error::BadOptions(format!(
-                "publish_lost: {count} sequences; 1 to the ring's capacity ({capacity}) at a time"
-            )));
-        }
+        check_lost_count(count, self.seg.ring().capacity())?;
         // No frame words; the fork check every publish path makes.
         self.check_fits(0)?;
         if self.open_loan.is_some() {
@@ -1097,6 +1086,8 @@ fn clear_claim(entry: &PublisherEntry) {
 /// right after its claim and before any wait.
 fn record_inflight(entry: &PublisherEntry, first: u64, n: u64) {
     after_claim();
+    // At most `MAX_LISTED`: `check_batch_len`, `publish_lost`.
+    debug_assert!(n <= MAX_LISTED, "a claim of {n} sequences listed");
     // Relaxed: published by the Release store of `inflight` below.
     entry.inflight_len.store(n as u32, Ordering::Relaxed);
     // Release: pairs with the Acquire load of `inflight_state` (see above).
@@ -1110,6 +1101,47 @@ fn clear_inflight(entry: &PublisherEntry) {
     // Relaxed: read only with a nonzero `inflight`, whose Release store
     // (a later record) publishes it.
     entry.inflight_len.store(1, Ordering::Relaxed);
+}
+
+/// The most sequences one claim may list in its publisher's entry:
+/// `inflight_len` is 32 bits (a ring of `MAX_CAPACITY` slots holds one
+/// more).
+const MAX_LISTED: u64 = u32::MAX as u64;
+
+/// Refuses a batch of `len` frames more than the ring's `capacity`, or
+/// more than its entry lists ([`MAX_LISTED`]; only a ring of 2^32 slots
+/// holds such a batch). Here, not only in the ring's claim: the check for
+/// older laps would look more than a ring ahead, at slots "held" by
+/// sequences nobody has claimed, and wait for them for good; and a batch
+/// listed short would have its unlisted sequences declared lost while they
+/// are written.
+fn check_batch_len(len: usize, capacity: u64) -> Result<()> {
+    if len as u64 > capacity {
+        return Err(Error::Publish(PublishError::BatchTooLarge {
+            len,
+            capacity,
+        }));
+    }
+    if len as u64 > MAX_LISTED {
+        return Err(Error::BadOptions(format!(
+            "a batch of {len} frames: at most {MAX_LISTED} at a time (a publisher lists \
+             the length of what it has in flight in 32 bits)"
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a [`publish_lost`](ShmPublisher::publish_lost) of `count`
+/// sequences: none, more than the ring's `capacity`, or more than an entry
+/// lists ([`MAX_LISTED`]).
+fn check_lost_count(count: u64, capacity: u64) -> Result<()> {
+    if count == 0 || count > capacity.min(MAX_LISTED) {
+        return Err(Error::BadOptions(format!(
+            "publish_lost: {count} sequences; 1 to the ring's capacity ({capacity}), \
+             and at most {MAX_LISTED}, at a time"
+        )));
+    }
+    Ok(())
 }
 
 /// Before claiming `n` sequences: whether the next `n` slots are free of
@@ -1854,6 +1886,84 @@ mod tests {
         );
     }
 
+    /// Review of issue 14's closing note: nothing tested that supervisors
+    /// read an entry's owner word before its in-flight record
+    /// (`live_owner_record`): read the other way round, the record could be
+    /// a dead owner's, read just before a reaper cleared and freed the
+    /// entry, and the owner word that of the entry's next, live, owner (a
+    /// dead claim held up for as long as that owner lives idle, or a dead
+    /// listing named as a live publisher's write). Here the entry is reaped
+    /// and taken again between the supervisor's two loads, once with the
+    /// dead owner's claiming marker (`in_flight_in_a_live_publisher`) and
+    /// once with its listing (`live_publisher_writing`).
+    #[test]
+    fn regression_a_supervisor_paired_a_dead_owners_record_with_the_next_owners_word() {
+        for listed in [false, true] {
+            let tag = if listed {
+                "ownerfirst-listed"
+            } else {
+                "ownerfirst-marked"
+            };
+            let (path, seg, sub) = watched_segment(tag);
+            let mut dead = ShmPublisher::new(seg.clone(), &PublisherOptions::default()).unwrap();
+            let index = dead.entry;
+            let entry = &seg.header().publishers[index];
+            mark_claiming(entry, &seg);
+            let claim = seg.producer_ring().try_claim(&mut dead.cache).unwrap();
+            assert_eq!(claim.seq(), 0);
+            if listed {
+                record_claim(entry, 0);
+            }
+            std::mem::forget(claim);
+            play_dead(&seg, dead);
+            let other = seg.clone();
+            let taken = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let took = taken.clone();
+            crate::segment::BETWEEN_OWNER_AND_RECORD.with(|h| {
+                h.set(Some(Box::new(move || {
+                    // Another supervisor reaps the dead owner's entry, and a
+                    // new publisher (this process: alive) takes it.
+                    let _ = other.reap_entries();
+                    let ok = other.header().publishers[index]
+                        .pid
+                        .compare_exchange(
+                            FREE,
+                            current_owner(),
+                            Ordering::AcqRel,
+                            Ordering::Relaxed,
+                        )
+                        .is_ok();
+                    // Relaxed: read by this thread.
+                    took.store(ok, Ordering::Relaxed);
+                })));
+            });
+            // The hook runs at the first entry read, which must be ours.
+            assert_eq!(index, 0);
+            let found = if listed {
+                seg.live_publisher_writing(0).is_some()
+            } else {
+                seg.in_flight_in_a_live_publisher(0)
+            };
+            let hook_left = crate::segment::BETWEEN_OWNER_AND_RECORD
+                .with(|h| h.take())
+                .is_some();
+            // Release: pairs with the Acquire loads of later registrations.
+            entry.pid.store(FREE, Ordering::Release);
+            drop((sub, seg));
+            std::fs::remove_file(&path).unwrap();
+            assert!(!hook_left, "{tag}: the supervisor never read the entry");
+            // Relaxed: stored by this thread.
+            assert!(
+                taken.load(Ordering::Relaxed),
+                "{tag}: the reaped entry could not be taken again"
+            );
+            assert!(
+                !found,
+                "{tag}: the dead owner's record was read with the next, live, owner's word"
+            );
+        }
+    }
+
     /// Issue 14, closing note: `publish_batch(&[])` ran the claim for zero
     /// bodies: it put its claiming marker up and listed the head in flight
     /// (a listing of length 0 reads as one sequence), a sequence it never
@@ -1960,6 +2070,54 @@ mod tests {
             "the entry's in-flight record after the refusal"
         );
         assert_eq!(head, cap + 3, "the refused batch claimed");
+    }
+
+    /// Review of issue 14's leftovers: an entry lists a batch's length in
+    /// 32 bits (`inflight_len`), and a segment's ring may have
+    /// `MAX_CAPACITY`, 2^32, slots: a batch of a whole such ring (a
+    /// `publish_batch` or a `publish_lost`) was accepted and listed as
+    /// `n as u32`, 0, which reads as one sequence, so a supervisor could
+    /// declare the rest of a live publisher's batch lost while it wrote
+    /// them. (Such a ring is 256 GiB of shared memory at least: the
+    /// listing of the largest batch the check accepts is tested, not a
+    /// publish.)
+    #[test]
+    fn regression_a_batch_of_a_whole_largest_ring_was_listed_as_one_sequence() {
+        let path = std::env::temp_dir().join(format!("zc-listall-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let seg = Segment::create(&path, "listall", 64, 32).unwrap();
+        let cap = crate::segment::MAX_CAPACITY;
+        let candidates = [cap, u64::from(u32::MAX)];
+        let largest_batch = candidates
+            .into_iter()
+            .find(|&n| check_batch_len(n as usize, cap).is_ok());
+        let largest_lost = candidates
+            .into_iter()
+            .find(|&n| check_lost_count(n, cap).is_ok());
+        let entry = &seg.header().publishers[0];
+        let listed = |largest: Option<u64>| {
+            largest.map(|n| {
+                record_inflight(entry, 0, n);
+                let listed = entry.inflight_range();
+                clear_inflight(entry);
+                listed.map(|r| r.end - r.start)
+            })
+        };
+        let (batch, lost) = (listed(largest_batch), listed(largest_lost));
+        drop(seg);
+        std::fs::remove_file(&path).unwrap();
+        for (what, largest, listed) in [
+            ("publish_batch", largest_batch, batch),
+            ("publish_lost", largest_lost, lost),
+        ] {
+            let largest =
+                largest.unwrap_or_else(|| panic!("{what}: no claim of 2^32 - 1 accepted"));
+            assert_eq!(
+                listed,
+                Some(Some(largest)),
+                "{what}: sequences listed for the largest claim accepted ({largest}) on a ring of 2^32"
+            );
+        }
     }
 
     /// The set-up of the room-wait tests: a gating `holder` that reads

@@ -833,7 +833,7 @@ impl Segment {
     /// our load of the owner word too, which reads the claimer's word
     /// unless the entry was freed since (by its own drop, after its
     /// commits, or by a reaper, once it died).
-    fn in_flight_in_a_live_publisher(&self, seq: u64) -> bool {
+    pub(crate) fn in_flight_in_a_live_publisher(&self, seq: u64) -> bool {
         self.header().publishers.iter().any(|p| {
             let (owner, (claiming_from, range)) = live_owner_record(p);
             (claiming_from.is_some_and(|from| from <= seq)
@@ -1338,7 +1338,27 @@ fn live_owner_record(
     // release sequence that CAS continues): what the entry's earlier
     // holders stored happens before the record load below.
     let owner = p.pid.load(Ordering::Acquire);
+    between_owner_and_record();
     (owner, p.inflight_state())
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Run once, by this thread's next [`live_owner_record`], between its
+    /// load of the owner word and its load of the record: a test's stand-in
+    /// for whatever other processes do to the entry meanwhile.
+    pub(crate) static BETWEEN_OWNER_AND_RECORD: std::cell::Cell<Option<Box<dyn FnOnce()>>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Runs between [`live_owner_record`]'s two loads: in tests, the closure
+/// set in [`BETWEEN_OWNER_AND_RECORD`] (once); otherwise nothing.
+#[inline(always)]
+fn between_owner_and_record() {
+    #[cfg(test)]
+    if let Some(f) = BETWEEN_OWNER_AND_RECORD.with(std::cell::Cell::take) {
+        f();
+    }
 }
 
 /// Takes the table entry whose owner word is `pid` from `seen` (just

@@ -14,6 +14,11 @@
 //! its Release store of FREE (a Relaxed clear, published by that store),
 //! and the supervisor loads the owner word (Acquire) before the record.
 //! The negative models show each is needed.
+//!
+//! The other direction, with the same reads: a supervisor that saw a
+//! sequence claimed always finds its claimer, the entry's new owner, live
+//! and claiming or listing it (the marker stored before the claim is what
+//! makes it so; the negative model drops it).
 #![cfg(zerocast_loom)]
 
 use loom::sync::atomic::{AtomicU64, Ordering};
@@ -124,4 +129,83 @@ fn a_reused_entry_without_the_reapers_clear_shows_the_dead_record() {
 #[should_panic(expected = "stale record")]
 fn a_record_read_before_the_owner_word_can_be_the_dead_owners() {
     model(true, false);
+}
+
+/// `mark_claiming` (if `mark`), the claim (`Ring::claim`'s SeqCst
+/// `fetch_add` on the claim word) and `record_claim`, by the new owner if
+/// it took the entry (one try, as in `register_and_mark`).
+fn register_claim_and_record(e: &Entry, head: &AtomicU64, mark: bool) {
+    if e.pid
+        .compare_exchange(FREE, NEW, Ordering::AcqRel, Ordering::Relaxed)
+        .is_err()
+    {
+        return;
+    }
+    e.inflight.store(0, Ordering::Relaxed);
+    // `Ring::head`: Acquire.
+    let from = head.load(Ordering::Acquire);
+    if mark {
+        e.inflight.store(CLAIMING | from, Ordering::Release);
+    }
+    let seq = head.fetch_add(1, Ordering::SeqCst);
+    e.inflight.store(seq + 1, Ordering::Release);
+}
+
+/// A supervisor checks sequence 1, which the new owner of a reused entry
+/// claims (the dead owner claimed 0, head 1, and died with its marker up;
+/// a reaper frees its entry), after it saw 1 claimed.
+fn claimer_model(mark: bool) {
+    loom::model(move || {
+        let e = Arc::new(Entry {
+            pid: AtomicU64::new(DEAD),
+            inflight: AtomicU64::new(DEAD_MARK),
+        });
+        let head = Arc::new(AtomicU64::new(1));
+        let reaper = {
+            let e = e.clone();
+            thread::spawn(move || reap(&e, true))
+        };
+        let owner = {
+            let (e, head) = (e.clone(), head.clone());
+            thread::spawn(move || register_claim_and_record(&e, &head, mark))
+        };
+        // A thread of its own: with this load on the model's main thread,
+        // loom's search never ran the claim before it (the assertion was
+        // never reached, even with the marker left out).
+        let supervisor = thread::spawn(move || {
+            // `Segment::resolve_stalled`'s caller saw sequence 1 claimed.
+            if head.load(Ordering::Acquire) > 1 {
+                let (word, record) = read(&e, true);
+                let claiming_from = (record & CLAIMING != 0).then_some(record & !CLAIMING);
+                let held = claiming_from.is_some_and(|from| from <= 1) || record == 2;
+                assert!(
+                    word == NEW && held,
+                    "missed live claimer: owner word {word}, record {record:#x}"
+                );
+            }
+        });
+        supervisor.join().unwrap();
+        reaper.join().unwrap();
+        owner.join().unwrap();
+    });
+}
+
+/// The other half of the argument (`Segment::in_flight_in_a_live_publisher`,
+/// "why a live claimer of `seq` is always found"), with the owner word read
+/// first: a supervisor that saw sequence 1 claimed (the claim word, an
+/// Acquire load, past it) reads the entry of its claimer, the new owner,
+/// with the owner's word and its marker or its listing of 1, so it never
+/// declares that live claim lost.
+#[test]
+fn a_live_claimer_of_a_reused_entry_is_found_by_a_supervisor_that_saw_its_claim() {
+    claimer_model(true);
+}
+
+/// Without the marker before the claim (the record only after it), a
+/// supervisor that saw the claim can read the new owner's entry before
+/// its record: a live claim would be declared lost.
+#[test]
+#[should_panic(expected = "missed live claimer")]
+fn a_claimer_without_its_marker_is_missed() {
+    claimer_model(false);
 }
