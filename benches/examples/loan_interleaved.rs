@@ -3,10 +3,13 @@
 //! round per path), so that a busy machine slows every path alike and the
 //! ratio stays meaningful: a loan written in place, `publish(&T)` (a loan
 //! underneath), and `frame::encode` into a buffer then `publish_words`.
-//! Also the cost of the clock read every path makes (`publish_ns`), the
-//! ring below them all (`Broadcast::try_publish` of an encoded frame), and
-//! `publish_words` of that same encoded frame (the bus's own cost over the
-//! ring: no encode, no clock).
+//! Also: the vDSO's `clock_gettime(CLOCK_REALTIME)` (`now_ns`); the frame
+//! clock every path reads for `publish_ns` (`clock::frame_ns`, back to back:
+//! a dense thread's TSC path where the clocksource is `tsc`); the ring below
+//! them all (`Broadcast::try_publish` of an encoded frame); `publish_words`
+//! of that same encoded frame (the bus's own cost over the ring: no encode,
+//! no clock); and `publish(&T)` once every 2 us (a sparse thread, which
+//! reads the vDSO clock). `ZEROCAST_FRAME_CLOCK=realtime` gives the A/B.
 //!
 //! `cargo run --release -p zerocast-benches --example loan_interleaved`
 use std::hint::black_box;
@@ -108,10 +111,10 @@ fn main() {
     best[7] = sparse_rounds[sparse_rounds.len() / 2];
     println!(
         "per trade frame, best of 60 interleaved rounds: loan {:.1} ns, \
-         encode+publish_words {:.1} ns, publish(&T) {:.1} ns (each includes a clock read: {:.1} ns); \
+         encode+publish_words {:.1} ns, publish(&T) {:.1} ns (each reads the frame clock, see below; the vDSO's clock_gettime alone: {:.1} ns); \
          the raw ring's try_publish of the encoded frame, no clock: {:.1} ns; \
          publish_words of the same encoded frame, no clock: {:.1} ns; \
-         the frame clock (frame_ns, back to back): {:.1} ns; \
+         the frame clock (zerocast_ipc::clock::frame_ns, back to back): {:.1} ns; \
          publish(&T) one every 2 us (median round): {:.1} ns",
         best[0], best[1], best[2], best[3], best[4], best[5], best[6], best[7]
     );
