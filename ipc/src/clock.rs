@@ -364,6 +364,16 @@ mod tests {
         fn realtime(&self) -> u64 {
             self.epoch.get() + (self.t.get() * self.rate) as u64
         }
+        /// 2 ms of publishes 44 ns apart: the thread is dense and has an
+        /// estimate.
+        fn warm_up(&self, clock: &Interpolation) {
+            for _ in 0..50_000 {
+                self.call(clock, 0.0);
+                self.advance(40.0);
+            }
+            assert!(clock.dense.get() && clock.mult.get() != 0);
+        }
+
         /// One frame time; `stall` ns pass inside a clock read (between
         /// the TSC read before it and the reading itself: a preemption).
         fn call(&self, clock: &Interpolation, stall: f64) -> Call {
@@ -462,11 +472,7 @@ mod tests {
             let host = Host::new(3.0, 1.0);
             let clock = Interpolation::new();
             // Dense first (an estimate is measured), then sparse.
-            for _ in 0..50_000 {
-                host.call(&clock, 0.0);
-                host.advance(40.0);
-            }
-            assert!(clock.dense.get() && clock.mult.get() != 0);
+            host.warm_up(&clock);
             for _ in 0..SPARSE_AFTER {
                 host.advance(gap);
                 assert!(host.call(&clock, 0.0).read_clock);
@@ -563,11 +569,7 @@ mod tests {
         for check in [true, false] {
             let host = Host::new(3.0, 1.0);
             let clock = Interpolation::new();
-            for _ in 0..50_000 {
-                host.call(&clock, 0.0);
-                host.advance(40.0);
-            }
-            assert_ne!(clock.mult.get(), 0);
+            host.warm_up(&clock);
             // Continue the TSC from where it is, at half the rate, with the
             // clock running on as it did: move the simulation's origin so
             // that both readings stay where they are.
@@ -644,11 +646,7 @@ mod tests {
     fn a_tsc_that_goes_back_reads_the_clock() {
         let host = Host::new(3.0, 1.0);
         let clock = Interpolation::new();
-        for _ in 0..50_000 {
-            host.call(&clock, 0.0);
-            host.advance(40.0);
-        }
-        assert_ne!(clock.mult.get(), 0);
+        host.warm_up(&clock);
         let mut read = false;
         let back = clock.anchor_tsc.get() - 10;
         clock.now(
