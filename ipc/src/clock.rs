@@ -9,10 +9,17 @@
 //! its last clock reading by the ticks since, as long as that reading is
 //! less than [`WINDOW_NS`] old. Per thread:
 //!
-//! - **Sparse** (the start, and after [`SPARSE_AFTER`] publishes in a row
-//!   each found its last reading too old): every frame time is a clock
-//!   reading, as without this module; no TSC is read. Two readings less
-//!   than [`WINDOW_NS`] apart make the thread dense.
+//! - **Sparse** (the start, and whenever interpolation stops paying):
+//!   every frame time is a clock reading, as without this module; no TSC
+//!   is read. [`DENSE_AFTER`] readings in a row each less than
+//!   [`DENSE_INTERVAL_NS`] after the one before make the thread dense
+//!   (closer than that, interpolation pays: a clock read between two TSC
+//!   reads costs about twice a plain one, an interpolated time a third).
+//! - **Dense**, scored: an interpolated publish adds [`SCORE_INTERPOLATED`]
+//!   (up to [`SCORE_MAX`]), a clock read takes [`SCORE_READING`]; below 0
+//!   the thread is sparse again. A thread whose publishes are too far
+//!   apart for interpolation to pay, or whose readings are never accepted,
+//!   goes sparse within a few publishes and stays there.
 //! - **Dense**: a publish within [`WINDOW_NS`] of the last reading's TSC
 //!   mark is interpolated; any other reads the clock between two TSC
 //!   reads, and the reading becomes the new anchor (at the second TSC read)
@@ -38,8 +45,9 @@
 //!   `clock_gettime`. Across threads, as across processes, times are as
 //!   far apart as each thread's error.
 //!
-//! A dense thread pays a second TSC read (11 ns) once per window; a sparse
-//! one pays nothing. `ZEROCAST_FRAME_CLOCK=realtime` in the environment
+//! A dense thread pays a second TSC read (11 ns) once per window, and
+//! interpolates at least two publishes per window on average (or turns
+//! sparse); a sparse one pays a compare. `ZEROCAST_FRAME_CLOCK=realtime` in the environment
 //! (read once per process) turns interpolation off: every frame time is
 //! then a `clock_gettime` reading and no TSC is read. The state is the
 //! thread's (`Cell`s): a signal handler that published on an interrupted
@@ -57,7 +65,26 @@ pub const WINDOW_NS: u64 = 1_000;
 
 /// Publishes in a row that found their thread's last reading too old before
 /// the thread stops reading the TSC (sparse).
-pub const SPARSE_AFTER: u32 = 4;
+pub const DENSE_AFTER: u32 = 3;
+
+/// How close consecutive readings must be to count towards [`DENSE_AFTER`].
+pub const DENSE_INTERVAL_NS: u64 = WINDOW_NS / 3;
+
+/// A dense thread's score when it turns dense.
+pub const SCORE_START: i32 = 6;
+
+/// What an interpolated publish adds to a dense thread's score.
+pub const SCORE_INTERPOLATED: i32 = 2;
+
+/// What a clock read takes from a dense thread's score.
+pub const SCORE_READING: i32 = 3;
+
+/// The most a dense thread's score holds.
+pub const SCORE_MAX: i32 = 30;
+
+/// Pairs rejected in a row after which the tightest pair expected is
+/// measured afresh (the CPU may have slowed for good).
+pub const REJECTED_RESET: u32 = 8;
 
 /// The widest pair of TSC reads around a clock reading that may anchor.
 pub const MAX_BRACKET_TICKS: u64 = 2_000;
@@ -142,9 +169,13 @@ fn decide_from(env: Option<&OsStr>, clocksource: Option<&str>) -> bool {
 pub(crate) struct Interpolation {
     /// Whether the thread reads the TSC.
     dense: Cell<bool>,
-    /// Dense publishes in a row that found the anchor too old (counted
-    /// once an estimate exists).
-    misses: Cell<u32>,
+    /// A dense thread's score (see the module docs).
+    score: Cell<i32>,
+    /// A sparse thread's readings in a row each close to the one before.
+    close: Cell<u32>,
+    /// Pairs rejected in a row, and the tightest of them.
+    rejected: Cell<u32>,
+    rejected_min: Cell<u64>,
     /// The TSC read just after the anchor's clock reading, and the reading.
     anchor_tsc: Cell<u64>,
     anchor_ns: Cell<u64>,
@@ -170,7 +201,10 @@ impl Interpolation {
     pub(crate) const fn new() -> Self {
         Self {
             dense: Cell::new(false),
-            misses: Cell::new(0),
+            score: Cell::new(0),
+            close: Cell::new(0),
+            rejected: Cell::new(0),
+            rejected_min: Cell::new(u64::MAX),
             anchor_tsc: Cell::new(0),
             anchor_ns: Cell::new(0),
             base_tsc: Cell::new(0),
@@ -193,7 +227,8 @@ impl Interpolation {
             let before = tsc();
             let since = before.wrapping_sub(self.anchor_tsc.get());
             if since < self.window_ticks.get() {
-                self.misses.set(0);
+                self.score
+                    .set((self.score.get() + SCORE_INTERPOLATED).min(SCORE_MAX));
                 // `since * mult < WINDOW_NS << 32` by the choice of
                 // `window_ticks`: no overflow.
                 self.anchor_ns
@@ -206,9 +241,14 @@ impl Interpolation {
             }
         } else {
             let ns = real();
-            if ns >= self.last_reading.get() && ns - self.last_reading.get() < WINDOW_NS {
-                self.dense.set(true);
-                self.misses.set(0);
+            if ns >= self.last_reading.get() && ns - self.last_reading.get() < DENSE_INTERVAL_NS {
+                self.close.set(self.close.get() + 1);
+                if self.close.get() >= DENSE_AFTER {
+                    self.dense.set(true);
+                    self.score.set(SCORE_START);
+                }
+            } else {
+                self.close.set(0);
             }
             self.last_reading.set(ns);
             ns
@@ -228,17 +268,28 @@ impl Interpolation {
     #[inline(never)]
     fn dense_reading(&self, before: u64, after: u64, ns: u64) {
         self.last_reading.set(ns);
-        if self.mult.get() != 0 {
-            self.misses.set(self.misses.get() + 1);
-            if self.misses.get() >= SPARSE_AFTER {
-                self.dense.set(false);
-            }
+        self.score.set(self.score.get() - SCORE_READING);
+        if self.score.get() < 0 {
+            self.dense.set(false);
+            self.close.set(0);
         }
         let bracket = after.wrapping_sub(before);
         self.min_bracket.set(self.min_bracket.get().min(bracket));
         let tight = self.min_bracket.get().saturating_mul(2).saturating_add(64);
         if bracket <= tight.min(MAX_BRACKET_TICKS) {
+            self.rejected.set(0);
+            self.rejected_min.set(u64::MAX);
             self.reanchor(after, ns);
+        } else {
+            // Rejected. If every pair is rejected for a while, the tightest
+            // one seen may have been a faster CPU's: expect this run's.
+            self.rejected.set(self.rejected.get() + 1);
+            self.rejected_min.set(self.rejected_min.get().min(bracket));
+            if self.rejected.get() >= REJECTED_RESET {
+                self.min_bracket.set(self.rejected_min.get());
+                self.rejected.set(0);
+                self.rejected_min.set(u64::MAX);
+            }
         }
     }
 
@@ -332,6 +383,8 @@ mod tests {
         t: Cell<f64>,
         tsc_reads: Cell<u64>,
         clock_reads: Cell<u64>,
+        /// ns a clock read takes before its reading.
+        read_cost: Cell<f64>,
     }
 
     /// What a call saw: the time returned, and the realtime when the call
@@ -353,6 +406,7 @@ mod tests {
                 t: Cell::new(0.0),
                 tsc_reads: Cell::new(0),
                 clock_reads: Cell::new(0),
+                read_cost: Cell::new(8.0),
             }
         }
         fn advance(&self, ns: f64) {
@@ -394,7 +448,7 @@ mod tests {
                 },
                 || {
                     self.clock_reads.set(self.clock_reads.get() + 1);
-                    self.advance(stall + 8.0);
+                    self.advance(stall + self.read_cost.get());
                     let ns = self.realtime();
                     self.advance(2.0 + after);
                     ns
@@ -428,6 +482,9 @@ mod tests {
                 let n = 200_000u64;
                 let mut reads_after_warmup = 0;
                 for i in 0..n {
+                    if i > n / 4 {
+                        assert!(clock.dense.get(), "a dense thread went sparse");
+                    }
                     let c = host.call(&clock, 0.0);
                     if i > n / 2 {
                         reads_after_warmup += u64::from(c.read_clock);
@@ -438,10 +495,10 @@ mod tests {
                     host.advance(30.0);
                 }
                 assert!(clock.dense.get() && clock.mult.get() != 0);
-                // 100,000 publishes 44 ns apart (4.4 ms): one reading per
-                // 1 us window, 23 publishes.
+                // 100,000 publishes 34 ns apart (3.4 ms): one reading per
+                // 1 us window, about 29 publishes.
                 assert!(
-                    reads_after_warmup <= n / 2 / 20,
+                    reads_after_warmup <= n / 2 / 25,
                     "{reads_after_warmup} readings of {}",
                     n / 2
                 );
@@ -473,11 +530,11 @@ mod tests {
             let clock = Interpolation::new();
             // Dense first (an estimate is measured), then sparse.
             host.warm_up(&clock);
-            for _ in 0..SPARSE_AFTER {
+            for _ in 0..=SCORE_MAX / SCORE_READING {
                 host.advance(gap);
                 assert!(host.call(&clock, 0.0).read_clock);
             }
-            assert!(!clock.dense.get(), "sparse after {SPARSE_AFTER} misses");
+            assert!(!clock.dense.get(), "sparse once its score ran out");
             let tsc_reads = host.tsc_reads.get();
             for _ in 0..1_000 {
                 host.advance(gap);
@@ -486,12 +543,14 @@ mod tests {
                 assert_eq!(c.ns, host.realtime() - 2, "the reading itself");
             }
             assert_eq!(host.tsc_reads.get(), tsc_reads, "no TSC read while sparse");
-            // Two publishes close together: dense again, and interpolated
-            // from the next window on.
+            // Publishes close together: dense again after DENSE_AFTER close
+            // readings, and interpolated from the next window on.
             host.advance(gap);
-            host.call(&clock, 0.0);
-            host.advance(100.0);
-            host.call(&clock, 0.0);
+            for _ in 0..=DENSE_AFTER {
+                assert!(!clock.dense.get());
+                host.call(&clock, 0.0);
+                host.advance(100.0);
+            }
             assert!(clock.dense.get());
             let anchor = host.call(&clock, 0.0);
             assert!(anchor.read_clock);
@@ -621,22 +680,23 @@ mod tests {
             let mut t = [tsc, tsc].into_iter();
             clock.now(|| t.next().unwrap(), || ns)
         };
-        // Two readings 1 us apart make the thread dense; two accepted
+        // Readings 1 ns apart make the thread dense; two accepted
         // readings 2 ms and 4M ticks apart measure 0.5 ns per tick.
-        assert_eq!(reading(1_000, 10_000_000, &clock), 10_000_000);
-        assert_eq!(reading(1_000, 10_000_001, &clock), 10_000_001);
+        for i in 0..=u64::from(DENSE_AFTER) {
+            assert_eq!(reading(1_000, 10_000_000 + i, &clock), 10_000_000 + i);
+        }
         assert!(clock.dense.get());
-        reading(3_000, 10_000_002, &clock);
-        assert_eq!(reading(4_003_000, 12_000_002, &clock), 12_000_002);
+        reading(3_000, 10_000_004, &clock);
+        assert_eq!(reading(4_003_000, 12_000_004, &clock), 12_000_004);
         assert_eq!(clock.mult.get(), 1 << 31, "0.5 ns per tick");
         assert_eq!(clock.window_ticks.get(), 2_000);
         // Interpolated: 100 ticks later is 50 ns later.
-        assert_eq!(clock.now(|| 4_003_100, || unreachable!()), 12_000_052);
+        assert_eq!(clock.now(|| 4_003_100, || unreachable!()), 12_000_054);
         // The window's last tick: 999 ns after the anchor.
-        assert_eq!(clock.now(|| 4_004_999, || unreachable!()), 12_001_001);
+        assert_eq!(clock.now(|| 4_004_999, || unreachable!()), 12_001_003);
         // Past the window, a reading 4 ns below the last time (within the
         // prediction's slack) is raised to it, and the estimate is kept.
-        assert_eq!(reading(4_005_001, 12_000_997, &clock), 12_001_001);
+        assert_eq!(reading(4_005_001, 12_000_999, &clock), 12_001_003);
         assert_ne!(clock.mult.get(), 0, "still interpolating");
         // A wall-clock step back of a second passes through.
         assert_eq!(reading(4_007_100, 11_000_000, &clock), 11_000_000);
@@ -657,6 +717,71 @@ mod tests {
             },
         );
         assert!(read);
+    }
+
+    #[test]
+    fn a_thread_whose_publishes_are_too_far_apart_for_interpolation_to_pay_reads_no_tsc() {
+        // Every 600 ns (a dense thread would read the clock for every other
+        // publish: dearer than plain reads), and 1.1 us apart with a close
+        // pair now and then: never dense.
+        for pattern in [&[600.0][..], &[1_100.0, 1_150.0, 1_200.0, 100.0, 1_150.0]] {
+            let host = Host::new(3.0, 1.0);
+            let clock = Interpolation::new();
+            for i in 0..200_000 {
+                assert!(host.call(&clock, 0.0).read_clock);
+                host.advance(pattern[i % pattern.len()]);
+            }
+            assert!(!clock.dense.get());
+            assert_eq!(host.tsc_reads.get(), 0, "{pattern:?}");
+        }
+    }
+
+    #[test]
+    fn a_dense_thread_whose_clock_reads_got_slower_interpolates_again() {
+        // The tightest pair seen came from a faster CPU (or a lucky read):
+        // every later pair is rejected until the expectation is measured
+        // afresh; the thread must not stay on the slow path.
+        for slower in [3.0, 30.0] {
+            let host = Host::new(3.0, 1.0);
+            let clock = Interpolation::new();
+            host.warm_up(&clock);
+            host.read_cost.set(8.0 * slower);
+            let mut interpolated = 0;
+            let n = 100_000;
+            for i in 0..n {
+                let c = host.call(&clock, 0.0);
+                if i > n / 2 && !c.read_clock {
+                    interpolated += 1;
+                }
+                let (ahead, behind) = outside(c);
+                assert!(ahead <= 1 && behind as f64 <= 12.0 + 8.0 * slower, "{c:?}");
+                host.advance(40.0);
+            }
+            assert!(
+                interpolated > n / 2 * 9 / 10,
+                "{interpolated} of {} interpolated with clock reads {slower}x slower",
+                n / 2
+            );
+        }
+    }
+
+    #[test]
+    fn a_clock_step_back_before_an_estimate_is_measured_from() {
+        let host = Host::new(3.0, 1.0);
+        let clock = Interpolation::new();
+        for _ in 0..1_000 {
+            host.call(&clock, 0.0);
+            host.advance(40.0);
+        }
+        assert!(clock.dense.get() && clock.mult.get() == 0 && clock.base_ns.get() != 0);
+        // NTP steps the clock back a second: no overflow, the reading is
+        // passed on, and an estimate is measured from after the step.
+        host.epoch.set(host.epoch.get() - 1_000_000_000);
+        let c = host.call(&clock, 0.0);
+        assert_eq!(c.ns, c.returned - 6);
+        host.warm_up(&clock);
+        let (ahead, behind) = outside(host.call(&clock, 0.0));
+        assert!(ahead <= 1 && behind <= 5);
     }
 
     #[test]
