@@ -2176,7 +2176,9 @@ where
     /// frame are ignored. While an older lap still
     /// holds a slot (a producer that claimed a full ring ago and stalled or
     /// died), calls `stuck(older_seq)` on every spin, so that a supervising
-    /// caller can declare a dead producer's sequence lost.
+    /// caller can declare a dead producer's sequence lost. If `stuck`
+    /// unwinds, the sequence it was waiting to write stays in the claim,
+    /// and the drop marks it lost with the rest.
     pub fn commit_with(
         mut self,
         words: &[u64],
@@ -2212,7 +2214,8 @@ where
     /// Starts writing the next claimed sequence in place (see
     /// [`Claim::begin_write`]); `None` once every sequence was handed out.
     /// The sequence leaves the claim: the [`SlotWrite`] commits it, or marks
-    /// it lost if dropped.
+    /// it lost if dropped. If `stuck` unwinds in the wait for the slot, the
+    /// sequence stays in the claim, and the drop marks it lost.
     pub fn begin_next(
         &mut self,
         mut stuck: impl FnMut(u64),
