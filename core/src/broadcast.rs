@@ -790,6 +790,15 @@ where
     ///   producer needs starves that producer.
     ///   `keep_waiting` is also called (its answer ignored) while giving up
     ///   waits for a gating consumer, so the caller can reclaim a dead one.
+    ///
+    /// If `keep_waiting` or `stuck` unwinds after the claim was taken (in
+    /// the wait for room of a claim that raced a registration, or while
+    /// giving it up), the claim is given up on the way out all the same:
+    /// its sequences read `Lost`, the frames in their slots stay, and the
+    /// wait for an older lap still in a slot goes on without hooks, until
+    /// someone else resolves that lap (as a dropped [`BatchClaim`]'s). An
+    /// `on_claimed` that unwinds leaves the sequences claimed and unmarked
+    /// (the caller's record of them is what failed): it must not.
     #[inline(always)]
     pub fn claim_batch_wait_with(
         &self,
@@ -867,8 +876,15 @@ where
     /// a claim object between them: no batch loop, no drop to run on the
     /// way out (the ipc layer's single publish, where those cost about a
     /// third of the publish). A payload too large for a slot is refused
-    /// before anything is claimed. If `stuck` unwinds, the claimed sequence
-    /// is marked lost on the way out, as a dropped claim's is.
+    /// before anything is claimed.
+    ///
+    /// If `keep_waiting` or `stuck` unwinds after the claim (in the wait
+    /// for room or the give-up of a claim that raced a registration, see
+    /// [`claim_batch_wait_with`](Self::claim_batch_wait_with), or in the
+    /// write's wait behind an older lap), the claimed sequence is marked
+    /// lost on the way out, as a dropped claim's is (a wait for an older
+    /// lap still in its slot goes on without hooks). An `on_claimed` that
+    /// unwinds leaves the sequence claimed and unmarked: it must not.
     #[inline(always)]
     pub fn publish_wait_with(
         &self,
@@ -899,7 +915,8 @@ where
     /// [`Claim::begin_write`], without a claim object between them. Fails
     /// with [`PublishError::DeclaredLost`] if a supervisor declared the
     /// sequence lost before the write began (the sequence is resolved
-    /// then); if `stuck` unwinds, the sequence is marked lost.
+    /// then). A hook that unwinds does as in `publish_wait_with`: the
+    /// sequence is marked lost unless it was `on_claimed`.
     #[inline(always)]
     pub fn claim_write_with(
         &self,
@@ -986,15 +1003,7 @@ where
                 // caller gets `Full` as if it had checked first. The caller
                 // recorded the claim (`on_claimed`) before this wait, so a
                 // supervisor does not take it for a dead producer's.
-                while !self.has_room(cache, seq, n) {
-                    if !keep_waiting() {
-                        for s in seq..seq + n {
-                            self.abandon(s, keep_waiting, stuck);
-                        }
-                        return Err(PublishError::Full);
-                    }
-                    spin_loop();
-                }
+                self.wait_for_room_or_give_up(cache, seq, n, keep_waiting, stuck)?;
             }
             return Ok(seq);
         }
@@ -1118,17 +1127,53 @@ where
             // while the caller allows, then give the claim up (its
             // sequences read `Lost`, the frames in their slots stay) and
             // return `Full`.
-            while !self.has_room(cache, seq, n) {
-                if !keep_waiting() {
-                    for s in seq..seq + n {
-                        self.abandon(s, keep_waiting, stuck);
-                    }
-                    return Err(PublishError::Full);
-                }
-                spin_loop();
-            }
+            self.wait_for_room_or_give_up(cache, seq, n, keep_waiting, stuck)?;
         }
         Ok(seq)
+    }
+
+    /// The wait of a claim of `seq .. seq + n` taken without a check
+    /// against a gating consumer that registered meanwhile (see `claim`
+    /// and `claim_single`): waits for room while `keep_waiting()` allows,
+    /// then gives the claim up ([`abandon`](Self::abandon) on each
+    /// sequence, which keeps the frames in their slots) and returns
+    /// [`PublishError::Full`].
+    ///
+    /// If a hook unwinds (`keep_waiting` in the wait, or either hook in
+    /// the give-up's waits), the claim is still given up on the way out,
+    /// as a dropped [`BatchClaim`] marks its sequences: without hooks, so
+    /// waiting for an older lap still in a slot until someone else
+    /// resolves it. The caller never sees a claim to drop.
+    #[cold]
+    fn wait_for_room_or_give_up(
+        &self,
+        cache: &mut GatingCache,
+        seq: u64,
+        n: u64,
+        keep_waiting: &mut dyn FnMut() -> bool,
+        stuck: &mut dyn FnMut(u64),
+    ) -> Result<(), PublishError> {
+        let mut giving_up = GivingUp {
+            ring: self,
+            next: seq,
+            end: seq + n,
+        };
+        while !self.has_room(cache, seq, n) {
+            if !keep_waiting() {
+                while giving_up.next < giving_up.end {
+                    self.abandon(giving_up.next, keep_waiting, stuck);
+                    // Only once it is marked: if a hook unwinds in its
+                    // wait, the drop marks it (`abandon` leaves a sequence
+                    // already marked alone).
+                    giving_up.next += 1;
+                }
+                return Err(PublishError::Full);
+            }
+            spin_loop();
+        }
+        // Room: the claim stands, and the caller writes it.
+        core::mem::forget(giving_up);
+        Ok(())
     }
 
     /// Whether sequences `seq .. seq + n` overwrite only slots every gating
@@ -2131,7 +2176,9 @@ where
     /// frame are ignored. While an older lap still
     /// holds a slot (a producer that claimed a full ring ago and stalled or
     /// died), calls `stuck(older_seq)` on every spin, so that a supervising
-    /// caller can declare a dead producer's sequence lost.
+    /// caller can declare a dead producer's sequence lost. If `stuck`
+    /// unwinds, the sequence it was waiting to write stays in the claim,
+    /// and the drop marks it lost with the rest.
     pub fn commit_with(
         mut self,
         words: &[u64],
@@ -2152,10 +2199,13 @@ where
                 break;
             };
             let seq = self.next;
-            self.next += 1;
             if let Err(e) = self.ring.write(seq, frame, &mut stuck) {
                 result = Err(e);
             }
+            // Only now (written, or declared lost before the write began):
+            // if `stuck` unwinds in the write's wait, `seq` is still ours,
+            // and the drop marks it lost.
+            self.next = seq + 1;
         }
         self.mark_rest_lost(&mut stuck);
         result
@@ -2164,7 +2214,8 @@ where
     /// Starts writing the next claimed sequence in place (see
     /// [`Claim::begin_write`]); `None` once every sequence was handed out.
     /// The sequence leaves the claim: the [`SlotWrite`] commits it, or marks
-    /// it lost if dropped.
+    /// it lost if dropped. If `stuck` unwinds in the wait for the slot, the
+    /// sequence stays in the claim, and the drop marks it lost.
     pub fn begin_next(
         &mut self,
         mut stuck: impl FnMut(u64),
@@ -2173,16 +2224,16 @@ where
             return None;
         }
         let seq = self.next;
-        self.next += 1;
-        Some(
-            self.ring
-                .begin_write(seq, &mut stuck)
-                .map(|data| SlotWrite {
-                    ring: self.ring,
-                    seq,
-                    data,
-                }),
-        )
+        let begun = self.ring.begin_write(seq, &mut stuck);
+        // Only now (the `SlotWrite` resolves it from here, or it was
+        // declared lost before the write began): if `stuck` unwinds in the
+        // wait, `seq` is still ours, and the drop marks it lost.
+        self.next = seq + 1;
+        Some(begun.map(|data| SlotWrite {
+            ring: self.ring,
+            seq,
+            data,
+        }))
     }
 
     /// Marks every sequence not yet written lost, in order (each declaration
@@ -2228,6 +2279,37 @@ where
     #[cold]
     fn drop(&mut self) {
         self.ring.mark_claim_lost(self.seq, &mut |_| {});
+    }
+}
+
+/// Claimed sequences `next .. end` not yet given up, in
+/// [`Broadcast::wait_for_room_or_give_up`]: forgotten when the claim has
+/// room after all, empty once every sequence is abandoned; left with
+/// sequences only if a hook unwinds, and then abandons them as that wait
+/// would (keeping the frames in their slots, for a gating consumer that
+/// may still need them), without hooks.
+struct GivingUp<'a, S>
+where
+    S: Storage<Header = BroadcastHeader, Elem = AtomicU64>,
+{
+    ring: &'a Broadcast<S>,
+    next: u64,
+    end: u64,
+}
+
+impl<S> Drop for GivingUp<'_, S>
+where
+    S: Storage<Header = BroadcastHeader, Elem = AtomicU64>,
+{
+    #[cold]
+    fn drop(&mut self) {
+        while self.next < self.end {
+            // Without a supervisor to ask (the hooks are what unwound), a
+            // dead older lap is waited for until someone else declares it,
+            // as in a dropped `BatchClaim`.
+            self.ring.abandon(self.next, &mut || false, &mut |_| {});
+            self.next += 1;
+        }
     }
 }
 

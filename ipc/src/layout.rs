@@ -141,7 +141,8 @@ pub struct PublisherEntry {
     /// Relaxed stores; in the entry's second cache line, away from the
     /// words every publish writes.
     pub gating_waits: AtomicU64,
-    /// Nanoseconds those publishes spent waiting, in total.
+    /// Nanoseconds those publishes spent waiting for room, in total (each
+    /// wait from its first turn to its last: not the write after it).
     pub gating_wait_ns: AtomicU64,
     /// Reserved (zero).
     pub _reserved: [AtomicU64; 6],

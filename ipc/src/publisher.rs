@@ -842,7 +842,11 @@ impl<B: Body> Loan<'_, B> {
 /// liveness checks while it does. The clock is read only once a wait has
 /// begun, never on a publish that finds room. When it is dropped after a
 /// wait, it counts the wait in the publisher's entry
-/// ([`PublisherEntry::gating_waits`], [`PublisherEntry::gating_wait_ns`]).
+/// ([`PublisherEntry::gating_waits`], [`PublisherEntry::gating_wait_ns`]):
+/// from the start of its first turn to the end of its last, not up to the
+/// drop, which comes after the write (and any wait behind an older lap
+/// there) where the publish went on. What is left out is the claim's
+/// retry after the last turn: a room check and the claim itself.
 struct WaitLimit<'a> {
     seg: &'a Segment,
     entry: &'a PublisherEntry,
@@ -850,9 +854,10 @@ struct WaitLimit<'a> {
     /// Set when a wait begins: `Some(None)` for a limit too far to hold.
     deadline: Option<Option<Instant>>,
     next_reap: Option<Instant>,
-    /// When the wait began (the first call of `keep_waiting`); `None` on a
-    /// publish that found room.
-    waiting_since: Option<Instant>,
+    /// When the wait began (the start of the first turn of
+    /// `keep_waiting`) and when its latest turn ended; `None` on a publish
+    /// that found room.
+    waited: Option<(Instant, Instant)>,
     /// Turns waited so far, saturating: past [`OLDER_LAP_SPINS`], each
     /// further turn yields.
     turns: u32,
@@ -861,8 +866,8 @@ struct WaitLimit<'a> {
 impl Drop for WaitLimit<'_> {
     #[inline(always)]
     fn drop(&mut self) {
-        if let Some(since) = self.waiting_since {
-            count_gating_wait(self.entry, since.elapsed());
+        if let Some((began, ended)) = self.waited {
+            count_gating_wait(self.entry, ended.saturating_duration_since(began));
         }
     }
 }
@@ -905,7 +910,7 @@ impl<'a> WaitLimit<'a> {
             limit,
             deadline: None,
             next_reap: None,
-            waiting_since: None,
+            waited: None,
             turns: 0,
         }
     }
@@ -936,6 +941,8 @@ impl<'a> WaitLimit<'a> {
             self.turns = self.turns.saturating_add(1);
             if self.turns > OLDER_LAP_SPINS {
                 std::thread::yield_now();
+                // A yield may last a time slice: the turn ends after it.
+                self.turn_ended(Instant::now());
             }
             if claiming {
                 // With the head read now: the claim retried after this turn
@@ -947,18 +954,32 @@ impl<'a> WaitLimit<'a> {
         keep
     }
 
+    /// Notes `at` as the end of the wait's latest turn (and, on the first,
+    /// as its start).
+    fn turn_ended(&mut self, at: Instant) {
+        match &mut self.waited {
+            Some((_, ended)) => *ended = at,
+            None => self.waited = Some((at, at)),
+        }
+    }
+
     /// [`keep_waiting`](Self::keep_waiting)'s answer: reclaims dead gating
     /// subscribers, and checks the policy's limit.
     fn decide(&mut self) -> bool {
         let now = Instant::now();
-        self.waiting_since.get_or_insert(now);
+        // Until a later read: the rest of a turn without a yield or a
+        // reap takes nanoseconds.
+        self.turn_ended(now);
         // A dead gating subscriber never releases: reclaim it (the ring
         // rescans its gating table when the cached minimum is too low). The
         // first check comes at once, so even the Fail policy reclaims a
         // dead subscriber before it gives up.
         if self.next_reap.is_none_or(|t| now >= t) {
             self.next_reap = Some(now + REAP_EVERY);
-            if self.seg.reap_gating() > 0 {
+            let reaped = self.seg.reap_gating() > 0;
+            // The reap reads `/proc`: the turn ends after it.
+            self.turn_ended(Instant::now());
+            if reaped {
                 return true;
             }
         }
@@ -1756,6 +1777,99 @@ mod tests {
             published,
             Ok(cap),
             "the publish waiting for room never let the gating subscriber run"
+        );
+    }
+
+    /// Review of the direct publish: since the single publish's
+    /// `WaitLimit` lives until the publish returns, the gating-wait time
+    /// (`PublisherEntry::gating_wait_ns`, "spent waiting" for a gating
+    /// subscriber) also counted the write after the wait, with any wait
+    /// behind an older lap there. Here a publish waits for a gating
+    /// subscriber (until it leaves), claims, then waits behind another
+    /// publisher's live loan in its slot (its claim bypasses the pre-claim
+    /// check, as a publish that raced other publishers past the head it
+    /// checked) for longer than everything before its claim took. No
+    /// timing margin: the counted wait lies between the publish's start and
+    /// the moment this thread sees its claim listed (both read here, on
+    /// the monotonic clock), and the wait behind the loan, all of it after
+    /// that moment, lasts longer than that span.
+    #[test]
+    fn regression_the_gating_wait_time_counted_the_write_after_the_wait() {
+        let path = std::env::temp_dir().join(format!("zc-gatingns-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let seg = Arc::new(Segment::create(&path, "gatingns", 64, 32).unwrap());
+        let cap = seg.ring().capacity();
+        let holder = crate::subscriber::ShmSubscriber::new(
+            seg.clone(),
+            &crate::subscriber::SubscriberOptions {
+                gating: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut lender = ShmPublisher::new(seg.clone(), &PublisherOptions::default()).unwrap();
+        let mut waiter = ShmPublisher::new(
+            seg.clone(),
+            &PublisherOptions {
+                gating: GatingPolicy::Wait(Duration::from_secs(10)),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let loan = lender.loan::<Heartbeat>().unwrap().write(&heartbeat(0));
+        assert_eq!(loan.seq(), 0);
+        for i in 1..cap {
+            assert_eq!(waiter.publish(&heartbeat(i)).unwrap(), i);
+        }
+        let entry = &seg.header().publishers[waiter.entry];
+        let waiting_entry = std::ptr::from_ref(entry) as usize;
+        let mut buf = frame::FrameBuf::default();
+        let n = frame::encode(&heartbeat(cap), waiter.entry as u32, 0, &mut buf.0).unwrap();
+        let started = Instant::now();
+        let publish = std::thread::spawn(move || {
+            // The holder, at 0, holds the whole ring: waits for room; then
+            // behind the loan in slot 0.
+            let result = claim_and_commit(
+                &waiter.seg,
+                waiter.entry,
+                &mut waiter.cache,
+                waiter.policy,
+                &buf.0[..n],
+            );
+            (result.map_err(|e| e.to_string()), waiter)
+        });
+        let deadline = Instant::now() + Duration::from_secs(5);
+        // Acquire: pairs with the Release store in `keep_waiting`.
+        while WAITING_ENTRY.load(Ordering::Acquire) != waiting_entry {
+            assert!(
+                Instant::now() < deadline,
+                "the publish never waited for room"
+            );
+            std::thread::yield_now();
+        }
+        // Room: the gating subscriber leaves.
+        drop(holder);
+        while entry.inflight_state().1 != Some(cap..cap + 1) {
+            assert!(Instant::now() < deadline, "the publish never claimed");
+            std::thread::yield_now();
+        }
+        let claimed = started.elapsed();
+        // Behind the live loan (never declared lost at the stall bound: its
+        // publisher lists it) for longer than all of that.
+        std::thread::sleep(claimed + Duration::from_millis(20));
+        assert_eq!(loan.commit(), 0);
+        let (published, waiter) = publish.join().unwrap();
+        // Relaxed: the publish's thread was joined.
+        let waits = entry.gating_waits.load(Ordering::Relaxed);
+        let waited = entry.gating_wait_ns.load(Ordering::Relaxed);
+        drop((waiter, lender, seg));
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(published, Ok(cap));
+        assert_eq!(waits, 1);
+        assert!(
+            u128::from(waited) <= claimed.as_nanos(),
+            "counted {waited} ns of gating wait, where the publish had claimed within {} ns",
+            claimed.as_nanos()
         );
     }
 

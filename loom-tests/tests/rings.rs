@@ -1155,3 +1155,105 @@ fn single_producer_lapped_consumer_counts_every_frame() {
         assert_eq!(received + lagged, total);
     });
 }
+
+/// One direct publish of the ipc layer, on its own thread, racing a first
+/// gating registration at `Oldest` on `ring` (capacity 2, its two first
+/// sequences published): the single publish (`publish_wait_with`) or the
+/// loan (`claim_write_with`), with the hooks as the ipc layer passes them
+/// (`on_claimed` records the claim, `keep_waiting` gives up at once,
+/// `stuck` yields). The claim is recorded once, before any wait; the
+/// publish either delivers an intact frame or gives its claim up as `Lost`
+/// with `Full` (never overwriting a frame the consumer needs), and the
+/// consumer accounts for every sequence from its start to the head.
+fn direct_publish_racing_a_registration<S>(ring: Broadcast<S>, in_place: bool)
+where
+    S: BroadcastStorage + Send + Sync + 'static,
+{
+    let ring = Arc::new(ring);
+    let mut cache = GatingCache::default();
+    for seq in 0..2 {
+        assert_eq!(publish(&ring, &mut cache), Ok(seq));
+    }
+    let producer_ring = Arc::clone(&ring);
+    let producer = thread::spawn(move || {
+        let recorded = core::cell::Cell::new(None);
+        let keep = || {
+            if producer_ring.head() > 2 {
+                // A wait after the claim (it raced the registration).
+                assert!(recorded.get().is_some(), "waits before it is recorded");
+            }
+            false
+        };
+        let on_claimed = |seq| assert!(recorded.replace(Some(seq)).is_none(), "recorded twice");
+        let r = if in_place {
+            producer_ring
+                .claim_write_with(&mut cache, keep, on_claimed, |_| thread::yield_now())
+                .map(|slot| {
+                    let f = frame(slot.seq());
+                    for (i, w) in f.iter().enumerate().skip(1) {
+                        slot.store(i, *w);
+                    }
+                    slot.commit()
+                })
+        } else {
+            // The only producer: the head is the sequence it claims.
+            let seq = producer_ring.head();
+            producer_ring.publish_wait_with(&mut cache, &frame(seq), keep, on_claimed, |_| {
+                thread::yield_now()
+            })
+        };
+        if let Ok(seq) = r {
+            assert_eq!(recorded.get(), Some(seq));
+        }
+        r
+    });
+    let mut cursor = ring.register_gating(Start::Oldest).unwrap();
+    let outcome = producer.join().unwrap();
+    let mut out = [0u64; 3];
+    let mut expected = cursor.next();
+    loop {
+        match ring.try_recv(&mut cursor, &mut out) {
+            Ok(seq) => {
+                assert_eq!(seq, expected);
+                assert_intact(seq, &out);
+                expected += 1;
+            }
+            Err(TryRecvError::Lost(seq)) => {
+                assert_eq!(seq, expected);
+                assert_eq!(
+                    outcome,
+                    Err(PublishError::Full),
+                    "only a given-up claim is lost"
+                );
+                expected += 1;
+            }
+            Err(TryRecvError::Empty) => break,
+            Err(e) => panic!("gating consumer registered at Oldest saw {e:?}"),
+        }
+    }
+    assert_eq!(expected, ring.head());
+    ring.unregister_gating(&mut cursor);
+}
+
+/// [`direct_publish_racing_a_registration`] on a ring of many producers:
+/// the claim-word RMW against the registration's.
+#[test]
+fn direct_publish_racing_the_first_registration() {
+    for in_place in [false, true] {
+        model(move || {
+            direct_publish_racing_a_registration(Broadcast::with_capacity(2, 3).unwrap(), in_place);
+        });
+    }
+}
+
+/// [`direct_publish_racing_a_registration`] in single-producer mode: the
+/// claim store and epoch check against the registration's epoch bump and
+/// head load (`claim_single`).
+#[test]
+fn single_producer_direct_publish_racing_a_registration() {
+    for in_place in [false, true] {
+        model(move || {
+            direct_publish_racing_a_registration(single_producer_ring(2), in_place);
+        });
+    }
+}

@@ -1571,7 +1571,13 @@ fn the_direct_publish_refuses_a_frame_too_large_before_claiming() {
     let ring = Broadcast::with_capacity(8, PAYLOAD).unwrap();
     let mut cache = GatingCache::default();
     let words = [0u64; PAYLOAD + 1];
-    let r = ring.publish_wait_with(&mut cache, &words, || false, |_| panic!("claimed"), |_| {});
+    let r = ring.publish_wait_with(
+        &mut cache,
+        &words,
+        || false,
+        |_| panic!("claimed"),
+        |_| panic!("stuck"),
+    );
     assert_eq!(
         r,
         Err(PublishError::TooLarge {
@@ -1592,10 +1598,10 @@ fn the_direct_publish_paths_wait_behind_a_dead_older_lap_and_name_it() {
             ring.try_publish(&mut cache, &frame(s)).unwrap();
         }
         let mut reported = Vec::new();
-        let mut stuck = |older| {
+        let mut stuck = bounded_stuck(|older| {
             reported.push(older);
             assert_eq!(ring.declare_dead(older), Ok(Declared::Lost));
-        };
+        });
         if in_place {
             let slot = ring
                 .claim_write_with(&mut cache, || false, |_| {}, &mut stuck)
@@ -1608,6 +1614,7 @@ fn the_direct_publish_paths_wait_behind_a_dead_older_lap_and_name_it() {
             let r = ring.publish_wait_with(&mut cache, &frame(4), || false, |_| {}, &mut stuck);
             assert_eq!(r, Ok(4));
         }
+        drop(stuck);
         assert_eq!(reported, [0]);
         let mut c = ring.cursor(Start::At(0));
         let mut out = [0u64; PAYLOAD];
@@ -1666,7 +1673,7 @@ fn a_direct_claim_declared_lost_before_its_write_begins_is_left_resolved() {
         &mut cache,
         || false,
         |seq| assert_eq!(ring.declare_dead(seq), Ok(Declared::Lost)),
-        |_| {},
+        bounded_stuck(|_| {}),
     );
     assert_eq!(r.err(), Some(PublishError::DeclaredLost(0)));
     let r = ring.publish_wait_with(
@@ -1674,7 +1681,7 @@ fn a_direct_claim_declared_lost_before_its_write_begins_is_left_resolved() {
         &frame(1),
         || false,
         |seq| assert_eq!(ring.declare_dead(seq), Ok(Declared::Lost)),
-        |_| {},
+        bounded_stuck(|_| {}),
     );
     assert_eq!(r, Err(PublishError::DeclaredLost(1)));
     let mut c = ring.cursor(Start::At(0));
@@ -1683,4 +1690,289 @@ fn a_direct_claim_declared_lost_before_its_write_begins_is_left_resolved() {
     assert_eq!(ring.try_recv(&mut c, &mut out), Err(TryRecvError::Lost(1)));
     assert_eq!(ring.try_publish(&mut cache, &frame(2)), Ok(2));
     assert_eq!(ring.try_recv(&mut c, &mut out), Ok(2));
+}
+
+/// The most turns a test's `stuck` hook lets a wait behind an older lap
+/// take: a broken build then fails with a message instead of spinning
+/// forever behind a lap nothing resolves.
+const MAX_STUCK_TURNS: u32 = 1_000;
+
+/// A `stuck` hook for tests: runs `f` on each turn, and panics past
+/// [`MAX_STUCK_TURNS`] turns.
+fn bounded_stuck(mut f: impl FnMut(u64)) -> impl FnMut(u64) {
+    let mut turns = 0u32;
+    move |older| {
+        turns += 1;
+        assert!(
+            turns <= MAX_STUCK_TURNS,
+            "still behind older lap {older} after {MAX_STUCK_TURNS} turns"
+        );
+        f(older);
+    }
+}
+
+/// A ring of 4 (single-producer if `single`) whose sequence 0 was claimed
+/// by a producer that died before writing it, and 1..4 published: the next
+/// claim, 4, is behind the dead lap.
+fn a_dead_older_lap(single: bool) -> Broadcast<Heap<BroadcastHeader, AtomicU64>> {
+    let ring = Broadcast::with_capacity(4, PAYLOAD).unwrap();
+    let ring = if single {
+        single_producer(ring, false)
+    } else {
+        ring
+    };
+    let mut cache = GatingCache::default();
+    core::mem::forget(ring.try_claim(&mut cache).unwrap()); // 0 dies
+    for s in 1..4 {
+        assert_eq!(ring.try_publish(&mut cache, &frame(s)), Ok(s));
+    }
+    ring
+}
+
+/// Stands in, on a single-producer ring, for a consumer that registered
+/// at 0 after our claim's room check but before the claim was seen: run
+/// from `on_claimed` (between the claim store and the epoch check), it
+/// sends the claim down the give-up path.
+fn register_behind_the_claim(ring: &Broadcast<Heap<BroadcastHeader, AtomicU64>>) {
+    ring.header().gating[0].store(0, Ordering::SeqCst);
+    ring.header().gating_epoch.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Takes down the consumer of [`register_behind_the_claim`].
+fn unregister_behind_the_claim(ring: &Broadcast<Heap<BroadcastHeader, AtomicU64>>) {
+    ring.header().gating[0].store(FREE, Ordering::SeqCst);
+    ring.header().gating_epoch.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Review of the direct publish: `BatchClaim::commit_with` and
+/// `begin_next` (so `Claim::commit_with` and `Claim::begin_write`)
+/// advanced the claim past a sequence before its write's wait behind an
+/// older lap, so a `stuck` hook that unwound there left the sequence to
+/// the drop neither written nor marked lost: it read `Empty` for good
+/// (`Lost` expected) and the next lap of its slot waited on it forever.
+#[test]
+fn regression_a_claim_whose_write_wait_unwound_left_its_sequence_unmarked() {
+    for in_place in [false, true] {
+        let ring = a_dead_older_lap(false);
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            // Resolves the dead lap (so the unwinding drop does not wait
+            // for it forever), then fails.
+            let stuck = |older| {
+                assert_eq!(ring.declare_dead(older), Ok(Declared::Lost));
+                panic!("supervisor hook failed");
+            };
+            let claim = ring.try_claim(&mut GatingCache::default()).unwrap();
+            assert_eq!(claim.seq(), 4);
+            if in_place {
+                drop(claim.begin_write(stuck));
+            } else {
+                let _ = claim.commit_with(&frame(4), stuck);
+            }
+        }));
+        assert!(unwound.is_err());
+        let mut c = ring.cursor(Start::At(4));
+        let mut out = [0u64; PAYLOAD];
+        assert_eq!(
+            ring.try_recv(&mut c, &mut out),
+            Err(TryRecvError::Lost(4)),
+            "in place: {in_place}"
+        );
+        // The slot's next lap takes its turn.
+        let mut cache = GatingCache::default();
+        assert_eq!(ring.try_publish(&mut cache, &frame(5)), Ok(5));
+        assert_eq!(ring.try_recv(&mut c, &mut out), Ok(5));
+    }
+}
+
+/// Review of the direct publish: a claim that raced a gating registration
+/// and was being given up (`abandon`, in `claim` / `claim_single`) was
+/// left claimed, neither written nor marked lost, when a hook unwound in
+/// the give-up's wait behind an older lap: subscribers waited on it. Here
+/// the direct paths and a batch of two on a single-producer ring, where
+/// `on_claimed` stands in for the racing registration.
+#[test]
+fn regression_a_claim_given_up_when_a_hook_unwound_was_left_unmarked() {
+    for path in ["publish", "in place", "batch"] {
+        let ring = a_dead_older_lap(true);
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut cache = GatingCache::default();
+            let stuck = |older| {
+                assert_eq!(ring.declare_dead(older), Ok(Declared::Lost));
+                panic!("supervisor hook failed");
+            };
+            match path {
+                "publish" => {
+                    let on_claimed = |_| register_behind_the_claim(&ring);
+                    let r =
+                        ring.publish_wait_with(&mut cache, &frame(4), || false, on_claimed, stuck);
+                    panic!("returned {r:?}");
+                }
+                "in place" => {
+                    let on_claimed = |_| register_behind_the_claim(&ring);
+                    let r = ring.claim_write_with(&mut cache, || false, on_claimed, stuck);
+                    panic!("returned {r:?}");
+                }
+                _ => {
+                    let on_claimed = |_, _| register_behind_the_claim(&ring);
+                    let r = ring.claim_batch_wait_with(&mut cache, 2, || false, on_claimed, stuck);
+                    panic!("returned {r:?}");
+                }
+            }
+        }));
+        let message = unwound.unwrap_err();
+        assert_eq!(
+            message.downcast_ref::<&str>(),
+            Some(&"supervisor hook failed"),
+            "{path}"
+        );
+        let claimed = if path == "batch" { 2 } else { 1 };
+        assert_eq!(ring.head(), 4 + claimed);
+        let mut c = ring.cursor(Start::At(0));
+        let mut out = [0u64; PAYLOAD];
+        assert_eq!(ring.try_recv(&mut c, &mut out), Err(TryRecvError::Lost(0)));
+        // The frames the racing consumer still needs are kept.
+        for s in 1..4 {
+            assert_eq!(ring.try_recv(&mut c, &mut out), Ok(s), "{path}");
+            check_frame(s, &out);
+        }
+        for s in 4..4 + claimed {
+            assert_eq!(
+                ring.try_recv(&mut c, &mut out),
+                Err(TryRecvError::Lost(s)),
+                "{path}"
+            );
+        }
+        unregister_behind_the_claim(&ring);
+        let mut cache = GatingCache::default();
+        assert_eq!(
+            ring.try_publish(&mut cache, &frame(4 + claimed)),
+            Ok(4 + claimed)
+        );
+        assert_eq!(ring.try_recv(&mut c, &mut out), Ok(4 + claimed));
+    }
+}
+
+/// Review of the direct publish: under a gating consumer that holds the
+/// whole ring, both direct paths wait as `keep_waiting` allows and fail
+/// with `Full` having claimed nothing (no hook called); once it releases,
+/// they claim and write.
+#[test]
+fn direct_paths_full_under_gating_claim_nothing() {
+    for single in [false, true] {
+        for in_place in [false, true] {
+            let ring = Broadcast::with_capacity(4, PAYLOAD).unwrap();
+            let ring = if single {
+                single_producer(ring, false)
+            } else {
+                ring
+            };
+            let mut cursor = ring.register_gating(Start::Newest).unwrap();
+            let mut cache = GatingCache::default();
+            for s in 0..4 {
+                assert_eq!(ring.try_publish(&mut cache, &frame(s)), Ok(s));
+            }
+            let mut asked = 0;
+            let keep = || {
+                asked += 1;
+                asked < 3
+            };
+            let r = if in_place {
+                ring.claim_write_with(&mut cache, keep, |_| panic!("claimed"), |_| panic!("stuck"))
+                    .map(|s| s.commit())
+            } else {
+                ring.publish_wait_with(
+                    &mut cache,
+                    &frame(4),
+                    keep,
+                    |_| panic!("claimed"),
+                    |_| panic!("stuck"),
+                )
+            };
+            assert_eq!(r, Err(PublishError::Full));
+            assert_eq!(asked, 3);
+            assert_eq!(ring.head(), 4, "nothing claimed");
+            let mut out = [0u64; PAYLOAD];
+            for s in 0..4 {
+                assert_eq!(ring.try_recv(&mut cursor, &mut out), Ok(s));
+            }
+            ring.release(&mut cursor);
+            let mut seen = Vec::new();
+            let r = if in_place {
+                ring.claim_write_with(&mut cache, || false, |q| seen.push(q), |_| panic!("stuck"))
+                    .map(|s| {
+                        for (i, w) in frame(4).iter().enumerate() {
+                            s.store(i, *w);
+                        }
+                        s.commit()
+                    })
+            } else {
+                ring.publish_wait_with(
+                    &mut cache,
+                    &frame(4),
+                    || false,
+                    |q| seen.push(q),
+                    |_| panic!("stuck"),
+                )
+            };
+            assert_eq!(r, Ok(4));
+            assert_eq!(seen, [4]);
+            assert_eq!(ring.try_recv(&mut cursor, &mut out), Ok(4));
+            check_frame(4, &out);
+            ring.unregister_gating(&mut cursor);
+        }
+    }
+}
+
+/// Review of the direct publish: the give-up path of a claim that raced a
+/// registration (simulated on a single-producer ring, see
+/// [`register_behind_the_claim`]) with a dead older lap in the slot: the
+/// claim's `stuck` is the caller's (it resolves the dead lap), the claim
+/// is recorded once, before the wait, the sequence reads `Lost`, the
+/// frames the consumer still needs stay, and the write's wait never runs.
+#[test]
+fn direct_paths_give_up_a_racing_claim_behind_a_dead_lap() {
+    for in_place in [false, true] {
+        let ring = a_dead_older_lap(true);
+        let mut cache = GatingCache::default();
+        let mut claimed = Vec::new();
+        let mut stuck_calls = Vec::new();
+        let mut asked = 0;
+        let on_claimed = |seq| {
+            claimed.push(seq);
+            register_behind_the_claim(&ring);
+        };
+        let keep = || {
+            asked += 1;
+            false
+        };
+        let stuck = bounded_stuck(|older| {
+            stuck_calls.push(older);
+            let _ = ring.declare_dead(older);
+        });
+        let r = if in_place {
+            ring.claim_write_with(&mut cache, keep, on_claimed, stuck)
+                .map(|s| s.commit())
+        } else {
+            ring.publish_wait_with(&mut cache, &frame(4), keep, on_claimed, stuck)
+        };
+        assert_eq!(r, Err(PublishError::Full));
+        assert_eq!(claimed, [4]);
+        assert!(asked >= 1);
+        assert!(
+            !stuck_calls.is_empty() && stuck_calls.iter().all(|&o| o == 0),
+            "{stuck_calls:?}"
+        );
+        assert_eq!(ring.head(), 5);
+        let mut c = ring.cursor(Start::At(0));
+        let mut out = [0u64; PAYLOAD];
+        assert_eq!(ring.try_recv(&mut c, &mut out), Err(TryRecvError::Lost(0)));
+        for s in 1..4 {
+            assert_eq!(ring.try_recv(&mut c, &mut out), Ok(s));
+            check_frame(s, &out);
+        }
+        assert_eq!(ring.try_recv(&mut c, &mut out), Err(TryRecvError::Lost(4)));
+        unregister_behind_the_claim(&ring);
+        assert_eq!(ring.try_publish(&mut cache, &frame(5)), Ok(5));
+        assert_eq!(ring.try_recv(&mut c, &mut out), Ok(5));
+    }
 }
