@@ -14,21 +14,24 @@
 //!   is read. [`DENSE_AFTER`] readings in a row each less than
 //!   [`DENSE_INTERVAL_NS`] after the one before make the thread dense
 //!   (closer than that, interpolation pays: a clock read between two TSC
-//!   reads costs about twice a plain one, an interpolated time a third).
-//! - **Dense**, scored: an interpolated publish adds [`SCORE_INTERPOLATED`]
-//!   (up to [`SCORE_MAX`]), a clock read takes [`SCORE_READING`]; below 0
-//!   the thread is sparse again. A thread whose publishes are too far
-//!   apart for interpolation to pay, or whose readings are never accepted,
-//!   goes sparse within a few publishes and stays there.
-//! - **Dense**: a publish within [`WINDOW_NS`] of the last reading's TSC
-//!   mark is interpolated; any other reads the clock between two TSC
-//!   reads, and the reading becomes the new anchor (at the second TSC read)
-//!   only if the two were close together (nothing preempted the thread
-//!   between them: within twice the tightest pair seen plus 64 ticks, and
-//!   at most [`MAX_BRACKET_TICKS`]). Anchored after the reading, an
+//!   reads costs about twice a plain one, an interpolated time a third);
+//!   the last of them is taken between two TSC reads, to anchor.
+//! - **Dense**: a publish within [`WINDOW_NS`] of the anchor's TSC mark is
+//!   interpolated; any other reads the clock between two TSC reads, and the
+//!   reading becomes the new anchor (at the second TSC read) only if the
+//!   two were close together (nothing preempted the thread between them:
+//!   within twice the tightest pair seen plus 64 ticks, and at most
+//!   [`MAX_BRACKET_TICKS`]; after [`REJECTED_RESET`] rejected in a row, the
+//!   tightest of those is expected instead). Anchored after the reading, an
 //!   interpolated time is never ahead of the clock by more than the
 //!   estimate's error over one window, and behind it by at most the pair's
 //!   width (tens of ns).
+//! - A dense thread is scored: an interpolated publish adds
+//!   [`SCORE_INTERPOLATED`] (up to [`SCORE_MAX`]), a clock read takes
+//!   [`SCORE_READING`]; below 0 the thread is sparse again. So a dense
+//!   thread interpolates at least 1.5 publishes per reading on average; one
+//!   whose publishes are too far apart for that, or whose readings are not
+//!   accepted, goes sparse within a few readings.
 //! - The ns-per-tick estimate is measured between accepted readings at
 //!   least [`SCALE_BASELINE_NS`] apart (its base moves every
 //!   [`SCALE_REBASE_NS`], so that it follows a slewed clock), from a TSC of
@@ -45,9 +48,9 @@
 //!   `clock_gettime`. Across threads, as across processes, times are as
 //!   far apart as each thread's error.
 //!
-//! A dense thread pays a second TSC read (11 ns) once per window, and
-//! interpolates at least two publishes per window on average (or turns
-//! sparse); a sparse one pays a compare. `ZEROCAST_FRAME_CLOCK=realtime` in the environment
+//! A dense thread pays a second TSC read (11 ns) once per window; a sparse
+//! one pays a look at its thread's state (about 4 ns on the AMD guest) over
+//! `clock_gettime`. `ZEROCAST_FRAME_CLOCK=realtime` in the environment
 //! (read once per process) turns interpolation off: every frame time is
 //! then a `clock_gettime` reading and no TSC is read. The state is the
 //! thread's (`Cell`s): a signal handler that published on an interrupted
@@ -63,15 +66,16 @@ use crate::layout::now_ns;
 /// interpolated from the TSC.
 pub const WINDOW_NS: u64 = 1_000;
 
-/// Publishes in a row that found their thread's last reading too old before
-/// the thread stops reading the TSC (sparse).
+/// Readings in a row, each less than [`DENSE_INTERVAL_NS`] after the one
+/// before, that make a sparse thread dense.
 pub const DENSE_AFTER: u32 = 3;
 
 /// How close consecutive readings must be to count towards [`DENSE_AFTER`].
 pub const DENSE_INTERVAL_NS: u64 = WINDOW_NS / 3;
 
-/// A dense thread's score when it turns dense.
-pub const SCORE_START: i32 = 6;
+/// A dense thread's score when it turns dense (its turning reading is
+/// anchored, so a burst that ends there costs one more reading).
+pub const SCORE_START: i32 = 2;
 
 /// What an interpolated publish adds to a dense thread's score.
 pub const SCORE_INTERPOLATED: i32 = 2;
@@ -236,16 +240,31 @@ impl Interpolation {
                     .saturating_add((since * self.mult.get()) >> 32)
             } else {
                 let ns = real();
-                self.dense_reading(before, tsc(), ns);
+                let after = tsc();
+                self.score.set(self.score.get() - SCORE_READING);
+                if self.score.get() < 0 {
+                    self.dense.set(false);
+                    self.close.set(0);
+                }
+                self.take_reading(before, after, ns);
                 ns
             }
         } else {
+            // A reading that would make the thread dense if close is taken
+            // between two TSC reads, so that it can anchor: the publishes
+            // right after it are interpolated.
+            let turning = self.close.get() + 1 >= DENSE_AFTER;
+            let before = if turning { tsc() } else { 0 };
             let ns = real();
             if ns >= self.last_reading.get() && ns - self.last_reading.get() < DENSE_INTERVAL_NS {
                 self.close.set(self.close.get() + 1);
-                if self.close.get() >= DENSE_AFTER {
+                if turning {
                     self.dense.set(true);
                     self.score.set(SCORE_START);
+                    self.close.set(0);
+                    let after = tsc();
+                    self.take_reading(before, after, ns);
+                    return self.after_reading(ns);
                 }
             } else {
                 self.close.set(0);
@@ -253,6 +272,13 @@ impl Interpolation {
             self.last_reading.set(ns);
             ns
         };
+        self.after_reading(ns)
+    }
+
+    /// Keeps this thread's times from stepping back a little (see the
+    /// module docs) and returns the time.
+    #[inline(always)]
+    fn after_reading(&self, ns: u64) -> u64 {
         let ns = if ns < self.last.get() && self.last.get() - ns <= WINDOW_NS {
             self.last.get()
         } else {
@@ -262,17 +288,12 @@ impl Interpolation {
         ns
     }
 
-    /// A dense thread's clock reading `ns`, made between TSC reads `before`
-    /// and `after`: anchors there if the pair is tight.
+    /// A clock reading `ns` made between TSC reads `before` and `after`:
+    /// anchors there if the pair is tight.
     #[cold]
     #[inline(never)]
-    fn dense_reading(&self, before: u64, after: u64, ns: u64) {
+    fn take_reading(&self, before: u64, after: u64, ns: u64) {
         self.last_reading.set(ns);
-        self.score.set(self.score.get() - SCORE_READING);
-        if self.score.get() < 0 {
-            self.dense.set(false);
-            self.close.set(0);
-        }
         let bracket = after.wrapping_sub(before);
         self.min_bracket.set(self.min_bracket.get().min(bracket));
         let tight = self.min_bracket.get().saturating_mul(2).saturating_add(64);
@@ -552,9 +573,7 @@ mod tests {
                 host.advance(100.0);
             }
             assert!(clock.dense.get());
-            let anchor = host.call(&clock, 0.0);
-            assert!(anchor.read_clock);
-            host.advance(100.0);
+            // The turning reading anchored: the next publish is interpolated.
             let c = host.call(&clock, 0.0);
             assert!(!c.read_clock, "interpolated");
             let (ahead, behind) = outside(c);
@@ -680,23 +699,28 @@ mod tests {
             let mut t = [tsc, tsc].into_iter();
             clock.now(|| t.next().unwrap(), || ns)
         };
-        // Readings 1 ns apart make the thread dense; two accepted
-        // readings 2 ms and 4M ticks apart measure 0.5 ns per tick.
+        // Readings 1 ns apart make the thread dense (the last, at TSC 1,000,
+        // anchors); a reading with no estimate yet makes it sparse again.
         for i in 0..=u64::from(DENSE_AFTER) {
             assert_eq!(reading(1_000, 10_000_000 + i, &clock), 10_000_000 + i);
         }
         assert!(clock.dense.get());
-        reading(3_000, 10_000_004, &clock);
-        assert_eq!(reading(4_003_000, 12_000_004, &clock), 12_000_004);
+        reading(2_000, 10_000_004, &clock);
+        assert!(!clock.dense.get());
+        // Dense again 2 ms and 4M ticks later: 0.5 ns per tick.
+        for i in 0..=u64::from(DENSE_AFTER) {
+            assert_eq!(reading(4_001_000, 12_000_000 + i, &clock), 12_000_000 + i);
+        }
+        assert!(clock.dense.get());
         assert_eq!(clock.mult.get(), 1 << 31, "0.5 ns per tick");
         assert_eq!(clock.window_ticks.get(), 2_000);
         // Interpolated: 100 ticks later is 50 ns later.
-        assert_eq!(clock.now(|| 4_003_100, || unreachable!()), 12_000_054);
+        assert_eq!(clock.now(|| 4_001_100, || unreachable!()), 12_000_053);
         // The window's last tick: 999 ns after the anchor.
-        assert_eq!(clock.now(|| 4_004_999, || unreachable!()), 12_001_003);
+        assert_eq!(clock.now(|| 4_002_999, || unreachable!()), 12_001_002);
         // Past the window, a reading 4 ns below the last time (within the
         // prediction's slack) is raised to it, and the estimate is kept.
-        assert_eq!(reading(4_005_001, 12_000_999, &clock), 12_001_003);
+        assert_eq!(reading(4_003_001, 12_000_998, &clock), 12_001_002);
         assert_ne!(clock.mult.get(), 0, "still interpolating");
         // A wall-clock step back of a second passes through.
         assert_eq!(reading(4_007_100, 11_000_000, &clock), 11_000_000);
@@ -734,6 +758,41 @@ mod tests {
             assert!(!clock.dense.get());
             assert_eq!(host.tsc_reads.get(), 0, "{pattern:?}");
         }
+    }
+
+    #[test]
+    fn a_dense_thread_that_slows_down_goes_sparse_within_a_few_readings() {
+        let host = Host::new(3.0, 1.0);
+        let clock = Interpolation::new();
+        host.warm_up(&clock);
+        let tsc_reads = host.tsc_reads.get();
+        for _ in 0..100_000 {
+            host.call(&clock, 0.0);
+            host.advance(600.0);
+        }
+        assert!(!clock.dense.get());
+        // A full score (30) drains by 1 per reading and interpolated
+        // publish pair (3 TSC reads): at most 90 TSC reads.
+        let spent = host.tsc_reads.get() - tsc_reads;
+        assert!(spent <= 90, "{spent} TSC reads after slowing down");
+    }
+
+    #[test]
+    fn bursts_of_close_publishes_between_isolated_ones_cost_at_most_two_bracketed_readings_each() {
+        // 4 publishes 100 ns apart, then 3 1.1 us apart, over and over: the
+        // burst's last reading turns the thread dense (bracketed), the
+        // next publish is a bracketed reading that makes it sparse again.
+        let host = Host::new(3.0, 1.0);
+        let clock = Interpolation::new();
+        let cycles = 20_000u64;
+        for _ in 0..cycles {
+            for gap in [100.0, 100.0, 100.0, 1_100.0, 1_100.0, 1_100.0, 1_100.0] {
+                host.call(&clock, 0.0);
+                host.advance(gap);
+            }
+        }
+        let per_cycle = host.tsc_reads.get() as f64 / cycles as f64;
+        assert!(per_cycle <= 4.0, "{per_cycle} TSC reads per burst");
     }
 
     #[test]
