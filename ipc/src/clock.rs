@@ -850,7 +850,7 @@ mod tests {
         let (tsc_reads, clock_reads) = (host.tsc_reads.get(), host.clock_reads.get());
         for _ in 0..cycles {
             for i in 0..4 + gaps {
-                host.call(&clock, 0.0);
+                host.call(clock, 0.0);
                 host.advance(if i < 3 { 100.0 } else { 1_100.0 });
             }
         }
