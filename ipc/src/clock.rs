@@ -10,15 +10,19 @@
 //! less than [`WINDOW_NS`] old. Per thread:
 //!
 //! - **Sparse** (the start, and whenever interpolation stops paying):
-//!   every frame time is a clock reading, as without this module, and no
-//!   TSC is read but as said next. [`DENSE_AFTER`] readings in a row each less than
+//!   every frame time is a clock reading, as without this module.
+//!   [`DENSE_AFTER`] readings in a row (or more, below) each less than
 //!   [`DENSE_INTERVAL_NS`] after the one before make the thread dense
 //!   (closer than that, interpolation pays: a clock read between two TSC
-//!   reads costs about twice a plain one, an interpolated time a third);
-//!   a reading that would turn the thread dense if it is close is taken
-//!   between two TSC reads (the first before knowing), to anchor. A dense
-//!   spell that interpolated fewer than [`DENSE_AFTER`] publishes doubles
-//!   the close readings the next one needs (up to [`DENSE_AFTER_MAX`]).
+//!   reads costs about twice a plain one, an interpolated time a third).
+//!   The reading that would turn the thread dense, if it is close, is
+//!   taken between two TSC reads (the first before knowing), to anchor;
+//!   if it is not close, the TSC read was spent for nothing, and the
+//!   thread needs twice the close readings next time. A dense spell that
+//!   (with an estimate) interpolated less than 1.5 publishes per reading
+//!   does the same; one that paid sets the need back to [`DENSE_AFTER`].
+//!   The need is at most [`DENSE_AFTER_MAX`] and halves back once per
+//!   [`SCALE_BASELINE_NS`] after it last grew.
 //! - **Dense**: a publish within [`WINDOW_NS`] of the anchor's TSC mark is
 //!   interpolated; any other reads the clock between two TSC reads, and the
 //!   reading becomes the new anchor (at the second TSC read) only if the
@@ -71,7 +75,9 @@ use crate::layout::now_ns;
 pub const WINDOW_NS: u64 = 1_000;
 
 /// Readings in a row, each less than [`DENSE_INTERVAL_NS`] after the one
-/// before, that make a sparse thread dense.
+/// before, that make a sparse thread dense: the least a thread needs (a
+/// thread whose dense spells did not pay needs more, up to
+/// [`DENSE_AFTER_MAX`]).
 pub const DENSE_AFTER: u32 = 3;
 
 /// How close consecutive readings must be to count towards [`DENSE_AFTER`].
@@ -187,8 +193,10 @@ pub(crate) struct Interpolation {
     /// and how many make it dense (see `turn_sparse`).
     close: Cell<u32>,
     dense_after: Cell<u32>,
-    /// Publishes interpolated since the thread last turned dense.
+    /// Publishes interpolated, and readings taken, since the thread last
+    /// turned dense.
     interpolated: Cell<u32>,
+    spell_readings: Cell<u32>,
     /// The reading at which `dense_after` was last halved.
     relaxed_ns: Cell<u64>,
     /// Pairs rejected in a row, and the tightest of them.
@@ -223,6 +231,7 @@ impl Interpolation {
             close: Cell::new(0),
             dense_after: Cell::new(DENSE_AFTER),
             interpolated: Cell::new(0),
+            spell_readings: Cell::new(0),
             relaxed_ns: Cell::new(0),
             rejected: Cell::new(0),
             rejected_min: Cell::new(u64::MAX),
@@ -260,6 +269,8 @@ impl Interpolation {
             } else {
                 let ns = real();
                 let after = tsc();
+                self.spell_readings
+                    .set(self.spell_readings.get().saturating_add(1));
                 self.score.set(self.score.get() - SCORE_READING);
                 if self.score.get() < 0 {
                     self.turn_sparse();
@@ -287,12 +298,19 @@ impl Interpolation {
                     self.dense.set(true);
                     self.score.set(SCORE_START);
                     self.interpolated.set(0);
+                    self.spell_readings.set(1);
                     let after = tsc();
                     self.take_reading(before, after, ns);
                     return self.after_reading(ns);
                 }
             } else {
                 self.close.set(0);
+                if turning {
+                    // The TSC read above was spent on a reading that did
+                    // not turn the thread: ask for more close readings
+                    // before spending another.
+                    self.back_off(ns);
+                }
             }
             self.last_reading.set(ns);
             ns
@@ -300,14 +318,12 @@ impl Interpolation {
         self.after_reading(ns)
     }
 
-    /// Back to sparse. A dense spell that interpolated fewer than
-    /// [`DENSE_AFTER`] publishes did not pay for its readings: the next
-    /// one needs twice as many close readings in a row (up to
-    /// [`DENSE_AFTER_MAX`]); one that did resets that.
-    /// (Before an estimate exists nothing can be interpolated: such a
-    /// spell changes nothing.) The count halves back towards
-    /// [`DENSE_AFTER`] once per [`SCALE_BASELINE_NS`] of sparse readings, so
-    /// that a thread whose publishing changes is not kept sparse for good.
+    /// Back to sparse. A dense spell that interpolated less than 1.5
+    /// publishes per reading it took (the score's own rate) did not pay:
+    /// the next one needs twice as many close readings in a row (up to
+    /// [`DENSE_AFTER_MAX`]); one that did sets that back to
+    /// [`DENSE_AFTER`]. Before an estimate exists nothing can be
+    /// interpolated, and such a spell changes nothing.
     #[cold]
     fn turn_sparse(&self) {
         self.dense.set(false);
@@ -315,12 +331,23 @@ impl Interpolation {
         if self.mult.get() == 0 {
             return;
         }
+        if 2 * u64::from(self.interpolated.get()) < 3 * u64::from(self.spell_readings.get()) {
+            self.back_off(self.last_reading.get());
+        } else {
+            self.dense_after.set(DENSE_AFTER);
+        }
+    }
+
+    /// Doubles the close readings a sparse thread needs to turn dense (up to
+    /// [`DENSE_AFTER_MAX`]), at reading `ns`; they halve back towards
+    /// [`DENSE_AFTER`] once per [`SCALE_BASELINE_NS`] after it (checked at
+    /// sparse readings), so that a thread whose publishing changes is not
+    /// kept sparse for good.
+    #[cold]
+    fn back_off(&self, ns: u64) {
         self.dense_after
-            .set(if self.interpolated.get() < DENSE_AFTER {
-                (self.dense_after.get() * 2).min(DENSE_AFTER_MAX)
-            } else {
-                DENSE_AFTER
-            });
+            .set((self.dense_after.get() * 2).min(DENSE_AFTER_MAX));
+        self.relaxed_ns.set(ns);
     }
 
     /// Keeps this thread's times from stepping back a little (see the
@@ -838,20 +865,21 @@ mod tests {
     fn bursts(gaps: usize) -> (f64, f64, bool) {
         let host = Host::new(3.0, 1.0);
         let clock = Interpolation::new();
-        burst_cycles(&host, &clock, gaps, 20_000)
+        burst_cycles(&host, &clock, 4, gaps, 20_000)
     }
 
     fn burst_cycles(
         host: &Host,
         clock: &Interpolation,
+        size: usize,
         gaps: usize,
         cycles: u64,
     ) -> (f64, f64, bool) {
         let (tsc_reads, clock_reads) = (host.tsc_reads.get(), host.clock_reads.get());
         for _ in 0..cycles {
-            for i in 0..4 + gaps {
+            for i in 0..size + gaps {
                 host.call(clock, 0.0);
-                host.advance(if i < 3 { 100.0 } else { 1_100.0 });
+                host.advance(if i + 1 < size { 100.0 } else { 1_100.0 });
             }
         }
         let per = |n: u64| n as f64 / cycles as f64;
@@ -863,16 +891,83 @@ mod tests {
     }
 
     #[test]
+    fn bursts_one_short_of_turning_dense_stop_paying_for_a_tsc_read() {
+        // Bursts of 3: the reading after the burst's third would turn the
+        // thread dense if it were close, so it is taken after a TSC read;
+        // it never is close, and the thread stops taking that read.
+        for (size, gaps) in [(3, 1), (3, 3), (6, 3)] {
+            let host = Host::new(3.0, 1.0);
+            let clock = Interpolation::new();
+            burst_cycles(&host, &clock, 4, 0, 2_000); // an estimate first
+            let (tsc, _, _) = burst_cycles(&host, &clock, size, gaps, 20_000);
+            assert!(tsc <= 0.1, "{tsc} TSC reads per burst of {size} + {gaps}");
+        }
+    }
+
+    #[test]
+    fn short_dense_spells_that_read_more_than_they_interpolate_back_off() {
+        // 8 close publishes then 4 isolated ones (a spell: the turning
+        // reading, 4 interpolated, 4 readings), and a thread alternating
+        // 500 and 600 ns: each dense spell interpolates a few publishes
+        // but takes more readings; they must not repeat every cycle.
+        let host = Host::new(3.0, 1.0);
+        let clock = Interpolation::new();
+        burst_cycles(&host, &clock, 4, 0, 2_000);
+        let mut turns = 0;
+        for _ in 0..20_000 {
+            for i in 0..12 {
+                let was = clock.dense.get();
+                host.call(&clock, 0.0);
+                host.advance(if i < 7 { 100.0 } else { 1_100.0 });
+                turns += u32::from(was != clock.dense.get());
+            }
+        }
+        assert!(turns <= 400, "{turns} turns in 20,000 bursts of 8 + 4");
+        host.warm_up(&clock);
+        let tsc_reads = host.tsc_reads.get();
+        for i in 0..100_000 {
+            host.call(&clock, 0.0);
+            host.advance(if i % 2 == 0 { 500.0 } else { 600.0 });
+        }
+        let per = (host.tsc_reads.get() - tsc_reads) as f64 / 100_000.0;
+        assert!(per <= 0.1, "{per} TSC reads per publish at 500/600 ns");
+    }
+
+    #[test]
+    fn a_dense_spell_that_paid_sets_the_need_back_at_once() {
+        let host = Host::new(3.0, 1.0);
+        let clock = Interpolation::new();
+        burst_cycles(&host, &clock, 4, 0, 2_000);
+        burst_cycles(&host, &clock, 4, 3, 200);
+        assert!(clock.dense_after.get() > DENSE_AFTER);
+        // Back to back until dense, then isolated publishes until sparse
+        // again, all within well under a ms (no halving on the way).
+        while !clock.dense.get() {
+            host.call(&clock, 0.0);
+            host.advance(30.0);
+        }
+        for _ in 0..100 {
+            host.call(&clock, 0.0);
+            host.advance(30.0);
+        }
+        while clock.dense.get() {
+            host.call(&clock, 0.0);
+            host.advance(1_100.0);
+        }
+        assert_eq!(clock.dense_after.get(), DENSE_AFTER);
+    }
+
+    #[test]
     fn a_thread_kept_sparse_by_wasted_dense_spells_turns_dense_when_its_bursts_close_up() {
         let host = Host::new(3.0, 1.0);
         let clock = Interpolation::new();
-        let (_, _, dense) = burst_cycles(&host, &clock, 3, 5_000);
+        let (_, _, dense) = burst_cycles(&host, &clock, 4, 3, 5_000);
         assert!(!dense);
         assert!(clock.dense_after.get() > DENSE_AFTER);
         // Now bursts follow one another: within a few ms the need relaxes
         // and the thread interpolates again.
-        burst_cycles(&host, &clock, 0, 5_000);
-        let (_, clock_reads, dense) = burst_cycles(&host, &clock, 0, 5_000);
+        burst_cycles(&host, &clock, 4, 0, 5_000);
+        let (_, clock_reads, dense) = burst_cycles(&host, &clock, 4, 0, 5_000);
         assert!(dense);
         assert!(
             clock_reads <= 1.01,
@@ -884,8 +979,11 @@ mod tests {
     fn bursts_one_gap_apart_stay_dense_and_interpolate() {
         // A burst's first publish reads the clock (and anchors), its next
         // three are interpolated.
-        let (tsc, clock_reads, dense) = bursts(0);
+        let host = Host::new(3.0, 1.0);
+        let clock = Interpolation::new();
+        let (tsc, clock_reads, dense) = burst_cycles(&host, &clock, 4, 0, 20_000);
         assert!(dense);
+        assert_eq!(clock.dense_after.get(), DENSE_AFTER, "spells that paid");
         // (The first ms, before an estimate, reads the clock for most.)
         assert!(
             clock_reads <= 1.15,
