@@ -60,7 +60,8 @@
 //! over `clock_gettime`, and a TSC read on a reading that would turn it
 //! dense if close. `ZEROCAST_FRAME_CLOCK=realtime` in the environment
 //! (read once per process) turns interpolation off: every frame time is
-//! then a `clock_gettime` reading and no TSC is read. The state is the
+//! then a `clock_gettime` reading and no TSC is read; `auto` is the
+//! default, and any other value is refused when a publisher is created. The state is the
 //! thread's (`Cell`s): a signal handler that published on an interrupted
 //! publishing thread could leave it inconsistent (a wrong time, corrected
 //! by the next reading's check), never undefined behaviour.
@@ -134,11 +135,36 @@ pub fn frame_ns() -> u64 {
     now_ns()
 }
 
+/// The environment variable that chooses the frame clock: `auto` (the
+/// default: interpolate where the clocksource is `tsc`) or `realtime` (a
+/// `clock_gettime` reading for every frame).
+pub const FRAME_CLOCK_ENV: &str = "ZEROCAST_FRAME_CLOCK";
+
 /// Decides, once per process, whether frame times are interpolated (it
 /// reads the clocksource from `/sys`): publishers call it when they are
-/// created, so that no publish pays for the file read.
-pub fn prepare() {
+/// created, so that no publish pays for the file read. Refuses a
+/// [`FRAME_CLOCK_ENV`] other than `auto` or `realtime`, naming it (the
+/// frame clock then reads `clock_gettime` for every frame, for whoever
+/// publishes anyway).
+pub fn prepare() -> crate::Result<()> {
     interpolating();
+    match std::env::var_os(FRAME_CLOCK_ENV) {
+        Some(v) if frame_clock_choice(&v).is_none() => Err(crate::Error::BadOptions(format!(
+            "{FRAME_CLOCK_ENV}={}: expected `auto` or `realtime`",
+            v.to_string_lossy()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// `Some(true)` to interpolate where possible (`auto`), `Some(false)` for
+/// `realtime`, `None` for anything else.
+fn frame_clock_choice(v: &OsStr) -> Option<bool> {
+    match v.to_str() {
+        Some("auto") => Some(true),
+        Some("realtime") => Some(false),
+        _ => None,
+    }
 }
 
 thread_local! {
@@ -166,7 +192,7 @@ fn decide() -> bool {
             .ok();
     let on = cfg!(target_arch = "x86_64")
         && decide_from(
-            std::env::var_os("ZEROCAST_FRAME_CLOCK").as_deref(),
+            std::env::var_os(FRAME_CLOCK_ENV).as_deref(),
             clocksource.as_deref(),
         );
     // Relaxed: see `interpolating`.
@@ -177,9 +203,11 @@ fn decide() -> bool {
 /// Whether to interpolate, given `ZEROCAST_FRAME_CLOCK` and the kernel's
 /// clocksource: only where the kernel keeps time by the TSC (then it has
 /// checked that the TSC runs at a constant rate and agrees across CPUs),
-/// and not when the environment asks for `realtime`.
+/// and only when the environment says `auto` or nothing (a value it does
+/// not know is refused by `prepare`; here it reads the clock).
 fn decide_from(env: Option<&OsStr>, clocksource: Option<&str>) -> bool {
-    env.is_none_or(|v| v != "realtime") && clocksource.is_some_and(|s| s.trim() == "tsc")
+    env.is_none_or(|v| frame_clock_choice(v) == Some(true))
+        && clocksource.is_some_and(|s| s.trim() == "tsc")
 }
 
 /// One thread's interpolation state.
@@ -1058,11 +1086,42 @@ mod tests {
     fn interpolation_only_on_a_tsc_clocksource_and_unless_the_environment_says_realtime() {
         let realtime = Some(OsStr::new("realtime"));
         assert!(decide_from(None, Some("tsc\n")));
-        assert!(decide_from(Some(OsStr::new("tsc")), Some("tsc")));
+        assert!(decide_from(Some(OsStr::new("auto")), Some("tsc")));
         assert!(!decide_from(realtime, Some("tsc\n")));
+        // Unknown values (refused by `prepare`) read the clock.
+        assert!(!decide_from(Some(OsStr::new("vdso")), Some("tsc\n")));
+        assert!(!decide_from(Some(OsStr::new("tsc")), Some("tsc\n")));
         assert!(!decide_from(None, Some("kvm-clock\n")));
         assert!(!decide_from(None, Some("hpet")));
         assert!(!decide_from(None, None));
+    }
+
+    /// `ZEROCAST_FRAME_CLOCK=vdso` (meaning "off") was taken for `auto`:
+    /// a value the clock does not know is refused when a publisher is
+    /// created, naming the variable and the value.
+    #[test]
+    fn regression_an_unknown_frame_clock_setting_was_taken_for_auto() {
+        if std::env::var_os(FRAME_CLOCK_ENV).is_none_or(|v| v != "1") {
+            // Alone in a child process with ZEROCAST_FRAME_CLOCK=1: the
+            // setting is read once per process.
+            crate::test_child::rerun_alone_with(
+                "clock::tests::regression_an_unknown_frame_clock_setting_was_taken_for_auto",
+                FRAME_CLOCK_ENV,
+            );
+            return;
+        }
+        let err = prepare().unwrap_err().to_string();
+        assert!(err.contains("ZEROCAST_FRAME_CLOCK=1"), "{err}");
+        assert!(!interpolating(), "an unknown setting reads the clock");
+        let path = std::env::temp_dir().join(format!("zc-clock-env-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let seg = std::sync::Arc::new(crate::Segment::create(&path, "t", 64, 24).unwrap());
+        let made = crate::ShmPublisher::new(seg, &crate::PublisherOptions::default());
+        std::fs::remove_file(&path).unwrap();
+        let err = made
+            .expect_err("a publisher under an unknown frame clock")
+            .to_string();
+        assert!(err.contains("ZEROCAST_FRAME_CLOCK=1"), "{err}");
     }
 
     #[test]

@@ -152,7 +152,7 @@ impl std::fmt::Debug for IoxPublisher {
 impl IoxPublisher {
     /// Opens (or creates) the topic's services and a publisher port.
     pub fn new(namespace: &str, topic: &TopicConfig, options: &PublisherOptions) -> Result<Self> {
-        crate::clock::prepare();
+        crate::clock::prepare()?;
         let services = open_services(namespace, topic)?;
         let publisher = services
             .pubsub

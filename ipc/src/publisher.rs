@@ -128,7 +128,7 @@ impl ShmPublisher {
         // fence (see `wake`).
         crate::wait::register_publisher();
         // The frame clock's one-time set-up, here rather than in a publish.
-        crate::clock::prepare();
+        crate::clock::prepare()?;
         seg.reap();
         let pid = std::process::id();
         let me = current_owner();
