@@ -18,9 +18,9 @@
 //!   The reading that would turn the thread dense, if it is close, is
 //!   taken between two TSC reads (the first before knowing), to anchor;
 //!   if it is not close, the TSC read was spent for nothing, and the
-//!   thread needs twice the close readings next time. A dense spell that
+//!   thread needs one more close reading next time. A dense spell that
 //!   (with an estimate) interpolated less than 1.5 publishes per reading
-//!   does the same; one that paid sets the need back to [`DENSE_AFTER`].
+//!   doubles the need; one that paid sets it back to [`DENSE_AFTER`].
 //!   The need is at most [`DENSE_AFTER_MAX`] and halves back once per
 //!   [`SCALE_BASELINE_NS`] after it last grew.
 //! - **Dense**: a publish within [`WINDOW_NS`] of the anchor's TSC mark is
@@ -301,7 +301,7 @@ impl Interpolation {
                     .set(self.spell_readings.get().saturating_add(1));
                 self.score.set(self.score.get() - SCORE_READING);
                 if self.score.get() < 0 {
-                    self.turn_sparse();
+                    self.turn_sparse(ns);
                 }
                 self.take_reading(before, after, ns);
                 ns
@@ -337,7 +337,7 @@ impl Interpolation {
                     // The TSC read above was spent on a reading that did
                     // not turn the thread: ask for more close readings
                     // before spending another.
-                    self.back_off(ns);
+                    self.back_off(ns, self.dense_after.get() + 1);
                 }
             }
             self.last_reading.set(ns);
@@ -353,29 +353,34 @@ impl Interpolation {
     /// [`DENSE_AFTER`]. Before an estimate exists nothing can be
     /// interpolated, and such a spell changes nothing.
     #[cold]
-    fn turn_sparse(&self) {
+    fn turn_sparse(&self, ns: u64) {
         self.dense.set(false);
         self.close.set(0);
         if self.mult.get() == 0 {
             return;
         }
         if 2 * u64::from(self.interpolated.get()) < 3 * u64::from(self.spell_readings.get()) {
-            self.back_off(self.last_reading.get());
+            self.back_off(ns, self.dense_after.get() * 2);
         } else {
             self.dense_after.set(DENSE_AFTER);
         }
     }
 
-    /// Doubles the close readings a sparse thread needs to turn dense (up to
-    /// [`DENSE_AFTER_MAX`]), at reading `ns`; they halve back towards
-    /// [`DENSE_AFTER`] once per [`SCALE_BASELINE_NS`] after it (checked at
-    /// sparse readings), so that a thread whose publishing changes is not
-    /// kept sparse for good.
+    /// Raises the close readings a sparse thread needs to turn dense to
+    /// `need` (at most [`DENSE_AFTER_MAX`]), at reading `ns`; they halve
+    /// back towards [`DENSE_AFTER`] once per [`SCALE_BASELINE_NS`] after they
+    /// last grew (checked at sparse readings), so that a thread whose
+    /// publishing changes is not kept sparse for good. A spent TSC read
+    /// adds one (doubling there would make the need a multiple of a burst's
+    /// length that halving lands back on, every ms, for good: a burst of 4
+    /// would never turn dense again).
     #[cold]
-    fn back_off(&self, ns: u64) {
-        self.dense_after
-            .set((self.dense_after.get() * 2).min(DENSE_AFTER_MAX));
-        self.relaxed_ns.set(ns);
+    fn back_off(&self, ns: u64, need: u32) {
+        let need = need.min(DENSE_AFTER_MAX);
+        if need > self.dense_after.get() {
+            self.dense_after.set(need);
+            self.relaxed_ns.set(ns);
+        }
     }
 
     /// Keeps this thread's times from stepping back a little (see the
@@ -983,6 +988,39 @@ mod tests {
             host.advance(1_100.0);
         }
         assert_eq!(clock.dense_after.get(), DENSE_AFTER);
+    }
+
+    /// Bursts of 3 (a TSC read spent on the reading after each) doubled
+    /// the need to 6; halving once per ms brought it back to exactly 6
+    /// for bursts of 6 (5 close readings: the 6th, the next burst's first,
+    /// is never close), whose spent read doubled it again: bursts of 6 one
+    /// gap apart stayed sparse for good.
+    #[test]
+    fn regression_a_need_doubled_by_spent_reads_kept_bursts_of_its_length_sparse() {
+        let host = Host::new(3.0, 1.0);
+        let clock = Interpolation::new();
+        burst_cycles(&host, &clock, 4, 0, 2_000); // an estimate first
+        burst_cycles(&host, &clock, 3, 1, 2_000);
+        burst_cycles(&host, &clock, 6, 0, 5_000);
+        let (_, clock_reads, dense) = burst_cycles(&host, &clock, 6, 0, 5_000);
+        assert!(dense);
+        assert!(
+            clock_reads <= 1.05,
+            "{clock_reads} clock readings per burst of 6"
+        );
+        // At the largest need too: a spent read there must not hold off
+        // its halving.
+        clock.dense_after.set(DENSE_AFTER_MAX);
+        clock.relaxed_ns.set(clock.last_reading.get());
+        clock.dense.set(false);
+        burst_cycles(&host, &clock, 16, 0, 2_000);
+        let (_, clock_reads, dense) = burst_cycles(&host, &clock, 16, 0, 2_000);
+        assert!(dense);
+        // 16 publishes 100 ns apart span 1.5 us: two windows, two readings.
+        assert!(
+            clock_reads <= 2.05,
+            "{clock_reads} clock readings per burst of 16"
+        );
     }
 
     #[test]
