@@ -1974,6 +1974,8 @@ mod tests {
         play_dead(&seg, dead);
         let reaped = seg.reap_entries();
         // The next owner's registration, stopped before its first store.
+        // AcqRel, as `ShmPublisher::new`'s: Acquire pairs with the reaper's
+        // Release FREE store, Release with supervisors' Acquire owner load.
         let taken = entry
             .pid
             .compare_exchange(FREE, current_owner(), Ordering::AcqRel, Ordering::Relaxed)
@@ -2038,6 +2040,8 @@ mod tests {
                     // Another supervisor reaps the dead owner's entry, and a
                     // new publisher (this process: alive) takes it.
                     let _ = other.reap_entries();
+                    // AcqRel, as `ShmPublisher::new`'s registration (see
+                    // `live_owner_record` for what it pairs with).
                     let ok = other.header().publishers[index]
                         .pid
                         .compare_exchange(

@@ -1734,12 +1734,16 @@ fn a_dead_older_lap(single: bool) -> Broadcast<Heap<BroadcastHeader, AtomicU64>>
 /// from `on_claimed` (between the claim store and the epoch check), it
 /// sends the claim down the give-up path.
 fn register_behind_the_claim(ring: &Broadcast<Heap<BroadcastHeader, AtomicU64>>) {
+    // SeqCst, as `register_gating`'s own stores: the slot before the epoch
+    // bump that the claim's epoch check (SeqCst load) reads; one thread
+    // here, so what matters is only that the check sees both.
     ring.header().gating[0].store(0, Ordering::SeqCst);
     ring.header().gating_epoch.fetch_add(1, Ordering::SeqCst);
 }
 
 /// Takes down the consumer of [`register_behind_the_claim`].
 fn unregister_behind_the_claim(ring: &Broadcast<Heap<BroadcastHeader, AtomicU64>>) {
+    // SeqCst: as in `register_behind_the_claim`.
     ring.header().gating[0].store(FREE, Ordering::SeqCst);
     ring.header().gating_epoch.fetch_add(1, Ordering::SeqCst);
 }
