@@ -1222,20 +1222,35 @@ mod tests {
         }
         // The quiet topic's bus reader loses 7..=9 while the queue is full.
         c.lost_live("quiet", 7, 9, 3);
+        let told = told_between_reads(&c, "quiet", if cfg!(miri) { 2 } else { 5 }, |c| {
+            // The busy topic fills the room again: the queue never drains.
+            fill(c);
+            assert!(c.lock().queued_bytes() > 0);
+        });
+        assert_eq!(told, [gap_json("quiet", 7, 9, 3)], "the quiet topic's loss");
+    }
+
+    /// The lines about `topic` in `reads` batches the writer takes from
+    /// `c`, calling `after` after each read.
+    fn told_between_reads(
+        c: &Client,
+        topic: &str,
+        reads: usize,
+        mut after: impl FnMut(&Client),
+    ) -> Vec<String> {
+        let needle = format!("\"{topic}\"");
         let mut told = Vec::new();
-        for _ in 0..if cfg!(miri) { 2 } else { 5 } {
+        for _ in 0..reads {
             let (batch, _) = c.take().unwrap();
             told.extend(
                 batch
                     .split('\n')
-                    .filter(|l| l.contains("\"quiet\""))
+                    .filter(|l| l.contains(&needle))
                     .map(str::to_owned),
             );
-            // The busy topic fills the room again: the queue never drains.
-            fill(&c);
-            assert!(c.lock().queued_bytes() > 0);
+            after(c);
         }
-        assert_eq!(told, [gap_json("quiet", 7, 9, 3)], "the quiet topic's loss");
+        told
     }
 
     /// Room freed by a batch let pending gaps (and held trades) go topic by
@@ -1280,18 +1295,10 @@ mod tests {
             c.push_control(format!("\"{}\"", "y".repeat(room - 2)));
         }
         c.lost_live("b", 7, 9, 3);
-        let mut told = Vec::new();
-        for _ in 0..if cfg!(miri) { 2 } else { 4 } {
-            let (batch, _) = c.take().unwrap();
-            told.extend(
-                batch
-                    .split('\n')
-                    .filter(|l| l.contains("\"b\""))
-                    .map(str::to_owned),
-            );
-            fill(&c);
+        let told = told_between_reads(&c, "b", if cfg!(miri) { 2 } else { 4 }, |c| {
+            fill(c);
             assert!(c.lock().held.contains_key("a"), "the big book still held");
-        }
+        });
         assert_eq!(told, [gap_json("b", 7, 9, 3)], "the quiet topic's loss");
     }
 
