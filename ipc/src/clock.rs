@@ -56,7 +56,7 @@
 //!   far apart as each thread's error.
 //!
 //! A dense thread pays a second TSC read (11 ns) once per window; a sparse
-//! one pays a look at its thread's state (about 4-5 ns on the AMD guest)
+//! one pays a look at its thread's state (about 4 ns on the AMD guest)
 //! over `clock_gettime`, and a TSC read on a reading that would turn it
 //! dense if close. `ZEROCAST_FRAME_CLOCK=realtime` in the environment
 //! (read once per process) turns interpolation off: every frame time is
@@ -240,7 +240,8 @@ pub(crate) struct Interpolation {
     mult: Cell<u64>,
     /// The reading `mult` was last estimated at.
     estimated_ns: Cell<u64>,
-    /// Ticks after the anchor that are interpolated; 0 while `mult` is.
+    /// Ticks after the anchor that are interpolated; 0 while `mult` is. A
+    /// cache of `(WINDOW_NS << 32) / mult`: the fast path does no division.
     window_ticks: Cell<u64>,
     /// The tightest pair of TSC reads around a reading seen so far.
     min_bracket: Cell<u64>,
@@ -311,7 +312,11 @@ impl Interpolation {
             // between two TSC reads, so that it can anchor: the publishes
             // right after it are interpolated.
             if self.dense_after.get() > DENSE_AFTER
-                && self.last_reading.get().wrapping_sub(self.relaxed_ns.get()) >= SCALE_BASELINE_NS
+                && self
+                    .last_reading
+                    .get()
+                    .saturating_sub(self.relaxed_ns.get())
+                    >= SCALE_BASELINE_NS
             {
                 self.relaxed_ns.set(self.last_reading.get());
                 self.dense_after

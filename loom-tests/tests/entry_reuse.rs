@@ -40,7 +40,12 @@ const DEAD_MARK: u64 = CLAIMING;
 /// The new owner's claiming marker (it read head 5).
 const NEW_MARK: u64 = CLAIMING | 5;
 
-/// The two words of a publisher entry the protocol uses.
+/// The two words of a publisher entry the protocol uses. Every ordering
+/// below is the real code's, with its pairing stated there:
+/// `Segment::reap_entries` (the reaper's take, clear and FREE store),
+/// `ShmPublisher::new` (the registration), `mark_claiming` /
+/// `record_claim` (the markers), `live_owner_record` (the supervisor's
+/// loads).
 struct Entry {
     pid: AtomicU64,
     inflight: AtomicU64,

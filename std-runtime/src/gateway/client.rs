@@ -249,13 +249,14 @@ impl Backlog {
             .frames
             .last_key_value()
             .map_or(0, |(&q, _)| q.saturating_add(1));
-        let merged: Vec<u64> = self.gaps.range(after..).map(|(&f, _)| f).collect();
         let mut g = Gap {
             from,
             to,
             count: count + dropped,
         };
-        for f in merged {
+        // One at a time, no list: this runs in the bus reader, once per
+        // loss told to a client over its budget.
+        while let Some((&f, _)) = self.gaps.range(after..).next() {
             if let Some(m) = self.gaps.remove(&f) {
                 g.from = g.from.min(m.from);
                 g.to = g.to.max(m.to);
