@@ -124,6 +124,8 @@ impl std::fmt::Debug for ShmPublisher {
 impl ShmPublisher {
     /// Registers a publisher in `seg`'s publisher table.
     pub fn new(seg: Arc<Segment>, options: &PublisherOptions) -> Result<Self> {
+        // Refused before anything is registered.
+        crate::wait::check_wake_fence_setting()?;
         // Before our first publish: from here on our wake check needs no
         // fence (see `wake`).
         crate::wait::register_publisher();
