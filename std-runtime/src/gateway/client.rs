@@ -69,7 +69,9 @@ pub struct Sub {
     /// reader lost) held back until it reaches them.
     pub resuming: Option<VecDeque<Held>>,
     /// After a failed resume with nothing held: sequences from here up to
-    /// the next live frame are told as a gap.
+    /// the next live frame are told as a gap. A subscription replacing
+    /// this one carries it over, unless it resumes from here or earlier
+    /// ([`State::carried_lost_from`]).
     pub lost_from: Option<u64>,
     /// Bytes of the live frames in `resuming`.
     pub held_bytes: usize,
@@ -621,19 +623,22 @@ impl Client {
             return;
         };
         let next = sub.next;
+        // A gap the subscription carried over from one it replaced starts
+        // earlier, and covers this one.
+        let lost_from = Some(sub.lost_from.map_or(next, |l| l.min(next)));
         match hold.front().map(Held::first) {
             Some(first) if first > next => {
                 // `next..first` is lost: told as a gap when the next frame
                 // is admitted (on a private topic, the client's own next
                 // event, never another account's) or merged into a loss.
-                sub.lost_from = Some(next);
+                sub.lost_from = lost_from;
                 sub.next = first;
             }
             Some(_) => {}
             None => {
                 sub.resuming = None;
                 sub.held_bytes = 0;
-                sub.lost_from = Some(next);
+                sub.lost_from = lost_from;
                 return;
             }
         }
@@ -880,6 +885,18 @@ impl State {
             self.tell(topic, g.from, g.to, g.count);
         }
         self.bytes - before
+    }
+
+    /// Where the gap of a failed resume that the subscription to `topic`
+    /// still owes starts ([`Sub::lost_from`], pending until its next
+    /// frame), for the subscription replacing it, resuming from `resume`
+    /// (None: live), to carry over: told at the new one's first frame, as
+    /// it would have been at the old one's, from there up to that frame.
+    /// None if there is none, or if the new one resumes from its start or
+    /// earlier (it delivers those sequences itself).
+    pub(super) fn carried_lost_from(&self, topic: &str, resume: Option<u64>) -> Option<u64> {
+        let from = self.subs.get(topic)?.lost_from?;
+        resume.is_none_or(|r| r > from).then_some(from)
     }
 
     /// Removes the subscription to `topic`; None if there is none. Its
@@ -2123,6 +2140,42 @@ mod tests {
         c.resume_failed("t", 8);
         c.offer(&trade(40));
         assert_eq!(script(&c), ["gap 30..39 x10", "40"]);
+    }
+
+    /// A failed resume's pending gap (from 10) is carried over by a
+    /// subscription replacing it (`Hub::subscribe`) unless that one resumes
+    /// from 10 or earlier; a resume that carries it tells it at its first
+    /// frame, and, failing too, keeps its start (the older one).
+    #[test]
+    fn a_failed_resumes_gap_carried_to_a_replacing_resume_is_told_from_its_start() {
+        let c = Client::new(1, 1 << 20);
+        resuming(&c, "t", 10, 7);
+        c.resume_failed("t", 7);
+        {
+            let s = c.lock();
+            assert_eq!(s.carried_lost_from("t", None), Some(10));
+            assert_eq!(s.carried_lost_from("t", Some(15)), Some(10));
+            assert_eq!(s.carried_lost_from("t", Some(10)), None);
+            assert_eq!(s.carried_lost_from("t", Some(3)), None);
+            assert_eq!(s.carried_lost_from("other", None), None);
+        }
+        // Replaced by a resume from 15 carrying it: told before the
+        // resume's first frame.
+        let carrying = |resume| Sub {
+            next: 15,
+            resuming: Some(VecDeque::new()),
+            resume,
+            lost_from: Some(10),
+            ..Default::default()
+        };
+        c.lock().subs.insert(Arc::from("t"), carrying(8));
+        c.lock().admit(&trade(15));
+        assert_eq!(script(&c), ["gap 10..14 x5", "15"]);
+        // That resume failing too (at 15, nothing held): one gap from 10.
+        c.lock().subs.insert(Arc::from("t"), carrying(9));
+        c.resume_failed("t", 9);
+        c.offer(&trade(20));
+        assert_eq!(script(&c), ["gap 10..19 x10", "20"]);
     }
 
     fn account_event(seq: u64, user: &str) -> Arc<Frame> {

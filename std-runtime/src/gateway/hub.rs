@@ -341,6 +341,7 @@ impl Hub {
             // reply (below), not after it.
             owed += s.tell_pending_gap(&name);
             let resume = from.filter(|_| !topic.books);
+            let lost_from = s.carried_lost_from(&name, resume);
             // Relaxed: only uniqueness matters.
             let resume_id = resume.map_or(0, |_| self.next_resume.fetch_add(1, Ordering::Relaxed));
             s.subs.insert(
@@ -352,7 +353,7 @@ impl Hub {
                     resuming: resume.map(|_| VecDeque::new()),
                     resume: resume_id,
                     held_bytes: 0,
-                    lost_from: None,
+                    lost_from,
                     told: None,
                 },
             );
@@ -546,6 +547,48 @@ mod tests {
         let n = last.len();
         assert!(last[n - 2].contains("\"gap\""), "{:?}", &last[n - 2..]);
         assert_eq!(last[n - 1], reply);
+    }
+
+    /// Review of issue 14's closing note (H2): a failed resume's gap,
+    /// pending until the topic's next live frame, was dropped when the
+    /// client subscribed to the topic again before that frame: the new
+    /// subscription started without it, and the client was never told of
+    /// the sequences the failed resume did not deliver.
+    #[test]
+    fn regression_a_failed_resumes_gap_was_dropped_when_its_subscription_was_replaced() {
+        let bus = Bus::new(Config {
+            namespace: format!("hubfailed{}", std::process::id()),
+            topics: vec![TopicConfig::new("trade_events", 1 << 20, TopicKind::Trade)],
+        });
+        let hub = Hub::new(&bus, &["trade_events".to_owned()], None, 1 << 20).unwrap();
+        let client = hub.register();
+        client.lock().subs.insert(
+            Arc::from("trade_events"),
+            Sub {
+                next: 10,
+                resuming: Some(VecDeque::new()),
+                resume: 7,
+                ..Default::default()
+            },
+        );
+        // The resume fails at 10 with nothing held: a gap from 10 pending.
+        client.resume_failed("trade_events", 7);
+        let reply = r#"{"type":"subscribed","topics":["trade_events"]}"#.to_owned();
+        let topic = hub.topic("trade_events").unwrap();
+        hub.subscribe(&client, &[(topic, None)], None, reply.clone());
+        client.offer(&trade(20));
+        let mut sent = Vec::new();
+        while let Some((batch, _)) = client.take() {
+            sent.extend(batch.split('\n').map(str::to_owned));
+        }
+        assert_eq!(
+            sent,
+            [
+                reply,
+                gap_json("trade_events", 10, 19, 10),
+                r#"{"seq":20}"#.to_owned()
+            ]
+        );
     }
 
     fn threads_named(prefix: &str) -> usize {
