@@ -7,7 +7,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+#[cfg(test)]
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::extract::ws::Utf8Bytes;
@@ -408,8 +409,6 @@ pub struct Client {
     state: Mutex<State>,
     /// Woken when there is something to send or the connection is to close.
     pub wake: Notify,
-    /// Unsent bytes, readable without the lock (for the heartbeat's stats).
-    pub queued: AtomicU64,
     /// Times a resume of this client began waiting for room (tests only:
     /// they tell a resume that waits from one replaced before its first
     /// frame).
@@ -434,7 +433,6 @@ impl Client {
                 ..Default::default()
             }),
             wake: Notify::new(),
-            queued: AtomicU64::new(0),
             #[cfg(test)]
             room_waits: AtomicU64::new(0),
         }
@@ -476,18 +474,11 @@ impl Client {
         // one per frame per client).
         let was_empty = s.queue.is_empty();
         if s.admit(frame) {
-            self.gauge(&s);
             drop(s);
             if was_empty {
                 self.wake.notify_one();
             }
         }
-    }
-
-    /// Sets the queued-bytes gauge.
-    pub(super) fn gauge(&self, s: &State) {
-        // Relaxed: a statistic read on its own; it orders nothing.
-        self.queued.store(s.bytes as u64, Ordering::Relaxed);
     }
 
     /// Takes the next batch to send: queued messages joined by `\n`, then,
@@ -530,7 +521,6 @@ impl Client {
                 }
             }
             s.counters.sent += parts.len() as u64;
-            self.gauge(&s);
         }
         let n = parts.len() as u64;
         if n <= 1 {
@@ -662,7 +652,6 @@ impl Client {
     pub fn push_control(&self, text: String) {
         let mut s = self.lock();
         s.push_control(text);
-        self.gauge(&s);
         drop(s);
         self.wake.notify_one();
     }
@@ -673,6 +662,37 @@ impl Client {
 pub fn gap_json(topic: &str, from: u64, to: u64, count: u64) -> String {
     serde_json::json!({"type": "gap", "topic": topic, "from": from, "to": to, "count": count})
         .to_string()
+}
+
+/// The length of [`gap_json`]'s message, computed without building it: a
+/// pending gap is measured against the room each time its topic's backlog
+/// is released.
+pub fn gap_json_len(topic: &str, from: u64, to: u64, count: u64) -> usize {
+    /// Counts the bytes written to it.
+    struct Counted(usize);
+    impl std::io::Write for Counted {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    fn digits(n: u64) -> usize {
+        n.checked_ilog10().map_or(1, |d| d as usize + 1)
+    }
+    // The topic as a JSON string (quotes and escapes), as `gap_json`
+    // writes it; writing a string to a counter cannot fail.
+    let mut topic_len = Counted(0);
+    let written = serde_json::to_writer(&mut topic_len, topic);
+    debug_assert!(written.is_ok());
+    // Every other byte of the message: its keys, punctuation and type.
+    r#"{"count":,"from":,"to":,"topic":,"type":"gap"}"#.len()
+        + digits(count)
+        + digits(from)
+        + digits(to)
+        + topic_len.0
 }
 
 impl State {
@@ -988,7 +1008,7 @@ impl State {
             };
             let fits = match &oldest {
                 Oldest::Gap(g) => match room {
-                    Room::Fit => self.fits(gap_json(topic, g.from, g.to, g.count).len()),
+                    Room::Fit => self.fits(gap_json_len(topic, g.from, g.to, g.count)),
                     // Owed before the topic's next data message, whatever
                     // the room (as small as a gap message is).
                     Room::Before(_) | Room::Any => true,
@@ -2176,6 +2196,32 @@ mod tests {
         c.resume_failed("t", 9);
         c.offer(&trade(20));
         assert_eq!(script(&c), ["gap 10..19 x10", "20"]);
+    }
+
+    /// `release` measures a pending gap with `gap_json_len` (no message
+    /// built): the length must be the message's own.
+    #[test]
+    fn the_measured_gap_length_is_the_gap_messages_length() {
+        let numbers = [0, 1, 9, 10, 99, 100, 12_345, u64::MAX / 10, u64::MAX];
+        for topic in [
+            "t",
+            "trade_events",
+            "a\"b\\c",
+            "tab\tnew\nline",
+            "\u{1}\u{7f}",
+            "ünï-ĉödé",
+        ] {
+            for (i, &from) in numbers.iter().enumerate() {
+                let to = numbers[(i + 3) % numbers.len()];
+                let count = numbers[(i + 5) % numbers.len()];
+                assert_eq!(
+                    gap_json_len(topic, from, to, count),
+                    gap_json(topic, from, to, count).len(),
+                    "{:?}",
+                    gap_json(topic, from, to, count)
+                );
+            }
+        }
     }
 
     fn account_event(seq: u64, user: &str) -> Arc<Frame> {

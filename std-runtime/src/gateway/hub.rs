@@ -368,7 +368,6 @@ impl Hub {
         for f in &snapshot {
             s.admit(f);
         }
-        client.gauge(&s);
         drop(s);
         client.wake.notify_one();
         for (name, from, resume_id) in resumes {
@@ -471,7 +470,6 @@ impl Hub {
         if result.is_ok() {
             s.push_control_owing(reply, owed);
         }
-        client.gauge(&s);
         drop(s);
         client.wake.notify_one();
         result
