@@ -923,13 +923,24 @@ impl State {
     /// pending gaps are queued now (ahead of the caller's reply) and its
     /// held books dropped (no data of it after the reply; counted
     /// conflated), as [`tell_pending_gap`](Self::tell_pending_gap) does.
-    /// Returns the bytes of the gap queued, owed to the client whatever it
-    /// asked.
-    pub(super) fn unsubscribe(&mut self, topic: &str) -> Option<usize> {
-        if !self.subs.contains_key(topic) {
-            return None;
+    /// A failed resume's gap still pending ([`Sub::lost_from`]) is told
+    /// too, up to `read_to`, the last sequence the gateway's reader read of
+    /// the topic: none of those reached the client (a frame offered since
+    /// the failure would have told the gap, and one offered after this is
+    /// not delivered). The caller passes None for a private topic, whose
+    /// reader's position would tell the client when other accounts had
+    /// events: that gap is then dropped untold. Returns the bytes of the
+    /// gaps queued, owed to the client whatever it asked.
+    pub(super) fn unsubscribe(&mut self, topic: &str, read_to: Option<u64>) -> Option<usize> {
+        let lost_from = self.subs.get(topic)?.lost_from;
+        let mut told = self.tell_pending_gap(topic);
+        if let (Some(from), Some(to)) = (lost_from, read_to.filter(|&to| to != u64::MAX)) {
+            if to >= from {
+                let before = self.bytes;
+                self.tell(topic, from, to, to - from + 1);
+                told += self.bytes - before;
+            }
         }
-        let told = self.tell_pending_gap(topic);
         self.subs.remove(topic);
         Some(told)
     }
@@ -1511,7 +1522,7 @@ mod tests {
         let one = book_of(100, "AAA").text.len();
         let c = two_books_and_one_held(2 * one);
         c.offer(&book_of(111, "CCC")); // held too
-        let told = c.lock().unsubscribe("b");
+        let told = c.lock().unsubscribe("b", None);
         assert_eq!(told, Some(0), "no gap owed");
         assert_eq!(script(&c), ["100", "101"]);
         let s = c.lock();
@@ -1852,7 +1863,7 @@ mod tests {
             c.offer(&book_of(seq, &format!("K{seq}")));
         }
         c.offer(&trade_of(4));
-        let told = c.lock().unsubscribe("b").unwrap();
+        let told = c.lock().unsubscribe("b", None).unwrap();
         assert_eq!(told, gap_json("b", 4, 4, 1).len());
         assert_eq!(script(&c), ["0", "1", "2", "gap 4..4 x1"]);
         let s = c.lock();

@@ -459,7 +459,14 @@ impl Hub {
         let mut owed = 0;
         let mut result = Ok(());
         for t in topics {
-            match s.unsubscribe(t) {
+            // Relaxed: a bound, read under the client's lock; any frame up
+            // to it was offered to the client before (then it told a
+            // failed resume's gap) or is offered after (then dropped).
+            let read_to = self
+                .topic(t)
+                .filter(|topic| !topic.private)
+                .map(|topic| topic.last.load(Ordering::Relaxed));
+            match s.unsubscribe(t, read_to) {
                 Some(told) => owed += told,
                 None => {
                     result = Err(format!("not subscribed to \"{t}\""));
@@ -587,6 +594,51 @@ mod tests {
                 r#"{"seq":20}"#.to_owned()
             ]
         );
+    }
+
+    /// The same gap, dropped when the client unsubscribed from the topic:
+    /// it is owed before the reply, up to the last sequence the gateway's
+    /// reader read (no frame of it reached the client since the failure,
+    /// or the gap would have been told then). Not on a private topic,
+    /// where that end would tell the client when other accounts had
+    /// events: there it is dropped, as before.
+    #[test]
+    fn regression_a_failed_resumes_gap_was_dropped_when_the_topic_was_unsubscribed() {
+        let bus = Bus::new(Config {
+            namespace: format!("hubfailedunsub{}", std::process::id()),
+            topics: vec![
+                TopicConfig::new("trade_events", 1 << 20, TopicKind::Trade),
+                TopicConfig::new("account_events", 1 << 20, TopicKind::Account),
+            ],
+        });
+        let topics = ["trade_events".to_owned(), "account_events".to_owned()];
+        let hub = Hub::new(&bus, &topics, None, 1 << 20).unwrap();
+        let client = hub.register();
+        for (i, t) in topics.iter().enumerate() {
+            let resume = 7 + i as u64;
+            client.lock().subs.insert(
+                Arc::from(t.as_str()),
+                Sub {
+                    next: 10,
+                    resuming: Some(VecDeque::new()),
+                    resume,
+                    ..Default::default()
+                },
+            );
+            // The resume fails at 10 with nothing held: a gap from 10
+            // pending; the gateway's reader has read up to 19 (frames the
+            // client was not offered yet, or heartbeats).
+            client.resume_failed(t, resume);
+            // Relaxed: read by this thread.
+            hub.topic(t).unwrap().last.store(19, Ordering::Relaxed);
+        }
+        let reply = r#"{"type":"unsubscribed"}"#.to_owned();
+        hub.unsubscribe(&client, &topics, reply.clone()).unwrap();
+        let mut sent = Vec::new();
+        while let Some((batch, _)) = client.take() {
+            sent.extend(batch.split('\n').map(str::to_owned));
+        }
+        assert_eq!(sent, [gap_json("trade_events", 10, 19, 10), reply]);
     }
 
     fn threads_named(prefix: &str) -> usize {
