@@ -149,10 +149,12 @@ pub const FRAME_CLOCK_ENV: &str = "ZEROCAST_FRAME_CLOCK";
 pub fn prepare() -> crate::Result<()> {
     interpolating();
     match std::env::var_os(FRAME_CLOCK_ENV) {
-        Some(v) if frame_clock_choice(&v).is_none() => Err(crate::Error::BadOptions(format!(
-            "{FRAME_CLOCK_ENV}={}: expected `auto` or `realtime`",
-            v.to_string_lossy()
-        ))),
+        Some(v) if frame_clock_choice(&v).is_none() => Err(crate::Error::BadSetting {
+            var: FRAME_CLOCK_ENV,
+            value: v.to_string_lossy().into_owned(),
+            expected: "`auto` (interpolate from the TSC where the clocksource is `tsc`) or \
+                       `realtime` (read `clock_gettime` for every frame)",
+        }),
         _ => Ok(()),
     }
 }

@@ -111,6 +111,16 @@ pub enum Error {
     },
     /// Subscriber options that do not go together.
     BadOptions(String),
+    /// An environment variable zerocast reads holds a value it does not
+    /// accept (checked when a publisher is created).
+    BadSetting {
+        /// The variable.
+        var: &'static str,
+        /// Its value.
+        value: String,
+        /// The values accepted, and what each means.
+        expected: &'static str,
+    },
     /// A durable subscriber of this name is already attached and alive.
     DurableNameTaken {
         /// Topic name.
@@ -349,6 +359,14 @@ impl std::fmt::Display for Error {
                 }
             }
             Self::BadOptions(m) => write!(f, "bad subscriber options: {m}"),
+            Self::BadSetting {
+                var,
+                value,
+                expected,
+            } => write!(
+                f,
+                "environment variable {var}={value}: expected {expected}; set it so, or unset it"
+            ),
             Self::DurableNameTaken { topic, name, pid } => write!(
                 f,
                 "topic {topic}: durable subscriber {name:?} is already attached (pid {pid})"

@@ -437,4 +437,31 @@ mod tests {
         raw(&p, frame::words_as_bytes(&words.0[..n]), 0);
         assert_eq!(sub.poll(), Ok(u64::MAX));
     }
+
+    /// An iceoryx2 publisher is refused under a frame clock setting the
+    /// clock does not know, as a shared-memory one is
+    /// (`clock::tests::regression_an_unknown_frame_clock_setting_was_taken_for_auto`),
+    /// before it opens any service.
+    #[test]
+    fn an_iox_publisher_is_refused_under_an_unknown_frame_clock_setting() {
+        use crate::clock::FRAME_CLOCK_ENV;
+        if std::env::var_os(FRAME_CLOCK_ENV).is_none_or(|v| v != "1") {
+            // Alone in a child process with ZEROCAST_FRAME_CLOCK=1: the
+            // setting is read once per process.
+            crate::test_child::rerun_alone_with(
+                "iox::tests::an_iox_publisher_is_refused_under_an_unknown_frame_clock_setting",
+                FRAME_CLOCK_ENV,
+            );
+            return;
+        }
+        let ns = format!("ioxclock{}", std::process::id());
+        let topic = TopicConfig::new("t", 128 << 10, TopicKind::Trade);
+        let err = IoxPublisher::new(&ns, &topic, &PublisherOptions::default())
+            .expect_err("an iceoryx2 publisher under an unknown frame clock");
+        assert!(
+            matches!(err, Error::BadSetting { var, ref value, .. } if var == FRAME_CLOCK_ENV && value == "1"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("ZEROCAST_FRAME_CLOCK=1"), "{err}");
+    }
 }

@@ -123,9 +123,10 @@ pub struct PublisherEntry {
     /// claiming (stored before the claim, replaced by the sequence right
     /// after it). Lets a supervisor find what a dead publisher was writing,
     /// and tells it from which sequence on a live one may hold one it has
-    /// not listed yet. A reaper clears it (with `inflight_len`) before it
-    /// frees the entry, and a supervisor reads it after the owner word, so
-    /// a live owner's word is never read with a dead predecessor's record.
+    /// not listed yet. Whoever frees the entry (a reaper, or the owner's
+    /// drop) clears it ([`clear_for_next_owner`](Self::clear_for_next_owner))
+    /// first, and a supervisor reads it after the owner word, so a live
+    /// owner's word is never read with a predecessor's record.
     pub inflight: AtomicU64,
     /// Frames published through this entry.
     pub published: AtomicU64,
@@ -181,6 +182,34 @@ impl PublisherEntry {
     /// owner is claiming from that sequence or an older one.
     pub fn claiming(&self) -> Option<u64> {
         self.inflight_state().0
+    }
+
+    /// Clears what the entry's last owner left in it (its in-flight
+    /// record, counts, heartbeat time and name), by whoever holds it (its
+    /// owner, or a reaper under its tombstone), right before the Release
+    /// store of [`FREE`] that frees it. Relaxed stores: published by that
+    /// FREE store. The next owner's registration CAS reads that FREE (or a
+    /// later one, by an owner whose CAS read it), so a reader whose Acquire
+    /// load of the owner word reads the next owner's word synchronises
+    /// with the FREE store (the CAS is in its release sequence, and is
+    /// Release itself) and then reads these clears or later values, never
+    /// the last owner's: a supervisor does not hold up a declaration for a
+    /// live owner with a predecessor's claiming marker (nor name its
+    /// listing a live write), and a monitor (`stat`, `health`) does not
+    /// take a predecessor's count or heartbeat for the new owner's. (The
+    /// new owner also stores them after its registration, its own reset.)
+    pub fn clear_for_next_owner(&self) {
+        // Relaxed, all: published by the Release FREE store (above).
+        self.inflight.store(0, Ordering::Relaxed);
+        // 1: a single publish's length, the state between batches.
+        self.inflight_len.store(1, Ordering::Relaxed);
+        self.published.store(0, Ordering::Relaxed);
+        self.heartbeat_ns.store(0, Ordering::Relaxed);
+        self.gating_waits.store(0, Ordering::Relaxed);
+        self.gating_wait_ns.store(0, Ordering::Relaxed);
+        for w in &self.name {
+            w.store(0, Ordering::Relaxed);
+        }
     }
 
     /// One read of the in-flight record: where the owner is claiming from

@@ -11,8 +11,8 @@ use zerocast_core::storage::Raw;
 use crate::config::Producers;
 use crate::error::{Error, Result};
 use crate::layout::{
-    current_owner, now_ns, owner_pid, store_name, PublisherEntry, FREE, INFLIGHT_CLAIMING,
-    MAX_PUBLISHERS,
+    current_owner, now_ns, owner_pid, store_name, tombstone, PublisherEntry, FREE,
+    INFLIGHT_CLAIMING, MAX_PUBLISHERS,
 };
 use crate::segment::{Segment, STALL_BOUND};
 use crate::wait::futex_wake;
@@ -124,6 +124,8 @@ impl std::fmt::Debug for ShmPublisher {
 impl ShmPublisher {
     /// Registers a publisher in `seg`'s publisher table.
     pub fn new(seg: Arc<Segment>, options: &PublisherOptions) -> Result<Self> {
+        // Refused before anything is registered.
+        crate::wait::check_wake_fence_setting()?;
         // Before our first publish: from here on our wake check needs no
         // fence (see `wake`).
         crate::wait::register_publisher();
@@ -613,16 +615,34 @@ impl Drop for ShmPublisher {
         }
         // A forgotten loan is finished while the entry is still ours.
         self.finish_forgotten_loan();
-        // Release on success: pairs with Acquire owner loads; our last
-        // frames were committed before the entry is freed. A CAS, not a
-        // store: an entry no longer ours (reaped) is someone else's.
-        // Relaxed on failure: nothing to order.
-        let _ = self.entry().pid.compare_exchange(
-            self.owner,
-            FREE,
-            Ordering::Release,
-            Ordering::Relaxed,
-        );
+        let entry = self.entry();
+        // Freed as the reaper frees a dead owner's entry: taken under a
+        // tombstone, cleared, then FREE; so what we leave in it (an
+        // in-flight record, after a publish that unwound; our counts) is
+        // never read with the next owner's word (`clear_for_next_owner`).
+        // A CAS: an entry no longer ours (reaped) is someone else's.
+        // Relaxed: only makes the entry ours to clear (it was ours: our
+        // own stores to it precede in program order); the Release FREE
+        // store below publishes them and the clears. While it is a
+        // tombstone of ours, supervisors take its record for nobody's
+        // (`owner_alive`), and reapers leave it alone (we are alive).
+        if entry
+            .pid
+            .compare_exchange(
+                self.owner,
+                tombstone(self.owner),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            return;
+        }
+        entry.clear_for_next_owner();
+        // Release: pairs with the Acquire owner loads of registrations and
+        // other readers; our last frames were committed, and the entry
+        // cleared, before it is freed.
+        entry.pid.store(FREE, Ordering::Release);
     }
 }
 
@@ -2123,6 +2143,118 @@ mod tests {
             assert!(
                 !found,
                 "{tag}: the dead owner's record was read with the next, live, owner's word"
+            );
+        }
+    }
+
+    /// What the next owner of the freed `entry` shows between its
+    /// registration and its first store (there `ShmPublisher::new` is
+    /// stopped): the in-flight record, `published`, `heartbeat_ns`, the
+    /// gating-wait counts and the name, as a monitor or a supervisor that
+    /// reads the new owner's word then reads them. Frees the entry again.
+    fn shown_to_the_next_owner(entry: &PublisherEntry) -> (InflightState, [u64; 4], String) {
+        // AcqRel, as `ShmPublisher::new`'s: Acquire pairs with the Release
+        // FREE store of whoever freed the entry, Release with monitors'
+        // Acquire owner loads.
+        let taken = entry
+            .pid
+            .compare_exchange(FREE, current_owner(), Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok();
+        // Relaxed: after the Acquire above, as a monitor's snapshot.
+        let counts = [
+            entry.published.load(Ordering::Relaxed),
+            entry.heartbeat_ns.load(Ordering::Relaxed),
+            entry.gating_waits.load(Ordering::Relaxed),
+            entry.gating_wait_ns.load(Ordering::Relaxed),
+        ];
+        let shown = (
+            entry.inflight_state(),
+            counts,
+            crate::layout::load_name(&entry.name),
+        );
+        // Release: pairs with the Acquire loads of later registrations.
+        entry.pid.store(FREE, Ordering::Release);
+        assert!(taken, "the freed entry could not be taken again");
+        shown
+    }
+
+    /// Review of issue 14's closing note (H1): a publisher dropped after a
+    /// publish that unwound between its record and its clear (its
+    /// claiming marker, or its listing, still up: stored here directly)
+    /// freed its entry with the record left in it, where the reaper clears
+    /// a dead owner's record before FREE. The entry's next owner, from its
+    /// registration to its first store, showed the old record: a
+    /// supervisor reading its (live) word with that record held up the
+    /// declaration of a dead claim, or named the listing a live write.
+    #[test]
+    fn regression_a_dropped_publisher_left_its_in_flight_record_to_the_next_owner() {
+        for listed in [false, true] {
+            let tag = if listed { "droplisted" } else { "dropmarked" };
+            let (path, seg, sub) = watched_segment(tag);
+            let publisher = ShmPublisher::new(seg.clone(), &PublisherOptions::default()).unwrap();
+            let entry = &seg.header().publishers[publisher.entry];
+            mark_claiming(entry, &seg);
+            if listed {
+                record_inflight(entry, 0, 2);
+            }
+            assert_ne!(entry.inflight_state(), (None, None));
+            drop(publisher);
+            let (record, _, _) = shown_to_the_next_owner(entry);
+            drop((sub, seg));
+            std::fs::remove_file(&path).unwrap();
+            assert_eq!(
+                record,
+                (None, None),
+                "{tag}: the in-flight record (claiming from, listed) the next owner showed"
+            );
+        }
+    }
+
+    /// Review of issue 14's closing note (H1): an entry freed by the
+    /// reaper (or by its owner's drop) kept its last owner's `published`,
+    /// `heartbeat_ns`, gating-wait counts and name; the next owner clears
+    /// them only after its registration, so a monitor reading the new
+    /// owner's word in between (`stat`, `health`) took the old owner's
+    /// count and heartbeat for the new one's: one distorted sample (a
+    /// count that then falls to 0).
+    #[test]
+    fn regression_a_freed_publisher_entry_showed_its_last_owners_counts_to_the_next_owner() {
+        for reaped in [true, false] {
+            let tag = if reaped {
+                "reapedcounts"
+            } else {
+                "droppedcounts"
+            };
+            let (path, seg, sub) = watched_segment(tag);
+            let mut publisher = ShmPublisher::new(
+                seg.clone(),
+                &PublisherOptions {
+                    name: "old-owner".into(),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            for _ in 0..3 {
+                publisher.send_heartbeat().unwrap();
+            }
+            let entry = &seg.header().publishers[publisher.entry];
+            // Relaxed: stored by this thread (as a wait for room would).
+            entry.gating_waits.store(2, Ordering::Relaxed);
+            entry.gating_wait_ns.store(5_000, Ordering::Relaxed);
+            if reaped {
+                play_dead(&seg, publisher);
+                assert_eq!(seg.reap_entries().len(), 1);
+            } else {
+                drop(publisher);
+            }
+            let (_, counts, name) = shown_to_the_next_owner(entry);
+            drop((sub, seg));
+            std::fs::remove_file(&path).unwrap();
+            assert_eq!(
+                (counts, name.as_str()),
+                ([0; 4], ""),
+                "{tag}: [published, heartbeat_ns, gating_waits, gating_wait_ns] and name the \
+                 next owner showed"
             );
         }
     }

@@ -906,23 +906,17 @@ impl Segment {
         }
         for index in taken {
             let p = &h.publishers[index];
-            // The dead owner's record is cleared before the entry is
-            // freed, after its sequences are declared (a reaper killed
-            // before this point leaves the record to the next one). Were
-            // it left, a supervisor could read the entry's next owner, a
-            // live one, with the dead one's claiming marker or listing,
-            // and hold up declarations for it until that owner's first
-            // store. Relaxed: published by the Release store of FREE
-            // below. The next owner's registration CAS reads that FREE (or
-            // a later one, by an owner whose CAS read it), so a supervisor
-            // whose Acquire load of the owner word reads the next owner's
-            // word synchronises with our FREE store (the CAS is in its
-            // release sequence, and is Release itself) and then reads this
-            // clear or a later record, never the dead owner's: hence
-            // supervisors load the owner word first (`live_owner_record`).
-            p.inflight.store(0, Ordering::Relaxed);
-            // Relaxed: as above (1: a single publish's length).
-            p.inflight_len.store(1, Ordering::Relaxed);
+            // The dead owner's record (and counts, heartbeat time, name)
+            // is cleared before the entry is freed, after its sequences
+            // are declared (a reaper killed before this point leaves the
+            // record to the next one). Were it left, a supervisor could
+            // read the entry's next owner, a live one, with the dead one's
+            // claiming marker or listing, and hold up declarations for it
+            // until that owner's first store; hence, too, supervisors load
+            // the owner word first (`live_owner_record`). See
+            // `clear_for_next_owner` for why the FREE store below
+            // publishes the clears.
+            p.clear_for_next_owner();
             // Release: pairs with the Acquire loads of registration and of
             // other readers; our reads of the entry (and the clears above)
             // happen before reuse.

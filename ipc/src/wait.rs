@@ -151,8 +151,41 @@ pub const UNBARRIERED_SLICE: Duration = Duration::from_millis(1);
 
 /// Environment variable: `1` makes this process's publishers keep the
 /// `SeqCst` wake fence (and claim single-producer rings with a `SeqCst`
-/// fence) instead of relying on the sleepers' membarrier.
+/// fence) instead of relying on the sleepers' membarrier; `0`, or unset,
+/// is the default (the membarrier where the kernel offers it). Exactly
+/// these: any other value (an empty one included) is refused when a
+/// publisher is created ([`check_wake_fence_setting`]), and a process that
+/// registers anyway ([`register_publisher`]) keeps the fence.
 pub const WAKE_FENCE_ENV: &str = "ZEROCAST_WAKE_FENCE";
+
+/// What [`WAKE_FENCE_ENV`] accepts, for its error.
+const WAKE_FENCE_EXPECTED: &str = "`0` (rely on the sleeping subscribers' membarrier where \
+                                   the kernel offers it: the default) or `1` (keep the SeqCst \
+                                   wake fence in every publish)";
+
+/// `Some(true)` for `1` (keep the fence), `Some(false)` for `0`, `None`
+/// for anything else.
+fn wake_fence_choice(v: &std::ffi::OsStr) -> Option<bool> {
+    match v.to_str() {
+        Some("1") => Some(true),
+        Some("0") => Some(false),
+        _ => None,
+    }
+}
+
+/// Refuses a [`WAKE_FENCE_ENV`] other than `0` or `1` (unset is fine),
+/// naming it and what is accepted: publishers call it when they are
+/// created, before [`register_publisher`].
+pub fn check_wake_fence_setting() -> crate::Result<()> {
+    match std::env::var_os(WAKE_FENCE_ENV) {
+        Some(v) if wake_fence_choice(&v).is_none() => Err(crate::Error::BadSetting {
+            var: WAKE_FENCE_ENV,
+            value: v.to_string_lossy().into_owned(),
+            expected: WAKE_FENCE_EXPECTED,
+        }),
+        _ => Ok(()),
+    }
+}
 
 /// Set once this process is registered for `MEMBARRIER_CMD_GLOBAL_EXPEDITED`;
 /// from then on its publishers skip the `SeqCst` fence.
@@ -220,8 +253,11 @@ pub fn register_publisher() -> bool {
     *REGISTERED.get_or_init(|| {
         // ZEROCAST_WAKE_FENCE=1 keeps this process's publishers on the
         // SeqCst fence, as on a kernel without the command: to test that
-        // path, and to measure what the fence costs.
-        let forced_fence = std::env::var_os(WAKE_FENCE_ENV).is_some_and(|v| v == "1");
+        // path, and to measure what the fence costs. A value it does not
+        // know (refused by `check_wake_fence_setting`) keeps it too: the
+        // fence is never wrong, only slower.
+        let forced_fence =
+            std::env::var_os(WAKE_FENCE_ENV).is_some_and(|v| wake_fence_choice(&v) != Some(false));
         let ok = !forced_fence
             && global_expedited_supported()
             && membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) == 0;
@@ -429,6 +465,47 @@ mod tests {
         if registered {
             assert!(sleeper_barrier(), "membarrier(GLOBAL_EXPEDITED) failed");
         }
+    }
+
+    #[test]
+    fn the_wake_fence_setting_accepts_exactly_0_and_1() {
+        use std::ffi::OsStr;
+        assert_eq!(wake_fence_choice(OsStr::new("1")), Some(true));
+        assert_eq!(wake_fence_choice(OsStr::new("0")), Some(false));
+        for bad in ["", "on", "true", "01", " 1", "yes"] {
+            assert_eq!(wake_fence_choice(OsStr::new(bad)), None, "{bad:?}");
+        }
+    }
+
+    /// `ZEROCAST_WAKE_FENCE=on` (meaning "keep the fence") was taken for
+    /// off: publishers relied on the sleepers' membarrier. A value other
+    /// than `0` or `1` is refused when a publisher is created, naming the
+    /// variable, the value and what is accepted; a publisher created
+    /// anyway (a ring a program drives itself) keeps the fence.
+    #[test]
+    fn regression_an_unknown_wake_fence_setting_was_taken_for_off() {
+        if std::env::var_os(WAKE_FENCE_ENV).is_none_or(|v| v != "on") {
+            // Alone in a child process with ZEROCAST_WAKE_FENCE=on: the
+            // setting is read once per process.
+            crate::test_child::rerun_alone_with_value(
+                "wait::tests::regression_an_unknown_wake_fence_setting_was_taken_for_off",
+                WAKE_FENCE_ENV,
+                "on",
+            );
+            return;
+        }
+        let path = std::env::temp_dir().join(format!("zc-fence-env-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let seg = std::sync::Arc::new(crate::Segment::create(&path, "t", 64, 24).unwrap());
+        let made = crate::ShmPublisher::new(seg, &crate::PublisherOptions::default());
+        std::fs::remove_file(&path).unwrap();
+        let err = made
+            .expect_err("a publisher under an unknown wake fence setting")
+            .to_string();
+        assert!(err.contains("ZEROCAST_WAKE_FENCE=on"), "{err}");
+        assert!(err.contains("`0`") && err.contains("`1`"), "{err}");
+        assert!(!register_publisher(), "an unknown setting keeps the fence");
+        assert!(!publisher_registered());
     }
 
     /// Set in the child run of

@@ -1,8 +1,9 @@
-//! loom model of a publisher entry's reuse after its owner died
-//! (`ipc/src/segment.rs`: `Segment::reap_entries` and `live_owner_record`;
-//! `ipc/src/publisher.rs`: `ShmPublisher::new`, `mark_claiming`): a reaper
-//! frees a dead owner's entry, a new publisher takes it, and a supervisor
-//! reads the entry to decide whether a live publisher may hold a sequence.
+//! loom model of a publisher entry's reuse after its owner died or
+//! dropped its publisher (`ipc/src/segment.rs`: `Segment::reap_entries`
+//! and `live_owner_record`; `ipc/src/publisher.rs`: `ShmPublisher::new`,
+//! `ShmPublisher::drop`, `mark_claiming`): a reaper (or the dropping owner)
+//! frees the entry, a new publisher takes it, and a supervisor reads the
+//! entry to decide whether a live publisher may hold a sequence.
 //!
 //! Run with the ring models:
 //! `RUSTFLAGS="--cfg zerocast_loom" LOOM_MAX_PREEMPTIONS=3 cargo test -p zerocast-loom-tests --profile loom --target-dir target/loom`
@@ -213,4 +214,68 @@ fn a_live_claimer_of_a_reused_entry_is_found_by_a_supervisor_that_saw_its_claim(
 #[should_panic(expected = "missed live claimer")]
 fn a_claimer_without_its_marker_is_missed() {
     claimer_model(false);
+}
+
+/// The previous owner's word, when it drops its publisher itself.
+const OLD: u64 = 4;
+/// `tombstone(OLD)`: the dropping owner's hold on its entry.
+const OLD_TOMBSTONE: u64 = 5;
+/// The dropping owner's claiming marker, left by a publish that unwound.
+const OLD_MARK: u64 = CLAIMING | 1;
+
+/// `ShmPublisher::drop` after a publish that unwound with its marker up
+/// (`mark_claiming`'s Release store): take the entry under its own
+/// tombstone (a Relaxed CAS), clear the record if `clear`
+/// (`clear_for_next_owner`), free it (Release).
+fn drop_own(e: &Entry, clear: bool) {
+    e.inflight.store(OLD_MARK, Ordering::Release);
+    if e.pid
+        .compare_exchange(OLD, OLD_TOMBSTONE, Ordering::Relaxed, Ordering::Relaxed)
+        .is_err()
+    {
+        return;
+    }
+    if clear {
+        e.inflight.store(0, Ordering::Relaxed);
+    }
+    e.pid.store(FREE, Ordering::Release);
+}
+
+fn drop_model(clear: bool) {
+    loom::model(move || {
+        let e = Arc::new(Entry {
+            pid: AtomicU64::new(OLD),
+            inflight: AtomicU64::new(0),
+        });
+        let dropper = {
+            let e = e.clone();
+            thread::spawn(move || drop_own(&e, clear))
+        };
+        let owner = {
+            let e = e.clone();
+            thread::spawn(move || register_and_mark(&e))
+        };
+        let (word, record) = read(&e, true);
+        dropper.join().unwrap();
+        owner.join().unwrap();
+        assert!(
+            !(word == NEW && record == OLD_MARK),
+            "stale record: the live new owner read with the dropped owner's claiming marker"
+        );
+    });
+}
+
+/// A publisher dropped with its record up (after a publish that unwound)
+/// frees its entry as the reaper does: its record is never read with the
+/// next owner's word.
+#[test]
+fn a_dropped_publishers_entry_never_shows_its_record_with_the_new_owner() {
+    drop_model(true);
+}
+
+/// Without the drop's clear (as before), it is.
+#[test]
+#[should_panic(expected = "stale record")]
+fn a_dropped_publishers_entry_without_the_clear_shows_its_record() {
+    drop_model(false);
 }

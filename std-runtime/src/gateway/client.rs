@@ -7,7 +7,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+#[cfg(test)]
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::extract::ws::Utf8Bytes;
@@ -69,7 +70,9 @@ pub struct Sub {
     /// reader lost) held back until it reaches them.
     pub resuming: Option<VecDeque<Held>>,
     /// After a failed resume with nothing held: sequences from here up to
-    /// the next live frame are told as a gap.
+    /// the next live frame are told as a gap. A subscription replacing
+    /// this one carries it over, unless it resumes from here or earlier
+    /// ([`State::carried_lost_from`]).
     pub lost_from: Option<u64>,
     /// Bytes of the live frames in `resuming`.
     pub held_bytes: usize,
@@ -406,8 +409,6 @@ pub struct Client {
     state: Mutex<State>,
     /// Woken when there is something to send or the connection is to close.
     pub wake: Notify,
-    /// Unsent bytes, readable without the lock (for the heartbeat's stats).
-    pub queued: AtomicU64,
     /// Times a resume of this client began waiting for room (tests only:
     /// they tell a resume that waits from one replaced before its first
     /// frame).
@@ -432,7 +433,6 @@ impl Client {
                 ..Default::default()
             }),
             wake: Notify::new(),
-            queued: AtomicU64::new(0),
             #[cfg(test)]
             room_waits: AtomicU64::new(0),
         }
@@ -474,18 +474,11 @@ impl Client {
         // one per frame per client).
         let was_empty = s.queue.is_empty();
         if s.admit(frame) {
-            self.gauge(&s);
             drop(s);
             if was_empty {
                 self.wake.notify_one();
             }
         }
-    }
-
-    /// Sets the queued-bytes gauge.
-    pub(super) fn gauge(&self, s: &State) {
-        // Relaxed: a statistic read on its own; it orders nothing.
-        self.queued.store(s.bytes as u64, Ordering::Relaxed);
     }
 
     /// Takes the next batch to send: queued messages joined by `\n`, then,
@@ -528,7 +521,6 @@ impl Client {
                 }
             }
             s.counters.sent += parts.len() as u64;
-            self.gauge(&s);
         }
         let n = parts.len() as u64;
         if n <= 1 {
@@ -621,19 +613,22 @@ impl Client {
             return;
         };
         let next = sub.next;
+        // A gap the subscription carried over from one it replaced starts
+        // earlier, and covers this one.
+        let lost_from = Some(sub.lost_from.map_or(next, |l| l.min(next)));
         match hold.front().map(Held::first) {
             Some(first) if first > next => {
                 // `next..first` is lost: told as a gap when the next frame
                 // is admitted (on a private topic, the client's own next
                 // event, never another account's) or merged into a loss.
-                sub.lost_from = Some(next);
+                sub.lost_from = lost_from;
                 sub.next = first;
             }
             Some(_) => {}
             None => {
                 sub.resuming = None;
                 sub.held_bytes = 0;
-                sub.lost_from = Some(next);
+                sub.lost_from = lost_from;
                 return;
             }
         }
@@ -657,7 +652,6 @@ impl Client {
     pub fn push_control(&self, text: String) {
         let mut s = self.lock();
         s.push_control(text);
-        self.gauge(&s);
         drop(s);
         self.wake.notify_one();
     }
@@ -668,6 +662,37 @@ impl Client {
 pub fn gap_json(topic: &str, from: u64, to: u64, count: u64) -> String {
     serde_json::json!({"type": "gap", "topic": topic, "from": from, "to": to, "count": count})
         .to_string()
+}
+
+/// The length of [`gap_json`]'s message, computed without building it: a
+/// pending gap is measured against the room each time its topic's backlog
+/// is released.
+pub fn gap_json_len(topic: &str, from: u64, to: u64, count: u64) -> usize {
+    /// Counts the bytes written to it.
+    struct Counted(usize);
+    impl std::io::Write for Counted {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    fn digits(n: u64) -> usize {
+        n.checked_ilog10().map_or(1, |d| d as usize + 1)
+    }
+    // The topic as a JSON string (quotes and escapes), as `gap_json`
+    // writes it; writing a string to a counter cannot fail.
+    let mut topic_len = Counted(0);
+    let written = serde_json::to_writer(&mut topic_len, topic);
+    debug_assert!(written.is_ok());
+    // Every other byte of the message: its keys, punctuation and type.
+    r#"{"count":,"from":,"to":,"topic":,"type":"gap"}"#.len()
+        + digits(count)
+        + digits(from)
+        + digits(to)
+        + topic_len.0
 }
 
 impl State {
@@ -882,17 +907,40 @@ impl State {
         self.bytes - before
     }
 
+    /// Where the gap of a failed resume that the subscription to `topic`
+    /// still owes starts ([`Sub::lost_from`], pending until its next
+    /// frame), for the subscription replacing it, resuming from `resume`
+    /// (None: live), to carry over: told at the new one's first frame, as
+    /// it would have been at the old one's, from there up to that frame.
+    /// None if there is none, or if the new one resumes from its start or
+    /// earlier (it delivers those sequences itself).
+    pub(super) fn carried_lost_from(&self, topic: &str, resume: Option<u64>) -> Option<u64> {
+        let from = self.subs.get(topic)?.lost_from?;
+        resume.is_none_or(|r| r > from).then_some(from)
+    }
+
     /// Removes the subscription to `topic`; None if there is none. Its
     /// pending gaps are queued now (ahead of the caller's reply) and its
     /// held books dropped (no data of it after the reply; counted
     /// conflated), as [`tell_pending_gap`](Self::tell_pending_gap) does.
-    /// Returns the bytes of the gap queued, owed to the client whatever it
-    /// asked.
-    pub(super) fn unsubscribe(&mut self, topic: &str) -> Option<usize> {
-        if !self.subs.contains_key(topic) {
-            return None;
+    /// A failed resume's gap still pending ([`Sub::lost_from`]) is told
+    /// too, up to `read_to`, the last sequence the gateway's reader read of
+    /// the topic: none of those reached the client (a frame offered since
+    /// the failure would have told the gap, and one offered after this is
+    /// not delivered). The caller passes None for a private topic, whose
+    /// reader's position would tell the client when other accounts had
+    /// events: that gap is then dropped untold. Returns the bytes of the
+    /// gaps queued, owed to the client whatever it asked.
+    pub(super) fn unsubscribe(&mut self, topic: &str, read_to: Option<u64>) -> Option<usize> {
+        let lost_from = self.subs.get(topic)?.lost_from;
+        let mut told = self.tell_pending_gap(topic);
+        if let (Some(from), Some(to)) = (lost_from, read_to.filter(|&to| to != u64::MAX)) {
+            if to >= from {
+                let before = self.bytes;
+                self.tell(topic, from, to, to - from + 1);
+                told += self.bytes - before;
+            }
         }
-        let told = self.tell_pending_gap(topic);
         self.subs.remove(topic);
         Some(told)
     }
@@ -971,7 +1019,7 @@ impl State {
             };
             let fits = match &oldest {
                 Oldest::Gap(g) => match room {
-                    Room::Fit => self.fits(gap_json(topic, g.from, g.to, g.count).len()),
+                    Room::Fit => self.fits(gap_json_len(topic, g.from, g.to, g.count)),
                     // Owed before the topic's next data message, whatever
                     // the room (as small as a gap message is).
                     Room::Before(_) | Room::Any => true,
@@ -1474,7 +1522,7 @@ mod tests {
         let one = book_of(100, "AAA").text.len();
         let c = two_books_and_one_held(2 * one);
         c.offer(&book_of(111, "CCC")); // held too
-        let told = c.lock().unsubscribe("b");
+        let told = c.lock().unsubscribe("b", None);
         assert_eq!(told, Some(0), "no gap owed");
         assert_eq!(script(&c), ["100", "101"]);
         let s = c.lock();
@@ -1815,7 +1863,7 @@ mod tests {
             c.offer(&book_of(seq, &format!("K{seq}")));
         }
         c.offer(&trade_of(4));
-        let told = c.lock().unsubscribe("b").unwrap();
+        let told = c.lock().unsubscribe("b", None).unwrap();
         assert_eq!(told, gap_json("b", 4, 4, 1).len());
         assert_eq!(script(&c), ["0", "1", "2", "gap 4..4 x1"]);
         let s = c.lock();
@@ -2123,6 +2171,68 @@ mod tests {
         c.resume_failed("t", 8);
         c.offer(&trade(40));
         assert_eq!(script(&c), ["gap 30..39 x10", "40"]);
+    }
+
+    /// A failed resume's pending gap (from 10) is carried over by a
+    /// subscription replacing it (`Hub::subscribe`) unless that one resumes
+    /// from 10 or earlier; a resume that carries it tells it at its first
+    /// frame, and, failing too, keeps its start (the older one).
+    #[test]
+    fn a_failed_resumes_gap_carried_to_a_replacing_resume_is_told_from_its_start() {
+        let c = Client::new(1, 1 << 20);
+        resuming(&c, "t", 10, 7);
+        c.resume_failed("t", 7);
+        {
+            let s = c.lock();
+            assert_eq!(s.carried_lost_from("t", None), Some(10));
+            assert_eq!(s.carried_lost_from("t", Some(15)), Some(10));
+            assert_eq!(s.carried_lost_from("t", Some(10)), None);
+            assert_eq!(s.carried_lost_from("t", Some(3)), None);
+            assert_eq!(s.carried_lost_from("other", None), None);
+        }
+        // Replaced by a resume from 15 carrying it: told before the
+        // resume's first frame.
+        let carrying = |resume| Sub {
+            next: 15,
+            resuming: Some(VecDeque::new()),
+            resume,
+            lost_from: Some(10),
+            ..Default::default()
+        };
+        c.lock().subs.insert(Arc::from("t"), carrying(8));
+        c.lock().admit(&trade(15));
+        assert_eq!(script(&c), ["gap 10..14 x5", "15"]);
+        // That resume failing too (at 15, nothing held): one gap from 10.
+        c.lock().subs.insert(Arc::from("t"), carrying(9));
+        c.resume_failed("t", 9);
+        c.offer(&trade(20));
+        assert_eq!(script(&c), ["gap 10..19 x10", "20"]);
+    }
+
+    /// `release` measures a pending gap with `gap_json_len` (no message
+    /// built): the length must be the message's own.
+    #[test]
+    fn the_measured_gap_length_is_the_gap_messages_length() {
+        let numbers = [0, 1, 9, 10, 99, 100, 12_345, u64::MAX / 10, u64::MAX];
+        for topic in [
+            "t",
+            "trade_events",
+            "a\"b\\c",
+            "tab\tnew\nline",
+            "\u{1}\u{7f}",
+            "ünï-ĉödé",
+        ] {
+            for (i, &from) in numbers.iter().enumerate() {
+                let to = numbers[(i + 3) % numbers.len()];
+                let count = numbers[(i + 5) % numbers.len()];
+                assert_eq!(
+                    gap_json_len(topic, from, to, count),
+                    gap_json(topic, from, to, count).len(),
+                    "{:?}",
+                    gap_json(topic, from, to, count)
+                );
+            }
+        }
     }
 
     fn account_event(seq: u64, user: &str) -> Arc<Frame> {

@@ -341,6 +341,7 @@ impl Hub {
             // reply (below), not after it.
             owed += s.tell_pending_gap(&name);
             let resume = from.filter(|_| !topic.books);
+            let lost_from = s.carried_lost_from(&name, resume);
             // Relaxed: only uniqueness matters.
             let resume_id = resume.map_or(0, |_| self.next_resume.fetch_add(1, Ordering::Relaxed));
             s.subs.insert(
@@ -352,7 +353,7 @@ impl Hub {
                     resuming: resume.map(|_| VecDeque::new()),
                     resume: resume_id,
                     held_bytes: 0,
-                    lost_from: None,
+                    lost_from,
                     told: None,
                 },
             );
@@ -367,7 +368,6 @@ impl Hub {
         for f in &snapshot {
             s.admit(f);
         }
-        client.gauge(&s);
         drop(s);
         client.wake.notify_one();
         for (name, from, resume_id) in resumes {
@@ -459,7 +459,14 @@ impl Hub {
         let mut owed = 0;
         let mut result = Ok(());
         for t in topics {
-            match s.unsubscribe(t) {
+            // Relaxed: a bound, read under the client's lock; any frame up
+            // to it was offered to the client before (then it told a
+            // failed resume's gap) or is offered after (then dropped).
+            let read_to = self
+                .topic(t)
+                .filter(|topic| !topic.private)
+                .map(|topic| topic.last.load(Ordering::Relaxed));
+            match s.unsubscribe(t, read_to) {
                 Some(told) => owed += told,
                 None => {
                     result = Err(format!("not subscribed to \"{t}\""));
@@ -470,7 +477,6 @@ impl Hub {
         if result.is_ok() {
             s.push_control_owing(reply, owed);
         }
-        client.gauge(&s);
         drop(s);
         client.wake.notify_one();
         result
@@ -546,6 +552,93 @@ mod tests {
         let n = last.len();
         assert!(last[n - 2].contains("\"gap\""), "{:?}", &last[n - 2..]);
         assert_eq!(last[n - 1], reply);
+    }
+
+    /// Review of issue 14's closing note (H2): a failed resume's gap,
+    /// pending until the topic's next live frame, was dropped when the
+    /// client subscribed to the topic again before that frame: the new
+    /// subscription started without it, and the client was never told of
+    /// the sequences the failed resume did not deliver.
+    #[test]
+    fn regression_a_failed_resumes_gap_was_dropped_when_its_subscription_was_replaced() {
+        let bus = Bus::new(Config {
+            namespace: format!("hubfailed{}", std::process::id()),
+            topics: vec![TopicConfig::new("trade_events", 1 << 20, TopicKind::Trade)],
+        });
+        let hub = Hub::new(&bus, &["trade_events".to_owned()], None, 1 << 20).unwrap();
+        let client = hub.register();
+        client.lock().subs.insert(
+            Arc::from("trade_events"),
+            Sub {
+                next: 10,
+                resuming: Some(VecDeque::new()),
+                resume: 7,
+                ..Default::default()
+            },
+        );
+        // The resume fails at 10 with nothing held: a gap from 10 pending.
+        client.resume_failed("trade_events", 7);
+        let reply = r#"{"type":"subscribed","topics":["trade_events"]}"#.to_owned();
+        let topic = hub.topic("trade_events").unwrap();
+        hub.subscribe(&client, &[(topic, None)], None, reply.clone());
+        client.offer(&trade(20));
+        let mut sent = Vec::new();
+        while let Some((batch, _)) = client.take() {
+            sent.extend(batch.split('\n').map(str::to_owned));
+        }
+        assert_eq!(
+            sent,
+            [
+                reply,
+                gap_json("trade_events", 10, 19, 10),
+                r#"{"seq":20}"#.to_owned()
+            ]
+        );
+    }
+
+    /// The same gap, dropped when the client unsubscribed from the topic:
+    /// it is owed before the reply, up to the last sequence the gateway's
+    /// reader read (no frame of it reached the client since the failure,
+    /// or the gap would have been told then). Not on a private topic,
+    /// where that end would tell the client when other accounts had
+    /// events: there it is dropped, as before.
+    #[test]
+    fn regression_a_failed_resumes_gap_was_dropped_when_the_topic_was_unsubscribed() {
+        let bus = Bus::new(Config {
+            namespace: format!("hubfailedunsub{}", std::process::id()),
+            topics: vec![
+                TopicConfig::new("trade_events", 1 << 20, TopicKind::Trade),
+                TopicConfig::new("account_events", 1 << 20, TopicKind::Account),
+            ],
+        });
+        let topics = ["trade_events".to_owned(), "account_events".to_owned()];
+        let hub = Hub::new(&bus, &topics, None, 1 << 20).unwrap();
+        let client = hub.register();
+        for (i, t) in topics.iter().enumerate() {
+            let resume = 7 + i as u64;
+            client.lock().subs.insert(
+                Arc::from(t.as_str()),
+                Sub {
+                    next: 10,
+                    resuming: Some(VecDeque::new()),
+                    resume,
+                    ..Default::default()
+                },
+            );
+            // The resume fails at 10 with nothing held: a gap from 10
+            // pending; the gateway's reader has read up to 19 (frames the
+            // client was not offered yet, or heartbeats).
+            client.resume_failed(t, resume);
+            // Relaxed: read by this thread.
+            hub.topic(t).unwrap().last.store(19, Ordering::Relaxed);
+        }
+        let reply = r#"{"type":"unsubscribed"}"#.to_owned();
+        hub.unsubscribe(&client, &topics, reply.clone()).unwrap();
+        let mut sent = Vec::new();
+        while let Some((batch, _)) = client.take() {
+            sent.extend(batch.split('\n').map(str::to_owned));
+        }
+        assert_eq!(sent, [gap_json("trade_events", 10, 19, 10), reply]);
     }
 
     fn threads_named(prefix: &str) -> usize {
