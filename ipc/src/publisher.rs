@@ -2706,4 +2706,67 @@ mod tests {
         );
         assert_eq!(parent, Ok(1), "the parent could no longer publish");
     }
+
+    /// Review of 4de1eb0 (`publish` no longer a loan, `publish_words`
+    /// widening the ring's error itself): a publish by either leaves its
+    /// entry as a loan's commit does (nothing in flight, counted), and one
+    /// refused for a full ring (the Fail policy, a gating subscriber
+    /// reading nothing) takes its record down, counts nothing, and names
+    /// that subscriber in `RingFull`, as the loan path did.
+    #[test]
+    fn publish_and_publish_words_leave_the_entry_as_a_loans_commit_does() {
+        for words in [false, true] {
+            let tag = if words { "fullwords" } else { "fullpublish" };
+            let path = std::env::temp_dir().join(format!("zc-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_file(&path);
+            let seg = Arc::new(Segment::create(&path, tag, 8, 32).unwrap());
+            let holder = crate::subscriber::ShmSubscriber::new(
+                seg.clone(),
+                &crate::subscriber::SubscriberOptions {
+                    name: "holder".into(),
+                    gating: true,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            let mut p = ShmPublisher::new(
+                seg.clone(),
+                &PublisherOptions {
+                    gating: GatingPolicy::Fail,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            let mut buf = frame::FrameBuf::default();
+            let mut send = |p: &mut ShmPublisher, i: u64| {
+                if words {
+                    let n = frame::encode(&heartbeat(i), p.id(), 0, &mut buf.0).unwrap();
+                    p.publish_words(&buf.0[..n])
+                } else {
+                    p.publish(&heartbeat(i))
+                }
+            };
+            let cap = seg.ring().capacity();
+            for i in 0..cap {
+                assert_eq!(send(&mut p, i).unwrap(), i, "{tag}");
+            }
+            let entry = &seg.header().publishers[p.entry];
+            // Relaxed: stored by this thread.
+            let counted = || entry.published.load(Ordering::Relaxed);
+            assert_eq!(
+                (entry.inflight_state(), counted()),
+                ((None, None), cap),
+                "{tag}"
+            );
+            let err = send(&mut p, cap).unwrap_err();
+            let shown = ((entry.inflight_state(), counted()), err.to_string());
+            drop((p, holder, seg));
+            std::fs::remove_file(&path).unwrap();
+            assert!(
+                matches!(&err, Error::RingFull { behind: Some(b), .. } if b.name == "holder"),
+                "{tag}: {err}"
+            );
+            assert_eq!(shown.0, ((None, None), cap), "{tag}: {}", shown.1);
+        }
+    }
 }

@@ -929,12 +929,26 @@ impl State {
     /// the failure would have told the gap, and one offered after this is
     /// not delivered). The caller passes None for a private topic, whose
     /// reader's position would tell the client when other accounts had
-    /// events: that gap is then dropped untold. Returns the bytes of the
-    /// gaps queued, owed to the client whatever it asked.
+    /// events: that gap is then dropped untold. A subscription still
+    /// resuming (one that carried the gap over, [`carried_lost_from`](Self::carried_lost_from))
+    /// owes it only up to where its resume stands: what comes after is the
+    /// resume's to deliver (in the ring or the WAL), ended by this
+    /// unsubscribe, not lost, as for any resume unsubscribed. Returns the
+    /// bytes of the gaps queued, owed to the client whatever it asked.
     pub(super) fn unsubscribe(&mut self, topic: &str, read_to: Option<u64>) -> Option<usize> {
-        let lost_from = self.subs.get(topic)?.lost_from;
+        let sub = self.subs.get(topic)?;
+        let lost_from = sub.lost_from;
+        // While resuming, `next` is where the resume stands: a pending
+        // gap means it delivered nothing since (its first frame would
+        // have told it), only passed sequences it does not forward.
+        // (`u64::MAX`: the reader read nothing yet.)
+        let read_to = read_to.filter(|&to| to != u64::MAX);
+        let read_to = match &sub.resuming {
+            Some(_) => read_to.and_then(|to| Some(to.min(sub.next.checked_sub(1)?))),
+            None => read_to,
+        };
         let mut told = self.tell_pending_gap(topic);
-        if let (Some(from), Some(to)) = (lost_from, read_to.filter(|&to| to != u64::MAX)) {
+        if let (Some(from), Some(to)) = (lost_from, read_to) {
             if to >= from {
                 let before = self.bytes;
                 self.tell(topic, from, to, to - from + 1);

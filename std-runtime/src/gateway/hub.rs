@@ -641,6 +641,66 @@ mod tests {
         assert_eq!(sent, [gap_json("trade_events", 10, 19, 10), reply]);
     }
 
+    /// Review of task L (7c31127): a failed resume's gap (from 10) carried
+    /// over by a replacing resume from 15 (`carried_lost_from`), the topic
+    /// then unsubscribed while that resume still catches up, was told up
+    /// to the last sequence the gateway's reader read (40): sequences
+    /// 15..=40 named as never sent, where they are the replacing resume's
+    /// to deliver (in the ring; held live frames among them), ended by the
+    /// client's own unsubscribe, as a resume unsubscribed without a carried
+    /// gap tells nothing. The gap owed ends where that resume starts.
+    #[test]
+    fn regression_an_unsubscribed_resume_told_its_carried_gap_over_what_it_resumes() {
+        let bus = Bus::new(Config {
+            namespace: format!("hubcarriedunsub{}", std::process::id()),
+            topics: vec![TopicConfig::new("trade_events", 1 << 20, TopicKind::Trade)],
+        });
+        let topics = ["trade_events".to_owned()];
+        let hub = Hub::new(&bus, &topics, None, 1 << 20).unwrap();
+        let client = hub.register();
+        client.lock().subs.insert(
+            Arc::from("trade_events"),
+            Sub {
+                next: 10,
+                resuming: Some(VecDeque::new()),
+                resume: 7,
+                ..Default::default()
+            },
+        );
+        // The resume fails at 10 with nothing held: a gap from 10 pending.
+        client.resume_failed("trade_events", 7);
+        // Replaced by a resume from 15, as `Hub::subscribe` makes it (its
+        // thread not started here): the gap carried over.
+        let carried = client.lock().carried_lost_from("trade_events", Some(15));
+        assert_eq!(carried, Some(10));
+        client.lock().subs.insert(
+            Arc::from("trade_events"),
+            Sub {
+                next: 15,
+                resuming: Some(VecDeque::new()),
+                resume: 8,
+                lost_from: carried,
+                ..Default::default()
+            },
+        );
+        // Live frames the reader read meanwhile, held for that resume.
+        for seq in 30..=40 {
+            client.offer(&trade(seq));
+        }
+        // Relaxed: read by this thread.
+        hub.topic("trade_events")
+            .unwrap()
+            .last
+            .store(40, Ordering::Relaxed);
+        let reply = r#"{"type":"unsubscribed"}"#.to_owned();
+        hub.unsubscribe(&client, &topics, reply.clone()).unwrap();
+        let mut sent = Vec::new();
+        while let Some((batch, _)) = client.take() {
+            sent.extend(batch.split('\n').map(str::to_owned));
+        }
+        assert_eq!(sent, [gap_json("trade_events", 10, 14, 5), reply]);
+    }
+
     fn threads_named(prefix: &str) -> usize {
         std::fs::read_dir("/proc/self/task")
             .unwrap()
