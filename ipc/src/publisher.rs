@@ -214,49 +214,9 @@ impl ShmPublisher {
     /// Publishes one body and returns its topic sequence: a
     /// [`loan`](Self::loan) written with `body` and committed, so the body
     /// is stored once, field by field, straight into the ring slot.
-    ///
-    /// The same steps as a loan's, in one function: no loan object is
-    /// built and moved between them (those moves cost a publish about as
-    /// much as its encoding).
     #[inline]
     pub fn publish<B: Body>(&mut self, body: &B) -> Result<u64> {
-        self.check_fits(frame::frame_words(B::KIND))?;
-        // Read before the claim, as `loan` does (see there).
-        let now = crate::clock::frame_ns();
-        if self.open_loan.is_some() {
-            self.finish_forgotten_loan();
-        }
-        check_older_laps(&self.seg, self.policy, 1)?;
-        let seg: &Segment = &self.seg;
-        let entry = &seg.header().publishers[self.entry];
-        let mut waiting = WaitLimit::new(seg, entry, self.policy);
-        let mut stuck = StuckWait::new(seg);
-        mark_claiming(entry, seg);
-        let slot = match seg.producer_ring().claim_write_with(
-            &mut self.cache,
-            || waiting.keep_waiting(),
-            |seq| record_claim(entry, seq),
-            |older| stuck.check(older),
-        ) {
-            Ok(slot) => slot,
-            Err(e) => {
-                clear_claim(entry);
-                return Err(publish_error(seg, e));
-            }
-        };
-        // The header first: with the sequence and the stamp, the slot's
-        // first line is then stored in one go (a caught-up subscriber
-        // polls that line, and each look between two stores into it costs
-        // the second one a transfer back). `archived_words` of a sealed
-        // body does not panic; if it did, the slot's drop would mark the
-        // sequence lost.
-        let header = FrameHeader::new(B::KIND, self.entry as u32, now).to_words();
-        store_frame(&slot, &header, body);
-        let seq = slot.commit();
-        clear_claim(entry);
-        self.published += 1;
-        after_publish(seg, entry, self.published);
-        Ok(seq)
+        Ok(self.loan::<B>()?.write(body).commit())
     }
 
     /// Publishes `body` as a retransmission of sequence `original`: the
@@ -323,6 +283,12 @@ impl ShmPublisher {
     /// # std::fs::remove_file(&dir).ok();
     /// # Ok::<(), zerocast_ipc::Error>(())
     /// ```
+    // Inlined into every caller (`publish` above among them): out of line,
+    // it hands its loan back through memory (a `Result` of about 100
+    // bytes), and a publish(&T) back to back cost 52 ns instead of 39
+    // (AMD EPYC guest), which a change elsewhere in this crate (new error
+    // variants, a larger `Drop`) was enough to bring about.
+    #[inline(always)]
     pub fn loan<B: Body>(&mut self) -> Result<LoanUninit<'_, B>> {
         let words = frame::frame_words(B::KIND);
         self.check_fits(words)?;
@@ -386,17 +352,12 @@ impl ShmPublisher {
             self.finish_forgotten_loan();
         }
         check_older_laps(&self.seg, self.policy, 1)?;
-        // The ring's small error, widened only on failure: the bus's
-        // `Error` is 96 bytes, and moving a `Result` of it through the
-        // publish cost more than the bookkeeping.
-        match claim_and_commit(&self.seg, self.entry, &mut self.cache, self.policy, words) {
-            Ok(seq) => {
-                self.published += 1;
-                after_publish(&self.seg, self.entry(), self.published);
-                Ok(seq)
-            }
-            Err(e) => Err(publish_error(&self.seg, e)),
+        let result = claim_and_commit(&self.seg, self.entry, &mut self.cache, self.policy, words);
+        if result.is_ok() {
+            self.published += 1;
+            after_publish(&self.seg, self.entry(), self.published);
         }
+        result
     }
 
     /// Publishes `bodies` with one claim of consecutive sequences; returns the
@@ -1082,7 +1043,7 @@ fn claim_and_commit(
     cache: &mut GatingCache,
     policy: GatingPolicy,
     words: &[u64],
-) -> core::result::Result<u64, PublishError> {
+) -> Result<u64> {
     let entry = &seg.header().publishers[entry];
     let mut waiting = WaitLimit::new(seg, entry, policy);
     // One stall timer serves both waits that may call it: giving up a
@@ -1100,7 +1061,7 @@ fn claim_and_commit(
         |older| stuck.check(older),
     );
     clear_claim(entry);
-    result
+    result.map_err(|e| publish_error(seg, e))
 }
 
 // The in-flight record of a publisher entry, through a publish:
