@@ -2668,8 +2668,8 @@ mod tests {
         assert_eq!(parent, Ok(1), "the parent could no longer publish");
     }
 
-    /// Review of 4de1eb0 (`publish` no longer a loan, `publish_words`
-    /// widening the ring's error itself): a publish by either leaves its
+    /// Written in the review of 4de1eb0 (a one-function `publish`, since
+    /// reverted; kept as a guard on both paths): a publish by either leaves its
     /// entry as a loan's commit does (nothing in flight, counted), and one
     /// refused for a full ring (the Fail policy, a gating subscriber
     /// reading nothing) takes its record down, counts nothing, and names

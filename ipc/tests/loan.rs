@@ -77,9 +77,8 @@ fn loan_commit_delivers_the_exact_frame() {
             100.0 + i as f64
         );
     }
-    // `publish` (a loan's steps in one function, the header stored first)
-    // and `publish_batch` (written in place slot by slot) deliver the same
-    // bytes.
+    // `publish` (a loan underneath) and `publish_batch` (written in place
+    // slot by slot) deliver the same bytes.
     publisher.publish(&trade(7)).unwrap();
     publisher.publish_batch(&[trade(8), trade(9)]).unwrap();
     for i in 7..10 {
