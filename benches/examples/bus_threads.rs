@@ -45,6 +45,15 @@ fn run(path: &str, round: usize) -> Run {
         namespace: format!("busthr{}{path}{round}", std::process::id()),
         topics: vec![topic],
     });
+    bus.remove_segments();
+    // Removes the run's segments however it ends (a panic included).
+    struct Cleanup(Bus);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            self.0.remove_segments();
+        }
+    }
+    let cleanup = Cleanup(bus.clone());
     pin(0);
     let ready = Arc::new(AtomicBool::new(false));
     let reader = {
@@ -67,7 +76,7 @@ fn run(path: &str, round: usize) -> Run {
             ready.store(true, Ordering::Release);
             let (mut received, mut lagged) = (0, 0);
             // Empty polls in a row; the clock is read every 1024th (as
-            // `Subscriber::recv` does when busy-spinning), never per poll:
+            // `Subscriber::recv_timeout` does when busy-spinning), never per poll:
             // how often a caught-up reader looks at the slot being written
             // changes the publisher's rate.
             let (mut empty, mut idle_since) = (0u32, None::<Instant>);
@@ -103,6 +112,11 @@ fn run(path: &str, round: usize) -> Run {
     };
     // Acquire: pairs with the Release store above.
     while !ready.load(Ordering::Acquire) {
+        if reader.is_finished() {
+            // It panicked before it was ready (no subscriber): say why.
+            let _ = reader.join().expect("subscriber thread");
+            panic!("the subscriber thread ended before subscribing");
+        }
         std::thread::yield_now();
     }
     let mut publisher = bus.publisher("bench").expect("publisher");
@@ -127,7 +141,7 @@ fn run(path: &str, round: usize) -> Run {
     let rate = FRAMES as f64 / t0.elapsed().as_secs_f64() / 1e6;
     let (received, lagged) = reader.join().expect("subscriber thread");
     drop(publisher);
-    bus.remove_segments();
+    drop(cleanup);
     Run {
         rate,
         received,
@@ -142,6 +156,9 @@ fn main() {
         .unwrap_or(5);
     let paths = ["publish", "single", "words", "raw"];
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
+    // Runs whose reader was lapped (it fell a ring behind): their rate is
+    // still the publisher's, but not every frame was read.
+    let mut lapped = vec![0usize; paths.len()];
     for round in 0..rounds {
         for (i, path) in paths.iter().enumerate() {
             let r = run(path, round);
@@ -150,6 +167,7 @@ fn main() {
                 r.rate, r.received, r.lagged
             );
             rates[i].push(r.rate);
+            lapped[i] += usize::from(r.lagged > 0);
         }
     }
     println!(
@@ -163,7 +181,10 @@ fn main() {
     };
     let medians: Vec<f64> = rates.iter_mut().map(median).collect();
     let raw = medians[paths.len() - 1];
-    for (path, m) in paths.iter().zip(&medians) {
-        println!("{path:8} {m:6.2}  {:.2}x raw", m / raw);
+    for ((path, m), lapped) in paths.iter().zip(&medians).zip(&lapped) {
+        println!(
+            "{path:8} {m:6.2}  {:.2}x raw  (reader lapped in {lapped} of {rounds} runs)",
+            m / raw
+        );
     }
 }
