@@ -166,17 +166,11 @@ impl ShmPublisher {
                 }
             })?;
         let e = &h.publishers[entry];
-        // Relaxed: our own entry; monitors read these as hints. (Normally
-        // clear already: a publisher clears its record after each publish,
-        // a reaper before it frees a dead one's entry.)
-        e.inflight.store(0, Ordering::Relaxed);
-        // A single publish is one sequence; only a batch changes this.
-        e.inflight_len.store(1, Ordering::Relaxed);
-        e.published.store(0, Ordering::Relaxed);
-        e.gating_waits.store(0, Ordering::Relaxed);
-        e.gating_wait_ns.store(0, Ordering::Relaxed);
-        // 0: no heartbeat yet (`zerocast stat` says "never").
-        e.heartbeat_ns.store(0, Ordering::Relaxed);
+        // Our own entry now; normally clear already (a drop and a reaper
+        // clear it before FREE), cleared again as the new owner's reset:
+        // nothing in flight, length 1, counts 0, heartbeat 0 (`zerocast
+        // stat` says "never"), the name stored below.
+        e.clear_for_next_owner();
         let name = if options.name.is_empty() {
             format!("pub-{pid}")
         } else {
