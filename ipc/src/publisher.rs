@@ -1,6 +1,6 @@
 //! Publishing frames to a topic.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{fence, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -593,6 +593,11 @@ impl Drop for ShmPublisher {
         {
             return;
         }
+        // Release: pairs with the Acquire fence of monitors that read the
+        // entry's fields and then load the owner word again (`zerocast
+        // health`): one that reads any of the clears below also sees the
+        // tombstone, and drops its reading.
+        fence(Ordering::Release);
         entry.clear_for_next_owner();
         // Release: pairs with the Acquire owner loads of registrations and
         // other readers; our last frames were committed, and the entry

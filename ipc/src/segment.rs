@@ -6,7 +6,7 @@ use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{fence, Ordering};
 use std::time::{Duration, Instant};
 
 use memmap2::MmapMut;
@@ -916,6 +916,11 @@ impl Segment {
             // the owner word first (`live_owner_record`). See
             // `clear_for_next_owner` for why the FREE store below
             // publishes the clears.
+            // Release: pairs with the Acquire fence of monitors that load
+            // the owner word again after reading the entry (`zerocast
+            // health`): one that reads any clear below also sees the
+            // tombstone taken above, not the dead owner's word.
+            fence(Ordering::Release);
             p.clear_for_next_owner();
             // Release: pairs with the Acquire loads of registration and of
             // other readers; our reads of the entry (and the clears above)

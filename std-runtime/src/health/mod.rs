@@ -53,7 +53,7 @@ mod serve;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -691,6 +691,8 @@ impl HealthMonitor {
             if word == FREE || is_tombstone(word) {
                 continue;
             }
+            #[cfg(test)]
+            tests::between_publisher_reads();
             let alive = owner_alive(word);
             dead_entries |= !alive;
             // Relaxed: monitoring snapshots, as above.
@@ -699,6 +701,18 @@ impl HealthMonitor {
             let gating_wait = ns_duration(p.gating_wait_ns.load(Ordering::Relaxed));
             let heartbeat = p.heartbeat_ns.load(Ordering::Relaxed);
             let name = load_name(&p.name);
+            let inflight = p.inflight_range();
+            // Acquire: pairs with the Release fence after the owner
+            // word's tombstone compare-and-swap in a publisher's drop and
+            // in a reap: if any word read above is one their clears
+            // stored (a count of 0, an empty name), the owner word is no
+            // longer `word`, and this entry's reading is dropped, not
+            // reported as a live publisher that published nothing.
+            fence(Ordering::Acquire);
+            // Relaxed: ordered by the fence above.
+            if p.pid.load(Ordering::Relaxed) != word {
+                continue;
+            }
             let key = (topic.to_owned(), index, word);
             let known = self.publishers.contains_key(&key);
             let track = self.publishers.entry(key).or_insert(PublisherTrack {
@@ -791,7 +805,7 @@ impl HealthMonitor {
                 gating_waits,
                 gating_wait,
                 rate: track.rate,
-                inflight: p.inflight_range(),
+                inflight,
                 gone: false,
             };
             track.last = Some(report.clone());

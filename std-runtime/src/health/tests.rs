@@ -525,3 +525,56 @@ fn metrics_text_names_every_counter() {
         assert!(text.contains(line), "{line:?} not in\n{text}");
     }
 }
+
+thread_local! {
+    /// Run once by the next poll between its first load of a live
+    /// publisher entry's owner word and its reads of the entry's fields.
+    static BETWEEN_PUBLISHER_READS: std::cell::RefCell<Option<Box<dyn FnOnce()>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Called by `poll_topic` (test builds only) between loading a publisher
+/// entry's owner word and reading its fields.
+pub(super) fn between_publisher_reads() {
+    if let Some(f) = BETWEEN_PUBLISHER_READS.with(|h| h.borrow_mut().take()) {
+        f();
+    }
+}
+
+/// A publisher dropped while a poll read its entry: the poll had loaded the
+/// live owner word, then read the fields the drop had just cleared, and
+/// reported a live publisher with no name that had published nothing (a
+/// count gone from 5 to 0), with the heartbeat age of a publisher that
+/// never beat. The poll now loads the owner word again after the fields
+/// and drops a reading whose owner changed.
+#[test]
+fn regression_publisher_dropped_during_a_poll_is_not_reported_cleared() {
+    let tb = TestBus::new("dropread");
+    let seg = tb.0.segment("trades").unwrap();
+    let mut p = ShmPublisher::new(
+        seg,
+        &PublisherOptions {
+            name: "leaving".into(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for _ in 0..5 {
+        p.publish(&trade()).unwrap();
+    }
+    let mut m = HealthMonitor::new(tb.0.clone(), options(Duration::from_secs(10)));
+    let r = m.poll(now_ns());
+    assert_eq!(publisher(&r, "leaving").published, 5);
+    BETWEEN_PUBLISHER_READS.with(|h| *h.borrow_mut() = Some(Box::new(move || drop(p))));
+    let r = m.poll(now_ns());
+    // The hook ran: the publisher is gone from the table.
+    assert!(BETWEEN_PUBLISHER_READS.with(|h| h.borrow().is_none()));
+    let seen: Vec<_> = r.topics.iter().flat_map(|t| &t.publishers).collect();
+    assert!(
+        seen.iter().all(|p| p.name == "leaving" && p.published == 5),
+        "a reading of a cleared entry was reported: {seen:#?}"
+    );
+    // And the entry, freed, is not reported at all on the next poll.
+    let r = m.poll(now_ns());
+    assert!(r.topics.iter().all(|t| t.publishers.is_empty()), "{r:#?}");
+}
