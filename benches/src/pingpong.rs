@@ -216,24 +216,49 @@ pub fn cache_line_floor(cores: [usize; 2], rounds: u64) -> OneWay {
 
 /// The floor for anything that sleeps: a bare futex park/unpark pair. Each
 /// side sets the other's word, wakes it (FUTEX_WAKE, shared futex as the
-/// segment's), and sleeps on its own word (FUTEX_WAIT) until answered:
-/// both sides sleep in the kernel on every round trip, with no spin.
+/// segment's), and sleeps on its own word (FUTEX_WAIT) until answered,
+/// with no spin: a side sleeps in the kernel unless the answer is already
+/// there when it looks (see [`futex_pingpong_counted`]).
 pub fn futex_pingpong(cores: [usize; 2], rounds: u64) -> OneWay {
+    futex_pingpong_counted(cores, rounds).0
+}
+
+/// [`futex_pingpong`], with its waits (both sides, warm-up included) and
+/// how many of them called `FUTEX_WAIT` at all: a wait whose answer was
+/// already there when it looked returns without sleeping, so where the
+/// two cores answer faster than a side gets into the kernel (a system
+/// call slower than the cross-core hop), the pair's p50 is no sleep at
+/// all, and this share says how often that happened.
+pub fn futex_pingpong_counted(cores: [usize; 2], rounds: u64) -> (OneWay, u64, u64) {
     let (to_echo, to_ping) = (Line(AtomicU32::new(0)), Line(AtomicU32::new(0)));
     let (to_echo, to_ping) = (&to_echo.0, &to_ping.0);
+    // Waits of each side, and those that found no answer at their first
+    // look (each side counts its own, on its own line).
+    let (ping_waits, echo_waits) = (Line(AtomicU64::new(0)), Line(AtomicU64::new(0)));
+    let (ping_waits, echo_waits) = (&ping_waits.0, &echo_waits.0);
+    let (ping_slept, echo_slept) = (Line(AtomicU64::new(0)), Line(AtomicU64::new(0)));
+    let (ping_slept, echo_slept) = (&ping_slept.0, &echo_slept.0);
     // Sleeps until `word` holds `want`; FUTEX_WAIT returns at once if the
     // word changed after the load, so no wake is lost.
-    fn wait_for(word: &AtomicU32, want: u32) {
+    fn wait_for(word: &AtomicU32, want: u32, waits: &AtomicU64, slept: &AtomicU64) {
+        // Relaxed (both counters): each is written by one thread and read
+        // after the threads are joined.
+        waits.fetch_add(1, Ordering::Relaxed);
+        let mut first = true;
         loop {
             // Acquire: pairs with the Release store of the other side.
             let seen = word.load(Ordering::Acquire);
             if seen == want {
                 return;
             }
+            if first {
+                slept.fetch_add(1, Ordering::Relaxed);
+                first = false;
+            }
             futex_wait(word, seen, Duration::from_secs(1));
         }
     }
-    run_pair(
+    let w = run_pair(
         cores,
         rounds,
         || {
@@ -243,20 +268,24 @@ pub fn futex_pingpong(cores: [usize; 2], rounds: u64) -> OneWay {
                 // Release: pairs with the echo's Acquire load in `wait_for`.
                 to_echo.store(n, Ordering::Release);
                 futex_wake(to_echo);
-                wait_for(to_ping, n);
+                wait_for(to_ping, n, ping_waits, ping_slept);
             }
         },
         || {
             let mut n = 0u32;
             move || {
                 n = n.wrapping_add(1);
-                wait_for(to_echo, n);
+                wait_for(to_echo, n, echo_waits, echo_slept);
                 // Release: pairs with the ping's Acquire load in `wait_for`.
                 to_ping.store(n, Ordering::Release);
                 futex_wake(to_ping);
             }
         },
-    )
+    );
+    // Relaxed: the threads were joined by `run_pair`.
+    let waits = ping_waits.load(Ordering::Relaxed) + echo_waits.load(Ordering::Relaxed);
+    let slept = ping_slept.load(Ordering::Relaxed) + echo_slept.load(Ordering::Relaxed);
+    (w, waits, slept)
 }
 
 /// How a shared-memory ping-pong sends (see [`shm_pingpong_with`]).
@@ -529,7 +558,8 @@ pub fn run(namespace: &str, cores: [usize; 2], rounds: Rounds) -> Value {
     eprintln!("ping-pong iox-plain");
     let iox = iox_pingpong(namespace, cores, rounds.spin);
     eprintln!("wake: bare futex");
-    let futex = futex_pingpong(cores, rounds.wake);
+    let (futex, waits, entered) = futex_pingpong_counted(cores, rounds.wake);
+    let futex_slept = entered as f64 / waits.max(1) as f64;
     eprintln!("wake: shm blocking, no spin");
     let shm_block = shm_pingpong(
         &format!("{namespace}-wk"),
@@ -553,6 +583,15 @@ pub fn run(namespace: &str, cores: [usize; 2], rounds: Rounds) -> Value {
         v["mean_x_futex"] = r["mean_x_futex"].clone();
         v
     };
+    let futex_row = {
+        let does = format!(
+            "bare FUTEX_WAIT / FUTEX_WAKE pair, no spin (the floor for anything that sleeps); {:.0}% of its waits called FUTEX_WAIT, the rest found the answer already there",
+            futex_slept * 100.0
+        );
+        let mut v = wake("futex", &does, &futex);
+        v["waits_entering_futex_wait"] = json!(futex_slept);
+        v
+    };
     json!({
         "cores": cores,
         "floor": floor.json(None),
@@ -563,7 +602,7 @@ pub fn run(namespace: &str, cores: [usize; 2], rounds: Rounds) -> Value {
                 "method": "iceoryx2 benchmarks/publish-subscribe: 1 publisher, 1 subscriber, buffer 1, max_nodes 2; next sample loaned and its 160 B written before the wait, as upstream; receive busy-poll"})),
         ],
         "wake": [
-            wake("futex", "bare FUTEX_WAIT / FUTEX_WAKE pair, no spin (the floor for anything that sleeps)", &futex),
+            futex_row,
             wake("shm", "zerocast Subscriber::recv, WaitStrategy::Blocking { spins: 0 }: sleeps on the segment's futex at once", &shm_block),
             wake("iox-plain", "iceoryx2 Listener::blocking_wait / Notifier::notify (benchmarks/event), no spin", &iox_event),
         ],
@@ -620,5 +659,19 @@ mod tests {
     fn floor_and_futex_pairs_count_their_rounds() {
         assert_eq!(cache_line_floor(two_cores(), 100).rounds, 100);
         assert_eq!(futex_pingpong(two_cores(), 20).rounds, 20);
+    }
+
+    /// The futex pair's p50 was printed as "both sides asleep in the
+    /// kernel on every round trip" on a CPU (AMD EPYC family 26) where it
+    /// was 340 ns, no sleep at all: each side's answer was there before it
+    /// got into the kernel. The pair now counts its waits and those that
+    /// called FUTEX_WAIT, and the harness prints the share.
+    #[test]
+    fn regression_futex_pair_counts_waits_that_got_into_the_kernel() {
+        let (w, waits, entered) = futex_pingpong_counted(two_cores(), 20);
+        assert_eq!(w.rounds, 20);
+        // 20 rounds and 2 of warm-up, one wait per side per round.
+        assert_eq!(waits, 2 * 22);
+        assert!(entered <= waits, "{entered} of {waits}");
     }
 }

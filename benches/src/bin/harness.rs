@@ -7,7 +7,7 @@
 //! Every run first measures, on the same two pinned cores, the core-to-core
 //! floor (one cache line ping-ponged), iceoryx2's own ping-pong method
 //! (mean and p50 of RTT/2, 160 B trade frames) for zerocast and plain
-//! iceoryx2, and the wake-ups with both sides asleep (bare futex, zerocast
+//! iceoryx2, and the wake-ups with no spin (bare futex, zerocast
 //! blocking with no spin, iceoryx2's Listener): see `zerocast_benches::pingpong`.
 //! Every latency is also given as a multiple of the floor, and the run
 //! draws `latency.svg` (percentile distribution) and `fanout.svg` (publish
@@ -98,7 +98,8 @@ struct AllArgs {
     /// Round trips of the floor and ping-pong cases (busy-polling).
     #[arg(long, default_value_t = 200_000)]
     pingpong_rounds: u64,
-    /// Round trips of the wake-up cases (both sides sleep every time).
+    /// Round trips of the wake-up cases (no spin: a side sleeps unless its
+    /// answer is already there).
     #[arg(long, default_value_t = 20_000)]
     wake_rounds: u64,
 }
@@ -1365,7 +1366,7 @@ fn pairs_markdown(report: &Value) -> String {
     for r in report["pingpong"].as_array().into_iter().flatten() {
         s += &pair_row(r, "method", "floor");
     }
-    s += "\n**Wake-up** (both sides asleep in the kernel on every round trip, no spin; one-way = RTT/2; the bare futex pair is the floor for anything that sleeps)\n\n| transport | what it does | round trips | one-way p50 | p50 / futex | one-way mean | mean / futex |\n|---|---|---|---|---|---|---|\n";
+    s += "\n**Wake-up** (no spin: each side sleeps in the kernel unless its answer is already there when it looks; one-way = RTT/2; the bare futex pair is the floor for anything that sleeps, and says how often its waits got into the kernel at all)\n\n| transport | what it does | round trips | one-way p50 | p50 / futex | one-way mean | mean / futex |\n|---|---|---|---|---|---|---|\n";
     for r in report["wake"].as_array().into_iter().flatten() {
         s += &pair_row(r, "wait_does", "futex");
     }
