@@ -1385,11 +1385,27 @@ fn markdown(report: &Value) -> String {
         report["command"].as_str().unwrap_or("?"),
     );
     s += &pairs_markdown(report);
-    if report["latency"].as_array().is_none_or(|a| a.is_empty()) && report["durability"].is_null() {
-        // A --pairs-only run: nothing else was measured.
-        return s;
-    }
+    let rows = |key: &str| report[key].as_array().is_some_and(|a| !a.is_empty());
     let floor_ns = report["floor"]["one_way_p50_ns"].as_f64();
+    // Each section only where its cases ran: a --pairs-only or
+    // --throughput-only run has no latency rows (the throughput-only run's
+    // table was left out with them).
+    if rows("latency") {
+        s += &latency_markdown(report, floor_ns);
+    }
+    if rows("fanout") {
+        s += &fanout_markdown(report);
+    }
+    if rows("throughput") {
+        s += &throughput_markdown(report);
+    }
+    s += &durability_markdown(report);
+    s
+}
+
+/// The paced latency table and what each wait does.
+fn latency_markdown(report: &Value, floor_ns: Option<f64>) -> String {
+    let mut s = String::new();
     s += "**Latency** (one-way, receive minus scheduled send, paced; in brackets, the multiple of the core-to-core floor; received / sent counts the measured frames, lagged and lost what the subscriber saw over warm-up and measurement: skipped by a lap or an iceoryx2 overflow, or declared lost)\n\n| transport | frame | wait | p50 | p90 | p99 | p99.9 | p99.99 | max | received / sent | lagged | lost |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     let mut waits: Vec<(String, String)> = Vec::new();
     for r in report["latency"].as_array().into_iter().flatten() {
@@ -1424,6 +1440,12 @@ fn markdown(report: &Value) -> String {
     for (label, does) in &waits {
         s += &format!("- {label}: {does}\n");
     }
+    s
+}
+
+/// Publish cost against subscriber count.
+fn fanout_markdown(report: &Value) -> String {
+    let mut s = String::new();
     s += "\n**Fan-out** (publish cost per call, paced 20k/s, trade frames; subscribers poll, then yield)\n\n| transport | subscribers | publish p50 | p99 | p99.9 | max | delivered min / sent | lagged max | lost max |\n|---|---|---|---|---|---|---|---|---|\n";
     for r in report["fanout"].as_array().into_iter().flatten() {
         let p = &r["publish"];
@@ -1441,6 +1463,12 @@ fn markdown(report: &Value) -> String {
             r["lost_max"],
         );
     }
+    s
+}
+
+/// The throughput rows, each against the raw ring of its run.
+fn throughput_markdown(report: &Value) -> String {
+    let mut s = String::new();
     s += "\n**Throughput** (trade frames, publisher as fast as it can, subscribers busy-poll; receiver rates count frames read, not frames skipped; `shm-raw` is the segment's ring below the publish API: a pre-encoded frame published with `Broadcast::try_publish`, read with `Broadcast::try_recv`, no clock read, encoding or bookkeeping; `/ raw ring` compares a batch-1 row with it)\n\n| transport | subscribers | batch | publish frames/s | / raw ring | slowest receiver frames/s | / raw ring | received min / sent | lagged max | lost max |\n|---|---|---|---|---|---|---|---|---|---|\n";
     for r in report["throughput"].as_array().into_iter().flatten() {
         let x_raw = |key: &str| {
@@ -1466,6 +1494,12 @@ fn markdown(report: &Value) -> String {
             r["lost_max"],
         );
     }
+    s
+}
+
+/// The durability section, if it ran.
+fn durability_markdown(report: &Value) -> String {
+    let mut s = String::new();
     let d = &report["durability"];
     if !d.is_null() {
         s += &format!("\n**Durability** (WAL in `{}`)\n\n| recorder fsync | frames | frames/s | MB/s |\n|---|---|---|---|\n", d["wal_dir"].as_str().unwrap_or("?"));
@@ -2202,5 +2236,40 @@ mod tests {
         ] {
             assert!(md.contains(want), "{want:?} not in\n{md}");
         }
+    }
+
+    /// A `--throughput-only` run (no latency rows, no durability) wrote a
+    /// results.md with the machine line only: the markdown returned early
+    /// where a `--pairs-only` run has nothing more, and left the
+    /// throughput table out (the stored AMD EPYC family 26 rounds showed
+    /// it). Each section is now written where its rows are.
+    #[test]
+    fn regression_throughput_only_markdown_has_the_throughput_table() {
+        let mut report = complete_report();
+        report["latency"] = json!([]);
+        report["fanout"] = json!([]);
+        report["floor"] = Value::Null;
+        let md = markdown(&report);
+        assert!(
+            md.contains("**Throughput**"),
+            "no throughput table in\n{md}"
+        );
+        assert!(md.contains("| shm-raw | "), "no raw-ring row in\n{md}");
+        assert!(md.contains("0.70x"), "no ratio to the raw ring in\n{md}");
+        assert!(
+            !md.contains("**Latency**") && !md.contains("**Fan-out**"),
+            "{md}"
+        );
+        // And a --pairs-only run: the pairs, nothing after them.
+        let mut report = complete_report();
+        for key in ["latency", "fanout", "throughput"] {
+            report[key] = json!([]);
+        }
+        let md = markdown(&report);
+        assert!(md.contains("Core-to-core floor"), "{md}");
+        assert!(
+            !md.contains("**Throughput**") && !md.contains("**Latency**"),
+            "{md}"
+        );
     }
 }
