@@ -166,6 +166,11 @@ impl ShmPublisher {
                 }
             })?;
         let e = &h.publishers[entry];
+        // Release: pairs with the Acquire fence of monitors that read an
+        // entry's fields and then load its owner word again (`zerocast
+        // health`, `zerocast stat`): one that reads any store of ours
+        // below also sees our word, not the previous owner's.
+        fence(Ordering::Release);
         // Our own entry now; normally clear already (a drop and a reaper
         // clear it before FREE), cleared again as the new owner's reset:
         // nothing in flight, length 1, counts 0, heartbeat 0 (`zerocast

@@ -279,3 +279,71 @@ fn a_dropped_publishers_entry_never_shows_its_record_with_the_new_owner() {
 fn a_dropped_publishers_entry_without_the_clear_shows_its_record() {
     drop_model(false);
 }
+
+/// A monitor's reading of a publisher entry (`zerocast health`'s
+/// `poll_topic`, `zerocast stat`) while its owner drops it: the owner word
+/// (Acquire), the fields (here the published count, non-zero while the
+/// owner lives), then, if `fences`, an Acquire fence and the owner word
+/// again; a reading whose owner word changed is dropped. The drop takes
+/// the entry under its tombstone (Relaxed CAS), then, if `fences`, a
+/// Release fence, clears the count, and frees the entry (Release).
+/// Returns the count the monitor would report for the live owner `OLD`.
+fn monitor_model(fences: bool) {
+    loom::model(move || {
+        let e = Arc::new(Entry {
+            pid: AtomicU64::new(OLD),
+            // The published count: 7 while OLD owns the entry.
+            inflight: AtomicU64::new(7),
+        });
+        let dropper = {
+            let e = e.clone();
+            thread::spawn(move || {
+                if e.pid
+                    .compare_exchange(OLD, OLD_TOMBSTONE, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_err()
+                {
+                    return;
+                }
+                if fences {
+                    loom::sync::atomic::fence(Ordering::Release);
+                }
+                e.inflight.store(0, Ordering::Relaxed);
+                e.pid.store(FREE, Ordering::Release);
+            })
+        };
+        let word = e.pid.load(Ordering::Acquire);
+        let reported = if word == OLD {
+            let published = e.inflight.load(Ordering::Relaxed);
+            if fences {
+                loom::sync::atomic::fence(Ordering::Acquire);
+            }
+            (e.pid.load(Ordering::Relaxed) == word).then_some(published)
+        } else {
+            None
+        };
+        dropper.join().unwrap();
+        assert_ne!(
+            reported,
+            Some(0),
+            "cleared reading: the live owner reported with the drop's cleared count"
+        );
+    });
+}
+
+/// Regression (health reported a publisher dropped during its poll as a
+/// live one with no name that had published nothing): with the drop's
+/// Release fence after its tombstone and the monitor's Acquire fence
+/// before loading the owner word again, a cleared field is never reported
+/// under the live owner's word.
+#[test]
+fn a_monitor_never_reports_a_dropping_publishers_cleared_fields_as_live() {
+    monitor_model(true);
+}
+
+/// Without the fences (the reload alone is not ordered after the field
+/// reads, nor the clears after the tombstone), it can be.
+#[test]
+#[should_panic(expected = "cleared reading")]
+fn a_monitor_without_the_fences_reports_cleared_fields() {
+    monitor_model(false);
+}

@@ -1,7 +1,7 @@
 //! `zerocast stat`: every topic of the namespace, who is attached, and how
 //! far behind each subscriber is.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{fence, Ordering};
 
 use zerocast_ipc::layout::{
     is_tombstone, load_name, now_ns, owner_alive, owner_pid, tombstone_taker, ORPHAN,
@@ -158,12 +158,28 @@ pub fn run(bus: &Bus, remove_stale: bool) -> Result<(), String> {
             }
             let pid = owner_pid(word);
             // Relaxed: monitoring snapshots.
-            println!(
-                "  publisher {i}: pid {pid} {} name {:?} published {} last heartbeat {}",
-                alive(word),
+            let (name, published, beat) = (
                 load_name(&p.name),
                 p.published.load(Ordering::Relaxed),
-                heartbeat(p.heartbeat_ns.load(Ordering::Relaxed)),
+                p.heartbeat_ns.load(Ordering::Relaxed),
+            );
+            // Acquire: pairs with the Release fence after the owner word's
+            // compare-and-swap in a publisher's drop, a reap and a
+            // registration: if a word read above is one their clears or
+            // the next owner stored, the owner word is no longer `word`,
+            // and the line would show a live publisher with the next
+            // owner's (or no) name and count. Such an entry is printed as
+            // changing instead.
+            fence(Ordering::Acquire);
+            // Relaxed: ordered by the fence above.
+            if p.pid.load(Ordering::Relaxed) != word {
+                println!("  publisher {i}: changing owner (read again for its state)");
+                continue;
+            }
+            println!(
+                "  publisher {i}: pid {pid} {} name {name:?} published {published} last heartbeat {}",
+                alive(word),
+                heartbeat(beat),
             );
         }
         for (i, s) in h.subscribers.iter().enumerate() {

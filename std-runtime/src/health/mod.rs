@@ -565,6 +565,14 @@ impl HealthMonitor {
                 }
                 // Relaxed: a monitoring snapshot.
                 let stamp = p.heartbeat_ns.load(Ordering::Relaxed);
+                // Acquire: as in `poll_topic`: a stamp the entry's next
+                // owner stored (or a drop's clear) is not credited to
+                // `word`.
+                fence(Ordering::Acquire);
+                // Relaxed: ordered by the fence above.
+                if p.pid.load(Ordering::Relaxed) != word {
+                    continue;
+                }
                 let best = self.process_heartbeat.entry(word).or_insert(0);
                 *best = (*best).max(stamp);
             }
