@@ -600,8 +600,8 @@ impl Drop for ShmPublisher {
         }
         // Release: pairs with the Acquire fence of monitors that read the
         // entry's fields and then load the owner word again (`zerocast
-        // health`): one that reads any of the clears below also sees the
-        // tombstone, and drops its reading.
+        // health`, `zerocast stat`): one that reads any of the clears below
+        // also sees the tombstone (or a later word), and drops its reading.
         fence(Ordering::Release);
         entry.clear_for_next_owner();
         // Release: pairs with the Acquire owner loads of registrations and

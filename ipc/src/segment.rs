@@ -918,7 +918,7 @@ impl Segment {
             // publishes the clears.
             // Release: pairs with the Acquire fence of monitors that load
             // the owner word again after reading the entry (`zerocast
-            // health`): one that reads any clear below also sees the
+            // health`, `zerocast stat`): one that reads any clear below also sees the
             // tombstone taken above, not the dead owner's word.
             fence(Ordering::Release);
             p.clear_for_next_owner();

@@ -287,7 +287,8 @@ fn a_dropped_publishers_entry_without_the_clear_shows_its_record() {
 /// again; a reading whose owner word changed is dropped. The drop takes
 /// the entry under its tombstone (Relaxed CAS), then, if `fences`, a
 /// Release fence, clears the count, and frees the entry (Release).
-/// Returns the count the monitor would report for the live owner `OLD`.
+/// Asserts the monitor never reports the live owner `OLD` with the
+/// drop's cleared count.
 fn monitor_model(fences: bool) {
     loom::model(move || {
         let e = Arc::new(Entry {

@@ -169,7 +169,8 @@ pub fn run(bus: &Bus, remove_stale: bool) -> Result<(), String> {
             // the next owner stored, the owner word is no longer `word`,
             // and the line would show a live publisher with the next
             // owner's (or no) name and count. Such an entry is printed as
-            // changing instead.
+            // changing instead. Not caught: the same process registering
+            // again into the entry in between (the word reads the same).
             fence(Ordering::Acquire);
             // Relaxed: ordered by the fence above.
             if p.pid.load(Ordering::Relaxed) != word {

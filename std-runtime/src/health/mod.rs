@@ -715,7 +715,10 @@ impl HealthMonitor {
             // in a reap: if any word read above is one their clears
             // stored (a count of 0, an empty name), the owner word is no
             // longer `word`, and this entry's reading is dropped, not
-            // reported as a live publisher that published nothing.
+            // reported as a live publisher that published nothing. Not
+            // caught: the same process dropping this publisher and
+            // registering another into the same entry between the two
+            // loads (the owner word is per process, so it reads the same).
             fence(Ordering::Acquire);
             // Relaxed: ordered by the fence above.
             if p.pid.load(Ordering::Relaxed) != word {
