@@ -14,12 +14,12 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Barrier;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use iceoryx2::prelude::*;
 use serde_json::{json, Value};
 use zerocast_core::frame::TradeEvent;
-use zerocast_ipc::wait::{futex_wait, futex_wake};
+use zerocast_ipc::wait::futex_wake;
 use zerocast_ipc::{
     Bus, Config, Producers, Publisher, RecvError, Start, Subscriber, SubscriberOptions,
     TopicConfig, TopicKind, WaitStrategy,
@@ -223,28 +223,51 @@ pub fn futex_pingpong(cores: [usize; 2], rounds: u64) -> OneWay {
     futex_pingpong_counted(cores, rounds).0
 }
 
-/// [`futex_pingpong`], with its waits (both sides, warm-up included) and
-/// how many of them called `FUTEX_WAIT` at all: a wait whose answer was
-/// already there when it looked returns without sleeping, so where the
-/// two cores answer faster than a side gets into the kernel (a system
-/// call slower than the cross-core hop), the pair's p50 is no sleep at
-/// all, and this share says how often that happened.
-pub fn futex_pingpong_counted(cores: [usize; 2], rounds: u64) -> (OneWay, u64, u64) {
+/// What the waits of [`futex_pingpong_counted`] did (both sides, warm-up
+/// included).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FutexWaits {
+    /// Waits (one per side per round trip).
+    pub waits: u64,
+    /// Those that found no answer at their first look and called
+    /// `FUTEX_WAIT`.
+    pub entered: u64,
+    /// Those in which a `FUTEX_WAIT` returned 0: the side slept until
+    /// woken (a call that returns EAGAIN, the word changed before the
+    /// kernel looked, did not sleep).
+    pub slept: u64,
+}
+
+/// [`futex_pingpong`], with what its waits did: a wait whose answer is
+/// already there when it looks, or arrives before the kernel looks,
+/// returns without sleeping, so where the two cores answer faster than a
+/// side gets to sleep (a system call slower than the cross-core hop), the
+/// pair's p50 can be no sleep at all, and these counts say how often that
+/// happened.
+pub fn futex_pingpong_counted(cores: [usize; 2], rounds: u64) -> (OneWay, FutexWaits) {
     let (to_echo, to_ping) = (Line(AtomicU32::new(0)), Line(AtomicU32::new(0)));
     let (to_echo, to_ping) = (&to_echo.0, &to_ping.0);
     // Waits of each side, and those that found no answer at their first
     // look (each side counts its own, on its own line).
     let (ping_waits, echo_waits) = (Line(AtomicU64::new(0)), Line(AtomicU64::new(0)));
     let (ping_waits, echo_waits) = (&ping_waits.0, &echo_waits.0);
+    let (ping_entered, echo_entered) = (Line(AtomicU64::new(0)), Line(AtomicU64::new(0)));
+    let (ping_entered, echo_entered) = (&ping_entered.0, &echo_entered.0);
     let (ping_slept, echo_slept) = (Line(AtomicU64::new(0)), Line(AtomicU64::new(0)));
     let (ping_slept, echo_slept) = (&ping_slept.0, &echo_slept.0);
     // Sleeps until `word` holds `want`; FUTEX_WAIT returns at once if the
     // word changed after the load, so no wake is lost.
-    fn wait_for(word: &AtomicU32, want: u32, waits: &AtomicU64, slept: &AtomicU64) {
+    fn wait_for(
+        word: &AtomicU32,
+        want: u32,
+        waits: &AtomicU64,
+        entered: &AtomicU64,
+        slept: &AtomicU64,
+    ) {
         // Relaxed (both counters): each is written by one thread and read
         // after the threads are joined.
         waits.fetch_add(1, Ordering::Relaxed);
-        let mut first = true;
+        let (mut first, mut counted) = (true, false);
         loop {
             // Acquire: pairs with the Release store of the other side.
             let seen = word.load(Ordering::Acquire);
@@ -252,11 +275,37 @@ pub fn futex_pingpong_counted(cores: [usize; 2], rounds: u64) -> (OneWay, u64, u
                 return;
             }
             if first {
-                slept.fetch_add(1, Ordering::Relaxed);
+                entered.fetch_add(1, Ordering::Relaxed);
                 first = false;
             }
-            futex_wait(word, seen, Duration::from_secs(1));
+            if futex_wait_woken(word, seen) && !counted {
+                slept.fetch_add(1, Ordering::Relaxed);
+                counted = true;
+            }
         }
+    }
+    // FUTEX_WAIT with a 1 s timeout; true if it returned 0: it slept
+    // until a FUTEX_WAKE (or a spurious wake-up), where EAGAIN (the word
+    // changed before the kernel looked) means it never slept.
+    fn futex_wait_woken(word: &AtomicU32, expected: u32) -> bool {
+        let ts = libc::timespec {
+            tv_sec: 1,
+            tv_nsec: 0,
+        };
+        // SAFETY: `word` is a valid, aligned u32 for the duration of the
+        // call; FUTEX_WAIT only reads it; `ts` outlives the call.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                word.as_ptr(),
+                libc::FUTEX_WAIT,
+                expected,
+                &ts as *const libc::timespec,
+                std::ptr::null::<u32>(),
+                0u32,
+            )
+        };
+        r == 0
     }
     let w = run_pair(
         cores,
@@ -268,14 +317,14 @@ pub fn futex_pingpong_counted(cores: [usize; 2], rounds: u64) -> (OneWay, u64, u
                 // Release: pairs with the echo's Acquire load in `wait_for`.
                 to_echo.store(n, Ordering::Release);
                 futex_wake(to_echo);
-                wait_for(to_ping, n, ping_waits, ping_slept);
+                wait_for(to_ping, n, ping_waits, ping_entered, ping_slept);
             }
         },
         || {
             let mut n = 0u32;
             move || {
                 n = n.wrapping_add(1);
-                wait_for(to_echo, n, echo_waits, echo_slept);
+                wait_for(to_echo, n, echo_waits, echo_entered, echo_slept);
                 // Release: pairs with the ping's Acquire load in `wait_for`.
                 to_ping.store(n, Ordering::Release);
                 futex_wake(to_ping);
@@ -284,8 +333,16 @@ pub fn futex_pingpong_counted(cores: [usize; 2], rounds: u64) -> (OneWay, u64, u
     );
     // Relaxed: the threads were joined by `run_pair`.
     let waits = ping_waits.load(Ordering::Relaxed) + echo_waits.load(Ordering::Relaxed);
+    let entered = ping_entered.load(Ordering::Relaxed) + echo_entered.load(Ordering::Relaxed);
     let slept = ping_slept.load(Ordering::Relaxed) + echo_slept.load(Ordering::Relaxed);
-    (w, waits, slept)
+    (
+        w,
+        FutexWaits {
+            waits,
+            entered,
+            slept,
+        },
+    )
 }
 
 /// How a shared-memory ping-pong sends (see [`shm_pingpong_with`]).
@@ -558,8 +615,8 @@ pub fn run(namespace: &str, cores: [usize; 2], rounds: Rounds) -> Value {
     eprintln!("ping-pong iox-plain");
     let iox = iox_pingpong(namespace, cores, rounds.spin);
     eprintln!("wake: bare futex");
-    let (futex, waits, entered) = futex_pingpong_counted(cores, rounds.wake);
-    let futex_slept = entered as f64 / waits.max(1) as f64;
+    let (futex, counts) = futex_pingpong_counted(cores, rounds.wake);
+    let share = |n: u64| n as f64 / counts.waits.max(1) as f64;
     eprintln!("wake: shm blocking, no spin");
     let shm_block = shm_pingpong(
         &format!("{namespace}-wk"),
@@ -585,11 +642,13 @@ pub fn run(namespace: &str, cores: [usize; 2], rounds: Rounds) -> Value {
     };
     let futex_row = {
         let does = format!(
-            "bare FUTEX_WAIT / FUTEX_WAKE pair, no spin (the floor for anything that sleeps); {:.0}% of its waits called FUTEX_WAIT, the rest found the answer already there",
-            futex_slept * 100.0
+            "bare FUTEX_WAIT / FUTEX_WAKE pair, no spin (the floor for anything that sleeps); {:.0}% of its waits slept until woken, {:.0}% called FUTEX_WAIT, the rest found the answer already there",
+            share(counts.slept) * 100.0,
+            share(counts.entered) * 100.0,
         );
         let mut v = wake("futex", &does, &futex);
-        v["waits_entering_futex_wait"] = json!(futex_slept);
+        v["waits_entering_futex_wait"] = json!(share(counts.entered));
+        v["waits_sleeping_until_woken"] = json!(share(counts.slept));
         v
     };
     json!({
@@ -668,10 +727,20 @@ mod tests {
     /// called FUTEX_WAIT, and the harness prints the share.
     #[test]
     fn regression_futex_pair_counts_waits_that_got_into_the_kernel() {
-        let (w, waits, entered) = futex_pingpong_counted(two_cores(), 20);
+        let (
+            w,
+            FutexWaits {
+                waits,
+                entered,
+                slept,
+            },
+        ) = futex_pingpong_counted(two_cores(), 20);
         assert_eq!(w.rounds, 20);
         // 20 rounds and 2 of warm-up, one wait per side per round.
         assert_eq!(waits, 2 * 22);
-        assert!(entered <= waits, "{entered} of {waits}");
+        assert!(
+            slept <= entered && entered <= waits,
+            "{slept} of {entered} of {waits}"
+        );
     }
 }
