@@ -14,12 +14,12 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Barrier;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use iceoryx2::prelude::*;
 use serde_json::{json, Value};
 use zerocast_core::frame::TradeEvent;
-use zerocast_ipc::wait::futex_wake;
+use zerocast_ipc::wait::{futex_wait, futex_wake};
 use zerocast_ipc::{
     Bus, Config, Producers, Publisher, RecvError, Start, Subscriber, SubscriberOptions,
     TopicConfig, TopicKind, WaitStrategy,
@@ -264,7 +264,7 @@ pub fn futex_pingpong_counted(cores: [usize; 2], rounds: u64) -> (OneWay, FutexW
         entered: &AtomicU64,
         slept: &AtomicU64,
     ) {
-        // Relaxed (both counters): each is written by one thread and read
+        // Relaxed (all three counters): each is written by one thread and read
         // after the threads are joined.
         waits.fetch_add(1, Ordering::Relaxed);
         let (mut first, mut counted) = (true, false);
@@ -278,34 +278,11 @@ pub fn futex_pingpong_counted(cores: [usize; 2], rounds: u64) -> (OneWay, FutexW
                 entered.fetch_add(1, Ordering::Relaxed);
                 first = false;
             }
-            if futex_wait_woken(word, seen) && !counted {
+            if futex_wait(word, seen, Duration::from_secs(1)) && !counted {
                 slept.fetch_add(1, Ordering::Relaxed);
                 counted = true;
             }
         }
-    }
-    // FUTEX_WAIT with a 1 s timeout; true if it returned 0: it slept
-    // until a FUTEX_WAKE (or a spurious wake-up), where EAGAIN (the word
-    // changed before the kernel looked) means it never slept.
-    fn futex_wait_woken(word: &AtomicU32, expected: u32) -> bool {
-        let ts = libc::timespec {
-            tv_sec: 1,
-            tv_nsec: 0,
-        };
-        // SAFETY: `word` is a valid, aligned u32 for the duration of the
-        // call; FUTEX_WAIT only reads it; `ts` outlives the call.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_futex,
-                word.as_ptr(),
-                libc::FUTEX_WAIT,
-                expected,
-                &ts as *const libc::timespec,
-                std::ptr::null::<u32>(),
-                0u32,
-            )
-        };
-        r == 0
     }
     let w = run_pair(
         cores,

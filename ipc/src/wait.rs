@@ -97,8 +97,11 @@ impl Default for WaitStrategy {
 }
 
 /// Sleeps while `*word == expected`, at most `timeout`. Works across
-/// processes (a shared, not private, futex).
-pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+/// processes (a shared, not private, futex). Returns true if it slept
+/// until woken (`FUTEX_WAIT` returned 0: a `FUTEX_WAKE`, or a spurious
+/// wake-up); false if it returned at once (the word no longer held
+/// `expected`: EAGAIN), timed out, or was interrupted.
+pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) -> bool {
     let ts = libc::timespec {
         tv_sec: timeout.as_secs() as libc::time_t,
         tv_nsec: timeout.subsec_nanos() as libc::c_long,
@@ -106,7 +109,7 @@ pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
     // SAFETY: `word` is a valid, aligned u32 for the duration of the call;
     // FUTEX_WAIT only reads it and may return early (EAGAIN, EINTR, timeout),
     // which callers handle by re-checking.
-    unsafe {
+    let r = unsafe {
         libc::syscall(
             libc::SYS_futex,
             word.as_ptr(),
@@ -115,8 +118,9 @@ pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
             &ts as *const libc::timespec,
             std::ptr::null::<u32>(),
             0u32,
-        );
-    }
+        )
+    };
+    r == 0
 }
 
 /// Wakes every thread sleeping on `word`, in any process.
