@@ -11,7 +11,10 @@
 //!   `Subscriber::try_recv`;
 //! - `publish`: the bus, `Publisher::publish(&TradeEvent)`, `try_recv` (the
 //!   harness's ping-pong row);
-//! - `publish-single`: the same on single-producer topics.
+//! - `publish-single`: the same on single-producer topics;
+//! - `loan-held`, `loan-held-single`: iceoryx2's own method (the harness's
+//!   `shm-loan` row): each side lends its next slot and writes the trade
+//!   into it before it waits, and commits once the answer is there.
 //!
 //! `cargo run --release -p zerocast-benches --example pingpong_parts [rounds]`
 use std::sync::Arc;
@@ -99,8 +102,10 @@ fn main() {
         "words",
         "publish",
         "publish-single",
+        "loan-held",
+        "loan-held-single",
     ];
-    let mut best = [(f64::MAX, f64::MAX); 6];
+    let mut best = [(f64::MAX, f64::MAX); 8];
     for round in 0..7 {
         let got = [
             cache_line_floor(pair, rounds),
@@ -125,6 +130,20 @@ fn main() {
                 pair,
                 rounds,
                 ShmSend::Publish,
+                Producers::Single,
+            ),
+            bus(
+                &format!("{ns}l{round}"),
+                pair,
+                rounds,
+                ShmSend::LoanHeld,
+                Producers::Many,
+            ),
+            bus(
+                &format!("{ns}m{round}"),
+                pair,
+                rounds,
+                ShmSend::LoanHeld,
                 Producers::Single,
             ),
         ];

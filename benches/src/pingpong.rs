@@ -329,6 +329,13 @@ pub enum ShmSend {
     Publish,
     /// `ShmPublisher::publish_words` of the trade frame encoded once.
     Words,
+    /// iceoryx2's own method (`benchmarks/publish-subscribe`, as the
+    /// harness's `iox-plain` row runs it): each side lends its next slot
+    /// and writes the trade into it (`Publisher::loan`, `write`) before it
+    /// waits, and only commits once the answer is there; the pinging side
+    /// sends one frame first to start. The frame's time is then the time
+    /// the slot was lent, before the wait.
+    LoanHeld,
 }
 
 /// zerocast shared memory: topics `ping` and `pong` (trade frames, 160 B),
@@ -396,6 +403,7 @@ pub fn shm_pingpong_with(
         }
         #[allow(unreachable_patterns)]
         (ShmSend::Words, _) => panic!("publish_words is for shared-memory topics"),
+        (ShmSend::LoanHeld, _) => unreachable!("a held loan is committed by `loan_held`"),
     };
     let receive = move |subscriber: &mut Subscriber| {
         if wait.is_some() {
@@ -410,6 +418,14 @@ pub fn shm_pingpong_with(
             }
         }
     };
+    // Lends and writes the next frame, waits for the answer, then commits
+    // (`ShmSend::LoanHeld`).
+    let loan_held =
+        move |publisher: &mut Publisher, subscriber: &mut Subscriber, trade: &TradeEvent| {
+            let loan = publisher.loan::<TradeEvent>().expect("loan").write(trade);
+            receive(subscriber);
+            loan.commit();
+        };
     let (ping_side, echo_side) = (side("ping", "pong"), side("pong", "ping"));
     let (publish_ping, publish_echo) = (publish.clone(), publish);
     let result = run_pair(
@@ -417,7 +433,19 @@ pub fn shm_pingpong_with(
         rounds,
         move || {
             let (mut publisher, mut subscriber, trade) = ping_side();
+            let mut started = false;
             move || {
+                if send == ShmSend::LoanHeld {
+                    // The frame that starts the exchange: each round then
+                    // waits for the answer to the frame committed by the
+                    // round before (the last frame is never answered).
+                    if !started {
+                        started = true;
+                        publisher.publish(&trade).expect("publish");
+                    }
+                    loan_held(&mut publisher, &mut subscriber, &trade);
+                    return;
+                }
                 publish_ping(&mut publisher, &trade);
                 receive(&mut subscriber);
             }
@@ -425,6 +453,10 @@ pub fn shm_pingpong_with(
         move || {
             let (mut publisher, mut subscriber, trade) = echo_side();
             move || {
+                if send == ShmSend::LoanHeld {
+                    loan_held(&mut publisher, &mut subscriber, &trade);
+                    return;
+                }
                 receive(&mut subscriber);
                 publish_echo(&mut publisher, &trade);
             }
@@ -589,6 +621,15 @@ pub fn run(namespace: &str, cores: [usize; 2], rounds: Rounds) -> Value {
     let floor = cache_line_floor(cores, rounds.spin);
     eprintln!("ping-pong shm");
     let shm = shm_pingpong(&format!("{namespace}-pp"), cores, rounds.spin, None);
+    eprintln!("ping-pong shm, iceoryx2's method (loan held across the wait)");
+    let shm_loan = shm_pingpong_with(
+        &format!("{namespace}-pl"),
+        cores,
+        rounds.spin,
+        None,
+        ShmSend::LoanHeld,
+        Producers::Many,
+    );
     eprintln!("ping-pong iox-plain");
     let iox = iox_pingpong(namespace, cores, rounds.spin);
     eprintln!("wake: bare futex");
@@ -634,6 +675,8 @@ pub fn run(namespace: &str, cores: [usize; 2], rounds: Rounds) -> Value {
         "pingpong": [
             with_floor(&shm, json!({"transport": "shm", "payload_bytes": 160,
                 "method": "Publisher::publish(&TradeEvent) -> Subscriber::try_recv busy-poll, each way"})),
+            with_floor(&shm_loan, json!({"transport": "shm-loan", "payload_bytes": 160,
+                "method": "iceoryx2's method for zerocast: next slot lent (Publisher::loan) and the trade written into it before the wait, committed after; Subscriber::try_recv busy-poll"})),
             with_floor(&iox, json!({"transport": "iox-plain", "payload_bytes": 160,
                 "method": "iceoryx2 benchmarks/publish-subscribe: 1 publisher, 1 subscriber, buffer 1, max_nodes 2; next sample loaned and its 160 B written before the wait, as upstream; receive busy-poll"})),
         ],
@@ -687,6 +730,19 @@ mod tests {
     fn iox_pingpong_with_loans_held_across_the_wait_counts_its_rounds() {
         let ns = format!("test-{}", std::process::id());
         assert_eq!(iox_pingpong(&ns, two_cores(), 50).rounds, 50);
+    }
+
+    /// iceoryx2's method on the bus: each side holds a written loan across
+    /// its wait (the pinging side starts with one frame of its own);
+    /// neither side waits for a frame that never comes, on either kind of
+    /// topic, and the round trips asked for are counted.
+    #[test]
+    fn shm_pingpong_with_loans_held_across_the_wait_counts_its_rounds() {
+        for producers in [Producers::Many, Producers::Single] {
+            let ns = format!("test-loan-{}-{producers:?}", std::process::id());
+            let w = shm_pingpong_with(&ns, two_cores(), 50, None, ShmSend::LoanHeld, producers);
+            assert_eq!(w.rounds, 50);
+        }
     }
 
     /// The floor and the futex pair run, and count the round trips asked
