@@ -3,7 +3,8 @@
 # methods on this machine (issue 14, "A fair harness"), interleaved, several
 # rounds: each round runs
 #   1. iceoryx2's benchmarks/publish-subscribe (ported: examples/iox_own_pubsub.rs),
-#      160 B, without and with --send-copy;
+#      160 B, without and with --send-copy (and without again right after the
+#      harness's ping-pong in 2.);
 #   2. the harness's two-core cases (`harness all --pairs-only`): its ping-pong
 #      row "iox-plain" (160 B) and its wake-up row "iox-plain";
 #   3. iceoryx2's benchmarks/event (ported: examples/iox_own_event.rs);
@@ -60,6 +61,12 @@ harness_rows() {
     "$bin" all --pairs-only --pingpong-rounds "$ITER" --wake-rounds "$WAKE" \
         --out "$OUT/pairs-$tag" >/dev/null 2>"$OUT/pairs-$tag.log"
     local pairs="$OUT/pairs-$tag/results.json"
+    # iceoryx2's own ping-pong again, right after the harness's (before its
+    # throughput run): the two vCPUs of a guest may move between near and
+    # far placements (floor 20 or 200 ns) within seconds, so the harness's
+    # row is compared with the own figures taken on both sides of it.
+    "$EX/iox_own_pubsub" --bench-ipc --payload-size 160 --iterations "$ITER" | own_latency \
+        >"$OUT/own-after-$tag.txt"
     "$bin" all --throughput-only --out "$OUT/thr-$tag" >/dev/null 2>"$OUT/thr-$tag.log"
     local thr="$OUT/thr-$tag/results.json"
     local row='.throughput[] | select(.transport == "iox-plain" and .subscribers == 1)'
@@ -85,6 +92,7 @@ for round in $(seq 1 "$ROUNDS"); do
     own_pp=$("$EX/iox_own_pubsub" --bench-ipc --payload-size 160 --iterations "$ITER" | own_latency)
     own_pp_copy=$("$EX/iox_own_pubsub" --bench-ipc --payload-size 160 --send-copy --iterations "$ITER" | own_latency)
     h_after=$(harness_rows "$HARNESS" "$round")
+    own_pp_after=$(cat "$OUT/own-after-$round.txt")
     h_before=""
     if [[ -n "${BEFORE:-}" ]]; then
         h_before=$(harness_rows "$BEFORE" "before-$round")
@@ -95,8 +103,8 @@ for round in $(seq 1 "$ROUNDS"); do
     own_sent=$(sed -E 's/.*Sent: ([0-9.]+) M\/s.*/\1/' <<<"$own_thr")
     own_recv=$(sed -E 's/.*Received: [0-9]+ \(([0-9.]+) M\/s\).*/\1/' <<<"$own_thr")
 
-    printf '  own      ping-pong mean %s ns (--send-copy %s ns) | wake mean %s ns | 1->1 sent %s M/s, received %s M/s\n' \
-        "$own_pp" "$own_pp_copy" "$own_wake" "$own_sent" "$own_recv"
+    printf '  own      ping-pong mean %s ns (--send-copy %s ns; after the harness %s ns, harness x that %s) | wake mean %s ns | 1->1 sent %s M/s, received %s M/s\n' \
+        "$own_pp" "$own_pp_copy" "$own_pp_after" "$(ratio "$(cut -d' ' -f1 <<<"$h_after")" "$own_pp_after")" "$own_wake" "$own_sent" "$own_recv"
     print_rows harness "$h_after"
     if [[ -n "$h_before" ]]; then
         print_rows before "$h_before"

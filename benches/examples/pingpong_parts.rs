@@ -162,10 +162,10 @@ fn main() {
         );
     }
     println!("cores {pair:?}, {rounds} round trips per case, best of 7 interleaved rounds");
-    println!("case            p50 ns  x floor  mean ns");
+    println!("case             p50 ns  x floor  mean ns");
     for (n, b) in names.iter().zip(&best) {
         println!(
-            "{n:<15} {:>6.0} {:>7.2}x {:>8.0}",
+            "{n:<16} {:>6.0} {:>7.2}x {:>8.0}",
             b.0,
             b.0 / best[0].0,
             b.1

@@ -5,12 +5,19 @@
 //! subscriber with no spin, iceoryx2's Listener/Notifier, as iceoryx2's own
 //! `benchmarks/event` does).
 //!
-//! Every figure here is one-way: a round trip's time halved. Each round
-//! trip is timed from the previous round trip's end (consecutive clock
-//! reads), so the mean is exactly total time / (2 × rounds), iceoryx2's
-//! figure, and each interval holds one clock read (about 20 ns), the same
-//! for every case, the floor included. The first tenth of the rounds warms
-//! up and is not counted.
+//! Every figure here is one-way: a round trip's time halved. The echoing
+//! side reads the clock right after each answer it sends, and a round trip
+//! is the time between two such reads (consecutive reads, so the mean is
+//! exactly total time / (2 × rounds), iceoryx2's figure). The read is off
+//! the round trip's path: it runs while the answer travels to the pinging
+//! side and that side's next frame travels back, and the pinging side
+//! reads no clock at all. (Timed on the pinging side, after each answer
+//! arrived, the clock read sat inside every round trip: on an AMD EPYC
+//! family 26 guest with the two vCPUs near each other it doubled the
+//! core-to-core floor, 45 ns one-way against 22 ns untimed, and added
+//! 30-45 ns to iceoryx2's own ping-pong; every multiple of the floor was
+//! flattened towards 1.) The first tenth of the rounds warms up and is not
+//! counted.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Barrier;
@@ -87,17 +94,38 @@ impl OneWay {
     }
 }
 
-/// Runs a ping-pong between core `cores[0]` (the pinging side, which
-/// times) and `cores[1]` (the echoing side). `make_ping` runs first on its
-/// thread, then `make_echo` on the other (so the first creates what the
-/// second opens, with no race); each returns one round trip's half: `ping`
-/// sends and waits for the answer, `echo` waits and answers. Returns the
-/// round trips after warm-up.
+/// Runs a ping-pong between core `cores[0]` (the pinging side) and
+/// `cores[1]` (the echoing side, which times: see the module docs).
+/// `make_ping` runs first on its thread, then `make_echo` on the other (so
+/// the first creates what the second opens, with no race); each returns
+/// one round trip's half: `ping` sends and waits for the answer, `echo`
+/// waits and answers. Returns the round trips after warm-up.
 pub fn run_pair<FP, P, FE, E>(
     cores: [usize; 2],
     rounds: u64,
     make_ping: FP,
     make_echo: FE,
+) -> OneWay
+where
+    FP: FnOnce() -> P + Send,
+    P: FnMut(),
+    FE: FnOnce() -> E + Send,
+    E: FnMut(),
+{
+    let base = Instant::now();
+    run_pair_clocked(cores, rounds, make_ping, make_echo, move || {
+        base.elapsed().as_nanos() as u64
+    })
+}
+
+/// [`run_pair`] with the clock (ns) it reads: only on the echoing side,
+/// after each answer.
+fn run_pair_clocked<FP, P, FE, E>(
+    cores: [usize; 2],
+    rounds: u64,
+    make_ping: FP,
+    make_echo: FE,
+    mut clock: impl FnMut() -> u64 + Send,
 ) -> OneWay
 where
     FP: FnOnce() -> P + Send,
@@ -128,12 +156,20 @@ where
             set_up(&mut || echo = make.take().map(|f| f()));
             start.wait();
             // Relaxed: the barrier above orders the store before this load.
-            let Some(mut echo) = echo.filter(|_| !failed.load(Ordering::Relaxed)) else {
-                return;
-            };
-            for _ in 0..total {
+            let mut echo = echo.filter(|_| !failed.load(Ordering::Relaxed))?;
+            let mut rtts = Vec::with_capacity(rounds as usize);
+            let mut last = clock();
+            for i in 0..total {
                 echo();
+                // After the answer left: this read overlaps its way to the
+                // pinging side and the next frame's way back.
+                let now = clock();
+                if i >= warmup {
+                    rtts.push(now.saturating_sub(last));
+                }
+                last = now;
             }
+            Some(rtts)
         });
         let ping = s.spawn(move || {
             pin_exactly(cores[0]);
@@ -146,20 +182,13 @@ where
             let mut ping = ping
                 .filter(|_| !failed.load(Ordering::Relaxed))
                 .expect("a ping-pong side failed to set up");
-            let mut rtts = Vec::with_capacity(rounds as usize);
-            let mut last = Instant::now();
-            for i in 0..total {
+            for _ in 0..total {
                 ping();
-                let now = Instant::now();
-                if i >= warmup {
-                    rtts.push((now - last).as_nanos() as u64);
-                }
-                last = now;
             }
-            rtts
         });
-        echo.join().expect("echo thread");
-        ping.join().expect("ping thread")
+        let rtts = echo.join().expect("echo thread");
+        ping.join().expect("ping thread");
+        rtts.expect("a ping-pong side failed to set up")
     });
     OneWay::from_rtts(&mut rtts)
 }
@@ -331,10 +360,10 @@ pub enum ShmSend {
     Words,
     /// iceoryx2's own method (`benchmarks/publish-subscribe`, as the
     /// harness's `iox-plain` row runs it): each side lends its next slot
-    /// and writes the trade into it (`Publisher::loan`, `write`) before it
-    /// waits, and only commits once the answer is there; the pinging side
-    /// sends one frame first to start. The frame's time is then the time
-    /// the slot was lent, before the wait.
+    /// and writes the trade's body into it (`Publisher::loan`, `write`)
+    /// before it waits, and only commits (header and stamp) once the answer
+    /// is there; the pinging side sends one frame first to start. The
+    /// frame's time is then the time the slot was lent, before the wait.
     LoanHeld,
 }
 
@@ -366,6 +395,25 @@ pub fn shm_pingpong_with(
     send: ShmSend,
     producers: Producers,
 ) -> OneWay {
+    shm_pingpong_frames(namespace, cores, rounds, wait, send, producers).0
+}
+
+/// [`shm_pingpong_with`], and how many frames each side published on its
+/// topic (`[ping, pong]`, the last sequence + 1): with warm-up,
+/// `rounds + rounds / 10` each way, and one more from the pinging side for
+/// [`ShmSend::LoanHeld`] (the frame that starts the exchange).
+pub fn shm_pingpong_frames(
+    namespace: &str,
+    cores: [usize; 2],
+    rounds: u64,
+    wait: Option<WaitStrategy>,
+    send: ShmSend,
+    producers: Producers,
+) -> (OneWay, [u64; 2]) {
+    // Each side's last sequence + 1, stored after every send (Relaxed, to
+    // a line of its own: a plain store; read after the threads joined).
+    let published = [Line(AtomicU64::new(0)), Line(AtomicU64::new(0))];
+    let (ping_published, echo_published) = (&published[0].0, &published[1].0);
     let topic = |name| {
         let mut t = TopicConfig::new(name, 1 << 20, TopicKind::Trade);
         t.producers = producers;
@@ -395,12 +443,8 @@ pub fn shm_pingpong_with(
     };
     let frame = trade_frame();
     let publish = move |publisher: &mut Publisher, trade: &TradeEvent| match (send, publisher) {
-        (ShmSend::Publish, p) => {
-            p.publish(trade).expect("publish");
-        }
-        (ShmSend::Words, Publisher::Shm(p)) => {
-            p.publish_words(&frame).expect("publish_words");
-        }
+        (ShmSend::Publish, p) => p.publish(trade).expect("publish"),
+        (ShmSend::Words, Publisher::Shm(p)) => p.publish_words(&frame).expect("publish_words"),
         #[allow(unreachable_patterns)]
         (ShmSend::Words, _) => panic!("publish_words is for shared-memory topics"),
         (ShmSend::LoanHeld, _) => unreachable!("a held loan is committed by `loan_held`"),
@@ -424,7 +468,7 @@ pub fn shm_pingpong_with(
         move |publisher: &mut Publisher, subscriber: &mut Subscriber, trade: &TradeEvent| {
             let loan = publisher.loan::<TradeEvent>().expect("loan").write(trade);
             receive(subscriber);
-            loan.commit();
+            loan.commit()
         };
     let (ping_side, echo_side) = (side("ping", "pong"), side("pong", "ping"));
     let (publish_ping, publish_echo) = (publish.clone(), publish);
@@ -443,27 +487,38 @@ pub fn shm_pingpong_with(
                         started = true;
                         publisher.publish(&trade).expect("publish");
                     }
-                    loan_held(&mut publisher, &mut subscriber, &trade);
+                    let seq = loan_held(&mut publisher, &mut subscriber, &trade);
+                    // Relaxed: read after the threads joined.
+                    ping_published.store(seq + 1, Ordering::Relaxed);
                     return;
                 }
-                publish_ping(&mut publisher, &trade);
+                let seq = publish_ping(&mut publisher, &trade);
+                // Relaxed: as above.
+                ping_published.store(seq + 1, Ordering::Relaxed);
                 receive(&mut subscriber);
             }
         },
         move || {
             let (mut publisher, mut subscriber, trade) = echo_side();
             move || {
-                if send == ShmSend::LoanHeld {
-                    loan_held(&mut publisher, &mut subscriber, &trade);
-                    return;
-                }
-                receive(&mut subscriber);
-                publish_echo(&mut publisher, &trade);
+                let seq = if send == ShmSend::LoanHeld {
+                    loan_held(&mut publisher, &mut subscriber, &trade)
+                } else {
+                    receive(&mut subscriber);
+                    publish_echo(&mut publisher, &trade)
+                };
+                // Relaxed: read after the threads joined.
+                echo_published.store(seq + 1, Ordering::Relaxed);
             }
         },
     );
     bus.remove_segments();
-    result
+    // Relaxed: the threads were joined by `run_pair`.
+    let frames = [
+        ping_published.load(Ordering::Relaxed),
+        echo_published.load(Ordering::Relaxed),
+    ];
+    (result, frames)
 }
 
 fn iox_name(namespace: &str, dir: &str) -> ServiceName {
@@ -676,7 +731,7 @@ pub fn run(namespace: &str, cores: [usize; 2], rounds: Rounds) -> Value {
             with_floor(&shm, json!({"transport": "shm", "payload_bytes": 160,
                 "method": "Publisher::publish(&TradeEvent) -> Subscriber::try_recv busy-poll, each way"})),
             with_floor(&shm_loan, json!({"transport": "shm-loan", "payload_bytes": 160,
-                "method": "iceoryx2's method for zerocast: next slot lent (Publisher::loan) and the trade written into it before the wait, committed after; Subscriber::try_recv busy-poll"})),
+                "method": "iceoryx2's method for zerocast: next slot lent (Publisher::loan) and the trade's body written into it before the wait, its header and commit after (the pinging side sends one frame first to start); Subscriber::try_recv busy-poll"})),
             with_floor(&iox, json!({"transport": "iox-plain", "payload_bytes": 160,
                 "method": "iceoryx2 benchmarks/publish-subscribe: 1 publisher, 1 subscriber, buffer 1, max_nodes 2; next sample loaned and its 160 B written before the wait, as upstream; receive busy-poll"})),
         ],
@@ -732,6 +787,69 @@ mod tests {
         assert_eq!(iox_pingpong(&ns, two_cores(), 50).rounds, 50);
     }
 
+    /// The round trips were timed on the pinging side, after each answer
+    /// arrived: the clock read sat inside every round trip (on an AMD EPYC
+    /// family 26 guest it doubled the core-to-core floor, 45 ns one-way
+    /// against 22 untimed, and flattened every multiple of it). The clock
+    /// is now read only on the echoing side, after each answer left, once
+    /// before the loop and once per round trip.
+    #[test]
+    fn regression_pingpong_clock_read_inside_the_round_trip() {
+        use std::sync::Mutex;
+        use std::thread::ThreadId;
+        let echo_thread: Mutex<Option<ThreadId>> = Mutex::new(None);
+        let ping_thread: Mutex<Option<ThreadId>> = Mutex::new(None);
+        let reads: Mutex<Vec<ThreadId>> = Mutex::new(Vec::new());
+        let line = Line(AtomicU64::new(0));
+        let line = &line.0;
+        let w = run_pair_clocked(
+            two_cores(),
+            20,
+            || {
+                *ping_thread.lock().unwrap() = Some(std::thread::current().id());
+                let mut n = 0;
+                move || {
+                    n += 2;
+                    // Release/Acquire: the two sides' hand-over.
+                    line.store(n - 1, Ordering::Release);
+                    while line.load(Ordering::Acquire) != n {
+                        core::hint::spin_loop();
+                    }
+                }
+            },
+            || {
+                *echo_thread.lock().unwrap() = Some(std::thread::current().id());
+                let mut n = 0;
+                move || {
+                    n += 2;
+                    // Release/Acquire: as above.
+                    while line.load(Ordering::Acquire) != n - 1 {
+                        core::hint::spin_loop();
+                    }
+                    line.store(n, Ordering::Release);
+                }
+            },
+            || {
+                let mut r = reads.lock().unwrap();
+                r.push(std::thread::current().id());
+                r.len() as u64
+            },
+        );
+        assert_eq!(w.rounds, 20);
+        let reads = reads.into_inner().unwrap();
+        let (echo, ping) = (
+            echo_thread.into_inner().unwrap(),
+            ping_thread.into_inner().unwrap(),
+        );
+        assert_ne!(echo, ping);
+        // 20 rounds and 2 of warm-up, and the read before the loop.
+        assert_eq!(reads.len(), 23);
+        assert!(
+            reads.iter().all(|t| Some(*t) == echo),
+            "a clock read off the echoing side"
+        );
+    }
+
     /// iceoryx2's method on the bus: each side holds a written loan across
     /// its wait (the pinging side starts with one frame of its own);
     /// neither side waits for a frame that never comes, on either kind of
@@ -740,8 +858,15 @@ mod tests {
     fn shm_pingpong_with_loans_held_across_the_wait_counts_its_rounds() {
         for producers in [Producers::Many, Producers::Single] {
             let ns = format!("test-loan-{}-{producers:?}", std::process::id());
-            let w = shm_pingpong_with(&ns, two_cores(), 50, None, ShmSend::LoanHeld, producers);
+            let (w, frames) =
+                shm_pingpong_frames(&ns, two_cores(), 50, None, ShmSend::LoanHeld, producers);
             assert_eq!(w.rounds, 50);
+            // 50 rounds and 5 of warm-up each way, and the pinging side's
+            // frame that started the exchange (once, not per round).
+            assert_eq!(frames, [56, 55], "{producers:?}");
+            let (_, frames) =
+                shm_pingpong_frames(&ns, two_cores(), 50, None, ShmSend::Publish, producers);
+            assert_eq!(frames, [55, 55], "{producers:?}");
         }
     }
 
