@@ -16,8 +16,12 @@
 //! family 26 guest with the two vCPUs near each other it doubled the
 //! core-to-core floor, 45 ns one-way against 22 ns untimed, and added
 //! 30-45 ns to iceoryx2's own ping-pong; every multiple of the floor was
-//! flattened towards 1.) The first tenth of the rounds warms up and is not
-//! counted.
+//! flattened towards 1.) The read stays off the path only while it takes
+//! less than the answer's way there and the next frame's way back; so
+//! every case also runs as many round trips again with the clock read only
+//! before and after the whole loop, and reports that mean beside the
+//! timed one (`one_way_mean_untimed_ns`: iceoryx2's figure exactly). The
+//! first tenth of the rounds warms up and is not counted.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Barrier;
@@ -60,6 +64,12 @@ pub struct OneWay {
     pub p50_ns: f64,
     /// Mean round trip, halved, in ns.
     pub mean_ns: f64,
+    /// The mean again, over as many round trips run after the timed ones
+    /// with the clock read only before and after the whole loop (0 where
+    /// not measured): iceoryx2's own figure, with no clock read per round
+    /// trip anywhere, the check that the per-round reads stayed off the
+    /// round trip's path.
+    pub untimed_mean_ns: f64,
 }
 
 impl OneWay {
@@ -67,7 +77,7 @@ impl OneWay {
     ///
     /// ```
     /// let w = zerocast_benches::pingpong::OneWay::from_rtts(&mut [300, 100, 200]);
-    /// assert_eq!((w.rounds, w.p50_ns, w.mean_ns), (3, 100.0, 100.0));
+    /// assert_eq!((w.rounds, w.p50_ns, w.mean_ns, w.untimed_mean_ns), (3, 100.0, 100.0, 0.0));
     /// ```
     pub fn from_rtts(rtts: &mut [u64]) -> Self {
         rtts.sort_unstable();
@@ -76,6 +86,7 @@ impl OneWay {
             rounds: rtts.len() as u64,
             p50_ns: rtts.get(rtts.len() / 2).copied().unwrap_or(0) as f64 / 2.0,
             mean_ns: rtts.iter().sum::<u64>() as f64 / n / 2.0,
+            untimed_mean_ns: 0.0,
         }
     }
 
@@ -85,10 +96,13 @@ impl OneWay {
             "rounds": self.rounds,
             "one_way_p50_ns": self.p50_ns,
             "one_way_mean_ns": self.mean_ns,
+            "one_way_mean_untimed_ns": self.untimed_mean_ns,
         });
         if let Some((name, b)) = base {
             v[format!("p50_x_{name}")] = json!(self.p50_ns / b.p50_ns.max(f64::MIN_POSITIVE));
             v[format!("mean_x_{name}")] = json!(self.mean_ns / b.mean_ns.max(f64::MIN_POSITIVE));
+            v[format!("mean_untimed_x_{name}")] =
+                json!(self.untimed_mean_ns / b.untimed_mean_ns.max(f64::MIN_POSITIVE));
         }
         v
     }
@@ -146,7 +160,7 @@ where
             failed.store(true, Ordering::Relaxed);
         }
     };
-    let mut rtts = std::thread::scope(|s| {
+    let (mut rtts, untimed) = std::thread::scope(|s| {
         let (made, start, failed, set_up) = (&made, &start, &failed, &set_up);
         let echo = s.spawn(move || {
             pin_exactly(cores[1]);
@@ -162,14 +176,21 @@ where
             for i in 0..total {
                 echo();
                 // After the answer left: this read overlaps its way to the
-                // pinging side and the next frame's way back.
+                // pinging side and the next frame's way back, as long as
+                // it takes less than those.
                 let now = clock();
                 if i >= warmup {
                     rtts.push(now.saturating_sub(last));
                 }
                 last = now;
             }
-            Some(rtts)
+            // As many again with no clock read inside the loop.
+            let begun = clock();
+            for _ in 0..rounds {
+                echo();
+            }
+            let untimed = clock().saturating_sub(begun);
+            Some((rtts, untimed))
         });
         let ping = s.spawn(move || {
             pin_exactly(cores[0]);
@@ -182,7 +203,7 @@ where
             let mut ping = ping
                 .filter(|_| !failed.load(Ordering::Relaxed))
                 .expect("a ping-pong side failed to set up");
-            for _ in 0..total {
+            for _ in 0..total + rounds {
                 ping();
             }
         });
@@ -190,7 +211,9 @@ where
         ping.join().expect("ping thread");
         rtts.expect("a ping-pong side failed to set up")
     });
-    OneWay::from_rtts(&mut rtts)
+    let mut w = OneWay::from_rtts(&mut rtts);
+    w.untimed_mean_ns = untimed as f64 / rounds.max(1) as f64 / 2.0;
+    w
 }
 
 fn pin_exactly(core: usize) {
@@ -399,8 +422,8 @@ pub fn shm_pingpong_with(
 }
 
 /// [`shm_pingpong_with`], and how many frames each side published on its
-/// topic (`[ping, pong]`, the last sequence + 1): with warm-up,
-/// `rounds + rounds / 10` each way, and one more from the pinging side for
+/// topic (`[ping, pong]`, the last sequence + 1): with warm-up and the
+/// untimed rounds, `2 * rounds + rounds / 10` each way, and one more from the pinging side for
 /// [`ShmSend::LoanHeld`] (the frame that starts the exchange).
 pub fn shm_pingpong_frames(
     namespace: &str,
@@ -842,8 +865,13 @@ mod tests {
             ping_thread.into_inner().unwrap(),
         );
         assert_ne!(echo, ping);
-        // 20 rounds and 2 of warm-up, and the read before the loop.
-        assert_eq!(reads.len(), 23);
+        // 20 rounds and 2 of warm-up, and the read before the loop; the
+        // untimed 20 rounds after, a read before and after them.
+        assert_eq!(reads.len(), 25);
+        // The fake clock steps by 1 per read: every timed round trip is
+        // 1 (0.5 one-way), the untimed 20 rounds span 1.
+        assert_eq!((w.p50_ns, w.mean_ns), (0.5, 0.5));
+        assert_eq!(w.untimed_mean_ns, 1.0 / 20.0 / 2.0);
         assert!(
             reads.iter().all(|t| Some(*t) == echo),
             "a clock read off the echoing side"
@@ -861,12 +889,13 @@ mod tests {
             let (w, frames) =
                 shm_pingpong_frames(&ns, two_cores(), 50, None, ShmSend::LoanHeld, producers);
             assert_eq!(w.rounds, 50);
-            // 50 rounds and 5 of warm-up each way, and the pinging side's
-            // frame that started the exchange (once, not per round).
-            assert_eq!(frames, [56, 55], "{producers:?}");
+            // 50 rounds, 5 of warm-up and 50 untimed each way, and the
+            // pinging side's frame that started the exchange (once, not
+            // per round).
+            assert_eq!(frames, [106, 105], "{producers:?}");
             let (_, frames) =
                 shm_pingpong_frames(&ns, two_cores(), 50, None, ShmSend::Publish, producers);
-            assert_eq!(frames, [55, 55], "{producers:?}");
+            assert_eq!(frames, [105, 105], "{producers:?}");
         }
     }
 
@@ -894,8 +923,9 @@ mod tests {
             },
         ) = futex_pingpong_counted(two_cores(), 20);
         assert_eq!(w.rounds, 20);
-        // 20 rounds and 2 of warm-up, one wait per side per round.
-        assert_eq!(waits, 2 * 22);
+        // 20 rounds, 2 of warm-up and 20 untimed, one wait per side per
+        // round.
+        assert_eq!(waits, 2 * 42);
         assert!(
             slept <= entered && entered <= waits,
             "{slept} of {entered} of {waits}"

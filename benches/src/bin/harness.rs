@@ -1342,18 +1342,19 @@ fn pairs_markdown(report: &Value) -> String {
         return String::new();
     }
     let mut s = format!(
-        "**Core-to-core floor** (one cache line ping-ponged between the two pinned cores {}, RTT/2 over {} round trips): p50 {}, mean {}. Every latency below is also given as a multiple of this p50 (`1.0x` = the floor).\n\n",
+        "**Core-to-core floor** (one cache line ping-ponged between the two pinned cores {}, RTT/2 over {} round trips, timed by the echoing side after each answer): p50 {}, mean {}; mean with no clock read inside the loop {}. Every latency below is also given as a multiple of this p50 (`1.0x` = the floor).\n\n",
         report["machine"]["cores_used"],
         floor["rounds"],
         fine(&floor["one_way_p50_ns"]),
         fine(&floor["one_way_mean_ns"]),
+        fine(&floor["one_way_mean_untimed_ns"]),
     );
-    s += "**Ping-pong** (the method of iceoryx2's `benchmarks/publish-subscribe`: a 160 B trade frame there and back between two pinned threads, one-way = RTT/2)\n\n| transport | method | round trips | one-way p50 | p50 / floor | one-way mean | mean / floor |\n|---|---|---|---|---|---|---|\n";
+    s += "**Ping-pong** (the method of iceoryx2's `benchmarks/publish-subscribe`: a 160 B trade frame there and back between two pinned threads, one-way = RTT/2; the untimed mean is over as many round trips again with no clock read inside the loop, iceoryx2's own figure)\n\n| transport | method | round trips | one-way p50 | p50 / floor | one-way mean | mean / floor | untimed mean | / floor's |\n|---|---|---|---|---|---|---|---|---|\n";
     // One row of the ping-pong or wake-up table: `what` names the column
     // describing the case, `x` the ratio's base (`floor` or `futex`).
     let pair_row = |r: &Value, what: &str, x: &str| {
         format!(
-            "| {} | {} | {} | {} | {:.2}x | {} | {:.2}x |\n",
+            "| {} | {} | {} | {} | {:.2}x | {} | {:.2}x | {} | {:.2}x |\n",
             r["transport"].as_str().unwrap_or("?"),
             r[what].as_str().unwrap_or("?"),
             r["rounds"],
@@ -1361,12 +1362,14 @@ fn pairs_markdown(report: &Value) -> String {
             r[format!("p50_x_{x}")].as_f64().unwrap_or(0.0),
             fine(&r["one_way_mean_ns"]),
             r[format!("mean_x_{x}")].as_f64().unwrap_or(0.0),
+            fine(&r["one_way_mean_untimed_ns"]),
+            r[format!("mean_untimed_x_{x}")].as_f64().unwrap_or(0.0),
         )
     };
     for r in report["pingpong"].as_array().into_iter().flatten() {
         s += &pair_row(r, "method", "floor");
     }
-    s += "\n**Wake-up** (no spin: each side sleeps in the kernel unless its answer is already there when it looks; one-way = RTT/2; the bare futex pair is the floor for anything that sleeps, and says how often its waits got into the kernel at all)\n\n| transport | what it does | round trips | one-way p50 | p50 / futex | one-way mean | mean / futex |\n|---|---|---|---|---|---|---|\n";
+    s += "\n**Wake-up** (no spin: each side sleeps in the kernel unless its answer is already there when it looks; one-way = RTT/2; the bare futex pair is the floor for anything that sleeps, and says how often its waits got into the kernel at all)\n\n| transport | what it does | round trips | one-way p50 | p50 / futex | one-way mean | mean / futex | untimed mean | / futex's |\n|---|---|---|---|---|---|---|---|---|\n";
     for r in report["wake"].as_array().into_iter().flatten() {
         s += &pair_row(r, "wait_does", "futex");
     }
@@ -1869,10 +1872,18 @@ fn need_ns(case: &Value, path: &[&str]) -> f64 {
 fn check_pairs(report: &Value) {
     need_ns(report, &["floor", "one_way_p50_ns"]);
     need_ns(report, &["floor", "one_way_mean_ns"]);
+    need_ns(report, &["floor", "one_way_mean_untimed_ns"]);
     assert!(need(report, &["floor", "rounds"]) > 0, "floor rounds");
     let one_way = |r: &Value, ratios: &[&str]| {
         assert!(need(r, &["rounds"]) > 0, "no round trips in {r}");
-        for field in ["one_way_p50_ns", "one_way_mean_ns"].iter().chain(ratios) {
+        for field in [
+            "one_way_p50_ns",
+            "one_way_mean_ns",
+            "one_way_mean_untimed_ns",
+        ]
+        .iter()
+        .chain(ratios)
+        {
             need_ns(r, &[field]);
         }
     };
@@ -1888,7 +1899,7 @@ fn check_pairs(report: &Value) {
         cases.clone()
     };
     for r in transports("pingpong", &["shm", "shm-loan", "iox-plain"]) {
-        one_way(&r, &["p50_x_floor", "mean_x_floor"]);
+        one_way(&r, &["p50_x_floor", "mean_x_floor", "mean_untimed_x_floor"]);
     }
     for r in transports("wake", &["futex", "shm", "iox-plain"]) {
         one_way(
@@ -1995,7 +2006,8 @@ mod tests {
         }
         let one_way = |extra: Value| {
             let mut v = json!({"rounds": 2000, "one_way_p50_ns": 400.0, "one_way_mean_ns": 450.0,
-                "p50_x_floor": 3.0, "mean_x_floor": 3.2});
+                "one_way_mean_untimed_ns": 440.0,
+                "p50_x_floor": 3.0, "mean_x_floor": 3.2, "mean_untimed_x_floor": 3.3});
             for (k, x) in extra.as_object().unwrap() {
                 v[k] = x.clone();
             }
@@ -2008,7 +2020,8 @@ mod tests {
         };
         json!({
             "latency": latency, "fanout": fanout, "throughput": throughput, "durability": null,
-            "floor": {"rounds": 2000, "one_way_p50_ns": 130.0, "one_way_mean_ns": 140.0},
+            "floor": {"rounds": 2000, "one_way_p50_ns": 130.0, "one_way_mean_ns": 140.0,
+                "one_way_mean_untimed_ns": 135.0},
             "pingpong": [one_way(json!({"transport": "shm"})), one_way(json!({"transport": "shm-loan"})), one_way(json!({"transport": "iox-plain"}))],
             "wake": [wake("futex"), wake("shm"), wake("iox-plain")],
             "plots": ["latency.svg", "fanout.svg"],
@@ -2174,6 +2187,8 @@ mod tests {
             &["pingpong", "0", "one_way_mean_ns"],
             &["pingpong", "1", "p50_x_floor"],
             &["pingpong", "0", "mean_x_floor"],
+            &["pingpong", "2", "mean_untimed_x_floor"],
+            &["floor", "one_way_mean_untimed_ns"],
             &["wake"],
             &["wake", "2"],
             &["wake", "0", "one_way_p50_ns"],
