@@ -55,7 +55,7 @@ echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'),
 own_latency() { grep '^iceoryx2::service::ipc::Service ' | sed -E 's/.*Latency: ([0-9]+) ns.*/\1/'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 
-# The harness's rows of one round: "<label> <pp mean> <pp p50> <floor p50> <wake mean> <sent M/s> <received M/s>".
+# The harness's rows of one round: "<pp mean> <pp p50> <floor p50> <wake mean> <sent M/s> <received M/s>".
 harness_rows() {
     local bin=$1 tag=$2
     "$bin" all --pairs-only --pingpong-rounds "$ITER" --wake-rounds "$WAKE" \

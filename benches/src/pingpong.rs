@@ -14,8 +14,9 @@
 //! reads no clock at all. (Timed on the pinging side, after each answer
 //! arrived, the clock read sat inside every round trip: on an AMD EPYC
 //! family 26 guest with the two vCPUs near each other it doubled the
-//! core-to-core floor, 45 ns one-way against 22 ns untimed, and added
-//! 30-45 ns to iceoryx2's own ping-pong; every multiple of the floor was
+//! core-to-core floor, 45 ns one-way against 22-26 ns untimed, and made
+//! iceoryx2's ping-pong 227-230 ns where it is 170-179 timed off the path
+//! (`docs/bench/zen5/iox-own-before-after/`); every multiple of the floor was
 //! flattened towards 1.) The read stays off the path only while it takes
 //! less than the answer's way there and the next frame's way back; so
 //! every case also runs as many round trips again with the clock read only
@@ -813,7 +814,7 @@ mod tests {
     /// The round trips were timed on the pinging side, after each answer
     /// arrived: the clock read sat inside every round trip (on an AMD EPYC
     /// family 26 guest it doubled the core-to-core floor, 45 ns one-way
-    /// against 22 untimed, and flattened every multiple of it). The clock
+    /// against 22-26 untimed, and flattened every multiple of it). The clock
     /// is now read only on the echoing side, after each answer left, once
     /// before the loop and once per round trip.
     #[test]
