@@ -95,12 +95,13 @@ struct AllArgs {
     /// iceoryx2): a short run for the publish path's ratio to the ring.
     #[arg(long, conflicts_with_all = ["durability_only", "pairs_only"])]
     throughput_only: bool,
-    /// Round trips of the floor and ping-pong cases (busy-polling).
-    #[arg(long, default_value_t = 200_000)]
+    /// Round trips of the floor and ping-pong cases (busy-polling; at
+    /// least 10, a tenth of them warm-up).
+    #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(10..))]
     pingpong_rounds: u64,
     /// Round trips of the wake-up cases (no spin: a side sleeps unless its
-    /// answer is already there).
-    #[arg(long, default_value_t = 20_000)]
+    /// answer is already there; at least 10).
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(10..))]
     wake_rounds: u64,
 }
 
@@ -2176,6 +2177,20 @@ mod tests {
     /// Issue 14, item 4: the floor, the ping-pong and wake-up figures,
     /// their ratios and the plots were not in the report; the smoke check
     /// now wants each of them, so a run that drops one fails CI.
+    /// `--pingpong-rounds 0` wrote a results.md with an empty ping-pong
+    /// table and 0 ns figures, and fewer than 10 rounds had no warm-up (the
+    /// first interval, from the start barrier, was counted): both counts
+    /// are refused below 10, naming the option.
+    #[test]
+    fn regression_pingpong_rounds_zero_wrote_empty_results() {
+        for (flag, n) in [("--pingpong-rounds", "0"), ("--wake-rounds", "9")] {
+            let err = Cli::try_parse_from(["harness", "all", "--pairs-only", flag, n])
+                .expect_err("a count below 10 accepted");
+            assert!(err.to_string().contains(flag), "{flag}: {err}");
+        }
+        assert!(Cli::try_parse_from(["harness", "all", "--pingpong-rounds", "10"]).is_ok());
+    }
+
     #[test]
     fn regression_smoke_check_wants_floor_pingpong_wake_and_plots() {
         let removals: &[&[&str]] = &[
