@@ -55,7 +55,9 @@ echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'),
 own_latency() { grep '^iceoryx2::service::ipc::Service ' | sed -E 's/.*Latency: ([0-9]+) ns.*/\1/'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 
-# The harness's rows of one round: "<pp mean> <pp p50> <floor p50> <wake mean> <sent M/s> <received M/s>".
+# The harness's rows of one round: "<pp mean> <pp p50> <floor p50> <wake mean> <sent M/s> <received M/s> <pp untimed mean>"
+# (the untimed mean: as many round trips with no clock read inside the loop, as
+# upstream times; "n/a" from a harness older than dd496b1).
 harness_rows() {
     local bin=$1 tag=$2
     "$bin" all --pairs-only --pingpong-rounds "$ITER" --wake-rounds "$WAKE" \
@@ -75,14 +77,20 @@ harness_rows() {
         "$(jq '.floor.one_way_p50_ns' "$pairs")" \
         "$(jq '.wake[] | select(.transport == "iox-plain") | .one_way_mean_ns' "$pairs")" \
         "$(jq "$row | .publish_frames_per_s / 1e6" "$thr")" \
-        "$(jq "$row | .receive_frames_per_s_min / 1e6" "$thr")"
+        "$(jq "$row | .receive_frames_per_s_min / 1e6" "$thr")" \
+        "$(jq '.pingpong[] | select(.transport == "iox-plain") | .one_way_mean_untimed_ns // "n/a"' "$pairs")"
 }
 
 print_rows() {
-    local label=$1 pp pp50 floor wake sent recv
-    read -r pp pp50 floor wake sent recv <<<"$2"
-    printf '  %-8s ping-pong mean %.0f ns (p50 %.0f, floor p50 %.0f), x own %s | wake mean %.0f ns, x own %s | 1->1 sent %.3f M/s x own %s, received %.3f M/s x own %s\n' \
-        "$label" "$pp" "$pp50" "$floor" "$(ratio "$pp" "$own_pp")" "$wake" "$(ratio "$wake" "$own_wake")" \
+    local label=$1 pp pp50 floor wake sent recv untimed untimed_x
+    read -r pp pp50 floor wake sent recv untimed <<<"$2"
+    untimed_x=n/a
+    if [[ "$untimed" != *n/a* ]]; then
+        untimed_x=$(ratio "$untimed" "$own_pp")
+        untimed=$(printf '%.0f' "$untimed")
+    fi
+    printf '  %-8s ping-pong mean %.0f ns (p50 %.0f, floor p50 %.0f), x own %s; untimed mean %s ns, x own %s | wake mean %.0f ns, x own %s | 1->1 sent %.3f M/s x own %s, received %.3f M/s x own %s\n' \
+        "$label" "$pp" "$pp50" "$floor" "$(ratio "$pp" "$own_pp")" "$untimed" "$untimed_x" "$wake" "$(ratio "$wake" "$own_wake")" \
         "$sent" "$(ratio "$sent" "$own_sent")" "$recv" "$(ratio "$recv" "$own_recv")"
 }
 

@@ -276,8 +276,9 @@ pub fn futex_pingpong(cores: [usize; 2], rounds: u64) -> OneWay {
     futex_pingpong_counted(cores, rounds).0
 }
 
-/// What the waits of [`futex_pingpong_counted`] did (both sides, warm-up
-/// included).
+/// What the waits of [`futex_pingpong_counted`] did (both sides, over all
+/// its round trips: warm-up, timed and untimed; the two timed phases may
+/// differ, so these shares describe the run, not its p50 alone).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FutexWaits {
     /// Waits (one per side per round trip).
@@ -735,11 +736,12 @@ pub fn run(namespace: &str, cores: [usize; 2], rounds: Rounds) -> Value {
         let r = w.json(Some(("futex", &futex)));
         v["p50_x_futex"] = r["p50_x_futex"].clone();
         v["mean_x_futex"] = r["mean_x_futex"].clone();
+        v["mean_untimed_x_futex"] = r["mean_untimed_x_futex"].clone();
         v
     };
     let futex_row = {
         let does = format!(
-            "bare FUTEX_WAIT / FUTEX_WAKE pair, no spin (the floor for anything that sleeps); {:.0}% of its waits slept until woken, {:.0}% called FUTEX_WAIT, the rest found the answer already there",
+            "bare FUTEX_WAIT / FUTEX_WAKE pair, no spin (the floor for anything that sleeps); {:.0}% of its waits (over all its rounds, the untimed ones too) slept until woken, {:.0}% called FUTEX_WAIT, the rest found the answer already there",
             share(counts.slept) * 100.0,
             share(counts.entered) * 100.0,
         );
@@ -809,6 +811,23 @@ mod tests {
     fn iox_pingpong_with_loans_held_across_the_wait_counts_its_rounds() {
         let ns = format!("test-{}", std::process::id());
         assert_eq!(iox_pingpong(&ns, two_cores(), 50).rounds, 50);
+    }
+
+    /// The wake-up rows' ratio of untimed means to the futex pair's was
+    /// never copied into the report: results.md printed 0.00x for every
+    /// row. Every row of both tables now carries its untimed ratio.
+    #[test]
+    fn regression_wake_rows_lacked_the_untimed_ratio() {
+        let ns = format!("test-run-{}", std::process::id());
+        let report = run(&ns, two_cores(), Rounds { spin: 20, wake: 10 });
+        for (table, base) in [("pingpong", "floor"), ("wake", "futex")] {
+            let rows = report[table].as_array().expect(table);
+            assert!(!rows.is_empty(), "{table}");
+            for r in rows {
+                let x = r[format!("mean_untimed_x_{base}")].as_f64();
+                assert!(x.is_some_and(|x| x > 0.0), "{table}: {r}");
+            }
+        }
     }
 
     /// The round trips were timed on the pinging side, after each answer

@@ -1905,7 +1905,13 @@ fn check_pairs(report: &Value) {
     for r in transports("wake", &["futex", "shm", "iox-plain"]) {
         one_way(
             &r,
-            &["p50_x_floor", "mean_x_floor", "p50_x_futex", "mean_x_futex"],
+            &[
+                "p50_x_floor",
+                "mean_x_floor",
+                "p50_x_futex",
+                "mean_x_futex",
+                "mean_untimed_x_futex",
+            ],
         );
         assert!(r["wait_does"].is_string(), "what the wait does: {r}");
     }
@@ -2016,7 +2022,8 @@ mod tests {
         };
         let wake = |t: &str| {
             one_way(
-                json!({"transport": t, "wait_does": "sleeps", "p50_x_futex": 1.1, "mean_x_futex": 1.1}),
+                json!({"transport": t, "wait_does": "sleeps", "p50_x_futex": 1.1, "mean_x_futex": 1.1,
+                    "mean_untimed_x_futex": 1.2}),
             )
         };
         json!({
@@ -2203,6 +2210,7 @@ mod tests {
             &["pingpong", "1", "p50_x_floor"],
             &["pingpong", "0", "mean_x_floor"],
             &["pingpong", "2", "mean_untimed_x_floor"],
+            &["wake", "1", "mean_untimed_x_futex"],
             &["floor", "one_way_mean_untimed_ns"],
             &["wake"],
             &["wake", "2"],
