@@ -20,9 +20,10 @@
 //! flattened towards 1.) The read stays off the path only while it takes
 //! less than the answer's way there and the next frame's way back; so
 //! every case also runs as many round trips again with the clock read only
-//! before and after the whole loop, and reports that mean beside the
-//! timed one (`one_way_mean_untimed_ns`: iceoryx2's figure exactly). The
-//! first tenth of the rounds warms up and is not counted.
+//! before and after each loop, and reports that mean beside the timed one
+//! (`one_way_mean_untimed_ns`: iceoryx2's figure exactly); timed and
+//! untimed halves alternate, so that a drift over the run falls on both.
+//! The first tenth of the rounds warms up and is not counted.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Barrier;
@@ -65,9 +66,9 @@ pub struct OneWay {
     pub p50_ns: f64,
     /// Mean round trip, halved, in ns.
     pub mean_ns: f64,
-    /// The mean again, over as many round trips run after the timed ones
-    /// with the clock read only before and after the whole loop (0 where
-    /// not measured): iceoryx2's own figure, with no clock read per round
+    /// The mean again, over as many round trips run in two halves between
+    /// and after the timed ones, with the clock read only before and after
+    /// each half (0 where not measured): iceoryx2's own figure, with no clock read per round
     /// trip anywhere, the check that the per-round reads stayed off the
     /// round trip's path.
     pub untimed_mean_ns: f64,
@@ -173,24 +174,40 @@ where
             // Relaxed: the barrier above orders the store before this load.
             let mut echo = echo.filter(|_| !failed.load(Ordering::Relaxed))?;
             let mut rtts = Vec::with_capacity(rounds as usize);
+            // Timed and untimed halves alternate (timed, untimed, timed,
+            // untimed), so that a drift over the run (the guest's speed,
+            // the vCPUs' placement) falls on both alike.
+            let half = rounds / 2;
+            let mut untimed = 0;
             let mut last = clock();
-            for i in 0..total {
-                echo();
-                // After the answer left: this read overlaps its way to the
-                // pinging side and the next frame's way back, as long as
-                // it takes less than those.
-                let now = clock();
-                if i >= warmup {
-                    rtts.push(now.saturating_sub(last));
+            for (phase, n) in [warmup + half, half, rounds - half, rounds - half]
+                .into_iter()
+                .enumerate()
+            {
+                if phase % 2 == 1 {
+                    // No clock read inside the loop.
+                    let begun = clock();
+                    for _ in 0..n {
+                        echo();
+                    }
+                    untimed += clock().saturating_sub(begun);
+                    continue;
                 }
-                last = now;
+                if phase > 0 {
+                    last = clock();
+                }
+                for i in 0..n {
+                    echo();
+                    // After the answer left: this read overlaps its way to
+                    // the pinging side and the next frame's way back, as
+                    // long as it takes less than those.
+                    let now = clock();
+                    if phase > 0 || i >= warmup {
+                        rtts.push(now.saturating_sub(last));
+                    }
+                    last = now;
+                }
             }
-            // As many again with no clock read inside the loop.
-            let begun = clock();
-            for _ in 0..rounds {
-                echo();
-            }
-            let untimed = clock().saturating_sub(begun);
             Some((rtts, untimed))
         });
         let ping = s.spawn(move || {
@@ -885,13 +902,14 @@ mod tests {
             ping_thread.into_inner().unwrap(),
         );
         assert_ne!(echo, ping);
-        // 20 rounds and 2 of warm-up, and the read before the loop; the
-        // untimed 20 rounds after, a read before and after them.
-        assert_eq!(reads.len(), 25);
+        // 20 timed rounds and 2 of warm-up, a read after each and one
+        // before the first; 20 untimed in two halves, a read before and
+        // after each; and the read that starts the second timed half.
+        assert_eq!(reads.len(), 1 + 22 + 2 + 1 + 2);
         // The fake clock steps by 1 per read: every timed round trip is
-        // 1 (0.5 one-way), the untimed 20 rounds span 1.
+        // 1 (0.5 one-way), each untimed half spans 1.
         assert_eq!((w.p50_ns, w.mean_ns), (0.5, 0.5));
-        assert_eq!(w.untimed_mean_ns, 1.0 / 20.0 / 2.0);
+        assert_eq!(w.untimed_mean_ns, 2.0 / 20.0 / 2.0);
         assert!(
             reads.iter().all(|t| Some(*t) == echo),
             "a clock read off the echoing side"
