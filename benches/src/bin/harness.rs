@@ -39,6 +39,10 @@ use zerocast_ipc::{
     SubscriberOptions, TopicConfig, TopicKind, Transport, WaitStrategy,
 };
 
+/// The most round trips a two-core case may be asked for: their times
+/// are kept (8 bytes each), and `rounds + rounds / 10` must not overflow.
+const MAX_ROUNDS: u64 = 100_000_000;
+
 #[derive(Parser, Debug)]
 #[command(name = "harness", about = "zerocast benchmark harness")]
 struct Cli {
@@ -95,13 +99,14 @@ struct AllArgs {
     /// iceoryx2): a short run for the publish path's ratio to the ring.
     #[arg(long, conflicts_with_all = ["durability_only", "pairs_only"])]
     throughput_only: bool,
-    /// Round trips of the floor and ping-pong cases (busy-polling; at
-    /// least 10, a tenth of them warm-up).
-    #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(10..))]
+    /// Round trips of the floor and ping-pong cases (busy-polling; 10 to
+    /// 100,000,000, a tenth of them warm-up; each counted one is kept, 8
+    /// bytes).
+    #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(10..=MAX_ROUNDS))]
     pingpong_rounds: u64,
     /// Round trips of the wake-up cases (no spin: a side sleeps unless its
-    /// answer is already there; at least 10).
-    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(10..))]
+    /// answer is already there; 10 to 100,000,000).
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(10..=MAX_ROUNDS))]
     wake_rounds: u64,
 }
 
@@ -2187,7 +2192,7 @@ mod tests {
     /// `--pingpong-rounds 0` wrote a results.md with an empty ping-pong
     /// table and 0 ns figures, and fewer than 10 rounds had no warm-up (the
     /// first interval, from the start barrier, was counted): both counts
-    /// are refused below 10, naming the option.
+    /// are refused below 10, and above 100,000,000, naming the option.
     #[test]
     fn regression_pingpong_rounds_zero_wrote_empty_results() {
         for (flag, n) in [("--pingpong-rounds", "0"), ("--wake-rounds", "9")] {
@@ -2196,6 +2201,17 @@ mod tests {
             assert!(err.to_string().contains(flag), "{flag}: {err}");
         }
         assert!(Cli::try_parse_from(["harness", "all", "--pingpong-rounds", "10"]).is_ok());
+        // 2^64 - 1 rounds panicked with "capacity overflow" (the kept
+        // round-trip times), after a backtrace, not a usage error.
+        for (flag, n) in [
+            ("--pingpong-rounds", "18446744073709551615"),
+            ("--wake-rounds", "100000001"),
+        ] {
+            let err = Cli::try_parse_from(["harness", "all", "--pairs-only", flag, n])
+                .expect_err("a count above the bound accepted");
+            assert!(err.to_string().contains(flag), "{flag}: {err}");
+        }
+        assert!(Cli::try_parse_from(["harness", "all", "--wake-rounds", "100000000"]).is_ok());
     }
 
     #[test]
