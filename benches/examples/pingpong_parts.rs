@@ -84,7 +84,7 @@ fn ring(cores: [usize; 2], rounds: u64, single: bool) -> OneWay {
 }
 
 fn bus(namespace: &str, cores: [usize; 2], rounds: u64, send: ShmSend, p: Producers) -> OneWay {
-    shm_pingpong_with(namespace, cores, rounds, None, send, p)
+    shm_pingpong_with(namespace, cores, rounds, None, send, p).0
 }
 
 fn main() {

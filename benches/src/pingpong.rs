@@ -16,11 +16,11 @@
 //! family 26 guest with the two vCPUs near each other it doubled the
 //! core-to-core floor, 45 ns one-way against 22-26 ns untimed, and made
 //! iceoryx2's ping-pong 227-230 ns where it is 170-179 timed off the path
-//! (`docs/bench/zen5/iox-own-before-after/`); every multiple of the floor was
-//! flattened towards 1.) The read stays off the path only while it takes
+//! (`docs/bench/zen5/iox-own-before-after/`); every multiple of the floor
+//! was flattened towards 1.) The read stays off the path only while it takes
 //! less than the answer's way there and the next frame's way back; so
-//! every case also runs as many round trips again with the clock read only
-//! before and after each loop, and reports that mean beside the timed one
+//! every case also runs as many round trips again with no clock read
+//! inside the loop, and reports that mean beside the timed one
 //! (`one_way_mean_untimed_ns`: iceoryx2's figure exactly); timed and
 //! untimed halves alternate, so that a drift over the run falls on both.
 //! The first tenth of the rounds warms up and is not counted.
@@ -67,10 +67,9 @@ pub struct OneWay {
     /// Mean round trip, halved, in ns.
     pub mean_ns: f64,
     /// The mean again, over as many round trips run in two halves between
-    /// and after the timed ones, with the clock read only before and after
-    /// each half (0 where not measured): iceoryx2's own figure, with no clock read per round
-    /// trip anywhere, the check that the per-round reads stayed off the
-    /// round trip's path.
+    /// and after the timed ones, with no clock read inside either half (0
+    /// where not measured): iceoryx2's own figure, the check that the
+    /// per-round reads stayed off the round trip's path.
     pub untimed_mean_ns: f64,
 }
 
@@ -177,6 +176,8 @@ where
             // Timed and untimed halves alternate (timed, untimed, timed,
             // untimed), so that a drift over the run (the guest's speed,
             // the vCPUs' placement) falls on both alike.
+            // Every span, timed or not, runs from one read to the next, so
+            // each holds its round trips and one read, never two.
             let half = rounds / 2;
             let mut untimed = 0;
             let mut last = clock();
@@ -186,15 +187,13 @@ where
             {
                 if phase % 2 == 1 {
                     // No clock read inside the loop.
-                    let begun = clock();
                     for _ in 0..n {
                         echo();
                     }
-                    untimed += clock().saturating_sub(begun);
+                    let now = clock();
+                    untimed += now.saturating_sub(last);
+                    last = now;
                     continue;
-                }
-                if phase > 0 {
-                    last = clock();
                 }
                 for i in 0..n {
                     echo();
@@ -426,25 +425,15 @@ pub fn shm_pingpong(
         ShmSend::Publish,
         Producers::Many,
     )
+    .0
 }
 
-/// [`shm_pingpong`] sending by `send`, on topics of `producers`.
+/// [`shm_pingpong`] sending by `send`, on topics of `producers`; also
+/// returns how many frames each side published on its topic (`[ping,
+/// pong]`, the last sequence + 1): with warm-up and the untimed rounds,
+/// `2 * rounds + rounds / 10` each way, and one more from the pinging side
+/// for [`ShmSend::LoanHeld`] (the frame that starts the exchange).
 pub fn shm_pingpong_with(
-    namespace: &str,
-    cores: [usize; 2],
-    rounds: u64,
-    wait: Option<WaitStrategy>,
-    send: ShmSend,
-    producers: Producers,
-) -> OneWay {
-    shm_pingpong_frames(namespace, cores, rounds, wait, send, producers).0
-}
-
-/// [`shm_pingpong_with`], and how many frames each side published on its
-/// topic (`[ping, pong]`, the last sequence + 1): with warm-up and the
-/// untimed rounds, `2 * rounds + rounds / 10` each way, and one more from the pinging side for
-/// [`ShmSend::LoanHeld`] (the frame that starts the exchange).
-pub fn shm_pingpong_frames(
     namespace: &str,
     cores: [usize; 2],
     rounds: u64,
@@ -726,7 +715,8 @@ pub fn run(namespace: &str, cores: [usize; 2], rounds: Rounds) -> Value {
         None,
         ShmSend::LoanHeld,
         Producers::Many,
-    );
+    )
+    .0;
     eprintln!("ping-pong iox-plain");
     let iox = iox_pingpong(namespace, cores, rounds.spin);
     eprintln!("wake: bare futex");
@@ -903,9 +893,9 @@ mod tests {
         );
         assert_ne!(echo, ping);
         // 20 timed rounds and 2 of warm-up, a read after each and one
-        // before the first; 20 untimed in two halves, a read before and
-        // after each; and the read that starts the second timed half.
-        assert_eq!(reads.len(), 1 + 22 + 2 + 1 + 2);
+        // before the first; 20 untimed in two halves, a read after each
+        // (each half runs from the read that ended the timed one before).
+        assert_eq!(reads.len(), 1 + 22 + 2);
         // The fake clock steps by 1 per read: every timed round trip is
         // 1 (0.5 one-way), each untimed half spans 1.
         assert_eq!((w.p50_ns, w.mean_ns), (0.5, 0.5));
@@ -925,14 +915,14 @@ mod tests {
         for producers in [Producers::Many, Producers::Single] {
             let ns = format!("test-loan-{}-{producers:?}", std::process::id());
             let (w, frames) =
-                shm_pingpong_frames(&ns, two_cores(), 50, None, ShmSend::LoanHeld, producers);
+                shm_pingpong_with(&ns, two_cores(), 50, None, ShmSend::LoanHeld, producers);
             assert_eq!(w.rounds, 50);
             // 50 rounds, 5 of warm-up and 50 untimed each way, and the
             // pinging side's frame that started the exchange (once, not
             // per round).
             assert_eq!(frames, [106, 105], "{producers:?}");
             let (_, frames) =
-                shm_pingpong_frames(&ns, two_cores(), 50, None, ShmSend::Publish, producers);
+                shm_pingpong_with(&ns, two_cores(), 50, None, ShmSend::Publish, producers);
             assert_eq!(frames, [105, 105], "{producers:?}");
         }
     }

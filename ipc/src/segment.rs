@@ -918,8 +918,9 @@ impl Segment {
             // publishes the clears.
             // Release: pairs with the Acquire fence of monitors that load
             // the owner word again after reading the entry (`zerocast
-            // health`, `zerocast stat`): one that reads any clear below also sees the
-            // tombstone taken above, not the dead owner's word.
+            // health`, `zerocast stat`): one that reads any clear below
+            // also sees the tombstone taken above, not the dead owner's
+            // word.
             fence(Ordering::Release);
             p.clear_for_next_owner();
             // Release: pairs with the Acquire loads of registration and of
