@@ -25,7 +25,11 @@
 #        measurement in a session of its own with autogroup and nice -19, so
 #        that other work on a busy machine does not preempt the pinned
 #        threads; needs root).
-set -euo pipefail
+set -Eeuo pipefail
+shopt -s inherit_errexit
+# A failed step (a harness that crashed, a field missing from its JSON) ends
+# the run, naming the command, instead of printing zeros.
+trap 'echo "iox-own.sh: failed (exit $?) at line $LINENO: $BASH_COMMAND" >&2' ERR
 
 ROUNDS=${1:-3}
 ITER=${ITER:-1000000}
@@ -72,13 +76,18 @@ harness_rows() {
     "$bin" all --throughput-only --out "$OUT/thr-$tag" >/dev/null 2>"$OUT/thr-$tag.log"
     local thr="$OUT/thr-$tag/results.json"
     local row='.throughput[] | select(.transport == "iox-plain" and .subscribers == 1)'
-    echo "$(jq '.pingpong[] | select(.transport == "iox-plain") | .one_way_mean_ns' "$pairs")" \
-        "$(jq '.pingpong[] | select(.transport == "iox-plain") | .one_way_p50_ns' "$pairs")" \
-        "$(jq '.floor.one_way_p50_ns' "$pairs")" \
-        "$(jq '.wake[] | select(.transport == "iox-plain") | .one_way_mean_ns' "$pairs")" \
-        "$(jq "$row | .publish_frames_per_s / 1e6" "$thr")" \
-        "$(jq "$row | .receive_frames_per_s_min / 1e6" "$thr")" \
-        "$(jq '.pingpong[] | select(.transport == "iox-plain") | .one_way_mean_untimed_ns // "n/a"' "$pairs")"
+    local pp='.pingpong[] | select(.transport == "iox-plain")'
+    # Each field on its own (jq -e: a missing one fails the script, with
+    # inherit_errexit, instead of shifting the others left).
+    local mean p50 floor wake sent recv untimed
+    mean=$(jq -er "$pp | .one_way_mean_ns" "$pairs")
+    p50=$(jq -er "$pp | .one_way_p50_ns" "$pairs")
+    floor=$(jq -er '.floor.one_way_p50_ns' "$pairs")
+    wake=$(jq -er '.wake[] | select(.transport == "iox-plain") | .one_way_mean_ns' "$pairs")
+    sent=$(jq -er "$row | .publish_frames_per_s / 1e6" "$thr")
+    recv=$(jq -er "$row | .receive_frames_per_s_min / 1e6" "$thr")
+    untimed=$(jq -er "$pp | .one_way_mean_untimed_ns // \"n/a\"" "$pairs")
+    echo "$mean $p50 $floor $wake $sent $recv $untimed"
 }
 
 print_rows() {

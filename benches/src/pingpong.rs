@@ -168,11 +168,19 @@ where
             made.wait();
             let mut make = Some(make_echo);
             let mut echo = None;
-            set_up(&mut || echo = make.take().map(|f| f()));
+            // The round-trip times' buffer, written through before the
+            // start (every page faulted in: a first touch inside the timed
+            // loop would put a page fault into a round trip), as part of
+            // the set-up, so that an allocation that fails stops both sides.
+            let mut rtts = Vec::new();
+            set_up(&mut || {
+                rtts = vec![u64::MAX; rounds as usize];
+                echo = make.take().map(|f| f());
+            });
             start.wait();
             // Relaxed: the barrier above orders the store before this load.
             let mut echo = echo.filter(|_| !failed.load(Ordering::Relaxed))?;
-            let mut rtts = Vec::with_capacity(rounds as usize);
+            let mut timed = 0;
             // Timed and untimed halves alternate (timed, untimed, timed,
             // untimed), so that a drift over the run (the guest's speed,
             // the vCPUs' placement) falls on both alike.
@@ -202,11 +210,13 @@ where
                     // long as it takes less than those.
                     let now = clock();
                     if phase > 0 || i >= warmup {
-                        rtts.push(now.saturating_sub(last));
+                        rtts[timed] = now.saturating_sub(last);
+                        timed += 1;
                     }
                     last = now;
                 }
             }
+            rtts.truncate(timed);
             Some((rtts, untimed))
         });
         let ping = s.spawn(move || {
@@ -302,9 +312,12 @@ pub struct FutexWaits {
     /// Those that found no answer at their first look and called
     /// `FUTEX_WAIT`.
     pub entered: u64,
-    /// Those in which a `FUTEX_WAIT` returned 0: the side slept until
-    /// woken (a call that returns EAGAIN, the word changed before the
-    /// kernel looked, did not sleep).
+    /// Those in which a `FUTEX_WAIT` returned 0: the side was queued in
+    /// the kernel and woken (a call that returns EAGAIN, the word changed
+    /// before the kernel looked, was not). An upper bound on the waits that
+    /// slept: a wake that finds the waiter queued before it was switched
+    /// out returns 0 too, and a late wake of one round may end the next
+    /// round's wait.
     pub slept: u64,
 }
 
@@ -748,7 +761,7 @@ pub fn run(namespace: &str, cores: [usize; 2], rounds: Rounds) -> Value {
     };
     let futex_row = {
         let does = format!(
-            "bare FUTEX_WAIT / FUTEX_WAKE pair, no spin (the floor for anything that sleeps); {:.0}% of its waits (over all its rounds, the untimed ones too) slept until woken, {:.0}% called FUTEX_WAIT, the rest found the answer already there",
+            "bare FUTEX_WAIT / FUTEX_WAKE pair, no spin (the floor for anything that sleeps); {:.0}% of its waits (over all its rounds, the untimed ones too) were woken in FUTEX_WAIT (returned 0: at most that many slept), {:.0}% called FUTEX_WAIT, the rest found the answer already there",
             share(counts.slept) * 100.0,
             share(counts.entered) * 100.0,
         );

@@ -97,9 +97,10 @@ impl Default for WaitStrategy {
 }
 
 /// Sleeps while `*word == expected`, at most `timeout`. Works across
-/// processes (a shared, not private, futex). Returns true if it slept
-/// until woken (`FUTEX_WAIT` returned 0: a `FUTEX_WAKE`, or a spurious
-/// wake-up); false if it returned at once (the word no longer held
+/// processes (a shared, not private, futex). Returns true if it was
+/// queued and woken (`FUTEX_WAIT` returned 0: a `FUTEX_WAKE`, or a
+/// spurious wake-up; the thread may have been woken before it was
+/// switched out); false if it returned at once (the word no longer held
 /// `expected`: EAGAIN), timed out, or was interrupted.
 pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) -> bool {
     let ts = libc::timespec {

@@ -2186,9 +2186,6 @@ mod tests {
         assert!(!passes(&report), "an undescribed wait accepted");
     }
 
-    /// Issue 14, item 4: the floor, the ping-pong and wake-up figures,
-    /// their ratios and the plots were not in the report; the smoke check
-    /// now wants each of them, so a run that drops one fails CI.
     /// `--pingpong-rounds 0` wrote a results.md with an empty ping-pong
     /// table and 0 ns figures, and fewer than 10 rounds had no warm-up (the
     /// first interval, from the start barrier, was counted): both counts
@@ -2214,6 +2211,9 @@ mod tests {
         assert!(Cli::try_parse_from(["harness", "all", "--wake-rounds", "100000000"]).is_ok());
     }
 
+    /// Issue 14, item 4: the floor, the ping-pong and wake-up figures,
+    /// their ratios and the plots were not in the report; the smoke check
+    /// now wants each of them, so a run that drops one fails CI.
     #[test]
     fn regression_smoke_check_wants_floor_pingpong_wake_and_plots() {
         let removals: &[&[&str]] = &[

@@ -712,9 +712,11 @@ impl HealthMonitor {
             let inflight = p.inflight_range();
             // Acquire: pairs with the Release fence after the owner
             // word's tombstone compare-and-swap in a publisher's drop and
-            // in a reap: if any word read above is one their clears
-            // stored (a count of 0, an empty name), the owner word is no
-            // longer `word`, and this entry's reading is dropped, not
+            // in a reap, and with the one after a registration's claiming
+            // compare-and-swap: if any word read above is one their clears
+            // or the next owner stored (a count of 0, an empty name), the
+            // owner word is no longer `word`, and this entry's reading is
+            // dropped, not
             // reported as a live publisher that published nothing. Not
             // caught: the same process dropping this publisher and
             // registering another into the same entry between the two
