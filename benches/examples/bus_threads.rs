@@ -9,6 +9,9 @@
 //! - `publish`: `Publisher::publish(&TradeEvent)` (frame clock, encode in
 //!   place, in-flight record, wake check);
 //! - `single`: the same on a single-producer topic;
+//! - `at`, `single-at`: `Publisher::publish_at(&TradeEvent, t)` with the
+//!   trade's own timestamp for the frame time (no clock read), on both
+//!   topic kinds;
 //! - `words`: `ShmPublisher::publish_words` of a frame encoded once (the
 //!   bus's bookkeeping, no clock, no encode);
 //! - `raw`: the segment's ring below the bus, `Broadcast::try_publish` of
@@ -38,7 +41,7 @@ struct Run {
 
 fn run(path: &str, round: usize) -> Run {
     let mut topic = TopicConfig::new("bench", 16 << 20, TopicKind::Trade);
-    if path == "single" {
+    if path.starts_with("single") {
         topic.producers = Producers::Single;
     }
     let bus = Bus::new(Config {
@@ -130,6 +133,13 @@ fn run(path: &str, round: usize) -> Run {
                     .try_publish(&mut cache, &frame)
                     .expect("raw publish");
             }
+            ("at" | "single-at", _) => {
+                // The engine's own time, stamped into the trade (constant
+                // here, as the raw ring's frame is).
+                publisher
+                    .publish_at(&trade, trade.timestamp as u64)
+                    .expect("publish_at");
+            }
             ("words", Publisher::Shm(p)) => {
                 p.publish_words(&frame).expect("publish_words");
             }
@@ -154,7 +164,7 @@ fn main() {
         .nth(1)
         .map(|s| s.parse().expect("rounds"))
         .unwrap_or(5);
-    let paths = ["publish", "single", "words", "raw"];
+    let paths = ["publish", "single", "at", "single-at", "words", "raw"];
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
     // Runs whose reader was lapped (it fell a ring behind): their rate is
     // still the publisher's, but not every frame was read.

@@ -184,13 +184,19 @@ impl IoxPublisher {
 
     /// Publishes one body; returns its (per-publisher) sequence.
     pub fn publish<B: Body>(&mut self, body: &B) -> Result<u64> {
-        let seq = self.send_one(body)?;
+        self.publish_at(body, crate::clock::frame_ns())
+    }
+
+    /// Publishes one body with the frame time given (see
+    /// `ShmPublisher::publish_at`); returns its (per-publisher) sequence.
+    pub fn publish_at<B: Body>(&mut self, body: &B, publish_ns: u64) -> Result<u64> {
+        let seq = self.send_one(body, publish_ns)?;
         self.notify();
         Ok(seq)
     }
 
-    fn send_one<B: Body>(&mut self, body: &B) -> Result<u64> {
-        let words = frame::encode(body, self.id, crate::clock::frame_ns(), &mut self.buf.0)
+    fn send_one<B: Body>(&mut self, body: &B, publish_ns: u64) -> Result<u64> {
+        let words = frame::encode(body, self.id, publish_ns, &mut self.buf.0)
             .expect("FrameBuf holds any frame");
         if words > self.services.words {
             return Err(Error::FrameTooLarge {
@@ -222,7 +228,7 @@ impl IoxPublisher {
     pub fn publish_batch<B: Body>(&mut self, bodies: &[B]) -> Result<u64> {
         let first = self.next_seq;
         for b in bodies {
-            self.send_one(b)?;
+            self.send_one(b, crate::clock::frame_ns())?;
         }
         self.notify();
         Ok(first)

@@ -291,6 +291,19 @@ impl Publisher {
         }
     }
 
+    /// Publishes one body with the frame time given, reading no clock (see
+    /// [`ShmPublisher::publish_at`]: the time must be `CLOCK_REALTIME`
+    /// nanoseconds since the Unix epoch, and is not checked); returns its
+    /// topic sequence.
+    #[inline]
+    pub fn publish_at<B: Body>(&mut self, body: &B, publish_ns: u64) -> Result<u64> {
+        match self {
+            Self::Shm(p) => p.publish_at(body, publish_ns),
+            #[cfg(feature = "iceoryx2")]
+            Self::Iox(p) => p.publish_at(body, publish_ns),
+        }
+    }
+
     /// Lends the next slot of a shared-memory topic for one `B` frame,
     /// written in place and committed (see [`ShmPublisher::loan`]). An
     /// iceoryx2 topic has no ring slot to lend: use
@@ -301,6 +314,19 @@ impl Publisher {
             #[cfg(feature = "iceoryx2")]
             Self::Iox(_) => Err(Error::Iceoryx(
                 "loan is for shared-memory topics; publish to an iceoryx2 topic with publish()"
+                    .to_owned(),
+            )),
+        }
+    }
+
+    /// [`loan`](Self::loan) with the frame time given, reading no clock
+    /// (see [`ShmPublisher::loan_at`]).
+    pub fn loan_at<B: Body>(&mut self, publish_ns: u64) -> Result<LoanUninit<'_, B>> {
+        match self {
+            Self::Shm(p) => p.loan_at(publish_ns),
+            #[cfg(feature = "iceoryx2")]
+            Self::Iox(_) => Err(Error::Iceoryx(
+                "loan_at is for shared-memory topics; publish to an iceoryx2 topic with publish_at()"
                     .to_owned(),
             )),
         }

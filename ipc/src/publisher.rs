@@ -218,6 +218,51 @@ impl ShmPublisher {
         Ok(self.loan::<B>()?.write(body).commit())
     }
 
+    /// [`publish`](Self::publish) with the frame time given: the frame's
+    /// `publish_ns` is `publish_ns`, and no clock is read. For a thread
+    /// that has the time already (a matching engine that stamped the trade
+    /// it is about to publish): the frame clock is the largest cost of a
+    /// [`publish`](Self::publish) back to back (9.2 of 20.8 ns, one
+    /// `rdtsc`, on the AMD EPYC family 26 guest; see the README's
+    /// "Timestamps"), and this skips it.
+    ///
+    /// The time is the caller's and is not checked: subscribers, the
+    /// delayed tier and every tool read a frame's `publish_ns` as
+    /// nanoseconds since the Unix epoch on `CLOCK_REALTIME`. Give such a
+    /// time, or the delayed tier's batch deadlines move by the difference
+    /// (a time in the future is taken for "just published", one more than
+    /// a batch interval old for a backlog), and latencies printed from it
+    /// mean nothing. Unlike the frame clock's, the caller's times may go
+    /// back from one frame to the next.
+    ///
+    /// ```
+    /// # let dir = std::env::temp_dir().join(format!("zc-at-doc-{}", std::process::id()));
+    /// # let seg = std::sync::Arc::new(zerocast_ipc::Segment::create(&dir, "doc", 8, 32)?);
+    /// use zerocast_core::frame::{id::id, Direction, TradeEvent};
+    /// use zerocast_ipc::{layout::now_ns, PublisherOptions, ShmPublisher};
+    /// # let mut publisher = ShmPublisher::new(seg.clone(), &PublisherOptions::default())?;
+    /// # let mut sub = zerocast_ipc::ShmSubscriber::new(seg, &Default::default())?;
+    /// let matched_ns = now_ns(); // the engine's own clock reading
+    /// let trade = TradeEvent {
+    ///     trade_id: id("T-1").unwrap(),
+    ///     order_id: id("O-1").unwrap(),
+    ///     instrument_id: id("BTC-USDT").unwrap(),
+    ///     price: 64_000.5,
+    ///     volume: 0.25,
+    ///     direction: Direction::Buy,
+    ///     timestamp: matched_ns as i64,
+    /// };
+    /// let seq = publisher.publish_at(&trade, matched_ns)?; // no second clock read
+    /// # let got = sub.poll().unwrap();
+    /// # assert_eq!((got, sub.last(got).publish_ns()), (seq, matched_ns));
+    /// # std::fs::remove_file(&dir).ok();
+    /// # Ok::<(), zerocast_ipc::Error>(())
+    /// ```
+    #[inline]
+    pub fn publish_at<B: Body>(&mut self, body: &B, publish_ns: u64) -> Result<u64> {
+        Ok(self.loan_at::<B>(publish_ns)?.write(body).commit())
+    }
+
     /// Publishes `body` as a retransmission of sequence `original`: the
     /// frame header's retransmission mark
     /// ([`FrameHeader::retransmit_of`]) names `original`, so subscribers
@@ -289,8 +334,6 @@ impl ShmPublisher {
     // variants, a larger `Drop`) was enough to bring about.
     #[inline(always)]
     pub fn loan<B: Body>(&mut self) -> Result<LoanUninit<'_, B>> {
-        let words = frame::frame_words(B::KIND);
-        self.check_fits(words)?;
         // The header's time is read here, before the claim, not at the
         // commit. Between the slot's WRITING stamp and its commit a
         // caught-up subscriber polls the slot's first line, and each look
@@ -299,7 +342,17 @@ impl ShmPublisher {
         // window made a ping-pong's one-way time 386 ns where it is 120 ns
         // with the clock read first (`pingpong_parts`, AMD EPYC guest,
         // floor 55 ns).
-        let lent_ns = crate::clock::frame_ns();
+        self.loan_at(crate::clock::frame_ns())
+    }
+
+    /// [`loan`](Self::loan) with the frame time given: the frame's
+    /// `publish_ns` is `publish_ns`, and no clock is read (see
+    /// [`publish_at`](Self::publish_at) for what the time must be).
+    // Inlined for the reason `loan` is.
+    #[inline(always)]
+    pub fn loan_at<B: Body>(&mut self, lent_ns: u64) -> Result<LoanUninit<'_, B>> {
+        let words = frame::frame_words(B::KIND);
+        self.check_fits(words)?;
         if self.open_loan.is_some() {
             self.finish_forgotten_loan();
         }

@@ -551,3 +551,69 @@ fn regression_recv_batch_keeps_lagged_after_frames() {
         bus.remove_segments();
     }
 }
+
+/// `publish_at` stamps the caller's time into the frame header and reads no
+/// clock (a clock reading would be the present, never these times), on
+/// both transports; `loan_at` does on shared memory and says what to use
+/// instead on iceoryx2; `publish` after them reads the clock again.
+#[test]
+fn publish_at_stamps_the_callers_time_on_both_transports() {
+    for (test, transport) in [("at-shm", Transport::Shm), ("at-iox", Transport::Iceoryx2)] {
+        let bus = bus(test, transport);
+        let mut sub = bus
+            .subscriber(
+                "trades",
+                SubscriberOptions {
+                    start: Start::Newest,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let mut publisher = bus.publisher("trades").unwrap();
+        // A time from the past, one going back, and the largest.
+        let times = [1_000_000_007, 5, u64::MAX];
+        for (i, &t) in times.iter().enumerate() {
+            publisher.publish_at(&trade(i as u64), t).unwrap();
+        }
+        let shm = transport == Transport::Shm;
+        if shm {
+            publisher
+                .loan_at::<TradeEvent>(77)
+                .unwrap()
+                .write(&trade(3))
+                .commit();
+        } else {
+            let err = publisher.loan_at::<TradeEvent>(77).unwrap_err();
+            assert!(err.to_string().contains("publish_at()"), "{err}");
+        }
+        let before = zerocast_ipc::layout::now_ns();
+        publisher.publish(&trade(4)).unwrap();
+        let after = zerocast_ipc::layout::now_ns();
+        let mut expect: Vec<(u64, u64)> = times
+            .iter()
+            .copied()
+            .zip(0..)
+            .map(|(t, i)| (i, t))
+            .collect();
+        if shm {
+            expect.push((3, 77));
+        }
+        for (price, t) in expect {
+            let f = sub.recv_timeout(Duration::from_secs(5)).unwrap();
+            let body = f.body::<TradeEvent>().unwrap();
+            assert_eq!(
+                (body.price.to_native(), f.publish_ns()),
+                (price as f64, t),
+                "{test}"
+            );
+        }
+        let f = sub.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(f.body::<TradeEvent>().unwrap().price.to_native(), 4.0);
+        assert!(
+            (before..=after).contains(&f.publish_ns()),
+            "{test}: publish read no clock"
+        );
+        assert_eq!(sub.try_recv().unwrap_err(), RecvError::Empty);
+        bus.remove_segments();
+    }
+}

@@ -115,7 +115,7 @@ struct ChildArgs {
     /// latency or count.
     #[arg(long)]
     role: String,
-    /// shm, shm-gating, shm-single (a single-producer topic), iox (zerocast's adapter) or iox-plain.
+    /// shm, shm-gating, shm-single (a single-producer topic), shm-at and shm-single-at (those two publishing with `publish_at`), iox (zerocast's adapter) or iox-plain.
     #[arg(long)]
     transport: String,
     /// trade or l2.
@@ -243,8 +243,9 @@ fn bus_for(namespace: &str, transport: &str, kind: &str) -> Bus {
     } else {
         Transport::Shm
     };
-    // "shm-single": a single-producer topic (claims by plain store).
-    if transport == "shm-single" {
+    // "shm-single", "shm-single-at": a single-producer topic (claims by
+    // plain store).
+    if transport.starts_with("shm-single") {
         topic.producers = Producers::Single;
     }
     Bus::new(Config {
@@ -304,6 +305,24 @@ fn plain_event(
         .open_or_create()
         .expect("plain iceoryx2 event service")
 }
+
+/// The throughput table's rows per subscriber count: (transport, batch).
+/// A transport ending in `-at` publishes with `Publisher::publish_at`, the
+/// trade's own time for the frame's, reading no clock (batch 1 only).
+const THROUGHPUT_ROWS: &[(&str, usize)] = &[
+    ("shm-raw", 1),
+    ("shm", 1),
+    ("shm", 32),
+    ("shm-at", 1),
+    ("shm-gating", 1),
+    ("shm-gating", 32),
+    ("shm-single", 1),
+    ("shm-single", 32),
+    ("shm-single-at", 1),
+    ("iox", 1),
+    ("iox", 32),
+    ("iox-plain", 1),
+];
 
 /// Polls before a blocking subscriber sleeps, on every transport.
 const BLOCK_SPINS: u32 = 100;
@@ -455,6 +474,16 @@ impl Sender {
             panic!("send_words is for the raw ring");
         };
         seg.ring().try_publish(cache, words).expect("raw publish");
+    }
+
+    /// `publish_at` with the trade's own time (no clock read).
+    #[inline]
+    fn send_at(&mut self, body: &TradeEvent) {
+        let Self::Zc(p) = self else {
+            panic!("send_at is for zerocast's publishers");
+        };
+        p.publish_at(body, body.timestamp as u64)
+            .expect("publish_at");
     }
 
     fn send_batch<B: Body>(&mut self, bodies: &[B]) {
@@ -1104,17 +1133,25 @@ fn throughput_case(
     );
     pin_to(pub_core);
     let mut sender = Sender::new(&ns, transport, "trade", "spin", subs);
-    let bodies: Vec<TradeEvent> = (0..batch).map(|_| trade(0, Mark::Measure)).collect();
+    // The trade's own time: an engine's clock reading, made once (the
+    // "-at" rows publish it as the frame's time; the others read the
+    // frame clock).
+    let stamped = zerocast_ipc::layout::now_ns();
+    let bodies: Vec<TradeEvent> = (0..batch).map(|_| trade(stamped, Mark::Measure)).collect();
     // The raw ring publishes one frame encoded once, as it is.
     let mut one = FrameBuf::default();
     let words = frame::encode(&bodies[0], 0, 0, &mut one.0).expect("encode");
     let encoded = &one.0[..words];
     let raw = transport == "shm-raw";
+    let at = transport.ends_with("-at");
+    assert!(!at || batch == 1, "{transport} is for single publishes");
     let t0 = Instant::now();
     let mut sent = 0;
     while sent < frames {
         if raw {
             sender.send_words(encoded);
+        } else if at {
+            sender.send_at(&bodies[0]);
         } else if batch == 1 {
             sender.send(&bodies[0]);
         } else {
@@ -1478,7 +1515,7 @@ fn fanout_markdown(report: &Value) -> String {
 /// The throughput rows, each against the raw ring of its run.
 fn throughput_markdown(report: &Value) -> String {
     let mut s = String::new();
-    s += "\n**Throughput** (trade frames, publisher as fast as it can, subscribers busy-poll; receiver rates count frames read, not frames skipped; `shm-raw` is the segment's ring below the publish API: a pre-encoded frame published with `Broadcast::try_publish`, read with `Broadcast::try_recv`, no clock read, encoding or bookkeeping; `/ raw ring` compares a batch-1 row with it)\n\n| transport | subscribers | batch | publish frames/s | / raw ring | slowest receiver frames/s | / raw ring | received min / sent | lagged max | lost max |\n|---|---|---|---|---|---|---|---|---|---|\n";
+    s += "\n**Throughput** (trade frames, publisher as fast as it can, subscribers busy-poll; receiver rates count frames read, not frames skipped; `shm-raw` is the segment's ring below the publish API: a pre-encoded frame published with `Broadcast::try_publish`, read with `Broadcast::try_recv`, no clock read, encoding or bookkeeping; `shm-at` and `shm-single-at` publish with `Publisher::publish_at`, the trade's own time for the frame's, no clock read; `/ raw ring` compares a batch-1 row with it)\n\n| transport | subscribers | batch | publish frames/s | / raw ring | slowest receiver frames/s | / raw ring | received min / sent | lagged max | lost max |\n|---|---|---|---|---|---|---|---|---|---|\n";
     for r in report["throughput"].as_array().into_iter().flatten() {
         let x_raw = |key: &str| {
             r[key]
@@ -1614,18 +1651,7 @@ fn run_all(args: AllArgs) {
         &[]
     };
     for &subs in fan {
-        for (transport, batch) in [
-            ("shm-raw", 1),
-            ("shm", 1),
-            ("shm", 32),
-            ("shm-gating", 1),
-            ("shm-gating", 32),
-            ("shm-single", 1),
-            ("shm-single", 32),
-            ("iox", 1),
-            ("iox", 32),
-            ("iox-plain", 1),
-        ] {
+        for &(transport, batch) in THROUGHPUT_ROWS {
             eprintln!("throughput {transport} subs {subs} batch {batch}");
             throughput.push(throughput_case(
                 &args, transport, subs, batch, pub_core, &sub_cores,
@@ -1817,10 +1843,11 @@ fn check_throughput(report: &Value) {
             .is_some_and(|t| t.starts_with("shm"))
     };
     let thr = report["throughput"].as_array().expect("throughput section");
-    // 2 subscriber counts x 10 rows (the raw ring at batch 1; shm,
-    // shm-gating and shm-single at batch 1 and 32, iox at 1 and 32, plain
-    // iceoryx2 at 1).
-    assert_eq!(thr.len(), 20, "throughput cases");
+    // 2 subscriber counts x 12 rows (the raw ring at batch 1; shm,
+    // shm-gating and shm-single at batch 1 and 32, shm-at and
+    // shm-single-at at 1, iox at 1 and 32, plain iceoryx2 at 1).
+    assert_eq!(thr.len(), 2 * THROUGHPUT_ROWS.len(), "throughput cases");
+    assert_eq!(THROUGHPUT_ROWS.len(), 12, "throughput rows");
     for r in thr {
         let does = r["wait_does"].as_str();
         assert!(
@@ -1991,18 +2018,7 @@ mod tests {
         }
         let mut throughput = Vec::new();
         for _subs in [1, 2] {
-            for (transport, batch) in [
-                ("shm-raw", 1),
-                ("shm", 1),
-                ("shm", 32),
-                ("shm-gating", 1),
-                ("shm-gating", 32),
-                ("shm-single", 1),
-                ("shm-single", 32),
-                ("iox", 1),
-                ("iox", 32),
-                ("iox-plain", 1),
-            ] {
+            for &(transport, batch) in THROUGHPUT_ROWS {
                 let mut row = json!({
                     "transport": transport, "batch": batch, "frames": 2000,
                     "wait": "spin", "wait_does": wait_does(transport, "spin"),
