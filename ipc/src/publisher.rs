@@ -814,6 +814,7 @@ impl LoanSlot<'_> {
 
     /// Stamps the header (with the time the slot was lent), commits, and
     /// does the publisher's bookkeeping. Returns the sequence.
+    #[inline(always)]
     fn commit(&mut self, kind: frame::MessageKind) -> u64 {
         let slot = self.slot.take().expect("a loan commits once");
         let mut header = FrameHeader::new(kind, self.id, self.lent_ns);
@@ -833,7 +834,20 @@ impl LoanSlot<'_> {
 }
 
 impl Drop for LoanSlot<'_> {
+    // Inlined: a committed loan (every publish) only checks that its slot
+    // is gone.
+    #[inline(always)]
     fn drop(&mut self) {
+        if self.slot.is_some() {
+            self.fill_with_heartbeat();
+        }
+    }
+}
+
+impl LoanSlot<'_> {
+    #[cold]
+    #[inline(never)]
+    fn fill_with_heartbeat(&mut self) {
         let Some(slot) = &self.slot else {
             return;
         };
