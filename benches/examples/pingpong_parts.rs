@@ -7,11 +7,17 @@
 //! - `ring`: the core broadcast ring on the heap, `try_publish` of a
 //!   pre-encoded frame, `try_recv` into a buffer;
 //! - `ring-single`: the same ring in single-producer mode;
+//! - `ring-1-line`, `ring-2-lines`: the ring (multi-producer) with a
+//!   frame of 7 and 15 words (stamp and payload in one and two cache
+//!   lines; the trade frame's slot spans three): how the one-way time
+//!   grows with the lines a frame spans;
 //! - `words`: the shared-memory bus, `publish_words` of a pre-encoded frame,
 //!   `Subscriber::try_recv`;
 //! - `publish`: the bus, `Publisher::publish(&TradeEvent)`, `try_recv` (the
 //!   harness's ping-pong row);
-//! - `publish-single`: the same on single-producer topics;
+//! - `publish-at`: `Publisher::publish_at(&TradeEvent, t)`, the trade's
+//!   own time for the frame's (no clock read);
+//! - `publish-single`: the same as `publish` on single-producer topics;
 //! - `loan-held`, `loan-held-single`: iceoryx2's own method (the harness's
 //!   `shm-loan` row): each side lends its next slot and writes the trade
 //!   into it before it waits, and commits once the answer is there.
@@ -25,7 +31,11 @@ use zerocast_core::broadcast::{Broadcast, GatingCache, SingleProducer, Start as 
 use zerocast_ipc::Producers;
 
 fn ring(cores: [usize; 2], rounds: u64, single: bool) -> OneWay {
-    let frame = trade_frame();
+    ring_of(cores, rounds, single, trade_frame())
+}
+
+/// The ring's ping-pong with `frame` (any words: only the ring reads them).
+fn ring_of(cores: [usize; 2], rounds: u64, single: bool, frame: Vec<u64>) -> OneWay {
     let make = || {
         let mut r = Broadcast::with_capacity(4096, frame.len()).unwrap();
         if single {
@@ -99,18 +109,24 @@ fn main() {
         "floor",
         "ring",
         "ring-single",
+        "ring-1-line",
+        "ring-2-lines",
         "words",
         "publish",
+        "publish-at",
         "publish-single",
         "loan-held",
         "loan-held-single",
     ];
-    let mut best = [(f64::MAX, f64::MAX, f64::MAX); 8];
+    let mut best = [(f64::MAX, f64::MAX, f64::MAX); 11];
     for round in 0..7 {
         let got = [
             cache_line_floor(pair, rounds),
             ring(pair, rounds, false),
             ring(pair, rounds, true),
+            // Stamp + 7 words: one line; stamp + 15: two.
+            ring_of(pair, rounds, false, (1..=7).collect()),
+            ring_of(pair, rounds, false, (1..=15).collect()),
             bus(
                 &format!("{ns}w{round}"),
                 pair,
@@ -123,6 +139,13 @@ fn main() {
                 pair,
                 rounds,
                 ShmSend::Publish,
+                Producers::Many,
+            ),
+            bus(
+                &format!("{ns}a{round}"),
+                pair,
+                rounds,
+                ShmSend::PublishAt,
                 Producers::Many,
             ),
             bus(

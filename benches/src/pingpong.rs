@@ -410,6 +410,9 @@ pub fn futex_pingpong_counted(cores: [usize; 2], rounds: u64) -> (OneWay, FutexW
 pub enum ShmSend {
     /// `Publisher::publish(&TradeEvent)`.
     Publish,
+    /// `Publisher::publish_at(&TradeEvent, t)` with the trade's own time
+    /// (no clock read).
+    PublishAt,
     /// `ShmPublisher::publish_words` of the trade frame encoded once.
     Words,
     /// iceoryx2's own method (`benchmarks/publish-subscribe`, as the
@@ -488,6 +491,9 @@ pub fn shm_pingpong_with(
     let frame = trade_frame();
     let publish = move |publisher: &mut Publisher, trade: &TradeEvent| match (send, publisher) {
         (ShmSend::Publish, p) => p.publish(trade).expect("publish"),
+        (ShmSend::PublishAt, p) => p
+            .publish_at(trade, trade.timestamp as u64)
+            .expect("publish_at"),
         (ShmSend::Words, Publisher::Shm(p)) => p.publish_words(&frame).expect("publish_words"),
         #[allow(unreachable_patterns)]
         (ShmSend::Words, _) => panic!("publish_words is for shared-memory topics"),
@@ -720,6 +726,16 @@ pub fn run(namespace: &str, cores: [usize; 2], rounds: Rounds) -> Value {
     let floor = cache_line_floor(cores, rounds.spin);
     eprintln!("ping-pong shm");
     let shm = shm_pingpong(&format!("{namespace}-pp"), cores, rounds.spin, None);
+    eprintln!("ping-pong shm, publish_at (the caller's frame time)");
+    let shm_at = shm_pingpong_with(
+        &format!("{namespace}-pa"),
+        cores,
+        rounds.spin,
+        None,
+        ShmSend::PublishAt,
+        Producers::Many,
+    )
+    .0;
     eprintln!("ping-pong shm, iceoryx2's method (loan held across the wait)");
     let shm_loan = shm_pingpong_with(
         &format!("{namespace}-pl"),
@@ -776,6 +792,8 @@ pub fn run(namespace: &str, cores: [usize; 2], rounds: Rounds) -> Value {
         "pingpong": [
             with_floor(&shm, json!({"transport": "shm", "payload_bytes": 160,
                 "method": "Publisher::publish(&TradeEvent) -> Subscriber::try_recv busy-poll, each way"})),
+            with_floor(&shm_at, json!({"transport": "shm-at", "payload_bytes": 160,
+                "method": "Publisher::publish_at(&TradeEvent, the trade's own time): no clock read on the publish -> Subscriber::try_recv busy-poll, each way"})),
             with_floor(&shm_loan, json!({"transport": "shm-loan", "payload_bytes": 160,
                 "method": "iceoryx2's method for zerocast: next slot lent (Publisher::loan) and the trade's body written into it before the wait, its header and commit after (the pinging side sends one frame first to start); Subscriber::try_recv busy-poll"})),
             with_floor(&iox, json!({"transport": "iox-plain", "payload_bytes": 160,

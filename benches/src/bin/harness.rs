@@ -1931,7 +1931,7 @@ fn check_pairs(report: &Value) {
         assert_eq!(got, want, "smoke check: {section} cases");
         cases.clone()
     };
-    for r in transports("pingpong", &["shm", "shm-loan", "iox-plain"]) {
+    for r in transports("pingpong", &["shm", "shm-at", "shm-loan", "iox-plain"]) {
         one_way(&r, &["p50_x_floor", "mean_x_floor", "mean_untimed_x_floor"]);
     }
     for r in transports("wake", &["futex", "shm", "iox-plain"]) {
@@ -2051,7 +2051,7 @@ mod tests {
             "latency": latency, "fanout": fanout, "throughput": throughput, "durability": null,
             "floor": {"rounds": 2000, "one_way_p50_ns": 130.0, "one_way_mean_ns": 140.0,
                 "one_way_mean_untimed_ns": 135.0},
-            "pingpong": [one_way(json!({"transport": "shm"})), one_way(json!({"transport": "shm-loan"})), one_way(json!({"transport": "iox-plain"}))],
+            "pingpong": [one_way(json!({"transport": "shm"})), one_way(json!({"transport": "shm-at"})), one_way(json!({"transport": "shm-loan"})), one_way(json!({"transport": "iox-plain"}))],
             "wake": [wake("futex"), wake("shm"), wake("iox-plain")],
             "plots": ["latency.svg", "fanout.svg"],
         })
