@@ -134,7 +134,7 @@ fn run(path: &str, round: usize) -> Run {
                     .expect("raw publish");
             }
             ("at" | "single-at", _) => {
-                // The engine's own time, stamped into the trade (constant
+                // The trade's own time field for the frame's (a constant
                 // here, as the raw ring's frame is).
                 publisher
                     .publish_at(&trade, trade.timestamp as u64)
@@ -173,7 +173,7 @@ fn main() {
         for (i, path) in paths.iter().enumerate() {
             let r = run(path, round);
             eprintln!(
-                "round {round} {path:8} {:6.2} M/s published, received {} lagged {}",
+                "round {round} {path:9} {:6.2} M/s published, received {} lagged {}",
                 r.rate, r.received, r.lagged
             );
             rates[i].push(r.rate);
@@ -193,7 +193,7 @@ fn main() {
     let raw = medians[paths.len() - 1];
     for ((path, m), lapped) in paths.iter().zip(&medians).zip(&lapped) {
         println!(
-            "{path:8} {m:6.2}  {:.2}x raw  (reader lapped in {lapped} of {rounds} runs)",
+            "{path:9} {m:6.2}  {:.2}x raw  (reader lapped in {lapped} of {rounds} runs)",
             m / raw
         );
     }

@@ -793,7 +793,7 @@ pub fn run(namespace: &str, cores: [usize; 2], rounds: Rounds) -> Value {
             with_floor(&shm, json!({"transport": "shm", "payload_bytes": 160,
                 "method": "Publisher::publish(&TradeEvent) -> Subscriber::try_recv busy-poll, each way"})),
             with_floor(&shm_at, json!({"transport": "shm-at", "payload_bytes": 160,
-                "method": "Publisher::publish_at(&TradeEvent, the trade's own time): no clock read on the publish -> Subscriber::try_recv busy-poll, each way"})),
+                "method": "Publisher::publish_at(&TradeEvent, t), t the trade's timestamp field (a constant here): no clock read on the publish -> Subscriber::try_recv busy-poll, each way"})),
             with_floor(&shm_loan, json!({"transport": "shm-loan", "payload_bytes": 160,
                 "method": "iceoryx2's method for zerocast: next slot lent (Publisher::loan) and the trade's body written into it before the wait, its header and commit after (the pinging side sends one frame first to start); Subscriber::try_recv busy-poll"})),
             with_floor(&iox, json!({"transport": "iox-plain", "payload_bytes": 160,

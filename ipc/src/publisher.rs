@@ -221,19 +221,22 @@ impl ShmPublisher {
     /// [`publish`](Self::publish) with the frame time given: the frame's
     /// `publish_ns` is `publish_ns`, and no clock is read. For a thread
     /// that has the time already (a matching engine that stamped the trade
-    /// it is about to publish): the frame clock is the largest cost of a
-    /// [`publish`](Self::publish) back to back (9.2 of 20.8 ns, one
-    /// `rdtsc`, on the AMD EPYC family 26 guest; see the README's
-    /// "Timestamps"), and this skips it.
+    /// it is about to publish, or a thread that answers a frame it has
+    /// just received): skipping the frame clock takes a
+    /// [`publish`](Self::publish) back to back from 19.5 to 14.4 ns (the
+    /// raw ring's publish 8.6 ns), and a ping-pong's one-way time from 70
+    /// to 55 ns, on the AMD EPYC family 26 guest (see the README's
+    /// "Timestamps").
     ///
     /// The time is the caller's and is not checked: subscribers, the
     /// delayed tier and every tool read a frame's `publish_ns` as
     /// nanoseconds since the Unix epoch on `CLOCK_REALTIME`. Give such a
     /// time, or the delayed tier's batch deadlines move by the difference
-    /// (a time in the future is taken for "just published", one more than
+    /// (a time in the future is taken for "just published", one at least
     /// a batch interval old for a backlog), and latencies printed from it
-    /// mean nothing. Unlike the frame clock's, the caller's times may go
-    /// back from one frame to the next.
+    /// mean nothing. The caller's times may go back by any amount from
+    /// one frame to the next (the frame clock's only on a step of the
+    /// wall clock).
     ///
     /// ```
     /// # let dir = std::env::temp_dir().join(format!("zc-at-doc-{}", std::process::id()));
@@ -347,10 +350,13 @@ impl ShmPublisher {
 
     /// [`loan`](Self::loan) with the frame time given: the frame's
     /// `publish_ns` is `publish_ns`, and no clock is read (see
-    /// [`publish_at`](Self::publish_at) for what the time must be).
+    /// [`publish_at`](Self::publish_at) for what the time must be). A
+    /// loan dropped uncommitted publishes its heartbeat with that time
+    /// too; one forgotten (`mem::forget`) and filled later, with the
+    /// frame clock's time of the fill.
     // Inlined for the reason `loan` is.
     #[inline(always)]
-    pub fn loan_at<B: Body>(&mut self, lent_ns: u64) -> Result<LoanUninit<'_, B>> {
+    pub fn loan_at<B: Body>(&mut self, publish_ns: u64) -> Result<LoanUninit<'_, B>> {
         let words = frame::frame_words(B::KIND);
         self.check_fits(words)?;
         if self.open_loan.is_some() {
@@ -387,7 +393,7 @@ impl ShmPublisher {
                 published: &mut self.published,
                 heartbeats: &mut self.heartbeats,
                 retransmit_of: None,
-                lent_ns,
+                lent_ns: publish_ns,
             },
             std::marker::PhantomData,
         ))
@@ -572,7 +578,7 @@ impl ShmPublisher {
         };
         let seg: &Segment = &self.seg;
         let entry = &seg.header().publishers[self.entry];
-        // SAFETY: we began writing `seq` (`loan` set `open_loan` after
+        // SAFETY: we began writing `seq` (`loan_at` set `open_loan` after
         // `begin_write`), and its `SlotWrite` sits in a loan that was never
         // dropped nor committed (either clears `open_loan`) yet no longer
         // borrows `self`: forgotten, or leaked and unreachable (it borrowed
