@@ -405,6 +405,83 @@ pub fn futex_pingpong_counted(cores: [usize; 2], rounds: u64) -> (OneWay, FutexW
     )
 }
 
+/// A clock read on a ping-pong's path (see [`ShmSend::PublishAtClock`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathClock {
+    /// `clock_gettime(CLOCK_REALTIME)` through the vDSO (`layout::now_ns`):
+    /// what the frame clock reads on a thread that publishes less often
+    /// than about three times a microsecond.
+    Vdso,
+    /// The frame clock itself (`clock::frame_ns`).
+    FrameClock,
+    /// `lfence; rdtsc` (x86_64; elsewhere `Vdso`).
+    LfenceRdtsc,
+    /// `rdtscp` (x86_64; elsewhere `Vdso`).
+    Rdtscp,
+    /// A plain `rdtsc`, not ordered (x86_64; elsewhere `Vdso`): what the
+    /// frame clock reads on a thread that publishes densely.
+    Rdtsc,
+}
+
+impl PathClock {
+    /// Every clock, in the order the example prints them.
+    pub const ALL: [PathClock; 5] = [
+        PathClock::Vdso,
+        PathClock::FrameClock,
+        PathClock::LfenceRdtsc,
+        PathClock::Rdtscp,
+        PathClock::Rdtsc,
+    ];
+
+    /// Its name in a table.
+    pub fn name(self) -> &'static str {
+        match self {
+            PathClock::Vdso => "clock_gettime",
+            PathClock::FrameClock => "frame clock",
+            PathClock::LfenceRdtsc => "lfence+rdtsc",
+            PathClock::Rdtscp => "rdtscp",
+            PathClock::Rdtsc => "rdtsc",
+        }
+    }
+
+    /// Reads it (a TSC value for the TSC reads: a frame time only in name,
+    /// as the ping-pong never reads it back).
+    #[inline(always)]
+    pub fn read(self) -> u64 {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use core::arch::x86_64::{__rdtscp, _mm_lfence, _rdtsc};
+            match self {
+                PathClock::LfenceRdtsc => {
+                    // SAFETY: `lfence` and `rdtsc` exist on every x86_64
+                    // CPU (SSE2 is part of x86_64) and only order loads
+                    // and read the TSC.
+                    return unsafe {
+                        _mm_lfence();
+                        _rdtsc()
+                    };
+                }
+                PathClock::Rdtscp => {
+                    let mut aux = 0u32;
+                    // SAFETY: `rdtscp` reads the TSC and writes the
+                    // processor id into `aux`, a valid local (every x86_64
+                    // CPU this bus targets has it: the kernel's vDSO uses
+                    // it too).
+                    return unsafe { __rdtscp(&mut aux) };
+                }
+                // SAFETY: `rdtsc` exists on every x86_64 CPU and only
+                // reads the TSC.
+                PathClock::Rdtsc => return unsafe { _rdtsc() },
+                PathClock::Vdso | PathClock::FrameClock => {}
+            }
+        }
+        match self {
+            PathClock::FrameClock => zerocast_ipc::clock::frame_ns(),
+            _ => zerocast_ipc::layout::now_ns(),
+        }
+    }
+}
+
 /// How a shared-memory ping-pong sends (see [`shm_pingpong_with`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ShmSend {
@@ -413,6 +490,10 @@ pub enum ShmSend {
     /// `Publisher::publish_at(&TradeEvent, t)` with the trade's own time
     /// (no clock read).
     PublishAt,
+    /// `Publisher::publish_at(&TradeEvent, t)` with `t` read from this
+    /// clock right before it: what a clock read costs on the path from a
+    /// frame received to the answer published.
+    PublishAtClock(PathClock),
     /// `ShmPublisher::publish_words` of the trade frame encoded once.
     Words,
     /// iceoryx2's own method (`benchmarks/publish-subscribe`, as the
@@ -494,6 +575,9 @@ pub fn shm_pingpong_with(
         (ShmSend::PublishAt, p) => p
             .publish_at(trade, trade.timestamp as u64)
             .expect("publish_at"),
+        (ShmSend::PublishAtClock(clock), p) => {
+            p.publish_at(trade, clock.read()).expect("publish_at")
+        }
         (ShmSend::Words, Publisher::Shm(p)) => p.publish_words(&frame).expect("publish_words"),
         #[allow(unreachable_patterns)]
         (ShmSend::Words, _) => panic!("publish_words is for shared-memory topics"),
