@@ -55,6 +55,17 @@
 //!   `clock_gettime`. Across threads, as across processes, times are as
 //!   far apart as each thread's error.
 //!
+//! On a request-response path (a frame received, the answer published)
+//! a `clock_gettime` reading costs more than its own time: the vDSO reads
+//! the TSC ordered (`lfence; rdtsc` or `rdtscp`), so the publish cannot
+//! begin until the received frame's loads have completed, and their
+//! cross-core transfer is no longer overlapped with the publish's own
+//! (a ping-pong's one-way time 55 -> 70-80 ns near, 240 -> 406 ns at the
+//! far vCPU placement, AMD EPYC family 26 guest, `clock_on_path`; a plain
+//! `rdtsc` 60 and 286). A thread that answers less often than about
+//! three times a microsecond is sparse and pays that; one that has the
+//! time passes it with `ShmPublisher::publish_at`.
+//!
 //! A dense thread pays a second TSC read (11 ns) once per window; a sparse
 //! one pays a look at its thread's state (about 4 ns on the AMD guest)
 //! over `clock_gettime`, and a TSC read on a reading that would turn it
