@@ -9,8 +9,10 @@
 //! the ordering is what costs.
 //!
 //! `cargo run --release -p zerocast-benches --example clock_on_path [rounds]`
-use zerocast_benches::cores;
-use zerocast_benches::pingpong::{cache_line_floor, shm_pingpong_with, OneWay, PathClock, ShmSend};
+
+use zerocast_benches::pingpong::{
+    cache_line_floor, shm_pingpong_with, two_cores, OneWay, PathClock, ShmSend,
+};
 use zerocast_ipc::Producers;
 
 fn main() {
@@ -18,8 +20,7 @@ fn main() {
         .nth(1)
         .map(|s| s.parse().expect("rounds"))
         .unwrap_or(100_000);
-    let ids: Vec<usize> = cores().iter().map(|c| c.id).collect();
-    let pair = [ids[0], *ids.get(1).unwrap_or(&ids[0])];
+    let pair = two_cores();
     let ns = format!("clkpath{}", std::process::id());
     let mut cases: Vec<(String, ShmSend)> = vec![
         ("publish".into(), ShmSend::Publish),

@@ -25,8 +25,10 @@
 //! `cargo run --release -p zerocast-benches --example pingpong_parts [rounds]`
 use std::sync::Arc;
 
-use zerocast_benches::pingpong::{cache_line_floor, run_pair, shm_pingpong_with, OneWay, ShmSend};
-use zerocast_benches::{cores, trade_frame};
+use zerocast_benches::pingpong::{
+    cache_line_floor, run_pair, shm_pingpong_with, two_cores, OneWay, ShmSend,
+};
+use zerocast_benches::trade_frame;
 use zerocast_core::broadcast::{Broadcast, GatingCache, SingleProducer, Start as RingStart};
 use zerocast_ipc::Producers;
 
@@ -102,8 +104,7 @@ fn main() {
         .nth(1)
         .map(|s| s.parse().expect("rounds"))
         .unwrap_or(100_000);
-    let ids: Vec<usize> = cores().iter().map(|c| c.id).collect();
-    let pair = [ids[0], *ids.get(1).unwrap_or(&ids[0])];
+    let pair = two_cores();
     let ns = format!("parts{}", std::process::id());
     let names = [
         "floor",

@@ -188,6 +188,7 @@ where
             // each holds its round trips and one read, never two.
             let half = rounds / 2;
             let mut untimed = 0;
+            let _exit = ExitOnPanic("echoing");
             let mut last = clock();
             for (phase, n) in [warmup + half, half, rounds - half, rounds - half]
                 .into_iter()
@@ -217,6 +218,7 @@ where
                 }
             }
             rtts.truncate(timed);
+            std::mem::forget(_exit);
             Some((rtts, untimed))
         });
         let ping = s.spawn(move || {
@@ -230,9 +232,11 @@ where
             let mut ping = ping
                 .filter(|_| !failed.load(Ordering::Relaxed))
                 .expect("a ping-pong side failed to set up");
+            let exit = ExitOnPanic("pinging");
             for _ in 0..total + rounds {
                 ping();
             }
+            std::mem::forget(exit);
         });
         let rtts = echo.join().expect("echo thread");
         ping.join().expect("ping thread");
@@ -241,6 +245,34 @@ where
     let mut w = OneWay::from_rtts(&mut rtts);
     w.untimed_mean_ns = untimed as f64 / rounds.max(1) as f64 / 2.0;
     w
+}
+
+/// Held by a ping-pong side through its loop and forgotten after it: if
+/// it is dropped, the side is unwinding from a panic, and its partner,
+/// waiting for an answer that cannot come, would spin forever (a hung
+/// harness instead of a failed one). The process exits instead, naming
+/// the side (the panic's own message is printed before the unwinding).
+struct ExitOnPanic(&'static str);
+
+/// The exit status of a process whose ping-pong side panicked mid-run.
+pub const PANIC_MID_RUN_EXIT: i32 = 101;
+
+impl Drop for ExitOnPanic {
+    fn drop(&mut self) {
+        eprintln!(
+            "the {} side of a ping-pong panicked after the start; its partner would wait \
+             for an answer forever: exiting",
+            self.0
+        );
+        std::process::exit(PANIC_MID_RUN_EXIT);
+    }
+}
+
+/// The first two cores of this machine (the first twice on a one-core
+/// machine): where the examples and tests run their ping-pongs.
+pub fn two_cores() -> [usize; 2] {
+    let ids: Vec<usize> = crate::cores().iter().map(|c| c.id).collect();
+    [ids[0], *ids.get(1).unwrap_or(&ids[0])]
 }
 
 fn pin_exactly(core: usize) {
@@ -895,11 +927,6 @@ pub fn run(namespace: &str, cores: [usize; 2], rounds: Rounds) -> Value {
 mod tests {
     use super::*;
 
-    fn two_cores() -> [usize; 2] {
-        let ids: Vec<usize> = crate::cores().iter().map(|c| c.id).collect();
-        [ids[0], *ids.get(1).unwrap_or(&ids[0])]
-    }
-
     /// Regression: a side whose set-up panicked left the other waiting at
     /// a barrier or for an answer forever. Now a side whose set-up fails
     /// (an iceoryx2 service refused, a segment that cannot be created)
@@ -923,6 +950,74 @@ mod tests {
                 )
             });
             assert!(result.is_err(), "echo fails: {echo_fails}");
+        }
+    }
+
+    /// Regression: a side that panicked in its loop, after the start,
+    /// left its partner waiting for an answer forever (a hung harness, and
+    /// a CI run that would only end at its time limit). The process now
+    /// exits, naming the side. Run in a child process (this test's own
+    /// binary, filtered to it, with `MID_PANIC_ENV` set), which must exit
+    /// with [`PANIC_MID_RUN_EXIT`] within a bound instead of hanging.
+    #[test]
+    fn regression_a_panic_mid_pingpong_left_the_other_side_spinning() {
+        const MID_PANIC_ENV: &str = "ZEROCAST_TEST_PINGPONG_MID_PANIC";
+        if let Ok(side) = std::env::var(MID_PANIC_ENV) {
+            // The child: one side panics at its 5th round; the other spins
+            // on a flag that is never set (as a receive loop would).
+            let answered = AtomicBool::new(false);
+            let answered = &answered;
+            let mut n = 0;
+            let mut panicking = move || {
+                n += 1;
+                assert!(n < 5, "a side panics mid-run");
+            };
+            let spinning = move || {
+                // Acquire: pairs with nothing; never set.
+                while !answered.load(Ordering::Acquire) {
+                    std::hint::spin_loop();
+                }
+            };
+            if side == "ping" {
+                run_pair(two_cores(), 100, || move || panicking(), || spinning);
+            } else {
+                run_pair(two_cores(), 100, || spinning, || move || panicking());
+            }
+            unreachable!("the run cannot end");
+        }
+        for side in ["ping", "echo"] {
+            let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "pingpong::tests::regression_a_panic_mid_pingpong_left_the_other_side_spinning",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(MID_PANIC_ENV, side)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let deadline = Instant::now() + std::time::Duration::from_secs(60);
+            let status = loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    break status;
+                }
+                if Instant::now() > deadline {
+                    child.kill().unwrap();
+                    child.wait().unwrap();
+                    panic!("{side}: the ping-pong hung after a side panicked");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            };
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            assert_eq!(status.code(), Some(PANIC_MID_RUN_EXIT), "{side}: {err}");
+            let who = if side == "ping" { "pinging" } else { "echoing" };
+            assert!(
+                err.contains(&format!("the {who} side of a ping-pong panicked")),
+                "{side}: {err}"
+            );
         }
     }
 
