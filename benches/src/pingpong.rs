@@ -115,6 +115,14 @@ impl OneWay {
 /// the first creates what the second opens, with no race); each returns
 /// one round trip's half: `ping` sends and waits for the answer, `echo`
 /// waits and answers. Returns the round trips after warm-up.
+///
+/// A side whose set-up panics fails the case (a panic here, which the
+/// harness catches per case). A side that panics in its loop, after the
+/// start, ends the process with [`PANIC_MID_RUN_EXIT`], naming the side:
+/// its partner may be waiting for an answer that cannot come, and no
+/// thread can be stopped from outside. Nothing is cleaned up then (the
+/// case's segments stay in `/dev/shm` until `zerocast stat
+/// --remove-stale` or a reboot) and the harness writes no results.
 pub fn run_pair<FP, P, FE, E>(
     cores: [usize; 2],
     rounds: u64,
@@ -164,7 +172,6 @@ where
     let (mut rtts, untimed) = std::thread::scope(|s| {
         let (made, start, failed, set_up) = (&made, &start, &failed, &set_up);
         let echo = s.spawn(move || {
-            pin_exactly(cores[1]);
             made.wait();
             let mut make = Some(make_echo);
             let mut echo = None;
@@ -173,7 +180,10 @@ where
             // loop would put a page fault into a round trip), as part of
             // the set-up, so that an allocation that fails stops both sides.
             let mut rtts = Vec::new();
+            // Pinned in the set-up: a core that cannot be had fails the
+            // case instead of leaving the partner at a barrier.
             set_up(&mut || {
+                pin_exactly(cores[1]);
                 rtts = vec![u64::MAX; rounds as usize];
                 echo = make.take().map(|f| f());
             });
@@ -222,10 +232,12 @@ where
             Some((rtts, untimed))
         });
         let ping = s.spawn(move || {
-            pin_exactly(cores[0]);
             let mut make = Some(make_ping);
             let mut ping = None;
-            set_up(&mut || ping = make.take().map(|f| f()));
+            set_up(&mut || {
+                pin_exactly(cores[0]);
+                ping = make.take().map(|f| f());
+            });
             made.wait();
             start.wait();
             // Relaxed: the barrier above orders the store before this load.
@@ -248,20 +260,26 @@ where
 }
 
 /// Held by a ping-pong side through its loop and forgotten after it: if
-/// it is dropped, the side is unwinding from a panic, and its partner,
-/// waiting for an answer that cannot come, would spin forever (a hung
+/// it is dropped, the side is unwinding from a panic, and its partner may
+/// be waiting for an answer that cannot come, spinning forever (a hung
 /// harness instead of a failed one). The process exits instead, naming
-/// the side (the panic's own message is printed before the unwinding).
+/// the side. The message is written to the process's stderr directly,
+/// not through `eprintln!`, which a test harness captures (and the exit
+/// would throw away); a failed write is ignored.
 struct ExitOnPanic(&'static str);
 
-/// The exit status of a process whose ping-pong side panicked mid-run.
-pub const PANIC_MID_RUN_EXIT: i32 = 101;
+/// The exit status of a process whose ping-pong side panicked mid-run
+/// (EX_SOFTWARE; not 101, which a panicking `main` and a failed test run
+/// also return).
+pub const PANIC_MID_RUN_EXIT: i32 = 70;
 
 impl Drop for ExitOnPanic {
     fn drop(&mut self) {
-        eprintln!(
-            "the {} side of a ping-pong panicked after the start; its partner would wait \
-             for an answer forever: exiting",
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "the {} side of a ping-pong panicked after the start; its partner may wait \
+             for an answer forever: exiting with status {PANIC_MID_RUN_EXIT}",
             self.0
         );
         std::process::exit(PANIC_MID_RUN_EXIT);
@@ -455,6 +473,18 @@ pub enum PathClock {
     Rdtsc,
 }
 
+/// Whether the CPU has `rdtscp` (CPUID 0x8000_0001, EDX bit 27; some
+/// hypervisors hide it).
+#[cfg(target_arch = "x86_64")]
+fn has_rdtscp() -> bool {
+    // SAFETY: `cpuid` exists on every x86_64 CPU and only reads
+    // identification registers (a safe function on newer compilers, hence
+    // the allow).
+    #[allow(unused_unsafe)]
+    let r = unsafe { core::arch::x86_64::__cpuid(0x8000_0001) };
+    r.edx & (1 << 27) != 0
+}
+
 impl PathClock {
     /// Every clock, in the order the example prints them.
     pub const ALL: [PathClock; 5] = [
@@ -465,8 +495,16 @@ impl PathClock {
         PathClock::Rdtsc,
     ];
 
-    /// Its name in a table.
+    /// Its name in a table (what is read: the vDSO's `clock_gettime` for
+    /// the TSC reads where they do not exist).
     pub fn name(self) -> &'static str {
+        #[cfg(target_arch = "x86_64")]
+        let tsc = self != PathClock::Rdtscp || has_rdtscp();
+        #[cfg(not(target_arch = "x86_64"))]
+        let tsc = false;
+        if !tsc && !matches!(self, PathClock::Vdso | PathClock::FrameClock) {
+            return "clock_gettime (no TSC read here)";
+        }
         match self {
             PathClock::Vdso => "clock_gettime",
             PathClock::FrameClock => "frame clock",
@@ -486,24 +524,26 @@ impl PathClock {
             match self {
                 PathClock::LfenceRdtsc => {
                     // SAFETY: `lfence` and `rdtsc` exist on every x86_64
-                    // CPU (SSE2 is part of x86_64) and only order loads
-                    // and read the TSC.
+                    // CPU (SSE2 is part of x86_64); `lfence` holds back
+                    // later instructions until the earlier ones are done
+                    // (the effect measured), `rdtsc` reads the TSC.
                     return unsafe {
                         _mm_lfence();
                         _rdtsc()
                     };
                 }
-                PathClock::Rdtscp => {
+                PathClock::Rdtscp if has_rdtscp() => {
                     let mut aux = 0u32;
-                    // SAFETY: `rdtscp` reads the TSC and writes the
-                    // processor id into `aux`, a valid local (every x86_64
-                    // CPU this bus targets has it: the kernel's vDSO uses
-                    // it too).
+                    // SAFETY: the CPU has `rdtscp` (CPUID checked above);
+                    // it reads the TSC and writes the processor id into
+                    // `aux`, a valid local.
                     return unsafe { __rdtscp(&mut aux) };
                 }
                 // SAFETY: `rdtsc` exists on every x86_64 CPU and only
                 // reads the TSC.
                 PathClock::Rdtsc => return unsafe { _rdtsc() },
+                // Without `rdtscp`: the vDSO's read below.
+                PathClock::Rdtscp => {}
                 PathClock::Vdso | PathClock::FrameClock => {}
             }
         }
@@ -987,10 +1027,11 @@ mod tests {
         }
         for side in ["ping", "echo"] {
             let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+                // Not `--nocapture`: the message must get out of a test
+                // harness's capture too.
                 .args([
                     "--exact",
                     "pingpong::tests::regression_a_panic_mid_pingpong_left_the_other_side_spinning",
-                    "--nocapture",
                     "--test-threads=1",
                 ])
                 .env(MID_PANIC_ENV, side)
@@ -998,6 +1039,14 @@ mod tests {
                 .stderr(std::process::Stdio::piped())
                 .spawn()
                 .unwrap();
+            // Read while it runs: a long stderr (a backtrace) must not
+            // block the child on a full pipe.
+            let mut stderr = child.stderr.take().unwrap();
+            let reader = std::thread::spawn(move || {
+                let mut err = String::new();
+                let _ = std::io::Read::read_to_string(&mut stderr, &mut err);
+                err
+            });
             let deadline = Instant::now() + std::time::Duration::from_secs(60);
             let status = loop {
                 if let Some(status) = child.try_wait().unwrap() {
@@ -1010,8 +1059,7 @@ mod tests {
                 }
                 std::thread::sleep(std::time::Duration::from_millis(20));
             };
-            let mut err = String::new();
-            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            let err = reader.join().unwrap();
             assert_eq!(status.code(), Some(PANIC_MID_RUN_EXIT), "{side}: {err}");
             let who = if side == "ping" { "pinging" } else { "echoing" };
             assert!(
