@@ -2,7 +2,8 @@
 //! ping-pong of `pingpong_parts` (160 B trade frames, two pinned threads,
 //! busy-polling subscribers), each answer published with
 //! `Publisher::publish_at(&TradeEvent, t)` and `t` read from a clock right
-//! before it, in interleaved rounds (best p50 per case). `publish` reads
+//! before it, in interleaved rounds (best p50 per case and vCPU placement,
+//! told by a floor measured before and after each case). `publish` reads
 //! the frame clock inside; `none` passes the trade's own time (no read).
 //! The ordered TSC reads (`lfence; rdtsc`, `rdtscp`: what the vDSO's
 //! `clock_gettime` does on x86_64) against a plain `rdtsc` show whether
@@ -29,18 +30,23 @@ fn main() {
     for c in PathClock::ALL {
         cases.push((c.name().into(), ShmSend::PublishAtClock(c)));
     }
-    // Best p50 per case over the rounds at each vCPU placement: a round
-    // whose floor is under 100 ns ran near, others far (the guest's two
-    // vCPUs move between the two within seconds).
+    // Best p50 per case at each vCPU placement (the guest's two vCPUs
+    // move between near and far within seconds): a short floor is taken
+    // before and after every case, and the case counts as near if both
+    // are under 100 ns, far if both are not, and not at all if they
+    // disagree (the placement changed during the case). The floor's own
+    // column is the best of those floors at that placement.
+    let short = (rounds / 10).max(100);
+    let near = |f: f64| f < 100.0;
     let mut best = [
         vec![f64::MAX; cases.len() + 1],
         vec![f64::MAX; cases.len() + 1],
     ];
-    let mut counted = [0usize; 2];
+    let mut counted = [vec![0usize; cases.len()], vec![0usize; cases.len()]];
+    let mut dropped = 0;
     for round in 0..7 {
-        let floor = cache_line_floor(pair, rounds);
-        let mut got = vec![floor.p50_ns];
-        let mut line = format!("round {round}: floor {:.0}", floor.p50_ns);
+        let mut before = cache_line_floor(pair, short).p50_ns;
+        let mut line = format!("round {round}: floor {before:.0}");
         for (i, (name, send)) in cases.iter().enumerate() {
             let one: OneWay = shm_pingpong_with(
                 &format!("{ns}-{round}-{i}"),
@@ -51,34 +57,48 @@ fn main() {
                 Producers::Many,
             )
             .0;
-            got.push(one.p50_ns);
-            line += &format!(", {name} {:.0}", one.p50_ns);
+            let after = cache_line_floor(pair, short).p50_ns;
+            line += &format!(", {name} {:.0} (floor {after:.0})", one.p50_ns);
+            if near(before) == near(after) {
+                let at = usize::from(!near(before));
+                counted[at][i] += 1;
+                best[at][0] = best[at][0].min(before.min(after));
+                best[at][i + 1] = best[at][i + 1].min(one.p50_ns);
+            } else {
+                dropped += 1;
+            }
+            before = after;
         }
         eprintln!("{line}");
-        let at = usize::from(floor.p50_ns >= 100.0);
-        counted[at] += 1;
-        for (b, g) in best[at].iter_mut().zip(&got) {
-            *b = b.min(*g);
-        }
     }
     println!(
-        "cores {pair:?}, {rounds} round trips per case, one-way p50, best of the interleaved \
-         rounds at each placement (near: floor under 100 ns, {} rounds; far: {} rounds)",
-        counted[0], counted[1]
+        "cores {pair:?}, {rounds} round trips per case, one-way p50, best of 7 interleaved \
+         rounds at each placement (a case counts as near when the floors before and after it \
+         are both under 100 ns, far when both are not; {dropped} cases dropped whose floors \
+         disagreed); n: cases counted"
     );
     println!(
-        "{:<16} {:>8} {:>8} {:>8} {:>8}",
-        "case", "near ns", "x floor", "far ns", "x floor"
+        "{:<16} {:>8} {:>8} {:>3} {:>8} {:>8} {:>3}",
+        "case", "near ns", "x floor", "n", "far ns", "x floor", "n"
     );
-    let names = std::iter::once("floor").chain(cases.iter().map(|(n, _)| n.as_str()));
-    for (i, name) in names.enumerate() {
-        let cell = |at: usize| {
-            if counted[at] == 0 {
-                format!("{:>8} {:>8}", "-", "-")
-            } else {
-                format!("{:>8.0} {:>7.2}x", best[at][i], best[at][i] / best[at][0])
-            }
-        };
-        println!("{name:<16} {} {}", cell(0), cell(1));
+    let cell = |at: usize, i: usize, n: Option<usize>| {
+        if best[at][i] == f64::MAX {
+            format!("{:>8} {:>8} {:>3}", "-", "-", n.unwrap_or(0))
+        } else {
+            let n = n.map_or(String::new(), |n| n.to_string());
+            format!(
+                "{:>8.0} {:>7.2}x {n:>3}",
+                best[at][i],
+                best[at][i] / best[at][0]
+            )
+        }
+    };
+    println!("{:<16} {} {}", "floor", cell(0, 0, None), cell(1, 0, None));
+    for (i, (name, _)) in cases.iter().enumerate() {
+        println!(
+            "{name:<16} {} {}",
+            cell(0, i + 1, Some(counted[0][i])),
+            cell(1, i + 1, Some(counted[1][i]))
+        );
     }
 }

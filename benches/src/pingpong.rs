@@ -474,15 +474,19 @@ pub enum PathClock {
 }
 
 /// Whether the CPU has `rdtscp` (CPUID 0x8000_0001, EDX bit 27; some
-/// hypervisors hide it).
+/// hypervisors hide it). Asked once: `cpuid` traps to the hypervisor in
+/// a guest (a read of it on the ping-pong's path cost 4 µs).
 #[cfg(target_arch = "x86_64")]
 fn has_rdtscp() -> bool {
-    // SAFETY: `cpuid` exists on every x86_64 CPU and only reads
-    // identification registers (a safe function on newer compilers, hence
-    // the allow).
-    #[allow(unused_unsafe)]
-    let r = unsafe { core::arch::x86_64::__cpuid(0x8000_0001) };
-    r.edx & (1 << 27) != 0
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| {
+        // SAFETY: `cpuid` exists on every x86_64 CPU and only reads
+        // identification registers (a safe function on newer compilers,
+        // hence the allow).
+        #[allow(unused_unsafe)]
+        let r = unsafe { core::arch::x86_64::__cpuid(0x8000_0001) };
+        r.edx & (1 << 27) != 0
+    })
 }
 
 impl PathClock {
