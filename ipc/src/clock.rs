@@ -57,14 +57,17 @@
 //!
 //! On a request-response path (a frame received, the answer published)
 //! a `clock_gettime` reading costs more than its own time: the vDSO reads
-//! the TSC ordered (`lfence; rdtsc` or `rdtscp`), so the publish cannot
-//! begin until the received frame's loads have completed, and their
-//! cross-core transfer is no longer overlapped with the publish's own
-//! (a ping-pong's one-way time 55 -> 70-80 ns near, 240 -> 406 ns at the
-//! far vCPU placement, AMD EPYC family 26 guest, `clock_on_path`; a plain
-//! `rdtsc` 60 and 286). A thread that answers less often than about
-//! three times a microsecond is sparse and pays that; one that has the
-//! time passes it with `ShmPublisher::publish_at`.
+//! the TSC ordered (`lfence; rdtsc` or `rdtscp`), and a ping-pong's
+//! one-way time went from 55 to 75-85 ns near and from 236 to 400-406 ns
+//! at the far vCPU placement with an ordered read before each answer (a
+//! plain `rdtsc`: 60-65 and 296; AMD EPYC family 26 guest,
+//! `clock_on_path`). Inferred from those timings (no counters): the
+//! publish cannot begin until the received frame's loads have completed,
+//! and their cross-core transfer no longer overlaps the publish's own. A
+//! `publish` there measured as the ordered reads did, near (where each
+//! side publishes every ~150 ns and should be dense) as far; why was not
+//! measured. A thread that has the time passes it with
+//! `ShmPublisher::publish_at`.
 //!
 //! A dense thread pays a second TSC read (11 ns) once per window; a sparse
 //! one pays a look at its thread's state (about 4 ns on the AMD guest)
