@@ -64,10 +64,10 @@
 //! `clock_on_path`). Inferred from those timings (no counters): the
 //! publish cannot begin until the received frame's loads have completed,
 //! and their cross-core transfer no longer overlaps the publish's own. A
-//! `publish` there measured as the ordered reads did, near (where each
-//! side publishes every ~150 ns and should be dense) as far; why was not
-//! measured. A thread that has the time passes it with
-//! `ShmPublisher::publish_at`.
+//! `publish` there measured as the ordered reads did, near as far,
+//! although near each side was dense and interpolated 82% of its
+//! publishes (a scratch count, unstored); why was not found. A thread
+//! that has the time passes it with `ShmPublisher::publish_at`.
 //!
 //! A dense thread pays a second TSC read (11 ns) once per window; a sparse
 //! one pays a look at its thread's state (about 4 ns on the AMD guest)
