@@ -7,7 +7,8 @@
 //! the frame clock inside; `none` passes the trade's own time (no read).
 //! The ordered TSC reads (`lfence; rdtsc`, `rdtscp`: what the vDSO's
 //! `clock_gettime` does on x86_64) against a plain `rdtsc` show whether
-//! the ordering is what costs.
+//! the ordering is what costs. A case whose placement changed twice
+//! between its two floors is not told apart.
 //!
 //! `cargo run --release -p zerocast-benches --example clock_on_path [rounds]`
 
@@ -19,8 +20,9 @@ use zerocast_ipc::Producers;
 fn main() {
     let rounds: u64 = std::env::args()
         .nth(1)
-        .map(|s| s.parse().expect("rounds"))
+        .map(|s| s.parse().expect("rounds: a whole number"))
         .unwrap_or(100_000);
+    assert!(rounds >= 10, "rounds: at least 10 (got {rounds})");
     let pair = two_cores();
     let ns = format!("clkpath{}", std::process::id());
     let mut cases: Vec<(String, ShmSend)> = vec![
@@ -83,7 +85,8 @@ fn main() {
     );
     let cell = |at: usize, i: usize, n: Option<usize>| {
         if best[at][i] == f64::MAX {
-            format!("{:>8} {:>8} {:>3}", "-", "-", n.unwrap_or(0))
+            let n = n.map_or(String::new(), |n| n.to_string());
+            format!("{:>8} {:>8} {n:>3}", "-", "-")
         } else {
             let n = n.map_or(String::new(), |n| n.to_string());
             format!(

@@ -499,15 +499,18 @@ impl PathClock {
         PathClock::Rdtsc,
     ];
 
-    /// Its name in a table (what is read: the vDSO's `clock_gettime` for
-    /// the TSC reads where they do not exist).
+    /// Its name in a table (`...:vdso` where the TSC read does not exist
+    /// and the vDSO's `clock_gettime` is read instead).
     pub fn name(self) -> &'static str {
         #[cfg(target_arch = "x86_64")]
         let tsc = self != PathClock::Rdtscp || has_rdtscp();
         #[cfg(not(target_arch = "x86_64"))]
         let tsc = false;
-        if !tsc && !matches!(self, PathClock::Vdso | PathClock::FrameClock) {
-            return "clock_gettime (no TSC read here)";
+        match self {
+            PathClock::LfenceRdtsc if !tsc => return "lfence+rdtsc:vdso",
+            PathClock::Rdtscp if !tsc => return "rdtscp:vdso",
+            PathClock::Rdtsc if !tsc => return "rdtsc:vdso",
+            _ => {}
         }
         match self {
             PathClock::Vdso => "clock_gettime",

@@ -56,18 +56,16 @@
 //!   far apart as each thread's error.
 //!
 //! On a request-response path (a frame received, the answer published)
-//! a `clock_gettime` reading costs more than its own time: the vDSO reads
-//! the TSC ordered (`lfence; rdtsc` or `rdtscp`), and a ping-pong's
-//! one-way time went from 55 to 75-85 ns near and from 236 to 400-406 ns
-//! at the far vCPU placement with an ordered read before each answer (a
-//! plain `rdtsc`: 60-65 and 296; AMD EPYC family 26 guest,
-//! `clock_on_path`). Inferred from those timings (no counters): the
-//! publish cannot begin until the received frame's loads have completed,
-//! and their cross-core transfer no longer overlaps the publish's own. A
-//! `publish` there measured as the ordered reads did, near as far,
-//! although near each side was dense and interpolated 82% of its
-//! publishes (a scratch count, unstored); why was not found. A thread
-//! that has the time passes it with `ShmPublisher::publish_at`.
+//! a clock read before the publish costs more than its own time: a
+//! ping-pong's one-way time went from 60 to 75-85 ns near with an
+//! ordered TSC read before each answer (`clock_gettime` through the
+//! vDSO, `lfence; rdtsc`, `rdtscp`; a plain `rdtsc` 65), and from 236 to
+//! 400-406 ns at the far vCPU placement (a plain `rdtsc` there mostly
+//! 481-496, once 296; AMD EPYC family 26 guest, `clock_on_path`). The
+//! frame clock, `publish` inside, measured as the ordered reads did,
+//! near as far, although near each side was dense and interpolated 82%
+//! of its publishes (a scratch count, unstored); why was not found. A
+//! thread that has the time passes it with `ShmPublisher::publish_at`.
 //!
 //! A dense thread pays a second TSC read (11 ns) once per window; a sparse
 //! one pays a look at its thread's state (about 4 ns on the AMD guest)
