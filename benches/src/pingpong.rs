@@ -228,7 +228,6 @@ where
                 }
             }
             rtts.truncate(timed);
-            std::mem::forget(_exit);
             Some((rtts, untimed))
         });
         let ping = s.spawn(move || {
@@ -244,11 +243,10 @@ where
             let mut ping = ping
                 .filter(|_| !failed.load(Ordering::Relaxed))
                 .expect("a ping-pong side failed to set up");
-            let exit = ExitOnPanic("pinging");
+            let _exit = ExitOnPanic("pinging");
             for _ in 0..total + rounds {
                 ping();
             }
-            std::mem::forget(exit);
         });
         let rtts = echo.join().expect("echo thread");
         ping.join().expect("ping thread");
@@ -259,13 +257,13 @@ where
     w
 }
 
-/// Held by a ping-pong side through its loop and forgotten after it: if
-/// it is dropped, the side is unwinding from a panic, and its partner may
-/// be waiting for an answer that cannot come, spinning forever (a hung
-/// harness instead of a failed one). The process exits instead, naming
-/// the side. The message is written to the process's stderr directly,
-/// not through `eprintln!`, which a test harness captures (and the exit
-/// would throw away); a failed write is ignored.
+/// Held by a ping-pong side from the start of its loop: dropped while the
+/// thread unwinds from a panic, its partner may be waiting for an answer
+/// that cannot come, spinning forever (a hung harness instead of a failed
+/// one), so the process exits instead, naming the side. The message is
+/// written to the process's stderr directly, not through `eprintln!`,
+/// which a test harness captures (and the exit would throw away); a
+/// failed write is ignored.
 struct ExitOnPanic(&'static str);
 
 /// The exit status of a process whose ping-pong side panicked mid-run
@@ -275,6 +273,9 @@ pub const PANIC_MID_RUN_EXIT: i32 = 70;
 
 impl Drop for ExitOnPanic {
     fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
         use std::io::Write;
         let _ = writeln!(
             std::io::stderr(),
@@ -464,11 +465,11 @@ pub enum PathClock {
     Vdso,
     /// The frame clock itself (`clock::frame_ns`).
     FrameClock,
-    /// `lfence; rdtsc` (x86_64; elsewhere `Vdso`).
+    /// `lfence; rdtsc` (x86_64).
     LfenceRdtsc,
-    /// `rdtscp` (x86_64; elsewhere `Vdso`).
+    /// `rdtscp` (x86_64 CPUs that have it).
     Rdtscp,
-    /// A plain `rdtsc`, not ordered (x86_64; elsewhere `Vdso`): what the
+    /// A plain `rdtsc`, not ordered (x86_64): what the
     /// frame clock reads on a thread that publishes densely.
     Rdtsc,
 }
@@ -490,28 +491,30 @@ fn has_rdtscp() -> bool {
 }
 
 impl PathClock {
-    /// Every clock, in the order the example prints them.
-    pub const ALL: [PathClock; 5] = [
-        PathClock::Vdso,
-        PathClock::FrameClock,
-        PathClock::LfenceRdtsc,
-        PathClock::Rdtscp,
-        PathClock::Rdtsc,
-    ];
+    /// The clocks this CPU has, in the order the example prints them (the
+    /// TSC reads on x86_64 only, `rdtscp` where CPUID says so).
+    pub fn available() -> Vec<PathClock> {
+        let all = [
+            PathClock::Vdso,
+            PathClock::FrameClock,
+            PathClock::LfenceRdtsc,
+            PathClock::Rdtscp,
+            PathClock::Rdtsc,
+        ];
+        all.into_iter().filter(|c| c.exists()).collect()
+    }
 
-    /// Its name in a table (`...:vdso` where the TSC read does not exist
-    /// and the vDSO's `clock_gettime` is read instead).
-    pub fn name(self) -> &'static str {
-        #[cfg(target_arch = "x86_64")]
-        let tsc = self != PathClock::Rdtscp || has_rdtscp();
-        #[cfg(not(target_arch = "x86_64"))]
-        let tsc = false;
+    fn exists(self) -> bool {
         match self {
-            PathClock::LfenceRdtsc if !tsc => return "lfence+rdtsc:vdso",
-            PathClock::Rdtscp if !tsc => return "rdtscp:vdso",
-            PathClock::Rdtsc if !tsc => return "rdtsc:vdso",
-            _ => {}
+            PathClock::Vdso | PathClock::FrameClock => true,
+            #[cfg(target_arch = "x86_64")]
+            PathClock::Rdtscp => has_rdtscp(),
+            _ => cfg!(target_arch = "x86_64"),
         }
+    }
+
+    /// Its name in a table.
+    pub fn name(self) -> &'static str {
         match self {
             PathClock::Vdso => "clock_gettime",
             PathClock::FrameClock => "frame clock",
@@ -522,7 +525,8 @@ impl PathClock {
     }
 
     /// Reads it (a TSC value for the TSC reads: a frame time only in name,
-    /// as the ping-pong never reads it back).
+    /// as the ping-pong never reads it back). Panics for a clock this CPU
+    /// does not have (see [`available`](Self::available)).
     #[inline(always)]
     pub fn read(self) -> u64 {
         #[cfg(target_arch = "x86_64")]
@@ -539,24 +543,24 @@ impl PathClock {
                         _rdtsc()
                     };
                 }
-                PathClock::Rdtscp if has_rdtscp() => {
+                PathClock::Rdtscp => {
+                    assert!(has_rdtscp(), "this CPU has no rdtscp");
                     let mut aux = 0u32;
-                    // SAFETY: the CPU has `rdtscp` (CPUID checked above);
-                    // it reads the TSC and writes the processor id into
-                    // `aux`, a valid local.
+                    // SAFETY: the CPU has `rdtscp` (CPUID checked just
+                    // above, once per process); it reads the TSC and
+                    // writes the processor id into `aux`, a valid local.
                     return unsafe { __rdtscp(&mut aux) };
                 }
                 // SAFETY: `rdtsc` exists on every x86_64 CPU and only
                 // reads the TSC.
                 PathClock::Rdtsc => return unsafe { _rdtsc() },
-                // Without `rdtscp`: the vDSO's read below.
-                PathClock::Rdtscp => {}
                 PathClock::Vdso | PathClock::FrameClock => {}
             }
         }
         match self {
+            PathClock::Vdso => zerocast_ipc::layout::now_ns(),
             PathClock::FrameClock => zerocast_ipc::clock::frame_ns(),
-            _ => zerocast_ipc::layout::now_ns(),
+            other => panic!("{other:?}: no TSC read on this CPU"),
         }
     }
 }

@@ -560,14 +560,9 @@ fn regression_recv_batch_keeps_lagged_after_frames() {
 fn publish_at_stamps_the_callers_time_on_both_transports() {
     for (test, transport) in [("at-shm", Transport::Shm), ("at-iox", Transport::Iceoryx2)] {
         let bus = bus(test, transport);
+        // The default starts at the newest frame: before the first here.
         let mut sub = bus
-            .subscriber(
-                "trades",
-                SubscriberOptions {
-                    start: Start::Newest,
-                    ..Default::default()
-                },
-            )
+            .subscriber("trades", SubscriberOptions::default())
             .unwrap();
         let mut publisher = bus.publisher("trades").unwrap();
         // A time from the past, one going back, and the largest.
