@@ -225,8 +225,8 @@ impl ShmPublisher {
     /// just received): skipping the frame clock takes a
     /// [`publish`](Self::publish) back to back from 19.5 to 14.4 ns (the
     /// raw ring's publish 8.6 ns), and a ping-pong's one-way time from 70
-    /// to 55 ns, on the AMD EPYC family 26 guest (see the README's
-    /// "Timestamps").
+    /// to 55 ns at the near vCPU placement (410 to 236 ns at the far one),
+    /// on the AMD EPYC family 26 guest (see the README's "Timestamps").
     ///
     /// The time is the caller's and is not checked: subscribers, the
     /// delayed tier and every tool read a frame's `publish_ns` as
@@ -236,7 +236,9 @@ impl ShmPublisher {
     /// a batch interval old for a backlog), and latencies printed from it
     /// mean nothing. The caller's times may go back by any amount from
     /// one frame to the next (the frame clock's only on a step of the
-    /// wall clock).
+    /// wall clock). A time of 0 reads back as
+    /// [`Received::publish_ns`](crate::Received::publish_ns) gives it for
+    /// bytes with no header.
     ///
     /// ```
     /// # let dir = std::env::temp_dir().join(format!("zc-at-doc-{}", std::process::id()));

@@ -637,3 +637,33 @@ fn publish_delivers_the_exact_frame_of_every_body_kind() {
     assert_eq!(sub.try_recv().unwrap_err(), RecvError::Empty);
     bus.remove_segments();
 }
+
+/// A `loan_at` loan dropped uncommitted publishes its heartbeat with the
+/// caller's time; one forgotten is filled at the next publish with the
+/// frame clock's time of the fill (as `loan_at`'s docs say).
+#[test]
+fn loan_at_dropped_or_forgotten_carries_the_times_its_docs_say() {
+    let bus = bus("at-drop", TopicKind::Trade);
+    let mut sub = oldest(&bus);
+    let mut publisher = bus.publisher("t").unwrap();
+    drop(publisher.loan_at::<TradeEvent>(42).unwrap());
+    std::mem::forget(publisher.loan_at::<TradeEvent>(43).unwrap());
+    let before = zerocast_ipc::layout::now_ns();
+    publisher.publish_at(&trade(2), 44).unwrap();
+    let after = zerocast_ipc::layout::now_ns();
+    let f = sub.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        (f.seq, f.kind(), f.publish_ns()),
+        (0, Some(frame::MessageKind::Heartbeat), 42)
+    );
+    let f = sub.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!((f.seq, f.kind()), (1, Some(frame::MessageKind::Heartbeat)));
+    assert!(
+        (before..=after).contains(&f.publish_ns()),
+        "a forgotten loan_at loan's fill carried {}, not the time of the fill",
+        f.publish_ns()
+    );
+    let f = sub.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!((f.seq, f.publish_ns()), (2, 44));
+    bus.remove_segments();
+}
