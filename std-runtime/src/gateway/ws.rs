@@ -78,23 +78,18 @@ struct Slot(Arc<Shared>);
 
 impl Slot {
     fn take(shared: &Arc<Shared>) -> Option<Self> {
-        // A compare-and-add loop (what `fetch_update` does; that name is
-        // deprecated on nightly, so a future clippy -D warnings would fail).
+        // `fetch_update` is deprecated on nightly (renamed `try_update`,
+        // which the MSRV does not have): allowed, so that a future clippy
+        // -D warnings does not fail on it.
         // Relaxed: a counter; the compare-and-add itself is atomic and
         // nothing else is published with it.
-        let mut n = shared.connections.load(Ordering::Relaxed);
-        while n < shared.max_clients {
-            match shared.connections.compare_exchange_weak(
-                n,
-                n + 1,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return Some(Slot(Arc::clone(shared))),
-                Err(now) => n = now,
-            }
-        }
-        None
+        #[allow(deprecated)]
+        let taken = shared
+            .connections
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < shared.max_clients).then_some(n + 1)
+            });
+        taken.ok().map(|_| Slot(Arc::clone(shared)))
     }
 }
 
