@@ -13,7 +13,7 @@
 //! `cargo run --release -p zerocast-benches --example clock_on_path [rounds]`
 
 use zerocast_benches::pingpong::{
-    cache_line_floor, shm_pingpong_with, two_cores, OneWay, PathClock, ShmSend,
+    cache_line_floor, shm_pingpong_with, two_cores, OneWay, PathClock, ShmSend, MAX_ROUNDS,
 };
 use zerocast_ipc::Producers;
 
@@ -22,15 +22,18 @@ fn main() {
         .nth(1)
         .map(|s| s.parse().expect("rounds: a whole number"))
         .unwrap_or(100_000);
-    assert!(rounds >= 10, "rounds: at least 10 (got {rounds})");
+    assert!(
+        (10..=MAX_ROUNDS).contains(&rounds),
+        "rounds: 10 to {MAX_ROUNDS} (got {rounds})"
+    );
     let pair = two_cores();
     let ns = format!("clkpath{}", std::process::id());
     let mut cases: Vec<(String, ShmSend)> = vec![
         ("publish".into(), ShmSend::Publish),
-        ("none".into(), ShmSend::PublishAt),
+        ("none".into(), ShmSend::PublishAt(None)),
     ];
     for c in PathClock::available() {
-        cases.push((c.name().into(), ShmSend::PublishAtClock(c)));
+        cases.push((c.name().into(), ShmSend::PublishAt(Some(c))));
     }
     // Best p50 per case at each vCPU placement (the guest's two vCPUs
     // move between near and far within seconds): a short floor is taken

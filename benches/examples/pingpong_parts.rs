@@ -146,7 +146,7 @@ fn main() {
                 &format!("{ns}a{round}"),
                 pair,
                 rounds,
-                ShmSend::PublishAt,
+                ShmSend::PublishAt(None),
                 Producers::Many,
             ),
             bus(

@@ -257,6 +257,11 @@ where
     w
 }
 
+/// The most round trips a two-core case may be asked for (the harness's
+/// and the examples' bound): their times are kept (8 bytes each), and
+/// `rounds + rounds / 10` must not overflow.
+pub const MAX_ROUNDS: u64 = 100_000_000;
+
 /// Held by a ping-pong side from the start of its loop: dropped while the
 /// thread unwinds from a panic, its partner may be waiting for an answer
 /// that cannot come, spinning forever (a hung harness instead of a failed
@@ -456,15 +461,13 @@ pub fn futex_pingpong_counted(cores: [usize; 2], rounds: u64) -> (OneWay, FutexW
     )
 }
 
-/// A clock read on a ping-pong's path (see [`ShmSend::PublishAtClock`]).
+/// A clock read on a ping-pong's path (see [`ShmSend::PublishAt`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PathClock {
     /// `clock_gettime(CLOCK_REALTIME)` through the vDSO (`layout::now_ns`):
     /// what the frame clock reads on a thread that publishes less often
     /// than about three times a microsecond.
     Vdso,
-    /// The frame clock itself (`clock::frame_ns`).
-    FrameClock,
     /// `lfence; rdtsc` (x86_64).
     LfenceRdtsc,
     /// `rdtscp` (x86_64 CPUs that have it).
@@ -496,7 +499,6 @@ impl PathClock {
     pub fn available() -> Vec<PathClock> {
         let all = [
             PathClock::Vdso,
-            PathClock::FrameClock,
             PathClock::LfenceRdtsc,
             PathClock::Rdtscp,
             PathClock::Rdtsc,
@@ -504,9 +506,10 @@ impl PathClock {
         all.into_iter().filter(|c| c.exists()).collect()
     }
 
-    fn exists(self) -> bool {
+    /// Whether this CPU has it.
+    pub fn exists(self) -> bool {
         match self {
-            PathClock::Vdso | PathClock::FrameClock => true,
+            PathClock::Vdso => true,
             #[cfg(target_arch = "x86_64")]
             PathClock::Rdtscp => has_rdtscp(),
             _ => cfg!(target_arch = "x86_64"),
@@ -517,7 +520,6 @@ impl PathClock {
     pub fn name(self) -> &'static str {
         match self {
             PathClock::Vdso => "clock_gettime",
-            PathClock::FrameClock => "frame clock",
             PathClock::LfenceRdtsc => "lfence+rdtsc",
             PathClock::Rdtscp => "rdtscp",
             PathClock::Rdtsc => "rdtsc",
@@ -554,12 +556,11 @@ impl PathClock {
                 // SAFETY: `rdtsc` exists on every x86_64 CPU and only
                 // reads the TSC.
                 PathClock::Rdtsc => return unsafe { _rdtsc() },
-                PathClock::Vdso | PathClock::FrameClock => {}
+                PathClock::Vdso => {}
             }
         }
         match self {
             PathClock::Vdso => zerocast_ipc::layout::now_ns(),
-            PathClock::FrameClock => zerocast_ipc::clock::frame_ns(),
             other => panic!("{other:?}: no TSC read on this CPU"),
         }
     }
@@ -570,13 +571,12 @@ impl PathClock {
 pub enum ShmSend {
     /// `Publisher::publish(&TradeEvent)`.
     Publish,
-    /// `Publisher::publish_at(&TradeEvent, t)` with the trade's own time
-    /// (no clock read).
-    PublishAt,
-    /// `Publisher::publish_at(&TradeEvent, t)` with `t` read from this
-    /// clock right before it: what a clock read costs on the path from a
-    /// frame received to the answer published.
-    PublishAtClock(PathClock),
+    /// `Publisher::publish_at(&TradeEvent, t)`: `None`, the trade's own
+    /// time (no clock read); `Some(clock)`, `t` read from that clock right
+    /// before it (what a clock read costs on the path from a frame
+    /// received to the answer published; `Publish` is the frame clock's
+    /// case).
+    PublishAt(Option<PathClock>),
     /// `ShmPublisher::publish_words` of the trade frame encoded once.
     Words,
     /// iceoryx2's own method (`benchmarks/publish-subscribe`, as the
@@ -637,6 +637,11 @@ pub fn shm_pingpong_with(
     let side = |out: &'static str, inn: &'static str| {
         let bus = bus.clone();
         move || {
+            // In the set-up: a clock this CPU lacks fails the case, not
+            // the loop (where a panic ends the process).
+            if let ShmSend::PublishAt(Some(clock)) = send {
+                assert!(clock.exists(), "{clock:?}: not on this CPU");
+            }
             let publisher = bus.publisher(out).expect("ping-pong publisher");
             let subscriber = bus
                 .subscriber(
@@ -655,11 +660,9 @@ pub fn shm_pingpong_with(
     let frame = trade_frame();
     let publish = move |publisher: &mut Publisher, trade: &TradeEvent| match (send, publisher) {
         (ShmSend::Publish, p) => p.publish(trade).expect("publish"),
-        (ShmSend::PublishAt, p) => p
-            .publish_at(trade, trade.timestamp as u64)
-            .expect("publish_at"),
-        (ShmSend::PublishAtClock(clock), p) => {
-            p.publish_at(trade, clock.read()).expect("publish_at")
+        (ShmSend::PublishAt(clock), p) => {
+            let t = clock.map_or(trade.timestamp as u64, PathClock::read);
+            p.publish_at(trade, t).expect("publish_at")
         }
         (ShmSend::Words, Publisher::Shm(p)) => p.publish_words(&frame).expect("publish_words"),
         #[allow(unreachable_patterns)]
@@ -899,7 +902,7 @@ pub fn run(namespace: &str, cores: [usize; 2], rounds: Rounds) -> Value {
         cores,
         rounds.spin,
         None,
-        ShmSend::PublishAt,
+        ShmSend::PublishAt(None),
         Producers::Many,
     )
     .0;
@@ -1002,6 +1005,15 @@ mod tests {
             });
             assert!(result.is_err(), "echo fails: {echo_fails}");
         }
+        // A core that cannot be pinned to, on either side: pinning was
+        // outside the set-up, and its panic left the partner at a barrier.
+        for bad in [0, 1] {
+            let mut cores = two_cores();
+            // Within the CPU set size (1024), above any core of these machines.
+            cores[bad] = 1023;
+            let result = std::panic::catch_unwind(|| run_pair(cores, 10, || || {}, || || {}));
+            assert!(result.is_err(), "core {bad} unpinnable");
+        }
     }
 
     /// Regression: a side that panicked in its loop, after the start,
@@ -1024,8 +1036,8 @@ mod tests {
                 assert!(n < 5, "a side panics mid-run");
             };
             let spinning = move || {
-                // Acquire: pairs with nothing; never set.
-                while !answered.load(Ordering::Acquire) {
+                // Relaxed: never set; nothing is published with it.
+                while !answered.load(Ordering::Relaxed) {
                     std::hint::spin_loop();
                 }
             };
