@@ -4,7 +4,8 @@
 //! ordinary publish path never touches it.
 //!
 //! ```text
-//! offset 0     AckHeader (magic, version, entry count and size, id length)
+//! offset 0     AckHeader (magic, version, entry count and size, id length,
+//!              the users' pid namespace)
 //! offset 128   MAX_ACKERS AckerEntry, 64 bytes each
 //! ```
 //!
@@ -32,8 +33,11 @@ use crate::layout::{current_owner, owner_alive, owner_parts};
 pub const ACK_MAGIC: u64 = u64::from_le_bytes(*b"ZCACKTAB");
 /// The magic of the ack channels of older builds (an `mpmc` ring of acks).
 const OLD_ACK_MAGIC: u64 = u64::from_le_bytes(*b"ZCACKS01");
-/// Bumped on any change to the ack channel's layout or protocol.
-pub const ACK_LAYOUT_VERSION: u32 = 2;
+/// Bumped on any change to the ack channel's layout or protocol. 3: the
+/// header records the pid namespace of the channel's users, and every
+/// process that maps it holds a shared `flock` on it (as on a segment: a
+/// process of another pid namespace is refused while any user lives).
+pub const ACK_LAYOUT_VERSION: u32 = 3;
 /// Subscriber entries per ack channel: at most this many distinct
 /// subscriber names ever ack on one topic (while its ack file exists).
 pub const MAX_ACKERS: usize = 256;
@@ -83,7 +87,11 @@ struct AckHeader {
     id_len: AtomicU32,
     /// Pid of the creator.
     creator_pid: AtomicU32,
-    _reserved: [u32; 25],
+    _pad: AtomicU32,
+    /// The pid namespace of the channel's users (see
+    /// `segment::join_pid_namespace`); 0 when its creator could not tell.
+    pid_namespace: AtomicU64,
+    _reserved: [u32; 22],
 }
 
 /// One subscriber's entry.
@@ -122,6 +130,9 @@ pub struct AckerState {
 /// A topic's ack channel.
 pub struct AckChannel {
     path: PathBuf,
+    /// The file, on which this handle holds a shared `flock` while it maps
+    /// it (see `segment::join_pid_namespace`).
+    file: std::fs::File,
     map: MmapMut,
 }
 
@@ -142,13 +153,20 @@ impl AckChannel {
             other => return other,
         }
         let tmp = crate::segment::init_path(path);
-        let (_file, map) = crate::shm_file::create(&tmp, FILE_SIZE, "create ack channel")?;
+        let (file, map) = crate::shm_file::create(&tmp, FILE_SIZE, "create ack channel")?;
+        // Before the file has its name: from then on every process that
+        // maps it holds this lock (see `open`).
+        if let Err(e) = crate::segment::flock(&file, libc::LOCK_SH | libc::LOCK_NB) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io(&tmp, "lock the new ack channel")(e));
+        }
         let channel = Self {
             path: path.to_owned(),
+            file,
             map,
         };
         let h = channel.header();
-        // Relaxed (all five): published by the Release store of `magic`;
+        // Relaxed (all six): published by the Release store of `magic`;
         // the file has no public name yet.
         h.version.store(ACK_LAYOUT_VERSION, Ordering::Relaxed);
         h.entries.store(MAX_ACKERS as u32, Ordering::Relaxed);
@@ -156,6 +174,8 @@ impl AckChannel {
             .store(size_of::<AckerEntry>() as u32, Ordering::Relaxed);
         h.id_len.store(ACK_ID_LEN as u32, Ordering::Relaxed);
         h.creator_pid.store(std::process::id(), Ordering::Relaxed);
+        h.pid_namespace
+            .store(crate::layout::pid_namespace(), Ordering::Relaxed);
         // Release: pairs with the Acquire load in `open`; publishes the
         // header fields (the entries are zero, i.e. free, as created).
         h.magic.store(ACK_MAGIC, Ordering::Release);
@@ -189,6 +209,7 @@ impl AckChannel {
         }
         let channel = Self {
             path: path.to_owned(),
+            file,
             map,
         };
         let h = channel.header();
@@ -231,6 +252,7 @@ impl AckChannel {
                 needed: FILE_SIZE as u64,
             });
         }
+        crate::segment::join_pid_namespace(&channel.file, path, &h.pid_namespace)?;
         Ok(channel)
     }
 
@@ -613,6 +635,38 @@ mod tests {
         ));
         write(&bytes, 0o666);
         expect("mode 666 lets group or others write acks");
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    /// An acker of another pid namespace (a container sharing `/dev/shm`)
+    /// judged this namespace's ackers by their pids in its own and could
+    /// take a live acker's entry for a dead one's (two processes acking
+    /// under one id, or a claim taken back mid-write). Now the channel
+    /// records its users' pid namespace and each holds a lock on it: a
+    /// process of another namespace is refused while any of them maps it,
+    /// and takes it over once none does.
+    #[test]
+    fn regression_an_acker_of_another_pid_namespace_judged_live_ackers_by_pid() {
+        let ours = crate::layout::pid_namespace();
+        assert_ne!(ours, 0, "this test needs /proc/self/ns/pid");
+        let path = temp_path("pidns");
+        let ch = Arc::new(AckChannel::open_or_create(&path).unwrap());
+        let sender = ch.register(sid("live")).unwrap();
+        sender.ack(3);
+        let foreign = ours ^ 0x5a5a;
+        ch.header().pid_namespace.store(foreign, Ordering::Relaxed);
+        match AckChannel::open_or_create(&path) {
+            Err(Error::ForeignPidNamespace {
+                segment, ours: o, ..
+            }) => assert_eq!((segment, o), (foreign, ours)),
+            other => panic!("an ack channel of another pid namespace in use: {other:?}"),
+        }
+        assert_eq!(ch.header().pid_namespace.load(Ordering::Relaxed), foreign);
+        drop(sender);
+        drop(ch);
+        let ch = AckChannel::open(&path).unwrap();
+        assert_eq!(ch.header().pid_namespace.load(Ordering::Relaxed), ours);
+        assert_eq!(ch.acked_up_to(&sid("live")), 4, "the acks survive");
         std::fs::remove_file(&path).unwrap();
     }
 

@@ -447,18 +447,7 @@ impl CountersTable {
 
     /// `flock(operation)` on the file, retried on `EINTR`.
     fn flock(&self, operation: libc::c_int) -> std::io::Result<()> {
-        use std::os::fd::AsRawFd as _;
-        loop {
-            // SAFETY: flock on a descriptor this table owns; no memory is
-            // passed.
-            if unsafe { libc::flock(self.file.as_raw_fd(), operation) } == 0 {
-                return Ok(());
-            }
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        }
+        crate::segment::flock(&self.file, operation)
     }
 
     /// Takes the shared claim lock, waiting at most [`LOCK_PATIENCE`] for

@@ -36,6 +36,20 @@ pub enum Error {
         /// Layout hash of this build.
         expected_hash: u64,
     },
+    /// The users of a segment or ack channel run in another pid namespace
+    /// than this process, and at least one of them still maps it: this process
+    /// would see their pids as other processes' (or none) and take them
+    /// for dead (reap a live publisher's claims, take over a
+    /// single-producer topic's live publisher, remove the segment as
+    /// stale).
+    ForeignPidNamespace {
+        /// The segment or ack channel file.
+        path: PathBuf,
+        /// The pid namespace the file records (`pid:[N]`).
+        segment: u64,
+        /// This process's pid namespace.
+        ours: u64,
+    },
     /// The file is too small to hold what its header describes.
     Truncated {
         /// The file.
@@ -289,6 +303,15 @@ impl std::fmt::Display for Error {
             } => write!(
                 f,
                 "{}: segment layout v{found_version} (hash {found_hash:#018x}) does not match this build's layout v{expected_version} (hash {expected_hash:#018x})",
+                path.display()
+            ),
+            Self::ForeignPidNamespace {
+                path,
+                segment,
+                ours,
+            } => write!(
+                f,
+                "{}: its users run in pid namespace pid:[{segment}] and this process in pid:[{ours}], and a process of that namespace still maps it: zerocast tells live processes from dead ones by pid, which differ between pid namespaces, so from here it would take them for dead; run every process of the topic in one pid namespace (Kubernetes: shareProcessNamespace: true; Docker: --pid=host or --pid=container:NAME). Once none of them maps it, a process of another namespace takes it over",
                 path.display()
             ),
             Self::Truncated { path, size, needed } => write!(

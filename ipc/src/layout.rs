@@ -42,7 +42,14 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"ZEROCAST");
 /// the ring head it read) before it claims ([`INFLIGHT_CLAIMING`]); a
 /// version-4 supervisor would read the mark as a range listing nothing and
 /// could declare a live claimer's sequence lost.
-pub const LAYOUT_VERSION: u32 = 5;
+/// 6: the header records the pid namespace its users run in
+/// (`pid_namespace`, formerly padding), and every process that maps the
+/// segment holds a shared `flock` on it for as long as it does, so that a
+/// process of another pid namespace is refused while any user lives (it
+/// would judge their pids, and take them for dead). A version-5 process
+/// would hold no lock, and a process of another namespace could then take
+/// its segment over.
+pub const LAYOUT_VERSION: u32 = 6;
 
 /// [`SegmentHeader::producers`]: any number of publishers (up to
 /// [`MAX_PUBLISHERS`]) claim with one atomic `fetch_add`.
@@ -287,6 +294,11 @@ pub struct SegmentHeader {
     pub ring_offset: u64,
     /// Size of the segment file in bytes.
     pub total_size: u64,
+    /// The pid namespace of the segment's users ([`pid_namespace`]), or 0
+    /// when its creator could not tell. Written by the creator, and by a
+    /// process of another namespace that takes over a segment nobody uses
+    /// any more (see `Segment::open`).
+    pub pid_namespace: AtomicU64,
     /// Futex word: bumped by a publisher that wakes sleeping subscribers.
     pub wake_seq: CachePadded<AtomicU32>,
     /// Subscribers asleep (or about to sleep) on `wake_seq`.
@@ -513,6 +525,19 @@ fn kill_alive(pid: u32) -> bool {
     rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
+/// This process's pid namespace: the inode number of `/proc/self/ns/pid`
+/// (what `readlink` shows as `pid:[N]`), the same for every process of the
+/// namespace and different between namespaces that exist at the same time;
+/// 0 when it cannot be read (no procfs). Read once: a process never leaves
+/// its pid namespace.
+pub fn pid_namespace() -> u64 {
+    static NS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *NS.get_or_init(|| {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata("/proc/self/ns/pid").map_or(0, |m| m.ino())
+    })
+}
+
 /// Whether the process that owns `word` is alive: the one liveness test of
 /// the workspace. Alive means `/proc/<pid>/stat` exists, its state is not
 /// zombie (`Z`) or dead (`X`), and its start time is the one recorded in
@@ -526,8 +551,9 @@ fn kill_alive(pid: u32) -> bool {
 /// reason (no procfs, `hidepid`, file descriptors or memory exhausted), the
 /// test falls back to `kill(pid, 0)`, which cannot tell zombies or reused
 /// pids but never calls a live process dead. Processes in different pid
-/// namespaces see different pids: share segments only between processes
-/// of one pid namespace.
+/// namespaces see different pids, so this test means something only
+/// within one: a segment refuses a process of another pid namespace while
+/// any process uses it ([`Error::ForeignPidNamespace`](crate::Error::ForeignPidNamespace)).
 pub fn owner_alive(word: u64) -> bool {
     if word == FREE || word == ORPHAN || is_tombstone(word) {
         return false;

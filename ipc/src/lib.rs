@@ -257,13 +257,24 @@ impl Bus {
                 let pid: u32 = tail.split('-').next()?.parse().ok()?;
                 // Gone (no such process, or a zombie: either way it builds
                 // nothing more). A reused pid keeps the file: the safe side,
-                // it is only left behind.
-                (!layout::owner_alive(layout::owner_word(pid, 0))).then(|| e.path())
+                // it is only left behind. A segment's creator holds a lock
+                // on it from the start: a creator of another pid namespace
+                // (whose pid means nothing here) is seen by its lock.
+                (!layout::owner_alive(layout::owner_word(pid, 0)) && !locked(&e.path()))
+                    .then(|| e.path())
             })
             .collect();
         found.sort();
         found
     }
+}
+
+/// Whether some process holds a `flock` on the file at `path` (a file
+/// that cannot be opened counts as locked: it is left alone).
+fn locked(path: &std::path::Path) -> bool {
+    std::fs::File::open(path).map_or(true, |f| {
+        segment::flock(&f, libc::LOCK_EX | libc::LOCK_NB).is_err()
+    })
 }
 
 /// Publishes frames to a topic, over whichever transport it is configured

@@ -6,7 +6,7 @@ use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{fence, Ordering};
+use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use memmap2::MmapMut;
@@ -18,8 +18,8 @@ use zerocast_core::storage::Raw;
 use crate::config::{Access, Producers};
 use crate::error::{io, Error, Result};
 use crate::layout::{
-    current_owner, is_tombstone, load_name, name_is, now_ns, owner_alive, owner_pid, tombstone,
-    tombstone_taker, SegmentHeader, SubscriberEntry, FLAG_DURABLE, FREE, LAYOUT_HASH,
+    current_owner, is_tombstone, load_name, name_is, now_ns, owner_alive, owner_pid, pid_namespace,
+    tombstone, tombstone_taker, SegmentHeader, SubscriberEntry, FLAG_DURABLE, FREE, LAYOUT_HASH,
     LAYOUT_VERSION, MAGIC, NO_OWNER, ORPHAN, PRODUCERS_MANY, PRODUCERS_SINGLE, RING_OFFSET,
 };
 use crate::wait::{global_expedited_supported, publisher_registered, single_producer_mode_with};
@@ -192,8 +192,99 @@ pub struct Segment {
     producer: Option<Ring>,
     path: PathBuf,
     topic: String,
+    /// The segment file, on which this handle holds a shared `flock` for
+    /// as long as it maps the segment: how a process of another pid
+    /// namespace, which cannot judge our pids, learns that the segment is
+    /// in use (see [`open`](Self::open)).
+    _lock: File,
     // Last: the ring points into this mapping.
     map: MmapMut,
+}
+
+/// Takes the shared lock that every process mapping a shared file (a
+/// segment, an ack channel) holds, and checks that the file's users run in
+/// this process's pid namespace, which the file records in `recorded`.
+/// Liveness is judged by pid ([`owner_alive`]), so a process of another
+/// namespace would take live users for dead (reap a live publisher's
+/// claims, take over a single-producer topic's live publisher or a live
+/// acker's entry, remove the segment as stale). A file of another
+/// namespace is refused ([`Error::ForeignPidNamespace`]) while any process
+/// holds the lock; once none does, every process that used it has
+/// unmapped it or died (the kernel drops a dead process's locks), and this
+/// process takes it over: with the lock held exclusively it records its
+/// own namespace, so that the other namespace's processes are refused from
+/// then on. A namespace of 0 (a process that could not read
+/// `/proc/self/ns/pid`) is not checked.
+pub(crate) fn join_pid_namespace(file: &File, path: &Path, recorded: &AtomicU64) -> Result<()> {
+    lock_shared(file, path)?;
+    let ours = pid_namespace();
+    // Relaxed: the kernel's lock orders it: a process that recorded
+    // its namespace did so holding the lock exclusively, and released
+    // it (a syscall) before ours was granted.
+    let segment = recorded.load(Ordering::Relaxed);
+    if segment == ours || segment == 0 || ours == 0 {
+        return Ok(());
+    }
+    // Only if no other process holds the lock. (A failed conversion
+    // leaves no lock held: the file is closed with the error.)
+    match flock(file, libc::LOCK_EX | libc::LOCK_NB) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::WouldBlock => {
+            return Err(Error::ForeignPidNamespace {
+                path: path.to_owned(),
+                segment,
+                ours,
+            })
+        }
+        Err(e) => return Err(io(path, "lock the segment to take it over")(e)),
+    }
+    // Relaxed: published by the lock's release below (see the load).
+    recorded.store(ours, Ordering::Relaxed);
+    lock_shared(file, path)
+}
+
+/// How long an opener waits for a process that holds a segment's lock
+/// exclusively (one of another pid namespace taking over a segment nobody
+/// uses: microseconds) before it gives up.
+const LOCK_PATIENCE: Duration = Duration::from_secs(1);
+
+/// `flock(operation)` on `file`, retried on `EINTR`.
+pub(crate) fn flock(file: &File, operation: libc::c_int) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    loop {
+        // SAFETY: flock on a descriptor the caller owns; no memory is
+        // passed.
+        if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Takes the shared lock of a segment file, waiting at most
+/// [`LOCK_PATIENCE`] for a process that holds it exclusively.
+fn lock_shared(file: &File, path: &Path) -> Result<()> {
+    let deadline = Instant::now() + LOCK_PATIENCE;
+    loop {
+        match flock(file, libc::LOCK_SH | libc::LOCK_NB) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => {
+                return Err(Error::Io {
+                    path: path.to_owned(),
+                    action: "take the segment's shared lock (flock; a process of another pid \
+                             namespace taking the segment over holds it exclusively for \
+                             microseconds: one holding it for over a second is stopped)",
+                    source: e,
+                })
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Segment {
@@ -332,10 +423,14 @@ impl Segment {
             .mode(0o600)
             .open(&tmp)
             .map_err(io(&tmp, "create segment"))?;
-        let result = Self::set_access(&file, path, access)
+        // Before the segment has its name: from then on every process that
+        // maps it holds this lock (see `open`).
+        let result = flock(&file, libc::LOCK_SH | libc::LOCK_NB)
+            .map_err(io(&tmp, "lock the new segment"))
+            .and_then(|()| Self::set_access(&file, path, access))
             .and_then(|()| {
                 Self::init(
-                    &file,
+                    file,
                     path,
                     topic,
                     size,
@@ -372,7 +467,7 @@ impl Segment {
     }
 
     fn init(
-        file: &File,
+        file: File,
         path: &Path,
         topic: &str,
         size: u64,
@@ -382,8 +477,9 @@ impl Segment {
         // fallocate rather than ftruncate: on tmpfs it reserves the pages now,
         // so a full /dev/shm is an error here instead of a SIGBUS later.
         // SAFETY: plain syscall on a valid fd.
-        let rc =
-            unsafe { libc::posix_fallocate(std::os::fd::AsRawFd::as_raw_fd(file), 0, size as i64) };
+        let rc = unsafe {
+            libc::posix_fallocate(std::os::fd::AsRawFd::as_raw_fd(&file), 0, size as i64)
+        };
         if rc != 0 {
             return Err(Error::Io {
                 path: path.to_owned(),
@@ -393,7 +489,7 @@ impl Segment {
         }
         // SAFETY: the file is ours (just created, mode 0600); other processes
         // only ever access it through the atomics in the header and ring.
-        let mut map = unsafe { MmapMut::map_mut(file) }.map_err(io(path, "map segment"))?;
+        let mut map = unsafe { MmapMut::map_mut(&file) }.map_err(io(path, "map segment"))?;
         let base = map.as_mut_ptr();
         // SAFETY: the mapping is at least RING_OFFSET bytes (segment_size),
         // page-aligned, zero-filled, and nobody else reads it before `magic`
@@ -409,6 +505,7 @@ impl Segment {
             std::ptr::addr_of_mut!((*h).creation_ns).write(now_ns());
             std::ptr::addr_of_mut!((*h).ring_offset).write(RING_OFFSET as u64);
             std::ptr::addr_of_mut!((*h).total_size).write(size);
+            std::ptr::addr_of_mut!((*h).pid_namespace).write(AtomicU64::new(pid_namespace()));
             std::ptr::addr_of_mut!((*h).producers).write(match producers {
                 Producers::Many => PRODUCERS_MANY,
                 Producers::Single => PRODUCERS_SINGLE,
@@ -435,6 +532,7 @@ impl Segment {
             producer,
             path: path.to_owned(),
             topic: topic.to_owned(),
+            _lock: file,
             map,
         };
         // Release: pairs with the Acquire load in `open`; publishes the header
@@ -602,6 +700,7 @@ impl Segment {
                 expected_hash: LAYOUT_HASH,
             });
         }
+        join_pid_namespace(&file, path, &h.pid_namespace)?;
         // Volatile: plain fields of shared memory that a hostile writer may
         // change at any time; each is read once, and only the copies are
         // checked and used.
@@ -686,6 +785,7 @@ impl Segment {
             producer,
             path: path.to_owned(),
             topic: topic.to_owned(),
+            _lock: file,
             map,
         })
     }

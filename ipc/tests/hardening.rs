@@ -301,6 +301,7 @@ const PAYLOAD_WORDS: u64 = 24;
 const CAPACITY: u64 = 32;
 const RING_OFFSET: u64 = 56;
 const TOTAL_SIZE: u64 = 64;
+const PID_NAMESPACE: u64 = 72;
 
 fn open_err(path: &Path) -> String {
     let result = Segment::open(path, "t");
@@ -1201,4 +1202,86 @@ fn regression_private_topic_refuses_a_segment_shared_by_another_user() {
     assert!(matches!(err, Error::Untrusted { .. }), "{err}");
     assert!(matches!(wrong_group, Err(Error::Untrusted { .. })));
     ok.expect("a topic shared by 0660 opens a segment of our group");
+}
+
+/// A process of another pid namespace (a container sharing `/dev/shm`,
+/// as two containers of a Kubernetes pod do) read this namespace's pids in
+/// its own: on a single-producer topic it took the live publisher for dead
+/// and took its entry over, so that two processes claimed by plain store
+/// (seen with `unshare --pid`: the first publisher's sequence was then
+/// "declared lost by a supervisor" and it gave up), and `stat` called the
+/// live segment stale. Now a segment records its users' pid namespace and
+/// every process that maps it holds a shared lock on it: a process of
+/// another namespace is refused while any holds it, and takes it over
+/// once none does. (The namespace is poked into the header here; the
+/// `zerocast` binary under a real `unshare --pid` is in
+/// std-runtime/tests/processes.rs.)
+#[test]
+fn regression_a_process_of_another_pid_namespace_took_live_users_for_dead() {
+    let ours = layout::pid_namespace();
+    assert_ne!(ours, 0, "this test needs /proc/self/ns/pid");
+    let mut topic = TopicConfig::new("trades", 1 << 20, TopicKind::Trade);
+    topic.producers = zerocast_ipc::Producers::Single;
+    let bus = Bus::new(Config {
+        namespace: format!("h{}-pidns", std::process::id()),
+        topics: vec![topic],
+    });
+    bus.remove_segments();
+    let mut publisher = bus.publisher("trades").unwrap();
+    publisher.publish(&trade(0)).unwrap();
+    let seg = bus.open_segment("trades").unwrap();
+    assert_eq!(seg.header().pid_namespace.load(Ordering::Relaxed), ours);
+    let path = seg.path().to_owned();
+    drop(seg);
+    // The segment as one created in another pid namespace records it: its
+    // users (our publisher) are, to a process of this namespace, processes
+    // of another.
+    let foreign = ours ^ 0x5a5a;
+    poke(&path, PID_NAMESPACE, foreign);
+    let refused = |what: &str, e: Error| match e {
+        Error::ForeignPidNamespace {
+            segment, ours: o, ..
+        } => {
+            assert_eq!((segment, o), (foreign, ours), "{what}");
+            let text = e.to_string();
+            assert!(
+                text.contains(&format!("pid:[{foreign}]"))
+                    && text.contains(&format!("pid:[{ours}]"))
+                    && text.contains("one pid namespace"),
+                "{what}: {text}"
+            );
+        }
+        other => panic!("{what}: {other}"),
+    };
+    refused(
+        "a second publisher",
+        bus.publisher("trades").map(|_| ()).unwrap_err(),
+    );
+    refused(
+        "a subscriber",
+        bus.subscriber("trades", SubscriberOptions::default())
+            .map(|_| ())
+            .unwrap_err(),
+    );
+    refused("a monitor", Segment::open(&path, "trades").unwrap_err());
+    // Refused without a trace: the namespace recorded is still the other's,
+    // and the live publisher still publishes.
+    publisher.publish(&trade(1)).unwrap();
+    let mut header = [0u8; 8];
+    std::os::unix::fs::FileExt::read_exact_at(
+        &std::fs::File::open(&path).unwrap(),
+        &mut header,
+        PID_NAMESPACE,
+    )
+    .unwrap();
+    assert_eq!(u64::from_le_bytes(header), foreign);
+    // Once nobody maps it, this namespace takes it over: its dead users are
+    // judged here from now on, and the single-producer entry is ours.
+    drop(publisher);
+    let mut publisher = bus.publisher("trades").unwrap();
+    let seg = bus.open_segment("trades").unwrap();
+    assert_eq!(seg.header().pid_namespace.load(Ordering::Relaxed), ours);
+    assert_eq!(publisher.publish(&trade(2)).unwrap(), 2);
+    drop((publisher, seg));
+    bus.remove_segments();
 }

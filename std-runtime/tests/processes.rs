@@ -742,3 +742,94 @@ fn regression_restarted_recorder_loses_nothing_published_while_it_was_down() {
     );
     let _ = std::fs::remove_dir_all(&wal);
 }
+
+/// `zerocast` in a new pid namespace (`unshare --pid --fork --mount-proc`),
+/// as a container sharing `/dev/shm` runs it; `None` if this machine
+/// cannot make one (no `unshare`, or not permitted).
+fn in_new_pid_namespace(ns: &Ns, args: &[&str]) -> Option<Output> {
+    let probe = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "true"])
+        .output();
+    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
+        eprintln!(
+            "SKIPPED: cannot make a pid namespace here ({:?})",
+            probe.map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+        );
+        return None;
+    }
+    let mut c = Command::new("unshare");
+    c.args(["--pid", "--fork", "--mount-proc", BIN]);
+    c.env_remove("ZEROCAST_NAMESPACE");
+    c.env("ZEROCAST_LOG", "warn");
+    c.args(["--namespace", &ns.name]);
+    if let Some(cfg) = &ns.config {
+        c.arg("--config").arg(cfg);
+    }
+    Some(c.args(args).output().expect("run unshare"))
+}
+
+/// A `zerocast pub` in another pid namespace, sharing `/dev/shm`, took a
+/// live single-producer publisher for dead (its pid means another process
+/// there, or none), took its entry over and published beside it by plain
+/// store; the first publisher then found its sequence "declared lost by a
+/// supervisor" and gave up. `stat --remove-stale` there removed the live
+/// segment as stale. Now both are refused, naming the two namespaces,
+/// until the publisher is gone; then the other namespace takes over.
+#[test]
+fn regression_a_publisher_in_another_pid_namespace_took_over_a_live_one() {
+    let mut ns = Ns::new("pidns");
+    let cfg = std::env::temp_dir().join(format!("{}.toml", ns.name));
+    std::fs::write(
+        &cfg,
+        "[[topic]]\nname = \"trade_events\"\nsize = 81920\nkind = \"trade\"\nproducers = \"single\"\n",
+    )
+    .unwrap();
+    ns.config = Some(cfg);
+    /// Killed however the test ends (it publishes until stopped).
+    struct Live(Child);
+    impl Drop for Live {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut live = Live(ns.spawn(&["pub", "--topic", "trade_events", "--rate", "2000"]));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !String::from_utf8_lossy(&ns.run(&["stat"]).stdout).contains("publisher 0: pid") {
+        assert!(Instant::now() < deadline, "the publisher never registered");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let Some(second) =
+        in_new_pid_namespace(&ns, &["pub", "--topic", "trade_events", "--count", "1000"])
+    else {
+        return;
+    };
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        !second.status.success() && err.contains("pid namespace") && err.contains("pid:["),
+        "a second publisher in another pid namespace: {} {err}",
+        second.status
+    );
+    let stat = in_new_pid_namespace(&ns, &["stat", "--remove-stale"]).unwrap();
+    let text = String::from_utf8_lossy(&stat.stdout);
+    assert!(
+        text.contains("cannot open") && text.contains("pid namespace"),
+        "{text}"
+    );
+    assert!(ns.segment("trade_events").exists(), "removed: {text}");
+    if let Some(status) = live.0.try_wait().unwrap() {
+        let mut err = String::new();
+        std::io::Read::read_to_string(live.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+        panic!("the live publisher stopped ({status}): {err}");
+    }
+    // Gone (SIGKILL: the kernel drops its lock): the other namespace takes
+    // the topic over.
+    drop(live);
+    let second =
+        in_new_pid_namespace(&ns, &["pub", "--topic", "trade_events", "--count", "10"]).unwrap();
+    assert!(
+        second.status.success(),
+        "after the publisher died: {}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+}
