@@ -153,13 +153,9 @@ impl AckChannel {
             other => return other,
         }
         let tmp = crate::segment::init_path(path);
-        let (file, map) = crate::shm_file::create(&tmp, FILE_SIZE, "create ack channel")?;
-        // Before the file has its name: from then on every process that
-        // maps it holds this lock (see `open`).
-        if let Err(e) = crate::segment::flock(&file, libc::LOCK_SH | libc::LOCK_NB) {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(io(&tmp, "lock the new ack channel")(e));
-        }
+        // Locked from its creation: every process that maps it holds this
+        // lock (see `open`).
+        let (file, map) = crate::shm_file::create(&tmp, FILE_SIZE, "create ack channel", true)?;
         let channel = Self {
             path: path.to_owned(),
             file,
@@ -657,8 +653,8 @@ mod tests {
         ch.header().pid_namespace.store(foreign, Ordering::Relaxed);
         match AckChannel::open_or_create(&path) {
             Err(Error::ForeignPidNamespace {
-                segment, ours: o, ..
-            }) => assert_eq!((segment, o), (foreign, ours)),
+                theirs, ours: o, ..
+            }) => assert_eq!((theirs, o), (foreign, ours)),
             other => panic!("an ack channel of another pid namespace in use: {other:?}"),
         }
         assert_eq!(ch.header().pid_namespace.load(Ordering::Relaxed), foreign);

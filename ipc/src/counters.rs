@@ -331,7 +331,10 @@ impl CountersTable {
             other => return other,
         }
         let tmp = crate::segment::init_path(path);
-        let (file, map) = crate::shm_file::create(&tmp, FILE_SIZE, "create counters file")?;
+        // Locked while half-built only (a live creator's init file is not
+        // abandoned, whatever its pid reads as here); a table holds the
+        // lock only for claims (see `claim`).
+        let (file, map) = crate::shm_file::create(&tmp, FILE_SIZE, "create counters file", true)?;
         let table = Self {
             path: path.to_owned(),
             file,
@@ -351,7 +354,11 @@ impl CountersTable {
         // Release: pairs with the Acquire load in `open`; publishes the
         // header fields (the entries are zero, i.e. free, as created).
         h.magic.store(COUNTERS_MAGIC, Ordering::Release);
-        if crate::shm_file::publish(&tmp, path, "publish counters file")? {
+        let published = crate::shm_file::publish(&tmp, path, "publish counters file");
+        table
+            .flock(libc::LOCK_UN)
+            .map_err(io(path, "unlock the new counters file"))?;
+        if published? {
             Ok(table)
         } else {
             // Someone else published theirs first: use it.

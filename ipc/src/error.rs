@@ -46,7 +46,7 @@ pub enum Error {
         /// The segment or ack channel file.
         path: PathBuf,
         /// The pid namespace the file records (`pid:[N]`).
-        segment: u64,
+        theirs: u64,
         /// This process's pid namespace.
         ours: u64,
     },
@@ -305,13 +305,9 @@ impl std::fmt::Display for Error {
                 "{}: segment layout v{found_version} (hash {found_hash:#018x}) does not match this build's layout v{expected_version} (hash {expected_hash:#018x})",
                 path.display()
             ),
-            Self::ForeignPidNamespace {
-                path,
-                segment,
-                ours,
-            } => write!(
+            Self::ForeignPidNamespace { path, theirs, ours } => write!(
                 f,
-                "{}: its users run in pid namespace pid:[{segment}] and this process in pid:[{ours}], and a process of that namespace still maps it: zerocast tells live processes from dead ones by pid, which differ between pid namespaces, so from here it would take them for dead; run every process of the topic in one pid namespace (Kubernetes: shareProcessNamespace: true; Docker: --pid=host or --pid=container:NAME). Once none of them maps it, a process of another namespace takes it over",
+                "{}: its users run in pid namespace pid:[{theirs}] and this process in pid:[{ours}], and a process still maps it: zerocast tells live processes from dead ones by pid, which differ between pid namespaces, so from here it would take them for dead; run every process of the topic in one pid namespace (Kubernetes: shareProcessNamespace: true; Docker: --pid=host or --pid=container:NAME). Once none of them maps it, a process of another namespace takes it over",
                 path.display()
             ),
             Self::Truncated { path, size, needed } => write!(

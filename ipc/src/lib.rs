@@ -269,12 +269,24 @@ impl Bus {
     }
 }
 
-/// Whether some process holds a `flock` on the file at `path` (a file
-/// that cannot be opened counts as locked: it is left alone).
+/// Whether some process holds a `flock` on the regular file at `path`
+/// (what a creator makes, and locks). Anything else (a link, a FIFO) is
+/// nobody's half-built file: not locked. Opened with `O_NOFOLLOW` and
+/// `O_NONBLOCK`, so that a file swapped for a link or a FIFO meanwhile is
+/// never followed or waited on; a regular file that cannot be opened
+/// counts as locked (left alone).
 fn locked(path: &std::path::Path) -> bool {
-    std::fs::File::open(path).map_or(true, |f| {
-        segment::flock(&f, libc::LOCK_EX | libc::LOCK_NB).is_err()
-    })
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if !std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file()) {
+        return false;
+    }
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_or(true, |f| {
+            segment::flock(&f, libc::LOCK_EX | libc::LOCK_NB).is_err()
+        })
 }
 
 /// Publishes frames to a topic, over whichever transport it is configured

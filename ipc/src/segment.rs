@@ -166,17 +166,19 @@ fn check_trusted(file: &File, path: &Path, access: Access) -> Result<()> {
 }
 
 /// A name, unique to this call, under which a file that will be published
-/// as `path` (with `link()`) is built: the pid and a per-process counter
-/// after [`INIT_MARK`], so neither another process nor another thread of
-/// this one can take or remove it.
+/// as `path` (with `link()`) is built: the pid, a per-process counter and
+/// the pid namespace after [`INIT_MARK`], so neither another process (of
+/// this pid namespace or another: two containers' first processes are both
+/// pid 1) nor another thread of this one can take or remove it.
 pub(crate) fn init_path(path: &Path) -> PathBuf {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     PathBuf::from(format!(
-        "{}{INIT_MARK}{}-{}",
+        "{}{INIT_MARK}{}-{}-{}",
         path.display(),
         std::process::id(),
         // Relaxed: only uniqueness matters.
-        COUNTER.fetch_add(1, Ordering::Relaxed)
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        pid_namespace()
     ))
 }
 
@@ -192,13 +194,13 @@ pub struct Segment {
     producer: Option<Ring>,
     path: PathBuf,
     topic: String,
+    // After the rings: they point into this mapping.
+    map: MmapMut,
     /// The segment file, on which this handle holds a shared `flock` for
     /// as long as it maps the segment: how a process of another pid
     /// namespace, which cannot judge our pids, learns that the segment is
-    /// in use (see [`open`](Self::open)).
+    /// in use (see [`open`](Self::open)). Dropped after the mapping.
     _lock: File,
-    // Last: the ring points into this mapping.
-    map: MmapMut,
 }
 
 /// Takes the shared lock that every process mapping a shared file (a
@@ -207,46 +209,69 @@ pub struct Segment {
 /// Liveness is judged by pid ([`owner_alive`]), so a process of another
 /// namespace would take live users for dead (reap a live publisher's
 /// claims, take over a single-producer topic's live publisher or a live
-/// acker's entry, remove the segment as stale). A file of another
-/// namespace is refused ([`Error::ForeignPidNamespace`]) while any process
-/// holds the lock; once none does, every process that used it has
-/// unmapped it or died (the kernel drops a dead process's locks), and this
-/// process takes it over: with the lock held exclusively it records its
-/// own namespace, so that the other namespace's processes are refused from
-/// then on. A namespace of 0 (a process that could not read
-/// `/proc/self/ns/pid`) is not checked.
+/// acker's entry, remove the segment as stale).
+///
+/// A file of another namespace is taken over once no process holds its
+/// lock: every process that used it has unmapped it or died (the kernel
+/// drops a dead process's locks). With the lock held exclusively this
+/// process records its own namespace, so that the other namespace's
+/// processes are refused from then on; it then takes the shared lock
+/// again and reads the word again (the conversion is not atomic: another
+/// process may have taken the file over in between). While other
+/// processes hold the lock, it tries for [`TAKEOVER_PATIENCE`], holding no
+/// lock between tries (two openers of one namespace taking over the same
+/// file must not keep each other out), then refuses
+/// ([`Error::ForeignPidNamespace`]). A namespace of 0 (a process that
+/// could not read `/proc/self/ns/pid`) is not checked.
 pub(crate) fn join_pid_namespace(file: &File, path: &Path, recorded: &AtomicU64) -> Result<()> {
-    lock_shared(file, path)?;
     let ours = pid_namespace();
-    // Relaxed: the kernel's lock orders it: a process that recorded
-    // its namespace did so holding the lock exclusively, and released
-    // it (a syscall) before ours was granted.
-    let segment = recorded.load(Ordering::Relaxed);
-    if segment == ours || segment == 0 || ours == 0 {
-        return Ok(());
-    }
-    // Only if no other process holds the lock. (A failed conversion
-    // leaves no lock held: the file is closed with the error.)
-    match flock(file, libc::LOCK_EX | libc::LOCK_NB) {
-        Ok(()) => {}
-        Err(e) if e.kind() == ErrorKind::WouldBlock => {
+    let deadline = Instant::now() + TAKEOVER_PATIENCE;
+    let mut tries = 0u32;
+    loop {
+        lock_shared(file, path)?;
+        // Relaxed: the kernel's lock orders it: a process that recorded
+        // its namespace did so holding the lock exclusively and released
+        // it (a system call taking the lock's spinlock) before ours was
+        // granted.
+        let theirs = recorded.load(Ordering::Relaxed);
+        if theirs == ours || theirs == 0 || ours == 0 {
+            return Ok(());
+        }
+        // Exclusively, only if no other process holds the lock; ours is
+        // dropped first, so that a failed try leaves none held.
+        flock(file, libc::LOCK_UN).map_err(io(path, "unlock the file to take it over"))?;
+        match flock(file, libc::LOCK_EX | libc::LOCK_NB) {
+            Ok(()) => {
+                // Relaxed: published by the lock's release (see the load).
+                recorded.store(ours, Ordering::Relaxed);
+                continue;
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(e) => return Err(io(path, "lock the file to take it over")(e)),
+        }
+        if Instant::now() >= deadline {
             return Err(Error::ForeignPidNamespace {
                 path: path.to_owned(),
-                segment,
+                theirs,
                 ours,
-            })
+            });
         }
-        Err(e) => return Err(io(path, "lock the segment to take it over")(e)),
+        // 1 to 4 ms, varied by pid and try, so that two openers trying
+        // together drift apart.
+        tries += 1;
+        let jitter = (std::process::id().wrapping_add(tries.wrapping_mul(7))) % 4;
+        std::thread::sleep(Duration::from_millis(1 + u64::from(jitter)));
     }
-    // Relaxed: published by the lock's release below (see the load).
-    recorded.store(ours, Ordering::Relaxed);
-    lock_shared(file, path)
 }
 
 /// How long an opener waits for a process that holds a segment's lock
 /// exclusively (one of another pid namespace taking over a segment nobody
 /// uses: microseconds) before it gives up.
 const LOCK_PATIENCE: Duration = Duration::from_secs(1);
+
+/// How long an opener of another pid namespace tries to take a file over
+/// while other processes hold its lock before it refuses.
+const TAKEOVER_PATIENCE: Duration = Duration::from_millis(200);
 
 /// `flock(operation)` on `file`, retried on `EINTR`.
 pub(crate) fn flock(file: &File, operation: libc::c_int) -> std::io::Result<()> {
@@ -264,9 +289,11 @@ pub(crate) fn flock(file: &File, operation: libc::c_int) -> std::io::Result<()> 
     }
 }
 
-/// Takes the shared lock of a segment file, waiting at most
-/// [`LOCK_PATIENCE`] for a process that holds it exclusively.
-fn lock_shared(file: &File, path: &Path) -> Result<()> {
+/// Takes the shared lock of a segment or ack channel file, waiting at
+/// most [`LOCK_PATIENCE`] for a process that holds it exclusively (one
+/// taking it over, or `Bus::abandoned_init_files` looking whether a
+/// half-built file's creator still holds it: microseconds).
+pub(crate) fn lock_shared(file: &File, path: &Path) -> Result<()> {
     let deadline = Instant::now() + LOCK_PATIENCE;
     loop {
         match flock(file, libc::LOCK_SH | libc::LOCK_NB) {
@@ -277,9 +304,9 @@ fn lock_shared(file: &File, path: &Path) -> Result<()> {
             Err(e) => {
                 return Err(Error::Io {
                     path: path.to_owned(),
-                    action: "take the segment's shared lock (flock; a process of another pid \
-                             namespace taking the segment over holds it exclusively for \
-                             microseconds: one holding it for over a second is stopped)",
+                    action: "take the file's shared lock (flock; a process taking it over \
+                             holds it exclusively for microseconds: one holding it for over a \
+                             second is stopped)",
                     source: e,
                 })
             }
@@ -425,8 +452,7 @@ impl Segment {
             .map_err(io(&tmp, "create segment"))?;
         // Before the segment has its name: from then on every process that
         // maps it holds this lock (see `open`).
-        let result = flock(&file, libc::LOCK_SH | libc::LOCK_NB)
-            .map_err(io(&tmp, "lock the new segment"))
+        let result = lock_shared(&file, &tmp)
             .and_then(|()| Self::set_access(&file, path, access))
             .and_then(|()| {
                 Self::init(

@@ -13,12 +13,20 @@ use crate::error::{io, Error, Result};
 
 /// Creates `tmp` (mode 0600, never an existing file), reserves `len` bytes
 /// of memory for it and maps it; `what` names the file in errors. On any
-/// error `tmp` is removed.
+/// error `tmp` is removed. With `lock`, the file's shared `flock` is taken
+/// first thing (see `segment::join_pid_namespace`), so that from its
+/// creation on a process looking for abandoned half-built files sees it
+/// held.
 ///
 /// `posix_fallocate` rather than `ftruncate`, as for segments: on tmpfs it
 /// reserves the pages now, so a full `/dev/shm` is an error here instead of
 /// a SIGBUS at some process's first store into the mapping.
-pub(crate) fn create(tmp: &Path, len: usize, what: &'static str) -> Result<(File, MmapMut)> {
+pub(crate) fn create(
+    tmp: &Path,
+    len: usize,
+    what: &'static str,
+    lock: bool,
+) -> Result<(File, MmapMut)> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -26,6 +34,12 @@ pub(crate) fn create(tmp: &Path, len: usize, what: &'static str) -> Result<(File
         .mode(0o600)
         .open(tmp)
         .map_err(io(tmp, what))?;
+    if lock {
+        if let Err(e) = crate::segment::lock_shared(&file, tmp) {
+            let _ = std::fs::remove_file(tmp);
+            return Err(e);
+        }
+    }
     // SAFETY: plain syscall on a descriptor we own; no memory passed.
     let rc = unsafe {
         libc::posix_fallocate(

@@ -1240,9 +1240,9 @@ fn regression_a_process_of_another_pid_namespace_took_live_users_for_dead() {
     poke(&path, PID_NAMESPACE, foreign);
     let refused = |what: &str, e: Error| match e {
         Error::ForeignPidNamespace {
-            segment, ours: o, ..
+            theirs, ours: o, ..
         } => {
-            assert_eq!((segment, o), (foreign, ours), "{what}");
+            assert_eq!((theirs, o), (foreign, ours), "{what}");
             let text = e.to_string();
             assert!(
                 text.contains(&format!("pid:[{foreign}]"))
@@ -1282,6 +1282,50 @@ fn regression_a_process_of_another_pid_namespace_took_live_users_for_dead() {
     let seg = bus.open_segment("trades").unwrap();
     assert_eq!(seg.header().pid_namespace.load(Ordering::Relaxed), ours);
     assert_eq!(publisher.publish(&trade(2)).unwrap(), 2);
-    drop((publisher, seg));
+    // Openers (not the creator, as above) hold the lock too.
+    drop(seg);
+    poke(&path, PID_NAMESPACE, foreign);
+    refused(
+        "a monitor beside an opener",
+        Segment::open(&path, "trades").unwrap_err(),
+    );
+    drop(publisher);
     bus.remove_segments();
+}
+
+/// Review of the pid-namespace check: openers of one namespace taking over
+/// a segment of another together (a restarted container starting its
+/// publisher and subscribers at once) kept each other out: an opener's one
+/// try for the exclusive lock failed on another's shared lock, held while
+/// it read the namespace word, and it was told a process of the other
+/// namespace still mapped the segment. Now it tries again (holding no
+/// lock between tries) and finds the segment taken over.
+#[test]
+fn regression_openers_taking_over_a_segment_together_refused_each_other() {
+    use std::os::fd::AsRawFd as _;
+    let path = crafted("takeover-race", 24);
+    let ours = layout::pid_namespace();
+    poke(&path, PID_NAMESPACE, ours ^ 0x5a5a);
+    let flock = |f: &std::fs::File, op| {
+        // SAFETY: flock on a descriptor this test owns; no memory passed.
+        assert_eq!(unsafe { libc::flock(f.as_raw_fd(), op) }, 0);
+    };
+    // Another opener of this namespace, between its shared lock and its
+    // look at the namespace word.
+    let other = std::fs::File::open(&path).unwrap();
+    flock(&other, libc::LOCK_SH);
+    let opener = {
+        let path = path.clone();
+        std::thread::spawn(move || Segment::open(&path, "t").map(|_| ()))
+    };
+    std::thread::sleep(Duration::from_millis(20));
+    // It takes the segment over, as `Segment::open` does.
+    flock(&other, libc::LOCK_UN);
+    flock(&other, libc::LOCK_EX);
+    poke(&path, PID_NAMESPACE, ours);
+    flock(&other, libc::LOCK_SH);
+    let opened = opener.join().unwrap();
+    drop(other);
+    std::fs::remove_file(&path).unwrap();
+    opened.unwrap();
 }

@@ -743,22 +743,30 @@ fn regression_restarted_recorder_loses_nothing_published_while_it_was_down() {
     let _ = std::fs::remove_dir_all(&wal);
 }
 
-/// `zerocast` in a new pid namespace (`unshare --pid --fork --mount-proc`),
-/// as a container sharing `/dev/shm` runs it; `None` if this machine
-/// cannot make one (no `unshare`, or not permitted).
+/// `zerocast` in a new pid namespace (`unshare --pid --fork --mount-proc`,
+/// inside a new user namespace where that needs one), as a container
+/// sharing `/dev/shm` runs it; `None` if this machine cannot make one.
 fn in_new_pid_namespace(ns: &Ns, args: &[&str]) -> Option<Output> {
-    let probe = Command::new("unshare")
-        .args(["--pid", "--fork", "--mount-proc", "true"])
-        .output();
-    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
-        eprintln!(
-            "SKIPPED: cannot make a pid namespace here ({:?})",
-            probe.map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
-        );
+    let pid_ns = ["--pid", "--fork", "--mount-proc"];
+    let user_ns = ["--user", "--map-root-user"];
+    let works = |prefix: &[&str]| {
+        Command::new("unshare")
+            .args(prefix)
+            .args(pid_ns)
+            .arg("true")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let prefix: &[&str] = if works(&[]) {
+        &[]
+    } else if works(&user_ns) {
+        &user_ns
+    } else {
+        eprintln!("SKIPPED: `unshare --pid` fails here, as root and in a user namespace");
         return None;
-    }
+    };
     let mut c = Command::new("unshare");
-    c.args(["--pid", "--fork", "--mount-proc", BIN]);
+    c.args(prefix).args(pid_ns).arg(BIN);
     c.env_remove("ZEROCAST_NAMESPACE");
     c.env("ZEROCAST_LOG", "warn");
     c.args(["--namespace", &ns.name]);

@@ -190,6 +190,58 @@ fn regression_remove_stale_removes_half_built_segments_of_dead_creators() {
     );
 }
 
+/// Review of the pid-namespace check: `stat --remove-stale` judged a
+/// half-built file's creator by the pid in its name alone, so a creator
+/// of another pid namespace (whose pid reads as dead here) lost its file
+/// mid-build; now a file whose creator holds its lock stays. Looking at
+/// the lock must not hang on a FIFO given such a name (an open of a FIFO
+/// waits for a writer), nor follow a link: those are nobody's half-built
+/// files, removed as before.
+#[test]
+fn regression_remove_stale_removed_a_half_built_file_its_creator_held() {
+    use std::os::fd::AsRawFd as _;
+    let ns = format!("st{}-initlock", std::process::id());
+    let bus = Bus::new(Config {
+        namespace: ns.clone(),
+        topics: vec![TopicConfig::new("trades", 1 << 20, TopicKind::Trade)],
+    });
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = gone.id();
+    gone.wait().unwrap();
+    let name = |n: u32| {
+        std::path::PathBuf::from(format!(
+            "/dev/shm/zerocast.{ns}.trades.init-{dead_pid}-{n}-4026531999"
+        ))
+    };
+    let (held, fifo, link, dead) = (name(1), name(2), name(3), name(4));
+    std::fs::write(&held, b"being built elsewhere").unwrap();
+    let holder = std::fs::File::open(&held).unwrap();
+    // SAFETY: flock on a descriptor this test owns; no memory passed.
+    assert_eq!(unsafe { libc::flock(holder.as_raw_fd(), libc::LOCK_SH) }, 0);
+    let c_fifo = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_fifo.as_ptr(), 0o600) }, 0);
+    std::os::unix::fs::symlink(&held, &link).unwrap();
+    std::fs::write(&dead, b"half built").unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let stat_bus = bus.clone();
+    std::thread::spawn(move || {
+        let _ = done_tx.send(zerocast_runtime::stat::run(&stat_bus, true).is_ok());
+    });
+    let finished = done_rx.recv_timeout(std::time::Duration::from_secs(30));
+    let left = [&held, &fifo, &link, &dead].map(|p| p.symlink_metadata().is_ok());
+    for p in [&held, &fifo, &link, &dead] {
+        let _ = std::fs::remove_file(p);
+    }
+    assert_eq!(finished, Ok(true), "stat --remove-stale hung or failed");
+    assert_eq!(
+        left,
+        [true, false, false, false],
+        "held by its creator: kept; a FIFO, a link, an unheld file: removed"
+    );
+    drop(holder);
+}
+
 /// Final review: `stat --remove-stale` removed a stale segment but left its
 /// ack channel, whose "acked up to" words then outlived the segment: a
 /// recreated segment starts again at sequence 0, and every reliable publish
