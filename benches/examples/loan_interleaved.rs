@@ -10,7 +10,11 @@
 //! of that same encoded frame (the bus's own cost over the ring: no encode,
 //! no clock); and `publish(&T)` once every 2 us (a sparse thread, which
 //! reads the vDSO clock); `publish_at(&T, t)` with the trade's own time
-//! (no clock). `ZEROCAST_FRAME_CLOCK=realtime` gives the A/B.
+//! (no clock). On x86_64 also the bare TSC read (`rdtsc`, back to back)
+//! and `publish_at(&T, rdtsc)` with a TSC read right before each publish
+//! (no conversion, no bookkeeping: the least any clock read per frame adds
+//! to `publish_at`, to hold `publish(&T)` against).
+//! `ZEROCAST_FRAME_CLOCK=realtime` gives the A/B.
 //!
 //! `cargo run --release -p zerocast-benches --example loan_interleaved`
 use std::hint::black_box;
@@ -37,7 +41,7 @@ fn main() {
     };
     let mut buf = FrameBuf::default();
     let n = 20_000;
-    let mut best = [f64::MAX; 9];
+    let mut best = [f64::MAX; 11];
     let mut sparse_rounds = Vec::new();
     let mut cache = zerocast_core::broadcast::GatingCache::default();
     let encoded = {
@@ -95,6 +99,23 @@ fn main() {
             );
         }
         best[8] = best[8].min(t.elapsed().as_nanos() as f64 / n as f64);
+        #[cfg(target_arch = "x86_64")]
+        {
+            let t = Instant::now();
+            for _ in 0..n {
+                // SAFETY: `rdtsc` exists on every x86_64 CPU and only reads
+                // the time-stamp counter.
+                black_box(unsafe { core::arch::x86_64::_rdtsc() });
+            }
+            best[9] = best[9].min(t.elapsed().as_nanos() as f64 / n as f64);
+            let t = Instant::now();
+            for _ in 0..n {
+                // SAFETY: as above.
+                let tsc = unsafe { core::arch::x86_64::_rdtsc() };
+                black_box(p.publish_at(black_box(&body), tsc).unwrap());
+            }
+            best[10] = best[10].min(t.elapsed().as_nanos() as f64 / n as f64);
+        }
         // A sparse publisher: one publish(&T) every 2 us (past the frame
         // clock's 1 us window), each timed alone (clock reads around it,
         // their own cost measured in the same loop with nothing between).
@@ -127,6 +148,12 @@ fn main() {
          publish(&T) one every 2 us (median round): {:.1} ns; \
          publish_at(&T, the trade's own time), no clock: {:.1} ns",
         best[0], best[1], best[2], best[3], best[4], best[5], best[6], best[7], best[8]
+    );
+    #[cfg(target_arch = "x86_64")]
+    println!(
+        "the TSC read alone (rdtsc, back to back): {:.1} ns; \
+         publish_at(&T, a TSC read right before it): {:.1} ns",
+        best[9], best[10]
     );
     let _ = std::fs::remove_file(&path);
 }
