@@ -12,6 +12,10 @@
 //! - `at`, `single-at`: `Publisher::publish_at(&TradeEvent, t)` with the
 //!   trade's own timestamp for the frame time (no clock read), on both
 //!   topic kinds;
+//! - `single-tsc` (x86_64): `publish_at` on a single-producer topic with a
+//!   bare TSC read (`rdtsc`) right before each publish for the time: the
+//!   least any clock read per frame adds (no conversion, no state), to
+//!   hold `single` against;
 //! - `words`: `ShmPublisher::publish_words` of a frame encoded once (the
 //!   bus's bookkeeping, no clock, no encode);
 //! - `raw`: the segment's ring below the bus, `Broadcast::try_publish` of
@@ -133,6 +137,13 @@ fn run(path: &str, round: usize) -> Run {
                     .try_publish(&mut cache, &frame)
                     .expect("raw publish");
             }
+            #[cfg(target_arch = "x86_64")]
+            ("single-tsc", _) => {
+                // SAFETY: `rdtsc` exists on every x86_64 CPU and only
+                // reads the time-stamp counter.
+                let tsc = unsafe { core::arch::x86_64::_rdtsc() };
+                publisher.publish_at(&trade, tsc).expect("publish_at");
+            }
             ("at" | "single-at", _) => {
                 // The trade's own time field for the frame's (a constant
                 // here, as the raw ring's frame is).
@@ -164,7 +175,10 @@ fn main() {
         .nth(1)
         .map(|s| s.parse().expect("rounds"))
         .unwrap_or(5);
-    let paths = ["publish", "single", "at", "single-at", "words", "raw"];
+    let mut paths = vec!["publish", "single", "at", "single-at", "words", "raw"];
+    if cfg!(target_arch = "x86_64") {
+        paths.insert(4, "single-tsc");
+    }
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
     // Runs whose reader was lapped (it fell a ring behind): their rate is
     // still the publisher's, but not every frame was read.

@@ -112,7 +112,7 @@ struct ChildArgs {
     /// latency or count.
     #[arg(long)]
     role: String,
-    /// shm, shm-gating, shm-single (a single-producer topic), shm-at and shm-single-at (subscribed as shm and shm-single; their publisher uses `publish_at`), iox (zerocast's adapter) or iox-plain.
+    /// shm, shm-gating, shm-single (a single-producer topic), shm-at and shm-single-at (subscribed as shm and shm-single; their publisher uses `publish_at`), shm-single-tsc (x86_64: `publish_at` with a bare TSC read for the time), iox (zerocast's adapter) or iox-plain.
     #[arg(long)]
     transport: String,
     /// trade or l2.
@@ -316,6 +316,8 @@ const THROUGHPUT_ROWS: &[(&str, usize)] = &[
     ("shm-single", 1),
     ("shm-single", 32),
     ("shm-single-at", 1),
+    #[cfg(target_arch = "x86_64")]
+    ("shm-single-tsc", 1),
     ("iox", 1),
     ("iox", 32),
     ("iox-plain", 1),
@@ -329,7 +331,10 @@ fn wait_does(transport: &str, wait: &str) -> &'static str {
     match (transport, wait) {
         (_, "spin") => "busy-polls, never pauses",
         (_, "yield") => "polls 100 times, then yields the CPU between polls",
-        ("shm" | "shm-gating" | "shm-single" | "shm-at" | "shm-single-at", "block") => {
+        (
+            "shm" | "shm-gating" | "shm-single" | "shm-at" | "shm-single-at" | "shm-single-tsc",
+            "block",
+        ) => {
             "polls 100 times, then sleeps on the segment's futex (re-checks every 20 ms); the publisher wakes it with futex_wake"
         }
         ("iox", "block") => {
@@ -473,14 +478,29 @@ impl Sender {
         seg.ring().try_publish(cache, words).expect("raw publish");
     }
 
-    /// `publish_at` with the trade's own time (no clock read).
+    /// `publish_at` with the trade's own time (no clock read), or with
+    /// `tsc`, a bare TSC read (`rdtsc`, x86_64) right before the publish:
+    /// not a wall-clock time (subscribers that read it get nonsense), but
+    /// the least any clock read per frame can add to a publish.
     #[inline]
-    fn send_at(&mut self, body: &TradeEvent) {
+    fn send_at(&mut self, body: &TradeEvent, tsc: bool) {
         let Self::Zc(p) = self else {
             panic!("send_at is for zerocast's publishers");
         };
-        p.publish_at(body, body.timestamp as u64)
-            .expect("publish_at");
+        #[cfg(target_arch = "x86_64")]
+        let t = if tsc {
+            // SAFETY: `rdtsc` exists on every x86_64 CPU and only reads the
+            // time-stamp counter.
+            unsafe { core::arch::x86_64::_rdtsc() }
+        } else {
+            body.timestamp as u64
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let t = {
+            assert!(!tsc, "no TSC row off x86_64");
+            body.timestamp as u64
+        };
+        p.publish_at(body, t).expect("publish_at");
     }
 
     fn send_batch<B: Body>(&mut self, bodies: &[B]) {
@@ -1140,7 +1160,8 @@ fn throughput_case(
     let words = frame::encode(&bodies[0], 0, 0, &mut one.0).expect("encode");
     let encoded = &one.0[..words];
     let raw = transport == "shm-raw";
-    let at = transport.ends_with("-at");
+    let tsc = transport.ends_with("-tsc");
+    let at = transport.ends_with("-at") || tsc;
     assert!(!at || batch == 1, "{transport} is for single publishes");
     let t0 = Instant::now();
     let mut sent = 0;
@@ -1148,7 +1169,7 @@ fn throughput_case(
         if raw {
             sender.send_words(encoded);
         } else if at {
-            sender.send_at(&bodies[0]);
+            sender.send_at(&bodies[0], tsc);
         } else if batch == 1 {
             sender.send(&bodies[0]);
         } else {
@@ -1512,7 +1533,7 @@ fn fanout_markdown(report: &Value) -> String {
 /// The throughput rows, each against the raw ring of its run.
 fn throughput_markdown(report: &Value) -> String {
     let mut s = String::new();
-    s += "\n**Throughput** (trade frames, publisher as fast as it can, subscribers busy-poll; receiver rates count frames read, not frames skipped; `shm-raw` is the segment's ring below the publish API: a pre-encoded frame published with `Broadcast::try_publish`, read with `Broadcast::try_recv`, no clock read, encoding or bookkeeping; `shm-at` and `shm-single-at` publish with `Publisher::publish_at`, the trade's own time for the frame's, no clock read; `/ raw ring` compares a batch-1 row with it)\n\n| transport | subscribers | batch | publish frames/s | / raw ring | slowest receiver frames/s | / raw ring | received min / sent | lagged max | lost max |\n|---|---|---|---|---|---|---|---|---|---|\n";
+    s += "\n**Throughput** (trade frames, publisher as fast as it can, subscribers busy-poll; receiver rates count frames read, not frames skipped; `shm-raw` is the segment's ring below the publish API: a pre-encoded frame published with `Broadcast::try_publish`, read with `Broadcast::try_recv`, no clock read, encoding or bookkeeping; `shm-at` and `shm-single-at` publish with `Publisher::publish_at`, the trade's own time for the frame's, no clock read; `shm-single-tsc` with `publish_at` and a bare TSC read right before each publish for the time (not a wall-clock time: the least any clock read per frame adds; x86_64 only); `/ raw ring` compares a batch-1 row with it)\n\n| transport | subscribers | batch | publish frames/s | / raw ring | slowest receiver frames/s | / raw ring | received min / sent | lagged max | lost max |\n|---|---|---|---|---|---|---|---|---|---|\n";
     for r in report["throughput"].as_array().into_iter().flatten() {
         let x_raw = |key: &str| {
             r[key]
@@ -2083,7 +2104,8 @@ mod tests {
             (1, "publish_x_raw"),
             (1, "receive_x_raw"),
             (3, "publish_x_raw"),
-            (15, "receive_x_raw"),
+            // The second subscriber count's `shm-at` row.
+            (THROUGHPUT_ROWS.len() + 3, "receive_x_raw"),
         ] {
             let mut report = complete_report();
             report["throughput"][index]
