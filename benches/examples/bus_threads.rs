@@ -187,7 +187,7 @@ fn main() {
         for (i, path) in paths.iter().enumerate() {
             let r = run(path, round);
             eprintln!(
-                "round {round} {path:9} {:6.2} M/s published, received {} lagged {}",
+                "round {round} {path:10} {:6.2} M/s published, received {} lagged {}",
                 r.rate, r.received, r.lagged
             );
             rates[i].push(r.rate);
@@ -207,7 +207,7 @@ fn main() {
     let raw = medians[paths.len() - 1];
     for ((path, m), lapped) in paths.iter().zip(&medians).zip(&lapped) {
         println!(
-            "{path:9} {m:6.2}  {:.2}x raw  (reader lapped in {lapped} of {rounds} runs)",
+            "{path:10} {m:6.2}  {:.2}x raw  (reader lapped in {lapped} of {rounds} runs)",
             m / raw
         );
     }

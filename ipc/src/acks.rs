@@ -130,10 +130,10 @@ pub struct AckerState {
 /// A topic's ack channel.
 pub struct AckChannel {
     path: PathBuf,
-    /// The file, on which this handle holds a shared `flock` while it maps
-    /// it (see `segment::join_pid_namespace`).
-    file: std::fs::File,
     map: MmapMut,
+    /// The file, on which this handle holds a shared `flock` while it maps
+    /// it (see `segment::join_pid_namespace`). Dropped after the mapping.
+    file: std::fs::File,
 }
 
 impl std::fmt::Debug for AckChannel {

@@ -271,14 +271,18 @@ impl Bus {
 
 /// Whether some process holds a `flock` on the regular file at `path`
 /// (what a creator makes, and locks). Anything else (a link, a FIFO) is
-/// nobody's half-built file: not locked. Opened with `O_NOFOLLOW` and
+/// nobody's half-built file: not locked; a file gone meanwhile counts as
+/// locked (there is nothing to remove). Opened with `O_NOFOLLOW` and
 /// `O_NONBLOCK`, so that a file swapped for a link or a FIFO meanwhile is
 /// never followed or waited on; a regular file that cannot be opened
 /// counts as locked (left alone).
 fn locked(path: &std::path::Path) -> bool {
     use std::os::unix::fs::OpenOptionsExt as _;
-    if !std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file()) {
-        return false;
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_file() => {}
+        Ok(_) => return false,
+        // Gone (published or removed meanwhile): nothing to remove.
+        Err(_) => return true,
     }
     std::fs::OpenOptions::new()
         .read(true)

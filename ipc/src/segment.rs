@@ -226,7 +226,6 @@ pub struct Segment {
 pub(crate) fn join_pid_namespace(file: &File, path: &Path, recorded: &AtomicU64) -> Result<()> {
     let ours = pid_namespace();
     let deadline = Instant::now() + TAKEOVER_PATIENCE;
-    let mut tries = 0u32;
     loop {
         lock_shared(file, path)?;
         // Relaxed: the kernel's lock orders it: a process that recorded
@@ -240,15 +239,18 @@ pub(crate) fn join_pid_namespace(file: &File, path: &Path, recorded: &AtomicU64)
         // Exclusively, only if no other process holds the lock; ours is
         // dropped first, so that a failed try leaves none held.
         flock(file, libc::LOCK_UN).map_err(io(path, "unlock the file to take it over"))?;
-        match flock(file, libc::LOCK_EX | libc::LOCK_NB) {
+        let took = match flock(file, libc::LOCK_EX | libc::LOCK_NB) {
             Ok(()) => {
                 // Relaxed: published by the lock's release (see the load).
                 recorded.store(ours, Ordering::Relaxed);
-                continue;
+                true
             }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => false,
             Err(e) => return Err(io(path, "lock the file to take it over")(e)),
-        }
+        };
+        // Past the deadline even after a takeover: a word that keeps
+        // changing back (a process writing it without the lock) must not
+        // keep this loop going.
         if Instant::now() >= deadline {
             return Err(Error::ForeignPidNamespace {
                 path: path.to_owned(),
@@ -256,11 +258,12 @@ pub(crate) fn join_pid_namespace(file: &File, path: &Path, recorded: &AtomicU64)
                 ours,
             });
         }
-        // 1 to 4 ms, varied by pid and try, so that two openers trying
-        // together drift apart.
-        tries += 1;
-        let jitter = (std::process::id().wrapping_add(tries.wrapping_mul(7))) % 4;
-        std::thread::sleep(Duration::from_millis(1 + u64::from(jitter)));
+        if took {
+            continue;
+        }
+        // 1 to 4 ms, varied by the clock's nanoseconds, so that two openers
+        // trying together drift apart.
+        std::thread::sleep(Duration::from_millis(1 + now_ns() % 4));
     }
 }
 

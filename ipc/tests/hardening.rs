@@ -1318,7 +1318,9 @@ fn regression_openers_taking_over_a_segment_together_refused_each_other() {
         let path = path.clone();
         std::thread::spawn(move || Segment::open(&path, "t").map(|_| ()))
     };
-    std::thread::sleep(Duration::from_millis(20));
+    // Long enough for the opener's first try (a thread start), well
+    // inside its 200 ms of tries.
+    std::thread::sleep(Duration::from_millis(5));
     // It takes the segment over, as `Segment::open` does.
     flock(&other, libc::LOCK_UN);
     flock(&other, libc::LOCK_EX);

@@ -240,8 +240,8 @@ fn bus_for(namespace: &str, transport: &str, kind: &str) -> Bus {
     } else {
         Transport::Shm
     };
-    // "shm-single", "shm-single-at": a single-producer topic (claims by
-    // plain store).
+    // "shm-single", "shm-single-at", "shm-single-tsc": a single-producer
+    // topic (claims by plain store).
     if transport.starts_with("shm-single") {
         topic.producers = Producers::Single;
     }
@@ -305,7 +305,8 @@ fn plain_event(
 
 /// The throughput table's rows per subscriber count: (transport, batch).
 /// A transport ending in `-at` publishes with `Publisher::publish_at`, the
-/// trade's own time for the frame's, reading no clock (batch 1 only).
+/// trade's own time for the frame's, reading no clock; one ending in
+/// `-tsc` with `publish_at` and a bare TSC read (batch 1 only, both).
 const THROUGHPUT_ROWS: &[(&str, usize)] = &[
     ("shm-raw", 1),
     ("shm", 1),
