@@ -156,14 +156,10 @@ fn regression_remove_stale_keeps_a_segment_with_a_durable_hold() {
     let _ = std::fs::remove_dir_all(&wal);
 }
 
-/// A creator killed while building a segment leaves it under its temporary
-/// name (`zerocast.<ns>.<topic>.init-<pid>-<n>`); nothing ever removed it, so
-/// every such crash left a file in /dev/shm for good (the chaos test
-/// produces them). `stat --remove-stale` removes those whose creator is gone
-/// and leaves those of a live creator alone.
-#[test]
-fn regression_remove_stale_removes_half_built_segments_of_dead_creators() {
-    let ns = format!("st{}-init", std::process::id());
+/// A namespace of one topic for the half-built-file tests, and the pid of
+/// a process that has exited (a dead creator's).
+fn half_built_case(test: &str) -> (Bus, String, u32) {
+    let ns = format!("st{}-{test}", std::process::id());
     let bus = Bus::new(Config {
         namespace: ns.clone(),
         topics: vec![TopicConfig::new("trades", 1 << 20, TopicKind::Trade)],
@@ -171,6 +167,17 @@ fn regression_remove_stale_removes_half_built_segments_of_dead_creators() {
     let mut gone = std::process::Command::new("true").spawn().unwrap();
     let dead_pid = gone.id();
     gone.wait().unwrap();
+    (bus, ns, dead_pid)
+}
+
+/// A creator killed while building a segment leaves it under its temporary
+/// name (`zerocast.<ns>.<topic>.init-<pid>-<n>`); nothing ever removed it, so
+/// every such crash left a file in /dev/shm for good (the chaos test
+/// produces them). `stat --remove-stale` removes those whose creator is gone
+/// and leaves those of a live creator alone.
+#[test]
+fn regression_remove_stale_removes_half_built_segments_of_dead_creators() {
+    let (bus, ns, dead_pid) = half_built_case("init");
     let dead = std::path::PathBuf::from(format!("/dev/shm/zerocast.{ns}.trades.init-{dead_pid}-0"));
     let live = std::path::PathBuf::from(format!(
         "/dev/shm/zerocast.{ns}.trades.init-{}-7",
@@ -200,14 +207,7 @@ fn regression_remove_stale_removes_half_built_segments_of_dead_creators() {
 #[test]
 fn regression_remove_stale_removed_a_half_built_file_its_creator_held() {
     use std::os::fd::AsRawFd as _;
-    let ns = format!("st{}-initlock", std::process::id());
-    let bus = Bus::new(Config {
-        namespace: ns.clone(),
-        topics: vec![TopicConfig::new("trades", 1 << 20, TopicKind::Trade)],
-    });
-    let mut gone = std::process::Command::new("true").spawn().unwrap();
-    let dead_pid = gone.id();
-    gone.wait().unwrap();
+    let (bus, ns, dead_pid) = half_built_case("initlock");
     let name = |n: u32| {
         std::path::PathBuf::from(format!(
             "/dev/shm/zerocast.{ns}.trades.init-{dead_pid}-{n}-4026531999"
