@@ -155,7 +155,7 @@ impl AckChannel {
         let tmp = crate::segment::init_path(path);
         // Locked from its creation: every process that maps it holds this
         // lock (see `open`).
-        let (file, map) = crate::shm_file::create(&tmp, FILE_SIZE, "create ack channel", true)?;
+        let (file, map) = crate::shm_file::create(&tmp, FILE_SIZE, "create ack channel")?;
         let channel = Self {
             path: path.to_owned(),
             file,

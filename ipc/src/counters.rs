@@ -93,9 +93,6 @@ pub const BUCKET_BOUNDS_NS: [u64; 14] = [
     1_000_000_000,
 ];
 const BUCKETS: usize = BUCKET_BOUNDS_NS.len();
-/// How long a claim waits for a process holding the file's exclusive
-/// lock (a removal) before it gives up.
-const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What an entry counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -334,7 +331,7 @@ impl CountersTable {
         // Locked while half-built only (a live creator's init file is not
         // abandoned, whatever its pid reads as here); a table holds the
         // lock only for claims (see `claim`).
-        let (file, map) = crate::shm_file::create(&tmp, FILE_SIZE, "create counters file", true)?;
+        let (file, map) = crate::shm_file::create(&tmp, FILE_SIZE, "create counters file")?;
         let table = Self {
             path: path.to_owned(),
             file,
@@ -454,33 +451,26 @@ impl CountersTable {
 
     /// `flock(operation)` on the file, retried on `EINTR`.
     fn flock(&self, operation: libc::c_int) -> std::io::Result<()> {
-        crate::segment::flock(&self.file, operation)
+        crate::shm_file::flock(&self.file, operation)
     }
 
-    /// Takes the shared claim lock, waiting at most [`LOCK_PATIENCE`] for
-    /// a process that holds it exclusively: removals hold it for
-    /// microseconds, so a longer hold is a stopped or hostile process,
-    /// and a claim (a recorder's, a batcher's metrics) must not hang on
-    /// it.
+    /// Takes the shared claim lock, waiting at most
+    /// [`LOCK_PATIENCE`](crate::shm_file::LOCK_PATIENCE) for a process that
+    /// holds it exclusively: removals hold it for microseconds, so a
+    /// longer hold is a stopped or hostile process, and a claim (a
+    /// recorder's, a batcher's metrics) must not hang on it.
     fn lock_shared(&self) -> Result<()> {
-        let deadline = std::time::Instant::now() + LOCK_PATIENCE;
-        loop {
-            match self.flock(libc::LOCK_SH | libc::LOCK_NB) {
-                Ok(()) => return Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(io(&self.path, "lock counters file")(e)),
-            }
-            if std::time::Instant::now() >= deadline {
-                return Err(Error::BadCounters {
-                    path: self.path.clone(),
-                    problem: format!(
-                        "another process has held its exclusive lock (flock) for over {} ms \
-                         (a removal stopped midway?); no entry claimed",
-                        LOCK_PATIENCE.as_millis()
-                    ),
-                });
-            }
-            std::thread::sleep(std::time::Duration::from_millis(1));
+        match crate::shm_file::wait_shared(&self.file) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Err(Error::BadCounters {
+                path: self.path.clone(),
+                problem: format!(
+                    "another process has held its exclusive lock (flock) for over {} ms \
+                     (a removal stopped midway?); no entry claimed",
+                    crate::shm_file::LOCK_PATIENCE.as_millis()
+                ),
+            }),
+            Err(e) => Err(io(&self.path, "lock counters file")(e)),
         }
     }
 

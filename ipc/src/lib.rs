@@ -289,7 +289,7 @@ fn locked(path: &std::path::Path) -> bool {
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
         .map_or(true, |f| {
-            segment::flock(&f, libc::LOCK_EX | libc::LOCK_NB).is_err()
+            shm_file::flock(&f, libc::LOCK_EX | libc::LOCK_NB).is_err()
         })
 }
 

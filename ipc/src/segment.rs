@@ -22,6 +22,7 @@ use crate::layout::{
     tombstone, tombstone_taker, SegmentHeader, SubscriberEntry, FLAG_DURABLE, FREE, LAYOUT_HASH,
     LAYOUT_VERSION, MAGIC, NO_OWNER, ORPHAN, PRODUCERS_MANY, PRODUCERS_SINGLE, RING_OFFSET,
 };
+use crate::shm_file::flock;
 use crate::wait::{global_expedited_supported, publisher_registered, single_producer_mode_with};
 
 /// How long a sequence may stay claimed but uncommitted before a subscriber
@@ -267,54 +268,20 @@ pub(crate) fn join_pid_namespace(file: &File, path: &Path, recorded: &AtomicU64)
     }
 }
 
-/// How long an opener waits for a process that holds a segment's lock
-/// exclusively (one of another pid namespace taking over a segment nobody
-/// uses: microseconds) before it gives up.
-const LOCK_PATIENCE: Duration = Duration::from_secs(1);
-
 /// How long an opener of another pid namespace tries to take a file over
 /// while other processes hold its lock before it refuses.
 const TAKEOVER_PATIENCE: Duration = Duration::from_millis(200);
 
-/// `flock(operation)` on `file`, retried on `EINTR`.
-pub(crate) fn flock(file: &File, operation: libc::c_int) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd as _;
-    loop {
-        // SAFETY: flock on a descriptor the caller owns; no memory is
-        // passed.
-        if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
-            return Ok(());
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-}
-
-/// Takes the shared lock of a segment or ack channel file, waiting at
-/// most [`LOCK_PATIENCE`] for a process that holds it exclusively (one
-/// taking it over, or `Bus::abandoned_init_files` looking whether a
-/// half-built file's creator still holds it: microseconds).
+/// Takes the shared lock of a segment or ack channel file
+/// ([`shm_file::wait_shared`](crate::shm_file::wait_shared)), naming the
+/// file in the error.
 pub(crate) fn lock_shared(file: &File, path: &Path) -> Result<()> {
-    let deadline = Instant::now() + LOCK_PATIENCE;
-    loop {
-        match flock(file, libc::LOCK_SH | libc::LOCK_NB) {
-            Ok(()) => return Ok(()),
-            Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            Err(e) => {
-                return Err(Error::Io {
-                    path: path.to_owned(),
-                    action: "take the file's shared lock (flock; a process taking it over \
-                             holds it exclusively for microseconds: one holding it for over a \
-                             second is stopped)",
-                    source: e,
-                })
-            }
-        }
-    }
+    crate::shm_file::wait_shared(file).map_err(|source| Error::Io {
+        path: path.to_owned(),
+        action: "take the file's shared lock (flock; a process taking it over holds it \
+                 exclusively for microseconds: one holding it for over a second is stopped)",
+        source,
+    })
 }
 
 impl std::fmt::Debug for Segment {

@@ -11,22 +11,55 @@ use memmap2::MmapMut;
 
 use crate::error::{io, Error, Result};
 
+/// How long [`wait_shared`] waits for a process that holds a file's lock
+/// exclusively: a removal's check or a pid-namespace takeover holds it for
+/// microseconds, so a longer hold is a stopped or hostile process, and no
+/// open or claim may hang on it.
+pub(crate) const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `flock(operation)` on `file`, retried on `EINTR`.
+pub(crate) fn flock(file: &File, operation: libc::c_int) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    loop {
+        // SAFETY: flock on a descriptor the caller owns; no memory is
+        // passed.
+        if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Takes `file`'s shared `flock`, waiting at most [`LOCK_PATIENCE`] for a
+/// process that holds it exclusively (`WouldBlock` if it still does).
+pub(crate) fn wait_shared(file: &File) -> std::io::Result<()> {
+    let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+    loop {
+        match flock(file, libc::LOCK_SH | libc::LOCK_NB) {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            done => return done,
+        }
+    }
+}
+
 /// Creates `tmp` (mode 0600, never an existing file), reserves `len` bytes
 /// of memory for it and maps it; `what` names the file in errors. On any
-/// error `tmp` is removed. With `lock`, the file's shared `flock` is taken
-/// first thing (see `segment::join_pid_namespace`), so that from its
-/// creation on a process looking for abandoned half-built files sees it
-/// held.
+/// error `tmp` is removed. The file's shared `flock` is taken first thing
+/// (see `segment::join_pid_namespace`), so that from its creation on a
+/// process looking for abandoned half-built files sees it held.
 ///
 /// `posix_fallocate` rather than `ftruncate`, as for segments: on tmpfs it
 /// reserves the pages now, so a full `/dev/shm` is an error here instead of
 /// a SIGBUS at some process's first store into the mapping.
-pub(crate) fn create(
-    tmp: &Path,
-    len: usize,
-    what: &'static str,
-    lock: bool,
-) -> Result<(File, MmapMut)> {
+pub(crate) fn create(tmp: &Path, len: usize, what: &'static str) -> Result<(File, MmapMut)> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -34,11 +67,9 @@ pub(crate) fn create(
         .mode(0o600)
         .open(tmp)
         .map_err(io(tmp, what))?;
-    if lock {
-        if let Err(e) = crate::segment::lock_shared(&file, tmp) {
-            let _ = std::fs::remove_file(tmp);
-            return Err(e);
-        }
+    if let Err(e) = crate::segment::lock_shared(&file, tmp) {
+        let _ = std::fs::remove_file(tmp);
+        return Err(e);
     }
     // SAFETY: plain syscall on a descriptor we own; no memory passed.
     let rc = unsafe {

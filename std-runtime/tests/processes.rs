@@ -27,11 +27,16 @@ impl Ns {
 
     /// A namespace whose `trade_events` topic is small (a ring of 64 slots).
     fn small(test: &str) -> Self {
+        Self::with_topic(test, "")
+    }
+
+    /// [`small`](Self::small) with `extra` TOML lines in its topic.
+    fn with_topic(test: &str, extra: &str) -> Self {
         let mut ns = Self::new(test);
         let path = std::env::temp_dir().join(format!("{}.toml", ns.name));
         std::fs::write(
             &path,
-            "[[topic]]\nname = \"trade_events\"\nsize = 81920\nkind = \"trade\"\n",
+            format!("[[topic]]\nname = \"trade_events\"\nsize = 81920\nkind = \"trade\"\n{extra}"),
         )
         .unwrap();
         ns.config = Some(path);
@@ -785,14 +790,7 @@ fn in_new_pid_namespace(ns: &Ns, args: &[&str]) -> Option<Output> {
 /// until the publisher is gone; then the other namespace takes over.
 #[test]
 fn regression_a_publisher_in_another_pid_namespace_took_over_a_live_one() {
-    let mut ns = Ns::new("pidns");
-    let cfg = std::env::temp_dir().join(format!("{}.toml", ns.name));
-    std::fs::write(
-        &cfg,
-        "[[topic]]\nname = \"trade_events\"\nsize = 81920\nkind = \"trade\"\nproducers = \"single\"\n",
-    )
-    .unwrap();
-    ns.config = Some(cfg);
+    let ns = Ns::with_topic("pidns", "producers = \"single\"\n");
     /// Killed however the test ends (it publishes until stopped).
     struct Live(Child);
     impl Drop for Live {
