@@ -139,9 +139,7 @@ fn run(path: &str, round: usize) -> Run {
             }
             #[cfg(target_arch = "x86_64")]
             ("single-tsc", _) => {
-                // SAFETY: `rdtsc` exists on every x86_64 CPU and only
-                // reads the time-stamp counter.
-                let tsc = unsafe { core::arch::x86_64::_rdtsc() };
+                let tsc = zerocast_benches::pingpong::PathClock::Rdtsc.read();
                 publisher.publish_at(&trade, tsc).expect("publish_at");
             }
             ("at" | "single-at", _) => {

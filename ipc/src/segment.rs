@@ -227,6 +227,7 @@ pub struct Segment {
 pub(crate) fn join_pid_namespace(file: &File, path: &Path, recorded: &AtomicU64) -> Result<()> {
     let ours = pid_namespace();
     let deadline = Instant::now() + TAKEOVER_PATIENCE;
+    let mut takeovers = 0;
     loop {
         lock_shared(file, path)?;
         // Relaxed: the kernel's lock orders it: a process that recorded
@@ -249,18 +250,22 @@ pub(crate) fn join_pid_namespace(file: &File, path: &Path, recorded: &AtomicU64)
             Err(e) if e.kind() == ErrorKind::WouldBlock => false,
             Err(e) => return Err(io(path, "lock the file to take it over")(e)),
         };
-        // Past the deadline even after a takeover: a word that keeps
-        // changing back (a process writing it without the lock) must not
-        // keep this loop going.
-        if Instant::now() >= deadline {
+        // After a takeover the word is read again under the shared lock
+        // (normally ours: done); a word that keeps changing back (a process
+        // writing it without the lock) must not keep this loop going, so
+        // takeovers are counted, and refused past a few.
+        if took {
+            takeovers += 1;
+            if takeovers <= MAX_TAKEOVERS {
+                continue;
+            }
+        }
+        if took || Instant::now() >= deadline {
             return Err(Error::ForeignPidNamespace {
                 path: path.to_owned(),
                 theirs,
                 ours,
             });
-        }
-        if took {
-            continue;
         }
         // 1 to 4 ms, varied by the clock's nanoseconds, so that two openers
         // trying together drift apart.
@@ -271,6 +276,10 @@ pub(crate) fn join_pid_namespace(file: &File, path: &Path, recorded: &AtomicU64)
 /// How long an opener of another pid namespace tries to take a file over
 /// while other processes hold its lock before it refuses.
 const TAKEOVER_PATIENCE: Duration = Duration::from_millis(200);
+
+/// Takeovers one opener makes before it refuses (each is normally the
+/// last: only a namespace word written back without the lock needs more).
+const MAX_TAKEOVERS: u32 = 4;
 
 /// Takes the shared lock of a segment or ack channel file
 /// ([`shm_file::wait_shared`](crate::shm_file::wait_shared)), naming the

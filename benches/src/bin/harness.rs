@@ -488,17 +488,9 @@ impl Sender {
         let Self::Zc(p) = self else {
             panic!("send_at is for zerocast's publishers");
         };
-        #[cfg(target_arch = "x86_64")]
         let t = if tsc {
-            // SAFETY: `rdtsc` exists on every x86_64 CPU and only reads the
-            // time-stamp counter.
-            unsafe { core::arch::x86_64::_rdtsc() }
+            zerocast_benches::pingpong::PathClock::Rdtsc.read()
         } else {
-            body.timestamp as u64
-        };
-        #[cfg(not(target_arch = "x86_64"))]
-        let t = {
-            assert!(!tsc, "no TSC row off x86_64");
             body.timestamp as u64
         };
         p.publish_at(body, t).expect("publish_at");
