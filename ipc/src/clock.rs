@@ -50,9 +50,12 @@
 //!   most `e` times 1 us: 0.5 ns under an NTP slew of 500 ppm, 83 ns at
 //!   chrony's largest slew (8.3%), until the estimate follows.
 //! - Times never go back by less than [`WINDOW_NS`] (a reading a few ns
-//!   below an interpolated time is raised to it); a larger step back is the
-//!   wall clock's own (an NTP step) and passes through, as it does for
-//!   `clock_gettime`. Across threads, as across processes, times are as
+//!   below an interpolated time is raised to it; where publishes were
+//!   interpolated since the last reading, below the time of that window's
+//!   last tick, which needs no store per publish; a raised reading does
+//!   not anchor, so the next publish reads the clock again); a larger
+//!   step back is the wall clock's own (an NTP step) and passes through,
+//!   as it does for `clock_gettime`. Across threads, as across processes, times are as
 //!   far apart as each thread's error.
 //!
 //! On a request-response path (a frame received, the answer published)
@@ -138,12 +141,19 @@ pub const MAX_TICKS_PER_NS: u64 = 8;
 /// The frame time of a publish on this thread: see the module docs.
 #[inline(always)]
 pub fn frame_ns() -> u64 {
+    // A dense thread interpolates, so the process does: the decision is
+    // looked at only by a thread that is not.
     #[cfg(target_arch = "x86_64")]
-    if interpolating() {
-        // SAFETY: `rdtsc` exists on every x86_64 CPU and only reads the
-        // time-stamp counter.
-        return CLOCK.with(|c| c.now(|| unsafe { core::arch::x86_64::_rdtsc() }, now_ns));
-    }
+    return CLOCK.with(|c| {
+        if c.dense.get() || interpolating() {
+            // SAFETY: `rdtsc` exists on every x86_64 CPU and only reads
+            // the time-stamp counter.
+            c.now(|| unsafe { core::arch::x86_64::_rdtsc() }, now_ns)
+        } else {
+            now_ns()
+        }
+    });
+    #[cfg(not(target_arch = "x86_64"))]
     now_ns()
 }
 
@@ -236,8 +246,12 @@ pub(crate) struct Interpolation {
     close: Cell<u32>,
     dense_after: Cell<u32>,
     /// Publishes interpolated, and readings taken, since the thread last
-    /// turned dense.
+    /// turned dense (`interpolated` brought up to date at each reading).
     interpolated: Cell<u32>,
+    /// Publishes interpolated since the last reading: the fast path counts
+    /// here only, and each reading adds them to `score` and
+    /// `interpolated`, which only readings look at.
+    pending: Cell<u32>,
     spell_readings: Cell<u32>,
     /// The reading at which `dense_after` was last halved.
     relaxed_ns: Cell<u64>,
@@ -259,7 +273,8 @@ pub(crate) struct Interpolation {
     window_ticks: Cell<u64>,
     /// The tightest pair of TSC reads around a reading seen so far.
     min_bracket: Cell<u64>,
-    /// The last clock reading, and the last time returned.
+    /// The last clock reading, and the last time returned at a reading
+    /// (the times interpolated since are bounded at the next one).
     last_reading: Cell<u64>,
     last: Cell<u64>,
     #[cfg(test)]
@@ -274,6 +289,7 @@ impl Interpolation {
             close: Cell::new(0),
             dense_after: Cell::new(DENSE_AFTER),
             interpolated: Cell::new(0),
+            pending: Cell::new(0),
             spell_readings: Cell::new(0),
             relaxed_ns: Cell::new(0),
             rejected: Cell::new(0),
@@ -293,76 +309,129 @@ impl Interpolation {
         }
     }
 
-    /// The frame time now; `tsc` reads the TSC, `real` the clock.
+    /// The frame time now; `tsc` reads the TSC, `real` the clock. The
+    /// interpolated path is inlined into every publish and does no more
+    /// than it must: a TSC read, the window check, a count, a multiply.
+    /// The score and the spell's count are brought up to date from that
+    /// count at the next reading (the only place they are looked at), and
+    /// times within a window need no check against the last time returned
+    /// (see `dense_reading`). Readings are out of line.
     #[inline(always)]
     pub(crate) fn now(&self, mut tsc: impl FnMut() -> u64, real: impl FnOnce() -> u64) -> u64 {
-        let ns = if self.dense.get() {
+        if self.dense.get() {
             let before = tsc();
             let since = before.wrapping_sub(self.anchor_tsc.get());
             if since < self.window_ticks.get() {
-                self.score
-                    .set((self.score.get() + SCORE_INTERPOLATED).min(SCORE_MAX));
-                self.interpolated
-                    .set(self.interpolated.get().saturating_add(1));
+                // At most one publish per tick of a window of at most
+                // `MAX_TICKS_PER_NS * WINDOW_NS` ticks: no wrap.
+                self.pending.set(self.pending.get().wrapping_add(1));
                 // `since * mult < WINDOW_NS << 32` by the choice of
-                // `window_ticks`: no overflow.
-                self.anchor_ns
-                    .get()
-                    .saturating_add((since * self.mult.get()) >> 32)
-            } else {
-                let ns = real();
+                // `window_ticks`: no overflow; nor in the sum, which is a
+                // clock reading plus less than `WINDOW_NS`. At least the
+                // anchor, which is at least every time returned before it
+                // (only a reading not raised anchors), and no less than
+                // the window's earlier times (the kernel keeps time by
+                // this TSC only where no CPU's reads go back).
+                return self.anchor_ns.get() + ((since * self.mult.get()) >> 32);
+            }
+            return self.dense_reading(before, tsc, real);
+        }
+        self.sparse_reading(tsc, real)
+    }
+
+    /// A dense thread's reading, taken between the TSC read `before` (past
+    /// the window) and another.
+    #[cold]
+    #[inline(never)]
+    fn dense_reading(
+        &self,
+        before: u64,
+        mut tsc: impl FnMut() -> u64,
+        real: impl FnOnce() -> u64,
+    ) -> u64 {
+        let ns = real();
+        let after = tsc();
+        if self.pending.get() > 0 {
+            // Times were interpolated since the last reading, the latest
+            // not stored (a store on every publish): at most the time of
+            // the window's last tick, and at most the time at `before`
+            // (which follows them all). The never-back check below holds
+            // this reading against that bound.
+            let since = before
+                .wrapping_sub(self.anchor_tsc.get())
+                .min(self.window_ticks.get().saturating_sub(1));
+            self.last
+                .set(self.anchor_ns.get() + ((since * self.mult.get()) >> 32));
+        }
+        self.settle_pending();
+        self.spell_readings
+            .set(self.spell_readings.get().saturating_add(1));
+        self.score.set(self.score.get() - SCORE_READING);
+        if self.score.get() < 0 {
+            self.turn_sparse(ns);
+        }
+        let time = self.after_reading(ns);
+        self.take_reading(before, after, ns, time == ns);
+        time
+    }
+
+    /// A sparse thread's reading.
+    #[inline(never)]
+    fn sparse_reading(&self, mut tsc: impl FnMut() -> u64, real: impl FnOnce() -> u64) -> u64 {
+        // A reading that would make the thread dense if close is taken
+        // between two TSC reads, so that it can anchor: the publishes
+        // right after it are interpolated.
+        if self.dense_after.get() > DENSE_AFTER
+            && self
+                .last_reading
+                .get()
+                .saturating_sub(self.relaxed_ns.get())
+                >= SCALE_BASELINE_NS
+        {
+            self.relaxed_ns.set(self.last_reading.get());
+            self.dense_after
+                .set((self.dense_after.get() / 2).max(DENSE_AFTER));
+        }
+        let turning = self.close.get() + 1 >= self.dense_after.get();
+        let before = if turning { tsc() } else { 0 };
+        let ns = real();
+        if ns >= self.last_reading.get() && ns - self.last_reading.get() < DENSE_INTERVAL_NS {
+            self.close.set(self.close.get() + 1);
+            if turning {
+                self.dense.set(true);
+                self.score.set(SCORE_START);
+                self.interpolated.set(0);
+                self.pending.set(0);
+                self.spell_readings.set(1);
                 let after = tsc();
-                self.spell_readings
-                    .set(self.spell_readings.get().saturating_add(1));
-                self.score.set(self.score.get() - SCORE_READING);
-                if self.score.get() < 0 {
-                    self.turn_sparse(ns);
-                }
-                self.take_reading(before, after, ns);
-                ns
+                let time = self.after_reading(ns);
+                self.take_reading(before, after, ns, time == ns);
+                return time;
             }
         } else {
-            // A reading that would make the thread dense if close is taken
-            // between two TSC reads, so that it can anchor: the publishes
-            // right after it are interpolated.
-            if self.dense_after.get() > DENSE_AFTER
-                && self
-                    .last_reading
-                    .get()
-                    .saturating_sub(self.relaxed_ns.get())
-                    >= SCALE_BASELINE_NS
-            {
-                self.relaxed_ns.set(self.last_reading.get());
-                self.dense_after
-                    .set((self.dense_after.get() / 2).max(DENSE_AFTER));
+            self.close.set(0);
+            if turning {
+                // The TSC read above was spent on a reading that did
+                // not turn the thread: ask for more close readings
+                // before spending another.
+                self.back_off(ns, self.dense_after.get() + 1);
             }
-            let turning = self.close.get() + 1 >= self.dense_after.get();
-            let before = if turning { tsc() } else { 0 };
-            let ns = real();
-            if ns >= self.last_reading.get() && ns - self.last_reading.get() < DENSE_INTERVAL_NS {
-                self.close.set(self.close.get() + 1);
-                if turning {
-                    self.dense.set(true);
-                    self.score.set(SCORE_START);
-                    self.interpolated.set(0);
-                    self.spell_readings.set(1);
-                    let after = tsc();
-                    self.take_reading(before, after, ns);
-                    return self.after_reading(ns);
-                }
-            } else {
-                self.close.set(0);
-                if turning {
-                    // The TSC read above was spent on a reading that did
-                    // not turn the thread: ask for more close readings
-                    // before spending another.
-                    self.back_off(ns, self.dense_after.get() + 1);
-                }
-            }
-            self.last_reading.set(ns);
-            ns
-        };
+        }
+        self.last_reading.set(ns);
         self.after_reading(ns)
+    }
+
+    /// Adds the publishes interpolated since the last reading to the score
+    /// (each [`SCORE_INTERPOLATED`], up to [`SCORE_MAX`]: capping once
+    /// after adding them all gives what capping after each would, from a
+    /// score at most the cap) and to the spell's count.
+    #[inline(always)]
+    fn settle_pending(&self) {
+        let k = self.pending.replace(0);
+        let score = i64::from(self.score.get()) + i64::from(SCORE_INTERPOLATED) * i64::from(k);
+        self.score.set(score.min(i64::from(SCORE_MAX)) as i32);
+        self.interpolated
+            .set(self.interpolated.get().saturating_add(k));
     }
 
     /// Back to sparse. A dense spell that interpolated less than 1.5
@@ -416,15 +485,19 @@ impl Interpolation {
     }
 
     /// A clock reading `ns` made between TSC reads `before` and `after`:
-    /// anchors there if the pair is tight.
+    /// anchors there if the pair is tight and `may_anchor` (the reading
+    /// was returned as it is: one raised to a time returned before would
+    /// interpolate times below that time from it, so the next publish
+    /// reads the clock again).
     #[cold]
     #[inline(never)]
-    fn take_reading(&self, before: u64, after: u64, ns: u64) {
+    fn take_reading(&self, before: u64, after: u64, ns: u64, may_anchor: bool) {
         self.last_reading.set(ns);
         let bracket = after.wrapping_sub(before);
         self.min_bracket.set(self.min_bracket.get().min(bracket));
         let tight = self.min_bracket.get().saturating_mul(2).saturating_add(64);
-        if bracket <= tight.min(MAX_BRACKET_TICKS) {
+        if !may_anchor {
+        } else if bracket <= tight.min(MAX_BRACKET_TICKS) {
             self.rejected.set(0);
             self.rejected_min.set(u64::MAX);
             self.reanchor(after, ns);
@@ -849,12 +922,30 @@ mod tests {
         assert_eq!(clock.window_ticks.get(), 2_000);
         // Interpolated: 100 ticks later is 50 ns later.
         assert_eq!(clock.now(|| 4_001_100, || unreachable!()), 12_000_053);
+        // More publishes through the window fill the score (readings
+        // below take from it).
+        for tick in (4_001_200..4_003_000).step_by(100) {
+            let ns = 12_000_003 + (tick - 4_001_000) / 2;
+            assert_eq!(clock.now(|| tick, || unreachable!()), ns);
+        }
         // The window's last tick: 999 ns after the anchor.
         assert_eq!(clock.now(|| 4_002_999, || unreachable!()), 12_001_002);
         // Past the window, a reading 4 ns below the last time (within the
         // prediction's slack) is raised to it, and the estimate is kept.
         assert_eq!(reading(4_003_001, 12_000_998, &clock), 12_001_002);
         assert_ne!(clock.mult.get(), 0, "still interpolating");
+        // It does not anchor (times interpolated from it would be below
+        // the time it was raised to): the next publish reads the clock,
+        // and is raised too while the clock is below that time.
+        assert_eq!(reading(4_003_005, 12_001_000, &clock), 12_001_002);
+        // A reading at or past it anchors: interpolated from there.
+        assert_eq!(reading(4_003_030, 12_001_010, &clock), 12_001_010);
+        assert_eq!(clock.now(|| 4_003_040, || unreachable!()), 12_001_015);
+        // The time raised to is the window's last tick's, whether or not a
+        // publish came then: one interpolated 4 ticks in, then a reading
+        // past the window 1 ns below that tick's time.
+        assert_eq!(clock.now(|| 4_003_034, || unreachable!()), 12_001_012);
+        assert_eq!(reading(4_005_100, 12_002_008, &clock), 12_002_009);
         // A wall-clock step back of a second passes through.
         assert_eq!(reading(4_007_100, 11_000_000, &clock), 11_000_000);
     }
