@@ -248,7 +248,7 @@ impl AckChannel {
                 needed: FILE_SIZE as u64,
             });
         }
-        crate::segment::join_pid_namespace(&channel.file, path, &h.pid_namespace)?;
+        crate::segment::join_pid_namespace(&channel.file, path, &h.pid_namespace, true)?;
         Ok(channel)
     }
 

@@ -50,6 +50,21 @@ pub enum Error {
         /// This process's pid namespace.
         ours: u64,
     },
+    /// A monitor (`stat`, `health`: [`Segment::observe`](crate::Segment::observe))
+    /// was asked to read a segment whose users run, or ran, in another pid
+    /// namespace. A monitor neither judges that namespace's pids nor takes
+    /// the segment over (its own namespace recorded, the topic's own
+    /// processes, restarted, would be refused for as long as it ran).
+    ForeignPidNamespaceObserved {
+        /// The segment file.
+        path: PathBuf,
+        /// The pid namespace the file records (`pid:[N]`).
+        theirs: u64,
+        /// This process's pid namespace.
+        ours: u64,
+        /// Whether a process mapped the file when the monitor looked.
+        in_use: bool,
+    },
     /// The file is too small to hold what its header describes.
     Truncated {
         /// The file.
@@ -309,6 +324,26 @@ impl std::fmt::Display for Error {
                 f,
                 "{}: its users run in pid namespace pid:[{theirs}] and this process in pid:[{ours}], and a process still maps it: zerocast tells live processes from dead ones by pid, which differ between pid namespaces, so from here it would take them for dead; run every process of the topic in one pid namespace (Kubernetes: shareProcessNamespace: true; Docker: --pid=host or --pid=container:NAME). Once none of them maps it, a process of another namespace takes it over",
                 path.display()
+            ),
+            Self::ForeignPidNamespaceObserved {
+                path,
+                theirs,
+                ours,
+                in_use,
+            } => write!(
+                f,
+                "{}: its users run in pid namespace pid:[{theirs}] and this monitor in pid:[{ours}] ({}): a monitor neither judges another namespace's processes (zerocast tells live from dead by pid) nor takes the segment over (the topic's own processes, restarted, would be refused while it ran); run it in that namespace (Kubernetes: shareProcessNamespace: true; Docker: --pid=container:NAME){}",
+                path.display(),
+                if *in_use {
+                    "a process maps the segment now"
+                } else {
+                    "no process maps the segment now"
+                },
+                if *in_use {
+                    ""
+                } else {
+                    ", or remove the file: nobody uses it, and a publisher or subscriber of this namespace would take it over"
+                }
             ),
             Self::Truncated { path, size, needed } => write!(
                 f,

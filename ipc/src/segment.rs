@@ -224,7 +224,16 @@ pub struct Segment {
 /// file must not keep each other out), then refuses
 /// ([`Error::ForeignPidNamespace`]). A namespace of 0 (a process that
 /// could not read `/proc/self/ns/pid`) is not checked.
-pub(crate) fn join_pid_namespace(file: &File, path: &Path, recorded: &AtomicU64) -> Result<()> {
+///
+/// A monitor (`take_over` false) never takes a file over: it refuses one
+/// of another namespace at once ([`Error::ForeignPidNamespaceObserved`],
+/// saying whether a process holds the lock).
+pub(crate) fn join_pid_namespace(
+    file: &File,
+    path: &Path,
+    recorded: &AtomicU64,
+    take_over: bool,
+) -> Result<()> {
     let ours = pid_namespace();
     let deadline = Instant::now() + TAKEOVER_PATIENCE;
     let mut takeovers = 0;
@@ -237,6 +246,23 @@ pub(crate) fn join_pid_namespace(file: &File, path: &Path, recorded: &AtomicU64)
         let theirs = recorded.load(Ordering::Relaxed);
         if theirs == ours || theirs == 0 || ours == 0 {
             return Ok(());
+        }
+        if !take_over {
+            // Whether anyone else holds the lock: an exclusive try, let go
+            // at once (the caller drops the file, and its lock, on the
+            // error).
+            flock(file, libc::LOCK_UN).map_err(io(path, "unlock the file"))?;
+            let in_use = match flock(file, libc::LOCK_EX | libc::LOCK_NB) {
+                Ok(()) => false,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => true,
+                Err(e) => return Err(io(path, "try the file's lock")(e)),
+            };
+            return Err(Error::ForeignPidNamespaceObserved {
+                path: path.to_owned(),
+                theirs,
+                ours,
+                in_use,
+            });
         }
         // Exclusively, only if no other process holds the lock; ours is
         // dropped first, so that a failed try leaves none held.
@@ -613,13 +639,26 @@ impl Segment {
     /// topic (the default "0600") accepts only this user's segments, so
     /// nobody else can create its segment first.
     pub fn open_with(path: &Path, topic: &str, access: Access) -> Result<Self> {
-        Self::open_checked(path, topic, READY_TIMEOUT, access)
+        Self::open_checked(path, topic, READY_TIMEOUT, access, true)
+    }
+
+    /// [`open_with`](Self::open_with) for a monitor (`stat`, `health`,
+    /// anything that reads a topic's state without publishing or
+    /// subscribing): a segment whose users run in another pid namespace is
+    /// refused ([`Error::ForeignPidNamespaceObserved`]), never taken over,
+    /// even when no process maps it. A monitor judges the segment's
+    /// processes by pid, which mean other processes there; and one that
+    /// took an unused segment over would record its own namespace, so the
+    /// topic's own processes, restarted in theirs, would be refused for as
+    /// long as it held the segment.
+    pub fn observe(path: &Path, topic: &str, access: Access) -> Result<Self> {
+        Self::open_checked(path, topic, READY_TIMEOUT, access, false)
     }
 
     /// [`open`](Self::open), waiting at most `ready_timeout` for a creator
     /// to finish initialising it (a fuzz target passes zero).
     pub fn open_with_timeout(path: &Path, topic: &str, ready_timeout: Duration) -> Result<Self> {
-        Self::open_checked(path, topic, ready_timeout, Access::default())
+        Self::open_checked(path, topic, ready_timeout, Access::default(), true)
     }
 
     fn open_checked(
@@ -627,6 +666,7 @@ impl Segment {
         topic: &str,
         ready_timeout: Duration,
         access: Access,
+        take_over: bool,
     ) -> Result<Self> {
         let file = OpenOptions::new()
             .read(true)
@@ -705,7 +745,7 @@ impl Segment {
                 expected_hash: LAYOUT_HASH,
             });
         }
-        join_pid_namespace(&file, path, &h.pid_namespace)?;
+        join_pid_namespace(&file, path, &h.pid_namespace, take_over)?;
         // Volatile: plain fields of shared memory that a hostile writer may
         // change at any time; each is read once, and only the copies are
         // checked and used.

@@ -1293,6 +1293,74 @@ fn regression_a_process_of_another_pid_namespace_took_live_users_for_dead() {
     bus.remove_segments();
 }
 
+/// A monitor (`Segment::observe`: `stat`, `health`) of another pid
+/// namespace opened a segment as a publisher does, and so took over one no
+/// process mapped (recording its own namespace, so the topic's restarted
+/// processes were refused while it ran) and judged the other namespace's
+/// pids. It refuses now, used or not, and leaves the word as it was.
+#[test]
+fn regression_a_monitor_took_over_a_segment_of_another_pid_namespace() {
+    use std::os::fd::AsRawFd as _;
+    let path = crafted("observe-foreign", 24);
+    let ours = layout::pid_namespace();
+    assert_ne!(ours, 0, "this test needs /proc/self/ns/pid");
+    let foreign = ours ^ 0x5a5a;
+    poke(&path, PID_NAMESPACE, foreign);
+    let recorded = || {
+        let mut word = [0u8; 8];
+        std::os::unix::fs::FileExt::read_exact_at(
+            &std::fs::File::open(&path).unwrap(),
+            &mut word,
+            PID_NAMESPACE,
+        )
+        .unwrap();
+        u64::from_le_bytes(word)
+    };
+    let refused = |in_use: bool| {
+        match Segment::observe(&path, "t", Default::default()).map(|_| ()) {
+            Err(
+                e @ Error::ForeignPidNamespaceObserved {
+                    theirs, ours: o, ..
+                },
+            ) => {
+                assert_eq!((theirs, o), (foreign, ours));
+                let text = e.to_string();
+                assert!(
+                    matches!(e, Error::ForeignPidNamespaceObserved { in_use: u, .. } if u == in_use),
+                    "in use {in_use}: {text}"
+                );
+                assert!(
+                    text.contains(&format!("pid:[{foreign}]"))
+                        && text.contains("monitor")
+                        && text.contains("remove the file") != in_use,
+                    "{text}"
+                );
+            }
+            other => panic!("a monitor opened a foreign segment: {other:?}"),
+        }
+        assert_eq!(recorded(), foreign, "the monitor took the segment over");
+    };
+    // Nobody maps it: still refused, and not taken over.
+    refused(false);
+    // A process of that namespace maps it (holds the shared lock).
+    let user = std::fs::File::open(&path).unwrap();
+    // SAFETY: flock on a descriptor this test owns; no memory passed.
+    assert_eq!(unsafe { libc::flock(user.as_raw_fd(), libc::LOCK_SH) }, 0);
+    refused(true);
+    // The monitor's probe left the user's lock alone.
+    let probe = std::fs::File::open(&path).unwrap();
+    assert_ne!(
+        // SAFETY: as above.
+        unsafe { libc::flock(probe.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+        0
+    );
+    drop((user, probe));
+    // Of this namespace, a monitor opens it as before.
+    poke(&path, PID_NAMESPACE, ours);
+    Segment::observe(&path, "t", Default::default()).unwrap();
+    let _ = std::fs::remove_file(&path);
+}
+
 /// Review of the pid-namespace check: openers of one namespace taking over
 /// a segment of another together (a restarted container starting its
 /// publisher and subscribers at once) kept each other out: an opener's one

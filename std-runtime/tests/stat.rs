@@ -396,3 +396,67 @@ fn regression_remove_stale_left_the_bridge_origin_record() {
         "the removed record is not listed:\n{text}"
     );
 }
+
+/// `stat` run from another pid namespace (a sidecar container sharing
+/// /dev/shm but not the pid namespace) opened a segment no process mapped
+/// the way a publisher does, and so took it over: it recorded its own
+/// namespace, and while it held the segment, the topic's own processes,
+/// restarted in their namespace, were refused. A monitor must refuse
+/// instead, touch nothing, and say why; `--remove-stale` must not remove
+/// a segment whose users' liveness it cannot judge.
+#[test]
+fn regression_a_monitor_of_another_pid_namespace_took_an_unused_segment_over() {
+    use std::os::unix::fs::FileExt;
+    let ours = zerocast_ipc::layout::pid_namespace();
+    assert_ne!(ours, 0, "this test needs /proc/self/ns/pid");
+    let bus = Bus::new(Config {
+        namespace: format!("st{}-pidns", std::process::id()),
+        topics: vec![TopicConfig::new("trades", 1 << 20, TopicKind::Trade)],
+    });
+    bus.remove_segments();
+    drop(bus.publisher("trades").unwrap());
+    let path = bus.config().segment_path("trades");
+    // The segment of another namespace's topic, whose processes are all
+    // gone for now (a restart): offset 72 is the header's namespace word.
+    let foreign = ours ^ 0x5a5a;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    file.write_all_at(&foreign.to_le_bytes(), 72).unwrap();
+    let recorded = || {
+        let mut word = [0u8; 8];
+        file.read_exact_at(&mut word, 72).unwrap();
+        u64::from_le_bytes(word)
+    };
+    zerocast_runtime::stat::run(&bus, false).unwrap();
+    assert_eq!(recorded(), foreign, "stat took the segment over");
+    zerocast_runtime::stat::run(&bus, true).unwrap();
+    assert!(
+        path.exists(),
+        "--remove-stale removed another namespace's segment"
+    );
+    assert_eq!(
+        recorded(),
+        foreign,
+        "stat --remove-stale took the segment over"
+    );
+    let mut monitor = zerocast_runtime::health::HealthMonitor::new(
+        bus.clone(),
+        zerocast_runtime::health::HealthOptions::default(),
+    );
+    let report = monitor.poll(zerocast_ipc::layout::now_ns());
+    assert_eq!(recorded(), foreign, "health took the segment over");
+    let unreadable = format!("{:?}", report.unreadable);
+    assert!(
+        unreadable.contains(&format!("pid:[{foreign}]")) && unreadable.contains("monitor"),
+        "health does not say why it cannot read the topic: {unreadable}"
+    );
+    drop(monitor);
+    // The topic's own processes take it over (here: this namespace's,
+    // once nobody maps it), as before.
+    let _publisher = bus.publisher("trades").unwrap();
+    assert_eq!(recorded(), ours);
+    bus.remove_segments();
+}

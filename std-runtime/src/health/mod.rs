@@ -516,7 +516,7 @@ impl HealthMonitor {
                 .topic(&topic)
                 .map(|t| t.access)
                 .unwrap_or_default();
-            match Segment::open_with(&path, &topic, access) {
+            match Segment::observe(&path, &topic, access) {
                 Ok(seg) => {
                     self.segments.insert(
                         topic.clone(),
