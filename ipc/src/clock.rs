@@ -50,12 +50,10 @@
 //!   most `e` times 1 us: 0.5 ns under an NTP slew of 500 ppm, 83 ns at
 //!   chrony's largest slew (8.3%), until the estimate follows.
 //! - Times never go back by less than [`WINDOW_NS`] (a reading a few ns
-//!   below an interpolated time is raised to it; where publishes were
-//!   interpolated since the last reading, below the time of that window's
-//!   last tick, which needs no store per publish; a raised reading does
-//!   not anchor, so the next publish reads the clock again); a larger
-//!   step back is the wall clock's own (an NTP step) and passes through,
-//!   as it does for `clock_gettime`. Across threads, as across processes, times are as
+//!   below an interpolated time is raised to it, and so are the times
+//!   interpolated from it until they pass it); a larger step back is the
+//!   wall clock's own (an NTP step) and passes through, as it does for
+//!   `clock_gettime`. Across threads, as across processes, times are as
 //!   far apart as each thread's error.
 //!
 //! On a request-response path (a frame received, the answer published)
@@ -273,8 +271,7 @@ pub(crate) struct Interpolation {
     window_ticks: Cell<u64>,
     /// The tightest pair of TSC reads around a reading seen so far.
     min_bracket: Cell<u64>,
-    /// The last clock reading, and the last time returned at a reading
-    /// (the times interpolated since are bounded at the next one).
+    /// The last clock reading, and the last time returned.
     last_reading: Cell<u64>,
     last: Cell<u64>,
     #[cfg(test)]
@@ -311,28 +308,31 @@ impl Interpolation {
 
     /// The frame time now; `tsc` reads the TSC, `real` the clock. The
     /// interpolated path is inlined into every publish and does no more
-    /// than it must: a TSC read, the window check, a count, a multiply.
-    /// The score and the spell's count are brought up to date from that
-    /// count at the next reading (the only place they are looked at), and
-    /// times within a window need no check against the last time returned
-    /// (see `dense_reading`). Readings are out of line.
+    /// than it must: a TSC read, the window check, a count, a multiply and
+    /// the never-back step. The score and the spell's count are brought
+    /// up to date from that count at the next reading (the only place
+    /// they are looked at). Readings are out of line.
     #[inline(always)]
     pub(crate) fn now(&self, mut tsc: impl FnMut() -> u64, real: impl FnOnce() -> u64) -> u64 {
         if self.dense.get() {
             let before = tsc();
             let since = before.wrapping_sub(self.anchor_tsc.get());
             if since < self.window_ticks.get() {
-                // At most one publish per tick of a window of at most
-                // `MAX_TICKS_PER_NS * WINDOW_NS` ticks: no wrap.
+                // Counted since the last reading: publishes inside one
+                // window of a TSC that moves on, a few thousand at most (a
+                // TSC stopped for 2^32 publishes would wrap it: a wrong
+                // score, never a wrong time).
                 self.pending.set(self.pending.get().wrapping_add(1));
                 // `since * mult < WINDOW_NS << 32` by the choice of
-                // `window_ticks`: no overflow; nor in the sum, which is a
-                // clock reading plus less than `WINDOW_NS`. At least the
-                // anchor, which is at least every time returned before it
-                // (only a reading not raised anchors), and no less than
-                // the window's earlier times (the kernel keeps time by
-                // this TSC only where no CPU's reads go back).
-                return self.anchor_ns.get() + ((since * self.mult.get()) >> 32);
+                // `window_ticks`: no overflow; nor in the sum, a clock
+                // reading plus less than `WINDOW_NS`. Never below the last
+                // time (a reading raised to it anchors below it; a thread
+                // moved to a CPU whose TSC is a little behind), which is
+                // at most `WINDOW_NS` above it: as `after_reading`.
+                let ns =
+                    (self.anchor_ns.get() + ((since * self.mult.get()) >> 32)).max(self.last.get());
+                self.last.set(ns);
+                return ns;
             }
             return self.dense_reading(before, tsc, real);
         }
@@ -351,18 +351,6 @@ impl Interpolation {
     ) -> u64 {
         let ns = real();
         let after = tsc();
-        if self.pending.get() > 0 {
-            // Times were interpolated since the last reading, the latest
-            // not stored (a store on every publish): at most the time of
-            // the window's last tick, and at most the time at `before`
-            // (which follows them all). The never-back check below holds
-            // this reading against that bound.
-            let since = before
-                .wrapping_sub(self.anchor_tsc.get())
-                .min(self.window_ticks.get().saturating_sub(1));
-            self.last
-                .set(self.anchor_ns.get() + ((since * self.mult.get()) >> 32));
-        }
         self.settle_pending();
         self.spell_readings
             .set(self.spell_readings.get().saturating_add(1));
@@ -370,9 +358,8 @@ impl Interpolation {
         if self.score.get() < 0 {
             self.turn_sparse(ns);
         }
-        let time = self.after_reading(ns);
-        self.take_reading(before, after, ns, time == ns);
-        time
+        self.take_reading(before, after, ns);
+        self.after_reading(ns)
     }
 
     /// A sparse thread's reading.
@@ -404,9 +391,8 @@ impl Interpolation {
                 self.pending.set(0);
                 self.spell_readings.set(1);
                 let after = tsc();
-                let time = self.after_reading(ns);
-                self.take_reading(before, after, ns, time == ns);
-                return time;
+                self.take_reading(before, after, ns);
+                return self.after_reading(ns);
             }
         } else {
             self.close.set(0);
@@ -485,19 +471,15 @@ impl Interpolation {
     }
 
     /// A clock reading `ns` made between TSC reads `before` and `after`:
-    /// anchors there if the pair is tight and `may_anchor` (the reading
-    /// was returned as it is: one raised to a time returned before would
-    /// interpolate times below that time from it, so the next publish
-    /// reads the clock again).
+    /// anchors there if the pair is tight.
     #[cold]
     #[inline(never)]
-    fn take_reading(&self, before: u64, after: u64, ns: u64, may_anchor: bool) {
+    fn take_reading(&self, before: u64, after: u64, ns: u64) {
         self.last_reading.set(ns);
         let bracket = after.wrapping_sub(before);
         self.min_bracket.set(self.min_bracket.get().min(bracket));
         let tight = self.min_bracket.get().saturating_mul(2).saturating_add(64);
-        if !may_anchor {
-        } else if bracket <= tight.min(MAX_BRACKET_TICKS) {
+        if bracket <= tight.min(MAX_BRACKET_TICKS) {
             self.rejected.set(0);
             self.rejected_min.set(u64::MAX);
             self.reanchor(after, ns);
@@ -934,18 +916,13 @@ mod tests {
         // prediction's slack) is raised to it, and the estimate is kept.
         assert_eq!(reading(4_003_001, 12_000_998, &clock), 12_001_002);
         assert_ne!(clock.mult.get(), 0, "still interpolating");
-        // It does not anchor (times interpolated from it would be below
-        // the time it was raised to): the next publish reads the clock,
-        // and is raised too while the clock is below that time.
-        assert_eq!(reading(4_003_005, 12_001_000, &clock), 12_001_002);
-        // A reading at or past it anchors: interpolated from there.
-        assert_eq!(reading(4_003_030, 12_001_010, &clock), 12_001_010);
-        assert_eq!(clock.now(|| 4_003_040, || unreachable!()), 12_001_015);
-        // The time raised to is the window's last tick's, whether or not a
-        // publish came then: one interpolated 4 ticks in, then a reading
-        // past the window 1 ns below that tick's time.
-        assert_eq!(clock.now(|| 4_003_034, || unreachable!()), 12_001_012);
-        assert_eq!(reading(4_005_100, 12_002_008, &clock), 12_002_009);
+        // It anchors (the estimate agreed): the times interpolated from it
+        // are raised to the last time until they pass it.
+        assert_eq!(clock.now(|| 4_003_005, || unreachable!()), 12_001_002);
+        assert_eq!(clock.now(|| 4_003_020, || unreachable!()), 12_001_007);
+        // Review of the lean fast path: a TSC a little behind (a thread
+        // moved to another CPU) stepped a time back inside a window.
+        assert_eq!(clock.now(|| 4_003_012, || unreachable!()), 12_001_007);
         // A wall-clock step back of a second passes through.
         assert_eq!(reading(4_007_100, 11_000_000, &clock), 11_000_000);
     }
