@@ -217,9 +217,18 @@ fn decide() -> bool {
             std::env::var_os(FRAME_CLOCK_ENV).as_deref(),
             clocksource.as_deref(),
         );
-    // Relaxed: see `interpolating`.
-    MODE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
-    on
+    // The first decision stands (threads deciding together could differ,
+    // one of them failing to read `/sys`): a thread that turned dense
+    // under it never looks again. Relaxed: see `interpolating`.
+    match MODE.compare_exchange(
+        0,
+        if on { 1 } else { 2 },
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    ) {
+        Ok(_) => on,
+        Err(first) => first == 1,
+    }
 }
 
 /// Whether to interpolate, given `ZEROCAST_FRAME_CLOCK` and the kernel's
