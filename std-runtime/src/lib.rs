@@ -7,7 +7,9 @@
 #![recursion_limit = "256"]
 
 pub mod batch;
+#[cfg(feature = "bridge")]
 pub mod bridge;
+pub mod bridge_records;
 pub mod checkpoint_segment;
 pub mod demo;
 pub mod feed;

@@ -65,6 +65,7 @@ enum Command {
     Gateway(zerocast_runtime::gateway::GatewayArgs),
     /// The zenoh bridge: export a topic to other hosts, or import one from
     /// them, with its sequences and every loss reported exactly.
+    #[cfg(feature = "bridge")]
     Bridge(zerocast_runtime::bridge::BridgeArgs),
     /// A demo subscriber process (spawned by `zerocast demo`).
     #[command(hide = true)]
@@ -1158,6 +1159,7 @@ fn main() -> ExitCode {
                 Command::Gateway(args) => {
                     zerocast_runtime::gateway::run_cli(&bus, args, signal::stopped)
                 }
+                #[cfg(feature = "bridge")]
                 Command::Bridge(args) => {
                     zerocast_runtime::bridge::run_cli(&bus, args, signal::stopped)
                 }

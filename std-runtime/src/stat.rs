@@ -275,7 +275,7 @@ fn origin_records_with(
     look: impl Fn(&std::path::Path) -> std::io::Result<std::fs::Metadata>,
 ) -> Vec<String> {
     let mut lines = Vec::new();
-    for (topic, path) in crate::bridge::import::origin_records(bus.config()) {
+    for (topic, path) in crate::bridge_records::origin_records(bus.config()) {
         let segment = bus.config().segment_path(&topic);
         match look(&segment) {
             Ok(_) => continue,
@@ -340,7 +340,7 @@ mod tests {
             namespace: format!("statlook{}", std::process::id()),
             topics: Vec::new(),
         });
-        let record = crate::bridge::import::origin_record_path(bus.config(), "trades");
+        let record = crate::bridge_records::origin_record_path(bus.config(), "trades");
         std::fs::write(&record, "far=1-2-3 origin=4-5-6\n").unwrap();
         let _ = origin_records_with(&bus, true, |_| {
             Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied))
@@ -372,7 +372,7 @@ mod tests {
             namespace: format!("statmode{}", std::process::id()),
             topics: Vec::new(),
         });
-        let record = crate::bridge::import::origin_record_path(bus.config(), "trades");
+        let record = crate::bridge_records::origin_record_path(bus.config(), "trades");
         std::fs::write(&record, "far=1-2-3 origin=4-5-6\n").unwrap();
         let denied = |_: &std::path::Path| -> std::io::Result<std::fs::Metadata> {
             Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied))

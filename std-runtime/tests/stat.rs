@@ -330,7 +330,7 @@ fn regression_stat_into_a_closed_pipe_does_not_panic() {
 #[test]
 fn regression_remove_stale_left_the_bridge_origin_record() {
     use std::process::Command;
-    use zerocast_runtime::bridge::import::origin_record_path;
+    use zerocast_runtime::bridge_records::origin_record_path;
     let ns = format!("st{}-bridge", std::process::id());
     let config_path = std::env::temp_dir().join(format!("{ns}.toml"));
     std::fs::write(
