@@ -50,10 +50,10 @@ pub enum Error {
         /// This process's pid namespace.
         ours: u64,
     },
-    /// A monitor (`stat`, `health`: [`Segment::observe`](crate::Segment::observe))
+    /// A long-lived monitor (`health`: [`Segment::observe`](crate::Segment::observe))
     /// was asked to read a segment whose users run, or ran, in another pid
-    /// namespace. A monitor neither judges that namespace's pids nor takes
-    /// the segment over (its own namespace recorded, the topic's own
+    /// namespace. It neither judges that namespace's pids nor takes the
+    /// segment over (its own namespace recorded, the topic's own
     /// processes, restarted, would be refused for as long as it ran).
     ForeignPidNamespaceObserved {
         /// The segment file.
@@ -332,17 +332,17 @@ impl std::fmt::Display for Error {
                 in_use,
             } => write!(
                 f,
-                "{}: its users run in pid namespace pid:[{theirs}] and this monitor in pid:[{ours}] ({}): a monitor neither judges another namespace's processes (zerocast tells live from dead by pid) nor takes the segment over (the topic's own processes, restarted, would be refused while it ran); run it in that namespace (Kubernetes: shareProcessNamespace: true; Docker: --pid=container:NAME){}",
+                "{}: its users run in pid namespace pid:[{theirs}] and this monitor in pid:[{ours}] ({}): a monitor that keeps running neither judges another namespace's processes (zerocast tells live from dead by pid) nor takes the segment over (the topic's own processes, restarted, would be refused while it ran); run it in the topic's pid namespace (Kubernetes: shareProcessNamespace: true; Docker: --pid=host or --pid=container:NAME){}",
                 path.display(),
                 if *in_use {
-                    "a process maps the segment now"
+                    "a process, perhaps another monitor, holds it now"
                 } else {
-                    "no process maps the segment now"
+                    "no process maps it now"
                 },
                 if *in_use {
                     ""
                 } else {
-                    ", or remove the file: nobody uses it, and a publisher or subscriber of this namespace would take it over"
+                    ". The topic's next publisher or subscriber here takes it over, and `zerocast stat` (which lets go at once) reads it; do not delete the file: its frames and durable holds go with it"
                 }
             ),
             Self::Truncated { path, size, needed } => write!(

@@ -642,15 +642,17 @@ impl Segment {
         Self::open_checked(path, topic, READY_TIMEOUT, access, true)
     }
 
-    /// [`open_with`](Self::open_with) for a monitor (`stat`, `health`,
-    /// anything that reads a topic's state without publishing or
-    /// subscribing): a segment whose users run in another pid namespace is
-    /// refused ([`Error::ForeignPidNamespaceObserved`]), never taken over,
-    /// even when no process maps it. A monitor judges the segment's
-    /// processes by pid, which mean other processes there; and one that
-    /// took an unused segment over would record its own namespace, so the
-    /// topic's own processes, restarted in theirs, would be refused for as
-    /// long as it held the segment.
+    /// [`open_with`](Self::open_with) for a long-lived monitor (`health`,
+    /// anything that holds a segment to read a topic's state without
+    /// publishing or subscribing): a segment whose users run in another
+    /// pid namespace is refused ([`Error::ForeignPidNamespaceObserved`]),
+    /// never taken over, even when no process maps it. One that took an
+    /// unused segment over would record its own namespace, so the topic's
+    /// own processes, restarted in theirs, would be refused for as long as
+    /// it held the segment. (A one-shot tool, `zerocast stat`, opens with
+    /// `open_with`: it takes an unused segment over for the milliseconds it
+    /// reads it, well inside the 200 ms a restarted process tries to take
+    /// the segment back.)
     pub fn observe(path: &Path, topic: &str, access: Access) -> Result<Self> {
         Self::open_checked(path, topic, READY_TIMEOUT, access, false)
     }

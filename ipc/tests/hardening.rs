@@ -1332,7 +1332,8 @@ fn regression_a_monitor_took_over_a_segment_of_another_pid_namespace() {
                 assert!(
                     text.contains(&format!("pid:[{foreign}]"))
                         && text.contains("monitor")
-                        && text.contains("remove the file") != in_use,
+                        && text.contains("takes it over") != in_use
+                        && !text.contains("remove the file"),
                     "{text}"
                 );
             }
@@ -1340,8 +1341,16 @@ fn regression_a_monitor_took_over_a_segment_of_another_pid_namespace() {
         }
         assert_eq!(recorded(), foreign, "the monitor took the segment over");
     };
-    // Nobody maps it: still refused, and not taken over.
+    // Nobody maps it: still refused, and not taken over, and no lock left.
     refused(false);
+    let free = std::fs::File::open(&path).unwrap();
+    assert_eq!(
+        // SAFETY: flock on a descriptor this test owns; no memory passed.
+        unsafe { libc::flock(free.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+        0,
+        "the monitor left the file locked"
+    );
+    drop(free);
     // A process of that namespace maps it (holds the shared lock).
     let user = std::fs::File::open(&path).unwrap();
     // SAFETY: flock on a descriptor this test owns; no memory passed.

@@ -245,7 +245,7 @@ fn remove_dead_demo_segments(bus: &Bus) -> Vec<(String, usize)> {
                 .topic(&topic)
                 .map(|t| t.access)
                 .unwrap_or_default();
-            let Ok(seg) = zerocast_ipc::Segment::observe(&path, &topic, access) else {
+            let Ok(seg) = zerocast_ipc::Segment::open_with(&path, &topic, access) else {
                 continue;
             };
             if !seg.is_stale() {

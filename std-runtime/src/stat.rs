@@ -55,7 +55,7 @@ fn alive(word: u64) -> &'static str {
 pub fn release_durable(bus: &Bus, name: &str) -> Result<(), String> {
     let mut found = false;
     for (topic, path) in bus.list_segments() {
-        let seg = match Segment::observe(&path, &topic, topic_access(bus, &topic)) {
+        let seg = match Segment::open_with(&path, &topic, topic_access(bus, &topic)) {
             Ok(s) => s,
             Err(e) => {
                 println!("{topic}: cannot open: {e}");
@@ -122,7 +122,7 @@ pub fn run(bus: &Bus, remove_stale: bool) -> Result<(), String> {
         );
     }
     for (topic, path) in segments {
-        let seg = match Segment::observe(&path, &topic, topic_access(bus, &topic)) {
+        let seg = match Segment::open_with(&path, &topic, topic_access(bus, &topic)) {
             Ok(s) => s,
             Err(e) => {
                 println!("\n{topic}: cannot open: {e}");
