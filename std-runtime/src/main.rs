@@ -54,7 +54,8 @@ enum Command {
     Follow(FollowArgs),
     /// Publisher health (Healthy, Degraded, Failed), subscriber and recorder
     /// lag; --watch refreshes, --listen serves Prometheus metrics. Exits 1
-    /// if a publisher is Failed (without --watch and --listen).
+    /// if a publisher is Failed or a topic cannot be read (without --watch
+    /// and --listen).
     Health(zerocast_runtime::health::HealthArgs),
     /// The delayed tier: commit a topic in batches (every --interval or
     /// --max-batch frames) to SQLite or a JSON-lines file, exactly once

@@ -759,3 +759,37 @@ fn regression_watch_stops_when_its_stdout_is_closed() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A one-shot `zerocast health` (a liveness probe) that could read no
+/// topic, here because it ran in another pid namespace than the topic's
+/// (review of the monitors' pid-namespace check), listed the topic as
+/// unreadable and exited 0: the probe passed while seeing nothing. It
+/// exits 1 now, naming the topic.
+#[test]
+fn regression_a_one_shot_health_that_read_no_topic_exited_0() {
+    use std::os::unix::fs::FileExt;
+    let ns = Ns::new("unreadable");
+    let bus = ns.bus();
+    drop(bus.publisher("trade_events").unwrap());
+    let out = ns.run(&["health", "--interval", "50"]);
+    assert!(
+        out.status.success(),
+        "a readable topic: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Offset 72: the header's pid-namespace word, now another namespace's.
+    let ours = zerocast_ipc::layout::pid_namespace();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(bus.config().segment_path("trade_events"))
+        .unwrap()
+        .write_all_at(&(ours ^ 0x5a5a).to_le_bytes(), 72)
+        .unwrap();
+    let out = ns.run(&["health", "--interval", "50"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("trade_events") && err.contains("could not be read"),
+        "{err}"
+    );
+}

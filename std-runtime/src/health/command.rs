@@ -22,7 +22,8 @@ use crate::signal;
 pub struct HealthArgs {
     /// Refresh the table every interval until Ctrl-C, publishing state
     /// changes on the `health` topic (without it: print once, after two
-    /// samples one interval apart, and exit 1 if a publisher is Failed).
+    /// samples one interval apart, and exit 1 if a publisher is Failed or
+    /// a topic cannot be read).
     #[arg(long)]
     pub watch: bool,
     /// Heartbeat interval publishers keep, in milliseconds (1 to 3600000):
@@ -177,14 +178,34 @@ pub fn run(bus: &Bus, args: &HealthArgs) -> Result<(), String> {
             .failed()
             .map(|(t, p)| format!("{} publisher {} (pid {})", t.topic, p.index, p.pid))
             .collect();
-        return if failed.is_empty() {
-            Ok(())
-        } else {
-            Err(format!(
+        // A topic it could not read fails the check too: a probe that sees
+        // nothing must not pass (the counters table, metrics only, does
+        // not count).
+        let unreadable: Vec<&str> = report
+            .unreadable
+            .iter()
+            .filter(|(what, _)| what != "counters")
+            .map(|(topic, _)| topic.as_str())
+            .collect();
+        let mut problems = Vec::new();
+        if !failed.is_empty() {
+            problems.push(format!(
                 "{} publisher(s) Failed: {}",
                 failed.len(),
                 failed.join(", ")
-            ))
+            ));
+        }
+        if !unreadable.is_empty() {
+            problems.push(format!(
+                "{} topic(s) could not be read (see above): {}",
+                unreadable.len(),
+                unreadable.join(", ")
+            ));
+        }
+        return if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
         };
     }
     // Bound before anything runs: a taken address is an error at once.
