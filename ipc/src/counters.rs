@@ -13,9 +13,8 @@
 //! ```
 //!
 //! Each entry has an owner word (pid and process start time,
-//! [`owner_word`](crate::layout::owner_word)) and the owner's pid
-//! namespace (an owner of another namespace is never judged dead: its pid
-//! means another process here), a kind, two labels (a topic and a name), [`VALUES`] counters and a latency histogram with the
+//! [`owner_word`](crate::layout::owner_word)), a kind, two labels (a topic
+//! and a name), [`VALUES`] counters and a latency histogram with the
 //! bucket bounds [`BUCKET_BOUNDS_NS`]. Only the owner writes an entry's
 //! values, with plain Relaxed stores (a load and a store, no locked
 //! instruction); readers only load, so readers never block the writer and
@@ -191,12 +190,8 @@ struct CounterEntry {
     owner: AtomicU64,
     /// [`CounterKind`] code.
     kind: AtomicU32,
-    /// The owner's pid namespace (the low 32 bits of
-    /// [`pid_namespace`](crate::layout::pid_namespace), an inode number
-    /// the kernel keeps below 2^32; 0: unknown, as in files of builds
-    /// before it, which left this word zero): an owner of another
-    /// namespace is never judged dead here (`judged_alive`).
-    pid_ns: AtomicU32,
+    /// Padding, atomic for the reason given at `CountersHeader::_reserved`.
+    _pad: AtomicU32,
     /// Topic label, as a publisher name is stored.
     topic: [AtomicU64; NAME_LEN / 8],
     /// Name label.
@@ -217,26 +212,6 @@ const ENTRY: usize = 256;
 const _: () = assert!(size_of::<CountersHeader>() == HEADER);
 const _: () = assert!(size_of::<CounterEntry>() == ENTRY);
 const FILE_SIZE: usize = HEADER + MAX_COUNTERS * ENTRY;
-
-/// This process's pid namespace as an entry records it (see
-/// `CounterEntry::pid_ns`).
-fn our_pid_ns() -> u32 {
-    crate::layout::pid_namespace() as u32
-}
-
-/// Whether `holder` (an owner word, or a tombstone's taker) of entry `e`
-/// may be live: [`owner_alive`] for an owner of this pid namespace (or of
-/// one not known), and always for one of another, whose pids mean other
-/// processes here (taken for alive, as `owner_alive` takes a process it
-/// cannot see: never called dead without proof).
-fn judged_alive(e: &CounterEntry, holder: u64) -> bool {
-    // Relaxed: written with the entry's kind and labels, before the owner
-    // word's Release store; a stale value read during a claim names the
-    // previous owner's namespace (see `claim`).
-    let ns = e.pid_ns.load(Ordering::Relaxed);
-    let ours = our_pid_ns();
-    (ns != 0 && ours != 0 && ns != ours) || owner_alive(holder)
-}
 
 /// The last part of the counters file's name, after the namespace's
 /// segment prefix: `@` is not allowed in topic names, so no topic segment
@@ -299,8 +274,7 @@ pub struct CounterSnapshot {
     pub owner: u64,
     /// Pid of its process.
     pub pid: u32,
-    /// Whether its process is alive ([`owner_alive`]); an owner of another
-    /// pid namespace, which this process cannot judge, counts as alive.
+    /// Whether its process is alive ([`owner_alive`]).
     pub alive: bool,
     /// The kind's counters ([`wal`], [`batch`] indices).
     pub values: [u64; VALUES],
@@ -526,7 +500,7 @@ impl CountersTable {
             } else {
                 word
             };
-            word != FREE && judged_alive(e, holder)
+            word != FREE && owner_alive(holder)
         });
         if in_use || !table.still_linked() {
             return Ok(false);
@@ -627,7 +601,7 @@ impl CountersTable {
                 } else {
                     word
                 };
-                if holder == me || judged_alive(e, holder) {
+                if holder == me || owner_alive(holder) {
                     continue;
                 }
                 // Relaxed: ordered after the Acquire load above.
@@ -666,7 +640,6 @@ impl CountersTable {
             // Relaxed (all): published by the Release store of the owner
             // word below.
             e.kind.store(kind.code(), Ordering::Relaxed);
-            e.pid_ns.store(our_pid_ns(), Ordering::Relaxed);
             store_name(&e.topic, topic);
             store_name(&e.name, name);
             for v in e
@@ -729,7 +702,7 @@ impl CountersTable {
                 name,
                 owner: word,
                 pid: owner_pid(word),
-                alive: judged_alive(e, word),
+                alive: owner_alive(word),
                 values,
                 histogram,
             });
@@ -738,9 +711,8 @@ impl CountersTable {
     }
 
     /// Frees the entries of dead processes (and abandoned claims); returns
-    /// the snapshots of those it freed. An entry whose owner runs in
-    /// another pid namespace is never freed (its pid means another
-    /// process here).
+    /// the snapshots of those it freed. A monitor that cannot see a
+    /// process (another pid namespace) takes it for dead.
     pub fn reclaim_dead(&self) -> Vec<CounterSnapshot> {
         let mut freed = Vec::new();
         let dead: Vec<_> = self.snapshot().into_iter().filter(|s| !s.alive).collect();
@@ -760,7 +732,7 @@ impl CountersTable {
             // Relaxed: a claimer that died mid-claim left a tombstone naming
             // itself; the compare-and-swap below frees only that word.
             let word = e.owner.load(Ordering::Relaxed);
-            if is_tombstone(word) && !judged_alive(e, tombstone_taker(word)) {
+            if is_tombstone(word) && !owner_alive(tombstone_taker(word)) {
                 // Relaxed: as above.
                 let _ = e
                     .owner
@@ -974,49 +946,6 @@ mod tests {
         std::mem::forget(c);
         assert_eq!(table.reclaim_dead().len(), 1);
         assert!(table.snapshot().is_empty());
-        std::fs::remove_file(&path).unwrap();
-    }
-
-    /// A recorder or monitor in another pid namespace (a container sharing
-    /// /dev/shm but not the pid namespace) judged this namespace's owners
-    /// by pid in its own: a claim took a live owner's entry, `reclaim_dead`
-    /// (health `--reclaim`) freed it, `remove_if_stale` (`stat
-    /// --remove-stale`) removed the table. Each entry records its owner's
-    /// pid namespace now, and one of another namespace is never judged
-    /// dead. (Here the owner word names a dead pid and the entry another
-    /// namespace: both as a process of that namespace would see them.)
-    #[test]
-    fn regression_a_process_of_another_pid_namespace_took_live_counters_entries_for_dead() {
-        let path = temp("pidns");
-        let _ = std::fs::remove_file(&path);
-        let table = Arc::new(CountersTable::open_or_create(&path).unwrap());
-        let c = table.claim(CounterKind::Wal, "trades", "recorder").unwrap();
-        c.add(wal::RECORDS, 3);
-        let index = c.index();
-        std::mem::forget(c);
-        let dead = crate::layout::owner_word(0x3f_ffff, 1);
-        let ours = crate::layout::pid_namespace() as u32;
-        assert_ne!(ours, 0, "this test needs /proc/self/ns/pid");
-        // Byte 12 of an entry: its owner's pid namespace (see `CounterEntry`).
-        std::os::unix::fs::FileExt::write_all_at(
-            &OpenOptions::new().write(true).open(&path).unwrap(),
-            &(ours ^ 0x5a5a).to_le_bytes(),
-            (HEADER + index * ENTRY + 12) as u64,
-        )
-        .unwrap();
-        table.entries()[index].owner.store(dead, Ordering::Release);
-        let s = table.snapshot();
-        assert!(s[0].alive, "another namespace's owner reported dead: {s:?}");
-        assert!(table.reclaim_dead().is_empty(), "freed a live entry");
-        let c = table.claim(CounterKind::Wal, "trades", "recorder").unwrap();
-        assert_ne!(c.index(), index, "took another namespace's entry");
-        assert_eq!(table.snapshot().len(), 2);
-        drop(c);
-        drop(table);
-        assert!(
-            !CountersTable::remove_if_stale(&path).unwrap(),
-            "removed a table another namespace uses"
-        );
         std::fs::remove_file(&path).unwrap();
     }
 
