@@ -296,6 +296,16 @@ fn poke(path: &Path, offset: u64, value: u64) {
     f.write_all_at(&value.to_le_bytes(), offset).unwrap();
 }
 
+/// The header word at `offset` of the file at `path`.
+fn peek(path: &Path, offset: u64) -> u64 {
+    let mut word = [0u8; 8];
+    std::fs::File::open(path)
+        .unwrap()
+        .read_exact_at(&mut word, offset)
+        .unwrap();
+    u64::from_le_bytes(word)
+}
+
 /// Header offsets (see `layout::SegmentHeader`).
 const PAYLOAD_WORDS: u64 = 24;
 const CAPACITY: u64 = 32;
@@ -1267,14 +1277,7 @@ fn regression_a_process_of_another_pid_namespace_took_live_users_for_dead() {
     // Refused without a trace: the namespace recorded is still the other's,
     // and the live publisher still publishes.
     publisher.publish(&trade(1)).unwrap();
-    let mut header = [0u8; 8];
-    std::os::unix::fs::FileExt::read_exact_at(
-        &std::fs::File::open(&path).unwrap(),
-        &mut header,
-        PID_NAMESPACE,
-    )
-    .unwrap();
-    assert_eq!(u64::from_le_bytes(header), foreign);
+    assert_eq!(peek(&path, PID_NAMESPACE), foreign);
     // Once nobody maps it, this namespace takes it over: its dead users are
     // judged here from now on, and the single-producer entry is ours.
     drop(publisher);
@@ -1306,16 +1309,7 @@ fn regression_a_monitor_took_over_a_segment_of_another_pid_namespace() {
     assert_ne!(ours, 0, "this test needs /proc/self/ns/pid");
     let foreign = ours ^ 0x5a5a;
     poke(&path, PID_NAMESPACE, foreign);
-    let recorded = || {
-        let mut word = [0u8; 8];
-        std::os::unix::fs::FileExt::read_exact_at(
-            &std::fs::File::open(&path).unwrap(),
-            &mut word,
-            PID_NAMESPACE,
-        )
-        .unwrap();
-        u64::from_le_bytes(word)
-    };
+    let recorded = || peek(&path, PID_NAMESPACE);
     let refused = |in_use: bool| {
         match Segment::observe(&path, "t", Default::default()).map(|_| ()) {
             Err(
