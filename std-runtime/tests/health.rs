@@ -762,9 +762,11 @@ fn regression_watch_stops_when_its_stdout_is_closed() {
 
 /// A one-shot `zerocast health` (a liveness probe) that could read no
 /// topic, here because it ran in another pid namespace than the topic's
-/// (review of the monitors' pid-namespace check), listed the topic as
-/// unreadable and exited 0: the probe passed while seeing nothing. It
-/// exits 1 now, naming the topic.
+/// live processes (review of the monitors' pid-namespace check), listed
+/// the topic as unreadable and exited 0: the probe passed while seeing
+/// nothing. It exits 1 now, naming the topic. (An idle segment of another
+/// namespace, which nobody maps, is listed and passes: the topic's next
+/// user takes it over.)
 #[test]
 fn regression_a_one_shot_health_that_read_no_topic_exited_0() {
     use std::os::unix::fs::FileExt;
@@ -785,11 +787,43 @@ fn regression_a_one_shot_health_that_read_no_topic_exited_0() {
         .unwrap()
         .write_all_at(&(ours ^ 0x5a5a).to_le_bytes(), 72)
         .unwrap();
+    let path = bus.config().segment_path("trade_events");
+    let out = ns.run(&["health", "--interval", "50"]);
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("not read (idle)"),
+        "an idle foreign segment: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A process of that namespace maps it (holds its shared lock).
+    let user = std::fs::File::open(&path).unwrap();
+    // SAFETY: flock on a descriptor this test owns; no memory passed.
+    let locked = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&user), libc::LOCK_SH) };
+    assert_eq!(locked, 0);
     let out = ns.run(&["health", "--interval", "50"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
         err.contains("trade_events") && err.contains("could not be read"),
+        "{err}"
+    );
+}
+
+/// Review of the one-shot exit: the counters table's line in the report
+/// was marked `counters`, a name a topic may have, so an unreadable topic
+/// named `counters` did not fail the check. The table is `@counters` now.
+#[test]
+fn regression_an_unreadable_topic_named_counters_passed_the_check() {
+    let ns = Ns::new("counters-topic");
+    let bus = ns.bus();
+    drop(bus.publisher("trade_events").unwrap());
+    // A segment file of topic `counters` that is not a segment.
+    let path = std::path::Path::new("/dev/shm").join(format!("zerocast.{}.counters", ns.name));
+    std::fs::write(&path, [0x5au8; 4096]).unwrap();
+    let out = ns.run(&["health", "--interval", "50"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("could not be read") && err.contains("counters"),
         "{err}"
     );
 }

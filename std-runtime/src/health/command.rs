@@ -180,11 +180,12 @@ pub fn run(bus: &Bus, args: &HealthArgs) -> Result<(), String> {
             .collect();
         // A topic it could not read fails the check too: a probe that sees
         // nothing must not pass (the counters table, metrics only, does
-        // not count).
+        // not count; nor does an idle segment of another pid namespace,
+        // which the topic's next user takes over).
         let unreadable: Vec<&str> = report
             .unreadable
             .iter()
-            .filter(|(what, _)| what != "counters")
+            .filter(|(what, _)| what != "@counters")
             .map(|(topic, _)| topic.as_str())
             .collect();
         let mut problems = Vec::new();
@@ -314,6 +315,9 @@ pub fn table(report: &Report) -> String {
     );
     for (topic, why) in &report.unreadable {
         let _ = writeln!(out, "\n{topic}: cannot open: {why}");
+    }
+    for (topic, why) in &report.idle_foreign {
+        let _ = writeln!(out, "\n{topic}: not read (idle): {why}");
     }
     for t in &report.topics {
         let _ = write!(out, "\n{}: head {}, {} slots", t.topic, t.head, t.capacity);

@@ -48,7 +48,8 @@ pub(super) struct CountersView {
 impl CountersView {
     /// Reads every claimed entry of `bus`'s namespace at `now_ns`; frees
     /// dead owners' entries if `reclaim`. A counters file this build
-    /// cannot read is reported as `("counters", why)` in `unreadable`.
+    /// cannot read is reported as `("@counters", why)` in `unreadable` (`@`:
+    /// no topic has it).
     pub(super) fn poll(
         &mut self,
         bus: &Bus,
@@ -73,7 +74,7 @@ impl CountersView {
                 Ok(t) => self.table = Some((Arc::new(t), meta.ino())),
                 Err(e) => {
                     self.table = None;
-                    unreadable.push(("counters".to_owned(), e.to_string()));
+                    unreadable.push(("@counters".to_owned(), e.to_string()));
                     return Vec::new();
                 }
             }

@@ -327,8 +327,14 @@ pub struct Report {
     pub interval: Duration,
     /// Topics, by name.
     pub topics: Vec<TopicReport>,
-    /// Segments that could not be opened: (topic, why).
+    /// Segments that could not be opened: (topic, why). Also the
+    /// counters table, as `@counters` (no topic has an `@`).
     pub unreadable: Vec<(String, String)>,
+    /// Segments of another pid namespace that no process maps (users all
+    /// gone, or a `stat` of that namespace read them last): (topic, why).
+    /// Not read, and not a failure: the topic's next publisher or
+    /// subscriber takes such a segment over.
+    pub idle_foreign: Vec<(String, String)>,
     /// Publisher state changes since the previous poll.
     pub transitions: Vec<Transition>,
     /// The entries of the namespace's counters table: what recorders and
@@ -492,7 +498,11 @@ impl HealthMonitor {
 
     /// The namespace's segments, mapped (new ones opened, removed ones
     /// dropped, re-created ones opened again).
-    fn refresh_segments(&mut self, unreadable: &mut Vec<(String, String)>) -> Vec<String> {
+    fn refresh_segments(
+        &mut self,
+        unreadable: &mut Vec<(String, String)>,
+        idle_foreign: &mut Vec<(String, String)>,
+    ) -> Vec<String> {
         use std::os::unix::fs::MetadataExt;
         let listed = self.bus.list_segments();
         let mut topics = Vec::new();
@@ -529,7 +539,18 @@ impl HealthMonitor {
                 }
                 Err(e) => {
                     self.segments.remove(&topic);
-                    unreadable.push((topic, e.to_string()));
+                    match e {
+                        // Removed since it was listed: gone, as above.
+                        zerocast_ipc::Error::Io { ref source, .. }
+                            if source.kind() == std::io::ErrorKind::NotFound =>
+                        {
+                            keep.remove(&topic);
+                        }
+                        zerocast_ipc::Error::ForeignPidNamespaceObserved {
+                            in_use: false, ..
+                        } => idle_foreign.push((topic, e.to_string())),
+                        e => unreadable.push((topic, e.to_string())),
+                    }
                 }
             }
         }
@@ -544,7 +565,8 @@ impl HealthMonitor {
     /// transition is also logged with `tracing`.
     pub fn poll(&mut self, now_ns: u64) -> Report {
         let mut unreadable = Vec::new();
-        let topics = self.refresh_segments(&mut unreadable);
+        let mut idle_foreign = Vec::new();
+        let topics = self.refresh_segments(&mut unreadable, &mut idle_foreign);
         for t in self.publishers.values_mut() {
             t.seen = false;
         }
@@ -583,6 +605,7 @@ impl HealthMonitor {
             interval: self.options.interval,
             topics: Vec::new(),
             unreadable,
+            idle_foreign,
             transitions: Vec::new(),
             counters: Vec::new(),
         };
