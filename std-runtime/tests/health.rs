@@ -779,15 +779,18 @@ fn regression_a_one_shot_health_that_read_no_topic_exited_0() {
         "a readable topic: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // Offset 72: the header's pid-namespace word, now another namespace's.
+    // The header's pid-namespace word, now another namespace's.
+    let path = bus.config().segment_path("trade_events");
     let ours = zerocast_ipc::layout::pid_namespace();
     std::fs::OpenOptions::new()
         .write(true)
-        .open(bus.config().segment_path("trade_events"))
+        .open(&path)
         .unwrap()
-        .write_all_at(&(ours ^ 0x5a5a).to_le_bytes(), 72)
+        .write_all_at(
+            &(ours ^ 0x5a5a).to_le_bytes(),
+            std::mem::offset_of!(zerocast_ipc::layout::SegmentHeader, pid_namespace) as u64,
+        )
         .unwrap();
-    let path = bus.config().segment_path("trade_events");
     let out = ns.run(&["health", "--interval", "50"]);
     assert!(
         out.status.success() && String::from_utf8_lossy(&out.stdout).contains("not read (idle)"),

@@ -508,9 +508,9 @@ fn a_corrupt_counters_file_is_a_clear_error_and_stops_nothing() {
     let (what, why) = report
         .unreadable
         .iter()
-        .find(|(what, _)| what == "@counters")
+        .find(|(what, _)| what == zerocast_ipc::counters::COUNTERS_FILE)
         .unwrap_or_else(|| panic!("{:?}", report.unreadable));
-    assert_eq!(what, "@counters");
+    assert_eq!(what, zerocast_ipc::counters::COUNTERS_FILE);
     assert!(
         why.contains("bad counters table") && why.contains("not a zerocast counters file"),
         "{why}"

@@ -418,17 +418,18 @@ fn regression_health_of_another_pid_namespace_took_an_unused_segment_over() {
     drop(bus.publisher("trades").unwrap());
     let path = bus.config().segment_path("trades");
     // The segment of another namespace's topic, whose processes are all
-    // gone for now (a restart): offset 72 is the header's namespace word.
+    // gone for now (a restart): the header's namespace word.
+    let at = std::mem::offset_of!(zerocast_ipc::layout::SegmentHeader, pid_namespace) as u64;
     let foreign = ours ^ 0x5a5a;
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(&path)
         .unwrap();
-    file.write_all_at(&foreign.to_le_bytes(), 72).unwrap();
+    file.write_all_at(&foreign.to_le_bytes(), at).unwrap();
     let recorded = || {
         let mut word = [0u8; 8];
-        file.read_exact_at(&mut word, 72).unwrap();
+        file.read_exact_at(&mut word, at).unwrap();
         u64::from_le_bytes(word)
     };
     let mut monitor = zerocast_runtime::health::HealthMonitor::new(
@@ -452,7 +453,7 @@ fn regression_health_of_another_pid_namespace_took_an_unused_segment_over() {
     drop((publisher, monitor));
     // `stat` reads an unused foreign segment (taking it over while it
     // reads), and the next user takes it over again.
-    file.write_all_at(&foreign.to_le_bytes(), 72).unwrap();
+    file.write_all_at(&foreign.to_le_bytes(), at).unwrap();
     zerocast_runtime::stat::run(&bus, false).unwrap();
     assert_eq!(recorded(), ours, "stat did not read the unused segment");
     bus.remove_segments();

@@ -185,7 +185,7 @@ pub fn run(bus: &Bus, args: &HealthArgs) -> Result<(), String> {
         let unreadable: Vec<&str> = report
             .unreadable
             .iter()
-            .filter(|(what, _)| what != "@counters")
+            .filter(|(what, _)| what != zerocast_ipc::counters::COUNTERS_FILE)
             .map(|(topic, _)| topic.as_str())
             .collect();
         let mut problems = Vec::new();

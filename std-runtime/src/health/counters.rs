@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use zerocast_ipc::counters::{
-    batch, counters_path, wal, CounterKind, CounterSnapshot, CountersTable,
+    batch, counters_path, wal, CounterKind, CounterSnapshot, CountersTable, COUNTERS_FILE,
 };
 use zerocast_ipc::Bus;
 
@@ -48,8 +48,8 @@ pub(super) struct CountersView {
 impl CountersView {
     /// Reads every claimed entry of `bus`'s namespace at `now_ns`; frees
     /// dead owners' entries if `reclaim`. A counters file this build
-    /// cannot read is reported as `("@counters", why)` in `unreadable` (`@`:
-    /// no topic has it).
+    /// cannot read is reported as `(COUNTERS_FILE, why)` in `unreadable`
+    /// (`@counters`: no topic has an `@`).
     pub(super) fn poll(
         &mut self,
         bus: &Bus,
@@ -74,7 +74,7 @@ impl CountersView {
                 Ok(t) => self.table = Some((Arc::new(t), meta.ino())),
                 Err(e) => {
                     self.table = None;
-                    unreadable.push(("@counters".to_owned(), e.to_string()));
+                    unreadable.push((COUNTERS_FILE.to_owned(), e.to_string()));
                     return Vec::new();
                 }
             }

@@ -328,7 +328,8 @@ pub struct Report {
     /// Topics, by name.
     pub topics: Vec<TopicReport>,
     /// Segments that could not be opened: (topic, why). Also the
-    /// counters table, as `@counters` (no topic has an `@`).
+    /// counters table, as [`COUNTERS_FILE`](zerocast_ipc::counters::COUNTERS_FILE)
+    /// (`@counters`: no topic has an `@`).
     pub unreadable: Vec<(String, String)>,
     /// Segments of another pid namespace that no process maps (users all
     /// gone, or a `stat` of that namespace read them last): (topic, why).
