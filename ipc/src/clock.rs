@@ -396,8 +396,9 @@ impl Interpolation {
             if turning {
                 self.dense.set(true);
                 self.score.set(SCORE_START);
+                // (`pending` is 0: settled at every dense reading,
+                // the one that turned the thread sparse included.)
                 self.interpolated.set(0);
-                self.pending.set(0);
                 self.spell_readings.set(1);
                 let after = tsc();
                 self.take_reading(before, after, ns);

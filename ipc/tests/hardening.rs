@@ -1327,7 +1327,8 @@ fn regression_a_monitor_took_over_a_segment_of_another_pid_namespace() {
                     text.contains(&format!("pid:[{foreign}]"))
                         && text.contains("monitor")
                         && text.contains("takes it over") != in_use
-                        && !text.contains("remove the file"),
+                        && !text.contains("remove the file")
+                        && text.contains("do not delete the file") != in_use,
                     "{text}"
                 );
             }
