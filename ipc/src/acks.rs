@@ -148,6 +148,18 @@ impl AckChannel {
     /// Opens the channel at `path`, creating it (fully built, then published
     /// with `link()`) if it does not exist.
     pub fn open_or_create(path: &Path) -> Result<Self> {
+        for _ in 1..crate::segment::REOPENS {
+            match Self::open_or_create_once(path) {
+                // Removed between our `link` finding it and our `open`
+                // (`remove_unused`): create it again.
+                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+                other => return other,
+            }
+        }
+        Self::open_or_create_once(path)
+    }
+
+    fn open_or_create_once(path: &Path) -> Result<Self> {
         match Self::open(path) {
             Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
             other => return other,
@@ -187,6 +199,23 @@ impl AckChannel {
     /// one else may open it, and that its size and header are those of this
     /// build's layout.
     pub fn open(path: &Path) -> Result<Self> {
+        // A file unlinked between our `open` and our lock is opened again
+        // by name (see `segment::join_pid_namespace`).
+        for _ in 0..crate::segment::REOPENS {
+            if let Some(channel) = Self::open_once(path)? {
+                return Ok(channel);
+            }
+        }
+        Err(Error::Io {
+            path: path.to_owned(),
+            action: "open ack channel (removed or replaced each time it was opened)",
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        })
+    }
+
+    /// One try of [`open`](Self::open): `None` if the file was unlinked
+    /// before its lock was taken.
+    fn open_once(path: &Path) -> Result<Option<Self>> {
         let bad = |problem: String| Error::BadAckChannel {
             path: path.to_owned(),
             problem,
@@ -248,8 +277,10 @@ impl AckChannel {
                 needed: FILE_SIZE as u64,
             });
         }
-        crate::segment::join_pid_namespace(&channel.file, path, &h.pid_namespace, true)?;
-        Ok(channel)
+        if !crate::segment::join_pid_namespace(&channel.file, path, &h.pid_namespace, true)? {
+            return Ok(None);
+        }
+        Ok(Some(channel))
     }
 
     fn header(&self) -> &AckHeader {
@@ -547,6 +578,56 @@ mod tests {
         again.ack(3);
         assert_eq!(ch.acked_up_to(&sid("victim")), 10, "acks never go back");
         assert_eq!(ch.acked().len(), 2);
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    /// An opener that opened the channel by name just before a remover
+    /// (`zerocast stat --remove-stale`, which removes a stale segment's
+    /// channel with it) unlinked it, and locked it just after, acked into
+    /// the unlinked file: acks nobody could read. It now opens the name
+    /// again once it holds the lock (here: creates it anew).
+    #[test]
+    fn regression_an_opener_kept_an_ack_channel_removed_before_its_lock() {
+        use std::os::fd::AsRawFd;
+        let path = temp_path("unlinked-open");
+        let old = Arc::new(AckChannel::open_or_create(&path).unwrap());
+        old.register(sid("gone")).unwrap().ack(5);
+        drop(old);
+        let remover = std::fs::File::open(&path).unwrap();
+        // SAFETY: flock on a descriptor we own.
+        let locked = unsafe { libc::flock(remover.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        assert_eq!(locked, 0);
+        let opener = {
+            let path = path.clone();
+            std::thread::spawn(move || AckChannel::open_or_create(&path))
+        };
+        // Wait until the opener holds a descriptor of the file (it then
+        // waits for the lock): two in this process name it.
+        let named = || {
+            std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .flatten()
+                .filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l == path))
+                .count()
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while named() < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the opener never opened it"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        std::fs::remove_file(&path).unwrap();
+        drop(remover);
+        let ch = Arc::new(opener.join().unwrap().unwrap());
+        assert!(
+            ch.acked().is_empty(),
+            "the opener kept the channel removed before its lock"
+        );
+        ch.register(sid("new")).unwrap().ack(1);
+        let by_name = AckChannel::open(&path).unwrap();
+        assert_eq!(by_name.acked_up_to(&sid("new")), 2);
         std::fs::remove_file(&path).unwrap();
     }
 

@@ -442,11 +442,7 @@ impl CountersTable {
 
     /// Whether the path still names the file this table mapped.
     fn still_linked(&self) -> bool {
-        use std::os::unix::fs::MetadataExt as _;
-        let Ok(ours) = self.file.metadata() else {
-            return false;
-        };
-        std::fs::metadata(&self.path).is_ok_and(|m| m.ino() == ours.ino() && m.dev() == ours.dev())
+        crate::shm_file::still_linked(&self.file, &self.path)
     }
 
     /// `flock(operation)` on the file, retried on `EINTR`.

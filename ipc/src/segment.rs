@@ -23,6 +23,7 @@ use crate::layout::{
     LAYOUT_VERSION, MAGIC, NO_OWNER, ORPHAN, PRODUCERS_MANY, PRODUCERS_SINGLE, RING_OFFSET,
 };
 use crate::shm_file::flock;
+pub use crate::shm_file::{remove_unused, Removal};
 use crate::wait::{global_expedited_supported, publisher_registered, single_producer_mode_with};
 
 /// How long a sequence may stay claimed but uncommitted before a subscriber
@@ -228,12 +229,18 @@ pub struct Segment {
 /// A monitor (`take_over` false) never takes a file over: it refuses one
 /// of another namespace at once ([`Error::ForeignPidNamespaceObserved`],
 /// saying whether a process holds the lock).
+///
+/// Returns whether `path` still names the file once the shared lock is
+/// held ([`shm_file::still_linked`](crate::shm_file::still_linked)): if not,
+/// a remover unlinked it between the caller's `open` and this lock, and
+/// the caller must drop it and open the name again.
+#[must_use = "a file unlinked before its lock must be opened again"]
 pub(crate) fn join_pid_namespace(
     file: &File,
     path: &Path,
     recorded: &AtomicU64,
     take_over: bool,
-) -> Result<()> {
+) -> Result<bool> {
     let ours = pid_namespace();
     let deadline = Instant::now() + TAKEOVER_PATIENCE;
     let mut takeovers = 0;
@@ -245,7 +252,7 @@ pub(crate) fn join_pid_namespace(
         // granted.
         let theirs = recorded.load(Ordering::Relaxed);
         if theirs == ours || theirs == 0 || ours == 0 {
-            return Ok(());
+            return Ok(crate::shm_file::still_linked(file, path));
         }
         if !take_over {
             // Whether anyone else holds the lock: an exclusive try, let go
@@ -302,6 +309,12 @@ pub(crate) fn join_pid_namespace(
 /// How long an opener of another pid namespace tries to take a file over
 /// while other processes hold its lock before it refuses.
 const TAKEOVER_PATIENCE: Duration = Duration::from_millis(200);
+
+/// Tries an opener makes at a name whose file is removed (or replaced)
+/// between its `open` and its lock, every time, before it gives up: each
+/// retry follows a removal by another process, so more than a few in a
+/// row is a loop of removers, not bad luck.
+pub(crate) const REOPENS: u32 = 8;
 
 /// Takeovers one opener makes before it refuses (each is normally the
 /// last: only a namespace word written back without the lock needs more).
@@ -375,34 +388,43 @@ impl Segment {
         access: Access,
         producers: Producers,
     ) -> Result<Self> {
-        match Self::create_for(path, topic, capacity, payload_words, access, producers) {
-            Err(Error::Io { source, .. }) if source.kind() == ErrorKind::AlreadyExists => {
-                let seg = Self::open_with(path, topic, access)?;
-                if seg.producers() != producers {
-                    return Err(Error::ProducersMismatch {
-                        path: path.to_owned(),
-                        topic: topic.to_owned(),
-                        found: seg.producers(),
-                        asked: producers,
-                    });
-                }
-                let found = (seg.ring.capacity(), seg.ring.payload_words());
-                if found != (capacity, payload_words) {
-                    return Err(Error::ShapeMismatch {
-                        path: path.to_owned(),
-                        topic: topic.to_owned(),
-                        found_capacity: found.0,
-                        found_slot_bytes: found.1 as u64 * 8,
-                        found_size: seg.map.len() as u64,
-                        asked_capacity: capacity,
-                        asked_slot_bytes: payload_words as u64 * 8,
-                        asked_size: segment_size(capacity, payload_words),
-                    });
-                }
-                Ok(seg)
+        let mut tries = 0;
+        let seg = loop {
+            match Self::create_for(path, topic, capacity, payload_words, access, producers) {
+                Err(Error::Io { source, .. }) if source.kind() == ErrorKind::AlreadyExists => {}
+                other => return other,
             }
-            other => other,
+            tries += 1;
+            match Self::open_with(path, topic, access) {
+                // Removed since our create found it (`remove_unused`):
+                // create it again.
+                Err(Error::Io { source, .. })
+                    if source.kind() == ErrorKind::NotFound && tries < REOPENS => {}
+                other => break other?,
+            }
+        };
+        if seg.producers() != producers {
+            return Err(Error::ProducersMismatch {
+                path: path.to_owned(),
+                topic: topic.to_owned(),
+                found: seg.producers(),
+                asked: producers,
+            });
         }
+        let found = (seg.ring.capacity(), seg.ring.payload_words());
+        if found != (capacity, payload_words) {
+            return Err(Error::ShapeMismatch {
+                path: path.to_owned(),
+                topic: topic.to_owned(),
+                found_capacity: found.0,
+                found_slot_bytes: found.1 as u64 * 8,
+                found_size: seg.map.len() as u64,
+                asked_capacity: capacity,
+                asked_slot_bytes: payload_words as u64 * 8,
+                asked_size: segment_size(capacity, payload_words),
+            });
+        }
+        Ok(seg)
     }
 
     /// Creates a new segment; fails (`AlreadyExists`) if the file exists.
@@ -670,6 +692,30 @@ impl Segment {
         access: Access,
         take_over: bool,
     ) -> Result<Self> {
+        // A file unlinked between our `open` and our lock is opened again
+        // by name (see `join_pid_namespace`); a name removed or replaced
+        // on every try is an error, never a loop.
+        for _ in 0..REOPENS {
+            if let Some(seg) = Self::open_once(path, topic, ready_timeout, access, take_over)? {
+                return Ok(seg);
+            }
+        }
+        Err(Error::Io {
+            path: path.to_owned(),
+            action: "open segment (removed or replaced each time it was opened)",
+            source: std::io::Error::from(ErrorKind::NotFound),
+        })
+    }
+
+    /// One try of [`open_checked`](Self::open_checked): `None` if the file
+    /// was unlinked before its lock was taken.
+    fn open_once(
+        path: &Path,
+        topic: &str,
+        ready_timeout: Duration,
+        access: Access,
+        take_over: bool,
+    ) -> Result<Option<Self>> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -747,7 +793,9 @@ impl Segment {
                 expected_hash: LAYOUT_HASH,
             });
         }
-        join_pid_namespace(&file, path, &h.pid_namespace, take_over)?;
+        if !join_pid_namespace(&file, path, &h.pid_namespace, take_over)? {
+            return Ok(None);
+        }
         // Volatile: plain fields of shared memory that a hostile writer may
         // change at any time; each is read once, and only the copies are
         // checked and used.
@@ -827,14 +875,14 @@ impl Segment {
             ));
         }
         let producer = Self::producer_handle(&mut map, path, &ring)?;
-        Ok(Self {
+        Ok(Some(Self {
             ring,
             producer,
             path: path.to_owned(),
             topic: topic.to_owned(),
             _lock: file,
             map,
-        })
+        }))
     }
 
     /// The topic's producer mode, as its header records it.

@@ -50,6 +50,86 @@ pub(crate) fn wait_shared(file: &File) -> std::io::Result<()> {
     }
 }
 
+/// Whether `path` still names `file` (same device and inode). An opener
+/// asks once it holds the file's shared lock: a remover
+/// ([`remove_unused`]) unlinks a file only while it holds the lock
+/// exclusively, so a file still linked then stays linked for as long as
+/// the opener holds its lock, and one that is not was removed (or
+/// replaced) between the opener's `open` and its lock, and must be opened
+/// again by name: used, it would be a file nobody else can open.
+pub(crate) fn still_linked(file: &File, path: &Path) -> bool {
+    let Ok(ours) = file.metadata() else {
+        return false;
+    };
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.ino() == ours.ino() && m.dev() == ours.dev())
+}
+
+/// What [`remove_unused`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// Every file named was removed (those that existed).
+    Removed,
+    /// A process maps the file at this index of the paths given (it holds
+    /// its lock): nothing was removed.
+    InUse(usize),
+    /// The first file is gone, or was replaced since the caller looked:
+    /// nothing was removed.
+    Gone,
+}
+
+/// Removes the shared files `paths` (a segment and its ack channel) only if
+/// no process maps any of them: each is locked exclusively without waiting
+/// (every process that maps one holds its shared lock, from before its
+/// name exists to its unmapping; the kernel drops a dead process's), and
+/// all are unlinked while those locks are held. A process that opened one
+/// by name before and locks it after finds it unlinked and opens the name
+/// again ([`still_linked`]), so nobody is left publishing into, or
+/// reading, a file that has no name. Files after the first that do not
+/// exist are skipped. The caller must not map any of them itself (its own
+/// lock would make them in use).
+pub fn remove_unused(paths: &[&Path]) -> Result<Removal> {
+    let mut held = Vec::with_capacity(paths.len());
+    for (i, path) in paths.iter().enumerate() {
+        // Read-only, no link followed: the lock needs a descriptor only.
+        let file = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if i == 0 {
+                    return Ok(Removal::Gone);
+                }
+                continue;
+            }
+            Err(e) => return Err(io(path, "open the file to remove it")(e)),
+        };
+        match flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(Removal::InUse(i)),
+            Err(e) => return Err(io(path, "lock the file to remove it")(e)),
+        }
+        if !still_linked(&file, path) {
+            if i == 0 {
+                return Ok(Removal::Gone);
+            }
+            continue;
+        }
+        held.push((path, file));
+    }
+    for (path, _locked) in &held {
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(path, "remove the file")(e)),
+        }
+    }
+    // The locks go with the descriptors, after every unlink.
+    drop(held);
+    Ok(Removal::Removed)
+}
+
 /// Creates `tmp` (mode 0600, never an existing file), reserves `len` bytes
 /// of memory for it and maps it; `what` names the file in errors. On any
 /// error `tmp` is removed. The file's shared `flock` is taken first thing

@@ -1422,3 +1422,59 @@ fn regression_openers_taking_over_a_segment_together_refused_each_other() {
     std::fs::remove_file(&path).unwrap();
     opened.unwrap();
 }
+
+/// An opener that opened a segment by name just before a remover
+/// (`zerocast stat --remove-stale`) unlinked it, and took its lock just
+/// after, went on with the unlinked file: a publisher there published into
+/// a file no other process could open, and the topic's next process made a
+/// new one under the name. The opener now finds the file unlinked once it
+/// holds the lock, and opens the name again (here: creates it anew).
+#[test]
+fn regression_an_opener_kept_a_segment_removed_before_its_lock() {
+    use std::os::fd::AsRawFd;
+    let bus = small_bus("unlinked-open");
+    bus.remove_segments();
+    let path = bus.config().segment_path("trades");
+    let first = bus.segment("trades").unwrap();
+    let first_born = first.header().creation_ns;
+    drop(first);
+    // The remover: the file locked exclusively, as `remove_unused` does.
+    let remover = std::fs::File::open(&path).unwrap();
+    // SAFETY: flock on a descriptor we own.
+    let locked = unsafe { libc::flock(remover.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    assert_eq!(locked, 0);
+    let opener = {
+        let bus = bus.clone();
+        std::thread::spawn(move || bus.segment("trades"))
+    };
+    // Wait until the opener holds a descriptor of the file (it then waits
+    // for the lock): two in this process name it, ours and its.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while open_descriptors_of(&path) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the opener never opened the file"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::fs::remove_file(&path).unwrap();
+    drop(remover);
+    let seg = opener.join().unwrap().unwrap();
+    let by_name = Segment::open(&path, "trades").unwrap();
+    assert_ne!(
+        seg.header().creation_ns,
+        first_born,
+        "the opener kept the segment removed before its lock"
+    );
+    assert_eq!(seg.header().creation_ns, by_name.header().creation_ns);
+    bus.remove_segments();
+}
+
+/// Descriptors of this process that name `path`.
+fn open_descriptors_of(path: &Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l == path))
+        .count()
+}

@@ -251,11 +251,15 @@ fn remove_dead_demo_segments(bus: &Bus) -> Vec<(String, usize)> {
             if !seg.is_stale() {
                 continue;
             }
+            // Unmapped first: our own lock would keep it in use. Removed
+            // only while no process maps it (or its ack channel).
             drop(seg);
-            for p in [path, dead.config().ack_path(&topic)] {
-                if std::fs::remove_file(&p).is_ok() {
-                    n += 1;
-                }
+            let acks = dead.config().ack_path(&topic);
+            let had_acks = acks.exists();
+            if let Ok(zerocast_ipc::segment::Removal::Removed) =
+                zerocast_ipc::segment::remove_unused(&[&path, &acks])
+            {
+                n += 1 + usize::from(had_acks);
             }
         }
         for p in dead.abandoned_init_files() {

@@ -240,7 +240,7 @@ struct FollowArgs {
 
 #[derive(clap::Args, Debug)]
 struct StatArgs {
-    /// Remove segments whose creator and users are all dead.
+    /// Remove segments whose creator and users are all dead and that no process maps.
     #[arg(long)]
     remove_stale: bool,
     /// Drop the orphaned durable gating hold of this name (a durable

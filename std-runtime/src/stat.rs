@@ -6,6 +6,7 @@ use std::sync::atomic::{fence, Ordering};
 use zerocast_ipc::layout::{
     is_tombstone, load_name, now_ns, owner_alive, owner_pid, tombstone_taker, ORPHAN,
 };
+use zerocast_ipc::segment::{remove_unused, Removal};
 use zerocast_ipc::{Bus, Segment};
 
 fn age(ns: u64) -> String {
@@ -225,17 +226,25 @@ pub fn run(bus: &Bus, remove_stale: bool) -> Result<(), String> {
             }
         }
         if stale && remove_stale {
-            match std::fs::remove_file(&path) {
-                Ok(()) => println!("  removed stale segment {}", path.display()),
-                Err(e) => println!("  could not remove {}: {e}", path.display()),
-            }
+            // Unmapped first: our own lock would keep it in use.
+            drop(seg);
             // Its ack channel goes with it: its "acked up to" words count
             // this segment's sequences, and a new segment starts again at 0.
             let acks = bus.config().ack_path(&topic);
-            match std::fs::remove_file(&acks) {
-                Ok(()) => println!("  removed its ack channel {}", acks.display()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => println!("  could not remove {}: {e}", acks.display()),
+            let had_acks = acks.exists();
+            match remove_unused(&[&path, &acks]) {
+                Ok(Removal::Removed) => {
+                    println!("  removed stale segment {}", path.display());
+                    if had_acks {
+                        println!("  removed its ack channel {}", acks.display());
+                    }
+                }
+                Ok(Removal::InUse(i)) => println!(
+                    "  not removed: a process maps {} (a monitor such as `zerocast health --watch`, or a process opening the topic now); run --remove-stale again once it has let go",
+                    [&path, &acks][i].display()
+                ),
+                Ok(Removal::Gone) => println!("  removed or replaced by another process meanwhile"),
+                Err(e) => println!("  could not remove {}: {e}", path.display()),
             }
         }
     }

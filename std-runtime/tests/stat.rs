@@ -468,3 +468,57 @@ fn regression_health_of_another_pid_namespace_took_an_unused_segment_over() {
     assert_eq!(recorded(), ours, "stat did not read the unused segment");
     bus.remove_segments();
 }
+
+/// `stat --remove-stale` removed a stale segment (its creator gone, no live
+/// entry) while a process mapped it without an entry of its own yet (a
+/// process between opening a topic and registering in it, or a monitor):
+/// that process went on with a file nobody else could open any more, and
+/// the topic's next process made a new one, so what the first published
+/// reached nobody, and nothing said so. A segment is removed only while no
+/// process maps it (every process that maps one holds its lock).
+#[test]
+fn regression_remove_stale_removed_a_segment_a_process_maps() {
+    use std::os::unix::fs::MetadataExt;
+    let bin = env!("CARGO_BIN_EXE_zerocast");
+    let ns = format!("st{}-mapped", std::process::id());
+    let mut config = Config::default_topics();
+    config.namespace = ns.clone();
+    let bus = Bus::new(config);
+    bus.remove_segments();
+    // A process that has exited creates the segment: its creator is gone.
+    let out = std::process::Command::new(bin)
+        .env_remove("ZEROCAST_NAMESPACE")
+        .env("ZEROCAST_LOG", "error")
+        .args([
+            "--namespace",
+            &ns,
+            "pub",
+            "--topic",
+            "trade_events",
+            "--count",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = bus.config().segment_path("trade_events");
+    // Mapped here, no entry: what stat judges by pid calls it stale.
+    let seg = bus.open_segment("trade_events").unwrap();
+    assert!(seg.is_stale());
+    let ino = std::fs::metadata(&path).unwrap().ino();
+    zerocast_runtime::stat::run(&bus, true).unwrap();
+    assert_eq!(
+        std::fs::metadata(&path).map(|m| m.ino()).ok(),
+        Some(ino),
+        "a segment a process maps was removed"
+    );
+    // Unmapped, it goes.
+    drop(seg);
+    zerocast_runtime::stat::run(&bus, true).unwrap();
+    assert!(!path.exists(), "an unused stale segment was left");
+    bus.remove_segments();
+}
