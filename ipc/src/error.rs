@@ -315,11 +315,18 @@ impl std::fmt::Display for Error {
                 found_hash,
                 expected_version,
                 expected_hash,
-            } => write!(
-                f,
-                "{}: segment layout v{found_version} (hash {found_hash:#018x}) does not match this build's layout v{expected_version} (hash {expected_hash:#018x})",
-                path.display()
-            ),
+            } => {
+                write!(
+                    f,
+                    "{}: segment layout v{found_version} (hash {found_hash:#018x}) does not match this build's layout v{expected_version} (hash {expected_hash:#018x}): another zerocast build made it, and this build's processes cannot use the topic while it exists; stop that build's processes (its recorder cleanly, so that it logs what it holds), then ",
+                    path.display()
+                )?;
+                if *found_version >= crate::layout::FIRST_LOCKED_LAYOUT {
+                    write!(f, "`zerocast stat --remove-stale` removes it once no process maps it (its frames go with it)")
+                } else {
+                    write!(f, "delete the file (a build of a layout before v{} does not lock the segments it maps, so no tool can tell whether one still uses it)", crate::layout::FIRST_LOCKED_LAYOUT)
+                }
+            }
             Self::ForeignPidNamespace { path, theirs, ours } => write!(
                 f,
                 "{}: its users run in pid namespace pid:[{theirs}] and this process in pid:[{ours}], and a process still maps it: zerocast tells live processes from dead ones by pid, which differ between pid namespaces, so from here it would take them for dead; run every process of the topic in one pid namespace (Kubernetes: shareProcessNamespace: true; Docker: --pid=host or --pid=container:NAME). Once none of them maps it, a process of another namespace takes it over",

@@ -49,7 +49,19 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"ZEROCAST");
 /// would judge their pids, and take them for dead). A version-5 process
 /// would hold no lock, and a process of another namespace could then take
 /// its segment over.
+///
+/// Every layout from 6 on keeps three things where they are, so that a
+/// build can tell another build's segment and whether it is in use: the
+/// magic word at offset 0, `layout_version` and `layout_hash` where
+/// [`SegmentHeader`] has them, and the shared `flock` of every process that
+/// maps the segment (`zerocast stat --remove-stale` removes a segment of
+/// another layout from 6 on only while no process holds it).
 pub const LAYOUT_VERSION: u32 = 6;
+
+/// The first layout whose processes lock the segments they map (see
+/// [`LAYOUT_VERSION`]): a segment of an older one may be in use with no
+/// lock held, so no tool removes it.
+pub const FIRST_LOCKED_LAYOUT: u32 = 6;
 
 /// [`SegmentHeader::producers`]: any number of publishers (up to
 /// [`MAX_PUBLISHERS`]) claim with one atomic `fetch_add`.

@@ -23,7 +23,7 @@ use crate::layout::{
     LAYOUT_VERSION, MAGIC, NO_OWNER, ORPHAN, PRODUCERS_MANY, PRODUCERS_SINGLE, RING_OFFSET,
 };
 use crate::shm_file::flock;
-pub use crate::shm_file::{remove_unused, Removal};
+pub use crate::shm_file::{in_use, remove_unused, Removal};
 use crate::wait::{global_expedited_supported, publisher_registered, single_producer_mode_with};
 
 /// How long a sequence may stay claimed but uncommitted before a subscriber

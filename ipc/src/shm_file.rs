@@ -64,6 +64,21 @@ pub(crate) fn still_linked(file: &File, path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok_and(|m| m.ino() == ours.ino() && m.dev() == ours.dev())
 }
 
+/// Whether a process maps the shared file at `path` (holds its lock): an
+/// exclusive try, let go at once. `NotFound` if there is none.
+pub fn in_use(path: &Path) -> std::io::Result<bool> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    match flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
+        // The lock goes with the descriptor, at once.
+        Ok(()) => Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
 /// What [`remove_unused`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Removal {

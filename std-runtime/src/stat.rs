@@ -6,7 +6,7 @@ use std::sync::atomic::{fence, Ordering};
 use zerocast_ipc::layout::{
     is_tombstone, load_name, now_ns, owner_alive, owner_pid, tombstone_taker, ORPHAN,
 };
-use zerocast_ipc::segment::{remove_unused, Removal};
+use zerocast_ipc::segment::{in_use, remove_unused, Removal};
 use zerocast_ipc::{Bus, Segment};
 
 fn age(ns: u64) -> String {
@@ -125,6 +125,11 @@ pub fn run(bus: &Bus, remove_stale: bool) -> Result<(), String> {
     for (topic, path) in segments {
         let seg = match Segment::open_with(&path, &topic, topic_access(bus, &topic)) {
             Ok(s) => s,
+            Err(e @ zerocast_ipc::Error::LayoutMismatch { found_version, .. }) => {
+                println!("\n{topic}: cannot open: {e}");
+                other_layout(bus, &topic, &path, found_version, remove_stale);
+                continue;
+            }
             Err(e) => {
                 println!("\n{topic}: cannot open: {e}");
                 continue;
@@ -260,6 +265,44 @@ pub fn run(bus: &Bus, remove_stale: bool) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A segment another build made, of layout `version`: whether a process
+/// maps it, and with `remove_stale`, removed (with its ack channel) if none
+/// does. Only a layout whose processes lock what they map
+/// ([`FIRST_LOCKED_LAYOUT`](zerocast_ipc::layout::FIRST_LOCKED_LAYOUT) on)
+/// can be told unused; an older one is left (the error above says so).
+fn other_layout(bus: &Bus, topic: &str, path: &std::path::Path, version: u32, remove_stale: bool) {
+    if version < zerocast_ipc::layout::FIRST_LOCKED_LAYOUT {
+        return;
+    }
+    let acks = bus.config().ack_path(topic);
+    if !remove_stale {
+        match in_use(path) {
+            Ok(true) => println!("  in use: a process (of that build) maps it"),
+            Ok(false) => println!("  no process maps it: --remove-stale removes it"),
+            Err(e) => println!("  could not tell whether a process maps it: {e}"),
+        }
+        return;
+    }
+    let had_acks = acks.exists();
+    match remove_unused(&[path, &acks]) {
+        Ok(Removal::Removed) => {
+            println!(
+                "  removed the segment of layout v{version} {} (no process mapped it)",
+                path.display()
+            );
+            if had_acks {
+                println!("  removed its ack channel {}", acks.display());
+            }
+        }
+        Ok(Removal::InUse(i)) => println!(
+            "  not removed: a process (of that build) maps {}",
+            [path, &acks][i].display()
+        ),
+        Ok(Removal::Gone) => println!("  removed or replaced by another process meanwhile"),
+        Err(e) => println!("  could not remove {}: {e}", path.display()),
+    }
 }
 
 /// The bridge importers' origin records of topics whose segment is gone

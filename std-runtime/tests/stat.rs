@@ -113,11 +113,22 @@ fn regression_remove_stale_keeps_a_segment_with_a_durable_hold() {
         c
     };
     // The recorder creates the segment: it is its creator and its only user.
-    let mut recorder = zerocast(&["record", "--topic", "trade_events", "--wal"])
-        .arg(&wal)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    // Killed and reaped however the test ends (a failing assert included).
+    struct Guard(std::process::Child);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut recorder = Guard(
+        zerocast(&["record", "--topic", "trade_events", "--wal"])
+            .arg(&wal)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let out = zerocast(&["stat"]).output().unwrap();
@@ -127,8 +138,8 @@ fn regression_remove_stale_keeps_a_segment_with_a_durable_hold() {
         assert!(Instant::now() < deadline, "the recorder never registered");
         std::thread::sleep(Duration::from_millis(20));
     }
-    recorder.kill().unwrap();
-    recorder.wait().unwrap();
+    recorder.0.kill().unwrap();
+    recorder.0.wait().unwrap();
     let out = zerocast(&["stat", "--remove-stale"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
@@ -520,5 +531,62 @@ fn regression_remove_stale_removed_a_segment_a_process_maps() {
     drop(seg);
     zerocast_runtime::stat::run(&bus, true).unwrap();
     assert!(!path.exists(), "an unused stale segment was left");
+    bus.remove_segments();
+}
+
+/// After an upgrade, a segment an older build made (another layout) kept
+/// the topic from every process of the new build (their open fails on the
+/// layout), and `stat --remove-stale` could not remove it: it only said it
+/// could not open it, so the file had to be found and deleted by hand. It
+/// now removes one that no process maps, of a layout whose processes lock
+/// what they map (v6 on); one a process maps, or of an older layout, stays.
+#[test]
+fn regression_remove_stale_could_not_remove_a_segment_of_another_layout() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileExt;
+    use zerocast_ipc::layout::{SegmentHeader, FIRST_LOCKED_LAYOUT, LAYOUT_VERSION};
+    let bus = Bus::new(Config {
+        namespace: format!("st{}-layout", std::process::id()),
+        topics: vec![TopicConfig::new("trades", 1 << 20, TopicKind::Trade)],
+    });
+    bus.remove_segments();
+    let path = bus.config().segment_path("trades");
+    let set_version = |v: u32| {
+        drop(bus.segment("trades").unwrap());
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .write_all_at(
+                &v.to_ne_bytes(),
+                std::mem::offset_of!(SegmentHeader, layout_version) as u64,
+            )
+            .unwrap();
+    };
+    set_version(LAYOUT_VERSION + 1);
+    let err = bus.publisher("trades").unwrap_err().to_string();
+    assert!(err.contains("--remove-stale"), "{err}");
+    // A process of that build maps it (holds its lock): kept.
+    let other = std::fs::File::open(&path).unwrap();
+    // SAFETY: flock on a descriptor we own.
+    let locked = unsafe { libc::flock(other.as_raw_fd(), libc::LOCK_SH) };
+    assert_eq!(locked, 0);
+    zerocast_runtime::stat::run(&bus, true).unwrap();
+    assert!(path.exists(), "a segment a process maps was removed");
+    drop(other);
+    zerocast_runtime::stat::run(&bus, true).unwrap();
+    assert!(
+        !path.exists(),
+        "an unused segment of another layout was left"
+    );
+    // The topic is the new build's again.
+    bus.publisher("trades").unwrap();
+    bus.remove_segments();
+    // A layout from before processes locked what they map: never removed.
+    set_version(FIRST_LOCKED_LAYOUT - 1);
+    zerocast_runtime::stat::run(&bus, true).unwrap();
+    assert!(path.exists(), "a segment of an unlocked layout was removed");
+    let err = bus.publisher("trades").unwrap_err().to_string();
+    assert!(err.contains("delete the file"), "{err}");
     bus.remove_segments();
 }
