@@ -103,6 +103,109 @@ fn identity(bus: &Bus, topic: &str, create: bool) -> Result<Option<String>, Stri
     Ok(Some(SegmentIdentity::of(&segment).to_string()))
 }
 
+/// The file in a topic's WAL directory naming the bus segment whose
+/// sequences the log holds (written by the recorder).
+pub const LOG_BINDING_FILE: &str = "bus.segment";
+
+/// Binds the WAL in `wal_dir`, whose last sequence is `last` (`None`: an
+/// empty log), to `segment`, the topic's segment on the bus, before the
+/// recorder writes anything into it: a log counts in the sequences of one
+/// segment, and after a bus reset (the segment removed and created again:
+/// a reboot clears `/dev/shm`, `stat --remove-stale` removes a stopped
+/// bus's) the new segment's sequences restart at 0. A recorder that
+/// resumed after `last` there skipped every frame of the new bus up to
+/// `last` without a word, then went on logging the new bus's frames as if
+/// they followed the old ones.
+///
+/// - the log is bound to this segment: Ok;
+/// - bound to another: an error naming both and how to start over;
+/// - not bound (empty, or written by an older zerocast): a log that holds
+///   sequences the segment has not reached yet (`last` at or past its
+///   head) is of another segment (the same segment's head is past every
+///   sequence logged from it): the same error; otherwise bound now.
+pub fn bind_log(
+    wal_dir: &Path,
+    topic: &str,
+    segment: &zerocast_ipc::Segment,
+    last: Option<u64>,
+) -> Result<(), String> {
+    let now = SegmentIdentity::of(segment).to_string();
+    let file = wal_dir.join(LOG_BINDING_FILE);
+    let recorded = match std::fs::read_to_string(&file) {
+        Ok(s) => Some(s.trim().to_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(format!("{}: {e}", file.display())),
+    };
+    let head = segment.ring().head();
+    let reset = match (&recorded, last) {
+        (Some(r), Some(_)) => *r != now,
+        (None, Some(last)) => last >= head,
+        (_, None) => false,
+    };
+    if !reset {
+        return if recorded.as_deref() == Some(now.as_str()) {
+            Ok(())
+        } else {
+            store(&file, &now)
+        };
+    }
+    let created = |s: &str| s.split('-').next().unwrap_or("?").to_owned();
+    let was = recorded.map_or_else(
+        || "another segment (the log predates this check)".to_owned(),
+        |r| format!("the segment created at {} ns (identity {r})", created(&r)),
+    );
+    Err(format!(
+        "the bus was reset: the log in {} holds topic {topic}'s sequences up to {} of {was}, \
+         but the segment now was created at {} ns (identity {now}) and its sequences \
+         restarted at 0 (next {head}); recording after {} would skip the new bus's frames up \
+         to there and log the rest as if they followed the old ones. Keep the old log under \
+         another WAL root (`mkdir -p {root}.before-reset && mv {} {root}.before-reset/`; \
+         `zerocast replay --wal {root}.before-reset --topic {topic}` reads it there) and \
+         record again: the log starts anew in {}",
+        wal_dir.display(),
+        last.unwrap_or(0),
+        created(&now),
+        last.unwrap_or(0),
+        wal_dir.display(),
+        wal_dir.display(),
+        root = wal_dir.parent().unwrap_or(Path::new(".")).display(),
+    ))
+}
+
+/// Before a reader of the WAL in `wal_dir` goes on from the log's end on
+/// the bus (a resumed follower): an error if the recorder bound the log
+/// to another segment than `topic`'s on the bus now ([`bind_log`]). After
+/// a bus reset the new bus's sequences restart at 0, and a reader that
+/// joined it after the old log's end skipped its frames up to there
+/// without a word. A log not bound (an older zerocast's, or none) is not
+/// checked; nor is an iceoryx2 topic.
+pub fn check_log(bus: &Bus, topic: &str, wal_dir: &Path) -> Result<(), String> {
+    let config = bus.config().topic(topic).map_err(|e| e.to_string())?;
+    if config.transport != Transport::Shm {
+        return Ok(());
+    }
+    let file = wal_dir.join(LOG_BINDING_FILE);
+    let recorded = match std::fs::read_to_string(&file) {
+        Ok(s) => s.trim().to_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("{}: {e}", file.display())),
+    };
+    let segment = bus.segment(topic).map_err(|e| e.to_string())?;
+    let now = SegmentIdentity::of(&segment).to_string();
+    if recorded == now {
+        return Ok(());
+    }
+    Err(format!(
+        "the bus was reset: the log in {} was recorded from topic {topic}'s segment \
+         {recorded} (in {}), but the segment now is {now}, whose sequences restarted at 0; \
+         going on from the log's end on it would skip its frames up to there. Read the old \
+         log to its end with --until, and follow the new bus with a new log (see `zerocast \
+         record`'s error after a reset)",
+        wal_dir.display(),
+        file.display(),
+    ))
+}
+
 /// Whether the WAL in `wal_dir` (one topic's directory) already holds
 /// sequence `seq`: a follower that stops there never joins the bus. False
 /// when it cannot tell (no log, an unreadable or empty newest segment).

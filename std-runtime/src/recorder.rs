@@ -12,7 +12,9 @@ use std::time::Duration;
 use zerocast_core::frame::FrameRef;
 use zerocast_ipc::counters::{self, CounterKind};
 use zerocast_ipc::layout::now_ns;
-use zerocast_ipc::{Bus, Received, RecvError, Start, Subscriber, SubscriberOptions, WaitStrategy};
+use zerocast_ipc::{
+    Bus, Received, RecvError, Start, Subscriber, SubscriberOptions, Transport, WaitStrategy,
+};
 
 use crate::wal::{Recovery, Wal, WalError, WalOptions};
 
@@ -45,6 +47,9 @@ pub enum RecordError {
     Bus(zerocast_ipc::Error),
     /// The WAL refused (e.g. a full disk).
     Wal(WalError),
+    /// The log holds another bus segment's sequences (the bus was reset):
+    /// what happened and how to start over.
+    Reset(String),
 }
 
 impl std::fmt::Display for RecordError {
@@ -52,6 +57,7 @@ impl std::fmt::Display for RecordError {
         match self {
             Self::Bus(e) => write!(f, "{e}"),
             Self::Wal(e) => write!(f, "{e}"),
+            Self::Reset(e) => write!(f, "{e}"),
         }
     }
 }
@@ -81,6 +87,20 @@ pub fn record(
     wal: &mut Wal,
     stop: impl Fn() -> bool,
 ) -> Result<RecorderStats, RecordError> {
+    // The log counts in one bus segment's sequences: after a bus reset it
+    // is refused, before the subscriber's durable hold is placed.
+    // (An iceoryx2 topic has no zerocast segment: nothing to bind.)
+    if bus
+        .config()
+        .topic(topic)
+        .map_err(RecordError::Bus)?
+        .transport
+        == Transport::Shm
+    {
+        let segment = bus.segment(topic).map_err(RecordError::Bus)?;
+        crate::checkpoint_segment::bind_log(wal.dir(), topic, &segment, wal.last_seq())
+            .map_err(RecordError::Reset)?;
+    }
     let start = match wal.last_seq() {
         Some(last) => Start::At(last + 1),
         None => Start::Oldest,

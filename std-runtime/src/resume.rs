@@ -358,7 +358,9 @@ impl Resumable {
                 return self.checkpoint().map_err(|e| e.to_string());
             }
             let wal_progress = self.next > before;
-            // 2. Join the ring at `next`.
+            // 2. Join the ring at `next`: only a ring whose sequences the
+            // log counts in (not one made again by a bus reset).
+            crate::checkpoint_segment::check_log(&self.bus, &self.topic, &self.wal_dir)?;
             let mut sub = self
                 .bus
                 .subscriber(

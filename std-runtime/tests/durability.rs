@@ -612,3 +612,80 @@ fn regression_follow_goes_on_past_a_segment_removed_under_it() {
     bus.remove_segments();
     let _ = std::fs::remove_dir_all(dir.parent().unwrap());
 }
+
+/// After a bus reset (the topic's segment removed and made again: a reboot
+/// clears /dev/shm), whose sequences restart at 0, a recorder restarted on
+/// its log resumed after the log's last sequence on the new segment: it
+/// skipped the new bus's frames up to there without a word ("recorded 0
+/// frames", none lost or missed), then would have logged the rest as if
+/// they followed the old ones; a follower going on from the old log's end
+/// onto the new bus skipped them the same way. Both now refuse, naming the
+/// reset.
+#[test]
+fn regression_a_recorder_skipped_a_reset_bus_silently() {
+    let bus = Bus::new(Config {
+        namespace: format!("dur{}-reset", std::process::id()),
+        topics: vec![TopicConfig::new("trades", 1 << 20, TopicKind::Trade)],
+    });
+    bus.remove_segments();
+    let dir = tempdir("reset");
+    let mut feed = Feed::new(4, 9);
+    // Records what the ring holds, until the recorder has read `n` frames
+    // (or a deadline: the old code never got there after the reset).
+    let record = |n: u64| {
+        let (mut wal, _) = recorder::open_wal(&dir, "trades", WalOptions::default()).unwrap();
+        let seg = bus.segment("trades").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let result = recorder::record(&bus, "trades", &mut wal, || {
+            Instant::now() > deadline
+                || seg.header().subscribers.iter().any(|e| {
+                    // Relaxed: a test poll of the recorder's entry.
+                    e.pid.load(Ordering::Relaxed) != 0 && e.cursor.load(Ordering::Relaxed) >= n
+                })
+        });
+        (result, wal.last_seq())
+    };
+    let mut publisher = shm_publisher(&bus);
+    publish_trades(&mut publisher, &mut feed, 20);
+    let (result, last) = record(20);
+    assert_eq!(result.unwrap().frames, 20);
+    assert_eq!(last, Some(19));
+    drop(publisher);
+    // The reset: a new segment, whose sequences start at 0 again.
+    bus.remove_segments();
+    let mut publisher = shm_publisher(&bus);
+    publish_trades(&mut publisher, &mut feed, 5);
+    let (result, last) = record(5);
+    match result {
+        Err(recorder::RecordError::Reset(why)) => assert!(why.contains("bus was reset"), "{why}"),
+        other => panic!("a recorder went on over a reset bus: {other:?}"),
+    }
+    assert_eq!(last, Some(19), "the old log was written to");
+    // A follower of the old log does not go on onto the new bus.
+    let wal_dir = dir.join("trades");
+    let mut r = Resumable::open(
+        &bus,
+        "trades",
+        &wal_dir,
+        &wal_dir.join("checkpoints"),
+        "t",
+        CheckpointPolicy::default(),
+    )
+    .unwrap();
+    let mut logged = 0;
+    // (The old code waited on the new bus for sequence 20.)
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let result = r.run(
+        |_| {
+            logged += 1;
+            ControlFlow::Continue(())
+        },
+        || Instant::now() > deadline,
+    );
+    assert_eq!(logged, 20, "the old log's frames");
+    let why = result.unwrap_err();
+    assert!(why.contains("bus was reset"), "{why}");
+    drop(publisher);
+    bus.remove_segments();
+    let _ = std::fs::remove_dir_all(&dir);
+}
