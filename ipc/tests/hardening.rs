@@ -44,17 +44,48 @@ fn trade(i: u64) -> TradeEvent {
     }
 }
 
+/// A child process killed (SIGKILL, which ends a stopped one too) and
+/// reaped when dropped, ignoring errors: a failed assertion leaves no child
+/// behind (a parked `child_role` would otherwise run on after the test,
+/// holding the test binary's stderr open). Derefs to the `Child`, so it is
+/// still killed on purpose with `sigkill`; dropped after that, it sends no
+/// signal (`kill` of a reaped child does nothing).
+struct ChildGuard(Child);
+
+impl std::ops::Deref for ChildGuard {
+    type Target = Child;
+
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ChildGuard {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Runs this test binary again as a child playing `role` in `namespace`.
 /// Returns once the child printed its `ready` line.
-fn spawn_role(role: &str, namespace: &str) -> (Child, String) {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_role", "--nocapture", "--test-threads=1"])
-        .env("ZC_ROLE", role)
-        .env("ZC_NS", namespace)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+fn spawn_role(role: &str, namespace: &str) -> (ChildGuard, String) {
+    let mut child = ChildGuard(
+        Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "child_role", "--nocapture", "--test-threads=1"])
+            .env("ZC_ROLE", role)
+            .env("ZC_NS", namespace)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let ready = loop {
         let line = lines
@@ -641,9 +672,10 @@ fn entry_of(seg: &Segment, name: &str) -> usize {
         .unwrap()
 }
 
-/// A live child process (`sleep`) and its owner word.
-fn live_process() -> (Child, u64) {
-    let child = Command::new("sleep").arg("30").spawn().unwrap();
+/// A live child process (`sleep`, killed and reaped when dropped) and its
+/// owner word.
+fn live_process() -> (ChildGuard, u64) {
+    let child = ChildGuard(Command::new("sleep").arg("30").spawn().unwrap());
     let word = layout::owner_of(child.id()).unwrap();
     (child, word)
 }
@@ -1028,7 +1060,7 @@ fn regression_a_durable_name_wait_does_not_block_other_names() {
         .unwrap();
     std::mem::forget(first);
     // A live process has taken the entry (as a slow reaper would).
-    let mut taker = Command::new("sleep").arg("30").spawn().unwrap();
+    let mut taker = ChildGuard(Command::new("sleep").arg("30").spawn().unwrap());
     let deadline = Instant::now() + Duration::from_secs(5);
     let word = loop {
         if let Some(w) = layout::owner_of(taker.id()) {

@@ -3,7 +3,7 @@
 //! lost or missing sequences recorded as such.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
@@ -14,6 +14,10 @@ use zerocast_runtime::resume::Event;
 
 const BIN: &str = env!("CARGO_BIN_EXE_zerocast");
 const TOPIC: &str = "trades";
+
+#[path = "support/guard.rs"]
+mod guard;
+use guard::ChildGuard;
 
 /// A namespace of its own with one trade topic of `size` bytes, and a
 /// scratch directory; both removed on drop.
@@ -53,14 +57,17 @@ impl Ns {
         c
     }
 
-    /// Spawns `zerocast args` with stdout discarded and stderr to `log`.
-    fn spawn(&self, args: &[&str], log: &str) -> Child {
+    /// Spawns `zerocast args` with stdout discarded and stderr to `log`
+    /// (killed and reaped when the guard drops: a failed assertion leaves
+    /// no process).
+    fn spawn(&self, args: &[&str], log: &str) -> ChildGuard {
         let file = std::fs::File::create(self.path(log)).unwrap();
         self.cmd(args)
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
             .expect("spawn zerocast")
+            .into()
     }
 
     /// Runs `zerocast args` to completion (60 s at most).
@@ -115,8 +122,9 @@ impl Drop for Ns {
 
 /// Waits for `child` up to `limit`, draining its pipes; kills it and fails
 /// the test if it hangs.
-fn wait_bounded(mut child: Child, limit: Duration, what: &str) -> Output {
+fn wait_bounded(child: impl Into<ChildGuard>, limit: Duration, what: &str) -> Output {
     use std::io::Read;
+    let mut child = child.into();
     fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
         std::thread::spawn(move || {
             let mut buf = Vec::new();
@@ -552,13 +560,14 @@ fn regression_sqlite_commit_rides_out_a_moment_of_full_disk() {
             assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
         }
         let log = ns.path("full.log");
-        let mut child = ns
+        let mut child: ChildGuard = ns
             .cmd(&["batch", "--topic", TOPIC, "--sink", &sink, "--until", "999"])
             .env("ZEROCAST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
-            .unwrap();
+            .unwrap()
+            .into();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if ns.log("full.log").contains("retrying") {
@@ -809,7 +818,7 @@ fn a_lock_held_for_a_moment_by_another_connection_is_waited_out() {
     let holder = Connection::open(&db).unwrap();
     holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
     let log = ns.path("brief.log");
-    let child = ns
+    let child: ChildGuard = ns
         .cmd(&[
             "batch",
             "--topic",
@@ -825,7 +834,8 @@ fn a_lock_held_for_a_moment_by_another_connection_is_waited_out() {
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
-        .unwrap();
+        .unwrap()
+        .into();
     // "batching" is logged once the sink is open, right before the first
     // commit (25 frames are waiting), which then waits on the holder's
     // lock; the holder keeps it a while (well inside the busy timeout), so

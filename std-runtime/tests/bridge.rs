@@ -1294,13 +1294,14 @@ fn regression_live_messages_queued_during_a_slow_query_stay_bounded() {
 }
 
 /// Waits (at most 10 s) for `child` to exit; its status and stderr.
-fn wait_exit(mut child: Child) -> (std::process::ExitStatus, String) {
+fn wait_exit(mut child: Proc) -> (std::process::ExitStatus, String) {
     use std::io::Read;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = child.0.try_wait().unwrap() {
             let mut err = String::new();
             child
+                .0
                 .stderr
                 .take()
                 .unwrap()
@@ -1309,8 +1310,8 @@ fn wait_exit(mut child: Child) -> (std::process::ExitStatus, String) {
             return (status, err);
         }
         if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
+            let _ = child.0.kill();
+            let _ = child.0.wait();
             panic!(
                 "the importer still runs 10 s after the origin was recreated: it went on silently"
             );
@@ -1343,18 +1344,21 @@ fn regression_recreated_origin_is_never_skipped_silently() {
         "--query-timeout-ms",
         "300",
     ];
+    // Killed and reaped however the test ends (a `Proc`).
     let importer = |far: &Side| {
-        Command::new(BIN)
-            .env_remove("ZEROCAST_NAMESPACE")
-            .env("ZEROCAST_LOG", "warn,zenoh=error")
-            .args(["--namespace", &far.ns, "--config"])
-            .arg(&far.config)
-            .arg("bridge")
-            .args(import_args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+        Proc(
+            Command::new(BIN)
+                .env_remove("ZEROCAST_NAMESPACE")
+                .env("ZEROCAST_LOG", "warn,zenoh=error")
+                .args(["--namespace", &far.ns, "--config"])
+                .arg(&far.config)
+                .arg("bridge")
+                .args(import_args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        )
     };
     let export = origin.bridge(&export_args);
     let import = importer(&far);
@@ -1397,9 +1401,11 @@ fn regression_recreated_origin_is_never_skipped_silently() {
     far.bus.remove_segments();
     let mut import = importer(&far);
     far.wait_head(5);
-    assert!(import.try_wait().unwrap().is_none(), "the importer stopped");
-    let _ = import.kill();
-    let _ = import.wait();
+    assert!(
+        import.0.try_wait().unwrap().is_none(),
+        "the importer stopped"
+    );
+    drop(import);
     for (seq, g) in read_all(&far, 5).iter().enumerate() {
         match g {
             Got::Frame(bytes) => check_frame(seq as u64, bytes),

@@ -23,6 +23,10 @@ use serde_json::Value;
 const BIN: &str = env!("CARGO_BIN_EXE_zerocast");
 const TOPIC: &str = "trade_events";
 
+#[path = "support/guard.rs"]
+mod guard;
+use guard::ChildGuard;
+
 /// xorshift64: deterministic "random" kill points, seeded per run and printed
 /// so that a failing run can be repeated (`ZEROCAST_CHAOS_SEED`).
 struct Rng(u64);
@@ -91,8 +95,9 @@ impl Chaos {
     }
 
     /// Spawns `zerocast args`, stdout discarded, stderr to a log file whose
-    /// path is returned with the child.
-    fn spawn_quiet(&self, args: &[&str]) -> (Child, PathBuf) {
+    /// path is returned with the child (killed and reaped when its guard
+    /// drops: a failed assertion leaves no process).
+    fn spawn_quiet(&self, args: &[&str]) -> (ChildGuard, PathBuf) {
         let n = self.spawned.get() + 1;
         self.spawned.set(n);
         let log = self.logs.join(format!("{n:04}-{}.log", args[0]));
@@ -103,14 +108,14 @@ impl Chaos {
             .stderr(file)
             .spawn()
             .expect("spawn zerocast");
-        (child, log)
+        (child.into(), log)
     }
 
     fn wal_s(&self) -> String {
         self.wal.to_str().unwrap().to_owned()
     }
 
-    fn recorder(&self) -> (Child, PathBuf) {
+    fn recorder(&self) -> (ChildGuard, PathBuf) {
         // Small segments: the log rotates many times during the run, and a
         // restarted recorder scans little of a preallocated segment.
         self.spawn_quiet(&[
@@ -126,7 +131,7 @@ impl Chaos {
         ])
     }
 
-    fn follower(&self, until: Option<u64>) -> (Child, PathBuf) {
+    fn follower(&self, until: Option<u64>) -> (ChildGuard, PathBuf) {
         let wal = self.wal_s();
         let out = self.out.to_str().unwrap().to_owned();
         let until = until.map(|u| u.to_string());
@@ -151,7 +156,7 @@ impl Chaos {
         self.spawn_quiet(&args)
     }
 
-    fn publisher(&self, count: u64) -> (Child, PathBuf) {
+    fn publisher(&self, count: u64) -> (ChildGuard, PathBuf) {
         self.spawn_quiet(&[
             "pub",
             "--topic",
@@ -165,7 +170,7 @@ impl Chaos {
         ])
     }
 
-    fn gating_sub(&self) -> (Child, PathBuf) {
+    fn gating_sub(&self) -> (ChildGuard, PathBuf) {
         self.spawn_quiet(&[
             "sub", "--topic", TOPIC, "--gating", "--from", "newest", "--json",
         ])
@@ -224,7 +229,7 @@ fn kill(child: &mut Child) {
 }
 
 /// SIGTERM, then waits up to 30 s for a clean exit.
-fn terminate(child: Child, what: &str) -> std::process::Output {
+fn terminate(child: ChildGuard, what: &str) -> std::process::Output {
     // SAFETY: a signal to our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     wait_bounded(child, Duration::from_secs(30), what)
@@ -233,8 +238,9 @@ fn terminate(child: Child, what: &str) -> std::process::Output {
 /// Waits for `child` up to `limit`; kills it and fails the test if it hangs.
 /// Piped output is drained by threads meanwhile, so a chatty child cannot
 /// block on a full pipe.
-fn wait_bounded(mut child: Child, limit: Duration, what: &str) -> std::process::Output {
+fn wait_bounded(child: impl Into<ChildGuard>, limit: Duration, what: &str) -> std::process::Output {
     use std::io::Read;
+    let mut child = child.into();
     fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
         std::thread::spawn(move || {
             let mut buf = Vec::new();
@@ -279,14 +285,15 @@ fn chaos_sigkill_publishers_recorder_follower_and_gating_subscribers_loses_nothi
     // A witness that is never killed: a plain (non-gating) subscriber from
     // sequence 0 (if it starts late, its first receive is an exact Lagged),
     // its JSON lines collected by a thread.
-    let mut witness = chaos
+    let mut witness: ChildGuard = chaos
         .cmd(&[
             "sub", "--topic", TOPIC, "--from", "0", "--json", "--name", "witness",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+        .into();
     let lines = Arc::new(Mutex::new(Vec::<Value>::new()));
     let reader = {
         let lines = lines.clone();

@@ -11,6 +11,10 @@ use zerocast_runtime::wal::{list_segments, FsyncPolicy, Wal, WalOptions};
 
 const BIN: &str = env!("CARGO_BIN_EXE_zerocast");
 
+#[path = "support/guard.rs"]
+mod guard;
+use guard::ChildGuard;
+
 /// A unique namespace and WAL root per test, removed at the end.
 struct Ns {
     name: String,
@@ -35,7 +39,7 @@ impl Ns {
         c
     }
 
-    fn spawn(&self, args: &[&str]) -> Child {
+    fn spawn(&self, args: &[&str]) -> ChildGuard {
         spawn(self.cmd(args))
     }
 
@@ -63,16 +67,20 @@ impl Drop for Ns {
     }
 }
 
-fn spawn(mut c: Command) -> Child {
+/// Spawns `c` with piped stdout and stderr; the child is killed and reaped
+/// when the returned guard drops (a failed assertion leaves no process).
+fn spawn(mut c: Command) -> ChildGuard {
     c.stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn zerocast")
+        .into()
 }
 
 /// Waits for `child` for at most 20 s; a child still running then is
 /// killed and the test fails (a hang is a bug here).
-fn finish(mut child: Child, what: &[&str]) -> Output {
+fn finish(child: impl Into<ChildGuard>, what: &[&str]) -> Output {
+    let mut child = child.into();
     let deadline = Instant::now() + Duration::from_secs(20);
     while child.try_wait().unwrap().is_none() {
         if Instant::now() > deadline {
@@ -1604,7 +1612,7 @@ fn regression_follow_refuses_a_checkpoint_of_a_reset_bus() {
 #[test]
 fn regression_demo_error_after_children_started_stops_them() {
     let ns = Ns::new("demo-fail");
-    let holders: Vec<Child> = (0..10)
+    let holders: Vec<ChildGuard> = (0..10)
         .map(|i| {
             ns.spawn(&[
                 "pub",

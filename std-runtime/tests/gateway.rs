@@ -17,6 +17,10 @@ use zerocast_core::frame::{
 use zerocast_ipc::{Bus, Config, TopicConfig, TopicKind};
 use zerocast_runtime::gateway::{auth, Gateway, GatewayOptions};
 
+#[path = "support/guard.rs"]
+mod guard;
+use guard::ChildGuard;
+
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// How long a wait that ends on its event (a message, a close, a thread
@@ -626,13 +630,15 @@ async fn the_gateway_command_serves_the_page_and_healthz_and_stops_on_sigterm() 
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
     let ns = format!("gwcmd{}", std::process::id());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_zerocast"))
+    // Killed and reaped however the test ends (it serves until stopped).
+    let mut child: ChildGuard = Command::new(env!("CARGO_BIN_EXE_zerocast"))
         .env_remove("ZEROCAST_NAMESPACE")
         .env("ZEROCAST_LOG", "warn")
         .args(["--namespace", &ns, "gateway", "--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+        .into();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)

@@ -4,12 +4,16 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_zerocast");
+
+#[path = "support/guard.rs"]
+mod guard;
+use guard::ChildGuard;
 
 /// A unique namespace per test, with its segments removed at the end.
 struct Ns {
@@ -59,12 +63,15 @@ impl Ns {
         self.cmd(args).output().expect("run zerocast")
     }
 
-    fn spawn(&self, args: &[&str]) -> Child {
+    /// The child is killed and reaped when the guard drops (a failed
+    /// assertion leaves no process).
+    fn spawn(&self, args: &[&str]) -> ChildGuard {
         self.cmd(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn zerocast")
+            .into()
     }
 
     fn segment(&self, topic: &str) -> PathBuf {
@@ -123,7 +130,7 @@ fn json_lines(out: &[u8]) -> Vec<Value> {
         .collect()
 }
 
-fn wait_output(child: Child) -> Output {
+fn wait_output(child: ChildGuard) -> Output {
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
@@ -139,7 +146,7 @@ fn every_sequence_arrives_once_in_order_with_intact_payloads_in_several_processe
     let ns = Ns::new("fanout");
     let n = 5000u64;
     let count = n.to_string();
-    let subs: Vec<Child> = (0..3)
+    let subs: Vec<ChildGuard> = (0..3)
         .map(|i| {
             let wait = ["block", "yield", "spin"][i];
             ns.spawn(&[
@@ -791,15 +798,8 @@ fn in_new_pid_namespace(ns: &Ns, args: &[&str]) -> Option<Output> {
 #[test]
 fn regression_a_publisher_in_another_pid_namespace_took_over_a_live_one() {
     let ns = Ns::with_topic("pidns", "producers = \"single\"\n");
-    /// Killed however the test ends (it publishes until stopped).
-    struct Live(Child);
-    impl Drop for Live {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut live = Live(ns.spawn(&["pub", "--topic", "trade_events", "--rate", "2000"]));
+    // Killed however the test ends (it publishes until stopped).
+    let mut live = ns.spawn(&["pub", "--topic", "trade_events", "--rate", "2000"]);
     let deadline = Instant::now() + Duration::from_secs(20);
     while !String::from_utf8_lossy(&ns.run(&["stat"]).stdout).contains("publisher 0: pid") {
         assert!(Instant::now() < deadline, "the publisher never registered");
@@ -823,9 +823,9 @@ fn regression_a_publisher_in_another_pid_namespace_took_over_a_live_one() {
         "{text}"
     );
     assert!(ns.segment("trade_events").exists(), "removed: {text}");
-    if let Some(status) = live.0.try_wait().unwrap() {
+    if let Some(status) = live.try_wait().unwrap() {
         let mut err = String::new();
-        std::io::Read::read_to_string(live.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+        std::io::Read::read_to_string(live.stderr.as_mut().unwrap(), &mut err).unwrap();
         panic!("the live publisher stopped ({status}): {err}");
     }
     // Gone (SIGKILL: the kernel drops its lock): the other namespace takes

@@ -7,6 +7,10 @@ use zerocast_ipc::{Bus, Config};
 
 const BIN: &str = env!("CARGO_BIN_EXE_zerocast");
 
+#[path = "support/guard.rs"]
+mod guard;
+use guard::ChildGuard;
+
 /// Regression: `zerocast pub` never looked at the signal flag, so SIGINT and
 /// SIGTERM did nothing and only SIGKILL stopped it. It now stops within
 /// about one frame, prints its summary and exits 0, like `sub`, `record`
@@ -20,7 +24,8 @@ fn regression_pub_stops_on_sigint_and_sigterm() {
             ..Config::default_topics()
         });
         bus.remove_segments();
-        let mut child = Command::new(BIN)
+        // Killed and reaped however the test ends (it publishes until stopped).
+        let mut child: ChildGuard = Command::new(BIN)
             .env_remove("ZEROCAST_NAMESPACE")
             .env("ZEROCAST_LOG", "warn")
             .args(["--namespace", &namespace, "pub", "--topic", "trade_events"])
@@ -28,7 +33,8 @@ fn regression_pub_stops_on_sigint_and_sigterm() {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap();
+            .unwrap()
+            .into();
         // Wait until it publishes, so the signal lands inside the loop.
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
