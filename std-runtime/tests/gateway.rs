@@ -1741,3 +1741,63 @@ async fn regression_a_client_upgraded_during_a_stop_gets_its_close() {
         "{m:?}"
     );
 }
+
+/// A client's `from` counts in one bus segment, and after a bus reset (the
+/// segment made again, as after a reboot) the sequences restart at 0: a
+/// client that reconnected with the `from` of the old bus was served from
+/// that sequence of the new one, its frames before it skipped without a
+/// word (on a private topic a `from` past the head was even clamped to
+/// it). The `subscribed` reply now names each topic's segment, and a
+/// resume that passes back another segment is refused as a reset, on
+/// private topics too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_resume_from_another_bus_was_served_from_this_one() {
+    let secret = b"test-secret".to_vec();
+    let gw = start(
+        "reset",
+        1 << 20,
+        GatewayOptions {
+            secret: Some(secret.clone()),
+            ..Default::default()
+        },
+    );
+    let mut p = gw.bus.publisher("trade_events").unwrap();
+    let mut seqs = Vec::new();
+    for n in 0..10 {
+        seqs.push(p.publish(&trade("AAA", n)).unwrap());
+    }
+    let segment = gw.bus.segment("trade_events").unwrap();
+    let now = zerocast_runtime::checkpoint_segment::SegmentIdentity::of(&segment).to_string();
+    let mut ws = connect(gw.addr).await;
+    let m = subscribed(&mut ws, json!({"op":"subscribe","topics":["trade_events"]})).await;
+    let reply = m.iter().find(|v| v["type"] == "subscribed").unwrap();
+    assert_eq!(reply["bus"]["trade_events"], now.as_str(), "{m:?}");
+    // A client of the bus before a reset: its `from` is refused.
+    let mut ws = connect(gw.addr).await;
+    let token = auth::sign(&secret, &["user-a"], auth::now_secs() + 60);
+    send(&mut ws, json!({"op":"auth","token":token})).await;
+    let was = "1-0000000000000001";
+    for topic in ["trade_events", "account_events"] {
+        let m = subscribed(
+            &mut ws,
+            json!({"op":"subscribe","topics":[topic],"from":seqs[5],"bus":{topic: was}}),
+        )
+        .await;
+        let err = m.iter().find(|v| v["type"] == "error");
+        assert!(
+            err.is_some_and(
+                |e| e["error"].as_str().unwrap().contains("the bus was reset")
+                    && e["reset"]["topic"] == topic
+            ),
+            "{topic}: {m:?}"
+        );
+    }
+    // The same bus's segment passed back resumes as before.
+    send(
+        &mut ws,
+        json!({"op":"subscribe","topics":["trade_events"],"from":seqs[5],"bus":{"trade_events": now}}),
+    )
+    .await;
+    let m = collect(&mut ws, |m| data(m).len() >= 5).await;
+    assert_eq!(data(&m)[0]["seq"], seqs[5], "{m:?}");
+}

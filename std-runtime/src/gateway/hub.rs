@@ -46,6 +46,10 @@ pub struct Topic {
     /// The next sequence the gateway's reader will read: no resume can
     /// start later than this.
     pub head: AtomicU64,
+    /// The identity of the topic's bus segment, which its sequences count
+    /// in ([`SegmentIdentity`](crate::checkpoint_segment::SegmentIdentity));
+    /// `None` for an iceoryx2 topic.
+    pub bus: Option<Arc<str>>,
 }
 
 /// Shared gateway state.
@@ -113,7 +117,18 @@ impl Hub {
             .iter()
             .map(|t| {
                 let cfg = bus.config().topic(t).map_err(|e| e.to_string())?;
+                // The segment the readers will map for the gateway's life
+                // (made now if there is none yet).
+                let id = match cfg.transport {
+                    zerocast_ipc::Transport::Shm => {
+                        let segment = bus.segment(t).map_err(|e| e.to_string())?;
+                        let id = crate::checkpoint_segment::SegmentIdentity::of(&segment);
+                        Some(Arc::from(id.to_string()))
+                    }
+                    _ => None,
+                };
                 Ok(Topic {
+                    bus: id,
                     name: Arc::from(t.as_str()),
                     private: cfg.kind == TopicKind::Account,
                     books: cfg.kind == TopicKind::L2,

@@ -2,10 +2,17 @@
 //!
 //! Requests (one JSON object per text message):
 //! `{"op":"auth","token":T}` (first message only, within 5 s),
-//! `{"op":"subscribe","topics":[..],"instruments":[..],"from":SEQ}`
-//! (`instruments` and `from` optional), `{"op":"unsubscribe","topics":[..]}`.
+//! `{"op":"subscribe","topics":[..],"instruments":[..],"from":SEQ,"bus":{TOPIC:ID}}`
+//! (`instruments`, `from` and `bus` optional), `{"op":"unsubscribe","topics":[..]}`.
+//!
+//! A sequence counts in one bus segment: after a bus reset (the segment
+//! made again, as after a reboot) sequences restart at 0. The `subscribed`
+//! reply names each topic's segment (`"bus":{TOPIC:ID}`); a client that
+//! resumes (`from`) passes back what it was told, and a subscription whose
+//! segment is no longer that one is refused ([`reset_error`]) instead of
+//! resuming at a sequence of another bus.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::{json, Value};
 
@@ -27,6 +34,9 @@ pub enum Request {
         instruments: Option<HashSet<String>>,
         /// Resume from this sequence.
         from: Option<u64>,
+        /// The bus segment (per topic) the client's `from` counts in, as
+        /// a `subscribed` reply named it.
+        bus: Option<HashMap<String, String>>,
     },
     /// Unsubscribe from topics.
     Unsubscribe(Vec<String>),
@@ -35,6 +45,22 @@ pub enum Request {
 /// An error message: `{"type":"error","op":OP,"error":TEXT}`.
 pub fn error(op: &str, text: &str) -> String {
     json!({"type": "error", "op": op, "error": text}).to_string()
+}
+
+/// The refusal of a resume of `topic` whose `from` counts in segment
+/// `was` while the bus now has segment `now` (a bus reset):
+/// `{"type":"error","op":"subscribe","error":TEXT,"reset":{"topic":T,"bus":NOW}}`,
+/// so that a client can tell it from other errors and start over.
+pub fn reset_error(topic: &str, was: &str, now: &str) -> String {
+    json!({
+        "type": "error",
+        "op": "subscribe",
+        "error": format!(
+            "the bus was reset: \"from\" counts in segment {was} of \"{topic}\", and the bus now has segment {now}, whose sequences restarted at 0; resuming would skip or mix them. Subscribe again without \"from\" (live), or with \"from\":0 and \"bus\":{{\"{topic}\":\"{now}\"}} to read the new bus from its start"
+        ),
+        "reset": {"topic": topic, "bus": now},
+    })
+    .to_string()
 }
 
 fn strings(v: &Value, field: &str) -> Result<Option<Vec<String>>, String> {
@@ -104,10 +130,30 @@ pub fn parse(text: &str) -> Result<Request, (String, String)> {
                     ))
                 })?),
             };
+            let bus = match v.get("bus") {
+                None | Some(Value::Null) => None,
+                Some(Value::Object(m)) => Some(
+                    m.iter()
+                        .map(|(t, id)| {
+                            id.as_str().map(|id| (t.clone(), id.to_owned())).ok_or_else(|| {
+                                bad(format!(
+                                    "\"bus\" must map topics to the segment ids a \"subscribed\" reply named, found {id} for \"{t}\""
+                                ))
+                            })
+                        })
+                        .collect::<Result<HashMap<_, _>, _>>()?,
+                ),
+                Some(x) => {
+                    return Err(bad(format!(
+                        "\"bus\" must be an object of topic: segment id (as a \"subscribed\" reply named them), found {x}"
+                    )))
+                }
+            };
             Ok(Request::Subscribe {
                 topics,
                 instruments,
                 from,
+                bus,
             })
         }
         other => Err(bad(format!(
@@ -127,9 +173,27 @@ mod tests {
             Request::Subscribe {
                 topics: vec!["t".into()],
                 instruments: None,
-                from: Some(3)
+                from: Some(3),
+                bus: None,
             }
         );
+        assert_eq!(
+            parse(r#"{"op":"subscribe","topics":["t"],"from":3,"bus":{"t":"1-a"}}"#).unwrap(),
+            Request::Subscribe {
+                topics: vec!["t".into()],
+                instruments: None,
+                from: Some(3),
+                bus: Some(HashMap::from([("t".into(), "1-a".into())])),
+            }
+        );
+        assert!(parse(r#"{"op":"subscribe","topics":["t"],"bus":"1-a"}"#)
+            .unwrap_err()
+            .1
+            .contains("\"bus\" must be an object"));
+        assert!(parse(r#"{"op":"subscribe","topics":["t"],"bus":{"t":1}}"#)
+            .unwrap_err()
+            .1
+            .contains("found 1 for \"t\""));
         assert!(parse("{").unwrap_err().1.contains("bad JSON"));
         assert!(parse(r#"{"op":"x"}"#)
             .unwrap_err()

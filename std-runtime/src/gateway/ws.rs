@@ -212,6 +212,7 @@ fn handle(
             topics,
             instruments,
             from,
+            bus,
         } => {
             let hub = &shared.hub;
             let mut found = Vec::new();
@@ -231,6 +232,16 @@ fn handle(
                         "subscribe",
                         &format!("topic \"{t}\" is private: authenticate first ({{\"op\":\"auth\",\"token\":...}} as the first message)"),
                     ));
+                }
+                // A `from` of another bus segment (a reset since the
+                // client was told the segment): refused, never resumed at
+                // (private topics too: that tells only of the reset).
+                if let (Some(_), Some(now), Some(was)) =
+                    (from, &topic.bus, bus.as_ref().and_then(|b| b.get(t)))
+                {
+                    if **was != **now {
+                        return Err(protocol::reset_error(t, was, now));
+                    }
                 }
                 // Relaxed: a bound read once; see `Topic::head`.
                 let head = topic.head.load(Ordering::Relaxed);
@@ -271,7 +282,12 @@ fn handle(
                 ));
             }
             // The reply is queued with the subscriptions, before their data.
-            let reply = json!({"type": "subscribed", "topics": topics}).to_string();
+            // Each topic's segment, for a later resume to pass back.
+            let ids: Map<String, Value> = found
+                .iter()
+                .filter_map(|(t, _)| Some((t.name.to_string(), json!(&**t.bus.as_ref()?))))
+                .collect();
+            let reply = json!({"type": "subscribed", "topics": topics, "bus": ids}).to_string();
             hub.subscribe(client, &found, instruments, reply);
             Ok(())
         }

@@ -1,6 +1,7 @@
 // Loads the gateway's live page in a real browser and checks what it shows:
 // trades and a book appear and change, the topics table agrees with the
-// tape, and after the feed is paused the page shows a gap. Saves a screenshot. Run by .ci/browser, which starts the
+// tape, after the feed is paused the page shows a gap, and a resume from
+// another bus (a reset) is refused and the page follows the bus live. Saves a screenshot. Run by .ci/browser, which starts the
 // gateway and the feed and passes:
 //   GATEWAY_URL   the page, e.g. http://127.0.0.1:8080/
 //   FEED_PIDS     space-separated pids of the publishers to pause (SIGSTOP)
@@ -59,7 +60,20 @@ try {
   await page.waitForFunction(() => document.querySelector("#state").className === "gap", null, { timeout: 10000 })
     .catch(() => fail("no gap shown 10 s after the feed was paused"));
   for (const pid of (process.env.FEED_PIDS || "").split(" ").filter(Boolean)) process.kill(Number(pid), "SIGCONT");
-  console.log("browser test: ok (trades and book live and changing; topics table consistent with the tape; gap shown after the pause)");
+  // A reconnect whose resume counts in another bus (as after a bus reset:
+  // the page remembers the segment the gateway named, here forged): the
+  // gateway refuses it, and the page says so and follows the bus live.
+  const named = await page.evaluate(() => busIds.trade_events);
+  if (!/^\d+-[0-9a-f]{16}$/.test(named || "")) fail("the page kept no bus segment for trade_events: " + named);
+  await page.evaluate(() => { busIds.trade_events = "1-0000000000000001"; ws.close(); });
+  await page.waitForFunction(() => document.querySelector("#gaps").textContent.includes("the bus was reset"), null, { timeout: 10000 })
+    .catch(() => fail("no reset shown after a resume from another bus"));
+  const afterReset = await firstTrade();
+  await page.waitForFunction((t) => document.querySelector("#trades tr td").textContent !== t, afterReset, { timeout: 10000 })
+    .catch(() => fail("trades did not flow again after the reset"));
+  const again = await page.evaluate(() => busIds.trade_events);
+  if (again !== named) fail("after the reset the page kept segment " + again + ", the gateway's is " + named);
+  console.log("browser test: ok (trades and book live and changing; topics table consistent with the tape; gap shown after the pause; a resume from another bus refused and followed live)");
 } finally {
   await browser.close();
 }
