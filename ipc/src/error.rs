@@ -5,7 +5,12 @@ use std::path::PathBuf;
 use zerocast_core::broadcast::{GatingTableFull, LayoutError, PublishError};
 
 /// Everything that can go wrong attaching to or using a topic.
+///
+/// Non-exhaustive: a later version may add variants (a new check names a
+/// new problem) without breaking a caller's `match`, which needs a
+/// wildcard arm.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Error {
     /// A system call on a segment file failed.
     Io {
