@@ -603,11 +603,13 @@ mod tests {
         };
         // Wait until the opener holds a descriptor of the file (it then
         // waits for the lock): two in this process name it.
+        // The links name the file by its real path.
+        let real = std::fs::canonicalize(&path).unwrap();
         let named = || {
             std::fs::read_dir("/proc/self/fd")
                 .unwrap()
                 .flatten()
-                .filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l == path))
+                .filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l == real))
                 .count()
         };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

@@ -327,7 +327,7 @@ impl std::fmt::Display for Error {
                     path.display()
                 )?;
                 if *found_version >= crate::layout::FIRST_LOCKED_LAYOUT {
-                    write!(f, "`zerocast stat --remove-stale` removes it once no process maps it (its frames go with it)")
+                    write!(f, "`zerocast stat --remove-other-layouts` removes it once no process maps it (its frames go with it)")
                 } else {
                     write!(f, "delete the file (a build of a layout before v{} does not lock the segments it maps, so no tool can tell whether one still uses it)", crate::layout::FIRST_LOCKED_LAYOUT)
                 }

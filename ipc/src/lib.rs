@@ -191,8 +191,12 @@ impl Bus {
     }
 
     /// Removes every configured topic's segment file and ack channel, and
-    /// the namespace's counters file ([`counters`]), those that exist.
-    /// Processes still mapping them keep working; new openers get new ones.
+    /// the namespace's counters file ([`counters`]), those that exist,
+    /// unconditionally: for tests and benchmarks that own their namespace.
+    /// A process still mapping one goes on with a file nobody else can
+    /// open (what it publishes reaches nobody), and new openers get new
+    /// ones; to remove a topic's files only while no process maps them, use
+    /// [`segment::remove_unused`] (as `zerocast stat --remove-stale` does).
     pub fn remove_segments(&self) -> Vec<std::path::PathBuf> {
         let mut removed = Vec::new();
         for t in &self.config.topics {

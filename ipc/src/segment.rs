@@ -885,6 +885,15 @@ impl Segment {
         }))
     }
 
+    /// The (device, inode) of the segment's file: what
+    /// [`remove_unused`] checks the name still holds before it removes it.
+    pub fn file_id(&self) -> (u64, u64) {
+        use std::os::unix::fs::MetadataExt as _;
+        // The descriptor is ours and open: fstat fails only on a broken
+        // kernel; (0, 0) then matches no file.
+        self._lock.metadata().map_or((0, 0), |m| (m.dev(), m.ino()))
+    }
+
     /// The topic's producer mode, as its header records it.
     pub fn producers(&self) -> Producers {
         if self.ring.single_producer().is_some() {

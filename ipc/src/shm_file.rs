@@ -67,16 +67,31 @@ pub(crate) fn still_linked(file: &File, path: &Path) -> bool {
 /// Whether a process maps the shared file at `path` (holds its lock): an
 /// exclusive try, let go at once. `NotFound` if there is none.
 pub fn in_use(path: &Path) -> std::io::Result<bool> {
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)?;
+    let file = open_to_lock(path)?;
     match flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
         // The lock goes with the descriptor, at once.
         Ok(()) => Ok(false),
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(true),
         Err(e) => Err(e),
     }
+}
+
+/// Opens `path` for its lock only: no link followed, never blocking (a
+/// FIFO put under the name would block a plain open), and only a regular
+/// file (anything else is `InvalidInput`, naming what it is).
+fn open_to_lock(path: &Path) -> std::io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    let kind = file.metadata()?.file_type();
+    if !kind.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("not a regular file ({kind:?}): not a zerocast file"),
+        ));
+    }
+    Ok(file)
 }
 
 /// What [`remove_unused`] did.
@@ -98,19 +113,18 @@ pub enum Removal {
 /// name exists to its unmapping; the kernel drops a dead process's), and
 /// all are unlinked while those locks are held. A process that opened one
 /// by name before and locks it after finds it unlinked and opens the name
-/// again ([`still_linked`]), so nobody is left publishing into, or
+/// again (it checks, once it holds the lock, that the name still names its file), so nobody is left publishing into, or
 /// reading, a file that has no name. Files after the first that do not
 /// exist are skipped. The caller must not map any of them itself (its own
 /// lock would make them in use).
-pub fn remove_unused(paths: &[&Path]) -> Result<Removal> {
+///
+/// `first_is`: the (device, inode) of the file the caller judged
+/// ([`Segment::file_id`](crate::Segment::file_id)); a different file under
+/// the first name (replaced since) is [`Removal::Gone`], never removed.
+pub fn remove_unused(paths: &[&Path], first_is: Option<(u64, u64)>) -> Result<Removal> {
     let mut held = Vec::with_capacity(paths.len());
     for (i, path) in paths.iter().enumerate() {
-        // Read-only, no link followed: the lock needs a descriptor only.
-        let file = match OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)
-        {
+        let file = match open_to_lock(path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 if i == 0 {
@@ -130,6 +144,14 @@ pub fn remove_unused(paths: &[&Path]) -> Result<Removal> {
                 return Ok(Removal::Gone);
             }
             continue;
+        }
+        if i == 0 && first_is.is_some() {
+            let m = file
+                .metadata()
+                .map_err(io(path, "stat the file to remove it"))?;
+            if first_is != Some((m.dev(), m.ino())) {
+                return Ok(Removal::Gone);
+            }
         }
         held.push((path, file));
     }

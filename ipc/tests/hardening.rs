@@ -1504,9 +1504,11 @@ fn regression_an_opener_kept_a_segment_removed_before_its_lock() {
 
 /// Descriptors of this process that name `path`.
 fn open_descriptors_of(path: &Path) -> usize {
+    // The links name the file by its real path.
+    let real = std::fs::canonicalize(path).unwrap();
     std::fs::read_dir("/proc/self/fd")
         .unwrap()
         .flatten()
-        .filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l == path))
+        .filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l == real))
         .count()
 }

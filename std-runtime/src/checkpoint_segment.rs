@@ -121,8 +121,13 @@ pub const LOG_BINDING_FILE: &str = "bus.segment";
 /// - bound to another: an error naming both and how to start over;
 /// - not bound (empty, or written by an older zerocast): a log that holds
 ///   sequences the segment has not reached yet (`last` at or past its
-///   head) is of another segment (the same segment's head is past every
-///   sequence logged from it): the same error; otherwise bound now.
+///   head: the same segment's head is past every sequence logged from it),
+///   or whose last record was written before the segment was created (the
+///   same segment was created before any frame was read from it), is of
+///   another segment: the same error; otherwise bound now. (A wall clock
+///   stepped back by more than the time between the segment's creation
+///   and the log's last record makes the second check refuse a log of the
+///   same segment: a refusal that says how to go on, never a skip.)
 pub fn bind_log(
     wal_dir: &Path,
     topic: &str,
@@ -139,7 +144,7 @@ pub fn bind_log(
     let head = segment.ring().head();
     let reset = match (&recorded, last) {
         (Some(r), Some(_)) => *r != now,
-        (None, Some(last)) => last >= head,
+        (None, Some(last)) => last >= head || created_after_the_log(wal_dir, segment)?,
         (_, None) => false,
     };
     if !reset {
@@ -172,28 +177,48 @@ pub fn bind_log(
     ))
 }
 
+/// Whether `segment` was created after the last record of the WAL in
+/// `wal_dir` was written (its newest file's; false when it has none).
+fn created_after_the_log(wal_dir: &Path, segment: &zerocast_ipc::Segment) -> Result<bool, String> {
+    let newest = crate::wal::list_segments(wal_dir).map_err(|e| e.to_string())?;
+    let Some(newest) = newest.last() else {
+        return Ok(false);
+    };
+    let last = crate::wal::reader::last_record_of(&newest.path).map_err(|e| e.to_string())?;
+    Ok(last.is_some_and(|(_, ts)| segment.header().creation_ns > ts))
+}
+
 /// Before a reader of the WAL in `wal_dir` goes on from the log's end on
 /// the bus (a resumed follower): an error if the recorder bound the log
 /// to another segment than `topic`'s on the bus now ([`bind_log`]). After
 /// a bus reset the new bus's sequences restart at 0, and a reader that
 /// joined it after the old log's end skipped its frames up to there
 /// without a word. A log not bound (an older zerocast's, or none) is not
-/// checked; nor is an iceoryx2 topic.
-pub fn check_log(bus: &Bus, topic: &str, wal_dir: &Path) -> Result<(), String> {
+/// checked; nor is an iceoryx2 topic, nor a reader with no log (an empty
+/// `wal_dir`).
+///
+/// Returns the segment checked, if any: the caller holds it until its
+/// subscriber has joined, so that the segment it joins is the one checked
+/// (a mapped segment is never removed: see `zerocast_ipc::segment::remove_unused`).
+pub fn check_log(
+    bus: &Bus,
+    topic: &str,
+    wal_dir: &Path,
+) -> Result<Option<std::sync::Arc<zerocast_ipc::Segment>>, String> {
     let config = bus.config().topic(topic).map_err(|e| e.to_string())?;
-    if config.transport != Transport::Shm {
-        return Ok(());
+    if config.transport != Transport::Shm || wal_dir.as_os_str().is_empty() {
+        return Ok(None);
     }
     let file = wal_dir.join(LOG_BINDING_FILE);
     let recorded = match std::fs::read_to_string(&file) {
         Ok(s) => s.trim().to_owned(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("{}: {e}", file.display())),
     };
     let segment = bus.segment(topic).map_err(|e| e.to_string())?;
     let now = SegmentIdentity::of(&segment).to_string();
     if recorded == now {
-        return Ok(());
+        return Ok(Some(segment));
     }
     Err(format!(
         "the bus was reset: the log in {} was recorded from topic {topic}'s segment \

@@ -252,12 +252,14 @@ fn remove_dead_demo_segments(bus: &Bus) -> Vec<(String, usize)> {
                 continue;
             }
             // Unmapped first: our own lock would keep it in use. Removed
-            // only while no process maps it (or its ack channel).
+            // only while no process maps it (or its ack channel), and only
+            // the file judged here.
+            let identity = seg.file_id();
             drop(seg);
             let acks = dead.config().ack_path(&topic);
             let had_acks = acks.exists();
             if let Ok(zerocast_ipc::segment::Removal::Removed) =
-                zerocast_ipc::segment::remove_unused(&[&path, &acks])
+                zerocast_ipc::segment::remove_unused(&[&path, &acks], Some(identity))
             {
                 n += 1 + usize::from(had_acks);
             }
@@ -312,13 +314,28 @@ fn remove_unused_segments(bus: &Bus) -> (Vec<PathBuf>, Vec<String>) {
             left.push(format!("{} ({others} users)", t.name));
             continue;
         }
-        for p in [
+        // Only while no process maps them (a monitor, a process of the
+        // namespace opening it now: one the pid tables above do not show).
+        let (seg, acks) = (
             bus.config().segment_path(&t.name),
             bus.config().ack_path(&t.name),
-        ] {
-            if std::fs::remove_file(&p).is_ok() {
-                removed.push(p);
+        );
+        let had = [seg.exists(), acks.exists()];
+        match zerocast_ipc::segment::remove_unused(&[&seg, &acks], None) {
+            Ok(zerocast_ipc::segment::Removal::Removed) => {
+                removed.extend(
+                    [seg, acks]
+                        .into_iter()
+                        .zip(had)
+                        .filter(|(_, h)| *h)
+                        .map(|(p, _)| p),
+                );
             }
+            Ok(zerocast_ipc::segment::Removal::InUse(_)) => {
+                left.push(format!("{} (a process maps it)", t.name));
+            }
+            Ok(zerocast_ipc::segment::Removal::Gone) => {}
+            Err(e) => left.push(format!("{} ({e})", t.name)),
         }
     }
     (removed, left)

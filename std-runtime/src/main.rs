@@ -243,6 +243,9 @@ struct StatArgs {
     /// Remove segments whose creator and users are all dead and that no process maps.
     #[arg(long)]
     remove_stale: bool,
+    /// After an upgrade: remove segments a build of another layout made, once no process maps them (with any frames a killed recorder of that build had not logged).
+    #[arg(long)]
+    remove_other_layouts: bool,
     /// Drop the orphaned durable gating hold of this name (a durable
     /// subscriber, e.g. a recorder, that is gone and will not come back).
     #[arg(long, value_name = "NAME")]
@@ -1148,7 +1151,7 @@ fn main() -> ExitCode {
                     }
                     match &args.release_durable {
                         Some(name) => stat::release_durable(&bus, name),
-                        None => stat::run(&bus, args.remove_stale),
+                        None => stat::run_with(&bus, args.remove_stale, args.remove_other_layouts),
                     }
                 }
                 Command::DemoSub(args) => demo::run_child(&bus, args),

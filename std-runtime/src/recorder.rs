@@ -89,18 +89,24 @@ pub fn record(
 ) -> Result<RecorderStats, RecordError> {
     // The log counts in one bus segment's sequences: after a bus reset it
     // is refused, before the subscriber's durable hold is placed.
-    // (An iceoryx2 topic has no zerocast segment: nothing to bind.)
-    if bus
+    // (An iceoryx2 topic has no zerocast segment: nothing to bind.) The
+    // segment checked is held until the subscriber has joined, so that it
+    // joins that one: a mapped segment is never removed (see
+    // `zerocast_ipc::segment::remove_unused`).
+    let shm = bus
         .config()
         .topic(topic)
         .map_err(RecordError::Bus)?
         .transport
-        == Transport::Shm
-    {
+        == Transport::Shm;
+    let checked = if shm {
         let segment = bus.segment(topic).map_err(RecordError::Bus)?;
         crate::checkpoint_segment::bind_log(wal.dir(), topic, &segment, wal.last_seq())
             .map_err(RecordError::Reset)?;
-    }
+        Some(segment)
+    } else {
+        None
+    };
     let start = match wal.last_seq() {
         Some(last) => Start::At(last + 1),
         None => Start::Oldest,
@@ -119,6 +125,7 @@ pub fn record(
             },
         )
         .map_err(RecordError::Bus)?;
+    drop(checked);
     // What only the recorder knows (record bytes, fsync latency), where
     // health monitors read it. Metrics are not worth a stopped recording:
     // a counters file that cannot be used is a warning.

@@ -360,7 +360,8 @@ impl Resumable {
             let wal_progress = self.next > before;
             // 2. Join the ring at `next`: only a ring whose sequences the
             // log counts in (not one made again by a bus reset).
-            crate::checkpoint_segment::check_log(&self.bus, &self.topic, &self.wal_dir)?;
+            let checked =
+                crate::checkpoint_segment::check_log(&self.bus, &self.topic, &self.wal_dir)?;
             let mut sub = self
                 .bus
                 .subscriber(
@@ -373,6 +374,8 @@ impl Resumable {
                     },
                 )
                 .map_err(|e| e.to_string())?;
+            // Joined: the subscriber maps the segment checked now.
+            drop(checked);
             let mut live_progress = false;
             loop {
                 if stop() {

@@ -84,6 +84,16 @@ pub fn release_durable(bus: &Bus, name: &str) -> Result<(), String> {
 /// process uses it, and reclaims the entries of dead processes in segments still
 /// in use (orphaned durable holds are kept: see [`release_durable`]).
 pub fn run(bus: &Bus, remove_stale: bool) -> Result<(), String> {
+    run_with(bus, remove_stale, false)
+}
+
+/// [`run`], and with `remove_other_layouts`, removes the segments (with
+/// their ack channels) that a build of another layout made, once no
+/// process maps them (after an upgrade: see docs/operating.md,
+/// "Upgrading"). Not part of `remove_stale`: such a segment may keep frames
+/// a killed recorder of that build had not logged, which only that build
+/// can read.
+pub fn run_with(bus: &Bus, remove_stale: bool, remove_other_layouts: bool) -> Result<(), String> {
     let segments = bus.list_segments();
     println!(
         "namespace {} ({} segments in /dev/shm)",
@@ -127,7 +137,7 @@ pub fn run(bus: &Bus, remove_stale: bool) -> Result<(), String> {
             Ok(s) => s,
             Err(e @ zerocast_ipc::Error::LayoutMismatch { found_version, .. }) => {
                 println!("\n{topic}: cannot open: {e}");
-                other_layout(bus, &topic, &path, found_version, remove_stale);
+                other_layout(bus, &topic, &path, found_version, remove_other_layouts);
                 continue;
             }
             Err(e) => {
@@ -231,13 +241,15 @@ pub fn run(bus: &Bus, remove_stale: bool) -> Result<(), String> {
             }
         }
         if stale && remove_stale {
-            // Unmapped first: our own lock would keep it in use.
+            // Unmapped first: our own lock would keep it in use. Only the
+            // file judged here is removed.
+            let identity = seg.file_id();
             drop(seg);
             // Its ack channel goes with it: its "acked up to" words count
             // this segment's sequences, and a new segment starts again at 0.
             let acks = bus.config().ack_path(&topic);
             let had_acks = acks.exists();
-            match remove_unused(&[&path, &acks]) {
+            match remove_unused(&[&path, &acks], Some(identity)) {
                 Ok(Removal::Removed) => {
                     println!("  removed stale segment {}", path.display());
                     if had_acks {
@@ -249,7 +261,7 @@ pub fn run(bus: &Bus, remove_stale: bool) -> Result<(), String> {
                     [&path, &acks][i].display()
                 ),
                 Ok(Removal::Gone) => println!("  removed or replaced by another process meanwhile"),
-                Err(e) => println!("  could not remove {}: {e}", path.display()),
+                Err(e) => println!("  could not remove it: {e}"),
             }
         }
     }
@@ -268,25 +280,27 @@ pub fn run(bus: &Bus, remove_stale: bool) -> Result<(), String> {
 }
 
 /// A segment another build made, of layout `version`: whether a process
-/// maps it, and with `remove_stale`, removed (with its ack channel) if none
+/// maps it, and with `remove`, removed (with its ack channel) if none
 /// does. Only a layout whose processes lock what they map
 /// ([`FIRST_LOCKED_LAYOUT`](zerocast_ipc::layout::FIRST_LOCKED_LAYOUT) on)
 /// can be told unused; an older one is left (the error above says so).
-fn other_layout(bus: &Bus, topic: &str, path: &std::path::Path, version: u32, remove_stale: bool) {
+fn other_layout(bus: &Bus, topic: &str, path: &std::path::Path, version: u32, remove: bool) {
     if version < zerocast_ipc::layout::FIRST_LOCKED_LAYOUT {
         return;
     }
     let acks = bus.config().ack_path(topic);
-    if !remove_stale {
+    if !remove {
         match in_use(path) {
             Ok(true) => println!("  in use: a process (of that build) maps it"),
-            Ok(false) => println!("  no process maps it: --remove-stale removes it"),
+            Ok(false) => println!(
+                "  no process maps it: --remove-other-layouts removes it (with any frames a killed recorder of that build had not logged)"
+            ),
             Err(e) => println!("  could not tell whether a process maps it: {e}"),
         }
         return;
     }
     let had_acks = acks.exists();
-    match remove_unused(&[path, &acks]) {
+    match remove_unused(&[path, &acks], None) {
         Ok(Removal::Removed) => {
             println!(
                 "  removed the segment of layout v{version} {} (no process mapped it)",

@@ -685,6 +685,18 @@ fn regression_a_recorder_skipped_a_reset_bus_silently() {
     assert_eq!(logged, 20, "the old log's frames");
     let why = result.unwrap_err();
     assert!(why.contains("bus was reset"), "{why}");
+    // A log an older zerocast wrote (no binding), on a new bus that has
+    // already passed its last sequence: its last record predates the
+    // segment, so it is of another one.
+    std::fs::remove_file(wal_dir.join(zerocast_runtime::checkpoint_segment::LOG_BINDING_FILE))
+        .unwrap();
+    publish_trades(&mut publisher, &mut feed, 30);
+    let (result, last) = record(35);
+    match result {
+        Err(recorder::RecordError::Reset(why)) => assert!(why.contains("bus was reset"), "{why}"),
+        other => panic!("a recorder went on over a reset bus with an unbound log: {other:?}"),
+    }
+    assert_eq!(last, Some(19), "the old log was written to");
     drop(publisher);
     bus.remove_segments();
     let _ = std::fs::remove_dir_all(&dir);

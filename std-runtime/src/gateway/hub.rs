@@ -500,6 +500,15 @@ impl Hub {
 
 #[cfg(test)]
 mod tests {
+    /// Removes a test namespace's segments when dropped.
+    struct RemoveSegments(zerocast_ipc::Bus);
+
+    impl Drop for RemoveSegments {
+        fn drop(&mut self) {
+            self.0.remove_segments();
+        }
+    }
+
     use super::*;
     use crate::gateway::client::{gap_json, CONTROL_SLACK};
     use zerocast_ipc::{Config, TopicConfig};
@@ -521,11 +530,13 @@ mod tests {
     /// consumer for being told its losses earlier.
     #[test]
     fn regression_owed_gaps_told_before_a_reply_do_not_close_the_client() {
-        // Namespace only: the hub reads the config, it maps no segment.
         let bus = Bus::new(Config {
             namespace: format!("hubunit{}", std::process::id()),
             topics: vec![TopicConfig::new("trade_events", 1 << 20, TopicKind::Trade)],
         });
+        // The hub maps each topic's segment (for its identity): removed
+        // however the test ends.
+        let _clean = RemoveSegments(bus.clone());
         let budget = 1000;
         let hub = Hub::new(&bus, &["trade_events".to_owned()], None, budget).unwrap();
         let client = hub.register();
@@ -580,6 +591,9 @@ mod tests {
             namespace: format!("hubfailed{}", std::process::id()),
             topics: vec![TopicConfig::new("trade_events", 1 << 20, TopicKind::Trade)],
         });
+        // The hub maps each topic's segment (for its identity): removed
+        // however the test ends.
+        let _clean = RemoveSegments(bus.clone());
         let hub = Hub::new(&bus, &["trade_events".to_owned()], None, 1 << 20).unwrap();
         let client = hub.register();
         client.lock().subs.insert(
@@ -626,6 +640,9 @@ mod tests {
                 TopicConfig::new("account_events", 1 << 20, TopicKind::Account),
             ],
         });
+        // The hub maps each topic's segment (for its identity): removed
+        // however the test ends.
+        let _clean = RemoveSegments(bus.clone());
         let topics = ["trade_events".to_owned(), "account_events".to_owned()];
         let hub = Hub::new(&bus, &topics, None, 1 << 20).unwrap();
         let client = hub.register();
@@ -670,6 +687,9 @@ mod tests {
             namespace: format!("hubcarriedunsub{}", std::process::id()),
             topics: vec![TopicConfig::new("trade_events", 1 << 20, TopicKind::Trade)],
         });
+        // The hub maps each topic's segment (for its identity): removed
+        // however the test ends.
+        let _clean = RemoveSegments(bus.clone());
         let topics = ["trade_events".to_owned()];
         let hub = Hub::new(&bus, &topics, None, 1 << 20).unwrap();
         let client = hub.register();
@@ -807,6 +827,9 @@ mod tests {
                 TopicConfig::new("market_l2", 1 << 20, TopicKind::L2),
             ],
         });
+        // The hub maps each topic's segment (for its identity): removed
+        // however the test ends.
+        let _clean = RemoveSegments(bus.clone());
         let budget = 1000;
         let topics = ["trade_events".to_owned(), "market_l2".to_owned()];
         let hub = Hub::new(&bus, &topics, None, budget).unwrap();

@@ -123,6 +123,20 @@ pub fn last_seq_of(path: &Path) -> Result<Option<u64>, WalError> {
     Ok(last)
 }
 
+/// The last record of the WAL segment at `path`: the last sequence it
+/// covers and the time it was recorded (ns since the Unix epoch); `None`
+/// for a segment with no record.
+pub fn last_record_of(path: &Path) -> Result<Option<(u64, u64)>, WalError> {
+    let bytes = map(path).map_err(io_err(path, "open segment"))?;
+    let mut off = seek(path, &bytes, u64::MAX);
+    let mut last = None;
+    while let Parsed::Record(r, size) = parse_record(&bytes, off) {
+        last = Some((r.last_seq(), r.timestamp_ns));
+        off += size;
+    }
+    Ok(last)
+}
+
 impl Replay {
     /// A reader of the WAL in `dir`.
     pub fn new(dir: &Path) -> Self {
