@@ -54,8 +54,8 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"ZEROCAST");
 /// build can tell another build's segment and whether it is in use: the
 /// magic word at offset 0, `layout_version` and `layout_hash` where
 /// [`SegmentHeader`] has them, and the shared `flock` of every process that
-/// maps the segment (`zerocast stat --remove-stale` removes a segment of
-/// another layout from 6 on only while no process holds it).
+/// maps the segment (`zerocast stat --remove-other-layouts` removes a
+/// segment of another layout from 6 on only while no process holds it).
 pub const LAYOUT_VERSION: u32 = 6;
 
 /// The first layout whose processes lock the segments they map (see

@@ -178,14 +178,18 @@ pub fn bind_log(
 }
 
 /// Whether `segment` was created after the last record of the WAL in
-/// `wal_dir` was written (its newest file's; false when it has none).
+/// `wal_dir` was written (the newest file that has a record: a rotation
+/// cut short, or a torn tail cut back, can leave the newest empty); false
+/// when there is none.
 fn created_after_the_log(wal_dir: &Path, segment: &zerocast_ipc::Segment) -> Result<bool, String> {
-    let newest = crate::wal::list_segments(wal_dir).map_err(|e| e.to_string())?;
-    let Some(newest) = newest.last() else {
-        return Ok(false);
-    };
-    let last = crate::wal::reader::last_record_of(&newest.path).map_err(|e| e.to_string())?;
-    Ok(last.is_some_and(|(_, ts)| segment.header().creation_ns > ts))
+    let files = crate::wal::list_segments(wal_dir).map_err(|e| e.to_string())?;
+    for file in files.iter().rev() {
+        let last = crate::wal::reader::last_record_of(&file.path).map_err(|e| e.to_string())?;
+        if let Some((_, ts)) = last {
+            return Ok(segment.header().creation_ns > ts);
+        }
+    }
+    Ok(false)
 }
 
 /// Before a reader of the WAL in `wal_dir` goes on from the log's end on

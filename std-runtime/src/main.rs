@@ -248,7 +248,7 @@ struct StatArgs {
     remove_other_layouts: bool,
     /// Drop the orphaned durable gating hold of this name (a durable
     /// subscriber, e.g. a recorder, that is gone and will not come back).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["remove_stale", "remove_other_layouts"])]
     release_durable: Option<String>,
 }
 

@@ -46,10 +46,14 @@ pub struct Topic {
     /// The next sequence the gateway's reader will read: no resume can
     /// start later than this.
     pub head: AtomicU64,
-    /// The identity of the topic's bus segment, which its sequences count
-    /// in ([`SegmentIdentity`](crate::checkpoint_segment::SegmentIdentity));
-    /// `None` for an iceoryx2 topic.
+    /// The topic's bus segment, which its sequences count in, named for
+    /// clients ([`bus_id`]); `None` for an iceoryx2 topic.
     pub bus: Option<Arc<str>>,
+    /// That segment, mapped for the hub's life: a mapped segment is never
+    /// removed, so the readers, which open it by name later, map this one
+    /// (not one made after a removal in between, whose sequences the id
+    /// announced would not name).
+    _segment: Option<Arc<zerocast_ipc::Segment>>,
 }
 
 /// Shared gateway state.
@@ -105,6 +109,21 @@ pub fn encode(topic: &Arc<str>, seq: u64, bytes: &[u8]) -> Option<Frame> {
     })
 }
 
+/// How the gateway names a topic's bus segment to clients: a hash of its
+/// identity ([`SegmentIdentity`](crate::checkpoint_segment::SegmentIdentity):
+/// creation time and creator), 16 hex digits. A segment made again (a bus
+/// reset) has another. The identity itself is not sent: its creator word
+/// holds a pid and a process start time, not a client's business. FNV-1a,
+/// fixed here, so the same segment has the same id across gateway
+/// restarts and builds.
+pub fn bus_id(segment: &zerocast_ipc::Segment) -> String {
+    let identity = crate::checkpoint_segment::SegmentIdentity::of(segment).to_string();
+    let hash = identity.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{hash:016x}")
+}
+
 impl Hub {
     /// A hub over `topics` of `bus` (all must be configured).
     pub fn new(
@@ -119,16 +138,15 @@ impl Hub {
                 let cfg = bus.config().topic(t).map_err(|e| e.to_string())?;
                 // The segment the readers will map for the gateway's life
                 // (made now if there is none yet).
-                let id = match cfg.transport {
+                let segment = match cfg.transport {
                     zerocast_ipc::Transport::Shm => {
-                        let segment = bus.segment(t).map_err(|e| e.to_string())?;
-                        let id = crate::checkpoint_segment::SegmentIdentity::of(&segment);
-                        Some(Arc::from(id.to_string()))
+                        Some(bus.segment(t).map_err(|e| e.to_string())?)
                     }
                     _ => None,
                 };
                 Ok(Topic {
-                    bus: id,
+                    bus: segment.as_ref().map(|s| Arc::from(bus_id(s))),
+                    _segment: segment,
                     name: Arc::from(t.as_str()),
                     private: cfg.kind == TopicKind::Account,
                     books: cfg.kind == TopicKind::L2,

@@ -47,18 +47,25 @@ pub fn error(op: &str, text: &str) -> String {
     json!({"type": "error", "op": op, "error": text}).to_string()
 }
 
-/// The refusal of a resume of `topic` whose `from` counts in segment
-/// `was` while the bus now has segment `now` (a bus reset):
-/// `{"type":"error","op":"subscribe","error":TEXT,"reset":{"topic":T,"bus":NOW}}`,
-/// so that a client can tell it from other errors and start over.
-pub fn reset_error(topic: &str, was: &str, now: &str) -> String {
+/// The refusal of a resume whose `from` counts in other bus segments than
+/// these topics have now (a bus reset), naming each (topic, segment now):
+/// `{"type":"error","op":"subscribe","error":TEXT,"reset":{TOPIC:ID,..}}`,
+/// so that a client can tell it from other errors and start over. The
+/// whole request is refused (its other topics too).
+pub fn reset_error(reset: &[(&str, &str)]) -> String {
+    let names: Vec<String> = reset.iter().map(|(t, _)| format!("\"{t}\"")).collect();
+    let now: serde_json::Map<String, Value> = reset
+        .iter()
+        .map(|(t, id)| ((*t).to_owned(), json!(id)))
+        .collect();
     json!({
         "type": "error",
         "op": "subscribe",
         "error": format!(
-            "the bus was reset: \"from\" counts in segment {was} of \"{topic}\", and the bus now has segment {now}, whose sequences restarted at 0; resuming would skip or mix them. Subscribe again without \"from\" (live), or with \"from\":0 and \"bus\":{{\"{topic}\":\"{now}\"}} to read the new bus from its start"
+            "the bus was reset: \"from\" counts in another segment of {} than the bus has now (\"reset\" names the segments now), whose sequences restarted at 0; resuming would skip or mix them, so nothing of this request was subscribed. Subscribe to those topics again without \"from\" (live), or with \"from\":0 and the new \"bus\" to read the new bus from its start",
+            names.join(", ")
         ),
-        "reset": {"topic": topic, "bus": now},
+        "reset": now,
     })
     .to_string()
 }

@@ -215,6 +215,27 @@ fn handle(
             bus,
         } => {
             let hub = &shared.hub;
+            // A `from` of another bus segment (a reset since the client was
+            // told the segment): refused before anything else of `from` is
+            // looked at, never resumed at, naming every such topic. Private
+            // topics too, once authenticated (that tells only of the
+            // reset); book topics start with a snapshot, whatever `from`.
+            if from.is_some() {
+                let authenticated = !client.lock().accounts.is_empty();
+                let reset: Vec<(&str, &str)> = topics
+                    .iter()
+                    .filter_map(|t| hub.topic(t))
+                    .filter(|topic| !topic.books && (!topic.private || authenticated))
+                    .filter_map(|topic| {
+                        let now = topic.bus.as_deref()?;
+                        let was = bus.as_ref()?.get(&*topic.name)?;
+                        (was != now).then_some((&*topic.name, now))
+                    })
+                    .collect();
+                if !reset.is_empty() {
+                    return Err(protocol::reset_error(&reset));
+                }
+            }
             let mut found = Vec::new();
             for t in &topics {
                 let Some(topic) = hub.topic(t) else {
@@ -232,16 +253,6 @@ fn handle(
                         "subscribe",
                         &format!("topic \"{t}\" is private: authenticate first ({{\"op\":\"auth\",\"token\":...}} as the first message)"),
                     ));
-                }
-                // A `from` of another bus segment (a reset since the
-                // client was told the segment): refused, never resumed at
-                // (private topics too: that tells only of the reset).
-                if let (Some(_), Some(now), Some(was)) =
-                    (from, &topic.bus, bus.as_ref().and_then(|b| b.get(t)))
-                {
-                    if **was != **now {
-                        return Err(protocol::reset_error(t, was, now));
-                    }
                 }
                 // Relaxed: a bound read once; see `Topic::head`.
                 let head = topic.head.load(Ordering::Relaxed);
