@@ -194,12 +194,15 @@ fn created_after_the_log(wal_dir: &Path, segment: &zerocast_ipc::Segment) -> Res
 
 /// Before a reader of the WAL in `wal_dir` goes on from the log's end on
 /// the bus (a resumed follower): an error if the recorder bound the log
-/// to another segment than `topic`'s on the bus now ([`bind_log`]). After
-/// a bus reset the new bus's sequences restart at 0, and a reader that
-/// joined it after the old log's end skipped its frames up to there
-/// without a word. A log not bound (an older zerocast's, or none) is not
-/// checked; nor is an iceoryx2 topic, nor a reader with no log (an empty
-/// `wal_dir`).
+/// to another segment than `topic`'s on the bus now ([`bind_log`]), or if
+/// the reader's own checkpoint is bound to another (`checkpoint`: its
+/// `NAME.segment`, see [`bind`]; a follower checks it when it starts, and
+/// a long replay of the log may end after a reset). After a bus reset the
+/// new bus's sequences restart at 0, and a reader that joined it after the
+/// old log's end skipped its frames up to there without a word. Bindings
+/// that do not exist (an older zerocast's log, a reader without a
+/// checkpoint) are not checked; nor is an iceoryx2 topic, nor a reader
+/// with no log (an empty `wal_dir`).
 ///
 /// Returns the segment checked, if any: the caller holds it until its
 /// subscriber has joined, so that the segment it joins is the one checked
@@ -208,29 +211,39 @@ pub fn check_log(
     bus: &Bus,
     topic: &str,
     wal_dir: &Path,
+    checkpoint: Option<&Path>,
 ) -> Result<Option<std::sync::Arc<zerocast_ipc::Segment>>, String> {
     let config = bus.config().topic(topic).map_err(|e| e.to_string())?;
     if config.transport != Transport::Shm || wal_dir.as_os_str().is_empty() {
         return Ok(None);
     }
-    let file = wal_dir.join(LOG_BINDING_FILE);
-    let recorded = match std::fs::read_to_string(&file) {
-        Ok(s) => s.trim().to_owned(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("{}: {e}", file.display())),
-    };
+    let log = wal_dir.join(LOG_BINDING_FILE);
+    let mut bindings = Vec::new();
+    for file in std::iter::once(log.as_path()).chain(checkpoint) {
+        match std::fs::read_to_string(file) {
+            Ok(s) => bindings.push((file, s.trim().to_owned())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("{}: {e}", file.display())),
+        }
+    }
+    if bindings.is_empty() {
+        return Ok(None);
+    }
     let segment = bus.segment(topic).map_err(|e| e.to_string())?;
     let now = SegmentIdentity::of(&segment).to_string();
-    if recorded == now {
+    let Some((file, recorded)) = bindings.into_iter().find(|(_, r)| *r != now) else {
         return Ok(Some(segment));
-    }
+    };
+    let what = if file == log.as_path() {
+        format!("the log in {} was recorded from", wal_dir.display())
+    } else {
+        "this reader's checkpoint counts in".to_owned()
+    };
     Err(format!(
-        "the bus was reset: the log in {} was recorded from topic {topic}'s segment \
-         {recorded} (in {}), but the segment now is {now}, whose sequences restarted at 0; \
-         going on from the log's end on it would skip its frames up to there. Read the old \
-         log to its end with --until, and follow the new bus with a new log (see `zerocast \
-         record`'s error after a reset)",
-        wal_dir.display(),
+        "the bus was reset: {what} topic {topic}'s segment {recorded} (in {}), but the \
+         segment now is {now}, whose sequences restarted at 0; going on from the log's end \
+         on it would skip its frames up to there. Read the old log to its end with --until, \
+         and follow the new bus with a new log (see `zerocast record`'s error after a reset)",
         file.display(),
     ))
 }

@@ -200,7 +200,7 @@ pub fn run(
         println!("removed the segments of namespace {namespace}");
     } else {
         println!(
-            "removed the unused segments of namespace {namespace}; left {} (still used by other live processes or durable holds)",
+            "removed the unused segments of namespace {namespace}; left {} (still used by other live processes, processes that map them, or durable holds)",
             left.join(", ")
         );
     }
@@ -321,7 +321,21 @@ fn remove_unused_segments(bus: &Bus) -> (Vec<PathBuf>, Vec<String>) {
             bus.config().ack_path(&t.name),
         );
         let had = [seg.exists(), acks.exists()];
-        match zerocast_ipc::segment::remove_unused(&[&seg, &acks], None) {
+        // The gateway's history threads (a page resuming when the demo
+        // stopped) let go of theirs within moments of the stop: a mapped
+        // segment is looked at again for up to a second.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        let removal = loop {
+            match zerocast_ipc::segment::remove_unused(&[&seg, &acks], None) {
+                Ok(zerocast_ipc::segment::Removal::InUse(_))
+                    if std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other,
+            }
+        };
+        match removal {
             Ok(zerocast_ipc::segment::Removal::Removed) => {
                 removed.extend(
                     [seg, acks]

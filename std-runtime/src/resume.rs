@@ -360,8 +360,16 @@ impl Resumable {
             let wal_progress = self.next > before;
             // 2. Join the ring at `next`: only a ring whose sequences the
             // log counts in (not one made again by a bus reset).
-            let checked =
-                crate::checkpoint_segment::check_log(&self.bus, &self.topic, &self.wal_dir)?;
+            let binding = self
+                .checkpoints
+                .as_ref()
+                .map(|c| crate::checkpoint_segment::path(c.dir(), &self.name));
+            let checked = crate::checkpoint_segment::check_log(
+                &self.bus,
+                &self.topic,
+                &self.wal_dir,
+                binding.as_deref(),
+            )?;
             let mut sub = self
                 .bus
                 .subscriber(

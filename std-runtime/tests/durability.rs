@@ -697,6 +697,31 @@ fn regression_a_recorder_skipped_a_reset_bus_silently() {
         other => panic!("a recorder went on over a reset bus with an unbound log: {other:?}"),
     }
     assert_eq!(last, Some(19), "the old log was written to");
+    // A follower whose checkpoint is bound to the old bus (as `follow`
+    // binds it when it starts), reading that unbound log to its end on the
+    // new bus (a reset during its replay): it does not go on either.
+    let checkpoints = wal_dir.join("checkpoints");
+    std::fs::write(
+        zerocast_runtime::checkpoint_segment::path(&checkpoints, "t2"),
+        "1-0000000000000001\n",
+    )
+    .unwrap();
+    let mut r = Resumable::open(
+        &bus,
+        "trades",
+        &wal_dir,
+        &checkpoints,
+        "t2",
+        CheckpointPolicy::default(),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let result = r.run(|_| ControlFlow::Continue(()), || Instant::now() > deadline);
+    let why = result.unwrap_err();
+    assert!(
+        why.contains("bus was reset") && why.contains("checkpoint"),
+        "{why}"
+    );
     drop(publisher);
     bus.remove_segments();
     let _ = std::fs::remove_dir_all(&dir);

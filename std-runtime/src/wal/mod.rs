@@ -1340,6 +1340,11 @@ impl Checkpoints {
         self.dir.join(format!("{name}.ckpt"))
     }
 
+    /// The directory the checkpoints are kept in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The last processed sequence of `name`, or None if it has none yet. A
     /// damaged checkpoint is an error, never a silent restart from zero.
     pub fn load(&self, name: &str) -> Result<Option<u64>, WalError> {
