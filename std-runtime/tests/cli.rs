@@ -1961,3 +1961,95 @@ fn regression_follow_of_the_log_alone_creates_no_segment() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!ns.segment("trade_events").exists());
 }
+
+/// After a bus reset (here the segment removed, as a reboot clears
+/// /dev/shm) a recorder refuses the old log, naming `--on-reset archive`;
+/// with it, the old log moves aside under the WAL root, still readable
+/// there, and the new bus is recorded from its first frame into a new log:
+/// a recorder started unattended at boot keeps recording.
+#[test]
+fn record_on_reset_archive_keeps_the_old_log_and_records_the_new_bus() {
+    let ns = Ns::new("rec-reset");
+    let dir = ns.root.join("trade_events");
+    let logged_up_to = |seq: u64| {
+        list_segments(&dir).is_ok_and(|s| {
+            s.last().is_some_and(|l| {
+                zerocast_runtime::wal::reader::last_seq_of(&l.path)
+                    .is_ok_and(|last| last.is_some_and(|last| last >= seq))
+            })
+        })
+    };
+    let record = |extra: &[&str]| {
+        let mut args = vec!["record", "--topic", "trade_events", "--wal", ns.wal()];
+        args.extend_from_slice(extra);
+        let rec = ns.spawn(&args);
+        wait_for_subscribers(&ns, "trade_events", 1);
+        rec
+    };
+    let rec = record(&[]);
+    assert!(ns
+        .run(&["pub", "--topic", "trade_events", "--count", "20"])
+        .status
+        .success());
+    wait_until("the old bus's 20 frames logged", || logged_up_to(19));
+    sigterm(&rec);
+    assert!(finish(rec, &["record"]).status.success());
+    // The reset: the new bus's frames start again at 0.
+    std::fs::remove_file(ns.segment("trade_events")).unwrap();
+    assert!(ns
+        .run(&["pub", "--topic", "trade_events", "--count", "7"])
+        .status
+        .success());
+    let out = ns.run(&["record", "--topic", "trade_events", "--wal", ns.wal()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the bus was reset") && stderr(&out).contains("--on-reset archive"),
+        "{}",
+        stderr(&out)
+    );
+    let rec = record(&["--on-reset", "archive"]);
+    assert!(ns
+        .run(&["pub", "--topic", "trade_events", "--count", "3"])
+        .status
+        .success());
+    wait_until("the new bus's 10 frames logged", || logged_up_to(9));
+    sigterm(&rec);
+    let out = finish(rec, &["record"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the old log is now in"),
+        "{}",
+        stderr(&out)
+    );
+    let new = ns.run(&["replay", "--topic", "trade_events", "--wal", ns.wal()]);
+    // (The summary goes to stderr.)
+    assert!(
+        stderr(&new).contains("replayed 10 frames"),
+        "{}",
+        stderr(&new)
+    );
+    let archive: Vec<PathBuf> = std::fs::read_dir(&ns.root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("before-reset-")
+        })
+        .collect();
+    assert_eq!(archive.len(), 1, "{archive:?}");
+    let old = ns.run(&[
+        "replay",
+        "--topic",
+        "trade_events",
+        "--wal",
+        archive[0].to_str().unwrap(),
+    ]);
+    assert!(
+        stderr(&old).contains("replayed 20 frames"),
+        "{}",
+        stderr(&old)
+    );
+}
