@@ -163,12 +163,10 @@ pub fn bind_log(
         "the bus was reset: the log in {} holds topic {topic}'s sequences up to {} of {was}, \
          but the segment now was created at {} ns (identity {now}) and its sequences \
          restarted at 0 (next {head}); recording after {} would skip the new bus's frames up \
-         to there and log the rest as if they followed the old ones. `zerocast record \
-         --on-reset archive` moves the old log aside (into {root}/before-reset-<ns>/) and \
-         records the new bus into a new log; or keep it yourself under another WAL root \
-         (`mkdir -p {root}.before-reset && mv {} {root}.before-reset/`; `zerocast replay \
-         --wal {root}.before-reset --topic {topic}` reads it there) and record again: the \
-         log starts anew in {}",
+         to there and log the rest as if they followed the old ones. Keep the old log under \
+         another WAL root (`mkdir -p {root}.before-reset && mv {} {root}.before-reset/`; \
+         `zerocast replay --wal {root}.before-reset --topic {topic}` reads it there) and \
+         record again: the log starts anew in {}",
         wal_dir.display(),
         last.unwrap_or(0),
         created(&now),

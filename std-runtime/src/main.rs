@@ -178,16 +178,6 @@ struct RecordArgs {
     /// Remove sealed segments older than this many seconds.
     #[arg(long)]
     retain_secs: Option<u64>,
-    /// After a bus reset (a reboot clears /dev/shm: the topic's sequences restart at 0), what to do with a log of the old bus: refuse (exit 1, saying how to keep it) or archive (move it to DIR/before-reset-<ns>/<topic>, readable there with `replay --wal DIR/before-reset-<ns>`, and record the new bus into a new log: for recorders started unattended).
-    #[arg(long, value_enum, default_value_t = OnReset::Refuse)]
-    on_reset: OnReset,
-}
-
-/// `record --on-reset`.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-enum OnReset {
-    Refuse,
-    Archive,
 }
 
 #[derive(clap::Args, Debug)]
@@ -657,42 +647,7 @@ fn run_sub(bus: &Bus, args: &SubArgs) -> Result<(), String> {
 }
 
 fn run_record(bus: &Bus, args: &RecordArgs) -> Result<(), String> {
-    match record_once(bus, args) {
-        Err(recorder::RecordError::Reset(why)) if args.on_reset == OnReset::Archive => {
-            // The old log (its WAL closed: the error came before any
-            // record) moves aside within the WAL root, so on the same file
-            // system: a rename, nothing copied.
-            let archive = args
-                .wal
-                .join(format!("before-reset-{}", zerocast_ipc::layout::now_ns()));
-            let dir = args.wal.join(&args.topic);
-            std::fs::create_dir_all(&archive)
-                .and_then(|()| std::fs::rename(&dir, archive.join(&args.topic)))
-                .map_err(|e| {
-                    format!(
-                        "{why}\n(--on-reset archive could not move {} to {}: {e})",
-                        dir.display(),
-                        archive.display()
-                    )
-                })?;
-            tracing::warn!(
-                topic = %args.topic,
-                "the bus was reset: the old log is now in {} (`zerocast replay --wal {} --topic {}` reads it); recording the new bus into a new log",
-                archive.join(&args.topic).display(),
-                archive.display(),
-                args.topic
-            );
-            record_once(bus, args).map_err(|e| e.to_string())
-        }
-        other => other.map_err(|e| e.to_string()),
-    }
-}
-
-/// Opens the topic's WAL and records into it until a signal.
-fn record_once(bus: &Bus, args: &RecordArgs) -> Result<(), recorder::RecordError> {
-    bus.config()
-        .topic(&args.topic)
-        .map_err(recorder::RecordError::Bus)?;
+    bus.config().topic(&args.topic).map_err(|e| e.to_string())?;
     let options = wal::WalOptions {
         segment_size: args.segment_size,
         fsync: args.fsync,
@@ -701,7 +656,7 @@ fn record_once(bus: &Bus, args: &RecordArgs) -> Result<(), recorder::RecordError
         ..Default::default()
     };
     let (mut log, recovery) =
-        recorder::open_wal(&args.wal, &args.topic, options).map_err(recorder::RecordError::Wal)?;
+        recorder::open_wal(&args.wal, &args.topic, options).map_err(|e| e.to_string())?;
     if let Some(t) = &recovery.truncated {
         tracing::warn!("repaired WAL: {t}");
     }
@@ -717,7 +672,8 @@ fn record_once(bus: &Bus, args: &RecordArgs) -> Result<(), recorder::RecordError
         log.last_seq()
             .map_or_else(|| "an empty log".to_owned(), |s| format!("sequence {s}"))
     );
-    let stats = recorder::record(bus, &args.topic, &mut log, signal::stopped)?;
+    let stats =
+        recorder::record(bus, &args.topic, &mut log, signal::stopped).map_err(|e| e.to_string())?;
     println!(
         "recorded {} frames of {} ({} lost on the bus, {} missed by the recorder, {} invalid); {}",
         stats.frames,
