@@ -242,8 +242,9 @@ pub fn check_log(
     Err(format!(
         "the bus was reset: {what} topic {topic}'s segment {recorded} (in {}), but the \
          segment now is {now}, whose sequences restarted at 0; going on from the log's end \
-         on it would skip its frames up to there. Read the old log to its end with --until, \
-         and follow the new bus with a new log (see `zerocast record`'s error after a reset)",
+         on it would skip its frames up to there. The rest of the old log stays readable with \
+         `zerocast replay --from SEQ`; follow the new bus with a new log (see `zerocast \
+         record`'s error after a reset)",
         file.display(),
     ))
 }

@@ -266,6 +266,16 @@ impl Resumable {
         mut f: impl FnMut(Event<'_>) -> Result<ControlFlow<()>, String>,
         stop: impl Fn() -> bool,
     ) -> Result<(), String> {
+        // A reader that keeps no checkpoint of its own (the gateway's and
+        // the bridge's history, the batcher: `open_at`) serves the bus's
+        // sequences: a log bound to another segment than the bus's (a
+        // reset whose old log is still in place) is refused before any of
+        // it is read, not labelled as the new bus's frames. A follower
+        // (`open`) may read an old log to its end (`follow --until`): it
+        // is checked where it would join the bus.
+        if self.checkpoints.is_none() {
+            crate::checkpoint_segment::check_log(&self.bus, &self.topic, &self.wal_dir, None)?;
+        }
         // The error `f` returned, if any.
         let mut failed: Option<String> = None;
         let replay = Replay::with_topic(&self.wal_dir, &self.topic);

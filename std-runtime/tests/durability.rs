@@ -685,6 +685,19 @@ fn regression_a_recorder_skipped_a_reset_bus_silently() {
     assert_eq!(logged, 20, "the old log's frames");
     let why = result.unwrap_err();
     assert!(why.contains("bus was reset"), "{why}");
+    // A reader that serves the bus's sequences (the gateway's history,
+    // `open_at`) is refused before it reads any of the old log: it
+    // delivered the old bus's frames as the new bus's first.
+    let mut served = 0;
+    let result = Resumable::open_at(&bus, "trades", &wal_dir, "history", 0).run(
+        |_| {
+            served += 1;
+            ControlFlow::Continue(())
+        },
+        || Instant::now() > deadline,
+    );
+    assert_eq!(served, 0, "the old log was served as the new bus's");
+    assert!(result.unwrap_err().contains("bus was reset"));
     // A log an older zerocast wrote (no binding), on a new bus that has
     // already passed its last sequence: its last record predates the
     // segment, so it is of another one.
