@@ -33,23 +33,31 @@ pub fn path(checkpoint_dir: &Path, name: &str) -> PathBuf {
 ///
 /// iceoryx2 topics have no zerocast segment: nothing is checked.
 ///
-/// `log_only`: the follower ends within the WAL (see [`log_reaches`]) and
-/// never joins the bus. Then a missing segment is not created (that would
-/// leave a segment of the topic's size in /dev/shm for nobody), and
-/// nothing is checked or recorded: every sequence comes from the log.
+/// `log_only`: the WAL directory, when the follower ends within it (see
+/// [`log_reaches`]) and never joins the bus. Then a missing segment is not
+/// created (that would leave a segment of the topic's size in /dev/shm for
+/// nobody), and nothing is recorded. Every sequence then comes from the
+/// log: a log bound to the segment it was recorded from (its
+/// [`LOG_BINDING_FILE`]) is what the checkpoint is held against, so an old
+/// log can be read to its end under the follower's own name after a
+/// reset; a log with no binding (an older zerocast's) cannot say, and the
+/// checkpoint is held against the bus's segment if there is one.
 pub fn bind(
     bus: &Bus,
     topic: &str,
     checkpoint_dir: &Path,
     name: &str,
     checkpointed: Option<u64>,
-    log_only: bool,
+    log_only: Option<&Path>,
 ) -> Result<(), String> {
     let config = bus.config().topic(topic).map_err(|e| e.to_string())?;
     if config.transport != Transport::Shm {
         return Ok(());
     }
-    let Some(now) = identity(bus, topic, !log_only)? else {
+    if let Some(wal_dir) = log_only.filter(|w| w.join(LOG_BINDING_FILE).exists()) {
+        return bind_log_only(wal_dir, checkpoint_dir, name, checkpointed);
+    }
+    let Some(now) = identity(bus, topic, log_only.is_none())? else {
         return Ok(());
     };
     let file = path(checkpoint_dir, name);
@@ -78,6 +86,37 @@ pub fn bind(
             ))
         }
         _ => store(&file, &now),
+    }
+}
+
+/// [`bind`] for a follower that ends within the log in `wal_dir`: its
+/// checkpoint, if bound, must count in the segment the log was recorded
+/// from, if that is known. Records nothing.
+fn bind_log_only(
+    wal_dir: &Path,
+    checkpoint_dir: &Path,
+    name: &str,
+    checkpointed: Option<u64>,
+) -> Result<(), String> {
+    let read = |file: &Path| match std::fs::read_to_string(file) {
+        Ok(s) => Ok(Some(s.trim().to_owned())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{}: {e}", file.display())),
+    };
+    let file = path(checkpoint_dir, name);
+    let log = wal_dir.join(LOG_BINDING_FILE);
+    match (checkpointed, read(&file)?, read(&log)?) {
+        (Some(seq), Some(ours), Some(logged)) if ours != logged => Err(format!(
+            "checkpoint {} (sequence {seq}) counts in segment {ours} (in {}), but the log in \
+             {} was recorded from segment {logged} (in {}): another bus's log, whose \
+             sequences are not the checkpoint's. Follow it under another --name, or read it \
+             with `zerocast replay`",
+            checkpoint_dir.join(format!("{name}.ckpt")).display(),
+            file.display(),
+            wal_dir.display(),
+            log.display(),
+        )),
+        _ => Ok(()),
     }
 }
 

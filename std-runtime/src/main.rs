@@ -926,7 +926,7 @@ fn run_follow(bus: &Bus, args: &FollowArgs) -> Result<(), String> {
         &checkpoint_dir,
         &args.name,
         follower.checkpointed(),
-        log_only,
+        log_only.then_some(wal_dir.as_path()),
     )?;
     let mut sink: Box<dyn Write> = match &args.out {
         Some(path) => {

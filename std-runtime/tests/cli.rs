@@ -1961,3 +1961,67 @@ fn regression_follow_of_the_log_alone_creates_no_segment() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!ns.segment("trade_events").exists());
 }
+
+/// After a bus reset, a follower whose checkpoint counts in the old bus
+/// could not read the rest of the old log under its own name, even with an
+/// `--until` inside the log (it never joins the bus): its checkpoint was
+/// held against the new bus's segment and refused. A follow that ends
+/// within the log now holds it against the segment the log was recorded
+/// from, and reads the rest.
+#[test]
+fn regression_a_follower_could_not_finish_the_old_log_after_a_reset() {
+    let ns = Ns::new("follow-old-log");
+    let dir = ns.root.join("trade_events");
+    let logged_up_to = |seq: u64| {
+        list_segments(&dir).is_ok_and(|s| {
+            s.last().is_some_and(|l| {
+                zerocast_runtime::wal::reader::last_seq_of(&l.path)
+                    .is_ok_and(|last| last.is_some_and(|last| last >= seq))
+            })
+        })
+    };
+    let publish = |n: &str| {
+        assert!(ns
+            .run(&["pub", "--topic", "trade_events", "--count", n])
+            .status
+            .success());
+    };
+    let follow = |until: &str| {
+        ns.spawn(&[
+            "follow",
+            "--topic",
+            "trade_events",
+            "--wal",
+            ns.wal(),
+            "--name",
+            "f",
+            "--until",
+            until,
+        ])
+    };
+    let rec = ns.spawn(&["record", "--topic", "trade_events", "--wal", ns.wal()]);
+    wait_for_subscribers(&ns, "trade_events", 1);
+    publish("5");
+    wait_until("5 frames logged", || logged_up_to(4));
+    // Past the log's end: it binds its checkpoint to this bus and joins it.
+    let f = follow("9");
+    wait_for_subscribers(&ns, "trade_events", 2);
+    publish("15");
+    let out = finish(f, &["follow"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_until("20 frames logged", || logged_up_to(19));
+    sigterm(&rec);
+    assert!(finish(rec, &["record"]).status.success());
+    // The reset: a new segment, its sequences from 0.
+    std::fs::remove_file(ns.segment("trade_events")).unwrap();
+    publish("3");
+    let out = finish(follow("19"), &["follow"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let seqs: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(seqs.first(), Some(&"10"), "{}", stdout(&out));
+    assert_eq!(seqs.last(), Some(&"19"), "{}", stdout(&out));
+}
