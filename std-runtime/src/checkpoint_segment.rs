@@ -61,15 +61,10 @@ pub fn bind(
         return Ok(());
     };
     let file = path(checkpoint_dir, name);
-    let recorded = match std::fs::read_to_string(&file) {
-        Ok(s) => Some(s.trim().to_owned()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(format!("{}: {e}", file.display())),
-    };
+    let recorded = read_binding(&file)?;
     match (checkpointed, recorded) {
         (Some(_), Some(r)) if r == now => Ok(()),
         (Some(seq), Some(r)) => {
-            let created = |s: &str| s.split('-').next().unwrap_or("?").to_owned();
             let checkpoint = checkpoint_dir.join(format!("{name}.ckpt"));
             Err(format!(
                 "the bus was reset: checkpoint {} (sequence {seq}) counts in topic {topic}'s \
@@ -98,14 +93,9 @@ fn bind_log_only(
     name: &str,
     checkpointed: Option<u64>,
 ) -> Result<(), String> {
-    let read = |file: &Path| match std::fs::read_to_string(file) {
-        Ok(s) => Ok(Some(s.trim().to_owned())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("{}: {e}", file.display())),
-    };
     let file = path(checkpoint_dir, name);
     let log = wal_dir.join(LOG_BINDING_FILE);
-    match (checkpointed, read(&file)?, read(&log)?) {
+    match (checkpointed, read_binding(&file)?, read_binding(&log)?) {
         (Some(seq), Some(ours), Some(logged)) if ours != logged => Err(format!(
             "checkpoint {} (sequence {seq}) counts in segment {ours} (in {}), but the log in \
              {} was recorded from segment {logged} (in {}): another bus's log, whose \
@@ -118,6 +108,25 @@ fn bind_log_only(
         )),
         _ => Ok(()),
     }
+}
+
+/// The segment identity a binding file (`NAME.segment`, a log's
+/// [`LOG_BINDING_FILE`]) holds, trimmed; `None` if there is none. Read up
+/// to 1 KiB: an identity is about 40 bytes, and a file grown past that is
+/// not one (it then differs from every identity, and is refused as such).
+fn read_binding(file: &Path) -> Result<Option<String>, String> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    match std::fs::File::open(file).and_then(|f| f.take(1024).read_to_string(&mut text)) {
+        Ok(_) => Ok(Some(text.trim().to_owned())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{}: {e}", file.display())),
+    }
+}
+
+/// The creation time (ns) an identity names: its part before the `-`.
+fn created(identity: &str) -> &str {
+    identity.split('-').next().unwrap_or("?")
 }
 
 /// The identity of `topic`'s segment, in the form of
@@ -175,11 +184,7 @@ pub fn bind_log(
 ) -> Result<(), String> {
     let now = SegmentIdentity::of(segment).to_string();
     let file = wal_dir.join(LOG_BINDING_FILE);
-    let recorded = match std::fs::read_to_string(&file) {
-        Ok(s) => Some(s.trim().to_owned()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(format!("{}: {e}", file.display())),
-    };
+    let recorded = read_binding(&file)?;
     let head = segment.ring().head();
     let reset = match (&recorded, last) {
         (Some(r), Some(_)) => *r != now,
@@ -193,7 +198,6 @@ pub fn bind_log(
             store(&file, &now)
         };
     }
-    let created = |s: &str| s.split('-').next().unwrap_or("?").to_owned();
     let was = recorded.map_or_else(
         || "another segment (the log predates this check)".to_owned(),
         |r| format!("the segment created at {} ns (identity {r})", created(&r)),
@@ -259,10 +263,8 @@ pub fn check_log(
     let log = wal_dir.join(LOG_BINDING_FILE);
     let mut bindings = Vec::new();
     for file in std::iter::once(log.as_path()).chain(checkpoint) {
-        match std::fs::read_to_string(file) {
-            Ok(s) => bindings.push((file, s.trim().to_owned())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("{}: {e}", file.display())),
+        if let Some(recorded) = read_binding(file)? {
+            bindings.push((file, recorded));
         }
     }
     if bindings.is_empty() {

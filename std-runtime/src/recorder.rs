@@ -48,7 +48,8 @@ pub enum RecordError {
     /// The WAL refused (e.g. a full disk).
     Wal(WalError),
     /// The log holds another bus segment's sequences (the bus was reset):
-    /// what happened and how to start over.
+    /// what happened and how to start over; or the log's binding to its
+    /// segment could not be read or written (the error names the file).
     Reset(String),
 }
 

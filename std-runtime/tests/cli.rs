@@ -1972,14 +1972,7 @@ fn regression_follow_of_the_log_alone_creates_no_segment() {
 fn regression_a_follower_could_not_finish_the_old_log_after_a_reset() {
     let ns = Ns::new("follow-old-log");
     let dir = ns.root.join("trade_events");
-    let logged_up_to = |seq: u64| {
-        list_segments(&dir).is_ok_and(|s| {
-            s.last().is_some_and(|l| {
-                zerocast_runtime::wal::reader::last_seq_of(&l.path)
-                    .is_ok_and(|last| last.is_some_and(|last| last >= seq))
-            })
-        })
-    };
+    let logged_up_to = |seq| zerocast_runtime::checkpoint_segment::log_reaches(&dir, seq);
     let publish = |n: &str| {
         assert!(ns
             .run(&["pub", "--topic", "trade_events", "--count", n])
