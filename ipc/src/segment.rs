@@ -388,19 +388,24 @@ impl Segment {
         access: Access,
         producers: Producers,
     ) -> Result<Self> {
+        // Opened first: a create builds and reserves a whole segment under
+        // a temporary name before it finds the name taken, which every
+        // open of an existing topic paid. A name missing at the open is
+        // created; one taken by another creator meanwhile, or removed
+        // again (`remove_unused`) after our create found it, is tried
+        // again, a bounded number of times.
         let mut tries = 0;
         let seg = loop {
-            match Self::create_for(path, topic, capacity, payload_words, access, producers) {
-                Err(Error::Io { source, .. }) if source.kind() == ErrorKind::AlreadyExists => {}
-                other => return other,
-            }
             tries += 1;
+            let retry = tries < REOPENS;
             match Self::open_with(path, topic, access) {
-                // Removed since our create found it (`remove_unused`):
-                // create it again.
-                Err(Error::Io { source, .. })
-                    if source.kind() == ErrorKind::NotFound && tries < REOPENS => {}
+                Err(Error::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {}
                 other => break other?,
+            }
+            match Self::create_for(path, topic, capacity, payload_words, access, producers) {
+                Err(Error::Io { source, .. })
+                    if source.kind() == ErrorKind::AlreadyExists && retry => {}
+                other => return other,
             }
         };
         if seg.producers() != producers {
