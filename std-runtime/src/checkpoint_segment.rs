@@ -125,7 +125,7 @@ fn read_binding(file: &Path) -> Result<Option<String>, String> {
 }
 
 /// The creation time (ns) an identity names: its part before the `-`.
-fn created(identity: &str) -> &str {
+pub(crate) fn created(identity: &str) -> &str {
     identity.split('-').next().unwrap_or("?")
 }
 
@@ -188,7 +188,7 @@ pub fn bind_log(
     let head = segment.ring().head();
     let reset = match (&recorded, last) {
         (Some(r), Some(_)) => *r != now,
-        (None, Some(last)) => last >= head || created_after_the_log(wal_dir, segment)?,
+        (None, Some(_)) => unbound_log_is_another(newest_record(wal_dir)?, segment),
         (_, None) => false,
     };
     if !reset {
@@ -220,19 +220,33 @@ pub fn bind_log(
     ))
 }
 
-/// Whether `segment` was created after the last record of the WAL in
-/// `wal_dir` was written (the newest file that has a record: a rotation
-/// cut short, or a torn tail cut back, can leave the newest empty); false
-/// when there is none.
-fn created_after_the_log(wal_dir: &Path, segment: &zerocast_ipc::Segment) -> Result<bool, String> {
+/// The last record of the WAL in `wal_dir`: the last sequence it covers
+/// and when it was written, from the newest file that has a record (a
+/// rotation cut short, or a torn tail cut back, can leave the newest
+/// empty); `None` for a log with no record.
+fn newest_record(wal_dir: &Path) -> Result<Option<(u64, u64)>, String> {
     let files = crate::wal::list_segments(wal_dir).map_err(|e| e.to_string())?;
     for file in files.iter().rev() {
         let last = crate::wal::reader::last_record_of(&file.path).map_err(|e| e.to_string())?;
-        if let Some((_, ts)) = last {
-            return Ok(segment.header().creation_ns > ts);
+        if last.is_some() {
+            return Ok(last);
         }
     }
-    Ok(false)
+    Ok(None)
+}
+
+/// Whether a log with no binding (an older zerocast's), whose last record
+/// is `newest` ([`newest_record`]), holds another segment's sequences than
+/// `segment`'s: it holds sequences the segment has not reached (the same
+/// segment's head is past every sequence logged from it), or its last
+/// record was written before the segment was created (the same segment
+/// exists before anything is logged from it). A wall clock stepped back
+/// by more than the time between the two makes the second say yes for the
+/// same segment: a refusal that says how to go on, never a skip.
+fn unbound_log_is_another(newest: Option<(u64, u64)>, segment: &zerocast_ipc::Segment) -> bool {
+    newest.is_some_and(|(last, ts)| {
+        last >= segment.ring().head() || segment.header().creation_ns > ts
+    })
 }
 
 /// Before a reader of the WAL in `wal_dir` goes on from the log's end on
@@ -242,10 +256,11 @@ fn created_after_the_log(wal_dir: &Path, segment: &zerocast_ipc::Segment) -> Res
 /// `NAME.segment`, see [`bind`]; a follower checks it when it starts, and
 /// a long replay of the log may end after a reset). After a bus reset the
 /// new bus's sequences restart at 0, and a reader that joined it after the
-/// old log's end skipped its frames up to there without a word. Bindings
-/// that do not exist (an older zerocast's log, a reader without a
-/// checkpoint) are not checked; nor is an iceoryx2 topic, nor a reader
-/// with no log (an empty `wal_dir`).
+/// old log's end skipped its frames up to there without a word. A log with
+/// no binding (an older zerocast's) is judged as the recorder judges it
+/// ([`bind_log`]); a reader without a checkpoint binding has only the
+/// log's checked. An iceoryx2 topic is not checked, nor a reader with no
+/// log (an empty `wal_dir`).
 ///
 /// Returns the segment checked, if any: the caller holds it until its
 /// subscriber has joined, so that the segment it joins is the one checked
@@ -267,12 +282,31 @@ pub fn check_log(
             bindings.push((file, recorded));
         }
     }
-    if bindings.is_empty() {
+    // A log with no binding (an older zerocast's) is judged as the
+    // recorder judges it (`bind_log`): after a reset the recorder refuses
+    // it and binds nothing, and a reader must not go on from its end.
+    let unbound = if bindings.first().is_some_and(|(f, _)| *f == log.as_path()) {
+        None
+    } else {
+        newest_record(wal_dir)?
+    };
+    if bindings.is_empty() && unbound.is_none() {
         return Ok(None);
     }
     let segment = bus.segment(topic).map_err(|e| e.to_string())?;
     let now = SegmentIdentity::of(&segment).to_string();
     let Some((file, recorded)) = bindings.into_iter().find(|(_, r)| *r != now) else {
+        if unbound_log_is_another(unbound, &segment) {
+            return Err(format!(
+                "the bus was reset: the log in {} (written before logs were bound to their bus \
+                 segment) holds topic {topic}'s sequences of another segment than the bus's now \
+                 ({now}, whose sequences restarted at 0); going on from the log's end on it would \
+                 skip its frames up to there. The old log stays readable with `zerocast replay \
+                 --from SEQ`; follow the new bus with a new log (see `zerocast record`'s error \
+                 after a reset)",
+                wal_dir.display(),
+            ));
+        }
         return Ok(Some(segment));
     };
     let what = if file == log.as_path() {

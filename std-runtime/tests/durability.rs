@@ -710,6 +710,20 @@ fn regression_a_recorder_skipped_a_reset_bus_silently() {
         other => panic!("a recorder went on over a reset bus with an unbound log: {other:?}"),
     }
     assert_eq!(last, Some(19), "the old log was written to");
+    // The recorder binds nothing then: a reader that serves the bus's
+    // sequences judges the unbound log as the recorder did (it served the
+    // old log and joined the new bus after its end).
+    let mut served = 0;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let result = Resumable::open_at(&bus, "trades", &wal_dir, "history", 0).run(
+        |_| {
+            served += 1;
+            ControlFlow::Continue(())
+        },
+        || Instant::now() > deadline,
+    );
+    assert_eq!(served, 0, "an unbound old log was served as the new bus's");
+    assert!(result.unwrap_err().contains("bus was reset"));
     // A follower whose checkpoint is bound to the old bus (as `follow`
     // binds it when it starts), reading that unbound log to its end on the
     // new bus (a reset during its replay): it does not go on either.

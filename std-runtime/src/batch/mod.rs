@@ -255,7 +255,7 @@ pub fn segment_identity(bus: &Bus, topic: &str) -> Result<String, String> {
 
 /// The error of a sink whose recorded segment is not the bus's.
 pub fn reset_message(recorded: &str, now: &str) -> String {
-    let created = |s: &str| s.split('-').next().unwrap_or(s).to_owned();
+    use crate::checkpoint_segment::created;
     format!(
         "the bus was reset: the sink's position belongs to a segment created at {} ns \
          (identity {recorded}), but the topic's segment now was created at {} ns (identity {now}), \

@@ -113,14 +113,7 @@ fn seek(segment: &Path, bytes: &[u8], from: u64) -> usize {
 /// range): read from its last index entry on (the entry is checked against
 /// the record it points to), so it costs about one index interval.
 pub fn last_seq_of(path: &Path) -> Result<Option<u64>, WalError> {
-    let bytes = map(path).map_err(io_err(path, "open segment"))?;
-    let mut off = seek(path, &bytes, u64::MAX);
-    let mut last = None;
-    while let Parsed::Record(r, size) = parse_record(&bytes, off) {
-        last = Some(r.last_seq());
-        off += size;
-    }
-    Ok(last)
+    Ok(last_record_of(path)?.map(|(seq, _)| seq))
 }
 
 /// The last record of the WAL segment at `path`: the last sequence it
