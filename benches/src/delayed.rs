@@ -139,6 +139,11 @@ fn catch_up_case(dir: &Path, rows: u64) -> Value {
     let bus = bus("catchup");
     let wal_dir = dir.join("wal").join("trades");
     let _ = std::fs::remove_dir_all(&wal_dir);
+    // The live ring the batcher opens after the log, made first: the log
+    // is this bus's, bound to its segment as a recorder binds its log (a
+    // log of no known segment, holding sequences the ring has not reached,
+    // is refused as another bus's).
+    let segment = bus.segment("trades").expect("segment");
     {
         let (mut wal, _) = Wal::open(
             &wal_dir,
@@ -149,6 +154,8 @@ fn catch_up_case(dir: &Path, rows: u64) -> Value {
             },
         )
         .expect("open wal");
+        zerocast_runtime::checkpoint_segment::bind_log(&wal_dir, "trades", &segment, None)
+            .expect("bind the log");
         let frames = trade_frames(4096);
         for seq in 0..rows {
             wal.append(seq, 0, &frames[(seq % 4096) as usize])
@@ -156,8 +163,7 @@ fn catch_up_case(dir: &Path, rows: u64) -> Value {
         }
         wal.sync().expect("sync");
     }
-    // The live ring must exist for the batcher to open it after the log.
-    drop(bus.publisher("trades").expect("publisher"));
+    drop(segment);
     let path = fresh_db(dir, "catchup.db");
     let mut sink = SqliteSink::open(&path, "trades", "bench").expect("open");
     let batcher = Batcher::new(
