@@ -25,57 +25,12 @@
 //! it gets (how its lines spread over the L2 cache's sets); in one huge page
 //! it does not depend on that.
 
-use std::time::Instant;
-
-use zerocast_benches::{
-    cores, pin, pop_all, publish_all, push_all, push_copies, receive_all, trade_frame, Delivery,
-    Item, RingStorage, ITEMS_PER_RUN,
+use zerocast_benches::rings::{
+    all_items, broadcast, broadcast_single, rtrb, run_broadcast, stats, two_threads, Run, CAPACITY,
 };
-use zerocast_core::broadcast::{Broadcast, Start};
+use zerocast_benches::{cores, pin, pop_all, push_all, trade_frame, Item, ITEMS_PER_RUN};
+use zerocast_core::broadcast::Broadcast;
 use zerocast_core::spsc::Spsc;
-
-const CAPACITY: usize = 4096;
-
-/// One run: millions of items delivered per second, and items lost.
-#[derive(Clone, Copy)]
-struct Run {
-    delivered_m_per_s: f64,
-    lost: u64,
-}
-
-/// `produce` runs here, `consume` on the second core, both started
-/// together; timed until the consumer is done. `consume` says what it
-/// delivered.
-fn two_threads(produce: impl FnOnce(), consume: impl FnOnce() -> Delivery + Send) -> Run {
-    let start = std::sync::Barrier::new(2);
-    let (t0, delivery) = std::thread::scope(|s| {
-        let start = &start;
-        let consumer = s.spawn(move || {
-            pin(1);
-            start.wait();
-            consume()
-        });
-        start.wait();
-        let t0 = Instant::now();
-        produce();
-        (t0, consumer.join().expect("consumer thread"))
-    });
-    Run {
-        delivered_m_per_s: delivery.received as f64 / t0.elapsed().as_secs_f64() / 1e6,
-        lost: delivery.lagged,
-    }
-}
-
-/// A lossless consumer's delivery: every item.
-fn all_items(consume: impl FnOnce()) -> impl FnOnce() -> Delivery {
-    move || {
-        consume();
-        Delivery {
-            received: ITEMS_PER_RUN,
-            lagged: 0,
-        }
-    }
-}
 
 fn spsc() -> Run {
     let mut q = Spsc::<Item, _>::with_capacity(CAPACITY).unwrap();
@@ -92,23 +47,6 @@ fn rtrb_items() -> Run {
         || push_all(|item| p.push(item).is_ok()),
         all_items(|| pop_all(|| c.pop().ok())),
     )
-}
-
-/// One run through a fresh ring.
-fn broadcast(gating: bool, frame: &[u64], batch: usize) -> Run {
-    let ring = Broadcast::with_capacity(CAPACITY, frame.len()).unwrap();
-    run_broadcast(&ring, gating, frame, batch)
-}
-
-/// One run through a fresh ring in single-producer mode (claims by plain
-/// store), with the ipc layer's barriers: a compiler fence on the producer
-/// where this process could register for membarrier.
-fn broadcast_single(gating: bool, frame: &[u64], batch: usize) -> Run {
-    let mut ring = Broadcast::with_capacity(CAPACITY, frame.len()).unwrap();
-    // SAFETY: one producer (the run's producer thread), and this is the
-    // ring's only handle.
-    unsafe { ring.set_single_producer(zerocast_ipc::wait::single_producer_mode()) };
-    run_broadcast(&ring, gating, frame, batch)
 }
 
 /// The same on a ring in one 2 MiB transparent huge page: physically
@@ -173,46 +111,11 @@ fn huge_pages_granted() -> String {
     probe().unwrap_or_else(|| "AnonHugePages: unknown".into())
 }
 
-fn run_broadcast(
-    ring: &Broadcast<impl RingStorage>,
-    gating: bool,
-    frame: &[u64],
-    batch: usize,
-) -> Run {
-    let cursor = if gating {
-        ring.register_gating(Start::Newest).unwrap()
-    } else {
-        ring.cursor(Start::Newest)
-    };
-    two_threads(
-        || publish_all(ring, frame, batch),
-        move || receive_all(ring, cursor, frame.len()),
-    )
-}
-
-/// One run through a fresh rtrb ring.
-fn rtrb(frame: &[u64]) -> Run {
-    let (mut producer, mut consumer) = rtrb::RingBuffer::<[u64; 20]>::new(CAPACITY);
-    let mut item = [0u64; 20];
-    item.copy_from_slice(&frame[..20]);
-    two_threads(
-        || push_copies(item, |x| producer.push(x).is_ok()),
-        all_items(|| pop_all(|| consumer.pop().ok())),
-    )
-}
-
 fn summary(runs: &[Run]) -> String {
-    let mut rates: Vec<f64> = runs.iter().map(|r| r.delivered_m_per_s).collect();
-    rates.sort_by(f64::total_cmp);
-    let mut lost: Vec<u64> = runs.iter().map(|r| r.lost).collect();
-    lost.sort_unstable();
+    let (median, min, max, lost_median, lost_max) = stats(runs);
     format!(
-        "median {:6.2}  min {:6.2}  max {:6.2}  | lost per run: median {:7}  max {:7}",
-        rates[rates.len() / 2],
-        rates[0],
-        rates[rates.len() - 1],
-        lost[lost.len() / 2],
-        lost[lost.len() - 1],
+        "median {median:6.2}  min {min:6.2}  max {max:6.2}  | lost per run: median \
+         {lost_median:7}  max {lost_max:7}",
     )
 }
 

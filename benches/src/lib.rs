@@ -1,11 +1,13 @@
 //! Shared pieces of the zerocast benchmarks.
 
 pub mod bridge_load;
+pub mod criteria;
 pub mod delayed;
 pub mod durability;
 pub mod gateway_load;
 pub mod pingpong;
 pub mod plot;
+pub mod rings;
 
 use std::hint::black_box;
 use std::sync::atomic::AtomicU64;

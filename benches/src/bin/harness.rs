@@ -12,7 +12,11 @@
 //! Every latency is also given as a multiple of the floor, and the run
 //! draws `latency.svg` (percentile distribution) and `fanout.svg` (publish
 //! cost against subscribers) beside `results.json`. `--pairs-only` runs
-//! just the two-core cases.
+//! just the two-core cases. With the throughput cases it runs the broadcast
+//! ring against rtrb between two threads (`zerocast_benches::rings`), and
+//! every report judges issue 14's targets on its own figures
+//! (`zerocast_benches::criteria`: `criteria` in the JSON, the first table
+//! of the markdown).
 //!
 //! Latency is receive time minus the *scheduled* send time (CLOCK_MONOTONIC,
 //! shared by all processes), so a stalled publisher shows up in the figures
@@ -28,9 +32,9 @@ use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
 use iceoryx2::prelude::*;
 use serde_json::{json, Value};
-use zerocast_benches::cores;
 use zerocast_benches::pingpong::{self, MAX_ROUNDS};
 use zerocast_benches::plot::{Chart, Series};
+use zerocast_benches::{cores, criteria};
 use zerocast_core::broadcast::{GatingCache, Start as RingStart, TryRecvError};
 use zerocast_core::frame::{
     self, id::id, Body, Direction, FrameBuf, Level, MarketL2, TradeEvent, L2_DEPTH,
@@ -105,6 +109,10 @@ struct AllArgs {
     /// answer is already there; 10 to 100,000,000).
     #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(10..=MAX_ROUNDS))]
     wake_rounds: u64,
+    /// Interleaved runs of the broadcast ring against rtrb (two threads,
+    /// trade frames; 1 with --smoke), run with the throughput cases.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    ring_runs: u64,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -1441,6 +1449,12 @@ fn markdown(report: &Value) -> String {
         m["kernel"].as_str().unwrap_or("?"),
         report["command"].as_str().unwrap_or("?"),
     );
+    if report["smoke"] == true {
+        s += "A `--smoke` run (tiny counts): it checks that the harness works; its figures \
+              and the verdicts below say nothing about speed.\n\n";
+    }
+    s += &criteria::markdown(&report["criteria"]);
+    s += "\n";
     s += &pairs_markdown(report);
     let rows = |key: &str| report[key].as_array().is_some_and(|a| !a.is_empty());
     let floor_ns = report["floor"]["one_way_p50_ns"].as_f64();
@@ -1456,7 +1470,39 @@ fn markdown(report: &Value) -> String {
     if rows("throughput") {
         s += &throughput_markdown(report);
     }
+    if report["rings"]["cases"].is_array() {
+        s += &rings_markdown(report);
+    }
     s += &durability_markdown(report);
+    s
+}
+
+/// The broadcast ring against rtrb (two threads of one process).
+fn rings_markdown(report: &Value) -> String {
+    let r = &report["rings"];
+    let mut s = format!(
+        "\n**Rings, two threads** (1 producer -> 1 consumer pinned to the two cores, {} B \
+         trade frames, single publishes, {} items per run, ring of {} slots; median of {} \
+         interleaved runs, M items/s delivered (read by the consumer); `lost`: sent and \
+         never read, overwriting rings only)\n\n\
+         | case | median | min | max | x rtrb | lost median | lost max |\n|---|---|---|---|---|---|---|\n",
+        r["frame_bytes"], r["items_per_run"], r["capacity"], r["runs"],
+    );
+    for c in r["cases"].as_array().into_iter().flatten() {
+        let f = |k: &str| c[k].as_f64().map_or("?".into(), |x| format!("{x:.2}"));
+        s += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            c["case"].as_str().unwrap_or("?"),
+            f("delivered_m_per_s_median"),
+            f("delivered_m_per_s_min"),
+            f("delivered_m_per_s_max"),
+            c["x_rtrb"]
+                .as_f64()
+                .map_or("?".into(), |x| format!("{x:.2}x")),
+            c["lost_median"],
+            c["lost_max"],
+        );
+    }
     s
 }
 
@@ -1670,6 +1716,19 @@ fn run_all(args: AllArgs) {
         }
     }
     with_raw_ratios(&mut throughput);
+    // Issue 14's first target, in the same run: the broadcast ring against
+    // rtrb between two threads of this process (pinned as the cases are).
+    let rings = if bus_suites || throughput_only {
+        let runs = if args.smoke {
+            1
+        } else {
+            args.ring_runs as usize
+        };
+        eprintln!("rings: broadcast against rtrb, {runs} interleaved runs");
+        guarded("rings", || zerocast_benches::rings::compare_with_rtrb(runs))
+    } else {
+        Value::Null
+    };
     let plots = if bus_suites {
         json!(["latency.svg", "fanout.svg"])
     } else {
@@ -1688,12 +1747,15 @@ fn run_all(args: AllArgs) {
         "latency": latency,
         "fanout": fanout,
         "throughput": throughput,
+        "rings": rings,
         "durability": if args.no_durability || pairs_only || throughput_only {
             Value::Null
         } else {
             zerocast_benches::durability::run(&args.wal_dir, args.smoke)
         },
     });
+    let mut report = report;
+    report["criteria"] = criteria::evaluate(&report);
     std::fs::create_dir_all(&args.out).expect("create output directory");
     let json_path = args.out.join("results.json");
     let md_path = args.out.join("results.md");
@@ -1847,7 +1909,41 @@ fn check_complete(report: &Value, bus_suites: bool) {
 /// The smoke check of the throughput section: every case, its counts, no
 /// loss on shared memory, and each shm batch-1 row's ratios to the raw
 /// ring.
+/// The ring comparison and the criteria: every case with a rate, and every
+/// target judged or saying what was missing.
+fn check_rings_and_criteria(report: &Value) {
+    let cases = report["rings"]["cases"]
+        .as_array()
+        .expect("smoke check: no ring comparison");
+    assert_eq!(
+        cases.len(),
+        zerocast_benches::rings::HARNESS_CASES.len(),
+        "ring cases"
+    );
+    for c in cases {
+        need_ns(c, &["delivered_m_per_s_median"]);
+        need_ns(c, &["x_rtrb"]);
+    }
+    let criteria = report["criteria"]
+        .as_array()
+        .expect("smoke check: no criteria");
+    for c in criteria {
+        assert!(
+            c["met"].is_boolean() || c["missing"].as_str().is_some_and(|m| !m.is_empty()),
+            "smoke check: a target neither judged nor missing: {c}"
+        );
+    }
+    // The ring target is judged whenever the rings ran.
+    assert!(
+        criteria
+            .iter()
+            .any(|c| c["target"] == "ring_vs_rtrb" && c["met"].is_boolean()),
+        "smoke check: ring_vs_rtrb not judged"
+    );
+}
+
 fn check_throughput(report: &Value) {
+    check_rings_and_criteria(report);
     let shm = |r: &Value| {
         r["transport"]
             .as_str()
@@ -2055,14 +2151,41 @@ mod tests {
                     "mean_untimed_x_futex": 1.2}),
             )
         };
-        json!({
+        let rings: Vec<Value> = zerocast_benches::rings::HARNESS_CASES
+            .iter()
+            .map(|c| json!({"case": c, "delivered_m_per_s_median": 50.0, "x_rtrb": 1.5}))
+            .collect();
+        let mut report = json!({
+            "rings": {"cases": rings},
             "latency": latency, "fanout": fanout, "throughput": throughput, "durability": null,
             "floor": {"rounds": 2000, "one_way_p50_ns": 130.0, "one_way_mean_ns": 140.0,
                 "one_way_mean_untimed_ns": 135.0},
             "pingpong": [one_way(json!({"transport": "shm"})), one_way(json!({"transport": "shm-at"})), one_way(json!({"transport": "shm-loan"})), one_way(json!({"transport": "iox-plain"}))],
             "wake": [wake("futex"), wake("shm"), wake("iox-plain")],
             "plots": ["latency.svg", "fanout.svg"],
-        })
+        });
+        report["criteria"] = criteria::evaluate(&report);
+        report
+    }
+
+    /// The ring comparison and the verdicts are part of a complete run: a
+    /// run that lost either (a case that panicked is kept as an error) is
+    /// refused, and so is a target neither judged nor saying why not.
+    #[test]
+    fn smoke_check_refuses_a_run_without_rings_or_criteria() {
+        let refused = |report: Value| {
+            std::panic::catch_unwind(move || check_complete(&report, true)).is_err()
+        };
+        assert!(!refused(complete_report()), "a complete run refused");
+        let mut r = complete_report();
+        r["rings"] = json!({"case": "rings", "error": "panicked"});
+        assert!(refused(r), "no ring cases");
+        let mut r = complete_report();
+        r["rings"]["cases"][0]["x_rtrb"] = Value::Null;
+        assert!(refused(r), "a case without its ratio");
+        let mut r = complete_report();
+        r["criteria"][1] = json!({"target": "publish_vs_raw", "met": null});
+        assert!(refused(r), "a target neither judged nor missing");
     }
 
     /// The smoke check's premise: a smoke run's shm cases cannot lap their
@@ -2120,7 +2243,10 @@ mod tests {
     /// throughput-only smoke run passed whatever its rows held.
     #[test]
     fn regression_a_throughput_only_smoke_run_checked_no_throughput_case() {
-        let only = |report: &Value| json!({"throughput": report["throughput"].clone(), "durability": null});
+        let only = |report: &Value| {
+            json!({"throughput": report["throughput"].clone(), "rings": report["rings"].clone(),
+                "criteria": report["criteria"].clone(), "durability": null})
+        };
         let smoke = |report: Value| {
             std::panic::catch_unwind(|| check_smoke(&report, false, true, false)).is_ok()
         };

@@ -1,0 +1,367 @@
+//! Issue 14's "done when" targets, judged from one `harness all` report:
+//! every target gets the figures it was judged on, its threshold and a
+//! verdict (`met` true or false), or `met: null` with what was missing
+//! when the run did not measure it. Nothing here measures: it reads the
+//! report, so the same run's figures are held against each other.
+//!
+//! The targets, as issue 14 states them (measured in one run, interleaved):
+//!
+//! - `ring_vs_rtrb`: the broadcast ring, 1 producer -> 1 consumer thread,
+//!   trade frames, single publishes, at least rtrb's rate for the same
+//!   frames (each ring kind's median over rtrb's, interleaved runs);
+//! - `publish_vs_raw`: `Publisher::publish(&TradeEvent)` across processes,
+//!   1 -> 1, at least 0.8x the raw ring of the same run and above 10 M
+//!   frames/s (judged on the default, multi-producer topic; the
+//!   single-producer topic is reported beside it);
+//! - `pingpong_x_floor`: ping-pong one-way p50 of a 160 B trade frame
+//!   (`publish(&T)` and busy-polling receive) at most 1.8x the
+//!   core-to-core floor of the same run;
+//! - `wake_no_spin`: a blocking subscriber with no spin, one-way p50 at
+//!   most 1.2x the bare futex pair and at most iceoryx2's Listener;
+//! - `fanout_flat`: the publisher's cost (p50) from 1 to 1000
+//!   subscribers: the largest p50 at most 1.5x the smallest (and the
+//!   1000-subscriber case run);
+//! - `iox_plain_vs_upstream`: not judged here (it needs iceoryx2's own
+//!   programs: `benches/iox-own.sh`), reported as not measured.
+
+use serde_json::{json, Value};
+
+/// The least multiple of the raw ring's rate `publish(&T)` must keep.
+pub const PUBLISH_X_RAW: f64 = 0.8;
+/// The least publish rate, frames per second.
+pub const PUBLISH_MIN_RATE: f64 = 10e6;
+/// The largest ping-pong one-way p50 as a multiple of the floor.
+pub const PINGPONG_X_FLOOR: f64 = 1.8;
+/// The largest no-spin wake-up p50 as a multiple of the futex pair's.
+pub const WAKE_X_FUTEX: f64 = 1.2;
+/// The largest spread of the publisher's p50 over the fan-out counts.
+pub const FANOUT_SPREAD: f64 = 1.5;
+
+/// Every target's verdict from `report` (a `harness all` results.json).
+pub fn evaluate(report: &Value) -> Value {
+    json!([
+        ring_vs_rtrb(report),
+        publish_vs_raw(report),
+        pingpong_x_floor(report),
+        wake_no_spin(report),
+        fanout_flat(report),
+        {
+            "target": "iox_plain_vs_upstream",
+            "wants": "the harness's plain-iceoryx2 rows within 20% of iceoryx2's own benchmark programs",
+            "met": null,
+            "missing": "not measured by the harness: run benches/iox-own.sh",
+        },
+    ])
+}
+
+/// A target not judged: `missing` says what the report lacked.
+fn not_measured(target: &str, wants: &str, missing: &str) -> Value {
+    json!({ "target": target, "wants": wants, "met": null, "missing": missing })
+}
+
+fn ring_vs_rtrb(report: &Value) -> Value {
+    let wants = "broadcast ring 1 -> 1 thread, trade frames, single publishes: at least rtrb's rate (x_rtrb >= 1)";
+    let Some(cases) = report["rings"]["cases"].as_array() else {
+        return not_measured("ring_vs_rtrb", wants, "no ring comparison in this run");
+    };
+    let rings: Vec<(&str, f64)> = cases
+        .iter()
+        .filter(|c| {
+            c["case"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("broadcast"))
+        })
+        .filter_map(|c| Some((c["case"].as_str()?, c["x_rtrb"].as_f64()?)))
+        .collect();
+    if rings.is_empty() {
+        return not_measured(
+            "ring_vs_rtrb",
+            wants,
+            "no broadcast case with a ratio to rtrb",
+        );
+    }
+    let figures: serde_json::Map<String, Value> = rings
+        .iter()
+        .map(|(n, x)| (n.to_string(), json!(x)))
+        .collect();
+    json!({
+        "target": "ring_vs_rtrb",
+        "wants": wants,
+        "figures": figures,
+        "met": rings.iter().all(|(_, x)| *x >= 1.0),
+    })
+}
+
+/// The 1 -> 1, single-publish throughput row of `transport`.
+fn throughput_row<'a>(report: &'a Value, transport: &str) -> Option<&'a Value> {
+    report["throughput"]
+        .as_array()?
+        .iter()
+        .find(|r| r["transport"] == transport && r["subscribers"] == 1 && r["batch"] == 1)
+}
+
+fn publish_vs_raw(report: &Value) -> Value {
+    let wants = "Publisher::publish(&T) across processes 1 -> 1: at least 0.8x the raw ring's rate and above 10 M frames/s (default topic; single-producer beside it)";
+    let row = |t| {
+        let r = throughput_row(report, t)?;
+        Some((
+            r["publish_x_raw"].as_f64()?,
+            r["receive_x_raw"].as_f64()?,
+            r["publish_frames_per_s"].as_f64()?,
+            r["receive_frames_per_s_min"].as_f64()?,
+        ))
+    };
+    let Some((px, rx, rate, received)) = row("shm") else {
+        return not_measured(
+            "publish_vs_raw",
+            wants,
+            "no 1 -> 1 `shm` throughput row with a ratio to `shm-raw`",
+        );
+    };
+    // A rate is only as good as what the subscriber read: the lesser of
+    // the two ratios and rates is judged.
+    let x = px.min(rx);
+    let mut figures = json!({
+        "shm_x_raw": x,
+        "shm_frames_per_s": rate.min(received),
+    });
+    if let Some((spx, srx, srate, sreceived)) = row("shm-single") {
+        figures["shm_single_x_raw"] = json!(spx.min(srx));
+        figures["shm_single_frames_per_s"] = json!(srate.min(sreceived));
+    }
+    json!({
+        "target": "publish_vs_raw",
+        "wants": wants,
+        "figures": figures,
+        "met": x >= PUBLISH_X_RAW && rate.min(received) > PUBLISH_MIN_RATE,
+    })
+}
+
+fn pingpong_x_floor(report: &Value) -> Value {
+    let wants = "ping-pong one-way p50, 160 B trade frame, publish(&T) and busy-poll: at most 1.8x the core-to-core floor";
+    let shm = report["pingpong"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["transport"] == "shm"));
+    let (Some(x), Some(p50), Some(floor)) = (
+        shm.and_then(|r| r["p50_x_floor"].as_f64()),
+        shm.and_then(|r| r["one_way_p50_ns"].as_f64()),
+        report["floor"]["one_way_p50_ns"].as_f64(),
+    ) else {
+        return not_measured("pingpong_x_floor", wants, "no floor or no `shm` ping-pong");
+    };
+    json!({
+        "target": "pingpong_x_floor",
+        "wants": wants,
+        "figures": { "floor_p50_ns": floor, "shm_p50_ns": p50, "shm_x_floor": x },
+        "met": x <= PINGPONG_X_FLOOR,
+    })
+}
+
+fn wake_no_spin(report: &Value) -> Value {
+    let wants = "blocking subscriber, no spin, one-way p50: at most 1.2x the bare futex pair and at most iceoryx2's Listener";
+    let p50 = |t| {
+        report["wake"]
+            .as_array()?
+            .iter()
+            .find(|r| r["transport"] == t)?["one_way_p50_ns"]
+            .as_f64()
+    };
+    let (Some(futex), Some(shm), Some(iox)) = (p50("futex"), p50("shm"), p50("iox-plain")) else {
+        return not_measured(
+            "wake_no_spin",
+            wants,
+            "a wake-up row (futex, shm or iox-plain) is missing",
+        );
+    };
+    if futex <= 0.0 {
+        return not_measured("wake_no_spin", wants, "the futex pair's p50 is 0");
+    }
+    json!({
+        "target": "wake_no_spin",
+        "wants": wants,
+        "figures": {
+            "futex_p50_ns": futex,
+            "shm_p50_ns": shm,
+            "iox_listener_p50_ns": iox,
+            "shm_x_futex": shm / futex,
+        },
+        "met": shm / futex <= WAKE_X_FUTEX && shm <= iox,
+    })
+}
+
+fn fanout_flat(report: &Value) -> Value {
+    let wants =
+        "publish cost (p50) flat from 1 to 1000 subscribers: largest p50 at most 1.5x the smallest";
+    let points: Vec<(u64, f64)> = report["fanout"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["transport"] == "shm")
+        .filter_map(|r| Some((r["subscribers"].as_u64()?, r["publish"]["p50_ns"].as_f64()?)))
+        .collect();
+    if !points.iter().any(|(n, _)| *n == 1) || !points.iter().any(|(n, _)| *n >= 1000) {
+        return not_measured(
+            "fanout_flat",
+            wants,
+            "no `shm` fan-out case with 1 and with 1000 subscribers",
+        );
+    }
+    let min = points.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
+    let max = points.iter().map(|p| p.1).fold(0.0, f64::max);
+    let figures: serde_json::Map<String, Value> = points
+        .iter()
+        .map(|(n, p)| (format!("p50_ns_{n}_subscribers"), json!(p)))
+        .collect();
+    json!({
+        "target": "fanout_flat",
+        "wants": wants,
+        "figures": figures,
+        "met": min > 0.0 && max <= FANOUT_SPREAD * min,
+    })
+}
+
+/// The verdicts as a markdown table.
+pub fn markdown(criteria: &Value) -> String {
+    let mut md = String::from(
+        "**Issue 14's targets, judged on this run** (`met`: yes, no, or not measured)\n\n\
+         | target | wants | this run | met |\n|---|---|---|---|\n",
+    );
+    for c in criteria.as_array().into_iter().flatten() {
+        let figures = c["figures"]
+            .as_object()
+            .map(|f| {
+                f.iter()
+                    .map(|(k, v)| match v.as_f64() {
+                        Some(x) if x.abs() >= 1e6 => format!("{k} {:.2} M", x / 1e6),
+                        Some(x) => format!("{k} {x:.2}"),
+                        None => format!("{k} {v}"),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_else(|| c["missing"].as_str().unwrap_or_default().to_string());
+        let met = match c["met"].as_bool() {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "not measured",
+        };
+        md.push_str(&format!(
+            "| {} | {} | {} | {} |\n",
+            c["target"].as_str().unwrap_or_default(),
+            c["wants"].as_str().unwrap_or_default(),
+            figures,
+            met
+        ));
+    }
+    md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A report with every target's figures, each on the passing side.
+    fn passing() -> Value {
+        json!({
+            "floor": { "one_way_p50_ns": 100.0 },
+            "pingpong": [{ "transport": "shm", "one_way_p50_ns": 170.0, "p50_x_floor": 1.7 }],
+            "wake": [
+                { "transport": "futex", "one_way_p50_ns": 1000.0 },
+                { "transport": "shm", "one_way_p50_ns": 1100.0 },
+                { "transport": "iox-plain", "one_way_p50_ns": 1500.0 },
+            ],
+            "fanout": [
+                { "transport": "shm", "subscribers": 1, "publish": { "p50_ns": 60.0 } },
+                { "transport": "iox", "subscribers": 1, "publish": { "p50_ns": 9000.0 } },
+                { "transport": "shm", "subscribers": 1000, "publish": { "p50_ns": 80.0 } },
+            ],
+            "throughput": [
+                { "transport": "shm", "subscribers": 1, "batch": 1, "publish_x_raw": 0.85,
+                  "receive_x_raw": 0.84, "publish_frames_per_s": 40e6, "receive_frames_per_s_min": 40e6 },
+                { "transport": "shm", "subscribers": 2, "batch": 1, "publish_x_raw": 0.1,
+                  "receive_x_raw": 0.1, "publish_frames_per_s": 1e6, "receive_frames_per_s_min": 1e6 },
+            ],
+            "rings": { "cases": [
+                { "case": "broadcast overwriting", "x_rtrb": 2.5 },
+                { "case": "broadcast gating", "x_rtrb": 1.0 },
+                { "case": "rtrb", "x_rtrb": 1.0 },
+            ]},
+        })
+    }
+
+    fn met(report: &Value, target: &str) -> Value {
+        evaluate(report)
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["target"] == target)
+            .unwrap()["met"]
+            .clone()
+    }
+
+    #[test]
+    fn every_target_met_on_figures_inside_its_threshold() {
+        let r = passing();
+        for t in [
+            "ring_vs_rtrb",
+            "publish_vs_raw",
+            "pingpong_x_floor",
+            "wake_no_spin",
+            "fanout_flat",
+        ] {
+            assert_eq!(met(&r, t), json!(true), "{t}");
+        }
+        assert_eq!(met(&r, "iox_plain_vs_upstream"), Value::Null);
+    }
+
+    #[test]
+    fn each_target_fails_just_past_its_threshold() {
+        let mut r = passing();
+        r["rings"]["cases"][1]["x_rtrb"] = json!(0.99);
+        assert_eq!(met(&r, "ring_vs_rtrb"), json!(false));
+
+        let mut r = passing();
+        r["throughput"][0]["receive_x_raw"] = json!(0.79);
+        assert_eq!(
+            met(&r, "publish_vs_raw"),
+            json!(false),
+            "the lesser ratio is judged"
+        );
+        let mut r = passing();
+        r["throughput"][0]["publish_frames_per_s"] = json!(9.9e6);
+        assert_eq!(met(&r, "publish_vs_raw"), json!(false), "10 M/s");
+
+        let mut r = passing();
+        r["pingpong"][0]["p50_x_floor"] = json!(1.81);
+        assert_eq!(met(&r, "pingpong_x_floor"), json!(false));
+
+        let mut r = passing();
+        r["wake"][1]["one_way_p50_ns"] = json!(1201.0);
+        assert_eq!(met(&r, "wake_no_spin"), json!(false), "1.2x the futex");
+        let mut r = passing();
+        r["wake"][2]["one_way_p50_ns"] = json!(1099.0);
+        assert_eq!(met(&r, "wake_no_spin"), json!(false), "iceoryx2's listener");
+
+        let mut r = passing();
+        r["fanout"][2]["publish"]["p50_ns"] = json!(91.0);
+        assert_eq!(met(&r, "fanout_flat"), json!(false));
+    }
+
+    #[test]
+    fn a_target_the_run_did_not_measure_is_never_met() {
+        let empty = json!({});
+        for c in evaluate(&empty).as_array().unwrap() {
+            assert_eq!(c["met"], Value::Null, "{c}");
+            assert!(c["missing"].as_str().is_some_and(|m| !m.is_empty()), "{c}");
+        }
+        // A fan-out that stopped before 1000 subscribers is not flat "to 1000".
+        let mut r = passing();
+        r["fanout"].as_array_mut().unwrap().pop();
+        assert_eq!(met(&r, "fanout_flat"), Value::Null);
+        let md = markdown(&evaluate(&empty));
+        assert!(
+            md.contains("not measured") && !md.contains("| yes |"),
+            "{md}"
+        );
+    }
+}

@@ -1,0 +1,196 @@
+//! The broadcast ring against rtrb between two pinned threads, in
+//! interleaved runs: the `cross_thread` example's cases, and the harness's
+//! check of issue 14's first target (the broadcast ring, 1 producer -> 1
+//! consumer, 160 B trade frames, single publishes, at least rtrb's rate
+//! for the same frames).
+//!
+//! Each run moves [`ITEMS_PER_RUN`] items on a fresh ring and times from
+//! the producer's first push until the consumer has taken the last one.
+//! Rates count *delivered* items: an overwriting ring that laps its
+//! consumer delivers fewer than it was given, and the frames it lost are
+//! reported beside its rate.
+
+use std::time::Instant;
+
+use serde_json::{json, Value};
+use zerocast_core::broadcast::{Broadcast, Start};
+
+use crate::{
+    pin, pop_all, publish_all, push_copies, receive_all, trade_frame, Delivery, RingStorage,
+    ITEMS_PER_RUN,
+};
+
+/// Slots of every ring the comparisons make.
+pub const CAPACITY: usize = 4096;
+
+/// One run: millions of items delivered per second, and items lost.
+#[derive(Clone, Copy, Debug)]
+pub struct Run {
+    /// Items the consumer read, per second, in millions.
+    pub delivered_m_per_s: f64,
+    /// Items sent and never read (an overwriting ring lapped its consumer).
+    pub lost: u64,
+}
+
+/// `produce` runs on the calling thread, `consume` on a thread pinned to
+/// the second core, both started together; timed until the consumer is
+/// done. `consume` says what it delivered. The caller pins itself.
+pub fn two_threads(produce: impl FnOnce(), consume: impl FnOnce() -> Delivery + Send) -> Run {
+    let start = std::sync::Barrier::new(2);
+    let (t0, delivery) = std::thread::scope(|s| {
+        let start = &start;
+        let consumer = s.spawn(move || {
+            pin(1);
+            start.wait();
+            consume()
+        });
+        start.wait();
+        let t0 = Instant::now();
+        produce();
+        (t0, consumer.join().expect("consumer thread"))
+    });
+    Run {
+        delivered_m_per_s: delivery.received as f64 / t0.elapsed().as_secs_f64() / 1e6,
+        lost: delivery.lagged,
+    }
+}
+
+/// A lossless consumer's delivery: every item.
+pub fn all_items(consume: impl FnOnce()) -> impl FnOnce() -> Delivery {
+    move || {
+        consume();
+        Delivery {
+            received: ITEMS_PER_RUN,
+            lagged: 0,
+        }
+    }
+}
+
+/// One run through a fresh heap ring (overwriting, or with a gating
+/// consumer), single publishes or batches of `batch`.
+pub fn broadcast(gating: bool, frame: &[u64], batch: usize) -> Run {
+    let ring = Broadcast::with_capacity(CAPACITY, frame.len()).expect("ring");
+    run_broadcast(&ring, gating, frame, batch)
+}
+
+/// One run through a fresh ring in single-producer mode (claims by plain
+/// store), with the ipc layer's barriers: a compiler fence on the producer
+/// where this process could register for membarrier.
+pub fn broadcast_single(gating: bool, frame: &[u64], batch: usize) -> Run {
+    let mut ring = Broadcast::with_capacity(CAPACITY, frame.len()).expect("ring");
+    // SAFETY: one producer (the run's producer thread), and this is the
+    // ring's only handle.
+    unsafe { ring.set_single_producer(zerocast_ipc::wait::single_producer_mode()) };
+    run_broadcast(&ring, gating, frame, batch)
+}
+
+/// One run of `frame` through `ring`, from the calling thread to a
+/// consumer on the second core.
+pub fn run_broadcast(
+    ring: &Broadcast<impl RingStorage>,
+    gating: bool,
+    frame: &[u64],
+    batch: usize,
+) -> Run {
+    let cursor = if gating {
+        ring.register_gating(Start::Newest).expect("gating slot")
+    } else {
+        ring.cursor(Start::Newest)
+    };
+    two_threads(
+        || publish_all(ring, frame, batch),
+        move || receive_all(ring, cursor, frame.len()),
+    )
+}
+
+/// One run of `frame` (20 words, a trade frame) through a fresh rtrb ring.
+pub fn rtrb(frame: &[u64]) -> Run {
+    let (mut producer, mut consumer) = rtrb::RingBuffer::<[u64; 20]>::new(CAPACITY);
+    let mut item = [0u64; 20];
+    item.copy_from_slice(&frame[..20]);
+    two_threads(
+        || push_copies(item, |x| producer.push(x).is_ok()),
+        all_items(|| pop_all(|| consumer.pop().ok())),
+    )
+}
+
+/// Median, minimum and maximum rate of `runs`, and the median and largest
+/// loss.
+pub fn stats(runs: &[Run]) -> (f64, f64, f64, u64, u64) {
+    let mut rates: Vec<f64> = runs.iter().map(|r| r.delivered_m_per_s).collect();
+    rates.sort_by(f64::total_cmp);
+    let mut lost: Vec<u64> = runs.iter().map(|r| r.lost).collect();
+    lost.sort_unstable();
+    (
+        rates[rates.len() / 2],
+        rates[0],
+        rates[rates.len() - 1],
+        lost[lost.len() / 2],
+        lost[lost.len() - 1],
+    )
+}
+
+/// The cases the harness compares with rtrb, in the order each round runs
+/// them: the broadcast ring overwriting and gating (multi-producer), the
+/// overwriting ring in single-producer mode, and rtrb with the same frames.
+pub const HARNESS_CASES: [&str; 4] = [
+    "broadcast overwriting",
+    "broadcast gating",
+    "broadcast single-producer overwriting",
+    "rtrb",
+];
+
+/// Runs [`HARNESS_CASES`] in `runs` interleaved rounds (each case once per
+/// round, so that a busy machine slows them all alike) on two threads
+/// pinned to the first two cores, and reports each case's median rate and
+/// its multiple of rtrb's median. The calling thread is not pinned: the
+/// runs happen on a thread of their own.
+pub fn compare_with_rtrb(runs: usize) -> Value {
+    assert!(runs > 0, "at least one run");
+    let results = std::thread::scope(|s| {
+        s.spawn(|| {
+            pin(0);
+            let frame = trade_frame();
+            let mut results = vec![Vec::with_capacity(runs); HARNESS_CASES.len()];
+            for _ in 0..runs {
+                for (case, out) in HARNESS_CASES.iter().zip(&mut results) {
+                    out.push(match *case {
+                        "broadcast overwriting" => broadcast(false, &frame, 1),
+                        "broadcast gating" => broadcast(true, &frame, 1),
+                        "broadcast single-producer overwriting" => {
+                            broadcast_single(false, &frame, 1)
+                        }
+                        _ => rtrb(&frame),
+                    });
+                }
+            }
+            results
+        })
+        .join()
+        .expect("ring comparison thread")
+    });
+    let rtrb_median = stats(results.last().expect("rtrb runs")).0;
+    let cases: Vec<Value> = HARNESS_CASES
+        .iter()
+        .zip(&results)
+        .map(|(case, runs)| {
+            let (median, min, max, lost_median, lost_max) = stats(runs);
+            json!({
+                "case": case,
+                "delivered_m_per_s_median": median,
+                "delivered_m_per_s_min": min,
+                "delivered_m_per_s_max": max,
+                "lost_median": lost_median,
+                "lost_max": lost_max,
+                "x_rtrb": (rtrb_median > 0.0).then(|| median / rtrb_median),
+            })
+        })
+        .collect();
+    json!({
+        "runs": runs,
+        "items_per_run": ITEMS_PER_RUN,
+        "capacity": CAPACITY,
+        "frame_bytes": 160,
+        "cases": cases,
+    })
+}
