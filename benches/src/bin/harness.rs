@@ -109,10 +109,11 @@ struct AllArgs {
     /// answer is already there; 10 to 100,000,000).
     #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(10..=MAX_ROUNDS))]
     wake_rounds: u64,
-    /// Interleaved runs of the broadcast ring against rtrb (two threads,
-    /// trade frames; 1 with --smoke), run with the throughput cases.
+    /// Interleaved rounds, run with the throughput cases, of the broadcast
+    /// ring against rtrb (two threads, trade frames) and of the publish API
+    /// against the raw ring (1 -> 1 process); 1 with --smoke.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]
-    ring_runs: u64,
+    interleaved_rounds: u64,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -1214,6 +1215,59 @@ fn throughput_case(
     })
 }
 
+/// The rows [`throughput_interleaved`] runs in each round, the raw ring first.
+const INTERLEAVED_ROWS: [&str; 3] = ["shm-raw", "shm", "shm-single"];
+
+/// `rounds` interleaved rounds of [`INTERLEAVED_ROWS`] (1 publisher -> 1
+/// subscriber process, single publishes): each round's rate of a row is
+/// the lesser of its publish and delivery rates, its ratio is to the raw
+/// ring's of the same round, and the report gives every round's ratio and
+/// their median, so that a round run while the guest changed speed shows
+/// as one outlier instead of deciding the figure.
+fn throughput_interleaved(
+    args: &AllArgs,
+    rounds: usize,
+    pub_core: usize,
+    sub_cores: &[usize],
+) -> Value {
+    let median = |mut v: Vec<f64>| -> Option<f64> {
+        v.retain(|x| x.is_finite());
+        v.sort_by(f64::total_cmp);
+        (!v.is_empty()).then(|| v[v.len() / 2])
+    };
+    let mut rates = vec![Vec::new(); INTERLEAVED_ROWS.len()];
+    for _ in 0..rounds {
+        for (row, out) in INTERLEAVED_ROWS.iter().zip(&mut rates) {
+            let r = throughput_case(args, row, 1, 1, pub_core, sub_cores);
+            let rate = r["publish_frames_per_s"]
+                .as_f64()
+                .zip(r["receive_frames_per_s_min"].as_f64())
+                .map(|(p, d)| p.min(d));
+            // A row that lost frames delivered less than it says.
+            let lossless = r["missing_max"] == 0 && r["lost_max"] == 0 && r["lagged_max"] == 0;
+            out.push(rate.filter(|_| lossless).unwrap_or(f64::NAN));
+        }
+    }
+    let raw = rates[0].clone();
+    let rows: serde_json::Map<String, Value> = INTERLEAVED_ROWS
+        .iter()
+        .zip(&rates)
+        .map(|(row, rates)| {
+            let ratios: Vec<f64> = rates.iter().zip(&raw).map(|(r, b)| r / b).collect();
+            let mut v = json!({
+                "frames_per_s_rounds": rates,
+                "frames_per_s_median": median(rates.clone()),
+            });
+            if *row != "shm-raw" {
+                v["x_raw_rounds"] = json!(ratios);
+                v["x_raw_median"] = json!(median(ratios));
+            }
+            (row.to_string(), v)
+        })
+        .collect();
+    json!({ "rounds": rounds, "subscribers": 1, "batch": 1, "rows": rows })
+}
+
 /// Adds to every shared-memory throughput row at batch 1 its rates as a
 /// multiple of the raw ring's ("shm-raw", same subscriber count, same
 /// run): `publish_x_raw`, `receive_x_raw` (the slowest receiver's).
@@ -1470,10 +1524,52 @@ fn markdown(report: &Value) -> String {
     if rows("throughput") {
         s += &throughput_markdown(report);
     }
+    if report["throughput_interleaved"]["rows"].is_object() {
+        s += &interleaved_markdown(report);
+    }
     if report["rings"]["cases"].is_array() {
         s += &rings_markdown(report);
     }
     s += &durability_markdown(report);
+    s
+}
+
+/// The publish API against the raw ring, interleaved rounds.
+fn interleaved_markdown(report: &Value) -> String {
+    let t = &report["throughput_interleaved"];
+    let mut s = format!(
+        "\n**Throughput, interleaved** (1 publisher process -> 1 subscriber process, trade \
+         frames, single publishes; {} rounds, each row once per round; a round's rate is the \
+         lesser of publish and delivery, a row that lost frames has none; `x raw` is over the \
+         raw ring's rate of the same round)\n\n\
+         | transport | M frames/s, median | per round | x raw, median | per round |\n|---|---|---|---|---|\n",
+        t["rounds"]
+    );
+    let list = |v: &Value, scale: f64| {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .map(|x| {
+                x.as_f64()
+                    .map_or("-".into(), |x| format!("{:.2}", x / scale))
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for row in INTERLEAVED_ROWS {
+        let r = &t["rows"][row];
+        s += &format!(
+            "| {row} | {} | {} | {} | {} |\n",
+            r["frames_per_s_median"]
+                .as_f64()
+                .map_or("-".into(), |x| format!("{:.2}", x / 1e6)),
+            list(&r["frames_per_s_rounds"], 1e6),
+            r["x_raw_median"]
+                .as_f64()
+                .map_or("".into(), |x| format!("{x:.2}x")),
+            list(&r["x_raw_rounds"], 1.0),
+        );
+    }
     s
 }
 
@@ -1716,13 +1812,27 @@ fn run_all(args: AllArgs) {
         }
     }
     with_raw_ratios(&mut throughput);
+    // The publish API against the raw ring in interleaved rounds: the
+    // table's rows run once each, one after another, and this guest's
+    // speed (the vCPUs' placement) can change between two rows.
+    let interleaved = if bus_suites || throughput_only {
+        let rounds = if args.smoke {
+            1
+        } else {
+            args.interleaved_rounds as usize
+        };
+        eprintln!("throughput: raw ring against the publish API, {rounds} interleaved rounds");
+        throughput_interleaved(&args, rounds, pub_core, &sub_cores)
+    } else {
+        Value::Null
+    };
     // Issue 14's first target, in the same run: the broadcast ring against
     // rtrb between two threads of this process (pinned as the cases are).
     let rings = if bus_suites || throughput_only {
         let runs = if args.smoke {
             1
         } else {
-            args.ring_runs as usize
+            args.interleaved_rounds as usize
         };
         eprintln!("rings: broadcast against rtrb, {runs} interleaved runs");
         guarded("rings", || zerocast_benches::rings::compare_with_rtrb(runs))
@@ -1747,6 +1857,7 @@ fn run_all(args: AllArgs) {
         "latency": latency,
         "fanout": fanout,
         "throughput": throughput,
+        "throughput_interleaved": interleaved,
         "rings": rings,
         "durability": if args.no_durability || pairs_only || throughput_only {
             Value::Null
@@ -1944,6 +2055,13 @@ fn check_rings_and_criteria(report: &Value) {
 
 fn check_throughput(report: &Value) {
     check_rings_and_criteria(report);
+    for row in INTERLEAVED_ROWS {
+        let r = &report["throughput_interleaved"]["rows"][row];
+        need_ns(r, &["frames_per_s_median"]);
+        if row != "shm-raw" {
+            need_ns(r, &["x_raw_median"]);
+        }
+    }
     let shm = |r: &Value| {
         r["transport"]
             .as_str()
@@ -2155,7 +2273,13 @@ mod tests {
             .iter()
             .map(|c| json!({"case": c, "delivered_m_per_s_median": 50.0, "x_rtrb": 1.5}))
             .collect();
+        let interleaved = json!({"rounds": 1, "rows": {
+            "shm-raw": {"frames_per_s_median": 6e7},
+            "shm": {"frames_per_s_median": 4e7, "x_raw_median": 0.67},
+            "shm-single": {"frames_per_s_median": 4.5e7, "x_raw_median": 0.75},
+        }});
         let mut report = json!({
+            "throughput_interleaved": interleaved,
             "rings": {"cases": rings},
             "latency": latency, "fanout": fanout, "throughput": throughput, "durability": null,
             "floor": {"rounds": 2000, "one_way_p50_ns": 130.0, "one_way_mean_ns": 140.0,
@@ -2186,6 +2310,9 @@ mod tests {
         let mut r = complete_report();
         r["criteria"][1] = json!({"target": "publish_vs_raw", "met": null});
         assert!(refused(r), "a target neither judged nor missing");
+        let mut r = complete_report();
+        r["throughput_interleaved"]["rows"]["shm"]["x_raw_median"] = Value::Null;
+        assert!(refused(r), "an interleaved row without its ratio");
     }
 
     /// The smoke check's premise: a smoke run's shm cases cannot lap their
@@ -2245,6 +2372,7 @@ mod tests {
     fn regression_a_throughput_only_smoke_run_checked_no_throughput_case() {
         let only = |report: &Value| {
             json!({"throughput": report["throughput"].clone(), "rings": report["rings"].clone(),
+                "throughput_interleaved": report["throughput_interleaved"].clone(),
                 "criteria": report["criteria"].clone(), "durability": null})
         };
         let smoke = |report: Value| {
