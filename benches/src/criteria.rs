@@ -63,6 +63,20 @@ pub fn evaluate(report: &Value) -> Value {
     ])
 }
 
+/// Why the ratio suites (the interleaved rounds and the rings) cannot be
+/// judged: the floor measured before them and after them differ by more
+/// than [`FLOOR_DRIFT`] (the vCPUs moved), or either is missing.
+fn placement_moved(report: &Value) -> Option<String> {
+    let p = &report["ratio_placement"];
+    match (p["floor_before_ns"].as_f64(), p["floor_after_ns"].as_f64()) {
+        (Some(b), Some(a)) if b > 0.0 && a > 0.0 && a.max(b) <= FLOOR_DRIFT * a.min(b) => None,
+        (Some(b), Some(a)) => Some(format!(
+            "the floor moved during the ratio suites ({b:.0} ns before, {a:.0} ns after): the vCPUs changed placement"
+        )),
+        _ => Some("no floor measured around the ratio suites".into()),
+    }
+}
+
 /// A target not judged: `missing` says what the report lacked.
 fn not_measured(target: &str, wants: &str, missing: &str) -> Value {
     json!({ "target": target, "wants": wants, "met": null, "missing": missing })
@@ -73,26 +87,37 @@ fn ring_vs_rtrb(report: &Value) -> Value {
     let Some(cases) = report["rings"]["cases"].as_array() else {
         return not_measured("ring_vs_rtrb", wants, "no ring comparison in this run");
     };
-    let rings: Vec<(&str, f64)> = cases
+    let broadcast: Vec<&Value> = cases
         .iter()
         .filter(|c| {
             c["case"]
                 .as_str()
                 .is_some_and(|n| n.starts_with("broadcast"))
         })
-        .filter_map(|c| Some((c["case"].as_str()?, c["x_rtrb"].as_f64()?)))
         .collect();
-    if rings.is_empty() {
+    let rings: Vec<(&str, f64)> = broadcast
+        .iter()
+        .filter_map(|c| Some((c["case"].as_str()?, c["x_rtrb"].as_f64()?)))
+        .filter(|(_, x)| x.is_finite() && *x > 0.0)
+        .collect();
+    if rings.is_empty() || rings.len() < broadcast.len() {
         return not_measured(
             "ring_vs_rtrb",
             wants,
-            "no broadcast case with a ratio to rtrb",
+            "a broadcast case without a ratio to rtrb",
         );
     }
-    let figures: serde_json::Map<String, Value> = rings
+    if let Some(moved) = placement_moved(report) {
+        return not_measured("ring_vs_rtrb", wants, &moved);
+    }
+    let mut figures: serde_json::Map<String, Value> = rings
         .iter()
         .map(|(n, x)| (n.to_string(), json!(x)))
         .collect();
+    figures.insert(
+        "floor_ns".into(),
+        report["ratio_placement"]["floor_before_ns"].clone(),
+    );
     json!({
         "target": "ring_vs_rtrb",
         "wants": wants,
@@ -114,7 +139,26 @@ fn publish_vs_raw(report: &Value) -> Value {
             "no interleaved rounds of `shm` against `shm-raw`",
         );
     };
-    let mut figures = json!({ "shm_x_raw": x, "shm_frames_per_s": rate });
+    let rounds = report["throughput_interleaved"]["rounds"]
+        .as_u64()
+        .unwrap_or(0);
+    let counted = rows["shm"]["x_raw_counted"].as_u64().unwrap_or(0);
+    if rounds == 0 || 2 * counted <= rounds {
+        return not_measured(
+            "publish_vs_raw",
+            wants,
+            &format!("{counted} of {rounds} interleaved rounds had a rate for both rows"),
+        );
+    }
+    if let Some(moved) = placement_moved(report) {
+        return not_measured("publish_vs_raw", wants, &moved);
+    }
+    let mut figures = json!({
+        "shm_x_raw": x,
+        "shm_frames_per_s": rate,
+        "rounds_counted": counted,
+        "floor_ns": report["ratio_placement"]["floor_before_ns"],
+    });
     if let (Some(sx), Some(srate)) = (
         rows["shm-single"]["x_raw_median"].as_f64(),
         rows["shm-single"]["frames_per_s_median"].as_f64(),
@@ -135,13 +179,16 @@ fn pingpong_x_floor(report: &Value) -> Value {
     let shm = report["pingpong"]
         .as_array()
         .and_then(|rows| rows.iter().find(|r| r["transport"] == "shm"));
-    let (Some(x), Some(p50), Some(floor)) = (
-        shm.and_then(|r| r["p50_x_floor"].as_f64()),
+    let (Some(p50), Some(floor)) = (
         shm.and_then(|r| r["one_way_p50_ns"].as_f64()),
         report["floor"]["one_way_p50_ns"].as_f64(),
     ) else {
         return not_measured("pingpong_x_floor", wants, "no floor or no `shm` ping-pong");
     };
+    if !(p50 > 0.0 && floor > 0.0) {
+        return not_measured("pingpong_x_floor", wants, "a ping-pong or floor p50 of 0");
+    }
+    let x = p50 / floor;
     // A floor measured again after the ping-pongs that differs by more
     // than half from the first: the vCPUs moved in between, and the row
     // may have run at another placement than the floor it is held to.
@@ -181,7 +228,7 @@ fn wake_no_spin(report: &Value) -> Value {
             "a wake-up row (futex, shm or iox-plain) is missing",
         );
     };
-    if futex < SLEEP_NS {
+    if futex < SLEEP_NS || shm < SLEEP_NS {
         // Sleeping is bimodal on a small guest: when each answer is there
         // before the other side gets into the kernel, a round costs a few
         // hundred ns, and a p50 in that mode compares waits that did not
@@ -201,8 +248,8 @@ fn wake_no_spin(report: &Value) -> Value {
             "wake_no_spin",
             wants,
             &format!(
-                "the futex pair's p50 ({futex:.0} ns) is not a wake from sleep (under {SLEEP_NS:.0} ns): \
-                 this run's p50s compare waits that found their answer{means}"
+                "a p50 under {SLEEP_NS:.0} ns is no wake from sleep (futex pair {futex:.0} ns, zerocast \
+                 {shm:.0} ns): this run's p50s compare waits that found their answer{means}"
             ),
         );
     }
@@ -222,6 +269,14 @@ fn wake_no_spin(report: &Value) -> Value {
 fn fanout_flat(report: &Value) -> Value {
     let wants =
         "publish cost (p50) flat from 1 to 1000 subscribers: largest p50 at most 1.5x the smallest";
+    let failed = report["fanout"].as_array().into_iter().flatten().any(|r| {
+        r["case"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("fanout shm"))
+    });
+    if failed {
+        return not_measured("fanout_flat", wants, "an `shm` fan-out case failed");
+    }
     let points: Vec<(u64, f64)> = report["fanout"]
         .as_array()
         .into_iter()
@@ -307,8 +362,9 @@ mod tests {
             ],
             "throughput_interleaved": { "rounds": 3, "rows": {
                 "shm-raw": { "frames_per_s_median": 50e6 },
-                "shm": { "x_raw_median": 0.84, "frames_per_s_median": 42e6 },
+                "shm": { "x_raw_median": 0.84, "frames_per_s_median": 42e6, "x_raw_counted": 2 },
             }},
+            "ratio_placement": { "floor_before_ns": 20.0, "floor_after_ns": 25.0 },
             "rings": { "cases": [
                 { "case": "broadcast overwriting", "x_rtrb": 2.5 },
                 { "case": "broadcast gating", "x_rtrb": 1.0 },
@@ -356,7 +412,7 @@ mod tests {
         assert_eq!(met(&r, "publish_vs_raw"), json!(false), "10 M/s");
 
         let mut r = passing();
-        r["pingpong"][0]["p50_x_floor"] = json!(1.81);
+        r["pingpong"][0]["one_way_p50_ns"] = json!(181.0);
         assert_eq!(met(&r, "pingpong_x_floor"), json!(false));
         let mut r = passing();
         r["floor_after"] = json!({ "one_way_p50_ns": 151.0 });
@@ -389,6 +445,48 @@ mod tests {
         assert_eq!(met(&r, "fanout_flat"), json!(false));
     }
 
+    /// Review findings: verdicts on figures that cannot be trusted.
+    #[test]
+    fn targets_on_untrustworthy_figures_are_not_judged() {
+        // The vCPUs moved between the floor before the ratio suites and
+        // the one after: neither ratio target is judged.
+        let mut r = passing();
+        r["ratio_placement"]["floor_after_ns"] = json!(31.0);
+        assert_eq!(met(&r, "ring_vs_rtrb"), Value::Null);
+        assert_eq!(met(&r, "publish_vs_raw"), Value::Null);
+        let mut r = passing();
+        r.as_object_mut().unwrap().remove("ratio_placement");
+        assert_eq!(met(&r, "publish_vs_raw"), Value::Null, "no placement check");
+        // One round of three with a rate is no median.
+        let mut r = passing();
+        r["throughput_interleaved"]["rows"]["shm"]["x_raw_counted"] = json!(1);
+        assert_eq!(met(&r, "publish_vs_raw"), Value::Null);
+        // A broadcast case without its ratio: the others are not judged alone.
+        let mut r = passing();
+        r["rings"]["cases"][1]["x_rtrb"] = Value::Null;
+        assert_eq!(met(&r, "ring_vs_rtrb"), Value::Null);
+        // zerocast's waits that did not sleep are no wake-up figure.
+        let mut r = passing();
+        r["wake"][1]["one_way_p50_ns"] = json!(400.0);
+        assert_eq!(met(&r, "wake_no_spin"), Value::Null);
+        // A p50 of 0 is not within any multiple of the floor.
+        let mut r = passing();
+        r["pingpong"][0]["one_way_p50_ns"] = json!(0.0);
+        assert_eq!(met(&r, "pingpong_x_floor"), Value::Null);
+        // The ratio stored in the row is not trusted: p50 / floor is judged.
+        let mut r = passing();
+        r["pingpong"][0]["p50_x_floor"] = json!(1.0);
+        r["pingpong"][0]["one_way_p50_ns"] = json!(190.0);
+        assert_eq!(met(&r, "pingpong_x_floor"), json!(false));
+        // A failed shm fan-out case: flat over the others is not flat.
+        let mut r = passing();
+        r["fanout"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({ "case": "fanout shm 10", "error": "panicked" }));
+        assert_eq!(met(&r, "fanout_flat"), Value::Null);
+    }
+
     #[test]
     fn a_target_the_run_did_not_measure_is_never_met() {
         let empty = json!({});
@@ -402,7 +500,7 @@ mod tests {
         assert_eq!(met(&r, "fanout_flat"), Value::Null);
         let md = markdown(&evaluate(&empty));
         assert!(
-            md.contains("not measured") && !md.contains("| yes |"),
+            md.contains("| not measured |") && !md.contains("| yes |"),
             "{md}"
         );
     }

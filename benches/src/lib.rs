@@ -143,6 +143,19 @@ pub fn receive_all(
     delivery
 }
 
+/// The median of the finite values of `v` (the mean of the two middle
+/// ones for an even count), or `None` if there is none.
+pub fn median(v: &[f64]) -> Option<f64> {
+    let mut v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}
+
 /// Pops [`ITEMS_PER_RUN`] items, spinning while the queue is empty.
 pub fn pop_all<T>(mut pop: impl FnMut() -> Option<T>) {
     let mut got = 0;

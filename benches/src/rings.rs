@@ -10,6 +10,7 @@
 //! consumer delivers fewer than it was given, and the frames it lost are
 //! reported beside its rate.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use serde_json::{json, Value};
@@ -37,14 +38,29 @@ pub struct Run {
 /// done. `consume` says what it delivered. The caller pins itself.
 pub fn two_threads(produce: impl FnOnce(), consume: impl FnOnce() -> Delivery + Send) -> Run {
     let start = std::sync::Barrier::new(2);
+    // Set by a consumer that could not be pinned: the producer then does
+    // not start (it would wait forever for room, or at the barrier).
+    let failed = AtomicBool::new(false);
     let (t0, delivery) = std::thread::scope(|s| {
-        let start = &start;
+        let (start, failed) = (&start, &failed);
         let consumer = s.spawn(move || {
-            pin(1);
+            let pinned = std::panic::catch_unwind(|| pin(1));
+            if pinned.is_err() {
+                // Relaxed: read after the barrier below, which orders it.
+                failed.store(true, Ordering::Relaxed);
+            }
             start.wait();
+            if let Err(e) = pinned {
+                std::panic::resume_unwind(e);
+            }
             consume()
         });
         start.wait();
+        // Relaxed: stored before the barrier both sides passed.
+        if failed.load(Ordering::Relaxed) {
+            consumer.join().expect("consumer thread: could not pin");
+            unreachable!("a consumer that could not pin returned");
+        }
         let t0 = Instant::now();
         produce();
         (t0, consumer.join().expect("consumer thread"))
@@ -122,7 +138,7 @@ pub fn stats(runs: &[Run]) -> (f64, f64, f64, u64, u64) {
     let mut lost: Vec<u64> = runs.iter().map(|r| r.lost).collect();
     lost.sort_unstable();
     (
-        rates[rates.len() / 2],
+        crate::median(&rates).unwrap_or(f64::NAN),
         rates[0],
         rates[rates.len() - 1],
         lost[lost.len() / 2],
@@ -143,7 +159,7 @@ pub const HARNESS_CASES: [&str; 4] = [
 /// Runs [`HARNESS_CASES`] in `runs` interleaved rounds (each case once per
 /// round, so that a busy machine slows them all alike) on two threads
 /// pinned to the first two cores, and reports each case's median rate and
-/// its multiple of rtrb's median. The calling thread is not pinned: the
+/// the median of its rounds' multiples of rtrb's rate in the same round. The calling thread is not pinned: the
 /// runs happen on a thread of their own.
 pub fn compare_with_rtrb(runs: usize) -> Value {
     assert!(runs > 0, "at least one run");
@@ -160,7 +176,8 @@ pub fn compare_with_rtrb(runs: usize) -> Value {
                         "broadcast single-producer overwriting" => {
                             broadcast_single(false, &frame, 1)
                         }
-                        _ => rtrb(&frame),
+                        "rtrb" => rtrb(&frame),
+                        other => unreachable!("unknown ring case {other}"),
                     });
                 }
             }
@@ -169,20 +186,34 @@ pub fn compare_with_rtrb(runs: usize) -> Value {
         .join()
         .expect("ring comparison thread")
     });
-    let rtrb_median = stats(results.last().expect("rtrb runs")).0;
+    let rtrb_at = HARNESS_CASES
+        .iter()
+        .position(|c| *c == "rtrb")
+        .expect("rtrb is a case");
+    let rtrb_runs = &results[rtrb_at];
     let cases: Vec<Value> = HARNESS_CASES
         .iter()
         .zip(&results)
         .map(|(case, runs)| {
             let (median, min, max, lost_median, lost_max) = stats(runs);
+            // Each round's ratio to rtrb's run of the same round, then
+            // their median: a round run while the guest changed speed is
+            // one outlier, not a shift of one side's median.
+            let ratios: Vec<f64> = runs
+                .iter()
+                .zip(rtrb_runs)
+                .map(|(r, b)| r.delivered_m_per_s / b.delivered_m_per_s)
+                .collect();
             json!({
+                "delivered_m_per_s_runs": runs.iter().map(|r| r.delivered_m_per_s).collect::<Vec<_>>(),
+                "x_rtrb_runs": ratios,
                 "case": case,
                 "delivered_m_per_s_median": median,
                 "delivered_m_per_s_min": min,
                 "delivered_m_per_s_max": max,
                 "lost_median": lost_median,
                 "lost_max": lost_max,
-                "x_rtrb": (rtrb_median > 0.0).then(|| median / rtrb_median),
+                "x_rtrb": crate::median(&ratios),
             })
         })
         .collect();
