@@ -129,6 +129,7 @@ fn main() {
         .nth(1)
         .map(|s| s.parse().expect("runs: a number"))
         .unwrap_or(30);
+    assert!(runs > 0, "runs: at least 1");
     let cases: [(&str, &dyn Fn() -> Run); 12] = [
         ("spsc, 64 B items", &spsc),
         ("rtrb, 64 B items", &rtrb_items),

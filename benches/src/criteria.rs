@@ -100,7 +100,11 @@ fn ring_vs_rtrb(report: &Value) -> Value {
         .filter_map(|c| Some((c["case"].as_str()?, c["x_rtrb"].as_f64()?)))
         .filter(|(_, x)| x.is_finite() && *x > 0.0)
         .collect();
-    if rings.is_empty() || rings.len() < broadcast.len() {
+    let expected = crate::rings::HARNESS_CASES
+        .iter()
+        .filter(|c| c.starts_with("broadcast"))
+        .count();
+    if rings.is_empty() || rings.len() < broadcast.len() || broadcast.len() < expected {
         return not_measured(
             "ring_vs_rtrb",
             wants,
@@ -192,7 +196,10 @@ fn pingpong_x_floor(report: &Value) -> Value {
     // A floor measured again after the ping-pongs that differs by more
     // than half from the first: the vCPUs moved in between, and the row
     // may have run at another placement than the floor it is held to.
-    if let Some(after) = report["floor_after"]["one_way_p50_ns"].as_f64() {
+    let after = report["floor_after"]["one_way_p50_ns"]
+        .as_f64()
+        .unwrap_or(0.0);
+    {
         if after <= 0.0 || floor <= 0.0 || after.max(floor) > FLOOR_DRIFT * after.min(floor) {
             return not_measured(
                 "pingpong_x_floor",
@@ -277,6 +284,18 @@ fn fanout_flat(report: &Value) -> Value {
     if failed {
         return not_measured("fanout_flat", wants, "an `shm` fan-out case failed");
     }
+    let short = report["fanout"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|r| r["transport"] == "shm" && r["subscribers_reporting"] != r["subscribers"]);
+    if short {
+        return not_measured(
+            "fanout_flat",
+            wants,
+            "an `shm` fan-out case with subscribers that did not report",
+        );
+    }
     let points: Vec<(u64, f64)> = report["fanout"]
         .as_array()
         .into_iter()
@@ -349,6 +368,7 @@ mod tests {
     fn passing() -> Value {
         json!({
             "floor": { "one_way_p50_ns": 100.0 },
+            "floor_after": { "one_way_p50_ns": 110.0 },
             "pingpong": [{ "transport": "shm", "one_way_p50_ns": 170.0, "p50_x_floor": 1.7 }],
             "wake": [
                 { "transport": "futex", "one_way_p50_ns": 10000.0 },
@@ -356,9 +376,9 @@ mod tests {
                 { "transport": "iox-plain", "one_way_p50_ns": 15000.0 },
             ],
             "fanout": [
-                { "transport": "shm", "subscribers": 1, "publish": { "p50_ns": 60.0 } },
+                { "transport": "shm", "subscribers": 1, "subscribers_reporting": 1, "publish": { "p50_ns": 60.0 } },
                 { "transport": "iox", "subscribers": 1, "publish": { "p50_ns": 9000.0 } },
-                { "transport": "shm", "subscribers": 1000, "publish": { "p50_ns": 80.0 } },
+                { "transport": "shm", "subscribers": 1000, "subscribers_reporting": 1000, "publish": { "p50_ns": 80.0 } },
             ],
             "throughput_interleaved": { "rounds": 3, "rows": {
                 "shm-raw": { "frames_per_s_median": 50e6 },
@@ -368,6 +388,7 @@ mod tests {
             "rings": { "cases": [
                 { "case": "broadcast overwriting", "x_rtrb": 2.5 },
                 { "case": "broadcast gating", "x_rtrb": 1.0 },
+                { "case": "broadcast single-producer overwriting", "x_rtrb": 1.9 },
                 { "case": "rtrb", "x_rtrb": 1.0 },
             ]},
         })
@@ -478,6 +499,18 @@ mod tests {
         r["pingpong"][0]["p50_x_floor"] = json!(1.0);
         r["pingpong"][0]["one_way_p50_ns"] = json!(190.0);
         assert_eq!(met(&r, "pingpong_x_floor"), json!(false));
+        // A fan-out case some of whose subscribers did not report.
+        let mut r = passing();
+        r["fanout"][2]["subscribers_reporting"] = json!(998);
+        assert_eq!(met(&r, "fanout_flat"), Value::Null);
+        // A broadcast case missing from the comparison.
+        let mut r = passing();
+        r["rings"]["cases"].as_array_mut().unwrap().remove(1);
+        assert_eq!(met(&r, "ring_vs_rtrb"), Value::Null);
+        // No second floor around the ping-pongs.
+        let mut r = passing();
+        r.as_object_mut().unwrap().remove("floor_after");
+        assert_eq!(met(&r, "pingpong_x_floor"), Value::Null);
         // A failed shm fan-out case: flat over the others is not flat.
         let mut r = passing();
         r["fanout"]
