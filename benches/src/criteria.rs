@@ -221,13 +221,15 @@ fn pingpong_x_floor(report: &Value) -> Value {
 
 fn wake_no_spin(report: &Value) -> Value {
     let wants = "blocking subscriber, no spin, one-way p50: at most 1.2x the bare futex pair and at most iceoryx2's Listener";
-    let p50 = |t| {
+    // A field of the wake-up row of transport `t`.
+    let row = |t, field: &str| {
         report["wake"]
             .as_array()?
             .iter()
-            .find(|r| r["transport"] == t)?["one_way_p50_ns"]
+            .find(|r| r["transport"] == t)?[field]
             .as_f64()
     };
+    let p50 = |t| row(t, "one_way_p50_ns");
     let (Some(futex), Some(shm), Some(iox)) = (p50("futex"), p50("shm"), p50("iox-plain")) else {
         return not_measured(
             "wake_no_spin",
@@ -240,13 +242,7 @@ fn wake_no_spin(report: &Value) -> Value {
         // before the other side gets into the kernel, a round costs a few
         // hundred ns, and a p50 in that mode compares waits that did not
         // sleep. No floor for a wake from sleep, then.
-        let mean = |t| {
-            report["wake"]
-                .as_array()?
-                .iter()
-                .find(|r| r["transport"] == t)?["one_way_mean_ns"]
-                .as_f64()
-        };
+        let mean = |t| row(t, "one_way_mean_ns");
         let means = match (mean("futex"), mean("shm")) {
             (Some(f), Some(s)) if f > 0.0 => format!("; means: shm {:.2}x the futex pair's", s / f),
             _ => String::new(),
