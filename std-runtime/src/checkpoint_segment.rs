@@ -110,14 +110,34 @@ fn bind_log_only(
     }
 }
 
+/// The most bytes a binding file may hold: an identity is about 40.
+const MAX_BINDING_BYTES: u64 = 1024;
+
 /// The segment identity a binding file (`NAME.segment`, a log's
-/// [`LOG_BINDING_FILE`]) holds, trimmed; `None` if there is none. Read up
-/// to 1 KiB: an identity is about 40 bytes, and a file grown past that is
-/// not one (it then differs from every identity, and is refused as such).
+/// [`LOG_BINDING_FILE`]) holds, trimmed; `None` if there is none. Only a
+/// regular file of at most [`MAX_BINDING_BYTES`] is read: anything else
+/// (a FIFO, whose open would block for a writer; a device; a file grown
+/// past the limit) is an error naming the file, never a wait or a match.
 fn read_binding(file: &Path) -> Result<Option<String>, String> {
     use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
     let mut text = String::new();
-    match std::fs::File::open(file).and_then(|f| f.take(1024).read_to_string(&mut text)) {
+    let read = std::fs::OpenOptions::new()
+        .read(true)
+        // Never blocks in the open (a FIFO with no writer would).
+        .custom_flags(libc::O_NONBLOCK)
+        .open(file)
+        .and_then(|f| {
+            if !f.metadata()?.is_file() {
+                return Err(std::io::Error::other("not a regular file"));
+            }
+            f.take(MAX_BINDING_BYTES + 1).read_to_string(&mut text)
+        });
+    match read {
+        Ok(n) if n as u64 > MAX_BINDING_BYTES => Err(format!(
+            "{}: more than {MAX_BINDING_BYTES} bytes, not a segment identity",
+            file.display()
+        )),
         Ok(_) => Ok(Some(text.trim().to_owned())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(format!("{}: {e}", file.display())),
@@ -393,5 +413,38 @@ impl std::str::FromStr for SegmentIdentity {
             creation_ns: c.parse().map_err(|_| bad())?,
             creator: u64::from_str_radix(o, 16).map_err(|_| bad())?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Review finding: a FIFO at a binding file's path blocked the open
+    /// for ever (a follow, a recorder or a reader hung), and a file padded
+    /// with whitespace past 1 KiB was read as its first identity.
+    #[test]
+    fn regression_a_fifo_or_an_oversized_binding_file_hung_or_matched() {
+        let dir = std::env::temp_dir().join(format!("zc-binding-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo.segment");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo only creates a node.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let f = fifo.clone();
+        std::thread::spawn(move || tx.send(super::read_binding(&f)).ok());
+        let got = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("reading a FIFO binding file blocked");
+        assert!(got.is_err_and(|e| e.contains("fifo.segment")));
+        let big = dir.join("big.segment");
+        let mut text = "123-abc\n".to_string();
+        text.push_str(&" ".repeat(1100));
+        text.push_str("tail");
+        std::fs::write(&big, text).unwrap();
+        assert!(super::read_binding(&big).is_err_and(|e| e.contains("more than")));
+        let ok = dir.join("ok.segment");
+        std::fs::write(&ok, "123-abc\n").unwrap();
+        assert_eq!(super::read_binding(&ok), Ok(Some("123-abc".into())));
+        std::fs::remove_dir_all(&dir).ok();
     }
 }
