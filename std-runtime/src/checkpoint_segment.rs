@@ -345,15 +345,13 @@ pub fn check_log(
 }
 
 /// Whether the WAL in `wal_dir` (one topic's directory) already holds
-/// sequence `seq`: a follower that stops there never joins the bus. False
-/// when it cannot tell (no log, an unreadable or empty newest segment).
+/// sequence `seq`: a follower that stops there never joins the bus. Reads
+/// the newest file that has a record ([`newest_record`]): a rotation cut
+/// short leaves an empty newest file, and the log still reaches what the
+/// file before it holds. False when it cannot tell (no log, no record, an
+/// unreadable file).
 pub fn log_reaches(wal_dir: &Path, seq: u64) -> bool {
-    let Ok(segments) = crate::wal::list_segments(wal_dir) else {
-        return false;
-    };
-    segments.last().is_some_and(|last| {
-        crate::wal::reader::last_seq_of(&last.path).is_ok_and(|l| l.is_some_and(|l| l >= seq))
-    })
+    newest_record(wal_dir).is_ok_and(|r| r.is_some_and(|(last, _)| last >= seq))
 }
 
 /// Writes `identity` to `file` atomically (as checkpoints are written:
@@ -445,6 +443,44 @@ mod tests {
         let ok = dir.join("ok.segment");
         std::fs::write(&ok, "123-abc\n").unwrap();
         assert_eq!(super::read_binding(&ok), Ok(Some("123-abc".into())));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// Review finding: `log_reaches` looked at the newest WAL file only,
+    /// so after a rotation cut short (the next file created, nothing in
+    /// it yet) a `follow --until` inside the log was taken for one past
+    /// its end: after a bus reset such a follower was refused instead of
+    /// finishing the old log.
+    #[test]
+    fn regression_log_reaches_missed_the_log_behind_an_empty_newest_file() {
+        use crate::wal::{segment_name, FsyncPolicy, Wal, WalOptions};
+        use zerocast_core::frame::{encode, FrameBuf};
+        let dir = std::env::temp_dir().join(format!("zc-reaches-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let opts = WalOptions {
+            fsync: FsyncPolicy::Never,
+            ..Default::default()
+        };
+        let (mut wal, _) = Wal::open(&dir, "trades", opts).unwrap();
+        let mut feed = crate::feed::Feed::new(4, 7);
+        for seq in 0..10 {
+            let mut buf = FrameBuf::default();
+            let words = encode(&feed.trade(), 1, 2, &mut buf.0).unwrap();
+            buf.0[0] = seq;
+            wal.append(seq, 0, &buf.bytes()[..words * 8]).unwrap();
+        }
+        wal.sync().unwrap();
+        drop(wal);
+        assert!(super::log_reaches(&dir, 9));
+        assert!(!super::log_reaches(&dir, 10));
+        // The rotation cut short: the next file exists, empty.
+        std::fs::write(dir.join(segment_name(10)), b"").unwrap();
+        assert!(
+            super::log_reaches(&dir, 9),
+            "an empty newest file hid the log's sequences 0..=9"
+        );
+        assert!(!super::log_reaches(&dir, 10));
         std::fs::remove_dir_all(&dir).ok();
     }
 }
