@@ -260,8 +260,23 @@ impl Resumable {
     /// [`run`](Self::run) for processing that can fail: when `f` returns an
     /// error, that event is not processed (the checkpoint stays at the one
     /// before it, and a restart delivers it again), and the error is
-    /// returned.
+    /// returned. Whatever ends the run, an error of its own included (a
+    /// damaged log, a bus reset found where it would join the bus, a
+    /// subscriber it could not make), what `f` processed before is
+    /// checkpointed first.
     pub fn try_run(
+        &mut self,
+        f: impl FnMut(Event<'_>) -> Result<ControlFlow<()>, String>,
+        stop: impl Fn() -> bool,
+    ) -> Result<(), String> {
+        self.run_until_done(f, stop).or_else(|e| {
+            // Usually already done (`processed`); then a no-op.
+            self.checkpoint().map_err(|c| format!("{e}; and {c}"))?;
+            Err(e)
+        })
+    }
+
+    fn run_until_done(
         &mut self,
         mut f: impl FnMut(Event<'_>) -> Result<ControlFlow<()>, String>,
         stop: impl Fn() -> bool,

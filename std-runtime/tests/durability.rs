@@ -756,3 +756,79 @@ fn regression_a_recorder_skipped_a_reset_bus_silently() {
     bus.remove_segments();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A checkpoint policy that never fires by itself: only a run's return
+/// checkpoints.
+fn only_on_return() -> CheckpointPolicy {
+    CheckpointPolicy {
+        every_events: u64::MAX,
+        every: Duration::from_secs(3600),
+    }
+}
+
+/// Review finding: a run ended by an error of its own (here a bus reset
+/// found where the follower would join the bus; also a damaged log, or a
+/// subscriber it could not make) returned without checkpointing what `f`
+/// had processed, so the restart delivered all of it again.
+#[test]
+fn regression_a_run_ended_by_its_own_error_did_not_checkpoint_what_it_processed() {
+    let (bus, _) = small_bus("err-checkpoint");
+    let dir = tempdir("err-checkpoint");
+    let mut feed = Feed::new(4, 9);
+    let mut publisher = shm_publisher(&bus);
+    publish_trades(&mut publisher, &mut feed, 20);
+    let (mut wal, _) = recorder::open_wal(&dir, "trades", WalOptions::default()).unwrap();
+    let seg = bus.segment("trades").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    recorder::record(&bus, "trades", &mut wal, || {
+        Instant::now() > deadline
+            || seg.header().subscribers.iter().any(|e| {
+                // Relaxed: a test poll of the recorder's entry.
+                e.pid.load(Ordering::Relaxed) != 0 && e.cursor.load(Ordering::Relaxed) >= 20
+            })
+    })
+    .unwrap();
+    assert_eq!(wal.last_seq(), Some(19));
+    drop((wal, seg, publisher));
+    // The reset: the follower reads the old log, then refuses the new bus.
+    bus.remove_segments();
+    let _new = shm_publisher(&bus);
+    let wal_dir = dir.join("trades");
+    let checkpoints = wal_dir.join("checkpoints");
+    let open = || {
+        Resumable::open(
+            &bus,
+            "trades",
+            &wal_dir,
+            &checkpoints,
+            "t",
+            only_on_return(),
+        )
+        .unwrap()
+    };
+    let mut r = open();
+    let mut seen = 0;
+    let why = r
+        .run(
+            |_| {
+                seen += 1;
+                ControlFlow::Continue(())
+            },
+            || false,
+        )
+        .expect_err("a follower went on onto a reset bus");
+    assert!(why.contains("bus was reset"), "{why}");
+    assert_eq!(seen, 20);
+    assert_eq!(
+        r.checkpointed(),
+        Some(19),
+        "the processed frames were not checkpointed"
+    );
+    assert_eq!(
+        open().checkpointed(),
+        Some(19),
+        "a restart would deliver them again"
+    );
+    bus.remove_segments();
+    let _ = std::fs::remove_dir_all(&dir);
+}
