@@ -511,6 +511,18 @@ impl Subscriber {
         }
     }
 
+    /// The shared-memory segment this subscriber reads: the one it joined
+    /// when it was made, whatever the topic's name maps to since (a topic
+    /// removed and created again is another segment). `None` on an
+    /// iceoryx2 topic.
+    pub fn segment(&self) -> Option<&Arc<Segment>> {
+        match &self.inner {
+            SubInner::Shm(s) => Some(s.segment()),
+            #[cfg(feature = "iceoryx2")]
+            SubInner::Iox(_) => None,
+        }
+    }
+
     /// The next frame if there is one. Never blocks.
     #[inline]
     pub fn try_recv(&mut self) -> Result<Received<'_>, RecvError> {

@@ -1548,3 +1548,34 @@ fn regression_query_of_another_wire_version_is_answered_with_an_error() {
     };
     assert!(e.contains("version 1") && e.contains("version 2"), "{e}");
 }
+
+/// Review finding: the exporter took an iceoryx2 topic (the importer
+/// refuses one). Its frames carry each publisher's own count, which
+/// restarts at 0 with the publisher: the importer dropped the restarted
+/// publisher's frames as ones it already had, uncounted, and queries read
+/// an empty shared-memory segment the exporter created for the topic.
+#[cfg(feature = "iceoryx2")]
+#[test]
+fn regression_the_exporter_took_an_iceoryx2_topic() {
+    use zerocast_ipc::{TopicConfig, TopicKind};
+    use zerocast_runtime::bridge::{export, open_session};
+    let mut topic = TopicConfig::new(TOPIC, 1 << 20, TopicKind::Trade);
+    topic.transport = zerocast_ipc::Transport::Iceoryx2;
+    let bus = Bus::new(Config {
+        namespace: format!("brx{}-iox", std::process::id()),
+        topics: vec![topic],
+    });
+    let endpoint = vec![format!("tcp/127.0.0.1:{}", free_port())];
+    let session = open_session(None, &endpoint, &[]).unwrap();
+    let options = export::ExportOptions::new(TOPIC, "zerocast/iox/trade_events");
+    let t0 = Instant::now();
+    let result = export::export(&bus, &session, &options, || {
+        t0.elapsed() > Duration::from_millis(500)
+    });
+    let e = result.expect_err("an iceoryx2 topic was exported");
+    assert!(e.contains("iceoryx2") && e.contains(TOPIC), "{e}");
+    assert!(
+        !bus.config().segment_path(TOPIC).exists(),
+        "the exporter created a shared-memory segment for an iceoryx2 topic"
+    );
+}

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use zenoh::qos::CongestionControl;
 use zenoh::query::Query;
 use zenoh::{Session, Wait};
-use zerocast_ipc::{Bus, RecvError, Start, SubscriberOptions, WaitStrategy};
+use zerocast_ipc::{Bus, RecvError, Start, SubscriberOptions, Transport, WaitStrategy};
 
 use super::wire::{Message, Origin, VERSION};
 use crate::recorder::frame_len;
@@ -82,6 +82,22 @@ pub fn export(
     stop: impl Fn() -> bool + Sync,
 ) -> Result<ExportStats, String> {
     let zerr = |what: &str, e: zenoh::Error| format!("zenoh: {what} on {}: {e}", options.key);
+    // Refused before anything is declared or created: an iceoryx2 topic
+    // has no topic sequence (each of its publishers counts from 0, again
+    // after a restart), so an importer would take a restarted publisher's
+    // frames for ones it already has and drop them uncounted, and the
+    // queries would read an empty shared-memory segment made for them.
+    let config = bus
+        .config()
+        .topic(&options.topic)
+        .map_err(|e| e.to_string())?;
+    if config.transport != Transport::Shm {
+        return Err(format!(
+            "topic {}: bridge export sends the topic's sequences, which needs a shared-memory \
+             topic (this one is configured with transport = \"iceoryx2\")",
+            options.topic
+        ));
+    }
     let publisher = session
         .declare_publisher(options.key.clone())
         .congestion_control(CongestionControl::Block)
@@ -96,12 +112,14 @@ pub fn export(
         .map_err(|e| format!("topic {}: {e}", options.topic))?;
     // The identity of the segment the subscriber reads, sent with every
     // message: an importer that followed another (the topic was recreated,
-    // its sequences restarted at 0) stops instead of skipping them.
-    let segment = bus
-        .segment(&options.topic)
-        .map_err(|e| format!("topic {}: {e}", options.topic))?;
-    let origin = Origin::of(&segment);
-    drop(segment);
+    // its sequences restarted at 0) stops instead of skipping them. Taken
+    // from the subscriber's own segment: a second open by name could find
+    // a topic recreated since the subscriber joined, and label the old
+    // segment's sequences with the new one's identity.
+    let origin = Origin::of(
+        sub.segment()
+            .ok_or_else(|| format!("topic {}: not a shared-memory subscriber", options.topic))?,
+    );
     tracing::info!(
         topic = options.topic,
         key = options.key,
