@@ -1579,3 +1579,61 @@ fn regression_the_exporter_took_an_iceoryx2_topic() {
         "the exporter created a shared-memory segment for an iceoryx2 topic"
     );
 }
+
+/// Review finding: an exporter's error reply to a query (one it cannot
+/// serve, such as its log bound to a reset bus) was logged at debug level
+/// and taken for silence: the importer kept asking with a warning that
+/// nobody answered, and the cause was nowhere an operator would look.
+#[test]
+fn regression_an_exporter_error_reply_was_taken_for_silence() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use zenoh::Wait;
+    use zerocast_runtime::bridge::{import, wire::Message};
+
+    let far = Side::new("errreply", "b", 4 << 20);
+    let key = "zerocast/errreply/trade_events";
+    let (origin, session) = loopback_sessions();
+    let stop = Arc::new(AtomicBool::new(false));
+    let queryable = origin.declare_queryable(key).wait().unwrap();
+    let answering = Arc::new(AtomicBool::new(true));
+    let server = {
+        let answering = answering.clone();
+        std::thread::spawn(move || {
+            while answering.load(Ordering::Relaxed) {
+                if let Ok(Some(q)) = queryable.recv_timeout(Duration::from_millis(50)) {
+                    q.reply_err("the bus was reset: a test's exporter")
+                        .wait()
+                        .unwrap();
+                }
+            }
+        })
+    };
+    let log = LogCapture::default();
+    let importer = {
+        let (bus, stop) = (far.bus.clone(), stop.clone());
+        let mut o = import::ImportOptions::new(TOPIC, key);
+        o.query_timeout = Duration::from_millis(200);
+        let subscriber = log.subscriber();
+        std::thread::spawn(move || {
+            tracing::subscriber::with_default(subscriber, || {
+                import::import(&bus, &session, &o, || stop.load(Ordering::Relaxed))
+            })
+        })
+    };
+    let publisher = origin.declare_publisher(key).wait().unwrap();
+    wait_for("the importer subscribed", || {
+        publisher.matching_status().wait().unwrap().matching()
+    });
+    // A hole at 0..=4, which the exporter answers with its error.
+    let mut m = Message::new(FAKE_ORIGIN);
+    m.frame(5, &frame_bytes(5));
+    publisher.put(m.bytes().to_vec()).wait().unwrap();
+    wait_for("the exporter's error in the importer's warnings", || {
+        log.contains("the bus was reset: a test's exporter")
+    });
+    stop.store(true, Ordering::Relaxed);
+    answering.store(false, Ordering::Relaxed);
+    let _ = importer.join().unwrap();
+    server.join().unwrap();
+}

@@ -169,12 +169,23 @@ struct Importer<'a, S: Fn() -> bool> {
     pending: VecDeque<Vec<u8>>,
     /// Bytes in `pending`.
     pending_bytes: usize,
+    /// The error the exporter answered the last query with, if it did
+    /// (a query it could not serve: its log bound to a reset bus, an I/O
+    /// error): logged when it first comes and named while the importer
+    /// keeps asking, instead of "no answer".
+    exporter_error: Option<String>,
     options: &'a ImportOptions,
     /// The next origin sequence to publish: the local ring's head.
     next: u64,
     stats: ImportStats,
     buf: Box<FrameBuf>,
     stop: &'a S,
+}
+
+/// Whether a query's error reply is zenoh's own for a query that timed out
+/// (its payload is `Timeout`), rather than an exporter's.
+fn is_zenoh_timeout(error: &str) -> bool {
+    error == "Timeout"
 }
 
 /// Runs the importer until `stop()`.
@@ -228,6 +239,7 @@ pub fn import(
         live: &subscriber,
         pending: VecDeque::new(),
         pending_bytes: 0,
+        exporter_error: None,
         options,
         next,
         stats: ImportStats::default(),
@@ -444,12 +456,20 @@ impl<S: Fn() -> bool> Importer<'_, S> {
             silent += 1;
             match to {
                 None if silent >= self.options.query_attempts => break,
-                Some(t) if silent == self.options.query_attempts => tracing::warn!(
-                    topic = self.options.topic,
-                    from = self.next,
-                    to = t,
-                    "no answer from the exporter for these sequences; asking until one comes"
-                ),
+                Some(t) if silent == self.options.query_attempts => match &self.exporter_error {
+                    Some(e) => tracing::warn!(
+                        topic = self.options.topic,
+                        from = self.next,
+                        to = t,
+                        "the exporter cannot serve these sequences ({e}); asking until it can"
+                    ),
+                    None => tracing::warn!(
+                        topic = self.options.topic,
+                        from = self.next,
+                        to = t,
+                        "no answer from the exporter for these sequences; asking until one comes"
+                    ),
+                },
                 _ => {}
             }
             if silent >= self.options.query_attempts {
@@ -471,6 +491,7 @@ impl<S: Fn() -> bool> Importer<'_, S> {
             .wait()
             .map_err(|e| format!("zenoh: query {selector}: {e}"))?;
         let mut got = None;
+        let mut error = None;
         loop {
             let reply = match replies.try_recv() {
                 Ok(Some(reply)) => reply,
@@ -501,13 +522,30 @@ impl<S: Fn() -> bool> Importer<'_, S> {
             match reply.result() {
                 Ok(sample) if got.is_none() => got = Some(sample.payload().to_bytes().into_owned()),
                 Ok(_) => {}
-                // A timeout, or the exporter's error (it logs it too).
-                Err(e) => tracing::debug!(
-                    selector,
-                    "query not answered: {}",
-                    String::from_utf8_lossy(&e.payload().to_bytes())
-                ),
+                // A timeout (zenoh's own error reply), or the exporter's
+                // error: the reason it cannot serve the range, which can
+                // last (a log bound to a reset bus), so it is named, not
+                // taken for silence.
+                Err(e) => {
+                    let text = String::from_utf8_lossy(&e.payload().to_bytes()).into_owned();
+                    tracing::debug!(selector, "query not answered: {text}");
+                    error = Some(text);
+                }
             }
+        }
+        if got.is_none() {
+            if let Some(e) = error.filter(|e| !is_zenoh_timeout(e)) {
+                if self.exporter_error.as_ref() != Some(&e) {
+                    tracing::warn!(
+                        topic = self.options.topic,
+                        selector,
+                        "the exporter answered a query with an error: {e}"
+                    );
+                }
+                self.exporter_error = Some(e);
+            }
+        } else {
+            self.exporter_error = None;
         }
         Ok(got)
     }
