@@ -114,6 +114,9 @@ pub struct Resumable {
     /// again.
     poll: Duration,
     stored: u64,
+    /// The identity of the bus segment this reader's position counts in
+    /// ([`expect_segment`](Self::expect_segment)), if its caller bound it.
+    segment: Option<String>,
 }
 
 impl Resumable {
@@ -143,6 +146,7 @@ impl Resumable {
             before_checkpoint: Hook::default(),
             poll: Duration::from_millis(50),
             stored: 0,
+            segment: None,
         })
     }
 
@@ -169,6 +173,7 @@ impl Resumable {
             before_checkpoint: Hook::default(),
             poll: Duration::from_millis(50),
             stored: 0,
+            segment: None,
         }
     }
 
@@ -177,6 +182,19 @@ impl Resumable {
     /// its own timer (the delayed tier flushes a due batch from `stop`).
     pub fn set_poll(&mut self, poll: Duration) {
         self.poll = poll.max(Duration::from_micros(100));
+    }
+
+    /// Binds the reader's position to the bus segment of identity
+    /// `identity` ([`SegmentIdentity`](crate::checkpoint_segment::SegmentIdentity)
+    /// as a string): where it joins the bus, a segment of another identity
+    /// (the topic removed and made again since the caller took the
+    /// identity: a bus reset, whose sequences restarted at 0) is refused,
+    /// naming the reset, instead of read from the caller's position on.
+    /// The delayed tier binds its sink's segment this way: a reset between
+    /// its check of the sink and the reader's join went unnoticed when it
+    /// reads no log (the log's binding is checked otherwise).
+    pub fn expect_segment(&mut self, identity: &str) {
+        self.segment = Some(identity.to_owned());
     }
 
     /// The last checkpointed sequence when opened or since.
@@ -409,6 +427,18 @@ impl Resumable {
                 .map_err(|e| e.to_string())?;
             // Joined: the subscriber maps the segment checked now.
             drop(checked);
+            if let (Some(want), Some(joined)) = (&self.segment, sub.segment()) {
+                let now = crate::checkpoint_segment::SegmentIdentity::of(joined).to_string();
+                if *want != now {
+                    return Err(format!(
+                        "the bus was reset: this reader's position counts in topic {}'s segment \
+                         {want}, but the segment it joined is {now}, whose sequences restarted at \
+                         0; going on from its position would skip the new bus's frames up to \
+                         there",
+                        self.topic
+                    ));
+                }
+            }
             let mut live_progress = false;
             loop {
                 if stop() {

@@ -1185,3 +1185,74 @@ fn regression_sqlite_sink_refuses_a_foreign_database_and_a_second_writer() {
     bus.remove_segments();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A sink whose position counts in the bus as it was when the batcher
+/// bound it, and which resets the bus (removes the topic's segment, makes
+/// it again and publishes three frames there) when the batcher asks for
+/// its position: the reset lands between the sink's check and the
+/// reader's join.
+struct ResetWhileStarting {
+    bus: Bus,
+    bound: Option<String>,
+    seqs: Vec<u64>,
+}
+
+impl Sink for ResetWhileStarting {
+    fn bind_segment(&mut self, segment: &str) -> Result<(), SinkError> {
+        self.bound = Some(segment.to_owned());
+        Ok(())
+    }
+
+    fn committed(&mut self) -> Result<Option<u64>, SinkError> {
+        self.bus.remove_segments();
+        let mut p = self.bus.publisher(TOPIC).unwrap();
+        let mut feed = Feed::new(4, 7);
+        for _ in 0..3 {
+            publish_synthetic(&mut p, &mut feed, TopicKind::Trade, 1).unwrap();
+        }
+        // Committed up to 1 on the bus it was bound to.
+        Ok(Some(1))
+    }
+
+    fn write_batch(&mut self, batch: &Batch) -> Result<(), SinkError> {
+        for e in batch.events() {
+            if let Event::Frame { seq, .. } = e {
+                self.seqs.push(seq);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Review finding: the batcher took its sink's segment identity, then
+/// joined whatever segment the topic had when its reader got there; with
+/// no log (whose binding is checked otherwise), a bus reset in between
+/// went unnoticed: the new bus's first sequences were skipped with no gap
+/// row and the rest stored as the old bus's.
+#[test]
+fn regression_a_reset_while_the_batcher_started_was_skipped_silently() {
+    let bus = lib_bus("resetstart", 5);
+    let options = BatchOptions {
+        interval: Duration::from_millis(20),
+        max_batch: 10,
+        until: Some(2),
+        ..Default::default()
+    };
+    let batcher = Batcher::new(&bus, TOPIC, None, "r", options);
+    let mut sink = ResetWhileStarting {
+        bus: bus.clone(),
+        bound: None,
+        seqs: Vec::new(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let result = batcher.run(&mut sink, || Instant::now() > deadline, |_| {});
+    assert!(sink.bound.is_some());
+    assert_eq!(
+        sink.seqs,
+        Vec::<u64>::new(),
+        "the new bus's frames were batched as the old's"
+    );
+    let err = result.expect_err("a batcher went on over a reset bus");
+    assert!(err.to_string().contains("bus was reset"), "{err}");
+    bus.remove_segments();
+}

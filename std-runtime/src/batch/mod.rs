@@ -413,6 +413,9 @@ impl Batcher {
             committed.map_or(0, |c| c + 1),
         );
         reader.set_poll((interval / 4).clamp(Duration::from_millis(1), Duration::from_millis(50)));
+        // The sink's position counts in this segment: the reader refuses
+        // another where it joins the bus (a reset since the check above).
+        reader.expect_segment(&segment);
         // Rows, batches and commit latency, where health monitors read
         // them; metrics are not worth a stopped batcher, so a counters
         // file that cannot be used is a warning.
