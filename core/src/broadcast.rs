@@ -482,6 +482,12 @@ impl ReadCursor {
         self.manual_release = manual;
     }
 
+    /// Whether this cursor releases only when [`Broadcast::release`] is
+    /// called ([`set_manual_release`](Self::set_manual_release)).
+    pub fn manual_release(&self) -> bool {
+        self.manual_release
+    }
+
     /// The gating-table slot this cursor holds, if it is gating. A gating
     /// cursor whose slot was freed under it (a supervisor's
     /// [`Broadcast::release_gating_slot`] on a live consumer) becomes

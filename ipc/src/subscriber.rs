@@ -54,7 +54,8 @@ pub struct SubscriberOptions {
     /// A named, persistent gating registration (requires `gating` and a
     /// non-empty `name`, unique per topic among durable subscribers). When
     /// its process dies or drops it, its gating hold is not released: the
-    /// entry stays as an orphaned hold at the last released position, and
+    /// entry stays as an orphaned hold at the last released position
+    /// (dropped without `manual_release`: after everything it read), and
     /// publishers keep waiting for it (by their gating policy). The next
     /// durable subscriber of the same name takes the hold over, without it
     /// ever being released in between: it starts at `start` (`Oldest`:
@@ -716,7 +717,14 @@ impl Drop for ShmSubscriber {
         if self.durable {
             // The hold stays where it was last released (a recorder
             // releases only what its log has); the next durable subscriber
-            // of this name takes it over.
+            // of this name takes it over. One that releases automatically
+            // releases what it read first: its receives release in steps
+            // (every `RELEASE_EVERY` frames, and on an empty poll), and a
+            // drop between two left the next owner up to 63 frames this
+            // one had already read.
+            if !self.cursor.manual_release() {
+                self.seg.ring().release(&mut self.cursor);
+            }
             // Release: pairs with the Acquire loads of `adopt` and of the
             // monitors; our last release happened before.
             self.entry().pid.store(ORPHAN, Ordering::Release);

@@ -1512,3 +1512,43 @@ fn open_descriptors_of(path: &Path) -> usize {
         .filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l == real))
         .count()
 }
+
+/// Review finding: a durable subscriber that releases automatically
+/// releases in steps (every `RELEASE_EVERY` frames, and on an empty
+/// poll); dropped between two, its orphaned hold stayed at the last step,
+/// and the next subscriber of its name got up to 63 frames again that the
+/// first had already read.
+#[test]
+fn regression_a_dropped_auto_release_durable_subscriber_handed_on_what_it_had_read() {
+    let bus = small_bus("durable-drop");
+    let seg = bus.segment("trades").unwrap();
+    let options = SubscriberOptions {
+        name: "auto".into(),
+        start: Start::Oldest,
+        gating: true,
+        durable: true,
+        ..Default::default()
+    };
+    let mut sub = ShmSubscriber::new(Arc::clone(&seg), &options).unwrap();
+    let mut publisher = bus.publisher("trades").unwrap();
+    for i in 0..10 {
+        publisher.publish(&trade(i)).unwrap();
+    }
+    // Ten frames read, never an empty poll (which would release them).
+    for seq in 0..10 {
+        assert_eq!(sub.poll(), Ok(seq));
+    }
+    drop(sub);
+    let holds = seg.durable_holds();
+    assert_eq!(holds.len(), 1, "{holds:?}");
+    assert_eq!(
+        holds[0].position,
+        Some(10),
+        "the orphaned hold is behind what the subscriber read"
+    );
+    let mut next = ShmSubscriber::new(Arc::clone(&seg), &options).unwrap();
+    assert_eq!(next.poll(), Err(zerocast_ipc::RecvError::Empty));
+    drop(next);
+    assert_eq!(seg.release_durable("auto"), Some(10));
+    bus.remove_segments();
+}
