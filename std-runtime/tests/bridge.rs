@@ -1637,3 +1637,65 @@ fn regression_an_exporter_error_reply_was_taken_for_silence() {
     let _ = importer.join().unwrap();
     server.join().unwrap();
 }
+
+/// Review finding: an importer stopped while far-side gating subscribers
+/// held its ring full returned an error ("stopped while ... behind"), so
+/// `bridge import` exited 1 on SIGTERM there, where a stop anywhere else
+/// is clean; nothing is lost either way (a restart goes on from the local
+/// head).
+#[test]
+fn regression_a_stop_while_gating_subscribers_were_behind_was_an_error() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use zenoh::Wait;
+    use zerocast_runtime::bridge::{import, wire::Message};
+
+    let far = Side::new("stopbehind", "b", 128 << 10);
+    let capacity = far.capacity();
+    let key = "zerocast/stopbehind/trade_events";
+    // A gating subscriber that never reads: the importer's ring fills.
+    let _held = far
+        .bus
+        .subscriber(
+            TOPIC,
+            SubscriberOptions {
+                name: "slow".into(),
+                gating: true,
+                start: Start::Oldest,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let (origin, session) = loopback_sessions();
+    let stop = Arc::new(AtomicBool::new(false));
+    let log = LogCapture::default();
+    let importer = {
+        let (bus, stop) = (far.bus.clone(), stop.clone());
+        let mut o = import::ImportOptions::new(TOPIC, key);
+        o.query_timeout = Duration::from_millis(100);
+        let subscriber = log.subscriber();
+        std::thread::spawn(move || {
+            tracing::subscriber::with_default(subscriber, || {
+                import::import(&bus, &session, &o, || stop.load(Ordering::Relaxed))
+            })
+        })
+    };
+    let publisher = origin.declare_publisher(key).wait().unwrap();
+    wait_for("the importer subscribed", || {
+        publisher.matching_status().wait().unwrap().matching()
+    });
+    let mut m = Message::new(FAKE_ORIGIN);
+    for s in 0..capacity + 8 {
+        m.frame(s, &frame_bytes(s));
+    }
+    publisher.put(m.bytes().to_vec()).wait().unwrap();
+    wait_for("the importer waiting for the gating subscriber", || {
+        log.contains("waiting for gating subscribers that are behind")
+    });
+    stop.store(true, Ordering::Relaxed);
+    let stats = importer
+        .join()
+        .unwrap()
+        .expect("a stop while gating subscribers were behind was an error");
+    assert_eq!(stats.frames, capacity, "{stats:?}");
+}

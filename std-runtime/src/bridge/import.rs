@@ -660,10 +660,22 @@ impl<S: Fn() -> bool> Importer<'_, S> {
             // `to` may be the last sequence (bytes from the network):
             // the count must not overflow.
             let n = (to - self.next).saturating_add(1).min(capacity);
-            retry(&mut self.publisher, self.stop, &self.options.topic, |p| {
+            let first = retry(&mut self.publisher, self.stop, &self.options.topic, |p| {
                 p.publish_lost(n)
             })
             .map_err(|e| e.message(&self.options.topic))?;
+            if first != self.next {
+                // As for a frame (`publish_frame`): another publisher
+                // claimed in between, and the markers landed off by that.
+                return Err(format!(
+                    "topic {}: origin sequences {} to {} were marked lost from local sequence \
+                     {first}: something else published to it (the importer must be the topic's \
+                     only publisher)",
+                    self.options.topic,
+                    self.next,
+                    self.next.saturating_add(n - 1),
+                ));
+            }
             self.stats.lost += n;
             match self.next.checked_add(n) {
                 Some(next) => self.next = next,
@@ -689,8 +701,12 @@ enum Retry {
 impl Retry {
     fn message(self, topic: &str) -> String {
         match self {
+            // A clean stop, as a stop anywhere else: what was not
+            // published yet is asked for again after a restart (it goes
+            // on from the local head), so nothing is lost.
             Self::Stopped => {
-                format!("stopped while topic {topic}'s gating subscribers were behind")
+                tracing::info!(topic, "stopped while gating subscribers were behind");
+                STOPPED.to_owned()
             }
             // Names the topic itself.
             Self::Other(e @ IpcError::FrameTooLarge { .. }) => e.to_string(),
