@@ -24,7 +24,14 @@ pub fn path(checkpoint_dir: &Path, name: &str) -> PathBuf {
 /// `checkpointed`) to `topic`'s segment on `bus`, before any event is
 /// processed:
 ///
-/// - no checkpoint yet: records the segment it starts on;
+/// - no checkpoint yet: records the segment whose sequences it reads
+///   first: the one its log (in `wal_dir`) was recorded from, if the log
+///   is bound ([`LOG_BINDING_FILE`]), else the bus's now. After a bus
+///   reset whose old log is still in place, a new follower reads the old
+///   log first, and its checkpoint counts in the old bus: bound to the new
+///   one, a checkpoint stored as the follower stopped at the log's end
+///   (refused there) would later be taken for a position on the new bus
+///   and skip its first sequences;
 /// - a checkpoint and the segment it was recorded on: Ok if that is the
 ///   segment now, else an error naming the checkpoint, both segments and
 ///   how to start over;
@@ -45,11 +52,13 @@ pub fn path(checkpoint_dir: &Path, name: &str) -> PathBuf {
 pub fn bind(
     bus: &Bus,
     topic: &str,
+    wal_dir: &Path,
     checkpoint_dir: &Path,
     name: &str,
     checkpointed: Option<u64>,
-    log_only: Option<&Path>,
+    log_only: bool,
 ) -> Result<(), String> {
+    let log_only = log_only.then_some(wal_dir);
     let config = bus.config().topic(topic).map_err(|e| e.to_string())?;
     if config.transport != Transport::Shm {
         return Ok(());
@@ -80,7 +89,13 @@ pub fn bind(
                 file.display(),
             ))
         }
-        _ => store(&file, &now),
+        (None, _) => {
+            let logged = read_binding(&wal_dir.join(LOG_BINDING_FILE))?;
+            store(&file, logged.as_deref().unwrap_or(&now))
+        }
+        // A checkpoint of an older zerocast's, with no binding: it cannot
+        // be checked; held against the segment now from here on.
+        (Some(_), None) => store(&file, &now),
     }
 }
 

@@ -923,10 +923,11 @@ fn run_follow(bus: &Bus, args: &FollowArgs) -> Result<(), String> {
     zerocast_runtime::checkpoint_segment::bind(
         bus,
         &args.topic,
+        &wal_dir,
         &checkpoint_dir,
         &args.name,
         follower.checkpointed(),
-        log_only.then_some(wal_dir.as_path()),
+        log_only,
     )?;
     let mut sink: Box<dyn Write> = match &args.out {
         Some(path) => {

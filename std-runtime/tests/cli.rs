@@ -2018,3 +2018,76 @@ fn regression_a_follower_could_not_finish_the_old_log_after_a_reset() {
     assert_eq!(seqs.first(), Some(&"10"), "{}", stdout(&out));
     assert_eq!(seqs.last(), Some(&"19"), "{}", stdout(&out));
 }
+
+/// Review finding: after a bus reset whose old log was still in place, a
+/// new follower bound its checkpoint to the new bus's segment, though it
+/// read the old log first; stopped where it would join the new bus
+/// (refused there), it checkpointed the old log's last sequence under
+/// that binding, and once the old log files were gone, a restart took
+/// the checkpoint for a position on the new bus: with `--until` below it,
+/// exit 0 having printed nothing (live, it would have skipped the new
+/// bus's first sequences). A new checkpoint is now bound to the segment
+/// its log was recorded from.
+#[test]
+fn regression_a_new_follower_of_an_old_log_bound_its_checkpoint_to_the_new_bus() {
+    let ns = Ns::new("follow-new-old");
+    let dir = ns.root.join("trade_events");
+    let logged_up_to = |seq| zerocast_runtime::checkpoint_segment::log_reaches(&dir, seq);
+    let publish = |n: &str| {
+        assert!(ns
+            .run(&["pub", "--topic", "trade_events", "--count", n])
+            .status
+            .success());
+    };
+    let follow = |until: &str| {
+        ns.run(&[
+            "follow",
+            "--topic",
+            "trade_events",
+            "--wal",
+            ns.wal(),
+            "--name",
+            "f",
+            "--until",
+            until,
+        ])
+    };
+    let record = || ns.spawn(&["record", "--topic", "trade_events", "--wal", ns.wal()]);
+    let rec = record();
+    wait_for_subscribers(&ns, "trade_events", 1);
+    publish("20");
+    wait_until("20 frames logged", || logged_up_to(19));
+    sigterm(&rec);
+    assert!(finish(rec, &["record"]).status.success());
+    // The reset: a new segment, its sequences from 0.
+    std::fs::remove_file(ns.segment("trade_events")).unwrap();
+    publish("3");
+    // A new follower reads the old log, then is refused at the new bus.
+    let out = follow("25");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("reset"), "{}", stderr(&out));
+    // The old log's files go (its checkpoints stay), and the new bus is
+    // recorded into a new log.
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    let rec = record();
+    wait_until("the new bus's 3 frames logged", || logged_up_to(2));
+    sigterm(&rec);
+    assert!(finish(rec, &["record"]).status.success());
+    let out = follow("2");
+    let msg = stderr(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the old log's checkpoint was taken for a position on the new bus: {msg}\n{}",
+        stdout(&out)
+    );
+    assert!(
+        msg.contains("f.ckpt") && (msg.contains("reset") || msg.contains("another bus")),
+        "{msg}"
+    );
+}
