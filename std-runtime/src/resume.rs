@@ -117,6 +117,9 @@ pub struct Resumable {
     /// The identity of the bus segment this reader's position counts in
     /// ([`expect_segment`](Self::expect_segment)), if its caller bound it.
     segment: Option<String>,
+    /// The first checkpoint failure, if one failed: see
+    /// [`checkpoint`](Self::checkpoint).
+    checkpoint_failed: Option<String>,
 }
 
 impl Resumable {
@@ -147,6 +150,7 @@ impl Resumable {
             poll: Duration::from_millis(50),
             stored: 0,
             segment: None,
+            checkpoint_failed: None,
         })
     }
 
@@ -174,6 +178,7 @@ impl Resumable {
             poll: Duration::from_millis(50),
             stored: 0,
             segment: None,
+            checkpoint_failed: None,
         }
     }
 
@@ -246,15 +251,35 @@ impl Resumable {
     }
 
     /// Writes the checkpoint now (after the
-    /// [`before_checkpoint`](Self::before_checkpoint) hook).
+    /// [`before_checkpoint`](Self::before_checkpoint) hook). Once a
+    /// checkpoint has failed (its hook or its store), every later one fails
+    /// too, naming the first failure, without running the hook again: a
+    /// hook that syncs output may fail once and then succeed with the data
+    /// still lost (Linux reports a failed writeback to `fsync` once), and a
+    /// checkpoint stored after that would cover output that never reached
+    /// the disk.
     pub fn checkpoint(&mut self) -> Result<(), WalError> {
+        if let Some(first) = &self.checkpoint_failed {
+            return Err(WalError::Io {
+                path: PathBuf::from(&self.name),
+                action: "checkpoint after an earlier checkpoint failed",
+                source: std::io::Error::other(first.clone()),
+            });
+        }
         if self.next > 0 && self.checkpointed != Some(self.next - 1) {
-            if let Some(hook) = &mut self.before_checkpoint.0 {
-                hook(self.next - 1)?;
-            }
-            if let Some(checkpoints) = &self.checkpoints {
-                checkpoints.store(&self.name, self.next - 1)?;
-                self.stored += 1;
+            let mut store = || {
+                if let Some(hook) = &mut self.before_checkpoint.0 {
+                    hook(self.next - 1)?;
+                }
+                if let Some(checkpoints) = &self.checkpoints {
+                    checkpoints.store(&self.name, self.next - 1)?;
+                    self.stored += 1;
+                }
+                Ok::<(), WalError>(())
+            };
+            if let Err(e) = store() {
+                self.checkpoint_failed = Some(e.to_string());
+                return Err(e);
             }
             self.checkpointed = Some(self.next - 1);
         }
@@ -288,8 +313,11 @@ impl Resumable {
         stop: impl Fn() -> bool,
     ) -> Result<(), String> {
         self.run_until_done(f, stop).or_else(|e| {
-            // Usually already done (`processed`); then a no-op.
-            self.checkpoint().map_err(|c| format!("{e}; and {c}"))?;
+            // Not after a failed checkpoint (the error says so already);
+            // otherwise usually done already (`processed`), then a no-op.
+            if self.checkpoint_failed.is_none() {
+                self.checkpoint().map_err(|c| format!("{e}; and {c}"))?;
+            }
             Err(e)
         })
     }

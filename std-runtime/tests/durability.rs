@@ -832,3 +832,84 @@ fn regression_a_run_ended_by_its_own_error_did_not_checkpoint_what_it_processed(
     bus.remove_segments();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Review finding: after a run ended by an error, the run checkpointed
+/// again, running the `before_checkpoint` hook a second time even when
+/// the error was that hook's: a hook that syncs output (`follow --out`)
+/// may fail once and then succeed with the data still lost (Linux reports
+/// a failed writeback to `fsync` once), and the checkpoint stored then
+/// covered output that never reached the disk. A failed checkpoint now
+/// stays failed.
+#[test]
+fn regression_a_failed_checkpoint_hook_was_run_again_and_its_failure_lost() {
+    let (bus, _) = small_bus("hook-fails");
+    let dir = tempdir("hook-fails");
+    let (mut wal, _) = recorder::open_wal(&dir, "trades", WalOptions::default()).unwrap();
+    let mut feed = Feed::new(4, 9);
+    for seq in 0..5 {
+        let mut buf = FrameBuf::default();
+        let words = frame::encode(&feed.trade(), 1, 2, &mut buf.0).unwrap();
+        buf.0[0] = seq;
+        wal.append(seq, 0, &buf.bytes()[..words * 8]).unwrap();
+    }
+    wal.sync().unwrap();
+    drop(wal);
+    let wal_dir = dir.join("trades");
+    let checkpoints = wal_dir.join("checkpoints");
+    let mut r = Resumable::open(
+        &bus,
+        "trades",
+        &wal_dir,
+        &checkpoints,
+        "h",
+        only_on_return(),
+    )
+    .unwrap();
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let seen = calls.clone();
+    r.before_checkpoint(move |_| {
+        // Fails once, as an fsync reporting a lost writeback does.
+        if seen.fetch_add(1, Ordering::Relaxed) == 0 {
+            Err(WalError::Io {
+                path: "out".into(),
+                action: "fdatasync output",
+                source: std::io::Error::other("EIO"),
+            })
+        } else {
+            Ok(())
+        }
+    });
+    let result = r.run(
+        |e| match e {
+            Event::Frame { seq: 2, .. } => ControlFlow::Break(()),
+            _ => ControlFlow::Continue(()),
+        },
+        || false,
+    );
+    let why = result.expect_err("a failed checkpoint was not an error");
+    assert!(why.contains("EIO"), "{why}");
+    assert_eq!(
+        calls.load(Ordering::Relaxed),
+        1,
+        "the failed hook was run again"
+    );
+    assert_eq!(
+        r.checkpointed(),
+        None,
+        "a checkpoint stored over a failed sync"
+    );
+    assert!(r.checkpoint().is_err(), "a later checkpoint succeeded");
+    assert_eq!(calls.load(Ordering::Relaxed), 1);
+    let again = Resumable::open(
+        &bus,
+        "trades",
+        &wal_dir,
+        &checkpoints,
+        "h",
+        only_on_return(),
+    )
+    .unwrap();
+    assert_eq!(again.checkpointed(), None);
+    bus.remove_segments();
+    let _ = std::fs::remove_dir_all(&dir);
+}
