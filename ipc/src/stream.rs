@@ -37,6 +37,12 @@ pub struct FrameStream {
 /// Subscribes to `topic` on a dedicated thread and streams what it receives.
 /// `capacity` bounds the channel; when the async side falls behind, the
 /// thread waits, and the ring (not the channel) decides what is lost.
+///
+/// A frame counts as read (and, for a gating subscriber without
+/// `manual_release`, is released) when the thread takes it into the
+/// channel: a durable subscriber's hold, left when the stream is dropped,
+/// is past the frames still in the channel then, and the next subscriber
+/// of its name does not get them.
 pub fn subscribe(
     bus: &Bus,
     topic: &str,

@@ -55,7 +55,8 @@ pub struct SubscriberOptions {
     /// non-empty `name`, unique per topic among durable subscribers). When
     /// its process dies or drops it, its gating hold is not released: the
     /// entry stays as an orphaned hold at the last released position
-    /// (dropped without `manual_release`: after everything it read), and
+    /// (dropped without `manual_release`, other than by a panic: after
+    /// everything it read), and
     /// publishers keep waiting for it (by their gating policy). The next
     /// durable subscriber of the same name takes the hold over, without it
     /// ever being released in between: it starts at `start` (`Oldest`:
@@ -721,8 +722,10 @@ impl Drop for ShmSubscriber {
             // releases what it read first: its receives release in steps
             // (every `RELEASE_EVERY` frames, and on an empty poll), and a
             // drop between two left the next owner up to 63 frames this
-            // one had already read.
-            if !self.cursor.manual_release() {
+            // one had already read. Not while unwinding: a frame taken by
+            // a receive whose processing panicked was not processed, and
+            // is the next owner's again.
+            if !self.cursor.manual_release() && !std::thread::panicking() {
                 self.seg.ring().release(&mut self.cursor);
             }
             // Release: pairs with the Acquire loads of `adopt` and of the

@@ -1552,3 +1552,42 @@ fn regression_a_dropped_auto_release_durable_subscriber_handed_on_what_it_had_re
     assert_eq!(seg.release_durable("auto"), Some(10));
     bus.remove_segments();
 }
+
+/// Review of the change above: a durable subscriber dropped while its
+/// thread unwinds (a panic processing a frame it had just received) must
+/// not release what it read: the frame that panicked was not processed.
+#[test]
+fn regression_a_durable_subscriber_unwinding_released_the_frame_that_panicked() {
+    let bus = small_bus("durable-panic");
+    let seg = bus.segment("trades").unwrap();
+    let options = SubscriberOptions {
+        name: "panics".into(),
+        start: Start::Oldest,
+        gating: true,
+        durable: true,
+        ..Default::default()
+    };
+    let mut publisher = bus.publisher("trades").unwrap();
+    for i in 0..10 {
+        publisher.publish(&trade(i)).unwrap();
+    }
+    let (s, o) = (Arc::clone(&seg), options.clone());
+    let result = std::thread::spawn(move || {
+        let mut sub = ShmSubscriber::new(s, &o).unwrap();
+        for seq in 0..10 {
+            assert_eq!(sub.poll(), Ok(seq));
+        }
+        panic!("processing frame 9 failed");
+    })
+    .join();
+    assert!(result.is_err());
+    let holds = seg.durable_holds();
+    assert_eq!(holds.len(), 1, "{holds:?}");
+    assert_eq!(
+        holds[0].position,
+        Some(0),
+        "an unwinding subscriber released frames it had not processed"
+    );
+    assert_eq!(seg.release_durable("panics"), Some(0));
+    bus.remove_segments();
+}
