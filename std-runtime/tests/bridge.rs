@@ -1699,3 +1699,64 @@ fn regression_a_stop_while_gating_subscribers_were_behind_was_an_error() {
         .expect("a stop while gating subscribers were behind was an error");
     assert_eq!(stats.frames, capacity, "{stats:?}");
 }
+
+/// Review of the change above: the exporter error the importer names while
+/// it keeps asking must be the last answer's, not an older one: an
+/// exporter that answered with an error and then went silent (it died) was
+/// still said to be unable to serve the range.
+#[test]
+fn regression_an_old_exporter_error_was_named_after_the_exporter_went_silent() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use zenoh::Wait;
+    use zerocast_runtime::bridge::{import, wire::Message};
+
+    let far = Side::new("errsilent", "b", 4 << 20);
+    let key = "zerocast/errsilent/trade_events";
+    let (origin, session) = loopback_sessions();
+    let stop = Arc::new(AtomicBool::new(false));
+    let queryable = origin.declare_queryable(key).wait().unwrap();
+    let log = LogCapture::default();
+    let importer = {
+        let (bus, stop) = (far.bus.clone(), stop.clone());
+        let mut o = import::ImportOptions::new(TOPIC, key);
+        o.query_timeout = Duration::from_millis(200);
+        let subscriber = log.subscriber();
+        std::thread::spawn(move || {
+            tracing::subscriber::with_default(subscriber, || {
+                import::import(&bus, &session, &o, || stop.load(Ordering::Relaxed))
+            })
+        })
+    };
+    // The first query (the importer's start) gets an error; then the
+    // exporter is gone.
+    let q = queryable
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap()
+        .expect("no query at the importer's start");
+    q.reply_err("the bus was reset: a test's exporter")
+        .wait()
+        .unwrap();
+    drop(q);
+    queryable.undeclare().wait().unwrap();
+    wait_for("the exporter's error in the importer's warnings", || {
+        log.contains("the bus was reset: a test's exporter")
+    });
+    let publisher = origin.declare_publisher(key).wait().unwrap();
+    wait_for("the importer subscribed", || {
+        publisher.matching_status().wait().unwrap().matching()
+    });
+    let mut m = Message::new(FAKE_ORIGIN);
+    m.frame(5, &frame_bytes(5));
+    publisher.put(m.bytes().to_vec()).wait().unwrap();
+    wait_for("the importer's warning that nobody answers", || {
+        log.contains("no answer from the exporter for these sequences")
+            || log.contains("cannot serve these sequences")
+    });
+    stop.store(true, Ordering::Relaxed);
+    let _ = importer.join().unwrap();
+    assert!(
+        !log.contains("cannot serve these sequences"),
+        "an old exporter error was named for a silent exporter"
+    );
+}

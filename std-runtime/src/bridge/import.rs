@@ -529,21 +529,25 @@ impl<S: Fn() -> bool> Importer<'_, S> {
                 Err(e) => {
                     let text = String::from_utf8_lossy(&e.payload().to_bytes()).into_owned();
                     tracing::debug!(selector, "query not answered: {text}");
-                    error = Some(text);
+                    if error.is_none() && !is_zenoh_timeout(&text) {
+                        error = Some(text);
+                    }
                 }
             }
         }
         if got.is_none() {
-            if let Some(e) = error.filter(|e| !is_zenoh_timeout(e)) {
-                if self.exporter_error.as_ref() != Some(&e) {
+            // This query's exporter error, or none (silence): a warning
+            // names what the exporter said last, never an older answer.
+            if let Some(e) = &error {
+                if self.exporter_error.as_ref() != Some(e) {
                     tracing::warn!(
                         topic = self.options.topic,
                         selector,
                         "the exporter answered a query with an error: {e}"
                     );
                 }
-                self.exporter_error = Some(e);
             }
+            self.exporter_error = error;
         } else {
             self.exporter_error = None;
         }
