@@ -1256,3 +1256,51 @@ fn regression_a_reset_while_the_batcher_started_was_skipped_silently() {
     assert!(err.to_string().contains("bus was reset"), "{err}");
     bus.remove_segments();
 }
+
+/// Review finding: the batcher (and every reader that goes on from a
+/// position: `follow`, a gateway resume) took an iceoryx2 topic, whose
+/// frames count per publisher and start again at 0 after a restart, and
+/// whose subscribers start at the newest frame wherever the position is: a
+/// restarted publisher's frames were taken for ones already batched, and
+/// what was published while the batcher was away skipped, without a word
+/// (and the batcher made a shared-memory segment for the topic to take its
+/// identity). Both are refused, naming the transport.
+#[cfg(feature = "iceoryx2")]
+#[test]
+fn regression_readers_from_a_position_took_an_iceoryx2_topic() {
+    let mut topic = TopicConfig::new(TOPIC, 1_000_000, TopicKind::Trade);
+    topic.transport = zerocast_ipc::Transport::Iceoryx2;
+    let bus = Bus::new(Config {
+        namespace: format!("btl{}iox", std::process::id()),
+        topics: vec![topic],
+    });
+    let options = BatchOptions {
+        interval: Duration::from_millis(20),
+        until: Some(10),
+        ..Default::default()
+    };
+    let mut sink = Flaky::default();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let err = Batcher::new(&bus, TOPIC, None, "iox", options)
+        .run(&mut sink, || Instant::now() > deadline, |_| {})
+        .expect_err("an iceoryx2 topic was batched");
+    assert!(err.to_string().contains("iceoryx2"), "{err}");
+    assert!(
+        !bus.config().segment_path(TOPIC).exists(),
+        "the batcher made a shared-memory segment for an iceoryx2 topic"
+    );
+    let mut reader = zerocast_runtime::resume::Resumable::open_at(
+        &bus,
+        TOPIC,
+        std::path::Path::new("/nonexistent"),
+        "iox",
+        5,
+    );
+    let why = reader
+        .run(
+            |_| std::ops::ControlFlow::Continue(()),
+            || Instant::now() > deadline,
+        )
+        .expect_err("an iceoryx2 topic was read from a position");
+    assert!(why.contains("iceoryx2"), "{why}");
+}

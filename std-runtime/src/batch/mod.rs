@@ -392,6 +392,9 @@ impl Batcher {
         let max_bytes = self.options.max_bytes.max(1);
         let interval = self.options.interval;
         let until = self.options.until;
+        // Before the identity, which would make a shared-memory segment
+        // for an iceoryx2 topic.
+        crate::resume::refuse_iceoryx2(&self.bus, &self.topic).map_err(BatchError::Source)?;
         let segment = segment_identity(&self.bus, &self.topic).map_err(BatchError::Source)?;
         sink.bind_segment(&segment)?;
         let committed = sink.committed()?;
