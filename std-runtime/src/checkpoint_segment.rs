@@ -43,7 +43,7 @@ pub fn path(checkpoint_dir: &Path, name: &str) -> PathBuf {
 /// `log_only`: the WAL directory, when the follower ends within it (see
 /// [`log_reaches`]) and never joins the bus. Then a missing segment is not
 /// created (that would leave a segment of the topic's size in /dev/shm for
-/// nobody), and nothing is recorded. Every sequence then comes from the
+/// nobody), and only a bound log's segment is recorded. Every sequence then comes from the
 /// log: a log bound to the segment it was recorded from (its
 /// [`LOG_BINDING_FILE`]) is what the checkpoint is held against, so an old
 /// log can be read to its end under the follower's own name after a
@@ -93,15 +93,22 @@ pub fn bind(
             let logged = read_binding(&wal_dir.join(LOG_BINDING_FILE))?;
             store(&file, logged.as_deref().unwrap_or(&now))
         }
-        // A checkpoint of an older zerocast's, with no binding: it cannot
-        // be checked; held against the segment now from here on.
-        (Some(_), None) => store(&file, &now),
+        // A checkpoint with no binding (an older zerocast's): it cannot be
+        // checked; held from here on against the segment whose sequences
+        // it read, as a new one is.
+        (Some(_), None) => {
+            let logged = read_binding(&wal_dir.join(LOG_BINDING_FILE))?;
+            store(&file, logged.as_deref().unwrap_or(&now))
+        }
     }
 }
 
 /// [`bind`] for a follower that ends within the log in `wal_dir`: its
 /// checkpoint, if bound, must count in the segment the log was recorded
-/// from, if that is known. Records nothing.
+/// from, if that is known. A checkpoint with no binding yet is bound to
+/// the log's segment (only the binding file is written: no segment is
+/// created), so that a later run that joins the bus holds it against the
+/// segment its sequences count in, never the bus's after a reset.
 fn bind_log_only(
     wal_dir: &Path,
     checkpoint_dir: &Path,
@@ -121,6 +128,7 @@ fn bind_log_only(
             wal_dir.display(),
             log.display(),
         )),
+        (_, None, Some(logged)) => store(&file, &logged),
         _ => Ok(()),
     }
 }

@@ -2027,7 +2027,10 @@ fn regression_a_follower_could_not_finish_the_old_log_after_a_reset() {
 /// the checkpoint for a position on the new bus: with `--until` below it,
 /// exit 0 having printed nothing (live, it would have skipped the new
 /// bus's first sequences). A new checkpoint is now bound to the segment
-/// its log was recorded from.
+/// its log was recorded from, and so is one a run within the log left
+/// unbound (the review of that fix: a first run with `--until` inside the
+/// log stored no binding, and the next run bound its checkpoint to the
+/// bus it found).
 #[test]
 fn regression_a_new_follower_of_an_old_log_bound_its_checkpoint_to_the_new_bus() {
     let ns = Ns::new("follow-new-old");
@@ -2059,10 +2062,14 @@ fn regression_a_new_follower_of_an_old_log_bound_its_checkpoint_to_the_new_bus()
     wait_until("20 frames logged", || logged_up_to(19));
     sigterm(&rec);
     assert!(finish(rec, &["record"]).status.success());
+    // The follower's first run ends within the log (it never joins the
+    // bus; its checkpoint counts in the log's segment all the same).
+    let out = follow("10");
+    assert!(out.status.success(), "{}", stderr(&out));
     // The reset: a new segment, its sequences from 0.
     std::fs::remove_file(ns.segment("trade_events")).unwrap();
     publish("3");
-    // A new follower reads the old log, then is refused at the new bus.
+    // The follower goes on in the old log, then is refused at the new bus.
     let out = follow("25");
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("reset"), "{}", stderr(&out));
@@ -2090,4 +2097,54 @@ fn regression_a_new_follower_of_an_old_log_bound_its_checkpoint_to_the_new_bus()
         msg.contains("f.ckpt") && (msg.contains("reset") || msg.contains("another bus")),
         "{msg}"
     );
+}
+
+/// Review finding: `follow` and `batch` on an iceoryx2 topic (whose frames
+/// count per publisher, so a position means nothing) made their files (the
+/// checkpoint directory, the --out file, the sink) before the reader
+/// refused the topic; they now refuse it first, naming the transport.
+#[test]
+fn regression_follow_and_batch_made_their_files_before_refusing_an_iceoryx2_topic() {
+    let ns = Ns::new("iox-refuse");
+    let config = ns.root.join("iox.toml");
+    std::fs::write(
+        &config,
+        "[[topic]]\nname = \"books_iox\"\nsize = \"1MB\"\nkind = \"l2\"\ntransport = \"iceoryx2\"\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let out_file = ns.root.join("follow.out");
+    let o = ns.run(&[
+        "--config",
+        config,
+        "follow",
+        "--topic",
+        "books_iox",
+        "--wal",
+        ns.wal(),
+        "--name",
+        "f",
+        "--out",
+        out_file.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("iceoryx2"), "{}", stderr(&o));
+    assert!(!out_file.exists(), "follow made its --out file first");
+    assert!(
+        !ns.root.join("books_iox").exists(),
+        "follow made its checkpoint directory first"
+    );
+    let db = ns.root.join("books.db");
+    let o = ns.run(&[
+        "--config",
+        config,
+        "batch",
+        "--topic",
+        "books_iox",
+        "--sink",
+        &format!("sqlite:{}", db.display()),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("iceoryx2"), "{}", stderr(&o));
+    assert!(!db.exists(), "batch made its database first");
 }
