@@ -39,10 +39,11 @@ pub struct FrameStream {
 /// thread waits, and the ring (not the channel) decides what is lost.
 ///
 /// A frame counts as read (and, for a gating subscriber without
-/// `manual_release`, is released) when the thread takes it into the
-/// channel: a durable subscriber's hold, left when the stream is dropped,
-/// is past the frames still in the channel then, and the next subscriber
-/// of its name does not get them.
+/// `manual_release`, is released) when the thread receives it to put into
+/// the channel: a durable subscriber's hold, left when the stream is
+/// dropped, is past the frames still in the channel then and past the one
+/// the thread received last (which it could no longer send), and the next
+/// subscriber of its name does not get them.
 pub fn subscribe(
     bus: &Bus,
     topic: &str,

@@ -260,8 +260,12 @@ impl Resumable {
     /// the disk.
     pub fn checkpoint(&mut self) -> Result<(), WalError> {
         if let Some(first) = &self.checkpoint_failed {
+            let path = self.checkpoints.as_ref().map_or_else(
+                || PathBuf::from(&self.name),
+                |c| c.dir().join(format!("{}.ckpt", self.name)),
+            );
             return Err(WalError::Io {
-                path: PathBuf::from(&self.name),
+                path,
                 action: "checkpoint after an earlier checkpoint failed",
                 source: std::io::Error::other(first.clone()),
             });
