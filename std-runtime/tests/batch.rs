@@ -1304,3 +1304,37 @@ fn regression_readers_from_a_position_took_an_iceoryx2_topic() {
         .expect_err("an iceoryx2 topic was read from a position");
     assert!(why.contains("iceoryx2"), "{why}");
 }
+
+/// Review finding: the JSON-lines sink took any `u64` for the sequence of
+/// its last line, and the batcher resumed at the one after it: a damaged
+/// or edited line with `u64::MAX` panicked in a debug build and, wrapped
+/// to 0, batched the whole topic again in a release build. A sequence past
+/// what a bus hands out is refused, naming it.
+#[test]
+fn regression_a_jsonl_last_line_of_sequence_u64_max_wrapped_the_position() {
+    let bus = lib_bus("jsonlmax", 3);
+    let dir = scratch("jsonlmax");
+    let path = dir.join("out.jsonl");
+    let mut sink = zerocast_runtime::batch::JsonlSink::open(&path, TOPIC, "j").unwrap();
+    Batcher::new(
+        &bus,
+        TOPIC,
+        None,
+        "j",
+        BatchOptions {
+            until: Some(2),
+            ..Default::default()
+        },
+    )
+    .run(&mut sink, || false, |_| {})
+    .unwrap();
+    drop(sink);
+    let mut text = std::fs::read(&path).unwrap();
+    text.extend_from_slice(format!("{{\"seq\":{},\"kind\":\"lost\"}}\n", u64::MAX).as_bytes());
+    std::fs::write(&path, &text).unwrap();
+    let err = zerocast_runtime::batch::JsonlSink::open(&path, TOPIC, "j")
+        .err()
+        .expect("a last line of sequence u64::MAX was taken");
+    assert!(err.to_string().contains(&u64::MAX.to_string()), "{err}");
+    bus.remove_segments();
+}

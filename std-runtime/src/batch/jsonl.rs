@@ -97,10 +97,21 @@ fn header_line(h: &Header) -> Vec<u8> {
 fn line_seq(line: &[u8]) -> Result<u64, String> {
     let v: serde_json::Value =
         serde_json::from_slice(line).map_err(|e| format!("last line is not JSON: {e}"))?;
-    v.get("to")
+    let seq = v
+        .get("to")
         .or_else(|| v.get("seq"))
         .and_then(serde_json::Value::as_u64)
-        .ok_or_else(|| "last line has no \"seq\" (not written by zerocast batch?)".to_owned())
+        .ok_or_else(|| "last line has no \"seq\" (not written by zerocast batch?)".to_owned())?;
+    // No bus hands out a sequence past MAX_SEQ: such a line was damaged or
+    // edited, and the position after it would not exist (u64::MAX wrapped
+    // to 0, and the batcher batched the whole topic again).
+    if seq > crate::wal::format::MAX_SEQ {
+        return Err(format!(
+            "last line's sequence {seq} is past the largest a bus hands out ({})",
+            crate::wal::format::MAX_SEQ
+        ));
+    }
+    Ok(seq)
 }
 
 impl JsonlSink {
