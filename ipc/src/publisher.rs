@@ -894,7 +894,7 @@ impl<'p, B: Body> LoanUninit<'p, B> {
     /// Stores `body` straight into the slot: its archived words, computed
     /// field by field ([`Body::archived_words`]), each one store into the
     /// slot's shared atomics. The one copy of the body on the publish side.
-    #[inline]
+    #[inline(always)]
     pub fn write(self, body: &B) -> Loan<'p, B> {
         let mut loan = Loan(self.0, std::marker::PhantomData);
         loan.write(body);
@@ -921,7 +921,7 @@ impl<B: Body> Loan<'_, B> {
     }
 
     /// Writes `body` over the one written before, in place.
-    #[inline]
+    #[inline(always)]
     pub fn write(&mut self, body: &B) -> &mut Self {
         if let Some(slot) = &self.0.slot {
             body.archived_words(|i, w| slot.store(HEADER_WORDS + i, w));
@@ -931,9 +931,13 @@ impl<B: Body> Loan<'_, B> {
 
     /// Publishes the frame (its header carries the time the slot was
     /// lent) and returns its sequence. Wait-free.
-    #[inline]
-    pub fn commit(mut self) -> u64 {
-        self.0.commit(B::KIND)
+    #[inline(always)]
+    pub fn commit(self) -> u64 {
+        // Committed, the loan has nothing left to drop (its `Drop` only
+        // fills a slot still held): not dropping it saves the call to its
+        // drop glue, which the compiler kept out of line.
+        let mut this = std::mem::ManuallyDrop::new(self);
+        this.0.commit(B::KIND)
     }
 
     /// Another name for [`commit`](Self::commit), as iceoryx2 calls it.
