@@ -1,0 +1,205 @@
+//! Why rtrb's rate swings between runs of the same 160 B frames (the
+//! harness's ring-vs-rtrb comparison): each run also reports how full its
+//! queue was, sampled by the consumer every 256 items, and how often the
+//! consumer found it empty; then each side's rate alone, on a warm ring
+//! with nobody on the other side, for rtrb and the broadcast ring.
+//!
+//! An SPSC queue between two cores runs in one of two regimes: its
+//! consumer keeps up (the queue near empty, the consumer polling what the
+//! producer is writing, and both sides pulling the same cache lines back
+//! and forth), or its consumer fell behind and the queue stays full (each
+//! side works on lines the other left long ago, at the rate of the slower
+//! side alone). Which one a run settles in depends on how the two sides
+//! start, and it stays there. A consumer much faster than its producer
+//! (the broadcast ring's) always keeps up.
+//!
+//! `cargo run --release -p zerocast-benches --example rtrb_regime [runs]`
+use std::time::Instant;
+
+use zerocast_benches::{pin, rings, trade_frame};
+use zerocast_core::broadcast::{Broadcast, GatingCache, Start, TryRecvError};
+
+/// Items per run (as the harness's).
+const ITEMS: u64 = 200_000;
+/// Consumer samples of the queue's fill, one every this many items.
+const SAMPLE_EVERY: u64 = 256;
+
+/// One two-thread run: delivered rate (M/s), mean fill of the queue as
+/// the consumer saw it, and how many polls found nothing.
+struct Run {
+    rate: f64,
+    fill: f64,
+    empty_polls: u64,
+}
+
+fn rtrb_run(item: [u64; 20]) -> Run {
+    let (mut producer, mut consumer) = rtrb::RingBuffer::<[u64; 20]>::new(rings::CAPACITY);
+    let start = std::sync::Barrier::new(2);
+    std::thread::scope(|s| {
+        let start = &start;
+        let reader = s.spawn(move || {
+            pin(1);
+            start.wait();
+            let (mut got, mut fill, mut samples, mut empty) = (0u64, 0u64, 0u64, 0u64);
+            while got < ITEMS {
+                match consumer.pop() {
+                    Ok(x) => {
+                        std::hint::black_box(x);
+                        got += 1;
+                        if got % SAMPLE_EVERY == 0 {
+                            fill += consumer.slots() as u64;
+                            samples += 1;
+                        }
+                    }
+                    Err(_) => empty += 1,
+                }
+            }
+            (fill as f64 / samples as f64, empty)
+        });
+        pin(0);
+        start.wait();
+        let t0 = Instant::now();
+        for _ in 0..ITEMS {
+            while producer.push(item).is_err() {
+                std::hint::spin_loop();
+            }
+        }
+        let (fill, empty_polls) = reader.join().expect("rtrb consumer");
+        Run {
+            rate: ITEMS as f64 / t0.elapsed().as_secs_f64() / 1e6,
+            fill,
+            empty_polls,
+        }
+    })
+}
+
+fn broadcast_run(frame: &[u64]) -> Run {
+    let ring = Broadcast::with_capacity(rings::CAPACITY, frame.len()).expect("ring");
+    let mut cursor = ring.cursor(Start::Newest);
+    let start = std::sync::Barrier::new(2);
+    let ring = &ring;
+    std::thread::scope(|s| {
+        let start = &start;
+        let reader = s.spawn(move || {
+            pin(1);
+            start.wait();
+            let mut out = vec![0u64; frame.len()];
+            let (mut got, mut fill, mut samples, mut empty) = (0u64, 0u64, 0u64, 0u64);
+            while cursor.next() < ITEMS {
+                match ring.try_recv(&mut cursor, &mut out) {
+                    Ok(seq) => {
+                        std::hint::black_box(seq);
+                        got += 1;
+                        if got % SAMPLE_EVERY == 0 {
+                            fill += ring.head().saturating_sub(cursor.next());
+                            samples += 1;
+                        }
+                    }
+                    Err(TryRecvError::Lagged(_)) => {}
+                    Err(_) => empty += 1,
+                }
+            }
+            (got, fill as f64 / samples.max(1) as f64, empty)
+        });
+        pin(0);
+        start.wait();
+        let t0 = Instant::now();
+        let mut cache = GatingCache::default();
+        for _ in 0..ITEMS {
+            ring.try_publish(&mut cache, frame).expect("publish");
+        }
+        let (got, fill, empty_polls) = reader.join().expect("broadcast consumer");
+        Run {
+            rate: got as f64 / t0.elapsed().as_secs_f64() / 1e6,
+            fill,
+            empty_polls,
+        }
+    })
+}
+
+/// Each side alone on a warm ring (M items/s): rtrb's push and pop, the
+/// broadcast ring's publish and receive; `rounds` fills and drains of
+/// most of the ring, on the calling thread.
+fn solo(item: [u64; 20], frame: &[u64], rounds: usize) -> [f64; 4] {
+    let n = rings::CAPACITY - 64;
+    let (mut producer, mut consumer) = rtrb::RingBuffer::<[u64; 20]>::new(rings::CAPACITY);
+    let ring = Broadcast::with_capacity(rings::CAPACITY, frame.len()).expect("ring");
+    let mut cursor = ring.register_gating(Start::Newest).expect("gating slot");
+    let mut cache = GatingCache::default();
+    let mut out = vec![0u64; frame.len()];
+    let mut secs = [0f64; 4];
+    for _ in 0..rounds {
+        let t = Instant::now();
+        for _ in 0..n {
+            producer.push(item).expect("room");
+        }
+        secs[0] += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(consumer.pop().expect("item"));
+        }
+        secs[1] += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        for _ in 0..n {
+            ring.try_publish(&mut cache, frame).expect("room");
+        }
+        secs[2] += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(ring.try_recv(&mut cursor, &mut out).expect("frame"));
+        }
+        secs[3] += t.elapsed().as_secs_f64();
+        ring.release(&mut cursor);
+    }
+    secs.map(|s| (rounds * n) as f64 / s / 1e6)
+}
+
+fn main() {
+    let runs: usize = std::env::args()
+        .nth(1)
+        .map(|s| s.parse().expect("runs"))
+        .unwrap_or(20);
+    assert!(runs > 0, "at least one run");
+    let frame = trade_frame();
+    let mut item = [0u64; 20];
+    item.copy_from_slice(&frame[..20]);
+    println!(
+        "two threads on the two pinned cores, {ITEMS} trade frames (160 B) per run, rings of {} \
+         slots; fill: the queue's mean length as the consumer saw it (every {SAMPLE_EVERY} items)",
+        rings::CAPACITY
+    );
+    let (mut full, mut kept_up, mut ours) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 0..runs {
+        let r = rtrb_run(item);
+        let b = broadcast_run(&frame);
+        println!(
+            "run {run:2}  rtrb {:6.1} M/s  fill {:6.0}  empty polls {:8}  |  broadcast overwriting \
+             {:6.1} M/s  fill {:6.0}  empty polls {:8}",
+            r.rate, r.fill, r.empty_polls, b.rate, b.fill, b.empty_polls
+        );
+        // A queue a quarter full or more on average: its consumer fell
+        // behind and stayed behind.
+        if r.fill >= rings::CAPACITY as f64 / 4.0 {
+            full.push(r.rate);
+        } else {
+            kept_up.push(r.rate);
+        }
+        ours.push(b.rate);
+    }
+    let median = |v: &[f64]| zerocast_benches::median(v).map_or("-".into(), |m| format!("{m:.1}"));
+    println!(
+        "rtrb, consumer kept up (fill under a quarter): {} runs, median {} M/s; queue full: {} \
+         runs, median {} M/s; broadcast overwriting: median {} M/s",
+        kept_up.len(),
+        median(&kept_up),
+        full.len(),
+        median(&full),
+        median(&ours)
+    );
+    pin(0);
+    let [push, pop, publish, recv] = solo(item, &frame, 50);
+    println!(
+        "alone on a warm ring, one thread: rtrb push {push:.1}, pop {pop:.1} M/s; broadcast \
+         publish {publish:.1}, receive {recv:.1} M/s"
+    );
+}
