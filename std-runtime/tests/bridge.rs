@@ -865,6 +865,34 @@ impl LogCapture {
     }
 }
 
+/// An importer of `key` into `far` on its own thread, its warnings in the
+/// returned log, until `stop` is set.
+fn logged_importer(
+    far: &Side,
+    session: zenoh::Session,
+    key: &str,
+    query_timeout: Duration,
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (
+    std::thread::JoinHandle<Result<zerocast_runtime::bridge::import::ImportStats, String>>,
+    LogCapture,
+) {
+    use zerocast_runtime::bridge::import;
+    let log = LogCapture::default();
+    let (bus, stop) = (far.bus.clone(), stop.clone());
+    let mut o = import::ImportOptions::new(TOPIC, key);
+    o.query_timeout = query_timeout;
+    let subscriber = log.subscriber();
+    let importer = std::thread::spawn(move || {
+        tracing::subscriber::with_default(subscriber, || {
+            import::import(&bus, &session, &o, || {
+                stop.load(std::sync::atomic::Ordering::Relaxed)
+            })
+        })
+    });
+    (importer, log)
+}
+
 #[test]
 fn bridge_kills_mid_stream_with_a_wal_lose_nothing() {
     // The origin publishes steadily while the importer, then the exporter,
@@ -1589,7 +1617,7 @@ fn regression_an_exporter_error_reply_was_taken_for_silence() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     use zenoh::Wait;
-    use zerocast_runtime::bridge::{import, wire::Message};
+    use zerocast_runtime::bridge::wire::Message;
 
     let far = Side::new("errreply", "b", 4 << 20);
     let key = "zerocast/errreply/trade_events";
@@ -1609,18 +1637,7 @@ fn regression_an_exporter_error_reply_was_taken_for_silence() {
             }
         })
     };
-    let log = LogCapture::default();
-    let importer = {
-        let (bus, stop) = (far.bus.clone(), stop.clone());
-        let mut o = import::ImportOptions::new(TOPIC, key);
-        o.query_timeout = Duration::from_millis(200);
-        let subscriber = log.subscriber();
-        std::thread::spawn(move || {
-            tracing::subscriber::with_default(subscriber, || {
-                import::import(&bus, &session, &o, || stop.load(Ordering::Relaxed))
-            })
-        })
-    };
+    let (importer, log) = logged_importer(&far, session, key, Duration::from_millis(200), &stop);
     let publisher = origin.declare_publisher(key).wait().unwrap();
     wait_for("the importer subscribed", || {
         publisher.matching_status().wait().unwrap().matching()
@@ -1648,7 +1665,7 @@ fn regression_a_stop_while_gating_subscribers_were_behind_was_an_error() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     use zenoh::Wait;
-    use zerocast_runtime::bridge::{import, wire::Message};
+    use zerocast_runtime::bridge::wire::Message;
 
     let far = Side::new("stopbehind", "b", 128 << 10);
     let capacity = far.capacity();
@@ -1668,18 +1685,7 @@ fn regression_a_stop_while_gating_subscribers_were_behind_was_an_error() {
         .unwrap();
     let (origin, session) = loopback_sessions();
     let stop = Arc::new(AtomicBool::new(false));
-    let log = LogCapture::default();
-    let importer = {
-        let (bus, stop) = (far.bus.clone(), stop.clone());
-        let mut o = import::ImportOptions::new(TOPIC, key);
-        o.query_timeout = Duration::from_millis(100);
-        let subscriber = log.subscriber();
-        std::thread::spawn(move || {
-            tracing::subscriber::with_default(subscriber, || {
-                import::import(&bus, &session, &o, || stop.load(Ordering::Relaxed))
-            })
-        })
-    };
+    let (importer, log) = logged_importer(&far, session, key, Duration::from_millis(100), &stop);
     let publisher = origin.declare_publisher(key).wait().unwrap();
     wait_for("the importer subscribed", || {
         publisher.matching_status().wait().unwrap().matching()
@@ -1709,25 +1715,14 @@ fn regression_an_old_exporter_error_was_named_after_the_exporter_went_silent() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     use zenoh::Wait;
-    use zerocast_runtime::bridge::{import, wire::Message};
+    use zerocast_runtime::bridge::wire::Message;
 
     let far = Side::new("errsilent", "b", 4 << 20);
     let key = "zerocast/errsilent/trade_events";
     let (origin, session) = loopback_sessions();
     let stop = Arc::new(AtomicBool::new(false));
     let queryable = origin.declare_queryable(key).wait().unwrap();
-    let log = LogCapture::default();
-    let importer = {
-        let (bus, stop) = (far.bus.clone(), stop.clone());
-        let mut o = import::ImportOptions::new(TOPIC, key);
-        o.query_timeout = Duration::from_millis(200);
-        let subscriber = log.subscriber();
-        std::thread::spawn(move || {
-            tracing::subscriber::with_default(subscriber, || {
-                import::import(&bus, &session, &o, || stop.load(Ordering::Relaxed))
-            })
-        })
-    };
+    let (importer, log) = logged_importer(&far, session, key, Duration::from_millis(200), &stop);
     // The first query (the importer's start) gets an error; then the
     // exporter is gone.
     let q = queryable

@@ -1962,6 +1962,28 @@ fn regression_follow_of_the_log_alone_creates_no_segment() {
     assert!(!ns.segment("trade_events").exists());
 }
 
+/// Publishes `n` trade frames with `zerocast pub`.
+fn publish_trades(ns: &Ns, n: &str) {
+    let o = ns.run(&["pub", "--topic", "trade_events", "--count", n]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// The arguments of `zerocast follow` of trade_events under the name `f`,
+/// in `ns`'s WAL, until `until`.
+fn follow_f_until<'a>(ns: &'a Ns, until: &'a str) -> [&'a str; 9] {
+    [
+        "follow",
+        "--topic",
+        "trade_events",
+        "--wal",
+        ns.wal(),
+        "--name",
+        "f",
+        "--until",
+        until,
+    ]
+}
+
 /// After a bus reset, a follower whose checkpoint counts in the old bus
 /// could not read the rest of the old log under its own name, even with an
 /// `--until` inside the log (it never joins the bus): its checkpoint was
@@ -1973,25 +1995,8 @@ fn regression_a_follower_could_not_finish_the_old_log_after_a_reset() {
     let ns = Ns::new("follow-old-log");
     let dir = ns.root.join("trade_events");
     let logged_up_to = |seq| zerocast_runtime::checkpoint_segment::log_reaches(&dir, seq);
-    let publish = |n: &str| {
-        assert!(ns
-            .run(&["pub", "--topic", "trade_events", "--count", n])
-            .status
-            .success());
-    };
-    let follow = |until: &str| {
-        ns.spawn(&[
-            "follow",
-            "--topic",
-            "trade_events",
-            "--wal",
-            ns.wal(),
-            "--name",
-            "f",
-            "--until",
-            until,
-        ])
-    };
+    let publish = |n: &str| publish_trades(&ns, n);
+    let follow = |until: &str| ns.spawn(&follow_f_until(&ns, until));
     let rec = ns.spawn(&["record", "--topic", "trade_events", "--wal", ns.wal()]);
     wait_for_subscribers(&ns, "trade_events", 1);
     publish("5");
@@ -2036,25 +2041,8 @@ fn regression_a_new_follower_of_an_old_log_bound_its_checkpoint_to_the_new_bus()
     let ns = Ns::new("follow-new-old");
     let dir = ns.root.join("trade_events");
     let logged_up_to = |seq| zerocast_runtime::checkpoint_segment::log_reaches(&dir, seq);
-    let publish = |n: &str| {
-        assert!(ns
-            .run(&["pub", "--topic", "trade_events", "--count", n])
-            .status
-            .success());
-    };
-    let follow = |until: &str| {
-        ns.run(&[
-            "follow",
-            "--topic",
-            "trade_events",
-            "--wal",
-            ns.wal(),
-            "--name",
-            "f",
-            "--until",
-            until,
-        ])
-    };
+    let publish = |n: &str| publish_trades(&ns, n);
+    let follow = |until: &str| ns.run(&follow_f_until(&ns, until));
     let record = || ns.spawn(&["record", "--topic", "trade_events", "--wal", ns.wal()]);
     let rec = record();
     wait_for_subscribers(&ns, "trade_events", 1);
