@@ -113,9 +113,21 @@ fn huge_pages_granted() -> String {
 
 fn summary(runs: &[Run]) -> String {
     let (median, min, max, lost_median, lost_max) = stats(runs);
+    let fills: Vec<String> = runs
+        .iter()
+        .filter_map(|r| r.fill)
+        .map(|f| format!("{f:.0}"))
+        .collect();
+    let fill = if fills.is_empty() {
+        String::new()
+    } else {
+        // rtrb's regime per run: near 0, its consumer kept up; near the
+        // capacity, it fell behind (see the `rtrb_regime` example).
+        format!("  | queue fill per run: {}", fills.join(", "))
+    };
     format!(
         "median {median:6.2}  min {min:6.2}  max {max:6.2}  | lost per run: median \
-         {lost_median:7}  max {lost_max:7}",
+         {lost_median:7}  max {lost_max:7}{fill}",
     )
 }
 

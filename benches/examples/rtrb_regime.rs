@@ -4,14 +4,14 @@
 //! consumer found it empty; then each side's rate alone, on a warm ring
 //! with nobody on the other side, for rtrb and the broadcast ring.
 //!
-//! An SPSC queue between two cores runs in one of two regimes: its
-//! consumer keeps up (the queue near empty, the consumer polling what the
-//! producer is writing, and both sides pulling the same cache lines back
-//! and forth), or its consumer fell behind and the queue stays full (each
-//! side works on lines the other left long ago, at the rate of the slower
-//! side alone). Which one a run settles in depends on how the two sides
-//! start, and it stays there. A consumer much faster than its producer
-//! (the broadcast ring's) always keeps up.
+//! A bounded queue between two cores settles near one of two ends: its
+//! consumer keeps up (the queue near empty; the consumer polls what the
+//! producer is writing), or its producer does (the queue full; the
+//! producer waits for, and at once rewrites, the slot the consumer has
+//! just freed). Which end a run settles at, and how fast it then runs,
+//! varies between runs of the same frames on the 2-vCPU guests; the fill
+//! says which side waits, not the rate. A consumer much faster than its
+//! producer (the broadcast ring's) always keeps up.
 //!
 //! `cargo run --release -p zerocast-benches --example rtrb_regime [runs]`
 use std::time::Instant;
@@ -29,17 +29,59 @@ const SAMPLE_EVERY: u64 = 256;
 struct Run {
     rate: f64,
     fill: f64,
+    /// Polls that found nothing (or a frame still being written).
     empty_polls: u64,
+    /// Sent and never read (the overwriting ring lapped its consumer).
+    lost: u64,
+}
+
+/// Runs `consume` on a thread pinned to the second core and `produce` on
+/// the calling one (pinned to the first by `main`), started together;
+/// returns the seconds from the start until the consumer is done, and what
+/// it returned. A consumer that cannot pin fails the run instead of
+/// leaving the producer at the barrier (as the harness's `two_threads`).
+fn pair<R: Send>(produce: impl FnOnce(), consume: impl FnOnce() -> R + Send) -> (f64, R) {
+    let start = std::sync::Barrier::new(2);
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let (start, failed) = (&start, &failed);
+        let reader = s.spawn(move || {
+            let pinned = std::panic::catch_unwind(|| pin(1));
+            if pinned.is_err() {
+                // Relaxed: read after the barrier below, which orders it.
+                failed.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            start.wait();
+            if let Err(e) = pinned {
+                std::panic::resume_unwind(e);
+            }
+            consume()
+        });
+        start.wait();
+        // Relaxed: stored before the barrier both sides passed.
+        if failed.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = reader.join();
+            panic!("the consumer could not pin to the second core");
+        }
+        let t0 = Instant::now();
+        produce();
+        let r = reader.join().expect("consumer thread");
+        (t0.elapsed().as_secs_f64(), r)
+    })
 }
 
 fn rtrb_run(item: [u64; 20]) -> Run {
     let (mut producer, mut consumer) = rtrb::RingBuffer::<[u64; 20]>::new(rings::CAPACITY);
-    let start = std::sync::Barrier::new(2);
-    std::thread::scope(|s| {
-        let start = &start;
-        let reader = s.spawn(move || {
-            pin(1);
-            start.wait();
+    let (secs, (fill, empty_polls)) = pair(
+        || {
+            for _ in 0..ITEMS {
+                while producer.push(item).is_err() {
+                    std::hint::spin_loop();
+                }
+            }
+        },
+        move || {
+            // As the harness's consumer (`pop_all`): no pause on empty.
             let (mut got, mut fill, mut samples, mut empty) = (0u64, 0u64, 0u64, 0u64);
             while got < ITEMS {
                 match consumer.pop() {
@@ -54,35 +96,30 @@ fn rtrb_run(item: [u64; 20]) -> Run {
                     Err(_) => empty += 1,
                 }
             }
-            (fill as f64 / samples as f64, empty)
-        });
-        pin(0);
-        start.wait();
-        let t0 = Instant::now();
-        for _ in 0..ITEMS {
-            while producer.push(item).is_err() {
-                std::hint::spin_loop();
-            }
-        }
-        let (fill, empty_polls) = reader.join().expect("rtrb consumer");
-        Run {
-            rate: ITEMS as f64 / t0.elapsed().as_secs_f64() / 1e6,
-            fill,
-            empty_polls,
-        }
-    })
+            (fill as f64 / samples.max(1) as f64, empty)
+        },
+    );
+    Run {
+        rate: ITEMS as f64 / secs / 1e6,
+        fill,
+        empty_polls,
+        lost: 0,
+    }
 }
 
 fn broadcast_run(frame: &[u64]) -> Run {
     let ring = Broadcast::with_capacity(rings::CAPACITY, frame.len()).expect("ring");
     let mut cursor = ring.cursor(Start::Newest);
-    let start = std::sync::Barrier::new(2);
     let ring = &ring;
-    std::thread::scope(|s| {
-        let start = &start;
-        let reader = s.spawn(move || {
-            pin(1);
-            start.wait();
+    let (secs, (got, fill, empty_polls)) = pair(
+        || {
+            let mut cache = GatingCache::default();
+            for _ in 0..ITEMS {
+                ring.try_publish(&mut cache, frame).expect("publish");
+            }
+        },
+        move || {
+            // As the harness's consumer (`receive_all`): a pause on empty.
             let mut out = vec![0u64; frame.len()];
             let (mut got, mut fill, mut samples, mut empty) = (0u64, 0u64, 0u64, 0u64);
             while cursor.next() < ITEMS {
@@ -96,25 +133,21 @@ fn broadcast_run(frame: &[u64]) -> Run {
                         }
                     }
                     Err(TryRecvError::Lagged(_)) => {}
-                    Err(_) => empty += 1,
+                    Err(_) => {
+                        empty += 1;
+                        std::hint::spin_loop();
+                    }
                 }
             }
             (got, fill as f64 / samples.max(1) as f64, empty)
-        });
-        pin(0);
-        start.wait();
-        let t0 = Instant::now();
-        let mut cache = GatingCache::default();
-        for _ in 0..ITEMS {
-            ring.try_publish(&mut cache, frame).expect("publish");
-        }
-        let (got, fill, empty_polls) = reader.join().expect("broadcast consumer");
-        Run {
-            rate: got as f64 / t0.elapsed().as_secs_f64() / 1e6,
-            fill,
-            empty_polls,
-        }
-    })
+        },
+    );
+    Run {
+        rate: got as f64 / secs / 1e6,
+        fill,
+        empty_polls,
+        lost: ITEMS - got,
+    }
 }
 
 /// Each side alone on a warm ring (M items/s): rtrb's push and pop, the
@@ -174,11 +207,11 @@ fn main() {
         let b = broadcast_run(&frame);
         println!(
             "run {run:2}  rtrb {:6.1} M/s  fill {:6.0}  empty polls {:8}  |  broadcast overwriting \
-             {:6.1} M/s  fill {:6.0}  empty polls {:8}",
-            r.rate, r.fill, r.empty_polls, b.rate, b.fill, b.empty_polls
+             {:6.1} M/s  fill {:6.0}  empty polls {:8}  lost {}",
+            r.rate, r.fill, r.empty_polls, b.rate, b.fill, b.empty_polls, b.lost
         );
         // A queue a quarter full or more on average: its consumer fell
-        // behind and stayed behind.
+        // behind and stayed behind (the producer waits).
         if r.fill >= rings::CAPACITY as f64 / 4.0 {
             full.push(r.rate);
         } else {

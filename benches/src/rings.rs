@@ -31,7 +31,15 @@ pub struct Run {
     pub delivered_m_per_s: f64,
     /// Items sent and never read (an overwriting ring lapped its consumer).
     pub lost: u64,
+    /// rtrb's runs only: how full its queue was, on average, as the
+    /// consumer saw it every [`FILL_SAMPLE_EVERY`] items (rtrb runs in one
+    /// of two regimes, near empty or full, at very different rates: see
+    /// the `rtrb_regime` example).
+    pub fill: Option<f64>,
 }
+
+/// How often an rtrb consumer samples its queue's fill, in items.
+pub const FILL_SAMPLE_EVERY: u64 = 256;
 
 /// `produce` runs on the calling thread, `consume` on a thread pinned to
 /// the second core, both started together; timed until the consumer is
@@ -68,6 +76,7 @@ pub fn two_threads(produce: impl FnOnce(), consume: impl FnOnce() -> Delivery + 
     Run {
         delivered_m_per_s: delivery.received as f64 / t0.elapsed().as_secs_f64() / 1e6,
         lost: delivery.lagged,
+        fill: None,
     }
 }
 
@@ -124,10 +133,33 @@ pub fn rtrb(frame: &[u64]) -> Run {
     let (mut producer, mut consumer) = rtrb::RingBuffer::<[u64; 20]>::new(CAPACITY);
     let mut item = [0u64; 20];
     item.copy_from_slice(&frame[..20]);
-    two_threads(
+    // The consumer's mean fill, as f64 bits.
+    let fill = std::sync::atomic::AtomicU64::new(f64::NAN.to_bits());
+    let mut run = two_threads(
         || push_copies(item, |x| producer.push(x).is_ok()),
-        all_items(|| pop_all(|| consumer.pop().ok())),
-    )
+        all_items(|| {
+            let (mut got, mut sum, mut samples) = (0u64, 0u64, 0u64);
+            pop_all(|| {
+                let x = consumer.pop().ok();
+                if x.is_some() {
+                    got += 1;
+                    if got % FILL_SAMPLE_EVERY == 0 {
+                        sum += consumer.slots() as u64;
+                        samples += 1;
+                    }
+                }
+                x
+            });
+            // Relaxed: read after the consumer thread is joined.
+            fill.store(
+                (sum as f64 / samples.max(1) as f64).to_bits(),
+                Ordering::Relaxed,
+            );
+        }),
+    );
+    // Relaxed: the join in `two_threads` ordered the store before this.
+    run.fill = Some(f64::from_bits(fill.load(Ordering::Relaxed))).filter(|f| f.is_finite());
+    run
 }
 
 /// Median, minimum and maximum rate of `runs`, and the median and largest
@@ -204,7 +236,9 @@ pub fn compare_with_rtrb(runs: usize) -> Value {
                 .zip(rtrb_runs)
                 .map(|(r, b)| r.delivered_m_per_s / b.delivered_m_per_s)
                 .collect();
+            let fills: Vec<Option<f64>> = runs.iter().map(|r| r.fill).collect();
             json!({
+                "fill_runs": if fills.iter().any(Option::is_some) { json!(fills) } else { Value::Null },
                 "delivered_m_per_s_runs": runs.iter().map(|r| r.delivered_m_per_s).collect::<Vec<_>>(),
                 "x_rtrb_runs": ratios,
                 "case": case,
@@ -224,4 +258,21 @@ pub fn compare_with_rtrb(runs: usize) -> Value {
         "frame_bytes": 160,
         "cases": cases,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    /// rtrb's runs carry their queue's mean fill (the regime they ran
+    /// in), within the queue's capacity; the broadcast ring's carry none.
+    #[test]
+    fn rtrb_runs_record_their_queue_fill() {
+        let frame = crate::trade_frame();
+        let fill = super::rtrb(&frame).fill.expect("rtrb's run has no fill");
+        assert!(
+            (0.0..=super::CAPACITY as f64).contains(&fill),
+            "fill {fill} outside 0..={}",
+            super::CAPACITY
+        );
+        assert_eq!(super::broadcast(false, &frame, 1).fill, None);
+    }
 }

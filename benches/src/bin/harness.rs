@@ -1579,14 +1579,23 @@ fn rings_markdown(report: &Value) -> String {
         "\n**Rings, two threads** (1 producer -> 1 consumer pinned to the two cores, {} B \
          trade frames, single publishes, {} items per run, ring of {} slots; median of {} \
          interleaved runs, M items/s delivered (read by the consumer); `lost`: sent and \
-         never read, overwriting rings only)\n\n\
-         | case | median | min | max | x rtrb | lost median | lost max |\n|---|---|---|---|---|---|---|\n",
+         never read, overwriting rings only; `fill`: rtrb's queue, its mean length as its \
+         consumer saw it in each run (near 0: the consumer kept up, contending with the \
+         producer; near the capacity: it fell behind and stayed there, each side alone on \
+         its lines; rtrb's rate differs by several times between the two))\n\n\
+         | case | median | min | max | x rtrb | lost median | lost max | fill per run |\n|---|---|---|---|---|---|---|---|\n",
         r["frame_bytes"], r["items_per_run"], r["capacity"], r["runs"],
     );
     for c in r["cases"].as_array().into_iter().flatten() {
         let f = |k: &str| c[k].as_f64().map_or("?".into(), |x| format!("{x:.2}"));
+        let fills = c["fill_runs"].as_array().map_or(String::new(), |v| {
+            v.iter()
+                .map(|x| x.as_f64().map_or("?".into(), |x| format!("{x:.0}")))
+                .collect::<Vec<_>>()
+                .join(", ")
+        });
         s += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
             c["case"].as_str().unwrap_or("?"),
             f("delivered_m_per_s_median"),
             f("delivered_m_per_s_min"),
@@ -1596,6 +1605,7 @@ fn rings_markdown(report: &Value) -> String {
                 .map_or("?".into(), |x| format!("{x:.2}x")),
             c["lost_median"],
             c["lost_max"],
+            fills,
         );
     }
     s
