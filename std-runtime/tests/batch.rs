@@ -1332,9 +1332,9 @@ fn regression_a_jsonl_last_line_of_sequence_u64_max_wrapped_the_position() {
     let mut text = std::fs::read(&path).unwrap();
     text.extend_from_slice(format!("{{\"seq\":{},\"kind\":\"lost\"}}\n", u64::MAX).as_bytes());
     std::fs::write(&path, &text).unwrap();
-    let err = zerocast_runtime::batch::JsonlSink::open(&path, TOPIC, "j")
-        .err()
-        .expect("a last line of sequence u64::MAX was taken");
+    let Err(err) = zerocast_runtime::batch::JsonlSink::open(&path, TOPIC, "j") else {
+        panic!("a last line of sequence u64::MAX was taken");
+    };
     assert!(err.to_string().contains(&u64::MAX.to_string()), "{err}");
     bus.remove_segments();
 }
