@@ -40,7 +40,7 @@ pub fn path(checkpoint_dir: &Path, name: &str) -> PathBuf {
 ///
 /// iceoryx2 topics have no zerocast segment: nothing is checked.
 ///
-/// `log_only`: the WAL directory, when the follower ends within it (see
+/// `log_only`: the follower ends within the log in `wal_dir` (see
 /// [`log_reaches`]) and never joins the bus. Then a missing segment is not
 /// created (that would leave a segment of the topic's size in /dev/shm for
 /// nobody), and only a bound log's segment is recorded. Every sequence then comes from the
@@ -58,15 +58,18 @@ pub fn bind(
     checkpointed: Option<u64>,
     log_only: bool,
 ) -> Result<(), String> {
-    let log_only = log_only.then_some(wal_dir);
     let config = bus.config().topic(topic).map_err(|e| e.to_string())?;
     if config.transport != Transport::Shm {
         return Ok(());
     }
-    if let Some(wal_dir) = log_only.filter(|w| w.join(LOG_BINDING_FILE).exists()) {
-        return bind_log_only(wal_dir, checkpoint_dir, name, checkpointed);
+    // The segment the log was recorded from, if it is bound.
+    let logged = read_binding(&wal_dir.join(LOG_BINDING_FILE))?;
+    if log_only {
+        if let Some(logged) = logged {
+            return bind_log_only(wal_dir, checkpoint_dir, name, checkpointed, &logged);
+        }
     }
-    let Some(now) = identity(bus, topic, log_only.is_none())? else {
+    let Some(now) = identity(bus, topic, !log_only)? else {
         return Ok(());
     };
     let file = path(checkpoint_dir, name);
@@ -89,23 +92,16 @@ pub fn bind(
                 file.display(),
             ))
         }
-        (None, _) => {
-            let logged = read_binding(&wal_dir.join(LOG_BINDING_FILE))?;
-            store(&file, logged.as_deref().unwrap_or(&now))
-        }
-        // A checkpoint with no binding (an older zerocast's): it cannot be
-        // checked; held from here on against the segment whose sequences
-        // it read, as a new one is.
-        (Some(_), None) => {
-            let logged = read_binding(&wal_dir.join(LOG_BINDING_FILE))?;
-            store(&file, logged.as_deref().unwrap_or(&now))
-        }
+        // A new checkpoint, or one with no binding (an older zerocast's,
+        // which cannot be checked): held from here on against the segment
+        // whose sequences it reads first.
+        (None, _) | (Some(_), None) => store(&file, logged.as_deref().unwrap_or(&now)),
     }
 }
 
-/// [`bind`] for a follower that ends within the log in `wal_dir`: its
-/// checkpoint, if bound, must count in the segment the log was recorded
-/// from, if that is known. A checkpoint with no binding yet is bound to
+/// [`bind`] for a follower that ends within the log in `wal_dir`, which
+/// was recorded from segment `logged`: its checkpoint, if bound, must
+/// count in that segment. A checkpoint with no binding yet is bound to
 /// the log's segment (only the binding file is written: no segment is
 /// created), so that a later run that joins the bus holds it against the
 /// segment its sequences count in, never the bus's after a reset.
@@ -114,11 +110,12 @@ fn bind_log_only(
     checkpoint_dir: &Path,
     name: &str,
     checkpointed: Option<u64>,
+    logged: &str,
 ) -> Result<(), String> {
     let file = path(checkpoint_dir, name);
     let log = wal_dir.join(LOG_BINDING_FILE);
-    match (checkpointed, read_binding(&file)?, read_binding(&log)?) {
-        (Some(seq), Some(ours), Some(logged)) if ours != logged => Err(format!(
+    match (checkpointed, read_binding(&file)?) {
+        (Some(seq), Some(ours)) if ours != logged => Err(format!(
             "checkpoint {} (sequence {seq}) counts in segment {ours} (in {}), but the log in \
              {} was recorded from segment {logged} (in {}): another bus's log, whose \
              sequences are not the checkpoint's. Follow it under another --name, or read it \
@@ -128,7 +125,7 @@ fn bind_log_only(
             wal_dir.display(),
             log.display(),
         )),
-        (_, None, Some(logged)) => store(&file, &logged),
+        (_, None) => store(&file, logged),
         _ => Ok(()),
     }
 }
