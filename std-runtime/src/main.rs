@@ -900,7 +900,7 @@ fn sync_parent_dir(path: &std::path::Path) -> Result<(), String> {
 fn run_follow(bus: &Bus, args: &FollowArgs) -> Result<(), String> {
     bus.config().topic(&args.topic).map_err(|e| e.to_string())?;
     // Before anything is made (the checkpoint directory, the --out file).
-    resume::refuse_iceoryx2(bus, &args.topic)?;
+    resume::refuse_iceoryx2(bus, &args.topic, "follow")?;
     let wal_dir = args.wal.join(&args.topic);
     let checkpoint_dir = wal_dir.join("checkpoints");
     let mut follower = resume::Resumable::open(

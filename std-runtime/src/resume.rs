@@ -331,7 +331,11 @@ impl Resumable {
         mut f: impl FnMut(Event<'_>) -> Result<ControlFlow<()>, String>,
         stop: impl Fn() -> bool,
     ) -> Result<(), String> {
-        refuse_iceoryx2(&self.bus, &self.topic)?;
+        refuse_iceoryx2(
+            &self.bus,
+            &self.topic,
+            "reading it from a position (a resume)",
+        )?;
         // A reader that keeps no checkpoint of its own (the gateway's and
         // the bridge's history, the batcher: `open_at`) serves the bus's
         // sequences: a log bound to another segment than the bus's (a
@@ -537,20 +541,19 @@ impl Resumable {
     }
 }
 
-/// An error for an iceoryx2 topic: reading by sequence from a position
-/// (a checkpoint, a batch sink's, a resume's) needs a topic sequence, and
-/// an iceoryx2 topic's frames count per publisher, from 0 again when one
-/// restarts, and its subscribers start at the newest frame wherever the
-/// position is: a reader would take a restarted publisher's frames for
-/// ones it had, and skip what was published while it was away, without a
-/// word.
-pub fn refuse_iceoryx2(bus: &Bus, topic: &str) -> Result<(), String> {
+/// An error for an iceoryx2 topic, for `what` (follow, batch, a resume,
+/// the bridge's export) that goes by the topic's sequence: an iceoryx2
+/// topic's frames count per publisher, from 0 again when one restarts,
+/// and its subscribers start at the newest frame wherever a position is:
+/// a reader would take a restarted publisher's frames for ones it had,
+/// and skip what was published while it was away, without a word.
+pub fn refuse_iceoryx2(bus: &Bus, topic: &str, what: &str) -> Result<(), String> {
     let config = bus.config().topic(topic).map_err(|e| e.to_string())?;
     if config.transport != zerocast_ipc::Transport::Shm {
         return Err(format!(
-            "topic {topic} is an iceoryx2 topic: reading it from a position (follow, batch, a \
-             resume) needs a shared-memory topic, whose frames carry the topic's sequence \
-             (an iceoryx2 topic's count per publisher, from 0 again after a restart)"
+            "topic {topic} is an iceoryx2 topic: {what} needs a shared-memory topic, whose \
+             frames carry the topic's sequence (an iceoryx2 topic's count per publisher, \
+             from 0 again after a restart)"
         ));
     }
     Ok(())

@@ -103,7 +103,7 @@ fn parse_sink(s: &str) -> Result<SinkSpec, String> {
 pub fn run_cli(bus: &Bus, args: &BatchArgs, stop: fn() -> bool) -> Result<(), String> {
     bus.config().topic(&args.topic).map_err(|e| e.to_string())?;
     // Before the sink is opened (which may make its file).
-    crate::resume::refuse_iceoryx2(bus, &args.topic)?;
+    crate::resume::refuse_iceoryx2(bus, &args.topic, "batch")?;
     let mut sink = args
         .sink
         .open(&args.topic, &args.name)

@@ -394,7 +394,8 @@ impl Batcher {
         let until = self.options.until;
         // Before the identity, which would make a shared-memory segment
         // for an iceoryx2 topic.
-        crate::resume::refuse_iceoryx2(&self.bus, &self.topic).map_err(BatchError::Source)?;
+        crate::resume::refuse_iceoryx2(&self.bus, &self.topic, "batch")
+            .map_err(BatchError::Source)?;
         let segment = segment_identity(&self.bus, &self.topic).map_err(BatchError::Source)?;
         sink.bind_segment(&segment)?;
         let committed = sink.committed()?;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use zenoh::qos::CongestionControl;
 use zenoh::query::Query;
 use zenoh::{Session, Wait};
-use zerocast_ipc::{Bus, RecvError, Start, SubscriberOptions, Transport, WaitStrategy};
+use zerocast_ipc::{Bus, RecvError, Start, SubscriberOptions, WaitStrategy};
 
 use super::wire::{Message, Origin, VERSION};
 use crate::recorder::frame_len;
@@ -82,22 +82,9 @@ pub fn export(
     stop: impl Fn() -> bool + Sync,
 ) -> Result<ExportStats, String> {
     let zerr = |what: &str, e: zenoh::Error| format!("zenoh: {what} on {}: {e}", options.key);
-    // Refused before anything is declared or created: an iceoryx2 topic
-    // has no topic sequence (each of its publishers counts from 0, again
-    // after a restart), so an importer would take a restarted publisher's
-    // frames for ones it already has and drop them uncounted, and the
-    // queries would read an empty shared-memory segment made for them.
-    let config = bus
-        .config()
-        .topic(&options.topic)
-        .map_err(|e| e.to_string())?;
-    if config.transport != Transport::Shm {
-        return Err(format!(
-            "topic {}: bridge export sends the topic's sequences, which needs a shared-memory \
-             topic (this one is configured with transport = \"iceoryx2\")",
-            options.topic
-        ));
-    }
+    // Refused before anything is declared or created (the queries would
+    // read an empty shared-memory segment made for an iceoryx2 topic).
+    crate::resume::refuse_iceoryx2(bus, &options.topic, "bridge export")?;
     let publisher = session
         .declare_publisher(options.key.clone())
         .congestion_control(CongestionControl::Block)
