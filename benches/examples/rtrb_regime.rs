@@ -35,44 +35,9 @@ struct Run {
     lost: u64,
 }
 
-/// Runs `consume` on a thread pinned to the second core and `produce` on
-/// the calling one (pinned to the first by `main`), started together;
-/// returns the seconds from the start until the consumer is done, and what
-/// it returned. A consumer that cannot pin fails the run instead of
-/// leaving the producer at the barrier (as the harness's `two_threads`).
-fn pair<R: Send>(produce: impl FnOnce(), consume: impl FnOnce() -> R + Send) -> (f64, R) {
-    let start = std::sync::Barrier::new(2);
-    let failed = std::sync::atomic::AtomicBool::new(false);
-    std::thread::scope(|s| {
-        let (start, failed) = (&start, &failed);
-        let reader = s.spawn(move || {
-            let pinned = std::panic::catch_unwind(|| pin(1));
-            if pinned.is_err() {
-                // Relaxed: read after the barrier below, which orders it.
-                failed.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
-            start.wait();
-            if let Err(e) = pinned {
-                std::panic::resume_unwind(e);
-            }
-            consume()
-        });
-        start.wait();
-        // Relaxed: stored before the barrier both sides passed.
-        if failed.load(std::sync::atomic::Ordering::Relaxed) {
-            let _ = reader.join();
-            panic!("the consumer could not pin to the second core");
-        }
-        let t0 = Instant::now();
-        produce();
-        let r = reader.join().expect("consumer thread");
-        (t0.elapsed().as_secs_f64(), r)
-    })
-}
-
 fn rtrb_run(item: [u64; 20]) -> Run {
     let (mut producer, mut consumer) = rtrb::RingBuffer::<[u64; 20]>::new(rings::CAPACITY);
-    let (secs, (fill, empty_polls)) = pair(
+    let (secs, (fill, empty_polls)) = rings::pinned_pair(
         || {
             for _ in 0..ITEMS {
                 while producer.push(item).is_err() {
@@ -111,7 +76,7 @@ fn broadcast_run(frame: &[u64]) -> Run {
     let ring = Broadcast::with_capacity(rings::CAPACITY, frame.len()).expect("ring");
     let mut cursor = ring.cursor(Start::Newest);
     let ring = &ring;
-    let (secs, (got, fill, empty_polls)) = pair(
+    let (secs, (got, fill, empty_polls)) = rings::pinned_pair(
         || {
             let mut cache = GatingCache::default();
             for _ in 0..ITEMS {

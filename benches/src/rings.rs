@@ -45,11 +45,27 @@ pub const FILL_SAMPLE_EVERY: u64 = 256;
 /// the second core, both started together; timed until the consumer is
 /// done. `consume` says what it delivered. The caller pins itself.
 pub fn two_threads(produce: impl FnOnce(), consume: impl FnOnce() -> Delivery + Send) -> Run {
+    let (secs, delivery) = pinned_pair(produce, consume);
+    Run {
+        delivered_m_per_s: delivery.received as f64 / secs / 1e6,
+        lost: delivery.lagged,
+        fill: None,
+    }
+}
+
+/// [`two_threads`] for any consumer result: the seconds from the start
+/// until the consumer was done, and what it returned. A consumer that
+/// cannot pin fails the run (a panic) instead of leaving the producer at
+/// the barrier.
+pub fn pinned_pair<R: Send>(
+    produce: impl FnOnce(),
+    consume: impl FnOnce() -> R + Send,
+) -> (f64, R) {
     let start = std::sync::Barrier::new(2);
     // Set by a consumer that could not be pinned: the producer then does
     // not start (it would wait forever for room, or at the barrier).
     let failed = AtomicBool::new(false);
-    let (t0, delivery) = std::thread::scope(|s| {
+    let (t0, result) = std::thread::scope(|s| {
         let (start, failed) = (&start, &failed);
         let consumer = s.spawn(move || {
             let pinned = std::panic::catch_unwind(|| pin(1));
@@ -73,11 +89,7 @@ pub fn two_threads(produce: impl FnOnce(), consume: impl FnOnce() -> Delivery + 
         produce();
         (t0, consumer.join().expect("consumer thread"))
     });
-    Run {
-        delivered_m_per_s: delivery.received as f64 / t0.elapsed().as_secs_f64() / 1e6,
-        lost: delivery.lagged,
-        fill: None,
-    }
+    (t0.elapsed().as_secs_f64(), result)
 }
 
 /// A lossless consumer's delivery: every item.
