@@ -61,7 +61,8 @@ fn rtrb_run(item: [u64; 20]) -> Run {
                     Err(_) => empty += 1,
                 }
             }
-            (fill as f64 / samples.max(1) as f64, empty)
+            // NaN without a sample: never a 0 that reads as "near empty".
+            (fill as f64 / samples as f64, empty)
         },
     );
     Run {
@@ -104,7 +105,7 @@ fn broadcast_run(frame: &[u64]) -> Run {
                     }
                 }
             }
-            (got, fill as f64 / samples.max(1) as f64, empty)
+            (got, fill as f64 / samples as f64, empty)
         },
     );
     Run {
@@ -153,6 +154,10 @@ fn solo(item: [u64; 20], frame: &[u64], rounds: usize) -> [f64; 4] {
 }
 
 fn main() {
+    // Take the core list before this thread pins itself, then pin it: it
+    // is every run's producer (and the solo runs' only thread).
+    let _ = zerocast_benches::cores();
+    pin(0);
     let runs: usize = std::env::args()
         .nth(1)
         .map(|s| s.parse().expect("runs"))
@@ -194,7 +199,6 @@ fn main() {
         median(&full),
         median(&ours)
     );
-    pin(0);
     let [push, pop, publish, recv] = solo(item, &frame, 50);
     println!(
         "alone on a warm ring, one thread: rtrb push {push:.1}, pop {pop:.1} M/s; broadcast \

@@ -164,7 +164,9 @@ pub fn rtrb(frame: &[u64]) -> Run {
             });
             // Relaxed: read after the consumer thread is joined.
             fill.store(
-                (sum as f64 / samples.max(1) as f64).to_bits(),
+                // No sample (fewer items than one interval): NaN, dropped
+                // below, never a 0 that reads as "near empty".
+                (sum as f64 / samples as f64).to_bits(),
                 Ordering::Relaxed,
             );
         }),
