@@ -1338,3 +1338,35 @@ fn regression_a_jsonl_last_line_of_sequence_u64_max_wrapped_the_position() {
     assert!(err.to_string().contains(&u64::MAX.to_string()), "{err}");
     bus.remove_segments();
 }
+
+/// Review of the JSON-lines fix above: the same overflow was open for
+/// every sink, at the batcher's position arithmetic (`committed + 1`); a
+/// SQLite `last_seq` of -1 reads as `u64::MAX`. The batcher now refuses
+/// any sink position past what a bus hands out.
+#[test]
+fn regression_a_sqlite_position_of_minus_one_wrapped_the_batcher() {
+    let bus = lib_bus("sqlmax", 3);
+    let dir = scratch("sqlmax");
+    let db = dir.join("b.db");
+    let run = || {
+        let mut sink = zerocast_runtime::batch::SqliteSink::open(&db, TOPIC, "s").unwrap();
+        Batcher::new(
+            &bus,
+            TOPIC,
+            None,
+            "s",
+            BatchOptions {
+                until: Some(2),
+                ..Default::default()
+            },
+        )
+        .run(&mut sink, || false, |_| {})
+    };
+    run().unwrap();
+    let conn = Connection::open(&db).unwrap();
+    conn.execute("UPDATE progress SET last_seq = -1", []).unwrap();
+    drop(conn);
+    let err = run().expect_err("a position of u64::MAX was taken");
+    assert!(err.to_string().contains(&u64::MAX.to_string()), "{err}");
+    bus.remove_segments();
+}

@@ -399,6 +399,17 @@ impl Batcher {
         let segment = segment_identity(&self.bus, &self.topic).map_err(BatchError::Source)?;
         sink.bind_segment(&segment)?;
         let committed = sink.committed()?;
+        // No bus hands out a sequence past MAX_SEQ: a position past it is
+        // damaged or edited (a SQLite `last_seq` of -1 reads as 2^64 - 1),
+        // and the one after it would not exist (u64::MAX + 1 wrapped to 0
+        // in a release build, and the whole topic was batched again).
+        if let Some(c) = committed.filter(|&c| c > crate::wal::format::MAX_SEQ) {
+            return Err(BatchError::Source(format!(
+                "the sink's position, sequence {c}, is past the largest a bus hands out ({}): \
+                 a damaged or edited position; the sink is left as it is",
+                crate::wal::format::MAX_SEQ
+            )));
+        }
         let stats = BatchStats {
             committed,
             ..Default::default()
