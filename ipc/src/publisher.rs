@@ -842,8 +842,11 @@ impl LoanSlot<'_> {
 }
 
 impl Drop for LoanSlot<'_> {
-    // Inlined: a committed loan (every publish) only checks that its slot
-    // is gone.
+    // Inlined: a loan dropped uncommitted fills its slot; a committed one
+    // is not dropped at all (`Loan::commit` wraps it in `ManuallyDrop`,
+    // which is sound only while this `Drop` is all that a committed loan
+    // would run: a field with drop glue of its own added to `LoanSlot`
+    // would leak on every commit).
     #[inline(always)]
     fn drop(&mut self) {
         if self.slot.is_some() {

@@ -55,8 +55,11 @@ pub struct SubscriberOptions {
     /// non-empty `name`, unique per topic among durable subscribers). When
     /// its process dies or drops it, its gating hold is not released: the
     /// entry stays as an orphaned hold at the last released position
-    /// (dropped without `manual_release`, other than by a panic: after
-    /// everything it read), and
+    /// (dropped without `manual_release`: after everything it read;
+    /// dropped while its thread unwinds: where its receives left it, which
+    /// release on receipt every `RELEASE_EVERY` frames, so the frame whose
+    /// processing panicked may be released already: a subscriber that must
+    /// not lose one releases by hand, `manual_release`), and
     /// publishers keep waiting for it (by their gating policy). The next
     /// durable subscriber of the same name takes the hold over, without it
     /// ever being released in between: it starts at `start` (`Oldest`:
@@ -724,7 +727,8 @@ impl Drop for ShmSubscriber {
             // drop between two left the next owner up to 63 frames this
             // one had already read. Not while unwinding: a frame taken by
             // a receive whose processing panicked was not processed, and
-            // is the next owner's again.
+            // is the next owner's again, unless that receive was one of
+            // the steps, which release on receipt (see `durable`).
             if !self.cursor.manual_release() && !std::thread::panicking() {
                 self.seg.ring().release(&mut self.cursor);
             }
