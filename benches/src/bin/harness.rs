@@ -1821,14 +1821,14 @@ fn run_all(args: AllArgs) {
         }
     }
     with_raw_ratios(&mut throughput);
-    // The publish API against the raw ring in interleaved rounds: the
-    // table's rows run once each, one after another, and this guest's
-    // speed (the vCPUs' placement) can change between two rows.
     // The floor before the interleaved rounds and after the rings: whether
     // the vCPUs kept their placement through the two ratio suites.
     let placement_rounds = if args.smoke { 1_000 } else { 100_000 };
     let floor_before = (bus_suites || throughput_only)
         .then(|| pingpong::cache_line_floor([pub_core, sub_cores[0]], placement_rounds));
+    // The publish API against the raw ring in interleaved rounds: the
+    // table's rows run once each, one after another, and this guest's
+    // speed (the vCPUs' placement) can change between two rows.
     let interleaved = if bus_suites || throughput_only {
         let rounds = if args.smoke {
             1
