@@ -1364,7 +1364,8 @@ fn regression_a_sqlite_position_of_minus_one_wrapped_the_batcher() {
     };
     run().unwrap();
     let conn = Connection::open(&db).unwrap();
-    conn.execute("UPDATE progress SET last_seq = -1", []).unwrap();
+    conn.execute("UPDATE progress SET last_seq = -1", [])
+        .unwrap();
     drop(conn);
     let err = run().expect_err("a position of u64::MAX was taken");
     assert!(err.to_string().contains(&u64::MAX.to_string()), "{err}");
